@@ -1,0 +1,3 @@
+from flowstore.cli import main
+
+main()

@@ -1,0 +1,300 @@
+"""Building a store: the manifest, the fingerprint check, and Dask-parallel extraction.
+
+Roles (DESIGN.md, "Build semantics"):
+- each Dask task extracts one sample and writes that sample's chunks itself (no big arrays
+  travel back through the scheduler);
+- one coordinator (this process) marks samples `done`, only after their task returned, and
+  records failures. So a store killed at any moment holds no sample marked done that is not
+  complete, and a re-run computes exactly the samples still not done.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from flowstore.datasets import Dataset, get_dataset
+from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
+from flowstore.manifest import Manifest
+from flowstore.params import canonical_json, fingerprint, to_dict
+from flowstore.store import Store, backend_for, create_store, open_store, remove_store
+
+#: Seconds between two writes of the `done` column (a killed build redoes at most this much).
+DONE_FLUSH_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything one `flowstore build` needs; the CLI only fills this in."""
+
+    dataset: str
+    source: Path
+    store: Path
+    params: Any
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    scheduler: str | None = None
+    overwrite: bool = False
+    max_per_split: int | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise FlowstoreError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_per_split is not None and self.max_per_split < 1:
+            raise FlowstoreError(f"--max-per-split must be at least 1, got {self.max_per_split}")
+
+
+@dataclass
+class BuildResult:
+    store: Path
+    fingerprint: str
+    selected: int
+    computed: int = 0
+    already_done: int = 0
+    failures: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """Build or resume the store `config.store`; see the module docstring for the guarantees."""
+    start = time.perf_counter()
+    dataset = get_dataset(config.dataset)
+    source = Path(config.source)
+    manifest = dataset.manifest(source)
+    params = to_dict(config.params)
+    source_files = dataset.source_files(source, manifest)
+    fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files)
+    if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
+        raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
+
+    store = _open_or_create(config, dataset, manifest, params, source_files, fp)
+    try:
+        done = store.read("done").astype(bool)
+        selected = manifest.first_per_split(config.max_per_split)
+        todo = [i for i in selected if not done[i]]
+        result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
+                             already_done=len(selected) - len(todo))
+        position = {row.id: i for i, row in enumerate(manifest.rows)}
+        failures = {k: v for k, v in store.attrs.get("failures", {}).items()
+                    if k in position and not done[position[k]]}
+        if todo:
+            _run(config, dataset, manifest, store, done, todo, failures, result)
+        _record(store, done, failures, fp, source_files)
+        result.failures = {manifest.rows[i].id: failures[manifest.rows[i].id]
+                           for i in selected if manifest.rows[i].id in failures}
+    finally:
+        store.close()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _record(store: Store, done: np.ndarray, failures: dict[str, str], fp: str,
+            source_files: dict[str, int | None]) -> None:
+    """Write `done` then the attributes that describe it; one coordinator, one writer."""
+    store.write("done", slice(None), done)
+    store.update_attrs({"failures": failures, "fingerprint": fp, "source_files": source_files})
+    store.flush()
+
+
+# -- opening ---------------------------------------------------------------------------------
+def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
+                    params: dict[str, Any], source_files: dict[str, int | None], fp: str) -> Store:
+    path = Path(config.store)
+    if path.exists() and config.overwrite:
+        remove_store(path)
+    if path.exists():
+        store = open_store(path, "r+")
+        try:
+            _check_compatible(store, dataset, manifest, params, source_files, path)
+        except BaseException:
+            store.close()
+            raise
+        return store
+    return _create_atomically(path, dataset, manifest, config.params, source_files, fp)
+
+
+def _create_atomically(path: Path, dataset: Dataset, manifest: Manifest, params: Any,
+                       source_files: dict[str, int | None], fp: str) -> Store:
+    """Create the store under a temporary name, then rename: a half-created store never exists."""
+    temporary = path.with_name(f".{path.stem}.creating-{os.getpid()}{path.suffix}")
+    if temporary.is_dir():  # left by an earlier process with our pid: ours to clear
+        shutil.rmtree(temporary)
+    elif temporary.exists():
+        temporary.unlink()
+    attrs = {
+        "dataset": dataset.name,
+        "classes": list(manifest.classes),
+        "params": to_dict(params),
+        "fingerprint": fp,
+        "source_files": source_files,
+        "failures": {},
+        "manifest": manifest.to_csv(),
+    }
+    specs = dataset.specs(params)
+    columns = {
+        "id": np.array([row.id for row in manifest.rows], dtype=str),
+        "label": np.array([row.label for row in manifest.rows], dtype=np.int32),
+        "split": np.array([row.split for row in manifest.rows], dtype=str),
+    }
+    create_store(temporary, attrs=attrs, specs=specs, columns=columns,
+                 num_samples=len(manifest)).close()
+    os.replace(temporary, path)
+    return open_store(path, "r+")
+
+
+def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params: dict[str, Any],
+                      source_files: dict[str, int | None], path: Path) -> None:
+    """Refuse to mix: other dataset, parameters or manifest, or a done sample's source changed."""
+    attrs = store.attrs
+    hint = "; use --overwrite to rebuild it, or another --store"
+    if attrs.get("dataset") != dataset.name:
+        raise StoreMismatchError(f"store {str(path)!r} holds dataset {attrs.get('dataset')!r}, "
+                                 f"not {dataset.name!r}{hint}")
+    if canonical_json(attrs.get("params")) != canonical_json(params):
+        diffs = ", ".join(f"{k}: store {v!r} vs asked {params.get(k)!r}"
+                          for k, v in _flat(attrs.get("params", {})).items()
+                          if _flat(params).get(k) != v)
+        raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
+                                 f"({diffs}){hint}")
+    if attrs.get("manifest") != manifest.to_csv():
+        raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
+                                 f"(the source's sample list or readme changed){hint}")
+    done = store.read("done").astype(bool)
+    recorded = attrs.get("source_files", {})
+    for index in np.flatnonzero(done):
+        name = str(dataset.source_file(Path("."), manifest.rows[index].id))
+        if recorded.get(name) != source_files.get(name):
+            raise StoreMismatchError(f"source file {name!r} changed since it was written to "
+                                     f"store {str(path)!r}{hint}")
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# -- running ---------------------------------------------------------------------------------
+_OPEN_STORES: dict[str, Store] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def _writer(path: str) -> Store:
+    """The store a task writes to: the coordinator's own object in-process, else opened once."""
+    with _OPEN_LOCK:
+        if path not in _OPEN_STORES:
+            _OPEN_STORES[path] = open_store(path, "r+")
+        return _OPEN_STORES[path]
+
+
+def extract_and_write(store_path: str, dataset_name: str, params: Any, source_file: str,
+                      index: int) -> tuple[int, str | None]:
+    """One Dask task: extract one sample and write its chunks. Returns (index, failure or None).
+
+    Per-sample failures are data, not exceptions: any error becomes the sample's reason.
+    """
+    dataset = get_dataset(dataset_name)
+    try:
+        arrays = dataset.extract(Path(source_file), params)
+        store = _writer(store_path)
+        for name, value in arrays.items():
+            store.write(name, index, value)
+        store.flush()
+    except FlowstoreError as exc:
+        return index, str(exc)
+    except Exception as exc:  # noqa: BLE001  (a decoder or writer error is this sample's reason)
+        return index, f"{type(exc).__name__}: {exc}"
+    return index, None
+
+
+def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
+         done: np.ndarray, todo: list[int], failures: dict[str, str],
+         result: BuildResult) -> None:
+    from tqdm import tqdm
+
+    store_key = str(Path(config.store))
+    with _OPEN_LOCK:
+        _OPEN_STORES[store_key] = store
+    last_flush = time.monotonic()
+    try:
+        with _client(config) as submit:
+            finished = submit(extract_and_write, [
+                (store_key, dataset.name, config.params,
+                 str(dataset.source_file(Path(config.source), manifest.rows[i].id)), i)
+                for i in todo])
+            with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
+                      disable=not config.progress, dynamic_ncols=True) as bar:
+                for index, reason in finished:
+                    sample = manifest.rows[index].id
+                    if reason is None:
+                        done[index] = True
+                        failures.pop(sample, None)
+                        result.computed += 1
+                    else:
+                        failures[sample] = reason
+                    bar.update()
+                    if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
+                        store.write("done", slice(None), done)
+                        store.update_attrs({"failures": failures})
+                        store.flush()
+                        last_flush = time.monotonic()
+    finally:
+        with _OPEN_LOCK:
+            _OPEN_STORES.pop(store_key, None)
+
+
+class _client:
+    """Context manager yielding `submit(fn, argument tuples) -> iterator of results as they finish`.
+
+    Local builds run on an in-process dask.distributed cluster of `workers` threads (OpenCV
+    releases the GIL); `--scheduler ADDRESS` connects to an existing cluster instead.
+    """
+
+    def __init__(self, config: BuildConfig) -> None:
+        self.config = config
+
+    def __enter__(self) -> Callable[..., Iterator[Any]]:
+        import logging
+
+        from distributed import Client, LocalCluster, as_completed
+
+        logging.getLogger("distributed").setLevel(logging.ERROR)
+        if self.config.scheduler:
+            try:
+                self.client = Client(self.config.scheduler, timeout="10s")
+            except (OSError, TimeoutError) as exc:
+                raise FlowstoreError(f"cannot reach Dask scheduler {self.config.scheduler!r}: "
+                                     f"{exc}") from None
+            self.cluster = None
+        else:
+            self.cluster = LocalCluster(n_workers=1, threads_per_worker=self.config.workers,
+                                        processes=False, dashboard_address=None)
+            self.client = Client(self.cluster)
+
+        def submit(fn: Callable[..., Any], arguments: list[tuple]) -> Iterator[Any]:
+            futures = [self.client.submit(fn, *args, pure=False) for args in arguments]
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+
+        return submit
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

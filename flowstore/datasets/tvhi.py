@@ -1,0 +1,130 @@
+"""TV Human Interactions (Patron-Perez et al., BMVC 2010): 4 interaction classes in TV clips.
+
+Source layout, as the dataset ships: ``{class}_{id:04d}.avi`` for the four classes (ids 1..50)
+and ``negative_{id:04d}.avi`` (ids 1..100) in one folder, with ``readme.txt`` naming the two
+official sets. Split (DESIGN.md): test = set 1; set 2 gives train and val (10%, stratified,
+fixed seed). Negatives are left out. When a source has no readme.txt, the official sets below
+(copied from the dataset's readme) are used.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from flowstore.datasets.base import Dataset
+from flowstore.errors import SourceLayoutError
+from flowstore.manifest import Manifest, build_manifest
+from flowstore.params import VideoParams
+from flowstore.store.base import ArraySpec
+
+CLASSES = ("handShake", "highFive", "hug", "kiss")
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0
+README = "readme.txt"
+
+_SET1 = {
+    "handShake": "2,14,15,16,18,19,20,21,24,25,26,27,28,32,40,41,42,43,44,45,46,47,48,49,50",
+    "highFive": "1,6,7,8,9,10,11,12,13,23,24,25,27,28,29,30,31,32,33,34,35,44,45,47,48",
+    "hug": "2,3,4,11,12,15,16,17,18,20,21,27,29,30,31,32,33,34,35,36,42,44,46,49,50",
+    "kiss": "1,7,8,9,10,11,12,13,14,16,17,18,22,23,24,26,29,31,35,36,38,39,40,41,42",
+}
+_SET2 = {
+    "handShake": "1,3,4,5,6,7,8,9,10,11,12,13,17,22,23,29,30,31,33,34,35,36,37,38,39",
+    "highFive": "2,3,4,5,14,15,16,17,18,19,20,21,22,26,36,37,38,39,40,41,42,43,46,49,50",
+    "hug": "1,5,6,7,8,9,10,13,14,19,22,23,24,25,26,28,37,38,39,40,41,43,45,47,48",
+    "kiss": "2,3,4,5,6,15,19,20,21,25,27,28,30,32,33,34,37,43,44,45,46,47,48,49,50",
+}
+#: The official sets: {set number: {class: sorted clip numbers}}.
+OFFICIAL_SETS: dict[int, dict[str, list[int]]] = {
+    1: {c: [int(i) for i in ids.split(",")] for c, ids in _SET1.items()},
+    2: {c: [int(i) for i in ids.split(",")] for c, ids in _SET2.items()},
+}
+
+# readme.txt spells the classes in words: "Hand shake", "High five", "Hug", "Kiss".
+_README_NAMES = {"handshake": "handShake", "highfive": "highFive", "hug": "hug", "kiss": "kiss"}
+_SET_LINE = re.compile(r"^\s*SET\s+(\d+)\s*:", re.IGNORECASE)
+_CLASS_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z ]*?)\s*->\s*\{([\d,\s]*)\}")
+
+
+def sample_id(class_name: str, number: int) -> str:
+    return f"{class_name}_{number:04d}"
+
+
+def parse_readme(text: str) -> dict[int, dict[str, list[int]]]:
+    """The class sets that the dataset's readme.txt lists under "SET 1:" and "SET 2:"."""
+    sets: dict[int, dict[str, list[int]]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        if match := _SET_LINE.match(line):
+            current = int(match.group(1))
+            sets[current] = {}
+        elif current is not None and (match := _CLASS_LINE.match(line)):
+            name = _README_NAMES.get(match.group(1).replace(" ", "").lower())
+            if name:
+                sets[current][name] = sorted(int(i) for i in match.group(2).split(",") if i.strip())
+    return sets
+
+
+def format_readme(sets: dict[int, dict[str, list[int]]]) -> str:
+    """A readme.txt naming `sets` in the dataset's own format (what `parse_readme` reads)."""
+    words = {"handShake": "Hand shake", "highFive": "High five", "hug": "Hug", "kiss": "Kiss"}
+    lines = ["TV Human Interaction Dataset (synthetic stand-in written by flowstore synth)", ""]
+    for number in sorted(sets):
+        lines.append(f"SET {number}:")
+        lines += [f"\t{words[c]}\t\t-> {{{','.join(map(str, ids))}}}" for c, ids in sets[number].items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def manifest_from_sets(sets: dict[int, dict[str, list[int]]]) -> Manifest:
+    """Test = set 1; set 2 split into train and val (10%, stratified by class, fixed seed)."""
+    as_ids = {n: {c: [sample_id(c, i) for i in sets.get(n, {}).get(c, [])] for c in CLASSES}
+              for n in (1, 2)}
+    return build_manifest(CLASSES, train_pool=as_ids[2], test=as_ids[1],
+                          val_fraction=VAL_FRACTION, seed=SPLIT_SEED)
+
+
+class TVHI(Dataset):
+    name = "tvhi"
+    params_type = VideoParams
+
+    def manifest(self, source: Path) -> Manifest:
+        self.check_source_folder(source)
+        readme = source / README
+        sets = parse_readme(readme.read_text(errors="replace")) if readme.is_file() else OFFICIAL_SETS
+        if not {1, 2} <= sets.keys():
+            raise SourceLayoutError(f"{str(readme)!r} does not list 'SET 1:' and 'SET 2:'")
+        manifest = manifest_from_sets(sets)
+        if not any(self.source_file(source, row.id).exists() for row in manifest.rows):
+            raise SourceLayoutError(
+                f"no TV-HI clips in {str(source)!r}: expected files like handShake_0001.avi "
+                f"directly in that folder")
+        return manifest
+
+    def source_file(self, source: Path, sample_id: str) -> Path:
+        return source / f"{sample_id}.avi"
+
+    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+        sizes = super().source_files(source, manifest)
+        readme = source / README
+        if readme.is_file():
+            sizes[README] = readme.stat().st_size
+        return sizes
+
+    def specs(self, params: VideoParams) -> list[ArraySpec]:
+        s, t = params.size, params.steps
+        return [
+            ArraySpec("middle_frame", (s, s, 3), "uint8"),
+            ArraySpec("frames", (t, s, s, 3), "uint8"),
+            ArraySpec("flow", (t, s, s, 2), params.flow_dtype),
+        ]
+
+    def extract(self, path: Path, params: VideoParams) -> dict[str, np.ndarray]:
+        from flowstore.extraction.video import extract_video  # keeps cv2 out of plain imports
+
+        features = extract_video(path, params)
+        return {"middle_frame": features.middle_frame, "frames": features.frames,
+                "flow": features.flow}

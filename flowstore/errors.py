@@ -1,0 +1,40 @@
+"""The one small exception hierarchy of flowstore.
+
+Every error a user can cause derives from `FlowstoreError`; the CLI turns it into one line on
+stderr and exit code 2, never a traceback. Each class also derives from the builtin it
+resembles (as zarr does with `NodeNotFoundError(BaseZarrError, FileNotFoundError)`), so callers
+that already catch `FileNotFoundError` or `ValueError` keep working.
+"""
+
+from __future__ import annotations
+
+
+class FlowstoreError(Exception):
+    """Base class of every error flowstore raises on purpose."""
+
+
+class ParameterError(FlowstoreError, ValueError):
+    """A parameter value is out of range or of the wrong kind."""
+
+
+class SourceLayoutError(FlowstoreError, FileNotFoundError):
+    """The `--source` folder is missing, empty or not laid out as the dataset ships."""
+
+
+class StoreError(FlowstoreError, OSError):
+    """A store path is missing, not a flowstore store, or of another format version."""
+
+
+class StoreMismatchError(StoreError):
+    """An existing store was built with other parameters, source or dataset."""
+
+
+class UnknownDatasetError(FlowstoreError, KeyError):
+    """A dataset name that no registered dataset answers to."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0])
+
+
+class SampleError(FlowstoreError):
+    """One sample could not be extracted; recorded as that sample's failure reason."""

@@ -1,0 +1,1 @@
+"""Turning one source item (a video file, an image file) into arrays; knows nothing of storage."""

@@ -1,0 +1,140 @@
+"""TV-HI extraction: one video file to its middle frame, T frames and T Farneback flows.
+
+The contract (DESIGN.md, "Extraction contract"): decode every frame, n = frames actually
+decoded; resize RGB to S x S with INTER_AREA; middle frame n // 2; flow positions
+t_k = round(linspace(0, n - 2, T)); flow_k = Farneback(gray[t_k], gray[t_k + 1]).
+
+Only the frames those positions need are converted and resized. n is unknown until the last
+frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset of
+the frames to keep; if the real n still needs a frame that was skipped, a second decode pass
+fetches exactly the missing ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from flowstore.errors import SampleError
+from flowstore.extraction._cv import cv2
+from flowstore.params import FarnebackParams, VideoParams
+
+#: How far the container's frame count may be from the decoded count and still need no second pass.
+HINT_SLACK = 3
+
+
+@dataclass(frozen=True)
+class VideoFeatures:
+    """The arrays of one TV-HI sample."""
+
+    middle_frame: np.ndarray  # (S, S, 3) uint8 RGB
+    frames: np.ndarray  # (T, S, S, 3) uint8 RGB at the flow positions
+    flow: np.ndarray  # (T, S, S, 2) float16/float32, (dx, dy) in pixels of the resized frame
+    n_frames: int
+
+
+def flow_positions(n_frames: int, steps: int) -> np.ndarray:
+    """First frame of each flow pair: ``round(linspace(0, n - 2, T))`` (numpy rounding)."""
+    if n_frames < 2:
+        raise ValueError(f"need at least 2 frames for optical flow, got {n_frames}")
+    return np.round(np.linspace(0, n_frames - 2, steps)).astype(np.int64)
+
+
+def frames_needed(n_frames: int, steps: int) -> set[int]:
+    """Indices of every frame the sample uses: both frames of each pair and the middle one."""
+    starts = flow_positions(n_frames, steps)
+    return {int(i) for i in starts} | {int(i) + 1 for i in starts} | {n_frames // 2}
+
+
+def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR frame to S x S RGB with INTER_AREA (resize first: channel order commutes with it)."""
+    small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+
+
+def farneback(prev_rgb: np.ndarray, next_rgb: np.ndarray, params: FarnebackParams) -> np.ndarray:
+    """Dense flow from one RGB frame to the next, in pixels: (H, W, 2) float32, (dx, dy)."""
+    prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
+    next_gray = cv2.cvtColor(next_rgb, cv2.COLOR_RGB2GRAY)
+    return cv2.calcOpticalFlowFarneback(
+        prev_gray, next_gray, None, params.pyr_scale, params.levels, params.winsize,
+        params.iterations, params.poly_n, params.poly_sigma, params.flags)
+
+
+def _open(path: Path) -> "cv2.VideoCapture":
+    if not path.is_file():
+        raise SampleError(f"video file is missing: {path.name}")
+    if path.stat().st_size == 0:
+        raise SampleError(f"video file is empty (0 bytes): {path.name}")
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SampleError(f"cannot open video (not a video, or an unsupported codec): {path.name}")
+    return capture
+
+
+def _decode(path: Path, size: int,
+            choose: Callable[[int], set[int]]) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame and resize the ones `choose(frame_count_hint)` picks.
+
+    Returns (n frames decoded, {index: resized RGB frame}).
+    """
+    capture = _open(path)
+    kept: dict[int, np.ndarray] = {}
+    n = 0
+    try:
+        keep = choose(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
+        while capture.grab():
+            if n in keep:
+                ok, frame = capture.retrieve()
+                if not ok:
+                    break
+                kept[n] = resize_rgb(frame, size)
+            n += 1
+    finally:
+        capture.release()
+    return n, kept
+
+
+def _candidate_frames(hint: int, steps: int) -> set[int]:
+    """Frames needed for any n within HINT_SLACK of the container's frame count."""
+    wanted: set[int] = set()
+    for n in range(max(2, hint - HINT_SLACK), hint + HINT_SLACK + 1):
+        wanted |= frames_needed(n, steps)
+    return wanted
+
+
+def read_needed_frames(path: Path, size: int, steps: int) -> tuple[int, dict[int, np.ndarray]]:
+    """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
+    n, kept = _decode(path, size, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set())
+    if n < 2:
+        raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
+    missing = frames_needed(n, steps) - kept.keys()
+    if missing:
+        n_again, extra = _decode(path, size, lambda _hint: missing)
+        if n_again != n or missing - extra.keys():
+            raise SampleError(f"decoding {path.name} is not repeatable ({n} then {n_again} frames)")
+        kept.update(extra)
+    return n, kept
+
+
+def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
+    """All arrays of one TV-HI sample, per the extraction contract.
+
+    Raises:
+        SampleError: the file is missing, empty, undecodable or has fewer than 2 frames.
+    """
+    path = Path(path)
+    n, frames = read_needed_frames(path, params.size, params.steps)
+    starts = flow_positions(n, params.steps)
+    flow = np.empty((params.steps, params.size, params.size, 2), dtype=params.flow_dtype)
+    for k, t in enumerate(starts):
+        flow[k] = farneback(frames[int(t)], frames[int(t) + 1], params.farneback)
+    return VideoFeatures(
+        middle_frame=frames[n // 2],
+        frames=np.stack([frames[int(t)] for t in starts]),
+        flow=flow,
+        n_frames=n,
+    )

@@ -1,0 +1,90 @@
+"""What is in a store: parameters, counts, failures and per-array storage, as data and as text."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowstore.manifest import SPLITS
+from flowstore.store import open_store
+
+
+def summarize(path: str | Path) -> dict[str, Any]:
+    """Everything `flowstore inspect` shows, as a JSON-ready dict. Opens the store read-only."""
+    with open_store(path, "r") as store:
+        attrs = store.attrs
+        classes = attrs.get("classes", [])
+        labels = store.read("label")
+        splits = store.read("split")
+        done = store.read("done").astype(bool)
+        failures = attrs.get("failures", {})
+        counts = {split: {name: 0 for name in classes} for split in SPLITS}
+        for label, split in zip(labels.tolist(), splits.tolist()):
+            counts[split][classes[label]] += 1
+        arrays = [store.info(name) for name in store.array_names()]
+    return {
+        "path": str(path),
+        "backend": "zarr" if Path(path).suffix == ".zarr" else "hdf5",
+        "format": attrs.get("flowstore.format"),
+        "dataset": attrs.get("dataset"),
+        "fingerprint": attrs.get("fingerprint"),
+        "params": attrs.get("params", {}),
+        "classes": classes,
+        "samples": int(len(done)),
+        "done": int(done.sum()),
+        "failed": len(failures),
+        "pending": int(len(done) - done.sum() - len(failures)),
+        "done_per_split": dict(Counter(splits[done].tolist())),
+        "counts": counts,
+        "failures": failures,
+        "arrays": [
+            {"name": a.name, "shape": list(a.shape), "dtype": a.dtype, "chunks": list(a.chunks),
+             "bytes": a.nbytes, "bytes_stored": a.nbytes_stored, "ratio": round(a.ratio, 3)}
+            for a in arrays
+        ],
+        "bytes_stored": int(sum(a.nbytes_stored for a in arrays)),
+    }
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable form of `summarize`'s result."""
+    s = summary
+    lines = [
+        f"store        {s['path']} ({s['backend']}, format {s['format']})",
+        f"dataset      {s['dataset']}  ({len(s['classes'])} classes)",
+        f"fingerprint  {s['fingerprint']}",
+        "parameters   " + json.dumps(s["params"], sort_keys=True),
+        f"samples      {s['samples']}: {s['done']} done, {s['failed']} failed, "
+        f"{s['pending']} pending; on disk {_size(s['bytes_stored'])}",
+        "",
+        "split counts (done/all)",
+    ]
+    width = max((len(c) for c in s["classes"]), default=5)
+    lines.append("  " + "class".ljust(width) + "".join(f"{sp:>8}" for sp in SPLITS))
+    for name in s["classes"]:
+        lines.append("  " + name.ljust(width) + "".join(
+            f"{s['counts'][sp][name]:>8}" for sp in SPLITS))
+    lines.append("  " + "total".ljust(width) + "".join(
+        f"{s['done_per_split'].get(sp, 0):>4}/{sum(s['counts'][sp].values()):<3}" for sp in SPLITS))
+    lines += ["", "arrays"]
+    lines.append(f"  {'name':<13}{'shape':<24}{'dtype':<9}{'chunks':<22}{'on disk':>11}{'ratio':>8}")
+    for a in s["arrays"]:
+        lines.append(f"  {a['name']:<13}{str(tuple(a['shape'])):<24}{a['dtype']:<9}"
+                     f"{str(tuple(a['chunks'])):<22}{_size(a['bytes_stored']):>11}"
+                     f"{a['ratio']:>7.2f}x")
+    if s["failures"]:
+        lines += ["", f"failures ({len(s['failures'])})"]
+        lines += [f"  {sample}: {reason}" for sample, reason in sorted(s["failures"].items())]
+    return "\n".join(lines)

@@ -1,0 +1,117 @@
+"""Extraction parameters as frozen, validated, hashable data.
+
+Every number that changes what a store holds lives in one of these dataclasses. Their canonical
+JSON (sorted keys, no whitespace) goes into the store's attributes and into its fingerprint, so
+that the same parameters are recognised across runs and different ones never silently mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from flowstore.errors import ParameterError
+
+#: Store format version written to the root attribute ``flowstore.format``.
+STORE_FORMAT = 1
+
+FLOW_DTYPES = ("float16", "float32")
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ParameterError(message)
+
+
+@dataclass(frozen=True)
+class FarnebackParams:
+    """Arguments of `cv2.calcOpticalFlowFarneback`; defaults are the report's (section 3)."""
+
+    pyr_scale: float = 0.5
+    levels: int = 3
+    winsize: int = 5
+    iterations: int = 3
+    poly_n: int = 5
+    poly_sigma: float = 1.2
+    flags: int = 0
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.pyr_scale < 1.0, f"pyr_scale must be in (0, 1), got {self.pyr_scale!r}")
+        _require(self.levels >= 1, f"levels must be >= 1, got {self.levels!r}")
+        _require(self.winsize >= 1, f"winsize must be >= 1, got {self.winsize!r}")
+        _require(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations!r}")
+        _require(self.poly_n in (5, 7), f"poly_n must be 5 or 7, got {self.poly_n!r}")
+        _require(self.poly_sigma > 0, f"poly_sigma must be > 0, got {self.poly_sigma!r}")
+
+
+@dataclass(frozen=True)
+class VideoParams:
+    """What a TV-HI sample holds: frame size S, flow steps T, flow encoding, Farneback settings."""
+
+    size: int = 224
+    steps: int = 16
+    flow_dtype: str = "float16"
+    farneback: FarnebackParams = field(default_factory=FarnebackParams)
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
+                 f"size must be an integer in 8..4096, got {self.size!r}")
+        _require(isinstance(self.steps, int) and 1 <= self.steps <= 1024,
+                 f"steps must be an integer in 1..1024, got {self.steps!r}")
+        _require(self.flow_dtype in FLOW_DTYPES,
+                 f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    """What a still-image sample holds: the image resized to S x S."""
+
+    size: int = 224
+
+    def __post_init__(self) -> None:
+        _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
+                 f"size must be an integer in 8..4096, got {self.size!r}")
+
+
+def to_dict(params: Any) -> dict[str, Any]:
+    """Plain nested dict of a parameter dataclass (what goes into store attributes)."""
+    return dataclasses.asdict(params)
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def fingerprint(*, dataset: str, params: Mapping[str, Any], source_files: Mapping[str, int | None]) -> str:
+    """Hash of everything that decides a store's content.
+
+    Covers the format version, the dataset, the parameters and the source files' names and
+    sizes (None for a listed file that is missing). Absolute paths and mtimes are left out on
+    purpose: the same data copied elsewhere is the same store.
+    """
+    payload = {
+        "format": STORE_FORMAT,
+        "dataset": dataset,
+        "params": dict(params),
+        "source_files": dict(sorted(source_files.items())),
+    }
+    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+
+
+def from_options(params_type: type, dataset: str, **options: Any) -> Any:
+    """Parameters of `params_type` from command-line options; None means "the default".
+
+    An option the dataset has no use for (e.g. --steps for still images) is an error rather
+    than silently ignored.
+    """
+    given = {key: value for key, value in options.items() if value is not None}
+    known = {f.name for f in dataclasses.fields(params_type)}
+    unused = sorted(set(given) - known)
+    if unused:
+        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        raise ParameterError(f"{flags} does not apply to dataset {dataset!r}")
+    return params_type(**given)

@@ -1,0 +1,89 @@
+"""HDF5 backend: one file, the same hierarchy as the Zarr store.
+
+HDF5 attributes cannot hold nested JSON, so every root attribute is stored as its JSON text;
+`attrs` decodes it back. Any h5py user reads them with `json.loads(f.attrs[key])`.
+h5py serialises all calls behind one lock, so worker threads may write their own samples.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import h5py
+import numpy as np
+
+from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_columns
+
+_STR = h5py.string_dtype("utf-8")
+
+
+class HDF5Store(Store):
+    def __init__(self, file: h5py.File, path: Path, mode: str) -> None:
+        self._file = file
+        self.path = path
+        self.mode = mode
+
+    @classmethod
+    def create(cls, path: Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
+               columns: Mapping[str, Any], num_samples: int) -> "HDF5Store":
+        check_columns(num_samples, columns)
+        file = h5py.File(path, "w-", libver="latest")
+        for name, values in columns.items():
+            values = np.asarray(values)
+            if values.dtype.kind in "UOT":
+                file.create_dataset(name, data=values.astype(object), dtype=_STR)
+            else:
+                file.create_dataset(name, data=values)
+        for spec in specs:
+            file.create_dataset(spec.name, shape=(num_samples, *spec.sample_shape),
+                                dtype=_STR if spec.dtype == STRING else spec.dtype,
+                                chunks=(1, *spec.sample_shape) if num_samples else None,
+                                compression="lzf" if num_samples else None, fillvalue=0)
+        file.create_dataset("done", data=np.zeros(num_samples, dtype=bool))
+        store = cls(file, path, "r+")
+        store.update_attrs(attrs)
+        store.flush()
+        return store
+
+    @classmethod
+    def open(cls, path: Path, mode: str) -> "HDF5Store":
+        return cls(h5py.File(path, mode), path, mode)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {key: json.loads(value) for key, value in self._file.attrs.items()}
+
+    def array_names(self) -> list[str]:
+        return sorted(self._file.keys())
+
+    def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
+        dataset = self._file[name]
+        if h5py.check_string_dtype(dataset.dtype):
+            return np.asarray(dataset.asstr()[index], dtype=str)
+        return np.asarray(dataset[index])
+
+    def info(self, name: str) -> ArrayInfo:
+        dataset = self._file[name]
+        is_text = h5py.check_string_dtype(dataset.dtype) is not None
+        itemsize = 0 if is_text else dataset.dtype.itemsize
+        return ArrayInfo(name=name, shape=tuple(dataset.shape),
+                         dtype=STRING if is_text else str(dataset.dtype),
+                         chunks=tuple(dataset.chunks or dataset.shape),
+                         nbytes=int(np.prod(dataset.shape)) * itemsize,
+                         nbytes_stored=int(dataset.id.get_storage_size()))
+
+    def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        self._file[name][index] = value
+
+    def update_attrs(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            self._file.attrs[key] = json.dumps(value, sort_keys=True)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file:
+            self._file.close()

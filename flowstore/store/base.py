@@ -1,0 +1,110 @@
+"""The one store interface that every backend implements.
+
+A store is a flat set of arrays whose axis 0 is the sample (in manifest order), plus JSON-like
+root attributes. This layer knows nothing of video, OpenCV or Dask: the build hands it arrays.
+
+Concurrency rule (DESIGN.md): per-sample arrays are chunked one sample per chunk, so parallel
+writers never share a chunk; the small columns (`id`, `label`, `split`) are written once at
+creation, and `done` is written only by the build's coordinator after a sample's arrays are
+complete.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+#: dtype marker for variable-length UTF-8 string arrays.
+STRING = "str"
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One per-sample array: its per-sample shape and dtype (`STRING` for text)."""
+
+    name: str
+    sample_shape: tuple[int, ...]
+    dtype: str
+
+
+@dataclass(frozen=True)
+class ArrayInfo:
+    """What `inspect` reports of one array."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]
+    nbytes: int
+    nbytes_stored: int
+
+    @property
+    def ratio(self) -> float:
+        """Compression ratio: logical bytes over bytes on disk (0 when nothing is written)."""
+        return self.nbytes / self.nbytes_stored if self.nbytes_stored else 0.0
+
+
+class Store(abc.ABC):
+    """A flowstore store opened for reading (mode "r") or writing (mode "r+")."""
+
+    path: Path
+    mode: str
+
+    # -- reading -----------------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def attrs(self) -> dict[str, Any]:
+        """A copy of the root attributes."""
+
+    @abc.abstractmethod
+    def array_names(self) -> list[str]:
+        """Names of the arrays in the store."""
+
+    @abc.abstractmethod
+    def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
+        """`array[index]` as numpy; text comes back as a numpy ``str`` array."""
+
+    @abc.abstractmethod
+    def info(self, name: str) -> ArrayInfo:
+        """Shape, dtype, chunks and bytes of one array."""
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.info("id").shape[0])
+
+    # -- writing -----------------------------------------------------------------------------
+    @abc.abstractmethod
+    def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        """`array[index] = value`. Callers keep to one writer per chunk."""
+
+    @abc.abstractmethod
+    def update_attrs(self, values: Mapping[str, Any]) -> None:
+        """Merge `values` into the root attributes."""
+
+    @abc.abstractmethod
+    def flush(self) -> None:
+        """Make every write so far durable (a no-op where each write already is)."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store; further calls are errors."""
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, mode={self.mode!r})"
+
+
+def check_columns(num_samples: int, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Every column given at creation has one value per sample."""
+    for name, values in columns.items():
+        if len(values) != num_samples:
+            raise ValueError(f"column {name!r} has {len(values)} values for {num_samples} samples")

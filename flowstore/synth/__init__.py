@@ -1,0 +1,51 @@
+"""Synthetic sources in each dataset's real layout, and a cache of them for `build --synthetic`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from flowstore.errors import UnknownDatasetError
+from flowstore.params import canonical_json
+
+
+def _writers() -> dict[str, tuple[type, Callable[[Path, Any], Path]]]:
+    from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
+
+    writers: dict[str, tuple[type, Callable[[Path, Any], Path]]] = {
+        "tvhi": (SynthTVHIConfig, write_synthetic_tvhi)}
+    try:
+        from flowstore.synth.stanford40 import SynthStanford40Config, write_synthetic_stanford40
+    except ImportError:
+        return writers
+    writers["stanford40"] = (SynthStanford40Config, write_synthetic_stanford40)
+    return writers
+
+
+def cache_dir() -> Path:
+    """Where `build --synthetic` keeps generated sources: $FLOWSTORE_CACHE or ~/.cache/flowstore."""
+    root = os.environ.get("FLOWSTORE_CACHE") or Path.home() / ".cache" / "flowstore"
+    return Path(root) / "synthetic"
+
+
+def synthetic_source(dataset: str, config: Any = None) -> Path:
+    """A cached synthetic source for `dataset` (default settings unless `config` is given).
+
+    The folder name carries a hash of the settings, so different settings never share a folder,
+    and the writer renames a finished folder into place, so a killed run leaves no half source.
+    """
+    writers = _writers()
+    if dataset not in writers:
+        raise UnknownDatasetError(f"no synthetic source for dataset {dataset!r}; available: "
+                                  f"{', '.join(sorted(writers))}")
+    config_type, write = writers[dataset]
+    config = config or config_type()
+    key = hashlib.sha256(canonical_json(dataclasses.asdict(config)).encode()).hexdigest()[:12]
+    folder = cache_dir() / f"{dataset}-{key}"
+    if not folder.exists():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        write(folder, config)
+    return folder
