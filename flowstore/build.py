@@ -283,7 +283,10 @@ class _client:
             self.cluster = None
         else:
             self.cluster = LocalCluster(n_workers=1, threads_per_worker=self.config.workers,
-                                        processes=False, dashboard_address=None)
+                                        processes=False,
+                                        # a free loopback port: never collides with another
+                                        # cluster's :8787, never listens beyond this machine
+                                        dashboard_address="127.0.0.1:0")
             self.client = Client(self.cluster)
 
         def submit(fn: Callable[..., Any], arguments: list[tuple]) -> Iterator[Any]:

@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny generated sources, the real data beside the checkout, a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+REAL_TVHI = SHARED / "data" / "tvhi"
+
+# A tiny synthetic TV-HI: 4 clips per class (2 test, 2 in set 2), short and small.
+TINY_SYNTH = dict(videos_per_class=4, negatives=1, min_frames=22, max_frames=30,
+                  resolution=(96, 72), seed=0)
+TINY_BUILD = ["--size", "32", "--steps", "4"]
+
+
+@pytest.fixture(scope="session")
+def tiny_tvhi_source(tmp_path_factory) -> Path:
+    """A read-only tiny synthetic TV-HI source, shared by the session (copy it to change it)."""
+    from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
+
+    return write_synthetic_tvhi(tmp_path_factory.mktemp("synth") / "tvhi", SynthTVHIConfig(**TINY_SYNTH))
+
+
+@pytest.fixture
+def tvhi_source(tiny_tvhi_source, tmp_path) -> Path:
+    """A private copy of the tiny source that a test may damage."""
+    return Path(shutil.copytree(tiny_tvhi_source, tmp_path / "source"))
+
+
+@pytest.fixture(params=[".zarr", ".h5"], ids=["zarr", "hdf5"])
+def suffix(request) -> str:
+    """Run a test once per backend."""
+    return request.param
+
+
+@pytest.fixture
+def real_tvhi() -> Path:
+    if not (REAL_TVHI / "handShake_0001.avi").is_file():
+        pytest.skip(f"real TV-HI clips not found at {REAL_TVHI}")
+    return REAL_TVHI
+
+
+def flowstore_cli(*args: str | Path, env: dict | None = None,
+                  timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the real `flowstore` command in a subprocess (exit codes and stderr as users see them)."""
+    return subprocess.run([sys.executable, "-m", "flowstore", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
+    """The user sees exactly one error line, no traceback, and exit code `code`."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]

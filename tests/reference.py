@@ -1,0 +1,31 @@
+"""An independent, deliberately naive implementation of the extraction contract (DESIGN.md).
+
+It decodes every frame with `read()`, converts and resizes every one of them, and only then
+picks what it needs: nothing shared with flowstore's optimised path, so agreement means
+something.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16") -> dict[str, np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    rgb = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        rgb.append(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA))
+    capture.release()
+    n = len(rgb)
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
+    positions = np.round(np.linspace(0, n - 2, steps)).astype(int)
+    flow = [cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, pyr_scale=0.5, levels=3,
+                                         winsize=5, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+            for t in positions]
+    return {"middle_frame": rgb[n // 2], "frames": np.stack([rgb[t] for t in positions]),
+            "flow": np.stack(flow).astype(flow_dtype)}

@@ -1,0 +1,214 @@
+"""`flowstore build tvhi`: values, reuse, resume after SIGKILL, bad input, real clips."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from flowstore.build import BuildConfig, build
+from flowstore.params import VideoParams
+from flowstore.store import open_store
+from flowstore.synth.tvhi import SynthTVHIConfig, write_avi, write_synthetic_tvhi
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from tests.reference import reference_tvhi
+
+FEATURES = ("middle_frame", "frames", "flow")
+
+
+def _build(source, store, **kwargs):
+    params = VideoParams(size=kwargs.pop("size", 32), steps=kwargs.pop("steps", 4))
+    return build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
+                             progress=False, workers=kwargs.pop("workers", 2), **kwargs))
+
+
+def _arrays(path) -> dict[str, np.ndarray]:
+    with open_store(path) as store:
+        return {name: store.read(name) for name in store.array_names()}
+
+
+def test_store_holds_what_the_contract_gives_in_both_backends(tiny_tvhi_source, tmp_path):
+    stores = {}
+    for suffix in (".zarr", ".h5"):
+        result = _build(tiny_tvhi_source, tmp_path / f"s{suffix}", size=40, steps=5)
+        assert result.ok and result.computed == 16
+        stores[suffix] = _arrays(tmp_path / f"s{suffix}")
+    zarr_arrays, h5_arrays = stores[".zarr"], stores[".h5"]
+    assert zarr_arrays.keys() == h5_arrays.keys() >= {"id", "label", "split", "done", *FEATURES}
+    for name in zarr_arrays:  # the two backends hold the same values
+        np.testing.assert_array_equal(zarr_arrays[name], h5_arrays[name])
+    ids = list(zarr_arrays["id"])
+    assert zarr_arrays["done"].all()
+    for clip in ("handShake_0001", "highFive_0004", "kiss_0002"):
+        i = ids.index(clip)
+        want = reference_tvhi(tiny_tvhi_source / f"{clip}.avi", size=40, steps=5)
+        np.testing.assert_array_equal(zarr_arrays["middle_frame"][i], want["middle_frame"])
+        np.testing.assert_array_equal(zarr_arrays["frames"][i], want["frames"])
+        np.testing.assert_allclose(zarr_arrays["flow"][i].astype(np.float32),
+                                   want["flow"].astype(np.float32), rtol=1e-3, atol=1e-3)
+    assert zarr_arrays["flow"].dtype == np.float16 and zarr_arrays["flow"].shape == (16, 5, 40, 40, 2)
+
+
+def test_plain_zarr_and_h5py_read_a_built_store(tiny_tvhi_source, tmp_path):
+    _build(tiny_tvhi_source, tmp_path / "s.zarr", max_per_split=1)
+    _build(tiny_tvhi_source, tmp_path / "s.h5", max_per_split=1)
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group.attrs["dataset"] == "tvhi" and group.attrs["classes"][0] == "handShake"
+    assert group["flow"].chunks == (1, 4, 32, 32, 2)
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        np.testing.assert_array_equal(f["middle_frame"][0], group["middle_frame"][0])
+        assert f["done"][:].sum() == 3
+
+
+def test_max_per_split_builds_the_first_rows_and_the_rest_later(tiny_tvhi_source, tmp_path):
+    store = tmp_path / "s.zarr"
+    first = _build(tiny_tvhi_source, store, max_per_split=1)
+    assert (first.selected, first.computed) == (3, 3)
+    with open_store(store) as s:
+        assert s.read("done").sum() == 3 and s.num_samples == 16
+    rest = _build(tiny_tvhi_source, store)
+    assert (rest.computed, rest.already_done) == (13, 3)
+
+
+def test_same_command_is_a_fast_no_op_and_other_parameters_are_refused(tiny_tvhi_source, tmp_path):
+    store = tmp_path / "s.zarr"
+    args = ["build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q"]
+    assert flowstore_cli(*args).returncode == 0
+    before = _arrays(store)
+    started = time.perf_counter()
+    again = flowstore_cli(*args)
+    assert again.returncode == 0 and "0 computed, 16 already done" in again.stdout
+    assert time.perf_counter() - started < 15
+    line = assert_one_line_error(flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source,
+                                               "--store", store, "--size", "48", "--steps", "4"))
+    assert "other parameters" in line and "size: store 32 vs asked 48" in line and "--overwrite" in line
+    for name, value in _arrays(store).items():  # the refused build touched nothing
+        np.testing.assert_array_equal(value, before[name])
+    rebuilt = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                            "--size", "48", "--steps", "4", "--overwrite", "-q")
+    assert rebuilt.returncode == 0 and "16 computed" in rebuilt.stdout
+    with open_store(store) as s:
+        assert s.attrs["params"]["size"] == 48 and s.read("middle_frame").shape[1] == 48
+
+
+def test_a_changed_source_file_of_a_done_sample_is_refused(tvhi_source, tmp_path):
+    store = tmp_path / "s.zarr"
+    _build(tvhi_source, store)
+    write_avi(tvhi_source / "hug_0002.avi", np.zeros((5, 72, 96, 3), np.uint8))
+    line = assert_one_line_error(flowstore_cli("build", "tvhi", "--source", tvhi_source,
+                                               "--store", store, *TINY_BUILD))
+    assert "hug_0002.avi" in line and "changed" in line
+
+
+@pytest.mark.parametrize("make_bad", ["missing", "empty", "file", "no_clips", "nested"])
+def test_a_wrong_source_is_one_line_and_exit_2(tmp_path, tiny_tvhi_source, make_bad):
+    source = tmp_path / "src"
+    if make_bad == "empty":
+        source.mkdir()
+    elif make_bad == "file":
+        source.write_text("not a folder")
+    elif make_bad == "no_clips":
+        source.mkdir()
+        (source / "notes.txt").write_text("hello")
+    elif make_bad == "nested":  # clips one level too deep, as after unpacking into a subfolder
+        shutil.copytree(tiny_tvhi_source, source / "tvhi")
+    line = assert_one_line_error(flowstore_cli("build", "tvhi", "--source", source, "--store",
+                                               tmp_path / "s.zarr", *TINY_BUILD))
+    assert str(source) in line
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_cli_usage_errors_are_one_line(tmp_path, tiny_tvhi_source):
+    out = flowstore_cli("build", "nosuch", "--source", tiny_tvhi_source, "--store", tmp_path / "s.zarr")
+    assert "known datasets: " in assert_one_line_error(out) and "tvhi" in out.stderr
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", tmp_path / "s.npy")
+    assert ".zarr" in assert_one_line_error(out)
+    out = flowstore_cli("build", "tvhi", "--store", tmp_path / "s.zarr")
+    assert "--synthetic" in assert_one_line_error(out)
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                        tmp_path / "s.zarr", "--flow-dtype", "int8")
+    assert "flow_dtype" in assert_one_line_error(out)
+
+
+def test_bad_clips_are_recorded_and_retried_without_stopping_the_others(tvhi_source, tmp_path, suffix):
+    (tvhi_source / "handShake_0001.avi").write_bytes(np.random.default_rng(0).bytes(20_000))
+    truncated = tvhi_source / "highFive_0002.avi"
+    truncated.write_bytes(truncated.read_bytes()[:4000])
+    write_avi(tvhi_source / "hug_0003.avi", np.full((1, 72, 96, 3), 128, np.uint8))
+    (tvhi_source / "kiss_0004.avi").unlink()
+    store = tmp_path / f"s{suffix}"
+    args = ["build", "tvhi", "--source", tvhi_source, "--store", store, *TINY_BUILD, "-q"]
+    first = flowstore_cli(*args)
+    assert first.returncode == 1, first.stderr
+    assert "Traceback" not in first.stderr
+    assert "12 computed" in first.stdout and "4 failed" in first.stdout
+    reasons = dict(re.findall(r"^  (\w+_\d{4}): (.+)$", first.stderr, re.M))
+    assert set(reasons) == {"handShake_0001", "highFive_0002", "hug_0003", "kiss_0004"}
+    assert "missing" in reasons["kiss_0004"] and "1 decodable frame" in reasons["hug_0003"]
+    with open_store(store) as s:
+        assert s.read("done").sum() == 12
+        assert set(s.attrs["failures"]) == set(reasons)
+    retry = flowstore_cli(*args)  # retries only the four
+    assert retry.returncode == 1 and "0 computed, 12 already done, 4 failed" in retry.stdout
+    shutil.copy(tvhi_source / "kiss_0002.avi", tvhi_source / "kiss_0004.avi")
+    fixed = flowstore_cli(*args)  # a fixed file of a failed sample is picked up
+    assert fixed.returncode == 1 and "1 computed, 12 already done, 3 failed" in fixed.stdout
+    inspected = flowstore_cli("inspect", store)
+    assert "13 done, 3 failed" in inspected.stdout and "handShake_0001:" in inspected.stdout
+
+
+def _slow_source(tmp_path):
+    config = SynthTVHIConfig(videos_per_class=6, negatives=0, min_frames=60, max_frames=90,
+                             resolution=(320, 240), seed=5)
+    return write_synthetic_tvhi(tmp_path / "slow", config)
+
+
+def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path):
+    source = _slow_source(tmp_path)
+    args = ["--size", "128", "--steps", "16", "--workers", "1", "-q"]
+    reference = tmp_path / "reference.zarr"
+    assert flowstore_cli("build", "tvhi", "--source", source, "--store", reference, *args).returncode == 0
+    store = tmp_path / "killed.zarr"
+    process = subprocess.Popen([sys.executable, "-m", "flowstore", "build", "tvhi", "--source",
+                                str(source), "--store", str(store), *args],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:
+            if zarr.open_group(str(store), mode="r")["done"][:].sum() >= 4:
+                break
+        except Exception:  # not created yet
+            continue
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    want = _arrays(reference)
+    got = _arrays(store)
+    done = got["done"]
+    assert 4 <= done.sum() < len(done), "the kill should land mid-build"
+    for name in ("middle_frame", "frames", "flow"):  # every sample marked done is complete
+        np.testing.assert_array_equal(got[name][done], want[name][done])
+    resumed = flowstore_cli("build", "tvhi", "--source", source, "--store", store, *args)
+    assert resumed.returncode == 0
+    assert f"{len(done) - done.sum()} computed, {done.sum()} already done" in resumed.stdout
+    final = _arrays(store)
+    for name, value in want.items():
+        np.testing.assert_array_equal(final[name], value)
+
+
+def test_real_clips_build_with_none_failed(real_tvhi, tmp_path):
+    """All 200 real TV-HI class clips (mixed codecs, lying frame counts) at a small size."""
+    result = _build(real_tvhi, tmp_path / "real.zarr", size=32, steps=4)
+    assert result.failures == {}
+    assert result.computed == 200
+    with open_store(tmp_path / "real.zarr") as s:
+        assert s.read("done").all()
+        assert s.read("flow").shape == (200, 4, 32, 32, 2)

@@ -1,0 +1,94 @@
+"""Extraction: the contract's positions, an independent re-computation, and flow direction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flowstore.errors import SampleError
+from flowstore.extraction._cv import cv2
+from flowstore.extraction.video import extract_video, flow_positions, frames_needed
+from flowstore.params import VideoParams
+from flowstore.synth.tvhi import write_avi
+from tests.reference import reference_tvhi
+
+
+def test_flow_positions_follow_the_contract():
+    assert flow_positions(79, 16).tolist() == np.round(np.linspace(0, 77, 16)).astype(int).tolist()
+    assert flow_positions(2, 16).tolist() == [0] * 16  # shortest clip: the one pair, repeated
+    assert flow_positions(22, 16)[-1] == 20  # last pair is (n-2, n-1)
+    with pytest.raises(ValueError):
+        flow_positions(1, 16)
+    assert frames_needed(10, 2) == {0, 1, 8, 9, 5}
+
+
+@pytest.mark.parametrize("clip", ["handShake_0001", "kiss_0002", "hug_0003"])
+def test_extraction_equals_an_independent_computation(tiny_tvhi_source, clip):
+    path = tiny_tvhi_source / f"{clip}.avi"
+    got = extract_video(path, VideoParams(size=40, steps=5))
+    want = reference_tvhi(path, size=40, steps=5)
+    np.testing.assert_array_equal(got.middle_frame, want["middle_frame"])
+    np.testing.assert_array_equal(got.frames, want["frames"])
+    assert got.flow.dtype == np.float16
+    np.testing.assert_allclose(got.flow.astype(np.float32), want["flow"].astype(np.float32),
+                               rtol=1e-3, atol=1e-3)
+
+
+def _translating_clip(path, dx: int, dy: int, n_frames=12, size=128) -> None:
+    """A smooth random texture seen through a window that slides by (-dx, -dy) per frame,
+    so the content moves by (+dx, +dy) pixels per frame. Lossless FFV1, so flow sees no codec noise."""
+    rng = np.random.default_rng(7)
+    big = cv2.resize(rng.uniform(0, 255, (60, 60)).astype(np.float32), (size * 3, size * 3),
+                     interpolation=cv2.INTER_CUBIC)
+    big = np.clip(big, 0, 255).astype(np.uint8)
+    frames = []
+    for t in range(n_frames):
+        y0, x0 = size - dy * t, size - dx * t
+        gray = big[y0:y0 + size, x0:x0 + size]
+        frames.append(np.repeat(gray[..., None], 3, axis=2))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), 25, (size, size))
+    for frame in frames:
+        writer.write(frame)
+    writer.release()
+
+
+@pytest.mark.parametrize("dx,dy", [(2, 0), (-3, 0), (0, 2), (2, -1)])
+def test_flow_of_a_known_translation_has_the_right_axis_sign_and_size(tmp_path, dx, dy):
+    path = tmp_path / "moving.avi"
+    _translating_clip(path, dx, dy)
+    flow = extract_video(path, VideoParams(size=128, steps=4, flow_dtype="float32")).flow
+    mean = flow[:, 24:-24, 24:-24].mean(axis=(0, 1, 2))  # away from borders
+    np.testing.assert_allclose(mean, [dx, dy], atol=0.25)
+    # Resizing to half the side halves the motion in pixels of the resized frame.
+    half = extract_video(path, VideoParams(size=64, steps=4, flow_dtype="float32")).flow
+    np.testing.assert_allclose(half[:, 12:-12, 12:-12].mean(axis=(0, 1, 2)), [dx / 2, dy / 2],
+                               atol=0.25)
+
+
+def test_bad_videos_raise_sample_errors_with_reasons(tmp_path):
+    (tmp_path / "garbage.avi").write_bytes(np.random.default_rng(0).bytes(5000))
+    (tmp_path / "empty.avi").write_bytes(b"")
+    write_avi(tmp_path / "one.avi", np.zeros((1, 32, 32, 3), np.uint8))
+    params = VideoParams(size=16, steps=2)
+    with pytest.raises(SampleError, match="missing"):
+        extract_video(tmp_path / "absent.avi", params)
+    with pytest.raises(SampleError, match="empty"):
+        extract_video(tmp_path / "empty.avi", params)
+    with pytest.raises(SampleError, match="cannot open|decodable"):
+        extract_video(tmp_path / "garbage.avi", params)
+    with pytest.raises(SampleError, match="1 decodable frame"):
+        extract_video(tmp_path / "one.avi", params)
+
+
+def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypatch):
+    """Real containers misstate their frame count; a wrong hint must only cost a second pass."""
+    from flowstore.extraction import video
+
+    path = tmp_path / "clip.avi"
+    rng = np.random.default_rng(1)
+    write_avi(path, rng.integers(0, 255, (40, 48, 48, 3), dtype=np.uint8))
+    monkeypatch.setattr(video, "_candidate_frames", lambda hint, steps: set(range(0, 40, 3)))
+    got = extract_video(path, VideoParams(size=24, steps=6))
+    want = reference_tvhi(path, size=24, steps=6)
+    np.testing.assert_array_equal(got.frames, want["frames"])
+    np.testing.assert_array_equal(got.middle_frame, want["middle_frame"])

@@ -1,0 +1,82 @@
+"""Splits: the committed TV-HI manifest, the readme parser, and stratified hold-out."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowstore.datasets.tvhi import (CLASSES, OFFICIAL_SETS, format_readme, manifest_from_sets,
+                                     parse_readme, sample_id)
+from flowstore.manifest import Manifest, round_robin, stratified_holdout
+from tests.conftest import REAL_TVHI, REPO
+
+COMMITTED = REPO / "manifests" / "tvhi.csv"
+
+
+@pytest.fixture(scope="module")
+def official() -> Manifest:
+    return Manifest.read(COMMITTED, CLASSES)
+
+
+def test_committed_manifest_is_what_the_code_derives(official):
+    assert COMMITTED.read_text() == manifest_from_sets(OFFICIAL_SETS).to_csv()
+
+
+def test_readme_parser_reads_the_real_readme():
+    readme = REAL_TVHI / "readme.txt"
+    if not readme.is_file():
+        pytest.skip("real TV-HI readme.txt not found")
+    assert parse_readme(readme.read_text()) == OFFICIAL_SETS
+
+
+def test_readme_round_trips_through_format_and_parse():
+    assert parse_readme(format_readme(OFFICIAL_SETS)) == OFFICIAL_SETS
+
+
+def test_split_sizes_and_stratification(official):
+    assert Counter(row.split for row in official.rows) == {"train": 90, "val": 10, "test": 100}
+    val_per_class = Counter(row.class_name for row in official.rows if row.split == "val")
+    assert set(val_per_class) == set(CLASSES)
+    assert all(count in (2, 3) for count in val_per_class.values())
+    test_per_class = Counter(row.class_name for row in official.rows if row.split == "test")
+    assert test_per_class == dict.fromkeys(CLASSES, 25)
+
+
+def test_test_split_is_set_one_and_no_id_is_in_two_splits(official):
+    set1 = {sample_id(c, i) for c, ids in OFFICIAL_SETS[1].items() for i in ids}
+    assert set(official.split_ids("test")) == set1
+    ids = [row.id for row in official.rows]
+    assert len(ids) == len(set(ids)) == 200
+    assert not any(i.startswith("negative") for i in ids)
+    for row in official.rows:
+        assert row.label == CLASSES.index(row.class_name) and row.id.startswith(row.class_name + "_")
+
+
+def test_first_rows_of_a_split_cover_every_class(official):
+    picked = official.first_per_split(4)
+    assert len(picked) == 12
+    for split in ("train", "val", "test"):
+        assert {official.rows[i].class_name for i in picked if official.rows[i].split == split} == set(CLASSES)
+
+
+def test_stratified_holdout_is_proportional_and_seeded():
+    pool = {"a": [f"a{i}" for i in range(100)], "b": [f"b{i}" for i in range(50)]}
+    picked = stratified_holdout(pool, 0.1, seed=3)
+    assert len(picked) == 15
+    assert sum(p.startswith("a") for p in picked) == 10
+    assert picked == stratified_holdout(pool, 0.1, seed=3)
+    assert picked != stratified_holdout(pool, 0.1, seed=4)
+
+
+def test_round_robin_interleaves_classes():
+    order = round_robin({"x": ["x2", "x1"], "y": ["y1"]})
+    assert order == [("x", "x1"), ("y", "y1"), ("x", "x2")]
+
+
+def test_manifest_csv_round_trip(official):
+    again = Manifest.from_csv(official.to_csv(), CLASSES)
+    assert again == official
+    assert np.array_equal([r.id for r in again.rows], [r.id for r in official.rows])

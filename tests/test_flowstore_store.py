@@ -1,0 +1,104 @@
+"""One contract, two backends: every test here runs against Zarr v3 and HDF5."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+from flowstore.errors import StoreError
+from flowstore.store import STRING, ArraySpec, create_store, open_store, remove_store
+
+SPECS = [ArraySpec("pixels", (4, 4, 3), "uint8"), ArraySpec("flow", (2, 4, 4, 2), "float16")]
+COLUMNS = {"id": np.array(["a_001", "b_002", "c_003"]), "label": np.array([0, 1, 0], np.int32),
+           "split": np.array(["train", "val", "test"])}
+ATTRS = {"dataset": "toy", "classes": ["a", "b"], "params": {"size": 4, "nested": {"k": 1.5}},
+         "failures": {}}
+
+
+@pytest.fixture
+def store_path(tmp_path, suffix):
+    path = tmp_path / f"toy{suffix}"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    return path
+
+
+class TestStoreContract:
+    def test_columns_and_attrs_round_trip(self, store_path):
+        with open_store(store_path) as store:
+            assert store.num_samples == 3
+            assert store.read("id").tolist() == ["a_001", "b_002", "c_003"]
+            assert store.read("split", 1) == "val"
+            assert store.read("label").tolist() == [0, 1, 0]
+            assert store.read("done").tolist() == [False, False, False]
+            attrs = store.attrs
+            assert attrs["flowstore.format"] == 1
+            assert attrs["params"] == {"size": 4, "nested": {"k": 1.5}}
+            assert attrs["classes"] == ["a", "b"]
+
+    def test_per_sample_chunks_and_dtypes(self, store_path):
+        with open_store(store_path) as store:
+            info = store.info("flow")
+            assert info.shape == (3, 2, 4, 4, 2) and info.chunks == (1, 2, 4, 4, 2)
+            assert info.dtype == "float16"
+            assert store.info("id").dtype == STRING
+            assert set(store.array_names()) >= {"id", "label", "split", "done", "pixels", "flow"}
+
+    def test_write_then_reopen(self, store_path):
+        value = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
+        with open_store(store_path, "r+") as store:
+            store.write("pixels", 1, value)
+            store.write("done", slice(None), np.array([False, True, False]))
+            store.update_attrs({"failures": {"c_003": "bad"}})
+            store.flush()
+        with open_store(store_path) as store:
+            np.testing.assert_array_equal(store.read("pixels", 1), value)
+            assert not store.read("pixels", 0).any()  # unwritten samples read as zeros
+            assert store.read("done").tolist() == [False, True, False]
+            assert store.attrs["failures"] == {"c_003": "bad"}
+            assert store.info("pixels").nbytes_stored > 0
+
+    def test_missing_and_foreign_paths_are_store_errors(self, tmp_path, suffix):
+        with pytest.raises(StoreError, match="no store at"):
+            open_store(tmp_path / f"nothing{suffix}")
+        foreign = tmp_path / f"foreign{suffix}"
+        if suffix == ".zarr":
+            zarr.open_group(str(foreign), mode="w")
+        else:
+            h5py.File(foreign, "w").close()
+        with pytest.raises(StoreError, match="not a flowstore store"):
+            open_store(foreign)
+        with pytest.raises(StoreError, match="not a flowstore store"):
+            remove_store(foreign)  # --overwrite must not delete what it did not write
+        assert foreign.exists()
+
+    def test_other_format_version_is_refused(self, store_path):
+        with open_store(store_path, "r+") as store:
+            store.update_attrs({"flowstore.format": 99})
+        with pytest.raises(StoreError, match="format 99"):
+            open_store(store_path)
+
+    def test_read_only_store_refuses_writes(self, store_path):
+        with open_store(store_path, "r") as store, pytest.raises(Exception):
+            store.write("pixels", 0, np.zeros((4, 4, 3), np.uint8))
+
+
+def test_unknown_suffix_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match=r"must end in \.zarr"):
+        open_store(tmp_path / "store.npz")
+
+
+def test_plain_libraries_read_the_stores(tmp_path):
+    """Any reader with plain zarr or h5py can use a store without importing flowstore."""
+    for suffix in (".zarr", ".h5"):
+        create_store(tmp_path / f"s{suffix}", attrs=ATTRS, specs=SPECS, columns=COLUMNS,
+                     num_samples=3).close()
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert group.attrs["dataset"] == "toy" and group["flow"].shape == (3, 2, 4, 4, 2)
+    assert list(group["id"][:]) == ["a_001", "b_002", "c_003"]
+    with h5py.File(tmp_path / "s.h5", "r") as f:
+        assert json.loads(f.attrs["dataset"]) == "toy" and f["flow"].shape == (3, 2, 4, 4, 2)
+        assert list(f["id"].asstr()[:]) == ["a_001", "b_002", "c_003"]
