@@ -1,0 +1,120 @@
+"""The `flowstore` CLI: inspect, synth, datasets, and the synthetic source's design."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flowstore.extraction._cv import cv2
+from flowstore.extraction.video import extract_video
+from flowstore.params import VideoParams
+from flowstore.synth import synthetic_source
+from flowstore.synth.tvhi import SynthTVHIConfig, render_clip
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+
+
+@pytest.fixture(scope="module")
+def built_store(tiny_tvhi_source, tmp_path_factory):
+    store = tmp_path_factory.mktemp("built") / "tvhi.zarr"
+    result = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                           *TINY_BUILD, "-q")
+    assert result.returncode == 0, result.stderr
+    return store
+
+
+def test_inspect_shows_everything_a_user_needs(built_store):
+    out = flowstore_cli("inspect", built_store)
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    for expected in ("dataset      tvhi", "fingerprint  ", '"steps": 4', '"winsize": 5',
+                     "16 done, 0 failed, 0 pending", "handShake", "flow", "(16, 4, 32, 32, 2)",
+                     "float16", "(1, 4, 32, 32, 2)", "ratio"):
+        assert expected in text, expected
+
+
+def test_inspect_json_is_complete_and_consistent(built_store):
+    summary = json.loads(flowstore_cli("inspect", built_store, "--json").stdout)
+    assert summary["dataset"] == "tvhi" and summary["format"] == 1
+    assert len(summary["fingerprint"]) == 64
+    assert summary["params"]["farneback"]["poly_sigma"] == 1.2
+    assert summary["counts"]["test"] == {"handShake": 2, "highFive": 2, "hug": 2, "kiss": 2}
+    assert sum(summary["counts"]["val"].values()) + sum(summary["counts"]["train"].values()) == 8
+    arrays = {a["name"]: a for a in summary["arrays"]}
+    assert arrays["flow"]["shape"] == [16, 4, 32, 32, 2] and arrays["flow"]["bytes_stored"] > 0
+    assert arrays["frames"]["ratio"] > 0
+    assert summary["bytes_stored"] == sum(a["bytes_stored"] for a in summary["arrays"])
+
+
+@pytest.mark.parametrize("target", ["missing.zarr", "folder.zarr", "notes.h5"])
+def test_inspect_of_a_non_store_is_one_line(tmp_path, target):
+    if target == "folder.zarr":
+        (tmp_path / target).mkdir()
+    elif target == "notes.h5":
+        (tmp_path / target).write_text("not hdf5")
+    assert str(tmp_path / target) in assert_one_line_error(flowstore_cli("inspect", tmp_path / target))
+
+
+def test_datasets_lists_the_registered_ones():
+    assert "tvhi" in flowstore_cli("datasets").stdout.split()
+
+
+def test_synth_is_deterministic_per_seed(tmp_path):
+    args = ["--videos-per-class", "1", "--negatives", "1", "--frames", "22:24", "--resolution", "64x48"]
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert flowstore_cli("synth", "tvhi", tmp_path / name, *args, "--seed", seed).returncode == 0
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["handShake_0001.avi", "highFive_0001.avi", "hug_0001.avi", "kiss_0001.avi",
+                     "negative_0001.avi", "readme.txt"]
+    same = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files]
+    assert all(same)
+    assert (tmp_path / "a" / "hug_0001.avi").read_bytes() != (tmp_path / "c" / "hug_0001.avi").read_bytes()
+    line = assert_one_line_error(flowstore_cli("synth", "tvhi", tmp_path / "a", *args))
+    assert "not empty" in line
+    assert "--frames" in assert_one_line_error(flowstore_cli("synth", "tvhi", tmp_path / "d", "--frames", "x"))
+
+
+def test_synthetic_colours_share_grey_levels_so_flow_cannot_see_them():
+    warm = render_clip("warm", "horizontal", np.random.default_rng(1), 3, 80, 64)
+    cool = render_clip("cool", "horizontal", np.random.default_rng(1), 3, 80, 64)
+    assert np.abs(warm.astype(int) - cool.astype(int)).max() > 50  # colours differ ...
+    grey = [np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in c]).astype(int) for c in (warm, cool)]
+    assert np.abs(grey[0] - grey[1]).max() <= 3  # ... grey (what flow sees) does not
+
+
+def test_synthetic_classes_differ_in_colour_and_motion_axis(tiny_tvhi_source):
+    params = VideoParams(size=48, steps=6, flow_dtype="float32")
+    for clip, warm, horizontal in (("handShake_0002", True, True), ("highFive_0002", True, False),
+                                   ("hug_0002", False, True), ("kiss_0002", False, False)):
+        features = extract_video(tiny_tvhi_source / f"{clip}.avi", params)
+        rgb = features.middle_frame.astype(int)
+        assert ((rgb[..., 0] - rgb[..., 2]).max() > (rgb[..., 2] - rgb[..., 0]).max()) == warm, clip
+        moving = np.linalg.norm(features.flow, axis=-1) > 0.2
+        dx, dy = np.abs(features.flow[moving]).mean(axis=0)
+        assert (dx > dy) == horizontal, (clip, dx, dy)
+
+
+def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
+    config = SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22, max_frames=22,
+                             resolution=(32, 32))
+    first = synthetic_source("tvhi", config)
+    assert first.parent == tmp_path / "synthetic" and (first / "kiss_0001.avi").is_file()
+    stamp = (first / "kiss_0001.avi").stat().st_mtime_ns
+    assert synthetic_source("tvhi", config) == first
+    assert (first / "kiss_0001.avi").stat().st_mtime_ns == stamp
+    other = synthetic_source("tvhi", SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22,
+                                                     max_frames=22, resolution=(32, 32), seed=9))
+    assert other != first
+
+
+@pytest.mark.slow
+def test_build_synthetic_end_to_end(tmp_path):
+    """The demo's first step: `--synthetic` writes the default source once, then builds."""
+    store = tmp_path / "demo.zarr"
+    env = {"FLOWSTORE_CACHE": str(tmp_path / "cache")}
+    out = flowstore_cli("build", "tvhi", "--synthetic", "--store", store, *TINY_BUILD, "-q", env=env,
+                        timeout=900)
+    assert out.returncode == 0, out.stderr
+    assert "200 computed" in out.stdout
