@@ -18,7 +18,7 @@ from flowstore.errors import ParameterError
 #: Store format version written to the root attribute ``flowstore.format``.
 STORE_FORMAT = 1
 
-FLOW_DTYPES = ("float16", "float32")
+FLOW_DTYPES = ("float16", "float32", "uint8")
 
 
 def _require(condition: bool, message: str) -> None:
@@ -49,11 +49,16 @@ class FarnebackParams:
 
 @dataclass(frozen=True)
 class VideoParams:
-    """What a TV-HI sample holds: frame size S, flow steps T, flow encoding, Farneback settings."""
+    """What a TV-HI sample holds: frame size S, flow steps T, flow encoding, Farneback settings.
+
+    `flow_bound` (pixels) is used by the uint8 encoding only, but always recorded: it is part
+    of what a uint8 store means.
+    """
 
     size: int = 224
     steps: int = 16
     flow_dtype: str = "float16"
+    flow_bound: float = 20.0
     farneback: FarnebackParams = field(default_factory=FarnebackParams)
 
     def __post_init__(self) -> None:
@@ -63,6 +68,8 @@ class VideoParams:
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
         _require(self.flow_dtype in FLOW_DTYPES,
                  f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
+        _require(isinstance(self.flow_bound, (int, float)) and self.flow_bound > 0,
+                 f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
 
 
 @dataclass(frozen=True)

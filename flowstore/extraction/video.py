@@ -20,6 +20,7 @@ import numpy as np
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2
+from flowstore.flow_encoding import encode_flow
 from flowstore.params import FarnebackParams, VideoParams
 
 #: How far the container's frame count may be from the decoded count and still need no second pass.
@@ -32,7 +33,7 @@ class VideoFeatures:
 
     middle_frame: np.ndarray  # (S, S, 3) uint8 RGB
     frames: np.ndarray  # (T, S, S, 3) uint8 RGB at the flow positions
-    flow: np.ndarray  # (T, S, S, 2) float16/float32, (dx, dy) in pixels of the resized frame
+    flow: np.ndarray  # (T, S, S, 2) (dx, dy) in pixels of the resized frame, stored encoding
     n_frames: int
 
 
@@ -129,12 +130,11 @@ def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
     path = Path(path)
     n, frames = read_needed_frames(path, params.size, params.steps)
     starts = flow_positions(n, params.steps)
-    flow = np.empty((params.steps, params.size, params.size, 2), dtype=params.flow_dtype)
-    for k, t in enumerate(starts):
-        flow[k] = farneback(frames[int(t)], frames[int(t) + 1], params.farneback)
+    flow = np.stack([farneback(frames[int(t)], frames[int(t) + 1], params.farneback)
+                     for t in starts])
     return VideoFeatures(
         middle_frame=frames[n // 2],
         frames=np.stack([frames[int(t)] for t in starts]),
-        flow=flow,
+        flow=encode_flow(flow, params.flow_dtype, params.flow_bound),
         n_frames=n,
     )
