@@ -25,6 +25,7 @@ from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import Store, backend_for, create_store, open_store, remove_store
+from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
 DONE_FLUSH_SECONDS = 1.0
@@ -78,6 +79,13 @@ def build(config: BuildConfig) -> BuildResult:
     if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
         raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
 
+    with writer_lock(config.store):
+        return _build_locked(config, dataset, manifest, params, source_files, fp, start)
+
+
+def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
+                  params: dict[str, Any], source_files: dict[str, int | None], fp: str,
+                  start: float) -> BuildResult:
     store = _open_or_create(config, dataset, manifest, params, source_files, fp)
     try:
         done = store.read("done").astype(bool)

@@ -1,0 +1,63 @@
+"""One writer per store: a second build refuses at once; a killed holder's lock is free again."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from flowstore.errors import StoreError
+from flowstore.store import open_store
+from flowstore.store.lock import lock_path, writer_lock
+from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
+from tests.conftest import assert_one_line_error, flowstore_cli
+
+
+def test_second_holder_is_refused_with_the_holders_pid(tmp_path):
+    store = tmp_path / "s.zarr"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from flowstore.store.lock import writer_lock\n"
+                               f"with writer_lock({str(store)!r}):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreError, match=rf"another flowstore process \(pid {holder.pid} on "):
+            with writer_lock(store):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        holder.stdout.close()
+    with writer_lock(store):  # the kernel released the dead holder's lock: taken over safely
+        assert lock_path(store).read_text().startswith("{")
+
+
+def _slow_source(tmp_path):
+    return write_synthetic_tvhi(tmp_path / "src", SynthTVHIConfig(
+        videos_per_class=6, negatives=0, min_frames=60, max_frames=90, resolution=(320, 240)))
+
+
+def test_two_concurrent_builds_one_builds_the_other_refuses(tmp_path):
+    source = _slow_source(tmp_path)
+    store = tmp_path / "s.zarr"
+    args = ["build", "tvhi", "--source", str(source), "--store", str(store), "--size", "96",
+            "--steps", "16", "--workers", "1", "-q"]
+    first = subprocess.Popen([sys.executable, "-m", "flowstore", *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (lock_path(store).exists() and lock_path(store).read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    second = flowstore_cli(*args)
+    line = assert_one_line_error(second)
+    assert f"pid {first.pid}" in line and "being written by another flowstore process" in line
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    assert "24 computed" in out
+    with open_store(store) as s:  # the refused build did not disturb the store
+        assert s.read("done").all() and s.attrs["failures"] == {}
+        assert np.abs(s.read("flow").astype(np.float32)).sum() > 0
