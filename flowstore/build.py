@@ -25,6 +25,7 @@ from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import Store, backend_for, create_store, open_store, remove_store
+from flowstore.store.checksum import sample_digest
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -44,6 +45,8 @@ class BuildConfig:
     overwrite: bool = False
     max_per_split: int | None = None
     progress: bool = True
+    #: Sample ids to extract again even if marked done (what `verify --repair` asks for).
+    redo: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -88,31 +91,66 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                   start: float) -> BuildResult:
     store = _open_or_create(config, dataset, manifest, params, source_files, fp)
     try:
-        done = store.read("done").astype(bool)
+        ledger = Ledger.load(store, manifest)
+        unknown = [sample for sample in config.redo if sample not in ledger.position]
+        if unknown:
+            raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
+        for sample in config.redo:
+            ledger.reset(ledger.position[sample])
+        if config.redo:
+            ledger.write(store)
         selected = manifest.first_per_split(config.max_per_split)
-        todo = [i for i in selected if not done[i]]
+        todo = [i for i in selected if not ledger.done[i]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo))
-        position = {row.id: i for i, row in enumerate(manifest.rows)}
-        failures = {k: v for k, v in store.attrs.get("failures", {}).items()
-                    if k in position and not done[position[k]]}
         if todo:
-            _run(config, dataset, manifest, store, done, todo, failures, result)
-        _record(store, done, failures, fp, source_files)
-        result.failures = {manifest.rows[i].id: failures[manifest.rows[i].id]
-                           for i in selected if manifest.rows[i].id in failures}
+            _run(config, dataset, manifest, store, ledger, todo, result)
+        ledger.write(store)
+        store.update_attrs({"fingerprint": fp, "source_files": source_files})
+        store.flush()
+        result.failures = {manifest.rows[i].id: ledger.failures[manifest.rows[i].id]
+                           for i in selected if manifest.rows[i].id in ledger.failures}
     finally:
         store.close()
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _record(store: Store, done: np.ndarray, failures: dict[str, str], fp: str,
-            source_files: dict[str, int | None]) -> None:
-    """Write `done` then the attributes that describe it; one coordinator, one writer."""
-    store.write("done", slice(None), done)
-    store.update_attrs({"failures": failures, "fingerprint": fp, "source_files": source_files})
-    store.flush()
+@dataclass
+class Ledger:
+    """The coordinator's record of which samples are complete; only the coordinator writes it.
+
+    Written in this order: checksums, then `done`, then the failure reasons, so a sample is
+    never marked done without its checksum.
+    """
+
+    done: np.ndarray
+    checksum: np.ndarray
+    failures: dict[str, str]
+    position: dict[str, int]
+
+    @classmethod
+    def load(cls, store: Store, manifest: Manifest) -> "Ledger":
+        done = store.read("done").astype(bool)
+        position = {row.id: i for i, row in enumerate(manifest.rows)}
+        failures = {k: v for k, v in store.attrs.get("failures", {}).items()
+                    if k in position and not done[position[k]]}
+        return cls(done, store.read("checksum").astype(object), failures, position)
+
+    def complete(self, index: int, sample: str, digest: str) -> None:
+        self.checksum[index] = digest
+        self.done[index] = True
+        self.failures.pop(sample, None)
+
+    def reset(self, index: int) -> None:
+        self.done[index] = False
+        self.checksum[index] = ""
+
+    def write(self, store: Store) -> None:
+        store.write("checksum", slice(None), self.checksum.astype(str))
+        store.write("done", slice(None), self.done)
+        store.update_attrs({"failures": self.failures})
+        store.flush()
 
 
 # -- opening ---------------------------------------------------------------------------------
@@ -154,6 +192,7 @@ def _create_atomically(path: Path, dataset: Dataset, manifest: Manifest, params:
         "id": np.array([row.id for row in manifest.rows], dtype=str),
         "label": np.array([row.label for row in manifest.rows], dtype=np.int32),
         "split": np.array([row.split for row in manifest.rows], dtype=str),
+        "checksum": np.array([""] * len(manifest), dtype=str),
     }
     create_store(temporary, attrs=attrs, specs=specs, columns=columns,
                  num_samples=len(manifest)).close()
@@ -211,8 +250,10 @@ def _writer(path: str) -> Store:
 
 
 def extract_and_write(store_path: str, dataset_name: str, params: Any, source_file: str,
-                      index: int) -> tuple[int, str | None]:
-    """One Dask task: extract one sample and write its chunks. Returns (index, failure or None).
+                      index: int) -> tuple[int, str | None, str]:
+    """One Dask task: extract one sample and write its chunks.
+
+    Returns (index, failure reason or None, checksum of the arrays written).
 
     Per-sample failures are data, not exceptions: any error becomes the sample's reason.
     """
@@ -224,15 +265,14 @@ def extract_and_write(store_path: str, dataset_name: str, params: Any, source_fi
             store.write(name, index, value)
         store.flush()
     except FlowstoreError as exc:
-        return index, str(exc)
+        return index, str(exc), ""
     except Exception as exc:  # noqa: BLE001  (a decoder or writer error is this sample's reason)
-        return index, f"{type(exc).__name__}: {exc}"
-    return index, None
+        return index, f"{type(exc).__name__}: {exc}", ""
+    return index, None, sample_digest(arrays)
 
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
-         done: np.ndarray, todo: list[int], failures: dict[str, str],
-         result: BuildResult) -> None:
+         ledger: "Ledger", todo: list[int], result: BuildResult) -> None:
     from tqdm import tqdm
 
     store_key = str(Path(config.store))
@@ -247,19 +287,16 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 for i in todo])
             with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
                       disable=not config.progress, dynamic_ncols=True) as bar:
-                for index, reason in finished:
+                for index, reason, digest in finished:
                     sample = manifest.rows[index].id
                     if reason is None:
-                        done[index] = True
-                        failures.pop(sample, None)
+                        ledger.complete(index, sample, digest)
                         result.computed += 1
                     else:
-                        failures[sample] = reason
+                        ledger.failures[sample] = reason
                     bar.update()
                     if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
-                        store.write("done", slice(None), done)
-                        store.update_attrs({"failures": failures})
-                        store.flush()
+                        ledger.write(store)
                         last_flush = time.monotonic()
     finally:
         with _OPEN_LOCK:

@@ -52,7 +52,9 @@ def build(
     size: Optional[int] = typer.Option(None, "--size", help="Frame side S in pixels [224]."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Flow steps T per video [16]."),
     flow_dtype: Optional[str] = typer.Option(None, "--flow-dtype",
-                                             help="float16 or float32 [float16]."),
+                                             help="float16, float32 or uint8 [float16]."),
+    flow_bound: Optional[float] = typer.Option(None, "--flow-bound",
+                                               help="uint8 flow: clip to +-this many pixels [20]."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker threads [cores]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="dask.distributed scheduler address."),
@@ -71,7 +73,7 @@ def build(
     try:
         spec = get_dataset(dataset)
         params = from_options(spec.params_type, dataset, size=size, steps=steps,
-                              flow_dtype=flow_dtype)
+                              flow_dtype=flow_dtype, flow_bound=flow_bound)
         if synthetic == (source is not None):
             raise ParameterError("give exactly one of --source DIR or --synthetic")
         if synthetic:
@@ -111,6 +113,34 @@ def inspect(
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
+@app.command()
+def verify(
+    store: Path = typer.Argument(..., help="Store path (.zarr or .h5)."),
+    repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
+    source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies."""
+    from flowstore.verify import repair as run_repair, verify as run_verify
+
+    try:
+        if repair and source is None:
+            raise ParameterError("--repair needs --source DIR to re-extract from")
+        result = run_verify(store, progress=not quiet)
+        if result.problems and repair:
+            rebuilt = run_repair(store, source, sorted(result.problems), progress=not quiet)
+            still_bad = run_verify(store).problems
+            typer.echo(f"repaired {rebuilt.computed} sample(s) from {source}")
+            result.problems = still_bad
+    except FlowstoreError as exc:
+        fail(str(exc))
+    typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
+    for sample, problem in sorted(result.problems.items()):
+        typer.echo(f"  {sample}: {problem}", err=True)
+    if result.problems:
+        raise typer.Exit(1)
+
+
 @app.command("datasets")
 def list_datasets() -> None:
     """List the datasets flowstore can build."""
@@ -142,6 +172,31 @@ def synth_tvhi(
         fail(str(exc))
     typer.echo(f"wrote synthetic TV-HI ({4 * videos_per_class} clips + {negatives} negatives) "
                f"to {folder}")
+
+
+@synth_app.command("stanford40")
+def synth_stanford40(
+    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent)."),
+    classes: int = typer.Option(40, "--classes", help="Classes: the first N real action names."),
+    train_per_class: int = typer.Option(10, "--train-per-class",
+                                        help="Images per class in train.txt (real: 100)."),
+    test_per_class: int = typer.Option(10, "--test-per-class", help="Images per class in test.txt."),
+    min_side: int = typer.Option(200, "--min-side", help="Smallest image side in pixels."),
+    max_side: int = typer.Option(500, "--max-side", help="Largest image side in pixels."),
+    seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes the same images."),
+) -> None:
+    """Synthetic Stanford-40: one coloured shape per image, its colour and shape set by the class."""
+    from flowstore.synth.stanford40 import SynthStanford40Config, write_synthetic_stanford40
+
+    try:
+        config = SynthStanford40Config(classes=classes, train_per_class=train_per_class,
+                                       test_per_class=test_per_class, min_side=min_side,
+                                       max_side=max_side, seed=seed)
+        write_synthetic_stanford40(folder, config)
+    except FlowstoreError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote synthetic Stanford-40 ({classes} classes, {classes * train_per_class} train "
+               f"+ {classes * test_per_class} test images) to {folder}")
 
 
 def main() -> None:  # pragma: no cover - `python -m flowstore`

@@ -122,3 +122,16 @@ def from_options(params_type: type, dataset: str, **options: Any) -> Any:
         flags = ", ".join("--" + name.replace("_", "-") for name in unused)
         raise ParameterError(f"{flags} does not apply to dataset {dataset!r}")
     return params_type(**given)
+
+
+def from_dict(params_type: type, values: Mapping[str, Any]) -> Any:
+    """Rebuild a parameter dataclass from its `to_dict` form (a store's `params` attribute)."""
+    import typing
+
+    hints = typing.get_type_hints(params_type)
+    kwargs = {}
+    for f in dataclasses.fields(params_type):
+        if f.name in values:
+            kind, value = hints[f.name], values[f.name]
+            kwargs[f.name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
+    return params_type(**kwargs)

@@ -1,0 +1,52 @@
+"""`flowstore verify`: corrupted chunks are found, `--repair` re-extracts just those."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import zarr
+
+from flowstore.store import open_store
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+
+
+def _built(source, tmp_path, suffix=".zarr"):
+    store = tmp_path / f"s{suffix}"
+    out = flowstore_cli("build", "tvhi", "--source", source, "--store", store, *TINY_BUILD, "-q")
+    assert out.returncode == 0, out.stderr
+    return store
+
+
+def test_a_clean_store_verifies(tiny_tvhi_source, tmp_path, suffix):
+    store = _built(tiny_tvhi_source, tmp_path, suffix)
+    out = flowstore_cli("verify", store, "-q")
+    assert out.returncode == 0 and "checked 16 sample(s), 0 bad" in out.stdout
+    with open_store(store) as s:
+        assert all(len(c) == 32 for c in s.read("checksum"))
+
+
+def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, tmp_path):
+    store = _built(tiny_tvhi_source, tmp_path)
+    ids = list(zarr.open_group(str(store), mode="r")["id"][:])
+    a, b, c = ids.index("hug_0002"), ids.index("kiss_0001"), ids.index("highFive_0003")
+    group = zarr.open_group(str(store), mode="r+")
+    group["flow"][a] = np.zeros_like(group["flow"][a])  # bytes changed behind flowstore's back
+    chunk = next((store / "frames" / "c").glob(f"{b}/*/*/*/*"))
+    chunk.write_bytes(b"garbage" * 10)  # a chunk file damaged on disk
+    next((store / "middle_frame" / "c").glob(f"{c}/*/*/*")).unlink()  # a chunk deleted: done lies
+    out = flowstore_cli("verify", store, "-q")
+    assert out.returncode == 1
+    bad = dict(re.findall(r"^  (\w+_\d{4}): (.+)$", out.stderr, re.M))
+    assert set(bad) == {"hug_0002", "kiss_0001", "highFive_0003"}
+    assert "checksum mismatch" in bad["hug_0002"] and "unreadable" in bad["kiss_0001"]
+    line = assert_one_line_error(flowstore_cli("verify", store, "--repair"))
+    assert "--source" in line
+    fixed = flowstore_cli("verify", store, "--repair", "--source", tiny_tvhi_source, "-q")
+    assert fixed.returncode == 0, fixed.stderr
+    assert "repaired 3 sample(s)" in fixed.stdout and "0 bad" in fixed.stdout
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
+def test_verify_of_a_non_store_is_one_line(tmp_path):
+    assert_one_line_error(flowstore_cli("verify", tmp_path / "nothing.zarr"))
