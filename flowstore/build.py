@@ -24,7 +24,8 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
-from flowstore.store import Store, backend_for, create_store, open_store, remove_store
+from flowstore.store import (Store, backend_for, create_store, is_url, open_store, remove_store,
+                             store_exists)
 from flowstore.store.checksum import sample_digest
 from flowstore.store.lock import writer_lock
 
@@ -38,7 +39,7 @@ class BuildConfig:
 
     dataset: str
     source: Path
-    store: Path
+    store: Path | str  # a local path, or an fsspec URL for Zarr (s3://bucket/x.zarr)
     params: Any
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
@@ -57,7 +58,7 @@ class BuildConfig:
 
 @dataclass
 class BuildResult:
-    store: Path
+    store: Path | str
     fingerprint: str
     selected: int
     computed: int = 0
@@ -156,10 +157,10 @@ class Ledger:
 # -- opening ---------------------------------------------------------------------------------
 def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                     params: dict[str, Any], source_files: dict[str, int | None], fp: str) -> Store:
-    path = Path(config.store)
-    if path.exists() and config.overwrite:
+    path = config.store
+    if config.overwrite:
         remove_store(path)
-    if path.exists():
+    if store_exists(path):
         store = open_store(path, "r+")
         try:
             _check_compatible(store, dataset, manifest, params, source_files, path)
@@ -170,14 +171,22 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
     return _create_atomically(path, dataset, manifest, config.params, source_files, fp)
 
 
-def _create_atomically(path: Path, dataset: Dataset, manifest: Manifest, params: Any,
+def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, params: Any,
                        source_files: dict[str, int | None], fp: str) -> Store:
-    """Create the store under a temporary name, then rename: a half-created store never exists."""
-    temporary = path.with_name(f".{path.stem}.creating-{os.getpid()}{path.suffix}")
-    if temporary.is_dir():  # left by an earlier process with our pid: ours to clear
-        shutil.rmtree(temporary)
-    elif temporary.exists():
-        temporary.unlink()
+    """Create the store under a temporary name, then rename: a half-created store never exists.
+
+    Object stores have no rename; there the store is created in place (its root attributes,
+    which mark it as a flowstore store, are written last).
+    """
+    if is_url(path):
+        temporary = path
+    else:
+        path = Path(path)
+        temporary = path.with_name(f".{path.stem}.creating-{os.getpid()}{path.suffix}")
+        if temporary.is_dir():  # left by an earlier process with our pid: ours to clear
+            shutil.rmtree(temporary)
+        elif temporary.exists():
+            temporary.unlink()
     attrs = {
         "dataset": dataset.name,
         "classes": list(manifest.classes),
@@ -196,7 +205,8 @@ def _create_atomically(path: Path, dataset: Dataset, manifest: Manifest, params:
     }
     create_store(temporary, attrs=attrs, specs=specs, columns=columns,
                  num_samples=len(manifest)).close()
-    os.replace(temporary, path)
+    if temporary != path:
+        os.replace(temporary, path)
     return open_store(path, "r+")
 
 
@@ -275,7 +285,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
          ledger: "Ledger", todo: list[int], result: BuildResult) -> None:
     from tqdm import tqdm
 
-    store_key = str(Path(config.store))
+    store_key = str(config.store)
     with _OPEN_LOCK:
         _OPEN_STORES[store_key] = store
     last_flush = time.monotonic()

@@ -45,7 +45,8 @@ def _resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
 @app.command()
 def build(
     dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
-    store: Path = typer.Option(..., "--store", help="Store to build: PATH.zarr or PATH.h5."),
+    store: str = typer.Option(..., "--store",
+                              help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Generate a synthetic source (cached) and build from it."),
@@ -100,7 +101,7 @@ def build(
 
 @app.command()
 def inspect(
-    store: Path = typer.Argument(..., help="Store path (.zarr or .h5)."),
+    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Show a store's dataset, parameters, counts, failures and per-array storage."""
@@ -115,7 +116,7 @@ def inspect(
 
 @app.command()
 def verify(
-    store: Path = typer.Argument(..., help="Store path (.zarr or .h5)."),
+    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
     source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -180,12 +181,13 @@ def synth_stanford40(
     classes: int = typer.Option(40, "--classes", help="Classes: the first N real action names."),
     train_per_class: int = typer.Option(10, "--train-per-class",
                                         help="Images per class in train.txt (real: 100)."),
-    test_per_class: int = typer.Option(10, "--test-per-class", help="Images per class in test.txt."),
+    test_per_class: int = typer.Option(10, "--test-per-class",
+                                       help="Images per class in test.txt."),
     min_side: int = typer.Option(200, "--min-side", help="Smallest image side in pixels."),
     max_side: int = typer.Option(500, "--max-side", help="Largest image side in pixels."),
     seed: int = typer.Option(0, "--seed", help="Seed; the same seed writes the same images."),
 ) -> None:
-    """Synthetic Stanford-40: one coloured shape per image, its colour and shape set by the class."""
+    """Synthetic Stanford-40: one coloured shape per image; the class sets colour and shape."""
     from flowstore.synth.stanford40 import SynthStanford40Config, write_synthetic_stanford40
 
     try:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from flowstore.manifest import SPLITS
-from flowstore.store import open_store
+from flowstore.store import backend_for, open_store
 
 
 def summarize(path: str | Path) -> dict[str, Any]:
@@ -28,7 +28,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         arrays = [store.info(name) for name in store.array_names()]
     return {
         "path": str(path),
-        "backend": "zarr" if Path(path).suffix == ".zarr" else "hdf5",
+        "backend": "zarr" if backend_for(path).__name__ == "ZarrStore" else "hdf5",
         "format": attrs.get("flowstore.format"),
         "dataset": attrs.get("dataset"),
         "fingerprint": attrs.get("fingerprint"),

@@ -22,7 +22,7 @@ COLUMNS = ("id", "label", "split", "done", "checksum")
 
 @dataclass
 class VerifyResult:
-    store: Path
+    store: Path | str
     checked: int = 0
     problems: dict[str, str] = field(default_factory=dict)
 
@@ -35,7 +35,7 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyResult:
     """Check every sample marked done against its checksum. Opens the store read-only."""
     from tqdm import tqdm
 
-    result = VerifyResult(store=Path(path))
+    result = VerifyResult(store=path)
     with open_store(path, "r") as store:
         ids = store.read("id")
         done = store.read("done").astype(bool)
@@ -65,6 +65,6 @@ def repair(path: str | Path, source: str | Path, samples: list[str], *,
         attrs = store.attrs
     dataset = get_dataset(attrs["dataset"])
     params = from_dict(dataset.params_type, attrs["params"])
-    return build(BuildConfig(dataset=dataset.name, source=Path(source), store=Path(path),
+    return build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
                              params=params, redo=tuple(samples), progress=progress,
                              **({"workers": workers} if workers else {})))

@@ -2,39 +2,73 @@
 
 Readers need nothing else from flowstore: `open_store(path)` gives a `Store` whose `read`,
 `attrs` and `info` work the same for both backends.
+
+A store is a local path or, for Zarr, an fsspec URL such as ``s3://bucket/prefix/tvhi.zarr``.
+Credentials and endpoints come from the environment the usual way (``AWS_ACCESS_KEY_ID``,
+``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``~/.aws/``) and are never written anywhere.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from flowstore.errors import StoreError
 from flowstore.params import STORE_FORMAT
 from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store
 
-__all__ = ["STRING", "ArrayInfo", "ArraySpec", "Store", "backend_for", "create_store",
+__all__ = ["STRING", "ArrayInfo", "ArraySpec", "Store", "backend_for", "create_store", "is_url",
            "open_store", "remove_store", "store_exists"]
 
 ZARR_SUFFIXES = (".zarr",)
 HDF5_SUFFIXES = (".h5", ".hdf5")
 
 
+def is_url(path: str | Path) -> bool:
+    """True for fsspec URLs (``s3://...``, ``gs://...``, ``memory://...``); False for local paths."""
+    return "://" in str(path)
+
+
 def backend_for(path: str | Path) -> type[Store]:
     """The backend class for a store path, chosen by its suffix."""
-    suffix = Path(path).suffix.lower()
-    if suffix in ZARR_SUFFIXES:
+    name = str(path).rstrip("/").lower()
+    if name.endswith(ZARR_SUFFIXES):
         from flowstore.store._zarr import ZarrStore
         return ZarrStore
-    if suffix in HDF5_SUFFIXES:
+    if name.endswith(HDF5_SUFFIXES):
+        if is_url(path):
+            raise StoreError(f"HDF5 stores must be local files; use a .zarr URL, got {str(path)!r}")
         from flowstore.store._hdf5 import HDF5Store
         return HDF5Store
     raise StoreError(f"store path must end in .zarr (Zarr v3) or .h5 (HDF5), got {str(path)!r}")
 
 
+@contextlib.contextmanager
+def _remote(path: str | Path) -> Iterator[None]:
+    """Turn an object-store failure (no bucket, bad credentials, no endpoint) into one line."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except Exception as exc:  # botocore and fsspec raise many unrelated types
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise StoreError(f"cannot access {str(path)!r}: {type(exc).__name__}: {reason}") from None
+
+
 def store_exists(path: str | Path) -> bool:
-    return Path(path).exists()
+    if not is_url(path):
+        return Path(path).exists()
+    import fsspec
+
+    with _remote(path):
+        fs, root = fsspec.core.url_to_fs(str(path))
+        return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
+
+
+def _as_location(path: str | Path) -> str | Path:
+    return str(path).rstrip("/") if is_url(path) else Path(path)
 
 
 def open_store(path: str | Path, mode: str = "r") -> Store:
@@ -43,9 +77,9 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
     Raises:
         StoreError: the path is missing, is not a flowstore store, or has another format.
     """
-    path = Path(path)
+    path = _as_location(path)
     backend = backend_for(path)
-    if not path.exists():
+    if not store_exists(path):
         raise StoreError(f"no store at {str(path)!r}")
     try:
         store = backend.open(path, mode)
@@ -67,12 +101,13 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
 def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
                  columns: Mapping[str, Any], num_samples: int) -> Store:
     """Create a new store with its per-sample arrays empty and `done` all false."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
+    path = _as_location(path)
+    if isinstance(path, Path) and not path.parent.exists():
         raise StoreError(f"the folder of store {str(path)!r} does not exist")
     attrs = {"flowstore.format": STORE_FORMAT, **attrs}
-    return backend_for(path).create(path, attrs=attrs, specs=specs, columns=columns,
-                                    num_samples=num_samples)
+    with _remote(path):
+        return backend_for(path).create(path, attrs=attrs, specs=specs, columns=columns,
+                                        num_samples=num_samples)
 
 
 def remove_store(path: str | Path) -> None:
@@ -80,11 +115,17 @@ def remove_store(path: str | Path) -> None:
 
     `--overwrite` must never delete a folder a user pointed at by mistake.
     """
-    path = Path(path)
-    if not path.exists():
+    path = _as_location(path)
+    if not store_exists(path):
         return
     open_store(path, "r").close()  # raises unless it is a flowstore store
-    if path.is_dir():
+    if is_url(path):
+        import fsspec
+
+        with _remote(path):
+            fs, root = fsspec.core.url_to_fs(str(path))
+            fs.rm(root, recursive=True)
+    elif path.is_dir():
         shutil.rmtree(path)
     else:
         path.unlink()

@@ -17,13 +17,13 @@ from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_colu
 
 
 class ZarrStore(Store):
-    def __init__(self, group: zarr.Group, path: Path, mode: str) -> None:
+    def __init__(self, group: zarr.Group, path: Path | str, mode: str) -> None:
         self._group = group
         self.path = path
         self.mode = mode
 
     @classmethod
-    def create(cls, path: Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
+    def create(cls, path: Path | str, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
                columns: Mapping[str, Any], num_samples: int) -> "ZarrStore":
         check_columns(num_samples, columns)
         group = zarr.open_group(str(path), mode="w-", zarr_format=3)
@@ -46,7 +46,7 @@ class ZarrStore(Store):
         return cls(group, path, "r+")
 
     @classmethod
-    def open(cls, path: Path, mode: str) -> "ZarrStore":
+    def open(cls, path: Path | str, mode: str) -> "ZarrStore":
         group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
         return cls(group, path, mode)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from flowstore.errors import StoreError
+from flowstore.store import is_url
 
 
 def lock_path(store: str | Path) -> Path:
@@ -34,6 +35,11 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     Raises:
         StoreError: another live process holds it (the message names that process).
     """
+    if is_url(store):
+        # Object stores have no lock primitive that fsspec exposes: one builder per URL store
+        # is the user's promise (README, "Object storage").
+        yield
+        return
     path = lock_path(store)
     if not path.parent.is_dir():
         raise StoreError(f"the folder of store {str(store)!r} does not exist")

@@ -1,0 +1,85 @@
+"""Stores on S3-compatible object storage: a real moto S3 server on 127.0.0.1.
+
+Credentials and the endpoint reach flowstore only through the standard AWS environment
+variables; the test checks they are never written into the store.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env():
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "flowstore-test", "AWS_SECRET_ACCESS_KEY": "flowstore-secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="x", aws_secret_access_key="y").create_bucket(Bucket="features")
+    yield env
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_store(s3_env, tiny_tvhi_source):
+    url = "s3://features/tvhi/tiny.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", url, *TINY_BUILD,
+                        "-q", env=s3_env)
+    assert out.returncode == 0, out.stderr
+    assert "16 computed" in out.stdout
+    return url
+
+
+def test_build_inspect_and_verify_on_s3(s3_env, s3_store, tiny_tvhi_source, tmp_path):
+    summary = json.loads(flowstore_cli("inspect", s3_store, "--json", env=s3_env).stdout)
+    assert summary["done"] == 16 and summary["backend"] == "zarr" and summary["bytes_stored"] > 0
+    assert "flowstore-secret" not in json.dumps(summary) and "127.0.0.1" not in json.dumps(summary)
+    assert flowstore_cli("verify", s3_store, "-q", env=s3_env).returncode == 0
+    again = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", s3_store,
+                          *TINY_BUILD, "-q", env=s3_env)
+    assert again.returncode == 0 and "0 computed, 16 already done" in again.stdout
+    local = tmp_path / "local.zarr"
+    flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", local, *TINY_BUILD, "-q")
+    local_summary = json.loads(flowstore_cli("inspect", local, "--json").stdout)
+    assert local_summary["fingerprint"] == summary["fingerprint"]
+
+
+def test_missing_bucket_is_one_line(s3_env, tiny_tvhi_source):
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                        "s3://no-such-bucket/x.zarr", *TINY_BUILD, env=s3_env)
+    assert "no-such-bucket" in assert_one_line_error(out)
+    assert "no store at" in assert_one_line_error(flowstore_cli("inspect", "s3://no-such-bucket/x.zarr",
+                                                                env=s3_env))
+
+
+def test_missing_credentials_and_bad_endpoint_are_one_line(s3_env, s3_store, tmp_path):
+    no_keys = {**s3_env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+               "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"), "AWS_CONFIG_FILE": str(tmp_path / "none"),
+               "AWS_EC2_METADATA_DISABLED": "true"}
+    line = assert_one_line_error(flowstore_cli("inspect", s3_store, env=no_keys, timeout=120))
+    assert "cannot access" in line or "no store" in line
+    dead = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_MAX_ATTEMPTS": "1"}
+    line = assert_one_line_error(flowstore_cli("inspect", s3_store, env=dead, timeout=120))
+    assert "cannot access" in line
+
+
+def test_hdf5_urls_are_refused(s3_env):
+    assert ".zarr URL" in assert_one_line_error(flowstore_cli("inspect", "s3://features/x.h5", env=s3_env))
