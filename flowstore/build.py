@@ -316,6 +316,8 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
 class _client:
     """Context manager yielding `submit(fn, argument tuples) -> iterator of results as they finish`.
 
+    A task the cluster gives up on yields (its last argument, the sample index, reason, "").
+
     Local builds run on an in-process dask.distributed cluster of `workers` threads (OpenCV
     releases the GIL); `--scheduler ADDRESS` connects to an existing cluster instead.
     """
@@ -345,9 +347,13 @@ class _client:
             self.client = Client(self.cluster)
 
         def submit(fn: Callable[..., Any], arguments: list[tuple]) -> Iterator[Any]:
-            futures = [self.client.submit(fn, *args, pure=False) for args in arguments]
+            futures = {self.client.submit(fn, *args, pure=False): args for args in arguments}
             for future in as_completed(futures):
-                yield future.result()
+                try:
+                    yield future.result()
+                except Exception as exc:  # noqa: BLE001  (the cluster gave up on this task,
+                    # e.g. KilledWorker after its workers died): a failure of that sample
+                    yield futures[future][-1], f"task failed on the cluster: {type(exc).__name__}: {exc}", ""
                 future.release()
 
         return submit

@@ -43,3 +43,55 @@ def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
 def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
     with pytest.raises(FlowstoreError, match="cannot reach Dask scheduler"):
         build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:9"))
+
+
+def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
+    """SIGKILL one worker process while it extracts: the build completes (the nanny restarts the
+    worker and the task is retried) or leaves those samples not done; never a false `done`."""
+    import os
+    import signal
+    import threading
+
+    import distributed
+    import zarr
+
+    from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
+    from flowstore.verify import verify
+
+    source = write_synthetic_tvhi(tmp_path / "src", SynthTVHIConfig(
+        videos_per_class=6, negatives=0, min_frames=60, max_frames=90, resolution=(320, 240)))
+    params = VideoParams(size=96, steps=16)
+    reference = build(BuildConfig(dataset="tvhi", source=source, store=tmp_path / "ref.zarr",
+                                  params=params, progress=False))
+    store = tmp_path / "killed.zarr"
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
+            distributed.Client(cluster) as client:
+        pids = list(client.run(os.getpid).values())
+        killed = threading.Event()
+
+        def kill_one_worker_mid_build():
+            while not killed.is_set():
+                try:
+                    if zarr.open_group(str(store), mode="r")["done"][:].sum() >= 3:
+                        os.kill(pids[0], signal.SIGKILL)
+                        killed.set()
+                except Exception:  # store not created yet
+                    pass
+                killed.wait(0.05)
+
+        killer = threading.Thread(target=kill_one_worker_mid_build, daemon=True)
+        killer.start()
+        result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
+                                   progress=False, scheduler=cluster.scheduler_address))
+        killed.set()
+        killer.join()
+        if not result.ok:  # whatever the cluster gave up on is simply retried by a re-run
+            result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
+                                       progress=False, scheduler=cluster.scheduler_address))
+    assert result.ok
+    assert verify(store).ok
+    with open_store(tmp_path / "ref.zarr") as a, open_store(store) as b:
+        assert b.read("done").all() and reference.computed == 24
+        for name in ("middle_frame", "frames", "flow", "checksum"):
+            np.testing.assert_array_equal(a.read(name), b.read(name))

@@ -169,7 +169,8 @@ def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> dict[str,
     for name, ids in grouped.items():
         if len(set(ids)) != len(ids):
             repeated = next(i for i in ids if ids.count(i) > 1)
-            raise SourceLayoutError(f"{combined.name} lists {repeated}{IMAGE_SUFFIX} twice")
+            origin = combined.name if combined.is_file() else per_class[name].name
+            raise SourceLayoutError(f"{origin} lists {repeated}{IMAGE_SUFFIX} twice")
     return grouped
 
 
@@ -186,7 +187,8 @@ def read_image_splits(folder: str | Path) -> ImageSplits:
         raise SourceLayoutError(f"no {ACTIONS_FILE} in {str(folder)!r}")
     classes = tuple(parse_actions(_read(actions_path)))
     train, test = (_read_split(folder, split, classes) for split in SPLIT_NAMES)
-    both = sorted({i for ids in train.values() for i in ids} & {i for ids in test.values() for i in ids})
+    train_ids = {i for ids in train.values() for i in ids}
+    both = sorted(train_ids & {i for ids in test.values() for i in ids})
     if both:
         raise SourceLayoutError(f"{len(both)} image(s) are listed in both train.txt and "
                                 f"test.txt, e.g. {both[0]}{IMAGE_SUFFIX}")
@@ -194,7 +196,7 @@ def read_image_splits(folder: str | Path) -> ImageSplits:
 
 
 def manifest_from_splits(splits: ImageSplits) -> Manifest:
-    """Test = test.txt; train.txt split into train and val (10%, stratified by class, fixed seed)."""
+    """Test = test.txt; train.txt split into train and val (10%, stratified, fixed seed)."""
     return build_manifest(splits.classes, train_pool=splits.train, test=splits.test,
                           val_fraction=VAL_FRACTION, seed=SPLIT_SEED)
 
