@@ -3,6 +3,15 @@
 HDF5 attributes cannot hold nested JSON, so every root attribute is stored as its JSON text;
 `attrs` decodes it back. Any h5py user reads them with `json.loads(f.attrs[key])`.
 h5py serialises all calls behind one lock, so worker threads may write their own samples.
+
+Crash safety: files use HDF5's default (earliest) format on purpose. With ``libver="latest"``
+the superblock carries "open for writing" flags, and a writer killed with SIGKILL leaves them
+set: every later open then fails until someone runs `h5clear`, so a killed build could not
+resume. The writer flushes after every sample.
+
+Readers open without HDF5's OS-level file lock, so `inspect` and trainers can read a store while
+a build appends to it; they see the state of the writer's last flush. (`flowstore.store.lock`
+is what keeps writers apart.)
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ class HDF5Store(Store):
     def create(cls, path: Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
                columns: Mapping[str, Any], num_samples: int) -> "HDF5Store":
         check_columns(num_samples, columns)
-        file = h5py.File(path, "w-", libver="latest")
+        file = h5py.File(path, "w-")
         for name, values in columns.items():
             values = np.asarray(values)
             if values.dtype.kind in "UOT":
@@ -49,7 +58,8 @@ class HDF5Store(Store):
 
     @classmethod
     def open(cls, path: Path, mode: str) -> "HDF5Store":
-        return cls(h5py.File(path, mode), path, mode)
+        return cls(h5py.File(path, mode, locking=False) if mode == "r" else h5py.File(path, mode),
+                   path, mode)
 
     @property
     def attrs(self) -> dict[str, Any]:
