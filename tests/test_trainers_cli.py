@@ -1,0 +1,101 @@
+"""`trainers` command line: summaries, and user errors as one line with exit code 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trainers.cli import app
+from trainers.testing import make_tiny_store
+
+runner = CliRunner()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.output
+    return lines[0]
+
+
+def test_summary_prints_the_reports_counts():
+    result = runner.invoke(app, ["summary", "two_stream"])
+    assert result.exit_code == 0, result.output
+    assert "Trainable params: 274,628" in result.stdout
+    assert "Non-trainable params: 14,276,766" in result.stdout
+    assert "frame_stream" in result.stdout and "flow_stream" in result.stdout
+    assert result.stdout.rstrip().endswith(
+        "two_stream at size 224, steps 16: total 14,551,394, trainable 274,628, "
+        "non-trainable 14,276,766")
+
+
+def test_summary_at_small_size():
+    result = runner.invoke(app, ["summary", "tvhi_flow", "--size", "32", "--steps", "4"])
+    assert result.exit_code == 0, result.output
+    assert "(None, 4, 32, 32, 2)" in result.stdout
+
+
+@pytest.fixture
+def stores(tmp_path):
+    (tmp_path / "empty.zarr").mkdir()
+    (tmp_path / "text.h5").write_text("this is not HDF5\n")
+    return {
+        "tvhi": make_tiny_store(tmp_path / "tvhi.zarr", per_class=(1, 1, 1)),
+        "stanford40": make_tiny_store(tmp_path / "s40.h5", dataset="stanford40",
+                                      per_class=(1, 1, 1)),
+        "missing": tmp_path / "absent.zarr",
+        "empty_dir": tmp_path / "empty.zarr",
+        "not_hdf5": tmp_path / "text.h5",
+        "wrong_suffix": tmp_path / "tvhi.npz",
+    }
+
+
+@pytest.mark.parametrize("model,store,expected", [
+    ("tvhi_flow", "missing", "no store at"),
+    ("tvhi_flow", "empty_dir", "not"),
+    ("two_stream", "not_hdf5", "not a readable flowstore store"),
+    ("tvhi_flow", "wrong_suffix", "must end in .zarr"),
+    ("tvhi_flow", "stanford40", "holds dataset 'stanford40', but model 'tvhi_flow' trains on"),
+    ("stanford40", "tvhi", "holds dataset 'tvhi', but model 'stanford40'"),
+    ("resnet", "tvhi", "unknown model 'resnet'; known models: stanford40, tvhi_frames"),
+])
+def test_bad_store_or_model_is_one_line_and_exit_2(stores, tmp_path, model, store, expected):
+    result = runner.invoke(app, ["run", model, "--store", str(stores[store]),
+                                 "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert expected in _one_error_line(result)
+    assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_bad_override_is_one_line_and_exit_2(stores, tmp_path):
+    result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
+                                 "--epochs", "0", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "epochs must be an integer >= 1, got 0" in _one_error_line(result)
+
+
+def test_report_of_a_missing_runs_dir_is_one_line(tmp_path):
+    result = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2
+    assert "no runs directory" in _one_error_line(result)
+
+
+@pytest.mark.parametrize("model,store", [("tvhi_flow", "missing"),
+                                         ("tvhi_flow", "stanford40"),
+                                         ("two_stream", "not_hdf5")])
+def test_bad_store_in_a_real_process(stores, tmp_path, model, store):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "trainers", "run", model, "--store",
+                           str(stores[store]), "--runs-dir", str(tmp_path / "runs")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

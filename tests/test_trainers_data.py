@@ -1,0 +1,170 @@
+"""The tf.data input: per-sample streaming, done-only, seeded shuffles, flips, both backends."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from flowstore.errors import FlowstoreError, StoreError
+from flowstore.store import open_store
+from trainers.data import InputOptions, flip_flow, flip_image, make_dataset
+from trainers.errors import NoSamplesError, WrongDatasetError
+from trainers.samples import StoreSamples, open_samples
+from trainers.testing import make_tiny_store
+
+BACKENDS = ["zarr", "h5"]
+PER_SAMPLE_ARRAYS = ("middle_frame", "frames", "flow", "image")
+
+
+class SpyStore:
+    """Wraps a store and records every `read(name, index)` the trainers make."""
+
+    def __init__(self, store):
+        self._store = store
+        self.reads: list[tuple[str, object]] = []
+
+    def read(self, name, index=slice(None)):
+        self.reads.append((name, index))
+        return self._store.read(name, index)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+@pytest.fixture(params=BACKENDS)
+def tvhi_store(request, tmp_path):
+    return make_tiny_store(tmp_path / f"tvhi.{request.param}", per_class=(3, 1, 2),
+                           not_done=(0, 5))
+
+
+def _collect(ds):
+    xs, ys = [], []
+    for x, y in ds:
+        xs.append(x)
+        ys.append(y.numpy())
+    return xs, np.concatenate(ys)
+
+
+def test_only_done_samples_of_the_split_are_used(tvhi_store):
+    with open_store(tvhi_store) as store:
+        samples = StoreSamples(store, "two_stream")
+        assert samples.indices("train").tolist() == [i for i in range(12) if i not in (0, 5)]
+        _, labels = _collect(make_dataset(samples, "train", InputOptions(batch_size=3)))
+        assert labels.tolist() == samples.labels[samples.indices("train")].tolist()
+
+
+def test_store_is_opened_read_only(tvhi_store):
+    samples = open_samples(tvhi_store, "tvhi_flow")
+    try:
+        assert samples.store.mode == "r"
+    finally:
+        samples.store.close()
+
+
+def test_pipeline_reads_one_sample_per_call_never_a_whole_array(tvhi_store):
+    with open_store(tvhi_store) as store:
+        spy = SpyStore(store)
+        samples = StoreSamples(spy, "two_stream")
+        ds = make_dataset(samples, "train", InputOptions(batch_size=2, shuffle=True, seed=3))
+        for _ in range(2):  # two epochs
+            _collect(ds)
+    big = [(name, index) for name, index in spy.reads if name in PER_SAMPLE_ARRAYS]
+    # Every pixel read is one sample (an int index: exactly one chunk), only of arrays the model
+    # uses, and each training sample is read once per epoch.
+    assert all(isinstance(index, int) for _, index in big), big
+    assert {name for name, _ in big} == {"middle_frame", "flow"}
+    n_train = samples.indices("train").size
+    assert len(big) == 2 * 2 * n_train
+
+
+def test_shuffle_is_seeded_and_changes_every_epoch(tvhi_store):
+    with open_store(tvhi_store) as store:
+        samples = StoreSamples(store, "tvhi_frames")
+        a = make_dataset(samples, "train", InputOptions(batch_size=1, shuffle=True, seed=1))
+        b = make_dataset(samples, "train", InputOptions(batch_size=1, shuffle=True, seed=1))
+
+        def order(ds):
+            return [float(tf.reduce_sum(x)) for x, _ in ds]
+
+        first, second = order(a), order(a)
+        assert first != second  # a new order each epoch
+        assert sorted(first) == pytest.approx(sorted(second))  # the same samples
+        assert order(b) == first  # the same seed gives the same sequence
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("flow_dtype", ["float16", "float32", "uint8"])
+def test_flow_comes_back_as_float32_pixels(tmp_path, backend, flow_dtype):
+    path = make_tiny_store(tmp_path / f"t.{backend}", per_class=(1, 0, 0),
+                           flow_dtype=flow_dtype, flow_bound=8.0)
+    with open_store(path) as store:
+        samples = StoreSamples(store, "tvhi_flow")
+        (flow,), = [samples.read_sample(i) for i in samples.indices("train")[:1]]
+        stored = store.read("flow", 0)
+    assert flow.dtype == np.float32 and stored.dtype == np.dtype(flow_dtype)
+    # Class 0 moves right by 2 px (see trainers.testing): mean dx ~ +2, dy ~ 0.
+    assert flow[..., 0].mean() == pytest.approx(2.0, abs=0.1)
+    assert flow[..., 1].mean() == pytest.approx(0.0, abs=0.1)
+
+
+def test_flip_mirrors_images_and_negates_flow_dx():
+    image = tf.reshape(tf.range(2 * 3 * 3, dtype=tf.float32), (2, 3, 3))
+    np.testing.assert_array_equal(flip_image(image).numpy(), image.numpy()[:, ::-1, :])
+
+    flow = np.random.default_rng(0).normal(size=(4, 5, 6, 2)).astype(np.float32)
+    flipped = flip_flow(tf.constant(flow)).numpy()
+    np.testing.assert_array_equal(flipped[..., 0], -flow[:, :, ::-1, 0])  # dx mirrored, negated
+    np.testing.assert_array_equal(flipped[..., 1], flow[:, :, ::-1, 1])   # dy mirrored only
+
+
+def test_augmented_pipeline_flips_frame_and_flow_together(tvhi_store):
+    with open_store(tvhi_store) as store:
+        samples = StoreSamples(store, "two_stream")
+        plain, _ = _collect(make_dataset(samples, "train", InputOptions(batch_size=1)))
+        aug, _ = _collect(make_dataset(samples, "train",
+                                       InputOptions(batch_size=1, augment=True, seed=5)))
+    flipped = 0
+    for p, a in zip(plain, aug, strict=True):
+        frame_flipped = np.array_equal(a["frame"].numpy(), p["frame"].numpy()[:, :, ::-1])
+        flow_flipped = np.array_equal(a["flow"].numpy(), flip_flow(p["flow"]).numpy())
+        if not frame_flipped:
+            np.testing.assert_array_equal(a["frame"].numpy(), p["frame"].numpy())
+            np.testing.assert_array_equal(a["flow"].numpy(), p["flow"].numpy())
+        assert frame_flipped == flow_flipped
+        flipped += frame_flipped
+    assert 0 < flipped < len(plain)
+
+
+def test_stanford40_store_streams_images(tmp_path):
+    path = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32)
+    with open_store(path) as store:
+        samples = StoreSamples(store, "stanford40")
+        xs, ys = _collect(make_dataset(samples, "val", InputOptions(batch_size=2)))
+    assert tuple(xs[0].shape) == (2, 32, 32, 3) and xs[0].dtype == tf.float32
+    assert sorted(ys.tolist()) == [0, 1, 2]
+
+
+def test_wrong_dataset_is_one_clear_error(tmp_path):
+    path = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40")
+    with pytest.raises(WrongDatasetError, match="holds dataset 'stanford40'.*'tvhi'") as info:
+        open_samples(path, "tvhi_flow")
+    assert isinstance(info.value, FlowstoreError) and "\n" not in str(info.value)
+
+
+def test_missing_or_foreign_store_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError, match="no store"):
+        open_samples(tmp_path / "absent.zarr", "tvhi_flow")
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(StoreError):
+        open_samples(tmp_path / "junk.h5", "tvhi_flow")
+
+
+def test_a_split_without_done_samples_is_named(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), not_done=(0, 1, 2, 3))
+    samples = open_samples(path, "tvhi_flow")
+    try:
+        with pytest.raises(NoSamplesError, match="no finished 'train' sample"):
+            samples.require("train")
+    finally:
+        samples.store.close()

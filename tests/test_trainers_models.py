@@ -1,0 +1,130 @@
+"""The four architectures against the report's model summaries, and the recipes."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from trainers.errors import ModelConfigError, UnknownModelError
+from trainers.models import (MODELS, build_default, build_stanford40, build_tvhi_flow,
+                             build_tvhi_frames, build_two_stream, parameter_counts)
+from trainers.recipes import MODEL_NAMES, RECIPES, Recipe
+
+# Section 5 and 6 of the report, at 224 x 224 frames and 16 flow steps.
+REPORT_COUNTS = {
+    "stanford40": {"total": 6_578_424, "trainable": 6_575_672, "non_trainable": 2_752},
+    "tvhi_frames": {"total": 6_550_588, "trainable": 16_444, "non_trainable": 6_534_144},
+    "tvhi_flow": {"total": 7_932_536, "trainable": 7_930_744, "non_trainable": 1_792},
+    "two_stream": {"total": 274_628 + 14_276_766, "trainable": 274_628,
+                   "non_trainable": 14_276_766},
+}
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_parameter_counts_equal_the_report(model):
+    assert parameter_counts(build_default(model, size=224, steps=16)) == REPORT_COUNTS[model]
+
+
+def test_layer_shapes_follow_the_report_summary():
+    s40 = build_stanford40()
+    # Output shapes as printed in the report's Stanford-40 summary (padding="same").
+    expected = {"conv_0": (112, 112, 96), "pool_0": (56, 56, 96), "conv_1": (19, 19, 256),
+                "pool_1": (10, 10, 256), "conv_2": (4, 4, 512), "pool_2": (2, 2, 512),
+                "conv_3": (1, 1, 512), "pool_4": (1, 1, 512), "flatten": (512,)}
+    for name, shape in expected.items():
+        assert tuple(s40.get_layer(name).output.shape[1:]) == shape, name
+    flow = build_tvhi_flow()
+    assert tuple(flow.get_layer("conv3d_1").output.shape[1:]) == (2, 19, 19, 256)
+    assert tuple(flow.get_layer("flatten").output.shape[1:]) == (2048,)
+
+
+@pytest.mark.parametrize("size,steps", [(32, 4), (48, 8), (64, 4)])
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_models_build_and_run_at_small_sizes(model, size, steps):
+    built = build_default(model, size=size, steps=steps)
+    frame = np.zeros((2, size, size, 3), np.float32)
+    flow = np.zeros((2, steps, size, size, 2), np.float32)
+    inputs = {"stanford40": frame, "tvhi_frames": frame, "tvhi_flow": flow,
+              "two_stream": {"frame": frame, "flow": flow}}[model]
+    logits = built(inputs, training=False)
+    assert tuple(logits.shape) == (2, 40 if model == "stanford40" else 4)
+
+
+def test_input_layers_are_named_after_what_they_take():
+    assert [t.name for t in build_stanford40(input_shape=(32, 32, 3)).inputs] == ["image"]
+    assert [t.name for t in build_tvhi_frames(input_shape=(32, 32, 3)).inputs] == ["frame"]
+    assert [t.name for t in build_tvhi_flow(input_shape=(4, 32, 32, 2)).inputs] == ["flow"]
+    two = build_two_stream(frame_shape=(32, 32, 3), flow_shape=(4, 32, 32, 2))
+    assert sorted(t.name for t in two.inputs) == ["flow", "frame"]
+
+
+def test_transfer_reuses_and_freezes_the_base_weights():
+    base = build_stanford40(input_shape=(32, 32, 3))
+    frames = build_tvhi_frames(input_shape=(32, 32, 3), base=base)
+    features = frames.get_layer("stanford40_features")
+    assert not features.trainable
+    np.testing.assert_array_equal(features.get_layer("conv_0").kernel.numpy(),
+                                  base.get_layer("conv_0").kernel.numpy())
+    # From scratch the conv part trains too.
+    scratch = build_tvhi_frames(input_shape=(32, 32, 3), freeze_base=False)
+    assert parameter_counts(scratch)["trainable"] > 6_000_000
+
+
+def test_two_stream_freezes_both_streams():
+    two = build_two_stream(frame_shape=(32, 32, 3), flow_shape=(4, 32, 32, 2))
+    assert not two.get_layer("frame_stream").trainable
+    assert not two.get_layer("flow_stream").trainable
+    # The frame stream ends at the frames model's first head dense + dropout (30 units).
+    assert tuple(two.get_layer("frame_stream").output.shape[1:]) == (30,)
+
+
+def test_logits_stay_float32_under_mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_tvhi_flow(input_shape=(4, 32, 32, 2))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert model.get_layer("conv3d_0").compute_dtype == "float16"
+    assert model.get_layer("logits").compute_dtype == "float32"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: build_stanford40(input_shape=(32, 32)),
+    lambda: build_stanford40(input_shape=(32, 32, 1)),
+    lambda: build_stanford40(num_classes=1),
+    lambda: build_tvhi_flow(input_shape=(4, 32, 32, 3)),
+    lambda: build_tvhi_frames(input_shape=(64, 64, 3), base=build_stanford40(
+        input_shape=(32, 32, 3))),
+    lambda: build_default("resnet"),
+])
+def test_factories_check_their_inputs_first(call):
+    with pytest.raises((ModelConfigError, UnknownModelError)) as info:
+        call()
+    assert "got" in str(info.value) or "known models" in str(info.value)
+
+
+def test_models_mapping_has_the_four_models_with_their_recipes():
+    assert tuple(MODELS) == MODEL_NAMES
+    assert MODELS["tvhi_frames"].recipe is RECIPES["tvhi_frames"]
+    assert MODELS["two_stream"].task.inputs == {"frame": "middle_frame", "flow": "flow"}
+    assert MODELS["stanford40"].task.dataset == "stanford40"
+
+
+def test_recipes_are_the_reports():
+    assert RECIPES["stanford40"] == Recipe(1e-3, 8, 15, lr_halve_every=4)
+    assert RECIPES["tvhi_frames"] == Recipe(1e-4, 2, 20)
+    assert RECIPES["tvhi_flow"] == Recipe(1e-3, 2, 20)
+    assert RECIPES["two_stream"] == Recipe(1e-4, 1, 20)
+    s40 = RECIPES["stanford40"]
+    assert [s40.learning_rate_at(e) for e in (0, 3, 4, 8, 14)] == [1e-3, 1e-3, 5e-4, 2.5e-4,
+                                                                    1.25e-4]
+
+
+def test_recipe_overrides_are_validated():
+    assert RECIPES["tvhi_flow"].override(epochs=2, batch_size=None).epochs == 2
+    assert RECIPES["tvhi_flow"].override(epochs=2, batch_size=None).batch_size == 2
+    with pytest.raises(ModelConfigError, match="got 0"):
+        RECIPES["tvhi_flow"].override(epochs=0)
+    with pytest.raises(ModelConfigError, match="learning rate"):
+        RECIPES["tvhi_flow"].override(learning_rate=-1.0)

@@ -1,0 +1,176 @@
+"""`trainers run` and `trainers report` end to end on tiny stores, on the CPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flowstore.store import open_store
+from trainers.cli import app
+from trainers.data import InputOptions, make_dataset
+from trainers.fit import BestEpoch
+from trainers.runs import list_runs
+from trainers.samples import StoreSamples
+from trainers.testing import make_tiny_store
+
+runner = CliRunner()
+RUN_FILES = {"model.keras", "history.json", "metrics.json", "curves.png"}
+
+
+def _invoke(*args: str):
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result
+
+
+def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path):
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    runs = tmp_path / "runs"
+    first = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
+                    "--epochs", "1")
+    # No Stanford-40 run exists: tvhi_frames says so once and trains its conv part too.
+    warnings = [line for line in first.stderr.splitlines() if "from scratch" in line]
+    assert len(warnings) == 1
+    records = {r.model: r for r in list_runs(runs)}
+    assert set(records) == {"tvhi_frames", "tvhi_flow", "two_stream"}
+    for record in records.values():
+        assert {p.name for p in record.path.iterdir()} == RUN_FILES
+        assert record.path.name.startswith(f"{record.model}-{record.fingerprint[:8]}-")
+    fingerprint = open_store(store).attrs["fingerprint"]
+    metrics = records["two_stream"].metrics
+    assert metrics["store"]["fingerprint"] == fingerprint
+    assert metrics["store"]["path"] == str(store.resolve())
+    assert metrics["recipe"]["learning_rate"] == 1e-4 and metrics["recipe"]["batch_size"] == 1
+    assert metrics["best_epoch"] == 1 and metrics["selection"] == "min val_loss"
+    assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and metrics["test"]["loss"] > 0
+    assert metrics["model_size_bytes"] == (records["two_stream"].model_file).stat().st_size
+    assert metrics["params"]["trainable"] == 78_020  # the fusion head at 32 px, 4 steps
+    assert set(metrics["best"]) == {"train_accuracy", "train_loss", "val_accuracy", "val_loss"}
+    assert records["tvhi_frames"].metrics["from_scratch"] is True
+    assert metrics["bases"] == {name: str(records[name].path.resolve())
+                                for name in ("tvhi_frames", "tvhi_flow")}
+    history = json.loads((records["two_stream"].path / "history.json").read_text())
+    assert history["epoch"] == [1] and len(history["val_loss"]) == 1
+    table = first.stdout[first.stdout.index("| Model |"):]
+    assert table.count("| trained |") == 3
+
+    # A second two-stream run finds both prerequisites by the store's fingerprint.
+    second = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
+                     "--epochs", "1", "--batch-size", "2")
+    assert second.stdout.count("| reused |") == 2 and second.stdout.count("| trained |") == 1
+    assert len(list_runs(runs)) == 4
+
+    report = _invoke("report", str(runs)).stdout
+    assert "| Model | train acc | val acc | train loss | val loss | Epoch |" in report
+    assert "| Model | Test acc | Test loss | Model size (GB) |" in report
+    assert report.count("TV-HI two-stream") >= 2  # one row per table, latest run only
+    latest = max((r for r in list_runs(runs) if r.model == "two_stream"), key=lambda r: r.created)
+    assert str(latest.curves_file) in report
+
+
+def test_tvhi_frames_transfers_from_a_stanford40_run_and_keeps_the_best_epoch(tmp_path):
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32)
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4)
+    runs = tmp_path / "runs"
+    _invoke("run", "stanford40", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    result = _invoke("run", "tvhi_frames", "--store", str(tvhi), "--runs-dir", str(runs),
+                     "--epochs", "3", "--lr", "0.05")
+    assert "from scratch" not in result.stderr
+    record = next(r for r in list_runs(runs) if r.model == "tvhi_frames")
+    metrics = record.metrics
+    assert metrics["from_scratch"] is False
+    assert metrics["params"]["trainable"] == 16_444  # only the new head trains
+    assert Path(metrics["bases"]["stanford40"]).name.startswith("stanford40-")
+    history = json.loads((record.path / "history.json").read_text())
+    assert metrics["best_epoch"] == 1 + int(np.argmin(history["val_loss"]))
+
+    # model.keras holds the best epoch's weights: it reproduces that epoch's validation loss.
+    model = keras.saving.load_model(record.model_file)
+    with open_store(tvhi) as store:
+        val = make_dataset(StoreSamples(store, "tvhi_frames"), "val", InputOptions(batch_size=2))
+        loss = model.evaluate(val, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
+
+
+def test_best_epoch_restores_the_weights_of_the_lowest_monitored_value():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best = BestEpoch("val_loss")
+    best.set_model(model)
+    weights = []
+    for epoch, val_loss in enumerate([3.0, 1.0, float("nan"), 2.0]):
+        model.set_weights([np.full((2, 1), epoch, np.float32), np.zeros(1, np.float32)])
+        weights.append(model.get_weights())
+        best.on_epoch_end(epoch, {"val_loss": val_loss, "loss": 0.5})
+    best.on_train_end()
+    assert best.best_epoch == 2 and best.best_logs["val_loss"] == 1.0
+    np.testing.assert_array_equal(model.get_weights()[0], weights[1][0])
+
+
+def _flowstore(*args: str, cwd: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    subprocess.run([sys.executable, "-m", "flowstore", *args], cwd=cwd, env=env, check=True,
+                   capture_output=True, timeout=300)
+
+
+@pytest.fixture
+def built_tvhi_store(tmp_path):
+    """A store built by flowstore's real pipeline (video decoding, Farneback) from a tiny
+    synthetic TV-HI source: 4 clips per class, 12-16 frames of 64x48."""
+    _flowstore("synth", "tvhi", "src", "--videos-per-class", "4", "--negatives", "0",
+               "--frames", "12:16", "--resolution", "64x48", cwd=tmp_path)
+    _flowstore("build", "tvhi", "--source", "src", "--store", "tvhi.h5", "--size", "32",
+               "--steps", "4", "-q", cwd=tmp_path)
+    return tmp_path / "tvhi.h5"
+
+
+def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_path):
+    runs = tmp_path / "runs"
+    _invoke("run", "tvhi_flow", "--store", str(built_tvhi_store), "--runs-dir", str(runs),
+            "--epochs", "1", "--augment")
+    (record,) = list_runs(runs)
+    assert record.metrics["augment"] is True
+    assert record.metrics["samples"]["train"] > 0
+
+
+@pytest.mark.slow
+def test_two_stream_with_the_full_recipes_on_a_built_store(built_tvhi_store, tmp_path):
+    """The report's recipes unchanged (20 epochs each), from video to two-stream test score."""
+    runs = tmp_path / "runs"
+    result = _invoke("run", "two_stream", "--store", str(built_tvhi_store),
+                     "--runs-dir", str(runs))
+    records = {r.model: r for r in list_runs(runs)}
+    assert {m: r.metrics["epochs_run"] for m, r in records.items()} == {
+        "tvhi_frames": 20, "tvhi_flow": 20, "two_stream": 20}
+    assert result.stdout.count("| trained |") == 3
+    assert records["two_stream"].metrics["test"]["samples"] > 0
+
+
+def test_precision_policy_is_float16_on_gpu_and_bfloat16_on_cpu():
+    from trainers.fit import precision_policy
+
+    assert precision_policy(False, "GPU") == "float32"
+    assert precision_policy(True, "GPU") == "mixed_float16"
+    assert precision_policy(True, "CPU") == "mixed_bfloat16"
+
+
+def test_mixed_precision_run_keeps_float32_logits(tmp_path):
+    store = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32,
+                            per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    _invoke("run", "stanford40", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1",
+            "--mixed-precision")
+    (record,) = list_runs(runs)
+    assert record.metrics["mixed_precision"] is True
+    assert record.metrics["dtype_policy"] in ("mixed_float16", "mixed_bfloat16")
+    model = keras.saving.load_model(record.model_file, compile=False)
+    assert model.get_layer("conv_0").compute_dtype in ("float16", "bfloat16")
+    assert model.get_layer("logits").compute_dtype == "float32"
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run

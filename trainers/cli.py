@@ -1,0 +1,95 @@
+"""`trainers` command line: parse options into a frozen config, call the core, print.
+
+No logic lives here, and no TensorFlow import: the core modules are imported inside each
+command, so `trainers --help` and a bad `--store` answer at once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from flowstore.errors import FlowstoreError
+from trainers.recipes import MODEL_NAMES
+
+app = typer.Typer(help="Train the report's four action-recognition models from flowstore stores.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+MODEL_HELP = f"Model: {', '.join(MODEL_NAMES)}."
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr and a non-zero exit: how every user error ends."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@app.command()
+def summary(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    size: int = typer.Option(224, "--size", help="Frame side S in pixels."),
+    steps: int = typer.Option(16, "--steps", help="Flow steps T."),
+    expand_nested: bool = typer.Option(False, "--expand-nested",
+                                       help="Also list the layers of frozen sub-models."),
+) -> None:
+    """Print MODEL's Keras summary and parameter counts (no store needed)."""
+    try:
+        from trainers.summary import model_summary
+
+        typer.echo(model_summary(model, size=size, steps=steps, expand_nested=expand_nested))
+    except FlowstoreError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def run(
+    model: str = typer.Argument(..., help=MODEL_HELP),
+    store: Path = typer.Option(..., "--store", help="Store to train on: PATH.zarr or PATH.h5."),
+    runs_dir: Path = typer.Option(Path("runs"), "--runs-dir",
+                                  help="Where run directories go and prerequisites are found."),
+    epochs: Optional[int] = typer.Option(None, "--epochs",
+                                         help="Epochs [recipe's]; also for prerequisites."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [recipe's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [recipe's]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of weights, shuffling and augmentation."),
+    augment: bool = typer.Option(False, "--augment/--no-augment",
+                                 help="Random horizontal flips (frames and flow, dx negated)."),
+    mixed_precision: bool = typer.Option(False, "--mixed-precision",
+                                         help="mixed_float16 compute (for GPUs); logits float32."),
+    reuse: bool = typer.Option(True, "--reuse/--retrain",
+                               help="Reuse prerequisite runs found in --runs-dir."),
+) -> None:
+    """Train MODEL on a store into a new run directory, training its prerequisites first.
+
+    tvhi_frames starts from the latest Stanford-40 run of the same frame size in --runs-dir
+    (from scratch, with a warning, when there is none); two_stream uses tvhi_frames and
+    tvhi_flow runs of the same store, training them when missing.
+    """
+    try:
+        from trainers.run import RunConfig, run as run_model
+
+        config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
+                           batch_size=batch_size, learning_rate=lr, seed=seed, augment=augment,
+                           mixed_precision=mixed_precision, reuse=reuse)
+        run_model(config, echo=typer.echo)
+    except FlowstoreError as exc:
+        fail(str(exc))
+
+
+@app.command()
+def report(
+    runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run directories."),
+) -> None:
+    """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR."""
+    try:
+        from trainers.report import render_report
+
+        typer.echo(render_report(runs_dir))
+    except FlowstoreError as exc:
+        fail(str(exc))
+
+
+def main() -> None:  # `python -m trainers`
+    app(prog_name="trainers")

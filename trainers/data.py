@@ -1,0 +1,100 @@
+"""`tf.data` input streamed from a store, one sample (one chunk per array) at a time.
+
+The pipeline is `range of sample indices -> shuffle (seeded, new order every epoch) -> parallel
+map(read one sample) -> [flip] -> batch -> prefetch`. Only the sample indices of a split are
+held in memory; the pixels of a sample are read when the pipeline asks for it, so a training
+epoch's memory does not grow with the number of videos (see `benchmarks/train_memory.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+from trainers.samples import StoreSamples
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How one split is streamed.
+
+    Attributes:
+        batch_size: samples per batch (the last batch may be smaller).
+        shuffle: visit the samples in a new seeded order every epoch (training only).
+        augment: random horizontal flips (training only).
+        seed: seed of the shuffle order and of the flips.
+        parallel_reads: samples read concurrently; `None` lets tf.data tune it.
+    """
+
+    batch_size: int = 1
+    shuffle: bool = False
+    augment: bool = False
+    seed: int = 0
+    parallel_reads: int | None = None
+
+
+def flip_image(image: tf.Tensor) -> tf.Tensor:
+    """Mirror an (..., H, W, C) image left-right."""
+    return tf.reverse(image, axis=[-2])
+
+
+def flip_flow(flow: tf.Tensor) -> tf.Tensor:
+    """Mirror (..., H, W, 2) optical flow left-right.
+
+    Mirroring the picture is not enough: a motion to the right becomes a motion to the left, so
+    the horizontal component dx (channel 0) changes sign; dy is unchanged.
+    """
+    mirrored = tf.reverse(flow, axis=[-2])
+    return mirrored * tf.constant([-1.0, 1.0], dtype=mirrored.dtype)
+
+
+def flip_inputs(inputs: dict[str, tf.Tensor], arrays: dict[str, str]) -> dict[str, tf.Tensor]:
+    """Flip every input of one sample together, so frame and flow stay consistent."""
+    return {name: flip_flow(value) if arrays[name] == "flow" else flip_image(value)
+            for name, value in inputs.items()}
+
+
+def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf.data.Dataset:
+    """A dataset of `(inputs, label)` batches of the `done` samples of `split`.
+
+    `inputs` is one float32 tensor for single-input models and a dict keyed by input name
+    (`{"frame": ..., "flow": ...}`) for the two-stream model.
+    """
+    indices = samples.indices(split)
+    names = tuple(samples.task.inputs)
+    arrays = dict(samples.task.inputs)
+    labels = tf.constant(samples.labels)
+
+    ds = tf.data.Dataset.from_tensor_slices(indices)
+    if options.shuffle and indices.size > 1:
+        # The whole index list fits the buffer (it is a few bytes per sample): a full shuffle.
+        ds = ds.shuffle(indices.size, seed=options.seed, reshuffle_each_iteration=True)
+    if options.augment:
+        coins = tf.data.Dataset.random(seed=options.seed + 1, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, coins.map(lambda r: r % 2 == 0))
+    else:
+        ds = ds.map(lambda i: (i, tf.constant(False)))
+
+    def read(index: tf.Tensor, flip: tf.Tensor):
+        values = tf.py_function(samples.read_sample, [index], Tout=[tf.float32] * len(names))
+        inputs = {}
+        for name, value in zip(names, values, strict=True):
+            value.set_shape(samples.sample_shapes[name])
+            inputs[name] = value
+        inputs = tf.cond(flip, lambda: flip_inputs(inputs, arrays), lambda: inputs)
+        label = tf.gather(labels, index)
+        return (inputs if len(names) > 1 else inputs[names[0]]), label
+
+    parallel = options.parallel_reads or AUTOTUNE
+    # deterministic=True keeps a seed's order reproducible even with parallel reads.
+    ds = ds.map(read, num_parallel_calls=parallel, deterministic=True)
+    return ds.batch(options.batch_size).prefetch(AUTOTUNE)
+
+
+def class_counts(samples: StoreSamples, split: str) -> np.ndarray:
+    """How many done samples of each class `split` holds (for logs and sanity checks)."""
+    return np.bincount(samples.labels[samples.indices(split)], minlength=samples.num_classes)

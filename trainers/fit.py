@@ -1,0 +1,274 @@
+"""Train one model on one store into a run directory (the TensorFlow half of `trainers run`).
+
+The best epoch is the one with the lowest validation loss (the report picks a "convergence"
+epoch by eye, mostly from the loss curves; the minimum validation loss is the reproducible
+version of that). Its weights are restored before the model is evaluated on the test split and
+saved, so `model.keras`, the test numbers and Table 1's row all describe the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from trainers.curves import plot_curves
+from trainers.data import InputOptions, make_dataset
+from trainers.models import (build_stanford40, build_tvhi_flow, build_tvhi_frames,
+                             build_two_stream, parameter_counts)
+from trainers.recipes import Recipe
+from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
+                           RunWriter, read_run, write_json)
+from trainers.samples import StoreSamples
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Run options that are not part of a model's recipe."""
+
+    seed: int = 0
+    augment: bool = False
+    mixed_precision: bool = False
+
+
+def device_name() -> str:
+    """"GPU" when TensorFlow sees one (it then places the model there), else "CPU"."""
+    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+
+
+def precision_policy(mixed_precision: bool, device: str) -> str:
+    """The Keras dtype policy a run computes in.
+
+    mixed_float16 is the GPU policy. TensorFlow has no float16 CPU kernel for MaxPool3D (the
+    flow model's pooling), so on a CPU-only machine mixed precision uses mixed_bfloat16, which
+    Keras recommends for CPUs anyway.
+    """
+    if not mixed_precision:
+        return "float32"
+    return "mixed_float16" if device == "GPU" else "mixed_bfloat16"
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Remember the epoch with the lowest `monitor` value and restore its weights at the end."""
+
+    def __init__(self, monitor: str) -> None:
+        super().__init__()
+        self.monitor = monitor
+        self.best_value = math.inf
+        self.best_epoch: int | None = None  # 1-based
+        self.best_logs: dict[str, float] = {}
+        self._best_weights: list | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        value = float(logs.get(self.monitor, math.nan))
+        if value < self.best_value:  # NaN never wins
+            self.best_value = value
+            self.best_epoch = epoch + 1
+            self.best_logs = {k: float(v) for k, v in logs.items()}
+            self._best_weights = self.model.get_weights()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+
+
+class EpochLine(keras.callbacks.Callback):
+    """One progress line per epoch (Keras' own bar is one line per batch on a non-TTY)."""
+
+    def __init__(self, model_name: str, epochs: int, echo: Echo) -> None:
+        super().__init__()
+        self.model_name, self.epochs, self.echo = model_name, epochs, echo
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        parts = [f"{key} {logs[key]:.4f}" for key in
+                 ("loss", "accuracy", "val_loss", "val_accuracy") if key in logs]
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        self.echo(f"{self.model_name} epoch {epoch + 1}/{self.epochs}: {', '.join(parts)}, "
+                  f"lr {lr:.2g} ({time.perf_counter() - self._start:.1f}s)")
+
+
+def _load(record: RunRecord) -> keras.Model:
+    return keras.saving.load_model(record.model_file, compile=False)
+
+
+def build_for_store(model_name: str, samples: StoreSamples,
+                    bases: dict[str, RunRecord | None]) -> tuple[keras.Model, bool]:
+    """The model to train, shaped for the store, started from the given base runs.
+
+    Returns:
+        The model and whether its feature layers start from scratch (no base run).
+    """
+    shapes = samples.sample_shapes
+    classes = samples.num_classes
+    if model_name == "stanford40":
+        return build_stanford40(input_shape=shapes["image"], num_classes=classes), True
+    if model_name == "tvhi_frames":
+        base_run = bases.get("stanford40")
+        base = _load(base_run) if base_run is not None else None
+        # Frozen transfer when Stanford-40 weights exist; without them a frozen random conv
+        # part would learn nothing, so it trains too.
+        model = build_tvhi_frames(input_shape=shapes["frame"], num_classes=classes, base=base,
+                                  freeze_base=base is not None)
+        return model, base is None
+    if model_name == "tvhi_flow":
+        return build_tvhi_flow(input_shape=shapes["flow"], num_classes=classes), True
+    if model_name == "two_stream":
+        return build_two_stream(frame_shape=shapes["frame"], flow_shape=shapes["flow"],
+                                num_classes=classes, frames_model=_load(bases["tvhi_frames"]),
+                                flow_model=_load(bases["tvhi_flow"])), False
+    raise ValueError(f"unknown model {model_name!r}")
+
+
+def compiled(model: keras.Model, recipe: Recipe, policy: str) -> keras.Model:
+    """Compile with the report's optimizer and loss (Adam, sparse CE on logits)."""
+    optimizer = keras.optimizers.Adam(learning_rate=recipe.learning_rate)
+    if policy == "mixed_float16":  # float16 gradients underflow without loss scaling
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model
+
+
+def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options: TrainOptions,
+                runs_dir: str | os.PathLike, *, bases: dict[str, RunRecord | None] | None = None,
+                echo: Echo = print) -> RunRecord:
+    """Train `model_name` on `samples`' train split and write a finished run directory.
+
+    Args:
+        model_name: one of the four models.
+        samples: the store's samples for that model.
+        recipe: optimizer, batch size, epochs, schedule.
+        options: seed, augmentation, mixed precision.
+        runs_dir: where the run directory goes.
+        bases: runs this model starts from (`stanford40` for `tvhi_frames`, may be None;
+            `tvhi_frames` and `tvhi_flow` for `two_stream`).
+        echo: where progress lines go.
+
+    Returns:
+        The record of the published run directory.
+    """
+    bases = bases or {}
+    counts_per_split = {split: int(samples.indices(split).size)
+                        for split in ("train", "val", "test")}
+    samples.require("train")
+    if not counts_per_split["val"]:
+        print(f"warning: no finished 'val' sample; {model_name} picks its best epoch by "
+              "training loss", file=sys.stderr)
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(options.seed)
+    device = device_name()
+    policy = precision_policy(options.mixed_precision, device)
+    if policy == "mixed_bfloat16":
+        print("warning: no GPU; --mixed-precision uses mixed_bfloat16 (TensorFlow has no float16 "
+              "CPU kernels for 3D pooling)", file=sys.stderr)
+    previous_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        model, from_scratch = build_for_store(model_name, samples, bases)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+    compiled(model, recipe, policy)
+    counts = parameter_counts(model)
+    echo(f"{model_name}: {counts_per_split['train']} train / {counts_per_split['val']} val / "
+         f"{counts_per_split['test']} test samples, {counts['trainable']:,} trainable "
+         f"parameters, {device}, {policy}")
+
+    def stream(split: str, train: bool = False) -> tf.data.Dataset:
+        return make_dataset(samples, split, InputOptions(
+            batch_size=recipe.batch_size, shuffle=train, augment=train and options.augment,
+            seed=options.seed))
+
+    best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
+    callbacks: list[keras.callbacks.Callback] = []
+    if recipe.lr_halve_every is not None:
+        callbacks.append(keras.callbacks.LearningRateScheduler(
+            lambda epoch, lr: recipe.learning_rate_at(epoch)))
+    callbacks += [best, EpochLine(model_name, recipe.epochs, echo)]
+    started = time.perf_counter()
+    history = model.fit(stream("train", train=True),
+                        validation_data=stream("val") if counts_per_split["val"] else None,
+                        epochs=recipe.epochs, verbose=0, callbacks=callbacks,
+                        shuffle=False)  # the dataset shuffles itself, seeded
+    train_seconds = time.perf_counter() - started
+
+    test: dict[str, Any] | None = None
+    if counts_per_split["test"]:
+        result = model.evaluate(stream("test"), verbose=0, return_dict=True)
+        test = {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]),
+                "samples": counts_per_split["test"]}
+    else:
+        print(f"warning: no finished 'test' sample; {model_name} is not evaluated",
+              file=sys.stderr)
+
+    metrics = {
+        "model": model_name,
+        "store": samples.info.to_dict(),
+        "recipe": recipe.to_dict(),
+        "seed": options.seed,
+        "augment": options.augment,
+        "mixed_precision": options.mixed_precision,
+        "dtype_policy": policy,
+        "device": device,
+        "test": test,
+        "samples": counts_per_split,
+        "params": counts,
+        "from_scratch": from_scratch,
+        "bases": {name: (str(run.path.resolve()) if run is not None else None)
+                  for name, run in bases.items()},
+        "train_seconds": round(train_seconds, 3),
+    }
+    return write_run(runs_dir, model, history.history, best, metrics)
+
+
+def write_run(runs_dir: str | os.PathLike, model: keras.Model,
+              history: dict[str, list[float]], best: BestEpoch,
+              metrics: dict[str, Any]) -> RunRecord:
+    """Save model, history, curves and metrics into a new run directory and publish it."""
+    store = metrics["store"]
+    writer = RunWriter(runs_dir, metrics["model"], store["fingerprint"])
+    model.save(writer.work / MODEL_FILE)
+    epochs_run = len(history.get("loss", []))
+    per_epoch = {key: [float(v) for v in values] for key, values in history.items()}
+    per_epoch["epoch"] = list(range(1, epochs_run + 1))
+    write_json(writer.work / HISTORY_FILE, per_epoch)
+    best_epoch = best.best_epoch or epochs_run  # every epoch NaN: keep the last
+    logs = best.best_logs or {k: v[-1] for k, v in per_epoch.items() if k != "epoch" and v}
+    plot_curves(per_epoch, writer.work / CURVES_FILE, best_epoch=best_epoch,
+                title=f"{metrics['model']} on {store['dataset']} ({store['fingerprint'][:8]})")
+    size = (writer.work / MODEL_FILE).stat().st_size
+    write_json(writer.work / METRICS_FILE, {
+        **metrics,
+        "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        "selection": f"min {best.monitor}",
+        "best_epoch": best_epoch,
+        "epochs_run": epochs_run,
+        "best": {
+            "train_accuracy": logs.get("accuracy"),
+            "train_loss": logs.get("loss"),
+            "val_accuracy": logs.get("val_accuracy"),
+            "val_loss": logs.get("val_loss"),
+        },
+        "model_size_bytes": size,
+        "model_size_gb": size / 1e9,
+    })
+    record = read_run(writer.publish())
+    if record is None:  # pragma: no cover - we just wrote both files
+        raise RuntimeError(f"run directory {writer.final} was not written completely")
+    return record

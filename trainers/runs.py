@@ -1,0 +1,159 @@
+"""Run directories: where a training run's results live, and how later runs find them.
+
+A run directory `RUNS_DIR/<model>-<fingerprint[:8]>-<YYYYmmdd-HHMMSS>[-k]` holds `model.keras`,
+`history.json`, `metrics.json` and `curves.png`. It is written under a hidden `.partial-` name
+and renamed when complete, so a run that crashed or was killed never looks like a finished one;
+`metrics.json` is what later runs and `trainers report` read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from trainers.errors import RunNotFoundError
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+PARTIAL_PREFIX = ".partial-"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run directory and its `metrics.json`."""
+
+    path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        return str(self.metrics.get("model", ""))
+
+    @property
+    def created(self) -> str:
+        return str(self.metrics.get("created", ""))
+
+    @property
+    def store(self) -> dict[str, Any]:
+        return dict(self.metrics.get("store", {}))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.store.get("fingerprint", ""))
+
+    @property
+    def input_size(self) -> int | None:
+        size = self.store.get("params", {}).get("size")
+        return None if size is None else int(size)
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def curves_file(self) -> Path:
+        return self.path / CURVES_FILE
+
+
+def list_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """Every finished run under `runs_dir`, oldest first; a missing folder has none."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    records = []
+    for path in sorted(runs_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        record = read_run(path)
+        if record is not None:
+            records.append(record)
+    return sorted(records, key=lambda r: (r.created, r.path.name))
+
+
+def read_run(path: str | Path) -> RunRecord | None:
+    """The record of a finished run directory, or `None` if `path` is not one."""
+    path = Path(path)
+    try:
+        metrics = json.loads((path / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(metrics, dict) or not (path / MODEL_FILE).is_file():
+        return None
+    return RunRecord(path=path, metrics=metrics)
+
+
+def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
+    """The most recent finished run of each model under `runs_dir`.
+
+    Raises:
+        RunNotFoundError: `runs_dir` does not exist.
+    """
+    if not Path(runs_dir).is_dir():
+        raise RunNotFoundError(f"no runs directory at {str(runs_dir)!r}")
+    latest: dict[str, RunRecord] = {}
+    for record in list_runs(runs_dir):  # oldest first, so later ones win
+        latest[record.model] = record
+    return latest
+
+
+def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None,
+             dataset: str | None = None, size: int | None = None) -> RunRecord | None:
+    """The most recent finished run of `model` matching every given criterion.
+
+    Args:
+        runs_dir: where to look.
+        model: model name.
+        fingerprint: the run's store fingerprint must equal this.
+        dataset: the run's store dataset must equal this.
+        size: the run's input frame size must equal this.
+    """
+    matches = [
+        r for r in list_runs(runs_dir)
+        if r.model == model
+        and (fingerprint is None or r.fingerprint == fingerprint)
+        and (dataset is None or r.store.get("dataset") == dataset)
+        and (size is None or r.input_size == size)
+    ]
+    return matches[-1] if matches else None
+
+
+def run_name(model: str, fingerprint: str, when: float | None = None) -> str:
+    """`<model>-<fingerprint[:8]>-<YYYYmmdd-HHMMSS>`: sorts by model, then store, then time."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    return f"{model}-{(fingerprint or 'nofp')[:8]}-{stamp}"
+
+
+class RunWriter:
+    """Writes one run into a hidden folder and publishes it by renaming when it is complete."""
+
+    def __init__(self, runs_dir: str | Path, model: str, fingerprint: str) -> None:
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        base = run_name(model, fingerprint)
+        self.final = _unique(runs_dir, base)
+        self.work = runs_dir / f"{PARTIAL_PREFIX}{self.final.name}-{os.getpid()}"
+        self.work.mkdir()
+
+    def publish(self) -> Path:
+        """Rename the finished run into place; returns its final path."""
+        final = self.final if not self.final.exists() else _unique(self.final.parent,
+                                                                   self.final.name)
+        self.work.rename(final)
+        return final
+
+
+def _unique(folder: Path, base: str) -> Path:
+    candidates: Iterator[Path] = (folder / (base if k == 1 else f"{base}-{k}")
+                                  for k in range(1, 10_000))
+    return next(p for p in candidates if not p.exists())
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Pretty, key-sorted JSON (diff-friendly; humans read these files)."""
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
