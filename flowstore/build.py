@@ -83,6 +83,8 @@ def build(config: BuildConfig) -> BuildResult:
     if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
         raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
 
+    if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
+        Path(config.store).parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(config.store):
         return _build_locked(config, dataset, manifest, params, source_files, fp, start)
 
