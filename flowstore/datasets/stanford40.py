@@ -49,8 +49,6 @@ SPLITS_DIR = "ImageSplits"
 ACTIONS_FILE = "actions.txt"
 IMAGE_SUFFIX = ".jpg"
 SPLIT_NAMES = ("train", "test")
-VAL_FRACTION = 0.1
-SPLIT_SEED = 0
 
 _SAMPLE_ID = re.compile(r"^(?P<action>.+)_(?P<number>\d+)$")
 
@@ -197,8 +195,7 @@ def read_image_splits(folder: str | Path) -> ImageSplits:
 
 def manifest_from_splits(splits: ImageSplits) -> Manifest:
     """Test = test.txt; train.txt split into train and val (10%, stratified, fixed seed)."""
-    return build_manifest(splits.classes, train_pool=splits.train, test=splits.test,
-                          val_fraction=VAL_FRACTION, seed=SPLIT_SEED)
+    return build_manifest(splits.classes, train_pool=splits.train, test=splits.test)
 
 
 class Stanford40(Dataset):

@@ -21,8 +21,6 @@ from flowstore.params import VideoParams
 from flowstore.store.base import ArraySpec
 
 CLASSES = ("handShake", "highFive", "hug", "kiss")
-VAL_FRACTION = 0.1
-SPLIT_SEED = 0
 README = "readme.txt"
 
 _SET1 = {
@@ -83,8 +81,7 @@ def manifest_from_sets(sets: dict[int, dict[str, list[int]]]) -> Manifest:
     """Test = set 1; set 2 split into train and val (10%, stratified by class, fixed seed)."""
     as_ids = {n: {c: [sample_id(c, i) for i in sets.get(n, {}).get(c, [])] for c in CLASSES}
               for n in (1, 2)}
-    return build_manifest(CLASSES, train_pool=as_ids[2], test=as_ids[1],
-                          val_fraction=VAL_FRACTION, seed=SPLIT_SEED)
+    return build_manifest(CLASSES, train_pool=as_ids[2], test=as_ids[1])
 
 
 class TVHI(Dataset):
