@@ -13,7 +13,7 @@ import numpy as np
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2
-from flowstore.extraction.video import resize_rgb
+from flowstore.extraction._cv import resize_rgb
 from flowstore.params import ImageParams
 
 _JPEG_START = b"\xff\xd8"

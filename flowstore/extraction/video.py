@@ -19,7 +19,7 @@ from typing import Callable
 import numpy as np
 
 from flowstore.errors import SampleError
-from flowstore.extraction._cv import cv2
+from flowstore.extraction._cv import cv2, resize_rgb
 from flowstore.flow_encoding import encode_flow
 from flowstore.params import FarnebackParams, VideoParams
 
@@ -48,12 +48,6 @@ def frames_needed(n_frames: int, steps: int) -> set[int]:
     """Indices of every frame the sample uses: both frames of each pair and the middle one."""
     starts = flow_positions(n_frames, steps)
     return {int(i) for i in starts} | {int(i) + 1 for i in starts} | {n_frames // 2}
-
-
-def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
-    """BGR frame to S x S RGB with INTER_AREA (resize first: channel order commutes with it)."""
-    small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
-    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
 def farneback(prev_rgb: np.ndarray, next_rgb: np.ndarray, params: FarnebackParams) -> np.ndarray:
