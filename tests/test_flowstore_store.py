@@ -102,3 +102,18 @@ def test_plain_libraries_read_the_stores(tmp_path):
     with h5py.File(tmp_path / "s.h5", "r") as f:
         assert json.loads(f.attrs["dataset"]) == "toy" and f["flow"].shape == (3, 2, 4, 4, 2)
         assert list(f["id"].asstr()[:]) == ["a_001", "b_002", "c_003"]
+
+
+def test_codec_presets_reach_each_backend(tmp_path):
+    specs = [ArraySpec("flow", (2, 4, 4, 2), "float16", codec="shuffled-zstd"),
+             ArraySpec("pixels", (4, 4, 3), "uint8")]
+    for suffix in (".zarr", ".h5"):
+        create_store(tmp_path / f"c{suffix}", attrs=ATTRS, specs=specs, columns=COLUMNS,
+                     num_samples=3).close()
+    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
+    assert "blosc" in str(group["flow"].compressors).lower()
+    assert "zstd" in str(group["pixels"].compressors).lower()
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["flow"].shuffle and not f["pixels"].shuffle
+    with pytest.raises(ValueError, match="codec"):
+        ArraySpec("x", (1,), "uint8", codec="gzip")

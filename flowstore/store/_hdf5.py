@@ -49,7 +49,9 @@ class HDF5Store(Store):
             file.create_dataset(spec.name, shape=(num_samples, *spec.sample_shape),
                                 dtype=_STR if spec.dtype == STRING else spec.dtype,
                                 chunks=(1, *spec.sample_shape) if num_samples else None,
-                                compression="lzf" if num_samples else None, fillvalue=0)
+                                compression="lzf" if num_samples else None, fillvalue=0,
+                                # HDF5's byte shuffle is the nearest built-in to bitshuffle
+                                shuffle=bool(num_samples) and spec.codec == "shuffled-zstd")
         file.create_dataset("done", data=np.zeros(num_samples, dtype=bool))
         store = cls(file, path, "r+")
         store.update_attrs(attrs)

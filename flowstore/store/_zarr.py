@@ -12,8 +12,15 @@ from typing import Any, Mapping
 
 import numpy as np
 import zarr
+from zarr.codecs import BloscCodec, ZstdCodec
 
 from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_columns
+
+
+_COMPRESSORS = {
+    "zstd": lambda: [ZstdCodec(level=0)],
+    "shuffled-zstd": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
+}
 
 
 class ZarrStore(Store):
@@ -45,7 +52,8 @@ class ZarrStore(Store):
         for spec in specs:
             dtype = str if spec.dtype == STRING else spec.dtype
             group.create_array(spec.name, shape=(num_samples, *spec.sample_shape), dtype=dtype,
-                               chunks=(1, *spec.sample_shape), fill_value=0)
+                               chunks=(1, *spec.sample_shape), fill_value=0,
+                               compressors=_COMPRESSORS[spec.codec]())
         done = group.create_array("done", shape=(num_samples,), dtype=bool,
                                   chunks=(max(num_samples, 1),), fill_value=False)
         if num_samples:

@@ -22,13 +22,24 @@ import numpy as np
 STRING = "str"
 
 
+#: Compression presets, chosen per array by measurement (benchmarks/store_bytes.py): plain
+#: zstd for pixels and quantized flow; bit-shuffled zstd for float flow, whose sign and exponent
+#: bits compress well once gathered (8% smaller than plain zstd, and faster to read).
+CODECS = ("zstd", "shuffled-zstd")
+
+
 @dataclass(frozen=True)
 class ArraySpec:
-    """One per-sample array: its per-sample shape and dtype (`STRING` for text)."""
+    """One per-sample array: its per-sample shape, dtype (`STRING` for text) and codec preset."""
 
     name: str
     sample_shape: tuple[int, ...]
     dtype: str
+    codec: str = "zstd"
+
+    def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"codec must be one of {CODECS}, got {self.codec!r}")
 
 
 @dataclass(frozen=True)
