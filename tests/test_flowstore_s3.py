@@ -83,3 +83,22 @@ def test_missing_credentials_and_bad_endpoint_are_one_line(s3_env, s3_store, tmp
 
 def test_hdf5_urls_are_refused(s3_env):
     assert ".zarr URL" in assert_one_line_error(flowstore_cli("inspect", "s3://features/x.h5", env=s3_env))
+
+
+def test_one_epoch_of_training_input_streams_from_s3(s3_env, s3_store, monkeypatch):
+    pytest.importorskip("tensorflow")
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    from trainers.data import InputOptions, make_dataset
+    from trainers.samples import open_samples
+
+    samples = open_samples(s3_store, "two_stream")
+    try:
+        train = samples.indices("train")
+        seen = 0
+        for inputs, labels in make_dataset(samples, "train", InputOptions(batch_size=2, shuffle=True)):
+            assert inputs["flow"].shape[1:] == (4, 32, 32, 2) and inputs["frame"].shape[1:] == (32, 32, 3)
+            seen += int(labels.shape[0])
+        assert seen == len(train) > 0
+    finally:
+        samples.store.close()

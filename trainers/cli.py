@@ -46,7 +46,8 @@ def summary(
 @app.command()
 def run(
     model: str = typer.Argument(..., help=MODEL_HELP),
-    store: Path = typer.Option(..., "--store", help="Store to train on: PATH.zarr or PATH.h5."),
+    store: str = typer.Option(..., "--store",
+                              help="Store to train on: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir",
                                   help="Where run directories go and prerequisites are found."),
     epochs: Optional[int] = typer.Option(None, "--epochs",

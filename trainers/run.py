@@ -36,7 +36,7 @@ class RunConfig:
     """
 
     model: str
-    store: Path
+    store: Path | str  # a local path, or a Zarr URL (s3://bucket/x.zarr)
     runs_dir: Path = Path("runs")
     epochs: int | None = None
     batch_size: int | None = None

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from flowstore.store import Store, open_store
+from flowstore.flow_encoding import decode_flow
+from flowstore.store import Store, is_url, open_store
 from trainers.errors import NoSamplesError, WrongDatasetError
 from trainers.tasks import Task, get_task
 
@@ -75,7 +76,7 @@ class StoreSamples:
             raise WrongDatasetError(f"store {str(store.path)!r} has no array "
                                     f"{', '.join(map(repr, missing))} that model {model!r} reads")
         self.info = StoreInfo(
-            path=str(Path(store.path).resolve()),
+            path=store.path if is_url(store.path) else str(Path(store.path).resolve()),
             dataset=str(dataset),
             fingerprint=str(attrs.get("fingerprint", "")),
             classes=tuple(attrs.get("classes", ())),
@@ -127,18 +128,11 @@ class StoreSamples:
 
 
 def _flow_decoder(params: dict[str, Any]):
-    """Map stored flow back to float32 pixels.
-
-    float16/float32 flow is pixels already. uint8-quantised flow (a planned store option) maps
-    0..255 linearly onto [-flow_bound, +flow_bound].
-    """
-    if params.get("flow_dtype") == "uint8":
-        if "flow_bound" not in params:
-            raise WrongDatasetError("store has uint8 flow but no 'flow_bound' parameter to "
-                                    "map it back to pixels")
-        bound = float(params["flow_bound"])
-        return lambda q: q.astype(np.float32) / 255.0 * (2.0 * bound) - bound
-    return lambda value: value.astype(np.float32, copy=False)
+    """Map stored flow (float16, float32 or uint8-quantized) back to float32 pixels."""
+    if params.get("flow_dtype") == "uint8" and "flow_bound" not in params:
+        raise WrongDatasetError("store has uint8 flow but no 'flow_bound' parameter to "
+                                "map it back to pixels")
+    return lambda value: decode_flow(value, params)
 
 
 def open_samples(path: str | Path, model: str) -> StoreSamples:
