@@ -6,8 +6,8 @@ t_k = round(linspace(0, n - 2, T)); flow_k = Farneback(gray[t_k], gray[t_k + 1])
 
 Only the frames those positions need are converted and resized. n is unknown until the last
 frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset of
-the frames to keep; if the real n still needs a frame that was skipped, a second decode pass
-fetches exactly the missing ones.
+frames to keep as decoded; once n is known only the frames it needs are resized. If the real n
+still needs a frame that was skipped, a second decode pass fetches exactly the missing ones.
 """
 
 from __future__ import annotations
@@ -64,17 +64,18 @@ def _open(path: Path) -> "cv2.VideoCapture":
         raise SampleError(f"video file is missing: {path.name}")
     if path.stat().st_size == 0:
         raise SampleError(f"video file is empty (0 bytes): {path.name}")
-    capture = cv2.VideoCapture(str(path))
+    # One FFmpeg decoder thread: parallelism is one clip per Dask worker (FFmpeg would otherwise
+    # start its own threads per capture, despite cv2.setNumThreads(1)).
+    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     if not capture.isOpened():
         raise SampleError(f"cannot open video (not a video, or an unsupported codec): {path.name}")
     return capture
 
 
-def _decode(path: Path, size: int,
-            choose: Callable[[int], set[int]]) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame and resize the ones `choose(frame_count_hint)` picks.
+def _decode(path: Path, choose: Callable[[int], set[int]]) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame; keep (as decoded, BGR) the ones `choose(frame_count_hint)` picks.
 
-    Returns (n frames decoded, {index: resized RGB frame}).
+    Returns (n frames decoded, {index: decoded BGR frame}).
     """
     capture = _open(path)
     kept: dict[int, np.ndarray] = {}
@@ -86,7 +87,7 @@ def _decode(path: Path, size: int,
                 ok, frame = capture.retrieve()
                 if not ok:
                     break
-                kept[n] = resize_rgb(frame, size)
+                kept[n] = frame
             n += 1
     finally:
         capture.release()
@@ -103,16 +104,17 @@ def _candidate_frames(hint: int, steps: int) -> set[int]:
 
 def read_needed_frames(path: Path, size: int, steps: int) -> tuple[int, dict[int, np.ndarray]]:
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
-    n, kept = _decode(path, size, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set())
+    n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set())
     if n < 2:
         raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
-    missing = frames_needed(n, steps) - kept.keys()
+    needed = frames_needed(n, steps)
+    missing = needed - kept.keys()
     if missing:
-        n_again, extra = _decode(path, size, lambda _hint: missing)
+        n_again, extra = _decode(path, lambda _hint: missing)
         if n_again != n or missing - extra.keys():
             raise SampleError(f"decoding {path.name} is not repeatable ({n} then {n_again} frames)")
         kept.update(extra)
-    return n, kept
+    return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
 
 
 def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
