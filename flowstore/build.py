@@ -74,6 +74,7 @@ class BuildResult:
 def build(config: BuildConfig) -> BuildResult:
     """Build or resume the store `config.store`; see the module docstring for the guarantees."""
     start = time.perf_counter()
+    backend_for(config.store)  # a bad --store suffix is a usage error: before touching anything
     dataset = get_dataset(config.dataset)
     source = Path(config.source)
     manifest = dataset.manifest(source)
@@ -108,8 +109,13 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                              already_done=len(selected) - len(todo))
         if todo:
             _run(config, dataset, manifest, store, ledger, todo, result)
+        ledger.sizes = {**source_files, **{name: size for name, size in ledger.sizes.items()
+                                           if size != source_files.get(name) and
+                                           _done_name(dataset, manifest, ledger, name)}}
+        fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes)
+        result.fingerprint = fp
         ledger.write(store)
-        store.update_attrs({"fingerprint": fp, "source_files": source_files})
+        store.update_attrs({"fingerprint": fp})
         store.flush()
         result.failures = {manifest.rows[i].id: ledger.failures[manifest.rows[i].id]
                            for i in selected if manifest.rows[i].id in ledger.failures}
@@ -117,6 +123,11 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         store.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _done_name(dataset: Dataset, manifest: Manifest, ledger: "Ledger", name: str) -> bool:
+    sample = Path(name).stem
+    return sample in ledger.position and bool(ledger.done[ledger.position[sample]])
 
 
 @dataclass
@@ -131,6 +142,8 @@ class Ledger:
     checksum: np.ndarray
     failures: dict[str, str]
     position: dict[str, int]
+    #: Recorded source file sizes: for a done sample, the size of the file its task read.
+    sizes: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
@@ -138,7 +151,8 @@ class Ledger:
         position = {row.id: i for i, row in enumerate(manifest.rows)}
         failures = {k: v for k, v in store.attrs.get("failures", {}).items()
                     if k in position and not done[position[k]]}
-        return cls(done, store.read("checksum").astype(object), failures, position)
+        return cls(done, store.read("checksum").astype(object), failures, position,
+                   dict(store.attrs.get("source_files", {})))
 
     def complete(self, index: int, sample: str, digest: str) -> None:
         self.checksum[index] = digest
@@ -150,6 +164,7 @@ class Ledger:
         self.checksum[index] = ""
 
     def write(self, store: Store) -> None:
+        store.update_attrs({"source_files": self.sizes})
         store.write("checksum", slice(None), self.checksum.astype(str))
         store.write("done", slice(None), self.done)
         store.update_attrs({"failures": self.failures})
@@ -166,6 +181,7 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         store = open_store(path, "r+")
         try:
             _check_compatible(store, dataset, manifest, params, source_files, path)
+            _check_arrays(store, dataset.specs(config.params), len(manifest), path)
         except BaseException:
             store.close()
             raise
@@ -205,10 +221,19 @@ def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, p
         "split": np.array([row.split for row in manifest.rows], dtype=str),
         "checksum": np.array([""] * len(manifest), dtype=str),
     }
-    create_store(temporary, attrs=attrs, specs=specs, columns=columns,
-                 num_samples=len(manifest)).close()
-    if temporary != path:
-        os.replace(temporary, path)
+    try:
+        create_store(temporary, attrs=attrs, specs=specs, columns=columns,
+                     num_samples=len(manifest)).close()
+        if temporary != path:
+            os.replace(temporary, path)
+    except BaseException as exc:
+        if temporary != path:  # never leave a half-created store (or its bytes) behind
+            shutil.rmtree(temporary, ignore_errors=True) if Path(temporary).is_dir() else \
+                Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc).splitlines()[0]
+            raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
+        raise
     return open_store(path, "r+")
 
 
@@ -238,6 +263,21 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                                      f"store {str(path)!r}{hint}")
 
 
+def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str) -> None:
+    """Refuse a store that lost an array (or holds it in another shape): resuming cannot fix it."""
+    names = set(store.array_names())
+    if "checksum" not in names:
+        raise StoreError(f"store {str(path)!r} is damaged: it has no array 'checksum'; use "
+                         f"--overwrite to rebuild it, or another --store")
+    for spec in specs:
+        expected = (num_samples, *spec.sample_shape)
+        found = store.info(spec.name).shape if spec.name in names else None
+        if found != expected:
+            what = "has no" if found is None else f"has shape {found} for"
+            raise StoreError(f"store {str(path)!r} is damaged: it {what} array {spec.name!r} "
+                             f"{expected}; use --overwrite to rebuild it, or another --store")
+
+
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in d.items():
@@ -261,6 +301,22 @@ def _writer(path: str) -> Store:
         return _OPEN_STORES[path]
 
 
+#: Room kept free beside a store: HDF5 corrupts its file when a write meets a full disk.
+FREE_SPACE_MARGIN = 1 << 20
+
+
+def _check_free_space(store_path: str, arrays: dict[str, np.ndarray]) -> None:
+    """Refuse to write a sample that might not fit: a full disk is reported, never hit."""
+    if is_url(store_path):
+        return
+    folder = Path(store_path) if Path(store_path).is_dir() else Path(store_path).parent
+    free = shutil.disk_usage(folder).free
+    needed = 2 * sum(a.nbytes for a in arrays.values()) + FREE_SPACE_MARGIN
+    if free < needed:
+        raise StoreError(f"not enough free space for the store ({free // 1024} KiB free, "
+                         f"{needed // 1024} KiB wanted); free some and run the same command again")
+
+
 def extract_and_write(store_path: str, dataset_name: str, params: Any, source_file: str,
                       index: int) -> tuple[int, str | None, str]:
     """One Dask task: extract one sample and write its chunks.
@@ -271,16 +327,28 @@ def extract_and_write(store_path: str, dataset_name: str, params: Any, source_fi
     """
     dataset = get_dataset(dataset_name)
     try:
+        before = _identity(source_file)
         arrays = dataset.extract(Path(source_file), params)
+        read = _identity(source_file)
+        if read != before:
+            return index, "the source file changed while it was being read", "", None
+        _check_free_space(store_path, arrays)
         store = _writer(store_path)
-        for name, value in arrays.items():
-            store.write(name, index, value)
-        store.flush()
+        store.write_sample(index, arrays)
     except FlowstoreError as exc:
-        return index, str(exc), ""
+        return index, str(exc), "", None
     except Exception as exc:  # noqa: BLE001  (a decoder or writer error is this sample's reason)
-        return index, f"{type(exc).__name__}: {exc}", ""
-    return index, None, sample_digest(arrays)
+        return index, f"{type(exc).__name__}: {exc}", "", None
+    return index, None, sample_digest(arrays), read[0]
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(size, mtime_ns) of a source file, None when it is missing: what a task read."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
@@ -299,10 +367,11 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 for i in todo])
             with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
                       disable=not config.progress, dynamic_ncols=True) as bar:
-                for index, reason, digest in finished:
+                for index, reason, digest, size in finished:
                     sample = manifest.rows[index].id
                     if reason is None:
                         ledger.complete(index, sample, digest)
+                        ledger.sizes[str(dataset.source_file(Path("."), sample))] = size
                         result.computed += 1
                     else:
                         ledger.failures[sample] = reason

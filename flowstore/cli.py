@@ -20,7 +20,7 @@ app.add_typer(synth_app, name="synth")
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: how every user error ends."""
-    typer.echo(f"error: {message}", err=True)
+    typer.echo("error: " + " ".join(line.strip() for line in str(message).splitlines()), err=True)
     raise typer.Exit(code)
 
 
@@ -82,10 +82,12 @@ def build(
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, **({"workers": workers} if workers else {}))
+                             progress=not quiet, **({"workers": workers} if workers is not None else {}))
         result = run_build(config)
     except FlowstoreError as exc:
         fail(str(exc))
+    except OSError as exc:  # a full disk, a permission: the system's words, on one line
+        fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", 130)
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
@@ -202,7 +204,16 @@ def synth_stanford40(
 
 
 def main() -> None:  # pragma: no cover - `python -m flowstore`
-    app(prog_name="flowstore")
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="flowstore", standalone_mode=False)
+    except Exception as exc:
+        if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
+            raise
+        # a Click usage error (bad option value, unreadable --source path): one line too
+        typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,6 +37,7 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyResult:
 
     result = VerifyResult(store=path)
     with open_store(path, "r") as store:
+        _check_dataset_arrays(store, path)
         ids = store.read("id")
         done = store.read("done").astype(bool)
         checksums = store.read("checksum")
@@ -58,6 +59,27 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyResult:
     return result
 
 
+def _check_dataset_arrays(store, path: str | Path) -> None:
+    """A store whose arrays are not those of its own dataset cannot be verified sample by sample."""
+    from flowstore.errors import FlowstoreError, StoreError
+
+    attrs = store.attrs
+    try:
+        dataset = get_dataset(attrs.get("dataset"))
+        params = from_dict(dataset.params_type, attrs.get("params", {}))
+    except (FlowstoreError, TypeError) as exc:
+        raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
+    expected = {spec.name for spec in dataset.specs(params)}
+    found = set(store.array_names()) - set(COLUMNS)
+    if expected != found:
+        missing, extra = sorted(expected - found), sorted(found - expected)
+        raise StoreError(f"store {str(path)!r} says dataset {dataset.name!r} but "
+                         + ("lacks array(s) " + ", ".join(missing) if missing else "")
+                         + (" and " if missing and extra else "")
+                         + ("has array(s) " + ", ".join(extra) if extra else "")
+                         + " of another dataset" * bool(extra))
+
+
 def repair(path: str | Path, source: str | Path, samples: list[str], *,
            workers: int | None = None, progress: bool = False) -> BuildResult:
     """Re-extract `samples` from `source` into the store, with the store's own parameters."""
@@ -67,4 +89,4 @@ def repair(path: str | Path, source: str | Path, samples: list[str], *,
     params = from_dict(dataset.params_type, attrs["params"])
     return build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
                              params=params, redo=tuple(samples), progress=progress,
-                             **({"workers": workers} if workers else {})))
+                             **({"workers": workers} if workers is not None else {})))

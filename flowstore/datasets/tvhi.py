@@ -91,7 +91,10 @@ class TVHI(Dataset):
     def manifest(self, source: Path) -> Manifest:
         self.check_source_folder(source)
         readme = source / README
-        sets = parse_readme(readme.read_text(errors="replace")) if readme.is_file() else OFFICIAL_SETS
+        try:
+            sets = parse_readme(readme.read_text(errors="replace")) if readme.is_file() else OFFICIAL_SETS
+        except OSError as exc:
+            raise SourceLayoutError(f"cannot read {str(readme)!r}: {exc.strerror}") from None
         if not {1, 2} <= sets.keys():
             raise SourceLayoutError(f"{str(readme)!r} does not list 'SET 1:' and 'SET 2:'")
         manifest = manifest_from_sets(sets)

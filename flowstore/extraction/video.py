@@ -12,6 +12,7 @@ still needs a frame that was skipped, a second decode pass fetches exactly the m
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -64,9 +65,15 @@ def _open(path: Path) -> "cv2.VideoCapture":
         raise SampleError(f"video file is missing: {path.name}")
     if path.stat().st_size == 0:
         raise SampleError(f"video file is empty (0 bytes): {path.name}")
-    # One FFmpeg decoder thread: parallelism is one clip per Dask worker (FFmpeg would otherwise
-    # start its own threads per capture, despite cv2.setNumThreads(1)).
-    capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    try:
+        path.open("rb").close()
+    except OSError as exc:
+        raise SampleError(f"cannot read video ({exc.strerror}): {path.name}") from None
+    # bytes: OpenCV's binding crashes on a str path that is not valid UTF-8. FFmpeg only: the
+    # built-in MJPEG reader OpenCV falls back to prints raw bytes of a bad file to stderr.
+    # One decoder thread: parallelism is one clip per Dask worker (FFmpeg would otherwise start
+    # its own threads per capture, despite cv2.setNumThreads(1)).
+    capture = cv2.VideoCapture(os.fsencode(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
     if not capture.isOpened():
         raise SampleError(f"cannot open video (not a video, or an unsupported codec): {path.name}")
     return capture

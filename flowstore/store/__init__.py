@@ -71,7 +71,11 @@ def _as_location(path: str | Path) -> str | Path:
     return str(path).rstrip("/") if is_url(path) else Path(path)
 
 
-def open_store(path: str | Path, mode: str = "r") -> Store:
+#: Arrays every flowstore store has, whatever its dataset (a build also checks `checksum`).
+COLUMNS = ("id", "label", "split", "done")
+
+
+def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True) -> Store:
     """Open an existing flowstore store read-only ("r") or for appending ("r+").
 
     Raises:
@@ -95,6 +99,11 @@ def open_store(path: str | Path, mode: str = "r") -> Store:
         store.close()
         raise StoreError(f"{str(path)!r} has store format {version!r}; this flowstore reads "
                          f"format {STORE_FORMAT}")
+    missing = [name for name in COLUMNS if name not in store.array_names()] if check_columns else []
+    if missing:
+        store.close()
+        raise StoreError(f"store {str(path)!r} is damaged: it has no {missing[0]!r} array; "
+                         f"delete it or rebuild it with --overwrite")
     return store
 
 
@@ -105,7 +114,7 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
     if isinstance(path, Path) and not path.parent.exists():
         raise StoreError(f"the folder of store {str(path)!r} does not exist")
     attrs = {"flowstore.format": STORE_FORMAT, **attrs}
-    with _remote(path):
+    with _remote(path) if is_url(path) else contextlib.nullcontext():
         return backend_for(path).create(path, attrs=attrs, specs=specs, columns=columns,
                                         num_samples=num_samples)
 
@@ -118,7 +127,7 @@ def remove_store(path: str | Path) -> None:
     path = _as_location(path)
     if not store_exists(path):
         return
-    open_store(path, "r").close()  # raises unless it is a flowstore store
+    open_store(path, "r", check_columns=False).close()  # raises unless it is a flowstore store
     if is_url(path):
         import fsspec
 

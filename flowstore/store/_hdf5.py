@@ -17,6 +17,7 @@ is what keeps writers apart.)
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -31,6 +32,7 @@ _STR = h5py.string_dtype("utf-8")
 class HDF5Store(Store):
     def __init__(self, file: h5py.File, path: Path, mode: str) -> None:
         self._file = file
+        self._sample_lock = threading.Lock()
         self.path = path
         self.mode = mode
 
@@ -85,6 +87,13 @@ class HDF5Store(Store):
                          chunks=tuple(dataset.chunks or dataset.shape),
                          nbytes=int(np.prod(dataset.shape)) * itemsize,
                          nbytes_stored=int(dataset.id.get_storage_size()))
+
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+        # One sample at a time, flush included: a flush writes every dirty chunk in the file, so
+        # without this a full disk would fail one thread's flush for another thread's chunks
+        # and the sample whose bytes were lost would be marked done.
+        with self._sample_lock:
+            super().write_sample(index, arrays)
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self._file[name][index] = value

@@ -7,6 +7,7 @@ one; that is what makes `done` trustworthy after SIGKILL.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -71,7 +72,9 @@ class ZarrStore(Store):
         return dict(self._group.attrs.asdict())
 
     def array_names(self) -> list[str]:
-        return sorted(self._group.array_keys())
+        with warnings.catch_warnings():  # a folder without metadata: reported as damage, not warned
+            warnings.simplefilter("ignore", UserWarning)
+            return sorted(self._group.array_keys())
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         value = np.asarray(self._array(name)[index])

@@ -92,6 +92,12 @@ class Store(abc.ABC):
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """`array[index] = value`. Callers keep to one writer per chunk."""
 
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Write every array of one sample and make it durable; raises if any of it failed."""
+        for name, value in arrays.items():
+            self.write(name, index, value)
+        self.flush()
+
     @abc.abstractmethod
     def update_attrs(self, values: Mapping[str, Any]) -> None:
         """Merge `values` into the root attributes."""

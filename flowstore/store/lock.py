@@ -43,7 +43,11 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     path = lock_path(store)
     if not path.parent.is_dir():
         raise StoreError(f"the folder of store {str(store)!r} does not exist")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise StoreError(f"cannot create the lock file beside store {str(store)!r}: "
+                         f"{exc.strerror} ({str(path)!r})") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
