@@ -42,87 +42,10 @@ from pathlib import Path
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 
+# Machine description, busy-CPU accounting and timed subprocesses are build_workers.py's.
+from build_workers import Timed, machine_line, run_timed, wait_for_quiet  # noqa: E402
+
 # -- machine and contention (same helpers as build_workers.py; each script stands alone) -------
-
-
-def machine_line() -> str:
-    """'N cores (affinity), CPU model, RAM, OS': the machine a number was measured on."""
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{cores} cores (nproc), {model}, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
-
-
-def _busy_jiffies() -> int:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)
-
-
-def wait_for_quiet(max_seconds: float, threshold: float = 0.25) -> float:
-    """Wait (at most `max_seconds`) until the machine's other load drops below `threshold` cores.
-
-    Returns the load last seen. On a shared machine this keeps runs away from other people's
-    test suites; the load measured during the run itself is reported either way.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    deadline = time.monotonic() + max_seconds
-    while True:
-        before = _busy_jiffies()
-        time.sleep(2.0)
-        load = (_busy_jiffies() - before) / tick / 2.0
-        if load < threshold or time.monotonic() >= deadline:
-            return load
-
-
-def _renice(nice: int) -> None:
-    """In the child before exec: its own session, hence its own scheduler autogroup, at `nice`.
-
-    With CONFIG_SCHED_AUTOGROUP (on here: /proc/sys/kernel/sched_autogroup_enabled), a plain
-    nice value only ranks processes within one session; against other sessions' processes it
-    is the autogroup's nice that counts.
-    """
-    os.setsid()
-    try:
-        Path("/proc/self/autogroup").write_text(str(nice))
-    except OSError:
-        pass
-    os.setpriority(os.PRIO_PROCESS, 0, nice)
-
-
-@dataclass
-class Timed:
-    wall: float  # seconds
-    cpu: float  # CPU seconds of the measured child process (user + sys)
-    others: float  # CPU seconds every other process on the machine used meanwhile
-
-    @property
-    def others_cores(self) -> float:
-        return self.others / self.wall if self.wall else 0.0
-
-
-def run_timed(command: list[str], nice: int = 0) -> tuple[subprocess.CompletedProcess, Timed]:
-    """Run `command`; its wall time, its CPU time, and others' CPU time meanwhile.
-
-    `nice` < 0 (root only) raises the child's scheduling priority on a shared machine.
-    """
-    tick = os.sysconf("SC_CLK_TCK")
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    busy = _busy_jiffies()
-    start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True,
-                          preexec_fn=(lambda: _renice(nice)) if nice else None)
-    wall = time.perf_counter() - start
-    busy = (_busy_jiffies() - busy) / tick
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
-    return done, Timed(wall=wall, cpu=cpu, others=max(0.0, busy - cpu))
 
 
 def flowstore_command() -> list[str]:
