@@ -221,6 +221,10 @@ def main(argv: list[str] | None = None) -> None:
                       f"others {r['others_cores']:.2f} cores", file=sys.stderr, flush=True)
         if store.exists():
             shutil.rmtree(store) if store.is_dir() else store.unlink()
+        if args.workdir is not None:  # every run's once-a-second RSS timeline, for a closer look
+            (workdir / "build_memory-runs.json").write_text(json.dumps(
+                {str(4 * v): [{k: r[k] for k in r if k != "output"} for r in rs]
+                 for v, rs in results.items()}, indent=1))
         print(report(results, sources, args))
     finally:
         if temporary is not None:
