@@ -12,13 +12,17 @@ cached source, and `middle_frame` is the same in both stores, so only the flow d
 The table gives the flow's bytes per sample (`flowstore inspect --json`) and each model's test
 accuracy and loss from the runs' `metrics.json`.
 
-About 13 minutes on 2 quiet cores at `--size 64`. Stores and runs are kept in `--workdir`; a
-second call reuses finished runs (`--retrain` trains again). `--seeds 0 1 2` repeats the
-training with other seeds, each in its own runs folder (one clip of the 100 test clips is
-1 point, so a single seed's difference is noisy).
+About 7 minutes per seed on 2 quiet cores at `--size 64` (two chains of about 3.5 minutes).
+Stores and runs are kept in `--workdir`; a second call reuses finished runs (`--retrain` trains
+again). `--seeds 0 1 2` repeats the training with other seeds, each in its own runs folder (one
+clip of the 100 test clips is 1 point, and seed to seed the chain's accuracy moves by far more
+than 2 points). `--cross-eval` then tests every trained flow and two-stream model on the other
+store's test flow too (same weights: the cost of the encoding alone, free of training noise), and
+`--cross-eval-bounds 5` adds uint8 stores with other bounds to that comparison.
 
     python benchmarks/flow_encoding_accuracy.py --workdir /tmp/bench/enc
     python benchmarks/flow_encoding_accuracy.py --seeds 0 1 2 --workdir /tmp/bench/enc
+    python benchmarks/flow_encoding_accuracy.py --seeds 0 1 2 --cross-eval --cross-eval-bounds 5
 """
 
 from __future__ import annotations
@@ -110,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="uint8 clip bound in px [flowstore's default, 20]")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="training seeds; each trains both chains [0]")
+    parser.add_argument("--cross-eval", action="store_true",
+                        help="also test every trained tvhi_flow and two_stream model on the "
+                             "test split of each store (same weights, other flow encoding)")
+    parser.add_argument("--cross-eval-bounds", type=float, nargs="*", default=[],
+                        metavar="PX", help="with --cross-eval: also build uint8 stores with "
+                                           "these bounds and test on them (no training)")
     parser.add_argument("--retrain", action="store_true",
                         help="train again even if --workdir holds finished runs")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -130,20 +140,19 @@ def main(argv: list[str] | None = None) -> None:
             print(f"logging commands to {log_path}", file=sys.stderr)
             stores, infos, timings = {}, {}, {}
             for encoding in ENCODINGS:
-                store = workdir / f"synthetic-{args.size}px-{encoding}.zarr"
-                command = [*flowstore_command(), "build", "tvhi", "--synthetic", "--store",
-                           str(store), "--size", str(args.size), "--steps", str(args.steps),
-                           "--flow-dtype", encoding, "--quiet"]
-                if args.flow_bound is not None and encoding == "uint8":
-                    command += ["--flow-bound", str(args.flow_bound)]
-                wall, others = run_logged(command, log)
-                print(f"{encoding}: store ready ({wall:.0f}s)", file=sys.stderr, flush=True)
-                stores[encoding], infos[encoding] = store, inspect(store)
+                bound = args.flow_bound if encoding == "uint8" else None
+                stores[encoding], infos[encoding] = build_store(args, encoding, bound, workdir,
+                                                                log)
+            extra = {}  # cross-evaluation only: uint8 stores with other bounds
+            if args.cross_eval:
+                for bound in args.cross_eval_bounds:
+                    extra[f"uint8 +-{bound:g} px"] = build_store(args, "uint8", bound, workdir,
+                                                                 log)
             metrics: dict[tuple[str, int], dict[str, dict]] = {}
             for seed in args.seeds:
                 for encoding in ENCODINGS:
                     # one folder per seed: prerequisites are found by store fingerprint, not by seed
-                    runs_dir = workdir / f"runs-{encoding}-seed{seed}"
+                    runs_dir = workdir / runs_folder(args, encoding, seed)
                     fingerprint = infos[encoding]["fingerprint"]
                     have = finished_runs(runs_dir, fingerprint, seed)
                     if args.retrain or not set(MODELS) <= have.keys():
@@ -162,10 +171,91 @@ def main(argv: list[str] | None = None) -> None:
                         raise SystemExit(f"no finished {', '.join(sorted(missing))} run in "
                                          f"{runs_dir} for {encoding}, seed {seed}")
                     metrics[(encoding, seed)] = have
-        print(report(args, infos, metrics, timings))
+        text = report(args, infos, metrics, timings)
+        if args.cross_eval:
+            bound = infos["uint8"]["params"].get("flow_bound")
+            tests = {"float16": stores["float16"], f"uint8 +-{bound:g} px": stores["uint8"],
+                     **{name: store for name, (store, _) in extra.items()}}
+            sizes = {"float16": flow_bytes_per_sample(infos["float16"]),
+                     f"uint8 +-{bound:g} px": flow_bytes_per_sample(infos["uint8"]),
+                     **{name: flow_bytes_per_sample(info) for name, (_, info) in extra.items()}}
+            text += "\n\n" + cross_eval(args, tests, metrics, workdir, sizes)
+        print(text)
     finally:
         if temporary is not None:
             temporary.cleanup()
+
+
+def runs_folder(args: argparse.Namespace, encoding: str, seed: int) -> str:
+    bound = f"-bound{args.flow_bound:g}" if encoding == "uint8" and args.flow_bound else ""
+    return f"runs-{encoding}{bound}-seed{seed}"
+
+
+def build_store(args: argparse.Namespace, encoding: str, bound: float | None, workdir: Path,
+                log) -> tuple[Path, dict]:
+    """`flowstore build tvhi --synthetic` with this flow encoding (a no-op when it exists)."""
+    name = f"synthetic-{args.size}px-{encoding}" + ("" if bound is None else f"-bound{bound:g}")
+    store = workdir / f"{name}.zarr"
+    command = [*flowstore_command(), "build", "tvhi", "--synthetic", "--store", str(store),
+               "--size", str(args.size), "--steps", str(args.steps), "--flow-dtype", encoding,
+               "--quiet"]
+    if bound is not None:
+        command += ["--flow-bound", str(bound)]
+    wall, _ = run_logged(command, log)
+    print(f"{store.name}: ready ({wall:.0f}s)", file=sys.stderr, flush=True)
+    return store, inspect(store)
+
+
+def cross_eval(args: argparse.Namespace, tests: dict[str, Path],
+               metrics: dict[tuple[str, int], dict[str, dict]], workdir: Path,
+               sizes: dict[str, float]) -> str:
+    """Each trained flow and two-stream model, tested on every store's test split.
+
+    The weights stay fixed, so the change from the store it was trained on to another store is
+    what the flow encoding alone costs that model, free of training noise (seed to seed, the
+    chain's test accuracy moves by tens of points on 90 training clips).
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+
+    from trainers.data import InputOptions, make_dataset
+    from trainers.samples import open_samples
+
+    names = list(tests)
+    lines = ["### Same weights, other flow encoding (test split of each store)", "",
+             "| trained on | seed | model | " + " | ".join(f"test on {n}: acc (loss)"
+                                                     for n in names) + " |",
+             "|---|---:|---|" + "---:|" * len(names)]
+    changes: dict[str, list[float]] = {n: [] for n in names}
+    for (encoding, seed), runs in sorted(metrics.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        for model_name in ("tvhi_flow", "two_stream"):
+            model = keras.saving.load_model(workdir / runs_folder(args, encoding, seed)
+                                            / runs[model_name]["_dir"] / "model.keras",
+                                            compile=False)
+            model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                          metrics=["accuracy"])
+            cells, accs = [], {}
+            for name, path in tests.items():
+                samples = open_samples(path, model_name)
+                try:
+                    result = model.evaluate(make_dataset(samples, "test", InputOptions(
+                        batch_size=8)), verbose=0, return_dict=True)
+                finally:
+                    samples.store.close()
+                accs[name] = result["accuracy"]
+                cells.append(f"{result['accuracy']:.2f} ({result['loss']:.3f})")
+            if encoding == "float16" and model_name == "two_stream":
+                for name in names:
+                    changes[name].append(100 * (accs[name] - accs["float16"]))
+            lines.append(f"| {encoding} | {seed} | {model_name} | " + " | ".join(cells) + " |")
+    lines += ["", "float16-trained two-stream models, test accuracy change when the same test "
+                  "clips' flow comes from another store: " + "; ".join(
+                      f"{n}: " + ", ".join(f"{c:+.0f}" for c in changes[n])
+                      + f" points (mean {statistics.mean(changes[n]):+.1f})"
+                      for n in names[1:]),
+              "", "Flow bytes per sample: " + ", ".join(f"{n} {b / 1024:.1f} KiB"
+                                                        for n, b in sizes.items())]
+    return "\n".join(lines)
 
 
 def flow_bytes_per_sample(info: dict) -> float:
@@ -195,7 +285,7 @@ def report(args: argparse.Namespace, infos: dict[str, dict],
         "each run's metrics.json (best-val-loss epoch restored)",
         "",
         "| encoding | seed | flow bytes/sample | flow vs float16 | frames acc | frames loss | "
-        "flow acc | flow loss | two-stream acc | two-stream loss | chain wall s |",
+        "flow acc | flow loss | two-stream acc | two-stream loss | training s (3 models) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for seed in seeds:
@@ -206,10 +296,9 @@ def report(args: argparse.Namespace, infos: dict[str, dict],
             for model in MODELS:
                 test = m[model].get("test") or {}
                 cells += [fmt(test.get("accuracy"), ".2f"), fmt(test.get("loss"), ".3f")]
-            wall = timings.get((encoding, seed))
+            train_s = sum(float(m[model].get("train_seconds") or 0) for model in MODELS)
             lines.append(f"| {encoding} | {seed} | {per / 1024:.1f} KiB | "
-                         f"{per / base_bytes:.2f}x | "
-                         + " | ".join(cells) + f" | {'' if wall is None else f'{wall[0]:.0f}'} |")
+                         f"{per / base_bytes:.2f}x | " + " | ".join(cells) + f" | {train_s:.0f} |")
     diffs = []
     for seed in seeds:
         acc = {e: metrics[(e, seed)]["two_stream"]["test"]["accuracy"] for e in ENCODINGS}

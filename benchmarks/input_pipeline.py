@@ -21,9 +21,10 @@ Each measurement runs for at least `--min-seconds` (whole passes/epochs). Beside
 the script reports the CPU the process used (cores busy) and how many cores other processes kept
 busy meanwhile (/proc/stat), since the machine is shared.
 
-Beside them it times a prototype fix ("proposed"): the same pipeline, but the reader returns
-the stored dtype through `tf.numpy_function` and the float32 cast runs inside the graph (what
-`trainers/data.py` could do; `make_dataset_native` below).
+Beside them it times the reader as it was before commit 8b00925 ("before"): `tf.py_function`
+around `StoreSamples.read_sample`, which converted every array to float32 in numpy. The pipeline
+now reads the stored dtypes through `tf.numpy_function` and converts them in the graph; the
+"before" column keeps that change measurable (`make_dataset_before` below).
 
 `--profile` adds, for every store, the steps in between: `StoreSamples.read_sample` in a plain
 loop (bare read + numpy decode to float32) and the pipeline with one read at a time; and, once,
@@ -217,13 +218,12 @@ def dataset_pass(ds):
     return one_pass
 
 
-def make_dataset_native(samples, split: str, options):
-    """Prototype for trainers/data.py: read the stored dtype, decode to float32 in the graph.
+def make_dataset_before(samples, split: str, options):
+    """`trainers.data.make_dataset` as it was before commit 8b00925, for comparison.
 
-    Differences from `make_dataset`: `tf.numpy_function` instead of `tf.py_function` (no eager
-    tensors are built inside the call), the reader returns the arrays as stored (uint8 pixels,
-    float16/uint8 flow), and the cast (and the uint8 flow's affine map) runs as TensorFlow ops,
-    outside the GIL, on half (or a quarter) of the bytes.
+    The reader was `tf.py_function(samples.read_sample)`: it returned float32 arrays, converted
+    in numpy under the GIL (float16 to float32 costs numpy about 3 ns a value here, 10 ns on the
+    synthetic flow, whose values are mostly float16 subnormals).
     """
     import tensorflow as tf
 
@@ -233,18 +233,6 @@ def make_dataset_native(samples, split: str, options):
     names = tuple(samples.task.inputs)
     arrays = dict(samples.task.inputs)
     labels = tf.constant(samples.labels)
-    params = samples.info.params
-    dtypes = [tf.as_dtype(samples.store.info(arrays[n]).dtype) for n in names]
-
-    def read_native(index):
-        index = int(index)
-        return tuple(samples.store.read(arrays[n], index) for n in names)
-
-    def to_float(name, value):
-        if arrays[name] == "flow" and params.get("flow_dtype") == "uint8":
-            bound = float(params["flow_bound"])
-            return tf.cast(value, tf.float32) * (2.0 * bound / 255.0) - bound
-        return tf.cast(value, tf.float32)
 
     ds = tf.data.Dataset.from_tensor_slices(indices)
     if options.shuffle and indices.size > 1:
@@ -252,11 +240,11 @@ def make_dataset_native(samples, split: str, options):
     ds = ds.map(lambda i: (i, tf.constant(False)))
 
     def read(index, flip):
-        values = tf.numpy_function(read_native, [index], Tout=dtypes, stateful=False)
+        values = tf.py_function(samples.read_sample, [index], Tout=[tf.float32] * len(names))
         inputs = {}
         for name, value in zip(names, values, strict=True):
             value.set_shape(samples.sample_shapes[name])
-            inputs[name] = to_float(name, value)
+            inputs[name] = value
         inputs = tf.cond(flip, lambda: flip_inputs(inputs, arrays), lambda: inputs)
         label = tf.gather(labels, index)
         return (inputs if len(names) > 1 else inputs[names[0]]), label
@@ -275,7 +263,7 @@ class Row:
     train: int
     bare: list[Measured]
     pipeline: list[Measured]
-    proposed: list[Measured]
+    before: list[Measured]
     extra: dict[str, list[Measured]]
 
 
@@ -333,8 +321,8 @@ def measure_store(path: Path, model: str, args: argparse.Namespace) -> tuple:
         pipeline = dataset_pass(ds)
         bare()  # warm-up: page cache, array handles
         pipeline()  # warm-up epoch: tracing, autotune, thread pools
-        proposed = dataset_pass(make_dataset_native(samples, "train", options))
-        proposed()  # warm-up
+        before = dataset_pass(make_dataset_before(samples, "train", options))
+        before()  # warm-up
         variants = {}
         if args.profile:
             variants[PROFILE_READ_SAMPLE] = read_sample_pass(samples, indices)
@@ -343,17 +331,17 @@ def measure_store(path: Path, model: str, args: argparse.Namespace) -> tuple:
             variants["pipeline, parallel_reads=1"] = dataset_pass(one)
             for fn in variants.values():
                 fn()  # warm-up
-        results_bare, results_pipe, results_proposed = [], [], []
+        results_bare, results_pipe, results_before = [], [], []
         results_extra: dict[str, list[Measured]] = {k: [] for k in variants}
         for _ in range(args.repeats):
             if args.wait_quiet:
                 wait_for_quiet(args.wait_quiet)
             results_bare.append(timed_passes(bare, args.min_seconds))
             results_pipe.append(timed_passes(pipeline, args.min_seconds))
-            results_proposed.append(timed_passes(proposed, args.min_seconds))
+            results_before.append(timed_passes(before, args.min_seconds))
             for name, fn in variants.items():
                 results_extra[name].append(timed_passes(fn, args.min_seconds))
-        return len(indices), results_bare, results_pipe, results_proposed, results_extra
+        return len(indices), results_bare, results_pipe, results_before, results_extra
     finally:
         samples.store.close()
 
@@ -386,24 +374,24 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
         f"warm-up pass (page cache warm); each measurement >= {args.min_seconds:g} s of whole "
         f"passes; median of {args.repeats}, interleaved bare/pipeline",
         f"- TensorFlow {tf.__version__}, parallel_reads AUTOTUNE, prefetch AUTOTUNE",
-        "- proposed: the same pipeline, but the reader returns the stored dtype through "
-        "`tf.numpy_function` and the float32 cast runs as a TensorFlow op "
-        "(`make_dataset_native` in this script; a prototype for trainers/data.py)",
+        "- pipeline: the reader returns the stored dtypes through `tf.numpy_function` and the "
+        "float32 conversion runs as TensorFlow ops (trainers/data.py since 8b00925); before: "
+        "`tf.py_function(read_sample)`, float32 conversion in numpy (the reader until then)",
         "",
         "| backend | compression | model (arrays) | store on disk | bare samples/s | "
-        "pipeline samples/s | pipeline / bare | proposed samples/s | proposed / bare "
-        "| CPU cores: bare, pipeline, proposed | other processes (cores busy) |",
+        "pipeline samples/s | pipeline / bare | before samples/s | before / bare "
+        "| CPU cores: bare, pipeline, before | other processes (cores busy) |",
         "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         arrays = "middle_frame + flow" if r.model == "two_stream" else "flow"
-        bare, pipe, prop = median_rate(r.bare), median_rate(r.pipeline), median_rate(r.proposed)
-        others = max(m.others_cores for m in r.bare + r.pipeline + r.proposed)
+        bare, pipe, prop = median_rate(r.bare), median_rate(r.pipeline), median_rate(r.before)
+        others = max(m.others_cores for m in r.bare + r.pipeline + r.before)
         lines.append(
             f"| {r.backend} | {r.compression} | {r.model} ({arrays}) | "
             f"{r.on_disk / 2**20:.0f} MiB | {bare:.1f} | {pipe:.1f} | {ratio_cell(pipe, bare)} | "
             f"{prop:.1f} | {ratio_cell(prop, bare)} | {median_of(r.bare, 'cores'):.2f}, "
-            f"{median_of(r.pipeline, 'cores'):.2f}, {median_of(r.proposed, 'cores'):.2f} | "
+            f"{median_of(r.pipeline, 'cores'):.2f}, {median_of(r.before, 'cores'):.2f} | "
             f"{others:.2f} |")
     if any(r.extra for r in rows):
         names = list(rows[0].extra)
@@ -427,13 +415,13 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
                               f"({median_of(ms, 'cores'):.2f} cores)"
                               for name, ms in floor.items())]
     lines += ["", "Every measurement (samples/s; wall s):", "",
-              "| backend | compression | model | bare | pipeline | proposed |",
+              "| backend | compression | model | bare | pipeline | before |",
               "|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.backend} | {r.compression} | {r.model} | " + " | ".join(
             ", ".join(f"{m.rate:.1f} ({m.wall:.1f}s, others {m.others_cores:.2f})" for m in ms)
-            for ms in (r.bare, r.pipeline, r.proposed)) + " |")
-    busiest = max(m.others_cores for r in rows for m in r.bare + r.pipeline + r.proposed)
+            for ms in (r.bare, r.pipeline, r.before)) + " |")
+    busiest = max(m.others_cores for r in rows for m in r.bare + r.pipeline + r.before)
     if busiest > 0.1:
         lines += ["", f"Note: other processes kept up to {busiest:.2f} cores busy during a "
                       f"measurement; rates are only as clean as the machine was."]
@@ -454,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--min-seconds", type=float, default=4.0,
                         help="each measurement runs whole passes for at least this long [4]")
     parser.add_argument("--profile", action="store_true",
-                        help="also time read_sample alone, parallel_reads=1 and a prototype fix")
+                        help="also time read_sample alone, parallel_reads=1 and tf.data alone")
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each measurement, wait up to SECONDS for other load to "
                              "fall under 0.25 cores [0]")
@@ -477,12 +465,12 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for (backend, compression), path in stores.items():
             for model in args.models:
-                train, bare, pipe, proposed, extra = measure_store(path, model, args)
+                train, bare, pipe, before, extra = measure_store(path, model, args)
                 rows.append(Row(backend, compression, model, disk_bytes(path), train, bare,
-                                pipe, proposed, extra))
+                                pipe, before, extra))
                 print(f"{backend} {compression} {model}: bare {median_rate(bare):.1f}/s, "
-                      f"pipeline {median_rate(pipe):.1f}/s, proposed "
-                      f"{median_rate(proposed):.1f}/s", file=sys.stderr, flush=True)
+                      f"pipeline {median_rate(pipe):.1f}/s, before "
+                      f"{median_rate(before):.1f}/s", file=sys.stderr, flush=True)
         floor = tf_data_floor(args, rows[0].train) if args.profile else None
         print(report(rows, args, source, floor))
     finally:
