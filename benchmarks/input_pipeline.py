@@ -23,12 +23,15 @@ busy meanwhile (/proc/stat), since the machine is shared.
 
 Beside them it times the reader as it was before commit 8b00925 ("before"): `tf.py_function`
 around `StoreSamples.read_sample`, which converted every array to float32 in numpy. The pipeline
-now reads the stored dtypes through `tf.numpy_function` and converts them in the graph; the
-"before" column keeps that change measurable (`make_dataset_before` below).
+now reads the stored dtypes through `tf.numpy_function` and hands them on unwidened (uint8
+pixels, float16 flow; the model casts them as the first step of its graph); the "before" column
+keeps that change measurable (`make_dataset_before` below).
 
 `--profile` adds, for every store, the steps in between: `StoreSamples.read_sample` in a plain
-loop (bare read + numpy decode to float32) and the pipeline with one read at a time; and, once,
-tf.data with no store at all (the ceiling of any pipeline of this shape on the machine).
+loop (bare read + numpy decode to float32), the pipeline with one read at a time, and the
+pipeline casting to float32 inside tf.data (what it did from 8b00925 until the models took
+narrow inputs); and, once, tf.data with no store at all (the ceiling of any pipeline of this
+shape on the machine).
 
     python benchmarks/input_pipeline.py                          # 224 px, 16 steps, 90 train clips
     python benchmarks/input_pipeline.py --profile --workdir /tmp/bench/input
@@ -254,6 +257,20 @@ def make_dataset_before(samples, split: str, options):
     return ds.batch(options.batch_size).prefetch(AUTOTUNE)
 
 
+def make_dataset_float32(samples, split: str, options):
+    """`trainers.data.make_dataset`, but every input cast to float32 inside tf.data (8b00925)."""
+    from unittest import mock
+
+    import tensorflow as tf
+
+    import trainers.data as data
+
+    narrow = data.model_input
+    widened = lambda value, array, params: tf.cast(narrow(value, array, params), tf.float32)  # noqa: E731
+    with mock.patch.object(data, "model_input", widened):  # read when the map is traced
+        return data.make_dataset(samples, split, options)
+
+
 @dataclass
 class Row:
     backend: str
@@ -329,6 +346,8 @@ def measure_store(path: Path, model: str, args: argparse.Namespace) -> tuple:
             one = make_dataset(samples, "train", InputOptions(batch_size=args.batch_size,
                                                               shuffle=True, parallel_reads=1))
             variants["pipeline, parallel_reads=1"] = dataset_pass(one)
+            variants["pipeline, float32 batches"] = dataset_pass(
+                make_dataset_float32(samples, "train", options))
             for fn in variants.values():
                 fn()  # warm-up
         results_bare, results_pipe, results_before = [], [], []
@@ -375,8 +394,9 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
         f"passes; median of {args.repeats}, interleaved bare/pipeline",
         f"- TensorFlow {tf.__version__}, parallel_reads AUTOTUNE, prefetch AUTOTUNE",
         "- pipeline: the reader returns the stored dtypes through `tf.numpy_function` and the "
-        "float32 conversion runs as TensorFlow ops (trainers/data.py since 8b00925); before: "
-        "`tf.py_function(read_sample)`, float32 conversion in numpy (the reader until then)",
+        "batches keep them (uint8 pixels, float16 flow; the model casts to float32 in its own "
+        "graph: trainers/data.py `model_input`); before: `tf.py_function(read_sample)`, float32 "
+        "conversion in numpy (the reader until 8b00925)",
         "",
         "| backend | compression | model (arrays) | store on disk | bare samples/s | "
         "pipeline samples/s | pipeline / bare | before samples/s | before / bare "

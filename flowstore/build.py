@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -360,76 +360,84 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
         _OPEN_STORES[store_key] = store
     last_flush = time.monotonic()
     try:
-        with _client(config) as submit:
-            finished = submit(extract_and_write, [
-                (store_key, dataset.name, config.params,
-                 str(dataset.source_file(Path(config.source), manifest.rows[i].id)), i)
-                for i in todo])
-            with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
-                      disable=not config.progress, dynamic_ncols=True) as bar:
-                for index, reason, digest, size in finished:
-                    sample = manifest.rows[index].id
-                    if reason is None:
-                        ledger.complete(index, sample, digest)
-                        ledger.sizes[str(dataset.source_file(Path("."), sample))] = size
-                        result.computed += 1
-                    else:
-                        ledger.failures[sample] = reason
-                    bar.update()
-                    if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
-                        ledger.write(store)
-                        last_flush = time.monotonic()
+        with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
+                  disable=not config.progress, dynamic_ncols=True) as bar:
+
+            def finished(outcome: tuple[int, str | None, str, int | None]) -> None:
+                nonlocal last_flush
+                index, reason, digest, size = outcome
+                sample = manifest.rows[index].id
+                if reason is None:
+                    ledger.complete(index, sample, digest)
+                    ledger.sizes[str(dataset.source_file(Path("."), sample))] = size
+                    result.computed += 1
+                else:
+                    ledger.failures[sample] = reason
+                bar.update()
+                if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
+                    ledger.write(store)
+                    last_flush = time.monotonic()
+
+            arguments = [(store_key, dataset.name, config.params,
+                          str(dataset.source_file(Path(config.source), manifest.rows[i].id)), i)
+                         for i in todo]
+            if config.scheduler:
+                run_on_cluster(config.scheduler, extract_and_write, arguments, finished)
+            else:
+                run_on_threads(config.workers, extract_and_write, arguments, finished)
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
 
 
-class _client:
-    """Context manager yielding `submit(fn, argument tuples) -> iterator of results as they finish`.
+def run_on_threads(workers: int, fn: Callable[..., Any], arguments: list[tuple],
+                   finished: Callable[[Any], None]) -> None:
+    """Run `fn(*args)` for every argument tuple on Dask's threaded scheduler, `workers` threads.
 
-    A task the cluster gives up on yields (its last argument, the sample index, reason, "").
-
-    Local builds run on an in-process dask.distributed cluster of `workers` threads (OpenCV
-    releases the GIL); `--scheduler ADDRESS` connects to an existing cluster instead.
+    `finished(result)` is called in this thread as each task completes (a Dask scheduler
+    callback), so the coordinator marks samples done while the others still run. The threaded
+    scheduler, not an in-process dask.distributed cluster: on the 200 real clips the cluster's
+    event loops, comms and bookkeeping cost about 4 CPU-s that extraction could use
+    (benchmarks/README.md, "Throughput on the 200 real TV-HI clips").
     """
+    import dask
+    from dask.callbacks import Callback
 
-    def __init__(self, config: BuildConfig) -> None:
-        self.config = config
+    tasks = [dask.delayed(fn, pure=False)(*args) for args in arguments]
+    keys = {task.key for task in tasks}
 
-    def __enter__(self) -> Callable[..., Iterator[Any]]:
-        import logging
+    def posttask(key, value, dsk, state, worker_id) -> None:
+        if key in keys:
+            finished(value)
 
-        from distributed import Client, LocalCluster, as_completed
+    with Callback(posttask=posttask):
+        dask.compute(*tasks, scheduler="threads", num_workers=workers)
 
-        logging.getLogger("distributed").setLevel(logging.ERROR)
-        if self.config.scheduler:
+
+def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
+                   finished: Callable[[Any], None]) -> None:
+    """Run `fn(*args)` for every argument tuple on the dask.distributed cluster at `address`.
+
+    `finished(result)` is called as each task completes. A task the cluster gives up on (e.g.
+    KilledWorker after its workers died) is reported as a failure of its sample (the last
+    argument is the sample index), not raised.
+    """
+    import logging
+
+    from distributed import Client, as_completed
+
+    logging.getLogger("distributed").setLevel(logging.ERROR)
+    try:
+        client = Client(address, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
+    with client:
+        futures = {client.submit(fn, *args, pure=False): args for args in arguments}
+        for future in as_completed(futures):
             try:
-                self.client = Client(self.config.scheduler, timeout="10s")
-            except (OSError, TimeoutError) as exc:
-                raise FlowstoreError(f"cannot reach Dask scheduler {self.config.scheduler!r}: "
-                                     f"{exc}") from None
-            self.cluster = None
-        else:
-            self.cluster = LocalCluster(n_workers=1, threads_per_worker=self.config.workers,
-                                        processes=False,
-                                        # a free loopback port: never collides with another
-                                        # cluster's :8787, never listens beyond this machine
-                                        dashboard_address="127.0.0.1:0")
-            self.client = Client(self.cluster)
-
-        def submit(fn: Callable[..., Any], arguments: list[tuple]) -> Iterator[Any]:
-            futures = {self.client.submit(fn, *args, pure=False): args for args in arguments}
-            for future in as_completed(futures):
-                try:
-                    yield future.result()
-                except Exception as exc:  # noqa: BLE001  (the cluster gave up on this task,
-                    # e.g. KilledWorker after its workers died): a failure of that sample
-                    yield futures[future][-1], f"task failed on the cluster: {type(exc).__name__}: {exc}", ""
-                future.release()
-
-        return submit
-
-    def __exit__(self, *exc: object) -> None:
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+                outcome = future.result()
+            except Exception as exc:  # noqa: BLE001  (the cluster gave up on this task)
+                outcome = (futures[future][-1],
+                           f"task failed on the cluster: {type(exc).__name__}: {exc}", "", None)
+            future.release()
+            finished(outcome)

@@ -68,6 +68,7 @@ def build(
     """Build (or resume) a store from a dataset's source folder."""
     from flowstore.build import BuildConfig, build as run_build
     from flowstore.datasets import get_dataset
+    from flowstore.malloc_tuning import keep_freed_memory
     from flowstore.params import from_options
     from flowstore.synth import synthetic_source
 
@@ -83,6 +84,7 @@ def build(
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
                              progress=not quiet, **({"workers": workers} if workers is not None else {}))
+        keep_freed_memory()
         result = run_build(config)
     except FlowstoreError as exc:
         fail(str(exc))

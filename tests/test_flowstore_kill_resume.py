@@ -4,6 +4,7 @@ and that equals an uninterrupted build."""
 from __future__ import annotations
 
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -57,3 +58,27 @@ def test_random_kills_always_resume_to_a_verified_equal_store(source, tmp_path, 
         got = _arrays(store)
         for name, value in want.items():
             np.testing.assert_array_equal(got[name], value, err_msg=f"run {run}, array {name}")
+
+
+def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_path):
+    """SIGINT (Ctrl-C) mid-build: exit 130 within seconds, one line, and the next run finishes."""
+    store = tmp_path / "interrupted.zarr"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowstore", "build", "tvhi", "--source", str(source), "--store",
+         str(store), *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # a non-interactive parent may have SIGINT ignored; a terminal's Ctrl-C would not be
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not (store / "done").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # extraction under way
+    process.send_signal(signal.SIGINT)
+    interrupted = time.monotonic()
+    _, err = process.communicate(timeout=30)
+    assert process.returncode == 130, err
+    assert time.monotonic() - interrupted < 10  # not after the remaining samples
+    assert err.strip().splitlines() == ["error: interrupted; run the same command again to resume"]
+    assert verify(store).ok
+    resumed = flowstore_cli("build", "tvhi", "--source", source, "--store", store, *ARGS)
+    assert resumed.returncode == 0, resumed.stderr
+    assert verify(store).ok and "0 failed of 20 selected" in resumed.stdout

@@ -108,6 +108,31 @@ def test_flow_comes_back_as_float32_pixels(tmp_path, backend, flow_dtype):
     assert flow[..., 1].mean() == pytest.approx(0.0, abs=0.1)
 
 
+@pytest.mark.parametrize("flow_dtype", ["float16", "float32", "uint8"])
+def test_batches_keep_narrow_dtypes_that_the_model_casts(tmp_path, flow_dtype):
+    """Pixels arrive uint8 and flow float16 (float32 only if stored so), holding the same values
+    as the float32 reader; a model fed them gives what it gives on float32 inputs."""
+    from trainers.models import build_default
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype=flow_dtype,
+                           flow_bound=8.0)
+    with open_store(path) as store:
+        samples = StoreSamples(store, "two_stream")
+        (inputs, _), = make_dataset(samples, "train", InputOptions(batch_size=4)).take(1)
+        expected = [np.stack(arrays) for arrays in zip(
+            *(samples.read_sample(i) for i in samples.indices("train")[:4]))]
+    assert inputs["frame"].dtype == tf.uint8
+    assert inputs["flow"].dtype == (tf.float32 if flow_dtype == "float32" else tf.float16)
+    np.testing.assert_array_equal(inputs["frame"].numpy(), expected[0])
+    # uint8 flow is mapped back in float32, then rounded to float16 (< 0.008 px at +-8 px)
+    np.testing.assert_allclose(inputs["flow"].numpy().astype(np.float32), expected[1],
+                               atol=0 if flow_dtype != "uint8" else 4e-3)
+    model = build_default("two_stream", size=samples.info.size, steps=samples.info.steps,
+                          num_classes=samples.num_classes)
+    as_float32 = {name: tf.cast(value, tf.float32) for name, value in inputs.items()}
+    np.testing.assert_allclose(model(inputs).numpy(), model(as_float32).numpy(), rtol=1e-6)
+
+
 def test_flip_mirrors_images_and_negates_flow_dx():
     image = tf.reshape(tf.range(2 * 3 * 3, dtype=tf.float32), (2, 3, 3))
     np.testing.assert_array_equal(flip_image(image).numpy(), image.numpy()[:, ::-1, :])
@@ -141,7 +166,7 @@ def test_stanford40_store_streams_images(tmp_path):
     with open_store(path) as store:
         samples = StoreSamples(store, "stanford40")
         xs, ys = _collect(make_dataset(samples, "val", InputOptions(batch_size=2)))
-    assert tuple(xs[0].shape) == (2, 32, 32, 3) and xs[0].dtype == tf.float32
+    assert tuple(xs[0].shape) == (2, 32, 32, 3) and xs[0].dtype == tf.uint8
     assert sorted(ys.tolist()) == [0, 1, 2]
 
 

@@ -58,21 +58,31 @@ def flip_inputs(inputs: dict[str, tf.Tensor], arrays: dict[str, str]) -> dict[st
             for name, value in inputs.items()}
 
 
-def to_float32(value: tf.Tensor, array: str, params: dict) -> tf.Tensor:
-    """A stored input as float32: pixels as they are, flow in pixels (uint8 flow mapped back
-    with the store's bound, the graph twin of `flowstore.flow_encoding.decode_flow`)."""
-    value = tf.cast(value, tf.float32)
+def model_input(value: tf.Tensor, array: str, params: dict) -> tf.Tensor:
+    """A stored input as the model takes it, never wider than it has to be.
+
+    Pixels stay uint8 and float flow keeps its stored dtype: the model casts its inputs to
+    float32 as the first step of its own graph (Keras converts every input to its `Input`
+    dtype), on the accelerator when there is one. Widening here instead doubles (flow) or
+    quadruples (pixels) the bytes every later step copies: batching, prefetching and the
+    host-to-device transfer; on an uncompressed store tf.data's copies then cost more than the
+    reads. Quantized uint8 flow is mapped back to pixels with the store's bound (the graph twin
+    of `flowstore.flow_encoding.decode_flow`) in float32 and kept as float16, whose rounding
+    (< 0.008 px within +-20 px) is 5% of one quantization step.
+    """
     if array == "flow" and params.get("flow_dtype") == "uint8":
         bound = float(params["flow_bound"])
-        value = value * (2.0 * bound / 255.0) - bound
+        return tf.cast(tf.cast(value, tf.float32) * (2.0 * bound / 255.0) - bound, tf.float16)
     return value
 
 
 def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf.data.Dataset:
     """A dataset of `(inputs, label)` batches of the `done` samples of `split`.
 
-    `inputs` is one float32 tensor for single-input models and a dict keyed by input name
-    (`{"frame": ..., "flow": ...}`) for the two-stream model.
+    `inputs` is one tensor for single-input models and a dict keyed by input name
+    (`{"frame": ..., "flow": ...}`) for the two-stream model: uint8 pixels and float16 (or
+    stored float32) flow in pixels, which the models cast to float32 themselves
+    (`model_input`).
     """
     indices = samples.indices(split)
     names = tuple(samples.task.inputs)
@@ -93,13 +103,13 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf
     params = samples.info.params
 
     def read(index: tf.Tensor, flip: tf.Tensor):
-        # numpy_function + stored dtypes: the reader only reads; float32 conversion is graph ops
-        # (benchmarks/input_pipeline.py measured 27% -> 79% of a bare read on a zarr store).
+        # numpy_function + stored dtypes: the reader only reads, under the GIL, and nothing is
+        # widened before the model (benchmarks/input_pipeline.py: "before" vs "pipeline").
         values = tf.numpy_function(samples.read_stored, [index], Tout=dtypes, stateful=False)
         inputs = {}
         for name, value in zip(names, values, strict=True):
             value.set_shape(samples.sample_shapes[name])
-            inputs[name] = to_float32(value, arrays[name], params)
+            inputs[name] = model_input(value, arrays[name], params)
         inputs = tf.cond(flip, lambda: flip_inputs(inputs, arrays), lambda: inputs)
         label = tf.gather(labels, index)
         return (inputs if len(names) > 1 else inputs[names[0]]), label

@@ -20,7 +20,7 @@ from trainers.tasks import Task, get_task
 
 SPLITS = ("train", "val", "test")
 
-#: Image-like arrays are stored uint8 and fed as float32 0..255 (the model rescales).
+#: Image-like arrays are stored uint8 and fed as uint8 0..255 (the model casts and rescales).
 IMAGE_ARRAYS = ("image", "middle_frame", "frames")
 
 
@@ -115,8 +115,9 @@ class StoreSamples:
         """The model inputs of one sample as stored (uint8 pixels, float16/uint8 flow).
 
         What the tf.data pipeline reads: converting to float32 in numpy here, under the GIL and
-        on 2-4x the bytes, held the pipeline to about a third of a bare read; the conversion
-        runs as TensorFlow ops instead (`trainers.data`). One chunk per array, as `read_sample`.
+        on 2-4x the bytes, held the pipeline to about a third of a bare read; the models cast
+        their inputs instead (`trainers.data.model_input`). One chunk per array, as
+        `read_sample`.
         """
         index = int(index)
         return tuple(self.store.read(array, index) for array in self.task.arrays)

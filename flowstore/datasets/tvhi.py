@@ -120,7 +120,7 @@ class TVHI(Dataset):
             ArraySpec("middle_frame", (s, s, 3), "uint8"),
             ArraySpec("frames", (t, s, s, 3), "uint8"),
             ArraySpec("flow", (t, s, s, 2), params.flow_dtype,
-                      codec="zstd" if params.flow_dtype == "uint8" else "shuffled-zstd"),
+                      codec="zstd" if params.flow_dtype == "uint8" else "shuffled-lz4"),
         ]
 
     def extract(self, path: Path, params: VideoParams) -> dict[str, np.ndarray]:

@@ -53,7 +53,9 @@ class HDF5Store(Store):
                                 chunks=(1, *spec.sample_shape) if num_samples else None,
                                 compression="lzf" if num_samples else None, fillvalue=0,
                                 # HDF5's byte shuffle is the nearest built-in to bitshuffle
-                                shuffle=bool(num_samples) and spec.codec == "shuffled-zstd")
+                                # (it only moves bytes of multi-byte values)
+                                shuffle=bool(num_samples) and spec.codec == "shuffled-lz4"
+                                and spec.dtype != STRING and np.dtype(spec.dtype).itemsize > 1)
         file.create_dataset("done", data=np.zeros(num_samples, dtype=bool))
         store = cls(file, path, "r+")
         store.update_attrs(attrs)

@@ -20,7 +20,7 @@ from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_colu
 
 _COMPRESSORS = {
     "zstd": lambda: [ZstdCodec(level=0)],
-    "shuffled-zstd": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
+    "shuffled-lz4": lambda: [BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")],
 }
 
 
@@ -54,7 +54,10 @@ class ZarrStore(Store):
             dtype = str if spec.dtype == STRING else spec.dtype
             group.create_array(spec.name, shape=(num_samples, *spec.sample_shape), dtype=dtype,
                                chunks=(1, *spec.sample_shape), fill_value=0,
-                               compressors=_COMPRESSORS[spec.codec]())
+                               compressors=_COMPRESSORS[spec.codec](),
+                               # every chunk is one whole sample, written once: comparing it
+                               # with the fill value first (zarr's default) is wasted work
+                               config={"write_empty_chunks": True})
         done = group.create_array("done", shape=(num_samples,), dtype=bool,
                                   chunks=(max(num_samples, 1),), fill_value=False)
         if num_samples:
