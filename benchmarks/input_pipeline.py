@@ -23,7 +23,8 @@ busy meanwhile (/proc/stat), since the machine is shared.
 
 Beside them it times the reader as it was before commit 8b00925 ("before"): `tf.py_function`
 around `StoreSamples.read_sample`, which converted every array to float32 in numpy. The pipeline
-now reads the stored dtypes through `tf.numpy_function` and hands them on unwidened (uint8
+now reads a whole batch per `tf.numpy_function` call, each sample decoded straight into an
+aligned batch buffer that TensorFlow uses without a copy, and hands it on unwidened (uint8
 pixels, float16 flow; the model casts them as the first step of its graph); the "before" column
 keeps that change measurable (`make_dataset_before` below).
 
@@ -384,8 +385,8 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
         f"- machine: {machine_line()}",
         f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- stores: `flowstore build tvhi --source {source.name} --size {args.size} --steps "
-        f"{args.steps} --workers 2` (compression: the default presets: zarr zstd-0 pixels and "
-        f"bitshuffled blosc-zstd-3 flow; h5 lzf, flow byte-shuffled), plus uncompressed copies "
+        f"{args.steps} --workers 2` (compression: the default presets: zarr blosc LZ4 + "
+        f"bitshuffle for pixels and flow; h5 lzf, flow byte-shuffled), plus uncompressed copies "
         f"(plain zarr `compressors=None` / h5py, same chunks and attributes); flow float16",
         f"- bare: `store.read(array, i)` for the model's arrays over the {rows[0].train} train "
         f"indices in order; pipeline: `make_dataset(open_samples(store, model), \"train\", "
@@ -393,10 +394,12 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
         f"warm-up pass (page cache warm); each measurement >= {args.min_seconds:g} s of whole "
         f"passes; median of {args.repeats}, interleaved bare/pipeline",
         f"- TensorFlow {tf.__version__}, parallel_reads AUTOTUNE, prefetch AUTOTUNE",
-        "- pipeline: the reader returns the stored dtypes through `tf.numpy_function` and the "
-        "batches keep them (uint8 pixels, float16 flow; the model casts to float32 in its own "
-        "graph: trainers/data.py `model_input`); before: `tf.py_function(read_sample)`, float32 "
-        "conversion in numpy (the reader until 8b00925)",
+        "- pipeline: one `tf.numpy_function` per batch reads each sample's chunks straight into "
+        "a 64-byte-aligned batch buffer (`StoreSamples.read_batch`) that TensorFlow uses "
+        "without a copy, and the batches keep the stored dtypes (uint8 pixels, float16 flow; "
+        "the model casts to float32 in its own graph: trainers/data.py `model_input`); before: "
+        "`tf.py_function(read_sample)` per sample, float32 conversion in numpy, tf.data "
+        "batching (the reader until 8b00925)",
         "",
         "| backend | compression | model (arrays) | store on disk | bare samples/s | "
         "pipeline samples/s | pipeline / bare | before samples/s | before / bare "

@@ -29,7 +29,9 @@ from flowstore.store import open_store
 
 REAL_TVHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 CODECS = {
-    "zstd level 0 (zarr default)": lambda: [ZstdCodec(level=0)],
+    "blosc lz4 5 + bitshuffle (preset: pixels, float flow)": lambda: [
+        BloscCodec(cname="lz4", clevel=5, shuffle="bitshuffle")],
+    "zstd level 0 (zarr default; preset: uint8 flow)": lambda: [ZstdCodec(level=0)],
     "zstd level 3": lambda: [ZstdCodec(level=3)],
     "blosc zstd 3 + bitshuffle": lambda: [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
     "blosc zstd 5 + byte shuffle": lambda: [BloscCodec(cname="zstd", clevel=5, shuffle="shuffle")],

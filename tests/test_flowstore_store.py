@@ -61,6 +61,18 @@ class TestStoreContract:
             assert store.attrs["failures"] == {"c_003": "bad"}
             assert store.info("pixels").nbytes_stored > 0
 
+    def test_read_into_fills_a_given_buffer_with_one_sample(self, store_path):
+        value = np.arange(64, dtype=np.float16).reshape(2, 4, 4, 2)
+        with open_store(store_path, "r+") as store:
+            store.write_sample(2, {"flow": value})
+        with open_store(store_path) as store:
+            batch = np.full((2, 2, 4, 4, 2), 9, np.float16)
+            store.read_into("flow", 2, batch[1])  # a view into a larger buffer
+            np.testing.assert_array_equal(batch[1], value)
+            assert (batch[0] == 9).all()  # nothing else touched
+            store.read_into("flow", 0, batch[0])
+            assert not batch[0].any()  # an unwritten sample reads as zeros
+
     def test_missing_and_foreign_paths_are_store_errors(self, tmp_path, suffix):
         with pytest.raises(StoreError, match="no store at"):
             open_store(tmp_path / f"nothing{suffix}")

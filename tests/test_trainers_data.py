@@ -10,7 +10,7 @@ from flowstore.errors import FlowstoreError, StoreError
 from flowstore.store import open_store
 from trainers.data import InputOptions, flip_flow, flip_image, make_dataset
 from trainers.errors import NoSamplesError, WrongDatasetError
-from trainers.samples import StoreSamples, open_samples
+from trainers.samples import TF_ALIGNMENT, StoreSamples, aligned_empty, open_samples
 from trainers.testing import make_tiny_store
 
 BACKENDS = ["zarr", "h5"]
@@ -27,6 +27,10 @@ class SpyStore:
     def read(self, name, index=slice(None)):
         self.reads.append((name, index))
         return self._store.read(name, index)
+
+    def read_into(self, name, index, out):
+        self.reads.append((name, index))
+        return self._store.read_into(name, index, out)
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -85,7 +89,7 @@ def test_shuffle_is_seeded_and_changes_every_epoch(tvhi_store):
         b = make_dataset(samples, "train", InputOptions(batch_size=1, shuffle=True, seed=1))
 
         def order(ds):
-            return [float(tf.reduce_sum(x)) for x, _ in ds]
+            return [float(tf.reduce_sum(tf.cast(x, tf.float32))) for x, _ in ds]
 
         first, second = order(a), order(a)
         assert first != second  # a new order each epoch
@@ -159,6 +163,32 @@ def test_augmented_pipeline_flips_frame_and_flow_together(tvhi_store):
         assert frame_flipped == flow_flipped
         flipped += frame_flipped
     assert 0 < flipped < len(plain)
+
+
+def test_flips_are_per_sample_inside_a_batch(tvhi_store):
+    with open_store(tvhi_store) as store:
+        samples = StoreSamples(store, "two_stream")
+        (plain, _), = make_dataset(samples, "train", InputOptions(batch_size=8)).take(1)
+        (aug, _), = make_dataset(samples, "train",
+                                 InputOptions(batch_size=8, augment=True, seed=5)).take(1)
+    frames, flows = plain["frame"].numpy(), plain["flow"].numpy()
+    flipped = []
+    for k in range(frames.shape[0]):
+        is_flipped = np.array_equal(aug["frame"][k].numpy(), frames[k][:, ::-1])
+        want_flow = flip_flow(flows[k]).numpy() if is_flipped else flows[k]
+        np.testing.assert_array_equal(aug["flow"][k].numpy(), want_flow)
+        if not is_flipped:
+            np.testing.assert_array_equal(aug["frame"][k].numpy(), frames[k])
+        flipped.append(is_flipped)
+    assert any(flipped) and not all(flipped), flipped
+
+
+def test_batch_buffers_are_aligned_for_tensorflow():
+    for shape, dtype in [((3, 5, 7, 2), "float16"), ((1, 9, 9, 3), "uint8"), ((2,), "float32")]:
+        for _ in range(5):
+            array = aligned_empty(shape, dtype)
+            assert array.shape == shape and array.dtype == np.dtype(dtype)
+            assert array.ctypes.data % TF_ALIGNMENT == 0 and array.flags.c_contiguous
 
 
 def test_stanford40_store_streams_images(tmp_path):

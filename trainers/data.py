@@ -1,9 +1,10 @@
-"""`tf.data` input streamed from a store, one sample (one chunk per array) at a time.
+"""`tf.data` input streamed from a store, one batch at a time, one chunk per sample and array.
 
-The pipeline is `range of sample indices -> shuffle (seeded, new order every epoch) -> parallel
-map(read one sample) -> [flip] -> batch -> prefetch`. Only the sample indices of a split are
-held in memory; the pixels of a sample are read when the pipeline asks for it, so a training
-epoch's memory does not grow with the number of videos (see `benchmarks/train_memory.py`).
+The pipeline is `range of sample indices -> shuffle (seeded, new order every epoch) -> batch
+-> parallel map(read the batch's samples, one chunk each) -> [flip] -> prefetch`. Only the
+sample indices of a split are held in memory; the pixels of a sample are read when the
+pipeline asks for its batch, so a training epoch's memory does not grow with the number of
+videos (see `benchmarks/train_memory.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class InputOptions:
         shuffle: visit the samples in a new seeded order every epoch (training only).
         augment: random horizontal flips (training only).
         seed: seed of the shuffle order and of the flips.
-        parallel_reads: samples read concurrently; `None` lets tf.data tune it.
+        parallel_reads: batches read concurrently; `None` lets tf.data tune it.
     """
 
     batch_size: int = 1
@@ -76,6 +77,17 @@ def model_input(value: tf.Tensor, array: str, params: dict) -> tf.Tensor:
     return value
 
 
+def flip_where(flips: tf.Tensor, inputs: dict[str, tf.Tensor],
+               arrays: dict[str, str]) -> dict[str, tf.Tensor]:
+    """Flip the samples of a batch whose `flips` entry is true (frame and flow together)."""
+    flipped = flip_inputs(inputs, arrays)
+    out = {}
+    for name, value in inputs.items():
+        mask = tf.reshape(flips, tf.concat([[-1], tf.ones([tf.rank(value) - 1], tf.int32)], 0))
+        out[name] = tf.where(mask, flipped[name], value)
+    return out
+
+
 def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf.data.Dataset:
     """A dataset of `(inputs, label)` batches of the `done` samples of `split`.
 
@@ -98,26 +110,28 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf
         ds = tf.data.Dataset.zip(ds, coins.map(lambda r: r % 2 == 0))
     else:
         ds = ds.map(lambda i: (i, tf.constant(False)))
+    # Batch the indices, then read each batch with one call (`StoreSamples.read_batch`): the
+    # samples land in one aligned buffer that becomes the batch tensor without a copy.
+    ds = ds.batch(options.batch_size)
 
-    dtypes = [tf.as_dtype(dtype) for dtype in samples.stored_dtypes()]
+    dtypes = [tf.as_dtype(dtype) for dtype in samples.stored_dtypes]
     params = samples.info.params
 
-    def read(index: tf.Tensor, flip: tf.Tensor):
-        # numpy_function + stored dtypes: the reader only reads, under the GIL, and nothing is
-        # widened before the model (benchmarks/input_pipeline.py: "before" vs "pipeline").
-        values = tf.numpy_function(samples.read_stored, [index], Tout=dtypes, stateful=False)
+    def read(batch: tf.Tensor, flips: tf.Tensor):
+        values = tf.numpy_function(samples.read_batch, [batch], Tout=dtypes, stateful=False)
         inputs = {}
         for name, value in zip(names, values, strict=True):
-            value.set_shape(samples.sample_shapes[name])
+            value.set_shape((None, *samples.sample_shapes[name]))
             inputs[name] = model_input(value, arrays[name], params)
-        inputs = tf.cond(flip, lambda: flip_inputs(inputs, arrays), lambda: inputs)
-        label = tf.gather(labels, index)
+        if options.augment:
+            inputs = flip_where(flips, inputs, arrays)
+        label = tf.gather(labels, batch)
         return (inputs if len(names) > 1 else inputs[names[0]]), label
 
     parallel = options.parallel_reads or AUTOTUNE
     # deterministic=True keeps a seed's order reproducible even with parallel reads.
     ds = ds.map(read, num_parallel_calls=parallel, deterministic=True)
-    return ds.batch(options.batch_size).prefetch(AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
 
 
 def class_counts(samples: StoreSamples, split: str) -> np.ndarray:

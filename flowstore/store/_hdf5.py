@@ -80,6 +80,9 @@ class HDF5Store(Store):
             return np.asarray(dataset.asstr()[index], dtype=str)
         return np.asarray(dataset[index])
 
+    def read_into(self, name: str, index: int, out: np.ndarray) -> None:
+        self._file[name].read_direct(out, np.s_[index])
+
     def info(self, name: str) -> ArrayInfo:
         dataset = self._file[name]
         is_text = h5py.check_string_dtype(dataset.dtype) is not None

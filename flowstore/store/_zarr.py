@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.core.buffer.cpu import NDBuffer
 
 from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_columns
 
@@ -84,6 +85,9 @@ class ZarrStore(Store):
         if value.dtype.kind in "OT":  # numpy StringDType / object strings -> plain 'U'
             value = np.array(value.tolist(), dtype=str)  # StringDType has no width to cast to
         return value
+
+    def read_into(self, name: str, index: int, out: np.ndarray) -> None:
+        self._array(name).get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
 
     def info(self, name: str) -> ArrayInfo:
         arr = self._array(name)

@@ -80,6 +80,14 @@ class Store(abc.ABC):
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         """`array[index]` as numpy; text comes back as a numpy ``str`` array."""
 
+    def read_into(self, name: str, index: int, out: np.ndarray) -> None:
+        """Read sample `index` of a numeric array into `out` (its shape and dtype).
+
+        Backends decode straight into `out`, so a reader that batches samples (the trainers)
+        fills a buffer it chose, aligned for TensorFlow to use without a copy.
+        """
+        out[...] = self.read(name, index)
+
     @abc.abstractmethod
     def info(self, name: str) -> ArrayInfo:
         """Shape, dtype, chunks and bytes of one array."""
