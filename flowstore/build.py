@@ -246,9 +246,10 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         raise StoreMismatchError(f"store {str(path)!r} holds dataset {attrs.get('dataset')!r}, "
                                  f"not {dataset.name!r}{hint}")
     if canonical_json(attrs.get("params")) != canonical_json(params):
-        diffs = ", ".join(f"{k}: store {v!r} vs asked {params.get(k)!r}"
-                          for k, v in _flat(attrs.get("params", {})).items()
-                          if _flat(params).get(k) != v)
+        stored, asked = _flat(attrs.get("params") or {}), _flat(params)
+        diffs = ", ".join(f"{k}: store {stored.get(k)!r} vs asked {asked.get(k)!r}"
+                          for k in sorted(stored.keys() | asked.keys())
+                          if stored.get(k) != asked.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
     if attrs.get("manifest") != manifest.to_csv():

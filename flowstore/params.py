@@ -71,6 +71,13 @@ class VideoParams:
         _require(isinstance(self.flow_bound, (int, float)) and self.flow_bound > 0,
                  f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
 
+    def recorded(self) -> dict[str, Any]:
+        """uint8 stores name their quantization, so a reader decodes each store as written and
+        a store quantized another way is never resumed into (its fingerprint differs)."""
+        from flowstore.flow_encoding import QUANTIZATION
+
+        return {"flow_quantization": QUANTIZATION} if self.flow_dtype == "uint8" else {}
+
 
 @dataclass(frozen=True)
 class ImageParams:
@@ -84,8 +91,14 @@ class ImageParams:
 
 
 def to_dict(params: Any) -> dict[str, Any]:
-    """Plain nested dict of a parameter dataclass (what goes into store attributes)."""
-    return dataclasses.asdict(params)
+    """Plain nested dict of a parameter dataclass (what goes into store attributes).
+
+    A parameter class may add entries that say what its stored values mean (`recorded()`),
+    e.g. how uint8 flow was quantized; they go into the fingerprint like any parameter.
+    """
+    values = dataclasses.asdict(params)
+    recorded = getattr(params, "recorded", None)
+    return {**values, **recorded()} if recorded else values
 
 
 def canonical_json(value: Any) -> str:

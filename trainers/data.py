@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from flowstore.flow_encoding import uint8_step_centre
 from trainers.samples import StoreSamples
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -72,8 +73,8 @@ def model_input(value: tf.Tensor, array: str, params: dict) -> tf.Tensor:
     (< 0.008 px within +-20 px) is 5% of one quantization step.
     """
     if array == "flow" and params.get("flow_dtype") == "uint8":
-        bound = float(params["flow_bound"])
-        return tf.cast(tf.cast(value, tf.float32) * (2.0 * bound / 255.0) - bound, tf.float16)
+        step, centre = uint8_step_centre(params)
+        return tf.cast((tf.cast(value, tf.float32) - centre) * step, tf.float16)
     return value
 
 

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from flowstore.flow_encoding import QUANTIZATION, encode_flow
 from flowstore.store import ArraySpec, create_store
 
 TVHI_CLASSES = ("handShake", "highFive", "hug", "kiss")
@@ -57,7 +58,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
         params: dict[str, Any] = {"size": size, "steps": steps, "flow_dtype": flow_dtype,
                                   "farneback": {}}
         if flow_dtype == "uint8":
-            params["flow_bound"] = flow_bound
+            params.update(flow_bound=flow_bound, flow_quantization=QUANTIZATION)
         specs = [ArraySpec("middle_frame", (size, size, 3), "uint8"),
                  ArraySpec("frames", (steps, size, size, 3), "uint8"),
                  ArraySpec("flow", (steps, size, size, 2), flow_dtype)]
@@ -109,6 +110,4 @@ def _class_flow(label: int, steps: int, size: int, rng: np.random.Generator, dty
     flow = rng.normal(0.0, 0.3, size=(steps, size, size, 2)).astype(np.float32)
     flow[..., 0] += dx
     flow[..., 1] += dy
-    if dtype == "uint8":
-        return np.round((np.clip(flow, -bound, bound) + bound) / (2 * bound) * 255).astype(np.uint8)
-    return flow.astype(dtype)
+    return encode_flow(flow, dtype, bound)
