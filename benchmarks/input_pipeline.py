@@ -452,6 +452,9 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
 
 
 def main(argv: list[str] | None = None) -> None:
+    from flowstore.malloc_tuning import keep_freed_memory
+
+    keep_freed_memory()  # as `trainers run` does, for both the bare read and the pipeline
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224, help="frame side S [224]")

@@ -69,8 +69,10 @@ def run(
     tvhi_flow runs of the same store, training them when missing.
     """
     try:
+        from flowstore.malloc_tuning import keep_freed_memory
         from trainers.run import RunConfig, run as run_model
 
+        keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, seed=seed, augment=augment,
                            mixed_precision=mixed_precision, reuse=reuse)
