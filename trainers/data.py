@@ -29,7 +29,9 @@ class InputOptions:
         shuffle: visit the samples in a new seeded order every epoch (training only).
         augment: random horizontal flips (training only).
         seed: seed of the shuffle order and of the flips.
-        parallel_reads: batches read concurrently; `None` lets tf.data tune it.
+        parallel_reads: batches read concurrently; `None` lets tf.data tune it where the
+            store reads concurrently (Zarr), and reads one batch at a time where it does not
+            (HDF5), while the previous batch trains.
     """
 
     batch_size: int = 1
@@ -129,7 +131,7 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf
         label = tf.gather(labels, batch)
         return (inputs if len(names) > 1 else inputs[names[0]]), label
 
-    parallel = options.parallel_reads or AUTOTUNE
+    parallel = options.parallel_reads or (AUTOTUNE if samples.store.concurrent_reads else 1)
     # deterministic=True keeps a seed's order reproducible even with parallel reads.
     ds = ds.map(read, num_parallel_calls=parallel, deterministic=True)
     return ds.prefetch(AUTOTUNE)

@@ -65,6 +65,9 @@ class Store(abc.ABC):
 
     path: Path
     mode: str
+    #: Whether reads from several threads at once run in parallel (decoding outside the GIL).
+    #: A reader uses it to choose how many reads to keep in flight.
+    concurrent_reads: bool = True
 
     # -- reading -----------------------------------------------------------------------------
     @property
