@@ -231,17 +231,13 @@ def make_dataset_before(samples, split: str, options):
     """
     import tensorflow as tf
 
-    from trainers.data import AUTOTUNE, flip_inputs
+    from trainers.data import AUTOTUNE, flip_inputs, index_dataset
 
-    indices = samples.indices(split)
     names = tuple(samples.task.inputs)
     arrays = dict(samples.task.inputs)
     labels = tf.constant(samples.labels)
 
-    ds = tf.data.Dataset.from_tensor_slices(indices)
-    if options.shuffle and indices.size > 1:
-        ds = ds.shuffle(indices.size, seed=options.seed, reshuffle_each_iteration=True)
-    ds = ds.map(lambda i: (i, tf.constant(False)))
+    ds = index_dataset(samples, split, options)
 
     def read(index, flip):
         values = tf.py_function(samples.read_sample, [index], Tout=[tf.float32] * len(names))

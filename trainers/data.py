@@ -91,6 +91,20 @@ def flip_where(flips: tf.Tensor, inputs: dict[str, tf.Tensor],
     return out
 
 
+def index_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf.data.Dataset:
+    """`(sample index, flip?)` pairs of the `done` samples of `split`, in this epoch's order:
+    a new seeded order every epoch when shuffling, a seeded coin per sample when augmenting."""
+    indices = samples.indices(split)
+    ds = tf.data.Dataset.from_tensor_slices(indices)
+    if options.shuffle and indices.size > 1:
+        # The whole index list fits the buffer (it is a few bytes per sample): a full shuffle.
+        ds = ds.shuffle(indices.size, seed=options.seed, reshuffle_each_iteration=True)
+    if options.augment:
+        coins = tf.data.Dataset.random(seed=options.seed + 1, rerandomize_each_iteration=True)
+        return tf.data.Dataset.zip(ds, coins.map(lambda r: r % 2 == 0))
+    return ds.map(lambda i: (i, tf.constant(False)))
+
+
 def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf.data.Dataset:
     """A dataset of `(inputs, label)` batches of the `done` samples of `split`.
 
@@ -99,20 +113,11 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf
     stored float32) flow in pixels, which the models cast to float32 themselves
     (`model_input`).
     """
-    indices = samples.indices(split)
     names = tuple(samples.task.inputs)
     arrays = dict(samples.task.inputs)
     labels = tf.constant(samples.labels)
 
-    ds = tf.data.Dataset.from_tensor_slices(indices)
-    if options.shuffle and indices.size > 1:
-        # The whole index list fits the buffer (it is a few bytes per sample): a full shuffle.
-        ds = ds.shuffle(indices.size, seed=options.seed, reshuffle_each_iteration=True)
-    if options.augment:
-        coins = tf.data.Dataset.random(seed=options.seed + 1, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, coins.map(lambda r: r % 2 == 0))
-    else:
-        ds = ds.map(lambda i: (i, tf.constant(False)))
+    ds = index_dataset(samples, split, options)
     # Batch the indices, then read each batch with one call (`StoreSamples.read_batch`): the
     # samples land in one aligned buffer that becomes the batch tensor without a copy.
     ds = ds.batch(options.batch_size)

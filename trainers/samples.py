@@ -96,15 +96,17 @@ class StoreSamples:
             params=dict(attrs.get("params", {})),
         )
         # The small per-sample columns are read whole (a few bytes per sample); the big arrays
-        # are only ever read one sample at a time, in `read_sample`.
+        # are only ever read one sample at a time (`read_batch`, `read_sample`).
         self.labels = store.read("label").astype(np.int32)
         self._split = store.read("split")
         self._done = store.read("done").astype(bool)
-        self.sample_shapes = {input_name: tuple(store.info(array).shape[1:])
+        # one `info` per array: on Zarr it also sums the stored bytes (a listing of the chunks)
+        infos = {array: store.info(array) for array in self.task.arrays}
+        self.sample_shapes = {input_name: tuple(infos[array].shape[1:])
                               for input_name, array in self.task.inputs.items()}
-        self._flow_decoder = _flow_decoder(self.info.params)
         #: The stored dtype of each model input, in `task.inputs` order.
-        self.stored_dtypes = tuple(store.info(array).dtype for array in self.task.arrays)
+        self.stored_dtypes = tuple(infos[array].dtype for array in self.task.arrays)
+        self._flow_decoder = _flow_decoder(self.info.params)
 
     @property
     def num_classes(self) -> int:
