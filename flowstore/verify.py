@@ -15,7 +15,7 @@ from flowstore.build import BuildConfig, BuildResult, build
 from flowstore.datasets import get_dataset
 from flowstore.params import from_dict
 from flowstore.store import open_store
-from flowstore.store.checksum import sample_digest
+from flowstore.store.checksum import matches
 
 COLUMNS = ("id", "label", "split", "done", "checksum")
 
@@ -54,8 +54,11 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyResult:
             except Exception as exc:  # noqa: BLE001  (any read failure is this sample's problem)
                 result.problems[ids[index]] = f"unreadable: {type(exc).__name__}: {exc}"
                 continue
-            if sample_digest(arrays) != checksums[index]:
-                result.problems[ids[index]] = "bytes changed since written (checksum mismatch)"
+            try:
+                if not matches(arrays, checksums[index]):
+                    result.problems[ids[index]] = "bytes changed since written (checksum mismatch)"
+            except ValueError as exc:
+                result.problems[ids[index]] = str(exc)
     return result
 
 

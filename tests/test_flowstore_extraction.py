@@ -7,7 +7,7 @@ import pytest
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2
-from flowstore.extraction.video import extract_video, flow_positions, frames_needed
+from flowstore.extraction.video import extract_video, flow_positions, frames_needed, store_flow
 from flowstore.params import VideoParams
 from flowstore.synth.tvhi import write_avi
 from tests.reference import reference_tvhi
@@ -30,8 +30,26 @@ def test_extraction_equals_an_independent_computation(tiny_tvhi_source, clip):
     np.testing.assert_array_equal(got.middle_frame, want["middle_frame"])
     np.testing.assert_array_equal(got.frames, want["frames"])
     assert got.flow.dtype == np.float16
-    np.testing.assert_allclose(got.flow.astype(np.float32), want["flow"].astype(np.float32),
-                               rtol=1e-3, atol=1e-3)
+    # bit for bit what numpy's cast of the reference's float32 flow gives
+    np.testing.assert_array_equal(got.flow.view(np.uint16),
+                                  want["flow"].astype(np.float16).view(np.uint16))
+
+
+def test_float16_flow_conversion_is_numpys_cast_bit_for_bit():
+    """OpenCV converts (fast); numpy defines the result: ties to even, signed zeros,
+    subnormals, overflow to infinity, NaN."""
+    rng = np.random.default_rng(3)
+    flow = (rng.standard_normal((24, 24, 2)) * np.exp(rng.uniform(-25, 12, (24, 24, 2))))
+    flow = flow.astype(np.float32)
+    special = [0.0, -0.0, 65504, 65519, 65520, 1e30, -1e30, 2.98e-8, 2.99e-8, -6e-5, 2049,
+               2051, np.inf, -np.inf, np.nan, 0.1]
+    flow.flat[:len(special)] = special
+    out = np.full((2, 24, 24, 2), 7, np.float16)
+    store_flow(flow, out[1], VideoParams())
+    with np.errstate(over="ignore"):
+        want = flow.astype(np.float16)
+    np.testing.assert_array_equal(out[1].view(np.uint16), want.view(np.uint16))
+    assert (out[0] == 7).all()  # written in place, nothing else touched
 
 
 def _translating_clip(path, dx: int, dy: int, n_frames=12, size=128) -> None:

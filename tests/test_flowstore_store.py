@@ -98,6 +98,25 @@ class TestStoreContract:
             store.write("pixels", 0, np.zeros((4, 4, 3), np.uint8))
 
 
+def test_a_reopened_zarr_store_writes_all_zero_samples_as_chunks(store_path_zarr):
+    """Every sample's chunk is written even when it equals the fill value (a black clip, zero
+    flow): zarr's default would compare each chunk with the fill value first and skip it, a
+    setting zarr keeps out of the metadata, so it must hold for reopened stores too."""
+    with open_store(store_path_zarr, "r+") as store:
+        store.write_sample(1, {"pixels": np.zeros((4, 4, 3), np.uint8),
+                               "flow": np.arange(64, dtype=np.float16).reshape(2, 4, 4, 2)})
+    assert [p.name for p in (store_path_zarr / "pixels" / "c").iterdir()] == ["1"]
+    with open_store(store_path_zarr) as store:
+        assert store.read("flow", 1)[1, 3, 3, 1] == 63 and not store.read("flow", 0).any()
+
+
+@pytest.fixture
+def store_path_zarr(tmp_path):
+    path = tmp_path / "toy.zarr"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    return path
+
+
 def test_unknown_suffix_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=r"must end in \.zarr"):
         open_store(tmp_path / "store.npz")

@@ -8,6 +8,7 @@ import numpy as np
 import zarr
 
 from flowstore.store import open_store
+from flowstore.store.checksum import sample_digest
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
 
@@ -23,7 +24,26 @@ def test_a_clean_store_verifies(tiny_tvhi_source, tmp_path, suffix):
     out = flowstore_cli("verify", store, "-q")
     assert out.returncode == 0 and "checked 16 sample(s), 0 bad" in out.stdout
     with open_store(store) as s:
-        assert all(len(c) == 32 for c in s.read("checksum"))
+        assert all(re.fullmatch(r"xxh3_128:[0-9a-f]{32}", c) for c in s.read("checksum"))
+
+
+def test_checksums_of_older_stores_still_verify(tiny_tvhi_source, tmp_path):
+    """Stores written before checksums named their algorithm hold bare blake2b digests."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    with open_store(store) as s:
+        features = ("middle_frame", "frames", "flow")
+        legacy = [sample_digest({n: s.read(n, i) for n in features}, "blake2b")
+                  for i in range(s.num_samples)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", c) for c in legacy)
+    group = zarr.open_group(str(store), mode="r+")
+    group["checksum"][:] = np.array(legacy)
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+    group["flow"][3] = np.zeros_like(group["flow"][3])
+    group["checksum"][5] = "sha999:" + legacy[5]
+    out = flowstore_cli("verify", store, "-q")
+    assert out.returncode == 1
+    assert out.stderr.count("checksum mismatch") == 1
+    assert "unknown algorithm 'sha999'" in out.stderr
 
 
 def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, tmp_path):
