@@ -1,6 +1,6 @@
 """Does uint8 flow cost accuracy? The report's two-stream chain on float16 vs uint8 flow.
 
-Issue 5: uint8 flow (clipped to +-`flow_bound` px and quantized to 256 levels, as MMAction2 and
+Issue 5: uint8 flow (clipped to +-`flow_bound` px and quantized to 255 bins, as MMAction2 and
 denseflow store it) halves the flow's bytes again; it is only worth it if the two-stream model
 trained on it stays within 2 points of test accuracy of the float16 store's.
 

@@ -117,6 +117,42 @@ def store_path_zarr(tmp_path):
     return path
 
 
+def _unfiltered_copy(src, dst, written):
+    """`src` (HDF5) rewritten without filters, same chunks; only samples `written` stored."""
+    with h5py.File(src, "r") as f, h5py.File(dst, "w") as out:
+        for name, ds in f.items():
+            if ds.ndim == 1:
+                out.create_dataset(name, data=ds[()], dtype=ds.dtype)
+                continue
+            new = out.create_dataset(name, shape=ds.shape, dtype=ds.dtype, chunks=ds.chunks)
+            for i in written:
+                new[i] = np.arange(int(np.prod(ds.shape[1:]))).reshape(ds.shape[1:]) + i
+        for key, value in f.attrs.items():
+            out.attrs[key] = value
+
+
+def test_unfiltered_hdf5_samples_are_read_raw_and_in_parallel(tmp_path):
+    """Uncompressed HDF5 chunks are read with os.preadv (no GIL held), with the same bytes
+    h5py returns; anything else (filtered, unwritten, a writable store) goes through h5py."""
+    create_store(tmp_path / "c.h5", attrs=ATTRS, specs=SPECS, columns=COLUMNS,
+                 num_samples=3).close()
+    _unfiltered_copy(tmp_path / "c.h5", tmp_path / "u.h5", written=(0, 2))
+    with open_store(tmp_path / "c.h5") as filtered:
+        assert not filtered.concurrent_reads
+    with open_store(tmp_path / "u.h5", "r+") as writable:
+        assert not writable.concurrent_reads
+    with open_store(tmp_path / "u.h5") as store, h5py.File(tmp_path / "u.h5", "r", locking=False) as plain:
+        assert store.concurrent_reads
+        for name in ("pixels", "flow"):
+            batch = np.full((4, *plain[name].shape[1:]), 9, plain[name].dtype)
+            for row, index in enumerate((2, 0, 1)):
+                store.read_into(name, index, batch[row])
+                np.testing.assert_array_equal(batch[row], plain[name][index])
+            assert (batch[3] == 9).all()
+            assert not batch[2].any()  # sample 1 was never written: zeros, through h5py
+        assert ("flow", 2) in store._chunk_offsets and ("flow", 1) not in store._chunk_offsets
+
+
 def test_unknown_suffix_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=r"must end in \.zarr"):
         open_store(tmp_path / "store.npz")

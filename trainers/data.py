@@ -30,8 +30,9 @@ class InputOptions:
         augment: random horizontal flips (training only).
         seed: seed of the shuffle order and of the flips.
         parallel_reads: batches read concurrently; `None` lets tf.data tune it where the
-            store reads concurrently (Zarr), and reads one batch at a time where it does not
-            (HDF5), while the previous batch trains.
+            store reads concurrently (Zarr; uncompressed HDF5, read outside h5py), and reads
+            one batch at a time where it does not (compressed HDF5), while the previous batch
+            trains.
     """
 
     batch_size: int = 1

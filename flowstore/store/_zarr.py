@@ -116,12 +116,15 @@ class ZarrStore(Store):
         """
         handles = {name: self._array(name).async_array for name in arrays}  # (not in the loop)
 
-        async def write_all() -> None:
-            await asyncio.gather(*(
+        async def write_all() -> list[BaseException | None]:
+            return await asyncio.gather(*(
                 handles[name].setitem(slice(index, index + 1), np.asarray(value)[np.newaxis])
-                for name, value in arrays.items()))
+                for name, value in arrays.items()), return_exceptions=True)
 
-        sync(write_all())
+        # every write has ended before this returns or raises: none is left running behind it
+        failed = [outcome for outcome in sync(write_all()) if isinstance(outcome, BaseException)]
+        if failed:
+            raise failed[0]
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
         self._group.attrs.update(dict(values))
