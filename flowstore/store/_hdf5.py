@@ -25,7 +25,8 @@ from typing import Any, Mapping
 import h5py
 import numpy as np
 
-from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_columns
+from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
+                                  read_exactly)
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -105,10 +106,7 @@ class HDF5Store(Store):
         if offset is None:
             self._file[name].read_direct(out, np.s_[index])
             return
-        got = os.preadv(self._raw_fd, [memoryview(out).cast("B")], offset)
-        if got != out.nbytes:
-            raise OSError(f"short read of sample {index} of {name!r}: {got} of {out.nbytes} "
-                          f"bytes (file truncated?)")
+        read_exactly(self._raw_fd, offset, out, f"sample {index} of {name!r}")
 
     def _chunk_offset(self, name: str, index: int, out: np.ndarray) -> int | None:
         """File offset of sample `index`'s chunk when its bytes can be read raw, else None."""

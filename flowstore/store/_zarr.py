@@ -8,17 +8,21 @@ one; that is what makes `done` trustworthy after SIGKILL.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec, ZstdCodec
+from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.sync import sync
 
-from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store, check_columns
+from flowstore.store import is_url
+from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
+                                  read_exactly)
 
 
 _COMPRESSORS = {
@@ -31,6 +35,7 @@ class ZarrStore(Store):
     def __init__(self, group: zarr.Group, path: Path | str, mode: str) -> None:
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
+        self._raw_arrays: dict[str, bool] = {}  # array name -> its chunks can be read raw
         self.path = path
         self.mode = mode
 
@@ -93,7 +98,39 @@ class ZarrStore(Store):
         return value
 
     def read_into(self, name: str, index: int, out: np.ndarray) -> None:
+        """One sample into `out`. An uncompressed chunk of a local read-only store is the
+        sample's bytes, so its file is read straight into `out` (`read_exactly`: once, without
+        the GIL); zarr would read it into a buffer, then copy it into `out` holding the GIL
+        (the trainers' pipeline ran at 80-87% of a bare read on such a store)."""
+        chunk = self._raw_chunk_file(name, index, out)
+        if chunk is not None:
+            try:
+                fd = os.open(chunk, os.O_RDONLY)
+            except FileNotFoundError:  # never written: zarr fills in the fill value
+                pass
+            else:
+                try:
+                    read_exactly(fd, 0, out, f"sample {index} of {name!r}")
+                finally:
+                    os.close(fd)
+                return
         self._array(name).get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
+
+    def _raw_chunk_file(self, name: str, index: int, out: np.ndarray) -> str | None:
+        """Path of sample `index`'s chunk file when its bytes are the sample as is, else None."""
+        if name not in self._raw_arrays:
+            arr = self._array(name)
+            codecs = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
+            self._raw_arrays[name] = (
+                self.mode == "r" and not is_url(self.path) and arr.ndim > 1
+                and arr.chunks == (1, *arr.shape[1:]) and len(codecs) == 1
+                and isinstance(codecs[0], BytesCodec)
+                and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder))
+        if not self._raw_arrays[name] or out.dtype != self._array(name).dtype \
+                or not out.flags.c_contiguous:
+            return None
+        key = self._array(name).metadata.encode_chunk_key((index,) + (0,) * (out.ndim))
+        return os.path.join(self.path, name, key)
 
     def info(self, name: str) -> ArrayInfo:
         arr = self._array(name)

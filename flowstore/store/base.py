@@ -12,6 +12,7 @@ complete.
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -137,3 +138,15 @@ def check_columns(num_samples: int, columns: Mapping[str, Sequence[Any]]) -> Non
     for name, values in columns.items():
         if len(values) != num_samples:
             raise ValueError(f"column {name!r} has {len(values)} values for {num_samples} samples")
+
+
+def read_exactly(fd: int, offset: int, out: np.ndarray, what: str) -> None:
+    """Fill C-contiguous `out` with the bytes at `offset` of file `fd`.
+
+    For chunks stored as plain bytes: `os.preadv` releases the GIL while the kernel copies, so
+    reads from several threads (the trainers' tf.data readers) run in parallel, where a library
+    read holds the GIL throughout (h5py) or copies the chunk twice under it (zarr).
+    """
+    got = os.preadv(fd, [memoryview(out).cast("B")], offset)
+    if got != out.nbytes:
+        raise OSError(f"short read of {what}: {got} of {out.nbytes} bytes (file truncated?)")
