@@ -46,6 +46,9 @@ from build_workers import (_busy_jiffies, command_line, flowstore_command,  # no
                            machine_line)
 
 ENCODINGS = ("float16", "uint8")
+#: 97.5% quantiles of Student's t by degrees of freedom (two-sided 95% intervals).
+T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+         10: 2.23, 11: 2.20, 12: 2.18, 14: 2.14, 19: 2.09, 29: 2.05}
 MODELS = ("tvhi_frames", "tvhi_flow", "two_stream")
 
 
@@ -312,6 +315,20 @@ def report(args: argparse.Namespace, infos: dict[str, dict],
               f"worse: **{'met' if mean >= -2 else 'not met'}**. One test clip is "
               f"{100 / max(infos['float16']['done_per_split'].get('test', 100), 1):.0f} "
               f"point(s)."]
+    if len(diffs) > 2:
+        # seeds pair the chains (same seed: same frames model, order and flips), so the
+        # spread that matters is that of the per-seed differences
+        half = T_975.get(len(diffs) - 1, 1.96) * statistics.stdev(diffs) / len(diffs) ** 0.5
+        f16 = [100 * metrics[("float16", s)]["two_stream"]["test"]["accuracy"] for s in seeds]
+        lines += ["", f"Over {len(diffs)} paired seeds: mean difference {mean:+.1f} points, 95% "
+                  f"interval {mean - half:+.1f} to {mean + half:+.1f} (t, {len(diffs) - 1} degrees "
+                  f"of freedom); float16 alone ranges {min(f16):.0f}-{max(f16):.0f}% over these "
+                  f"seeds (sd {statistics.stdev(f16):.1f} points). "
+                  + ("The interval lies within +-2 points." if -2 <= mean - half and
+                     mean + half <= 2 else "The interval does not lie within +-2 points: "
+                     "these seeds cannot show a difference that small either way."
+                     if mean - half < 0 < mean + half else
+                     "The interval excludes 0: the encoding changes the retrained accuracy.")]
     lines += ["", "Run directories: " + "; ".join(
         f"{e} seed {s}: " + ", ".join(metrics[(e, s)][m]["_dir"] for m in MODELS)
         for s in seeds for e in ENCODINGS)]

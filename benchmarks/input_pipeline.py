@@ -28,8 +28,14 @@ aligned batch buffer that TensorFlow uses without a copy, and hands it on unwide
 pixels, float16 flow; the model casts them as the first step of its graph); the "before" column
 keeps that change measurable (`make_dataset_before` below).
 
+The bare read goes through the backend library (zarr, h5py). Since session 3 the pipeline's
+reads do not: `Store.read_into` decodes a local store's chunks itself (os.preadv for plain
+bytes, numcodecs for Blosc/Zstd) without holding the GIL, so tf.data's parallel reads use both
+cores; `--profile` shows those reads alone in one thread ("read_batch loop").
+
 `--profile` adds, for every store, the steps in between: `StoreSamples.read_sample` in a plain
-loop (bare read + numpy decode to float32), the pipeline with one read at a time, and the
+loop (bare read + numpy decode to float32), `StoreSamples.read_batch` in a plain loop, the
+pipeline with one read at a time, and the
 pipeline casting to float32 inside tf.data (what it did from 8b00925 until the models took
 narrow inputs); and, once, tf.data with no store at all (the ceiling of any pipeline of this
 shape on the machine).
@@ -205,6 +211,16 @@ def bare_pass(store, arrays: tuple[str, ...], indices: np.ndarray):
     return one_pass
 
 
+def read_batch_pass(samples, indices: np.ndarray, batch_size: int):
+    """`StoreSamples.read_batch` over the indices in order, in one thread: the pipeline's
+    reads (flowstore's own chunk decoders, `Store.read_into`) without tf.data."""
+    def one_pass() -> int:
+        for start in range(0, len(indices), batch_size):
+            samples.read_batch(indices[start:start + batch_size])
+        return len(indices)
+    return one_pass
+
+
 def read_sample_pass(samples, indices: np.ndarray):
     def one_pass() -> int:
         for i in indices:
@@ -290,6 +306,7 @@ def median_of(ms: list[Measured], attr: str) -> float:
 
 
 PROFILE_READ_SAMPLE = "read_sample loop (bare + numpy float32 decode)"
+PROFILE_READ_BATCH = "read_batch loop (the pipeline's reads, one thread, no tf.data)"
 
 
 def tf_data_floor(args: argparse.Namespace, n: int) -> dict[str, Measured]:
@@ -340,6 +357,7 @@ def measure_store(path: Path, model: str, args: argparse.Namespace) -> tuple:
         variants = {}
         if args.profile:
             variants[PROFILE_READ_SAMPLE] = read_sample_pass(samples, indices)
+            variants[PROFILE_READ_BATCH] = read_batch_pass(samples, indices, args.batch_size)
             one = make_dataset(samples, "train", InputOptions(batch_size=args.batch_size,
                                                               shuffle=True, parallel_reads=1))
             variants["pipeline, parallel_reads=1"] = dataset_pass(one)

@@ -153,37 +153,48 @@ def test_unfiltered_hdf5_samples_are_read_raw_and_in_parallel(tmp_path):
         assert ("flow", 2) in store._chunk_offsets and ("flow", 1) not in store._chunk_offsets
 
 
-def test_uncompressed_zarr_samples_are_read_raw(tmp_path):
-    """Uncompressed Zarr chunks are read straight from their files, with the bytes zarr
-    returns; compressed arrays, unwritten samples and writable stores go through zarr."""
-    create_store(tmp_path / "c.zarr", attrs=ATTRS, specs=SPECS, columns=COLUMNS,
-                 num_samples=3).close()
-    group = zarr.open_group(str(tmp_path / "c.zarr"), mode="r")
-    out = zarr.open_group(str(tmp_path / "u.zarr"), mode="w", zarr_format=3)
-    for name, arr in group.arrays():
-        text = arr.dtype.kind in "OTU"
-        new = out.create_array(name, shape=arr.shape, chunks=arr.chunks, compressors=None,
-                               dtype=str if text else arr.dtype)
-        if arr.ndim == 1:
+ZSTD_SPECS = [*SPECS, ArraySpec("quantized", (2, 4, 4, 2), "uint8", codec="zstd")]
+
+
+def _sample(shape, i, dtype):
+    return (np.arange(int(np.prod(shape))).reshape(shape) % 251 + i).astype(dtype)
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_local_zarr_chunks_are_decoded_outside_zarr(tmp_path, compressed):
+    """Chunks of a local read-only Zarr store are read and decoded by flowstore itself (plain
+    bytes, Blosc, Zstd: the chains it writes) into `out`, with the values zarr returns;
+    unwritten samples and writable stores go through zarr."""
+    path = tmp_path / "s.zarr"
+    create_store(path, attrs=ATTRS, specs=ZSTD_SPECS, columns=COLUMNS, num_samples=3).close()
+    if not compressed:  # the same store rewritten without compressors
+        src = zarr.open_group(str(path), mode="r")
+        path = tmp_path / "u.zarr"
+        out = zarr.open_group(str(path), mode="w", zarr_format=3)
+        for name, arr in src.arrays():
+            text = arr.dtype.kind in "OTU"
+            new = out.create_array(name, shape=arr.shape, chunks=arr.chunks, compressors=None,
+                                   dtype=str if text else arr.dtype)
             new[:] = arr[:]
-        else:
-            for i in (0, 2):
-                new[i] = np.arange(int(np.prod(arr.shape[1:]))).reshape(arr.shape[1:]) + i
-    out.attrs.update(group.attrs.asdict())
-    with open_store(tmp_path / "u.zarr") as store:
-        for name in ("pixels", "flow"):
-            batch = np.full((4, *out[name].shape[1:]), 9, out[name].dtype)
+        out.attrs.update(src.attrs.asdict())
+    plain = zarr.open_group(str(path), mode="r+")
+    for name in ("pixels", "flow", "quantized"):
+        for i in (0, 2):
+            plain[name][i] = _sample(plain[name].shape[1:], i, plain[name].dtype)
+    with open_store(path) as store:
+        for name in ("pixels", "flow", "quantized"):
+            batch = np.full((4, *plain[name].shape[1:]), 9, plain[name].dtype)
             for row, index in enumerate((2, 0, 1)):
                 store.read_into(name, index, batch[row])
-                np.testing.assert_array_equal(batch[row], out[name][index])
-            assert (batch[3] == 9).all() and not batch[2].any()  # sample 1: fill value
-        assert store._raw_arrays == {"pixels": True, "flow": True}
-    with open_store(tmp_path / "c.zarr") as compressed:
-        compressed.read_into("flow", 0, np.empty((2, 4, 4, 2), np.float16))
-        assert compressed._raw_arrays == {"flow": False}
-    with open_store(tmp_path / "u.zarr", "r+") as writable:
+                np.testing.assert_array_equal(batch[row], plain[name][index])
+            assert (batch[3] == 9).all() and not batch[2].any()  # sample 1: the fill value
+        used = {name: decode.__name__ for name, decode in store._decoders.items()}
+        assert used == ({"pixels": "_decode_blosc", "flow": "_decode_blosc",
+                         "quantized": "_decode_zstd"} if compressed else
+                        {"pixels": "<lambda>", "flow": "<lambda>", "quantized": "<lambda>"})
+    with open_store(path, "r+") as writable:
         writable.read_into("flow", 0, np.empty((2, 4, 4, 2), np.float16))
-        assert writable._raw_arrays == {"flow": False}
+        assert writable._decoders == {"flow": None}
 
 
 def test_unknown_suffix_is_a_clear_error(tmp_path):

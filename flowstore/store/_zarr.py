@@ -12,8 +12,9 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
@@ -35,7 +36,7 @@ class ZarrStore(Store):
     def __init__(self, group: zarr.Group, path: Path | str, mode: str) -> None:
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
-        self._raw_arrays: dict[str, bool] = {}  # array name -> its chunks can be read raw
+        self._decoders: dict[str, Callable | None] = {}  # see `_local_decoder`
         self.path = path
         self.mode = mode
 
@@ -98,39 +99,42 @@ class ZarrStore(Store):
         return value
 
     def read_into(self, name: str, index: int, out: np.ndarray) -> None:
-        """One sample into `out`. An uncompressed chunk of a local read-only store is the
-        sample's bytes, so its file is read straight into `out` (`read_exactly`: once, without
-        the GIL); zarr would read it into a buffer, then copy it into `out` holding the GIL
-        (the trainers' pipeline ran at 80-87% of a bare read on such a store)."""
-        chunk = self._raw_chunk_file(name, index, out)
-        if chunk is not None:
+        """One sample into `out`. On a local read-only store whose chunks use a codec chain
+        flowstore writes (plain bytes, Blosc or Zstd), the chunk file is read and decoded
+        straight into `out` by `numcodecs`, neither step holding the GIL; zarr's own read takes
+        about twice the CPU (its event loop, a decode buffer, a copy into `out` under the GIL)
+        and held the trainers' pipeline to one core (75-92% of a bare read on the default
+        compressed store, 80-87% on an uncompressed one)."""
+        decode = self._local_decoder(name, out)
+        if decode is not None:
+            key = self._array(name).metadata.encode_chunk_key((index,) + (0,) * out.ndim)
             try:
-                fd = os.open(chunk, os.O_RDONLY)
+                fd = os.open(os.path.join(self.path, name, key), os.O_RDONLY)
             except FileNotFoundError:  # never written: zarr fills in the fill value
                 pass
             else:
                 try:
-                    read_exactly(fd, 0, out, f"sample {index} of {name!r}")
+                    decode(fd, out, f"sample {index} of {name!r}")
                 finally:
                     os.close(fd)
                 return
         self._array(name).get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
 
-    def _raw_chunk_file(self, name: str, index: int, out: np.ndarray) -> str | None:
-        """Path of sample `index`'s chunk file when its bytes are the sample as is, else None."""
-        if name not in self._raw_arrays:
+    def _local_decoder(self, name: str, out: np.ndarray) -> Callable | None:
+        """How to decode one chunk file of `name` into `out` outside zarr, or None."""
+        if name not in self._decoders:
             arr = self._array(name)
             codecs = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
-            self._raw_arrays[name] = (
-                self.mode == "r" and not is_url(self.path) and arr.ndim > 1
-                and arr.chunks == (1, *arr.shape[1:]) and len(codecs) == 1
-                and isinstance(codecs[0], BytesCodec)
-                and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder))
-        if not self._raw_arrays[name] or out.dtype != self._array(name).dtype \
-                or not out.flags.c_contiguous:
+            plain = (len(codecs) >= 1 and isinstance(codecs[0], BytesCodec)
+                     and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder))
+            usable = (self.mode == "r" and not is_url(self.path) and arr.ndim > 1
+                      and arr.chunks == (1, *arr.shape[1:]) and plain)
+            self._decoders[name] = _CHUNK_DECODERS.get(
+                tuple(type(codec) for codec in codecs[1:])) if usable else None
+        decode = self._decoders[name]
+        if decode is None or out.dtype != self._array(name).dtype or not out.flags.c_contiguous:
             return None
-        key = self._array(name).metadata.encode_chunk_key((index,) + (0,) * (out.ndim))
-        return os.path.join(self.path, name, key)
+        return decode
 
     def info(self, name: str) -> ArrayInfo:
         arr = self._array(name)
@@ -172,3 +176,32 @@ class ZarrStore(Store):
     def close(self) -> None:
         self._group = None  # type: ignore[assignment]
         self._arrays.clear()
+
+
+def _read_whole(fd: int) -> bytes:
+    """A chunk file's bytes (os.read releases the GIL while the kernel copies)."""
+    size = os.fstat(fd).st_size
+    data = os.read(fd, size)
+    if len(data) != size:
+        raise OSError(f"short read of a chunk file: {len(data)} of {size} bytes")
+    return data
+
+
+def _decode_blosc(fd: int, out: np.ndarray, what: str) -> None:
+    data = _read_whole(fd)
+    # bytes 4-7 of a Blosc frame header: the decompressed size (little-endian uint32)
+    if len(data) < 16 or int.from_bytes(data[4:8], "little") != out.nbytes:
+        raise ValueError(f"chunk of {what} does not decode to {out.nbytes} bytes")
+    numcodecs.blosc.decompress(data, out)  # blosc releases the GIL
+
+
+def _decode_zstd(fd: int, out: np.ndarray, what: str) -> None:
+    numcodecs.Zstd().decode(_read_whole(fd), out=out)
+
+
+#: Decoders of the codec chains flowstore writes, by the codecs after the `bytes` codec.
+_CHUNK_DECODERS: dict[tuple[type, ...], Callable[[int, np.ndarray, str], None]] = {
+    (): lambda fd, out, what: read_exactly(fd, 0, out, what),
+    (BloscCodec,): _decode_blosc,
+    (ZstdCodec,): _decode_zstd,
+}
