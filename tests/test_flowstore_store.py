@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -191,10 +193,35 @@ def test_local_zarr_chunks_are_decoded_outside_zarr(tmp_path, compressed):
         used = {name: decode.__name__ for name, decode in store._decoders.items()}
         assert used == ({"pixels": "_decode_blosc", "flow": "_decode_blosc",
                          "quantized": "_decode_zstd"} if compressed else
-                        {"pixels": "<lambda>", "flow": "<lambda>", "quantized": "<lambda>"})
+                        {"pixels": "_decode_plain", "flow": "_decode_plain",
+                         "quantized": "_decode_plain"})
     with open_store(path, "r+") as writable:
         writable.read_into("flow", 0, np.empty((2, 4, 4, 2), np.float16))
         assert writable._decoders == {"flow": None}
+
+
+@pytest.mark.parametrize("codec", ["blosc", "zstd", "none"])
+def test_local_zarr_chunk_of_another_size_is_refused(tmp_path, codec):
+    """A chunk file that decodes to fewer or more bytes than one sample (one copied in from
+    another array, say) is an error naming the sample, as it is in zarr: never a batch row
+    filled in part, or with the first bytes of a longer chunk."""
+    path = tmp_path / "s.zarr"
+    create_store(path, attrs=ATTRS, specs=ZSTD_SPECS, columns=COLUMNS, num_samples=3).close()
+    group = zarr.open_group(str(path), mode="r+")
+    compressors = {"blosc": group["pixels"].compressors, "zstd": group["quantized"].compressors,
+                   "none": None}[codec]
+    for name, rows in (("target", 4), ("shorter", 3), ("longer", 5)):
+        arr = group.create_array(name, shape=(1, rows, 4, 3), chunks=(1, rows, 4, 3),
+                                 dtype="uint8", compressors=compressors)
+        arr[0] = 7
+    chunk = Path(arr.metadata.encode_chunk_key((0, 0, 0, 0)))
+    for donor in ("shorter", "longer"):
+        shutil.copyfile(path / donor / chunk, path / "target" / chunk)
+        with open_store(path) as store:
+            out = np.full((4, 4, 3), 9, np.uint8)
+            with pytest.raises(ValueError, match=r"chunk of sample 0 of 'target' holds"):
+                store.read_into("target", 0, out)
+            assert store._decoders["target"] is not None  # flowstore's own decoder said so
 
 
 def test_unknown_suffix_is_a_clear_error(tmp_path):
