@@ -195,9 +195,9 @@ def _decode_blosc(fd: int, out: np.ndarray, what: str) -> None:
     data = _read_whole(fd)
     if len(data) < 16:  # shorter than a Blosc header
         raise ValueError(f"chunk of {what} is not a Blosc frame ({len(data)} bytes)")
-    # bytes 4-7 of a Blosc frame header: the decompressed size (little-endian uint32)
-    if int.from_bytes(data[4:8], "little") != out.nbytes:
-        raise _wrong_size(what, int.from_bytes(data[4:8], "little"), out)
+    size = int.from_bytes(data[4:8], "little")  # Blosc header bytes 4-7: decompressed size
+    if size != out.nbytes:
+        raise _wrong_size(what, size, out)
     numcodecs.blosc.decompress(data, out)  # blosc releases the GIL
 
 
