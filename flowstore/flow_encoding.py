@@ -32,17 +32,20 @@ def encode_flow(flow: np.ndarray, dtype: str, bound: float) -> np.ndarray:
     return flow.astype(dtype)
 
 
-def uint8_step_centre(params: Mapping[str, Any]) -> tuple[float, float]:
+def uint8_step_centre(params: Mapping[str, Any], array: str = "flow") -> tuple[float, float]:
     """(step, centre) such that pixels = (stored - centre) * step, for a uint8 store's params.
 
+    A store declares how `array` is quantized in its params as `<array>_bound` and
+    `<array>_quantization` (format 1: `flow_bound`, `flow_quantization`).
     Subtracting the centre first keeps 0 px exactly 0 and +-x exactly opposite in float32.
     """
-    if params.get("flow_quantization") == QUANTIZATION:
-        return 2.0 * float(params["flow_bound"]) / LEVELS, (LEVELS - 1) / 2.0
-    if "flow_quantization" in params:
-        raise ValueError(f"unknown uint8 flow quantization {params['flow_quantization']!r}")
+    bound, quantization = f"{array}_bound", f"{array}_quantization"
+    if params.get(quantization) == QUANTIZATION:
+        return 2.0 * float(params[bound]) / LEVELS, (LEVELS - 1) / 2.0
+    if quantization in params:
+        raise ValueError(f"unknown uint8 flow quantization {params[quantization]!r}")
     # stores written before `flow_quantization` existed: 0..255 rounded
-    return 2.0 * float(params["flow_bound"]) / 255.0, 127.5
+    return 2.0 * float(params[bound]) / 255.0, 127.5
 
 
 def decode_flow(stored: np.ndarray, params: Mapping[str, Any]) -> np.ndarray:

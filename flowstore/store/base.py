@@ -96,6 +96,13 @@ class Store(abc.ABC):
     def info(self, name: str) -> ArrayInfo:
         """Shape, dtype, chunks and bytes of one array."""
 
+    def layout(self, name: str) -> tuple[tuple[int, ...], str]:
+        """Shape and dtype (`STRING` for text) of one array, without `info`'s stored-byte count
+        (on Zarr a listing of every chunk: seconds on a large store, a reader opening it needs
+        only the shapes)."""
+        info = self.info(name)
+        return info.shape, info.dtype
+
     @property
     def num_samples(self) -> int:
         return int(self.info("id").shape[0])

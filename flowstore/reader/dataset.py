@@ -1,0 +1,293 @@
+"""The framework-neutral reader: a store's finished samples, per split, as numpy batches.
+
+`flowstore.open(path_or_url)` gives a `StoreDataset`; `dataset.split("train")` gives a `Split`,
+a random-access sequence of the split's `done` samples. Everything a training loop needs goes
+through `Split.read`: one batch of samples read into one 64-byte-aligned buffer per feature,
+each sample one chunk per array, decoded by the store without holding the GIL
+(`Store.read_into`), and decoded from its stored encoding (`flowstore.reader.encoding`). The
+framework adapters (`tf`, `keras`, `batches`, and PyTorch, which takes a split as it is) only
+choose the order and hand the batches on.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+
+from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
+from flowstore.store import STRING, Store, is_url, open_store
+
+#: TensorFlow wraps a numpy array's memory without copying it when it is aligned to this many
+#: bytes (Eigen's alignment); numpy's own allocations are only 16-byte aligned.
+TF_ALIGNMENT = 64
+
+#: Keys of a batch that are not features.
+LABEL, ID = "label", "id"
+
+#: An augmentation: a batch and a seeded generator in, a batch out (`flowstore.reader.augment`).
+Augmentation = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
+
+
+def aligned_empty(shape: tuple[int, ...], dtype: str | np.dtype) -> np.ndarray:
+    """An uninitialized array whose data starts on a `TF_ALIGNMENT` boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    raw = np.empty(nbytes + TF_ALIGNMENT, dtype=np.uint8)
+    offset = -raw.ctypes.data % TF_ALIGNMENT
+    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+
+
+class StoreDataset:
+    """A store opened read-only: its description, and its splits.
+
+    Attributes:
+        location: the store's path (absolute) or URL; what a `Split` pickles.
+        dataset, classes, params, fingerprint: the store's root attributes.
+        features: the per-sample arrays it holds (name -> per-sample shape).
+        encodings: how each feature is stored (name -> `Encoding`).
+    """
+
+    def __init__(self, store: Store, *, owns_store: bool = False) -> None:
+        self.store = store
+        self._owns_store = owns_store
+        self.location = store.path if is_url(store.path) else str(Path(store.path).resolve())
+        attrs = store.attrs
+        self.dataset = str(attrs.get("dataset", ""))
+        self.classes = tuple(attrs.get("classes", ()))
+        self.params = dict(attrs.get("params", {}))
+        self.fingerprint = str(attrs.get("fingerprint", ""))
+        layouts = {name: store.layout(name) for name in store.array_names()}
+        self.features = {name: shape[1:] for name, (shape, dtype) in layouts.items()
+                         if len(shape) > 1 and dtype != STRING}
+        self.encodings: dict[str, Encoding] = declared_encodings(
+            self.params, {name: layouts[name][1] for name in self.features})
+        # The small per-sample columns are read whole (a few bytes per sample); the features
+        # only ever one sample (one chunk) at a time.
+        self.labels = store.read("label").astype(np.int64)
+        self.ids = store.read("id")
+        self.splits = store.read("split")
+        self.done = store.read("done").astype(bool)
+
+    @classmethod
+    def open(cls, location: str | os.PathLike) -> "StoreDataset":
+        """Open the store at a path or URL read-only (`flowstore.open`).
+
+        Raises:
+            flowstore.errors.StoreError: missing, not a store, or a store of another format.
+        """
+        store = open_store(location, mode="r")
+        try:
+            return cls(store, owns_store=True)
+        except BaseException:
+            store.close()
+            raise
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.splits.tolist()))
+
+    def split(self, name: str, features: Sequence[str] | Mapping[str, str] | None = None, *,
+              float_dtype: str | None = None) -> "Split":
+        """The `done` samples of split `name`, in store (manifest) order.
+
+        Args:
+            name: "train", "val", "test" (whatever the store's `split` column holds).
+            features: the arrays to read (default: all), or a mapping key -> array to name
+                them in the batches (e.g. `{"frame": "middle_frame", "flow": "flow"}`).
+            float_dtype: "float16" or "float32" for float and decoded (quantized) features;
+                None keeps stored floats as stored and decodes quantized ones to float16.
+        """
+        return Split(self, name, features, float_dtype)
+
+    def close(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> "StoreDataset":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"StoreDataset({self.location!r}, dataset={self.dataset!r}, "
+                f"features={list(self.features)})")
+
+
+class Split:
+    """The `done` samples of one split: a random-access sequence of numpy samples.
+
+    `split[i]` is one sample (a dict of its features, `label` and `id`); `split[[i, j, ...]]`
+    (or a slice, or an array of positions) is one batch, each feature stacked in one aligned
+    buffer. A split is a PyTorch map-style dataset as it is: `__getitems__` reads a DataLoader's
+    batch at once, and a split pickles as its store's location and its selection, reopening
+    the store in the process (or forked child) that reads it.
+    """
+
+    def __init__(self, source: StoreDataset, name: str,
+                 features: Sequence[str] | Mapping[str, str] | None, float_dtype: str | None
+                 ) -> None:
+        if name not in source.split_names:
+            raise ValueError(f"store {source.location!r} has no split {name!r} "
+                             f"(it has {', '.join(source.split_names) or 'none'})")
+        if features is None:
+            features = tuple(source.features)
+        mapping = dict(features) if isinstance(features, Mapping) else {f: f for f in features}
+        unknown = [array for array in mapping.values() if array not in source.features]
+        if unknown:
+            raise ValueError(f"store {source.location!r} has no feature {unknown[0]!r} "
+                             f"(it has {', '.join(source.features)})")
+        if LABEL in mapping or ID in mapping or not mapping:
+            raise ValueError(f"features must be named, and not {LABEL!r} or {ID!r}")
+        if float_dtype is not None and float_dtype not in FLOAT_DTYPES:
+            raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES} or None, "
+                             f"got {float_dtype!r}")
+        self.name = name
+        self.features: dict[str, str] = mapping
+        self.float_dtype = float_dtype
+        self.indices = np.flatnonzero((source.splits == name) & source.done).astype(np.int64)
+        self._location = source.location
+        self._attach(source)
+
+    def _attach(self, source: StoreDataset) -> None:
+        self._source = source
+        self._pid = os.getpid()
+        self.labels = source.labels[self.indices]
+        self.ids = source.ids[self.indices]
+        self.shapes = {key: source.features[array] for key, array in self.features.items()}
+        self.encodings = {key: source.encodings[array] for key, array in self.features.items()}
+        self.dtypes = {key: encoding.output_dtype(self.float_dtype)
+                       for key, encoding in self.encodings.items()}
+
+    # -- what the store says ---------------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return self._location
+
+    @property
+    def source(self) -> StoreDataset:
+        """The open store, reopened after the split was unpickled or its process forked (a
+        store's handles, zarr's event loop thread or an HDF5 file, do not cross a fork)."""
+        if self._source is None or self._pid != os.getpid():
+            self._attach(StoreDataset.open(self._location))
+        return self._source
+
+    @property
+    def motion_keys(self) -> tuple[str, ...]:
+        """Keys of the features whose encoding the store declares: motion fields (dx, dy)."""
+        self.source  # noqa: B018 (attached after unpickling)
+        return tuple(key for key, encoding in self.encodings.items() if encoding.declared)
+
+    # -- reading ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def read(self, positions: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
+        """One batch: the samples at `positions` of this split (in that order), each feature
+        in one fresh 64-byte-aligned buffer (TensorFlow and torch use it without a copy),
+        `label` (int64) and `id` (str)."""
+        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        if positions.size and not (-len(self) <= positions.min() and positions.max() < len(self)):
+            raise IndexError(f"position out of range for a split of {len(self)} samples")
+        indices = self.indices[positions]
+        store = self.source.store
+        batch: dict[str, np.ndarray] = {}
+        for key, array in self.features.items():
+            encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
+            out = aligned_empty((indices.size, *shape), dtype)
+            if dtype == encoding.stored:
+                for row, index in enumerate(indices.tolist()):
+                    store.read_into(array, index, out[row])
+            else:  # each sample as stored into a scratch buffer, then decoded into its row
+                scratch = np.empty(shape, encoding.stored)
+                table = encoding.lookup_table(dtype) if encoding.quantized else None
+                for row, index in enumerate(indices.tolist()):
+                    store.read_into(array, index, scratch)
+                    if table is not None:
+                        np.take(table, scratch, out=out[row])
+                    else:
+                        out[row] = scratch
+            batch[key] = out
+        batch[LABEL] = self.labels[positions]
+        batch[ID] = self.ids[positions]
+        return batch
+
+    def __getitem__(self, item: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        if isinstance(item, (int, np.integer)):
+            batch = self.read([item])
+            return {key: value[0] for key, value in batch.items()}
+        if isinstance(item, slice):
+            item = range(*item.indices(len(self)))
+        return self.read(item)
+
+    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+        """A DataLoader batch, read as one batch and handed back as the list of samples torch's
+        collate function expects (views into the batch buffers)."""
+        batch = self.read(positions)
+        return [{key: value[row] for key, value in batch.items()} for row in range(len(positions))]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for position in range(len(self)):
+            yield self[position]
+
+    # -- pickling: the location and the selection, never the open store --------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"location": self._location, "name": self.name, "features": self.features,
+                "float_dtype": self.float_dtype, "indices": self.indices}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.name, self.features = state["name"], state["features"]
+        self.float_dtype, self.indices = state["float_dtype"], state["indices"]
+        self._location, self._source, self._pid = state["location"], None, -1
+
+    # -- adapters --------------------------------------------------------------------------------
+    def augmentation(self, augment: bool | Augmentation | None) -> Augmentation | None:
+        """`augment` as a function: True means the trainers' default, a random horizontal flip
+        of every image-like feature of a sample together, motion fields with dx negated."""
+        if augment is True:
+            from flowstore.reader.augment import horizontal_flip
+
+            motion = self.motion_keys
+            return lambda batch, rng: horizontal_flip(batch, rng, motion=motion)
+        return augment or None
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
+                augment: bool | Augmentation | None = None,
+                drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
+        """One epoch of numpy batches (`flowstore.reader.batches`)."""
+        from flowstore.reader.batches import epoch_batches
+
+        return epoch_batches(self, batch_size, shuffle=shuffle, seed=seed, epoch=epoch,
+                             augment=augment, drop_remainder=drop_remainder)
+
+    def to_tf_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                      augment: bool | Augmentation | None = None,
+                      parallel_reads: int | None = None):
+        """A `tf.data.Dataset` of `(features, label)` batches (`flowstore.reader.tf`)."""
+        from flowstore.reader.tf import to_tf_dataset
+
+        return to_tf_dataset(self, batch_size, shuffle=shuffle, seed=seed, augment=augment,
+                             parallel_reads=parallel_reads)
+
+    def to_keras_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                         augment: bool | Augmentation | None = None, **pydataset_options: Any):
+        """A Keras 3 `PyDataset` of `(features, label)` batches, for any Keras backend
+        (`flowstore.reader.keras`)."""
+        from flowstore.reader.keras import SplitPyDataset
+
+        return SplitPyDataset(self, batch_size, shuffle=shuffle, seed=seed, augment=augment,
+                              **pydataset_options)
+
+    def model_inputs(self, batch: Mapping[str, np.ndarray]) -> Any:
+        """What a Keras model takes from a batch: the one feature's array, or the dict of
+        features when there are several (matched to the model's named inputs)."""
+        if len(self.features) == 1:
+            return batch[next(iter(self.features))]
+        return {key: batch[key] for key in self.features}
+
+    def __repr__(self) -> str:
+        return (f"Split({self._location!r}, {self.name!r}, {len(self)} samples, "
+                f"features={self.features})")

@@ -1,0 +1,56 @@
+"""Keras 3 adapter: a split as a `keras.utils.PyDataset`, so `model.fit` reads a store on any
+Keras backend (JAX, PyTorch, TensorFlow) without tf.data.
+
+Batch `i` of epoch `e` is the same whichever worker reads it: the order and the augmentation
+are seeded by (seed, e, i) (`flowstore.reader.batches`). With `workers > 1` Keras reads batches
+in threads, which the store's GIL-free reads let run in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import keras
+
+from flowstore.reader.batches import batch_rng, epoch_order
+from flowstore.reader.dataset import LABEL
+
+if TYPE_CHECKING:
+    from flowstore.reader.dataset import Augmentation, Split
+
+
+class SplitPyDataset(keras.utils.PyDataset):
+    """`(features, label)` batches of a split, a new seeded order every epoch when shuffling.
+
+    `features` is the array of a one-feature split, else a dict keyed like its features.
+    Extra keyword arguments (`workers`, `use_multiprocessing`, `max_queue_size`) go to
+    `keras.utils.PyDataset`.
+    """
+
+    def __init__(self, split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                 augment: "bool | Augmentation | None" = None, **options: Any) -> None:
+        super().__init__(**options)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
+        self.augment = split.augmentation(augment)
+        self.epoch = 0
+        self._order = epoch_order(len(split), shuffle=shuffle, seed=seed, epoch=0)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.split) / self.batch_size)
+
+    def __getitem__(self, index: int):
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        positions = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        batch = self.split.read(positions)
+        if self.augment is not None:
+            batch = self.augment(batch, batch_rng(self.seed, self.epoch, index))
+        return self.split.model_inputs(batch), batch[LABEL]
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self._order = epoch_order(len(self.split), shuffle=self.shuffle, seed=self.seed,
+                                  epoch=self.epoch)

@@ -1,0 +1,86 @@
+"""`tf.data` adapter: a split as a dataset of `(features, label)` batches.
+
+The pipeline is `positions -> shuffle (seeded, a new order every epoch) -> batch -> parallel
+map(Split.read, one tf.numpy_function call per batch) -> prefetch`. Only the split's positions
+are held in memory; a batch's samples are read when the pipeline asks for it, into buffers that
+TensorFlow wraps without a copy (they are 64-byte aligned), so an epoch's memory does not grow
+with the split (benchmarks/train_memory.py). Batches keep the reader's types (uint8 pixels,
+float16 flow unless asked otherwise): a model casts them in its own graph, on the accelerator.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import tensorflow as tf
+
+from flowstore.reader.batches import batch_rng
+from flowstore.reader.dataset import LABEL
+
+if TYPE_CHECKING:
+    from flowstore.reader.dataset import Augmentation, Split
+
+
+def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                  augment: "bool | Augmentation | None" = None,
+                  parallel_reads: int | None = None) -> tf.data.Dataset:
+    """`(features, label)` batches of `split`: `features` is the array of a one-feature split,
+    else a dict keyed like the split's features (Keras matches it to named inputs).
+
+    Args:
+        batch_size: samples per batch (the last one may be smaller).
+        shuffle: a new seeded order every epoch.
+        seed: seed of the order and of the augmentation.
+        augment: True (random horizontal flips, `Split.augmentation`) or a function of
+            (batch, numpy Generator); each batch gets a generator of its own.
+        parallel_reads: batches read at once; None lets tf.data tune it where the store reads
+            in parallel (`Store.concurrent_reads`) and reads one at a time where it does not
+            (compressed HDF5), while the previous batch trains.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    augment_fn = split.augmentation(augment)
+    keys = tuple(split.features)
+    # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
+    probe = split.read([0]) if len(split) else None
+    if augment_fn is not None and probe is not None:
+        probe = augment_fn(probe, batch_rng(seed, 0, 0))
+    shapes = {key: (probe[key].shape[1:] if probe is not None else split.shapes[key])
+              for key in keys}
+    dtypes = [tf.as_dtype(probe[key].dtype if probe is not None else split.dtypes[key])
+              for key in keys] + [tf.int64]
+
+    def read(positions: np.ndarray, augment_seed: np.int64) -> list[np.ndarray]:
+        batch = split.read(positions)
+        if augment_fn is not None:
+            batch = augment_fn(batch, np.random.default_rng(int(augment_seed) % 2 ** 63))
+        return [batch[key] for key in keys] + [batch[LABEL]]
+
+    size = len(split)
+    ds = tf.data.Dataset.range(size)
+    if shuffle and size > 1:
+        # The whole position list fits the buffer (a few bytes per sample): a full shuffle.
+        ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment_fn is not None:
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds)
+    else:
+        ds = ds.map(lambda positions: (positions, tf.constant(0, tf.int64)))
+
+    def read_batch(positions: tf.Tensor, augment_seed: tf.Tensor):
+        values = tf.numpy_function(read, [positions, augment_seed], Tout=dtypes, stateful=False)
+        features = {}
+        for key, value in zip(keys, values, strict=False):
+            value.set_shape((None, *shapes[key]))
+            features[key] = value
+        label = values[-1]
+        label.set_shape((None,))
+        return (features[keys[0]] if len(keys) == 1 else features), label
+
+    if parallel_reads is None:
+        parallel_reads = tf.data.AUTOTUNE if split.source.store.concurrent_reads else 1
+    # deterministic=True keeps a seed's order reproducible even with parallel reads.
+    ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
