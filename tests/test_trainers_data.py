@@ -8,7 +8,8 @@ import tensorflow as tf
 
 from flowstore.errors import FlowstoreError, StoreError
 from flowstore.store import open_store
-from trainers.data import InputOptions, flip_flow, flip_image, make_dataset
+from flowstore.reader import horizontal_flip
+from trainers.data import InputOptions, make_dataset
 from trainers.errors import NoSamplesError, WrongDatasetError
 from trainers.samples import TF_ALIGNMENT, StoreSamples, aligned_empty, open_samples
 from trainers.testing import make_tiny_store
@@ -137,14 +138,20 @@ def test_batches_keep_narrow_dtypes_that_the_model_casts(tmp_path, flow_dtype):
     np.testing.assert_allclose(model(inputs).numpy(), model(as_float32).numpy(), rtol=1e-6)
 
 
-def test_flip_mirrors_images_and_negates_flow_dx():
-    image = tf.reshape(tf.range(2 * 3 * 3, dtype=tf.float32), (2, 3, 3))
-    np.testing.assert_array_equal(flip_image(image).numpy(), image.numpy()[:, ::-1, :])
+def flip_flow(flow):
+    """A sample's (T, H, W, 2) flow mirrored left-right: dx negated, dy as it is."""
+    flow = np.asarray(flow)
+    return flow[..., ::-1, :] * np.array([-1, 1], dtype=flow.dtype)
 
-    flow = np.random.default_rng(0).normal(size=(4, 5, 6, 2)).astype(np.float32)
-    flipped = flip_flow(tf.constant(flow)).numpy()
-    np.testing.assert_array_equal(flipped[..., 0], -flow[:, :, ::-1, 0])  # dx mirrored, negated
-    np.testing.assert_array_equal(flipped[..., 1], flow[:, :, ::-1, 1])   # dy mirrored only
+
+def test_flip_mirrors_images_and_negates_flow_dx():
+    image = np.arange(2 * 3 * 3 * 3, dtype=np.uint8).reshape(1, 2, 3, 3, 3)
+    flow = np.random.default_rng(0).normal(size=(1, 4, 5, 6, 2)).astype(np.float32)
+    batch = {"frames": image.copy(), "flow": flow.copy(), "label": np.zeros(1)}
+    flipped = horizontal_flip(batch, np.random.default_rng(0), motion=("flow",), p=1.0)
+    np.testing.assert_array_equal(flipped["frames"], image[..., ::-1, :])
+    np.testing.assert_array_equal(flipped["flow"][..., 0], -flow[..., ::-1, 0])  # dx negated
+    np.testing.assert_array_equal(flipped["flow"][..., 1], flow[..., ::-1, 1])   # dy mirrored
 
 
 def test_augmented_pipeline_flips_frame_and_flow_together(tvhi_store):
@@ -156,7 +163,7 @@ def test_augmented_pipeline_flips_frame_and_flow_together(tvhi_store):
     flipped = 0
     for p, a in zip(plain, aug, strict=True):
         frame_flipped = np.array_equal(a["frame"].numpy(), p["frame"].numpy()[:, :, ::-1])
-        flow_flipped = np.array_equal(a["flow"].numpy(), flip_flow(p["flow"]).numpy())
+        flow_flipped = np.array_equal(a["flow"].numpy(), flip_flow(p["flow"][0])[None])
         if not frame_flipped:
             np.testing.assert_array_equal(a["frame"].numpy(), p["frame"].numpy())
             np.testing.assert_array_equal(a["flow"].numpy(), p["flow"].numpy())
@@ -175,7 +182,7 @@ def test_flips_are_per_sample_inside_a_batch(tvhi_store):
     flipped = []
     for k in range(frames.shape[0]):
         is_flipped = np.array_equal(aug["frame"][k].numpy(), frames[k][:, ::-1])
-        want_flow = flip_flow(flows[k]).numpy() if is_flipped else flows[k]
+        want_flow = flip_flow(flows[k]) if is_flipped else flows[k]
         np.testing.assert_array_equal(aug["flow"][k].numpy(), want_flow)
         if not is_flipped:
             np.testing.assert_array_equal(aug["frame"][k].numpy(), frames[k])

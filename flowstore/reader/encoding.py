@@ -57,6 +57,12 @@ class Encoding:
             return np.dtype(float_dtype)
         return self.stored
 
+    def decode(self, stored: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        """Stored values as `dtype` (a quantized array's values decoded)."""
+        if self.quantized:
+            return np.take(self.lookup_table(dtype), stored)
+        return stored.astype(dtype, copy=False)
+
     def lookup_table(self, dtype: np.dtype) -> np.ndarray:
         """Every stored uint8 value's decoded value, computed in float32 as
         `flowstore.flow_encoding.decode_flow` does, then rounded to `dtype`: decoding a batch is

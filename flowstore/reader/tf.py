@@ -43,9 +43,9 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     augment_fn = split.augmentation(augment)
     keys = tuple(split.features)
     # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
-    probe = split.read([0]) if len(split) else None
-    if augment_fn is not None and probe is not None:
-        probe = augment_fn(probe, batch_rng(seed, 0, 0))
+    probe = None
+    if augment_fn is not None and len(split):
+        probe = augment_fn(split.read([0]), batch_rng(seed, 0, 0))
     shapes = {key: (probe[key].shape[1:] if probe is not None else split.shapes[key])
               for key in keys}
     dtypes = [tf.as_dtype(probe[key].dtype if probe is not None else split.dtypes[key])
