@@ -1,0 +1,443 @@
+"""The public reader (`flowstore.open`) and its adapters: every one hands back the same samples,
+labels and values as a plain zarr / h5py read decoded by hand (the README's recipe), in the order
+asked, on both backends and on an s3:// store."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pytest
+import zarr
+
+import flowstore
+from flowstore.errors import StoreError
+from flowstore.reader import compose, horizontal_flip, random_crop
+from trainers.testing import make_tiny_store
+
+from tests.conftest import REPO
+
+NOT_DONE = (0, 5)  # two train samples left unfinished: never read
+
+
+# -- the reference: a plain zarr / h5py read, decoded by hand --------------------------------------
+
+
+def plain_read(path, split: str) -> list[dict]:
+    """Done samples of `split` in store order, read with zarr or h5py alone, uint8 flow decoded
+    with the README's formula (pixels = (stored - 127) * 2 * bound / 255)."""
+    if str(path).endswith(".h5"):
+        with h5py.File(path, "r") as f:
+            params = json.loads(f.attrs["params"])
+            columns = {name: f[name][()] for name in ("id", "label", "split", "done")}
+            keep = np.flatnonzero((columns["split"].astype(str) == split) & columns["done"])
+            rows = [{"id": columns["id"][i].decode(), "label": int(columns["label"][i]),
+                     **{name: f[name][i] for name in ("middle_frame", "frames", "flow")}}
+                    for i in keep]
+    else:
+        g = zarr.open_group(str(path), mode="r")
+        params = g.attrs["params"]
+        ids, splits = g["id"][:], g["split"][:]
+        keep = np.flatnonzero((np.asarray(splits) == split) & g["done"][:])
+        rows = [{"id": str(ids[i]), "label": int(g["label"][i]),
+                 **{name: g[name][i] for name in ("middle_frame", "frames", "flow")}}
+                for i in keep]
+    for row in rows:
+        flow = row["flow"]
+        if params["flow_dtype"] == "uint8":
+            row["flow"] = ((flow.astype(np.float32) - np.float32(127))
+                           * np.float32(2 * params["flow_bound"] / 255))
+        else:
+            row["flow"] = flow.astype(np.float32)
+    return rows
+
+
+def assert_same_batch(batch: dict, expected: list[dict], keys=("middle_frame", "frames", "flow"),
+                      with_ids: bool = True) -> None:
+    assert [int(v) for v in np.asarray(batch["label"])] == [row["label"] for row in expected]
+    if with_ids:
+        assert [str(v) for v in batch["id"]] == [row["id"] for row in expected]
+    for key in keys:
+        got = np.asarray(batch[key])
+        want = np.stack([row[key] for row in expected])
+        if key == "flow":
+            np.testing.assert_allclose(got.astype(np.float32), want, atol=4e-3)  # float16 output
+        else:
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.fixture(params=[("zarr", "float16"), ("zarr", "uint8"), ("h5", "float16"), ("h5", "uint8")],
+                ids=lambda p: "-".join(p))
+def store(request, tmp_path):
+    backend, flow_dtype = request.param
+    return make_tiny_store(tmp_path / f"t.{backend}", per_class=(3, 1, 1), not_done=NOT_DONE,
+                           flow_dtype=flow_dtype)
+
+
+# -- the reader --------------------------------------------------------------------------------------
+
+
+def test_open_describes_the_store_and_reads_in_the_order_asked(store):
+    expected = plain_read(store, "train")
+    with flowstore.open(store) as ds:
+        assert ds.dataset == "tvhi" and ds.classes[0] == "handShake" and ds.fingerprint
+        assert set(ds.features) == {"middle_frame", "frames", "flow"}
+        assert ds.features["flow"] == (4, 32, 32, 2) and ds.params["steps"] == 4
+        train = ds.split("train")
+        assert len(train) == len(expected) == 12 - len(NOT_DONE)
+        order = [5, 0, 9, 2]
+        batch = train[order]
+        assert batch["flow"].dtype == np.float16 and batch["frames"].dtype == np.uint8
+        assert batch["label"].dtype == np.int64
+        assert_same_batch(batch, [expected[i] for i in order])
+        one = train[-1]
+        assert one["id"] == expected[-1]["id"] and int(one["label"]) == expected[-1]["label"]
+        np.testing.assert_allclose(one["flow"].astype(np.float32), expected[-1]["flow"], atol=4e-3)
+        exact = ds.split("train", features=("flow",), float_dtype="float32")[[3]]
+        assert set(exact) == {"flow", "label", "id"} and exact["flow"].dtype == np.float32
+        np.testing.assert_allclose(exact["flow"][0], expected[3]["flow"], rtol=0, atol=1e-6)
+        assert train[2:4]["id"].tolist() == [expected[2]["id"], expected[3]["id"]]
+
+
+def test_batch_buffers_are_aligned(store):
+    with flowstore.open(store) as ds:
+        batch = ds.split("train")[[1, 2, 3]]
+    for key in ("middle_frame", "frames", "flow"):
+        assert batch[key].ctypes.data % 64 == 0 and batch[key].flags.c_contiguous
+
+
+def test_bad_requests_are_clear_errors(store):
+    with flowstore.open(store) as ds:
+        with pytest.raises(ValueError, match="no split 'training'.*train, val, test"):
+            ds.split("training")
+        with pytest.raises(ValueError, match="no feature 'image'"):
+            ds.split("train", features=("image",))
+        with pytest.raises(ValueError, match="float_dtype"):
+            ds.split("train", float_dtype="int8")
+        with pytest.raises(IndexError):
+            ds.split("val")[[4]]
+
+
+def test_a_split_pickles_as_location_and_selection(store):
+    with flowstore.open(store) as ds:
+        train = ds.split("train", features={"frame": "middle_frame"})
+        data = pickle.dumps(train)
+        assert len(data) < 2000  # no pixels, no open store
+        want = train[[1, 0]]
+    again = pickle.loads(data)
+    got = again[[1, 0]]
+    assert set(got) == {"frame", "label", "id"}
+    np.testing.assert_array_equal(got["frame"], want["frame"])
+    assert got["id"].tolist() == want["id"].tolist()
+
+
+# -- decoding follows the store's declared encoding, not the array's name ---------------------------
+
+
+def _add_array(path, name, values, params_update):
+    g = zarr.open_group(str(path), mode="r+")
+    arr = g.create_array(name, shape=values.shape, dtype=values.dtype,
+                         chunks=(1, *values.shape[1:]))
+    arr[:] = values
+    g.attrs["params"] = {**g.attrs["params"], **params_update}
+
+
+def test_decoding_is_decided_by_the_declared_encoding(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
+    stored = np.full((4, 2, 2, 2), 200, dtype=np.uint8)
+    _add_array(path, "motion", stored, {"motion_dtype": "uint8", "motion_bound": 10.0,
+                                        "motion_quantization": "255-bins-centred"})
+    _add_array(path, "flow_mask", np.full((4, 2, 2, 1), 200, dtype=np.uint8), {})
+    with flowstore.open(path) as ds:
+        batch = ds.split("train", float_dtype="float32")[[0]]
+    # declared under another name: decoded; undeclared, though named like flow: left as stored
+    np.testing.assert_allclose(batch["motion"], (200 - 127) * 20.0 / 255, rtol=1e-6)
+    assert batch["flow_mask"].dtype == np.uint8 and (batch["flow_mask"] == 200).all()
+    assert batch["frames"].dtype == np.uint8
+
+
+def test_a_declaration_the_store_does_not_hold_is_refused(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="float16")
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["params"] = {**g.attrs["params"], "flow_dtype": "uint8"}
+    with pytest.raises(StoreError, match="declares 'flow' as uint8 but holds float16"):
+        flowstore.open(path)
+
+
+# -- the fast path checks its assumptions and falls back ----------------------------------------------
+
+
+def test_zarr_fast_path_falls_back_when_the_chunk_layout_is_not_what_it_assumed(tmp_path,
+                                                                                monkeypatch):
+    """Were zarr to lay chunk files out otherwise, the reader's own file name would point at
+    another sample's chunk: the first read is checked against zarr's and the array falls back."""
+    from flowstore.store._zarr import ZarrStore
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    expected = plain_read(path, "train")
+    original = ZarrStore._chunk_file
+    monkeypatch.setattr(ZarrStore, "_chunk_file",
+                        lambda self, name, index, ndim: original(self, name, (index + 1) % 8, ndim))
+    with flowstore.open(path) as ds:
+        assert_same_batch(ds.split("train")[[3, 0, 1]], [expected[i] for i in (3, 0, 1)])
+        assert ds.store.fast_reads == {"middle_frame": False, "frames": False, "flow": False}
+
+
+def test_zarr_fast_path_is_used_and_checked_on_a_store_as_flowstore_writes_it(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0))
+    with flowstore.open(path) as ds:
+        ds.split("train")[[0, 1]]
+        assert ds.store.fast_reads == {"middle_frame": True, "frames": True, "flow": True}
+
+
+def test_zarr_store_with_other_chunk_keys_and_codec_reads_right(tmp_path):
+    """A Zarr store written by other tools: "." chunk keys, gzip: zarr's own read, same values."""
+    from zarr.codecs import GzipCodec
+
+    source = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
+    src = zarr.open_group(str(source), mode="r")
+    path = tmp_path / "other.zarr"
+    out = zarr.open_group(str(path), mode="w", zarr_format=3)
+    for name, arr in src.arrays():
+        if arr.ndim == 1:
+            new = out.create_array(name, shape=arr.shape, chunks=arr.chunks,
+                                   dtype=str if arr.dtype.kind in "OTU" else arr.dtype)
+        else:
+            new = out.create_array(name, shape=arr.shape, chunks=arr.chunks, dtype=arr.dtype,
+                                   compressors=[GzipCodec()],
+                                   chunk_key_encoding={"name": "default", "separator": "."})
+        new[:] = arr[:]
+    out.attrs.update(src.attrs.asdict())
+    assert (path / "flow" / "c.0.0.0.0.0").is_file()
+    expected = plain_read(source, "train")
+    with flowstore.open(path) as ds:
+        assert_same_batch(ds.split("train")[[2, 0]], [expected[2], expected[0]])
+
+
+def uncompressed_h5(source, path):
+    """A copy of an HDF5 store without filters: the chunks flowstore reads raw."""
+    with h5py.File(source, "r") as f, h5py.File(path, "w") as out:
+        for name, dataset in f.items():
+            if dataset.ndim > 1:
+                out.create_dataset(name, data=dataset[()], chunks=dataset.chunks)
+            else:
+                out.create_dataset(name, data=dataset[()], dtype=dataset.dtype)
+        out.attrs.update(dict(f.attrs))
+    return path
+
+
+def test_hdf5_raw_reads_are_used_on_unfiltered_chunks(tmp_path):
+    path = uncompressed_h5(make_tiny_store(tmp_path / "t.h5", per_class=(1, 0, 0)),
+                           tmp_path / "raw.h5")
+    expected = plain_read(path, "train")
+    with flowstore.open(path) as ds:
+        assert_same_batch(ds.split("train")[[1, 0]], [expected[1], expected[0]])
+        assert ds.store.fast_reads == {"middle_frame": True, "frames": True, "flow": True}
+
+
+def test_hdf5_raw_reads_fall_back_when_they_disagree_with_h5py(tmp_path, monkeypatch):
+    from flowstore.store._hdf5 import HDF5Store
+
+    path = uncompressed_h5(make_tiny_store(tmp_path / "t.h5", per_class=(2, 0, 0)),
+                           tmp_path / "raw.h5")
+    expected = plain_read(path, "train")
+    original = HDF5Store._chunk_offset
+
+    def shifted(self, name, index, out):
+        offset = original(self, name, index, out)
+        return None if offset is None else offset + 1  # a layout it misread
+
+    monkeypatch.setattr(HDF5Store, "_chunk_offset", shifted)
+    with flowstore.open(path) as ds:
+        assert_same_batch(ds.split("train")[[4, 1]], [expected[4], expected[1]])
+        assert ds.store.fast_reads == {"middle_frame": False, "frames": False, "flow": False}
+
+
+# -- augmentations --------------------------------------------------------------------------------
+
+
+def test_augmentations_are_seeded_and_keep_frame_and_flow_together(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("middle_frame", "flow"), float_dtype="float32")
+        plain = train[list(range(8))]
+        augment = compose(lambda b, rng: horizontal_flip(b, rng, motion=train.motion_keys),
+                          lambda b, rng: random_crop(b, rng, size=24))
+        first = augment(train[list(range(8))], np.random.default_rng(7))
+        again = augment(train[list(range(8))], np.random.default_rng(7))
+    assert train.motion_keys == ("flow",)
+    for key in ("middle_frame", "flow"):
+        np.testing.assert_array_equal(first[key], again[key])
+        assert first[key].shape[-3:-1] == (24, 24)
+    flipped = 0
+    for k in range(8):  # find each sample's window and flip in the plain frame
+        found = None
+        for flip in (False, True):
+            frame = plain["middle_frame"][k][:, ::-1] if flip else plain["middle_frame"][k]
+            for top in range(9):
+                for left in range(9):
+                    if np.array_equal(frame[top:top + 24, left:left + 24],
+                                      first["middle_frame"][k]):
+                        found = (flip, top, left)
+        assert found is not None
+        flip, top, left = found
+        flow = plain["flow"][k]
+        if flip:
+            flow = flow[..., ::-1, :] * np.array([-1, 1], np.float32)
+        np.testing.assert_array_equal(first["flow"][k], flow[:, top:top + 24, left:left + 24])
+        flipped += flip
+    assert 0 < flipped < 8
+
+
+def test_numpy_batches_cover_an_epoch_in_a_seeded_order(store):
+    expected = {row["id"]: row for row in plain_read(store, "train")}
+    with flowstore.open(store) as ds:
+        train = ds.split("train")
+        epoch0 = list(train.batches(3, shuffle=True, seed=4, epoch=0))
+        again = list(train.batches(3, shuffle=True, seed=4, epoch=0))
+        epoch1 = list(train.batches(3, shuffle=True, seed=4, epoch=1))
+        in_order = list(train.batches(4))
+    ids = [str(i) for b in epoch0 for i in b["id"]]
+    assert sorted(ids) == sorted(expected) and [len(b["id"]) for b in epoch0] == [3, 3, 3, 1]
+    assert ids == [str(i) for b in again for i in b["id"]]
+    assert ids != [str(i) for b in epoch1 for i in b["id"]]
+    for batch in epoch0:
+        assert_same_batch(batch, [expected[str(i)] for i in batch["id"]])
+    assert [str(i) for b in in_order for i in b["id"]] == list(expected)
+
+
+# -- adapters --------------------------------------------------------------------------------------
+
+
+def test_tf_dataset_matches_the_plain_read(store):
+    expected = plain_read(store, "train")
+    with flowstore.open(store) as ds:
+        train = ds.split("train", features=("middle_frame", "flow"))
+        got = [(x, y) for x, y in train.to_tf_dataset(4)]
+        shuffled = [y.numpy() for _, y in train.to_tf_dataset(4, shuffle=True, seed=1)]
+    assert [int(y.shape[0]) for _, y in got] == [4, 4, 2]
+    for number, (x, y) in enumerate(got):
+        rows = expected[number * 4:number * 4 + 4]
+        assert_same_batch({"label": y.numpy(), **{k: v.numpy() for k, v in x.items()}}, rows,
+                          keys=("middle_frame", "flow"), with_ids=False)
+    assert sorted(np.concatenate(shuffled).tolist()) == sorted(r["label"] for r in expected)
+
+
+def test_torch_dataloader_with_two_workers_matches_the_plain_read(store):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    expected = {row["id"]: row for row in plain_read(store, "train")}
+    with flowstore.open(store) as ds:
+        train = ds.split("train")
+        generator = torch.Generator().manual_seed(0)
+        loader = DataLoader(train, batch_size=4, num_workers=2, shuffle=True,
+                            generator=generator)
+        seen = []
+        for batch in loader:
+            assert isinstance(batch["flow"], torch.Tensor) and batch["flow"].dtype == torch.float16
+            assert batch["label"].dtype == torch.int64
+            rows = [expected[i] for i in batch["id"]]
+            assert_same_batch({k: (v.numpy() if hasattr(v, "numpy") else v)
+                               for k, v in batch.items()}, rows)
+            seen += batch["id"]
+        plain = next(iter(DataLoader(train, batch_size=3)))  # no workers, in order
+    assert sorted(seen) == sorted(expected)
+    assert list(plain["id"]) == list(expected)[:3]
+
+
+def test_keras_pydataset_matches_the_plain_read(store):
+    expected = plain_read(store, "train")
+    with flowstore.open(store) as ds:
+        train = ds.split("train", features={"frame": "middle_frame"})
+        pydataset = train.to_keras_dataset(4, shuffle=True, seed=3)
+        assert len(pydataset) == 3
+        batches = [pydataset[i] for i in range(len(pydataset))]
+        pydataset.on_epoch_end()
+        next_epoch = [pydataset[i][1].tolist() for i in range(len(pydataset))]
+    labels = [y.tolist() for _, y in batches]
+    assert sorted(sum(labels, [])) == sorted(r["label"] for r in expected)
+    assert next_epoch != labels
+    order = np.random.default_rng([3, 0]).permutation(len(expected))
+    for number, (x, y) in enumerate(batches):  # a single feature comes as its array
+        rows = [expected[i] for i in order[number * 4:number * 4 + 4]]
+        np.testing.assert_array_equal(x, np.stack([r["middle_frame"] for r in rows]))
+        assert y.tolist() == [r["label"] for r in rows]
+
+
+def test_keras_model_fit_on_the_torch_backend(tmp_path):
+    """`model.fit` on a PyDataset with Keras's PyTorch backend: no TensorFlow in the loop."""
+    pytest.importorskip("torch")
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    script = textwrap.dedent(f"""
+        import sys, keras, flowstore
+        train = flowstore.open({str(path)!r}).split("train", features=("middle_frame",))
+        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
+                                  keras.layers.Flatten(), keras.layers.Dense(4)])
+        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        history = model.fit(train.to_keras_dataset(4, shuffle=True), epochs=2, verbose=0)
+        print(keras.backend.backend(), history.history["loss"][-1],
+              "tensorflow" in sys.modules)
+    """)
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    backend, loss, tensorflow_loaded = out.stdout.split()
+    assert backend == "torch" and np.isfinite(float(loss)) and tensorflow_loaded == "False"
+
+
+# -- an s3:// store (moto) ----------------------------------------------------------------------------
+
+from tests.test_flowstore_s3 import s3_env  # noqa: E402,F401 (the moto server fixture)
+
+
+@pytest.fixture(scope="module")
+def s3_store(s3_env, tmp_path_factory):  # noqa: F811
+    import s3fs
+
+    local = make_tiny_store(tmp_path_factory.mktemp("s3") / "t.zarr", per_class=(2, 0, 0),
+                            not_done=NOT_DONE, flow_dtype="uint8")
+    fs = s3fs.S3FileSystem(key=s3_env["AWS_ACCESS_KEY_ID"], secret=s3_env["AWS_SECRET_ACCESS_KEY"],
+                           endpoint_url=s3_env["AWS_ENDPOINT_URL"])
+    fs.put(str(local), "features/reader/t.zarr", recursive=True)
+    return "s3://features/reader/t.zarr"
+
+
+@pytest.fixture
+def on_s3(s3_env, s3_store, monkeypatch):  # noqa: F811
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    return s3_store
+
+
+def test_every_adapter_reads_an_s3_store_like_a_plain_read(on_s3):
+    torch = pytest.importorskip("torch")
+    expected = plain_read(on_s3, "train")
+    by_id = {row["id"]: row for row in expected}
+    with flowstore.open(on_s3) as ds:
+        assert ds.location == on_s3
+        train = ds.split("train")
+        assert_same_batch(train[[3, 1]], [expected[3], expected[1]])
+        tf_batches = [(x, y) for x, y in
+                      ds.split("train", features=("flow",)).to_tf_dataset(4)]
+        for number, (x, y) in enumerate(tf_batches):
+            assert_same_batch({"flow": x.numpy(), "label": y.numpy()},
+                              expected[number * 4:number * 4 + 4], keys=("flow",),
+                              with_ids=False)
+        loader = torch.utils.data.DataLoader(train, batch_size=3, shuffle=True, num_workers=2)
+        seen = []
+        for batch in loader:
+            assert_same_batch({k: (v.numpy() if hasattr(v, "numpy") else v)
+                               for k, v in batch.items()}, [by_id[i] for i in batch["id"]])
+            seen += batch["id"]
+        assert sorted(seen) == sorted(by_id)
+        x, y = train.to_keras_dataset(2)[1]
+        assert_same_batch({**x, "label": y}, expected[2:4], with_ids=False)
+        assert [b["id"].tolist() for b in train.batches(8)][0] == [r["id"] for r in expected[:8]]
