@@ -371,23 +371,33 @@ def test_keras_pydataset_matches_the_plain_read(store):
         assert y.tolist() == [r["label"] for r in rows]
 
 
-def test_keras_model_fit_on_the_torch_backend(tmp_path):
-    """`model.fit` on a PyDataset with Keras's PyTorch backend: no TensorFlow in the loop."""
+def readme_examples() -> list[str]:
+    """The README's PyTorch loop and custom Keras model, as users copy them."""
+    import re
+
+    text = (REPO / "README.md").read_text()
+    section = text.split("### Reading a store in your own training loop", 1)[1]
+    section = section.split("### Reading a store without flowstore", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.S)
+
+
+def test_readme_examples_run_and_keras_fits_on_the_torch_backend(tmp_path):
+    """The README's two examples, on a tiny store, in one process with Keras's PyTorch backend:
+    `model.fit` on a PyDataset with no TensorFlow in the loop."""
     pytest.importorskip("torch")
+    examples = readme_examples()
+    assert len(examples) == 2 and "DataLoader" in examples[0] and "model.fit" in examples[1]
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
-    script = textwrap.dedent(f"""
-        import sys, keras, flowstore
-        train = flowstore.open({str(path)!r}).split("train", features=("middle_frame",))
-        model = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Rescaling(1 / 255),
-                                  keras.layers.Flatten(), keras.layers.Dense(4)])
-        model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        history = model.fit(train.to_keras_dataset(4, shuffle=True), epochs=2, verbose=0)
-        print(keras.backend.backend(), history.history["loss"][-1],
-              "tensorflow" in sys.modules)
+    script = "\n".join(example.replace('"tvhi.zarr"', repr(str(path)))
+                       .replace("range(5)", "range(1)").replace("epochs=5", "epochs=1, verbose=0")
+                       for example in examples)
+    script += textwrap.dedent("""
+        import sys
+        print(keras.backend.backend(), float(loss), "tensorflow" in sys.modules)
     """)
     env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(REPO)}
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         env=env, timeout=300)
+                         env=env, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-3000:]
     backend, loss, tensorflow_loaded = out.stdout.split()
     assert backend == "torch" and np.isfinite(float(loss)) and tensorflow_loaded == "False"
