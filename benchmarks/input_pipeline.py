@@ -34,7 +34,7 @@ bytes, numcodecs for Blosc/Zstd) without holding the GIL, so tf.data's parallel 
 cores; `--profile` shows those reads alone in one thread ("read_batch loop").
 
 `--profile` adds, for every store, the steps in between: `StoreSamples.read_sample` in a plain
-loop (bare read + numpy decode to float32), `StoreSamples.read_batch` in a plain loop, the
+loop (bare read + numpy decode to float32), the reader's `Split.read` in a plain loop, the
 pipeline with one read at a time, and the
 pipeline casting to float32 inside tf.data (what it did from 8b00925 until the models took
 narrow inputs); and, once, tf.data with no store at all (the ceiling of any pipeline of this
@@ -212,11 +212,14 @@ def bare_pass(store, arrays: tuple[str, ...], indices: np.ndarray):
 
 
 def read_batch_pass(samples, indices: np.ndarray, batch_size: int):
-    """`StoreSamples.read_batch` over the indices in order, in one thread: the pipeline's
+    """The reader's `Split.read` over the train split in order, in one thread: the pipeline's
     reads (flowstore's own chunk decoders, `Store.read_into`) without tf.data."""
+    split = samples.split("train")
+    assert np.array_equal(split.indices, indices)
+
     def one_pass() -> int:
         for start in range(0, len(indices), batch_size):
-            samples.read_batch(indices[start:start + batch_size])
+            split.read(np.arange(start, min(start + batch_size, len(indices))))
         return len(indices)
     return one_pass
 
@@ -247,21 +250,21 @@ def make_dataset_before(samples, split: str, options):
     """
     import tensorflow as tf
 
-    from trainers.data import AUTOTUNE, flip_inputs, index_dataset
+    from trainers.data import AUTOTUNE
 
     names = tuple(samples.task.inputs)
-    arrays = dict(samples.task.inputs)
     labels = tf.constant(samples.labels)
+    indices = samples.indices(split)
+    ds = tf.data.Dataset.from_tensor_slices(indices)
+    if options.shuffle:
+        ds = ds.shuffle(indices.size, seed=options.seed, reshuffle_each_iteration=True)
 
-    ds = index_dataset(samples, split, options)
-
-    def read(index, flip):
+    def read(index):
         values = tf.py_function(samples.read_sample, [index], Tout=[tf.float32] * len(names))
         inputs = {}
         for name, value in zip(names, values, strict=True):
             value.set_shape(samples.sample_shapes[name])
             inputs[name] = value
-        inputs = tf.cond(flip, lambda: flip_inputs(inputs, arrays), lambda: inputs)
         label = tf.gather(labels, index)
         return (inputs if len(names) > 1 else inputs[names[0]]), label
 
@@ -271,17 +274,16 @@ def make_dataset_before(samples, split: str, options):
 
 
 def make_dataset_float32(samples, split: str, options):
-    """`trainers.data.make_dataset`, but every input cast to float32 inside tf.data (8b00925)."""
-    from unittest import mock
-
+    """`trainers.data.make_dataset`, but every input cast to float32 inside tf.data (8b00925;
+    since the reader, after its prefetch)."""
     import tensorflow as tf
 
     import trainers.data as data
 
-    narrow = data.model_input
-    widened = lambda value, array, params: tf.cast(narrow(value, array, params), tf.float32)  # noqa: E731
-    with mock.patch.object(data, "model_input", widened):  # read when the map is traced
-        return data.make_dataset(samples, split, options)
+    def widen(inputs, label):
+        return tf.nest.map_structure(lambda value: tf.cast(value, tf.float32), inputs), label
+
+    return data.make_dataset(samples, split, options).map(widen)
 
 
 @dataclass
@@ -409,9 +411,9 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
         f"passes; median of {args.repeats}, interleaved bare/pipeline",
         f"- TensorFlow {tf.__version__}, parallel_reads AUTOTUNE, prefetch AUTOTUNE",
         "- pipeline: one `tf.numpy_function` per batch reads each sample's chunks straight into "
-        "a 64-byte-aligned batch buffer (`StoreSamples.read_batch`) that TensorFlow uses "
+        "a 64-byte-aligned batch buffer (`flowstore.reader` `Split.read`) that TensorFlow uses "
         "without a copy, and the batches keep the stored dtypes (uint8 pixels, float16 flow; "
-        "the model casts to float32 in its own graph: trainers/data.py `model_input`); before: "
+        "the model casts to float32 in its own graph); before: "
         "`tf.py_function(read_sample)` per sample, float32 conversion in numpy, tf.data "
         "batching (the reader until 8b00925)",
         "",
