@@ -19,7 +19,11 @@ Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train
 - `split[batch]`: `split.read(positions)` over the split in order, one thread;
 - `to_tf_dataset`: `split.to_tf_dataset(8, shuffle=True)`, epoch after epoch (tf.data's threads);
 - DataLoader 0 / 2 workers: `torch.utils.data.DataLoader(split, batch_size=8, shuffle=True,
-  num_workers=W)` (2 workers: persistent, so worker start-up is not timed; their CPU counted).
+  num_workers=W)` (2 workers: persistent, so worker start-up is not timed; their CPU counted);
+  torch's collate stacks the samples again (one more copy of every byte);
+- batched DataLoader: `DataLoader(split, batch_size=None, sampler=BatchSampler(RandomSampler(
+  split), 8, False), num_workers=W)`: each batch is `split[positions]`, no collate copy (with
+  workers, torch still copies each batch into shared memory to hand it to the main process).
 
 "% of ceiling per core" = (samples/s / cores the reader used) / (samples/s / cores the ceiling
 used), against the 1-thread ceiling for one-thread readers and the T-thread ceiling for the
@@ -44,7 +48,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import _busy_jiffies, command_line, machine_line, prepare_source  # noqa: E402
+from build_workers import (_busy_jiffies, command_line, machine_line,  # noqa: E402
+                           prepare_source, wait_for_quiet)
 from input_pipeline import disk_bytes, prepare_stores  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -195,11 +200,18 @@ def tf_pass(split):
     return one_pass
 
 
-def dataloader_pass(split, workers: int):
-    from torch.utils.data import DataLoader
+def dataloader_pass(split, workers: int, batched: bool = False):
+    """`DataLoader(split, batch_size=8, shuffle=True)`, or with `batched`, whole batches as the
+    split reads them (`batch_size=None`, a `BatchSampler`): no collate copy."""
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
-    loader = DataLoader(split, batch_size=BATCH, shuffle=True, num_workers=workers,
-                        persistent_workers=workers > 0)
+    if batched:
+        loader = DataLoader(split, batch_size=None, num_workers=workers,
+                            sampler=BatchSampler(RandomSampler(split), BATCH, drop_last=False),
+                            persistent_workers=workers > 0)
+    else:
+        loader = DataLoader(split, batch_size=BATCH, shuffle=True, num_workers=workers,
+                            persistent_workers=workers > 0)
 
     def one_pass() -> int:
         return sum(len(batch["id"]) for batch in loader)
@@ -211,10 +223,12 @@ def dataloader_pass(split, workers: int):
 
 
 COLUMNS = ("ceiling, 1 thread", "ceiling, {T} threads", "split[batch] loop", "to_tf_dataset",
-           "DataLoader 0 workers", "DataLoader 2 workers")
+           "DataLoader 0 workers", "DataLoader 2 workers", "batched DataLoader 0 workers",
+           "batched DataLoader 2 workers")
 #: Which ceiling each reader is held against: one thread, or T threads.
 AGAINST = {"split[batch] loop": 0, "DataLoader 0 workers": 0, "to_tf_dataset": 1,
-           "DataLoader 2 workers": 1}
+           "DataLoader 2 workers": 1, "batched DataLoader 0 workers": 0,
+           "batched DataLoader 2 workers": 1}
 
 
 def main() -> None:
@@ -226,6 +240,8 @@ def main() -> None:
                         help="synthetic clips per class (2 of 5 in set 2: about 40%% train)")
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                        help="before each store, wait up to SECONDS for other load to drop")
     args = parser.parse_args()
 
     import flowstore
@@ -239,6 +255,8 @@ def main() -> None:
     results: dict[tuple[str, str], dict[str, Measured]] = {}
     splits = {}
     for key, path in stores.items():
+        if args.wait_quiet:
+            wait_for_quiet(args.wait_quiet)
         ds = flowstore.open(path)
         split = ds.split("train", features=FEATURES)
         splits[key] = split
@@ -247,10 +265,13 @@ def main() -> None:
         row[COLUMNS[1]] = timed(ceiling_pass(path, split.indices, threads, pool),
                                 args.min_seconds)
         row["split[batch] loop"] = timed(loop_pass(split), args.min_seconds)
-        row["DataLoader 0 workers"] = timed(dataloader_pass(split, 0), args.min_seconds)
-        two = dataloader_pass(split, 2)
-        row["DataLoader 2 workers"] = timed(two, args.min_seconds, children=True)
-        del two.loader  # ends the workers
+        for batched in (False, True):
+            prefix = "batched " if batched else ""
+            row[f"{prefix}DataLoader 0 workers"] = timed(dataloader_pass(split, 0, batched),
+                                                         args.min_seconds)
+            two = dataloader_pass(split, 2, batched)
+            row[f"{prefix}DataLoader 2 workers"] = timed(two, args.min_seconds, children=True)
+            del two.loader  # ends the workers
         print(f"{path.name}: done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
     for key, split in splits.items():  # TensorFlow last: the DataLoader forks before it starts
         results[key]["to_tf_dataset"] = timed(tf_pass(split), args.min_seconds)

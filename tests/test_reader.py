@@ -80,6 +80,14 @@ def store(request, tmp_path):
                            flow_dtype=flow_dtype)
 
 
+@pytest.fixture(params=[("zarr", "uint8"), ("h5", "float16")], ids=lambda p: "-".join(p))
+def adapter_store(request, tmp_path):
+    """Both backends and both flow encodings, in two stores (the adapters cost more per test)."""
+    backend, flow_dtype = request.param
+    return make_tiny_store(tmp_path / f"t.{backend}", per_class=(3, 1, 1), not_done=NOT_DONE,
+                           flow_dtype=flow_dtype)
+
+
 # -- the reader --------------------------------------------------------------------------------------
 
 
@@ -295,9 +303,9 @@ def test_augmentations_are_seeded_and_keep_frame_and_flow_together(tmp_path):
     assert 0 < flipped < 8
 
 
-def test_numpy_batches_cover_an_epoch_in_a_seeded_order(store):
-    expected = {row["id"]: row for row in plain_read(store, "train")}
-    with flowstore.open(store) as ds:
+def test_numpy_batches_cover_an_epoch_in_a_seeded_order(adapter_store):
+    expected = {row["id"]: row for row in plain_read(adapter_store, "train")}
+    with flowstore.open(adapter_store) as ds:
         train = ds.split("train")
         epoch0 = list(train.batches(3, shuffle=True, seed=4, epoch=0))
         again = list(train.batches(3, shuffle=True, seed=4, epoch=0))
@@ -315,9 +323,9 @@ def test_numpy_batches_cover_an_epoch_in_a_seeded_order(store):
 # -- adapters --------------------------------------------------------------------------------------
 
 
-def test_tf_dataset_matches_the_plain_read(store):
-    expected = plain_read(store, "train")
-    with flowstore.open(store) as ds:
+def test_tf_dataset_matches_the_plain_read(adapter_store):
+    expected = plain_read(adapter_store, "train")
+    with flowstore.open(adapter_store) as ds:
         train = ds.split("train", features=("middle_frame", "flow"))
         got = [(x, y) for x, y in train.to_tf_dataset(4)]
         shuffled = [y.numpy() for _, y in train.to_tf_dataset(4, shuffle=True, seed=1)]
@@ -329,12 +337,12 @@ def test_tf_dataset_matches_the_plain_read(store):
     assert sorted(np.concatenate(shuffled).tolist()) == sorted(r["label"] for r in expected)
 
 
-def test_torch_dataloader_with_two_workers_matches_the_plain_read(store):
+def test_torch_dataloader_with_two_workers_matches_the_plain_read(adapter_store):
     torch = pytest.importorskip("torch")
-    from torch.utils.data import DataLoader
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
-    expected = {row["id"]: row for row in plain_read(store, "train")}
-    with flowstore.open(store) as ds:
+    expected = {row["id"]: row for row in plain_read(adapter_store, "train")}
+    with flowstore.open(adapter_store) as ds:
         train = ds.split("train")
         generator = torch.Generator().manual_seed(0)
         loader = DataLoader(train, batch_size=4, num_workers=2, shuffle=True,
@@ -348,13 +356,21 @@ def test_torch_dataloader_with_two_workers_matches_the_plain_read(store):
                                for k, v in batch.items()}, rows)
             seen += batch["id"]
         plain = next(iter(DataLoader(train, batch_size=3)))  # no workers, in order
+        # whole batches as the split reads them: no collate copy
+        sampler = BatchSampler(SequentialSampler(train), batch_size=4, drop_last=False)
+        batched = list(DataLoader(train, batch_size=None, sampler=sampler, num_workers=2))
     assert sorted(seen) == sorted(expected)
     assert list(plain["id"]) == list(expected)[:3]
+    rows = list(expected.values())
+    for number, batch in enumerate(batched):
+        assert isinstance(batch["flow"], torch.Tensor)
+        assert_same_batch({k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()},
+                          rows[number * 4:number * 4 + 4])
 
 
-def test_keras_pydataset_matches_the_plain_read(store):
-    expected = plain_read(store, "train")
-    with flowstore.open(store) as ds:
+def test_keras_pydataset_matches_the_plain_read(adapter_store):
+    expected = plain_read(adapter_store, "train")
+    with flowstore.open(adapter_store) as ds:
         train = ds.split("train", features={"frame": "middle_frame"})
         pydataset = train.to_keras_dataset(4, shuffle=True, seed=3)
         assert len(pydataset) == 3
