@@ -190,9 +190,7 @@ class Split:
         in one fresh 64-byte-aligned buffer (TensorFlow and torch use it without a copy),
         `label` (int64) and `id` (str)."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
-        if positions.size and not (-len(self) <= positions.min() and positions.max() < len(self)):
-            raise IndexError(f"position out of range for a split of {len(self)} samples")
-        indices = self.indices[positions]
+        indices = self.indices[positions]  # IndexError for a position outside the split
         store = self.source.store
         batch: dict[str, np.ndarray] = {}
         for key, array in self.features.items():
