@@ -170,6 +170,18 @@ def test_decoding_is_decided_by_the_declared_encoding(tmp_path):
     assert batch["frames"].dtype == np.uint8
 
 
+def test_a_store_from_before_the_255_bin_quantization_decodes_as_it_was_written(tmp_path):
+    """uint8 stores written before `flow_quantization` existed rounded to 0..255: decoded with
+    that scheme's centre (127.5), as `flowstore.flow_encoding.decode_flow` does."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["params"] = {k: v for k, v in g.attrs["params"].items() if k != "flow_quantization"}
+    stored = g["flow"][0]
+    with flowstore.open(path) as ds:
+        flow = ds.split("train", features=("flow",), float_dtype="float32")[0]["flow"]
+    np.testing.assert_allclose(flow, (stored.astype(np.float32) - 127.5) * (16.0 / 255), atol=1e-6)
+
+
 def test_a_declaration_the_store_does_not_hold_is_refused(tmp_path):
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="float16")
     g = zarr.open_group(str(path), mode="r+")
