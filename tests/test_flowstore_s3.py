@@ -102,3 +102,38 @@ def test_one_epoch_of_training_input_streams_from_s3(s3_env, s3_store, monkeypat
         assert seen == len(train) > 0
     finally:
         samples.store.close()
+
+
+def test_every_reader_adapter_reads_an_s3_store_like_a_plain_read(s3_env, s3_store, monkeypatch):
+    """`flowstore.open` on an s3:// store: split[...], tf.data, a DataLoader with two worker
+    processes (each reopens the store from its URL), Keras PyDataset and numpy batches give what
+    a plain zarr read of the same URL, decoded by hand, gives."""
+    torch = pytest.importorskip("torch")
+    import flowstore
+    from tests.test_reader import assert_same_batch, plain_read
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    on_s3 = s3_store
+    expected = plain_read(on_s3, "train")
+    by_id = {row["id"]: row for row in expected}
+    with flowstore.open(on_s3) as ds:
+        assert ds.location == on_s3
+        train = ds.split("train")
+        assert_same_batch(train[[3, 1]], [expected[3], expected[1]])
+        tf_batches = [(x, y) for x, y in
+                      ds.split("train", features=("flow",)).to_tf_dataset(4)]
+        for number, (x, y) in enumerate(tf_batches):
+            assert_same_batch({"flow": x.numpy(), "label": y.numpy()},
+                              expected[number * 4:number * 4 + 4], keys=("flow",),
+                              with_ids=False)
+        loader = torch.utils.data.DataLoader(train, batch_size=3, shuffle=True, num_workers=2)
+        seen = []
+        for batch in loader:
+            assert_same_batch({k: (v.numpy() if hasattr(v, "numpy") else v)
+                               for k, v in batch.items()}, [by_id[i] for i in batch["id"]])
+            seen += batch["id"]
+        assert sorted(seen) == sorted(by_id)
+        x, y = train.to_keras_dataset(2)[1]
+        assert_same_batch({**x, "label": y}, expected[2:4], with_ids=False)
+        assert [b["id"].tolist() for b in train.batches(8)][0] == [r["id"] for r in expected[:8]]
