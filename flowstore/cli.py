@@ -18,6 +18,11 @@ synth_app = typer.Typer(help="Write a synthetic source in a dataset's real layou
 app.add_typer(synth_app, name="synth")
 
 
+#: Exit codes: 1 for samples that failed (bad data), 2 for a usage or store error, and this one
+#: for a bug in flowstore met while building (tracebacks in the store's error log).
+INTERNAL_ERROR_EXIT = 3
+
+
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: how every user error ends."""
     typer.echo("error: " + " ".join(line.strip() for line in str(message).splitlines()), err=True)
@@ -92,15 +97,29 @@ def build(
         fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", 130)
+    internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
-               f"done, {len(result.failures)} failed of {result.selected} selected "
+               f"done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
     if result.failures:
         typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
                    err=True)
         for sample, reason in result.failures.items():
             typer.echo(f"  {sample}: {reason}", err=True)
+    _report_internal_errors(result.internal_errors, result.error_log)
+    if result.failures:
         raise typer.Exit(1)
+
+
+def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None:
+    """Tell a bug in flowstore as one, apart from bad samples, and exit with its own code."""
+    if not errors:
+        return
+    typer.echo(f"internal error: a bug in flowstore stopped {len(errors)} sample(s), which stay "
+               f"pending (not failed); tracebacks in {log}; please report it:", err=True)
+    for sample, error in errors.items():
+        typer.echo(f"  {sample}: {error}", err=True)
+    raise typer.Exit(INTERNAL_ERROR_EXIT)
 
 
 @app.command()
@@ -132,17 +151,22 @@ def verify(
         if repair and source is None:
             raise ParameterError("--repair needs --source DIR to re-extract from")
         result = run_verify(store, progress=not quiet)
-        if result.problems and repair:
-            rebuilt = run_repair(store, source, sorted(result.problems), progress=not quiet)
-            still_bad = run_verify(store).problems
-            typer.echo(f"repaired {rebuilt.computed} sample(s) from {source}")
-            result.problems = still_bad
+        typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
+        for sample, problem in sorted(result.problems.items()):
+            typer.echo(f"  {sample}: {problem}", err=True)
+        if not (result.problems and repair):
+            raise typer.Exit(1 if result.problems else 0)
+        repaired = run_repair(store, source, result.problems, progress=not quiet)
     except FlowstoreError as exc:
         fail(str(exc))
-    typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
-    for sample, problem in sorted(result.problems.items()):
-        typer.echo(f"  {sample}: {problem}", err=True)
-    if result.problems:
+    internal = (f", {len(repaired.internal_errors)} internal error(s)"
+                if repaired.internal_errors else "")
+    typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "
+               f"{source}; {len(repaired.still_bad)} still bad{internal}")
+    for sample, why in sorted(repaired.still_bad.items()):
+        typer.echo(f"  {sample}: {why}", err=True)
+    _report_internal_errors(repaired.internal_errors, repaired.error_log)
+    if repaired.still_bad:
         raise typer.Exit(1)
 
 

@@ -35,6 +35,38 @@ def test_cluster_build_equals_threaded_build(tiny_tvhi_source, tmp_path, cluster
             np.testing.assert_array_equal(a.read(name), b.read(name))
 
 
+def test_an_overwrite_with_other_parameters_on_the_same_cluster_writes_the_new_layout(
+        tiny_tvhi_source, tmp_path, cluster):
+    """Issue 12, item 2: worker processes outlive a build. After the first build they hold a
+    handle on the float16 store; the `--overwrite --flow-dtype float32` build on the same
+    cluster must write float32 chunks (it wrote float16 ones with the stale handle, and the
+    checksum, taken from the arrays in memory, let the coordinator mark them done)."""
+    from distributed import Client
+
+    from flowstore.verify import verify
+
+    store = tmp_path / "s.zarr"
+    first = build(_config(tiny_tvhi_source, store, scheduler=cluster.scheduler_address))
+    assert first.ok and first.computed == 16
+    with Client(cluster) as client:  # both workers wrote, so both hold a handle on the old store
+        handles = client.run(lambda: len(__import__("flowstore.build").build._OPEN_STORES))
+        assert len(handles) == 2 and all(handles.values()), handles
+    second = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
+                               progress=False, overwrite=True,
+                               params=VideoParams(size=32, steps=4, flow_dtype="float32"),
+                               scheduler=cluster.scheduler_address))
+    assert second.ok and second.computed == 16, second.failures
+    checked = verify(store)
+    assert checked.ok and checked.checked == 16, checked.problems
+    threaded = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source,
+                                 store=tmp_path / "threads.zarr", progress=False,
+                                 params=VideoParams(size=32, steps=4, flow_dtype="float32")))
+    with open_store(store) as remote, open_store(tmp_path / "threads.zarr") as local:
+        assert remote.read("flow").dtype == np.float32
+        np.testing.assert_array_equal(remote.read("flow"), local.read("flow"))
+    assert threaded.ok
+
+
 def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
     with pytest.raises(StoreError, match="one process"):
         build(_config(tiny_tvhi_source, tmp_path / "s.h5", scheduler="tcp://127.0.0.1:1"))

@@ -75,6 +75,21 @@ class TestStoreContract:
             store.read_into("flow", 0, batch[0])
             assert not batch[0].any()  # an unwritten sample reads as zeros
 
+    @pytest.mark.parametrize("name,value", [
+        ("flow", np.ones((2, 4, 4, 2), np.float32)),  # another dtype: zarr would cast it
+        ("flow", np.ones((2, 4, 5, 2), np.float16)),  # another shape: zarr would write it
+        ("pixels", np.ones((4, 4), np.uint8)),
+    ], ids=["dtype", "shape", "rank"])
+    def test_a_sample_of_another_layout_is_refused_and_nothing_written(self, store_path, name,
+                                                                       value):
+        """Issue 12, item 2: a writer whose arrays do not match the store fails the sample."""
+        good = np.full((4, 4, 3), 7, np.uint8)
+        with open_store(store_path, "r+") as store:
+            with pytest.raises(StoreError, match=f"array '{name}' is .* but the store holds"):
+                store.write_sample(1, {"pixels": good, name: value})
+        with open_store(store_path) as store:
+            assert not store.read("pixels", 1).any() and not store.read("flow", 1).any()
+
     def test_missing_and_foreign_paths_are_store_errors(self, tmp_path, suffix):
         with pytest.raises(StoreError, match="no store at"):
             open_store(tmp_path / f"nothing{suffix}")

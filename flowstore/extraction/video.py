@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from flowstore.errors import SampleError
-from flowstore.extraction._cv import cv2, resize_rgb
+from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.flow_encoding import encode_flow
 from flowstore.params import FarnebackParams, VideoParams
 
@@ -114,17 +114,19 @@ def _candidate_frames(hint: int, steps: int) -> set[int]:
 
 def read_needed_frames(path: Path, size: int, steps: int) -> tuple[int, dict[int, np.ndarray]]:
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
-    n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set())
-    if n < 2:
-        raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
-    needed = frames_needed(n, steps)
-    missing = needed - kept.keys()
-    if missing:
-        n_again, extra = _decode(path, lambda _hint: missing)
-        if n_again != n or missing - extra.keys():
-            raise SampleError(f"decoding {path.name} is not repeatable ({n} then {n_again} frames)")
-        kept.update(extra)
-    return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
+    with decoding(path):
+        n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set())
+        if n < 2:
+            raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
+        needed = frames_needed(n, steps)
+        missing = needed - kept.keys()
+        if missing:
+            n_again, extra = _decode(path, lambda _hint: missing)
+            if n_again != n or missing - extra.keys():
+                raise SampleError(f"decoding {path.name} is not repeatable "
+                                  f"({n} then {n_again} frames)")
+            kept.update(extra)
+        return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
 
 
 def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:

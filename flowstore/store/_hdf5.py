@@ -143,6 +143,10 @@ class HDF5Store(Store):
         with self._sample_lock:
             super().write_sample(index, arrays)
 
+    def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        dataset = self._file[name]
+        return tuple(dataset.shape[1:]), dataset.dtype
+
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self._file[name][index] = value
 

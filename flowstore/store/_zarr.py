@@ -144,6 +144,10 @@ class ZarrStore(Store):
                          nbytes=int(np.prod(arr.shape)) * itemsize,
                          nbytes_stored=int(arr.nbytes_stored()))
 
+    def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        arr = self._array(name)  # (info() would list every chunk to count stored bytes)
+        return tuple(arr.shape[1:]), np.dtype(arr.dtype)
+
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self._array(name)[index] = value
 
@@ -155,6 +159,7 @@ class ZarrStore(Store):
         Each array is written as the whole chunk it is, (1, *sample_shape): zarr then encodes
         it as given, where `array[index] = value` first copies it into a fresh fill-value chunk.
         """
+        self.check_sample(index, arrays)
         handles = {name: self._array(name).async_array for name in arrays}  # (not in the loop)
 
         async def write_all() -> list[BaseException | None]:

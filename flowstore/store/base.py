@@ -19,6 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.errors import StoreError
+
 #: dtype marker for variable-length UTF-8 string arrays.
 STRING = "str"
 
@@ -105,8 +107,32 @@ class Store(abc.ABC):
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """`array[index] = value`. Callers keep to one writer per chunk."""
 
+    def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(per-sample shape, dtype) of a per-sample array, as this handle sees it."""
+        info = self.info(name)
+        return tuple(info.shape[1:]), np.dtype(info.dtype)
+
+    def check_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Refuse a sample whose arrays are not of the store's per-sample shape and dtype.
+
+        zarr casts another dtype silently and writes a wrong-shaped chunk without complaint, and
+        the checksum, computed from the arrays in memory, would still match what was meant: so
+        a writer with a wrong idea of the store (a stale handle) is caught here, not by verify.
+
+        Raises:
+            StoreError: an array's shape or dtype differs from the store's.
+        """
+        for name, value in arrays.items():
+            shape, dtype = self.sample_layout(name)
+            if tuple(np.shape(value)) != shape or np.asarray(value).dtype != dtype:
+                raise StoreError(f"sample {index}: array {name!r} is {np.asarray(value).dtype} "
+                                 f"{tuple(np.shape(value))} but the store holds {dtype} {shape} "
+                                 f"per sample; nothing of it was written")
+
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write every array of one sample and make it durable; raises if any of it failed."""
+        """Write every array of one sample and make it durable; raises if any of it failed
+        (`check_sample` first: nothing is written of a sample of the wrong layout)."""
+        self.check_sample(index, arrays)
         for name, value in arrays.items():
             self.write(name, index, value)
         self.flush()
