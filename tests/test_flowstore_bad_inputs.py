@@ -56,6 +56,7 @@ from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
 TINY_PARAMS = VideoParams(size=32, steps=4)  # what TINY_BUILD asks for
 FAILED_HEADER = re.compile(r"^\d+ sample\(s\) failed; run the command again to retry them:$")
+INTERNAL_HEADER = re.compile(r"^internal error: a bug in flowstore stopped \d+ sample\(s\)")
 FAILURE_LINE = re.compile(r"^  (\S+): (.+)$")
 
 
@@ -133,6 +134,8 @@ def sees(result: subprocess.CompletedProcess, focus: str | None = None,
     lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     summary = next((line for line in out.splitlines() if line.startswith(("store ", "samples "))),
                    out.strip().splitlines()[-1] if out.strip() else "")
+    repaired = next((line for line in out.splitlines() if line.startswith("repaired ")), "")
+    summary = f"{summary}; {repaired}" if repaired else summary
     summary = _shorten(re.sub(r" in [\d.]+s \(fingerprint \w+\)", "", summary))
     if rc < 0:
         return f"**crash: killed by {signal.Signals(-rc).name}**, no message"
@@ -145,8 +148,8 @@ def sees(result: subprocess.CompletedProcess, focus: str | None = None,
     if not summary and not listed:
         first = _shorten(lines[0].strip()) if lines else "(nothing on stderr)"
         return f"exit {rc}, {len(lines)} stderr line(s), first `{first}`"
-    stray = [line for line in lines
-             if not FAILED_HEADER.match(line) and not FAILURE_LINE.match(line)]
+    stray = [line for line in lines if not FAILED_HEADER.match(line)
+             and not INTERNAL_HEADER.match(line) and not FAILURE_LINE.match(line)]
     noise_note = (f"; **stray stderr line** `{_shorten(stray[0].strip())}`"
                   if stray and noise else "")
     if focus in listed:
@@ -1059,3 +1062,77 @@ def test_a_disk_too_small_to_create_the_store_is_one_line_and_leaves_nothing(
     assert f"'{store}'" in line and "space" in line.lower()
     left = sorted(p.name for p in small_disk.path.iterdir() if p.name != ".tvhi.zarr.lock")
     assert left == ["filler"]
+
+
+# =================================================================================================
+# 8. A repair that cannot mend, and a bug in flowstore (issue 12)
+# =================================================================================================
+def test_a_repair_whose_clip_no_longer_decodes_names_it_and_builds_nothing_else(tvhi_source,
+                                                                               tmp_path):
+    """`verify --repair` once exited 0 with "repaired 13 sample(s)" (every pending sample) and
+    "0 bad" though the one sample it was asked to mend failed to re-extract."""
+    import h5py
+
+    store = tmp_path / "tvhi.h5"
+    build_in_process(tvhi_source, store, max_per_split=1)
+    with open_store(store) as built:
+        ids, done = built.read("id").tolist(), built.read("done")
+    target = ids[int(np.flatnonzero(done)[0])]
+    with h5py.File(store, "r+") as file:  # a chunk damaged by hand ...
+        file["flow"][ids.index(target)] = 1
+    clip = tvhi_source / f"{target}.avi"  # ... and its clip undecodable, at the same size
+    clip.write_bytes(np.random.default_rng(9).bytes(clip.stat().st_size))
+    result = cli(f"`verify --repair` of a damaged sample whose clip ({target}.avi) no longer "
+                 f"decodes", "verify", store, "--repair", "--source", tvhi_source, "-q",
+                 focus=target)
+    assert_no_crash(result)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "repaired 0 of 1 bad sample(s)" in result.stdout and "1 still bad" in result.stdout
+    reasons = dict(m.groups() for line in result.stderr.splitlines()
+                   if (m := FAILURE_LINE.match(line)))
+    assert "could not re-extract" in reasons[target] and f"{target}.avi" in reasons[target]
+    with open_store(store) as after:
+        assert int(after.read("done").sum()) == 2, "no other pending sample is built"
+        assert target in after.attrs["failures"]
+
+
+_WITH_A_BUG = """
+import sys
+from flowstore.datasets.tvhi import TVHI
+from flowstore.cli import main
+
+real_extract = TVHI.extract
+
+def extract_with_a_bug(self, path, params):
+    if path.stem == "{sample}":
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+    return real_extract(self, path, params)
+
+TVHI.extract = extract_with_a_bug
+sys.argv[0] = "flowstore"
+main()
+"""
+
+
+def test_a_bug_in_flowstore_is_an_internal_error_not_a_bad_clip(tvhi_source, tmp_path):
+    """A TypeError in the extraction code once became the sample's "failure" and read as a bad
+    clip; now it is an internal error: exit 3, the traceback in <store>.errors.log."""
+    target = "highFive_0002"
+    (tvhi_source / "hug_0004.avi").write_bytes(b"\0" * 10)  # a real bad clip beside it
+    store = tmp_path / "tvhi.zarr"
+    args = tiny_build_args(tvhi_source, store)
+    run = subprocess.run([sys.executable, "-c", _WITH_A_BUG.format(sample=target),
+                          *map(str, args)], capture_output=True, text=True, timeout=300)
+    result = record(f"a bug in flowstore (a TypeError in extraction) on {target}", args, run,
+                    focus=target)
+    assert_no_crash(result)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "1 failed, 1 internal error(s)" in result.stdout
+    reasons = dict(m.groups() for line in result.stderr.splitlines()
+                   if (m := FAILURE_LINE.match(line)))
+    assert reasons[target].startswith("TypeError") and "cannot open video" in reasons["hug_0004"]
+    log = tmp_path / "tvhi.zarr.errors.log"
+    assert f"tracebacks in {log}" in result.stderr
+    assert "Traceback (most recent call last)" in log.read_text()
+    with open_store(store) as built:
+        assert set(built.attrs["failures"]) == {"hug_0004"}
