@@ -5,7 +5,10 @@ Roles (DESIGN.md, "Build semantics"):
   travel back through the scheduler);
 - one coordinator (this process) marks samples `done`, only after their task returned, and
   records failures. So a store killed at any moment holds no sample marked done that is not
-  complete, and a re-run computes exactly the samples still not done.
+  complete, and a re-run computes exactly the samples still not done;
+- a task sends back a data problem as its sample's failure reason, and a bug in flowstore as an
+  internal error (its traceback), which the coordinator logs beside the store and never
+  records as a failure of the sample (`DATA_ERRORS` draws the line).
 """
 
 from __future__ import annotations
@@ -419,13 +422,14 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
             return TaskOutcome(index, "the source file changed while it was being read")
         with _space_reserved(store.path, arrays):
             _writer(store).write_sample(index, arrays)
+        digest = sample_digest(arrays)
     except FlowstoreError as exc:
         return TaskOutcome(index, str(exc))
     except DATA_ERRORS as exc:
         return TaskOutcome(index, f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001  (a bug: reported as an internal error, with its traceback)
         return TaskOutcome(index, internal_error=traceback.format_exc())
-    return TaskOutcome(index, None, sample_digest(arrays), read[0])
+    return TaskOutcome(index, None, digest, read[0])
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -470,7 +474,9 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 nonlocal last_flush
                 sample = manifest.rows[outcome.index].id
                 if outcome.internal_error is not None:
-                    # not the sample's failure: it stays pending, and the bug is told as one
+                    # not the sample's failure: it stays pending (an earlier reason of it is
+                    # dropped, as nothing is known of the clip now), and the bug is told as one
+                    ledger.failures.pop(sample, None)
                     result.error_log = error_log_path(config.store)
                     _log_internal_error(result.error_log, sample, sources[outcome.index],
                                         outcome.internal_error)
