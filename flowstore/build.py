@@ -531,12 +531,17 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
     """Run `fn(*args)` for every argument tuple on the dask.distributed cluster at `address`.
 
     `finished(result)` is called as each task completes. A task the cluster gives up on (e.g.
-    KilledWorker after its workers died) is reported as a failure of its sample (the last
-    argument is the sample index), not raised.
+    KilledWorker after its workers died, a lost connection, a cancelled task) is reported as a
+    failure of its sample (the last argument is the sample index), not raised; a task that
+    raised anything else (`extract_and_write` raises nothing, so a bug: e.g. arguments or a
+    result that do not travel) comes back as an internal error with its traceback.
     """
+    import concurrent.futures
     import logging
 
-    from distributed import Client, as_completed
+    from distributed import Client, KilledWorker, as_completed
+
+    cluster_errors = (KilledWorker, concurrent.futures.CancelledError, OSError, TimeoutError)
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     try:
@@ -548,8 +553,11 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
         for future in as_completed(futures):
             try:
                 outcome = future.result()
-            except Exception as exc:  # noqa: BLE001  (the cluster gave up on this task)
+            except cluster_errors as exc:  # the cluster gave up on this task
                 outcome = TaskOutcome(futures[future][-1], f"task failed on the cluster: "
                                                            f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001  (a bug: an internal error, not the sample's)
+                outcome = TaskOutcome(futures[future][-1], internal_error="".join(
+                    traceback.format_exception(type(exc), exc, exc.__traceback__)))
             future.release()
             finished(outcome)

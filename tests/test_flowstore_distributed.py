@@ -67,6 +67,23 @@ def test_an_overwrite_with_other_parameters_on_the_same_cluster_writes_the_new_l
     assert threaded.ok
 
 
+def _a_task_with_a_bug(index):
+    raise TypeError(f"a bug in task {index}")
+
+
+def test_a_task_that_raises_on_the_cluster_is_an_internal_error(cluster):
+    """Only what the cluster gives up on (a killed worker, a lost connection) is a failure of
+    the sample; an exception out of the task itself is a bug, told with its traceback."""
+    from flowstore.build import run_on_cluster
+
+    outcomes = []
+    run_on_cluster(cluster.scheduler_address, _a_task_with_a_bug, [(3,)], outcomes.append)
+    [outcome] = outcomes
+    assert outcome.index == 3 and outcome.reason is None
+    assert "TypeError: a bug in task 3" in outcome.internal_error
+    assert "_a_task_with_a_bug" in outcome.internal_error
+
+
 def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
     with pytest.raises(StoreError, match="one process"):
         build(_config(tiny_tvhi_source, tmp_path / "s.h5", scheduler="tcp://127.0.0.1:1"))
