@@ -34,7 +34,6 @@ def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
-
 @contextlib.contextmanager
 def decoding(path: Path) -> Iterator[None]:
     """An OpenCV error while decoding `path` (or resizing what it decoded) is that file's fault.
