@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from flowstore.cli import run_app
 from flowstore.errors import FlowstoreError
 from trainers.recipes import MODEL_NAMES
 
@@ -94,5 +95,6 @@ def report(
         fail(str(exc))
 
 
-def main() -> None:  # `python -m trainers`
-    app(prog_name="trainers")
+def main() -> None:
+    """The `trainers` console script and `python -m trainers`."""
+    run_app(app, "trainers")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from flowstore.store import Store
-from trainers.errors import ModelConfigError
+from trainers.errors import ModelConfigError, require_training_extra
 from trainers.recipes import RECIPES, Recipe, check_model_name
 from trainers.report import results_table
 from trainers.runs import RunRecord, find_run
@@ -88,10 +88,12 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
         flowstore.errors.StoreError: `--store` is missing or not a store.
         WrongDatasetError: the store is not of the dataset the model trains on.
         NoSamplesError: the store has no finished training sample.
+        MissingTrainingExtraError: TensorFlow, Keras or matplotlib is not installed.
     """
     samples = open_samples(config.store, config.model)
     try:
         samples.require("train")
+        require_training_extra()  # before any prerequisite search or training starts
         session = _Session(config, samples.store, echo)
         _train(session, samples)
     finally:
