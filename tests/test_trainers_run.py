@@ -221,13 +221,54 @@ def built_tvhi_store(tmp_path):
     return tmp_path / "tvhi.h5"
 
 
-def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_path):
-    runs = tmp_path / "runs"
-    _invoke("run", "tvhi_flow", "--store", str(built_tvhi_store), "--runs-dir", str(runs),
-            "--epochs", "1", "--augment")
-    (record,) = list_runs(runs)
-    assert record.metrics["augment"] is True
-    assert record.metrics["samples"]["train"] > 0
+def _mirrored_flow(flow: np.ndarray) -> np.ndarray:
+    mirrored = flow[:, :, ::-1].copy()
+    mirrored[..., 0] *= -1  # a motion to the right becomes one to the left
+    return mirrored
+
+
+def _spy_on_flow_batches(monkeypatch) -> dict[str, list[bool]]:
+    """Per split, whether each flow sample `trainers run` streams into training is the stored
+    flow (False) or its mirror with dx negated (True): two epochs of each stream the run makes
+    (new coins each), read before the run uses it, each sample matched against the store's."""
+    import trainers.fit
+
+    real_make_dataset = trainers.fit.make_dataset
+    seen: dict[str, list[bool]] = {}
+
+    def make_dataset(samples, split, options):
+        dataset = real_make_dataset(samples, split, options)
+        stored = [samples.store.read("flow", i) for i in samples.indices(split)]
+        flips = seen.setdefault(split, [])
+        for batch, _labels in [*dataset, *dataset]:
+            for flow in batch.numpy():
+                if any(np.array_equal(flow, s) for s in stored):
+                    flips.append(False)
+                else:
+                    assert any(np.array_equal(flow, _mirrored_flow(s)) for s in stored), split
+                    flips.append(True)
+        return dataset
+
+    monkeypatch.setattr(trainers.fit, "make_dataset", make_dataset)
+    return seen
+
+
+def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_path, monkeypatch):
+    """`--augment` mirrors some training samples (flow dx negated) and never a val or test one;
+    without it none is mirrored."""
+    for augment in (True, False):
+        runs = tmp_path / f"runs-{augment}"
+        seen = _spy_on_flow_batches(monkeypatch)
+        _invoke("run", "tvhi_flow", "--store", str(built_tvhi_store), "--runs-dir", str(runs),
+                "--epochs", "1", "--augment" if augment else "--no-augment")
+        (record,) = list_runs(runs)
+        assert record.metrics["augment"] is augment
+        assert len(seen["train"]) == 2 * record.metrics["samples"]["train"] > 0
+        if augment:
+            assert 0 < sum(seen["train"]) < len(seen["train"]), seen["train"]
+        else:
+            assert not any(seen["train"])
+        assert seen["val"] and seen["test"] and not any(seen["val"] + seen["test"])
 
 
 @pytest.mark.slow
