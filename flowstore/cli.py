@@ -229,10 +229,16 @@ def synth_stanford40(
                f"+ {classes * test_per_class} test images) to {folder}")
 
 
-def main() -> None:  # pragma: no cover - `python -m flowstore`
-    command = typer.main.get_command(app)
+def run_app(typer_app: typer.Typer, prog_name: str) -> None:
+    """Run a Typer app as a command, with every usage error on one `error:` line (exit 2).
+
+    Typer's own entry point (`app()`) prints a multi-line panel for a bad option value; the
+    console scripts and `python -m` of both `flowstore` and `trainers` come here instead, so
+    that what users see does not depend on how they started the command.
+    """
+    command = typer.main.get_command(typer_app)
     try:
-        code = command.main(prog_name="flowstore", standalone_mode=False)
+        code = command.main(prog_name=prog_name, standalone_mode=False)
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
@@ -240,6 +246,11 @@ def main() -> None:  # pragma: no cover - `python -m flowstore`
         typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def main() -> None:
+    """The `flowstore` console script and `python -m flowstore`."""
+    run_app(app, "flowstore")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -113,7 +113,7 @@ def _shorten(text: str) -> str:
     return text if len(text) <= 170 else text[:167] + "..."
 
 
-def _show_command(args: tuple) -> str:
+def _show_command(args: tuple, program: str = "flowstore") -> str:
     shown = [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args]
     for start in range(len(shown) - len(TINY_BUILD) + 1):  # the tiny sizes, once
         if shown[start:start + len(TINY_BUILD)] == TINY_BUILD:
@@ -124,7 +124,7 @@ def _show_command(args: tuple) -> str:
     for i in range(1, len(shown)):
         if shown[i - 1] == "--source" and shown[i] in ("source", "tvhi"):
             shown[i] = "SRC"
-    return "`" + " ".join(["flowstore", *shown]) + "`"
+    return "`" + " ".join([program, *shown]) + "`"
 
 
 def sees(result: subprocess.CompletedProcess, focus: str | None = None,
@@ -165,11 +165,11 @@ def sees(result: subprocess.CompletedProcess, focus: str | None = None,
 
 def record(what: str, args: tuple, result: subprocess.CompletedProcess,
            focus: str | None = None, right: bool | None = None,
-           noise: bool = True) -> subprocess.CompletedProcess:
+           noise: bool = True, program: str = "flowstore") -> subprocess.CompletedProcess:
     node = _CURRENT.get("node")
     if right is None:
         right = node is None or node.get_closest_marker("xfail") is None
-    _TABLE.append({"input": what, "command": _show_command(args),
+    _TABLE.append({"input": what, "command": _show_command(args, program),
                    "sees": sees(result, focus, noise),
                    "right": "yes" if right else "**no** (bug, xfail)"})
     return result
@@ -1136,3 +1136,83 @@ def test_a_bug_in_flowstore_is_an_internal_error_not_a_bad_clip(tvhi_source, tmp
     assert "Traceback (most recent call last)" in log.read_text()
     with open_store(store) as built:
         assert set(built.attrs["failures"]) == {"hug_0004"}
+
+
+# -- the installed console scripts, as `pip install` makes them ---------------------------------
+def installed_command(program: str) -> str:
+    """The console script `pip install` made for `program` (pyproject's [project.scripts]).
+
+    The cases above run `python -m flowstore`; users run these scripts, which call the entry
+    point named in pyproject.toml, so they are tested on their own.
+    """
+    found = shutil.which(program, path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert found, f"no installed `{program}` command: pip install -e . first"
+    return found
+
+
+def installed_cli(what: str, program: str, *args, env: dict | None = None,
+                  cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `program` script as a user would, recorded for the table."""
+    result = subprocess.run([installed_command(program), *map(str, args)], capture_output=True,
+                            text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
+    return record(what, args, result, program=program)
+
+
+@pytest.mark.regression(reason=(
+    "bug: pyproject's console scripts called the Typer apps directly, so a bad option value "
+    "printed Typer's multi-line panel where `python -m flowstore` printed one error line"))
+@pytest.mark.parametrize("what,program,args", [
+    ("installed command, --size abc", "flowstore",
+     ("build", "tvhi", "--synthetic", "--store", "x.zarr", "--size", "abc")),
+    ("installed command, --videos-per-class many", "flowstore",
+     ("synth", "tvhi", "out", "--videos-per-class", "many")),
+    ("installed command, --epochs abc", "trainers",
+     ("run", "two_stream", "--store", "s.zarr", "--epochs", "abc")),
+    ("installed command, an unknown option", "trainers",
+     ("run", "two_stream", "--store", "s.zarr", "--frobnicate")),
+])
+def test_installed_commands_print_usage_errors_in_one_line(what, program, args, tmp_path):
+    result = installed_cli(what, program, *args, cwd=tmp_path)
+    line = assert_one_line_error(result)
+    assert args[-2 if args[-1] != "--frobnicate" else -1] in line
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_installed_console_scripts_are_the_main_functions():
+    """Both scripts go through `main` (one-line usage errors), not the bare Typer app."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "project"]["scripts"]
+    assert scripts == {"flowstore": "flowstore.cli:main", "trainers": "trainers.cli:main"}
+
+
+@pytest.fixture
+def without_tensorflow(tmp_path) -> dict:
+    """The environment of a Python where `import tensorflow` fails as if it were not installed
+    (a `sitecustomize` that blocks the module), for the command's subprocess only."""
+    shim = tmp_path / "no-tensorflow"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None\n")
+    return {"PYTHONPATH": os.pathsep.join(
+        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+@pytest.mark.regression(reason=(
+    "bug: `trainers run` without TensorFlow ended in an import traceback, after starting on the "
+    "prerequisites"))
+@pytest.mark.parametrize("args", [("run", "two_stream", "--store", "STORE"),
+                                  ("summary", "tvhi_flow")])
+def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorflow, tmp_path):
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr")
+    args = tuple(str(store) if a == "STORE" else a for a in args)
+    result = installed_cli(f"`trainers {args[0]}` without TensorFlow installed", "trainers",
+                           *args, "--runs-dir" if args[0] == "run" else "--size",
+                           "runs" if args[0] == "run" else "32", env=without_tensorflow,
+                           cwd=tmp_path)
+    line = assert_one_line_error(result)
+    assert line == "error: trainers needs TensorFlow: pip install 'flowstore[train]'"
+    assert result.stdout == ""
+    assert not (tmp_path / "runs").exists()  # refused before any run started

@@ -96,12 +96,17 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
 
 def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
     """SIGKILL one worker process while it extracts: the build completes (the nanny restarts the
-    worker and the task is retried) or leaves those samples not done; never a false `done`."""
+    worker and the task is retried) or leaves those samples not done; never a false `done`.
+
+    The kill itself is checked too: it came while samples were still to build, the process is
+    gone, and the scheduler saw that worker leave unexpectedly with tasks in hand (which it
+    then ran elsewhere), so the test cannot pass by the build finishing first."""
     import os
     import signal
     import threading
 
     import distributed
+    import psutil
     import zarr
 
     from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
@@ -116,25 +121,36 @@ def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
-        pids = list(client.run(os.getpid).values())
-        killed = threading.Event()
+        victim, victim_pid = next(iter(client.run(os.getpid).items()))  # (address, pid)
+        stop = threading.Event()
+        done_at_kill: list[int] = []
 
         def kill_one_worker_mid_build():
-            while not killed.is_set():
+            while not stop.is_set():
                 try:
-                    if zarr.open_group(str(store), mode="r")["done"][:].sum() >= 3:
-                        os.kill(pids[0], signal.SIGKILL)
-                        killed.set()
+                    done = int(zarr.open_group(str(store), mode="r")["done"][:].sum())
                 except Exception:  # store not created yet
-                    pass
-                killed.wait(0.05)
+                    done = 0
+                if done >= 3:
+                    os.kill(victim_pid, signal.SIGKILL)
+                    done_at_kill.append(done)
+                    return
+                stop.wait(0.05)
 
         killer = threading.Thread(target=kill_one_worker_mid_build, daemon=True)
         killer.start()
         result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
                                    progress=False, scheduler=cluster.scheduler_address))
-        killed.set()
+        stop.set()
         killer.join()
+        assert done_at_kill and done_at_kill[0] < 24, "the worker was not killed mid-build"
+        assert not psutil.pid_exists(victim_pid) or \
+            psutil.Process(victim_pid).status() == psutil.STATUS_ZOMBIE
+        left = [event for _, event in client.get_events("all")
+                if event.get("action") == "remove-worker" and event.get("worker") == victim]
+        assert left and left[0]["expected"] is False, left
+        assert left[0]["processing-tasks"], "the killed worker held no task to retry"
+        assert victim_pid not in client.run(os.getpid).values()
         if not result.ok:  # whatever the cluster gave up on is simply retried by a re-run
             result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
                                        progress=False, scheduler=cluster.scheduler_address))

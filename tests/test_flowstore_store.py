@@ -111,8 +111,20 @@ class TestStoreContract:
             open_store(store_path)
 
     def test_read_only_store_refuses_writes(self, store_path):
-        with open_store(store_path, "r") as store, pytest.raises(Exception):
-            store.write("pixels", 0, np.zeros((4, 4, 3), np.uint8))
+        """Every kind of write to a store opened "r" is the same StoreError on both backends
+        (not zarr's ValueError or h5py's OSError), and changes nothing."""
+        pixels = np.full((4, 4, 3), 7, np.uint8)
+        writes = {"write": lambda store: store.write("pixels", 0, pixels),
+                  "write_sample": lambda store: store.write_sample(0, {"pixels": pixels}),
+                  "update_attrs": lambda store: store.update_attrs({"failures": {"a": "x"}})}
+        for what, write in writes.items():
+            with open_store(store_path, "r") as store:
+                with pytest.raises(StoreError, match=r"is open read-only \(mode 'r'\)") as error:
+                    write(store)
+                assert str(store_path) in str(error.value), what
+        with open_store(store_path) as store:
+            assert not store.read("pixels", 0).any()
+            assert store.attrs["failures"] == {}
 
 
 def test_a_reopened_zarr_store_writes_all_zero_samples_as_chunks(store_path_zarr):

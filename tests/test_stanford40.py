@@ -25,7 +25,7 @@ from flowstore.store import open_store
 from flowstore.synth import synthetic_source
 from flowstore.synth.stanford40 import (SynthStanford40Config, class_cue,
                                         write_synthetic_stanford40)
-from tests.conftest import SHARED, assert_one_line_error, flowstore_cli
+from tests.conftest import SHARED, assert_one_line_error, flowstore_cli, require_real_data
 
 REAL_SPLITS = SHARED / "data" / "stanford40" / "ImageSplits"
 SIZE = 32
@@ -63,8 +63,7 @@ def stores(tiny_source, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def real_splits() -> Path:
-    if not (REAL_SPLITS / "actions.txt").is_file():
-        pytest.skip(f"real Stanford-40 split files not found at {REAL_SPLITS}")
+    require_real_data(REAL_SPLITS / "actions.txt", "real Stanford-40 split files")
     return REAL_SPLITS
 
 

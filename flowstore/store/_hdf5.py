@@ -148,9 +148,11 @@ class HDF5Store(Store):
         return tuple(dataset.shape[1:]), dataset.dtype
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        self.check_writable()
         self._file[name][index] = value
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
+        self.check_writable()
         for key, value in values.items():
             self._file.attrs[key] = json.dumps(value, sort_keys=True)
 

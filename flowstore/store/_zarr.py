@@ -149,6 +149,7 @@ class ZarrStore(Store):
         return tuple(arr.shape[1:]), np.dtype(arr.dtype)
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        self.check_writable()
         self._array(name)[index] = value
 
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
@@ -159,6 +160,7 @@ class ZarrStore(Store):
         Each array is written as the whole chunk it is, (1, *sample_shape): zarr then encodes
         it as given, where `array[index] = value` first copies it into a fresh fill-value chunk.
         """
+        self.check_writable()
         self.check_sample(index, arrays)
         handles = {name: self._array(name).async_array for name in arrays}  # (not in the loop)
 
@@ -173,6 +175,7 @@ class ZarrStore(Store):
             raise failed[0]
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
+        self.check_writable()
         self._group.attrs.update(dict(values))
 
     def flush(self) -> None:

@@ -103,6 +103,17 @@ class Store(abc.ABC):
         return int(self.info("id").shape[0])
 
     # -- writing -----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse a write to a store opened read-only, alike on both backends (zarr would raise
+        a ValueError and h5py an OSError, each in its own words).
+
+        Raises:
+            StoreError: the store was opened with mode "r".
+        """
+        if self.mode == "r":
+            raise StoreError(f"store {str(self.path)!r} is open read-only (mode 'r'); "
+                             "open it with mode 'r+' to write")
+
     @abc.abstractmethod
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """`array[index] = value`. Callers keep to one writer per chunk."""
