@@ -10,6 +10,7 @@ Roles (DESIGN.md, "Build semantics"):
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import threading
@@ -26,7 +27,7 @@ from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, create_store, is_url, open_store, remove_store,
                              store_exists)
-from flowstore.store.checksum import sample_digest
+from flowstore.store.checksum import file_digest, sample_digest
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -48,6 +49,12 @@ class BuildConfig:
     progress: bool = True
     #: Sample ids to extract again even if marked done (what `verify --repair` asks for).
     redo: tuple[str, ...] = ()
+    #: Make `done` imply durable bytes: each sample's chunks, then the ledger, are fsynced.
+    #: Not in the fingerprint: it changes when bytes reach the disk, not which bytes.
+    fsync: bool = False
+    #: Hash the source files of done samples and refuse one whose content changed (a clip
+    #: replaced by another of the same size passes the default, size-only, check).
+    check_source: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -102,7 +109,7 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         for sample in config.redo:
             ledger.reset(ledger.position[sample])
         if config.redo:
-            ledger.write(store)
+            ledger.write(store, durable=config.fsync)
         selected = manifest.first_per_split(config.max_per_split)
         todo = [i for i in selected if not ledger.done[i]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
@@ -114,9 +121,11 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                                            _done_name(dataset, manifest, ledger, name)}}
         fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes)
         result.fingerprint = fp
-        ledger.write(store)
+        ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
         store.flush()
+        if config.fsync:
+            store.sync_columns()
         result.failures = {manifest.rows[i].id: ledger.failures[manifest.rows[i].id]
                            for i in selected if manifest.rows[i].id in ledger.failures}
     finally:
@@ -135,7 +144,8 @@ class Ledger:
     """The coordinator's record of which samples are complete; only the coordinator writes it.
 
     Written in this order: checksums, then `done`, then the failure reasons, so a sample is
-    never marked done without its checksum.
+    never marked done without its checksum (with `durable`, the checksums are fsynced before
+    `done` is written, and everything after).
     """
 
     done: np.ndarray
@@ -144,15 +154,19 @@ class Ledger:
     position: dict[str, int]
     #: Recorded source file sizes: for a done sample, the size of the file its task read.
     sizes: dict[str, int | None] = field(default_factory=dict)
+    #: Recorded source file content hashes ("xxh3_128:<hex>"): for a done sample, of the bytes
+    #: its task decoded (what `--check-source` compares).
+    hashes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
         done = store.read("done").astype(bool)
         position = {row.id: i for i, row in enumerate(manifest.rows)}
-        failures = {k: v for k, v in store.attrs.get("failures", {}).items()
+        attrs = store.attrs
+        failures = {k: v for k, v in attrs.get("failures", {}).items()
                     if k in position and not done[position[k]]}
         return cls(done, store.read("checksum").astype(object), failures, position,
-                   dict(store.attrs.get("source_files", {})))
+                   dict(attrs.get("source_files", {})), dict(attrs.get("source_hashes", {})))
 
     def complete(self, index: int, sample: str, digest: str) -> None:
         self.checksum[index] = digest
@@ -163,12 +177,17 @@ class Ledger:
         self.done[index] = False
         self.checksum[index] = ""
 
-    def write(self, store: Store) -> None:
-        store.update_attrs({"source_files": self.sizes})
+    def write(self, store: Store, *, durable: bool = False) -> None:
+        store.update_attrs({"source_files": self.sizes, "source_hashes": self.hashes})
         store.write("checksum", slice(None), self.checksum.astype(str))
+        if durable:
+            store.flush()
+            store.sync_columns()
         store.write("done", slice(None), self.done)
         store.update_attrs({"failures": self.failures})
         store.flush()
+        if durable:
+            store.sync_columns()
 
 
 # -- opening ---------------------------------------------------------------------------------
@@ -182,6 +201,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         try:
             _check_compatible(store, dataset, manifest, params, source_files, path)
             _check_arrays(store, dataset.specs(config.params), len(manifest), path)
+            if config.check_source:
+                _check_source_hashes(store, dataset, manifest, Path(config.source), path)
         except BaseException:
             store.close()
             raise
@@ -264,6 +285,31 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                                      f"store {str(path)!r}{hint}")
 
 
+def _check_source_hashes(store: Store, dataset: Dataset, manifest: Manifest, source: Path,
+                         path: Path | str) -> None:
+    """`--check-source`: refuse a store whose done sample's source file now holds other bytes.
+
+    Costs one read of every done sample's source file (README, "What a build guarantees").
+    """
+    recorded = store.attrs.get("source_hashes", {})
+    hint = "; use --overwrite to rebuild it, or another --store"
+    for index in np.flatnonzero(store.read("done").astype(bool)):
+        sample = manifest.rows[index].id
+        name = str(dataset.source_file(Path("."), sample))
+        if name not in recorded:
+            raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
+                                     f"{name!r} (written by an older flowstore), so --check-source "
+                                     f"cannot check it{hint}")
+        try:
+            digest = file_digest(dataset.source_file(source, sample))
+        except OSError as exc:
+            raise StoreMismatchError(f"source file {name!r} of a done sample cannot be read "
+                                     f"({exc.strerror}){hint}") from None
+        if digest != recorded[name]:
+            raise StoreMismatchError(f"source file {name!r} changed since it was written to "
+                                     f"store {str(path)!r} (same size, other content){hint}")
+
+
 def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str) -> None:
     """Refuse a store that lost an array (or holds it in another shape): resuming cannot fix it."""
     names = set(store.array_names())
@@ -319,10 +365,12 @@ def _check_free_space(store_path: str, arrays: dict[str, np.ndarray]) -> None:
 
 
 def extract_and_write(store_path: str, dataset_name: str, params: Any, source_file: str,
-                      index: int) -> tuple[int, str | None, str]:
-    """One Dask task: extract one sample and write its chunks.
+                      index: int, fsync: bool = False
+                      ) -> tuple[int, str | None, str, int | None, str | None]:
+    """One Dask task: extract one sample and write its chunks (fsynced with `fsync`).
 
-    Returns (index, failure reason or None, checksum of the arrays written).
+    Returns (index, failure reason or None, checksum of the arrays written, size and content
+    hash of the source file read).
 
     Per-sample failures are data, not exceptions: any error becomes the sample's reason.
     """
@@ -330,17 +378,18 @@ def extract_and_write(store_path: str, dataset_name: str, params: Any, source_fi
     try:
         before = _identity(source_file)
         arrays = dataset.extract(Path(source_file), params)
+        source_hash = file_digest(source_file)  # inside the identity check: what was decoded
         read = _identity(source_file)
         if read != before:
-            return index, "the source file changed while it was being read", "", None
+            return index, "the source file changed while it was being read", "", None, None
         _check_free_space(store_path, arrays)
         store = _writer(store_path)
-        store.write_sample(index, arrays)
+        store.write_sample(index, arrays, durable=fsync)
     except FlowstoreError as exc:
-        return index, str(exc), "", None
+        return index, str(exc), "", None, None
     except Exception as exc:  # noqa: BLE001  (a decoder or writer error is this sample's reason)
-        return index, f"{type(exc).__name__}: {exc}", "", None
-    return index, None, sample_digest(arrays), read[0]
+        return index, f"{type(exc).__name__}: {exc}", "", None, None
+    return index, None, sample_digest(arrays), read[0], source_hash
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -364,28 +413,31 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
         with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
                   disable=not config.progress, dynamic_ncols=True) as bar:
 
-            def finished(outcome: tuple[int, str | None, str, int | None]) -> None:
+            def finished(outcome: tuple[int, str | None, str, int | None, str | None]) -> None:
                 nonlocal last_flush
-                index, reason, digest, size = outcome
+                index, reason, digest, size, source_hash = outcome
                 sample = manifest.rows[index].id
                 if reason is None:
                     ledger.complete(index, sample, digest)
-                    ledger.sizes[str(dataset.source_file(Path("."), sample))] = size
+                    name = str(dataset.source_file(Path("."), sample))
+                    ledger.sizes[name] = size
+                    ledger.hashes[name] = source_hash
                     result.computed += 1
                 else:
                     ledger.failures[sample] = reason
                 bar.update()
                 if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
-                    ledger.write(store)
+                    ledger.write(store, durable=config.fsync)
                     last_flush = time.monotonic()
 
             arguments = [(store_key, dataset.name, config.params,
                           str(dataset.source_file(Path(config.source), manifest.rows[i].id)), i)
                          for i in todo]
+            task = functools.partial(extract_and_write, fsync=config.fsync)
             if config.scheduler:
-                run_on_cluster(config.scheduler, extract_and_write, arguments, finished)
+                run_on_cluster(config.scheduler, task, arguments, finished)
             else:
-                run_on_threads(config.workers, extract_and_write, arguments, finished)
+                run_on_threads(config.workers, task, arguments, finished)
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
@@ -439,6 +491,7 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
                 outcome = future.result()
             except Exception as exc:  # noqa: BLE001  (the cluster gave up on this task)
                 outcome = (futures[future][-1],
-                           f"task failed on the cluster: {type(exc).__name__}: {exc}", "", None)
+                           f"task failed on the cluster: {type(exc).__name__}: {exc}", "", None,
+                           None)
             future.release()
             finished(outcome)

@@ -63,6 +63,12 @@ def build(
                                    help="Rebuild an existing store built with other parameters."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
                                                 help="Build only the first N samples of each split."),
+    fsync: bool = typer.Option(False, "--fsync",
+                               help="fsync each sample before marking it done (survives a "
+                                    "power cut; costs time)."),
+    check_source: bool = typer.Option(False, "--check-source",
+                                      help="Hash the done samples' source files and refuse a "
+                                           "changed one (not only a resized one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build (or resume) a store from a dataset's source folder."""
@@ -83,7 +89,7 @@ def build(
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, **({"workers": workers} if workers is not None else {}))
+                             progress=not quiet, fsync=fsync, check_source=check_source, **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
         result = run_build(config)
     except FlowstoreError as exc:
@@ -123,6 +129,8 @@ def verify(
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
     source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
+    fsync: bool = typer.Option(False, "--fsync",
+                               help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies."""
@@ -133,7 +141,8 @@ def verify(
             raise ParameterError("--repair needs --source DIR to re-extract from")
         result = run_verify(store, progress=not quiet)
         if result.problems and repair:
-            rebuilt = run_repair(store, source, sorted(result.problems), progress=not quiet)
+            rebuilt = run_repair(store, source, sorted(result.problems), progress=not quiet,
+                                 fsync=fsync)
             still_bad = run_verify(store).problems
             typer.echo(f"repaired {rebuilt.computed} sample(s) from {source}")
             result.problems = still_bad

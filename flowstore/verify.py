@@ -84,12 +84,14 @@ def _check_dataset_arrays(store, path: str | Path) -> None:
 
 
 def repair(path: str | Path, source: str | Path, samples: list[str], *,
-           workers: int | None = None, progress: bool = False) -> BuildResult:
-    """Re-extract `samples` from `source` into the store, with the store's own parameters."""
+           workers: int | None = None, progress: bool = False,
+           fsync: bool = False) -> BuildResult:
+    """Re-extract `samples` from `source` into the store, with the store's own parameters
+    (`fsync`: as `flowstore build --fsync`)."""
     with open_store(path, "r") as store:
         attrs = store.attrs
     dataset = get_dataset(attrs["dataset"])
     params = from_dict(dataset.params_type, attrs["params"])
     return build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
-                             params=params, redo=tuple(samples), progress=progress,
+                             params=params, redo=tuple(samples), progress=progress, fsync=fsync,
                              **({"workers": workers} if workers is not None else {})))

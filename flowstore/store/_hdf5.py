@@ -20,13 +20,13 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
-                                  read_exactly)
+                                  fsync_path, read_exactly)
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -136,12 +136,23 @@ class HDF5Store(Store):
                          nbytes=int(np.prod(dataset.shape)) * itemsize,
                          nbytes_stored=int(dataset.id.get_storage_size()))
 
-    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
-        # One sample at a time, flush included: a flush writes every dirty chunk in the file, so
-        # without this a full disk would fail one thread's flush for another thread's chunks
-        # and the sample whose bytes were lost would be marked done.
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
+                     durable: bool = False) -> None:
+        # One sample at a time, flush (and fsync) included: a flush writes every dirty chunk in
+        # the file, so without this a full disk would fail one thread's flush for another
+        # thread's chunks and the sample whose bytes were lost would be marked done.
         with self._sample_lock:
-            super().write_sample(index, arrays)
+            super().write_sample(index, arrays, durable=durable)
+
+    def sync_sample(self, index: int, names: Sequence[str]) -> None:
+        """One file: HDF5 has flushed its caches (`flush`), the kernel's go to the disk."""
+        os.fsync(self._file.id.get_vfd_handle())
+
+    def sync_columns(self) -> None:
+        """The whole file, and its name in its folder (a new store was renamed into place)."""
+        self._file.flush()
+        os.fsync(self._file.id.get_vfd_handle())
+        fsync_path(Path(self.path).parent)
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self._file[name][index] = value

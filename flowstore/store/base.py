@@ -105,11 +105,28 @@ class Store(abc.ABC):
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """`array[index] = value`. Callers keep to one writer per chunk."""
 
-    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write every array of one sample and make it durable; raises if any of it failed."""
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
+                     durable: bool = False) -> None:
+        """Write every array of one sample; raises if any of it failed.
+
+        With `durable`, the sample's bytes are on stable storage when this returns
+        (`sync_sample`); otherwise they are handed to the operating system, which survives a
+        killed process but not a power cut.
+        """
         for name, value in arrays.items():
             self.write(name, index, value)
         self.flush()
+        if durable:
+            self.sync_sample(index, list(arrays))
+
+    @abc.abstractmethod
+    def sync_sample(self, index: int, names: Sequence[str]) -> None:
+        """fsync the chunks of sample `index` of arrays `names`, and their directory entries."""
+
+    @abc.abstractmethod
+    def sync_columns(self) -> None:
+        """fsync the small columns (`done`, `checksum`, ...), the metadata and root attributes,
+        and the store's own entry in its folder: what a reader needs to trust `done`."""
 
     @abc.abstractmethod
     def update_attrs(self, values: Mapping[str, Any]) -> None:
@@ -138,6 +155,15 @@ def check_columns(num_samples: int, columns: Mapping[str, Sequence[Any]]) -> Non
     for name, values in columns.items():
         if len(values) != num_samples:
             raise ValueError(f"column {name!r} has {len(values)} values for {num_samples} samples")
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync one file or directory by path (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_exactly(fd: int, offset: int, out: np.ndarray, what: str) -> None:
