@@ -139,6 +139,8 @@ def verify(
     try:
         if repair and source is None:
             raise ParameterError("--repair needs --source DIR to re-extract from")
+        if fsync and not repair:
+            raise ParameterError("--fsync applies to --repair only (verify writes nothing)")
         result = run_verify(store, progress=not quiet)
         if result.problems and repair:
             rebuilt = run_repair(store, source, sorted(result.problems), progress=not quiet,

@@ -64,8 +64,8 @@ class VideoParams:
 
     `decoder_threads` is the FFmpeg decoder thread count of each capture. It is not a speed
     knob only: on some real FMP4 clips (TV-HI hug_0010, hug_0045, kiss_0005) one thread gives
-    frames up to 4 grey levels away from FFmpeg's default multi-threaded decode, so it is part
-    of what a store holds and is recorded with the other parameters.
+    decoded frames up to 8, 6 and 5 levels (of 255) away from FFmpeg's default multi-threaded
+    decode, so it is part of what a store holds and is recorded with the other parameters.
     """
 
     size: int = 224

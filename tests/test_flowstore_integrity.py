@@ -177,3 +177,27 @@ def test_check_source_refuses_a_clip_replaced_by_one_of_the_same_size(tvhi_sourc
     clip.write_bytes(original)
     again = flowstore_cli(*args, "--check-source")
     assert again.returncode == 0, again.stderr
+
+
+def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_source, tmp_path,
+                                                                 monkeypatch):
+    from flowstore.verify import repair
+
+    store = tmp_path / "s.zarr"
+    _build(tiny_tvhi_source, store)
+    with open_store(store) as s:
+        index = int(s.read("done").nonzero()[0][0])
+        sample = str(s.read("id")[index])
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert repair(store, tiny_tvhi_source, [sample], fsync=True).computed == 1
+    assert str(store / "flow" / "c" / str(index)) in synced
+    monkeypatch.undo()
+    line = assert_one_line_error(flowstore_cli("verify", store, "--fsync"))
+    assert "--fsync applies to --repair only" in line
