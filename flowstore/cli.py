@@ -89,7 +89,8 @@ def build(
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, fsync=fsync, check_source=check_source, **({"workers": workers} if workers is not None else {}))
+                             progress=not quiet, fsync=fsync, check_source=check_source,
+                             **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
         result = run_build(config)
     except FlowstoreError as exc:

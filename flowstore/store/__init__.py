@@ -85,6 +85,7 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
     backend = backend_for(path)
     if not store_exists(path):
         raise StoreError(f"no store at {str(path)!r}")
+
     def unreadable(exc: Exception) -> StoreError:  # any backend failure to parse: not a store
         return StoreError(f"{str(path)!r} is not a readable flowstore store "
                           f"({type(exc).__name__}: {exc})")
