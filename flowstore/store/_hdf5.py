@@ -43,6 +43,7 @@ class HDF5Store(Store):
         self._file = file
         self._reader_lock = reader_lock  # the shared store lock a read-only open holds
         self._sample_lock = threading.Lock()
+        self._entry_synced = False  # the file's name in its folder made durable (`sync_columns`)
         self.path = path
         self.mode = mode
         # read-only stores read unfiltered chunks with os.preadv on their own descriptor
@@ -163,10 +164,13 @@ class HDF5Store(Store):
         os.fsync(self._file.id.get_vfd_handle())
 
     def sync_columns(self) -> None:
-        """The whole file, and its name in its folder (a new store was renamed into place)."""
+        """The whole file; the first time also its name in its folder (a new store was renamed
+        into place)."""
         self._file.flush()
         os.fsync(self._file.id.get_vfd_handle())
-        fsync_path(Path(self.path).parent)
+        if not self._entry_synced:
+            fsync_path(Path(self.path).parent)
+            self._entry_synced = True
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self._file[name][index] = value

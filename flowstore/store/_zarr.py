@@ -39,6 +39,8 @@ class ZarrStore(Store):
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
         self._decoders: dict[str, Callable | None] = {}  # see `_local_decoder`
+        self._unsynced: set[str] = set()  # arrays written by `write` since `sync_columns`
+        self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
         self.path = path
         self.mode = mode
 
@@ -148,6 +150,7 @@ class ZarrStore(Store):
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self._array(name)[index] = value
+        self._unsynced.add(name)
 
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
                      durable: bool = False) -> None:
@@ -185,21 +188,27 @@ class ZarrStore(Store):
             _fsync_up_to(Path(self.path, name, key), Path(self.path, name))
 
     def sync_columns(self) -> None:
-        """fsync every array's metadata, the chunk files of the one-chunk columns, the root
-        metadata (attributes) and the store's folder and its entry in its parent."""
+        """fsync the chunk files of the columns written since the last call (`done`,
+        `checksum`) and the root metadata (attributes); the first call also every array's
+        metadata, the store's folders and its entry in its parent (a new store was renamed
+        into place). Only what changed: the coordinator calls this twice a ledger write."""
         if is_url(self.path):
             return
         root = Path(self.path)
-        for name in self.array_names():
-            fsync_path(root / name / "zarr.json")
-            if self._array(name).ndim == 1:
-                for chunk in sorted((root / name).glob("c/**/*")):
-                    if chunk.is_file():
-                        _fsync_up_to(chunk, root / name)
-            fsync_path(root / name)
+        names = self.array_names() if not self._layout_synced else sorted(self._unsynced)
+        for name in names:
+            for chunk in sorted((root / name).glob("c/**/*")) if self._array(name).ndim == 1 else ():
+                if chunk.is_file():
+                    _fsync_up_to(chunk, root / name)
+            if not self._layout_synced:
+                fsync_path(root / name / "zarr.json")
+                fsync_path(root / name)
+        self._unsynced.clear()
         fsync_path(root / "zarr.json")
-        fsync_path(root)
-        fsync_path(root.parent)
+        if not self._layout_synced:
+            fsync_path(root)
+            fsync_path(root.parent)
+            self._layout_synced = True
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
         self._group.attrs.update(dict(values))
