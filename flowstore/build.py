@@ -14,6 +14,7 @@ Roles (DESIGN.md, "Build semantics"):
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import threading
@@ -32,7 +33,7 @@ from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, create_store, is_url, open_store, remove_store,
                              store_exists)
-from flowstore.store.checksum import sample_digest
+from flowstore.store.checksum import file_digest, sample_digest
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -55,6 +56,12 @@ class BuildConfig:
     #: Sample ids to extract again even if marked done (what `verify --repair` asks for). When
     #: given, exactly these samples are extracted, and no other pending sample of the store.
     redo: tuple[str, ...] = ()
+    #: Make `done` imply durable bytes: each sample's chunks, then the ledger, are fsynced.
+    #: Not in the fingerprint: it changes when bytes reach the disk, not which bytes.
+    fsync: bool = False
+    #: Hash the source files of done samples and refuse one whose content changed (a clip
+    #: replaced by another of the same size passes the default, size-only, check).
+    check_source: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -113,7 +120,7 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         for sample in config.redo:
             ledger.reset(ledger.position[sample])
         if config.redo:
-            ledger.write(store)
+            ledger.write(store, durable=config.fsync)
             selected = sorted(ledger.position[sample] for sample in set(config.redo))
         else:
             selected = manifest.first_per_split(config.max_per_split)
@@ -127,9 +134,11 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                                            _done_name(dataset, manifest, ledger, name)}}
         fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes)
         result.fingerprint = fp
-        ledger.write(store)
+        ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
         store.flush()
+        if config.fsync:
+            store.sync_columns()
         result.failures = {manifest.rows[i].id: ledger.failures[manifest.rows[i].id]
                            for i in selected if manifest.rows[i].id in ledger.failures}
     finally:
@@ -148,7 +157,8 @@ class Ledger:
     """The coordinator's record of which samples are complete; only the coordinator writes it.
 
     Written in this order: checksums, then `done`, then the failure reasons, so a sample is
-    never marked done without its checksum.
+    never marked done without its checksum (with `durable`, the checksums are fsynced before
+    `done` is written, and everything after).
     """
 
     done: np.ndarray
@@ -157,15 +167,19 @@ class Ledger:
     position: dict[str, int]
     #: Recorded source file sizes: for a done sample, the size of the file its task read.
     sizes: dict[str, int | None] = field(default_factory=dict)
+    #: Recorded source file content hashes ("xxh3_128:<hex>"): for a done sample, of the bytes
+    #: its task decoded (what `--check-source` compares).
+    hashes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
         done = store.read("done").astype(bool)
         position = {row.id: i for i, row in enumerate(manifest.rows)}
-        failures = {k: v for k, v in store.attrs.get("failures", {}).items()
+        attrs = store.attrs
+        failures = {k: v for k, v in attrs.get("failures", {}).items()
                     if k in position and not done[position[k]]}
         return cls(done, store.read("checksum").astype(object), failures, position,
-                   dict(store.attrs.get("source_files", {})))
+                   dict(attrs.get("source_files", {})), dict(attrs.get("source_hashes", {})))
 
     def complete(self, index: int, sample: str, digest: str) -> None:
         self.checksum[index] = digest
@@ -176,12 +190,17 @@ class Ledger:
         self.done[index] = False
         self.checksum[index] = ""
 
-    def write(self, store: Store) -> None:
-        store.update_attrs({"source_files": self.sizes})
+    def write(self, store: Store, *, durable: bool = False) -> None:
+        store.update_attrs({"source_files": self.sizes, "source_hashes": self.hashes})
         store.write("checksum", slice(None), self.checksum.astype(str))
+        if durable:
+            store.flush()
+            store.sync_columns()
         store.write("done", slice(None), self.done)
         store.update_attrs({"failures": self.failures})
         store.flush()
+        if durable:
+            store.sync_columns()
 
 
 # -- opening ---------------------------------------------------------------------------------
@@ -196,6 +215,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
             _check_compatible(store, dataset, manifest, params, source_files, path,
                               redo=set(config.redo))
             _check_arrays(store, dataset.specs(config.params), len(manifest), path)
+            if config.check_source:
+                _check_source_hashes(store, dataset, manifest, Path(config.source), path)
         except BaseException:
             store.close()
             raise
@@ -285,6 +306,31 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         if recorded.get(name) != source_files.get(name):
             raise StoreMismatchError(f"source file {name!r} changed since it was written to "
                                      f"store {str(path)!r}{hint}")
+
+
+def _check_source_hashes(store: Store, dataset: Dataset, manifest: Manifest, source: Path,
+                         path: Path | str) -> None:
+    """`--check-source`: refuse a store whose done sample's source file now holds other bytes.
+
+    Costs one read of every done sample's source file (README, "What a build guarantees").
+    """
+    recorded = store.attrs.get("source_hashes", {})
+    hint = "; use --overwrite to rebuild it, or another --store"
+    for index in np.flatnonzero(store.read("done").astype(bool)):
+        sample = manifest.rows[index].id
+        name = str(dataset.source_file(Path("."), sample))
+        if name not in recorded:
+            raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
+                                     f"{name!r} (written by an older flowstore), so --check-source "
+                                     f"cannot check it{hint}")
+        try:
+            digest = file_digest(dataset.source_file(source, sample))
+        except OSError as exc:
+            raise StoreMismatchError(f"source file {name!r} of a done sample cannot be read "
+                                     f"({exc.strerror}){hint}") from None
+        if digest != recorded[name]:
+            raise StoreMismatchError(f"source file {name!r} changed since it was written to "
+                                     f"store {str(path)!r} (same size, other content){hint}")
 
 
 def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str) -> None:
@@ -402,13 +448,15 @@ class TaskOutcome(NamedTuple):
     digest: str = ""
     #: Size of the source file it read, when it succeeded.
     size: int | None = None
+    #: Content hash of the source file it read (XXH3), when it succeeded.
+    source_hash: str | None = None
     #: The traceback of a bug in flowstore that stopped this task, or None.
     internal_error: str | None = None
 
 
 def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
-                      index: int) -> TaskOutcome:
-    """One Dask task: extract one sample and write its chunks.
+                      index: int, fsync: bool = False) -> TaskOutcome:
+    """One Dask task: extract one sample and write its chunks (fsynced with `fsync`).
 
     Data problems are returned as the sample's failure reason, not raised (see `DATA_ERRORS`);
     a bug comes back as an internal error with its traceback, for the coordinator to log.
@@ -417,11 +465,12 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
         dataset = get_dataset(dataset_name)
         before = _identity(source_file)
         arrays = dataset.extract(Path(source_file), params)
+        source_hash = file_digest(source_file)  # inside the identity check: what was decoded
         read = _identity(source_file)
         if read != before:
             return TaskOutcome(index, "the source file changed while it was being read")
         with _space_reserved(store.path, arrays):
-            _writer(store).write_sample(index, arrays)
+            _writer(store).write_sample(index, arrays, durable=fsync)
         digest = sample_digest(arrays)
     except FlowstoreError as exc:
         return TaskOutcome(index, str(exc))
@@ -429,7 +478,7 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
         return TaskOutcome(index, f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001  (a bug: reported as an internal error, with its traceback)
         return TaskOutcome(index, internal_error=traceback.format_exc())
-    return TaskOutcome(index, None, digest, read[0])
+    return TaskOutcome(index, None, digest, read[0], source_hash)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -483,20 +532,23 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
                 elif outcome.reason is None:
                     ledger.complete(outcome.index, sample, outcome.digest)
-                    ledger.sizes[str(dataset.source_file(Path("."), sample))] = outcome.size
+                    name = str(dataset.source_file(Path("."), sample))
+                    ledger.sizes[name] = outcome.size
+                    ledger.hashes[name] = outcome.source_hash
                     result.computed += 1
                 else:
                     ledger.failures[sample] = outcome.reason
                 bar.update()
                 if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
-                    ledger.write(store)
+                    ledger.write(store, durable=config.fsync)
                     last_flush = time.monotonic()
 
             arguments = [(store_key, dataset.name, config.params, sources[i], i) for i in todo]
+            task = functools.partial(extract_and_write, fsync=config.fsync)
             if config.scheduler:
-                run_on_cluster(config.scheduler, extract_and_write, arguments, finished)
+                run_on_cluster(config.scheduler, task, arguments, finished)
             else:
-                run_on_threads(config.workers, extract_and_write, arguments, finished)
+                run_on_threads(config.workers, task, arguments, finished)
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)

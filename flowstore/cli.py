@@ -68,6 +68,12 @@ def build(
                                    help="Rebuild an existing store built with other parameters."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
                                                 help="Build only the first N samples of each split."),
+    fsync: bool = typer.Option(False, "--fsync",
+                               help="fsync each sample before marking it done (survives a "
+                                    "power cut; costs time)."),
+    check_source: bool = typer.Option(False, "--check-source",
+                                      help="Hash the done samples' source files and refuse a "
+                                           "changed one (not only a resized one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build (or resume) a store from a dataset's source folder."""
@@ -88,7 +94,8 @@ def build(
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, **({"workers": workers} if workers is not None else {}))
+                             progress=not quiet, fsync=fsync, check_source=check_source,
+                             **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
         result = run_build(config)
     except FlowstoreError as exc:
@@ -142,6 +149,8 @@ def verify(
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
     source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
+    fsync: bool = typer.Option(False, "--fsync",
+                               help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies."""
@@ -150,13 +159,15 @@ def verify(
     try:
         if repair and source is None:
             raise ParameterError("--repair needs --source DIR to re-extract from")
+        if fsync and not repair:
+            raise ParameterError("--fsync applies to --repair only (verify writes nothing)")
         result = run_verify(store, progress=not quiet)
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):
             typer.echo(f"  {sample}: {problem}", err=True)
         if not (result.problems and repair):
             raise typer.Exit(1 if result.problems else 0)
-        repaired = run_repair(store, source, result.problems, progress=not quiet)
+        repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync)
     except FlowstoreError as exc:
         fail(str(exc))
     internal = (f", {len(repaired.internal_errors)} internal error(s)"

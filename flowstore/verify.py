@@ -119,9 +119,11 @@ class RepairResult:
 
 
 def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
-           workers: int | None = None, progress: bool = False) -> RepairResult:
+           workers: int | None = None, progress: bool = False,
+           fsync: bool = False) -> RepairResult:
     """Re-extract exactly `samples` from `source` into the store, with the store's own
-    parameters, then verify those samples again; no other sample of the store is touched."""
+    parameters (`fsync`: as `flowstore build --fsync`), then verify those samples again; no
+    other sample of the store is touched."""
     with open_store(path, "r") as store:
         attrs = store.attrs
     dataset = get_dataset(attrs["dataset"])
@@ -129,6 +131,7 @@ def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
     asked = sorted(set(samples))
     built = build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
                               params=params, redo=tuple(asked), progress=progress,
+                              fsync=fsync,
                               **({"workers": workers} if workers is not None else {})))
     result = RepairResult(store=path, asked=asked, internal_errors=dict(built.internal_errors),
                           error_log=built.error_log)

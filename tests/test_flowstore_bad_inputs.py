@@ -1009,6 +1009,35 @@ def test_readers_on_a_damaged_store_raise_flowstore_errors(damage, pristine, tmp
         samples.read_sample(int(samples.indices("train")[0]))
 
 
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_an_hdf5_store_being_built_is_refused_to_readers_in_one_line(command, pristine,
+                                                                      tiny_tvhi_source, tmp_path):
+    """HDF5 cannot read a file another process writes: while a build holds the store, a reader
+    gets one line naming the build (a Zarr store reads as it grows), and reads once it ends."""
+    stores = {suffix: tmp_path / f"tvhi{suffix}" for suffix in (".zarr", ".h5")}
+    shutil.copytree(pristine[".zarr"], stores[".zarr"])
+    shutil.copy(pristine[".h5"], stores[".h5"])
+    holders = {suffix: subprocess.Popen(
+        [sys.executable, "-c", "import time; from flowstore.store.lock import writer_lock\n"
+         f"with writer_lock({str(store)!r}):\n    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True) for suffix, store in stores.items()}
+    try:
+        for holder in holders.values():
+            assert holder.stdout.readline().strip() == "held"
+        args = (command, stores[".h5"], *(["-q"] if command == "verify" else []))
+        line = assert_one_line_error(cli(f"{command} of an HDF5 store while a build writes it",
+                                         *args))
+        assert f"pid {holders['.h5'].pid} on " in line and "try again when the build ends" in line
+        zarr_args = (command, stores[".zarr"], *(["-q"] if command == "verify" else []))
+        assert cli(f"{command} of a Zarr store while a build writes it", *zarr_args).returncode == 0
+    finally:
+        for holder in holders.values():
+            holder.kill()
+            holder.wait()
+            holder.stdout.close()
+    assert flowstore_cli(*args).returncode == 0  # the build ended: the store reads
+
+
 # =================================================================================================
 # 7. A full disk
 # =================================================================================================

@@ -140,13 +140,30 @@ class Store(abc.ABC):
                                  f"{tuple(np.shape(value))} but the store holds {dtype} {shape} "
                                  f"per sample; nothing of it was written")
 
-    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write every array of one sample and make it durable; raises if any of it failed
-        (`check_sample` first: nothing is written of a sample of the wrong layout)."""
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
+                     durable: bool = False) -> None:
+        """Write every array of one sample; raises if any of it failed (`check_sample` first:
+        nothing is written of a sample of the wrong layout).
+
+        With `durable`, the sample's bytes are on stable storage when this returns
+        (`sync_sample`); otherwise they are handed to the operating system, which survives a
+        killed process but not a power cut.
+        """
         self.check_sample(index, arrays)
         for name, value in arrays.items():
             self.write(name, index, value)
         self.flush()
+        if durable:
+            self.sync_sample(index, list(arrays))
+
+    @abc.abstractmethod
+    def sync_sample(self, index: int, names: Sequence[str]) -> None:
+        """fsync the chunks of sample `index` of arrays `names`, and their directory entries."""
+
+    @abc.abstractmethod
+    def sync_columns(self) -> None:
+        """fsync the small columns (`done`, `checksum`, ...), the metadata and root attributes,
+        and the store's own entry in its folder: what a reader needs to trust `done`."""
 
     @abc.abstractmethod
     def update_attrs(self, values: Mapping[str, Any]) -> None:
@@ -175,6 +192,15 @@ def check_columns(num_samples: int, columns: Mapping[str, Sequence[Any]]) -> Non
     for name, values in columns.items():
         if len(values) != num_samples:
             raise ValueError(f"column {name!r} has {len(values)} values for {num_samples} samples")
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync one file or directory by path (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_exactly(fd: int, offset: int, out: np.ndarray, what: str) -> None:
