@@ -196,7 +196,7 @@ def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_sourc
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    assert repair(store, tiny_tvhi_source, [sample], fsync=True).computed == 1
+    assert repair(store, tiny_tvhi_source, [sample], fsync=True).repaired == [sample]
     assert str(store / "flow" / "c" / str(index)) in synced
     monkeypatch.undo()
     line = assert_one_line_error(flowstore_cli("verify", store, "--fsync"))
