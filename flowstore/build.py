@@ -5,18 +5,25 @@ Roles (DESIGN.md, "Build semantics"):
   travel back through the scheduler);
 - one coordinator (this process) marks samples `done`, only after their task returned, and
   records failures. So a store killed at any moment holds no sample marked done that is not
-  complete, and a re-run computes exactly the samples still not done.
+  complete, and a re-run computes exactly the samples still not done;
+- a task sends back a data problem as its sample's failure reason, and a bug in flowstore as an
+  internal error (its traceback), which the coordinator logs beside the store and never
+  records as a failure of the sample (`DATA_ERRORS` draws the line).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
 import threading
 import time
+import traceback
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -26,7 +33,7 @@ from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, create_store, is_url, open_store, remove_store,
                              store_exists)
-from flowstore.store.checksum import sample_digest
+from flowstore.store.checksum import file_digest, sample_digest
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -46,8 +53,15 @@ class BuildConfig:
     overwrite: bool = False
     max_per_split: int | None = None
     progress: bool = True
-    #: Sample ids to extract again even if marked done (what `verify --repair` asks for).
+    #: Sample ids to extract again even if marked done (what `verify --repair` asks for). When
+    #: given, exactly these samples are extracted, and no other pending sample of the store.
     redo: tuple[str, ...] = ()
+    #: Make `done` imply durable bytes: each sample's chunks, then the ledger, are fsynced.
+    #: Not in the fingerprint: it changes when bytes reach the disk, not which bytes.
+    fsync: bool = False
+    #: Hash the source files of done samples and refuse one whose content changed (a clip
+    #: replaced by another of the same size passes the default, size-only, check).
+    check_source: bool = False
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -64,11 +78,15 @@ class BuildResult:
     computed: int = 0
     already_done: int = 0
     failures: dict[str, str] = field(default_factory=dict)
+    #: Samples whose task hit a bug in flowstore (sample -> the exception, one line): not
+    #: failures of those samples, which stay pending; the tracebacks are in `error_log`.
+    internal_errors: dict[str, str] = field(default_factory=dict)
+    error_log: Path | None = None
     seconds: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.internal_errors
 
 
 def build(config: BuildConfig) -> BuildResult:
@@ -102,8 +120,10 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         for sample in config.redo:
             ledger.reset(ledger.position[sample])
         if config.redo:
-            ledger.write(store)
-        selected = manifest.first_per_split(config.max_per_split)
+            ledger.write(store, durable=config.fsync)
+            selected = sorted(ledger.position[sample] for sample in set(config.redo))
+        else:
+            selected = manifest.first_per_split(config.max_per_split)
         todo = [i for i in selected if not ledger.done[i]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo))
@@ -114,9 +134,11 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                                            _done_name(dataset, manifest, ledger, name)}}
         fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes)
         result.fingerprint = fp
-        ledger.write(store)
+        ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
         store.flush()
+        if config.fsync:
+            store.sync_columns()
         result.failures = {manifest.rows[i].id: ledger.failures[manifest.rows[i].id]
                            for i in selected if manifest.rows[i].id in ledger.failures}
     finally:
@@ -135,7 +157,8 @@ class Ledger:
     """The coordinator's record of which samples are complete; only the coordinator writes it.
 
     Written in this order: checksums, then `done`, then the failure reasons, so a sample is
-    never marked done without its checksum.
+    never marked done without its checksum (with `durable`, the checksums are fsynced before
+    `done` is written, and everything after).
     """
 
     done: np.ndarray
@@ -144,15 +167,19 @@ class Ledger:
     position: dict[str, int]
     #: Recorded source file sizes: for a done sample, the size of the file its task read.
     sizes: dict[str, int | None] = field(default_factory=dict)
+    #: Recorded source file content hashes ("xxh3_128:<hex>"): for a done sample, of the bytes
+    #: its task decoded (what `--check-source` compares).
+    hashes: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
         done = store.read("done").astype(bool)
         position = {row.id: i for i, row in enumerate(manifest.rows)}
-        failures = {k: v for k, v in store.attrs.get("failures", {}).items()
+        attrs = store.attrs
+        failures = {k: v for k, v in attrs.get("failures", {}).items()
                     if k in position and not done[position[k]]}
         return cls(done, store.read("checksum").astype(object), failures, position,
-                   dict(store.attrs.get("source_files", {})))
+                   dict(attrs.get("source_files", {})), dict(attrs.get("source_hashes", {})))
 
     def complete(self, index: int, sample: str, digest: str) -> None:
         self.checksum[index] = digest
@@ -163,12 +190,17 @@ class Ledger:
         self.done[index] = False
         self.checksum[index] = ""
 
-    def write(self, store: Store) -> None:
-        store.update_attrs({"source_files": self.sizes})
+    def write(self, store: Store, *, durable: bool = False) -> None:
+        store.update_attrs({"source_files": self.sizes, "source_hashes": self.hashes})
         store.write("checksum", slice(None), self.checksum.astype(str))
+        if durable:
+            store.flush()
+            store.sync_columns()
         store.write("done", slice(None), self.done)
         store.update_attrs({"failures": self.failures})
         store.flush()
+        if durable:
+            store.sync_columns()
 
 
 # -- opening ---------------------------------------------------------------------------------
@@ -180,8 +212,11 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
     if store_exists(path):
         store = open_store(path, "r+")
         try:
-            _check_compatible(store, dataset, manifest, params, source_files, path)
+            _check_compatible(store, dataset, manifest, params, source_files, path,
+                              redo=set(config.redo))
             _check_arrays(store, dataset.specs(config.params), len(manifest), path)
+            if config.check_source:
+                _check_source_hashes(store, dataset, manifest, Path(config.source), path)
         except BaseException:
             store.close()
             raise
@@ -210,6 +245,8 @@ def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, p
         "classes": list(manifest.classes),
         "params": to_dict(params),
         "fingerprint": fp,
+        # which store this is, beyond its path: a writer's cached handle is valid for one id
+        "store_id": uuid.uuid4().hex,
         "source_files": source_files,
         "failures": {},
         "manifest": manifest.to_csv(),
@@ -238,8 +275,13 @@ def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, p
 
 
 def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params: dict[str, Any],
-                      source_files: dict[str, int | None], path: Path) -> None:
-    """Refuse to mix: other dataset, parameters or manifest, or a done sample's source changed."""
+                      source_files: dict[str, int | None], path: Path,
+                      redo: set[str] = frozenset()) -> None:
+    """Refuse to mix: other dataset, parameters or manifest, or a done sample's source changed.
+
+    Samples in `redo` are exempt from the last check: they are about to be extracted again from
+    their source as it is now (`verify --repair`), so a change of that file mixes nothing.
+    """
     attrs = store.attrs
     hint = "; use --overwrite to rebuild it, or another --store"
     if attrs.get("dataset") != dataset.name:
@@ -258,10 +300,37 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     done = store.read("done").astype(bool)
     recorded = attrs.get("source_files", {})
     for index in np.flatnonzero(done):
+        if manifest.rows[index].id in redo:
+            continue
         name = str(dataset.source_file(Path("."), manifest.rows[index].id))
         if recorded.get(name) != source_files.get(name):
             raise StoreMismatchError(f"source file {name!r} changed since it was written to "
                                      f"store {str(path)!r}{hint}")
+
+
+def _check_source_hashes(store: Store, dataset: Dataset, manifest: Manifest, source: Path,
+                         path: Path | str) -> None:
+    """`--check-source`: refuse a store whose done sample's source file now holds other bytes.
+
+    Costs one read of every done sample's source file (README, "What a build guarantees").
+    """
+    recorded = store.attrs.get("source_hashes", {})
+    hint = "; use --overwrite to rebuild it, or another --store"
+    for index in np.flatnonzero(store.read("done").astype(bool)):
+        sample = manifest.rows[index].id
+        name = str(dataset.source_file(Path("."), sample))
+        if name not in recorded:
+            raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
+                                     f"{name!r} (written by an older flowstore), so --check-source "
+                                     f"cannot check it{hint}")
+        try:
+            digest = file_digest(dataset.source_file(source, sample))
+        except OSError as exc:
+            raise StoreMismatchError(f"source file {name!r} of a done sample cannot be read "
+                                     f"({exc.strerror}){hint}") from None
+        if digest != recorded[name]:
+            raise StoreMismatchError(f"source file {name!r} changed since it was written to "
+                                     f"store {str(path)!r} (same size, other content){hint}")
 
 
 def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str) -> None:
@@ -290,57 +359,126 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # -- running ---------------------------------------------------------------------------------
-_OPEN_STORES: dict[str, Store] = {}
+class StoreKey(NamedTuple):
+    """Which store a task writes to: its location and the random id given at its creation.
+
+    A location alone does not name a store: `--overwrite` puts a new store (perhaps of other
+    shapes, dtypes or codecs) where the old one was, and a long-lived cluster worker that kept
+    the old store's handle would write the new store's chunks in the old layout.
+    """
+
+    path: str
+    store_id: str
+
+
+_OPEN_STORES: dict[StoreKey, Store] = {}
 _OPEN_LOCK = threading.Lock()
 
 
-def _writer(path: str) -> Store:
-    """The store a task writes to: the coordinator's own object in-process, else opened once."""
+def _writer(key: StoreKey) -> Store:
+    """The store a task writes to: the coordinator's own object in-process, else opened once
+    per store identity (a handle of an earlier store at the same path is closed, never used)."""
     with _OPEN_LOCK:
-        if path not in _OPEN_STORES:
-            _OPEN_STORES[path] = open_store(path, "r+")
-        return _OPEN_STORES[path]
+        if key not in _OPEN_STORES:
+            for stale in [k for k in _OPEN_STORES if k.path == key.path]:
+                _OPEN_STORES.pop(stale).close()
+            store = open_store(key.path, "r+")
+            found = store.attrs.get("store_id", "")
+            if found != key.store_id:
+                store.close()
+                raise StoreError(f"store {key.path!r} was replaced while this build ran "
+                                 f"(store id {found or 'none'!r}, not {key.store_id!r})")
+            _OPEN_STORES[key] = store
+        return _OPEN_STORES[key]
 
 
 #: Room kept free beside a store: HDF5 corrupts its file when a write meets a full disk.
 FREE_SPACE_MARGIN = 1 << 20
 
+#: Bytes that writes in this process have been promised but may not have written yet, per
+#: filesystem (st_dev). Held under `_SPACE_LOCK` with the free-space check itself, so N worker
+#: threads cannot all see the same free space and all write into it.
+_RESERVED: dict[int, int] = {}
+_SPACE_LOCK = threading.Lock()
 
-def _check_free_space(store_path: str, arrays: dict[str, np.ndarray]) -> None:
-    """Refuse to write a sample that might not fit: a full disk is reported, never hit."""
+
+@contextlib.contextmanager
+def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[None]:
+    """Check that one sample's write fits, and hold its bytes reserved until the write is over.
+
+    A full disk is reported, never hit. The check and the reservation are one step under a
+    process-wide lock, so with any `--workers` the writes in flight never add up to more than
+    the free space seen. (On a cluster each worker process reserves for itself.)
+    """
     if is_url(store_path):
+        yield
         return
     folder = Path(store_path) if Path(store_path).is_dir() else Path(store_path).parent
-    free = shutil.disk_usage(folder).free
     needed = 2 * sum(a.nbytes for a in arrays.values()) + FREE_SPACE_MARGIN
-    if free < needed:
-        raise StoreError(f"not enough free space for the store ({free // 1024} KiB free, "
-                         f"{needed // 1024} KiB wanted); free some and run the same command again")
-
-
-def extract_and_write(store_path: str, dataset_name: str, params: Any, source_file: str,
-                      index: int) -> tuple[int, str | None, str]:
-    """One Dask task: extract one sample and write its chunks.
-
-    Returns (index, failure reason or None, checksum of the arrays written).
-
-    Per-sample failures are data, not exceptions: any error becomes the sample's reason.
-    """
-    dataset = get_dataset(dataset_name)
+    device = os.stat(folder).st_dev
+    with _SPACE_LOCK:
+        free = shutil.disk_usage(folder).free - _RESERVED.get(device, 0)
+        if free < needed:
+            raise StoreError(f"not enough free space for the store ({max(free, 0) // 1024} KiB "
+                             f"free, {needed // 1024} KiB wanted); free some and run the same "
+                             f"command again")
+        _RESERVED[device] = _RESERVED.get(device, 0) + needed
     try:
+        yield
+    finally:
+        with _SPACE_LOCK:
+            _RESERVED[device] -= needed
+
+
+#: What a task records as its sample's failure: the sample's own data, its source file, or the
+#: disk it is written to (FlowstoreError covers SampleError from extraction, which turns
+#: OpenCV's decoding errors into it, and StoreError from the writer). Anything else raised in a
+#: task (TypeError, AttributeError, an OpenCV error outside decoding, ...) is a bug in
+#: flowstore: an internal error, never a failure that would read as a bad clip.
+DATA_ERRORS = (FlowstoreError, OSError, MemoryError)
+
+
+class TaskOutcome(NamedTuple):
+    """What one task sends back to the coordinator (no arrays: the task wrote them itself)."""
+
+    index: int
+    #: Why the sample failed (a data problem), or None.
+    reason: str | None = None
+    #: Checksum of the arrays written, when it succeeded.
+    digest: str = ""
+    #: Size of the source file it read, when it succeeded.
+    size: int | None = None
+    #: Content hash of the source file it read (XXH3), when it succeeded.
+    source_hash: str | None = None
+    #: The traceback of a bug in flowstore that stopped this task, or None.
+    internal_error: str | None = None
+
+
+def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
+                      index: int, fsync: bool = False) -> TaskOutcome:
+    """One Dask task: extract one sample and write its chunks (fsynced with `fsync`).
+
+    Data problems are returned as the sample's failure reason, not raised (see `DATA_ERRORS`);
+    a bug comes back as an internal error with its traceback, for the coordinator to log.
+    """
+    try:
+        dataset = get_dataset(dataset_name)
         before = _identity(source_file)
         arrays = dataset.extract(Path(source_file), params)
+        source_hash = file_digest(source_file)  # inside the identity check: what was decoded
         read = _identity(source_file)
         if read != before:
-            return index, "the source file changed while it was being read", "", None
-        _check_free_space(store_path, arrays)
-        store = _writer(store_path)
-        store.write_sample(index, arrays)
+            return TaskOutcome(index, "the source file changed while it was being read")
+        with _space_reserved(store.path, arrays):
+            _writer(store).write_sample(index, arrays, durable=fsync)
+        digest = sample_digest(arrays)
     except FlowstoreError as exc:
-        return index, str(exc), "", None
-    except Exception as exc:  # noqa: BLE001  (a decoder or writer error is this sample's reason)
-        return index, f"{type(exc).__name__}: {exc}", "", None
-    return index, None, sample_digest(arrays), read[0]
+        return TaskOutcome(index, str(exc))
+    except DATA_ERRORS as exc:
+        return TaskOutcome(index, f"{type(exc).__name__}: {exc}")
+    except Exception:  # noqa: BLE001  (a bug: reported as an internal error, with its traceback)
+        return TaskOutcome(index, internal_error=traceback.format_exc())
+    return TaskOutcome(index, None, digest, read[0], source_hash)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -352,40 +490,65 @@ def _identity(path: str) -> tuple[int, int] | None:
     return info.st_size, info.st_mtime_ns
 
 
+def error_log_path(store: Path | str) -> Path:
+    """Where a build writes the tracebacks of internal errors: `<store>.errors.log` beside a
+    local store; in the current folder for a URL store (nothing can be written beside it)."""
+    if is_url(store):
+        return Path.cwd() / f"{str(store).rstrip('/').rsplit('/', 1)[-1]}.errors.log"
+    store = Path(store)
+    return store.with_name(f"{store.name}.errors.log")
+
+
+def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) -> None:
+    """Append one internal error's traceback to the build's error log."""
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: internal "
+                     f"error while building sample {sample} from {source_file}\n{trace}\n")
+
+
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
          ledger: "Ledger", todo: list[int], result: BuildResult) -> None:
     from tqdm import tqdm
 
-    store_key = str(config.store)
+    store_key = StoreKey(str(config.store), str(store.attrs.get("store_id", "")))
     with _OPEN_LOCK:
         _OPEN_STORES[store_key] = store
     last_flush = time.monotonic()
+    sources = {i: str(dataset.source_file(Path(config.source), manifest.rows[i].id)) for i in todo}
     try:
         with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
                   disable=not config.progress, dynamic_ncols=True) as bar:
 
-            def finished(outcome: tuple[int, str | None, str, int | None]) -> None:
+            def finished(outcome: TaskOutcome) -> None:
                 nonlocal last_flush
-                index, reason, digest, size = outcome
-                sample = manifest.rows[index].id
-                if reason is None:
-                    ledger.complete(index, sample, digest)
-                    ledger.sizes[str(dataset.source_file(Path("."), sample))] = size
+                sample = manifest.rows[outcome.index].id
+                if outcome.internal_error is not None:
+                    # not the sample's failure: it stays pending (an earlier reason of it is
+                    # dropped, as nothing is known of the clip now), and the bug is told as one
+                    ledger.failures.pop(sample, None)
+                    result.error_log = error_log_path(config.store)
+                    _log_internal_error(result.error_log, sample, sources[outcome.index],
+                                        outcome.internal_error)
+                    result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
+                elif outcome.reason is None:
+                    ledger.complete(outcome.index, sample, outcome.digest)
+                    name = str(dataset.source_file(Path("."), sample))
+                    ledger.sizes[name] = outcome.size
+                    ledger.hashes[name] = outcome.source_hash
                     result.computed += 1
                 else:
-                    ledger.failures[sample] = reason
+                    ledger.failures[sample] = outcome.reason
                 bar.update()
                 if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
-                    ledger.write(store)
+                    ledger.write(store, durable=config.fsync)
                     last_flush = time.monotonic()
 
-            arguments = [(store_key, dataset.name, config.params,
-                          str(dataset.source_file(Path(config.source), manifest.rows[i].id)), i)
-                         for i in todo]
+            arguments = [(store_key, dataset.name, config.params, sources[i], i) for i in todo]
+            task = functools.partial(extract_and_write, fsync=config.fsync)
             if config.scheduler:
-                run_on_cluster(config.scheduler, extract_and_write, arguments, finished)
+                run_on_cluster(config.scheduler, task, arguments, finished)
             else:
-                run_on_threads(config.workers, extract_and_write, arguments, finished)
+                run_on_threads(config.workers, task, arguments, finished)
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
@@ -420,12 +583,17 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
     """Run `fn(*args)` for every argument tuple on the dask.distributed cluster at `address`.
 
     `finished(result)` is called as each task completes. A task the cluster gives up on (e.g.
-    KilledWorker after its workers died) is reported as a failure of its sample (the last
-    argument is the sample index), not raised.
+    KilledWorker after its workers died, a lost connection, a cancelled task) is reported as a
+    failure of its sample (the last argument is the sample index), not raised; a task that
+    raised anything else (`extract_and_write` raises nothing, so a bug: e.g. arguments or a
+    result that do not travel) comes back as an internal error with its traceback.
     """
+    import concurrent.futures
     import logging
 
-    from distributed import Client, as_completed
+    from distributed import Client, KilledWorker, as_completed
+
+    cluster_errors = (KilledWorker, concurrent.futures.CancelledError, OSError, TimeoutError)
 
     logging.getLogger("distributed").setLevel(logging.ERROR)
     try:
@@ -437,8 +605,11 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
         for future in as_completed(futures):
             try:
                 outcome = future.result()
-            except Exception as exc:  # noqa: BLE001  (the cluster gave up on this task)
-                outcome = (futures[future][-1],
-                           f"task failed on the cluster: {type(exc).__name__}: {exc}", "", None)
+            except cluster_errors as exc:  # the cluster gave up on this task
+                outcome = TaskOutcome(futures[future][-1], f"task failed on the cluster: "
+                                                           f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # noqa: BLE001  (a bug: an internal error, not the sample's)
+                outcome = TaskOutcome(futures[future][-1], internal_error="".join(
+                    traceback.format_exception(type(exc), exc, exc.__traceback__)))
             future.release()
             finished(outcome)

@@ -18,6 +18,11 @@ synth_app = typer.Typer(help="Write a synthetic source in a dataset's real layou
 app.add_typer(synth_app, name="synth")
 
 
+#: Exit codes: 1 for samples that failed (bad data), 2 for a usage or store error, and this one
+#: for a bug in flowstore met while building (tracebacks in the store's error log).
+INTERNAL_ERROR_EXIT = 3
+
+
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: how every user error ends."""
     typer.echo("error: " + " ".join(line.strip() for line in str(message).splitlines()), err=True)
@@ -63,6 +68,12 @@ def build(
                                    help="Rebuild an existing store built with other parameters."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
                                                 help="Build only the first N samples of each split."),
+    fsync: bool = typer.Option(False, "--fsync",
+                               help="fsync each sample before marking it done (survives a "
+                                    "power cut; costs time)."),
+    check_source: bool = typer.Option(False, "--check-source",
+                                      help="Hash the done samples' source files and refuse a "
+                                           "changed one (not only a resized one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build (or resume) a store from a dataset's source folder."""
@@ -83,7 +94,8 @@ def build(
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, **({"workers": workers} if workers is not None else {}))
+                             progress=not quiet, fsync=fsync, check_source=check_source,
+                             **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
         result = run_build(config)
     except FlowstoreError as exc:
@@ -92,15 +104,29 @@ def build(
         fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
     except KeyboardInterrupt:
         fail("interrupted; run the same command again to resume", 130)
+    internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
-               f"done, {len(result.failures)} failed of {result.selected} selected "
+               f"done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
     if result.failures:
         typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
                    err=True)
         for sample, reason in result.failures.items():
             typer.echo(f"  {sample}: {reason}", err=True)
+    _report_internal_errors(result.internal_errors, result.error_log)
+    if result.failures:
         raise typer.Exit(1)
+
+
+def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None:
+    """Tell a bug in flowstore as one, apart from bad samples, and exit with its own code."""
+    if not errors:
+        return
+    typer.echo(f"internal error: a bug in flowstore stopped {len(errors)} sample(s), which stay "
+               f"pending (not failed); tracebacks in {log}; please report it:", err=True)
+    for sample, error in errors.items():
+        typer.echo(f"  {sample}: {error}", err=True)
+    raise typer.Exit(INTERNAL_ERROR_EXIT)
 
 
 @app.command()
@@ -123,6 +149,8 @@ def verify(
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
     source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
+    fsync: bool = typer.Option(False, "--fsync",
+                               help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies."""
@@ -131,18 +159,25 @@ def verify(
     try:
         if repair and source is None:
             raise ParameterError("--repair needs --source DIR to re-extract from")
+        if fsync and not repair:
+            raise ParameterError("--fsync applies to --repair only (verify writes nothing)")
         result = run_verify(store, progress=not quiet)
-        if result.problems and repair:
-            rebuilt = run_repair(store, source, sorted(result.problems), progress=not quiet)
-            still_bad = run_verify(store).problems
-            typer.echo(f"repaired {rebuilt.computed} sample(s) from {source}")
-            result.problems = still_bad
+        typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
+        for sample, problem in sorted(result.problems.items()):
+            typer.echo(f"  {sample}: {problem}", err=True)
+        if not (result.problems and repair):
+            raise typer.Exit(1 if result.problems else 0)
+        repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync)
     except FlowstoreError as exc:
         fail(str(exc))
-    typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
-    for sample, problem in sorted(result.problems.items()):
-        typer.echo(f"  {sample}: {problem}", err=True)
-    if result.problems:
+    internal = (f", {len(repaired.internal_errors)} internal error(s)"
+                if repaired.internal_errors else "")
+    typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "
+               f"{source}; {len(repaired.still_bad)} still bad{internal}")
+    for sample, why in sorted(repaired.still_bad.items()):
+        typer.echo(f"  {sample}: {why}", err=True)
+    _report_internal_errors(repaired.internal_errors, repaired.error_log)
+    if repaired.still_bad:
         raise typer.Exit(1)
 
 
@@ -205,10 +240,16 @@ def synth_stanford40(
                f"+ {classes * test_per_class} test images) to {folder}")
 
 
-def main() -> None:  # pragma: no cover - `python -m flowstore`
-    command = typer.main.get_command(app)
+def run_app(typer_app: typer.Typer, prog_name: str) -> None:
+    """Run a Typer app as a command, with every usage error on one `error:` line (exit 2).
+
+    Typer's own entry point (`app()`) prints a multi-line panel for a bad option value; the
+    console scripts and `python -m` of both `flowstore` and `trainers` come here instead, so
+    that what users see does not depend on how they started the command.
+    """
+    command = typer.main.get_command(typer_app)
     try:
-        code = command.main(prog_name="flowstore", standalone_mode=False)
+        code = command.main(prog_name=prog_name, standalone_mode=False)
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
@@ -216,6 +257,11 @@ def main() -> None:  # pragma: no cover - `python -m flowstore`
         typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def main() -> None:
+    """The `flowstore` console script and `python -m flowstore`."""
+    run_app(app, "flowstore")
 
 
 if __name__ == "__main__":  # pragma: no cover

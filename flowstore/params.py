@@ -20,6 +20,14 @@ STORE_FORMAT = 1
 
 FLOW_DTYPES = ("float16", "float32", "uint8")
 
+#: Version of the extraction code, recorded in every store's parameters (``extraction``) and so
+#: in its fingerprint. Raised whenever flowstore changes the bytes a sample gets from the same
+#: source and parameters (a decoder setting, a resize, a colour conversion), so that a store is
+#: never resumed by a flowstore that would extract its remaining samples differently.
+#: Stores from before it was recorded have no ``extraction`` key: they still open, read and
+#: verify, but a build refuses to resume them (their parameters differ).
+EXTRACTION_VERSION = "1"
+
 
 def _require(condition: bool, message: str) -> None:
     if not condition:
@@ -53,6 +61,11 @@ class VideoParams:
 
     `flow_bound` (pixels) is used by the uint8 encoding only, but always recorded: it is part
     of what a uint8 store means.
+
+    `decoder_threads` is the FFmpeg decoder thread count of each capture. It is not a speed
+    knob only: on some real FMP4 clips (TV-HI hug_0010, hug_0045, kiss_0005) one thread gives
+    decoded frames up to 8, 6 and 5 levels (of 255) away from FFmpeg's default multi-threaded
+    decode, so it is part of what a store holds and is recorded with the other parameters.
     """
 
     size: int = 224
@@ -60,6 +73,7 @@ class VideoParams:
     flow_dtype: str = "float16"
     flow_bound: float = 20.0
     farneback: FarnebackParams = field(default_factory=FarnebackParams)
+    decoder_threads: int = 1
 
     def __post_init__(self) -> None:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
@@ -70,13 +84,17 @@ class VideoParams:
                  f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
         _require(isinstance(self.flow_bound, (int, float)) and self.flow_bound > 0,
                  f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
+        _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
+                 f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")
 
     def recorded(self) -> dict[str, Any]:
-        """uint8 stores name their quantization, so a reader decodes each store as written and
-        a store quantized another way is never resumed into (its fingerprint differs)."""
+        """The extraction version; and uint8 stores name their quantization, so a reader
+        decodes each store as written and a store quantized another way is never resumed into
+        (its fingerprint differs)."""
         from flowstore.flow_encoding import QUANTIZATION
 
-        return {"flow_quantization": QUANTIZATION} if self.flow_dtype == "uint8" else {}
+        quantization = {"flow_quantization": QUANTIZATION} if self.flow_dtype == "uint8" else {}
+        return {"extraction": EXTRACTION_VERSION, **quantization}
 
 
 @dataclass(frozen=True)
@@ -89,12 +107,17 @@ class ImageParams:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
                  f"size must be an integer in 8..4096, got {self.size!r}")
 
+    def recorded(self) -> dict[str, Any]:
+        """The extraction version (see EXTRACTION_VERSION)."""
+        return {"extraction": EXTRACTION_VERSION}
+
 
 def to_dict(params: Any) -> dict[str, Any]:
     """Plain nested dict of a parameter dataclass (what goes into store attributes).
 
     A parameter class may add entries that say what its stored values mean (`recorded()`),
-    e.g. how uint8 flow was quantized; they go into the fingerprint like any parameter.
+    e.g. the extraction version or how uint8 flow was quantized; they go into the fingerprint
+    like any parameter.
     """
     values = dataclasses.asdict(params)
     recorded = getattr(params, "recorded", None)

@@ -3,15 +3,17 @@
 A sample is reported when its `done` flag is set but its bytes no longer give the checksum
 recorded when it was written (a chunk edited, truncated or deleted by hand), or when a chunk
 cannot be read at all. `repair` re-extracts exactly those samples from the source, through the
-normal build (same parameters, same writer lock, same guarantees).
+normal build (same parameters, same writer lock, same guarantees), verifies them again, and
+says of each one it could not mend why: a repair never reports success it did not check.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Collection
 
-from flowstore.build import BuildConfig, BuildResult, build
+from flowstore.build import BuildConfig, build
 from flowstore.datasets import get_dataset
 from flowstore.params import from_dict
 from flowstore.store import open_store
@@ -31,8 +33,13 @@ class VerifyResult:
         return not self.problems
 
 
-def verify(path: str | Path, *, progress: bool = False) -> VerifyResult:
-    """Check every sample marked done against its checksum. Opens the store read-only."""
+def verify(path: str | Path, *, samples: Collection[str] | None = None,
+           progress: bool = False) -> VerifyResult:
+    """Check every sample marked done against its checksum; opens the store read-only.
+
+    With `samples`, check exactly those, and report one that is not marked done: it was asked
+    for by name (`repair` re-checks what it re-extracted).
+    """
     from tqdm import tqdm
 
     result = VerifyResult(store=path)
@@ -42,8 +49,14 @@ def verify(path: str | Path, *, progress: bool = False) -> VerifyResult:
         done = store.read("done").astype(bool)
         checksums = store.read("checksum")
         features = [name for name in store.array_names() if name not in COLUMNS]
+        wanted = None if samples is None else set(samples)
         for index in tqdm(range(len(ids)), disable=not progress, unit="sample", desc="verify"):
+            if wanted is not None and ids[index] not in wanted:
+                continue
             if not done[index]:
+                if wanted is not None:
+                    result.checked += 1
+                    result.problems[ids[index]] = "not marked done"
                 continue
             result.checked += 1
             if not checksums[index]:
@@ -83,13 +96,53 @@ def _check_dataset_arrays(store, path: str | Path) -> None:
                          + " of another dataset" * bool(extra))
 
 
-def repair(path: str | Path, source: str | Path, samples: list[str], *,
-           workers: int | None = None, progress: bool = False) -> BuildResult:
-    """Re-extract `samples` from `source` into the store, with the store's own parameters."""
+@dataclass
+class RepairResult:
+    """What `repair` did: each sample asked for is repaired, still bad (with why), or was
+    stopped by an internal error."""
+
+    store: Path | str
+    asked: list[str]
+    #: Re-extracted, written and verified again.
+    repaired: list[str] = field(default_factory=list)
+    #: Sample -> why it is still not sound. A sample whose re-extraction failed is no longer
+    #: marked done (its reason is recorded as a failure, as a build records one).
+    still_bad: dict[str, str] = field(default_factory=dict)
+    #: Sample -> the exception of a bug in flowstore met while re-extracting it (the sample is
+    #: left pending; the traceback is in `error_log`).
+    internal_errors: dict[str, str] = field(default_factory=dict)
+    error_log: Path | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.still_bad and not self.internal_errors
+
+
+def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
+           workers: int | None = None, progress: bool = False,
+           fsync: bool = False) -> RepairResult:
+    """Re-extract exactly `samples` from `source` into the store, with the store's own
+    parameters (`fsync`: as `flowstore build --fsync`), then verify those samples again; no
+    other sample of the store is touched."""
     with open_store(path, "r") as store:
         attrs = store.attrs
     dataset = get_dataset(attrs["dataset"])
     params = from_dict(dataset.params_type, attrs["params"])
-    return build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
-                             params=params, redo=tuple(samples), progress=progress,
-                             **({"workers": workers} if workers is not None else {})))
+    asked = sorted(set(samples))
+    built = build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
+                              params=params, redo=tuple(asked), progress=progress,
+                              fsync=fsync,
+                              **({"workers": workers} if workers is not None else {})))
+    result = RepairResult(store=path, asked=asked, internal_errors=dict(built.internal_errors),
+                          error_log=built.error_log)
+    for sample, reason in built.failures.items():
+        result.still_bad[sample] = f"could not re-extract it: {reason}"
+    rechecked = [sample for sample in asked
+                 if sample not in result.still_bad and sample not in result.internal_errors]
+    problems = verify(path, samples=rechecked).problems if rechecked else {}
+    for sample in rechecked:
+        if sample in problems:
+            result.still_bad[sample] = f"still bad after re-extraction: {problems[sample]}"
+        else:
+            result.repaired.append(sample)
+    return result

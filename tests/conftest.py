@@ -40,10 +40,30 @@ def suffix(request) -> str:
     return request.param
 
 
+def in_ci() -> bool:
+    """Whether the tests run in CI (`CI=true`, as CI services set it)."""
+    return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+
+def require_real_data(path: Path, what: str) -> Path:
+    """`path`, a file of the real data in `../shared/data` beside the checkout, or stop the test.
+
+    Outside CI a checkout without the real data skips these tests with a reason `-ra` shows.
+    CI always has the data, so there its absence fails the test: a suite that skipped its
+    real-data checks would otherwise pass without having checked anything real.
+    """
+    if path.is_file():
+        return path
+    message = f"{what} not found at {path}"
+    if in_ci():
+        pytest.fail(f"{message}, and CI (CI=true) always has the real data beside the "
+                    "checkout: the checkout is incomplete", pytrace=False)
+    pytest.skip(f"{message} (the real data beside the checkout; CI fails here)")
+
+
 @pytest.fixture
 def real_tvhi() -> Path:
-    if not (REAL_TVHI / "handShake_0001.avi").is_file():
-        pytest.skip(f"real TV-HI clips not found at {REAL_TVHI}")
+    require_real_data(REAL_TVHI / "handShake_0001.avi", "real TV-HI clips")
     return REAL_TVHI
 
 

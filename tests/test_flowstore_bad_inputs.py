@@ -56,6 +56,7 @@ from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
 TINY_PARAMS = VideoParams(size=32, steps=4)  # what TINY_BUILD asks for
 FAILED_HEADER = re.compile(r"^\d+ sample\(s\) failed; run the command again to retry them:$")
+INTERNAL_HEADER = re.compile(r"^internal error: a bug in flowstore stopped \d+ sample\(s\)")
 FAILURE_LINE = re.compile(r"^  (\S+): (.+)$")
 
 
@@ -112,7 +113,7 @@ def _shorten(text: str) -> str:
     return text if len(text) <= 170 else text[:167] + "..."
 
 
-def _show_command(args: tuple) -> str:
+def _show_command(args: tuple, program: str = "flowstore") -> str:
     shown = [os.fsdecode(a) if isinstance(a, bytes) else str(a) for a in args]
     for start in range(len(shown) - len(TINY_BUILD) + 1):  # the tiny sizes, once
         if shown[start:start + len(TINY_BUILD)] == TINY_BUILD:
@@ -123,7 +124,7 @@ def _show_command(args: tuple) -> str:
     for i in range(1, len(shown)):
         if shown[i - 1] == "--source" and shown[i] in ("source", "tvhi"):
             shown[i] = "SRC"
-    return "`" + " ".join(["flowstore", *shown]) + "`"
+    return "`" + " ".join([program, *shown]) + "`"
 
 
 def sees(result: subprocess.CompletedProcess, focus: str | None = None,
@@ -133,6 +134,8 @@ def sees(result: subprocess.CompletedProcess, focus: str | None = None,
     lines = [line for line in err.splitlines() if line.strip() and "%|" not in line]
     summary = next((line for line in out.splitlines() if line.startswith(("store ", "samples "))),
                    out.strip().splitlines()[-1] if out.strip() else "")
+    repaired = next((line for line in out.splitlines() if line.startswith("repaired ")), "")
+    summary = f"{summary}; {repaired}" if repaired else summary
     summary = _shorten(re.sub(r" in [\d.]+s \(fingerprint \w+\)", "", summary))
     if rc < 0:
         return f"**crash: killed by {signal.Signals(-rc).name}**, no message"
@@ -145,8 +148,8 @@ def sees(result: subprocess.CompletedProcess, focus: str | None = None,
     if not summary and not listed:
         first = _shorten(lines[0].strip()) if lines else "(nothing on stderr)"
         return f"exit {rc}, {len(lines)} stderr line(s), first `{first}`"
-    stray = [line for line in lines
-             if not FAILED_HEADER.match(line) and not FAILURE_LINE.match(line)]
+    stray = [line for line in lines if not FAILED_HEADER.match(line)
+             and not INTERNAL_HEADER.match(line) and not FAILURE_LINE.match(line)]
     noise_note = (f"; **stray stderr line** `{_shorten(stray[0].strip())}`"
                   if stray and noise else "")
     if focus in listed:
@@ -162,11 +165,11 @@ def sees(result: subprocess.CompletedProcess, focus: str | None = None,
 
 def record(what: str, args: tuple, result: subprocess.CompletedProcess,
            focus: str | None = None, right: bool | None = None,
-           noise: bool = True) -> subprocess.CompletedProcess:
+           noise: bool = True, program: str = "flowstore") -> subprocess.CompletedProcess:
     node = _CURRENT.get("node")
     if right is None:
         right = node is None or node.get_closest_marker("xfail") is None
-    _TABLE.append({"input": what, "command": _show_command(args),
+    _TABLE.append({"input": what, "command": _show_command(args, program),
                    "sees": sees(result, focus, noise),
                    "right": "yes" if right else "**no** (bug, xfail)"})
     return result
@@ -1006,6 +1009,35 @@ def test_readers_on_a_damaged_store_raise_flowstore_errors(damage, pristine, tmp
         samples.read_sample(int(samples.indices("train")[0]))
 
 
+@pytest.mark.parametrize("command", ["inspect", "verify"])
+def test_an_hdf5_store_being_built_is_refused_to_readers_in_one_line(command, pristine,
+                                                                      tiny_tvhi_source, tmp_path):
+    """HDF5 cannot read a file another process writes: while a build holds the store, a reader
+    gets one line naming the build (a Zarr store reads as it grows), and reads once it ends."""
+    stores = {suffix: tmp_path / f"tvhi{suffix}" for suffix in (".zarr", ".h5")}
+    shutil.copytree(pristine[".zarr"], stores[".zarr"])
+    shutil.copy(pristine[".h5"], stores[".h5"])
+    holders = {suffix: subprocess.Popen(
+        [sys.executable, "-c", "import time; from flowstore.store.lock import writer_lock\n"
+         f"with writer_lock({str(store)!r}):\n    print('held', flush=True); time.sleep(120)"],
+        stdout=subprocess.PIPE, text=True) for suffix, store in stores.items()}
+    try:
+        for holder in holders.values():
+            assert holder.stdout.readline().strip() == "held"
+        args = (command, stores[".h5"], *(["-q"] if command == "verify" else []))
+        line = assert_one_line_error(cli(f"{command} of an HDF5 store while a build writes it",
+                                         *args))
+        assert f"pid {holders['.h5'].pid} on " in line and "try again when the build ends" in line
+        zarr_args = (command, stores[".zarr"], *(["-q"] if command == "verify" else []))
+        assert cli(f"{command} of a Zarr store while a build writes it", *zarr_args).returncode == 0
+    finally:
+        for holder in holders.values():
+            holder.kill()
+            holder.wait()
+            holder.stdout.close()
+    assert flowstore_cli(*args).returncode == 0  # the build ended: the store reads
+
+
 # =================================================================================================
 # 7. A full disk
 # =================================================================================================
@@ -1059,3 +1091,157 @@ def test_a_disk_too_small_to_create_the_store_is_one_line_and_leaves_nothing(
     assert f"'{store}'" in line and "space" in line.lower()
     left = sorted(p.name for p in small_disk.path.iterdir() if p.name != ".tvhi.zarr.lock")
     assert left == ["filler"]
+
+
+# =================================================================================================
+# 8. A repair that cannot mend, and a bug in flowstore (issue 12)
+# =================================================================================================
+def test_a_repair_whose_clip_no_longer_decodes_names_it_and_builds_nothing_else(tvhi_source,
+                                                                               tmp_path):
+    """`verify --repair` once exited 0 with "repaired 13 sample(s)" (every pending sample) and
+    "0 bad" though the one sample it was asked to mend failed to re-extract."""
+    import h5py
+
+    store = tmp_path / "tvhi.h5"
+    build_in_process(tvhi_source, store, max_per_split=1)
+    with open_store(store) as built:
+        ids, done = built.read("id").tolist(), built.read("done")
+    target = ids[int(np.flatnonzero(done)[0])]
+    with h5py.File(store, "r+") as file:  # a chunk damaged by hand ...
+        file["flow"][ids.index(target)] = 1
+    clip = tvhi_source / f"{target}.avi"  # ... and its clip undecodable, at the same size
+    clip.write_bytes(np.random.default_rng(9).bytes(clip.stat().st_size))
+    result = cli(f"`verify --repair` of a damaged sample whose clip ({target}.avi) no longer "
+                 f"decodes", "verify", store, "--repair", "--source", tvhi_source, "-q",
+                 focus=target)
+    assert_no_crash(result)
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert "repaired 0 of 1 bad sample(s)" in result.stdout and "1 still bad" in result.stdout
+    reasons = dict(m.groups() for line in result.stderr.splitlines()
+                   if (m := FAILURE_LINE.match(line)))
+    assert "could not re-extract" in reasons[target] and f"{target}.avi" in reasons[target]
+    with open_store(store) as after:
+        assert int(after.read("done").sum()) == 2, "no other pending sample is built"
+        assert target in after.attrs["failures"]
+
+
+_WITH_A_BUG = """
+import sys
+from flowstore.datasets.tvhi import TVHI
+from flowstore.cli import main
+
+real_extract = TVHI.extract
+
+def extract_with_a_bug(self, path, params):
+    if path.stem == "{sample}":
+        raise TypeError("unsupported operand type(s) for +: 'int' and 'str'")
+    return real_extract(self, path, params)
+
+TVHI.extract = extract_with_a_bug
+sys.argv[0] = "flowstore"
+main()
+"""
+
+
+def test_a_bug_in_flowstore_is_an_internal_error_not_a_bad_clip(tvhi_source, tmp_path):
+    """A TypeError in the extraction code once became the sample's "failure" and read as a bad
+    clip; now it is an internal error: exit 3, the traceback in <store>.errors.log."""
+    target = "highFive_0002"
+    (tvhi_source / "hug_0004.avi").write_bytes(b"\0" * 10)  # a real bad clip beside it
+    store = tmp_path / "tvhi.zarr"
+    args = tiny_build_args(tvhi_source, store)
+    run = subprocess.run([sys.executable, "-c", _WITH_A_BUG.format(sample=target),
+                          *map(str, args)], capture_output=True, text=True, timeout=300)
+    result = record(f"a bug in flowstore (a TypeError in extraction) on {target}", args, run,
+                    focus=target)
+    assert_no_crash(result)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "1 failed, 1 internal error(s)" in result.stdout
+    reasons = dict(m.groups() for line in result.stderr.splitlines()
+                   if (m := FAILURE_LINE.match(line)))
+    assert reasons[target].startswith("TypeError") and "cannot open video" in reasons["hug_0004"]
+    log = tmp_path / "tvhi.zarr.errors.log"
+    assert f"tracebacks in {log}" in result.stderr
+    assert "Traceback (most recent call last)" in log.read_text()
+    with open_store(store) as built:
+        assert set(built.attrs["failures"]) == {"hug_0004"}
+
+
+# -- the installed console scripts, as `pip install` makes them ---------------------------------
+def installed_command(program: str) -> str:
+    """The console script `pip install` made for `program` (pyproject's [project.scripts]).
+
+    The cases above run `python -m flowstore`; users run these scripts, which call the entry
+    point named in pyproject.toml, so they are tested on their own.
+    """
+    found = shutil.which(program, path=os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    assert found, f"no installed `{program}` command: pip install -e . first"
+    return found
+
+
+def installed_cli(what: str, program: str, *args, env: dict | None = None,
+                  cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `program` script as a user would, recorded for the table."""
+    result = subprocess.run([installed_command(program), *map(str, args)], capture_output=True,
+                            text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
+    return record(what, args, result, program=program)
+
+
+@pytest.mark.regression(reason=(
+    "bug: pyproject's console scripts called the Typer apps directly, so a bad option value "
+    "printed Typer's multi-line panel where `python -m flowstore` printed one error line"))
+@pytest.mark.parametrize("what,program,args", [
+    ("installed command, --size abc", "flowstore",
+     ("build", "tvhi", "--synthetic", "--store", "x.zarr", "--size", "abc")),
+    ("installed command, --videos-per-class many", "flowstore",
+     ("synth", "tvhi", "out", "--videos-per-class", "many")),
+    ("installed command, --epochs abc", "trainers",
+     ("run", "two_stream", "--store", "s.zarr", "--epochs", "abc")),
+    ("installed command, an unknown option", "trainers",
+     ("run", "two_stream", "--store", "s.zarr", "--frobnicate")),
+])
+def test_installed_commands_print_usage_errors_in_one_line(what, program, args, tmp_path):
+    result = installed_cli(what, program, *args, cwd=tmp_path)
+    line = assert_one_line_error(result)
+    assert args[-2 if args[-1] != "--frobnicate" else -1] in line
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_installed_console_scripts_are_the_main_functions():
+    """Both scripts go through `main` (one-line usage errors), not the bare Typer app."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
+        "project"]["scripts"]
+    assert scripts == {"flowstore": "flowstore.cli:main", "trainers": "trainers.cli:main"}
+
+
+@pytest.fixture
+def without_tensorflow(tmp_path) -> dict:
+    """The environment of a Python where `import tensorflow` fails as if it were not installed
+    (a `sitecustomize` that blocks the module), for the command's subprocess only."""
+    shim = tmp_path / "no-tensorflow"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None\n")
+    return {"PYTHONPATH": os.pathsep.join(
+        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+@pytest.mark.regression(reason=(
+    "bug: `trainers run` without TensorFlow ended in an import traceback, after starting on the "
+    "prerequisites"))
+@pytest.mark.parametrize("args", [("run", "two_stream", "--store", "STORE"),
+                                  ("summary", "tvhi_flow")])
+def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorflow, tmp_path):
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr")
+    args = tuple(str(store) if a == "STORE" else a for a in args)
+    result = installed_cli(f"`trainers {args[0]}` without TensorFlow installed", "trainers",
+                           *args, "--runs-dir" if args[0] == "run" else "--size",
+                           "runs" if args[0] == "run" else "32", env=without_tensorflow,
+                           cwd=tmp_path)
+    line = assert_one_line_error(result)
+    assert line == "error: trainers needs TensorFlow: pip install 'flowstore[train]'"
+    assert result.stdout == ""
+    assert not (tmp_path / "runs").exists()  # refused before any run started

@@ -171,6 +171,16 @@ def _slow_source(tmp_path):
     return write_synthetic_tvhi(tmp_path / "slow", config)
 
 
+def _done_count(store) -> int:
+    """How many samples a store being built has marked done, read past flowstore's lock."""
+    if store.suffix == ".h5":
+        with h5py.File(store, "r", locking=False) as raw:
+            return int(raw["done"][:].sum())
+    import zarr
+
+    return int(zarr.open_group(store, mode="r")["done"][:].sum())
+
+
 def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix):
     source = _slow_source(tmp_path)
     args = ["--size", "128", "--steps", "16", "--workers", "1", "-q"]
@@ -183,10 +193,10 @@ def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix):
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        try:
-            with open_store(store) as partial:  # a reader beside the running build
-                if partial.read("done").sum() >= 4:
-                    break
+        try:  # a raw reader beside the running build, only to time the kill: flowstore's own
+            # readers refuse an HDF5 store while it is written, and a torn read here is harmless
+            if _done_count(store) >= 4:
+                break
         except Exception:  # not created yet
             continue
     process.send_signal(signal.SIGKILL)
@@ -213,3 +223,133 @@ def test_real_clips_build_with_none_failed(real_tvhi, tmp_path):
     with open_store(tmp_path / "real.zarr") as s:
         assert s.read("done").all()
         assert s.read("flow").shape == (200, 4, 32, 32, 2)
+
+
+# -- issue 12, item 4: the free-space check holds with any number of workers ---------------------
+def test_concurrent_writers_never_share_the_free_space_they_saw(tiny_tvhi_source, tmp_path,
+                                                                monkeypatch):
+    """The disk has room for one sample's write. Four workers extract at once; the first to
+    write holds its write open until the three others have looked at the free space. Only one
+    write may be in flight at any moment; the others fail with the no-space reason."""
+    import collections
+    import threading
+
+    from flowstore import build as build_module
+    from flowstore.store._zarr import ZarrStore
+
+    sample_bytes = 32 * 32 * 3 + 4 * 32 * 32 * 3 + 4 * 32 * 32 * 2 * 2  # middle, frames, flow
+    one_write = 2 * sample_bytes + build_module.FREE_SPACE_MARGIN  # what the check asks for
+    usage = collections.namedtuple("usage", "total used free")
+    checks = []
+    monkeypatch.setattr(build_module.shutil, "disk_usage",
+                        lambda path: checks.append(path) or usage(1 << 40, 0, one_write * 3 // 2))
+    lock, in_flight, peak = threading.Lock(), [0], [0]
+    real_write = ZarrStore.write_sample
+
+    def slow_write(self, index, arrays, **options):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        try:
+            deadline = time.monotonic() + 10
+            while len(checks) < 4 and time.monotonic() < deadline:  # the others look meanwhile
+                time.sleep(0.005)
+            real_write(self, index, arrays, **options)
+        finally:
+            with lock:
+                in_flight[0] -= 1
+
+    monkeypatch.setattr(ZarrStore, "write_sample", slow_write)
+    result = _build(tiny_tvhi_source, tmp_path / "s.zarr", workers=4)
+    assert len(checks) >= 4
+    assert peak[0] == 1, f"{peak[0]} writes were in flight on room for one"
+    assert result.failures and result.computed >= 1
+    assert result.computed + len(result.failures) == 16
+    assert all(reason.startswith("not enough free space") for reason in result.failures.values())
+
+
+# -- issue 12, item 5: a bug in flowstore is an internal error, never a bad clip ----------------
+_BUGGY_BUILD = """
+import sys
+from flowstore.datasets.tvhi import TVHI
+from flowstore.cli import main
+
+real_extract = TVHI.extract
+
+def extract_with_a_bug(self, path, params):
+    if path.stem == "hug_0002":
+        None.shape  # a flowstore bug: AttributeError
+    return real_extract(self, path, params)
+
+TVHI.extract = extract_with_a_bug
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_bug_in_a_task_is_an_internal_error_with_a_logged_traceback(tvhi_source, tmp_path):
+    (tvhi_source / "kiss_0003.avi").write_bytes(b"not a video")  # a bad clip, as before
+    store = tmp_path / "s.zarr"
+    args = ["build", "tvhi", "--source", str(tvhi_source), "--store", str(store), *TINY_BUILD,
+            "-q"]
+    out = subprocess.run([sys.executable, "-c", _BUGGY_BUILD, *args], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 3, (out.returncode, out.stdout, out.stderr)  # README: exit 3
+    assert "Traceback" not in out.stderr
+    assert "14 computed, 0 already done, 1 failed, 1 internal error(s) of 16" in out.stdout
+    log = tmp_path / "s.zarr.errors.log"
+    assert re.search(r"^internal error: .* tracebacks in " + re.escape(str(log)), out.stderr,
+                     re.M), out.stderr
+    assert re.search(r"^  hug_0002: AttributeError: .*shape", out.stderr, re.M), out.stderr
+    assert re.search(r"^  kiss_0003: cannot open video", out.stderr, re.M), out.stderr
+    text = log.read_text()
+    assert "sample hug_0002" in text and "Traceback (most recent call last)" in text
+    assert "in extract_with_a_bug" in text and "AttributeError" in text
+    with open_store(store) as built:  # not recorded as a bad clip: the sample stays pending
+        assert set(built.attrs["failures"]) == {"kiss_0003"}
+        done = dict(zip(built.read("id").tolist(), built.read("done").tolist()))
+        assert not done["hug_0002"] and sum(done.values()) == 14
+    again = flowstore_cli(*args)  # the bug gone, the same command completes the sample
+    assert again.returncode == 1 and "1 computed, 14 already done, 1 failed" in again.stdout
+
+
+@pytest.mark.parametrize("where,kind", [
+    ("decode", "failure"),  # OpenCV failing on the file's bytes: the clip's problem
+    ("farneback", "internal"),  # OpenCV failing on frames flowstore made: a bug
+    ("write", "failure"),  # the disk failing: the environment's problem, retried next run
+    ("extract", "internal"),  # a TypeError in flowstore's own code
+])
+def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tiny_tvhi_source,
+                                                                 tmp_path, monkeypatch):
+    import cv2
+
+    from flowstore import build as build_module
+    from flowstore.extraction import video
+
+    store = tmp_path / "s.zarr"
+    _build(tiny_tvhi_source, store, max_per_split=1)
+
+    def raise_(exc):
+        def fail(*args, **kwargs):
+            raise exc
+        return fail
+
+    if where == "decode":
+        monkeypatch.setattr(video, "_decode", raise_(cv2.error("bad frame")))
+    elif where == "farneback":
+        monkeypatch.setattr(video, "farneback", raise_(cv2.error("bad argument")))
+    elif where == "write":
+        monkeypatch.setattr(build_module, "_writer", raise_(OSError(5, "Input/output error")))
+    else:
+        monkeypatch.setattr(video, "flow_positions", raise_(TypeError("a bug")))
+    with open_store(store) as built:
+        index = built.read("id").tolist().index("kiss_0004")
+        key = build_module.StoreKey(str(store), built.attrs["store_id"])
+    outcome = build_module.extract_and_write(key, "tvhi", VideoParams(size=32, steps=4),
+                                             str(tiny_tvhi_source / "kiss_0004.avi"), index)
+    if kind == "failure":
+        assert outcome.reason and outcome.internal_error is None
+        assert ("cannot decode kiss_0004.avi" if where == "decode" else "Input/output") \
+            in outcome.reason
+    else:
+        assert outcome.reason is None and "Traceback" in outcome.internal_error

@@ -35,6 +35,55 @@ def test_cluster_build_equals_threaded_build(tiny_tvhi_source, tmp_path, cluster
             np.testing.assert_array_equal(a.read(name), b.read(name))
 
 
+def test_an_overwrite_with_other_parameters_on_the_same_cluster_writes_the_new_layout(
+        tiny_tvhi_source, tmp_path, cluster):
+    """Issue 12, item 2: worker processes outlive a build. After the first build they hold a
+    handle on the float16 store; the `--overwrite --flow-dtype float32` build on the same
+    cluster must write float32 chunks (it wrote float16 ones with the stale handle, and the
+    checksum, taken from the arrays in memory, let the coordinator mark them done)."""
+    from distributed import Client
+
+    from flowstore.verify import verify
+
+    store = tmp_path / "s.zarr"
+    first = build(_config(tiny_tvhi_source, store, scheduler=cluster.scheduler_address))
+    assert first.ok and first.computed == 16
+    with Client(cluster) as client:  # both workers wrote, so both hold a handle on the old store
+        handles = client.run(lambda: len(__import__("flowstore.build").build._OPEN_STORES))
+        assert len(handles) == 2 and all(handles.values()), handles
+    second = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
+                               progress=False, overwrite=True,
+                               params=VideoParams(size=32, steps=4, flow_dtype="float32"),
+                               scheduler=cluster.scheduler_address))
+    assert second.ok and second.computed == 16, second.failures
+    checked = verify(store)
+    assert checked.ok and checked.checked == 16, checked.problems
+    threaded = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source,
+                                 store=tmp_path / "threads.zarr", progress=False,
+                                 params=VideoParams(size=32, steps=4, flow_dtype="float32")))
+    with open_store(store) as remote, open_store(tmp_path / "threads.zarr") as local:
+        assert remote.read("flow").dtype == np.float32
+        np.testing.assert_array_equal(remote.read("flow"), local.read("flow"))
+    assert threaded.ok
+
+
+def _a_task_with_a_bug(index):
+    raise TypeError(f"a bug in task {index}")
+
+
+def test_a_task_that_raises_on_the_cluster_is_an_internal_error(cluster):
+    """Only what the cluster gives up on (a killed worker, a lost connection) is a failure of
+    the sample; an exception out of the task itself is a bug, told with its traceback."""
+    from flowstore.build import run_on_cluster
+
+    outcomes = []
+    run_on_cluster(cluster.scheduler_address, _a_task_with_a_bug, [(3,)], outcomes.append)
+    [outcome] = outcomes
+    assert outcome.index == 3 and outcome.reason is None
+    assert "TypeError: a bug in task 3" in outcome.internal_error
+    assert "_a_task_with_a_bug" in outcome.internal_error
+
+
 def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
     with pytest.raises(StoreError, match="one process"):
         build(_config(tiny_tvhi_source, tmp_path / "s.h5", scheduler="tcp://127.0.0.1:1"))
@@ -47,12 +96,17 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
 
 def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
     """SIGKILL one worker process while it extracts: the build completes (the nanny restarts the
-    worker and the task is retried) or leaves those samples not done; never a false `done`."""
+    worker and the task is retried) or leaves those samples not done; never a false `done`.
+
+    The kill itself is checked too: it came while samples were still to build, the process is
+    gone, and the scheduler saw that worker leave unexpectedly with tasks in hand (which it
+    then ran elsewhere), so the test cannot pass by the build finishing first."""
     import os
     import signal
     import threading
 
     import distributed
+    import psutil
     import zarr
 
     from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
@@ -67,25 +121,36 @@ def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster, \
             distributed.Client(cluster) as client:
-        pids = list(client.run(os.getpid).values())
-        killed = threading.Event()
+        victim, victim_pid = next(iter(client.run(os.getpid).items()))  # (address, pid)
+        stop = threading.Event()
+        done_at_kill: list[int] = []
 
         def kill_one_worker_mid_build():
-            while not killed.is_set():
+            while not stop.is_set():
                 try:
-                    if zarr.open_group(str(store), mode="r")["done"][:].sum() >= 3:
-                        os.kill(pids[0], signal.SIGKILL)
-                        killed.set()
+                    done = int(zarr.open_group(str(store), mode="r")["done"][:].sum())
                 except Exception:  # store not created yet
-                    pass
-                killed.wait(0.05)
+                    done = 0
+                if done >= 3:
+                    os.kill(victim_pid, signal.SIGKILL)
+                    done_at_kill.append(done)
+                    return
+                stop.wait(0.05)
 
         killer = threading.Thread(target=kill_one_worker_mid_build, daemon=True)
         killer.start()
         result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
                                    progress=False, scheduler=cluster.scheduler_address))
-        killed.set()
+        stop.set()
         killer.join()
+        assert done_at_kill and done_at_kill[0] < 24, "the worker was not killed mid-build"
+        assert not psutil.pid_exists(victim_pid) or \
+            psutil.Process(victim_pid).status() == psutil.STATUS_ZOMBIE
+        left = [event for _, event in client.get_events("all")
+                if event.get("action") == "remove-worker" and event.get("worker") == victim]
+        assert left and left[0]["expected"] is False, left
+        assert left[0]["processing-tasks"], "the killed worker held no task to retry"
+        assert victim_pid not in client.run(os.getpid).values()
         if not result.ok:  # whatever the cluster gave up on is simply retried by a re-run
             result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
                                        progress=False, scheduler=cluster.scheduler_address))

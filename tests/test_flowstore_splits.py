@@ -11,7 +11,7 @@ import pytest
 from flowstore.datasets.tvhi import (CLASSES, OFFICIAL_SETS, format_readme, manifest_from_sets,
                                      parse_readme, sample_id)
 from flowstore.manifest import Manifest, round_robin, stratified_holdout
-from tests.conftest import REAL_TVHI, REPO
+from tests.conftest import REAL_TVHI, REPO, require_real_data
 
 COMMITTED = REPO / "manifests" / "tvhi.csv"
 
@@ -26,9 +26,7 @@ def test_committed_manifest_is_what_the_code_derives(official):
 
 
 def test_readme_parser_reads_the_real_readme():
-    readme = REAL_TVHI / "readme.txt"
-    if not readme.is_file():
-        pytest.skip("real TV-HI readme.txt not found")
+    readme = require_real_data(REAL_TVHI / "readme.txt", "real TV-HI readme.txt")
     assert parse_readme(readme.read_text()) == OFFICIAL_SETS
 
 

@@ -75,6 +75,21 @@ class TestStoreContract:
             store.read_into("flow", 0, batch[0])
             assert not batch[0].any()  # an unwritten sample reads as zeros
 
+    @pytest.mark.parametrize("name,value", [
+        ("flow", np.ones((2, 4, 4, 2), np.float32)),  # another dtype: zarr would cast it
+        ("flow", np.ones((2, 4, 5, 2), np.float16)),  # another shape: zarr would write it
+        ("pixels", np.ones((4, 4), np.uint8)),
+    ], ids=["dtype", "shape", "rank"])
+    def test_a_sample_of_another_layout_is_refused_and_nothing_written(self, store_path, name,
+                                                                       value):
+        """Issue 12, item 2: a writer whose arrays do not match the store fails the sample."""
+        good = np.full((4, 4, 3), 7, np.uint8)
+        with open_store(store_path, "r+") as store:
+            with pytest.raises(StoreError, match=f"array '{name}' is .* but the store holds"):
+                store.write_sample(1, {"pixels": good, name: value})
+        with open_store(store_path) as store:
+            assert not store.read("pixels", 1).any() and not store.read("flow", 1).any()
+
     def test_missing_and_foreign_paths_are_store_errors(self, tmp_path, suffix):
         with pytest.raises(StoreError, match="no store at"):
             open_store(tmp_path / f"nothing{suffix}")
@@ -96,8 +111,20 @@ class TestStoreContract:
             open_store(store_path)
 
     def test_read_only_store_refuses_writes(self, store_path):
-        with open_store(store_path, "r") as store, pytest.raises(Exception):
-            store.write("pixels", 0, np.zeros((4, 4, 3), np.uint8))
+        """Every kind of write to a store opened "r" is the same StoreError on both backends
+        (not zarr's ValueError or h5py's OSError), and changes nothing."""
+        pixels = np.full((4, 4, 3), 7, np.uint8)
+        writes = {"write": lambda store: store.write("pixels", 0, pixels),
+                  "write_sample": lambda store: store.write_sample(0, {"pixels": pixels}),
+                  "update_attrs": lambda store: store.update_attrs({"failures": {"a": "x"}})}
+        for what, write in writes.items():
+            with open_store(store_path, "r") as store:
+                with pytest.raises(StoreError, match=r"is open read-only \(mode 'r'\)") as error:
+                    write(store)
+                assert str(store_path) in str(error.value), what
+        with open_store(store_path) as store:
+            assert not store.read("pixels", 0).any()
+            assert store.attrs["failures"] == {}
 
 
 def test_a_reopened_zarr_store_writes_all_zero_samples_as_chunks(store_path_zarr):

@@ -64,9 +64,43 @@ def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, t
     assert "--source" in line
     fixed = flowstore_cli("verify", store, "--repair", "--source", tiny_tvhi_source, "-q")
     assert fixed.returncode == 0, fixed.stderr
-    assert "repaired 3 sample(s)" in fixed.stdout and "0 bad" in fixed.stdout
+    assert "repaired 3 of 3 bad sample(s)" in fixed.stdout and "0 still bad" in fixed.stdout
     assert flowstore_cli("verify", store, "-q").returncode == 0
 
 
 def test_verify_of_a_non_store_is_one_line(tmp_path):
     assert_one_line_error(flowstore_cli("verify", tmp_path / "nothing.zarr"))
+
+
+def test_a_repair_that_cannot_mend_names_the_sample_and_builds_nothing_else(tvhi_source, tmp_path):
+    """Issue 12, item 1: on a store built with --max-per-split, a corrupted sample whose clip no
+    longer decodes is named with why, the command exits 1, and no other pending sample of the
+    dataset is built (repair used to build every pending one and report "0 bad")."""
+    store = tmp_path / "s.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", tvhi_source, "--store", store, *TINY_BUILD,
+                        "--max-per-split", "1", "-q")
+    assert out.returncode == 0, out.stderr
+    group = zarr.open_group(str(store), mode="r+")
+    ids, done_before = list(group["id"][:]), group["done"][:].copy()
+    assert done_before.sum() == 3
+    broken, sound = [ids[i] for i in np.flatnonzero(done_before)][:2]
+    index = ids.index(broken)
+    group["flow"][index] = np.ones_like(group["flow"][index])  # a chunk corrupted ...
+    (tvhi_source / f"{broken}.avi").write_bytes(b"\0junk")  # ... and its clip undecodable
+    group["frames"][ids.index(sound)] = 0  # a second bad sample, whose clip is fine
+
+    fixed = flowstore_cli("verify", store, "--repair", "--source", tvhi_source, "-q")
+    assert fixed.returncode == 1, (fixed.stdout, fixed.stderr)
+    assert "Traceback" not in fixed.stderr
+    assert "checked 3 sample(s), 2 bad" in fixed.stdout
+    assert "repaired 1 of 2 bad sample(s)" in fixed.stdout and "1 still bad" in fixed.stdout
+    still = re.findall(rf"^  {broken}: (.+)$", fixed.stderr, re.M)
+    assert any("could not re-extract" in line and f"{broken}.avi" in line for line in still), \
+        fixed.stderr
+    done_after = zarr.open_group(str(store), mode="r")["done"][:]
+    assert done_after.sum() == 2, "only the asked samples are touched; no pending one is built"
+    assert not done_after[index] and done_after[ids.index(sound)]
+    assert np.array_equal(np.flatnonzero(done_after), np.flatnonzero(done_before & (
+        np.arange(len(ids)) != index)))
+    again = flowstore_cli("verify", store, "-q")  # what is marked done now is sound
+    assert again.returncode == 0 and "checked 2 sample(s), 0 bad" in again.stdout

@@ -1,4 +1,6 @@
-"""Trainers and `inspect` open stores read-only and work while a build appends to the store."""
+"""Readers while a build appends: Zarr stores are read as they grow (trainers, `inspect`);
+an HDF5 store, which HDF5 cannot read while another process writes it, is refused in one line
+naming the build, and a build is refused while a reader holds the HDF5 file open."""
 
 from __future__ import annotations
 
@@ -9,22 +11,29 @@ import time
 
 import pytest
 
+from flowstore.errors import StoreError
 from flowstore.store import open_store
 from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
-from tests.conftest import flowstore_cli
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
 
-def test_trainer_input_and_inspect_work_during_a_build(tmp_path, suffix):
+def _start_build(tmp_path, suffix):
+    source = write_synthetic_tvhi(tmp_path / "src", SynthTVHIConfig(
+        videos_per_class=8, negatives=0, min_frames=60, max_frames=90, resolution=(320, 240)))
+    store = tmp_path / f"s{suffix}"
+    builder = subprocess.Popen([sys.executable, "-m", "flowstore", "build", "tvhi", "--source",
+                                str(source), "--store", str(store), "--size", "96", "--workers",
+                                "1", "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return store, builder
+
+
+def test_zarr_trainer_input_and_inspect_work_during_a_build(tmp_path):
     pytest.importorskip("tensorflow")
     from trainers.data import InputOptions, make_dataset
     from trainers.samples import open_samples
 
-    source = write_synthetic_tvhi(tmp_path / "src", SynthTVHIConfig(
-        videos_per_class=8, negatives=0, min_frames=60, max_frames=90, resolution=(320, 240)))
-    store = tmp_path / f"s{suffix}"
-    builder = subprocess.Popen([sys.executable, "-m", "flowstore", "build", "tvhi", "--source", str(source),
-                                "--store", str(store), "--size", "96", "--workers", "1", "-q"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    store, builder = _start_build(tmp_path, ".zarr")
     try:
         deadline = time.monotonic() + 120
         done = 0
@@ -51,3 +60,49 @@ def test_trainer_input_and_inspect_work_during_a_build(tmp_path, suffix):
     assert builder.returncode == 0, err
     with open_store(store) as s:
         assert s.read("done").all()
+
+
+def test_hdf5_readers_are_refused_in_one_line_while_a_build_writes(tmp_path):
+    from trainers.samples import open_samples
+
+    store, builder = _start_build(tmp_path, ".h5")
+    try:
+        deadline = time.monotonic() + 120
+        refusal = None
+        while refusal is None and time.monotonic() < deadline and builder.poll() is None:
+            time.sleep(0.05)
+            try:
+                open_store(store).close()
+            except StoreError as exc:
+                if "being written" in str(exc):
+                    refusal = str(exc)
+        assert refusal is not None, "the build ended (or never began) before a reader was refused"
+        assert f"pid {builder.pid} on " in refusal and "try again when the build ends" in refusal
+        with pytest.raises(StoreError, match=f"being written by a flowstore build \\(pid {builder.pid} "):
+            open_samples(store, "tvhi_flow")
+        for command in (("inspect", store), ("verify", store, "-q")):
+            line = assert_one_line_error(flowstore_cli(*command))
+            assert f"pid {builder.pid}" in line and "cannot be read while it is written" in line
+        assert builder.poll() is None, "the build should still be running"
+    finally:
+        _, err = builder.communicate(timeout=300)
+    assert builder.returncode == 0, err
+    with open_store(store) as s:  # once the build has ended, the store reads
+        assert s.read("done").all()
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
+def test_an_hdf5_build_is_refused_while_a_reader_holds_the_file(tiny_tvhi_source, tmp_path):
+    store = tmp_path / "s.h5"
+    args = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q",
+            "--max-per-split", "1")
+    assert flowstore_cli(*args).returncode == 0
+    with open_store(store) as reader:
+        done = reader.read("done").copy()
+        line = assert_one_line_error(flowstore_cli(*args[:-2]))  # the rest of the store
+        assert "is open for reading" in line and "cannot be written while it is read" in line
+        assert (reader.read("done") == done).all()  # the refused build wrote nothing
+    finished = flowstore_cli(*args[:-2])  # the reader closed: the build goes on
+    assert finished.returncode == 0, finished.stderr
+    with open_store(store) as reader:
+        assert reader.read("done").all()

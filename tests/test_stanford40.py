@@ -20,12 +20,12 @@ from flowstore.errors import SampleError, SourceLayoutError
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.image import extract_image
 from flowstore.manifest import SPLITS
-from flowstore.params import ImageParams
+from flowstore.params import EXTRACTION_VERSION, ImageParams
 from flowstore.store import open_store
 from flowstore.synth import synthetic_source
 from flowstore.synth.stanford40 import (SynthStanford40Config, class_cue,
                                         write_synthetic_stanford40)
-from tests.conftest import SHARED, assert_one_line_error, flowstore_cli
+from tests.conftest import SHARED, assert_one_line_error, flowstore_cli, require_real_data
 
 REAL_SPLITS = SHARED / "data" / "stanford40" / "ImageSplits"
 SIZE = 32
@@ -63,8 +63,7 @@ def stores(tiny_source, tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture
 def real_splits() -> Path:
-    if not (REAL_SPLITS / "actions.txt").is_file():
-        pytest.skip(f"real Stanford-40 split files not found at {REAL_SPLITS}")
+    require_real_data(REAL_SPLITS / "actions.txt", "real Stanford-40 split files")
     return REAL_SPLITS
 
 
@@ -238,7 +237,8 @@ def test_synthetic_split_counts_and_stratification(tiny_source, stores):
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"], ids=["zarr", "hdf5"])
 def test_store_values_equal_an_independent_decode_and_resize(tiny_source, stores, suffix):
     with open_store(stores[suffix]) as store:
-        assert store.attrs["dataset"] == "stanford40" and store.attrs["params"] == {"size": SIZE}
+        assert store.attrs["dataset"] == "stanford40" and store.attrs["params"] == {
+            "size": SIZE, "extraction": EXTRACTION_VERSION}
         assert store.read("done").all()
         assert store.info("image").chunks == (1, SIZE, SIZE, 3)
         images, ids = store.read("image"), store.read("id")
@@ -393,7 +393,8 @@ def test_inspect_shows_a_stanford40_store(stores):
     for suffix, path in stores.items():
         text = runner.invoke(app, ["inspect", str(path)])
         assert text.exit_code == 0, text.output
-        for expected in ("dataset      stanford40  (4 classes)", '{"size": 32}',
+        for expected in ("dataset      stanford40  (4 classes)",
+                         f'{{"extraction": "{EXTRACTION_VERSION}", "size": 32}}',
                          "92 done, 0 failed, 0 pending", "blowing_bubbles", "image",
                          "(92, 32, 32, 3)", "uint8", "(1, 32, 32, 3)", " 72/72 ", " 8/8 ", " 12/12"):
             assert expected in text.stdout, (suffix, expected, text.stdout)

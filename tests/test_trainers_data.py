@@ -230,3 +230,40 @@ def test_a_split_without_done_samples_is_named(tmp_path):
             samples.require("train")
     finally:
         samples.store.close()
+
+
+def _flip_state(frame: np.ndarray, flow: np.ndarray, store, index: int) -> bool:
+    """Whether one sample of a batch is sample `index` of the store as stored (False) or
+    mirrored left-right with flow dx negated and dy kept (True); anything else fails."""
+    stored_frame, stored_flow = store.read("middle_frame", index), store.read("flow", index)
+    mirrored_flow = stored_flow[:, :, ::-1].copy()
+    mirrored_flow[..., 0] *= -1
+    if np.array_equal(frame, stored_frame):
+        np.testing.assert_array_equal(flow, stored_flow)  # frame as stored: flow as stored
+        return False
+    np.testing.assert_array_equal(frame, stored_frame[:, ::-1])  # else mirrored, both
+    np.testing.assert_array_equal(flow, mirrored_flow)
+    return True
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_augment_flips_some_samples_of_a_batch_against_the_store_and_off_none(augment, tmp_path):
+    """Checked against the stored arrays (not against the pipeline's own unflipped output): with
+    `augment` some samples of each epoch's batch come mirrored, frame and flow together, with
+    the flow's dx negated; without it, over the same epochs, none does."""
+    path = make_tiny_store(tmp_path / "tvhi.zarr", per_class=(4, 1, 1))
+    with open_store(path) as store:
+        samples = StoreSamples(store, "two_stream")
+        train = samples.indices("train")
+        ds = make_dataset(samples, "train", InputOptions(batch_size=train.size, augment=augment,
+                                                         seed=3))
+        flips = []
+        for _epoch in range(3):
+            (batch, labels), = list(ds)
+            np.testing.assert_array_equal(labels.numpy(), samples.labels[train])  # not shuffled
+            flips += [_flip_state(batch["frame"][k].numpy(), batch["flow"][k].numpy(), store, i)
+                      for k, i in enumerate(train)]
+    if augment:
+        assert 0 < sum(flips) < len(flips), flips
+    else:
+        assert not any(flips)

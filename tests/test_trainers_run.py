@@ -17,7 +17,7 @@ from flowstore.store import open_store
 from trainers.cli import app
 from trainers.data import InputOptions, make_dataset
 from trainers.fit import BestEpoch
-from trainers.runs import list_runs
+from trainers.runs import list_runs, read_run
 from trainers.samples import StoreSamples
 from trainers.testing import make_tiny_store
 
@@ -31,7 +31,23 @@ def _invoke(*args: str):
     return result
 
 
-def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path):
+def _fake_training(monkeypatch) -> list[str]:
+    """Replace training by a stub that trains nothing and records which models it was asked
+    for, so a test of which runs are reused does not pay for the report's 20 epochs."""
+    import trainers.fit
+    from trainers.runs import RunRecord
+
+    trained: list[str] = []
+
+    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
+        trained.append(model)
+        return RunRecord(path=Path(runs_dir) / f"not-written-{model}", metrics={"model": model})
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    return trained
+
+
+def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, monkeypatch):
     store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
     runs = tmp_path / "runs"
     first = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
@@ -67,6 +83,26 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path):
                      "--epochs", "1", "--batch-size", "2")
     assert second.stdout.count("| reused |") == 2 and second.stdout.count("| trained |") == 1
     assert len(list_runs(runs)) == 4
+    for name in ("tvhi_frames", "tvhi_flow"):
+        assert (f"reusing {name} run {records[name].path} (same store, same recipe)"
+                in second.stdout.splitlines())
+
+    # Runs trained for one epoch never stand in for the report's recipe, nor for other epochs,
+    # seeds, augmentation or precision: each of these trains both prerequisites again.
+    for options, differences in [((), "epochs 1, not 20"),
+                                 (("--epochs", "2"), "epochs 1, not 2"),
+                                 (("--epochs", "1", "--seed", "3"), "seed 0, not 3"),
+                                 (("--epochs", "1", "--augment"), "augment False, not True"),
+                                 (("--epochs", "1", "--mixed-precision"),
+                                  "mixed_precision False, not True")]:
+        trained = _fake_training(monkeypatch)
+        other = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
+                        *options)
+        assert trained == ["tvhi_frames", "tvhi_flow", "two_stream"], options
+        assert "reusing" not in other.stdout.replace("not reusing", "")
+        assert (f"not reusing tvhi_flow run {records['tvhi_flow'].path} (same store, but "
+                f"trained with {differences})" in other.stdout.splitlines()), other.stdout
+    monkeypatch.undo()
 
     report = _invoke("report", str(runs)).stdout
     assert "| Model | train acc | val acc | train loss | val loss | Epoch |" in report
@@ -76,19 +112,34 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path):
     assert str(latest.curves_file) in report
 
 
-def test_tvhi_frames_transfers_from_a_stanford40_run_and_keeps_the_best_epoch(tmp_path):
+def test_tvhi_frames_transfers_from_a_stanford40_run_and_keeps_the_best_epoch(tmp_path,
+                                                                              monkeypatch):
     s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32)
     tvhi = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4)
     runs = tmp_path / "runs"
     _invoke("run", "stanford40", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    (quick,) = list_runs(runs)
+    # A one-epoch Stanford-40 run is no base for a three-epoch chain: named, and not used.
+    trained = _fake_training(monkeypatch)
     result = _invoke("run", "tvhi_frames", "--store", str(tvhi), "--runs-dir", str(runs),
-                     "--epochs", "3", "--lr", "0.05")
+                     "--epochs", "3")
+    assert trained == ["tvhi_frames"] and "from scratch" in result.stderr
+    assert (f"not reusing stanford40 run {quick.path} (same frame size, but trained with "
+            "epochs 1, not 3)") in result.stdout.splitlines()
+    monkeypatch.undo()
+
+    _invoke("run", "stanford40", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "3")
+    base = max(list_runs(runs), key=lambda r: r.created)
+    result = _invoke("run", "tvhi_frames", "--store", str(tvhi), "--runs-dir", str(runs),
+                     "--epochs", "3", "--lr", "0.05")  # --lr is tvhi_frames' own: base matches
     assert "from scratch" not in result.stderr
+    assert (f"reusing stanford40 run {base.path} (same frame size, same recipe)"
+            in result.stdout.splitlines())
     record = next(r for r in list_runs(runs) if r.model == "tvhi_frames")
     metrics = record.metrics
     assert metrics["from_scratch"] is False
     assert metrics["params"]["trainable"] == 16_444  # only the new head trains
-    assert Path(metrics["bases"]["stanford40"]).name.startswith("stanford40-")
+    assert metrics["bases"]["stanford40"] == str(base.path.resolve())
     history = json.loads((record.path / "history.json").read_text())
     assert metrics["best_epoch"] == 1 + int(np.argmin(history["val_loss"]))
 
@@ -98,6 +149,45 @@ def test_tvhi_frames_transfers_from_a_stanford40_run_and_keeps_the_best_epoch(tm
         val = make_dataset(StoreSamples(store, "tvhi_frames"), "val", InputOptions(batch_size=2))
         loss = model.evaluate(val, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
+
+
+def _write_run(runs: Path, name: str, created: str, **training) -> Path:
+    """A finished run directory of tvhi_flow on store "fp", as `metrics.json` records it."""
+    from trainers.runs import write_json
+
+    path = runs / name
+    path.mkdir(parents=True)
+    (path / "model.keras").write_bytes(b"")
+    write_json(path / "metrics.json", {"model": "tvhi_flow", "created": created,
+                                       "store": {"fingerprint": "fp"}, **training})
+    return path
+
+
+def test_find_run_takes_the_latest_run_trained_as_asked_not_the_latest_run(tmp_path):
+    from trainers.run import RunConfig
+    from trainers.runs import find_run
+
+    runs = tmp_path / "runs"
+    default = RunConfig(model="two_stream", store="s.zarr").training_for("tvhi_flow")
+    quick = RunConfig(model="two_stream", store="s.zarr", epochs=1).training_for("tvhi_flow")
+    assert default["recipe"]["epochs"] == 20 and quick["recipe"]["epochs"] == 1
+    full = _write_run(runs, "a", "2026-01-01", **default)
+    _write_run(runs, "b", "2026-01-02", **quick)                   # newer, one epoch
+    _write_run(runs, "c", "2026-01-03", **{**default, "seed": 1})  # newer, another seed
+    _write_run(runs, "d", "2026-01-04")                            # records no training
+    assert find_run(runs, "tvhi_flow", fingerprint="fp", training=default).path == full
+    assert find_run(runs, "tvhi_flow", fingerprint="fp", training=quick).path.name == "b"
+    assert find_run(runs, "tvhi_flow", fingerprint="other", training=default) is None
+    for changed in ({"augment": True}, {"mixed_precision": True}, {"seed": 2},
+                    {"recipe": {**default["recipe"], "batch_size": 4}}):
+        assert find_run(runs, "tvhi_flow", training={**default, **changed}) is None, changed
+    latest = find_run(runs, "tvhi_flow")  # without `training`: the latest run, however trained
+    assert latest.path.name == "d"
+    assert latest.training_differences(default) == [
+        "no recorded recipe", "no recorded seed", "no recorded augment",
+        "no recorded mixed_precision"]
+    assert read_run(runs / "b").training_differences(default) == ["epochs 1, not 20"]
+    assert read_run(runs / "c").training_differences(default) == ["seed 1, not 0"]
 
 
 def test_best_epoch_restores_the_weights_of_the_lowest_monitored_value():
@@ -131,13 +221,54 @@ def built_tvhi_store(tmp_path):
     return tmp_path / "tvhi.h5"
 
 
-def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_path):
-    runs = tmp_path / "runs"
-    _invoke("run", "tvhi_flow", "--store", str(built_tvhi_store), "--runs-dir", str(runs),
-            "--epochs", "1", "--augment")
-    (record,) = list_runs(runs)
-    assert record.metrics["augment"] is True
-    assert record.metrics["samples"]["train"] > 0
+def _mirrored_flow(flow: np.ndarray) -> np.ndarray:
+    mirrored = flow[:, :, ::-1].copy()
+    mirrored[..., 0] *= -1  # a motion to the right becomes one to the left
+    return mirrored
+
+
+def _spy_on_flow_batches(monkeypatch) -> dict[str, list[bool]]:
+    """Per split, whether each flow sample `trainers run` streams into training is the stored
+    flow (False) or its mirror with dx negated (True): two epochs of each stream the run makes
+    (new coins each), read before the run uses it, each sample matched against the store's."""
+    import trainers.fit
+
+    real_make_dataset = trainers.fit.make_dataset
+    seen: dict[str, list[bool]] = {}
+
+    def make_dataset(samples, split, options):
+        dataset = real_make_dataset(samples, split, options)
+        stored = [samples.store.read("flow", i) for i in samples.indices(split)]
+        flips = seen.setdefault(split, [])
+        for batch, _labels in [*dataset, *dataset]:
+            for flow in batch.numpy():
+                if any(np.array_equal(flow, s) for s in stored):
+                    flips.append(False)
+                else:
+                    assert any(np.array_equal(flow, _mirrored_flow(s)) for s in stored), split
+                    flips.append(True)
+        return dataset
+
+    monkeypatch.setattr(trainers.fit, "make_dataset", make_dataset)
+    return seen
+
+
+def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_path, monkeypatch):
+    """`--augment` mirrors some training samples (flow dx negated) and never a val or test one;
+    without it none is mirrored."""
+    for augment in (True, False):
+        runs = tmp_path / f"runs-{augment}"
+        seen = _spy_on_flow_batches(monkeypatch)
+        _invoke("run", "tvhi_flow", "--store", str(built_tvhi_store), "--runs-dir", str(runs),
+                "--epochs", "1", "--augment" if augment else "--no-augment")
+        (record,) = list_runs(runs)
+        assert record.metrics["augment"] is augment
+        assert len(seen["train"]) == 2 * record.metrics["samples"]["train"] > 0
+        if augment:
+            assert 0 < sum(seen["train"]) < len(seen["train"]), seen["train"]
+        else:
+            assert not any(seen["train"])
+        assert seen["val"] and seen["test"] and not any(seen["val"] + seen["test"])
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 
+from flowstore.cli import run_app
 from flowstore.errors import FlowstoreError
 from trainers.recipes import MODEL_NAMES
 
@@ -60,13 +61,15 @@ def run(
     mixed_precision: bool = typer.Option(False, "--mixed-precision",
                                          help="mixed_float16 compute (for GPUs); logits float32."),
     reuse: bool = typer.Option(True, "--reuse/--retrain",
-                               help="Reuse prerequisite runs found in --runs-dir."),
+                               help="Reuse prerequisite runs found in --runs-dir that were "
+                                    "trained with the same recipe and options."),
 ) -> None:
     """Train MODEL on a store into a new run directory, training its prerequisites first.
 
     tvhi_frames starts from the latest Stanford-40 run of the same frame size in --runs-dir
     (from scratch, with a warning, when there is none); two_stream uses tvhi_frames and
-    tvhi_flow runs of the same store, training them when missing.
+    tvhi_flow runs of the same store, training them when missing. A run is reused only when it
+    was trained with the recipe, --epochs, --seed, --augment and --mixed-precision asked now.
     """
     try:
         from flowstore.malloc_tuning import keep_freed_memory
@@ -94,5 +97,6 @@ def report(
         fail(str(exc))
 
 
-def main() -> None:  # `python -m trainers`
-    app(prog_name="trainers")
+def main() -> None:
+    """The `trainers` console script and `python -m trainers`."""
+    run_app(app, "trainers")

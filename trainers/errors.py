@@ -7,6 +7,8 @@ also derives from the builtin it resembles so that plain `except ValueError` kee
 
 from __future__ import annotations
 
+import importlib.util
+
 from flowstore.errors import FlowstoreError
 
 
@@ -35,3 +37,28 @@ class NoSamplesError(TrainerError, ValueError):
 
 class RunNotFoundError(TrainerError, FileNotFoundError):
     """A runs directory, or a run that a model builds on, is missing or incomplete."""
+
+
+class MissingTrainingExtraError(TrainerError, ImportError):
+    """TensorFlow, Keras or matplotlib is not installed: the `train` extra is missing."""
+
+
+#: The top-level modules of the `train` extra, and how a user knows them.
+_TRAIN_EXTRA_MODULES = {"tensorflow": "TensorFlow", "keras": "Keras", "matplotlib": "matplotlib"}
+
+
+def require_training_extra() -> None:
+    """Refuse with one actionable line when the `train` extra is not installed.
+
+    flowstore installs without TensorFlow (`pip install flowstore` builds stores on machines
+    that never train), so its absence is the user's set-up, not a bug. It is checked before any
+    work (and without importing TensorFlow, which takes seconds) so that a run does not start
+    training its prerequisites and then end in an import traceback.
+
+    Raises:
+        MissingTrainingExtraError: a module of the extra cannot be found.
+    """
+    for module, package in _TRAIN_EXTRA_MODULES.items():
+        if importlib.util.find_spec(module) is None:
+            raise MissingTrainingExtraError(
+                f"trainers needs {package}: pip install 'flowstore[train]'")

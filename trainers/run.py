@@ -3,7 +3,10 @@
 The dependency chain is the report's: `tvhi_frames` starts from a Stanford-40 run, `two_stream`
 freezes a `tvhi_frames` and a `tvhi_flow` run of the same store. A prerequisite run is found in
 the runs directory by its `metrics.json` (same store fingerprint; for Stanford-40, any
-Stanford-40 store of the same frame size) or trained on the way.
+Stanford-40 store of the same frame size) or trained on the way. A run found there is reused
+only when it was trained as this command would train it now (same recipe, seed, augmentation
+and precision: `trainers.runs.TRAINING_FIELDS`): a quick `--epochs 1` try must not stand in for
+the report's recipe later, nor the other way round. Each reused run is named on the output.
 
 The store is opened and checked before TensorFlow is imported, so a bad `--store` costs
 milliseconds, not TensorFlow's start-up.
@@ -14,10 +17,10 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from flowstore.store import Store
-from trainers.errors import ModelConfigError
+from trainers.errors import ModelConfigError, require_training_extra
 from trainers.recipes import RECIPES, Recipe, check_model_name
 from trainers.report import results_table
 from trainers.runs import RunRecord, find_run
@@ -51,6 +54,12 @@ class RunConfig:
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ModelConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         self.recipe_for(self.model)  # bad overrides fail before any work
+
+    def training_for(self, model: str) -> dict[str, Any]:
+        """How this run trains `model`, as its `metrics.json` records it
+        (`trainers.runs.TRAINING_FIELDS`): what a found run must match to be reused."""
+        return {"recipe": self.recipe_for(model).to_dict(), "seed": self.seed,
+                "augment": self.augment, "mixed_precision": self.mixed_precision}
 
     def recipe_for(self, model: str) -> Recipe:
         """The recipe `model` trains with in this run, overrides applied."""
@@ -88,10 +97,12 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
         flowstore.errors.StoreError: `--store` is missing or not a store.
         WrongDatasetError: the store is not of the dataset the model trains on.
         NoSamplesError: the store has no finished training sample.
+        MissingTrainingExtraError: TensorFlow, Keras or matplotlib is not installed.
     """
     samples = open_samples(config.store, config.model)
     try:
         samples.require("train")
+        require_training_extra()  # before any prerequisite search or training starts
         session = _Session(config, samples.store, echo)
         _train(session, samples)
     finally:
@@ -105,14 +116,12 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     config, model = session.config, samples.model
     bases: dict[str, RunRecord | None] = {}
     if model == "tvhi_frames":
-        bases["stanford40"] = find_run(config.runs_dir, "stanford40", dataset="stanford40",
-                                       size=samples.info.size)
+        bases["stanford40"] = _reusable(session, "stanford40", "same frame size",
+                                        dataset="stanford40", size=samples.info.size)
         if bases["stanford40"] is None:
-            print(f"warning: no Stanford-40 run with {samples.info.size}px inputs in "
-                  f"{str(config.runs_dir)!r}; training tvhi_frames from scratch "
+            print(f"warning: no Stanford-40 run with {samples.info.size}px inputs and the same "
+                  f"recipe in {str(config.runs_dir)!r}; training tvhi_frames from scratch "
                   "(its conv part trains too)", file=sys.stderr)
-        else:
-            session.echo(f"tvhi_frames starts from {bases['stanford40'].path}")
     elif model == "two_stream":
         for need in ("tvhi_frames", "tvhi_flow"):
             bases[need] = _prerequisite(session, samples, need)
@@ -132,10 +141,29 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     """A finished run of `model` on the same store, found in the runs directory or trained."""
     config = session.config
     if config.reuse:
-        found = find_run(config.runs_dir, model, fingerprint=samples.info.fingerprint)
+        found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint)
         if found is not None:
-            session.echo(f"{config.model} uses {model} run {found.path}")
             session.outcomes.append(Outcome(found, trained=False))
             return found
     session.echo(f"{config.model} needs a {model} run of this store; training it first")
     return _train(session, StoreSamples(session.store, model))
+
+
+def _reusable(session: _Session, model: str, same: str, **criteria: Any) -> RunRecord | None:
+    """The latest run of `model` meeting `criteria` and trained as this run would train it.
+
+    Says which run is reused and why (`same` names what `criteria` ask for), or, when the
+    latest run meeting `criteria` was trained otherwise, which one is not reused and what
+    differs, so that a user never wonders which weights a model started from.
+    """
+    config = session.config
+    training = config.training_for(model)
+    found = find_run(config.runs_dir, model, training=training, **criteria)
+    if found is not None:
+        session.echo(f"reusing {model} run {found.path} ({same}, same recipe)")
+        return found
+    latest = find_run(config.runs_dir, model, **criteria)
+    if latest is not None:
+        session.echo(f"not reusing {model} run {latest.path} ({same}, but trained with "
+                     f"{'; '.join(latest.training_differences(training))})")
+    return None

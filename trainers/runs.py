@@ -13,9 +13,17 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 from trainers.errors import RunNotFoundError
+
+#: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
+#: Each changes the weights a run ends with: the recipe (epochs, batch size, learning rate and
+#: its schedule), the seed (initial weights, shuffling, flips), augmentation, and mixed
+#: precision (the numbers the weights are computed in). The device, timings and the input
+#: pipeline do not, so they are not here. A run stands in for one that would be trained now only
+#: when all of these are equal.
+TRAINING_FIELDS = ("recipe", "seed", "augment", "mixed_precision")
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
@@ -51,6 +59,27 @@ class RunRecord:
     def input_size(self) -> int | None:
         size = self.store.get("params", {}).get("size")
         return None if size is None else int(size)
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """How the run was trained (`TRAINING_FIELDS`); a field it lacks reads `None`."""
+        return {name: self.metrics.get(name) for name in TRAINING_FIELDS}
+
+    def training_differences(self, training: Mapping[str, Any]) -> list[str]:
+        """What in this run's training differs from `training`, as "epochs 1, not 20" phrases
+        (recipe fields by their own names) in `TRAINING_FIELDS` order; empty when it matches."""
+        ran = self.training
+        differences = []
+        for name in TRAINING_FIELDS:
+            wanted, got = training.get(name), ran[name]
+            if got is None and wanted is not None:  # a run from before it was recorded
+                differences.append(f"no recorded {name}")
+            elif name == "recipe" and isinstance(wanted, Mapping) and isinstance(got, Mapping):
+                differences += [f"{key} {got.get(key)!r}, not {wanted[key]!r}"
+                                for key in wanted if got.get(key) != wanted[key]]
+            elif got != wanted:
+                differences.append(f"{name} {got!r}, not {wanted!r}")
+        return differences
 
     @property
     def model_file(self) -> Path:
@@ -103,7 +132,8 @@ def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
 
 
 def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None,
-             dataset: str | None = None, size: int | None = None) -> RunRecord | None:
+             dataset: str | None = None, size: int | None = None,
+             training: Mapping[str, Any] | None = None) -> RunRecord | None:
     """The most recent finished run of `model` matching every given criterion.
 
     Args:
@@ -112,6 +142,8 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         fingerprint: the run's store fingerprint must equal this.
         dataset: the run's store dataset must equal this.
         size: the run's input frame size must equal this.
+        training: the run's `TRAINING_FIELDS` must equal this (see
+            `RunRecord.training_differences`).
     """
     matches = [
         r for r in list_runs(runs_dir)
@@ -119,6 +151,7 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         and (fingerprint is None or r.fingerprint == fingerprint)
         and (dataset is None or r.store.get("dataset") == dataset)
         and (size is None or r.input_size == size)
+        and (training is None or not r.training_differences(training))
     ]
     return matches[-1] if matches else None
 

@@ -6,6 +6,7 @@ quickest check that an architecture still matches the report.
 
 from __future__ import annotations
 
+from trainers.errors import require_training_extra
 from trainers.recipes import check_model_name
 
 
@@ -21,6 +22,7 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
         expand_nested: also list the layers of the frozen sub-models.
     """
     check_model_name(model)  # before TensorFlow's start-up
+    require_training_extra()
     from trainers.models import build_default, parameter_counts
 
     built = build_default(model, size=size, steps=steps, num_classes=num_classes)

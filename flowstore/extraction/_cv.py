@@ -9,9 +9,14 @@ meaningful and avoids oversubscribing the machine.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
+
+from flowstore.errors import SampleError
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
@@ -20,7 +25,7 @@ import cv2  # noqa: E402
 
 cv2.setNumThreads(1)
 
-__all__ = ["cv2", "resize_rgb"]
+__all__ = ["cv2", "decoding", "resize_rgb"]
 
 
 def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
@@ -28,3 +33,17 @@ def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
     small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
+
+@contextlib.contextmanager
+def decoding(path: Path) -> Iterator[None]:
+    """An OpenCV error while decoding `path` (or resizing what it decoded) is that file's fault.
+
+    It becomes the sample's `SampleError`. OpenCV errors elsewhere (colour conversion and
+    Farneback on frames already decoded and resized) are left alone: they mean a bug in
+    flowstore, which the build reports as an internal error, not as a bad clip.
+    """
+    try:
+        yield
+    except cv2.error as exc:
+        detail = " ".join(str(exc).split())
+        raise SampleError(f"OpenCV cannot decode {path.name}: {detail}") from None

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from flowstore.errors import SampleError
-from flowstore.extraction._cv import cv2
-from flowstore.extraction._cv import resize_rgb
+from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.params import ImageParams
 
 _JPEG_START = b"\xff\xd8"
@@ -49,7 +48,8 @@ def read_image(path: str | Path) -> np.ndarray:
         raise SampleError(f"image file is empty (0 bytes): {path.name}")
     if _is_truncated_jpeg(data):
         raise SampleError(f"truncated JPEG (no end-of-image marker): {path.name}")
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    with decoding(path):
+        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise SampleError(f"not a decodable image ({len(data)} bytes): {path.name}")
     return image
@@ -61,4 +61,6 @@ def extract_image(path: str | Path, params: ImageParams) -> np.ndarray:
     Raises:
         SampleError: see `read_image`.
     """
-    return resize_rgb(read_image(path), params.size)
+    image = read_image(path)
+    with decoding(Path(path)):
+        return resize_rgb(image, params.size)

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from flowstore.errors import SampleError
-from flowstore.extraction._cv import cv2, resize_rgb
+from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.flow_encoding import encode_flow
 from flowstore.params import FarnebackParams, VideoParams
 
@@ -63,7 +63,7 @@ def farneback(prev_rgb: np.ndarray, next_rgb: np.ndarray, params: FarnebackParam
         params.iterations, params.poly_n, params.poly_sigma, params.flags)
 
 
-def _open(path: Path) -> "cv2.VideoCapture":
+def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
     if not path.is_file():
         raise SampleError(f"video file is missing: {path.name}")
     if path.stat().st_size == 0:
@@ -74,20 +74,24 @@ def _open(path: Path) -> "cv2.VideoCapture":
         raise SampleError(f"cannot read video ({exc.strerror}): {path.name}") from None
     # bytes: OpenCV's binding crashes on a str path that is not valid UTF-8. FFmpeg only: the
     # built-in MJPEG reader OpenCV falls back to prints raw bytes of a bad file to stderr.
-    # One decoder thread: parallelism is one clip per Dask worker (FFmpeg would otherwise start
-    # its own threads per capture, despite cv2.setNumThreads(1)).
-    capture = cv2.VideoCapture(os.fsencode(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+    # The decoder thread count is a recorded parameter (VideoParams.decoder_threads): it changes
+    # the decoded pixels of some clips. One thread by default: parallelism is one clip per Dask
+    # worker (FFmpeg would otherwise start its own threads per capture, despite
+    # cv2.setNumThreads(1)).
+    capture = cv2.VideoCapture(os.fsencode(path), cv2.CAP_FFMPEG,
+                               [cv2.CAP_PROP_N_THREADS, decoder_threads])
     if not capture.isOpened():
         raise SampleError(f"cannot open video (not a video, or an unsupported codec): {path.name}")
     return capture
 
 
-def _decode(path: Path, choose: Callable[[int], set[int]]) -> tuple[int, dict[int, np.ndarray]]:
+def _decode(path: Path, choose: Callable[[int], set[int]],
+            decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
     """Decode every frame; keep (as decoded, BGR) the ones `choose(frame_count_hint)` picks.
 
     Returns (n frames decoded, {index: decoded BGR frame}).
     """
-    capture = _open(path)
+    capture = _open(path, decoder_threads)
     kept: dict[int, np.ndarray] = {}
     n = 0
     try:
@@ -112,19 +116,23 @@ def _candidate_frames(hint: int, steps: int) -> set[int]:
     return wanted
 
 
-def read_needed_frames(path: Path, size: int, steps: int) -> tuple[int, dict[int, np.ndarray]]:
+def read_needed_frames(path: Path, size: int, steps: int,
+                       decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
-    n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set())
-    if n < 2:
-        raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
-    needed = frames_needed(n, steps)
-    missing = needed - kept.keys()
-    if missing:
-        n_again, extra = _decode(path, lambda _hint: missing)
-        if n_again != n or missing - extra.keys():
-            raise SampleError(f"decoding {path.name} is not repeatable ({n} then {n_again} frames)")
-        kept.update(extra)
-    return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
+    with decoding(path):
+        n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set(),
+                          decoder_threads)
+        if n < 2:
+            raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
+        needed = frames_needed(n, steps)
+        missing = needed - kept.keys()
+        if missing:
+            n_again, extra = _decode(path, lambda _hint: missing, decoder_threads)
+            if n_again != n or missing - extra.keys():
+                raise SampleError(f"decoding {path.name} is not repeatable "
+                                  f"({n} then {n_again} frames)")
+            kept.update(extra)
+        return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
 
 
 def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
@@ -134,7 +142,7 @@ def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
         SampleError: the file is missing, empty, undecodable or has fewer than 2 frames.
     """
     path = Path(path)
-    n, frames = read_needed_frames(path, params.size, params.steps)
+    n, frames = read_needed_frames(path, params.size, params.steps, params.decoder_threads)
     starts = flow_positions(n, params.steps)
     flow = np.empty((len(starts), params.size, params.size, 2), params.flow_dtype)
     for k, t in enumerate(starts):  # each flow encoded while it is still in cache

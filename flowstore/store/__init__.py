@@ -85,12 +85,22 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
     backend = backend_for(path)
     if not store_exists(path):
         raise StoreError(f"no store at {str(path)!r}")
+
+    def unreadable(exc: Exception) -> StoreError:  # any backend failure to parse: not a store
+        return StoreError(f"{str(path)!r} is not a readable flowstore store "
+                          f"({type(exc).__name__}: {exc})")
+
     try:
         store = backend.open(path, mode)
+    except StoreError:  # e.g. an HDF5 store that a build is writing: its own clear line
+        raise
+    except Exception as exc:
+        raise unreadable(exc) from exc
+    try:
         attrs = store.attrs
-    except Exception as exc:  # any backend failure to parse means: not a (readable) store
-        raise StoreError(f"{str(path)!r} is not a readable flowstore store "
-                         f"({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:
+        store.close()  # (and with it an HDF5 reader's hold on the store lock)
+        raise unreadable(exc) from exc
     version = attrs.get("flowstore.format")
     if version is None:
         store.close()

@@ -9,9 +9,14 @@ the superblock carries "open for writing" flags, and a writer killed with SIGKIL
 set: every later open then fails until someone runs `h5clear`, so a killed build could not
 resume. The writer flushes after every sample.
 
-Readers open without HDF5's OS-level file lock, so `inspect` and trainers can read a store while
-a build appends to it; they see the state of the writer's last flush. (`flowstore.store.lock`
-is what keeps writers apart.)
+No reading while a build writes: HDF5 does not support a reader of a file that another process
+writes (its metadata cache would read structures the writer is changing), except in SWMR mode.
+SWMR needs ``libver="latest"`` (see above: a killed writer would leave the file unopenable) and
+forbids new attributes while writing, where the build records failures and sizes as it goes.
+So a read-only open takes the store's lock shared (`flowstore.store.lock.reader_lock`) until it
+is closed: it is refused, in one line naming the build, while a build holds the store, and a
+build is refused while a reader has it open. Readers open without HDF5's own OS-level file lock,
+which would refuse them after a killed writer; the flock is what keeps them apart.
 """
 
 from __future__ import annotations
@@ -20,21 +25,25 @@ import json
 import os
 import threading
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import h5py
 import numpy as np
 
 from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
-                                  read_exactly)
+                                  fsync_path, read_exactly)
+from flowstore.store.lock import reader_lock, release_reader_lock
 
 _STR = h5py.string_dtype("utf-8")
 
 
 class HDF5Store(Store):
-    def __init__(self, file: h5py.File, path: Path, mode: str) -> None:
+    def __init__(self, file: h5py.File, path: Path, mode: str,
+                 reader_lock: int | None = None) -> None:
         self._file = file
+        self._reader_lock = reader_lock  # the shared store lock a read-only open holds
         self._sample_lock = threading.Lock()
+        self._entry_synced = False  # the file's name in its folder made durable (`sync_columns`)
         self.path = path
         self.mode = mode
         # read-only stores read unfiltered chunks with os.preadv on their own descriptor
@@ -81,8 +90,14 @@ class HDF5Store(Store):
 
     @classmethod
     def open(cls, path: Path, mode: str) -> "HDF5Store":
-        return cls(h5py.File(path, mode, locking=False) if mode == "r" else h5py.File(path, mode),
-                   path, mode)
+        if mode != "r":
+            return cls(h5py.File(path, mode), path, mode)
+        held = reader_lock(path)  # raises while a build writes the file
+        try:
+            return cls(h5py.File(path, mode, locking=False), path, mode, held)
+        except BaseException:
+            release_reader_lock(held)
+            raise
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -154,17 +169,37 @@ class HDF5Store(Store):
                          nbytes=int(np.prod(dataset.shape)) * itemsize,
                          nbytes_stored=int(dataset.id.get_storage_size()))
 
-    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
-        # One sample at a time, flush included: a flush writes every dirty chunk in the file, so
-        # without this a full disk would fail one thread's flush for another thread's chunks
-        # and the sample whose bytes were lost would be marked done.
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
+                     durable: bool = False) -> None:
+        # One sample at a time, flush (and fsync) included: a flush writes every dirty chunk in
+        # the file, so without this a full disk would fail one thread's flush for another
+        # thread's chunks and the sample whose bytes were lost would be marked done.
         with self._sample_lock:
-            super().write_sample(index, arrays)
+            super().write_sample(index, arrays, durable=durable)
+
+    def sync_sample(self, index: int, names: Sequence[str]) -> None:
+        """One file: HDF5 has flushed its caches (`flush`), the kernel's go to the disk."""
+        os.fsync(self._file.id.get_vfd_handle())
+
+    def sync_columns(self) -> None:
+        """The whole file; the first time also its name in its folder (a new store was renamed
+        into place)."""
+        self._file.flush()
+        os.fsync(self._file.id.get_vfd_handle())
+        if not self._entry_synced:
+            fsync_path(Path(self.path).parent)
+            self._entry_synced = True
+
+    def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        dataset = self._file[name]
+        return tuple(dataset.shape[1:]), dataset.dtype
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        self.check_writable()
         self._file[name][index] = value
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
+        self.check_writable()
         for key, value in values.items():
             self._file.attrs[key] = json.dumps(value, sort_keys=True)
 
@@ -177,6 +212,14 @@ class HDF5Store(Store):
             self._raw_fd = None
         if self._file:
             self._file.close()
+        release_reader_lock(self._reader_lock)
+        self._reader_lock = None
+
+    def __del__(self) -> None:
+        # a reader dropped without close() must not keep builds out for the life of the process
+        if getattr(self, "_reader_lock", None) is not None:
+            release_reader_lock(self._reader_lock)
+            self._reader_lock = None
 
 
 def _unfiltered_sample_chunks(dataset: h5py.Dataset) -> bool:

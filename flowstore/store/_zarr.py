@@ -1,8 +1,10 @@
 """Zarr v3 backend: a directory store, one chunk file per sample of each big array.
 
-zarr-python >= 3.1 writes every chunk and metadata document atomically (temporary file, then
-rename), so a build killed at any moment leaves either the old or the new chunk, never a torn
-one; that is what makes `done` trustworthy after SIGKILL.
+zarr-python >= 3.1.3 writes every chunk and metadata document atomically (temporary file in the
+same folder, then rename; zarr-python PR #3412), so a build killed at any moment leaves either
+the old or the new chunk, never a torn one; that is what makes `done` trustworthy after SIGKILL.
+zarr never fsyncs: a power cut may still lose or empty a renamed file, which is what
+`sync_sample` / `sync_columns` (`flowstore build --fsync`) are for.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numcodecs
 import numpy as np
@@ -25,7 +27,7 @@ from zarr.core.sync import sync
 
 from flowstore.store import is_url
 from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
-                                  read_exactly)
+                                  fsync_path, read_exactly)
 
 
 _COMPRESSORS = {
@@ -40,6 +42,8 @@ class ZarrStore(Store):
         self._arrays: dict[str, zarr.Array] = {}
         self._decoders: dict[str, Callable | None] = {}  # see `_local_decoder`
         self._verified: dict[str, bool] = {}  # see `_verify_fast_read`
+        self._unsynced: set[str] = set()  # arrays written by `write` since `sync_columns`
+        self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
         self.path = path
         self.mode = mode
 
@@ -182,10 +186,17 @@ class ZarrStore(Store):
                          nbytes=int(np.prod(arr.shape)) * itemsize,
                          nbytes_stored=int(arr.nbytes_stored()))
 
-    def write(self, name: str, index: Any, value: np.ndarray) -> None:
-        self._array(name)[index] = value
+    def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        arr = self._array(name)  # (info() would list every chunk to count stored bytes)
+        return tuple(arr.shape[1:]), np.dtype(arr.dtype)
 
-    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+    def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        self.check_writable()
+        self._array(name)[index] = value
+        self._unsynced.add(name)
+
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
+                     durable: bool = False) -> None:
         """All arrays of one sample in one call to zarr's event loop, their chunks encoded and
         written concurrently: one after the other, the calling thread (a build worker) waited
         about 10 ms per sample for thread hand-offs with its core idle.
@@ -193,6 +204,8 @@ class ZarrStore(Store):
         Each array is written as the whole chunk it is, (1, *sample_shape): zarr then encodes
         it as given, where `array[index] = value` first copies it into a fresh fill-value chunk.
         """
+        self.check_writable()
+        self.check_sample(index, arrays)
         handles = {name: self._array(name).async_array for name in arrays}  # (not in the loop)
 
         async def write_all() -> list[BaseException | None]:
@@ -204,16 +217,66 @@ class ZarrStore(Store):
         failed = [outcome for outcome in sync(write_all()) if isinstance(outcome, BaseException)]
         if failed:
             raise failed[0]
+        if durable:
+            self.sync_sample(index, list(arrays))
+
+    def sync_sample(self, index: int, names: Sequence[str]) -> None:
+        """fsync each chunk file of the sample, then every folder from the chunk's up to the
+        array's: zarr made the file by a rename, and a sample's chunk folders (c/INDEX/0/...)
+        are new, so each entry must reach the disk too. An object store's write is durable
+        when it returns: nothing to do there."""
+        if is_url(self.path):
+            return
+        for name in names:
+            array = self._array(name)
+            key = array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))
+            _fsync_up_to(Path(self.path, name, key), Path(self.path, name))
+
+    def sync_columns(self) -> None:
+        """fsync the chunk files of the columns written since the last call (`done`,
+        `checksum`) and the root metadata (attributes); the first call also every array's
+        metadata, the store's folders and its entry in its parent (a new store was renamed
+        into place). Only what changed: the coordinator calls this twice a ledger write."""
+        if is_url(self.path):
+            return
+        root = Path(self.path)
+        names = self.array_names() if not self._layout_synced else sorted(self._unsynced)
+        for name in names:
+            for chunk in sorted((root / name).glob("c/**/*")) if self._array(name).ndim == 1 else ():
+                if chunk.is_file():
+                    _fsync_up_to(chunk, root / name)
+            if not self._layout_synced:
+                fsync_path(root / name / "zarr.json")
+                fsync_path(root / name)
+        self._unsynced.clear()
+        fsync_path(root / "zarr.json")
+        if not self._layout_synced:
+            fsync_path(root)
+            fsync_path(root.parent)
+            self._layout_synced = True
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
+        self.check_writable()
         self._group.attrs.update(dict(values))
 
     def flush(self) -> None:
-        """Every zarr write is already a durable, atomic file replace."""
+        """Every zarr write is already an atomic file replace, handed to the kernel; durable
+        only after `sync_sample` / `sync_columns`."""
 
     def close(self) -> None:
         self._group = None  # type: ignore[assignment]
         self._arrays.clear()
+
+
+def _fsync_up_to(file: Path, top: Path) -> None:
+    """fsync `file`, then each folder from its own up to `top` (both included)."""
+    fsync_path(file)
+    folder = file.parent
+    while True:
+        fsync_path(folder)
+        if folder == top or folder == folder.parent:
+            return
+        folder = folder.parent
 
 
 def _read_whole(fd: int) -> bytes:

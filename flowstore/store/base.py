@@ -19,6 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.errors import StoreError
+
 #: dtype marker for variable-length UTF-8 string arrays.
 STRING = "str"
 
@@ -108,15 +110,67 @@ class Store(abc.ABC):
         return int(self.info("id").shape[0])
 
     # -- writing -----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Refuse a write to a store opened read-only, alike on both backends (zarr would raise
+        a ValueError and h5py an OSError, each in its own words).
+
+        Raises:
+            StoreError: the store was opened with mode "r".
+        """
+        if self.mode == "r":
+            raise StoreError(f"store {str(self.path)!r} is open read-only (mode 'r'); "
+                             "open it with mode 'r+' to write")
+
     @abc.abstractmethod
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """`array[index] = value`. Callers keep to one writer per chunk."""
 
-    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
-        """Write every array of one sample and make it durable; raises if any of it failed."""
+    def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """(per-sample shape, dtype) of a per-sample array, as this handle sees it."""
+        info = self.info(name)
+        return tuple(info.shape[1:]), np.dtype(info.dtype)
+
+    def check_sample(self, index: int, arrays: Mapping[str, np.ndarray]) -> None:
+        """Refuse a sample whose arrays are not of the store's per-sample shape and dtype.
+
+        zarr casts another dtype silently and writes a wrong-shaped chunk without complaint, and
+        the checksum, computed from the arrays in memory, would still match what was meant: so
+        a writer with a wrong idea of the store (a stale handle) is caught here, not by verify.
+
+        Raises:
+            StoreError: an array's shape or dtype differs from the store's.
+        """
+        for name, value in arrays.items():
+            shape, dtype = self.sample_layout(name)
+            if tuple(np.shape(value)) != shape or np.asarray(value).dtype != dtype:
+                raise StoreError(f"sample {index}: array {name!r} is {np.asarray(value).dtype} "
+                                 f"{tuple(np.shape(value))} but the store holds {dtype} {shape} "
+                                 f"per sample; nothing of it was written")
+
+    def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
+                     durable: bool = False) -> None:
+        """Write every array of one sample; raises if any of it failed (`check_sample` first:
+        nothing is written of a sample of the wrong layout).
+
+        With `durable`, the sample's bytes are on stable storage when this returns
+        (`sync_sample`); otherwise they are handed to the operating system, which survives a
+        killed process but not a power cut.
+        """
+        self.check_sample(index, arrays)
         for name, value in arrays.items():
             self.write(name, index, value)
         self.flush()
+        if durable:
+            self.sync_sample(index, list(arrays))
+
+    @abc.abstractmethod
+    def sync_sample(self, index: int, names: Sequence[str]) -> None:
+        """fsync the chunks of sample `index` of arrays `names`, and their directory entries."""
+
+    @abc.abstractmethod
+    def sync_columns(self) -> None:
+        """fsync the small columns (`done`, `checksum`, ...), the metadata and root attributes,
+        and the store's own entry in its folder: what a reader needs to trust `done`."""
 
     @abc.abstractmethod
     def update_attrs(self, values: Mapping[str, Any]) -> None:
@@ -145,6 +199,15 @@ def check_columns(num_samples: int, columns: Mapping[str, Sequence[Any]]) -> Non
     for name, values in columns.items():
         if len(values) != num_samples:
             raise ValueError(f"column {name!r} has {len(values)} values for {num_samples} samples")
+
+
+def fsync_path(path: str | Path) -> None:
+    """fsync one file or directory by path (a directory's fsync makes its entries durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_exactly(fd: int, offset: int, out: np.ndarray, what: str) -> None:

@@ -7,11 +7,15 @@ A recorded checksum names its algorithm ("xxh3_128:<hex>"). XXH3-128 hashes a 22
 sample in 0.2 ms where blake2b took 7 ms (about 3 % of a 2-core build's time on the real clips);
 it guards against torn, damaged and hand-edited chunks, not against an adversary. Stores written
 before the prefix existed hold bare blake2b hex digests, which still verify.
+
+Source files get a digest of their bytes too (`file_digest`), recorded for every done sample so
+that `flowstore build --check-source` can tell a clip replaced by another of the same size.
 """
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -45,3 +49,22 @@ def matches(arrays: Mapping[str, np.ndarray], recorded: str) -> bool:
         raise ValueError(f"checksum by an unknown algorithm {algorithm!r} "
                          f"(written by a newer flowstore?)")
     return sample_digest(arrays, algorithm) == recorded
+
+
+#: Bytes read at a time by `file_digest`: large enough that the per-call cost vanishes.
+_FILE_BLOCK = 1 << 20
+
+
+def file_digest(path: str | Path) -> str:
+    """"xxh3_128:hex" of a file's bytes, read in blocks (a clip never sits in memory twice).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    digest = xxhash.xxh3_128()
+    block = bytearray(_FILE_BLOCK)
+    view = memoryview(block)
+    with open(path, "rb", buffering=0) as file:
+        while count := file.readinto(block):
+            digest.update(view[:count])
+    return f"{ALGORITHM}:{digest.hexdigest()}"

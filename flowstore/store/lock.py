@@ -6,6 +6,12 @@ The file holds the holder's pid, host and start time so that a refused build can
 it. The lock file sits beside the store (not inside it) so that `--overwrite`, which deletes the
 store, never deletes a lock that someone holds. It is never unlinked, for the same reason.
 Local filesystems only: flock over NFS is not reliable.
+
+Readers of an HDF5 store take the same lock shared (`reader_lock`), for as long as they hold
+the file open: HDF5 does not support reading a file that another process writes (only its SWMR
+mode does, which needs the latest file format; see `_hdf5`), so a reader is refused while a
+build runs and a build is refused while a reader has the file open. Zarr readers take no lock:
+each chunk and metadata file is replaced atomically, so they read while a build appends.
 """
 
 from __future__ import annotations
@@ -21,6 +27,11 @@ from typing import Iterator
 
 from flowstore.errors import StoreError
 from flowstore.store import is_url
+
+
+#: Lock files whose writer lock this process holds (its own build may look at its store, e.g.
+#: `--overwrite` checks that what it deletes is a store).
+_HELD: set[Path] = set()
 
 
 def lock_path(store: str | Path) -> Path:
@@ -52,19 +63,82 @@ def writer_lock(store: str | Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = _describe(os.pread(fd, 4096, 0))
+            if _only_readers(fd):
+                raise StoreError(f"store {str(store)!r} is open for reading (flowstore inspect "
+                                 f"or verify, or a trainer); an HDF5 store cannot be written "
+                                 f"while it is read: run the build again when they end") from None
+            holder = _describe(_holder(fd))
             raise StoreError(f"store {str(store)!r} is being written by another flowstore "
                              f"process ({holder}); wait for it to finish or stop it") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        held = path.resolve()
+        _HELD.add(held)
         try:
             yield
         finally:
+            _HELD.discard(held)
             os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def reader_lock(store: str | Path) -> int | None:
+    """Take the store's lock shared, for a reader that must not read while a build writes.
+
+    Returns the descriptor that holds it (give it to `release_reader_lock` when the store is
+    closed), or None when no lock was needed: this process's own build holds the store, or
+    there is no lock file and none can be made (a folder no build can write to either).
+
+    Raises:
+        StoreError: a build holds the store (the message names it).
+    """
+    path = lock_path(store)
+    if path.resolve() in _HELD:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe(_holder(fd))
+        os.close(fd)
+        raise StoreError(f"store {str(store)!r} is being written by a flowstore build "
+                         f"({holder}); an HDF5 store cannot be read while it is written: "
+                         f"try again when the build ends") from None
+    return fd
+
+
+def release_reader_lock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+def _only_readers(fd: int) -> bool:
+    """After LOCK_EX failed: whether the holders are readers only (a shared lock is granted)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+def _holder(fd: int) -> bytes:
+    """The holder's record; a build that has just taken the lock writes it a moment later."""
+    for _ in range(20):
+        raw = os.pread(fd, 4096, 0)
+        if raw:
+            return raw
+        time.sleep(0.01)
+    return b""
 
 
 def _describe(raw: bytes) -> str:

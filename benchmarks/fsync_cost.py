@@ -1,0 +1,75 @@
+"""What `flowstore build --fsync` adds per sample, apart from extraction.
+
+A whole build on a shared machine cannot show it: extraction's CPU time dominates and its
+wall time moves with the load. So this re-writes the samples of an existing store into fresh
+stores of both backends, once as a build writes them (`write_sample`) and once with
+`durable=True` (each sample's chunks and folder entries fsynced, as `--fsync` does), and
+times the writes alone; then it times one ledger write as `--fsync` makes it (checksums,
+fsync, `done` and attributes, fsync; the coordinator makes one a second).
+
+    python benchmarks/fsync_cost.py STORE.zarr [--samples 200] [--workdir DIR]
+
+The work folder must be on the disk to measure (not tmpfs, where fsync does nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from flowstore.datasets import get_dataset
+from flowstore.params import from_dict
+from flowstore.store import create_store, open_store
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store", type=Path, help="a built store to copy samples from")
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+
+    with open_store(args.store) as source:
+        attrs = source.attrs
+        dataset = get_dataset(attrs["dataset"])
+        specs = dataset.specs(from_dict(dataset.params_type, attrs["params"]))
+        count = min(args.samples, source.num_samples)
+        columns = {name: source.read(name) for name in ("id", "label", "split", "checksum")}
+        samples = [{spec.name: source.read(spec.name, i) for spec in specs} for i in range(count)]
+    mib = sum(a.nbytes for a in samples[0].values()) / 2**20
+    print(f"{count} samples of {args.store} ({mib:.2f} MiB each, before compression)")
+    workdir = Path(tempfile.mkdtemp(dir=args.workdir, prefix="fsync-cost-"))
+    try:
+        for suffix in (".zarr", ".h5"):
+            for durable in (False, True):
+                path = workdir / f"s-{int(durable)}{suffix}"
+                store = create_store(path, attrs=attrs, specs=specs, columns=columns,
+                                     num_samples=len(columns["id"]))
+                start, cpu = time.perf_counter(), time.process_time()
+                for index, arrays in enumerate(samples):
+                    store.write_sample(index, arrays, durable=durable)
+                wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+                store.sync_columns()  # the first one also makes the new store's layout durable
+                ledger = time.perf_counter()  # then one durable ledger write, as a build makes
+                store.write("checksum", slice(None), columns["checksum"])
+                store.sync_columns()
+                store.write("done", slice(None), np.ones(len(columns["id"]), bool))
+                store.update_attrs({"failures": {}})
+                store.flush()
+                store.sync_columns()
+                ledger = time.perf_counter() - ledger
+                store.close()
+                print(f"{suffix:6} durable={durable!s:5}: {wall:6.2f} s wall "
+                      f"({1000 * wall / count:5.1f} ms a sample), {cpu:5.2f} CPU-s; "
+                      f"one durable ledger write {1000 * ledger:.1f} ms")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""What `done` promises beyond a killed process: `--fsync` (durable bytes before `done`), the
+decoding settings recorded with the parameters (no two decodings in one store), and
+`--check-source` (a clip replaced by another of the same size)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flowstore import params as params_module
+from flowstore.build import BuildConfig, Ledger, build
+from flowstore.extraction import video
+from flowstore.params import (EXTRACTION_VERSION, ImageParams, VideoParams, canonical_json,
+                              fingerprint, to_dict)
+from flowstore.store import backend_for, open_store
+from flowstore.store.checksum import file_digest
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+
+FEATURES = ("middle_frame", "frames", "flow")
+
+
+def _build(source, store, **options):
+    return build(BuildConfig(dataset="tvhi", source=source, store=store,
+                             params=VideoParams(size=32, steps=4), progress=False, workers=1,
+                             **options))
+
+
+# -- --fsync -------------------------------------------------------------------------------------
+def test_fsync_makes_each_sample_durable_before_it_is_marked_done(tiny_tvhi_source, tmp_path,
+                                                                  suffix, monkeypatch):
+    store = tmp_path / f"s{suffix}"
+    events: list[tuple[str, object]] = []
+    real_fsync, real_complete = os.fsync, Ledger.complete
+    backend = backend_for(store)
+    real_write_sample = backend.write_sample
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def complete(self, index, sample, digest):
+        events.append(("done", index))
+        real_complete(self, index, sample, digest)
+
+    def write_sample(self, index, arrays, **kwargs):
+        events.append(("write", index))
+        real_write_sample(self, index, arrays, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Ledger, "complete", complete)
+    monkeypatch.setattr(backend, "write_sample", write_sample)
+
+    first = _build(tiny_tvhi_source, store, max_per_split=1)
+    assert first.computed == 3
+    assert not [e for e in events if e[0] == "fsync"], "without --fsync nothing is fsynced"
+    events.clear()
+    rest = _build(tiny_tvhi_source, store, fsync=True)  # resumes: --fsync is no parameter
+    assert rest.ok and rest.computed == 13
+    with open_store(store) as s:
+        assert "fsync" not in canonical_json(s.attrs["params"])
+        assert s.attrs["fingerprint"] == rest.fingerprint
+
+    order = {event: position for position, event in enumerate(events)}
+    done = [index for kind, index in events if kind == "done"]
+    assert len(done) == 13
+    synced = [(position, path) for position, (kind, path) in enumerate(events) if kind == "fsync"]
+    for index in done:
+        started, marked = order[("write", index)], order[("done", index)]
+        paths = {path for position, path in synced if started < position < marked}
+        if suffix == ".zarr":
+            for name in FEATURES:  # every chunk file of the sample, and its new folders
+                chunk_folder = str(store / name / "c" / str(index))
+                assert any(p.startswith(chunk_folder + "/") for p in paths), (name, index)
+                assert chunk_folder in paths and str(store / name / "c") in paths
+        else:
+            assert str(store) in paths, index
+    last_done = order[("done", done[-1])]
+    ledger = {path for position, path in synced if position > last_done}
+    if suffix == ".zarr":  # the done and checksum columns and the attributes, after the last done
+        assert {str(store / "done" / "c" / "0"), str(store / "checksum" / "c" / "0"),
+                str(store / "zarr.json")} <= ledger
+    else:
+        assert str(store) in ledger
+    assert str(store.parent) in {path for _, path in synced}  # the store's entry in its folder
+
+
+# -- decoding settings in the parameters ---------------------------------------------------------
+def test_params_record_the_decoder_threads_and_the_extraction_version(monkeypatch):
+    recorded = to_dict(VideoParams())
+    assert recorded["decoder_threads"] == 1 and recorded["extraction"] == EXTRACTION_VERSION
+    assert to_dict(ImageParams())["extraction"] == EXTRACTION_VERSION
+
+    def fp(p):
+        return fingerprint(dataset="tvhi", params=to_dict(p), source_files={"a.avi": 1})
+
+    assert fp(VideoParams(decoder_threads=2)) != fp(VideoParams())
+    before = fp(VideoParams())
+    monkeypatch.setattr(params_module, "EXTRACTION_VERSION", "another")
+    assert fp(VideoParams()) != before
+    with pytest.raises(ValueError, match="decoder_threads"):
+        VideoParams(decoder_threads=0)
+
+
+def test_video_capture_is_opened_with_the_recorded_decoder_threads(tiny_tvhi_source, monkeypatch):
+    opened = []
+    real = video.cv2.VideoCapture
+
+    def capture(*args):
+        opened.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(video.cv2, "VideoCapture", capture)
+    clip = tiny_tvhi_source / "hug_0001.avi"
+    for threads in (1, 3):
+        opened.clear()
+        video.extract_video(clip, VideoParams(size=16, steps=2, decoder_threads=threads))
+        assert opened and all(list(args[2]) == [video.cv2.CAP_PROP_N_THREADS, threads]
+                              for args in opened)
+
+
+def _set_params(store: Path, **changes) -> None:
+    with open_store(store, "r+") as s:
+        recorded = s.attrs["params"]
+        for key, value in changes.items():
+            if value is None:
+                recorded.pop(key)
+            else:
+                recorded[key] = value
+        s.update_attrs({"params": recorded})
+
+
+def test_a_store_of_another_extraction_is_refused_on_resume_but_still_reads(tiny_tvhi_source,
+                                                                             tmp_path, suffix):
+    store = tmp_path / f"s{suffix}"
+    args = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q")
+    assert flowstore_cli(*args, "--max-per-split", "1").returncode == 0
+    _set_params(store, extraction="0")
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert "other parameters (extraction: store '0' vs asked '1')" in line
+
+    _set_params(store, extraction=None, decoder_threads=None)  # as written before they existed
+    assert flowstore_cli("inspect", store).returncode == 0
+    checked = flowstore_cli("verify", store, "-q")
+    assert checked.returncode == 0 and "checked 3 sample(s), 0 bad" in checked.stdout
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert "decoder_threads: store None vs asked 1" in line
+    assert "extraction: store None vs asked '1'" in line
+
+
+# -- --check-source ------------------------------------------------------------------------------
+def test_check_source_refuses_a_clip_replaced_by_one_of_the_same_size(tvhi_source, tmp_path):
+    store = tmp_path / "s.zarr"
+    args = ("build", "tvhi", "--source", tvhi_source, "--store", store, *TINY_BUILD, "-q",
+            "--max-per-split", "1")
+    assert flowstore_cli(*args).returncode == 0
+    with open_store(store) as s:
+        done_ids = s.read("id")[s.read("done").astype(bool)]
+        hashes = s.attrs["source_hashes"]
+    assert len(done_ids) == 3
+    for sample in done_ids:  # recorded always, without --check-source
+        assert hashes[f"{sample}.avi"] == file_digest(tvhi_source / f"{sample}.avi")
+
+    clip = tvhi_source / f"{done_ids[0]}.avi"
+    original = clip.read_bytes()
+    replaced = bytearray(original)
+    replaced[len(replaced) // 2:] = bytes(len(replaced) - len(replaced) // 2)  # same size
+    clip.write_bytes(bytes(replaced))
+
+    plain = flowstore_cli(*args)  # names and sizes only: not noticed (README says so)
+    assert plain.returncode == 0 and "0 computed, 3 already done" in plain.stdout
+    line = assert_one_line_error(flowstore_cli(*args, "--check-source"))
+    assert f"source file '{clip.name}' changed since it was written" in line
+    assert "same size, other content" in line
+
+    clip.write_bytes(original)
+    again = flowstore_cli(*args, "--check-source")
+    assert again.returncode == 0, again.stderr
+
+
+def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_source, tmp_path,
+                                                                 monkeypatch):
+    from flowstore.verify import repair
+
+    store = tmp_path / "s.zarr"
+    _build(tiny_tvhi_source, store)
+    with open_store(store) as s:
+        index = int(s.read("done").nonzero()[0][0])
+        sample = str(s.read("id")[index])
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert repair(store, tiny_tvhi_source, [sample], fsync=True).repaired == [sample]
+    assert str(store / "flow" / "c" / str(index)) in synced
+    monkeypatch.undo()
+    line = assert_one_line_error(flowstore_cli("verify", store, "--fsync"))
+    assert "--fsync applies to --repair only" in line
