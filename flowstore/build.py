@@ -508,7 +508,7 @@ def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) ->
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
          ledger: "Ledger", todo: list[int], result: BuildResult) -> None:
-    from tqdm import tqdm
+    from flowstore.progress import progress_bar
 
     store_key = StoreKey(str(config.store), str(store.attrs.get("store_id", "")))
     with _OPEN_LOCK:
@@ -516,8 +516,8 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     last_flush = time.monotonic()
     sources = {i: str(dataset.source_file(Path(config.source), manifest.rows[i].id)) for i in todo}
     try:
-        with tqdm(total=len(todo), unit="sample", desc=f"build {dataset.name}",
-                  disable=not config.progress, dynamic_ncols=True) as bar:
+        with progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
+                          enabled=config.progress) as bar:
 
             def finished(outcome: TaskOutcome) -> None:
                 nonlocal last_flush

@@ -40,7 +40,7 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
     With `samples`, check exactly those, and report one that is not marked done: it was asked
     for by name (`repair` re-checks what it re-extracted).
     """
-    from tqdm import tqdm
+    from flowstore.progress import progress_bar
 
     result = VerifyResult(store=path)
     with open_store(path, "r") as store:
@@ -50,7 +50,8 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         checksums = store.read("checksum")
         features = [name for name in store.array_names() if name not in COLUMNS]
         wanted = None if samples is None else set(samples)
-        for index in tqdm(range(len(ids)), disable=not progress, unit="sample", desc="verify"):
+        for index in progress_bar(range(len(ids)), enabled=progress, unit="sample",
+                                  desc="verify"):
             if wanted is not None and ids[index] not in wanted:
                 continue
             if not done[index]:
