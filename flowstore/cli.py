@@ -181,6 +181,41 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command()
+def estimate(
+    dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
+    source: Path = typer.Option(..., "--source", help="Folder of the raw dataset."),
+    size: Optional[int] = typer.Option(None, "--size", help="Frame side S in pixels [224]."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Flow steps T per video [16]."),
+    flow_dtype: Optional[str] = typer.Option(None, "--flow-dtype",
+                                             help="float16, float32 or uint8 [float16]."),
+    flow_bound: Optional[float] = typer.Option(None, "--flow-bound",
+                                               help="uint8 flow: clip to +-this many pixels [20]."),
+    workers: Optional[int] = typer.Option(None, "--workers",
+                                          help="Dask worker threads the build would use [cores]."),
+    max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
+                                                help="Estimate a build of the first N samples "
+                                                     "of each split."),
+    sample: int = typer.Option(20, "--sample", help="Items to measure (random, seeded)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and the bootstrap."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Predict a build's store size per flow encoding, CPU-hours and wall time, by measuring a
+    small random sample of the source on this machine."""
+    from flowstore.datasets import get_dataset
+    from flowstore.estimate import estimate as run_estimate, format_estimate
+    from flowstore.params import from_options
+
+    try:
+        params = from_options(get_dataset(dataset).params_type, dataset, size=size, steps=steps,
+                              flow_dtype=flow_dtype, flow_bound=flow_bound)
+        result = run_estimate(dataset, source, params, sample_size=sample, seed=seed,
+                              workers=workers, max_per_split=max_per_split, progress=not quiet)
+    except FlowstoreError as exc:
+        fail(str(exc))
+    typer.echo(format_estimate(result))
+
+
 @app.command("datasets")
 def list_datasets() -> None:
     """List the datasets flowstore can build."""
