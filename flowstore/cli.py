@@ -182,6 +182,29 @@ def verify(
 
 
 @app.command()
+def show(
+    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
+    ids: Optional[list[str]] = typer.Argument(None, help="Sample ids [random, per class]."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the pictures into."),
+    per_class: int = typer.Option(2, "--per-class", help="Random samples per class (no ids)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random choice."),
+    gif: bool = typer.Option(False, "--gif", help="Also an animation: frames beside their flow."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Draw samples: middle frame, frames and colour-coded flow (one PNG per sample), or a
+    grid of images per class for an image store."""
+    from flowstore.show import show as run_show
+
+    try:
+        result = run_show(store, out, ids or (), per_class=per_class, seed=seed, gif=gif,
+                          progress=not quiet)
+    except FlowstoreError as exc:
+        fail(str(exc))
+    typer.echo(f"wrote {len(result.written)} picture(s) of {len(result.samples)} sample(s) "
+               f"to {out}")
+
+
+@app.command()
 def estimate(
     dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
     source: Path = typer.Option(..., "--source", help="Folder of the raw dataset."),

@@ -1,0 +1,290 @@
+"""`flowstore show`: pictures of a store's samples, to see that the features are sane.
+
+Is the flow where the action is, did a clip decode black or upside down? Numbers do not say;
+a picture does. A store is read through the public reader (`flowstore.open`), so every flow
+encoding is decoded to pixels first and a uint8 store looks like its float16 twin.
+
+Video stores (`flow`): one PNG per sample, `<id>.png`, laid out (tile = one S x S picture,
+magnified by the smallest whole factor that makes it at least `MIN_TILE` pixels):
+
+    header       id, class, split; the flow scale (pixels drawn at full saturation)
+    first row    the middle frame | the colour-wheel legend
+    then         per block of up to `COLUMNS` steps: a row of frames, below it their flows
+
+  width = max(min(T, COLUMNS), 2) tiles, at least `MIN_WIDTH` pixels; height = header + tile
+  x (1 + 2 x ceil(T / COLUMNS)). Flow is in the Middlebury colour coding
+  (`flowstore.flow_image`), normalized per sample: one magnitude, the `SCALE_PERCENTILE`th
+  percentile of |flow| over the sample's T flows (its maximum is a few outlier pixels that
+  would wash the rest out), is full saturation for all T, so steps compare with each other;
+  the header prints it. `--gif` adds `<id>.gif`: T frames of
+  frame | flow, with a bar along the bottom that marks the step.
+Image stores (`image`): one PNG per class, `<class>.png`: a grid of the samples' images, each
+captioned with its id and split.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.flow_image import flow_to_rgb, wheel_legend
+
+#: Steps per row of a video picture.
+COLUMNS = 8
+#: Smallest tile side in pixels: tiles of small stores are magnified (nearest neighbour).
+MIN_TILE = 96
+#: Smallest picture width: room for the header's text.
+MIN_WIDTH = 560
+#: Height of one line of text (header lines, captions).
+LINE = 22
+#: Header lines of a video picture.
+HEADER_LINES = 2
+#: Images per row of an image store's class grid.
+GRID_COLUMNS = 4
+#: The flow magnitude drawn at full colour is this percentile of the sample's |flow|: the
+#: maximum itself is usually a few outlier pixels (Farneback at the frame border, a cut), and
+#: normalizing by it washes every real motion out to near white.
+SCALE_PERCENTILE = 99.0
+#: Milliseconds per GIF frame.
+GIF_FRAME_MS = 250
+#: Height of the GIF's step bar.
+GIF_BAR = 4
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+@dataclass
+class ShowResult:
+    written: list[Path] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+
+
+def tile_size(size: int) -> int:
+    """Side of one tile for frames of side `size`: magnified by a whole factor to MIN_TILE."""
+    return size * max(1, math.ceil(MIN_TILE / size))
+
+
+def video_picture_shape(size: int, steps: int) -> tuple[int, int]:
+    """(height, width) of a video sample's picture (see the module docstring)."""
+    tile = tile_size(size)
+    columns = min(steps, COLUMNS)
+    width = max(max(columns, 2) * tile, MIN_WIDTH)
+    return HEADER_LINES * LINE + tile * (1 + 2 * math.ceil(steps / columns)), width
+
+
+def flow_tile_origin(size: int, steps: int, step: int) -> tuple[int, int]:
+    """(top, left) pixel of flow `step`'s tile in a video picture."""
+    tile, columns = tile_size(size), min(steps, COLUMNS)
+    block, column = divmod(step, columns)
+    return HEADER_LINES * LINE + tile * (2 + 2 * block), column * tile
+
+
+def image_grid_shape(size: int, count: int) -> tuple[int, int]:
+    """(height, width) of an image store's class grid of `count` images."""
+    tile, columns = tile_size(size), min(count, GRID_COLUMNS)
+    width = max(columns * tile, MIN_WIDTH)
+    return LINE + math.ceil(count / columns) * (tile + LINE), width
+
+
+def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = (), *,
+         per_class: int = 2, seed: int = 0, gif: bool = False,
+         progress: bool = True) -> ShowResult:
+    """Write pictures of `ids` (default: `per_class` random done samples of each class, seeded)
+    of `store` into the folder `out`.
+
+    Raises:
+        flowstore.errors.FlowstoreError: a missing store, an unknown or unbuilt id, a store with
+            neither flow nor images.
+    """
+    import flowstore
+    from flowstore.progress import progress_bar
+
+    if per_class < 1:
+        raise ParameterError(f"--per-class must be at least 1, got {per_class}")
+    with flowstore.open(store) as dataset:
+        kind = "flow" if "flow" in dataset.features else "image" if "image" in dataset.features \
+            else None
+        if kind is None:
+            raise FlowstoreError(f"store {str(store)!r} holds neither flow nor images "
+                                 f"(it has {', '.join(dataset.features) or 'no features'})")
+        if gif and kind != "flow":
+            raise ParameterError("--gif needs a video store (one with flow)")
+        indices = _select(dataset, ids, per_class, seed)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        result = ShowResult()
+        splits: dict[str, Any] = {}
+        samples = []
+        for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
+            sample = _read(dataset, splits, index)
+            if kind == "flow":
+                result.written.append(_write_png(out / f"{sample['id']}.png",
+                                                 video_picture(sample, dataset.classes)))
+                if gif:
+                    result.written.append(write_gif(out / f"{sample['id']}.gif", sample))
+            else:
+                samples.append(sample)
+            result.samples.append(str(sample["id"]))
+        for label in sorted({int(s["label"]) for s in samples}):
+            of_class = [s for s in samples if int(s["label"]) == label]
+            name = dataset.classes[label]
+            result.written.append(_write_png(out / f"{name}.png", image_grid(of_class, name)))
+    return result
+
+
+def _select(dataset, ids: Sequence[str], per_class: int, seed: int) -> list[int]:
+    """Store indices of the samples to show: `ids` in the order given, or a seeded random
+    `per_class` of each class's done samples in store order."""
+    if ids:
+        position = {sample: i for i, sample in enumerate(dataset.ids.tolist())}
+        indices = []
+        for sample in ids:
+            if sample not in position:
+                raise FlowstoreError(f"no sample {sample!r} in store {dataset.location!r}")
+            if not dataset.done[position[sample]]:
+                raise FlowstoreError(f"sample {sample!r} is not built yet in store "
+                                     f"{dataset.location!r} (run its build again)")
+            indices.append(position[sample])
+        return indices
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in range(len(dataset.classes)):
+        candidates = np.flatnonzero((dataset.labels == label) & dataset.done)
+        if candidates.size:
+            chosen += rng.choice(candidates, size=min(per_class, candidates.size),
+                                 replace=False).tolist()
+    if not chosen:
+        raise FlowstoreError(f"store {dataset.location!r} has no built sample to show")
+    return sorted(chosen)
+
+
+def _read(dataset, splits: dict[str, Any], index: int) -> dict[str, Any]:
+    """One sample by store index, through the reader (flow decoded to float32 pixels)."""
+    name = str(dataset.splits[index])
+    if name not in splits:
+        splits[name] = dataset.split(name, float_dtype="float32")
+    split = splits[name]
+    sample = split[int(np.searchsorted(split.indices, index))]
+    sample["split"] = name
+    return sample
+
+
+# -- drawing -------------------------------------------------------------------------------------
+def _cv2():
+    from flowstore.extraction._cv import cv2
+
+    return cv2
+
+
+def _magnified(picture: np.ndarray, tile: int) -> np.ndarray:
+    factor = tile // picture.shape[0]
+    return picture if factor == 1 else np.repeat(np.repeat(picture, factor, 0), factor, 1)
+
+
+def _text(canvas: np.ndarray, text: str, left: int, baseline: int, *, width: int,
+          colour=BLACK, outline=None) -> None:
+    """Text at (left, baseline), shrunk to fit `width` pixels; `outline` draws it legible on
+    a picture."""
+    cv2 = _cv2()
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    text_width = cv2.getTextSize(text, font, scale, 1)[0][0]
+    if text_width > width - 4:
+        scale *= (width - 4) / text_width
+    if outline is not None:
+        cv2.putText(canvas, text, (left, baseline), font, scale, outline, 3, cv2.LINE_AA)
+    cv2.putText(canvas, text, (left, baseline), font, scale, colour, 1, cv2.LINE_AA)
+
+
+def flow_scale(flow: np.ndarray) -> float:
+    """The |flow| (pixels) drawn at full colour for one sample's flows (`SCALE_PERCENTILE`)."""
+    return float(np.percentile(np.hypot(flow[..., 0], flow[..., 1]), SCALE_PERCENTILE))
+
+
+def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB picture of one video sample (layout: the module docstring)."""
+    frames, flow = sample["frames"], sample["flow"]
+    steps, size = flow.shape[0], flow.shape[1]
+    height, width = video_picture_shape(size, steps)
+    tile, columns = tile_size(size), min(steps, COLUMNS)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    scale = flow_scale(flow)
+    label = int(sample["label"])
+    _text(canvas, f"{sample['id']}   class {classes[label]} ({label})   split {sample['split']}",
+          4, LINE - 6, width=width)
+    _text(canvas, f"flow: hue = direction (wheel), full colour = |flow| >= {scale:.2f} px "
+                  f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}", 4,
+          2 * LINE - 6, width=width)
+    top = HEADER_LINES * LINE
+    canvas[top:top + tile, :tile] = _magnified(sample["middle_frame"], tile)
+    _text(canvas, "middle", 3, top + 14, width=tile, colour=WHITE, outline=BLACK)
+    canvas[top:top + tile, tile:2 * tile] = wheel_legend(tile)
+    _text(canvas, "+x", 2 * tile - 22, top + tile // 2 + 5, width=tile)
+    _text(canvas, "+y", tile + tile // 2 - 8, top + tile - 3, width=tile)
+    pictures = flow_to_rgb(flow, max_magnitude=scale)
+    for step in range(steps):
+        flow_top, left = flow_tile_origin(size, steps, step)
+        canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frames[step], tile)
+        canvas[flow_top:flow_top + tile, left:left + tile] = _magnified(pictures[step], tile)
+        _text(canvas, f"t{step}", left + 3, flow_top - tile + 14, width=tile, colour=WHITE,
+              outline=BLACK)
+    return canvas
+
+
+def image_grid(samples: Sequence[dict[str, Any]], class_name: str) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB grid of one class's images, each captioned id and split."""
+    size = samples[0]["image"].shape[0]
+    height, width = image_grid_shape(size, len(samples))
+    tile, columns = tile_size(size), min(len(samples), GRID_COLUMNS)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    _text(canvas, f"class {class_name}: {len(samples)} image(s)", 4, LINE - 6, width=width)
+    for position, sample in enumerate(samples):
+        row, column = divmod(position, columns)
+        top, left = LINE + row * (tile + LINE), column * tile
+        canvas[top:top + tile, left:left + tile] = _magnified(sample["image"], tile)
+        _text(canvas, f"{sample['id']} ({sample['split']})", left + 2, top + tile + LINE - 6,
+              width=tile)
+    return canvas
+
+
+def gif_frames(sample: dict[str, Any]) -> list[np.ndarray]:
+    """The T frames of a sample's animation: frame t | flow t, and a bar that marks t (which
+    also keeps consecutive frames distinct, so none is merged away)."""
+    frames, flow = sample["frames"], sample["flow"]
+    steps, size = flow.shape[0], flow.shape[1]
+    tile = tile_size(size)
+    pictures = flow_to_rgb(flow, max_magnitude=flow_scale(flow))
+    out = []
+    for step in range(steps):
+        canvas = np.full((tile + GIF_BAR, 2 * tile, 3), 255, np.uint8)
+        canvas[:tile, :tile] = _magnified(frames[step], tile)
+        canvas[:tile, tile:] = _magnified(pictures[step], tile)
+        canvas[tile:, :round(2 * tile * (step + 1) / steps)] = BLACK
+        out.append(canvas)
+    return out
+
+
+def write_gif(path: Path, sample: dict[str, Any]) -> Path:
+    """`sample`'s animation as an endlessly looping GIF (Pillow)."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in gif_frames(sample)]
+    try:
+        images[0].save(path, save_all=True, append_images=images[1:], duration=GIF_FRAME_MS,
+                       loop=0)
+    except OSError as exc:
+        raise FlowstoreError(f"cannot write {str(path)!r}: {exc}") from None
+    return path
+
+
+def _write_png(path: Path, picture: np.ndarray) -> Path:
+    cv2 = _cv2()
+    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
+                       [cv2.IMWRITE_PNG_COMPRESSION, 9]):
+        raise FlowstoreError(f"cannot write {str(path)!r}")
+    return path

@@ -1,0 +1,208 @@
+"""`flowstore show`: the colour wheel's hues, the documented picture layout, every flow encoding
+decoded to the same picture, image stores as class grids, GIFs, bad input."""
+
+from __future__ import annotations
+
+import colorsys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from flowstore.flow_encoding import encode_flow
+from flowstore.show import (flow_tile_origin, image_grid_shape, tile_size, video_picture_shape)
+from flowstore.store import open_store
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+
+SIZE, STEPS = 32, 4  # TINY_BUILD
+
+
+def _build(source, path, *extra):
+    out = flowstore_cli("build", "tvhi", "--source", source, "--store", path, *TINY_BUILD, "-q",
+                        *extra)
+    assert out.returncode == 0, out.stderr
+    return path
+
+
+@pytest.fixture(scope="module")
+def stores(tiny_tvhi_source, tmp_path_factory):
+    """The same tiny source built with float16 and with uint8 flow."""
+    folder = tmp_path_factory.mktemp("show")
+    return {dtype: _build(tiny_tvhi_source, folder / f"{dtype}.zarr", "--flow-dtype", dtype)
+            for dtype in ("float16", "uint8")}
+
+
+def _replace_flow(path: Path, sample: str, flow: np.ndarray) -> None:
+    """Put a known (T, S, S, 2) float flow into `sample`, in the store's own encoding."""
+    with open_store(path, "r+") as store:
+        index = store.read("id").tolist().index(sample)
+        params = store.attrs["params"]
+        store.write("flow", index, encode_flow(flow, params["flow_dtype"], params["flow_bound"]))
+
+
+def _show(store, out, *args, env=None) -> Path:
+    result = flowstore_cli("show", store, "--out", out, "-q", *args, env=env)
+    assert result.returncode == 0, result.stderr
+    return Path(out)
+
+
+def _png(path: Path) -> np.ndarray:
+    picture = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    assert picture is not None, path
+    return cv2.cvtColor(picture, cv2.COLOR_BGR2RGB)
+
+
+def _hue(rgb) -> float:
+    return colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255))[0] * 360
+
+
+def test_a_flow_of_known_direction_has_the_standard_wheel_hue(tiny_tvhi_source, tmp_path):
+    """Middlebury wheel: +x red, +y (down) yellow-orange, -x cyan, -y blue-violet; a uniform
+    field at the sample's scale is the full colour (saturation 1)."""
+    store = _build(tiny_tvhi_source, tmp_path / "known.zarr")
+    directions = [(1, 0), (0, 1), (-1, 0), (0, -1)]
+    flow = np.zeros((STEPS, SIZE, SIZE, 2), np.float32)
+    for step, direction in enumerate(directions):
+        flow[step] = np.asarray(direction, np.float32) * 3.0
+    _replace_flow(store, "handShake_0001", flow)
+    picture = _png(_show(store, tmp_path / "out", "handShake_0001") / "handShake_0001.png")
+    tile = tile_size(SIZE)
+    colours = []
+    for step in range(STEPS):
+        top, left = flow_tile_origin(SIZE, STEPS, step)
+        region = picture[top:top + tile, left:left + tile].reshape(-1, 3)
+        assert (region == region[0]).all(), f"step {step}: a uniform flow is one colour"
+        colours.append(region[0])
+    assert tuple(colours[0]) == (255, 0, 0)  # pure +x: red
+    expected_hues = [(0, 0), (40, 65), (180, 200), (250, 275)]  # +x, +y, -x, -y (degrees)
+    for colour, (low, high), direction in zip(colours, expected_hues, directions):
+        hue = _hue(colour)
+        assert low <= hue <= high or (low == 0 and hue >= 355), (direction, colour, hue)
+        assert colorsys.rgb_to_hsv(*(colour / 255))[1] > 0.99  # full saturation
+
+
+def test_picture_size_and_layout_are_as_documented(stores, tmp_path):
+    """Documented geometry (flowstore/show.py): 32 px tiles magnified 3x to 96; 4 steps in one
+    block; 2 header lines of 22 px: (44 + 96 * 3) x max(4 * 96, 560). The middle frame and the
+    frames sit in their tiles, pixel for pixel."""
+    import flowstore
+
+    assert video_picture_shape(SIZE, STEPS) == (332, 560)
+    assert video_picture_shape(224, 16) == (44 + 224 * 5, 8 * 224)
+    out = _show(stores["float16"], tmp_path / "out", "hug_0002", "kiss_0001")
+    assert sorted(p.name for p in out.iterdir()) == ["hug_0002.png", "kiss_0001.png"]
+    picture = _png(out / "hug_0002.png")
+    assert picture.shape == (332, 560, 3)
+    with flowstore.open(stores["float16"]) as ds:
+        index = ds.ids.tolist().index("hug_0002")
+        split = ds.split(str(ds.splits[index]))
+        sample = split[int(np.searchsorted(split.indices, index))]
+    magnify = lambda a: np.repeat(np.repeat(a, 3, 0), 3, 1)  # noqa: E731
+    below_label = slice(20, 96)  # the tiles' captions ("middle", "t0") are drawn at the top
+    middle = picture[44:44 + 96, :96]
+    assert (middle[below_label] == magnify(sample["middle_frame"])[below_label]).all()
+    for step in range(STEPS):
+        top, left = flow_tile_origin(SIZE, STEPS, step)
+        frame = picture[top - 96:top, left:left + 96]
+        assert (frame[below_label] == magnify(sample["frames"][step])[below_label]).all()
+    assert (picture[:44] < 128).any(), "the header's text (id, class, split, scale) is drawn"
+    assert (picture[:44, 280:] == 255).any() and not (picture[:44] == 255).all()
+
+
+def test_uint8_and_float16_stores_give_the_same_picture(stores, tmp_path):
+    """The same flow field stored as float16 and as uint8 (+-20 px in 255 bins: decoded values
+    are within half a bin, e = 20/255 px per component, of the field) draws the same picture.
+
+    Tolerance: a flow error of |d| px moves a pixel's normalized vector by |d| / scale; the
+    wheel's colour moves by at most K = 2.4 units of colour per unit of that (radially 1,
+    around the wheel its steepest ramp: 1/4 of full colour per wheel step, 54 steps per turn,
+    8.6 steps per radian; sqrt(1 + 2.15^2) = 2.4), the scale itself (a percentile of |flow|)
+    moves by at most |d| too, and floor() adds one level. The wheel also has one seam, on +x,
+    where blue jumps by 43 levels (its last colour is (255, 0, 43), its first (255, 0, 0)):
+    pixels whose dy changes sign there are allowed that jump on top."""
+    size = np.arange(SIZE, dtype=np.float32) - (SIZE - 1) / 2
+    ys, xs = np.meshgrid(size, size, indexing="ij")
+    field = np.stack([-ys, xs], axis=-1) * 0.45  # a rotation, 0.3 to 10 px
+    flow = np.stack([field * (1 + 0.2 * step) for step in range(STEPS)])
+    for store in stores.values():
+        _replace_flow(store, "kiss_0002", flow)
+    pictures = {dtype: _png(_show(store, tmp_path / dtype, "kiss_0002") / "kiss_0002.png")
+                for dtype, store in stores.items()}
+    float_picture, uint8_picture = pictures["float16"], pictures["uint8"]
+    header = slice(2 * 22, None)  # the header prints the scale, which differs in its digits
+    difference = np.abs(float_picture[header].astype(int) - uint8_picture[header].astype(int))
+    scale = np.percentile(np.hypot(flow[..., 0], flow[..., 1]), 99)
+    error = np.sqrt(2) * 20 / 255
+    tolerance = 255 * (2.4 + 1) * error / scale + 1
+    assert tolerance < 15  # a meaningful check: a few levels of 255
+    assert np.mean(difference > tolerance) < 0.001, difference.max()
+    assert difference.max() <= tolerance + 43
+    assert difference.any(), "uint8 is quantized: some pixel differs"
+    # undecoded (raw bins read as pixels) the pictures would be nothing alike
+    raw = np.abs(float_picture.astype(int) - _png(_show_raw_uint8(stores["uint8"], tmp_path)))
+    assert raw[header].max() > 100
+
+
+def _show_raw_uint8(store: Path, tmp_path: Path) -> Path:
+    """The uint8 store's picture drawn from the stored bins as if they were pixels (what a
+    reader that forgot to decode would draw)."""
+    import flowstore
+    from flowstore.show import video_picture
+
+    with flowstore.open(store) as ds:
+        index = ds.ids.tolist().index("kiss_0002")
+        split = ds.split(str(ds.splits[index]))
+        sample = split[int(np.searchsorted(split.indices, index))]
+        sample["flow"] = ds.store.read("flow", index).astype(np.float32)
+        sample["split"] = str(ds.splits[index])
+        picture = video_picture(sample, ds.classes)
+    path = tmp_path / "raw.png"
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def test_default_choice_is_per_class_and_seeded(stores, tmp_path):
+    first = _show(stores["float16"], tmp_path / "a", "--per-class", "1", "--seed", "3")
+    again = _show(stores["float16"], tmp_path / "b", "--per-class", "1", "--seed", "3")
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in again.iterdir())
+    assert sorted(name.split("_")[0] for name in names) == ["handShake", "highFive", "hug", "kiss"]
+    two = sorted(p.name for p in _show(stores["float16"], tmp_path / "c").iterdir())
+    assert len(two) == 8  # default: 2 per class
+
+
+def test_gif_is_an_animation_of_the_steps(stores, tmp_path):
+    from PIL import Image
+
+    out = _show(stores["uint8"], tmp_path / "gif", "hug_0001", "--gif")
+    with Image.open(out / "hug_0001.gif") as gif:
+        assert gif.is_animated and gif.n_frames == STEPS
+        assert gif.size == (2 * tile_size(SIZE), tile_size(SIZE) + 4)
+
+
+def test_an_image_store_gives_a_grid_per_class(tmp_path):
+    from flowstore.synth.stanford40 import SynthStanford40Config, write_synthetic_stanford40
+
+    source = write_synthetic_stanford40(tmp_path / "s40", SynthStanford40Config(
+        classes=2, train_per_class=3, test_per_class=2, min_side=32, max_side=40))
+    store = tmp_path / "s40.zarr"
+    built = flowstore_cli("build", "stanford40", "--source", source, "--store", store,
+                          "--size", "32", "-q")
+    assert built.returncode == 0, built.stderr
+    out = _show(store, tmp_path / "out", "--per-class", "3")
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["applauding.png", "blowing_bubbles.png"]
+    assert image_grid_shape(32, 3) == (22 + 96 + 22, 560)
+    assert _png(out / "applauding.png").shape == (140, 560, 3)
+    gif = flowstore_cli("show", store, "--out", tmp_path / "g", "--gif")
+    assert "video store" in assert_one_line_error(gif)
+
+
+def test_bad_input_is_one_line(stores, tmp_path):
+    unknown = flowstore_cli("show", stores["float16"], "no_such_0001", "--out", tmp_path / "x")
+    assert "no_such_0001" in assert_one_line_error(unknown)
+    missing = flowstore_cli("show", tmp_path / "missing.zarr", "--out", tmp_path / "x")
+    assert "missing.zarr" in assert_one_line_error(missing)
+    zero = flowstore_cli("show", stores["float16"], "--out", tmp_path / "x", "--per-class", "0")
+    assert "--per-class" in assert_one_line_error(zero)
