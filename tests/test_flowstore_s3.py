@@ -137,3 +137,11 @@ def test_every_reader_adapter_reads_an_s3_store_like_a_plain_read(s3_env, s3_sto
         x, y = train.to_keras_dataset(2)[1]
         assert_same_batch({**x, "label": y}, expected[2:4], with_ids=False)
         assert [b["id"].tolist() for b in train.batches(8)][0] == [r["id"] for r in expected[:8]]
+
+
+def test_show_draws_samples_of_an_s3_store(s3_env, s3_store, tmp_path):
+    out = flowstore_cli("show", s3_store, "hug_0001", "--gif", "--out", tmp_path / "show", "-q",
+                        env=s3_env)
+    assert out.returncode == 0, out.stderr
+    assert sorted(p.name for p in (tmp_path / "show").iterdir()) == ["hug_0001.gif",
+                                                                     "hug_0001.png"]

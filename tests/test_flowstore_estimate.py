@@ -1,0 +1,58 @@
+"""`flowstore estimate`: predictions per flow encoding that hold the real build's size."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from flowstore.estimate import bootstrap_mean, estimate, tree_bytes
+from flowstore.params import VideoParams
+from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+
+
+def test_the_interval_holds_the_real_store_size_of_each_encoding(tiny_tvhi_source, tmp_path):
+    """8 of the 16 tiny clips measured; each encoding's 95% interval holds the size of the
+    store a real build of all 16 writes (bytes of every file, what the estimate counts)."""
+    predicted = estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=8,
+                         workers=2, progress=False)
+    assert predicted.items == 16 and len(predicted.sampled) == 8 and not predicted.failed
+    for encoding in ("float16", "float32", "uint8"):
+        store = tmp_path / f"{encoding}.zarr"
+        built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                              *TINY_BUILD, "--flow-dtype", encoding, "-q")
+        assert built.returncode == 0, built.stderr
+        size, interval = tree_bytes(store), predicted.store_bytes[encoding]
+        assert interval.low <= size <= interval.high, (encoding, size, interval)
+    cpu, wall = predicted.cpu_hours, predicted.wall_seconds
+    assert 0 < cpu.low <= cpu.value <= cpu.high
+    assert wall.value == pytest.approx(cpu.value * 3600 / min(2, predicted.cores))
+
+
+def test_the_command_prints_each_encoding_cpu_and_wall_time(tiny_tvhi_source):
+    out = flowstore_cli("estimate", "tvhi", "--source", tiny_tvhi_source, *TINY_BUILD,
+                        "--sample", "4", "--workers", "1", "--flow-dtype", "uint8")
+    assert out.returncode == 0, out.stderr
+    for encoding in ("float16", "float32", "uint8"):
+        assert re.search(rf"^  {encoding} +[\d.]+ KiB  \[[\d.]+ KiB, [\d.]+ KiB\]", out.stdout,
+                         re.MULTILINE), out.stdout
+    assert re.search(r"uint8 .*<- --flow-dtype", out.stdout)
+    assert "CPU-hours [" in out.stdout and "wall time with --workers 1" in out.stdout
+
+
+def test_bootstrap_interval_brackets_the_mean_and_narrows_with_agreement():
+    import numpy as np
+
+    spread = bootstrap_mean([1.0, 2.0, 3.0, 10.0], np.random.default_rng(0), 0.95)
+    assert spread.low < spread.value == 4.0 < spread.high
+    same = bootstrap_mean([5.0, 5.0, 5.0], np.random.default_rng(0), 0.95)
+    assert same.low == same.value == same.high == 5.0
+
+
+def test_bad_input_is_one_line(tiny_tvhi_source, tmp_path):
+    assert "does not exist" in assert_one_line_error(
+        flowstore_cli("estimate", "tvhi", "--source", tmp_path / "none"))
+    assert "--sample" in assert_one_line_error(
+        flowstore_cli("estimate", "tvhi", "--source", tiny_tvhi_source, "--sample", "1"))
+    assert "unknown dataset" in assert_one_line_error(
+        flowstore_cli("estimate", "nope", "--source", tiny_tvhi_source))
