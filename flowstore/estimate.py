@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 
 from flowstore.datasets import get_dataset
-from flowstore.errors import FlowstoreError, ParameterError, SampleError
+from flowstore.build import DATA_ERRORS
+from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.params import FLOW_DTYPES
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
@@ -139,8 +140,9 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
                                           position)
                     if flow_dtype is not None:
                         raw = dataset.extract(path, _with_encoding(params, "float32"))
-                except SampleError as exc:
-                    result.failed[row.id] = str(exc)
+                except DATA_ERRORS as exc:  # the build records these as the item's failure
+                    result.failed[row.id] = str(exc) if isinstance(exc, FlowstoreError) \
+                        else f"{type(exc).__name__}: {exc}"
                     continue
                 result.sampled.append(row.id)
                 result.cpu_seconds.append(cpu)

@@ -117,7 +117,11 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             raise ParameterError("--gif needs a video store (one with flow)")
         indices = _select(dataset, ids, per_class, seed)
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise FlowstoreError(f"cannot write pictures into {str(out)!r}: "
+                                 f"{exc.strerror or exc}") from None
         result = ShowResult()
         splits: dict[str, Any] = {}
         samples = []

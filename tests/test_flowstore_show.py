@@ -41,9 +41,12 @@ def _replace_flow(path: Path, sample: str, flow: np.ndarray) -> None:
         store.write("flow", index, encode_flow(flow, params["flow_dtype"], params["flow_bound"]))
 
 
-def _show(store, out, *args, env=None) -> Path:
-    result = flowstore_cli("show", store, "--out", out, "-q", *args, env=env)
-    assert result.returncode == 0, result.stderr
+def _show(store, out, *ids, **options) -> Path:
+    """`flowstore show` in this process (the command itself is run in the tests of bad input,
+    of --gif and of s3 stores)."""
+    from flowstore.show import show
+
+    show(store, out, ids, progress=False, **options)
     return Path(out)
 
 
@@ -57,10 +60,10 @@ def _hue(rgb) -> float:
     return colorsys.rgb_to_hsv(*(np.asarray(rgb, float) / 255))[0] * 360
 
 
-def test_a_flow_of_known_direction_has_the_standard_wheel_hue(tiny_tvhi_source, tmp_path):
+def test_a_flow_of_known_direction_has_the_standard_wheel_hue(stores, tmp_path):
     """Middlebury wheel: +x red, +y (down) yellow-orange, -x cyan, -y blue-violet; a uniform
     field at the sample's scale is the full colour (saturation 1)."""
-    store = _build(tiny_tvhi_source, tmp_path / "known.zarr")
+    store = stores["float16"]
     directions = [(1, 0), (0, 1), (-1, 0), (0, -1)]
     flow = np.zeros((STEPS, SIZE, SIZE, 2), np.float32)
     for step, direction in enumerate(directions):
@@ -163,8 +166,8 @@ def _show_raw_uint8(store: Path, tmp_path: Path) -> Path:
 
 
 def test_default_choice_is_per_class_and_seeded(stores, tmp_path):
-    first = _show(stores["float16"], tmp_path / "a", "--per-class", "1", "--seed", "3")
-    again = _show(stores["float16"], tmp_path / "b", "--per-class", "1", "--seed", "3")
+    first = _show(stores["float16"], tmp_path / "a", per_class=1, seed=3)
+    again = _show(stores["float16"], tmp_path / "b", per_class=1, seed=3)
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     assert sorted(name.split("_")[0] for name in names) == ["handShake", "highFive", "hug", "kiss"]
@@ -175,7 +178,10 @@ def test_default_choice_is_per_class_and_seeded(stores, tmp_path):
 def test_gif_is_an_animation_of_the_steps(stores, tmp_path):
     from PIL import Image
 
-    out = _show(stores["uint8"], tmp_path / "gif", "hug_0001", "--gif")
+    result = flowstore_cli("show", stores["uint8"], "hug_0001", "--gif", "--out", tmp_path / "gif")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wrote 2 picture(s) of 1 sample(s) to {tmp_path / 'gif'}"
+    out = tmp_path / "gif"
     with Image.open(out / "hug_0001.gif") as gif:
         assert gif.is_animated and gif.n_frames == STEPS
         assert gif.size == (2 * tile_size(SIZE), tile_size(SIZE) + 4)
@@ -190,7 +196,7 @@ def test_an_image_store_gives_a_grid_per_class(tmp_path):
     built = flowstore_cli("build", "stanford40", "--source", source, "--store", store,
                           "--size", "32", "-q")
     assert built.returncode == 0, built.stderr
-    out = _show(store, tmp_path / "out", "--per-class", "3")
+    out = _show(store, tmp_path / "out", per_class=3)
     names = sorted(p.name for p in out.iterdir())
     assert names == ["applauding.png", "blowing_bubbles.png"]
     assert image_grid_shape(32, 3) == (22 + 96 + 22, 560)
@@ -206,3 +212,11 @@ def test_bad_input_is_one_line(stores, tmp_path):
     assert "missing.zarr" in assert_one_line_error(missing)
     zero = flowstore_cli("show", stores["float16"], "--out", tmp_path / "x", "--per-class", "0")
     assert "--per-class" in assert_one_line_error(zero)
+
+
+def test_an_hdf5_store_and_an_unwritable_output(tiny_tvhi_source, tmp_path):
+    store = _build(tiny_tvhi_source, tmp_path / "s.h5")
+    assert _png(_show(store, tmp_path / "out", "kiss_0001") / "kiss_0001.png").shape == (332, 560, 3)
+    (tmp_path / "file").write_text("not a folder")
+    blocked = flowstore_cli("show", store, "--out", tmp_path / "file")
+    assert "cannot write pictures" in assert_one_line_error(blocked)
