@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+
 import pytest
 
 from flowstore.estimate import bootstrap_mean, estimate, tree_bytes
@@ -41,8 +43,6 @@ def test_the_command_prints_each_encoding_cpu_and_wall_time(tiny_tvhi_source):
 
 
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_agreement():
-    import numpy as np
-
     spread = bootstrap_mean([1.0, 2.0, 3.0, 10.0], np.random.default_rng(0), 0.95)
     assert spread.low < spread.value == 4.0 < spread.high
     same = bootstrap_mean([5.0, 5.0, 5.0], np.random.default_rng(0), 0.95)
@@ -56,3 +56,17 @@ def test_bad_input_is_one_line(tiny_tvhi_source, tmp_path):
         flowstore_cli("estimate", "tvhi", "--source", tiny_tvhi_source, "--sample", "1"))
     assert "unknown dataset" in assert_one_line_error(
         flowstore_cli("estimate", "nope", "--source", tiny_tvhi_source))
+
+
+def test_a_sampled_item_that_fails_is_reported_and_scales_as_a_failure(tvhi_source):
+    (tvhi_source / "hug_0003.avi").write_bytes(b"not a video" * 100)
+    predicted = estimate("tvhi", tvhi_source, VideoParams(size=32, steps=4), sample_size=16,
+                         progress=False)
+    assert list(predicted.failed) == ["hug_0003"] and len(predicted.sampled) == 15
+    per_item = float(np.mean(predicted.item_bytes["float16"]))
+    assert predicted.store_bytes["float16"].value == pytest.approx(
+        15 * per_item + predicted.fixed_bytes["float16"])
+    for clip in tvhi_source.glob("*.avi"):
+        clip.write_bytes(b"")
+    out = flowstore_cli("estimate", "tvhi", "--source", tvhi_source, *TINY_BUILD, "--sample", "3")
+    assert "every sampled item failed" in assert_one_line_error(out)

@@ -216,7 +216,8 @@ def test_bad_input_is_one_line(stores, tmp_path):
 
 def test_an_hdf5_store_and_an_unwritable_output(tiny_tvhi_source, tmp_path):
     store = _build(tiny_tvhi_source, tmp_path / "s.h5")
-    assert _png(_show(store, tmp_path / "out", "kiss_0001") / "kiss_0001.png").shape == (332, 560, 3)
+    picture = _png(_show(store, tmp_path / "out", "kiss_0001") / "kiss_0001.png")
+    assert picture.shape == (332, 560, 3)
     (tmp_path / "file").write_text("not a folder")
     blocked = flowstore_cli("show", store, "--out", tmp_path / "file")
     assert "cannot write pictures" in assert_one_line_error(blocked)
