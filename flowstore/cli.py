@@ -219,7 +219,8 @@ def estimate(
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
                                                 help="Estimate a build of the first N samples "
                                                      "of each split."),
-    sample: int = typer.Option(20, "--sample", help="Items to measure (random, seeded)."),
+    sample: Optional[int] = typer.Option(None, "--sample",
+                                         help="Items to measure (random, seeded) [20]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the sample and the bootstrap."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -232,8 +233,9 @@ def estimate(
     try:
         params = from_options(get_dataset(dataset).params_type, dataset, size=size, steps=steps,
                               flow_dtype=flow_dtype, flow_bound=flow_bound)
-        result = run_estimate(dataset, source, params, sample_size=sample, seed=seed,
-                              workers=workers, max_per_split=max_per_split, progress=not quiet)
+        result = run_estimate(dataset, source, params, seed=seed, workers=workers,
+                              max_per_split=max_per_split, progress=not quiet,
+                              **({"sample_size": sample} if sample is not None else {}))
     except FlowstoreError as exc:
         fail(str(exc))
     typer.echo(format_estimate(result))

@@ -39,8 +39,9 @@ from flowstore.params import FLOW_DTYPES
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
 
-#: Items measured by default: enough for a mean within about +-15% on TV-HI (see
-#: benchmarks/README.md, "flowstore estimate against the real build"), a few seconds of work.
+#: Items measured by default: on the 200 TV-HI clips, 95% intervals of +-2% (float16 store
+#: size), +-4% (uint8) and +-8% (CPU), each holding the real build (benchmarks/README.md,
+#: "Issue 17"), for about 10 CPU-s of work.
 DEFAULT_SAMPLE_SIZE = 20
 #: Bootstrap resamples behind each interval.
 BOOTSTRAP_RESAMPLES = 2000
