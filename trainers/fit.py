@@ -4,6 +4,9 @@ The best epoch is the one with the lowest validation loss (the report picks a "c
 epoch by eye, mostly from the loss curves; the minimum validation loss is the reproducible
 version of that). Its weights are restored before the model is evaluated on the test split and
 saved, so `model.keras`, the test numbers and Table 1's row all describe the same weights.
+Before each validation the BatchNorm statistics are recomputed on training batches
+(`RecalibrateBatchNorm`), so that validation, the choice of the best epoch and the test all
+score the weights in inference mode with statistics that belong to them.
 """
 
 from __future__ import annotations
@@ -84,8 +87,8 @@ class BestEpoch(keras.callbacks.Callback):
 
 
 #: Training samples the BatchNorm statistics are recomputed on before each validation (at most:
-#: a smaller training split is used whole). A few hundred samples pin a channel's mean and
-#: variance to about 5% of its spread; at 224 px and batch 8 this costs about 5% of an epoch.
+#: a smaller training split is used whole). 512 samples pin a channel's mean to within about
+#: 5% of its spread; on Stanford-40 they are 64 forward passes against 450 training steps.
 BN_RECALIBRATION_SAMPLES = 512
 
 
@@ -95,8 +98,13 @@ def trainable_batch_norms(model: keras.Model) -> list[keras.layers.BatchNormaliz
     Frozen ones (a transferred stream) run in inference mode during training, so their
     statistics are the earlier run's and stay as they are.
     """
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable]
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization) and layer.trainable:
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found += trainable_batch_norms(layer)
+    return found
 
 
 def recalibrate_batch_norm(model: keras.Model, batches: Iterable) -> int:
