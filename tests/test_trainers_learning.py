@@ -42,6 +42,7 @@ def test_stanford40_learns_ten_classes(tmp_path):
     (outcome,) = run(RunConfig(model="stanford40", store=store, runs_dir=tmp_path / "runs",
                                epochs=3), echo=lambda line: None)
     metrics = outcome.record.metrics
+    assert metrics["bn_recalibration_samples"] == 160  # the whole training split: < 512
     assert metrics["test"]["accuracy"] >= 0.8  # chance: 0.1; 1.0 here, 0.50 before issue 19
     # model.keras holds the weights *and* BatchNorm statistics the best epoch was scored with.
     assert _inference_accuracy(outcome.record, store, "val") == pytest.approx(
@@ -73,6 +74,8 @@ TVHI_LEAST_ACCURACY = {"tvhi_frames": 0.6, "tvhi_flow": 0.9, "two_stream": 0.6}
 def test_tvhi_models_learn_four_classes(tvhi_chain, model):
     store, records = tvhi_chain
     metrics = records[model].metrics
+    # two_stream trains no BatchNorm; tvhi_frames' conv part trains from scratch here.
+    assert metrics["bn_recalibration_samples"] == (0 if model == "two_stream" else 40)
     assert metrics["test"]["accuracy"] >= TVHI_LEAST_ACCURACY[model]
     assert _inference_accuracy(records[model], store, "test") == pytest.approx(
         metrics["test"]["accuracy"])

@@ -308,10 +308,14 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
             seed=seed))
 
     best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
-    # A seeded subset of the training split, in a new order (hence a new subset) every epoch.
-    calibration = stream("train", train=True, seed=options.seed + 2).take(
-        math.ceil(BN_RECALIBRATION_SAMPLES / recipe.batch_size))
-    callbacks: list[keras.callbacks.Callback] = [RecalibrateBatchNorm(lambda: calibration)]
+    callbacks: list[keras.callbacks.Callback] = []
+    calibration_samples = 0
+    if trainable_batch_norms(model):
+        # A seeded subset of the training split, in a new order (hence a new subset) each epoch.
+        batches = math.ceil(BN_RECALIBRATION_SAMPLES / recipe.batch_size)
+        calibration = stream("train", train=True, seed=options.seed + 2).take(batches)
+        callbacks.append(RecalibrateBatchNorm(lambda: calibration))
+        calibration_samples = min(batches * recipe.batch_size, counts_per_split["train"])
     if recipe.lr_halve_every is not None:
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: recipe.learning_rate_at(epoch)))
@@ -345,6 +349,9 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         "samples": counts_per_split,
         "params": counts,
         "from_scratch": from_scratch,
+        # BatchNorm statistics recomputed on this many training samples before each validation
+        # (0: the model trains no BatchNorm layer).
+        "bn_recalibration_samples": calibration_samples,
         "bases": {name: (str(run.path.resolve()) if run is not None else None)
                   for name, run in bases.items()},
         "train_seconds": round(train_seconds, 3),
