@@ -64,9 +64,10 @@ def tvhi_chain(tmp_path_factory):
 
 #: Least test accuracy per model (chance: 0.25); they score 0.85, 1.0 and 1.0 here. Before
 #: issue 19, on the same store and seed: tvhi_frames 0.25 and tvhi_flow 0.75, both below.
-#: two_stream scored 1.0 then too: it trains no BatchNorm (both streams are frozen and run in inference mode from the
-#: first step), so the old fault cannot show in its score; its test checks that the chain still
-#: learns end to end now that the streams' statistics are recomputed in their own runs.
+#: two_stream scored 1.0 then too: it trains no BatchNorm (both streams are frozen and run in
+#: inference mode from the first step), so the old fault cannot show in its score; its test
+#: checks that the chain still learns end to end now that the streams' statistics are
+#: recomputed in their own runs.
 TVHI_LEAST_ACCURACY = {"tvhi_frames": 0.6, "tvhi_flow": 0.9, "two_stream": 0.6}
 
 
