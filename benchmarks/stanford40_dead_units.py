@@ -18,13 +18,16 @@ Prints a markdown table per learning rate, with the command line, machine and da
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import machine_line  # noqa: E402  (the machine description is shared)
 
 
 def main() -> None:
@@ -46,8 +49,7 @@ def main() -> None:
     train = samples.indices("train")
     probe_images = samples.read_batch(train[:: max(1, train.size // 64)][:64])[0]
     checkpoints = {s for s in (1, 10, 30, 100, 200, 300) if s < args.steps} | {args.steps}
-    print(f"`python {' '.join(sys.argv)}` on {os.cpu_count()} cores "
-          f"({platform.processor() or platform.machine()}), "
+    print(f"`python {' '.join(sys.argv)}`, {machine_line()}, "
           f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
     for lr in rates:
         keras.utils.set_random_seed(args.seed)
