@@ -69,10 +69,12 @@ class Recipe:
         }
 
 
-#: Default recipes, straight from the report.
+#: Default recipes, the report's except Stanford-40's learning rate.
 RECIPES: dict[str, Recipe] = {
-    # 5.1: Adam 1e-3, batch 8, 15 epochs, learning rate halved every 4 epochs.
-    "stanford40": Recipe(learning_rate=1e-3, batch_size=8, epochs=15, lr_halve_every=4),
+    # 5.1: Adam, batch 8, 15 epochs, learning rate halved every 4 epochs. The report's 1e-3 is
+    # lowered to 1e-4: at 1e-3 every Dense_0 unit dies (ReLU never positive) within about 200
+    # steps on the real images and the network outputs one constant (README, "Stanford-40").
+    "stanford40": Recipe(learning_rate=1e-4, batch_size=8, epochs=15, lr_halve_every=4),
     # 5.2: a tenth of the base learning rate, batch 2, 20 epochs.
     "tvhi_frames": Recipe(learning_rate=1e-4, batch_size=2, epochs=20),
     # 5.3: Adam 1e-3, batch 2, 20 epochs.
