@@ -23,7 +23,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -48,6 +48,8 @@ class BuildConfig:
     source: Path
     store: Path | str  # a local path, or an fsspec URL for Zarr (s3://bucket/x.zarr)
     params: Any
+    #: The dataset's split options by name (`Dataset.options_type`; strings are parsed).
+    options: Mapping[str, Any] = field(default_factory=dict)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
     overwrite: bool = False
@@ -89,16 +91,41 @@ class BuildResult:
         return not self.failures and not self.internal_errors
 
 
+#: A build's summary lists up to this many failures one per line; more are grouped by reason
+#: (real Kinetics copies miss thousands of clips: one line each would bury everything else).
+FAILURES_LISTED = 10
+#: Sample ids named as examples of each reason when failures are grouped.
+EXAMPLES_PER_REASON = 3
+
+
+def group_failures(failures: Mapping[str, str]) -> list[tuple[str, int, list[str]]]:
+    """(reason, count, first few sample ids) per kind of failure, the most frequent first.
+
+    A reason names its sample's file ("video file is missing: abc_000010_000020.mp4"); that
+    name is replaced by ``<file>`` so that the same problem of many samples is one kind.
+    """
+    import re
+
+    kinds: dict[str, list[str]] = {}
+    for sample, reason in failures.items():
+        stem = re.escape(sample.rsplit("/", 1)[-1])
+        kind = re.sub(rf"(?<![\w.-]){stem}(\.[A-Za-z0-9]+)?(?![\w.-])", "<file>", reason)
+        kinds.setdefault(kind, []).append(sample)
+    ordered = sorted(kinds.items(), key=lambda item: -len(item[1]))
+    return [(kind, len(samples), samples[:EXAMPLES_PER_REASON]) for kind, samples in ordered]
+
+
 def build(config: BuildConfig) -> BuildResult:
     """Build or resume the store `config.store`; see the module docstring for the guarantees."""
     start = time.perf_counter()
     backend_for(config.store)  # a bad --store suffix is a usage error: before touching anything
-    dataset = get_dataset(config.dataset)
+    dataset = get_dataset(config.dataset, config.options)
     source = Path(config.source)
     manifest = dataset.manifest(source)
     params = to_dict(config.params)
     source_files = dataset.source_files(source, manifest)
-    fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files)
+    fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files,
+                     options=dataset.recorded_options())
     if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
         raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
 
@@ -129,10 +156,13 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                              already_done=len(selected) - len(todo))
         if todo:
             _run(config, dataset, manifest, store, ledger, todo, result)
+        position = {str(dataset.source_file(Path("."), row.id)): i
+                    for i, row in enumerate(manifest.rows)}
         ledger.sizes = {**source_files, **{name: size for name, size in ledger.sizes.items()
-                                           if size != source_files.get(name) and
-                                           _done_name(dataset, manifest, ledger, name)}}
-        fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes)
+                                           if size != source_files.get(name) and name in position
+                                           and ledger.done[position[name]]}}
+        fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes,
+                         options=dataset.recorded_options())
         result.fingerprint = fp
         ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
@@ -145,11 +175,6 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         store.close()
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _done_name(dataset: Dataset, manifest: Manifest, ledger: "Ledger", name: str) -> bool:
-    sample = Path(name).stem
-    return sample in ledger.position and bool(ledger.done[ledger.position[sample]])
 
 
 @dataclass
@@ -244,6 +269,8 @@ def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, p
         "dataset": dataset.name,
         "classes": list(manifest.classes),
         "params": to_dict(params),
+        "options": dataset.recorded_options(),
+        "option_paths": dataset.option_paths(),
         "fingerprint": fp,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
@@ -293,6 +320,14 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                           for k in sorted(stored.keys() | asked.keys())
                           if stored.get(k) != asked.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
+                                 f"({diffs}){hint}")
+    stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
+    if canonical_json(stored_options) != canonical_json(asked_options):
+        diffs = ", ".join(f"--{k.replace('_', '-')}: store {stored_options.get(k)!r} vs asked "
+                          f"{asked_options.get(k)!r}"
+                          for k in sorted(stored_options.keys() | asked_options.keys())
+                          if stored_options.get(k) != asked_options.get(k))
+        raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
                                  f"({diffs}){hint}")
     if attrs.get("manifest") != manifest.to_csv():
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "

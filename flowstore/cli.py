@@ -47,9 +47,11 @@ def _resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
     return width, height
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def build(
-    dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
+    ctx: typer.Context,
+    dataset: str = typer.Argument(..., help="Dataset name (`flowstore datasets` lists them, "
+                                            "with each one's own options, e.g. --fold 2)."),
     store: str = typer.Option(..., "--store",
                               help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset."),
@@ -76,15 +78,21 @@ def build(
                                            "changed one (not only a resized one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Build (or resume) a store from a dataset's source folder."""
-    from flowstore.build import BuildConfig, build as run_build
-    from flowstore.datasets import get_dataset
+    """Build (or resume) a store from a dataset's source folder.
+
+    Options after these are the dataset's own (`flowstore datasets` lists them), e.g.
+    `--fold 2` for ucf101 or `--split-file splits.csv` for videofolder.
+    """
+    from flowstore.build import (FAILURES_LISTED, BuildConfig, build as run_build,
+                                 group_failures)
+    from flowstore.datasets import get_dataset, parse_option_tokens
     from flowstore.malloc_tuning import keep_freed_memory
     from flowstore.params import from_options
     from flowstore.synth import synthetic_source
 
     try:
-        spec = get_dataset(dataset)
+        options = parse_option_tokens(ctx.args)
+        spec = get_dataset(dataset, options)
         params = from_options(spec.params_type, dataset, size=size, steps=steps,
                               flow_dtype=flow_dtype, flow_bound=flow_bound)
         if synthetic == (source is not None):
@@ -93,7 +101,7 @@ def build(
             typer.echo("preparing synthetic source ...", err=True)
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
-                             scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
+                             options=options, scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
                              progress=not quiet, fsync=fsync, check_source=check_source,
                              **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
@@ -111,8 +119,12 @@ def build(
     if result.failures:
         typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
                    err=True)
-        for sample, reason in result.failures.items():
-            typer.echo(f"  {sample}: {reason}", err=True)
+        if len(result.failures) <= FAILURES_LISTED:
+            for sample, reason in result.failures.items():
+                typer.echo(f"  {sample}: {reason}", err=True)
+        else:
+            for reason, count, examples in group_failures(result.failures):
+                typer.echo(f"  {count} x {reason} (e.g. {', '.join(examples)})", err=True)
     _report_internal_errors(result.internal_errors, result.error_log)
     if result.failures:
         raise typer.Exit(1)
@@ -184,9 +196,11 @@ def verify(
 @app.command("datasets")
 def list_datasets() -> None:
     """List the datasets flowstore can build."""
-    from flowstore.datasets import dataset_names
+    from flowstore.datasets import dataset_names, dataset_type, option_names
 
-    typer.echo("\n".join(dataset_names()))
+    for name in dataset_names():
+        options = option_names(dataset_type(name).options_type)
+        typer.echo(f"{name}  {' '.join(options)}".rstrip())
 
 
 @synth_app.command("tvhi")
