@@ -254,6 +254,43 @@ def synth_stanford40(
                f"+ {classes * test_per_class} test images) to {folder}")
 
 
+def _synth_command(name: str):
+    def command(ctx: typer.Context,
+                folder: Path = typer.Argument(..., help="Folder to write (must be empty or "
+                                                        "absent).")) -> None:
+        from flowstore.datasets import parse_option_tokens
+        from flowstore.synth import write_synthetic
+
+        try:
+            write_synthetic(name, folder, parse_option_tokens(ctx.args))
+        except FlowstoreError as exc:
+            fail(str(exc))
+        typer.echo(f"wrote synthetic {name} to {folder}")
+
+    return command
+
+
+def _add_dataset_synth_commands() -> None:
+    """`flowstore synth NAME DIR [--SETTING VALUE ...]` for each dataset module that declares a
+    synthetic source (its `synth_config_type`); the settings are that dataclass's fields."""
+    from flowstore.datasets import dataset_names, dataset_type, option_names
+
+    taken = {command.name for command in synth_app.registered_commands}
+    for name in dataset_names():
+        kind = dataset_type(name)
+        if kind.synth_config_type is None or name in taken:
+            continue
+
+        command = _synth_command(name)
+        command.__doc__ = (f"Synthetic {name} in its real layout; settings: "
+                           f"{' '.join(option_names(kind.synth_config_type))}.")
+        synth_app.command(name, context_settings={"allow_extra_args": True,
+                                                  "ignore_unknown_options": True})(command)
+
+
+_add_dataset_synth_commands()
+
+
 def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     """Run a Typer app as a command, with every usage error on one `error:` line (exit 2).
 

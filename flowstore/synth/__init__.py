@@ -61,3 +61,16 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
         write(folder, config)
     return folder
+
+
+def write_synthetic(dataset: str, folder: str | Path, settings: dict[str, Any]) -> Path:
+    """`flowstore synth NAME DIR`: the synthetic source a dataset module declares, with its
+    settings (`synth_config_type` fields) from strings."""
+    from flowstore.datasets import get_dataset
+    from flowstore.datasets.base import make_options
+
+    spec = get_dataset(dataset)
+    if spec.synth_config_type is None:
+        raise UnknownDatasetError(f"no synthetic source for dataset {dataset!r}")
+    config = make_options(spec.synth_config_type, settings, f"synth {dataset}")
+    return spec.write_synthetic(Path(folder), config)
