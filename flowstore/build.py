@@ -115,9 +115,20 @@ def group_failures(failures: Mapping[str, str]) -> list[tuple[str, int, list[str
     return [(kind, len(samples), samples[:EXAMPLES_PER_REASON]) for kind, samples in ordered]
 
 
-def build(config: BuildConfig) -> BuildResult:
-    """Build or resume the store `config.store`; see the module docstring for the guarantees."""
-    start = time.perf_counter()
+@dataclass(frozen=True)
+class Plan:
+    """What a build works from, known before any decoding (benchmarks/plan_scale.py times it)."""
+
+    dataset: Dataset
+    manifest: Manifest
+    params: dict[str, Any]
+    source_files: dict[str, int | None]
+    fingerprint: str
+
+
+def plan(config: BuildConfig) -> Plan:
+    """The manifest, the source files' sizes and the fingerprint of a build: reads the split
+    files and lists the source, decodes nothing, writes nothing."""
     backend_for(config.store)  # a bad --store suffix is a usage error: before touching anything
     dataset = get_dataset(config.dataset, config.options)
     source = Path(config.source)
@@ -126,19 +137,33 @@ def build(config: BuildConfig) -> BuildResult:
     source_files = dataset.source_files(source, manifest)
     fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files,
                      options=dataset.recorded_options())
+    return Plan(dataset, manifest, params, source_files, fp)
+
+
+def open_planned(config: BuildConfig, planned: Plan) -> Store:
+    """The store of a planned build, created (or checked, when it exists) and open to write.
+    The caller holds the writer lock (`build` does)."""
+    return _open_or_create(config, planned.dataset, planned.manifest, planned.params,
+                           planned.source_files, planned.fingerprint)
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """Build or resume the store `config.store`; see the module docstring for the guarantees."""
+    start = time.perf_counter()
+    planned = plan(config)
     if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
         raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
 
     if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
         Path(config.store).parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(config.store):
-        return _build_locked(config, dataset, manifest, params, source_files, fp, start)
+        return _build_locked(config, planned, start)
 
 
-def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
-                  params: dict[str, Any], source_files: dict[str, int | None], fp: str,
-                  start: float) -> BuildResult:
-    store = _open_or_create(config, dataset, manifest, params, source_files, fp)
+def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResult:
+    dataset, manifest, params = planned.dataset, planned.manifest, planned.params
+    source_files, fp = planned.source_files, planned.fingerprint
+    store = open_planned(config, planned)
     try:
         ledger = Ledger.load(store, manifest)
         unknown = [sample for sample in config.redo if sample not in ledger.position]
@@ -156,8 +181,7 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                              already_done=len(selected) - len(todo))
         if todo:
             _run(config, dataset, manifest, store, ledger, todo, result)
-        position = {str(dataset.source_file(Path("."), row.id)): i
-                    for i, row in enumerate(manifest.rows)}
+        position = {dataset.source_name(row.id): i for i, row in enumerate(manifest.rows)}
         ledger.sizes = {**source_files, **{name: size for name, size in ledger.sizes.items()
                                            if size != source_files.get(name) and name in position
                                            and ledger.done[position[name]]}}

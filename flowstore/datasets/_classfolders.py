@@ -84,6 +84,7 @@ def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, s
     and a BOM are fine); a malformed file is one SourceLayoutError naming the line."""
     text = read_text(path, what)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    line = 1
     try:
         columns = reader.fieldnames or []
         missing = [c for c in required if c not in columns]
@@ -92,13 +93,15 @@ def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, s
                                     f"(its header: {','.join(columns) or 'none'}; expected "
                                     f"{','.join(required)})")
         rows = []
+        line = reader.line_num + 1
         for row in reader:
             if None in row or any(row.get(c) is None for c in columns):
-                raise SourceLayoutError(f"{what} {str(path)!r} line {reader.line_num}: expected "
+                raise SourceLayoutError(f"{what} {str(path)!r} line {line}: expected "
                                         f"{len(columns)} fields ({','.join(columns)})")
             rows.append(row)
-    except csv.Error as exc:
-        raise SourceLayoutError(f"{what} {str(path)!r} line {reader.line_num}: {exc}") from None
+            line = reader.line_num + 1
+    except csv.Error as exc:  # e.g. a quote left open: named by the line its row starts on
+        raise SourceLayoutError(f"{what} {str(path)!r} line {line}: {exc}") from None
     return rows
 
 
