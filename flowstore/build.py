@@ -147,6 +147,15 @@ def open_planned(config: BuildConfig, planned: Plan) -> Store:
                            planned.source_files, planned.fingerprint)
 
 
+def failure_lines(failures: Mapping[str, str]) -> list[str]:
+    """How failures are shown (build summary, `flowstore inspect`): one ``  id: reason`` line
+    each up to FAILURES_LISTED, else one line per kind of reason with its count and examples."""
+    if len(failures) <= FAILURES_LISTED:
+        return [f"  {sample}: {reason}" for sample, reason in failures.items()]
+    return [f"  {count} x {reason} (e.g. {', '.join(examples)})"
+            for reason, count, examples in group_failures(failures)]
+
+
 def build(config: BuildConfig) -> BuildResult:
     """Build or resume the store `config.store`; see the module docstring for the guarantees."""
     start = time.perf_counter()

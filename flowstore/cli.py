@@ -83,8 +83,7 @@ def build(
     Options after these are the dataset's own (`flowstore datasets` lists them), e.g.
     `--fold 2` for ucf101 or `--split-file splits.csv` for videofolder.
     """
-    from flowstore.build import (FAILURES_LISTED, BuildConfig, build as run_build,
-                                 group_failures)
+    from flowstore.build import BuildConfig, build as run_build, failure_lines
     from flowstore.datasets import get_dataset, parse_option_tokens
     from flowstore.malloc_tuning import keep_freed_memory
     from flowstore.params import from_options
@@ -119,12 +118,8 @@ def build(
     if result.failures:
         typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
                    err=True)
-        if len(result.failures) <= FAILURES_LISTED:
-            for sample, reason in result.failures.items():
-                typer.echo(f"  {sample}: {reason}", err=True)
-        else:
-            for reason, count, examples in group_failures(result.failures):
-                typer.echo(f"  {count} x {reason} (e.g. {', '.join(examples)})", err=True)
+        for line in failure_lines(result.failures):
+            typer.echo(line, err=True)
     _report_internal_errors(result.internal_errors, result.error_log)
     if result.failures:
         raise typer.Exit(1)

@@ -88,5 +88,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"{a['ratio']:>7.2f}x")
     if s["failures"]:
         lines += ["", f"failures ({len(s['failures'])})"]
-        lines += [f"  {sample}: {reason}" for sample, reason in sorted(s["failures"].items())]
+        from flowstore.build import failure_lines
+
+        lines += failure_lines(dict(sorted(s["failures"].items())))
     return "\n".join(lines)

@@ -376,3 +376,5 @@ def test_a_kinetics_copy_missing_many_clips_builds_the_rest_and_says_so_briefly(
     assert lines[1].startswith(f"  {missing} x video file is missing: <file> (e.g. ")
     with open_store(tmp_path / "k.zarr", "r") as store:
         assert int(store.read("done").sum()) == len(store.read("done")) - missing > 0
+    shown = flowstore_cli("inspect", tmp_path / "k.zarr").stdout.splitlines()
+    assert shown[-2:] == [f"failures ({missing})", lines[1]]  # inspect groups them the same way

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from flowstore.datasets._classfolders import check_fraction, check_seed, read_csv
 from flowstore.datasets.base import VideoDataset
-from flowstore.errors import ParameterError, SourceLayoutError
+from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 from flowstore.synth.clips import SynthClipsConfig
 

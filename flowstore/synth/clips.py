@@ -19,7 +19,6 @@ from typing import Callable
 import numpy as np
 
 from flowstore.errors import ParameterError
-from flowstore.extraction._cv import cv2
 
 #: (colour, motion) of class k: `CUES[k % 4]`.
 CUES = (("warm", "horizontal"), ("warm", "vertical"), ("cool", "horizontal"),
@@ -60,6 +59,7 @@ def _rng(seed: int, name: str) -> np.random.Generator:
 
 def write_clip(path: Path, class_index: int, config: SynthClipsConfig) -> None:
     """One clip of class `class_index` at `path`, in the container its suffix names."""
+    from flowstore.extraction._cv import cv2  # here: dataset modules import this module
     from flowstore.synth.tvhi import render_clip
 
     rng = _rng(config.seed, path.name)
@@ -83,6 +83,7 @@ def write_clip(path: Path, class_index: int, config: SynthClipsConfig) -> None:
 
 def write_image(path: Path, class_index: int, config: SynthClipsConfig) -> None:
     """One image of class `class_index` at `path`, encoded as its suffix names."""
+    from flowstore.extraction._cv import cv2
     from flowstore.synth.stanford40 import render_image
 
     image = render_image(class_index, _rng(config.seed, path.name), config.width, config.height)
