@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import threading
 import time
@@ -104,8 +105,6 @@ def group_failures(failures: Mapping[str, str]) -> list[tuple[str, int, list[str
     A reason names its sample's file ("video file is missing: abc_000010_000020.mp4"); that
     name is replaced by ``<file>`` so that the same problem of many samples is one kind.
     """
-    import re
-
     kinds: dict[str, list[str]] = {}
     for sample, reason in failures.items():
         stem = re.escape(sample.rsplit("/", 1)[-1])

@@ -100,8 +100,9 @@ def build(
             typer.echo("preparing synthetic source ...", err=True)
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
-                             options=options, scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, fsync=fsync, check_source=check_source,
+                             options=options, scheduler=scheduler, overwrite=overwrite,
+                             max_per_split=max_per_split, progress=not quiet, fsync=fsync,
+                             check_source=check_source,
                              **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
         result = run_build(config)

@@ -67,7 +67,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"dataset      {s['dataset']}  ({len(s['classes'])} classes)",
         f"fingerprint  {s['fingerprint']}",
         "parameters   " + json.dumps(s["params"], sort_keys=True),
-        *(["options      " + json.dumps(s.get("options"), sort_keys=True)] if s.get("options") else []),
+        *(["options      " + json.dumps(s["options"], sort_keys=True)]
+          if s.get("options") else []),
         f"samples      {s['samples']}: {s['done']} done, {s['failed']} failed, "
         f"{s['pending']} pending; on disk {_size(s['bytes_stored'])}",
         "",

@@ -256,8 +256,8 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
     try:
         return kind(value)
     except ValueError:
-        raise ParameterError(f"--{_flag(name)} must be {'an integer' if kind is int else 'a number'}"
-                             f", got {value!r}") from None
+        what = "an integer" if kind is int else "a number"
+        raise ParameterError(f"--{_flag(name)} must be {what}, got {value!r}") from None
 
 
 def _load_builtin() -> None:

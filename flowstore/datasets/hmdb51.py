@@ -145,8 +145,9 @@ class HMDB51(VideoDataset):
                 for clip in clips:
                     write_clip(root / "hmdb51" / name / clip, label, config)
                 for fold in FOLDS:
-                    lines = [f"{clip} {UNUSED if k % 4 == 3 else TEST if k % 3 == fold - 1 else TRAIN} "
-                             for k, clip in enumerate(clips)]
+                    codes = [UNUSED if k % 4 == 3 else TEST if k % 3 == fold - 1 else TRAIN
+                             for k in range(len(clips))]
+                    lines = [f"{clip} {code} " for clip, code in zip(clips, codes)]
                     (splits / f"{name}_test_split{fold}.txt").write_text("\n".join(lines) + "\n")
 
         return write_source(folder, fill)
