@@ -378,3 +378,30 @@ def test_a_kinetics_copy_missing_many_clips_builds_the_rest_and_says_so_briefly(
         assert int(store.read("done").sum()) == len(store.read("done")) - missing > 0
     shown = flowstore_cli("inspect", tmp_path / "k.zarr").stdout.splitlines()
     assert shown[-2:] == [f"failures ({missing})", lines[1]]  # inspect groups them the same way
+
+
+def test_a_slow_ledger_is_written_less_often(sources, tmp_path, monkeypatch):
+    """A ledger that takes long to write (a 250,000-clip Kinetics store: seconds) is written
+    at most LEDGER_TIME_SHARE of the time, not after every sample once a second has passed."""
+    import time
+
+    from flowstore import build as build_module
+
+    writes = []
+    real_write = build_module.Ledger.write
+
+    def slow_write(self, store, *, durable=False):
+        time.sleep(0.2)
+        writes.append(time.monotonic())
+        real_write(self, store, durable=durable)
+
+    monkeypatch.setattr(build_module, "DONE_FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(build_module.Ledger, "write", slow_write)
+    result = build(BuildConfig(dataset="ucf101", source=sources["ucf101"],
+                               store=tmp_path / "u.zarr", params=params_of("ucf101"), workers=1,
+                               progress=False))
+    assert result.computed == 8
+    during = writes[:-1]  # the last one is the final write after the run
+    gaps = [later - earlier for earlier, later in zip(during, during[1:])]
+    assert all(gap >= 0.2 / build_module.LEDGER_TIME_SHARE for gap in gaps), gaps
+    assert len(during) < result.computed
