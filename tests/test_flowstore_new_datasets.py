@@ -297,8 +297,11 @@ def test_bad_dataset_options_are_one_line_before_any_work(args, expect, sources,
 
 
 def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp_path):
+    stores = tmp_path / "stores"
+    stores.mkdir()
+
     def fingerprint(name: str, source: Path, **options) -> str:
-        store = tmp_path / f"s{len(list(tmp_path.iterdir()))}.zarr"
+        store = stores / f"s{len(list(stores.iterdir()))}.zarr"
         return build(BuildConfig(dataset=name, source=source, store=store,
                                  params=params_of(name), options=options, max_per_split=1,
                                  progress=False)).fingerprint
@@ -307,9 +310,9 @@ def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp
     assert fingerprint("ucf101", ucf) != fingerprint("ucf101", ucf, fold=2)
     assert fingerprint("ucf101", ucf, seed=1) != fingerprint("ucf101", ucf)
     images = sources["imagefolder"]
-    split_file = tmp_path.parent / "splits.csv"
+    split_file = tmp_path / "splits.csv"
     split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n")
-    moved = tmp_path.parent / "elsewhere.csv"
+    moved = tmp_path / "elsewhere.csv"
     shutil.copy(split_file, moved)
     with_file = fingerprint("imagefolder", images, split_file=split_file)
     assert fingerprint("imagefolder", images, split_file=moved) == with_file  # not the path
