@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import threading
 import time
@@ -23,7 +24,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,11 @@ from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
 DONE_FLUSH_SECONDS = 1.0
+#: At most this share of the coordinator's time goes to writing the ledger: a ledger whose
+#: write takes longer (its attributes list every source file: 2-4 s for a 270,000-clip
+#: Kinetics store) is written less often than every DONE_FLUSH_SECONDS, else the coordinator
+#: would do little but rewrite it while the workers wait for their next task.
+LEDGER_TIME_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class BuildConfig:
     source: Path
     store: Path | str  # a local path, or an fsspec URL for Zarr (s3://bucket/x.zarr)
     params: Any
+    #: The dataset's split options by name (`Dataset.options_type`; strings are parsed).
+    options: Mapping[str, Any] = field(default_factory=dict)
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     scheduler: str | None = None
     overwrite: bool = False
@@ -89,29 +97,86 @@ class BuildResult:
         return not self.failures and not self.internal_errors
 
 
-def build(config: BuildConfig) -> BuildResult:
-    """Build or resume the store `config.store`; see the module docstring for the guarantees."""
-    start = time.perf_counter()
+#: A build's summary lists up to this many failures one per line; more are grouped by reason
+#: (real Kinetics copies miss thousands of clips: one line each would bury everything else).
+FAILURES_LISTED = 10
+#: Sample ids named as examples of each reason when failures are grouped.
+EXAMPLES_PER_REASON = 3
+
+
+def group_failures(failures: Mapping[str, str]) -> list[tuple[str, int, list[str]]]:
+    """(reason, count, first few sample ids) per kind of failure, the most frequent first.
+
+    A reason names its sample's file ("video file is missing: abc_000010_000020.mp4"); that
+    name is replaced by ``<file>`` so that the same problem of many samples is one kind.
+    """
+    kinds: dict[str, list[str]] = {}
+    for sample, reason in failures.items():
+        stem = re.escape(sample.rsplit("/", 1)[-1])
+        kind = re.sub(rf"(?<![\w.-]){stem}(\.[A-Za-z0-9]+)?(?![\w.-])", "<file>", reason)
+        kinds.setdefault(kind, []).append(sample)
+    ordered = sorted(kinds.items(), key=lambda item: -len(item[1]))
+    return [(kind, len(samples), samples[:EXAMPLES_PER_REASON]) for kind, samples in ordered]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build works from, known before any decoding (benchmarks/plan_scale.py times it)."""
+
+    dataset: Dataset
+    manifest: Manifest
+    params: dict[str, Any]
+    source_files: dict[str, int | None]
+    fingerprint: str
+
+
+def plan(config: BuildConfig) -> Plan:
+    """The manifest, the source files' sizes and the fingerprint of a build: reads the split
+    files and lists the source, decodes nothing, writes nothing."""
     backend_for(config.store)  # a bad --store suffix is a usage error: before touching anything
-    dataset = get_dataset(config.dataset)
+    dataset = get_dataset(config.dataset, config.options)
     source = Path(config.source)
     manifest = dataset.manifest(source)
     params = to_dict(config.params)
     source_files = dataset.source_files(source, manifest)
-    fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files)
+    fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files,
+                     options=dataset.recorded_options())
+    return Plan(dataset, manifest, params, source_files, fp)
+
+
+def open_planned(config: BuildConfig, planned: Plan) -> Store:
+    """The store of a planned build, created (or checked, when it exists) and open to write.
+    The caller holds the writer lock (`build` does)."""
+    return _open_or_create(config, planned.dataset, planned.manifest, planned.params,
+                           planned.source_files, planned.fingerprint)
+
+
+def failure_lines(failures: Mapping[str, str]) -> list[str]:
+    """How failures are shown (build summary, `flowstore inspect`): one ``  id: reason`` line
+    each up to FAILURES_LISTED, else one line per kind of reason with its count and examples."""
+    if len(failures) <= FAILURES_LISTED:
+        return [f"  {sample}: {reason}" for sample, reason in failures.items()]
+    return [f"  {count} x {reason} (e.g. {', '.join(examples)})"
+            for reason, count, examples in group_failures(failures)]
+
+
+def build(config: BuildConfig) -> BuildResult:
+    """Build or resume the store `config.store`; see the module docstring for the guarantees."""
+    start = time.perf_counter()
+    planned = plan(config)
     if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
         raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
 
     if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
         Path(config.store).parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(config.store):
-        return _build_locked(config, dataset, manifest, params, source_files, fp, start)
+        return _build_locked(config, planned, start)
 
 
-def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
-                  params: dict[str, Any], source_files: dict[str, int | None], fp: str,
-                  start: float) -> BuildResult:
-    store = _open_or_create(config, dataset, manifest, params, source_files, fp)
+def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResult:
+    dataset, manifest, params = planned.dataset, planned.manifest, planned.params
+    source_files, fp = planned.source_files, planned.fingerprint
+    store = open_planned(config, planned)
     try:
         ledger = Ledger.load(store, manifest)
         unknown = [sample for sample in config.redo if sample not in ledger.position]
@@ -129,10 +194,12 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                              already_done=len(selected) - len(todo))
         if todo:
             _run(config, dataset, manifest, store, ledger, todo, result)
+        position = {dataset.source_name(row.id): i for i, row in enumerate(manifest.rows)}
         ledger.sizes = {**source_files, **{name: size for name, size in ledger.sizes.items()
-                                           if size != source_files.get(name) and
-                                           _done_name(dataset, manifest, ledger, name)}}
-        fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes)
+                                           if size != source_files.get(name) and name in position
+                                           and ledger.done[position[name]]}}
+        fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes,
+                         options=dataset.recorded_options())
         result.fingerprint = fp
         ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
@@ -145,11 +212,6 @@ def _build_locked(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         store.close()
     result.seconds = time.perf_counter() - start
     return result
-
-
-def _done_name(dataset: Dataset, manifest: Manifest, ledger: "Ledger", name: str) -> bool:
-    sample = Path(name).stem
-    return sample in ledger.position and bool(ledger.done[ledger.position[sample]])
 
 
 @dataclass
@@ -244,6 +306,8 @@ def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, p
         "dataset": dataset.name,
         "classes": list(manifest.classes),
         "params": to_dict(params),
+        "options": dataset.recorded_options(),
+        "option_paths": dataset.option_paths(),
         "fingerprint": fp,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
@@ -293,6 +357,14 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                           for k in sorted(stored.keys() | asked.keys())
                           if stored.get(k) != asked.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
+                                 f"({diffs}){hint}")
+    stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
+    if canonical_json(stored_options) != canonical_json(asked_options):
+        diffs = ", ".join(f"--{k.replace('_', '-')}: store {stored_options.get(k)!r} vs asked "
+                          f"{asked_options.get(k)!r}"
+                          for k in sorted(stored_options.keys() | asked_options.keys())
+                          if stored_options.get(k) != asked_options.get(k))
+        raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
                                  f"({diffs}){hint}")
     if attrs.get("manifest") != manifest.to_csv():
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
@@ -513,14 +585,14 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     store_key = StoreKey(str(config.store), str(store.attrs.get("store_id", "")))
     with _OPEN_LOCK:
         _OPEN_STORES[store_key] = store
-    last_flush = time.monotonic()
+    last_flush, flush_every = time.monotonic(), DONE_FLUSH_SECONDS
     sources = {i: str(dataset.source_file(Path(config.source), manifest.rows[i].id)) for i in todo}
     try:
         with progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
                           enabled=config.progress) as bar:
 
             def finished(outcome: TaskOutcome) -> None:
-                nonlocal last_flush
+                nonlocal last_flush, flush_every
                 sample = manifest.rows[outcome.index].id
                 if outcome.internal_error is not None:
                     # not the sample's failure: it stays pending (an earlier reason of it is
@@ -539,9 +611,12 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 else:
                     ledger.failures[sample] = outcome.reason
                 bar.update()
-                if time.monotonic() - last_flush >= DONE_FLUSH_SECONDS:
+                if time.monotonic() - last_flush >= flush_every:
+                    began = time.monotonic()
                     ledger.write(store, durable=config.fsync)
                     last_flush = time.monotonic()
+                    flush_every = max(DONE_FLUSH_SECONDS,
+                                      (last_flush - began) / LEDGER_TIME_SHARE)
 
             arguments = [(store_key, dataset.name, config.params, sources[i], i) for i in todo]
             task = functools.partial(extract_and_write, fsync=config.fsync)

@@ -47,9 +47,11 @@ def _resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
     return width, height
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def build(
-    dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
+    ctx: typer.Context,
+    dataset: str = typer.Argument(..., help="Dataset name (`flowstore datasets` lists them, "
+                                            "with each one's own options, e.g. --fold 2)."),
     store: str = typer.Option(..., "--store",
                               help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset."),
@@ -76,15 +78,20 @@ def build(
                                            "changed one (not only a resized one)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Build (or resume) a store from a dataset's source folder."""
-    from flowstore.build import BuildConfig, build as run_build
-    from flowstore.datasets import get_dataset
+    """Build (or resume) a store from a dataset's source folder.
+
+    Options after these are the dataset's own (`flowstore datasets` lists them), e.g.
+    `--fold 2` for ucf101 or `--split-file splits.csv` for videofolder.
+    """
+    from flowstore.build import BuildConfig, build as run_build, failure_lines
+    from flowstore.datasets import get_dataset, parse_option_tokens
     from flowstore.malloc_tuning import keep_freed_memory
     from flowstore.params import from_options
     from flowstore.synth import synthetic_source
 
     try:
-        spec = get_dataset(dataset)
+        options = parse_option_tokens(ctx.args)
+        spec = get_dataset(dataset, options)
         params = from_options(spec.params_type, dataset, size=size, steps=steps,
                               flow_dtype=flow_dtype, flow_bound=flow_bound)
         if synthetic == (source is not None):
@@ -93,8 +100,9 @@ def build(
             typer.echo("preparing synthetic source ...", err=True)
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
-                             scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
-                             progress=not quiet, fsync=fsync, check_source=check_source,
+                             options=options, scheduler=scheduler, overwrite=overwrite,
+                             max_per_split=max_per_split, progress=not quiet, fsync=fsync,
+                             check_source=check_source,
                              **({"workers": workers} if workers is not None else {}))
         keep_freed_memory()
         result = run_build(config)
@@ -111,8 +119,8 @@ def build(
     if result.failures:
         typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
                    err=True)
-        for sample, reason in result.failures.items():
-            typer.echo(f"  {sample}: {reason}", err=True)
+        for line in failure_lines(result.failures):
+            typer.echo(line, err=True)
     _report_internal_errors(result.internal_errors, result.error_log)
     if result.failures:
         raise typer.Exit(1)
@@ -244,9 +252,11 @@ def estimate(
 @app.command("datasets")
 def list_datasets() -> None:
     """List the datasets flowstore can build."""
-    from flowstore.datasets import dataset_names
+    from flowstore.datasets import dataset_names, dataset_type, option_names
 
-    typer.echo("\n".join(dataset_names()))
+    for name in dataset_names():
+        options = option_names(dataset_type(name).options_type)
+        typer.echo(f"{name}  {' '.join(options)}".rstrip())
 
 
 @synth_app.command("tvhi")
@@ -298,6 +308,43 @@ def synth_stanford40(
         fail(str(exc))
     typer.echo(f"wrote synthetic Stanford-40 ({classes} classes, {classes * train_per_class} train "
                f"+ {classes * test_per_class} test images) to {folder}")
+
+
+def _synth_command(name: str):
+    def command(ctx: typer.Context,
+                folder: Path = typer.Argument(..., help="Folder to write (must be empty or "
+                                                        "absent).")) -> None:
+        from flowstore.datasets import parse_option_tokens
+        from flowstore.synth import write_synthetic
+
+        try:
+            write_synthetic(name, folder, parse_option_tokens(ctx.args))
+        except FlowstoreError as exc:
+            fail(str(exc))
+        typer.echo(f"wrote synthetic {name} to {folder}")
+
+    return command
+
+
+def _add_dataset_synth_commands() -> None:
+    """`flowstore synth NAME DIR [--SETTING VALUE ...]` for each dataset module that declares a
+    synthetic source (its `synth_config_type`); the settings are that dataclass's fields."""
+    from flowstore.datasets import dataset_names, dataset_type, option_names
+
+    taken = {command.name for command in synth_app.registered_commands}
+    for name in dataset_names():
+        kind = dataset_type(name)
+        if kind.synth_config_type is None or name in taken:
+            continue
+
+        command = _synth_command(name)
+        command.__doc__ = (f"Synthetic {name} in its real layout; settings: "
+                           f"{' '.join(option_names(kind.synth_config_type))}.")
+        synth_app.command(name, context_settings={"allow_extra_args": True,
+                                                  "ignore_unknown_options": True})(command)
+
+
+_add_dataset_synth_commands()
 
 
 def run_app(typer_app: typer.Typer, prog_name: str) -> None:

@@ -33,6 +33,7 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "dataset": attrs.get("dataset"),
         "fingerprint": attrs.get("fingerprint"),
         "params": attrs.get("params", {}),
+        "options": attrs.get("options", {}),
         "classes": classes,
         "samples": int(len(done)),
         "done": int(done.sum()),
@@ -66,6 +67,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"dataset      {s['dataset']}  ({len(s['classes'])} classes)",
         f"fingerprint  {s['fingerprint']}",
         "parameters   " + json.dumps(s["params"], sort_keys=True),
+        *(["options      " + json.dumps(s["options"], sort_keys=True)]
+          if s.get("options") else []),
         f"samples      {s['samples']}: {s['done']} done, {s['failed']} failed, "
         f"{s['pending']} pending; on disk {_size(s['bytes_stored'])}",
         "",
@@ -86,5 +89,7 @@ def format_summary(summary: dict[str, Any]) -> str:
                      f"{a['ratio']:>7.2f}x")
     if s["failures"]:
         lines += ["", f"failures ({len(s['failures'])})"]
-        lines += [f"  {sample}: {reason}" for sample, reason in sorted(s["failures"].items())]
+        from flowstore.build import failure_lines
+
+        lines += failure_lines(dict(sorted(s["failures"].items())))
     return "\n".join(lines)

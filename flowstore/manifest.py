@@ -11,7 +11,7 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -107,18 +107,43 @@ def round_robin(ids_by_class: Mapping[str, Sequence[str]]) -> list[tuple[str, st
     return out
 
 
+def grouped_holdout(ids_by_class: Mapping[str, Sequence[str]], group_of: Callable[[str], str],
+                    fraction: float, seed: int) -> set[str]:
+    """Pick whole groups of each class (e.g. UCF101's gNN: one actor and scene), about
+    `fraction` of the class's groups, at least one when the class has two or more groups; so
+    no group is on both sides. Drawn like `stratified_holdout` (seed, class position)."""
+    picked: set[str] = set()
+    for position, name in enumerate(ids_by_class):
+        groups = sorted({group_of(i) for i in ids_by_class[name]})
+        count = int(round(fraction * len(groups)))
+        if fraction > 0 and len(groups) >= 2:
+            count = min(max(count, 1), len(groups) - 1)
+        rng = np.random.default_rng([seed, position])
+        chosen = set(rng.choice(groups, size=count, replace=False).tolist()) if count else set()
+        picked.update(i for i in ids_by_class[name] if group_of(i) in chosen)
+    return picked
+
+
+def assemble_manifest(classes: Sequence[str],
+                      by_split: Mapping[str, Mapping[str, Iterable[str]]]) -> Manifest:
+    """Manifest from each split's ids per class, in the store order (module docstring)."""
+    label = {c: k for k, c in enumerate(classes)}
+    rows = [ManifestRow(sample_id, label[c], c, split) for split in SPLITS
+            for c, sample_id in round_robin({c: sorted(by_split.get(split, {}).get(c, ()))
+                                             for c in classes})]
+    return Manifest(tuple(classes), tuple(rows))
+
+
 def build_manifest(classes: Sequence[str], train_pool: Mapping[str, Iterable[str]],
                    test: Mapping[str, Iterable[str]], *, val_fraction: float = VAL_FRACTION,
-                   seed: int = SPLIT_SEED) -> Manifest:
-    """Manifest from per-class train pools (split into train/val, stratified) and test sets."""
+                   seed: int = SPLIT_SEED, val: set[str] | None = None) -> Manifest:
+    """Manifest from per-class train pools (split into train/val: stratified, or the ids in
+    `val` when given) and test sets."""
     pool = {c: sorted(train_pool.get(c, ())) for c in classes}
-    val = stratified_holdout(pool, val_fraction, seed)
-    by_split = {
+    if val is None:
+        val = stratified_holdout(pool, val_fraction, seed)
+    return assemble_manifest(classes, {
         "train": {c: [i for i in pool[c] if i not in val] for c in classes},
         "val": {c: [i for i in pool[c] if i in val] for c in classes},
-        "test": {c: sorted(test.get(c, ())) for c in classes},
-    }
-    label = {c: k for k, c in enumerate(classes)}
-    rows = [ManifestRow(sample_id, label[c], c, split)
-            for split in SPLITS for c, sample_id in round_robin(by_split[split])]
-    return Manifest(tuple(classes), tuple(rows))
+        "test": {c: test.get(c, ()) for c in classes},
+    })

@@ -129,18 +129,22 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def fingerprint(*, dataset: str, params: Mapping[str, Any], source_files: Mapping[str, int | None]) -> str:
+def fingerprint(*, dataset: str, params: Mapping[str, Any], source_files: Mapping[str, int | None],
+                options: Mapping[str, Any] | None = None) -> str:
     """Hash of everything that decides a store's content.
 
-    Covers the format version, the dataset, the parameters and the source files' names and
+    Covers the format version, the dataset, the parameters, the dataset's split options (a
+    split file by its content hash; `Dataset.recorded_options`) and the source files' names and
     sizes (None for a listed file that is missing). Absolute paths and mtimes are left out on
-    purpose: the same data copied elsewhere is the same store.
+    purpose: the same data copied elsewhere is the same store. A dataset without options hashes
+    as before options existed, so its stores keep their fingerprints.
     """
     payload = {
         "format": STORE_FORMAT,
         "dataset": dataset,
         "params": dict(params),
         "source_files": dict(sorted(source_files.items())),
+        **({"options": dict(options)} if options else {}),
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 

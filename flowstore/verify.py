@@ -130,8 +130,12 @@ def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
     dataset = get_dataset(attrs["dataset"])
     params = from_dict(dataset.params_type, attrs["params"])
     asked = sorted(set(samples))
+    # the split options the store was built with; a file option (a split file) from where it
+    # was read then (its content must still match the recorded hash)
+    options = {**(attrs.get("options") or {}), **(attrs.get("option_paths") or {})}
     built = build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
-                              params=params, redo=tuple(asked), progress=progress,
+                              params=params, options=options, redo=tuple(asked),
+                              progress=progress,
                               fsync=fsync,
                               **({"workers": workers} if workers is not None else {})))
     result = RepairResult(store=path, asked=asked, internal_errors=dict(built.internal_errors),

@@ -29,3 +29,9 @@ def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16") -> 
             for t in positions]
     return {"middle_frame": rgb[n // 2], "frames": np.stack([rgb[t] for t in positions]),
             "flow": np.stack(flow).astype(flow_dtype)}
+
+
+def reference_image(path, size: int) -> np.ndarray:
+    """Independent decode + resize of a still image: cv2.imread, BGR to RGB, then INTER_AREA."""
+    rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)

@@ -345,8 +345,10 @@ OPTION_CASES = [
                  id="store-txt-suffix", marks=pytest.mark.regression(reason=(
                      "bug: the message names '.tvhi.creating-PID.txt' instead of the --store "
                      "given, and a lock file '.tvhi.txt.lock' is left behind"))),
-    pytest.param(OptionCase("unknown dataset name", ("--dataset", "ucf101"),
-                            "known datasets: stanford40, tvhi"), id="unknown-dataset"),
+    pytest.param(OptionCase("unknown dataset name", ("--dataset", "ucf202"),
+                            "unknown dataset 'ucf202'; known datasets: hmdb51, imagefolder, "
+                            "kinetics, stanford40, tvhi, ucf101, videofolder"),
+                 id="unknown-dataset"),
 ]
 
 

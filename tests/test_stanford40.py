@@ -26,6 +26,7 @@ from flowstore.synth import synthetic_source
 from flowstore.synth.stanford40 import (SynthStanford40Config, class_cue,
                                         write_synthetic_stanford40)
 from tests.conftest import SHARED, assert_one_line_error, flowstore_cli, require_real_data
+from tests.reference import reference_image
 
 REAL_SPLITS = SHARED / "data" / "stanford40" / "ImageSplits"
 SIZE = 32
@@ -33,12 +34,6 @@ SIZE = 32
 TINY = SynthStanford40Config(classes=4, train_per_class=20, test_per_class=3, min_side=40,
                              max_side=90, seed=1)
 runner = CliRunner()
-
-
-def reference_image(path: Path, size: int) -> np.ndarray:
-    """Independent decode + resize: cv2.imread, BGR to RGB, then INTER_AREA."""
-    rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
 
 
 @pytest.fixture(scope="module")

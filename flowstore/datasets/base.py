@@ -1,22 +1,37 @@
 """What every dataset module provides, and the registry that finds datasets by name.
 
 Adding a dataset is one module with one `Dataset` subclass that sets `name`: it registers
-itself, and `flowstore build NAME` finds it.
+itself, and `flowstore build NAME` finds it. Its split options (fold, fractions, seed, split
+file) are one frozen dataclass, `options_type`, validated in its `__post_init__`: the command
+line takes them as `--NAME VALUE` after the dataset name (`parse_option_tokens`, typed from the
+dataclass's annotations), the fingerprint covers them (a file by its content), and the store
+records them. A synthetic source in the real layout is the dataset's `synth_config_type` and
+`write_synthetic`, which `flowstore synth NAME` and `build --synthetic` find the same way.
 """
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import os
+import stat
+import typing
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.errors import SourceLayoutError, UnknownDatasetError
+from flowstore.errors import ParameterError, SourceLayoutError, UnknownDatasetError
 from flowstore.manifest import Manifest
+from flowstore.params import ImageParams, VideoParams
 from flowstore.store.base import ArraySpec
 
 _REGISTRY: dict[str, type["Dataset"]] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class NoOptions:
+    """The options of a dataset whose split has none (its official split is fixed)."""
 
 
 class Dataset(abc.ABC):
@@ -26,27 +41,87 @@ class Dataset(abc.ABC):
     name: ClassVar[str]
     #: The frozen parameter dataclass of this dataset's samples.
     params_type: ClassVar[type]
+    #: The frozen, self-validating dataclass of this dataset's split options.
+    options_type: ClassVar[type] = NoOptions
+    #: The frozen settings of its synthetic source, or None when it has none here (see
+    #: `write_synthetic`).
+    synth_config_type: ClassVar[type | None] = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
+            other = _REGISTRY.get(cls.name)
+            if other is not None and (other.__module__, other.__qualname__) != (
+                    cls.__module__, cls.__qualname__):
+                raise TypeError(f"dataset name {cls.name!r} is taken by "
+                                f"{other.__module__}.{other.__qualname__}; "
+                                f"{cls.__module__}.{cls.__qualname__} needs another")
             _REGISTRY[cls.name] = cls
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = self.options_type() if options is None else options
+        #: Sample id -> its file relative to the source, for datasets whose ids do not say
+        #: where their file is (filled by `manifest`; see `source_file`).
+        self.sample_paths: dict[str, str] = {}
 
     @abc.abstractmethod
     def manifest(self, source: Path) -> Manifest:
         """The split manifest for a source folder (raises SourceLayoutError on a wrong layout)."""
 
-    @abc.abstractmethod
     def source_file(self, source: Path, sample_id: str) -> Path:
-        """The file a sample is extracted from."""
+        """The file a sample is extracted from: by default where `manifest` found it."""
+        return source / self.sample_paths[sample_id]
+
+    def recorded_options(self) -> dict[str, Any]:
+        """The split options as the store records them and the fingerprint hashes them: a file
+        option (a split file) by its content, never its path (the same data elsewhere is the
+        same store)."""
+        from flowstore.store.checksum import file_digest
+
+        values = dataclasses.asdict(self.options)
+        for key, value in values.items():
+            if isinstance(value, Path):
+                try:
+                    values[key] = file_digest(value)
+                except OSError as exc:
+                    raise SourceLayoutError(f"cannot read --{_flag(key)} {str(value)!r}: "
+                                            f"{exc.strerror}") from None
+        return values
+
+    def option_paths(self) -> dict[str, str]:
+        """The file options as given (recorded beside the store, so `verify --repair` can read
+        them again; not in the fingerprint)."""
+        return {key: str(value.resolve()) for key, value in dataclasses.asdict(self.options).items()
+                if isinstance(value, Path)}
+
+    def write_synthetic(self, folder: Path, config: Any) -> Path:
+        """Write a small synthetic source in the real layout into `folder` (new or empty)."""
+        raise UnknownDatasetError(f"no synthetic source for dataset {self.name!r}")
 
     def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
-        """Names and sizes (None when missing) of every file the store's content depends on."""
+        """Names and sizes (None when missing) of every file the store's content depends on.
+
+        Plain `os` calls on strings: for a 250,000-clip Kinetics list, pathlib objects were
+        most of the planning time (benchmarks/plan_scale.py).
+        """
+        root = os.fspath(source)
         sizes: dict[str, int | None] = {}
         for row in manifest.rows:
-            path = self.source_file(source, row.id)
-            sizes[str(path.relative_to(source))] = path.stat().st_size if path.is_file() else None
+            name = self.source_name(row.id)
+            try:
+                info = os.stat(os.path.join(root, name))
+            except OSError:
+                sizes[name] = None
+                continue
+            sizes[name] = info.st_size if stat.S_ISREG(info.st_mode) else None
         return sizes
+
+    def source_name(self, sample_id: str) -> str:
+        """A sample's file relative to the source: how the fingerprint and the store's recorded
+        sizes and hashes name it."""
+        if sample_id in self.sample_paths:
+            return self.sample_paths[sample_id]
+        return str(self.source_file(Path("."), sample_id))
 
     @abc.abstractmethod
     def specs(self, params: Any) -> list[ArraySpec]:
@@ -67,19 +142,122 @@ class Dataset(abc.ABC):
             raise SourceLayoutError(f"source folder is empty: {str(source)!r}")
 
 
+class VideoDataset(Dataset):
+    """A dataset of clips: each sample is the TV-HI extraction (middle frame, frames, flow)."""
+
+    params_type = VideoParams
+
+    def specs(self, params: VideoParams) -> list[ArraySpec]:
+        s, t = params.size, params.steps
+        return [
+            ArraySpec("middle_frame", (s, s, 3), "uint8"),
+            ArraySpec("frames", (t, s, s, 3), "uint8"),
+            ArraySpec("flow", (t, s, s, 2), params.flow_dtype,
+                      codec="zstd" if params.flow_dtype == "uint8" else "shuffled-lz4"),
+        ]
+
+    def extract(self, path: Path, params: VideoParams) -> dict[str, np.ndarray]:
+        from flowstore.extraction.video import extract_video  # keeps cv2 out of plain imports
+
+        features = extract_video(path, params)
+        return {"middle_frame": features.middle_frame, "frames": features.frames,
+                "flow": features.flow}
+
+
+class ImageDataset(Dataset):
+    """A dataset of still images: each sample is the Stanford-40 extraction (`image`)."""
+
+    params_type = ImageParams
+
+    def specs(self, params: ImageParams) -> list[ArraySpec]:
+        return [ArraySpec("image", (params.size, params.size, 3), "uint8")]
+
+    def extract(self, path: Path, params: ImageParams) -> dict[str, np.ndarray]:
+        from flowstore.extraction.image import extract_image  # keeps cv2 out of plain imports
+
+        return {"image": extract_image(path, params)}
+
+
 def dataset_names() -> list[str]:
     _load_builtin()
     return sorted(_REGISTRY)
 
 
-def get_dataset(name: str) -> Dataset:
-    """The registered dataset called `name`; an unknown name lists the known ones."""
+def dataset_type(name: str) -> type[Dataset]:
+    """The registered dataset class called `name`; an unknown name lists the known ones."""
     _load_builtin()
     try:
-        return _REGISTRY[name]()
+        return _REGISTRY[name]
     except KeyError:
         known = ", ".join(sorted(_REGISTRY))
         raise UnknownDatasetError(f"unknown dataset {name!r}; known datasets: {known}") from None
+
+
+def get_dataset(name: str, options: Mapping[str, Any] | None = None) -> Dataset:
+    """The registered dataset called `name`, with its split options (`make_options`)."""
+    kind = dataset_type(name)
+    return kind(make_options(kind.options_type, options or {}, f"dataset {name!r}"))
+
+
+def option_names(kind: type) -> list[str]:
+    """The command-line spelling of each field of an options dataclass (`--val-fraction`)."""
+    return ["--" + _flag(f.name) for f in dataclasses.fields(kind)]
+
+
+def make_options(kind: type, values: Mapping[str, Any], owner: str) -> Any:
+    """An options dataclass from `values`, each string converted to its field's annotated type
+    (int, float, str, Path, or one of them or None); its `__post_init__` validates the rest.
+
+    Raises:
+        ParameterError: a name the dataclass lacks, or a value of the wrong kind.
+    """
+    fields = {f.name: f for f in dataclasses.fields(kind)}
+    hints = typing.get_type_hints(kind)
+    converted = {}
+    for key, value in values.items():
+        name = key.replace("-", "_")
+        if name not in fields:
+            known = ", ".join(option_names(kind)) or "none"
+            raise ParameterError(f"--{_flag(name)} is not an option of {owner} (its options: "
+                                 f"{known})")
+        converted[name] = _convert(hints[name], value, name)
+    return kind(**converted)
+
+
+def parse_option_tokens(tokens: Sequence[str]) -> dict[str, str]:
+    """`--name VALUE` and `--name=VALUE` pairs (what the command line leaves to the dataset)."""
+    values: dict[str, str] = {}
+    items = list(tokens)
+    while items:
+        token = items.pop(0)
+        if not token.startswith("--") or token == "--":
+            raise ParameterError(f"unexpected argument {token!r}")
+        name, equals, value = token[2:].partition("=")
+        if not equals:
+            if not items or items[0].startswith("--"):
+                raise ParameterError(f"option --{name} needs a value")
+            value = items.pop(0)
+        values[name.replace("-", "_")] = value
+    return values
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _convert(hint: Any, value: Any, name: str) -> Any:
+    """`value` as type `hint`; strings from the command line are parsed, others checked."""
+    kinds = [k for k in typing.get_args(hint) if k is not type(None)] or [hint]
+    kind = kinds[0]
+    if value is None or not isinstance(value, str) or kind is str:
+        return value
+    if kind is Path:
+        return Path(value)
+    try:
+        return kind(value)
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ParameterError(f"--{_flag(name)} must be {what}, got {value!r}") from None
 
 
 def _load_builtin() -> None:

@@ -25,13 +25,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from flowstore.datasets.base import Dataset
+from flowstore.datasets.base import ImageDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
-from flowstore.params import ImageParams
-from flowstore.store.base import ArraySpec
 
 #: The 40 actions in the order of the real ImageSplits/actions.txt (the label order).
 ACTIONS = (
@@ -198,9 +194,8 @@ def manifest_from_splits(splits: ImageSplits) -> Manifest:
     return build_manifest(splits.classes, train_pool=splits.train, test=splits.test)
 
 
-class Stanford40(Dataset):
+class Stanford40(ImageDataset):
     name = "stanford40"
-    params_type = ImageParams
 
     def manifest(self, source: Path) -> Manifest:
         self.check_source_folder(source)
@@ -238,11 +233,3 @@ class Stanford40(Dataset):
             if path.is_file():
                 sizes[f"{SPLITS_DIR}/{name}"] = path.stat().st_size
         return sizes
-
-    def specs(self, params: ImageParams) -> list[ArraySpec]:
-        return [ArraySpec("image", (params.size, params.size, 3), "uint8")]
-
-    def extract(self, path: Path, params: ImageParams) -> dict[str, np.ndarray]:
-        from flowstore.extraction.image import extract_image  # keeps cv2 out of plain imports
-
-        return {"image": extract_image(path, params)}

@@ -12,13 +12,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
-from flowstore.datasets.base import Dataset
+from flowstore.datasets.base import VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
-from flowstore.params import VideoParams
-from flowstore.store.base import ArraySpec
 
 CLASSES = ("handShake", "highFive", "hug", "kiss")
 README = "readme.txt"
@@ -84,9 +80,8 @@ def manifest_from_sets(sets: dict[int, dict[str, list[int]]]) -> Manifest:
     return build_manifest(CLASSES, train_pool=as_ids[2], test=as_ids[1])
 
 
-class TVHI(Dataset):
+class TVHI(VideoDataset):
     name = "tvhi"
-    params_type = VideoParams
 
     def manifest(self, source: Path) -> Manifest:
         self.check_source_folder(source)
@@ -113,19 +108,3 @@ class TVHI(Dataset):
         if readme.is_file():
             sizes[README] = readme.stat().st_size
         return sizes
-
-    def specs(self, params: VideoParams) -> list[ArraySpec]:
-        s, t = params.size, params.steps
-        return [
-            ArraySpec("middle_frame", (s, s, 3), "uint8"),
-            ArraySpec("frames", (t, s, s, 3), "uint8"),
-            ArraySpec("flow", (t, s, s, 2), params.flow_dtype,
-                      codec="zstd" if params.flow_dtype == "uint8" else "shuffled-lz4"),
-        ]
-
-    def extract(self, path: Path, params: VideoParams) -> dict[str, np.ndarray]:
-        from flowstore.extraction.video import extract_video  # keeps cv2 out of plain imports
-
-        features = extract_video(path, params)
-        return {"middle_frame": features.middle_frame, "frames": features.frames,
-                "flow": features.flow}

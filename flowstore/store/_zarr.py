@@ -82,7 +82,7 @@ class ZarrStore(Store):
                                   chunks=(max(num_samples, 1),), fill_value=False)
         if num_samples:
             done[:] = False
-        group.attrs.update(dict(attrs))
+        group.update_attributes(dict(attrs))  # one write of zarr.json, not one per key
         return cls(group, path, "r+")
 
     @classmethod
@@ -257,7 +257,7 @@ class ZarrStore(Store):
 
     def update_attrs(self, values: Mapping[str, Any]) -> None:
         self.check_writable()
-        self._group.attrs.update(dict(values))
+        self._group.update_attributes(dict(values))  # one write, not one per key
 
     def flush(self) -> None:
         """Every zarr write is already an atomic file replace, handed to the kernel; durable

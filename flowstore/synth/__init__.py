@@ -25,6 +25,18 @@ def _writers() -> dict[str, tuple[type, Callable[[Path, Any], Path]]]:
     return writers
 
 
+def _dataset_writers() -> dict[str, tuple[type, Callable[[Path, Any], Path]]]:
+    """The synthetic sources that dataset modules declare themselves (`synth_config_type`)."""
+    from flowstore.datasets import dataset_names, get_dataset
+
+    writers = {}
+    for name in dataset_names():
+        dataset = get_dataset(name)
+        if dataset.synth_config_type is not None:
+            writers[name] = (dataset.synth_config_type, dataset.write_synthetic)
+    return writers
+
+
 def cache_dir() -> Path:
     """Where `build --synthetic` keeps generated sources: $FLOWSTORE_CACHE or ~/.cache/flowstore."""
     root = os.environ.get("FLOWSTORE_CACHE") or Path.home() / ".cache" / "flowstore"
@@ -37,7 +49,7 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
     The folder name carries a hash of the settings, so different settings never share a folder,
     and the writer renames a finished folder into place, so a killed run leaves no half source.
     """
-    writers = _writers()
+    writers = {**_writers(), **_dataset_writers()}
     if dataset not in writers:
         raise UnknownDatasetError(f"no synthetic source for dataset {dataset!r}; available: "
                                   f"{', '.join(sorted(writers))}")
@@ -49,3 +61,16 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
         write(folder, config)
     return folder
+
+
+def write_synthetic(dataset: str, folder: str | Path, settings: dict[str, Any]) -> Path:
+    """`flowstore synth NAME DIR`: the synthetic source a dataset module declares, with its
+    settings (`synth_config_type` fields) from strings."""
+    from flowstore.datasets import get_dataset
+    from flowstore.datasets.base import make_options
+
+    spec = get_dataset(dataset)
+    if spec.synth_config_type is None:
+        raise UnknownDatasetError(f"no synthetic source for dataset {dataset!r}")
+    config = make_options(spec.synth_config_type, settings, f"synth {dataset}")
+    return spec.write_synthetic(Path(folder), config)

@@ -1,0 +1,131 @@
+"""Planning a build at full dataset scale, without decoding anything (issue 14, item 9).
+
+Times `flowstore.build.plan` (split files read, manifest made, every listed clip's size looked
+up, fingerprint hashed) and `open_planned` (the store created: every array, the id/label/split
+columns, the manifest in its attributes) for
+
+- UCF101: the real `ucfTrainTestlist/` (../shared/data/ucf101; 13,320 clips in fold 1's two
+  lists) with an empty placeholder file for every listed clip in `UCF-101/<Class>/`, using the
+  first 1/4, 1/2 and all of each list's lines;
+- Kinetics: a generated `annotations/train.csv` in the official format (400 classes) of 62,500,
+  125,000 and 250,000 rows, plus the real val.csv as the test split (19,906 rows; a generated
+  one when the real file is absent), with no clip files at all (every clip missing: the size
+  look-up is a failed stat, as for the holes of a real copy).
+
+Usage:  python benchmarks/plan_scale.py [--backend zarr|h5] [--workdir DIR] [--data DIR]
+Prints a markdown table: rows, wall seconds to plan and to create the store, the CPU seconds of
+both and per row, and the time of one write of the build's ledger once every sample has a
+recorded size and hash (what a build rewrites as it goes). Linear growth shows as a steady CPU time per row (CPU time, because wall time
+on a shared machine measures its other tenants too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from flowstore.build import BuildConfig, Ledger, open_planned, plan
+from flowstore.params import VideoParams
+
+#: The real data beside the checkout (`--data` to point elsewhere).
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def ucf_source(root: Path, fraction: float, data: Path) -> Path:
+    """UCF-101/ with empty placeholder clips and the real lists cut to `fraction` of their lines
+    (classInd.txt whole), CRLF kept."""
+    real_lists = data / "ucf101" / "ucfTrainTestlist"
+    source = root / f"ucf-{fraction}"
+    lists = source / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    shutil.copy(real_lists / "classInd.txt", lists)
+    for name in ("trainlist01.txt", "testlist01.txt"):
+        lines = (real_lists / name).read_bytes().splitlines(keepends=True)
+        kept = lines[: int(round(len(lines) * fraction))]
+        (lists / name).write_bytes(b"".join(kept))
+        for line in kept:
+            clip = source / "UCF-101" / line.split()[0].decode()
+            clip.parent.mkdir(parents=True, exist_ok=True)
+            clip.touch()
+    return source
+
+
+def kinetics_source(root: Path, rows: int, data: Path) -> Path:
+    """annotations/train.csv of `rows` generated rows (official columns, quoted labels) and
+    the real val.csv; no clips."""
+    real_val = data / "kinetics400" / "annotations" / "val.csv"
+    source = root / f"kinetics-{rows}"
+    (source / "annotations").mkdir(parents=True)
+    if real_val.is_file():
+        shutil.copy(real_val, source / "annotations" / "val.csv")
+        with open(real_val, newline="") as handle:
+            labels = sorted({row["label"] for row in csv.DictReader(handle)})
+    else:
+        labels = [f"action number {k}" for k in range(400)]
+        with open(source / "annotations" / "val.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(("label", "youtube_id", "time_start", "time_end", "split", "is_cc"))
+            for k in range(19906):
+                writer.writerow((labels[k % 400], f"v{k:010d}", 0, 10, "val", 0))
+    with open(source / "annotations" / "train.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("label", "youtube_id", "time_start", "time_end", "split", "is_cc"))
+        for k in range(rows):
+            writer.writerow((labels[k % len(labels)], f"t{k:010d}", 10 * (k % 7),
+                             10 * (k % 7) + 10, "train", 0))
+    return source
+
+
+def measure(dataset: str, source: Path, store: Path) -> tuple[int, float, float, float, float]:
+    """(rows, seconds to plan, seconds to create the store, CPU seconds of both, seconds of
+    one write of a full ledger: every sample with a recorded size and content hash)."""
+    config = BuildConfig(dataset=dataset, source=source, store=store,
+                         params=VideoParams(size=112, steps=16), progress=False)
+    cpu, start = time.process_time(), time.perf_counter()
+    planned = plan(config)
+    planned_at = time.perf_counter()
+    opened = open_planned(config, planned)
+    created_at, cpu_used = time.perf_counter(), time.process_time() - cpu
+    ledger = Ledger.load(opened, planned.manifest)
+    ledger.sizes = dict(planned.source_files)
+    ledger.hashes = {name: "xxh3_128:" + "0" * 32 for name in planned.source_files}
+    written = time.perf_counter()
+    ledger.write(opened)
+    ledger_seconds = time.perf_counter() - written
+    opened.close()
+    return (len(planned.manifest), planned_at - start, created_at - planned_at, cpu_used,
+            ledger_seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=("zarr", "h5"), default="zarr")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--data", type=Path, default=SHARED, help="the shared real data")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="plan-scale-", dir=args.workdir))
+    try:
+        print("| dataset | rows | plan (s) | create store (s) | CPU (s) | CPU per row (us) | "
+              "ledger write (s) |")
+        print("|---|---|---|---|---|---|---|")
+        cases = [("ucf101", lambda f=f: ucf_source(root, f, args.data)) for f in (0.25, 0.5, 1.0)]
+        cases += [("kinetics", lambda n=n: kinetics_source(root, n, args.data))
+                  for n in (62_500, 125_000, 250_000)]
+        measure("ucf101", ucf_source(root, 0.02, args.data), root / f"warm.{args.backend}")
+        for number, (dataset, make) in enumerate(cases):  # (after a warm-up: imports, caches)
+            source = make()
+            rows, planning, creating, cpu, ledger = measure(
+                dataset, source, root / f"store{number}.{args.backend}")
+            print(f"| {dataset} | {rows:,} | {planning:.2f} | {creating:.2f} | {cpu:.2f} | "
+                  f"{1e6 * cpu / rows:.0f} | {ledger:.2f} |", flush=True)
+            shutil.rmtree(source)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

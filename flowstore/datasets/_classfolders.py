@@ -1,0 +1,234 @@
+"""What the datasets read from plain folders share: class folders, split files and split rules.
+
+`videofolder` and `imagefolder` (Hugging Face's and torchvision's conventions) are this module's
+`ClassFolders` with their own file suffixes; UCF101, HMDB51 and Kinetics use its checks of
+class names and its reading of text files.
+
+Layout: SOURCE/<class>/<file> (files may sit deeper inside their class folder). Splits, first
+match wins:
+
+1. ``--split-file CSV``: columns ``path,label,split``, paths relative to SOURCE; the classes are
+   the CSV's labels, sorted. A listed file that is missing fails as a sample, not the build.
+2. top-level ``train/``, ``val/``, ``test/`` folders, each with class folders; without ``val/``,
+   val is carved from train (``--val-fraction``, stratified).
+3. otherwise every file of a class is drawn into test (``--test-fraction``) and val
+   (``--val-fraction``), stratified by class with ``--seed``; the rest is train.
+
+Files whose suffix is not a media suffix (README.txt, .DS_Store, Thumbs.db) and hidden files and
+folders are skipped. Classes are sorted by name; two folders whose names differ only in letter
+case or Unicode form (``Dog`` and ``dog``) are one class spelled two ways, which is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import ClassVar, Iterable, Mapping
+
+from flowstore.datasets.base import Dataset
+from flowstore.errors import ParameterError, SourceLayoutError
+from flowstore.manifest import (SPLITS, Manifest, assemble_manifest, build_manifest,
+                                stratified_holdout)
+
+SPLIT_FILE_COLUMNS = ("path", "label", "split")
+
+
+@dataclass(frozen=True)
+class FolderOptions:
+    """Split options of a class-folder dataset (see the module docstring for the rules)."""
+
+    split_file: Path | None = None
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_fraction("val_fraction", self.val_fraction)
+        check_fraction("test_fraction", self.test_fraction)
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ParameterError(f"--val-fraction + --test-fraction must be below 1 (some "
+                                 f"train), got {self.val_fraction} + {self.test_fraction}")
+        check_seed(self.seed)
+
+
+def check_fraction(name: str, value: float) -> None:
+    if not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise ParameterError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
+
+
+def check_seed(value: int) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ParameterError(f"--seed must be an integer >= 0, got {value!r}")
+
+
+def read_text(path: Path, what: str) -> str:
+    """A split or annotation file's text (UTF-8, a BOM dropped), or one clear error."""
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except FileNotFoundError:
+        raise SourceLayoutError(f"no {what} at {str(path)!r}") from None
+    except IsADirectoryError:
+        raise SourceLayoutError(f"{what} {str(path)!r} is a folder, not a file") from None
+    except OSError as exc:
+        raise SourceLayoutError(f"cannot read {what} {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise SourceLayoutError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start})") \
+            from None
+
+
+def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, str]]:
+    """Rows of a CSV with a header holding at least the `required` columns (quoted fields, CRLF
+    and a BOM are fine); a malformed file is one SourceLayoutError naming the line."""
+    text = read_text(path, what)
+    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    line = 1
+    try:
+        columns = reader.fieldnames or []
+        missing = [c for c in required if c not in columns]
+        if missing:
+            raise SourceLayoutError(f"{what} {str(path)!r} has no column {missing[0]!r} "
+                                    f"(its header: {','.join(columns) or 'none'}; expected "
+                                    f"{','.join(required)})")
+        rows = []
+        line = reader.line_num + 1
+        for row in reader:
+            if None in row or any(row.get(c) is None for c in columns):
+                raise SourceLayoutError(f"{what} {str(path)!r} line {line}: expected "
+                                        f"{len(columns)} fields ({','.join(columns)})")
+            rows.append(row)
+            line = reader.line_num + 1
+    except csv.Error as exc:  # e.g. a quote left open: named by the line its row starts on
+        raise SourceLayoutError(f"{what} {str(path)!r} line {line}: {exc}") from None
+    return rows
+
+
+def class_key(name: str) -> str:
+    """What makes two class names one class: the same letters, whatever their case or form."""
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def check_spellings(classes: Iterable[str], origin: str) -> None:
+    """Refuse one class spelled two ways (`Dog` and `dog`, or NFC and NFD `é`)."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        other = seen.setdefault(class_key(name), name)
+        if other != name:
+            raise SourceLayoutError(f"classes {other!r} and {name!r} in {origin} differ only in "
+                                    f"letter case or Unicode form; rename one so that they are "
+                                    f"one class")
+
+
+def _visible(path: Path) -> bool:
+    return not path.name.startswith(".")
+
+
+class ClassFolders(Dataset):
+    """A dataset read from class folders (module docstring); subclasses set the suffixes."""
+
+    options_type = FolderOptions
+    #: Lower-case suffixes of the files that are samples; any other file is skipped.
+    suffixes: ClassVar[tuple[str, ...]]
+    #: What a sample is, in messages ("video", "image").
+    what: ClassVar[str]
+
+    def is_sample(self, path: Path) -> bool:
+        return _visible(path) and path.suffix.lower() in self.suffixes and path.is_file()
+
+    def manifest(self, source: Path) -> Manifest:
+        self.check_source_folder(source)
+        options: FolderOptions = self.options
+        if options.split_file is not None:
+            by_split = self._from_split_file(source, options.split_file)
+        elif (source / "train").is_dir() and all(
+                p.name in SPLITS for p in source.iterdir() if p.is_dir() and _visible(p)):
+            by_split = {split: self._scan(source / split, source, f"{split}/")
+                        for split in SPLITS if (source / split).is_dir()}
+            if "val" not in by_split:
+                by_split = self._carve(by_split["train"], options.val_fraction, by_split)
+        else:
+            pool = self._scan(source, source, "")
+            test = stratified_holdout(pool, options.test_fraction, options.seed)
+            rest = {c: [i for i in ids if i not in test] for c, ids in pool.items()}
+            share = options.val_fraction / (1 - options.test_fraction)
+            by_split = self._carve(rest, share, {"test": {
+                c: [i for i in ids if i in test] for c, ids in pool.items()}})
+        classes = sorted({c for per_class in by_split.values() for c in per_class})
+        check_spellings(classes, repr(str(source)))
+        return assemble_manifest(classes, by_split)
+
+    def _carve(self, pool: Mapping[str, list[str]], fraction: float,
+               by_split: dict[str, dict[str, list[str]]]) -> dict[str, dict[str, list[str]]]:
+        """`by_split` with train and val drawn from `pool` (stratified, --seed)."""
+        manifest = build_manifest(sorted(pool), pool, {}, val_fraction=fraction,
+                                  seed=self.options.seed)
+        out = dict(by_split)
+        for split in ("train", "val"):
+            out[split] = {c: [] for c in pool}
+            for row in manifest.rows:
+                if row.split == split:
+                    out[split][row.class_name].append(row.id)
+        return out
+
+    def _scan(self, root: Path, source: Path, where: str) -> dict[str, list[str]]:
+        """{class: [sample id]} of the class folders in `root`; remembers each id's file."""
+        try:
+            folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+        except OSError as exc:
+            raise SourceLayoutError(f"cannot list {str(root)!r}: {exc.strerror}") from None
+        if not folders:
+            raise SourceLayoutError(
+                f"no class folders in {str(root)!r}: expected {where}<class>/<{self.what}> with "
+                f"{self.what}s ending in {' '.join(self.suffixes)}")
+        check_spellings([p.name for p in folders], repr(str(root)))
+        found: dict[str, list[str]] = {}
+        for folder in folders:
+            files = sorted(p for p in folder.rglob("*") if self.is_sample(p)
+                           and all(_visible(part) for part in p.relative_to(folder).parents
+                                   if part.name))
+            if not files:
+                raise SourceLayoutError(
+                    f"class folder {str(folder)!r} holds no {self.what} (files ending in "
+                    f"{' '.join(self.suffixes)}); remove it or add its {self.what}s")
+            found[folder.name] = self._remember(files, source)
+        return found
+
+    def _remember(self, files: list[Path], source: Path) -> list[str]:
+        """Sample ids of `files`: the path under the source without its suffix, or with it
+        where two files differ only in suffix (`a.mp4`, `a.avi`)."""
+        relative = [PurePosixPath(p.relative_to(source).as_posix()) for p in files]
+        stems = [str(r.with_suffix("")) for r in relative]
+        ids = [str(r) if stems.count(s) > 1 else s for r, s in zip(relative, stems)]
+        for sample_id, path in zip(ids, relative):
+            self.sample_paths[sample_id] = str(path)
+        return ids
+
+    def _from_split_file(self, source: Path, split_file: Path) -> dict[str, dict[str, list[str]]]:
+        what = "split file"
+        rows = read_csv(split_file, what, SPLIT_FILE_COLUMNS)
+        if not rows:
+            raise SourceLayoutError(f"{what} {str(split_file)!r} lists no {self.what}s")
+        by_split: dict[str, dict[str, list[str]]] = {}
+        seen: set[str] = set()
+        for number, row in enumerate(rows, start=2):
+            path, label, split = row["path"].strip(), row["label"].strip(), row["split"].strip()
+            where = f"{what} {str(split_file)!r} line {number}"
+            relative = PurePosixPath(path.replace("\\", "/"))
+            if not path or not label:
+                raise SourceLayoutError(f"{where}: empty path or label")
+            if relative.is_absolute() or ".." in relative.parts:
+                raise SourceLayoutError(f"{where}: path {path!r} is not inside the source folder")
+            if split not in SPLITS:
+                raise SourceLayoutError(f"{where}: split {split!r} is not one of "
+                                        f"{', '.join(SPLITS)}")
+            if str(relative) in seen:
+                raise SourceLayoutError(f"{where}: {path!r} is listed twice")
+            seen.add(str(relative))
+            sample_id = str(relative.with_suffix(""))
+            if sample_id in self.sample_paths:
+                sample_id = str(relative)
+            self.sample_paths[sample_id] = str(relative)
+            by_split.setdefault(split, {}).setdefault(label, []).append(sample_id)
+        return by_split

@@ -1,0 +1,153 @@
+"""HMDB51 (Kuehne et al., ICCV 2011): 6,766 clips of 51 actions, three official 70/30 splits.
+
+Source layout, as the dataset ships (one rar per class unpacked, and the split archive)::
+
+    SOURCE/<class>/<clip>.avi                        (or one level down: SOURCE/hmdb51/<class>/)
+    SOURCE/testTrainMulti_7030_splits/<class>_test_split{1,2,3}.txt
+
+Quirks of the real split files (the copies in the shared data folder): each line is
+``clip.avi N `` with a trailing space, N = 1 train, 2 test, 0 not used in that split; clip
+names keep their source's odd characters (``[HD]``, ``!!!!``, ``~``, ``(HQ)``).
+
+Split (DESIGN.md): ``--fold`` F uses the ``_test_splitF`` files; test = N 2; the N 1 clips give
+train and val (``--val-fraction``, stratified by class, ``--seed``); N 0 clips are left out.
+Classes are the split files' class names, sorted. A sample's id is its clip's file stem.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from flowstore.datasets._classfolders import check_fraction, check_seed, read_text
+from flowstore.datasets.base import VideoDataset
+from flowstore.errors import ParameterError, SourceLayoutError
+from flowstore.manifest import Manifest, build_manifest
+from flowstore.synth.clips import SynthClipsConfig
+
+SPLITS_DIR = "testTrainMulti_7030_splits"
+FOLDS = (1, 2, 3)
+_SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<fold>\d)\.txt$")
+#: The code of each clip in a split file.
+TRAIN, TEST, UNUSED = "1", "2", "0"
+
+
+@dataclass(frozen=True)
+class HMDBOptions:
+    """Which official split, and how much of its train clips becomes val."""
+
+    fold: int = 1
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fold not in FOLDS:
+            raise ParameterError(f"--fold must be 1, 2 or 3, got {self.fold!r}")
+        check_fraction("val_fraction", self.val_fraction)
+        check_seed(self.seed)
+
+
+def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
+    """{"1": [clip stems], "2": [...], "0": [...]} of one class's split file."""
+    codes: dict[str, list[str]] = {TRAIN: [], TEST: [], UNUSED: []}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.strip().rsplit(None, 1)
+        if len(fields) != 2 or fields[1] not in codes or not fields[0].lower().endswith(".avi"):
+            raise SourceLayoutError(f"{origin} line {number}: expected 'clip.avi N' with N 0, 1 "
+                                    f"or 2, got {line!r}")
+        codes[fields[1]].append(fields[0][: -len(".avi")])
+    return codes
+
+
+def _split_files(splits_dir: Path, fold: int) -> dict[str, Path]:
+    """{class: its split file for `fold`}, sorted by class."""
+    found = {}
+    for path in sorted(splits_dir.iterdir()):
+        match = _SPLIT_FILE.match(path.name)
+        if match and int(match.group("fold")) == fold:
+            found[match.group("cls")] = path
+    return found
+
+
+def _find(source: Path, name: str) -> Path | None:
+    """`source/name`, or `source/<one folder>/name`."""
+    if (source / name).is_dir():
+        return source / name
+    return next((p / name for p in sorted(source.iterdir()) if (p / name).is_dir()), None)
+
+
+class HMDB51(VideoDataset):
+    name = "hmdb51"
+    options_type = HMDBOptions
+    synth_config_type = SynthClipsConfig
+
+    def manifest(self, source: Path) -> Manifest:
+        self.check_source_folder(source)
+        splits_dir = _find(source, SPLITS_DIR)
+        if splits_dir is None:
+            raise SourceLayoutError(f"no {SPLITS_DIR}/ in {str(source)!r} (or one folder down), "
+                                    f"as HMDB51 ships its splits")
+        files = _split_files(splits_dir, self.options.fold)
+        if not files:
+            raise SourceLayoutError(f"no <class>_test_split{self.options.fold}.txt files in "
+                                    f"{str(splits_dir)!r}")
+        classes = list(files)
+        first = classes[0]
+        clips_root = next((root for root in [source, *sorted(p for p in source.iterdir()
+                                                              if p.is_dir())]
+                           if (root / first).is_dir()), None)
+        if clips_root is None:
+            raise SourceLayoutError(f"no class folder {first!r} in {str(source)!r} (or one "
+                                    f"folder down): expected <class>/<clip>.avi")
+        train: dict[str, list[str]] = {}
+        test: dict[str, list[str]] = {}
+        prefix = clips_root.relative_to(source).as_posix()
+        for name, path in files.items():
+            codes = parse_split_file(read_text(path, "split file"), path.name)
+            train[name], test[name] = codes[TRAIN], codes[TEST]
+            for sample_id in codes[TRAIN] + codes[TEST]:
+                if sample_id in self.sample_paths:
+                    raise SourceLayoutError(f"clip {sample_id + '.avi'!r} is listed twice in the "
+                                            f"split {self.options.fold} files")
+                relative = f"{name}/{sample_id}.avi"
+                self.sample_paths[sample_id] = relative if prefix == "." else f"{prefix}/{relative}"
+        self._split_paths = {f"{splits_dir.relative_to(source).as_posix()}/{p.name}": p
+                             for p in files.values()}
+        return build_manifest(classes, train, test, val_fraction=self.options.val_fraction,
+                              seed=self.options.seed)
+
+    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+        """Every listed clip, plus the split files the manifest was read from."""
+        sizes = super().source_files(source, manifest)
+        sizes.update({name: path.stat().st_size for name, path in self._split_paths.items()})
+        return sizes
+
+    def write_synthetic(self, folder: Path, config: SynthClipsConfig) -> Path:
+        """The real layout one folder down (``hmdb51/<class>/``) and split-file format
+        ("clip.avi N " with its trailing space); odd characters in the clip names; in fold F
+        clip k of a class is test when k % 3 == F - 1, else train, and every fourth unused."""
+        from flowstore.synth.clips import write_clip, write_source
+
+        names = ["brush_hair", "cartwheel", "climb_stairs", "kick_ball", "shake_hands", "wave"]
+        names += [f"action_{k:02d}" for k in range(len(names), config.classes)]
+        classes = sorted(names[: config.classes])
+
+        def fill(root: Path) -> None:
+            splits = root / SPLITS_DIR
+            splits.mkdir()
+            for label, name in enumerate(classes):
+                (root / "hmdb51" / name).mkdir(parents=True)
+                clips = [f"My_[HD]_Video!!!_{name}_f_cm_np1_ri_med_{k}.avi"
+                         for k in range(config.clips_per_class)]
+                for clip in clips:
+                    write_clip(root / "hmdb51" / name / clip, label, config)
+                for fold in FOLDS:
+                    codes = [UNUSED if k % 4 == 3 else TEST if k % 3 == fold - 1 else TRAIN
+                             for k in range(len(clips))]
+                    lines = [f"{clip} {code} " for clip, code in zip(clips, codes)]
+                    (splits / f"{name}_test_split{fold}.txt").write_text("\n".join(lines) + "\n")
+
+        return write_source(folder, fill)

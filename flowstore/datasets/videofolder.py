@@ -1,0 +1,53 @@
+"""A folder of your own clips sorted by class: SOURCE/<class>/<clip>, as Hugging Face's
+`videofolder` and torchvision's folder datasets read them.
+
+Any container OpenCV's FFmpeg backend decodes: .avi .mp4 .mkv .webm .mov .mpg, in any letter
+case. Splits: a ``--split-file`` CSV, or ``train/ val/ test/`` folders, or stratified
+``--val-fraction`` / ``--test-fraction`` with ``--seed`` (`flowstore.datasets._classfolders`).
+A sample's id is its path under SOURCE without the suffix (``jumping/clip_01``), so two classes
+may hold files of the same name. Each sample is the TV-HI extraction (middle frame, frames, flow).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flowstore.datasets._classfolders import ClassFolders
+from flowstore.datasets.base import VideoDataset
+from flowstore.synth.clips import SynthClipsConfig
+
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg")
+#: Class names of the synthetic source: a space, an apostrophe, a non-ASCII letter.
+SYNTH_CLASSES = ("jumping jacks", "rock'n'roll", "vélo", "waving", "clapping", "sitting")
+#: Containers the synthetic clips cycle through, letter case included.
+SYNTH_SUFFIXES = (".avi", ".MP4", ".mkv", ".mov")
+
+
+class VideoFolder(ClassFolders, VideoDataset):
+    name = "videofolder"
+    suffixes = VIDEO_SUFFIXES
+    what = "video"
+    synth_config_type = SynthClipsConfig
+
+    def write_synthetic(self, folder: Path, config: SynthClipsConfig) -> Path:
+        """SOURCE/<class>/clip_NN.<container>, the same clip names in every class, plus the
+        files a real folder collects (README.txt, .DS_Store, Thumbs.db) that are not samples."""
+        from flowstore.synth.clips import write_clip, write_source
+
+        def fill(root: Path) -> None:
+            (root / "README.txt").write_text("my clips\n")
+            for k, name in enumerate(synth_class_names(config.classes)):
+                folder = root / name
+                folder.mkdir()
+                (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+                (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
+                for number in range(1, config.clips_per_class + 1):
+                    suffix = SYNTH_SUFFIXES[number % len(SYNTH_SUFFIXES)]
+                    write_clip(folder / f"clip_{number:02d}{suffix}", k, config)
+
+        return write_source(folder, fill)
+
+
+def synth_class_names(count: int) -> list[str]:
+    """The first `count` synthetic class names (more than the list: class_NN)."""
+    return [SYNTH_CLASSES[k] if k < len(SYNTH_CLASSES) else f"class_{k:02d}" for k in range(count)]

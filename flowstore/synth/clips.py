@@ -1,0 +1,121 @@
+"""Building blocks of the small synthetic sources that dataset modules write in their real
+layout (UCF101, HMDB51, Kinetics, class folders of videos or images).
+
+A clip is the synthetic TV-HI clip (`flowstore.synth.tvhi.render_clip`): class k gets one of
+four (colour, motion) cues, so up to four classes need both appearance and motion to tell apart.
+An image is the synthetic Stanford-40 image (`flowstore.synth.stanford40.render_image`). Every
+file is determined by the seed and its own name, and a source is written into a temporary
+sibling folder and renamed into place, so a killed run leaves no half-written source.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from flowstore.errors import ParameterError
+
+#: (colour, motion) of class k: `CUES[k % 4]`.
+CUES = (("warm", "horizontal"), ("warm", "vertical"), ("cool", "horizontal"),
+        ("cool", "vertical"))
+#: The codec written for each container (what OpenCV's FFmpeg backend writes without warnings).
+FOURCC = {".avi": "XVID", ".mkv": "XVID", ".mp4": "mp4v", ".mov": "mp4v", ".m4v": "mp4v"}
+
+
+@dataclass(frozen=True)
+class SynthClipsConfig:
+    """How much a small synthetic source holds; every file is determined by `seed` and its name."""
+
+    classes: int = 3
+    clips_per_class: int = 6
+    min_frames: int = 10
+    max_frames: int = 16
+    width: int = 64
+    height: int = 48
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.classes <= 400:
+            raise ParameterError(f"classes must be in 1..400, got {self.classes}")
+        if not 1 <= self.clips_per_class <= 10000:
+            raise ParameterError(f"clips per class must be in 1..10000, got "
+                                 f"{self.clips_per_class}")
+        if not 2 <= self.min_frames <= self.max_frames:
+            raise ParameterError(f"frame range must satisfy 2 <= min <= max, got "
+                                 f"{self.min_frames}..{self.max_frames}")
+        if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
+            raise ParameterError(f"resolution must be even and at least 16x16, got "
+                                 f"{self.width}x{self.height}")
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, *name.encode()])
+
+
+def write_clip(path: Path, class_index: int, config: SynthClipsConfig) -> None:
+    """One clip of class `class_index` at `path`, in the container its suffix names."""
+    from flowstore.extraction._cv import cv2  # here: dataset modules import this module
+    from flowstore.synth.tvhi import render_clip
+
+    rng = _rng(config.seed, path.name)
+    colour, motion = CUES[class_index % len(CUES)]
+    n_frames = int(rng.integers(config.min_frames, config.max_frames + 1))
+    frames = render_clip(colour, motion, rng, n_frames, config.width, config.height)
+    fourcc = FOURCC.get(path.suffix.lower(), "XVID")
+    # written under a plain name and renamed: OpenCV's writer takes a str path
+    scratch = path.with_name(f".writing{path.suffix.lower()}")
+    writer = cv2.VideoWriter(str(scratch), cv2.VideoWriter_fourcc(*fourcc), 25.0,
+                             (config.width, config.height))
+    if not writer.isOpened():
+        raise OSError(f"OpenCV cannot write {fourcc} video {path}")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        writer.release()
+    os.replace(scratch, path)
+
+
+def write_image(path: Path, class_index: int, config: SynthClipsConfig) -> None:
+    """One image of class `class_index` at `path`, encoded as its suffix names."""
+    from flowstore.extraction._cv import cv2
+    from flowstore.synth.stanford40 import render_image
+
+    image = render_image(class_index, _rng(config.seed, path.name), config.width, config.height)
+    ok, encoded = cv2.imencode(path.suffix.lower(), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"OpenCV cannot encode {path}")
+    path.write_bytes(encoded.tobytes())
+
+
+def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
+    """Run `fill(staging)` on a new temporary sibling of `folder`, then rename it into place.
+
+    Raises:
+        ParameterError: `folder` exists and is not empty.
+    """
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ParameterError(f"synthetic source folder is not empty: {str(folder)!r}")
+    staging = folder.with_name(f".{folder.name}.writing-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        fill(staging)
+        if folder.exists():
+            folder.rmdir()
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def crlf(lines: list[str]) -> bytes:
+    """Lines with CRLF endings, as the official UCF101 lists are written."""
+    return "".join(line + "\r\n" for line in lines).encode()

@@ -1,0 +1,224 @@
+"""Bad input to the datasets of issue 14 (item 8), held to the README's promises like
+tests/test_flowstore_bad_inputs.py: a usage or layout error is one ``error: `` line, exit 2 and
+nothing written; a bad sample fails alone (exit 1) and the others build; what is legal but odd
+(class names with spaces, parentheses, apostrophes, non-ASCII letters) just works.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from flowstore.datasets import get_dataset
+from flowstore.store import open_store
+from flowstore.synth.clips import SynthClipsConfig, write_clip
+from tests.conftest import assert_one_line_error, flowstore_cli
+from tests.test_flowstore_bad_inputs import _unprivileged, failures_listed
+
+TINY = SynthClipsConfig(classes=2, clips_per_class=4, min_frames=4, max_frames=6, width=32,
+                        height=32, seed=7)
+TINY_ARGS = ("--size", "16", "--steps", "2", "-q")
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("synth")
+    return {name: get_dataset(name).write_synthetic(root / name, TINY)
+            for name in ("ucf101", "hmdb51", "kinetics", "videofolder")}
+
+
+@pytest.fixture
+def copy(pristine, tmp_path):
+    def make(name: str) -> Path:
+        return Path(shutil.copytree(pristine[name], tmp_path / f"{name}-source"))
+    return make
+
+
+def build_cli(dataset: str, source: Path, store: Path, *options: str):
+    return flowstore_cli("build", dataset, "--source", source, "--store", store, *options,
+                         *TINY_ARGS)
+
+
+def refused(result, store: Path, *expected: str) -> str:
+    line = assert_one_line_error(result)
+    for text in expected:
+        assert text in line
+    assert not store.exists() and not list(store.parent.glob(f".{store.stem}*"))
+    return line
+
+
+# -- a split file naming a clip that is absent: that sample fails, the build goes on ---------------
+def test_ucf101_list_naming_an_absent_clip_fails_that_clip_alone(copy, tmp_path):
+    source = copy("ucf101")
+    train = source / "ucfTrainTestlist" / "trainlist01.txt"
+    _append_crlf(train, "ApplyEyeMakeup/v_ApplyEyeMakeup_g09_c01.avi 1")
+    result = build_cli("ucf101", source, tmp_path / "u.zarr")
+    failed = failures_listed(result)
+    assert len(failed) == 1
+    (sample, reason), = failed.items()
+    assert sample.endswith("_g09_c01") and reason.startswith("video file is missing")
+    with open_store(tmp_path / "u.zarr", "r") as store:
+        assert int(store.read("done").sum()) == len(store.read("done")) - 1
+
+
+def test_hmdb51_split_file_naming_an_absent_clip_fails_that_clip_alone(copy, tmp_path):
+    source = copy("hmdb51")
+    split = next((source / "testTrainMulti_7030_splits").glob("*_test_split1.txt"))
+    split.write_text(split.read_text() + "Gone_(HQ)_clip_0.avi 1 \n")
+    failed = failures_listed(build_cli("hmdb51", source, tmp_path / "h.h5"))
+    assert failed == {"Gone_(HQ)_clip_0": "video file is missing: Gone_(HQ)_clip_0.avi"}
+
+
+def test_videofolder_split_csv_naming_an_absent_clip_fails_that_clip_alone(copy, tmp_path):
+    source = copy("videofolder")
+    csv = tmp_path / "splits.csv"
+    csv.write_text("path,label,split\njumping jacks/clip_01.MP4,jump,train\n"
+                   "elsewhere/missing.mp4,jump,test\nrock'n'roll/clip_02.mkv,rock,val\n")
+    failed = failures_listed(build_cli("videofolder", source, tmp_path / "v.zarr",
+                                       "--split-file", str(csv)))
+    assert failed == {"elsewhere/missing": "video file is missing: missing.mp4"}
+
+
+# -- split files that name unknown classes, or are unreadable or malformed: one line, exit 2 -------
+def _append_crlf(path: Path, line: str) -> None:
+    path.write_bytes(path.read_bytes() + line.encode() + b"\r\n")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda s: _append_crlf(s / "ucfTrainTestlist" / "trainlist01.txt",
+                            "Juggling/v_Juggling_g01_c01.avi 3"),
+     "trainlist01.txt line 5: class 'Juggling' is not in classInd.txt"),
+    (lambda s: _append_crlf(s / "ucfTrainTestlist" / "testlist01.txt",
+                            "Juggling/v_Juggling_g01_c01.avi"),
+     "testlist01.txt line 5: class 'Juggling' is not in classInd.txt"),
+    (lambda s: _append_crlf(s / "ucfTrainTestlist" / "trainlist01.txt", "just some words here"),
+     "trainlist01.txt line 5: expected 'Class/clip.avi INDEX'"),
+    (lambda s: (s / "ucfTrainTestlist" / "classInd.txt").write_bytes(b"1 A\r\n3 B\r\n"),
+     "classInd.txt line 2: index 3 out of order"),
+    (lambda s: (s / "ucfTrainTestlist" / "trainlist01.txt").write_bytes(b"\xff\xfe\x00junk"),
+     "is not UTF-8 text"),
+    (lambda s: (s / "ucfTrainTestlist" / "testlist01.txt").unlink(),
+     "no testlist01.txt at"),
+    (lambda s: shutil.rmtree(s / "UCF-101"), "expected UCF-101/ and ucfTrainTestlist/"),
+], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "classind-order",
+        "not-utf8", "missing-list", "no-clips-folder"])
+def test_ucf101_bad_split_files_are_one_line_and_write_nothing(damage, expected, copy, tmp_path):
+    source = copy("ucf101")
+    damage(source)
+    refused(build_cli("ucf101", source, tmp_path / "u.zarr"), tmp_path / "u.zarr", expected)
+
+
+def test_an_unreadable_split_file_is_one_line_and_writes_nothing(copy, tmp_path):
+    source = copy("ucf101")
+    preexec = _unprivileged(tmp_path)
+    (source / "ucfTrainTestlist" / "trainlist01.txt").chmod(0)
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "flowstore", "build", "ucf101", "--source",
+                             str(source), "--store", str(tmp_path / "u.zarr"), *TINY_ARGS],
+                            capture_output=True, text=True, preexec_fn=preexec, timeout=300)
+    refused(result, tmp_path / "u.zarr", "cannot read trainlist01.txt", "Permission denied")
+
+
+@pytest.mark.parametrize("dataset, damage, expected", [
+    ("hmdb51", lambda s: next((s / "testTrainMulti_7030_splits").glob("*_split1.txt"))
+     .write_text("clip.avi 7 \n"), "line 1: expected 'clip.avi N' with N 0, 1 or 2"),
+    ("hmdb51", lambda s: shutil.rmtree(s / "testTrainMulti_7030_splits"),
+     "no testTrainMulti_7030_splits/"),
+    ("kinetics", lambda s: (s / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start\nabseiling,x,1\n"), "has no column 'time_end'"),
+    ("kinetics", lambda s: (s / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n\"abseiling,x,1,11,train\n"),
+     "train.csv' line 2: unexpected end of data"),
+    ("kinetics", lambda s: (s / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nabseiling,x,soon,11,train\n"),
+     "line 2: time 'soon' is not a number"),
+    ("kinetics", lambda s: (s / "annotations" / "val.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nunheard of,x,1,11,val\n"),
+     "val.csv has label 'unheard of', which train.csv lacks"),
+], ids=["hmdb-bad-code", "hmdb-no-splits", "kinetics-missing-column", "kinetics-open-quote",
+        "kinetics-bad-time", "kinetics-unknown-label"])
+def test_bad_split_files_and_csvs_are_one_line_and_write_nothing(dataset, damage, expected,
+                                                                 copy, tmp_path):
+    source = copy(dataset)
+    damage(source)
+    store = tmp_path / "x.zarr"
+    refused(build_cli(dataset, source, store), store, expected)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("path,label\na.mp4,x\n", "has no column 'split'"),
+    ("path,label,split\na.mp4,x,training\n", "line 2: split 'training' is not one of"),
+    ("path,label,split\n../a.mp4,x,train\n", "line 2: path '../a.mp4' is not inside"),
+    ("path,label,split\na.mp4,x,train\na.mp4,x,test\n", "line 3: 'a.mp4' is listed twice"),
+    ("path,label,split\na.mp4,x,train,extra\n", "line 2: expected 3 fields"),
+    ("path,label,split\n", "lists no videos"),
+    (None, "no split file at"),
+], ids=["no-split-column", "bad-split", "outside", "twice", "extra-field", "empty", "absent"])
+def test_a_malformed_or_absent_split_csv_is_one_line_and_writes_nothing(text, expected, copy,
+                                                                        tmp_path):
+    source = copy("videofolder")
+    csv = tmp_path / "splits.csv"
+    if text is not None:
+        csv.write_text(text)
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", source, store, "--split-file", str(csv)), store, expected)
+
+
+# -- class folders ---------------------------------------------------------------------------------
+def test_an_empty_class_folder_is_one_line(copy, tmp_path):
+    source = copy("videofolder")
+    (source / "kiss").mkdir()
+    (source / "kiss" / "notes.txt").write_text("to do")
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", source, store), store, "class folder", "kiss",
+            "holds no video")
+
+
+def test_a_source_without_class_folders_is_one_line(tmp_path):
+    source = tmp_path / "flat"
+    source.mkdir()
+    write_clip(source / "a.avi", 0, TINY)
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", source, store), store,
+            "no class folders in", "expected <class>/<video>")
+
+
+@pytest.mark.parametrize("other", ["Jumping Jacks", "jumping jacks".upper()])
+def test_two_spellings_of_one_class_are_one_line(other, copy, tmp_path):
+    source = copy("videofolder")
+    (source / other).mkdir()
+    write_clip(source / other / "x.avi", 0, TINY)
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", source, store), store, "differ only in letter case")
+
+
+def test_two_unicode_forms_of_one_class_are_one_line(tmp_path):
+    import unicodedata
+
+    source = tmp_path / "s"
+    for form in ("NFC", "NFD"):
+        folder = source / unicodedata.normalize(form, "vélo")
+        folder.mkdir(parents=True)
+        write_clip(folder / "a.avi", 0, TINY)
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", source, store), store, "Unicode form")
+
+
+def test_class_names_with_spaces_parentheses_apostrophes_and_non_ascii_work(tmp_path):
+    names = ["playing (guitar)", "rock'n'roll", "vélo à l'école", "跳舞", "tai chi"]
+    source = tmp_path / "s"
+    for k, name in enumerate(names):
+        (source / name).mkdir(parents=True)
+        for number in range(3):
+            write_clip(source / name / f"clip ({number}).avi", k, TINY)
+    store = tmp_path / "v.h5"
+    result = build_cli("videofolder", source, store)
+    assert result.returncode == 0, result.stderr
+    with open_store(store, "r") as opened:
+        assert opened.attrs["classes"] == sorted(names)
+        assert opened.read("done").all()
+        assert "vélo à l'école/clip (0)" in list(opened.read("id"))

@@ -1,0 +1,410 @@
+"""The datasets of issue 14: videofolder, imagefolder, UCF101, HMDB51 and Kinetics.
+
+Each builds from a tiny synthetic source in its real layout, on both backends, into values
+equal to an independent decode + resize (tests/reference.py); its split follows the dataset's
+rules; its options are typed, validated in one place, recorded and fingerprinted; and the real
+split files in ../shared/data parse into the official folds.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowstore.build import BuildConfig, build, group_failures
+from flowstore.datasets import dataset_names, get_dataset
+from flowstore.datasets.base import Dataset, VideoDataset
+from flowstore.errors import ParameterError
+from flowstore.params import ImageParams, VideoParams
+from flowstore.store import open_store
+from flowstore.synth.clips import SynthClipsConfig
+from tests.conftest import SHARED, assert_one_line_error, flowstore_cli, require_real_data
+from tests.reference import reference_image, reference_tvhi
+
+NEW = ("videofolder", "imagefolder", "ucf101", "hmdb51", "kinetics")
+TINY = SynthClipsConfig(classes=2, clips_per_class=4, min_frames=6, max_frames=9, width=48,
+                        height=32, seed=3)
+SIZE, STEPS = 16, 2
+
+
+def params_of(name: str):
+    return ImageParams(size=SIZE) if name == "imagefolder" else VideoParams(size=SIZE, steps=STEPS)
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> dict[str, Path]:
+    """A read-only tiny synthetic source of each new dataset (copy one to change it)."""
+    root = tmp_path_factory.mktemp("synth")
+    return {name: get_dataset(name).write_synthetic(root / name, TINY) for name in NEW}
+
+
+def test_every_new_dataset_is_registered_with_its_options():
+    assert set(NEW) <= set(dataset_names())
+    result = flowstore_cli("datasets")
+    assert result.returncode == 0
+    lines = dict(line.split(None, 1) if " " in line else (line, "")
+                 for line in result.stdout.splitlines())
+    assert "--fold" in lines["ucf101"] and "--fold" in lines["hmdb51"]
+    assert "--split-file" in lines["videofolder"] and "--val-fraction" in lines["kinetics"]
+    assert lines["tvhi"] == ""
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_builds_from_its_synthetic_source_with_values_of_an_independent_decode(
+        name, sources, suffix, tmp_path):
+    source = sources[name]
+    store_path = tmp_path / f"{name}{suffix}"
+    result = build(BuildConfig(dataset=name, source=source, store=store_path,
+                               params=params_of(name), workers=2, progress=False))
+    dataset = get_dataset(name)
+    manifest = dataset.manifest(source)
+    missing = {row.id for row in manifest.rows
+               if not dataset.source_file(source, row.id).is_file()}
+    assert set(result.failures) == missing  # only Kinetics' synthetic copy has holes
+    assert all(reason.startswith("video file is missing") for reason in result.failures.values())
+    assert result.computed == len(manifest) - len(missing) > 0
+    with open_store(store_path, "r") as store:
+        attrs = store.attrs
+        assert attrs["dataset"] == name and tuple(attrs["classes"]) == manifest.classes
+        assert attrs["manifest"] == manifest.to_csv()  # the store carries its manifest
+        assert list(store.read("id")) == [row.id for row in manifest.rows]
+        assert list(store.read("split")) == [row.split for row in manifest.rows]
+        done = store.read("done").astype(bool)
+        for index, row in enumerate(manifest.rows):
+            assert done[index] == (row.id not in missing)
+            if not done[index]:
+                continue
+            path = dataset.source_file(source, row.id)
+            if name == "imagefolder":
+                np.testing.assert_array_equal(store.read("image", index),
+                                              reference_image(path, SIZE))
+            else:
+                expected = reference_tvhi(path, SIZE, STEPS)
+                for array in ("middle_frame", "frames", "flow"):
+                    np.testing.assert_array_equal(store.read(array, index), expected[array],
+                                                  err_msg=f"{name} {row.id} {array}")
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_build_synthetic_works_from_the_command_line(name, tmp_path):
+    store = tmp_path / f"{name}.zarr"
+    steps = [] if name == "imagefolder" else ["--steps", "2"]
+    result = flowstore_cli("build", name, "--synthetic", "--store", store, "--size", "16",
+                           *steps, "--max-per-split", "1", "-q",
+                           env={"FLOWSTORE_CACHE": str(tmp_path / "cache")})
+    assert result.returncode in (0, 1), result.stderr  # Kinetics' copy misses clips, as real ones
+    assert "Traceback" not in result.stderr
+    with open_store(store, "r") as opened:
+        assert opened.read("done").any()
+
+
+def test_synth_command_writes_each_real_layout(tmp_path):
+    for name, marker in [("ucf101", "ucfTrainTestlist/classInd.txt"),
+                         ("hmdb51", "testTrainMulti_7030_splits"),
+                         ("kinetics", "annotations/val.csv"), ("videofolder", "README.txt"),
+                         ("imagefolder", "README.txt")]:
+        result = flowstore_cli("synth", name, tmp_path / name, "--classes", "2",
+                               "--clips-per-class", "2")
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / name / marker).exists()
+    refused = flowstore_cli("synth", "ucf101", tmp_path / "x", "--clips", "2")
+    assert "--clips is not an option of synth ucf101" in assert_one_line_error(refused)
+
+
+# -- splits ---------------------------------------------------------------------------------------
+def test_videofolder_ids_are_unique_across_classes_and_non_media_is_skipped(sources):
+    dataset = get_dataset("videofolder")
+    manifest = dataset.manifest(sources["videofolder"])
+    ids = [row.id for row in manifest.rows]
+    assert len(ids) == len(set(ids)) == TINY.classes * TINY.clips_per_class
+    assert "jumping jacks/clip_01" in ids and "rock'n'roll/clip_01" in ids
+    assert manifest.classes == ("jumping jacks", "rock'n'roll")  # sorted by name
+    suffixes = {Path(dataset.sample_paths[i]).suffix for i in ids}
+    assert suffixes == {".avi", ".MP4", ".mkv", ".mov"}  # any container, any letter case
+    assert not any("README" in i or "DS_Store" in i or "Thumbs" in i for i in ids)
+
+
+def test_videofolder_fractions_are_stratified_and_seeded(tmp_path):
+    config = dataclasses.replace(TINY, clips_per_class=10, min_frames=2, max_frames=2,
+                                 width=16, height=16)
+    source = get_dataset("videofolder").write_synthetic(tmp_path / "s", config)
+    counts = collections.Counter((row.class_name, row.split)
+                                 for row in get_dataset("videofolder").manifest(source).rows)
+    for name in ("jumping jacks", "rock'n'roll"):
+        assert (counts[name, "train"], counts[name, "val"], counts[name, "test"]) == (7, 1, 2)
+    other = get_dataset("videofolder", {"seed": "5", "test_fraction": "0.5"}).manifest(source)
+    assert collections.Counter(row.split for row in other.rows)["test"] == 10
+    first = get_dataset("videofolder").manifest(source)
+    assert first == get_dataset("videofolder").manifest(source)  # the same seed, the same split
+
+
+def test_videofolder_split_folders_and_split_file_win_in_order(sources, tmp_path):
+    source = Path(shutil.copytree(sources["videofolder"], tmp_path / "s"))
+    (source / "README.txt").unlink()
+    for split in ("train", "test"):
+        (source / split).mkdir()
+    for name in ("jumping jacks", "rock'n'roll"):
+        shutil.move(source / name, source / "train" / name)
+        (source / "test" / name).mkdir()
+        shutil.move(source / "train" / name / "clip_04.avi", source / "test" / name)
+    manifest = get_dataset("videofolder").manifest(source)
+    by_split = collections.Counter(row.split for row in manifest.rows)
+    assert by_split == {"train": 5, "val": 1, "test": 2}  # val carved from train/
+    assert {row.id for row in manifest.rows if row.split == "test"} == {
+        "test/jumping jacks/clip_04", "test/rock'n'roll/clip_04"}
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("path,label,split\r\n"
+                          "train/jumping jacks/clip_02.mkv,jumping,train\r\n"
+                          "test/rock'n'roll/clip_04.avi,\"rock, roll\",val\r\n"
+                          "gone/clip.avi,jumping,test\r\n")
+    listed = get_dataset("videofolder", {"split_file": str(split_file)}).manifest(source)
+    assert listed.classes == ("jumping", "rock, roll")  # classes from the CSV
+    assert [(r.id, r.class_name, r.split) for r in listed.rows] == [
+        ("train/jumping jacks/clip_02", "jumping", "train"),
+        ("test/rock'n'roll/clip_04", "rock, roll", "val"), ("gone/clip", "jumping", "test")]
+
+
+def test_imagefolder_builds_an_image_store_the_image_cnn_reads(sources, tmp_path):
+    dataset = get_dataset("imagefolder")
+    assert [spec.name for spec in dataset.specs(ImageParams(size=SIZE))] == ["image"]
+    manifest = dataset.manifest(sources["imagefolder"])
+    assert {Path(dataset.sample_paths[row.id]).suffix for row in manifest.rows} == {
+        ".jpg", ".PNG", ".jpeg", ".bmp"}
+
+
+def test_ucf101_reads_crlf_lists_the_handstand_quirk_and_keeps_groups_apart(sources):
+    source = sources["ucf101"]
+    assert b"\r\n" in (source / "ucfTrainTestlist" / "trainlist01.txt").read_bytes()
+    for fold in (1, 2, 3):
+        dataset = get_dataset("ucf101", {"fold": fold})
+        manifest = dataset.manifest(source)
+        assert manifest.classes == ("ApplyEyeMakeup", "HandstandPushups")
+        for row in manifest.rows:
+            assert dataset.source_file(source, row.id).is_file()
+            assert (row.split == "test") == (f"_g{fold:02d}_" in row.id)
+
+
+def test_ucf101_real_lists_give_the_official_folds_and_val_by_group(tmp_path):
+    from flowstore.datasets.ucf101 import group_of
+
+    lists = require_real_data(SHARED / "data" / "ucf101" / "ucfTrainTestlist" / "classInd.txt",
+                              "real UCF101 split files").parent
+    source = tmp_path / "ucf"
+    (source / "UCF-101").mkdir(parents=True)
+    (source / "ucfTrainTestlist").symlink_to(lists)
+    official = {1: (9537, 3783), 2: (9586, 3734), 3: (9624, 3696)}
+    for fold, (train, test) in official.items():
+        dataset = get_dataset("ucf101", {"fold": fold})
+        manifest = dataset.manifest(source)
+        counts = collections.Counter(row.split for row in manifest.rows)
+        assert (counts["train"] + counts["val"], counts["test"]) == (train, test)
+        assert 0.08 < counts["val"] / train < 0.14
+        groups = {split: {(row.class_name, group_of(row.id)) for row in manifest.rows
+                          if row.split == split} for split in ("train", "val")}
+        assert not groups["train"] & groups["val"]
+        assert {c for c, _ in groups["val"]} == set(manifest.classes)  # stratified by class
+        row = next(r for r in manifest.rows if r.class_name == "HandstandPushups")
+        assert row.id.startswith("v_HandStandPushups_")
+        assert dataset.sample_paths[row.id].startswith("UCF-101/HandstandPushups/")
+
+
+def test_hmdb51_real_split_files_give_the_official_counts(tmp_path):
+    splits = require_real_data(SHARED / "data" / "hmdb51" / "testTrainMulti_7030_splits" /
+                               "brush_hair_test_split1.txt", "real HMDB51 split files").parent
+    source = tmp_path / "hmdb"
+    (source / "brush_hair").mkdir(parents=True)
+    (source / "testTrainMulti_7030_splits").symlink_to(splits)
+    manifest = get_dataset("hmdb51").manifest(source)
+    counts = collections.Counter(row.split for row in manifest.rows)
+    assert (counts["train"] + counts["val"], counts["test"]) == (3570, 1530)
+    assert len(manifest.classes) == 51
+
+
+def test_hmdb51_clips_one_level_down_or_at_the_top(sources, tmp_path):
+    source = Path(shutil.copytree(sources["hmdb51"], tmp_path / "s"))
+    down = get_dataset("hmdb51").manifest(source)
+    for folder in (source / "hmdb51").iterdir():
+        shutil.move(folder, source / folder.name)
+    (source / "hmdb51").rmdir()
+    dataset = get_dataset("hmdb51")
+    assert dataset.manifest(source) == down
+    assert all(dataset.source_file(source, row.id).is_file() for row in down.rows)
+    lines = (source / "testTrainMulti_7030_splits" / "wave_test_split1.txt"
+             if (source / "wave").exists() else
+             next((source / "testTrainMulti_7030_splits").glob("*_split1.txt"))).read_text()
+    assert lines.splitlines()[0].endswith(" ")  # the real trailing space
+    codes = collections.Counter(line.split()[-1] for line in lines.splitlines())
+    assert codes["0"] and codes["1"] and codes["2"]
+
+
+def test_kinetics_test_is_the_official_val_and_val_is_carved_from_train(sources):
+    dataset = get_dataset("kinetics")
+    manifest = dataset.manifest(sources["kinetics"])
+    for row in manifest.rows:
+        folder = dataset.sample_paths[row.id].split("/")[0]
+        assert folder == ("val" if row.split == "test" else "train")
+    assert manifest.classes == ("abseiling", "air drumming")  # train.csv's labels, sorted
+
+
+def test_kinetics_real_csv_parses_quoted_labels(tmp_path):
+    val = require_real_data(SHARED / "data" / "kinetics400" / "annotations" / "val.csv",
+                            "real Kinetics-400 CSVs")
+    source = tmp_path / "k"
+    (source / "annotations").mkdir(parents=True)
+    text = val.read_text()
+    (source / "annotations" / "val.csv").write_text(text)
+    header, *rows = text.splitlines()
+    (source / "annotations" / "train.csv").write_text(  # train: the same rows, other clips
+        "\n".join([header] + [row.replace(",val,", ",train,").replace(",", ",t", 1)
+                              if not row.startswith('"') else
+                              row.replace(",val,", ",train,").replace('",', '",t', 1)
+                              for row in rows]) + "\n")
+    manifest = get_dataset("kinetics").manifest(source)
+    assert len(manifest.classes) == 400 and "air drumming" in manifest.classes
+    counts = collections.Counter(row.split for row in manifest.rows)
+    assert counts["test"] == 19906 and counts["train"] + counts["val"] == 19906
+
+
+# -- options, fingerprint, registry ----------------------------------------------------------------
+def test_options_are_typed_and_validated_in_one_place():
+    with pytest.raises(ParameterError, match="--fold must be 1, 2 or 3"):
+        get_dataset("ucf101", {"fold": "4"})
+    with pytest.raises(ParameterError, match="--fold must be an integer"):
+        get_dataset("hmdb51", {"fold": "one"})
+    with pytest.raises(ParameterError, match="must be below 1"):
+        get_dataset("videofolder", {"val_fraction": "0.5", "test_fraction": "0.5"})
+    with pytest.raises(ParameterError, match="--fold is not an option of dataset 'tvhi'"):
+        get_dataset("tvhi", {"fold": "2"})
+    assert get_dataset("ucf101", {"fold": "2"}).options.fold == 2
+
+
+@pytest.mark.parametrize("args, expect", [
+    (("ucf101", "--fold", "7"), "--fold must be 1, 2 or 3, got 7"),
+    (("videofolder", "--val-fraction=1.5"), "--val-fraction must be in [0, 1)"),
+    (("tvhi", "--fold", "2"), "--fold is not an option of dataset 'tvhi'"),
+    (("ucf101", "--fold"), "option --fold needs a value"),
+])
+def test_bad_dataset_options_are_one_line_before_any_work(args, expect, sources, tmp_path):
+    result = flowstore_cli("build", args[0], "--source", sources.get(args[0], tmp_path),
+                           "--store", tmp_path / "x.zarr", *args[1:], "-q")
+    assert expect in assert_one_line_error(result)
+    assert not (tmp_path / "x.zarr").exists()
+
+
+def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp_path):
+    stores = tmp_path / "stores"
+    stores.mkdir()
+
+    def fingerprint(name: str, source: Path, **options) -> str:
+        store = stores / f"s{len(list(stores.iterdir()))}.zarr"
+        return build(BuildConfig(dataset=name, source=source, store=store,
+                                 params=params_of(name), options=options, max_per_split=1,
+                                 progress=False)).fingerprint
+
+    ucf = sources["ucf101"]
+    assert fingerprint("ucf101", ucf) != fingerprint("ucf101", ucf, fold=2)
+    assert fingerprint("ucf101", ucf, seed=1) != fingerprint("ucf101", ucf)
+    images = sources["imagefolder"]
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n")
+    moved = tmp_path / "elsewhere.csv"
+    shutil.copy(split_file, moved)
+    with_file = fingerprint("imagefolder", images, split_file=split_file)
+    assert fingerprint("imagefolder", images, split_file=moved) == with_file  # not the path
+    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,b,train\n")
+    assert fingerprint("imagefolder", images, split_file=split_file) != with_file
+
+
+def test_a_store_records_its_options_and_refuses_others(sources, tmp_path):
+    store = tmp_path / "u.zarr"
+    args = ("build", "ucf101", "--source", sources["ucf101"], "--store", store, "--size", "16",
+            "--steps", "2", "--max-per-split", "1", "-q")
+    assert flowstore_cli(*args, "--fold", "2").returncode == 0
+    with open_store(store, "r") as opened:
+        assert opened.attrs["options"] == {"fold": 2, "seed": 0, "val_fraction": 0.1}
+    line = assert_one_line_error(flowstore_cli(*args, "--fold", "3"))
+    assert "other split options (--fold: store 2 vs asked 3)" in line
+    assert flowstore_cli(*args, "--fold=2").returncode == 0  # the same: resumes
+
+
+def test_verify_repair_rebuilds_with_the_stores_own_options(sources, tmp_path):
+    from flowstore.verify import repair
+
+    store = tmp_path / "u.zarr"
+    build(BuildConfig(dataset="ucf101", source=sources["ucf101"], store=store,
+                      params=params_of("ucf101"), options={"fold": 3}, progress=False))
+    with open_store(store, "r") as opened:
+        sample = str(opened.read("id")[0])
+    assert repair(store, sources["ucf101"], [sample]).repaired == [sample]
+
+
+def test_the_registry_refuses_a_duplicate_name():
+    with pytest.raises(TypeError, match="dataset name 'ucf101' is taken"):
+        type("AnotherUCF", (VideoDataset,), {"name": "ucf101", "manifest": lambda s, x: None,
+                                             "__module__": __name__})
+    assert get_dataset("ucf101").__class__.__module__ == "flowstore.datasets.ucf101"
+    assert issubclass(type(get_dataset("ucf101")), Dataset)
+
+
+# -- failure summary -------------------------------------------------------------------------------
+def test_many_failures_are_grouped_by_reason_with_a_few_examples():
+    failures = {f"clip{k:03d}_000000_000010": f"video file is missing: "
+                f"clip{k:03d}_000000_000010.mp4" for k in range(500)}
+    failures["bad_000000_000010"] = "only 1 decodable frame(s) in bad_000000_000010.mp4; need 2"
+    groups = group_failures(failures)
+    assert groups[0] == ("video file is missing: <file>", 500,
+                         ["clip000_000000_000010", "clip001_000000_000010",
+                          "clip002_000000_000010"])
+    assert groups[1] == ("only 1 decodable frame(s) in <file>; need 2", 1, ["bad_000000_000010"])
+
+
+def test_a_kinetics_copy_missing_many_clips_builds_the_rest_and_says_so_briefly(sources,
+                                                                                 tmp_path):
+    source = Path(shutil.copytree(sources["kinetics"], tmp_path / "k"))
+    csv = source / "annotations" / "train.csv"
+    extra = [f"abseiling,gone{k:03d},0,10,train,0" for k in range(40)]
+    csv.write_text(csv.read_text() + "\n".join(extra) + "\n")
+    result = flowstore_cli("build", "kinetics", "--source", source, "--store",
+                           tmp_path / "k.zarr", "--size", "16", "--steps", "2", "-q")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 2, result.stderr  # the header and one grouped reason
+    missing = int(lines[0].split()[0])
+    assert missing > 40
+    assert lines[1].startswith(f"  {missing} x video file is missing: <file> (e.g. ")
+    with open_store(tmp_path / "k.zarr", "r") as store:
+        assert int(store.read("done").sum()) == len(store.read("done")) - missing > 0
+    shown = flowstore_cli("inspect", tmp_path / "k.zarr").stdout.splitlines()
+    assert shown[-2:] == [f"failures ({missing})", lines[1]]  # inspect groups them the same way
+
+
+def test_a_slow_ledger_is_written_less_often(sources, tmp_path, monkeypatch):
+    """A ledger that takes long to write (a 250,000-clip Kinetics store: seconds) is written
+    at most LEDGER_TIME_SHARE of the time, not after every sample once a second has passed."""
+    import time
+
+    from flowstore import build as build_module
+
+    writes = []
+    real_write = build_module.Ledger.write
+
+    def slow_write(self, store, *, durable=False):
+        time.sleep(0.2)
+        writes.append(time.monotonic())
+        real_write(self, store, durable=durable)
+
+    monkeypatch.setattr(build_module, "DONE_FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(build_module.Ledger, "write", slow_write)
+    result = build(BuildConfig(dataset="ucf101", source=sources["ucf101"],
+                               store=tmp_path / "u.zarr", params=params_of("ucf101"), workers=1,
+                               progress=False))
+    assert result.computed == 8
+    during = writes[:-1]  # the last one is the final write after the run
+    gaps = [later - earlier for earlier, later in zip(during, during[1:])]
+    assert all(gap >= 0.2 / build_module.LEDGER_TIME_SHARE for gap in gaps), gaps
+    assert len(during) < result.computed
