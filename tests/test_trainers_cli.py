@@ -62,9 +62,12 @@ def stores(tmp_path):
     ("tvhi_flow", "empty_dir", "not"),
     ("two_stream", "not_hdf5", "not a readable flowstore store"),
     ("tvhi_flow", "wrong_suffix", "must end in .zarr"),
-    ("tvhi_flow", "stanford40", "holds dataset 'stanford40', but model 'tvhi_flow' trains on"),
-    ("stanford40", "tvhi", "holds dataset 'tvhi', but model 'stanford40'"),
-    ("resnet", "tvhi", "unknown model 'resnet'; known models: stanford40, tvhi_frames"),
+    ("tvhi_flow", "stanford40", "lacks the array 'flow' that model 'flow' reads"),
+    ("flow", "stanford40", "lacks the array 'flow' that model 'flow' reads"),
+    ("two_stream", "stanford40", "lacks the arrays 'middle_frame', 'flow' that model"),
+    ("stanford40", "tvhi", "(dataset 'tvhi') lacks the array 'image' that model 'image' reads"),
+    ("resnet", "tvhi", "unknown model 'resnet'; known models: image, frames, flow, two_stream "
+                       "(aliases: stanford40 = image, tvhi_frames = frames, tvhi_flow = flow)"),
 ])
 def test_bad_store_or_model_is_one_line_and_exit_2(stores, tmp_path, model, store, expected):
     result = runner.invoke(app, ["run", model, "--store", str(stores[store]),
