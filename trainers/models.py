@@ -4,10 +4,13 @@ Every factory takes keyword arguments with defaults (the report's 224 x 224 fram
 steps), checks them before building, names its layers, and uses `padding="same"` everywhere, so
 that the parameter counts at the defaults equal the report's model summaries:
 
-    stanford40   6,578,424 total
-    tvhi_frames  6,550,588 total, 16,444 trainable (frozen Stanford-40 conv part)
-    tvhi_flow    7,932,536 total
-    two_stream   274,628 trainable, 14,276,766 non-trainable
+    image (stanford40)    6,578,424 total
+    frames (tvhi_frames)  6,550,588 total, 16,444 trainable (frozen Stanford-40 conv part)
+    flow (tvhi_flow)      7,932,536 total
+    two_stream            274,628 trainable, 14,276,766 non-trainable
+
+(catalogue names, the report's in parentheses; `trainers.catalogue` says which factory is
+which model).
 
 Transfer is done by reusing the layers of an earlier model as a nested, frozen sub-model
 (`stanford40_features`, `frame_stream`, `flow_stream`): the stored weights stay untouched and the
