@@ -15,8 +15,8 @@ import numpy as np
 
 from flowstore.reader import TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, open_store
-from trainers.errors import NoSamplesError, WrongDatasetError
 from trainers.catalogue import ModelEntry, get_model
+from trainers.errors import NoSamplesError, WrongDatasetError
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
            "open_samples"]

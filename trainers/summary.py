@@ -6,8 +6,8 @@ quickest check that an architecture still matches the report.
 
 from __future__ import annotations
 
-from trainers.errors import require_training_extra
 from trainers.catalogue import get_model
+from trainers.errors import require_training_extra
 
 
 def model_summary(model: str, *, size: int = 224, steps: int = 16,
