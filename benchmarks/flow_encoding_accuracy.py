@@ -44,12 +44,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 # Machine description, busy-CPU accounting and the CLI paths are build_workers.py's.
 from build_workers import (_busy_jiffies, command_line, flowstore_command,  # noqa: E402
                            machine_line)
+from trainers.catalogue import canonical_name  # noqa: E402
 
 ENCODINGS = ("float16", "uint8")
 #: 97.5% quantiles of Student's t by degrees of freedom (two-sided 95% intervals).
 T_975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
          10: 2.23, 11: 2.20, 12: 2.18, 14: 2.14, 19: 2.09, 29: 2.05}
-MODELS = ("tvhi_frames", "tvhi_flow", "two_stream")
+MODELS = ("frames", "flow", "two_stream")
 
 
 def trainers_command() -> list[str]:
@@ -98,7 +99,7 @@ def finished_runs(runs_dir: Path, fingerprint: str, seed: int) -> dict[str, dict
         if (metrics.get("store", {}).get("fingerprint") != fingerprint
                 or metrics.get("seed") != seed):
             continue
-        model = metrics.get("model")
+        model = canonical_name(str(metrics.get("model")))  # runs recorded as tvhi_flow too
         if model not in found or metrics.get("created", "") > found[model].get("created", ""):
             found[model] = {**metrics, "_dir": metrics_file.parent.name}
     return found
@@ -231,7 +232,7 @@ def cross_eval(args: argparse.Namespace, tests: dict[str, Path],
              "|---|---:|---|" + "---:|" * len(names)]
     changes: dict[str, list[float]] = {n: [] for n in names}
     for (encoding, seed), runs in sorted(metrics.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        for model_name in ("tvhi_flow", "two_stream"):
+        for model_name in ("flow", "two_stream"):
             model = keras.saving.load_model(workdir / runs_folder(args, encoding, seed)
                                             / runs[model_name]["_dir"] / "model.keras",
                                             compile=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +37,22 @@ def test_summary_prints_the_reports_counts():
         "non-trainable 14,276,766")
 
 
-def test_summary_at_small_size():
-    result = runner.invoke(app, ["summary", "tvhi_flow", "--size", "32", "--steps", "4"])
+@pytest.mark.parametrize("model", ["flow", "tvhi_flow"])
+def test_summary_at_small_size(model):
+    result = runner.invoke(app, ["summary", model, "--size", "32", "--steps", "4"])
     assert result.exit_code == 0, result.output
     assert "(None, 4, 32, 32, 2)" in result.stdout
+    assert "\nflow at size 32, steps 4: total " in result.stdout
+
+
+def test_every_model_name_in_the_readme_is_in_the_catalogue():
+    """The README's commands keep working: the report's names are aliases of the catalogue's."""
+    from trainers.catalogue import get_model, model_names
+
+    readme = (REPO / "README.md").read_text()
+    named = set(re.findall(r"trainers (?:run|summary) (\w+)", readme))
+    assert {"stanford40", "two_stream", "tvhi_flow", "image", "frames"} <= named
+    assert {get_model(name).name for name in named} <= set(model_names())
 
 
 @pytest.fixture
@@ -50,6 +63,8 @@ def stores(tmp_path):
         "tvhi": make_tiny_store(tmp_path / "tvhi.zarr", per_class=(1, 1, 1)),
         "stanford40": make_tiny_store(tmp_path / "s40.h5", dataset="stanford40",
                                       per_class=(1, 1, 1)),
+        "frames_only": make_tiny_store(tmp_path / "frames.zarr", dataset="hmdb51",
+                                       arrays=("middle_frame",), per_class=(1, 1, 1)),
         "missing": tmp_path / "absent.zarr",
         "empty_dir": tmp_path / "empty.zarr",
         "not_hdf5": tmp_path / "text.h5",
@@ -62,9 +77,14 @@ def stores(tmp_path):
     ("tvhi_flow", "empty_dir", "not"),
     ("two_stream", "not_hdf5", "not a readable flowstore store"),
     ("tvhi_flow", "wrong_suffix", "must end in .zarr"),
-    ("tvhi_flow", "stanford40", "holds dataset 'stanford40', but model 'tvhi_flow' trains on"),
-    ("stanford40", "tvhi", "holds dataset 'tvhi', but model 'stanford40'"),
-    ("resnet", "tvhi", "unknown model 'resnet'; known models: stanford40, tvhi_frames"),
+    ("tvhi_flow", "stanford40", "lacks the array 'flow' that model 'flow' reads"),
+    ("flow", "stanford40", "lacks the array 'flow' that model 'flow' reads"),
+    ("two_stream", "stanford40", "lacks the arrays 'middle_frame', 'flow' that model"),
+    ("stanford40", "tvhi", "(dataset 'tvhi') lacks the array 'image' that model 'image' reads"),
+    ("flow", "frames_only", "(dataset 'hmdb51') lacks the array 'flow' that model 'flow' reads"),
+    ("two_stream", "frames_only", "lacks the array 'flow' that model 'two_stream' reads"),
+    ("resnet", "tvhi", "unknown model 'resnet'; known models: image, frames, flow, two_stream "
+                       "(aliases: stanford40 = image, tvhi_frames = frames, tvhi_flow = flow)"),
 ])
 def test_bad_store_or_model_is_one_line_and_exit_2(stores, tmp_path, model, store, expected):
     result = runner.invoke(app, ["run", model, "--store", str(stores[store]),
@@ -89,6 +109,7 @@ def test_report_of_a_missing_runs_dir_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("model,store", [("tvhi_flow", "missing"),
                                          ("tvhi_flow", "stanford40"),
+                                         ("flow", "frames_only"),
                                          ("two_stream", "not_hdf5")])
 def test_bad_store_in_a_real_process(stores, tmp_path, model, store):
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -207,9 +207,10 @@ def test_stanford40_store_streams_images(tmp_path):
     assert sorted(ys.tolist()) == [0, 1, 2]
 
 
-def test_wrong_dataset_is_one_clear_error(tmp_path):
+def test_a_store_lacking_an_array_the_model_reads_is_one_clear_error(tmp_path):
     path = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40")
-    with pytest.raises(WrongDatasetError, match="holds dataset 'stanford40'.*'tvhi'") as info:
+    with pytest.raises(WrongDatasetError, match="dataset 'stanford40'.* lacks the array 'flow' "
+                                                "that model 'flow' reads") as info:
         open_samples(path, "tvhi_flow")
     assert isinstance(info.value, FlowstoreError) and "\n" not in str(info.value)
 

@@ -63,19 +63,19 @@ def tvhi_chain(tmp_path_factory):
 
 
 #: Least test accuracy per model (chance: 0.25); they score 0.85, 1.0 and 1.0 here. Before
-#: issue 19, on the same store and seed: tvhi_frames 0.25 and tvhi_flow 0.75, both below.
+#: issue 19, on the same store and seed: frames 0.25 and flow 0.75, both below.
 #: two_stream scored 1.0 then too: it trains no BatchNorm (both streams are frozen and run in
 #: inference mode from the first step), so the old fault cannot show in its score; its test
 #: checks that the chain still learns end to end now that the streams' statistics are
 #: recomputed in their own runs.
-TVHI_LEAST_ACCURACY = {"tvhi_frames": 0.6, "tvhi_flow": 0.9, "two_stream": 0.6}
+TVHI_LEAST_ACCURACY = {"frames": 0.6, "flow": 0.9, "two_stream": 0.6}
 
 
 @pytest.mark.parametrize("model", sorted(TVHI_LEAST_ACCURACY))
 def test_tvhi_models_learn_four_classes(tvhi_chain, model):
     store, records = tvhi_chain
     metrics = records[model].metrics
-    # two_stream trains no BatchNorm; tvhi_frames' conv part trains from scratch here.
+    # two_stream trains no BatchNorm; frames' conv part trains from scratch here.
     assert metrics["bn_recalibration_samples"] == (0 if model == "two_stream" else 40)
     assert metrics["test"]["accuracy"] >= TVHI_LEAST_ACCURACY[model]
     assert _inference_accuracy(records[model], store, "test") == pytest.approx(

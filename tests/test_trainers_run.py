@@ -16,7 +16,10 @@ from typer.testing import CliRunner
 from flowstore.store import open_store
 from trainers.cli import app
 from trainers.data import InputOptions, make_dataset
+from trainers.catalogue import ModelEntry, get_model, register, unregister
 from trainers.fit import BestEpoch
+from trainers.recipes import Recipe
+from trainers.report import render_report
 from trainers.runs import list_runs, read_run
 from trainers.samples import StoreSamples
 from trainers.testing import make_tiny_store
@@ -52,11 +55,11 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
     runs = tmp_path / "runs"
     first = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
                     "--epochs", "1")
-    # No Stanford-40 run exists: tvhi_frames says so once and trains its conv part too.
+    # No image run exists: frames says so once and trains its conv part too.
     warnings = [line for line in first.stderr.splitlines() if "from scratch" in line]
     assert len(warnings) == 1
     records = {r.model: r for r in list_runs(runs)}
-    assert set(records) == {"tvhi_frames", "tvhi_flow", "two_stream"}
+    assert set(records) == {"frames", "flow", "two_stream"}
     for record in records.values():
         assert {p.name for p in record.path.iterdir()} == RUN_FILES
         assert record.path.name.startswith(f"{record.model}-{record.fingerprint[:8]}-")
@@ -70,9 +73,9 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
     assert metrics["model_size_bytes"] == (records["two_stream"].model_file).stat().st_size
     assert metrics["params"]["trainable"] == 78_020  # the fusion head at 32 px, 4 steps
     assert set(metrics["best"]) == {"train_accuracy", "train_loss", "val_accuracy", "val_loss"}
-    assert records["tvhi_frames"].metrics["from_scratch"] is True
+    assert records["frames"].metrics["from_scratch"] is True
     assert metrics["bases"] == {name: str(records[name].path.resolve())
-                                for name in ("tvhi_frames", "tvhi_flow")}
+                                for name in ("frames", "flow")}
     history = json.loads((records["two_stream"].path / "history.json").read_text())
     assert history["epoch"] == [1] and len(history["val_loss"]) == 1
     table = first.stdout[first.stdout.index("| Model |"):]
@@ -83,7 +86,7 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
                      "--epochs", "1", "--batch-size", "2")
     assert second.stdout.count("| reused |") == 2 and second.stdout.count("| trained |") == 1
     assert len(list_runs(runs)) == 4
-    for name in ("tvhi_frames", "tvhi_flow"):
+    for name in ("frames", "flow"):
         assert (f"reusing {name} run {records[name].path} (same store, same recipe)"
                 in second.stdout.splitlines())
 
@@ -98,9 +101,9 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
         trained = _fake_training(monkeypatch)
         other = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
                         *options)
-        assert trained == ["tvhi_frames", "tvhi_flow", "two_stream"], options
+        assert trained == ["frames", "flow", "two_stream"], options
         assert "reusing" not in other.stdout.replace("not reusing", "")
-        assert (f"not reusing tvhi_flow run {records['tvhi_flow'].path} (same store, but "
+        assert (f"not reusing flow run {records['flow'].path} (same store, but "
                 f"trained with {differences})" in other.stdout.splitlines()), other.stdout
     monkeypatch.undo()
 
@@ -112,54 +115,60 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
     assert str(latest.curves_file) in report
 
 
-def test_tvhi_frames_transfers_from_a_stanford40_run_and_keeps_the_best_epoch(tmp_path,
-                                                                              monkeypatch):
+def test_frames_transfer_from_an_image_run_of_another_dataset_and_keep_the_best_epoch(
+        tmp_path, monkeypatch):
+    """The report's names (`stanford40`, `tvhi_frames`) are aliases of `image` and `frames`."""
     s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32)
     tvhi = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4)
     runs = tmp_path / "runs"
     _invoke("run", "stanford40", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
     (quick,) = list_runs(runs)
-    # A one-epoch Stanford-40 run is no base for a three-epoch chain: named, and not used.
+    assert quick.model == "image" and quick.path.name.startswith("image-")
+    # A one-epoch image run is no base for a three-epoch chain: named, and not used.
     trained = _fake_training(monkeypatch)
     result = _invoke("run", "tvhi_frames", "--store", str(tvhi), "--runs-dir", str(runs),
                      "--epochs", "3")
-    assert trained == ["tvhi_frames"] and "from scratch" in result.stderr
-    assert (f"not reusing stanford40 run {quick.path} (same frame size, but trained with "
+    assert trained == ["frames"] and "from scratch" in result.stderr
+    assert (f"not reusing image run {quick.path} (same input size, but trained with "
             "epochs 1, not 3)") in result.stdout.splitlines()
     monkeypatch.undo()
 
-    _invoke("run", "stanford40", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "3")
+    _invoke("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "3")
     base = max(list_runs(runs), key=lambda r: r.created)
-    result = _invoke("run", "tvhi_frames", "--store", str(tvhi), "--runs-dir", str(runs),
-                     "--epochs", "3", "--lr", "0.05")  # --lr is tvhi_frames' own: base matches
+    result = _invoke("run", "frames", "--store", str(tvhi), "--runs-dir", str(runs),
+                     "--epochs", "3", "--lr", "0.05")  # --lr is frames' own: base matches
     assert "from scratch" not in result.stderr
-    assert (f"reusing stanford40 run {base.path} (same frame size, same recipe)"
+    assert (f"reusing image run {base.path} (same input size, same recipe)"
             in result.stdout.splitlines())
-    record = next(r for r in list_runs(runs) if r.model == "tvhi_frames")
+    record = next(r for r in list_runs(runs) if r.model == "frames")
     metrics = record.metrics
+    assert metrics["model"] == "frames" and metrics["store"]["dataset"] == "tvhi"
     assert metrics["from_scratch"] is False
     assert metrics["params"]["trainable"] == 16_444  # only the new head trains
-    assert metrics["bases"]["stanford40"] == str(base.path.resolve())
+    assert metrics["bases"] == {"image": str(base.path.resolve())}  # a Stanford-40 store's run
+    assert base.store["dataset"] == "stanford40"
     history = json.loads((record.path / "history.json").read_text())
     assert metrics["best_epoch"] == 1 + int(np.argmin(history["val_loss"]))
 
     # model.keras holds the best epoch's weights: it reproduces that epoch's validation loss.
     model = keras.saving.load_model(record.model_file)
     with open_store(tvhi) as store:
-        val = make_dataset(StoreSamples(store, "tvhi_frames"), "val", InputOptions(batch_size=2))
+        val = make_dataset(StoreSamples(store, "frames"), "val", InputOptions(batch_size=2))
         loss = model.evaluate(val, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(metrics["best"]["val_loss"], rel=1e-4)
 
 
 def _write_run(runs: Path, name: str, created: str, **training) -> Path:
-    """A finished run directory of tvhi_flow on store "fp", as `metrics.json` records it."""
+    """A finished run directory of flow on store "fp", recorded under the report's name
+    `tvhi_flow` as runs before the catalogue were."""
     from trainers.runs import write_json
 
     path = runs / name
     path.mkdir(parents=True)
     (path / "model.keras").write_bytes(b"")
     write_json(path / "metrics.json", {"model": "tvhi_flow", "created": created,
-                                       "store": {"fingerprint": "fp"}, **training})
+                                       "store": {"fingerprint": "fp", "dataset": "tvhi"},
+                                       **training})
     return path
 
 
@@ -168,26 +177,29 @@ def test_find_run_takes_the_latest_run_trained_as_asked_not_the_latest_run(tmp_p
     from trainers.runs import find_run
 
     runs = tmp_path / "runs"
-    default = RunConfig(model="two_stream", store="s.zarr").training_for("tvhi_flow")
+    default = RunConfig(model="two_stream", store="s.zarr").training_for("flow")
     quick = RunConfig(model="two_stream", store="s.zarr", epochs=1).training_for("tvhi_flow")
     assert default["recipe"]["epochs"] == 20 and quick["recipe"]["epochs"] == 1
     full = _write_run(runs, "a", "2026-01-01", **default)
     _write_run(runs, "b", "2026-01-02", **quick)                   # newer, one epoch
     _write_run(runs, "c", "2026-01-03", **{**default, "seed": 1})  # newer, another seed
     _write_run(runs, "d", "2026-01-04")                            # records no training
-    assert find_run(runs, "tvhi_flow", fingerprint="fp", training=default).path == full
+    assert find_run(runs, "flow", fingerprint="fp", training=default).path == full
     assert find_run(runs, "tvhi_flow", fingerprint="fp", training=quick).path.name == "b"
     assert find_run(runs, "tvhi_flow", fingerprint="other", training=default) is None
     for changed in ({"augment": True}, {"mixed_precision": True}, {"seed": 2},
                     {"recipe": {**default["recipe"], "batch_size": 4}}):
-        assert find_run(runs, "tvhi_flow", training={**default, **changed}) is None, changed
-    latest = find_run(runs, "tvhi_flow")  # without `training`: the latest run, however trained
+        assert find_run(runs, "flow", training={**default, **changed}) is None, changed
+    latest = find_run(runs, "flow")  # without `training`: the latest run, however trained
     assert latest.path.name == "d"
     assert latest.training_differences(default) == [
         "no recorded recipe", "no recorded seed", "no recorded augment",
         "no recorded mixed_precision"]
     assert read_run(runs / "b").training_differences(default) == ["epochs 1, not 20"]
     assert read_run(runs / "c").training_differences(default) == ["seed 1, not 0"]
+    # Runs recorded under the report's names are the catalogue models' in the report too.
+    assert latest.model == "flow"
+    assert "| TV-HI flow |" in render_report(runs) and str(latest.path) in render_report(runs)
 
 
 def test_best_epoch_restores_the_weights_of_the_lowest_monitored_value():
@@ -279,7 +291,7 @@ def test_two_stream_with_the_full_recipes_on_a_built_store(built_tvhi_store, tmp
                      "--runs-dir", str(runs))
     records = {r.model: r for r in list_runs(runs)}
     assert {m: r.metrics["epochs_run"] for m, r in records.items()} == {
-        "tvhi_frames": 20, "tvhi_flow": 20, "two_stream": 20}
+        "frames": 20, "flow": 20, "two_stream": 20}
     assert result.stdout.count("| trained |") == 3
     assert records["two_stream"].metrics["test"]["samples"] > 0
 
@@ -305,3 +317,50 @@ def test_mixed_precision_run_keeps_float32_logits(tmp_path):
     assert model.get_layer("conv_0").compute_dtype in ("float16", "bfloat16")
     assert model.get_layer("logits").compute_dtype == "float32"
     assert keras.mixed_precision.global_policy().name == "float32"  # restored after the run
+
+
+def test_any_store_with_the_arrays_trains_with_its_own_classes(tmp_path):
+    """A video store of another dataset and class count (say UCF101's first three classes)."""
+    classes = ("ApplyEyeMakeup", "Archery", "Biking")
+    store = make_tiny_store(tmp_path / "ucf101.zarr", dataset="ucf101", classes=classes,
+                            per_class=(2, 1, 1), size=32, steps=4)
+    runs = tmp_path / "runs"
+    _invoke("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
+    (record,) = list_runs(runs)
+    assert record.model == "flow"
+    assert record.store["dataset"] == "ucf101" and record.store["classes"] == list(classes)
+    model = keras.saving.load_model(record.model_file, compile=False)
+    assert tuple(model.output.shape) == (None, 3)
+    assert "| ucf101 flow |" in _invoke("report", str(runs)).stdout
+
+
+@pytest.fixture
+def tiny_model():
+    """A model registered in the catalogue by a test, and nowhere else; removed afterwards."""
+    def factory(shapes, num_classes, bases):
+        inputs = keras.Input(shape=shapes["frame"], name="frame")
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))
+
+    entry = register(ModelEntry(
+        name="tiny", factory=factory, recipe=Recipe(learning_rate=1e-3, batch_size=2, epochs=1),
+        inputs={"frame": "middle_frame"}, label="{dataset} tiny", report_classes=4,
+        aliases=("tiny_alias",)))
+    yield entry
+    unregister("tiny")
+
+
+def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tmp_path):
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    result = _invoke("run", "tiny_alias", "--store", str(store), "--runs-dir", str(runs))
+    (record,) = list_runs(runs)
+    assert record.model == "tiny" and record.metrics["params"]["trainable"] == 3 * 4 + 4
+    assert "| TV-HI tiny | trained |" in result.stdout
+    assert "| TV-HI tiny |" in _invoke("report", str(runs)).stdout
+    assert "tiny at size 16, steps 2: total 16" in _invoke("summary", "tiny", "--size", "16",
+                                                           "--steps", "2").stdout
+    assert get_model("tiny_alias") is tiny_model
+    with pytest.raises(ValueError, match="'tiny_alias' is already in the catalogue"):
+        register(ModelEntry(name="other", factory=tiny_model.factory, recipe=tiny_model.recipe,
+                            inputs={}, label="", report_classes=2, aliases=("tiny_alias",)))

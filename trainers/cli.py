@@ -13,12 +13,12 @@ import typer
 
 from flowstore.cli import run_app
 from flowstore.errors import FlowstoreError
-from trainers.recipes import MODEL_NAMES
+from trainers.catalogue import known_names
 
-app = typer.Typer(help="Train the report's four action-recognition models from flowstore stores.",
+app = typer.Typer(help="Train the report's action-recognition models on flowstore stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-MODEL_HELP = f"Model: {', '.join(MODEL_NAMES)}."
+MODEL_HELP = f"Model: {known_names()}."
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -66,9 +66,10 @@ def run(
 ) -> None:
     """Train MODEL on a store into a new run directory, training its prerequisites first.
 
-    tvhi_frames starts from the latest Stanford-40 run of the same frame size in --runs-dir
-    (from scratch, with a warning, when there is none); two_stream uses tvhi_frames and
-    tvhi_flow runs of the same store, training them when missing. A run is reused only when it
+    Any store holding the arrays MODEL reads will do; classes come from the store. frames
+    starts from the latest image run of the same input size in --runs-dir, whatever store it
+    trained on (from scratch, with a warning, when there is none); two_stream uses frames and
+    flow runs of the same store, training them when missing. A run is reused only when it
     was trained with the recipe, --epochs, --seed, --augment and --mixed-precision asked now.
     """
     try:

@@ -25,8 +25,7 @@ import tensorflow as tf
 
 from trainers.curves import plot_curves
 from trainers.data import InputOptions, make_dataset
-from trainers.models import (build_stanford40, build_tvhi_flow, build_tvhi_frames,
-                             build_two_stream, parameter_counts)
+from trainers.models import parameter_counts
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
                            RunWriter, read_run, write_json)
@@ -218,32 +217,16 @@ def _load(record: RunRecord) -> keras.Model:
     return keras.saving.load_model(record.model_file, compile=False)
 
 
-def build_for_store(model_name: str, samples: StoreSamples,
+def build_for_store(samples: StoreSamples,
                     bases: dict[str, RunRecord | None]) -> tuple[keras.Model, bool]:
-    """The model to train, shaped for the store, started from the given base runs.
+    """The model to train, shaped for the store and its classes, started from the base runs.
 
     Returns:
         The model and whether its feature layers start from scratch (no base run).
     """
-    shapes = samples.sample_shapes
-    classes = samples.num_classes
-    if model_name == "stanford40":
-        return build_stanford40(input_shape=shapes["image"], num_classes=classes), True
-    if model_name == "tvhi_frames":
-        base_run = bases.get("stanford40")
-        base = _load(base_run) if base_run is not None else None
-        # Frozen transfer when Stanford-40 weights exist; without them a frozen random conv
-        # part would learn nothing, so it trains too.
-        model = build_tvhi_frames(input_shape=shapes["frame"], num_classes=classes, base=base,
-                                  freeze_base=base is not None)
-        return model, base is None
-    if model_name == "tvhi_flow":
-        return build_tvhi_flow(input_shape=shapes["flow"], num_classes=classes), True
-    if model_name == "two_stream":
-        return build_two_stream(frame_shape=shapes["frame"], flow_shape=shapes["flow"],
-                                num_classes=classes, frames_model=_load(bases["tvhi_frames"]),
-                                flow_model=_load(bases["tvhi_flow"])), False
-    raise ValueError(f"unknown model {model_name!r}")
+    models = {name: (_load(run) if run is not None else None) for name, run in bases.items()}
+    model = samples.entry.factory(samples.sample_shapes, samples.num_classes, models)
+    return model, all(base is None for base in models.values())
 
 
 def compiled(model: keras.Model, recipe: Recipe, policy: str) -> keras.Model:
@@ -263,13 +246,13 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     """Train `model_name` on `samples`' train split and write a finished run directory.
 
     Args:
-        model_name: one of the four models.
+        model_name: the model's catalogue name.
         samples: the store's samples for that model.
         recipe: optimizer, batch size, epochs, schedule.
         options: seed, augmentation, mixed precision.
         runs_dir: where the run directory goes.
-        bases: runs this model starts from (`stanford40` for `tvhi_frames`, may be None;
-            `tvhi_frames` and `tvhi_flow` for `two_stream`).
+        bases: runs this model starts from or freezes, by model name (its catalogue entry's
+            `transfers_from`, each may be None, and `requires`).
         echo: where progress lines go.
 
     Returns:
@@ -293,7 +276,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model, from_scratch = build_for_store(model_name, samples, bases)
+        model, from_scratch = build_for_store(samples, bases)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     compiled(model, recipe, policy)

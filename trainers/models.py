@@ -4,10 +4,13 @@ Every factory takes keyword arguments with defaults (the report's 224 x 224 fram
 steps), checks them before building, names its layers, and uses `padding="same"` everywhere, so
 that the parameter counts at the defaults equal the report's model summaries:
 
-    stanford40   6,578,424 total
-    tvhi_frames  6,550,588 total, 16,444 trainable (frozen Stanford-40 conv part)
-    tvhi_flow    7,932,536 total
-    two_stream   274,628 trainable, 14,276,766 non-trainable
+    image (stanford40)    6,578,424 total
+    frames (tvhi_frames)  6,550,588 total, 16,444 trainable (frozen Stanford-40 conv part)
+    flow (tvhi_flow)      7,932,536 total
+    two_stream            274,628 trainable, 14,276,766 non-trainable
+
+(catalogue names, the report's in parentheses; `trainers.catalogue` says which factory is
+which model).
 
 Transfer is done by reusing the layers of an earlier model as a nested, frozen sub-model
 (`stanford40_features`, `frame_stream`, `flow_stream`): the stored weights stay untouched and the
@@ -17,15 +20,13 @@ The last Dense layer is always float32 so that mixed precision keeps the logits 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Sequence
 
 import keras
 from keras import layers
 
-from trainers.errors import ModelConfigError, UnknownModelError
-from trainers.recipes import MODEL_NAMES, RECIPES, Recipe
-from trainers.tasks import TASKS, Task
+from trainers.catalogue import array_shapes, get_model
+from trainers.errors import ModelConfigError
 
 #: Stanford-40 conv stack: (filters, kernel, stride, batch-normalised); every conv is followed
 #: by a 3x3 max-pool of stride 2. The report's text says "5 x 3" for conv 1, its summary's
@@ -216,44 +217,22 @@ def build_two_stream(*, frame_shape: Sequence[int] = (224, 224, 3),
     return keras.Model({"frame": frame, "flow": flow}, _logits(x, num_classes), name=name)
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """One of the four models: how to build it, how to train it, what it reads."""
-
-    factory: Callable[..., keras.Model]
-    recipe: Recipe
-    task: Task
-
-
-MODELS: Mapping[str, ModelSpec] = {
-    "stanford40": ModelSpec(build_stanford40, RECIPES["stanford40"], TASKS["stanford40"]),
-    "tvhi_frames": ModelSpec(build_tvhi_frames, RECIPES["tvhi_frames"], TASKS["tvhi_frames"]),
-    "tvhi_flow": ModelSpec(build_tvhi_flow, RECIPES["tvhi_flow"], TASKS["tvhi_flow"]),
-    "two_stream": ModelSpec(build_two_stream, RECIPES["two_stream"], TASKS["two_stream"]),
-}
-assert tuple(MODELS) == MODEL_NAMES
-
-
 def build_default(model: str, *, size: int = 224, steps: int = 16,
                   num_classes: int | None = None) -> keras.Model:
-    """Build `model` fresh for frames of `size` x `size` and `steps` flow steps.
+    """Build `model` (a catalogue name or alias) fresh for frames of `size` x `size` and
+    `steps` flow steps, its base models built fresh too (and frozen where it freezes them).
 
-    Used by `trainers summary` and by runs that start from scratch. `num_classes` defaults to the
-    report's (40 for Stanford-40, 4 for TV-HI).
+    Used by `trainers summary`. `num_classes` defaults to the report's (40 for the image CNN,
+    4 for the TV-HI models); base models keep the report's.
     """
-    if model not in MODELS:
-        raise UnknownModelError(f"unknown model {model!r}; known models: {', '.join(MODELS)}")
+    entry = get_model(model)
     for label, value in (("size", size), ("steps", steps)):
         if not (isinstance(value, int) and value >= 1):
             raise ModelConfigError(f"{label} must be an integer >= 1, got {value!r}")
-    frame, flow = (size, size, 3), (steps, size, size, 2)
-    if model == "stanford40":
-        return build_stanford40(input_shape=frame, num_classes=num_classes or 40)
-    if model == "tvhi_frames":
-        return build_tvhi_frames(input_shape=frame, num_classes=num_classes or 4)
-    if model == "tvhi_flow":
-        return build_tvhi_flow(input_shape=flow, num_classes=num_classes or 4)
-    return build_two_stream(frame_shape=frame, flow_shape=flow, num_classes=num_classes or 4)
+    shapes = array_shapes(size, steps)
+    bases = {base: build_default(base, size=size, steps=steps) for base in entry.bases}
+    return entry.factory({name: shapes[array] for name, array in entry.inputs.items()},
+                         num_classes or entry.report_classes, bases)
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

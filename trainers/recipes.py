@@ -3,8 +3,9 @@
 A recipe is everything about *how* a model is trained that is not its architecture: optimizer
 settings, batch size, epochs, learning-rate schedule. Keeping them as data lets the CLI override
 single fields (`--epochs 2`) without touching code and lets a run record exactly what it used.
-All four use Adam with Keras' default betas (0.9, 0.999) and
-`SparseCategoricalCrossentropy(from_logits=True)`, as the report does.
+Every model uses Adam with Keras' default betas (0.9, 0.999) and
+`SparseCategoricalCrossentropy(from_logits=True)`, as the report does. Each model's default
+recipe is in its catalogue entry (`trainers.catalogue`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from trainers.errors import ModelConfigError, UnknownModelError
-
-#: The four models of the report, in the order they build on each other.
-MODEL_NAMES = ("stanford40", "tvhi_frames", "tvhi_flow", "two_stream")
+from trainers.errors import ModelConfigError
 
 
 @dataclass(frozen=True)
@@ -68,26 +66,3 @@ class Recipe:
             "loss": "sparse_categorical_crossentropy(from_logits=True)",
         }
 
-
-#: Default recipes, the report's except Stanford-40's learning rate.
-RECIPES: dict[str, Recipe] = {
-    # 5.1: Adam, batch 8, 15 epochs, learning rate halved every 4 epochs. The report's 1e-3 is
-    # lowered to 1e-4: at 1e-3 every Dense_0 unit dies (ReLU never positive) within about 200
-    # steps on the real images and the network outputs one constant (README, "Stanford-40").
-    "stanford40": Recipe(learning_rate=1e-4, batch_size=8, epochs=15, lr_halve_every=4),
-    # 5.2: a tenth of the base learning rate, batch 2, 20 epochs.
-    "tvhi_frames": Recipe(learning_rate=1e-4, batch_size=2, epochs=20),
-    # 5.3: Adam 1e-3, batch 2, 20 epochs.
-    "tvhi_flow": Recipe(learning_rate=1e-3, batch_size=2, epochs=20),
-    # 6: Adam 1e-4, batch 1, 20 epochs.
-    "two_stream": Recipe(learning_rate=1e-4, batch_size=1, epochs=20),
-}
-
-
-def check_model_name(name: str) -> str:
-    """Return `name` if it is one of the four models, else raise listing the known ones."""
-    if name not in MODEL_NAMES:
-        raise UnknownModelError(
-            f"unknown model {name!r}; known models: {', '.join(MODEL_NAMES)}"
-        )
-    return name

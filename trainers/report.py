@@ -11,19 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from trainers.recipes import MODEL_NAMES
+from trainers.catalogue import get_model, model_names
+from trainers.errors import UnknownModelError
 from trainers.runs import RunRecord, latest_runs
 
 if TYPE_CHECKING:
     from trainers.run import Outcome
 
-#: Row labels as the report writes them.
-DISPLAY_NAMES = {
-    "stanford40": "Stanford 40",
-    "tvhi_frames": "TV-HI frame",
-    "tvhi_flow": "TV-HI flow",
-    "two_stream": "TV-HI two-stream",
-}
+#: How the report writes its datasets' names in row labels; other datasets by their own name.
+DATASET_LABELS = {"stanford40": "Stanford 40", "tvhi": "TV-HI"}
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -37,12 +33,19 @@ def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def _ordered(records: Iterable[RunRecord]) -> list[RunRecord]:
-    order = {name: i for i, name in enumerate(MODEL_NAMES)}
+    order = {name: i for i, name in enumerate(model_names())}
     return sorted(records, key=lambda r: (order.get(r.model, len(order)), r.created))
 
 
 def _name(record: RunRecord) -> str:
-    return DISPLAY_NAMES.get(record.model, record.model)
+    """A run's row label: its model's catalogue label with its store's dataset ("TV-HI flow");
+    a model the catalogue does not know, by its recorded name."""
+    dataset = str(record.store.get("dataset", ""))
+    try:
+        label = get_model(record.model).label
+    except UnknownModelError:
+        return record.model
+    return label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
 
 
 def table_1(records: Iterable[RunRecord]) -> str:

@@ -1,9 +1,11 @@
 """`trainers run`: train a model on a store, training or finding the runs it builds on first.
 
-The dependency chain is the report's: `tvhi_frames` starts from a Stanford-40 run, `two_stream`
-freezes a `tvhi_frames` and a `tvhi_flow` run of the same store. A prerequisite run is found in
-the runs directory by its `metrics.json` (same store fingerprint; for Stanford-40, any
-Stanford-40 store of the same frame size) or trained on the way. A run found there is reused
+Which runs a model builds on is its catalogue entry's (`trainers.catalogue`): a model it
+`transfers_from` (`frames` from `image`) is the latest run of that model with the same input
+size on any store (Stanford-40 features for UCF101 frames, say), and without one it trains from
+scratch with a warning; a model it `requires` (`two_stream` freezes `frames` and `flow`) is a run
+of the same store (same fingerprint), trained on the way when missing. Prerequisite runs are
+found in the runs directory by their `metrics.json`. A run found there is reused
 only when it was trained as this command would train it now (same recipe, seed, augmentation
 and precision: `trainers.runs.TRAINING_FIELDS`): a quick `--epochs 1` try must not stand in for
 the report's recipe later, nor the other way round. Each reused run is named on the output.
@@ -20,8 +22,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flowstore.store import Store
+from trainers.catalogue import get_model
 from trainers.errors import ModelConfigError, require_training_extra
-from trainers.recipes import RECIPES, Recipe, check_model_name
+from trainers.recipes import Recipe
 from trainers.report import results_table
 from trainers.runs import RunRecord, find_run
 from trainers.samples import StoreSamples, open_samples
@@ -50,7 +53,7 @@ class RunConfig:
     reuse: bool = True
 
     def __post_init__(self) -> None:
-        check_model_name(self.model)
+        object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ModelConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
         self.recipe_for(self.model)  # bad overrides fail before any work
@@ -64,7 +67,7 @@ class RunConfig:
     def recipe_for(self, model: str) -> Recipe:
         """The recipe `model` trains with in this run, overrides applied."""
         own = model == self.model
-        return RECIPES[model].override(
+        return get_model(model).recipe.override(
             epochs=self.epochs,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,
@@ -95,7 +98,7 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
 
     Raises:
         flowstore.errors.StoreError: `--store` is missing or not a store.
-        WrongDatasetError: the store is not of the dataset the model trains on.
+        WrongDatasetError: the store lacks an array the model reads.
         NoSamplesError: the store has no finished training sample.
         MissingTrainingExtraError: TensorFlow, Keras or matplotlib is not installed.
     """
@@ -115,16 +118,15 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
 def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     config, model = session.config, samples.model
     bases: dict[str, RunRecord | None] = {}
-    if model == "tvhi_frames":
-        bases["stanford40"] = _reusable(session, "stanford40", "same frame size",
-                                        dataset="stanford40", size=samples.info.size)
-        if bases["stanford40"] is None:
-            print(f"warning: no Stanford-40 run with {samples.info.size}px inputs and the same "
-                  f"recipe in {str(config.runs_dir)!r}; training tvhi_frames from scratch "
-                  "(its conv part trains too)", file=sys.stderr)
-    elif model == "two_stream":
-        for need in ("tvhi_frames", "tvhi_flow"):
-            bases[need] = _prerequisite(session, samples, need)
+    for base in samples.entry.transfers_from:
+        size = samples.info.size
+        bases[base] = _reusable(session, base, "same input size", size=size)
+        if bases[base] is None:
+            print(f"warning: no {base} run with {size}px inputs and the same recipe in "
+                  f"{str(config.runs_dir)!r}; training {model} from scratch "
+                  f"(the part it would take from {base} trains too)", file=sys.stderr)
+    for need in samples.entry.requires:
+        bases[need] = _prerequisite(session, samples, need)
 
     from trainers.fit import TrainOptions, train_model  # TensorFlow starts here, not earlier
 

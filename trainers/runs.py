@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from trainers.catalogue import canonical_name
 from trainers.errors import RunNotFoundError
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
@@ -41,7 +42,9 @@ class RunRecord:
 
     @property
     def model(self) -> str:
-        return str(self.metrics.get("model", ""))
+        """The model's catalogue name: a run recorded under the report's name (`tvhi_flow`)
+        is the same model's (`flow`)."""
+        return canonical_name(str(self.metrics.get("model", "")))
 
     @property
     def created(self) -> str:
@@ -138,13 +141,14 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
 
     Args:
         runs_dir: where to look.
-        model: model name.
+        model: model name (catalogue name; runs recorded under an alias match too).
         fingerprint: the run's store fingerprint must equal this.
         dataset: the run's store dataset must equal this.
         size: the run's input frame size must equal this.
         training: the run's `TRAINING_FIELDS` must equal this (see
             `RunRecord.training_differences`).
     """
+    model = canonical_name(model)
     matches = [
         r for r in list_runs(runs_dir)
         if r.model == model

@@ -15,8 +15,8 @@ import numpy as np
 
 from flowstore.reader import TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, open_store
+from trainers.catalogue import ModelEntry, get_model
 from trainers.errors import NoSamplesError, WrongDatasetError
-from trainers.tasks import Task, get_task
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
            "open_samples"]
@@ -53,35 +53,33 @@ class StoreSamples:
 
     Args:
         store: a store opened read-only with `flowstore.store.open_store`.
-        model: the model name the samples feed; checks the store's dataset and arrays.
+        model: the model name (or alias) the samples feed; any store holding the arrays it
+            reads will do, whatever its dataset.
 
     Raises:
-        WrongDatasetError: the store holds another dataset, or lacks an array the model reads.
+        WrongDatasetError: the store lacks an array the model reads.
         flowstore.errors.StoreError: the store declares an encoding it does not hold.
     """
 
     def __init__(self, store: Store, model: str) -> None:
         self.store = store
-        self.model = model
-        self.task: Task = get_task(model)
-        dataset = store.attrs.get("dataset")
-        if dataset != self.task.dataset:
-            raise WrongDatasetError(
-                f"store {str(store.path)!r} holds dataset {dataset!r}, but model {model!r} "
-                f"trains on a {self.task.dataset!r} store "
-                f"(build one with `flowstore build {self.task.dataset}`)"
-            )
-        missing = [name for name in self.task.arrays if name not in store.array_names()]
+        self.entry: ModelEntry = get_model(model)
+        self.model = self.entry.name
+        dataset = str(store.attrs.get("dataset"))
+        present = set(store.array_names())
+        missing = [name for name in self.entry.arrays if name not in present]
         if missing:
-            raise WrongDatasetError(f"store {str(store.path)!r} has no array "
-                                    f"{', '.join(map(repr, missing))} that model {model!r} reads")
+            raise WrongDatasetError(
+                f"store {str(store.path)!r} (dataset {dataset!r}) lacks the "
+                f"array{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} that "
+                f"model {self.model!r} reads")
         self.reader = StoreDataset(store)
-        self.info = StoreInfo(path=self.reader.location, dataset=str(dataset),
+        self.info = StoreInfo(path=self.reader.location, dataset=dataset,
                               fingerprint=self.reader.fingerprint, classes=self.reader.classes,
                               params=self.reader.params)
         self.labels = self.reader.labels.astype(np.int32)
         self.sample_shapes = {name: self.reader.features[array]
-                              for name, array in self.task.inputs.items()}
+                              for name, array in self.entry.inputs.items()}
 
     @property
     def num_classes(self) -> int:
@@ -89,7 +87,7 @@ class StoreSamples:
 
     def split(self, split: str) -> Split:
         """The model's inputs (keyed by input name) of the `done` samples of `split`."""
-        return self.reader.split(split, features=dict(self.task.inputs))
+        return self.reader.split(split, features=dict(self.entry.inputs))
 
     def indices(self, split: str) -> np.ndarray:
         """Store indices of the `done` samples of `split`, in store (manifest) order."""
@@ -111,10 +109,10 @@ class StoreSamples:
 
     def read_sample(self, index: int) -> tuple[np.ndarray, ...]:
         """The model inputs of sample `index` as float32 arrays (flow in pixels), in
-        `task.inputs` order; each one chunk, `store.read(name, index)`."""
+        `entry.inputs` order; each one chunk, `store.read(name, index)`."""
         return tuple(self.reader.encodings[array].decode(self.store.read(array, int(index)),
                                                          np.dtype(np.float32))
-                     for array in self.task.arrays)
+                     for array in self.entry.arrays)
 
 
 def open_samples(path: str | Path, model: str) -> StoreSamples:
@@ -126,7 +124,7 @@ def open_samples(path: str | Path, model: str) -> StoreSamples:
         flowstore.errors.StoreError: the path is missing or not a store.
         WrongDatasetError: the store does not hold what `model` reads.
     """
-    get_task(model)  # an unknown model name fails before the store is touched
+    get_model(model)  # an unknown model name fails before the store is touched
     store = open_store(path, mode="r")
     try:
         return StoreSamples(store, model)

@@ -6,8 +6,8 @@ quickest check that an architecture still matches the report.
 
 from __future__ import annotations
 
+from trainers.catalogue import get_model
 from trainers.errors import require_training_extra
-from trainers.recipes import check_model_name
 
 
 def model_summary(model: str, *, size: int = 224, steps: int = 16,
@@ -15,13 +15,13 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
     """The Keras summary of a freshly built `model`, then one line of parameter counts.
 
     Args:
-        model: one of the four model names.
+        model: a model's catalogue name or alias.
         size: frame side S.
         steps: flow steps T (flow and two-stream models).
         num_classes: output classes; the report's by default.
         expand_nested: also list the layers of the frozen sub-models.
     """
-    check_model_name(model)  # before TensorFlow's start-up
+    model = get_model(model).name  # before TensorFlow's start-up
     require_training_extra()
     from trainers.models import build_default, parameter_counts
 

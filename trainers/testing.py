@@ -19,6 +19,8 @@ from flowstore.flow_encoding import QUANTIZATION, encode_flow
 from flowstore.store import ArraySpec, create_store
 
 TVHI_CLASSES = ("handShake", "highFive", "hug", "kiss")
+#: Datasets whose stores hold images (`image`); any other name makes a video store.
+IMAGE_DATASETS = ("stanford40", "imagefolder")
 #: (dx, dy) per class, in pixels: class k moves in its own direction.
 _DIRECTIONS = ((2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0))
 
@@ -26,12 +28,14 @@ _DIRECTIONS = ((2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0))
 def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, steps: int = 4,
                     per_class: Sequence[int] = (3, 1, 2), classes: Sequence[str] | None = None,
                     flow_dtype: str = "float16", flow_bound: float = 8.0,
-                    not_done: Sequence[int] = (), seed: int = 0) -> Path:
+                    not_done: Sequence[int] = (), seed: int = 0,
+                    arrays: Sequence[str] | None = None) -> Path:
     """Write a small store of synthetic samples and return its path.
 
     Args:
         path: `*.zarr` or `*.h5`; the suffix picks the backend.
-        dataset: "tvhi" (middle_frame, frames, flow) or "stanford40" (image).
+        dataset: the store's dataset name. "stanford40" and "imagefolder" stores hold
+            `image`, any other a video store's middle_frame, frames and flow.
         size: frame side S.
         steps: flow steps T (tvhi only).
         per_class: samples per class in train, val and test.
@@ -40,10 +44,12 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
         flow_bound: the uint8 flow's range [-bound, +bound] in pixels.
         not_done: store indices left unfinished (`done` false, pixels zero).
         seed: seed of the noise.
+        arrays: write only these of the layout's arrays (a store lacking some); all by default.
     """
     path = Path(path)
     if classes is None:
-        classes = TVHI_CLASSES if dataset == "tvhi" else ("applauding", "climbing", "jumping")
+        classes = (("applauding", "climbing", "jumping") if dataset in IMAGE_DATASETS
+                   else TVHI_CLASSES)
     rng = np.random.default_rng(seed)
     ids, labels, splits = [], [], []
     for split, count in zip(("train", "val", "test"), per_class, strict=True):
@@ -54,7 +60,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
                 splits.append(split)
     n = len(ids)
 
-    if dataset == "tvhi":
+    if dataset not in IMAGE_DATASETS:
         params: dict[str, Any] = {"size": size, "steps": steps, "flow_dtype": flow_dtype,
                                   "farneback": {}}
         if flow_dtype == "uint8":
@@ -62,11 +68,12 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
         specs = [ArraySpec("middle_frame", (size, size, 3), "uint8"),
                  ArraySpec("frames", (steps, size, size, 3), "uint8"),
                  ArraySpec("flow", (steps, size, size, 2), flow_dtype)]
-    elif dataset == "stanford40":
+    else:
         params = {"size": size}
         specs = [ArraySpec("image", (size, size, 3), "uint8")]
-    else:
-        raise ValueError(f"dataset must be 'tvhi' or 'stanford40', got {dataset!r}")
+    if arrays is not None:
+        specs = [spec for spec in specs if spec.name in arrays]
+    written = {spec.name for spec in specs}
 
     fingerprint = hashlib.sha256(
         json.dumps([dataset, params, ids, seed], sort_keys=True).encode()).hexdigest()
@@ -82,12 +89,12 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
             if i in unfinished:
                 continue
             image = _class_image(label, size, rng)
-            if dataset == "tvhi":
-                store.write("middle_frame", i, image)
-                store.write("frames", i, np.repeat(image[None], steps, axis=0))
-                store.write("flow", i, _class_flow(label, steps, size, rng, flow_dtype, flow_bound))
-            else:
-                store.write("image", i, image)
+            sample = {"image": image, "middle_frame": image,
+                      "frames": np.repeat(image[None], steps, axis=0)}
+            if "flow" in written:
+                sample["flow"] = _class_flow(label, steps, size, rng, flow_dtype, flow_bound)
+            for name in written:
+                store.write(name, i, sample[name])
             done[i] = True
         store.write("done", slice(None), done)
         store.flush()
