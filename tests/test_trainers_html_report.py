@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from tests.conftest import in_ci
 from trainers.cli import app
-from trainers.html_report import TestPredictions, _misclassified, html_report, predict_test
+from trainers.html_report import SplitPredictions, _misclassified, html_report, predict_test
 from trainers.runs import latest_runs
 from trainers.testing import make_tiny_store
 
@@ -111,14 +111,15 @@ def test_the_confusion_matrix_agrees_with_the_runs_test_accuracy(runs):
 def test_misclassified_samples_show_frame_and_flow(runs):
     record = latest_runs(runs)["tvhi_flow"]
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    all_wrong = TestPredictions(classes=("handShake", "highFive", "hug", "kiss"),
+    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
                                 ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
                                 predicted=(labels + 1) % 4)
     strip = Page(_misclassified(record, all_wrong))
     assert len(strip.images) == 1
-    assert "8 of 8 misclassified (of 8), in store order; flow in the Middlebury" in \
-        " ".join(strip.text)
-    right = TestPredictions(all_wrong.classes, all_wrong.ids, labels, labels)
+    assert "8 of 8 misclassified (of 8), the true classes in turn; flow in the Middlebury" \
+        in " ".join(strip.text)
+    assert all_wrong.misclassified.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    right = SplitPredictions(all_wrong.classes, all_wrong.ids, labels, labels)
     assert "every test sample is classified right" in _misclassified(record, right)
 
 

@@ -36,14 +36,15 @@ from trainers.errors import ReportOutputError
 from trainers.report import _name, _ordered, table_1, table_2
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs
 
-#: Misclassified test samples shown per model (the first ones in store order).
+#: Misclassified test samples shown per model: taken from each true class in turn (store order
+#: within a class), so that one badly learnt class does not fill the whole strip.
 MISCLASSIFIED_SHOWN = 8
 #: Batch size of the test predictions (inference only: memory, not results, depends on it).
 PREDICT_BATCH = 8
 
 
 @dataclass(frozen=True)
-class TestPredictions:
+class SplitPredictions:
     """A run's model's predictions on the test split of its store, in store order."""
 
     classes: tuple[str, ...]
@@ -60,8 +61,13 @@ class TestPredictions:
 
     @property
     def misclassified(self) -> np.ndarray:
-        """Positions (in the test split) of the samples predicted wrong."""
-        return np.flatnonzero(self.labels != self.predicted)
+        """Positions (in the test split) of the samples predicted wrong, taking the true
+        classes in turn: the first wrong one of each class, then the second of each, ..."""
+        wrong = np.flatnonzero(self.labels != self.predicted)
+        labels = self.labels[wrong]
+        rank = np.array([int((labels[:k] == label).sum()) for k, label in enumerate(labels)],
+                        dtype=np.int64)
+        return wrong[np.lexsort((labels, rank))]
 
 
 class StoreUnavailable(Exception):
@@ -112,7 +118,7 @@ def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def predict_test(record: RunRecord) -> TestPredictions:
+def predict_test(record: RunRecord) -> SplitPredictions:
     """Load the run's model and predict the test split of its store, in inference mode.
 
     Raises:
@@ -146,7 +152,7 @@ def predict_test(record: RunRecord) -> TestPredictions:
         logits = model.predict(make_dataset(samples, "test", InputOptions(PREDICT_BATCH)),
                                verbose=0)
         split = samples.split("test")
-        return TestPredictions(classes=samples.info.classes or tuple(
+        return SplitPredictions(classes=samples.info.classes or tuple(
                                    str(k) for k in range(samples.num_classes)),
                                ids=split.ids, labels=split.labels.astype(np.int64),
                                predicted=np.argmax(logits, axis=-1).astype(np.int64))
@@ -195,7 +201,7 @@ def _curves(record: RunRecord) -> str:
         return _img(path.read_bytes(), f"training curves of {_name(record)}")
 
 
-def _per_class_table(predictions: TestPredictions) -> str:
+def _per_class_table(predictions: SplitPredictions) -> str:
     confusion = predictions.confusion
     rows = []
     for k, name in enumerate(predictions.classes):
@@ -207,7 +213,7 @@ def _per_class_table(predictions: TestPredictions) -> str:
     return html_table(["Class", "Test acc", "Correct"], rows)
 
 
-def _confusion_png(predictions: TestPredictions, title: str) -> bytes:
+def _confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     confusion = predictions.confusion
     count = len(predictions.classes)
     side = 2.5 + 0.5 * count
@@ -228,7 +234,7 @@ def _confusion_png(predictions: TestPredictions, title: str) -> bytes:
     return _png(figure)
 
 
-def _misclassified(record: RunRecord, predictions: TestPredictions) -> str:
+def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
     wrong = predictions.misclassified
     if not wrong.size:
         return "<p>None: every test sample is classified right.</p>"
@@ -247,17 +253,17 @@ def _misclassified(record: RunRecord, predictions: TestPredictions) -> str:
         top = axes[0, column]
         top.imshow(batch[pictures[0]][column])
         top.set_title(f"{predictions.ids[position]}\ntrue {classes[predictions.labels[position]]}"
-                      f"\npredicted {classes[predictions.predicted[position]]}", fontsize=7)
+                      f"\npredicted {classes[predictions.predicted[position]]}", fontsize=8)
         if flows:
             flow = batch["flow"][column]
             middle = flow[flow.shape[0] // 2]
             axes[1, column].imshow(flow_to_rgb(middle, max_magnitude=flow_scale(flow)))
             axes[1, column].set_title(f"flow, step {flow.shape[0] // 2 + 1}/{flow.shape[0]}",
-                                      fontsize=7)
+                                      fontsize=8)
         for ax in axes[:, column]:
             ax.set_axis_off()
     note = (f"{len(shown)} of {wrong.size} misclassified (of {predictions.labels.size}), "
-            "in store order" + ("; flow in the Middlebury colour coding (hue = direction), "
+            "the true classes in turn" + ("; flow in the Middlebury colour coding (hue = direction), "
                                 "full colour at the sample's 99th-percentile |flow|"
                                 if flows else ""))
     return (_img(_png(figure), f"misclassified test samples of {_name(record)}")
