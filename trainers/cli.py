@@ -98,7 +98,8 @@ def report(
                              "model its curves, test confusion matrix, per-class accuracy and "
                              "misclassified samples (predicted from the run's store)."),
 ) -> None:
-    """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR."""
+    """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
+    (with --html, write them and each model's figures to one HTML page instead)."""
     try:
         if html is not None:
             from trainers.html_report import write_html_report
