@@ -63,6 +63,11 @@ def run(
     reuse: bool = typer.Option(True, "--reuse/--retrain",
                                help="Reuse prerequisite runs found in --runs-dir that were "
                                     "trained with the same recipe and options."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No per-epoch lines and no step progress; warnings, the "
+                                    "device line and the results table remain."),
+    verbose: bool = typer.Option(False, "--verbose",
+                                 help="Let TensorFlow's start-up notes through."),
 ) -> None:
     """Train MODEL on a store into a new run directory, training its prerequisites first.
 
@@ -79,7 +84,8 @@ def run(
         keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, seed=seed, augment=augment,
-                           mixed_precision=mixed_precision, reuse=reuse)
+                           mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
+                           verbose=verbose)
         run_model(config, echo=typer.echo)
     except FlowstoreError as exc:
         fail(str(exc))
@@ -88,9 +94,19 @@ def run(
 @app.command()
 def report(
     runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run directories."),
+    html: Optional[Path] = typer.Option(
+        None, "--html", help="Write one self-contained HTML page instead: the tables, and per "
+                             "model its curves, test confusion matrix, per-class accuracy and "
+                             "misclassified samples (predicted from the run's store)."),
 ) -> None:
-    """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR."""
+    """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
+    (with --html, write them and each model's figures to one HTML page instead)."""
     try:
+        if html is not None:
+            from trainers.html_report import write_html_report
+
+            typer.echo(f"HTML report written to {write_html_report(runs_dir, html)}")
+            return
         from trainers.report import render_report
 
         typer.echo(render_report(runs_dir))

@@ -39,6 +39,10 @@ class RunNotFoundError(TrainerError, FileNotFoundError):
     """A runs directory, or a run that a model builds on, is missing or incomplete."""
 
 
+class ReportOutputError(TrainerError, OSError):
+    """A report file (`trainers report --html FILE`) cannot be written."""
+
+
 class MissingTrainingExtraError(TrainerError, ImportError):
     """TensorFlow, Keras or matplotlib is not installed: the `train` extra is missing."""
 

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
 from trainers.data import InputOptions, make_dataset
 from trainers.models import parameter_counts
@@ -41,6 +42,8 @@ class TrainOptions:
     seed: int = 0
     augment: bool = False
     mixed_precision: bool = False
+    #: Per-epoch lines and per-step progress (`trainers run --quiet` turns them off).
+    progress: bool = True
 
 
 def device_name() -> str:
@@ -213,6 +216,53 @@ class EpochLine(keras.callbacks.Callback):
                   f"lr {lr:.2g} ({time.perf_counter() - self._start:.1f}s)")
 
 
+#: A training epoch of at least this many steps reports its steps when stderr is not a
+#: terminal, one line per quarter of the epoch; shorter epochs take seconds and the epoch line
+#: says enough. On a terminal every epoch has a bar.
+STEP_LINES_MIN_STEPS = 20
+STEP_LINES_PER_EPOCH = 4
+
+
+class StepProgress(keras.callbacks.Callback):
+    """The steps of each training epoch, so that an epoch of minutes is not silent.
+
+    On a terminal: a bar on stderr per epoch (`flowstore.progress`), removed when the epoch ends
+    and its `EpochLine` is printed. Otherwise (a log file, CI): a line at each quarter of an
+    epoch of at least `STEP_LINES_MIN_STEPS` steps, and no bar (carriage returns make a log
+    unreadable).
+    """
+
+    def __init__(self, model_name: str, epochs: int, steps: int, echo: Echo) -> None:
+        super().__init__()
+        self.model_name, self.epochs, self.steps, self.echo = model_name, epochs, steps, echo
+        self.every = (math.ceil(steps / STEP_LINES_PER_EPOCH)
+                      if steps >= STEP_LINES_MIN_STEPS else 0)
+        self._bar: Any = None
+        self._epoch = 0
+        self._start = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch, self._start = epoch + 1, time.perf_counter()
+        if shows_progress():
+            self._bar = progress_bar(total=self.steps, unit="step", leave=False,
+                                     desc=f"{self.model_name} epoch {self._epoch}/{self.epochs}")
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        done = batch + 1
+        if self._bar is not None:
+            self._bar.update(1)
+        elif self.every and done % self.every == 0 and done < self.steps:
+            loss = (logs or {}).get("loss")
+            self.echo(f"{self.model_name} epoch {self._epoch}/{self.epochs}: step "
+                      f"{done}/{self.steps}" + ("" if loss is None else f", loss {loss:.4f}")
+                      + f" ({time.perf_counter() - self._start:.1f}s)")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 def _load(record: RunRecord) -> keras.Model:
     return keras.saving.load_model(record.model_file, compile=False)
 
@@ -302,7 +352,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if recipe.lr_halve_every is not None:
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: recipe.learning_rate_at(epoch)))
-    callbacks += [best, EpochLine(model_name, recipe.epochs, echo)]
+    callbacks.append(best)
+    if options.progress:
+        steps = math.ceil(counts_per_split["train"] / recipe.batch_size)
+        callbacks += [StepProgress(model_name, recipe.epochs, steps, echo),
+                      EpochLine(model_name, recipe.epochs, echo)]
     started = time.perf_counter()
     history = model.fit(stream("train", train=True),
                         validation_data=stream("val") if counts_per_split["val"] else None,

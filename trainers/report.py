@@ -9,7 +9,7 @@ each model, and `trainers run` ends with a table of the runs it trained or reuse
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
@@ -20,6 +20,10 @@ if TYPE_CHECKING:
 
 #: How the report writes its datasets' names in row labels; other datasets by their own name.
 DATASET_LABELS = {"stanford40": "Stanford 40", "tvhi": "TV-HI"}
+
+
+#: Renders a table from its header and rows of cell strings.
+Render = Callable[[Sequence[str], Iterable[Sequence[str]]], str]
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -48,25 +52,26 @@ def _name(record: RunRecord) -> str:
     return label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
 
 
-def table_1(records: Iterable[RunRecord]) -> str:
-    """Best-epoch train/val accuracy and loss, and the epoch (the report's Table 1)."""
+def table_1(records: Iterable[RunRecord], render: Render = _markdown) -> str:
+    """Best-epoch train/val accuracy and loss, and the epoch (the report's Table 1), rendered
+    by `render(header, rows)` (Markdown; `trainers.html_report` passes an HTML table)."""
     rows = []
     for r in _ordered(records):
         best = r.metrics.get("best", {})
         rows.append([_name(r), _num(best.get("train_accuracy")), _num(best.get("val_accuracy")),
                      _num(best.get("train_loss")), _num(best.get("val_loss")),
                      str(r.metrics.get("best_epoch", "-"))])
-    return _markdown(["Model", "train acc", "val acc", "train loss", "val loss", "Epoch"], rows)
+    return render(["Model", "train acc", "val acc", "train loss", "val loss", "Epoch"], rows)
 
 
-def table_2(records: Iterable[RunRecord]) -> str:
-    """Test accuracy, test loss and model size (the report's Table 2)."""
+def table_2(records: Iterable[RunRecord], render: Render = _markdown) -> str:
+    """Test accuracy, test loss and model size (the report's Table 2), rendered as `table_1`."""
     rows = []
     for r in _ordered(records):
         test = r.metrics.get("test") or {}
         rows.append([_name(r), _num(test.get("accuracy")), _num(test.get("loss")),
                      _num(r.metrics.get("model_size_gb"), 3)])
-    return _markdown(["Model", "Test acc", "Test loss", "Model size (GB)"], rows)
+    return render(["Model", "Test acc", "Test loss", "Model size (GB)"], rows)
 
 
 def render_report(runs_dir: str | Path) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Callable
 from flowstore.store import Store
 from trainers.catalogue import get_model
 from trainers.errors import ModelConfigError, require_training_extra
+from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
 from trainers.runs import RunRecord, find_run
@@ -51,6 +52,8 @@ class RunConfig:
     augment: bool = False
     mixed_precision: bool = False
     reuse: bool = True
+    quiet: bool = False  # no per-epoch lines, no step progress
+    verbose: bool = False  # TensorFlow's start-up notes as they come (`trainers.quiet`)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
@@ -88,6 +91,7 @@ class _Session:
     store: Store
     echo: Echo
     outcomes: list[Outcome] = field(default_factory=list)
+    device: str | None = None  # "training on CPU (no GPU found)", once TensorFlow is imported
 
 
 def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
@@ -128,11 +132,15 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     for need in samples.entry.requires:
         bases[need] = _prerequisite(session, samples, need)
 
-    from trainers.fit import TrainOptions, train_model  # TensorFlow starts here, not earlier
+    if session.device is None:  # TensorFlow starts here, not earlier, and quietly
+        session.device = import_tensorflow_quietly(config.verbose)
+        print(session.device, file=sys.stderr)
+    from trainers.fit import TrainOptions, train_model
 
     record = train_model(model, samples, config.recipe_for(model),
                          TrainOptions(seed=config.seed, augment=config.augment,
-                                      mixed_precision=config.mixed_precision),
+                                      mixed_precision=config.mixed_precision,
+                                      progress=not config.quiet),
                          config.runs_dir, bases=bases, echo=session.echo)
     session.echo(f"{model}: run written to {record.path}")
     session.outcomes.append(Outcome(record, trained=True))

@@ -1,0 +1,168 @@
+"""`trainers report RUNS --html FILE`: the page's content, and the page in a real browser."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from tests.conftest import in_ci
+from trainers.cli import app
+from trainers.html_report import SplitPredictions, _misclassified, html_report, predict_test
+from trainers.runs import latest_runs
+from trainers.testing import make_tiny_store
+
+runner = CliRunner()
+
+
+class Page(HTMLParser):
+    """The parts of a page the tests look at: images, tables (as rows of cells), text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.images: list[dict[str, str]] = []
+        self.tables: list[list[list[str]]] = []
+        self.text: list[str] = []
+        self._cell: list[str] | None = None
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    """A tvhi_flow run whose store is there, and a stanford40 run whose store was deleted."""
+    folder = tmp_path_factory.mktemp("html")
+    tvhi = make_tiny_store(folder / "tvhi.zarr", size=16, steps=2, per_class=(2, 1, 2))
+    gone = make_tiny_store(folder / "s40.zarr", dataset="stanford40", size=16,
+                           per_class=(2, 1, 1))
+    for model, store in (("tvhi_flow", tvhi), ("stanford40", gone)):
+        result = runner.invoke(app, ["run", model, "--store", str(store), "--runs-dir",
+                                     str(folder / "runs"), "--epochs", "1", "--quiet"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+    shutil.rmtree(gone)
+    return folder / "runs"
+
+
+@pytest.fixture(scope="module")
+def report_file(runs, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("page") / "report.html"
+    result = runner.invoke(app, ["report", str(runs), "--html", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.stdout.strip() == f"HTML report written to {out}"
+    return out
+
+
+def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
+    page = Page(report_file.read_text())
+    table_1, table_2 = page.tables[:2]
+    assert table_1[0] == ["Model", "train acc", "val acc", "train loss", "val loss", "Epoch"]
+    assert table_2[0] == ["Model", "Test acc", "Test loss", "Model size (GB)"]
+    assert [row[0] for row in table_1[1:]] == ["Stanford 40", "TV-HI flow"]
+    assert all(image["src"].startswith("data:image/png;base64,") for image in page.images)
+    alts = [image["alt"] for image in page.images]
+    assert "training curves of Stanford 40" in alts and "training curves of TV-HI flow" in alts
+    assert "confusion matrix of TV-HI flow" in alts
+    per_class = page.tables[2]
+    assert per_class[0] == ["Class", "Test acc", "Correct"]
+    assert [row[0] for row in per_class[1:]] == ["handShake", "highFive", "hug", "kiss", "all"]
+    assert per_class[-1][2].endswith("/8")  # 2 test samples per class
+
+
+def test_a_run_whose_store_is_gone_is_said_on_the_page(report_file, runs):
+    text = " ".join(Page(report_file.read_text()).text)
+    assert "No confusion matrix, per-class accuracy or misclassified samples: its store " \
+           "cannot be opened" in text
+    assert "confusion matrix of Stanford 40" not in report_file.read_text()
+
+
+def test_the_confusion_matrix_agrees_with_the_runs_test_accuracy(runs):
+    record = latest_runs(runs)["tvhi_flow"]
+    predictions = predict_test(record)
+    confusion = predictions.confusion
+    assert confusion.shape == (4, 4) and confusion.sum() == 8
+    assert np.trace(confusion) / confusion.sum() == pytest.approx(
+        record.metrics["test"]["accuracy"])
+
+
+def test_misclassified_samples_show_frame_and_flow(runs):
+    record = latest_runs(runs)["tvhi_flow"]
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
+                                ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
+                                predicted=(labels + 1) % 4)
+    strip = Page(_misclassified(record, all_wrong))
+    assert len(strip.images) == 1
+    assert "8 of 8 misclassified (of 8), the true classes in turn; flow in the Middlebury" \
+        in " ".join(strip.text)
+    assert all_wrong.misclassified.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    right = SplitPredictions(all_wrong.classes, all_wrong.ids, labels, labels)
+    assert "every test sample is classified right" in _misclassified(record, right)
+
+
+def test_an_empty_runs_dir_is_a_page_that_says_so(tmp_path):
+    (tmp_path / "runs").mkdir()
+    assert "No finished runs in" in html_report(tmp_path / "runs")
+
+
+def test_an_unwritable_html_file_is_one_error_line(runs, tmp_path):
+    (tmp_path / "taken").mkdir()
+    result = runner.invoke(app, ["report", str(runs), "--html", str(tmp_path / "taken")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: cannot write the HTML report to")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+#: Appended to a copy of the page: after load, each image's decoded width goes into the DOM.
+MEASURE = ("<script>window.addEventListener('load', () => { for (const img of "
+           "document.images) img.setAttribute('data-natural-width', img.naturalWidth); "
+           "document.body.setAttribute('data-loaded', 'yes'); });</script>")
+
+
+def test_the_page_renders_in_headless_chromium_with_every_figure(report_file, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if in_ci():
+            pytest.fail("chromium is not installed; CI installs Debian's chromium (.ci/run)")
+        pytest.skip("chromium is not installed (Debian: apt-get install chromium)")
+    measured = tmp_path / "measured.html"
+    measured.write_text(report_file.read_text().replace("</body>", MEASURE + "</body>"))
+    proc = subprocess.run(
+        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+         "--virtual-time-budget=10000", "--dump-dom", measured.as_uri()],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    dom = Page(proc.stdout)
+    assert 'data-loaded="yes"' in proc.stdout, proc.stdout[:2000]
+    alts = {image["alt"] for image in dom.images}  # (+ the strip when a sample is wrong)
+    assert {"training curves of Stanford 40", "training curves of TV-HI flow",
+            "confusion matrix of TV-HI flow"} <= alts
+    for image in dom.images:
+        assert image["src"].startswith("data:image/png;base64,")
+        assert int(image["data-natural-width"]) > 100, image["alt"]
+    assert len(dom.tables) == 3 and dom.tables[0][0][0] == "Model"

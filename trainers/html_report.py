@@ -1,0 +1,305 @@
+"""`trainers report RUNS --html FILE`: the report as one self-contained HTML page.
+
+The page holds what `trainers report` prints (Tables 1 and 2, from `trainers.report`) and what
+a table cannot show, per model (the latest run of each, as the tables): the training curves, a
+confusion matrix and per-class accuracy on the test split, and a strip of misclassified test
+samples (middle frame and flow picture, or the image), so a reader sees *which* actions a model
+confuses and what those clips look like. Every picture is a PNG inlined as a `data:` URL: the
+file can be mailed, attached to an issue or opened offline, and nothing it shows can go stale.
+
+The confusion matrix is not in `metrics.json`: it is computed here by loading `model.keras` and
+predicting the test split of the store the run recorded (`metrics.json`'s `store.path`) in
+inference mode. That store must still be there and still be the one the run trained on (same
+fingerprint); when it is not, the page says so in that model's section and the rest is shown.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+import flowstore
+from flowstore.errors import StoreError
+from flowstore.flow_image import flow_to_rgb
+from flowstore.show import flow_scale
+from trainers.errors import ReportOutputError
+from trainers.report import _name, _ordered, table_1, table_2
+from trainers.runs import HISTORY_FILE, RunRecord, latest_runs
+
+#: Misclassified test samples shown per model: taken from each true class in turn (store order
+#: within a class), so that one badly learnt class does not fill the whole strip.
+MISCLASSIFIED_SHOWN = 8
+#: Batch size of the test predictions (inference only: memory, not results, depends on it).
+PREDICT_BATCH = 8
+
+
+@dataclass(frozen=True)
+class SplitPredictions:
+    """A run's model's predictions on the test split of its store, in store order."""
+
+    classes: tuple[str, ...]
+    ids: np.ndarray
+    labels: np.ndarray
+    predicted: np.ndarray
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """(C, C) counts: row = true class, column = predicted class."""
+        count = len(self.classes)
+        return np.bincount(self.labels * count + self.predicted,
+                           minlength=count * count).reshape(count, count)
+
+    @property
+    def misclassified(self) -> np.ndarray:
+        """Positions (in the test split) of the samples predicted wrong, taking the true
+        classes in turn: the first wrong one of each class, then the second of each, ..."""
+        wrong = np.flatnonzero(self.labels != self.predicted)
+        labels = self.labels[wrong]
+        rank = np.array([int((labels[:k] == label).sum()) for k, label in enumerate(labels)],
+                        dtype=np.int64)
+        return wrong[np.lexsort((labels, rank))]
+
+
+class StoreUnavailable(Exception):
+    """The store a run trained on cannot be read now; the message says why (for the page)."""
+
+
+def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
+    """Write the page for the latest run of each model in `runs_dir` to `out`.
+
+    Raises:
+        RunNotFoundError: `runs_dir` does not exist.
+        ReportOutputError: `out` cannot be written.
+    """
+    page = html_report(runs_dir)
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise ReportOutputError(f"cannot write the HTML report to {str(out)!r}: "
+                                f"{exc.strerror or exc}") from None
+    return out
+
+
+def html_report(runs_dir: str | Path) -> str:
+    """The page as a string (see the module docstring)."""
+    records = _ordered(latest_runs(runs_dir).values())
+    title = f"Training report: {runs_dir}"
+    parts = [f"<h1>{_e(title)}</h1>",
+             f"<p class=meta>{len(records)} model(s), latest run of each; written "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>"]
+    if not records:
+        parts.append(f"<p>No finished runs in {_e(str(runs_dir))}.</p>")
+    else:
+        parts += ["<h2>Table 1: top-1 train/validation accuracy and loss at the best epoch</h2>",
+                  table_1(records, render=html_table),
+                  "<h2>Table 2: test accuracy, test loss and size of the saved model</h2>",
+                  table_2(records, render=html_table)]
+        parts += [_model_section(record) for record in records]
+    return _PAGE.format(title=_e(title), body="\n".join(parts))
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """An HTML table of cell strings (the `render` of `trainers.report.table_1`/`table_2`)."""
+    head = "".join(f"<th>{_e(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def predict_test(record: RunRecord) -> SplitPredictions:
+    """Load the run's model and predict the test split of its store, in inference mode.
+
+    Raises:
+        StoreUnavailable: the store is missing, not the one the run trained on, or has no
+            finished test sample.
+    """
+    location = record.store.get("path")
+    if not location:
+        raise StoreUnavailable("metrics.json records no store path")
+    from trainers.samples import open_samples
+
+    try:
+        samples = open_samples(location, record.model)
+    except StoreError as exc:
+        raise StoreUnavailable(f"its store cannot be opened ({exc})") from None
+    try:
+        if samples.info.fingerprint != record.fingerprint:
+            raise StoreUnavailable(
+                f"the store at {location} is not the one the run trained on (fingerprint "
+                f"{samples.info.fingerprint[:8]}, the run's {record.fingerprint[:8]})")
+        if not samples.indices("test").size:
+            raise StoreUnavailable(f"the store at {location} has no finished test sample")
+        from trainers.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        import keras
+
+        from trainers.data import InputOptions, make_dataset
+
+        model = keras.saving.load_model(record.model_file, compile=False)
+        logits = model.predict(make_dataset(samples, "test", InputOptions(PREDICT_BATCH)),
+                               verbose=0)
+        split = samples.split("test")
+        return SplitPredictions(classes=samples.info.classes or tuple(
+                                   str(k) for k in range(samples.num_classes)),
+                               ids=split.ids, labels=split.labels.astype(np.int64),
+                               predicted=np.argmax(logits, axis=-1).astype(np.int64))
+    finally:
+        samples.store.close()
+
+
+def _model_section(record: RunRecord) -> str:
+    name = _name(record)
+    parts = [f"<section><h2>{_e(name)}</h2>",
+             f"<p class=meta>run {_e(str(record.path))}; store {_e(record.fingerprint[:8])} "
+             f"({_e(str(record.store.get('path', '?')))}); best epoch "
+             f"{_e(str(record.metrics.get('best_epoch', '-')))} "
+             f"({_e(str(record.metrics.get('selection', '')))})</p>",
+             "<h3>Training curves</h3>", _curves(record)]
+    try:
+        predictions = predict_test(record)
+    except StoreUnavailable as exc:
+        parts.append(f"<p class=unavailable>No confusion matrix, per-class accuracy or "
+                     f"misclassified samples: {_e(str(exc))}.</p>")
+    else:
+        parts += ["<h3>Test split: confusion matrix and per-class accuracy</h3>",
+                  "<div class=row>",
+                  _img(_confusion_png(predictions, name), f"confusion matrix of {name}"),
+                  _per_class_table(predictions), "</div>",
+                  "<h3>Misclassified test samples</h3>", _misclassified(record, predictions)]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _curves(record: RunRecord) -> str:
+    """The run's own curves.png; redrawn from history.json if it is missing."""
+    if record.curves_file.is_file():
+        return _img(record.curves_file.read_bytes(), f"training curves of {_name(record)}")
+    try:
+        history = json.loads((record.path / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return "<p class=unavailable>No curves: the run has neither curves.png nor history.json.</p>"
+    import tempfile
+
+    from trainers.curves import plot_curves
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = plot_curves(history, Path(folder) / "curves.png", title=_name(record),
+                           best_epoch=record.metrics.get("best_epoch"))
+        return _img(path.read_bytes(), f"training curves of {_name(record)}")
+
+
+def _per_class_table(predictions: SplitPredictions) -> str:
+    confusion = predictions.confusion
+    rows = []
+    for k, name in enumerate(predictions.classes):
+        total = int(confusion[k].sum())
+        accuracy = "-" if not total else f"{confusion[k, k] / total:.2f}"
+        rows.append([name, accuracy, f"{int(confusion[k, k])}/{total}"])
+    overall = float(np.trace(confusion)) / max(int(confusion.sum()), 1)
+    rows.append(["all", f"{overall:.2f}", f"{int(np.trace(confusion))}/{int(confusion.sum())}"])
+    return html_table(["Class", "Test acc", "Correct"], rows)
+
+
+def _confusion_png(predictions: SplitPredictions, title: str) -> bytes:
+    confusion = predictions.confusion
+    count = len(predictions.classes)
+    side = 2.5 + 0.5 * count
+    figure = Figure(figsize=(side + 1, side), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    shown = ax.imshow(confusion, cmap="Blues", vmin=0)
+    figure.colorbar(shown, ax=ax, shrink=0.8)
+    ax.set_xticks(range(count), predictions.classes, rotation=45, ha="right")
+    ax.set_yticks(range(count), predictions.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for (row, column), value in np.ndenumerate(confusion):
+        ax.text(column, row, str(value), ha="center", va="center",
+                color="white" if value > threshold else "black")
+    ax.set_title(f"{title}: test split ({int(confusion.sum())} samples)")
+    return _png(figure)
+
+
+def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
+    wrong = predictions.misclassified
+    if not wrong.size:
+        return "<p>None: every test sample is classified right.</p>"
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    with flowstore.open(record.store["path"]) as dataset:
+        pictures = [name for name in ("middle_frame", "image") if name in dataset.features]
+        flows = ["flow"] if "flow" in dataset.features else []
+        batch = dataset.split("test", features=pictures[:1] + flows,
+                              float_dtype="float32").read(shown)
+    rows = 1 + len(flows)
+    figure = Figure(figsize=(1.9 * len(shown), 2.1 * rows + 0.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = np.asarray(figure.subplots(rows, len(shown), squeeze=False))
+    classes = predictions.classes
+    for column, position in enumerate(shown):
+        top = axes[0, column]
+        top.imshow(batch[pictures[0]][column])
+        top.set_title(f"{predictions.ids[position]}\ntrue {classes[predictions.labels[position]]}"
+                      f"\npredicted {classes[predictions.predicted[position]]}", fontsize=8)
+        if flows:
+            flow = batch["flow"][column]
+            middle = flow[flow.shape[0] // 2]
+            axes[1, column].imshow(flow_to_rgb(middle, max_magnitude=flow_scale(flow)))
+            axes[1, column].set_title(f"flow, step {flow.shape[0] // 2 + 1}/{flow.shape[0]}",
+                                      fontsize=8)
+        for ax in axes[:, column]:
+            ax.set_axis_off()
+    note = (f"{len(shown)} of {wrong.size} misclassified (of {predictions.labels.size}), "
+            "the true classes in turn" + ("; flow in the Middlebury colour coding (hue = direction), "
+                                "full colour at the sample's 99th-percentile |flow|"
+                                if flows else ""))
+    return (_img(_png(figure), f"misclassified test samples of {_name(record)}")
+            + f"<p class=meta>{_e(note)}.</p>")
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+th, td {{ border: 1px solid #bbb; padding: 0.25em 0.7em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+thead {{ background: #eee; }}
+section {{ border-top: 2px solid #ccc; margin-top: 2em; }}
+img {{ max-width: 100%; }}
+.row {{ display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }}
+.meta {{ color: #666; font-size: 90%; }}
+.unavailable {{ background: #fff3cd; border: 1px solid #e0c060; padding: 0.5em; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""
