@@ -42,7 +42,7 @@ def test_a_run_shows_no_tensorflow_start_up_notes_and_names_its_device(tiny_stor
         assert noise not in proc.stderr, proc.stderr
     assert ("training on CPU (no GPU found)" in proc.stderr
             or "training on GPU (" in proc.stderr), proc.stderr
-    assert "tvhi_flow epoch 1/1:" in proc.stdout
+    assert "flow epoch 1/1:" in proc.stdout  # tvhi_flow is an alias of flow
 
 
 def test_verbose_lets_the_start_up_notes_through(tiny_store, tmp_path):
@@ -68,8 +68,8 @@ def test_quiet_prints_no_epoch_lines_but_the_results(tiny_store, tmp_path):
                                       "--runs-dir", str(tmp_path / "runs"), "--epochs", "2",
                                       "--quiet"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert "tvhi_flow epoch" not in result.stdout, result.stdout
-    assert "tvhi_flow: run written to" in result.stdout
+    assert "flow epoch" not in result.stdout, result.stdout
+    assert "flow: run written to" in result.stdout
     assert "| trained |" in result.stdout
 
 
