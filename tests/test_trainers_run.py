@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import flowstore
 from flowstore.store import open_store
 from trainers.cli import app
 from trainers.data import InputOptions, make_dataset
@@ -365,3 +366,23 @@ def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tm
     with pytest.raises(ValueError, match="'tiny_alias' is already in the catalogue"):
         register(ModelEntry(name="other", factory=tiny_model.factory, recipe=tiny_model.recipe,
                             inputs={}, label="", report_classes=2, aliases=("tiny_alias",)))
+
+
+def test_two_stream_trains_end_to_end_on_a_built_ucf101_store(tmp_path):
+    """Issue 14's "any store": UCF101 in its real layout (CRLF lists, groups), built by the real
+    pipeline, trains the whole two-stream chain with its own classes."""
+    _flowstore("synth", "ucf101", "src", "--classes", "3", "--clips-per-class", "6",
+               "--min-frames", "6", "--max-frames", "9", "--width", "48", "--height", "32",
+               cwd=tmp_path)
+    _flowstore("build", "ucf101", "--source", "src", "--store", "ucf101.zarr", "--size", "16",
+               "--steps", "2", "-q", cwd=tmp_path)
+    store, runs = tmp_path / "ucf101.zarr", tmp_path / "runs"
+    _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
+    records = {r.model: r for r in list_runs(runs)}
+    assert set(records) == {"frames", "flow", "two_stream"}
+    classes = flowstore.open(store).classes
+    assert len(classes) == 3
+    for record in records.values():
+        assert record.metrics["test"]["samples"] > 0
+    model = keras.saving.load_model(records["two_stream"].model_file, compile=False)
+    assert model.output_shape[-1] == 3
