@@ -54,6 +54,26 @@ class FolderOptions:
         check_seed(self.seed)
 
 
+#: The official folds of UCF101 and HMDB51.
+FOLDS = (1, 2, 3)
+
+
+@dataclass(frozen=True)
+class FoldOptions:
+    """Split options of a dataset with official folds (UCF101, HMDB51): which fold, and how much
+    of its train list becomes val (how it is carved is the dataset's: by group for UCF101)."""
+
+    fold: int = 1
+    val_fraction: float = 0.1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fold not in FOLDS:
+            raise ParameterError(f"--fold must be 1, 2 or 3, got {self.fold!r}")
+        check_fraction("val_fraction", self.val_fraction)
+        check_seed(self.seed)
+
+
 def check_fraction(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ParameterError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")

@@ -17,35 +17,19 @@ Classes are the split files' class names, sorted. A sample's id is its clip's fi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from flowstore.datasets._classfolders import check_fraction, check_seed, read_text
+from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
 from flowstore.datasets.base import VideoDataset
-from flowstore.errors import ParameterError, SourceLayoutError
+from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 from flowstore.synth.clips import SynthClipsConfig
 
 SPLITS_DIR = "testTrainMulti_7030_splits"
-FOLDS = (1, 2, 3)
 _SPLIT_FILE = re.compile(r"^(?P<cls>.+)_test_split(?P<fold>\d)\.txt$")
 #: The code of each clip in a split file.
 TRAIN, TEST, UNUSED = "1", "2", "0"
 
-
-@dataclass(frozen=True)
-class HMDBOptions:
-    """Which official split, and how much of its train clips becomes val."""
-
-    fold: int = 1
-    val_fraction: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.fold not in FOLDS:
-            raise ParameterError(f"--fold must be 1, 2 or 3, got {self.fold!r}")
-        check_fraction("val_fraction", self.val_fraction)
-        check_seed(self.seed)
 
 
 def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
@@ -81,7 +65,7 @@ def _find(source: Path, name: str) -> Path | None:
 
 class HMDB51(VideoDataset):
     name = "hmdb51"
-    options_type = HMDBOptions
+    options_type = FoldOptions
     synth_config_type = SynthClipsConfig
 
     def manifest(self, source: Path) -> Manifest:

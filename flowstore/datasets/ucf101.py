@@ -20,35 +20,19 @@ group is in both. Labels in classInd.txt order. A sample's id is its clip's file
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
-from flowstore.datasets._classfolders import check_fraction, check_seed, read_text
+from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
 from flowstore.datasets.base import VideoDataset
-from flowstore.errors import ParameterError, SourceLayoutError
+from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest, grouped_holdout
 from flowstore.synth.clips import SynthClipsConfig
 
 CLIPS_DIR = "UCF-101"
 LISTS_DIR = "ucfTrainTestlist"
 CLASS_INDEX = "classInd.txt"
-FOLDS = (1, 2, 3)
 _GROUP = re.compile(r"_g(\d+)_c\d+$")
 
-
-@dataclass(frozen=True)
-class FoldOptions:
-    """Which official fold, and how much of its train list (by group) becomes val."""
-
-    fold: int = 1
-    val_fraction: float = 0.1
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.fold not in FOLDS:
-            raise ParameterError(f"--fold must be 1, 2 or 3, got {self.fold!r}")
-        check_fraction("val_fraction", self.val_fraction)
-        check_seed(self.seed)
 
 
 def list_names(fold: int) -> tuple[str, str]:
