@@ -47,6 +47,15 @@ def _resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
     return width, height
 
 
+#: The extraction options that `build` and `estimate` share (one declaration each). Defaults
+#: are in parentheses: Typer's help would read "[224]" as markup and drop it.
+SIZE_OPTION = typer.Option(None, "--size", help="Frame side S in pixels (224).")
+STEPS_OPTION = typer.Option(None, "--steps", help="Flow steps T per video (16).")
+FLOW_DTYPE_OPTION = typer.Option(None, "--flow-dtype", help="float16, float32 or uint8 (float16).")
+FLOW_BOUND_OPTION = typer.Option(None, "--flow-bound",
+                                 help="uint8 flow: clip to +-this many pixels (20).")
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def build(
     ctx: typer.Context,
@@ -57,12 +66,10 @@ def build(
     source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset."),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Generate a synthetic source (cached) and build from it."),
-    size: Optional[int] = typer.Option(None, "--size", help="Frame side S in pixels [224]."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Flow steps T per video [16]."),
-    flow_dtype: Optional[str] = typer.Option(None, "--flow-dtype",
-                                             help="float16, float32 or uint8 [float16]."),
-    flow_bound: Optional[float] = typer.Option(None, "--flow-bound",
-                                               help="uint8 flow: clip to +-this many pixels [20]."),
+    size: Optional[int] = SIZE_OPTION,
+    steps: Optional[int] = STEPS_OPTION,
+    flow_dtype: Optional[str] = FLOW_DTYPE_OPTION,
+    flow_bound: Optional[float] = FLOW_BOUND_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker threads [cores]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="dask.distributed scheduler address."),
@@ -216,12 +223,10 @@ def show(
 def estimate(
     dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
     source: Path = typer.Option(..., "--source", help="Folder of the raw dataset."),
-    size: Optional[int] = typer.Option(None, "--size", help="Frame side S in pixels [224]."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Flow steps T per video [16]."),
-    flow_dtype: Optional[str] = typer.Option(None, "--flow-dtype",
-                                             help="float16, float32 or uint8 [float16]."),
-    flow_bound: Optional[float] = typer.Option(None, "--flow-bound",
-                                               help="uint8 flow: clip to +-this many pixels [20]."),
+    size: Optional[int] = SIZE_OPTION,
+    steps: Optional[int] = STEPS_OPTION,
+    flow_dtype: Optional[str] = FLOW_DTYPE_OPTION,
+    flow_bound: Optional[float] = FLOW_BOUND_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers",
                                           help="Dask worker threads the build would use [cores]."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
