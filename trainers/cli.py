@@ -55,6 +55,10 @@ def run(
                                          help="Epochs [recipe's]; also for prerequisites."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [recipe's]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [recipe's]."),
+    recipe: str = typer.Option("report", "--recipe",
+                               help="Recipe set: report (the report's recipes) or tuned "
+                                    "(augmentation, AdamW, label smoothing, warm-up and cosine "
+                                    "decay, more epochs); also for prerequisites."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, shuffling and augmentation."),
     augment: bool = typer.Option(False, "--augment/--no-augment",
                                  help="Random horizontal flips (frames and flow, dx negated)."),
@@ -75,7 +79,8 @@ def run(
     starts from the latest image run of the same input size in --runs-dir, whatever store it
     trained on (from scratch, with a warning, when there is none); two_stream uses frames and
     flow runs of the same store, training them when missing. A run is reused only when it
-    was trained with the recipe, --epochs, --seed, --augment and --mixed-precision asked now.
+    was trained with the recipe (--recipe, --epochs), --seed, --augment and --mixed-precision
+    asked now.
     """
     try:
         from flowstore.malloc_tuning import keep_freed_memory
@@ -83,7 +88,8 @@ def run(
 
         keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
-                           batch_size=batch_size, learning_rate=lr, seed=seed, augment=augment,
+                           batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
+                           seed=seed, augment=augment,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose)
         run_model(config, echo=typer.echo)
