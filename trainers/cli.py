@@ -104,18 +104,32 @@ def report(
         None, "--html", help="Write one self-contained HTML page instead: the tables, and per "
                              "model its curves, test confusion matrix, per-class accuracy and "
                              "misclassified samples (predicted from the run's store)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Also write PNG figures into this folder: per model MODEL_curves.png "
+                            "and MODEL_confusion.png (test split, predicted from the run's "
+                            "store), and test_accuracy.png against the report's Table 2."),
 ) -> None:
     """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
-    (with --html, write them and each model's figures to one HTML page instead)."""
+    (with --html, write them and each model's figures to one HTML page instead; with --out,
+    also write the figures as PNG files)."""
     try:
         if html is not None:
             from trainers.html_report import write_html_report
 
             typer.echo(f"HTML report written to {write_html_report(runs_dir, html)}")
-            return
-        from trainers.report import render_report
+        else:
+            from trainers.report import render_report
 
-        typer.echo(render_report(runs_dir))
+            typer.echo(render_report(runs_dir))
+        if out is not None:
+            from trainers.figures import write_figures
+
+            written = write_figures(runs_dir, out)
+            typer.echo(f"{len(written.files)} figure(s) written to {out}:")
+            for path in written.files:
+                typer.echo(f"- {path}")
+            for note in written.missing:
+                typer.echo(f"warning: {note}", err=True)
     except FlowstoreError as exc:
         fail(str(exc))
 
