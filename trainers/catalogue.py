@@ -117,7 +117,8 @@ def recipe_of(name: str, recipe_set: str = "report") -> Recipe:
     `report` is its catalogue entry's, `tuned` its row of `trainers.recipes.TUNED_RECIPES`."""
     entry = get_model(name)
     if recipe_set not in RECIPE_SETS:
-        raise ModelConfigError(f"unknown recipe set {recipe_set!r}; known: {', '.join(RECIPE_SETS)}")
+        raise ModelConfigError(f"unknown recipe set {recipe_set!r}; known: "
+                               f"{', '.join(RECIPE_SETS)}")
     if recipe_set == "report":
         return entry.recipe
     if entry.name not in TUNED_RECIPES:

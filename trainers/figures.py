@@ -18,7 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trainers.errors import ReportOutputError
-from trainers.html_report import StoreUnavailable, confusion_png, curves_png, figure_png, predict_test
+from trainers.html_report import (StoreUnavailable, confusion_png, curves_png, figure_png,
+                                  predict_test)
 from trainers.report import _name, _ordered
 from trainers.runs import RunRecord, latest_runs
 

@@ -187,7 +187,8 @@ def _model_section(record: RunRecord) -> str:
 def _curves(record: RunRecord) -> str:
     png = curves_png(record)
     if png is None:
-        return "<p class=unavailable>No curves: the run has neither curves.png nor history.json.</p>"
+        return ("<p class=unavailable>No curves: the run has neither curves.png nor "
+                "history.json.</p>")
     return _img(png, f"training curves of {_name(record)}")
 
 

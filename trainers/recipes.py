@@ -128,7 +128,8 @@ class Recipe:
             fields = {name: fields[name] for name in _REPORT_FIELDS}
         loss = "sparse_categorical_crossentropy(from_logits=True)"
         if self.label_smoothing:
-            loss = f"categorical_crossentropy(from_logits=True, label_smoothing={self.label_smoothing})"
+            loss = ("categorical_crossentropy(from_logits=True, "
+                    f"label_smoothing={self.label_smoothing})")
         return {**fields, "optimizer": "adamw" if self.weight_decay else "adam", "loss": loss}
 
 
