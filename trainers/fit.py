@@ -366,9 +366,10 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         augmentation = recipe_augmentation(recipe, samples.split("train").motion_keys,
                                            flip=options.augment)
 
-    def stream(split: str, train: bool = False, seed: int = options.seed) -> tf.data.Dataset:
+    def stream(split: str, train: bool = False, seed: int = options.seed,
+               augment: Any = augmentation) -> tf.data.Dataset:
         return make_dataset(samples, split, InputOptions(
-            batch_size=recipe.batch_size, shuffle=train, augment=augmentation if train else False,
+            batch_size=recipe.batch_size, shuffle=train, augment=augment if train else False,
             seed=seed))
 
     best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
@@ -377,7 +378,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if trainable_batch_norms(model):
         # A seeded subset of the training split, in a new order (hence a new subset) each epoch.
         batches = math.ceil(BN_RECALIBRATION_SAMPLES / recipe.batch_size)
-        calibration = stream("train", train=True, seed=options.seed + 2).take(batches)
+        # A tuned recipe's crops and colour jitter shift the statistics that inference (on
+        # plain samples) should use, so its calibration batches are not augmented; flips alone
+        # (the report's recipes with `--augment`) leave them as they are in expectation.
+        calibration = stream("train", train=True, seed=options.seed + 2,
+                             augment=False if recipe.augments else augmentation).take(batches)
         callbacks.append(RecalibrateBatchNorm(lambda: calibration))
         calibration_samples = min(batches * recipe.batch_size, counts_per_split["train"])
     if recipe.scheduled:

@@ -20,7 +20,7 @@ from trainers.errors import RunNotFoundError
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
 #: Each changes the weights a run ends with: the recipe (epochs, batch size, learning rate and
-#: its schedule), the seed (initial weights, shuffling, flips), augmentation, and mixed
+#: its schedule; a tuned recipe's set, regularization and augmentation too), the seed (initial weights, shuffling, flips), augmentation, and mixed
 #: precision (the numbers the weights are computed in). The device, timings and the input
 #: pipeline do not, so they are not here. A run stands in for one that would be trained now only
 #: when all of these are equal.
