@@ -166,3 +166,31 @@ def test_the_page_renders_in_headless_chromium_with_every_figure(report_file, tm
         assert image["src"].startswith("data:image/png;base64,")
         assert int(image["data-natural-width"]) > 100, image["alt"]
     assert len(dom.tables) == 3 and dom.tables[0][0][0] == "Model"
+
+
+def test_report_out_writes_the_documented_figures(runs, tmp_path):
+    """`--out DIR`: per model its curves and (store still there) its confusion matrix, and the
+    comparison with the report's Table 2; a model whose store is gone says why it has none."""
+    import matplotlib.image
+
+    from trainers.figures import COMPARISON_FILE
+
+    out = tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "Table 2" in result.stdout
+    assert {p.name for p in out.iterdir()} == {
+        "flow_curves.png", "flow_confusion.png", "image_curves.png", COMPARISON_FILE}
+    for path in out.iterdir():
+        assert f"- {path}" in result.stdout
+        picture = matplotlib.image.imread(path)
+        assert picture.shape[0] > 200 and picture.shape[1] > 300
+        assert picture[..., :3].std() > 0.05  # something is drawn
+    assert "warning: Stanford 40: no confusion matrix (its store cannot be opened" in result.stderr
+    # The confusion matrix is the one the HTML page shows (one drawing, two outlets).
+    from trainers.html_report import confusion_png, predict_test
+    from trainers.report import _name
+
+    flow = latest_runs(runs)["flow"]
+    assert (out / "flow_confusion.png").read_bytes() == confusion_png(predict_test(flow),
+                                                                      _name(flow))

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from trainers.errors import ModelConfigError, UnknownModelError
-from trainers.recipes import Recipe
+from trainers.recipes import RECIPE_SETS, TUNED_RECIPES, Recipe
 
 if TYPE_CHECKING:
     import keras
@@ -110,6 +110,20 @@ def get_model(name: str) -> ModelEntry:
         return _CATALOGUE[_NAMES[name]]
     except KeyError:
         raise UnknownModelError(f"unknown model {name!r}; known models: {known_names()}") from None
+
+
+def recipe_of(name: str, recipe_set: str = "report") -> Recipe:
+    """The recipe model `name` (or an alias) trains with in `recipe_set` (`RECIPE_SETS`):
+    `report` is its catalogue entry's, `tuned` its row of `trainers.recipes.TUNED_RECIPES`."""
+    entry = get_model(name)
+    if recipe_set not in RECIPE_SETS:
+        raise ModelConfigError(f"unknown recipe set {recipe_set!r}; known: "
+                               f"{', '.join(RECIPE_SETS)}")
+    if recipe_set == "report":
+        return entry.recipe
+    if entry.name not in TUNED_RECIPES:
+        raise ModelConfigError(f"model {entry.name!r} has no {recipe_set} recipe")
+    return TUNED_RECIPES[entry.name]
 
 
 def canonical_name(name: str) -> str:

@@ -55,6 +55,10 @@ def run(
                                          help="Epochs [recipe's]; also for prerequisites."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [recipe's]."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate [recipe's]."),
+    recipe: str = typer.Option("report", "--recipe",
+                               help="Recipe set: report (the report's recipes) or tuned "
+                                    "(augmentation, AdamW, label smoothing, warm-up and cosine "
+                                    "decay, more epochs); also for prerequisites."),
     seed: int = typer.Option(0, "--seed", help="Seed of weights, shuffling and augmentation."),
     augment: bool = typer.Option(False, "--augment/--no-augment",
                                  help="Random horizontal flips (frames and flow, dx negated)."),
@@ -75,7 +79,8 @@ def run(
     starts from the latest image run of the same input size in --runs-dir, whatever store it
     trained on (from scratch, with a warning, when there is none); two_stream uses frames and
     flow runs of the same store, training them when missing. A run is reused only when it
-    was trained with the recipe, --epochs, --seed, --augment and --mixed-precision asked now.
+    was trained with the recipe (--recipe, --epochs), --seed, --augment and --mixed-precision
+    asked now.
     """
     try:
         from flowstore.malloc_tuning import keep_freed_memory
@@ -83,7 +88,8 @@ def run(
 
         keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
-                           batch_size=batch_size, learning_rate=lr, seed=seed, augment=augment,
+                           batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
+                           seed=seed, augment=augment,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose)
         run_model(config, echo=typer.echo)
@@ -98,18 +104,32 @@ def report(
         None, "--html", help="Write one self-contained HTML page instead: the tables, and per "
                              "model its curves, test confusion matrix, per-class accuracy and "
                              "misclassified samples (predicted from the run's store)."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Also write PNG figures into this folder: per model MODEL_curves.png "
+                            "and MODEL_confusion.png (test split, predicted from the run's "
+                            "store), and test_accuracy.png against the report's Table 2."),
 ) -> None:
     """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
-    (with --html, write them and each model's figures to one HTML page instead)."""
+    (with --html, write them and each model's figures to one HTML page instead; with --out,
+    also write the figures as PNG files)."""
     try:
         if html is not None:
             from trainers.html_report import write_html_report
 
             typer.echo(f"HTML report written to {write_html_report(runs_dir, html)}")
-            return
-        from trainers.report import render_report
+        else:
+            from trainers.report import render_report
 
-        typer.echo(render_report(runs_dir))
+            typer.echo(render_report(runs_dir))
+        if out is not None:
+            from trainers.figures import write_figures
+
+            written = write_figures(runs_dir, out)
+            typer.echo(f"{len(written.files)} figure(s) written to {out}:")
+            for path in written.files:
+                typer.echo(f"- {path}")
+            for note in written.missing:
+                typer.echo(f"warning: {note}", err=True)
     except FlowstoreError as exc:
         fail(str(exc))
 

@@ -8,10 +8,14 @@ uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
 
+from flowstore.reader import colour_jitter, compose, horizontal_flip, random_resized_crop
+from flowstore.reader.dataset import Augmentation
+from trainers.recipes import Recipe
 from trainers.samples import StoreSamples
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -24,7 +28,8 @@ class InputOptions:
     Attributes:
         batch_size: samples per batch (the last batch may be smaller).
         shuffle: visit the samples in a new seeded order every epoch (training only).
-        augment: random horizontal flips, frame and flow together (training only).
+        augment: random horizontal flips, frame and flow together (training only), or an
+            augmentation function (`recipe_augmentation`).
         seed: seed of the shuffle order and of the flips.
         parallel_reads: batches read concurrently; `None` lets the reader choose
             (`flowstore.reader.tf.to_tf_dataset`).
@@ -32,7 +37,7 @@ class InputOptions:
 
     batch_size: int = 1
     shuffle: bool = False
-    augment: bool = False
+    augment: bool | Augmentation = False
     seed: int = 0
     parallel_reads: int | None = None
 
@@ -47,6 +52,25 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf
     return samples.split(split).to_tf_dataset(
         options.batch_size, shuffle=options.shuffle, seed=options.seed,
         augment=options.augment, parallel_reads=options.parallel_reads)
+
+
+def recipe_augmentation(recipe: Recipe, motion: Sequence[str], *,
+                        flip: bool = False) -> Augmentation | None:
+    """The augmentation `recipe` trains with (`flip` adds flips, `trainers run --augment`), in
+    the order flip, resized crop, colour jitter, every image-like input of a sample together
+    and the `motion` inputs (flow) treated as motion: dx negated when flipped, vectors scaled
+    when resized, colours never jittered. `None` when the recipe augments nothing."""
+    steps: list[Augmentation] = []
+    motion = tuple(motion)
+    if flip or recipe.flip:
+        steps.append(lambda batch, rng: horizontal_flip(batch, rng, motion=motion))
+    if recipe.scale_jitter > 1:
+        steps.append(lambda batch, rng: random_resized_crop(
+            batch, rng, scale=(1.0, recipe.scale_jitter), motion=motion))
+    if recipe.colour_jitter > 0:
+        steps.append(lambda batch, rng: colour_jitter(batch, rng, strength=recipe.colour_jitter,
+                                                      motion=motion))
+    return compose(*steps) if steps else None
 
 
 def class_counts(samples: StoreSamples, split: str) -> np.ndarray:

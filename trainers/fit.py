@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
-from trainers.data import InputOptions, make_dataset
+from trainers.data import InputOptions, make_dataset, recipe_augmentation
 from trainers.models import parameter_counts
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
@@ -279,14 +279,40 @@ def build_for_store(samples: StoreSamples,
     return model, all(base is None for base in models.values())
 
 
+@keras.saving.register_keras_serializable(package="trainers")
+class SmoothedSparseCrossentropy(keras.losses.Loss):
+    """Cross-entropy on logits against integer labels with label smoothing (Keras' sparse loss
+    has no smoothing): the label is one-hot encoded and `smoothing` of it spread evenly."""
+
+    def __init__(self, smoothing: float, name: str = "smoothed_sparse_crossentropy",
+                 **kwargs: Any) -> None:
+        super().__init__(name=name, **kwargs)
+        self.smoothing = float(smoothing)
+
+    def call(self, y_true, y_pred):
+        classes = keras.ops.shape(y_pred)[-1]
+        labels = keras.ops.one_hot(keras.ops.reshape(keras.ops.cast(y_true, "int32"), (-1,)),
+                                   classes, dtype=y_pred.dtype)
+        return keras.losses.categorical_crossentropy(labels, y_pred, from_logits=True,
+                                                     label_smoothing=self.smoothing)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "smoothing": self.smoothing}
+
+
 def compiled(model: keras.Model, recipe: Recipe, policy: str) -> keras.Model:
-    """Compile with the report's optimizer and loss (Adam, sparse CE on logits)."""
-    optimizer = keras.optimizers.Adam(learning_rate=recipe.learning_rate)
+    """Compile with the recipe's optimizer and loss: the report's Adam and sparse CE on logits,
+    or AdamW (decoupled weight decay) and label smoothing where a tuned recipe asks."""
+    if recipe.weight_decay:
+        optimizer = keras.optimizers.AdamW(learning_rate=recipe.learning_rate,
+                                           weight_decay=recipe.weight_decay)
+    else:
+        optimizer = keras.optimizers.Adam(learning_rate=recipe.learning_rate)
     if policy == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    model.compile(optimizer=optimizer,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    loss = (SmoothedSparseCrossentropy(recipe.label_smoothing) if recipe.label_smoothing
+            else keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     return model
 
 
@@ -335,9 +361,15 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
          f"{counts_per_split['test']} test samples, {counts['trainable']:,} trainable "
          f"parameters, {device}, {policy}")
 
-    def stream(split: str, train: bool = False, seed: int = options.seed) -> tf.data.Dataset:
+    augmentation: Any = options.augment  # the report's recipes: flips or nothing, as always
+    if recipe.augments:
+        augmentation = recipe_augmentation(recipe, samples.split("train").motion_keys,
+                                           flip=options.augment)
+
+    def stream(split: str, train: bool = False, seed: int = options.seed,
+               augment: Any = augmentation) -> tf.data.Dataset:
         return make_dataset(samples, split, InputOptions(
-            batch_size=recipe.batch_size, shuffle=train, augment=train and options.augment,
+            batch_size=recipe.batch_size, shuffle=train, augment=augment if train else False,
             seed=seed))
 
     best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
@@ -346,10 +378,14 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if trainable_batch_norms(model):
         # A seeded subset of the training split, in a new order (hence a new subset) each epoch.
         batches = math.ceil(BN_RECALIBRATION_SAMPLES / recipe.batch_size)
-        calibration = stream("train", train=True, seed=options.seed + 2).take(batches)
+        # A tuned recipe's crops and colour jitter shift the statistics that inference (on
+        # plain samples) should use, so its calibration batches are not augmented; flips alone
+        # (the report's recipes with `--augment`) leave them as they are in expectation.
+        calibration = stream("train", train=True, seed=options.seed + 2,
+                             augment=False if recipe.augments else augmentation).take(batches)
         callbacks.append(RecalibrateBatchNorm(lambda: calibration))
         calibration_samples = min(batches * recipe.batch_size, counts_per_split["train"])
-    if recipe.lr_halve_every is not None:
+    if recipe.scheduled:
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: recipe.learning_rate_at(epoch)))
     callbacks.append(best)

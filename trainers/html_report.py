@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 import flowstore
 from flowstore.errors import StoreError
@@ -176,7 +177,7 @@ def _model_section(record: RunRecord) -> str:
     else:
         parts += ["<h3>Test split: confusion matrix and per-class accuracy</h3>",
                   "<div class=row>",
-                  _img(_confusion_png(predictions, name), f"confusion matrix of {name}"),
+                  _img(confusion_png(predictions, name), f"confusion matrix of {name}"),
                   _per_class_table(predictions), "</div>",
                   "<h3>Misclassified test samples</h3>", _misclassified(record, predictions)]
     parts.append("</section>")
@@ -184,13 +185,21 @@ def _model_section(record: RunRecord) -> str:
 
 
 def _curves(record: RunRecord) -> str:
-    """The run's own curves.png; redrawn from history.json if it is missing."""
+    png = curves_png(record)
+    if png is None:
+        return ("<p class=unavailable>No curves: the run has neither curves.png nor "
+                "history.json.</p>")
+    return _img(png, f"training curves of {_name(record)}")
+
+
+def curves_png(record: RunRecord) -> bytes | None:
+    """The run's own curves.png; redrawn from history.json if it is missing (None: neither)."""
     if record.curves_file.is_file():
-        return _img(record.curves_file.read_bytes(), f"training curves of {_name(record)}")
+        return record.curves_file.read_bytes()
     try:
         history = json.loads((record.path / HISTORY_FILE).read_text())
     except (OSError, ValueError):
-        return "<p class=unavailable>No curves: the run has neither curves.png nor history.json.</p>"
+        return None
     import tempfile
 
     from trainers.curves import plot_curves
@@ -198,7 +207,7 @@ def _curves(record: RunRecord) -> str:
     with tempfile.TemporaryDirectory() as folder:
         path = plot_curves(history, Path(folder) / "curves.png", title=_name(record),
                            best_epoch=record.metrics.get("best_epoch"))
-        return _img(path.read_bytes(), f"training curves of {_name(record)}")
+        return path.read_bytes()
 
 
 def _per_class_table(predictions: SplitPredictions) -> str:
@@ -213,7 +222,8 @@ def _per_class_table(predictions: SplitPredictions) -> str:
     return html_table(["Class", "Test acc", "Correct"], rows)
 
 
-def _confusion_png(predictions: SplitPredictions, title: str) -> bytes:
+def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
+    """The test split's confusion matrix as a PNG (counts in the cells)."""
     confusion = predictions.confusion
     count = len(predictions.classes)
     side = 2.5 + 0.5 * count
@@ -221,7 +231,8 @@ def _confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     FigureCanvasAgg(figure)
     ax = figure.subplots()
     shown = ax.imshow(confusion, cmap="Blues", vmin=0)
-    figure.colorbar(shown, ax=ax, shrink=0.8)
+    figure.colorbar(shown, ax=ax, shrink=0.8).ax.yaxis.set_major_locator(
+        MaxNLocator(integer=True))  # counts
     ax.set_xticks(range(count), predictions.classes, rotation=45, ha="right")
     ax.set_yticks(range(count), predictions.classes)
     ax.set_xlabel("predicted")
@@ -231,7 +242,7 @@ def _confusion_png(predictions: SplitPredictions, title: str) -> bytes:
         ax.text(column, row, str(value), ha="center", va="center",
                 color="white" if value > threshold else "black")
     ax.set_title(f"{title}: test split ({int(confusion.sum())} samples)")
-    return _png(figure)
+    return figure_png(figure)
 
 
 def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
@@ -266,11 +277,11 @@ def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
             "the true classes in turn" + ("; flow in the Middlebury colour coding (hue = direction), "
                                 "full colour at the sample's 99th-percentile |flow|"
                                 if flows else ""))
-    return (_img(_png(figure), f"misclassified test samples of {_name(record)}")
+    return (_img(figure_png(figure), f"misclassified test samples of {_name(record)}")
             + f"<p class=meta>{_e(note)}.</p>")
 
 
-def _png(figure: Figure) -> bytes:
+def figure_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flowstore.store import Store
-from trainers.catalogue import get_model
+from trainers.catalogue import get_model, recipe_of
 from trainers.errors import ModelConfigError, require_training_extra
 from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
@@ -37,9 +37,10 @@ Echo = Callable[[str], None]
 class RunConfig:
     """Everything `trainers run` was asked to do.
 
-    `epochs`, `seed`, `augment` and `mixed_precision` also apply to prerequisite runs trained on
-    the way (a quick `--epochs 1` try stays quick end to end); `batch_size` and `learning_rate`
-    only to `model`, since the recipes differ per model. `None` means "the recipe's".
+    `recipe_set`, `epochs`, `seed`, `augment` and `mixed_precision` also apply to prerequisite
+    runs trained on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream
+    model fuses tuned streams); `batch_size` and `learning_rate` only to `model`, since the
+    recipes differ per model. `None` means "the recipe's".
     """
 
     model: str
@@ -48,6 +49,7 @@ class RunConfig:
     epochs: int | None = None
     batch_size: int | None = None
     learning_rate: float | None = None
+    recipe_set: str = "report"  # `trainers.recipes.RECIPE_SETS`
     seed: int = 0
     augment: bool = False
     mixed_precision: bool = False
@@ -70,7 +72,7 @@ class RunConfig:
     def recipe_for(self, model: str) -> Recipe:
         """The recipe `model` trains with in this run, overrides applied."""
         own = model == self.model
-        return get_model(model).recipe.override(
+        return recipe_of(model, self.recipe_set).override(
             epochs=self.epochs,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,

@@ -20,7 +20,7 @@ from trainers.errors import RunNotFoundError
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
 #: Each changes the weights a run ends with: the recipe (epochs, batch size, learning rate and
-#: its schedule), the seed (initial weights, shuffling, flips), augmentation, and mixed
+#: its schedule; a tuned recipe's set, regularization and augmentation too), the seed (initial weights, shuffling, flips), augmentation, and mixed
 #: precision (the numbers the weights are computed in). The device, timings and the input
 #: pipeline do not, so they are not here. A run stands in for one that would be trained now only
 #: when all of these are equal.
@@ -78,8 +78,11 @@ class RunRecord:
             if got is None and wanted is not None:  # a run from before it was recorded
                 differences.append(f"no recorded {name}")
             elif name == "recipe" and isinstance(wanted, Mapping) and isinstance(got, Mapping):
-                differences += [f"{key} {got.get(key)!r}, not {wanted[key]!r}"
-                                for key in wanted if got.get(key) != wanted[key]]
+                # A key only one side records (a tuned recipe's `recipe_set`, weight decay...)
+                # differs too: a report recipe records none of them.
+                differences += [f"{key} {got.get(key)!r}, not {wanted.get(key)!r}"
+                                for key in [*wanted, *(k for k in got if k not in wanted)]
+                                if got.get(key) != wanted.get(key)]
             elif got != wanted:
                 differences.append(f"{name} {got!r}, not {wanted!r}")
         return differences

@@ -13,11 +13,13 @@ reads a store through it.
 Each framework is imported only by its adapter module, when its method is called.
 """
 
-from flowstore.reader.augment import compose, horizontal_flip, random_crop
+from flowstore.reader.augment import (colour_jitter, compose, horizontal_flip, random_crop,
+                                      random_resized_crop)
 from flowstore.reader.dataset import (TF_ALIGNMENT, Split, StoreDataset, aligned_empty)
 from flowstore.reader.encoding import Encoding
 
 open = StoreDataset.open  # noqa: A001 (flowstore.open mirrors zarr.open / h5py.File)
 
 __all__ = ["TF_ALIGNMENT", "Encoding", "Split", "StoreDataset", "aligned_empty", "compose",
-           "horizontal_flip", "open", "random_crop"]
+           "colour_jitter", "horizontal_flip", "open", "random_crop",
+           "random_resized_crop"]

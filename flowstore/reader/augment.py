@@ -75,3 +75,78 @@ def compose(*augmentations: Augmentation) -> Augmentation:
             batch = augmentation(batch, rng)
         return batch
     return apply
+
+
+def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
+                        scale: tuple[float, float] = (1.0, 1.15),
+                        motion: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Scale jitter and a random crop at once, the same for all of a sample's image-like
+    features, so the batch keeps its shape (a model's input size is fixed).
+
+    Each sample is resized by a factor drawn from `scale` (>= 1: up, then cropped back) and a
+    random window of the original size is cut out. A motion field resized by f describes a motion
+    f times as large, so the features named in `motion` have (dx, dy) multiplied by the factor
+    each axis was actually resized by; a crop only moves the origin, which motion ignores.
+    """
+    import cv2
+
+    low, high = scale
+    if not 1.0 <= low <= high:
+        raise ValueError(f"scale must be a range 1 <= low <= high, got {scale!r}")
+    keys = _image_keys(batch)
+    if not keys:
+        return batch
+    spatial = {batch[key].shape[-3:-1] for key in keys}
+    if len(spatial) != 1:
+        raise ValueError(f"features of different sizes cannot be cropped together: {spatial}")
+    (height, width), = spatial
+    count = len(batch[keys[0]])
+    factors = rng.uniform(low, high, size=count)
+    unit = rng.random((count, 2))  # where the window sits, as a fraction of the slack
+    for row in range(count):
+        big_h = max(height, int(round(height * factors[row])))
+        big_w = max(width, int(round(width * factors[row])))
+        top = int(unit[row, 0] * (big_h - height + 1)) if big_h > height else 0
+        left = int(unit[row, 1] * (big_w - width + 1)) if big_w > width else 0
+        for key in keys:
+            sample = batch[key][row]
+            planes = sample.reshape(-1, height, width, sample.shape[-1])
+            for plane in planes:  # each frame or flow step: a view into the batch's buffer
+                resized = cv2.resize(plane.astype(np.float32), (big_w, big_h),
+                                     interpolation=cv2.INTER_LINEAR)
+                resized = resized.reshape(big_h, big_w, -1)[top:top + height, left:left + width]
+                if key in motion:
+                    resized[..., 0] *= big_w / width
+                    resized[..., 1] *= big_h / height
+                if np.issubdtype(plane.dtype, np.integer):
+                    resized = np.clip(np.rint(resized), 0, np.iinfo(plane.dtype).max)
+                plane[...] = resized
+    return batch
+
+
+def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
+                  strength: float = 0.2, motion: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Random brightness, contrast and saturation, each a factor in [1 - strength,
+    1 + strength] per sample, applied to the pixel features (every frame of a sample alike).
+
+    Motion fields (`motion`) are measurements of displacement, not colours: they are never
+    touched, nor is any feature without 3 colour channels.
+    """
+    keys = [key for key in _image_keys(batch)
+            if key not in motion and batch[key].shape[-1] == 3]
+    if not keys:
+        return batch
+    count = len(batch[keys[0]])
+    factors = rng.uniform(1 - strength, 1 + strength, size=(count, 3))
+    for key in keys:
+        value = batch[key]
+        top = float(np.iinfo(value.dtype).max) if np.issubdtype(value.dtype, np.integer) else 1.0
+        for row in range(count):
+            brightness, contrast, saturation = factors[row]
+            pixels = value[row].astype(np.float32) * brightness
+            pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+            grey = pixels.mean(axis=-1, keepdims=True)
+            pixels = (pixels - grey) * saturation + grey
+            pixels = np.clip(pixels, 0, top)
+            value[row] = np.rint(pixels) if np.issubdtype(value.dtype, np.integer) else pixels
+    return batch

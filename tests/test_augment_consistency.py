@@ -1,0 +1,107 @@
+"""The tuned recipe's augmentations keep frames and flow consistent (issue 16).
+
+Each test states a fact about motion that an augmentation of frames must carry over to their
+flow: mirrored frames move mirrored (dx negated), the flow of a crop is the crop of the flow
+(Farneback's own flow on the augmented frames is the reference), a resize by f makes every
+displacement f times as long, and colour never changes a displacement.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from flowstore.reader import colour_jitter, horizontal_flip, random_crop, random_resized_crop
+
+SIZE = 96
+
+
+def _texture(seed: int = 0) -> np.ndarray:
+    """A smooth random grey texture Farneback can track everywhere (uint8, SIZE x SIZE)."""
+    noise = np.random.default_rng(seed).random((SIZE // 4, SIZE // 4)).astype(np.float32)
+    return np.rint(cv2.resize(noise, (SIZE, SIZE), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+                   * 255).astype(np.uint8)
+
+
+def _zoomed(image: np.ndarray, factor: float) -> np.ndarray:
+    """`image` zoomed about its centre: a motion that differs at every position."""
+    centre = (SIZE - 1) / 2
+    matrix = np.float32([[factor, 0, centre * (1 - factor)], [0, factor, centre * (1 - factor)]])
+    return cv2.warpAffine(image, matrix, (SIZE, SIZE), flags=cv2.INTER_CUBIC,
+                          borderMode=cv2.BORDER_REFLECT)
+
+
+def _farneback(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    return cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+
+def _batch() -> dict[str, np.ndarray]:
+    """One sample: two RGB frames of a zooming texture and Farneback's flow between them."""
+    first = _texture()
+    second = _zoomed(first, 1.04)
+    frames = np.stack([np.repeat(f[..., None], 3, axis=-1) for f in (first, second)])
+    return {"frames": frames[None].copy(), "flow": _farneback(first, second)[None, None].copy(),
+            "label": np.zeros(1, np.int64), "id": np.array(["a"])}
+
+
+def _flow_of(frames: np.ndarray) -> np.ndarray:
+    """Farneback's flow between a sample's two (RGB) frames."""
+    return _farneback(frames[0][..., 0], frames[1][..., 0])
+
+
+def _interior(flow: np.ndarray, margin: int = 16) -> np.ndarray:
+    return flow[margin:-margin, margin:-margin]
+
+
+def test_a_known_motion_flipped_is_the_mirrored_motion_with_dx_negated():
+    batch = _batch()
+    original = batch["flow"][0, 0].copy()
+    flipped = horizontal_flip(batch, np.random.default_rng(0), motion=("flow",), p=1.0)
+    expected = original[:, ::-1] * np.float32([-1, 1])
+    np.testing.assert_array_equal(flipped["flow"][0, 0], expected)
+    # ...and it is the motion Farneback sees in the flipped frames.
+    np.testing.assert_allclose(_interior(_flow_of(flipped["frames"][0])), _interior(expected),
+                               atol=0.25)
+
+
+def test_a_crop_of_flow_is_the_flow_of_the_crop():
+    batch = _batch()
+    cropped = random_crop(batch, np.random.default_rng(3), size=64)
+    flow = cropped["flow"][0, 0]
+    assert np.abs(flow).max() > 1.0  # a motion that depends on the position: a shifted window fails
+    np.testing.assert_allclose(_interior(_flow_of(cropped["frames"][0]), 12), _interior(flow, 12),
+                               atol=0.25)
+
+
+@pytest.mark.parametrize("factor", [1.25, 1.5])
+def test_scale_jitter_scales_flow_vectors_by_the_resize_factor(factor):
+    batch = _batch()
+    original = batch["flow"].copy()
+    out = random_resized_crop(batch, np.random.default_rng(1), scale=(factor, factor),
+                              motion=("flow",))
+    flow = out["flow"][0, 0]
+    assert flow.shape == original.shape[2:]  # the batch keeps its shape
+    np.testing.assert_allclose(_interior(_flow_of(out["frames"][0])), _interior(flow), atol=0.3)
+    # A uniform motion resized by f is f times as long, everywhere.
+    uniform = {"flow": np.full((1, 1, 32, 32, 2), [1.5, -0.5], np.float16),
+               "label": np.zeros(1, np.int64), "id": np.array(["u"])}
+    scaled = random_resized_crop(uniform, np.random.default_rng(2), scale=(factor, factor),
+                                 motion=("flow",))["flow"]
+    assert scaled.dtype == np.float16
+    resized_side = round(32 * factor)  # the factor a 32 px side was actually resized by
+    np.testing.assert_allclose(scaled.astype(np.float32).reshape(-1, 2),
+                               np.tile(np.float32([1.5, -0.5]) * resized_side / 32,
+                                       (32 * 32, 1)), rtol=1e-3)
+
+
+def test_colour_jitter_changes_frames_and_never_flow():
+    batch = _batch()
+    frames, flow = batch["frames"].copy(), batch["flow"].copy()
+    out = colour_jitter(batch, np.random.default_rng(4), strength=0.4, motion=("flow",))
+    assert not np.array_equal(out["frames"], frames)
+    np.testing.assert_array_equal(out["flow"], flow)
+    # Even a flow feature the caller forgot to name as motion is left alone (2 channels).
+    again = _batch()
+    colour_jitter(again, np.random.default_rng(4), strength=0.4)
+    np.testing.assert_array_equal(again["flow"], flow)

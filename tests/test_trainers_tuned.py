@@ -1,0 +1,90 @@
+"""`trainers run --recipe tuned` (issue 16): an opt-in recipe set that trains the report's
+models differently, recorded in metrics.json, and never mistaken for the report's runs."""
+
+from __future__ import annotations
+
+import numpy as np
+from typer.testing import CliRunner
+
+from trainers.catalogue import get_model, model_names, recipe_of
+from trainers.cli import app
+from trainers.data import recipe_augmentation
+from trainers.recipes import TUNED_RECIPES
+from trainers.run import RunConfig
+from trainers.runs import find_run, list_runs
+from trainers.testing import make_tiny_store
+
+runner = CliRunner()
+
+
+def test_tuned_recipe_trains_on_a_tiny_store_and_is_recorded(tmp_path):
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--recipe", "tuned", "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record, = list_runs(runs)
+    recipe = record.metrics["recipe"]
+    tuned = TUNED_RECIPES["flow"]
+    assert recipe["recipe_set"] == "tuned"
+    assert recipe["epochs"] == 2 and record.metrics["epochs_run"] == 2
+    for field in ("weight_decay", "label_smoothing", "cosine_decay", "flip", "scale_jitter",
+                  "colour_jitter", "learning_rate", "batch_size"):
+        assert recipe[field] == getattr(tuned, field), field
+    assert recipe["optimizer"] == "adamw" and "label_smoothing=0.1" in recipe["loss"]
+    history = (record.path / "history.json").read_text()
+    assert '"learning_rate"' in history  # the schedule ran (Keras logs the rate it sets)
+    # The same model, the same parameters as the report's recipe trains.
+    assert record.metrics["params"]["total"] > 0
+
+    # A tuned run never stands in for a report request, nor the other way round.
+    report = RunConfig(model="flow", store=store, epochs=2).training_for("flow")
+    tuned_training = RunConfig(model="flow", store=store, epochs=2,
+                               recipe_set="tuned").training_for("flow")
+    assert find_run(runs, "flow", training=tuned_training) == record
+    assert find_run(runs, "flow", training=report) is None
+    assert "recipe_set 'tuned', not None" in record.training_differences(report)
+
+
+def test_report_recipes_record_what_they_always_did():
+    """The default set is unchanged: the same four fields, Adam and the sparse loss."""
+    for name in model_names():
+        recipe = recipe_of(name)
+        assert recipe is get_model(name).recipe
+        assert set(recipe.to_dict()) == {"learning_rate", "batch_size", "epochs",
+                                         "lr_halve_every", "optimizer", "loss"}
+        assert recipe.to_dict()["optimizer"] == "adam"
+        assert not recipe.augments
+        assert recipe_of(name, "tuned").recipe_set == "tuned"
+
+
+def test_tuned_schedule_warms_up_then_decays_to_zero():
+    recipe = TUNED_RECIPES["flow"]
+    rates = [recipe.learning_rate_at(epoch) for epoch in range(recipe.epochs)]
+    warm = recipe.warmup_epochs
+    assert rates[:warm] == sorted(rates[:warm]) and rates[warm - 1] == recipe.learning_rate
+    assert rates[warm:] == sorted(rates[warm:], reverse=True)
+    assert 0 < rates[-1] < 0.01 * recipe.learning_rate
+
+
+def test_tuned_augmentation_keeps_the_batch_shape_and_leaves_flow_colours_alone():
+    augmentation = recipe_augmentation(TUNED_RECIPES["two_stream"], motion=("flow",))
+    rng = np.random.default_rng(0)
+    batch = {"frame": rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8),
+             "flow": np.full((4, 3, 32, 32, 2), [1.0, 0.5], np.float16),
+             "label": np.zeros(4, np.int64), "id": np.array(list("abcd"))}
+    out = augmentation({k: v.copy() for k, v in batch.items()}, np.random.default_rng(1))
+    assert out["frame"].shape == batch["frame"].shape and out["flow"].shape == batch["flow"].shape
+    # A uniform motion stays uniform per sample: |dx| scaled by the resize factor, dy too.
+    for sample in out["flow"].astype(np.float32):
+        dx, dy = sample[..., 0], sample[..., 1]
+        assert np.ptp(np.abs(dx)) < 1e-2 and 1.0 <= np.abs(dx).max() <= 1.15 * 1.01
+        np.testing.assert_allclose(np.abs(dx) / dy, 2.0, rtol=2e-2)
+
+
+def test_an_unknown_recipe_set_is_one_error_line(tmp_path):
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--recipe", "fancy"])
+    assert result.exit_code == 2
+    assert result.stderr.strip().startswith("error: unknown recipe set 'fancy'")
+    assert "Traceback" not in result.output
