@@ -41,18 +41,27 @@ def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     return batch
 
 
+def _shared_frame_size(batch: dict[str, np.ndarray]) -> tuple[list[str], tuple[int, int]]:
+    """The batch's image-like features and the (height, width) they share ((0, 0) when there is
+    none): a window cut or a resize must be the same in all of a sample's features."""
+    keys = _image_keys(batch)
+    if not keys:
+        return keys, (0, 0)
+    spatial = {batch[key].shape[-3:-1] for key in keys}
+    if len(spatial) != 1:
+        raise ValueError(f"features of different sizes cannot be cropped together: {spatial}")
+    (height, width), = spatial
+    return keys, (height, width)
+
+
 def random_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
                 size: int | tuple[int, int]) -> dict[str, np.ndarray]:
     """A random `size` (side, or (height, width)) window of each sample, the same window in all
     of its image-like features (which must share their height and width)."""
     height, width = (size, size) if isinstance(size, int) else size
-    keys = _image_keys(batch)
+    keys, (full_h, full_w) = _shared_frame_size(batch)
     if not keys:
         return batch
-    spatial = {batch[key].shape[-3:-1] for key in keys}
-    if len(spatial) != 1:
-        raise ValueError(f"features of different sizes cannot be cropped together: {spatial}")
-    (full_h, full_w), = spatial
     if not (0 < height <= full_h and 0 < width <= full_w):
         raise ValueError(f"crop {height}x{width} does not fit {full_h}x{full_w}")
     count = len(batch[keys[0]])
@@ -93,13 +102,9 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     low, high = scale
     if not 1.0 <= low <= high:
         raise ValueError(f"scale must be a range 1 <= low <= high, got {scale!r}")
-    keys = _image_keys(batch)
+    keys, (height, width) = _shared_frame_size(batch)
     if not keys:
         return batch
-    spatial = {batch[key].shape[-3:-1] for key in keys}
-    if len(spatial) != 1:
-        raise ValueError(f"features of different sizes cannot be cropped together: {spatial}")
-    (height, width), = spatial
     count = len(batch[keys[0]])
     factors = rng.uniform(low, high, size=count)
     unit = rng.random((count, 2))  # where the window sits, as a fraction of the slack
