@@ -359,6 +359,13 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     console scripts and `python -m` of both `flowstore` and `trainers` come here instead, so
     that what users see does not depend on how they started the command.
     """
+    import logging
+
+    # zarr writes a group's metadata files as concurrent tasks on its own event loop; when one
+    # meets an error (a full disk), the error reaches us and is reported in one line, but the
+    # sibling tasks that failed the same way are logged by asyncio, traceback and all, when the
+    # loop is collected ("Task exception was never retrieved"): the same error told twice.
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     command = typer.main.get_command(typer_app)
     try:
         code = command.main(prog_name=prog_name, standalone_mode=False)
