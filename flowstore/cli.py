@@ -12,7 +12,8 @@ import typer
 from flowstore.errors import FlowstoreError, ParameterError
 
 app = typer.Typer(help="Build, inspect and synthesise action-recognition feature stores.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 synth_app = typer.Typer(help="Write a synthetic source in a dataset's real layout.",
                         no_args_is_help=True)
 app.add_typer(synth_app, name="synth")

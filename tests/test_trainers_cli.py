@@ -120,3 +120,16 @@ def test_bad_store_in_a_real_process(stores, tmp_path, model, store):
     assert proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+
+
+def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
+    """Rich markup ate "[recipe's]" (a style tag to it) and kept the docstring's line breaks
+    inside re-wrapped lines; help is plain text now, in both CLIs."""
+    from flowstore.cli import app as flowstore_app
+
+    trainers_help = runner.invoke(app, ["run", "--help"], env={"COLUMNS": "100"})
+    assert trainers_help.exit_code == 0
+    assert "Epochs [recipe's]; also for prerequisites." in trainers_help.stdout
+    assert "\n frames\n" not in trainers_help.stdout
+    build_help = runner.invoke(flowstore_app, ["build", "--help"], env={"COLUMNS": "100"})
+    assert "Dask worker threads [cores]." in build_help.stdout

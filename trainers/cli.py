@@ -16,7 +16,8 @@ from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
 
 app = typer.Typer(help="Train the report's action-recognition models on flowstore stores.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)
 
 MODEL_HELP = f"Model: {known_names()}."
 
