@@ -386,3 +386,59 @@ def test_two_stream_trains_end_to_end_on_a_built_ucf101_store(tmp_path):
         assert record.metrics["test"]["samples"] > 0
     model = keras.saving.load_model(records["two_stream"].model_file, compile=False)
     assert model.output_shape[-1] == 3
+
+
+def test_transfer_base_ignores_the_seed_and_base_names_one_trained_otherwise(
+        tmp_path, monkeypatch):
+    """A Stanford-40 run is a pretrained base for every seed of the TV-HI chain; `--base`
+    names one trained with another recipe (a tuned chain on the report-trained image run)."""
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32)
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4)
+    runs = tmp_path / "runs"
+    _invoke("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    (image,) = list_runs(runs)
+    import trainers.fit
+
+    started_from: dict[str, object] = {}
+
+    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
+        started_from[model] = {name: run and run.path for name, run in (bases or {}).items()}
+        return read_run(image.path)  # any finished record will do: nothing is trained
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    frames = ("run", "frames", "--store", str(tvhi), "--runs-dir", str(runs), "--epochs", "1")
+    result = _invoke(*frames, "--seed", "3")
+    assert started_from["frames"] == {"image": image.path}
+    assert "from scratch" not in result.stderr
+
+    result = _invoke(*frames, "--recipe", "tuned")  # no tuned image run: from scratch, a hint
+    assert started_from["frames"] == {"image": None}
+    assert "--base RUN names one trained otherwise" in result.stderr
+
+    result = _invoke(*frames, "--recipe", "tuned", "--base", str(image.path))
+    assert started_from["frames"] == {"image": image.path}
+    assert f"transferring from image run {image.path} (--base)" in result.stdout.splitlines()
+
+    for args, message in [
+            (("run", "flow", "--store", str(tvhi), "--base", str(image.path)),
+             "is a image run, which flow does not transfer from (only frames (from image) "
+             "take a --base)"),
+            ((*frames, "--base", str(tmp_path)), "is not a finished run directory"),
+    ]:
+        wrong = runner.invoke(app, list(args))
+        assert wrong.exit_code == 2 and message in wrong.stderr, wrong.output
+        assert len(wrong.stderr.strip().splitlines()) == 1
+
+
+def test_a_prerequisite_is_reused_only_if_it_started_from_the_named_base(tmp_path):
+    from trainers.runs import find_run
+
+    runs = tmp_path / "runs"
+    for name, base in [("frames-a", "/runs/image-1"), ("frames-b", "/runs/image-2")]:
+        (runs / name).mkdir(parents=True)
+        (runs / name / "model.keras").write_bytes(b"")
+        (runs / name / "metrics.json").write_text(json.dumps(
+            {"model": "frames", "created": name, "bases": {"image": base}}))
+    assert find_run(runs, "frames").path.name == "frames-b"  # the latest
+    assert find_run(runs, "frames", bases={"image": "/runs/image-1"}).path.name == "frames-a"
+    assert find_run(runs, "frames", bases={"image": "/runs/image-3"}) is None

@@ -65,6 +65,10 @@ def run(
                                  help="Random horizontal flips (frames and flow, dx negated)."),
     mixed_precision: bool = typer.Option(False, "--mixed-precision",
                                          help="mixed_float16 compute (for GPUs); logits float32."),
+    base: Optional[Path] = typer.Option(
+        None, "--base", help="Run directory to transfer from (frames: an image run), however "
+                             "it was trained; default: the latest run of the same input size, "
+                             "recipe, --augment and precision, any seed."),
     reuse: bool = typer.Option(True, "--reuse/--retrain",
                                help="Reuse prerequisite runs found in --runs-dir that were "
                                     "trained with the same recipe and options."),
@@ -92,7 +96,7 @@ def run(
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
-                           verbose=verbose)
+                           verbose=verbose, base=base)
         run_model(config, echo=typer.echo)
     except FlowstoreError as exc:
         fail(str(exc))

@@ -8,7 +8,12 @@ of the same store (same fingerprint), trained on the way when missing. Prerequis
 found in the runs directory by their `metrics.json`. A run found there is reused
 only when it was trained as this command would train it now (same recipe, seed, augmentation
 and precision: `trainers.runs.TRAINING_FIELDS`): a quick `--epochs 1` try must not stand in for
-the report's recipe later, nor the other way round. Each reused run is named on the output.
+the report's recipe later, nor the other way round. A transfer base is the exception to the
+seed: it is a pretrained model, like ImageNet weights, that any seed of the model built on it
+may start from (one real Stanford-40 run costs an hour on a CPU), so its seed is not compared.
+`--base RUN` names the transfer base outright, however it was trained; prerequisites of the
+same store are then reused only if they started from that base. Each reused run is named on
+the output.
 
 The store is opened and checked before TensorFlow is imported, so a bad `--store` costs
 milliseconds, not TensorFlow's start-up.
@@ -22,12 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from flowstore.store import Store
-from trainers.catalogue import get_model, recipe_of
+from trainers.catalogue import get_model, model_names, recipe_of
 from trainers.errors import ModelConfigError, require_training_extra
 from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import RunRecord, find_run
+from trainers.runs import RunRecord, find_run, read_run
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -56,6 +61,7 @@ class RunConfig:
     reuse: bool = True
     quiet: bool = False  # no per-epoch lines, no step progress
     verbose: bool = False  # TensorFlow's start-up notes as they come (`trainers.quiet`)
+    base: Path | None = None  # the run to transfer from, instead of the latest matching one
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
@@ -92,6 +98,7 @@ class _Session:
     config: RunConfig
     store: Store
     echo: Echo
+    base: RunRecord | None = None  # --base
     outcomes: list[Outcome] = field(default_factory=list)
     device: str | None = None  # "training on CPU (no GPU found)", once TensorFlow is imported
 
@@ -108,11 +115,12 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
         NoSamplesError: the store has no finished training sample.
         MissingTrainingExtraError: TensorFlow, Keras or matplotlib is not installed.
     """
+    base = _named_base(config)
     samples = open_samples(config.store, config.model)
     try:
         samples.require("train")
         require_training_extra()  # before any prerequisite search or training starts
-        session = _Session(config, samples.store, echo)
+        session = _Session(config, samples.store, echo, base)
         _train(session, samples)
     finally:
         samples.store.close()
@@ -126,11 +134,19 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     bases: dict[str, RunRecord | None] = {}
     for base in samples.entry.transfers_from:
         size = samples.info.size
-        bases[base] = _reusable(session, base, "same input size", size=size)
+        named = session.base
+        if named is not None and named.model == base:
+            _require_size(named, size, model)
+            session.echo(f"transferring from {base} run {named.path} (--base)")
+            bases[base] = named
+            continue
+        bases[base] = _reusable(session, base, "same input size", size=size,
+                                ignore=("seed",))
         if bases[base] is None:
             print(f"warning: no {base} run with {size}px inputs and the same recipe in "
                   f"{str(config.runs_dir)!r}; training {model} from scratch "
-                  f"(the part it would take from {base} trains too)", file=sys.stderr)
+                  f"(the part it would take from {base} trains too; --base RUN names one "
+                  f"trained otherwise)", file=sys.stderr)
     for need in samples.entry.requires:
         bases[need] = _prerequisite(session, samples, need)
 
@@ -153,7 +169,12 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     """A finished run of `model` on the same store, found in the runs directory or trained."""
     config = session.config
     if config.reuse:
-        found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint)
+        named = session.base
+        started_from = ({named.model: str(named.path.resolve())}
+                        if named is not None and named.model in get_model(model).transfers_from
+                        else None)
+        found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint,
+                          bases=started_from)
         if found is not None:
             session.outcomes.append(Outcome(found, trained=False))
             return found
@@ -161,15 +182,18 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     return _train(session, StoreSamples(session.store, model))
 
 
-def _reusable(session: _Session, model: str, same: str, **criteria: Any) -> RunRecord | None:
-    """The latest run of `model` meeting `criteria` and trained as this run would train it.
+def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ...] = (),
+              **criteria: Any) -> RunRecord | None:
+    """The latest run of `model` meeting `criteria` and trained as this run would train it
+    (`ignore`: training fields not compared).
 
     Says which run is reused and why (`same` names what `criteria` ask for), or, when the
     latest run meeting `criteria` was trained otherwise, which one is not reused and what
     differs, so that a user never wonders which weights a model started from.
     """
     config = session.config
-    training = config.training_for(model)
+    training = {name: value for name, value in config.training_for(model).items()
+                if name not in ignore}
     found = find_run(config.runs_dir, model, training=training, **criteria)
     if found is not None:
         session.echo(f"reusing {model} run {found.path} ({same}, same recipe)")
@@ -179,3 +203,36 @@ def _reusable(session: _Session, model: str, same: str, **criteria: Any) -> RunR
         session.echo(f"not reusing {model} run {latest.path} ({same}, but trained with "
                      f"{'; '.join(latest.training_differences(training))})")
     return None
+
+
+def _named_base(config: RunConfig) -> RunRecord | None:
+    """The `--base` run, checked to be one that `config.model` or a prerequisite transfers
+    from, before any store is opened or TensorFlow imported."""
+    if config.base is None:
+        return None
+    record = read_run(config.base)
+    if record is None:
+        raise ModelConfigError(f"--base {str(config.base)!r} is not a finished run directory "
+                               f"(no metrics.json and model.keras)")
+    entry = get_model(config.model)
+    takers = {name for name in (config.model, *entry.requires)
+              if record.model in get_model(name).transfers_from}
+    if not takers:
+        raise ModelConfigError(
+            f"--base {str(config.base)!r} is a {record.model or 'unknown'} run, which "
+            f"{config.model} does not transfer from (only "
+            f"{', '.join(_transfer_takers()) or 'no model'} take a --base)")
+    return record
+
+
+def _transfer_takers() -> list[str]:
+    entries = (get_model(name) for name in model_names())
+    return [f"{entry.name} (from {', '.join(entry.transfers_from)})"
+            for entry in entries if entry.transfers_from]
+
+
+def _require_size(record: RunRecord, size: int, model: str) -> None:
+    if record.input_size != size:
+        raise ModelConfigError(
+            f"--base {str(record.path)!r} was trained on {record.input_size}px inputs; "
+            f"{model} here reads {size}px")

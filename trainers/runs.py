@@ -70,11 +70,12 @@ class RunRecord:
 
     def training_differences(self, training: Mapping[str, Any]) -> list[str]:
         """What in this run's training differs from `training`, as "epochs 1, not 20" phrases
-        (recipe fields by their own names) in `TRAINING_FIELDS` order; empty when it matches."""
+        (recipe fields by their own names) in `TRAINING_FIELDS` order; empty when it matches.
+        Only the fields `training` names are compared (a transfer base ignores the seed)."""
         ran = self.training
         differences = []
-        for name in TRAINING_FIELDS:
-            wanted, got = training.get(name), ran[name]
+        for name in (n for n in TRAINING_FIELDS if n in training):  # a caller may ask fewer
+            wanted, got = training[name], ran[name]
             if got is None and wanted is not None:  # a run from before it was recorded
                 differences.append(f"no recorded {name}")
             elif name == "recipe" and isinstance(wanted, Mapping) and isinstance(got, Mapping):
@@ -139,7 +140,8 @@ def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
 
 def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None,
              dataset: str | None = None, size: int | None = None,
-             training: Mapping[str, Any] | None = None) -> RunRecord | None:
+             training: Mapping[str, Any] | None = None,
+             bases: Mapping[str, str] | None = None) -> RunRecord | None:
     """The most recent finished run of `model` matching every given criterion.
 
     Args:
@@ -150,6 +152,8 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         size: the run's input frame size must equal this.
         training: the run's `TRAINING_FIELDS` must equal this (see
             `RunRecord.training_differences`).
+        bases: the runs the run started from (`metrics.json`'s `bases`, model name to
+            resolved run path) must include these.
     """
     model = canonical_name(model)
     matches = [
@@ -159,6 +163,7 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         and (dataset is None or r.store.get("dataset") == dataset)
         and (size is None or r.input_size == size)
         and (training is None or not r.training_differences(training))
+        and all(r.metrics.get("bases", {}).get(name) == path for name, path in (bases or {}).items())
     ]
     return matches[-1] if matches else None
 
