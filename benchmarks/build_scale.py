@@ -1,0 +1,186 @@
+"""What a build costs per sample as the number of samples grows (issue 15, item 5).
+
+A videofolder source of N tiny clips (16 x 16 pixels, a few frames each, so extraction is cheap
+and what grows with N shows) is built with `flowstore build videofolder --size 16 --steps 2`
+on 2 cores, then measured:
+
+- coordinator CPU per sample: the build runs against a dask.distributed LocalCluster of
+  `--workers` single-threaded worker processes started by this script, so the CPU time of the
+  `flowstore build` process is the coordinator's own (planning, submitting, collecting,
+  the ledger), apart from extraction;
+- wall time per sample of that build;
+- root metadata bytes (the store's root `zarr.json`, which every attribute update rewrites);
+- peak RSS of the build process (`wait4`'s ru_maxrss);
+- open-store time: `flowstore.open` and `len(split("train"))` in a fresh process;
+- resume time of a store 99% done: a store built with `--max-per-split` at 99% of its training
+  split (70% of the samples; val and test whole, so 99.3% done), then the same build command
+  without it (what a user runs after an interruption); the pending samples are extracted too.
+
+The source's clips are hard links to a handful of distinct tiny clips, so writing 100,000 of
+them takes seconds; every sample is still decoded, extracted and written on its own.
+
+Target (the issue's): each per-sample figure, and the open and resume times, within 1.2x
+between 10,000 and 100,000 samples.
+
+Usage:  python benchmarks/build_scale.py --samples 1000 10000 100000 [--workers 2]
+                                          [--workdir DIR] [--json FILE]
+Prints a markdown table; `--json` also writes the rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+CLASSES = 10
+DISTINCT_CLIPS = 8
+FRAMES = 6
+SIDE = 16
+BUILD_OPTIONS = ("--size", "16", "--steps", "2", "--quiet", "--val-fraction", "0.1",
+                 "--test-fraction", "0.2", "--seed", "0")
+
+
+def write_source(root: Path, samples: int) -> Path:
+    """SOURCE/<class>/clip_NNNNNN.avi: `samples` clips over CLASSES classes, each a hard link
+    to one of DISTINCT_CLIPS tiny MJPG clips of moving noise."""
+    import cv2
+
+    originals = root / "originals"
+    originals.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    clips = []
+    for k in range(DISTINCT_CLIPS):
+        path = originals / f"clip{k}.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (SIDE, SIDE))
+        texture = rng.integers(0, 256, (SIDE * 2, SIDE * 2, 3), dtype=np.uint8)
+        for t in range(FRAMES):
+            writer.write(np.ascontiguousarray(texture[t:t + SIDE, k:k + SIDE]))
+        writer.release()
+        clips.append(path)
+    source = root / "source"
+    for c in range(CLASSES):
+        (source / f"class_{c:02d}").mkdir(parents=True)
+    for i in range(samples):
+        os.link(clips[i % DISTINCT_CLIPS], source / f"class_{i % CLASSES:02d}" / f"clip_{i:06d}.avi")
+    return source
+
+
+def run_with_rusage(args: list[str]) -> dict[str, float]:
+    """Run a command and read its own rusage (not its siblings') through wait4."""
+    start = time.perf_counter()
+    with open(os.devnull, "w") as devnull, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(args, stdout=devnull, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        if process.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"command failed ({process.returncode}): {' '.join(args)}\n"
+                             f"{err.read()[-2000:]}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "rss_mb": usage.ru_maxrss / 1024}
+
+
+def root_metadata_bytes(store: Path) -> int:
+    """Bytes of the root metadata object a coordinator rewrites (Zarr v3: zarr.json)."""
+    return (store / "zarr.json").stat().st_size
+
+
+OPEN_SCRIPT = """
+import sys, time
+start = time.perf_counter()
+import flowstore
+dataset = flowstore.open(sys.argv[1])
+n = len(dataset.split("train"))
+print(time.perf_counter() - start, n)
+"""
+
+
+def open_seconds(store: Path) -> float:
+    """Seconds to import flowstore, open the store and count its training split, in a fresh
+    process (the import is in it: what a training script pays; its share is constant)."""
+    out = subprocess.run([sys.executable, "-c", OPEN_SCRIPT, str(store)], check=True,
+                         capture_output=True, text=True).stdout.split()
+    return float(out[0])
+
+
+def measure(samples: int, workers: int, workdir: Path) -> dict[str, float]:
+    from dask.distributed import LocalCluster
+
+    root = workdir / f"n{samples}"
+    shutil.rmtree(root, ignore_errors=True)
+    t0 = time.perf_counter()
+    source = write_source(root, samples)
+    source_s = time.perf_counter() - t0
+    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+        cli = [sys.executable, "-m", "flowstore", "build", "videofolder", "--source", str(source),
+               "--scheduler", cluster.scheduler_address, *BUILD_OPTIONS]
+        full = root / "full.zarr"
+        build = run_with_rusage([*cli, "--store", str(full)])
+        # 99% done: the train split capped at 99% of its samples (val and test whole), then
+        # the command a user reruns after an interruption.
+        train = len(_open(full).split("train"))
+        partial = root / "partial.zarr"
+        run_with_rusage([*cli, "--store", str(partial), "--max-per-split", str(train * 99 // 100)])
+        pending = train - train * 99 // 100
+        resume = run_with_rusage([*cli, "--store", str(partial)])
+    row = {
+        "samples": samples,
+        "source_s": source_s,
+        "build_wall_s": build["wall_s"],
+        "wall_ms_per_sample": 1000 * build["wall_s"] / samples,
+        "coordinator_cpu_ms_per_sample": 1000 * build["cpu_s"] / samples,
+        "build_rss_mb": build["rss_mb"],
+        "root_metadata_bytes": root_metadata_bytes(full),
+        "open_s": open_seconds(full),
+        "resume_pending": pending,
+        "resume_wall_s": resume["wall_s"],
+        "resume_cpu_s": resume["cpu_s"],
+    }
+    shutil.rmtree(root, ignore_errors=True)
+    return row
+
+
+def _open(store: Path):
+    import flowstore
+
+    return flowstore.open(str(store))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="build-scale-"))
+    rows = []
+    print("| samples | build wall (s) | wall ms/sample | coordinator CPU ms/sample | build peak "
+          "RSS (MB) | root metadata (bytes) | open (s) | resume at 99% (s, CPU s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for samples in args.samples:
+        row = measure(samples, args.workers, workdir)
+        rows.append(row)
+        print(f"| {samples:,} | {row['build_wall_s']:.1f} | {row['wall_ms_per_sample']:.2f} | "
+              f"{row['coordinator_cpu_ms_per_sample']:.2f} | {row['build_rss_mb']:.0f} | "
+              f"{row['root_metadata_bytes']:,} | {row['open_s']:.2f} | "
+              f"{row['resume_wall_s']:.1f}, {row['resume_cpu_s']:.1f} "
+              f"({row['resume_pending']} pending) |", flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
