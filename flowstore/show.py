@@ -18,6 +18,9 @@ magnified by the smallest whole factor that makes it at least `MIN_TILE` pixels)
   would wash the rest out), is full saturation for all T, so steps compare with each other;
   the header prints it. `--gif` adds `<id>.gif`: T frames of
   frame | flow, with a bar along the bottom that marks the step.
+  A segment-sampled store (`--sampling segments`) holds K frames for its K x L flows: above
+  each flow is its segment's frame (the segment's centre), and the tiles are captioned
+  `s<k>.<j>` (flow j of segment k) instead of `t<step>`.
 Image stores (`image`): one PNG per class, `<class>.png`: a grid of the samples' images, each
 captioned with its id and split.
 """
@@ -210,6 +213,20 @@ def flow_scale(flow: np.ndarray) -> float:
     return float(np.percentile(np.hypot(flow[..., 0], flow[..., 1]), SCALE_PERCENTILE))
 
 
+def frame_of_flow(step: int, frames: int, flows: int) -> int:
+    """The stored frame shown with flow `step`: the same step when a sample holds one frame
+    per flow (linspace), else its segment's (`flows` = K x L flows over `frames` = K)."""
+    return step * frames // flows
+
+
+def step_caption(step: int, frames: int, flows: int) -> str:
+    """`t<step>`, or `s<k>.<j>` (flow j of segment k) for a segment-sampled sample."""
+    if frames == flows:
+        return f"t{step}"
+    segment = frame_of_flow(step, frames, flows)
+    return f"s{segment}.{step - segment * flows // frames}"
+
+
 def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     """The (H, W, 3) uint8 RGB picture of one video sample (layout: the module docstring)."""
     frames, flow = sample["frames"], sample["flow"]
@@ -222,7 +239,9 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     _text(canvas, f"{sample['id']}   class {classes[label]} ({label})   split {sample['split']}",
           4, LINE - 6, width=width)
     _text(canvas, f"flow: hue = direction (wheel), full colour = |flow| >= {scale:.2f} px "
-                  f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}", 4,
+                  f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}"
+                  + ("" if len(frames) == steps else
+                     f" = {len(frames)} segments x {steps // len(frames)}"), 4,
           2 * LINE - 6, width=width)
     top = HEADER_LINES * LINE
     canvas[top:top + tile, :tile] = _magnified(sample["middle_frame"], tile)
@@ -233,10 +252,11 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     pictures = flow_to_rgb(flow, max_magnitude=scale)
     for step in range(steps):
         flow_top, left = flow_tile_origin(size, steps, step)
-        canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frames[step], tile)
+        frame = frames[frame_of_flow(step, len(frames), steps)]
+        canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frame, tile)
         canvas[flow_top:flow_top + tile, left:left + tile] = _magnified(pictures[step], tile)
-        _text(canvas, f"t{step}", left + 3, flow_top - tile + 14, width=tile, colour=WHITE,
-              outline=BLACK)
+        _text(canvas, step_caption(step, len(frames), steps), left + 3, flow_top - tile + 14,
+              width=tile, colour=WHITE, outline=BLACK)
     return canvas
 
 
@@ -266,7 +286,7 @@ def gif_frames(sample: dict[str, Any]) -> list[np.ndarray]:
     out = []
     for step in range(steps):
         canvas = np.full((tile + GIF_BAR, 2 * tile, 3), 255, np.uint8)
-        canvas[:tile, :tile] = _magnified(frames[step], tile)
+        canvas[:tile, :tile] = _magnified(frames[frame_of_flow(step, len(frames), steps)], tile)
         canvas[:tile, tile:] = _magnified(pictures[step], tile)
         canvas[tile:, :round(2 * tile * (step + 1) / steps)] = BLACK
         out.append(canvas)
