@@ -120,17 +120,15 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             raise ParameterError("--gif needs a video store (one with flow)")
         indices = _select(dataset, ids, per_class, seed)
         out = Path(out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FlowstoreError(f"cannot write pictures into {str(out)!r}: "
-                                 f"{exc.strerror or exc}") from None
+        _make_folder(out)
         result = ShowResult()
         splits: dict[str, Any] = {}
         samples = []
         for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
             sample = _read(dataset, splits, index)
             if kind == "flow":
+                # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
+                _make_folder((out / str(sample["id"])).parent)
                 result.written.append(_write_png(out / f"{sample['id']}.png",
                                                  video_picture(sample, dataset.classes)))
                 if gif:
@@ -143,6 +141,14 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             name = dataset.classes[label]
             result.written.append(_write_png(out / f"{name}.png", image_grid(of_class, name)))
     return result
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FlowstoreError(f"cannot write pictures into {str(folder)!r}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def _select(dataset, ids: Sequence[str], per_class: int, seed: int) -> list[int]:

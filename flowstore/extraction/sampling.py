@@ -9,7 +9,8 @@ order the flows are stored; the frame indices stored in `frames`; and the `middl
     A clip shorter than T + 1 frames repeats pairs (n = 2: every pair is (0, 1)).
 
 `segments` (TSN), K = `segments`, L = `stack`, T = K x L:
-    segment k covers frames [k n / K, (k + 1) n / K); its centre is c_k = floor((2k + 1) n / 2K).
+    segment k covers the time [k n / K, (k + 1) n / K) of the clip, frame i showing from i to
+    i + 1; its centre frame is the one showing at its middle, c_k = floor((2k + 1) n / 2K).
     Its L flows are the consecutive pairs (s_k + j, s_k + j + 1), j = 0..L-1, of a window
     centred on c_k: s_k = c_k - L // 2, then shifted to lie inside the clip,
     s_k = min(max(c_k - L // 2, 0), max(n - 1 - L, 0)). A clip of fewer than L + 1 frames cannot
@@ -25,7 +26,9 @@ the stored frame c_k then sits in the middle of the motion stacked for it, and t
 placed as MMAction2's TSN test-time sampling places its clips (each in the middle of its share
 of the clip), so flowstore's stacks match what models pretrained that way saw. Shifting a window
 that would run off either end, instead of clamping each pair, keeps L distinct consecutive
-flows whenever the clip has L + 1 frames. Both schemes need n >= 2 (the extraction fails a
+flows whenever the clip has L + 1 frames. A window stays inside its own segment whenever the
+segments are at least L + 2 frames long (n >= K (L + 2)); in shorter ones it may reach a frame
+into its neighbour's, or, past either end, be shifted into it. Both schemes need n >= 2 (the extraction fails a
 shorter clip with its reason); none fails a short clip otherwise.
 """
 
