@@ -150,8 +150,8 @@ def test_segment_parameters_are_recorded_and_read_back():
     assert (recorded["sampling"], recorded["segments"], recorded["stack"], recorded["steps"]) \
         == ("segments", 3, 2, 6)
     assert from_dict(VideoParams, recorded) == params
-    assert VideoParams(sampling="segments").segments == 3  # TSN's defaults: K = 3, L = 5
-    assert VideoParams(sampling="segments").stack == 5 and VideoParams(sampling="segments").steps == 15
+    tsn = VideoParams(sampling="segments")  # TSN's defaults: K = 3, L = 5
+    assert (tsn.segments, tsn.stack, tsn.steps) == (3, 5, 15)
 
     def fp(p):
         return fingerprint(dataset="tvhi", params=to_dict(p), source_files={"a.avi": 1})
@@ -253,7 +253,8 @@ def test_a_segment_store_refuses_other_sampling_unless_overwritten(numbered_sour
         before = built.attrs["fingerprint"]
     for other, differences in [
             ([], "sampling: store 'segments' vs asked None"),
-            (["--sampling", "linspace", "--steps", "6"], "sampling: store 'segments' vs asked None"),
+            (["--sampling", "linspace", "--steps", "6"],
+             "sampling: store 'segments' vs asked None"),
             (["--sampling", "segments", "--segments", "2", "--stack", "3"],
              "segments: store 3 vs asked 2"),
             (["--sampling", "segments", "--segments", "3", "--stack", "3"],

@@ -22,14 +22,16 @@ order the flows are stored; the frame indices stored in `frames`; and the `middl
     middle segment and n // 2 is the boundary of the two middle ones).
 
 Why centred and not starting at c_k (the two-stream paper stacks the L flows after its frame):
-the stored frame c_k then sits in the middle of the motion stacked for it, and the window is
-placed as MMAction2's TSN test-time sampling places its clips (each in the middle of its share
-of the clip), so flowstore's stacks match what models pretrained that way saw. Shifting a window
-that would run off either end, instead of clamping each pair, keeps L distinct consecutive
-flows whenever the clip has L + 1 frames. A window stays inside its own segment whenever the
-segments are at least L + 2 frames long (n >= K (L + 2)); in shorter ones it may reach a frame
-into its neighbour's, or, past either end, be shifted into it. Both schemes need n >= 2 (the extraction fails a
-shorter clip with its reason); none fails a short clip otherwise.
+the stored frame c_k then sits in the middle of the motion stacked for it, and each window sits
+in the middle of its segment, as MMAction2's TSN test-time sampling places its clips (it divides
+the n - L possible window starts into K shares rather than the n frames, so its windows lie a
+frame or a few apart from these: for n = 90, K = 3, L = 5 its windows start at 14, 42, 70 and
+these at 13, 43, 73). Shifting a window that would run off either end, instead of clamping each
+pair, keeps L distinct consecutive flows whenever the clip has L + 1 frames. A window stays
+inside its own segment whenever the segments are at least L + 2 frames long (n >= K (L + 2));
+in shorter ones it may reach a frame into its neighbour's, or, past either end, be shifted into
+it. Both schemes need n >= 2 (the extraction fails a shorter clip with its reason); neither
+fails a short clip otherwise.
 """
 
 from __future__ import annotations

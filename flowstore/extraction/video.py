@@ -115,7 +115,8 @@ def read_needed_frames(path: Path, params: VideoParams) -> tuple[int, dict[int, 
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
     size, decoder_threads = params.size, params.decoder_threads
     with decoding(path):
-        n, kept = _decode(path, lambda hint: _candidate_frames(hint, params) if hint >= 2 else set(),
+        n, kept = _decode(path,
+                          lambda hint: _candidate_frames(hint, params) if hint >= 2 else set(),
                           decoder_threads)
         if n < 2:
             raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
