@@ -277,6 +277,38 @@ def test_a_linspace_store_resumes_with_sampling_linspace_spelled_out(numbered_so
     assert again.returncode == 0 and "0 computed, 6 already done" in again.stdout, again.stderr
 
 
+def test_inspect_and_verify_repair_work_on_a_segment_store(numbered_source, tmp_path):
+    import json
+
+    import zarr
+
+    store = tmp_path / "seg.zarr"
+    assert _build(numbered_source, store, *SEGMENT_BUILD).returncode == 0
+    summary = json.loads(flowstore_cli("inspect", store, "--json").stdout)
+    assert {k: summary["params"][k] for k in ("sampling", "segments", "stack", "steps")} == {
+        "sampling": "segments", "segments": SEGMENTS, "stack": STACK, "steps": SEGMENTS * STACK}
+    shapes = {a["name"]: a["shape"][1:] for a in summary["arrays"]}
+    assert shapes["frames"] == [SEGMENTS, SIZE, SIZE, 3]
+    assert shapes["flow"] == [SEGMENTS * STACK, SIZE, SIZE, 2]
+    group = zarr.open_group(str(store), mode="r+")
+    index = list(group["id"][:]).index("b/fortysix")
+    good = group["flow"][index]
+    group["flow"][index] = np.zeros_like(good)  # bytes changed behind flowstore's back
+    fixed = flowstore_cli("verify", store, "--repair", "--source", numbered_source, "-q")
+    assert fixed.returncode == 0 and "repaired 1 of 1" in fixed.stdout, fixed.stderr
+    np.testing.assert_array_equal(zarr.open_group(str(store), mode="r")["flow"][index], good)
+
+
+def test_estimate_measures_a_segment_build(numbered_source):
+    out = flowstore_cli("estimate", "videofolder", "--source", numbered_source, "--size",
+                        str(SIZE), *SEGMENT_BUILD, "--sample", "3", "-q")
+    assert out.returncode == 0, out.stderr
+    assert "float16" in out.stdout and "<- --flow-dtype" in out.stdout
+    line = assert_one_line_error(flowstore_cli("estimate", "videofolder", "--source",
+                                               numbered_source, "--stack", "2"))
+    assert "--segments and --stack need --sampling segments" in line
+
+
 def test_show_draws_a_segment_store(numbered_source, tmp_path):
     from flowstore.show import frame_of_flow, step_caption
 
