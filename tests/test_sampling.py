@@ -216,6 +216,16 @@ def _build(source, store, *extra, size=SIZE):
                          "--size", str(size), "--workers", "1", "-q", *extra)
 
 
+@pytest.fixture(scope="module")
+def segment_store(numbered_source, tmp_path_factory):
+    """A segment store of the numbered clips, shared by the tests that only read it (or mend
+    what they damage)."""
+    store = tmp_path_factory.mktemp("built") / "seg.zarr"
+    result = _build(numbered_source, store, *SEGMENT_BUILD)
+    assert result.returncode == 0, result.stderr
+    return store
+
+
 def test_segment_store_holds_the_documented_frames_and_flow(numbered_source, tmp_path, suffix):
     store = tmp_path / f"seg{suffix}"
     result = _build(numbered_source, store, *SEGMENT_BUILD)
@@ -277,13 +287,12 @@ def test_a_linspace_store_resumes_with_sampling_linspace_spelled_out(numbered_so
     assert again.returncode == 0 and "0 computed, 6 already done" in again.stdout, again.stderr
 
 
-def test_inspect_and_verify_repair_work_on_a_segment_store(numbered_source, tmp_path):
+def test_inspect_and_verify_repair_work_on_a_segment_store(numbered_source, segment_store):
     import json
 
     import zarr
 
-    store = tmp_path / "seg.zarr"
-    assert _build(numbered_source, store, *SEGMENT_BUILD).returncode == 0
+    store = segment_store
     summary = json.loads(flowstore_cli("inspect", store, "--json").stdout)
     assert {k: summary["params"][k] for k in ("sampling", "segments", "stack", "steps")} == {
         "sampling": "segments", "segments": SEGMENTS, "stack": STACK, "steps": SEGMENTS * STACK}
@@ -309,15 +318,13 @@ def test_estimate_measures_a_segment_build(numbered_source):
     assert "--segments and --stack need --sampling segments" in line
 
 
-def test_show_draws_a_segment_store(numbered_source, tmp_path):
+def test_show_draws_a_segment_store(segment_store, tmp_path):
     from flowstore.show import frame_of_flow, step_caption
 
     assert [frame_of_flow(s, 3, 6) for s in range(6)] == [0, 0, 1, 1, 2, 2]
     assert [step_caption(s, 3, 6) for s in (0, 1, 5)] == ["s0.0", "s0.1", "s2.1"]
     assert step_caption(4, 16, 16) == "t4"
-    store = tmp_path / "seg.zarr"
-    assert _build(numbered_source, store, *SEGMENT_BUILD).returncode == 0
-    result = flowstore_cli("show", store, "a/seven", "--gif", "--out", tmp_path / "pics", "-q")
+    result = flowstore_cli("show", segment_store, "a/seven", "--gif", "--out", tmp_path / "pics", "-q")
     assert result.returncode == 0, result.stderr
     assert {p.name for p in (tmp_path / "pics" / "a").iterdir()} == {"seven.png", "seven.gif"}
 
