@@ -140,7 +140,7 @@ def limit_child(source: Path, ids: list[str], size: int, steps: int) -> None:
     """Per clip, CPU seconds of decode + needed conversions + T Farneback pairs, one thread."""
     from flowstore.extraction._cv import cv2  # cv2.setNumThreads(1): one core
     from flowstore.extraction.video import farneback, flow_positions, frames_needed, resize_rgb
-    from flowstore.params import FarnebackParams
+    from flowstore.params import FarnebackParams, VideoParams
 
     params = FarnebackParams()
     per_clip = {}
@@ -151,7 +151,7 @@ def limit_child(source: Path, ids: list[str], size: int, steps: int) -> None:
         while capture.grab():
             n += 1
         capture.release()
-        needed = frames_needed(n, steps)
+        needed = frames_needed(n, VideoParams(size=size, steps=steps))
         start = time.process_time()
         capture = cv2.VideoCapture(path)
         frames, i = {}, 0

@@ -275,7 +275,7 @@ def profile(source: Path, limit: int, size: int, steps: int, workdir: Path) -> s
     total = time.process_time()
     for index, path in enumerate(clips):
         capture = timed("open + container header", cv2.VideoCapture, str(path))
-        keep = video._candidate_frames(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), steps)
+        keep = video._candidate_frames(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0), params)
         kept, n = {}, 0
         while timed("decode (grab: demux + codec)", capture.grab):
             if n in keep:
@@ -283,7 +283,7 @@ def profile(source: Path, limit: int, size: int, steps: int, workdir: Path) -> s
                 kept[n] = timed("resize INTER_AREA + BGR2RGB", video.resize_rgb, frame, size)
             n += 1
         capture.release()
-        needed = video.frames_needed(n, steps)
+        needed = video.frames_needed(n, params)
         if needed - kept.keys():  # the second pass extract_video would make
             raise SystemExit(f"{path.name}: hint missed frames; profile does not model pass 2")
         counts["decoded"] += n

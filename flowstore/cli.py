@@ -55,6 +55,13 @@ STEPS_OPTION = typer.Option(None, "--steps", help="Flow steps T per video (16)."
 FLOW_DTYPE_OPTION = typer.Option(None, "--flow-dtype", help="float16, float32 or uint8 (float16).")
 FLOW_BOUND_OPTION = typer.Option(None, "--flow-bound",
                                  help="uint8 flow: clip to +-this many pixels (20).")
+SAMPLING_OPTION = typer.Option(None, "--sampling",
+                               help="Where flows and frames are taken: linspace (T evenly "
+                                    "spaced pairs) or segments (TSN: K segments, L stacked "
+                                    "flows each) (linspace).")
+SEGMENTS_OPTION = typer.Option(None, "--segments", help="--sampling segments: K segments (3).")
+STACK_OPTION = typer.Option(None, "--stack",
+                            help="--sampling segments: L consecutive flows per segment (5).")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -71,6 +78,9 @@ def build(
     steps: Optional[int] = STEPS_OPTION,
     flow_dtype: Optional[str] = FLOW_DTYPE_OPTION,
     flow_bound: Optional[float] = FLOW_BOUND_OPTION,
+    sampling: Optional[str] = SAMPLING_OPTION,
+    segments: Optional[int] = SEGMENTS_OPTION,
+    stack: Optional[int] = STACK_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker threads [cores]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="dask.distributed scheduler address."),
@@ -101,7 +111,8 @@ def build(
         options = parse_option_tokens(ctx.args)
         spec = get_dataset(dataset, options)
         params = from_options(spec.params_type, dataset, size=size, steps=steps,
-                              flow_dtype=flow_dtype, flow_bound=flow_bound)
+                              flow_dtype=flow_dtype, flow_bound=flow_bound, sampling=sampling,
+                              segments=segments, stack=stack)
         if synthetic == (source is not None):
             raise ParameterError("give exactly one of --source DIR or --synthetic")
         if synthetic:
@@ -228,6 +239,9 @@ def estimate(
     steps: Optional[int] = STEPS_OPTION,
     flow_dtype: Optional[str] = FLOW_DTYPE_OPTION,
     flow_bound: Optional[float] = FLOW_BOUND_OPTION,
+    sampling: Optional[str] = SAMPLING_OPTION,
+    segments: Optional[int] = SEGMENTS_OPTION,
+    stack: Optional[int] = STACK_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers",
                                           help="Dask worker threads the build would use [cores]."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
@@ -246,7 +260,8 @@ def estimate(
 
     try:
         params = from_options(get_dataset(dataset).params_type, dataset, size=size, steps=steps,
-                              flow_dtype=flow_dtype, flow_bound=flow_bound)
+                              flow_dtype=flow_dtype, flow_bound=flow_bound, sampling=sampling,
+                              segments=segments, stack=stack)
         result = run_estimate(dataset, source, params, seed=seed, workers=workers,
                               max_per_split=max_per_split, progress=not quiet,
                               **({"sample_size": sample} if sample is not None else {}))

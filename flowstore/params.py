@@ -20,6 +20,19 @@ STORE_FORMAT = 1
 
 FLOW_DTYPES = ("float16", "float32", "uint8")
 
+#: How a clip's flow pairs and frames are placed (`flowstore.extraction.sampling`): `linspace`
+#: (the report's T evenly spaced pairs) or `segments` (TSN: K segments, L stacked flows each).
+SAMPLINGS = ("linspace", "segments")
+#: `--sampling segments` without `--segments`/`--stack`: TSN's 3 segments of 5 stacked flows.
+DEFAULT_SEGMENTS, DEFAULT_STACK = 3, 5
+#: Linspace's default T, when `steps` is not given.
+DEFAULT_STEPS = 16
+
+#: Field metadata of a parameter that is recorded (and fingerprinted) only when it differs from
+#: its default: a parameter added after stores were built, whose default is what those stores
+#: hold, so they keep their recorded parameters and fingerprint and still resume.
+RECORDED_UNLESS_DEFAULT = {"recorded_unless_default": True}
+
 #: Version of the extraction code, recorded in every store's parameters (``extraction``) and so
 #: in its fingerprint. Raised whenever flowstore changes the bytes a sample gets from the same
 #: source and parameters (a decoder setting, a resize, a colour conversion), so that a store is
@@ -66,18 +79,28 @@ class VideoParams:
     knob only: on some real FMP4 clips (TV-HI hug_0010, hug_0045, kiss_0005) one thread gives
     decoded frames up to 8, 6 and 5 levels (of 255) away from FFmpeg's default multi-threaded
     decode, so it is part of what a store holds and is recorded with the other parameters.
+
+    `sampling` picks which frames a sample holds (`flowstore.extraction.sampling` documents
+    the exact indices): `linspace`, the report's T = `steps` evenly spaced flow pairs; or
+    `segments`, TSN's `segments` K segments with `stack` L consecutive flows each, so that
+    `steps` is K x L (derived: give K and L, not T). The three are recorded only for
+    `segments`, so linspace stores keep the parameters and fingerprint they were built with.
     """
 
     size: int = 224
-    steps: int = 16
+    steps: int | None = None  # T; None: DEFAULT_STEPS (linspace) or segments x stack
     flow_dtype: str = "float16"
     flow_bound: float = 20.0
     farneback: FarnebackParams = field(default_factory=FarnebackParams)
     decoder_threads: int = 1
+    sampling: str = field(default="linspace", metadata=RECORDED_UNLESS_DEFAULT)
+    segments: int | None = field(default=None, metadata=RECORDED_UNLESS_DEFAULT)
+    stack: int | None = field(default=None, metadata=RECORDED_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
                  f"size must be an integer in 8..4096, got {self.size!r}")
+        self._check_sampling()
         _require(isinstance(self.steps, int) and 1 <= self.steps <= 1024,
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
         _require(self.flow_dtype in FLOW_DTYPES,
@@ -86,6 +109,35 @@ class VideoParams:
                  f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
                  f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")
+
+    def _check_sampling(self) -> None:
+        """Validate the sampling options and fill in what they imply (`steps`; K and L).
+
+        Messages name the command-line options: that is where these values come from.
+        """
+        _require(self.sampling in SAMPLINGS,
+                 f"--sampling must be one of {', '.join(SAMPLINGS)}, got {self.sampling!r}")
+        if self.sampling == "linspace":
+            _require(self.segments is None and self.stack is None,
+                     "--segments and --stack need --sampling segments (linspace takes --steps)")
+            if self.steps is None:
+                object.__setattr__(self, "steps", DEFAULT_STEPS)
+            return
+        for name, default in (("segments", DEFAULT_SEGMENTS), ("stack", DEFAULT_STACK)):
+            value = getattr(self, name)
+            if value is None:
+                object.__setattr__(self, name, value := default)
+            _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+                     f"--{name} must be an integer >= 1, got {value!r}")
+        flows = self.segments * self.stack
+        # `steps` is given back as K x L when a store's recorded parameters are read again;
+        # any other value is a --steps given with --sampling segments.
+        _require(self.steps in (None, flows),
+                 f"--steps does not apply to --sampling segments (its flows are --segments x "
+                 f"--stack = {flows}), got --steps {self.steps!r}")
+        _require(flows <= 1024, f"--segments x --stack must be at most 1024 flows, got "
+                                f"{self.segments} x {self.stack} = {flows}")
+        object.__setattr__(self, "steps", flows)
 
     def recorded(self) -> dict[str, Any]:
         """The extraction version; and uint8 stores name their quantization, so a reader
@@ -117,9 +169,12 @@ def to_dict(params: Any) -> dict[str, Any]:
 
     A parameter class may add entries that say what its stored values mean (`recorded()`),
     e.g. the extraction version or how uint8 flow was quantized; they go into the fingerprint
-    like any parameter.
+    like any parameter. A field marked `RECORDED_UNLESS_DEFAULT` is left out at its default.
     """
     values = dataclasses.asdict(params)
+    for f in dataclasses.fields(params):
+        if f.metadata.get("recorded_unless_default") and values[f.name] == f.default:
+            del values[f.name]
     recorded = getattr(params, "recorded", None)
     return {**values, **recorded()} if recorded else values
 

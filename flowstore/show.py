@@ -18,6 +18,9 @@ magnified by the smallest whole factor that makes it at least `MIN_TILE` pixels)
   would wash the rest out), is full saturation for all T, so steps compare with each other;
   the header prints it. `--gif` adds `<id>.gif`: T frames of
   frame | flow, with a bar along the bottom that marks the step.
+  A segment-sampled store (`--sampling segments`) holds K frames for its K x L flows: above
+  each flow is its segment's frame (the segment's centre), and the tiles are captioned
+  `s<k>.<j>` (flow j of segment k) instead of `t<step>`.
 Image stores (`image`): one PNG per class, `<class>.png`: a grid of the samples' images, each
 captioned with its id and split.
 """
@@ -117,17 +120,15 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             raise ParameterError("--gif needs a video store (one with flow)")
         indices = _select(dataset, ids, per_class, seed)
         out = Path(out)
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise FlowstoreError(f"cannot write pictures into {str(out)!r}: "
-                                 f"{exc.strerror or exc}") from None
+        _make_folder(out)
         result = ShowResult()
         splits: dict[str, Any] = {}
         samples = []
         for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
             sample = _read(dataset, splits, index)
             if kind == "flow":
+                # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
+                _make_folder((out / str(sample["id"])).parent)
                 result.written.append(_write_png(out / f"{sample['id']}.png",
                                                  video_picture(sample, dataset.classes)))
                 if gif:
@@ -140,6 +141,14 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             name = dataset.classes[label]
             result.written.append(_write_png(out / f"{name}.png", image_grid(of_class, name)))
     return result
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FlowstoreError(f"cannot write pictures into {str(folder)!r}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def _select(dataset, ids: Sequence[str], per_class: int, seed: int) -> list[int]:
@@ -210,6 +219,20 @@ def flow_scale(flow: np.ndarray) -> float:
     return float(np.percentile(np.hypot(flow[..., 0], flow[..., 1]), SCALE_PERCENTILE))
 
 
+def frame_of_flow(step: int, frames: int, flows: int) -> int:
+    """The stored frame shown with flow `step`: the same step when a sample holds one frame
+    per flow (linspace), else its segment's (`flows` = K x L flows over `frames` = K)."""
+    return step * frames // flows
+
+
+def step_caption(step: int, frames: int, flows: int) -> str:
+    """`t<step>`, or `s<k>.<j>` (flow j of segment k) for a segment-sampled sample."""
+    if frames == flows:
+        return f"t{step}"
+    segment = frame_of_flow(step, frames, flows)
+    return f"s{segment}.{step - segment * flows // frames}"
+
+
 def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     """The (H, W, 3) uint8 RGB picture of one video sample (layout: the module docstring)."""
     frames, flow = sample["frames"], sample["flow"]
@@ -222,7 +245,9 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     _text(canvas, f"{sample['id']}   class {classes[label]} ({label})   split {sample['split']}",
           4, LINE - 6, width=width)
     _text(canvas, f"flow: hue = direction (wheel), full colour = |flow| >= {scale:.2f} px "
-                  f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}", 4,
+                  f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}"
+                  + ("" if len(frames) == steps else
+                     f" = {len(frames)} segments x {steps // len(frames)}"), 4,
           2 * LINE - 6, width=width)
     top = HEADER_LINES * LINE
     canvas[top:top + tile, :tile] = _magnified(sample["middle_frame"], tile)
@@ -233,10 +258,11 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     pictures = flow_to_rgb(flow, max_magnitude=scale)
     for step in range(steps):
         flow_top, left = flow_tile_origin(size, steps, step)
-        canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frames[step], tile)
+        frame = frames[frame_of_flow(step, len(frames), steps)]
+        canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frame, tile)
         canvas[flow_top:flow_top + tile, left:left + tile] = _magnified(pictures[step], tile)
-        _text(canvas, f"t{step}", left + 3, flow_top - tile + 14, width=tile, colour=WHITE,
-              outline=BLACK)
+        _text(canvas, step_caption(step, len(frames), steps), left + 3, flow_top - tile + 14,
+              width=tile, colour=WHITE, outline=BLACK)
     return canvas
 
 
@@ -266,7 +292,7 @@ def gif_frames(sample: dict[str, Any]) -> list[np.ndarray]:
     out = []
     for step in range(steps):
         canvas = np.full((tile + GIF_BAR, 2 * tile, 3), 255, np.uint8)
-        canvas[:tile, :tile] = _magnified(frames[step], tile)
+        canvas[:tile, :tile] = _magnified(frames[frame_of_flow(step, len(frames), steps)], tile)
         canvas[:tile, tile:] = _magnified(pictures[step], tile)
         canvas[tile:, :round(2 * tile * (step + 1) / steps)] = BLACK
         out.append(canvas)

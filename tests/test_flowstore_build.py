@@ -341,7 +341,7 @@ def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tin
     elif where == "write":
         monkeypatch.setattr(build_module, "_writer", raise_(OSError(5, "Input/output error")))
     else:
-        monkeypatch.setattr(video, "flow_positions", raise_(TypeError("a bug")))
+        monkeypatch.setattr(video, "select_frames", raise_(TypeError("a bug")))
     with open_store(store) as built:
         index = built.read("id").tolist().index("kiss_0004")
         key = build_module.StoreKey(str(store), built.attrs["store_id"])

@@ -19,7 +19,7 @@ def test_flow_positions_follow_the_contract():
     assert flow_positions(22, 16)[-1] == 20  # last pair is (n-2, n-1)
     with pytest.raises(ValueError):
         flow_positions(1, 16)
-    assert frames_needed(10, 2) == {0, 1, 8, 9, 5}
+    assert frames_needed(10, VideoParams(steps=2)) == {0, 1, 8, 9, 5}
 
 
 @pytest.mark.parametrize("clip", ["handShake_0001", "kiss_0002", "hug_0003"])

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Mapping, Sequence
 import numpy as np
 
 from flowstore.errors import ParameterError, SourceLayoutError, UnknownDatasetError
+from flowstore.extraction.sampling import frame_count
 from flowstore.manifest import Manifest
 from flowstore.params import ImageParams, VideoParams
 from flowstore.store.base import ArraySpec
@@ -151,7 +152,7 @@ class VideoDataset(Dataset):
         s, t = params.size, params.steps
         return [
             ArraySpec("middle_frame", (s, s, 3), "uint8"),
-            ArraySpec("frames", (t, s, s, 3), "uint8"),
+            ArraySpec("frames", (frame_count(params), s, s, 3), "uint8"),
             ArraySpec("flow", (t, s, s, 2), params.flow_dtype,
                       codec="zstd" if params.flow_dtype == "uint8" else "shuffled-lz4"),
         ]

@@ -1,8 +1,9 @@
-"""TV-HI extraction: one video file to its middle frame, T frames and T Farneback flows.
+"""TV-HI extraction: one video file to its middle frame, its frames and T Farneback flows.
 
 The contract (DESIGN.md, "Extraction contract"): decode every frame, n = frames actually
-decoded; resize RGB to S x S with INTER_AREA; middle frame n // 2; flow positions
-t_k = round(linspace(0, n - 2, T)); flow_k = Farneback(gray[t_k], gray[t_k + 1]).
+decoded; resize RGB to S x S with INTER_AREA; middle frame n // 2; flow pairs and frames where
+the sampling puts them (`flowstore.extraction.sampling`; by default t_k = round(linspace(0,
+n - 2, T))); flow_k = Farneback(gray[t_k], gray[t_k + 1]).
 
 Only the frames those positions need are converted and resized. n is unknown until the last
 frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset of
@@ -21,6 +22,7 @@ import numpy as np
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
+from flowstore.extraction.sampling import flow_positions, select_frames  # noqa: F401 (re-export)
 from flowstore.flow_encoding import encode_flow
 from flowstore.params import FarnebackParams, VideoParams
 
@@ -36,22 +38,15 @@ class VideoFeatures:
     """The arrays of one TV-HI sample."""
 
     middle_frame: np.ndarray  # (S, S, 3) uint8 RGB
-    frames: np.ndarray  # (T, S, S, 3) uint8 RGB at the flow positions
+    frames: np.ndarray  # (T, S, S, 3) uint8 RGB at the flow positions; (K, ...) for segments
     flow: np.ndarray  # (T, S, S, 2) (dx, dy) in pixels of the resized frame, stored encoding
     n_frames: int
 
 
-def flow_positions(n_frames: int, steps: int) -> np.ndarray:
-    """First frame of each flow pair: ``round(linspace(0, n - 2, T))`` (numpy rounding)."""
-    if n_frames < 2:
-        raise ValueError(f"need at least 2 frames for optical flow, got {n_frames}")
-    return np.round(np.linspace(0, n_frames - 2, steps)).astype(np.int64)
-
-
-def frames_needed(n_frames: int, steps: int) -> set[int]:
-    """Indices of every frame the sample uses: both frames of each pair and the middle one."""
-    starts = flow_positions(n_frames, steps)
-    return {int(i) for i in starts} | {int(i) + 1 for i in starts} | {n_frames // 2}
+def frames_needed(n_frames: int, params: VideoParams) -> set[int]:
+    """Indices of every frame the sample uses: both frames of each pair, the frames it stores
+    and the middle one."""
+    return select_frames(n_frames, params).needed
 
 
 def farneback(prev_rgb: np.ndarray, next_rgb: np.ndarray, params: FarnebackParams) -> np.ndarray:
@@ -108,23 +103,24 @@ def _decode(path: Path, choose: Callable[[int], set[int]],
     return n, kept
 
 
-def _candidate_frames(hint: int, steps: int) -> set[int]:
+def _candidate_frames(hint: int, params: VideoParams) -> set[int]:
     """Frames needed for any n within HINT_SLACK of the container's frame count."""
     wanted: set[int] = set()
     for n in range(max(2, hint - HINT_SLACK), hint + HINT_SLACK + 1):
-        wanted |= frames_needed(n, steps)
+        wanted |= frames_needed(n, params)
     return wanted
 
 
-def read_needed_frames(path: Path, size: int, steps: int,
-                       decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
+def read_needed_frames(path: Path, params: VideoParams) -> tuple[int, dict[int, np.ndarray]]:
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
+    size, decoder_threads = params.size, params.decoder_threads
     with decoding(path):
-        n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set(),
+        n, kept = _decode(path,
+                          lambda hint: _candidate_frames(hint, params) if hint >= 2 else set(),
                           decoder_threads)
         if n < 2:
             raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
-        needed = frames_needed(n, steps)
+        needed = frames_needed(n, params)
         missing = needed - kept.keys()
         if missing:
             n_again, extra = _decode(path, lambda _hint: missing, decoder_threads)
@@ -142,15 +138,16 @@ def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
         SampleError: the file is missing, empty, undecodable or has fewer than 2 frames.
     """
     path = Path(path)
-    n, frames = read_needed_frames(path, params.size, params.steps, params.decoder_threads)
-    starts = flow_positions(n, params.steps)
+    n, frames = read_needed_frames(path, params)
+    chosen = select_frames(n, params)
+    starts = chosen.flow_starts
     flow = np.empty((len(starts), params.size, params.size, 2), params.flow_dtype)
     for k, t in enumerate(starts):  # each flow encoded while it is still in cache
         store_flow(farneback(frames[int(t)], frames[int(t) + 1], params.farneback), flow[k],
                    params)
     return VideoFeatures(
-        middle_frame=frames[n // 2],
-        frames=np.stack([frames[int(t)] for t in starts]),
+        middle_frame=frames[chosen.middle],
+        frames=np.stack([frames[int(t)] for t in chosen.frames]),
         flow=flow,
         n_frames=n,
     )
