@@ -4,10 +4,13 @@ The contract (DESIGN.md, "Extraction contract"): decode every frame, n = frames 
 decoded; resize RGB to S x S with INTER_AREA; middle frame n // 2; flow positions
 t_k = round(linspace(0, n - 2, T)); flow_k = Farneback(gray[t_k], gray[t_k + 1]).
 
-Only the frames those positions need are converted and resized. n is unknown until the last
-frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset of
-frames to keep as decoded; once n is known only the frames it needs are resized. If the real n
-still needs a frame that was skipped, a second decode pass fetches exactly the missing ones.
+Only the frames those positions might need are converted and resized. n is unknown until the
+last frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset
+of frames to keep; each is resized the moment it is decoded, so a worker holds one
+full-resolution frame at a time (a 4K clip once kept ~48 of them, 1.2 GB, until its last frame)
+and its memory follows the output size S, not the source resolution. Resizing is per frame, so
+resizing early gives the same bytes. If the real n still needs a frame that was skipped, a
+second decode pass fetches exactly the missing ones.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from flowstore.params import FarnebackParams, VideoParams
 
 #: How far the container's frame count may be from the decoded count and still need no second pass.
 #: On the 300 TV-HI clips the count is exact for 215, off by one for 84 and by two for one clip:
-#: a slack of 1 keeps (converts) 15 frames per clip beyond those needed and decodes one clip
-#: twice; a slack of 3 kept 34 extra frames per clip (about 8 ms of colour conversion each clip).
+#: a slack of 1 keeps (converts and resizes) 15 frames per clip beyond those needed and decodes
+#: one clip twice; a slack of 3 kept 34 extra frames per clip (about 8 ms of colour conversion
+#: each clip).
 HINT_SLACK = 1
 
 
@@ -85,23 +89,28 @@ def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
     return capture
 
 
-def _decode(path: Path, choose: Callable[[int], set[int]],
-            decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame; keep (as decoded, BGR) the ones `choose(frame_count_hint)` picks.
+def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
+                   decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame; resize to S x S RGB, as decoded, the ones `choose(hint)` picks.
 
-    Returns (n frames decoded, {index: decoded BGR frame}).
+    `hint` is the container's frame count (0 if unknown; it may be wrong). Every picked frame is
+    retrieved into one reused full-resolution buffer and resized at once, so memory is one
+    source frame plus the resized ones, whatever the source resolution and length.
+
+    Returns (n frames decoded, {index: (S, S, 3) uint8 RGB frame}).
     """
     capture = _open(path, decoder_threads)
     kept: dict[int, np.ndarray] = {}
+    decoded = None  # the one full-resolution BGR frame, overwritten by each retrieve
     n = 0
     try:
         keep = choose(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         while capture.grab():
             if n in keep:
-                ok, frame = capture.retrieve()
+                ok, decoded = capture.retrieve(decoded)
                 if not ok:
                     break
-                kept[n] = frame
+                kept[n] = resize_rgb(decoded, size)
             n += 1
     finally:
         capture.release()
@@ -120,19 +129,20 @@ def read_needed_frames(path: Path, size: int, steps: int,
                        decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
     with decoding(path):
-        n, kept = _decode(path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set(),
-                          decoder_threads)
+        n, kept = decode_resized(
+            path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set(), size,
+            decoder_threads)
         if n < 2:
             raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
         needed = frames_needed(n, steps)
         missing = needed - kept.keys()
         if missing:
-            n_again, extra = _decode(path, lambda _hint: missing, decoder_threads)
+            n_again, extra = decode_resized(path, lambda _hint: missing, size, decoder_threads)
             if n_again != n or missing - extra.keys():
                 raise SampleError(f"decoding {path.name} is not repeatable "
                                   f"({n} then {n_again} frames)")
             kept.update(extra)
-        return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
+        return n, {index: kept[index] for index in sorted(needed)}
 
 
 def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
