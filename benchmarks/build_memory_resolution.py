@@ -128,8 +128,9 @@ def report(results: dict[str, dict[int, list[dict]]], codes: dict[str, Path],
         f"- command: `{command_line()}`",
         f"- machine: {machine_line()}",
         f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        "- code: " + "; ".join(f"{label}: {codes[label]} ({code_version(codes[label])})"
-                               for label in labels),
+        "- code: " + "; ".join(f"{label}: {codes[label]}" + (
+            "" if code_version(codes[label]) == str(codes[label])
+            else f" ({code_version(codes[label])})") for label in labels),
         f"- sources: {len(CLASSES)} classes x {args.clips_per_class} clips, {args.frames} frames "
         f"each, MJPG, a sliding texture; one source per resolution",
         f"- each run: `flowstore build videofolder --source SRC --store STORE.zarr --workers "

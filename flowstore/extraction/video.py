@@ -6,11 +6,13 @@ t_k = round(linspace(0, n - 2, T)); flow_k = Farneback(gray[t_k], gray[t_k + 1])
 
 Only the frames those positions might need are converted and resized. n is unknown until the
 last frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset
-of frames to keep; each is resized the moment it is decoded, so a worker holds one
-full-resolution frame at a time (a 4K clip once kept ~48 of them, 1.2 GB, until its last frame)
-and its memory follows the output size S, not the source resolution. Resizing is per frame, so
-resizing early gives the same bytes. If the real n still needs a frame that was skipped, a
-second decode pass fetches exactly the missing ones.
+of frames to keep. What a worker holds of them at the source's resolution is capped at
+FULL_RESOLUTION_BUDGET: small sources keep them as decoded and resize only those n needs; larger
+ones resize each the moment it is decoded, holding one full-resolution frame at a time (a 4K
+clip once kept ~48 of them, 1.2 GB, until its last frame). Either way a worker's memory follows
+the output size S, not the source's resolution, and the bytes are the same: resizing is per
+frame. If the real n still needs a frame that was skipped, a second decode pass fetches exactly
+the missing ones.
 """
 
 from __future__ import annotations
@@ -29,10 +31,17 @@ from flowstore.params import FarnebackParams, VideoParams
 
 #: How far the container's frame count may be from the decoded count and still need no second pass.
 #: On the 300 TV-HI clips the count is exact for 215, off by one for 84 and by two for one clip:
-#: a slack of 1 keeps (converts and resizes) 15 frames per clip beyond those needed and decodes
-#: one clip twice; a slack of 3 kept 34 extra frames per clip (about 8 ms of colour conversion
-#: each clip).
+#: a slack of 1 keeps (converts) 15 frames per clip beyond those needed and decodes one clip
+#: twice; a slack of 3 kept 34 extra frames per clip (about 8 ms of colour conversion each clip).
 HINT_SLACK = 1
+
+#: Bytes of full-resolution frames one decode pass may hold. While the frames a clip might need
+#: (about 3T of them at HINT_SLACK 1) fit in it at the source's resolution, they are kept as
+#: decoded and only those the real n needs are resized: TV-HI's 48 frames of up to 688x384 take
+#: 38 MB, and resizing all of them as decoded cost 6-9 ms of CPU a clip (+3-4%). Beyond it (T=16:
+#: 480p and up) each frame is resized as soon as it is decoded, so a worker never holds more
+#: than this plus one source frame, whatever the source's resolution.
+FULL_RESOLUTION_BUDGET = 48 << 20
 
 
 @dataclass(frozen=True)
@@ -90,31 +99,42 @@ def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
 
 
 def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
-                   decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame; resize to S x S RGB, as decoded, the ones `choose(hint)` picks.
+                   decoder_threads: int, needed: Callable[[int], set[int]] | None = None,
+                   ) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame; return the ones `choose(hint)` picks, resized to S x S RGB.
 
-    `hint` is the container's frame count (0 if unknown; it may be wrong). Every picked frame is
-    retrieved into one reused full-resolution buffer and resized at once, so memory is one
-    source frame plus the resized ones, whatever the source resolution and length.
+    `hint` is the container's frame count (0 if unknown; it may be wrong). If the picked frames
+    fit FULL_RESOLUTION_BUDGET at the source's resolution they are held as decoded and, once the
+    pass has counted n, only those in `needed(n)` (all of them if `needed` is None) are resized.
+    Otherwise each is retrieved into one reused full-resolution buffer and resized at once.
 
     Returns (n frames decoded, {index: (S, S, 3) uint8 RGB frame}).
     """
     capture = _open(path, decoder_threads)
-    kept: dict[int, np.ndarray] = {}
-    decoded = None  # the one full-resolution BGR frame, overwritten by each retrieve
+    resized: dict[int, np.ndarray] = {}
+    held: dict[int, np.ndarray] = {}  # as decoded (BGR, full resolution), within the budget
+    decoded = None  # the reused full-resolution buffer when nothing is held
+    hold = None  # decided at the first picked frame, when the resolution is known
     n = 0
     try:
         keep = choose(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         while capture.grab():
             if n in keep:
-                ok, decoded = capture.retrieve(decoded)
+                ok, decoded = capture.retrieve(None if hold else decoded)
                 if not ok:
                     break
-                kept[n] = resize_rgb(decoded, size)
+                if hold is None:
+                    hold = len(keep) * decoded.nbytes <= FULL_RESOLUTION_BUDGET
+                if hold:
+                    held[n] = decoded
+                else:
+                    resized[n] = resize_rgb(decoded, size)
             n += 1
     finally:
         capture.release()
-    return n, kept
+    wanted = held.keys() if needed is None else held.keys() & needed(n)
+    resized.update((index, resize_rgb(held[index], size)) for index in sorted(wanted))
+    return n, resized
 
 
 def _candidate_frames(hint: int, steps: int) -> set[int]:
@@ -131,7 +151,7 @@ def read_needed_frames(path: Path, size: int, steps: int,
     with decoding(path):
         n, kept = decode_resized(
             path, lambda hint: _candidate_frames(hint, steps) if hint >= 2 else set(), size,
-            decoder_threads)
+            decoder_threads, needed=lambda n: frames_needed(n, steps) if n >= 2 else set())
         if n < 2:
             raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
         needed = frames_needed(n, steps)
