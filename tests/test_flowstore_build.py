@@ -335,7 +335,7 @@ def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tin
         return fail
 
     if where == "decode":
-        monkeypatch.setattr(video, "_decode", raise_(cv2.error("bad frame")))
+        monkeypatch.setattr(video, "decode_resized", raise_(cv2.error("bad frame")))
     elif where == "farneback":
         monkeypatch.setattr(video, "farneback", raise_(cv2.error("bad argument")))
     elif where == "write":

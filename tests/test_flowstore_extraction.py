@@ -110,3 +110,48 @@ def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypat
     want = reference_tvhi(path, size=24, steps=6)
     np.testing.assert_array_equal(got.frames, want["frames"])
     np.testing.assert_array_equal(got.middle_frame, want["middle_frame"])
+
+
+def _gradient_clip(path, width: int, height: int, n_frames: int) -> None:
+    """A diagonal gradient sliding a pixel a frame, MJPG: quick to write and decode at any size."""
+    ramp = np.add.outer(np.arange(height), np.arange(width))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (width, height))
+    for t in range(n_frames):
+        writer.write(np.repeat(((ramp + t) % 256).astype(np.uint8)[..., None], 3, axis=2))
+    writer.release()
+
+
+@pytest.mark.parametrize("lying_hint", [False, True])
+def test_memory_follows_the_output_size_not_the_source_resolution(tmp_path, monkeypatch,
+                                                                 lying_hint):
+    """Full-resolution frames held at once stay within the budget plus ~1 frame at any
+    resolution and length, also on a second decode pass (tracemalloc sees numpy's and OpenCV's
+    arrays); the old decoder kept every candidate frame (~45 here) until the last one. The
+    smallest clip fits the budget (frames held as decoded), the others do not (resized as
+    decoded): both give the contract's bytes."""
+    import tracemalloc
+
+    from flowstore.extraction import video
+
+    budget = 1 << 20
+    monkeypatch.setattr(video, "FULL_RESOLUTION_BUDGET", budget, raising=False)
+    if lying_hint:  # a count that picks the wrong frames: the missing ones come from a 2nd pass
+        monkeypatch.setattr(video, "_candidate_frames",
+                            lambda hint, steps: set(range(0, hint, 3)))
+    params = VideoParams(size=16, steps=16)
+    for width, height, n_frames, fits in [(96, 64, 40, True), (320, 240, 60, False),
+                                          (960, 544, 30, False)]:
+        path = tmp_path / f"{width}x{height}.avi"
+        _gradient_clip(path, width, height, n_frames)
+        want = reference_tvhi(path, size=16, steps=16)
+        tracemalloc.start()
+        try:
+            got = extract_video(path, params)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        np.testing.assert_array_equal(got.frames, want["frames"])
+        np.testing.assert_array_equal(got.middle_frame, want["middle_frame"])
+        frame_bytes = width * height * 3
+        held = budget if fits else 0
+        assert peak < held + 2 * frame_bytes + 64 * 1024, (width, height, peak / frame_bytes)

@@ -5,10 +5,15 @@ decoded; resize RGB to S x S with INTER_AREA; middle frame n // 2; flow pairs an
 the sampling puts them (`flowstore.extraction.sampling`; by default t_k = round(linspace(0,
 n - 2, T))); flow_k = Farneback(gray[t_k], gray[t_k + 1]).
 
-Only the frames those positions need are converted and resized. n is unknown until the last
-frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset of
-frames to keep as decoded; once n is known only the frames it needs are resized. If the real n
-still needs a frame that was skipped, a second decode pass fetches exactly the missing ones.
+Only the frames those positions might need are converted and resized. n is unknown until the
+last frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset
+of frames to keep. What a worker holds of them at the source's resolution is capped at
+FULL_RESOLUTION_BUDGET: small sources keep them as decoded and resize only those n needs; larger
+ones resize each the moment it is decoded, holding one full-resolution frame at a time (a 4K
+clip once kept ~48 of them, 1.2 GB, until its last frame). Either way a worker's memory follows
+the output size S, not the source's resolution, and the bytes are the same: resizing is per
+frame. If the real n still needs a frame that was skipped, a second decode pass fetches exactly
+the missing ones.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from flowstore.params import FarnebackParams, VideoParams
 #: a slack of 1 keeps (converts) 15 frames per clip beyond those needed and decodes one clip
 #: twice; a slack of 3 kept 34 extra frames per clip (about 8 ms of colour conversion each clip).
 HINT_SLACK = 1
+
+#: Bytes of full-resolution frames one decode pass may hold. While the frames a clip might need
+#: (about 3T of them at HINT_SLACK 1) fit in it at the source's resolution, they are kept as
+#: decoded and only those the real n needs are resized: TV-HI's 48 frames of up to 688x384 take
+#: 38 MB, and resizing all of them as decoded cost 6-9 ms of CPU a clip (+3-4%). Beyond it (T=16:
+#: 480p and up) each frame is resized as soon as it is decoded, so a worker never holds more
+#: than this plus one source frame, whatever the source's resolution.
+FULL_RESOLUTION_BUDGET = 48 << 20
 
 
 @dataclass(frozen=True)
@@ -80,27 +93,43 @@ def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
     return capture
 
 
-def _decode(path: Path, choose: Callable[[int], set[int]],
-            decoder_threads: int) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame; keep (as decoded, BGR) the ones `choose(frame_count_hint)` picks.
+def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
+                   decoder_threads: int, needed: Callable[[int], set[int]] | None = None,
+                   ) -> tuple[int, dict[int, np.ndarray]]:
+    """Decode every frame; return the ones `choose(hint)` picks, resized to S x S RGB.
 
-    Returns (n frames decoded, {index: decoded BGR frame}).
+    `hint` is the container's frame count (0 if unknown; it may be wrong). If the picked frames
+    fit FULL_RESOLUTION_BUDGET at the source's resolution they are held as decoded and, once the
+    pass has counted n, only those in `needed(n)` (all of them if `needed` is None) are resized.
+    Otherwise each is retrieved into one reused full-resolution buffer and resized at once.
+
+    Returns (n frames decoded, {index: (S, S, 3) uint8 RGB frame}).
     """
     capture = _open(path, decoder_threads)
-    kept: dict[int, np.ndarray] = {}
+    resized: dict[int, np.ndarray] = {}
+    held: dict[int, np.ndarray] = {}  # as decoded (BGR, full resolution), within the budget
+    decoded = None  # the reused full-resolution buffer when nothing is held
+    hold = None  # decided at the first picked frame, when the resolution is known
     n = 0
     try:
         keep = choose(int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0))
         while capture.grab():
             if n in keep:
-                ok, frame = capture.retrieve()
+                ok, decoded = capture.retrieve(None if hold else decoded)
                 if not ok:
                     break
-                kept[n] = frame
+                if hold is None:
+                    hold = len(keep) * decoded.nbytes <= FULL_RESOLUTION_BUDGET
+                if hold:
+                    held[n] = decoded
+                else:
+                    resized[n] = resize_rgb(decoded, size)
             n += 1
     finally:
         capture.release()
-    return n, kept
+    wanted = held.keys() if needed is None else held.keys() & needed(n)
+    resized.update((index, resize_rgb(held[index], size)) for index in sorted(wanted))
+    return n, resized
 
 
 def _candidate_frames(hint: int, params: VideoParams) -> set[int]:
@@ -115,20 +144,20 @@ def read_needed_frames(path: Path, params: VideoParams) -> tuple[int, dict[int, 
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
     size, decoder_threads = params.size, params.decoder_threads
     with decoding(path):
-        n, kept = _decode(path,
-                          lambda hint: _candidate_frames(hint, params) if hint >= 2 else set(),
-                          decoder_threads)
+        n, kept = decode_resized(
+            path, lambda hint: _candidate_frames(hint, params) if hint >= 2 else set(), size,
+            decoder_threads, needed=lambda n: frames_needed(n, params) if n >= 2 else set())
         if n < 2:
             raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
         needed = frames_needed(n, params)
         missing = needed - kept.keys()
         if missing:
-            n_again, extra = _decode(path, lambda _hint: missing, decoder_threads)
+            n_again, extra = decode_resized(path, lambda _hint: missing, size, decoder_threads)
             if n_again != n or missing - extra.keys():
                 raise SampleError(f"decoding {path.name} is not repeatable "
                                   f"({n} then {n_again} frames)")
             kept.update(extra)
-        return n, {index: resize_rgb(kept[index], size) for index in sorted(needed)}
+        return n, {index: kept[index] for index in sorted(needed)}
 
 
 def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
