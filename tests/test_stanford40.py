@@ -393,7 +393,7 @@ def test_inspect_shows_a_stanford40_store(stores):
                          "92 done, 0 failed, 0 pending", "blowing_bubbles", "image",
                          "(92, 32, 32, 3)", "uint8", "(1, 32, 32, 3)", " 72/72 ", " 8/8 ", " 12/12"):
             assert expected in text.stdout, (suffix, expected, text.stdout)
-        summary = json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).stdout)
+        summary = json.loads(runner.invoke(app, ["inspect", str(path), "--json", "--bytes"]).stdout)
         assert summary["dataset"] == "stanford40" and summary["classes"] == list(ACTIONS[:4])
         assert summary["backend"] == ("zarr" if suffix == ".zarr" else "hdf5")
         assert summary["samples"] == summary["done"] == 92 and summary["failures"] == {}

@@ -224,22 +224,34 @@ class HDF5Store(Store):
         self._file[name][index] = value.astype(object) if value.dtype.kind == "U" else value
 
     def put_column(self, name: str, values: np.ndarray) -> None:
-        """Written beside the old column, flushed, then put in its place (an unlink and a link
-        in the file's root group) and flushed again: HDF5 writes its metadata at a flush, so a
-        process killed before the second flush leaves the old column."""
+        """Written beside the old column under a temporary name and flushed; then the old
+        column is renamed aside, the new one renamed into its place (two link changes in the
+        root group, put back if the second fails) and the old one deleted, and the file flushed
+        again. HDF5 writes its metadata at a flush, so a process killed before the second
+        flush leaves the old column."""
         self.check_writable()
+        temporary, retired = _UPGRADE_PREFIX + name, f"{_UPGRADE_PREFIX}old_{name}"
+        if name not in self._file and retired in self._file:  # an upgrade killed between renames
+            self._file.move(retired, name)
+        for leftover in (temporary, retired):
+            if leftover in self._file:
+                del self._file[leftover]
         if name in self._file and self._file[name].chunks == column_chunks(len(values)):
             self._file[name][:] = _as_written(np.asarray(values))
             self.flush()
             return
-        temporary = _UPGRADE_PREFIX + name
-        if temporary in self._file:  # left by an upgrade killed earlier
-            del self._file[temporary]
         _create_column(self._file, temporary, np.asarray(values))
         self.flush()
         if name in self._file:
-            del self._file[name]
-        self._file.move(temporary, name)
+            self._file.move(name, retired)
+        try:
+            self._file.move(temporary, name)
+        except BaseException:
+            if retired in self._file and name not in self._file:
+                self._file.move(retired, name)
+            raise
+        if retired in self._file:
+            del self._file[retired]
         self.flush()
 
     def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
