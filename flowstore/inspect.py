@@ -15,8 +15,7 @@ from typing import Any
 import numpy as np
 
 from flowstore.manifest import SPLITS
-from flowstore.store import backend_for, open_store
-from flowstore.store.format1 import failures as read_failures
+from flowstore.store import backend_for, failures as read_failures, open_store
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from flowstore.inspect import format_summary, summarize
 from flowstore.manifest import Manifest, ManifestRow
 from flowstore.params import VideoParams
 from flowstore.store import (BACKENDS, Backend, backend_for, capabilities, create_store,
-                             open_store)
+                             failures, open_store)
 from flowstore.store import format1, layout
 from flowstore.store.base import ArraySpec
 from flowstore.verify import verify
@@ -55,7 +55,7 @@ def _contents(path: Path) -> dict:
     with open_store(path) as store:
         done = store.read("done").astype(bool)
         out = {"fingerprint": store.attrs["fingerprint"], "ids": store.read("id").tolist(),
-               "done": done.tolist(), "failures": format1.failures(store),
+               "done": done.tolist(), "failures": failures(store),
                "checksum": [c if d else "" for c, d in zip(store.read("checksum").tolist(), done)]}
         for name in FEATURES:
             out[name] = [store.read(name, i).tolist() if d else None for i, d in enumerate(done)]
@@ -225,7 +225,7 @@ def test_root_metadata_stays_a_few_kb_at_any_size(tmp_path, suffix):
             _finish_all(ledger, store, n)
         with open_store(path) as store:
             assert int(store.read("done").sum()) == n - n // 10
-            assert len(format1.failures(store)) == n // 10
+            assert len(failures(store)) == n // 10
         sizes[n] = _root_metadata_bytes(path)
     assert sizes[3000] == sizes[30] < 4096, sizes
 
@@ -262,7 +262,7 @@ def test_a_ledger_write_rewrites_only_the_chunks_that_changed(tmp_path, monkeypa
         assert written == []
     with open_store(path) as store:
         assert np.flatnonzero(store.read("done")).tolist() == [*range(10), 2999]
-        assert format1.failures(store) == {"class_002/clip_0000250": "broken"}
+        assert failures(store) == {"class_002/clip_0000250": "broken"}
 
 
 def test_a_build_writes_the_root_metadata_only_when_it_creates_and_ends(tvhi_source, tmp_path,

@@ -28,7 +28,7 @@ from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_
 from flowstore.store.layout import FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUIRED, STRING
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
-           "backend_for", "capabilities", "create_store", "is_url", "open_store",
+           "backend_for", "capabilities", "create_store", "failures", "is_url", "open_store",
            "remove_store", "store_exists"]
 
 
@@ -202,6 +202,19 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
         raise
     return open_store(path, "r+")
+
+
+def failures(store: Store) -> dict[str, str]:
+    """Sample id -> why its last extraction failed, for a store of either format."""
+    if store.format == 1:
+        from flowstore.store import format1
+
+        return format1.failures(store)
+    import numpy as np
+
+    reasons = store.read("failure")
+    ids = store.read("id")
+    return {str(ids[i]): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
 
 
 def remove_store(path: str | Path) -> None:

@@ -6,7 +6,8 @@ the manifest CSV (`manifest`), and `done` / `checksum` as one-chunk arrays. Ever
 (`id`, `label`, `split`, the features, the other attributes) is as in format 2.
 
 Readers (the reader, trainers, `inspect`, `verify`, `show`) read both formats: the only
-format-1 value they need that format 2 keeps elsewhere is the failures (`failures`). A build
+format-1 value they need that format 2 keeps elsewhere is the failures
+(`flowstore.store.failures`). A build
 (or `verify --repair`, which runs one) upgrades a format-1 store in place before it writes
 anything (`upgrade`), so the ledger code knows format 2 only.
 
@@ -32,12 +33,9 @@ ATTRIBUTES = ("failures", "source_files", "source_hashes", "manifest")
 
 
 def failures(store: Store) -> dict[str, str]:
-    """Sample id -> why its extraction failed, for a store of either format."""
-    if store.format == 1:
-        return dict(store.attrs.get("failures", {}))
-    reasons = store.read("failure")
-    ids = store.read("id")
-    return {str(ids[i]): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
+    """Sample id -> failure reason, as format 1 kept it (`flowstore.store.failures` reads
+    either format)."""
+    return dict(store.attrs.get("failures", {}))
 
 
 def ledger(store: Store, source_names: Sequence[str]) -> dict[str, np.ndarray]:
