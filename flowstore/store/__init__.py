@@ -131,12 +131,20 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
         return StoreError(f"{str(path)!r} is not a readable flowstore store "
                           f"({type(exc).__name__}: {exc})")
 
+    from flowstore.store.lock import reader_lock, release_reader_lock
+
+    caps = backend.capabilities(path)
+    # a backend that cannot be read while it is written holds the lock shared while open:
+    # refused in one line naming the build, and a build is refused while it is held
+    held = reader_lock(path) if mode == "r" and not caps.reads_during_build else None
     try:
         store = backend.open(path, mode)
-    except StoreError:  # e.g. an HDF5 store that a build is writing: its own clear line
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        release_reader_lock(held)
+        if isinstance(exc, StoreError) or not isinstance(exc, Exception):
+            raise
         raise unreadable(exc) from exc
+    store.reader_lock = held
     try:
         version = store.format
     except Exception as exc:

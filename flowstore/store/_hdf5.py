@@ -13,7 +13,8 @@ No reading while a build writes: HDF5 does not support a reader of a file that a
 writes (its metadata cache would read structures the writer is changing), except in SWMR mode.
 SWMR needs ``libver="latest"`` (see above: a killed writer would leave the file unopenable) and
 forbids new attributes while writing, where the build records failures and sizes as it goes.
-So a read-only open takes the store's lock shared (`flowstore.store.lock.reader_lock`) until it
+So a read-only open takes the store's lock shared (`flowstore.store.lock.reader_lock`; `open_store`
+takes it for every backend whose capabilities say `reads_during_build=False`) until it
 is closed: it is refused, in one line naming the build, while a build holds the store, and a
 build is refused while a reader has it open. Readers open without HDF5's own OS-level file lock,
 which would refuse them after a killed writer; the flock is what keeps them apart.
@@ -33,7 +34,7 @@ import numpy as np
 from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
                                   check_columns, column_chunks, fsync_path, read_exactly)
 from flowstore.store.layout import BY_NAME
-from flowstore.store.lock import reader_lock, release_reader_lock
+from flowstore.store.lock import release_reader_lock
 
 _STR = h5py.string_dtype("utf-8")
 #: Where `put_column` writes a replacement column before it takes the column's place.
@@ -62,10 +63,8 @@ class HDF5Store(Store):
             shutil.rmtree(location)
         else:
             Path(location).unlink()
-    def __init__(self, file: h5py.File, path: Path, mode: str,
-                 reader_lock: int | None = None) -> None:
+    def __init__(self, file: h5py.File, path: Path, mode: str) -> None:
         self._file = file
-        self._reader_lock = reader_lock  # the shared store lock a read-only open holds
         self._sample_lock = threading.Lock()
         self._entry_synced = False  # the file's name in its folder made durable (`sync_columns`)
         self.path = path
@@ -109,14 +108,11 @@ class HDF5Store(Store):
 
     @classmethod
     def open(cls, path: Path, mode: str) -> "HDF5Store":
+        """(A reader opens without HDF5's own OS-level file lock, which would refuse it after a
+        killed writer: the store lock that `open_store` took keeps it apart from builds.)"""
         if mode != "r":
             return cls(h5py.File(path, mode), path, mode)
-        held = reader_lock(path)  # raises while a build writes the file
-        try:
-            return cls(h5py.File(path, mode, locking=False), path, mode, held)
-        except BaseException:
-            release_reader_lock(held)
-            raise
+        return cls(h5py.File(path, mode, locking=False), path, mode)
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -271,14 +267,14 @@ class HDF5Store(Store):
             self._raw_fd = None
         if self._file:
             self._file.close()
-        release_reader_lock(self._reader_lock)
-        self._reader_lock = None
+        release_reader_lock(self.reader_lock)
+        self.reader_lock = None
 
     def __del__(self) -> None:
         # a reader dropped without close() must not keep builds out for the life of the process
-        if getattr(self, "_reader_lock", None) is not None:
-            release_reader_lock(self._reader_lock)
-            self._reader_lock = None
+        if getattr(self, "reader_lock", None) is not None:
+            release_reader_lock(self.reader_lock)
+            self.reader_lock = None
 
 
 def _create_column(file: h5py.File, name: str, values: np.ndarray) -> None:

@@ -83,6 +83,9 @@ class Store(abc.ABC):
     #: Whether reads from several threads at once run in parallel (decoding outside the GIL).
     #: A reader uses it to choose how many reads to keep in flight.
     concurrent_reads: bool = True
+    #: The store lock held shared by a read-only open of a backend that cannot be read while
+    #: a build writes (`Capabilities.reads_during_build`); its `close` releases it.
+    reader_lock: int | None = None
 
     # -- locations: what a backend does with a store as a whole --------------------------------
     @classmethod
@@ -252,7 +255,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the store; further calls are errors."""
+        """Release the store (and its `reader_lock`, `lock.release_reader_lock`); further calls
+        are errors."""
 
     def __enter__(self) -> "Store":
         return self
