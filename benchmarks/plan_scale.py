@@ -2,7 +2,7 @@
 
 Times `flowstore.build.plan` (split files read, manifest made, every listed clip's size looked
 up, fingerprint hashed) and `open_planned` (the store created: every array, the id/label/split
-columns, the manifest in its attributes) for
+columns) for
 
 - UCF101: the real `ucfTrainTestlist/` (../shared/data/ucf101; 13,320 clips in fold 1's two
   lists) with an empty placeholder file for every listed clip in `UCF-101/<Class>/`, using the

@@ -36,7 +36,7 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
                              remove_store, store_exists)
 from flowstore.store import format1
 from flowstore.store.checksum import file_digest, sample_digest
-from flowstore.store.layout import FORMAT, LEDGER
+from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -240,9 +240,9 @@ class Ledger:
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
         columns = {name: store.read(name) for name in LEDGER}
-        for name in ("checksum", "failure", "source_hash"):
-            columns[name] = columns[name].astype(object)
-        columns["done"] = columns["done"].astype(bool)
+        for name, values in columns.items():  # text as objects: a str array has a fixed width
+            columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
+                                          else BY_NAME[name].dtype)
         return cls(columns, {row.id: i for i, row in enumerate(manifest.rows)})
 
     @property
@@ -254,7 +254,7 @@ class Ledger:
             self.columns[name][index] = value
             self.changed[name].add(index)
 
-    def complete(self, index: int, sample: str, digest: str) -> None:
+    def complete(self, index: int, digest: str) -> None:
         self._set("checksum", index, digest)
         self._set("done", index, True)
         self._set("failure", index, "")
@@ -624,7 +624,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                                         outcome.internal_error)
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
                 elif outcome.reason is None:
-                    ledger.complete(outcome.index, sample, outcome.digest)
+                    ledger.complete(outcome.index, outcome.digest)
                     ledger.record_source(outcome.index, outcome.size, outcome.source_hash)
                     result.computed += 1
                 else:

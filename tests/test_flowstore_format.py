@@ -200,7 +200,7 @@ def _finish_all(ledger: Ledger, store, n: int) -> None:
         if index % 10 == 9:
             ledger.fail(index, f"video file is missing: clip_{index:07d}.mp4")
         else:
-            ledger.complete(index, f"s{index}", f"xxh3_128:{index:032x}")
+            ledger.complete(index, f"xxh3_128:{index:032x}")
             ledger.record_source(index, 1000 + index, f"xxh3_128:{index:032x}")
     ledger.write(store)
 
@@ -247,14 +247,14 @@ def test_a_ledger_write_rewrites_only_the_chunks_that_changed(tmp_path, monkeypa
     monkeypatch.setattr(LocalStore, "set", counting_set)
     with open_store(path, "r+") as store:
         for index in range(10):  # one tick: samples 0-9 (chunk 0) finished
-            ledger.complete(index, f"s{index}", f"xxh3_128:{index:032x}")
+            ledger.complete(index, f"xxh3_128:{index:032x}")
             ledger.record_source(index, 1000, "xxh3_128:" + "0" * 32)
         ledger.fail(250, "broken")  # and sample 250 (chunk 2) failed
         ledger.write(store)
         assert sorted(written) == ["checksum/c/0", "done/c/0", "failure/c/2", "source_hash/c/0",
                                    "source_size/c/0"]
         written.clear()
-        ledger.complete(2999, "s", "xxh3_128:" + "1" * 32)  # the next tick: the last chunk
+        ledger.complete(2999, "xxh3_128:" + "1" * 32)  # the next tick: the last chunk
         ledger.write(store)
         assert sorted(written) == ["checksum/c/29", "done/c/29"]
         written.clear()

@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flowstore.errors import StoreError
-from flowstore.store.layout import STRING, column_chunk
+from flowstore.store.layout import STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
 #: Compression presets, chosen per array by measurement (benchmarks/store_bytes.py):
