@@ -189,7 +189,7 @@ def measure_build(source: Path, store: Path, workers: int, size: int, steps: int
     done, timed = run_timed(command, nice)
     _checked(done, command)
     match = re.search(r"in ([0-9.]+)s \(fingerprint", done.stdout)
-    inspect = [*flowstore_command(), "inspect", str(store), "--json"]
+    inspect = [*flowstore_command(), "inspect", str(store), "--json", "--bytes"]
     summary = json.loads(_checked(subprocess.run(inspect, capture_output=True, text=True),
                                   inspect).stdout)
     if summary["done"] != clips:

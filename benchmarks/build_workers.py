@@ -262,7 +262,7 @@ def profile(source: Path, limit: int, size: int, steps: int, workdir: Path) -> s
     specs = get_dataset("tvhi").specs(params)
     store = create_store(store_path, attrs={}, specs=specs,
                          columns={"id": np.array([p.stem for p in clips], dtype=str)},
-                         num_samples=len(clips))
+                         num_samples=len(clips))  # (label and split: left at their fill)
     phases: dict[str, float] = {}
     counts = {"decoded": 0, "converted": 0, "needed": 0}
 

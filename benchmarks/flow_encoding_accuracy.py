@@ -82,7 +82,7 @@ def run_logged(command: list[str], log) -> tuple[float, float]:
 
 
 def inspect(store: Path) -> dict:
-    out = subprocess.run([*flowstore_command(), "inspect", str(store), "--json"],
+    out = subprocess.run([*flowstore_command(), "inspect", str(store), "--json", "--bytes"],
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
 

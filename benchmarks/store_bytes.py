@@ -70,7 +70,7 @@ def main() -> None:
         with open_store(path) as store:
             done = np.flatnonzero(store.read("done"))
             n = len(done)
-            per = {name: store.info(name).nbytes_stored / n for name in ("flow", "frames", "middle_frame")}
+            per = {name: store.storage_size(name) / n for name in ("flow", "frames", "middle_frame")}
             flows[dtype] = np.stack([store.read("flow", int(i)) for i in done[:8]])
             if frames is None:
                 frames = np.stack([store.read("frames", int(i)) for i in done[:8]])

@@ -32,17 +32,20 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
-from flowstore.store import (Store, backend_for, create_store, is_url, open_store, remove_store,
-                             store_exists)
+from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
+                             remove_store, store_exists)
+from flowstore.store import format1
 from flowstore.store.checksum import file_digest, sample_digest
+from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
 DONE_FLUSH_SECONDS = 1.0
 #: At most this share of the coordinator's time goes to writing the ledger: a ledger whose
-#: write takes longer (its attributes list every source file: 2-4 s for a 270,000-clip
-#: Kinetics store) is written less often than every DONE_FLUSH_SECONDS, else the coordinator
-#: would do little but rewrite it while the workers wait for their next task.
+#: write takes longer (a slow object store) is written less often than every
+#: DONE_FLUSH_SECONDS, else the coordinator would do little but rewrite it while the workers
+#: wait for their next task. (A write rewrites only the chunks of the samples that changed
+#: since the last one, so its cost does not grow with the store.)
 LEDGER_TIME_SHARE = 0.1
 
 
@@ -164,8 +167,9 @@ def build(config: BuildConfig) -> BuildResult:
     """Build or resume the store `config.store`; see the module docstring for the guarantees."""
     start = time.perf_counter()
     planned = plan(config)
-    if config.scheduler and backend_for(config.store).__name__ == "HDF5Store":
-        raise StoreError("an HDF5 store is written by one process; use a .zarr store with --scheduler")
+    if config.scheduler and not capabilities(config.store).parallel_writers:
+        raise StoreError(f"a {backend_for(config.store).name.upper()} store is written by one "
+                         f"process; use a .zarr store with --scheduler")
 
     if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
         Path(config.store).parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +183,10 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
     store = open_planned(config, planned)
     try:
         ledger = Ledger.load(store, manifest)
+        _check_sources(ledger, dataset, manifest, source_files, config.store,
+                       redo=set(config.redo))
+        if config.check_source:
+            _check_source_hashes(ledger, dataset, manifest, Path(config.source), config.store)
         unknown = [sample for sample in config.redo if sample not in ledger.position]
         if unknown:
             raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
@@ -194,11 +202,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
                              already_done=len(selected) - len(todo))
         if todo:
             _run(config, dataset, manifest, store, ledger, todo, result)
-        position = {dataset.source_name(row.id): i for i, row in enumerate(manifest.rows)}
-        ledger.sizes = {**source_files, **{name: size for name, size in ledger.sizes.items()
-                                           if size != source_files.get(name) and name in position
-                                           and ledger.done[position[name]]}}
-        fp = fingerprint(dataset=dataset.name, params=params, source_files=ledger.sizes,
+        fp = fingerprint(dataset=dataset.name, params=params,
+                         source_files=ledger.source_sizes(dataset, manifest, source_files),
                          options=dataset.recorded_options())
         result.fingerprint = fp
         ledger.write(store, durable=config.fsync)
@@ -206,8 +211,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
         store.flush()
         if config.fsync:
             store.sync_columns()
-        result.failures = {manifest.rows[i].id: ledger.failures[manifest.rows[i].id]
-                           for i in selected if manifest.rows[i].id in ledger.failures}
+        result.failures = {manifest.rows[i].id: ledger.columns["failure"][i] for i in selected
+                           if ledger.columns["failure"][i]}
     finally:
         store.close()
     result.seconds = time.perf_counter() - start
@@ -218,48 +223,82 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
 class Ledger:
     """The coordinator's record of which samples are complete; only the coordinator writes it.
 
-    Written in this order: checksums, then `done`, then the failure reasons, so a sample is
-    never marked done without its checksum (with `durable`, the checksums are fsynced before
-    `done` is written, and everything after).
+    The ledger columns (`flowstore.store.layout.LEDGER`: `done`, `checksum`, `failure`,
+    `source_size`, `source_hash`) are held whole in memory and written back changed chunks
+    only: `write` costs what changed since the last write, not the store's size.
+
+    Written in this order: checksums and the source files' sizes and hashes, then `done`, then
+    the failure reasons, so a sample is never marked done without its checksum (with `durable`,
+    the checksums are fsynced before `done` is written, and everything after).
     """
 
-    done: np.ndarray
-    checksum: np.ndarray
-    failures: dict[str, str]
+    columns: dict[str, np.ndarray]
     position: dict[str, int]
-    #: Recorded source file sizes: for a done sample, the size of the file its task read.
-    sizes: dict[str, int | None] = field(default_factory=dict)
-    #: Recorded source file content hashes ("xxh3_128:<hex>"): for a done sample, of the bytes
-    #: its task decoded (what `--check-source` compares).
-    hashes: dict[str, str] = field(default_factory=dict)
+    #: Column -> indices changed since the last `write`.
+    changed: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in LEDGER})
 
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
-        done = store.read("done").astype(bool)
-        position = {row.id: i for i, row in enumerate(manifest.rows)}
-        attrs = store.attrs
-        failures = {k: v for k, v in attrs.get("failures", {}).items()
-                    if k in position and not done[position[k]]}
-        return cls(done, store.read("checksum").astype(object), failures, position,
-                   dict(attrs.get("source_files", {})), dict(attrs.get("source_hashes", {})))
+        columns = {name: store.read(name) for name in LEDGER}
+        for name, values in columns.items():  # text as objects: a str array has a fixed width
+            columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
+                                          else BY_NAME[name].dtype)
+        return cls(columns, {row.id: i for i, row in enumerate(manifest.rows)})
 
-    def complete(self, index: int, sample: str, digest: str) -> None:
-        self.checksum[index] = digest
-        self.done[index] = True
-        self.failures.pop(sample, None)
+    @property
+    def done(self) -> np.ndarray:
+        return self.columns["done"]
+
+    def _set(self, name: str, index: int, value: Any) -> None:
+        if self.columns[name][index] != value:
+            self.columns[name][index] = value
+            self.changed[name].add(index)
+
+    def complete(self, index: int, digest: str) -> None:
+        self._set("checksum", index, digest)
+        self._set("done", index, True)
+        self._set("failure", index, "")
+
+    def record_source(self, index: int, size: int | None, digest: str | None) -> None:
+        """The size and content hash of the source file a done sample was extracted from."""
+        self._set("source_size", index, -1 if size is None else size)
+        self._set("source_hash", index, digest or "")
+
+    def fail(self, index: int, reason: str) -> None:
+        self._set("failure", index, reason)
+
+    def forget_failure(self, index: int) -> None:
+        self._set("failure", index, "")
 
     def reset(self, index: int) -> None:
-        self.done[index] = False
-        self.checksum[index] = ""
+        self._set("done", index, False)
+        self._set("checksum", index, "")
+
+    def recorded_size(self, index: int) -> int | None:
+        size = int(self.columns["source_size"][index])
+        return None if size < 0 else size
+
+    def source_sizes(self, dataset: Dataset, manifest: Manifest,
+                     current: Mapping[str, int | None]) -> dict[str, int | None]:
+        """What the fingerprint hashes: the source files' sizes as they are now, but for a done
+        sample the size of the file its task read."""
+        sizes = dict(current)
+        for index in np.flatnonzero(self.done):
+            sizes[dataset.source_name(manifest.rows[index].id)] = self.recorded_size(index)
+        return sizes
 
     def write(self, store: Store, *, durable: bool = False) -> None:
-        store.update_attrs({"source_files": self.sizes, "source_hashes": self.hashes})
-        store.write("checksum", slice(None), self.checksum.astype(str))
+        def put(names: tuple[str, ...]) -> None:
+            for name in names:
+                if self.changed[name]:
+                    store.write_changed(name, self.columns[name], sorted(self.changed[name]))
+                    self.changed[name].clear()
+
+        put(("checksum", "source_size", "source_hash"))
         if durable:
             store.flush()
             store.sync_columns()
-        store.write("done", slice(None), self.done)
-        store.update_attrs({"failures": self.failures})
+        put(("done", "failure"))
         store.flush()
         if durable:
             store.sync_columns()
@@ -268,84 +307,43 @@ class Ledger:
 # -- opening ---------------------------------------------------------------------------------
 def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                     params: dict[str, Any], source_files: dict[str, int | None], fp: str) -> Store:
+    """The store, open to write: checked to be this build's (and upgraded to format 2 when it
+    is of format 1), or created."""
     path = config.store
     if config.overwrite:
         remove_store(path)
     if store_exists(path):
         store = open_store(path, "r+")
         try:
-            _check_compatible(store, dataset, manifest, params, source_files, path,
-                              redo=set(config.redo))
+            _check_compatible(store, dataset, manifest, params, path)
             _check_arrays(store, dataset.specs(config.params), len(manifest), path)
-            if config.check_source:
-                _check_source_hashes(store, dataset, manifest, Path(config.source), path)
+            if store.format != FORMAT:
+                format1.upgrade(store, [dataset.source_name(row.id) for row in manifest.rows])
         except BaseException:
             store.close()
             raise
         return store
-    return _create_atomically(path, dataset, manifest, config.params, source_files, fp)
-
-
-def _create_atomically(path: Path | str, dataset: Dataset, manifest: Manifest, params: Any,
-                       source_files: dict[str, int | None], fp: str) -> Store:
-    """Create the store under a temporary name, then rename: a half-created store never exists.
-
-    Object stores have no rename; there the store is created in place (its root attributes,
-    which mark it as a flowstore store, are written last).
-    """
-    if is_url(path):
-        temporary = path
-    else:
-        path = Path(path)
-        temporary = path.with_name(f".{path.stem}.creating-{os.getpid()}{path.suffix}")
-        if temporary.is_dir():  # left by an earlier process with our pid: ours to clear
-            shutil.rmtree(temporary)
-        elif temporary.exists():
-            temporary.unlink()
     attrs = {
         "dataset": dataset.name,
         "classes": list(manifest.classes),
-        "params": to_dict(params),
+        "params": to_dict(config.params),
         "options": dataset.recorded_options(),
         "option_paths": dataset.option_paths(),
         "fingerprint": fp,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
-        "source_files": source_files,
-        "failures": {},
-        "manifest": manifest.to_csv(),
     }
-    specs = dataset.specs(params)
-    columns = {
-        "id": np.array([row.id for row in manifest.rows], dtype=str),
-        "label": np.array([row.label for row in manifest.rows], dtype=np.int32),
-        "split": np.array([row.split for row in manifest.rows], dtype=str),
-        "checksum": np.array([""] * len(manifest), dtype=str),
-    }
-    try:
-        create_store(temporary, attrs=attrs, specs=specs, columns=columns,
-                     num_samples=len(manifest)).close()
-        if temporary != path:
-            os.replace(temporary, path)
-    except BaseException as exc:
-        if temporary != path:  # never leave a half-created store (or its bytes) behind
-            shutil.rmtree(temporary, ignore_errors=True) if Path(temporary).is_dir() else \
-                Path(temporary).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            reason = exc.strerror or str(exc).splitlines()[0]
-            raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
-        raise
-    return open_store(path, "r+")
+    columns = {"id": np.array([row.id for row in manifest.rows], dtype=str),
+               "label": np.array([row.label for row in manifest.rows], dtype=np.int32),
+               "split": np.array([row.split for row in manifest.rows], dtype=str)}
+    return create_store(path, attrs=attrs, specs=dataset.specs(config.params), columns=columns,
+                        num_samples=len(manifest))
 
 
 def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params: dict[str, Any],
-                      source_files: dict[str, int | None], path: Path,
-                      redo: set[str] = frozenset()) -> None:
-    """Refuse to mix: other dataset, parameters or manifest, or a done sample's source changed.
-
-    Samples in `redo` are exempt from the last check: they are about to be extracted again from
-    their source as it is now (`verify --repair`), so a change of that file mixes nothing.
-    """
+                      path: Path) -> None:
+    """Refuse to mix: other dataset, parameters, split options or manifest (`_check_sources`
+    refuses a done sample whose source changed). Reads what both formats hold alike."""
     attrs = store.attrs
     hint = "; use --overwrite to rebuild it, or another --store"
     if attrs.get("dataset") != dataset.name:
@@ -366,32 +364,55 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                           if stored_options.get(k) != asked_options.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
                                  f"({diffs}){hint}")
-    if attrs.get("manifest") != manifest.to_csv():
+    if not _same_manifest(store, manifest, attrs):
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
                                  f"(the source's sample list or readme changed){hint}")
-    done = store.read("done").astype(bool)
-    recorded = attrs.get("source_files", {})
-    for index in np.flatnonzero(done):
+
+
+def _same_manifest(store: Store, manifest: Manifest, attrs: Mapping[str, Any]) -> bool:
+    """Whether the store holds `manifest`: its classes, and each sample's id, label and split in
+    order (a manifest row's class is its label's; format 1 also kept the CSV, which says no more)."""
+    if list(attrs.get("classes", [])) != list(manifest.classes):
+        return False
+    if any(row.class_name != manifest.classes[row.label] for row in manifest.rows):
+        return attrs.get("manifest") == manifest.to_csv()  # (no such manifest is made today)
+    ids, labels, splits = store.read("id"), store.read("label"), store.read("split")
+    return (len(ids) == len(manifest)
+            and ids.tolist() == [row.id for row in manifest.rows]
+            and labels.tolist() == [row.label for row in manifest.rows]
+            and splits.tolist() == [row.split for row in manifest.rows])
+
+
+def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
+                   source_files: Mapping[str, int | None], path: Path | str,
+                   redo: set[str] = frozenset()) -> None:
+    """Refuse a store whose done sample's source file changed size since it was extracted.
+
+    Samples in `redo` are exempt: they are about to be extracted again from their source as it
+    is now (`verify --repair`), so a change of that file mixes nothing.
+    """
+    for index in np.flatnonzero(ledger.done):
         if manifest.rows[index].id in redo:
             continue
-        name = str(dataset.source_file(Path("."), manifest.rows[index].id))
-        if recorded.get(name) != source_files.get(name):
+        name = dataset.source_name(manifest.rows[index].id)
+        if ledger.recorded_size(index) != source_files.get(name):
             raise StoreMismatchError(f"source file {name!r} changed since it was written to "
-                                     f"store {str(path)!r}{hint}")
+                                     f"store {str(path)!r}; use --overwrite to rebuild it, or "
+                                     f"another --store")
 
 
-def _check_source_hashes(store: Store, dataset: Dataset, manifest: Manifest, source: Path,
+def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,
                          path: Path | str) -> None:
     """`--check-source`: refuse a store whose done sample's source file now holds other bytes.
 
     Costs one read of every done sample's source file (README, "What a build guarantees").
     """
-    recorded = store.attrs.get("source_hashes", {})
     hint = "; use --overwrite to rebuild it, or another --store"
-    for index in np.flatnonzero(store.read("done").astype(bool)):
+    for index in np.flatnonzero(ledger.done):
         sample = manifest.rows[index].id
-        name = str(dataset.source_file(Path("."), sample))
-        if name not in recorded:
+        name = dataset.source_name(sample)
+        recorded = ledger.columns["source_hash"][index]
+        if not recorded:
             raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
                                      f"{name!r} (written by an older flowstore), so --check-source "
                                      f"cannot check it{hint}")
@@ -400,7 +421,7 @@ def _check_source_hashes(store: Store, dataset: Dataset, manifest: Manifest, sou
         except OSError as exc:
             raise StoreMismatchError(f"source file {name!r} of a done sample cannot be read "
                                      f"({exc.strerror}){hint}") from None
-        if digest != recorded[name]:
+        if digest != recorded:
             raise StoreMismatchError(f"source file {name!r} changed since it was written to "
                                      f"store {str(path)!r} (same size, other content){hint}")
 
@@ -597,19 +618,17 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 if outcome.internal_error is not None:
                     # not the sample's failure: it stays pending (an earlier reason of it is
                     # dropped, as nothing is known of the clip now), and the bug is told as one
-                    ledger.failures.pop(sample, None)
+                    ledger.forget_failure(outcome.index)
                     result.error_log = error_log_path(config.store)
                     _log_internal_error(result.error_log, sample, sources[outcome.index],
                                         outcome.internal_error)
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
                 elif outcome.reason is None:
-                    ledger.complete(outcome.index, sample, outcome.digest)
-                    name = str(dataset.source_file(Path("."), sample))
-                    ledger.sizes[name] = outcome.size
-                    ledger.hashes[name] = outcome.source_hash
+                    ledger.complete(outcome.index, outcome.digest)
+                    ledger.record_source(outcome.index, outcome.size, outcome.source_hash)
                     result.computed += 1
                 else:
-                    ledger.failures[sample] = outcome.reason
+                    ledger.fail(outcome.index, outcome.reason)
                 bar.update()
                 if time.monotonic() - last_flush >= flush_every:
                     began = time.monotonic()

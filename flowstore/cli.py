@@ -160,12 +160,17 @@ def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None
 def inspect(
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    count_bytes: bool = typer.Option(
+        False, "--bytes", help="Also count each array's bytes on disk. This lists every chunk "
+                               "of the store (one file or object per sample and array): "
+                               "minutes for a Kinetics-sized store, many LIST calls on S3."),
 ) -> None:
-    """Show a store's dataset, parameters, counts, failures and per-array storage."""
+    """Show a store's dataset, parameters, counts, failures and arrays (with --bytes, their
+    bytes on disk)."""
     from flowstore.inspect import format_summary, summarize
 
     try:
-        summary = summarize(store)
+        summary = summarize(store, count_bytes=count_bytes)
     except FlowstoreError as exc:
         fail(str(exc))
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))

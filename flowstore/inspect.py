@@ -1,4 +1,9 @@
-"""What is in a store: parameters, counts, failures and per-array storage, as data and as text."""
+"""What is in a store: parameters, counts, failures and arrays, as data and as text.
+
+Opening and summarizing reads the root metadata, each array's metadata and the small columns:
+a fixed number of metadata objects at any size. Bytes on disk (`count_bytes`, `inspect
+--bytes`) need a listing of every chunk, so they are counted only when asked for.
+"""
 
 from __future__ import annotations
 
@@ -10,25 +15,30 @@ from typing import Any
 import numpy as np
 
 from flowstore.manifest import SPLITS
-from flowstore.store import backend_for, open_store
+from flowstore.store import backend_for, failures as read_failures, open_store
 
 
-def summarize(path: str | Path) -> dict[str, Any]:
-    """Everything `flowstore inspect` shows, as a JSON-ready dict. Opens the store read-only."""
+def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
+    """Everything `flowstore inspect` shows, as a JSON-ready dict. Opens the store read-only.
+
+    With `count_bytes`, each array's bytes on disk too (`bytes_stored`, `ratio`; None without),
+    which lists every chunk of the store.
+    """
     with open_store(path, "r") as store:
         attrs = store.attrs
         classes = attrs.get("classes", [])
         labels = store.read("label")
         splits = store.read("split")
         done = store.read("done").astype(bool)
-        failures = attrs.get("failures", {})
+        failures = read_failures(store)
         counts = {split: {name: 0 for name in classes} for split in SPLITS}
         for label, split in zip(labels.tolist(), splits.tolist()):
             counts[split][classes[label]] += 1
         arrays = [store.info(name) for name in store.array_names()]
+        stored = {a.name: store.storage_size(a.name) if count_bytes else None for a in arrays}
     return {
         "path": str(path),
-        "backend": "zarr" if backend_for(path).__name__ == "ZarrStore" else "hdf5",
+        "backend": backend_for(path).name,
         "format": attrs.get("flowstore.format"),
         "dataset": attrs.get("dataset"),
         "fingerprint": attrs.get("fingerprint"),
@@ -44,10 +54,12 @@ def summarize(path: str | Path) -> dict[str, Any]:
         "failures": failures,
         "arrays": [
             {"name": a.name, "shape": list(a.shape), "dtype": a.dtype, "chunks": list(a.chunks),
-             "bytes": a.nbytes, "bytes_stored": a.nbytes_stored, "ratio": round(a.ratio, 3)}
+             "bytes": a.nbytes, "bytes_stored": stored[a.name],
+             "ratio": None if not count_bytes else
+             round(a.nbytes / stored[a.name], 3) if stored[a.name] else 0.0}
             for a in arrays
         ],
-        "bytes_stored": int(sum(a.nbytes_stored for a in arrays)),
+        "bytes_stored": int(sum(stored.values())) if count_bytes else None,
     }
 
 
@@ -70,7 +82,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         *(["options      " + json.dumps(s["options"], sort_keys=True)]
           if s.get("options") else []),
         f"samples      {s['samples']}: {s['done']} done, {s['failed']} failed, "
-        f"{s['pending']} pending; on disk {_size(s['bytes_stored'])}",
+        f"{s['pending']} pending; "
+        + (f"on disk {_size(s['bytes_stored'])}" if s["bytes_stored"] is not None
+           else "bytes on disk: --bytes (lists every chunk)"),
         "",
         "split counts (done/all)",
     ]
@@ -82,11 +96,13 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines.append("  " + "total".ljust(width) + "".join(
         f"{s['done_per_split'].get(sp, 0):>4}/{sum(s['counts'][sp].values()):<3}" for sp in SPLITS))
     lines += ["", "arrays"]
-    lines.append(f"  {'name':<13}{'shape':<24}{'dtype':<9}{'chunks':<22}{'on disk':>11}{'ratio':>8}")
+    counted = s["bytes_stored"] is not None
+    lines.append(f"  {'name':<13}{'shape':<24}{'dtype':<9}{'chunks':<22}"
+                 + (f"{'on disk':>11}{'ratio':>8}" if counted else ""))
     for a in s["arrays"]:
         lines.append(f"  {a['name']:<13}{str(tuple(a['shape'])):<24}{a['dtype']:<9}"
-                     f"{str(tuple(a['chunks'])):<22}{_size(a['bytes_stored']):>11}"
-                     f"{a['ratio']:>7.2f}x")
+                     f"{str(tuple(a['chunks'])):<22}"
+                     + (f"{_size(a['bytes_stored']):>11}{a['ratio']:>7.2f}x" if counted else ""))
     if s["failures"]:
         lines += ["", f"failures ({len(s['failures'])})"]
         from flowstore.build import failure_lines

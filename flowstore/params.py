@@ -15,8 +15,11 @@ from typing import Any, Mapping
 
 from flowstore.errors import ParameterError
 
-#: Store format version written to the root attribute ``flowstore.format``.
-STORE_FORMAT = 1
+#: What the fingerprint hashes as "format": the meaning of a sample's bytes, not the store's
+#: layout (`flowstore.store.layout.FORMAT`). Format 2 moved the per-sample bookkeeping into
+#: columns and changed no sample's bytes, so it kept this at 1: an upgraded format-1 store, and
+#: the same build made anew, keep the fingerprint the trainers' runs recorded.
+CONTENT_FORMAT = 1
 
 FLOW_DTYPES = ("float16", "float32", "uint8")
 
@@ -195,7 +198,7 @@ def fingerprint(*, dataset: str, params: Mapping[str, Any], source_files: Mappin
     as before options existed, so its stores keep their fingerprints.
     """
     payload = {
-        "format": STORE_FORMAT,
+        "format": CONTENT_FORMAT,
         "dataset": dataset,
         "params": dict(params),
         "source_files": dict(sorted(source_files.items())),

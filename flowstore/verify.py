@@ -18,8 +18,7 @@ from flowstore.datasets import get_dataset
 from flowstore.params import from_dict
 from flowstore.store import open_store
 from flowstore.store.checksum import matches
-
-COLUMNS = ("id", "label", "split", "done", "checksum")
+from flowstore.store.layout import COLUMN_NAMES
 
 
 @dataclass
@@ -48,7 +47,7 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         ids = store.read("id")
         done = store.read("done").astype(bool)
         checksums = store.read("checksum")
-        features = [name for name in store.array_names() if name not in COLUMNS]
+        features = [name for name in store.array_names() if name not in COLUMN_NAMES]
         wanted = None if samples is None else set(samples)
         for index in progress_bar(range(len(ids)), enabled=progress, unit="sample",
                                   desc="verify"):
@@ -87,7 +86,7 @@ def _check_dataset_arrays(store, path: str | Path) -> None:
     except (FlowstoreError, TypeError) as exc:
         raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
     expected = {spec.name for spec in dataset.specs(params)}
-    found = set(store.array_names()) - set(COLUMNS)
+    found = set(store.array_names()) - set(COLUMN_NAMES)
     if expected != found:
         missing, extra = sorted(expected - found), sorted(found - expected)
         raise StoreError(f"store {str(path)!r} says dataset {dataset.name!r} but "

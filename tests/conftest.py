@@ -40,6 +40,33 @@ def suffix(request) -> str:
     return request.param
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_env():
+    """A real moto S3 server on 127.0.0.1 with a bucket `features`, for the session: the AWS
+    environment variables that point flowstore (s3fs) at it."""
+    pytest.importorskip("s3fs")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "flowstore-test", "AWS_SECRET_ACCESS_KEY": "flowstore-secret",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
+    import boto3
+
+    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                 aws_access_key_id="x", aws_secret_access_key="y").create_bucket(Bucket="features")
+    yield env
+    server.stop()
+
+
 def in_ci() -> bool:
     """Whether the tests run in CI (`CI=true`, as CI services set it)."""
     return os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")

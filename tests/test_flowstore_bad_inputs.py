@@ -51,7 +51,7 @@ from flowstore.datasets.tvhi import TVHI
 from flowstore.errors import FlowstoreError
 from flowstore.extraction.video import extract_video
 from flowstore.params import VideoParams, fingerprint
-from flowstore.store import open_store
+from flowstore.store import failures, open_store
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
 TINY_PARAMS = VideoParams(size=32, steps=4)  # what TINY_BUILD asks for
@@ -522,7 +522,7 @@ def test_the_good_clips_build_around_the_bad_ones(bad_clips_build):
     with open_store(bad_clips_build["store"]) as store:
         done = dict(zip(store.read("id").tolist(), store.read("done").tolist()))
         assert sorted(s for s, d in done.items() if d) == sorted(GOOD_CLIPS)
-        assert set(store.attrs["failures"]) == {c.sample for c in BAD_CLIPS}
+        assert set(failures(store)) == {c.sample for c in BAD_CLIPS}
         index = store.read("id").tolist().index(SYMLINKED)
         expected = extract_video(bad_clips_build["outside"], TINY_PARAMS)
         np.testing.assert_array_equal(store.read("frames", index), expected.frames)
@@ -832,9 +832,9 @@ def test_a_clip_replaced_after_listing_but_before_reading_is_recorded_as_read(
         index = built.read("id").tolist().index(target)
         if built.read("done")[index]:
             np.testing.assert_array_equal(built.read("frames", index), now.frames)
-            assert built.attrs["source_files"][clip.name] == clip.stat().st_size
+            assert built.read("source_size")[index] == clip.stat().st_size
         else:
-            assert target in built.attrs["failures"]
+            assert target in failures(built)
     again = cli("a clip replaced after the build listed it, before it was read "
                 "(same command again)", *tiny_build_args(tvhi_source, store))
     assert again.returncode == 0, again.stderr
@@ -1124,7 +1124,7 @@ def test_a_repair_whose_clip_no_longer_decodes_names_it_and_builds_nothing_else(
     assert "could not re-extract" in reasons[target] and f"{target}.avi" in reasons[target]
     with open_store(store) as after:
         assert int(after.read("done").sum()) == 2, "no other pending sample is built"
-        assert target in after.attrs["failures"]
+        assert target in failures(after)
 
 
 _WITH_A_BUG = """
@@ -1166,7 +1166,7 @@ def test_a_bug_in_flowstore_is_an_internal_error_not_a_bad_clip(tvhi_source, tmp
     assert f"tracebacks in {log}" in result.stderr
     assert "Traceback (most recent call last)" in log.read_text()
     with open_store(store) as built:
-        assert set(built.attrs["failures"]) == {"hug_0004"}
+        assert set(failures(built)) == {"hug_0004"}
 
 
 # -- the installed console scripts, as `pip install` makes them ---------------------------------

@@ -16,7 +16,7 @@ import zarr
 
 from flowstore.build import BuildConfig, build
 from flowstore.params import VideoParams
-from flowstore.store import open_store
+from flowstore.store import failures, open_store
 from flowstore.synth.tvhi import SynthTVHIConfig, write_avi, write_synthetic_tvhi
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 from tests.reference import reference_tvhi
@@ -155,7 +155,7 @@ def test_bad_clips_are_recorded_and_retried_without_stopping_the_others(tvhi_sou
     assert "missing" in reasons["kiss_0004"] and "1 decodable frame" in reasons["hug_0003"]
     with open_store(store) as s:
         assert s.read("done").sum() == 12
-        assert set(s.attrs["failures"]) == set(reasons)
+        assert set(failures(s)) == set(reasons)
     retry = flowstore_cli(*args)  # retries only the four
     assert retry.returncode == 1 and "0 computed, 12 already done, 4 failed" in retry.stdout
     shutil.copy(tvhi_source / "kiss_0002.avi", tvhi_source / "kiss_0004.avi")
@@ -306,7 +306,7 @@ def test_a_bug_in_a_task_is_an_internal_error_with_a_logged_traceback(tvhi_sourc
     assert "sample hug_0002" in text and "Traceback (most recent call last)" in text
     assert "in extract_with_a_bug" in text and "AttributeError" in text
     with open_store(store) as built:  # not recorded as a bad clip: the sample stays pending
-        assert set(built.attrs["failures"]) == {"kiss_0003"}
+        assert set(failures(built)) == {"kiss_0003"}
         done = dict(zip(built.read("id").tolist(), built.read("done").tolist()))
         assert not done["hug_0002"] and sum(done.values()) == 14
     again = flowstore_cli(*args)  # the bug gone, the same command completes the sample

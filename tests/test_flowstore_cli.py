@@ -25,18 +25,29 @@ def built_store(tiny_tvhi_source, tmp_path_factory):
 
 
 def test_inspect_shows_everything_a_user_needs(built_store):
-    out = flowstore_cli("inspect", built_store)
+    out = flowstore_cli("inspect", built_store, "--bytes")
     assert out.returncode == 0, out.stderr
     text = out.stdout
     for expected in ("dataset      tvhi", "fingerprint  ", '"steps": 4', '"winsize": 5',
                      "16 done, 0 failed, 0 pending", "handShake", "flow", "(16, 4, 32, 32, 2)",
-                     "float16", "(1, 4, 32, 32, 2)", "ratio"):
+                     "float16", "(1, 4, 32, 32, 2)", "ratio", "on disk"):
         assert expected in text, expected
 
 
-def test_inspect_json_is_complete_and_consistent(built_store):
+def test_inspect_counts_bytes_on_disk_only_when_asked(built_store):
+    """Counting bytes on disk lists every chunk (900,000 files for Kinetics): `--bytes` only,
+    and its help says so."""
+    text = flowstore_cli("inspect", built_store).stdout
+    assert "bytes on disk: --bytes (lists every chunk)" in text and "on disk " not in text
     summary = json.loads(flowstore_cli("inspect", built_store, "--json").stdout)
-    assert summary["dataset"] == "tvhi" and summary["format"] == 1
+    assert summary["bytes_stored"] is None and summary["arrays"][0]["bytes_stored"] is None
+    shown = flowstore_cli("inspect", "--help").stdout
+    assert "This lists every chunk" in " ".join(shown.replace("│", " ").split())
+
+
+def test_inspect_json_is_complete_and_consistent(built_store):
+    summary = json.loads(flowstore_cli("inspect", built_store, "--json", "--bytes").stdout)
+    assert summary["dataset"] == "tvhi" and summary["format"] == 2
     assert len(summary["fingerprint"]) == 64
     assert summary["params"]["farneback"]["poly_sigma"] == 1.2
     assert summary["counts"]["test"] == {"handShake": 2, "highFive": 2, "hug": 2, "kiss": 2}

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from flowstore.errors import StoreError
-from flowstore.store import open_store
+from flowstore.store import failures, open_store
 from flowstore.store.lock import lock_path, writer_lock
 from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
 from tests.conftest import assert_one_line_error, flowstore_cli
@@ -59,5 +59,5 @@ def test_two_concurrent_builds_one_builds_the_other_refuses(tmp_path):
     assert first.returncode == 0, err
     assert "24 computed" in out
     with open_store(store) as s:  # the refused build did not disturb the store
-        assert s.read("done").all() and s.attrs["failures"] == {}
+        assert s.read("done").all() and failures(s) == {}
         assert np.abs(s.read("flow").astype(np.float32)).sum() > 0

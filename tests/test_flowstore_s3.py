@@ -7,35 +7,14 @@ variables; the test checks they are never written into the store.
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from tests.conftest import free_port as _free_port
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "flowstore-test", "AWS_SECRET_ACCESS_KEY": "flowstore-secret",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-    import boto3
-
-    boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
-                 aws_access_key_id="x", aws_secret_access_key="y").create_bucket(Bucket="features")
-    yield env
-    server.stop()
+pytest.importorskip("moto.server")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +28,7 @@ def s3_store(s3_env, tiny_tvhi_source):
 
 
 def test_build_inspect_and_verify_on_s3(s3_env, s3_store, tiny_tvhi_source, tmp_path):
-    summary = json.loads(flowstore_cli("inspect", s3_store, "--json", env=s3_env).stdout)
+    summary = json.loads(flowstore_cli("inspect", s3_store, "--json", "--bytes", env=s3_env).stdout)
     assert summary["done"] == 16 and summary["backend"] == "zarr" and summary["bytes_stored"] > 0
     assert "flowstore-secret" not in json.dumps(summary) and "127.0.0.1" not in json.dumps(summary)
     assert flowstore_cli("verify", s3_store, "-q", env=s3_env).returncode == 0

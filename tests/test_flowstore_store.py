@@ -1,9 +1,11 @@
-"""One contract, two backends: every test here runs against Zarr v3 and HDF5."""
+"""One contract, three backends: `tests/store_contract.py` runs against Zarr on a local disk,
+HDF5, and Zarr on S3 (a moto server); then what is particular to each backend."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import uuid
 from pathlib import Path
 
 import h5py
@@ -12,119 +14,43 @@ import pytest
 import zarr
 
 from flowstore.errors import StoreError
-from flowstore.store import STRING, ArraySpec, create_store, open_store, remove_store
-
-SPECS = [ArraySpec("pixels", (4, 4, 3), "uint8"), ArraySpec("flow", (2, 4, 4, 2), "float16")]
-COLUMNS = {"id": np.array(["a_001", "b_002", "c_003"]), "label": np.array([0, 1, 0], np.int32),
-           "split": np.array(["train", "val", "test"])}
-ATTRS = {"dataset": "toy", "classes": ["a", "b"], "params": {"size": 4, "nested": {"k": 1.5}},
-         "failures": {}}
+from flowstore.store import ArraySpec, create_store, open_store, remove_store
+from tests.store_contract import ATTRS, COLUMNS, SPECS, StoreContract
 
 
-@pytest.fixture
-def store_path(tmp_path, suffix):
-    path = tmp_path / f"toy{suffix}"
-    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
-    return path
+class TestZarrLocal(StoreContract):
+    @pytest.fixture
+    def location(self, tmp_path):
+        return tmp_path / "toy.zarr"
 
 
-class TestStoreContract:
-    def test_columns_and_attrs_round_trip(self, store_path):
-        with open_store(store_path) as store:
-            assert store.num_samples == 3
-            assert store.read("id").tolist() == ["a_001", "b_002", "c_003"]
-            assert store.read("split", 1) == "val"
-            assert store.read("label").tolist() == [0, 1, 0]
-            assert store.read("done").tolist() == [False, False, False]
-            attrs = store.attrs
-            assert attrs["flowstore.format"] == 1
-            assert attrs["params"] == {"size": 4, "nested": {"k": 1.5}}
-            assert attrs["classes"] == ["a", "b"]
+class TestHDF5(StoreContract):
+    @pytest.fixture
+    def location(self, tmp_path):
+        return tmp_path / "toy.h5"
 
-    def test_per_sample_chunks_and_dtypes(self, store_path):
-        with open_store(store_path) as store:
-            info = store.info("flow")
-            assert info.shape == (3, 2, 4, 4, 2) and info.chunks == (1, 2, 4, 4, 2)
-            assert info.dtype == "float16"
-            assert store.info("id").dtype == STRING
-            assert set(store.array_names()) >= {"id", "label", "split", "done", "pixels", "flow"}
 
-    def test_write_then_reopen(self, store_path):
-        value = np.arange(48, dtype=np.uint8).reshape(4, 4, 3)
-        with open_store(store_path, "r+") as store:
-            store.write("pixels", 1, value)
-            store.write("done", slice(None), np.array([False, True, False]))
-            store.update_attrs({"failures": {"c_003": "bad"}})
-            store.flush()
-        with open_store(store_path) as store:
-            np.testing.assert_array_equal(store.read("pixels", 1), value)
-            assert not store.read("pixels", 0).any()  # unwritten samples read as zeros
-            assert store.read("done").tolist() == [False, True, False]
-            assert store.attrs["failures"] == {"c_003": "bad"}
-            assert store.info("pixels").nbytes_stored > 0
+class TestZarrS3(StoreContract):
+    @pytest.fixture
+    def location(self, s3_env, monkeypatch):
+        for key, value in s3_env.items():
+            monkeypatch.setenv(key, value)
+        return f"s3://features/contract/{uuid.uuid4().hex}.zarr"
 
-    def test_read_into_fills_a_given_buffer_with_one_sample(self, store_path):
-        value = np.arange(64, dtype=np.float16).reshape(2, 4, 4, 2)
-        with open_store(store_path, "r+") as store:
-            store.write_sample(2, {"flow": value})
-        with open_store(store_path) as store:
-            batch = np.full((2, 2, 4, 4, 2), 9, np.float16)
-            store.read_into("flow", 2, batch[1])  # a view into a larger buffer
-            np.testing.assert_array_equal(batch[1], value)
-            assert (batch[0] == 9).all()  # nothing else touched
-            store.read_into("flow", 0, batch[0])
-            assert not batch[0].any()  # an unwritten sample reads as zeros
 
-    @pytest.mark.parametrize("name,value", [
-        ("flow", np.ones((2, 4, 4, 2), np.float32)),  # another dtype: zarr would cast it
-        ("flow", np.ones((2, 4, 5, 2), np.float16)),  # another shape: zarr would write it
-        ("pixels", np.ones((4, 4), np.uint8)),
-    ], ids=["dtype", "shape", "rank"])
-    def test_a_sample_of_another_layout_is_refused_and_nothing_written(self, store_path, name,
-                                                                       value):
-        """Issue 12, item 2: a writer whose arrays do not match the store fails the sample."""
-        good = np.full((4, 4, 3), 7, np.uint8)
-        with open_store(store_path, "r+") as store:
-            with pytest.raises(StoreError, match=f"array '{name}' is .* but the store holds"):
-                store.write_sample(1, {"pixels": good, name: value})
-        with open_store(store_path) as store:
-            assert not store.read("pixels", 1).any() and not store.read("flow", 1).any()
-
-    def test_missing_and_foreign_paths_are_store_errors(self, tmp_path, suffix):
-        with pytest.raises(StoreError, match="no store at"):
-            open_store(tmp_path / f"nothing{suffix}")
-        foreign = tmp_path / f"foreign{suffix}"
-        if suffix == ".zarr":
-            zarr.open_group(str(foreign), mode="w")
-        else:
-            h5py.File(foreign, "w").close()
-        with pytest.raises(StoreError, match="not a flowstore store"):
-            open_store(foreign)
-        with pytest.raises(StoreError, match="not a flowstore store"):
-            remove_store(foreign)  # --overwrite must not delete what it did not write
-        assert foreign.exists()
-
-    def test_other_format_version_is_refused(self, store_path):
-        with open_store(store_path, "r+") as store:
-            store.update_attrs({"flowstore.format": 99})
-        with pytest.raises(StoreError, match="format 99"):
-            open_store(store_path)
-
-    def test_read_only_store_refuses_writes(self, store_path):
-        """Every kind of write to a store opened "r" is the same StoreError on both backends
-        (not zarr's ValueError or h5py's OSError), and changes nothing."""
-        pixels = np.full((4, 4, 3), 7, np.uint8)
-        writes = {"write": lambda store: store.write("pixels", 0, pixels),
-                  "write_sample": lambda store: store.write_sample(0, {"pixels": pixels}),
-                  "update_attrs": lambda store: store.update_attrs({"failures": {"a": "x"}})}
-        for what, write in writes.items():
-            with open_store(store_path, "r") as store:
-                with pytest.raises(StoreError, match=r"is open read-only \(mode 'r'\)") as error:
-                    write(store)
-                assert str(store_path) in str(error.value), what
-        with open_store(store_path) as store:
-            assert not store.read("pixels", 0).any()
-            assert store.attrs["failures"] == {}
+def test_missing_and_foreign_paths_are_store_errors(tmp_path, suffix):
+    with pytest.raises(StoreError, match="no store at"):
+        open_store(tmp_path / f"nothing{suffix}")
+    foreign = tmp_path / f"foreign{suffix}"
+    if suffix == ".zarr":
+        zarr.open_group(str(foreign), mode="w")
+    else:
+        h5py.File(foreign, "w").close()
+    with pytest.raises(StoreError, match="not a flowstore store"):
+        open_store(foreign)
+    with pytest.raises(StoreError, match="not a flowstore store"):
+        remove_store(foreign)  # --overwrite must not delete what it did not write
+    assert foreign.exists()
 
 
 def test_a_reopened_zarr_store_writes_all_zero_samples_as_chunks(store_path_zarr):

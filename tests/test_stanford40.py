@@ -21,7 +21,7 @@ from flowstore.extraction._cv import cv2
 from flowstore.extraction.image import extract_image
 from flowstore.manifest import SPLITS
 from flowstore.params import EXTRACTION_VERSION, ImageParams
-from flowstore.store import open_store
+from flowstore.store import failures, open_store
 from flowstore.synth import synthetic_source
 from flowstore.synth.stanford40 import (SynthStanford40Config, class_cue,
                                         write_synthetic_stanford40)
@@ -319,7 +319,7 @@ def test_bad_images_fail_alone_are_listed_and_retried_alone(tiny_source, tmp_pat
     with open_store(store) as built:
         done = dict(zip(built.read("id").tolist(), built.read("done").tolist()))
         assert {k for k, v in done.items() if not v} == {corrupt, empty, missing}
-        assert set(built.attrs["failures"]) == {corrupt, empty, missing}
+        assert set(failures(built)) == {corrupt, empty, missing}
 
     again = flowstore_cli(*args)  # nothing fixed: only the three are tried, and fail again
     assert again.returncode == 1
@@ -331,7 +331,7 @@ def test_bad_images_fail_alone_are_listed_and_retried_alone(tiny_source, tmp_pat
     assert fixed.returncode == 0, fixed.stderr
     assert "3 computed, 89 already done, 0 failed of 92 selected" in fixed.stdout
     with open_store(store) as built:
-        assert built.read("done").all() and built.attrs["failures"] == {}
+        assert built.read("done").all() and failures(built) == {}
         position = built.read("id").tolist().index(corrupt)
         np.testing.assert_array_equal(built.read("image", position),
                                       reference_image(images / f"{corrupt}.jpg", SIZE))
@@ -393,7 +393,7 @@ def test_inspect_shows_a_stanford40_store(stores):
                          "92 done, 0 failed, 0 pending", "blowing_bubbles", "image",
                          "(92, 32, 32, 3)", "uint8", "(1, 32, 32, 3)", " 72/72 ", " 8/8 ", " 12/12"):
             assert expected in text.stdout, (suffix, expected, text.stdout)
-        summary = json.loads(runner.invoke(app, ["inspect", str(path), "--json"]).stdout)
+        summary = json.loads(runner.invoke(app, ["inspect", str(path), "--json", "--bytes"]).stdout)
         assert summary["dataset"] == "stanford40" and summary["classes"] == list(ACTIONS[:4])
         assert summary["backend"] == ("zarr" if suffix == ".zarr" else "hdf5")
         assert summary["samples"] == summary["done"] == 92 and summary["failures"] == {}

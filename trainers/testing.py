@@ -78,7 +78,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
     fingerprint = hashlib.sha256(
         json.dumps([dataset, params, ids, seed], sort_keys=True).encode()).hexdigest()
     attrs = {"dataset": dataset, "classes": list(classes), "params": params,
-             "fingerprint": fingerprint, "failures": {}}
+             "fingerprint": fingerprint}
     store = create_store(path, attrs=attrs, specs=specs, num_samples=n,
                          columns={"id": np.array(ids), "label": np.array(labels, dtype=np.int64),
                                   "split": np.array(splits)})

@@ -1,29 +1,59 @@
-"""Open, create and remove stores; the suffix picks the backend (`.zarr` or `.h5`).
+"""Open, create, publish and remove stores; a registry of suffixes picks the backend.
 
 Readers need nothing else from flowstore: `open_store(path)` gives a `Store` whose `read`,
-`attrs` and `info` work the same for both backends.
+`attrs` and `info` work the same for every backend.
 
-A store is a local path or, for Zarr, an fsspec URL such as ``s3://bucket/prefix/tvhi.zarr``.
-Credentials and endpoints come from the environment the usual way (``AWS_ACCESS_KEY_ID``,
-``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``~/.aws/``) and are never written anywhere.
+A store is a local path or, for a backend that takes them (Zarr), an fsspec URL such as
+``s3://bucket/prefix/tvhi.zarr``. Credentials and endpoints come from the environment the usual
+way (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``~/.aws/``) and
+are never written anywhere.
+
+What differs between backends is asked of them (`capabilities`: writer lock, rename, readers
+during a build, several writing processes), never read from their class names. A new backend
+is one module defining a `Store` subclass, one line in `BACKENDS`, and a subclass of the shared
+test class in `tests/store_contract.py`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
+import importlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from flowstore.errors import StoreError
-from flowstore.params import STORE_FORMAT
-from flowstore.store.base import STRING, ArrayInfo, ArraySpec, Store
+from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
+from flowstore.store.layout import FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUIRED, STRING
 
-__all__ = ["STRING", "ArrayInfo", "ArraySpec", "Store", "backend_for", "create_store", "is_url",
-           "open_store", "remove_store", "store_exists"]
+__all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
+           "backend_for", "capabilities", "create_store", "failures", "is_url", "open_store",
+           "remove_store", "store_exists"]
 
-ZARR_SUFFIXES = (".zarr",)
-HDF5_SUFFIXES = (".h5", ".hdf5")
+
+@dataclass(frozen=True)
+class Backend:
+    """One registry entry: the suffixes it claims, whether it takes URLs, and its module
+    (imported on first use: zarr and h5py load only when a store of theirs is used)."""
+
+    name: str
+    #: How messages name it.
+    label: str
+    suffixes: tuple[str, ...]
+    module: str
+    #: fsspec URLs (s3://, gs://, memory://, ...) as well as local paths.
+    urls: bool
+
+    def load(self) -> type[Store]:
+        return importlib.import_module(self.module).BACKEND
+
+
+#: The backends, by suffix (case-insensitive).
+BACKENDS = (
+    Backend("zarr", "Zarr v3", (".zarr",), "flowstore.store._zarr", urls=True),
+    Backend("hdf5", "HDF5", (".h5", ".hdf5"), "flowstore.store._hdf5", urls=False),
+)
 
 
 def is_url(path: str | Path) -> bool:
@@ -32,22 +62,37 @@ def is_url(path: str | Path) -> bool:
 
 
 def backend_for(path: str | Path) -> type[Store]:
-    """The backend class for a store path, chosen by its suffix."""
+    """The backend class for a store path, chosen by its suffix (and by whether it is a URL).
+
+    Raises:
+        StoreError: no backend claims the suffix, or the one that does takes no URLs.
+    """
     name = str(path).rstrip("/").lower()
-    if name.endswith(ZARR_SUFFIXES):
-        from flowstore.store._zarr import ZarrStore
-        return ZarrStore
-    if name.endswith(HDF5_SUFFIXES):
-        if is_url(path):
-            raise StoreError(f"HDF5 stores must be local files; use a .zarr URL, got {str(path)!r}")
-        from flowstore.store._hdf5 import HDF5Store
-        return HDF5Store
-    raise StoreError(f"store path must end in .zarr (Zarr v3) or .h5 (HDF5), got {str(path)!r}")
+    for backend in BACKENDS:
+        if name.endswith(backend.suffixes):
+            if is_url(path) and not backend.urls:
+                raise StoreError(f"{backend.label} stores must be local files; use a "
+                                 f"{_url_suffix()} URL, got {str(path)!r}")
+            return backend.load()
+    suffixes = " or ".join(f"{b.suffixes[0]} ({b.label})" for b in BACKENDS)
+    raise StoreError(f"store path must end in {suffixes}, got {str(path)!r}")
+
+
+def _url_suffix() -> str:
+    return next(b.suffixes[0] for b in BACKENDS if b.urls)
+
+
+def capabilities(path: str | Path) -> Capabilities:
+    """What the backend of `path` offers there (`Capabilities`)."""
+    return backend_for(path).capabilities(_as_location(path))
 
 
 @contextlib.contextmanager
-def _remote(path: str | Path) -> Iterator[None]:
+def remote_errors(path: str | Path) -> Iterator[None]:
     """Turn an object-store failure (no bucket, bad credentials, no endpoint) into one line."""
+    if not is_url(path):
+        yield
+        return
     try:
         yield
     except StoreError:
@@ -58,25 +103,21 @@ def _remote(path: str | Path) -> Iterator[None]:
 
 
 def store_exists(path: str | Path) -> bool:
-    if not is_url(path):
-        return Path(path).exists()
-    import fsspec
-
-    with _remote(path):
-        fs, root = fsspec.core.url_to_fs(str(path))
-        return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
+    path = _as_location(path)
+    backend = backend_for(path)
+    with remote_errors(path):
+        return backend.exists(path)
 
 
 def _as_location(path: str | Path) -> str | Path:
     return str(path).rstrip("/") if is_url(path) else Path(path)
 
 
-#: Arrays every flowstore store has, whatever its dataset (a build also checks `checksum`).
-COLUMNS = ("id", "label", "split", "done")
-
-
 def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True) -> Store:
     """Open an existing flowstore store read-only ("r") or for appending ("r+").
+
+    Reads a fixed number of metadata objects whatever the store's size (the root's, and each
+    array's when it is first used): nothing here lists chunks.
 
     Raises:
         StoreError: the path is missing, is not a flowstore store, or has another format.
@@ -90,43 +131,98 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
         return StoreError(f"{str(path)!r} is not a readable flowstore store "
                           f"({type(exc).__name__}: {exc})")
 
+    from flowstore.store.lock import reader_lock, release_reader_lock
+
+    caps = backend.capabilities(path)
+    # a backend that cannot be read while it is written holds the lock shared while open:
+    # refused in one line naming the build, and a build is refused while it is held
+    held = reader_lock(path) if mode == "r" and not caps.reads_during_build else None
     try:
         store = backend.open(path, mode)
-    except StoreError:  # e.g. an HDF5 store that a build is writing: its own clear line
-        raise
-    except Exception as exc:
+    except BaseException as exc:
+        release_reader_lock(held)
+        if isinstance(exc, StoreError) or not isinstance(exc, Exception):
+            raise
         raise unreadable(exc) from exc
+    store.reader_lock = held
     try:
-        attrs = store.attrs
+        version = store.format
     except Exception as exc:
         store.close()  # (and with it an HDF5 reader's hold on the store lock)
         raise unreadable(exc) from exc
-    version = attrs.get("flowstore.format")
     if version is None:
         store.close()
-        raise StoreError(f"{str(path)!r} is not a flowstore store (no 'flowstore.format' attribute)")
-    if version != STORE_FORMAT:
+        raise StoreError(f"{str(path)!r} is not a flowstore store (no {FORMAT_ATTR!r} attribute)")
+    if version not in READABLE_FORMATS:
         store.close()
         raise StoreError(f"{str(path)!r} has store format {version!r}; this flowstore reads "
-                         f"format {STORE_FORMAT}")
-    missing = [name for name in COLUMNS if name not in store.array_names()] if check_columns else []
-    if missing:
-        store.close()
-        raise StoreError(f"store {str(path)!r} is damaged: it has no {missing[0]!r} array; "
-                         f"delete it or rebuild it with --overwrite")
+                         f"format {' and '.join(map(str, READABLE_FORMATS))}")
+    if check_columns:
+        names = set(store.array_names())
+        missing = [name for name in REQUIRED[version] if name not in names]
+        if missing:
+            store.close()
+            raise StoreError(f"store {str(path)!r} is damaged: it has no {missing[0]!r} array; "
+                             f"delete it or rebuild it with --overwrite")
     return store
 
 
 def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
                  columns: Mapping[str, Any], num_samples: int) -> Store:
-    """Create a new store with its per-sample arrays empty and `done` all false."""
+    """Create a store and return it open for writing: every column of the layout (`columns`
+    gives `id`, `label`, `split`; the ledger starts empty), an empty array per spec.
+
+    Published atomically: where the backend can rename, the store is made under a temporary
+    name beside `path` and renamed into place, so a half-created store never exists there;
+    elsewhere (object storage) it is made in place with its root attributes, which mark it as
+    a flowstore store, written last.
+
+    Raises:
+        StoreError: the folder is missing, or the store cannot be written (one line).
+    """
     path = _as_location(path)
+    backend = backend_for(path)
     if isinstance(path, Path) and not path.parent.exists():
         raise StoreError(f"the folder of store {str(path)!r} does not exist")
-    attrs = {"flowstore.format": STORE_FORMAT, **attrs}
-    with _remote(path) if is_url(path) else contextlib.nullcontext():
-        return backend_for(path).create(path, attrs=attrs, specs=specs, columns=columns,
-                                        num_samples=num_samples)
+    attrs = {FORMAT_ATTR: FORMAT, **attrs}
+    values = all_columns(num_samples, columns)
+    if backend.capabilities(path).rename:
+        temporary: str | Path = path.with_name(f".{path.stem}.creating-{os.getpid()}{path.suffix}")
+        if backend.exists(temporary):  # left by an earlier process with our pid: ours to clear
+            backend.remove(temporary)
+    else:
+        temporary = path
+        if store_exists(path):
+            raise StoreError(f"cannot create store {str(path)!r}: something is there already")
+    try:
+        with remote_errors(path):
+            backend.create(temporary, attrs=attrs, specs=specs, columns=values,
+                           num_samples=num_samples).close()
+        if temporary != path:
+            os.replace(temporary, path)
+    except BaseException as exc:
+        # never leave a half-created store (or its bytes) behind; the place was empty before
+        with contextlib.suppress(Exception):
+            if backend.exists(temporary):
+                backend.remove(temporary)
+        if isinstance(exc, OSError):
+            reason = exc.strerror or str(exc).splitlines()[0]
+            raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
+        raise
+    return open_store(path, "r+")
+
+
+def failures(store: Store) -> dict[str, str]:
+    """Sample id -> why its last extraction failed, for a store of either format."""
+    if store.format == 1:
+        from flowstore.store import format1
+
+        return format1.failures(store)
+    import numpy as np
+
+    reasons = store.read("failure")
+    ids = store.read("id")
+    return {str(ids[i]): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
 
 
 def remove_store(path: str | Path) -> None:
@@ -138,13 +234,5 @@ def remove_store(path: str | Path) -> None:
     if not store_exists(path):
         return
     open_store(path, "r", check_columns=False).close()  # raises unless it is a flowstore store
-    if is_url(path):
-        import fsspec
-
-        with _remote(path):
-            fs, root = fsspec.core.url_to_fs(str(path))
-            fs.rm(root, recursive=True)
-    elif path.is_dir():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
+    with remote_errors(path):
+        backend_for(path).remove(path)

@@ -13,7 +13,8 @@ No reading while a build writes: HDF5 does not support a reader of a file that a
 writes (its metadata cache would read structures the writer is changing), except in SWMR mode.
 SWMR needs ``libver="latest"`` (see above: a killed writer would leave the file unopenable) and
 forbids new attributes while writing, where the build records failures and sizes as it goes.
-So a read-only open takes the store's lock shared (`flowstore.store.lock.reader_lock`) until it
+So a read-only open takes the store's lock shared (`flowstore.store.lock.reader_lock`; `open_store`
+takes it for every backend whose capabilities say `reads_during_build=False`) until it
 is closed: it is refused, in one line naming the build, while a build holds the store, and a
 build is refused while a reader has it open. Readers open without HDF5's own OS-level file lock,
 which would refuse them after a killed writer; the flock is what keeps them apart.
@@ -30,18 +31,40 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
-from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
-                                  fsync_path, read_exactly)
-from flowstore.store.lock import reader_lock, release_reader_lock
+from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
+                                  check_columns, column_chunks, fsync_path, read_exactly)
+from flowstore.store.layout import BY_NAME
+from flowstore.store.lock import release_reader_lock
 
 _STR = h5py.string_dtype("utf-8")
+#: Where `put_column` writes a replacement column before it takes the column's place.
+_UPGRADE_PREFIX = "_upgrade_"
 
 
 class HDF5Store(Store):
-    def __init__(self, file: h5py.File, path: Path, mode: str,
-                 reader_lock: int | None = None) -> None:
+    name = "hdf5"
+
+    @classmethod
+    def capabilities(cls, location: Path | str) -> Capabilities:
+        """One local file: an flock beside it, a rename into place; no reader while a build
+        writes (see the module docstring), and one writing process."""
+        return Capabilities(writer_lock=True, rename=True, reads_during_build=False,
+                            parallel_writers=False)
+
+    @classmethod
+    def exists(cls, location: Path | str) -> bool:
+        return Path(location).exists()
+
+    @classmethod
+    def remove(cls, location: Path | str) -> None:
+        if Path(location).is_dir():
+            import shutil
+
+            shutil.rmtree(location)
+        else:
+            Path(location).unlink()
+    def __init__(self, file: h5py.File, path: Path, mode: str) -> None:
         self._file = file
-        self._reader_lock = reader_lock  # the shared store lock a read-only open holds
         self._sample_lock = threading.Lock()
         self._entry_synced = False  # the file's name in its folder made durable (`sync_columns`)
         self.path = path
@@ -68,11 +91,7 @@ class HDF5Store(Store):
         check_columns(num_samples, columns)
         file = h5py.File(path, "w-")
         for name, values in columns.items():
-            values = np.asarray(values)
-            if values.dtype.kind in "UOT":
-                file.create_dataset(name, data=values.astype(object), dtype=_STR)
-            else:
-                file.create_dataset(name, data=values)
+            _create_column(file, name, values)
         for spec in specs:
             file.create_dataset(spec.name, shape=(num_samples, *spec.sample_shape),
                                 dtype=_STR if spec.dtype == STRING else spec.dtype,
@@ -82,7 +101,6 @@ class HDF5Store(Store):
                                 # (it only moves bytes of multi-byte values)
                                 shuffle=bool(num_samples) and spec.codec == "shuffled-lz4"
                                 and spec.dtype != STRING and np.dtype(spec.dtype).itemsize > 1)
-        file.create_dataset("done", data=np.zeros(num_samples, dtype=bool))
         store = cls(file, path, "r+")
         store.update_attrs(attrs)
         store.flush()
@@ -90,21 +108,18 @@ class HDF5Store(Store):
 
     @classmethod
     def open(cls, path: Path, mode: str) -> "HDF5Store":
+        """(A reader opens without HDF5's own OS-level file lock, which would refuse it after a
+        killed writer: the store lock that `open_store` took keeps it apart from builds.)"""
         if mode != "r":
             return cls(h5py.File(path, mode), path, mode)
-        held = reader_lock(path)  # raises while a build writes the file
-        try:
-            return cls(h5py.File(path, mode, locking=False), path, mode, held)
-        except BaseException:
-            release_reader_lock(held)
-            raise
+        return cls(h5py.File(path, mode, locking=False), path, mode)
 
     @property
     def attrs(self) -> dict[str, Any]:
         return {key: json.loads(value) for key, value in self._file.attrs.items()}
 
     def array_names(self) -> list[str]:
-        return sorted(self._file.keys())
+        return sorted(name for name in self._file.keys() if not name.startswith(_UPGRADE_PREFIX))
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         dataset = self._file[name]
@@ -166,8 +181,10 @@ class HDF5Store(Store):
         return ArrayInfo(name=name, shape=tuple(dataset.shape),
                          dtype=STRING if is_text else str(dataset.dtype),
                          chunks=tuple(dataset.chunks or dataset.shape),
-                         nbytes=int(np.prod(dataset.shape)) * itemsize,
-                         nbytes_stored=int(dataset.id.get_storage_size()))
+                         nbytes=int(np.prod(dataset.shape)) * itemsize)
+
+    def storage_size(self, name: str) -> int:
+        return int(self._file[name].id.get_storage_size())
 
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
                      durable: bool = False) -> None:
@@ -195,11 +212,49 @@ class HDF5Store(Store):
         return tuple(dataset.shape[1:]), dataset.dtype
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
+        """(Text columns: only the changed span of a column is ever rewritten, see
+        `Store.write_changed`: each string rewritten takes new room in the file's heap, and
+        HDF5 does not give the old room back.)"""
         self.check_writable()
-        self._file[name][index] = value
+        value = np.asarray(value)
+        self._file[name][index] = value.astype(object) if value.dtype.kind == "U" else value
 
-    def update_attrs(self, values: Mapping[str, Any]) -> None:
+    def put_column(self, name: str, values: np.ndarray) -> None:
+        """Written beside the old column under a temporary name and flushed; then the old
+        column is renamed aside, the new one renamed into its place (two link changes in the
+        root group, put back if the second fails) and the old one deleted, and the file flushed
+        again. HDF5 writes its metadata at a flush, so a process killed before the second
+        flush leaves the old column."""
         self.check_writable()
+        temporary, retired = _UPGRADE_PREFIX + name, f"{_UPGRADE_PREFIX}old_{name}"
+        if name not in self._file and retired in self._file:  # an upgrade killed between renames
+            self._file.move(retired, name)
+        for leftover in (temporary, retired):
+            if leftover in self._file:
+                del self._file[leftover]
+        if name in self._file and self._file[name].chunks == column_chunks(len(values)):
+            self._file[name][:] = _as_written(np.asarray(values))
+            self.flush()
+            return
+        _create_column(self._file, temporary, np.asarray(values))
+        self.flush()
+        if name in self._file:
+            self._file.move(name, retired)
+        try:
+            self._file.move(temporary, name)
+        except BaseException:
+            if retired in self._file and name not in self._file:
+                self._file.move(retired, name)
+            raise
+        if retired in self._file:
+            del self._file[retired]
+        self.flush()
+
+    def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
+        self.check_writable()
+        for key in remove:
+            if key in self._file.attrs:
+                del self._file.attrs[key]
         for key, value in values.items():
             self._file.attrs[key] = json.dumps(value, sort_keys=True)
 
@@ -212,14 +267,29 @@ class HDF5Store(Store):
             self._raw_fd = None
         if self._file:
             self._file.close()
-        release_reader_lock(self._reader_lock)
-        self._reader_lock = None
+        release_reader_lock(self.reader_lock)
+        self.reader_lock = None
 
     def __del__(self) -> None:
         # a reader dropped without close() must not keep builds out for the life of the process
-        if getattr(self, "_reader_lock", None) is not None:
-            release_reader_lock(self._reader_lock)
-            self._reader_lock = None
+        if getattr(self, "reader_lock", None) is not None:
+            release_reader_lock(self.reader_lock)
+            self.reader_lock = None
+
+
+def _create_column(file: h5py.File, name: str, values: np.ndarray) -> None:
+    """A format-2 column of `values` (chunked along the sample axis; contiguous when empty,
+    as HDF5 wants)."""
+    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
+    text = column.dtype == STRING
+    file.create_dataset(name, data=_as_written(np.asarray(values)) if text
+                        else np.asarray(values, dtype=column.dtype),
+                        dtype=_STR if text else column.dtype,
+                        chunks=column_chunks(len(values)) if len(values) else None)
+
+
+def _as_written(values: np.ndarray) -> np.ndarray:
+    return values.astype(object) if values.dtype.kind in "UT" else values
 
 
 def _unfiltered_sample_chunks(dataset: h5py.Dataset) -> bool:
@@ -227,3 +297,7 @@ def _unfiltered_sample_chunks(dataset: h5py.Dataset) -> bool:
     return (dataset.chunks == (1, *dataset.shape[1:]) and dataset.dtype.isnative
             and dataset.id.get_create_plist().get_nfilters() == 0
             and h5py.check_string_dtype(dataset.dtype) is None)
+
+
+#: This module's backend (`flowstore.store.BACKENDS`).
+BACKEND = HDF5Store

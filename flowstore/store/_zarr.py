@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
 import warnings
 from pathlib import Path
@@ -20,14 +21,17 @@ import numcodecs
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, BytesCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.buffer.cpu import NDBuffer
 from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEncoding
 from zarr.storage import LocalStore
 from zarr.core.sync import sync
 
 from flowstore.store import is_url
-from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Store, check_columns,
-                                  fsync_path, read_exactly)
+from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
+                                  changed_spans, check_columns, column_chunks, fsync_path,
+                                  read_exactly)
+from flowstore.store.layout import BY_NAME
 
 
 _COMPRESSORS = {
@@ -36,16 +40,54 @@ _COMPRESSORS = {
 }
 
 
+#: Where `put_column` writes a replacement column before it takes the column's place.
+_UPGRADE_PREFIX = "_upgrade_"
+
+
 class ZarrStore(Store):
+    name = "zarr"
+
     def __init__(self, group: zarr.Group, path: Path | str, mode: str) -> None:
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
         self._decoders: dict[str, Callable | None] = {}  # see `_local_decoder`
         self._verified: dict[str, bool] = {}  # see `_verify_fast_read`
-        self._unsynced: set[str] = set()  # arrays written by `write` since `sync_columns`
+        #: Chunk keys of columns written since `sync_columns` (None: every chunk of it).
+        self._unsynced: dict[str, set[str] | None] = {}
         self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
         self.path = path
         self.mode = mode
+
+    @classmethod
+    def capabilities(cls, location: Path | str) -> Capabilities:
+        """Local: a folder (flock beside it, rename into place). Object storage: neither (one
+        builder per URL is the user's promise). Both: every chunk and metadata document is
+        replaced atomically, so readers read while a build appends, and cluster workers write
+        their own samples' chunks."""
+        local = not is_url(location)
+        return Capabilities(writer_lock=local, rename=local, reads_during_build=True,
+                            parallel_writers=True)
+
+    @classmethod
+    def exists(cls, location: Path | str) -> bool:
+        if not is_url(location):
+            return Path(location).exists()
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(str(location))
+        return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
+
+    @classmethod
+    def remove(cls, location: Path | str) -> None:
+        if is_url(location):
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(str(location))
+            fs.rm(root, recursive=True)
+        elif Path(location).is_dir():
+            shutil.rmtree(location)
+        else:
+            Path(location).unlink()
 
     def _array(self, name: str) -> zarr.Array:
         """Array handles are cached: opening one re-reads its metadata (about 0.5 ms locally,
@@ -67,21 +109,14 @@ class ZarrStore(Store):
         check_columns(num_samples, columns)
         group = zarr.open_group(str(path), mode="w-", zarr_format=3)
         for name, values in columns.items():
-            values = np.asarray(values)
-            dtype = str if values.dtype.kind in "UOT" else values.dtype
-            arr = group.create_array(name, shape=(num_samples,), dtype=dtype,
-                                     chunks=(max(num_samples, 1),))
-            if num_samples:
-                arr[:] = values
+            arr = _create_column(group, name, num_samples)
+            if num_samples:  # (chunks equal to the fill value are not written)
+                arr[:] = _as_written(values)
         for spec in specs:
             dtype = str if spec.dtype == STRING else spec.dtype
             group.create_array(spec.name, shape=(num_samples, *spec.sample_shape), dtype=dtype,
                                chunks=(1, *spec.sample_shape), fill_value=0,
                                compressors=_COMPRESSORS[spec.codec]())
-        done = group.create_array("done", shape=(num_samples,), dtype=bool,
-                                  chunks=(max(num_samples, 1),), fill_value=False)
-        if num_samples:
-            done[:] = False
         group.update_attributes(dict(attrs))  # one write of zarr.json, not one per key
         return cls(group, path, "r+")
 
@@ -97,7 +132,8 @@ class ZarrStore(Store):
     def array_names(self) -> list[str]:
         with warnings.catch_warnings():  # a folder without metadata: reported as damage, not warned
             warnings.simplefilter("ignore", UserWarning)
-            return sorted(self._group.array_keys())
+            return sorted(name for name in self._group.array_keys()
+                          if not name.startswith(_UPGRADE_PREFIX))
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         value = np.asarray(self._array(name)[index])
@@ -183,8 +219,10 @@ class ZarrStore(Store):
         dtype = STRING if arr.dtype.kind in "OTU" else str(arr.dtype)
         itemsize = 0 if dtype == STRING else arr.dtype.itemsize
         return ArrayInfo(name=name, shape=tuple(arr.shape), dtype=dtype, chunks=tuple(arr.chunks),
-                         nbytes=int(np.prod(arr.shape)) * itemsize,
-                         nbytes_stored=int(arr.nbytes_stored()))
+                         nbytes=int(np.prod(arr.shape)) * itemsize)
+
+    def storage_size(self, name: str) -> int:
+        return int(self._array(name).nbytes_stored())  # lists every chunk of the array
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         arr = self._array(name)  # (info() would list every chunk to count stored bytes)
@@ -192,8 +230,86 @@ class ZarrStore(Store):
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self.check_writable()
-        self._array(name)[index] = value
-        self._unsynced.add(name)
+        self._array(name)[index] = _as_written(np.asarray(value))
+        if self._array(name).ndim == 1:
+            self._unsynced[name] = None  # which chunks: `sync_columns` looks
+
+    def write_changed(self, name: str, column: np.ndarray, changed: Sequence[int]) -> None:
+        """Each chunk holding a changed sample is written whole from `column`: zarr encodes it
+        as given, where a part of a chunk would be read back and merged first."""
+        self.check_writable()
+        arr = self._array(name)
+        size, length = arr.chunks[0], arr.shape[0]
+        keys = self._unsynced.setdefault(name, set())
+        for lo, _ in changed_spans(changed, size):
+            start = lo - lo % size
+            arr[start:min(start + size, length)] = _as_written(column[start:start + size])
+            if keys is not None:
+                keys.add(arr.metadata.encode_chunk_key((start // size,)))
+
+    def put_column(self, name: str, values: np.ndarray) -> None:
+        """A column of another chunking is replaced without a moment when `name` is missing or
+        torn: the new column is written beside it with zarr's "v2" chunk keys (`name/0`,
+        `name/1`, ...), which the old metadata (keys `name/c/0`) never reads; those chunks are
+        copied under `name`, then the new metadata replaces `name/zarr.json` in one atomic
+        write; only then are the old chunks and the copy deleted. A kill before the metadata
+        write leaves the old column (and stray chunks no metadata reads), after it the new."""
+        self.check_writable()
+        values = np.asarray(values)
+        chunks = column_chunks(len(values))
+        self._delete_node(_UPGRADE_PREFIX + name)  # a copy left by an upgrade killed earlier
+        self._arrays.pop(name, None)
+        if name not in self.array_names():
+            arr = _create_column(self._group, name, len(values))
+        elif tuple(self._array(name).chunks) == chunks:  # chunked so already: rewrite in place
+            arr = self._array(name)
+        else:
+            copy = _create_column(self._group, _UPGRADE_PREFIX + name, len(values),
+                                  chunk_key_encoding={"name": "v2", "separator": "."})
+            if len(values):
+                copy[:] = _as_written(values)
+            old_chunks = self._keys(f"{name}/c/")
+            copied = self._keys(f"{_UPGRADE_PREFIX}{name}/")
+            for key in copied:
+                if not key.endswith("/zarr.json"):
+                    self._copy_key(key, name + key[len(_UPGRADE_PREFIX + name):])
+            self._copy_key(f"{_UPGRADE_PREFIX}{name}/zarr.json", f"{name}/zarr.json")
+            for key in old_chunks:
+                sync(self._group.store.delete(self._key(key)))
+            self._delete_node(_UPGRADE_PREFIX + name)
+            self._arrays.pop(name, None)
+            self._unsynced[name] = None
+            return
+        if len(values):
+            arr[:] = _as_written(values)
+        self._arrays.pop(name, None)
+        self._unsynced[name] = None
+
+    def _key(self, relative: str) -> str:
+        """A key of the zarr store from one relative to the group."""
+        return f"{self._group.path}/{relative}" if self._group.path else relative
+
+    def _keys(self, prefix: str) -> list[str]:
+        """Keys under `prefix` (relative to the group), relative to the group."""
+        async def collect() -> list[str]:
+            return [key async for key in self._group.store.list_prefix(self._key(prefix))]
+
+        start = len(self._key(""))
+        return sorted(key[start:] for key in sync(collect()))
+
+    def _copy_key(self, source: str, target: str) -> None:
+        store = self._group.store
+        data = sync(store.get(self._key(source), prototype=default_buffer_prototype()))
+        if data is not None:
+            sync(store.set(self._key(target), data))
+
+    def _delete_node(self, name: str) -> None:
+        """Delete an array (its metadata first: a half-deleted one is no array)."""
+        keys = self._keys(f"{name}/")
+        for key in sorted(keys, key=lambda key: not key.endswith("zarr.json")):
+            sync(self._group.store.delete(self._key(key)))
+        if keys and not is_url(self.path):
+            shutil.rmtree(Path(self.path, name), ignore_errors=True)  # its empty folders
 
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
                      durable: bool = False) -> None:
@@ -240,24 +356,33 @@ class ZarrStore(Store):
         if is_url(self.path):
             return
         root = Path(self.path)
-        names = self.array_names() if not self._layout_synced else sorted(self._unsynced)
-        for name in names:
-            for chunk in sorted((root / name).glob("c/**/*")) if self._array(name).ndim == 1 else ():
-                if chunk.is_file():
-                    _fsync_up_to(chunk, root / name)
+        unsynced = ({name: None for name in self.array_names()} if not self._layout_synced
+                    else self._unsynced)
+        for name, keys in sorted(unsynced.items()):
+            if self._array(name).ndim == 1:
+                chunks = ((root / name / key for key in sorted(keys)) if keys is not None
+                          else sorted(p for p in (root / name).rglob("*")
+                                      if p.name != "zarr.json"))
+                for chunk in chunks:
+                    if chunk.is_file():
+                        _fsync_up_to(chunk, root / name)
             if not self._layout_synced:
                 fsync_path(root / name / "zarr.json")
                 fsync_path(root / name)
-        self._unsynced.clear()
+        self._unsynced = {}
         fsync_path(root / "zarr.json")
         if not self._layout_synced:
             fsync_path(root)
             fsync_path(root.parent)
             self._layout_synced = True
 
-    def update_attrs(self, values: Mapping[str, Any]) -> None:
+    def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
         self.check_writable()
-        self._group.update_attributes(dict(values))  # one write, not one per key
+        if not remove:
+            self._group.update_attributes(dict(values))  # one write, not one per key
+            return
+        kept = {key: value for key, value in self.attrs.items() if key not in remove}
+        self._group.attrs.put({**kept, **values})  # one write of the whole root zarr.json
 
     def flush(self) -> None:
         """Every zarr write is already an atomic file replace, handed to the kernel; durable
@@ -266,6 +391,20 @@ class ZarrStore(Store):
     def close(self) -> None:
         self._group = None  # type: ignore[assignment]
         self._arrays.clear()
+
+
+def _create_column(group: zarr.Group, name: str, num_samples: int, **options: Any) -> zarr.Array:
+    """An empty format-2 column (chunked along the sample axis, at its fill value)."""
+    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
+    return group.create_array(name, shape=(num_samples,), chunks=column_chunks(num_samples),
+                              dtype=str if column.dtype == STRING else column.dtype,
+                              fill_value=column.fill, **options)
+
+
+def _as_written(values: np.ndarray) -> np.ndarray:
+    """Text as numpy `str` (what zarr's string dtype takes), anything else as it is."""
+    values = np.asarray(values)
+    return values.astype(str) if values.dtype.kind == "O" else values
 
 
 def _fsync_up_to(file: Path, top: Path) -> None:
@@ -325,3 +464,7 @@ _CHUNK_DECODERS: dict[tuple[type, ...], Callable[[int, np.ndarray, str], None]] 
     (BloscCodec,): _decode_blosc,
     (ZstdCodec,): _decode_zstd,
 }
+
+
+#: This module's backend (`flowstore.store.BACKENDS`).
+BACKEND = ZarrStore

@@ -4,9 +4,12 @@ A store is a flat set of arrays whose axis 0 is the sample (in manifest order), 
 root attributes. This layer knows nothing of video, OpenCV or Dask: the build hands it arrays.
 
 Concurrency rule (DESIGN.md): per-sample arrays are chunked one sample per chunk, so parallel
-writers never share a chunk; the small columns (`id`, `label`, `split`) are written once at
-creation, and `done` is written only by the build's coordinator after a sample's arrays are
-complete.
+writers never share a chunk; the columns (`flowstore.store.layout`) are chunked along the
+sample axis, `id`, `label` and `split` written once at creation and the ledger (`done`,
+`checksum`, ...) only by the build's coordinator, after a sample's arrays are complete.
+
+A backend is one module that defines a `Store` subclass and is named in the registry of
+`flowstore.store` (`BACKENDS`); `tests/store_contract.py` is the test class it must pass.
 """
 
 from __future__ import annotations
@@ -20,9 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flowstore.errors import StoreError
-
-#: dtype marker for variable-length UTF-8 string arrays.
-STRING = "str"
+from flowstore.store.layout import STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
 #: Compression presets, chosen per array by measurement (benchmarks/store_bytes.py):
@@ -48,29 +49,74 @@ class ArraySpec:
 
 @dataclass(frozen=True)
 class ArrayInfo:
-    """What `inspect` reports of one array."""
+    """Shape, dtype, chunks and logical bytes of one array: read from its metadata alone.
+    (Bytes on disk are `Store.storage_size`, which lists every chunk.)"""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     chunks: tuple[int, ...]
     nbytes: int
-    nbytes_stored: int
 
-    @property
-    def ratio(self) -> float:
-        """Compression ratio: logical bytes over bytes on disk (0 when nothing is written)."""
-        return self.nbytes / self.nbytes_stored if self.nbytes_stored else 0.0
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend offers at one location; callers ask these instead of naming classes."""
+
+    #: A second build is kept out by an flock on a file beside the store.
+    writer_lock: bool
+    #: A new store can be created under a temporary name and renamed into place.
+    rename: bool
+    #: Readers may open the store while a build writes it.
+    reads_during_build: bool
+    #: Several processes (a dask.distributed cluster) may write samples at once.
+    parallel_writers: bool
 
 
 class Store(abc.ABC):
     """A flowstore store opened for reading (mode "r") or writing (mode "r+")."""
 
+    #: Short name of the backend ("zarr", "hdf5"), as `flowstore inspect` shows it.
+    name: str = ""
     path: Path
     mode: str
     #: Whether reads from several threads at once run in parallel (decoding outside the GIL).
     #: A reader uses it to choose how many reads to keep in flight.
     concurrent_reads: bool = True
+    #: The store lock held shared by a read-only open of a backend that cannot be read while
+    #: a build writes (`Capabilities.reads_during_build`); its `close` releases it.
+    reader_lock: int | None = None
+
+    # -- locations: what a backend does with a store as a whole --------------------------------
+    @classmethod
+    @abc.abstractmethod
+    def capabilities(cls, location: str | Path) -> Capabilities:
+        """What this backend offers for a store at `location`."""
+
+    @classmethod
+    @abc.abstractmethod
+    def exists(cls, location: str | Path) -> bool:
+        """Whether something this backend would open is at `location` (not necessarily a
+        flowstore store)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def remove(cls, location: str | Path) -> None:
+        """Delete whatever is at `location` (the caller has checked that it is a store)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def create(cls, location: str | Path, *, attrs: Mapping[str, Any], specs: list["ArraySpec"],
+               columns: Mapping[str, np.ndarray], num_samples: int) -> "Store":
+        """A new store at `location`: every column of `flowstore.store.layout` (`columns`
+        gives their values, the others are left at their fill), one empty array per spec, and
+        the root attributes written last. Returns it open for writing."""
+
+    @classmethod
+    @abc.abstractmethod
+    def open(cls, location: str | Path, mode: str) -> "Store":
+        """Open an existing store (mode "r" or "r+"); `flowstore.store.open_store` checks that
+        it is a flowstore store of a format this flowstore reads."""
 
     # -- reading -----------------------------------------------------------------------------
     @property
@@ -96,14 +142,24 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def info(self, name: str) -> ArrayInfo:
-        """Shape, dtype, chunks and bytes of one array."""
+        """Shape, dtype, chunks and logical bytes of one array, from its metadata only."""
+
+    @abc.abstractmethod
+    def storage_size(self, name: str) -> int:
+        """Bytes one array takes on disk. Lists every chunk on Zarr (900,000 files for a
+        Kinetics store): only `flowstore inspect --bytes` asks for it."""
 
     def layout(self, name: str) -> tuple[tuple[int, ...], str]:
-        """Shape and dtype (`STRING` for text) of one array, without `info`'s stored-byte count
-        (on Zarr a listing of every chunk: seconds on a large store, a reader opening it needs
-        only the shapes)."""
+        """Shape and dtype (`STRING` for text) of one array."""
         info = self.info(name)
         return info.shape, info.dtype
+
+    @property
+    def format(self) -> int | None:
+        """The store's format (`flowstore.store.layout.FORMAT_ATTR`)."""
+        from flowstore.store.layout import FORMAT_ATTR
+
+        return self.attrs.get(FORMAT_ATTR)
 
     @property
     def num_samples(self) -> int:
@@ -124,6 +180,22 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """`array[index] = value`. Callers keep to one writer per chunk."""
+
+    def write_changed(self, name: str, column: np.ndarray, changed: Sequence[int]) -> None:
+        """Write `column[i]` for each `i` in `changed`, where `column` is the whole column as
+        the store is to hold it (its other values are what the store holds: the build's ledger
+        keeps the column in memory), rewriting only what holds them: per chunk of the stored column, the span from its
+        first to its last changed sample. (Zarr writes whole chunks, from `column`, so that no
+        chunk is read back first.)"""
+        for lo, hi in changed_spans(changed, self.info(name).chunks[0]):
+            self.write(name, slice(lo, hi), column[lo:hi])
+
+    @abc.abstractmethod
+    def put_column(self, name: str, values: np.ndarray) -> None:
+        """Make `name` a column of `values` chunked as format 2 chunks columns, creating it or
+        replacing one of another chunking (upgrading a format-1 store) such that a process
+        killed at any moment leaves `name` either as it was or as asked, never missing or torn.
+        Only an upgrade calls it."""
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         """(per-sample shape, dtype) of a per-sample array, as this handle sees it."""
@@ -173,8 +245,9 @@ class Store(abc.ABC):
         and the store's own entry in its folder: what a reader needs to trust `done`."""
 
     @abc.abstractmethod
-    def update_attrs(self, values: Mapping[str, Any]) -> None:
-        """Merge `values` into the root attributes."""
+    def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
+        """Merge `values` into the root attributes and drop the keys `remove`, in one write
+        where the backend can (Zarr: one replace of the root `zarr.json`)."""
 
     @abc.abstractmethod
     def flush(self) -> None:
@@ -182,7 +255,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None:
-        """Release the store; further calls are errors."""
+        """Release the store (and its `reader_lock`, `lock.release_reader_lock`); further calls
+        are errors."""
 
     def __enter__(self) -> "Store":
         return self
@@ -195,10 +269,37 @@ class Store(abc.ABC):
 
 
 def check_columns(num_samples: int, columns: Mapping[str, Sequence[Any]]) -> None:
-    """Every column given at creation has one value per sample."""
+    """Every column given at creation is one of the layout's and has one value per sample."""
+    from flowstore.store.layout import BY_NAME
+
     for name, values in columns.items():
+        if name not in BY_NAME:
+            raise ValueError(f"{name!r} is not a column of the store layout")
         if len(values) != num_samples:
             raise ValueError(f"column {name!r} has {len(values)} values for {num_samples} samples")
+
+
+def all_columns(num_samples: int, given: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    """Every column of the layout for a new store: `given` values, the others at their fill."""
+    from flowstore.store.layout import COLUMNS
+
+    check_columns(num_samples, given)
+    return {column.name: (np.asarray(given[column.name]) if column.name in given
+                          else column.empty(num_samples)) for column in COLUMNS}
+
+
+def changed_spans(changed: Sequence[int], chunk: int) -> list[tuple[int, int]]:
+    """(first, last + 1) of the changed indices within each chunk of `chunk` samples."""
+    spans: dict[int, list[int]] = {}
+    for index in changed:
+        span = spans.setdefault(int(index) // chunk, [int(index), int(index)])
+        span[0], span[1] = min(span[0], int(index)), max(span[1], int(index))
+    return [(lo, hi + 1) for _, (lo, hi) in sorted(spans.items())]
+
+
+def column_chunks(num_samples: int) -> tuple[int]:
+    """The chunk shape of a format-2 column."""
+    return (column_chunk(num_samples),)
 
 
 def fsync_path(path: str | Path) -> None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from flowstore.errors import StoreError
-from flowstore.store import is_url
+from flowstore.store import capabilities
 
 
 #: Lock files whose writer lock this process holds (its own build may look at its store, e.g.
@@ -46,7 +46,7 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     Raises:
         StoreError: another live process holds it (the message names that process).
     """
-    if is_url(store):
+    if not capabilities(store).writer_lock:
         # Object stores have no lock primitive that fsspec exposes: one builder per URL store
         # is the user's promise (README, "Object storage").
         yield

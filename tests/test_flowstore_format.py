@@ -1,0 +1,404 @@
+"""Store format 2 (issue 15, items 1, 2 and 7): format-1 stores open, read, verify and resume
+across the change; the coordinator's writes and the root metadata do not grow with the number
+of samples; opening a store reads a fixed number of metadata objects; the backend registry."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from zarr.storage import LocalStore
+
+import flowstore
+from flowstore.build import BuildConfig, Ledger, build
+from flowstore.errors import StoreError
+from flowstore.inspect import format_summary, summarize
+from flowstore.manifest import Manifest, ManifestRow
+from flowstore.params import VideoParams
+from flowstore.store import (BACKENDS, Backend, backend_for, capabilities, create_store,
+                             failures, open_store)
+from flowstore.store import format1, layout
+from flowstore.store.base import ArraySpec
+from flowstore.verify import verify
+from tests.conftest import flowstore_cli
+
+FIXTURE = Path(__file__).parent / "fixtures" / "format1"
+PARAMS = VideoParams(size=8, steps=2)
+FAILED = "jumping jacks/clip_03"
+FEATURES = ("middle_frame", "frames", "flow")
+
+
+@pytest.fixture(params=[".zarr", ".h5"], ids=["zarr", "hdf5"])
+def old(request, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(a copy of the format-1 fixture store, a copy of its source): 6 samples, 2 done, 1
+    failed, 3 pending, written by flowstore before format 2 (tests/fixtures/format1).
+
+    Columns are chunked 4 samples a chunk here, so that the upgrade rechunks the format-1
+    one-chunk columns, as it does for any store of more than `COLUMN_CHUNK` samples."""
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 4)
+    store = tmp_path / f"format1{request.param}"
+    copy = shutil.copytree if request.param == ".zarr" else shutil.copyfile
+    copy(FIXTURE / store.name, store)
+    return store, Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
+
+
+def _build(source: Path, store: Path, **options) -> object:
+    return build(BuildConfig(dataset="videofolder", source=source, store=store, params=PARAMS,
+                             workers=1, progress=False, **options))
+
+
+def _contents(path: Path) -> dict:
+    """What a store holds, sample by sample (its layout aside)."""
+    with open_store(path) as store:
+        done = store.read("done").astype(bool)
+        out = {"fingerprint": store.attrs["fingerprint"], "ids": store.read("id").tolist(),
+               "done": done.tolist(), "failures": failures(store),
+               "checksum": [c if d else "" for c, d in zip(store.read("checksum").tolist(), done)]}
+        for name in FEATURES:
+            out[name] = [store.read(name, i).tolist() if d else None for i, d in enumerate(done)]
+    return out
+
+
+def test_a_format1_store_opens_reads_and_verifies_as_it_is(old):
+    store_path, _ = old
+    before = sorted(p.name for p in store_path.rglob("*")) if store_path.is_dir() else None
+    with open_store(store_path) as store:
+        assert store.format == 1 and store.read("done").tolist() == [True] + [False] * 3 + [True, False]
+        first_flow = store.read("flow", 0)
+    summary = summarize(store_path)
+    assert (summary["format"], summary["done"], summary["failed"], summary["pending"]) == (1, 2, 1, 3)
+    assert list(summary["failures"]) == [FAILED]
+    assert f"  {FAILED}: cannot open video" in format_summary(summary)
+    with flowstore.open(store_path) as reader:
+        train = reader.split("train")
+        assert len(train) == 1 and train[0]["id"] == "jumping jacks/clip_01"
+        np.testing.assert_array_equal(train[0]["flow"], first_flow)
+    result = verify(store_path)
+    assert result.ok and result.checked == 2
+    with open_store(store_path) as store:  # reading changes nothing
+        assert store.format == 1 and "failures" in store.attrs
+    if before is not None:
+        assert sorted(p.name for p in store_path.rglob("*")) == before
+
+
+def test_a_format1_store_resumes_to_what_a_fresh_build_makes(old, tmp_path):
+    """Half-done format 1 -> resumed by this flowstore -> complete, format 2, and equal to a
+    fresh build of the same source: values, checksums, failures and fingerprint (the
+    fingerprint hashes the samples' meaning, which format 2 did not change)."""
+    store_path, source = old
+    with open_store(store_path) as store:
+        old_fingerprint = store.attrs["fingerprint"]
+    resumed = _build(source, store_path)
+    assert (resumed.computed, resumed.already_done, list(resumed.failures)) == (3, 2, [FAILED])
+    fresh = _build(source, tmp_path / f"fresh{store_path.suffix}")
+    assert resumed.fingerprint == fresh.fingerprint == old_fingerprint
+    with open_store(store_path) as store:
+        assert store.format == 2
+        assert not set(format1.ATTRIBUTES) & set(store.attrs)
+        assert store.info("done").chunks == (4,)  # rechunked as format 2 chunks columns
+        sizes, hashes = store.read("source_size"), store.read("source_hash")
+        assert (sizes[store.read("done")] > 0).all() and all(hashes[store.read("done")])
+    assert _contents(store_path) == _contents(tmp_path / f"fresh{store_path.suffix}")
+    assert verify(store_path).ok
+    again = _build(source, store_path)
+    assert again.computed == 0 and list(again.failures) == [FAILED]
+
+
+@pytest.mark.parametrize("step", ["first column", "third column", "metadata swap", "commit"])
+def test_an_upgrade_stopped_at_any_step_loses_nothing(old, tmp_path, monkeypatch, step):
+    """An upgrade that dies part way (here: an exception at that step) leaves a store that
+    still reads as format 1 with everything it held (or, after the commit, as format 2), and
+    the next build upgrades and completes it."""
+    store_path, source = old
+    expected = _contents(store_path)
+    backend = backend_for(store_path)
+    calls = {"put_column": 0}
+
+    class Killed(Exception):
+        pass
+
+    real_put, real_update = backend.put_column, backend.update_attrs
+
+    def put_column(self, name, values):
+        calls["put_column"] += 1
+        if step == "first column" or (step == "third column" and calls["put_column"] == 3):
+            raise Killed(step)
+        return real_put(self, name, values)
+
+    def update_attrs(self, values, remove=()):
+        if step == "commit" and remove:
+            raise Killed(step)
+        return real_update(self, values, remove)
+
+    monkeypatch.setattr(backend, "put_column", put_column)
+    monkeypatch.setattr(backend, "update_attrs", update_attrs)
+    if step == "metadata swap":  # the new metadata is written over the old column's last
+        if backend.name == "zarr":
+            real_copy = backend._copy_key
+
+            def copy_key(self, source_key, target):
+                if target.endswith("zarr.json"):
+                    raise Killed(step)
+                return real_copy(self, source_key, target)
+
+            monkeypatch.setattr(backend, "_copy_key", copy_key)
+        else:
+            import h5py
+
+            real_move = h5py.File.move
+
+            def move(self, source_name, target):
+                if source_name == "_upgrade_done":  # the new column into the old one's place
+                    raise Killed(step)
+                return real_move(self, source_name, target)
+
+            monkeypatch.setattr(h5py.File, "move", move)
+    with pytest.raises(Killed):
+        _build(source, store_path)
+    monkeypatch.undo()
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 4)
+    with open_store(store_path) as store:
+        assert store.format == 1
+    assert _contents(store_path) == expected
+    assert verify(store_path).ok
+    assert _build(source, store_path).computed == 3
+    assert _contents(store_path) == _contents(_fresh(source, tmp_path, store_path.suffix))
+
+
+def _fresh(source: Path, tmp_path: Path, suffix: str) -> Path:
+    path = tmp_path / f"fresh{suffix}"
+    _build(source, path)
+    return path
+
+
+# -- the coordinator's cost and the root metadata do not grow with N --------------------------
+def _manifest(n: int) -> Manifest:
+    classes = tuple(f"class_{k:03d}" for k in range(4))
+    return Manifest(classes, tuple(ManifestRow(f"{classes[i % 4]}/clip_{i:07d}", i % 4,
+                                               classes[i % 4], ("train", "val", "test")[i % 3])
+                                   for i in range(n)))
+
+
+def _ledger_store(path: Path, n: int) -> tuple[Manifest, Ledger]:
+    manifest = _manifest(n)
+    attrs = {"dataset": "videofolder", "classes": list(manifest.classes), "fingerprint": "f" * 64,
+             "params": {"size": 2}, "store_id": "0" * 32}
+    create_store(path, attrs=attrs, specs=[ArraySpec("image", (2, 2, 1), "uint8")],
+                 num_samples=n, columns={
+                     "id": np.array([row.id for row in manifest.rows]),
+                     "label": np.array([row.label for row in manifest.rows], np.int32),
+                     "split": np.array([row.split for row in manifest.rows])}).close()
+    with open_store(path) as store:
+        return manifest, Ledger.load(store, manifest)
+
+
+def _finish_all(ledger: Ledger, store, n: int) -> None:
+    for index in range(n):
+        if index % 10 == 9:
+            ledger.fail(index, f"video file is missing: clip_{index:07d}.mp4")
+        else:
+            ledger.complete(index, f"xxh3_128:{index:032x}")
+            ledger.record_source(index, 1000 + index, f"xxh3_128:{index:032x}")
+    ledger.write(store)
+
+
+def _root_metadata_bytes(path: Path) -> int:
+    if path.suffix == ".zarr":
+        return (path / "zarr.json").stat().st_size
+    import h5py
+
+    with h5py.File(path, "r", locking=False) as f:
+        return sum(len(value) for value in f.attrs.values())
+
+
+def test_root_metadata_stays_a_few_kb_at_any_size(tmp_path, suffix):
+    """Every sample done (or failed) at 30 and at 3,000 samples: the root attributes are the
+    same few hundred bytes; the per-sample record is in the columns."""
+    sizes = {}
+    for n in (30, 3000):
+        path = tmp_path / f"s{n}{suffix}"
+        _, ledger = _ledger_store(path, n)
+        with open_store(path, "r+") as store:
+            _finish_all(ledger, store, n)
+        with open_store(path) as store:
+            assert int(store.read("done").sum()) == n - n // 10
+            assert len(failures(store)) == n // 10
+        sizes[n] = _root_metadata_bytes(path)
+    assert sizes[3000] == sizes[30] < 4096, sizes
+
+
+def test_a_ledger_write_rewrites_only_the_chunks_that_changed(tmp_path, monkeypatch):
+    """A coordinator tick writes the chunks of the samples finished since the last one, never
+    the root metadata nor the other chunks (format 1 rewrote every column whole and the root
+    zarr.json with every source file on every tick)."""
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 100)
+    path = tmp_path / "s.zarr"
+    _, ledger = _ledger_store(path, 3000)
+    written: list[str] = []
+    real_set = LocalStore.set
+
+    async def counting_set(self, key, value, *args, **kwargs):
+        written.append(key)
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", counting_set)
+    with open_store(path, "r+") as store:
+        for index in range(10):  # one tick: samples 0-9 (chunk 0) finished
+            ledger.complete(index, f"xxh3_128:{index:032x}")
+            ledger.record_source(index, 1000, "xxh3_128:" + "0" * 32)
+        ledger.fail(250, "broken")  # and sample 250 (chunk 2) failed
+        ledger.write(store)
+        assert sorted(written) == ["checksum/c/0", "done/c/0", "failure/c/2", "source_hash/c/0",
+                                   "source_size/c/0"]
+        written.clear()
+        ledger.complete(2999, "xxh3_128:" + "1" * 32)  # the next tick: the last chunk
+        ledger.write(store)
+        assert sorted(written) == ["checksum/c/29", "done/c/29"]
+        written.clear()
+        ledger.write(store)  # nothing changed: nothing written
+        assert written == []
+    with open_store(path) as store:
+        assert np.flatnonzero(store.read("done")).tolist() == [*range(10), 2999]
+        assert failures(store) == {"class_002/clip_0000250": "broken"}
+
+
+def test_a_build_writes_the_root_metadata_only_when_it_creates_and_ends(tvhi_source, tmp_path,
+                                                                        monkeypatch):
+    """With a ledger write after every sample, the root zarr.json is still written only when
+    the store is created and once at the end (the fingerprint)."""
+    from flowstore import build as build_module
+
+    monkeypatch.setattr(build_module, "DONE_FLUSH_SECONDS", 0.0)
+    monkeypatch.setattr(build_module, "LEDGER_TIME_SHARE", 1.0)
+    written: list[str] = []
+    real_set = LocalStore.set
+
+    async def counting_set(self, key, value, *args, **kwargs):
+        written.append(key)
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", counting_set)
+    result = build(BuildConfig(dataset="tvhi", source=tvhi_source, store=tmp_path / "t.zarr",
+                               params=VideoParams(size=32, steps=4), workers=1, progress=False))
+    assert result.computed == 16
+    first_sample = next(i for i, key in enumerate(written) if key.startswith("flow/c/"))
+    root_writes = [i for i, key in enumerate(written) if key == "zarr.json" and i > first_sample]
+    assert len(root_writes) == 1 and "done/c/0" not in written[root_writes[0]:]  # the last one
+    assert written.count("done/c/0") >= 8  # (a ledger write after most samples)
+
+
+# -- opening reads O(1) metadata objects ---------------------------------------------------------
+class _Calls:
+    """zarr LocalStore reads and listings, counted."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.metadata: list[str] = []
+        self.chunks = 0
+        self.listings: list[tuple[str, str]] = []
+        real_get, real_list_dir = LocalStore.get, LocalStore.list_dir
+        calls = self
+
+        async def get(self, key, *args, **kwargs):
+            if key.endswith("zarr.json"):
+                calls.metadata.append(key)
+            else:
+                calls.chunks += 1
+            return await real_get(self, key, *args, **kwargs)
+
+        def listing(kind, real=None):
+            def method(self, prefix=""):
+                calls.listings.append((kind, prefix))
+                return real(self, prefix) if kind == "list_dir" else real(self) if kind == "list" \
+                    else real(self, prefix)
+            return method
+
+        monkeypatch.setattr(LocalStore, "get", get)
+        monkeypatch.setattr(LocalStore, "list_dir", listing("list_dir", real_list_dir))
+        monkeypatch.setattr(LocalStore, "list", listing("list", LocalStore.list))
+        monkeypatch.setattr(LocalStore, "list_prefix", listing("list_prefix", LocalStore.list_prefix))
+
+    def clear(self) -> None:
+        self.metadata.clear()
+        self.listings.clear()
+        self.chunks = 0
+
+
+def test_opening_a_store_reads_a_fixed_number_of_metadata_objects(tmp_path, monkeypatch):
+    """The reader (`flowstore.open`), inspect (without --bytes) and a resumed build's opening
+    read the same metadata objects at 40 and at 400 samples, and list nothing but the root
+    folder: no listing of the chunks, which are one file per sample and array."""
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 16)
+    seen = {}
+    for n in (40, 400):
+        path = tmp_path / f"s{n}.zarr"
+        manifest, _ = _ledger_store(path, n)
+        with open_store(path, "r+") as store:
+            for index in range(n):
+                store.write_sample(index, {"image": np.full((2, 2, 1), index % 256, np.uint8)})
+            store.write_changed("done", np.ones(n, bool), range(n))
+        calls = _Calls(monkeypatch)
+        with flowstore.open(path) as reader:
+            assert len(reader.split("train")) == len(range(0, n, 3))
+        opened = (sorted(calls.metadata), sorted(calls.listings))
+        calls.clear()
+        summarize(path)
+        inspected = (sorted(calls.metadata), sorted(calls.listings))
+        calls.clear()
+        with open_store(path, "r+") as store:
+            Ledger.load(store, manifest)
+            store.info("image")
+        resumed = (sorted(calls.metadata), sorted(calls.listings))
+        monkeypatch.undo()
+        monkeypatch.setattr(layout, "COLUMN_CHUNK", 16)
+        for what in (opened, inspected, resumed):
+            assert all(kind == "list_dir" and prefix == "" for kind, prefix in what[1]), what[1]
+        seen[n] = (opened, inspected, resumed)
+    assert seen[40] == seen[400]
+
+
+# -- the backend registry --------------------------------------------------------------------
+def test_backends_are_chosen_by_suffix_and_url_with_their_capabilities():
+    zarr_store, hdf5_store = (backend.load() for backend in BACKENDS)
+    assert backend_for("a/x.zarr") is backend_for("s3://b/x.ZARR/") is zarr_store
+    assert backend_for("x.h5") is backend_for("x.HDF5") is hdf5_store
+    with pytest.raises(StoreError, match=r"HDF5 stores must be local files; use a \.zarr URL"):
+        backend_for("s3://b/x.h5")
+    with pytest.raises(StoreError, match=r"must end in \.zarr \(Zarr v3\) or \.h5 \(HDF5\)"):
+        backend_for("x.npz")
+    local, remote, h5 = capabilities("x.zarr"), capabilities("s3://b/x.zarr"), capabilities("x.h5")
+    assert local.writer_lock and local.rename and local.reads_during_build and local.parallel_writers
+    assert not remote.writer_lock and not remote.rename and remote.parallel_writers
+    assert h5.writer_lock and h5.rename and not h5.reads_during_build and not h5.parallel_writers
+
+
+def test_a_new_backend_is_one_registry_entry(tmp_path, monkeypatch):
+    """Registering a suffix is all it takes for every command to use a backend (here the Zarr
+    module again, under another suffix)."""
+    import flowstore.store as store_module
+
+    monkeypatch.setattr(store_module, "BACKENDS", (
+        *BACKENDS, Backend("zarr2", "Zarr again", (".zr",), "flowstore.store._zarr", urls=True)))
+    path = tmp_path / "x.zr"
+    _ledger_store(path, 5)
+    out = flowstore_cli("inspect", path, "--json")  # (another process: the registry as shipped)
+    assert out.returncode == 2 and "must end in .zarr" in out.stderr
+    assert summarize(path)["samples"] == 5
+
+
+def test_no_module_names_a_backend_class(tmp_path):
+    """Callers ask `capabilities` and `Store.name`, never a class name (issue 15, item 7)."""
+    root = Path(flowstore.__file__).parent
+    offenders = [str(p.relative_to(root)) for p in root.rglob("*.py")
+                 if "store" not in p.parts[-2:-1]
+                 and any(word in p.read_text() for word in ("HDF5Store", "ZarrStore"))]
+    assert offenders == []
+
+
+def test_the_format_1_attributes_are_gone_from_a_new_store(tmp_path):
+    path = tmp_path / "s.zarr"
+    _ledger_store(path, 3)
+    attrs = json.loads((path / "zarr.json").read_text())["attributes"]
+    assert not set(format1.ATTRIBUTES) & set(attrs) and attrs["flowstore.format"] == 2
