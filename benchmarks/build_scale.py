@@ -1,13 +1,12 @@
 """What a build costs per sample as the number of samples grows (issue 15, item 5).
 
 A videofolder source of N tiny clips (16 x 16 pixels, a few frames each, so extraction is cheap
-and what grows with N shows) is built with `flowstore build videofolder --size 16 --steps 2`
-on 2 cores, then measured:
+and what grows with N shows) is built like `flowstore build videofolder --size 16 --steps 2
+--workers 2` (through the Python API, in a fresh process each time), then measured:
 
-- coordinator CPU per sample: the build runs against a dask.distributed LocalCluster of
-  `--workers` single-threaded worker processes started by this script, so the CPU time of the
-  `flowstore build` process is the coordinator's own (planning, submitting, collecting,
-  the ledger), apart from extraction;
+- coordinator CPU per sample: the CPU time of the thread that ran `flowstore.build.build`
+  (`BuildResult.coordinator_cpu_seconds`: planning, the store, submitting and collecting,
+  the ledger), apart from extraction on the worker threads; and the whole process's CPU;
 - wall time per sample of that build;
 - root metadata bytes (the store's root `zarr.json`, which every attribute update rewrites);
 - peak RSS of the build process (`wait4`'s ru_maxrss);
@@ -23,7 +22,7 @@ Target (the issue's): each per-sample figure, and the open and resume times, wit
 between 10,000 and 100,000 samples.
 
 Usage:  python benchmarks/build_scale.py --samples 1000 10000 100000 [--workers 2]
-                                          [--workdir DIR] [--json FILE]
+                                          [--cluster] [--workdir DIR] [--json FILE]
 Prints a markdown table; `--json` also writes the rows.
 """
 
@@ -46,9 +45,6 @@ CLASSES = 10
 DISTINCT_CLIPS = 8
 FRAMES = 6
 SIDE = 16
-BUILD_OPTIONS = ("--size", "16", "--steps", "2", "--quiet", "--val-fraction", "0.1",
-                 "--test-fraction", "0.2", "--seed", "0")
-
 
 def write_source(root: Path, samples: int) -> Path:
     """SOURCE/<class>/clip_NNNNNN.avi: `samples` clips over CLASSES classes, each a hard link
@@ -75,11 +71,11 @@ def write_source(root: Path, samples: int) -> Path:
     return source
 
 
-def run_with_rusage(args: list[str]) -> dict[str, float]:
+def run_with_rusage(args: list[str], stdout=subprocess.DEVNULL) -> dict[str, float]:
     """Run a command and read its own rusage (not its siblings') through wait4."""
     start = time.perf_counter()
-    with open(os.devnull, "w") as devnull, tempfile.TemporaryFile("w+") as err:
-        process = subprocess.Popen(args, stdout=devnull, stderr=err)
+    with tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(args, stdout=stdout, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         wall = time.perf_counter() - start
@@ -105,6 +101,35 @@ n = len(dataset.split("train"))
 print(time.perf_counter() - start, n)
 """
 
+BUILD_SCRIPT = """
+import json, sys
+from pathlib import Path
+from flowstore.build import BuildConfig, build
+from flowstore.params import VideoParams
+source, store, workers, scheduler, cap = sys.argv[1:6]
+result = build(BuildConfig(
+    dataset="videofolder", source=Path(source), store=Path(store),
+    params=VideoParams(size=16, steps=2), workers=int(workers), scheduler=scheduler or None,
+    options={"val_fraction": "0.1", "test_fraction": "0.2", "seed": "0"}, progress=False,
+    max_per_split=int(cap) if cap else None))
+assert result.ok, result
+cpu = getattr(result, "coordinator_cpu_seconds", float("nan"))  # older flowstore: none
+print(json.dumps({"computed": result.computed, "coordinator_cpu_s": cpu}))
+"""
+
+
+def build_measured(source: Path, store: Path, workers: int, scheduler: str | None = None,
+                   max_per_split: int | None = None) -> dict[str, float]:
+    """One `flowstore.build` in a fresh process: its rusage, and the coordinator thread's CPU
+    seconds as the build reports them (`BuildResult.coordinator_cpu_seconds`)."""
+    with tempfile.NamedTemporaryFile("w+") as out:
+        usage = run_with_rusage([sys.executable, "-c", BUILD_SCRIPT, str(source), str(store),
+                                 str(workers), scheduler or "", str(max_per_split or "")],
+                                stdout=out)
+        out.seek(0)
+        usage.update(json.loads(out.read().strip().splitlines()[-1]))
+    return usage
+
 
 def open_seconds(store: Path) -> float:
     """Seconds to import flowstore, open the store and count its training split, in a fresh
@@ -114,39 +139,46 @@ def open_seconds(store: Path) -> float:
     return float(out[0])
 
 
-def measure(samples: int, workers: int, workdir: Path) -> dict[str, float]:
-    from dask.distributed import LocalCluster
-
+def measure(samples: int, workers: int, workdir: Path, cluster: bool) -> dict[str, float]:
     root = workdir / f"n{samples}"
     shutil.rmtree(root, ignore_errors=True)
     t0 = time.perf_counter()
     source = write_source(root, samples)
     source_s = time.perf_counter() - t0
-    with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
-        cli = [sys.executable, "-m", "flowstore", "build", "videofolder", "--source", str(source),
-               "--scheduler", cluster.scheduler_address, *BUILD_OPTIONS]
-        full = root / "full.zarr"
-        build = run_with_rusage([*cli, "--store", str(full)])
-        # 99% done: the train split capped at 99% of its samples (val and test whole), then
-        # the command a user reruns after an interruption.
-        train = len(_open(full).split("train"))
-        partial = root / "partial.zarr"
-        run_with_rusage([*cli, "--store", str(partial), "--max-per-split", str(train * 99 // 100)])
-        pending = train - train * 99 // 100
-        resume = run_with_rusage([*cli, "--store", str(partial)])
+    full, partial = root / "full.zarr", root / "partial.zarr"
+    if cluster:
+        from dask.distributed import LocalCluster
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None, silence_logs=logging.ERROR) as local:
+            return _measure_builds(samples, workers, local.scheduler_address, source, full,
+                                   partial, source_s, root)
+    return _measure_builds(samples, workers, None, source, full, partial, source_s, root)
+
+
+def _measure_builds(samples: int, workers: int, scheduler: str | None, source: Path, full: Path,
+                    partial: Path, source_s: float, root: Path) -> dict[str, float]:
+    build = build_measured(source, full, workers, scheduler)
+    # 99% done: the train split capped at 99% of its samples (val and test whole), then the
+    # build a user reruns after an interruption.
+    train = len(_open(full).split("train"))
+    build_measured(source, partial, workers, scheduler, max_per_split=train * 99 // 100)
+    pending = train - train * 99 // 100
+    resume = build_measured(source, partial, workers, scheduler)
     row = {
         "samples": samples,
         "source_s": source_s,
         "build_wall_s": build["wall_s"],
         "wall_ms_per_sample": 1000 * build["wall_s"] / samples,
-        "coordinator_cpu_ms_per_sample": 1000 * build["cpu_s"] / samples,
+        "process_cpu_ms_per_sample": 1000 * build["cpu_s"] / samples,
+        "coordinator_cpu_ms_per_sample": 1000 * build["coordinator_cpu_s"] / samples,
         "build_rss_mb": build["rss_mb"],
         "root_metadata_bytes": root_metadata_bytes(full),
         "open_s": open_seconds(full),
         "resume_pending": pending,
         "resume_wall_s": resume["wall_s"],
         "resume_cpu_s": resume["cpu_s"],
+        "resume_coordinator_cpu_s": resume["coordinator_cpu_s"],
     }
     shutil.rmtree(root, ignore_errors=True)
     return row
@@ -164,20 +196,25 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--cluster", action="store_true",
+                        help="build on a LocalCluster of --workers single-threaded processes "
+                             "instead of the default threads")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="build-scale-"))
     rows = []
-    print("| samples | build wall (s) | wall ms/sample | coordinator CPU ms/sample | build peak "
-          "RSS (MB) | root metadata (bytes) | open (s) | resume at 99% (s, CPU s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| samples | build wall (s) | wall ms/sample | coordinator CPU ms/sample | process "
+          "CPU ms/sample | build peak RSS (MB) | root metadata (bytes) | open (s) | resume at "
+          "99%: wall s, coordinator CPU s (pending) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for samples in args.samples:
-        row = measure(samples, args.workers, workdir)
+        row = measure(samples, args.workers, workdir, args.cluster)
         rows.append(row)
         print(f"| {samples:,} | {row['build_wall_s']:.1f} | {row['wall_ms_per_sample']:.2f} | "
-              f"{row['coordinator_cpu_ms_per_sample']:.2f} | {row['build_rss_mb']:.0f} | "
+              f"{row['coordinator_cpu_ms_per_sample']:.2f} | "
+              f"{row['process_cpu_ms_per_sample']:.2f} | {row['build_rss_mb']:.0f} | "
               f"{row['root_metadata_bytes']:,} | {row['open_s']:.2f} | "
-              f"{row['resume_wall_s']:.1f}, {row['resume_cpu_s']:.1f} "
-              f"({row['resume_pending']} pending) |", flush=True)
+              f"{row['resume_wall_s']:.1f}, {row['resume_coordinator_cpu_s']:.2f} "
+              f"({row['resume_pending']}) |", flush=True)
         if args.json:
             args.json.write_text(json.dumps(rows, indent=2))
 

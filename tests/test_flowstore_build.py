@@ -353,3 +353,25 @@ def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tin
             in outcome.reason
     else:
         assert outcome.reason is None and "Traceback" in outcome.internal_error
+
+
+def test_coordinator_cpu_is_the_calling_threads_not_the_workers(tiny_tvhi_source, tmp_path,
+                                                                 monkeypatch):
+    """`coordinator_cpu_seconds` (what benchmarks/build_scale.py reports per sample) leaves
+    out extraction: here each task burns 50 ms of CPU on a worker thread."""
+    import time
+
+    from flowstore.extraction import video
+
+    extract = video.extract_video
+
+    def burning(path, params):
+        until = time.thread_time() + 0.05
+        while time.thread_time() < until:
+            pass
+        return extract(path, params)
+
+    monkeypatch.setattr(video, "extract_video", burning)
+    result = _build(tiny_tvhi_source, tmp_path / "s.zarr")
+    assert result.computed == 16
+    assert 0 < result.coordinator_cpu_seconds < 16 * 0.05 / 2
