@@ -50,7 +50,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import zarr
@@ -116,7 +116,6 @@ def create_arrays(store: Any, layout: Layout, specs: list[Any], num_samples: int
     """The per-sample arrays in `store` (a path or a zarr store), one chunk per sample, with the
     layout's sharding and key separator and flowstore's codecs."""
     group = zarr.open_group(store, mode="w-", zarr_format=3)
-    arrays = []
     for spec in specs:
         kwargs: dict[str, Any] = dict(
             shape=(num_samples, *spec.sample_shape), dtype=spec.dtype, chunks=(1, *spec.sample_shape),
