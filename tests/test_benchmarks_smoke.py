@@ -1,0 +1,66 @@
+"""The chunk-files benchmark at tiny N: it runs, writes the files and requests its layouts
+should, and its request counter counts what a client sent."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+pytest.importorskip("s3fs")
+pytest.importorskip("moto.server")
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
+
+
+chunk_files = _load("chunk_files")
+
+
+def test_counting_server_counts_each_request_by_kind():
+    import boto3
+
+    with chunk_files.CountingS3Server() as server:
+        server.make_bucket("bucket")
+        client = boto3.client("s3", endpoint_url=server.endpoint, region_name="us-east-1",
+                              aws_access_key_id="x", aws_secret_access_key="y")
+        server.take()
+        client.put_object(Bucket="bucket", Key="k/1", Body=b"1")
+        client.put_object(Bucket="bucket", Key="k/2", Body=b"2")
+        client.list_objects_v2(Bucket="bucket", Prefix="k/")
+        assert client.get_object(Bucket="bucket", Key="k/1")["Body"].read() == b"1"
+        assert server.take() == {"PUT": 2, "LIST": 1, "GET": 1}
+        assert server.take() == {}
+
+
+def test_chunk_files_benchmark_at_tiny_n(tmp_path, capsys):
+    n, k = 10, 4
+    results = chunk_files.main(["--samples", str(n), "--s3-samples", str(n), "--shard-samples", str(k),
+                                "--size", "8", "--steps", "2", "--batch", "4", "--race-trials", "2",
+                                "--workdir", str(tmp_path)])
+    shards = math.ceil(n / k)
+    metadata = 4  # the group's zarr.json and one per array
+    local = {row["layout"]: row for row in results["local"]}
+    assert local["nested (today)"]["files"] == 3 * n + metadata
+    assert local["nested (today)"]["folders"] > 3 * n  # c/INDEX/0/0... : folders per sample
+    assert local["flat keys"]["files"] == 3 * n + metadata and local["flat keys"]["folders"] == 3
+    assert local[f"sharded K={k}"]["files"] == 3 * shards + metadata
+    s3 = {row["layout"]: row for row in results["s3"]}
+    assert s3["nested (today)"]["puts"] == s3["flat keys"]["puts"] == 3 * n
+    assert s3[f"sharded K={k}"]["puts"] == 3 * shards
+    assert s3[f"sharded K={k}"]["objects"] == 3 * shards + metadata
+    race = {row["shard"]: row for row in results["race"]}
+    assert race[None]["lost"] == 0  # one chunk file per writer: nothing to lose
+    assert race[k]["trials"] == 2
+    assert list(tmp_path.iterdir()) == []  # the benchmark removed what it wrote
+    out = capsys.readouterr().out
+    assert "| nested (today) |" in out and "PUTs / 1,000 samples" in out
