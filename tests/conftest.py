@@ -108,3 +108,20 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 2) ->
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
     return lines[0]
+
+
+def chunk_file(store: str | Path, name: str, index: int) -> Path:
+    """The chunk file holding sample `index` of array `name` in a local Zarr store, where the
+    store's own chunk key encoding puts it (flat `name/c.3.0.0`; nested `name/c/3/0/0` in stores
+    made before flat keys): tests damage, delete or look for chunks through this, not by path."""
+    from flowstore.store import open_store
+
+    with open_store(store) as opened:
+        return opened.chunk_path(name, index)
+
+
+def chunk_and_folders(store: str | Path, name: str, index: int) -> set[str]:
+    """That chunk file and every folder from its own up to the array's: what making the
+    chunk durable fsyncs (flat keys: the file and the array's folder)."""
+    chunk, top = chunk_file(store, name, index), Path(store) / name
+    return {str(chunk), str(top), *(str(folder) for folder in chunk.parents if top in folder.parents)}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from flowstore.build import BuildConfig, build
 from flowstore.errors import FlowstoreError, StoreError
 from flowstore.params import VideoParams
 from flowstore.store import open_store
+from tests.conftest import chunk_file
 
 
 @pytest.fixture(scope="module")
@@ -123,15 +126,17 @@ def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
         victim, victim_pid = next(iter(client.run(os.getpid).items()))  # (address, pid)
         stop = threading.Event()
         done_at_kill: list[int] = []
+        flow_chunks: list[Path] = []
 
         def samples_written() -> int:
             """Samples whose flow chunk a worker has written: the workers' own progress, seen
             at once (the coordinator's `done` column is written only now and then)."""
-            chunks = store / "flow" / "c"
-            try:
-                return len(os.listdir(chunks))
-            except OSError:  # no chunk written yet
-                return 0
+            if not flow_chunks:
+                try:  # where the chunks go, once the store is there
+                    flow_chunks.extend(chunk_file(store, "flow", index) for index in range(40))
+                except (OSError, StoreError):
+                    return 0
+            return sum(chunk.is_file() for chunk in flow_chunks)
 
         def kill_one_worker_mid_build():
             while not stop.is_set():

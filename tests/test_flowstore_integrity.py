@@ -16,7 +16,8 @@ from flowstore.params import (EXTRACTION_VERSION, ImageParams, VideoParams, cano
                               fingerprint, to_dict)
 from flowstore.store import backend_for, open_store
 from flowstore.store.checksum import file_digest
-from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from tests.conftest import (TINY_BUILD, assert_one_line_error, chunk_and_folders, chunk_file,
+                            flowstore_cli)
 
 FEATURES = ("middle_frame", "frames", "flow")
 
@@ -70,16 +71,19 @@ def test_fsync_makes_each_sample_durable_before_it_is_marked_done(tiny_tvhi_sour
         started, marked = order[("write", index)], order[("done", index)]
         paths = {path for position, path in synced if started < position < marked}
         if suffix == ".zarr":
-            for name in FEATURES:  # every chunk file of the sample, and its new folders
-                chunk_folder = str(store / name / "c" / str(index))
-                assert any(p.startswith(chunk_folder + "/") for p in paths), (name, index)
-                assert chunk_folder in paths and str(store / name / "c") in paths
+            for name in FEATURES:  # every chunk file of the sample, and its folder(s)
+                assert chunk_and_folders(store, name, index) <= paths, (name, index)
         else:
             assert str(store) in paths, index
+    if suffix == ".zarr":  # and nothing else of the feature arrays (flat keys: no folders)
+        for name in FEATURES:
+            under = {path for _, path in synced if path.startswith(str(store / name) + "/")}
+            assert under == {str(store / name / "zarr.json")}.union(
+                *(chunk_and_folders(store, name, index) for index in done)) - {str(store / name)}
     last_done = order[("done", done[-1])]
     ledger = {path for position, path in synced if position > last_done}
     if suffix == ".zarr":  # the done and checksum columns and the attributes, after the last done
-        assert {str(store / "done" / "c" / "0"), str(store / "checksum" / "c" / "0"),
+        assert {str(chunk_file(store, "done", 0)), str(chunk_file(store, "checksum", 0)),
                 str(store / "zarr.json")} <= ledger
     else:
         assert str(store) in ledger
@@ -197,7 +201,7 @@ def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_sourc
 
     monkeypatch.setattr(os, "fsync", fsync)
     assert repair(store, tiny_tvhi_source, [sample], fsync=True).repaired == [sample]
-    assert str(store / "flow" / "c" / str(index)) in synced
+    assert chunk_and_folders(store, "flow", index) <= set(synced)
     monkeypatch.undo()
     line = assert_one_line_error(flowstore_cli("verify", store, "--fsync"))
     assert "--fsync applies to --repair only" in line

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import termios
 
-from tests.conftest import TINY_BUILD, flowstore_cli
+from tests.conftest import TINY_BUILD, chunk_file, flowstore_cli
 
 
 def assert_no_bar(result: subprocess.CompletedProcess) -> None:
@@ -29,7 +29,7 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tiny_tvhi_source, tmp_pat
     verified = flowstore_cli("verify", store)
     assert_no_bar(verified)
     assert verified.stderr == "" and len(verified.stdout.splitlines()) == 1
-    next((store / "flow" / "c").glob("3/*/*/*/*")).write_bytes(b"damaged")
+    chunk_file(store, "flow", 3).write_bytes(b"damaged")
     repaired = flowstore_cli("verify", store, "--repair", "--source", tiny_tvhi_source)
     assert_no_bar(repaired)
     assert "repaired 1 of 1" in repaired.stdout

@@ -9,7 +9,7 @@ import zarr
 
 from flowstore.store import open_store
 from flowstore.store.checksum import sample_digest
-from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
 
 
 def _built(source, tmp_path, suffix=".zarr"):
@@ -52,9 +52,8 @@ def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, t
     a, b, c = ids.index("hug_0002"), ids.index("kiss_0001"), ids.index("highFive_0003")
     group = zarr.open_group(str(store), mode="r+")
     group["flow"][a] = np.zeros_like(group["flow"][a])  # bytes changed behind flowstore's back
-    chunk = next((store / "frames" / "c").glob(f"{b}/*/*/*/*"))
-    chunk.write_bytes(b"garbage" * 10)  # a chunk file damaged on disk
-    next((store / "middle_frame" / "c").glob(f"{c}/*/*/*")).unlink()  # a chunk deleted: done lies
+    chunk_file(store, "frames", b).write_bytes(b"garbage" * 10)  # a chunk file damaged on disk
+    chunk_file(store, "middle_frame", c).unlink()  # a chunk deleted: done lies
     out = flowstore_cli("verify", store, "-q")
     assert out.returncode == 1
     bad = dict(re.findall(r"^  (\w+_\d{4}): (.+)$", out.stderr, re.M))

@@ -203,7 +203,7 @@ def test_zarr_fast_path_falls_back_when_the_chunk_layout_is_not_what_it_assumed(
     expected = plain_read(path, "train")
     original = ZarrStore._chunk_file
     monkeypatch.setattr(ZarrStore, "_chunk_file",
-                        lambda self, name, index, ndim: original(self, name, (index + 1) % 8, ndim))
+                        lambda self, name, index: original(self, name, (index + 1) % 8))
     with flowstore.open(path) as ds:
         assert_same_batch(ds.split("train")[[3, 0, 1]], [expected[i] for i in (3, 0, 1)])
         assert ds.store.fast_reads == {"middle_frame": False, "frames": False, "flow": False}

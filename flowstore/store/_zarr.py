@@ -1,4 +1,5 @@
-"""Zarr v3 backend: a directory store, one chunk file per sample of each big array.
+"""Zarr v3 backend: a directory store, one chunk file per sample of each big array, all of an
+array's chunk files in its folder (flat chunk keys, `CHUNK_KEY_ENCODING`).
 
 zarr-python >= 3.1.3 writes every chunk and metadata document atomically (temporary file in the
 same folder, then rename; zarr-python PR #3412), so a build killed at any moment leaves either
@@ -42,6 +43,15 @@ _COMPRESSORS = {
 
 #: Where `put_column` writes a replacement column before it takes the column's place.
 _UPGRADE_PREFIX = "_upgrade_"
+
+#: The chunk keys of every array a store is created with: flat, `flow/c.17.0.0.0.0`, where
+#: zarr's default nests them (`flow/c/17/0/0/0/0`: a folder per sample and dimension, 14 inodes
+#: a sample for the three feature arrays against 3, and a 23-70x slower listing; benchmarks/
+#: README.md, "Chunk files at Kinetics scale"). The columns take them too, for one layout.
+#: It is layout, not content: zarr records it in each array's metadata and reads and writes
+#: every chunk by it, so a store made with nested keys keeps them, for its new chunks too, and
+#: it stays out of the fingerprint.
+CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
 
 
 class ZarrStore(Store):
@@ -116,7 +126,8 @@ class ZarrStore(Store):
             dtype = str if spec.dtype == STRING else spec.dtype
             group.create_array(spec.name, shape=(num_samples, *spec.sample_shape), dtype=dtype,
                                chunks=(1, *spec.sample_shape), fill_value=0,
-                               compressors=_COMPRESSORS[spec.codec]())
+                               compressors=_COMPRESSORS[spec.codec](),
+                               chunk_key_encoding=CHUNK_KEY_ENCODING)
         group.update_attributes(dict(attrs))  # one write of zarr.json, not one per key
         return cls(group, path, "r+")
 
@@ -150,14 +161,15 @@ class ZarrStore(Store):
         compressed store, 80-87% on an uncompressed one).
 
         That fast path rests on what zarr does not promise: where a chunk's file lies
-        (`metadata.encode_chunk_key` under the array's folder) and how its codecs lay out the
-        bytes (the Blosc header). So the first chunk of each array read that way is read by
-        zarr too and compared; if they differ, that array is read by zarr from then on.
+        (`chunk_key`: the array's own key encoding, flat or nested, under its folder) and how
+        its codecs lay out the bytes (the Blosc header). So the first chunk of each array read
+        that way is read by zarr too and compared; if they differ, that array is read by zarr
+        from then on.
         """
         decode = self._local_decoder(name, out)
         if decode is not None:
             try:
-                fd = os.open(self._chunk_file(name, index, out.ndim), os.O_RDONLY)
+                fd = os.open(self._chunk_file(name, index), os.O_RDONLY)
             except FileNotFoundError:  # never written: zarr fills in the fill value
                 pass
             else:
@@ -170,10 +182,22 @@ class ZarrStore(Store):
                 return
         self._array(name).get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
 
-    def _chunk_file(self, name: str, index: int, sample_ndim: int) -> str:
-        """Where the chunk of sample `index` lies: the on-disk layout of zarr's local store."""
-        key = self._array(name).metadata.encode_chunk_key((index,) + (0,) * sample_ndim)
-        return os.path.join(self.path, name, key)
+    def chunk_key(self, name: str, index: int) -> str:
+        """The key, relative to the array `name`, of the chunk holding sample `index`, as the
+        array's metadata encodes it: `c.17.0.0` (flat, stores made now) or `c/17/0/0` (nested,
+        stores made before). Every chunk spans whole samples (a feature array: one sample, a
+        column: `COLUMN_CHUNK`), so only its coordinate on the sample axis is not 0."""
+        arr = self._array(name)
+        return arr.metadata.encode_chunk_key((index // arr.chunks[0],) + (0,) * (arr.ndim - 1))
+
+    def chunk_path(self, name: str, index: int) -> Path:
+        """The file of that chunk in a local store (zarr's `LocalStore` keeps a key's slashes
+        as folders); it exists once the chunk is written."""
+        return Path(self._chunk_file(name, index))
+
+    def _chunk_file(self, name: str, index: int) -> str:
+        """`chunk_path` as a string (the reader's fast path opens one per sample)."""
+        return os.path.join(self.path, name, self.chunk_key(name, index))
 
     def _verify_fast_read(self, name: str, index: int, out: np.ndarray) -> None:
         """Compare one fast read with zarr's own; on a difference, fall back for good (and
@@ -245,15 +269,16 @@ class ZarrStore(Store):
             start = lo - lo % size
             arr[start:min(start + size, length)] = _as_written(column[start:start + size])
             if keys is not None:
-                keys.add(arr.metadata.encode_chunk_key((start // size,)))
+                keys.add(self.chunk_key(name, start))
 
     def put_column(self, name: str, values: np.ndarray) -> None:
         """A column of another chunking is replaced without a moment when `name` is missing or
         torn: the new column is written beside it with zarr's "v2" chunk keys (`name/0`,
-        `name/1`, ...), which the old metadata (keys `name/c/0`) never reads; those chunks are
-        copied under `name`, then the new metadata replaces `name/zarr.json` in one atomic
-        write; only then are the old chunks and the copy deleted. A kill before the metadata
-        write leaves the old column (and stray chunks no metadata reads), after it the new."""
+        `name/1`, ...), which the old metadata (keys `name/c.0`, or nested `name/c/0`) never
+        reads; those chunks are copied under `name`, then the new metadata replaces
+        `name/zarr.json` in one atomic write; only then are the old chunks and the copy
+        deleted. A kill before the metadata write leaves the old column (and stray chunks no
+        metadata reads), after it the new."""
         self.check_writable()
         values = np.asarray(values)
         chunks = column_chunks(len(values))
@@ -268,7 +293,7 @@ class ZarrStore(Store):
                                   chunk_key_encoding={"name": "v2", "separator": "."})
             if len(values):
                 copy[:] = _as_written(values)
-            old_chunks = self._keys(f"{name}/c/")
+            old_chunks = self._keys(f"{name}/c")  # flat or nested keys ("v2" ones are digits)
             copied = self._keys(f"{_UPGRADE_PREFIX}{name}/")
             for key in copied:
                 if not key.endswith("/zarr.json"):
@@ -338,15 +363,14 @@ class ZarrStore(Store):
 
     def sync_sample(self, index: int, names: Sequence[str]) -> None:
         """fsync each chunk file of the sample, then every folder from the chunk's up to the
-        array's: zarr made the file by a rename, and a sample's chunk folders (c/INDEX/0/...)
-        are new, so each entry must reach the disk too. An object store's write is durable
-        when it returns: nothing to do there."""
+        array's: zarr made the file by a rename, so its entry in its folder must reach the disk
+        too (flat keys: the array's folder; nested keys: also the sample's new folders
+        c/INDEX/0/...). An object store's write is durable when it returns: nothing to do
+        there."""
         if is_url(self.path):
             return
         for name in names:
-            array = self._array(name)
-            key = array.metadata.encode_chunk_key((index,) + (0,) * (array.ndim - 1))
-            _fsync_up_to(Path(self.path, name, key), Path(self.path, name))
+            _fsync_up_to(self.chunk_path(name, index), Path(self.path, name))
 
     def sync_columns(self) -> None:
         """fsync the chunk files of the columns written since the last call (`done`,
@@ -359,7 +383,7 @@ class ZarrStore(Store):
         unsynced = ({name: None for name in self.array_names()} if not self._layout_synced
                     else self._unsynced)
         for name, keys in sorted(unsynced.items()):
-            if self._array(name).ndim == 1:
+            if self._array(name).ndim == 1:  # (all files under the array: flat or nested keys)
                 chunks = ((root / name / key for key in sorted(keys)) if keys is not None
                           else sorted(p for p in (root / name).rglob("*")
                                       if p.name != "zarr.json"))
@@ -393,12 +417,13 @@ class ZarrStore(Store):
         self._arrays.clear()
 
 
-def _create_column(group: zarr.Group, name: str, num_samples: int, **options: Any) -> zarr.Array:
+def _create_column(group: zarr.Group, name: str, num_samples: int, *,
+                   chunk_key_encoding: Mapping[str, str] = CHUNK_KEY_ENCODING) -> zarr.Array:
     """An empty format-2 column (chunked along the sample axis, at its fill value)."""
     column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
     return group.create_array(name, shape=(num_samples,), chunks=column_chunks(num_samples),
                               dtype=str if column.dtype == STRING else column.dtype,
-                              fill_value=column.fill, **options)
+                              fill_value=column.fill, chunk_key_encoding=dict(chunk_key_encoding))
 
 
 def _as_written(values: np.ndarray) -> np.ndarray:
