@@ -23,7 +23,7 @@ from flowstore.store import (BACKENDS, Backend, backend_for, capabilities, creat
 from flowstore.store import format1, layout
 from flowstore.store.base import ArraySpec
 from flowstore.verify import verify
-from tests.conftest import flowstore_cli
+from tests.conftest import chunk_file, flowstore_cli
 
 FIXTURE = Path(__file__).parent / "fixtures" / "format1"
 PARAMS = VideoParams(size=8, steps=2)
@@ -175,6 +175,80 @@ def _fresh(source: Path, tmp_path: Path, suffix: str) -> Path:
 
 
 # -- the coordinator's cost and the root metadata do not grow with N --------------------------
+# -- chunk keys: flat in new Zarr stores, nested ones kept --------------------------------------
+def _tree(store: Path, name: str) -> tuple[list[Path], list[Path]]:
+    """(files, folders) under an array's folder."""
+    entries = sorted((store / name).rglob("*"))
+    return [p for p in entries if p.is_file()], [p for p in entries if p.is_dir()]
+
+
+def _nested(store: Path, name: str, index: int) -> bool:
+    """The sample's chunk of `name` is where zarr's default nested keys put it (c/INDEX/0/...),
+    and written."""
+    chunk = chunk_file(store, name, index)
+    return chunk.relative_to(store / name).parts[:2] == ("c", str(index)) and chunk.is_file()
+
+
+def test_a_new_zarr_store_has_flat_chunk_keys(tmp_path):
+    """Every array of a new store keeps its chunks as files in its own folder
+    (`flow/c.3.0.0.0.0`): 3 inodes a sample for the three feature arrays, where zarr's default
+    nested keys (`flow/c/3/0/0/0/0`) made 14 (benchmarks/README.md, "Chunk files at Kinetics
+    scale")."""
+    source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
+    store = _fresh(source, tmp_path, ".zarr")
+    with open_store(store) as opened:
+        done = np.flatnonzero(opened.read("done")).tolist()
+        names = opened.array_names()
+    assert len(done) == 5 and set(FEATURES) < set(names)
+    for name in names:  # the columns too: one layout
+        files, folders = _tree(store, name)
+        assert folders == [], (name, folders)
+        metadata = json.loads((store / name / "zarr.json").read_text())
+        assert metadata["chunk_key_encoding"] == {"name": "default",
+                                                  "configuration": {"separator": "."}}
+    assert chunk_file(store, "flow", 3) == store / "flow" / "c.3.0.0.0.0"
+    inodes = 0
+    for name in FEATURES:
+        files, folders = _tree(store, name)
+        assert files == sorted([store / name / "zarr.json",
+                                *(chunk_file(store, name, index) for index in done)])
+        inodes += 1 + len(files) + len(folders)  # (1: the array's folder)
+    assert inodes == 3 * len(done) + 6  # a file a sample and array; a folder and zarr.json each
+
+
+def test_a_nested_key_zarr_store_reads_resumes_and_repairs_with_its_own_keys(tmp_path):
+    """A store made before flat keys (the fixture: zarr's default nested keys) keeps them:
+    the reader's fast path finds its chunks, a resume writes its new chunks nested too, `verify
+    --repair` rewrites a damaged one in place, and it ends equal, fingerprint included, to a
+    fresh (flat-key) build: the keys are layout, not content."""
+    from flowstore.verify import repair
+
+    store = Path(shutil.copytree(FIXTURE / "format1.zarr", tmp_path / "nested.zarr"))
+    source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
+    with open_store(store) as opened:
+        done, fingerprint = np.flatnonzero(opened.read("done")).tolist(), opened.attrs["fingerprint"]
+    assert done == [0, 4] and all(_nested(store, name, 0) for name in FEATURES)
+    with flowstore.open(store) as reader:
+        reader.split("train")[[0]]  # the fast path's one check against zarr, per array
+        assert reader.store.fast_reads == dict.fromkeys(FEATURES, True)
+    resumed = _build(source, store)
+    assert resumed.computed == 3 and resumed.fingerprint == fingerprint
+    with open_store(store) as opened:
+        done = np.flatnonzero(opened.read("done")).tolist()
+        sample = str(opened.read("id")[2])
+    assert len(done) == 5 and all(_nested(store, name, index)
+                                  for name in FEATURES for index in done)
+    for name in FEATURES:  # and no flat chunk beside the nested ones
+        assert [p.name for p in (store / name).iterdir() if p.is_file()] == ["zarr.json"]
+    chunk_file(store, "flow", 2).write_bytes(b"damaged")
+    assert not verify(store).ok
+    assert repair(store, source, [sample]).repaired == [sample]
+    assert _nested(store, "flow", 2) and verify(store).ok
+    fresh = _fresh(source, tmp_path, ".zarr")
+    assert chunk_file(fresh, "flow", 2).parent == fresh / "flow"  # (flat)
+    assert _contents(store) == _contents(fresh)
+
+
 def _manifest(n: int) -> Manifest:
     classes = tuple(f"class_{k:03d}" for k in range(4))
     return Manifest(classes, tuple(ManifestRow(f"{classes[i % 4]}/clip_{i:07d}", i % 4,

@@ -75,11 +75,12 @@ def test_fsync_makes_each_sample_durable_before_it_is_marked_done(tiny_tvhi_sour
                 assert chunk_and_folders(store, name, index) <= paths, (name, index)
         else:
             assert str(store) in paths, index
-    if suffix == ".zarr":  # and nothing else of the feature arrays (flat keys: no folders)
+    if suffix == ".zarr":  # and nothing else of the feature arrays: flat keys, no folders
         for name in FEATURES:
             under = {path for _, path in synced if path.startswith(str(store / name) + "/")}
             assert under == {str(store / name / "zarr.json")}.union(
                 *(chunk_and_folders(store, name, index) for index in done)) - {str(store / name)}
+            assert {Path(path).parent for path in under} == {store / name}
     last_done = order[("done", done[-1])]
     ledger = {path for position, path in synced if position > last_done}
     if suffix == ".zarr":  # the done and checksum columns and the attributes, after the last done
