@@ -41,6 +41,19 @@ def test_build_inspect_and_verify_on_s3(s3_env, s3_store, tiny_tvhi_source, tmp_
     assert local_summary["fingerprint"] == summary["fingerprint"]
 
 
+def test_an_s3_store_has_flat_chunk_keys(s3_env, s3_store):
+    """One object per sample and array, named as on local disk (`flow/c.3.0.0.0.0`): the same
+    flat chunk keys, none of zarr's default nested ones (`flow/c/3/0/0/0/0`)."""
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=s3_env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                      aws_access_key_id="x", aws_secret_access_key="y")
+    prefix = "tvhi/tiny.zarr/flow/"
+    keys = [item["Key"][len(prefix):] for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket="features", Prefix=prefix) for item in page.get("Contents", [])]
+    assert sorted(keys) == sorted(["zarr.json", *(f"c.{index}.0.0.0.0" for index in range(16))])
+
+
 def test_missing_bucket_is_one_line(s3_env, tiny_tvhi_source):
     out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
                         "s3://no-such-bucket/x.zarr", *TINY_BUILD, env=s3_env)

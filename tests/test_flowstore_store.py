@@ -215,3 +215,24 @@ def test_codec_presets_reach_each_backend(tmp_path):
         assert f["flow"].shuffle and not f["pixels"].shuffle and not f["quantized"].shuffle
     with pytest.raises(ValueError, match="codec"):
         ArraySpec("x", (1,), "uint8", codec="gzip")
+
+
+def test_a_rechunked_zarr_column_leaves_no_chunk_of_the_old_one(tmp_path, monkeypatch):
+    """`put_column` with another chunking deletes every chunk of the replaced column, whatever
+    its chunk keys (flat here, `done/c.0`; nested in format-1 stores): none is left behind."""
+    from flowstore.store import layout
+
+    path = tmp_path / "s.zarr"
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 2)
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    done = np.array([True, False, True])
+    with open_store(path, "r+") as store:
+        store.write("done", slice(None), done)
+    before = sorted(p.name for p in (path / "done").iterdir())
+    assert before == ["c.0", "c.1", "zarr.json"]
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 3)
+    with open_store(path, "r+") as store:
+        store.put_column("done", done)
+    assert sorted(p.name for p in (path / "done").rglob("*")) == ["0", "zarr.json"]
+    with open_store(path) as store:
+        assert store.info("done").chunks == (3,) and store.read("done").tolist() == done.tolist()

@@ -293,11 +293,15 @@ class ZarrStore(Store):
                                   chunk_key_encoding={"name": "v2", "separator": "."})
             if len(values):
                 copy[:] = _as_written(values)
-            old_chunks = self._keys(f"{name}/c")  # flat or nested keys ("v2" ones are digits)
-            copied = self._keys(f"{_UPGRADE_PREFIX}{name}/")
-            for key in copied:
-                if not key.endswith("/zarr.json"):
-                    self._copy_key(key, name + key[len(_UPGRADE_PREFIX + name):])
+            copied = {key: name + key[len(_UPGRADE_PREFIX + name):]  # source: target
+                      for key in self._keys(f"{_UPGRADE_PREFIX}{name}/")
+                      if not key.endswith("/zarr.json")}
+            # the old column's chunks, flat or nested (a store lists keys by folder, so not by
+            # a "c" prefix), and any a killed upgrade copied that this copy does not rewrite
+            old_chunks = [key for key in self._keys(f"{name}/")
+                          if key != f"{name}/zarr.json" and key not in copied.values()]
+            for key, target in copied.items():
+                self._copy_key(key, target)
             self._copy_key(f"{_UPGRADE_PREFIX}{name}/zarr.json", f"{name}/zarr.json")
             for key in old_chunks:
                 sync(self._group.store.delete(self._key(key)))
