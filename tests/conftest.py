@@ -124,4 +124,5 @@ def chunk_and_folders(store: str | Path, name: str, index: int) -> set[str]:
     """That chunk file and every folder from its own up to the array's: what making the
     chunk durable fsyncs (flat keys: the file and the array's folder)."""
     chunk, top = chunk_file(store, name, index), Path(store) / name
-    return {str(chunk), str(top), *(str(folder) for folder in chunk.parents if top in folder.parents)}
+    return {str(chunk), str(top),
+            *(str(folder) for folder in chunk.parents if top in folder.parents)}

@@ -226,7 +226,8 @@ def test_a_nested_key_zarr_store_reads_resumes_and_repairs_with_its_own_keys(tmp
     store = Path(shutil.copytree(FIXTURE / "format1.zarr", tmp_path / "nested.zarr"))
     source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
     with open_store(store) as opened:
-        done, fingerprint = np.flatnonzero(opened.read("done")).tolist(), opened.attrs["fingerprint"]
+        done = np.flatnonzero(opened.read("done")).tolist()
+        fingerprint = opened.attrs["fingerprint"]
     assert done == [0, 4] and all(_nested(store, name, 0) for name in FEATURES)
     with flowstore.open(store) as reader:
         reader.split("train")[[0]]  # the fast path's one check against zarr, per array
