@@ -106,9 +106,10 @@ def root_metadata_bytes(store: Path | str) -> int:
 
 
 #: A moto S3 server behind a WSGI middleware that counts the requests it serves by kind;
-#: `GET /__requests__` answers the counts so far (JSON). Prints its port, then serves.
+#: `GET /__requests__` answers the counts so far and the server's own CPU seconds (JSON).
+#: Prints its port, then serves.
 MOTO_SCRIPT = """
-import json, logging, threading
+import json, logging, threading, time
 from collections import Counter
 from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import make_server
@@ -129,7 +130,7 @@ def kind(environ):
 def counted(environ, start_response):
     if environ.get("PATH_INFO") == "/__requests__":
         with lock:
-            body = json.dumps(counts).encode()
+            body = json.dumps({"requests": counts, "cpu_s": time.process_time()}).encode()
         start_response("200 OK", [("Content-Type", "application/json")])
         return [body]
     with lock:
@@ -165,12 +166,14 @@ class CountingS3:
         self.process.terminate()
         self.process.wait()
 
-    def counts(self) -> dict[str, int]:
-        """Requests served so far, by kind."""
+    def counts(self) -> tuple[dict[str, int], float]:
+        """Requests served so far, by kind, and the server process's CPU seconds so far (what
+        the stand-in for S3 took of this machine's cores, beside the build)."""
         import urllib.request
 
         with urllib.request.urlopen(f"{self.endpoint}/__requests__") as answer:
-            return json.loads(answer.read())
+            served = json.loads(answer.read())
+        return served["requests"], served["cpu_s"]
 
     def url(self, key: str) -> str:
         return f"s3://{self.BUCKET}/{key}"
@@ -255,10 +258,13 @@ def measure(samples: int, workers: int, workdir: Path, cluster: bool,
 def _measure_builds(samples: int, workers: int, scheduler: str | None, source: Path,
                     full: Path | str, partial: Path | str, source_s: float, root: Path,
                     s3: CountingS3 | None) -> dict[str, float]:
-    before = s3.counts() if s3 else {}
+    before, server_cpu = s3.counts() if s3 else ({}, 0.0)
     build = build_measured(source, full, workers, scheduler)
-    requests = ({kind: count - before.get(kind, 0) for kind, count in s3.counts().items()
-                 if count > before.get(kind, 0)} if s3 else {})
+    if s3:
+        after, server_cpu_after = s3.counts()
+        requests = {kind: count - before.get(kind, 0) for kind, count in after.items()
+                    if count > before.get(kind, 0)}
+        server_cpu = server_cpu_after - server_cpu
     # 99% done: the train split capped at 99% of its samples (val and test whole), then the
     # build a user reruns after an interruption.
     train = len(_open(full).split("train"))
@@ -282,6 +288,7 @@ def _measure_builds(samples: int, workers: int, scheduler: str | None, source: P
     }
     if s3:
         row["requests"] = requests
+        row["s3_server_cpu_ms_per_sample"] = 1000 * server_cpu / samples
         row["requests_per_sample"] = {kind: count / samples for kind, count in requests.items()}
         s3.remove(full), s3.remove(partial)
     shutil.rmtree(root, ignore_errors=True)
@@ -314,11 +321,11 @@ def main() -> None:
 
 def run_all(args: argparse.Namespace, workdir: Path, s3: CountingS3 | None) -> None:
     rows = []
-    requests = " | requests per sample (by kind) |" if s3 else " |"
+    requests = (" | requests per sample (by kind) | S3 server CPU ms/sample |" if s3 else " |")
     print("| samples | build wall (s) | wall ms/sample | coordinator CPU ms/sample | process "
           "CPU ms/sample | build peak RSS (MB) | root metadata (bytes) | open (s) | resume at "
           "99%: wall s, coordinator CPU s (pending)" + requests)
-    print("|---|---|---|---|---|---|---|---|---|" + ("---|" if s3 else ""))
+    print("|---|---|---|---|---|---|---|---|---|" + ("---|---|" if s3 else ""))
     for samples in args.samples:
         row = measure(samples, args.workers, workdir, args.cluster, s3)
         rows.append(row)
@@ -326,7 +333,8 @@ def run_all(args: argparse.Namespace, workdir: Path, s3: CountingS3 | None) -> N
         if s3:
             kinds = " " + ", ".join(f"{kind} {count:.2f}" for kind, count in
                                     sorted(row["requests_per_sample"].items(),
-                                           key=lambda item: -item[1])) + " |"
+                                           key=lambda item: -item[1]))
+            kinds += f" | {row['s3_server_cpu_ms_per_sample']:.1f} |"
         print(f"| {samples:,} | {row['build_wall_s']:.1f} | {row['wall_ms_per_sample']:.2f} | "
               f"{row['coordinator_cpu_ms_per_sample']:.2f} | "
               f"{row['process_cpu_ms_per_sample']:.2f} | {row['build_rss_mb']:.0f} | "
