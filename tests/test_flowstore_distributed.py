@@ -105,7 +105,8 @@ def test_a_cluster_build_keeps_a_bounded_window_of_tasks_in_flight(cluster):
         run_on_cluster(cluster.scheduler_address, _sample_index, [(i,) for i in range(40)],
                        finished, window=6)
     assert sorted(seen) == list(range(40))
-    assert max(held) <= 12, held  # the window, and released tasks the scheduler may not yet have forgotten
+    # the window, and released tasks the scheduler may not have forgotten yet
+    assert max(held) <= 12, held
 
 
 def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
