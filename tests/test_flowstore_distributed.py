@@ -87,6 +87,31 @@ def test_a_task_that_raises_on_the_cluster_is_an_internal_error(cluster):
     assert "_a_task_with_a_bug" in outcome.internal_error
 
 
+def _sample_index(index):
+    return index
+
+
+def test_a_cluster_build_keeps_a_bounded_window_of_tasks_in_flight(cluster):
+    """The scheduler holds at most about `window` of a build's tasks at once, however many
+    samples it has: its memory, and the coordinator's futures, do not grow with the store
+    (all of them were submitted at once before: 40 here, 300,000 on Kinetics)."""
+    from distributed import Client
+
+    from flowstore.build import run_on_cluster
+
+    seen, held = [], []
+    with Client(cluster.scheduler_address, set_as_default=False) as observer:
+        def finished(index):
+            seen.append(index)
+            held.append(observer.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+
+        run_on_cluster(cluster.scheduler_address, _sample_index, [(i,) for i in range(40)],
+                       finished, window=6)
+    assert sorted(seen) == list(range(40))
+    # the window, and released tasks the scheduler may not have forgotten yet
+    assert max(held) <= 12, held
+
+
 def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
     with pytest.raises(StoreError, match="one process"):
         build(_config(tiny_tvhi_source, tmp_path / "s.h5", scheduler="tcp://127.0.0.1:1"))
