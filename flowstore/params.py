@@ -108,7 +108,8 @@ class TVL1Params:
     median_filtering: int = 5
 
     def __post_init__(self) -> None:
-        # tau: the dual step of Chambolle's projection, which converges for tau <= 1/4.
+        # tau: the time step of Chambolle's dual projection, proven to converge for
+        # tau <= 1/8 and used up to 1/4 in practice (OpenCV's default).
         _check_float(self, "tau", "in (0, 0.25]", lambda v: 0 < v <= 0.25)
         _check_float(self, "lambda_", "> 0", lambda v: v > 0)
         _check_float(self, "theta", "> 0", lambda v: v > 0)

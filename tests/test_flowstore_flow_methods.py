@@ -26,9 +26,10 @@ SIZE, STEPS = 48, 2
 
 
 def _build(source, store, flow, **kwargs):
+    """Two worker threads: each computes with its own OpenCV object, alongside the other."""
     params = VideoParams(size=SIZE, steps=STEPS, flow_dtype="float32", flow=flow)
     result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
-                               progress=False, workers=1, max_per_split=1, **kwargs))
+                               progress=False, workers=2, max_per_split=1, **kwargs))
     assert result.ok, result
     return store
 
