@@ -139,7 +139,8 @@ def baseline_child(source: Path, ids: list[str], out: Path, size: int, steps: in
 def limit_child(source: Path, ids: list[str], size: int, steps: int) -> None:
     """Per clip, CPU seconds of decode + needed conversions + T Farneback pairs, one thread."""
     from flowstore.extraction._cv import cv2  # cv2.setNumThreads(1): one core
-    from flowstore.extraction.video import farneback, flow_positions, frames_needed, resize_rgb
+    from flowstore.extraction.flow import optical_flow
+    from flowstore.extraction.video import flow_positions, frames_needed, resize_rgb
     from flowstore.params import FarnebackParams, VideoParams
 
     params = FarnebackParams()
@@ -161,7 +162,7 @@ def limit_child(source: Path, ids: list[str], size: int, steps: int) -> None:
             i += 1
         capture.release()
         for t in flow_positions(n, steps):
-            farneback(frames[int(t)], frames[int(t) + 1], params)
+            optical_flow(frames[int(t)], frames[int(t) + 1], params)
         per_clip[sample] = time.process_time() - start
     print(json.dumps({"per_clip_cpu": per_clip, "opencv_threads": cv2.getNumThreads()}))
 

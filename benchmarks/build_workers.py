@@ -292,8 +292,8 @@ def profile(source: Path, limit: int, size: int, steps: int, workdir: Path) -> s
         starts = video.flow_positions(n, steps)
         flow = np.empty((steps, size, size, 2), dtype=params.flow_dtype)
         for k, t in enumerate(starts):
-            f32 = timed("Farneback x T (+ RGB2GRAY)", video.farneback, kept[int(t)],
-                        kept[int(t) + 1], params.farneback)
+            f32 = timed("Farneback x T (+ RGB2GRAY)", video.optical_flow, kept[int(t)],
+                        kept[int(t) + 1], params.flow)
             timed(f"cast flow to {params.flow_dtype}", flow.__setitem__, k, f32)
         frames = np.stack([kept[int(t)] for t in starts])
         timed("store write middle_frame + frames", lambda: (

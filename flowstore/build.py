@@ -357,9 +357,12 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                                  f"not {dataset.name!r}{hint}")
     if canonical_json(attrs.get("params")) != canonical_json(params):
         stored, asked = _flat(attrs.get("params") or {}), _flat(params)
+        # A section on one side only (another flow algorithm's parameters) is not listed key by
+        # key: the entry that names the algorithm (flow_method) already says what differs.
+        one_sided = _sections(attrs.get("params") or {}) ^ _sections(params)
         diffs = ", ".join(f"{k}: store {stored.get(k)!r} vs asked {asked.get(k)!r}"
                           for k in sorted(stored.keys() | asked.keys())
-                          if stored.get(k) != asked.get(k))
+                          if stored.get(k) != asked.get(k) and k.split(".")[0] not in one_sided)
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
     stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
@@ -445,6 +448,10 @@ def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str)
             what = "has no" if found is None else f"has shape {found} for"
             raise StoreError(f"store {str(path)!r} is damaged: it {what} array {spec.name!r} "
                              f"{expected}; use --overwrite to rebuild it, or another --store")
+
+
+def _sections(d: dict[str, Any]) -> set[str]:
+    return {key for key, value in d.items() if isinstance(value, dict)}
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -62,6 +62,11 @@ SAMPLING_OPTION = typer.Option(None, "--sampling",
 SEGMENTS_OPTION = typer.Option(None, "--segments", help="--sampling segments: K segments (3).")
 STACK_OPTION = typer.Option(None, "--stack",
                             help="--sampling segments: L consecutive flows per segment (5).")
+FLOW_OPTION = typer.Option(None, "--flow", help="Flow algorithm: farneback, tvl1 or dis "
+                                                "(farneback, the report's).")
+FLOW_PARAM_OPTION = typer.Option(None, "--flow-param", metavar="NAME=VALUE",
+                                 help="One parameter of the flow algorithm (repeat it), e.g. "
+                                      "--flow tvl1 --flow-param warps=3.")
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -81,6 +86,8 @@ def build(
     sampling: Optional[str] = SAMPLING_OPTION,
     segments: Optional[int] = SEGMENTS_OPTION,
     stack: Optional[int] = STACK_OPTION,
+    flow: Optional[str] = FLOW_OPTION,
+    flow_param: Optional[list[str]] = FLOW_PARAM_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker threads [cores]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
                                             help="dask.distributed scheduler address."),
@@ -104,7 +111,7 @@ def build(
     from flowstore.build import BuildConfig, build as run_build, failure_lines
     from flowstore.datasets import get_dataset, parse_option_tokens
     from flowstore.malloc_tuning import keep_freed_memory
-    from flowstore.params import from_options
+    from flowstore.params import flow_from_options, from_options
     from flowstore.synth import synthetic_source
 
     try:
@@ -112,7 +119,8 @@ def build(
         spec = get_dataset(dataset, options)
         params = from_options(spec.params_type, dataset, size=size, steps=steps,
                               flow_dtype=flow_dtype, flow_bound=flow_bound, sampling=sampling,
-                              segments=segments, stack=stack)
+                              segments=segments, stack=stack,
+                              flow=flow_from_options(flow, flow_param or ()))
         if synthetic == (source is not None):
             raise ParameterError("give exactly one of --source DIR or --synthetic")
         if synthetic:
@@ -247,6 +255,8 @@ def estimate(
     sampling: Optional[str] = SAMPLING_OPTION,
     segments: Optional[int] = SEGMENTS_OPTION,
     stack: Optional[int] = STACK_OPTION,
+    flow: Optional[str] = FLOW_OPTION,
+    flow_param: Optional[list[str]] = FLOW_PARAM_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers",
                                           help="Dask worker threads the build would use [cores]."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
@@ -261,12 +271,13 @@ def estimate(
     small random sample of the source on this machine."""
     from flowstore.datasets import get_dataset
     from flowstore.estimate import estimate as run_estimate, format_estimate
-    from flowstore.params import from_options
+    from flowstore.params import flow_from_options, from_options
 
     try:
         params = from_options(get_dataset(dataset).params_type, dataset, size=size, steps=steps,
                               flow_dtype=flow_dtype, flow_bound=flow_bound, sampling=sampling,
-                              segments=segments, stack=stack)
+                              segments=segments, stack=stack,
+                              flow=flow_from_options(flow, flow_param or ()))
         result = run_estimate(dataset, source, params, seed=seed, workers=workers,
                               max_per_split=max_per_split, progress=not quiet,
                               **({"sample_size": sample} if sample is not None else {}))

@@ -10,8 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
 
 from flowstore.errors import ParameterError
 
@@ -71,9 +73,213 @@ class FarnebackParams:
         _require(self.poly_sigma > 0, f"poly_sigma must be > 0, got {self.poly_sigma!r}")
 
 
+# -- TV-L1 and DIS: checks shared by their fields ------------------------------------------------
+def _check_int(method: str, name: str, value: Any, low: int, high: int | None = None) -> None:
+    within = isinstance(value, int) and not isinstance(value, bool) and value >= low and (
+        high is None or value <= high)
+    allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+    _require(within, f"{method} {name} must be {allowed}, got {value!r}")
+
+
+def _check_float(params: Any, name: str, allowed: str, within: Callable[[float], bool]) -> None:
+    """Check a float field (`allowed` names the range) and store it as a float, so that 1 and
+    1.0 record (and fingerprint) the same."""
+    value = getattr(params, name)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    _require(ok and within(float(value)),
+             f"{params.method} {name} must be {allowed}, got {value!r}")
+    object.__setattr__(params, name, float(value))
+
+
+def _check_bool(method: str, name: str, value: Any) -> None:
+    _require(isinstance(value, bool), f"{method} {name} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TVL1Params:
+    """TV-L1 flow (Zach et al. 2007) as `cv2.optflow.DualTVL1OpticalFlow` computes it (contrib).
+
+    Defaults are OpenCV's own, which is how the two-stream field runs it: MMAction2's
+    `tools/misc/flow_extraction.py` calls `cv2.optflow.DualTVL1OpticalFlow_create()` with no
+    arguments (one object per video, grayscale frames), and denseflow (open-mmlab/denseflow,
+    `src/denseflow_gpu.cpp`, which MMAction2's data tools run) calls
+    `cuda::OpticalFlowDual_TVL1::create()` with its defaults: the same tau 0.25, lambda 0.15,
+    theta 0.3, 5 scales, 5 warps, epsilon 0.01, scale step 0.8, gamma 0, and 300 iterations per
+    warp, which the CPU class splits into 30 inner x 10 outer (and median-filters the flow with a
+    5x5 window, a CPU-only step). Field names are the Python binding's keywords in snake case.
+    """
+
+    method: ClassVar[str] = "tvl1"
+
+    tau: float = 0.25
+    lambda_: float = 0.15
+    theta: float = 0.3
+    nscales: int = 5
+    warps: int = 5
+    epsilon: float = 0.01
+    inner_iterations: int = 30
+    outer_iterations: int = 10
+    scale_step: float = 0.8
+    gamma: float = 0.0
+    median_filtering: int = 5
+
+    def __post_init__(self) -> None:
+        # tau: the time step of Chambolle's dual projection, proven to converge for
+        # tau <= 1/8 and used up to 1/4 in practice (OpenCV's default).
+        _check_float(self, "tau", "in (0, 0.25]", lambda v: 0 < v <= 0.25)
+        _check_float(self, "lambda_", "> 0", lambda v: v > 0)
+        _check_float(self, "theta", "> 0", lambda v: v > 0)
+        _check_int(self.method, "nscales", self.nscales, 1, 32)
+        _check_int(self.method, "warps", self.warps, 1)
+        _check_float(self, "epsilon", "> 0", lambda v: v > 0)
+        _check_int(self.method, "inner_iterations", self.inner_iterations, 1)
+        _check_int(self.method, "outer_iterations", self.outer_iterations, 1)
+        _check_float(self, "scale_step", "in (0, 1)", lambda v: 0 < v < 1)
+        _check_float(self, "gamma", ">= 0", lambda v: v >= 0)
+        # OpenCV median-filters the float flow: its medianBlur takes only 3 and 5 there.
+        _require(self.median_filtering in (1, 3, 5) and isinstance(self.median_filtering, int)
+                 and not isinstance(self.median_filtering, bool),
+                 f"tvl1 median_filtering must be 1 (off), 3 or 5, got {self.median_filtering!r}")
+
+
+@dataclass(frozen=True)
+class DISParams:
+    """Dense Inverse Search (Kroeger et al. 2016) as `cv2.DISOpticalFlow` computes it (core).
+
+    Defaults are OpenCV's medium preset, `cv2.DISOpticalFlow_create(DISOPTICAL_FLOW_PRESET_
+    MEDIUM)`: every value that preset sets or leaves at its default, set one by one. Two knobs
+    stay at OpenCV's defaults and are not settable here, because their setters are newer than the
+    OpenCV this project supports (>= 4.8): the variational refinement's epsilon (0.01; setter since
+    4.10) and the coarsest pyramid level (chosen from the frame size).
+    """
+
+    method: ClassVar[str] = "dis"
+
+    finest_scale: int = 1
+    patch_size: int = 8
+    patch_stride: int = 3
+    gradient_descent_iterations: int = 25
+    variational_refinement_iterations: int = 5
+    variational_refinement_alpha: float = 20.0
+    variational_refinement_delta: float = 5.0
+    variational_refinement_gamma: float = 10.0
+    use_mean_normalization: bool = True
+    use_spatial_propagation: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int(self.method, "finest_scale", self.finest_scale, 0, 10)
+        _check_int(self.method, "patch_size", self.patch_size, 4, 64)
+        _check_int(self.method, "patch_stride", self.patch_stride, 1,
+                   self.patch_size if isinstance(self.patch_size, int) else None)
+        _check_int(self.method, "gradient_descent_iterations",
+                   self.gradient_descent_iterations, 1)
+        _check_int(self.method, "variational_refinement_iterations",
+                   self.variational_refinement_iterations, 0)
+        for name in ("variational_refinement_alpha", "variational_refinement_delta",
+                     "variational_refinement_gamma"):
+            _check_float(self, name, ">= 0", lambda v: v >= 0)
+        _check_bool(self.method, "use_mean_normalization", self.use_mean_normalization)
+        _check_bool(self.method, "use_spatial_propagation", self.use_spatial_propagation)
+
+    def coarsest_scale(self, size: int) -> int:
+        """The coarsest pyramid level OpenCV picks for S x S frames (dis_flow.cpp, `calc`),
+        in the same arithmetic: a level below 0, or below `finest_scale`, is a frame too small
+        for the patch (OpenCV then fails, or reads outside its pyramid)."""
+        if size // self.patch_size == 0:
+            return -1
+        return min(int(math.log(size / (4.0 * self.patch_size)) / math.log(2.0) + 0.5),
+                   int(math.log(size // self.patch_size) / math.log(2.0)))
+
+    def min_size(self) -> int:
+        """The smallest frame side S these parameters can compute flow on."""
+        size = 12  # OpenCV's own floor ("either width or height >= 12")
+        while self.coarsest_scale(size) < self.finest_scale:
+            size += 1
+        return size
+
+
+#: The flow algorithms by their `--flow` name. Farneback is the report's and the default.
+FlowParams = Union[FarnebackParams, TVL1Params, DISParams]
+FLOW_METHODS: dict[str, type] = {"farneback": FarnebackParams, "tvl1": TVL1Params,
+                                 "dis": DISParams}
+
+
+def flow_record(flow: FlowParams) -> dict[str, Any]:
+    """How a store records its flow algorithm: Farneback as stores always did (its parameters
+    under `farneback`, no method named, so stores built before the choice existed keep their
+    fingerprints and still resume); another algorithm named by `flow_method` and its
+    parameters under that name."""
+    values = dataclasses.asdict(flow)
+    if isinstance(flow, FarnebackParams):
+        return {"farneback": values}
+    return {"flow_method": flow.method, flow.method: values}
+
+
+def flow_from_record(values: Mapping[str, Any]) -> FlowParams:
+    """The flow parameters a store's `params` record (the inverse of `flow_record`)."""
+    method = values.get("flow_method", "farneback")
+    if method not in FLOW_METHODS:
+        raise ParameterError(f"the store's flow_method {method!r} is unknown to this flowstore "
+                             f"(it knows {', '.join(FLOW_METHODS)})")
+    return from_dict(FLOW_METHODS[method], values.get(method) or {})
+
+
+def flow_from_options(method: str | None, assignments: Sequence[str] = ()) -> FlowParams | None:
+    """The flow parameters of `--flow METHOD` and repeated `--flow-param NAME=VALUE`.
+
+    None when neither is given (the default). Each value is read as its field's type and the
+    whole set validated against the chosen algorithm (Farneback when only --flow-param is
+    given): a name of another algorithm, an unknown name or a bad value is a ParameterError.
+    """
+    if method is None and not assignments:
+        return None
+    method = "farneback" if method is None else method
+    if method not in FLOW_METHODS:
+        raise ParameterError(f"--flow must be one of {', '.join(FLOW_METHODS)}, got {method!r}")
+    params_type = FLOW_METHODS[method]
+    types = typing.get_type_hints(params_type)
+    names = [f.name for f in dataclasses.fields(params_type)]
+    values: dict[str, Any] = {}
+    for text in assignments:
+        name, equals, raw = text.partition("=")
+        name, raw = name.strip(), raw.strip()
+        if not equals or not name or not raw:
+            raise ParameterError(f"--flow-param must look like NAME=VALUE, got {text!r}")
+        if name not in names:
+            owners = [other for other, kind in FLOW_METHODS.items()
+                      if name in {f.name for f in dataclasses.fields(kind)}]
+            if owners:
+                raise ParameterError(f"--flow-param {name} is a parameter of --flow "
+                                     f"{' and '.join(owners)}, not of {method}")
+            raise ParameterError(f"--flow-param {name}: {method} has no such parameter "
+                                 f"(it has {', '.join(names)})")
+        if name in values:
+            raise ParameterError(f"--flow-param {name} is given twice")
+        values[name] = _parse_value(raw, types[name], f"{method} {name}")
+    return params_type(**values)
+
+
+def _parse_value(text: str, kind: type, what: str) -> Any:
+    """A command-line value read as `kind` (int, float or bool)."""
+    if kind is bool:
+        words = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in words:
+            raise ParameterError(f"{what} must be true or false, got {text!r}")
+        return words[text.lower()]
+    try:
+        return kind(text)
+    except ValueError:
+        expected = "an integer" if kind is int else "a number"
+        raise ParameterError(f"{what} must be {expected}, got {text!r}") from None
+
+
 @dataclass(frozen=True)
 class VideoParams:
-    """What a TV-HI sample holds: frame size S, flow steps T, flow encoding, Farneback settings.
+    """What a TV-HI sample holds: frame size S, flow steps T, flow encoding, flow algorithm.
+
+    `flow` is the algorithm and its settings (`FarnebackParams`, `TVL1Params`, `DISParams`);
+    it is recorded in a form of its own (`flow_record`), so that Farneback stores keep the
+    parameters and fingerprints they always had.
 
     `flow_bound` (pixels) is used by the uint8 encoding only, but always recorded: it is part
     of what a uint8 store means.
@@ -94,11 +300,14 @@ class VideoParams:
     steps: int | None = None  # T; None: DEFAULT_STEPS (linspace) or segments x stack
     flow_dtype: str = "float16"
     flow_bound: float = 20.0
-    farneback: FarnebackParams = field(default_factory=FarnebackParams)
+    flow: FlowParams = field(default_factory=FarnebackParams)
     decoder_threads: int = 1
     sampling: str = field(default="linspace", metadata=RECORDED_UNLESS_DEFAULT)
     segments: int | None = field(default=None, metadata=RECORDED_UNLESS_DEFAULT)
     stack: int | None = field(default=None, metadata=RECORDED_UNLESS_DEFAULT)
+
+    #: Fields that `recorded()` writes in a form of their own and `from_recorded` reads back.
+    RECORDED_APART: ClassVar[tuple[str, ...]] = ("flow",)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
@@ -112,6 +321,14 @@ class VideoParams:
                  f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
                  f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")
+        _require(isinstance(self.flow, tuple(FLOW_METHODS.values())),
+                 f"flow must be the parameters of one of {', '.join(FLOW_METHODS)}, "
+                 f"got {self.flow!r}")
+        if isinstance(self.flow, DISParams) and self.size < self.flow.min_size():
+            raise ParameterError(
+                f"dis needs frames of at least {self.flow.min_size()} px with patch_size "
+                f"{self.flow.patch_size} and finest_scale {self.flow.finest_scale}, got --size "
+                f"{self.size} (a smaller finest_scale or patch_size fits smaller frames)")
 
     def _check_sampling(self) -> None:
         """Validate the sampling options and fill in what they imply (`steps`; K and L).
@@ -143,13 +360,18 @@ class VideoParams:
         object.__setattr__(self, "steps", flows)
 
     def recorded(self) -> dict[str, Any]:
-        """The extraction version; and uint8 stores name their quantization, so a reader
-        decodes each store as written and a store quantized another way is never resumed into
-        (its fingerprint differs)."""
+        """The flow algorithm (`flow_record`); the extraction version; and uint8 stores name
+        their quantization, so a reader decodes each store as written and a store quantized
+        another way is never resumed into (its fingerprint differs)."""
         from flowstore.flow_encoding import QUANTIZATION
 
         quantization = {"flow_quantization": QUANTIZATION} if self.flow_dtype == "uint8" else {}
-        return {"extraction": EXTRACTION_VERSION, **quantization}
+        return {**flow_record(self.flow), "extraction": EXTRACTION_VERSION, **quantization}
+
+    @classmethod
+    def from_recorded(cls, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Keyword arguments for the fields recorded apart, from a store's `params`."""
+        return {"flow": flow_from_record(values)}
 
 
 @dataclass(frozen=True)
@@ -173,10 +395,14 @@ def to_dict(params: Any) -> dict[str, Any]:
     A parameter class may add entries that say what its stored values mean (`recorded()`),
     e.g. the extraction version or how uint8 flow was quantized; they go into the fingerprint
     like any parameter. A field marked `RECORDED_UNLESS_DEFAULT` is left out at its default.
+    Fields a class names in `RECORDED_APART` are left to `recorded()` to write in a form of
+    their own (and to `from_recorded` to read back).
     """
-    values = dataclasses.asdict(params)
+    apart = getattr(params, "RECORDED_APART", ())
+    values = {key: value for key, value in dataclasses.asdict(params).items() if key not in apart}
     for f in dataclasses.fields(params):
-        if f.metadata.get("recorded_unless_default") and values[f.name] == f.default:
+        if (f.metadata.get("recorded_unless_default") and f.name in values
+                and values[f.name] == f.default):
             del values[f.name]
     recorded = getattr(params, "recorded", None)
     return {**values, **recorded()} if recorded else values
@@ -224,12 +450,11 @@ def from_options(params_type: type, dataset: str, **options: Any) -> Any:
 
 def from_dict(params_type: type, values: Mapping[str, Any]) -> Any:
     """Rebuild a parameter dataclass from its `to_dict` form (a store's `params` attribute)."""
-    import typing
-
     hints = typing.get_type_hints(params_type)
-    kwargs = {}
+    apart = getattr(params_type, "RECORDED_APART", ())
+    kwargs = params_type.from_recorded(values) if apart else {}
     for f in dataclasses.fields(params_type):
-        if f.name in values:
+        if f.name in values and f.name not in apart:
             kind, value = hints[f.name], values[f.name]
             kwargs[f.name] = from_dict(kind, value) if dataclasses.is_dataclass(kind) else value
     return params_type(**kwargs)

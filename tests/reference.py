@@ -11,7 +11,14 @@ import cv2
 import numpy as np
 
 
-def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16") -> dict[str, np.ndarray]:
+def farneback_of_the_report(gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarray:
+    return cv2.calcOpticalFlowFarneback(gray_a, gray_b, None, pyr_scale=0.5, levels=3, winsize=5,
+                                        iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+
+
+def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16",
+                   flow=farneback_of_the_report) -> dict[str, np.ndarray]:
+    """`flow(gray_a, gray_b)` computes one pair's flow (the report's Farneback by default)."""
     capture = cv2.VideoCapture(str(path))
     rgb = []
     while True:
@@ -24,11 +31,9 @@ def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16") -> 
     n = len(rgb)
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
     positions = np.round(np.linspace(0, n - 2, steps)).astype(int)
-    flow = [cv2.calcOpticalFlowFarneback(gray[t], gray[t + 1], None, pyr_scale=0.5, levels=3,
-                                         winsize=5, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-            for t in positions]
+    flows = [flow(gray[t], gray[t + 1]) for t in positions]
     return {"middle_frame": rgb[n // 2], "frames": np.stack([rgb[t] for t in positions]),
-            "flow": np.stack(flow).astype(flow_dtype)}
+            "flow": np.stack(flows).astype(flow_dtype)}
 
 
 def reference_image(path, size: int) -> np.ndarray:

@@ -315,7 +315,7 @@ def test_a_bug_in_a_task_is_an_internal_error_with_a_logged_traceback(tvhi_sourc
 
 @pytest.mark.parametrize("where,kind", [
     ("decode", "failure"),  # OpenCV failing on the file's bytes: the clip's problem
-    ("farneback", "internal"),  # OpenCV failing on frames flowstore made: a bug
+    ("flow", "internal"),  # OpenCV failing on frames flowstore made: a bug
     ("write", "failure"),  # the disk failing: the environment's problem, retried next run
     ("extract", "internal"),  # a TypeError in flowstore's own code
 ])
@@ -336,8 +336,8 @@ def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tin
 
     if where == "decode":
         monkeypatch.setattr(video, "decode_resized", raise_(cv2.error("bad frame")))
-    elif where == "farneback":
-        monkeypatch.setattr(video, "farneback", raise_(cv2.error("bad argument")))
+    elif where == "flow":
+        monkeypatch.setattr(video, "optical_flow", raise_(cv2.error("bad argument")))
     elif where == "write":
         monkeypatch.setattr(build_module, "_writer", raise_(OSError(5, "Input/output error")))
     else:

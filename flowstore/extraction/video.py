@@ -1,9 +1,10 @@
-"""TV-HI extraction: one video file to its middle frame, its frames and T Farneback flows.
+"""TV-HI extraction: one video file to its middle frame, its frames and T optical flows.
 
 The contract (DESIGN.md, "Extraction contract"): decode every frame, n = frames actually
 decoded; resize RGB to S x S with INTER_AREA; middle frame n // 2; flow pairs and frames where
 the sampling puts them (`flowstore.extraction.sampling`; by default t_k = round(linspace(0,
-n - 2, T))); flow_k = Farneback(gray[t_k], gray[t_k + 1]).
+n - 2, T))); flow_k = flow(gray[t_k], gray[t_k + 1]) by the recorded algorithm (Farneback by
+default; `flowstore.extraction.flow`).
 
 Only the frames those positions might need are converted and resized. n is unknown until the
 last frame, so the container's frame count (often off by 1 or 2 on real clips) picks a superset
@@ -27,9 +28,10 @@ import numpy as np
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
+from flowstore.extraction.flow import optical_flow
 from flowstore.extraction.sampling import flow_positions, select_frames  # noqa: F401 (re-export)
 from flowstore.flow_encoding import encode_flow
-from flowstore.params import FarnebackParams, VideoParams
+from flowstore.params import VideoParams
 
 #: How far the container's frame count may be from the decoded count and still need no second pass.
 #: On the 300 TV-HI clips the count is exact for 215, off by one for 84 and by two for one clip:
@@ -60,15 +62,6 @@ def frames_needed(n_frames: int, params: VideoParams) -> set[int]:
     """Indices of every frame the sample uses: both frames of each pair, the frames it stores
     and the middle one."""
     return select_frames(n_frames, params).needed
-
-
-def farneback(prev_rgb: np.ndarray, next_rgb: np.ndarray, params: FarnebackParams) -> np.ndarray:
-    """Dense flow from one RGB frame to the next, in pixels: (H, W, 2) float32, (dx, dy)."""
-    prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
-    next_gray = cv2.cvtColor(next_rgb, cv2.COLOR_RGB2GRAY)
-    return cv2.calcOpticalFlowFarneback(
-        prev_gray, next_gray, None, params.pyr_scale, params.levels, params.winsize,
-        params.iterations, params.poly_n, params.poly_sigma, params.flags)
 
 
 def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
@@ -172,8 +165,7 @@ def extract_video(path: str | Path, params: VideoParams) -> VideoFeatures:
     starts = chosen.flow_starts
     flow = np.empty((len(starts), params.size, params.size, 2), params.flow_dtype)
     for k, t in enumerate(starts):  # each flow encoded while it is still in cache
-        store_flow(farneback(frames[int(t)], frames[int(t) + 1], params.farneback), flow[k],
-                   params)
+        store_flow(optical_flow(frames[int(t)], frames[int(t) + 1], params.flow), flow[k], params)
     return VideoFeatures(
         middle_frame=frames[chosen.middle],
         frames=np.stack([frames[int(t)] for t in chosen.frames]),

@@ -1,0 +1,287 @@
+"""`--flow farneback|tvl1|dis` and `--flow-param`: each algorithm's stored flow is exactly a
+direct OpenCV call with the parameters the store records; the algorithm is part of a store's
+identity (resume refused, verify --repair re-extracts with it); bad parameters are one line."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import zarr
+
+from flowstore.build import BuildConfig, build
+from flowstore.errors import ParameterError
+from flowstore.extraction._cv import cv2
+from flowstore.extraction.flow import flow_object, optical_flow
+from flowstore.params import (DISParams, FarnebackParams, TVL1Params, VideoParams, canonical_json,
+                              fingerprint, flow_from_options, from_dict, to_dict)
+import flowstore
+from flowstore.store import open_store
+from tests.conftest import assert_one_line_error, flowstore_cli
+from tests.reference import reference_tvhi
+
+#: DIS's medium preset needs frames of at least 46 px (DISParams.min_size); 48 fits all three.
+SIZE, STEPS = 48, 2
+
+
+def _build(source, store, flow, **kwargs):
+    """Two worker threads: each computes with its own OpenCV object, alongside the other."""
+    params = VideoParams(size=SIZE, steps=STEPS, flow_dtype="float32", flow=flow)
+    result = build(BuildConfig(dataset="tvhi", source=source, store=store, params=params,
+                               progress=False, workers=2, max_per_split=1, **kwargs))
+    assert result.ok, result
+    return store
+
+
+def _direct_call(recorded: dict):
+    """flow(gray_a, gray_b) made straight from OpenCV with a store's recorded `params`, written
+    here without flowstore's code, one fresh OpenCV object per pair."""
+    method = recorded.get("flow_method", "farneback")
+    p = recorded[method]
+    if method == "farneback":
+        return lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, **p)
+    if method == "tvl1":
+        return lambda a, b: cv2.optflow.DualTVL1OpticalFlow_create(
+            tau=p["tau"], lambda_=p["lambda_"], theta=p["theta"], nscales=p["nscales"],
+            warps=p["warps"], epsilon=p["epsilon"], innnerIterations=p["inner_iterations"],
+            outerIterations=p["outer_iterations"], scaleStep=p["scale_step"], gamma=p["gamma"],
+            medianFiltering=p["median_filtering"]).calc(a, b, None)
+    assert method == "dis"
+
+    def dis(a, b):
+        flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        for name, value in p.items():
+            setter = "set" + "".join(word.capitalize() for word in name.split("_"))
+            getattr(flow, setter)(value)
+        return flow.calc(a, b, None)
+    return dis
+
+
+#: OpenCV with no arguments: how MMAction2's flow_extraction runs TV-L1, and DIS's medium preset.
+OPENCV_DEFAULTS = {
+    "farneback": lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 5, 3, 5, 1.2, 0),
+    "tvl1": lambda a, b: cv2.optflow.DualTVL1OpticalFlow_create().calc(a, b, None),
+    "dis": lambda a, b: cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM).calc(
+        a, b, None),
+}
+
+
+def _stored_equals(store, source, flow) -> None:
+    with open_store(store) as s:
+        ids, done, stored = s.read("id").tolist(), s.read("done"), s.read("flow")
+    assert done.sum() == 3
+    for index in np.flatnonzero(done):
+        want = reference_tvhi(source / f"{ids[index]}.avi", SIZE, STEPS, "float32", flow=flow)
+        np.testing.assert_array_equal(stored[index], want["flow"])
+
+
+@pytest.mark.parametrize("method", ["farneback", "tvl1", "dis"])
+def test_default_flow_is_opencvs_own_defaults(method, tiny_tvhi_source, tmp_path):
+    store = _build(tiny_tvhi_source, tmp_path / "s.zarr", flow_from_options(method))
+    _stored_equals(store, tiny_tvhi_source, OPENCV_DEFAULTS[method])
+
+
+@pytest.mark.parametrize("method,assignments", [
+    ("farneback", ["winsize=9", "levels=2"]),
+    ("tvl1", ["warps=3", "lambda_=0.3", "median_filtering=3", "nscales=3"]),
+    ("dis", ["patch_stride=4", "finest_scale=0", "use_spatial_propagation=false"]),
+])
+def test_stored_flow_is_a_direct_opencv_call_with_the_recorded_params(
+        method, assignments, tiny_tvhi_source, tmp_path):
+    store = _build(tiny_tvhi_source, tmp_path / "s.zarr", flow_from_options(method, assignments))
+    with open_store(store) as s:
+        recorded = s.attrs["params"]
+    assert recorded.get("flow_method", "farneback") == method
+    for assignment in assignments:  # what was asked is what is recorded
+        name, value = assignment.split("=")
+        assert str(recorded[method][name]).lower() == value
+    _stored_equals(store, tiny_tvhi_source, _direct_call(recorded))
+
+
+def test_defaults_are_opencvs():
+    tvl1 = cv2.optflow.DualTVL1OpticalFlow_create()
+    assert TVL1Params() == TVL1Params(
+        tau=tvl1.getTau(), lambda_=tvl1.getLambda(), theta=tvl1.getTheta(),
+        nscales=tvl1.getScalesNumber(), warps=tvl1.getWarpingsNumber(),
+        epsilon=tvl1.getEpsilon(), inner_iterations=tvl1.getInnerIterations(),
+        outer_iterations=tvl1.getOuterIterations(), scale_step=tvl1.getScaleStep(),
+        gamma=tvl1.getGamma(), median_filtering=tvl1.getMedianFiltering())
+    dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+    for name, value in to_dict(DISParams()).items():
+        getter = "get" + "".join(word.capitalize() for word in name.split("_"))
+        assert getattr(dis, getter)() == pytest.approx(value), name
+
+
+def _texture(seed: int, size: int = 40) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    small = rng.uniform(0, 255, (10, 10, 3)).astype(np.float32)
+    return np.clip(cv2.resize(small, (size, size), interpolation=cv2.INTER_CUBIC), 0, 255) \
+        .astype(np.uint8)
+
+
+@pytest.mark.parametrize("flow", [TVL1Params(), DISParams(finest_scale=0)])
+def test_one_flow_object_per_thread_reused_without_carrying_state(flow):
+    """Reuse (object made once per thread) gives what a fresh object gives, in any order and
+    from two threads at once; each thread has its own object."""
+    pairs = [(_texture(i), np.roll(_texture(i), i % 3 + 1, axis=1)) for i in range(4)]
+    from flowstore.extraction.flow import make_flow_object
+
+    def fresh(a, b):
+        return make_flow_object(flow).calc(cv2.cvtColor(a, cv2.COLOR_RGB2GRAY),
+                                           cv2.cvtColor(b, cv2.COLOR_RGB2GRAY), None)
+
+    want = [fresh(a, b) for a, b in pairs]
+    first = flow_object(flow)
+    got = [optical_flow(a, b, flow) for a, b in pairs + pairs[::-1]]
+    assert flow_object(flow) is first
+    for k, result in enumerate(got):
+        np.testing.assert_array_equal(result, want[k if k < 4 else 7 - k])
+
+    objects, results = {}, {}
+
+    def work(name):
+        objects[name] = flow_object(flow)
+        results[name] = [optical_flow(a, b, flow) for a, b in pairs * 3]
+
+    threads = [threading.Thread(target=work, args=(name,)) for name in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert objects["a"] is not objects["b"] and first not in objects.values()
+    for name in "ab":
+        for k, result in enumerate(results[name]):
+            np.testing.assert_array_equal(result, want[k % 4])
+
+
+def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
+    """Stores built before the choice of algorithm existed still resume: the default records
+    exactly what they recorded, and hashes to the same fingerprint."""
+    recorded = canonical_json(to_dict(VideoParams()))
+    assert recorded == (
+        '{"decoder_threads":1,"extraction":"1","farneback":{"flags":0,"iterations":3,"levels":3,'
+        '"poly_n":5,"poly_sigma":1.2,"pyr_scale":0.5,"winsize":5},"flow_bound":20.0,'
+        '"flow_dtype":"float16","size":224,"steps":16}')
+    assert fingerprint(dataset="tvhi", params=to_dict(VideoParams()),
+                       source_files={"hug_0001.avi": 123}) == \
+        "b864f92d8b457a24b5f9904b28dc9acdba9027d76ee1150c9102485434b58cc2"
+    for flow in (TVL1Params(), DISParams(), FarnebackParams(winsize=7)):
+        params = VideoParams(flow=flow)
+        assert from_dict(VideoParams, to_dict(params)) == params
+        assert fingerprint(dataset="tvhi", params=to_dict(params), source_files={}) != \
+            fingerprint(dataset="tvhi", params=to_dict(VideoParams()), source_files={})
+    assert to_dict(VideoParams(flow=TVL1Params()))["flow_method"] == "tvl1"
+    assert "farneback" not in to_dict(VideoParams(flow=DISParams()))
+    # 1 and 1.0 are one value: recorded (and fingerprinted) alike
+    assert to_dict(VideoParams(flow=TVL1Params(lambda_=1))) == \
+        to_dict(VideoParams(flow=TVL1Params(lambda_=1.0)))
+    with pytest.raises(ParameterError, match="flow_method 'raft' is unknown"):
+        from_dict(VideoParams, {**to_dict(VideoParams()), "flow_method": "raft"})
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: TVL1Params(tau=0), r"tvl1 tau must be in \(0, 0.25\], got 0"),
+    (lambda: TVL1Params(warps=0), "tvl1 warps must be an integer >= 1, got 0"),
+    (lambda: TVL1Params(nscales=2.5), "tvl1 nscales must be an integer in 1..32, got 2.5"),
+    (lambda: TVL1Params(scale_step=1.0), r"tvl1 scale_step must be in \(0, 1\)"),
+    (lambda: TVL1Params(median_filtering=7), "median_filtering must be 1 \\(off\\), 3 or 5"),
+    (lambda: TVL1Params(epsilon=float("nan")), "tvl1 epsilon must be > 0, got nan"),
+    (lambda: DISParams(patch_stride=9), "dis patch_stride must be an integer in 1..8, got 9"),
+    (lambda: DISParams(use_mean_normalization=1), "must be true or false, got 1"),
+    (lambda: DISParams(variational_refinement_alpha=-1), "alpha must be >= 0, got -1"),
+    (lambda: VideoParams(size=32, flow=DISParams()), "dis needs frames of at least 46 px"),
+    (lambda: VideoParams(size=16, flow=DISParams(patch_size=12, finest_scale=0)),
+     "at least 17 px"),
+    (lambda: VideoParams(flow="tvl1"), "flow must be the parameters of one of"),
+])
+def test_parameters_are_validated(make, match):
+    with pytest.raises(ParameterError, match=match):
+        make()
+
+
+def test_dis_min_size_is_where_opencv_starts_to_work():
+    """Frames one pixel smaller than `min_size` make OpenCV fail (or read outside its pyramid);
+    at `min_size` it computes."""
+    for params in (DISParams(), DISParams(finest_scale=0), DISParams(patch_size=12,
+                                                                     finest_scale=0)):
+        size = params.min_size()
+        VideoParams(size=size, flow=params)
+        frames = [_texture(1, size), np.roll(_texture(1, size), 1, axis=1)]
+        assert np.isfinite(optical_flow(*frames, params)).all()
+    assert DISParams().coarsest_scale(45) == 0 and DISParams().coarsest_scale(46) == 1
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--flow", "tvl1", "--flow-param", "winsize=9"],
+     "--flow-param winsize is a parameter of --flow farneback, not of tvl1"),
+    (["--flow", "dis", "--flow-param", "speed=3"], "--flow-param speed: dis has no such parameter"),
+    (["--flow", "tvl1", "--flow-param", "tau=0.5"], r"tvl1 tau must be in (0, 0.25], got 0.5"),
+    (["--flow", "tvl1", "--flow-param", "warps=many"], "tvl1 warps must be an integer, got 'many'"),
+    (["--flow", "raft"], "--flow must be one of farneback, tvl1, dis, got 'raft'"),
+    (["--flow-param", "levels"], "--flow-param must look like NAME=VALUE, got 'levels'"),
+    (["--flow", "dis", "--size", "32"], "dis needs frames of at least 46 px"),
+])
+def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source, tmp_path):
+    store = tmp_path / "s.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *args,
+                        "-q")
+    assert message in assert_one_line_error(out, 2)
+    assert not store.exists()
+
+
+def test_flow_options_do_not_apply_to_still_images(tmp_path):
+    out = flowstore_cli("build", "stanford40", "--synthetic", "--store", tmp_path / "s.zarr",
+                        "--flow", "dis")
+    assert "--flow does not apply to dataset 'stanford40'" in assert_one_line_error(out)
+
+
+def test_a_store_refuses_a_resume_with_another_algorithm_unless_overwrite(tiny_tvhi_source,
+                                                                          tmp_path):
+    store = tmp_path / "s.zarr"
+    common = ["build", "tvhi", "--source", tiny_tvhi_source, "--store", store, "--size", "48",
+              "--steps", "2", "--max-per-split", "1", "-q"]
+    assert flowstore_cli(*common).returncode == 0  # Farneback, recorded as stores always were
+    line = assert_one_line_error(flowstore_cli(*common, "--flow", "dis"))
+    assert "was built with other parameters (flow_method: store None vs asked 'dis')" in line
+    assert flowstore_cli(*common, "--flow", "dis", "--overwrite").returncode == 0
+    line = assert_one_line_error(flowstore_cli(*common, "--flow", "tvl1"))
+    assert "(flow_method: store 'dis' vs asked 'tvl1')" in line  # not every parameter listed
+    line = assert_one_line_error(flowstore_cli(*common, "--flow", "dis",
+                                               "--flow-param", "patch_stride=4"))
+    assert "(dis.patch_stride: store 3 vs asked 4)" in line
+    line = assert_one_line_error(flowstore_cli(*common))
+    assert "flow_method: store 'dis' vs asked None" in line
+    out = flowstore_cli(*common, "--flow", "dis")  # the same algorithm resumes: nothing to do
+    assert out.returncode == 0 and "0 computed, 3 already done" in out.stdout
+    with open_store(store) as s:
+        assert s.attrs["params"]["flow_method"] == "dis"
+
+
+def test_verify_repair_reextracts_a_dis_store_with_its_algorithm(tiny_tvhi_source, tmp_path):
+    store = tmp_path / "s.zarr"
+    assert flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                         "--size", "48", "--steps", "2", "--flow", "dis", "--flow-param",
+                         "patch_stride=4", "-q").returncode == 0
+    group = zarr.open_group(str(store), mode="r+")
+    before = group["flow"][:]
+    ids = list(group["id"][:])
+    damaged = ids.index("hug_0002")
+    group["flow"][damaged] = np.zeros_like(before[damaged])
+    out = flowstore_cli("verify", store, "--repair", "--source", tiny_tvhi_source, "-q")
+    assert out.returncode == 0 and "repaired 1 of 1" in out.stdout, out.stderr
+    after = zarr.open_group(str(store), mode="r")["flow"][:]
+    assert after.view(np.uint16).tobytes() == before.view(np.uint16).tobytes()
+    assert not np.array_equal(  # and the repair did not fall back to Farneback
+        before[damaged], reference_tvhi(tiny_tvhi_source / "hug_0002.avi", 48, 2)["flow"])
+
+
+def test_readers_and_show_take_any_algorithms_store(tiny_tvhi_source, tmp_path):
+    store = _build(tiny_tvhi_source, tmp_path / "s.zarr", TVL1Params())
+    split = flowstore.open(store).split("train", features=("frames", "flow"))
+    sample = split[0]
+    assert sample["flow"].shape == (STEPS, SIZE, SIZE, 2) and sample["flow"].dtype == np.float32
+    from flowstore.show import show
+
+    result = show(store, tmp_path / "pictures", (), progress=False)
+    assert result.written and all(path.stat().st_size > 0 for path in result.written)
