@@ -670,19 +670,34 @@ def run_on_threads(workers: int, fn: Callable[..., Any], arguments: list[tuple],
     scheduler, not an in-process dask.distributed cluster: on the 200 real clips the cluster's
     event loops, comms and bookkeeping cost about 4 CPU-s that extraction could use
     (benchmarks/README.md, "Throughput on the 200 real TV-HI clips").
+
+    The tasks go to Dask in batches of THREAD_BATCH_PER_WORKER per thread, each graph left
+    unoptimized: one graph of the whole build costs time that grows faster than the number of
+    samples (Dask's cull, then its scheduler: 100,000 tiny clips spent over 40 minutes in
+    `cull` alone; benchmarks/build_scale.py), and there is nothing to optimize in a graph of
+    independent tasks. A batch boundary leaves threads idle for at most one task each.
     """
     import dask
     from dask.callbacks import Callback
 
-    tasks = [dask.delayed(fn, pure=False)(*args) for args in arguments]
-    keys = {task.key for task in tasks}
+    keys: set[Any] = set()
 
     def posttask(key, value, dsk, state, worker_id) -> None:
         if key in keys:
             finished(value)
 
+    batch = THREAD_BATCH_PER_WORKER * workers
     with Callback(posttask=posttask):
-        dask.compute(*tasks, scheduler="threads", num_workers=workers)
+        for start in range(0, len(arguments), batch):
+            tasks = [dask.delayed(fn, pure=False)(*args)
+                     for args in arguments[start:start + batch]]
+            keys = {task.key for task in tasks}
+            dask.compute(*tasks, scheduler="threads", num_workers=workers,
+                         optimize_graph=False)
+
+
+#: Tasks per worker thread in one Dask graph of a threaded build (see `run_on_threads`).
+THREAD_BATCH_PER_WORKER = 256
 
 
 #: Tasks a build keeps submitted to a cluster per worker thread: enough that no worker waits

@@ -375,3 +375,25 @@ def test_coordinator_cpu_is_the_calling_threads_not_the_workers(tiny_tvhi_source
     result = _build(tiny_tvhi_source, tmp_path / "s.zarr")
     assert result.computed == 16
     assert 0 < result.coordinator_cpu_seconds < 16 * 0.05 / 2
+
+
+def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
+    """One Dask graph of a whole build grows superlinearly in cost (cull, then the scheduler:
+    100,000 samples spent 40 minutes in cull); batches keep it per sample."""
+    import dask
+
+    from flowstore import build as build_module
+
+    monkeypatch.setattr(build_module, "THREAD_BATCH_PER_WORKER", 3)
+    graphs: list[tuple[int, bool]] = []
+    compute = dask.compute
+
+    def recording(*tasks, **kwargs):
+        graphs.append((len(tasks), kwargs.get("optimize_graph", True)))
+        return compute(*tasks, **kwargs)
+
+    monkeypatch.setattr(dask, "compute", recording)
+    done: list[int] = []
+    build_module.run_on_threads(2, lambda i: i * i, [(i,) for i in range(20)], done.append)
+    assert sorted(done) == [i * i for i in range(20)]  # every task, reported once
+    assert graphs == [(6, False), (6, False), (6, False), (2, False)]
