@@ -81,7 +81,8 @@ def speed_and_flows(source: Path, ids: list[str], size: int, steps: int):
     timings = {method: {"cpu": [], "wall": []} for method in METHODS}
     flows: dict[str, list[np.ndarray]] = {method: [] for method in METHODS}
     for number, sample in enumerate(ids, 1):
-        n, frames = read_needed_frames(source / f"{sample}.avi", size, steps, 1)
+        n, frames = read_needed_frames(source / f"{sample}.avi",
+                                       VideoParams(size=size, steps=steps, decoder_threads=1))
         pairs = [(frames[int(t)], frames[int(t) + 1]) for t in flow_positions(n, steps)]
         for method, params in METHODS.items():
             optical_flow(*pairs[0], params)  # this thread's object made, buffers allocated
@@ -110,7 +111,7 @@ def bytes_per_sample(flows: np.ndarray, size: int, steps: int, workdir: Path) ->
         try:
             for i, flow in enumerate(flows):
                 store.write_sample(i, {"flow": encode_flow(flow, dtype, params.flow_bound)})
-            result[dtype] = store.info("flow").nbytes_stored / n
+            result[dtype] = store.storage_size("flow") / n
         finally:
             store.close()
     return result

@@ -64,3 +64,18 @@ def test_chunk_files_benchmark_at_tiny_n(tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # the benchmark removed what it wrote
     out = capsys.readouterr().out
     assert "| nested (today) |" in out and "PUTs / 1,000 samples" in out
+
+
+def test_flow_methods_runs_on_one_real_clip_at_a_small_size(real_tvhi):
+    """The benchmark calls flowstore internals (the decoder, the store layer): a change there
+    broke it once without a test noticing."""
+    import subprocess
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "flow_methods.py"), "--source", str(real_tvhi),
+         "--clips", "1", "--size", "64", "--steps", "2"], capture_output=True, text=True,
+        timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {line.split("|")[1].strip() for line in result.stdout.splitlines()
+            if line.startswith("| ")}
+    assert {"farneback", "tvl1", "dis", "zero flow"} <= rows
