@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Iterable, Mapping
@@ -220,7 +221,8 @@ class ClassFolders(Dataset):
         where two files differ only in suffix (`a.mp4`, `a.avi`)."""
         relative = [PurePosixPath(p.relative_to(source).as_posix()) for p in files]
         stems = [str(r.with_suffix("")) for r in relative]
-        ids = [str(r) if stems.count(s) > 1 else s for r, s in zip(relative, stems)]
+        shared = Counter(stems)  # (a count per stem: `stems.count` made this quadratic)
+        ids = [str(r) if shared[s] > 1 else s for r, s in zip(relative, stems)]
         for sample_id, path in zip(ids, relative):
             self.sample_paths[sample_id] = str(path)
         return ids
