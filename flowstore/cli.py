@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -69,6 +69,16 @@ FLOW_PARAM_OPTION = typer.Option(None, "--flow-param", metavar="NAME=VALUE",
                                       "--flow tvl1 --flow-param warps=3.")
 
 
+def _extraction_params(params_type: type, dataset: str, *, flow: Optional[str],
+                       flow_param: Optional[list[str]], **values: Any) -> Any:
+    """The parameters `build` and `estimate` take from the same options (`--flow` and its
+    `--flow-param`s made into one algorithm's parameters)."""
+    from flowstore.params import flow_from_options, from_options
+
+    return from_options(params_type, dataset, flow=flow_from_options(flow, flow_param or ()),
+                        **values)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def build(
     ctx: typer.Context,
@@ -111,16 +121,15 @@ def build(
     from flowstore.build import BuildConfig, build as run_build, failure_lines
     from flowstore.datasets import get_dataset, parse_option_tokens
     from flowstore.malloc_tuning import keep_freed_memory
-    from flowstore.params import flow_from_options, from_options
     from flowstore.synth import synthetic_source
 
     try:
         options = parse_option_tokens(ctx.args)
         spec = get_dataset(dataset, options)
-        params = from_options(spec.params_type, dataset, size=size, steps=steps,
-                              flow_dtype=flow_dtype, flow_bound=flow_bound, sampling=sampling,
-                              segments=segments, stack=stack,
-                              flow=flow_from_options(flow, flow_param or ()))
+        params = _extraction_params(spec.params_type, dataset, size=size, steps=steps,
+                                    flow_dtype=flow_dtype, flow_bound=flow_bound,
+                                    sampling=sampling, segments=segments, stack=stack,
+                                    flow=flow, flow_param=flow_param)
         if synthetic == (source is not None):
             raise ParameterError("give exactly one of --source DIR or --synthetic")
         if synthetic:
@@ -271,13 +280,12 @@ def estimate(
     small random sample of the source on this machine."""
     from flowstore.datasets import get_dataset
     from flowstore.estimate import estimate as run_estimate, format_estimate
-    from flowstore.params import flow_from_options, from_options
 
     try:
-        params = from_options(get_dataset(dataset).params_type, dataset, size=size, steps=steps,
-                              flow_dtype=flow_dtype, flow_bound=flow_bound, sampling=sampling,
-                              segments=segments, stack=stack,
-                              flow=flow_from_options(flow, flow_param or ()))
+        params = _extraction_params(get_dataset(dataset).params_type, dataset, size=size,
+                                    steps=steps, flow_dtype=flow_dtype, flow_bound=flow_bound,
+                                    sampling=sampling, segments=segments, stack=stack,
+                                    flow=flow, flow_param=flow_param)
         result = run_estimate(dataset, source, params, seed=seed, workers=workers,
                               max_per_split=max_per_split, progress=not quiet,
                               **({"sample_size": sample} if sample is not None else {}))
