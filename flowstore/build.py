@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -24,7 +25,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
@@ -193,14 +194,15 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
                        redo=set(config.redo))
         if config.check_source:
             _check_source_hashes(ledger, dataset, manifest, Path(config.source), config.store)
-        unknown = [sample for sample in config.redo if sample not in ledger.position]
-        if unknown:
-            raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
-        for sample in config.redo:
-            ledger.reset(ledger.position[sample])
         if config.redo:
+            position = manifest.positions(config.redo)
+            unknown = [sample for sample in config.redo if sample not in position]
+            if unknown:
+                raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
+            for index in position.values():
+                ledger.reset(index)
             ledger.write(store, durable=config.fsync)
-            selected = sorted(ledger.position[sample] for sample in set(config.redo))
+            selected = sorted(position.values())
         else:
             selected = manifest.first_per_split(config.max_per_split)
         todo = [i for i in selected if not ledger.done[i]]
@@ -239,7 +241,6 @@ class Ledger:
     """
 
     columns: dict[str, np.ndarray]
-    position: dict[str, int]
     #: Column -> indices changed since the last `write`.
     changed: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in LEDGER})
 
@@ -249,7 +250,7 @@ class Ledger:
         for name, values in columns.items():  # text as objects: a str array has a fixed width
             columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
                                           else BY_NAME[name].dtype)
-        return cls(columns, {row.id: i for i, row in enumerate(manifest.rows)})
+        return cls(columns)
 
     @property
     def done(self) -> np.ndarray:
@@ -620,7 +621,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     with _OPEN_LOCK:
         _OPEN_STORES[store_key] = store
     last_flush, flush_every = time.monotonic(), DONE_FLUSH_SECONDS
-    sources = {i: str(dataset.source_file(Path(config.source), manifest.rows[i].id)) for i in todo}
+
+    def source_of(index: int) -> str:
+        return str(dataset.source_file(Path(config.source), manifest.rows[index].id))
+
     try:
         with progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
                           enabled=config.progress) as bar:
@@ -633,7 +637,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     # dropped, as nothing is known of the clip now), and the bug is told as one
                     ledger.forget_failure(outcome.index)
                     result.error_log = error_log_path(config.store)
-                    _log_internal_error(result.error_log, sample, sources[outcome.index],
+                    _log_internal_error(result.error_log, sample, source_of(outcome.index),
                                         outcome.internal_error)
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
                 elif outcome.reason is None:
@@ -650,7 +654,9 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     flush_every = max(DONE_FLUSH_SECONDS,
                                       (last_flush - began) / LEDGER_TIME_SHARE)
 
-            arguments = [(store_key, dataset.name, config.params, sources[i], i) for i in todo]
+            # made as the tasks are handed out: a list of every task's arguments was a few
+            # hundred bytes per sample held for the whole build (benchmarks/build_scale.py)
+            arguments = ((store_key, dataset.name, config.params, source_of(i), i) for i in todo)
             task = functools.partial(extract_and_write, fsync=config.fsync)
             if config.scheduler:
                 run_on_cluster(config.scheduler, task, arguments, finished)
@@ -661,9 +667,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
             _OPEN_STORES.pop(store_key, None)
 
 
-def run_on_threads(workers: int, fn: Callable[..., Any], arguments: list[tuple],
+def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tuple],
                    finished: Callable[[Any], None]) -> None:
     """Run `fn(*args)` for every argument tuple on Dask's threaded scheduler, `workers` threads.
+    The tuples are taken from `arguments` one batch at a time (it may be a generator).
 
     `finished(result)` is called in this thread as each task completes (a Dask scheduler
     callback), so the coordinator marks samples done while the others still run. The threaded
@@ -686,11 +693,10 @@ def run_on_threads(workers: int, fn: Callable[..., Any], arguments: list[tuple],
         if key in keys:
             finished(value)
 
-    batch = THREAD_BATCH_PER_WORKER * workers
+    batch, pending = THREAD_BATCH_PER_WORKER * workers, iter(arguments)
     with Callback(posttask=posttask):
-        for start in range(0, len(arguments), batch):
-            tasks = [dask.delayed(fn, pure=False)(*args)
-                     for args in arguments[start:start + batch]]
+        while tasks := [dask.delayed(fn, pure=False)(*args)
+                        for args in itertools.islice(pending, batch)]:
             keys = {task.key for task in tasks}
             dask.compute(*tasks, scheduler="threads", num_workers=workers,
                          optimize_graph=False)
@@ -709,7 +715,7 @@ CLUSTER_TASKS_PER_THREAD = 8
 CLUSTER_MIN_WINDOW = 32
 
 
-def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
+def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tuple],
                    finished: Callable[[Any], None], window: int | None = None) -> None:
     """Run `fn(*args)` for every argument tuple on the dask.distributed cluster at `address`.
 
@@ -728,7 +734,6 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: list[tuple],
     (`_gather_finished`).
     """
     import concurrent.futures
-    import itertools
     import logging
 
     from distributed import Client, KilledWorker, as_completed

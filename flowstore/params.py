@@ -427,10 +427,24 @@ def fingerprint(*, dataset: str, params: Mapping[str, Any], source_files: Mappin
         "format": CONTENT_FORMAT,
         "dataset": dataset,
         "params": dict(params),
-        "source_files": dict(sorted(source_files.items())),
+        "source_files": dict(source_files),  # (the encoder sorts the keys)
         **({"options": dict(options)} if options else {}),
     }
-    return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
+    # The canonical JSON hashed as it is encoded, a batch of pieces at a time: the whole text
+    # of a 300,000-clip source list (and json.dumps' own copies) would be tens of MB at once.
+    digest, pieces = hashlib.sha256(), []
+    for piece in _CANONICAL.iterencode(payload):
+        pieces.append(piece)
+        if len(pieces) == 4096:
+            digest.update("".join(pieces).encode())
+            pieces.clear()
+    digest.update("".join(pieces).encode())
+    return digest.hexdigest()
+
+
+#: The encoder of `canonical_json`, for encoding piece by piece (`JSONEncoder.iterencode` gives
+#: the same text as `json.dumps` with the same settings).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 def from_options(params_type: type, dataset: str, **options: Any) -> Any:

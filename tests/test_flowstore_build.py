@@ -397,3 +397,19 @@ def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
     build_module.run_on_threads(2, lambda i: i * i, [(i,) for i in range(20)], done.append)
     assert sorted(done) == [i * i for i in range(20)]  # every task, reported once
     assert graphs == [(6, False), (6, False), (6, False), (2, False)]
+
+    # the tasks' arguments may be a generator, taken one graph's worth at a time: a list of
+    # every sample's arguments was memory per sample held for the whole build
+    taken: list[int] = []
+
+    def arguments():
+        for i in range(20):
+            taken.append(i)
+            yield (i,)
+
+    graphs.clear()
+    sizes_seen: list[int] = []
+    build_module.run_on_threads(2, lambda i: sizes_seen.append(len(taken)), arguments(),
+                                lambda _: None)
+    assert graphs == [(6, False), (6, False), (6, False), (2, False)]
+    assert max(sizes_seen[:6]) == 6  # the first graph ran before the next was taken

@@ -129,6 +129,28 @@ def test_videofolder_ids_are_unique_across_classes_and_non_media_is_skipped(sour
     assert not any("README" in i or "DS_Store" in i or "Thumbs" in i for i in ids)
 
 
+def test_videofolder_scan_finds_nested_files_and_skips_hidden_links_to_folders_and_non_media(
+        tmp_path):
+    source = tmp_path / "src"
+    for name in ["a/top.mp4", "a/deep/er/clip.AVI", "a/x.mp4", "a/x.mkv", "a/.hidden.mp4",
+                 "a/.cache/in_hidden.mp4", "a/notes.txt", "a/no_suffix", "b/one.mov",
+                 "outside/elsewhere.mp4"]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"")
+    (source / "a" / "linked.mp4").symlink_to(source / "outside" / "elsewhere.mp4")
+    (source / "a" / "broken.mp4").symlink_to(source / "missing.mp4")
+    (source / "a" / "folder_link").symlink_to(source / "outside", target_is_directory=True)
+    (source / "a" / "dir.mp4").mkdir()  # a folder with a media suffix is no sample
+    dataset = get_dataset("videofolder")
+    assert dataset.sample_files(source / "a") == ["deep/er/clip.AVI", "linked.mp4", "top.mp4",
+                                                   "x.mkv", "x.mp4"]
+    dataset.manifest(source)
+    assert dataset.sample_paths == {
+        "a/deep/er/clip": "a/deep/er/clip.AVI", "a/linked": "a/linked.mp4", "a/top": "a/top.mp4",
+        "a/x.mkv": "a/x.mkv", "a/x.mp4": "a/x.mp4",  # same stem: the id keeps its suffix
+        "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
+
+
 def test_videofolder_fractions_are_stratified_and_seeded(tmp_path):
     config = dataclasses.replace(TINY, clips_per_class=10, min_frames=2, max_frames=2,
                                  width=16, height=16)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -133,3 +134,27 @@ def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
     assert "\n frames\n" not in trainers_help.stdout
     build_help = runner.invoke(flowstore_app, ["build", "--help"], env={"COLUMNS": "100"})
     assert "Dask worker threads [cores]." in build_help.stdout
+
+
+def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_path):
+    """Seeds 0-2 of one recipe are one row (mean, sample SD, range); a tuned run, or a run of
+    another store, is a row of its own."""
+    def run(name, seed, accuracy, recipe_set=None, fingerprint="f1", created="2026-01-01"):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"")
+        recipe = {"learning_rate": 1e-3, "epochs": 20, **({"recipe_set": recipe_set}
+                                                          if recipe_set else {})}
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": "flow", "created": f"{created}T00:00:0{seed}", "seed": seed,
+            "recipe": recipe, "augment": False, "mixed_precision": False,
+            "store": {"dataset": "tvhi", "fingerprint": fingerprint},
+            "test": {"accuracy": accuracy, "loss": 1.0}}))
+
+    run("a", 0, 0.30), run("b", 1, 0.40), run("c", 2, 0.38)
+    run("d", 0, 0.50, recipe_set="tuned"), run("e", 0, 0.90, fingerprint="f2")
+    text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
+    rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
+    assert "| TV-HI flow | report | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
+    assert "| TV-HI flow | tuned | 0 | 0.50 | - | 0.50-0.50 |" in rows
+    assert "| TV-HI flow | report | 0 | 0.90 | - | 0.90-0.90 |" in rows

@@ -78,7 +78,8 @@ def report_file(runs, tmp_path_factory) -> Path:
 
 def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
     page = Page(report_file.read_text())
-    table_1, table_2 = page.tables[:2]
+    table_1, table_2, seeds = page.tables[:3]
+    assert seeds[0] == ["Model", "Recipe", "Seeds", "Test acc mean", "SD", "Range"]
     assert table_1[0] == ["Model", "train acc", "val acc", "train loss", "val loss", "Epoch"]
     assert table_2[0] == ["Model", "Test acc", "Test loss", "Model size (GB)"]
     assert [row[0] for row in table_1[1:]] == ["Stanford 40", "TV-HI flow"]
@@ -86,7 +87,7 @@ def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
     alts = [image["alt"] for image in page.images]
     assert "training curves of Stanford 40" in alts and "training curves of TV-HI flow" in alts
     assert "confusion matrix of TV-HI flow" in alts
-    per_class = page.tables[2]
+    per_class = page.tables[3]
     assert per_class[0] == ["Class", "Test acc", "Correct"]
     assert [row[0] for row in per_class[1:]] == ["handShake", "highFive", "hug", "kiss", "all"]
     assert per_class[-1][2].endswith("/8")  # 2 test samples per class
@@ -165,7 +166,7 @@ def test_the_page_renders_in_headless_chromium_with_every_figure(report_file, tm
     for image in dom.images:
         assert image["src"].startswith("data:image/png;base64,")
         assert int(image["data-natural-width"]) > 100, image["alt"]
-    assert len(dom.tables) == 3 and dom.tables[0][0][0] == "Model"
+    assert len(dom.tables) == 4 and dom.tables[0][0][0] == "Model"
 
 
 def test_report_out_writes_the_documented_figures(runs, tmp_path):

@@ -34,8 +34,8 @@ from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
 from trainers.errors import ReportOutputError
-from trainers.report import _name, _ordered, table_1, table_2
-from trainers.runs import HISTORY_FILE, RunRecord, latest_runs
+from trainers.report import _name, _ordered, table_1, table_2, table_seeds
+from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
 #: within a class), so that one badly learnt class does not fill the whole strip.
@@ -106,7 +106,10 @@ def html_report(runs_dir: str | Path) -> str:
         parts += ["<h2>Table 1: top-1 train/validation accuracy and loss at the best epoch</h2>",
                   table_1(records, render=html_table),
                   "<h2>Table 2: test accuracy, test loss and size of the saved model</h2>",
-                  table_2(records, render=html_table)]
+                  table_2(records, render=html_table),
+                  "<h2>Test accuracy over seeds (every run; runs that differ only in their "
+                  "seed are one row; SD: sample standard deviation)</h2>",
+                  table_seeds(list_runs(runs_dir), render=html_table)]
         parts += [_model_section(record) for record in records]
     return _PAGE.format(title=_e(title), body="\n".join(parts))
 
