@@ -265,11 +265,12 @@ def _with_vlen_ledger_text(path: Path) -> None:
 
 
 def _text_widths(path: Path) -> dict[str, int | None]:
+    """{ledger text column in the HDF5 file at `path`: its width, None when variable-length}"""
     import h5py
 
     with h5py.File(path, "r", locking=False) as f:
         return {name: h5py.check_string_dtype(f[name].dtype).length
-                for name in ("checksum", "failure", "source_hash")}
+                for name in ("checksum", "failure", "source_hash") if name in f}
 
 
 def test_an_hdf5_store_with_variable_length_ledger_text_resumes_as_it_is(tmp_path):
@@ -298,6 +299,20 @@ def test_an_hdf5_store_with_variable_length_ledger_text_resumes_as_it_is(tmp_pat
                                    "failure": layout.FAILURE_WIDTH,
                                    "source_hash": layout.DIGEST_WIDTH}
     assert _contents(store) == _contents(fresh)
+
+
+def test_a_format1_hdf5_store_upgraded_by_a_build_gets_fixed_width_ledger_text(tmp_path):
+    """The upgrade writes the ledger's text fixed-width, format 1's variable-length `checksum`
+    included, so no ledger write of the upgraded store touches HDF5's heap."""
+    store = Path(shutil.copyfile(FIXTURE / "format1.h5", tmp_path / "format1.h5"))
+    source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
+    assert _text_widths(store)["checksum"] is None
+    assert _build(source, store).computed == 3
+    assert _text_widths(store) == {"checksum": layout.DIGEST_WIDTH,
+                                   "failure": layout.FAILURE_WIDTH,
+                                   "source_hash": layout.DIGEST_WIDTH}
+    assert verify(store).ok
+    assert _contents(store) == _contents(_fresh(source, tmp_path, ".h5"))
 
 
 def _manifest(n: int) -> Manifest:

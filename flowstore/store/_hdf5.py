@@ -232,7 +232,9 @@ class HDF5Store(Store):
         dataset[index] = _as_stored(name, dataset.dtype, np.asarray(value))
 
     def put_column(self, name: str, values: np.ndarray) -> None:
-        """Written beside the old column under a temporary name and flushed; then the old
+        """A column of the same chunking and dtype is overwritten in place; any other (a
+        format-1 column, or one of ledger text stored variable-length) is written beside the
+        old column under a temporary name and flushed; then the old
         column is renamed aside, the new one renamed into its place (two link changes in the
         root group, put back if the second fails) and the old one deleted, and the file flushed
         again. HDF5 writes its metadata at a flush, so a process killed before the second
@@ -244,7 +246,8 @@ class HDF5Store(Store):
         for leftover in (temporary, retired):
             if leftover in self._file:
                 del self._file[leftover]
-        if name in self._file and self._file[name].chunks == column_chunks(len(values)):
+        if name in self._file and self._file[name].chunks == column_chunks(len(values)) \
+                and self._file[name].dtype == _column_dtype(name):  # (not vlen where fixed)
             self._file[name][:] = _as_stored(name, self._file[name].dtype, np.asarray(values))
             self.flush()
             return
@@ -293,13 +296,17 @@ def _create_column(file: h5py.File, name: str, values: np.ndarray) -> None:
     """A format-2 column of `values` (chunked along the sample axis; contiguous when empty,
     as HDF5 wants); text of a column with a `width` fixed-width. Every chunk is written here
     (`data`), so no later write of the column allocates one."""
-    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
-    if column.dtype != STRING:
-        dtype = np.dtype(column.dtype)
-    else:
-        dtype = _STR if column.width is None else h5py.string_dtype("utf-8", column.width)
+    dtype = _column_dtype(name)
     file.create_dataset(name, data=_as_stored(name, dtype, np.asarray(values)), dtype=dtype,
                         chunks=column_chunks(len(values)) if len(values) else None)
+
+
+def _column_dtype(name: str) -> np.dtype:
+    """The dtype of a new column `name`."""
+    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
+    if column.dtype != STRING:
+        return np.dtype(column.dtype)
+    return _STR if column.width is None else h5py.string_dtype("utf-8", column.width)
 
 
 def _as_stored(name: str, dtype: np.dtype, values: np.ndarray) -> np.ndarray:
