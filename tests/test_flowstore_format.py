@@ -250,6 +250,71 @@ def test_a_nested_key_zarr_store_reads_resumes_and_repairs_with_its_own_keys(tmp
     assert _contents(store) == _contents(fresh)
 
 
+# -- HDF5 ledger text: fixed-width in new stores, variable-length ones kept ---------------------
+def _with_vlen_ledger_text(path: Path) -> None:
+    """The ledger's text columns of an HDF5 store rewritten as flowstore wrote them before they
+    were fixed-width: variable-length UTF-8, same chunks and values."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        for name in ("checksum", "failure", "source_hash"):
+            values, chunks = f[name].asstr()[:], f[name].chunks
+            del f[name]
+            f.create_dataset(name, data=values.astype(object), chunks=chunks,
+                             dtype=h5py.string_dtype("utf-8"))
+
+
+def _text_widths(path: Path) -> dict[str, int | None]:
+    """{ledger text column in the HDF5 file at `path`: its width, None when variable-length}"""
+    import h5py
+
+    with h5py.File(path, "r", locking=False) as f:
+        return {name: h5py.check_string_dtype(f[name].dtype).length
+                for name in ("checksum", "failure", "source_hash") if name in f}
+
+
+def test_an_hdf5_store_with_variable_length_ledger_text_resumes_as_it_is(tmp_path):
+    """An HDF5 store made before the ledger's text was fixed-width reads, verifies and resumes
+    with its variable-length columns, written as they are (how a column is written follows
+    its dtype in the file), and ends equal to a fresh build, fingerprint included; the fresh
+    build's columns are fixed-width."""
+    import h5py
+
+    source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
+    store = tmp_path / "vlen.h5"
+    _build(source, store)
+    _with_vlen_ledger_text(store)
+    with h5py.File(store, "r+") as f:  # two done samples back to pending
+        f["done"][1:3] = False
+        f["checksum"][1:3] = np.array(["", ""], dtype=object)
+    summary = summarize(store)
+    assert (summary["done"], summary["pending"], list(summary["failures"])) == (3, 2, [FAILED])
+    assert verify(store).ok
+    resumed = _build(source, store)
+    assert (resumed.computed, list(resumed.failures)) == (2, [FAILED])
+    assert _text_widths(store) == dict.fromkeys(("checksum", "failure", "source_hash"))
+    assert verify(store).ok
+    fresh = _fresh(source, tmp_path, ".h5")
+    assert _text_widths(fresh) == {"checksum": layout.DIGEST_WIDTH,
+                                   "failure": layout.FAILURE_WIDTH,
+                                   "source_hash": layout.DIGEST_WIDTH}
+    assert _contents(store) == _contents(fresh)
+
+
+def test_a_format1_hdf5_store_upgraded_by_a_build_gets_fixed_width_ledger_text(tmp_path):
+    """The upgrade writes the ledger's text fixed-width, format 1's variable-length `checksum`
+    included, so no ledger write of the upgraded store touches HDF5's heap."""
+    store = Path(shutil.copyfile(FIXTURE / "format1.h5", tmp_path / "format1.h5"))
+    source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
+    assert _text_widths(store)["checksum"] is None
+    assert _build(source, store).computed == 3
+    assert _text_widths(store) == {"checksum": layout.DIGEST_WIDTH,
+                                   "failure": layout.FAILURE_WIDTH,
+                                   "source_hash": layout.DIGEST_WIDTH}
+    assert verify(store).ok
+    assert _contents(store) == _contents(_fresh(source, tmp_path, ".h5"))
+
+
 def _manifest(n: int) -> Manifest:
     classes = tuple(f"class_{k:03d}" for k in range(4))
     return Manifest(classes, tuple(ManifestRow(f"{classes[i % 4]}/clip_{i:07d}", i % 4,

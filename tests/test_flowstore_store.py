@@ -236,3 +236,77 @@ def test_a_rechunked_zarr_column_leaves_no_chunk_of_the_old_one(tmp_path, monkey
     assert sorted(p.name for p in (path / "done").rglob("*")) == ["0", "zarr.json"]
     with open_store(path) as store:
         assert store.info("done").chunks == (3,) and store.read("done").tolist() == done.tolist()
+
+
+def _ledger_text(path):
+    """{column: (its width in the file, or None when variable-length)} for the text columns a
+    build rewrites."""
+    from flowstore.store import layout
+
+    with h5py.File(path, "r", locking=False) as f:
+        return {name: h5py.check_string_dtype(f[name].dtype).length for name in layout.LEDGER
+                if h5py.check_string_dtype(f[name].dtype)}
+
+
+def test_hdf5_ledger_text_is_fixed_width_and_rewritten_in_place(tmp_path, monkeypatch):
+    """A new HDF5 store's rewritten text columns are fixed-width, every chunk written at
+    creation, so a ledger write changes bytes inside the ledger's chunks and nothing else: no
+    HDF5 structure a killed build could leave half-written. (Variable-length strings put new
+    objects in the global heap on every rewrite, and the file's end in the superblock moved:
+    a build killed between HDF5's writes of a chunk and of the heap left the chunk pointing at
+    heap objects never written, "bad heap index".)"""
+    from flowstore.store import layout
+
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 100)
+    path, n = tmp_path / "s.h5", 1000
+    create_store(path, attrs=ATTRS, specs=SPECS, num_samples=n,
+                 columns={"id": np.array([f"s{i}" for i in range(n)]),
+                          "label": np.zeros(n, np.int32), "split": np.full(n, "train")}).close()
+    assert _ledger_text(path) == {"checksum": layout.DIGEST_WIDTH, "failure": layout.FAILURE_WIDTH,
+                                  "source_hash": layout.DIGEST_WIDTH}
+    with h5py.File(path, "r", locking=False) as f:
+        assert h5py.check_string_dtype(f["id"].dtype).length is None  # written once: vlen
+        chunks = [f[name].id.get_chunk_info(i) for name in layout.LEDGER
+                  for i in range(f[name].id.get_num_chunks())]
+    assert len(chunks) == len(layout.LEDGER) * n // 100  # all there: none is added later
+    text = np.array([""] * n, dtype=object)
+    for tick in range(3):  # as the coordinator's ticks: the samples finished since the last
+        changed = range(tick * 150, tick * 150 + 150)  # (spanning two chunks)
+        text[changed] = [f"xxh3_128:{i:032x}" for i in changed]
+        before = np.frombuffer(path.read_bytes(), np.uint8)
+        with open_store(path, "r+") as store:
+            for name in ("checksum", "source_hash", "failure"):
+                store.write_changed(name, text, changed)
+            store.write_changed("done", np.ones(n, bool), changed)
+        after = np.frombuffer(path.read_bytes(), np.uint8)
+        assert after.size == before.size, tick
+        inside = np.zeros(after.size, bool)
+        for chunk in chunks:
+            inside[chunk.byte_offset:chunk.byte_offset + chunk.size] = True
+        assert inside[before != after].all(), tick
+    with open_store(path) as store:
+        assert store.read("checksum").tolist() == text.tolist()
+        assert store.read("failure").dtype.kind == "U"
+
+
+def test_hdf5_failure_reason_longer_than_its_width_is_cut_at_a_character(tmp_path):
+    """A failure reason longer than `FAILURE_WIDTH` bytes of UTF-8 keeps its start and ends
+    in `CUT_MARK` (never half a character); shorter ones, accents included, read back exactly,
+    as `str`; a digest that does not fit is refused, never cut."""
+    from flowstore.store import layout
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    short = "cannot open video 'clé_é.mp4': moov atom not found"
+    long = "x" + "é" * 600  # 1201 bytes; the cut falls inside an "é"
+    with open_store(path, "r+") as store:
+        store.write_changed("failure", np.array([short, long, ""], dtype=object), [0, 1, 2])
+        with pytest.raises(ValueError, match="'checksum' value of 100 bytes does not fit"):
+            store.write("checksum", 0, np.array("x" * 100, dtype=object))
+    with open_store(path) as store:
+        short_back, cut, empty = store.read("failure").tolist()
+        assert short_back == short and empty == ""
+        assert isinstance(cut, str) and cut.endswith(layout.CUT_MARK)
+        assert long.startswith(cut.removesuffix(layout.CUT_MARK))
+        assert len(cut.encode()) <= layout.FAILURE_WIDTH < len(cut.encode()) + 2  # all it could
+        assert store.read("checksum").tolist() == ["", "", ""]

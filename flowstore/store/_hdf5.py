@@ -18,6 +18,15 @@ takes it for every backend whose capabilities say `reads_during_build=False`) un
 is closed: it is refused, in one line naming the build, while a build holds the store, and a
 build is refused while a reader has it open. Readers open without HDF5's own OS-level file lock,
 which would refuse them after a killed writer; the flock is what keeps them apart.
+
+Text columns: the ledger's (`checksum`, `failure`, `source_hash`, rewritten by every build
+about once a second) are fixed-width UTF-8 in a new store (`layout.Column.width`), written
+whole at creation, so a rewrite overwrites bytes already in the file and changes no HDF5
+structure: a variable-length string lives in the global heap, and a rewritten chunk of them
+points at new heap objects that a build killed before HDF5 wrote the heap left missing ("bad
+heap index" on the next read). `id` and `split`, written once at creation, stay
+variable-length. How a column is written follows its dtype in the file, so stores made before
+(variable-length ledger text) are read and resumed as they are.
 """
 
 from __future__ import annotations
@@ -123,7 +132,7 @@ class HDF5Store(Store):
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         dataset = self._file[name]
-        if h5py.check_string_dtype(dataset.dtype):
+        if h5py.check_string_dtype(dataset.dtype):  # variable-length or fixed-width
             return np.asarray(dataset.asstr()[index], dtype=str)
         return np.asarray(dataset[index])
 
@@ -176,8 +185,10 @@ class HDF5Store(Store):
 
     def info(self, name: str) -> ArrayInfo:
         dataset = self._file[name]
-        is_text = h5py.check_string_dtype(dataset.dtype) is not None
-        itemsize = 0 if is_text else dataset.dtype.itemsize
+        text = h5py.check_string_dtype(dataset.dtype)
+        is_text = text is not None
+        # (variable-length text has no size known from the metadata; fixed-width text has one)
+        itemsize = 0 if is_text and text.length is None else dataset.dtype.itemsize
         return ArrayInfo(name=name, shape=tuple(dataset.shape),
                          dtype=STRING if is_text else str(dataset.dtype),
                          chunks=tuple(dataset.chunks or dataset.shape),
@@ -212,15 +223,18 @@ class HDF5Store(Store):
         return tuple(dataset.shape[1:]), dataset.dtype
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
-        """(Text columns: only the changed span of a column is ever rewritten, see
-        `Store.write_changed`: each string rewritten takes new room in the file's heap, and
-        HDF5 does not give the old room back.)"""
+        """(Text: fixed-width columns are overwritten in place; in a variable-length column of
+        an older store each string rewritten takes new room in the file's heap, which HDF5 does
+        not give back, so only the changed span of a column is ever rewritten,
+        `Store.write_changed`.)"""
         self.check_writable()
-        value = np.asarray(value)
-        self._file[name][index] = value.astype(object) if value.dtype.kind == "U" else value
+        dataset = self._file[name]
+        dataset[index] = _as_stored(name, dataset.dtype, np.asarray(value))
 
     def put_column(self, name: str, values: np.ndarray) -> None:
-        """Written beside the old column under a temporary name and flushed; then the old
+        """A column of the same chunking and dtype is overwritten in place; any other (a
+        format-1 column, or one of ledger text stored variable-length) is written beside the
+        old column under a temporary name and flushed; then the old
         column is renamed aside, the new one renamed into its place (two link changes in the
         root group, put back if the second fails) and the old one deleted, and the file flushed
         again. HDF5 writes its metadata at a flush, so a process killed before the second
@@ -232,8 +246,9 @@ class HDF5Store(Store):
         for leftover in (temporary, retired):
             if leftover in self._file:
                 del self._file[leftover]
-        if name in self._file and self._file[name].chunks == column_chunks(len(values)):
-            self._file[name][:] = _as_written(np.asarray(values))
+        if name in self._file and self._file[name].chunks == column_chunks(len(values)) \
+                and self._file[name].dtype == _column_dtype(name):  # (not vlen where fixed)
+            self._file[name][:] = _as_stored(name, self._file[name].dtype, np.asarray(values))
             self.flush()
             return
         _create_column(self._file, temporary, np.asarray(values))
@@ -279,17 +294,33 @@ class HDF5Store(Store):
 
 def _create_column(file: h5py.File, name: str, values: np.ndarray) -> None:
     """A format-2 column of `values` (chunked along the sample axis; contiguous when empty,
-    as HDF5 wants)."""
-    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
-    text = column.dtype == STRING
-    file.create_dataset(name, data=_as_written(np.asarray(values)) if text
-                        else np.asarray(values, dtype=column.dtype),
-                        dtype=_STR if text else column.dtype,
+    as HDF5 wants); text of a column with a `width` fixed-width. Every chunk is written here
+    (`data`), so no later write of the column allocates one."""
+    dtype = _column_dtype(name)
+    file.create_dataset(name, data=_as_stored(name, dtype, np.asarray(values)), dtype=dtype,
                         chunks=column_chunks(len(values)) if len(values) else None)
 
 
-def _as_written(values: np.ndarray) -> np.ndarray:
-    return values.astype(object) if values.dtype.kind in "UT" else values
+def _column_dtype(name: str) -> np.dtype:
+    """The dtype of a new column `name`."""
+    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
+    if column.dtype != STRING:
+        return np.dtype(column.dtype)
+    return _STR if column.width is None else h5py.string_dtype("utf-8", column.width)
+
+
+def _as_stored(name: str, dtype: np.dtype, values: np.ndarray) -> np.ndarray:
+    """`values` as an array of `dtype` (a dataset's, in the file) takes them: text as objects
+    for variable-length UTF-8, as UTF-8 bytes of the dataset's width for fixed-width
+    (`layout.Column.fit`: a longer failure reason is cut)."""
+    text = h5py.check_string_dtype(dtype)
+    if text is None:
+        return values
+    if text.length is None:
+        return values.astype(object) if values.dtype.kind in "UT" else values
+    column = BY_NAME[name.removeprefix(_UPGRADE_PREFIX)]
+    return np.array([column.fit(value, text.length) for value in values.ravel().tolist()],
+                    dtype=dtype).reshape(values.shape)
 
 
 def _unfiltered_sample_chunks(dataset: h5py.Dataset) -> bool:
