@@ -153,7 +153,7 @@ def _tuned(**fields: Any) -> Recipe:
       because the clips are small and a large crop can cut the actor out;
     - epochs: 1.5 to 2 times the report's, the best epoch chosen on validation loss as always.
     Learning rates and batch sizes stay the report's (the Stanford-40 one at the 1e-4 this
-    project uses, see the catalogue).
+    project uses, see the catalogue), but for the flow model's (see its entry).
     """
     defaults = dict(recipe_set="tuned", weight_decay=0.05, label_smoothing=0.1, cosine_decay=True,
                     flip=True, scale_jitter=1.15, colour_jitter=0.2)
@@ -164,7 +164,14 @@ def _tuned(**fields: Any) -> Recipe:
 TUNED_RECIPES: Mapping[str, Recipe] = {
     "image": _tuned(learning_rate=1e-4, batch_size=8, epochs=30, warmup_epochs=3),
     "frames": _tuned(learning_rate=1e-4, batch_size=2, epochs=30, warmup_epochs=3),
-    "flow": _tuned(learning_rate=1e-3, batch_size=2, epochs=40, warmup_epochs=4),
+    # 1e-4, not the report's 1e-3: at 1e-3 the tuned flow model did not fit its own
+    # training split on the real TV-HI clips (seed 0: training loss 1.37-1.49, about ln 4,
+    # and training accuracy 0.23-0.28 over epochs 9-15, stopped there), and the report
+    # recipe's flow run at 1e-3 reached 0.44 training accuracy at best in 20 epochs; 1e-4 is
+    # what the Stanford-40 model needed for the same reason (its Dense_0 units die at 1e-3:
+    # README, "Stanford-40"). Chosen from training-split behaviour only, before any tuned
+    # flow run was tested.
+    "flow": _tuned(learning_rate=1e-4, batch_size=2, epochs=40, warmup_epochs=4),
     # The fusion head on two frozen streams: few weights, so no more epochs than the report.
     "two_stream": _tuned(learning_rate=1e-4, batch_size=1, epochs=20, warmup_epochs=2),
 }
