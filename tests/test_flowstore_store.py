@@ -146,7 +146,7 @@ def test_local_zarr_chunks_are_decoded_outside_zarr(tmp_path, compressed):
                 store.read_into(name, index, batch[row])
                 np.testing.assert_array_equal(batch[row], plain[name][index])
             assert (batch[3] == 9).all() and not batch[2].any()  # sample 1: the fill value
-        used = {name: decode.__name__ for name, decode in store._decoders.items()}
+        used = {name: plan.decode.__name__ for name, plan in store._decoders.items()}
         assert used == ({"pixels": "_decode_blosc", "flow": "_decode_blosc",
                          "quantized": "_decode_zstd"} if compressed else
                         {"pixels": "_decode_plain", "flow": "_decode_plain",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -201,9 +202,20 @@ def test_zarr_fast_path_falls_back_when_the_chunk_layout_is_not_what_it_assumed(
 
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
     expected = plain_read(path, "train")
-    original = ZarrStore._chunk_file
-    monkeypatch.setattr(ZarrStore, "_chunk_file",
-                        lambda self, name, index: original(self, name, (index + 1) % 8))
+    # where the reader's file names now lead: each array's chunk files, rotated by one sample
+    rotated = tmp_path / "rotated"
+    for name in ("middle_frame", "frames", "flow"):
+        files = sorted((path / name).glob("c.*"), key=lambda f: int(f.name.split(".")[1]))
+        (rotated / name).mkdir(parents=True)
+        for i, file in enumerate(files):
+            shutil.copyfile(files[(i + 1) % len(files)], rotated / name / file.name)
+    original = ZarrStore._plan_fast_read
+
+    def misplaced(self, name):
+        plan = original(self, name)
+        return plan._replace(prefix=plan.prefix.replace(str(path), str(rotated)))
+
+    monkeypatch.setattr(ZarrStore, "_plan_fast_read", misplaced)
     with flowstore.open(path) as ds:
         assert_same_batch(ds.split("train")[[3, 0, 1]], [expected[i] for i in (3, 0, 1)])
         assert ds.store.fast_reads == {"middle_frame": False, "frames": False, "flow": False}

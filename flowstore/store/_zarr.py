@@ -16,7 +16,7 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numcodecs
 import numpy as np
@@ -30,8 +30,7 @@ from zarr.core.sync import sync
 
 from flowstore.store import is_url
 from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
-                                  changed_spans, check_columns, column_chunks, fsync_path,
-                                  read_exactly)
+                                  changed_spans, check_columns, column_chunks, fsync_path)
 from flowstore.store.layout import BY_NAME
 
 
@@ -60,7 +59,7 @@ class ZarrStore(Store):
     def __init__(self, group: zarr.Group, path: Path | str, mode: str) -> None:
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
-        self._decoders: dict[str, Callable | None] = {}  # see `_local_decoder`
+        self._decoders: dict[str, _FastPlan | None] = {}  # see `_fast_read`
         self._verified: dict[str, bool] = {}  # see `_verify_fast_read`
         #: Chunk keys of columns written since `sync_columns` (None: every chunk of it).
         self._unsynced: dict[str, set[str] | None] = {}
@@ -161,20 +160,21 @@ class ZarrStore(Store):
         compressed store, 80-87% on an uncompressed one).
 
         That fast path rests on what zarr does not promise: where a chunk's file lies
-        (`chunk_key`: the array's own key encoding, flat or nested, under its folder) and how
-        its codecs lay out the bytes (the Blosc header). So the first chunk of each array read
-        that way is read by zarr too and compared; if they differ, that array is read by zarr
-        from then on.
+        (`chunk_key`: the array's own key encoding, flat or nested, under its folder; the fast
+        path fills in a template of it, checked against the encoding at both ends of the
+        array) and how its codecs lay out the bytes (the Blosc header). So the first chunk of
+        each array read that way is read by zarr too and compared; if they differ, that array
+        is read by zarr from then on.
         """
-        decode = self._local_decoder(name, out)
-        if decode is not None:
+        fast = self._fast_read(name, out)
+        if fast is not None:
             try:
-                fd = os.open(self._chunk_file(name, index), os.O_RDONLY)
+                fd = os.open(f"{fast.prefix}{index // fast.per_chunk}{fast.suffix}", os.O_RDONLY)
             except FileNotFoundError:  # never written: zarr fills in the fill value
                 pass
             else:
                 try:
-                    decode(fd, out, f"sample {index} of {name!r}")
+                    fast.decode(fd, out, f"sample {index} of {name!r}")
                 finally:
                     os.close(fd)
                 if name not in self._verified:
@@ -196,7 +196,7 @@ class ZarrStore(Store):
         return Path(self._chunk_file(name, index))
 
     def _chunk_file(self, name: str, index: int) -> str:
-        """`chunk_path` as a string (the reader's fast path opens one per sample)."""
+        """`chunk_path` as a string."""
         return os.path.join(self.path, name, self.chunk_key(name, index))
 
     def _verify_fast_read(self, name: str, index: int, out: np.ndarray) -> None:
@@ -215,24 +215,50 @@ class ZarrStore(Store):
         """Arrays whose fast path was checked against zarr: True where it matched."""
         return dict(self._verified)
 
-    def _local_decoder(self, name: str, out: np.ndarray) -> Callable | None:
-        """How to decode one chunk file of `name` into `out` outside zarr, or None."""
+    def _fast_read(self, name: str, out: np.ndarray) -> "_FastPlan | None":
+        """How `read_into` reads a sample of `name` into `out` outside zarr, or None: looked up
+        once per array, as each zarr property read costs microseconds a sample."""
         if name not in self._decoders:
-            arr = self._array(name)
-            codecs = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
-            plain = (len(codecs) >= 1 and isinstance(codecs[0], BytesCodec)
-                     and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder))
-            known_keys = arr.metadata.zarr_format == 3 and isinstance(
-                arr.metadata.chunk_key_encoding, (DefaultChunkKeyEncoding, V2ChunkKeyEncoding))
-            usable = (self.mode == "r" and not is_url(self.path) and arr.ndim > 1
-                      and arr.chunks == (1, *arr.shape[1:]) and plain and known_keys
-                      and isinstance(self._group.store, LocalStore))
-            self._decoders[name] = _CHUNK_DECODERS.get(
-                tuple(type(codec) for codec in codecs[1:])) if usable else None
-        decode = self._decoders[name]
-        if decode is None or out.dtype != self._array(name).dtype or not out.flags.c_contiguous:
+            self._decoders[name] = self._plan_fast_read(name)
+        fast = self._decoders[name]
+        if fast is None or out.dtype != fast.dtype or not out.flags.c_contiguous:
             return None
-        return decode
+        return fast
+
+    def _plan_fast_read(self, name: str) -> "_FastPlan | None":
+        """The decoder of `name`'s chunk files and where they lie: the path of sample `i`'s
+        chunk is `prefix + str(i // per_chunk) + suffix`, checked against the array's own key
+        encoding at both ends of the array (else no fast path)."""
+        decode = self._local_decoder(name)
+        if decode is None:
+            return None
+        arr = self._array(name)
+        per_chunk, rest = arr.chunks[0], (0,) * (arr.ndim - 1)
+        marker = "918273645"
+        key = arr.metadata.encode_chunk_key((int(marker),) + rest)
+        if key.count(marker) != 1:
+            return None
+        before, after = key.split(marker)
+        prefix = os.path.join(self.path, name, before)
+        for index in {0, arr.shape[0] - 1}:
+            if (f"{prefix}{index // per_chunk}{after}" != os.path.join(
+                    self.path, name, arr.metadata.encode_chunk_key((index // per_chunk,) + rest))):
+                return None
+        return _FastPlan(decode, np.dtype(arr.dtype), prefix, per_chunk, after)
+
+    def _local_decoder(self, name: str) -> Callable | None:
+        """How to decode one chunk file of `name` outside zarr, or None."""
+        arr = self._array(name)
+        codecs = arr.metadata.codecs if arr.metadata.zarr_format == 3 else ()
+        plain = (len(codecs) >= 1 and isinstance(codecs[0], BytesCodec)
+                 and (codecs[0].endian is None or codecs[0].endian.value == sys.byteorder))
+        known_keys = arr.metadata.zarr_format == 3 and isinstance(
+            arr.metadata.chunk_key_encoding, (DefaultChunkKeyEncoding, V2ChunkKeyEncoding))
+        usable = (self.mode == "r" and not is_url(self.path) and arr.ndim > 1
+                  and arr.chunks == (1, *arr.shape[1:]) and plain and known_keys
+                  and isinstance(self._group.store, LocalStore))
+        return _CHUNK_DECODERS.get(
+            tuple(type(codec) for codec in codecs[1:])) if usable else None
 
     def layout(self, name: str) -> tuple[tuple[int, ...], str]:
         arr = self._array(name)
@@ -471,10 +497,12 @@ def _decode_blosc(fd: int, out: np.ndarray, what: str) -> None:
 
 
 def _decode_plain(fd: int, out: np.ndarray, what: str) -> None:
-    size = os.fstat(fd).st_size
-    if size != out.nbytes:  # as zarr refuses it: a longer file is not read as its prefix
-        raise _wrong_size(what, size, out)
-    read_exactly(fd, 0, out, what)
+    # One preadv into `out` and one spare byte, where an fstat first cost a system call a
+    # chunk: a longer file fills the spare byte and is refused as zarr refuses it (not read as
+    # its prefix), a shorter one reads short.
+    got = os.preadv(fd, [memoryview(out).cast("B"), bytearray(1)], 0)
+    if got != out.nbytes:
+        raise _wrong_size(what, os.fstat(fd).st_size, out)
 
 
 def _decode_zstd(fd: int, out: np.ndarray, what: str) -> None:
@@ -485,6 +513,16 @@ def _decode_zstd(fd: int, out: np.ndarray, what: str) -> None:
     if len(data) != out.nbytes:
         raise _wrong_size(what, len(data), out)
     memoryview(out).cast("B")[:] = data
+
+
+class _FastPlan(NamedTuple):
+    """How `ZarrStore.read_into` reads one array's samples outside zarr (`_plan_fast_read`)."""
+
+    decode: Callable[[int, np.ndarray, str], None]
+    dtype: np.dtype
+    prefix: str
+    per_chunk: int
+    suffix: str
 
 
 #: Decoders of the codec chains flowstore writes, by the codecs after the `bytes` codec.
