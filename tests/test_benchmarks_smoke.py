@@ -79,3 +79,21 @@ def test_flow_methods_runs_on_one_real_clip_at_a_small_size(real_tvhi):
     rows = {line.split("|")[1].strip() for line in result.stdout.splitlines()
             if line.startswith("| ")}
     assert {"farneback", "tvl1", "dis", "zero flow"} <= rows
+
+
+def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp_path):
+    import zarr
+
+    from trainers.testing import make_tiny_store
+
+    source = zarr.open_group(str(make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))),
+                             mode="r")
+    plain = zarr.open_group(str(tmp_path / "u.zarr"), mode="w", zarr_format=3)
+    for name, arr in source.arrays():
+        text = arr.dtype.kind in "OTU"
+        plain.create_array(name, shape=arr.shape, chunks=arr.chunks, compressors=None,
+                           dtype=str if text else arr.dtype)[:] = arr[:]
+    plain.attrs.update(source.attrs.asdict())
+    got = _load("read_into_overhead").measure(str(tmp_path / "u.zarr"), "middle_frame", 50, 2)
+    assert got["bytes"] == 32 * 32 * 3
+    assert 0 < got["by_hand_us"] and 0 < got["read_into_us"]
