@@ -247,16 +247,28 @@ class Ledger:
     @classmethod
     def load(cls, store: Store, manifest: Manifest) -> "Ledger":
         columns = {name: store.read(name) for name in LEDGER}
-        for name, values in columns.items():  # text as objects: a str array has a fixed width
-            columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
-                                          else BY_NAME[name].dtype)
+        for name, values in columns.items():
+            if name in PACKED_TEXT:
+                columns[name] = _packed(values)
+            else:  # other text as objects: a str array has a fixed width
+                columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
+                                              else BY_NAME[name].dtype)
         return cls(columns)
+
+    def text(self, name: str, index: int) -> str:
+        """One sample's value of a text column."""
+        value = self.columns[name][index]
+        return value.decode() if name in PACKED_TEXT else value
 
     @property
     def done(self) -> np.ndarray:
         return self.columns["done"]
 
     def _set(self, name: str, index: int, value: Any) -> None:
+        if name in PACKED_TEXT:
+            value = value.encode()
+            if len(value) > self.columns[name].itemsize:  # (a longer digest than any so far)
+                self.columns[name] = self.columns[name].astype(f"S{len(value)}")
         if self.columns[name][index] != value:
             self.columns[name][index] = value
             self.changed[name].add(index)
@@ -298,7 +310,9 @@ class Ledger:
         def put(names: tuple[str, ...]) -> None:
             for name in names:
                 if self.changed[name]:
-                    store.write_changed(name, self.columns[name], sorted(self.changed[name]))
+                    column = self.columns[name]
+                    store.write_changed(name, _Unpacked(column) if name in PACKED_TEXT else column,
+                                        sorted(self.changed[name]))
                     self.changed[name].clear()
 
         put(("checksum", "source_size", "source_hash"))
@@ -309,6 +323,35 @@ class Ledger:
         store.flush()
         if durable:
             store.sync_columns()
+
+
+#: Ledger text held as one numpy bytes array per column instead of a `str` per sample: the
+#: digests are ASCII of one length, and two `str` objects a sample (with the allocator pages
+#: they pin among Dask's short-lived objects) were about 0.4 KB a sample of a build's memory,
+#: growing to the end of the build (benchmarks/build_scale.py, 30,000 vs 100,000 tasks).
+PACKED_TEXT = ("checksum", "source_hash")
+#: Bytes a packed value gets at least ("xxh3_128:" and 32 hex digits is 41).
+PACKED_WIDTH = 64
+
+
+def _packed(values: np.ndarray) -> np.ndarray:
+    """Text values as UTF-8 bytes in one array, at least PACKED_WIDTH bytes wide."""
+    encoded = np.char.encode(np.asarray(values).astype(str), "utf-8")
+    return encoded.astype(f"S{max(PACKED_WIDTH, encoded.itemsize)}")
+
+
+class _Unpacked:
+    """A packed column as the stores write text: slices of it decoded to `str` objects (the
+    only access `Store.write_changed` makes)."""
+
+    def __init__(self, packed: np.ndarray) -> None:
+        self.packed = packed
+
+    def __len__(self) -> int:
+        return len(self.packed)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        return np.char.decode(self.packed[key], "utf-8").astype(object)
 
 
 # -- opening ---------------------------------------------------------------------------------
@@ -421,7 +464,7 @@ def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
     for index in np.flatnonzero(ledger.done):
         sample = manifest.rows[index].id
         name = dataset.source_name(sample)
-        recorded = ledger.columns["source_hash"][index]
+        recorded = ledger.text("source_hash", index)
         if not recorded:
             raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
                                      f"{name!r} (written by an older flowstore), so --check-source "
