@@ -549,3 +549,29 @@ def test_the_format_1_attributes_are_gone_from_a_new_store(tmp_path):
     _ledger_store(path, 3)
     attrs = json.loads((path / "zarr.json").read_text())["attributes"]
     assert not set(format1.ATTRIBUTES) & set(attrs) and attrs["flowstore.format"] == 2
+
+
+def test_ledger_digests_are_packed_bytes_written_back_as_text(tmp_path, suffix):
+    """The digests live in one bytes array per column (no str per sample in a build's
+    memory), read back as text by every reader, and a longer digest than any before (an older
+    store's) widens the column instead of being cut. (A new HDF5 store's digest columns are
+    64 bytes wide on disk and refuse a longer one: its test is in test_flowstore_store.py.)"""
+    path = tmp_path / f"s{suffix}"
+    _, ledger = _ledger_store(path, 5)
+    assert ledger.columns["checksum"].dtype == np.dtype("S64")
+    assert ledger.columns["source_hash"].dtype == np.dtype("S64")
+    # a blake2b hex digest, as the first stores recorded (in columns of any length)
+    long_digest = "b" * (128 if suffix == ".zarr" else 60)
+    ledger.complete(1, "xxh3_128:" + "1" * 32)
+    ledger.complete(3, long_digest)
+    ledger.record_source(3, 7, "xxh3_128:" + "3" * 32)
+    assert ledger.columns["checksum"].itemsize == max(64, len(long_digest))
+    assert ledger.text("checksum", 3) == long_digest
+    with open_store(path, "r+") as store:
+        ledger.write(store)
+    with open_store(path) as store:
+        assert store.read("checksum").tolist() == ["", "xxh3_128:" + "1" * 32, "", long_digest,
+                                                   ""]
+        assert store.read("source_hash").tolist()[3] == "xxh3_128:" + "3" * 32
+        again = Ledger.load(store, _manifest(5))
+    assert again.text("checksum", 3) == long_digest and again.text("checksum", 0) == ""
