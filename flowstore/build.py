@@ -37,7 +37,7 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
                              remove_store, store_exists)
 from flowstore.store import format1
 from flowstore.store.checksum import file_digest, sample_digest
-from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING
+from flowstore.store.layout import BY_NAME, DIGEST_WIDTH, FORMAT, LEDGER, STRING
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -189,7 +189,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
     source_files, fp = planned.source_files, planned.fingerprint
     store = open_planned(config, planned)
     try:
-        ledger = Ledger.load(store, manifest)
+        ledger = Ledger.load(store)
         _check_sources(ledger, dataset, manifest, source_files, config.store,
                        redo=set(config.redo))
         if config.check_source:
@@ -245,7 +245,7 @@ class Ledger:
     changed: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in LEDGER})
 
     @classmethod
-    def load(cls, store: Store, manifest: Manifest) -> "Ledger":
+    def load(cls, store: Store) -> "Ledger":
         columns = {name: store.read(name) for name in LEDGER}
         for name, values in columns.items():
             if name in PACKED_TEXT:
@@ -330,14 +330,12 @@ class Ledger:
 #: they pin among Dask's short-lived objects) were about 0.4 KB a sample of a build's memory,
 #: growing to the end of the build (benchmarks/build_scale.py, 30,000 vs 100,000 tasks).
 PACKED_TEXT = ("checksum", "source_hash")
-#: Bytes a packed value gets at least ("xxh3_128:" and 32 hex digits is 41).
-PACKED_WIDTH = 64
 
 
 def _packed(values: np.ndarray) -> np.ndarray:
-    """Text values as UTF-8 bytes in one array, at least PACKED_WIDTH bytes wide."""
+    """Text values as UTF-8 bytes in one array, at least a digest's `DIGEST_WIDTH` wide."""
     encoded = np.char.encode(np.asarray(values).astype(str), "utf-8")
-    return encoded.astype(f"S{max(PACKED_WIDTH, encoded.itemsize)}")
+    return encoded.astype(f"S{max(DIGEST_WIDTH, encoded.itemsize)}")
 
 
 class _Unpacked:

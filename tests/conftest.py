@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -12,6 +13,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+
+def load_benchmark(name: str):
+    """`benchmarks/NAME.py` imported as a module (the folder is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up while it loads
+    spec.loader.exec_module(module)
+    return module
 REAL_TVHI = SHARED / "data" / "tvhi"
 
 # A tiny synthetic TV-HI: 4 clips per class (2 test, 2 in set 2), short and small.

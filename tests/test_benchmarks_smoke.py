@@ -3,27 +3,18 @@ should, and its request counter counts what a client sent."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_benchmark
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
 
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
-
-
-chunk_files = _load("chunk_files")
+chunk_files = load_benchmark("chunk_files")
 
 
 def test_counting_server_counts_each_request_by_kind():
@@ -94,6 +85,6 @@ def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp
         plain.create_array(name, shape=arr.shape, chunks=arr.chunks, compressors=None,
                            dtype=str if text else arr.dtype)[:] = arr[:]
     plain.attrs.update(source.attrs.asdict())
-    got = _load("read_into_overhead").measure(str(tmp_path / "u.zarr"), "middle_frame", 50, 2)
+    got = load_benchmark("read_into_overhead").measure(str(tmp_path / "u.zarr"), "middle_frame", 50, 2)
     assert got["bytes"] == 32 * 32 * 3
     assert 0 < got["by_hand_us"] and 0 < got["read_into_us"]

@@ -332,7 +332,7 @@ def _ledger_store(path: Path, n: int) -> tuple[Manifest, Ledger]:
                      "label": np.array([row.label for row in manifest.rows], np.int32),
                      "split": np.array([row.split for row in manifest.rows])}).close()
     with open_store(path) as store:
-        return manifest, Ledger.load(store, manifest)
+        return manifest, Ledger.load(store)
 
 
 def _finish_all(ledger: Ledger, store, n: int) -> None:
@@ -495,7 +495,7 @@ def test_opening_a_store_reads_a_fixed_number_of_metadata_objects(tmp_path, monk
         inspected = (sorted(calls.metadata), sorted(calls.listings))
         calls.clear()
         with open_store(path, "r+") as store:
-            Ledger.load(store, manifest)
+            Ledger.load(store)
             store.info("image")
         resumed = (sorted(calls.metadata), sorted(calls.listings))
         monkeypatch.undo()
@@ -573,5 +573,5 @@ def test_ledger_digests_are_packed_bytes_written_back_as_text(tmp_path, suffix):
         assert store.read("checksum").tolist() == ["", "xxh3_128:" + "1" * 32, "", long_digest,
                                                    ""]
         assert store.read("source_hash").tolist()[3] == "xxh3_128:" + "3" * 32
-        again = Ledger.load(store, _manifest(5))
+        again = Ledger.load(store)
     assert again.text("checksum", 3) == long_digest and again.text("checksum", 0) == ""

@@ -4,24 +4,14 @@ the base run's weights as they were."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import keras
 
-from tests.conftest import REPO
+from tests.conftest import load_benchmark
 from trainers.models import build_stanford40, build_tvhi_frames
 from trainers.runs import MODEL_FILE, RunRecord, read_run, write_json
 from trainers.testing import TVHI_CLASSES, make_tiny_store
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses look their module up while it loads
-    spec.loader.exec_module(module)
-    return module
 
 
 def _saved_run(path: Path, model: keras.Model, name: str) -> RunRecord:
@@ -33,7 +23,7 @@ def _saved_run(path: Path, model: keras.Model, name: str) -> RunRecord:
 
 
 def test_frames_transfer_benchmark_on_tiny_stores(tmp_path, capsys):
-    benchmark = _load("frames_transfer_features")
+    benchmark = load_benchmark("frames_transfer_features")
     images = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32,
                              classes=("applauding", "climbing", "jumping", "waving"))
     tvhi = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=2)
