@@ -203,7 +203,9 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
     except BaseException as exc:
         # never leave a half-created store (or its bytes) behind; the place was empty before
         with contextlib.suppress(Exception):
-            if backend.exists(temporary):
+            # whatever is there, a valid store or not: a disk that filled up before the root
+            # metadata was written leaves array folders that `exists` does not call a store
+            if is_url(temporary) and backend.exists(temporary) or os.path.lexists(temporary):
                 backend.remove(temporary)
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc).splitlines()[0]
