@@ -199,7 +199,9 @@ BUILD_SCRIPT = """
 import json, sys
 from pathlib import Path
 from flowstore.build import BuildConfig, build
+from flowstore.malloc_tuning import BUILD_MMAP_THRESHOLD, keep_freed_memory
 from flowstore.params import VideoParams
+keep_freed_memory(BUILD_MMAP_THRESHOLD)  # as `flowstore build` does
 source, store, workers, scheduler, cap = sys.argv[1:6]
 result = build(BuildConfig(
     dataset="videofolder", source=Path(source), store=store if "://" in store else Path(store),

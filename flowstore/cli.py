@@ -120,7 +120,7 @@ def build(
     """
     from flowstore.build import BuildConfig, build as run_build, failure_lines
     from flowstore.datasets import get_dataset, parse_option_tokens
-    from flowstore.malloc_tuning import keep_freed_memory
+    from flowstore.malloc_tuning import BUILD_MMAP_THRESHOLD, keep_freed_memory
     from flowstore.synth import synthetic_source
 
     try:
@@ -140,7 +140,7 @@ def build(
                              max_per_split=max_per_split, progress=not quiet, fsync=fsync,
                              check_source=check_source,
                              **({"workers": workers} if workers is not None else {}))
-        keep_freed_memory()
+        keep_freed_memory(BUILD_MMAP_THRESHOLD)
         result = run_build(config)
     except FlowstoreError as exc:
         fail(str(exc))
