@@ -37,7 +37,7 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
                              remove_store, store_exists)
 from flowstore.store import format1
 from flowstore.store.checksum import file_digest, sample_digest
-from flowstore.store.layout import BY_NAME, DIGEST_WIDTH, FORMAT, LEDGER, STRING
+from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -219,7 +219,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
         store.flush()
         if config.fsync:
             store.sync_columns()
-        result.failures = {manifest.rows[i].id: ledger.columns["failure"][i] for i in selected
+        result.failures = {manifest.ids[i]: ledger.columns["failure"][i] for i in selected
                            if ledger.columns["failure"][i]}
     finally:
         store.close()
@@ -303,7 +303,7 @@ class Ledger:
         sample the size of the file its task read."""
         sizes = dict(current)
         for index in np.flatnonzero(self.done):
-            sizes[dataset.source_name(manifest.rows[index].id)] = self.recorded_size(index)
+            sizes[dataset.source_name(manifest.ids[index])] = self.recorded_size(index)
         return sizes
 
     def write(self, store: Store, *, durable: bool = False) -> None:
@@ -333,9 +333,11 @@ PACKED_TEXT = ("checksum", "source_hash")
 
 
 def _packed(values: np.ndarray) -> np.ndarray:
-    """Text values as UTF-8 bytes in one array, at least a digest's `DIGEST_WIDTH` wide."""
+    """Text values as UTF-8 bytes in one array as wide as the longest value ("xxh3_128:<hex>"
+    is 41 bytes: `DIGEST_WIDTH`, 64, is room in the file, and 23 bytes more a sample twice
+    over in memory). `Ledger._set` widens it when a longer value comes."""
     encoded = np.char.encode(np.asarray(values).astype(str), "utf-8")
-    return encoded.astype(f"S{max(DIGEST_WIDTH, encoded.itemsize)}")
+    return encoded.astype(f"S{max(1, encoded.itemsize)}")
 
 
 class _Unpacked:
@@ -366,7 +368,7 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
             _check_compatible(store, dataset, manifest, params, path)
             _check_arrays(store, dataset.specs(config.params), len(manifest), path)
             if store.format != FORMAT:
-                format1.upgrade(store, [dataset.source_name(row.id) for row in manifest.rows])
+                format1.upgrade(store, [dataset.source_name(sample) for sample in manifest.ids])
         except BaseException:
             store.close()
             raise
@@ -381,9 +383,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
     }
-    columns = {"id": np.array([row.id for row in manifest.rows], dtype=str),
-               "label": np.array([row.label for row in manifest.rows], dtype=np.int32),
-               "split": np.array([row.split for row in manifest.rows], dtype=str)}
+    columns = {"id": np.array(manifest.ids, dtype=str), "label": manifest.labels,
+               "split": np.array(manifest.splits(), dtype=str)}
     return create_store(path, attrs=attrs, specs=dataset.specs(config.params), columns=columns,
                         num_samples=len(manifest))
 
@@ -425,13 +426,9 @@ def _same_manifest(store: Store, manifest: Manifest, attrs: Mapping[str, Any]) -
     order (a manifest row's class is its label's; format 1 also kept the CSV, which says no more)."""
     if list(attrs.get("classes", [])) != list(manifest.classes):
         return False
-    if any(row.class_name != manifest.classes[row.label] for row in manifest.rows):
-        return attrs.get("manifest") == manifest.to_csv()  # (no such manifest is made today)
     ids, labels, splits = store.read("id"), store.read("label"), store.read("split")
-    return (len(ids) == len(manifest)
-            and ids.tolist() == [row.id for row in manifest.rows]
-            and labels.tolist() == [row.label for row in manifest.rows]
-            and splits.tolist() == [row.split for row in manifest.rows])
+    return (len(ids) == len(manifest) and ids.tolist() == manifest.ids
+            and np.array_equal(labels, manifest.labels) and splits.tolist() == manifest.splits())
 
 
 def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
@@ -443,9 +440,9 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
     is now (`verify --repair`), so a change of that file mixes nothing.
     """
     for index in np.flatnonzero(ledger.done):
-        if manifest.rows[index].id in redo:
+        if manifest.ids[index] in redo:
             continue
-        name = dataset.source_name(manifest.rows[index].id)
+        name = dataset.source_name(manifest.ids[index])
         if ledger.recorded_size(index) != source_files.get(name):
             raise StoreMismatchError(f"source file {name!r} changed since it was written to "
                                      f"store {str(path)!r}; use --overwrite to rebuild it, or "
@@ -460,7 +457,7 @@ def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
     """
     hint = "; use --overwrite to rebuild it, or another --store"
     for index in np.flatnonzero(ledger.done):
-        sample = manifest.rows[index].id
+        sample = manifest.ids[index]
         name = dataset.source_name(sample)
         recorded = ledger.text("source_hash", index)
         if not recorded:
@@ -664,7 +661,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     last_flush, flush_every = time.monotonic(), DONE_FLUSH_SECONDS
 
     def source_of(index: int) -> str:
-        return str(dataset.source_file(Path(config.source), manifest.rows[index].id))
+        return str(dataset.source_file(Path(config.source), manifest.ids[index]))
 
     try:
         with progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
@@ -672,7 +669,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
 
             def finished(outcome: TaskOutcome) -> None:
                 nonlocal last_flush, flush_every
-                sample = manifest.rows[outcome.index].id
+                sample = manifest.ids[outcome.index]
                 if outcome.internal_error is not None:
                     # not the sample's failure: it stays pending (an earlier reason of it is
                     # dropped, as nothing is known of the clip now), and the bug is told as one

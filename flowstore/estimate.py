@@ -119,8 +119,8 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     encodings = FLOW_DTYPES if flow_dtype is not None else (NO_FLOW,)
     result = Estimate(dataset=dataset.name, items=len(selected), workers=workers, cores=cores,
                       confidence=confidence, encoding=flow_dtype or NO_FLOW)
-    columns = {"id": np.array([manifest.rows[i].id for i in selected], dtype=str),
-               "label": np.array([manifest.rows[i].label for i in selected], dtype=np.int32),
+    columns = {"id": np.array([manifest.ids[i] for i in selected], dtype=str),
+               "label": manifest.labels[selected],
                "split": np.array([manifest.rows[i].split for i in selected], dtype=str)}
     scratch = Path(tempfile.mkdtemp(prefix="flowstore-estimate-"))
     try:

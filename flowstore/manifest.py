@@ -7,6 +7,7 @@ within a split, round-robin over the classes, so that the first N rows of a spli
 
 from __future__ import annotations
 
+import collections.abc
 import csv
 import io
 from dataclasses import dataclass
@@ -23,32 +24,85 @@ SPLIT_SEED = 0
 HEADER = ("id", "label", "class", "split")
 
 
-@dataclass(frozen=True, slots=True)  # slots: a Kinetics manifest holds 300,000 of them
+@dataclass(frozen=True, slots=True)
 class ManifestRow:
+    """One sample of a manifest, as `Manifest.rows` hands it out (made on access)."""
+
     id: str
     label: int
     class_name: str
     split: str
 
 
-@dataclass(frozen=True)
 class Manifest:
-    """The classes (label order) and the rows (store order) of one dataset."""
+    """The classes (label order) and the rows (store order) of one dataset.
 
-    classes: tuple[str, ...]
-    rows: tuple[ManifestRow, ...]
+    Held as columns, not one object per row: ids as a list of `str`, labels and split codes as
+    small numpy arrays. A Kinetics manifest has 300,000 rows, and a row object was 64 bytes of
+    each sample's build memory (benchmarks/build_scale.py). `rows` still hands out
+    `ManifestRow`s, made as they are read; hot loops read `ids` directly.
+    """
+
+    __slots__ = ("classes", "ids", "labels", "split_codes")
+
+    def __init__(self, classes: Sequence[str], ids: Sequence[str], labels: Sequence[int],
+                 splits: Sequence[str]) -> None:
+        self.classes = tuple(classes)
+        self.ids: list[str] = list(ids)
+        self.labels = np.asarray(labels, dtype=np.int32).reshape(-1)
+        self.split_codes = np.asarray([SPLITS.index(s) for s in splits], dtype=np.int8)
+        if not len(self.ids) == len(self.labels) == len(self.split_codes):
+            raise ValueError("a manifest's ids, labels and splits differ in length")
+        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+            raise ValueError("a manifest label names no class")
+
+    @classmethod
+    def from_rows(cls, classes: Sequence[str], rows: Iterable[ManifestRow]) -> "Manifest":
+        """A manifest from row objects; each row's class must be its label's."""
+        classes = tuple(classes)
+        rows = list(rows)
+        for row in rows:
+            if not 0 <= row.label < len(classes) or classes[row.label] != row.class_name:
+                raise ValueError(f"manifest row {row.id!r}: class {row.class_name!r} is not "
+                                 f"label {row.label}'s")
+        return cls(classes, [r.id for r in rows], [r.label for r in rows], [r.split for r in rows])
+
+    @property
+    def rows(self) -> "_Rows":
+        return _Rows(self)
+
+    def row(self, index: int) -> ManifestRow:
+        label = int(self.labels[index])
+        return ManifestRow(self.ids[index], label, self.classes[label],
+                           SPLITS[self.split_codes[index]])
+
+    def splits(self) -> list[str]:
+        """Each row's split name, in store order."""
+        return [SPLITS[code] for code in self.split_codes]
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.ids)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Manifest):
+            return NotImplemented
+        return (self.classes == other.classes and self.ids == other.ids
+                and np.array_equal(self.labels, other.labels)
+                and np.array_equal(self.split_codes, other.split_codes))
+
+    __hash__ = None  # mutable columns
+
+    def __repr__(self) -> str:
+        return f"Manifest({len(self.classes)} classes, {len(self)} rows)"
 
     def positions(self, ids: Iterable[str]) -> dict[str, int]:
         """The row index of each of `ids` the manifest holds (absent ones are left out): one
         pass over the rows, where a build-long index of every id cost memory per sample."""
         wanted = set(ids)
-        return {row.id: index for index, row in enumerate(self.rows) if row.id in wanted}
+        return {sample: index for index, sample in enumerate(self.ids) if sample in wanted}
 
     def split_ids(self, split: str) -> list[str]:
-        return [row.id for row in self.rows if row.split == split]
+        return [self.ids[i] for i in np.flatnonzero(self.split_codes == SPLITS.index(split))]
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -61,8 +115,8 @@ class Manifest:
     @classmethod
     def from_csv(cls, text: str, classes: Sequence[str]) -> "Manifest":
         reader = csv.DictReader(io.StringIO(text))
-        rows = tuple(ManifestRow(r["id"], int(r["label"]), r["class"], r["split"]) for r in reader)
-        return cls(tuple(classes), rows)
+        return cls.from_rows(classes, (ManifestRow(r["id"], int(r["label"]), r["class"],
+                                                   r["split"]) for r in reader))
 
     @classmethod
     def read(cls, path: str | Path, classes: Sequence[str]) -> "Manifest":
@@ -70,13 +124,42 @@ class Manifest:
 
     def first_per_split(self, limit: int | None) -> list[int]:
         """Row indices of the first `limit` rows of each split (all rows when None)."""
-        seen = dict.fromkeys(SPLITS, 0)
+        if limit is None:
+            return list(range(len(self)))
+        seen = [0] * len(SPLITS)
         picked = []
-        for index, row in enumerate(self.rows):
-            if limit is None or seen[row.split] < limit:
+        for index, code in enumerate(self.split_codes.tolist()):
+            if seen[code] < limit:
                 picked.append(index)
-                seen[row.split] += 1
+                seen[code] += 1
         return picked
+
+
+class _Rows(collections.abc.Sequence):
+    """A manifest's rows as `ManifestRow`s, each made when it is read."""
+
+    __slots__ = ("manifest",)
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.manifest = manifest
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self.manifest.row(i) for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError("manifest row index out of range")
+        return self.manifest.row(index)
+
+    def __iter__(self):
+        classes, ids = self.manifest.classes, self.manifest.ids
+        for sample, label, code in zip(ids, self.manifest.labels.tolist(),
+                                       self.manifest.split_codes.tolist()):
+            yield ManifestRow(sample, label, classes[label], SPLITS[code])
 
 
 def stratified_holdout(ids_by_class: Mapping[str, Sequence[str]], fraction: float,
@@ -134,10 +217,16 @@ def assemble_manifest(classes: Sequence[str],
                       by_split: Mapping[str, Mapping[str, Iterable[str]]]) -> Manifest:
     """Manifest from each split's ids per class, in the store order (module docstring)."""
     label = {c: k for k, c in enumerate(classes)}
-    rows = [ManifestRow(sample_id, label[c], c, split) for split in SPLITS
-            for c, sample_id in round_robin({c: sorted(by_split.get(split, {}).get(c, ()))
-                                             for c in classes})]
-    return Manifest(tuple(classes), tuple(rows))
+    ids: list[str] = []
+    labels: list[int] = []
+    splits: list[str] = []
+    for split in SPLITS:
+        for c, sample_id in round_robin({c: sorted(by_split.get(split, {}).get(c, ()))
+                                         for c in classes}):
+            ids.append(sample_id)
+            labels.append(label[c])
+            splits.append(split)
+    return Manifest(classes, ids, labels, splits)
 
 
 def build_manifest(classes: Sequence[str], train_pool: Mapping[str, Iterable[str]],

@@ -10,7 +10,7 @@ import pytest
 
 from flowstore.datasets.tvhi import (CLASSES, OFFICIAL_SETS, format_readme, manifest_from_sets,
                                      parse_readme, sample_id)
-from flowstore.manifest import Manifest, round_robin, stratified_holdout
+from flowstore.manifest import Manifest, ManifestRow, round_robin, stratified_holdout
 from tests.conftest import REAL_TVHI, REPO, require_real_data
 
 COMMITTED = REPO / "manifests" / "tvhi.csv"
@@ -78,3 +78,20 @@ def test_manifest_csv_round_trip(official):
     again = Manifest.from_csv(official.to_csv(), CLASSES)
     assert again == official
     assert np.array_equal([r.id for r in again.rows], [r.id for r in official.rows])
+
+
+def test_a_manifest_holds_columns_and_hands_out_the_same_rows():
+    rows = [ManifestRow("b/1", 1, "b", "train"), ManifestRow("a/1", 0, "a", "val"),
+            ManifestRow("a/2", 0, "a", "test")]
+    manifest = Manifest.from_rows(("a", "b"), rows)
+    assert list(manifest.rows) == rows and manifest.rows[-1] == rows[-1]
+    assert manifest.rows[1:] == rows[1:] and len(manifest.rows) == 3
+    assert manifest.ids == ["b/1", "a/1", "a/2"] and manifest.labels.tolist() == [1, 0, 0]
+    assert manifest.splits() == ["train", "val", "test"] and manifest.split_ids("val") == ["a/1"]
+    assert manifest.first_per_split(None) == [0, 1, 2] and manifest.first_per_split(0) == []
+    assert Manifest.from_csv(manifest.to_csv(), ("a", "b")) == manifest
+    assert manifest != Manifest.from_rows(("a", "b"), rows[:2])
+    with pytest.raises(IndexError):
+        manifest.rows[3]
+    with pytest.raises(ValueError, match="class 'a' is not label 1's"):
+        Manifest.from_rows(("a", "b"), [ManifestRow("x", 1, "a", "train")])

@@ -107,8 +107,8 @@ class Dataset(abc.ABC):
         """
         root = os.fspath(source)
         sizes: dict[str, int | None] = {}
-        for row in manifest.rows:
-            name = self.source_name(row.id)
+        for sample in manifest.ids:
+            name = self.source_name(sample)
             try:
                 info = os.stat(os.path.join(root, name))
             except OSError:
