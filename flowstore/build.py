@@ -202,13 +202,13 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
             for index in position.values():
                 ledger.reset(index)
             ledger.write(store, durable=config.fsync)
-            selected = sorted(position.values())
+            selected = np.array(sorted(position.values()), dtype=np.int64)
         else:
             selected = manifest.first_per_split(config.max_per_split)
-        todo = [i for i in selected if not ledger.done[i]]
+        todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo))
-        if todo:
+        if len(todo):
             _run(config, dataset, manifest, store, ledger, todo, result)
         fp = fingerprint(dataset=dataset.name, params=params,
                          source_files=ledger.source_sizes(dataset, manifest, source_files),
@@ -219,8 +219,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
         store.flush()
         if config.fsync:
             store.sync_columns()
-        result.failures = {manifest.ids[i]: ledger.columns["failure"][i] for i in selected
-                           if ledger.columns["failure"][i]}
+        result.failures = {manifest.ids[i]: ledger.columns["failure"][i]
+                           for i in selected.tolist() if ledger.columns["failure"][i]}
     finally:
         store.close()
     result.seconds = time.perf_counter() - start
@@ -300,11 +300,15 @@ class Ledger:
     def source_sizes(self, dataset: Dataset, manifest: Manifest,
                      current: Mapping[str, int | None]) -> dict[str, int | None]:
         """What the fingerprint hashes: the source files' sizes as they are now, but for a done
-        sample the size of the file its task read."""
-        sizes = dict(current)
+        sample the size of the file its task read. `current` itself when they agree (the
+        usual case: a build refuses a done sample whose file changed), not a copy of a
+        300,000-clip list."""
+        changed = {}
         for index in np.flatnonzero(self.done):
-            sizes[dataset.source_name(manifest.ids[index])] = self.recorded_size(index)
-        return sizes
+            name = dataset.source_name(manifest.ids[index])
+            if current.get(name) != (size := self.recorded_size(index)):
+                changed[name] = size
+        return {**current, **changed} if changed else current
 
     def write(self, store: Store, *, durable: bool = False) -> None:
         def put(names: tuple[str, ...]) -> None:
@@ -652,7 +656,7 @@ def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) ->
 
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
-         ledger: "Ledger", todo: list[int], result: BuildResult) -> None:
+         ledger: "Ledger", todo: np.ndarray, result: BuildResult) -> None:
     from flowstore.progress import progress_bar
 
     store_key = StoreKey(str(config.store), str(store.attrs.get("store_id", "")))
@@ -694,7 +698,8 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
 
             # made as the tasks are handed out: a list of every task's arguments was a few
             # hundred bytes per sample held for the whole build (benchmarks/build_scale.py)
-            arguments = ((store_key, dataset.name, config.params, source_of(i), i) for i in todo)
+            arguments = ((store_key, dataset.name, config.params, source_of(i), i)
+                         for i in map(int, todo))
             task = functools.partial(extract_and_write, fsync=config.fsync)
             if config.scheduler:
                 run_on_cluster(config.scheduler, task, arguments, finished)

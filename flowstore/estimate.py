@@ -35,6 +35,7 @@ import numpy as np
 from flowstore.datasets import get_dataset
 from flowstore.build import DATA_ERRORS
 from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.manifest import SPLITS
 from flowstore.params import FLOW_DTYPES
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
@@ -113,7 +114,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(selected), size=min(sample_size, len(selected)),
                                replace=False).tolist())
-    rows = [manifest.rows[selected[i]] for i in chosen]
+    rows = [manifest.rows[int(selected[i])] for i in chosen]
 
     flow_dtype = getattr(params, "flow_dtype", None)
     encodings = FLOW_DTYPES if flow_dtype is not None else (NO_FLOW,)
@@ -121,7 +122,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
                       confidence=confidence, encoding=flow_dtype or NO_FLOW)
     columns = {"id": np.array([manifest.ids[i] for i in selected], dtype=str),
                "label": manifest.labels[selected],
-               "split": np.array([manifest.rows[i].split for i in selected], dtype=str)}
+               "split": np.array(SPLITS, dtype=str)[manifest.split_codes[selected]]}
     scratch = Path(tempfile.mkdtemp(prefix="flowstore-estimate-"))
     try:
         stores = {}

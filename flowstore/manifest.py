@@ -122,17 +122,13 @@ class Manifest:
     def read(cls, path: str | Path, classes: Sequence[str]) -> "Manifest":
         return cls.from_csv(Path(path).read_text(), classes)
 
-    def first_per_split(self, limit: int | None) -> list[int]:
-        """Row indices of the first `limit` rows of each split (all rows when None)."""
+    def first_per_split(self, limit: int | None) -> np.ndarray:
+        """Row indices (int64, ascending) of the first `limit` rows of each split (all rows
+        when None): an array, not a list of ints, which was 40 bytes a sample of a build."""
         if limit is None:
-            return list(range(len(self)))
-        seen = [0] * len(SPLITS)
-        picked = []
-        for index, code in enumerate(self.split_codes.tolist()):
-            if seen[code] < limit:
-                picked.append(index)
-                seen[code] += 1
-        return picked
+            return np.arange(len(self), dtype=np.int64)
+        return np.sort(np.concatenate(
+            [np.flatnonzero(self.split_codes == code)[:limit] for code in range(len(SPLITS))]))
 
 
 class _Rows(collections.abc.Sequence):

@@ -13,7 +13,7 @@ import json
 import math
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence, Union
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, Union
 
 from flowstore.errors import ParameterError
 
@@ -427,19 +427,37 @@ def fingerprint(*, dataset: str, params: Mapping[str, Any], source_files: Mappin
         "format": CONTENT_FORMAT,
         "dataset": dataset,
         "params": dict(params),
-        "source_files": dict(source_files),  # (the encoder sorts the keys)
         **({"options": dict(options)} if options else {}),
     }
     # The canonical JSON hashed as it is encoded, a batch of pieces at a time: the whole text
     # of a 300,000-clip source list (and json.dumps' own copies) would be tens of MB at once.
     digest, pieces = hashlib.sha256(), []
-    for piece in _CANONICAL.iterencode(payload):
+    for piece in _canonical_pieces(payload, "source_files", source_files):
         pieces.append(piece)
         if len(pieces) == 4096:
             digest.update("".join(pieces).encode())
             pieces.clear()
     digest.update("".join(pieces).encode())
     return digest.hexdigest()
+
+
+def _canonical_pieces(payload: Mapping[str, Any], key: str,
+                      files: Mapping[str, Any]) -> Iterator[str]:
+    """`canonical_json({**payload, key: files})` in pieces, `files` walked in sorted key order
+    itself: the encoder would copy it into a dict and sort a list of its items, two copies of
+    a 300,000-clip source list held at once at the end of a build (benchmarks/build_scale.py)."""
+    encode = _CANONICAL.encode
+    yield "{"
+    for number, name in enumerate(sorted([*payload, key])):
+        yield ("," if number else "") + encode(name) + ":"
+        if name != key:
+            yield from _CANONICAL.iterencode(payload[name])
+            continue
+        yield "{"
+        for count, file in enumerate(sorted(files)):
+            yield ("," if count else "") + encode(file) + ":" + encode(files[file])
+        yield "}"
+    yield "}"
 
 
 #: The encoder of `canonical_json`, for encoding piece by piece (`JSONEncoder.iterencode` gives

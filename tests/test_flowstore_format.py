@@ -577,3 +577,22 @@ def test_ledger_digests_are_packed_bytes_written_back_as_text(tmp_path, suffix):
         assert store.read("source_hash").tolist()[3] == "xxh3_128:" + "3" * 32
         again = Ledger.load(store)
     assert again.text("checksum", 3) == long_digest and again.text("checksum", 0) == ""
+
+
+@pytest.mark.parametrize("options", [None, {"seed": 1, "split_file": "ab12"}])
+def test_the_fingerprint_streams_the_source_list_and_hashes_the_canonical_json(options):
+    """The source list is encoded in sorted order without a copy of it (a 300,000-clip list
+    was held three times at the end of a build), and the bytes hashed are still exactly the
+    canonical JSON of the whole record: stores keep their fingerprints."""
+    import hashlib
+
+    from flowstore.params import CONTENT_FORMAT, canonical_json, fingerprint
+
+    files = {"b/clip \"2\".avi": 7, "a/clip_1.avi": None, "é/ü.mp4": 12_345_678_901, "a/0.avi": 0}
+    params = {"size": 16, "flow": {"levels": 3, "poly_sigma": 1.2}, "list": [1, None]}
+    whole = {"format": CONTENT_FORMAT, "dataset": "videofolder", "params": params,
+             "source_files": files, **({"options": options} if options else {})}
+    assert fingerprint(dataset="videofolder", params=params, source_files=files,
+                       options=options) == hashlib.sha256(canonical_json(whole).encode()).hexdigest()
+    assert fingerprint(dataset="videofolder", params=params, source_files={}, options=options) \
+        == hashlib.sha256(canonical_json({**whole, "source_files": {}}).encode()).hexdigest()
