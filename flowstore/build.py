@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 import numpy as np
 
 from flowstore.datasets import Dataset, get_dataset
+from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
@@ -134,7 +135,7 @@ class Plan:
     dataset: Dataset
     manifest: Manifest
     params: dict[str, Any]
-    source_files: dict[str, int | None]
+    source_files: SourceSizes
     fingerprint: str
 
 
@@ -210,9 +211,10 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
                              already_done=len(selected) - len(todo))
         if len(todo):
             _run(config, dataset, manifest, store, ledger, todo, result)
-        fp = fingerprint(dataset=dataset.name, params=params,
-                         source_files=ledger.source_sizes(dataset, manifest, source_files),
-                         options=dataset.recorded_options())
+        read = ledger.source_sizes(source_files)
+        if read is not source_files:  # (else the fingerprint is the plan's)
+            fp = fingerprint(dataset=dataset.name, params=params, source_files=read,
+                             options=dataset.recorded_options())
         result.fingerprint = fp
         ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
@@ -297,18 +299,16 @@ class Ledger:
         size = int(self.columns["source_size"][index])
         return None if size < 0 else size
 
-    def source_sizes(self, dataset: Dataset, manifest: Manifest,
-                     current: Mapping[str, int | None]) -> dict[str, int | None]:
+    def source_sizes(self, current: SourceSizes) -> SourceSizes:
         """What the fingerprint hashes: the source files' sizes as they are now, but for a done
         sample the size of the file its task read. `current` itself when they agree (the
         usual case: a build refuses a done sample whose file changed), not a copy of a
         300,000-clip list."""
-        changed = {}
-        for index in np.flatnonzero(self.done):
-            name = dataset.source_name(manifest.ids[index])
-            if current.get(name) != (size := self.recorded_size(index)):
-                changed[name] = size
-        return {**current, **changed} if changed else current
+        recorded = self.columns["source_size"]
+        differ = np.flatnonzero(self.done & (recorded != current.sizes))
+        if not len(differ):
+            return current
+        return current.with_rows({int(i): self.recorded_size(int(i)) for i in differ})
 
     def write(self, store: Store, *, durable: bool = False) -> None:
         def put(names: tuple[str, ...]) -> None:
@@ -360,7 +360,7 @@ class _Unpacked:
 
 # -- opening ---------------------------------------------------------------------------------
 def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
-                    params: dict[str, Any], source_files: dict[str, int | None], fp: str) -> Store:
+                    params: dict[str, Any], source_files: SourceSizes, fp: str) -> Store:
     """The store, open to write: checked to be this build's (and upgraded to format 2 when it
     is of format 1), or created."""
     path = config.store
@@ -443,11 +443,11 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
     Samples in `redo` are exempt: they are about to be extracted again from their source as it
     is now (`verify --repair`), so a change of that file mixes nothing.
     """
-    for index in np.flatnonzero(ledger.done):
+    for index in np.flatnonzero(ledger.done & (ledger.columns["source_size"] != source_files.sizes)):
         if manifest.ids[index] in redo:
             continue
         name = dataset.source_name(manifest.ids[index])
-        if ledger.recorded_size(index) != source_files.get(name):
+        if ledger.recorded_size(index) != source_files.row_size(index):
             raise StoreMismatchError(f"source file {name!r} changed since it was written to "
                                      f"store {str(path)!r}; use --overwrite to rebuild it, or "
                                      f"another --store")

@@ -453,9 +453,12 @@ def _canonical_pieces(payload: Mapping[str, Any], key: str,
         if name != key:
             yield from _CANONICAL.iterencode(payload[name])
             continue
+        # a dataset's SourceSizes sorts its rows' names without a dict of them
+        items_sorted = getattr(files, "items_sorted", None)
+        items = items_sorted() if items_sorted else ((file, files[file]) for file in sorted(files))
         yield "{"
-        for count, file in enumerate(sorted(files)):
-            yield ("," if count else "") + encode(file) + ":" + encode(files[file])
+        for count, (file, size) in enumerate(items):
+            yield ("," if count else "") + encode(file) + ":" + encode(size)
         yield "}"
     yield "}"
 

@@ -596,3 +596,51 @@ def test_the_fingerprint_streams_the_source_list_and_hashes_the_canonical_json(o
                        options=options) == hashlib.sha256(canonical_json(whole).encode()).hexdigest()
     assert fingerprint(dataset="videofolder", params=params, source_files={}, options=options) \
         == hashlib.sha256(canonical_json({**whole, "source_files": {}}).encode()).hexdigest()
+
+
+def test_sample_paths_hold_a_shared_shape_and_give_back_every_path():
+    from flowstore.datasets.base import SamplePaths
+
+    paths = SamplePaths()
+    given = {"walk/a_1": "walk/a_1.avi", "walk/b": "walk/b.avi", "b": "other/b.mp4",
+             "x.avi": "x.avi", "odd": "elsewhere.avi", "é": "train/é/é.mp4"}
+    paths.update(given)
+    assert dict(paths) == given and len(paths) == 6 and "odd" in paths and "nope" not in paths
+    assert len(paths._shapes) == 4  # ("", ".avi"), ("other/", ".mp4"), ("", ""), ("train/é/", ".mp4")
+    paths["odd"] = "walk/odd.avi"  # set again: the new path, in the other form
+    paths["walk/b"] = "moved.avi"
+    assert paths["odd"] == "walk/odd.avi" and paths["walk/b"] == "moved.avi"
+    del paths["odd"], paths["walk/b"]
+    assert set(paths) == {"walk/a_1", "b", "x.avi", "é"}
+    with pytest.raises(KeyError):
+        paths["odd"]
+
+
+def test_source_sizes_are_a_column_and_read_like_the_dict_they_replace():
+    from flowstore.datasets.base import SourceSizes
+
+    names = ["c/2.avi", "a/1.avi", "c/2.avi", "b/3.avi"]  # a file twice: one entry, as a dict
+    sizes = SourceSizes(names.__getitem__, np.array([5, 7, 5, -1], dtype=np.int64))
+    sizes["splits/test.txt"] = 11
+    sizes.update({"b/3.avi": 9})  # a later value of a row's own name wins, as in a dict
+    want = {"a/1.avi": 7, "b/3.avi": 9, "c/2.avi": 5, "splits/test.txt": 11}
+    assert list(sizes.items_sorted()) == sorted(want.items()) and dict(sizes) == want
+    assert len(sizes) == 4 and sizes["a/1.avi"] == 7 and sizes.row_size(3) is None
+    changed = sizes.with_rows({1: None})
+    assert changed["a/1.avi"] is None and sizes["a/1.avi"] == 7 and changed["splits/test.txt"] == 11
+    with pytest.raises(KeyError):
+        sizes["missing.avi"]
+
+
+def test_a_ledger_hands_back_the_planned_sizes_unless_a_done_sample_read_another(tmp_path):
+    from flowstore.datasets.base import SourceSizes
+
+    _, ledger = _ledger_store(tmp_path / "s.zarr", 3)
+    current = SourceSizes(lambda i: f"f{i}", np.array([10, 20, 30], dtype=np.int64))
+    assert ledger.source_sizes(current) is current  # nothing done yet: no copy
+    ledger.complete(1, "xxh3_128:" + "1" * 32)
+    ledger.record_source(1, 20, "xxh3_128:" + "2" * 32)
+    assert ledger.source_sizes(current) is current
+    ledger.record_source(1, 21, "xxh3_128:" + "2" * 32)  # its task read 21 bytes
+    read = ledger.source_sizes(current)
+    assert dict(read) == {"f0": 10, "f1": 21, "f2": 30} and current["f1"] == 20

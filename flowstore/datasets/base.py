@@ -12,12 +12,13 @@ records them. A synthetic source in the real layout is the dataset's `synth_conf
 from __future__ import annotations
 
 import abc
+import collections.abc
 import dataclasses
 import os
 import stat
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -63,7 +64,7 @@ class Dataset(abc.ABC):
         self.options = self.options_type() if options is None else options
         #: Sample id -> its file relative to the source, for datasets whose ids do not say
         #: where their file is (filled by `manifest`; see `source_file`).
-        self.sample_paths: dict[str, str] = {}
+        self.sample_paths = SamplePaths()
 
     @abc.abstractmethod
     def manifest(self, source: Path) -> Manifest:
@@ -99,23 +100,22 @@ class Dataset(abc.ABC):
         """Write a small synthetic source in the real layout into `folder` (new or empty)."""
         raise UnknownDatasetError(f"no synthetic source for dataset {self.name!r}")
 
-    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+    def source_files(self, source: Path, manifest: Manifest) -> "SourceSizes":
         """Names and sizes (None when missing) of every file the store's content depends on.
 
         Plain `os` calls on strings: for a 250,000-clip Kinetics list, pathlib objects were
         most of the planning time (benchmarks/plan_scale.py).
         """
         root = os.fspath(source)
-        sizes: dict[str, int | None] = {}
-        for sample in manifest.ids:
-            name = self.source_name(sample)
+        sizes = np.full(len(manifest), SourceSizes.MISSING, dtype=np.int64)
+        for index, sample in enumerate(manifest.ids):
             try:
-                info = os.stat(os.path.join(root, name))
+                info = os.stat(os.path.join(root, self.source_name(sample)))
             except OSError:
-                sizes[name] = None
                 continue
-            sizes[name] = info.st_size if stat.S_ISREG(info.st_mode) else None
-        return sizes
+            if stat.S_ISREG(info.st_mode):
+                sizes[index] = info.st_size
+        return SourceSizes(lambda index: self.source_name(manifest.ids[index]), sizes)
 
     def source_name(self, sample_id: str) -> str:
         """A sample's file relative to the source: how the fingerprint and the store's recorded
@@ -263,3 +263,125 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
 
 def _load_builtin() -> None:
     import flowstore.datasets  # noqa: F401  (importing the package registers the built-ins)
+
+
+class SamplePaths(collections.abc.MutableMapping):
+    """Sample id -> its file relative to the source, for datasets whose ids do not say where
+    their file is.
+
+    Held as the id and a shared (prefix, suffix) where the path is prefix + id + suffix
+    ("walk/" + "walk_0001" + ".avi", the usual case), else whole: a path string per sample
+    was 73 bytes of a 100,000-clip build's memory for its whole length
+    (benchmarks/build_scale.py). A path is made again each time it is read.
+    """
+
+    def __init__(self) -> None:
+        self._shape_of: dict[str, int] = {}
+        self._shapes: list[tuple[str, str]] = []
+        self._shape_numbers: dict[tuple[str, str], int] = {}
+        self._whole: dict[str, str] = {}
+
+    def __setitem__(self, sample_id: str, path: str) -> None:
+        self._shape_of.pop(sample_id, None)
+        self._whole.pop(sample_id, None)
+        at = path.find(sample_id) if sample_id else -1
+        if at < 0:
+            self._whole[sample_id] = path
+            return
+        shape = (path[:at], path[at + len(sample_id):])
+        number = self._shape_numbers.get(shape)
+        if number is None:
+            number = self._shape_numbers[shape] = len(self._shapes)
+            self._shapes.append(shape)
+        self._shape_of[sample_id] = number
+
+    def __getitem__(self, sample_id: str) -> str:
+        number = self._shape_of.get(sample_id)
+        if number is None:
+            return self._whole[sample_id]
+        prefix, suffix = self._shapes[number]
+        return prefix + sample_id + suffix
+
+    def __delitem__(self, sample_id: str) -> None:
+        if self._shape_of.pop(sample_id, None) is None:
+            del self._whole[sample_id]
+
+    def __contains__(self, sample_id: object) -> bool:
+        return sample_id in self._shape_of or sample_id in self._whole
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._shape_of
+        yield from self._whole
+
+    def __len__(self) -> int:
+        return len(self._shape_of) + len(self._whole)
+
+
+class SourceSizes(collections.abc.Mapping):
+    """Names and sizes (None when missing) of the files a store depends on, as the fingerprint
+    and a resumed build read them.
+
+    One entry per manifest row, held as a size in an int64 array beside the manifest with the
+    name made from the row's id when asked, plus a few files of the whole source (split lists,
+    a readme) set by name. A dict of a 300,000-clip list held a path string, two dict entries
+    and an int object a sample, about 180 bytes, for the whole build
+    (benchmarks/build_scale.py). Reading by name builds a name index once (rarely needed:
+    the build reads rows by position, `row_size`).
+    """
+
+    #: A missing file's size in `sizes`.
+    MISSING = -1
+
+    def __init__(self, row_name: Callable[[int], str], sizes: np.ndarray) -> None:
+        self._row_name = row_name
+        self.sizes = sizes
+        self.extra: dict[str, int | None] = {}
+        self._rows_by_name: dict[str, int] | None = None
+
+    def row_size(self, index: int) -> int | None:
+        """The size of row `index`'s file (None when missing)."""
+        size = int(self.sizes[index])
+        return None if size == self.MISSING else size
+
+    def __setitem__(self, name: str, size: int | None) -> None:
+        """Record a file of the whole source (a later value of a row's own name wins over the
+        row's, as in a dict)."""
+        self.extra[name] = size
+
+    def update(self, other: Mapping[str, int | None]) -> None:
+        for name, size in other.items():
+            self[name] = size
+
+    def items_sorted(self) -> Iterator[tuple[str, int | None]]:
+        """(name, size) in name order, each name once: what the fingerprint encodes. The names
+        are made for the sort and let go after it."""
+        rows = len(self.sizes)
+        names = [self._row_name(index) for index in range(rows)] + list(self.extra)
+        order = sorted(range(len(names)), key=names.__getitem__)
+        for at, position in enumerate(order):
+            name = names[position]
+            if at + 1 < len(order) and names[order[at + 1]] == name:
+                continue  # a name twice: the last one set wins (the extra, as in a dict)
+            yield name, self.extra[name] if position >= rows else self.row_size(position)
+
+    def __getitem__(self, name: str) -> int | None:
+        if name in self.extra:
+            return self.extra[name]
+        if self._rows_by_name is None:
+            self._rows_by_name = {self._row_name(i): i for i in range(len(self.sizes))}
+        return self.row_size(self._rows_by_name[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self.items_sorted())
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self.items_sorted())
+
+    def with_rows(self, changed: Mapping[int, int | None]) -> "SourceSizes":
+        """A copy with the sizes of some rows replaced (row index -> size)."""
+        sizes = self.sizes.copy()
+        for index, size in changed.items():
+            sizes[index] = self.MISSING if size is None else size
+        copy = SourceSizes(self._row_name, sizes)
+        copy.extra = dict(self.extra)
+        return copy

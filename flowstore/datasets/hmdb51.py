@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
-from flowstore.datasets.base import VideoDataset
+from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 from flowstore.synth.clips import SynthClipsConfig
@@ -103,7 +103,7 @@ class HMDB51(VideoDataset):
         return build_manifest(classes, train, test, val_fraction=self.options.val_fraction,
                               seed=self.options.seed)
 
-    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+    def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         """Every listed clip, plus the split files the manifest was read from."""
         sizes = super().source_files(source, manifest)
         sizes.update({name: path.stat().st_size for name, path in self._split_paths.items()})

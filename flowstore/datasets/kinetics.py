@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowstore.datasets._classfolders import check_fraction, check_seed, read_csv
-from flowstore.datasets.base import VideoDataset
+from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 from flowstore.synth.clips import SynthClipsConfig
@@ -99,7 +99,7 @@ class Kinetics(VideoDataset):
         return build_manifest(classes, by_split["train"], by_split["test"],
                               val_fraction=self.options.val_fraction, seed=self.options.seed)
 
-    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+    def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         """Every listed clip (None where it is missing), plus the CSVs read."""
         sizes = super().source_files(source, manifest)
         for name in CSV_OF_SPLIT.values():

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowstore.datasets.base import ImageDataset
+from flowstore.datasets.base import SourceSizes, ImageDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 
@@ -223,7 +223,7 @@ class Stanford40(ImageDataset):
     def source_file(self, source: Path, sample_id: str) -> Path:
         return source / IMAGES_DIR / f"{sample_id}{IMAGE_SUFFIX}"
 
-    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+    def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         """Every listed image, plus the split files the manifest was read from."""
         sizes = super().source_files(source, manifest)
         names = [ACTIONS_FILE] + [f"{split}.txt" for split in SPLIT_NAMES] + [

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flowstore.datasets.base import VideoDataset
+from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 
@@ -102,7 +102,7 @@ class TVHI(VideoDataset):
     def source_file(self, source: Path, sample_id: str) -> Path:
         return source / f"{sample_id}.avi"
 
-    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+    def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         sizes = super().source_files(source, manifest)
         readme = source / README
         if readme.is_file():

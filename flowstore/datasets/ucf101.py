@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
-from flowstore.datasets.base import VideoDataset
+from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest, grouped_holdout
 from flowstore.synth.clips import SynthClipsConfig
@@ -125,7 +125,7 @@ class UCF101(VideoDataset):
             raise SourceLayoutError(f"{train_name} and {test_name} in {str(lists)!r} list no clips")
         return manifest
 
-    def source_files(self, source: Path, manifest: Manifest) -> dict[str, int | None]:
+    def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         """Every listed clip, plus the split files the manifest was read from."""
         sizes = super().source_files(source, manifest)
         for name in (CLASS_INDEX, *list_names(self.options.fold)):
