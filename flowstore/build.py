@@ -260,7 +260,7 @@ class Ledger:
     def text(self, name: str, index: int) -> str:
         """One sample's value of a text column."""
         value = self.columns[name][index]
-        return value.decode() if name in PACKED_TEXT else value
+        return _unpack_digest(value) if name in PACKED_TEXT else value
 
     @property
     def done(self) -> np.ndarray:
@@ -268,7 +268,7 @@ class Ledger:
 
     def _set(self, name: str, index: int, value: Any) -> None:
         if name in PACKED_TEXT:
-            value = value.encode()
+            value = _pack_digest(value)
             if len(value) > self.columns[name].itemsize:  # (a longer digest than any so far)
                 self.columns[name] = self.columns[name].astype(f"S{len(value)}")
         if self.columns[name][index] != value:
@@ -334,19 +334,41 @@ class Ledger:
 #: they pin among Dask's short-lived objects) were about 0.4 KB a sample of a build's memory,
 #: growing to the end of the build (benchmarks/build_scale.py, 30,000 vs 100,000 tasks).
 PACKED_TEXT = ("checksum", "source_hash")
+#: A digest of today's form, "xxh3_128:" and 32 lowercase hex digits, is held as this byte and
+#: its 16 bytes (17 bytes, not 41: 48 bytes a sample over both columns); any other text (an
+#: older store's blake2b hex) as its UTF-8 bytes, which never start with this byte.
+_RAW_DIGEST = b"\x01"
+_DIGEST_PREFIX = "xxh3_128:"
+
+
+def _pack_digest(text: str) -> bytes:
+    hex_digits = text[len(_DIGEST_PREFIX):]
+    if text.startswith(_DIGEST_PREFIX) and len(hex_digits) == 32:
+        try:
+            raw = bytes.fromhex(hex_digits)
+        except ValueError:
+            raw = b""
+        if raw.hex() == hex_digits:
+            return _RAW_DIGEST + raw
+    return text.encode()
+
+
+def _unpack_digest(packed: bytes) -> str:
+    if packed[:1] == _RAW_DIGEST:  # (numpy drops trailing NUL bytes: put them back)
+        return _DIGEST_PREFIX + packed[1:].ljust(16, b"\0").hex()
+    return packed.decode()
 
 
 def _packed(values: np.ndarray) -> np.ndarray:
-    """Text values as UTF-8 bytes in one array as wide as the longest value ("xxh3_128:<hex>"
-    is 41 bytes: `DIGEST_WIDTH`, 64, is room in the file, and 23 bytes more a sample twice
-    over in memory). `Ledger._set` widens it when a longer value comes."""
-    encoded = np.char.encode(np.asarray(values).astype(str), "utf-8")
-    return encoded.astype(f"S{max(1, encoded.itemsize)}")
+    """Text values packed (`_pack_digest`) in one bytes array as wide as the longest
+    (`Ledger._set` widens it when a longer value comes)."""
+    packed = [_pack_digest(str(value)) for value in np.asarray(values).ravel().tolist()]
+    return np.array(packed, dtype=f"S{max([1, *map(len, packed)])}")
 
 
 class _Unpacked:
-    """A packed column as the stores write text: slices of it decoded to `str` objects (the
-    only access `Store.write_changed` makes)."""
+    """A packed column as the stores write text: slices of it as `str` objects (the only
+    access `Store.write_changed` makes)."""
 
     def __init__(self, packed: np.ndarray) -> None:
         self.packed = packed
@@ -355,7 +377,10 @@ class _Unpacked:
         return len(self.packed)
 
     def __getitem__(self, key: slice) -> np.ndarray:
-        return np.char.decode(self.packed[key], "utf-8").astype(object)
+        values = self.packed[key]
+        out = np.empty(len(values), dtype=object)
+        out[:] = [_unpack_digest(value) for value in values.tolist()]
+        return out
 
 
 # -- opening ---------------------------------------------------------------------------------
