@@ -304,11 +304,15 @@ class Ledger:
         sample the size of the file its task read. `current` itself when they agree (the
         usual case: a build refuses a done sample whose file changed), not a copy of a
         300,000-clip list."""
-        recorded = self.columns["source_size"]
-        differ = np.flatnonzero(self.done & (recorded != current.sizes))
+        differ = self.sizes_changed(current)
         if not len(differ):
             return current
         return current.with_rows({int(i): self.recorded_size(int(i)) for i in differ})
+
+    def sizes_changed(self, current: SourceSizes) -> np.ndarray:
+        """Indices of the done samples whose source file's size now is not the size their
+        task read."""
+        return np.flatnonzero(self.done & (self.columns["source_size"] != current.sizes))
 
     def write(self, store: Store, *, durable: bool = False) -> None:
         def put(names: tuple[str, ...]) -> None:
@@ -412,9 +416,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
     }
-    columns = {"id": np.array(manifest.ids, dtype=str), "label": manifest.labels,
-               "split": np.array(manifest.splits(), dtype=str)}
-    return create_store(path, attrs=attrs, specs=dataset.specs(config.params), columns=columns,
+    return create_store(path, attrs=attrs, specs=dataset.specs(config.params),
+                        columns=manifest.store_columns(),
                         num_samples=len(manifest))
 
 
@@ -468,14 +471,13 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
     Samples in `redo` are exempt: they are about to be extracted again from their source as it
     is now (`verify --repair`), so a change of that file mixes nothing.
     """
-    for index in np.flatnonzero(ledger.done & (ledger.columns["source_size"] != source_files.sizes)):
+    for index in ledger.sizes_changed(source_files):
         if manifest.ids[index] in redo:
             continue
         name = dataset.source_name(manifest.ids[index])
-        if ledger.recorded_size(index) != source_files.row_size(index):
-            raise StoreMismatchError(f"source file {name!r} changed since it was written to "
-                                     f"store {str(path)!r}; use --overwrite to rebuild it, or "
-                                     f"another --store")
+        raise StoreMismatchError(f"source file {name!r} changed since it was written to "
+                                 f"store {str(path)!r}; use --overwrite to rebuild it, or "
+                                 f"another --store")
 
 
 def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,

@@ -35,7 +35,6 @@ import numpy as np
 from flowstore.datasets import get_dataset
 from flowstore.build import DATA_ERRORS
 from flowstore.errors import FlowstoreError, ParameterError
-from flowstore.manifest import SPLITS
 from flowstore.params import FLOW_DTYPES
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
@@ -120,9 +119,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     encodings = FLOW_DTYPES if flow_dtype is not None else (NO_FLOW,)
     result = Estimate(dataset=dataset.name, items=len(selected), workers=workers, cores=cores,
                       confidence=confidence, encoding=flow_dtype or NO_FLOW)
-    columns = {"id": np.array([manifest.ids[i] for i in selected], dtype=str),
-               "label": manifest.labels[selected],
-               "split": np.array(SPLITS, dtype=str)[manifest.split_codes[selected]]}
+    columns = manifest.store_columns(selected)
     scratch = Path(tempfile.mkdtemp(prefix="flowstore-estimate-"))
     try:
         stores = {}

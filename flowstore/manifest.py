@@ -80,6 +80,16 @@ class Manifest:
         """Each row's split name, in store order."""
         return [SPLITS[code] for code in self.split_codes]
 
+    def store_columns(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The `id`, `label` and `split` columns a store of these rows (all when None) holds."""
+        if rows is None:
+            ids, labels, codes = self.ids, self.labels, self.split_codes
+        else:
+            ids = [self.ids[i] for i in rows]
+            labels, codes = self.labels[rows], self.split_codes[rows]
+        return {"id": np.array(ids, dtype=str), "label": labels,
+                "split": np.array(SPLITS, dtype=str)[codes]}
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -150,12 +160,6 @@ class _Rows(collections.abc.Sequence):
         if not 0 <= index < len(self):
             raise IndexError("manifest row index out of range")
         return self.manifest.row(index)
-
-    def __iter__(self):
-        classes, ids = self.manifest.classes, self.manifest.ids
-        for sample, label, code in zip(ids, self.manifest.labels.tolist(),
-                                       self.manifest.split_codes.tolist()):
-            yield ManifestRow(sample, label, classes[label], SPLITS[code])
 
 
 def stratified_holdout(ids_by_class: Mapping[str, Sequence[str]], fraction: float,
