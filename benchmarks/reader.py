@@ -14,6 +14,9 @@ Ceiling, per store (the chunk files' paths, offsets and sizes are looked up befo
   nearest there is, h5py's `read_direct` of the one-sample chunk into a preallocated `out`
   (libhdf5 reads the chunk and runs its filters); h5py holds the GIL, so more threads do not help.
 With T threads the samples are dealt round-robin to T threads, each with its own buffers.
+A third ceiling, shown for reference, is the 1-thread one writing each sample into its row of a
+preallocated batch: what any reader must deliver. Where a chunk is only a page-cache copy
+(uncompressed stores) the sample-sized buffer stays in the CPU cache and the batch does not.
 
 Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train split, batch 8:
 - `split[batch]`: `split.read(positions)` over the split in order, one thread;
@@ -30,8 +33,14 @@ used), against the 1-thread ceiling for one-thread readers and the T-thread ceil
 others. The cores used are CPU seconds / wall seconds of this process and its children; the
 CPU other processes used meanwhile is reported too, since the machine may be shared.
 
+Each reader runs in a fresh process (`--cell`), in rounds, each round right after its ceiling in
+that process, and the % is the median of the rounds' ratios: a VM's speed drifts by a fifth
+within minutes, and a reader measured after another inherits its threads (torch's OpenMP pool
+spins on after a collate and cost `to_tf_dataset` a third of its rate when they shared a
+process).
+
     python benchmarks/reader.py                                  # 224 px, 16 steps, 40 clips
-    python benchmarks/reader.py --size 112 --videos-per-class 10 --min-seconds 1
+    python benchmarks/reader.py --size 112 --videos-per-class 10 --min-seconds 0.5 --rounds 3
 """
 
 from __future__ import annotations
@@ -90,7 +99,6 @@ def _cpu_seconds(children: bool) -> float:
 
 def timed(one_pass, min_seconds: float, children: bool = False) -> Measured:
     """Run `one_pass()` (returns the samples it delivered) until `min_seconds` have passed."""
-    one_pass()  # warm-up: page cache, thread pools, tf.data's tracing, worker start-up
     tick = os.sysconf("SC_CLK_TCK")
     busy, cpu, start, samples = _busy_jiffies(), _cpu_seconds(children), time.perf_counter(), 0
     while True:
@@ -219,16 +227,98 @@ def dataloader_pass(split, workers: int, batched: bool = False):
     return one_pass
 
 
-# -- the run ----------------------------------------------------------------------------------------
+# -- one cell: a reader against its ceiling, interleaved, in a process of its own ---------------------
 
 
-COLUMNS = ("ceiling, 1 thread", "ceiling, {T} threads", "split[batch] loop", "to_tf_dataset",
-           "DataLoader 0 workers", "DataLoader 2 workers", "batched DataLoader 0 workers",
-           "batched DataLoader 2 workers")
+READERS = ("split[batch] loop", "to_tf_dataset", "DataLoader 0 workers", "DataLoader 2 workers",
+           "batched DataLoader 0 workers", "batched DataLoader 2 workers")
 #: Which ceiling each reader is held against: one thread, or T threads.
-AGAINST = {"split[batch] loop": 0, "DataLoader 0 workers": 0, "to_tf_dataset": 1,
-           "DataLoader 2 workers": 1, "batched DataLoader 0 workers": 0,
-           "batched DataLoader 2 workers": 1}
+AGAINST = {"split[batch] loop": 1, "DataLoader 0 workers": 1, "to_tf_dataset": None,
+           "DataLoader 2 workers": None, "batched DataLoader 0 workers": 1,
+           "batched DataLoader 2 workers": None}
+CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers")
+
+
+def reader_pass(name: str, split):
+    if name == "split[batch] loop":
+        return loop_pass(split)
+    if name == "to_tf_dataset":
+        return tf_pass(split)
+    workers = 2 if "2 workers" in name else 0
+    return dataloader_pass(split, workers, batched=name.startswith("batched"))
+
+
+def batch_ceiling_pass(path: Path, indices: np.ndarray, pool: ThreadPoolExecutor):
+    """The 1-thread ceiling writing each sample into its row of a preallocated batch, as a
+    reader must deliver it, instead of into one sample-sized buffer that stays in the cache."""
+    reader, layout, _keep = ceiling_reads(path, indices)
+
+    def work(_: int) -> int:
+        read = reader()
+        outs = {name: np.empty((BATCH, *shape), dtype) for name, (shape, dtype) in layout.items()}
+        for k in range(len(indices)):
+            for name in FEATURES:
+                read(name, k, outs[name][k % BATCH])
+        return len(indices)
+
+    def one_pass() -> int:
+        return sum(pool.map(work, [0]))
+    one_pass.keep = _keep
+    return one_pass
+
+
+def measure_cell(path: Path, what: str, rounds: int, seconds: float) -> dict:
+    """`what` (a reader, or "ceilings") in this process, `rounds` times, each time right after
+    the ceiling it is held against, so that both see the same machine: a shared VM's speed
+    drifts by 20% within minutes, which side-by-side cells measured a minute apart cannot tell
+    from a difference between readers. Each figure is the median over the rounds."""
+    import flowstore
+
+    threads = len(os.sched_getaffinity(0))
+    pool = ThreadPoolExecutor(threads)
+    split = flowstore.open(path).split("train", features=FEATURES)
+    passes = {}
+    if what == "ceilings":
+        passes["ceiling, 1 thread"] = (ceiling_pass(path, split.indices, 1, pool), False)
+        passes["ceiling, T threads"] = (ceiling_pass(path, split.indices, threads, pool), False)
+        passes["ceiling, 1 thread, batch buffers"] = (
+            batch_ceiling_pass(path, split.indices, pool), False)
+    else:
+        ceiling_threads = AGAINST[what] or threads
+        passes["ceiling"] = (ceiling_pass(path, split.indices, ceiling_threads, pool), False)
+        passes[what] = (reader_pass(what, split), "2 workers" in what)
+    for one_pass, _ in passes.values():
+        one_pass()  # warm-up: page cache, thread pools, tf.data's tracing, worker start-up
+    runs: dict[str, list[Measured]] = {name: [] for name in passes}
+    for _ in range(rounds):
+        for name, (one_pass, children) in passes.items():
+            runs[name].append(timed(one_pass, seconds, children))
+    cell = {name: {"rate": _median([m.rate for m in ms]), "cores": _median([m.cores for m in ms]),
+                   "others": max(m.others / m.wall for m in ms)} for name, ms in runs.items()}
+    if what != "ceilings":
+        ratios = [(r.rate / r.cores) / (c.rate / c.cores)
+                  for r, c in zip(runs[what], runs["ceiling"], strict=True)]
+        cell[what]["ratio"] = _median(ratios)
+        cell[what]["ratio_range"] = (min(ratios), max(ratios))
+    return cell
+
+
+def _median(values: list[float]) -> float:
+    return float(np.median(values))
+
+
+def run_cell(path: Path, what: str, args) -> dict:
+    """`measure_cell` in a fresh Python process: no reader inherits another's threads (torch's
+    OpenMP pool spins on after a collate), heap or imports."""
+    import json
+    import subprocess
+
+    command = [sys.executable, __file__, "--cell", str(path), what, "--rounds", str(args.rounds),
+               "--min-seconds", str(args.min_seconds)]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"{what} on {path.name} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -238,71 +328,68 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--videos-per-class", type=int, default=10,
                         help="synthetic clips per class (2 of 5 in set 2: about 40%% train)")
-    parser.add_argument("--min-seconds", type=float, default=2.0)
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="length of one round of one reader")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="rounds per cell, each reader right after its ceiling")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each store, wait up to SECONDS for other load to drop")
+    parser.add_argument("--cell", nargs=2, metavar=("STORE", "READER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cell:  # the child process of `run_cell`
+        import json
 
-    import flowstore
+        print(json.dumps(measure_cell(Path(args.cell[0]), args.cell[1], args.rounds,
+                                      args.min_seconds)))
+        return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
     source = prepare_source(args.workdir, args.videos_per_class, args.seed)
     stores = prepare_stores(args.workdir, source, args.size, args.steps, ["zarr", "h5"])
-    threads = len(os.sched_getaffinity(0))
-    pool = ThreadPoolExecutor(threads)
     started = time.perf_counter()
-    results: dict[tuple[str, str], dict[str, Measured]] = {}
-    splits = {}
+    results: dict[tuple[str, str], dict[str, dict]] = {}
     for key, path in stores.items():
         if args.wait_quiet:
             wait_for_quiet(args.wait_quiet)
-        ds = flowstore.open(path)
-        split = ds.split("train", features=FEATURES)
-        splits[key] = split
         row = results.setdefault(key, {})
-        row[COLUMNS[0]] = timed(ceiling_pass(path, split.indices, 1, pool), args.min_seconds)
-        row[COLUMNS[1]] = timed(ceiling_pass(path, split.indices, threads, pool),
-                                args.min_seconds)
-        row["split[batch] loop"] = timed(loop_pass(split), args.min_seconds)
-        for batched in (False, True):
-            prefix = "batched " if batched else ""
-            row[f"{prefix}DataLoader 0 workers"] = timed(dataloader_pass(split, 0, batched),
-                                                         args.min_seconds)
-            two = dataloader_pass(split, 2, batched)
-            row[f"{prefix}DataLoader 2 workers"] = timed(two, args.min_seconds, children=True)
-            del two.loader  # ends the workers
+        row.update(run_cell(path, "ceilings", args))
+        for reader in READERS:
+            row[reader] = run_cell(path, reader, args)[reader]
         print(f"{path.name}: done ({time.perf_counter() - started:.0f}s)", file=sys.stderr)
-    for key, split in splits.items():  # TensorFlow last: the DataLoader forks before it starts
-        results[key]["to_tf_dataset"] = timed(tf_pass(split), args.min_seconds)
-    print(report(args, stores, results, threads, splits, time.perf_counter() - started))
+    import flowstore
+
+    train = len(flowstore.open(next(iter(stores.values()))).split("train"))
+    print(report(args, stores, results, train, time.perf_counter() - started))
 
 
-def report(args, stores, results, threads, splits, seconds) -> str:
-    first = next(iter(splits.values()))
+def report(args, stores, results, train: int, seconds: float) -> str:
+    threads = len(os.sched_getaffinity(0))
+    columns = [c.replace("T threads", f"{threads} threads") for c in CEILINGS] + list(READERS)
     lines = [
         f"## Reader vs ceiling ({_dt.date.today().isoformat()})", "",
         f"Machine: {machine_line()}.",
         f"Command: `{command_line()}` ({seconds:.0f} s of measuring).",
         f"Data: synthetic TV-HI built with `flowstore build` at {args.size} px, {args.steps} "
-        f"steps, float16 flow; train split of {len(first)} clips; features "
-        f"{', '.join(FEATURES)}; batch {BATCH}; T = {threads} threads; each figure at least "
-        f"{args.min_seconds:g} s after a warm-up pass.", "",
-        "samples/s (cores used; % of the ceiling per core):", "",
-        "| store | " + " | ".join(c.format(T=threads) for c in COLUMNS) + " | others' CPU |",
-        "|---|" + "---|" * (len(COLUMNS) + 1),
+        f"steps, float16 flow; train split of {train} clips; features {', '.join(FEATURES)}; "
+        f"batch {BATCH}; T = {threads} threads. Each cell ran in a fresh process, "
+        f"{args.rounds} rounds of at least {args.min_seconds:g} s, each right after its ceiling "
+        f"in the same process; figures are medians over the rounds.", "",
+        "samples/s (cores used); for readers, % of the ceiling per core, median "
+        "(lowest-highest round):", "",
+        "| store | " + " | ".join(columns) + " | others' CPU |",
+        "|---|" + "---|" * (len(columns) + 1),
     ]
     for (backend, compression), row in results.items():
         cells = []
-        ceilings = (row[COLUMNS[0]], row[COLUMNS[1]])
-        for column in COLUMNS:
+        for column in (*CEILINGS, *READERS):
             m = row[column]
-            text = f"{m.rate:.0f} ({m.cores:.2f})"
-            if column in AGAINST:
-                ceiling = ceilings[AGAINST[column]]
-                text += f"; {100 * (m.rate / m.cores) / (ceiling.rate / ceiling.cores):.0f}%"
+            text = f"{m['rate']:.0f} ({m['cores']:.2f})"
+            if "ratio" in m:
+                low, high = m["ratio_range"]
+                text += f"; {100 * m['ratio']:.0f}% ({100 * low:.0f}-{100 * high:.0f})"
             cells.append(text)
-        others = max(m.others / m.wall for m in row.values())
+        others = max(m["others"] for m in row.values())
         size_mib = disk_bytes(stores[(backend, compression)]) / 2 ** 20
         lines.append(f"| {backend}, {compression} ({size_mib:.0f} MiB) | " + " | ".join(cells)
                      + f" | up to {others:.2f} cores |")

@@ -15,7 +15,8 @@ Each framework is imported only by its adapter module, when its method is called
 
 from flowstore.reader.augment import (colour_jitter, compose, horizontal_flip, random_crop,
                                       random_resized_crop)
-from flowstore.reader.dataset import (TF_ALIGNMENT, Split, StoreDataset, aligned_empty)
+from flowstore.reader.buffers import TF_ALIGNMENT, aligned_empty
+from flowstore.reader.dataset import Split, StoreDataset
 from flowstore.reader.encoding import Encoding
 
 open = StoreDataset.open  # noqa: A001 (flowstore.open mirrors zarr.open / h5py.File)

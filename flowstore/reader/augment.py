@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-from flowstore.reader.dataset import ID, LABEL, Augmentation, aligned_empty
+from flowstore.reader.buffers import aligned_empty
+from flowstore.reader.dataset import ID, LABEL, Augmentation
 
 
 def _image_keys(batch: dict[str, np.ndarray]) -> list[str]:

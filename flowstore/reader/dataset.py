@@ -12,17 +12,15 @@ choose the order and hand the batches on.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, is_url, open_store
-
-#: TensorFlow wraps a numpy array's memory without copying it when it is aligned to this many
-#: bytes (Eigen's alignment); numpy's own allocations are only 16-byte aligned.
-TF_ALIGNMENT = 64
 
 #: Keys of a batch that are not features.
 LABEL, ID = "label", "id"
@@ -31,13 +29,23 @@ LABEL, ID = "label", "id"
 Augmentation = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]
 
 
-def aligned_empty(shape: tuple[int, ...], dtype: str | np.dtype) -> np.ndarray:
-    """An uninitialized array whose data starts on a `TF_ALIGNMENT` boundary."""
-    dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    raw = np.empty(nbytes + TF_ALIGNMENT, dtype=np.uint8)
-    offset = -raw.ctypes.data % TF_ALIGNMENT
-    return raw[offset:offset + nbytes].view(dtype).reshape(shape)
+class BatchSample(dict):
+    """One sample of a batch read at once (`Split.__getitems__`): a dict of its values (views
+    into the batch's buffers) that also knows the batch and its row in it, so that a collate
+    function handed every row of the batch, in order, can pass the batch on instead of stacking
+    the rows into a copy of it (`flowstore.reader.torch`)."""
+
+    __slots__ = ("batch", "row")
+
+    def __init__(self, batch: dict[str, np.ndarray], row: int) -> None:
+        super().__init__((key, value[row]) for key, value in batch.items())
+        self.batch, self.row = batch, row
+
+    def __copy__(self) -> dict[str, Any]:  # a copy is a plain sample, tied to no batch
+        return dict(self)
+
+    def __reduce__(self) -> tuple[type, tuple[dict[str, Any]]]:  # pickled: the sample alone
+        return dict, (dict(self),)
 
 
 class StoreDataset:
@@ -187,7 +195,8 @@ class Split:
 
     def read(self, positions: Iterable[int] | np.ndarray) -> dict[str, np.ndarray]:
         """One batch: the samples at `positions` of this split (in that order), each feature
-        in one fresh 64-byte-aligned buffer (TensorFlow and torch use it without a copy),
+        in one 64-byte-aligned buffer of its own (TensorFlow and torch use it without a copy;
+        `flowstore.reader.buffers` reuses it once nothing refers to it),
         `label` (int64) and `id` (str)."""
         positions = np.asarray(positions, dtype=np.int64).reshape(-1)
         indices = self.indices[positions]  # IndexError for a position outside the split
@@ -221,11 +230,17 @@ class Split:
             item = range(*item.indices(len(self)))
         return self.read(item)
 
-    def __getitems__(self, positions: Sequence[int]) -> list[dict[str, Any]]:
+    def __getitems__(self, positions: Sequence[int]) -> list[BatchSample]:
         """A DataLoader batch, read as one batch and handed back as the list of samples torch's
-        collate function expects (views into the batch buffers)."""
+        collate function expects (views into the batch buffers). Where torch is loaded, its
+        default collate learns to hand such a list on as the batch it came from, uncopied
+        (`flowstore.reader.torch`)."""
+        if "torch" in sys.modules:
+            from flowstore.reader.torch import register_collate
+
+            register_collate()
         batch = self.read(positions)
-        return [{key: value[row] for key, value in batch.items()} for row in range(len(positions))]
+        return [BatchSample(batch, row) for row in range(len(positions))]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for position in range(len(self)):
