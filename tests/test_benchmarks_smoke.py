@@ -88,3 +88,22 @@ def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp
     got = load_benchmark("read_into_overhead").measure(str(tmp_path / "u.zarr"), "middle_frame", 50, 2)
     assert got["bytes"] == 32 * 32 * 3
     assert 0 < got["by_hand_us"] and 0 < got["read_into_us"]
+
+
+@pytest.mark.parametrize("what", ["ceilings", "split[batch] loop", "DataLoader 0 workers"])
+def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
+    """One cell of `benchmarks/reader.py` (each reader against its ceiling, in rounds) on a tiny
+    store: it runs on the reader as it is, and gives every figure the table prints."""
+    pytest.importorskip("torch")
+    from trainers.testing import make_tiny_store
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    cell = load_benchmark("reader").measure_cell(path, what, rounds=2, seconds=0.05)
+    names = ["ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers"] \
+        if what == "ceilings" else ["ceiling", what]
+    assert list(cell) == names
+    for figures in cell.values():
+        assert figures["rate"] > 0 and figures["cores"] > 0
+    if what != "ceilings":
+        low, high = cell[what]["ratio_range"]
+        assert 0 < low <= cell[what]["ratio"] <= high
