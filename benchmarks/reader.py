@@ -36,7 +36,7 @@ CPU other processes used meanwhile is reported too, since the machine may be sha
 Each reader runs in a fresh process (`--cell`), in rounds, each round right after its ceiling in
 that process, and the % is the median of the rounds' ratios: a VM's speed drifts by a fifth
 within minutes, and a reader measured after another inherits its threads (torch's OpenMP pool
-spins on after a collate and cost `to_tf_dataset` a third of its rate when they shared a
+spins on after a collate and cost `to_tf_dataset` a fifth of its rate when they shared a
 process).
 
     python benchmarks/reader.py                                  # 224 px, 16 steps, 40 clips
@@ -172,16 +172,22 @@ def ceiling_reads(path: Path, indices: np.ndarray):
     return reader, layout, f
 
 
-def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPoolExecutor):
+def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPoolExecutor,
+                 into_batch: bool = False):
+    """The ceiling: each thread reads its samples into one sample-sized buffer per feature, or
+    with `into_batch` into the rows of one preallocated batch, as a reader must deliver them
+    (a sample-sized buffer stays in the CPU cache; a batch does not)."""
     reader, layout, _keep = ceiling_reads(path, indices)
 
     def work(part: int) -> int:
         read = reader()
-        outs = {name: np.empty(shape, dtype) for name, (shape, dtype) in layout.items()}
-        for k in range(part, len(indices), threads):
+        lead = (BATCH,) if into_batch else ()
+        outs = {name: np.empty(lead + shape, dtype) for name, (shape, dtype) in layout.items()}
+        mine = range(part, len(indices), threads)
+        for row, k in enumerate(mine):
             for name in FEATURES:
-                read(name, k, outs[name])
-        return len(range(part, len(indices), threads))
+                read(name, k, outs[name][row % BATCH] if into_batch else outs[name])
+        return len(mine)
 
     def one_pass() -> int:
         return sum(pool.map(work, range(threads)))
@@ -248,25 +254,6 @@ def reader_pass(name: str, split):
     return dataloader_pass(split, workers, batched=name.startswith("batched"))
 
 
-def batch_ceiling_pass(path: Path, indices: np.ndarray, pool: ThreadPoolExecutor):
-    """The 1-thread ceiling writing each sample into its row of a preallocated batch, as a
-    reader must deliver it, instead of into one sample-sized buffer that stays in the cache."""
-    reader, layout, _keep = ceiling_reads(path, indices)
-
-    def work(_: int) -> int:
-        read = reader()
-        outs = {name: np.empty((BATCH, *shape), dtype) for name, (shape, dtype) in layout.items()}
-        for k in range(len(indices)):
-            for name in FEATURES:
-                read(name, k, outs[name][k % BATCH])
-        return len(indices)
-
-    def one_pass() -> int:
-        return sum(pool.map(work, [0]))
-    one_pass.keep = _keep
-    return one_pass
-
-
 def measure_cell(path: Path, what: str, rounds: int, seconds: float) -> dict:
     """`what` (a reader, or "ceilings") in this process, `rounds` times, each time right after
     the ceiling it is held against, so that both see the same machine: a shared VM's speed
@@ -282,7 +269,7 @@ def measure_cell(path: Path, what: str, rounds: int, seconds: float) -> dict:
         passes["ceiling, 1 thread"] = (ceiling_pass(path, split.indices, 1, pool), False)
         passes["ceiling, T threads"] = (ceiling_pass(path, split.indices, threads, pool), False)
         passes["ceiling, 1 thread, batch buffers"] = (
-            batch_ceiling_pass(path, split.indices, pool), False)
+            ceiling_pass(path, split.indices, 1, pool, into_batch=True), False)
     else:
         ceiling_threads = AGAINST[what] or threads
         passes["ceiling"] = (ceiling_pass(path, split.indices, ceiling_threads, pool), False)
