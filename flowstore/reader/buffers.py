@@ -2,10 +2,11 @@
 
 A batch of the two-stream inputs at 224 px is about 27 MB. Allocated fresh each time, its pages
 are faulted in and zeroed by the kernel on first write, which cost a `tf.data` pipeline about a
-third of its CPU (`benchmarks/reader.py`, 60% of the ceiling per core, 81% with freed memory
-kept): tf.data frees a batch on another thread, later, and glibc hands the memory back to the
-kernel or to another arena instead of to the next batch. A plain loop that drops each batch
-before reading the next was spared this only because malloc happened to return the same block.
+fifth of its CPU (62-70% of the ceiling per core, 80-82% with freed memory kept;
+benchmarks/README.md, "Issue 13"): tf.data frees a batch on another thread, later, and glibc
+hands the memory back to the kernel or to another arena instead of to the next batch. A plain
+loop that drops each batch before reading the next was spared this only because malloc happened
+to return the same block.
 
 So `aligned_empty` draws from a pool of raw buffers. A buffer is free when nothing but the pool
 refers to it: every numpy view of it, however derived, holds a reference to it (numpy keeps the
