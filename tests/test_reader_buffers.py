@@ -112,3 +112,154 @@ def test_a_batch_sample_pickles_as_the_sample_alone(train):
     np.testing.assert_array_equal(copied["flow"], sample["flow"])
     assert len(pickle.dumps(sample)) < 1.5 * sum(v.nbytes for v in copied.values()
                                                   if hasattr(v, "nbytes"))
+
+
+# -- DataLoader workers: batches read into shared memory, lent to the main process -----------------
+
+
+def _loader(split, *, epochs_seed: int = 0, **options):
+    from torch import Generator
+    from torch.utils.data import DataLoader
+
+    return DataLoader(split, batch_size=2, num_workers=2, shuffle=True, persistent_workers=True,
+                      generator=Generator().manual_seed(epochs_seed), **options)
+
+
+def _expected(split) -> dict[str, dict]:
+    return {sample["id"]: sample for sample in split}
+
+
+@pytest.mark.parametrize("strategy", ["file_descriptor", "file_system"])
+def test_batches_the_main_process_keeps_are_never_written_over(train, strategy):
+    torch = pytest.importorskip("torch")
+    import torch.multiprocessing
+
+    expected = _expected(train)
+    previous = torch.multiprocessing.get_sharing_strategy()
+    torch.multiprocessing.set_sharing_strategy(strategy)
+    try:
+        loader = _loader(train)
+        kept = [batch for _ in range(3) for batch in loader]  # every batch of three epochs
+    finally:
+        torch.multiprocessing.set_sharing_strategy(previous)
+    assert len(kept) == 3 * ((len(train) + 1) // 2)
+    for batch in kept:
+        assert batch["flow"].is_shared()  # the worker's segment, as torch passed it on
+        for row, sample_id in enumerate(batch["id"]):
+            for key in ("middle_frame", "flow"):
+                np.testing.assert_array_equal(batch[key][row].numpy(), expected[sample_id][key])
+            assert int(batch["label"][row]) == expected[sample_id]["label"]
+
+
+def test_a_worker_reuses_its_segments_once_the_main_process_drops_them(train, monkeypatch):
+    pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])  # this loader's segments only
+    expected = _expected(train)
+    loader = _loader(train, epochs_seed=1)
+    segments, batches = set(), 0
+    for _ in range(8):
+        for batch in loader:
+            np.testing.assert_array_equal(batch["flow"][0].numpy(),
+                                          expected[batch["id"][0]]["flow"])
+            segments |= {(lent.data_ptr(), slot) for _, lent, slot in adapter._BORROWED}
+            batches += 1
+            del batch
+    # Without reuse every batch takes two new segments (one per feature): 2 * batches. With it,
+    # each worker needs as many as it has batches in flight, read ahead or not yet handed back
+    # (28 in all here, from the second epoch on).
+    assert batches >= 40 and 4 <= len(segments) <= batches
+
+
+def test_without_shared_memory_workers_read_into_plain_buffers(train, monkeypatch):
+    pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "shared_memory_works", lambda: False)  # inherited by forks
+    expected = _expected(train)
+    before = list(adapter._BORROWED)
+    for batch in _loader(train, multiprocessing_context="fork"):
+        assert adapter._BORROWED == before  # nothing lent
+        for row, sample_id in enumerate(batch["id"]):
+            np.testing.assert_array_equal(batch["flow"][row].numpy(), expected[sample_id]["flow"])
+
+
+def test_this_torch_behaves_as_the_shared_pool_assumes():
+    pytest.importorskip("torch")
+    from flowstore.reader.torch import shared_memory_works
+
+    assert shared_memory_works()
+
+
+def _lend_unreturned(train, pool, batches: int) -> list:
+    """`batches` batches lent by `pool` and never handed back, as behind a repackaging collate."""
+    from flowstore.reader.torch import collate_batch_samples
+
+    kept = []
+    for number in range(batches):
+        positions = [number % len(train), (number + 1) % len(train)]
+        kept.append(collate_batch_samples(train.__getitems__(positions)))
+    return kept
+
+
+def _assert_intact(kept, expected) -> None:
+    for batch in kept:
+        for row, sample_id in enumerate(batch["id"]):
+            np.testing.assert_array_equal(batch["flow"][row].numpy(), expected[sample_id]["flow"])
+
+
+@pytest.fixture
+def one_batch(train) -> int:
+    """Bytes of the features of a 2-sample batch."""
+    batch = train.__getitems__([0, 1])[0].batch
+    return sum(batch[key].nbytes for key in ("middle_frame", "flow"))
+
+
+def test_lent_segments_beyond_the_limit_are_let_go_and_their_slots_retired(train, one_batch,
+                                                                          monkeypatch):
+    pytest.importorskip("torch")
+    from flowstore.reader import buffers
+    from flowstore.reader.torch import SharedBufferPool
+
+    pool = SharedBufferPool(max_lent_bytes=3 * one_batch)
+    pool.sends = 1  # as if batches had left as they should: lending goes on
+    monkeypatch.setattr(buffers, "BATCH_BUFFERS", pool)
+    kept = _lend_unreturned(train, pool, 20)
+    assert all(batch.slots for batch in kept)
+    assert pool.held_bytes <= 4 * one_batch + 2 * 64  # the oldest were let go
+    slots = [slot for batch in kept for slot in batch.slots.values()]
+    assert len(set(slots)) == len(slots)  # no slot of a segment let go is given out again
+    _assert_intact(kept, _expected(train))  # nor is any lent segment written over
+
+
+def test_lending_stops_when_no_batch_leaves_as_lent(train, one_batch, monkeypatch):
+    pytest.importorskip("torch")
+    from flowstore.reader import buffers
+    from flowstore.reader.torch import SharedBufferPool
+
+    pool = SharedBufferPool()
+    monkeypatch.setattr(buffers, "BATCH_BUFFERS", pool)
+    kept = _lend_unreturned(train, pool, 20)
+    lent = [bool(batch.slots) for batch in kept]
+    assert lent == [True] * pool.UNSENT_LENDS + [False] * (20 - pool.UNSENT_LENDS)
+    # every lent segment let go: the pool holds the segments of the kept unlent batches only
+    assert pool.held_bytes <= (20 - pool.UNSENT_LENDS) * (one_batch + 2 * 64)
+    _assert_intact(kept, _expected(train))
+
+
+def test_a_repackaging_collate_gets_the_right_batches(train):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import default_collate
+
+    def as_tuple(samples):
+        batch = default_collate(samples)
+        return batch["id"], batch["flow"], batch["label"]
+
+    expected = _expected(train)
+    kept = [batch for _ in range(3) for batch in _loader(train, collate_fn=as_tuple)]
+    for ids, flow, labels in kept:
+        assert isinstance(flow, torch.Tensor)
+        for row, sample_id in enumerate(ids):
+            np.testing.assert_array_equal(flow[row].numpy(), expected[sample_id]["flow"])
+            assert int(labels[row]) == expected[sample_id]["label"]

@@ -13,6 +13,11 @@ refers to it: every numpy view of it, however derived, holds a reference to it (
 array that owns the memory as the base of all its views), and so does anything that wraps the
 memory without copying (a TensorFlow tensor made by `tf.numpy_function`, `torch.from_numpy`, a
 memoryview). The pool keeps free buffers up to `max_free_bytes`; beyond that they are released.
+
+A subclass may keep its buffers elsewhere and lend them out of the process (`_allocate`,
+`_lent`, `_forget`): a DataLoader worker's pool keeps them in shared memory, and a buffer the
+main process still uses is not free (`flowstore.reader.torch`). `use_pool` makes such a pool the
+process's.
 """
 
 from __future__ import annotations
@@ -63,13 +68,13 @@ class BufferPool:
     def _take(self, size: int) -> np.ndarray:
         free_bytes, chosen = 0, None
         for raw in self._buffers:  # a plain loop: no iterator object holds `raw`
-            if sys.getrefcount(raw) == self._FREE:
+            if sys.getrefcount(raw) == self._FREE and not self._lent(raw):
                 if chosen is None and raw.size == size:
                     chosen = raw
                 else:
                     free_bytes += raw.size
         if chosen is None:
-            chosen = np.empty(size, np.uint8)
+            chosen = self._allocate(size)
             self._buffers.append(chosen)
         if free_bytes > self.max_free_bytes:
             self._release(free_bytes - self.max_free_bytes, keep=chosen)
@@ -79,11 +84,24 @@ class BufferPool:
         """Drop free buffers, oldest first, until `excess` bytes are gone."""
         kept: list[np.ndarray] = []
         for raw in self._buffers:
-            if excess > 0 and raw is not keep and sys.getrefcount(raw) == self._FREE:
+            if (excess > 0 and raw is not keep and sys.getrefcount(raw) == self._FREE
+                    and not self._lent(raw)):
                 excess -= raw.size
+                self._forget(raw)
                 continue
             kept.append(raw)
         self._buffers = kept
+
+    def _allocate(self, size: int) -> np.ndarray:
+        """A new raw buffer of `size` bytes."""
+        return np.empty(size, np.uint8)
+
+    def _lent(self, raw: np.ndarray) -> bool:
+        """Whether another process may still read `raw` (no reference here shows it)."""
+        return False
+
+    def _forget(self, raw: np.ndarray) -> None:
+        """`raw` leaves the pool."""
 
     @property
     def held_bytes(self) -> int:
@@ -94,6 +112,17 @@ class BufferPool:
 
 #: The process's pool: every batch the reader makes, whatever its split.
 BATCH_BUFFERS = BufferPool()
+
+
+def use_pool(pool: BufferPool) -> None:
+    """Make `pool` the one every batch of this process is read into from now on."""
+    global BATCH_BUFFERS
+    BATCH_BUFFERS = pool
+
+
+def process_pool() -> BufferPool:
+    """The pool this process reads its batches into."""
+    return BATCH_BUFFERS
 
 
 def aligned_empty(shape: tuple[int, ...], dtype: str | np.dtype) -> np.ndarray:

@@ -233,12 +233,13 @@ class Split:
     def __getitems__(self, positions: Sequence[int]) -> list[BatchSample]:
         """A DataLoader batch, read as one batch and handed back as the list of samples torch's
         collate function expects (views into the batch buffers). Where torch is loaded, its
-        default collate learns to hand such a list on as the batch it came from, uncopied
+        default collate learns to hand such a list on as the batch it came from, uncopied, and
+        a DataLoader worker reads into shared memory that torch passes on as it is
         (`flowstore.reader.torch`)."""
         if "torch" in sys.modules:
-            from flowstore.reader.torch import register_collate
+            from flowstore.reader.torch import adapt_process
 
-            register_collate()
+            adapt_process()
         batch = self.read(positions)
         return [BatchSample(batch, row) for row in range(len(positions))]
 

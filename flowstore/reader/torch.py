@@ -1,27 +1,45 @@
-"""PyTorch adapter: a split is a map-style dataset as it is; this module only spares torch's
-default collate a copy.
+"""PyTorch adapter: a split is a map-style dataset as it is; this module only spares torch the
+copies it would make of each batch.
 
 `DataLoader(split, batch_size=8)` asks the split for a batch's positions at once
 (`Split.__getitems__`), which reads them into one buffer per feature and hands back the rows.
-torch's `default_collate` would then stack those rows into a new tensor: a second copy of every
-byte, on torch's intra-op threads, which held the 0-worker DataLoader to half the ceiling per
-core (`benchmarks/reader.py`). `register_collate` adds an entry to `default_collate_fn_map`
-(torch's documented way to extend it) for `BatchSample`: when a collate gets every row of one
-batch in order, the batch's buffers become the tensors (`torch.from_numpy`, no copy). Any other
-list of samples (a custom sampler mixing reads, a subset of rows) is collated as before.
+
+- **No stacking copy.** torch's `default_collate` would stack those rows into a new tensor: a
+  second copy of every byte, on torch's intra-op threads, which held the 0-worker DataLoader to
+  half the ceiling per core (`benchmarks/reader.py`). `adapt_process` adds an entry to
+  `default_collate_fn_map` (torch's documented way to extend it) for `BatchSample`: when a
+  collate gets every row of one batch in order, the batch's buffers become the tensors (no
+  copy). Any other list of samples (a custom sampler mixing reads, a subset of rows) is
+  collated as before.
+- **No shared-memory copy, and no fresh pages, in worker processes.** A worker hands a batch to
+  the main process through shared memory: torch copies each tensor into a new shared-memory
+  segment, and the kernel faults in and zeroes every page of it, then frees it when the main
+  process drops the batch. That held the 2-worker DataLoader to a third of the ceiling per core,
+  half of the workers' CPU in the kernel (benchmarks/README.md, "Issue 13"). In a worker,
+  `adapt_process` makes the process's batch buffers a `SharedBufferPool`: the split reads
+  straight into shared-memory segments, which torch then passes on as they are, and a segment
+  is reused once the main process has dropped every tensor of it. The main process says so
+  through a byte per segment in shared memory (`lent`): each batch arrives as a `LentBatch`,
+  whose unpickling, in the main process, records a weak reference to each segment's storage
+  and clears the bytes of the segments whose storage has died since (`_received`). A batch the
+  main process keeps is never written over; it only keeps its segments out of the pool.
 
 The result is what default collate makes of plain samples: features and `label` as tensors of
-the same dtypes and shapes, `id` as a list of strings. In a worker process torch moves each
-tensor into shared memory on the way to the main process, as it does a stacked one.
+the same dtypes and shapes, `id` as a list of strings, and in the main process a plain dict.
 """
 
 from __future__ import annotations
 
+import threading
+from functools import lru_cache
 from typing import Any, Callable
 
+import numpy as np
 import torch
+from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
+from flowstore.reader import buffers
 from flowstore.reader.dataset import ID, BatchSample
 
 
@@ -34,11 +52,185 @@ def collate_batch_samples(samples: list[BatchSample], *,
         sample.batch is batch and sample.row == row for row, sample in enumerate(samples))
     if not whole:
         return collate([dict(sample) for sample in samples], collate_fn_map=collate_fn_map)
+    pool = buffers.process_pool()
+    if isinstance(pool, SharedBufferPool):
+        return pool.lend_batch(batch)
     return {key: (list(value) if key == ID else torch.from_numpy(value))
             for key, value in batch.items()}
 
 
-def register_collate() -> None:
+def adapt_process() -> None:
     """Teach `default_collate` (and any collate built on `default_collate_fn_map`) about
-    `BatchSample`; idempotent."""
+    `BatchSample`, and in a DataLoader worker put this process's batch buffers in shared memory
+    (when `shared_memory_works`); idempotent, and cheap enough to call for every batch."""
     default_collate_fn_map.setdefault(BatchSample, collate_batch_samples)
+    if (get_worker_info() is not None
+            and not isinstance(buffers.process_pool(), SharedBufferPool)
+            and shared_memory_works()):
+        buffers.use_pool(SharedBufferPool())
+
+
+@lru_cache(maxsize=None)
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+class SharedBufferPool(buffers.BufferPool):
+    """A DataLoader worker's batch buffers: shared-memory segments, lent to the main process.
+
+    A segment is free when nothing in this process refers to it (as in any `BufferPool`) and
+    its byte in `lent` is 0: set when a batch of it is handed to the main process, cleared by
+    the main process once it has dropped that batch's tensors.
+
+    A collate that calls default collate and repackages its batch (`lambda b:
+    tuple(default_collate(b).values())`) hides the batch from `_received`, so its segments never
+    come back. So lending stops when `UNSENT_LENDS` batches were lent and none left this process
+    as a `LentBatch`; torch then copies batches as it always did. And beyond `max_lent_bytes`
+    of lent segments the oldest are forgotten, whatever the reason: this process drops them,
+    the main process keeps them as long as it uses them (as it does torch's own), and their
+    slots are never given out again, since the main process may still clear them. Beyond `slots`
+    segments, buffers are plain memory, which torch copies as before.
+    """
+
+    #: Batches lent before a pool that has sent none concludes that its collate repackages
+    #: them: more than a DataLoader reads ahead (its `prefetch_factor`, 2 by default).
+    UNSENT_LENDS = 8
+
+    def __init__(self, slots: int = 1 << 16, max_lent_bytes: int = 1 << 30,
+                 max_free_bytes: int = 512 << 20) -> None:
+        super().__init__(max_free_bytes)
+        self.max_lent_bytes = max_lent_bytes
+        self.lends = self.sends = 0
+        self.lent = torch.zeros(slots, dtype=torch.uint8).share_memory_()
+        self._lent_bytes = self.lent.numpy()  # the same memory, read without torch's dispatch
+        self._segments: dict[int, tuple[torch.Tensor, int]] = {}  # id(raw) -> (tensor, slot)
+        self._free_slots = list(range(slots - 1, -1, -1))
+
+    def _allocate(self, size: int) -> np.ndarray:
+        if not self._free_slots:
+            return super()._allocate(size)
+        segment = torch.empty(size, dtype=torch.uint8).share_memory_()
+        raw = segment.numpy()
+        self._segments[id(raw)] = (segment, self._free_slots.pop())
+        return raw
+
+    def _lent(self, raw: np.ndarray) -> bool:
+        segment = self._segments.get(id(raw))
+        return segment is not None and bool(self._lent_bytes[segment[1]])
+
+    def _forget(self, raw: np.ndarray) -> None:
+        segment = self._segments.pop(id(raw), None)
+        if segment is not None:
+            self._free_slots.append(segment[1])
+
+    @property
+    def lending(self) -> bool:
+        """Whether batches still go out as their segments (see the class)."""
+        return self.sends > 0 or self.lends < self.UNSENT_LENDS
+
+    def lend_batch(self, batch: dict[str, Any]) -> "LentBatch":
+        """The batch as tensors, those of features read into a segment being the segment
+        itself (marked lent until the main process drops them)."""
+        lending = self.lending
+        out = LentBatch()
+        out.lent, out.slots = self.lent, {}
+        for key, value in batch.items():
+            if key == ID:
+                out[key] = list(value)
+                continue
+            segment = (self._segments.get(id(value.base))
+                       if lending and value.flags.c_contiguous else None)
+            if segment is None:
+                out[key] = torch.from_numpy(value)
+                continue
+            tensor, slot = segment
+            offset = value.ctypes.data - tensor.data_ptr()
+            out[key] = (tensor[offset:offset + value.nbytes]
+                        .view(_torch_dtype(value.dtype)).view(value.shape))
+            out.slots[key] = slot
+            self._lent_bytes[slot] = 1
+        self.lends += 1
+        self._forget_unreturned(0 if not self.lending else self.max_lent_bytes)
+        return out
+
+    def _forget_unreturned(self, keep: int) -> None:
+        """Drop the oldest lent segments beyond `keep` bytes, retiring their slots."""
+        with self._lock:
+            lent = [raw for raw in self._buffers if self._lent(raw)]
+            excess = sum(raw.size for raw in lent) - keep
+            if excess <= 0:
+                return
+            dropped = set()
+            for raw in lent:
+                if excess <= 0:
+                    break
+                excess -= raw.size
+                dropped.add(id(raw))
+                del self._segments[id(raw)]  # the slot is not given back
+            self._buffers = [raw for raw in self._buffers if id(raw) not in dropped]
+
+
+class LentBatch(dict):
+    """A worker's batch on its way to the main process; unpickled there as a plain dict whose
+    segments the main process hands back once it drops them (`_received`)."""
+
+    __slots__ = ("lent", "slots")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        pool = buffers.process_pool()
+        if isinstance(pool, SharedBufferPool):
+            pool.sends += 1
+        return _received, (dict(self), self.lent, self.slots)
+
+
+#: In the main process: (weak reference to a received segment's storage, its worker's `lent`, its
+#: slot), for every segment not yet handed back.
+_BORROWED: list[tuple[Any, torch.Tensor, int]] = []
+_BORROWED_LOCK = threading.Lock()  # the pin-memory thread unpickles batches too
+
+
+def _received(batch: dict[str, Any], lent: torch.Tensor, slots: dict[str, int]) -> dict[str, Any]:
+    """Unpickling a `LentBatch` in the main process: hand back the segments whose tensors all
+    died since the last batch, and remember this batch's."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    with _BORROWED_LOCK:
+        still = []
+        for storage, owner, slot in _BORROWED:
+            if storage.expired():
+                owner[slot] = 0
+            else:
+                still.append((storage, owner, slot))
+        for key, slot in slots.items():
+            still.append((StorageWeakRef(batch[key].untyped_storage()), lent, slot))
+        _BORROWED[:] = still
+    return batch
+
+
+@lru_cache(maxsize=None)
+def shared_memory_works() -> bool:
+    """Whether this torch behaves as `SharedBufferPool` and `_received` assume, checked once
+    per process: a tensor moved to shared memory reports its storage shared and keeps its
+    memory, views of it are views, and `StorageWeakRef` (torch.multiprocessing.reductions, not
+    a documented API; torch's sharing cache uses it) sees a storage die only when its last
+    tensor, or numpy view of one, is gone. If not, workers keep plain buffers and torch copies
+    them, as it always did."""
+    try:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        segment = torch.empty(64, dtype=torch.uint8).share_memory_()
+        raw = segment.numpy()
+        view = segment[8:16].view(torch.float16)
+        same_memory = (raw.ctypes.data == segment.data_ptr()
+                       and view.data_ptr() == segment.data_ptr() + 8
+                       and segment.untyped_storage().is_shared())
+        storage = StorageWeakRef(segment.untyped_storage())
+        alive = [not storage.expired()]
+        del segment
+        alive.append(not storage.expired())  # the float16 view and the numpy view keep it
+        del view
+        alive.append(not storage.expired())  # the numpy view keeps it
+        del raw
+        return same_memory and all(alive) and storage.expired()
+    except Exception:  # noqa: BLE001 (any failure means: do not rely on it)
+        return False
