@@ -263,3 +263,24 @@ def test_a_repackaging_collate_gets_the_right_batches(train):
         for row, sample_id in enumerate(ids):
             np.testing.assert_array_equal(flow[row].numpy(), expected[sample_id]["flow"])
             assert int(labels[row]) == expected[sample_id]["label"]
+
+
+def test_a_lent_batch_copied_or_unpickled_in_its_worker_stays_lent(train, monkeypatch):
+    pytest.importorskip("torch")
+    import copy
+
+    from flowstore.reader import buffers
+    from flowstore.reader import torch as adapter
+
+    pool = adapter.SharedBufferPool()
+    monkeypatch.setattr(buffers, "BATCH_BUFFERS", pool)
+    monkeypatch.setattr(adapter, "_BORROWED", [])
+    batch = adapter.collate_batch_samples(train.__getitems__([0, 1]))
+    shallow = copy.copy(batch)
+    assert type(shallow) is adapter.LentBatch and shallow.slots == batch.slots
+    for again in (pickle.loads(pickle.dumps(batch)), copy.deepcopy(batch)):
+        assert type(again) is dict
+        np.testing.assert_array_equal(again["flow"].numpy(), batch["flow"].numpy())
+    del again, shallow
+    assert adapter._BORROWED == []  # nothing recorded in the lending process
+    assert all(pool.lent[slot] == 1 for slot in batch.slots.values())

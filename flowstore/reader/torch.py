@@ -30,6 +30,7 @@ the same dtypes and shapes, `id` as a list of strings, and in the main process a
 
 from __future__ import annotations
 
+import os
 import threading
 from functools import lru_cache
 from typing import Any, Callable
@@ -172,15 +173,21 @@ class SharedBufferPool(buffers.BufferPool):
 
 class LentBatch(dict):
     """A worker's batch on its way to the main process; unpickled there as a plain dict whose
-    segments the main process hands back once it drops them (`_received`)."""
+    segments the main process hands back once it drops them (`_received`). A shallow copy is
+    still lent; unpickled in the process that lent it (a deep copy, say) it hands nothing back."""
 
     __slots__ = ("lent", "slots")
+
+    def __copy__(self) -> "LentBatch":
+        copied = LentBatch(self)
+        copied.lent, copied.slots = self.lent, dict(self.slots)
+        return copied
 
     def __reduce__(self) -> tuple[Any, ...]:
         pool = buffers.process_pool()
         if isinstance(pool, SharedBufferPool):
             pool.sends += 1
-        return _received, (dict(self), self.lent, self.slots)
+        return _received, (dict(self), self.lent, self.slots, os.getpid())
 
 
 #: In the main process: (weak reference to a received segment's storage, its worker's `lent`, its
@@ -189,11 +196,15 @@ _BORROWED: list[tuple[Any, torch.Tensor, int]] = []
 _BORROWED_LOCK = threading.Lock()  # the pin-memory thread unpickles batches too
 
 
-def _received(batch: dict[str, Any], lent: torch.Tensor, slots: dict[str, int]) -> dict[str, Any]:
+def _received(batch: dict[str, Any], lent: torch.Tensor, slots: dict[str, int],
+              lender: int) -> dict[str, Any]:
     """Unpickling a `LentBatch` in the main process: hand back the segments whose tensors all
-    died since the last batch, and remember this batch's."""
+    died since the last batch, and remember this batch's. In the lending process itself the
+    segments stay lent: this process's tensors dying says nothing of the main process's."""
     from torch.multiprocessing.reductions import StorageWeakRef
 
+    if lender == os.getpid():
+        return batch
     with _BORROWED_LOCK:
         still = []
         for storage, owner, slot in _BORROWED:
