@@ -117,16 +117,25 @@ def test_a_batch_sample_pickles_as_the_sample_alone(train):
 # -- DataLoader workers: batches read into shared memory, lent to the main process -----------------
 
 
-def _loader(split, *, epochs_seed: int = 0, **options):
+def _loader(split, *, seed: int = 0, **options):
     from torch import Generator
     from torch.utils.data import DataLoader
 
     return DataLoader(split, batch_size=2, num_workers=2, shuffle=True, persistent_workers=True,
-                      generator=Generator().manual_seed(epochs_seed), **options)
+                      generator=Generator().manual_seed(seed), **options)
 
 
 def _expected(split) -> dict[str, dict]:
     return {sample["id"]: sample for sample in split}
+
+
+def _assert_intact(kept, expected) -> None:
+    """Every row of every batch holds its sample's features and label, as a plain read gives."""
+    for batch in kept:
+        for row, sample_id in enumerate(batch["id"]):
+            for key in ("middle_frame", "flow"):
+                np.testing.assert_array_equal(batch[key][row].numpy(), expected[sample_id][key])
+            assert int(batch["label"][row]) == expected[sample_id]["label"]
 
 
 @pytest.mark.parametrize("strategy", ["file_descriptor", "file_system"])
@@ -143,12 +152,8 @@ def test_batches_the_main_process_keeps_are_never_written_over(train, strategy):
     finally:
         torch.multiprocessing.set_sharing_strategy(previous)
     assert len(kept) == 3 * ((len(train) + 1) // 2)
-    for batch in kept:
-        assert batch["flow"].is_shared()  # the worker's segment, as torch passed it on
-        for row, sample_id in enumerate(batch["id"]):
-            for key in ("middle_frame", "flow"):
-                np.testing.assert_array_equal(batch[key][row].numpy(), expected[sample_id][key])
-            assert int(batch["label"][row]) == expected[sample_id]["label"]
+    assert all(batch["flow"].is_shared() for batch in kept)  # the segments, as torch passed them
+    _assert_intact(kept, expected)
 
 
 def test_a_worker_reuses_its_segments_once_the_main_process_drops_them(train, monkeypatch):
@@ -157,7 +162,7 @@ def test_a_worker_reuses_its_segments_once_the_main_process_drops_them(train, mo
 
     monkeypatch.setattr(adapter, "_BORROWED", [])  # this loader's segments only
     expected = _expected(train)
-    loader = _loader(train, epochs_seed=1)
+    loader = _loader(train, seed=1)
     segments, batches = set(), 0
     for _ in range(8):
         for batch in loader:
@@ -181,8 +186,7 @@ def test_without_shared_memory_workers_read_into_plain_buffers(train, monkeypatc
     before = list(adapter._BORROWED)
     for batch in _loader(train, multiprocessing_context="fork"):
         assert adapter._BORROWED == before  # nothing lent
-        for row, sample_id in enumerate(batch["id"]):
-            np.testing.assert_array_equal(batch["flow"][row].numpy(), expected[sample_id]["flow"])
+        _assert_intact([batch], expected)
 
 
 def test_this_torch_behaves_as_the_shared_pool_assumes():
@@ -203,10 +207,6 @@ def _lend_unreturned(train, pool, batches: int) -> list:
     return kept
 
 
-def _assert_intact(kept, expected) -> None:
-    for batch in kept:
-        for row, sample_id in enumerate(batch["id"]):
-            np.testing.assert_array_equal(batch["flow"][row].numpy(), expected[sample_id]["flow"])
 
 
 @pytest.fixture

@@ -56,8 +56,13 @@ def collate_batch_samples(samples: list[BatchSample], *,
     pool = buffers.process_pool()
     if isinstance(pool, SharedBufferPool):
         return pool.lend_batch(batch)
-    return {key: (list(value) if key == ID else torch.from_numpy(value))
-            for key, value in batch.items()}
+    return {key: _uncopied(key, value) for key, value in batch.items()}
+
+
+def _uncopied(key: str, value: np.ndarray) -> Any:
+    """A batch's value as default collate would make it, on the same memory: ids as a list of
+    strings, arrays as tensors."""
+    return list(value) if key == ID else torch.from_numpy(value)
 
 
 def adapt_process() -> None:
@@ -136,13 +141,10 @@ class SharedBufferPool(buffers.BufferPool):
         out = LentBatch()
         out.lent, out.slots = self.lent, {}
         for key, value in batch.items():
-            if key == ID:
-                out[key] = list(value)
-                continue
             segment = (self._segments.get(id(value.base))
-                       if lending and value.flags.c_contiguous else None)
+                       if lending and key != ID and value.flags.c_contiguous else None)
             if segment is None:
-                out[key] = torch.from_numpy(value)
+                out[key] = _uncopied(key, value)
                 continue
             tensor, slot = segment
             offset = value.ctypes.data - tensor.data_ptr()
