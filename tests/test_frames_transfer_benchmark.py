@@ -39,7 +39,8 @@ def test_frames_transfer_benchmark_on_tiny_stores(tmp_path, capsys):
     results = benchmark.main(["--store", str(tvhi), "--base", str(base.path),
                               "--frames", str(frames.path), "--control-store", str(images),
                               "--folds", "2", "--repeats", "1", "--permutations", "2",
-                              "--head-lr", "1e-3", "--head-epochs", "1", "--head-folds", "2"])
+                              "--head-lr", "1e-3", "--head-epochs", "1", "--head-folds", "2",
+                              "--tuned-cv", "--tuned-epochs", "1", "--tuned-folds", "2"])
     out = capsys.readouterr().out
 
     # Checks: the frozen part is the base's, and training mode neither changes its output nor
@@ -56,5 +57,9 @@ def test_frames_transfer_benchmark_on_tiny_stores(tmp_path, capsys):
     assert probes["16 x 16 mean pixels"]["centroid"] >= 0.75
     assert any(name.startswith("control:") for name in probes)
     assert len(results["null"]) == 2 and set(results["head"]) == {1e-3}
-    for section in ("## 1. Checks", "## 2.", "## 3.", "## 4.", "## 5."):
+    # 6.: the tuned recipe's frame model, frozen and fine-tuned, scored on every held-out clip.
+    assert set(results["tuned"]) == {False, True}
+    for row in results["tuned"].values():
+        assert len(row["per_fold"]) == 2 and 0 <= row["held_acc"] <= 1 and row["held_loss"] > 0
+    for section in ("## 1. Checks", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
         assert section in out

@@ -3,6 +3,8 @@ models differently, recorded in metrics.json, and never mistaken for the report'
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 from typer.testing import CliRunner
 
@@ -88,3 +90,55 @@ def test_an_unknown_recipe_set_is_one_error_line(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip().startswith("error: unknown recipe set 'fancy'")
     assert "Traceback" not in result.output
+
+
+def test_fine_tune_base_trains_the_transferred_convolutions_but_keeps_its_statistics(
+        tmp_path, monkeypatch):
+    """`fine_tune_base`: the frames model's Stanford-40 convolutions move, their BatchNorm
+    statistics stay the base's, the run records it; the report's frozen transfer moves neither."""
+    import keras
+
+    s40 = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32)
+    tvhi = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "image", "--store", str(s40), "--runs-dir", str(runs),
+                                 "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output
+    (image,) = list_runs(runs)
+    base = keras.saving.load_model(image.model_file, compile=False)
+
+    def frames_run(fine_tune: bool):
+        monkeypatch.setitem(TUNED_RECIPES, "frames", dataclasses.replace(
+            TUNED_RECIPES["frames"], fine_tune_base=fine_tune))
+        result = runner.invoke(app, ["run", "frames", "--store", str(tvhi), "--runs-dir",
+                                     str(runs), "--recipe", "tuned", "--epochs", "2",
+                                     "--base", str(image.path), "--quiet"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        record = max((r for r in list_runs(runs) if r.model == "frames"), key=lambda r: r.created)
+        model = keras.saving.load_model(record.model_file, compile=False)
+        return record, model.get_layer("stanford40_features")
+
+    def moved(features, name: str) -> list[bool]:
+        return [not np.array_equal(new, old) for new, old in
+                zip(features.get_layer(name).get_weights(), base.get_layer(name).get_weights())]
+
+    tuned, features = frames_run(fine_tune=True)
+    assert tuned.metrics["recipe"]["fine_tune_base"] is True
+    assert tuned.metrics["params"]["trainable"] > 6_000_000  # the convolutions too
+    assert all(moved(features, "conv_0")) and all(moved(features, "conv_4"))
+    assert not any(moved(features, "bn_0"))  # gamma, beta and the moving statistics
+
+    frozen, features = frames_run(fine_tune=False)
+    assert "fine_tune_base" not in frozen.metrics["recipe"]  # the tuned set's first runs match
+    assert not any(moved(features, "conv_0")) and not any(moved(features, "bn_0"))
+    assert frozen.metrics["params"]["total"] == tuned.metrics["params"]["total"]
+
+
+def test_fine_tune_base_is_refused_for_a_model_that_transfers_from_nothing(tmp_path, monkeypatch):
+    tvhi = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    monkeypatch.setitem(TUNED_RECIPES, "flow", dataclasses.replace(
+        TUNED_RECIPES["flow"], fine_tune_base=True))
+    result = runner.invoke(app, ["run", "flow", "--store", str(tvhi), "--runs-dir",
+                                 str(tmp_path / "runs"), "--recipe", "tuned", "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    assert "fine_tune_base: flow transfers from no base model" in result.stderr

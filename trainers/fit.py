@@ -26,7 +26,8 @@ import tensorflow as tf
 from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
 from trainers.data import InputOptions, make_dataset, recipe_augmentation
-from trainers.models import parameter_counts
+from trainers.errors import ModelConfigError
+from trainers.models import fine_tune_transferred, parameter_counts
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
                            RunWriter, read_run, write_json)
@@ -335,6 +336,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         The record of the published run directory.
     """
     bases = bases or {}
+    if recipe.fine_tune_base and not samples.entry.transfers_from:
+        raise ModelConfigError(f"fine_tune_base: {model_name} transfers from no base model")
     counts_per_split = {split: int(samples.indices(split).size)
                         for split in ("train", "val", "test")}
     samples.require("train")
@@ -355,6 +358,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         model, from_scratch = build_for_store(samples, bases)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+    if recipe.fine_tune_base and not from_scratch:
+        fine_tune_transferred(model)
     compiled(model, recipe, policy)
     counts = parameter_counts(model)
     echo(f"{model_name}: {counts_per_split['train']} train / {counts_per_split['val']} val / "
