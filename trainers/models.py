@@ -138,21 +138,19 @@ def build_tvhi_frames(*, input_shape: Sequence[int] = (224, 224, 3), num_classes
     return keras.Model(inputs, _logits(x, num_classes), name=name)
 
 
-def fine_tune_transferred(model: keras.Model) -> int:
+def fine_tune_transferred(model: keras.Model) -> None:
     """Make the frozen sub-models `model` transferred from its base runs trainable, but for
     their BatchNorm layers, which keep the base's statistics (a BatchNorm layer that is not
     trainable normalises with its moving statistics, in training too): batches of one or two
-    new samples would give noisy statistics. Returns the parameters made trainable.
+    new samples would give noisy statistics.
 
-    A tuned recipe's `fine_tune_base`; the report trains only the new head."""
-    before = parameter_counts(model)["trainable"]
+    A recipe's `fine_tune_base`; the report trains only the new head."""
     for layer in model.layers:
         if isinstance(layer, keras.Model) and not layer.trainable:
             layer.trainable = True
             for inner in layer.layers:
                 if isinstance(inner, layers.BatchNormalization):
                     inner.trainable = False
-    return parameter_counts(model)["trainable"] - before
 
 
 def build_tvhi_flow(*, input_shape: Sequence[int] = (16, 224, 224, 2), num_classes: int = 4,

@@ -116,18 +116,26 @@ class ZarrStore(Store):
     def create(cls, path: Path | str, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
                columns: Mapping[str, Any], num_samples: int) -> "ZarrStore":
         check_columns(num_samples, columns)
-        group = zarr.open_group(str(path), mode="w-", zarr_format=3)
-        for name, values in columns.items():
-            arr = _create_column(group, name, num_samples)
-            if num_samples:  # (chunks equal to the fill value are not written)
-                arr[:] = _as_written(values)
-        for spec in specs:
-            dtype = str if spec.dtype == STRING else spec.dtype
-            group.create_array(spec.name, shape=(num_samples, *spec.sample_shape), dtype=dtype,
-                               chunks=(1, *spec.sample_shape), fill_value=0,
-                               compressors=_COMPRESSORS[spec.codec](),
-                               chunk_key_encoding=CHUNK_KEY_ENCODING)
-        group.update_attributes(dict(attrs))  # one write of zarr.json, not one per key
+        try:
+            group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+            for name, values in columns.items():
+                arr = _create_column(group, name, num_samples)
+                if num_samples:  # (chunks equal to the fill value are not written)
+                    arr[:] = _as_written(values)
+            for spec in specs:
+                dtype = str if spec.dtype == STRING else spec.dtype
+                group.create_array(spec.name, shape=(num_samples, *spec.sample_shape),
+                                   dtype=dtype, chunks=(1, *spec.sample_shape), fill_value=0,
+                                   compressors=_COMPRESSORS[spec.codec](),
+                                   chunk_key_encoding=CHUNK_KEY_ENCODING)
+            group.update_attributes(dict(attrs))  # one write of zarr.json, not one per key
+        except BaseException:
+            # zarr writes an array's metadata and its parents' at once (asyncio.gather), and the
+            # first failure (a full disk) surfaces while the others still run in its threads,
+            # making files and unlinking their partial ones: the caller's clean-up of `path`
+            # raced them and left the folder behind.
+            sync(_others_finished())
+            raise
         return cls(group, path, "r+")
 
     @classmethod
@@ -445,6 +453,14 @@ class ZarrStore(Store):
     def close(self) -> None:
         self._group = None  # type: ignore[assignment]
         self._arrays.clear()
+
+
+async def _others_finished(timeout: float = 30.0) -> None:
+    """Wait (up to `timeout` seconds) until every other task on zarr's event loop has ended."""
+    current = asyncio.current_task()
+    others = [task for task in asyncio.all_tasks() if task is not current]
+    if others:
+        await asyncio.wait(others, timeout=timeout)
 
 
 def _create_column(group: zarr.Group, name: str, num_samples: int, *,
