@@ -136,9 +136,9 @@ class Recipe:
         fields = dataclasses.asdict(self)
         if self == Recipe(self.learning_rate, self.batch_size, self.epochs, self.lr_halve_every):
             fields = {name: fields[name] for name in _REPORT_FIELDS}
-        defaults = Recipe(self.learning_rate, self.batch_size, self.epochs)
+        defaults = {field.name: field.default for field in dataclasses.fields(Recipe)}
         fields = {name: value for name, value in fields.items()
-                  if name not in _LATER_FIELDS or value != getattr(defaults, name)}
+                  if name not in _LATER_FIELDS or value != defaults[name]}
         loss = "sparse_categorical_crossentropy(from_logits=True)"
         if self.label_smoothing:
             loss = ("categorical_crossentropy(from_logits=True, "
