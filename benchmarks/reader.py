@@ -26,12 +26,23 @@ Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train
   torch's collate stacks the samples again (one more copy of every byte);
 - batched DataLoader: `DataLoader(split, batch_size=None, sampler=BatchSampler(RandomSampler(
   split), 8, False), num_workers=W)`: each batch is `split[positions]`, no collate copy (with
-  workers, torch still copies each batch into shared memory to hand it to the main process).
+  workers, torch still copies each batch into shared memory to hand it to the main process);
+- DataLoader 2 workers, no reads: the 2-worker DataLoader over a split whose batches are left
+  unread (`UnreadSplit`): what carrying batches from the workers costs by itself. Its "% of
+  the ceiling" is a bound, not a score: with transport at t times the ceiling's rate per core,
+  no 2-worker DataLoader that also reads can pass 1 / (1 + 1/t) of the ceiling per core.
 
 "% of ceiling per core" = (samples/s / cores the reader used) / (samples/s / cores the ceiling
 used), against the 1-thread ceiling for one-thread readers and the T-thread ceiling for the
 others. The cores used are CPU seconds / wall seconds of this process and its children; the
 CPU other processes used meanwhile is reported too, since the machine may be shared.
+
+An epoch is the train split (36 clips, 4-5 batches, with the defaults), or with
+`--epoch-repeat N` the split's positions N times over: the same chunk files, in epochs as long
+as a split N times larger. Every reader pays something per epoch (`to_tf_dataset` instantiates
+and optimizes its map function for each new iterator, about 8% of its CPU on 4-5-batch epochs;
+a DataLoader restarts its workers' queues), which a real split's epochs of hundreds of batches
+spread thin, and the tiny epochs do not.
 
 Each reader runs in a fresh process (`--cell`), in rounds, each round right after its ceiling in
 that process, and the % is the median of the rounds' ratios: a VM's speed drifts by a fifth
@@ -41,6 +52,7 @@ process).
 
     python benchmarks/reader.py                                  # 224 px, 16 steps, 40 clips
     python benchmarks/reader.py --size 112 --videos-per-class 10 --min-seconds 0.5 --rounds 3
+    python benchmarks/reader.py --workdir /tmp/rb --videos-per-class 20 --epoch-repeat 10
 """
 
 from __future__ import annotations
@@ -236,16 +248,19 @@ def dataloader_pass(split, workers: int, batched: bool = False):
 # -- one cell: a reader against its ceiling, interleaved, in a process of its own ---------------------
 
 
+TRANSPORT = "DataLoader 2 workers, no reads"
 READERS = ("split[batch] loop", "to_tf_dataset", "DataLoader 0 workers", "DataLoader 2 workers",
-           "batched DataLoader 0 workers", "batched DataLoader 2 workers")
+           "batched DataLoader 0 workers", "batched DataLoader 2 workers", TRANSPORT)
 #: Which ceiling each reader is held against: one thread, or T threads.
 AGAINST = {"split[batch] loop": 1, "DataLoader 0 workers": 1, "to_tf_dataset": None,
            "DataLoader 2 workers": None, "batched DataLoader 0 workers": 1,
-           "batched DataLoader 2 workers": None}
+           "batched DataLoader 2 workers": None, TRANSPORT: None}
 CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers")
 
 
 def reader_pass(name: str, split):
+    if name == TRANSPORT:
+        return dataloader_pass(repeated(split, 1, _unread_split_class()), 2)
     if name == "split[batch] loop":
         return loop_pass(split)
     if name == "to_tf_dataset":
@@ -254,7 +269,39 @@ def reader_pass(name: str, split):
     return dataloader_pass(split, workers, batched=name.startswith("batched"))
 
 
-def measure_cell(path: Path, what: str, rounds: int, seconds: float) -> dict:
+def repeated(split, times: int, kind: type | None = None):
+    """`split` with its positions `times` over, end to end: epochs `times` as long, of the same
+    samples (a copy made through the split's pickled state, its location and selection), as a
+    `kind` of split (default: the split's own class)."""
+    state = split.__getstate__()
+    state["indices"] = np.tile(state["indices"], times)
+    kind = kind or type(split)
+    longer = kind.__new__(kind)
+    longer.__setstate__(state)
+    return longer
+
+
+def _unread_split_class():
+    from flowstore.reader.buffers import aligned_empty
+    from flowstore.reader.dataset import ID, LABEL, Split
+
+    class UnreadSplit(Split):
+        """A split whose batches are its buffers as they come from the pool, nothing read into
+        them: a DataLoader over it pays only for carrying batches from its workers (indices
+        out, buffers lent, batches unpickled and handed back), the transport any read adds to."""
+
+        def read(self, positions):
+            positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+            batch = {key: aligned_empty((positions.size, *self.shapes[key]), self.dtypes[key])
+                     for key in self.features}
+            batch[LABEL], batch[ID] = self.labels[positions], self.ids[positions]
+            return batch
+
+    return UnreadSplit
+
+
+def measure_cell(path: Path, what: str, rounds: int, seconds: float,
+                 epoch_repeat: int = 1) -> dict:
     """`what` (a reader, or "ceilings") in this process, `rounds` times, each time right after
     the ceiling it is held against, so that both see the same machine: a shared VM's speed
     drifts by 20% within minutes, which side-by-side cells measured a minute apart cannot tell
@@ -264,6 +311,8 @@ def measure_cell(path: Path, what: str, rounds: int, seconds: float) -> dict:
     threads = len(os.sched_getaffinity(0))
     pool = ThreadPoolExecutor(threads)
     split = flowstore.open(path).split("train", features=FEATURES)
+    if epoch_repeat > 1:
+        split = repeated(split, epoch_repeat)
     passes = {}
     if what == "ceilings":
         passes["ceiling, 1 thread"] = (ceiling_pass(path, split.indices, 1, pool), False)
@@ -301,7 +350,7 @@ def run_cell(path: Path, what: str, args) -> dict:
     import subprocess
 
     command = [sys.executable, __file__, "--cell", str(path), what, "--rounds", str(args.rounds),
-               "--min-seconds", str(args.min_seconds)]
+               "--min-seconds", str(args.min_seconds), "--epoch-repeat", str(args.epoch_repeat)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{what} on {path.name} failed:\n{done.stderr[-3000:]}")
@@ -319,16 +368,21 @@ def main() -> None:
                         help="length of one round of one reader")
     parser.add_argument("--rounds", type=int, default=5,
                         help="rounds per cell, each reader right after its ceiling")
+    parser.add_argument("--epoch-repeat", type=int, default=1, metavar="N",
+                        help="an epoch visits the train split N times over (epochs N times "
+                             "as long, the same samples)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each store, wait up to SECONDS for other load to drop")
     parser.add_argument("--cell", nargs=2, metavar=("STORE", "READER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.epoch_repeat < 1:
+        parser.error("--epoch-repeat must be >= 1")
     if args.cell:  # the child process of `run_cell`
         import json
 
         print(json.dumps(measure_cell(Path(args.cell[0]), args.cell[1], args.rounds,
-                                      args.min_seconds)))
+                                      args.min_seconds, args.epoch_repeat)))
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -358,7 +412,9 @@ def report(args, stores, results, train: int, seconds: float) -> str:
         f"Machine: {machine_line()}.",
         f"Command: `{command_line()}` ({seconds:.0f} s of measuring).",
         f"Data: synthetic TV-HI built with `flowstore build` at {args.size} px, {args.steps} "
-        f"steps, float16 flow; train split of {train} clips; features {', '.join(FEATURES)}; "
+        f"steps, float16 flow; train split of {train} clips"
+        + (f", an epoch {args.epoch_repeat} times over it ({train * args.epoch_repeat} samples)"
+           if args.epoch_repeat > 1 else "") + f"; features {', '.join(FEATURES)}; "
         f"batch {BATCH}; T = {threads} threads. Each cell ran in a fresh process, "
         f"{args.rounds} rounds of at least {args.min_seconds:g} s, each right after its ceiling "
         f"in the same process; figures are medians over the rounds.", "",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import REPO, load_benchmark
@@ -90,7 +91,8 @@ def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp
     assert 0 < got["by_hand_us"] and 0 < got["read_into_us"]
 
 
-@pytest.mark.parametrize("what", ["ceilings", "split[batch] loop", "DataLoader 0 workers"])
+@pytest.mark.parametrize("what", ["ceilings", "split[batch] loop", "DataLoader 0 workers",
+                                  "DataLoader 2 workers, no reads"])
 def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
     """One cell of `benchmarks/reader.py` (each reader against its ceiling, in rounds) on a tiny
     store: it runs on the reader as it is, and gives every figure the table prints."""
@@ -107,3 +109,21 @@ def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
     if what != "ceilings":
         low, high = cell[what]["ratio_range"]
         assert 0 < low <= cell[what]["ratio"] <= high
+
+
+def test_reader_benchmark_repeats_an_epoch_over_the_same_samples(tmp_path):
+    """`--epoch-repeat`: epochs N times as long, of the same samples in the same order."""
+    import flowstore
+    from trainers.testing import make_tiny_store
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    split = flowstore.open(path).split("train")
+    longer = load_benchmark("reader").repeated(split, 3)
+    assert len(longer) == 3 * len(split)
+    np.testing.assert_array_equal(longer[[len(split) + 1]]["flow"], split[[1]]["flow"])
+    assert longer.labels.tolist() == 3 * split.labels.tolist()
+    bench = load_benchmark("reader")
+    unread = bench.repeated(split, 1, bench._unread_split_class())
+    batch = unread[[2, 0]]
+    assert batch["flow"].shape == (2, *split.shapes["flow"])
+    assert batch["label"].tolist() == split.labels[[2, 0]].tolist()

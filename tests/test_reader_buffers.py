@@ -177,6 +177,40 @@ def test_a_worker_reuses_its_segments_once_the_main_process_drops_them(train, mo
     assert batches >= 40 and 4 <= len(segments) <= batches
 
 
+def test_only_the_features_travel_through_shared_memory_and_lent_only_at_first(train,
+                                                                              monkeypatch):
+    """Each shared tensor costs the main process a round trip to its worker for the file
+    descriptor: labels travel by value, and a worker's `lent` bytes only until the main
+    process keeps them (its first batches, read ahead before it knew, at most)."""
+    torch = pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])
+    monkeypatch.setattr(adapter, "_LENDERS", {})
+    received, known_lent = [], adapter._known_lent
+
+    def recording(lender, lent, pid, borrowed):
+        received.append(lent is not None)
+        return known_lent(lender, lent, pid, borrowed)
+
+    monkeypatch.setattr(adapter, "_known_lent", recording)
+    expected = _expected(train)
+    loaders = [_loader(train, seed=seed) for seed in range(2)]
+    kept = [batch for loader in loaders for _ in range(4) for batch in loader]
+    _assert_intact(kept, expected)
+    assert all(batch["flow"].is_shared() and not batch["label"].is_shared() for batch in kept)
+    assert kept[0]["label"].dtype == torch.int64
+    # Each of the 4 workers sent its bytes with at most its first 3 batches (the DataLoader reads
+    # 2 ahead per worker), never once the main process had them.
+    assert len(received) == len(kept) >= 2 * 4 * 6
+    assert 4 <= sum(received) <= 4 * 3
+    assert len(adapter._LENDERS) == 4
+    # The bytes of workers gone, whose segments are all handed back, are let go.
+    del kept, loaders  # their workers stop
+    list(_loader(train))  # batches dropped at once
+    assert len(adapter._LENDERS) == 2
+
+
 def test_without_shared_memory_workers_read_into_plain_buffers(train, monkeypatch):
     pytest.importorskip("torch")
     from flowstore.reader import torch as adapter

@@ -160,6 +160,10 @@ class Split:
         self._location = source.location
         self._attach(source)
 
+    #: What a split learns from its open store (`_attach`): an unpickled split has none of it
+    #: until first asked (`__getattr__`), so that unpickling never opens the store.
+    _ATTACHED = frozenset({"labels", "ids", "shapes", "encodings", "dtypes"})
+
     def _attach(self, source: StoreDataset) -> None:
         self._source = source
         self._pid = os.getpid()
@@ -169,6 +173,13 @@ class Split:
         self.encodings = {key: source.encodings[array] for key, array in self.features.items()}
         self.dtypes = {key: encoding.output_dtype(self.float_dtype)
                        for key, encoding in self.encodings.items()}
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for attributes not set: an unpickled split's store-derived ones.
+        if name in Split._ATTACHED and "_location" in self.__dict__:
+            self.source  # noqa: B018 (attaches)
+            return self.__dict__[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # -- what the store says ---------------------------------------------------------------------
     @property
@@ -186,7 +197,6 @@ class Split:
     @property
     def motion_keys(self) -> tuple[str, ...]:
         """Keys of the features whose encoding the store declares: motion fields (dx, dy)."""
-        self.source  # noqa: B018 (attached after unpickling)
         return tuple(key for key, encoding in self.encodings.items() if encoding.declared)
 
     # -- reading ---------------------------------------------------------------------------------

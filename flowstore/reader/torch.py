@@ -23,6 +23,12 @@ copies it would make of each batch.
   whose unpickling, in the main process, records a weak reference to each segment's storage
   and clears the bytes of the segments whose storage has died since (`_received`). A batch the
   main process keeps is never written over; it only keeps its segments out of the pool.
+- **Nothing else through shared memory.** torch hands every tensor over as a shared-memory
+  segment, and with its default sharing strategy (`file_descriptor`) each one costs the main
+  process a connection to the worker to receive its file descriptor: about half of what
+  carrying a batch over cost (benchmarks/README.md, "Issue 13"). So a batch's small tensors
+  (`label`) travel by value, and the `lent` bytes only until the main process has them: its
+  first batch from a worker keeps them (`_LENDERS`) and says so in their last byte.
 
 The result is what default collate makes of plain samples: features and `label` as tensors of
 the same dtypes and shapes, `id` as a list of strings, and in the main process a plain dict.
@@ -32,6 +38,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -107,7 +114,9 @@ class SharedBufferPool(buffers.BufferPool):
         super().__init__(max_free_bytes)
         self.max_lent_bytes = max_lent_bytes
         self.lends = self.sends = 0
-        self.lent = torch.zeros(slots, dtype=torch.uint8).share_memory_()
+        # One byte per slot, and one more (`KNOWN`), set by the main process once it keeps them.
+        self.lent = torch.zeros(slots + 1, dtype=torch.uint8).share_memory_()
+        self.lender = f"{os.getpid()}-{uuid.uuid4().hex}"
         self._lent_bytes = self.lent.numpy()  # the same memory, read without torch's dispatch
         self._segments: dict[int, tuple[torch.Tensor, int]] = {}  # id(raw) -> (tensor, slot)
         self._free_slots = list(range(slots - 1, -1, -1))
@@ -139,7 +148,7 @@ class SharedBufferPool(buffers.BufferPool):
         itself (marked lent until the main process drops them)."""
         lending = self.lending
         out = LentBatch()
-        out.lent, out.slots = self.lent, {}
+        out.lent, out.lender, out.slots = self.lent, self.lender, {}
         for key, value in batch.items():
             segment = (self._segments.get(id(value.base))
                        if lending and key != ID and value.flags.c_contiguous else None)
@@ -173,39 +182,55 @@ class SharedBufferPool(buffers.BufferPool):
             self._buffers = [raw for raw in self._buffers if id(raw) not in dropped]
 
 
+#: The last byte of a pool's `lent`: set once a main process keeps them (`_LENDERS`).
+KNOWN = -1
+#: Tensors up to this size travel by value: cheaper than a shared-memory segment of their own.
+BY_VALUE_BYTES = 64 << 10
+
+
 class LentBatch(dict):
     """A worker's batch on its way to the main process; unpickled there as a plain dict whose
     segments the main process hands back once it drops them (`_received`). A shallow copy is
     still lent; unpickled in the process that lent it (a deep copy, say) it hands nothing back."""
 
-    __slots__ = ("lent", "slots")
+    __slots__ = ("lent", "lender", "slots")
 
     def __copy__(self) -> "LentBatch":
         copied = LentBatch(self)
-        copied.lent, copied.slots = self.lent, dict(self.slots)
+        copied.lent, copied.lender, copied.slots = self.lent, self.lender, dict(self.slots)
         return copied
 
     def __reduce__(self) -> tuple[Any, ...]:
         pool = buffers.process_pool()
         if isinstance(pool, SharedBufferPool):
             pool.sends += 1
-        return _received, (dict(self), self.lent, self.slots, os.getpid())
+        small = [key for key, value in self.items()
+                 if key not in self.slots and isinstance(value, torch.Tensor)
+                 and value.nbytes <= BY_VALUE_BYTES and not value.is_shared()]
+        values = {key: (value.numpy() if key in small else value) for key, value in self.items()}
+        lent = None if self.lent[KNOWN] else self.lent  # the main process has them already
+        return _received, (values, small, lent, self.lender, self.slots, os.getpid())
 
 
 #: In the main process: (weak reference to a received segment's storage, its worker's `lent`, its
 #: slot), for every segment not yet handed back.
 _BORROWED: list[tuple[Any, torch.Tensor, int]] = []
 _BORROWED_LOCK = threading.Lock()  # the pin-memory thread unpickles batches too
+#: In the main process: each worker pool's `lent` (by `SharedBufferPool.lender`), and its pid.
+_LENDERS: dict[str, tuple[int, torch.Tensor]] = {}
 
 
-def _received(batch: dict[str, Any], lent: torch.Tensor, slots: dict[str, int],
-              lender: int) -> dict[str, Any]:
+def _received(batch: dict[str, Any], small: list[str], lent: torch.Tensor | None, lender: str,
+              slots: dict[str, int], pid: int) -> dict[str, Any]:
     """Unpickling a `LentBatch` in the main process: hand back the segments whose tensors all
     died since the last batch, and remember this batch's. In the lending process itself the
-    segments stay lent: this process's tensors dying says nothing of the main process's."""
+    segments stay lent: this process's tensors dying says nothing of the main process's (nor
+    where no `lent` is known: a batch sent on by its worker to a third process)."""
     from torch.multiprocessing.reductions import StorageWeakRef
 
-    if lender == os.getpid():
+    for key in small:
+        batch[key] = torch.from_numpy(batch[key])
+    if pid == os.getpid():
         return batch
     with _BORROWED_LOCK:
         still = []
@@ -214,10 +239,39 @@ def _received(batch: dict[str, Any], lent: torch.Tensor, slots: dict[str, int],
                 owner[slot] = 0
             else:
                 still.append((storage, owner, slot))
-        for key, slot in slots.items():
-            still.append((StorageWeakRef(batch[key].untyped_storage()), lent, slot))
+        lent = _known_lent(lender, lent, pid, still)
+        if lent is not None:
+            still += [(StorageWeakRef(batch[key].untyped_storage()), lent, slot)
+                      for key, slot in slots.items()]
         _BORROWED[:] = still
     return batch
+
+
+def _known_lent(lender: str, lent: torch.Tensor | None, pid: int,
+                borrowed: list[tuple[Any, torch.Tensor, int]]) -> torch.Tensor | None:
+    """The `lent` bytes of `lender`'s pool: kept from its first batch on (the worker then sends
+    none), and let go once its worker is gone and no segment of it is `borrowed` any more."""
+    if lender in _LENDERS:
+        return _LENDERS[lender][1]
+    if lent is None:
+        return None
+    in_use = {id(owner) for _, owner, _ in borrowed}
+    for name, (owner_pid, owner) in list(_LENDERS.items()):
+        if id(owner) not in in_use and not _alive(owner_pid):
+            del _LENDERS[name]
+    _LENDERS[lender] = (pid, lent)
+    lent[KNOWN] = 1
+    return lent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 @lru_cache(maxsize=None)
