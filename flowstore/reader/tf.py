@@ -66,10 +66,13 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     if augment_fn is not None:
         seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
         ds = tf.data.Dataset.zip(ds, seeds)
-    else:
-        ds = ds.map(lambda positions: (positions, tf.constant(0, tf.int64)))
 
-    def read_batch(positions: tf.Tensor, augment_seed: tf.Tensor):
+    # One map function, however the batch is augmented: every new iterator (each epoch)
+    # instantiates and optimizes each function of the pipeline again (benchmarks/README.md,
+    # "Issue 13", "Session 12").
+    def read_batch(positions: tf.Tensor, augment_seed: tf.Tensor | None = None):
+        if augment_seed is None:
+            augment_seed = tf.constant(0, tf.int64)
         values = tf.numpy_function(read, [positions, augment_seed], Tout=dtypes, stateful=False)
         features = {}
         for key, value in zip(keys, values, strict=False):
