@@ -138,13 +138,14 @@ def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
 
 def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_path):
     """Seeds 0-2 of one recipe are one row (mean, sample SD, range); a tuned run, or a run of
-    another store, is a row of its own."""
-    def run(name, seed, accuracy, recipe_set=None, fingerprint="f1", created="2026-01-01"):
+    another store, is a row of its own; two tuned recipes of one model say how they differ."""
+    def run(name, seed, accuracy, recipe_set=None, fingerprint="f1", created="2026-01-01",
+            epochs=20):
         folder = tmp_path / "runs" / name
         folder.mkdir(parents=True)
         (folder / "model.keras").write_bytes(b"")
-        recipe = {"learning_rate": 1e-3, "epochs": 20, **({"recipe_set": recipe_set}
-                                                          if recipe_set else {})}
+        recipe = {"learning_rate": 1e-3, "epochs": epochs, **({"recipe_set": recipe_set}
+                                                              if recipe_set else {})}
         (folder / "metrics.json").write_text(json.dumps({
             "model": "flow", "created": f"{created}T00:00:0{seed}", "seed": seed,
             "recipe": recipe, "augment": False, "mixed_precision": False,
@@ -158,3 +159,9 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     assert "| TV-HI flow | report | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
     assert "| TV-HI flow | tuned | 0 | 0.50 | - | 0.50-0.50 |" in rows
     assert "| TV-HI flow | report | 0 | 0.90 | - | 0.90-0.90 |" in rows
+    run("f", 1, 0.60, recipe_set="tuned", epochs=40)
+    text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
+    rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
+    assert "| TV-HI flow | tuned, epochs 20 | 0 | 0.50 | - | 0.50-0.50 |" in rows
+    assert "| TV-HI flow | tuned, epochs 40 | 1 | 0.60 | - | 0.60-0.60 |" in rows
+    assert "| TV-HI flow | report | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows

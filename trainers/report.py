@@ -91,13 +91,29 @@ def seed_groups(records: Iterable[RunRecord]) -> list[list[RunRecord]]:
     return list(groups.values())
 
 
+def _recipe_labels(groups: list[list[RunRecord]]) -> list[str]:
+    """Each group's recipe set; where groups of one model share a set but not all its values
+    (a tuned recipe lengthened with `--epochs`, say), the values this group has in the fields
+    they differ in, so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6"."""
+    recipes = [(group[0].model, group[0].metrics.get("recipe") or {}) for group in groups]
+    labels = []
+    for model, recipe in recipes:
+        name = recipe.get("recipe_set", "report")
+        others = [other for other_model, other in recipes if other_model == model
+                  and other.get("recipe_set", "report") == name and other != recipe]
+        differing = sorted({key for other in others for key in {*other, *recipe}
+                            if other.get(key) != recipe.get(key)})
+        labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
+    return labels
+
+
 def table_seeds(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     """Test accuracy over seeds (`seed_groups`): mean, sample standard deviation, range."""
     rows = []
-    for group in seed_groups(records):
+    groups = seed_groups(records)
+    for group, recipe in zip(groups, _recipe_labels(groups), strict=True):
         accuracies = [float(r.metrics["test"]["accuracy"]) for r in group
                       if (r.metrics.get("test") or {}).get("accuracy") is not None]
-        recipe = (group[0].metrics.get("recipe") or {}).get("recipe_set", "report")
         seeds = ", ".join(str(r.metrics.get("seed", "-")) for r in group)
         spread = _num(statistics.stdev(accuracies)) if len(accuracies) > 1 else "-"
         rows.append([_name(group[0]), recipe, seeds,
