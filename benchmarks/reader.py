@@ -25,8 +25,8 @@ Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train
   num_workers=W)` (2 workers: persistent, so worker start-up is not timed; their CPU counted);
   torch's collate stacks the samples again (one more copy of every byte);
 - batched DataLoader: `DataLoader(split, batch_size=None, sampler=BatchSampler(RandomSampler(
-  split), 8, False), num_workers=W)`: each batch is `split[positions]`, no collate copy (with
-  workers, torch still copies each batch into shared memory to hand it to the main process);
+  split), 8, False), num_workers=W)`: each batch is `split[positions]`, no collate copy (in a
+  worker, read into the same shared segments as the DataLoader's, lent as they are);
 - DataLoader 2 workers, no reads: the 2-worker DataLoader over a split whose batches are left
   unread (`UnreadSplit`): what carrying batches from the workers costs by itself. Its "% of
   the ceiling" is a bound, not a score: with transport at t times the ceiling's rate per core,

@@ -156,21 +156,28 @@ def test_batches_the_main_process_keeps_are_never_written_over(train, strategy):
     _assert_intact(kept, expected)
 
 
-def test_a_worker_reuses_its_segments_once_the_main_process_drops_them(train, monkeypatch):
-    pytest.importorskip("torch")
+def _segments_lent(loader, epochs: int, expected) -> tuple[set, int]:
+    """The (worker, slot) segments the main process borrowed over `epochs` epochs, each batch
+    checked and dropped at once, and the number of batches."""
     from flowstore.reader import torch as adapter
 
-    monkeypatch.setattr(adapter, "_BORROWED", [])  # this loader's segments only
-    expected = _expected(train)
-    loader = _loader(train, seed=1)
     segments, batches = set(), 0
-    for _ in range(8):
+    for _ in range(epochs):
         for batch in loader:
             np.testing.assert_array_equal(batch["flow"][0].numpy(),
                                           expected[batch["id"][0]]["flow"])
             segments |= {(lent.data_ptr(), slot) for _, lent, slot in adapter._BORROWED}
             batches += 1
             del batch
+    return segments, batches
+
+
+def test_a_worker_reuses_its_segments_once_the_main_process_drops_them(train, monkeypatch):
+    pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])  # this loader's segments only
+    segments, batches = _segments_lent(_loader(train, seed=1), 8, _expected(train))
     # Without reuse every batch takes two new segments (one per feature): 2 * batches. With it,
     # each worker needs as many as it has batches in flight, read ahead or not yet handed back
     # (28 in all here, from the second epoch on).
@@ -318,3 +325,59 @@ def test_a_lent_batch_copied_or_unpickled_in_its_worker_stays_lent(train, monkey
     del again, shallow
     assert adapter._BORROWED == []  # nothing recorded in the lending process
     assert all(pool.lent[slot] == 1 for slot in batch.slots.values())
+
+
+def _batched_loader(split, *, seed: int = 0):
+    """Whole batches as the split reads them (`split[positions]`): no collate, only torch's
+    `default_convert`."""
+    from torch import Generator
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+
+    sampler = BatchSampler(RandomSampler(split, generator=Generator().manual_seed(seed)), 2,
+                           drop_last=False)
+    return DataLoader(split, batch_size=None, sampler=sampler, num_workers=2,
+                      persistent_workers=True)
+
+
+def test_whole_batches_from_workers_are_lent_too_and_kept_intact(train, monkeypatch):
+    """`DataLoader(split, batch_size=None, sampler=BatchSampler(...))`: a worker's
+    `split[positions]` reads into its segments, and torch sends them on, not copies of them."""
+    torch = pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])
+    expected = _expected(train)
+    loader = _batched_loader(train, seed=2)
+    kept = [batch for _ in range(3) for batch in loader]  # every batch of three epochs
+    assert len(kept) == 3 * ((len(train) + 1) // 2)
+    _assert_intact(kept, expected)
+    assert all(isinstance(batch["flow"], torch.Tensor) and batch["flow"].is_shared()
+               and batch["label"].dtype == torch.int64 for batch in kept)
+    # Lent: the main process tracks each batch's two feature segments until it drops them.
+    assert len(adapter._BORROWED) == 2 * len(kept)
+    del kept
+    segments, batches = _segments_lent(loader, 6, expected)
+    assert batches >= 30 and len(segments) < batches  # reused: no new segment per batch
+
+
+def test_a_lent_batch_sends_what_its_values_are(train, monkeypatch):
+    """A value still over its segment (numpy or a tensor wrapping it) goes as the segment; one
+    replaced by other memory goes as it is, and the main process tracks only the segments."""
+    pytest.importorskip("torch")
+    from torch.utils.data._utils.collate import default_convert
+
+    from flowstore.reader import buffers
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(buffers, "BATCH_BUFFERS", adapter.SharedBufferPool())
+    batch = adapter.read_to_lend(train, [1, 0])
+    assert isinstance(batch["flow"], np.ndarray) and set(batch.slots) == {"middle_frame", "flow"}
+    converted = default_convert(batch)
+    assert type(converted) is adapter.LentBatch and converted.slots == batch.slots
+    converted["middle_frame"] = converted["middle_frame"].clone()  # other memory now
+    _, (values, small, _, _, slots, _) = converted.__reduce__()
+    assert set(slots) == {"flow"} and "label" in small
+    assert values["flow"] is converted.segments["flow"][0]
+    np.testing.assert_array_equal(values["flow"].numpy(), train[[1, 0]]["flow"])
+    np.testing.assert_array_equal(np.asarray(values["middle_frame"]),
+                                  train[[1, 0]]["middle_frame"])

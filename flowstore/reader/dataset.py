@@ -238,6 +238,10 @@ class Split:
             return {key: value[0] for key, value in batch.items()}
         if isinstance(item, slice):
             item = range(*item.indices(len(self)))
+        if "torch" in sys.modules:  # maybe a DataLoader worker taking whole batches
+            from flowstore.reader.torch import read_to_lend
+
+            return read_to_lend(self, item)
         return self.read(item)
 
     def __getitems__(self, positions: Sequence[int]) -> list[BatchSample]:

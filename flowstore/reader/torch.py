@@ -23,6 +23,10 @@ copies it would make of each batch.
   whose unpickling, in the main process, records a weak reference to each segment's storage
   and clears the bytes of the segments whose storage has died since (`_received`). A batch the
   main process keeps is never written over; it only keeps its segments out of the pool.
+  A loader that takes whole batches from the split (`DataLoader(split, batch_size=None,
+  sampler=BatchSampler(...))`: `split[positions]`, then torch's `default_convert`) gets the
+  same: in a worker `split[positions]` is a `LentBatch` of numpy arrays over its segments
+  (`read_to_lend`), and whatever wraps that memory is sent as the segment.
 - **Nothing else through shared memory.** torch hands every tensor over as a shared-memory
   segment, and with its default sharing strategy (`file_descriptor`) each one costs the main
   process a connection to the worker to receive its file descriptor: about half of what
@@ -64,6 +68,19 @@ def collate_batch_samples(samples: list[BatchSample], *,
     if isinstance(pool, SharedBufferPool):
         return pool.lend_batch(batch)
     return {key: _uncopied(key, value) for key, value in batch.items()}
+
+
+def read_to_lend(split: Any, positions: Any) -> dict[str, Any]:
+    """`split.read(positions)`; in a DataLoader worker, read into shared memory and returned as
+    a `LentBatch` of the same numpy arrays, so that a loader taking whole batches from the split
+    (`DataLoader(split, batch_size=None, sampler=BatchSampler(...))`, whose `default_convert`
+    wraps them as tensors over the same memory) sends the segments on uncopied."""
+    adapt_process()
+    batch = split.read(positions)
+    pool = buffers.process_pool()
+    if isinstance(pool, SharedBufferPool):
+        return pool.lend_batch(batch, as_tensors=False)
+    return batch
 
 
 def _uncopied(key: str, value: np.ndarray) -> Any:
@@ -143,24 +160,26 @@ class SharedBufferPool(buffers.BufferPool):
         """Whether batches still go out as their segments (see the class)."""
         return self.sends > 0 or self.lends < self.UNSENT_LENDS
 
-    def lend_batch(self, batch: dict[str, Any]) -> "LentBatch":
-        """The batch as tensors, those of features read into a segment being the segment
-        itself (marked lent until the main process drops them)."""
-        lending = self.lending
-        out = LentBatch()
-        out.lent, out.lender, out.slots = self.lent, self.lender, {}
+    def lend_batch(self, batch: dict[str, Any], *, as_tensors: bool = True) -> "LentBatch":
+        """The batch to hand to the main process, each feature read into a segment marked lent
+        until the main process drops it. With `as_tensors` its values are what default collate
+        makes (the features being the segments themselves); without, they stay the batch's
+        numpy arrays, which torch's `default_convert` wraps as tensors over the same memory
+        (`DataLoader(split, batch_size=None, ...)`): either way the segment is what is sent."""
+        segments = {}
         for key, value in batch.items():
             segment = (self._segments.get(id(value.base))
-                       if lending and key != ID and value.flags.c_contiguous else None)
-            if segment is None:
-                out[key] = _uncopied(key, value)
-                continue
-            tensor, slot = segment
-            offset = value.ctypes.data - tensor.data_ptr()
-            out[key] = (tensor[offset:offset + value.nbytes]
-                        .view(_torch_dtype(value.dtype)).view(value.shape))
-            out.slots[key] = slot
-            self._lent_bytes[slot] = 1
+                       if self.lending and key != ID and value.flags.c_contiguous else None)
+            if segment is not None:
+                tensor, slot = segment
+                offset = value.ctypes.data - tensor.data_ptr()
+                view = tensor[offset:offset + value.nbytes].view(_torch_dtype(value.dtype))
+                segments[key] = (view.view(value.shape), slot)
+                self._lent_bytes[slot] = 1
+        out = LentBatch(batch if not as_tensors else {
+            key: segments[key][0] if key in segments else _uncopied(key, value)
+            for key, value in batch.items()})
+        out.lent, out.lender, out.segments = self.lent, self.lender, segments
         self.lends += 1
         self._forget_unreturned(0 if not self.lending else self.max_lent_bytes)
         return out
@@ -190,26 +209,55 @@ BY_VALUE_BYTES = 64 << 10
 
 class LentBatch(dict):
     """A worker's batch on its way to the main process; unpickled there as a plain dict whose
-    segments the main process hands back once it drops them (`_received`). A shallow copy is
-    still lent; unpickled in the process that lent it (a deep copy, say) it hands nothing back."""
+    segments the main process hands back once it drops them (`_received`). A value still over
+    its segment's memory (the segment's view itself, its numpy array, or a tensor wrapping
+    that) is sent as the segment; a value replaced by other memory is sent as it is. A shallow
+    copy is still lent; unpickled in the process that lent it (a deep copy, say) it hands
+    nothing back."""
 
-    __slots__ = ("lent", "lender", "slots")
+    __slots__ = ("lent", "lender", "segments")
 
     def __copy__(self) -> "LentBatch":
         copied = LentBatch(self)
-        copied.lent, copied.lender, copied.slots = self.lent, self.lender, dict(self.slots)
+        copied.lent, copied.lender = self.lent, self.lender
+        copied.segments = dict(self.segments)
         return copied
+
+    @property
+    def slots(self) -> dict[str, int]:
+        """The lent slot of each feature read into a segment."""
+        return {key: slot for key, (_, slot) in self.segments.items()}
 
     def __reduce__(self) -> tuple[Any, ...]:
         pool = buffers.process_pool()
         if isinstance(pool, SharedBufferPool):
             pool.sends += 1
-        small = [key for key, value in self.items()
-                 if key not in self.slots and isinstance(value, torch.Tensor)
-                 and value.nbytes <= BY_VALUE_BYTES and not value.is_shared()]
-        values = {key: (value.numpy() if key in small else value) for key, value in self.items()}
+        values, slots, small = dict(self), {}, []
+        for key, value in self.items():
+            view, slot = self.segments.get(key, (None, None))
+            if view is not None and _over(value, view):
+                values[key], slots[key] = view, slot
+            elif (isinstance(value, torch.Tensor) and value.nbytes <= BY_VALUE_BYTES
+                  and not value.is_shared()):
+                values[key] = value.numpy()
+                small.append(key)
         lent = None if self.lent[KNOWN] else self.lent  # the main process has them already
-        return _received, (values, small, lent, self.lender, self.slots, os.getpid())
+        return _received, (values, small, lent, self.lender, slots, os.getpid())
+
+
+def _over(value: Any, view: torch.Tensor) -> bool:
+    """Whether `value` (a tensor or numpy array) is `view`'s memory, as `view` reads it."""
+    if value is view:
+        return True
+    if isinstance(value, torch.Tensor):
+        address, dtype, contiguous = value.data_ptr(), value.dtype, value.is_contiguous()
+    elif isinstance(value, np.ndarray):
+        address, contiguous = value.ctypes.data, value.flags.c_contiguous
+        dtype = _torch_dtype(value.dtype)
+    else:
+        return False
+    return (contiguous and address == view.data_ptr() and dtype == view.dtype
+            and tuple(value.shape) == tuple(view.shape))
 
 
 #: In the main process: (weak reference to a received segment's storage, its worker's `lent`, its
