@@ -139,10 +139,13 @@ def _assert_intact(kept, expected) -> None:
 
 
 @pytest.mark.parametrize("strategy", ["file_descriptor", "file_system"])
-def test_batches_the_main_process_keeps_are_never_written_over(train, strategy):
+def test_batches_the_main_process_keeps_are_never_written_over(train, strategy, monkeypatch):
     torch = pytest.importorskip("torch")
     import torch.multiprocessing
 
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])
     expected = _expected(train)
     previous = torch.multiprocessing.get_sharing_strategy()
     torch.multiprocessing.set_sharing_strategy(strategy)
@@ -152,7 +155,7 @@ def test_batches_the_main_process_keeps_are_never_written_over(train, strategy):
     finally:
         torch.multiprocessing.set_sharing_strategy(previous)
     assert len(kept) == 3 * ((len(train) + 1) // 2)
-    assert all(batch["flow"].is_shared() for batch in kept)  # the segments, as torch passed them
+    assert len(adapter._BORROWED) == 2 * len(kept)  # every feature lent, none handed back yet
     _assert_intact(kept, expected)
 
 
@@ -194,28 +197,53 @@ def test_only_the_features_travel_through_shared_memory_and_lent_only_at_first(t
 
     monkeypatch.setattr(adapter, "_BORROWED", [])
     monkeypatch.setattr(adapter, "_LENDERS", {})
-    received, known_lent = [], adapter._known_lent
+    received, known_lender = [], adapter._known_lender
 
-    def recording(lender, lent, pid, borrowed):
-        received.append(lent is not None)
-        return known_lent(lender, lent, pid, borrowed)
+    def recording(lender, shared, pid, borrowed):
+        received.append(shared is not None)
+        return known_lender(lender, shared, pid, borrowed)
 
-    monkeypatch.setattr(adapter, "_known_lent", recording)
+    monkeypatch.setattr(adapter, "_known_lender", recording)
     expected = _expected(train)
     loaders = [_loader(train, seed=seed) for seed in range(2)]
     kept = [batch for loader in loaders for _ in range(4) for batch in loader]
     _assert_intact(kept, expected)
-    assert all(batch["flow"].is_shared() and not batch["label"].is_shared() for batch in kept)
+    assert len(adapter._BORROWED) == 2 * len(kept)  # the features, lent
+    assert not any(batch["label"].is_shared() for batch in kept)
     assert kept[0]["label"].dtype == torch.int64
     # Each of the 4 workers sent its bytes with at most its first 3 batches (the DataLoader reads
     # 2 ahead per worker), never once the main process had them.
     assert len(received) == len(kept) >= 2 * 4 * 6
     assert 4 <= sum(received) <= 4 * 3
     assert len(adapter._LENDERS) == 4
-    # The bytes of workers gone, whose segments are all handed back, are let go.
+    # What is kept of workers gone, whose segments are all handed back, is let go.
     del kept, loaders  # their workers stop
     list(_loader(train))  # batches dropped at once
     assert len(adapter._LENDERS) == 2
+
+
+def test_a_segment_travels_once_and_is_only_named_after(train, monkeypatch):
+    """Once the main process has a segment mapped, batches read into it again only name it (no
+    file-descriptor round trip); the tensors it gets over that mapping are handed back as any."""
+    torch = pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])
+    monkeypatch.setattr(adapter, "_LENDERS", {})
+    arrivals, borrow = [], adapter._Lender.borrow
+
+    def recording(self, value, slot, number, offset):
+        arrivals.append((isinstance(value, torch.Tensor), id(self), slot, number))
+        return borrow(self, value, slot, number, offset)
+
+    monkeypatch.setattr(adapter._Lender, "borrow", recording)
+    segments, batches = _segments_lent(_loader(train, seed=3), 6, _expected(train))
+    sent = [arrival[1:] for arrival in arrivals if arrival[0]]
+    named = [arrival[1:] for arrival in arrivals if not arrival[0]]
+    assert len(arrivals) == 2 * batches >= 2 * 30
+    assert len(sent) == len(set(sent)) <= len(segments)  # each segment sent whole once
+    assert named and set(named) <= set(sent)  # then named, and only once it was sent
+    assert len(named) > len(sent)
 
 
 def test_without_shared_memory_workers_read_into_plain_buffers(train, monkeypatch):
@@ -325,6 +353,26 @@ def test_a_lent_batch_copied_or_unpickled_in_its_worker_stays_lent(train, monkey
     del again, shallow
     assert adapter._BORROWED == []  # nothing recorded in the lending process
     assert all(pool.lent[slot] == 1 for slot in batch.slots.values())
+    # Once a main process has the segments mapped, the batch only names them; unpickled here
+    # the names are this pool's segments again.
+    for segment in batch.segments.values():
+        pool.mapped[segment.slot] = segment.number
+    _, (values, *_) = batch.__reduce__()
+    assert isinstance(values["flow"], adapter._Named)
+    again = pickle.loads(pickle.dumps(batch))
+    np.testing.assert_array_equal(again["flow"].numpy(), batch["flow"].numpy())
+    assert again["flow"].data_ptr() == batch["flow"].data_ptr()
+
+
+def test_a_named_segment_outside_the_main_process_is_an_error(train, monkeypatch):
+    """A batch that names its worker's segments can only be read where they are mapped."""
+    torch = pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_LENDERS", {})
+    named = {"flow": adapter._Named(torch.float16, (2, 3)), "label": np.zeros(2, np.int64)}
+    with pytest.raises(RuntimeError, match="process other than the DataLoader's"):
+        adapter._received(named, ["label"], None, "elsewhere", {"flow": (0, 1, 0)}, -1)
 
 
 def _batched_loader(split, *, seed: int = 0):
@@ -351,8 +399,8 @@ def test_whole_batches_from_workers_are_lent_too_and_kept_intact(train, monkeypa
     kept = [batch for _ in range(3) for batch in loader]  # every batch of three epochs
     assert len(kept) == 3 * ((len(train) + 1) // 2)
     _assert_intact(kept, expected)
-    assert all(isinstance(batch["flow"], torch.Tensor) and batch["flow"].is_shared()
-               and batch["label"].dtype == torch.int64 for batch in kept)
+    assert all(isinstance(batch["flow"], torch.Tensor) and batch["label"].dtype == torch.int64
+               for batch in kept)
     # Lent: the main process tracks each batch's two feature segments until it drops them.
     assert len(adapter._BORROWED) == 2 * len(kept)
     del kept

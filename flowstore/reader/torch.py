@@ -27,12 +27,18 @@ copies it would make of each batch.
   sampler=BatchSampler(...))`: `split[positions]`, then torch's `default_convert`) gets the
   same: in a worker `split[positions]` is a `LentBatch` of numpy arrays over its segments
   (`read_to_lend`), and whatever wraps that memory is sent as the segment.
-- **Nothing else through shared memory.** torch hands every tensor over as a shared-memory
-  segment, and with its default sharing strategy (`file_descriptor`) each one costs the main
-  process a connection to the worker to receive its file descriptor: about half of what
-  carrying a batch over cost (benchmarks/README.md, "Issue 13"). So a batch's small tensors
-  (`label`) travel by value, and the `lent` bytes only until the main process has them: its
-  first batch from a worker keeps them (`_LENDERS`) and says so in their last byte.
+- **Each segment through shared memory once.** torch hands every tensor over as a
+  shared-memory segment, and with its default sharing strategy (`file_descriptor`) each one
+  costs the main process a connection to the worker to receive its file descriptor: about half
+  of what carrying a batch over cost (benchmarks/README.md, "Issue 13"). So a batch's small
+  tensors (`label`) travel by value; the pool's shared state (`lent`, `mapped`) only until the
+  main process has it (its first batch from a worker keeps it, `_LENDERS`, and says so in the
+  last byte of `lent`); and a feature's segment only the first time: the main process keeps a
+  mapping of each segment it receives and says so in `mapped`, and later batches read into
+  that segment only name it (`_Named`). The main process gives each batch tensors over its
+  mapping with storages of their own (`_Lender.borrow`), so their death still says the batch
+  was dropped. The price: the main process holds the segments of a worker until that worker
+  is gone and the next DataLoader's workers send their first batch.
 
 The result is what default collate makes of plain samples: features and `label` as tensors of
 the same dtypes and shapes, `id` as a list of strings, and in the main process a plain dict.
@@ -40,11 +46,14 @@ the same dtypes and shapes, `id` as a list of strings, and in the main process a
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import threading
 import uuid
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -110,7 +119,10 @@ class SharedBufferPool(buffers.BufferPool):
 
     A segment is free when nothing in this process refers to it (as in any `BufferPool`) and
     its byte in `lent` is 0: set when a batch of it is handed to the main process, cleared by
-    the main process once it has dropped that batch's tensors.
+    the main process once it has dropped that batch's tensors. Each segment has a number, new
+    for every segment the pool allocates; the main process writes into `mapped` the number of
+    each slot's segment it has kept a mapping of, and from then on a batch names that segment
+    instead of sending it (`LentBatch.__reduce__`).
 
     A collate that calls default collate and repackages its batch (`lambda b:
     tuple(default_collate(b).values())`) hides the batch from `_received`, so its segments never
@@ -133,17 +145,21 @@ class SharedBufferPool(buffers.BufferPool):
         self.lends = self.sends = 0
         # One byte per slot, and one more (`KNOWN`), set by the main process once it keeps them.
         self.lent = torch.zeros(slots + 1, dtype=torch.uint8).share_memory_()
+        # Per slot, the number of the segment the main process has a mapping of (0: none).
+        self.mapped = torch.zeros(slots, dtype=torch.int64).share_memory_()
         self.lender = f"{os.getpid()}-{uuid.uuid4().hex}"
         self._lent_bytes = self.lent.numpy()  # the same memory, read without torch's dispatch
-        self._segments: dict[int, tuple[torch.Tensor, int]] = {}  # id(raw) -> (tensor, slot)
+        # id(raw) -> (segment, slot, number)
+        self._segments: dict[int, tuple[torch.Tensor, int, int]] = {}
         self._free_slots = list(range(slots - 1, -1, -1))
+        self._numbers = itertools.count(1)
 
     def _allocate(self, size: int) -> np.ndarray:
         if not self._free_slots:
             return super()._allocate(size)
         segment = torch.empty(size, dtype=torch.uint8).share_memory_()
         raw = segment.numpy()
-        self._segments[id(raw)] = (segment, self._free_slots.pop())
+        self._segments[id(raw)] = (segment, self._free_slots.pop(), next(self._numbers))
         return raw
 
     def _lent(self, raw: np.ndarray) -> bool:
@@ -154,6 +170,13 @@ class SharedBufferPool(buffers.BufferPool):
         segment = self._segments.pop(id(raw), None)
         if segment is not None:
             self._free_slots.append(segment[1])
+
+    def segment(self, slot: int, number: int) -> torch.Tensor | None:
+        """The segment `number` in `slot`, while this pool still has it."""
+        for segment, its_slot, its_number in list(self._segments.values()):
+            if its_slot == slot and its_number == number:
+                return segment
+        return None
 
     @property
     def lending(self) -> bool:
@@ -171,15 +194,16 @@ class SharedBufferPool(buffers.BufferPool):
             segment = (self._segments.get(id(value.base))
                        if self.lending and key != ID and value.flags.c_contiguous else None)
             if segment is not None:
-                tensor, slot = segment
+                tensor, slot, number = segment
                 offset = value.ctypes.data - tensor.data_ptr()
                 view = tensor[offset:offset + value.nbytes].view(_torch_dtype(value.dtype))
-                segments[key] = (view.view(value.shape), slot)
+                segments[key] = _Segment(view.view(value.shape), slot, number, offset)
                 self._lent_bytes[slot] = 1
         out = LentBatch(batch if not as_tensors else {
-            key: segments[key][0] if key in segments else _uncopied(key, value)
+            key: segments[key].view if key in segments else _uncopied(key, value)
             for key, value in batch.items()})
-        out.lent, out.lender, out.segments = self.lent, self.lender, segments
+        out.lent, out.mapped, out.lender, out.segments = (self.lent, self.mapped, self.lender,
+                                                          segments)
         self.lends += 1
         self._forget_unreturned(0 if not self.lending else self.max_lent_bytes)
         return out
@@ -201,6 +225,21 @@ class SharedBufferPool(buffers.BufferPool):
             self._buffers = [raw for raw in self._buffers if id(raw) not in dropped]
 
 
+class _Segment(NamedTuple):
+    """Where a lent feature lies: its view of the segment, the segment's slot and number, and
+    the view's first byte in the segment."""
+    view: torch.Tensor
+    slot: int
+    number: int
+    offset: int
+
+
+class _Named(NamedTuple):
+    """A lent feature sent by name: its segment is already mapped in the main process."""
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+
 #: The last byte of a pool's `lent`: set once a main process keeps them (`_LENDERS`).
 KNOWN = -1
 #: Tensors up to this size travel by value: cheaper than a shared-memory segment of their own.
@@ -211,38 +250,42 @@ class LentBatch(dict):
     """A worker's batch on its way to the main process; unpickled there as a plain dict whose
     segments the main process hands back once it drops them (`_received`). A value still over
     its segment's memory (the segment's view itself, its numpy array, or a tensor wrapping
-    that) is sent as the segment; a value replaced by other memory is sent as it is. A shallow
-    copy is still lent; unpickled in the process that lent it (a deep copy, say) it hands
-    nothing back."""
+    that) is sent as the segment, or only named once the main process has the segment mapped;
+    a value replaced by other memory is sent as it is. A shallow copy is still lent; unpickled
+    in the process that lent it (a deep copy, say) it hands nothing back."""
 
-    __slots__ = ("lent", "lender", "segments")
+    __slots__ = ("lent", "mapped", "lender", "segments")
 
     def __copy__(self) -> "LentBatch":
         copied = LentBatch(self)
-        copied.lent, copied.lender = self.lent, self.lender
+        copied.lent, copied.mapped, copied.lender = self.lent, self.mapped, self.lender
         copied.segments = dict(self.segments)
         return copied
 
     @property
     def slots(self) -> dict[str, int]:
         """The lent slot of each feature read into a segment."""
-        return {key: slot for key, (_, slot) in self.segments.items()}
+        return {key: segment.slot for key, segment in self.segments.items()}
 
     def __reduce__(self) -> tuple[Any, ...]:
         pool = buffers.process_pool()
         if isinstance(pool, SharedBufferPool):
             pool.sends += 1
-        values, slots, small = dict(self), {}, []
+        values, where, small = dict(self), {}, []
         for key, value in self.items():
-            view, slot = self.segments.get(key, (None, None))
-            if view is not None and _over(value, view):
-                values[key], slots[key] = view, slot
+            segment = self.segments.get(key)
+            if segment is not None and _over(value, segment.view):
+                where[key] = segment.slot, segment.number, segment.offset
+                values[key] = (_Named(segment.view.dtype, tuple(segment.view.shape))
+                               if int(self.mapped[segment.slot]) == segment.number
+                               else segment.view)
             elif (isinstance(value, torch.Tensor) and value.nbytes <= BY_VALUE_BYTES
                   and not value.is_shared()):
                 values[key] = value.numpy()
                 small.append(key)
-        lent = None if self.lent[KNOWN] else self.lent  # the main process has them already
-        return _received, (values, small, lent, self.lender, slots, os.getpid())
+        # The pool's shared state, until the main process has it.
+        shared = None if self.lent[KNOWN] else (self.lent, self.mapped)
+        return _received, (values, small, shared, self.lender, where, os.getpid())
 
 
 def _over(value: Any, view: torch.Tensor) -> bool:
@@ -260,16 +303,56 @@ def _over(value: Any, view: torch.Tensor) -> bool:
             and tuple(value.shape) == tuple(view.shape))
 
 
+@dataclass
+class _Lender:
+    """In the main process, what it keeps of one worker's pool: the pool's `lent` and `mapped`,
+    the worker's pid, and a mapping of each slot's segment it has received (slot -> (number,
+    the segment's bytes)), which later batches only name."""
+    pid: int
+    lent: torch.Tensor
+    mapped: torch.Tensor
+    segments: dict[int, tuple[int, np.ndarray]] = field(default_factory=dict)
+
+    def borrow(self, value: torch.Tensor | _Named, slot: int, number: int,
+               offset: int) -> torch.Tensor:
+        """A lent feature as a tensor over the kept mapping of its segment (kept now if
+        `value` is the segment itself), with a storage of its own, whose death says that the
+        main process has dropped the feature."""
+        memory = self.segments.get(slot)
+        if isinstance(value, torch.Tensor):
+            if memory is None or memory[0] != number:
+                storage = value.untyped_storage()
+                whole = torch.empty(0, dtype=torch.uint8).set_(storage, 0, (storage.nbytes(),))
+                memory = self.segments[slot] = number, whole.numpy()
+                self.mapped[slot] = number
+            dtype, shape = value.dtype, tuple(value.shape)
+        else:
+            if memory is None or memory[0] != number:
+                raise RuntimeError(f"a DataLoader worker named shared-memory segment {number} "
+                                   f"(slot {slot}) that this process has no mapping of")
+            dtype, shape = value
+        return _over_memory(memory[1], offset, dtype, shape)
+
+
+def _over_memory(memory: np.ndarray, offset: int, dtype: torch.dtype,
+                 shape: tuple[int, ...]) -> torch.Tensor:
+    """A tensor of `dtype` and `shape` over `memory` from byte `offset` on, with a storage of
+    its own (not `memory`'s)."""
+    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    return torch.from_numpy(memory[offset:offset + nbytes]).view(dtype).view(shape)
+
+
 #: In the main process: (weak reference to a received segment's storage, its worker's `lent`, its
 #: slot), for every segment not yet handed back.
 _BORROWED: list[tuple[Any, torch.Tensor, int]] = []
 _BORROWED_LOCK = threading.Lock()  # the pin-memory thread unpickles batches too
-#: In the main process: each worker pool's `lent` (by `SharedBufferPool.lender`), and its pid.
-_LENDERS: dict[str, tuple[int, torch.Tensor]] = {}
+#: In the main process: each worker pool's state (by `SharedBufferPool.lender`).
+_LENDERS: dict[str, _Lender] = {}
 
 
-def _received(batch: dict[str, Any], small: list[str], lent: torch.Tensor | None, lender: str,
-              slots: dict[str, int], pid: int) -> dict[str, Any]:
+def _received(batch: dict[str, Any], small: list[str],
+              shared: tuple[torch.Tensor, torch.Tensor] | None, lender: str,
+              where: dict[str, tuple[int, int, int]], pid: int) -> dict[str, Any]:
     """Unpickling a `LentBatch` in the main process: hand back the segments whose tensors all
     died since the last batch, and remember this batch's. In the lending process itself the
     segments stay lent: this process's tensors dying says nothing of the main process's (nor
@@ -279,7 +362,7 @@ def _received(batch: dict[str, Any], small: list[str], lent: torch.Tensor | None
     for key in small:
         batch[key] = torch.from_numpy(batch[key])
     if pid == os.getpid():
-        return batch
+        return _in_lender(batch, where)
     with _BORROWED_LOCK:
         still = []
         for storage, owner, slot in _BORROWED:
@@ -287,29 +370,50 @@ def _received(batch: dict[str, Any], small: list[str], lent: torch.Tensor | None
                 owner[slot] = 0
             else:
                 still.append((storage, owner, slot))
-        lent = _known_lent(lender, lent, pid, still)
-        if lent is not None:
-            still += [(StorageWeakRef(batch[key].untyped_storage()), lent, slot)
-                      for key, slot in slots.items()]
+        known = _known_lender(lender, shared, pid, still)
+        for key, (slot, number, offset) in where.items():
+            if known is None:
+                if isinstance(batch[key], _Named):
+                    raise RuntimeError("a batch that names its DataLoader worker's shared "
+                                       "memory reached a process other than the DataLoader's")
+                continue
+            batch[key] = known.borrow(batch[key], slot, number, offset)
+            still.append((StorageWeakRef(batch[key].untyped_storage()), known.lent, slot))
         _BORROWED[:] = still
     return batch
 
 
-def _known_lent(lender: str, lent: torch.Tensor | None, pid: int,
-                borrowed: list[tuple[Any, torch.Tensor, int]]) -> torch.Tensor | None:
-    """The `lent` bytes of `lender`'s pool: kept from its first batch on (the worker then sends
-    none), and let go once its worker is gone and no segment of it is `borrowed` any more."""
+def _in_lender(batch: dict[str, Any], where: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
+    """A batch unpickled in the worker that lent it: named features are views of its segments."""
+    pool = buffers.process_pool()
+    for key, (slot, number, offset) in where.items():
+        value = batch[key]
+        if isinstance(value, _Named):
+            segment = pool.segment(slot, number) if isinstance(pool, SharedBufferPool) else None
+            if segment is None:
+                raise RuntimeError(f"a DataLoader worker's batch names shared-memory segment "
+                                   f"{number} (slot {slot}), which its pool no longer has")
+            batch[key] = _over_memory(segment.numpy(), offset, *value)
+    return batch
+
+
+def _known_lender(lender: str, shared: tuple[torch.Tensor, torch.Tensor] | None, pid: int,
+                  borrowed: list[tuple[Any, torch.Tensor, int]]) -> _Lender | None:
+    """What the main process keeps of `lender`'s pool: kept from its first batch on (the worker
+    then sends its shared state no more), and let go, mappings and all, once its worker is gone
+    and no segment of it is `borrowed` any more."""
     if lender in _LENDERS:
-        return _LENDERS[lender][1]
-    if lent is None:
+        return _LENDERS[lender]
+    if shared is None:
         return None
     in_use = {id(owner) for _, owner, _ in borrowed}
-    for name, (owner_pid, owner) in list(_LENDERS.items()):
-        if id(owner) not in in_use and not _alive(owner_pid):
+    for name, known in list(_LENDERS.items()):
+        if id(known.lent) not in in_use and not _alive(known.pid):
             del _LENDERS[name]
-    _LENDERS[lender] = (pid, lent)
+    lent, mapped = shared
+    known = _LENDERS[lender] = _Lender(pid, lent, mapped)
     lent[KNOWN] = 1
-    return lent
+    return known
 
 
 def _alive(pid: int) -> bool:
@@ -326,10 +430,11 @@ def _alive(pid: int) -> bool:
 def shared_memory_works() -> bool:
     """Whether this torch behaves as `SharedBufferPool` and `_received` assume, checked once
     per process: a tensor moved to shared memory reports its storage shared and keeps its
-    memory, views of it are views, and `StorageWeakRef` (torch.multiprocessing.reductions, not
+    memory, views of it are views, `StorageWeakRef` (torch.multiprocessing.reductions, not
     a documented API; torch's sharing cache uses it) sees a storage die only when its last
-    tensor, or numpy view of one, is gone. If not, workers keep plain buffers and torch copies
-    them, as it always did."""
+    tensor, or numpy view of one, is gone, and a tensor made over a kept mapping of the segment
+    has a storage of its own, which dies with it while the mapping lives on. If not, workers
+    keep plain buffers and torch copies them, as it always did."""
     try:
         from torch.multiprocessing.reductions import StorageWeakRef
 
@@ -339,13 +444,21 @@ def shared_memory_works() -> bool:
         same_memory = (raw.ctypes.data == segment.data_ptr()
                        and view.data_ptr() == segment.data_ptr() + 8
                        and segment.untyped_storage().is_shared())
+        kept = torch.empty(0, dtype=torch.uint8).set_(segment.untyped_storage(), 0, (64,))
+        borrowed = _over_memory(kept.numpy(), 8, torch.float16, (4,))
+        own = StorageWeakRef(borrowed.untyped_storage())
+        same_memory = same_memory and borrowed.data_ptr() == segment.data_ptr() + 8
+        alive = [not own.expired()]
+        del borrowed
+        owns = own.expired()
+        del kept
         storage = StorageWeakRef(segment.untyped_storage())
-        alive = [not storage.expired()]
+        alive.append(not storage.expired())
         del segment
         alive.append(not storage.expired())  # the float16 view and the numpy view keep it
         del view
         alive.append(not storage.expired())  # the numpy view keeps it
         del raw
-        return same_memory and all(alive) and storage.expired()
+        return same_memory and owns and all(alive) and storage.expired()
     except Exception:  # noqa: BLE001 (any failure means: do not rely on it)
         return False
