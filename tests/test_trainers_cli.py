@@ -165,3 +165,38 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     assert "| TV-HI flow | tuned, epochs 20 | 0 | 0.50 | - | 0.50-0.50 |" in rows
     assert "| TV-HI flow | tuned, epochs 40 | 1 | 0.60 | - | 0.60-0.60 |" in rows
     assert "| TV-HI flow | report | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
+
+
+def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
+    """Runs of one recipe whose chains start from other Stanford-40 runs are other experiments:
+    a frames run by its transfer base, a two-stream run by its frames run's base; each row
+    names the base it starts from."""
+    runs = tmp_path / "runs"
+
+    def run(name, model, seed, accuracy, bases=None, store="tvhi"):
+        folder = runs / name
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"")
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": model, "created": f"2026-01-01T00:00:{len(list(runs.iterdir())):02d}",
+            "seed": seed, "recipe": {"learning_rate": 1e-4, "epochs": 30, "recipe_set": "tuned"},
+            "augment": False, "mixed_precision": False,
+            "store": {"dataset": store, "fingerprint": store},
+            "bases": {key: str((runs / value).resolve()) for key, value in (bases or {}).items()},
+            "test": {"accuracy": accuracy, "loss": 1.0}}))
+
+    run("img-a", "image", 0, 0.27, store="stanford40")
+    run("img-b", "image", 0, 0.30, store="stanford40")
+    for seed in (0, 1):
+        run(f"flow-{seed}", "flow", seed, 0.30)
+        for base, accuracy in (("a", 0.30), ("b", 0.20)):
+            run(f"frames-{base}{seed}", "frames", seed, accuracy, {"image": f"img-{base}"})
+            run(f"two-{base}{seed}", "two_stream", seed, accuracy + 0.1,
+                {"frames": f"frames-{base}{seed}", "flow": f"flow-{seed}"})
+    text = runner.invoke(app, ["report", str(runs)]).output
+    rows = [line for line in text.splitlines() if line.startswith("| TV-HI ")]
+    assert "| TV-HI frame | tuned, from img-a | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
+    assert "| TV-HI frame | tuned, from img-b | 0, 1 | 0.20 | 0.00 | 0.20-0.20 |" in rows
+    assert "| TV-HI two-stream | tuned, from img-a | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
+    assert "| TV-HI two-stream | tuned, from img-b | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
+    assert "| TV-HI flow | tuned | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows

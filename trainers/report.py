@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
-from trainers.runs import RunRecord, latest_runs, list_runs
+from trainers.runs import RunRecord, latest_runs, list_runs, read_run
 
 if TYPE_CHECKING:
     from trainers.run import Outcome
@@ -77,24 +77,55 @@ def table_2(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     return render(["Model", "Test acc", "Test loss", "Model size (GB)"], rows)
 
 
+def transfer_origins(record: RunRecord,
+                     known: dict[str, RunRecord] | None = None) -> tuple[str, ...]:
+    """The pretrained runs a run's chain starts from, by directory name: its transfer bases
+    (`transfers_from`), and those of the runs it freezes (`requires`: a two-stream run's frames
+    run's Stanford-40 base); "scratch" where a transfer base was missing. `known` maps resolved
+    run paths to records already read."""
+    known = known or {}
+    origins: set[str] = set()
+    pending, seen = [record], set()
+    while pending:
+        run = pending.pop()
+        try:
+            entry = get_model(run.model)
+        except UnknownModelError:
+            continue
+        for name, path in (run.metrics.get("bases") or {}).items():
+            if name in entry.transfers_from:
+                origins.add(Path(path).name if path else "scratch")
+            elif name in entry.requires and path and path not in seen:
+                seen.add(path)
+                base = known.get(path) or read_run(path)
+                if base is not None:
+                    pending.append(base)
+    return tuple(sorted(origins))
+
+
 def seed_groups(records: Iterable[RunRecord]) -> list[list[RunRecord]]:
     """Runs that differ only in their seed, grouped: the same model, store and training
-    (recipe, augmentation, precision), in `_ordered` order of each group's first run. One seed
-    of 100 TV-HI test clips moves test accuracy by several points, so a figure worth quoting is
-    a group's mean and spread, not one run's."""
+    (recipe, augmentation, precision) and the same pretrained runs at the start of their chain
+    (`transfer_origins`), in `_ordered` order of each group's first run. One seed of 100 TV-HI
+    test clips moves test accuracy by several points, so a figure worth quoting is a group's
+    mean and spread, not one run's."""
+    records = _ordered(records)
+    known = {str(r.path.resolve()): r for r in records}
     groups: dict[str, list[RunRecord]] = {}
-    for r in _ordered(records):
+    for r in records:
         training = {k: v for k, v in r.training.items() if k != "seed"}
-        key = json.dumps([r.model, r.fingerprint, training],
+        key = json.dumps([r.model, r.fingerprint, training, transfer_origins(r, known)],
                          sort_keys=True, default=str)
         groups.setdefault(key, []).append(r)
     return list(groups.values())
 
 
-def _recipe_labels(groups: list[list[RunRecord]]) -> list[str]:
+def _group_labels(groups: list[list[RunRecord]]) -> list[str]:
     """Each group's recipe set; where groups of one model share a set but not all its values
     (a tuned recipe lengthened with `--epochs`, say), the values this group has in the fields
-    they differ in, so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6"."""
+    they differ in, and where they share those but start from other pretrained runs, those
+    runs, so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
+    image-efa44fb5-20261201-154435"."""
     recipes = [(group[0].model, group[0].metrics.get("recipe") or {}) for group in groups]
     labels = []
     for model, recipe in recipes:
@@ -104,6 +135,13 @@ def _recipe_labels(groups: list[list[RunRecord]]) -> list[str]:
         differing = sorted({key for other in others for key in {*other, *recipe}
                             if other.get(key) != recipe.get(key)})
         labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
+    known = {str(r.path.resolve()): r for group in groups for r in group}
+    origins = [transfer_origins(group[0], known) for group in groups]
+    for i, (model, _) in enumerate(recipes):
+        alike = [j for j, (other, _) in enumerate(recipes)
+                 if other == model and labels[j].split(", from ")[0] == labels[i]]
+        if len({origins[j] for j in alike}) > 1 and origins[i]:
+            labels[i] += ", from " + " + ".join(origins[i])
     return labels
 
 
@@ -111,7 +149,7 @@ def table_seeds(records: Iterable[RunRecord], render: Render = _markdown) -> str
     """Test accuracy over seeds (`seed_groups`): mean, sample standard deviation, range."""
     rows = []
     groups = seed_groups(records)
-    for group, recipe in zip(groups, _recipe_labels(groups), strict=True):
+    for group, recipe in zip(groups, _group_labels(groups), strict=True):
         accuracies = [float(r.metrics["test"]["accuracy"]) for r in group
                       if (r.metrics.get("test") or {}).get("accuracy") is not None]
         seeds = ", ".join(str(r.metrics.get("seed", "-")) for r in group)
