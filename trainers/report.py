@@ -137,12 +137,15 @@ def _group_labels(groups: list[list[RunRecord]]) -> list[str]:
         labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
     known = {str(r.path.resolve()): r for group in groups for r in group}
     origins = [transfer_origins(group[0], known) for group in groups]
-    for i, (model, _) in enumerate(recipes):
-        alike = [j for j, (other, _) in enumerate(recipes)
-                 if other == model and labels[j].split(", from ")[0] == labels[i]]
-        if len({origins[j] for j in alike}) > 1 and origins[i]:
-            labels[i] += ", from " + " + ".join(origins[i])
-    return labels
+    models = [model for model, _ in recipes]
+    named = []
+    for model, label, origin in zip(models, labels, origins, strict=True):
+        alike = {other_origin for other_model, other_label, other_origin
+                 in zip(models, labels, origins, strict=True)
+                 if (other_model, other_label) == (model, label)}
+        named.append(f"{label}, from {' + '.join(origin)}" if len(alike) > 1 and origin
+                     else label)
+    return named
 
 
 def table_seeds(records: Iterable[RunRecord], render: Render = _markdown) -> str:
