@@ -442,3 +442,35 @@ def test_a_prerequisite_is_reused_only_if_it_started_from_the_named_base(tmp_pat
     assert find_run(runs, "frames").path.name == "frames-b"  # the latest
     assert find_run(runs, "frames", bases={"image": "/runs/image-1"}).path.name == "frames-a"
     assert find_run(runs, "frames", bases={"image": "/runs/image-3"}) is None
+
+
+def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monkeypatch):
+    """After a new Stanford-40 run, `two_stream` would transfer its frames model from it, so a
+    frames run transferred from the older one is not reused (different parameters never
+    silently mix); the flow run, which transfers from nothing, still is."""
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32)
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4)
+    runs = tmp_path / "runs"
+    image = ("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    two_stream = ("run", "two_stream", "--store", str(tvhi), "--runs-dir", str(runs),
+                  "--epochs", "1")
+    _invoke(*image)
+    _invoke(*two_stream)
+    old_frames = next(r for r in list_runs(runs) if r.model == "frames")
+    _invoke(*image)
+    newest_image = [r for r in list_runs(runs) if r.model == "image"][-1]
+    import trainers.fit
+
+    started_from: dict[str, object] = {}
+
+    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
+        started_from[model] = {name: run and run.path for name, run in (bases or {}).items()}
+        return read_run(old_frames.path)  # any finished record will do: nothing is trained
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    result = _invoke(*two_stream)
+    assert set(started_from) == {"frames", "two_stream"}  # flow reused
+    assert started_from["frames"] == {"image": newest_image.path}
+    assert (f"not reusing frames run {old_frames.path} (same store and recipe, but it started "
+            f"from image run {old_frames.metrics['bases']['image'].split('/')[-1]}, not image "
+            f"run {newest_image.path.name})") in result.stdout

@@ -184,7 +184,14 @@ TUNED_RECIPES: Mapping[str, Recipe] = {
     # and a 60-epoch run (`--epochs 60`, which keeps the warm-up's tenth: 6 epochs) passed the
     # 30-epoch run's best validation loss (2.904) by its epoch 26 (2.885; accuracy 0.285).
     # Chosen on training and validation scores, before that run was tested.
-    "image": _tuned(learning_rate=1e-4, batch_size=8, epochs=60, warmup_epochs=6),
+    # Weight decay 0.5, not the set's 0.05: the 60-epoch run overfitted from its best epoch, 33,
+    # on (training accuracy 0.37 -> 0.55, validation 0.28-0.29), and AdamW's decay per step is
+    # learning rate x weight decay, which the literature's 0.05 sets at about 5e-5 with its
+    # learning rates of about 1e-3; at this model's 1e-4 it was 5e-6. 0.5 restores 5e-5. The
+    # rule, fixed before the run: adopt it if its best validation loss beats 2.812 (the 60-epoch
+    # run's); it did by epoch 37 (2.805), before the run reached its test.
+    "image": _tuned(learning_rate=1e-4, batch_size=8, epochs=60, warmup_epochs=6,
+                    weight_decay=0.5),
     # The base stays frozen, as the report has it (`fine_tune_base` False). Fine-tuning its
     # convolutions too was measured on the real TV-HI clips from the tuned Stanford-40 base,
     # by 5-fold cross-validation over train + val (`benchmarks/frames_transfer_features.py

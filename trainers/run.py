@@ -169,17 +169,43 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     """A finished run of `model` on the same store, found in the runs directory or trained."""
     config = session.config
     if config.reuse:
-        named = session.base
-        started_from = ({named.model: str(named.path.resolve())}
-                        if named is not None and named.model in get_model(model).transfers_from
-                        else None)
+        started_from = _current_bases(session, model, samples.info.size)
         found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint,
                           bases=started_from)
         if found is not None:
             session.outcomes.append(Outcome(found, trained=False))
             return found
+        other = find_run(config.runs_dir, model, fingerprint=samples.info.fingerprint,
+                         training=config.training_for(model))
+        if other is not None:
+            session.echo(f"not reusing {model} run {other.path} (same store and recipe, but "
+                         f"it started from {_started(other.metrics.get('bases') or {})}, "
+                         f"not {_started(started_from)})")
     session.echo(f"{config.model} needs a {model} run of this store; training it first")
     return _train(session, StoreSamples(session.store, model))
+
+
+def _current_bases(session: _Session, model: str, size: int | None) -> dict[str, str | None]:
+    """The runs `model` would transfer from if trained now (`--base`, or the latest run of each
+    base model that `_train` would take; None where it would start from scratch), which a
+    prerequisite run must have started from to be reused: after a new Stanford-40 run, a frames
+    run transferred from the old one is not the frames run this chain asks for."""
+    named, config = session.base, session.config
+    bases: dict[str, str | None] = {}
+    for base in get_model(model).transfers_from:
+        if named is not None and named.model == base:
+            bases[base] = str(named.path.resolve())
+            continue
+        training = {name: value for name, value in config.training_for(base).items()
+                    if name != "seed"}
+        current = find_run(config.runs_dir, base, size=size, training=training)
+        bases[base] = str(current.path.resolve()) if current is not None else None
+    return bases
+
+
+def _started(bases: dict[str, Any]) -> str:
+    return ", ".join(f"{model} run {Path(path).name}" if path else f"no {model} run"
+                     for model, path in bases.items()) or "no base"
 
 
 def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ...] = (),
