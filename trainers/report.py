@@ -103,29 +103,30 @@ def transfer_origins(record: RunRecord,
     return tuple(sorted(origins))
 
 
-def seed_groups(records: Iterable[RunRecord]) -> list[list[RunRecord]]:
+def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tuple[str, ...]]]:
     """Runs that differ only in their seed, grouped: the same model, store and training
     (recipe, augmentation, precision) and the same pretrained runs at the start of their chain
-    (`transfer_origins`), in `_ordered` order of each group's first run. One seed of 100 TV-HI
-    test clips moves test accuracy by several points, so a figure worth quoting is a group's
-    mean and spread, not one run's."""
+    (`transfer_origins`, given with each group), in `_ordered` order of each group's first run.
+    One seed of 100 TV-HI test clips moves test accuracy by several points, so a figure worth
+    quoting is a group's mean and spread, not one run's."""
     records = _ordered(records)
     known = {str(r.path.resolve()): r for r in records}
-    groups: dict[str, list[RunRecord]] = {}
+    groups: dict[str, tuple[list[RunRecord], tuple[str, ...]]] = {}
     for r in records:
         training = {k: v for k, v in r.training.items() if k != "seed"}
-        key = json.dumps([r.model, r.fingerprint, training, transfer_origins(r, known)],
-                         sort_keys=True, default=str)
-        groups.setdefault(key, []).append(r)
+        origins = transfer_origins(r, known)
+        key = json.dumps([r.model, r.fingerprint, training, origins], sort_keys=True,
+                         default=str)
+        groups.setdefault(key, ([], origins))[0].append(r)
     return list(groups.values())
 
 
-def _group_labels(groups: list[list[RunRecord]]) -> list[str]:
+def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]]) -> list[str]:
     """Each group's recipe set; where groups of one model share a set but not all its values
     (a tuned recipe lengthened with `--epochs`, say), the values this group has in the fields
     they differ in, and where they share those but start from other pretrained runs, those
-    runs, so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
-    image-efa44fb5-20261201-154435"."""
+    runs (`origins`, each group's `transfer_origins`), so that no two rows read alike: "tuned,
+    epochs 60, warmup_epochs 6", "tuned, from image-efa44fb5-20261201-154435"."""
     recipes = [(group[0].model, group[0].metrics.get("recipe") or {}) for group in groups]
     labels = []
     for model, recipe in recipes:
@@ -135,8 +136,6 @@ def _group_labels(groups: list[list[RunRecord]]) -> list[str]:
         differing = sorted({key for other in others for key in {*other, *recipe}
                             if other.get(key) != recipe.get(key)})
         labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
-    known = {str(r.path.resolve()): r for group in groups for r in group}
-    origins = [transfer_origins(group[0], known) for group in groups]
     models = [model for model, _ in recipes]
     named = []
     for model, label, origin in zip(models, labels, origins, strict=True):
@@ -151,8 +150,10 @@ def _group_labels(groups: list[list[RunRecord]]) -> list[str]:
 def table_seeds(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     """Test accuracy over seeds (`seed_groups`): mean, sample standard deviation, range."""
     rows = []
-    groups = seed_groups(records)
-    for group, recipe in zip(groups, _group_labels(groups), strict=True):
+    grouped = seed_groups(records)
+    groups = [group for group, _ in grouped]
+    labels = _group_labels(groups, [origins for _, origins in grouped])
+    for group, recipe in zip(groups, labels, strict=True):
         accuracies = [float(r.metrics["test"]["accuracy"]) for r in group
                       if (r.metrics.get("test") or {}).get("accuracy") is not None]
         seeds = ", ".join(str(r.metrics.get("seed", "-")) for r in group)

@@ -134,14 +134,7 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     bases: dict[str, RunRecord | None] = {}
     for base in samples.entry.transfers_from:
         size = samples.info.size
-        named = session.base
-        if named is not None and named.model == base:
-            _require_size(named, size, model)
-            session.echo(f"transferring from {base} run {named.path} (--base)")
-            bases[base] = named
-            continue
-        bases[base] = _reusable(session, base, "same input size", size=size,
-                                ignore=("seed",))
+        bases[base] = _transfer_base(session, base, size, model)
         if bases[base] is None:
             print(f"warning: no {base} run with {size}px inputs and the same recipe in "
                   f"{str(config.runs_dir)!r}; training {model} from scratch "
@@ -185,20 +178,28 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     return _train(session, StoreSamples(session.store, model))
 
 
+def _transfer_base(session: _Session, base: str, size: int | None, model: str, *,
+                   quiet: bool = False) -> RunRecord | None:
+    """The `base` run `model` transfers from: `--base`, or the latest run of `base` with the
+    same input size trained as this command would train it, any seed (None: none, so from
+    scratch); said on the output unless `quiet`."""
+    named = session.base
+    if named is not None and named.model == base:
+        _require_size(named, size, model)
+        if not quiet:
+            session.echo(f"transferring from {base} run {named.path} (--base)")
+        return named
+    return _reusable(session, base, "same input size", size=size, ignore=("seed",),
+                     quiet=quiet)
+
+
 def _current_bases(session: _Session, model: str, size: int | None) -> dict[str, str | None]:
-    """The runs `model` would transfer from if trained now (`--base`, or the latest run of each
-    base model that `_train` would take; None where it would start from scratch), which a
+    """The runs `model` would transfer from if trained now (`_transfer_base`), which a
     prerequisite run must have started from to be reused: after a new Stanford-40 run, a frames
     run transferred from the old one is not the frames run this chain asks for."""
-    named, config = session.base, session.config
     bases: dict[str, str | None] = {}
     for base in get_model(model).transfers_from:
-        if named is not None and named.model == base:
-            bases[base] = str(named.path.resolve())
-            continue
-        training = {name: value for name, value in config.training_for(base).items()
-                    if name != "seed"}
-        current = find_run(config.runs_dir, base, size=size, training=training)
+        current = _transfer_base(session, base, size, model, quiet=True)
         bases[base] = str(current.path.resolve()) if current is not None else None
     return bases
 
@@ -209,18 +210,21 @@ def _started(bases: dict[str, Any]) -> str:
 
 
 def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ...] = (),
-              **criteria: Any) -> RunRecord | None:
+              quiet: bool = False, **criteria: Any) -> RunRecord | None:
     """The latest run of `model` meeting `criteria` and trained as this run would train it
     (`ignore`: training fields not compared).
 
     Says which run is reused and why (`same` names what `criteria` ask for), or, when the
     latest run meeting `criteria` was trained otherwise, which one is not reused and what
-    differs, so that a user never wonders which weights a model started from.
+    differs, so that a user never wonders which weights a model started from; `quiet` says
+    nothing (a lookup, not a choice).
     """
     config = session.config
     training = {name: value for name, value in config.training_for(model).items()
                 if name not in ignore}
     found = find_run(config.runs_dir, model, training=training, **criteria)
+    if quiet:
+        return found
     if found is not None:
         session.echo(f"reusing {model} run {found.path} ({same}, same recipe)")
         return found

@@ -338,7 +338,7 @@ def _over_memory(memory: np.ndarray, offset: int, dtype: torch.dtype,
                  shape: tuple[int, ...]) -> torch.Tensor:
     """A tensor of `dtype` and `shape` over `memory` from byte `offset` on, with a storage of
     its own (not `memory`'s)."""
-    nbytes = math.prod(shape) * torch.empty(0, dtype=dtype).element_size()
+    nbytes = math.prod(shape) * dtype.itemsize
     return torch.from_numpy(memory[offset:offset + nbytes]).view(dtype).view(shape)
 
 
