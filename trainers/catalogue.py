@@ -63,6 +63,13 @@ class ModelEntry:
         return tuple(self.inputs.values())
 
     @property
+    def reads_steps(self) -> bool:
+        """Whether the model reads a per-step array (`frames`, `flow`: time, height, width,
+        channels), which a store built with `--sampling segments` holds segment by segment."""
+        shapes = array_shapes(1, 1)
+        return any(len(shapes.get(array, ())) == 4 for array in self.arrays)
+
+    @property
     def bases(self) -> tuple[str, ...]:
         """Every model whose run this one starts from or freezes."""
         return self.transfers_from + self.requires

@@ -65,6 +65,11 @@ def run(
                                  help="Random horizontal flips (frames and flow, dx negated)."),
     mixed_precision: bool = typer.Option(False, "--mixed-precision",
                                          help="mixed_float16 compute (for GPUs); logits float32."),
+    segment_views: bool = typer.Option(
+        False, "--segment-views",
+        help="On a store built with --sampling segments: train on one random segment of each "
+             "clip per epoch and score a clip by the mean of its segments' logits (TSN); "
+             "also for prerequisites that read flow or frames."),
     base: Optional[Path] = typer.Option(
         None, "--base", help="Run directory to transfer from (frames: an image run), however "
                              "it was trained; default: the latest run of the same input size, "
@@ -94,7 +99,7 @@ def run(
         keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
-                           seed=seed, augment=augment,
+                           seed=seed, augment=augment, segment_views=segment_views or None,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)

@@ -8,13 +8,15 @@ uses.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
-from flowstore.reader import colour_jitter, compose, horizontal_flip, random_resized_crop
+from flowstore.reader import (colour_jitter, compose, horizontal_flip, random_resized_crop,
+                              random_segment, segment_views)
 from flowstore.reader.dataset import Augmentation
+from trainers.errors import ModelConfigError
 from trainers.recipes import Recipe
 from trainers.samples import StoreSamples
 
@@ -76,3 +78,50 @@ def recipe_augmentation(recipe: Recipe, motion: Sequence[str], *,
 def class_counts(samples: StoreSamples, split: str) -> np.ndarray:
     """How many done samples of each class `split` holds (for logs and sanity checks)."""
     return np.bincount(samples.labels[samples.indices(split)], minlength=samples.num_classes)
+
+
+@dataclass(frozen=True)
+class SegmentViews:
+    """How a run under a `segment_views` recipe sees the clips of a segments store, over the
+    model's per-step inputs `keys`: in training one random segment per clip
+    (`random_segment`); when scored (validation, test, the report's predictions) every
+    segment of a clip as a row of its own (`every_segment`), the clip's logits the mean of its
+    segments' (`clip_logits`: TSN's consensus)."""
+
+    segments: int
+    keys: tuple[str, ...]
+
+    @classmethod
+    def of(cls, samples: StoreSamples, segment_views: bool) -> "SegmentViews | None":
+        """The views of `samples` when `segment_views` (a recipe's field), else None."""
+        if not segment_views:
+            return None
+        keys = samples.split("train").segmented_keys
+        if not keys:
+            raise ModelConfigError(f"segment views: {samples.model} reads no per-step array "
+                                   f"of a segments store")
+        return cls(int(samples.segments), keys)
+
+    def random_segment(self, batch: dict, rng: np.random.Generator) -> dict:
+        return random_segment(batch, rng, segments=self.segments, keys=self.keys)
+
+    def every_segment(self, batch: dict, rng: np.random.Generator | None = None) -> dict:
+        return segment_views(batch, segments=self.segments, keys=self.keys)
+
+    def random_then(self, augmentation: Augmentation | None) -> Augmentation:
+        """One random segment, then `augmentation` on it (cheaper than augmenting all K)."""
+        return compose(self.random_segment, augmentation) if augmentation else \
+            self.random_segment
+
+    def clip_logits(self, model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+        """Each clip's mean logits over its segments (float32, `(clips, classes)`) and its
+        label, from `dataset`'s batches of `every_segment` rows, in the dataset's order."""
+        import keras
+
+        clips, labels = [], []
+        for inputs, label in dataset:
+            logits = keras.ops.convert_to_numpy(
+                keras.ops.cast(model(inputs, training=False), "float32"))
+            clips.append(logits.reshape(-1, self.segments, logits.shape[-1]).mean(axis=1))
+            labels.append(keras.ops.convert_to_numpy(label)[::self.segments])
+        return np.concatenate(clips), np.concatenate(labels)

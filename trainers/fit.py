@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
-from trainers.data import InputOptions, make_dataset, recipe_augmentation
+from trainers.data import InputOptions, SegmentViews, make_dataset, recipe_augmentation
 from trainers.errors import ModelConfigError
 from trainers.models import fine_tune_transferred, parameter_counts
 from trainers.recipes import Recipe
@@ -264,19 +264,45 @@ class StepProgress(keras.callbacks.Callback):
             self._bar = None
 
 
+class ViewScores(keras.callbacks.Callback):
+    """Validation under segment views: each epoch's `val_loss` and `val_accuracy` are the
+    clip scores of `clip_scores`, written into the epoch's logs, so `BestEpoch`, the
+    history and the epoch line use them. List it after `RecalibrateBatchNorm` (which, with no
+    Keras validation, recalibrates in `on_epoch_end`) and before `BestEpoch`."""
+
+    def __init__(self, views: SegmentViews, validation: tf.data.Dataset) -> None:
+        super().__init__()
+        self.views, self.validation = views, validation
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            scores = clip_scores(self.model, self.views, self.validation)
+            logs["val_loss"], logs["val_accuracy"] = scores["loss"], scores["accuracy"]
+
+
+def clip_scores(model: keras.Model, views: SegmentViews,
+                dataset: tf.data.Dataset) -> dict[str, float]:
+    """The compiled loss and the accuracy of each clip scored by the mean of its segments'
+    logits (`SegmentViews.clip_logits`), as `model.evaluate` scores single samples."""
+    logits, labels = views.clip_logits(model, dataset)
+    loss = float(keras.ops.convert_to_numpy(model.loss(labels, logits)))
+    return {"loss": loss, "accuracy": float((logits.argmax(axis=-1) == labels).mean())}
+
+
 def _load(record: RunRecord) -> keras.Model:
     return keras.saving.load_model(record.model_file, compile=False)
 
 
-def build_for_store(samples: StoreSamples,
-                    bases: dict[str, RunRecord | None]) -> tuple[keras.Model, bool]:
-    """The model to train, shaped for the store and its classes, started from the base runs.
+def build_for_store(samples: StoreSamples, bases: dict[str, RunRecord | None],
+                    recipe: Recipe) -> tuple[keras.Model, bool]:
+    """The model to train, shaped for the store (one segment per per-step input under segment
+    views) and its classes, started from the base runs.
 
     Returns:
         The model and whether its feature layers start from scratch (no base run).
     """
     models = {name: (_load(run) if run is not None else None) for name, run in bases.items()}
-    model = samples.entry.factory(samples.sample_shapes, samples.num_classes, models)
+    model = samples.entry.factory(samples.input_shapes(recipe), samples.num_classes, models)
     return model, all(base is None for base in models.values())
 
 
@@ -338,6 +364,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     bases = bases or {}
     if recipe.fine_tune_base and not samples.entry.transfers_from:
         raise ModelConfigError(f"fine_tune_base: {model_name} transfers from no base model")
+    samples.check_recipe(recipe)
     counts_per_split = {split: int(samples.indices(split).size)
                         for split in ("train", "val", "test")}
     samples.require("train")
@@ -355,7 +382,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
-        model, from_scratch = build_for_store(samples, bases)
+        model, from_scratch = build_for_store(samples, bases, recipe)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
     if recipe.fine_tune_base and not from_scratch:
@@ -370,12 +397,20 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if recipe.augments:
         augmentation = recipe_augmentation(recipe, samples.split("train").motion_keys,
                                            flip=options.augment)
+    # Segment views: training and calibration batches are one random segment per clip;
+    # validation and test batches every segment of a clip, scored by their mean (`ViewScores`).
+    views = SegmentViews.of(samples, recipe.segment_views)
+    plain: Any = False
+    if views is not None:
+        plain = views.random_segment
+        augmentation = views.random_then(samples.split("train").augmentation(augmentation))
 
     def stream(split: str, train: bool = False, seed: int = options.seed,
                augment: Any = augmentation) -> tf.data.Dataset:
+        if not train:  # scored: plain samples, or every segment of each clip
+            augment = views.every_segment if views is not None else False
         return make_dataset(samples, split, InputOptions(
-            batch_size=recipe.batch_size, shuffle=train, augment=augment if train else False,
-            seed=seed))
+            batch_size=recipe.batch_size, shuffle=train, augment=augment, seed=seed))
 
     best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
     callbacks: list[keras.callbacks.Callback] = []
@@ -387,29 +422,37 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         # plain samples) should use, so its calibration batches are not augmented; flips alone
         # (the report's recipes with `--augment`) leave them as they are in expectation.
         calibration = stream("train", train=True, seed=options.seed + 2,
-                             augment=False if recipe.augments else augmentation).take(batches)
+                             augment=plain if recipe.augments else augmentation).take(batches)
         callbacks.append(RecalibrateBatchNorm(lambda: calibration))
         calibration_samples = min(batches * recipe.batch_size, counts_per_split["train"])
     if recipe.scheduled:
         callbacks.append(keras.callbacks.LearningRateScheduler(
             lambda epoch, lr: recipe.learning_rate_at(epoch)))
+    validation = stream("val") if counts_per_split["val"] else None
+    if views is not None and validation is not None:
+        # Keras' own validation would score single views: scored here instead, into the
+        # epoch's logs before `BestEpoch` reads them (after the BatchNorm recalibration).
+        callbacks.append(ViewScores(views, validation))
+        validation = None
     callbacks.append(best)
     if options.progress:
         steps = math.ceil(counts_per_split["train"] / recipe.batch_size)
         callbacks += [StepProgress(model_name, recipe.epochs, steps, echo),
                       EpochLine(model_name, recipe.epochs, echo)]
     started = time.perf_counter()
-    history = model.fit(stream("train", train=True),
-                        validation_data=stream("val") if counts_per_split["val"] else None,
+    history = model.fit(stream("train", train=True), validation_data=validation,
                         epochs=recipe.epochs, verbose=0, callbacks=callbacks,
                         shuffle=False)  # the dataset shuffles itself, seeded
     train_seconds = time.perf_counter() - started
 
     test: dict[str, Any] | None = None
     if counts_per_split["test"]:
-        result = model.evaluate(stream("test"), verbose=0, return_dict=True)
+        result = (model.evaluate(stream("test"), verbose=0, return_dict=True) if views is None
+                  else clip_scores(model, views, stream("test")))
         test = {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]),
                 "samples": counts_per_split["test"]}
+        if views is not None:
+            test["views"] = views.segments
     else:
         print(f"warning: no finished 'test' sample; {model_name} is not evaluated",
               file=sys.stderr)

@@ -150,11 +150,16 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         import_tensorflow_quietly()
         import keras
 
-        from trainers.data import InputOptions, make_dataset
+        from trainers.data import InputOptions, SegmentViews, make_dataset
 
         model = keras.saving.load_model(record.model_file, compile=False)
-        logits = model.predict(make_dataset(samples, "test", InputOptions(PREDICT_BATCH)),
-                               verbose=0)
+        # Scored as the run scored its test split: a segment-views run by its clips' consensus.
+        views = SegmentViews.of(samples, bool(record.metrics.get("recipe", {})
+                                              .get("segment_views", False)))
+        dataset = make_dataset(samples, "test", InputOptions(
+            PREDICT_BATCH, augment=views.every_segment if views is not None else False))
+        logits = (model.predict(dataset, verbose=0) if views is None
+                  else views.clip_logits(model, dataset)[0])
         split = samples.split("test")
         return SplitPredictions(classes=samples.info.classes or tuple(
                                    str(k) for k in range(samples.num_classes)),

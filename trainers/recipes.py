@@ -47,6 +47,12 @@ class Recipe:
             report freezes them); their BatchNorm layers keep the base's statistics, which a
             few small batches of the new data would only make noisier. Only for a model that
             transfers from another (`frames`).
+        segment_views: on a store built with `--sampling segments` (TSN), train on one
+            random segment of each clip per epoch (`random_segment`) and score a clip, at
+            validation and test, by the mean of its K segments' logits (`segment_views`).
+            The model's input is one segment (L flow steps), so its architecture and
+            parameter count are those of an L-step store's model. Applies only to models
+            that read per-step arrays (`ModelEntry.reads_steps`).
     """
 
     learning_rate: float
@@ -62,6 +68,7 @@ class Recipe:
     scale_jitter: float = 1.0
     colour_jitter: float = 0.0
     fine_tune_base: bool = False
+    segment_views: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
@@ -82,9 +89,10 @@ class Recipe:
         if not (0 <= self.weight_decay < 1 and 0 <= self.label_smoothing < 1
                 and 0 <= self.colour_jitter < 1 and 1 <= self.scale_jitter <= 2):
             raise ModelConfigError(f"recipe out of range: {self!r}")
-        if not isinstance(self.fine_tune_base, bool):
-            raise ModelConfigError(f"fine_tune_base must be True or False, got "
-                                   f"{self.fine_tune_base!r}")
+        for name in ("fine_tune_base", "segment_views"):
+            if not isinstance(getattr(self, name), bool):
+                raise ModelConfigError(f"{name} must be True or False, got "
+                                       f"{getattr(self, name)!r}")
         if not (isinstance(self.warmup_epochs, int)
                 and (self.warmup_epochs == 0 or 0 < self.warmup_epochs < self.epochs)):
             raise ModelConfigError(f"warmup_epochs must be an integer in 0..epochs-1, got "
@@ -148,7 +156,7 @@ class Recipe:
 
 _REPORT_FIELDS = ("learning_rate", "batch_size", "epochs", "lr_halve_every")
 #: Fields added after the tuned set's first runs: recorded only when not at their default.
-_LATER_FIELDS = ("fine_tune_base",)
+_LATER_FIELDS = ("fine_tune_base", "segment_views")
 
 #: The recipe sets `trainers run --recipe` offers.
 RECIPE_SETS = ("report", "tuned")

@@ -42,7 +42,8 @@ Echo = Callable[[str], None]
 class RunConfig:
     """Everything `trainers run` was asked to do.
 
-    `recipe_set`, `epochs`, `seed`, `augment` and `mixed_precision` also apply to prerequisite
+    `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision` and `segment_views` (to the
+    models that read per-step arrays) also apply to prerequisite
     runs trained on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream
     model fuses tuned streams); `batch_size` and `learning_rate` only to `model`, since the
     recipes differ per model. `None` means "the recipe's".
@@ -62,6 +63,7 @@ class RunConfig:
     quiet: bool = False  # no per-epoch lines, no step progress
     verbose: bool = False  # TensorFlow's start-up notes as they come (`trainers.quiet`)
     base: Path | None = None  # the run to transfer from, instead of the latest matching one
+    segment_views: bool | None = None  # None: the recipe's; for every model that reads steps
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
@@ -80,6 +82,7 @@ class RunConfig:
         own = model == self.model
         return recipe_of(model, self.recipe_set).override(
             epochs=self.epochs,
+            segment_views=self.segment_views if get_model(model).reads_steps else None,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,
         )
@@ -119,6 +122,7 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
     samples = open_samples(config.store, config.model)
     try:
         samples.require("train")
+        samples.check_recipe(config.recipe_for(config.model))
         require_training_extra()  # before any prerequisite search or training starts
         session = _Session(config, samples.store, echo, base)
         _train(session, samples)

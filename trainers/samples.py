@@ -16,7 +16,8 @@ import numpy as np
 from flowstore.reader import TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, open_store
 from trainers.catalogue import ModelEntry, get_model
-from trainers.errors import NoSamplesError, WrongDatasetError
+from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
+from trainers.recipes import Recipe
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
            "open_samples"]
@@ -84,6 +85,28 @@ class StoreSamples:
     @property
     def num_classes(self) -> int:
         return len(self.info.classes) or int(self.labels.max(initial=0)) + 1
+
+    @property
+    def segments(self) -> int | None:
+        """K of a store built with `--sampling segments`, else None."""
+        return self.reader.segments
+
+    def check_recipe(self, recipe: Recipe) -> None:
+        """Refuse a recipe this store cannot feed: `segment_views` needs a segments store."""
+        if recipe.segment_views and self.segments is None:
+            raise ModelConfigError(
+                f"segment views need a store built with --sampling segments; "
+                f"{self.info.path!r} has {self.info.params.get('sampling', 'linspace')} sampling")
+
+    def input_shapes(self, recipe: Recipe) -> dict[str, tuple[int, ...]]:
+        """The model's per-sample input shapes under `recipe`: the stored shapes, but one
+        segment of each per-step input when the recipe trains on segment views."""
+        if not recipe.segment_views:
+            return dict(self.sample_shapes)
+        self.check_recipe(recipe)
+        segmented = set(self.split("train").segmented_keys)
+        return {name: ((shape[0] // self.segments, *shape[1:]) if name in segmented else shape)
+                for name, shape in self.sample_shapes.items()}
 
     def split(self, split: str) -> Split:
         """The model's inputs (keyed by input name) of the `done` samples of `split`."""

@@ -29,7 +29,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
                     per_class: Sequence[int] = (3, 1, 2), classes: Sequence[str] | None = None,
                     flow_dtype: str = "float16", flow_bound: float = 8.0,
                     not_done: Sequence[int] = (), seed: int = 0,
-                    arrays: Sequence[str] | None = None) -> Path:
+                    arrays: Sequence[str] | None = None, segments: int | None = None) -> Path:
     """Write a small store of synthetic samples and return its path.
 
     Args:
@@ -45,6 +45,8 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
         not_done: store indices left unfinished (`done` false, pixels zero).
         seed: seed of the noise.
         arrays: write only these of the layout's arrays (a store lacking some); all by default.
+        segments: K, for a store as `--sampling segments --segments K --stack steps/K` writes
+            it: `frames` holds K frames, `flow` K segments of steps/K flows; None: linspace.
     """
     path = Path(path)
     if classes is None:
@@ -63,10 +65,14 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
     if dataset not in IMAGE_DATASETS:
         params: dict[str, Any] = {"size": size, "steps": steps, "flow_dtype": flow_dtype,
                                   "farneback": {}}
+        if segments is not None:
+            if steps % segments:
+                raise ValueError(f"steps {steps} is not a multiple of segments {segments}")
+            params.update(sampling="segments", segments=segments, stack=steps // segments)
         if flow_dtype == "uint8":
             params.update(flow_bound=flow_bound, flow_quantization=QUANTIZATION)
         specs = [ArraySpec("middle_frame", (size, size, 3), "uint8"),
-                 ArraySpec("frames", (steps, size, size, 3), "uint8"),
+                 ArraySpec("frames", (segments or steps, size, size, 3), "uint8"),
                  ArraySpec("flow", (steps, size, size, 2), flow_dtype)]
     else:
         params = {"size": size}
@@ -90,7 +96,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
                 continue
             image = _class_image(label, size, rng)
             sample = {"image": image, "middle_frame": image,
-                      "frames": np.repeat(image[None], steps, axis=0)}
+                      "frames": np.repeat(image[None], segments or steps, axis=0)}
             if "flow" in written:
                 sample["flow"] = _class_flow(label, steps, size, rng, flow_dtype, flow_bound)
             for name in written:

@@ -14,7 +14,7 @@ Each framework is imported only by its adapter module, when its method is called
 """
 
 from flowstore.reader.augment import (colour_jitter, compose, horizontal_flip, random_crop,
-                                      random_resized_crop)
+                                      random_resized_crop, random_segment, segment_views)
 from flowstore.reader.buffers import TF_ALIGNMENT, aligned_empty
 from flowstore.reader.dataset import Split, StoreDataset
 from flowstore.reader.encoding import Encoding
@@ -23,4 +23,4 @@ open = StoreDataset.open  # noqa: A001 (flowstore.open mirrors zarr.open / h5py.
 
 __all__ = ["TF_ALIGNMENT", "Encoding", "Split", "StoreDataset", "aligned_empty", "compose",
            "colour_jitter", "horizontal_flip", "open", "random_crop",
-           "random_resized_crop"]
+           "random_resized_crop", "random_segment", "segment_views"]

@@ -4,7 +4,9 @@ Each takes a batch (a dict of `(B, ..., H, W, C)` features plus `label` and `id`
 `numpy.random.Generator`, and returns the augmented batch; the adapters give every batch its
 own generator seeded by (seed, epoch, batch), so an augmented epoch is reproducible.
 Image-like features are the arrays of four or more axes; all of a sample's are transformed
-together (a frame and its flow stay aligned).
+together (a frame and its flow stay aligned). For stores built with `--sampling segments`,
+`random_segment` (training) and `segment_views` (scoring; not random) choose which of a clip's K
+segments a model sees.
 """
 
 from __future__ import annotations
@@ -156,3 +158,57 @@ def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
             pixels = np.clip(pixels, 0, top)
             value[row] = np.rint(pixels) if np.issubdtype(value.dtype, np.integer) else pixels
     return batch
+
+
+def _segment_length(batch: dict[str, np.ndarray], key: str, segments: int) -> int:
+    steps = batch[key].shape[1]
+    if segments < 1 or steps % segments:
+        raise ValueError(f"feature {key!r} has {steps} steps, not a multiple of {segments} "
+                         f"segments")
+    return steps // segments
+
+
+def random_segment(batch: dict[str, np.ndarray], rng: np.random.Generator, *, segments: int,
+                   keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """One random segment of each sample: TSN-style temporal jitter for a store built with
+    `--sampling segments` (`Split.segmented_keys`, each `(B, K*n, ...)`, segment-major).
+
+    Each of the `keys` becomes `(B, n, ...)`, its steps of one segment drawn per sample, the
+    same segment in all of a sample's keys (segment k of `frames` is the centre frame of the
+    flows of segment k of `flow`); other features stay as they are. A model trained on it
+    sees a different part of each clip from epoch to epoch, with the input of one segment;
+    `segment_views` scores all K at test time.
+    """
+    if not keys:
+        return batch
+    count = len(batch[keys[0]])
+    chosen = rng.integers(0, segments, size=count)
+    out = dict(batch)
+    for key in keys:
+        value = batch[key]
+        length = _segment_length(batch, key, segments)
+        picked = aligned_empty((count, length, *value.shape[2:]), value.dtype)
+        for row, k in enumerate(chosen.tolist()):
+            picked[row] = value[row, k * length:(k + 1) * length]
+        out[key] = picked
+    return out
+
+
+def segment_views(batch: dict[str, np.ndarray], *, segments: int,
+                  keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every segment of each sample as a view of its own: B samples become B x K rows, sample
+    b's segment k at row b*K + k, the `keys` cut to one segment each (`(B*K, n, ...)`, a
+    reshape, no copy) and every other value (a middle frame, `label`, `id`) repeated K times.
+
+    Scoring a clip by the mean of its K views' outputs (reshape to `(B, K, classes)`) is TSN's
+    segmental consensus at test time, the counterpart of training on `random_segment`.
+    """
+    count = len(batch[LABEL]) if LABEL in batch else len(batch[keys[0]])
+    out = {}
+    for key, value in batch.items():
+        if key in keys:
+            length = _segment_length(batch, key, segments)
+            out[key] = value.reshape(count * segments, length, *value.shape[2:])
+        else:
+            out[key] = np.repeat(value, segments, axis=0)
+    return out

@@ -67,6 +67,10 @@ class StoreDataset:
         self.classes = tuple(attrs.get("classes", ()))
         self.params = dict(attrs.get("params", {}))
         self.fingerprint = str(attrs.get("fingerprint", ""))
+        #: K of a store built with `--sampling segments` (TSN), else None: its per-step
+        #: features (`Split.segmented_keys`) hold K segments one after the other.
+        self.segments: int | None = (int(self.params["segments"])
+                                     if self.params.get("sampling") == "segments" else None)
         layouts = {name: store.layout(name) for name in store.array_names()}
         self.features = {name: shape[1:] for name, (shape, dtype) in layouts.items()
                          if len(shape) > 1 and dtype != STRING}
@@ -198,6 +202,15 @@ class Split:
     def motion_keys(self) -> tuple[str, ...]:
         """Keys of the features whose encoding the store declares: motion fields (dx, dy)."""
         return tuple(key for key, encoding in self.encodings.items() if encoding.declared)
+
+    @property
+    def segmented_keys(self) -> tuple[str, ...]:
+        """Keys of the per-step features (time, height, width, channels: `frames`, `flow`) of a
+        store built with `--sampling segments`, which hold its K segments one after the other
+        (segment-major, `flowstore.extraction.sampling`); () for any other store."""
+        if self.source.segments is None:
+            return ()
+        return tuple(key for key, shape in self.shapes.items() if len(shape) == 4)
 
     # -- reading ---------------------------------------------------------------------------------
     def __len__(self) -> int:
