@@ -156,15 +156,16 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     run("d", 0, 0.50, recipe_set="tuned"), run("e", 0, 0.90, fingerprint="f2")
     text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
     rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
-    assert "| TV-HI flow | report | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
+    # The same recipe on another store: another row, which says so.
+    assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
     assert "| TV-HI flow | tuned | 0 | 0.50 | - | 0.50-0.50 |" in rows
-    assert "| TV-HI flow | report | 0 | 0.90 | - | 0.90-0.90 |" in rows
+    assert "| TV-HI flow | report, store f2 | 0 | 0.90 | - | 0.90-0.90 |" in rows
     run("f", 1, 0.60, recipe_set="tuned", epochs=40)
     text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
     rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
     assert "| TV-HI flow | tuned, epochs 20 | 0 | 0.50 | - | 0.50-0.50 |" in rows
     assert "| TV-HI flow | tuned, epochs 40 | 1 | 0.60 | - | 0.60-0.60 |" in rows
-    assert "| TV-HI flow | report | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
+    assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
 
 
 def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
@@ -200,3 +201,34 @@ def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
     assert "| TV-HI two-stream | tuned, from img-a | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
     assert "| TV-HI two-stream | tuned, from img-b | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
     assert "| TV-HI flow | tuned | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
+
+
+def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apart(tmp_path):
+    """A run from before a recipe field existed did not record it: its row shows the field's
+    default, not "None"; two groups alike in all but their store (a linspace and a segments
+    store of the same clips) are told apart by store."""
+    runs = tmp_path / "runs"
+
+    def run(name, model, seed, accuracy, store, **recipe):
+        folder = runs / name
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"")
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": model, "created": f"2026-01-01T00:00:{len(list(runs.iterdir())):02d}",
+            "seed": seed, "recipe": {"learning_rate": 1e-4, "epochs": 40, "recipe_set": "tuned",
+                                     **recipe},
+            "augment": False, "mixed_precision": False,
+            "store": {"dataset": "tvhi", "fingerprint": store},
+            "test": {"accuracy": accuracy, "loss": 1.0}}))
+
+    for seed in (0, 1):
+        run(f"flow-{seed}", "flow", seed, 0.30, "linspace1")
+        run(f"flow-views-{seed}", "flow", seed, 0.40, "segments", segment_views=True)
+        run(f"frames-lin-{seed}", "frames", seed, 0.25, "linspace1")
+        run(f"frames-seg-{seed}", "frames", seed, 0.26, "segments")
+    text = runner.invoke(app, ["report", str(runs)]).output
+    rows = [line for line in text.splitlines() if line.startswith("| TV-HI ")]
+    assert "| TV-HI flow | tuned, segment_views False | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
+    assert "| TV-HI flow | tuned, segment_views True | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
+    assert "| TV-HI frame | tuned, store linspace | 0, 1 | 0.25 | 0.00 | 0.25-0.25 |" in rows
+    assert "| TV-HI frame | tuned, store segments | 0, 1 | 0.26 | 0.00 | 0.26-0.26 |" in rows

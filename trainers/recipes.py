@@ -158,6 +158,15 @@ _REPORT_FIELDS = ("learning_rate", "batch_size", "epochs", "lr_halve_every")
 #: Fields added after the tuned set's first runs: recorded only when not at their default.
 _LATER_FIELDS = ("fine_tune_base", "segment_views")
 
+def recorded_recipe(recorded: Mapping[str, Any]) -> dict[str, Any]:
+    """A recipe as a run's `metrics.json` records it, with the fields added later
+    (`_LATER_FIELDS`), which a run records only when they are not their default, filled in:
+    so that two recorded recipes compare field by field."""
+    defaults = {field.name: field.default for field in dataclasses.fields(Recipe)
+                if field.name in _LATER_FIELDS}
+    return {**defaults, **recorded}
+
+
 #: The recipe sets `trainers run --recipe` offers.
 RECIPE_SETS = ("report", "tuned")
 

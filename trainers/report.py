@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
+from trainers.recipes import recorded_recipe
 from trainers.runs import RunRecord, latest_runs, list_runs, read_run
 
 if TYPE_CHECKING:
@@ -124,10 +125,13 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
 def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]]) -> list[str]:
     """Each group's recipe set; where groups of one model share a set but not all its values
     (a tuned recipe lengthened with `--epochs`, say), the values this group has in the fields
-    they differ in, and where they share those but start from other pretrained runs, those
-    runs (`origins`, each group's `transfer_origins`), so that no two rows read alike: "tuned,
-    epochs 60, warmup_epochs 6", "tuned, from image-efa44fb5-20261201-154435"."""
-    recipes = [(group[0].model, group[0].metrics.get("recipe") or {}) for group in groups]
+    they differ in (a field a run did not record counts as its default: `recorded_recipe`);
+    where they share those but start from other pretrained runs, those runs (`origins`, each
+    group's `transfer_origins`); and where even those are alike, the store, so that no two
+    rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
+    image-efa44fb5-20261201-154435", "tuned, store 0f4c8094"."""
+    recipes = [(group[0].model, recorded_recipe(group[0].metrics.get("recipe") or {}))
+               for group in groups]
     labels = []
     for model, recipe in recipes:
         name = recipe.get("recipe_set", "report")
@@ -137,14 +141,21 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
                             if other.get(key) != recipe.get(key)})
         labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
     models = [model for model, _ in recipes]
-    named = []
-    for model, label, origin in zip(models, labels, origins, strict=True):
-        alike = {other_origin for other_model, other_label, other_origin
-                 in zip(models, labels, origins, strict=True)
+    labels = _told_apart(models, labels, [f"from {' + '.join(origin)}" if origin else ""
+                                          for origin in origins])
+    return _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])
+
+
+def _told_apart(models: list[str], labels: list[str], extras: list[str]) -> list[str]:
+    """`labels` with each one's `extra` added where another group of the same model has the
+    same label but another extra."""
+    told = []
+    for model, label, extra in zip(models, labels, extras, strict=True):
+        alike = {other_extra for other_model, other_label, other_extra
+                 in zip(models, labels, extras, strict=True)
                  if (other_model, other_label) == (model, label)}
-        named.append(f"{label}, from {' + '.join(origin)}" if len(alike) > 1 and origin
-                     else label)
-    return named
+        told.append(f"{label}, {extra}" if len(alike) > 1 and extra else label)
+    return told
 
 
 def table_seeds(records: Iterable[RunRecord], render: Render = _markdown) -> str:
