@@ -168,6 +168,25 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
 
 
+def _fake_run(runs, name, model, seed, accuracy, store="tvhi", bases=None, dataset=None,
+              **recipe):
+    """A finished run directory as `trainers run` writes it, without the model's weights: a
+    tuned recipe (fields in `recipe` added or replaced), its store (fingerprint `store`, of
+    `dataset`, the store's name by default) and its bases (names of other fake runs), created
+    in the order written."""
+    folder = runs / name
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(b"")
+    (folder / "metrics.json").write_text(json.dumps({
+        "model": model, "created": f"2026-01-01T00:00:{len(list(runs.iterdir())):02d}",
+        "seed": seed, "recipe": {"learning_rate": 1e-4, "epochs": 30, "recipe_set": "tuned",
+                                 **recipe},
+        "augment": False, "mixed_precision": False,
+        "store": {"dataset": dataset or store, "fingerprint": store},
+        "bases": {key: str((runs / value).resolve()) for key, value in (bases or {}).items()},
+        "test": {"accuracy": accuracy, "loss": 1.0}}))
+
+
 def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
     """Runs of one recipe whose chains start from other Stanford-40 runs are other experiments:
     a frames run by its transfer base, a two-stream run by its frames run's base; each row
@@ -175,16 +194,7 @@ def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
     runs = tmp_path / "runs"
 
     def run(name, model, seed, accuracy, bases=None, store="tvhi"):
-        folder = runs / name
-        folder.mkdir(parents=True)
-        (folder / "model.keras").write_bytes(b"")
-        (folder / "metrics.json").write_text(json.dumps({
-            "model": model, "created": f"2026-01-01T00:00:{len(list(runs.iterdir())):02d}",
-            "seed": seed, "recipe": {"learning_rate": 1e-4, "epochs": 30, "recipe_set": "tuned"},
-            "augment": False, "mixed_precision": False,
-            "store": {"dataset": store, "fingerprint": store},
-            "bases": {key: str((runs / value).resolve()) for key, value in (bases or {}).items()},
-            "test": {"accuracy": accuracy, "loss": 1.0}}))
+        _fake_run(runs, name, model, seed, accuracy, store, bases)
 
     run("img-a", "image", 0, 0.27, store="stanford40")
     run("img-b", "image", 0, 0.30, store="stanford40")
@@ -210,16 +220,7 @@ def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apa
     runs = tmp_path / "runs"
 
     def run(name, model, seed, accuracy, store, **recipe):
-        folder = runs / name
-        folder.mkdir(parents=True)
-        (folder / "model.keras").write_bytes(b"")
-        (folder / "metrics.json").write_text(json.dumps({
-            "model": model, "created": f"2026-01-01T00:00:{len(list(runs.iterdir())):02d}",
-            "seed": seed, "recipe": {"learning_rate": 1e-4, "epochs": 40, "recipe_set": "tuned",
-                                     **recipe},
-            "augment": False, "mixed_precision": False,
-            "store": {"dataset": "tvhi", "fingerprint": store},
-            "test": {"accuracy": accuracy, "loss": 1.0}}))
+        _fake_run(runs, name, model, seed, accuracy, store, dataset="tvhi", epochs=40, **recipe)
 
     for seed in (0, 1):
         run(f"flow-{seed}", "flow", seed, 0.30, "linspace1")
