@@ -102,6 +102,13 @@ def test_segment_views_apply_only_to_models_that_read_steps(tmp_path):
     assert "segment_views" not in config.recipe_for("frames").to_dict()
 
 
+def test_segment_views_for_a_model_without_steps_is_one_error_line(tmp_path):
+    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K)
+    result = runner.invoke(app, ["run", "frames", "--store", str(store), "--segment-views"])
+    assert result.exit_code == 2
+    assert "--segment-views: frames reads middle_frame, no per-step array" in result.output
+
+
 def _smoothed_loss(logits: np.ndarray, labels: np.ndarray, smoothing: float) -> float:
     z = logits - logits.max(axis=1, keepdims=True)
     log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -69,6 +69,11 @@ class RunConfig:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
         if not (isinstance(self.seed, int) and self.seed >= 0):
             raise ModelConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        entry = get_model(self.model)
+        if self.segment_views and not entry.reads_steps:
+            raise ModelConfigError(f"--segment-views: {self.model} reads "
+                                   f"{', '.join(entry.arrays)}, no per-step array to view by "
+                                   f"segment")
         self.recipe_for(self.model)  # bad overrides fail before any work
 
     def training_for(self, model: str) -> dict[str, Any]:
