@@ -168,6 +168,12 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
 
 
+def _report_rows(runs):
+    """The TV-HI rows `trainers report RUNS` prints."""
+    text = runner.invoke(app, ["report", str(runs)]).output
+    return [line for line in text.splitlines() if line.startswith("| TV-HI ")]
+
+
 def _fake_run(runs, name, model, seed, accuracy, store="tvhi", bases=None, dataset=None,
               **recipe):
     """A finished run directory as `trainers run` writes it, without the model's weights: a
@@ -204,8 +210,7 @@ def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
             run(f"frames-{base}{seed}", "frames", seed, accuracy, {"image": f"img-{base}"})
             run(f"two-{base}{seed}", "two_stream", seed, accuracy + 0.1,
                 {"frames": f"frames-{base}{seed}", "flow": f"flow-{seed}"})
-    text = runner.invoke(app, ["report", str(runs)]).output
-    rows = [line for line in text.splitlines() if line.startswith("| TV-HI ")]
+    rows = _report_rows(runs)
     assert "| TV-HI frame | tuned, from img-a | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
     assert "| TV-HI frame | tuned, from img-b | 0, 1 | 0.20 | 0.00 | 0.20-0.20 |" in rows
     assert "| TV-HI two-stream | tuned, from img-a | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
@@ -227,8 +232,7 @@ def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apa
         run(f"flow-views-{seed}", "flow", seed, 0.40, "segments", segment_views=True)
         run(f"frames-lin-{seed}", "frames", seed, 0.25, "linspace1")
         run(f"frames-seg-{seed}", "frames", seed, 0.26, "segments")
-    text = runner.invoke(app, ["report", str(runs)]).output
-    rows = [line for line in text.splitlines() if line.startswith("| TV-HI ")]
+    rows = _report_rows(runs)
     assert "| TV-HI flow | tuned, segment_views False | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
     assert "| TV-HI flow | tuned, segment_views True | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
     assert "| TV-HI frame | tuned, store linspace | 0, 1 | 0.25 | 0.00 | 0.25-0.25 |" in rows

@@ -110,8 +110,9 @@ class SegmentViews:
 
     def random_then(self, augmentation: Augmentation | None) -> Augmentation:
         """One random segment, then `augmentation` on it (cheaper than augmenting all K)."""
-        return compose(self.random_segment, augmentation) if augmentation else \
-            self.random_segment
+        if augmentation is None:
+            return self.random_segment
+        return compose(self.random_segment, augmentation)
 
     def clip_logits(self, model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
         """Each clip's mean logits over its segments (float32, `(clips, classes)`) and its
