@@ -339,7 +339,7 @@ def test_any_store_with_the_arrays_trains_with_its_own_classes(tmp_path):
 @pytest.fixture
 def tiny_model():
     """A model registered in the catalogue by a test, and nowhere else; removed afterwards."""
-    def factory(shapes, num_classes, bases):
+    def factory(shapes, num_classes, bases, recipe):
         inputs = keras.Input(shape=shapes["frame"], name="frame")
         x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
         return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x))

@@ -26,8 +26,10 @@ if TYPE_CHECKING:
     import keras
 
 #: shapes (input name -> per-sample shape), class count, base models (name -> model, or None
-#: when no run was found) -> the model to train.
-Factory = Callable[[Mapping[str, tuple], int, Mapping[str, "keras.Model | None"]], "keras.Model"]
+#: when no run was found), the recipe it trains with (for the parts of a model a recipe
+#: switches on, such as `subtract_mean_flow`) -> the model to train.
+Factory = Callable[[Mapping[str, tuple], int, Mapping[str, "keras.Model | None"], Recipe],
+                   "keras.Model"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,11 @@ class ModelEntry:
         channels), which a store built with `--sampling segments` holds segment by segment."""
         shapes = array_shapes(1, 1)
         return any(len(shapes.get(array, ())) == 4 for array in self.arrays)
+
+    @property
+    def reads_flow(self) -> bool:
+        """Whether the model reads the `flow` array (what `subtract_mean_flow` applies to)."""
+        return "flow" in self.arrays
 
     @property
     def bases(self) -> tuple[str, ...]:
@@ -148,13 +155,15 @@ def array_shapes(size: int, steps: int) -> dict[str, tuple[int, ...]]:
 
 # Factories. Each imports the Keras models when called, not when this module is imported.
 
-def _image(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any]) -> "keras.Model":
+def _image(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
+           recipe: Recipe) -> "keras.Model":
     from trainers.models import build_stanford40
 
     return build_stanford40(input_shape=shapes["image"], num_classes=classes)
 
 
-def _frames(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any]) -> "keras.Model":
+def _frames(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
+            recipe: Recipe) -> "keras.Model":
     from trainers.models import build_tvhi_frames
 
     base = bases.get("image")
@@ -164,16 +173,20 @@ def _frames(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any])
                              freeze_base=base is not None)
 
 
-def _flow(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any]) -> "keras.Model":
+def _flow(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
+          recipe: Recipe) -> "keras.Model":
     from trainers.models import build_tvhi_flow
 
-    return build_tvhi_flow(input_shape=shapes["flow"], num_classes=classes)
+    return build_tvhi_flow(input_shape=shapes["flow"], num_classes=classes,
+                           subtract_mean=recipe.subtract_mean_flow)
 
 
-def _two_stream(shapes: Mapping[str, tuple], classes: int,
-                bases: Mapping[str, Any]) -> "keras.Model":
+def _two_stream(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
+                recipe: Recipe) -> "keras.Model":
     from trainers.models import build_two_stream
 
+    # The flow stream is the flow run's model as trained: mean flow subtraction included when
+    # its recipe had it (a run's prerequisites are found by recipe, so it matches this one's).
     return build_two_stream(frame_shape=shapes["frame"], flow_shape=shapes["flow"],
                             num_classes=classes, frames_model=bases["frames"],
                             flow_model=bases["flow"])

@@ -70,6 +70,11 @@ def run(
         help="On a store built with --sampling segments: train on one random segment of each "
              "clip per epoch and score a clip by the mean of its segments' logits (TSN); "
              "also for prerequisites that read flow or frames."),
+    subtract_mean_flow: bool = typer.Option(
+        False, "--subtract-mean-flow",
+        help="Subtract each flow step's mean displacement over the frame in the model "
+             "(camera-motion compensation, Simonyan & Zisserman 2014); also for the flow "
+             "prerequisite of two_stream."),
     base: Optional[Path] = typer.Option(
         None, "--base", help="Run directory to transfer from (frames: an image run), however "
                              "it was trained; default: the latest run of the same input size, "
@@ -100,6 +105,7 @@ def run(
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment, segment_views=segment_views or None,
+                           subtract_mean_flow=subtract_mean_flow or None,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)

@@ -27,7 +27,7 @@ from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
 from trainers.data import InputOptions, SegmentViews, make_dataset, recipe_augmentation
 from trainers.errors import ModelConfigError
-from trainers.models import fine_tune_transferred, parameter_counts
+from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
                            RunWriter, read_run, write_json)
@@ -289,10 +289,6 @@ def clip_scores(model: keras.Model, views: SegmentViews,
     return {"loss": loss, "accuracy": float((logits.argmax(axis=-1) == labels).mean())}
 
 
-def _load(record: RunRecord) -> keras.Model:
-    return keras.saving.load_model(record.model_file, compile=False)
-
-
 def build_for_store(samples: StoreSamples, bases: dict[str, RunRecord | None],
                     recipe: Recipe) -> tuple[keras.Model, bool]:
     """The model to train, shaped for the store (one segment per per-step input under segment
@@ -301,8 +297,10 @@ def build_for_store(samples: StoreSamples, bases: dict[str, RunRecord | None],
     Returns:
         The model and whether its feature layers start from scratch (no base run).
     """
-    models = {name: (_load(run) if run is not None else None) for name, run in bases.items()}
-    model = samples.entry.factory(samples.input_shapes(recipe), samples.num_classes, models)
+    models = {name: (load_trained(run.model_file) if run is not None else None)
+              for name, run in bases.items()}
+    model = samples.entry.factory(samples.input_shapes(recipe), samples.num_classes, models,
+                                  recipe)
     return model, all(base is None for base in models.values())
 
 

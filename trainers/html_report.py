@@ -151,8 +151,9 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         import keras
 
         from trainers.data import InputOptions, SegmentViews, make_dataset
+        from trainers.models import load_trained
 
-        model = keras.saving.load_model(record.model_file, compile=False)
+        model = load_trained(record.model_file)
         # Scored as the run scored its test split: a segment-views run by its clips' consensus.
         views = SegmentViews.of(samples, bool(record.metrics.get("recipe", {})
                                               .get("segment_views", False)))

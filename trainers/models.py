@@ -20,7 +20,8 @@ The last Dense layer is always float32 so that mixed precision keeps the logits 
 
 from __future__ import annotations
 
-from typing import Sequence
+from pathlib import Path
+from typing import Any, Sequence
 
 import keras
 from keras import layers
@@ -153,25 +154,45 @@ def fine_tune_transferred(model: keras.Model) -> None:
                     inner.trainable = False
 
 
+@keras.saving.register_keras_serializable(package="trainers")
+class SubtractMeanFlow(layers.Layer):
+    """Each flow step minus its mean displacement over the frame, per channel (dx, dy).
+
+    A camera pan moves every pixel alike; subtracting the mean leaves the motion of the people
+    relative to the scene (Simonyan & Zisserman 2014, section 3.1, "mean flow subtraction").
+    No weights, so a model's parameter count is unchanged; computed in float32 (the mean of
+    50,000 float16 values would lose the small displacements it is subtracted from).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**{"dtype": "float32", **kwargs})
+
+    def call(self, flow):
+        flow = keras.ops.cast(flow, "float32")
+        return flow - keras.ops.mean(flow, axis=(-3, -2), keepdims=True)
+
+
 def build_tvhi_flow(*, input_shape: Sequence[int] = (16, 224, 224, 2), num_classes: int = 4,
                     dropout: float = 0.5, flow_scale: float = FLOW_SCALE,
-                    name: str = "tvhi_flow") -> keras.Model:
+                    subtract_mean: bool = False, name: str = "tvhi_flow") -> keras.Model:
     """The 3D CNN on stacked optical flow (section 5.3).
 
-    Rescaling -> 3 x (Conv3D -> BatchNorm -> MaxPool3D 3/2) -> Flatten -> Dense 100 -> Dropout
-    -> Dense `num_classes`.
+    [SubtractMeanFlow] -> Rescaling -> 3 x (Conv3D -> BatchNorm -> MaxPool3D 3/2) -> Flatten
+    -> Dense 100 -> Dropout -> Dense `num_classes`.
 
     Args:
         input_shape: (T, S, S, 2) flow in pixels, channels (dx, dy).
         num_classes: output logits.
         dropout: rate of the dropout after Dense 100.
         flow_scale: factor applied to the flow before the first conv.
+        subtract_mean: subtract each step's mean flow first (a recipe's `subtract_mean_flow`).
         name: model name.
     """
     input_shape = _check_shape("input_shape", input_shape, 4, 2)
     _check_classes(num_classes)
     inputs = keras.Input(shape=input_shape, name="flow")
-    x = layers.Rescaling(flow_scale, name="rescaling")(inputs)
+    x = SubtractMeanFlow(name="subtract_mean_flow")(inputs) if subtract_mean else inputs
+    x = layers.Rescaling(flow_scale, name="rescaling")(x)
     for i, (filters, kernel, stride) in enumerate(FLOW_CONVS):
         x = layers.Conv3D(filters, kernel, strides=stride, padding="same", activation="relu",
                           name=f"conv3d_{i}")(x)
@@ -247,7 +268,13 @@ def build_default(model: str, *, size: int = 224, steps: int = 16,
     shapes = array_shapes(size, steps)
     bases = {base: build_default(base, size=size, steps=steps) for base in entry.bases}
     return entry.factory({name: shapes[array] for name, array in entry.inputs.items()},
-                         num_classes or entry.report_classes, bases)
+                         num_classes or entry.report_classes, bases, entry.recipe)
+
+
+def load_trained(path: Path | str) -> keras.Model:
+    """A model a run saved, uncompiled; this module registers the layers of its own that the
+    file may name (`SubtractMeanFlow`), so load runs' models through here."""
+    return keras.saving.load_model(path, compile=False)
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

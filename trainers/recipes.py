@@ -53,6 +53,12 @@ class Recipe:
             The model's input is one segment (L flow steps), so its architecture and
             parameter count are those of an L-step store's model. Applies only to models
             that read per-step arrays (`ModelEntry.reads_steps`).
+        subtract_mean_flow: subtract from each flow step its mean displacement over the
+            frame, in the model (`trainers.models.SubtractMeanFlow`, no weights), so that what
+            a camera pan adds to every pixel alike drops out: the two-stream paper's "mean
+            flow subtraction" (Simonyan & Zisserman 2014, section 3.1), a cheap stand-in for
+            camera-motion compensation. Applies only to models that read flow
+            (`ModelEntry.reads_flow`); a two-stream model gets it through its flow stream.
     """
 
     learning_rate: float
@@ -69,6 +75,7 @@ class Recipe:
     colour_jitter: float = 0.0
     fine_tune_base: bool = False
     segment_views: bool = False
+    subtract_mean_flow: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
@@ -89,7 +96,7 @@ class Recipe:
         if not (0 <= self.weight_decay < 1 and 0 <= self.label_smoothing < 1
                 and 0 <= self.colour_jitter < 1 and 1 <= self.scale_jitter <= 2):
             raise ModelConfigError(f"recipe out of range: {self!r}")
-        for name in ("fine_tune_base", "segment_views"):
+        for name in _LATER_FIELDS:
             if not isinstance(getattr(self, name), bool):
                 raise ModelConfigError(f"{name} must be True or False, got "
                                        f"{getattr(self, name)!r}")
@@ -156,7 +163,7 @@ class Recipe:
 
 _REPORT_FIELDS = ("learning_rate", "batch_size", "epochs", "lr_halve_every")
 #: Fields added after the tuned set's first runs: recorded only when not at their default.
-_LATER_FIELDS = ("fine_tune_base", "segment_views")
+_LATER_FIELDS = ("fine_tune_base", "segment_views", "subtract_mean_flow")
 
 def recorded_recipe(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A recipe as a run's `metrics.json` records it, with the fields added later

@@ -42,8 +42,9 @@ Echo = Callable[[str], None]
 class RunConfig:
     """Everything `trainers run` was asked to do.
 
-    `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision` and `segment_views` (to the
-    models that read per-step arrays) also apply to prerequisite
+    `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision`, `segment_views` (to the
+    models that read per-step arrays) and `subtract_mean_flow` (to the models that read flow)
+    also apply to prerequisite
     runs trained on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream
     model fuses tuned streams); `batch_size` and `learning_rate` only to `model`, since the
     recipes differ per model. `None` means "the recipe's".
@@ -64,6 +65,7 @@ class RunConfig:
     verbose: bool = False  # TensorFlow's start-up notes as they come (`trainers.quiet`)
     base: Path | None = None  # the run to transfer from, instead of the latest matching one
     segment_views: bool | None = None  # None: the recipe's; for every model that reads steps
+    subtract_mean_flow: bool | None = None  # None: the recipe's; for every model that reads flow
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
@@ -74,6 +76,9 @@ class RunConfig:
             raise ModelConfigError(f"--segment-views: {self.model} reads "
                                    f"{', '.join(entry.arrays)}, no per-step array to view by "
                                    f"segment")
+        if self.subtract_mean_flow and not entry.reads_flow:
+            raise ModelConfigError(f"--subtract-mean-flow: {self.model} reads "
+                                   f"{', '.join(entry.arrays)}, no flow")
         self.recipe_for(self.model)  # bad overrides fail before any work
 
     def training_for(self, model: str) -> dict[str, Any]:
@@ -88,6 +93,7 @@ class RunConfig:
         return recipe_of(model, self.recipe_set).override(
             epochs=self.epochs,
             segment_views=self.segment_views if get_model(model).reads_steps else None,
+            subtract_mean_flow=self.subtract_mean_flow if get_model(model).reads_flow else None,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,
         )
