@@ -98,5 +98,6 @@ def test_a_two_stream_chain_with_mean_flow_subtraction_carries_it_in_its_flow_st
     assert _run(store, runs, "--subtract-mean-flow").output.count("reusing") == 2
     plain = _run(store, runs)
     assert "needs a flow run of this store; training it first" in plain.output
+    assert "but trained with subtract_mean_flow True, not False" in plain.output
     newest_flow = max((r for r in list_runs(runs) if r.model == "flow"), key=lambda r: r.created)
     assert "subtract_mean_flow" not in newest_flow.metrics["recipe"]

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping
 
 from trainers.catalogue import canonical_name
 from trainers.errors import RunNotFoundError
+from trainers.recipes import recorded_recipe
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
 #: Each changes the weights a run ends with: the recipe (epochs, batch size, learning rate and
@@ -80,7 +81,9 @@ class RunRecord:
                 differences.append(f"no recorded {name}")
             elif name == "recipe" and isinstance(wanted, Mapping) and isinstance(got, Mapping):
                 # A key only one side records (a tuned recipe's `recipe_set`, weight decay...)
-                # differs too: a report recipe records none of them.
+                # differs too: a report recipe records none of them. A field added later reads
+                # as its default where unrecorded ("segment_views False, not True").
+                wanted, got = recorded_recipe(wanted), recorded_recipe(got)
                 differences += [f"{key} {got.get(key)!r}, not {wanted.get(key)!r}"
                                 for key in [*wanted, *(k for k in got if k not in wanted)]
                                 if got.get(key) != wanted.get(key)]
