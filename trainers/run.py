@@ -90,10 +90,11 @@ class RunConfig:
     def recipe_for(self, model: str) -> Recipe:
         """The recipe `model` trains with in this run, overrides applied."""
         own = model == self.model
+        entry = get_model(model)
         return recipe_of(model, self.recipe_set).override(
             epochs=self.epochs,
-            segment_views=self.segment_views if get_model(model).reads_steps else None,
-            subtract_mean_flow=self.subtract_mean_flow if get_model(model).reads_flow else None,
+            segment_views=self.segment_views if entry.reads_steps else None,
+            subtract_mean_flow=self.subtract_mean_flow if entry.reads_flow else None,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,
         )
