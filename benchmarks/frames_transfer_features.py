@@ -34,11 +34,15 @@ script tells the possible causes apart on a store's `train` and `val` middle fra
    report's transfer) and fine-tuned (`fine_tune_base`: the convolutions train too, their
    BatchNorm statistics stay the base's): held-out accuracy and loss after the last epoch,
    where the schedule has run out. This is how the tuned recipe chose between the two: on 100
-   clips instead of the 10 of `val`.
+   clips instead of the 10 of `val`. With `--frame-views`, two more rows: the same, but trained
+   on a random one of each clip's stored frames (`frames`, T a clip) every epoch and a held-out
+   clip scored by the mean of its T frames' logits (the two-stream paper's spatial stream: one
+   random frame a video in training, frames averaged at test), T times the frames of the
+   middle-frame rows for the same number of steps.
 
     python benchmarks/frames_transfer_features.py --store tvhi.zarr \\
         --base runs/stanford40-... --frames runs/frames-... --control-store s40_224.zarr \\
-        --head-lr 1e-4 --head-lr 1e-3 --head-lr 1e-2 --tuned-cv
+        --head-lr 1e-4 --head-lr 1e-3 --head-lr 1e-2 --tuned-cv --frame-views
 """
 
 from __future__ import annotations
@@ -224,9 +228,26 @@ def head_cv(base, features: np.ndarray, labels: np.ndarray, classes: int, rate: 
                      "best_loss"), map(float, mean)))
 
 
+def read_split_clip_frames(store: str, splits: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every stored frame of each done sample of `splits` (`(N, T, S, S, 3)`, `frames`) and
+    its label, in the order of `read_split_frames`."""
+    import flowstore
+
+    dataset = flowstore.open(store)
+    batches = []
+    for name in splits:
+        split = dataset.split(name, features=("frames",))
+        batches.append(split[list(range(len(split)))])
+    return (np.concatenate([batch["frames"] for batch in batches]),
+            np.concatenate([batch["label"] for batch in batches]))
+
+
 def tuned_cv(base_file: Path, images: np.ndarray, labels: np.ndarray, classes: int, *,
-             fine_tune: bool, k: int, seed: int, epochs: int | None) -> dict:
-    """The frame model under its tuned recipe, k-fold over train + val (see module, 6.)."""
+             fine_tune: bool, k: int, seed: int, epochs: int | None,
+             clip_frames: np.ndarray | None = None) -> dict:
+    """The frame model under its tuned recipe, k-fold over train + val (see module, 6.):
+    on the middle frames `images`, or with `clip_frames` (every stored frame of each clip) on a
+    random frame of each clip per epoch, a held-out clip scored by its frames' mean logits."""
     import dataclasses
 
     import keras
@@ -253,7 +274,11 @@ def tuned_cv(base_file: Path, images: np.ndarray, labels: np.ndarray, classes: i
 
         def __getitem__(self, i: int):
             rows = np.sort(self.order[i * recipe.batch_size:(i + 1) * recipe.batch_size])
-            batch = {"frame": images[rows].copy(), "label": labels[rows]}
+            if clip_frames is None:
+                frames = images[rows].copy()
+            else:  # one random stored frame of each clip
+                frames = clip_frames[rows, self.rng.integers(0, clip_frames.shape[1], len(rows))]
+            batch = {"frame": frames, "label": labels[rows]}
             if augmentation is not None:
                 batch = augmentation(batch, self.rng)
             return batch["frame"], batch["label"]
@@ -275,7 +300,15 @@ def tuned_cv(base_file: Path, images: np.ndarray, labels: np.ndarray, classes: i
             lambda epoch, rate: recipe.learning_rate_at(epoch))
         model.fit(Batches(np.setdiff1d(everything, held), np.random.default_rng(seed + fold)),
                   epochs=recipe.epochs, verbose=0, callbacks=[schedule])
-        loss, accuracy = model.evaluate(images[held], labels[held], verbose=0)
+        if clip_frames is None:
+            loss, accuracy = model.evaluate(images[held], labels[held], verbose=0)
+        else:  # each clip by the mean logits of its frames, under the compiled loss
+            steps = clip_frames.shape[1]
+            logits = model.predict(clip_frames[held].reshape(-1, *clip_frames.shape[2:]),
+                                   batch_size=32, verbose=0)
+            logits = logits.reshape(len(held), steps, -1).mean(axis=1)
+            loss = keras.ops.convert_to_numpy(model.loss(labels[held], logits))
+            accuracy = np.mean(logits.argmax(axis=1) == labels[held])
         rows.append((float(accuracy), float(loss)))
     accuracy, loss = np.mean(rows, axis=0)
     return {"held_acc": float(accuracy), "held_loss": float(loss),
@@ -320,6 +353,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
                         help="6.: the tuned recipe's frame model, base frozen vs fine-tuned")
     parser.add_argument("--tuned-folds", type=int, default=5)
     parser.add_argument("--tuned-epochs", type=int, help="instead of the recipe's (a quick try)")
+    parser.add_argument("--frame-views", action="store_true",
+                        help="6.: also train on a random stored frame of each clip per epoch, "
+                             "scored by the mean of its frames' logits")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -485,14 +521,22 @@ def main(argv: Sequence[str] | None = None) -> dict:
         print("| base | held-out acc | held-out loss | held-out acc per fold |")
         print("|---|---|---|---|")
         results["tuned"] = {}
-        for fine_tune in (False, True):
-            row = tuned_cv(base_record.model_file, images, labels, classes,
-                           fine_tune=fine_tune, k=args.tuned_folds, seed=args.seed,
-                           epochs=args.tuned_epochs)
-            name = "fine-tuned (fine_tune_base)" if fine_tune else "frozen (the report's)"
-            print(f"| {name} | {row['held_acc']:.2f} | {row['held_loss']:.3f} | "
-                  f"{', '.join(f'{a:.2f}' for a in row['per_fold'])} |", flush=True)
-            results["tuned"][fine_tune] = row
+        clip_frames = None
+        if args.frame_views:
+            clip_frames, clip_labels = read_split_clip_frames(args.store, ("train", "val"))
+            if not np.array_equal(clip_labels, labels):  # the same clips, in the same order
+                raise RuntimeError("frames and middle frames of the store disagree in order")
+        for views in ((None, clip_frames) if args.frame_views else (None,)):
+            for fine_tune in (False, True):
+                row = tuned_cv(base_record.model_file, images, labels, classes,
+                               fine_tune=fine_tune, k=args.tuned_folds, seed=args.seed,
+                               epochs=args.tuned_epochs, clip_frames=views)
+                name = "fine-tuned (fine_tune_base)" if fine_tune else "frozen (the report's)"
+                if views is not None:
+                    name += f", frame views ({views.shape[1]} frames a clip)"
+                print(f"| {name} | {row['held_acc']:.2f} | {row['held_loss']:.3f} | "
+                      f"{', '.join(f'{a:.2f}' for a in row['per_fold'])} |", flush=True)
+                results["tuned"][(fine_tune, views is not None)] = row
     print(f"\n({time.perf_counter() - started:.0f} s)")
     return results
 

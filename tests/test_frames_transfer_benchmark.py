@@ -40,7 +40,8 @@ def test_frames_transfer_benchmark_on_tiny_stores(tmp_path, capsys):
                               "--frames", str(frames.path), "--control-store", str(images),
                               "--folds", "2", "--repeats", "1", "--permutations", "2",
                               "--head-lr", "1e-3", "--head-epochs", "1", "--head-folds", "2",
-                              "--tuned-cv", "--tuned-epochs", "1", "--tuned-folds", "2"])
+                              "--tuned-cv", "--tuned-epochs", "1", "--tuned-folds", "2",
+                              "--frame-views"])
     out = capsys.readouterr().out
 
     # Checks: the frozen part is the base's, and training mode neither changes its output nor
@@ -57,9 +58,29 @@ def test_frames_transfer_benchmark_on_tiny_stores(tmp_path, capsys):
     assert probes["16 x 16 mean pixels"]["centroid"] >= 0.75
     assert any(name.startswith("control:") for name in probes)
     assert len(results["null"]) == 2 and set(results["head"]) == {1e-3}
-    # 6.: the tuned recipe's frame model, frozen and fine-tuned, scored on every held-out clip.
-    assert set(results["tuned"]) == {False, True}
+    # 6.: the tuned recipe's frame model, frozen and fine-tuned, on the middle frame and on
+    # frame views, scored on every held-out clip.
+    assert set(results["tuned"]) == {(False, False), (True, False), (False, True), (True, True)}
+    assert "| fine-tuned (fine_tune_base), frame views (2 frames a clip) |" in out
     for row in results["tuned"].values():
         assert len(row["per_fold"]) == 2 and 0 <= row["held_acc"] <= 1 and row["held_loss"] > 0
     for section in ("## 1. Checks", "## 2.", "## 3.", "## 4.", "## 5.", "## 6."):
         assert section in out
+
+
+def test_frame_views_read_every_frame_of_the_same_clips_in_the_same_order(tmp_path):
+    benchmark = load_benchmark("frames_transfer_features")
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=16, steps=3, per_class=(2, 1, 1),
+                            not_done=(1,))
+    from trainers.samples import open_samples
+
+    samples = open_samples(store, "frames")
+    try:
+        middle, labels = benchmark.read_split_frames(samples, ("train", "val"))
+    finally:
+        samples.store.close()
+    frames, frame_labels = benchmark.read_split_clip_frames(str(store), ("train", "val"))
+    assert frames.shape == (len(middle), 3, 16, 16, 3)
+    assert (frame_labels == labels).all()
+    # The tiny store's frames are each clip's middle frame repeated.
+    assert all((frames[:, step] == middle).all() for step in range(3))
