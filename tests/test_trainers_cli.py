@@ -108,6 +108,17 @@ def test_report_of_a_missing_runs_dir_is_one_line(tmp_path):
     assert "no runs directory" in _one_error_line(result)
 
 
+def test_report_of_a_store_instead_of_its_runs_is_one_line(tmp_path):
+    store = make_tiny_store(tmp_path / "tiny.zarr")
+    result = runner.invoke(app, ["report", str(store)])
+    assert result.exit_code == 2
+    assert "is a store, not a runs directory" in _one_error_line(result)
+    empty = tmp_path / "runs.zarr"  # a folder named like a store is still a runs directory
+    empty.mkdir()
+    result = runner.invoke(app, ["report", str(empty)])
+    assert result.exit_code == 0 and "No finished runs" in result.output
+
+
 @pytest.mark.parametrize("model,store", [("tvhi_flow", "missing"),
                                          ("tvhi_flow", "stanford40"),
                                          ("flow", "frames_only"),
