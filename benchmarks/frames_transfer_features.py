@@ -37,8 +37,8 @@ script tells the possible causes apart on a store's `train` and `val` middle fra
    clips instead of the 10 of `val`. With `--frame-views`, two more rows: the same, but trained
    on a random one of each clip's stored frames (`frames`, T a clip) every epoch and a held-out
    clip scored by the mean of its T frames' logits (the two-stream paper's spatial stream: one
-   random frame a video in training, frames averaged at test), T times the frames of the
-   middle-frame rows for the same number of steps.
+   random frame a video in training, frames averaged at test): the same number of steps as
+   the middle-frame rows, over up to T times as many distinct frames.
 
     python benchmarks/frames_transfer_features.py --store tvhi.zarr \\
         --base runs/stanford40-... --frames runs/frames-... --control-store s40_224.zarr \\
