@@ -11,9 +11,30 @@ import typer
 
 from flowstore.errors import FlowstoreError, ParameterError
 
+
+
+def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
+    """Give a command line `--version`: the installed flowstore distribution's version, which
+    `flowstore` and `trainers` share (a bug report should say which code built a store)."""
+
+    def show_version(value: bool) -> None:
+        if value:
+            from importlib.metadata import version
+
+            typer.echo(f"{prog_name} {version('flowstore')}")
+            raise typer.Exit()
+
+    @typer_app.callback()
+    def _options(_version: bool = typer.Option(False, "--version", callback=show_version,
+                                               is_eager=True,
+                                               help="Print the version and exit.")) -> None:
+        pass
+
+
 app = typer.Typer(help="Build, inspect and synthesise action-recognition feature stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
+add_version_option(app, "flowstore")
 synth_app = typer.Typer(help="Write a synthetic source in a dataset's real layout.",
                         no_args_is_help=True)
 app.add_typer(synth_app, name="synth")
@@ -412,6 +433,11 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            # No command given (`flowstore` alone): Click (>= 8.2; Typer vendors its own copy,
+            # hence the name) raises the help as a usage error's message. Shown as it reads.
+            exc.show()
+            sys.exit(exc.exit_code)
         # a Click usage error (bad option value, unreadable --source path): one line too
         typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
         sys.exit(exc.exit_code)

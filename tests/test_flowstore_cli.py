@@ -129,3 +129,23 @@ def test_build_synthetic_end_to_end(tmp_path):
                         timeout=900)
     assert out.returncode == 0, out.stderr
     assert "200 computed" in out.stdout
+
+
+@pytest.mark.parametrize("args", [(), ("synth",)], ids=["flowstore", "flowstore synth"])
+def test_a_group_called_alone_shows_its_help_as_it_reads(args):
+    """What a new user types first: the help, one item a line, not crammed into an error."""
+    result = flowstore_cli(*args)
+    assert result.returncode == 2, result  # as Click itself exits when shown no command
+    lines = result.stderr.splitlines()
+    assert lines[0] == f"Usage: flowstore {' '.join((*args, ''))}[OPTIONS] COMMAND [ARGS]..."
+    assert "Commands:" in lines and "error:" not in result.stderr
+    listed = {line.split()[0] for line in lines[lines.index("Commands:") + 1:] if line.strip()}
+    assert ({"build", "inspect", "datasets", "synth"} if not args else {"tvhi", "stanford40"}) <= listed
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    result = flowstore_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"flowstore {version('flowstore')}\n"

@@ -27,6 +27,20 @@ def _one_error_line(result) -> str:
     return lines[0]
 
 
+def test_trainers_alone_shows_its_help_as_it_reads_and_has_a_version():
+    from importlib.metadata import version
+
+    alone = subprocess.run([sys.executable, "-m", "trainers"], capture_output=True, text=True)
+    assert alone.returncode == 2 and "error:" not in alone.stderr, alone.stderr
+    lines = alone.stderr.splitlines()
+    assert lines[0] == "Usage: trainers [OPTIONS] COMMAND [ARGS]..."
+    assert {"summary", "run", "report"} <= {line.split()[0] for line in
+                                            lines[lines.index("Commands:") + 1:] if line.strip()}
+    shown = subprocess.run([sys.executable, "-m", "trainers", "--version"], capture_output=True,
+                           text=True)
+    assert (shown.returncode, shown.stdout) == (0, f"trainers {version('flowstore')}\n")
+
+
 def test_summary_prints_the_reports_counts():
     result = runner.invoke(app, ["summary", "two_stream"])
     assert result.exit_code == 0, result.output

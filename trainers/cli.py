@@ -11,13 +11,14 @@ from typing import Optional
 
 import typer
 
-from flowstore.cli import run_app
+from flowstore.cli import add_version_option, run_app
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
 
 app = typer.Typer(help="Train the report's action-recognition models on flowstore stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode=None)
+add_version_option(app, "trainers")
 
 MODEL_HELP = f"Model: {known_names()}."
 
