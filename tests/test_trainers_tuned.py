@@ -142,3 +142,51 @@ def test_fine_tune_base_is_refused_for_a_model_that_transfers_from_nothing(tmp_p
                                  str(tmp_path / "runs"), "--recipe", "tuned", "--epochs", "1"])
     assert result.exit_code == 2, result.output
     assert "fine_tune_base: flow transfers from no base model" in result.stderr
+
+
+def test_ema_momentum_validates_tests_and_saves_the_averaged_weights(tmp_path):
+    """With `--ema-momentum` the run's model is the moving average, not the last step's weights.
+
+    At a momentum of nearly 1 the average stays where Keras starts it, at the weights after the
+    first step, which Adam moves by at most the learning rate each: so the saved weights are
+    within one learning rate of the initial ones, where the last step's are far from them."""
+    import keras
+
+    from trainers.fit import build_for_store
+    from trainers.samples import open_samples
+
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    lr = 0.01
+    moved = {}
+    for momentum in (None, 0.999999):
+        runs = tmp_path / f"runs-{momentum}"
+        args = ["run", "flow", "--store", str(store), "--runs-dir", str(runs), "--recipe", "tuned",
+                "--epochs", "3", "--lr", str(lr), "--quiet"]
+        result = runner.invoke(app, args + (["--ema-momentum", str(momentum)] if momentum else []))
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        record, = list_runs(runs)
+        assert record.metrics["recipe"].get("ema_momentum") == momentum
+        saved = keras.saving.load_model(record.path / "model.keras", compile=False)
+        # The initial weights, drawn as train_model draws them.
+        keras.backend.clear_session()
+        keras.utils.set_random_seed(0)
+        recipe = RunConfig(model="flow", store=store, epochs=3, learning_rate=lr,
+                           recipe_set="tuned", ema_momentum=momentum).recipe_for("flow")
+        initial, _ = build_for_store(open_samples(store, "flow"), {}, recipe)
+        moved[momentum] = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in
+                              zip(saved.trainable_weights, initial.trainable_weights, strict=True))
+    assert moved[0.999999] <= 1.1 * lr < 3 * lr < moved[None], moved
+
+
+def test_ema_momentum_outside_0_to_1_is_refused_before_any_work(tmp_path):
+    import pytest
+
+    from trainers.errors import ModelConfigError
+
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ModelConfigError, match=r"ema_momentum must be in \[0, 1\)"):
+            RunConfig(model="two_stream", store=tmp_path / "x.zarr", ema_momentum=bad)
+    # 0 is "no average", recorded as the default (not at all), so older runs are still reused
+    assert "ema_momentum" not in RunConfig(model="flow", store=tmp_path / "x.zarr",
+                                           recipe_set="tuned",
+                                           ema_momentum=0.0).training_for("flow")["recipe"]

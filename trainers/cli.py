@@ -76,6 +76,11 @@ def run(
         help="Subtract each flow step's mean displacement over the frame in the model "
              "(camera-motion compensation, Simonyan & Zisserman 2014); also for the flow "
              "prerequisite of two_stream."),
+    ema_momentum: Optional[float] = typer.Option(
+        None, "--ema-momentum",
+        help="Validate, test and save a moving average of the weights (this momentum per "
+             "step, e.g. 0.99: about the last 100 steps) instead of the last step's; also for "
+             "prerequisites."),
     base: Optional[Path] = typer.Option(
         None, "--base", help="Run directory to transfer from (frames: an image run), however "
                              "it was trained; default: the latest run of the same input size, "
@@ -107,6 +112,7 @@ def run(
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment, segment_views=segment_views or None,
                            subtract_mean_flow=subtract_mean_flow or None,
+                           ema_momentum=ema_momentum,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)

@@ -328,11 +328,12 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 def compiled(model: keras.Model, recipe: Recipe, policy: str) -> keras.Model:
     """Compile with the recipe's optimizer and loss: the report's Adam and sparse CE on logits,
     or AdamW (decoupled weight decay) and label smoothing where a tuned recipe asks."""
+    average = dict(use_ema=True, ema_momentum=recipe.ema_momentum) if recipe.ema_momentum else {}
     if recipe.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate=recipe.learning_rate,
-                                           weight_decay=recipe.weight_decay)
+                                           weight_decay=recipe.weight_decay, **average)
     else:
-        optimizer = keras.optimizers.Adam(learning_rate=recipe.learning_rate)
+        optimizer = keras.optimizers.Adam(learning_rate=recipe.learning_rate, **average)
     if policy == "mixed_float16":  # float16 gradients underflow without loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     loss = (SmoothedSparseCrossentropy(recipe.label_smoothing) if recipe.label_smoothing
@@ -412,6 +413,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
 
     best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
     callbacks: list[keras.callbacks.Callback] = []
+    if recipe.ema_momentum:
+        # First in the list: the averaged weights are in the model before the BatchNorm
+        # statistics are recomputed for validation, and at each epoch's end, where `BestEpoch`
+        # snapshots them (the last step's weights come back at the next epoch's start).
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
     calibration_samples = 0
     if trainable_batch_norms(model):
         # A seeded subset of the training split, in a new order (hence a new subset) each epoch.
