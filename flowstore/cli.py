@@ -12,7 +12,6 @@ import typer
 from flowstore.errors import FlowstoreError, ParameterError
 
 
-
 def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
     """Give a command line `--version`: the installed flowstore distribution's version, which
     `flowstore` and `trainers` share (a bug report should say which code built a store)."""

@@ -63,9 +63,10 @@ class Recipe:
             (this momentum per step; Keras' optimizer `use_ema`), and validate, choose the best
             epoch, test and save the averaged weights instead of the last step's. On 90
             training clips with batches of 2 the weights after one step are a noisy draw;
-            their average over the last few hundred steps is a steadier model, so the epoch
-            that 10 validation clips pick matters less (Polyak & Juditsky 1992; the
-            averaged weights of Tan & Le 2019). 0.99 averages over about 100 steps.
+            their average over the last hundred or so steps (0.99) is a steadier model, so
+            the epoch that 10 validation clips pick matters less (Polyak & Juditsky 1992;
+            EfficientNet's averaged weights, Tan & Le 2019). The saved model file grows by
+            one copy of the weights (the optimizer's averages are saved with it).
     """
 
     learning_rate: float
