@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from trainers.catalogue import get_model, model_names, recipe_of
@@ -179,8 +180,6 @@ def test_ema_momentum_validates_tests_and_saves_the_averaged_weights(tmp_path):
 
 
 def test_ema_momentum_outside_0_to_1_is_refused_before_any_work(tmp_path):
-    import pytest
-
     from trainers.errors import ModelConfigError
 
     for bad in (1.0, -0.1, True):
