@@ -189,3 +189,67 @@ def test_ema_momentum_outside_0_to_1_is_refused_before_any_work(tmp_path):
     assert "ema_momentum" not in RunConfig(model="flow", store=tmp_path / "x.zarr",
                                            recipe_set="tuned",
                                            ema_momentum=0.0).training_for("flow")["recipe"]
+
+
+def _dropout_rates(model) -> list[float]:
+    """The rate of every Dropout layer of `model`, nested models included."""
+    import keras
+
+    rates = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Dropout):
+            rates.append(layer.rate)
+        elif isinstance(layer, keras.Model):
+            rates += _dropout_rates(layer)
+    return rates
+
+
+def test_dropout_is_trained_recorded_saved_and_never_mixed_with_the_default(tmp_path):
+    import keras
+
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    runs = tmp_path / "runs"
+    base = ["run", "flow", "--store", str(store), "--runs-dir", str(runs), "--recipe", "tuned",
+            "--epochs", "1", "--quiet"]
+    result = runner.invoke(app, base + ["--dropout", "0.9"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    result = runner.invoke(app, base)  # the default rate: a run of its own, not the 0.9 one
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    by_rate = {record.metrics["recipe"].get("dropout", 0.5): record for record in list_runs(runs)}
+    assert set(by_rate) == {0.9, 0.5}
+    for rate, record in by_rate.items():
+        saved = keras.saving.load_model(record.path / "model.keras", compile=False)
+        assert _dropout_rates(saved) == [rate]
+    assert "dropout" not in by_rate[0.5].metrics["recipe"]  # older runs are still reused
+
+
+def test_dropout_applies_to_every_model_of_a_chain(tmp_path):
+    """`--dropout` sets each model's own Dropout layers, prerequisites' too (as `--epochs`):
+    a two-stream model asked for at 0.9 fuses streams trained at 0.9."""
+    config = RunConfig(model="two_stream", store=tmp_path / "x.zarr", recipe_set="tuned",
+                       dropout=0.9)
+    shapes = {"image": (32, 32, 3), "frame": (32, 32, 3), "flow": (4, 32, 32, 2)}
+    for name in ("frames", "flow", "two_stream"):
+        recipe = config.recipe_for(name)
+        assert recipe.dropout == 0.9 and recipe.to_dict()["dropout"] == 0.9
+    image = get_model("image").factory(shapes, 40, {}, dataclasses.replace(recipe_of("image"),
+                                                                           dropout=0.2))
+    assert _dropout_rates(image) == [0.2]
+    frames = get_model("frames").factory(shapes, 4, {"image": image}, config.recipe_for("frames"))
+    flow = get_model("flow").factory(shapes, 4, {}, config.recipe_for("flow"))
+    fused = get_model("two_stream").factory(shapes, 4, {"frames": frames, "flow": flow},
+                                            config.recipe_for("two_stream"))
+    assert _dropout_rates(frames) == [0.9, 0.9] and _dropout_rates(flow) == [0.9]
+    assert _dropout_rates(fused)[-2:] == [0.9, 0.9]  # its own fusion head
+
+
+def test_dropout_outside_0_to_1_is_refused_in_one_line(tmp_path):
+    from trainers.errors import ModelConfigError
+
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ModelConfigError, match=r"dropout must be in \[0, 1\)"):
+            RunConfig(model="flow", store=tmp_path / "x.zarr", dropout=bad)
+    result = runner.invoke(app, ["run", "flow", "--store", str(tmp_path / "x.zarr"),
+                                 "--dropout", "1.5"])
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines() == ["error: dropout must be in [0, 1), got 1.5"]

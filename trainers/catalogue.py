@@ -159,7 +159,8 @@ def _image(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
            recipe: Recipe) -> "keras.Model":
     from trainers.models import build_stanford40
 
-    return build_stanford40(input_shape=shapes["image"], num_classes=classes)
+    return build_stanford40(input_shape=shapes["image"], num_classes=classes,
+                            dropout=recipe.dropout)
 
 
 def _frames(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
@@ -170,7 +171,7 @@ def _frames(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
     # Frozen transfer when image weights exist; without them a frozen random conv part would
     # learn nothing, so it trains too.
     return build_tvhi_frames(input_shape=shapes["frame"], num_classes=classes, base=base,
-                             freeze_base=base is not None)
+                             freeze_base=base is not None, dropout=recipe.dropout)
 
 
 def _flow(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
@@ -178,7 +179,7 @@ def _flow(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
     from trainers.models import build_tvhi_flow
 
     return build_tvhi_flow(input_shape=shapes["flow"], num_classes=classes,
-                           subtract_mean=recipe.subtract_mean_flow)
+                           subtract_mean=recipe.subtract_mean_flow, dropout=recipe.dropout)
 
 
 def _two_stream(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, Any],
@@ -189,7 +190,7 @@ def _two_stream(shapes: Mapping[str, tuple], classes: int, bases: Mapping[str, A
     # its recipe had it (a run's prerequisites are found by recipe, so it matches this one's).
     return build_two_stream(frame_shape=shapes["frame"], flow_shape=shapes["flow"],
                             num_classes=classes, frames_model=bases["frames"],
-                            flow_model=bases["flow"])
+                            flow_model=bases["flow"], dropout=recipe.dropout)
 
 
 # The report's four models (sections 5 and 6), in the order they build on each other.

@@ -81,6 +81,10 @@ def run(
         help="Validate, test and save a moving average of the weights (this momentum per "
              "step, e.g. 0.99: about the last 100 steps) instead of the last step's; also for "
              "prerequisites."),
+    dropout: Optional[float] = typer.Option(
+        None, "--dropout",
+        help="Rate of the models' Dropout layers (the report's 0.5; the two-stream paper "
+             "trains from scratch at 0.9); also for prerequisites."),
     base: Optional[Path] = typer.Option(
         None, "--base", help="Run directory to transfer from (frames: an image run), however "
                              "it was trained; default: the latest run of the same input size, "
@@ -112,7 +116,7 @@ def run(
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment, segment_views=segment_views or None,
                            subtract_mean_flow=subtract_mean_flow or None,
-                           ema_momentum=ema_momentum,
+                           ema_momentum=ema_momentum, dropout=dropout,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)

@@ -42,7 +42,7 @@ Echo = Callable[[str], None]
 class RunConfig:
     """Everything `trainers run` was asked to do.
 
-    `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision`, `ema_momentum`,
+    `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision`, `ema_momentum`, `dropout`,
     `segment_views` (to the models that read per-step arrays) and `subtract_mean_flow` (to the
     models that read flow) also apply to prerequisite runs trained on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream
     model fuses tuned streams); `batch_size` and `learning_rate` only to `model`, since the
@@ -66,6 +66,7 @@ class RunConfig:
     segment_views: bool | None = None  # None: the recipe's; for every model that reads steps
     subtract_mean_flow: bool | None = None  # None: the recipe's; for every model that reads flow
     ema_momentum: float | None = None  # None: the recipe's; for every model trained
+    dropout: float | None = None  # None: the recipe's; for every model trained
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
@@ -96,6 +97,7 @@ class RunConfig:
             segment_views=self.segment_views if entry.reads_steps else None,
             subtract_mean_flow=self.subtract_mean_flow if entry.reads_flow else None,
             ema_momentum=self.ema_momentum,
+            dropout=self.dropout,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,
         )
