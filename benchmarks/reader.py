@@ -14,9 +14,13 @@ Ceiling, per store (the chunk files' paths, offsets and sizes are looked up befo
   nearest there is, h5py's `read_direct` of the one-sample chunk into a preallocated `out`
   (libhdf5 reads the chunk and runs its filters); h5py holds the GIL, so more threads do not help.
 With T threads the samples are dealt round-robin to T threads, each with its own buffers.
-A third ceiling, shown for reference, is the 1-thread one writing each sample into its row of a
-preallocated batch: what any reader must deliver. Where a chunk is only a page-cache copy
-(uncompressed stores) the sample-sized buffer stays in the CPU cache and the batch does not.
+The same ceilings writing each sample into its row of a preallocated batch instead ("batch
+buffers", on 1 and T threads) are what any reader must deliver: where a chunk is only a
+page-cache copy (uncompressed stores) the sample-sized buffer stays in the CPU cache and the
+batch does not, and T threads writing batches share the memory bus where T threads rewriting
+cache-resident buffers do not. Each reader is held against the issue's ceiling (the verdict)
+and, in a second figure measured in the same rounds, against the batch-buffer ceiling on the
+same threads: how much of the gap any reader delivering batches would have.
 
 Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train split, batch 8:
 - `split[batch]`: `split.read(positions)` over the split in order, one thread;
@@ -255,7 +259,8 @@ READERS = ("split[batch] loop", "to_tf_dataset", "DataLoader 0 workers", "DataLo
 AGAINST = {"split[batch] loop": 1, "DataLoader 0 workers": 1, "to_tf_dataset": None,
            "DataLoader 2 workers": None, "batched DataLoader 0 workers": 1,
            "batched DataLoader 2 workers": None, TRANSPORT: None}
-CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers")
+CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers",
+            "ceiling, T threads, batch buffers")
 
 
 def reader_pass(name: str, split):
@@ -319,9 +324,13 @@ def measure_cell(path: Path, what: str, rounds: int, seconds: float,
         passes["ceiling, T threads"] = (ceiling_pass(path, split.indices, threads, pool), False)
         passes["ceiling, 1 thread, batch buffers"] = (
             ceiling_pass(path, split.indices, 1, pool, into_batch=True), False)
+        passes["ceiling, T threads, batch buffers"] = (
+            ceiling_pass(path, split.indices, threads, pool, into_batch=True), False)
     else:
         ceiling_threads = AGAINST[what] or threads
         passes["ceiling"] = (ceiling_pass(path, split.indices, ceiling_threads, pool), False)
+        passes["batch buffers"] = (ceiling_pass(path, split.indices, ceiling_threads, pool,
+                                                into_batch=True), False)
         passes[what] = (reader_pass(what, split), "2 workers" in what)
     for one_pass, _ in passes.values():
         one_pass()  # warm-up: page cache, thread pools, tf.data's tracing, worker start-up
@@ -332,10 +341,11 @@ def measure_cell(path: Path, what: str, rounds: int, seconds: float,
     cell = {name: {"rate": _median([m.rate for m in ms]), "cores": _median([m.cores for m in ms]),
                    "others": max(m.others / m.wall for m in ms)} for name, ms in runs.items()}
     if what != "ceilings":
-        ratios = [(r.rate / r.cores) / (c.rate / c.cores)
-                  for r, c in zip(runs[what], runs["ceiling"], strict=True)]
-        cell[what]["ratio"] = _median(ratios)
-        cell[what]["ratio_range"] = (min(ratios), max(ratios))
+        for against, key in (("ceiling", "ratio"), ("batch buffers", "batch_ratio")):
+            ratios = [(r.rate / r.cores) / (c.rate / c.cores)
+                      for r, c in zip(runs[what], runs[against], strict=True)]
+            cell[what][key] = _median(ratios)
+            cell[what][f"{key}_range"] = (min(ratios), max(ratios))
     return cell
 
 
@@ -419,7 +429,7 @@ def report(args, stores, results, train: int, seconds: float) -> str:
         f"{args.rounds} rounds of at least {args.min_seconds:g} s, each right after its ceiling "
         f"in the same process; figures are medians over the rounds.", "",
         "samples/s (cores used); for readers, % of the ceiling per core, median "
-        "(lowest-highest round):", "",
+        "(lowest-highest round), then [% of the batch-buffer ceiling on the same threads]:", "",
         "| store | " + " | ".join(columns) + " | others' CPU |",
         "|---|" + "---|" * (len(columns) + 1),
     ]
@@ -431,6 +441,8 @@ def report(args, stores, results, train: int, seconds: float) -> str:
             if "ratio" in m:
                 low, high = m["ratio_range"]
                 text += f"; {100 * m['ratio']:.0f}% ({100 * low:.0f}-{100 * high:.0f})"
+            if "batch_ratio" in m:
+                text += f" [{100 * m['batch_ratio']:.0f}%]"
             cells.append(text)
         others = max(m["others"] for m in row.values())
         size_mib = disk_bytes(stores[(backend, compression)]) / 2 ** 20

@@ -101,14 +101,16 @@ def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
 
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
     cell = load_benchmark("reader").measure_cell(path, what, rounds=2, seconds=0.05)
-    names = ["ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers"] \
-        if what == "ceilings" else ["ceiling", what]
+    names = ["ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers",
+             "ceiling, T threads, batch buffers"] \
+        if what == "ceilings" else ["ceiling", "batch buffers", what]
     assert list(cell) == names
     for figures in cell.values():
         assert figures["rate"] > 0 and figures["cores"] > 0
     if what != "ceilings":
-        low, high = cell[what]["ratio_range"]
-        assert 0 < low <= cell[what]["ratio"] <= high
+        for key in ("ratio", "batch_ratio"):
+            low, high = cell[what][f"{key}_range"]
+            assert 0 < low <= cell[what][key] <= high
 
 
 def test_reader_benchmark_repeats_an_epoch_over_the_same_samples(tmp_path):
