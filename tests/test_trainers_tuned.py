@@ -253,3 +253,36 @@ def test_dropout_outside_0_to_1_is_refused_in_one_line(tmp_path):
                                  "--dropout", "1.5"])
     assert result.exit_code != 0
     assert result.stderr.strip().splitlines() == ["error: dropout must be in [0, 1), got 1.5"]
+
+
+def test_scale_jitter_is_trained_with_recorded_and_applies_to_every_model_of_a_chain(tmp_path):
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--recipe", "tuned", "--epochs", "1", "--scale-jitter", "1.5",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record, = list_runs(runs)
+    assert record.metrics["recipe"]["scale_jitter"] == 1.5
+    # Not reused for the tuned recipe's own 1.15, nor the other way round.
+    tuned = RunConfig(model="flow", store=store, epochs=1, recipe_set="tuned")
+    assert find_run(runs, "flow", training=tuned.training_for("flow")) is None
+    config = RunConfig(model="two_stream", store=store, recipe_set="tuned", scale_jitter=1.5)
+    for name in ("frames", "flow", "two_stream"):
+        assert config.recipe_for(name).scale_jitter == 1.5
+    # What the recipe trains with: crops of 1/1.5 to all of the frame, resized back.
+    augment = recipe_augmentation(config.recipe_for("flow"), motion=("flow",))
+    flow = np.zeros((1, 2, 30, 30, 2), np.float32)
+    flow[..., 0] = 1.0  # one pixel a step to the right, everywhere
+    factors = {float(augment({"flow": flow.copy()}, np.random.default_rng(seed))["flow"]
+                     [0, 0, 15, 15, 0]) for seed in range(40)}
+    # dx is scaled by the resize factor (or negated with it, when flipped)
+    assert max(abs(f) for f in factors) > 1.3 and all(1 <= abs(f) <= 1.5 + 1e-6 for f in factors)
+
+
+def test_scale_jitter_outside_1_to_2_is_refused_in_one_line(tmp_path):
+    result = runner.invoke(app, ["run", "flow", "--store", str(tmp_path / "x.zarr"),
+                                 "--scale-jitter", "2.5"])
+    assert result.exit_code != 0
+    assert result.stderr.strip().splitlines() == [
+        "error: scale_jitter must be in [1, 2] (1: no resized crop), got 2.5"]

@@ -85,6 +85,11 @@ def run(
         None, "--dropout",
         help="Rate of the models' Dropout layers (the report's 0.5; the two-stream paper "
              "trains from scratch at 0.9); also for prerequisites."),
+    scale_jitter: Optional[float] = typer.Option(
+        None, "--scale-jitter",
+        help="Largest resize factor of the random resized crop, frames and flow together "
+             "(1: none; the tuned recipes' 1.15; TSN's scale jittering is about 1.5); also for "
+             "prerequisites."),
     base: Optional[Path] = typer.Option(
         None, "--base", help="Run directory to transfer from (frames: an image run), however "
                              "it was trained; default: the latest run of the same input size, "
@@ -117,6 +122,7 @@ def run(
                            seed=seed, augment=augment, segment_views=segment_views or None,
                            subtract_mean_flow=subtract_mean_flow or None,
                            ema_momentum=ema_momentum, dropout=dropout,
+                           scale_jitter=scale_jitter,
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)

@@ -41,7 +41,9 @@ class Recipe:
         cosine_decay: after the warm-up, decay the learning rate to 0 along a half cosine.
         flip: random horizontal flips (frames and flow together, dx negated).
         scale_jitter: largest resize factor of the random resized crop (1: none); frames and
-            flow are resized and cropped together, flow vectors scaled by the factor.
+            flow are resized and cropped together, flow vectors scaled by the factor. The
+            tuned set's 1.15 is the two-stream paper's 224 crops of 256 frames; TSN's scale
+            jittering (Wang et al. 2016, crops of 1 to 0.66 of the frame side) is about 1.5.
         colour_jitter: brightness, contrast and saturation factors in 1 +- this (frames only).
         fine_tune_base: train the convolutions a model transfers from its base run too (the
             report freezes them); their BatchNorm layers keep the base's statistics, which a
@@ -109,8 +111,12 @@ class Recipe:
             raise ModelConfigError(f"unknown recipe set {self.recipe_set!r}; known: "
                                    f"{', '.join(RECIPE_SETS)}")
         if not (0 <= self.weight_decay < 1 and 0 <= self.label_smoothing < 1
-                and 0 <= self.colour_jitter < 1 and 1 <= self.scale_jitter <= 2):
+                and 0 <= self.colour_jitter < 1):
             raise ModelConfigError(f"recipe out of range: {self!r}")
+        if not (isinstance(self.scale_jitter, (int, float))
+                and not isinstance(self.scale_jitter, bool) and 1 <= self.scale_jitter <= 2):
+            raise ModelConfigError(f"scale_jitter must be in [1, 2] (1: no resized crop), got "
+                                   f"{self.scale_jitter!r}")
         if not (isinstance(self.ema_momentum, (int, float))
                 and not isinstance(self.ema_momentum, bool) and 0 <= self.ema_momentum < 1):
             raise ModelConfigError(f"ema_momentum must be in [0, 1) (0: no average), got "

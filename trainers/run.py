@@ -43,9 +43,10 @@ class RunConfig:
     """Everything `trainers run` was asked to do.
 
     `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision`, `ema_momentum`, `dropout`,
-    `segment_views` (to the models that read per-step arrays) and `subtract_mean_flow` (to the
-    models that read flow) also apply to prerequisite runs trained on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream
-    model fuses tuned streams); `batch_size` and `learning_rate` only to `model`, since the
+    `scale_jitter`, `segment_views` (to the models that read per-step arrays) and
+    `subtract_mean_flow` (to the models that read flow) also apply to prerequisite runs trained
+    on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream model fuses
+    tuned streams); `batch_size` and `learning_rate` only to `model`, since the
     recipes differ per model. `None` means "the recipe's".
     """
 
@@ -67,6 +68,7 @@ class RunConfig:
     subtract_mean_flow: bool | None = None  # None: the recipe's; for every model that reads flow
     ema_momentum: float | None = None  # None: the recipe's; for every model trained
     dropout: float | None = None  # None: the recipe's; for every model trained
+    scale_jitter: float | None = None  # None: the recipe's; for every model trained
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
@@ -98,6 +100,7 @@ class RunConfig:
             subtract_mean_flow=self.subtract_mean_flow if entry.reads_flow else None,
             ema_momentum=self.ema_momentum,
             dropout=self.dropout,
+            scale_jitter=self.scale_jitter,
             batch_size=self.batch_size if own else None,
             learning_rate=self.learning_rate if own else None,
         )
