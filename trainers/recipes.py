@@ -113,17 +113,12 @@ class Recipe:
         if not (0 <= self.weight_decay < 1 and 0 <= self.label_smoothing < 1
                 and 0 <= self.colour_jitter < 1):
             raise ModelConfigError(f"recipe out of range: {self!r}")
-        if not (isinstance(self.scale_jitter, (int, float))
-                and not isinstance(self.scale_jitter, bool) and 1 <= self.scale_jitter <= 2):
-            raise ModelConfigError(f"scale_jitter must be in [1, 2] (1: no resized crop), got "
-                                   f"{self.scale_jitter!r}")
-        if not (isinstance(self.ema_momentum, (int, float))
-                and not isinstance(self.ema_momentum, bool) and 0 <= self.ema_momentum < 1):
-            raise ModelConfigError(f"ema_momentum must be in [0, 1) (0: no average), got "
-                                   f"{self.ema_momentum!r}")
-        if not (isinstance(self.dropout, (int, float)) and not isinstance(self.dropout, bool)
-                and 0 <= self.dropout < 1):
-            raise ModelConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        for name, (low, high, closed, note) in _RANGES.items():
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and low <= value and (value <= high if closed else value < high)):
+                raise ModelConfigError(f"{name} must be in [{low}, {high}{']' if closed else ')'}"
+                                       f"{note}, got {value!r}")
         for name in _LATER_SWITCHES:
             if not isinstance(getattr(self, name), bool):
                 raise ModelConfigError(f"{name} must be True or False, got "
@@ -193,6 +188,11 @@ _REPORT_FIELDS = ("learning_rate", "batch_size", "epochs", "lr_halve_every")
 #: Fields added after the tuned set's first runs: recorded only when not at their default.
 _LATER_SWITCHES = ("fine_tune_base", "segment_views", "subtract_mean_flow")
 _LATER_FIELDS = (*_LATER_SWITCHES, "ema_momentum", "dropout")
+#: Number fields a flag sets, each with its own one-line error: name -> (lowest, highest,
+#: whether the highest is allowed, what an edge means).
+_RANGES = {"scale_jitter": (1, 2, True, " (1: no resized crop)"),
+           "ema_momentum": (0, 1, False, " (0: no average)"),
+           "dropout": (0, 1, False, "")}
 
 def recorded_recipe(recorded: Mapping[str, Any]) -> dict[str, Any]:
     """A recipe as a run's `metrics.json` records it, with the fields added later
