@@ -1,4 +1,5 @@
-"""An independent, deliberately naive implementation of the extraction contract (DESIGN.md).
+"""An independent, deliberately naive implementation of the extraction contract (DESIGN.md),
+and of the one loss the tests check by hand.
 
 It decodes every frame with `read()`, converts and resizes every one of them, and only then
 picks what it needs: nothing shared with flowstore's optimised path, so agreement means
@@ -40,3 +41,13 @@ def reference_image(path, size: int) -> np.ndarray:
     """Independent decode + resize of a still image: cv2.imread, BGR to RGB, then INTER_AREA."""
     rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
     return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def smoothed_cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: float) -> float:
+    """Mean cross-entropy of `logits` against integer `labels` smoothed by `smoothing`, in
+    plain numpy: what a tuned recipe's compiled loss (`SmoothedSparseCrossentropy`) must give."""
+    z = logits - logits.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    target = np.full(logits.shape, smoothing / logits.shape[1])
+    target[np.arange(len(labels)), labels] += 1 - smoothing
+    return float(-(target * log_p).sum(axis=1).mean())

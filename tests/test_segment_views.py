@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import flowstore
 from flowstore.reader import random_segment, segment_views
+from tests.reference import smoothed_cross_entropy
 from trainers.cli import app
 from trainers.html_report import predict_test
 from trainers.run import RunConfig
@@ -109,14 +110,6 @@ def test_segment_views_for_a_model_without_steps_is_one_error_line(tmp_path):
     assert "--segment-views: frames reads middle_frame, no per-step array" in result.output
 
 
-def _smoothed_loss(logits: np.ndarray, labels: np.ndarray, smoothing: float) -> float:
-    z = logits - logits.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    target = np.full(logits.shape, smoothing / logits.shape[1])
-    target[np.arange(len(labels)), labels] += 1 - smoothing
-    return float(-(target * log_p).sum(axis=1).mean())
-
-
 def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_of_all(tmp_path):
     import keras
 
@@ -144,7 +137,7 @@ def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_o
     assert record.metrics["test"]["accuracy"] == pytest.approx(
         float((mean.argmax(1) == batch["label"]).mean()))
     assert record.metrics["test"]["loss"] == pytest.approx(
-        _smoothed_loss(mean, batch["label"], 0.1), rel=1e-4)
+        smoothed_cross_entropy(mean, batch["label"], 0.1), rel=1e-4)
     # The report's confusion matrix predicts the clips the same way.
     predictions = predict_test(record)
     np.testing.assert_array_equal(predictions.predicted, mean.argmax(1))

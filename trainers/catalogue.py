@@ -72,6 +72,19 @@ class ModelEntry:
         return any(len(shapes.get(array, ())) == 4 for array in self.arrays)
 
     @property
+    def reads_frame(self) -> bool:
+        """Whether the model reads a video's `middle_frame` (what `frame_views` applies to)."""
+        return MIDDLE_FRAME in self.arrays
+
+    def inputs_for(self, frame_views: bool) -> Mapping[str, str]:
+        """`inputs`, but under `frame_views` every middle-frame input reads the per-step
+        `frames` (one of which it is fed at a time)."""
+        if not frame_views:
+            return self.inputs
+        return MappingProxyType({name: FRAMES if array == MIDDLE_FRAME else array
+                                 for name, array in self.inputs.items()})
+
+    @property
     def reads_flow(self) -> bool:
         """Whether the model reads the `flow` array (what `subtract_mean_flow` applies to)."""
         return "flow" in self.arrays
@@ -81,6 +94,8 @@ class ModelEntry:
         """Every model whose run this one starts from or freezes."""
         return self.transfers_from + self.requires
 
+
+MIDDLE_FRAME, FRAMES = "middle_frame", "frames"  # a video's single frame, its per-step frames
 
 _CATALOGUE: dict[str, ModelEntry] = {}
 _NAMES: dict[str, str] = {}  # name or alias -> name

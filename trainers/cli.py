@@ -71,6 +71,12 @@ def run(
         help="On a store built with --sampling segments: train on one random segment of each "
              "clip per epoch and score a clip by the mean of its segments' logits (TSN); "
              "also for prerequisites that read flow or frames."),
+    frame_views: bool = typer.Option(
+        False, "--frame-views",
+        help="Feed the middle-frame input from the clip's per-step frames: train on one "
+             "random frame of each clip per epoch and score a clip by the mean of its frames' "
+             "logits (the two-stream paper's and TSN's spatial stream); also for the frames "
+             "prerequisite of two_stream."),
     subtract_mean_flow: bool = typer.Option(
         False, "--subtract-mean-flow",
         help="Subtract each flow step's mean displacement over the frame in the model "
@@ -120,6 +126,7 @@ def run(
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment, segment_views=segment_views or None,
+                           frame_views=frame_views or None,
                            subtract_mean_flow=subtract_mean_flow or None,
                            ema_momentum=ema_momentum, dropout=dropout,
                            scale_jitter=scale_jitter,

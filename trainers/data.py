@@ -13,8 +13,8 @@ from typing import Any, Sequence
 import numpy as np
 import tensorflow as tf
 
-from flowstore.reader import (colour_jitter, compose, horizontal_flip, random_resized_crop,
-                              random_segment, segment_views)
+from flowstore.reader import (colour_jitter, compose, frame_views, horizontal_flip,
+                              random_frame, random_resized_crop, random_segment, segment_views)
 from flowstore.reader.dataset import Augmentation
 from trainers.errors import ModelConfigError
 from trainers.recipes import Recipe
@@ -86,14 +86,21 @@ class SegmentViews:
     model's per-step inputs `keys`: in training one random segment per clip
     (`random_segment`); when scored (validation, test, the report's predictions) every
     segment of a clip as a row of its own (`every_segment`), the clip's logits the mean of its
-    segments' (`clip_logits`: TSN's consensus)."""
+    segments' (`clip_logits`: TSN's consensus). Under a `frame_views` recipe (`single`) the
+    segments are the T steps of `frames`, each fed to the model as one frame (`random_frame`,
+    `frame_views`)."""
 
     segments: int
     keys: tuple[str, ...]
+    single: bool = False
 
     @classmethod
     def of(cls, samples: StoreSamples, segment_views: bool) -> "SegmentViews | None":
-        """The views of `samples` when `segment_views` (a recipe's field), else None."""
+        """The views of `samples` when they read frame views (`StoreSamples.for_recipe`) or
+        when `segment_views` (a recipe's field), else None."""
+        if samples.frame_views:
+            keys = samples.frame_view_keys
+            return cls(int(samples.sample_shapes[keys[0]][0]), keys, single=True)
         if not segment_views:
             return None
         keys = samples.split("train").segmented_keys
@@ -103,9 +110,13 @@ class SegmentViews:
         return cls(int(samples.segments), keys)
 
     def random_segment(self, batch: dict, rng: np.random.Generator) -> dict:
+        if self.single:
+            return random_frame(batch, rng, keys=self.keys)
         return random_segment(batch, rng, segments=self.segments, keys=self.keys)
 
     def every_segment(self, batch: dict, rng: np.random.Generator | None = None) -> dict:
+        if self.single:
+            return frame_views(batch, keys=self.keys)
         return segment_views(batch, segments=self.segments, keys=self.keys)
 
     def random_then(self, augmentation: Augmentation | None) -> Augmentation:

@@ -265,7 +265,7 @@ class StepProgress(keras.callbacks.Callback):
 
 
 class ViewScores(keras.callbacks.Callback):
-    """Validation under segment views: each epoch's `val_loss` and `val_accuracy` are the
+    """Validation under segment (or frame) views: each epoch's `val_loss` and `val_accuracy` are the
     clip scores of `clip_scores`, written into the epoch's logs, so `BestEpoch`, the
     history and the epoch line use them. List it after `RecalibrateBatchNorm` (which, with no
     Keras validation, recalibrates in `on_epoch_end`) and before `BestEpoch`."""
@@ -363,7 +363,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     bases = bases or {}
     if recipe.fine_tune_base and not samples.entry.transfers_from:
         raise ModelConfigError(f"fine_tune_base: {model_name} transfers from no base model")
-    samples.check_recipe(recipe)
+    samples = samples.for_recipe(recipe)  # checks the recipe against the store
     counts_per_split = {split: int(samples.indices(split).size)
                         for split in ("train", "val", "test")}
     samples.require("train")
@@ -396,8 +396,9 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if recipe.augments:
         augmentation = recipe_augmentation(recipe, samples.split("train").motion_keys,
                                            flip=options.augment)
-    # Segment views: training and calibration batches are one random segment per clip;
-    # validation and test batches every segment of a clip, scored by their mean (`ViewScores`).
+    # Segment (or frame) views: training and calibration batches are one random segment (frame)
+    # per clip; validation and test batches every one of a clip, scored by their mean
+    # (`ViewScores`).
     views = SegmentViews.of(samples, recipe.segment_views)
     plain: Any = False
     if views is not None:

@@ -33,7 +33,7 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
-from trainers.errors import ReportOutputError
+from trainers.errors import ReportOutputError, WrongDatasetError
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
@@ -134,9 +134,11 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         raise StoreUnavailable("metrics.json records no store path")
     from trainers.samples import open_samples
 
+    recipe = record.metrics.get("recipe", {})
     try:
-        samples = open_samples(location, record.model)
-    except StoreError as exc:
+        samples = open_samples(location, record.model,
+                               frame_views=bool(recipe.get("frame_views", False)))
+    except (StoreError, WrongDatasetError) as exc:
         raise StoreUnavailable(f"its store cannot be opened ({exc})") from None
     try:
         if samples.info.fingerprint != record.fingerprint:
@@ -154,9 +156,9 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         from trainers.models import load_trained
 
         model = load_trained(record.model_file)
-        # Scored as the run scored its test split: a segment-views run by its clips' consensus.
-        views = SegmentViews.of(samples, bool(record.metrics.get("recipe", {})
-                                              .get("segment_views", False)))
+        # Scored as the run scored its test split: a segment- or frame-views run by its clips'
+        # consensus.
+        views = SegmentViews.of(samples, bool(recipe.get("segment_views", False)))
         dataset = make_dataset(samples, "test", InputOptions(
             PREDICT_BATCH, augment=views.every_segment if views is not None else False))
         logits = (model.predict(dataset, verbose=0) if views is None

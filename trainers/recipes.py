@@ -55,6 +55,16 @@ class Recipe:
             The model's input is one segment (L flow steps), so its architecture and
             parameter count are those of an L-step store's model. Applies only to models
             that read per-step arrays (`ModelEntry.reads_steps`).
+        frame_views: feed a model's middle-frame input from the store's per-step `frames`
+            instead (the T frames at the flow positions, or one per segment): train on one
+            random frame of each clip per epoch (`random_frame`) and score a clip by the mean
+            of its T frames' logits (`frame_views`). The input is one frame as before, so the
+            architecture and parameter count stay the report's; a model that sees one frame of
+            each of 90 training clips sees T times as many distinct pictures over its epochs.
+            The two-stream paper's spatial stream and TSN sample frames across the clip so.
+            Applies only to models that read `middle_frame` (`ModelEntry.reads_frame`); a
+            two-stream model's views pair each frame with the clip's whole flow stack, so its
+            scoring runs the flow stream T times a clip. Not with `segment_views`.
         subtract_mean_flow: subtract from each flow step its mean displacement over the
             frame, in the model (`trainers.models.SubtractMeanFlow`, no weights), so that what
             a camera pan adds to every pixel alike drops out: the two-stream paper's "mean
@@ -90,6 +100,7 @@ class Recipe:
     colour_jitter: float = 0.0
     fine_tune_base: bool = False
     segment_views: bool = False
+    frame_views: bool = False
     subtract_mean_flow: bool = False
     ema_momentum: float = 0.0
     dropout: float = 0.5
@@ -123,6 +134,9 @@ class Recipe:
             if not isinstance(getattr(self, name), bool):
                 raise ModelConfigError(f"{name} must be True or False, got "
                                        f"{getattr(self, name)!r}")
+        if self.segment_views and self.frame_views:
+            raise ModelConfigError("segment_views and frame_views are two ways to view a clip; "
+                                   "choose one")
         if not (isinstance(self.warmup_epochs, int)
                 and (self.warmup_epochs == 0 or 0 < self.warmup_epochs < self.epochs)):
             raise ModelConfigError(f"warmup_epochs must be an integer in 0..epochs-1, got "
@@ -186,7 +200,7 @@ class Recipe:
 
 _REPORT_FIELDS = ("learning_rate", "batch_size", "epochs", "lr_halve_every")
 #: Fields added after the tuned set's first runs: recorded only when not at their default.
-_LATER_SWITCHES = ("fine_tune_base", "segment_views", "subtract_mean_flow")
+_LATER_SWITCHES = ("fine_tune_base", "segment_views", "frame_views", "subtract_mean_flow")
 _LATER_FIELDS = (*_LATER_SWITCHES, "ema_momentum", "dropout")
 #: Number fields a flag sets, each with its own one-line error: name -> (lowest, highest,
 #: whether the highest is allowed, what an edge means).

@@ -43,8 +43,9 @@ class RunConfig:
     """Everything `trainers run` was asked to do.
 
     `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision`, `ema_momentum`, `dropout`,
-    `scale_jitter`, `segment_views` (to the models that read per-step arrays) and
-    `subtract_mean_flow` (to the models that read flow) also apply to prerequisite runs trained
+    `scale_jitter`, `segment_views` (to the models that read per-step arrays), `frame_views`
+    (to the models that read a middle frame) and `subtract_mean_flow` (to the models that read
+    flow) also apply to prerequisite runs trained
     on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream model fuses
     tuned streams); `batch_size` and `learning_rate` only to `model`, since the
     recipes differ per model. `None` means "the recipe's".
@@ -65,6 +66,7 @@ class RunConfig:
     verbose: bool = False  # TensorFlow's start-up notes as they come (`trainers.quiet`)
     base: Path | None = None  # the run to transfer from, instead of the latest matching one
     segment_views: bool | None = None  # None: the recipe's; for every model that reads steps
+    frame_views: bool | None = None  # None: the recipe's; for every model that reads a frame
     subtract_mean_flow: bool | None = None  # None: the recipe's; for every model that reads flow
     ema_momentum: float | None = None  # None: the recipe's; for every model trained
     dropout: float | None = None  # None: the recipe's; for every model trained
@@ -79,6 +81,10 @@ class RunConfig:
             raise ModelConfigError(f"--segment-views: {self.model} reads "
                                    f"{', '.join(entry.arrays)}, no per-step array to view by "
                                    f"segment")
+        if self.frame_views and not entry.reads_frame:
+            raise ModelConfigError(f"--frame-views: {self.model} reads "
+                                   f"{', '.join(entry.arrays)}, no middle frame to view as "
+                                   f"the clip's frames")
         if self.subtract_mean_flow and not entry.reads_flow:
             raise ModelConfigError(f"--subtract-mean-flow: {self.model} reads "
                                    f"{', '.join(entry.arrays)}, no flow")
@@ -97,6 +103,7 @@ class RunConfig:
         return recipe_of(model, self.recipe_set).override(
             epochs=self.epochs,
             segment_views=self.segment_views if entry.reads_steps else None,
+            frame_views=self.frame_views if entry.reads_frame else None,
             subtract_mean_flow=self.subtract_mean_flow if entry.reads_flow else None,
             ema_momentum=self.ema_momentum,
             dropout=self.dropout,

@@ -15,7 +15,7 @@ import numpy as np
 
 from flowstore.reader import TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, open_store
-from trainers.catalogue import ModelEntry, get_model
+from trainers.catalogue import FRAMES, MIDDLE_FRAME, ModelEntry, get_model
 from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
 from trainers.recipes import Recipe
 
@@ -62,25 +62,43 @@ class StoreSamples:
         flowstore.errors.StoreError: the store declares an encoding it does not hold.
     """
 
-    def __init__(self, store: Store, model: str) -> None:
+    def __init__(self, store: Store, model: str, *, frame_views: bool = False) -> None:
         self.store = store
         self.entry: ModelEntry = get_model(model)
         self.model = self.entry.name
+        #: Whether the middle-frame inputs read the per-step `frames` (a `frame_views` recipe).
+        self.frame_views = frame_views
+        self.inputs = self.entry.inputs_for(frame_views)  # input name -> the array it reads
         dataset = str(store.attrs.get("dataset"))
         present = set(store.array_names())
-        missing = [name for name in self.entry.arrays if name not in present]
+        missing = [name for name in dict.fromkeys(self.inputs.values()) if name not in present]
         if missing:
             raise WrongDatasetError(
                 f"store {str(store.path)!r} (dataset {dataset!r}) lacks the "
                 f"array{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} that "
-                f"model {self.model!r} reads")
+                f"model {self.model!r} reads" + (" under frame views" if frame_views else ""))
         self.reader = StoreDataset(store)
         self.info = StoreInfo(path=self.reader.location, dataset=dataset,
                               fingerprint=self.reader.fingerprint, classes=self.reader.classes,
                               params=self.reader.params)
         self.labels = self.reader.labels.astype(np.int32)
         self.sample_shapes = {name: self.reader.features[array]
-                              for name, array in self.entry.inputs.items()}
+                              for name, array in self.inputs.items()}
+
+    def for_recipe(self, recipe: Recipe) -> "StoreSamples":
+        """These samples as `recipe` reads them: under `frame_views`, the same store's samples
+        with the middle-frame inputs read from `frames` (checked by `check_recipe` first)."""
+        self.check_recipe(recipe)
+        if recipe.frame_views == self.frame_views:
+            return self
+        return StoreSamples(self.store, self.model, frame_views=recipe.frame_views)
+
+    @property
+    def frame_view_keys(self) -> tuple[str, ...]:
+        """The inputs that read one frame of `frames` at a time (none without frame views)."""
+        if not self.frame_views:
+            return ()
+        return tuple(name for name, array in self.entry.inputs.items() if array == MIDDLE_FRAME)
 
     @property
     def num_classes(self) -> int:
@@ -92,25 +110,36 @@ class StoreSamples:
         return self.reader.segments
 
     def check_recipe(self, recipe: Recipe) -> None:
-        """Refuse a recipe this store cannot feed: `segment_views` needs a segments store."""
+        """Refuse a recipe this store cannot feed: `segment_views` needs a segments store,
+        `frame_views` a model that reads a middle frame and a store that holds `frames`."""
         if recipe.segment_views and self.segments is None:
             raise ModelConfigError(
                 f"segment views need a store built with --sampling segments; "
                 f"{self.info.path!r} has {self.info.params.get('sampling', 'linspace')} sampling")
+        if recipe.frame_views and not self.entry.reads_frame:
+            raise ModelConfigError(f"frame views: {self.model} reads "
+                                   f"{', '.join(self.entry.arrays)}, no middle frame")
+        if recipe.frame_views and FRAMES not in self.store.array_names():
+            raise ModelConfigError(f"frame views need the store's per-step {FRAMES!r}; "
+                                   f"{self.info.path!r} holds none")
 
     def input_shapes(self, recipe: Recipe) -> dict[str, tuple[int, ...]]:
         """The model's per-sample input shapes under `recipe`: the stored shapes, but one
-        segment of each per-step input when the recipe trains on segment views."""
+        segment of each per-step input under segment views, and one frame of `frames` under
+        frame views."""
+        samples = self.for_recipe(recipe)
+        shapes = dict(samples.sample_shapes)
+        for name in samples.frame_view_keys:
+            shapes[name] = shapes[name][1:]
         if not recipe.segment_views:
-            return dict(self.sample_shapes)
-        self.check_recipe(recipe)
+            return shapes
         segmented = set(self.split("train").segmented_keys)
         return {name: ((shape[0] // self.segments, *shape[1:]) if name in segmented else shape)
-                for name, shape in self.sample_shapes.items()}
+                for name, shape in shapes.items()}
 
     def split(self, split: str) -> Split:
         """The model's inputs (keyed by input name) of the `done` samples of `split`."""
-        return self.reader.split(split, features=dict(self.entry.inputs))
+        return self.reader.split(split, features=dict(self.inputs))
 
     def indices(self, split: str) -> np.ndarray:
         """Store indices of the `done` samples of `split`, in store (manifest) order."""
@@ -132,14 +161,15 @@ class StoreSamples:
 
     def read_sample(self, index: int) -> tuple[np.ndarray, ...]:
         """The model inputs of sample `index` as float32 arrays (flow in pixels), in
-        `entry.inputs` order; each one chunk, `store.read(name, index)`."""
+        `inputs` order; each one chunk, `store.read(name, index)`."""
         return tuple(self.reader.encodings[array].decode(self.store.read(array, int(index)),
                                                          np.dtype(np.float32))
-                     for array in self.entry.arrays)
+                     for array in self.inputs.values())
 
 
-def open_samples(path: str | Path, model: str) -> StoreSamples:
-    """Open the store at `path` read-only and check it against `model`.
+def open_samples(path: str | Path, model: str, *, frame_views: bool = False) -> StoreSamples:
+    """Open the store at `path` read-only and check it against `model` (reading `frames` for
+    its middle-frame inputs when `frame_views`).
 
     The caller closes `samples.store` (or uses it as a context manager).
 
@@ -150,7 +180,7 @@ def open_samples(path: str | Path, model: str) -> StoreSamples:
     get_model(model)  # an unknown model name fails before the store is touched
     store = open_store(path, mode="r")
     try:
-        return StoreSamples(store, model)
+        return StoreSamples(store, model, frame_views=frame_views)
     except BaseException:
         store.close()
         raise

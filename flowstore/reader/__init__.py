@@ -13,8 +13,9 @@ reads a store through it.
 Each framework is imported only by its adapter module, when its method is called.
 """
 
-from flowstore.reader.augment import (colour_jitter, compose, horizontal_flip, random_crop,
-                                      random_resized_crop, random_segment, segment_views)
+from flowstore.reader.augment import (colour_jitter, compose, frame_views, horizontal_flip,
+                                      random_crop, random_frame, random_resized_crop,
+                                      random_segment, segment_views)
 from flowstore.reader.buffers import TF_ALIGNMENT, aligned_empty
 from flowstore.reader.dataset import Split, StoreDataset
 from flowstore.reader.encoding import Encoding
@@ -22,5 +23,5 @@ from flowstore.reader.encoding import Encoding
 open = StoreDataset.open  # noqa: A001 (flowstore.open mirrors zarr.open / h5py.File)
 
 __all__ = ["TF_ALIGNMENT", "Encoding", "Split", "StoreDataset", "aligned_empty", "compose",
-           "colour_jitter", "horizontal_flip", "open", "random_crop",
-           "random_resized_crop", "random_segment", "segment_views"]
+           "colour_jitter", "frame_views", "horizontal_flip", "open", "random_crop",
+           "random_frame", "random_resized_crop", "random_segment", "segment_views"]

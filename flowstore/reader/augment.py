@@ -6,7 +6,8 @@ own generator seeded by (seed, epoch, batch), so an augmented epoch is reproduci
 Image-like features are the arrays of four or more axes; all of a sample's are transformed
 together (a frame and its flow stay aligned). For stores built with `--sampling segments`,
 `random_segment` (training) and `segment_views` (scoring; not random) choose which of a clip's K
-segments a model sees.
+segments a model sees; `random_frame` and `frame_views` do the same for single frames of a
+clip's per-step `frames`.
 """
 
 from __future__ import annotations
@@ -212,3 +213,25 @@ def segment_views(batch: dict[str, np.ndarray], *, segments: int,
         else:
             out[key] = np.repeat(value, segments, axis=0)
     return out
+
+
+def random_frame(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
+                 keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """One random step of each sample's per-step `keys` (`(B, T, H, W, C)`, e.g. `frames`) as
+    a single image (`(B, H, W, C)`), the same step in all of a sample's keys; other features
+    stay as they are. A single-frame model trained on it sees a clip's T frames, one a
+    step, instead of only its middle frame: the spatial stream's sampling in the two-stream
+    paper and TSN (one frame from each of T segments). `frame_views` scores all T.
+    """
+    if not keys:
+        return batch
+    out = random_segment(batch, rng, segments=batch[keys[0]].shape[1], keys=keys)
+    return {key: (value[:, 0] if key in keys else value) for key, value in out.items()}
+
+
+def frame_views(batch: dict[str, np.ndarray], *, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Every step of the per-step `keys` as a single image of its own: B samples become B x T
+    rows, sample b's step t at row b*T + t (`(B*T, H, W, C)`, a reshape, no copy), every
+    other value repeated T times; the scoring counterpart of `random_frame`."""
+    out = segment_views(batch, segments=batch[keys[0]].shape[1], keys=keys)
+    return {key: (value[:, 0] if key in keys else value) for key, value in out.items()}
