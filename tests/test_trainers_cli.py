@@ -163,7 +163,8 @@ def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
 
 def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_path):
     """Seeds 0-2 of one recipe are one row (mean, sample SD, range); a tuned run, or a run of
-    another store, is a row of its own; two tuned recipes of one model say how they differ."""
+    another store, is a row of its own; two tuned recipes of one model say how they differ;
+    report-recipe rows come first."""
     def run(name, seed, accuracy, recipe_set=None, fingerprint="f1", created="2026-01-01",
             epochs=20):
         folder = tmp_path / "runs" / name
@@ -191,6 +192,11 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     assert "| TV-HI flow | tuned, epochs 20 | 0 | 0.50 | - | 0.50-0.50 |" in rows
     assert "| TV-HI flow | tuned, epochs 40 | 1 | 0.60 | - | 0.60-0.60 |" in rows
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
+    # A model's report-recipe rows come before its tuned ones, each set's by first run,
+    # though the runs were made report, tuned, report, tuned.
+    recipes = [row.split(" | ")[1] for row in rows]
+    assert [recipe for recipe in recipes if recipe.startswith(("report", "tuned"))] == [
+        "report, store f1", "report, store f2", "tuned, epochs 20", "tuned, epochs 40"]
 
 
 def _report_rows(runs):

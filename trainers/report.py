@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
-from trainers.recipes import recorded_recipe
+from trainers.recipes import RECIPE_SETS, recorded_recipe
 from trainers.runs import RunRecord, latest_runs, list_runs, read_run
 
 if TYPE_CHECKING:
@@ -40,9 +40,15 @@ def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+def _model_position(record: RunRecord) -> int:
+    """Where a run's model comes in the catalogue (the order models build on each other);
+    a model the catalogue does not know comes last."""
+    names = model_names()
+    return names.index(record.model) if record.model in names else len(names)
+
+
 def _ordered(records: Iterable[RunRecord]) -> list[RunRecord]:
-    order = {name: i for i, name in enumerate(model_names())}
-    return sorted(records, key=lambda r: (order.get(r.model, len(order)), r.created))
+    return sorted(records, key=lambda r: (_model_position(r), r.created))
 
 
 def _name(record: RunRecord) -> str:
@@ -107,8 +113,9 @@ def transfer_origins(record: RunRecord,
 def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tuple[str, ...]]]:
     """Runs that differ only in their seed, grouped: the same model, store and training
     (recipe, augmentation, precision) and the same pretrained runs at the start of their chain
-    (`transfer_origins`, given with each group), in `_ordered` order of each group's first run.
-    One seed of 100 TV-HI test clips moves test accuracy by several points, so a figure worth
+    (`transfer_origins`, given with each group). Groups come in catalogue order of their model,
+    then in `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its
+    tuned ones, however the runs were interleaved in time), then by their first run. One seed of 100 TV-HI test clips moves test accuracy by several points, so a figure worth
     quoting is a group's mean and spread, not one run's."""
     records = _ordered(records)
     known = {str(r.path.resolve()): r for r in records}
@@ -119,7 +126,14 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
         key = json.dumps([r.model, r.fingerprint, training, origins], sort_keys=True,
                          default=str)
         groups.setdefault(key, ([], origins))[0].append(r)
-    return list(groups.values())
+    sets = {name: i for i, name in enumerate(RECIPE_SETS)}
+
+    def place(group: tuple[list[RunRecord], tuple[str, ...]]) -> tuple:
+        first = group[0][0]
+        recipe_set = (first.metrics.get("recipe") or {}).get("recipe_set", "report")
+        return _model_position(first), sets.get(recipe_set, len(sets)), first.created
+
+    return sorted(groups.values(), key=place)
 
 
 def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]]) -> list[str]:
