@@ -265,8 +265,8 @@ class StepProgress(keras.callbacks.Callback):
 
 
 class ViewScores(keras.callbacks.Callback):
-    """Validation under segment (or frame) views: each epoch's `val_loss` and `val_accuracy` are the
-    clip scores of `clip_scores`, written into the epoch's logs, so `BestEpoch`, the
+    """Validation under segment (or frame) views: each epoch's `val_loss` and `val_accuracy`
+    are the clip scores of `clip_scores`, written into the epoch's logs, so `BestEpoch`, the
     history and the epoch line use them. List it after `RecalibrateBatchNorm` (which, with no
     Keras validation, recalibrates in `on_epoch_end`) and before `BestEpoch`."""
 

@@ -115,8 +115,9 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     (recipe, augmentation, precision) and the same pretrained runs at the start of their chain
     (`transfer_origins`, given with each group). Groups come in catalogue order of their model,
     then in `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its
-    tuned ones, however the runs were interleaved in time), then by their first run. One seed of 100 TV-HI test clips moves test accuracy by several points, so a figure worth
-    quoting is a group's mean and spread, not one run's."""
+    tuned ones, however the runs were interleaved in time), then by their first run. One seed
+    of 100 TV-HI test clips moves test accuracy by several points, so a figure worth quoting is
+    a group's mean and spread, not one run's."""
     records = _ordered(records)
     known = {str(r.path.resolve()): r for r in records}
     groups: dict[str, tuple[list[RunRecord], tuple[str, ...]]] = {}

@@ -45,10 +45,10 @@ class RunConfig:
     `recipe_set`, `epochs`, `seed`, `augment`, `mixed_precision`, `ema_momentum`, `dropout`,
     `scale_jitter`, `segment_views` (to the models that read per-step arrays), `frame_views`
     (to the models that read a middle frame) and `subtract_mean_flow` (to the models that read
-    flow) also apply to prerequisite runs trained
-    on the way (a quick `--epochs 1` try stays quick end to end, a tuned two-stream model fuses
-    tuned streams); `batch_size` and `learning_rate` only to `model`, since the
-    recipes differ per model. `None` means "the recipe's".
+    flow) also apply to prerequisite runs trained on the way (a quick `--epochs 1` try stays
+    quick end to end, a tuned two-stream model fuses tuned streams); `batch_size` and
+    `learning_rate` only to `model`, since the recipes differ per model. `None` means "the
+    recipe's".
     """
 
     model: str
