@@ -35,6 +35,10 @@ Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train
   unread (`UnreadSplit`): what carrying batches from the workers costs by itself. Its "% of
   the ceiling" is a bound, not a score: with transport at t times the ceiling's rate per core,
   no 2-worker DataLoader that also reads can pass 1 / (1 + 1/t) of the ceiling per core.
+- to_tf_dataset, no reads: `to_tf_dataset` over the same unread split: what tf.data's own
+  machinery costs a batch (shuffle, batch, the `tf.numpy_function` call, prefetch, the Python
+  iterator handing out the tensors, a new iterator each epoch). A bound in the same way: no
+  `to_tf_dataset` that also reads can pass 1 / (1 + 1/t) of the ceiling per core.
 
 "% of ceiling per core" = (samples/s / cores the reader used) / (samples/s / cores the ceiling
 used), against the 1-thread ceiling for one-thread readers and the T-thread ceiling for the
@@ -253,12 +257,14 @@ def dataloader_pass(split, workers: int, batched: bool = False):
 
 
 TRANSPORT = "DataLoader 2 workers, no reads"
+TF_MACHINERY = "to_tf_dataset, no reads"
 READERS = ("split[batch] loop", "to_tf_dataset", "DataLoader 0 workers", "DataLoader 2 workers",
-           "batched DataLoader 0 workers", "batched DataLoader 2 workers", TRANSPORT)
+           "batched DataLoader 0 workers", "batched DataLoader 2 workers", TRANSPORT,
+           TF_MACHINERY)
 #: Which ceiling each reader is held against: one thread, or T threads.
 AGAINST = {"split[batch] loop": 1, "DataLoader 0 workers": 1, "to_tf_dataset": None,
            "DataLoader 2 workers": None, "batched DataLoader 0 workers": 1,
-           "batched DataLoader 2 workers": None, TRANSPORT: None}
+           "batched DataLoader 2 workers": None, TRANSPORT: None, TF_MACHINERY: None}
 CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch buffers",
             "ceiling, T threads, batch buffers")
 
@@ -266,6 +272,8 @@ CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch
 def reader_pass(name: str, split):
     if name == TRANSPORT:
         return dataloader_pass(repeated(split, 1, _unread_split_class()), 2)
+    if name == TF_MACHINERY:
+        return tf_pass(repeated(split, 1, _unread_split_class()))
     if name == "split[batch] loop":
         return loop_pass(split)
     if name == "to_tf_dataset":
@@ -293,7 +301,8 @@ def _unread_split_class():
     class UnreadSplit(Split):
         """A split whose batches are its buffers as they come from the pool, nothing read into
         them: a DataLoader over it pays only for carrying batches from its workers (indices
-        out, buffers lent, batches unpickled and handed back), the transport any read adds to."""
+        out, buffers lent, batches unpickled and handed back), the transport any read adds to;
+        `to_tf_dataset` over it, only for tf.data's own work a batch."""
 
         def read(self, positions):
             positions = np.asarray(positions, dtype=np.int64).reshape(-1)

@@ -92,7 +92,7 @@ def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp
 
 
 @pytest.mark.parametrize("what", ["ceilings", "split[batch] loop", "DataLoader 0 workers",
-                                  "DataLoader 2 workers, no reads"])
+                                  "DataLoader 2 workers, no reads", "to_tf_dataset, no reads"])
 def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
     """One cell of `benchmarks/reader.py` (each reader against its ceiling, in rounds) on a tiny
     store: it runs on the reader as it is, and gives every figure the table prints."""

@@ -1,6 +1,6 @@
 """Batch buffers are reused once nothing refers to them, and never while anything does (a view
-of a view, a memoryview, a tensor wrapping the memory); the PyTorch collate hands a batch read at
-once on uncopied, and anything else as default collate would."""
+of a view, a memoryview, a tensor wrapping the memory); tf.data and the PyTorch collate hand a
+batch read at once on uncopied, the collate anything else as default collate would."""
 
 from __future__ import annotations
 
@@ -112,6 +112,45 @@ def test_a_batch_sample_pickles_as_the_sample_alone(train):
     np.testing.assert_array_equal(copied["flow"], sample["flow"])
     assert len(pickle.dumps(sample)) < 1.5 * sum(v.nbytes for v in copied.values()
                                                   if hasattr(v, "nbytes"))
+
+
+# -- tf.data: a batch is the read's buffers, and holds them -----------------------------------------
+
+
+def test_tf_batches_are_the_read_buffers_and_keep_them_from_reuse(train, monkeypatch):
+    """`to_tf_dataset` hands each batch's buffers on uncopied (`tf.numpy_function` in a tf.data
+    graph wraps 64-byte-aligned numpy memory), and a tensor still alive keeps its buffer out of
+    the pool: what the pool's reuse and the tf.data figures of benchmarks/reader.py rest on.
+    (An eager `tf.numpy_function`, `tf.constant` or `tensor.numpy()` copies; only this path
+    does not.)"""
+    pytest.importorskip("tensorflow")
+    features = ("middle_frame", "flow")
+    expected = [{key: np.array(sample[key]) for key in features} for sample in train]
+    addresses = set()
+    read = train.read
+
+    def recording(positions):  # remembers where each batch lies, not the batch itself
+        batch = read(positions)
+        addresses.update(batch[key].ctypes.data for key in features)
+        return batch
+
+    monkeypatch.setattr(train, "read", recording)
+    kept = [features for features, _ in train.to_tf_dataset(2)]  # in order: no shuffle
+    for batch in kept:
+        for key in features:
+            assert np.asarray(batch[key]).ctypes.data in addresses  # the read's buffer itself
+    scribbled = []
+    for _ in range(3):  # more batches from the pool, each written over
+        for start in range(0, len(train), 2):
+            other = read(range(start, min(start + 2, len(train))))
+            for key in features:
+                other[key][...] = 123
+            scribbled.append(other)
+    rows = [(batch, row) for batch in kept for row in range(int(batch["flow"].shape[0]))]
+    assert len(rows) == len(expected)
+    for (batch, row), sample in zip(rows, expected, strict=True):
+        for key in features:
+            np.testing.assert_array_equal(np.asarray(batch[key][row]), sample[key])
 
 
 # -- DataLoader workers: batches read into shared memory, lent to the main process -----------------
