@@ -81,21 +81,21 @@ def class_counts(samples: StoreSamples, split: str) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class SegmentViews:
-    """How a run under a `segment_views` recipe sees the clips of a segments store, over the
-    model's per-step inputs `keys`: in training one random segment per clip
-    (`random_segment`); when scored (validation, test, the report's predictions) every
-    segment of a clip as a row of its own (`every_segment`), the clip's logits the mean of its
-    segments' (`clip_logits`: TSN's consensus). Under a `frame_views` recipe (`single`) the
-    segments are the T steps of `frames`, each fed to the model as one frame (`random_frame`,
-    `frame_views`)."""
+class ClipViews:
+    """How a run sees each clip as several views of it, over the model's inputs `keys`: in
+    training one random view per clip (`random_view`); when scored (validation, test, the
+    report's predictions) every view of a clip as a row of its own (`every_view`), the clip's
+    logits the mean of its views' (`clip_logits`: TSN's consensus). Under a `segment_views`
+    recipe the views are the `count` segments of a segments store, each a stack of steps;
+    under a `frame_views` recipe (`single`) they are the `count` steps of `frames`, each fed to
+    the model as one frame (`random_frame`, `frame_views`)."""
 
-    segments: int
+    count: int
     keys: tuple[str, ...]
     single: bool = False
 
     @classmethod
-    def of(cls, samples: StoreSamples, segment_views: bool) -> "SegmentViews | None":
+    def of(cls, samples: StoreSamples, segment_views: bool) -> "ClipViews | None":
         """The views of `samples` when they read frame views (`StoreSamples.for_recipe`) or
         when `segment_views` (a recipe's field), else None."""
         if samples.frame_views:
@@ -109,31 +109,31 @@ class SegmentViews:
                                    f"of a segments store")
         return cls(int(samples.segments), keys)
 
-    def random_segment(self, batch: dict, rng: np.random.Generator) -> dict:
+    def random_view(self, batch: dict, rng: np.random.Generator) -> dict:
         if self.single:
             return random_frame(batch, rng, keys=self.keys)
-        return random_segment(batch, rng, segments=self.segments, keys=self.keys)
+        return random_segment(batch, rng, segments=self.count, keys=self.keys)
 
-    def every_segment(self, batch: dict, rng: np.random.Generator | None = None) -> dict:
+    def every_view(self, batch: dict, rng: np.random.Generator | None = None) -> dict:
         if self.single:
             return frame_views(batch, keys=self.keys)
-        return segment_views(batch, segments=self.segments, keys=self.keys)
+        return segment_views(batch, segments=self.count, keys=self.keys)
 
     def random_then(self, augmentation: Augmentation | None) -> Augmentation:
-        """One random segment, then `augmentation` on it (cheaper than augmenting all K)."""
+        """One random view, then `augmentation` on it (cheaper than augmenting all of them)."""
         if augmentation is None:
-            return self.random_segment
-        return compose(self.random_segment, augmentation)
+            return self.random_view
+        return compose(self.random_view, augmentation)
 
     def clip_logits(self, model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
-        """Each clip's mean logits over its segments (float32, `(clips, classes)`) and its
-        label, from `dataset`'s batches of `every_segment` rows, in the dataset's order."""
+        """Each clip's mean logits over its views (float32, `(clips, classes)`) and its label,
+        from `dataset`'s batches of `every_view` rows, in the dataset's order."""
         import keras
 
         clips, labels = [], []
         for inputs, label in dataset:
             logits = keras.ops.convert_to_numpy(
                 keras.ops.cast(model(inputs, training=False), "float32"))
-            clips.append(logits.reshape(-1, self.segments, logits.shape[-1]).mean(axis=1))
-            labels.append(keras.ops.convert_to_numpy(label)[::self.segments])
+            clips.append(logits.reshape(-1, self.count, logits.shape[-1]).mean(axis=1))
+            labels.append(keras.ops.convert_to_numpy(label)[::self.count])
         return np.concatenate(clips), np.concatenate(labels)

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
-from trainers.data import InputOptions, SegmentViews, make_dataset, recipe_augmentation
+from trainers.data import ClipViews, InputOptions, make_dataset, recipe_augmentation
 from trainers.errors import ModelConfigError
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
@@ -270,7 +270,7 @@ class ViewScores(keras.callbacks.Callback):
     history and the epoch line use them. List it after `RecalibrateBatchNorm` (which, with no
     Keras validation, recalibrates in `on_epoch_end`) and before `BestEpoch`."""
 
-    def __init__(self, views: SegmentViews, validation: tf.data.Dataset) -> None:
+    def __init__(self, views: ClipViews, validation: tf.data.Dataset) -> None:
         super().__init__()
         self.views, self.validation = views, validation
 
@@ -280,10 +280,10 @@ class ViewScores(keras.callbacks.Callback):
             logs["val_loss"], logs["val_accuracy"] = scores["loss"], scores["accuracy"]
 
 
-def clip_scores(model: keras.Model, views: SegmentViews,
+def clip_scores(model: keras.Model, views: ClipViews,
                 dataset: tf.data.Dataset) -> dict[str, float]:
-    """The compiled loss and the accuracy of each clip scored by the mean of its segments'
-    logits (`SegmentViews.clip_logits`), as `model.evaluate` scores single samples."""
+    """The compiled loss and the accuracy of each clip scored by the mean of its views'
+    logits (`ClipViews.clip_logits`), as `model.evaluate` scores single samples."""
     logits, labels = views.clip_logits(model, dataset)
     loss = float(keras.ops.convert_to_numpy(model.loss(labels, logits)))
     return {"loss": loss, "accuracy": float((logits.argmax(axis=-1) == labels).mean())}
@@ -399,16 +399,16 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     # Segment (or frame) views: training and calibration batches are one random segment (frame)
     # per clip; validation and test batches every one of a clip, scored by their mean
     # (`ViewScores`).
-    views = SegmentViews.of(samples, recipe.segment_views)
+    views = ClipViews.of(samples, recipe.segment_views)
     plain: Any = False
     if views is not None:
-        plain = views.random_segment
+        plain = views.random_view
         augmentation = views.random_then(samples.split("train").augmentation(augmentation))
 
     def stream(split: str, train: bool = False, seed: int = options.seed,
                augment: Any = augmentation) -> tf.data.Dataset:
-        if not train:  # scored: plain samples, or every segment of each clip
-            augment = views.every_segment if views is not None else False
+        if not train:  # scored: plain samples, or every view of each clip
+            augment = views.every_view if views is not None else False
         return make_dataset(samples, split, InputOptions(
             batch_size=recipe.batch_size, shuffle=train, augment=augment, seed=seed))
 
@@ -457,7 +457,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         test = {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]),
                 "samples": counts_per_split["test"]}
         if views is not None:
-            test["views"] = views.segments
+            test["views"] = views.count
     else:
         print(f"warning: no finished 'test' sample; {model_name} is not evaluated",
               file=sys.stderr)

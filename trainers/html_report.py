@@ -152,15 +152,15 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         import_tensorflow_quietly()
         import keras
 
-        from trainers.data import InputOptions, SegmentViews, make_dataset
+        from trainers.data import ClipViews, InputOptions, make_dataset
         from trainers.models import load_trained
 
         model = load_trained(record.model_file)
         # Scored as the run scored its test split: a segment- or frame-views run by its clips'
         # consensus.
-        views = SegmentViews.of(samples, bool(recipe.get("segment_views", False)))
+        views = ClipViews.of(samples, bool(recipe.get("segment_views", False)))
         dataset = make_dataset(samples, "test", InputOptions(
-            PREDICT_BATCH, augment=views.every_segment if views is not None else False))
+            PREDICT_BATCH, augment=views.every_view if views is not None else False))
         logits = (model.predict(dataset, verbose=0) if views is None
                   else views.clip_logits(model, dataset)[0])
         split = samples.split("test")
