@@ -271,9 +271,9 @@ CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch
 
 def reader_pass(name: str, split):
     if name == TRANSPORT:
-        return dataloader_pass(repeated(split, 1, _unread_split_class()), 2)
+        return dataloader_pass(unread(split), 2)
     if name == TF_MACHINERY:
-        return tf_pass(repeated(split, 1, _unread_split_class()))
+        return tf_pass(unread(split))
     if name == "split[batch] loop":
         return loop_pass(split)
     if name == "to_tf_dataset":
@@ -292,6 +292,11 @@ def repeated(split, times: int, kind: type | None = None):
     longer = kind.__new__(kind)
     longer.__setstate__(state)
     return longer
+
+
+def unread(split):
+    """`split` as an `UnreadSplit`: the same samples, batches left unread (the no-read bounds)."""
+    return repeated(split, 1, _unread_split_class())
 
 
 def _unread_split_class():

@@ -125,7 +125,7 @@ def test_reader_benchmark_repeats_an_epoch_over_the_same_samples(tmp_path):
     np.testing.assert_array_equal(longer[[len(split) + 1]]["flow"], split[[1]]["flow"])
     assert longer.labels.tolist() == 3 * split.labels.tolist()
     bench = load_benchmark("reader")
-    unread = bench.repeated(split, 1, bench._unread_split_class())
+    unread = bench.unread(split)
     batch = unread[[2, 0]]
     assert batch["flow"].shape == (2, *split.shapes["flow"])
     assert batch["label"].tolist() == split.labels[[2, 0]].tolist()
