@@ -65,6 +65,15 @@ def test_a_known_motion_flipped_is_the_mirrored_motion_with_dx_negated():
                                atol=0.25)
 
 
+@pytest.mark.parametrize("augmentation", [horizontal_flip, random_resized_crop])
+def test_the_augmentations_that_move_flow_are_told_which_features_are_motion(augmentation):
+    """Without `motion` a flip would mirror the flow and keep dx, a resize keep its vectors'
+    length: both silently wrong. So a caller must name the motion features (or `()`)."""
+    with pytest.raises(TypeError, match="motion"):
+        augmentation(_batch(), np.random.default_rng(0))
+    augmentation(_batch(), np.random.default_rng(0), motion=())  # pictures only: allowed
+
+
 def test_a_crop_of_flow_is_the_flow_of_the_crop():
     batch = _batch()
     cropped = random_crop(batch, np.random.default_rng(3), size=64)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import sys
@@ -474,3 +475,27 @@ def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monk
     assert (f"not reusing frames run {old_frames.path} (same store and recipe, but it started "
             f"from image run {old_frames.metrics['bases']['image'].split('/')[-1]}, not image "
             f"run {newest_image.path.name})") in result.stdout
+
+
+def test_a_prerequisite_trained_on_a_partly_built_store_is_not_reused(tmp_path, monkeypatch):
+    """A build resumed since a flow run trained (`--max-per-split`, or a sample repaired) keeps
+    the store's fingerprint, so the fingerprint alone would reuse a model trained on a part of
+    the store: the run records its `done` samples per split, and they must match."""
+    store = tmp_path / "tvhi.zarr"
+    make_tiny_store(store, size=32, steps=4, not_done=(0, 1))  # two train samples unfinished
+    runs = tmp_path / "runs"
+    flow = ("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
+    _invoke(*flow)
+    partial = list_runs(runs)[0]
+    assert partial.samples == {"train": 10, "val": 4, "test": 8}
+
+    shutil.rmtree(store)
+    make_tiny_store(store, size=32, steps=4)  # as if the build finished: same fingerprint
+    assert open_store(store).attrs["fingerprint"] == partial.fingerprint
+    trained = _fake_training(monkeypatch)
+    result = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
+                     "--epochs", "1")
+    assert trained == ["frames", "flow", "two_stream"]
+    assert (f"not reusing flow run {partial.path} (same store and recipe, but it trained when "
+            f"the store held 10 train / 4 val / 8 test done samples, and it now holds "
+            f"12 train / 4 val / 8 test)") in result.stdout.splitlines(), result.stdout

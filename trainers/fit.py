@@ -364,8 +364,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if recipe.fine_tune_base and not samples.entry.transfers_from:
         raise ModelConfigError(f"fine_tune_base: {model_name} transfers from no base model")
     samples = samples.for_recipe(recipe)  # checks the recipe against the store
-    counts_per_split = {split: int(samples.indices(split).size)
-                        for split in ("train", "val", "test")}
+    counts_per_split = samples.done_counts()
     samples.require("train")
     if not counts_per_split["val"]:
         print(f"warning: no finished 'val' sample; {model_name} picks its best epoch by "

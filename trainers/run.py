@@ -33,7 +33,7 @@ from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
 from trainers.runs import RunRecord, find_run, read_run
-from trainers.samples import StoreSamples, open_samples
+from trainers.samples import SPLITS, StoreSamples, open_samples
 
 Echo = Callable[[str], None]
 
@@ -192,8 +192,9 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     config = session.config
     if config.reuse:
         started_from = _current_bases(session, model, samples.info.size)
+        done = samples.done_counts()
         found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint,
-                          bases=started_from)
+                          bases=started_from, samples=done)
         if found is not None:
             session.outcomes.append(Outcome(found, trained=False))
             return found
@@ -201,8 +202,7 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
                          training=config.training_for(model))
         if other is not None:
             session.echo(f"not reusing {model} run {other.path} (same store and recipe, but "
-                         f"it started from {_started(other.metrics.get('bases') or {})}, "
-                         f"not {_started(started_from)})")
+                         f"{_not_this_chains(other, started_from, done)})")
     session.echo(f"{config.model} needs a {model} run of this store; training it first")
     return _train(session, StoreSamples(session.store, model))
 
@@ -231,6 +231,28 @@ def _current_bases(session: _Session, model: str, size: int | None) -> dict[str,
         current = _transfer_base(session, base, size, model, quiet=True)
         bases[base] = str(current.path.resolve()) if current is not None else None
     return bases
+
+
+def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
+                     done: dict[str, int]) -> str:
+    """Why `run`, of this store and trained with this recipe, is still not the prerequisite
+    this chain asks for: it started from other base runs, or it trained while the store held
+    other `done` samples (a build since resumed, or a sample since repaired or failed)."""
+    reasons = []
+    recorded = run.metrics.get("bases") or {}
+    if any(recorded.get(name) != path for name, path in bases.items()):
+        reasons.append(f"it started from {_started(recorded)}, not {_started(bases)}")
+    if run.samples != done:
+        reasons.append(f"it trained when the store held {_split_counts(run.samples)} done "
+                       f"samples, and it now holds {_split_counts(done)}")
+    return "; ".join(reasons)
+
+
+def _split_counts(counts: dict[str, int] | None) -> str:
+    """`12 train / 4 val / 8 test`."""
+    if counts is None:
+        return "an unrecorded number of"
+    return " / ".join(f"{counts.get(split, 0)} {split}" for split in SPLITS)
 
 
 def _started(bases: dict[str, Any]) -> str:

@@ -60,6 +60,12 @@ class RunRecord:
         return str(self.store.get("fingerprint", ""))
 
     @property
+    def samples(self) -> dict[str, int] | None:
+        """The store's `done` samples per split when the run trained (`metrics.json`)."""
+        recorded = self.metrics.get("samples")
+        return dict(recorded) if isinstance(recorded, Mapping) else None
+
+    @property
     def input_size(self) -> int | None:
         size = self.store.get("params", {}).get("size")
         return None if size is None else int(size)
@@ -147,7 +153,8 @@ def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
 def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None,
              dataset: str | None = None, size: int | None = None,
              training: Mapping[str, Any] | None = None,
-             bases: Mapping[str, str] | None = None) -> RunRecord | None:
+             bases: Mapping[str, str] | None = None,
+             samples: Mapping[str, int] | None = None) -> RunRecord | None:
     """The most recent finished run of `model` matching every given criterion.
 
     Args:
@@ -160,6 +167,9 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
             `RunRecord.training_differences`).
         bases: the runs the run started from (`metrics.json`'s `bases`, model name to
             resolved run path) must include these.
+        samples: the store's `done` samples per split when the run trained must equal
+            these: a run trained while the store was partly built is not a run of the
+            finished store, though its fingerprint is the same.
     """
     model = canonical_name(model)
     matches = [
@@ -170,6 +180,7 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         and (size is None or r.input_size == size)
         and (training is None or not r.training_differences(training))
         and all(r.metrics.get("bases", {}).get(name) == path for name, path in (bases or {}).items())
+        and (samples is None or r.samples == dict(samples))
     ]
     return matches[-1] if matches else None
 

@@ -149,6 +149,11 @@ class StoreSamples:
             return np.zeros(0, dtype=np.int64)
         return self.split(split).indices
 
+    def done_counts(self) -> dict[str, int]:
+        """`done` samples per split (`SPLITS`): what a run records it trained on, and what a
+        run found in the runs directory must have trained on to be reused."""
+        return {split: int(self.indices(split).size) for split in SPLITS}
+
     def require(self, split: str) -> np.ndarray:
         """Like `indices`, but a split without finished samples is an error that says so."""
         found = self.indices(split)

@@ -26,12 +26,14 @@ def _image_keys(batch: dict[str, np.ndarray]) -> list[str]:
 
 
 def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
-                    motion: Sequence[str] = (), p: float = 0.5) -> dict[str, np.ndarray]:
+                    motion: Sequence[str], p: float = 0.5) -> dict[str, np.ndarray]:
     """Mirror a random `p` of the samples left-right, every image-like feature together.
 
     Mirroring a motion field is not enough: a motion to the right becomes one to the left, so
     the horizontal component dx (channel 0) of the features named in `motion` changes sign;
-    dy is unchanged. The batch's buffers are flipped in place.
+    dy is unchanged. `motion` has no default (`split.motion_keys` names a store's; `()` for
+    pictures only): a forgotten one would mirror flow without negating dx, a silently wrong
+    motion. The batch's buffers are flipped in place.
     """
     keys = _image_keys(batch)
     size = len(batch[keys[0]]) if keys else 0
@@ -91,8 +93,8 @@ def compose(*augmentations: Augmentation) -> Augmentation:
 
 
 def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
-                        scale: tuple[float, float] = (1.0, 1.15),
-                        motion: Sequence[str] = ()) -> dict[str, np.ndarray]:
+                        motion: Sequence[str],
+                        scale: tuple[float, float] = (1.0, 1.15)) -> dict[str, np.ndarray]:
     """Scale jitter and a random crop at once, the same for all of a sample's image-like
     features, so the batch keeps its shape (a model's input size is fixed).
 
@@ -100,6 +102,7 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     random window of the original size is cut out. A motion field resized by f describes a motion
     f times as large, so the features named in `motion` have (dx, dy) multiplied by the factor
     each axis was actually resized by; a crop only moves the origin, which motion ignores.
+    `motion` has no default, as for `horizontal_flip`.
     """
     import cv2
 
