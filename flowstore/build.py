@@ -82,6 +82,16 @@ class BuildConfig:
         if self.max_per_split is not None and self.max_per_split < 1:
             raise FlowstoreError(f"--max-per-split must be at least 1, got {self.max_per_split}")
 
+    @property
+    def refusal_hint(self) -> str:
+        """What a user can do about a store this build refuses (another dataset, parameters,
+        manifest or source, or a damaged layout): `flowstore verify --repair`, which builds with
+        `redo`, has no --overwrite or --store to offer."""
+        if self.redo:
+            return ("; --repair re-extracts from the source the store was built from (--source), "
+                    "or rebuild it with flowstore build --overwrite")
+        return "; use --overwrite to rebuild it, or another --store"
+
 
 @dataclass
 class BuildResult:
@@ -192,9 +202,10 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
     try:
         ledger = Ledger.load(store)
         _check_sources(ledger, dataset, manifest, source_files, config.store,
-                       redo=set(config.redo))
+                       config.refusal_hint, redo=set(config.redo))
         if config.check_source:
-            _check_source_hashes(ledger, dataset, manifest, Path(config.source), config.store)
+            _check_source_hashes(ledger, dataset, manifest, Path(config.source), config.store,
+                                 config.refusal_hint)
         if config.redo:
             position = manifest.positions(config.redo)
             unknown = [sample for sample in config.redo if sample not in position]
@@ -398,8 +409,9 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
     if store_exists(path):
         store = open_store(path, "r+")
         try:
-            _check_compatible(store, dataset, manifest, params, path)
-            _check_arrays(store, dataset.specs(config.params), len(manifest), path)
+            _check_compatible(store, dataset, manifest, params, path, config.refusal_hint)
+            _check_arrays(store, dataset.specs(config.params), len(manifest), path,
+                          config.refusal_hint)
             if store.format != FORMAT:
                 format1.upgrade(store, [dataset.source_name(sample) for sample in manifest.ids])
         except BaseException:
@@ -422,11 +434,11 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
 
 
 def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params: dict[str, Any],
-                      path: Path) -> None:
+                      path: Path, hint: str) -> None:
     """Refuse to mix: other dataset, parameters, split options or manifest (`_check_sources`
-    refuses a done sample whose source changed). Reads what both formats hold alike."""
+    refuses a done sample whose source changed). Reads what both formats hold alike; `hint`
+    (`BuildConfig.refusal_hint`) ends each refusal."""
     attrs = store.attrs
-    hint = "; use --overwrite to rebuild it, or another --store"
     if attrs.get("dataset") != dataset.name:
         raise StoreMismatchError(f"store {str(path)!r} holds dataset {attrs.get('dataset')!r}, "
                                  f"not {dataset.name!r}{hint}")
@@ -464,7 +476,7 @@ def _same_manifest(store: Store, manifest: Manifest, attrs: Mapping[str, Any]) -
 
 
 def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
-                   source_files: Mapping[str, int | None], path: Path | str,
+                   source_files: Mapping[str, int | None], path: Path | str, hint: str,
                    redo: set[str] = frozenset()) -> None:
     """Refuse a store whose done sample's source file changed size since it was extracted.
 
@@ -476,17 +488,15 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
             continue
         name = dataset.source_name(manifest.ids[index])
         raise StoreMismatchError(f"source file {name!r} changed since it was written to "
-                                 f"store {str(path)!r}; use --overwrite to rebuild it, or "
-                                 f"another --store")
+                                 f"store {str(path)!r}{hint}")
 
 
 def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,
-                         path: Path | str) -> None:
+                         path: Path | str, hint: str) -> None:
     """`--check-source`: refuse a store whose done sample's source file now holds other bytes.
 
     Costs one read of every done sample's source file (README, "What a build guarantees").
     """
-    hint = "; use --overwrite to rebuild it, or another --store"
     for index in np.flatnonzero(ledger.done):
         sample = manifest.ids[index]
         name = dataset.source_name(sample)
@@ -505,19 +515,19 @@ def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
                                      f"store {str(path)!r} (same size, other content){hint}")
 
 
-def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str) -> None:
+def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str,
+                  hint: str) -> None:
     """Refuse a store that lost an array (or holds it in another shape): resuming cannot fix it."""
     names = set(store.array_names())
     if "checksum" not in names:
-        raise StoreError(f"store {str(path)!r} is damaged: it has no array 'checksum'; use "
-                         f"--overwrite to rebuild it, or another --store")
+        raise StoreError(f"store {str(path)!r} is damaged: it has no array 'checksum'{hint}")
     for spec in specs:
         expected = (num_samples, *spec.sample_shape)
         found = store.info(spec.name).shape if spec.name in names else None
         if found != expected:
             what = "has no" if found is None else f"has shape {found} for"
             raise StoreError(f"store {str(path)!r} is damaged: it {what} array {spec.name!r} "
-                             f"{expected}; use --overwrite to rebuild it, or another --store")
+                             f"{expected}{hint}")
 
 
 def _sections(d: dict[str, Any]) -> set[str]:

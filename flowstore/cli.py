@@ -99,6 +99,11 @@ def _extraction_params(params_type: type, dataset: str, *, flow: Optional[str],
                         **values)
 
 
+def _own_flags(ctx: typer.Context) -> list[str]:
+    """The command's own `--flags`, to suggest for a mistyped one left to the dataset."""
+    return [flag for param in ctx.command.params for flag in param.opts if flag.startswith("--")]
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def build(
     ctx: typer.Context,
@@ -139,12 +144,13 @@ def build(
     `--fold 2` for ucf101 or `--split-file splits.csv` for videofolder.
     """
     from flowstore.build import BuildConfig, build as run_build, failure_lines
-    from flowstore.datasets import get_dataset, parse_option_tokens
+    from flowstore.datasets import dataset_type, get_dataset, parse_option_tokens
     from flowstore.malloc_tuning import BUILD_MMAP_THRESHOLD, keep_freed_memory
     from flowstore.synth import synthetic_source
 
     try:
-        options = parse_option_tokens(ctx.args)
+        options = parse_option_tokens(ctx.args, dataset_type(dataset).options_type,
+                                      f"dataset {dataset!r}", also=_own_flags(ctx))
         spec = get_dataset(dataset, options)
         params = _extraction_params(spec.params_type, dataset, size=size, steps=steps,
                                     flow_dtype=flow_dtype, flow_bound=flow_bound,
@@ -230,6 +236,9 @@ def verify(
             raise ParameterError("--repair needs --source DIR to re-extract from")
         if fsync and not repair:
             raise ParameterError("--fsync applies to --repair only (verify writes nothing)")
+        if source is not None and not repair:
+            raise ParameterError("--source applies to --repair only (verify reads the store "
+                                 "alone)")
         result = run_verify(store, progress=not quiet)
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):

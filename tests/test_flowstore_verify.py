@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+from pathlib import Path
 
 import numpy as np
 import zarr
@@ -61,6 +63,17 @@ def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, t
     assert "checksum mismatch" in bad["hug_0002"] and "unreadable" in bad["kiss_0001"]
     line = assert_one_line_error(flowstore_cli("verify", store, "--repair"))
     assert "--source" in line
+    line = assert_one_line_error(flowstore_cli("verify", store, "--source", tiny_tvhi_source))
+    assert "--source applies to --repair only" in line  # not silently ignored
+    # Another source (a done sample's clip gone) is refused with what verify can do: it has no
+    # --overwrite or --store, which a build's refusal offers. (The bad samples are listed first.)
+    other = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "other"))
+    next(clip for clip in sorted(other.rglob("*.avi")) if "hug_0002" not in clip.name).unlink()
+    refused = flowstore_cli("verify", store, "--repair", "--source", other, "-q")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    line = refused.stderr.splitlines()[-1]
+    assert line.startswith("error: ") and line.endswith("; --repair re-extracts from the source the store was built from "
+                         "(--source), or rebuild it with flowstore build --overwrite"), line
     fixed = flowstore_cli("verify", store, "--repair", "--source", tiny_tvhi_source, "-q")
     assert fixed.returncode == 0, fixed.stderr
     assert "repaired 3 of 3 bad sample(s)" in fixed.stdout and "0 still bad" in fixed.stdout

@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 import collections.abc
 import dataclasses
+import difflib
 import os
 import stat
 import typing
@@ -212,21 +213,42 @@ def make_options(kind: type, values: Mapping[str, Any], owner: str) -> Any:
     Raises:
         ParameterError: a name the dataclass lacks, or a value of the wrong kind.
     """
-    fields = {f.name: f for f in dataclasses.fields(kind)}
     hints = typing.get_type_hints(kind)
     converted = {}
     for key, value in values.items():
         name = key.replace("-", "_")
-        if name not in fields:
-            known = ", ".join(option_names(kind)) or "none"
-            raise ParameterError(f"--{_flag(name)} is not an option of {owner} (its options: "
-                                 f"{known})")
+        _require_option(kind, name, owner)
         converted[name] = _convert(hints[name], value, name)
     return kind(**converted)
 
 
-def parse_option_tokens(tokens: Sequence[str]) -> dict[str, str]:
-    """`--name VALUE` and `--name=VALUE` pairs (what the command line leaves to the dataset)."""
+def _require_option(kind: type, name: str, owner: str, also: Sequence[str] = ()) -> None:
+    """Refuse `--name` unless it is a field of the options dataclass `kind`, suggesting the
+    nearest of its options and `also` (the command's own flags: a mistyped `--overwrit` of
+    `build` reaches the dataset as an unknown option)."""
+    name = name.replace("-", "_")
+    if name in {f.name for f in dataclasses.fields(kind)}:
+        return
+    known = option_names(kind)
+    flag = "--" + _flag(name)
+    # Another dataset's option (--fold on tvhi) is no typo: suggest nothing for it.
+    elsewhere = {other for dataset in dataset_names()
+                 for other in option_names(dataset_type(dataset).options_type)}
+    nearest = ([] if flag in elsewhere
+               else difflib.get_close_matches(flag, [*known, *also], n=1, cutoff=0.75))
+    hint = f"; did you mean {nearest[0]}?" if nearest else ""
+    raise ParameterError(f"--{_flag(name)} is not an option of {owner} (its options: "
+                         f"{', '.join(known) or 'none'}){hint}")
+
+
+def parse_option_tokens(tokens: Sequence[str], kind: type | None = None, owner: str = "", *,
+                        also: Sequence[str] = ()) -> dict[str, str]:
+    """`--name VALUE` and `--name=VALUE` pairs (what the command line leaves to the dataset).
+
+    With `kind`, the options dataclass the pairs are for, a name it lacks is refused before
+    its value is looked for (`_require_option`): "--overwrit needs a value" would send the user
+    of a mistyped flag looking in the wrong place.
+    """
     values: dict[str, str] = {}
     items = list(tokens)
     while items:
@@ -234,6 +256,8 @@ def parse_option_tokens(tokens: Sequence[str]) -> dict[str, str]:
         if not token.startswith("--") or token == "--":
             raise ParameterError(f"unexpected argument {token!r}")
         name, equals, value = token[2:].partition("=")
+        if kind is not None:
+            _require_option(kind, name, owner, also)
         if not equals:
             if not items or items[0].startswith("--"):
                 raise ParameterError(f"option --{name} needs a value")
