@@ -70,6 +70,8 @@ def _resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
 
 #: The extraction options that `build` and `estimate` share (one declaration each). Defaults
 #: are in parentheses: Typer's help would read "[224]" as markup and drop it.
+DATASET_ARGUMENT = typer.Argument(..., help="Dataset name (`flowstore datasets` lists them, with "
+                                             "each one's own options, e.g. --fold 2).")
 SIZE_OPTION = typer.Option(None, "--size", help="Frame side S in pixels (224).")
 STEPS_OPTION = typer.Option(None, "--steps", help="Flow steps T per video (16).")
 FLOW_DTYPE_OPTION = typer.Option(None, "--flow-dtype", help="float16, float32 or uint8 (float16).")
@@ -99,16 +101,20 @@ def _extraction_params(params_type: type, dataset: str, *, flow: Optional[str],
                         **values)
 
 
-def _own_flags(ctx: typer.Context) -> list[str]:
-    """The command's own `--flags`, to suggest for a mistyped one left to the dataset."""
-    return [flag for param in ctx.command.params for flag in param.opts if flag.startswith("--")]
+def _dataset_options(ctx: typer.Context, dataset: str) -> dict[str, str]:
+    """The dataset's own options, left after the command's (`--fold 2`); a mistyped flag of the
+    command is refused with the nearest of the command's own flags."""
+    from flowstore.datasets import dataset_type, parse_option_tokens
+
+    own = [flag for param in ctx.command.params for flag in param.opts if flag.startswith("--")]
+    return parse_option_tokens(ctx.args, dataset_type(dataset).options_type,
+                               f"dataset {dataset!r}", also=own)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def build(
     ctx: typer.Context,
-    dataset: str = typer.Argument(..., help="Dataset name (`flowstore datasets` lists them, "
-                                            "with each one's own options, e.g. --fold 2)."),
+    dataset: str = DATASET_ARGUMENT,
     store: str = typer.Option(..., "--store",
                               help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset."),
@@ -144,13 +150,12 @@ def build(
     `--fold 2` for ucf101 or `--split-file splits.csv` for videofolder.
     """
     from flowstore.build import BuildConfig, build as run_build, failure_lines
-    from flowstore.datasets import dataset_type, get_dataset, parse_option_tokens
+    from flowstore.datasets import get_dataset
     from flowstore.malloc_tuning import BUILD_MMAP_THRESHOLD, keep_freed_memory
     from flowstore.synth import synthetic_source
 
     try:
-        options = parse_option_tokens(ctx.args, dataset_type(dataset).options_type,
-                                      f"dataset {dataset!r}", also=_own_flags(ctx))
+        options = _dataset_options(ctx, dataset)
         spec = get_dataset(dataset, options)
         params = _extraction_params(spec.params_type, dataset, size=size, steps=steps,
                                     flow_dtype=flow_dtype, flow_bound=flow_bound,
@@ -282,9 +287,10 @@ def show(
                f"to {out}")
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def estimate(
-    dataset: str = typer.Argument(..., help="Dataset name (tvhi, stanford40)."),
+    ctx: typer.Context,
+    dataset: str = DATASET_ARGUMENT,
     source: Path = typer.Option(..., "--source", help="Folder of the raw dataset."),
     size: Optional[int] = SIZE_OPTION,
     steps: Optional[int] = STEPS_OPTION,
@@ -306,17 +312,22 @@ def estimate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Predict a build's store size per flow encoding, CPU-hours and wall time, by measuring a
-    small random sample of the source on this machine."""
+    small random sample of the source on this machine.
+
+    Options after these are the dataset's own, as for `build` (`--fold 2`): they choose the
+    samples a build would hold.
+    """
     from flowstore.datasets import get_dataset
     from flowstore.estimate import estimate as run_estimate, format_estimate
 
     try:
+        options = _dataset_options(ctx, dataset)
         params = _extraction_params(get_dataset(dataset).params_type, dataset, size=size,
                                     steps=steps, flow_dtype=flow_dtype, flow_bound=flow_bound,
                                     sampling=sampling, segments=segments, stack=stack,
                                     flow=flow, flow_param=flow_param)
-        result = run_estimate(dataset, source, params, seed=seed, workers=workers,
-                              max_per_split=max_per_split, progress=not quiet,
+        result = run_estimate(dataset, source, params, options=options, seed=seed,
+                              workers=workers, max_per_split=max_per_split, progress=not quiet,
                               **({"sample_size": sample} if sample is not None else {}))
     except FlowstoreError as exc:
         fail(str(exc))

@@ -28,7 +28,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -84,10 +84,12 @@ class Estimate:
 
 
 def estimate(dataset_name: str, source: str | Path, params: Any, *,
+             options: Mapping[str, Any] | None = None,
              sample_size: int = DEFAULT_SAMPLE_SIZE, seed: int = 0,
              workers: int | None = None, max_per_split: int | None = None,
              confidence: float = 0.95, progress: bool = True) -> Estimate:
-    """Measure `sample_size` random items of `source` and predict the build of all of them.
+    """Measure `sample_size` random items of `source` and predict the build of all of them
+    (`options`: the dataset's split options, which choose the items, as for a build).
 
     Raises:
         flowstore.errors.FlowstoreError: a bad source layout or option, or every sampled item
@@ -106,7 +108,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     workers = cores if workers is None else workers
     if workers < 1:
         raise ParameterError(f"--workers must be at least 1, got {workers}")
-    dataset = get_dataset(dataset_name)
+    dataset = get_dataset(dataset_name, options)
     source = Path(source)
     manifest = dataset.manifest(source)
     selected = manifest.first_per_split(max_per_split)

@@ -325,6 +325,18 @@ def test_bad_dataset_options_are_one_line_before_any_work(args, expect, sources,
     assert not (tmp_path / "x.zarr").exists()
 
 
+def test_estimate_takes_the_dataset_options_a_build_would(sources):
+    """`estimate` predicts the build of the samples the options choose, so it takes them too
+    (it used to refuse `--fold` as an unknown option, so only fold 1 could be estimated)."""
+    out = flowstore_cli("estimate", "ucf101", "--source", sources["ucf101"], "--fold", "2",
+                        "--size", "16", "--steps", "2", "--sample", "2", "--workers", "1", "-q")
+    assert out.returncode == 0, out.stderr
+    assert "--fold must be 1, 2 or 3, got 4" in assert_one_line_error(
+        flowstore_cli("estimate", "ucf101", "--source", sources["ucf101"], "--fold", "4"))
+    assert "did you mean --sample?" in assert_one_line_error(
+        flowstore_cli("estimate", "ucf101", "--source", sources["ucf101"], "--sampel", "2"))
+
+
 def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp_path):
     stores = tmp_path / "stores"
     stores.mkdir()
