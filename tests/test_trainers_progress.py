@@ -45,6 +45,14 @@ def test_a_run_shows_no_tensorflow_start_up_notes_and_names_its_device(tiny_stor
     assert "flow epoch 1/1:" in proc.stdout  # tvhi_flow is an alias of flow
 
 
+def test_summary_shows_no_tensorflow_start_up_notes_either():
+    proc = _trainers("summary", "flow", "--size", "16", "--steps", "2")
+    assert proc.returncode == 0, proc.stderr
+    for noise in START_UP_NOISE:
+        assert noise not in proc.stderr, proc.stderr
+    assert "flow at size 16, steps 2: total " in proc.stdout
+
+
 def test_verbose_lets_the_start_up_notes_through(tiny_store, tmp_path):
     proc = _trainers("run", "tvhi_flow", "--store", str(tiny_store), "--runs-dir",
                      str(tmp_path / "runs"), "--epochs", "1", "--verbose")

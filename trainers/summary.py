@@ -23,6 +23,9 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
     """
     model = get_model(model).name  # before TensorFlow's start-up
     require_training_extra()
+    from trainers.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()  # its start-up notes kept back, as for `trainers run`
     from trainers.models import build_default, parameter_counts
 
     built = build_default(model, size=size, steps=steps, num_classes=num_classes)
