@@ -32,8 +32,10 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         done = store.read("done").astype(bool)
         failures = read_failures(store)
         counts = {split: {name: 0 for name in classes} for split in SPLITS}
-        for label, split in zip(labels.tolist(), splits.tolist()):
+        done_counts = {split: {name: 0 for name in classes} for split in SPLITS}
+        for label, split, finished in zip(labels.tolist(), splits.tolist(), done.tolist()):
             counts[split][classes[label]] += 1
+            done_counts[split][classes[label]] += finished
         arrays = [store.info(name) for name in store.array_names()]
         stored = {a.name: store.storage_size(a.name) if count_bytes else None for a in arrays}
     return {
@@ -51,12 +53,14 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         "pending": int(len(done) - done.sum() - len(failures)),
         "done_per_split": dict(Counter(splits[done].tolist())),
         "counts": counts,
+        "done_counts": done_counts,
         "failures": failures,
         "arrays": [
             {"name": a.name, "shape": list(a.shape), "dtype": a.dtype, "chunks": list(a.chunks),
              "bytes": a.nbytes, "bytes_stored": stored[a.name],
-             "ratio": None if not count_bytes else
-             round(a.nbytes / stored[a.name], 3) if stored[a.name] else 0.0}
+             # variable-length text has no logical size (nbytes 0) to compare its bytes with
+             "ratio": round(a.nbytes / stored[a.name], 3)
+             if count_bytes and a.nbytes and stored[a.name] else None}
             for a in arrays
         ],
         "bytes_stored": int(sum(stored.values())) if count_bytes else None,
@@ -88,13 +92,15 @@ def format_summary(summary: dict[str, Any]) -> str:
         "",
         "split counts (done/all)",
     ]
-    width = max((len(c) for c in s["classes"]), default=5)
-    lines.append("  " + "class".ljust(width) + "".join(f"{sp:>8}" for sp in SPLITS))
-    for name in s["classes"]:
-        lines.append("  " + name.ljust(width) + "".join(
-            f"{s['counts'][sp][name]:>8}" for sp in SPLITS))
-    lines.append("  " + "total".ljust(width) + "".join(
-        f"{s['done_per_split'].get(sp, 0):>4}/{sum(s['counts'][sp].values()):<3}" for sp in SPLITS))
+    rows = [(name, [f"{s['done_counts'][sp][name]}/{s['counts'][sp][name]}" for sp in SPLITS])
+            for name in s["classes"]]
+    rows.append(("total", [f"{s['done_per_split'].get(sp, 0)}/{sum(s['counts'][sp].values())}"
+                           for sp in SPLITS]))
+    width = max(len(name) for name, _ in rows)
+    cell = max(8, *(len(text) + 2 for _, cells in rows for text in cells))
+    lines.append("  " + "class".ljust(width) + "".join(f"{sp:>{cell}}" for sp in SPLITS))
+    lines += ["  " + name.ljust(width) + "".join(f"{text:>{cell}}" for text in cells)
+              for name, cells in rows]
     lines += ["", "arrays"]
     counted = s["bytes_stored"] is not None
     lines.append(f"  {'name':<13}{'shape':<24}{'dtype':<9}{'chunks':<22}"
@@ -102,7 +108,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     for a in s["arrays"]:
         lines.append(f"  {a['name']:<13}{str(tuple(a['shape'])):<24}{a['dtype']:<9}"
                      f"{str(tuple(a['chunks'])):<22}"
-                     + (f"{_size(a['bytes_stored']):>11}{a['ratio']:>7.2f}x" if counted else ""))
+                     + (f"{_size(a['bytes_stored']):>11}"
+                        + (f"{a['ratio']:>7.2f}x" if a["ratio"] is not None else f"{'-':>8}")
+                        if counted else ""))
     if s["failures"]:
         lines += ["", f"failures ({len(s['failures'])})"]
         from flowstore.build import failure_lines

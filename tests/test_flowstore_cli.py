@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -56,6 +57,27 @@ def test_inspect_json_is_complete_and_consistent(built_store):
     assert arrays["flow"]["shape"] == [16, 4, 32, 32, 2] and arrays["flow"]["bytes_stored"] > 0
     assert arrays["frames"]["ratio"] > 0
     assert summary["bytes_stored"] == sum(a["bytes_stored"] for a in summary["arrays"])
+
+
+def test_inspect_of_a_partly_built_store_counts_done_per_class(tiny_tvhi_source, tmp_path):
+    """The table is headed "done/all": every row says both, not only the total; text arrays,
+    whose logical size is unknown, show no compression ratio rather than 0.00x."""
+    store = tmp_path / "part.zarr"
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                          *TINY_BUILD, "--max-per-split", "1", "-q")
+    assert built.returncode == 0, built.stderr
+    summary = json.loads(flowstore_cli("inspect", store, "--json", "--bytes").stdout)
+    done = summary["done_counts"]
+    assert {split: sum(per_class.values()) for split, per_class in done.items()} == \
+        {"train": 1, "val": 1, "test": 1}
+    text = flowstore_cli("inspect", store, "--bytes").stdout
+    for name in summary["classes"]:
+        row = next(line.split() for line in text.splitlines() if line.startswith(f"  {name} "))
+        assert row[1:] == [f"{done[split][name]}/{summary['counts'][split][name]}"
+                           for split in ("train", "val", "test")], row
+    arrays = {a["name"]: a for a in summary["arrays"]}
+    assert arrays["id"]["ratio"] is None and arrays["flow"]["ratio"] > 0
+    assert re.search(r"^  id .* -$", text, re.M), text
 
 
 @pytest.mark.parametrize("target", ["missing.zarr", "folder.zarr", "notes.h5"])
