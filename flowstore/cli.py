@@ -164,7 +164,8 @@ def build(
         if synthetic == (source is not None):
             raise ParameterError("give exactly one of --source DIR or --synthetic")
         if synthetic:
-            typer.echo("preparing synthetic source ...", err=True)
+            if not quiet:
+                typer.echo("preparing synthetic source ...", err=True)
             source = synthetic_source(dataset)
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              options=options, scheduler=scheduler, overwrite=overwrite,

@@ -115,13 +115,14 @@ class StoreSamples:
         if recipe.segment_views and self.segments is None:
             raise ModelConfigError(
                 f"segment views need a store built with --sampling segments; "
-                f"{self.info.path!r} has {self.info.params.get('sampling', 'linspace')} sampling")
+                f"{str(self.store.path)!r} has "
+                f"{self.info.params.get('sampling', 'linspace')} sampling")
         if recipe.frame_views and not self.entry.reads_frame:
             raise ModelConfigError(f"frame views: {self.model} reads "
                                    f"{', '.join(self.entry.arrays)}, no middle frame")
         if recipe.frame_views and FRAMES not in self.store.array_names():
             raise ModelConfigError(f"frame views need the store's per-step {FRAMES!r}; "
-                                   f"{self.info.path!r} holds none")
+                                   f"{str(self.store.path)!r} holds none")
 
     def input_shapes(self, recipe: Recipe) -> dict[str, tuple[int, ...]]:
         """The model's per-sample input shapes under `recipe`: the stored shapes, but one
@@ -159,7 +160,7 @@ class StoreSamples:
         found = self.indices(split)
         if found.size == 0:
             raise NoSamplesError(
-                f"store {self.info.path!r} has no finished {split!r} sample "
+                f"store {str(self.store.path)!r} has no finished {split!r} sample "
                 f"({int((self.reader.splits == split).sum())} in the split, none marked done)"
             )
         return found
