@@ -99,6 +99,7 @@ def test_build_synthetic_works_from_the_command_line(name, tmp_path):
                            env={"FLOWSTORE_CACHE": str(tmp_path / "cache")})
     assert result.returncode in (0, 1), result.stderr  # Kinetics' copy misses clips, as real ones
     assert "Traceback" not in result.stderr
+    assert "preparing synthetic source" not in result.stderr  # -q
     with open_store(store, "r") as opened:
         assert opened.read("done").any()
 
