@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import sys
 from pathlib import Path
@@ -400,11 +402,13 @@ def _synth_command(name: str):
     def command(ctx: typer.Context,
                 folder: Path = typer.Argument(..., help="Folder to write (must be empty or "
                                                         "absent).")) -> None:
-        from flowstore.datasets import parse_option_tokens
+        from flowstore.datasets import dataset_type, parse_option_tokens
         from flowstore.synth import write_synthetic
 
         try:
-            write_synthetic(name, folder, parse_option_tokens(ctx.args))
+            settings = parse_option_tokens(ctx.args, dataset_type(name).synth_config_type,
+                                           f"synth {name}")
+            write_synthetic(name, folder, settings)
         except FlowstoreError as exc:
             fail(str(exc))
         typer.echo(f"wrote synthetic {name} to {folder}")
@@ -424,8 +428,11 @@ def _add_dataset_synth_commands() -> None:
             continue
 
         command = _synth_command(name)
-        command.__doc__ = (f"Synthetic {name} in its real layout; settings: "
-                           f"{' '.join(option_names(kind.synth_config_type))}.")
+        defaults = (field.default for field in dataclasses.fields(kind.synth_config_type))
+        settings = ", ".join(f"{flag} {default}" for flag, default
+                             in zip(option_names(kind.synth_config_type), defaults))
+        command.__doc__ = (f"Synthetic {name} in its real layout. Settings, each "
+                           f"`--NAME VALUE`, with their defaults: {settings}.")
         synth_app.command(name, context_settings={"allow_extra_args": True,
                                                   "ignore_unknown_options": True})(command)
 
