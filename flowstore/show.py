@@ -202,13 +202,16 @@ def _magnified(picture: np.ndarray, tile: int) -> np.ndarray:
 
 def _text(canvas: np.ndarray, text: str, left: int, baseline: int, *, width: int,
           colour=BLACK, outline=None) -> None:
-    """Text at (left, baseline), shrunk to fit `width` pixels; `outline` draws it legible on
-    a picture."""
+    """Text at (left, baseline), shrunk to fit `width` pixels less a margin of 4 on each side;
+    `outline` draws it legible on a picture.
+
+    Hershey glyphs do not shrink in proportion to the scale (their strokes are whole pixels),
+    so the fit is measured again at each smaller scale, not computed once."""
     cv2 = _cv2()
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
-    text_width = cv2.getTextSize(text, font, scale, 1)[0][0]
-    if text_width > width - 4:
-        scale *= (width - 4) / text_width
+    thickness = 3 if outline is not None else 1
+    while scale > 0.2 and cv2.getTextSize(text, font, scale, thickness)[0][0] > width - 8:
+        scale *= 0.95
     if outline is not None:
         cv2.putText(canvas, text, (left, baseline), font, scale, outline, 3, cv2.LINE_AA)
     cv2.putText(canvas, text, (left, baseline), font, scale, colour, 1, cv2.LINE_AA)

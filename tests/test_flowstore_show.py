@@ -205,6 +205,23 @@ def test_an_image_store_gives_a_grid_per_class(tmp_path):
     assert "video store" in assert_one_line_error(gif)
 
 
+HEADER = ("flow: hue = direction (wheel), full colour = |flow| >= 0.53 px (99th percentile of "
+          "this sample); T = 6 = 3 segments x 2")
+
+
+@pytest.mark.parametrize("outline", [None, (0, 0, 0)])
+@pytest.mark.parametrize("width,text", [(576, HEADER), (96, "highFive_0012 val")])
+def test_a_caption_is_shrunk_until_it_fits_its_box(width, text, outline):
+    """A segment store's header (`HEADER`) lost its end at 32 px: the shrink was computed
+    once, in proportion, and Hershey strokes do not shrink so."""
+    from flowstore.show import _text
+
+    canvas = np.full((40, width + 40, 3), 255, np.uint8)  # room to see an overflow
+    _text(canvas, text, 4, 30, width=width, colour=(0, 0, 255), outline=outline)
+    inked = np.flatnonzero((canvas != 255).any(axis=(0, 2)))
+    assert inked.size and inked.max() < width
+
+
 def test_bad_input_is_one_line(stores, tmp_path):
     unknown = flowstore_cli("show", stores["float16"], "no_such_0001", "--out", tmp_path / "x")
     assert "no_such_0001" in assert_one_line_error(unknown)
