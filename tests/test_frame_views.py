@@ -171,3 +171,11 @@ def test_a_two_stream_chain_on_frame_views_views_the_frames_of_both(tmp_path):
         assert records[name].metrics["test"]["views"] == T
     again = runner.invoke(app, args)  # the same chain is found, not trained again
     assert again.exit_code == 0 and again.output.count("reusing") == 2
+
+
+def test_frame_views_without_keys_leaves_the_batch_as_random_frame_does():
+    from flowstore.reader import frame_views, random_frame
+
+    batch = {"flow": np.zeros((2, 3, 4, 4, 2), np.float16), "label": np.arange(2)}
+    assert frame_views(batch, keys=()) is batch
+    assert random_frame(batch, np.random.default_rng(0), keys=()) is batch

@@ -133,6 +133,45 @@ def test_bad_requests_are_clear_errors(store):
             ds.split("val")[[4]]
 
 
+def test_positions_that_are_not_integers_are_refused_not_misread(store):
+    """Cast to int64, a boolean mask, floats or digit strings read other samples than asked,
+    silently (a mask [True, False, ...] read samples 1, 0, ...)."""
+    with flowstore.open(store) as ds:
+        val = ds.split("val")
+        ids = val.ids.tolist()
+        mask = np.array([True, False, True, False])
+        assert val[mask]["id"].tolist() == [ids[0], ids[2]]  # a mask, as numpy reads one
+        assert val[np.zeros(4, bool)]["id"].size == 0
+        assert val[np.array(2)]["id"] == ids[2]  # a 0-d integer array is a scalar index
+        assert val.read(i for i in (3, 1))["id"].tolist() == [ids[3], ids[1]]
+        for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True):
+            with pytest.raises(TypeError):
+                val[bad]
+        for bad in (np.array([2 ** 64 - 1], np.uint64), 2 ** 70, 4, [4], np.ones(3, bool)):
+            with pytest.raises(IndexError):
+                val[bad]
+
+
+def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
+    with flowstore.open(store) as ds:
+        assert list(ds.split("val", features="flow").features) == ["flow"]  # not 'f', 'l'...
+        with pytest.raises(ValueError, match="at least one array"):
+            ds.split("val", features=())
+        assert ds.split("val", float_dtype=np.float32).dtypes["flow"] == np.float32
+        val = ds.split("val")
+        with pytest.raises(ValueError, match="batch_size"):
+            val.batches(0)  # when called, not at the first batch
+        with pytest.raises(ValueError, match="seed and epoch must be >= 0"):
+            val.batches(2, shuffle=True, seed=-1)
+        with pytest.raises(TypeError, match="augment must be"):
+            val.batches(2, augment="flip")
+        kept = val[[0, 1]]
+    # A split outlives its dataset's `with` block on both backends (HDF5 raised an h5py
+    # KeyError): it reopens the store, as an unpickled split does.
+    again = val[[0, 1]]
+    np.testing.assert_array_equal(again["frames"], kept["frames"])
+
+
 def test_a_split_pickles_as_location_and_selection(store):
     with flowstore.open(store) as ds:
         train = ds.split("train", features={"frame": "middle_frame"})

@@ -236,5 +236,7 @@ def frame_views(batch: dict[str, np.ndarray], *, keys: Sequence[str]) -> dict[st
     """Every step of the per-step `keys` as a single image of its own: B samples become B x T
     rows, sample b's step t at row b*T + t (`(B*T, H, W, C)`, a reshape, no copy), every
     other value repeated T times; the scoring counterpart of `random_frame`."""
+    if not keys:
+        return batch
     out = segment_views(batch, segments=batch[keys[0]].shape[1], keys=keys)
     return {key: (value[:, 0] if key in keys else value) for key, value in out.items()}

@@ -15,27 +15,40 @@ if TYPE_CHECKING:
     from flowstore.reader.dataset import Augmentation, Split
 
 
+def _seeded(seed: int, epoch: int) -> list[int]:
+    """(seed, epoch) as numpy's seed sequence takes them, or a ValueError that names them."""
+    if seed < 0 or epoch < 0:
+        raise ValueError(f"seed and epoch must be >= 0, got seed {seed!r}, epoch {epoch!r}")
+    return [seed, epoch]
+
+
 def epoch_order(size: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     """Positions of one epoch: in order, or a permutation seeded by (seed, epoch)."""
+    entropy = _seeded(seed, epoch)
     if not shuffle:
         return np.arange(size, dtype=np.int64)
-    return np.random.default_rng([seed, epoch]).permutation(size).astype(np.int64)
+    return np.random.default_rng(entropy).permutation(size).astype(np.int64)
 
 
 def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
     """The generator that augments batch `batch` of epoch `epoch`."""
-    return np.random.default_rng([seed, epoch, batch])
+    return np.random.default_rng([*_seeded(seed, epoch), batch])
 
 
 def epoch_batches(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,
                   epoch: int = 0, augment: "bool | Augmentation | None" = None,
                   drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
-    """The batches of one epoch of `split`: dicts of its features, `label` and `id`."""
+    """The batches of one epoch of `split`: dicts of its features, `label` and `id`. Bad
+    arguments are refused here, when it is called, not at the first batch drawn."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
     augment_fn = split.augmentation(augment)
     order = epoch_order(len(split), shuffle=shuffle, seed=seed, epoch=epoch)
     stop = len(order) - len(order) % batch_size if drop_remainder else len(order)
-    for number, start in enumerate(range(0, stop, batch_size)):
-        batch = split.read(order[start:start + batch_size])
-        yield augment_fn(batch, batch_rng(seed, epoch, number)) if augment_fn else batch
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for number, start in enumerate(range(0, stop, batch_size)):
+            batch = split.read(order[start:start + batch_size])
+            yield augment_fn(batch, batch_rng(seed, epoch, number)) if augment_fn else batch
+
+    return batches()

@@ -61,6 +61,8 @@ class StoreDataset:
     def __init__(self, store: Store, *, owns_store: bool = False) -> None:
         self.store = store
         self._owns_store = owns_store
+        #: Set by `close`: a split made from this dataset reopens the store for itself then.
+        self.closed = False
         self.location = store.path if is_url(store.path) else str(Path(store.path).resolve())
         attrs = store.attrs
         self.dataset = str(attrs.get("dataset", ""))
@@ -117,6 +119,7 @@ class StoreDataset:
     def close(self) -> None:
         if self._owns_store:
             self.store.close()
+        self.closed = True
 
     def __enter__(self) -> "StoreDataset":
         return self
@@ -127,6 +130,21 @@ class StoreDataset:
     def __repr__(self) -> str:
         return (f"StoreDataset({self.location!r}, dataset={self.dataset!r}, "
                 f"features={list(self.features)})")
+
+
+def _float_dtype_name(float_dtype: Any) -> str | None:
+    """`float_dtype` as one of `FLOAT_DTYPES` ("float32", `np.float32` and `np.dtype("float32")`
+    alike), or None."""
+    if float_dtype is None:
+        return None
+    try:
+        name = np.dtype(float_dtype).name
+    except TypeError:
+        name = None
+    if name not in FLOAT_DTYPES:
+        raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES} or None, "
+                         f"got {float_dtype!r}")
+    return name
 
 
 class Split:
@@ -147,16 +165,18 @@ class Split:
                              f"(it has {', '.join(source.split_names) or 'none'})")
         if features is None:
             features = tuple(source.features)
+        elif isinstance(features, str):  # one feature, not the letters of its name
+            features = (features,)
         mapping = dict(features) if isinstance(features, Mapping) else {f: f for f in features}
+        if not mapping:
+            raise ValueError("features must name at least one array (None: all of them)")
         unknown = [array for array in mapping.values() if array not in source.features]
         if unknown:
             raise ValueError(f"store {source.location!r} has no feature {unknown[0]!r} "
                              f"(it has {', '.join(source.features)})")
-        if LABEL in mapping or ID in mapping or not mapping:
+        if LABEL in mapping or ID in mapping:
             raise ValueError(f"features must be named, and not {LABEL!r} or {ID!r}")
-        if float_dtype is not None and float_dtype not in FLOAT_DTYPES:
-            raise ValueError(f"float_dtype must be one of {FLOAT_DTYPES} or None, "
-                             f"got {float_dtype!r}")
+        float_dtype = _float_dtype_name(float_dtype)
         self.name = name
         self.features: dict[str, str] = mapping
         self.float_dtype = float_dtype
@@ -193,8 +213,10 @@ class Split:
     @property
     def source(self) -> StoreDataset:
         """The open store, reopened after the split was unpickled or its process forked (a
-        store's handles, zarr's event loop thread or an HDF5 file, do not cross a fork)."""
-        if self._source is None or self._pid != os.getpid():
+        store's handles, zarr's event loop thread or an HDF5 file, do not cross a fork), or
+        after the dataset it came from was closed (a split outlives its `with` block, on either
+        backend, as an unpickled one does)."""
+        if self._source is None or self._pid != os.getpid() or self._source.closed:
             self._attach(StoreDataset.open(self._location))
         return self._source
 
@@ -221,7 +243,7 @@ class Split:
         in one 64-byte-aligned buffer of its own (TensorFlow and torch use it without a copy;
         `flowstore.reader.buffers` reuses it once nothing refers to it),
         `label` (int64) and `id` (str)."""
-        positions = np.asarray(positions, dtype=np.int64).reshape(-1)
+        positions = self._positions(positions)
         indices = self.indices[positions]  # IndexError for a position outside the split
         store = self.source.store
         batch: dict[str, np.ndarray] = {}
@@ -245,8 +267,42 @@ class Split:
         batch[ID] = self.ids[positions]
         return batch
 
+    def _positions(self, positions: Iterable[int] | np.ndarray) -> np.ndarray:
+        """`positions` as int64 positions of this split: integers (negative ones count from the
+        end), or a boolean mask with one entry per sample. Anything else (floats, strings,
+        an integer that no int64 holds) is refused: read as positions it would read other
+        samples than asked, silently."""
+        if not isinstance(positions, (np.ndarray, Sequence)):
+            try:
+                positions = list(positions)  # a generator, a set, a range...
+            except TypeError:
+                raise TypeError(f"positions must be integers or a boolean mask, got "
+                                f"{positions!r:.60}") from None
+        array = np.asarray(positions)
+        if array.dtype == bool:
+            if array.shape != (len(self),):
+                raise IndexError(f"a boolean mask of split {self.name!r} has one entry per "
+                                 f"sample ({len(self)}), got shape {array.shape}")
+            return np.flatnonzero(array)
+        if array.size == 0:
+            return np.zeros(0, np.int64)
+        if array.dtype.kind not in "iu":
+            raise TypeError(f"positions must be integers or a boolean mask, got "
+                            f"{array.dtype} ({positions!r:.60})")
+        if array.dtype.kind == "u" and int(array.max()) > np.iinfo(np.int64).max:
+            raise IndexError(f"position {int(array.max())} is out of range for split "
+                             f"{self.name!r} of {len(self)} samples")
+        return array.astype(np.int64).reshape(-1)
+
     def __getitem__(self, item: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
+        if isinstance(item, (bool, np.bool_)):
+            raise TypeError("a split is indexed by position, not by a bool")
+        if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu":
+            item = int(item)  # as numpy does: a 0-d integer array is a scalar index
         if isinstance(item, (int, np.integer)):
+            if not -len(self) <= item < len(self):
+                raise IndexError(f"position {item} is out of range for split {self.name!r} "
+                                 f"of {len(self)} samples")
             batch = self.read([item])
             return {key: value[0] for key, value in batch.items()}
         if isinstance(item, slice):
@@ -293,7 +349,12 @@ class Split:
 
             motion = self.motion_keys
             return lambda batch, rng: horizontal_flip(batch, rng, motion=motion)
-        return augment or None
+        if augment is None or augment is False:
+            return None
+        if not callable(augment):
+            raise TypeError(f"augment must be True, None or a function of (batch, numpy "
+                            f"Generator), got {augment!r}")
+        return augment
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0, epoch: int = 0,
                 augment: bool | Augmentation | None = None,
