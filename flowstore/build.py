@@ -696,13 +696,16 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
          ledger: "Ledger", todo: np.ndarray, result: BuildResult) -> None:
     from flowstore.progress import progress_bar
 
-    store_key = StoreKey(str(config.store), str(store.attrs.get("store_id", "")))
+    # Tasks name the store and the clips by absolute paths: a dask.distributed worker runs in
+    # its own working directory, where a relative path finds nothing (every sample "failed").
+    store_key = StoreKey(_absolute(config.store), str(store.attrs.get("store_id", "")))
     with _OPEN_LOCK:
         _OPEN_STORES[store_key] = store
     last_flush, flush_every = time.monotonic(), DONE_FLUSH_SECONDS
+    source_root = Path(_absolute(config.source))
 
     def source_of(index: int) -> str:
-        return str(dataset.source_file(Path(config.source), manifest.ids[index]))
+        return str(dataset.source_file(source_root, manifest.ids[index]))
 
     try:
         with progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
@@ -745,6 +748,12 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
+
+
+def _absolute(location: Path | str) -> str:
+    """A local path made absolute (as this process's working directory reads it); a URL as it
+    is."""
+    return str(location) if is_url(location) else str(Path(location).resolve())
 
 
 def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tuple],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,18 @@ def test_cluster_build_equals_threaded_build(tiny_tvhi_source, tmp_path, cluster
     with open_store(tmp_path / "threads.zarr") as a, open_store(tmp_path / "cluster.zarr") as b:
         for name in a.array_names():
             np.testing.assert_array_equal(a.read(name), b.read(name))
+
+
+def test_relative_source_and_store_paths_reach_the_workers(tiny_tvhi_source, tmp_path, cluster,
+                                                         monkeypatch):
+    """The workers run in their own working directory (here: where the cluster started), so a
+    path relative to the coordinator's found nothing there and every sample "failed"."""
+    monkeypatch.chdir(tmp_path)
+    source = Path(os.path.relpath(tiny_tvhi_source, tmp_path))
+    result = build(_config(source, Path("rel.zarr"), scheduler=cluster.scheduler_address))
+    assert result.ok and result.computed == 16, result.failures
+    with open_store(tmp_path / "rel.zarr") as store:
+        assert store.read("done").all()
 
 
 def test_an_overwrite_with_other_parameters_on_the_same_cluster_writes_the_new_layout(
