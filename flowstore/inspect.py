@@ -79,7 +79,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     """The human-readable form of `summarize`'s result."""
     s = summary
     lines = [
-        f"store        {s['path']} ({s['backend']}, format {s['format']})",
+        f"store        {s['path']} ({s['backend']}, flowstore format {s['format']})",
         f"dataset      {s['dataset']}  ({len(s['classes'])} classes)",
         f"fingerprint  {s['fingerprint']}",
         "parameters   " + json.dumps(s["params"], sort_keys=True),

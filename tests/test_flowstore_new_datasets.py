@@ -274,6 +274,18 @@ def test_kinetics_test_is_the_official_val_and_val_is_carved_from_train(sources)
     assert manifest.classes == ("abseiling", "air drumming")  # train.csv's labels, sorted
 
 
+def test_synthetic_kinetics_writes_its_labels_as_the_official_csvs_do(tmp_path):
+    """Quoted where they hold a space, with parentheses and an apostrophe: what the parser
+    must read (the synthetic copy wrote none quoted, so it tested no quoting)."""
+    config = dataclasses.replace(TINY, classes=6, clips_per_class=3)
+    source = get_dataset("kinetics").write_synthetic(tmp_path / "k", config)
+    text = (source / "annotations" / "train.csv").read_text()
+    assert '\n"massaging person\'s head",' in text and "\nabseiling," in text
+    assert '\n"passing American football (in game)",' in text
+    manifest = get_dataset("kinetics").manifest(source)
+    assert "massaging person's head" in manifest.classes and len(manifest.classes) == 6
+
+
 def test_kinetics_real_csv_parses_quoted_labels(tmp_path):
     val = require_real_data(SHARED / "data" / "kinetics400" / "annotations" / "val.csv",
                             "real Kinetics-400 CSVs")
