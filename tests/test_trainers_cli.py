@@ -109,6 +109,19 @@ def test_bad_store_or_model_is_one_line_and_exit_2(stores, tmp_path, model, stor
     assert not (tmp_path / "runs").exists()  # nothing was started
 
 
+def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_training(stores, tmp_path):
+    """It is made when the first run is written, after training: a file there was a
+    FileExistsError traceback at the end of the training."""
+    (tmp_path / "afile").write_text("not a folder")
+    for runs_dir, expected in ((tmp_path / "afile", "is a file, not a folder"),
+                               (tmp_path / "afile" / "runs", "lies under the file")):
+        result = runner.invoke(app, ["run", "flow", "--store", str(stores["tvhi"]),
+                                     "--runs-dir", str(runs_dir), "--epochs", "1"])
+        assert result.exit_code == 2
+        assert expected in _one_error_line(result)
+        assert "epoch" not in result.output  # nothing trained
+
+
 def test_bad_override_is_one_line_and_exit_2(stores, tmp_path):
     result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
                                  "--epochs", "0", "--runs-dir", str(tmp_path / "runs")])

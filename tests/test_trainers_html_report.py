@@ -124,6 +124,23 @@ def test_misclassified_samples_show_frame_and_flow(runs):
     assert "every test sample is classified right" in _misclassified(record, right)
 
 
+def test_misclassified_samples_of_a_store_holding_flow_alone_show_the_flow(tmp_path):
+    """A store may hold flow and no picture (the flow model trains on it); the strip drew
+    `pictures[0]` regardless, an IndexError that ended the whole page."""
+    store = make_tiny_store(tmp_path / "flow.zarr", size=16, steps=2, per_class=(2, 1, 2),
+                            arrays=("flow",))
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                 str(tmp_path / "runs"), "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record = latest_runs(tmp_path / "runs")["flow"]
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
+                                ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
+                                predicted=(labels + 1) % 4)
+    strip = Page(_misclassified(record, all_wrong))
+    assert len(strip.images) == 1 and "flow in the Middlebury" in " ".join(strip.text)
+
+
 def test_an_empty_runs_dir_is_a_page_that_says_so(tmp_path):
     (tmp_path / "runs").mkdir()
     assert "No finished runs in" in html_report(tmp_path / "runs")

@@ -46,7 +46,7 @@ def test_tuned_recipe_trains_on_a_tiny_store_and_is_recorded(tmp_path):
                                recipe_set="tuned").training_for("flow")
     assert find_run(runs, "flow", training=tuned_training) == record
     assert find_run(runs, "flow", training=report) is None
-    assert "recipe_set 'tuned', not None" in record.training_differences(report)
+    assert "recipe_set 'tuned', not 'report'" in record.training_differences(report)
 
 
 def test_report_recipes_record_what_they_always_did():

@@ -33,7 +33,7 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
-from trainers.errors import ReportOutputError, WrongDatasetError
+from trainers.errors import ReportOutputError, UnknownModelError, WrongDatasetError
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
@@ -140,6 +140,8 @@ def predict_test(record: RunRecord) -> SplitPredictions:
                                frame_views=bool(recipe.get("frame_views", False)))
     except (StoreError, WrongDatasetError) as exc:
         raise StoreUnavailable(f"its store cannot be opened ({exc})") from None
+    except UnknownModelError as exc:  # a run of a model registered elsewhere: shown, not built
+        raise StoreUnavailable(f"its model cannot be built here ({exc})") from None
     try:
         if samples.info.fingerprint != record.fingerprint:
             raise StoreUnavailable(
@@ -264,25 +266,29 @@ def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
     with flowstore.open(record.store["path"]) as dataset:
         pictures = [name for name in ("middle_frame", "image") if name in dataset.features]
         flows = ["flow"] if "flow" in dataset.features else []
-        batch = dataset.split("test", features=pictures[:1] + flows,
-                              float_dtype="float32").read(shown)
-    rows = 1 + len(flows)
-    figure = Figure(figsize=(1.9 * len(shown), 2.1 * rows + 0.4), layout="constrained")
+        drawn = pictures[:1] + flows  # a row each; a store may hold flow alone
+        if not drawn:
+            return "<p>No picture or flow in its store to show its misclassified samples.</p>"
+        batch = dataset.split("test", features=drawn, float_dtype="float32").read(shown)
+    figure = Figure(figsize=(1.9 * len(shown), 2.1 * len(drawn) + 0.4), layout="constrained")
     FigureCanvasAgg(figure)
-    axes = np.asarray(figure.subplots(rows, len(shown), squeeze=False))
+    axes = np.asarray(figure.subplots(len(drawn), len(shown), squeeze=False))
     classes = predictions.classes
     for column, position in enumerate(shown):
-        top = axes[0, column]
-        top.imshow(batch[pictures[0]][column])
-        top.set_title(f"{predictions.ids[position]}\ntrue {classes[predictions.labels[position]]}"
-                      f"\npredicted {classes[predictions.predicted[position]]}", fontsize=8)
-        if flows:
-            flow = batch["flow"][column]
-            middle = flow[flow.shape[0] // 2]
-            axes[1, column].imshow(flow_to_rgb(middle, max_magnitude=flow_scale(flow)))
-            axes[1, column].set_title(f"flow, step {flow.shape[0] // 2 + 1}/{flow.shape[0]}",
-                                      fontsize=8)
-        for ax in axes[:, column]:
+        titles = ([f"{predictions.ids[position]}\ntrue {classes[predictions.labels[position]]}"
+                   f"\npredicted {classes[predictions.predicted[position]]}"]
+                  + [""] * (len(drawn) - 1))
+        for row, key in enumerate(drawn):
+            ax = axes[row, column]
+            if key == "flow":
+                flow = batch["flow"][column]
+                middle = flow[flow.shape[0] // 2]
+                ax.imshow(flow_to_rgb(middle, max_magnitude=flow_scale(flow)))
+                titles[row] += (("\n" if titles[row] else "")
+                                + f"flow, step {flow.shape[0] // 2 + 1}/{flow.shape[0]}")
+            else:
+                ax.imshow(batch[key][column])
+            ax.set_title(titles[row], fontsize=8)
             ax.set_axis_off()
     note = (f"{len(shown)} of {wrong.size} misclassified (of {predictions.labels.size}), "
             "the true classes in turn" + ("; flow in the Middlebury colour coding (hue = direction), "

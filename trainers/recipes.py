@@ -209,11 +209,13 @@ _RANGES = {"scale_jitter": (1, 2, True, " (1: no resized crop)"),
            "dropout": (0, 1, False, "")}
 
 def recorded_recipe(recorded: Mapping[str, Any]) -> dict[str, Any]:
-    """A recipe as a run's `metrics.json` records it, with the fields added later
-    (`_LATER_FIELDS`), which a run records only when they are not their default, filled in:
-    so that two recorded recipes compare field by field."""
+    """A recipe as a run's `metrics.json` records it, with every field it left out at its
+    default filled in (a report recipe records four fields; any recipe leaves out the fields
+    added later, `_LATER_FIELDS`, at their default): so that two recorded recipes compare field
+    by field, and a difference named ("dropout 0.5, not 0.9") is one in how they trained, not
+    in what they wrote down ("weight_decay None, not 0.0")."""
     defaults = {field.name: field.default for field in dataclasses.fields(Recipe)
-                if field.name in _LATER_FIELDS}
+                if field.default is not dataclasses.MISSING}
     return {**defaults, **recorded}
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
@@ -111,22 +111,27 @@ def transfer_origins(record: RunRecord,
 
 
 def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tuple[str, ...]]]:
-    """Runs that differ only in their seed, grouped: the same model, store and training
-    (recipe, augmentation, precision) and the same pretrained runs at the start of their chain
-    (`transfer_origins`, given with each group). Groups come in catalogue order of their model,
+    """Runs that differ only in their seed, grouped: the same model, store (and its done
+    samples) and training (recipe, augmentation, precision) and the same pretrained runs at the
+    start of their chain (`transfer_origins`, given with each group), the latest run of each
+    seed only. Groups come in catalogue order of their model,
     then in `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its
     tuned ones, however the runs were interleaved in time), then by their first run. One seed
     of 100 TV-HI test clips moves test accuracy by several points, so a figure worth quoting is
     a group's mean and spread, not one run's."""
     records = _ordered(records)
     known = {str(r.path.resolve()): r for r in records}
-    groups: dict[str, tuple[list[RunRecord], tuple[str, ...]]] = {}
+    groups: dict[str, tuple[dict[Any, RunRecord], tuple[str, ...]]] = {}
     for r in records:
         training = {k: v for k, v in r.training.items() if k != "seed"}
+        if isinstance(training.get("recipe"), Mapping):
+            training["recipe"] = recorded_recipe(training["recipe"])
         origins = transfer_origins(r, known)
-        key = json.dumps([r.model, r.fingerprint, training, origins], sort_keys=True,
+        # The store's done samples too: a partly built store has the finished one's fingerprint.
+        key = json.dumps([r.model, r.fingerprint, r.samples, training, origins], sort_keys=True,
                          default=str)
-        groups.setdefault(key, ([], origins))[0].append(r)
+        # One run per seed, the latest: a seed trained twice is one draw, not two.
+        groups.setdefault(key, ({}, origins))[0][r.metrics.get("seed")] = r
     sets = {name: i for i, name in enumerate(RECIPE_SETS)}
 
     def place(group: tuple[list[RunRecord], tuple[str, ...]]) -> tuple:
@@ -134,7 +139,9 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
         recipe_set = (first.metrics.get("recipe") or {}).get("recipe_set", "report")
         return _model_position(first), sets.get(recipe_set, len(sets)), first.created
 
-    return sorted(groups.values(), key=place)
+    listed = [(sorted(by_seed.values(), key=lambda r: (r.created, r.path.name)), origins)
+              for by_seed, origins in groups.values()]
+    return sorted(listed, key=place)
 
 
 def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]]) -> list[str]:
@@ -142,9 +149,10 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
     (a tuned recipe lengthened with `--epochs`, say), the values this group has in the fields
     they differ in (a field a run did not record counts as its default: `recorded_recipe`);
     where they share those but start from other pretrained runs, those runs (`origins`, each
-    group's `transfer_origins`); and where even those are alike, the store, so that no two
-    rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
-    image-efa44fb5-20261201-154435", "tuned, store 0f4c8094"."""
+    group's `transfer_origins`); and where even those are alike, the augmentation and
+    precision, the store, and the store's done samples when it trained (a store built further
+    since), so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
+    image-efa44fb5-20261201-154435", "tuned, store 0f4c8094", "report, augment True, ..."."""
     recipes = [(group[0].model, recorded_recipe(group[0].metrics.get("recipe") or {}))
                for group in groups]
     labels = []
@@ -156,9 +164,15 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
                             if other.get(key) != recipe.get(key)})
         labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
     models = [model for model, _ in recipes]
+    labels = _told_apart(models, labels, [
+        ", ".join(f"{name} {group[0].training.get(name)}"
+                  for name in ("augment", "mixed_precision")) for group in groups])
     labels = _told_apart(models, labels, [f"from {' + '.join(origin)}" if origin else ""
                                           for origin in origins])
-    return _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])
+    labels = _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])
+    return _told_apart(models, labels, [
+        "trained on " + " / ".join(f"{(group[0].samples or {}).get(split, 0)} {split}"
+                                   for split in ("train", "val", "test")) for group in groups])
 
 
 def _told_apart(models: list[str], labels: list[str], extras: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ milliseconds, not TensorFlow's start-up.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,7 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
         NoSamplesError: the store has no finished training sample.
         MissingTrainingExtraError: TensorFlow, Keras or matplotlib is not installed.
     """
+    _check_runs_dir(config.runs_dir)
     base = _named_base(config)
     samples = open_samples(config.store, config.model)
     try:
@@ -284,6 +286,19 @@ def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ..
         session.echo(f"not reusing {model} run {latest.path} ({same}, but trained with "
                      f"{'; '.join(latest.training_differences(training))})")
     return None
+
+
+def _check_runs_dir(runs_dir: Path) -> None:
+    """Refuse a `--runs-dir` that cannot hold runs before anything trains: it is made only
+    when the first run is written, after training (a file there raised then, a traceback)."""
+    path = Path(runs_dir)
+    nearest = next(p for p in (path, *path.parents) if p.exists())
+    if not nearest.is_dir():
+        where = "is a file" if nearest == path else f"lies under the file {str(nearest)!r}"
+        raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise ModelConfigError(f"--runs-dir {str(path)!r} cannot be written: {str(nearest)!r} "
+                               f"is not writable")
 
 
 def _named_base(config: RunConfig) -> RunRecord | None:

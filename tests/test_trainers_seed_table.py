@@ -1,0 +1,59 @@
+"""`trainers report`'s table over seeds groups only runs that differ in their seed alone, counts
+a seed once, and labels every row apart (issue 16's mean and spread are read from it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trainers.report import table_seeds
+from trainers.runs import list_runs
+
+RECIPE = {"learning_rate": 0.001, "batch_size": 2, "epochs": 20, "lr_halve_every": None}
+SAMPLES = {"train": 90, "val": 10, "test": 100}
+
+
+def _run(runs: Path, name: str, seed: int, accuracy: float, *, samples=SAMPLES,
+         augment: bool = False, recipe=RECIPE) -> None:
+    path = runs / name
+    path.mkdir(parents=True)
+    (path / "model.keras").write_bytes(b"")
+    (path / "metrics.json").write_text(json.dumps({
+        "model": "flow", "created": name, "seed": seed, "augment": augment,
+        "mixed_precision": False, "recipe": recipe, "samples": samples,
+        "store": {"fingerprint": "fp", "dataset": "tvhi"}, "test": {"accuracy": accuracy}}))
+
+
+def _rows(runs: Path) -> list[list[str]]:
+    lines = table_seeds(list_runs(runs)).splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_a_seed_trained_twice_counts_once_its_latest_run(tmp_path):
+    _run(tmp_path, "a", 0, 0.50)
+    _run(tmp_path, "b", 0, 0.75)  # the same seed again (deterministic: the same draw)
+    _run(tmp_path, "c", 1, 1.00)
+    (row,) = _rows(tmp_path)
+    assert row[2:] == ["0, 1", "0.88", "0.18", "0.75-1.00"]  # not 0, 0, 1 / 0.75 / 0.25
+
+
+def test_runs_on_other_done_samples_or_augmentation_are_other_rows_labelled_apart(tmp_path):
+    _run(tmp_path, "a", 0, 0.50)
+    _run(tmp_path, "b", 1, 0.60)
+    # the same store (fingerprint) while it was partly built: another sample set
+    _run(tmp_path, "c", 0, 0.90, samples={"train": 12, "val": 4, "test": 8})
+    _run(tmp_path, "d", 0, 0.40, augment=True)
+    rows = _rows(tmp_path)
+    assert [row[2] for row in rows] == ["0, 1", "0", "0"]
+    labels = [row[1] for row in rows]
+    assert len(set(labels)) == 3, labels
+    assert any("augment True" in label for label in labels)
+    assert any("trained on 12 train / 4 val / 8 test" in label for label in labels)
+
+
+def test_a_label_names_what_differs_not_what_one_run_left_unrecorded(tmp_path):
+    _run(tmp_path, "a", 0, 0.50)  # a report recipe records four fields
+    _run(tmp_path, "b", 0, 0.60, recipe={**RECIPE, "recipe_set": "report", "dropout": 0.9,
+                                         "weight_decay": 0.0, "label_smoothing": 0.0})
+    labels = sorted(row[1] for row in _rows(tmp_path))
+    assert labels == ["report, dropout 0.5", "report, dropout 0.9"], labels
