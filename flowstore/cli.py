@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import json
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -182,9 +181,6 @@ def build(
     except OSError as exc:  # a full disk, a permission: the system's words, on one line
         fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
     except KeyboardInterrupt:
-        # A second Ctrl-C while the extraction threads wind down stops the process at once, as
-        # a kill (which the store survives), instead of a traceback from the threads' join.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
         fail("interrupted; run the same command again to resume", 130)
     internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "

@@ -84,31 +84,6 @@ def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_p
     assert verify(store).ok and "0 failed of 20 selected" in resumed.stdout
 
 
-def test_a_second_ctrl_c_while_winding_down_stops_without_a_traceback(source, tmp_path):
-    """Double Ctrl-C: the first one's handler restores SIGINT's default, so the second stops
-    the process as a kill would (the store survives that), where it printed a traceback from
-    the extraction threads' join (5 runs in 5 at this delay)."""
-    store = tmp_path / "twice.zarr"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "flowstore", "build", "tvhi", "--source", str(source), "--store",
-         str(store), *ARGS], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 60
-    while not (store / "done").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    time.sleep(0.01)  # while it winds down (later, it has often exited already)
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=30)
-    assert process.returncode in (130, -signal.SIGINT), err
-    assert "Traceback" not in err and "Exception ignored" not in err, err
-    resumed = flowstore_cli("build", "tvhi", "--source", source, "--store", store, *ARGS)
-    assert resumed.returncode == 0, resumed.stderr
-    assert verify(store).ok
-
-
 #: A coordinator that never rests: five samples written, then a ledger write of 30 samples'
 #: checksums, hashes, failures and `done`, flushed, over and over (a build does it once a second).
 _LEDGER_WRITER = """
