@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
 from trainers.recipes import RECIPE_SETS, recorded_recipe
-from trainers.runs import RunRecord, latest_runs, list_runs, read_run
+from trainers.runs import RunRecord, latest_runs, list_runs, read_run, split_counts
 
 if TYPE_CHECKING:
     from trainers.run import Outcome
@@ -170,9 +170,8 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
     labels = _told_apart(models, labels, [f"from {' + '.join(origin)}" if origin else ""
                                           for origin in origins])
     labels = _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])
-    return _told_apart(models, labels, [
-        "trained on " + " / ".join(f"{(group[0].samples or {}).get(split, 0)} {split}"
-                                   for split in ("train", "val", "test")) for group in groups])
+    return _told_apart(models, labels, [f"trained on {split_counts(group[0].samples)} samples"
+                                        for group in groups])
 
 
 def _told_apart(models: list[str], labels: list[str], extras: list[str]) -> list[str]:

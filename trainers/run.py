@@ -33,8 +33,8 @@ from trainers.errors import ModelConfigError, require_training_extra
 from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import RunRecord, find_run, read_run
-from trainers.samples import SPLITS, StoreSamples, open_samples
+from trainers.runs import RunRecord, find_run, read_run, split_counts
+from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
 
@@ -241,20 +241,13 @@ def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
     this chain asks for: it started from other base runs, or it trained while the store held
     other `done` samples (a build since resumed, or a sample since repaired or failed)."""
     reasons = []
-    recorded = run.metrics.get("bases") or {}
-    if any(recorded.get(name) != path for name, path in bases.items()):
-        reasons.append(f"it started from {_started(recorded)}, not {_started(bases)}")
-    if run.samples != done:
-        reasons.append(f"it trained when the store held {_split_counts(run.samples)} done "
-                       f"samples, and it now holds {_split_counts(done)}")
+    if not run.started_from(bases):
+        reasons.append(f"it started from {_started(run.metrics.get('bases') or {})}, not "
+                       f"{_started(bases)}")
+    if not run.trained_on(done):
+        reasons.append(f"it trained when the store held {split_counts(run.samples)} done "
+                       f"samples, and it now holds {split_counts(done)}")
     return "; ".join(reasons)
-
-
-def _split_counts(counts: dict[str, int] | None) -> str:
-    """`12 train / 4 val / 8 test`."""
-    if counts is None:
-        return "an unrecorded number of"
-    return " / ".join(f"{counts.get(split, 0)} {split}" for split in SPLITS)
 
 
 def _started(bases: dict[str, Any]) -> str:

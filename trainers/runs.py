@@ -65,6 +65,16 @@ class RunRecord:
         recorded = self.metrics.get("samples")
         return dict(recorded) if isinstance(recorded, Mapping) else None
 
+    def started_from(self, bases: Mapping[str, str | None]) -> bool:
+        """Whether the runs it started from (`metrics.json`'s `bases`, model name to resolved
+        run path) include `bases`."""
+        recorded = self.metrics.get("bases") or {}
+        return all(recorded.get(name) == path for name, path in bases.items())
+
+    def trained_on(self, samples: Mapping[str, int]) -> bool:
+        """Whether it trained while the store held these `done` samples per split."""
+        return self.samples == dict(samples)
+
     @property
     def input_size(self) -> int | None:
         size = self.store.get("params", {}).get("size")
@@ -179,10 +189,17 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         and (dataset is None or r.store.get("dataset") == dataset)
         and (size is None or r.input_size == size)
         and (training is None or not r.training_differences(training))
-        and all(r.metrics.get("bases", {}).get(name) == path for name, path in (bases or {}).items())
-        and (samples is None or r.samples == dict(samples))
+        and (bases is None or r.started_from(bases))
+        and (samples is None or r.trained_on(samples))
     ]
     return matches[-1] if matches else None
+
+
+def split_counts(counts: Mapping[str, int] | None) -> str:
+    """Samples per split as messages and report labels say them: `12 train / 4 val / 8 test`."""
+    if counts is None:
+        return "an unrecorded number of"
+    return " / ".join(f"{counts.get(split, 0)} {split}" for split in ("train", "val", "test"))
 
 
 def run_name(model: str, fingerprint: str, when: float | None = None) -> str:
