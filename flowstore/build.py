@@ -13,12 +13,14 @@ Roles (DESIGN.md, "Build semantics"):
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import itertools
 import os
 import re
 import shutil
+import signal
 import threading
 import time
 import traceback
@@ -772,6 +774,14 @@ def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tup
     samples (Dask's cull, then its scheduler: 100,000 tiny clips spent over 40 minutes in
     `cull` alone; benchmarks/build_scale.py), and there is nothing to optimize in a graph of
     independent tasks. A batch boundary leaves threads idle for at most one task each.
+
+    Ctrl-C (KeyboardInterrupt) stops it between tasks: the tasks in flight finish before it
+    returns, so the caller never closes the store under a task still writing, and the pool is
+    this function's own, shut down here. Ctrl-C is held back while a worker thread starts and
+    while `finished` runs: a KeyboardInterrupt inside `Thread.start` left a started thread
+    that the pool never recorded, which the interpreter's exit then waited for forever (1 in
+    10 builds interrupted under load hung), and one inside `finished` would stop the ledger
+    half-updated.
     """
     import dask
     from dask.callbacks import Callback
@@ -780,15 +790,47 @@ def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tup
 
     def posttask(key, value, dsk, state, worker_id) -> None:
         if key in keys:
-            finished(value)
+            with _ctrl_c_held():
+                finished(value)
 
     batch, pending = THREAD_BATCH_PER_WORKER * workers, iter(arguments)
-    with Callback(posttask=posttask):
-        while tasks := [dask.delayed(fn, pure=False)(*args)
-                        for args in itertools.islice(pending, batch)]:
-            keys = {task.key for task in tasks}
-            dask.compute(*tasks, scheduler="threads", num_workers=workers,
-                         optimize_graph=False)
+    pool = _InterruptSafePool(workers)
+    try:
+        with Callback(posttask=posttask):
+            while tasks := [dask.delayed(fn, pure=False)(*args)
+                            for args in itertools.islice(pending, batch)]:
+                keys = {task.key for task in tasks}
+                dask.compute(*tasks, scheduler="threads", pool=pool, optimize_graph=False)
+    finally:
+        with _ctrl_c_held():  # a second Ctrl-C waits for the tasks in flight, as the first did
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _InterruptSafePool(concurrent.futures.ThreadPoolExecutor):
+    """A thread pool whose `submit`, which may start a thread, is not cut by Ctrl-C."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        with _ctrl_c_held():
+            return super().submit(fn, *args, **kwargs)
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Hold SIGINT back while the block runs and deliver it, to whatever handled it before,
+    when the block ends. Only the main thread receives signals, so elsewhere (or where a
+    handler not set from Python is in place) this does nothing."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is None):
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            signal.raise_signal(signal.SIGINT)
 
 
 #: Tasks per worker thread in one Dask graph of a threaded build (see `run_on_threads`).

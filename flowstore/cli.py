@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -181,6 +182,10 @@ def build(
     except OSError as exc:  # a full disk, a permission: the system's words, on one line
         fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
     except KeyboardInterrupt:
+        # The build has wound down (its tasks in flight finished); a Ctrl-C from here on ends
+        # the process as SIGINT's default does (a shell reports 130 too), not with a traceback
+        # from the interpreter's exit.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
         fail("interrupted; run the same command again to resume", 130)
     internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
