@@ -25,6 +25,10 @@ class StoreError(FlowstoreError, OSError):
     """A store path is missing, not a flowstore store, or of another format version."""
 
 
+class MissingChunkError(StoreError):
+    """A sample asked for (a done one) has no chunk: a damaged or partly copied store."""
+
+
 class StoreMismatchError(StoreError):
     """An existing store was built with other parameters, source or dataset."""
 

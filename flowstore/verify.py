@@ -1,8 +1,8 @@
 """`flowstore verify`: re-read every sample, compare with its recorded checksum, and repair.
 
 A sample is reported when its `done` flag is set but its bytes no longer give the checksum
-recorded when it was written (a chunk edited, truncated or deleted by hand), or when a chunk
-cannot be read at all. `repair` re-extracts exactly those samples from the source, through the
+recorded when it was written (a chunk edited or truncated by hand), when a chunk is missing
+(deleted, or never copied), or when a chunk cannot be read at all. `repair` re-extracts exactly those samples from the source, through the
 normal build (same parameters, same writer lock, same guarantees), verifies them again, and
 says of each one it could not mend why: a repair never reports success it did not check.
 """
@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Collection
 
+import numpy as np
+
 from flowstore.build import BuildConfig, build
 from flowstore.datasets import get_dataset
+from flowstore.errors import MissingChunkError
 from flowstore.params import from_dict
 from flowstore.store import open_store
 from flowstore.store.checksum import matches
@@ -47,7 +50,9 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         ids = store.read("id")
         done = store.read("done").astype(bool)
         checksums = store.read("checksum")
-        features = [name for name in store.array_names() if name not in COLUMN_NAMES]
+        # read as the reader reads them, which tells a missing chunk from zeros
+        features = {name: store.layout(name) for name in store.array_names()
+                    if name not in COLUMN_NAMES}
         wanted = None if samples is None else set(samples)
         for index in progress_bar(range(len(ids)), enabled=progress, unit="sample",
                                   desc="verify"):
@@ -63,7 +68,13 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
                 result.problems[ids[index]] = "marked done but has no checksum"
                 continue
             try:
-                arrays = {name: store.read(name, index) for name in features}
+                arrays = {}
+                for name, (shape, dtype) in features.items():
+                    arrays[name] = np.empty(shape[1:], dtype)
+                    store.read_into(name, index, arrays[name])
+            except MissingChunkError:
+                result.problems[ids[index]] = f"its chunk of {name!r} is missing"
+                continue
             except Exception as exc:  # noqa: BLE001  (any read failure is this sample's problem)
                 result.problems[ids[index]] = f"unreadable: {type(exc).__name__}: {exc}"
                 continue

@@ -40,7 +40,7 @@ def test_checksums_of_older_stores_still_verify(tiny_tvhi_source, tmp_path):
     group = zarr.open_group(str(store), mode="r+")
     group["checksum"][:] = np.array(legacy)
     assert flowstore_cli("verify", store, "-q").returncode == 0
-    group["flow"][3] = np.zeros_like(group["flow"][3])
+    group["flow"][3] = np.ones_like(group["flow"][3])  # (zeros: zarr would delete the chunk)
     group["checksum"][5] = "sha999:" + legacy[5]
     out = flowstore_cli("verify", store, "-q")
     assert out.returncode == 1
@@ -53,7 +53,7 @@ def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, t
     ids = list(zarr.open_group(str(store), mode="r")["id"][:])
     a, b, c = ids.index("hug_0002"), ids.index("kiss_0001"), ids.index("highFive_0003")
     group = zarr.open_group(str(store), mode="r+")
-    group["flow"][a] = np.zeros_like(group["flow"][a])  # bytes changed behind flowstore's back
+    group["flow"][a] = np.ones_like(group["flow"][a])  # bytes changed behind flowstore's back
     chunk_file(store, "frames", b).write_bytes(b"garbage" * 10)  # a chunk file damaged on disk
     chunk_file(store, "middle_frame", c).unlink()  # a chunk deleted: done lies
     out = flowstore_cli("verify", store, "-q")
@@ -61,6 +61,7 @@ def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, t
     bad = dict(re.findall(r"^  (\w+_\d{4}): (.+)$", out.stderr, re.M))
     assert set(bad) == {"hug_0002", "kiss_0001", "highFive_0003"}
     assert "checksum mismatch" in bad["hug_0002"] and "unreadable" in bad["kiss_0001"]
+    assert bad["highFive_0003"] == "its chunk of 'middle_frame' is missing"
     line = assert_one_line_error(flowstore_cli("verify", store, "--repair"))
     assert "--source" in line
     line = assert_one_line_error(flowstore_cli("verify", store, "--source", tiny_tvhi_source))

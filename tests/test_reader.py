@@ -273,6 +273,29 @@ def test_zarr_fast_path_is_used_and_checked_on_a_store_as_flowstore_writes_it(tm
         assert ds.store.fast_reads == {"middle_frame": True, "frames": True, "flow": True}
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["fast-path", "zarr-read"])
+def test_a_done_sample_whose_chunk_is_missing_is_an_error_not_zeros(tmp_path, monkeypatch, fast):
+    """A partly copied store, or one rebuilt (`--overwrite`) while a reader had it open: zarr
+    reads a missing chunk as the fill value, and the reader handed back zeros to train on. A
+    sample that really is all zeros (its chunk written) still reads."""
+    from flowstore.store import open_store
+    from flowstore.store._zarr import ZarrStore
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    if not fast:  # zarr's own read, as on an object store
+        monkeypatch.setattr(ZarrStore, "_fast_read", lambda self, name, out: None)
+    with open_store(path, "r+") as writer:
+        index = int(np.flatnonzero(writer.read("done"))[1])
+        writer.write_sample(index, {"flow": np.zeros(writer.layout("flow")[0][1:], "float16")})
+    with flowstore.open(path) as ds:
+        split = ds.split("train")
+        assert not split[1]["flow"].any()  # a real all-zero sample: no error
+        (path / "flow" / ds.store.chunk_key("flow", int(split.indices[0]))).unlink()
+        with pytest.raises(StoreError, match="chunk of sample .* of 'flow' is missing"):
+            split[[2, 0]]
+        split[[2, 1]]  # the others still read
+
+
 def test_zarr_store_with_other_chunk_keys_and_codec_reads_right(tmp_path):
     """A Zarr store written by other tools: zarr's default nested chunk keys (flowstore's are
     flat), gzip: zarr's own read, same values."""

@@ -122,6 +122,21 @@ def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_training(stores, tmp
         assert "epoch" not in result.output  # nothing trained
 
 
+def test_a_store_missing_a_chunk_stops_training_with_one_line(stores, tmp_path):
+    """A read inside tf.data failing (here a partly copied store) surfaced as TensorFlow's op
+    error with the read's traceback as text, about 70 lines."""
+    store = stores["tvhi"]
+    for chunk in (store / "flow").glob("c.*"):
+        chunk.unlink()
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                 str(tmp_path / "runs"), "--epochs", "1", "--quiet"])
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output and "tensorflow" not in result.output.lower()
+    device, error = result.stderr.strip().splitlines()  # "training on CPU ...", then one line
+    assert error.startswith("error: ") and "of 'flow' is missing (the store is damaged" in error
+    assert not (tmp_path / "runs").exists()
+
+
 def test_bad_override_is_one_line_and_exit_2(stores, tmp_path):
     result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
                                  "--epochs", "0", "--runs-dir", str(tmp_path / "runs")])

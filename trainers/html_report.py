@@ -154,6 +154,7 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         import_tensorflow_quietly()
         import keras
 
+        from flowstore.reader.tf import store_errors_raised
         from trainers.data import ClipViews, InputOptions, make_dataset
         from trainers.models import load_trained
 
@@ -163,8 +164,9 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         views = ClipViews.of(samples, bool(recipe.get("segment_views", False)))
         dataset = make_dataset(samples, "test", InputOptions(
             PREDICT_BATCH, augment=views.every_view if views is not None else False))
-        logits = (model.predict(dataset, verbose=0) if views is None
-                  else views.clip_logits(model, dataset)[0])
+        with store_errors_raised():
+            logits = (model.predict(dataset, verbose=0) if views is None
+                      else views.clip_logits(model, dataset)[0])
         split = samples.split("test")
         return SplitPredictions(classes=samples.info.classes or tuple(
                                    str(k) for k in range(samples.num_classes)),

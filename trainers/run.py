@@ -177,13 +177,15 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     if session.device is None:  # TensorFlow starts here, not earlier, and quietly
         session.device = import_tensorflow_quietly(config.verbose)
         print(session.device, file=sys.stderr)
+    from flowstore.reader.tf import store_errors_raised
     from trainers.fit import TrainOptions, train_model
 
-    record = train_model(model, samples, config.recipe_for(model),
-                         TrainOptions(seed=config.seed, augment=config.augment,
-                                      mixed_precision=config.mixed_precision,
-                                      progress=not config.quiet),
-                         config.runs_dir, bases=bases, echo=session.echo)
+    with store_errors_raised():
+        record = train_model(model, samples, config.recipe_for(model),
+                             TrainOptions(seed=config.seed, augment=config.augment,
+                                          mixed_precision=config.mixed_precision,
+                                          progress=not config.quiet),
+                             config.runs_dir, bases=bases, echo=session.echo)
     session.echo(f"{model}: run written to {record.path}")
     session.outcomes.append(Outcome(record, trained=True))
     return record

@@ -10,11 +10,13 @@ float16 flow unless asked otherwise): a model casts them in its own graph, on th
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import contextlib
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import tensorflow as tf
 
+from flowstore.errors import FlowstoreError
 from flowstore.reader.batches import batch_rng
 from flowstore.reader.dataset import LABEL
 
@@ -52,7 +54,11 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
               for key in keys] + [tf.int64]
 
     def read(positions: np.ndarray, augment_seed: np.int64) -> list[np.ndarray]:
-        batch = split.read(positions)
+        try:
+            batch = split.read(positions)
+        except FlowstoreError as exc:
+            _READ_ERRORS.append(exc)
+            raise
         if augment_fn is not None:
             batch = augment_fn(batch, np.random.default_rng(int(augment_seed) % 2 ** 63))
         return [batch[key] for key in keys] + [batch[LABEL]]
@@ -87,3 +93,23 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     # deterministic=True keeps a seed's order reproducible even with parallel reads.
     ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+#: FlowstoreErrors met by the reads of `to_tf_dataset` pipelines (any thread), for
+#: `store_errors_raised`: TensorFlow hands them on only as text inside its own op error.
+_READ_ERRORS: list[FlowstoreError] = []
+
+
+@contextlib.contextmanager
+def store_errors_raised() -> Iterator[None]:
+    """Inside, TensorFlow calls on `to_tf_dataset` pipelines (`model.fit`, `evaluate`,
+    `predict`, iteration) raise a store's error met by a read (a damaged or partly copied
+    store, one removed mid-run) as the FlowstoreError it is, which a command line prints as
+    one line, not as TensorFlow's op error carrying the read's traceback as text."""
+    seen = len(_READ_ERRORS)
+    try:
+        yield
+    except tf.errors.OpError:
+        if len(_READ_ERRORS) > seen:
+            raise _READ_ERRORS[-1] from None
+        raise

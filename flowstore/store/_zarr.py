@@ -28,6 +28,7 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEnc
 from zarr.storage import LocalStore
 from zarr.core.sync import sync
 
+from flowstore.errors import MissingChunkError
 from flowstore.store import is_url
 from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
                                   changed_spans, check_columns, column_chunks, fsync_path)
@@ -178,17 +179,28 @@ class ZarrStore(Store):
         if fast is not None:
             try:
                 fd = os.open(f"{fast.prefix}{index // fast.per_chunk}{fast.suffix}", os.O_RDONLY)
-            except FileNotFoundError:  # never written: zarr fills in the fill value
-                pass
-            else:
-                try:
-                    fast.decode(fd, out, f"sample {index} of {name!r}")
-                finally:
-                    os.close(fd)
-                if name not in self._verified:
-                    self._verify_fast_read(name, index, out)
-                return
-        self._array(name).get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
+            except FileNotFoundError:
+                raise self._missing_chunk(name, index) from None
+            try:
+                fast.decode(fd, out, f"sample {index} of {name!r}")
+            finally:
+                os.close(fd)
+            if name not in self._verified:
+                self._verify_fast_read(name, index, out)
+            return
+        arr = self._array(name)
+        arr.get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
+        # zarr reads a missing chunk as the fill value, 0: only a sample read as all zeros
+        # costs the look (one request on an object store)
+        if not out.any() and not sync((arr.store_path / self.chunk_key(name, index)).exists()):
+            raise self._missing_chunk(name, index)
+
+    def _missing_chunk(self, name: str, index: int) -> MissingChunkError:
+        """Every sample's chunk is written whole (`write_empty_chunks`), so a sample asked for
+        (a done one) without its chunk is a damaged store, not zeros to train on."""
+        return MissingChunkError(f"store {str(self.path)!r}: the chunk of sample {index} of {name!r} is "
+                          f"missing (the store is damaged, partly copied, or was rebuilt since "
+                          f"it was opened); `flowstore verify` lists what is missing")
 
     def chunk_key(self, name: str, index: int) -> str:
         """The key, relative to the array `name`, of the chunk holding sample `index`, as the

@@ -136,7 +136,9 @@ class Store(abc.ABC):
         """Read sample `index` of a numeric array into `out` (its shape and dtype).
 
         Backends decode straight into `out`, so a reader that batches samples (the trainers)
-        fills a buffer it chose, aligned for TensorFlow to use without a copy.
+        fills a buffer it chose, aligned for TensorFlow to use without a copy. The sample's
+        chunk must exist (the reader asks for done samples only): a backend whose chunks can
+        go missing (files) raises StoreError rather than read the fill value.
         """
         out[...] = self.read(name, index)
 
