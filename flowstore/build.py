@@ -39,7 +39,8 @@ from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
                              remove_store, store_exists)
 from flowstore.store import format1
-from flowstore.store.checksum import file_digest, sample_digest
+from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
+                                      file_digest, sample_digest)
 from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING
 from flowstore.store.lock import writer_lock
 
@@ -416,6 +417,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                           config.refusal_hint)
             if store.format != FORMAT:
                 format1.upgrade(store, [dataset.source_name(sample) for sample in manifest.ids])
+            if COLUMNS_DIGEST not in store.attrs:  # a store made before the digest: now checked
+                store.update_attrs({COLUMNS_DIGEST: _columns_digest(manifest)})
         except BaseException:
             store.close()
             raise
@@ -429,6 +432,7 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         "fingerprint": fp,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
+        COLUMNS_DIGEST: _columns_digest(manifest),
     }
     return create_store(path, attrs=attrs, specs=dataset.specs(config.params),
                         columns=manifest.store_columns(),
@@ -462,19 +466,26 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                           if stored_options.get(k) != asked_options.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
                                  f"({diffs}){hint}")
-    if not _same_manifest(store, manifest, attrs):
+    ids, labels, splits = store.read("id"), store.read("label"), store.read("split")
+    check_manifest_columns(attrs, ids, labels, splits, path)  # damage, not another manifest
+    if not _same_manifest(manifest, attrs, ids, labels, splits):
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
                                  f"(the source's sample list or readme changed){hint}")
 
 
-def _same_manifest(store: Store, manifest: Manifest, attrs: Mapping[str, Any]) -> bool:
-    """Whether the store holds `manifest`: its classes, and each sample's id, label and split in
-    order (a manifest row's class is its label's; format 1 also kept the CSV, which says no more)."""
+def _same_manifest(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndarray,
+                   labels: np.ndarray, splits: np.ndarray) -> bool:
+    """Whether a store of these attributes and columns holds `manifest`: its classes, and each
+    sample's id, label and split in order (a manifest row's class is its label's; format 1 also
+    kept the CSV, which says no more)."""
     if list(attrs.get("classes", [])) != list(manifest.classes):
         return False
-    ids, labels, splits = store.read("id"), store.read("label"), store.read("split")
     return (len(ids) == len(manifest) and ids.tolist() == manifest.ids
             and np.array_equal(labels, manifest.labels) and splits.tolist() == manifest.splits())
+
+
+def _columns_digest(manifest: Manifest) -> str:
+    return columns_digest(manifest.classes, manifest.ids, manifest.labels, manifest.splits())
 
 
 def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,

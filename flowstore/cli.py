@@ -256,6 +256,8 @@ def verify(
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):
             typer.echo(f"  {sample}: {problem}", err=True)
+        if result.damaged:
+            fail(result.damaged, 1)
         if not (result.problems and repair):
             raise typer.Exit(1 if result.problems else 0)
         repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync)

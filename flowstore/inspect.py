@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS
 from flowstore.store import backend_for, failures as read_failures, open_store
+from flowstore.store.checksum import check_manifest_columns
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
@@ -30,6 +32,11 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         labels = store.read("label")
         splits = store.read("split")
         done = store.read("done").astype(bool)
+        try:  # shown, not refused: inspect is where one looks at a store that went wrong
+            check_manifest_columns(attrs, store.read("id"), labels, splits, path)
+            damaged = None
+        except StoreError as exc:
+            damaged = str(exc)
         failures = read_failures(store)
         counts = {split: {name: 0 for name in classes} for split in SPLITS}
         done_counts = {split: {name: 0 for name in classes} for split in SPLITS}
@@ -51,6 +58,7 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         "done": int(done.sum()),
         "failed": len(failures),
         "pending": int(len(done) - done.sum() - len(failures)),
+        "damaged": damaged,
         "done_per_split": dict(Counter(splits[done].tolist())),
         "counts": counts,
         "done_counts": done_counts,
@@ -89,6 +97,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{s['pending']} pending; "
         + (f"on disk {_size(s['bytes_stored'])}" if s["bytes_stored"] is not None
            else "bytes on disk: --bytes (lists every chunk)"),
+        *([f"DAMAGED      {s['damaged']}"] if s.get("damaged") else []),
         "",
         "split counts (done/all)",
     ]

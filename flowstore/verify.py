@@ -5,6 +5,8 @@ recorded when it was written (a chunk edited or truncated by hand), when a chunk
 (deleted, or never copied), or when a chunk cannot be read at all. `repair` re-extracts exactly those samples from the source, through the
 normal build (same parameters, same writer lock, same guarantees), verifies them again, and
 says of each one it could not mend why: a repair never reports success it did not check.
+A store whose manifest columns (`id`, `label`, `split`) no longer match the digest recorded
+when it was made is reported as damaged as a whole: no re-extraction mends a label.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import numpy as np
 
 from flowstore.build import BuildConfig, build
 from flowstore.datasets import get_dataset
-from flowstore.errors import MissingChunkError
+from flowstore.errors import MissingChunkError, StoreError
 from flowstore.params import from_dict
 from flowstore.store import open_store
-from flowstore.store.checksum import matches
+from flowstore.store.checksum import check_manifest_columns, matches
 from flowstore.store.layout import COLUMN_NAMES
 
 
@@ -29,10 +31,12 @@ class VerifyResult:
     store: Path | str
     checked: int = 0
     problems: dict[str, str] = field(default_factory=dict)
+    #: Why the store as a whole cannot be trusted (its manifest columns damaged), or None.
+    damaged: str | None = None
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and self.damaged is None
 
 
 def verify(path: str | Path, *, samples: Collection[str] | None = None,
@@ -48,6 +52,11 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
     with open_store(path, "r") as store:
         _check_dataset_arrays(store, path)
         ids = store.read("id")
+        try:
+            check_manifest_columns(store.attrs, ids, store.read("label"), store.read("split"),
+                                   path)
+        except StoreError as exc:
+            result.damaged = str(exc)
         done = store.read("done").astype(bool)
         checksums = store.read("checksum")
         # read as the reader reads them, which tells a missing chunk from zeros

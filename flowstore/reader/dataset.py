@@ -21,6 +21,7 @@ import numpy as np
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, is_url, open_store
+from flowstore.store.checksum import check_manifest_columns
 
 #: Keys of a batch that are not features.
 LABEL, ID = "label", "id"
@@ -84,6 +85,7 @@ class StoreDataset:
         self.ids = store.read("id")
         self.splits = store.read("split")
         self.done = store.read("done").astype(bool)
+        check_manifest_columns(attrs, self.ids, self.labels, self.splits, store.path)
 
     @classmethod
     def open(cls, location: str | os.PathLike) -> "StoreDataset":

@@ -10,16 +10,23 @@ before the prefix existed hold bare blake2b hex digests, which still verify.
 
 Source files get a digest of their bytes too (`file_digest`), recorded for every done sample so
 that `flowstore build --check-source` can tell a clip replaced by another of the same size.
+
+The manifest columns (`id`, `label`, `split`) and the class names get one digest for the whole
+store (`columns_digest`), recorded when the store is made: a chunk of `label` lost in a copy
+reads as class 0 (zarr's fill value) for every sample in it, and no sample checksum covers it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import xxhash
+
+from flowstore.errors import StoreError
 
 ALGORITHM = "xxh3_128"
 _ALGORITHMS = {
@@ -68,3 +75,30 @@ def file_digest(path: str | Path) -> str:
         while count := file.readinto(block):
             digest.update(view[:count])
     return f"{ALGORITHM}:{digest.hexdigest()}"
+
+
+#: The store attribute holding `columns_digest` of the store as it was made (stores made before
+#: it have none, and are not checked).
+COLUMNS_DIGEST = "columns_digest"
+
+
+def columns_digest(classes: Sequence[str], ids: Any, labels: Any, splits: Any) -> str:
+    """"xxh3_128:hex" of the class names and every sample's id, label and split, in order."""
+    text = json.dumps([list(classes), np.asarray(ids).tolist(),
+                       np.asarray(labels, dtype=np.int64).tolist(), np.asarray(splits).tolist()],
+                      ensure_ascii=False, separators=(",", ":"))
+    return f"{ALGORITHM}:{xxhash.xxh3_128(text.encode()).hexdigest()}"
+
+
+def check_manifest_columns(attrs: Mapping[str, Any], ids: Any, labels: Any, splits: Any,
+                           path: str | Path) -> None:
+    """Refuse a store whose manifest columns differ from those it was made with.
+
+    Raises:
+        flowstore.errors.StoreError: the recorded digest and the columns disagree.
+    """
+    recorded = attrs.get(COLUMNS_DIGEST)
+    if recorded and columns_digest(attrs.get("classes", ()), ids, labels, splits) != recorded:
+        raise StoreError(f"store {str(path)!r} is damaged: its id, label or split column is not "
+                         f"what it was built with (a chunk of it lost or edited), so its labels "
+                         f"cannot be trusted; rebuild it (flowstore build ... --overwrite)")
