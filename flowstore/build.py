@@ -455,7 +455,9 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         one_sided = _sections(attrs.get("params") or {}) ^ _sections(params)
         diffs = ", ".join(f"{k}: store {stored.get(k)!r} vs asked {asked.get(k)!r}"
                           for k in sorted(stored.keys() | asked.keys())
-                          if stored.get(k) != asked.get(k) and k.split(".")[0] not in one_sided)
+                          # (by their JSON: 20 and 20.0 differ there, and in the fingerprint)
+                          if canonical_json(stored.get(k)) != canonical_json(asked.get(k))
+                          and k.split(".")[0] not in one_sided)
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
     stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()

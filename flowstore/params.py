@@ -56,6 +56,8 @@ def _require(condition: bool, message: str) -> None:
 class FarnebackParams:
     """Arguments of `cv2.calcOpticalFlowFarneback`; defaults are the report's (section 3)."""
 
+    method: ClassVar[str] = "farneback"
+
     pyr_scale: float = 0.5
     levels: int = 3
     winsize: int = 5
@@ -65,12 +67,22 @@ class FarnebackParams:
     flags: int = 0
 
     def __post_init__(self) -> None:
-        _require(0.0 < self.pyr_scale < 1.0, f"pyr_scale must be in (0, 1), got {self.pyr_scale!r}")
-        _require(self.levels >= 1, f"levels must be >= 1, got {self.levels!r}")
-        _require(self.winsize >= 1, f"winsize must be >= 1, got {self.winsize!r}")
-        _require(self.iterations >= 1, f"iterations must be >= 1, got {self.iterations!r}")
-        _require(self.poly_n in (5, 7), f"poly_n must be 5 or 7, got {self.poly_n!r}")
-        _require(self.poly_sigma > 0, f"poly_sigma must be > 0, got {self.poly_sigma!r}")
+        _check_float(self, "pyr_scale", "in (0, 1)", lambda v: 0 < v < 1)
+        _check_int(self.method, "levels", self.levels, 1)
+        _check_int(self.method, "winsize", self.winsize, 1)
+        _check_int(self.method, "iterations", self.iterations, 1)
+        _require(self.poly_n in (5, 7) and isinstance(self.poly_n, int),
+                 f"farneback poly_n must be 5 or 7, got {self.poly_n!r}")
+        _check_float(self, "poly_sigma", "> 0", lambda v: v > 0)
+        # OpenCV's other flag, OPTFLOW_USE_INITIAL_FLOW (4), needs a flow to start from, which
+        # extraction never passes: it failed every sample inside OpenCV, as if a bug
+        _require(self.flags in (0, FARNEBACK_GAUSSIAN) and isinstance(self.flags, int),
+                 f"farneback flags must be 0 or {FARNEBACK_GAUSSIAN} "
+                 f"(cv2.OPTFLOW_FARNEBACK_GAUSSIAN), got {self.flags!r}")
+
+
+#: `cv2.OPTFLOW_FARNEBACK_GAUSSIAN`: a Gaussian window instead of a box filter.
+FARNEBACK_GAUSSIAN = 256
 
 
 # -- TV-L1 and DIS: checks shared by their fields ------------------------------------------------
@@ -317,8 +329,10 @@ class VideoParams:
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
         _require(self.flow_dtype in FLOW_DTYPES,
                  f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
-        _require(isinstance(self.flow_bound, (int, float)) and self.flow_bound > 0,
+        _require(isinstance(self.flow_bound, (int, float)) and not isinstance(self.flow_bound, bool)
+                 and math.isfinite(self.flow_bound) and self.flow_bound > 0,
                  f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
+        object.__setattr__(self, "flow_bound", float(self.flow_bound))  # 20 records as 20.0
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
                  f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")
         _require(isinstance(self.flow, tuple(FLOW_METHODS.values())),

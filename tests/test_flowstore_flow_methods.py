@@ -221,6 +221,12 @@ def test_dis_min_size_is_where_opencv_starts_to_work():
     (["--flow", "raft"], "--flow must be one of farneback, tvl1, dis, got 'raft'"),
     (["--flow-param", "levels"], "--flow-param must look like NAME=VALUE, got 'levels'"),
     (["--flow", "dis", "--size", "32"], "dis needs frames of at least 46 px"),
+    # OpenCV's OPTFLOW_USE_INITIAL_FLOW: every sample failed inside OpenCV, told as a bug
+    (["--flow-param", "flags=4"], "farneback flags must be 0 or 256"),
+    (["--flow-param", "flags=12345"], "farneback flags must be 0 or 256"),
+    (["--flow-param", "levels=2.5"], "farneback levels must be an integer, got '2.5'"),
+    # stored as 0 for every flow value, decoded as -inf: verify passed
+    (["--flow-dtype", "uint8", "--flow-bound", "inf"], "flow_bound must be a positive number"),
 ])
 def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source, tmp_path):
     store = tmp_path / "s.zarr"
@@ -285,3 +291,19 @@ def test_readers_and_show_take_any_algorithms_store(tiny_tvhi_source, tmp_path):
 
     result = show(store, tmp_path / "pictures", (), progress=False)
     assert result.written and all(path.stat().st_size > 0 for path in result.written)
+
+
+def test_numbers_record_the_same_however_they_are_written(tiny_tvhi_source, tmp_path):
+    """`flow_bound=20` through the API and `--flow-bound 20` record (and fingerprint) alike: the
+    API's int refused the CLI's store with "built with other parameters ()", naming nothing."""
+    store = tmp_path / "s.zarr"
+    common = ("--size", "48", "--steps", "2", "--max-per-split", "1", "-q")
+    assert flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                         "--flow-bound", "20", *common).returncode == 0
+    result = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
+                               params=VideoParams(size=48, steps=2, flow_bound=20,
+                                                  flow=FarnebackParams(poly_sigma=1.2, levels=3)),
+                               max_per_split=1, progress=False))
+    assert result.computed == 0 and not result.failures
+    assert VideoParams(flow_bound=20) == VideoParams(flow_bound=20.0)
+    assert FarnebackParams(pyr_scale=1 / 2, poly_sigma=1) == FarnebackParams(poly_sigma=1.0)
