@@ -17,8 +17,18 @@ from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
 from tests.conftest import assert_one_line_error, flowstore_cli
 
 
-def test_second_holder_is_refused_with_the_holders_pid(tmp_path):
-    store = tmp_path / "s.zarr"
+@pytest.mark.parametrize("spelling", ["same", "symlink", "folder-symlink", "dot-dot"])
+def test_second_holder_is_refused_with_the_holders_pid(tmp_path, spelling):
+    """However the second writer spells the store's path (a symlink to the store or to a folder
+    above it: before, each spelling had its own lock and two builds ran at once)."""
+    (tmp_path / "data").mkdir()
+    store = tmp_path / "data" / "s.zarr"
+    other = {"same": store, "symlink": tmp_path / "alias.zarr",
+             "folder-symlink": tmp_path / "linked" / "s.zarr",
+             "dot-dot": tmp_path / "data" / ".." / "data" / "s.zarr"}[spelling]
+    store.mkdir()
+    (tmp_path / "alias.zarr").symlink_to(store)
+    (tmp_path / "linked").symlink_to(tmp_path / "data")
     holder = subprocess.Popen([sys.executable, "-c",
                                "import sys, time; from flowstore.store.lock import writer_lock\n"
                                f"with writer_lock({str(store)!r}):\n"
@@ -27,7 +37,7 @@ def test_second_holder_is_refused_with_the_holders_pid(tmp_path):
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(StoreError, match=rf"another flowstore process \(pid {holder.pid} on "):
-            with writer_lock(store):
+            with writer_lock(other):
                 pass
     finally:
         holder.send_signal(signal.SIGKILL)

@@ -35,7 +35,9 @@ _HELD: set[Path] = set()
 
 
 def lock_path(store: str | Path) -> Path:
-    store = Path(store)
+    """The lock file beside the store, by its real path: two spellings of one store (a symlink
+    to it, or to a folder above it) must meet at one lock, or both would build it at once."""
+    store = Path(store).resolve()
     return store.with_name(f".{store.name}.lock")
 
 
