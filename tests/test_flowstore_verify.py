@@ -170,3 +170,37 @@ def _drop_attr(store: Path, name: str) -> None:
     else:
         group = zarr.open_group(str(store), mode="r+")
         del group.attrs[name]
+
+
+def test_damaged_bytes_are_one_line_naming_what_and_the_remedy(tiny_tvhi_source, tmp_path):
+    """A chunk whose bytes no codec accepts, a truncated chunk of the ledger, a truncated array
+    metadata file: tracebacks from numcodecs / json in `show`, `trainers`, `verify`, `build` and
+    `inspect` before; now one line naming the store and what could not be read."""
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    with flowstore.open(store) as ds:
+        sample = str(ds.split("train").ids[0])
+        index = int(ds.split("train").indices[0])
+    chunk = chunk_file(store, "flow", index)
+    chunk.write_bytes(b"\x07" * 16 + chunk.read_bytes()[16:])  # its Blosc header destroyed
+    with flowstore.open(store) as ds, pytest.raises(
+            StoreError, match=f"is damaged: sample '{sample}' of 'flow' cannot be read .*"
+                              f"`--repair` re-extracts them"):
+        ds.split("train")[0]
+    line = assert_one_line_error(flowstore_cli("show", store, sample, "--out", tmp_path / "p",
+                                               "-q"))
+    assert f"sample '{sample}' of 'flow' cannot be read" in line
+
+    ledger = chunk_file(store, "checksum", 0)
+    ledger.write_bytes(ledger.read_bytes()[:30])
+    for args in (("verify", store, "-q"), ("build", "tvhi", "--source", tiny_tvhi_source,
+                                           "--store", store, *TINY_BUILD, "-q")):
+        line = assert_one_line_error(flowstore_cli(*args))
+        assert "is damaged: array 'checksum' cannot be read" in line and "--overwrite" in line
+
+    meta = store / "frames" / "zarr.json"
+    meta.write_text(meta.read_text()[:100])
+    line = assert_one_line_error(flowstore_cli("inspect", store))
+    assert "is not a readable flowstore store (JSONDecodeError" in line

@@ -18,9 +18,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.errors import FlowstoreError
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, is_url, open_store
+from flowstore.store.base import DAMAGE_ERRORS, unreadable_part
 from flowstore.store.checksum import check_manifest_columns
 
 #: Keys of a batch that are not features.
@@ -252,18 +254,25 @@ class Split:
         for key, array in self.features.items():
             encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
             out = aligned_empty((indices.size, *shape), dtype)
-            if dtype == encoding.stored:
-                for row, index in enumerate(indices.tolist()):
-                    store.read_into(array, index, out[row])
-            else:  # each sample as stored into a scratch buffer, then decoded into its row
-                scratch = np.empty(shape, encoding.stored)
-                table = encoding.lookup_table(dtype) if encoding.quantized else None
-                for row, index in enumerate(indices.tolist()):
-                    store.read_into(array, index, scratch)
-                    if table is not None:
-                        np.take(table, scratch, out=out[row])
-                    else:
-                        out[row] = scratch
+            index = -1
+            try:
+                if dtype == encoding.stored:
+                    for row, index in enumerate(indices.tolist()):
+                        store.read_into(array, index, out[row])
+                else:  # each sample as stored into a scratch buffer, then decoded into its row
+                    scratch = np.empty(shape, encoding.stored)
+                    table = encoding.lookup_table(dtype) if encoding.quantized else None
+                    for row, index in enumerate(indices.tolist()):
+                        store.read_into(array, index, scratch)
+                        if table is not None:
+                            np.take(table, scratch, out=out[row])
+                        else:
+                            out[row] = scratch
+            except FlowstoreError:
+                raise
+            except DAMAGE_ERRORS as exc:  # a damaged chunk: the sample named, not a traceback
+                raise unreadable_part(store.path, f"sample {str(self.source.ids[index])!r} of "
+                                                  f"{array!r}", exc, sample=True) from exc
             batch[key] = out
         batch[LABEL] = self.labels[positions]
         batch[ID] = self.ids[positions]

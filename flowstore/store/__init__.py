@@ -158,7 +158,11 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
         raise StoreError(f"{str(path)!r} has store format {version!r}; this flowstore reads "
                          f"format {' and '.join(map(str, READABLE_FORMATS))}")
     if check_columns:
-        names = set(store.array_names())
+        try:  # (parses each array's metadata: a truncated zarr.json fails here)
+            names = set(store.array_names())
+        except Exception as exc:
+            store.close()
+            raise unreadable(exc) from exc
         missing = [name for name in REQUIRED[version] if name not in names]
         if missing:
             store.close()

@@ -40,8 +40,10 @@ from typing import Any, Mapping, Sequence
 import h5py
 import numpy as np
 
-from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
-                                  check_columns, column_chunks, fsync_path, read_exactly)
+from flowstore.errors import FlowstoreError
+from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
+                                  Store, check_columns, column_chunks, fsync_path, read_exactly,
+                                  unreadable_part)
 from flowstore.store.layout import BY_NAME
 from flowstore.store.lock import release_reader_lock
 
@@ -132,9 +134,14 @@ class HDF5Store(Store):
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         dataset = self._file[name]
-        if h5py.check_string_dtype(dataset.dtype):  # variable-length or fixed-width
-            return np.asarray(dataset.asstr()[index], dtype=str)
-        return np.asarray(dataset[index])
+        try:
+            if h5py.check_string_dtype(dataset.dtype):  # variable-length or fixed-width
+                return np.asarray(dataset.asstr()[index], dtype=str)
+            return np.asarray(dataset[index])
+        except FlowstoreError:
+            raise
+        except DAMAGE_ERRORS as exc:  # h5py's OSError for bytes it cannot decode
+            raise unreadable_part(self.path, f"array {name!r}", exc, sample=False) from exc
 
     def read_into(self, name: str, index: int, out: np.ndarray) -> None:
         """One sample into `out`. An unfiltered chunk of a read-only store is the sample's bytes

@@ -28,10 +28,11 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEnc
 from zarr.storage import LocalStore
 from zarr.core.sync import sync
 
-from flowstore.errors import MissingChunkError
+from flowstore.errors import FlowstoreError, MissingChunkError
 from flowstore.store import is_url
-from flowstore.store.base import (STRING, ArrayInfo, ArraySpec, Capabilities, Store,
-                                  changed_spans, check_columns, column_chunks, fsync_path)
+from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
+                                  Store, changed_spans, check_columns, column_chunks, fsync_path,
+                                  unreadable_part)
 from flowstore.store.layout import BY_NAME
 
 
@@ -155,7 +156,12 @@ class ZarrStore(Store):
                           if not name.startswith(_UPGRADE_PREFIX))
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
-        value = np.asarray(self._array(name)[index])
+        try:
+            value = np.asarray(self._array(name)[index])
+        except FlowstoreError:
+            raise
+        except DAMAGE_ERRORS as exc:  # a truncated chunk of the ledger, an unreadable file
+            raise unreadable_part(self.path, f"array {name!r}", exc, sample=False) from exc
         if value.dtype.kind in "OT":  # numpy StringDType / object strings -> plain 'U'
             value = np.array(value.tolist(), dtype=str)  # StringDType has no width to cast to
         return value

@@ -33,6 +33,22 @@ from flowstore.store.layout import STRING, column_chunk  # noqa: F401  (STRING: 
 CODECS = ("shuffled-lz4", "zstd")
 
 
+#: What a backend's read raises on a damaged chunk or file: the file unreadable (OSError, as
+#: h5py raises too), a codec refusing the bytes (numcodecs: RuntimeError, ValueError).
+DAMAGE_ERRORS = (OSError, RuntimeError, ValueError)
+
+
+def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool) -> StoreError:
+    """A read the store's bytes failed, as one line naming the store, what could not be read and
+    what mends it: a `sample`'s chunk is re-extracted by `verify --repair`; a whole array (the
+    ledger, a column) only by a rebuild. (A bug in flowstore raises something else, and stays
+    a traceback.)"""
+    remedy = ("`flowstore verify` lists the damaged samples, `--repair` re-extracts them"
+              if sample else "rebuild it (flowstore build ... --overwrite)")
+    return StoreError(f"store {str(path)!r} is damaged: {what} cannot be read "
+                      f"({type(exc).__name__}: {exc}); {remedy}")
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """One per-sample array: its per-sample shape, dtype (`STRING` for text) and codec preset."""
