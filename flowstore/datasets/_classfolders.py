@@ -253,6 +253,7 @@ class ClassFolders(Dataset):
             raise SourceLayoutError(f"{what} {str(split_file)!r} lists no {self.what}s")
         by_split: dict[str, dict[str, list[str]]] = {}
         seen: set[str] = set()
+        id_lines: dict[str, int] = {}
         for number, row in enumerate(rows, start=2):
             path, label, split = row["path"].strip(), row["label"].strip(), row["split"].strip()
             where = f"{what} {str(split_file)!r} line {number}"
@@ -261,15 +262,24 @@ class ClassFolders(Dataset):
                 raise SourceLayoutError(f"{where}: empty path or label")
             if relative.is_absolute() or ".." in relative.parts:
                 raise SourceLayoutError(f"{where}: path {path!r} is not inside the source folder")
+            if not relative.name:
+                raise SourceLayoutError(f"{where}: path {path!r} names no file")
             if split not in SPLITS:
                 raise SourceLayoutError(f"{where}: split {split!r} is not one of "
                                         f"{', '.join(SPLITS)}")
             if str(relative) in seen:
                 raise SourceLayoutError(f"{where}: {path!r} is listed twice")
             seen.add(str(relative))
+            # the path without its suffix, or with it where that is taken (clip.mp4 beside
+            # clip.avi); two rows still meeting at one id would be one sample built twice
             sample_id = str(relative.with_suffix(""))
             if sample_id in self.sample_paths:
                 sample_id = str(relative)
+            if sample_id in self.sample_paths:
+                raise SourceLayoutError(f"{where}: {path!r} and line {id_lines[sample_id]} "
+                                        f"({self.sample_paths[sample_id]!r}) would be one "
+                                        f"sample, {sample_id!r}; rename one of the files")
+            id_lines[sample_id] = number
             self.sample_paths[sample_id] = str(relative)
             by_split.setdefault(split, {}).setdefault(label, []).append(sample_id)
         return by_split
