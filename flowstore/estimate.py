@@ -35,7 +35,7 @@ import numpy as np
 from flowstore.datasets import get_dataset
 from flowstore.build import DATA_ERRORS
 from flowstore.errors import FlowstoreError, ParameterError
-from flowstore.params import FLOW_DTYPES
+from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
 
@@ -102,6 +102,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
                              f"got {sample_size}")
     if not 0.0 < confidence < 1.0:
         raise ParameterError(f"confidence must be in (0, 1), got {confidence}")
+    check_seed(seed)
     if max_per_split is not None and max_per_split < 1:
         raise ParameterError(f"--max-per-split must be at least 1, got {max_per_split}")
     cores = os.cpu_count() or 1

@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS

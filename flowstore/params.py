@@ -52,6 +52,13 @@ def _require(condition: bool, message: str) -> None:
         raise ParameterError(message)
 
 
+def check_seed(value: int) -> None:
+    """Every `--seed` of flowstore (splits, synth, show, estimate): numpy refuses a negative one
+    with a ValueError deep inside, after work has begun."""
+    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+             f"--seed must be an integer >= 0, got {value!r}")
+
+
 @dataclass(frozen=True)
 class FarnebackParams:
     """Arguments of `cv2.calcOpticalFlowFarneback`; defaults are the report's (section 3)."""

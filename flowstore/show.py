@@ -37,6 +37,7 @@ import numpy as np
 
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.flow_image import flow_to_rgb, wheel_legend
+from flowstore.params import check_seed
 
 #: Steps per row of a video picture.
 COLUMNS = 8
@@ -110,6 +111,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
 
     if per_class < 1:
         raise ParameterError(f"--per-class must be at least 1, got {per_class}")
+    check_seed(seed)
     with flowstore.open(store) as dataset:
         kind = "flow" if "flow" in dataset.features else "image" if "image" in dataset.features \
             else None
@@ -241,7 +243,7 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     frames, flow = sample["frames"], sample["flow"]
     steps, size = flow.shape[0], flow.shape[1]
     height, width = video_picture_shape(size, steps)
-    tile, columns = tile_size(size), min(steps, COLUMNS)
+    tile = tile_size(size)
     canvas = np.full((height, width, 3), 255, np.uint8)
     scale = flow_scale(flow)
     label = int(sample["label"])

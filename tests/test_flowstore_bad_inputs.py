@@ -1267,3 +1267,33 @@ def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorfl
     assert line == "error: trainers needs TensorFlow: pip install 'flowstore[train]'"
     assert result.stdout == ""
     assert not (tmp_path / "runs").exists()  # refused before any run started
+
+
+@pytest.mark.parametrize("command", [
+    ("synth", "tvhi", "{tmp}/out", "--seed", "-1"),
+    ("synth", "stanford40", "{tmp}/out", "--seed", "-1"),
+    ("synth", "videofolder", "{tmp}/out", "--seed", "-1"),
+    ("estimate", "tvhi", "--source", "{tmp}", "--seed", "-1"),
+    ("show", "{store}", "--out", "{tmp}/out", "--seed", "-1"),
+], ids=["synth-tvhi", "synth-stanford40", "synth-videofolder", "estimate", "show"])
+def test_a_negative_seed_is_one_line_everywhere(command, tmp_path):
+    """numpy refused it deep inside, as a ValueError traceback, after synth had begun writing."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", per_class=(1, 0, 0)) if "show" in command else ""
+    args = [part.format(tmp=tmp_path, store=store) for part in command]
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert line == "error: --seed must be an integer >= 0, got -1"
+    assert not any(path.name.startswith(".out") or path.name == "out"
+                   for path in tmp_path.iterdir())  # nothing begun
+
+
+@pytest.mark.parametrize("dataset", ["tvhi", "stanford40", "ucf101"])
+def test_synth_into_a_file_or_a_folder_it_cannot_make_is_one_line(dataset, tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    line = assert_one_line_error(flowstore_cli("synth", dataset, tmp_path / "a-file"))
+    assert line.endswith(f"synthetic source folder is a file: {str(tmp_path / 'a-file')!r}")
+    unwritable = tmp_path / "a-file" / "under-it"  # (as root, a mode-000 folder is writable)
+    line = assert_one_line_error(flowstore_cli("synth", dataset, unwritable))
+    assert f"cannot write the synthetic source {str(unwritable)!r}: Not a directory" in line
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # no staging left

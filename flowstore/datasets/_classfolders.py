@@ -32,6 +32,7 @@ from typing import ClassVar, Iterable, Mapping
 
 from flowstore.datasets.base import Dataset
 from flowstore.errors import ParameterError, SourceLayoutError
+from flowstore.params import check_seed
 from flowstore.manifest import (SPLITS, Manifest, assemble_manifest, build_manifest,
                                 stratified_holdout)
 
@@ -79,11 +80,6 @@ class FoldOptions:
 def check_fraction(name: str, value: float) -> None:
     if not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise ParameterError(f"--{name.replace('_', '-')} must be in [0, 1), got {value!r}")
-
-
-def check_seed(value: int) -> None:
-    if not isinstance(value, int) or value < 0:
-        raise ParameterError(f"--seed must be an integer >= 0, got {value!r}")
 
 
 def read_text(path: Path, what: str) -> str:

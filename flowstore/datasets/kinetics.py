@@ -21,10 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowstore.datasets._classfolders import check_fraction, check_seed, read_csv
+from flowstore.datasets._classfolders import check_fraction, read_csv
 from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
+from flowstore.params import check_seed
 from flowstore.synth.clips import SynthClipsConfig
 
 ANNOTATIONS_DIR = "annotations"

@@ -18,7 +18,8 @@ from typing import Callable
 
 import numpy as np
 
-from flowstore.errors import ParameterError
+from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.params import check_seed
 
 #: (colour, motion) of class k: `CUES[k % 4]`.
 CUES = (("warm", "horizontal"), ("warm", "vertical"), ("cool", "horizontal"),
@@ -40,6 +41,7 @@ class SynthClipsConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if not 1 <= self.classes <= 400:
             raise ParameterError(f"classes must be in 1..400, got {self.classes}")
         if not 1 <= self.clips_per_class <= 10000:
@@ -97,21 +99,27 @@ def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
     """Run `fill(staging)` on a new temporary sibling of `folder`, then rename it into place.
 
     Raises:
-        ParameterError: `folder` exists and is not empty.
+        ParameterError: `folder` is a file, or a folder that is not empty.
+        FlowstoreError: it cannot be written (the staging folder is removed).
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(f"synthetic source folder is a file: {str(folder)!r}")
     if folder.exists() and any(folder.iterdir()):
         raise ParameterError(f"synthetic source folder is not empty: {str(folder)!r}")
     staging = folder.with_name(f".{folder.name}.writing-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     try:
+        staging.mkdir(parents=True)
         fill(staging)
         if folder.exists():
             folder.rmdir()
         os.replace(staging, folder)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if isinstance(exc, OSError):  # a folder that cannot be written: the system's words
+            raise FlowstoreError(f"cannot write the synthetic source {str(folder)!r}: "
+                                 f"{exc.strerror or exc}") from exc
         raise
     return folder
 

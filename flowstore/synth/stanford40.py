@@ -20,8 +20,7 @@ dataset's 4000 / 3600 / 400 split.
 
 from __future__ import annotations
 
-import os
-import shutil
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +29,8 @@ import numpy as np
 from flowstore.datasets.stanford40 import (ACTIONS, ACTIONS_FILE, IMAGE_SUFFIX, IMAGES_DIR,
                                            SPLITS_DIR, split_file_name)
 from flowstore.errors import ParameterError
+from flowstore.params import check_seed
+from flowstore.synth.clips import write_source
 from flowstore.extraction._cv import cv2
 
 #: Object colours (RGB), chosen far apart from each other and from the grey background.
@@ -55,6 +56,7 @@ class SynthStanford40Config:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if not 1 <= self.classes <= len(ACTIONS):
             raise ParameterError(f"classes must be in 1..{len(ACTIONS)}, got {self.classes}")
         if self.train_per_class < 1 or self.test_per_class < 1:
@@ -161,12 +163,11 @@ def write_synthetic_stanford40(folder: str | Path,
 
     Written into a temporary sibling and renamed, so a killed run leaves no half-written source.
     """
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise ParameterError(f"synthetic source folder is not empty: {str(folder)!r}")
-    staging = folder.with_name(f".{folder.name}.writing-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    (staging / IMAGES_DIR).mkdir(parents=True)
+    return write_source(folder, functools.partial(_fill, config=config))
+
+
+def _fill(staging: Path, config: SynthStanford40Config) -> None:
+    (staging / IMAGES_DIR).mkdir()
     (staging / SPLITS_DIR).mkdir()
     actions = ACTIONS[: config.classes]
     per_class = config.train_per_class + config.test_per_class
@@ -190,7 +191,3 @@ def write_synthetic_stanford40(folder: str | Path,
         # The real train.txt / test.txt: the per-class lists in alphabetical class order.
         combined = [i for action in sorted(by_class) for i in by_class[action]]
         (splits / f"{split}.txt").write_bytes(format_image_list(combined).encode())
-    if folder.exists():
-        folder.rmdir()
-    os.replace(staging, folder)
-    return folder

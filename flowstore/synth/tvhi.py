@@ -20,8 +20,6 @@ while a model that sees both can reach 100%.
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +27,8 @@ import numpy as np
 
 from flowstore.datasets.tvhi import CLASSES, format_readme, sample_id
 from flowstore.errors import ParameterError
+from flowstore.params import check_seed
+from flowstore.synth.clips import write_source
 from flowstore.extraction._cv import cv2
 
 #: Resolutions seen in the real clips (width, height).
@@ -58,6 +58,7 @@ class SynthTVHIConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_seed(self.seed)
         if not 1 <= self.videos_per_class <= 9999:
             raise ParameterError(f"videos per class must be in 1..9999, got {self.videos_per_class}")
         if self.negatives < 0:
@@ -146,24 +147,18 @@ def write_synthetic_tvhi(folder: str | Path, config: SynthTVHIConfig = SynthTVHI
     dataset does. Written into a temporary sibling and renamed, so a killed run leaves no
     half-written source.
     """
-    folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        raise ParameterError(f"synthetic source folder is not empty: {str(folder)!r}")
-    staging = folder.with_name(f".{folder.name}.writing-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
     numbers = range(1, config.videos_per_class + 1)
-    for class_name in CLASSES:
-        colour, motion = _CLASS_CUES[class_name]
-        for number in numbers:
-            _write_one(staging, sample_id(class_name, number), colour, motion, config)
-    for number in range(1, config.negatives + 1):
-        colour = ("warm", "cool")[number % 2]
-        _write_one(staging, sample_id("negative", number), colour, "diagonal", config)
-    sets = {1: {c: [i for i in numbers if i % 2] for c in CLASSES},
-            2: {c: [i for i in numbers if not i % 2] for c in CLASSES}}
-    (staging / "readme.txt").write_text(format_readme(sets))
-    if folder.exists():
-        folder.rmdir()
-    os.replace(staging, folder)
-    return folder
+
+    def fill(staging: Path) -> None:
+        for class_name in CLASSES:
+            colour, motion = _CLASS_CUES[class_name]
+            for number in numbers:
+                _write_one(staging, sample_id(class_name, number), colour, motion, config)
+        for number in range(1, config.negatives + 1):
+            colour = ("warm", "cool")[number % 2]
+            _write_one(staging, sample_id("negative", number), colour, "diagonal", config)
+        sets = {1: {c: [i for i in numbers if i % 2] for c in CLASSES},
+                2: {c: [i for i in numbers if not i % 2] for c in CLASSES}}
+        (staging / "readme.txt").write_text(format_readme(sets))
+
+    return write_source(folder, fill)
