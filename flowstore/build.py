@@ -33,7 +33,7 @@ import numpy as np
 
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
-from flowstore.errors import FlowstoreError, StoreError, StoreMismatchError
+from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
@@ -80,8 +80,7 @@ class BuildConfig:
     check_source: bool = False
 
     def __post_init__(self) -> None:
-        if self.workers < 1:
-            raise FlowstoreError(f"--workers must be at least 1, got {self.workers}")
+        check_workers(self.workers)
         if self.max_per_split is not None and self.max_per_split < 1:
             raise FlowstoreError(f"--max-per-split must be at least 1, got {self.max_per_split}")
 
@@ -94,6 +93,16 @@ class BuildConfig:
             return ("; --repair re-extracts from the source the store was built from (--source), "
                     "or rebuild it with flowstore build --overwrite")
         return "; use --overwrite to rebuild it, or another --store"
+
+
+#: The most extraction threads a build or an estimate runs: far above any machine's cores (more
+#: threads than that only wait), low enough that a typo is not taken as a thread count.
+MAX_WORKERS = 1024
+
+
+def check_workers(workers: int) -> None:
+    if not 1 <= workers <= MAX_WORKERS:
+        raise ParameterError(f"--workers must be in 1..{MAX_WORKERS}, got {workers}")
 
 
 @dataclass

@@ -53,6 +53,12 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def fail_system(exc: OSError) -> None:
+    """A full disk, a permission, a read-only file system met while writing: the system's words,
+    on one line."""
+    fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
+
+
 def _frame_range(text: str) -> tuple[int, int]:
     try:
         low, _, high = text.partition(":")
@@ -179,8 +185,8 @@ def build(
         result = run_build(config)
     except FlowstoreError as exc:
         fail(str(exc))
-    except OSError as exc:  # a full disk, a permission: the system's words, on one line
-        fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
+    except OSError as exc:
+        fail_system(exc)
     except KeyboardInterrupt:
         # The build has wound down (its tasks in flight finished); a Ctrl-C from here on ends
         # the process as SIGINT's default does (a shell reports 130 too), not with a traceback
@@ -263,6 +269,8 @@ def verify(
         repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync)
     except FlowstoreError as exc:
         fail(str(exc))
+    except OSError as exc:  # --repair on a store it may not write
+        fail_system(exc)
     internal = (f", {len(repaired.internal_errors)} internal error(s)"
                 if repaired.internal_errors else "")
     typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "

@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from flowstore.datasets import get_dataset
-from flowstore.build import DATA_ERRORS
+from flowstore.build import DATA_ERRORS, check_workers
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
@@ -107,8 +107,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
         raise ParameterError(f"--max-per-split must be at least 1, got {max_per_split}")
     cores = os.cpu_count() or 1
     workers = cores if workers is None else workers
-    if workers < 1:
-        raise ParameterError(f"--workers must be at least 1, got {workers}")
+    check_workers(workers)
     dataset = get_dataset(dataset_name, options)
     source = Path(source)
     manifest = dataset.manifest(source)

@@ -331,6 +331,10 @@ OPTION_CASES = [
                      "bug: cli.build passes workers only when truthy, so --workers 0 silently "
                      "means 'all cores' instead of an error"))),
     pytest.param(OptionCase("--workers -1", ("--workers", "-1"), "got -1"), id="workers-negative"),
+    # an islice ValueError traceback, and an empty store left behind
+    pytest.param(OptionCase("--workers 10**20", ("--workers", "99999999999999999999"),
+                            "--workers must be in 1..1024, got 99999999999999999999"),
+                 id="workers-huge"),
     pytest.param(OptionCase("--flow-dtype int8", ("--flow-dtype", "int8"), "int8"),
                  id="flow-dtype-int8"),
     pytest.param(OptionCase("--max-per-split 0", ("--max-per-split", "0"), "got 0"),

@@ -204,3 +204,25 @@ def test_damaged_bytes_are_one_line_naming_what_and_the_remedy(tiny_tvhi_source,
     meta.write_text(meta.read_text()[:100])
     line = assert_one_line_error(flowstore_cli("inspect", store))
     assert "is not a readable flowstore store (JSONDecodeError" in line
+
+
+def test_repair_of_a_store_it_may_not_write_is_one_line(tiny_tvhi_source, tmp_path, monkeypatch):
+    """`verify --repair` on a read-only store: the bad samples were listed, then a PermissionError
+    traceback from the ledger write. (As root no mode stops a write: the write is made to fail.)"""
+    from typer.testing import CliRunner
+
+    import flowstore.verify
+    from flowstore.cli import app
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    chunk_file(store, "flow", 0).write_bytes(b"garbage")
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(store / "done" / "c.0"))
+
+    monkeypatch.setattr(flowstore.verify, "repair", read_only)
+    result = CliRunner().invoke(app, ["verify", str(store), "--repair", "--source",
+                                      str(tiny_tvhi_source), "-q"])
+    assert result.exit_code == 2, result.exception  # (an uncaught exception: exit code 1)
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: Permission denied: {str(store / 'done' / 'c.0')!r}")
