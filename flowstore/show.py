@@ -141,8 +141,16 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
         for label in sorted({int(s["label"]) for s in samples}):
             of_class = [s for s in samples if int(s["label"]) == label]
             name = dataset.classes[label]
-            result.written.append(_write_png(out / f"{name}.png", image_grid(of_class, name)))
+            result.written.append(_write_png(out / f"{_file_name(name)}.png",
+                                             image_grid(of_class, name)))
     return result
+
+
+def _file_name(class_name: str) -> str:
+    """A class name as one file name inside `--out`: a split file may name a class `a/b` or
+    `../x`, which as a path would be a folder that does not exist, or a file outside `--out`."""
+    name = class_name.replace("/", "_").replace("\\", "_")
+    return "_" + name if name.startswith(".") else name
 
 
 def _make_folder(folder: Path) -> None:

@@ -205,6 +205,18 @@ def test_an_image_store_gives_a_grid_per_class(tmp_path):
     assert "video store" in assert_one_line_error(gif)
 
 
+def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
+    """A split file may name a class `../escape` or `a/b`: its grid was written outside --out, or
+    the command failed after writing some pictures."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", dataset="imagefolder", per_class=(1, 0, 0),
+                            classes=("../escape", "a/b", ".hidden"))
+    out = _show(store, tmp_path / "out", per_class=1)
+    assert sorted(p.name for p in out.iterdir()) == ["_.._escape.png", "_.hidden.png", "a_b.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.zarr"]
+
+
 HEADER = ("flow: hue = direction (wheel), full colour = |flow| >= 0.53 px (99th percentile of "
           "this sample); T = 6 = 3 segments x 2")
 
