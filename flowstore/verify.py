@@ -58,6 +58,9 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         except StoreError as exc:
             result.damaged = str(exc)
         done = store.read("done").astype(bool)
+        if "checksum" not in store.array_names():  # format 1 allowed it (trainers' test stores)
+            raise StoreError(f"store {str(path)!r} holds no checksums (written before they "
+                             f"were recorded), so its samples cannot be verified")
         checksums = store.read("checksum")
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()

@@ -62,6 +62,23 @@ def _contents(path: Path) -> dict:
     return out
 
 
+def test_a_format1_store_without_checksums_is_refused_by_verify_in_one_line(old):
+    """Format 1 allowed a store without `checksum` (trainers' test stores); verify raised a
+    KeyError traceback on it."""
+    from flowstore.errors import StoreError
+
+    store_path, _ = old
+    if store_path.suffix == ".zarr":
+        shutil.rmtree(store_path / "checksum")
+    else:
+        import h5py
+
+        with h5py.File(store_path, "r+") as f:
+            del f["checksum"]
+    with pytest.raises(StoreError, match="holds no checksums .* cannot be verified"):
+        verify(store_path)
+
+
 def test_a_format1_store_opens_reads_and_verifies_as_it_is(old):
     store_path, _ = old
     before = sorted(p.name for p in store_path.rglob("*")) if store_path.is_dir() else None
