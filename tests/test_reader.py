@@ -172,6 +172,18 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
     np.testing.assert_array_equal(again["frames"], kept["frames"])
 
 
+def test_a_standard_split_with_no_samples_is_empty_not_an_error(tmp_path):
+    """A store from a split file without val rows: `split("val")` was a ValueError, where a val
+    split with rows but none done is an empty split."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 1))
+    with flowstore.open(path) as ds:
+        assert ds.split_names == ("train", "test")
+        val = ds.split("val")
+        assert len(val) == 0 and val[[]]["label"].shape == (0,)
+        with pytest.raises(ValueError, match="has no split 'valid' .it has train, test."):
+            ds.split("valid")
+
+
 def test_a_split_pickles_as_location_and_selection(store):
     with flowstore.open(store) as ds:
         train = ds.split("train", features={"frame": "middle_frame"})

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from flowstore.errors import FlowstoreError
+from flowstore.manifest import SPLITS
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, is_url, open_store
@@ -164,7 +165,9 @@ class Split:
     def __init__(self, source: StoreDataset, name: str,
                  features: Sequence[str] | Mapping[str, str] | None, float_dtype: str | None
                  ) -> None:
-        if name not in source.split_names:
+        # a standard split with no rows (a split file without val) is empty, as is one with
+        # rows but none done; any other name is a typo
+        if name not in source.split_names and name not in SPLITS:
             raise ValueError(f"store {source.location!r} has no split {name!r} "
                              f"(it has {', '.join(source.split_names) or 'none'})")
         if features is None:
