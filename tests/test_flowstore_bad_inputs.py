@@ -910,6 +910,9 @@ DAMAGES: dict[str, tuple[str, str, Callable[[Path], None]]] = {
     "zarr-done-folder-deleted": (".zarr", "the done/ array folder deleted",
                                  lambda s: shutil.rmtree(s / "done")),
     "h5-truncated": (".h5", "HDF5 file truncated to half its size", _truncate_half),
+    # HDF5 opens an empty file "r+" as a new one: a build wrote an HDF5 header into it
+    "h5-empty-file": (".h5", "an empty file named like the store",
+                      lambda s: s.write_bytes(b"")),
     "h5-done-deleted": (".h5", "the 'done' dataset deleted from the HDF5 file",
                         lambda s: _h5_delete(s, "done")),
     "zarr-format-99": (".zarr", "attrs: flowstore.format = 99",

@@ -122,6 +122,10 @@ class HDF5Store(Store):
         """(A reader opens without HDF5's own OS-level file lock, which would refuse it after a
         killed writer: the store lock that `open_store` took keeps it apart from builds.)"""
         if mode != "r":
+            # HDF5 opens an empty file "r+" as a new one, writing its header into it: checked
+            # first, a file that is not HDF5 is refused as it was given
+            if not h5py.is_hdf5(path):
+                raise OSError(f"{str(path)!r} is not an HDF5 file")
             return cls(h5py.File(path, mode), path, mode)
         return cls(h5py.File(path, mode, locking=False), path, mode)
 
