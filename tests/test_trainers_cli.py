@@ -60,6 +60,20 @@ def test_summary_at_small_size(model):
     assert "\nflow at size 32, steps 4: total " in result.stdout
 
 
+@pytest.mark.parametrize("args,expected", [
+    (["--size", "100000"], "size must be an integer in 8..4096, got 100000"),
+    (["--size", "4097"], "size must be an integer in 8..4096, got 4097"),
+    (["--size", "8", "--steps", "1025"], "steps must be an integer in 1..1024, got 1025"),
+    (["--steps", "0"], "steps must be an integer in 1..1024, got 0"),
+])
+def test_summary_refuses_a_size_or_steps_no_store_holds(args, expected):
+    """--size 100000 was built, and ran out of memory in a traceback: the bounds are
+    flowstore's, what a store can hold."""
+    result = runner.invoke(app, ["summary", "flow", *args])
+    assert result.exit_code == 2, result.output
+    assert _one_error_line(result) == f"error: {expected}"
+
+
 def test_every_model_name_in_the_readme_is_in_the_catalogue():
     """The README's commands keep working: the report's names are aliases of the catalogue's."""
     from trainers.catalogue import get_model, model_names
@@ -120,6 +134,57 @@ def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_training(stores, tmp
         assert result.exit_code == 2
         assert expected in _one_error_line(result)
         assert "epoch" not in result.output  # nothing trained
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_a_runs_dir_that_cannot_be_created_or_written_is_refused_before_training(stores,
+                                                                                  tmp_path):
+    """Root passes every permission check, so it was trained for, then a traceback from
+    making it; /proc takes no new folder, as a read-only mount or a folder of another user."""
+    for runs_dir in (Path("/proc/flowstore-runs"), Path("/proc/flowstore-a/b/runs")):
+        result = runner.invoke(app, ["run", "flow", "--store", str(stores["tvhi"]),
+                                     "--runs-dir", str(runs_dir), "--epochs", "1"])
+        assert result.exit_code == 2, result.output
+        line = _one_error_line(result)
+        assert f"--runs-dir '{runs_dir}' cannot be created or written (" in line
+        assert "epoch" not in result.output  # nothing trained
+    # The folders the check makes are removed again when the command stops later, and a
+    # runs dir that was there stays.
+    (tmp_path / "kept").mkdir()
+    for runs_dir in (tmp_path / "a" / "b" / "runs", tmp_path / "kept"):
+        result = runner.invoke(app, ["run", "flow", "--store", str(stores["missing"]),
+                                     "--runs-dir", str(runs_dir)])
+        assert result.exit_code == 2 and "no store at" in _one_error_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
+        "empty.zarr", "frames.zarr", "kept", "tvhi.zarr"]
+    assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_ctrl_c_in_trainers_run_is_one_line_saying_what_was_written(stores, tmp_path,
+                                                                    monkeypatch):
+    """It exited 130 with no word; a run is written only when its training ends, so the one
+    in training left nothing, and the prerequisites trained before it are named."""
+    import trainers.fit
+    from trainers.runs import RunRecord
+
+    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
+        if model in stop_at:
+            raise KeyboardInterrupt
+        return RunRecord(path=Path(runs_dir) / f"{model}-run", metrics={"model": model})
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    runs = tmp_path / "runs"
+    for stop_at, expected in [
+            (("frames",), "error: interrupted; no run was written"),
+            (("two_stream",), "error: interrupted; no further run was written (written "
+                              f"before: frames run {runs / 'frames-run'}, flow run "
+                              f"{runs / 'flow-run'})")]:
+        result = runner.invoke(app, ["run", "two_stream", "--store", str(stores["tvhi"]),
+                                     "--runs-dir", str(runs), "--epochs", "1", "--retrain"])
+        assert result.exit_code == 130, result.output + repr(result.exception)
+        *notes, line = result.stderr.strip().splitlines()  # a warning, the device line
+        assert line == expected and not any(n.startswith("error") for n in notes)
+        assert "Traceback" not in result.output
 
 
 def test_a_store_missing_a_chunk_stops_training_with_one_line(stores, tmp_path):

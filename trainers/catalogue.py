@@ -160,6 +160,19 @@ def canonical_name(name: str) -> str:
     return _NAMES.get(name, name)
 
 
+def check_sizes(size: int, steps: int) -> None:
+    """Refuse a frame side or a step count that no store can hold, by flowstore's own bounds
+    (its `VideoParams` checks them): a model is built for inputs a store can give it, and one
+    for 100,000 px frames runs out of memory while it is built, a traceback after a long wait.
+
+    Raises:
+        flowstore.errors.ParameterError: `size` or `steps` is out of flowstore's range.
+    """
+    from flowstore.params import VideoParams
+
+    VideoParams(size=size, steps=steps)
+
+
 def array_shapes(size: int, steps: int) -> dict[str, tuple[int, ...]]:
     """Per-sample shapes of the store arrays models read, for frames of `size` px and `steps`
     flow steps: what `trainers summary` builds for without a store."""

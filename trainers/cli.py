@@ -14,6 +14,7 @@ import typer
 from flowstore.cli import add_version_option, run_app
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
+from trainers.errors import RunInterruptedError
 
 app = typer.Typer(help="Train the report's action-recognition models on flowstore stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -133,6 +134,8 @@ def run(
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)
+    except RunInterruptedError as exc:
+        fail(str(exc), 130)  # Ctrl-C: SIGINT's exit code, as `flowstore build`'s
     except FlowstoreError as exc:
         fail(str(exc))
 

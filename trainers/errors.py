@@ -39,6 +39,18 @@ class RunNotFoundError(TrainerError, FileNotFoundError):
     """A runs directory, or a run that a model builds on, is missing or incomplete."""
 
 
+class DamagedRunError(TrainerError, ValueError):
+    """A run directory's file is there but cannot be read (a copy cut short, a full disk while
+    it was written): said as damage, since "not found" would send a user looking for a file
+    that is there."""
+
+
+class RunInterruptedError(TrainerError):
+    """`trainers run` was stopped by Ctrl-C; the message says which runs were written (each
+    run is written whole at the end of its training, so a stopped one left nothing), so a user
+    knows what running the command again redoes. Exits 130, as SIGINT's default would."""
+
+
 class ReportOutputError(TrainerError, OSError):
     """A report file (`trainers report --html FILE`) cannot be written."""
 

@@ -33,7 +33,8 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
-from trainers.errors import ReportOutputError, UnknownModelError, WrongDatasetError
+from trainers.errors import (DamagedRunError, ReportOutputError, UnknownModelError,
+                             WrongDatasetError)
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
@@ -72,7 +73,10 @@ class SplitPredictions:
 
 
 class StoreUnavailable(Exception):
-    """The store a run trained on cannot be read now; the message says why (for the page)."""
+    """The test split cannot be predicted now: the store a run trained on cannot be read, or
+    its `model.keras` is damaged; the message says why (for the page, and `--out`'s warning).
+    Either leaves that model's metrics-based rows and curves to show, so it is a note in its
+    section, not an error that costs the whole report."""
 
 
 def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
@@ -127,7 +131,7 @@ def predict_test(record: RunRecord) -> SplitPredictions:
 
     Raises:
         StoreUnavailable: the store is missing, not the one the run trained on, or has no
-            finished test sample.
+            finished test sample; or the run's model file is damaged.
     """
     location = record.store.get("path")
     if not location:
@@ -158,7 +162,10 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         from trainers.data import ClipViews, InputOptions, make_dataset
         from trainers.models import load_trained
 
-        model = load_trained(record.model_file)
+        try:
+            model = load_trained(record.model_file)
+        except DamagedRunError as exc:
+            raise StoreUnavailable(str(exc)) from None
         # Scored as the run scored its test split: a segment- or frame-views run by its clips'
         # consensus.
         views = ClipViews.of(samples, bool(recipe.get("segment_views", False)))

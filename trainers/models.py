@@ -20,14 +20,18 @@ The last Dense layer is always float32 so that mixed precision keeps the logits 
 
 from __future__ import annotations
 
+import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import keras
 from keras import layers
 
-from trainers.catalogue import array_shapes, get_model
-from trainers.errors import ModelConfigError
+from trainers.catalogue import array_shapes, check_sizes, get_model
+from trainers.errors import DamagedRunError, ModelConfigError
+from trainers.runs import require_model_file
 
 #: Stanford-40 conv stack: (filters, kernel, stride, batch-normalised); every conv is followed
 #: by a 3x3 max-pool of stride 2. The report's text says "5 x 3" for conv 1, its summary's
@@ -262,9 +266,7 @@ def build_default(model: str, *, size: int = 224, steps: int = 16,
     4 for the TV-HI models); base models keep the report's.
     """
     entry = get_model(model)
-    for label, value in (("size", size), ("steps", steps)):
-        if not (isinstance(value, int) and value >= 1):
-            raise ModelConfigError(f"{label} must be an integer >= 1, got {value!r}")
+    check_sizes(size, steps)
     shapes = array_shapes(size, steps)
     bases = {base: build_default(base, size=size, steps=steps) for base in entry.bases}
     return entry.factory({name: shapes[array] for name, array in entry.inputs.items()},
@@ -273,8 +275,20 @@ def build_default(model: str, *, size: int = 224, steps: int = 16,
 
 def load_trained(path: Path | str) -> keras.Model:
     """A model a run saved, uncompiled; this module registers the layers of its own that the
-    file may name (`SubtractMeanFlow`), so load runs' models through here."""
-    return keras.saving.load_model(path, compile=False)
+    file may name (`SubtractMeanFlow`), so load runs' models through here.
+
+    Raises:
+        DamagedRunError: the file is cut short (`trainers.runs.require_model_file`) or a part
+            of it is corrupt (a bad checksum, unparsable JSON, unreadable HDF5): one line
+            naming the file, not Keras' "File not found" of a file that is there.
+    """
+    path = require_model_file(path)
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, json.JSONDecodeError) as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable "
+                              f"({reason})") from None
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:

@@ -21,19 +21,20 @@ milliseconds, not TensorFlow's start-up.
 
 from __future__ import annotations
 
-import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from flowstore.store import Store
 from trainers.catalogue import get_model, model_names, recipe_of
-from trainers.errors import ModelConfigError, require_training_extra
+from trainers.errors import ModelConfigError, RunInterruptedError, require_training_extra
 from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import RunRecord, find_run, read_run, split_counts
+from trainers.runs import (PARTIAL_PREFIX, RunRecord, find_run, read_run, require_model_file,
+                           split_counts)
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -143,16 +144,19 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
         WrongDatasetError: the store lacks an array the model reads.
         NoSamplesError: the store has no finished training sample.
         MissingTrainingExtraError: TensorFlow, Keras or matplotlib is not installed.
+        RunInterruptedError: Ctrl-C; the message says which runs were written.
     """
     _check_runs_dir(config.runs_dir)
     base = _named_base(config)
     samples = open_samples(config.store, config.model)
+    session = _Session(config, samples.store, echo, base)
     try:
         samples.require("train")
         samples.check_recipe(config.recipe_for(config.model))
         require_training_extra()  # before any prerequisite search or training starts
-        session = _Session(config, samples.store, echo, base)
         _train(session, samples)
+    except KeyboardInterrupt:
+        raise RunInterruptedError(_interrupted(session)) from None
     finally:
         samples.store.close()
     echo("")
@@ -189,6 +193,17 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     session.echo(f"{model}: run written to {record.path}")
     session.outcomes.append(Outcome(record, trained=True))
     return record
+
+
+def _interrupted(session: _Session) -> str:
+    """What Ctrl-C left: a run is written only once its training has ended (`RunWriter`, a
+    hidden folder renamed into place), so the run in training left nothing, and the
+    prerequisites trained before it are kept."""
+    written = [f"{outcome.record.model} run {outcome.record.path}"
+               for outcome in session.outcomes if outcome.trained]
+    if not written:
+        return "interrupted; no run was written"
+    return f"interrupted; no further run was written (written before: {', '.join(written)})"
 
 
 def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRecord:
@@ -285,15 +300,31 @@ def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ..
 
 def _check_runs_dir(runs_dir: Path) -> None:
     """Refuse a `--runs-dir` that cannot hold runs before anything trains: it is made only
-    when the first run is written, after training (a file there raised then, a traceback)."""
+    when the first run is written, after training (a file there, or a folder that cannot be
+    made or written, raised then: a traceback, and the training lost).
+
+    Permissions do not tell (root passes every check, and a read-only mount or /proc still
+    refuses), so the folder is made and a run's hidden work folder made in it, as `RunWriter`
+    will; both are removed again, so a command refused later leaves no runs folder behind.
+    """
     path = Path(runs_dir)
     nearest = next(p for p in (path, *path.parents) if p.exists())
     if not nearest.is_dir():
         where = "is a file" if nearest == path else f"lies under the file {str(nearest)!r}"
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a folder")
-    if not os.access(nearest, os.W_OK | os.X_OK):
-        raise ModelConfigError(f"--runs-dir {str(path)!r} cannot be written: {str(nearest)!r} "
-                               f"is not writable")
+    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX, dir=path).cleanup()
+    except OSError as exc:
+        raise ModelConfigError(f"--runs-dir {str(path)!r} cannot be created or written "
+                               f"({exc.strerror or exc})") from None
+    finally:
+        for folder in made:
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not made here after all, or no longer empty: another command's
 
 
 def _named_base(config: RunConfig) -> RunRecord | None:
@@ -304,7 +335,8 @@ def _named_base(config: RunConfig) -> RunRecord | None:
     record = read_run(config.base)
     if record is None:
         raise ModelConfigError(f"--base {str(config.base)!r} is not a finished run directory "
-                               f"(no metrics.json and model.keras)")
+                               f"(no readable metrics.json and model.keras)")
+    require_model_file(record.model_file)  # a damaged one said now, not after TF's start-up
     entry = get_model(config.model)
     takers = {name for name in (config.model, *entry.requires)
               if record.model in get_model(name).transfers_from}

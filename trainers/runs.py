@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from trainers.catalogue import canonical_name
-from trainers.errors import RunNotFoundError
+from trainers.errors import DamagedRunError, RunNotFoundError
 from trainers.recipes import recorded_recipe
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
@@ -132,15 +133,61 @@ def list_runs(runs_dir: str | Path) -> list[RunRecord]:
 
 
 def read_run(path: str | Path) -> RunRecord | None:
-    """The record of a finished run directory, or `None` if `path` is not one."""
+    """The record of a finished run directory, or `None` if `path` is not one: no
+    `model.keras`, or a `metrics.json` that is not JSON or not of a run's types
+    (`_well_formed`)."""
     path = Path(path)
     try:
         metrics = json.loads((path / METRICS_FILE).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(metrics, dict) or not (path / MODEL_FILE).is_file():
+    if not _well_formed(metrics) or not (path / MODEL_FILE).is_file():
         return None
     return RunRecord(path=path, metrics=metrics)
+
+
+def _well_formed(metrics: Any) -> bool:
+    """Whether `metrics` has the types that run lookups and reports read without further
+    checks, where it records the field at all (older runs lack some): a hand-edited or foreign
+    `metrics.json` (`"best": []`, `"store": "tvhi"`) is then not a run, as an unparsable one
+    is not, where it was a traceback wherever a field was read."""
+    if not isinstance(metrics, dict):
+        return False
+    store, best, recipe = (metrics.get(name, {}) for name in ("store", "best", "recipe"))
+    test, bases = metrics.get("test") or {}, metrics.get("bases") or {}
+    if not all(isinstance(part, Mapping) for part in (store, best, recipe, test, bases)):
+        return False
+    params = store.get("params", {})
+    number = (int, float, type(None))
+    return (isinstance(params, Mapping) and isinstance(params.get("size"), (int, type(None)))
+            and isinstance(store.get("path", ""), str)
+            and isinstance(recipe.get("recipe_set", ""), str)
+            and all(isinstance(value, number) for value in (
+                *best.values(), test.get("accuracy"), test.get("loss"),
+                metrics.get("model_size_gb")))
+            and all(isinstance(value, (str, type(None))) for value in bases.values())
+            and all(isinstance(metrics.get(name), (int, type(None)))
+                    for name in ("seed", "best_epoch")))
+
+
+def require_model_file(path: str | Path) -> Path:
+    """`path`, checked to be a whole `.keras` file before anything loads it.
+
+    A `.keras` file is a zip archive, whose directory comes last: one cut short has none, and
+    Keras then says "File not found" of a file that is there. This reads only that directory,
+    so `--base` is checked before TensorFlow starts.
+
+    Raises:
+        RunNotFoundError: there is no file at `path`.
+        DamagedRunError: the file is not a whole zip archive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunNotFoundError(f"no model file at {str(path)!r}")
+    if not zipfile.is_zipfile(path):
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (not a whole "
+                              f".keras file: cut short?)")
+    return path
 
 
 def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:

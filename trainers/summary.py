@@ -6,7 +6,7 @@ quickest check that an architecture still matches the report.
 
 from __future__ import annotations
 
-from trainers.catalogue import get_model
+from trainers.catalogue import check_sizes, get_model
 from trainers.errors import require_training_extra
 
 
@@ -22,6 +22,7 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
         expand_nested: also list the layers of the frozen sub-models.
     """
     model = get_model(model).name  # before TensorFlow's start-up
+    check_sizes(size, steps)  # so too an input no store holds (`build_default` checks again)
     require_training_extra()
     from trainers.quiet import import_tensorflow_quietly
 

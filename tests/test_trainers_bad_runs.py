@@ -1,0 +1,147 @@
+"""Damaged run directories: a cut-short or corrupt `model.keras`, a `metrics.json` of the
+wrong types. A run folder that is not a run's is skipped, as a junk folder is; a model file
+that cannot be read is named in one line (`trainers run`) or a note (`trainers report`), never
+Keras' "File not found" traceback of a file that is there."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trainers.cli import app
+from trainers.runs import read_run
+from trainers.testing import make_tiny_store
+
+runner = CliRunner()
+
+#: The start of a zip archive, as a `.keras` file cut short after its first bytes has.
+CUT_SHORT = b"PK\x03\x04" + bytes(200)
+
+
+def _run(runs: Path, name: str, model: str = "image", store: dict | None = None,
+         model_file: bytes = b"", **fields) -> Path:
+    """A finished run directory as `trainers run` writes it (`fields` added or replaced in
+    its metrics.json), with `model_file` as its model.keras."""
+    folder = runs / name
+    folder.mkdir(parents=True)
+    (folder / "model.keras").write_bytes(model_file)
+    (folder / "metrics.json").write_text(json.dumps({
+        "model": model, "created": f"2026-01-01T00:00:{len(list(runs.iterdir())):02d}",
+        "seed": 0, "recipe": {"learning_rate": 1e-3, "epochs": 20}, "augment": False,
+        "mixed_precision": False,
+        "store": store or {"dataset": "stanford40", "fingerprint": "f1", "params": {"size": 32}},
+        "best": {"train_accuracy": 0.5, "val_accuracy": 0.4, "train_loss": 1.0,
+                 "val_loss": 1.1}, "best_epoch": 3,
+        "test": {"accuracy": 0.3, "loss": 1.2}, "model_size_gb": 0.01, **fields}))
+    return folder
+
+
+def _one_error_line(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    return lines[-1]
+
+
+def test_a_cut_short_base_model_is_one_line_naming_it_before_training(tmp_path):
+    """Keras said "File not found" of it, in a traceback, after TensorFlow's start-up."""
+    store = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4, per_class=(1, 1, 1))
+    base = _run(tmp_path / "runs", "image-cut", model_file=CUT_SHORT)
+    result = runner.invoke(app, ["run", "frames", "--store", str(store), "--base", str(base),
+                                 "--runs-dir", str(tmp_path / "runs"), "--epochs", "1"])
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1  # no TensorFlow, no device line
+    line = _one_error_line(result)
+    assert str(base / "model.keras") in line and "damaged or unreadable" in line
+    assert "not found" not in line.lower() and "epoch" not in result.output
+
+
+@pytest.fixture(scope="module")
+def keras_file(tmp_path_factory) -> Path:
+    """A whole `.keras` file of a tiny model."""
+    import keras
+
+    path = tmp_path_factory.mktemp("keras") / "model.keras"
+    inputs = keras.Input((4,))
+    keras.Model(inputs, keras.layers.Dense(2)(inputs)).save(path)
+    return path
+
+
+def test_load_trained_says_a_cut_short_or_corrupt_file_is_damaged(keras_file, tmp_path):
+    from trainers.errors import DamagedRunError
+    from trainers.models import load_trained
+
+    whole = keras_file.read_bytes()
+    with zipfile.ZipFile(keras_file) as archive:  # where config.json's bytes start
+        info = archive.getinfo("config.json")
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    corrupt = bytearray(whole)
+    corrupt[start + 10:start + 20] = b"#" * 10
+    for name, data, reason in [("cut", whole[:len(whole) // 2], "not a whole .keras file"),
+                               ("corrupt", bytes(corrupt), "Bad CRC-32")]:
+        path = tmp_path / f"{name}.keras"
+        path.write_bytes(data)
+        with pytest.raises(DamagedRunError) as info:
+            load_trained(path)
+        message = str(info.value)
+        assert str(path) in message and "damaged or unreadable" in message, message
+        assert reason in message and "\n" not in message
+    assert load_trained(keras_file).output_shape == (None, 2)
+
+
+def test_report_notes_a_damaged_model_and_writes_the_rest(tmp_path):
+    """Its confusion matrix needs its model: the page says why it has none and --out warns,
+    as for a store that is gone; the tables (from metrics.json) and other figures remain."""
+    from trainers.samples import open_samples
+
+    store = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32,
+                            per_class=(1, 1, 1))
+    samples = open_samples(store, "image")
+    fingerprint = samples.info.fingerprint
+    samples.store.close()
+    runs = tmp_path / "runs"
+    run = _run(runs, "image-cut", model_file=CUT_SHORT, store={
+        "dataset": "stanford40", "fingerprint": fingerprint, "path": str(store),
+        "params": {"size": 32}})
+    page, figures = tmp_path / "page.html", tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(runs), "--html", str(page), "--out",
+                                 str(figures)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    model_file = str(run / "model.keras")
+    (warning,) = [line for line in result.stderr.splitlines() if "confusion" in line]
+    assert warning.startswith("warning: Stanford 40: no confusion matrix (")
+    assert model_file in warning and "damaged or unreadable" in warning
+    assert (figures / "test_accuracy.png").is_file()
+    text = page.read_text()
+    assert "damaged or unreadable" in text and "Stanford 40" in text
+
+
+@pytest.mark.parametrize("fields", [
+    {"best": []},
+    {"store": "tvhi"},
+    {"test": {"accuracy": "high", "loss": 1.0}},
+    {"model_size_gb": "small"},
+    {"seed": [0]},
+    {"recipe": ["tuned"]},
+    {"recipe": {"recipe_set": ["tuned"]}},
+    {"bases": ["image-1"]},
+], ids=lambda fields: json.dumps(fields))
+def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, fields):
+    """Each crashed `trainers report` with a traceback; an unparsable metrics.json was always
+    skipped (no run), and so is this one now: the other runs are still reported."""
+    runs = tmp_path / "runs"
+    good = _run(runs, "image-good")
+    bad = _run(runs, "image-bad", **fields)  # the latest: it would be the model's row
+    junk = runs / "image-junk"
+    junk.mkdir()
+    (junk / "model.keras").write_bytes(b"")
+    (junk / "metrics.json").write_text("{not json")
+    assert read_run(bad) is None and read_run(junk) is None and read_run(good) is not None
+    result = runner.invoke(app, ["report", str(runs)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"- Stanford 40: {good} " in result.stdout
+    assert str(bad) not in result.stdout and str(junk) not in result.stdout
