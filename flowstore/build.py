@@ -17,6 +17,7 @@ import concurrent.futures
 import contextlib
 import functools
 import itertools
+import json
 import os
 import re
 import shutil
@@ -428,6 +429,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                 format1.upgrade(store, [dataset.source_name(sample) for sample in manifest.ids])
             if COLUMNS_DIGEST not in store.attrs:  # a store made before the digest: now checked
                 store.update_attrs({COLUMNS_DIGEST: _columns_digest(manifest)})
+            if canonical_json(store.attrs.get("params")) != canonical_json(params):
+                store.update_attrs({"params": params})  # equal values, recorded as now (20.0)
         except BaseException:
             store.close()
             raise
@@ -457,16 +460,16 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     if attrs.get("dataset") != dataset.name:
         raise StoreMismatchError(f"store {str(path)!r} holds dataset {attrs.get('dataset')!r}, "
                                  f"not {dataset.name!r}{hint}")
-    if canonical_json(attrs.get("params")) != canonical_json(params):
+    # Compared by value: a store built through the API before numbers were normalised records
+    # flow_bound 20 where the parameters now say 20.0 (`_open_or_create` rewrites the record).
+    if _as_json(attrs.get("params")) != _as_json(params):
         stored, asked = _flat(attrs.get("params") or {}), _flat(params)
         # A section on one side only (another flow algorithm's parameters) is not listed key by
         # key: the entry that names the algorithm (flow_method) already says what differs.
         one_sided = _sections(attrs.get("params") or {}) ^ _sections(params)
         diffs = ", ".join(f"{k}: store {stored.get(k)!r} vs asked {asked.get(k)!r}"
                           for k in sorted(stored.keys() | asked.keys())
-                          # (by their JSON: 20 and 20.0 differ there, and in the fingerprint)
-                          if canonical_json(stored.get(k)) != canonical_json(asked.get(k))
-                          and k.split(".")[0] not in one_sided)
+                          if stored.get(k) != asked.get(k) and k.split(".")[0] not in one_sided)
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
     stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
@@ -482,6 +485,11 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     if not _same_manifest(manifest, attrs, ids, labels, splits):
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
                                  f"(the source's sample list or readme changed){hint}")
+
+
+def _as_json(value: Any) -> Any:
+    """`value` as JSON reads it back (tuples as lists), to compare by value: 20 == 20.0."""
+    return json.loads(canonical_json(value))
 
 
 def _same_manifest(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndarray,
@@ -798,8 +806,8 @@ def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tup
     independent tasks. A batch boundary leaves threads idle for at most one task each.
 
     Ctrl-C (KeyboardInterrupt) stops it between tasks: the tasks in flight finish before it
-    returns, so the caller never closes the store under a task still writing, and the pool is
-    this function's own, shut down here. Ctrl-C is held back while a worker thread starts and
+    returns, so the caller does not close the store under a task still writing, and the pool
+    is this function's own, shut down here. Ctrl-C is held back while a worker thread starts and
     while `finished` runs: a KeyboardInterrupt inside `Thread.start` left a started thread
     that the pool never recorded, which the interpreter's exit then waited for forever (1 in
     10 builds interrupted under load hung), and one inside `finished` would stop the ledger
@@ -824,8 +832,10 @@ def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tup
                 keys = {task.key for task in tasks}
                 dask.compute(*tasks, scheduler="threads", pool=pool, optimize_graph=False)
     finally:
-        with _ctrl_c_held():  # a second Ctrl-C waits for the tasks in flight, as the first did
-            pool.shutdown(wait=True, cancel_futures=True)
+        # The tasks in flight finish before the store is closed; a second Ctrl-C while they do
+        # is let through (a task stuck on a hung file would otherwise hold the build), and the
+        # command then ends the process as a kill would, which the store survives.
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _InterruptSafePool(concurrent.futures.ThreadPoolExecutor):
@@ -849,10 +859,12 @@ def _ctrl_c_held() -> Iterator[None]:
     previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
     try:
         yield
-    finally:
+    except BaseException:
         signal.signal(signal.SIGINT, previous)
-        if received:
-            signal.raise_signal(signal.SIGINT)
+        raise  # the block's own error (a full disk) is what the caller must see
+    signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)
 
 
 #: Tasks per worker thread in one Dask graph of a threaded build (see `run_on_threads`).

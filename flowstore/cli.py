@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -51,6 +52,21 @@ def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: how every user error ends."""
     typer.echo("error: " + " ".join(line.strip() for line in str(message).splitlines()), err=True)
     raise typer.Exit(code)
+
+
+#: Set by `fail_interrupted`, read by `run_app` once the command has returned.
+_INTERRUPTED = False
+
+
+def fail_interrupted(message: str) -> None:
+    """Ctrl-C: one line and exit code 130; run as a process (`run_app`), the command then ends
+    as SIGINT ends a process, as Python does when nothing catches it, so that a shell loop
+    running the command stops too (bash goes on after a child that merely exits 130); the
+    shell shows 130 either way."""
+    global _INTERRUPTED
+    _INTERRUPTED = True
+    typer.echo("error: " + message, err=True)
+    raise typer.Exit(130)
 
 
 def fail_system(exc: OSError) -> None:
@@ -188,11 +204,7 @@ def build(
     except OSError as exc:
         fail_system(exc)
     except KeyboardInterrupt:
-        # The build has wound down (its tasks in flight finished); a Ctrl-C from here on ends
-        # the process as SIGINT's default does (a shell reports 130 too), not with a traceback
-        # from the interpreter's exit.
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        fail("interrupted; run the same command again to resume", 130)
+        fail_interrupted("interrupted; run the same command again to resume")
     internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
                f"done, {len(result.failures)} failed{internal} of {result.selected} selected "
@@ -483,6 +495,11 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         # a Click usage error (bad option value, unreadable --source path): one line too
         typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
         sys.exit(exc.exit_code)
+    if _INTERRUPTED:  # (`fail_interrupted`)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence, Union
@@ -55,7 +56,7 @@ def _require(condition: bool, message: str) -> None:
 def check_seed(value: int) -> None:
     """Every `--seed` of flowstore (splits, synth, show, estimate): numpy refuses a negative one
     with a ValueError deep inside, after work has begun."""
-    _require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+    _require(isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= 0,
              f"--seed must be an integer >= 0, got {value!r}")
 
 

@@ -141,16 +141,18 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
         for label in sorted({int(s["label"]) for s in samples}):
             of_class = [s for s in samples if int(s["label"]) == label]
             name = dataset.classes[label]
-            result.written.append(_write_png(out / f"{_file_name(name)}.png",
+            result.written.append(_write_png(out / f"{_file_name(name, label)}.png",
                                              image_grid(of_class, name)))
     return result
 
 
-def _file_name(class_name: str) -> str:
+def _file_name(class_name: str, label: int) -> str:
     """A class name as one file name inside `--out`: a split file may name a class `a/b` or
-    `../x`, which as a path would be a folder that does not exist, or a file outside `--out`."""
+    `../x`, which as a path would be a folder that does not exist, or a file outside `--out`.
+    A name that had to change gets its label too, so that `a/b` does not overwrite `a_b`."""
     name = class_name.replace("/", "_").replace("\\", "_")
-    return "_" + name if name.startswith(".") else name
+    name = "_" + name if name.startswith(".") else name
+    return name if name == class_name else f"{name}-{label}"
 
 
 def _make_folder(folder: Path) -> None:

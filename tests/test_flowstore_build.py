@@ -421,6 +421,8 @@ _CTRL_C_IN_THREAD_START = """
 import signal, threading, time
 from flowstore import build as build_module
 
+# as a terminal's Ctrl-C is taken; a parent (a pytest-xdist worker) may have left it ignored
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real_start = threading.Thread.start
 
 def start(self):

@@ -307,3 +307,25 @@ def test_numbers_record_the_same_however_they_are_written(tiny_tvhi_source, tmp_
     assert result.computed == 0 and not result.failures
     assert VideoParams(flow_bound=20) == VideoParams(flow_bound=20.0)
     assert FarnebackParams(pyr_scale=1 / 2, poly_sigma=1) == FarnebackParams(poly_sigma=1.0)
+
+
+def test_a_store_recorded_with_integers_resumes_and_is_recorded_as_now(tiny_tvhi_source, tmp_path):
+    """A store built through the API before numbers were normalised records flow_bound 20 and
+    poly_sigma 1: resuming it (or `verify --repair`, which builds with the recorded values read
+    back as 20.0) must not be refused, and the record takes the normalised form."""
+    from flowstore.store import open_store
+
+    store = tmp_path / "s.zarr"
+    params = VideoParams(size=48, steps=2, flow=FarnebackParams(poly_sigma=1.0))
+    build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store, params=params,
+                      max_per_split=1, progress=False))
+    recorded = zarr.open_group(str(store), mode="r+")
+    old = recorded.attrs["params"]
+    old["flow_bound"], old["farneback"]["poly_sigma"] = 20, 1  # as an older flowstore wrote them
+    recorded.attrs["params"] = old
+    result = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
+                               params=params, progress=False))
+    assert result.already_done > 0 and not result.failures
+    with open_store(store) as opened:
+        assert canonical_json(opened.attrs["params"]) == canonical_json(
+            {**old, "flow_bound": 20.0, "farneback": {**old["farneback"], "poly_sigma": 1.0}})

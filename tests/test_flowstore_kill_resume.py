@@ -64,11 +64,10 @@ def test_random_kills_always_resume_to_a_verified_equal_store(source, tmp_path, 
     pytest.param(None, id="once"), pytest.param(0.01, id="twice-10ms"),
     pytest.param(0.1, id="twice-100ms"), pytest.param(0.3, id="twice-300ms", marks=pytest.mark.slow)])
 def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_path, second):
-    """SIGINT (Ctrl-C) mid-build: exit 130 within seconds, one line, and the next run finishes.
-    Pressed twice, the second press either waits for the tasks in flight, as the first did, or
-    ends the process as SIGINT does (a shell shows 130 for both); it used to print a
-    traceback from the interpreter's join of the extraction threads (5 of 5 at 10 ms) and could
-    abort the process ("terminate called without an active exception")."""
+    """SIGINT (Ctrl-C) mid-build: ended by SIGINT within seconds, one line, and the next run
+    finishes. Pressed twice, the second press ends it while the tasks in flight finish; it used
+    to print a traceback from the interpreter's join of the extraction threads (5 of 5 at 10
+    ms) and could abort the process ("terminate called without an active exception")."""
     store = tmp_path / "interrupted.zarr"
     process = subprocess.Popen(
         [sys.executable, "-m", "flowstore", "build", "tvhi", "--source", str(source), "--store",
@@ -85,7 +84,9 @@ def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_p
         time.sleep(second)
         process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=30)
-    assert process.returncode in ((130,) if second is None else (130, -signal.SIGINT)), err
+    # ended by SIGINT, as Python ends on a Ctrl-C nothing catches (a shell shows 130), so that
+    # a shell loop running builds stops too
+    assert process.returncode == -signal.SIGINT, err
     assert time.monotonic() - interrupted < 10  # not after the remaining samples
     assert err.strip().splitlines() == ["error: interrupted; run the same command again to resume"]
     assert verify(store).ok

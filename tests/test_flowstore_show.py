@@ -211,9 +211,10 @@ def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
     from trainers.testing import make_tiny_store
 
     store = make_tiny_store(tmp_path / "s.zarr", dataset="imagefolder", per_class=(1, 0, 0),
-                            classes=("../escape", "a/b", ".hidden"))
+                            classes=("../escape", "a/b", ".hidden", "a_b"))
     out = _show(store, tmp_path / "out", per_class=1)
-    assert sorted(p.name for p in out.iterdir()) == ["_.._escape.png", "_.hidden.png", "a_b.png"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "_.._escape-0.png", "_.hidden-2.png", "a_b-1.png", "a_b.png"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.zarr"]
 
 

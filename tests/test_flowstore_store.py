@@ -347,3 +347,19 @@ def test_a_failed_zarr_creation_leaves_nothing_even_while_other_writes_are_runni
     assert failed
     time.sleep(0.5)  # a write left running would land by now
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_read_the_system_refuses_is_not_called_damage():
+    """A permission, an expired credential, an I/O error (an OSError with an errno) keeps the
+    system's words: calling the store damaged sent users to `--overwrite` a healthy store.
+    Bytes no codec accepts, or flowstore's own short read (no errno), are damage."""
+    from flowstore.store.base import unreadable_part
+
+    refused = unreadable_part("s.zarr", "array 'done'", PermissionError(
+        13, "Permission denied", "s.zarr/done/c.0"), sample=False)
+    assert str(refused) == ("store 's.zarr': array 'done' cannot be read (Permission denied: "
+                            "'s.zarr/done/c.0')")
+    short = unreadable_part("s.zarr", "sample 'a' of 'flow'", OSError(
+        "short read of a chunk file: 3 of 8 bytes"), sample=True)
+    assert str(short).startswith("store 's.zarr' is damaged: sample 'a' of 'flow' cannot be read")
+    assert str(short).endswith("`--repair` re-extracts them")

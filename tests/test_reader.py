@@ -306,6 +306,14 @@ def test_a_done_sample_whose_chunk_is_missing_is_an_error_not_zeros(tmp_path, mo
         with pytest.raises(StoreError, match="chunk of sample .* of 'flow' is missing"):
             split[[2, 0]]
         split[[2, 1]]  # the others still read
+    # A store made before every chunk was written (no EVERY_CHUNK_WRITTEN): an all-zero sample
+    # may have no chunk, and reads as zeros, as it always did.
+    from flowstore.store._zarr import EVERY_CHUNK_WRITTEN
+
+    group = zarr.open_group(str(path), mode="r+")
+    del group.attrs[EVERY_CHUNK_WRITTEN]
+    with flowstore.open(path) as ds:
+        assert not ds.split("train")[0]["flow"].any()
 
 
 def test_zarr_store_with_other_chunk_keys_and_codec_reads_right(tmp_path):

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from flowstore.cli import add_version_option, run_app
+from flowstore.cli import add_version_option, fail_interrupted, run_app
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
 from trainers.errors import RunInterruptedError
@@ -135,7 +135,7 @@ def run(
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)
     except RunInterruptedError as exc:
-        fail(str(exc), 130)  # Ctrl-C: SIGINT's exit code, as `flowstore build`'s
+        fail_interrupted(str(exc))  # as `flowstore build` does
     except FlowstoreError as exc:
         fail(str(exc))
 

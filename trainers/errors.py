@@ -45,10 +45,11 @@ class DamagedRunError(TrainerError, ValueError):
     that is there."""
 
 
-class RunInterruptedError(TrainerError):
+class RunInterruptedError(KeyboardInterrupt):
     """`trainers run` was stopped by Ctrl-C; the message says which runs were written (each
     run is written whole at the end of its training, so a stopped one left nothing), so a user
-    knows what running the command again redoes. Exits 130, as SIGINT's default would."""
+    knows what running the command again redoes. A KeyboardInterrupt still, not a
+    FlowstoreError: code that catches those must not carry on after a Ctrl-C."""
 
 
 class ReportOutputError(TrainerError, OSError):

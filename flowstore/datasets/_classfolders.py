@@ -249,6 +249,7 @@ class ClassFolders(Dataset):
             raise SourceLayoutError(f"{what} {str(split_file)!r} lists no {self.what}s")
         by_split: dict[str, dict[str, list[str]]] = {}
         seen: set[str] = set()
+        paths: dict[str, str] = {}  # this file's: a second manifest() reads it afresh
         id_lines: dict[str, int] = {}
         for number, row in enumerate(rows, start=2):
             path, label, split = row["path"].strip(), row["label"].strip(), row["split"].strip()
@@ -269,13 +270,14 @@ class ClassFolders(Dataset):
             # the path without its suffix, or with it where that is taken (clip.mp4 beside
             # clip.avi); two rows still meeting at one id would be one sample built twice
             sample_id = str(relative.with_suffix(""))
-            if sample_id in self.sample_paths:
+            if sample_id in paths:
                 sample_id = str(relative)
-            if sample_id in self.sample_paths:
+            if sample_id in paths:
                 raise SourceLayoutError(f"{where}: {path!r} and line {id_lines[sample_id]} "
-                                        f"({self.sample_paths[sample_id]!r}) would be one "
-                                        f"sample, {sample_id!r}; rename one of the files")
+                                        f"({paths[sample_id]!r}) would be one sample, "
+                                        f"{sample_id!r}; rename one of the files")
             id_lines[sample_id] = number
-            self.sample_paths[sample_id] = str(relative)
+            paths[sample_id] = str(relative)
             by_split.setdefault(split, {}).setdefault(label, []).append(sample_id)
+        self.sample_paths.update(paths)
         return by_split

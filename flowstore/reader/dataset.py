@@ -252,34 +252,38 @@ class Split:
         `label` (int64) and `id` (str)."""
         positions = self._positions(positions)
         indices = self.indices[positions]  # IndexError for a position outside the split
-        store = self.source.store
         batch: dict[str, np.ndarray] = {}
         for key, array in self.features.items():
             encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
             out = aligned_empty((indices.size, *shape), dtype)
-            index = -1
-            try:
-                if dtype == encoding.stored:
-                    for row, index in enumerate(indices.tolist()):
-                        store.read_into(array, index, out[row])
-                else:  # each sample as stored into a scratch buffer, then decoded into its row
-                    scratch = np.empty(shape, encoding.stored)
-                    table = encoding.lookup_table(dtype) if encoding.quantized else None
-                    for row, index in enumerate(indices.tolist()):
-                        store.read_into(array, index, scratch)
-                        if table is not None:
-                            np.take(table, scratch, out=out[row])
-                        else:
-                            out[row] = scratch
-            except FlowstoreError:
-                raise
-            except DAMAGE_ERRORS as exc:  # a damaged chunk: the sample named, not a traceback
-                raise unreadable_part(store.path, f"sample {str(self.source.ids[index])!r} of "
-                                                  f"{array!r}", exc, sample=True) from exc
+            if dtype == encoding.stored:
+                for row, index in enumerate(indices.tolist()):
+                    self._read_sample(array, index, out[row])
+            else:  # each sample as stored into a scratch buffer, then decoded into its row
+                scratch = np.empty(shape, encoding.stored)
+                table = encoding.lookup_table(dtype) if encoding.quantized else None
+                for row, index in enumerate(indices.tolist()):
+                    self._read_sample(array, index, scratch)
+                    if table is not None:
+                        np.take(table, scratch, out=out[row])
+                    else:
+                        out[row] = scratch
             batch[key] = out
         batch[LABEL] = self.labels[positions]
         batch[ID] = self.ids[positions]
         return batch
+
+    def _read_sample(self, array: str, index: int, out: np.ndarray) -> None:
+        """Store sample `index` of `array` into `out`; a chunk that cannot be read is one line
+        naming the sample (`unreadable_part`), not a codec's traceback."""
+        store = self.source.store
+        try:
+            store.read_into(array, index, out)
+        except FlowstoreError:
+            raise
+        except DAMAGE_ERRORS as exc:
+            raise unreadable_part(store.path, f"sample {str(self.source.ids[index])!r} of "
+                                              f"{array!r}", exc, sample=True) from exc
 
     def _positions(self, positions: Iterable[int] | np.ndarray) -> np.ndarray:
         """`positions` as int64 positions of this split: integers (negative ones count from the

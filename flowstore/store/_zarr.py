@@ -55,6 +55,10 @@ _UPGRADE_PREFIX = "_upgrade_"
 CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
 
 
+#: Root attribute of a store whose every written chunk is on disk (`ZarrStore.create` sets it).
+EVERY_CHUNK_WRITTEN = "every_chunk_written"
+
+
 class ZarrStore(Store):
     name = "zarr"
 
@@ -68,6 +72,11 @@ class ZarrStore(Store):
         self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
         self.path = path
         self.mode = mode
+        #: Whether a missing chunk of a sample asked for is damage (`read_into`): in stores made
+        #: by this backend every written chunk is on disk; older ones (before write_empty_chunks
+        #: was set on every handle, and format-1 stores upgraded since) may lack the chunks of
+        #: samples that are all zeros, which zarr reads back as zeros, rightly.
+        self._chunks_all_written = bool(group.attrs.get(EVERY_CHUNK_WRITTEN, False))
 
     @classmethod
     def capabilities(cls, location: Path | str) -> Capabilities:
@@ -130,7 +139,8 @@ class ZarrStore(Store):
                                    dtype=dtype, chunks=(1, *spec.sample_shape), fill_value=0,
                                    compressors=_COMPRESSORS[spec.codec](),
                                    chunk_key_encoding=CHUNK_KEY_ENCODING)
-            group.update_attributes(dict(attrs))  # one write of zarr.json, not one per key
+            # one write of zarr.json, not one per key
+            group.update_attributes({**attrs, EVERY_CHUNK_WRITTEN: True})
         except BaseException:
             # zarr writes an array's metadata and its parents' at once (asyncio.gather), and the
             # first failure (a full disk) surfaces while the others still run in its threads,
@@ -186,7 +196,10 @@ class ZarrStore(Store):
             try:
                 fd = os.open(f"{fast.prefix}{index // fast.per_chunk}{fast.suffix}", os.O_RDONLY)
             except FileNotFoundError:
-                raise self._missing_chunk(name, index) from None
+                if self._chunks_all_written:
+                    raise self._missing_chunk(name, index) from None
+                out[...] = 0  # an older store's all-zero sample: zarr's fill value
+                return
             try:
                 fast.decode(fd, out, f"sample {index} of {name!r}")
             finally:
@@ -198,7 +211,8 @@ class ZarrStore(Store):
         arr.get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
         # zarr reads a missing chunk as the fill value, 0: only a sample read as all zeros
         # costs the look (one request on an object store)
-        if not out.any() and not sync((arr.store_path / self.chunk_key(name, index)).exists()):
+        if (self._chunks_all_written and not out.any()
+                and not sync((arr.store_path / self.chunk_key(name, index)).exists())):
             raise self._missing_chunk(name, index)
 
     def _missing_chunk(self, name: str, index: int) -> MissingChunkError:

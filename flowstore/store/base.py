@@ -33,16 +33,21 @@ from flowstore.store.layout import STRING, column_chunk  # noqa: F401  (STRING: 
 CODECS = ("shuffled-lz4", "zstd")
 
 
-#: What a backend's read raises on a damaged chunk or file: the file unreadable (OSError, as
-#: h5py raises too), a codec refusing the bytes (numcodecs: RuntimeError, ValueError).
+#: What a backend's read raises on damaged bytes: a codec refusing them (numcodecs:
+#: RuntimeError, ValueError), unparsable metadata (json: ValueError), or an OSError without an
+#: errno (h5py's "can't read data", flowstore's own short reads). An OSError with an errno is
+#: the system's condition (a permission, an expired credential, an I/O error), not damage.
 DAMAGE_ERRORS = (OSError, RuntimeError, ValueError)
 
 
 def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool) -> StoreError:
-    """A read the store's bytes failed, as one line naming the store, what could not be read and
-    what mends it: a `sample`'s chunk is re-extracted by `verify --repair`; a whole array (the
-    ledger, a column) only by a rebuild. (A bug in flowstore raises something else, and stays
-    a traceback.)"""
+    """A read of the store failed, as one line naming the store and what could not be read:
+    with the system's words where the system refused it, else as damage with what mends it (a
+    `sample`'s chunk: `verify --repair`; a whole array, the ledger or a column: a rebuild).
+    (A bug in flowstore raises something else, and stays a traceback.)"""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return StoreError(f"store {str(path)!r}: {what} cannot be read ({exc.strerror}"
+                          + (f": {exc.filename!r})" if exc.filename else ")"))
     remedy = ("`flowstore verify` lists the damaged samples, `--repair` re-extracts them"
               if sample else "rebuild it (flowstore build ... --overwrite)")
     return StoreError(f"store {str(path)!r} is damaged: {what} cannot be read "
