@@ -83,11 +83,20 @@ COLUMNS_DIGEST = "columns_digest"
 
 
 def columns_digest(classes: Sequence[str], ids: Any, labels: Any, splits: Any) -> str:
-    """"xxh3_128:hex" of the class names and every sample's id, label and split, in order."""
-    text = json.dumps([list(classes), np.asarray(ids).tolist(),
-                       np.asarray(labels, dtype=np.int64).tolist(), np.asarray(splits).tolist()],
-                      ensure_ascii=False, separators=(",", ":"))
-    return f"{ALGORITHM}:{xxhash.xxh3_128(text.encode()).hexdigest()}"
+    """"xxh3_128:hex" of the class names and every sample's id, label and split, in order.
+
+    Each part is hashed as bytes with its length in front (ids and splits NUL-separated: no
+    path holds a NUL), not as one JSON document, which cost 0.34 s for Kinetics-400's 300,000
+    samples at every `flowstore.open`."""
+    digest = xxhash.xxh3_128()
+    parts = (json.dumps(list(classes), ensure_ascii=False).encode(),
+             "\0".join(np.asarray(ids).tolist()).encode(),
+             np.asarray(labels).astype("<i8").tobytes(),
+             "\0".join(np.asarray(splits).tolist()).encode())
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return f"{ALGORITHM}:{digest.hexdigest()}"
 
 
 def check_manifest_columns(attrs: Mapping[str, Any], ids: Any, labels: Any, splits: Any,
