@@ -56,6 +56,15 @@ def fail(message: str, code: int = 2) -> None:
 
 #: Set by `fail_interrupted`, read by `run_app` once the command has returned.
 _INTERRUPTED = False
+#: Set by `run_app`'s SIGINT handler: Typer turns a KeyboardInterrupt that no command caught
+#: into exit code 130 without a word, which this tells apart from a command's own 130.
+_CTRL_C = False
+
+
+def _on_ctrl_c(signum: int, frame: Any) -> None:
+    global _CTRL_C
+    _CTRL_C = True
+    signal.default_int_handler(signum, frame)
 
 
 def fail_interrupted(message: str) -> None:
@@ -482,6 +491,8 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     # loop is collected ("Task exception was never retrieved"): the same error told twice.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     command = typer.main.get_command(typer_app)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where ignored)
+        signal.signal(signal.SIGINT, _on_ctrl_c)
     try:
         code = command.main(prog_name=prog_name, standalone_mode=False)
     except Exception as exc:
@@ -495,7 +506,9 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         # a Click usage error (bad option value, unreadable --source path): one line too
         typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
         sys.exit(exc.exit_code)
-    if _INTERRUPTED:  # (`fail_interrupted`)
+    if _CTRL_C and code == 130 and not _INTERRUPTED:  # a command with nothing of its own to say
+        typer.echo("error: interrupted", err=True)
+    if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
         sys.stdout.flush()
         sys.stderr.flush()
         signal.signal(signal.SIGINT, signal.SIG_DFL)

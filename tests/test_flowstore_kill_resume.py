@@ -144,3 +144,20 @@ def test_a_store_killed_while_its_ledger_is_rewritten_reads(tmp_path, suffix):
             with open_store(path) as store:
                 for name in store.array_names():
                     store.read(name)  # raises on a damaged column
+
+
+def test_ctrl_c_in_a_command_with_nothing_of_its_own_to_say_is_one_line(tmp_path):
+    """Typer turned a Ctrl-C no command caught into exit code 130 and nothing said; `synth`
+    (long enough to be interrupted) now says so, ends by SIGINT, and leaves no staging folder."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flowstore", "synth", "tvhi", str(tmp_path / "out"),
+         "--videos-per-class", "500"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.glob(".out.writing-*/*.avi")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGINT, err
+    assert err.strip().splitlines() == ["error: interrupted"]
+    assert list(tmp_path.iterdir()) == []
