@@ -40,8 +40,13 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         counts = {split: {name: 0 for name in classes} for split in SPLITS}
         done_counts = {split: {name: 0 for name in classes} for split in SPLITS}
         for label, split, finished in zip(labels.tolist(), splits.tolist(), done.tolist()):
-            counts[split][classes[label]] += 1
-            done_counts[split][classes[label]] += finished
+            # (a damaged store's label may name no class: counted under its number)
+            name = classes[label] if 0 <= label < len(classes) else f"(label {label})"
+            for table in counts, done_counts:
+                for row in table.values():
+                    row.setdefault(name, 0)
+            counts[split][name] += 1
+            done_counts[split][name] += finished
         arrays = [store.info(name) for name in store.array_names()]
         stored = {a.name: store.storage_size(a.name) if count_bytes else None for a in arrays}
     return {
@@ -101,7 +106,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         "split counts (done/all)",
     ]
     rows = [(name, [f"{s['done_counts'][sp][name]}/{s['counts'][sp][name]}" for sp in SPLITS])
-            for name in s["classes"]]
+            for name in s["counts"][SPLITS[0]]]  # the classes, and a damaged store's stray labels
     rows.append(("total", [f"{s['done_per_split'].get(sp, 0)}/{sum(s['counts'][sp].values())}"
                            for sp in SPLITS]))
     width = max(len(name) for name, _ in rows)

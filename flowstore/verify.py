@@ -106,7 +106,7 @@ def _check_dataset_arrays(store, path: str | Path) -> None:
     try:
         dataset = get_dataset(attrs.get("dataset"))
         params = from_dict(dataset.params_type, attrs.get("params", {}))
-    except (FlowstoreError, TypeError) as exc:
+    except (FlowstoreError, TypeError, AttributeError, ValueError) as exc:  # (hand-edited attrs)
         raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
     expected = {spec.name for spec in dataset.specs(params)}
     found = set(store.array_names()) - set(COLUMN_NAMES)

@@ -138,8 +138,8 @@ def test_a_lost_chunk_of_the_labels_is_damage_that_every_command_names(tiny_tvhi
     out = flowstore_cli("verify", store, "-q")
     assert out.returncode == 1
     assert out.stderr.strip().splitlines()[-1].startswith(
-        f"error: store {str(store)!r} is damaged: its id, label or split column is not what it "
-        f"was built with")
+        f"error: store {str(store)!r} is damaged: its class names or its id, label or split "
+        f"column are not what it was built with")
     assert "DAMAGED      store" in flowstore_cli("inspect", store).stdout
     with pytest.raises(StoreError, match="is damaged"):
         flowstore.open(store)
@@ -226,3 +226,18 @@ def test_repair_of_a_store_it_may_not_write_is_one_line(tiny_tvhi_source, tmp_pa
     assert result.exit_code == 2, result.exception  # (an uncaught exception: exit code 1)
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: Permission denied: {str(store / 'done' / 'c.0')!r}")
+
+
+def test_hand_edited_root_attributes_are_damage_not_tracebacks(tiny_tvhi_source, tmp_path):
+    """A `classes` list cut short made `inspect` an IndexError and the trainers a Keras
+    label-range traceback; `params` set to null made `verify` an AttributeError."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs["classes"] = list(group.attrs["classes"])[:2]
+    shown = flowstore_cli("inspect", store)
+    assert shown.returncode == 0 and "DAMAGED      store" in shown.stdout
+    assert "(label 3)" in shown.stdout  # its samples still counted, under their number
+    assert "is damaged: its class names" in assert_one_line_error(
+        flowstore_cli("show", store, "--out", tmp_path / "p"))
+    group.attrs["params"] = None
+    assert "describes itself wrongly" in assert_one_line_error(flowstore_cli("verify", store))

@@ -109,6 +109,7 @@ def check_manifest_columns(attrs: Mapping[str, Any], ids: Any, labels: Any, spli
     """
     recorded = attrs.get(COLUMNS_DIGEST)
     if recorded and columns_digest(attrs.get("classes", ()), ids, labels, splits) != recorded:
-        raise StoreError(f"store {str(path)!r} is damaged: its id, label or split column is not "
-                         f"what it was built with (a chunk of it lost or edited), so its labels "
-                         f"cannot be trusted; rebuild it (flowstore build ... --overwrite)")
+        raise StoreError(f"store {str(path)!r} is damaged: its class names or its id, label or "
+                         f"split column are not what it was built with (a chunk lost, or edited), "
+                         f"so its labels cannot be trusted; rebuild it (flowstore build ... "
+                         f"--overwrite)")
