@@ -283,6 +283,10 @@ def verify(
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):
             typer.echo(f"  {sample}: {problem}", err=True)
+        if result.unmarked:
+            typer.echo(f"note: {result.unmarked} sample(s) have a checksum but are not marked "
+                       f"done (a build stopped within a second of finishing them, or the `done` "
+                       f"column lost): not checked; a build recomputes them", err=True)
         if result.damaged:
             fail(result.damaged, 1)
         if not (result.problems and repair):

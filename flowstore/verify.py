@@ -33,6 +33,10 @@ class VerifyResult:
     problems: dict[str, str] = field(default_factory=dict)
     #: Why the store as a whole cannot be trusted (its manifest columns damaged), or None.
     damaged: str | None = None
+    #: Samples with a checksum but not marked done: a build stopped within a second of
+    #: finishing them (the checksum is written first), or `done` flags lost. Not bad (nothing
+    #: reads them, a build recomputes them), but many of them say the `done` column was lost.
+    unmarked: int = 0
 
     @property
     def ok(self) -> bool:
@@ -62,6 +66,7 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
             raise StoreError(f"store {str(path)!r} holds no checksums (written before they "
                              f"were recorded), so its samples cannot be verified")
         checksums = store.read("checksum")
+        result.unmarked = int(np.count_nonzero((checksums != "") & ~done))
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()
                     if name not in COLUMN_NAMES}

@@ -241,3 +241,14 @@ def test_hand_edited_root_attributes_are_damage_not_tracebacks(tiny_tvhi_source,
         flowstore_cli("show", store, "--out", tmp_path / "p"))
     group.attrs["params"] = None
     assert "describes itself wrongly" in assert_one_line_error(flowstore_cli("verify", store))
+
+
+def test_a_lost_done_column_is_noted_not_passed_in_silence(tiny_tvhi_source, tmp_path):
+    """`done` deleted by hand: verify said "checked 0 sample(s), 0 bad" and nothing else."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    chunk_file(store, "done", 0).unlink()
+    out = flowstore_cli("verify", store, "-q")
+    assert out.returncode == 0 and "checked 0 sample(s), 0 bad" in out.stdout
+    assert out.stderr.startswith("note: 16 sample(s) have a checksum but are not marked done")
+    assert "note:" not in flowstore_cli("verify", _built(tiny_tvhi_source, tmp_path / "b"),
+                                        "-q").stderr
