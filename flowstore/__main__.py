@@ -1,3 +1,5 @@
-from flowstore.cli import main
+"""`python -m flowstore`: the same command as the `flowstore` console script."""
 
-main()
+from flowstore.console import flowstore
+
+flowstore()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any, Optional
 
 import typer
 
+from flowstore.console import die_by_sigint
 from flowstore.errors import FlowstoreError, ParameterError
 
 
@@ -69,9 +69,7 @@ def _on_ctrl_c(signum: int, frame: Any) -> None:
 
 def fail_interrupted(message: str) -> None:
     """Ctrl-C: one line and exit code 130; run as a process (`run_app`), the command then ends
-    as SIGINT ends a process, as Python does when nothing catches it, so that a shell loop
-    running the command stops too (bash goes on after a child that merely exits 130); the
-    shell shows 130 either way."""
+    by SIGINT (`flowstore.console.die_by_sigint`)."""
     global _INTERRUPTED
     _INTERRUPTED = True
     typer.echo("error: " + message, err=True)
@@ -513,10 +511,7 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     if _CTRL_C and code == 130 and not _INTERRUPTED:  # a command with nothing of its own to say
         typer.echo("error: interrupted", err=True)
     if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
+        die_by_sigint()
     sys.exit(code if isinstance(code, int) else 0)
 
 

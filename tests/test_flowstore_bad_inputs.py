@@ -1238,11 +1238,13 @@ def test_installed_commands_print_usage_errors_in_one_line(what, program, args, 
 
 
 def test_installed_console_scripts_are_the_main_functions():
-    """Both scripts go through `main` (one-line usage errors), not the bare Typer app."""
+    """Both scripts go through `main` (one-line usage errors), not the bare Typer app, by way of
+    `flowstore.console` (one line for a Ctrl-C while the CLI is still being imported)."""
     tomllib = pytest.importorskip("tomllib", reason="tomllib is Python 3.11+")
     scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())[
         "project"]["scripts"]
-    assert scripts == {"flowstore": "flowstore.cli:main", "trainers": "trainers.cli:main"}
+    assert scripts == {"flowstore": "flowstore.console:flowstore",
+                       "trainers": "flowstore.console:trainers"}
 
 
 @pytest.fixture

@@ -95,6 +95,35 @@ def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_p
     assert verify(store).ok and "0 failed of 20 selected" in resumed.stdout
 
 
+#: A console script whose Ctrl-C lands while Python imports the CLI's modules (Typer here), as a
+#: Ctrl-C in the first 0.1-0.2 s of a command does.
+_CTRL_C_WHILE_IMPORTING = """
+import sys
+
+class CtrlC:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            raise KeyboardInterrupt
+
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["{program}", "--version"]
+from flowstore import console
+console.{program}()
+"""
+
+
+@pytest.mark.parametrize("program", ["flowstore", "trainers"])
+def test_ctrl_c_while_the_command_is_still_importing_is_one_line(program):
+    """A KeyboardInterrupt traceback before the CLI was imported; now the one line and the end
+    by SIGINT that every other Ctrl-C of a command gets."""
+    result = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_WHILE_IMPORTING.format(program=program)],
+        capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert result.returncode == -signal.SIGINT, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: interrupted"]
+
+
 #: A coordinator that never rests: five samples written, then a ledger write of 30 samples'
 #: checksums, hashes, failures and `done`, flushed, over and over (a build does it once a second).
 _LEDGER_WRITER = """

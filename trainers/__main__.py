@@ -1,5 +1,5 @@
 """`python -m trainers`: the same command as the `trainers` console script."""
 
-from trainers.cli import main
+from flowstore.console import trainers
 
-main()
+trainers()
