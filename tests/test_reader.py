@@ -150,6 +150,15 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
         for bad in (np.array([2 ** 64 - 1], np.uint64), 2 ** 70, 4, [4], np.ones(3, bool)):
             with pytest.raises(IndexError):
                 val[bad]
+        # a batch position out of range is named as a single one is (was numpy's "index 4 is
+        # out of bounds for axis 0"), and a 2-d array is no batch (was flattened into one)
+        for bad in ([0, 4], [-5], np.array([[0, 1], [2, 3]])):
+            with pytest.raises(IndexError, match="split 'val'"):
+                val[bad]
+        with pytest.raises(IndexError, match="position 4 is out of range for split 'val'"):
+            val.__getitems__([1, 4])
+        # a mask as torch's batch of positions: one sample a row read (was an IndexError)
+        assert [s["id"] for s in val.__getitems__(mask)] == [ids[0], ids[2]]
 
 
 def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
@@ -380,6 +389,19 @@ def test_hdf5_raw_reads_fall_back_when_they_disagree_with_h5py(tmp_path, monkeyp
         assert ds.store.fast_reads == {"middle_frame": False, "frames": False, "flow": False}
 
 
+def test_an_hdf5_store_already_open_by_hand_in_the_process_opens(tmp_path):
+    """h5py's default file locking and the reader's `locking=False` disagree, and HDF5 refused
+    the second open in one process: a notebook that had read the store with plain h5py was told
+    the store is "not a readable flowstore store"."""
+    h5py = pytest.importorskip("h5py")
+    path = make_tiny_store(tmp_path / "t.h5", per_class=(2, 0, 0))
+    expected = plain_read(path, "train")
+    with h5py.File(path, "r") as by_hand:
+        with flowstore.open(path) as ds:
+            assert_same_batch(ds.split("train")[[1, 0]], [expected[1], expected[0]])
+        assert by_hand["done"].shape == (8,)  # still open, still readable
+
+
 # -- augmentations --------------------------------------------------------------------------------
 
 
@@ -396,6 +418,9 @@ def test_augmentations_are_seeded_and_keep_frame_and_flow_together(tmp_path):
     for key in ("middle_frame", "flow"):
         np.testing.assert_array_equal(first[key], again[key])
         assert first[key].shape[-3:-1] == (24, 24)
+    # a numpy integer size, as an array of sizes yields it (was a TypeError: cannot unpack)
+    assert random_crop(plain, np.random.default_rng(0), size=np.int64(24))["flow"].shape[-3:-1] \
+        == (24, 24)
     flipped = 0
     for k in range(8):  # find each sample's window and flip in the plain frame
         found = None
@@ -479,6 +504,49 @@ def test_torch_dataloader_with_two_workers_matches_the_plain_read(adapter_store)
         assert isinstance(batch["flow"], torch.Tensor)
         assert_same_batch({k: (v.numpy() if hasattr(v, "numpy") else v) for k, v in batch.items()},
                           rows[number * 4:number * 4 + 4])
+
+
+def test_torch_collate_keeps_what_a_collate_function_changed_in_the_samples(adapter_store):
+    """Samples changed on their way to default collate (a value replaced, one added, a wrapper
+    dataset's relabelling) were dropped for the batch they were read in: flow stayed float16 and
+    the labels as stored, silently."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, default_collate
+
+    def collate(samples):
+        for sample in samples:
+            sample["flow"] = sample["flow"].astype(np.float32) / 20
+            sample["label"] = np.int64(0)
+            sample["weight"] = np.float32(0.5)
+        return default_collate(samples)
+
+    expected = plain_read(adapter_store, "train")[:4]
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train", features=("flow",))
+        for workers in (0, 2):
+            batch = next(iter(DataLoader(train, batch_size=4, collate_fn=collate,
+                                         num_workers=workers)))
+            assert batch["flow"].dtype == torch.float32 and batch["label"].tolist() == [0] * 4
+            assert batch["weight"].tolist() == [0.5] * 4
+            np.testing.assert_allclose(batch["flow"].numpy(),
+                                       np.stack([r["flow"] for r in expected]) / 20, atol=1e-3)
+        unchanged = next(iter(DataLoader(train, batch_size=4)))  # still passed on uncopied
+        assert unchanged["label"].tolist() == [r["label"] for r in expected]
+
+
+def test_the_default_augmentation_pickles_for_spawned_workers(adapter_store):
+    """`augment=True` was a closure: Keras' worker processes under spawn (macOS, Windows, and
+    Linux from Python 3.14) failed to pickle it, with a traceback."""
+    import pickle
+
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train")
+        flip = pickle.loads(pickle.dumps(train.augmentation(True)))
+        batch = train[[0, 1]]
+        flipped = flip(dict(batch), np.random.default_rng(0))
+        again = train.augmentation(True)(dict(batch), np.random.default_rng(0))
+    for key in ("frames", "flow"):
+        np.testing.assert_array_equal(flipped[key], again[key])
 
 
 def test_keras_pydataset_matches_the_plain_read(adapter_store):

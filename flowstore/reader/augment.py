@@ -2,7 +2,9 @@
 
 Each takes a batch (a dict of `(B, ..., H, W, C)` features plus `label` and `id`) and a
 `numpy.random.Generator`, and returns the augmented batch; the adapters give every batch its
-own generator seeded by (seed, epoch, batch), so an augmented epoch is reproducible.
+own generator, seeded from their `seed`, so an augmented epoch is reproducible: `batches` and
+`to_keras_dataset` by (seed, epoch, batch), `to_tf_dataset` from tf.data's own stream of seeds
+drawn from `seed` (so the same seed augments otherwise there).
 Image-like features are the arrays of four or more axes; all of a sample's are transformed
 together (a frame and its flow stay aligned). For stores built with `--sampling segments`,
 `random_segment` (training) and `segment_views` (scoring; not random) choose which of a clip's K
@@ -64,7 +66,7 @@ def random_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
                 size: int | tuple[int, int]) -> dict[str, np.ndarray]:
     """A random `size` (side, or (height, width)) window of each sample, the same window in all
     of its image-like features (which must share their height and width)."""
-    height, width = (size, size) if isinstance(size, int) else size
+    height, width = (int(size), int(size)) if isinstance(size, (int, np.integer)) else size
     keys, (full_h, full_w) = _shared_frame_size(batch)
     if not keys:
         return batch

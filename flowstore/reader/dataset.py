@@ -11,6 +11,7 @@ choose the order and hand the batches on.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -39,11 +40,20 @@ class BatchSample(dict):
     function handed every row of the batch, in order, can pass the batch on instead of stacking
     the rows into a copy of it (`flowstore.reader.torch`)."""
 
-    __slots__ = ("batch", "row")
+    __slots__ = ("batch", "row", "_as_read")
 
     def __init__(self, batch: dict[str, np.ndarray], row: int) -> None:
         super().__init__((key, value[row]) for key, value in batch.items())
         self.batch, self.row = batch, row
+        self._as_read = tuple(self.values())
+
+    def as_read(self) -> bool:
+        """Whether the sample still holds the values it was read with: one that a collate
+        function or a wrapping dataset changed (a value replaced, added or removed) is a sample
+        of its own, which the batch no longer stands for. (A value changed in place is changed
+        in the batch too: the values are views into it.)"""
+        return len(self) == len(self._as_read) and all(
+            value is read for value, read in zip(self.values(), self._as_read))
 
     def __copy__(self) -> dict[str, Any]:  # a copy is a plain sample, tied to no batch
         return dict(self)
@@ -251,7 +261,7 @@ class Split:
         `flowstore.reader.buffers` reuses it once nothing refers to it),
         `label` (int64) and `id` (str)."""
         positions = self._positions(positions)
-        indices = self.indices[positions]  # IndexError for a position outside the split
+        indices = self.indices[positions]
         batch: dict[str, np.ndarray] = {}
         for key, array in self.features.items():
             encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
@@ -307,10 +317,16 @@ class Split:
         if array.dtype.kind not in "iu":
             raise TypeError(f"positions must be integers or a boolean mask, got "
                             f"{array.dtype} ({positions!r:.60})")
-        if array.dtype.kind == "u" and int(array.max()) > np.iinfo(np.int64).max:
-            raise IndexError(f"position {int(array.max())} is out of range for split "
-                             f"{self.name!r} of {len(self)} samples")
-        return array.astype(np.int64).reshape(-1)
+        if array.ndim != 1:  # a 0-d array is a scalar index (`__getitem__`), a 2-d one no batch
+            raise IndexError(f"positions of split {self.name!r} must be one-dimensional, got "
+                             f"shape {array.shape}")
+        outside = array[(array < -len(self)) | (array >= len(self))]
+        if outside.size:
+            raise IndexError(self._out_of_range(outside[0]))
+        return array.astype(np.int64)
+
+    def _out_of_range(self, position: Any) -> str:
+        return f"position {position} is out of range for split {self.name!r} of {len(self)} samples"
 
     def __getitem__(self, item: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
         if isinstance(item, (bool, np.bool_)):
@@ -319,8 +335,7 @@ class Split:
             item = int(item)  # as numpy does: a 0-d integer array is a scalar index
         if isinstance(item, (int, np.integer)):
             if not -len(self) <= item < len(self):
-                raise IndexError(f"position {item} is out of range for split {self.name!r} "
-                                 f"of {len(self)} samples")
+                raise IndexError(self._out_of_range(item))
             batch = self.read([item])
             return {key: value[0] for key, value in batch.items()}
         if isinstance(item, slice):
@@ -342,7 +357,7 @@ class Split:
 
             adapt_process()
         batch = self.read(positions)
-        return [BatchSample(batch, row) for row in range(len(positions))]
+        return [BatchSample(batch, row) for row in range(len(batch[ID]))]
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for position in range(len(self)):
@@ -365,8 +380,8 @@ class Split:
         if augment is True:
             from flowstore.reader.augment import horizontal_flip
 
-            motion = self.motion_keys
-            return lambda batch, rng: horizontal_flip(batch, rng, motion=motion)
+            # a partial, not a closure: it pickles, as Keras' worker processes need under spawn
+            return functools.partial(horizontal_flip, motion=self.motion_keys)
         if augment is None or augment is False:
             return None
         if not callable(augment):

@@ -66,11 +66,12 @@ from flowstore.reader.dataset import ID, BatchSample
 
 def collate_batch_samples(samples: list[BatchSample], *,
                           collate_fn_map: dict[Any, Callable] | None = None) -> Any:
-    """The batch the samples were read in, as tensors, when they are all of its rows in order;
-    otherwise default collate of the samples as plain dicts."""
+    """The batch the samples were read in, as tensors, when they are all of its rows in order,
+    as read; otherwise default collate of the samples as plain dicts."""
     batch = samples[0].batch
     whole = len(samples) == len(batch[ID]) and all(
-        sample.batch is batch and sample.row == row for row, sample in enumerate(samples))
+        sample.batch is batch and sample.row == row and sample.as_read()
+        for row, sample in enumerate(samples))
     if not whole:
         return collate([dict(sample) for sample in samples], collate_fn_map=collate_fn_map)
     pool = buffers.process_pool()

@@ -127,7 +127,15 @@ class HDF5Store(Store):
             if not h5py.is_hdf5(path):
                 raise OSError(f"{str(path)!r} is not an HDF5 file")
             return cls(h5py.File(path, mode), path, mode)
-        return cls(h5py.File(path, mode, locking=False), path, mode)
+        try:
+            return cls(h5py.File(path, mode, locking=False), path, mode)
+        except OSError as exc:
+            if "locking flag values don't match" not in str(exc):
+                raise
+            # open in this process already, by h5py with its default locking (a notebook that
+            # read the file by hand, as "Reading a store without flowstore" shows): HDF5 shares
+            # one open file a process and refuses another with other flags, so take the same
+            return cls(h5py.File(path, mode), path, mode)
 
     @property
     def attrs(self) -> dict[str, Any]:
