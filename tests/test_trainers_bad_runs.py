@@ -145,3 +145,32 @@ def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, field
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert f"- Stanford 40: {good} " in result.stdout
     assert str(bad) not in result.stdout and str(junk) not in result.stdout
+
+
+def test_a_run_whose_weights_diverged_is_one_line_and_not_written(tmp_path, monkeypatch):
+    """Trained in bfloat16 on a CPU (`--mixed-precision`), the frame CNN's weights turned NaN
+    within its first epochs while its losses stayed finite (NaN becomes a constant output in
+    TensorFlow's CPU kernels): the NaN model was restored as the best epoch and published,
+    scoring chance as if it had learnt nothing. Divergence is simulated here (every epoch's
+    weights NaN), since when bfloat16 diverges depends on the CPU's kernels."""
+    import numpy as np
+
+    from trainers import fit
+
+    checked = fit.BestEpoch.on_epoch_end
+
+    def diverging(self, epoch, logs=None):
+        self.model.set_weights([np.full(w.shape, np.nan, w.dtype) if w.dtype.kind == "f" else w
+                                for w in self.model.get_weights()])
+        checked(self, epoch, logs)
+
+    monkeypatch.setattr(fit.BestEpoch, "on_epoch_end", diverging)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                 str(tmp_path / "runs"), "--epochs", "2", "-q"])
+    assert result.exit_code == 2, result.output
+    line = _one_error_line(result)
+    assert line == ("error: flow diverged: none of its 2 epochs ended with finite weights (NaN "
+                    "or infinite from epoch 1); try a lower learning rate; no flow run was "
+                    "written")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -218,6 +218,19 @@ def test_best_epoch_restores_the_weights_of_the_lowest_monitored_value():
     np.testing.assert_array_equal(model.get_weights()[0], weights[1][0])
 
 
+def test_best_epoch_never_keeps_weights_that_are_not_finite():
+    """A diverged epoch (NaN weights) can still log the lowest loss: it is not kept."""
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    best = BestEpoch("val_loss")
+    best.set_model(model)
+    for epoch, (value, val_loss) in enumerate([(1.0, 3.0), (np.nan, 1.0), (np.inf, 0.5)]):
+        model.set_weights([np.full((2, 1), value, np.float32), np.zeros(1, np.float32)])
+        best.on_epoch_end(epoch, {"val_loss": val_loss, "loss": 0.5})
+    best.on_train_end()
+    assert best.best_epoch == 1 and best.diverged_at == 2
+    np.testing.assert_array_equal(model.get_weights()[0], np.ones((2, 1), np.float32))
+
+
 def _flowstore(*args: str, cwd: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     subprocess.run([sys.executable, "-m", "flowstore", *args], cwd=cwd, env=env, check=True,

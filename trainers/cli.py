@@ -66,7 +66,9 @@ def run(
     augment: bool = typer.Option(False, "--augment/--no-augment",
                                  help="Random horizontal flips (frames and flow, dx negated)."),
     mixed_precision: bool = typer.Option(False, "--mixed-precision",
-                                         help="mixed_float16 compute (for GPUs); logits float32."),
+                                         help="mixed_float16 compute (for GPUs; a CPU gets bfloat16, "
+                                              "in which the frame CNN diverged on small "
+                                              "stores); logits float32."),
     segment_views: bool = typer.Option(
         False, "--segment-views",
         help="On a store built with --sampling segments: train on one random segment of each "

@@ -45,6 +45,12 @@ class DamagedRunError(TrainerError, ValueError):
     that is there."""
 
 
+class TrainingDivergedError(TrainerError, ArithmeticError):
+    """Every epoch of a training ended with weights that are not all finite (NaN or infinite):
+    no epoch is worth keeping, and such a model still scores (a constant output at chance), so
+    it would be published as if it had learnt nothing."""
+
+
 class RunInterruptedError(KeyboardInterrupt):
     """`trainers run` was stopped by Ctrl-C; the message says which runs were written (each
     run is written whole at the end of its training, so a stopped one left nothing), so a user

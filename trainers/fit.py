@@ -26,7 +26,7 @@ import tensorflow as tf
 from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
 from trainers.data import ClipViews, InputOptions, make_dataset, recipe_augmentation
-from trainers.errors import ModelConfigError
+from trainers.errors import ModelConfigError, TrainingDivergedError
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
@@ -65,7 +65,13 @@ def precision_policy(mixed_precision: bool, device: str) -> str:
 
 
 class BestEpoch(keras.callbacks.Callback):
-    """Remember the epoch with the lowest `monitor` value and restore its weights at the end."""
+    """Remember the epoch with the lowest `monitor` value and restore its weights at the end.
+
+    An epoch whose weights are not all finite never wins: a diverged network (NaN weights, as
+    bfloat16 training of the frame CNN on a CPU produced by its first epochs) can still report
+    a finite loss, since TensorFlow's CPU ReLU and max-pool kernels turn NaN into a constant
+    output, and would be restored and scored at chance as if it were a model.
+    """
 
     def __init__(self, monitor: str) -> None:
         super().__init__()
@@ -74,15 +80,22 @@ class BestEpoch(keras.callbacks.Callback):
         self.best_epoch: int | None = None  # 1-based
         self.best_logs: dict[str, float] = {}
         self._best_weights: list | None = None
+        #: The first epoch (1-based) that would have won but whose weights were not finite.
+        self.diverged_at: int | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = float(logs.get(self.monitor, math.nan))
-        if value < self.best_value:  # NaN never wins
-            self.best_value = value
-            self.best_epoch = epoch + 1
-            self.best_logs = {k: float(v) for k, v in logs.items()}
-            self._best_weights = self.model.get_weights()
+        if not value < self.best_value:  # NaN never wins
+            return
+        weights = self.model.get_weights()
+        if not all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f"):
+            self.diverged_at = self.diverged_at or epoch + 1
+            return
+        self.best_value = value
+        self.best_epoch = epoch + 1
+        self.best_logs = {k: float(v) for k, v in logs.items()}
+        self._best_weights = weights
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._best_weights is not None:
@@ -448,6 +461,13 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
                         epochs=recipe.epochs, verbose=0, callbacks=callbacks,
                         shuffle=False)  # the dataset shuffles itself, seeded
     train_seconds = time.perf_counter() - started
+    if best.best_epoch is None and best.diverged_at is not None:
+        hint = ("; --mixed-precision on a CPU computes in bfloat16: try without it"
+                if policy == "mixed_bfloat16" else "; try a lower learning rate")
+        raise TrainingDivergedError(
+            f"{model_name} diverged: none of its {len(history.history.get('loss', []))} "
+            f"epochs ended with finite weights (NaN or infinite from epoch {best.diverged_at})"
+            f"{hint}; no {model_name} run was written")
 
     test: dict[str, Any] | None = None
     if counts_per_split["test"]:
