@@ -174,3 +174,43 @@ def test_a_run_whose_weights_diverged_is_one_line_and_not_written(tmp_path, monk
                     "or infinite from epoch 1); try a lower learning rate; no flow run was "
                     "written")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+@pytest.mark.parametrize("failure", ["disk full", "ctrl-c"])
+def test_a_run_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch, failure):
+    """A full disk, or Ctrl-C, while a trained run was being written left its hidden work
+    folder (the whole model) in --runs-dir for good, and a full disk was a traceback."""
+    import errno
+
+    from trainers import fit
+
+    def fails(*args, **kwargs):
+        if failure == "ctrl-c":
+            raise KeyboardInterrupt
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(fit, "plot_curves", fails)  # after model.keras is saved
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--epochs", "1", "-q"])
+    line = _one_error_line(result)
+    if failure == "ctrl-c":
+        assert result.exit_code == 130 and line.startswith("error: interrupted; no run")
+    else:
+        assert result.exit_code == 2
+        assert line == (f"error: cannot write the flow run into {str(runs)!r} (No space left "
+                        f"on device); no flow run was written")
+    assert list(runs.iterdir()) == []
+
+
+def test_a_runs_dir_inside_a_store_is_refused_before_training(tmp_path):
+    """Runs were written inside the store (where `trainers report` refuses to look and
+    `flowstore build --overwrite` deletes them)."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    for runs_dir, says in ((store, "is a store"), (store / "runs", "lies inside the store")):
+        result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                     str(runs_dir), "--epochs", "1"])
+        assert result.exit_code == 2, result.output
+        assert says in _one_error_line(result) and "epoch" not in result.output
+    assert not (store / "runs").exists() and not list(store.glob("flow-*"))

@@ -58,6 +58,11 @@ class RunInterruptedError(KeyboardInterrupt):
     FlowstoreError: code that catches those must not carry on after a Ctrl-C."""
 
 
+class RunWriteError(TrainerError, OSError):
+    """A trained run cannot be written into `--runs-dir` (a full disk, a folder made read-only
+    during training); nothing of it is left there."""
+
+
 class ReportOutputError(TrainerError, OSError):
     """A report file (`trainers report --html FILE`) cannot be written."""
 

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import keras
@@ -26,7 +27,7 @@ import tensorflow as tf
 from flowstore.progress import progress_bar, shows_progress
 from trainers.curves import plot_curves
 from trainers.data import ClipViews, InputOptions, make_dataset, recipe_augmentation
-from trainers.errors import ModelConfigError, TrainingDivergedError
+from trainers.errors import ModelConfigError, RunWriteError, TrainingDivergedError
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
@@ -508,34 +509,46 @@ def write_run(runs_dir: str | os.PathLike, model: keras.Model,
               history: dict[str, list[float]], best: BestEpoch,
               metrics: dict[str, Any]) -> RunRecord:
     """Save model, history, curves and metrics into a new run directory and publish it."""
-    store = metrics["store"]
-    writer = RunWriter(runs_dir, metrics["model"], store["fingerprint"])
-    model.save(writer.work / MODEL_FILE)
-    epochs_run = len(history.get("loss", []))
-    per_epoch = {key: [float(v) for v in values] for key, values in history.items()}
-    per_epoch["epoch"] = list(range(1, epochs_run + 1))
-    write_json(writer.work / HISTORY_FILE, per_epoch)
-    best_epoch = best.best_epoch or epochs_run  # every epoch NaN: keep the last
-    logs = best.best_logs or {k: v[-1] for k, v in per_epoch.items() if k != "epoch" and v}
-    plot_curves(per_epoch, writer.work / CURVES_FILE, best_epoch=best_epoch,
-                title=f"{metrics['model']} on {store['dataset']} ({store['fingerprint'][:8]})")
-    size = (writer.work / MODEL_FILE).stat().st_size
-    write_json(writer.work / METRICS_FILE, {
-        **metrics,
-        "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-        "selection": f"min {best.monitor}",
-        "best_epoch": best_epoch,
-        "epochs_run": epochs_run,
-        "best": {
-            "train_accuracy": logs.get("accuracy"),
-            "train_loss": logs.get("loss"),
-            "val_accuracy": logs.get("val_accuracy"),
-            "val_loss": logs.get("val_loss"),
-        },
-        "model_size_bytes": size,
-        "model_size_gb": size / 1e9,
-    })
-    record = read_run(writer.publish())
+    try:
+        published = _write_run(runs_dir, model, history, best, metrics)
+    except OSError as exc:
+        raise RunWriteError(f"cannot write the {metrics['model']} run into "
+                            f"{str(runs_dir)!r} ({exc.strerror or exc}); no "
+                            f"{metrics['model']} run was written") from exc
+    record = read_run(published)
     if record is None:  # pragma: no cover - we just wrote both files
-        raise RuntimeError(f"run directory {writer.final} was not written completely")
+        raise RuntimeError(f"run directory {published} was not written completely")
     return record
+
+
+def _write_run(runs_dir: str | os.PathLike, model: keras.Model,
+               history: dict[str, list[float]], best: BestEpoch,
+               metrics: dict[str, Any]) -> Path:
+    store = metrics["store"]
+    with RunWriter(runs_dir, metrics["model"], store["fingerprint"]) as writer:
+        model.save(writer.work / MODEL_FILE)
+        epochs_run = len(history.get("loss", []))
+        per_epoch = {key: [float(v) for v in values] for key, values in history.items()}
+        per_epoch["epoch"] = list(range(1, epochs_run + 1))
+        write_json(writer.work / HISTORY_FILE, per_epoch)
+        best_epoch = best.best_epoch or epochs_run  # every epoch NaN: keep the last
+        logs = best.best_logs or {k: v[-1] for k, v in per_epoch.items() if k != "epoch" and v}
+        plot_curves(per_epoch, writer.work / CURVES_FILE, best_epoch=best_epoch,
+                    title=f"{metrics['model']} on {store['dataset']} ({store['fingerprint'][:8]})")
+        size = (writer.work / MODEL_FILE).stat().st_size
+        write_json(writer.work / METRICS_FILE, {
+            **metrics,
+            "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+            "selection": f"min {best.monitor}",
+            "best_epoch": best_epoch,
+            "epochs_run": epochs_run,
+            "best": {
+                "train_accuracy": logs.get("accuracy"),
+                "train_loss": logs.get("loss"),
+                "val_accuracy": logs.get("val_accuracy"),
+                "val_loss": logs.get("val_loss"),
+            },
+            "model_size_bytes": size,
+            "model_size_gb": size / 1e9,
+        })
+        return writer.publish()

@@ -33,7 +33,7 @@ from trainers.errors import ModelConfigError, RunInterruptedError, require_train
 from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import (PARTIAL_PREFIX, RunRecord, find_run, read_run, require_model_file,
+from trainers.runs import (PARTIAL_PREFIX, RunRecord, find_run, is_store, read_run, require_model_file,
                            split_counts)
 from trainers.samples import StoreSamples, open_samples
 
@@ -312,6 +312,12 @@ def _check_runs_dir(runs_dir: Path) -> None:
     if not nearest.is_dir():
         where = "is a file" if nearest == path else f"lies under the file {str(nearest)!r}"
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a folder")
+    # runs written inside a store are lost to it (`trainers report` refuses a store, `flowstore
+    # build --overwrite` deletes them with it)
+    inside = next((p for p in (nearest, *nearest.parents) if is_store(p)), None)
+    if inside is not None:
+        where = "is a store" if inside == path else f"lies inside the store {str(inside)!r}"
+        raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a runs folder")
     made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
