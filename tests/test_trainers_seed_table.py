@@ -57,3 +57,33 @@ def test_a_label_names_what_differs_not_what_one_run_left_unrecorded(tmp_path):
                                          "weight_decay": 0.0, "label_smoothing": 0.0})
     labels = sorted(row[1] for row in _rows(tmp_path))
     assert labels == ["report, dropout 0.5", "report, dropout 0.9"], labels
+
+
+def test_a_moved_runs_folder_keeps_its_chains(tmp_path):
+    """Runs record their bases by absolute path: after the runs folder was moved or copied,
+    a two-stream run lost its chain's Stanford-40 origin (rows split by whether the old path
+    still existed), and `trainers run` retrained every frames run ("it started from image run
+    X, not image run X")."""
+    from trainers.report import transfer_origins
+    from trainers.runs import read_run
+
+    old = tmp_path / "gone"  # where the runs were trained; no longer there
+    runs = tmp_path / "moved"
+    for name, model, bases in (
+            ("image-a", "image", {}),
+            ("frames-a", "frames", {"image": str(old / "image-a")}),
+            ("flow-a", "flow", {}),
+            ("two_stream-a", "two_stream", {"frames": str(old / "frames-a"),
+                                            "flow": str(old / "flow-a")})):
+        path = runs / name
+        path.mkdir(parents=True)
+        (path / "model.keras").write_bytes(b"")
+        (path / "metrics.json").write_text(json.dumps({
+            "model": model, "created": name, "seed": 0, "recipe": RECIPE, "samples": SAMPLES,
+            "store": {"fingerprint": "fp", "dataset": "tvhi"}, "bases": bases,
+            "test": {"accuracy": 0.5}}))
+    frames, fused = read_run(runs / "frames-a"), read_run(runs / "two_stream-a")
+    assert frames.started_from({"image": str(runs / "image-a")})
+    assert not frames.started_from({"image": str(runs / "image-b")})
+    assert fused.base_run("frames").path == runs / "frames-a"
+    assert transfer_origins(fused) == ("image-a",)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 from trainers.catalogue import get_model, model_names
 from trainers.errors import UnknownModelError
 from trainers.recipes import RECIPE_SETS, recorded_recipe
-from trainers.runs import RunRecord, latest_runs, list_runs, read_run, split_counts
+from trainers.runs import RunRecord, latest_runs, list_runs, run_dir_name, split_counts
 
 if TYPE_CHECKING:
     from trainers.run import Outcome
@@ -89,7 +89,8 @@ def transfer_origins(record: RunRecord,
     """The pretrained runs a run's chain starts from, by directory name: its transfer bases
     (`transfers_from`), and those of the runs it freezes (`requires`: a two-stream run's frames
     run's Stanford-40 base); "scratch" where a transfer base was missing. `known` maps resolved
-    run paths to records already read."""
+    run directory names to records already read (a run is known by its name:
+    `RunRecord.started_from`)."""
     known = known or {}
     origins: set[str] = set()
     pending, seen = [record], set()
@@ -101,10 +102,10 @@ def transfer_origins(record: RunRecord,
             continue
         for name, path in (run.metrics.get("bases") or {}).items():
             if name in entry.transfers_from:
-                origins.add(Path(path).name if path else "scratch")
-            elif name in entry.requires and path and path not in seen:
-                seen.add(path)
-                base = known.get(path) or read_run(path)
+                origins.add(run_dir_name(path) or "scratch")
+            elif name in entry.requires and path and run_dir_name(path) not in seen:
+                seen.add(run_dir_name(path))
+                base = known.get(run_dir_name(path)) or run.base_run(name)
                 if base is not None:
                     pending.append(base)
     return tuple(sorted(origins))
@@ -120,7 +121,7 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     of 100 TV-HI test clips moves test accuracy by several points, so a figure worth quoting is
     a group's mean and spread, not one run's."""
     records = _ordered(records)
-    known = {str(r.path.resolve()): r for r in records}
+    known = {r.path.name: r for r in records}
     groups: dict[str, tuple[dict[Any, RunRecord], tuple[str, ...]]] = {}
     for r in records:
         training = {k: v for k, v in r.training.items() if k != "seed"}

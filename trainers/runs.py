@@ -69,9 +69,21 @@ class RunRecord:
 
     def started_from(self, bases: Mapping[str, str | None]) -> bool:
         """Whether the runs it started from (`metrics.json`'s `bases`, model name to resolved
-        run path) include `bases`."""
+        run path) include `bases`. A run is known by its directory's name, which is unique in
+        its runs folder: `metrics.json` records the path it had then, and a runs folder moved
+        or copied since still holds the same runs."""
         recorded = self.metrics.get("bases") or {}
-        return all(recorded.get(name) == path for name, path in bases.items())
+        return all(run_dir_name(recorded.get(name)) == run_dir_name(path)
+                   for name, path in bases.items())
+
+    def base_run(self, model: str) -> "RunRecord | None":
+        """The recorded base run of `model` this run started from: where `metrics.json` says,
+        or, where that path is gone (a runs folder moved or copied since), the run of that name
+        beside this one."""
+        path = (self.metrics.get("bases") or {}).get(model)
+        if not path:
+            return None
+        return read_run(path) or read_run(self.path.parent / Path(path).name)
 
     def trained_on(self, samples: Mapping[str, int]) -> bool:
         """Whether it trained while the store held these `done` samples per split."""
@@ -285,6 +297,11 @@ class RunWriter:
                                                                    self.final.name)
         self.work.rename(final)
         return final
+
+
+def run_dir_name(path: str | os.PathLike | None) -> str | None:
+    """The name a run is known by, from a recorded path (`metrics.json`'s `bases`)."""
+    return Path(path).name if path else None
 
 
 def _unique(folder: Path, base: str) -> Path:
