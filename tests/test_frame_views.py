@@ -19,7 +19,7 @@ from flowstore.reader import frame_views, random_frame
 from flowstore.store import open_store
 from tests.reference import smoothed_cross_entropy
 from trainers.cli import app
-from trainers.html_report import predict_test
+from trainers.html_report import PREDICT_BATCH, predict_test
 from trainers.recipes import Recipe
 from trainers.run import RunConfig
 from trainers.runs import HISTORY_FILE, list_runs
@@ -112,8 +112,11 @@ def _distinct_frames(path) -> None:
         store.close()
 
 
-def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_all(tmp_path):
+def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_all(tmp_path,
+                                                                                  monkeypatch):
     import keras
+
+    import trainers.data
 
     store = make_tiny_store(tmp_path / "x.zarr", steps=T, per_class=(3, 1, 3))
     _distinct_frames(store)
@@ -143,8 +146,14 @@ def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_
         float((mean.argmax(1) == batch["label"]).mean()))
     assert record.metrics["test"]["loss"] == pytest.approx(
         smoothed_cross_entropy(mean, batch["label"], 0.1), rel=1e-4)
-    # The report's confusion matrix predicts the clips the same way.
+    # The report's confusion matrix predicts the clips the same way, in batches of no more
+    # rows than a plain run's (they were PREDICT_BATCH clips of T rows each)
+    batch_rows, make_dataset = [], trainers.data.make_dataset
+    monkeypatch.setattr(trainers.data, "make_dataset", lambda samples, split, options: (
+        batch_rows.append(options.batch_size * T), make_dataset(samples, split, options))[1])
     np.testing.assert_array_equal(predict_test(record).predicted, mean.argmax(1))
+    assert batch_rows == [PREDICT_BATCH]
+    monkeypatch.undo()
     # Asked without the flag, the frames model is trained again (not this run reused) and
     # reads the middle frame.
     plain = runner.invoke(app, ["run", "two_stream", "--store", str(store), "--runs-dir",

@@ -154,6 +154,28 @@ def test_an_unwritable_html_file_is_one_error_line(runs, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+
+@pytest.mark.parametrize("option", ["--out", "--html"])
+def test_an_unwritable_output_is_refused_before_any_model_predicts(runs, tmp_path, monkeypatch,
+                                                                   option):
+    """Every model predicted its whole test split (minutes on the real runs) before the output
+    was found unwritable."""
+    from trainers import figures, html_report as page
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model predicted before the output was checked")
+
+    monkeypatch.setattr(figures, "predict_test", never)
+    monkeypatch.setattr(page, "predict_test", never)
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    target = taken if option == "--out" else taken / "report.html"
+    result = runner.invoke(app, ["report", str(runs), option, str(target)])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert result.stderr.startswith("error: cannot write the ")
+    assert len(result.stderr.strip().splitlines()) == 1 and taken.read_text() == "a file"
+
+
 #: Appended to a copy of the page: after load, each image's decoded width goes into the DOM.
 MEASURE = ("<script>window.addEventListener('load', () => { for (const img of "
            "document.images) img.setAttribute('data-natural-width', img.naturalWidth); "

@@ -18,8 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trainers.errors import ReportOutputError
-from trainers.html_report import (StoreUnavailable, confusion_png, curves_png, figure_png,
-                                  predict_test)
+from trainers.html_report import (StoreUnavailable, check_output, confusion_png, curves_png,
+                                  figure_png, predict_test)
 from trainers.report import _name, _ordered
 from trainers.runs import RunRecord, latest_runs
 
@@ -51,6 +51,7 @@ def write_figures(runs_dir: str | Path, out: str | Path) -> WrittenFigures:
     """
     records = _ordered(latest_runs(runs_dir).values())
     out = Path(out)
+    check_output(out, "the figures", folder=True)
     written = WrittenFigures()
     pictures: dict[str, bytes] = {}
     for record in records:

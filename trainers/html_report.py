@@ -16,9 +16,12 @@ fingerprint); when it is not, the page says so in that model's section and the r
 from __future__ import annotations
 
 import base64
+import errno
 import html
 import io
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +44,9 @@ from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
 #: within a class), so that one badly learnt class does not fill the whole strip.
 MISCLASSIFIED_SHOWN = 8
-#: Batch size of the test predictions (inference only: memory, not results, depends on it).
+#: Rows a test prediction batch holds (inference only: memory, not results, depends on it). A
+#: views run's clips are a row per view, so its batches hold fewer clips: 8 clips of a
+#: frame-views two-stream run (16 views) would be 128 flow stacks in one batch.
 PREDICT_BATCH = 8
 
 
@@ -86,15 +91,35 @@ def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
         RunNotFoundError: `runs_dir` does not exist.
         ReportOutputError: `out` cannot be written.
     """
-    page = html_report(runs_dir)
     out = Path(out)
+    latest_runs(runs_dir)  # a missing runs folder first, as without --html
+    check_output(out, "the HTML report", folder=False)
+    page = html_report(runs_dir)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
         raise ReportOutputError(f"cannot write the HTML report to {str(out)!r}: "
                                 f"{exc.strerror or exc}") from None
     return out
+
+
+def check_output(path: Path, what: str, *, folder: bool) -> None:
+    """Refuse an output that cannot be written before any model predicts its test split (on
+    the real runs, minutes): the folder (`path`, or the file's) is made, and a temporary file
+    made in it, since permissions do not tell (root passes them; a read-only mount does not).
+
+    Raises:
+        ReportOutputError: it cannot be written.
+    """
+    try:
+        if not folder and path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        target = path if folder else path.parent
+        target.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=target).close()
+    except OSError as exc:
+        raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
+                                f"{exc.strerror or exc}") from None
 
 
 def html_report(runs_dir: str | Path) -> str:
@@ -170,7 +195,8 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         # consensus.
         views = ClipViews.of(samples, bool(recipe.get("segment_views", False)))
         dataset = make_dataset(samples, "test", InputOptions(
-            PREDICT_BATCH, augment=views.every_view if views is not None else False))
+            PREDICT_BATCH if views is None else max(1, PREDICT_BATCH // views.count),
+            augment=views.every_view if views is not None else False))
         with store_errors_raised():
             logits = (model.predict(dataset, verbose=0) if views is None
                       else views.clip_logits(model, dataset)[0])
