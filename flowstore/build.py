@@ -42,7 +42,7 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
-from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING
+from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING, as_text
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -310,7 +310,7 @@ class Ledger:
         self._set("source_hash", index, digest or "")
 
     def fail(self, index: int, reason: str) -> None:
-        self._set("failure", index, reason)
+        self._set("failure", index, as_text(reason))
 
     def forget_failure(self, index: int) -> None:
         self._set("failure", index, "")

@@ -152,6 +152,47 @@ def test_videofolder_scan_finds_nested_files_and_skips_hidden_links_to_folders_a
         "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
 
 
+def test_videofolder_ids_stay_unique_where_a_kept_suffix_is_another_files_stem(tmp_path):
+    """`a.mp4` beside `a.avi` keeps its suffix as its id, `a.mp4`, which is also the stem of
+    `a.mp4.avi`: both were one sample, `a.mp4.avi` built twice and `a.mp4` never."""
+    source = tmp_path / "src"
+    for name in ["cat/a.mp4", "cat/a.avi", "cat/a.mp4.avi", "cat/a.mp4.avi.mkv", "dog/b.avi"]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"")
+    dataset = get_dataset("videofolder", {"test_fraction": "0", "val_fraction": "0"})
+    ids = [row.id for row in dataset.manifest(source).rows]
+    assert len(ids) == len(set(ids)) == 5
+    assert dataset.sample_paths == {
+        "cat/a.avi": "cat/a.avi", "cat/a.mp4": "cat/a.mp4", "cat/a.mp4.avi": "cat/a.mp4.avi",
+        "cat/a.mp4.avi.mkv": "cat/a.mp4.avi.mkv", "dog/b": "dog/b.avi"}
+
+
+def test_class_folder_names_that_are_not_utf8_build_as_escaped_text(tmp_path):
+    """A file or class folder name that is not UTF-8 stopped the build with a traceback where
+    its id (or a failure reason naming it) was written; now it builds, named with `\\xff`."""
+    import os
+
+    config = dataclasses.replace(TINY, clips_per_class=2, min_frames=3, max_frames=3,
+                                 width=16, height=16)
+    source = get_dataset("videofolder").write_synthetic(tmp_path / "s", config)
+    clip = next((source / "jumping jacks").iterdir())
+    odd = os.fsencode(source) + b"/caf\xe9"
+    os.mkdir(odd)
+    os.rename(os.fsencode(clip), odd + b"/clip\xff" + os.fsencode(clip.suffix))
+    with open(odd + b"/bad\xfe.avi", "wb") as broken:
+        broken.write(b"not a video")
+    result = flowstore_cli("build", "videofolder", "--source", source, "--store",
+                           tmp_path / "s.zarr", "--size", "16", "--steps", "2",
+                           "--test-fraction", "0", "--val-fraction", "0")
+    assert result.returncode == 1, result.stderr  # the broken clip fails, as its own sample
+    assert "Traceback" not in result.stderr and "caf\\xe9/bad\\xfe" in result.stderr
+    with open_store(tmp_path / "s.zarr", "r") as store:
+        assert "caf\\xe9" in store.attrs["classes"]
+        ids = store.read("id").tolist()
+        done = dict(zip(ids, store.read("done").tolist()))
+    assert done["caf\\xe9/clip\\xff"] and not done["caf\\xe9/bad\\xfe"]
+
+
 def test_videofolder_fractions_are_stratified_and_seeded(tmp_path):
     config = dataclasses.replace(TINY, clips_per_class=10, min_frames=2, max_frames=2,
                                  width=16, height=16)

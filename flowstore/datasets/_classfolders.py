@@ -33,6 +33,7 @@ from typing import ClassVar, Iterable, Mapping
 from flowstore.datasets.base import Dataset
 from flowstore.errors import ParameterError, SourceLayoutError
 from flowstore.params import check_seed
+from flowstore.store.layout import as_text
 from flowstore.manifest import (SPLITS, Manifest, assemble_manifest, build_manifest,
                                 stratified_holdout)
 
@@ -230,15 +231,25 @@ class ClassFolders(Dataset):
                     f"class folder {str(folder)!r} holds no {self.what} (files ending in "
                     f"{' '.join(self.suffixes)}); remove it or add its {self.what}s")
             under = folder.relative_to(source).as_posix()
-            found[folder.name] = self._remember([f"{under}/{name}" for name in files])
+            found[as_text(folder.name)] = self._remember([f"{under}/{name}" for name in files])
         return found
 
     def _remember(self, relative: list[str]) -> list[str]:
         """Sample ids of files (paths under the source): the path without its suffix, or with
-        it where two files differ only in suffix (`a.mp4`, `a.avi`)."""
+        it where two files differ only in suffix (`a.mp4`, `a.avi`), as text (`as_text`: the
+        file is still read by its real name)."""
         stems = [os.path.splitext(path)[0] for path in relative]
         shared = Counter(stems)  # (a count per stem: `stems.count` made this quadratic)
-        ids = [path if shared[stem] > 1 else stem for path, stem in zip(relative, stems)]
+        whole = [as_text(path) for path in relative]  # unique: no two files share a path
+        ids = [path if shared[stem] > 1 else as_text(stem)
+               for path, stem in zip(whole, stems)]
+        # A kept suffix can still be another file's stem (`a.mp4` beside `a.avi` keeps its
+        # suffix, and `a.mp4.avi`'s stem is `a.mp4`): one sample built twice, the other never.
+        # Whatever meets another id takes its whole path, until none does.
+        while clashing := [k for k, count in enumerate(Counter(ids)[i] for i in ids)
+                           if count > 1 and ids[k] != whole[k]]:
+            for k in clashing:
+                ids[k] = whole[k]
         self.sample_paths.update(zip(ids, relative))
         return ids
 

@@ -44,6 +44,16 @@ COLUMN_CHUNK = 4096
 #: (`Column.width`). Every reader of either library reads both as text.
 STRING = "str"
 
+
+
+def as_text(value: str) -> str:
+    """`value` as a text column can hold it: the bytes of a file or folder name that is not
+    UTF-8 (which Python keeps as surrogates) written as `\\xff`. Such a name met as a sample id
+    or class (`videofolder`, `imagefolder`), or inside a failure reason, stopped the build
+    with a traceback when the column was written."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 #: Ends a value cut to fit its column's fixed width (`Column.fit`).
 CUT_MARK = "\u2026"  # "…"
 
