@@ -484,7 +484,8 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     check_manifest_columns(attrs, ids, labels, splits, path)  # damage, not another manifest
     if not _same_manifest(manifest, attrs, ids, labels, splits):
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
-                                 f"(the source's sample list or readme changed){hint}")
+                                 f"(the source's sample list or split files changed, or this "
+                                 f"version of flowstore splits the dataset otherwise){hint}")
 
 
 def _as_json(value: Any) -> Any:

@@ -168,7 +168,10 @@ def stratified_holdout(ids_by_class: Mapping[str, Sequence[str]], fraction: floa
 
     Each class gets the floor of its share; the ids left over go to the classes with the largest
     remainders (ties: class order). Within a class the ids are drawn with a generator seeded by
-    (seed, class position), so adding a class never changes another class's draw.
+    (seed, class position): the same classes always give the same draw, but a class added
+    before others (class folders are in name order) moves their positions, hence their draws.
+    (Seeding by class name would keep them, and change every split made so far, the committed
+    TV-HI one included.)
     """
     classes = list(ids_by_class)
     sizes = np.array([len(ids_by_class[c]) for c in classes], dtype=float)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,6 +141,18 @@ def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
     other = synthetic_source("tvhi", SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22,
                                                      max_frames=22, resolution=(32, 32), seed=9))
     assert other != first
+    # a source from an older writer is not served for a newer one (a changed clip naming
+    # reached no one with a cache): the writer's code is in the key
+    import flowstore.synth as synth
+    import flowstore.synth.tvhi
+
+    files = synth._writer_files(flowstore.synth.tvhi.write_synthetic_tvhi)
+    assert Path(flowstore.synth.tvhi.__file__) in files
+    assert Path(synth.__file__).parent / "clips.py" in files
+    changed = tmp_path / "writer.py"
+    changed.write_text("# another writer")
+    monkeypatch.setattr(synth, "_writer_files", lambda write: [changed])
+    assert synthetic_source("tvhi", config) != first
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from flowstore.build import BuildConfig, build, group_failures
+from flowstore.datasets.hmdb51 import source_video
 from flowstore.datasets import dataset_names, get_dataset
 from flowstore.datasets.base import Dataset, VideoDataset
 from flowstore.errors import ParameterError
@@ -286,12 +287,28 @@ def test_hmdb51_real_split_files_give_the_official_counts(tmp_path):
     manifest = get_dataset("hmdb51").manifest(source)
     counts = collections.Counter(row.split for row in manifest.rows)
     assert (counts["train"] + counts["val"], counts["test"]) == (3570, 1530)
-    assert len(manifest.classes) == 51
+    assert (counts["train"], counts["val"]) == (3219, 351)  # the README's table
+    # labels in class-name order (they were in split-file-name order: `kick_ball` before
+    # `kick`, `climb_stairs` before `climb`, `sword_exercise` before `sword`)
+    assert len(manifest.classes) == 51 and list(manifest.classes) == sorted(manifest.classes)
+    # no source video in train and val (drawn clip by clip, 189 of 357 val clips shared one),
+    # as the official fold keeps none in train and test; every class has val clips
+    videos = {split: {(row.class_name, source_video(row.id, row.class_name))
+                      for row in manifest.rows if row.split == split}
+              for split in ("train", "val", "test")}
+    assert not videos["train"] & videos["val"] and not videos["train"] & videos["test"]
+    assert {c for c, _ in videos["val"]} == set(manifest.classes)
+    assert source_video("April_09_brush_hair_u_nm_np1_ba_goo_0", "brush_hair") == "April_09"
 
 
 def test_hmdb51_clips_one_level_down_or_at_the_top(sources, tmp_path):
     source = Path(shutil.copytree(sources["hmdb51"], tmp_path / "s"))
     down = get_dataset("hmdb51").manifest(source)
+    # a macOS resource fork beside the split files is no class (was class '._brush_hair')
+    splits = source / "testTrainMulti_7030_splits"
+    (splits / "._brush_hair_test_split1.txt").write_bytes(b"\x00\x05\x16\x07")
+    assert get_dataset("hmdb51").manifest(source) == down
+    (splits / "._brush_hair_test_split1.txt").unlink()
     for folder in (source / "hmdb51").iterdir():
         shutil.move(folder, source / folder.name)
     (source / "hmdb51").rmdir()

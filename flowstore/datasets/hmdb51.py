@@ -10,8 +10,15 @@ Quirks of the real split files (the copies in the shared data folder): each line
 names keep their source's odd characters (``[HD]``, ``!!!!``, ``~``, ``(HQ)``).
 
 Split (DESIGN.md): ``--fold`` F uses the ``_test_splitF`` files; test = N 2; the N 1 clips give
-train and val (``--val-fraction``, stratified by class, ``--seed``); N 0 clips are left out.
-Classes are the split files' class names, sorted. A sample's id is its clip's file stem.
+train and val (``--val-fraction`` of each class's source videos, ``--seed``); N 0 clips are
+left out. Classes are the split files' class names, sorted (``climb`` before ``climb_stairs``,
+as MMAction2's and torchvision's label maps have them). A sample's id is its clip's file stem.
+
+Clips are cut several from one video, named ``<video>_<action>_<tags>_<n>`` (e.g.
+``April_09_brush_hair_u_nm_np1_ba_goo_0``); the official splits never put two clips of one
+video on both sides (checked on the real files: no video of a class in both train and test,
+in all three folds), and the validation split keeps to that too (`source_video`): drawn clip
+by clip, over half the real fold 1's validation clips shared a video with a training clip.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
 from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
-from flowstore.manifest import Manifest, build_manifest
+from flowstore.manifest import Manifest, build_manifest, grouped_holdout
 from flowstore.synth.clips import SynthClipsConfig
 
 SPLITS_DIR = "testTrainMulti_7030_splits"
@@ -47,13 +54,22 @@ def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
 
 
 def _split_files(splits_dir: Path, fold: int) -> dict[str, Path]:
-    """{class: its split file for `fold`}, sorted by class."""
+    """{class: its split file for `fold`}, sorted by class (not by file name: `_` sorts after
+    letters, so `kick_ball_test_split1.txt` comes before `kick_test_split1.txt`). Hidden files
+    (a macOS `._brush_hair_test_split1.txt`) are not split files."""
     found = {}
-    for path in sorted(splits_dir.iterdir()):
+    for path in splits_dir.iterdir():
         match = _SPLIT_FILE.match(path.name)
-        if match and int(match.group("fold")) == fold:
+        if match and int(match.group("fold")) == fold and not path.name.startswith("."):
             found[match.group("cls")] = path
-    return found
+    return dict(sorted(found.items()))
+
+
+def source_video(sample_id: str, class_name: str) -> str:
+    """The video a clip was cut from: its name before the action (module docstring); the name
+    less its clip number where the action is not in it."""
+    cut = sample_id.rfind(f"_{class_name}_")
+    return sample_id[:cut] if cut > 0 else re.sub(r"_\d+$", "", sample_id)
 
 
 def _find(source: Path, name: str) -> Path | None:
@@ -100,8 +116,10 @@ class HMDB51(VideoDataset):
                 self.sample_paths[sample_id] = relative if prefix == "." else f"{prefix}/{relative}"
         self._split_paths = {f"{splits_dir.relative_to(source).as_posix()}/{p.name}": p
                              for p in files.values()}
-        return build_manifest(classes, train, test, val_fraction=self.options.val_fraction,
-                              seed=self.options.seed)
+        videos = {i: source_video(i, c) for c, ids in train.items() for i in ids}
+        val = grouped_holdout(train, videos.__getitem__, self.options.val_fraction,
+                              self.options.seed)
+        return build_manifest(classes, train, test, val=val)
 
     def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         """Every listed clip, plus the split files the manifest was read from."""
@@ -111,8 +129,9 @@ class HMDB51(VideoDataset):
 
     def write_synthetic(self, folder: Path, config: SynthClipsConfig) -> Path:
         """The real layout one folder down (``hmdb51/<class>/``) and split-file format
-        ("clip.avi N " with its trailing space); odd characters in the clip names; in fold F
-        clip k of a class is test when k % 3 == F - 1, else train, and every fourth unused."""
+        ("clip.avi N " with its trailing space); odd characters in the clip names; two clips
+        cut from each video; in fold F video v of a class is test when v % 3 == F - 1, else
+        train, and every fourth clip unused."""
         from flowstore.synth.clips import write_clip, write_source
 
         names = ["brush_hair", "cartwheel", "climb_stairs", "kick_ball", "shake_hands", "wave"]
@@ -124,13 +143,13 @@ class HMDB51(VideoDataset):
             splits.mkdir()
             for label, name in enumerate(classes):
                 (root / "hmdb51" / name).mkdir(parents=True)
-                clips = [f"My_[HD]_Video!!!_{name}_f_cm_np1_ri_med_{k}.avi"
+                clips = [f"My_[HD]_Video!!!_{k // 2}_{name}_f_cm_np1_ri_med_{k % 2}.avi"
                          for k in range(config.clips_per_class)]
                 for clip in clips:
                     write_clip(root / "hmdb51" / name / clip, label, config)
                 for fold in FOLDS:
-                    codes = [UNUSED if k % 4 == 3 else TEST if k % 3 == fold - 1 else TRAIN
-                             for k in range(len(clips))]
+                    codes = [UNUSED if k % 4 == 3 else TEST if k // 2 % 3 == fold - 1
+                             else TRAIN for k in range(len(clips))]
                     lines = [f"{clip} {code} " for clip, code in zip(clips, codes)]
                     (splits / f"{name}_test_split{fold}.txt").write_text("\n".join(lines) + "\n")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,11 +44,20 @@ def cache_dir() -> Path:
     return Path(root) / "synthetic"
 
 
+def _writer_files(write: Callable[..., Any]) -> list[Path]:
+    """The source files a synthetic source depends on: the writer's module and this package's
+    (frame drawing, clip encoding and the layouts of TV-HI and Stanford-40)."""
+    module = sys.modules[write.__module__].__file__
+    return sorted({Path(module), *Path(__file__).parent.glob("*.py")})
+
+
 def synthetic_source(dataset: str, config: Any = None) -> Path:
     """A cached synthetic source for `dataset` (default settings unless `config` is given).
 
-    The folder name carries a hash of the settings, so different settings never share a folder,
-    and the writer renames a finished folder into place, so a killed run leaves no half source.
+    The folder name carries a hash of the settings and of the code that writes the source (its
+    module and this package), so different settings never share a folder and a source from an
+    older writer is not served for a newer one's; the writer renames a finished folder into
+    place, so a killed run leaves no half source.
     """
     writers = {**_writers(), **_dataset_writers()}
     if dataset not in writers:
@@ -55,7 +65,10 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
                                   f"{', '.join(sorted(writers))}")
     config_type, write = writers[dataset]
     config = config or config_type()
-    key = hashlib.sha256(canonical_json(dataclasses.asdict(config)).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(canonical_json(dataclasses.asdict(config)).encode())
+    for path in _writer_files(write):
+        digest.update(path.read_bytes())
+    key = digest.hexdigest()[:12]
     folder = cache_dir() / f"{dataset}-{key}"
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
