@@ -130,7 +130,7 @@ def _extraction_params(params_type: type, dataset: str, *, flow: Optional[str],
     from flowstore.params import flow_from_options, from_options
 
     return from_options(params_type, dataset, flow=flow_from_options(flow, flow_param or ()),
-                        **values)
+                        flags={"flow": "--flow" if flow else "--flow-param"}, **values)
 
 
 def _dataset_options(ctx: typer.Context, dataset: str) -> dict[str, str]:

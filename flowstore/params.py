@@ -490,17 +490,20 @@ def _canonical_pieces(payload: Mapping[str, Any], key: str,
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
-def from_options(params_type: type, dataset: str, **options: Any) -> Any:
+def from_options(params_type: type, dataset: str, *, flags: Mapping[str, str] | None = None,
+                 **options: Any) -> Any:
     """Parameters of `params_type` from command-line options; None means "the default".
 
     An option the dataset has no use for (e.g. --steps for still images) is an error rather
-    than silently ignored.
+    than silently ignored, naming the flag the user gave (`flags`, where an option's flag is
+    not its name: `flow` is made from --flow or --flow-param).
     """
     given = {key: value for key, value in options.items() if value is not None}
     known = {f.name for f in dataclasses.fields(params_type)}
     unused = sorted(set(given) - known)
     if unused:
-        flags = ", ".join("--" + name.replace("_", "-") for name in unused)
+        flags = ", ".join((flags or {}).get(name) or "--" + name.replace("_", "-")
+                          for name in unused)
         raise ParameterError(f"{flags} does not apply to dataset {dataset!r}")
     return params_type(**given)
 

@@ -155,14 +155,15 @@ def test_bad_split_files_and_csvs_are_one_line_and_write_nothing(dataset, damage
     ("path,label,split\n../a.mp4,x,train\n", "line 2: path '../a.mp4' is not inside"),
     ("path,label,split\na.mp4,x,train\na.mp4,x,test\n", "line 3: 'a.mp4' is listed twice"),
     ("path,label,split\na.mp4,x,train,extra\n", "line 2: expected 3 fields"),
+    ("path,label,split,path\na.mp4,x,train,b.mp4\n", "has the column 'path' twice"),
     ("path,label,split\n", "lists no videos"),
     (None, "no split file at"),
     # one sample id for two rows: the clip was never built and the summary did not add up
     ("path,label,split\nc/clip.MP4,x,train\nc/clip,x,test\n",
      "line 3: 'c/clip' and line 2 ('c/clip.MP4') would be one sample, 'c/clip'"),
     ("path,label,split\n.,x,train\n", "line 2: path '.' names no file"),
-], ids=["no-split-column", "bad-split", "outside", "twice", "extra-field", "empty", "absent",
-        "one-id-for-two-rows", "dot"])
+], ids=["no-split-column", "bad-split", "outside", "twice", "extra-field", "column-twice",
+        "empty", "absent", "one-id-for-two-rows", "dot"])
 def test_a_malformed_or_absent_split_csv_is_one_line_and_writes_nothing(text, expected, copy,
                                                                         tmp_path):
     source = copy("videofolder")

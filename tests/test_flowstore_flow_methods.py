@@ -236,10 +236,12 @@ def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source
     assert not store.exists()
 
 
-def test_flow_options_do_not_apply_to_still_images(tmp_path):
+@pytest.mark.parametrize("args", [("--flow", "dis"), ("--flow-param", "winsize=3")])
+def test_flow_options_do_not_apply_to_still_images(tmp_path, args):
+    """Named as given: --flow-param alone was refused as "--flow does not apply"."""
     out = flowstore_cli("build", "stanford40", "--synthetic", "--store", tmp_path / "s.zarr",
-                        "--flow", "dis")
-    assert "--flow does not apply to dataset 'stanford40'" in assert_one_line_error(out)
+                        *args)
+    assert f"{args[0]} does not apply to dataset 'stanford40'" in assert_one_line_error(out)
 
 
 def test_a_store_refuses_a_resume_with_another_algorithm_unless_overwrite(tiny_tvhi_source,

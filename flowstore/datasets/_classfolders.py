@@ -106,6 +106,10 @@ def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, s
     line = 1
     try:
         columns = reader.fieldnames or []
+        twice = [c for c, count in Counter(columns).items() if count > 1]
+        if twice:  # csv.DictReader would take the last of them, silently
+            raise SourceLayoutError(f"{what} {str(path)!r} has the column {twice[0]!r} twice "
+                                    f"(its header: {','.join(columns)})")
         missing = [c for c in required if c not in columns]
         if missing:
             raise SourceLayoutError(f"{what} {str(path)!r} has no column {missing[0]!r} "
