@@ -502,9 +502,9 @@ def from_options(params_type: type, dataset: str, *, flags: Mapping[str, str] | 
     known = {f.name for f in dataclasses.fields(params_type)}
     unused = sorted(set(given) - known)
     if unused:
-        flags = ", ".join((flags or {}).get(name) or "--" + name.replace("_", "-")
+        named = ", ".join((flags or {}).get(name) or "--" + name.replace("_", "-")
                           for name in unused)
-        raise ParameterError(f"{flags} does not apply to dataset {dataset!r}")
+        raise ParameterError(f"{named} does not apply to dataset {dataset!r}")
     return params_type(**given)
 
 

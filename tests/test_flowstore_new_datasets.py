@@ -20,7 +20,7 @@ from flowstore.build import BuildConfig, build, group_failures
 from flowstore.datasets.hmdb51 import source_video
 from flowstore.datasets import dataset_names, get_dataset
 from flowstore.datasets.base import Dataset, VideoDataset
-from flowstore.errors import ParameterError
+from flowstore.errors import ParameterError, SourceLayoutError
 from flowstore.params import ImageParams, VideoParams
 from flowstore.store import failures, open_store
 from flowstore.synth.clips import SynthClipsConfig
@@ -168,6 +168,22 @@ def test_videofolder_ids_stay_unique_where_a_kept_suffix_is_another_files_stem(t
         "cat/a.mp4.avi.mkv": "cat/a.mp4.avi.mkv", "dog/b": "dog/b.avi"}
 
 
+def test_names_that_would_be_one_id_once_made_text_are_refused(tmp_path):
+    """A name that is not UTF-8 and one spelling its escape out (`a\\xff`) were one id."""
+    import os
+
+    source = tmp_path / "src"
+    for name in ["cat/x.avi", "dog/y.avi"]:
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        (source / name).write_bytes(b"")
+    (source / "cat" / "a\\xff.avi").write_bytes(b"")
+    with open(os.fsencode(source / "cat") + b"/a\xff.avi", "wb"):
+        pass
+    dataset = get_dataset("videofolder", {"test_fraction": "0", "val_fraction": "0"})
+    with pytest.raises(SourceLayoutError, match="would be one sample"):
+        dataset.manifest(source)
+
+
 def test_class_folder_names_that_are_not_utf8_build_as_escaped_text(tmp_path):
     """A file or class folder name that is not UTF-8 stopped the build with a traceback where
     its id (or a failure reason naming it) was written; now it builds, named with `\\xff`."""
@@ -223,10 +239,12 @@ def test_videofolder_split_folders_and_split_file_win_in_order(sources, tmp_path
     assert {row.id for row in manifest.rows if row.split == "test"} == {
         "test/jumping jacks/clip_04", "test/rock'n'roll/clip_04"}
     split_file = tmp_path / "splits.csv"
-    split_file.write_text("path,label,split\r\n"
-                          "train/jumping jacks/clip_02.mkv,jumping,train\r\n"
-                          "test/rock'n'roll/clip_04.avi,\"rock, roll\",val\r\n"
-                          "gone/clip.avi,jumping,test\r\n")
+    # as a spreadsheet exports it: CRLF, and empty trailing columns (a header column twice,
+    # but not one that is read)
+    split_file.write_text("path,label,split,,\r\n"
+                          "train/jumping jacks/clip_02.mkv,jumping,train,,\r\n"
+                          "test/rock'n'roll/clip_04.avi,\"rock, roll\",val,,\r\n"
+                          "gone/clip.avi,jumping,test,,\r\n")
     listed = get_dataset("videofolder", {"split_file": str(split_file)}).manifest(source)
     assert listed.classes == ("jumping", "rock, roll")  # classes from the CSV
     assert [(r.id, r.class_name, r.split) for r in listed.rows] == [

@@ -157,6 +157,7 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
                 val[bad]
         with pytest.raises(IndexError, match="position 4 is out of range for split 'val'"):
             val.__getitems__([1, 4])
+        assert val.read(np.array(3))["id"].tolist() == [ids[3]]  # a 0-d array: one position
         # a mask as torch's batch of positions: one sample a row read (was an IndexError)
         assert [s["id"] for s in val.__getitems__(mask)] == [ids[0], ids[2]]
 
@@ -506,7 +507,8 @@ def test_torch_dataloader_with_two_workers_matches_the_plain_read(adapter_store)
                           rows[number * 4:number * 4 + 4])
 
 
-def test_torch_collate_keeps_what_a_collate_function_changed_in_the_samples(adapter_store):
+def test_torch_collate_keeps_what_a_collate_function_changed_in_the_samples(adapter_store,
+                                                                             monkeypatch):
     """Samples changed on their way to default collate (a value replaced, one added, a wrapper
     dataset's relabelling) were dropped for the batch they were read in: flow stayed float16 and
     the labels as stored, silently."""
@@ -530,8 +532,13 @@ def test_torch_collate_keeps_what_a_collate_function_changed_in_the_samples(adap
             assert batch["weight"].tolist() == [0.5] * 4
             np.testing.assert_allclose(batch["flow"].numpy(),
                                        np.stack([r["flow"] for r in expected]) / 20, atol=1e-3)
-        unchanged = next(iter(DataLoader(train, batch_size=4)))  # still passed on uncopied
-        assert unchanged["label"].tolist() == [r["label"] for r in expected]
+        # samples left as read are still passed on as their batch, uncopied: collate unused
+        import flowstore.reader.torch as adapter
+
+        copies = []
+        monkeypatch.setattr(adapter, "collate", lambda *a, **k: copies.append(a) or 1 / 0)
+        unchanged = next(iter(DataLoader(train, batch_size=4)))
+        assert unchanged["label"].tolist() == [r["label"] for r in expected] and not copies
 
 
 def test_the_default_augmentation_pickles_for_spawned_workers(adapter_store):

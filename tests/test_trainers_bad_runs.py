@@ -208,7 +208,9 @@ def test_a_runs_dir_inside_a_store_is_refused_before_training(tmp_path):
     """Runs were written inside the store (where `trainers report` refuses to look and
     `flowstore build --overwrite` deletes them)."""
     store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
-    for runs_dir, says in ((store, "is a store"), (store / "runs", "lies inside the store")):
+    (tmp_path / "link").symlink_to(store, target_is_directory=True)  # into it by a link
+    for runs_dir, says in ((store, "is a store"), (store / "runs", "lies inside the store"),
+                           (tmp_path / "link" / "runs", "lies inside the store")):
         result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
                                      str(runs_dir), "--epochs", "1"])
         assert result.exit_code == 2, result.output

@@ -155,7 +155,7 @@ def test_an_unwritable_html_file_is_one_error_line(runs, tmp_path):
 
 
 
-@pytest.mark.parametrize("option", ["--out", "--html"])
+@pytest.mark.parametrize("option", ["--out", "--html", "--html and --out"])
 def test_an_unwritable_output_is_refused_before_any_model_predicts(runs, tmp_path, monkeypatch,
                                                                    option):
     """Every model predicted its whole test split (minutes on the real runs) before the output
@@ -169,8 +169,10 @@ def test_an_unwritable_output_is_refused_before_any_model_predicts(runs, tmp_pat
     monkeypatch.setattr(page, "predict_test", never)
     taken = tmp_path / "taken"
     taken.write_text("a file")
-    target = taken if option == "--out" else taken / "report.html"
-    result = runner.invoke(app, ["report", str(runs), option, str(target)])
+    args = {"--out": ["--out", str(taken)], "--html": ["--html", str(taken / "report.html")],
+            # the figures' folder was checked only after the page's predictions
+            "--html and --out": ["--html", str(tmp_path / "page.html"), "--out", str(taken)]}
+    result = runner.invoke(app, ["report", str(runs), *args[option]])
     assert result.exit_code == 2, result.output + repr(result.exception)
     assert result.stderr.startswith("error: cannot write the ")
     assert len(result.stderr.strip().splitlines()) == 1 and taken.read_text() == "a file"

@@ -229,6 +229,13 @@ def test_best_epoch_never_keeps_weights_that_are_not_finite():
     best.on_train_end()
     assert best.best_epoch == 1 and best.diverged_at == 2
     np.testing.assert_array_equal(model.get_weights()[0], np.ones((2, 1), np.float32))
+    # the usual divergence: the loss NaN too (it was not noticed: no epoch won, none diverged,
+    # and the last, NaN, epoch was published)
+    nan = BestEpoch("val_loss")
+    nan.set_model(model)
+    model.set_weights([np.full((2, 1), np.nan, np.float32), np.zeros(1, np.float32)])
+    nan.on_epoch_end(0, {"val_loss": float("nan"), "loss": float("nan")})
+    assert nan.best_epoch is None and nan.diverged_at == 1
 
 
 def _flowstore(*args: str, cwd: Path) -> None:

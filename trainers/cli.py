@@ -158,6 +158,10 @@ def report(
     (with --html, write them and each model's figures to one HTML page instead; with --out,
     also write the figures as PNG files)."""
     try:
+        if html is not None or out is not None:
+            from trainers.html_report import check_report_outputs
+
+            check_report_outputs(runs_dir, html, out)
         if html is not None:
             from trainers.html_report import write_html_report
 

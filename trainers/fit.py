@@ -87,11 +87,15 @@ class BestEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = float(logs.get(self.monitor, math.nan))
-        if not value < self.best_value:  # NaN never wins
+        improved = value < self.best_value  # NaN never wins
+        if not improved and not math.isnan(value):
             return
         weights = self.model.get_weights()
-        if not all(np.isfinite(w).all() for w in weights if w.dtype.kind == "f"):
+        # (every float kind: bfloat16, ml_dtypes' own, is numpy kind "V")
+        if not all(np.isfinite(w).all() for w in weights if w.dtype.kind not in "biu"):
             self.diverged_at = self.diverged_at or epoch + 1
+            return
+        if not improved:
             return
         self.best_value = value
         self.best_epoch = epoch + 1

@@ -103,6 +103,17 @@ def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
     return out
 
 
+def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path | None) -> None:
+    """`trainers report`'s checks before anything predicts: the runs folder, then the HTML
+    page and the figures folder, so that with both the second is not found unwritable after
+    the first's predictions."""
+    latest_runs(runs_dir)
+    if html is not None:
+        check_output(html, "the HTML report", folder=False)
+    if figures is not None:
+        check_output(figures, "the figures", folder=True)
+
+
 def check_output(path: Path, what: str, *, folder: bool) -> None:
     """Refuse an output that cannot be written before any model predicts its test split (on
     the real runs, minutes): the folder (`path`, or the file's) is made, and a temporary file

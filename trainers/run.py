@@ -314,9 +314,11 @@ def _check_runs_dir(runs_dir: Path) -> None:
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a folder")
     # runs written inside a store are lost to it (`trainers report` refuses a store, `flowstore
     # build --overwrite` deletes them with it)
-    inside = next((p for p in (nearest, *nearest.parents) if is_store(p)), None)
+    real = nearest.resolve()  # a link into a store, or a relative path from inside one
+    inside = next((p for p in (real, *real.parents) if is_store(p)), None)
     if inside is not None:
-        where = "is a store" if inside == path else f"lies inside the store {str(inside)!r}"
+        where = ("is a store" if inside == path.resolve()
+                 else f"lies inside the store {str(inside)!r}")
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a runs folder")
     made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:

@@ -83,7 +83,7 @@ class RunRecord:
         path = (self.metrics.get("bases") or {}).get(model)
         if not path:
             return None
-        return read_run(path) or read_run(self.path.parent / Path(path).name)
+        return read_run(path) or read_run(self.path.parent / run_dir_name(path))
 
     def trained_on(self, samples: Mapping[str, int]) -> bool:
         """Whether it trained while the store held these `done` samples per split."""

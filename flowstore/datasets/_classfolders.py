@@ -101,12 +101,13 @@ def read_text(path: Path, what: str) -> str:
 def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, str]]:
     """Rows of a CSV with a header holding at least the `required` columns (quoted fields, CRLF
     and a BOM are fine); a malformed file is one SourceLayoutError naming the line."""
+    required = tuple(required)
     text = read_text(path, what)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     line = 1
     try:
         columns = reader.fieldnames or []
-        twice = [c for c, count in Counter(columns).items() if count > 1]
+        twice = [c for c, count in Counter(columns).items() if count > 1 and c in required]
         if twice:  # csv.DictReader would take the last of them, silently
             raise SourceLayoutError(f"{what} {str(path)!r} has the column {twice[0]!r} twice "
                                     f"(its header: {','.join(columns)})")
@@ -226,7 +227,7 @@ class ClassFolders(Dataset):
             raise SourceLayoutError(
                 f"no class folders in {str(root)!r}: expected {where}<class>/<{self.what}> with "
                 f"{self.what}s ending in {' '.join(self.suffixes)}")
-        check_spellings([p.name for p in folders], repr(str(root)))
+        check_spellings([as_text(p.name) for p in folders], repr(str(root)))
         found: dict[str, list[str]] = {}
         for folder in folders:
             files = self.sample_files(folder)
@@ -244,16 +245,25 @@ class ClassFolders(Dataset):
         file is still read by its real name)."""
         stems = [os.path.splitext(path)[0] for path in relative]
         shared = Counter(stems)  # (a count per stem: `stems.count` made this quadratic)
-        whole = [as_text(path) for path in relative]  # unique: no two files share a path
+        # unique, as paths are, unless two names differ only in bytes that are not UTF-8
+        whole = [as_text(path) for path in relative]
         ids = [path if shared[stem] > 1 else as_text(stem)
                for path, stem in zip(whole, stems)]
         # A kept suffix can still be another file's stem (`a.mp4` beside `a.avi` keeps its
         # suffix, and `a.mp4.avi`'s stem is `a.mp4`): one sample built twice, the other never.
         # Whatever meets another id takes its whole path, until none does.
-        while clashing := [k for k, count in enumerate(Counter(ids)[i] for i in ids)
-                           if count > 1 and ids[k] != whole[k]]:
+        while True:
+            counts = Counter(ids)
+            clashing = [k for k, i in enumerate(ids) if counts[i] > 1 and i != whole[k]]
+            if not clashing:
+                break
             for k in clashing:
                 ids[k] = whole[k]
+        twice = next((i for i, count in counts.items() if count > 1), None)
+        if twice is not None:  # two names that differ only where one is not UTF-8 (`as_text`)
+            first, second = [relative[k] for k, i in enumerate(ids) if i == twice][:2]
+            raise SourceLayoutError(f"{ascii(first)} and {ascii(second)} would be one sample, "
+                                    f"{twice!r}; rename one of the files")
         self.sample_paths.update(zip(ids, relative))
         return ids
 

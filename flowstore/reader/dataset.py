@@ -317,9 +317,10 @@ class Split:
         if array.dtype.kind not in "iu":
             raise TypeError(f"positions must be integers or a boolean mask, got "
                             f"{array.dtype} ({positions!r:.60})")
-        if array.ndim != 1:  # a 0-d array is a scalar index (`__getitem__`), a 2-d one no batch
+        if array.ndim > 1:  # no batch (it was flattened into one); a 0-d array is one position
             raise IndexError(f"positions of split {self.name!r} must be one-dimensional, got "
                              f"shape {array.shape}")
+        array = array.reshape(-1)
         outside = array[(array < -len(self)) | (array >= len(self))]
         if outside.size:
             raise IndexError(self._out_of_range(outside[0]))

@@ -45,17 +45,20 @@ def cache_dir() -> Path:
 
 
 def _writer_files(write: Callable[..., Any]) -> list[Path]:
-    """The source files a synthetic source depends on: the writer's module and this package's
-    (frame drawing, clip encoding and the layouts of TV-HI and Stanford-40)."""
-    module = sys.modules[write.__module__].__file__
-    return sorted({Path(module), *Path(__file__).parent.glob("*.py")})
+    """The source files a synthetic source may depend on: the writer's module, this package's
+    (frame drawing, clip encoding, TV-HI and Stanford-40) and the dataset modules' (the
+    layouts, names and readmes the writers take from them). A change to any of them makes
+    every synthetic source anew, once: seconds each."""
+    package = Path(__file__).parent
+    module = Path(sys.modules[write.__module__].__file__)
+    return sorted({module, *package.glob("*.py"), *(package.parent / "datasets").glob("*.py")})
 
 
 def synthetic_source(dataset: str, config: Any = None) -> Path:
     """A cached synthetic source for `dataset` (default settings unless `config` is given).
 
-    The folder name carries a hash of the settings and of the code that writes the source (its
-    module and this package), so different settings never share a folder and a source from an
+    The folder name carries a hash of the settings and of the code that writes the source
+    (`_writer_files`), so different settings never share a folder and a source from an
     older writer is not served for a newer one's; the writer renames a finished folder into
     place, so a killed run leaves no half source.
     """
