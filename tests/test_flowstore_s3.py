@@ -137,3 +137,25 @@ def test_show_draws_samples_of_an_s3_store(s3_env, s3_store, tmp_path):
     assert out.returncode == 0, out.stderr
     assert sorted(p.name for p in (tmp_path / "show").iterdir()) == ["hug_0001.gif",
                                                                      "hug_0001.png"]
+
+
+def test_a_second_build_creating_the_same_s3_store_leaves_the_first_ones_store(
+        s3_env, s3_store, monkeypatch):
+    """Two builds creating one s3:// store at once: the one that lost zarr's create race
+    deleted, recursively, the store the other was writing, and both ended damaged. The race is
+    played here by a store already there that the check before creating did not see."""
+    import flowstore.store as stores
+    from flowstore.errors import StoreError
+    from flowstore.store import create_store, open_store
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    with open_store(s3_store) as store:
+        attrs, done = store.attrs, store.read("done").sum()
+    with monkeypatch.context() as patched, \
+            pytest.raises(StoreError, match="another process created it at the same moment"):
+        patched.setattr(stores, "store_exists", lambda path: False)  # checked before it was
+        create_store(s3_store, attrs={"dataset": "tvhi"}, specs=[], num_samples=1,
+                     columns={"id": ["x"], "label": [0], "split": ["train"]})
+    with open_store(s3_store) as store:  # the other build's store, whole
+        assert store.attrs == attrs and store.read("done").sum() == done

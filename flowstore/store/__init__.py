@@ -205,6 +205,11 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
         if temporary != path:
             os.replace(temporary, path)
     except BaseException as exc:
+        if temporary == path and _created_elsewhere(exc):
+            # an object store: another process created the root first (zarr's mode "w-"), and
+            # the place is its store now, half written: removing it ruined both builds
+            raise StoreError(f"cannot create store {str(path)!r}: another process created it "
+                             f"at the same moment (one build per store)") from None
         # never leave a half-created store (or its bytes) behind; the place was empty before
         with contextlib.suppress(Exception):
             # whatever is there, a valid store or not: a disk that filled up before the root
@@ -216,6 +221,17 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
         raise
     return open_store(path, "r+")
+
+
+def _created_elsewhere(exc: BaseException) -> bool:
+    """Whether `exc` (or an error it was raised from, `remote_errors` rewording it) is zarr's
+    FileExistsError for a root that appeared after the place was checked empty."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, FileExistsError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def failures(store: Store) -> dict[str, str]:
