@@ -21,6 +21,7 @@ build takes longer, never less.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -28,13 +29,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from flowstore.datasets import get_dataset
 from flowstore.build import DATA_ERRORS, check_workers
-from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.errors import FlowstoreError, ParameterError, StoreError
 from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
@@ -138,9 +139,11 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
                 path = dataset.source_file(source, row.id)
                 try:
                     cpu = _build_task_cpu(dataset, path, params, stores[result.encoding][1],
-                                          position)
+                                          position, scratch)
                     if flow_dtype is not None:
                         raw = dataset.extract(path, _with_encoding(params, "float32"))
+                except ScratchWriteError:
+                    raise
                 except DATA_ERRORS as exc:  # the build records these as the item's failure
                     result.failed[row.id] = str(exc) if isinstance(exc, FlowstoreError) \
                         else f"{type(exc).__name__}: {exc}"
@@ -150,7 +153,8 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
                 for encoding, (store_path, store) in stores.items():
                     if encoding != result.encoding:
                         arrays = dict(raw, flow=_encoded(raw["flow"], encoding, params))
-                        store.write_sample(position, arrays)
+                        with _scratch_writes(scratch):
+                            store.write_sample(position, arrays)
                     result.item_bytes[encoding].append(
                         tree_bytes(store_path) - result.fixed_bytes[encoding]
                         - sum(result.item_bytes[encoding]))
@@ -167,14 +171,34 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     return result
 
 
-def _build_task_cpu(dataset, path: Path, params: Any, store, index: int) -> float:
+def _build_task_cpu(dataset, path: Path, params: Any, store, index: int,
+                    scratch: Path) -> float:
     """CPU seconds of what one build task does for one item (`build.extract_and_write`)."""
     start = time.process_time()
     arrays = dataset.extract(path, params)
     file_digest(path)
-    store.write_sample(index, arrays)
+    with _scratch_writes(scratch):
+        store.write_sample(index, arrays)
     sample_digest(arrays)
     return time.process_time() - start
+
+
+class ScratchWriteError(FlowstoreError):
+    """The estimate's own scratch store could not be written (a full temporary folder)."""
+
+
+@contextlib.contextmanager
+def _scratch_writes(scratch: Path) -> Iterator[None]:
+    """A write into the scratch store that fails is the estimate's failure, not the item's: as
+    the item's, a full temporary folder made every later item "fail" and the prediction
+    shrink by their share, printed with exit 0."""
+    try:
+        yield
+    except (OSError, StoreError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ScratchWriteError(f"cannot write the estimate's scratch store in "
+                                f"{str(scratch.parent)!r} ({reason}); point TMPDIR at a folder "
+                                f"with room for a few samples") from None
 
 
 def _with_encoding(params: Any, encoding: str) -> Any:

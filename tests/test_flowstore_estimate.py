@@ -70,3 +70,23 @@ def test_a_sampled_item_that_fails_is_reported_and_scales_as_a_failure(tvhi_sour
         clip.write_bytes(b"")
     out = flowstore_cli("estimate", "tvhi", "--source", tvhi_source, *TINY_BUILD, "--sample", "3")
     assert "every sampled item failed" in assert_one_line_error(out)
+
+
+def test_a_full_scratch_folder_is_the_estimates_error_not_the_items(tiny_tvhi_source,
+                                                                     monkeypatch):
+    """A write into the scratch store that failed (ENOSPC) was counted as the sampled item's
+    failure: with the temporary folder full, every later item "failed" and the prediction shrank
+    by their share (18 times too small, exit 0), or the other encodings' write ended in a
+    traceback."""
+    import errno
+
+    from flowstore.estimate import ScratchWriteError
+    from flowstore.store._zarr import ZarrStore
+
+    def full(self, index, arrays, durable=False):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ZarrStore, "write_sample", full)
+    with pytest.raises(ScratchWriteError, match="No space left on device.*TMPDIR"):
+        estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=3,
+                 progress=False)
