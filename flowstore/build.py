@@ -906,7 +906,9 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
 
     cluster_errors = (KilledWorker, concurrent.futures.CancelledError, OSError, TimeoutError)
 
-    logging.getLogger("distributed").setLevel(logging.ERROR)
+    # (its errors are this function's to tell, in one line: "Failed to reconnect to scheduler"
+    # came out as a log line besides)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
     try:
         client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError) as exc:
@@ -937,8 +939,18 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
                     try:
                         outcome = future.result()
                     except cluster_errors as exc:  # the cluster gave up on this task
+                        if client.status != "running" or "connection-lost" in str(exc):
+                            # not this sample's failure: every task left would "fail" (one
+                            # reason each), those never handed out too; they stay pending
+                            raise FlowstoreError(
+                                f"lost the connection to the Dask scheduler {address!r}; "
+                                f"the samples not finished stay pending: run the same "
+                                f"command again to resume") from None
+                        # one line, without the task's key, so that failures group by reason
+                        reason = str(exc).replace(str(future.key), "its task").splitlines()
                         outcome = TaskOutcome(index, f"task failed on the cluster: "
-                                                     f"{type(exc).__name__}: {exc}")
+                                                     f"{type(exc).__name__}: "
+                                                     f"{reason[0] if reason else ''}")
                     except Exception as exc:  # noqa: BLE001  (a bug: an internal error)
                         outcome = TaskOutcome(index, internal_error="".join(
                             traceback.format_exception(type(exc), exc, exc.__traceback__)))

@@ -208,3 +208,45 @@ def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
         assert b.read("done").all() and reference.computed == 40
         for name in ("middle_frame", "frames", "flow", "checksum"):
             np.testing.assert_array_equal(a.read(name), b.read(name))
+
+
+def _slow_sample(index):
+    import time
+
+    time.sleep(0.3)
+    return index
+
+
+def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending(tmp_path):
+    """The scheduler gone mid-build: every task left was recorded as its sample's failure, each
+    with a reason of its own (the task's key in it: nothing grouped, a line a sample), and so
+    were the samples never handed out; now the build stops, saying so, and they stay pending."""
+    import subprocess
+    import sys
+
+    from flowstore.build import run_on_cluster
+    from tests.conftest import free_port
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
+         "--no-dashboard", "--local-directory", str(tmp_path)], stderr=subprocess.DEVNULL)
+    outcomes = []
+
+    def finished(outcome):
+        outcomes.append(outcome)
+        if len(outcomes) == 1:
+            scheduler.kill()
+
+    try:
+        with pytest.raises(FlowstoreError, match="lost the connection to the Dask scheduler"):
+            run_on_cluster(address, _slow_sample, [(i,) for i in range(30)], finished)
+    finally:
+        for process in (worker, scheduler):
+            process.kill()
+            process.wait(timeout=30)
+    assert len(outcomes) < 30 and not any(getattr(o, "reason", None) for o in outcomes)
