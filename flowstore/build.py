@@ -18,6 +18,7 @@ import contextlib
 import functools
 import itertools
 import json
+import math
 import os
 import re
 import shutil
@@ -879,6 +880,8 @@ THREAD_BATCH_PER_WORKER = 256
 CLUSTER_TASKS_PER_THREAD = 8
 #: The smallest window of tasks in flight on a cluster, whatever its size.
 CLUSTER_MIN_WINDOW = 32
+#: Seconds between two sizings of the window to the cluster's threads (a scheduler request).
+WINDOW_RESIZE_S = 2.0
 
 
 def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tuple],
@@ -914,9 +917,21 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
     except (OSError, TimeoutError) as exc:
         raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
     with client:
-        if window is None:
+        sized_at = -math.inf  # when the window was last sized to the cluster's threads
+
+        def resized(current: int | None) -> int:
+            """The window for the threads the cluster has now (at most every few seconds):
+            workers that join later (an adaptive or job-queue cluster, a build started before
+            its workers) were never used beyond the window of the start."""
+            nonlocal sized_at
+            if current is not None and (fixed or time.monotonic() - sized_at < WINDOW_RESIZE_S):
+                return current
+            sized_at = time.monotonic()
             threads = sum(client.nthreads().values())
-            window = max(CLUSTER_MIN_WINDOW, CLUSTER_TASKS_PER_THREAD * threads)
+            return max(CLUSTER_MIN_WINDOW, CLUSTER_TASKS_PER_THREAD * threads)
+
+        fixed = window is not None
+        window = resized(window)
         pending = iter(arguments)
         running = as_completed(loop=client.loop)
         index_of: dict[str, Any] = {}  # future key -> the task's last argument (its sample)
@@ -956,6 +971,7 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
                             traceback.format_exception(type(exc), exc, exc.__traceback__)))
                 future.release()
                 finished(outcome)
+            window = resized(window)
             if running.count() <= window // 2:
                 submit(window - running.count())
 

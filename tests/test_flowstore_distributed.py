@@ -250,3 +250,43 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
             process.kill()
             process.wait(timeout=30)
     assert len(outcomes) < 30 and not any(getattr(o, "reason", None) for o in outcomes)
+
+
+def _short_task(index):
+    import time
+
+    time.sleep(0.05)
+    return index
+
+
+def test_workers_that_join_later_widen_the_window_of_tasks_in_flight(monkeypatch):
+    """The window was sized once, at the start: a build started before its workers (or on an
+    adaptive cluster) never had more than the minimum window of tasks in flight, 32, however
+    many worker threads joined."""
+    import threading
+
+    import distributed
+
+    from flowstore import build as builds
+
+    monkeypatch.setattr(builds, "WINDOW_RESIZE_S", 0.0)
+    submitted, finished, in_flight = [0], [0], []
+    map_tasks = distributed.Client.map
+
+    def counted_map(self, fn, *iterables, **kwargs):
+        futures = map_tasks(self, fn, *iterables, **kwargs)
+        submitted[0] += len(futures)
+        return futures
+
+    def done(index):
+        finished[0] += 1
+        in_flight.append(submitted[0] - finished[0])
+
+    monkeypatch.setattr(distributed.Client, "map", counted_map)
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=16, processes=False,
+                                  dashboard_address=None) as cluster:
+        threading.Timer(0.5, cluster.scale, [1]).start()  # 16 threads join after the start
+        builds.run_on_cluster(cluster.scheduler_address, _short_task,
+                              [(i,) for i in range(400)], done)
+    assert finished[0] == 400
+    assert max(in_flight) > builds.CLUSTER_MIN_WINDOW, max(in_flight)  # 8 a thread: 128
