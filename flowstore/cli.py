@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import json
+import os
 import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional
 
@@ -64,7 +66,22 @@ _CTRL_C = False
 def _on_ctrl_c(signum: int, frame: Any) -> None:
     global _CTRL_C
     _CTRL_C = True
+    if _in_finalizer(frame):
+        # Raised here, the KeyboardInterrupt would leave a `__del__` (s3fs's connections are
+        # collected in the middle of a build), where Python prints "Exception ignored" and
+        # drops it: the command ran on to its end, exit 0, as if never interrupted. Delivered
+        # again a moment later, outside it.
+        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        return
     signal.default_int_handler(signum, frame)
+
+
+def _in_finalizer(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def fail_interrupted(message: str) -> None:
