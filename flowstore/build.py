@@ -970,7 +970,8 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
                         outcome = TaskOutcome(index, internal_error="".join(
                             traceback.format_exception(type(exc), exc, exc.__traceback__)))
                 future.release()
-                finished(outcome)
+                with _ctrl_c_held():  # as on threads: the ledger is never left half-updated
+                    finished(outcome)
             window = resized(window)
             if running.count() <= window // 2:
                 submit(window - running.count())

@@ -290,3 +290,28 @@ def test_workers_that_join_later_widen_the_window_of_tasks_in_flight(monkeypatch
                               [(i,) for i in range(400)], done)
     assert finished[0] == 400
     assert max(in_flight) > builds.CLUSTER_MIN_WINDOW, max(in_flight)  # 8 a thread: 128
+
+
+def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(cluster):
+    """On a cluster, a Ctrl-C inside `finished` (the coordinator recording a sample in its
+    ledger) interrupted it halfway, which the threaded path had been kept from doing."""
+    import signal
+    import time
+
+    from flowstore.build import run_on_cluster
+
+    steps = []
+
+    def finished(value):
+        steps.append("recording")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        steps.append("recorded")
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (xdist ignores it)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_on_cluster(cluster.scheduler_address, _sample_index, [(1,)], finished)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert steps == ["recording", "recorded"]
