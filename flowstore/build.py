@@ -761,7 +761,11 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     ledger.record_source(outcome.index, outcome.size, outcome.source_hash)
                     result.computed += 1
                 else:
-                    ledger.fail(outcome.index, outcome.reason)
+                    reason = outcome.reason
+                    if config.scheduler:
+                        reason = _seen_from_a_worker(reason, source_of(outcome.index),
+                                                     config.store)
+                    ledger.fail(outcome.index, reason)
                 bar.update()
                 if time.monotonic() - last_flush >= flush_every:
                     began = time.monotonic()
@@ -782,6 +786,19 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
+
+
+def _seen_from_a_worker(reason: str, source_file: str, store: Path | str) -> str:
+    """A cluster task's failure reason, with why where a worker did not see a path this
+    process sees: every sample of a source or store the workers cannot reach failed as "video
+    file is missing" or "no store at ...", which sent users looking for files that are there."""
+    if "file is missing" in reason and os.path.exists(source_file):
+        return (f"{reason} (on the worker; this process sees it: every worker must see the "
+                f"source at the same path)")
+    if reason.startswith("no store at") and not is_url(store) and os.path.exists(store):
+        return (f"{reason} (on the worker; this process sees it: every worker must see the "
+                f"store at the same path)")
+    return reason
 
 
 def _absolute(location: Path | str) -> str:
