@@ -18,7 +18,6 @@ import contextlib
 import functools
 import itertools
 import json
-import math
 import os
 import re
 import shutil
@@ -793,12 +792,13 @@ def _seen_from_a_worker(reason: str, source_file: str, store: Path | str) -> str
     process sees: every sample of a source or store the workers cannot reach failed as "video
     file is missing" or "no store at ...", which sent users looking for files that are there."""
     if "file is missing" in reason and os.path.exists(source_file):
-        return (f"{reason} (on the worker; this process sees it: every worker must see the "
-                f"source at the same path)")
-    if reason.startswith("no store at") and not is_url(store) and os.path.exists(store):
-        return (f"{reason} (on the worker; this process sees it: every worker must see the "
-                f"store at the same path)")
-    return reason
+        unseen = "source"
+    elif reason.startswith("no store at") and not is_url(store) and os.path.exists(store):
+        unseen = "store"
+    else:
+        return reason
+    return (f"{reason} (on the worker; this process sees it: every worker must see the "
+            f"{unseen} at the same path)")
 
 
 def _absolute(location: Path | str) -> str:
@@ -934,21 +934,17 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
     except (OSError, TimeoutError) as exc:
         raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
     with client:
-        sized_at = -math.inf  # when the window was last sized to the cluster's threads
 
-        def resized(current: int | None) -> int:
-            """The window for the threads the cluster has now (at most every few seconds):
-            workers that join later (an adaptive or job-queue cluster, a build started before
-            its workers) were never used beyond the window of the start."""
-            nonlocal sized_at
-            if current is not None and (fixed or time.monotonic() - sized_at < WINDOW_RESIZE_S):
-                return current
-            sized_at = time.monotonic()
+        def sized() -> int:
+            """The window for the threads the cluster has now."""
             threads = sum(client.nthreads().values())
             return max(CLUSTER_MIN_WINDOW, CLUSTER_TASKS_PER_THREAD * threads)
 
+        # sized again every few seconds unless given: workers that join later (an adaptive or
+        # job-queue cluster, a build started before its workers) were never used beyond the
+        # window of the start
         fixed = window is not None
-        window = resized(window)
+        window, sized_at = window if fixed else sized(), time.monotonic()
         pending = iter(arguments)
         running = as_completed(loop=client.loop)
         index_of: dict[str, Any] = {}  # future key -> the task's last argument (its sample)
@@ -989,7 +985,8 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
                 future.release()
                 with _ctrl_c_held():  # as on threads: the ledger is never left half-updated
                     finished(outcome)
-            window = resized(window)
+            if not fixed and time.monotonic() - sized_at >= WINDOW_RESIZE_S:
+                window, sized_at = sized(), time.monotonic()
             if running.count() <= window // 2:
                 submit(window - running.count())
 

@@ -317,42 +317,42 @@ def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(clust
     assert steps == ["recording", "recorded"]
 
 
-def test_a_source_the_workers_cannot_see_is_said_so(tiny_tvhi_source, tmp_path, monkeypatch):
-    """A worker that cannot see the source (another machine, another mount) failed every
-    sample as "video file is missing", of a file the user could see was there."""
-    import distributed
-
+def _unseen_source(monkeypatch):  # what a worker without the source's mount meets
     from flowstore.datasets.base import VideoDataset
     from flowstore.errors import SampleError
 
-    def unseen(self, path, params):  # what a worker without the source mount meets
+    def unseen(self, path, params):
         raise SampleError(f"video file is missing: {Path(path).name}")
 
     monkeypatch.setattr(VideoDataset, "extract", unseen)
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as in_process:
-        result = build(_config(tiny_tvhi_source, tmp_path / "w.zarr",
-                               scheduler=in_process.scheduler_address))
-    assert len(result.failures) == 16
-    reason = result.failures["handShake_0001"]
-    assert reason == ("video file is missing: handShake_0001.avi (on the worker; this process "
-                      "sees it: every worker must see the source at the same path)")
 
 
-def test_a_store_the_workers_cannot_see_is_said_so(tiny_tvhi_source, tmp_path, monkeypatch):
-    import distributed
-
+def _unseen_store(monkeypatch):  # a worker without the store's mount
     from flowstore import build as builds
 
-    def unseen(key):  # a worker without the store's mount
+    def unseen(key):
         raise StoreError(f"no store at {key.path!r}")
 
     monkeypatch.setattr(builds, "_writer", unseen)
+
+
+@pytest.mark.parametrize("unseen, hide", [("source", _unseen_source), ("store", _unseen_store)])
+def test_a_path_the_workers_cannot_see_is_said_so(tiny_tvhi_source, tmp_path, monkeypatch,
+                                                  unseen, hide):
+    """A worker that cannot see the source or the store (another machine, another mount)
+    failed every sample as "video file is missing" / "no store at ...", of paths the user
+    could see were there."""
+    import distributed
+
+    hide(monkeypatch)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as in_process:
         result = build(_config(tiny_tvhi_source, tmp_path / "w.zarr",
                                scheduler=in_process.scheduler_address))
     assert len(result.failures) == 16
-    assert all(reason.endswith("(on the worker; this process sees it: every worker must see "
-                               "the store at the same path)")
+    assert all(reason.endswith(f"(on the worker; this process sees it: every worker must see "
+                               f"the {unseen} at the same path)")
                for reason in result.failures.values()), result.failures
+    if unseen == "source":
+        assert result.failures["handShake_0001"].startswith(
+            "video file is missing: handShake_0001.avi (on the worker")

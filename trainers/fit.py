@@ -87,20 +87,18 @@ class BestEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
         value = float(logs.get(self.monitor, math.nan))
-        improved = value < self.best_value  # NaN never wins
-        if not improved and not math.isnan(value):
+        improved = value < self.best_value  # NaN never wins, but its weights are looked at
+        if not (improved or math.isnan(value)):
             return
         weights = self.model.get_weights()
         # (every float kind: bfloat16, ml_dtypes' own, is numpy kind "V")
         if not all(np.isfinite(w).all() for w in weights if w.dtype.kind not in "biu"):
             self.diverged_at = self.diverged_at or epoch + 1
-            return
-        if not improved:
-            return
-        self.best_value = value
-        self.best_epoch = epoch + 1
-        self.best_logs = {k: float(v) for k, v in logs.items()}
-        self._best_weights = weights
+        elif improved:
+            self.best_value = value
+            self.best_epoch = epoch + 1
+            self.best_logs = {k: float(v) for k, v in logs.items()}
+            self._best_weights = weights
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._best_weights is not None:

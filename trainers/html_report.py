@@ -92,8 +92,7 @@ def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
         ReportOutputError: `out` cannot be written.
     """
     out = Path(out)
-    latest_runs(runs_dir)  # a missing runs folder first, as without --html
-    check_output(out, "the HTML report", folder=False)
+    check_report_outputs(runs_dir, out, None)
     page = html_report(runs_dir)
     try:
         out.write_text(page, encoding="utf-8")
