@@ -5,6 +5,8 @@ compress and write its chunks, checksum them), and items of one dataset differ (
 resolutions, how well the flow compresses). So the estimate runs exactly that work on a small
 random sample of the source, here, and scales the sample's means up to the items the build
 would select; the spread of the sample gives the uncertainty (a bootstrap interval of the mean).
+A sample that is every item the build selects is no sample: its totals are the build's, without
+an interval; one measured item has no spread, so it gets none either (not a zero-width one).
 
 What is measured, per sampled item:
 - CPU seconds of one build task with the given parameters (`time.process_time`, every thread
@@ -62,6 +64,11 @@ class Interval:
         return Interval(self.value * factor + offset, self.low * factor + offset,
                         self.high * factor + offset)
 
+    @property
+    def known(self) -> bool:
+        """Whether the bounds say anything (a single measured item has no spread)."""
+        return not (np.isnan(self.low) or np.isnan(self.high))
+
 
 @dataclass
 class Estimate:
@@ -82,6 +89,11 @@ class Estimate:
     wall_seconds: Interval | None = None
     #: The encoding the given build options choose (NO_FLOW for datasets without flow).
     encoding: str = NO_FLOW
+
+    @property
+    def every_item(self) -> bool:
+        """Whether the sample was every item the build selects (its totals are the build's)."""
+        return len(self.sampled) + len(self.failed) == self.items
 
 
 def estimate(dataset_name: str, source: str | Path, params: Any, *,
@@ -217,8 +229,11 @@ def tree_bytes(path: Path) -> int:
 
 
 def bootstrap_mean(values: list[float], rng: np.random.Generator, confidence: float) -> Interval:
-    """The mean of `values` and its percentile-bootstrap interval."""
+    """The mean of `values` and its percentile-bootstrap interval (unknown bounds, NaN, for a
+    single value: resampling one value says nothing of the spread)."""
     data = np.asarray(values, dtype=np.float64)
+    if data.size < 2:
+        return Interval(float(data.mean()), float("nan"), float("nan"))
     means = data[rng.integers(0, data.size, size=(BOOTSTRAP_RESAMPLES, data.size))].mean(axis=1)
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = np.percentile(means, [tail, 100.0 - tail])
@@ -230,10 +245,15 @@ def _predict(result: Estimate, rng: np.random.Generator) -> None:
     in the build too: they cost little and store nothing."""
     share = len(result.sampled) / (len(result.sampled) + len(result.failed))
     items = result.items * share
+
+    def mean(values: list[float]) -> Interval:
+        if result.every_item:  # the build's own items: the mean is the build's, exactly
+            return Interval(*[float(np.mean(values))] * 3)
+        return bootstrap_mean(values, rng, result.confidence)
+
     for encoding, sizes in result.item_bytes.items():
-        result.store_bytes[encoding] = bootstrap_mean(sizes, rng, result.confidence).scaled(
-            items, result.fixed_bytes[encoding])
-    cpu = bootstrap_mean(result.cpu_seconds, rng, result.confidence).scaled(items)
+        result.store_bytes[encoding] = mean(sizes).scaled(items, result.fixed_bytes[encoding])
+    cpu = mean(result.cpu_seconds).scaled(items)
     result.cpu_hours = cpu.scaled(1 / 3600)
     result.wall_seconds = cpu.scaled(1 / min(result.workers, result.cores))
 
@@ -254,24 +274,36 @@ def _duration(seconds: float) -> str:
 
 
 def format_estimate(result: Estimate) -> str:
-    """The estimate as `flowstore estimate` prints it: value [low, high] per quantity."""
+    """The estimate as `flowstore estimate` prints it: value [low, high] per quantity, the value
+    alone where there is no interval to give."""
     percent = f"{result.confidence * 100:g}%"
+    if result.every_item:
+        how = "every item measured (no sample, so no interval)"
+    elif len(result.sampled) == 1:
+        how = "no interval: one item has no spread"
+    else:
+        how = f"[{percent} interval]"
     lines = [f"estimate for a {result.dataset} build of {result.items} item(s), from "
              f"{len(result.sampled)} measured here ({len(result.failed)} of the sample failed); "
-             f"[{percent} interval]"]
+             f"{how}"]
+
+    def bounds(interval: Interval, show, gap: str = " ") -> str:
+        if result.every_item or not interval.known:
+            return ""
+        return f"{gap}[{show(interval.low)}, {show(interval.high)}]"
+
     lines.append("store size (zarr), per flow encoding:" if result.encoding != NO_FLOW
                  else "store size (zarr):")
     for encoding, size in result.store_bytes.items():
         chosen = "  <- --flow-dtype" if encoding == result.encoding != NO_FLOW else ""
         name = encoding if encoding != NO_FLOW else "store"
-        lines.append(f"  {name:<8} {_bytes(size.value):>10}  [{_bytes(size.low)}, "
-                     f"{_bytes(size.high)}]{chosen}")
+        lines.append(f"  {name:<8} {_bytes(size.value):>10}{bounds(size, _bytes, '  ')}{chosen}")
     cpu, wall = result.cpu_hours, result.wall_seconds
     per_item = float(np.mean(result.cpu_seconds))
-    lines.append(f"CPU time: {cpu.value:.3g} CPU-hours [{cpu.low:.3g}, {cpu.high:.3g}] "
+    lines.append(f"CPU time: {cpu.value:.3g} CPU-hours{bounds(cpu, '{:.3g}'.format)} "
                  f"({per_item:.2f} CPU-s per item)")
     lines.append(f"wall time with --workers {result.workers} on {result.cores} core(s): "
-                 f"{_duration(wall.value)} [{_duration(wall.low)}, {_duration(wall.high)}] "
+                 f"{_duration(wall.value)}{bounds(wall, _duration)} "
                  f"(an idle machine; other load makes it longer)")
     for sample, reason in result.failed.items():
         lines.append(f"  failed: {sample}: {reason}")

@@ -8,7 +8,8 @@ import numpy as np
 
 import pytest
 
-from flowstore.estimate import bootstrap_mean, estimate, tree_bytes
+from flowstore.estimate import (Estimate, _predict, bootstrap_mean, estimate, format_estimate,
+                                tree_bytes)
 from flowstore.params import VideoParams
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
@@ -47,6 +48,39 @@ def test_bootstrap_interval_brackets_the_mean_and_narrows_with_agreement():
     assert spread.low < spread.value == 4.0 < spread.high
     same = bootstrap_mean([5.0, 5.0, 5.0], np.random.default_rng(0), 0.95)
     assert same.low == same.value == same.high == 5.0
+
+
+def test_a_sample_of_every_item_is_printed_as_totals_without_an_interval(tiny_tvhi_source,
+                                                                       tmp_path):
+    """--sample at least the build's items measures all of them: no sampling error to bound,
+    so no bootstrap interval (it was one of resamples of the build's own items), and the total
+    is the real build's size within its metadata."""
+    out = flowstore_cli("estimate", "tvhi", "--source", tiny_tvhi_source, *TINY_BUILD,
+                        "--sample", "40", "--workers", "1")
+    assert out.returncode == 0, out.stderr
+    assert "of 16 item(s), from 16 measured here (0 of the sample failed); every item measured" \
+        in out.stdout, out.stdout
+    assert "[" not in out.stdout, out.stdout
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                          tmp_path / "s.zarr", *TINY_BUILD, "-q")
+    assert built.returncode == 0, built.stderr
+    printed = re.search(r"^  float16 +([\d.]+) KiB", out.stdout, re.MULTILINE)
+    assert float(printed.group(1)) * 1024 == pytest.approx(tree_bytes(tmp_path / "s.zarr"),
+                                                           rel=0.01)
+
+
+def test_one_measured_item_has_no_interval_rather_than_a_zero_width_one():
+    """One item measured of three (the other failed): a resample of one value is that value,
+    which printed as [x, x] claimed a certainty the estimate does not have."""
+    assert not bootstrap_mean([5.0], np.random.default_rng(0), 0.95).known
+    result = Estimate(dataset="tvhi", items=3, workers=1, cores=1, confidence=0.95,
+                      sampled=["a"], failed={"b": "unreadable"}, cpu_seconds=[2.0],
+                      item_bytes={"-": [1000]}, fixed_bytes={"-": 24})
+    _predict(result, np.random.default_rng(0))
+    assert result.store_bytes["-"].value == pytest.approx(1.5 * 1000 + 24)
+    text = format_estimate(result)
+    assert "no interval: one item has no spread" in text and "[" not in text, text
+    assert "nan" not in text, text
 
 
 def test_bad_input_is_one_line(tiny_tvhi_source, tmp_path):
