@@ -467,15 +467,15 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         # A section on one side only (another flow algorithm's parameters) is not listed key by
         # key: the entry that names the algorithm (flow_method) already says what differs.
         one_sided = _sections(attrs.get("params") or {}) ^ _sections(params)
-        diffs = ", ".join(f"{k}: store {stored.get(k)!r} vs asked {asked.get(k)!r}"
+        diffs = ", ".join(f"{k}: store {_shown(stored, k)} vs asked {_shown(asked, k)}"
                           for k in sorted(stored.keys() | asked.keys())
                           if stored.get(k) != asked.get(k) and k.split(".")[0] not in one_sided)
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
     stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
     if canonical_json(stored_options) != canonical_json(asked_options):
-        diffs = ", ".join(f"--{k.replace('_', '-')}: store {stored_options.get(k)!r} vs asked "
-                          f"{asked_options.get(k)!r}"
+        diffs = ", ".join(f"--{k.replace('_', '-')}: store {_shown(stored_options, k)} vs "
+                          f"asked {_shown(asked_options, k)}"
                           for k in sorted(stored_options.keys() | asked_options.keys())
                           if stored_options.get(k) != asked_options.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
@@ -486,6 +486,13 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
                                  f"(the source's sample list or split files changed, or this "
                                  f"version of flowstore splits the dataset otherwise){hint}")
+
+
+def _shown(recorded: Mapping[str, Any], key: str) -> str:
+    """A recorded value as a refusal shows it: a parameter one side does not record at all (one
+    recorded only away from its default, an option of a later version) is "(not recorded)",
+    not Python's None, which no command line takes."""
+    return repr(recorded[key]) if key in recorded else "(not recorded)"
 
 
 def _as_json(value: Any) -> Any:

@@ -150,8 +150,8 @@ def test_a_store_of_another_extraction_is_refused_on_resume_but_still_reads(tiny
     checked = flowstore_cli("verify", store, "-q")
     assert checked.returncode == 0 and "checked 3 sample(s), 0 bad" in checked.stdout
     line = assert_one_line_error(flowstore_cli(*args))
-    assert "decoder_threads: store None vs asked 1" in line
-    assert "extraction: store None vs asked '1'" in line
+    assert "decoder_threads: store (not recorded) vs asked 1" in line
+    assert "extraction: store (not recorded) vs asked '1'" in line
 
 
 # -- --check-source ------------------------------------------------------------------------------
