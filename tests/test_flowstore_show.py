@@ -171,6 +171,9 @@ def test_default_choice_is_per_class_and_seeded(stores, tmp_path):
     names = sorted(p.name for p in first.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     assert sorted(name.split("_")[0] for name in names) == ["handShake", "highFive", "hug", "kiss"]
+    other = sorted(p.name for p in _show(stores["float16"], tmp_path / "d", per_class=1,
+                                         seed=4).iterdir())
+    assert other != names  # another seed, another choice
     two = sorted(p.name for p in _show(stores["float16"], tmp_path / "c").iterdir())
     assert len(two) == 8  # default: 2 per class
 

@@ -88,6 +88,7 @@ def test_shuffle_is_seeded_and_changes_every_epoch(tvhi_store):
         samples = StoreSamples(store, "tvhi_frames")
         a = make_dataset(samples, "train", InputOptions(batch_size=1, shuffle=True, seed=1))
         b = make_dataset(samples, "train", InputOptions(batch_size=1, shuffle=True, seed=1))
+        c = make_dataset(samples, "train", InputOptions(batch_size=1, shuffle=True, seed=2))
 
         def order(ds):
             return [float(tf.reduce_sum(tf.cast(x, tf.float32))) for x, _ in ds]
@@ -96,6 +97,7 @@ def test_shuffle_is_seeded_and_changes_every_epoch(tvhi_store):
         assert first != second  # a new order each epoch
         assert sorted(first) == pytest.approx(sorted(second))  # the same samples
         assert order(b) == first  # the same seed gives the same sequence
+        assert order(c) != first  # and another seed another one
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -407,6 +407,22 @@ def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tm
                             inputs={}, label="", report_classes=2, aliases=("tiny_alias",)))
 
 
+def test_a_seed_decides_the_training_and_another_seed_trains_otherwise(tiny_model, tmp_path):
+    """`--seed` reaches everything random in a run (initial weights, the shuffle, dropout):
+    the same seed trains the same weights, another seed other ones. `trainers report`'s
+    spread over seeds means nothing if a seed is ignored anywhere."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(3, 1, 1))
+    weights = {}
+    for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
+        runs = tmp_path / name
+        _invoke("run", "tiny", "--store", str(store), "--runs-dir", str(runs), "--seed", seed)
+        (record,) = list_runs(runs)
+        model = keras.saving.load_model(record.model_file, compile=False)
+        weights[name] = np.concatenate([w.ravel() for w in model.get_weights()])
+    np.testing.assert_array_equal(weights["a"], weights["b"])
+    assert not np.allclose(weights["a"], weights["c"])
+
+
 def test_two_stream_trains_end_to_end_on_a_built_ucf101_store(tmp_path):
     """Issue 14's "any store": UCF101 in its real layout (CRLF lists, groups), built by the real
     pipeline, trains the whole two-stream chain with its own classes."""
