@@ -454,6 +454,11 @@ def _real_header_then_junk(path: Path, scratch: Path) -> None:
     path.write_bytes(head + np.random.default_rng(4).bytes(20_000))
 
 
+def _first_three_quarters(path: Path, scratch: Path) -> None:
+    data = path.read_bytes()  # a real clip cut short, as a broken download or copy leaves it
+    path.write_bytes(data[:len(data) * 3 // 4])  # a tiny clip's first half is mostly header
+
+
 def _bare_riff_header_then_junk(path: Path, scratch: Path) -> None:
     path.write_bytes(b"RIFF" + struct.pack("<I", 20_012) + b"AVI LIST"
                      + np.random.default_rng(5).bytes(20_000))
@@ -486,7 +491,7 @@ BAD_CLIPS = [
     BadFile("handShake_0003", "100 KiB of random bytes", _random(100_000, 2),
             r"cannot open video|decodable frame"),
     BadFile("highFive_0001", "a real clip's RIFF/AVI header, then 20 KiB of random bytes",
-            _real_header_then_junk, r"only 0 decodable frame"),
+            _real_header_then_junk, r"decodes 0 of the \d+ frames its container declares"),
     BadFile("highFive_0002", "a bare 'RIFF....AVI LIST' header, then random bytes",
             _bare_riff_header_then_junk, r"cannot open video"),
     BadFile("highFive_0003", "a zero-byte file", _empty, r"empty \(0 bytes\)"),
@@ -494,8 +499,11 @@ BAD_CLIPS = [
     BadFile("hug_0002", "a symlink loop (hug_0002.avi -> hug_0002.avi)", _symlink_loop,
             r"hug_0002\.avi"),
     BadFile("hug_0003", "a dangling symlink", _dangling_symlink, r"missing: hug_0003\.avi"),
+    BadFile("handShake_0004", "a real clip cut at 3/4 of its bytes (a broken download)",
+            _first_three_quarters, r"decodes \d+ of the \d+ frames its container declares: the file is "
+                         r"cut short"),
 ]
-GOOD_CLIPS = ["handShake_0004", "highFive_0004", "hug_0004", "kiss_0001", "kiss_0002",
+GOOD_CLIPS = ["highFive_0004", "hug_0004", "kiss_0001", "kiss_0002",
               "kiss_0003", "kiss_0004"]
 SYMLINKED = "kiss_0001"  # a symlink to a real clip outside the source: must build
 JUNK_NAMES = [b"\xff\xfe.avi", b"kiss_0002\xff.avi", b"\xe9t\xe9 2010.avi", b"readme\xff.txt"]

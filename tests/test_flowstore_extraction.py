@@ -7,7 +7,8 @@ import pytest
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2
-from flowstore.extraction.video import extract_video, flow_positions, frames_needed, store_flow
+from flowstore.extraction.video import (_check_not_cut_short, extract_video, flow_positions,
+                                        frames_needed, store_flow)
 from flowstore.params import VideoParams
 from flowstore.synth.tvhi import write_avi
 from tests.reference import reference_tvhi
@@ -96,6 +97,24 @@ def test_bad_videos_raise_sample_errors_with_reasons(tmp_path):
         extract_video(tmp_path / "garbage.avi", params)
     with pytest.raises(SampleError, match="1 decodable frame"):
         extract_video(tmp_path / "one.avi", params)
+
+
+def test_a_clip_cut_short_is_refused_not_stored_as_its_first_part(tmp_path):
+    """A truncated download decodes a few frames of the many its container declares; taken as
+    the clip it was a good sample holding flows of its first part only. A clip that decodes
+    within a few frames of its count (real ones do: -2 to +1 on TV-HI) still extracts."""
+    frames = np.random.default_rng(2).integers(0, 255, (40, 48, 48, 3), dtype=np.uint8)
+    whole = tmp_path / "whole.avi"
+    write_avi(whole, frames)
+    data = whole.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
+    params = VideoParams(size=16, steps=4)
+    assert extract_video(whole, params).n_frames == 40
+    with pytest.raises(SampleError, match=r"cut.avi decodes \d+ of the 40 frames its container "
+                                          r"declares: the file is cut short or damaged"):
+        extract_video(tmp_path / "cut.avi", params)
+    _check_not_cut_short(tmp_path / "few.avi", 36, 40)  # within the slack
+    _check_not_cut_short(tmp_path / "few.mkv", 3, 40)  # an estimated count: not held to it
 
 
 def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypatch):
