@@ -32,9 +32,11 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
+from flowstore import __version__
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
+from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
@@ -42,7 +44,7 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
-from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, STRING, as_text
+from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, SOFTWARE, STRING, as_text
 from flowstore.store.lock import writer_lock
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
@@ -423,6 +425,7 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         store = open_store(path, "r+")
         try:
             _check_compatible(store, dataset, manifest, params, path, config.refusal_hint)
+            _check_software(store, path, config.refusal_hint)
             _check_arrays(store, dataset.specs(config.params), len(manifest), path,
                           config.refusal_hint)
             if store.format != FORMAT:
@@ -445,6 +448,8 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         # which store this is, beyond its path: a writer's cached handle is valid for one id
         "store_id": uuid.uuid4().hex,
         COLUMNS_DIGEST: _columns_digest(manifest),
+        # what extracted the samples (a store is only resumed with the same OpenCV)
+        SOFTWARE: {"flowstore": __version__, "opencv": OPENCV_VERSION},
     }
     return create_store(path, attrs=attrs, specs=dataset.specs(config.params),
                         columns=manifest.store_columns(),
@@ -486,6 +491,18 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
                                  f"(the source's sample list or split files changed, or this "
                                  f"version of flowstore splits the dataset otherwise){hint}")
+
+
+def _check_software(store: Store, path: Path | str, hint: str) -> None:
+    """Refuse to resume a store with another OpenCV than the one that extracted its samples:
+    the same parameters would give other bytes (`OPENCV_VERSION`), mixed in one store with
+    nothing to tell them apart. A store made before this was recorded is not checked."""
+    built_with = (store.attrs.get(SOFTWARE) or {}).get("opencv")
+    if built_with is not None and built_with != OPENCV_VERSION:
+        raise StoreMismatchError(
+            f"store {str(path)!r} was extracted with OpenCV {built_with} and this process has "
+            f"OpenCV {OPENCV_VERSION}, which extracts other bytes from the same source: resume "
+            f"it where OpenCV {built_with} is installed{hint}")
 
 
 def _shown(recorded: Mapping[str, Any], key: str) -> str:
@@ -681,12 +698,18 @@ class TaskOutcome(NamedTuple):
 
 
 def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
-                      index: int, fsync: bool = False) -> TaskOutcome:
+                      index: int, fsync: bool = False,
+                      opencv: str | None = None) -> TaskOutcome:
     """One Dask task: extract one sample and write its chunks (fsynced with `fsync`).
 
     Data problems are returned as the sample's failure reason, not raised (see `DATA_ERRORS`);
     a bug comes back as an internal error with its traceback, for the coordinator to log.
+    `opencv`: the OpenCV release the store is extracted with; a cluster worker with another
+    one fails the sample (left for a retry) rather than write bytes of another extraction.
     """
+    if opencv is not None and opencv != OPENCV_VERSION:
+        return TaskOutcome(index, f"this worker has OpenCV {OPENCV_VERSION} and the store is "
+                                  f"extracted with OpenCV {opencv}")
     try:
         dataset = get_dataset(dataset_name)
         before = _identity(source_file)
@@ -784,7 +807,8 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
             # hundred bytes per sample held for the whole build (benchmarks/build_scale.py)
             arguments = ((store_key, dataset.name, config.params, source_of(i), i)
                          for i in map(int, todo))
-            task = functools.partial(extract_and_write, fsync=config.fsync)
+            task = functools.partial(extract_and_write, fsync=config.fsync,
+                                     opencv=(store.attrs.get(SOFTWARE) or {}).get("opencv"))
             if config.scheduler:
                 run_on_cluster(config.scheduler, task, arguments, finished)
             else:

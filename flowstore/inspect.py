@@ -17,6 +17,7 @@ from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS
 from flowstore.store import backend_for, failures as read_failures, open_store
 from flowstore.store.checksum import check_manifest_columns
+from flowstore.store.layout import SOFTWARE
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
@@ -57,6 +58,7 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         "fingerprint": attrs.get("fingerprint"),
         "params": attrs.get("params", {}),
         "options": attrs.get("options", {}),
+        "software": attrs.get(SOFTWARE) or {},
         "classes": classes,
         "samples": int(len(done)),
         "done": int(done.sum()),
@@ -97,6 +99,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         "parameters   " + json.dumps(s["params"], sort_keys=True),
         *(["options      " + json.dumps(s["options"], sort_keys=True)]
           if s.get("options") else []),
+        *(["extracted by " + ", ".join(f"{name} {version}"
+                                       for name, version in sorted(s["software"].items()))]
+          if s.get("software") else []),
         f"samples      {s['samples']}: {s['done']} done, {s['failed']} failed, "
         f"{s['pending']} pending; "
         + (f"on disk {_size(s['bytes_stored'])}" if s["bytes_stored"] is not None

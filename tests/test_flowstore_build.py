@@ -453,3 +453,45 @@ def test_ctrl_c_while_a_worker_thread_starts_neither_hangs_nor_is_lost(tmp_path)
     # the interrupt was delivered (not swallowed), before the remaining tasks ran
     assert result.stdout.startswith("interrupted after"), result.stdout
     assert int(result.stdout.split()[2]) < 8
+
+
+def test_a_store_is_resumed_only_with_the_opencv_that_extracted_it(tiny_tvhi_source, tmp_path,
+                                                                    suffix):
+    """OpenCV releases extract other bytes from the same clip: a store records the one that
+    extracted it, shows it, and refuses a resume (or a repair) with another; a store made
+    before this was recorded resumes as before. A cluster worker with another OpenCV fails
+    its samples, writing nothing, rather than mix two extractions."""
+    import flowstore
+    from flowstore.build import StoreKey, extract_and_write
+    from flowstore.errors import StoreMismatchError
+    from flowstore.extraction._cv import OPENCV_VERSION
+    from flowstore.verify import repair
+
+    store = tmp_path / f"s{suffix}"
+    args = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q")
+    assert flowstore_cli(*args, "--max-per-split", "1").returncode == 0
+    with open_store(store) as s:
+        assert s.attrs["software"] == {"flowstore": flowstore.__version__,
+                                       "opencv": OPENCV_VERSION}
+    assert f"extracted by flowstore {flowstore.__version__}, opencv {OPENCV_VERSION}" in \
+        flowstore_cli("inspect", store).stdout
+    with open_store(store, "r+") as s:
+        s.update_attrs({"software": {"flowstore": "0.0.9", "opencv": "4.0.1"}})
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert (f"was extracted with OpenCV 4.0.1 and this process has OpenCV {OPENCV_VERSION}, "
+            f"which extracts other bytes from the same source: resume it where OpenCV 4.0.1 is "
+            f"installed; use --overwrite") in line, line
+    with open_store(store) as s:
+        first = str(s.read("id")[0])
+    with pytest.raises(StoreMismatchError, match="extracted with OpenCV 4.0.1"):
+        repair(store, tiny_tvhi_source, [first])
+
+    with open_store(store, "r+") as s:
+        s.update_attrs({"software": None})  # as written before it was recorded
+    assert flowstore_cli(*args).returncode == 0
+
+    outcome = extract_and_write(StoreKey(str(tmp_path / "none.zarr"), "-"), "tvhi",
+                                VideoParams(size=32, steps=4),
+                                str(tiny_tvhi_source / "hug_0001.avi"), 0, opencv="4.0.1")
+    assert outcome.reason == (f"this worker has OpenCV {OPENCV_VERSION} and the store is "
+                              f"extracted with OpenCV 4.0.1") and not outcome.digest

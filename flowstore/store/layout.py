@@ -32,6 +32,9 @@ FORMAT = 2
 READABLE_FORMATS = (1, 2)
 #: The root attribute that names a store's format (and marks a folder or file as a store).
 FORMAT_ATTR = "flowstore.format"
+#: The root attribute recording what extracted the samples: {"flowstore": version, "opencv":
+#: version} (absent from stores made before it was recorded).
+SOFTWARE = "software"
 
 #: Samples per chunk of a column. A ledger write touches the chunks of the samples that
 #: finished since the last one (a few: tasks finish roughly in order), each at most this many
