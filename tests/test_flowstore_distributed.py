@@ -232,6 +232,7 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
+    _wait_until_listening(port, scheduler)  # run_on_cluster gives a scheduler 10 s to answer
     worker = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
          "--no-dashboard", "--local-directory", str(tmp_path)], stderr=subprocess.DEVNULL)
@@ -250,6 +251,23 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
             process.kill()
             process.wait(timeout=30)
     assert len(outcomes) < 30 and not any(getattr(o, "reason", None) for o in outcomes)
+
+
+def _wait_until_listening(port: int, process, timeout: float = 120.0) -> None:
+    """Until a freshly started scheduler accepts connections: its interpreter's start-up alone
+    can take seconds on a loaded 2-core machine."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the scheduler exited (its port taken meanwhile?)"
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"no scheduler listening on port {port} after {timeout:.0f} s")
 
 
 def _short_task(index):
