@@ -184,8 +184,22 @@ def test_check_source_refuses_a_clip_replaced_by_one_of_the_same_size(tvhi_sourc
     assert again.returncode == 0, again.stderr
 
 
+@pytest.fixture
+def synced(monkeypatch) -> list[str]:
+    """The path of each file or folder this process fsyncs from here on (still fsynced)."""
+    paths: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    return paths
+
+
 def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_source, tmp_path,
-                                                                 monkeypatch):
+                                                                 synced):
     from flowstore.verify import repair
 
     store = tmp_path / "s.zarr"
@@ -193,16 +207,43 @@ def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_sourc
     with open_store(store) as s:
         index = int(s.read("done").nonzero()[0][0])
         sample = str(s.read("id")[index])
-    synced: list[str] = []
-    real_fsync = os.fsync
-
-    def fsync(fd):
-        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     assert repair(store, tiny_tvhi_source, [sample], fsync=True).repaired == [sample]
     assert chunk_and_folders(store, "flow", index) <= set(synced)
-    monkeypatch.undo()
     line = assert_one_line_error(flowstore_cli("verify", store, "--fsync"))
     assert "--fsync applies to --repair only" in line
+
+
+def test_fsync_on_the_command_line_reaches_the_build_and_the_repair(tiny_tvhi_source, tmp_path,
+                                                                     synced, monkeypatch):
+    """The tests above call the API; the CLI could still drop `--fsync` on its way to it (a
+    power cut would then lose samples marked done). In-process, so os.fsync can be watched."""
+    from typer.testing import CliRunner
+
+    from flowstore import malloc_tuning
+    from flowstore.cli import app
+
+    # the build tunes malloc for its process: not for the rest of this test session's
+    monkeypatch.setattr(malloc_tuning, "keep_freed_memory", lambda *args: True)
+    store = tmp_path / "s.zarr"
+
+    def build_done(*options: str) -> set[int]:
+        built = CliRunner().invoke(app, ["build", "tvhi", "--source", str(tiny_tvhi_source),
+                                         "--store", str(store), *TINY_BUILD, *options, "-q"])
+        assert built.exit_code == 0, built.output
+        with open_store(store) as s:
+            return set(s.read("done").nonzero()[0])
+
+    first = build_done("--max-per-split", "1")
+    assert len(first) == 3 and synced == []  # no --fsync, no fsync
+    done = sorted(build_done("--max-per-split", "2", "--fsync") - first)
+    assert done  # (a split of the tiny source has one sample only)
+    for index in done:
+        assert chunk_and_folders(store, "flow", index) <= set(synced), index
+
+    chunk_file(store, "flow", done[0]).write_bytes(b"damaged")
+    synced.clear()
+    repaired = CliRunner().invoke(app, ["verify", str(store), "--repair", "--source",
+                                        str(tiny_tvhi_source), "--fsync", "-q"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "repaired 1 of 1" in repaired.stdout
+    assert chunk_and_folders(store, "flow", done[0]) <= set(synced)

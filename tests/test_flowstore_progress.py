@@ -5,11 +5,17 @@ from __future__ import annotations
 import fcntl
 import os
 import pty
+import re
 import struct
 import subprocess
 import sys
 import termios
+from pathlib import Path
 
+import pytest
+
+from flowstore.build import BuildConfig, build
+from flowstore.params import VideoParams
 from tests.conftest import TINY_BUILD, chunk_file, flowstore_cli
 
 
@@ -67,10 +73,33 @@ def _on_a_terminal(*args) -> str:
         os.close(leader)
 
 
-def test_a_terminal_shows_the_bar_and_quiet_silences_it(tiny_tvhi_source, tmp_path):
-    shown = _on_a_terminal("estimate", "tvhi", "--source", tiny_tvhi_source, *TINY_BUILD,
-                           "--sample", "3")
-    assert "estimate tvhi" in shown and "%|" in shown
-    quiet = _on_a_terminal("estimate", "tvhi", "--source", tiny_tvhi_source, *TINY_BUILD,
-                           "--sample", "3", "--quiet")
-    assert "%|" not in quiet
+@pytest.fixture(scope="module")
+def tiny_store(tiny_tvhi_source, tmp_path_factory) -> Path:
+    """One sample per split, for `verify` and `show` to read (neither changes it)."""
+    store = tmp_path_factory.mktemp("store") / "s.zarr"
+    build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
+                      params=VideoParams(size=32, steps=4), max_per_split=1, progress=False,
+                      workers=1))
+    return store
+
+
+#: Each command with a bar: its arguments for a source, a store to read and a folder of its own.
+BAR_COMMANDS = {
+    "estimate": lambda source, store, own: ["estimate", "tvhi", "--source", source, *TINY_BUILD,
+                                            "--sample", "3"],
+    "build": lambda source, store, own: ["build", "tvhi", "--source", source, "--store",
+                                         own / "s.zarr", *TINY_BUILD, "--max-per-split", "1"],
+    "verify": lambda source, store, own: ["verify", store],
+    "show": lambda source, store, own: ["show", store, "--out", own],
+}
+
+
+@pytest.mark.parametrize("command", BAR_COMMANDS)
+def test_a_terminal_shows_the_bar_and_quiet_silences_it(command, tiny_tvhi_source, tiny_store,
+                                                        tmp_path):
+    """In a pipe no bar shows either way, so only a terminal tells whether -q reaches the bar."""
+    args = BAR_COMMANDS[command]
+    shown = _on_a_terminal(*args(tiny_tvhi_source, tiny_store, tmp_path / "shown"))
+    assert re.search(rf"\r{command}( tvhi)?: 100%\|", shown), shown  # its own, to the end
+    quiet = _on_a_terminal(*args(tiny_tvhi_source, tiny_store, tmp_path / "quiet"), "-q")
+    assert "%|" not in quiet, quiet
