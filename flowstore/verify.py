@@ -70,17 +70,17 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()
                     if name not in COLUMN_NAMES}
-        wanted = None if samples is None else set(samples)
-        for index in progress_bar(range(len(ids)), enabled=progress, unit="sample",
+        # the bar counts the samples checked: every done one, or those asked (done or not)
+        if samples is None:
+            checked = np.flatnonzero(done)
+        else:
+            checked = np.flatnonzero(np.isin(ids, list(samples)))
+        for index in progress_bar(checked.tolist(), enabled=progress, unit="sample",
                                   desc="verify"):
-            if wanted is not None and ids[index] not in wanted:
-                continue
-            if not done[index]:
-                if wanted is not None:
-                    result.checked += 1
-                    result.problems[ids[index]] = "not marked done"
-                continue
             result.checked += 1
+            if not done[index]:
+                result.problems[ids[index]] = "not marked done"
+                continue
             if not checksums[index]:
                 result.problems[ids[index]] = "marked done but has no checksum"
                 continue

@@ -103,3 +103,10 @@ def test_a_terminal_shows_the_bar_and_quiet_silences_it(command, tiny_tvhi_sourc
     assert re.search(rf"\r{command}( tvhi)?: 100%\|", shown), shown  # its own, to the end
     quiet = _on_a_terminal(*args(tiny_tvhi_source, tiny_store, tmp_path / "quiet"), "-q")
     assert "%|" not in quiet, quiet
+
+
+def test_verify_counts_the_samples_it_checks(tiny_store):
+    """On a partly built store (3 of 16 done) the bar goes to the 3 it checks, as its summary
+    says ("checked 3 sample(s)"), not over every row of the store."""
+    shown = _on_a_terminal("verify", tiny_store)
+    assert re.search(r"verify: 100%\|[^\r]*\| 3/3 ", shown), shown
