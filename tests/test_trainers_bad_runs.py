@@ -216,3 +216,25 @@ def test_a_runs_dir_inside_a_store_is_refused_before_training(tmp_path):
         assert result.exit_code == 2, result.output
         assert says in _one_error_line(result) and "epoch" not in result.output
     assert not (store / "runs").exists() and not list(store.glob("flow-*"))
+
+
+@pytest.mark.parametrize("metrics", [{"model": "../escape"}, {"model": "sub/flow"},
+                                     {"model": ""}, {}], ids=["..", "slash", "blank", "{}"])
+def test_a_run_whose_model_is_no_plain_name_is_skipped(tmp_path, metrics):
+    """`"model": "../escape"` made `--out` write escape_curves.png beside the folder; a foreign
+    folder's `{}` was a blank-named row in every table and wrote `_curves.png`."""
+    runs = tmp_path / "runs"
+    good = _run(runs, "image-good")
+    bad = runs / "bad"
+    bad.mkdir()
+    (bad / "model.keras").write_bytes(b"")
+    (bad / "history.json").write_text(json.dumps({"accuracy": [0.5], "loss": [1.0]}))
+    (bad / "metrics.json").write_text(json.dumps(metrics))
+    assert read_run(bad) is None
+    figures = tmp_path / "out" / "figures"
+    result = runner.invoke(app, ["report", str(runs), "--out", str(figures)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"- Stanford 40: {good} " in result.stdout and str(bad) not in result.stdout
+    assert "|  |" not in result.stdout  # no blank-named row
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figures"]
+    assert sorted(p.name for p in figures.iterdir()) == ["test_accuracy.png"]

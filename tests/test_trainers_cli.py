@@ -60,6 +60,17 @@ def test_summary_at_small_size(model):
     assert "\nflow at size 32, steps 4: total " in result.stdout
 
 
+def test_summary_expands_nested_models_only_when_asked():
+    """--expand-nested lists the layers inside two_stream's frame stream (its pretrained
+    stanford40_features, conv_0 in it); without it a nested model is one row. Same counts."""
+    args = ["summary", "two_stream", "--size", "32", "--steps", "4"]
+    plain, expanded = runner.invoke(app, args), runner.invoke(app, [*args, "--expand-nested"])
+    assert plain.exit_code == expanded.exit_code == 0, plain.output + expanded.output
+    for inner in ("stanford40_features", "conv_0"):
+        assert inner not in plain.stdout and inner in expanded.stdout, inner
+    assert plain.stdout.splitlines()[-1] == expanded.stdout.splitlines()[-1]
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--size", "100000"], "size must be an integer in 8..4096, got 100000"),
     (["--size", "4097"], "size must be an integer in 8..4096, got 4097"),
@@ -103,7 +114,8 @@ def stores(tmp_path):
 
 @pytest.mark.parametrize("model,store,expected", [
     ("tvhi_flow", "missing", "no store at"),
-    ("tvhi_flow", "empty_dir", "not"),
+    # (read as a store, not made one: a writable open left an empty store in the user's folder)
+    ("tvhi_flow", "empty_dir", "empty.zarr' is not a readable flowstore store ("),
     ("two_stream", "not_hdf5", "not a readable flowstore store"),
     ("tvhi_flow", "wrong_suffix", "must end in .zarr"),
     ("tvhi_flow", "stanford40", "lacks the array 'flow' that model 'flow' reads"),
@@ -277,19 +289,24 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
     # The same recipe on another store: another row, which says so.
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
-    assert "| TV-HI flow | tuned | 0 | 0.50 | - | 0.50-0.50 |" in rows
+    # A tuned recipe at another learning rate and epochs than the catalogue's says so.
+    assert "| TV-HI flow | tuned, epochs 20, learning_rate 0.001 | 0 | 0.50 | - | 0.50-0.50 |" \
+        in rows
     assert "| TV-HI flow | report, store f2 | 0 | 0.90 | - | 0.90-0.90 |" in rows
     run("f", 1, 0.60, recipe_set="tuned", epochs=40)
     text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
     rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
-    assert "| TV-HI flow | tuned, epochs 20 | 0 | 0.50 | - | 0.50-0.50 |" in rows
-    assert "| TV-HI flow | tuned, epochs 40 | 1 | 0.60 | - | 0.60-0.60 |" in rows
+    assert "| TV-HI flow | tuned, epochs 20, learning_rate 0.001 | 0 | 0.50 | - | 0.50-0.50 |" \
+        in rows
+    assert "| TV-HI flow | tuned, epochs 40, learning_rate 0.001 | 1 | 0.60 | - | 0.60-0.60 |" \
+        in rows
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
     # A model's report-recipe rows come before its tuned ones, each set's by first run,
     # though the runs were made report, tuned, report, tuned.
     recipes = [row.split(" | ")[1] for row in rows]
     assert [recipe for recipe in recipes if recipe.startswith(("report", "tuned"))] == [
-        "report, store f1", "report, store f2", "tuned, epochs 20", "tuned, epochs 40"]
+        "report, store f1", "report, store f2", "tuned, epochs 20, learning_rate 0.001",
+        "tuned, epochs 40, learning_rate 0.001"]
 
 
 def _report_rows(runs):
@@ -337,9 +354,12 @@ def test_report_keeps_chains_from_other_pretrained_runs_apart(tmp_path):
     rows = _report_rows(runs)
     assert "| TV-HI frame | tuned, from img-a | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
     assert "| TV-HI frame | tuned, from img-b | 0, 1 | 0.20 | 0.00 | 0.20-0.20 |" in rows
-    assert "| TV-HI two-stream | tuned, from img-a | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
-    assert "| TV-HI two-stream | tuned, from img-b | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
-    assert "| TV-HI flow | tuned | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
+    # (the fake runs' 30 epochs are not the catalogue's tuned flow or two-stream recipe's)
+    assert "| TV-HI two-stream | tuned, epochs 30, from img-a | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" \
+        in rows
+    assert "| TV-HI two-stream | tuned, epochs 30, from img-b | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" \
+        in rows
+    assert "| TV-HI flow | tuned, epochs 30 | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
 
 
 def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apart(tmp_path):
@@ -359,5 +379,8 @@ def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apa
     rows = _report_rows(runs)
     assert "| TV-HI flow | tuned, segment_views False | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
     assert "| TV-HI flow | tuned, segment_views True | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
-    assert "| TV-HI frame | tuned, store linspace | 0, 1 | 0.25 | 0.00 | 0.25-0.25 |" in rows
-    assert "| TV-HI frame | tuned, store segments | 0, 1 | 0.26 | 0.00 | 0.26-0.26 |" in rows
+    # (40 epochs are not the catalogue's tuned frames recipe's 30)
+    assert "| TV-HI frame | tuned, epochs 40, store linspace | 0, 1 | 0.25 | 0.00 | 0.25-0.25 |" \
+        in rows
+    assert "| TV-HI frame | tuned, epochs 40, store segments | 0, 1 | 0.26 | 0.00 | 0.26-0.26 |" \
+        in rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -160,13 +161,12 @@ def test_an_unwritable_output_is_refused_before_any_model_predicts(runs, tmp_pat
                                                                    option):
     """Every model predicted its whole test split (minutes on the real runs) before the output
     was found unwritable."""
-    from trainers import figures, html_report as page
+    from trainers import html_report as page
 
     def never(*args, **kwargs):
         raise AssertionError("a model predicted before the output was checked")
 
-    monkeypatch.setattr(figures, "predict_test", never)
-    monkeypatch.setattr(page, "predict_test", never)
+    monkeypatch.setattr(page, "predict_test", never)  # (the figures' predictions too)
     taken = tmp_path / "taken"
     taken.write_text("a file")
     args = {"--out": ["--out", str(taken)], "--html": ["--html", str(taken / "report.html")],
@@ -236,3 +236,232 @@ def test_report_out_writes_the_documented_figures(runs, tmp_path):
     flow = latest_runs(runs)["flow"]
     assert (out / "flow_confusion.png").read_bytes() == confusion_png(predict_test(flow),
                                                                       _name(flow))
+
+
+# --- The review of `trainers report` (findings 1-13): each test failed before its fix. ---
+
+
+def _copied_run(runs: Path, model: str, tmp_path: Path, **metrics) -> Path:
+    """A copy of the fixture's run of `model` and of its store in `tmp_path` (so a test may
+    damage or change them), its metrics.json pointing at the copied store, with `metrics`
+    merged into it; the copy's runs folder."""
+    record = latest_runs(runs)[model]
+    store = Path(shutil.copytree(record.store["path"], tmp_path / "store.zarr"))
+    run = Path(shutil.copytree(record.path, tmp_path / "runs" / record.path.name))
+    values = {**record.metrics, "store": {**record.store, "path": str(store)}, **metrics}
+    (run / "metrics.json").write_text(json.dumps(values))
+    return run.parent
+
+
+def test_a_store_holding_other_test_samples_than_the_run_was_tested_on_gets_no_matrix(
+        runs, tmp_path):
+    """A store built further after the run keeps its fingerprint: the matrix was drawn on
+    every test sample done now (8) beside Table 2's accuracy on the run's 6, unsaid."""
+    record = latest_runs(runs)["flow"]
+    copied = _copied_run(runs, "flow", tmp_path,
+                         samples={**record.metrics["samples"], "test": 6})
+    page, out = tmp_path / "page.html", tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(copied), "--html", str(page), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    why = "holds 8 finished test samples now, the run was tested on 6"
+    assert why in " ".join(Page(page.read_text()).text)
+    assert "confusion matrix of TV-HI flow" not in page.read_text()
+    assert "warning: TV-HI flow: no confusion matrix (the store at" in result.stderr
+    assert why in result.stderr and not (out / "flow_confusion.png").exists()
+
+
+def test_out_removes_the_report_figures_it_did_not_draw_and_nothing_else(runs, tmp_path):
+    """An old MODEL_confusion.png stayed beside fresh curves when the model's store was gone
+    (its warning said there was none), and so did figures of models no longer in RUNS."""
+    out = tmp_path / "figures"
+    out.mkdir()
+    stale = ["image_confusion.png", "two_stream_curves.png", "two_stream_confusion.png"]
+    kept = ["notes.txt", "my_curves.png", "flow_confusion.png.bak"]
+    for name in stale + kept:
+        (out / name).write_bytes(b"an earlier file")
+    result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert {p.name for p in out.iterdir()} == {
+        "flow_curves.png", "flow_confusion.png", "image_curves.png", "test_accuracy.png", *kept}
+    for name in stale:
+        assert f"removed {out / name}: an earlier report's figure" in result.stdout
+
+
+def _fake_record(tmp_path: Path, name: str, model: str, dataset: str, accuracy, **recipe):
+    """A run's record as `metrics.json` gives it (no model, no store): enough to draw the
+    comparison figure."""
+    from trainers.runs import RunRecord
+
+    return RunRecord(path=tmp_path / name, metrics={
+        "model": model, "created": name, "seed": 0,
+        "recipe": {"learning_rate": 1e-3, "batch_size": 2, "epochs": 20,
+                   "lr_halve_every": None, **recipe},
+        "store": {"dataset": dataset, "fingerprint": "fp"}, "test": {"accuracy": accuracy}})
+
+
+@pytest.fixture
+def drawn(monkeypatch) -> list:
+    """The matplotlib figures the report's figure functions make, kept to be measured."""
+    from matplotlib.figure import Figure
+
+    from trainers import curves, figures, html_report as page
+
+    made = []
+
+    class Kept(Figure):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    for module in (curves, figures, page):
+        monkeypatch.setattr(module, "Figure", Kept)
+    return made
+
+
+def _texts(figure) -> list[str]:
+    return [text.get_text() for ax in figure.axes for text in ax.texts]
+
+
+def _legend_texts(figure) -> list[str]:
+    legends = [*figure.legends, *(ax.get_legend() for ax in figure.axes)]
+    return [text.get_text() for legend in legends if legend is not None
+            for text in legend.get_texts()]
+
+
+def test_the_comparison_sets_only_the_reports_own_dataset_against_table_2(tmp_path, drawn):
+    """Runs on ucf101 or a folder of images had the report's TV-HI/Stanford-40 number (0.39,
+    0.17) beside them."""
+    from trainers.figures import comparison_png
+
+    comparison_png([_fake_record(tmp_path, "a", "image", "imagefolder", 0.5),
+                    _fake_record(tmp_path, "b", "flow", "ucf101", 0.5),
+                    _fake_record(tmp_path, "c", "flow", "tvhi", 0.5)])
+    (figure,) = drawn
+    report_bars = _texts(figure)[:3]  # the grey bars are drawn first
+    assert report_bars == ["-", "-", "0.39"], report_bars
+
+
+def test_a_recipe_overridden_on_the_command_line_is_named_in_the_legend(tmp_path, drawn):
+    """`--epochs 1` runs read "these runs (report recipes)" beside the report's Table 2."""
+    from trainers.figures import comparison_png
+
+    comparison_png([_fake_record(tmp_path, "a", "flow", "tvhi", 0.5, epochs=1)])
+    assert "these runs (recipe: report, epochs 1)" in _legend_texts(drawn[0])
+    drawn.clear()
+    comparison_png([_fake_record(tmp_path, "a", "flow", "tvhi", 0.5)])
+    assert "these runs (recipe: report)" in _legend_texts(drawn[0])
+
+
+def test_the_comparison_of_one_model_shows_its_whole_title_and_no_legend_over_a_bar(
+        tmp_path, drawn):
+    """With one or two models the figure was 3.6 or 5.2 in wide and its title cut on both
+    sides; the legend in the upper left covered a bar's "1.00"."""
+    from matplotlib.transforms import Bbox
+
+    from trainers.figures import comparison_png
+
+    comparison_png([_fake_record(tmp_path, "a", "image", "stanford40", 1.0)])
+    (figure,) = drawn
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    titles = [text for ax in figure.axes for text in (ax.title,) if text.get_text()]
+    titles += [text for text in figure.texts if text.get_text()]
+    assert titles
+    for title in titles:
+        box = title.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1, (box, page)
+    legends = [*figure.legends, *(ax.get_legend() for ax in figure.axes)]
+    legend_boxes = [legend.get_window_extent(renderer) for legend in legends if legend]
+    numbers = [text.get_window_extent(renderer) for ax in figure.axes for text in ax.texts]
+    assert legend_boxes and numbers
+    assert not any(Bbox.intersection(legend, number) for legend in legend_boxes
+                   for number in numbers)
+
+
+def test_a_null_test_accuracy_draws_the_comparison_with_a_dash(tmp_path):
+    """`"test": {"accuracy": null}` passes as a run's metrics and the tables show "-"; the
+    comparison called float(None) after every model had predicted, and wrote no figure."""
+    runs = tmp_path / "runs"
+    run = runs / "flow-a"
+    run.mkdir(parents=True)
+    (run / "model.keras").write_bytes(b"")
+    (run / "metrics.json").write_text(json.dumps({
+        "model": "flow", "created": "a", "store": {"dataset": "tvhi", "fingerprint": "fp"},
+        "test": {"accuracy": None, "loss": None}}))
+    result = runner.invoke(app, ["report", str(runs), "--out", str(tmp_path / "figures")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (tmp_path / "figures" / "test_accuracy.png").is_file()
+
+
+def test_one_epochs_curves_have_the_tick_1(drawn, tmp_path):
+    """A one-epoch run's x axis read 0.945 ... 1.050, without the tick "1"."""
+    from trainers.curves import plot_curves
+
+    plot_curves({"accuracy": [0.5], "val_accuracy": [0.4], "loss": [1.2], "val_loss": [1.3]},
+                tmp_path / "curves.png", title="TV-HI flow", best_epoch=1)
+    (figure,) = drawn
+    for ax in figure.axes:
+        low, high = ax.get_xlim()
+        assert [tick for tick in ax.get_xticks() if low <= tick <= high] == [1]
+
+
+def test_a_damaged_test_sample_is_a_note_in_its_section_not_the_reports_end(runs, tmp_path):
+    """A chunk that cannot be read raised a StoreError out of the prediction: the command
+    printed one error and wrote neither the page nor the figures."""
+    from tests.conftest import chunk_file
+
+    copied = _copied_run(runs, "flow", tmp_path)
+    record = latest_runs(copied)["flow"]
+    store = record.store["path"]
+    chunk_file(store, "flow", _first_test_sample(store)).write_bytes(bytes(range(100)))
+    page, out = tmp_path / "page.html", tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(copied), "--html", str(page), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "a test sample cannot be read" in " ".join(Page(page.read_text()).text)
+    assert "warning: TV-HI flow: no confusion matrix (a test sample cannot be read" \
+        in result.stderr
+    assert (out / "flow_curves.png").is_file() and (out / "test_accuracy.png").is_file()
+
+
+def test_a_damaged_picture_of_a_misclassified_sample_is_a_note(runs, tmp_path):
+    """The flow model does not read the middle frame, so its prediction succeeds; the strip's
+    read of that frame raised out of the whole page."""
+    from tests.conftest import chunk_file
+
+    record = latest_runs(_copied_run(runs, "flow", tmp_path))["flow"]
+    store = record.store["path"]
+    chunk_file(store, "middle_frame", _first_test_sample(store)).write_bytes(bytes(range(100)))
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
+                                 ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
+                                 predicted=(labels + 1) % 4)
+    strip = _misclassified(record, all_wrong)
+    assert strip.startswith("<p class=unavailable>No misclassified samples: a test sample "
+                            "cannot be read"), strip
+
+
+def _first_test_sample(store: str) -> int:
+    """The store index of the first test sample (the first in the split's order)."""
+    import flowstore
+
+    with flowstore.open(store) as dataset:
+        return int(dataset.split("test", features=["flow"]).indices[0])
+
+
+def test_html_and_out_together_predict_each_test_split_once(runs, tmp_path, monkeypatch):
+    """The page and the figures each predicted every test split: 5,532 Stanford-40 images
+    twice."""
+    from trainers import models
+
+    loaded = []
+    load_trained = models.load_trained
+
+    def counted(path):
+        loaded.append(path)
+        return load_trained(path)
+
+    monkeypatch.setattr(models, "load_trained", counted)
+    result = runner.invoke(app, ["report", str(runs), "--html", str(tmp_path / "page.html"),
+                                 "--out", str(tmp_path / "figures")])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert len(loaded) == 1, loaded  # the flow run (the Stanford-40 run's store is gone)

@@ -87,3 +87,44 @@ def test_a_moved_runs_folder_keeps_its_chains(tmp_path):
     assert not frames.started_from({"image": str(runs / "image-b")})
     assert fused.base_run("frames").path == runs / "frames-a"
     assert transfer_origins(fused) == ("image-a",)
+
+
+def test_a_recipe_overridden_on_the_command_line_is_named_in_its_row(tmp_path):
+    """A chain trained with `--epochs 1` read "report", as the report's own recipe does."""
+    _run(tmp_path, "a", 0, 0.50, recipe={**RECIPE, "epochs": 1})
+    _run(tmp_path, "b", 1, 0.60, recipe={**RECIPE, "epochs": 1})
+    (row,) = _rows(tmp_path)
+    assert row[1] == "report, epochs 1"
+    _run(tmp_path, "c", 0, 0.40)  # the report's recipe beside it: both say their epochs
+    assert sorted(row[1] for row in _rows(tmp_path)) == ["report, epochs 1", "report, epochs 20"]
+
+
+def test_the_seeds_column_lists_the_seeds_the_mean_is_over(tmp_path):
+    """A run without test numbers was listed among the seeds of a mean it was not in."""
+    _run(tmp_path, "a", 0, 0.35)
+    _run(tmp_path, "b", 1, None)
+    _run(tmp_path, "c", 2, 0.37)
+    (row,) = _rows(tmp_path)
+    assert row[2:] == ["0, 2 (untested: 1)", "0.36", "0.01", "0.35-0.37"]
+
+
+def test_the_text_report_names_only_curves_files_that_are_there(tmp_path):
+    """The Figures list printed RUN/curves.png of runs that had none."""
+    from trainers.report import render_report
+
+    for name, files in (("flow-a", ["curves.png"]), ("image-b", ["history.json"]),
+                        ("frames-c", [])):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "model.keras").write_bytes(b"")
+        for file in files:
+            (path / file).write_text("{}")
+        (path / "metrics.json").write_text(json.dumps({
+            "model": name.split("-")[0], "created": name,
+            "store": {"fingerprint": "fp", "dataset": "tvhi"}}))
+    figures = render_report(tmp_path).split("Figures (accuracy and loss per epoch):")[1]
+    assert f"- TV-HI flow: {tmp_path / 'flow-a' / 'curves.png'}" in figures
+    assert (f"no curves.png in {tmp_path / 'image-b'}; --out and --html redraw it from "
+            "history.json") in figures
+    assert f"none ({tmp_path / 'frames-c'} has neither curves.png nor history.json)" in figures
+    assert str(tmp_path / "image-b" / "curves.png") not in figures

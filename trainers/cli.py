@@ -152,20 +152,23 @@ def report(
     out: Optional[Path] = typer.Option(
         None, "--out", help="Also write PNG figures into this folder: per model MODEL_curves.png "
                             "and MODEL_confusion.png (test split, predicted from the run's "
-                            "store), and test_accuracy.png against the report's Table 2."),
+                            "store), and test_accuracy.png against the report's Table 2; "
+                            "files of these names there that this report does not draw (a "
+                            "model no longer in RUNS_DIR, a store gone) are removed."),
 ) -> None:
     """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
     (with --html, write them and each model's figures to one HTML page instead; with --out,
     also write the figures as PNG files)."""
     try:
         if html is not None or out is not None:
-            from trainers.html_report import check_report_outputs
+            from trainers.html_report import PredictedTestSplits, check_report_outputs
 
             check_report_outputs(runs_dir, html, out)
+            predicted = PredictedTestSplits()  # each model predicts once for both outputs
         if html is not None:
             from trainers.html_report import write_html_report
 
-            typer.echo(f"HTML report written to {write_html_report(runs_dir, html)}")
+            typer.echo(f"HTML report written to {write_html_report(runs_dir, html, predicted)}")
         else:
             from trainers.report import render_report
 
@@ -173,10 +176,12 @@ def report(
         if out is not None:
             from trainers.figures import write_figures
 
-            written = write_figures(runs_dir, out)
+            written = write_figures(runs_dir, out, predicted)
             typer.echo(f"{len(written.files)} figure(s) written to {out}:")
             for path in written.files:
                 typer.echo(f"- {path}")
+            for path in written.removed:
+                typer.echo(f"removed {path}: an earlier report's figure, not drawn by this one")
             for note in written.missing:
                 typer.echo(f"warning: {note}", err=True)
     except FlowstoreError as exc:

@@ -25,9 +25,11 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, *, tit
         title: figure title (model name and store).
         best_epoch: 1-based epoch whose weights were kept; marked with a dashed line.
     """
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = Figure(figsize=(10, 4.3), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.subplots(1, 2)
+    epochs = max((len(history.get(key, [])) for key in
+                  ("accuracy", "val_accuracy", "loss", "val_loss")), default=0)
     for ax, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
         for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
             values = list(history.get(key, []))
@@ -37,10 +39,14 @@ def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, *, tit
             ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
                        label=f"best epoch ({best_epoch})")
         ax.set_xlabel("Epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Half an epoch either side: a one-epoch run's axis was 0.945-1.055, with no tick "1".
+        ax.set_xlim(0.5, max(epochs, best_epoch or 0, 1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.set_ylabel(label)
         ax.grid(True, alpha=0.3)
-        ax.legend()
+    # One legend for both panels (their lines are the same), below them: inside, it covered
+    # the curves wherever they ran.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
     figure.suptitle(title)
     path = Path(path)
     figure.savefig(path, dpi=100)

@@ -5,7 +5,10 @@ report's Figures 1-4), its confusion matrix on the test split, and one figure of
 test accuracy beside the report's Table 2. The curves and the confusion matrix are the ones
 `trainers report --html` shows (`trainers.html_report`), written to files instead of inlined:
 a confusion matrix needs the run's store (its model predicts the test split), and a model whose
-store is gone gets no confusion matrix and a note saying why.
+store is gone gets no confusion matrix and a note saying why. A figure of the report's own names
+(`figure_files` of a catalogue model or of a model in RUNS, `COMPARISON_FILE`) that this report
+did not draw is removed from the folder, so that no figure of an earlier report (another run's
+confusion matrix) is read as this one's; other files there are left alone.
 """
 
 from __future__ import annotations
@@ -17,14 +20,20 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from trainers.catalogue import model_names
 from trainers.errors import ReportOutputError
-from trainers.html_report import (StoreUnavailable, check_output, confusion_png, curves_png,
-                                  figure_png, predict_test)
-from trainers.report import _name, _ordered
+from trainers.html_report import (PredictedTestSplits, StoreUnavailable, check_output,
+                                  confusion_png, curves_png, figure_png)
+from trainers.report import _name, _ordered, recorded_test_accuracy, run_recipe
 from trainers.runs import RunRecord, latest_runs
 
-#: The report's Table 2 test accuracy of each model (catalogue names), for the comparison.
-REPORT_TEST_ACCURACY = {"image": 0.17, "frames": 0.34, "flow": 0.39, "two_stream": 0.40}
+#: The report's Table 2 test accuracy of each model (catalogue names) on the dataset it was
+#: measured on, for the comparison: a run on another dataset (UCF101, a folder of images) has
+#: no number of the report's to stand beside.
+REPORT_TEST_ACCURACY = {("image", "stanford40"): 0.17, ("frames", "tvhi"): 0.34,
+                        ("flow", "tvhi"): 0.39, ("two_stream", "tvhi"): 0.40}
+#: The comparison figure's narrowest width in inches: its title and legend fit it.
+COMPARISON_MIN_WIDTH = 6.4
 
 COMPARISON_FILE = "test_accuracy.png"
 
@@ -35,6 +44,8 @@ class WrittenFigures:
 
     files: list[Path] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    #: Figures of the report's own names left by an earlier report that this one did not draw.
+    removed: list[Path] = field(default_factory=list)
 
 
 def figure_files(model: str) -> tuple[str, str]:
@@ -42,14 +53,18 @@ def figure_files(model: str) -> tuple[str, str]:
     return f"{model}_curves.png", f"{model}_confusion.png"
 
 
-def write_figures(runs_dir: str | Path, out: str | Path) -> WrittenFigures:
-    """Write the figures of the latest run of each model in `runs_dir` into the folder `out`.
+def write_figures(runs_dir: str | Path, out: str | Path,
+                  predicted: PredictedTestSplits | None = None) -> WrittenFigures:
+    """Write the figures of the latest run of each model in `runs_dir` into the folder `out`,
+    and remove those of the report's own names there that it did not draw; `predicted`: the
+    test-split predictions to share with `trainers.html_report.write_html_report`.
 
     Raises:
         RunNotFoundError: `runs_dir` does not exist.
         ReportOutputError: `out` cannot be written.
     """
     records = _ordered(latest_runs(runs_dir).values())
+    predicted = predicted or PredictedTestSplits()
     out = Path(out)
     check_output(out, "the figures", folder=True)
     written = WrittenFigures()
@@ -63,16 +78,22 @@ def write_figures(runs_dir: str | Path, out: str | Path) -> WrittenFigures:
         else:
             pictures[curves_name] = curves
         try:
-            pictures[confusion_name] = confusion_png(predict_test(record), _name(record))
+            pictures[confusion_name] = confusion_png(predicted.of(record), _name(record))
         except StoreUnavailable as exc:
             written.missing.append(f"{_name(record)}: no confusion matrix ({exc})")
     if records:
         pictures[COMPARISON_FILE] = comparison_png(records)
+    models = {*model_names(), *(record.model for record in records)}
+    own_names = {COMPARISON_FILE, *(name for model in models for name in figure_files(model))}
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, png in pictures.items():
             (out / name).write_bytes(png)
             written.files.append(out / name)
+        for name in sorted(own_names - set(pictures)):
+            if (out / name).is_file():
+                (out / name).unlink()
+                written.removed.append(out / name)
     except OSError as exc:
         raise ReportOutputError(f"cannot write the figures to {str(out)!r}: "
                                 f"{exc.strerror or exc}") from None
@@ -80,16 +101,29 @@ def write_figures(runs_dir: str | Path, out: str | Path) -> WrittenFigures:
 
 
 def comparison_png(records: list[RunRecord]) -> bytes:
-    """Each model's test accuracy beside the report's (Table 2), as grouped bars."""
-    labels = [_name(r) for r in records]
-    ours = [float((r.metrics.get("test") or {}).get("accuracy", np.nan)) for r in records]
-    report = [REPORT_TEST_ACCURACY.get(r.model, np.nan) for r in records]
-    figure = Figure(figsize=(2.0 + 1.6 * len(records), 4.2), layout="constrained")
+    """Each model's test accuracy beside the report's (Table 2), as grouped bars.
+
+    The legend names the runs' recipe ("report", "report, epochs 1": `run_recipe`, which names
+    what a run overrode); where the runs' recipes differ, each is named under its model
+    instead. The legend sits below the axes, where no bar's number can be under it."""
+    recipes = [run_recipe(r) for r in records]
+    one_recipe = len(set(recipes)) == 1
+    # A recipe under its model: one field a line, in a wider slot, so that neighbours' long
+    # field names ("subtract_mean_flow True") do not run into each other.
+    labels = [_name(r) if one_recipe else "\n".join([_name(r), *recipe.split(", ")])
+              for r, recipe in zip(records, recipes, strict=True)]
+    slot = 1.6 if one_recipe else 2.2
+    ours = [np.nan if accuracy is None else accuracy
+            for accuracy in map(recorded_test_accuracy, records)]
+    report = [REPORT_TEST_ACCURACY.get((r.model, str(r.store.get("dataset", ""))), np.nan)
+              for r in records]
+    figure = Figure(figsize=(max(COMPARISON_MIN_WIDTH, 2.0 + slot * len(records)), 4.6),
+                    layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.subplots()
     positions = np.arange(len(records))
-    sets = sorted({str(r.metrics.get("recipe", {}).get("recipe_set", "report")) for r in records})
-    ours_name = f"these runs ({', '.join(sets)} recipes)"
+    ours_name = (f"these runs (recipe: {recipes[0]})" if one_recipe
+                 else "these runs (recipe under each model)")
     width = 0.38
     for offset, values, name, colour in ((-width / 2, report, "report (Table 2)", "#bbbbbb"),
                                          (width / 2, ours, ours_name, "#1f77b4")):
@@ -103,6 +137,6 @@ def comparison_png(records: list[RunRecord]) -> bytes:
     ax.set_ylabel("Test accuracy")
     ax.set_ylim(0, 1.08)
     ax.grid(True, axis="y", alpha=0.3)
-    ax.legend(loc="upper left")
-    ax.set_title("Test accuracy: the latest run of each model against the report's Table 2")
+    figure.legend(loc="outside lower center", ncols=2)
+    ax.set_title("Test accuracy: the latest run of each model\nagainst the report's Table 2")
     return figure_png(figure)

@@ -10,7 +10,11 @@ file can be mailed, attached to an issue or opened offline, and nothing it shows
 The confusion matrix is not in `metrics.json`: it is computed here by loading `model.keras` and
 predicting the test split of the store the run recorded (`metrics.json`'s `store.path`) in
 inference mode. That store must still be there and still be the one the run trained on (same
-fingerprint); when it is not, the page says so in that model's section and the rest is shown.
+fingerprint), holding the test samples the run was tested on (as many finished ones as
+`metrics.json`'s `samples` records: a store built further since keeps its fingerprint), so
+that the matrix's accuracy is Table 2's; when it is not, or a test sample cannot be read, the
+page says so in that model's section and the rest is shown. With `--html` and `--out` together
+each model predicts once (`PredictedTestSplits`): on Stanford-40, thousands of images.
 """
 
 from __future__ import annotations
@@ -78,14 +82,43 @@ class SplitPredictions:
 
 
 class StoreUnavailable(Exception):
-    """The test split cannot be predicted now: the store a run trained on cannot be read, or
-    its `model.keras` is damaged; the message says why (for the page, and `--out`'s warning).
-    Either leaves that model's metrics-based rows and curves to show, so it is a note in its
-    section, not an error that costs the whole report."""
+    """The test split cannot be predicted now as the run was tested: the store a run trained
+    on cannot be opened or read (a damaged sample), is another store, or holds other test
+    samples than the run was tested on; or its `model.keras` is damaged. The message says why
+    (for the page, and `--out`'s warning). Each leaves that model's metrics-based rows and
+    curves to show, so it is a note in its section, not an error that costs the whole
+    report."""
 
 
-def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
-    """Write the page for the latest run of each model in `runs_dir` to `out`.
+class PredictedTestSplits:
+    """Each run's test-split predictions (or why there are none), computed once per command:
+    `trainers report --html FILE --out DIR` shows the same confusion matrix twice, and
+    predicting a split is minutes on the real stores."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[Path, SplitPredictions | StoreUnavailable] = {}
+
+    def of(self, record: RunRecord) -> SplitPredictions:
+        """`predict_test(record)`, the first time it is asked for this run only.
+
+        Raises:
+            StoreUnavailable: as `predict_test` (again on each call, with the same reason).
+        """
+        if record.path not in self._by_run:
+            try:
+                self._by_run[record.path] = predict_test(record)
+            except StoreUnavailable as exc:
+                self._by_run[record.path] = exc
+        found = self._by_run[record.path]
+        if isinstance(found, StoreUnavailable):
+            raise StoreUnavailable(str(found))
+        return found
+
+
+def write_html_report(runs_dir: str | Path, out: str | Path,
+                      predicted: PredictedTestSplits | None = None) -> Path:
+    """Write the page for the latest run of each model in `runs_dir` to `out`; `predicted`:
+    the test-split predictions to share with `trainers.figures.write_figures`.
 
     Raises:
         RunNotFoundError: `runs_dir` does not exist.
@@ -93,7 +126,7 @@ def write_html_report(runs_dir: str | Path, out: str | Path) -> Path:
     """
     out = Path(out)
     check_report_outputs(runs_dir, out, None)
-    page = html_report(runs_dir)
+    page = html_report(runs_dir, predicted)
     try:
         out.write_text(page, encoding="utf-8")
     except OSError as exc:
@@ -132,8 +165,9 @@ def check_output(path: Path, what: str, *, folder: bool) -> None:
                                 f"{exc.strerror or exc}") from None
 
 
-def html_report(runs_dir: str | Path) -> str:
+def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = None) -> str:
     """The page as a string (see the module docstring)."""
+    predicted = predicted or PredictedTestSplits()
     records = _ordered(latest_runs(runs_dir).values())
     title = f"Training report: {runs_dir}"
     parts = [f"<h1>{_e(title)}</h1>",
@@ -149,7 +183,7 @@ def html_report(runs_dir: str | Path) -> str:
                   "<h2>Test accuracy over seeds (every run; runs that differ only in their "
                   "seed are one row; SD: sample standard deviation)</h2>",
                   table_seeds(list_runs(runs_dir), render=html_table)]
-        parts += [_model_section(record) for record in records]
+        parts += [_model_section(record, predicted) for record in records]
     return _PAGE.format(title=_e(title), body="\n".join(parts))
 
 
@@ -165,8 +199,9 @@ def predict_test(record: RunRecord) -> SplitPredictions:
     """Load the run's model and predict the test split of its store, in inference mode.
 
     Raises:
-        StoreUnavailable: the store is missing, not the one the run trained on, or has no
-            finished test sample; or the run's model file is damaged.
+        StoreUnavailable: the store is missing, not the one the run trained on, has no
+            finished test sample or another number of them than the run was tested on, or a
+            test sample cannot be read; or the run's model file is damaged.
     """
     location = record.store.get("path")
     if not location:
@@ -186,8 +221,15 @@ def predict_test(record: RunRecord) -> SplitPredictions:
             raise StoreUnavailable(
                 f"the store at {location} is not the one the run trained on (fingerprint "
                 f"{samples.info.fingerprint[:8]}, the run's {record.fingerprint[:8]})")
-        if not samples.indices("test").size:
+        finished = int(samples.indices("test").size)
+        if not finished:
             raise StoreUnavailable(f"the store at {location} has no finished test sample")
+        tested = (record.samples or {}).get("test")
+        if tested is not None and tested != finished:
+            raise StoreUnavailable(
+                f"the store at {location} holds {finished} finished test samples now, the run "
+                f"was tested on {tested} (it was built further, or had samples unmarked, "
+                "since), so the matrix would not be of Table 2's test set")
         from trainers.quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()
@@ -207,9 +249,12 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         dataset = make_dataset(samples, "test", InputOptions(
             PREDICT_BATCH if views is None else max(1, PREDICT_BATCH // views.count),
             augment=views.every_view if views is not None else False))
-        with store_errors_raised():
-            logits = (model.predict(dataset, verbose=0) if views is None
-                      else views.clip_logits(model, dataset)[0])
+        try:
+            with store_errors_raised():
+                logits = (model.predict(dataset, verbose=0) if views is None
+                          else views.clip_logits(model, dataset)[0])
+        except StoreError as exc:  # one damaged sample: this model's note, not the report's end
+            raise StoreUnavailable(f"a test sample cannot be read ({exc})") from None
         split = samples.split("test")
         return SplitPredictions(classes=samples.info.classes or tuple(
                                    str(k) for k in range(samples.num_classes)),
@@ -219,7 +264,7 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         samples.store.close()
 
 
-def _model_section(record: RunRecord) -> str:
+def _model_section(record: RunRecord, predicted: PredictedTestSplits) -> str:
     name = _name(record)
     parts = [f"<section><h2>{_e(name)}</h2>",
              f"<p class=meta>run {_e(str(record.path))}; store {_e(record.fingerprint[:8])} "
@@ -228,7 +273,7 @@ def _model_section(record: RunRecord) -> str:
              f"({_e(str(record.metrics.get('selection', '')))})</p>",
              "<h3>Training curves</h3>", _curves(record)]
     try:
-        predictions = predict_test(record)
+        predictions = predicted.of(record)
     except StoreUnavailable as exc:
         parts.append(f"<p class=unavailable>No confusion matrix, per-class accuracy or "
                      f"misclassified samples: {_e(str(exc))}.</p>")
@@ -308,13 +353,18 @@ def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
     if not wrong.size:
         return "<p>None: every test sample is classified right.</p>"
     shown = wrong[:MISCLASSIFIED_SHOWN]
-    with flowstore.open(record.store["path"]) as dataset:
-        pictures = [name for name in ("middle_frame", "image") if name in dataset.features]
-        flows = ["flow"] if "flow" in dataset.features else []
-        drawn = pictures[:1] + flows  # a row each; a store may hold flow alone
-        if not drawn:
-            return "<p>No picture or flow in its store to show its misclassified samples.</p>"
-        batch = dataset.split("test", features=drawn, float_dtype="float32").read(shown)
+    try:
+        with flowstore.open(record.store["path"]) as dataset:
+            pictures = [name for name in ("middle_frame", "image") if name in dataset.features]
+            flows = ["flow"] if "flow" in dataset.features else []
+            drawn = pictures[:1] + flows  # a row each; a store may hold flow alone
+            if not drawn:
+                return ("<p>No picture or flow in its store to show its misclassified "
+                        "samples.</p>")
+            batch = dataset.split("test", features=drawn, float_dtype="float32").read(shown)
+    except StoreError as exc:  # a picture the model does not read may be the damaged one
+        return (f"<p class=unavailable>No misclassified samples: a test sample cannot be read "
+                f"({_e(str(exc))}).</p>")
     figure = Figure(figsize=(1.9 * len(shown), 2.1 * len(drawn) + 0.4), layout="constrained")
     FigureCanvasAgg(figure)
     axes = np.asarray(figure.subplots(len(drawn), len(shown), squeeze=False))
@@ -336,9 +386,9 @@ def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
             ax.set_title(titles[row], fontsize=8)
             ax.set_axis_off()
     note = (f"{len(shown)} of {wrong.size} misclassified (of {predictions.labels.size}), "
-            "the true classes in turn" + ("; flow in the Middlebury colour coding (hue = direction), "
-                                "full colour at the sample's 99th-percentile |flow|"
-                                if flows else ""))
+            "the true classes in turn"
+            + ("; flow in the Middlebury colour coding (hue = direction), full colour at the "
+               "sample's 99th-percentile |flow|" if flows else ""))
     return (_img(figure_png(figure), f"misclassified test samples of {_name(record)}")
             + f"<p class=meta>{_e(note)}.</p>")
 

@@ -14,10 +14,11 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from trainers.catalogue import get_model, model_names
-from trainers.errors import UnknownModelError
+from trainers.catalogue import get_model, model_names, recipe_of
+from trainers.errors import ModelConfigError, UnknownModelError
 from trainers.recipes import RECIPE_SETS, recorded_recipe
-from trainers.runs import RunRecord, latest_runs, list_runs, run_dir_name, split_counts
+from trainers.runs import (HISTORY_FILE, RunRecord, latest_runs, list_runs, run_dir_name,
+                           split_counts)
 
 if TYPE_CHECKING:
     from trainers.run import Outcome
@@ -62,6 +63,45 @@ def _name(record: RunRecord) -> str:
     return label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
 
 
+def recorded_test_accuracy(record: RunRecord) -> float | None:
+    """The run's test accuracy from `metrics.json`; None where it has none (`"test": null`,
+    `"accuracy": null`, or no `test` at all: a run from before it was recorded)."""
+    accuracy = (record.metrics.get("test") or {}).get("accuracy")
+    return None if accuracy is None else float(accuracy)
+
+
+def recipe_overrides(model: str, recipe: Mapping[str, Any]) -> list[str]:
+    """The fields of a recorded recipe whose values are not those of the catalogue's recipe of
+    `model` in its recipe set (`trainers run --epochs 1`, `--lr`, `--dropout`...), sorted; so
+    that a run trained otherwise is never labelled as the report's (or the tuned) recipe.
+
+    Only the fields the run recorded are compared: a run leaves out only fields at their
+    default (a report recipe records four fields, any recipe omits the later fields at their
+    default), and the catalogue's recipes keep those at their default too. A model or recipe
+    set the catalogue does not know has nothing to compare with: none."""
+    try:
+        reference = recorded_recipe(
+            recipe_of(model, str(recipe.get("recipe_set", "report"))).to_dict())
+    except (UnknownModelError, ModelConfigError):
+        return []
+    return sorted(key for key, value in recipe.items()
+                  if key in reference and key not in ("optimizer", "loss")
+                  and value != reference[key])
+
+
+def recipe_label(recipe: Mapping[str, Any], fields: Iterable[str]) -> str:
+    """A recipe's set with its values of `fields`, as rows and legends name recipes:
+    "tuned, epochs 60, warmup_epochs 6"."""
+    return ", ".join([str(recipe.get("recipe_set", "report")),
+                      *(f"{key} {recipe.get(key)}" for key in fields)])
+
+
+def run_recipe(record: RunRecord) -> str:
+    """A run's recipe set with the fields it overrode in the catalogue's ("report, epochs 1")."""
+    recipe = record.metrics.get("recipe") or {}
+    return recipe_label(recorded_recipe(recipe), recipe_overrides(record.model, recipe))
+
+
 def table_1(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     """Best-epoch train/val accuracy and loss, and the epoch (the report's Table 1), rendered
     by `render(header, rows)` (Markdown; `trainers.html_report` passes an HTML table)."""
@@ -79,7 +119,7 @@ def table_2(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     rows = []
     for r in _ordered(records):
         test = r.metrics.get("test") or {}
-        rows.append([_name(r), _num(test.get("accuracy")), _num(test.get("loss")),
+        rows.append([_name(r), _num(recorded_test_accuracy(r)), _num(test.get("loss")),
                      _num(r.metrics.get("model_size_gb"), 3)])
     return render(["Model", "Test acc", "Test loss", "Model size (GB)"], rows)
 
@@ -146,24 +186,28 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
 
 
 def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]]) -> list[str]:
-    """Each group's recipe set; where groups of one model share a set but not all its values
-    (a tuned recipe lengthened with `--epochs`, say), the values this group has in the fields
-    they differ in (a field a run did not record counts as its default: `recorded_recipe`);
+    """Each group's recipe set, with the values of the fields its recipe overrides in the
+    catalogue's (`recipe_overrides`: "report, epochs 1"); where groups of one model share a
+    set but not all its values (a tuned recipe lengthened with `--epochs`, say), the values
+    this group has in the fields they differ in too (a field a run did not record counts as
+    its default: `recorded_recipe`);
     where they share those but start from other pretrained runs, those runs (`origins`, each
     group's `transfer_origins`); and where even those are alike, the augmentation and
     precision, the store, and the store's done samples when it trained (a store built further
     since), so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
     image-efa44fb5-20261201-154435", "tuned, store 0f4c8094", "report, augment True, ..."."""
-    recipes = [(group[0].model, recorded_recipe(group[0].metrics.get("recipe") or {}))
-               for group in groups]
+    recorded = [group[0].metrics.get("recipe") or {} for group in groups]
+    recipes = [(group[0].model, recorded_recipe(recipe))
+               for group, recipe in zip(groups, recorded, strict=True)]
     labels = []
-    for model, recipe in recipes:
+    for (model, recipe), as_recorded in zip(recipes, recorded, strict=True):
         name = recipe.get("recipe_set", "report")
         others = [other for other_model, other in recipes if other_model == model
                   and other.get("recipe_set", "report") == name and other != recipe]
         differing = sorted({key for other in others for key in {*other, *recipe}
-                            if other.get(key) != recipe.get(key)})
-        labels.append(", ".join([name, *(f"{key} {recipe.get(key)}" for key in differing)]))
+                            if other.get(key) != recipe.get(key)}
+                           | {*recipe_overrides(model, as_recorded)})
+        labels.append(recipe_label(recipe, differing))
     models = [model for model, _ in recipes]
     labels = _told_apart(models, labels, [
         ", ".join(f"{name} {group[0].training.get(name)}"
@@ -188,20 +232,29 @@ def _told_apart(models: list[str], labels: list[str], extras: list[str]) -> list
 
 
 def table_seeds(records: Iterable[RunRecord], render: Render = _markdown) -> str:
-    """Test accuracy over seeds (`seed_groups`): mean, sample standard deviation, range."""
+    """Test accuracy over seeds (`seed_groups`): mean, sample standard deviation, range. The
+    Seeds column lists the seeds the mean is over; a run without test accuracy is left out of
+    both and named after them ("0, 2 (untested: 1)"), not counted as a seed the mean used."""
     rows = []
     grouped = seed_groups(records)
     groups = [group for group, _ in grouped]
     labels = _group_labels(groups, [origins for _, origins in grouped])
     for group, recipe in zip(groups, labels, strict=True):
-        accuracies = [float(r.metrics["test"]["accuracy"]) for r in group
-                      if (r.metrics.get("test") or {}).get("accuracy") is not None]
-        seeds = ", ".join(str(r.metrics.get("seed", "-")) for r in group)
+        scored = [(r, recorded_test_accuracy(r)) for r in group]
+        accuracies = [accuracy for _, accuracy in scored if accuracy is not None]
+        untested = [r for r, accuracy in scored if accuracy is None]
+        seeds = _seeds(r for r, accuracy in scored if accuracy is not None) or "-"
+        if untested:
+            seeds += f" (untested: {_seeds(untested)})"
         spread = _num(statistics.stdev(accuracies)) if len(accuracies) > 1 else "-"
         rows.append([_name(group[0]), recipe, seeds,
                      _num(statistics.mean(accuracies)) if accuracies else "-", spread,
                      f"{min(accuracies):.2f}-{max(accuracies):.2f}" if accuracies else "-"])
     return render(["Model", "Recipe", "Seeds", "Test acc mean", "SD", "Range"], rows)
+
+
+def _seeds(runs: Iterable[RunRecord]) -> str:
+    return ", ".join(str(r.metrics.get("seed", "-")) for r in runs)
 
 
 def render_report(runs_dir: str | Path) -> str:
@@ -214,7 +267,7 @@ def render_report(runs_dir: str | Path) -> str:
     if not records:
         return f"No finished runs in {str(runs_dir)!r}."
     every_run = list_runs(runs_dir)
-    figures = [f"- {_name(r)}: {r.curves_file}" for r in _ordered(records)]
+    figures = [f"- {_name(r)}: {_curves_source(r)}" for r in _ordered(records)]
     runs = [f"- {_name(r)}: {r.path} (store {r.fingerprint[:8]}, {r.metrics.get('selection', '')})"
             for r in _ordered(records)]
     return "\n".join([
@@ -228,6 +281,17 @@ def render_report(runs_dir: str | Path) -> str:
         "Runs:", *runs, "",
         "Figures (accuracy and loss per epoch):", *figures,
     ])
+
+
+def _curves_source(record: RunRecord) -> str:
+    """Where a run's curves are: its curves.png where that file is there; else what `--out` and
+    `--html` draw them from, or that there are none."""
+    if record.curves_file.is_file():
+        return str(record.curves_file)
+    if (record.path / HISTORY_FILE).is_file():
+        return (f"no {record.curves_file.name} in {record.path}; --out and --html redraw it "
+                f"from {HISTORY_FILE}")
+    return f"none ({record.path} has neither {record.curves_file.name} nor {HISTORY_FILE})"
 
 
 def results_table(outcomes: Sequence["Outcome"]) -> str:

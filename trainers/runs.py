@@ -163,8 +163,9 @@ def _well_formed(metrics: Any) -> bool:
     """Whether `metrics` has the types that run lookups and reports read without further
     checks, where it records the field at all (older runs lack some): a hand-edited or foreign
     `metrics.json` (`"best": []`, `"store": "tvhi"`) is then not a run, as an unparsable one
-    is not, where it was a traceback wherever a field was read."""
-    if not isinstance(metrics, dict):
+    is not, where it was a traceback wherever a field was read. Its `model` must be a plain
+    name (`_plain_name`): reports name rows and write figure files by it."""
+    if not isinstance(metrics, dict) or not _plain_name(metrics.get("model")):
         return False
     store, best, recipe = (metrics.get(name, {}) for name in ("store", "best", "recipe"))
     test, bases = metrics.get("test") or {}, metrics.get("bases") or {}
@@ -181,6 +182,14 @@ def _well_formed(metrics: Any) -> bool:
             and all(isinstance(value, (str, type(None))) for value in bases.values())
             and all(isinstance(metrics.get(name), (int, type(None)))
                     for name in ("seed", "best_epoch")))
+
+
+def _plain_name(name: Any) -> bool:
+    """Whether a recorded model name is one a file may be named by (`MODEL_curves.png`): a
+    non-empty string that is no path (`"../escape"` wrote a figure outside `--out`) and no
+    blank (a foreign folder's `{}` was a blank-named row in every table)."""
+    return (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..")
+            and "/" not in name and "\\" not in name and Path(name).name == name)
 
 
 def require_model_file(path: str | Path) -> Path:
