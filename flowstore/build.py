@@ -964,11 +964,22 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
         client = Client(address, timeout="10s", set_as_default=False)
     except (OSError, TimeoutError) as exc:
         raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
+    def lost() -> FlowstoreError:
+        # not any sample's failure: every task left would "fail" (one reason each), those never
+        # handed out too; they stay pending
+        return FlowstoreError(f"lost the connection to the Dask scheduler {address!r}; the "
+                              f"samples not finished stay pending: run the same command again "
+                              f"to resume")
+
     with client:
 
         def sized() -> int:
-            """The window for the threads the cluster has now."""
-            threads = sum(client.nthreads().values())
+            """The window for the threads the cluster has now (asked of the scheduler, which
+            may be gone by now: distributed's CommClosedError is an OSError)."""
+            try:
+                threads = sum(client.nthreads().values())
+            except (OSError, TimeoutError):
+                raise lost() from None
             return max(CLUSTER_MIN_WINDOW, CLUSTER_TASKS_PER_THREAD * threads)
 
         # sized again every few seconds unless given: workers that join later (an adaptive or
@@ -999,12 +1010,7 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
                         outcome = future.result()
                     except cluster_errors as exc:  # the cluster gave up on this task
                         if client.status != "running" or "connection-lost" in str(exc):
-                            # not this sample's failure: every task left would "fail" (one
-                            # reason each), those never handed out too; they stay pending
-                            raise FlowstoreError(
-                                f"lost the connection to the Dask scheduler {address!r}; "
-                                f"the samples not finished stay pending: run the same "
-                                f"command again to resume") from None
+                            raise lost() from None
                         # one line, without the task's key, so that failures group by reason
                         reason = str(exc).replace(str(future.key), "its task").splitlines()
                         outcome = TaskOutcome(index, f"task failed on the cluster: "
