@@ -83,6 +83,11 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
     assert history["epoch"] == [1] and len(history["val_loss"]) == 1
     table = first.stdout[first.stdout.index("| Model |"):]
     assert table.count("| trained |") == 3
+    # The report names the chain that lacked its Stanford-40 base: not the report's transfer.
+    report = _invoke("report", str(runs)).stdout
+    for row in ("| TV-HI frame (from scratch) |", "| TV-HI two-stream (from scratch) |",
+                "| TV-HI flow |"):
+        assert row in report, row
 
     # A second two-stream run finds both prerequisites by the store's fingerprint.
     second = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),

@@ -53,14 +53,17 @@ def _ordered(records: Iterable[RunRecord]) -> list[RunRecord]:
 
 
 def _name(record: RunRecord) -> str:
-    """A run's row label: its model's catalogue label with its store's dataset ("TV-HI flow");
-    a model the catalogue does not know, by its recorded name."""
+    """A run's row label: its model's catalogue label with its store's dataset ("TV-HI flow"),
+    and " (from scratch)" where its chain lacked the transfer base it builds on (a frame CNN
+    trained from scratch is not the report's transfer model, whose 16,444 weights train); a
+    model the catalogue does not know, by its recorded name."""
     dataset = str(record.store.get("dataset", ""))
     try:
         label = get_model(record.model).label
     except UnknownModelError:
         return record.model
-    return label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
+    name = label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
+    return f"{name} (from scratch)" if "scratch" in transfer_origins(record) else name
 
 
 def recorded_test_accuracy(record: RunRecord) -> float | None:
