@@ -489,8 +489,8 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     check_manifest_columns(attrs, ids, labels, splits, path)  # damage, not another manifest
     if not _same_manifest(manifest, attrs, ids, labels, splits):
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
-                                 f"(the source's sample list or split files changed, or this "
-                                 f"version of flowstore splits the dataset otherwise){hint}")
+                                 f"({_manifest_changes(manifest, attrs, ids, labels, splits)})"
+                                 f"{hint}")
 
 
 def _check_software(store: Store, path: Path | str, hint: str) -> None:
@@ -526,6 +526,32 @@ def _same_manifest(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndarray
         return False
     return (len(ids) == len(manifest) and ids.tolist() == manifest.ids
             and np.array_equal(labels, manifest.labels) and splits.tolist() == manifest.splits())
+
+
+def _manifest_changes(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndarray,
+                      labels: np.ndarray, splits: np.ndarray, examples: int = 3) -> str:
+    """What differs between a store's samples and the manifest a build asks for, in words: a
+    user who added, removed or renamed clips (or deleted the one the build reported broken)
+    learns which, not only that something did."""
+    def some(names: list[str]) -> str:
+        shown = ", ".join(repr(n) for n in names[:examples])
+        return shown + (", ..." if len(names) > examples else "")
+
+    classes = list(attrs.get("classes", []))
+    stored = {sample: (classes[label] if 0 <= label < len(classes) else label, split)
+              for sample, label, split in zip(ids.tolist(), labels.tolist(), splits.tolist())}
+    asked = {row.id: (row.class_name, row.split) for row in manifest.rows}
+    added = sorted(asked.keys() - stored.keys())
+    gone = sorted(stored.keys() - asked.keys())
+    moved = sorted(k for k in asked.keys() & stored.keys() if asked[k] != stored[k])
+    parts = [f"{len(added)} sample(s) new in the source ({some(added)})" if added else "",
+             f"{len(gone)} gone from it ({some(gone)})" if gone else "",
+             f"{len(moved)} in another class or split ({some(moved)})" if moved else ""]
+    if list(manifest.classes) != classes:
+        parts.append(f"classes {some(classes)} now {some(list(manifest.classes))}")
+    said = "; ".join(part for part in parts if part)
+    return said or ("the same samples in another order: this version of flowstore orders or "
+                    "splits the dataset otherwise")
 
 
 def _columns_digest(manifest: Manifest) -> str:

@@ -175,6 +175,48 @@ def test_videofolder_scan_finds_nested_files_and_skips_hidden_links_to_folders_a
         "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
 
 
+def _empty_files(root: Path, names: list[str]) -> Path:
+    for name in names:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"")
+    return root
+
+
+@pytest.mark.parametrize("names,source,expected", [
+    # --source one level too high: all clips one class, named after the folder of classes
+    (["clips/walk/a.mp4", "clips/run/b.mp4"], "", r"holds 1 class\(es\) \('clips'\): a "
+     r"classification source needs two or more; is --source one level too high"),
+    # one level too deep, inside a class: its own clips lay outside any class, skipped
+    (["walk/a.mp4", "walk/b.avi", "walk/s2/c.mp4", "walk/s3/d.mp4"], "walk",
+     r"2 video\(s\) directly in .*walk', outside any class folder \(e\.g\. 'a\.mp4'\): "
+     r"expected <class>/<video>; is --source one level too deep"),
+    # split folders misnamed: built as classes train/valid/test, split again at random
+    (["train/walk/a.mp4", "valid/walk/b.mp4", "test/walk/c.mp4"], "", r"class folders 'test', "
+     r"'train', 'valid' in .* look like split folders: .*\('valid' there\)"),
+    (["train/walk/a.mp4", "test/walk/c.mp4", "__MACOSX/x/a.mp4"], "",
+     r"look like split folders: .*\('__MACOSX' there\)"),
+], ids=["one-level-too-high", "one-level-too-deep", "valid-folder", "stray-folder"])
+def test_a_source_laid_out_one_level_off_is_refused_not_built_as_other_classes(
+        tmp_path, names, source, expected):
+    """Each was built, exit 0, into a store of other classes than the user's (one class, or
+    the split folders as classes), or skipped the clips lying outside class folders."""
+    root = _empty_files(tmp_path / "src", names)
+    with pytest.raises(SourceLayoutError, match=expected):
+        get_dataset("videofolder").manifest(root / source)
+
+
+def test_videofolder_takes_every_container_ffmpeg_reads(tmp_path):
+    """.m4v, .mpeg, .mts... were skipped without a word (the build said '13 of 13')."""
+    names = [f"walk/clip{suffix}" for suffix in (".m4v", ".MPEG", ".mts", ".m2ts", ".3gp",
+                                                 ".wmv", ".flv")] + ["run/a.mp4", "run/b.ts"]
+    root = _empty_files(tmp_path / "src", names)
+    dataset = get_dataset("videofolder", {"test_fraction": "0", "val_fraction": "0"})
+    ids = sorted(row.id for row in dataset.manifest(root).rows)
+    assert ids == sorted(["walk/clip.MPEG", "walk/clip.m4v", "walk/clip.mts",
+                          "walk/clip.m2ts", "walk/clip.3gp", "walk/clip.wmv", "walk/clip.flv",
+                          "run/a"]), ids  # (one stem: each keeps its suffix; .ts is no video)
+
+
 def test_videofolder_ids_stay_unique_where_a_kept_suffix_is_another_files_stem(tmp_path):
     """`a.mp4` beside `a.avi` keeps its suffix as its id, `a.mp4`, which is also the stem of
     `a.mp4.avi`: both were one sample, `a.mp4.avi` built twice and `a.mp4` never."""
@@ -463,12 +505,14 @@ def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp
     assert fingerprint("ucf101", ucf, seed=1) != fingerprint("ucf101", ucf)
     images = sources["imagefolder"]
     split_file = tmp_path / "splits.csv"
-    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n")
+    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n"
+                          "waving/img_01.PNG,z,train\n")
     moved = tmp_path / "elsewhere.csv"
     shutil.copy(split_file, moved)
     with_file = fingerprint("imagefolder", images, split_file=split_file)
     assert fingerprint("imagefolder", images, split_file=moved) == with_file  # not the path
-    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,b,train\n")
+    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,b,train\n"
+                          "waving/img_01.PNG,z,train\n")
     assert fingerprint("imagefolder", images, split_file=split_file) != with_file
 
 
@@ -560,3 +604,23 @@ def test_a_slow_ledger_is_written_less_often(sources, tmp_path, monkeypatch):
     gaps = [later - earlier for earlier, later in zip(during, during[1:])]
     assert all(gap >= 0.2 / build_module.LEDGER_TIME_SHARE for gap in gaps), gaps
     assert len(during) < result.computed
+
+
+def test_a_source_changed_since_the_build_is_refused_saying_what_changed(tmp_path):
+    """Adding, removing or renaming clips (or deleting the one the build reported broken) was
+    refused as 'built from another split manifest' and no more: now the refusal names them."""
+    source = get_dataset("videofolder").write_synthetic(tmp_path / "s", TINY)
+    args = ("build", "videofolder", "--source", source, "--store", tmp_path / "v.zarr",
+            "--size", "16", "--steps", "2", "--test-fraction", "0", "--val-fraction", "0", "-q")
+    assert flowstore_cli(*args).returncode == 0
+    shutil.copy(source / "jumping jacks" / "clip_01.MP4", source / "jumping jacks" / "new.MP4")
+    (source / "rock'n'roll" / "clip_02.mkv").unlink()
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert ("""was built from another split manifest (1 sample(s) new in the source """
+            """('jumping jacks/new'); 1 gone from it ("rock'n'roll/clip_02")); use --overwrite"""
+            in line), line
+    (source / "jumping jacks").rename(source / "jumping")
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert ("5 sample(s) new in the source ('jumping/clip_01', 'jumping/clip_02', "
+            "'jumping/clip_03', ...); 5 gone from it" in line), line
+    assert "classes 'jumping jacks', \"rock'n'roll\" now 'jumping', \"rock'n'roll\"" in line

@@ -38,6 +38,11 @@ from flowstore.manifest import (SPLITS, Manifest, assemble_manifest, build_manif
                                 stratified_holdout)
 
 SPLIT_FILE_COLUMNS = ("path", "label", "split")
+#: Folder names (any letter case) that mean a split, not a class: two or more of them among a
+#: source's class folders is a split-folder source misnamed (`valid/`, `Train/`), whose splits
+#: would otherwise be built as classes and split again at random.
+SPLIT_FOLDER_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev",
+                                "test", "testing", "eval"})
 
 
 @dataclass(frozen=True)
@@ -202,6 +207,15 @@ class ClassFolders(Dataset):
                 c: [i for i in ids if i in test] for c, ids in pool.items()}})
         classes = sorted({c for per_class in by_split.values() for c in per_class})
         check_spellings(classes, repr(str(source)))
+        if len(classes) < 2:  # nothing to classify: most often a --source one level too high
+            where = (f"the split file {str(options.split_file)!r} names"
+                     if options.split_file is not None else f"{str(source)!r} holds")
+            hint = ("" if options.split_file is not None else
+                    "; is --source one level too high, at a folder whose only subfolder holds "
+                    "the class folders?")
+            raise SourceLayoutError(f"{where} {len(classes)} class(es) "
+                                    f"({', '.join(map(repr, classes))}): a classification "
+                                    f"source needs two or more{hint}")
         return assemble_manifest(classes, by_split)
 
     def _carve(self, pool: Mapping[str, list[str]], fraction: float,
@@ -227,6 +241,21 @@ class ClassFolders(Dataset):
             raise SourceLayoutError(
                 f"no class folders in {str(root)!r}: expected {where}<class>/<{self.what}> with "
                 f"{self.what}s ending in {' '.join(self.suffixes)}")
+        loose = sorted(p.name for p in root.iterdir() if _visible(p) and p.is_file()
+                       and p.suffix.lower() in self.suffixes)
+        if loose:  # skipped, they were samples of no class: a --source one level too deep
+            raise SourceLayoutError(
+                f"{len(loose)} {self.what}(s) directly in {str(root)!r}, outside any class "
+                f"folder (e.g. {as_text(loose[0])!r}): expected {where}<class>/<{self.what}>; "
+                f"is --source one level too deep, inside a class folder?")
+        split_like = [p.name for p in folders if p.name.casefold() in SPLIT_FOLDER_NAMES]
+        if not where and len(split_like) >= 2:  # not read as splits: they would be classes
+            others = [p.name for p in folders if p.name not in SPLITS]
+            raise SourceLayoutError(
+                f"class folders {', '.join(repr(n) for n in split_like)} in {str(root)!r} look "
+                f"like split folders: a source of split folders holds train/, test/ and "
+                f"optionally val/, so named, and nothing else ({', '.join(map(repr, others))} "
+                f"there); rename them, or use --split-file")
         check_spellings([as_text(p.name) for p in folders], repr(str(root)))
         found: dict[str, list[str]] = {}
         for folder in folders:

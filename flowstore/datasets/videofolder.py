@@ -1,8 +1,8 @@
 """A folder of your own clips sorted by class: SOURCE/<class>/<clip>, as Hugging Face's
 `videofolder` and torchvision's folder datasets read them.
 
-Any container OpenCV's FFmpeg backend decodes: .avi .mp4 .mkv .webm .mov .mpg, in any letter
-case. Splits: a ``--split-file`` CSV, or ``train/ val/ test/`` folders, or stratified
+The containers OpenCV's FFmpeg backend decodes: .avi .mp4 .m4v .mkv .webm .mov .mpg .mpeg .mts
+.m2ts .3gp .wmv .flv, in any letter case (a file of any other suffix is not a sample). Splits: a ``--split-file`` CSV, or ``train/ val/ test/`` folders, or stratified
 ``--val-fraction`` / ``--test-fraction`` with ``--seed`` (`flowstore.datasets._classfolders`).
 A sample's id is its path under SOURCE without the suffix (``jumping/clip_01``), so two classes
 may hold files of the same name. Each sample is the TV-HI extraction (middle frame, frames, flow).
@@ -16,7 +16,8 @@ from flowstore.datasets._classfolders import ClassFolders
 from flowstore.datasets.base import VideoDataset
 from flowstore.synth.clips import SynthClipsConfig
 
-VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".mpg")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".mts",
+                  ".m2ts", ".3gp", ".wmv", ".flv")
 #: Class names of the synthetic source: a space, an apostrophe, a non-ASCII letter.
 SYNTH_CLASSES = ("jumping jacks", "rock'n'roll", "vélo", "waving", "clapping", "sitting")
 #: Containers the synthetic clips cycle through, letter case included.
