@@ -624,3 +624,37 @@ def test_a_source_changed_since_the_build_is_refused_saying_what_changed(tmp_pat
     assert ("5 sample(s) new in the source ('jumping/clip_01', 'jumping/clip_02', "
             "'jumping/clip_03', ...); 5 gone from it" in line), line
     assert "classes 'jumping jacks', \"rock'n'roll\" now 'jumping', \"rock'n'roll\"" in line
+
+
+@pytest.mark.parametrize("rows,expected", [
+    # a spreadsheet of ids, not file names: every sample failed as "image file is missing: a"
+    (["cat/a,cat,train", "dog/b,dog,test"], r"line 2: 'cat/a' is not in .*, 'a\.jpeg' is "
+     r"beside it: a path names its file, suffix included"),
+    # written from the folder above the source: every sample failed alike
+    (["imgs/cat/a.jpeg,cat,train", "imgs/dog/b.png,dog,test"], r"none of the 2 files split "
+     r"file .* lists is in .*imgs' \(e\.g\. .*imgs/imgs/cat/a\.jpeg'\): its paths are relative "
+     r"to --source"),
+], ids=["no-suffix", "relative-to-elsewhere"])
+def test_a_split_file_whose_paths_are_written_otherwise_is_refused(tmp_path, rows, expected):
+    source = _empty_files(tmp_path / "imgs", ["cat/a.jpeg", "dog/b.png"])
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("\n".join(["path,label,split", *rows]) + "\n")
+    with pytest.raises(SourceLayoutError, match=expected):
+        get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+    # one file missing among others is that sample's failure, not the file's
+    split_file.write_text("path,label,split\ncat/a.jpeg,cat,train\ndog/gone.png,dog,test\n")
+    get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+
+
+def test_split_options_a_split_file_makes_unused_are_refused_with_it(tmp_path):
+    """--val-fraction beside --split-file was ignored, yet made another store (fingerprint)."""
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("path,label,split\ncat/a.jpeg,cat,train\ncat/A.jpeg,Cat,test\n")
+    with pytest.raises(ParameterError, match="--val-fraction, --seed do not apply with "
+                                             "--split-file"):
+        get_dataset("imagefolder", {"split_file": str(split_file), "val_fraction": "0.3",
+                                    "seed": "2"})
+    # one class spelled two ways is the split file's doing, and said so
+    source = _empty_files(tmp_path / "imgs", ["cat/a.jpeg", "cat/A.jpeg"])
+    with pytest.raises(SourceLayoutError, match=r"classes 'Cat' and 'cat' in '.*splits\.csv'"):
+        get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)

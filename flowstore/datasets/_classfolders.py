@@ -22,11 +22,12 @@ case or Unicode form (``Dog`` and ``dog``) are one class spelled two ways, which
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import os
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Iterable, Mapping
 
@@ -61,6 +62,13 @@ class FolderOptions:
             raise ParameterError(f"--val-fraction + --test-fraction must be below 1 (some "
                                  f"train), got {self.val_fraction} + {self.test_fraction}")
         check_seed(self.seed)
+        if self.split_file is not None:  # ignored, they still made another store (fingerprint)
+            unused = [f"--{f.name.replace('_', '-')}" for f in fields(self)
+                      if f.name != "split_file" and getattr(self, f.name) != f.default]
+            if unused:
+                raise ParameterError(f"{', '.join(unused)} "
+                                     f"{'does' if len(unused) == 1 else 'do'} not apply with "
+                                     f"--split-file (the file gives every sample its split)")
 
 
 #: The official folds of UCF101 and HMDB51.
@@ -206,7 +214,7 @@ class ClassFolders(Dataset):
             by_split = self._carve(rest, share, {"test": {
                 c: [i for i in ids if i in test] for c, ids in pool.items()}})
         classes = sorted({c for per_class in by_split.values() for c in per_class})
-        check_spellings(classes, repr(str(source)))
+        check_spellings(classes, repr(str(options.split_file or source)))
         if len(classes) < 2:  # nothing to classify: most often a --source one level too high
             where = (f"the split file {str(options.split_file)!r} names"
                      if options.split_file is not None else f"{str(source)!r} holds")
@@ -333,5 +341,29 @@ class ClassFolders(Dataset):
             id_lines[sample_id] = number
             paths[sample_id] = str(relative)
             by_split.setdefault(split, {}).setdefault(label, []).append(sample_id)
+        self._check_listed_files(source, split_file, paths, id_lines)
         self.sample_paths.update(paths)
         return by_split
+
+    def _check_listed_files(self, source: Path, split_file: Path, paths: Mapping[str, str],
+                            lines: Mapping[str, int]) -> None:
+        """Refuse a split file whose paths are written otherwise than as files under SOURCE,
+        which failed every sample alike ("image file is missing: img3") and, once built,
+        could only be rebuilt: a path without its file's suffix (`cat/img3` for
+        `cat/img3.jpeg`), or paths none of which is under SOURCE (written from another folder).
+        One missing file among others stays that sample's failure (a clip not downloaded)."""
+        missing = [(sample, path) for sample, path in paths.items()
+                   if not os.path.lexists(source / path)]
+        for sample, path in missing[:5]:  # a systematic mistake shows in the first ones
+            near = sorted(p.name for p in (source / path).parent.glob(
+                f"{glob.escape((source / path).name)}.*") if p.suffix.lower() in self.suffixes)
+            if near:
+                raise SourceLayoutError(
+                    f"split file {str(split_file)!r} line {lines[sample]}: {path!r} is not in "
+                    f"{str(source)!r}, {near[0]!r} is beside it: a path names its file, suffix "
+                    f"included")
+        if missing and len(missing) == len(paths):
+            raise SourceLayoutError(
+                f"none of the {len(paths)} files split file {str(split_file)!r} lists is in "
+                f"{str(source)!r} (e.g. {str(source / missing[0][1])!r}): its paths are "
+                f"relative to --source")
