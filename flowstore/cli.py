@@ -393,13 +393,22 @@ def estimate(
 
 
 @app.command("datasets")
-def list_datasets() -> None:
-    """List the datasets flowstore can build."""
-    from flowstore.datasets import dataset_names, dataset_type, option_names
+def list_datasets(
+    name: Optional[str] = typer.Argument(None, help="A dataset to describe: its source layout, "
+                                                   "splits and options with their defaults."),
+) -> None:
+    """List the datasets flowstore can build, with their own options (or describe one)."""
+    from flowstore.datasets import dataset_names, dataset_type, describe_dataset, option_names
 
-    for name in dataset_names():
-        options = option_names(dataset_type(name).options_type)
-        typer.echo(f"{name}  {' '.join(options)}".rstrip())
+    if name is not None:
+        try:
+            typer.echo(describe_dataset(name))
+        except FlowstoreError as exc:
+            fail(str(exc))
+        return
+    for known in dataset_names():
+        options = option_names(dataset_type(known).options_type)
+        typer.echo(f"{known}  {' '.join(options)}".rstrip())
 
 
 @synth_app.command("tvhi")

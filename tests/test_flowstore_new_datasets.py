@@ -56,6 +56,20 @@ def test_every_new_dataset_is_registered_with_its_options():
     assert lines["tvhi"] == ""
 
 
+def test_datasets_describes_one_with_its_layout_and_options():
+    """`build NAME --help` cannot show a dataset's own options (they follow its name):
+    `flowstore datasets NAME` does, with their defaults and the source layout."""
+    described = flowstore_cli("datasets", "videofolder")
+    assert described.returncode == 0, described.stderr
+    assert described.stdout.startswith("videofolder: A folder of your own clips sorted by class")
+    assert "``path,label,split``" in described.stdout
+    for option in ("  --split-file  (default: none)", "  --val-fraction  (default: 0.1)",
+                   "  --test-fraction  (default: 0.2)", "  --seed  (default: 0)"):
+        assert option in described.stdout.splitlines(), option
+    assert "Options: none of its own." in flowstore_cli("datasets", "tvhi").stdout
+    assert "unknown dataset 'nope'" in assert_one_line_error(flowstore_cli("datasets", "nope"))
+
+
 @pytest.mark.parametrize("name", NEW)
 def test_builds_from_its_synthetic_source_with_values_of_an_independent_decode(
         name, sources, suffix, tmp_path):

@@ -15,8 +15,10 @@ import abc
 import collections.abc
 import dataclasses
 import difflib
+import inspect
 import os
 import stat
+import sys
 import typing
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
@@ -199,6 +201,23 @@ def get_dataset(name: str, options: Mapping[str, Any] | None = None) -> Dataset:
     """The registered dataset called `name`, with its split options (`make_options`)."""
     kind = dataset_type(name)
     return kind(make_options(kind.options_type, options or {}, f"dataset {name!r}"))
+
+
+def describe_dataset(name: str) -> str:
+    """What `flowstore datasets NAME` prints: the dataset's module docstring (its source layout,
+    splits and the quirks of its real files) and its own options with their defaults, which
+    `flowstore build NAME --help` cannot show (they follow the dataset's name)."""
+    kind = dataset_type(name)
+    about = inspect.getdoc(sys.modules[kind.__module__]) or inspect.getdoc(kind) or ""
+    lines = [f"{name}: {about}", ""]
+    options = dataclasses.fields(kind.options_type)
+    if not options:
+        lines.append("Options: none of its own.")
+    else:
+        lines.append("Options (after the dataset name, `--name value` or `--name=value`):")
+        lines += [f"  --{_flag(f.name)}  (default: "
+                  f"{'none' if f.default is None else f.default})" for f in options]
+    return "\n".join(lines)
 
 
 def option_names(kind: type) -> list[str]:

@@ -2,7 +2,8 @@
 `imagefolder` and torchvision's `ImageFolder` read them.
 
 Images .jpg .jpeg .png .bmp .webp in any letter case; the same split rules as `videofolder`
-(`flowstore.datasets._classfolders`). Each sample is the Stanford-40 extraction (`image`), so
+(`flowstore datasets videofolder`: a ``--split-file`` CSV ``path,label,split``, split folders,
+or stratified fractions). Each sample is the Stanford-40 extraction (`image`), so
 the image CNN trains on the store.
 """
 
