@@ -151,7 +151,7 @@ def test_bad_split_files_and_csvs_are_one_line_and_write_nothing(dataset, damage
 
 @pytest.mark.parametrize("text, expected", [
     ("path,label\na.mp4,x\n", "has no column 'split'"),
-    ("path,label,split\na.mp4,x,training\n", "line 2: split 'training' is not one of"),
+    ("path,label,split\na.mp4,x,holdout\n", "line 2: split 'holdout' is not one of"),
     ("path,label,split\n../a.mp4,x,train\n", "line 2: path '../a.mp4' is not inside"),
     ("path,label,split\na.mp4,x,train\na.mp4,x,test\n", "line 3: 'a.mp4' is listed twice"),
     ("path,label,split\na.mp4,x,train,extra\n", "line 2: expected 3 fields"),

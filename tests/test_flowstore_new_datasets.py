@@ -672,3 +672,18 @@ def test_split_options_a_split_file_makes_unused_are_refused_with_it(tmp_path):
     source = _empty_files(tmp_path / "imgs", ["cat/a.jpeg", "cat/A.jpeg"])
     with pytest.raises(SourceLayoutError, match=r"classes 'Cat' and 'cat' in '.*splits\.csv'"):
         get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+
+
+def test_a_split_file_as_a_spreadsheet_exports_it_reads(tmp_path):
+    """`Path, Label, Split` headers and `Train` / `validation` values were refused."""
+    source = _empty_files(tmp_path / "imgs", ["cat/a.jpeg", "cat/b.jpeg", "dog/c.png"])
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("Path , Label,SPLIT,notes\ncat/a.jpeg,cat,Train,x\n"
+                          "cat/b.jpeg,cat,validation,\ndog/c.png,dog,TEST,\n")
+    manifest = get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+    assert {row.id: row.split for row in manifest.rows} == {"cat/a": "train", "cat/b": "val",
+                                                            "dog/c": "test"}
+    split_file.write_text("path,label,split\ncat/a.jpeg,cat,holdout\n")
+    with pytest.raises(SourceLayoutError, match="line 2: split 'holdout' is not one of train, "
+                                                "val, test"):
+        get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)

@@ -119,7 +119,8 @@ def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, s
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
     line = 1
     try:
-        columns = reader.fieldnames or []
+        # a spreadsheet's header: `Path, Label, Split` names the columns `path,label,split`
+        reader.fieldnames = columns = [_column_name(c, required) for c in reader.fieldnames or []]
         twice = [c for c, count in Counter(columns).items() if count > 1 and c in required]
         if twice:  # csv.DictReader would take the last of them, silently
             raise SourceLayoutError(f"{what} {str(path)!r} has the column {twice[0]!r} twice "
@@ -140,6 +141,18 @@ def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, s
     except csv.Error as exc:  # e.g. a quote left open: named by the line its row starts on
         raise SourceLayoutError(f"{what} {str(path)!r} line {line}: {exc}") from None
     return rows
+
+
+def _column_name(header: str, required: tuple[str, ...]) -> str:
+    """A header cell as the required column it names, whatever its letter case and the spaces
+    around it; any other column as it is."""
+    cell = header.strip()
+    return cell.casefold() if cell.casefold() in required else header
+
+
+#: Split names a split file may use for each split, in any letter case.
+SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                   "validation": "val", "test": "test", "testing": "test"}
 
 
 def class_key(name: str) -> str:
@@ -314,7 +327,8 @@ class ClassFolders(Dataset):
         paths: dict[str, str] = {}  # this file's: a second manifest() reads it afresh
         id_lines: dict[str, int] = {}
         for number, row in enumerate(rows, start=2):
-            path, label, split = row["path"].strip(), row["label"].strip(), row["split"].strip()
+            path, label, written = row["path"].strip(), row["label"].strip(), row["split"].strip()
+            split = SPLIT_SPELLINGS.get(written.casefold(), written)
             where = f"{what} {str(split_file)!r} line {number}"
             relative = PurePosixPath(path.replace("\\", "/"))
             if not path or not label:
@@ -324,8 +338,9 @@ class ClassFolders(Dataset):
             if not relative.name:
                 raise SourceLayoutError(f"{where}: path {path!r} names no file")
             if split not in SPLITS:
-                raise SourceLayoutError(f"{where}: split {split!r} is not one of "
-                                        f"{', '.join(SPLITS)}")
+                raise SourceLayoutError(f"{where}: split {written!r} is not one of "
+                                        f"{', '.join(SPLITS)} (or training, validation, valid, "
+                                        f"testing, in any letter case)")
             if str(relative) in seen:
                 raise SourceLayoutError(f"{where}: {path!r} is listed twice")
             seen.add(str(relative))
