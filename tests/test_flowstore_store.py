@@ -363,3 +363,31 @@ def test_a_read_the_system_refuses_is_not_called_damage():
         "short read of a chunk file: 3 of 8 bytes"), sample=True)
     assert str(short).startswith("store 's.zarr' is damaged: sample 'a' of 'flow' cannot be read")
     assert str(short).endswith("`--repair` re-extracts them")
+
+
+def test_opening_arrays_from_many_threads_leaves_zarrs_global_config_alone(tmp_path):
+    """Each array handle was opened inside `zarr.config.set(write_empty_chunks=True)`, which is
+    process-wide: threads opening arrays at once restored each other's value, and zarr was left
+    writing empty chunks for every array of the process (seen as a flaky test of a store copied
+    with zarr in the same process). Handles now carry the setting themselves."""
+    import threading
+
+    path = tmp_path / "s.zarr"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    default = zarr.config.get("array.write_empty_chunks")
+
+    def open_every_array() -> None:
+        for _ in range(20):
+            with open_store(path, "r+") as store:
+                for name in ("pixels", "flow"):
+                    store.write(name, 0, np.zeros(store.layout(name)[0][1:],
+                                                  store.layout(name)[1]))
+
+    threads = [threading.Thread(target=open_every_array) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert zarr.config.get("array.write_empty_chunks") == default
+    with open_store(path) as store:  # and the store's own chunks are still written whole
+        assert store.chunk_path("flow", 0).is_file()

@@ -113,14 +113,15 @@ class ZarrStore(Store):
         """Array handles are cached: opening one re-reads its metadata (about 0.5 ms locally,
         a round trip on object storage), which would otherwise be paid on every write.
 
-        `write_empty_chunks` is a runtime setting (zarr keeps it out of the metadata; a handle
-        takes it from the global config when opened), so it is set on every handle: each chunk is
-        one whole sample, written once, and comparing it with the fill value first (zarr's
-        default) cost 4 ms per 2.4 MB chunk.
+        `write_empty_chunks` is a runtime setting (zarr keeps it out of the metadata), so it is
+        set on every handle: each chunk is one whole sample, written once, and comparing it with
+        the fill value first (zarr's default) cost 4 ms per 2.4 MB chunk. Per handle
+        (`with_config`, zarr 3.1.6), not through zarr's global config: `zarr.config.set` is
+        process-wide, and two threads opening arrays at once restored each other's value,
+        leaving every later zarr array of the process (a user's own too) writing empty chunks.
         """
         if name not in self._arrays:
-            with zarr.config.set({"array.write_empty_chunks": True}):
-                self._arrays[name] = self._group[name]
+            self._arrays[name] = self._group[name].with_config({"write_empty_chunks": True})
         return self._arrays[name]
 
     @classmethod
