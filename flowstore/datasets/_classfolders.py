@@ -27,7 +27,7 @@ import io
 import os
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import ClassVar, Iterable, Mapping
 
@@ -62,13 +62,6 @@ class FolderOptions:
             raise ParameterError(f"--val-fraction + --test-fraction must be below 1 (some "
                                  f"train), got {self.val_fraction} + {self.test_fraction}")
         check_seed(self.seed)
-        if self.split_file is not None:  # ignored, they still made another store (fingerprint)
-            unused = [f"--{f.name.replace('_', '-')}" for f in fields(self)
-                      if f.name != "split_file" and getattr(self, f.name) != f.default]
-            if unused:
-                raise ParameterError(f"{', '.join(unused)} "
-                                     f"{'does' if len(unused) == 1 else 'do'} not apply with "
-                                     f"--split-file (the file gives every sample its split)")
 
 
 #: The official folds of UCF101 and HMDB51.
