@@ -111,10 +111,51 @@ def test_a_clip_cut_short_is_refused_not_stored_as_its_first_part(tmp_path):
     params = VideoParams(size=16, steps=4)
     assert extract_video(whole, params).n_frames == 40
     with pytest.raises(SampleError, match=r"cut.avi decodes \d+ of the 40 frames its container "
-                                          r"declares: the file is cut short or damaged"):
+                                          r"declares, [\d.]+ s of 1.60 s: the file is cut "
+                                          r"short or damaged"):
         extract_video(tmp_path / "cut.avi", params)
-    _check_not_cut_short(tmp_path / "few.avi", 36, 40)  # within the slack
-    _check_not_cut_short(tmp_path / "few.mkv", 3, 40)  # an estimated count: not held to it
+    _check_not_cut_short(tmp_path / "few.avi", 36, 40, 25.0, 35 * 40.0)  # within the slack
+    _check_not_cut_short(tmp_path / "few.mkv", 3, 40, 25.0, 80.0)  # an estimated count
+
+
+def _with_drop_frames(path, every: int) -> int:
+    """Make every `every`-th video chunk of an MJPG AVI a zero-size "drop frame" (as VirtualDub
+    and mencoder write to keep a constant rate): the header still counts it, FFmpeg decodes
+    none, the frames after it keep their times. Returns how many were dropped."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    movi, index = data.find(b"movi"), data.find(b"idx1")
+    position, chunk, dropped = movi + 4, 0, {}
+    while position < index - 8:
+        kind, size = bytes(data[position:position + 4]), struct.unpack(
+            "<I", data[position + 4:position + 8])[0]
+        if kind == b"00dc":
+            if chunk % every == every - 1 and size >= 8:
+                data[position + 4:position + 16] = (struct.pack("<I", 0) + b"JUNK"
+                                                    + struct.pack("<I", size - 8))
+                dropped[position - movi] = True
+            chunk += 1
+        position += 8 + size + (size & 1)
+    for entry in range(struct.unpack("<I", data[index + 4:index + 8])[0] // 16):
+        at = index + 8 + 16 * entry
+        if struct.unpack("<I", data[at + 8:at + 12])[0] in dropped:
+            data[at + 12:at + 16] = struct.pack("<I", 0)
+    path.write_bytes(bytes(data))
+    return len(dropped)
+
+
+def test_an_avi_with_drop_frames_is_no_clip_cut_short(tmp_path):
+    """An intact AVI declaring frames it does not decode (a quarter of them, dropped) runs to its
+    end: refusing it as cut short, as a count alone did, refused good clips."""
+    path = tmp_path / "drops.avi"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"),
+                             25, (32, 32))
+    for t in range(60):
+        writer.write(np.full((32, 32, 3), t * 4, np.uint8))
+    writer.release()
+    assert _with_drop_frames(path, 4) == 15
+    assert extract_video(path, VideoParams(size=16, steps=4)).n_frames == 45
 
 
 def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypatch):

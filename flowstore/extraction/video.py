@@ -52,9 +52,10 @@ FULL_RESOLUTION_BUDGET = 48 << 20
 #: WebM have no count: FFmpeg estimates one from the duration and a nominal frame rate, which a
 #: variable-rate clip (Kinetics' YouTube cuts) can miss by far, so those are not held to it.
 INDEXED_CONTAINERS = frozenset({".avi", ".mp4", ".m4v", ".mov"})
-#: Frames a clip of an indexed container may decode short of its declared count before it is
-#: refused as cut short: the larger of these (the 300 TV-HI clips decode between 2 below and 1
-#: above it; a file cut at half its bytes decodes about a third of its frames).
+#: Frames (and that many frames' time) a clip of an indexed container may decode short of its
+#: declared count (and duration) before it is refused as cut short: the larger of these (the
+#: 300 TV-HI clips decode between 2 below and 1 above it; a file cut at half its bytes decodes
+#: about a third of its frames).
 CUT_SHORT_FRAMES, CUT_SHORT_SHARE = 5, 0.10
 
 
@@ -114,10 +115,13 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
     decoded = None  # the reused full-resolution buffer when nothing is held
     hold = None  # decided at the first picked frame, when the resolution is known
     n = 0
+    last_ms = 0.0  # the timestamp of the last frame decoded
     try:
         declared = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        fps = float(capture.get(cv2.CAP_PROP_FPS) or 0.0)
         keep = choose(declared)
         while capture.grab():
+            last_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             if n in keep:
                 ok, decoded = capture.retrieve(None if hold else decoded)
                 if not ok:
@@ -131,22 +135,31 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
             n += 1
     finally:
         capture.release()
-    _check_not_cut_short(path, n, declared)
+    _check_not_cut_short(path, n, declared, fps, last_ms)
     wanted = held.keys() if needed is None else held.keys() & needed(n)
     resized.update((index, resize_rgb(held[index], size)) for index in sorted(wanted))
     return n, resized
 
 
-def _check_not_cut_short(path: Path, n: int, declared: int) -> None:
-    """Refuse a clip that decodes far fewer frames than its container's index declares: a
-    truncated download or a damaged stream ends decoding early (or a frame fails to retrieve),
-    and taken as the clip it would store flows and a middle frame of its first part only, as a
-    good sample."""
-    if path.suffix.lower() not in INDEXED_CONTAINERS or declared < 2:
+def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
+                         last_ms: float) -> None:
+    """Refuse a clip that decodes far fewer frames than its container's index declares and
+    ends far before its declared duration: a truncated download or a damaged stream ends
+    decoding early (or a frame fails to retrieve), and taken as the clip it would store flows
+    and a middle frame of its first part only, as a good sample. Both must hold: an intact AVI
+    may declare frames it does not decode (zero-size "drop frame" chunks, which some encoders
+    write to keep a constant rate), but its frames still run to its end. Without a frame rate
+    the time cannot be told, and the clip is taken as it decodes."""
+    if path.suffix.lower() not in INDEXED_CONTAINERS or declared < 2 or fps <= 0:
         return
-    if declared - n > max(CUT_SHORT_FRAMES, CUT_SHORT_SHARE * declared):
+    short = declared - n > max(CUT_SHORT_FRAMES, CUT_SHORT_SHARE * declared)
+    declared_ms = declared / fps * 1000.0
+    decoded_ms = last_ms + 1000.0 / fps if n else 0.0  # through the last frame's duration
+    if short and declared_ms - decoded_ms > max(CUT_SHORT_FRAMES / fps * 1000.0,
+                                                CUT_SHORT_SHARE * declared_ms):
         raise SampleError(f"{path.name} decodes {n} of the {declared} frames its container "
-                          f"declares: the file is cut short or damaged")
+                          f"declares, {decoded_ms / 1000:.2f} s of {declared_ms / 1000:.2f} s: "
+                          f"the file is cut short or damaged")
 
 
 def _candidate_frames(hint: int, params: VideoParams) -> set[int]:
