@@ -221,9 +221,10 @@ def test_report_out_writes_the_documented_figures(runs, tmp_path):
     result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "Table 2" in result.stdout
-    assert {p.name for p in out.iterdir()} == {
+    figures = sorted(out.glob("*.png"))  # (and the hidden list of them, for the next report)
+    assert {p.name for p in figures} == {
         "flow_curves.png", "flow_confusion.png", "image_curves.png", COMPARISON_FILE}
-    for path in out.iterdir():
+    for path in figures:
         assert f"- {path}" in result.stdout
         picture = matplotlib.image.imread(path)
         assert picture.shape[0] > 200 and picture.shape[1] > 300
@@ -272,19 +273,32 @@ def test_a_store_holding_other_test_samples_than_the_run_was_tested_on_gets_no_m
 
 def test_out_removes_the_report_figures_it_did_not_draw_and_nothing_else(runs, tmp_path):
     """An old MODEL_confusion.png stayed beside fresh curves when the model's store was gone
-    (its warning said there was none), and so did figures of models no longer in RUNS."""
+    (its warning said there was none), and so did figures of models no longer in RUNS. Only
+    figures an earlier report wrote (it lists them) are removed: not a user's file of such a
+    name, and nothing by a report of no runs (the wrong folder, most likely)."""
+    from trainers.figures import WRITTEN_FILE
+
     out = tmp_path / "figures"
     out.mkdir()
     stale = ["image_confusion.png", "two_stream_curves.png", "two_stream_confusion.png"]
-    kept = ["notes.txt", "my_curves.png", "flow_confusion.png.bak"]
+    kept = ["notes.txt", "my_curves.png", "flow_confusion.png.bak", "frames_curves.png"]
     for name in stale + kept:
         (out / name).write_bytes(b"an earlier file")
+    (out / WRITTEN_FILE).write_text("".join(f"{name}\n" for name in stale))
     result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    assert {p.name for p in out.iterdir()} == {
-        "flow_curves.png", "flow_confusion.png", "image_curves.png", "test_accuracy.png", *kept}
+    drawn = {"flow_curves.png", "flow_confusion.png", "image_curves.png", "test_accuracy.png"}
+    assert {p.name for p in out.iterdir()} == {*drawn, *kept, WRITTEN_FILE}
     for name in stale:
         assert f"removed {out / name}: an earlier report's figure" in result.stdout
+    assert set((out / WRITTEN_FILE).read_text().split()) == drawn
+
+    empty = tmp_path / "no-runs"
+    empty.mkdir()
+    result = runner.invoke(app, ["report", str(empty), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "removed" not in result.stdout
+    assert {p.name for p in out.iterdir()} == {*drawn, *kept, WRITTEN_FILE}
 
 
 def _fake_record(tmp_path: Path, name: str, model: str, dataset: str, accuracy, **recipe):

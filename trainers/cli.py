@@ -153,8 +153,8 @@ def report(
         None, "--out", help="Also write PNG figures into this folder: per model MODEL_curves.png "
                             "and MODEL_confusion.png (test split, predicted from the run's "
                             "store), and test_accuracy.png against the report's Table 2; "
-                            "files of these names there that this report does not draw (a "
-                            "model no longer in RUNS_DIR, a store gone) are removed."),
+                            "figures an earlier report wrote there that this one does not draw "
+                            "(a model no longer in RUNS_DIR, a store gone) are removed."),
 ) -> None:
     """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
     (with --html, write them and each model's figures to one HTML page instead; with --out,

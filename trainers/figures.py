@@ -5,10 +5,11 @@ report's Figures 1-4), its confusion matrix on the test split, and one figure of
 test accuracy beside the report's Table 2. The curves and the confusion matrix are the ones
 `trainers report --html` shows (`trainers.html_report`), written to files instead of inlined:
 a confusion matrix needs the run's store (its model predicts the test split), and a model whose
-store is gone gets no confusion matrix and a note saying why. A figure of the report's own names
-(`figure_files` of a catalogue model or of a model in RUNS, `COMPARISON_FILE`) that this report
-did not draw is removed from the folder, so that no figure of an earlier report (another run's
-confusion matrix) is read as this one's; other files there are left alone.
+store is gone gets no confusion matrix and a note saying why. A figure an earlier report wrote
+into the folder (it lists them in `WRITTEN_FILE`) that this report did not draw is removed, so
+that no figure of an earlier report (another run's confusion matrix) is read as this one's;
+other files there are left alone, whatever their names, and a report of no runs removes
+nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from trainers.catalogue import model_names
 from trainers.errors import ReportOutputError
 from trainers.html_report import (PredictedTestSplits, StoreUnavailable, check_output,
                                   confusion_png, curves_png, figure_png)
@@ -36,6 +36,8 @@ REPORT_TEST_ACCURACY = {("image", "stanford40"): 0.17, ("frames", "tvhi"): 0.34,
 COMPARISON_MIN_WIDTH = 6.4
 
 COMPARISON_FILE = "test_accuracy.png"
+#: In a `--out` folder, the names of the figures the last report wrote there, one a line.
+WRITTEN_FILE = ".trainers-report-figures"
 
 
 @dataclass
@@ -83,21 +85,31 @@ def write_figures(runs_dir: str | Path, out: str | Path,
             written.missing.append(f"{_name(record)}: no confusion matrix ({exc})")
     if records:
         pictures[COMPARISON_FILE] = comparison_png(records)
-    models = {*model_names(), *(record.model for record in records)}
-    own_names = {COMPARISON_FILE, *(name for model in models for name in figure_files(model))}
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, png in pictures.items():
             (out / name).write_bytes(png)
             written.files.append(out / name)
-        for name in sorted(own_names - set(pictures)):
-            if (out / name).is_file():
-                (out / name).unlink()
-                written.removed.append(out / name)
+        if records:  # (no runs: most likely the wrong folder; nothing there is touched)
+            for name in sorted(_written_before(out) - set(pictures)):
+                if (out / name).is_file():
+                    (out / name).unlink()
+                    written.removed.append(out / name)
+            (out / WRITTEN_FILE).write_text("".join(f"{name}\n" for name in pictures))
     except OSError as exc:
         raise ReportOutputError(f"cannot write the figures to {str(out)!r}: "
                                 f"{exc.strerror or exc}") from None
     return written
+
+
+def _written_before(out: Path) -> set[str]:
+    """The figures the last report wrote into `out` (`WRITTEN_FILE`): only those are ever
+    removed, never a file of the user's that happens to bear a figure's name."""
+    try:
+        listed = (out / WRITTEN_FILE).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {name for name in listed if name and Path(name).name == name}
 
 
 def comparison_png(records: list[RunRecord]) -> bytes:
