@@ -419,13 +419,14 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
     """The store, open to write: checked to be this build's (and upgraded to format 2 when it
     is of format 1), or created."""
     path = config.store
+    opencv = extraction_opencv(config)
     if config.overwrite:
         remove_store(path)
     if store_exists(path):
         store = open_store(path, "r+")
         try:
             _check_compatible(store, dataset, manifest, params, path, config.refusal_hint)
-            _check_software(store, path, config.refusal_hint)
+            _check_software(store, path, opencv, config.refusal_hint)
             _check_arrays(store, dataset.specs(config.params), len(manifest), path,
                           config.refusal_hint)
             if store.format != FORMAT:
@@ -449,7 +450,7 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
         "store_id": uuid.uuid4().hex,
         COLUMNS_DIGEST: _columns_digest(manifest),
         # what extracted the samples (a store is only resumed with the same OpenCV)
-        SOFTWARE: {"flowstore": __version__, "opencv": OPENCV_VERSION},
+        SOFTWARE: {"flowstore": __version__, "opencv": opencv},
     }
     return create_store(path, attrs=attrs, specs=dataset.specs(config.params),
                         columns=manifest.store_columns(),
@@ -493,16 +494,67 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                                  f"{hint}")
 
 
-def _check_software(store: Store, path: Path | str, hint: str) -> None:
-    """Refuse to resume a store with another OpenCV than the one that extracted its samples:
-    the same parameters would give other bytes (`OPENCV_VERSION`), mixed in one store with
-    nothing to tell them apart. A store made before this was recorded is not checked."""
+def _check_software(store: Store, path: Path | str, opencv: str, hint: str) -> None:
+    """Refuse to resume a store with another OpenCV (`opencv`: `extraction_opencv`) than the
+    one that extracted its samples: the same parameters would give other bytes
+    (`OPENCV_VERSION`), mixed in one store with nothing to tell them apart. A store made before
+    this was recorded is not checked."""
     built_with = (store.attrs.get(SOFTWARE) or {}).get("opencv")
-    if built_with is not None and built_with != OPENCV_VERSION:
+    if built_with is not None and built_with != opencv:
         raise StoreMismatchError(
-            f"store {str(path)!r} was extracted with OpenCV {built_with} and this process has "
-            f"OpenCV {OPENCV_VERSION}, which extracts other bytes from the same source: resume "
-            f"it where OpenCV {built_with} is installed{hint}")
+            f"store {str(path)!r} was extracted with OpenCV {built_with} and this build would "
+            f"extract with OpenCV {opencv}, which extracts other bytes from the same source: "
+            f"resume it where OpenCV {built_with} is installed{hint}")
+
+
+def extraction_opencv(config: BuildConfig) -> str:
+    """The OpenCV release that extracts this build's samples: this process's on threads; on a
+    cluster, its workers' (asked once: a store records the release of the processes that
+    extract it, not the coordinator's, which extracts nothing). Workers that join later are
+    checked task by task (`extract_and_write`).
+
+    Raises:
+        FlowstoreError: the cluster cannot be reached, or its workers have several releases.
+    """
+    if not config.scheduler:
+        return OPENCV_VERSION
+    releases = sorted(set(_cluster_opencv(config.scheduler).values()))
+    if len(releases) > 1:
+        raise FlowstoreError(f"the workers of Dask scheduler {config.scheduler!r} have OpenCV "
+                             f"{', '.join(releases)}: a store is extracted with one release, "
+                             f"which releases do not share (their bytes differ); give every "
+                             f"worker the same")
+    return releases[0] if releases else OPENCV_VERSION  # (no worker yet: as this process)
+
+
+def _connect(address: str) -> Any:
+    """A `distributed.Client` of the scheduler at `address`, or one line saying why not."""
+    import logging
+
+    from distributed import Client
+
+    # (its errors are flowstore's to tell, in one line: "Failed to reconnect to scheduler"
+    # came out as a log line besides)
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    try:
+        return Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
+
+
+def _cluster_opencv(address: str) -> dict[str, str]:
+    """Each connected worker's OpenCV release, by worker address."""
+    with _connect(address) as client:
+        try:
+            return client.run(_opencv_here)
+        except (OSError, TimeoutError) as exc:
+            raise FlowstoreError(f"lost the connection to the Dask scheduler {address!r}: "
+                                 f"{exc}") from None
+
+
+def _opencv_here() -> str:
+    """This process's OpenCV release (run on each worker by `_cluster_opencv`)."""
+    return OPENCV_VERSION
 
 
 def _shown(recorded: Mapping[str, Any], key: str) -> str:
@@ -977,19 +1029,12 @@ def run_on_cluster(address: str, fn: Callable[..., Any], arguments: Iterable[tup
     (`_gather_finished`).
     """
     import concurrent.futures
-    import logging
 
-    from distributed import Client, KilledWorker, as_completed
+    from distributed import KilledWorker, as_completed
 
     cluster_errors = (KilledWorker, concurrent.futures.CancelledError, OSError, TimeoutError)
+    client = _connect(address)
 
-    # (its errors are this function's to tell, in one line: "Failed to reconnect to scheduler"
-    # came out as a log line besides)
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
-    try:
-        client = Client(address, timeout="10s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
     def lost() -> FlowstoreError:
         # not any sample's failure: every task left would "fail" (one reason each), those never
         # handed out too; they stay pending

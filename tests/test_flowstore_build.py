@@ -478,9 +478,9 @@ def test_a_store_is_resumed_only_with_the_opencv_that_extracted_it(tiny_tvhi_sou
     with open_store(store, "r+") as s:
         s.update_attrs({"software": {"flowstore": "0.0.9", "opencv": "4.0.1"}})
     line = assert_one_line_error(flowstore_cli(*args))
-    assert (f"was extracted with OpenCV 4.0.1 and this process has OpenCV {OPENCV_VERSION}, "
-            f"which extracts other bytes from the same source: resume it where OpenCV 4.0.1 is "
-            f"installed; use --overwrite") in line, line
+    assert (f"was extracted with OpenCV 4.0.1 and this build would extract with OpenCV "
+            f"{OPENCV_VERSION}, which extracts other bytes from the same source: resume it where "
+            f"OpenCV 4.0.1 is installed; use --overwrite") in line, line
     with open_store(store) as s:
         first = str(s.read("id")[0])
     with pytest.raises(StoreMismatchError, match="extracted with OpenCV 4.0.1"):
@@ -495,3 +495,29 @@ def test_a_store_is_resumed_only_with_the_opencv_that_extracted_it(tiny_tvhi_sou
                                 str(tiny_tvhi_source / "hug_0001.avi"), 0, opencv="4.0.1")
     assert outcome.reason == (f"this worker has OpenCV {OPENCV_VERSION} and the store is "
                               f"extracted with OpenCV 4.0.1") and not outcome.digest
+
+
+def test_a_cluster_build_extracts_with_its_workers_opencv(monkeypatch, tmp_path):
+    """On a cluster the workers extract: a store records their OpenCV, not the coordinator's
+    (whose other release made every task of a new store fail), and workers of several
+    releases are refused before anything is written."""
+    from flowstore import build as build_module
+    from flowstore.build import extraction_opencv
+    from flowstore.errors import FlowstoreError
+    from flowstore.extraction._cv import OPENCV_VERSION
+
+    def config(scheduler):
+        return BuildConfig(dataset="tvhi", source=tmp_path, store=tmp_path / "s.zarr",
+                           params=VideoParams(size=32, steps=4), scheduler=scheduler)
+
+    workers = {}
+    monkeypatch.setattr(build_module, "_cluster_opencv", lambda address: workers)
+    assert extraction_opencv(config(None)) == OPENCV_VERSION
+    assert extraction_opencv(config("tcp://x:1")) == OPENCV_VERSION  # no worker yet
+    workers.update({"tcp://a:1": "4.0.1", "tcp://b:1": "4.0.1"})
+    assert extraction_opencv(config("tcp://x:1")) == "4.0.1"
+    workers["tcp://c:1"] = "5.1.0"
+    with pytest.raises(FlowstoreError, match="the workers of Dask scheduler 'tcp://x:1' have "
+                                             "OpenCV 4.0.1, 5.1.0: a store is extracted with "
+                                             "one release"):
+        extraction_opencv(config("tcp://x:1"))
