@@ -599,8 +599,12 @@ def _manifest_changes(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndar
     parts = [f"{len(added)} sample(s) new in the source ({some(added)})" if added else "",
              f"{len(gone)} gone from it ({some(gone)})" if gone else "",
              f"{len(moved)} in another class or split ({some(moved)})" if moved else ""]
-    if list(manifest.classes) != classes:
-        parts.append(f"classes {some(classes)} now {some(list(manifest.classes))}")
+    new_classes = sorted(set(manifest.classes) - set(classes))
+    gone_classes = sorted(set(classes) - set(manifest.classes))
+    if new_classes:
+        parts.append(f"{len(new_classes)} class(es) new ({some(new_classes)})")
+    if gone_classes:
+        parts.append(f"{len(gone_classes)} class(es) gone ({some(gone_classes)})")
     said = "; ".join(part for part in parts if part)
     return said or ("the same samples in another order: this version of flowstore orders or "
                     "splits the dataset otherwise")
