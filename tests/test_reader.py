@@ -22,7 +22,7 @@ from flowstore.errors import StoreError
 from flowstore.reader import compose, horizontal_flip, random_crop
 from trainers.testing import make_tiny_store
 
-from tests.conftest import REPO
+from tests.conftest import REPO, TINY_BUILD, flowstore_cli
 
 NOT_DONE = (0, 5)  # two train samples left unfinished: never read
 
@@ -211,6 +211,48 @@ def test_a_split_pickles_as_location_and_selection(store):
     assert set(got) == {"frame", "label", "id"}
     np.testing.assert_array_equal(got["frame"], want["frame"])
     assert got["id"].tolist() == want["id"].tolist()
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_split_of_a_store_since_rebuilt_is_refused_not_read_as_other_rows(
+        tiny_tvhi_source, tmp_path, suffix):
+    """A split reopens its store by location (after its `with` block, unpickled, in each
+    DataLoader worker): a store rebuilt there since (`--overwrite`, or another copied over) has
+    other samples at its positions, which were read as the split's, with their labels."""
+    path = tmp_path / f"s{suffix}"
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", path, *TINY_BUILD, "-q")
+    assert flowstore_cli(*build, "--max-per-split", "1").returncode == 0
+    with flowstore.open(path) as ds:
+        train = ds.split("train")
+        first = train[0]["id"]
+    pickled = pickle.dumps(train)
+    assert train[0]["id"] == first  # reopened: the same store
+    train.source.close()  # (an HDF5 store is not rebuilt while it is read)
+    assert flowstore_cli(*build, "--overwrite").returncode == 0  # the same parameters
+    for split in (train, pickle.loads(pickled)):  # reopening, as after a with block, a worker
+        with pytest.raises(StoreError, match=r"is not the one split 'train' was made from \(it "
+                                             r"was rebuilt or replaced since"):
+            split[0]
+
+
+def test_an_hdf5_store_a_split_reopened_for_itself_leaves_no_descriptor_open(tmp_path):
+    """A split read after its `with` block reopens the store for itself, and nothing closes
+    that one: each such store kept its raw-read descriptor open for the life of the process."""
+    import gc
+
+    path = make_tiny_store(tmp_path / "t.h5", per_class=(2, 1, 1))
+
+    def descriptors() -> int:
+        return sum(os.path.realpath(f"/proc/self/fd/{fd}") == str(path.resolve())
+                   for fd in os.listdir("/proc/self/fd"))
+
+    for _ in range(3):
+        with flowstore.open(path) as ds:
+            split = ds.split("train")
+        split[0]  # reopens it
+        del split, ds
+        gc.collect()
+    assert descriptors() == 0
 
 
 # -- decoding follows the store's declared encoding, not the array's name ---------------------------

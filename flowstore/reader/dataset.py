@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.errors import FlowstoreError
+from flowstore.errors import FlowstoreError, StoreError
 from flowstore.manifest import SPLITS
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
@@ -83,6 +83,9 @@ class StoreDataset:
         self.classes = tuple(attrs.get("classes", ()))
         self.params = dict(attrs.get("params", {}))
         self.fingerprint = str(attrs.get("fingerprint", ""))
+        #: Which store this is, beyond its location: the id a build gives a store it creates
+        #: (a rebuild, `--overwrite`, gives another) and its fingerprint (`Split.source`).
+        self.identity = (str(attrs.get("store_id", "")), self.fingerprint)
         #: K of a store built with `--sampling segments` (TSN), else None: its per-step
         #: features (`Split.segmented_keys`) hold K segments one after the other.
         self.segments: int | None = (int(self.params["segments"])
@@ -198,7 +201,7 @@ class Split:
         self.features: dict[str, str] = mapping
         self.float_dtype = float_dtype
         self.indices = np.flatnonzero((source.splits == name) & source.done).astype(np.int64)
-        self._location = source.location
+        self._location, self._identity = source.location, source.identity
         self._attach(source)
 
     #: What a split learns from its open store (`_attach`): an unpickled split has none of it
@@ -234,7 +237,18 @@ class Split:
         after the dataset it came from was closed (a split outlives its `with` block, on either
         backend, as an unpickled one does)."""
         if self._source is None or self._pid != os.getpid() or self._source.closed:
-            self._attach(StoreDataset.open(self._location))
+            reopened = StoreDataset.open(self._location)
+            if reopened.identity != self._identity:
+                # its positions are rows of the store it was made from: of another store, they
+                # are other samples, of other splits and labels, read without a word
+                reopened.close()
+                raise StoreError(f"store {self._location!r} is not the one split "
+                                 f"{self.name!r} was made from (it was rebuilt or replaced "
+                                 f"since: store id {reopened.identity[0][:8] or 'none'}, "
+                                 f"fingerprint {reopened.identity[1][:8] or 'none'}; the split's "
+                                 f"{self._identity[0][:8] or 'none'}, "
+                                 f"{self._identity[1][:8] or 'none'}); make the split again")
+            self._attach(reopened)
         return self._source
 
     @property
@@ -366,13 +380,15 @@ class Split:
 
     # -- pickling: the location and the selection, never the open store --------------------------
     def __getstate__(self) -> dict[str, Any]:
-        return {"location": self._location, "name": self.name, "features": self.features,
-                "float_dtype": self.float_dtype, "indices": self.indices}
+        return {"location": self._location, "identity": self._identity, "name": self.name,
+                "features": self.features, "float_dtype": self.float_dtype,
+                "indices": self.indices}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.name, self.features = state["name"], state["features"]
         self.float_dtype, self.indices = state["float_dtype"], state["indices"]
         self._location, self._source, self._pid = state["location"], None, -1
+        self._identity = tuple(state["identity"])
 
     # -- adapters --------------------------------------------------------------------------------
     def augmentation(self, augment: bool | Augmentation | None) -> Augmentation | None:

@@ -305,7 +305,12 @@ class HDF5Store(Store):
         self.reader_lock = None
 
     def __del__(self) -> None:
-        # a reader dropped without close() must not keep builds out for the life of the process
+        # a reader dropped without close() (a split's store, reopened for itself) must not keep
+        # builds out, nor its raw-read descriptor open, for the life of the process (h5py
+        # closes its own file when collected)
+        if getattr(self, "_raw_fd", None) is not None:
+            os.close(self._raw_fd)
+            self._raw_fd = None
         if getattr(self, "reader_lock", None) is not None:
             release_reader_lock(self.reader_lock)
             self.reader_lock = None
