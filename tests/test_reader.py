@@ -255,6 +255,23 @@ def test_an_hdf5_store_a_split_reopened_for_itself_leaves_no_descriptor_open(tmp
     assert descriptors() == 0
 
 
+def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_path):
+    """Read after its `with` block, a split reopens an HDF5 store, whose reader lock kept every
+    build out until the split was collected, with no way to let go of it."""
+    path = tmp_path / "s.h5"
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", path, *TINY_BUILD, "-q",
+             "--max-per-split", "1")
+    assert flowstore_cli(*build).returncode == 0
+    with flowstore.open(path) as ds:
+        split = ds.split("train")
+    with split:
+        first = split[0]["id"]  # reopens the store
+        assert "open for reading" in flowstore_cli(*build).stderr
+    assert flowstore_cli(*build).returncode == 0  # let go of
+    assert split[0]["id"] == first  # and reopened when read again
+    split.close()
+
+
 # -- decoding follows the store's declared encoding, not the array's name ---------------------------
 
 

@@ -249,7 +249,23 @@ class Split:
                                  f"{self._identity[0][:8] or 'none'}, "
                                  f"{self._identity[1][:8] or 'none'}); make the split again")
             self._attach(reopened)
+            self._reopened = True
         return self._source
+
+    def close(self) -> None:
+        """Close the store this split reopened for itself (read after its dataset's `with`
+        block, or unpickled): an HDF5 store keeps builds out while it is open, until the split
+        is collected otherwise. A store the split shares with its dataset is the dataset's to
+        close. Read again, the split reopens it."""
+        if getattr(self, "_reopened", False) and self._source is not None:
+            self._source.close()
+        self._source, self._reopened = None, False
+
+    def __enter__(self) -> "Split":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def motion_keys(self) -> tuple[str, ...]:
