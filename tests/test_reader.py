@@ -272,6 +272,19 @@ def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_p
     split.close()
 
 
+def test_a_zarr_store_moved_while_open_is_said_gone_not_damaged(tmp_path):
+    """Reading on after the store folder was moved said 'the store is damaged, partly copied
+    ...; flowstore verify lists what is missing', of a store that is fine where it went."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        split = ds.split("train")
+        split[0]
+        path.rename(tmp_path / "moved.zarr")
+        with pytest.raises(StoreError, match=r"t\.zarr' is gone \(moved or deleted while "
+                                             r"open\): open it where it is now"):
+            split[1]
+
+
 # -- decoding follows the store's declared encoding, not the array's name ---------------------------
 
 

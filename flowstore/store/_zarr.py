@@ -218,10 +218,16 @@ class ZarrStore(Store):
 
     def _missing_chunk(self, name: str, index: int) -> MissingChunkError:
         """Every sample's chunk is written whole (`write_empty_chunks`), so a sample asked for
-        (a done one) without its chunk is a damaged store, not zeros to train on."""
-        return MissingChunkError(f"store {str(self.path)!r}: the chunk of sample {index} of {name!r} is "
-                          f"missing (the store is damaged, partly copied, or was rebuilt since "
-                          f"it was opened); `flowstore verify` lists what is missing")
+        (a done one) without its chunk is a damaged store, not zeros to train on; unless the
+        whole store is gone from where it was opened (moved or deleted while open), which is
+        said as such rather than sending the user to repair a store that is fine elsewhere."""
+        if not is_url(self.path) and not os.path.isdir(self.path):
+            return MissingChunkError(f"store {str(self.path)!r} is gone (moved or deleted "
+                                     f"while open): open it where it is now")
+        return MissingChunkError(f"store {str(self.path)!r}: the chunk of sample {index} of "
+                                 f"{name!r} is missing (the store is damaged, partly copied, "
+                                 f"or was rebuilt since it was opened); `flowstore verify` "
+                                 f"lists what is missing")
 
     def chunk_key(self, name: str, index: int) -> str:
         """The key, relative to the array `name`, of the chunk holding sample `index`, as the
