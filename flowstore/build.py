@@ -499,12 +499,17 @@ def _check_software(store: Store, path: Path | str, opencv: str, hint: str) -> N
     one that extracted its samples: the same parameters would give other bytes
     (`OPENCV_VERSION`), mixed in one store with nothing to tell them apart. A store made before
     this was recorded is not checked."""
-    built_with = (store.attrs.get(SOFTWARE) or {}).get("opencv")
+    built_with = _recorded_opencv(store)
     if built_with is not None and built_with != opencv:
         raise StoreMismatchError(
             f"store {str(path)!r} was extracted with OpenCV {built_with} and this build would "
             f"extract with OpenCV {opencv}, which extracts other bytes from the same source: "
             f"resume it where OpenCV {built_with} is installed{hint}")
+
+
+def _recorded_opencv(store: Store) -> str | None:
+    """The OpenCV release a store records it was extracted with (None: made before that)."""
+    return (store.attrs.get(SOFTWARE) or {}).get("opencv")
 
 
 def extraction_opencv(config: BuildConfig) -> str:
@@ -890,7 +895,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
             arguments = ((store_key, dataset.name, config.params, source_of(i), i)
                          for i in map(int, todo))
             task = functools.partial(extract_and_write, fsync=config.fsync,
-                                     opencv=(store.attrs.get(SOFTWARE) or {}).get("opencv"))
+                                     opencv=_recorded_opencv(store))
             if config.scheduler:
                 run_on_cluster(config.scheduler, task, arguments, finished)
             else:

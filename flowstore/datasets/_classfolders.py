@@ -40,11 +40,13 @@ from flowstore.manifest import (SPLITS, Manifest, assemble_manifest, build_manif
                                 stratified_holdout)
 
 SPLIT_FILE_COLUMNS = ("path", "label", "split")
+#: Split names a split file may use for each split, in any letter case.
+SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val",
+                   "validation": "val", "test": "test", "testing": "test"}
 #: Folder names (any letter case) that mean a split, not a class: two or more of them among a
 #: source's class folders is a split-folder source misnamed (`valid/`, `Train/`), whose splits
 #: would otherwise be built as classes and split again at random.
-SPLIT_FOLDER_NAMES = frozenset({"train", "training", "val", "valid", "validation", "dev",
-                                "test", "testing", "eval"})
+SPLIT_FOLDER_NAMES = frozenset({*SPLIT_SPELLINGS, "dev", "eval"})
 
 
 @dataclass(frozen=True)
@@ -142,11 +144,6 @@ def _column_name(header: str, required: tuple[str, ...]) -> str:
     around it; any other column as it is."""
     cell = header.strip()
     return cell.casefold() if cell.casefold() in required else header
-
-
-#: Split names a split file may use for each split, in any letter case.
-SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val",
-                   "validation": "val", "test": "test", "testing": "test"}
 
 
 def class_key(name: str) -> str:
@@ -249,14 +246,15 @@ class ClassFolders(Dataset):
     def _scan(self, root: Path, source: Path, where: str) -> dict[str, list[str]]:
         """{class: [sample id]} of the class folders in `root`; remembers each id's file."""
         try:
-            folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
+            entries = [p for p in root.iterdir() if _visible(p)]
         except OSError as exc:
             raise SourceLayoutError(f"cannot list {str(root)!r}: {exc.strerror}") from None
+        folders = sorted(p for p in entries if p.is_dir())
         if not folders:
             raise SourceLayoutError(
                 f"no class folders in {str(root)!r}: expected {where}<class>/<{self.what}> with "
                 f"{self.what}s ending in {' '.join(self.suffixes)}")
-        loose = sorted(p.name for p in root.iterdir() if _visible(p) and p.is_file()
+        loose = sorted(p.name for p in entries if p.is_file()
                        and p.suffix.lower() in self.suffixes)
         if loose:  # skipped, they were samples of no class: a --source one level too deep
             raise SourceLayoutError(

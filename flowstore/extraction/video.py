@@ -152,11 +152,14 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     the time cannot be told, and the clip is taken as it decodes."""
     if path.suffix.lower() not in INDEXED_CONTAINERS or declared < 2 or fps <= 0:
         return
-    short = declared - n > max(CUT_SHORT_FRAMES, CUT_SHORT_SHARE * declared)
-    declared_ms = declared / fps * 1000.0
-    decoded_ms = last_ms + 1000.0 / fps if n else 0.0  # through the last frame's duration
-    if short and declared_ms - decoded_ms > max(CUT_SHORT_FRAMES / fps * 1000.0,
-                                                CUT_SHORT_SHARE * declared_ms):
+    frame_ms = 1000.0 / fps
+    declared_ms = declared * frame_ms
+    decoded_ms = last_ms + frame_ms if n else 0.0  # through the last frame's duration
+
+    def far_short(got: float, whole: float, unit: float) -> bool:
+        return whole - got > max(CUT_SHORT_FRAMES * unit, CUT_SHORT_SHARE * whole)
+
+    if far_short(n, declared, 1.0) and far_short(decoded_ms, declared_ms, frame_ms):
         raise SampleError(f"{path.name} decodes {n} of the {declared} frames its container "
                           f"declares, {decoded_ms / 1000:.2f} s of {declared_ms / 1000:.2f} s: "
                           f"the file is cut short or damaged")

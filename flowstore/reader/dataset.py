@@ -202,6 +202,7 @@ class Split:
         self.float_dtype = float_dtype
         self.indices = np.flatnonzero((source.splits == name) & source.done).astype(np.int64)
         self._location, self._identity = source.location, source.identity
+        self._reopened = False  # True once `source` reopened the store for this split alone
         self._attach(source)
 
     #: What a split learns from its open store (`_attach`): an unpickled split has none of it
@@ -257,7 +258,7 @@ class Split:
         block, or unpickled): an HDF5 store keeps builds out while it is open, until the split
         is collected otherwise. A store the split shares with its dataset is the dataset's to
         close. Read again, the split reopens it."""
-        if getattr(self, "_reopened", False) and self._source is not None:
+        if self._reopened and self._source is not None:
             self._source.close()
         self._source, self._reopened = None, False
 
@@ -404,6 +405,7 @@ class Split:
         self.name, self.features = state["name"], state["features"]
         self.float_dtype, self.indices = state["float_dtype"], state["indices"]
         self._location, self._source, self._pid = state["location"], None, -1
+        self._reopened = False
         self._identity = tuple(state["identity"])
 
     # -- adapters --------------------------------------------------------------------------------

@@ -296,18 +296,18 @@ class HDF5Store(Store):
         self._file.flush()
 
     def close(self) -> None:
-        if self._raw_fd is not None:
-            os.close(self._raw_fd)
-            self._raw_fd = None
+        self._let_go()
         if self._file:
             self._file.close()
-        release_reader_lock(self.reader_lock)
-        self.reader_lock = None
 
     def __del__(self) -> None:
         # a reader dropped without close() (a split's store, reopened for itself) must not keep
         # builds out, nor its raw-read descriptor open, for the life of the process (h5py
         # closes its own file when collected)
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Close the raw-read descriptor and release the reader lock (each once)."""
         if getattr(self, "_raw_fd", None) is not None:
             os.close(self._raw_fd)
             self._raw_fd = None
