@@ -28,7 +28,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -37,7 +37,7 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
 from flowstore.extraction._cv import OPENCV_VERSION
-from flowstore.manifest import Manifest
+from flowstore.manifest import SPLITS, Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
                              remove_store, store_exists)
@@ -120,6 +120,9 @@ class BuildResult:
     #: failures of those samples, which stay pending; the tracebacks are in `error_log`.
     internal_errors: dict[str, str] = field(default_factory=dict)
     error_log: Path | None = None
+    #: Done samples whose source files are byte-identical (`duplicate_sources`), the whole
+    #: store's: told after the build, not refused (it is the user's data to mend or keep).
+    duplicates: list[list[dict[str, str]]] = field(default_factory=list)
     seconds: float = 0.0
     #: CPU seconds of the thread that ran `build` (planning, the store, submitting and
     #: collecting tasks, the ledger), apart from extraction on the workers' threads: the part
@@ -129,6 +132,10 @@ class BuildResult:
     @property
     def ok(self) -> bool:
         return not self.failures and not self.internal_errors
+
+    @property
+    def duplicates_across_splits(self) -> list[list[dict[str, str]]]:
+        return [group for group in self.duplicates if spans_splits(group)]
 
 
 #: A build's summary lists up to this many failures one per line; more are grouped by reason
@@ -173,6 +180,7 @@ def plan(config: BuildConfig) -> Plan:
     manifest = dataset.manifest(source)
     params = to_dict(config.params)
     source_files = dataset.source_files(source, manifest)
+    dataset.check_some_present(source, manifest, source_files)
     fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files,
                      options=dataset.recorded_options())
     return Plan(dataset, manifest, params, source_files, fp)
@@ -194,6 +202,35 @@ def failure_lines(failures: Mapping[str, str]) -> list[str]:
             for reason, count, examples in group_failures(failures)]
 
 
+def duplicate_sources(ids: Sequence[str], splits: Sequence[str],
+                      hashes: np.ndarray) -> list[list[dict[str, str]]]:
+    """The samples whose source files are byte-identical (one recorded content hash), in groups
+    of two or more, those that span splits first: a test clip that is a copy of a training clip
+    is scored on what the model trained on (a clip downloaded twice under two names, a class
+    folder copied into another). Only samples extracted have a hash to compare; a re-encoded
+    copy has other bytes and is not found. `hashes` as the store or the ledger holds them
+    (text, or packed bytes: equal digests are equal either way; empty: none recorded)."""
+    hashes = np.asarray(hashes)
+    known = np.flatnonzero([bool(value) for value in hashes.tolist()])
+    _, group_of, sizes = np.unique(hashes[known], return_inverse=True, return_counts=True)
+    groups: dict[int, list[dict[str, str]]] = {}
+    for index, group in zip(known.tolist(), group_of.tolist()):
+        if sizes[group] > 1:
+            groups.setdefault(group, []).append({"id": str(ids[index]),
+                                                 "split": str(splits[index])})
+    return sorted(groups.values(), key=lambda group: (not spans_splits(group), group[0]["id"]))
+
+
+def spans_splits(group: list[dict[str, str]]) -> bool:
+    """Whether a group of `duplicate_sources` holds samples of more than one split."""
+    return len({member["split"] for member in group}) > 1
+
+
+def duplicate_line(group: list[dict[str, str]]) -> str:
+    """A group of `duplicate_sources` as the build summary and `inspect` show it."""
+    return " = ".join(f"{member['id']} ({member['split']})" for member in group)
+
+
 def build(config: BuildConfig) -> BuildResult:
     """Build or resume the store `config.store`; see the module docstring for the guarantees."""
     start, cpu_start = time.perf_counter(), time.thread_time()
@@ -203,7 +240,12 @@ def build(config: BuildConfig) -> BuildResult:
                          f"process; use a .zarr store with --scheduler")
 
     if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
-        Path(config.store).parent.mkdir(parents=True, exist_ok=True)
+        parent = Path(config.store).parent
+        above = next((p for p in (parent, *parent.parents) if os.path.lexists(p)), None)
+        if above is not None and not above.is_dir():  # (mkdir said only "File exists: 'x'")
+            raise StoreError(f"store {str(config.store)!r} lies under the file {str(above)!r}, "
+                             f"not a folder")
+        parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(config.store):
         result = _build_locked(config, planned, start)
     result.coordinator_cpu_seconds = time.thread_time() - cpu_start
@@ -249,6 +291,9 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
             store.sync_columns()
         result.failures = {manifest.ids[i]: ledger.columns["failure"][i]
                            for i in selected.tolist() if ledger.columns["failure"][i]}
+        result.duplicates = duplicate_sources(
+            manifest.ids, [SPLITS[code] for code in manifest.split_codes.tolist()],
+            ledger.columns["source_hash"])
     finally:
         store.close()
     result.seconds = time.perf_counter() - start
@@ -532,19 +577,60 @@ def extraction_opencv(config: BuildConfig) -> str:
     return releases[0] if releases else OPENCV_VERSION  # (no worker yet: as this process)
 
 
+#: Seconds a scheduler has to answer, connection and Dask's handshake together.
+CONNECT_TIMEOUT_S = 10
+
+
 def _connect(address: str) -> Any:
-    """A `distributed.Client` of the scheduler at `address`, or one line saying why not."""
+    """A `distributed.Client` of the scheduler at `address`, or one line saying why not.
+
+    The scheduler is asked first with a deadline on the whole exchange (`_probe`):
+    distributed's own timeout covers the TCP connection only, and a port that accepts it but
+    never answers Dask's handshake (the dashboard's, 8787, a slip of one digit from 8786; any
+    web server) held `Client` forever, printing nothing; a malformed address (`host:abc`,
+    `tls://` without certificates) raised a traceback and left a half-made `Client` whose
+    clean-up held the exit 20 s more.
+    """
     import logging
 
     from distributed import Client
 
     # (its errors are flowstore's to tell, in one line: "Failed to reconnect to scheduler"
-    # came out as a log line besides)
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    # came out as a log line besides, and a lost scheduler as 35 lines of distributed.client's
+    # traceback, a logger distributed's configuration sets a level of its own)
+    for name in ("distributed", "distributed.client"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    with concurrent.futures.ThreadPoolExecutor(1) as asker:  # (a caller's loop may be running)
+        reason = asker.submit(_probe, address).result()
+    if reason is None:
+        try:
+            return Client(address, timeout=f"{CONNECT_TIMEOUT_S}s", set_as_default=False)
+        except Exception as exc:  # noqa: BLE001  (whatever it is, the scheduler's: one line)
+            reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)
+    raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {reason}")
+
+
+def _probe(address: str) -> str | None:
+    """Why the scheduler at `address` cannot be used (None: it answered Dask's handshake)."""
+    import asyncio
+
+    from distributed.comm import connect
+
+    async def ask() -> None:
+        comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT_S),
+                                      CONNECT_TIMEOUT_S + 1)
+        await comm.close()
+
     try:
-        return Client(address, timeout="10s", set_as_default=False)
-    except (OSError, TimeoutError) as exc:
-        raise FlowstoreError(f"cannot reach Dask scheduler {address!r}: {exc}") from None
+        asyncio.run(ask())
+    except (asyncio.TimeoutError, TimeoutError):
+        return (f"nothing there answered as a Dask scheduler within {CONNECT_TIMEOUT_S} s "
+                f"(the dashboard's port, or another server?)")
+    except OSError as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001  (a malformed address, TLS asked without certificates,
+        return f"{type(exc).__name__}: {exc}"  # a server answering something else)
+    return None
 
 
 def _cluster_opencv(address: str) -> dict[str, str]:
@@ -620,7 +706,7 @@ def _columns_digest(manifest: Manifest) -> str:
 
 
 def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
-                   source_files: Mapping[str, int | None], path: Path | str, hint: str,
+                   source_files: SourceSizes, path: Path | str, hint: str,
                    redo: set[str] = frozenset()) -> None:
     """Refuse a store whose done sample's source file changed size since it was extracted.
 
@@ -631,7 +717,8 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
         if manifest.ids[index] in redo:
             continue
         name = dataset.source_name(manifest.ids[index])
-        raise StoreMismatchError(f"source file {name!r} changed since it was written to "
+        happened = "is gone" if source_files.row_size(index) is None else "changed"
+        raise StoreMismatchError(f"source file {name!r} {happened} since it was written to "
                                  f"store {str(path)!r}{hint}")
 
 
@@ -728,7 +815,7 @@ FREE_SPACE_MARGIN = 1 << 20
 #: Bytes that writes in this process have been promised but may not have written yet, per
 #: filesystem (st_dev). Held under `_SPACE_LOCK` with the free-space check itself, so N worker
 #: threads cannot all see the same free space and all write into it.
-_RESERVED: dict[int, int] = {}
+_RESERVED: dict[int | str, int] = {}  # (and per one-file store: its path)
 _SPACE_LOCK = threading.Lock()
 
 
@@ -743,7 +830,8 @@ def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[
     if is_url(store_path):
         yield
         return
-    folder = Path(store_path) if Path(store_path).is_dir() else Path(store_path).parent
+    one_file = not Path(store_path).is_dir()
+    folder = Path(store_path).parent if one_file else Path(store_path)
     needed = 2 * sum(a.nbytes for a in arrays.values()) + FREE_SPACE_MARGIN
     device = os.stat(folder).st_dev
     with _SPACE_LOCK:
@@ -752,12 +840,33 @@ def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[
             raise StoreError(f"not enough free space for the store ({max(free, 0) // 1024} KiB "
                              f"free, {needed // 1024} KiB wanted); free some and run the same "
                              f"command again")
+        limit = _file_size_limit()
+        if one_file and limit is not None:
+            # (an HDF5 store grows as one file: a write past the limit is refused like a full
+            # disk, and is as bad for the file)
+            grown = os.path.getsize(store_path) + _RESERVED.get(store_path, 0) + needed
+            if grown > limit:
+                raise StoreError(f"store {store_path!r} would pass this process's file-size "
+                                 f"limit (`ulimit -f`: {limit // 1024} KiB); raise it and run "
+                                 f"the same command again")
         _RESERVED[device] = _RESERVED.get(device, 0) + needed
+        _RESERVED[store_path] = _RESERVED.get(store_path, 0) + needed
     try:
         yield
     finally:
         with _SPACE_LOCK:
             _RESERVED[device] -= needed
+            _RESERVED[store_path] -= needed
+
+
+def _file_size_limit() -> int | None:
+    """The largest file this process may write (`ulimit -f`, RLIMIT_FSIZE), None if unlimited."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
 
 
 #: What a task records as its sample's failure: the sample's own data, its source file, or the

@@ -198,7 +198,7 @@ def build(
     Options after these are the dataset's own (`flowstore datasets` lists them), e.g.
     `--fold 2` for ucf101 or `--split-file splits.csv` for videofolder.
     """
-    from flowstore.build import BuildConfig, build as run_build, failure_lines
+    from flowstore.build import BuildConfig, build as run_build, duplicate_line, failure_lines
     from flowstore.datasets import get_dataset
     from flowstore.malloc_tuning import BUILD_MMAP_THRESHOLD, keep_freed_memory
     from flowstore.synth import synthetic_source
@@ -233,6 +233,12 @@ def build(
     typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
                f"done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
+    across = result.duplicates_across_splits
+    if across:
+        typer.echo(f"warning: {len(across)} group(s) of samples in different splits have "
+                   f"byte-identical source files (e.g. {duplicate_line(across[0])}): the splits "
+                   f"share clips, so a score on one is partly a score on another; `flowstore "
+                   f"inspect {result.store}` lists them", err=True)
     if result.failures:
         typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
                    err=True)

@@ -124,6 +124,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     dataset = get_dataset(dataset_name, options)
     source = Path(source)
     manifest = dataset.manifest(source)
+    dataset.check_some_present(source, manifest)
     selected = manifest.first_per_split(max_per_split)
     rng = np.random.default_rng(seed)
     chosen = sorted(rng.choice(len(selected), size=min(sample_size, len(selected)),

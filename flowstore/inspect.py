@@ -12,7 +12,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-
 from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS
 from flowstore.store import backend_for, failures as read_failures, open_store
@@ -26,6 +25,8 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
     With `count_bytes`, each array's bytes on disk too (`bytes_stored`, `ratio`; None without),
     which lists every chunk of the store.
     """
+    from flowstore.build import duplicate_sources  # (the build's modules: only when run)
+
     with open_store(path, "r") as store:
         attrs = store.attrs
         classes = attrs.get("classes", [])
@@ -48,7 +49,11 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
                     row.setdefault(name, 0)
             counts[split][name] += 1
             done_counts[split][name] += finished
-        arrays = [store.info(name) for name in store.array_names()]
+        names = store.array_names()
+        # (format 1 kept the hashes by source file name, not by sample: not compared there)
+        duplicates = (duplicate_sources(store.read("id"), splits, store.read("source_hash"))
+                      if "source_hash" in names else None)
+        arrays = [store.info(name) for name in names]
         stored = {a.name: store.storage_size(a.name) if count_bytes else None for a in arrays}
     return {
         "path": str(path),
@@ -69,6 +74,7 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         "counts": counts,
         "done_counts": done_counts,
         "failures": failures,
+        "duplicates": duplicates,
         "arrays": [
             {"name": a.name, "shape": list(a.shape), "dtype": a.dtype, "chunks": list(a.chunks),
              "bytes": a.nbytes, "bytes_stored": stored[a.name],
@@ -79,6 +85,21 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         ],
         "bytes_stored": int(sum(stored.values())) if count_bytes else None,
     }
+
+
+#: Groups of duplicates `inspect` lists before it says "and N more" (`--json` has them all).
+SHOWN_DUPLICATES = 10
+
+
+def _duplicate_lines(groups: list[list[dict[str, str]]]) -> list[str]:
+    from flowstore.build import duplicate_line, spans_splits
+
+    across = sum(map(spans_splits, groups))
+    lines = ["", f"byte-identical source files ({len(groups)} groups, {across} across splits)"]
+    lines += ["  " + duplicate_line(group) for group in groups[:SHOWN_DUPLICATES]]
+    if len(groups) > SHOWN_DUPLICATES:
+        lines.append(f"  ... and {len(groups) - SHOWN_DUPLICATES} more groups (--json lists all)")
+    return lines
 
 
 def _size(n: float) -> str:
@@ -129,6 +150,8 @@ def format_summary(summary: dict[str, Any]) -> str:
                      + (f"{_size(a['bytes_stored']):>11}"
                         + (f"{a['ratio']:>7.2f}x" if a["ratio"] is not None else f"{'-':>8}")
                         if counted else ""))
+    if s.get("duplicates"):
+        lines += _duplicate_lines(s["duplicates"])
     if s["failures"]:
         lines += ["", f"failures ({len(s['failures'])})"]
         from flowstore.build import failure_lines

@@ -782,7 +782,7 @@ def test_a_done_clip_deleted_between_runs_is_refused_then_restoring_it_resumes(t
     refused = cli(f"a done clip ({clip.name}) deleted between runs",
                   *tiny_build_args(tvhi_source, store))
     line = assert_one_line_error(refused)
-    assert clip.name in line and "changed" in line
+    assert clip.name in line and "is gone since it was written" in line
     assert tree_digest(store) == before
     shutil.move(kept, clip)
     resumed = cli("... and put back", *tiny_build_args(tvhi_source, store))
@@ -1113,6 +1113,153 @@ def test_a_full_disk_is_reported_and_a_rerun_after_freeing_space_completes(
     assert leftovers == []
 
 
+def test_an_overwrite_stopped_halfway_leaves_what_the_next_overwrite_can_replace(
+        tiny_tvhi_source, tmp_path, unprivileged):
+    """`--overwrite` deleted the old store in place, its root metadata among the first files:
+    stopped halfway (a kill, here an array folder it may not delete), it left part of a store
+    that no longer read as one, which every command, `--overwrite` too, then refused to touch
+    ("not a readable flowstore store"), the error naming a bare chunk file. The old store is
+    now moved aside in one step and deleted there."""
+    store = tmp_path / "tvhi.zarr"
+    assert flowstore_cli(*tiny_build_args(tiny_tvhi_source, store)).returncode == 0
+    locked = store / "middle_frame"
+    locked.chmod(0o555)  # its chunks cannot be deleted (by anyone without the override)
+    try:
+        stopped = raw_cli("--overwrite of a store one of whose folders cannot be deleted",
+                          *tiny_build_args(tiny_tvhi_source, store), "--size", "40",
+                          "--overwrite", preexec_fn=unprivileged)
+        line = assert_one_line_error(stopped)
+        assert "moved the old store" in line and "aside to" in line and "delete it by hand" \
+            in line, line
+    finally:
+        for folder in tmp_path.glob(".tvhi.removing-*.zarr/middle_frame"):
+            folder.chmod(0o755)
+    again = flowstore_cli(*tiny_build_args(tiny_tvhi_source, store), "--size", "40",
+                          "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(flowstore_cli("inspect", store, "--json").stdout)["params"]["size"] == 40
+    assert not list(tmp_path.glob(".tvhi.removing-*"))  # (the next build cleared it)
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """preexec_fn: `ulimit -f` of `limit` bytes (soft: Python ignores SIGXFSZ, so a write past
+    it fails with EFBIG, as on a filesystem with a file-size limit)."""
+    def set_limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE,
+                           (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+    return set_limit
+
+
+def test_an_hdf5_store_at_the_file_size_limit_fails_its_samples_and_loses_nothing(
+        tiny_tvhi_source, tmp_path):
+    """A write past `ulimit -f` was refused inside HDF5, where h5py printed it as "Exception
+    ignored" and went on: the resumed build segfaulted at exit and left the file shorter than
+    its header, which no command could open again (the five samples done before, lost). The
+    build now sees the limit as it sees a full disk: the samples fail, nothing is written."""
+    store = tmp_path / "tvhi.h5"
+    first = flowstore_cli(*tiny_build_args(tiny_tvhi_source, store), "--max-per-split", "1")
+    assert first.returncode == 0, first.stderr
+    before = store_arrays(store)
+    limited = raw_cli("an HDF5 build resumed under a file-size limit (ulimit -f)",
+                      *tiny_build_args(tiny_tvhi_source, store),
+                      preexec_fn=_file_size_limit(store.stat().st_size + 50_000))
+    failures_listed(limited)  # (exit 1, no traceback; 13 failures: grouped by reason)
+    reasons = [line for line in limited.stderr.splitlines() if line.startswith("  ")]
+    assert len(reasons) == 1 and "would pass this process's file-size limit (`ulimit -f`" \
+        in reasons[0], limited.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+    assert_same_arrays({k: v for k, v in before.items() if k not in ("failure",)},
+                       {k: v for k, v in store_arrays(store).items() if k not in ("failure",)})
+    again = flowstore_cli(*tiny_build_args(tiny_tvhi_source, store))
+    assert again.returncode == 0, again.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
+_REFUSED_WRITES = """
+import os, sys, numpy as np
+from flowstore.datasets import get_dataset
+from flowstore.params import VideoParams
+from flowstore.store import create_store
+TINY_PARAMS = VideoParams(size=32, steps=4)
+path, filler = sys.argv[1], sys.argv[2]
+store = create_store(path, attrs={}, specs=get_dataset("tvhi").specs(TINY_PARAMS),
+                     columns={"id": ["a", "b", "c"], "label": [0] * 3, "split": ["train"] * 3},
+                     num_samples=3)
+rng = np.random.default_rng(0)
+def sample():
+    return {spec.name: rng.integers(0, 255, (1, *spec.sample_shape)).astype(spec.dtype)[0]
+            for spec in get_dataset("tvhi").specs(TINY_PARAMS)}
+first = sample()
+store.write_sample(0, first)
+np.save(path + ".flow.npy", first["flow"])
+fd = os.open(filler, os.O_WRONLY | os.O_CREAT)  # another process fills the disk
+try:
+    while True:
+        os.write(fd, bytes(4096))
+except OSError:
+    os.close(fd)
+for index in (1, 2):
+    try:
+        store.write_sample(index, sample())
+        print("written", index)
+    except OSError as exc:
+        print("refused", index, exc.errno, exc.strerror)
+store.close()
+"""
+
+
+def test_a_write_the_disk_refuses_in_hdf5_is_raised_and_the_file_stays_usable(small_disk):
+    """A disk filled by another process during an HDF5 build (which the build's free-space
+    check cannot foresee): HDF5 met the refusal when it let go of a dataset handle, where
+    h5py could only print it, so the sample was taken for written and marked done with bytes
+    that were never there; the process then crashed at exit (SIGSEGV) on the file HDF5 could
+    not close. Now the refusal is the sample's OSError (ENOSPC), every later write is refused
+    alike, the process ends cleanly, and the file opens with what was written before."""
+    store, filler = small_disk.path / "s.h5", small_disk.path / "filler"
+    wrote = subprocess.run([sys.executable, "-c", _REFUSED_WRITES, str(store), str(filler)],
+                           capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert wrote.returncode == 0, wrote.stderr[-3000:]
+    assert wrote.stderr == ""  # (h5py's "Exception ignored" tracebacks are gone)
+    lines = wrote.stdout.splitlines()
+    assert [line.split()[:3] for line in lines] == [["refused", "1", "28"],
+                                                   ["refused", "2", "28"]], wrote.stdout
+    assert "the disk refused a write to HDF5 store" in lines[0]
+    filler.unlink()
+    with open_store(store, "r+") as reopened:
+        np.testing.assert_array_equal(reopened.read("flow", 0), np.load(f"{store}.flow.npy"))
+
+
+def test_an_hdf5_file_shorter_than_its_header_is_one_line_and_given_its_length_back_after_a_refusal(
+        tiny_tvhi_source, tmp_path):
+    """What a refused write left when HDF5 recorded room in its header that the file never
+    got: HDF5 refused to open it at all ("truncated file"), in every command, the samples done
+    before it lost. The store that met the refusal now gives the file that length back when it
+    closes (`_give_length_back`: a sparse end, which a full disk allows). A file short for any
+    other reason (a copy cut short) is refused in one line, never extended: its missing part may
+    hold done samples' bytes and HDF5's own metadata."""
+    from flowstore.store._hdf5 import _give_length_back
+
+    store = tmp_path / "tvhi.h5"
+    assert flowstore_cli(*tiny_build_args(tiny_tvhi_source, store)).returncode == 0
+    before = store_arrays(store)
+    with open(store, "r+b") as file:  # the version-0 superblock's end-of-file address
+        file.seek(40)
+        (recorded,) = struct.unpack("<Q", file.read(8))
+        assert recorded == store.stat().st_size
+        file.seek(40)
+        file.write(struct.pack("<Q", recorded + 8192))
+    for command in (("inspect", store), tiny_build_args(tiny_tvhi_source, store)):
+        line = assert_one_line_error(flowstore_cli(*command))
+        assert "is 8192 bytes shorter than its header records (a copy cut short?)" in line
+    assert store.stat().st_size == recorded  # (not extended by a build)
+    _give_length_back(store)
+    assert store.stat().st_size == recorded + 8192
+    assert_same_arrays(before, store_arrays(store))
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
 @pytest.mark.regression(reason=(
     "bug: build._create_atomically leaves its '.tvhi.creating-PID.zarr' folder behind when the "
     "creation fails (using the space the user must free), and the error names that temporary "
@@ -1128,6 +1275,20 @@ def test_a_disk_too_small_to_create_the_store_is_one_line_and_leaves_nothing(
     assert f"'{store}'" in line and "space" in line.lower()
     left = sorted(p.name for p in small_disk.path.iterdir() if p.name != ".tvhi.zarr.lock")
     assert left == ["filler"]
+
+
+def test_a_disk_too_full_for_the_lock_file_names_the_store(small_disk, tiny_tvhi_source):
+    """Was `error: [Errno 28] No space left on device`, naming nothing."""
+    fd = os.open(small_disk.path / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        os.close(fd)
+    store = small_disk.path / "tvhi.zarr"
+    line = assert_one_line_error(cli("a disk too full for even the lock file",
+                                     *tiny_build_args(tiny_tvhi_source, store)))
+    assert f"lock file beside store '{store}'" in line and "No space left" in line, line
 
 
 # =================================================================================================
@@ -1314,3 +1475,13 @@ def test_synth_into_a_file_or_a_folder_it_cannot_make_is_one_line(dataset, tmp_p
     line = assert_one_line_error(flowstore_cli("synth", dataset, unwritable))
     assert f"cannot write the synthetic source {str(unwritable)!r}: Not a directory" in line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # no staging left
+
+
+def test_a_store_under_a_file_names_the_file(tiny_tvhi_source, tmp_path):
+    """Was `error: File exists: 'notdir'` (the store's folder made on demand)."""
+    (tmp_path / "notdir").write_text("")
+    store = tmp_path / "notdir" / "sub" / "x.zarr"
+    line = assert_one_line_error(cli("a --store under a file",
+                                     *tiny_build_args(tiny_tvhi_source, store)))
+    assert line == f"error: store '{store}' lies under the file '{tmp_path / 'notdir'}', not a " \
+                   f"folder"

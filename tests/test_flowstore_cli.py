@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import flowstore
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.video import extract_video
 from flowstore.params import VideoParams
@@ -184,3 +186,34 @@ def test_version_is_the_installed_distributions():
     result = flowstore_cli("--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"flowstore {version('flowstore')}\n"
+
+
+def test_byte_identical_sources_are_told_by_build_and_listed_by_inspect(tvhi_source, suffix,
+                                                                       tmp_path):
+    """A test clip that is a copy of a training clip (a clip downloaded twice under two names)
+    scores the model on what it trained on: the build warns (exit 0: the data is the user's to
+    mend), `inspect` lists every group, those across splits first; the stored hashes tell."""
+    clean = tmp_path / f"clean{suffix}"
+    built = flowstore_cli("build", "tvhi", "--source", tvhi_source, "--store", clean, *TINY_BUILD,
+                          "-q")
+    assert built.returncode == 0 and "byte-identical" not in built.stderr, built.stderr
+    assert json.loads(flowstore_cli("inspect", clean, "--json").stdout)["duplicates"] == []
+    assert "byte-identical" not in flowstore_cli("inspect", clean).stdout
+
+    with flowstore.open(clean) as opened:
+        ids = {name: [str(i) for i in opened.split(name).ids] for name in ("train", "test")}
+    (train, *others), test = ids["train"], ids["test"][0]
+    shutil.copyfile(tvhi_source / f"{train}.avi", tvhi_source / f"{test}.avi")
+    shutil.copyfile(tvhi_source / f"{others[0]}.avi", tvhi_source / f"{others[1]}.avi")
+    store = tmp_path / f"copies{suffix}"
+    built = flowstore_cli("build", "tvhi", "--source", tvhi_source, "--store", store, *TINY_BUILD,
+                          "-q")
+    assert built.returncode == 0, built.stderr
+    assert "warning: 1 group(s) of samples in different splits have byte-identical source " \
+           "files" in built.stderr and f"{train} (train)" in built.stderr, built.stderr
+    groups = json.loads(flowstore_cli("inspect", store, "--json").stdout)["duplicates"]
+    assert [{(m["id"], m["split"]) for m in group} for group in groups] == \
+        [{(train, "train"), (test, "test")}, {(others[0], "train"), (others[1], "train")}]
+    text = flowstore_cli("inspect", store).stdout
+    assert "byte-identical source files (2 groups, 1 across splits)" in text, text
+    assert f"{test} (test)" in text and f"{others[1]} (train)" in text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -135,6 +137,39 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
         build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:9"))
 
 
+@pytest.mark.parametrize("address, reason", [
+    ("127.0.0.1:abc", "ValueError: invalid literal for int"),
+    ("tls://127.0.0.1:9", "TypeError: TLS expects a `ssl_context`"),
+])
+def test_a_malformed_scheduler_address_is_one_line(tiny_tvhi_source, tmp_path, address, reason):
+    """Each raised out of distributed (a traceback, exit 1), and the half-made client's
+    clean-up held the exit 20 s more."""
+    with pytest.raises(FlowstoreError, match=f"cannot reach Dask scheduler '{re.escape(address)}'"
+                                             f": {re.escape(reason)}"):
+        build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler=address))
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_port_that_never_answers_dasks_handshake_is_one_line_in_time(
+        tiny_tvhi_source, tmp_path, monkeypatch):
+    """The dashboard's port (8787, one digit from the scheduler's 8786), or any server that
+    accepts a connection and answers no Dask handshake: the build waited forever, printing
+    nothing (distributed's timeout covers the connection, not the handshake)."""
+    import socket
+    import time
+
+    from flowstore import build as build_module
+
+    monkeypatch.setattr(build_module, "CONNECT_TIMEOUT_S", 1)
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), says nothing
+        address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+        began = time.monotonic()
+        with pytest.raises(FlowstoreError, match="nothing there answered as a Dask scheduler "
+                                                 "within 1 s"):
+            build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler=address))
+    assert time.monotonic() - began < 10
+
+
 def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
     """SIGKILL one worker process while it extracts: the build completes (the nanny restarts the
     worker and the task is retried) or leaves those samples not done; never a false `done`.
@@ -219,7 +254,7 @@ def _slow_sample(index):
 
 @pytest.mark.parametrize("resize_every", [None, 0.0], ids=["default", "every-batch"])
 def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending(
-        tmp_path, monkeypatch, resize_every):
+        tmp_path, monkeypatch, resize_every, caplog):
     """The scheduler gone mid-build: every task left was recorded as its sample's failure, each
     with a reason of its own (the task's key in it: nothing grouped, a line a sample), and so
     were the samples never handed out; now the build stops, saying so, and they stay pending.
@@ -259,6 +294,9 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
             process.kill()
             process.wait(timeout=30)
     assert len(outcomes) < 30 and not any(getattr(o, "reason", None) for o in outcomes)
+    # (distributed.client logged the loss as 35 lines of traceback besides the one line)
+    assert not [r for r in caplog.records if r.name.startswith("distributed.client")
+                and r.levelno >= logging.ERROR]
 
 
 def _wait_until_listening(port: int, process, timeout: float = 120.0) -> None:
@@ -310,7 +348,7 @@ def test_workers_that_join_later_widen_the_window_of_tasks_in_flight(monkeypatch
 
     monkeypatch.setattr(distributed.Client, "map", counted_map)
     with distributed.LocalCluster(n_workers=0, threads_per_worker=16, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address="127.0.0.1:0") as cluster:  # (None still takes 8787)
         threading.Timer(0.5, cluster.scale, [1]).start()  # 16 threads join after the start
         builds.run_on_cluster(cluster.scheduler_address, _short_task,
                               [(i,) for i in range(400)], done)
@@ -372,7 +410,7 @@ def test_a_path_the_workers_cannot_see_is_said_so(tiny_tvhi_source, tmp_path, mo
 
     hide(monkeypatch)
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as in_process:
+                                  dashboard_address="127.0.0.1:0") as in_process:
         result = build(_config(tiny_tvhi_source, tmp_path / "w.zarr",
                                scheduler=in_process.scheduler_address))
     assert len(result.failures) == 16

@@ -183,6 +183,10 @@ def test_check_source_refuses_a_clip_replaced_by_one_of_the_same_size(tvhi_sourc
     again = flowstore_cli(*args, "--check-source")
     assert again.returncode == 0, again.stderr
 
+    clip.unlink()  # gone: was said to have "changed"
+    line = assert_one_line_error(flowstore_cli(*args))
+    assert f"source file '{clip.name}' is gone since it was written" in line
+
 
 @pytest.fixture
 def synced(monkeypatch) -> list[str]:

@@ -685,3 +685,72 @@ def test_a_split_file_as_a_spreadsheet_exports_it_reads(tmp_path):
     with pytest.raises(SourceLayoutError, match="line 2: split 'holdout' is not one of train, "
                                                 "val, test"):
         get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+
+
+def _edited(sources, name: str, tmp_path: Path, edit) -> Path:
+    """A private copy of a synthetic source, changed by `edit(root)`."""
+    source = Path(shutil.copytree(sources[name], tmp_path / name))
+    edit(source)
+    return source
+
+
+def _replace_line(path: Path, number: int, old: str, new: str) -> None:
+    lines = path.read_text().splitlines(keepends=True)
+    assert old in lines[number - 1], lines[number - 1]
+    lines[number - 1] = lines[number - 1].replace(old, new, 1)
+    path.write_text("".join(lines))
+
+
+def _flatten_kinetics(root: Path) -> None:
+    """Clips straight under train/ and val/, not in label folders (one downloader's layout)."""
+    for clip in list(root.glob("*/*/*.mp4")):
+        clip.rename(clip.parent.parent / clip.name)
+
+
+@pytest.mark.parametrize("name, edit, expected", [
+    ("kinetics", _flatten_kinetics, r"none of the \d+ clips its split lists is in .* \(expected "
+     r"e\.g\. '.*/train/[^/]+/[^/]+\.mp4'\): --source is not laid out as `flowstore datasets "
+     r"kinetics` describes"),
+    ("ucf101", lambda root: [shutil.rmtree(p) for p in (root / "UCF-101").iterdir()],
+     r"none of the \d+ clips its split lists is in"),
+    ("hmdb51", lambda root: [clip.unlink() for clip in root.glob("**/*.avi")],
+     r"none of the \d+ clips its split lists is in"),
+    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, ",0,10,",
+                                            ",nan,10,"),
+     r"annotations/train.csv line 2: time 'nan' is not a whole number of seconds"),
+    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, ",0,10,",
+                                            ",1e400,10,"),
+     r"time '1e400' is not a whole number of seconds"),
+    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, ",0,10,",
+                                            ",10,10,"),
+     r"line 2: time_end 10 is not after time_start 10"),
+    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, "tr000",
+                                            "../../outside/tr000"),
+     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, "abseiling",
+                                            "Abseiling"),
+     r"classes 'Abseiling' and 'abseiling' in annotations/train.csv and val.csv differ only "
+     r"in letter case"),
+    ("ucf101", lambda root: (root / "ucfTrainTestlist/classInd.txt").write_text(
+        (root / "ucfTrainTestlist/classInd.txt").read_text() + "3 ApplyEyeMakeup\r\n"),
+     r"classInd.txt line 3: class 'ApplyEyeMakeup' is listed twice \(also as 1\)"),
+    ("hmdb51", lambda root: next(root.glob("**/*_test_split1.txt")).unlink(),
+     r"has \w+_test_split2.txt but no \w+_test_split1.txt: fold 1 would lack class"),
+    ("hmdb51", lambda root: _replace_line(next(root.glob("**/*_test_split1.txt")), 1, "",
+                                          "Class/"),
+     r"line 1: expected 'clip.avi N'"),
+], ids=["kinetics-flat", "ucf101-no-clips", "hmdb51-no-clips", "kinetics-nan", "kinetics-inf",
+        "kinetics-empty-span", "kinetics-path-id", "kinetics-case", "ucf101-class-twice",
+        "hmdb51-fold-file-missing", "hmdb51-path-clip"])
+def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
+        sources, tmp_path, name, edit, expected):
+    """Each was built: a store of nothing but "video file is missing" failures (a source laid
+    out otherwise), a traceback (nan or 1e400 seconds), a class with two labels (classInd.txt
+    listing one twice; `Abseiling` beside `abseiling`), a fold of one class fewer, or a clip
+    read from outside the source."""
+    source = _edited(sources, name, tmp_path, edit)
+    store = tmp_path / "s.zarr"
+    result = flowstore_cli("build", name, "--source", source, "--store", store, "--size", "16",
+                           "--steps", "2", "-q")
+    assert re.search(expected, assert_one_line_error(result)), result.stderr
+    assert not store.exists()

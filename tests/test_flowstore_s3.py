@@ -155,7 +155,23 @@ def test_a_second_build_creating_the_same_s3_store_leaves_the_first_ones_store(
     with monkeypatch.context() as patched, \
             pytest.raises(StoreError, match="another process created it at the same moment"):
         patched.setattr(stores, "store_exists", lambda path: False)  # checked before it was
+        patched.setattr(stores, "_holds_objects", lambda path: False)
         create_store(s3_store, attrs={"dataset": "tvhi"}, specs=[], num_samples=1,
                      columns={"id": ["x"], "label": [0], "split": ["train"]})
     with open_store(s3_store) as store:  # the other build's store, whole
         assert store.attrs == attrs and store.read("done").sum() == done
+
+
+def test_objects_of_another_kind_under_the_prefix_are_said_so_and_kept(s3_env, tiny_tvhi_source):
+    """A prefix holding what is no store was refused as "another process created it at the
+    same moment (one build per store)", of a build no other process ran."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+                           key=s3_env["AWS_ACCESS_KEY_ID"], secret=s3_env["AWS_SECRET_ACCESS_KEY"])
+    fs.pipe("features/notes.zarr/precious.txt", b"mine")
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                        "s3://features/notes.zarr", *TINY_BUILD, "-q", env=s3_env)
+    assert "objects are there already, and they are no flowstore store" in \
+        assert_one_line_error(out)
+    assert fs.cat("features/notes.zarr/precious.txt") == b"mine"

@@ -144,7 +144,7 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
         assert val[np.zeros(4, bool)]["id"].size == 0
         assert val[np.array(2)]["id"] == ids[2]  # a 0-d integer array is a scalar index
         assert val.read(i for i in (3, 1))["id"].tolist() == [ids[3], ids[1]]
-        for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True):
+        for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True, [True, 0], [1, np.True_]):
             with pytest.raises(TypeError):
                 val[bad]
         for bad in (np.array([2 ** 64 - 1], np.uint64), 2 ** 70, 4, [4], np.ones(3, bool)):

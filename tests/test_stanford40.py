@@ -340,7 +340,7 @@ def test_bad_images_fail_alone_are_listed_and_retried_alone(tiny_source, tmp_pat
 @pytest.mark.parametrize("damage, message", [
     ("no ImageSplits", "no ImageSplits/ folder in"),
     ("no JPEGImages", "no JPEGImages/ folder in"),
-    ("no images", "none of the 92 images listed in ImageSplits/ is in"),
+    ("no images", "none of the 92 images its split lists is in"),
     ("ImageSplits as source", "--source is the folder that holds ImageSplits/ and JPEGImages/"),
 ])
 def test_wrong_source_layout_is_one_line_and_exit_2(tiny_source, tmp_path, damage, message):

@@ -81,8 +81,20 @@ def test_load_trained_says_a_cut_short_or_corrupt_file_is_damaged(keras_file, tm
     start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
     corrupt = bytearray(whole)
     corrupt[start + 10:start + 20] = b"#" * 10
+    # whole zip archives lacking a member (a KeyError, a ValueError out of Keras: tracebacks)
+    lacking = {}
+    for dropped in ("config.json", "model.weights.h5"):
+        path = tmp_path / f"without-{dropped}"
+        with zipfile.ZipFile(keras_file) as source, zipfile.ZipFile(path, "w") as copy:
+            for member in source.namelist():
+                if member != dropped:
+                    copy.writestr(member, source.read(member))
+        lacking[dropped] = path.read_bytes()
     for name, data, reason in [("cut", whole[:len(whole) // 2], "not a whole .keras file"),
-                               ("corrupt", bytes(corrupt), "Bad CRC-32")]:
+                               ("corrupt", bytes(corrupt), "Bad CRC-32"),
+                               ("no-config", lacking["config.json"], "without config.json"),
+                               ("no-weights", lacking["model.weights.h5"],
+                                "without model.weights.h5 or model.weights.npz")]:
         path = tmp_path / f"{name}.keras"
         path.write_bytes(data)
         with pytest.raises(DamagedRunError) as info:
@@ -238,3 +250,29 @@ def test_a_run_whose_model_is_no_plain_name_is_skipped(tmp_path, metrics):
     assert "|  |" not in result.stdout  # no blank-named row
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["figures"]
     assert sorted(p.name for p in figures.glob("*.png")) == ["test_accuracy.png"]
+
+
+def test_a_history_that_is_no_history_draws_no_curves_and_the_report_goes_on(tmp_path):
+    """`[1, 2]` (valid JSON, not a history) in a run without curves.png raised an
+    AttributeError out of the figures (a traceback, exit 1, the figures half written)."""
+    from trainers.html_report import curves_png
+
+    run = _run(tmp_path / "runs", "image-x")
+    for history in ("[1, 2]", '{"loss": 5}', '{"loss": ["low"]}'):
+        (run / "history.json").write_text(history)
+        assert curves_png(read_run(run)) is None
+    (run / "history.json").write_text('{"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]}')
+    assert curves_png(read_run(run)).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("out", ["same", "same/figures"])
+def test_html_and_out_on_one_path_is_one_line_and_makes_nothing(tmp_path, out):
+    """The figures folder was made first, then the page refused as "Is a directory", the
+    empty folder left behind."""
+    runs = tmp_path / "runs"
+    _run(runs, "image-x")
+    result = runner.invoke(app, ["report", str(runs), "--html", str(tmp_path / "same"),
+                                 "--out", str(tmp_path / out)])
+    assert result.exit_code == 2, result.output
+    assert "would be the --out folder" in _one_error_line(result)
+    assert not (tmp_path / "same").exists()

@@ -124,3 +124,27 @@ def test_step_progress_draws_a_bar_on_a_terminal(monkeypatch):
     assert drawn == [[30, "tvhi_flow epoch 1/2", 30, "closed"],
                      [30, "tvhi_flow epoch 2/2", 30, "closed"]]
     assert lines == []  # the bar, not lines
+
+
+def test_a_ctrl_c_during_the_start_up_keeps_its_log_noise_back(capfd):
+    """A failed start-up passes on everything it captured, which may explain the failure; a
+    Ctrl-C does not, and printed TensorFlow's start-up lines ("Could not find cuda drivers")
+    above `error: interrupted`."""
+    import os
+
+    import pytest
+
+    from trainers.quiet import _with_stderr_captured
+
+    def noisy(interrupt: bool) -> int:
+        os.write(2, b"I0000 00:00:1764.5   123 cuda_executor.cc:1]  Could not find cuda drivers\n")
+        if interrupt:
+            raise KeyboardInterrupt
+        raise RuntimeError("no TensorFlow")
+
+    with pytest.raises(KeyboardInterrupt):
+        _with_stderr_captured(lambda: noisy(True))
+    assert "cuda" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError):
+        _with_stderr_captured(lambda: noisy(False))
+    assert "Could not find cuda drivers" in capfd.readouterr().err

@@ -402,6 +402,7 @@ def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tm
     result = _invoke("run", "tiny_alias", "--store", str(store), "--runs-dir", str(runs))
     (record,) = list_runs(runs)
     assert record.model == "tiny" and record.metrics["params"]["trainable"] == 3 * 4 + 4
+    assert record.metrics["keras_backend"] == keras.backend.backend()  # (numbers differ by it)
     assert "| TV-HI tiny | trained |" in result.stdout
     assert "| TV-HI tiny |" in _invoke("report", str(runs)).stdout
     assert "tiny at size 16, steps 2: total 16" in _invoke("summary", "tiny", "--size", "16",

@@ -493,6 +493,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         "mixed_precision": options.mixed_precision,
         "dtype_policy": policy,
         "device": device,
+        # (like the device, it changes the numbers and not the training: not a reuse criterion)
+        "keras_backend": keras.backend.backend(),
         "test": test,
         "samples": counts_per_split,
         "params": counts,

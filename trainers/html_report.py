@@ -29,7 +29,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -140,6 +140,11 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
     page and the figures folder, so that with both the second is not found unwritable after
     the first's predictions."""
     latest_runs(runs_dir)
+    if html is not None and figures is not None and (
+            html.resolve() == figures.resolve() or html.resolve() in figures.resolve().parents):
+        # (the figures folder was made first, where the page was then refused as a folder)
+        raise ReportOutputError(f"--html {str(html)!r} would be the --out folder "
+                                f"{str(figures)!r} or hold it: give them other paths")
     if html is not None:
         check_output(html, "the HTML report", folder=False)
     if figures is not None:
@@ -303,6 +308,8 @@ def curves_png(record: RunRecord) -> bytes | None:
         history = json.loads((record.path / HISTORY_FILE).read_text())
     except (OSError, ValueError):
         return None
+    if not _is_history(history):  # (a hand-edited or foreign history.json: no curves)
+        return None
     import tempfile
 
     from trainers.curves import plot_curves
@@ -311,6 +318,14 @@ def curves_png(record: RunRecord) -> bytes | None:
         path = plot_curves(history, Path(folder) / "curves.png", title=_name(record),
                            best_epoch=record.metrics.get("best_epoch"))
         return path.read_bytes()
+
+
+def _is_history(value: Any) -> bool:
+    """Whether `value` is what `history.json` holds: metric name -> a number per epoch."""
+    return isinstance(value, dict) and all(
+        isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         for v in values)
+        for values in value.values())
 
 
 def _per_class_table(predictions: SplitPredictions) -> str:

@@ -285,7 +285,8 @@ def load_trained(path: Path | str) -> keras.Model:
     path = require_model_file(path)
     try:
         return keras.saving.load_model(path, compile=False)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, json.JSONDecodeError) as exc:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, json.JSONDecodeError,
+            KeyError, ValueError) as exc:  # (a member missing: Keras' KeyError, ValueError)
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable "
                               f"({reason})") from None

@@ -70,7 +70,8 @@ def _device_line(gpus: int) -> str:
 
 def _with_stderr_captured(work: Callable[[], int]) -> int:
     """Run `work` with fd 2 going to a temporary file; pass on what is not log noise (all of
-    it if `work` raises)."""
+    it if `work` raises: the noise may explain the failure; not for a Ctrl-C, which it does
+    not)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -79,6 +80,9 @@ def _with_stderr_captured(work: Callable[[], int]) -> int:
         try:
             result = work()
             failed = False
+        except KeyboardInterrupt:
+            failed = False
+            raise
         finally:
             os.dup2(saved, 2)
             os.close(saved)

@@ -34,6 +34,9 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 PARTIAL_PREFIX = ".partial-"
+#: What every `.keras` file holds (Keras 3's saving format): its architecture and its weights
+#: (one of the two names).
+MODEL_MEMBERS = ("config.json", "model.weights.h5|model.weights.npz")
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,17 @@ def require_model_file(path: str | Path) -> Path:
     if not zipfile.is_zipfile(path):
         raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (not a whole "
                               f".keras file: cut short?)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable "
+                              f"({exc})") from None
+    lacking = [name for name in MODEL_MEMBERS if not members & set(name.split("|"))]
+    if lacking:
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (a whole zip "
+                              f"archive without {lacking[0].replace('|', ' or ')}: not a Keras "
+                              f"model file)")
     return path
 
 

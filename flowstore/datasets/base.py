@@ -51,6 +51,8 @@ class Dataset(abc.ABC):
     #: The frozen settings of its synthetic source, or None when it has none here (see
     #: `write_synthetic`).
     synth_config_type: ClassVar[type | None] = None
+    #: What one sample's source file is, as messages name it.
+    item_noun: ClassVar[str] = "file"
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,6 +122,27 @@ class Dataset(abc.ABC):
                 sizes[index] = info.st_size
         return SourceSizes(lambda index: self.source_name(manifest.ids[index]), sizes)
 
+    def check_some_present(self, source: Path, manifest: Manifest,
+                           sizes: "SourceSizes | None" = None) -> None:
+        """Refuse a source that holds none of the files its split lists: a copy laid out
+        otherwise than the dataset's layout (Kinetics clips flat under ``train/``, label
+        folders with ``_`` for spaces, an empty clip folder) would otherwise make a store of
+        nothing but "file is missing" failures, each naming only its file. Some missing is
+        normal (a Kinetics copy misses 5-10%) and builds; none present is a wrong --source.
+        `sizes`: the build's listing of the source (`source_files`), not listed again."""
+        if not len(manifest):
+            return
+        if sizes is not None:
+            present = bool((sizes.sizes != SourceSizes.MISSING).any())
+        else:
+            present = any(self.source_file(source, sample).is_file() for sample in manifest.ids)
+        if not present:
+            raise SourceLayoutError(
+                f"none of the {len(manifest)} {self.item_noun}s its split lists is in "
+                f"{str(source)!r} (expected e.g. "
+                f"{str(self.source_file(source, manifest.ids[0]))!r}): --source is not laid "
+                f"out as `flowstore datasets {self.name}` describes")
+
     def source_name(self, sample_id: str) -> str:
         """A sample's file relative to the source: how the fingerprint and the store's recorded
         sizes and hashes name it."""
@@ -150,6 +173,7 @@ class VideoDataset(Dataset):
     """A dataset of clips: each sample is the TV-HI extraction (middle frame, frames, flow)."""
 
     params_type = VideoParams
+    item_noun = "clip"
 
     def specs(self, params: VideoParams) -> list[ArraySpec]:
         s, t = params.size, params.steps
@@ -172,6 +196,7 @@ class ImageDataset(Dataset):
     """A dataset of still images: each sample is the Stanford-40 extraction (`image`)."""
 
     params_type = ImageParams
+    item_noun = "image"
 
     def specs(self, params: ImageParams) -> list[ArraySpec]:
         return [ArraySpec("image", (params.size, params.size, 3), "uint8")]

@@ -46,7 +46,10 @@ def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
         if not line.strip():
             continue
         fields = line.strip().rsplit(None, 1)
-        if len(fields) != 2 or fields[1] not in codes or not fields[0].lower().endswith(".avi"):
+        # (a clip is a file of its class folder: a path, `Class/clip.avi` as UCF101's lists
+        # write them, is another dataset's list or would read a file elsewhere)
+        if len(fields) != 2 or fields[1] not in codes or not fields[0].lower().endswith(".avi") \
+                or "/" in fields[0] or "\\" in fields[0]:
             raise SourceLayoutError(f"{origin} line {number}: expected 'clip.avi N' with N 0, 1 "
                                     f"or 2, got {line!r}")
         codes[fields[1]].append(fields[0][: -len(".avi")])
@@ -56,13 +59,24 @@ def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
 def _split_files(splits_dir: Path, fold: int) -> dict[str, Path]:
     """{class: its split file for `fold`}, sorted by class (not by file name: `_` sorts after
     letters, so `kick_ball_test_split1.txt` comes before `kick_test_split1.txt`). Hidden files
-    (a macOS `._brush_hair_test_split1.txt`) are not split files."""
-    found = {}
+    (a macOS `._brush_hair_test_split1.txt`) are not split files.
+
+    A class whose file of another fold is there but not this fold's is refused: the fold
+    would silently have one class fewer, and its labels would not be the other folds'."""
+    found: dict[int, dict[str, Path]] = {}
     for path in splits_dir.iterdir():
         match = _SPLIT_FILE.match(path.name)
-        if match and int(match.group("fold")) == fold and not path.name.startswith("."):
-            found[match.group("cls")] = path
-    return dict(sorted(found.items()))
+        if match and not path.name.startswith("."):
+            found.setdefault(int(match.group("fold")), {})[match.group("cls")] = path
+    files = found.get(fold, {})
+    for other in sorted(found):
+        lacking = sorted(set(found[other]) - set(files))
+        if files and lacking:
+            raise SourceLayoutError(
+                f"{str(splits_dir)!r} has {lacking[0]}_test_split{other}.txt but no "
+                f"{lacking[0]}_test_split{fold}.txt: fold {fold} would lack class "
+                f"{lacking[0]!r} (and number the others otherwise); put the file back")
+    return dict(sorted(files.items()))
 
 
 def source_video(sample_id: str, class_name: str) -> str:

@@ -18,10 +18,12 @@ test set has no labels); val is carved from train (``--val-fraction``, stratifie
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from flowstore.datasets._classfolders import check_fraction, read_csv
+from flowstore.datasets._classfolders import check_fraction, check_spellings, read_csv
 from flowstore.datasets.base import SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
@@ -32,6 +34,8 @@ ANNOTATIONS_DIR = "annotations"
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
 #: The official CSV each split of the store comes from, and the clip folder it names.
 CSV_OF_SPLIT = {"train": "train.csv", "test": "val.csv"}
+#: What a label, youtube_id or split folder may not hold: each is one name of the clip's path.
+_NOT_A_NAME = re.compile(r"[/\\]|^\.\.?$")
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ def _seconds(value: str, where: str) -> int:
         number = float(value)
     except ValueError:
         raise SourceLayoutError(f"{where}: time {value!r} is not a number") from None
-    if number < 0 or number != int(number):
+    if not math.isfinite(number) or number < 0 or number != int(number):
         raise SourceLayoutError(f"{where}: time {value!r} is not a whole number of seconds")
     return int(number)
 
@@ -80,15 +84,22 @@ class Kinetics(VideoDataset):
                 where = f"{ANNOTATIONS_DIR}/{name} line {number}"
                 label, youtube_id = row["label"].strip(), row["youtube_id"].strip()
                 folder_name = row["split"].strip()
-                if not label or not youtube_id or not folder_name or "/" in label + folder_name:
+                # each names a path component: one that is a path would read a file elsewhere
+                if not all(part and not _NOT_A_NAME.search(part)
+                           for part in (label, youtube_id, folder_name)):
                     raise SourceLayoutError(f"{where}: empty or malformed label, youtube_id or "
-                                            f"split")
-                sample_id = clip_name(youtube_id, _seconds(row["time_start"], where),
-                                      _seconds(row["time_end"], where))
+                                            f"split (each one name: no '/', '\\' or '..')")
+                start, end = _seconds(row["time_start"], where), _seconds(row["time_end"], where)
+                if end <= start:
+                    raise SourceLayoutError(f"{where}: time_end {end} is not after time_start "
+                                            f"{start}")
+                sample_id = clip_name(youtube_id, start, end)
                 if sample_id in self.sample_paths:
                     raise SourceLayoutError(f"{where}: clip {sample_id} is listed twice")
                 self.sample_paths[sample_id] = f"{folder_name}/{label}/{sample_id}.mp4"
                 per_class.setdefault(label, []).append(sample_id)
+        check_spellings([*by_split["train"], *by_split["test"]],
+                        f"{ANNOTATIONS_DIR}/train.csv and val.csv")
         classes = sorted(by_split["train"])
         strangers = sorted(set(by_split["test"]) - set(classes))
         if strangers:

@@ -92,12 +92,7 @@ class TVHI(VideoDataset):
             raise SourceLayoutError(f"cannot read {str(readme)!r}: {exc.strerror}") from None
         if not {1, 2} <= sets.keys():
             raise SourceLayoutError(f"{str(readme)!r} does not list 'SET 1:' and 'SET 2:'")
-        manifest = manifest_from_sets(sets)
-        if not any(self.source_file(source, row.id).exists() for row in manifest.rows):
-            raise SourceLayoutError(
-                f"no TV-HI clips in {str(source)!r}: expected files like handShake_0001.avi "
-                f"directly in that folder")
-        return manifest
+        return manifest_from_sets(sets)
 
     def source_file(self, source: Path, sample_id: str) -> Path:
         return source / f"{sample_id}.avi"

@@ -57,6 +57,9 @@ def parse_class_index(text: str, origin: str) -> list[str]:
         if int(fields[0]) != len(classes) + 1:
             raise SourceLayoutError(f"{origin} line {number}: index {fields[0]} out of order "
                                     f"(expected {len(classes) + 1})")
+        if fields[1] in classes:  # (its clips would take the later index, the lists the first)
+            raise SourceLayoutError(f"{origin} line {number}: class {fields[1]!r} is listed "
+                                    f"twice (also as {classes.index(fields[1]) + 1})")
         classes.append(fields[1])
     if not classes:
         raise SourceLayoutError(f"{origin} lists no classes")

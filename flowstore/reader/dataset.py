@@ -338,6 +338,11 @@ class Split:
                 raise TypeError(f"positions must be integers or a boolean mask, got "
                                 f"{positions!r:.60}") from None
         array = np.asarray(positions)
+        if array.dtype.kind in "iu" and not isinstance(positions, np.ndarray) and any(
+                isinstance(p, (bool, np.bool_)) for p in positions):
+            # ([True, 0] is int64 to numpy: True read as position 1)
+            raise TypeError(f"positions must be integers or a boolean mask, not both "
+                            f"({positions!r:.60})")
         if array.dtype == bool:
             if array.shape != (len(self),):
                 raise IndexError(f"a boolean mask of split {self.name!r} has one entry per "

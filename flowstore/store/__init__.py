@@ -17,6 +17,7 @@ test class in `tests/store_contract.py`.
 from __future__ import annotations
 
 import contextlib
+import glob
 import importlib
 import os
 from dataclasses import dataclass
@@ -191,13 +192,16 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
     attrs = {FORMAT_ATTR: FORMAT, **attrs}
     values = all_columns(num_samples, columns)
     if backend.capabilities(path).rename:
-        temporary: str | Path = path.with_name(f".{path.stem}.creating-{os.getpid()}{path.suffix}")
-        if backend.exists(temporary):  # left by an earlier process with our pid: ours to clear
-            backend.remove(temporary)
+        temporary: str | Path = _beside(path, "creating")
+        _remove_leftovers(path)
     else:
         temporary = path
         if store_exists(path):
             raise StoreError(f"cannot create store {str(path)!r}: something is there already")
+        if _holds_objects(path):  # (zarr's own refusal read as another build's race)
+            raise StoreError(f"cannot create store {str(path)!r}: objects are there already, "
+                             f"and they are no flowstore store (no zarr.json); delete them or "
+                             f"choose another --store")
     try:
         with remote_errors(path):
             backend.create(temporary, attrs=attrs, specs=specs, columns=values,
@@ -221,6 +225,17 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
         raise
     return open_store(path, "r+")
+
+
+def _holds_objects(location: str | Path) -> bool:
+    """Whether anything lies under an object-store prefix (a local path: whether it exists)."""
+    if not is_url(location):
+        return os.path.lexists(location)
+    import fsspec
+
+    with remote_errors(location):
+        fs, root = fsspec.core.url_to_fs(str(location))
+        return bool(fs.exists(root))
 
 
 def _created_elsewhere(exc: BaseException) -> bool:
@@ -256,5 +271,34 @@ def remove_store(path: str | Path) -> None:
     if not store_exists(path):
         return
     open_store(path, "r", check_columns=False).close()  # raises unless it is a flowstore store
-    with remote_errors(path):
-        backend_for(path).remove(path)
+    backend = backend_for(path)
+    if not backend.capabilities(path).rename:
+        with remote_errors(path):
+            backend.remove(path)
+        return
+    # moved aside in one step, then deleted: a delete stopped halfway (a kill, a folder it may
+    # not delete) in place left part of a store that no longer reads as one, which every
+    # command, `--overwrite` too, then refused to touch
+    aside = _beside(path, "removing")
+    os.replace(path, aside)
+    try:
+        backend.remove(aside)
+    except OSError as exc:
+        raise StoreError(f"moved the old store {str(path)!r} aside to {str(aside)!r} but could "
+                         f"not delete it ({exc.strerror or exc}); delete it by hand") from None
+
+
+def _beside(path: Path, doing: str) -> Path:
+    """Where a store is made (`doing` "creating") or deleted ("removing") beside its place:
+    hidden, named for it and this process."""
+    return path.with_name(f".{path.stem}.{doing}-{os.getpid()}{path.suffix}")
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Delete what killed processes left beside a store's place while making or deleting it
+    (`_beside`). Only a build of this store makes them, under its writer lock, which the
+    caller holds: none is in use."""
+    for doing in ("creating", "removing"):
+        for leftover in path.parent.glob(f".{glob.escape(path.stem)}.{doing}-*{path.suffix}"):
+            with contextlib.suppress(OSError):
+                backend_for(leftover).remove(leftover)

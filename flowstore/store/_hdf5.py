@@ -31,16 +31,21 @@ variable-length. How a column is written follows its dtype in the file, so store
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
+import re
+import struct
+import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import h5py
 import numpy as np
 
-from flowstore.errors import FlowstoreError
+from flowstore.errors import FlowstoreError, StoreError
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, check_columns, column_chunks, fsync_path, read_exactly,
                                   unreadable_part)
@@ -50,6 +55,10 @@ from flowstore.store.lock import release_reader_lock
 _STR = h5py.string_dtype("utf-8")
 #: Where `put_column` writes a replacement column before it takes the column's place.
 _UPGRADE_PREFIX = "_upgrade_"
+#: How HDF5 names the system's error in a failed write ("..., errno = 28, error message = ...").
+_ERRNO = re.compile(r"errno = (\d+)")
+#: HDF5's refusal of a file shorter than the space its header records.
+_TRUNCATED = re.compile(r"truncated file: eof = (\d+), .*stored_eof = (\d+)")
 
 
 class HDF5Store(Store):
@@ -85,6 +94,11 @@ class HDF5Store(Store):
         self._chunk_offsets: dict[tuple[str, int], int] = {}
         self._raw_arrays: dict[str, bool] = {}  # array name -> its chunks can be read raw
         self._verified: dict[str, bool] = {}  # array name -> its first raw read matched h5py
+        # held open while writing: HDF5 writes a dataset's cached chunks when its last handle
+        # closes, and a write the disk refuses there is printed by h5py as "Exception
+        # ignored" and lost, the sample taken for written (`_writing`)
+        self._written: dict[str, h5py.Dataset] = {}
+        self._refused: tuple[int, str] | None = None  # (errno, strerror) of a refused write
 
     @property
     def concurrent_reads(self) -> bool:
@@ -126,10 +140,15 @@ class HDF5Store(Store):
             # first, a file that is not HDF5 is refused as it was given
             if not h5py.is_hdf5(path):
                 raise OSError(f"{str(path)!r} is not an HDF5 file")
-            return cls(h5py.File(path, mode), path, mode)
+            try:
+                return cls(h5py.File(path, mode), path, mode)
+            except OSError as exc:
+                _refuse_short(path, exc)
+                raise
         try:
             return cls(h5py.File(path, mode, locking=False), path, mode)
         except OSError as exc:
+            _refuse_short(path, exc)
             if "locking flag values don't match" not in str(exc):
                 raise
             # open in this process already, by h5py with its default locking (a notebook that
@@ -231,7 +250,7 @@ class HDF5Store(Store):
     def sync_columns(self) -> None:
         """The whole file; the first time also its name in its folder (a new store was renamed
         into place)."""
-        self._file.flush()
+        self.flush()
         os.fsync(self._file.id.get_vfd_handle())
         if not self._entry_synced:
             fsync_path(Path(self.path).parent)
@@ -247,10 +266,42 @@ class HDF5Store(Store):
         not give back, so only the changed span of a column is ever rewritten,
         `Store.write_changed`.)"""
         self.check_writable()
-        dataset = self._file[name]
-        dataset[index] = _as_stored(name, dataset.dtype, np.asarray(value))
+        with self._writing():
+            dataset = self._written.get(name)
+            if dataset is None:
+                dataset = self._written[name] = self._file[name]
+            dataset[index] = _as_stored(name, dataset.dtype, np.asarray(value))
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Any write to the file. Once the disk has refused one (no space, a file-size limit, a
+        quota), HDF5 holds metadata of chunks it could not write and every later flush would
+        write it: the first refusal is raised as an OSError with the system's errno (a data
+        error: the sample fails with that reason, never marked done), and every write after it
+        is refused the same way without touching the file."""
+        if self._refused is not None:
+            raise self._refusal(*self._refused)
+        try:
+            yield
+        except (RuntimeError, OSError) as exc:
+            match = _ERRNO.search(str(exc))
+            if match is None or isinstance(exc, FlowstoreError):
+                raise
+            code = int(match.group(1))
+            self._refused = (code, os.strerror(code))
+            raise self._refusal(*self._refused) from None
+
+    def _refusal(self, code: int, reason: str) -> OSError:
+        return OSError(code, f"{reason}: the disk refused a write to HDF5 store "
+                             f"{str(self.path)!r}, which takes no more writes in this run; "
+                             f"make room and run the same command again")
 
     def put_column(self, name: str, values: np.ndarray) -> None:
+        self._written.clear()  # (columns are replaced: no handle of an old one kept)
+        with self._writing():
+            self._put_column(name, values)
+
+    def _put_column(self, name: str, values: np.ndarray) -> None:
         """A column of the same chunking and dtype is overwritten in place; any other (a
         format-1 column, or one of ledger text stored variable-length) is written beside the
         old column under a temporary name and flushed; then the old
@@ -286,19 +337,41 @@ class HDF5Store(Store):
 
     def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
         self.check_writable()
-        for key in remove:
-            if key in self._file.attrs:
-                del self._file.attrs[key]
-        for key, value in values.items():
-            self._file.attrs[key] = json.dumps(value, sort_keys=True)
+        with self._writing():
+            for key in remove:
+                if key in self._file.attrs:
+                    del self._file.attrs[key]
+            for key, value in values.items():
+                self._file.attrs[key] = json.dumps(value, sort_keys=True)
 
     def flush(self) -> None:
-        self._file.flush()
+        if self.mode == "r":
+            return
+        with self._writing():
+            self._file.flush()
 
     def close(self) -> None:
         self._let_go()
-        if self._file:
-            self._file.close()
+        if self._refused is None:
+            self._written.clear()
+            if self._file:
+                self._file.close()
+            return
+        # After a refused write, HDF5 still holds chunks and metadata it could not write, and
+        # closing writes them: it failed again, and the library crashed the process at exit
+        # (SIGSEGV) on the file it could not close. Nothing it holds is wanted (the samples it
+        # belongs to failed, none marked done), and the file must stay as the refusal left it
+        # (`_give_length_back` then extends it to the length its header records), so the file's
+        # descriptor is pointed at a scratch file for the close. (h5py prints the failures of
+        # handles it releases: silenced.)
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.suppress(RuntimeError, OSError):
+            if self._file:
+                with tempfile.TemporaryFile() as scratch:
+                    os.dup2(scratch.fileno(), self._file.id.get_vfd_handle())
+                    self._written.clear()  # (a handle let go writes too: after the swap)
+                    self._file.close()
+            self._written.clear()
+        _give_length_back(Path(self.path))
 
     def __del__(self) -> None:
         # a reader dropped without close() (a split's store, reopened for itself) must not keep
@@ -314,6 +387,40 @@ class HDF5Store(Store):
         if getattr(self, "reader_lock", None) is not None:
             release_reader_lock(self.reader_lock)
             self.reader_lock = None
+
+
+def _refuse_short(path: Path, exc: BaseException) -> None:
+    """One line for HDF5's refusal of a file shorter than the space its header records: part
+    of it is missing, and every sample may be (a copy cut short; HDF5 keeps its metadata
+    anywhere in the file), so it is not opened, not even to repair."""
+    match = _TRUNCATED.search(str(exc))
+    if match is not None and int(match.group(2)) > int(match.group(1)):
+        missing = int(match.group(2)) - int(match.group(1))
+        raise StoreError(f"HDF5 store {str(path)!r} is {missing} bytes shorter than its header "
+                         f"records (a copy cut short?): copy it again, or rebuild it with "
+                         f"--overwrite") from None
+
+
+#: Where a version-0 superblock (the one HDF5's earliest format writes, as every store here
+#: is made) records the file's end: after the 8-byte signature, 16 bytes of versions, sizes and
+#: flags, and the base and free-space addresses (8 bytes each).
+_SUPERBLOCK_EOF = slice(40, 48)
+
+
+def _give_length_back(path: Path) -> None:
+    """Extend a file HDF5 left shorter than its header's end-of-file address (it recorded
+    room a refused write never got) to that length: the missing bytes held only what the
+    refusal lost, chunks of samples never marked done, and a file shorter than its header is
+    refused by every open. Extending writes no data (a sparse end), so a full disk allows it.
+    Only a version-0 superblock with 8-byte addresses is read; anything else is left."""
+    with contextlib.suppress(OSError), open(path, "rb") as file:
+        head = file.read(_SUPERBLOCK_EOF.stop)
+        if len(head) < _SUPERBLOCK_EOF.stop or head[:8] != b"\x89HDF\r\n\x1a\n" \
+                or head[8] != 0 or head[13] != 8:
+            return
+        (recorded,) = struct.unpack("<Q", head[_SUPERBLOCK_EOF])
+        if recorded > os.fstat(file.fileno()).st_size:
+            os.truncate(path, recorded)
 
 
 def _create_column(file: h5py.File, name: str, values: np.ndarray) -> None:

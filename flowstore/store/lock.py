@@ -59,7 +59,8 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
-        raise StoreError(f"cannot create the lock file beside store {str(store)!r}: "
+        doing = "open" if os.path.lexists(path) else "create"
+        raise StoreError(f"cannot {doing} the lock file beside store {str(store)!r}: "
                          f"{exc.strerror} ({str(path)!r})") from None
     try:
         try:
@@ -72,9 +73,13 @@ def writer_lock(store: str | Path) -> Iterator[None]:
             holder = _describe(_holder(fd))
             raise StoreError(f"store {str(store)!r} is being written by another flowstore "
                              f"process ({holder}); wait for it to finish or stop it") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        try:  # (who holds it, for the refusal of another build)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+        except OSError as exc:  # a full disk: said of the store, not as a bare "[Errno 28]"
+            raise StoreError(f"cannot write the lock file beside store {str(store)!r}: "
+                             f"{exc.strerror} ({str(path)!r})") from None
         held = path.resolve()
         _HELD.add(held)
         try:
