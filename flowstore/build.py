@@ -37,7 +37,7 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
 from flowstore.extraction._cv import OPENCV_VERSION
-from flowstore.manifest import SPLITS, Manifest
+from flowstore.manifest import Manifest
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
                              remove_store, store_exists)
@@ -291,9 +291,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float) -> BuildResu
             store.sync_columns()
         result.failures = {manifest.ids[i]: ledger.columns["failure"][i]
                            for i in selected.tolist() if ledger.columns["failure"][i]}
-        result.duplicates = duplicate_sources(
-            manifest.ids, [SPLITS[code] for code in manifest.split_codes.tolist()],
-            ledger.columns["source_hash"])
+        result.duplicates = duplicate_sources(manifest.ids, manifest.splits(),
+                                              ledger.columns["source_hash"])
     finally:
         store.close()
     result.seconds = time.perf_counter() - start
@@ -849,14 +848,15 @@ def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[
                 raise StoreError(f"store {store_path!r} would pass this process's file-size "
                                  f"limit (`ulimit -f`: {limit // 1024} KiB); raise it and run "
                                  f"the same command again")
-        _RESERVED[device] = _RESERVED.get(device, 0) + needed
-        _RESERVED[store_path] = _RESERVED.get(store_path, 0) + needed
+        held = (device, store_path) if one_file else (device,)
+        for key in held:
+            _RESERVED[key] = _RESERVED.get(key, 0) + needed
     try:
         yield
     finally:
         with _SPACE_LOCK:
-            _RESERVED[device] -= needed
-            _RESERVED[store_path] -= needed
+            for key in held:
+                _RESERVED[key] -= needed
 
 
 def _file_size_limit() -> int | None:

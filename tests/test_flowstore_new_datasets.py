@@ -701,6 +701,11 @@ def _replace_line(path: Path, number: int, old: str, new: str) -> None:
     path.write_text("".join(lines))
 
 
+def _first_kinetics_row(old: str, new: str):
+    """An edit of a synthetic Kinetics source: `old` replaced by `new` in train.csv's first row."""
+    return lambda root: _replace_line(root / "annotations/train.csv", 2, old, new)
+
+
 def _flatten_kinetics(root: Path) -> None:
     """Clips straight under train/ and val/, not in label folders (one downloader's layout)."""
     for clip in list(root.glob("*/*/*.mp4")):
@@ -715,20 +720,15 @@ def _flatten_kinetics(root: Path) -> None:
      r"none of the \d+ clips its split lists is in"),
     ("hmdb51", lambda root: [clip.unlink() for clip in root.glob("**/*.avi")],
      r"none of the \d+ clips its split lists is in"),
-    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, ",0,10,",
-                                            ",nan,10,"),
+    ("kinetics", _first_kinetics_row(",0,10,", ",nan,10,"),
      r"annotations/train.csv line 2: time 'nan' is not a whole number of seconds"),
-    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, ",0,10,",
-                                            ",1e400,10,"),
+    ("kinetics", _first_kinetics_row(",0,10,", ",1e400,10,"),
      r"time '1e400' is not a whole number of seconds"),
-    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, ",0,10,",
-                                            ",10,10,"),
+    ("kinetics", _first_kinetics_row(",0,10,", ",10,10,"),
      r"line 2: time_end 10 is not after time_start 10"),
-    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, "tr000",
-                                            "../../outside/tr000"),
+    ("kinetics", _first_kinetics_row("tr000", "../../outside/tr000"),
      r"line 2: empty or malformed label, youtube_id or split \(each one name"),
-    ("kinetics", lambda root: _replace_line(root / "annotations/train.csv", 2, "abseiling",
-                                            "Abseiling"),
+    ("kinetics", _first_kinetics_row("abseiling", "Abseiling"),
      r"classes 'Abseiling' and 'abseiling' in annotations/train.csv and val.csv differ only "
      r"in letter case"),
     ("ucf101", lambda root: (root / "ucfTrainTestlist/classInd.txt").write_text(

@@ -20,7 +20,6 @@ The last Dense layer is always float32 so that mixed precision keeps the logits 
 
 from __future__ import annotations
 
-import json
 import zipfile
 import zlib
 from pathlib import Path
@@ -285,8 +284,8 @@ def load_trained(path: Path | str) -> keras.Model:
     path = require_model_file(path)
     try:
         return keras.saving.load_model(path, compile=False)
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, json.JSONDecodeError,
-            KeyError, ValueError) as exc:  # (a member missing: Keras' KeyError, ValueError)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError,
+            ValueError) as exc:  # (ValueError: unparsable JSON too; a member missing: KeyError)
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable "
                               f"({reason})") from None

@@ -34,9 +34,9 @@ HISTORY_FILE = "history.json"
 METRICS_FILE = "metrics.json"
 CURVES_FILE = "curves.png"
 PARTIAL_PREFIX = ".partial-"
-#: What every `.keras` file holds (Keras 3's saving format): its architecture and its weights
-#: (one of the two names).
-MODEL_MEMBERS = ("config.json", "model.weights.h5|model.weights.npz")
+#: What every `.keras` file holds (Keras 3's saving format), each under one of its names: its
+#: architecture and its weights.
+MODEL_MEMBERS = (("config.json",), ("model.weights.h5", "model.weights.npz"))
 
 
 @dataclass(frozen=True)
@@ -204,25 +204,23 @@ def require_model_file(path: str | Path) -> Path:
 
     Raises:
         RunNotFoundError: there is no file at `path`.
-        DamagedRunError: the file is not a whole zip archive.
+        DamagedRunError: the file is not a whole zip archive, or one without a Keras model's
+            members (`MODEL_MEMBERS`).
     """
     path = Path(path)
     if not path.is_file():
         raise RunNotFoundError(f"no model file at {str(path)!r}")
-    if not zipfile.is_zipfile(path):
-        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (not a whole "
-                              f".keras file: cut short?)")
     try:
         with zipfile.ZipFile(path) as archive:
             members = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable "
-                              f"({exc})") from None
-    lacking = [name for name in MODEL_MEMBERS if not members & set(name.split("|"))]
+    except (zipfile.BadZipFile, OSError):
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (not a whole "
+                              f".keras file: cut short?)") from None
+    lacking = [names for names in MODEL_MEMBERS if not members & set(names)]
     if lacking:
         raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (a whole zip "
-                              f"archive without {lacking[0].replace('|', ' or ')}: not a Keras "
-                              f"model file)")
+                              f"archive without {' or '.join(lacking[0])}: not a Keras model "
+                              f"file)")
     return path
 
 

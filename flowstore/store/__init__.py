@@ -227,10 +227,8 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
     return open_store(path, "r+")
 
 
-def _holds_objects(location: str | Path) -> bool:
-    """Whether anything lies under an object-store prefix (a local path: whether it exists)."""
-    if not is_url(location):
-        return os.path.lexists(location)
+def _holds_objects(location: str) -> bool:
+    """Whether anything lies under an object-store prefix (a URL store is made in place)."""
     import fsspec
 
     with remote_errors(location):
