@@ -382,9 +382,9 @@ def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
     100,000 samples spent 40 minutes in cull); batches keep it per sample."""
     import dask
 
-    from flowstore import build as build_module
+    from flowstore import parallel
 
-    monkeypatch.setattr(build_module, "THREAD_BATCH_PER_WORKER", 3)
+    monkeypatch.setattr(parallel, "THREAD_BATCH_PER_WORKER", 3)
     graphs: list[tuple[int, bool]] = []
     compute = dask.compute
 
@@ -394,7 +394,7 @@ def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
 
     monkeypatch.setattr(dask, "compute", recording)
     done: list[int] = []
-    build_module.run_on_threads(2, lambda i: i * i, [(i,) for i in range(20)], done.append)
+    parallel.run_on_threads(2, lambda i: i * i, [(i,) for i in range(20)], done.append)
     assert sorted(done) == [i * i for i in range(20)]  # every task, reported once
     assert graphs == [(6, False), (6, False), (6, False), (2, False)]
 
@@ -409,8 +409,8 @@ def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
 
     graphs.clear()
     sizes_seen: list[int] = []
-    build_module.run_on_threads(2, lambda i: sizes_seen.append(len(taken)), arguments(),
-                                lambda _: None)
+    parallel.run_on_threads(2, lambda i: sizes_seen.append(len(taken)), arguments(),
+                            lambda _: None)
     assert graphs == [(6, False), (6, False), (6, False), (2, False)]
     assert max(sizes_seen[:6]) == 6  # the first graph ran before the next was taken
 
@@ -419,7 +419,7 @@ def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
 #: KeyboardInterrupt, as it does when SIGINT lands in its wait for the new thread.
 _CTRL_C_IN_THREAD_START = """
 import signal, threading, time
-from flowstore import build as build_module
+from flowstore import parallel
 
 # as a terminal's Ctrl-C is taken; a parent (a pytest-xdist worker) may have left it ignored
 signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -434,8 +434,8 @@ def start(self):
 threading.Thread.start = start
 tasks_seen = []
 try:
-    build_module.run_on_threads(2, lambda i: time.sleep(0.2), [(i,) for i in range(8)],
-                                tasks_seen.append)
+    parallel.run_on_threads(2, lambda i: time.sleep(0.2), [(i,) for i in range(8)],
+                            tasks_seen.append)
 except KeyboardInterrupt:
     print("interrupted after", len(tasks_seen), "tasks", flush=True)
 """
@@ -497,27 +497,28 @@ def test_a_store_is_resumed_only_with_the_opencv_that_extracted_it(tiny_tvhi_sou
                               f"extracted with OpenCV 4.0.1") and not outcome.digest
 
 
-def test_a_cluster_build_extracts_with_its_workers_opencv(monkeypatch, tmp_path):
+def test_a_cluster_build_extracts_with_its_workers_opencv():
     """On a cluster the workers extract: a store records their OpenCV, not the coordinator's
     (whose other release made every task of a new store fail), and workers of several
     releases are refused before anything is written."""
-    from flowstore import build as build_module
     from flowstore.build import extraction_opencv
     from flowstore.errors import FlowstoreError
     from flowstore.extraction._cv import OPENCV_VERSION
 
-    def config(scheduler):
-        return BuildConfig(dataset="tvhi", source=tmp_path, store=tmp_path / "s.zarr",
-                           params=VideoParams(size=32, steps=4), scheduler=scheduler)
-
     workers = {}
-    monkeypatch.setattr(build_module, "_cluster_opencv", lambda address: workers)
-    assert extraction_opencv(config(None)) == OPENCV_VERSION
-    assert extraction_opencv(config("tcp://x:1")) == OPENCV_VERSION  # no worker yet
+
+    class Cluster:  # what `extraction_opencv` asks of a cluster
+        address = "tcp://x:1"
+
+        def on_each_worker(self, fn):
+            return workers
+
+    assert extraction_opencv(None) == OPENCV_VERSION
+    assert extraction_opencv(Cluster()) == OPENCV_VERSION  # no worker yet
     workers.update({"tcp://a:1": "4.0.1", "tcp://b:1": "4.0.1"})
-    assert extraction_opencv(config("tcp://x:1")) == "4.0.1"
+    assert extraction_opencv(Cluster()) == "4.0.1"
     workers["tcp://c:1"] = "5.1.0"
     with pytest.raises(FlowstoreError, match="the workers of Dask scheduler 'tcp://x:1' have "
                                              "OpenCV 4.0.1, 5.1.0: a store is extracted with "
                                              "one release"):
-        extraction_opencv(config("tcp://x:1"))
+        extraction_opencv(Cluster())

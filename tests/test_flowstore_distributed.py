@@ -25,6 +25,15 @@ def cluster():
         yield cluster
 
 
+def _run_on_cluster(address, fn, arguments, finished, **kwargs):
+    """`fn` over `arguments` on the cluster at `address`, as a build runs its tasks."""
+    from flowstore.build import TaskOutcome
+    from flowstore.parallel import Cluster
+
+    with Cluster(address) as cluster:
+        cluster.run(fn, arguments, finished, failed=TaskOutcome, **kwargs)
+
+
 def _config(source, store, **kwargs):
     return BuildConfig(dataset="tvhi", source=source, store=store, progress=False,
                        params=VideoParams(size=32, steps=4), **kwargs)
@@ -39,6 +48,26 @@ def test_cluster_build_equals_threaded_build(tiny_tvhi_source, tmp_path, cluster
     with open_store(tmp_path / "threads.zarr") as a, open_store(tmp_path / "cluster.zarr") as b:
         for name in a.array_names():
             np.testing.assert_array_equal(a.read(name), b.read(name))
+
+
+def test_a_cluster_build_connects_to_its_scheduler_once(tiny_tvhi_source, tmp_path, cluster,
+                                                      monkeypatch):
+    """One connection for the whole build: it connected once to ask the workers' OpenCV and
+    again to run the tasks, each connection with its own probe of the scheduler."""
+    import distributed
+
+    made = []
+
+    class Counted(distributed.Client):
+        def __init__(self, *args, **kwargs):
+            made.append(args[0])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "Client", Counted)
+    result = build(_config(tiny_tvhi_source, tmp_path / "once.zarr",
+                           scheduler=cluster.scheduler_address))
+    assert result.ok and result.computed == 16
+    assert made == [cluster.scheduler_address]
 
 
 def test_relative_source_and_store_paths_reach_the_workers(tiny_tvhi_source, tmp_path, cluster,
@@ -92,10 +121,8 @@ def _a_task_with_a_bug(index):
 def test_a_task_that_raises_on_the_cluster_is_an_internal_error(cluster):
     """Only what the cluster gives up on (a killed worker, a lost connection) is a failure of
     the sample; an exception out of the task itself is a bug, told with its traceback."""
-    from flowstore.build import run_on_cluster
-
     outcomes = []
-    run_on_cluster(cluster.scheduler_address, _a_task_with_a_bug, [(3,)], outcomes.append)
+    _run_on_cluster(cluster.scheduler_address, _a_task_with_a_bug, [(3,)], outcomes.append)
     [outcome] = outcomes
     assert outcome.index == 3 and outcome.reason is None
     assert "TypeError: a bug in task 3" in outcome.internal_error
@@ -112,16 +139,14 @@ def test_a_cluster_build_keeps_a_bounded_window_of_tasks_in_flight(cluster):
     (all of them were submitted at once before: 40 here, 300,000 on Kinetics)."""
     from distributed import Client
 
-    from flowstore.build import run_on_cluster
-
     seen, held = [], []
     with Client(cluster.scheduler_address, set_as_default=False) as observer:
         def finished(index):
             seen.append(index)
             held.append(observer.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
 
-        run_on_cluster(cluster.scheduler_address, _sample_index, [(i,) for i in range(40)],
-                       finished, window=6)
+        _run_on_cluster(cluster.scheduler_address, _sample_index, [(i,) for i in range(40)],
+                        finished, window=6)
     assert sorted(seen) == list(range(40))
     # the window, and released tasks the scheduler may not have forgotten yet
     assert max(held) <= 12, held
@@ -158,9 +183,9 @@ def test_a_port_that_never_answers_dasks_handshake_is_one_line_in_time(
     import socket
     import time
 
-    from flowstore import build as build_module
+    from flowstore import parallel
 
-    monkeypatch.setattr(build_module, "CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1)
     with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (the backlog), says nothing
         address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
         began = time.monotonic()
@@ -263,19 +288,18 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
     import subprocess
     import sys
 
-    from flowstore import build as build_module
-    from flowstore.build import run_on_cluster
+    from flowstore import parallel
     from tests.conftest import free_port
 
     if resize_every is not None:
-        monkeypatch.setattr(build_module, "WINDOW_RESIZE_S", resize_every)
+        monkeypatch.setattr(parallel, "WINDOW_RESIZE_S", resize_every)
 
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     scheduler = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
          "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
-    _wait_until_listening(port, scheduler)  # run_on_cluster gives a scheduler 10 s to answer
+    _wait_until_listening(port, scheduler)  # a Cluster gives a scheduler 10 s to answer
     worker = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
          "--no-dashboard", "--local-directory", str(tmp_path)], stderr=subprocess.DEVNULL)
@@ -288,7 +312,7 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
 
     try:
         with pytest.raises(FlowstoreError, match="lost the connection to the Dask scheduler"):
-            run_on_cluster(address, _slow_sample, [(i,) for i in range(30)], finished)
+            _run_on_cluster(address, _slow_sample, [(i,) for i in range(30)], finished)
     finally:
         for process in (worker, scheduler):
             process.kill()
@@ -331,9 +355,9 @@ def test_workers_that_join_later_widen_the_window_of_tasks_in_flight(monkeypatch
 
     import distributed
 
-    from flowstore import build as builds
+    from flowstore import parallel
 
-    monkeypatch.setattr(builds, "WINDOW_RESIZE_S", 0.0)
+    monkeypatch.setattr(parallel, "WINDOW_RESIZE_S", 0.0)
     submitted, finished, in_flight = [0], [0], []
     map_tasks = distributed.Client.map
 
@@ -350,10 +374,9 @@ def test_workers_that_join_later_widen_the_window_of_tasks_in_flight(monkeypatch
     with distributed.LocalCluster(n_workers=0, threads_per_worker=16, processes=False,
                                   dashboard_address="127.0.0.1:0") as cluster:  # (None still takes 8787)
         threading.Timer(0.5, cluster.scale, [1]).start()  # 16 threads join after the start
-        builds.run_on_cluster(cluster.scheduler_address, _short_task,
-                              [(i,) for i in range(400)], done)
+        _run_on_cluster(cluster.scheduler_address, _short_task, [(i,) for i in range(400)], done)
     assert finished[0] == 400
-    assert max(in_flight) > builds.CLUSTER_MIN_WINDOW, max(in_flight)  # 8 a thread: 128
+    assert max(in_flight) > parallel.CLUSTER_MIN_WINDOW, max(in_flight)  # 8 a thread: 128
 
 
 def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(cluster):
@@ -361,8 +384,6 @@ def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(clust
     ledger) interrupted it halfway, which the threaded path had been kept from doing."""
     import signal
     import time
-
-    from flowstore.build import run_on_cluster
 
     steps = []
 
@@ -375,7 +396,7 @@ def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(clust
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # (xdist ignores it)
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_on_cluster(cluster.scheduler_address, _sample_index, [(1,)], finished)
+            _run_on_cluster(cluster.scheduler_address, _sample_index, [(1,)], finished)
     finally:
         signal.signal(signal.SIGINT, previous)
     assert steps == ["recording", "recorded"]
