@@ -13,7 +13,7 @@ from trainers.models import (SubtractMeanFlow, build_tvhi_flow, load_trained,
                              parameter_counts)
 from trainers.run import RunConfig
 from trainers.runs import list_runs
-from trainers.testing import make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
 SHAPE = (3, 16, 16, 2)
@@ -81,7 +81,7 @@ def _run(store, runs, *extra: str):
 
 
 def test_a_two_stream_chain_with_mean_flow_subtraction_carries_it_in_its_flow_stream(tmp_path):
-    store = make_tiny_store(tmp_path / "t.zarr")
+    store = make_tiny_store(tmp_path / "t.zarr", **TINY_FLOW)
     runs = tmp_path / "runs"
     _run(store, runs, "--subtract-mean-flow")
     records = {record.model: record for record in list_runs(runs)}

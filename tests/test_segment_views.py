@@ -21,10 +21,11 @@ from trainers.cli import app
 from trainers.html_report import predict_test
 from trainers.run import RunConfig
 from trainers.runs import HISTORY_FILE, list_runs
-from trainers.testing import make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
 K, L = 3, 2
+S = TINY_FLOW["size"]  # the frame side of the stores the tests train on
 
 
 def _segmented_batch(count: int = 5) -> dict[str, np.ndarray]:
@@ -83,8 +84,8 @@ def test_a_feature_that_is_not_k_segments_is_refused():
 
 
 def test_only_a_segments_store_has_segmented_keys(tmp_path):
-    segmented = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K)
-    linspace = make_tiny_store(tmp_path / "lin.zarr", steps=K * L)
+    segmented = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K, size=S)
+    linspace = make_tiny_store(tmp_path / "lin.zarr", steps=K * L, size=S)
     with flowstore.open(segmented) as ds:
         assert ds.segments == K
         split = ds.split("train", features={"frame": "middle_frame", "flow": "flow",
@@ -104,7 +105,7 @@ def test_segment_views_apply_only_to_models_that_read_steps(tmp_path):
 
 
 def test_segment_views_for_a_model_without_steps_is_one_error_line(tmp_path):
-    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K)
+    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K, size=S)
     result = runner.invoke(app, ["run", "frames", "--store", str(store), "--segment-views"])
     assert result.exit_code == 2
     assert "--segment-views: frames reads middle_frame, no per-step array" in result.output
@@ -113,7 +114,7 @@ def test_segment_views_for_a_model_without_steps_is_one_error_line(tmp_path):
 def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_of_all(tmp_path):
     import keras
 
-    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K)
+    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K, size=S)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
                                  "--recipe", "tuned", "--epochs", "2", "--segment-views",
@@ -122,7 +123,7 @@ def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_o
     record, = list_runs(runs)
     assert record.metrics["recipe"]["segment_views"] is True
     model = keras.saving.load_model(record.model_file, compile=False)
-    assert model.input_shape == (None, L, 32, 32, 2)  # one segment: an L-step model
+    assert model.input_shape == (None, L, S, S, 2)  # one segment: an L-step model
     history = json.loads((record.path / HISTORY_FILE).read_text())
     assert len(history["val_loss"]) == 2  # scored every epoch without Keras' validation
 
@@ -130,7 +131,7 @@ def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_o
     with flowstore.open(store) as ds:
         test = ds.split("test", features=("flow",), float_dtype="float32")
         batch = test[list(range(len(test)))]
-    clips = batch["flow"].reshape(len(test) * K, L, 32, 32, 2)
+    clips = batch["flow"].reshape(len(test) * K, L, S, S, 2)
     logits = keras.ops.convert_to_numpy(model(clips, training=False)).reshape(len(test), K, -1)
     mean = logits.mean(axis=1)
     assert record.metrics["test"]["views"] == K
@@ -144,7 +145,7 @@ def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_o
 
 
 def test_segment_views_on_a_linspace_store_is_one_error_line(tmp_path, monkeypatch):
-    make_tiny_store(tmp_path / "lin.zarr", steps=K * L)
+    make_tiny_store(tmp_path / "lin.zarr", steps=K * L, size=S)
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["run", "flow", "--store", "lin.zarr", "--runs-dir", "runs",
                                  "--segment-views", "--epochs", "1"])
@@ -156,7 +157,7 @@ def test_segment_views_on_a_linspace_store_is_one_error_line(tmp_path, monkeypat
 
 
 def test_a_two_stream_chain_on_segment_views_fuses_a_flow_stream_of_one_segment(tmp_path):
-    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K)
+    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K, size=S)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["run", "two_stream", "--store", str(store), "--runs-dir",
                                  str(runs), "--recipe", "tuned", "--epochs", "1",

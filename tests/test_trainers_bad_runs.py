@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from trainers.cli import app
 from trainers.runs import read_run
-from trainers.testing import make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
 
@@ -177,7 +177,7 @@ def test_a_run_whose_weights_diverged_is_one_line_and_not_written(tmp_path, monk
         checked(self, epoch, logs)
 
     monkeypatch.setattr(fit.BestEpoch, "on_epoch_end", diverging)
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
                                  str(tmp_path / "runs"), "--epochs", "2", "-q"])
     assert result.exit_code == 2, result.output
@@ -202,7 +202,7 @@ def test_a_run_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatc
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(fit, "plot_curves", fails)  # after model.keras is saved
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
                                  "--epochs", "1", "-q"])
@@ -219,7 +219,7 @@ def test_a_run_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatc
 def test_a_runs_dir_inside_a_store_is_refused_before_training(tmp_path):
     """Runs were written inside the store (where `trainers report` refuses to look and
     `flowstore build --overwrite` deletes them)."""
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4, per_class=(2, 1, 1))
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
     (tmp_path / "link").symlink_to(store, target_is_directory=True)  # into it by a link
     for runs_dir, says in ((store, "is a store"), (store / "runs", "lies inside the store"),
                            (tmp_path / "link" / "runs", "lies inside the store")):

@@ -25,7 +25,7 @@ from trainers.recipes import Recipe
 from trainers.report import render_report
 from trainers.runs import list_runs, read_run
 from trainers.samples import StoreSamples
-from trainers.testing import make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
 RUN_FILES = {"model.keras", "history.json", "metrics.json", "curves.png"}
@@ -54,7 +54,7 @@ def _fake_training(monkeypatch) -> list[str]:
 
 
 def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, monkeypatch):
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW)
     runs = tmp_path / "runs"
     first = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
                     "--epochs", "1")
@@ -74,7 +74,7 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
     assert metrics["best_epoch"] == 1 and metrics["selection"] == "min val_loss"
     assert 0.0 <= metrics["test"]["accuracy"] <= 1.0 and metrics["test"]["loss"] > 0
     assert metrics["model_size_bytes"] == (records["two_stream"].model_file).stat().st_size
-    assert metrics["params"]["trainable"] == 78_020  # the fusion head at 32 px, 4 steps
+    assert metrics["params"]["trainable"] == 78_020  # the fusion head: 512 flow features at any size
     assert set(metrics["best"]) == {"train_accuracy", "train_loss", "val_accuracy", "val_loss"}
     assert records["frames"].metrics["from_scratch"] is True
     assert metrics["bases"] == {name: str(records[name].path.resolve())
@@ -256,8 +256,9 @@ def built_tvhi_store(tmp_path):
     synthetic TV-HI source: 4 clips per class, 12-16 frames of 64x48."""
     _flowstore("synth", "tvhi", "src", "--videos-per-class", "4", "--negatives", "0",
                "--frames", "12:16", "--resolution", "64x48", cwd=tmp_path)
-    _flowstore("build", "tvhi", "--source", "src", "--store", "tvhi.h5", "--size", "32",
-               "--steps", "4", "-q", cwd=tmp_path)
+    _flowstore("build", "tvhi", "--source", "src", "--store", "tvhi.h5",
+               "--size", str(TINY_FLOW["size"]), "--steps", str(TINY_FLOW["steps"]), "-q",
+               cwd=tmp_path)
     return tmp_path / "tvhi.h5"
 
 
@@ -369,7 +370,7 @@ def test_any_store_with_the_arrays_trains_with_its_own_classes(tmp_path):
     """A video store of another dataset and class count (say UCF101's first three classes)."""
     classes = ("ApplyEyeMakeup", "Archery", "Biking")
     store = make_tiny_store(tmp_path / "ucf101.zarr", dataset="ucf101", classes=classes,
-                            per_class=(2, 1, 1), size=32, steps=4)
+                            per_class=(2, 1, 1), **TINY_FLOW)
     runs = tmp_path / "runs"
     _invoke("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
     (record,) = list_runs(runs)
@@ -509,8 +510,8 @@ def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monk
     """After a new Stanford-40 run, `two_stream` would transfer its frames model from it, so a
     frames run transferred from the older one is not reused (different parameters never
     silently mix); the flow run, which transfers from nothing, still is."""
-    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=32)
-    tvhi = make_tiny_store(tmp_path / "tvhi.h5", size=32, steps=4)
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=TINY_FLOW["size"])
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", **TINY_FLOW)
     runs = tmp_path / "runs"
     image = ("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
     two_stream = ("run", "two_stream", "--store", str(tvhi), "--runs-dir", str(runs),
@@ -542,7 +543,7 @@ def test_a_prerequisite_trained_on_a_partly_built_store_is_not_reused(tmp_path, 
     the store's fingerprint, so the fingerprint alone would reuse a model trained on a part of
     the store: the run records its `done` samples per split, and they must match."""
     store = tmp_path / "tvhi.zarr"
-    make_tiny_store(store, size=32, steps=4, not_done=(0, 1))  # two train samples unfinished
+    make_tiny_store(store, **TINY_FLOW, not_done=(0, 1))  # two train samples unfinished
     runs = tmp_path / "runs"
     flow = ("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
     _invoke(*flow)
@@ -550,7 +551,7 @@ def test_a_prerequisite_trained_on_a_partly_built_store_is_not_reused(tmp_path, 
     assert partial.samples == {"train": 10, "val": 4, "test": 8}
 
     shutil.rmtree(store)
-    make_tiny_store(store, size=32, steps=4)  # as if the build finished: same fingerprint
+    make_tiny_store(store, **TINY_FLOW)  # as if the build finished: same fingerprint
     assert open_store(store).attrs["fingerprint"] == partial.fingerprint
     trained = _fake_training(monkeypatch)
     result = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),

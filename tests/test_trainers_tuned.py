@@ -15,13 +15,13 @@ from trainers.data import recipe_augmentation
 from trainers.recipes import TUNED_RECIPES
 from trainers.run import RunConfig
 from trainers.runs import find_run, list_runs
-from trainers.testing import make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
 
 
 def test_tuned_recipe_trains_on_a_tiny_store_and_is_recorded(tmp_path):
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
                                  "--recipe", "tuned", "--epochs", "2", "--quiet"])
@@ -156,7 +156,7 @@ def test_ema_momentum_validates_tests_and_saves_the_averaged_weights(tmp_path):
     from trainers.fit import build_for_store
     from trainers.samples import open_samples
 
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW)
     lr = 0.01
     moved = {}
     for momentum in (None, 0.999999):
@@ -207,7 +207,7 @@ def _dropout_rates(model) -> list[float]:
 def test_dropout_is_trained_recorded_saved_and_never_mixed_with_the_default(tmp_path):
     import keras
 
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW)
     runs = tmp_path / "runs"
     base = ["run", "flow", "--store", str(store), "--runs-dir", str(runs), "--recipe", "tuned",
             "--epochs", "1", "--quiet"]
@@ -256,7 +256,7 @@ def test_dropout_outside_0_to_1_is_refused_in_one_line(tmp_path):
 
 
 def test_scale_jitter_is_trained_with_recorded_and_applies_to_every_model_of_a_chain(tmp_path):
-    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=4)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
                                  "--recipe", "tuned", "--epochs", "1", "--scale-jitter", "1.5",
