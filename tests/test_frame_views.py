@@ -23,7 +23,7 @@ from trainers.html_report import PREDICT_BATCH, predict_test
 from trainers.recipes import Recipe
 from trainers.run import RunConfig
 from trainers.runs import HISTORY_FILE, list_runs
-from trainers.testing import make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
 T = 4
@@ -165,7 +165,7 @@ def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_
 
 
 def test_a_two_stream_chain_on_frame_views_views_the_frames_of_both(tmp_path):
-    store = make_tiny_store(tmp_path / "x.zarr", steps=T)
+    store = make_tiny_store(tmp_path / "x.zarr", steps=T, size=TINY_FLOW["size"])
     runs = tmp_path / "runs"
     args = ["run", "two_stream", "--store", str(store), "--runs-dir", str(runs), "--recipe",
             "tuned", "--epochs", "1", "--frame-views", "--quiet"]

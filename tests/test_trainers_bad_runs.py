@@ -141,6 +141,10 @@ def test_report_notes_a_damaged_model_and_writes_the_rest(tmp_path):
     {"recipe": ["tuned"]},
     {"recipe": {"recipe_set": ["tuned"]}},
     {"bases": ["image-1"]},
+    # each read as the latest run of its model, its row named "['s']" (they were reported)
+    {"created": None},
+    {"created": 20260101},
+    {"store": {"dataset": ["stanford40"], "fingerprint": "f1", "params": {"size": 32}}},
 ], ids=lambda fields: json.dumps(fields))
 def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, fields):
     """Each crashed `trainers report` with a traceback; an unparsable metrics.json was always

@@ -167,7 +167,9 @@ def _well_formed(metrics: Any) -> bool:
     checks, where it records the field at all (older runs lack some): a hand-edited or foreign
     `metrics.json` (`"best": []`, `"store": "tvhi"`) is then not a run, as an unparsable one
     is not, where it was a traceback wherever a field was read. Its `model` must be a plain
-    name (`_plain_name`): reports name rows and write figure files by it."""
+    name (`_plain_name`): reports name rows and write figure files by it; its `created` and
+    its store's `dataset` text (`"created": null` sorted as the latest run, and a dataset
+    `["x"]` named a row `['x']`)."""
     if not isinstance(metrics, dict) or not _plain_name(metrics.get("model")):
         return False
     store, best, recipe = (metrics.get(name, {}) for name in ("store", "best", "recipe"))
@@ -178,6 +180,8 @@ def _well_formed(metrics: Any) -> bool:
     number = (int, float, type(None))
     return (isinstance(params, Mapping) and isinstance(params.get("size"), (int, type(None)))
             and isinstance(store.get("path", ""), str)
+            and isinstance(store.get("dataset", ""), str)  # a row's name ("TV-HI flow")
+            and isinstance(metrics.get("created", ""), str)  # the order runs are found in
             and isinstance(recipe.get("recipe_set", ""), str)
             and all(isinstance(value, number) for value in (
                 *best.values(), test.get("accuracy"), test.get("loss"),
