@@ -129,3 +129,13 @@ def test_reader_benchmark_repeats_an_epoch_over_the_same_samples(tmp_path):
     batch = unread[[2, 0]]
     assert batch["flow"].shape == (2, *split.shapes["flow"])
     assert batch["label"].tolist() == split.labels[[2, 0]].tolist()
+
+
+def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
+    """`benchmarks/conv3d_gradient.py` on one tiny shape: a row with both timings and the
+    reference rate (here its own, the only case)."""
+    load_benchmark("conv3d_gradient").main(["--shape", "2x8x8", "--batch", "1", "--repeats", "1"])
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2x8x8")]
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[:3] == ["2x8x8", "1", "128"]
+    assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[6] == "1x"

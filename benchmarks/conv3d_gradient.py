@@ -1,0 +1,106 @@
+"""Time the gradient of the flow model's first Conv3D by input shape, with and without XLA.
+
+Why: on a 2-core AMD EPYC without AVX-512 the test suite's flow runs took three times as long
+as on an Intel Xeon, and one training step of the flow model at 32 px and 4 flow steps took
+longer than one at 224 px and 16. TensorFlow's CPU kernel for the filter gradient of a 3D
+convolution picks its algorithm by the size of the problem, and on small batches takes one
+whose cost grows with every voxel of the batch. This measures it for the flow model's first
+convolution (`trainers.models.FLOW_CONVS[0]`: 128 filters, kernel 7, stride 2, on 2 flow
+channels), one gradient step at a time, side by side in one run:
+
+- **TensorFlow's default** (what `trainers run` does on a CPU: Keras leaves XLA off there);
+- **XLA** (`jit_compile=True`), which compiles the same step to its own convolution code;
+- a **reference rate**: the default path's cost per batch voxel at the largest shape asked,
+  which the report's sizes (224 px, 16 steps) are trained at, as the rate a smaller problem
+  could reach if its cost were proportional to its size.
+
+    python benchmarks/conv3d_gradient.py                  # the default grid, about 5 minutes
+    python benchmarks/conv3d_gradient.py --shape 4x32x32 --batch 2 --repeats 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+#: (steps, side, side) shapes and batch sizes: the tests' old and new stores, the README demo's,
+#: and the report's.
+DEFAULT_CASES = (((4, 32, 32), 2), ((2, 16, 16), 2), ((16, 64, 64), 1), ((16, 64, 64), 2),
+                 ((16, 224, 224), 2))
+
+
+def step_seconds(shape: tuple[int, int, int], batch: int, jit: bool, repeats: int) -> float:
+    """Median seconds of one gradient step (filter and bias) of the first flow Conv3D."""
+    import keras
+    import tensorflow as tf
+
+    from trainers.models import FLOW_CONVS
+
+    filters, kernel, stride = FLOW_CONVS[0]
+    layer = keras.layers.Conv3D(filters, kernel, strides=stride, padding="same")
+    x = tf.constant(np.random.default_rng(0).random((batch, *shape, 2), np.float32))
+    layer.build(x.shape)
+
+    @tf.function(jit_compile=jit)
+    def gradient(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    gradient(x)  # traced (and compiled) once, not timed
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        gradient(x)
+        times.append(time.perf_counter() - began)
+    return float(np.median(times))
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    steps, height, width = (int(part) for part in text.lower().split("x"))
+    return steps, height, width
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", type=_shape, action="append",
+                        help="STEPSxHEIGHTxWIDTH; repeat with --batch (default: a grid)")
+    parser.add_argument("--batch", type=int, action="append")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    if args.shape:
+        batches = args.batch or [2] * len(args.shape)
+        if len(batches) != len(args.shape):
+            parser.error("give one --batch per --shape")
+        cases = tuple(zip(args.shape, batches))
+    else:
+        cases = DEFAULT_CASES
+    rows = []
+    for shape, batch in cases:
+        default = step_seconds(shape, batch, jit=False, repeats=args.repeats)
+        xla = step_seconds(shape, batch, jit=True, repeats=args.repeats)
+        rows.append((shape, batch, batch * int(np.prod(shape)), default, xla))
+    *_, reference_voxels, reference_seconds, _ = max(rows, key=lambda row: row[2])
+    per_voxel = reference_seconds / reference_voxels
+    print(f"first flow Conv3D (128 filters, kernel 7, stride 2), one gradient step, median of "
+          f"{args.repeats}; reference rate {per_voxel * 1e6:.2f} us per batch voxel (the "
+          f"default path at the largest case)\n")
+    print("| flow steps x side x side | batch | batch voxels | TensorFlow default (s) | "
+          "XLA (s) | at the reference rate (s) | default / reference |")
+    print("|---|---|---|---|---|---|---|")
+    for shape, batch, voxels, default, xla in rows:
+        reference = voxels * per_voxel
+        print(f"| {'x'.join(map(str, shape))} | {batch} | {voxels:,} | {default:.3f} | "
+              f"{xla:.3f} | {reference:.4f} | {default / reference:.0f}x |")
+
+
+if __name__ == "__main__":
+    main()
