@@ -122,6 +122,10 @@ def _resolution(text: Optional[str]) -> Optional[tuple[int, int]]:
 DATASET_ARGUMENT = typer.Argument(..., help="Dataset name (`flowstore datasets` lists them, with "
                                              "each one's own options, e.g. --fold 2).")
 SIZE_OPTION = typer.Option(None, "--size", help="Frame side S in pixels (224).")
+RESIZE_OPTION = typer.Option(None, "--resize",
+                             help="How a frame becomes S x S: stretch (the whole frame, its "
+                                  "aspect squeezed) or center-crop (the largest centred square, "
+                                  "its aspect kept) (stretch).")
 STEPS_OPTION = typer.Option(None, "--steps", help="Flow steps T per video (16).")
 FLOW_DTYPE_OPTION = typer.Option(None, "--flow-dtype", help="float16, float32 or uint8 (float16).")
 FLOW_BOUND_OPTION = typer.Option(None, "--flow-bound",
@@ -170,6 +174,7 @@ def build(
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Generate a synthetic source (cached) and build from it."),
     size: Optional[int] = SIZE_OPTION,
+    resize: Optional[str] = RESIZE_OPTION,
     steps: Optional[int] = STEPS_OPTION,
     flow_dtype: Optional[str] = FLOW_DTYPE_OPTION,
     flow_bound: Optional[float] = FLOW_BOUND_OPTION,
@@ -206,8 +211,8 @@ def build(
     try:
         options = _dataset_options(ctx, dataset)
         spec = get_dataset(dataset, options)
-        params = _extraction_params(spec.params_type, dataset, size=size, steps=steps,
-                                    flow_dtype=flow_dtype, flow_bound=flow_bound,
+        params = _extraction_params(spec.params_type, dataset, size=size, resize=resize,
+                                    steps=steps, flow_dtype=flow_dtype, flow_bound=flow_bound,
                                     sampling=sampling, segments=segments, stack=stack,
                                     flow=flow, flow_param=flow_param)
         if synthetic == (source is not None):
@@ -357,6 +362,7 @@ def estimate(
     dataset: str = DATASET_ARGUMENT,
     source: Path = typer.Option(..., "--source", help="Folder of the raw dataset."),
     size: Optional[int] = SIZE_OPTION,
+    resize: Optional[str] = RESIZE_OPTION,
     steps: Optional[int] = STEPS_OPTION,
     flow_dtype: Optional[str] = FLOW_DTYPE_OPTION,
     flow_bound: Optional[float] = FLOW_BOUND_OPTION,
@@ -387,7 +393,8 @@ def estimate(
     try:
         options = _dataset_options(ctx, dataset)
         params = _extraction_params(get_dataset(dataset).params_type, dataset, size=size,
-                                    steps=steps, flow_dtype=flow_dtype, flow_bound=flow_bound,
+                                    resize=resize, steps=steps, flow_dtype=flow_dtype,
+                                    flow_bound=flow_bound,
                                     sampling=sampling, segments=segments, stack=stack,
                                     flow=flow, flow_param=flow_param)
         result = run_estimate(dataset, source, params, options=options, seed=seed,

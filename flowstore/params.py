@@ -34,6 +34,13 @@ DEFAULT_SEGMENTS, DEFAULT_STACK = 3, 5
 #: Linspace's default T, when `steps` is not given.
 DEFAULT_STEPS = 16
 
+#: How a frame or image becomes S x S (`flowstore.extraction._cv.resize_rgb`): `stretch`, the
+#: report's, squeezes the whole frame into the square (a 4:3 clip's people come out a quarter
+#: narrower); `center-crop` keeps the aspect and drops the sides (or top and bottom): the
+#: largest centred square, resized to S x S, what short-side-resize-then-centre-crop pipelines
+#: (TSN, I3D, MMAction2's test-time `CenterCrop`) feed a model.
+RESIZES = ("stretch", "center-crop")
+
 #: Field metadata of a parameter that is recorded (and fingerprinted) only when it differs from
 #: its default: a parameter added after stores were built, whose default is what those stores
 #: hold, so they keep their recorded parameters and fingerprint and still resume.
@@ -109,6 +116,10 @@ def _check_float(params: Any, name: str, allowed: str, within: Callable[[float],
     _require(ok and within(float(value)),
              f"{params.method} {name} must be {allowed}, got {value!r}")
     object.__setattr__(params, name, float(value))
+
+
+def _check_resize(value: Any) -> None:
+    _require(value in RESIZES, f"--resize must be one of {', '.join(RESIZES)}, got {value!r}")
 
 
 def _check_bool(method: str, name: str, value: Any) -> None:
@@ -314,6 +325,10 @@ class VideoParams:
     `segments`, TSN's `segments` K segments with `stack` L consecutive flows each, so that
     `steps` is K x L (derived: give K and L, not T). The three are recorded only for
     `segments`, so linspace stores keep the parameters and fingerprint they were built with.
+
+    `resize` is how each frame becomes S x S (`RESIZES`), recorded only when not `stretch`, so
+    stores built before it keep their parameters and fingerprint; flow is computed on the
+    frames as resized, so its pixels are those of the stored frames either way.
     """
 
     size: int = 224
@@ -325,6 +340,7 @@ class VideoParams:
     sampling: str = field(default="linspace", metadata=RECORDED_UNLESS_DEFAULT)
     segments: int | None = field(default=None, metadata=RECORDED_UNLESS_DEFAULT)
     stack: int | None = field(default=None, metadata=RECORDED_UNLESS_DEFAULT)
+    resize: str = field(default="stretch", metadata=RECORDED_UNLESS_DEFAULT)
 
     #: Fields that `recorded()` writes in a form of their own and `from_recorded` reads back.
     RECORDED_APART: ClassVar[tuple[str, ...]] = ("flow",)
@@ -332,6 +348,7 @@ class VideoParams:
     def __post_init__(self) -> None:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
                  f"size must be an integer in 8..4096, got {self.size!r}")
+        _check_resize(self.resize)
         self._check_sampling()
         _require(isinstance(self.steps, int) and 1 <= self.steps <= 1024,
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
@@ -398,13 +415,15 @@ class VideoParams:
 
 @dataclass(frozen=True)
 class ImageParams:
-    """What a still-image sample holds: the image resized to S x S."""
+    """What a still-image sample holds: the image resized to S x S (`resize`, as for videos)."""
 
     size: int = 224
+    resize: str = field(default="stretch", metadata=RECORDED_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
                  f"size must be an integer in 8..4096, got {self.size!r}")
+        _check_resize(self.resize)
 
     def recorded(self) -> dict[str, Any]:
         """The extraction version (see EXTRACTION_VERSION)."""

@@ -17,8 +17,24 @@ def farneback_of_the_report(gray_a: np.ndarray, gray_b: np.ndarray) -> np.ndarra
                                         iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
 
+def centre_square(rgb: np.ndarray) -> np.ndarray:
+    """`--resize center-crop`'s square, cut by its own arithmetic: the central min(h, w) rows
+    or columns (an odd leftover pixel goes to the end)."""
+    height, width = rgb.shape[:2]
+    if width > height:
+        left = (width - height) // 2
+        return rgb[:, left:left + height]
+    top = (height - width) // 2
+    return rgb[top:top + width]
+
+
+def _square(rgb: np.ndarray, size: int, resize: str) -> np.ndarray:
+    return cv2.resize(centre_square(rgb) if resize == "center-crop" else rgb, (size, size),
+                      interpolation=cv2.INTER_AREA)
+
+
 def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16",
-                   flow=farneback_of_the_report) -> dict[str, np.ndarray]:
+                   flow=farneback_of_the_report, resize: str = "stretch") -> dict[str, np.ndarray]:
     """`flow(gray_a, gray_b)` computes one pair's flow (the report's Farneback by default)."""
     capture = cv2.VideoCapture(str(path))
     rgb = []
@@ -26,8 +42,7 @@ def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16",
         ok, frame = capture.read()
         if not ok:
             break
-        frame = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-        rgb.append(cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA))
+        rgb.append(_square(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), size, resize))
     capture.release()
     n = len(rgb)
     gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
@@ -37,10 +52,10 @@ def reference_tvhi(path, size: int, steps: int, flow_dtype: str = "float16",
             "flow": np.stack(flows).astype(flow_dtype)}
 
 
-def reference_image(path, size: int) -> np.ndarray:
+def reference_image(path, size: int, resize: str = "stretch") -> np.ndarray:
     """Independent decode + resize of a still image: cv2.imread, BGR to RGB, then INTER_AREA."""
     rgb = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-    return cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return _square(rgb, size, resize)
 
 
 def smoothed_cross_entropy(logits: np.ndarray, labels: np.ndarray, smoothing: float) -> float:

@@ -33,8 +33,19 @@ OPENCV_VERSION: str = cv2.__version__
 __all__ = ["OPENCV_VERSION", "cv2", "decoding", "resize_rgb"]
 
 
-def resize_rgb(frame_bgr: np.ndarray, size: int) -> np.ndarray:
-    """BGR frame to S x S RGB with INTER_AREA (resize first: channel order commutes with it)."""
+def resize_rgb(frame_bgr: np.ndarray, size: int, resize: str = "stretch") -> np.ndarray:
+    """BGR frame to S x S RGB with INTER_AREA (resize first: channel order commutes with it).
+
+    `resize` (`flowstore.params.RESIZES`): `stretch` resizes the whole frame; `center-crop`
+    the largest centred square of it (an odd margin leaves its extra pixel at the end).
+    """
+    if resize == "center-crop":
+        height, width = frame_bgr.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        frame_bgr = frame_bgr[top:top + side, left:left + side]
+    elif resize != "stretch":
+        raise ValueError(f"unknown resize {resize!r}")
     small = cv2.resize(frame_bgr, (size, size), interpolation=cv2.INTER_AREA)
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 

@@ -63,4 +63,4 @@ def extract_image(path: str | Path, params: ImageParams) -> np.ndarray:
     """
     image = read_image(path)
     with decoding(Path(path)):
-        return resize_rgb(image, params.size)
+        return resize_rgb(image, params.size, params.resize)

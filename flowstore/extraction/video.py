@@ -97,10 +97,11 @@ def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
     return capture
 
 
-def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
+def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int, resize: str,
                    decoder_threads: int, needed: Callable[[int], set[int]] | None = None,
                    ) -> tuple[int, dict[int, np.ndarray]]:
-    """Decode every frame; return the ones `choose(hint)` picks, resized to S x S RGB.
+    """Decode every frame; return the ones `choose(hint)` picks, resized to S x S RGB (as
+    `resize` says: `resize_rgb`).
 
     `hint` is the container's frame count (0 if unknown; it may be wrong). If the picked frames
     fit FULL_RESOLUTION_BUDGET at the source's resolution they are held as decoded and, once the
@@ -131,13 +132,13 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int,
                 if hold:
                     held[n] = decoded
                 else:
-                    resized[n] = resize_rgb(decoded, size)
+                    resized[n] = resize_rgb(decoded, size, resize)
             n += 1
     finally:
         capture.release()
     _check_not_cut_short(path, n, declared, fps, last_ms)
     wanted = held.keys() if needed is None else held.keys() & needed(n)
-    resized.update((index, resize_rgb(held[index], size)) for index in sorted(wanted))
+    resized.update((index, resize_rgb(held[index], size, resize)) for index in sorted(wanted))
     return n, resized
 
 
@@ -175,17 +176,19 @@ def _candidate_frames(hint: int, params: VideoParams) -> set[int]:
 
 def read_needed_frames(path: Path, params: VideoParams) -> tuple[int, dict[int, np.ndarray]]:
     """(n decoded, {index: resized RGB frame}) holding at least every frame the sample needs."""
-    size, decoder_threads = params.size, params.decoder_threads
+    size, resize, decoder_threads = params.size, params.resize, params.decoder_threads
     with decoding(path):
         n, kept = decode_resized(
             path, lambda hint: _candidate_frames(hint, params) if hint >= 2 else set(), size,
-            decoder_threads, needed=lambda n: frames_needed(n, params) if n >= 2 else set())
+            resize, decoder_threads,
+            needed=lambda n: frames_needed(n, params) if n >= 2 else set())
         if n < 2:
             raise SampleError(f"only {n} decodable frame(s) in {path.name}; need at least 2")
         needed = frames_needed(n, params)
         missing = needed - kept.keys()
         if missing:
-            n_again, extra = decode_resized(path, lambda _hint: missing, size, decoder_threads)
+            n_again, extra = decode_resized(path, lambda _hint: missing, size, resize,
+                                            decoder_threads)
             if n_again != n or missing - extra.keys():
                 raise SampleError(f"decoding {path.name} is not repeatable "
                                   f"({n} then {n_again} frames)")
