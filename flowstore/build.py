@@ -270,13 +270,20 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             unknown = [sample for sample in config.redo if sample not in position]
             if unknown:
                 raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
+            kept_out = set()
             for index in position.values():
+                moved = _redo_source_changed(ledger, dataset, manifest, Path(config.source),
+                                             source_files, index)
                 ledger.reset(index)
+                if moved:
+                    ledger.fail(index, moved)
+                    kept_out.add(index)
             ledger.write(store, durable=config.fsync)
             selected = np.array(sorted(position.values()), dtype=np.int64)
         else:
-            selected = manifest.first_per_split(config.max_per_split)
-        todo = selected[~ledger.done[selected]]
+            selected, kept_out = manifest.first_per_split(config.max_per_split), set()
+        todo = np.array([i for i in selected[~ledger.done[selected]].tolist()
+                         if i not in kept_out], dtype=np.int64)
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo))
         if len(todo):
@@ -645,8 +652,8 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
                    redo: set[str] = frozenset()) -> None:
     """Refuse a store whose done sample's source file changed size since it was extracted.
 
-    Samples in `redo` are exempt: they are about to be extracted again from their source as it
-    is now (`verify --repair`), so a change of that file mixes nothing.
+    Samples in `redo` are exempt: `verify --repair` checks each of those apart
+    (`_redo_source_changed`) and fails only that sample.
     """
     for index in ledger.sizes_changed(source_files):
         if manifest.ids[index] in redo:
@@ -655,6 +662,38 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
         happened = "is gone" if source_files.row_size(index) is None else "changed"
         raise StoreMismatchError(f"source file {name!r} {happened} since it was written to "
                                  f"store {str(path)!r}{hint}")
+
+
+def _redo_source_changed(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,
+                         source_files: SourceSizes, index: int) -> str | None:
+    """Why a done sample that `verify --repair` was asked to mend cannot be, or None.
+
+    A repair restores a sample from the file it was extracted from. If that file's size or (where
+    recorded) content hash is no longer what the sample's task read, re-extracting it would
+    write another clip's frames under the sample's name and say "repaired": the sample (bad
+    anyway) is failed with this reason instead, and nothing is extracted. A plain build then
+    takes the file as it is, as it does for any failed sample.
+    """
+    if not ledger.done[index]:
+        return None
+    name = dataset.source_name(manifest.ids[index])
+    recorded, now = ledger.recorded_size(index), source_files.row_size(index)
+    if now is None:
+        detail = "it is gone"
+    elif recorded is not None and recorded != now:
+        detail = f"{recorded} bytes then, {now} now"
+    else:
+        digest = ledger.text("source_hash", index)
+        try:
+            if not digest or file_digest(dataset.source_file(source,
+                                                              manifest.ids[index])) == digest:
+                return None
+        except OSError as exc:
+            return f"source file {name!r} cannot be read ({exc.strerror})"
+        detail = "same size, other content"
+    return (f"source file {name!r} is not the one the sample was extracted from ({detail}); "
+            f"`flowstore build` on the store extracts it again, from that file if you put it "
+            f"back, else from the file as it is now")
 
 
 def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,
