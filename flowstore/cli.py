@@ -305,6 +305,10 @@ def verify(
         if source is not None and not repair:
             raise ParameterError("--source applies to --repair only (verify reads the store "
                                  "alone)")
+        if repair:  # before reading every sample of the store: a mistyped folder says so at once
+            from flowstore.datasets import Dataset
+
+            Dataset.check_source_folder(source)
         result = run_verify(store, progress=not quiet)
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):

@@ -17,6 +17,7 @@ from flowstore.manifest import SPLITS
 from flowstore.store import backend_for, failures as read_failures, open_store
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
+from flowstore.verify import check_dataset_arrays
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
@@ -33,16 +34,25 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         labels = store.read("label")
         splits = store.read("split")
         done = store.read("done").astype(bool)
-        try:  # shown, not refused: inspect is where one looks at a store that went wrong
-            check_manifest_columns(attrs, store.read("id"), labels, splits, path)
-            damaged = None
-        except StoreError as exc:
-            damaged = str(exc)
+        # shown, not refused: inspect is where one looks at a store that went wrong
+        problems = []
+        for check in (lambda: check_manifest_columns(attrs, store.read("id"), labels, splits,
+                                                     path),
+                      lambda: check_dataset_arrays(store, path)):
+            try:
+                check()
+            except StoreError as exc:
+                problems.append(str(exc))
+        damaged = "\n".join(problems) or None  # (one problem a line)
         failures = read_failures(store)
-        counts = {split: {name: 0 for name in classes} for split in SPLITS}
-        done_counts = {split: {name: 0 for name in classes} for split in SPLITS}
-        for label, split, finished in zip(labels.tolist(), splits.tolist(), done.tolist()):
-            # (a damaged store's label may name no class: counted under its number)
+        # (a damaged store's label may name no class, its split no split: each is counted
+        # under what it holds, in a row or column of its own)
+        split_names = [split if split in SPLITS else f"(split {split!r})"
+                       for split in splits.tolist()]
+        columns = [*SPLITS, *sorted(set(split_names) - set(SPLITS))]
+        counts = {split: {name: 0 for name in classes} for split in columns}
+        done_counts = {split: {name: 0 for name in classes} for split in columns}
+        for label, split, finished in zip(labels.tolist(), split_names, done.tolist()):
             name = classes[label] if 0 <= label < len(classes) else f"(label {label})"
             for table in counts, done_counts:
                 for row in table.values():
@@ -70,7 +80,8 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         "failed": len(failures),
         "pending": int(len(done) - done.sum() - len(failures)),
         "damaged": damaged,
-        "done_per_split": dict(Counter(splits[done].tolist())),
+        "done_per_split": dict(Counter(name for name, finished in zip(split_names, done.tolist())
+                                       if finished)),
         "counts": counts,
         "done_counts": done_counts,
         "failures": failures,
@@ -127,17 +138,18 @@ def format_summary(summary: dict[str, Any]) -> str:
         f"{s['pending']} pending; "
         + (f"on disk {_size(s['bytes_stored'])}" if s["bytes_stored"] is not None
            else "bytes on disk: --bytes (lists every chunk)"),
-        *([f"DAMAGED      {s['damaged']}"] if s.get("damaged") else []),
+        *[f"DAMAGED      {problem}" for problem in (s.get("damaged") or "").splitlines()],
         "",
         "split counts (done/all)",
     ]
-    rows = [(name, [f"{s['done_counts'][sp][name]}/{s['counts'][sp][name]}" for sp in SPLITS])
+    splits = list(s["counts"])  # the three, and a damaged store's stray split values
+    rows = [(name, [f"{s['done_counts'][sp][name]}/{s['counts'][sp][name]}" for sp in splits])
             for name in s["counts"][SPLITS[0]]]  # the classes, and a damaged store's stray labels
     rows.append(("total", [f"{s['done_per_split'].get(sp, 0)}/{sum(s['counts'][sp].values())}"
-                           for sp in SPLITS]))
+                           for sp in splits]))
     width = max(len(name) for name, _ in rows)
-    cell = max(8, *(len(text) + 2 for _, cells in rows for text in cells))
-    lines.append("  " + "class".ljust(width) + "".join(f"{sp:>{cell}}" for sp in SPLITS))
+    cell = max(8, *(len(text) + 2 for _, cells in rows for text in cells + splits))
+    lines.append("  " + "class".ljust(width) + "".join(f"{sp:>{cell}}" for sp in splits))
     lines += ["  " + name.ljust(width) + "".join(f"{text:>{cell}}" for text in cells)
               for name, cells in rows]
     lines += ["", "arrays"]

@@ -120,6 +120,11 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
                                  f"(it has {', '.join(dataset.features) or 'no features'})")
         if gif and kind != "flow":
             raise ParameterError("--gif needs a video store (one with flow)")
+        lacking = [name for name in VIDEO_PICTURE_FEATURES if name not in dataset.features]
+        if kind == "flow" and lacking:  # (a damaged store, or one made with flow alone)
+            raise FlowstoreError(f"store {str(store)!r} has flow but no {' or '.join(lacking)}, "
+                                 f"which a video sample's picture draws beside it "
+                                 f"(`flowstore verify` says whether the store is damaged)")
         indices = _select(dataset, ids, per_class, seed)
         out = Path(out)
         _make_folder(out)
@@ -246,6 +251,10 @@ def step_caption(step: int, frames: int, flows: int) -> str:
         return f"t{step}"
     segment = frame_of_flow(step, frames, flows)
     return f"s{segment}.{step - segment * flows // frames}"
+
+
+#: What `video_picture` draws of a sample.
+VIDEO_PICTURE_FEATURES = ("middle_frame", "frames", "flow")
 
 
 def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:

@@ -52,7 +52,7 @@ from flowstore.errors import FlowstoreError
 from flowstore.extraction.video import extract_video
 from flowstore.params import VideoParams, fingerprint
 from flowstore.store import failures, open_store
-from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
 
 TINY_PARAMS = VideoParams(size=32, steps=4)  # what TINY_BUILD asks for
 FAILED_HEADER = re.compile(r"^\d+ sample\(s\) failed; run the command again to retry them:$")
@@ -900,6 +900,13 @@ def _h5_delete(store: Path, name: str) -> None:
         del file[name]
 
 
+def _h5_set(store: Path, name: str, index: int, value: str) -> None:
+    import h5py
+
+    with h5py.File(store, "r+") as file:
+        file[name][index] = value
+
+
 def _truncate_half(store: Path) -> None:
     with open(store, "r+b") as handle:
         handle.truncate(store.stat().st_size // 2)
@@ -929,6 +936,20 @@ DAMAGES: dict[str, tuple[str, str, Callable[[Path], None]]] = {
                      lambda s: _h5_attrs(s, **{"flowstore.format": 99})),
     "zarr-dataset-stanford40": (".zarr", "a TV-HI store relabelled dataset = 'stanford40'",
                                 lambda s: _zarr_attrs(s, dataset="stanford40")),
+    # (inspect: KeyError tracebacks; a column's lost chunk reads as its fill value, '')
+    "zarr-split-chunk-deleted": (".zarr", "the split column's chunk deleted",
+                                 lambda s: chunk_file(s, "split", 0).unlink()),
+    "h5-split-value-bogus": (".h5", "a split value edited to 'bogus'",
+                             lambda s: _h5_set(s, "split", 2, "bogus")),
+    "zarr-frames-folder-deleted": (".zarr", "the frames/ array folder deleted",
+                                   lambda s: shutil.rmtree(s / "frames")),
+    # (TypeError and AttributeError tracebacks from inspect, verify and show)
+    "zarr-classes-null": (".zarr", "attrs: classes = null",
+                          lambda s: _zarr_attrs(s, classes=None)),
+    "h5-classes-null": (".h5", "attrs: classes = null", lambda s: _h5_attrs(s, classes=None)),
+    "zarr-software-text": (".zarr", "attrs: software = 'x'",
+                           lambda s: _zarr_attrs(s, software="x")),
+    "h5-params-text": (".h5", "attrs: params = 'x'", lambda s: _h5_attrs(s, params="x")),
 }
 
 _MISSING_DONE = ("bug: open_store checks only the root attributes; a store without its 'done' "
@@ -954,6 +975,8 @@ XFAILS = {
         "bug: verify checks checksums only, not that the arrays match the store's own dataset: "
         "a 'stanford40' store with frames/flow and no image verifies clean"),
 }
+#: Damage `inspect` describes on a DAMAGED line (exit 0).
+SHOWN_DAMAGED = ("zarr-split-chunk-deleted", "h5-split-value-bogus", "zarr-frames-folder-deleted")
 READER_XFAILS = {
     "zarr-done-folder-deleted": _MISSING_DONE.format("open_store / trainers.samples.StoreSamples"),
     "h5-done-deleted": _MISSING_DONE.format("open_store / trainers.samples.StoreSamples"),
@@ -1011,9 +1034,13 @@ def test_a_damaged_or_foreign_store(damage, command, pristine, tiny_tvhi_source,
         assert result.returncode == 0
         if damage == "zarr-dataset-stanford40":
             assert "stanford40" in result.stdout  # describes what the store says it is
+        if damage in SHOWN_DAMAGED:
+            assert "\nDAMAGED " in result.stdout, result.stdout
     elif command == "verify":
         assert result.returncode == 1, "a damaged or inconsistent store must not verify clean"
-        assert any(FAILURE_LINE.match(line) for line in result.stderr.splitlines()), result.stderr
+        lines = result.stderr.splitlines()  # the bad samples, or the store's damage in one line
+        assert (any(FAILURE_LINE.match(line) for line in lines)
+                or len(lines) == 1 and "is damaged" in lines[0]), result.stderr
         assert tree_digest(store) == before
     else:
         assert result.returncode == 0, result.stderr  # a build that resumes must finish the store

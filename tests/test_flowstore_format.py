@@ -101,6 +101,28 @@ def test_a_format1_store_opens_reads_and_verifies_as_it_is(old):
         assert sorted(p.name for p in store_path.rglob("*")) == before
 
 
+def test_a_format1_failure_of_a_done_sample_is_not_counted(old):
+    """A format-1 build wrote `done` before the `failures` attribute: killed between the two,
+    it left a finished sample still listed as failed. `inspect` counted it failed (and so one
+    pending sample fewer) and listed it under the failures."""
+    store_path, _ = old
+    with open_store(store_path) as store:
+        ids, done = store.read("id").tolist(), store.read("done").astype(bool)
+        stale = {**store.attrs["failures"], **{ids[i]: "stale" for i in np.flatnonzero(done)}}
+    if store_path.suffix == ".zarr":
+        import zarr
+
+        zarr.open_group(str(store_path), mode="r+").attrs["failures"] = stale
+    else:
+        import h5py
+
+        with h5py.File(store_path, "r+") as file:
+            file.attrs["failures"] = json.dumps(stale)
+    summary = summarize(store_path)
+    assert (summary["done"], summary["failed"], summary["pending"]) == (2, 1, 3)
+    assert list(summary["failures"]) == [FAILED]
+
+
 def test_a_format1_store_resumes_to_what_a_fresh_build_makes(old, tmp_path):
     """Half-done format 1 -> resumed by this flowstore -> complete, format 2, and equal to a
     fresh build of the same source: values, checksums, failures and fingerprint (the

@@ -247,6 +247,19 @@ def test_bad_input_is_one_line(stores, tmp_path):
     assert "--per-class" in assert_one_line_error(zero)
 
 
+@pytest.mark.parametrize("lost", ["frames", "middle_frame"])
+def test_a_video_store_that_lost_its_frames_is_one_line(stores, tmp_path, lost):
+    """A video store without one of the arrays its picture draws was a KeyError traceback."""
+    import shutil
+
+    store = Path(shutil.copytree(stores["float16"], tmp_path / "lost.zarr"))
+    shutil.rmtree(store / lost)
+    result = flowstore_cli("show", store, "--out", tmp_path / "pictures")
+    line = assert_one_line_error(result)
+    assert f"has flow but no {lost}" in line and "flowstore verify" in line
+    assert not (tmp_path / "pictures").exists()
+
+
 def test_an_hdf5_store_and_an_unwritable_output(tiny_tvhi_source, tmp_path):
     store = _build(tiny_tvhi_source, tmp_path / "s.h5")
     picture = _png(_show(store, tmp_path / "out", "kiss_0001") / "kiss_0001.png")

@@ -26,7 +26,8 @@ from typing import Any, Iterator, Mapping
 
 from flowstore.errors import StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
-from flowstore.store.layout import FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUIRED, STRING
+from flowstore.store.layout import (FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUIRED, SOFTWARE,
+                                    STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
            "backend_for", "capabilities", "create_store", "failures", "is_url", "open_store",
@@ -158,6 +159,11 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
         store.close()
         raise StoreError(f"{str(path)!r} has store format {version!r}; this flowstore reads "
                          f"format {' and '.join(map(str, READABLE_FORMATS))}")
+    wrong = _mistyped_attribute(store.attrs)
+    if wrong:
+        store.close()
+        raise StoreError(f"store {str(path)!r} is damaged: its attribute {wrong}; delete it or "
+                         f"rebuild it with --overwrite")
     if check_columns:
         try:  # (parses each array's metadata: a truncated zarr.json fails here)
             names = set(store.array_names())
@@ -170,6 +176,28 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
             raise StoreError(f"store {str(path)!r} is damaged: it has no {missing[0]!r} array; "
                              f"delete it or rebuild it with --overwrite")
     return store
+
+
+#: The root attributes commands read, and what each must be where present: a store whose
+#: attributes were edited by hand (or written by another tool) into another type is damaged,
+#: said in one line when it opens, not a TypeError deep inside `inspect`, `verify` or `show`.
+ROOT_ATTRIBUTES = {"dataset": (str, "text"), "classes": (list, "a list of class names"),
+                   "params": (dict, "an object of parameters"),
+                   "options": (dict, "an object of options"), "fingerprint": (str, "text"),
+                   SOFTWARE: (dict, "an object of versions")}
+
+
+def _mistyped_attribute(attrs: Mapping[str, Any]) -> str | None:
+    """What is wrong with the first root attribute of the wrong type, or None."""
+    for name, (kind, what) in ROOT_ATTRIBUTES.items():
+        if name not in attrs:
+            continue
+        value = attrs[name]
+        if not isinstance(value, kind) or (name == "classes" and not all(
+                isinstance(c, str) for c in value)):
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            return f"{name!r} is not {what} ({shown})"
+    return None
 
 
 def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],

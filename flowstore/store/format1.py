@@ -34,8 +34,14 @@ ATTRIBUTES = ("failures", "source_files", "source_hashes", "manifest")
 
 def failures(store: Store) -> dict[str, str]:
     """Sample id -> failure reason, as format 1 kept it (`flowstore.store.failures` reads
-    either format)."""
-    return dict(store.attrs.get("failures", {}))
+    either format), less the samples marked done: a format-1 build wrote `done` before the
+    `failures` attribute, so one killed between them left a finished sample listed as failed
+    (`ledger` drops them the same way)."""
+    reasons = store.attrs.get("failures", {})
+    done = store.read("done").astype(bool)
+    return {sample: reasons[sample] for sample, finished in zip(store.read("id").tolist(),
+                                                                done.tolist())
+            if not finished and sample in reasons}
 
 
 def ledger(store: Store, source_names: Sequence[str]) -> dict[str, np.ndarray]:
