@@ -560,3 +560,12 @@ def test_a_prerequisite_trained_on_a_partly_built_store_is_not_reused(tmp_path, 
     assert (f"not reusing flow run {partial.path} (same store and recipe, but it trained when "
             f"the store held 10 train / 4 val / 8 test done samples, and it now holds "
             f"12 train / 4 val / 8 test)") in result.stdout.splitlines(), result.stdout
+    # Trained with another recipe too, it was passed over without a word.
+    trained.clear()
+    result = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
+                     "--epochs", "2")
+    assert trained == ["frames", "flow", "two_stream"]
+    assert (f"not reusing flow run {partial.path} (same store, but trained with epochs 1, not "
+            f"2; and it trained when the store held 10 train / 4 val / 8 test done samples, and "
+            f"it now holds 12 train / 4 val / 8 test)") in result.stdout.splitlines(), \
+        result.stdout

@@ -217,11 +217,18 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
         if found is not None:
             session.outcomes.append(Outcome(found, trained=False))
             return found
-        other = find_run(config.runs_dir, model, fingerprint=samples.info.fingerprint,
-                         training=config.training_for(model))
+        fingerprint, training = samples.info.fingerprint, config.training_for(model)
+        other = find_run(config.runs_dir, model, fingerprint=fingerprint, training=training)
         if other is not None:
             session.echo(f"not reusing {model} run {other.path} (same store and recipe, but "
                          f"{_not_this_chains(other, started_from, done)})")
+        elif find_run(config.runs_dir, model, fingerprint=fingerprint, bases=started_from,
+                      samples=done) is None:  # (else `_reusable` named it)
+            latest = find_run(config.runs_dir, model, fingerprint=fingerprint)
+            if latest is not None:  # trained otherwise and on another chain or other samples
+                session.echo(f"not reusing {model} run {latest.path} (same store, but trained "
+                             f"with {'; '.join(latest.training_differences(training))}; and "
+                             f"{_not_this_chains(latest, started_from, done)})")
     session.echo(f"{config.model} needs a {model} run of this store; training it first")
     return _train(session, StoreSamples(session.store, model))
 
