@@ -125,7 +125,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             raise FlowstoreError(f"store {str(store)!r} has flow but no {' or '.join(lacking)}, "
                                  f"which a video sample's picture draws beside it "
                                  f"(`flowstore verify` says whether the store is damaged)")
-        indices = _select(dataset, ids, per_class, seed)
+        indices = _select(dataset, str(store), ids, per_class, seed)
         out = Path(out)
         _make_folder(out)
         result = ShowResult()
@@ -168,18 +168,19 @@ def _make_folder(folder: Path) -> None:
                              f"{exc.strerror or exc}") from None
 
 
-def _select(dataset, ids: Sequence[str], per_class: int, seed: int) -> list[int]:
-    """Store indices of the samples to show: `ids` in the order given, or a seeded random
-    `per_class` of each class's done samples in store order."""
+def _select(dataset, store: str, ids: Sequence[str], per_class: int, seed: int) -> list[int]:
+    """Store indices of the samples to show: `ids` in the order given (each once), or a seeded
+    random `per_class` of each class's done samples in store order. `store` names the store
+    in messages as the user gave it."""
     if ids:
         position = {sample: i for i, sample in enumerate(dataset.ids.tolist())}
         indices = []
-        for sample in ids:
+        for sample in dict.fromkeys(ids):  # `show s.zarr a a` draws a once, and says so
             if sample not in position:
-                raise FlowstoreError(f"no sample {sample!r} in store {dataset.location!r}")
+                raise FlowstoreError(f"no sample {sample!r} in store {store!r}")
             if not dataset.done[position[sample]]:
-                raise FlowstoreError(f"sample {sample!r} is not built yet in store "
-                                     f"{dataset.location!r} (run its build again)")
+                raise FlowstoreError(f"sample {sample!r} is not built yet in store {store!r} "
+                                     f"(run its build again)")
             indices.append(position[sample])
         return indices
     rng = np.random.default_rng(seed)
@@ -190,7 +191,7 @@ def _select(dataset, ids: Sequence[str], per_class: int, seed: int) -> list[int]
             chosen += rng.choice(candidates, size=min(per_class, candidates.size),
                                  replace=False).tolist()
     if not chosen:
-        raise FlowstoreError(f"store {dataset.location!r} has no built sample to show")
+        raise FlowstoreError(f"store {store!r} has no built sample to show")
     return sorted(chosen)
 
 

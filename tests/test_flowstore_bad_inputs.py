@@ -1048,6 +1048,17 @@ def test_a_damaged_or_foreign_store(damage, command, pristine, tiny_tvhi_source,
         assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
+@pytest.mark.parametrize("damage", ["zarr-classes-null", "h5-params-text"])
+def test_a_store_refused_as_damaged_is_rebuilt_by_overwrite(damage, pristine, tiny_tvhi_source,
+                                                            tmp_path):
+    """Its refusal says "rebuild it with --overwrite", so --overwrite must take it: a store
+    with attributes of the wrong type is still recognised as a flowstore store to delete."""
+    store, what = _damaged(pristine, damage, tmp_path)
+    result = cli(what, *tiny_build_args(tiny_tvhi_source, store), "--overwrite")
+    assert result.returncode == 0, result.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("damage", [
     pytest.param(d, marks=[pytest.mark.regression(reason=READER_XFAILS[d])]

@@ -238,9 +238,13 @@ def test_a_caption_is_shrunk_until_it_fits_its_box(width, text, outline):
     assert inked.size and inked.max() < width
 
 
-def test_bad_input_is_one_line(stores, tmp_path):
+def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     unknown = flowstore_cli("show", stores["float16"], "no_such_0001", "--out", tmp_path / "x")
     assert "no_such_0001" in assert_one_line_error(unknown)
+    # the store named as given (it was its absolute path), as every other command names it
+    monkeypatch.chdir(stores["float16"].parent)
+    relative = flowstore_cli("show", "float16.zarr", "no_such_0001", "--out", tmp_path / "x")
+    assert "in store 'float16.zarr'" in assert_one_line_error(relative)
     missing = flowstore_cli("show", tmp_path / "missing.zarr", "--out", tmp_path / "x")
     assert "missing.zarr" in assert_one_line_error(missing)
     zero = flowstore_cli("show", stores["float16"], "--out", tmp_path / "x", "--per-class", "0")
@@ -258,6 +262,14 @@ def test_a_video_store_that_lost_its_frames_is_one_line(stores, tmp_path, lost):
     line = assert_one_line_error(result)
     assert f"has flow but no {lost}" in line and "flowstore verify" in line
     assert not (tmp_path / "pictures").exists()
+
+
+def test_a_sample_asked_twice_is_drawn_and_counted_once(stores, tmp_path):
+    result = flowstore_cli("show", stores["float16"], "kiss_0001", "hug_0002", "kiss_0001",
+                           "--out", tmp_path / "x")
+    assert result.returncode == 0, result.stderr
+    assert "wrote 2 picture(s) of 2 sample(s)" in result.stdout  # said 3 of 3, wrote 2
+    assert sorted(p.name for p in (tmp_path / "x").iterdir()) == ["hug_0002.png", "kiss_0001.png"]
 
 
 def test_an_hdf5_store_and_an_unwritable_output(tiny_tvhi_source, tmp_path):

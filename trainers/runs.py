@@ -347,7 +347,7 @@ def is_store(path: str | Path) -> bool:
     from flowstore.store import open_store
 
     try:
-        open_store(path, "r", check_columns=False).close()
+        open_store(path, "r", check_whole=False).close()
     except StoreError:
         return False
     return True

@@ -115,11 +115,15 @@ def _as_location(path: str | Path) -> str | Path:
     return str(path).rstrip("/") if is_url(path) else Path(path)
 
 
-def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True) -> Store:
+def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -> Store:
     """Open an existing flowstore store read-only ("r") or for appending ("r+").
 
     Reads a fixed number of metadata objects whatever the store's size (the root's, and each
     array's when it is first used): nothing here lists chunks.
+
+    `check_whole` also refuses a damaged store (a required column missing, a root attribute of
+    the wrong type); without it only "is this a flowstore store at all" is asked, as
+    `remove_store` asks before `--overwrite` deletes one, however damaged.
 
     Raises:
         StoreError: the path is missing, is not a flowstore store, or has another format.
@@ -159,12 +163,12 @@ def open_store(path: str | Path, mode: str = "r", *, check_columns: bool = True)
         store.close()
         raise StoreError(f"{str(path)!r} has store format {version!r}; this flowstore reads "
                          f"format {' and '.join(map(str, READABLE_FORMATS))}")
-    wrong = _mistyped_attribute(store.attrs)
+    wrong = _mistyped_attribute(store.attrs) if check_whole else None
     if wrong:
         store.close()
         raise StoreError(f"store {str(path)!r} is damaged: its attribute {wrong}; delete it or "
                          f"rebuild it with --overwrite")
-    if check_columns:
+    if check_whole:
         try:  # (parses each array's metadata: a truncated zarr.json fails here)
             names = set(store.array_names())
         except Exception as exc:
@@ -296,7 +300,7 @@ def remove_store(path: str | Path) -> None:
     path = _as_location(path)
     if not store_exists(path):
         return
-    open_store(path, "r", check_columns=False).close()  # raises unless it is a flowstore store
+    open_store(path, "r", check_whole=False).close()  # raises unless it is a flowstore store
     backend = backend_for(path)
     if not backend.capabilities(path).rename:
         with remote_errors(path):
