@@ -17,7 +17,6 @@ from flowstore.manifest import SPLITS
 from flowstore.store import backend_for, failures as read_failures, open_store
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
-from flowstore.verify import check_dataset_arrays
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
@@ -27,6 +26,7 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
     which lists every chunk of the store.
     """
     from flowstore.build import duplicate_sources  # (the build's modules: only when run)
+    from flowstore.verify import check_dataset_arrays
 
     with open_store(path, "r") as store:
         attrs = store.attrs
