@@ -1291,6 +1291,7 @@ def test_an_hdf5_file_shorter_than_its_header_is_one_line_and_given_its_length_b
     for command in (("inspect", store), tiny_build_args(tiny_tvhi_source, store)):
         line = assert_one_line_error(flowstore_cli(*command))
         assert "is 8192 bytes shorter than its header records (a copy cut short?)" in line
+        assert "delete it and build it again" in line  # (--overwrite cannot tell it a store)
     assert store.stat().st_size == recorded  # (not extended by a build)
     _give_length_back(store)
     assert store.stat().st_size == recorded + 8192

@@ -397,8 +397,8 @@ def _refuse_short(path: Path, exc: BaseException) -> None:
     if match is not None and int(match.group(2)) > int(match.group(1)):
         missing = int(match.group(2)) - int(match.group(1))
         raise StoreError(f"HDF5 store {str(path)!r} is {missing} bytes shorter than its header "
-                         f"records (a copy cut short?): copy it again, or rebuild it with "
-                         f"--overwrite") from None
+                         f"records (a copy cut short?): copy it again, or delete it and build "
+                         f"it again (--overwrite deletes only a store it can open)") from None
 
 
 #: Where a version-0 superblock (the one HDF5's earliest format writes, as every store here
