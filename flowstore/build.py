@@ -265,29 +265,27 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         if config.check_source:
             _check_source_hashes(ledger, dataset, manifest, Path(config.source), config.store,
                                  config.refusal_hint)
+        extracted_from: dict[int, tuple[int | None, str]] = {}
         if config.redo:
             position = manifest.positions(config.redo)
             unknown = [sample for sample in config.redo if sample not in position]
             if unknown:
                 raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
-            kept_out = set()
             for index in position.values():
-                moved = _redo_source_changed(ledger, dataset, manifest, Path(config.source),
-                                             source_files, index)
+                if ledger.done[index]:  # what its task read, for `_not_the_file_it_read`
+                    extracted_from[index] = (ledger.recorded_size(index),
+                                             ledger.text("source_hash", index))
                 ledger.reset(index)
-                if moved:
-                    ledger.fail(index, moved)
-                    kept_out.add(index)
             ledger.write(store, durable=config.fsync)
             selected = np.array(sorted(position.values()), dtype=np.int64)
         else:
-            selected, kept_out = manifest.first_per_split(config.max_per_split), set()
-        todo = np.array([i for i in selected[~ledger.done[selected]].tolist()
-                         if i not in kept_out], dtype=np.int64)
+            selected = manifest.first_per_split(config.max_per_split)
+        todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo))
         if len(todo):
-            _run(config, dataset, manifest, store, ledger, todo, result, cluster)
+            _run(config, dataset, manifest, store, ledger, todo, result, cluster,
+                 extracted_from)
         read = ledger.source_sizes(source_files)
         if read is not source_files:  # (else the fingerprint is the plan's)
             fp = fingerprint(dataset=dataset.name, params=params, source_files=read,
@@ -653,7 +651,7 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
     """Refuse a store whose done sample's source file changed size since it was extracted.
 
     Samples in `redo` are exempt: `verify --repair` checks each of those apart
-    (`_redo_source_changed`) and fails only that sample.
+    (`_not_the_file_it_read`) and fails only that sample.
     """
     for index in ledger.sizes_changed(source_files):
         if manifest.ids[index] in redo:
@@ -664,33 +662,27 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
                                  f"store {str(path)!r}{hint}")
 
 
-def _redo_source_changed(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,
-                         source_files: SourceSizes, index: int) -> str | None:
-    """Why a done sample that `verify --repair` was asked to mend cannot be, or None.
+def _not_the_file_it_read(extracted_from: tuple[int | None, str] | None,
+                          outcome: "TaskOutcome", name: str) -> str | None:
+    """Why a sample `verify --repair` re-extracted is not mended, or None.
 
-    A repair restores a sample from the file it was extracted from. If that file's size or (where
-    recorded) content hash is no longer what the sample's task read, re-extracting it would
-    write another clip's frames under the sample's name and say "repaired": the sample (bad
-    anyway) is failed with this reason instead, and nothing is extracted. A plain build then
-    takes the file as it is, as it does for any failed sample.
+    A repair restores a sample from the file it was extracted from (`extracted_from`: the size
+    and content hash its task read, as recorded; None for a sample that was not done). If the
+    file is another now (another size, or the same size and another hash), what was extracted
+    is another clip's frames under the sample's name: the sample is failed with this reason,
+    not marked done and said "repaired". Compared when the task ends, from what it read and
+    hashed anyway: no file is read twice. A plain build then takes the file as it is, as it
+    does for any failed sample.
     """
-    if not ledger.done[index]:
+    if extracted_from is None:
         return None
-    name = dataset.source_name(manifest.ids[index])
-    recorded, now = ledger.recorded_size(index), source_files.row_size(index)
-    if now is None:
-        detail = "it is gone"
-    elif recorded is not None and recorded != now:
-        detail = f"{recorded} bytes then, {now} now"
-    else:
-        digest = ledger.text("source_hash", index)
-        try:
-            if not digest or file_digest(dataset.source_file(source,
-                                                              manifest.ids[index])) == digest:
-                return None
-        except OSError as exc:
-            return f"source file {name!r} cannot be read ({exc.strerror})"
+    size, digest = extracted_from
+    if size is not None and outcome.size is not None and size != outcome.size:
+        detail = f"{size} bytes then, {outcome.size} now"
+    elif digest and outcome.source_hash and digest != outcome.source_hash:
         detail = "same size, other content"
+    else:
+        return None
     return (f"source file {name!r} is not the one the sample was extracted from ({detail}); "
             f"`flowstore build` on the store extracts it again, from that file if you put it "
             f"back, else from the file as it is now")
@@ -928,7 +920,13 @@ def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) ->
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
          ledger: "Ledger", todo: np.ndarray, result: BuildResult,
-         cluster: Cluster | None) -> None:
+         cluster: Cluster | None,
+         extracted_from: Mapping[int, tuple[int | None, str]] | None = None) -> None:
+    """Extract and write the samples `todo`, recording each outcome in `ledger` and `result`.
+
+    `extracted_from`: a repair's samples, by index, with the size and hash of the file each was
+    extracted from (`_not_the_file_it_read`).
+    """
     from flowstore.progress import progress_bar
 
     # Tasks name the store and the clips by absolute paths: a dask.distributed worker runs in
@@ -957,6 +955,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     _log_internal_error(result.error_log, sample, source_of(outcome.index),
                                         outcome.internal_error)
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
+                elif outcome.reason is None and (moved := _not_the_file_it_read(
+                        (extracted_from or {}).get(outcome.index), outcome,
+                        dataset.source_name(sample))):
+                    ledger.fail(outcome.index, moved)
                 elif outcome.reason is None:
                     ledger.complete(outcome.index, outcome.digest)
                     ledger.record_source(outcome.index, outcome.size, outcome.source_hash)
