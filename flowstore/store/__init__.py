@@ -191,10 +191,15 @@ ROOT_ATTRIBUTES = {"dataset": (str, "text"), "classes": (list, "a list of class 
                    SOFTWARE: (dict, "an object of versions")}
 
 
+#: Root attributes a null stands for "not recorded" in (stores written before `software` was
+#: recorded hold null there, and every reader takes a null as none).
+NULLABLE_ATTRIBUTES = (SOFTWARE, "options", "fingerprint")
+
+
 def _mistyped_attribute(attrs: Mapping[str, Any]) -> str | None:
     """What is wrong with the first root attribute of the wrong type, or None."""
     for name, (kind, what) in ROOT_ATTRIBUTES.items():
-        if name not in attrs:
+        if name not in attrs or attrs[name] is None and name in NULLABLE_ATTRIBUTES:
             continue
         value = attrs[name]
         if not isinstance(value, kind) or (name == "classes" and not all(
