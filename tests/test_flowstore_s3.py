@@ -119,7 +119,12 @@ def test_every_reader_adapter_reads_an_s3_store_like_a_plain_read(s3_env, s3_sto
             assert_same_batch({"flow": x.numpy(), "label": y.numpy()},
                               expected[number * 4:number * 4 + 4], keys=("flow",),
                               with_ids=False)
-        loader = torch.utils.data.DataLoader(train, batch_size=3, shuffle=True, num_workers=2)
+        # spawned: each worker unpickles the split (its URL and selection) and opens the store
+        # from S3 itself. (Forked from this process, which has run TensorFlow and, under xdist,
+        # other test files' threads, a worker was killed by a segfault once in CI, 2026-12-03;
+        # a fork after TensorFlow is unsafe whatever the dataset: README's PyTorch section.)
+        loader = torch.utils.data.DataLoader(train, batch_size=3, shuffle=True, num_workers=2,
+                                             multiprocessing_context="spawn")
         seen = []
         for batch in loader:
             assert_same_batch({k: (v.numpy() if hasattr(v, "numpy") else v)
