@@ -921,11 +921,11 @@ def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) ->
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
          ledger: "Ledger", todo: np.ndarray, result: BuildResult,
          cluster: Cluster | None,
-         extracted_from: Mapping[int, tuple[int | None, str]] | None = None) -> None:
+         extracted_from: Mapping[int, tuple[int | None, str]]) -> None:
     """Extract and write the samples `todo`, recording each outcome in `ledger` and `result`.
 
     `extracted_from`: a repair's samples, by index, with the size and hash of the file each was
-    extracted from (`_not_the_file_it_read`).
+    extracted from (`_not_the_file_it_read`); empty for a build.
     """
     from flowstore.progress import progress_bar
 
@@ -956,7 +956,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                                         outcome.internal_error)
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
                 elif outcome.reason is None and (moved := _not_the_file_it_read(
-                        (extracted_from or {}).get(outcome.index), outcome,
+                        extracted_from.get(outcome.index), outcome,
                         dataset.source_name(sample))):
                     ledger.fail(outcome.index, moved)
                 elif outcome.reason is None:

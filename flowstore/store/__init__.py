@@ -204,8 +204,8 @@ def _mistyped_attribute(attrs: Mapping[str, Any]) -> str | None:
         value = attrs[name]
         if not isinstance(value, kind) or (name == "classes" and not all(
                 isinstance(c, str) for c in value)):
-            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            return f"{name!r} is not {what} ({shown})"
+            shown = repr(value)
+            return f"{name!r} is not {what} ({shown if len(shown) <= 40 else shown[:37] + '...'})"
     return None
 
 
