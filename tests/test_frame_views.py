@@ -19,7 +19,8 @@ from flowstore.reader import frame_views, random_frame
 from flowstore.store import open_store
 from tests.reference import smoothed_cross_entropy
 from trainers.cli import app
-from trainers.html_report import PREDICT_BATCH, predict_test
+from trainers.html_report import predict_test
+from trainers.predict import PREDICT_BATCH
 from trainers.recipes import Recipe
 from trainers.run import RunConfig
 from trainers.runs import HISTORY_FILE, list_runs

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from tests.conftest import in_ci
 from trainers.cli import app
-from trainers.html_report import SplitPredictions, _misclassified, html_report, predict_test
+from trainers.html_report import _misclassified, html_report, predict_test
+from trainers.predict import SplitPredictions
 from trainers.runs import latest_runs
 from trainers.testing import make_tiny_store
 
@@ -77,6 +78,15 @@ def report_file(runs, tmp_path_factory) -> Path:
     return out
 
 
+
+def _predictions(labels: np.ndarray, predicted: np.ndarray) -> SplitPredictions:
+    """Predictions of eight clips `clip0..7` of the four TV-HI classes, as sure as can be."""
+    classes = ("handShake", "highFive", "hug", "kiss")
+    return SplitPredictions(classes=classes, ids=np.array([f"clip{k}" for k in range(8)]),
+                            labels=labels, predicted=predicted,
+                            probabilities=np.eye(4, dtype=np.float32)[predicted],
+                            true_classes=np.array([classes[k] for k in labels], dtype=object))
+
 def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
     page = Page(report_file.read_text())
     table_1, table_2, seeds = page.tables[:3]
@@ -113,15 +123,13 @@ def test_the_confusion_matrix_agrees_with_the_runs_test_accuracy(runs):
 def test_misclassified_samples_show_frame_and_flow(runs):
     record = latest_runs(runs)["flow"]  # (trained as tvhi_flow, an alias)
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
-                                ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
-                                predicted=(labels + 1) % 4)
+    all_wrong = _predictions(labels, (labels + 1) % 4)
     strip = Page(_misclassified(record, all_wrong))
     assert len(strip.images) == 1
     assert "8 of 8 misclassified (of 8), the true classes in turn; flow in the Middlebury" \
         in " ".join(strip.text)
     assert all_wrong.misclassified.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
-    right = SplitPredictions(all_wrong.classes, all_wrong.ids, labels, labels)
+    right = _predictions(labels, labels)
     assert "every test sample is classified right" in _misclassified(record, right)
 
 
@@ -135,9 +143,7 @@ def test_misclassified_samples_of_a_store_holding_flow_alone_show_the_flow(tmp_p
     assert result.exit_code == 0, result.output + repr(result.exception)
     record = latest_runs(tmp_path / "runs")["flow"]
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
-                                ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
-                                predicted=(labels + 1) % 4)
+    all_wrong = _predictions(labels, (labels + 1) % 4)
     strip = Page(_misclassified(record, all_wrong))
     assert len(strip.images) == 1 and "flow in the Middlebury" in " ".join(strip.text)
 
@@ -446,9 +452,7 @@ def test_a_damaged_picture_of_a_misclassified_sample_is_a_note(runs, tmp_path):
     store = record.store["path"]
     chunk_file(store, "middle_frame", _first_test_sample(store)).write_bytes(bytes(range(100)))
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
-    all_wrong = SplitPredictions(classes=("handShake", "highFive", "hug", "kiss"),
-                                 ids=np.array([f"clip{k}" for k in range(8)]), labels=labels,
-                                 predicted=(labels + 1) % 4)
+    all_wrong = _predictions(labels, (labels + 1) % 4)
     strip = _misclassified(record, all_wrong)
     assert strip.startswith("<p class=unavailable>No misclassified samples: a test sample "
                             "cannot be read"), strip

@@ -188,6 +188,38 @@ def report(
         fail(str(exc))
 
 
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A run directory (RUNS_DIR/MODEL-FINGERPRINT-TIME)."),
+    store: Optional[str] = typer.Option(
+        None, "--store", help="Store to predict: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr "
+                              "[the store the run trained on]."),
+    split: str = typer.Option("test", "--split", help="Split to predict: train, val or test."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Write the predictions CSV to this file [standard output]: id, "
+                            "label, predicted, and a probability per class (p_CLASS)."),
+) -> None:
+    """Predict a split of a store with a trained run, in inference mode and as the run scored
+    its test split; print one CSV row per sample and the accuracy (on standard error)."""
+    try:
+        from trainers.predict import check_csv_output, predict_run, write_csv
+
+        if out is not None:
+            check_csv_output(out)
+        found = predict_run(run_dir, store, split)
+        if out is None:
+            typer.echo(found.predictions.csv_text(), nl=False)
+        else:
+            write_csv(found.predictions, out)
+        for difference in found.differences:
+            typer.echo(f"warning: the store was extracted otherwise than the run's: "
+                       f"{difference}", err=True)
+        typer.echo(found.summary() + (f"; written to {out}" if out is not None else ""),
+                   err=True)
+    except FlowstoreError as exc:
+        fail(str(exc))
+
+
 def main() -> None:
     """The `trainers` console script and `python -m trainers`."""
     run_app(app, "trainers")

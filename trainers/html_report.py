@@ -9,7 +9,7 @@ file can be mailed, attached to an issue or opened offline, and nothing it shows
 
 The confusion matrix is not in `metrics.json`: it is computed here by loading `model.keras` and
 predicting the test split of the store the run recorded (`metrics.json`'s `store.path`) in
-inference mode. That store must still be there and still be the one the run trained on (same
+inference mode (`trainers.predict`, as `trainers predict` does). That store must still be there and still be the one the run trained on (same
 fingerprint), holding the test samples the run was tested on (as many finished ones as
 `metrics.json`'s `samples` records: a store built further since keeps its fingerprint), so
 that the matrix's accuracy is Table 2's; when it is not, or a test sample cannot be read, the
@@ -26,7 +26,6 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -40,45 +39,15 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
-from trainers.errors import (DamagedRunError, ReportOutputError, UnknownModelError,
-                             WrongDatasetError)
+from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
+                             UnknownModelError, WrongDatasetError)
+from trainers.predict import SplitPredictions, open_run_samples, predict_samples
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
 #: within a class), so that one badly learnt class does not fill the whole strip.
 MISCLASSIFIED_SHOWN = 8
-#: Rows a test prediction batch holds (inference only: memory, not results, depends on it). A
-#: views run's clips are a row per view, so its batches hold fewer clips: 8 clips of a
-#: frame-views two-stream run (16 views) would be 128 flow stacks in one batch.
-PREDICT_BATCH = 8
-
-
-@dataclass(frozen=True)
-class SplitPredictions:
-    """A run's model's predictions on the test split of its store, in store order."""
-
-    classes: tuple[str, ...]
-    ids: np.ndarray
-    labels: np.ndarray
-    predicted: np.ndarray
-
-    @property
-    def confusion(self) -> np.ndarray:
-        """(C, C) counts: row = true class, column = predicted class."""
-        count = len(self.classes)
-        return np.bincount(self.labels * count + self.predicted,
-                           minlength=count * count).reshape(count, count)
-
-    @property
-    def misclassified(self) -> np.ndarray:
-        """Positions (in the test split) of the samples predicted wrong, taking the true
-        classes in turn: the first wrong one of each class, then the second of each, ..."""
-        wrong = np.flatnonzero(self.labels != self.predicted)
-        labels = self.labels[wrong]
-        rank = np.array([int((labels[:k] == label).sum()) for k, label in enumerate(labels)],
-                        dtype=np.int64)
-        return wrong[np.lexsort((labels, rank))]
 
 
 class StoreUnavailable(Exception):
@@ -201,7 +170,8 @@ def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
 
 
 def predict_test(record: RunRecord) -> SplitPredictions:
-    """Load the run's model and predict the test split of its store, in inference mode.
+    """Load the run's model and predict the test split of its store, in inference mode, as
+    the run scored it (`trainers.predict`).
 
     Raises:
         StoreUnavailable: the store is missing, not the one the run trained on, has no
@@ -211,13 +181,9 @@ def predict_test(record: RunRecord) -> SplitPredictions:
     location = record.store.get("path")
     if not location:
         raise StoreUnavailable("metrics.json records no store path")
-    from trainers.samples import open_samples
-
-    recipe = record.metrics.get("recipe", {})
     try:
-        samples = open_samples(location, record.model,
-                               frame_views=bool(recipe.get("frame_views", False)))
-    except (StoreError, WrongDatasetError) as exc:
+        samples = open_run_samples(record, location)
+    except (StoreError, WrongDatasetError, ModelConfigError) as exc:
         raise StoreUnavailable(f"its store cannot be opened ({exc})") from None
     except UnknownModelError as exc:  # a run of a model registered elsewhere: shown, not built
         raise StoreUnavailable(f"its model cannot be built here ({exc})") from None
@@ -235,36 +201,12 @@ def predict_test(record: RunRecord) -> SplitPredictions:
                 f"the store at {location} holds {finished} finished test samples now, the run "
                 f"was tested on {tested} (it was built further, or had samples unmarked, "
                 "since), so the matrix would not be of Table 2's test set")
-        from trainers.quiet import import_tensorflow_quietly
-
-        import_tensorflow_quietly()
-        import keras
-
-        from flowstore.reader.tf import store_errors_raised
-        from trainers.data import ClipViews, InputOptions, make_dataset
-        from trainers.models import load_trained
-
         try:
-            model = load_trained(record.model_file)
-        except DamagedRunError as exc:
+            return predict_samples(record, samples, "test")
+        except (DamagedRunError, ModelConfigError) as exc:
             raise StoreUnavailable(str(exc)) from None
-        # Scored as the run scored its test split: a segment- or frame-views run by its clips'
-        # consensus.
-        views = ClipViews.of(samples, bool(recipe.get("segment_views", False)))
-        dataset = make_dataset(samples, "test", InputOptions(
-            PREDICT_BATCH if views is None else max(1, PREDICT_BATCH // views.count),
-            augment=views.every_view if views is not None else False))
-        try:
-            with store_errors_raised():
-                logits = (model.predict(dataset, verbose=0) if views is None
-                          else views.clip_logits(model, dataset)[0])
         except StoreError as exc:  # one damaged sample: this model's note, not the report's end
             raise StoreUnavailable(f"a test sample cannot be read ({exc})") from None
-        split = samples.split("test")
-        return SplitPredictions(classes=samples.info.classes or tuple(
-                                   str(k) for k in range(samples.num_classes)),
-                               ids=split.ids, labels=split.labels.astype(np.int64),
-                               predicted=np.argmax(logits, axis=-1).astype(np.int64))
     finally:
         samples.store.close()
 

@@ -33,8 +33,7 @@ from trainers.errors import ModelConfigError, RunInterruptedError, require_train
 from trainers.quiet import import_tensorflow_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import (PARTIAL_PREFIX, RunRecord, find_run, is_store, read_run, require_model_file,
-                           split_counts)
+from trainers.runs import PARTIAL_PREFIX, RunRecord, find_run, is_store, require_run, split_counts
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -347,11 +346,7 @@ def _named_base(config: RunConfig) -> RunRecord | None:
     from, before any store is opened or TensorFlow imported."""
     if config.base is None:
         return None
-    record = read_run(config.base)
-    if record is None:
-        raise ModelConfigError(f"--base {str(config.base)!r} is not a finished run directory "
-                               f"(no readable metrics.json and model.keras)")
-    require_model_file(record.model_file)  # a damaged one said now, not after TF's start-up
+    record = require_run(config.base, "--base")  # a damaged one said now, not after TF's start-up
     entry = get_model(config.model)
     takers = {name for name in (config.model, *entry.requires)
               if record.model in get_model(name).transfers_from}

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from trainers.catalogue import canonical_name
-from trainers.errors import DamagedRunError, RunNotFoundError
+from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError
 from trainers.recipes import recorded_recipe
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
@@ -160,6 +160,23 @@ def read_run(path: str | Path) -> RunRecord | None:
     if not _well_formed(metrics) or not (path / MODEL_FILE).is_file():
         return None
     return RunRecord(path=path, metrics=metrics)
+
+
+def require_run(path: str | Path, what: str) -> RunRecord:
+    """The record of the finished run directory at `path`, which a command takes as `what`
+    (`--base`, `run`), its model file checked to be whole before TensorFlow starts.
+
+    Raises:
+        ModelConfigError: `path` is not a finished run directory.
+        RunNotFoundError, DamagedRunError: its `model.keras` is gone or damaged
+            (`require_model_file`).
+    """
+    record = read_run(path)
+    if record is None:
+        raise ModelConfigError(f"{what} {str(path)!r} is not a finished run directory (no "
+                               f"readable metrics.json and model.keras)")
+    require_model_file(record.model_file)
+    return record
 
 
 def _well_formed(metrics: Any) -> bool:

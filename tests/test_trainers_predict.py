@@ -1,0 +1,189 @@
+"""`trainers predict`: a trained run's predictions on a split of a store, one CSV row per
+sample, checked against the saved model's logits computed by hand and against the accuracy the
+run recorded; other stores are scored by class name, and refused in one line where the model
+cannot read them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import flowstore
+from trainers.cli import app
+from trainers.predict import extraction_differences, open_run_samples
+from trainers.runs import list_runs, read_run
+from trainers.testing import TVHI_CLASSES, make_tiny_store
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A frames run (2 epochs) on a tiny TV-HI store: (store, run directory)."""
+    folder = tmp_path_factory.mktemp("predict")
+    store = make_tiny_store(folder / "tvhi.zarr", per_class=(3, 1, 3))
+    result = runner.invoke(app, ["run", "frames", "--store", str(store), "--runs-dir",
+                                 str(folder / "runs"), "--epochs", "2", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record, = list_runs(folder / "runs")
+    return store, record.path
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def _by_hand(run, store, split: str):
+    """The run's model on the split's middle frames: (ids, label names, softmax)."""
+    import keras
+
+    from trainers.models import load_trained
+
+    model = load_trained(run / "model.keras")
+    with flowstore.open(store) as ds:
+        part = ds.split(split, features=("middle_frame",))
+        batch = part[list(range(len(part)))]
+        names = [ds.classes[label] for label in batch["label"]]
+    logits = keras.ops.convert_to_numpy(model(batch["middle_frame"], training=False))
+    logits = logits.astype(np.float64)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return list(batch["id"]), names, probabilities / probabilities.sum(axis=1, keepdims=True)
+
+
+def test_a_run_predicts_its_stores_test_split_as_it_scored_it(trained):
+    store, run = trained
+    result = runner.invoke(app, ["predict", str(run)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = _rows(result.stdout)
+    ids, names, probabilities = _by_hand(run, store, "test")
+    assert [row["id"] for row in rows] == ids  # store order, every test sample once
+    assert [row["label"] for row in rows] == names
+    assert list(rows[0]) == ["id", "label", "predicted", *(f"p_{c}" for c in TVHI_CLASSES)]
+    shown = np.array([[float(row[f"p_{c}"]) for c in TVHI_CLASSES] for row in rows])
+    np.testing.assert_allclose(shown, probabilities, atol=2e-5)
+    assert [row["predicted"] for row in rows] == [TVHI_CLASSES[k]
+                                                  for k in probabilities.argmax(axis=1)]
+    # The accuracy it says is the one the run recorded for its test split.
+    recorded = json.loads((run / "metrics.json").read_text())["test"]["accuracy"]
+    correct = sum(row["predicted"] == row["label"] for row in rows)
+    assert correct / len(rows) == pytest.approx(recorded)
+    summary = result.stderr.strip().splitlines()[-1]
+    assert f"{run.name}: {len(rows)} test sample(s) of {store}" in summary
+    assert "(the run's own)" in summary
+    assert f"accuracy {recorded:.4f} ({correct} of {len(rows)})" in summary
+    assert "Traceback" not in result.output and "warning" not in result.stderr
+
+
+def test_another_split_goes_to_a_file_written_whole(trained, tmp_path):
+    store, run = trained
+    out = tmp_path / "new" / "train.csv"
+    out.parent.mkdir()
+    out.write_text("an earlier file\n")
+    result = runner.invoke(app, ["predict", str(run), "--split", "train", "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert result.stdout == ""
+    rows = _rows(out.read_text())
+    assert [row["id"] for row in rows] == _by_hand(run, store, "train")[0]
+    assert result.stderr.strip().endswith(f"; written to {out}")
+    assert [p.name for p in out.parent.iterdir()] == ["train.csv"]  # no temporary left
+
+
+def test_another_store_is_scored_by_class_name_and_its_unknown_classes_are_not_counted(
+        trained, tmp_path):
+    store, run = trained
+    classes = ("hug", "kiss", "dance")  # two the run knows, in other places; one it does not
+    other = make_tiny_store(tmp_path / "other.zarr", classes=classes, per_class=(1, 1, 2),
+                            seed=3)
+    result = runner.invoke(app, ["predict", str(run), "--store", str(other)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = _rows(result.stdout)
+    ids, names, probabilities = _by_hand(run, other, "test")
+    assert [row["id"] for row in rows] == ids
+    assert [row["label"] for row in rows] == names
+    assert sorted(set(names)) == sorted(classes)
+    assert [row["predicted"] for row in rows] == [TVHI_CLASSES[k]
+                                                  for k in probabilities.argmax(axis=1)]
+    known = [row for row in rows if row["label"] != "dance"]
+    correct = sum(row["predicted"] == row["label"] for row in known)
+    summary = result.stderr.strip().splitlines()[-1]
+    with flowstore.open(other) as ds:
+        fingerprint = ds.fingerprint
+    assert f"store {fingerprint[:8]} (the run's: " in summary
+    assert f"accuracy {correct / len(known):.4f} ({correct} of {len(known)})" in summary
+    assert "2 sample(s) of class(es) the run does not know ('dance') predicted, not counted" \
+        in summary
+
+
+def test_a_store_of_other_shapes_or_without_the_split_is_one_error_line(trained, tmp_path):
+    store, run = trained
+    small = make_tiny_store(tmp_path / "small.zarr", size=16)
+    result = runner.invoke(app, ["predict", str(run), "--store", str(small)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        f"error: store {str(small)!r} gives frames's 'frame' input samples of shape (16, 16, 3); "
+        f"run {run.name!r} reads (32, 32, 3) (build the store with the run's --size and "
+        f"--steps)"]
+    unfinished = make_tiny_store(tmp_path / "unfinished.zarr", per_class=(1, 1, 1),
+                                 not_done=(8, 9, 10, 11))  # the four test samples
+    result = runner.invoke(app, ["predict", str(run), "--store", str(unfinished)])
+    assert result.exit_code == 2
+    assert "has no finished 'test' sample" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--split", "all"], "error: --split must be one of train, val, test, got 'all'"),
+    (["--store", "nowhere.zarr"], "nowhere.zarr"),
+    (["--out", "{folder}"], "error: cannot write the predictions to "),
+])
+def test_bad_options_are_one_error_line(trained, tmp_path, args, message):
+    _, run = trained
+    args = [arg.replace("{folder}", str(tmp_path)) for arg in args]
+    result = runner.invoke(app, ["predict", str(run), *args])
+    assert result.exit_code == 2, result.output
+    assert len(result.output.strip().splitlines()) == 1 and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_folder_that_is_no_run_is_one_error_line(tmp_path):
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"error: run {str(tmp_path)!r} is not a finished run "
+                                     f"directory (no readable metrics.json and model.keras)")
+
+
+def test_a_model_is_told_of_the_extraction_it_reads_only(trained, tmp_path):
+    """A store whose flow was extracted otherwise is told for a model reading flow, not for
+    one that reads frames alone; a frame parameter is told for both."""
+    _, run = trained
+    record = read_run(run)
+    other = make_tiny_store(tmp_path / "uint8.zarr", flow_dtype="uint8", flow_bound=20.0)
+    samples = open_run_samples(record, other)
+    try:
+        assert extraction_differences(record, samples) == ()
+    finally:
+        samples.store.close()
+    flow_record = type(record)(record.path, {**record.metrics, "model": "flow"})
+    samples = open_run_samples(flow_record, other)
+    try:
+        assert extraction_differences(flow_record, samples) == (
+            "flow_dtype 'uint8', not 'float16'", "flow_bound 20.0, not 'unset'",
+            "flow_quantization " + repr(samples.info.params["flow_quantization"])
+            + ", not 'unset'")
+    finally:
+        samples.store.close()
+    resized = type(record)(record.path, {**record.metrics, "store": {
+        **record.store, "params": {**record.store["params"], "resize": "center-crop"}}})
+    for model in ("frames", "flow"):
+        changed = type(record)(resized.path, {**resized.metrics, "model": model})
+        samples = open_run_samples(changed, other)
+        try:
+            assert "resize 'unset', not 'center-crop'" in extraction_differences(changed,
+                                                                                 samples)
+        finally:
+            samples.store.close()
