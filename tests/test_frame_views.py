@@ -119,7 +119,8 @@ def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_
 
     import trainers.data
 
-    store = make_tiny_store(tmp_path / "x.zarr", steps=T, per_class=(3, 1, 3))
+    size = TINY_FLOW["size"]  # the two-stream chain below trains a flow model on it
+    store = make_tiny_store(tmp_path / "x.zarr", steps=T, per_class=(3, 1, 3), size=size)
     _distinct_frames(store)
     runs = tmp_path / "runs"
     result = runner.invoke(app, ["run", "frames", "--store", str(store), "--runs-dir", str(runs),
@@ -129,7 +130,7 @@ def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_
     record, = list_runs(runs)
     assert record.metrics["recipe"]["frame_views"] is True
     model = keras.saving.load_model(record.model_file, compile=False)
-    assert model.input_shape == (None, 32, 32, 3)  # one frame: the report's model
+    assert model.input_shape == (None, size, size, 3)  # one frame: the report's model
     history = json.loads((record.path / HISTORY_FILE).read_text())
     assert len(history["val_loss"]) == 2  # scored every epoch without Keras' validation
 
@@ -137,7 +138,7 @@ def test_a_frames_run_on_frame_views_trains_on_one_frame_and_scores_the_mean_of_
     with flowstore.open(store) as ds:
         test = ds.split("test", features=("frames", "middle_frame"))
         batch = test[list(range(len(test)))]
-    frames = batch["frames"].reshape(len(test) * T, 32, 32, 3)
+    frames = batch["frames"].reshape(len(test) * T, size, size, 3)
     logits = keras.ops.convert_to_numpy(model(frames, training=False)).reshape(len(test), T, -1)
     mean = logits.mean(axis=1)
     middle = keras.ops.convert_to_numpy(model(batch["middle_frame"], training=False))
