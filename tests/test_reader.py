@@ -114,6 +114,16 @@ def test_open_describes_the_store_and_reads_in_the_order_asked(store):
         assert train[2:4]["id"].tolist() == [expected[2]["id"], expected[3]["id"]]
 
 
+def test_split_all_is_every_done_sample_in_store_order(store):
+    expected = [row for split in ("train", "val", "test") for row in plain_read(store, split)]
+    with flowstore.open(store) as ds:
+        every = ds.split(flowstore.reader.ALL)
+        assert len(every) == 20 - len(NOT_DONE) and every.ids.tolist() == [
+            row["id"] for row in expected]  # (the tiny store lists its splits in this order)
+        assert_same_batch(every[list(range(len(every)))], expected)
+        assert pickle.loads(pickle.dumps(every)).ids.tolist() == every.ids.tolist()
+
+
 def test_batch_buffers_are_aligned(store):
     with flowstore.open(store) as ds:
         batch = ds.split("train")[[1, 2, 3]]

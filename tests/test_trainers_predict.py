@@ -136,8 +136,24 @@ def test_a_store_of_other_shapes_or_without_the_split_is_one_error_line(trained,
     assert "Traceback" not in result.output
 
 
+def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
+    """New clips in one folder are one class of a store, spread over its splits: `--split all`
+    scores them all, as of a class the run does not know."""
+    _, run = trained
+    new = make_tiny_store(tmp_path / "new.zarr", classes=("unknown",), per_class=(2, 1, 1),
+                          not_done=(1,))
+    result = runner.invoke(app, ["predict", str(run), "--store", str(new), "--split", "all"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = _rows(result.stdout)
+    assert [row["id"] for row in rows] == ["unknown_train_0000", "unknown_val_0000",
+                                           "unknown_test_0000"]
+    assert result.stderr.strip().endswith(
+        "no accuracy (no sample is of a class the run knows); 3 sample(s) of class(es) the "
+        "run does not know ('unknown') predicted, not counted")
+
+
 @pytest.mark.parametrize("args, message", [
-    (["--split", "all"], "error: --split must be one of train, val, test, got 'all'"),
+    (["--split", "every"], "error: --split must be one of train, val, test, all, got 'every'"),
     (["--store", "nowhere.zarr"], "nowhere.zarr"),
     (["--out", "{folder}"], "error: cannot write the predictions to "),
 ])

@@ -194,7 +194,9 @@ def predict(
     store: Optional[str] = typer.Option(
         None, "--store", help="Store to predict: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr "
                               "[the store the run trained on]."),
-    split: str = typer.Option("test", "--split", help="Split to predict: train, val or test."),
+    split: str = typer.Option("test", "--split",
+                              help="Split to predict: train, val, test, or all (every "
+                                   "finished sample of the store)."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Write the predictions CSV to this file [standard output]: id, "
                             "label, predicted, and a probability per class (p_CLASS)."),

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from flowstore.params import FLOW_METHODS
+from flowstore.reader import ALL
 from trainers.errors import ModelConfigError, ReportOutputError
 from trainers.recipes import Recipe
 from trainers.runs import RunRecord, require_run
@@ -261,8 +262,9 @@ def predict_run(run: str | Path, store: str | Path | None = None,
             as `open_run_samples` and `predict_samples`.
     """
     record = require_run(run, "run")
-    if split not in SPLITS:
-        raise ModelConfigError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in (*SPLITS, ALL):
+        raise ModelConfigError(f"--split must be one of {', '.join((*SPLITS, ALL))}, got "
+                               f"{split!r}")
     location = store if store is not None else record.store.get("path")
     if not location:
         raise ModelConfigError(f"run {str(record.path)!r} records no store path; name one "

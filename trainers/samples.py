@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from flowstore.reader import TF_ALIGNMENT, Split, StoreDataset, aligned_empty
+from flowstore.reader import ALL, TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, open_store
 from trainers.catalogue import FRAMES, MIDDLE_FRAME, ModelEntry, get_model
 from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
@@ -143,10 +143,11 @@ class StoreSamples:
         return self.reader.split(split, features=dict(self.inputs))
 
     def indices(self, split: str) -> np.ndarray:
-        """Store indices of the `done` samples of `split`, in store (manifest) order."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
-        if split not in self.reader.split_names:
+        """Store indices of the `done` samples of `split` (or of all, `ALL`), in store
+        (manifest) order."""
+        if split not in (*SPLITS, ALL):
+            raise ValueError(f"split must be one of {', '.join((*SPLITS, ALL))}, got {split!r}")
+        if split != ALL and split not in self.reader.split_names:
             return np.zeros(0, dtype=np.int64)
         return self.split(split).indices
 
@@ -159,10 +160,10 @@ class StoreSamples:
         """Like `indices`, but a split without finished samples is an error that says so."""
         found = self.indices(split)
         if found.size == 0:
-            raise NoSamplesError(
-                f"store {str(self.store.path)!r} has no finished {split!r} sample "
-                f"({int((self.reader.splits == split).sum())} in the split, none marked done)"
-            )
+            listed = (self.reader.splits.size if split == ALL
+                      else int((self.reader.splits == split).sum()))
+            raise NoSamplesError(f"store {str(self.store.path)!r} has no finished {split!r} "
+                                 f"sample ({listed} in the split, none marked done)")
         return found
 
     def read_sample(self, index: int) -> tuple[np.ndarray, ...]:

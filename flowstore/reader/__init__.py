@@ -17,11 +17,11 @@ from flowstore.reader.augment import (colour_jitter, compose, frame_views, horiz
                                       random_crop, random_frame, random_resized_crop,
                                       random_segment, segment_views)
 from flowstore.reader.buffers import TF_ALIGNMENT, aligned_empty
-from flowstore.reader.dataset import Split, StoreDataset
+from flowstore.reader.dataset import ALL, Split, StoreDataset
 from flowstore.reader.encoding import Encoding
 
 open = StoreDataset.open  # noqa: A001 (flowstore.open mirrors zarr.open / h5py.File)
 
-__all__ = ["TF_ALIGNMENT", "Encoding", "Split", "StoreDataset", "aligned_empty", "compose",
+__all__ = ["ALL", "TF_ALIGNMENT", "Encoding", "Split", "StoreDataset", "aligned_empty", "compose",
            "colour_jitter", "frame_views", "horizontal_flip", "open", "random_crop",
            "random_frame", "random_resized_crop", "random_segment", "segment_views"]

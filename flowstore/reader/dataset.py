@@ -21,6 +21,9 @@ import numpy as np
 
 from flowstore.errors import FlowstoreError, StoreError
 from flowstore.manifest import SPLITS
+
+#: The name of the "split" of every done sample of a store, whatever its split (`split(ALL)`).
+ALL = "all"
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, is_url, open_store
@@ -126,7 +129,9 @@ class StoreDataset:
         """The `done` samples of split `name`, in store (manifest) order.
 
         Args:
-            name: "train", "val", "test" (whatever the store's `split` column holds).
+            name: "train", "val", "test" (whatever the store's `split` column holds), or
+                "all" (`ALL`): every done sample, whatever its split (to score or extract
+                features from a whole store, such as new clips of one folder).
             features: the arrays to read (default: all), or a mapping key -> array to name
                 them in the batches (e.g. `{"frame": "middle_frame", "flow": "flow"}`).
             float_dtype: "float16" or "float32" for float and decoded (quantized) features;
@@ -180,7 +185,7 @@ class Split:
                  ) -> None:
         # a standard split with no rows (a split file without val) is empty, as is one with
         # rows but none done; any other name is a typo
-        if name not in source.split_names and name not in SPLITS:
+        if name != ALL and name not in source.split_names and name not in SPLITS:
             raise ValueError(f"store {source.location!r} has no split {name!r} "
                              f"(it has {', '.join(source.split_names) or 'none'})")
         if features is None:
@@ -200,7 +205,8 @@ class Split:
         self.name = name
         self.features: dict[str, str] = mapping
         self.float_dtype = float_dtype
-        self.indices = np.flatnonzero((source.splits == name) & source.done).astype(np.int64)
+        chosen = source.done if name == ALL else (source.splits == name) & source.done
+        self.indices = np.flatnonzero(chosen).astype(np.int64)
         self._location, self._identity = source.location, source.identity
         self._reopened = False  # True once `source` reopened the store for this split alone
         self._attach(source)
