@@ -137,8 +137,8 @@ def test_a_store_of_other_shapes_or_without_the_split_is_one_error_line(trained,
 
 
 def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
-    """New clips in one folder are one class of a store, spread over its splits: `--split all`
-    scores them all, as of a class the run does not know."""
+    """A store's samples are spread over its splits: `--split all` scores every finished one
+    (here of a class the run does not know: predicted, counted in no accuracy)."""
     _, run = trained
     new = make_tiny_store(tmp_path / "new.zarr", classes=("unknown",), per_class=(2, 1, 1),
                           not_done=(1,))
