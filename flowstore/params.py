@@ -430,6 +430,12 @@ class ImageParams:
         return {"extraction": EXTRACTION_VERSION}
 
 
+#: The value a store's `params` means by leaving out a `RECORDED_UNLESS_DEFAULT` field.
+UNRECORDED_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for cls in (VideoParams, ImageParams) for f in dataclasses.fields(cls)
+    if f.metadata.get("recorded_unless_default")}
+
+
 def to_dict(params: Any) -> dict[str, Any]:
     """Plain nested dict of a parameter dataclass (what goes into store attributes).
 

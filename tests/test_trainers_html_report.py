@@ -85,7 +85,8 @@ def _predictions(labels: np.ndarray, predicted: np.ndarray) -> SplitPredictions:
     return SplitPredictions(classes=classes, ids=np.array([f"clip{k}" for k in range(8)]),
                             labels=labels, predicted=predicted,
                             probabilities=np.eye(4, dtype=np.float32)[predicted],
-                            true_classes=np.array([classes[k] for k in labels], dtype=object))
+                            true_classes=np.array([classes[k] for k in labels], dtype=object),
+                            splits=np.array(["test"] * 8))
 
 def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
     page = Page(report_file.read_text())

@@ -63,7 +63,9 @@ def test_a_run_predicts_its_stores_test_split_as_it_scored_it(trained):
     ids, names, probabilities = _by_hand(run, store, "test")
     assert [row["id"] for row in rows] == ids  # store order, every test sample once
     assert [row["label"] for row in rows] == names
-    assert list(rows[0]) == ["id", "label", "predicted", *(f"p_{c}" for c in TVHI_CLASSES)]
+    assert list(rows[0]) == ["id", "split", "label", "predicted",
+                             *(f"p_{c}" for c in TVHI_CLASSES)]
+    assert {row["split"] for row in rows} == {"test"}
     shown = np.array([[float(row[f"p_{c}"]) for c in TVHI_CLASSES] for row in rows])
     np.testing.assert_allclose(shown, probabilities, atol=2e-5)
     assert [row["predicted"] for row in rows] == [TVHI_CLASSES[k]
@@ -145,8 +147,10 @@ def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
     result = runner.invoke(app, ["predict", str(run), "--store", str(new), "--split", "all"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = _rows(result.stdout)
-    assert [row["id"] for row in rows] == ["unknown_train_0000", "unknown_val_0000",
-                                           "unknown_test_0000"]
+    assert [(row["id"], row["split"]) for row in rows] == [
+        ("unknown_train_0000", "train"), ("unknown_val_0000", "val"),
+        ("unknown_test_0000", "test")]
+    assert "3 sample(s) of all splits of" in result.stderr
     assert result.stderr.strip().endswith(
         "no accuracy (no sample is of a class the run knows); 3 sample(s) of class(es) the "
         "run does not know ('unknown') predicted, not counted")
@@ -199,7 +203,97 @@ def test_a_model_is_told_of_the_extraction_it_reads_only(trained, tmp_path):
         changed = type(record)(resized.path, {**resized.metrics, "model": model})
         samples = open_run_samples(changed, other)
         try:
-            assert "resize 'unset', not 'center-crop'" in extraction_differences(changed,
-                                                                                 samples)
+            assert "resize 'stretch', not 'center-crop'" in extraction_differences(changed,
+                                                                                   samples)
         finally:
             samples.store.close()
+
+
+def test_a_middle_frame_model_is_not_told_of_steps_nor_a_float_store_of_its_flow_bound(
+        trained, tmp_path):
+    """The middle frame is the clip's whatever the steps; `flow_bound` means something only to
+    uint8 flow. A flow model is told of other steps (its shapes would refuse them first) and
+    of another sampling."""
+    _, run = trained
+    record = read_run(run)
+    other = make_tiny_store(tmp_path / "seg.zarr", steps=4, segments=2)
+    samples = open_run_samples(record, other)
+    try:
+        assert extraction_differences(record, samples) == ()
+    finally:
+        samples.store.close()
+    bound = {**record.store["params"], "flow_bound": 20.0}
+    flow_record = type(record)(record.path, {**record.metrics, "model": "flow", "store": {
+        **record.store, "params": bound}})
+    samples = open_run_samples(flow_record, other)
+    try:
+        assert extraction_differences(flow_record, samples) == (
+            "sampling 'segments', not 'linspace'", "segments 2, not None", "stack 2, not None")
+    finally:
+        samples.store.close()
+
+
+def test_out_is_never_the_store_read_nor_inside_the_run(trained, tmp_path):
+    store, run = trained
+    copy = tmp_path / "copy.h5"
+    make_tiny_store(copy, per_class=(3, 1, 3))
+    before = copy.read_bytes()
+    for args in (["--store", str(copy), "--out", str(copy)],
+                 ["--out", str(run / "metrics.json")],
+                 ["--out", str(store / "p.csv")]):
+        result = runner.invoke(app, ["predict", str(run), *args])
+        assert result.exit_code == 2, result.output
+        assert "lies inside it; give the predictions another path" in result.stderr
+        assert len(result.output.strip().splitlines()) == 1
+    assert copy.read_bytes() == before
+    assert read_run(run) is not None and not (store / "p.csv").exists()
+
+
+def test_a_written_file_has_the_mode_a_plain_write_gives(trained, tmp_path):
+    import os
+
+    _, run = trained
+    out = tmp_path / "p.csv"
+    mask = os.umask(0o027)
+    try:
+        assert runner.invoke(app, ["predict", str(run), "--out", str(out)]).exit_code == 0
+        assert out.stat().st_mode & 0o777 == 0o640
+        out.chmod(0o604)  # an earlier file keeps its mode
+        assert runner.invoke(app, ["predict", str(run), "--out", str(out)]).exit_code == 0
+        assert out.stat().st_mode & 0o777 == 0o604
+    finally:
+        os.umask(mask)
+
+
+def test_a_run_whose_files_disagree_or_whose_store_changed_is_told(trained, tmp_path):
+    import shutil
+
+    store, run = trained
+    edited = tmp_path / "edited"
+    shutil.copytree(run, edited)
+    metrics = json.loads((edited / "metrics.json").read_text())
+    (edited / "metrics.json").write_text(json.dumps({**metrics, "model": "flow"}))
+    result = runner.invoke(app, ["predict", str(edited)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.strip().splitlines() == [
+        f"error: run {str(edited)!r}: its model.keras reads the input(s) 'frame', its "
+        f"metrics.json's model 'flow' is fed 'flow' (the two files disagree: a run directory "
+        f"edited or put together by hand?)"]
+    # The run's own store, a test sample unmarked since: the accuracy is not the recorded one.
+    moved = tmp_path / "store.zarr"
+    shutil.copytree(store, moved)
+    from flowstore.store import open_store
+
+    opened = open_store(moved, mode="r+")
+    try:
+        done = opened.read("done", slice(None)).copy()
+        done[-1] = False
+        opened.write("done", slice(None), done)
+        opened.flush()
+    finally:
+        opened.close()
+    result = runner.invoke(app, ["predict", str(run), "--store", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert ("(the run's own)" in result.stderr and "; the store held 12 finished test sample(s) "
+            "when the run trained (built further, or samples unmarked, since), so this is not "
+            "the accuracy it recorded" in result.stderr)

@@ -87,7 +87,7 @@ class ModelEntry:
     @property
     def reads_flow(self) -> bool:
         """Whether the model reads the `flow` array (what `subtract_mean_flow` applies to)."""
-        return "flow" in self.arrays
+        return FLOW in self.arrays
 
     @property
     def bases(self) -> tuple[str, ...]:
@@ -96,6 +96,7 @@ class ModelEntry:
 
 
 MIDDLE_FRAME, FRAMES = "middle_frame", "frames"  # a video's single frame, its per-step frames
+FLOW = "flow"
 
 _CATALOGUE: dict[str, ModelEntry] = {}
 _NAMES: dict[str, str] = {}  # name or alias -> name

@@ -207,7 +207,7 @@ def predict(
         from trainers.predict import check_csv_output, predict_run, write_csv
 
         if out is not None:
-            check_csv_output(out)
+            check_csv_output(out, run_dir, store)
         found = predict_run(run_dir, store, split)
         if out is None:
             typer.echo(found.predictions.csv_text(), nl=False)

@@ -22,8 +22,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trainers.errors import ReportOutputError
-from trainers.html_report import (PredictedTestSplits, StoreUnavailable, check_output,
-                                  confusion_png, curves_png, figure_png)
+from trainers.html_report import (PredictedTestSplits, StoreUnavailable, confusion_png,
+                                  curves_png, figure_png)
+from trainers.outputs import check_output
 from trainers.report import _name, _ordered, recorded_test_accuracy, run_recipe
 from trainers.runs import RunRecord, latest_runs
 

@@ -20,12 +20,9 @@ each model predicts once (`PredictedTestSplits`): on Stanford-40, thousands of i
 from __future__ import annotations
 
 import base64
-import errno
 import html
 import io
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -41,7 +38,8 @@ from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
 from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
                              UnknownModelError, WrongDatasetError)
-from trainers.predict import SplitPredictions, open_run_samples, predict_samples
+from trainers.outputs import check_output, write_whole
+from trainers.predict import SplitPredictions, open_run_samples, predict_samples, run_recipe
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
@@ -95,13 +93,7 @@ def write_html_report(runs_dir: str | Path, out: str | Path,
     """
     out = Path(out)
     check_report_outputs(runs_dir, out, None)
-    page = html_report(runs_dir, predicted)
-    try:
-        out.write_text(page, encoding="utf-8")
-    except OSError as exc:
-        raise ReportOutputError(f"cannot write the HTML report to {str(out)!r}: "
-                                f"{exc.strerror or exc}") from None
-    return out
+    return write_whole(out, html_report(runs_dir, predicted), "the HTML report")
 
 
 def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path | None) -> None:
@@ -118,25 +110,6 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
         check_output(html, "the HTML report", folder=False)
     if figures is not None:
         check_output(figures, "the figures", folder=True)
-
-
-def check_output(path: Path, what: str, *, folder: bool) -> None:
-    """Refuse an output that cannot be written before any model predicts its test split (on
-    the real runs, minutes): the folder (`path`, or the file's) is made, and a temporary file
-    made in it, since permissions do not tell (root passes them; a read-only mount does not).
-
-    Raises:
-        ReportOutputError: it cannot be written.
-    """
-    try:
-        if not folder and path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        target = path if folder else path.parent
-        target.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=target).close()
-    except OSError as exc:
-        raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
-                                f"{exc.strerror or exc}") from None
 
 
 def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = None) -> str:
@@ -181,6 +154,10 @@ def predict_test(record: RunRecord) -> SplitPredictions:
     location = record.store.get("path")
     if not location:
         raise StoreUnavailable("metrics.json records no store path")
+    try:
+        run_recipe(record)
+    except ModelConfigError as exc:
+        raise StoreUnavailable(str(exc)) from None
     try:
         samples = open_run_samples(record, location)
     except (StoreError, WrongDatasetError, ModelConfigError) as exc:

@@ -14,20 +14,24 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.params import FLOW_METHODS
+from flowstore.params import FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
+from flowstore.store import is_url
+from trainers.catalogue import FLOW, FRAMES
 from trainers.errors import ModelConfigError, ReportOutputError
+from trainers.outputs import check_output, write_whole
 from trainers.recipes import Recipe
-from trainers.runs import RunRecord, require_run
+from trainers.runs import RunRecord, read_run, require_run
 from trainers.samples import SPLITS, StoreSamples, open_samples
+
+#: Store parameters that say which steps of a clip a sample holds.
+STEP_PARAMS = ("steps", "sampling", "segments", "stack")
 
 #: Rows a prediction batch holds (inference only: memory, not results, depends on it). A
 #: views run's clips are a row per view, so its batches hold fewer clips: 8 clips of a
@@ -47,6 +51,7 @@ class SplitPredictions:
         predicted: the class of the highest probability.
         probabilities: `(samples, classes)` softmax of the (views' mean) logits.
         true_classes: each sample's class name as the store names it.
+        splits: each sample's split in the store.
     """
 
     classes: tuple[str, ...]
@@ -55,6 +60,7 @@ class SplitPredictions:
     predicted: np.ndarray
     probabilities: np.ndarray
     true_classes: np.ndarray
+    splits: np.ndarray
 
     @property
     def known(self) -> np.ndarray:
@@ -90,13 +96,15 @@ class SplitPredictions:
         return wrong[np.lexsort((labels, rank))]
 
     def csv_text(self) -> str:
-        """One row per sample: `id`, `label` (the store's class name), `predicted`, then the
-        probability of each of the run's classes (`p_CLASS`)."""
+        """One row per sample: `id`, `split`, `label` (the store's class name), `predicted`,
+        then the probability of each of the run's classes (`p_CLASS`)."""
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["id", "label", "predicted", *(f"p_{name}" for name in self.classes)])
+        writer.writerow(["id", "split", "label", "predicted",
+                         *(f"p_{name}" for name in self.classes)])
         for k in range(self.ids.size):
-            writer.writerow([self.ids[k], self.true_classes[k], self.classes[self.predicted[k]],
+            writer.writerow([self.ids[k], self.splits[k], self.true_classes[k],
+                             self.classes[self.predicted[k]],
                              *(f"{p:.6f}" for p in self.probabilities[k])])
         return out.getvalue()
 
@@ -110,17 +118,25 @@ class RunPredictions:
     fingerprint: str
     split: str
     predictions: SplitPredictions
-    #: How the store's extraction differs from that of the store the run trained on
-    #: ("flow_bound 8.0, not 20.0"); empty when it does not.
+    #: How the store's extraction differs, in what the model reads, from that of the store
+    #: the run trained on ("resize 'center-crop', not 'stretch'"); empty when it does not.
     differences: tuple[str, ...]
 
+    @property
+    def own_store(self) -> bool:
+        return bool(self.run.fingerprint) and self.fingerprint == self.run.fingerprint
+
     def summary(self) -> str:
-        """One line: what was predicted from what, and the accuracy where there is one."""
+        """One line: what was predicted from what, and the accuracy where there is one (and,
+        on the run's own store, whether it is the accuracy the run recorded)."""
         predictions = self.predictions
-        own = (" (the run's own)" if self.fingerprint == self.run.fingerprint
-               else f" (the run's: {self.run.fingerprint[:8]})")
-        line = (f"{self.run.path.name}: {predictions.ids.size} {self.split} sample(s) of "
-                f"{self.store}, store {self.fingerprint[:8]}{own}: ")
+        which = (f"{predictions.ids.size} sample(s) of all splits" if self.split == ALL
+                 else f"{predictions.ids.size} {self.split} sample(s)")
+        own = ("the run's own" if self.own_store else
+               f"the run's: {self.run.fingerprint[:8]}" if self.run.fingerprint else
+               "the run records no store fingerprint")
+        line = (f"{self.run.path.name}: {which} of {self.store}, store "
+                f"{self.fingerprint[:8]} ({own}): ")
         unknown = sorted(set(predictions.true_classes[~predictions.known].tolist()))
         accuracy = predictions.accuracy
         if accuracy is None:
@@ -131,6 +147,11 @@ class RunPredictions:
         if unknown:
             line += (f"; {int((~predictions.known).sum())} sample(s) of class(es) the run does "
                      f"not know ({', '.join(map(repr, unknown))}) predicted, not counted")
+        trained_on = (self.run.samples or {}).get(self.split)
+        if self.own_store and trained_on is not None and trained_on != predictions.ids.size:
+            line += (f"; the store held {trained_on} finished {self.split} sample(s) when the "
+                     f"run trained (built further, or samples unmarked, since), so this is not "
+                     f"the accuracy it recorded")
         return line
 
 
@@ -207,7 +228,8 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
     return SplitPredictions(classes=classes, ids=np.asarray(rows.ids), labels=labels,
                             predicted=np.argmax(logits, axis=-1).astype(np.int64),
                             probabilities=probabilities.astype(np.float32),
-                            true_classes=true_classes)
+                            true_classes=true_classes,
+                            splits=np.asarray(samples.reader.splits[rows.indices]))
 
 
 def run_classes(record: RunRecord, count: int) -> tuple[str, ...]:
@@ -222,8 +244,14 @@ def _check_shapes(record: RunRecord, samples: StoreSamples, recipe: Recipe, mode
     frame side or flow steps), before Keras fails deep inside `predict`."""
     wanted = {tensor.name: tuple(tensor.shape[1:]) for tensor in model.inputs}
     given = samples.input_shapes(recipe)
+    if set(wanted) != set(given):
+        raise ModelConfigError(
+            f"run {str(record.path)!r}: its model.keras reads the input(s) "
+            f"{', '.join(map(repr, sorted(wanted)))}, its metrics.json's model "
+            f"{record.model!r} is fed {', '.join(map(repr, sorted(given)))} (the two files "
+            f"disagree: a run directory edited or put together by hand?)")
     for name, shape in given.items():
-        if name in wanted and tuple(wanted[name]) != tuple(shape):
+        if tuple(wanted[name]) != tuple(shape):
             raise ModelConfigError(
                 f"store {str(samples.store.path)!r} gives {record.model}'s {name!r} input "
                 f"samples of shape {tuple(shape)}; run {record.path.name!r} reads "
@@ -231,20 +259,35 @@ def _check_shapes(record: RunRecord, samples: StoreSamples, recipe: Recipe, mode
 
 
 def extraction_differences(record: RunRecord, samples: StoreSamples) -> tuple[str, ...]:
-    """How the store's extraction parameters differ from those of the run's store, as
-    "resize 'center-crop', not 'unset'" phrases: samples the model reads extracted otherwise
-    (another flow algorithm, resize or decoder) are not what it learnt from, though they have
-    its shapes. A model that reads no flow is not told of the flow's parameters."""
+    """How the store's extraction differs from that of the run's store in what the model
+    reads, as "resize 'center-crop', not 'stretch'" phrases (a parameter a store leaves out read
+    as its default, `UNRECORDED_DEFAULTS`): samples extracted otherwise (another flow
+    algorithm, resize or decoder) are not what the model learnt from, though they have its
+    shapes. A model reading no flow is not told of the flow's parameters, one reading no
+    per-step array (`frames`, `flow`) not of the steps and their sampling (the middle frame is
+    the clip's, whatever they are), and `flow_bound` counts only where a store holds uint8
+    flow (the only encoding that uses it)."""
     ran, here = record.store.get("params") or {}, samples.info.params
-    return tuple(f"{key} {here.get(key, 'unset')!r}, not {ran.get(key, 'unset')!r}"
+    arrays = set(samples.inputs.values())
+    reads_flow, reads_steps = FLOW in arrays, bool(arrays & {FLOW, FRAMES})
+    quantized = "uint8" in (ran.get("flow_dtype"), here.get("flow_dtype"))
+
+    def value(params: Mapping[str, Any], key: str) -> Any:
+        return params[key] if key in params else UNRECORDED_DEFAULTS.get(key, "unset")
+
+    def seen(key: str) -> bool:
+        if param_of_flow(key):
+            return reads_flow and (key != "flow_bound" or quantized)
+        return reads_steps or key not in STEP_PARAMS
+
+    return tuple(f"{key} {value(here, key)!r}, not {value(ran, key)!r}"
                  for key in dict.fromkeys([*ran, *here])
-                 if ran.get(key) != here.get(key)
-                 and (samples.entry.reads_flow or not _describes_flow(key)))
+                 if seen(key) and value(ran, key) != value(here, key))
 
 
-def _describes_flow(param: str) -> bool:
+def param_of_flow(param: str) -> bool:
     """Whether a store parameter is one of the flow's (its encoding, or an algorithm's
-    settings), which a model reading frames alone does not see."""
+    settings)."""
     return param.startswith("flow") or param in FLOW_METHODS
 
 
@@ -266,7 +309,7 @@ def predict_run(run: str | Path, store: str | Path | None = None,
         raise ModelConfigError(f"--split must be one of {', '.join((*SPLITS, ALL))}, got "
                                f"{split!r}")
     location = store if store is not None else record.store.get("path")
-    if not location:
+    if store is None and not location:
         raise ModelConfigError(f"run {str(record.path)!r} records no store path; name one "
                                f"with --store")
     samples = open_run_samples(record, location)
@@ -280,42 +323,35 @@ def predict_run(run: str | Path, store: str | Path | None = None,
         samples.store.close()
 
 
-def check_csv_output(out: str | Path) -> None:
-    """Refuse a predictions file that cannot be written before the model predicts (minutes on
-    a large split), as `trainers report` checks its outputs.
+def check_csv_output(out: str | Path, run: str | Path, store: str | Path | None) -> None:
+    """Refuse a predictions file that cannot be written, or would be written over the store
+    it predicts or into the run directory, before the model predicts (minutes on a large
+    split).
 
     Raises:
-        ReportOutputError: it cannot be written.
+        ReportOutputError: it cannot be written, or is one of those.
     """
-    from trainers.html_report import check_output
-
-    check_output(Path(out), "the predictions", folder=False)
+    out = Path(out)
+    record = read_run(run)
+    location = store if store is not None else (record.store.get("path") if record else None)
+    places = [("the run directory", Path(run), True)]
+    if location and not is_url(str(location)):
+        places.append(("the store", Path(location), True))
+    for what, place, inside in places:
+        target, place = out.resolve(), place.resolve()
+        if target == place or (inside and place in target.parents):
+            raise ReportOutputError(f"--out {str(out)!r} is {what} or lies inside it; give the "
+                                    f"predictions another path")
+    check_output(out, "the predictions", folder=False)
 
 
 def write_csv(predictions: SplitPredictions, out: str | Path) -> Path:
-    """Write `predictions.csv_text()` to `out` whole or not at all (a temporary file renamed
-    over it), so a failure leaves no half-written file and an earlier one as it was.
+    """Write `predictions.csv_text()` to `out`, whole or not at all (`write_whole`).
 
     Raises:
         ReportOutputError: the file cannot be written.
     """
-    out = Path(out)
-    text = predictions.csv_text()
-    try:
-        handle, temporary = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.",
-                                             suffix=".partial")
-    except OSError as exc:
-        raise ReportOutputError(f"cannot write {str(out)!r} "
-                                f"({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            file.write(text)
-        os.replace(temporary, out)
-    except OSError as exc:
-        Path(temporary).unlink(missing_ok=True)
-        raise ReportOutputError(f"cannot write {str(out)!r} "
-                                f"({exc.strerror or exc})") from None
-    return out
+    return write_whole(Path(out), predictions.csv_text(), "the predictions")
 
 
 __all__: Sequence[str] = ["PREDICT_BATCH", "RunPredictions", "SplitPredictions",

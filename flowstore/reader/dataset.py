@@ -21,9 +21,6 @@ import numpy as np
 
 from flowstore.errors import FlowstoreError, StoreError
 from flowstore.manifest import SPLITS
-
-#: The name of the "split" of every done sample of a store, whatever its split (`split(ALL)`).
-ALL = "all"
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, is_url, open_store
@@ -32,6 +29,8 @@ from flowstore.store.checksum import check_manifest_columns
 
 #: Keys of a batch that are not features.
 LABEL, ID = "label", "id"
+#: The name of the "split" of every done sample of a store, whatever its split (`split(ALL)`).
+ALL = "all"
 
 #: An augmentation: a batch and a seeded generator in, a batch out (`flowstore.reader.augment`).
 Augmentation = Callable[[dict[str, np.ndarray], np.random.Generator], dict[str, np.ndarray]]

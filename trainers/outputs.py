@@ -1,0 +1,71 @@
+"""Files the trainers write for a reader (`trainers report --html/--out`, `trainers predict
+--out`): checked to be writable before minutes of predicting, and written whole or not at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tempfile
+from pathlib import Path
+
+from trainers.errors import ReportOutputError
+
+
+def check_output(path: Path, what: str, *, folder: bool) -> None:
+    """Refuse an output that cannot be written before any model predicts (on the real runs,
+    minutes): the folder (`path`, or the file's) is made, and a temporary file made in it,
+    since permissions do not tell (root passes them; a read-only mount does not).
+
+    Raises:
+        ReportOutputError: it cannot be written.
+    """
+    try:
+        if not folder and path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        target = path if folder else path.parent
+        target.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=target).close()
+    except OSError as exc:
+        raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
+                                f"{exc.strerror or exc}") from None
+
+
+def write_whole(path: Path, text: str, what: str) -> Path:
+    """Write `text` (UTF-8) to `path` through a temporary file renamed over it, so that a
+    failure (a full disk, Ctrl-C) leaves no half-written file and an earlier one as it was.
+    The file gets the mode a plain write would give it: an earlier file's, else the umask's.
+
+    Raises:
+        ReportOutputError: it cannot be written.
+    """
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        mode = 0o666 & ~_umask()
+    try:
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                             suffix=".partial")
+    except OSError as exc:
+        raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
+                                f"{exc.strerror or exc}") from None
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+        os.chmod(temporary, mode)
+        os.replace(temporary, path)
+    except BaseException as exc:
+        Path(temporary).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
+                                    f"{exc.strerror or exc}") from None
+        raise
+    return path
+
+
+def _umask() -> int:
+    """The process's umask (which can only be read by setting it: set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
