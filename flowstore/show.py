@@ -38,6 +38,7 @@ import numpy as np
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.flow_image import flow_to_rgb, wheel_legend
 from flowstore.params import check_seed
+from flowstore.store import is_url
 
 #: Steps per row of a video picture.
 COLUMNS = 8
@@ -127,6 +128,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
                                  f"(`flowstore verify` says whether the store is damaged)")
         indices = _select(dataset, str(store), ids, per_class, seed)
         out = Path(out)
+        _refuse_inside(out, store)
         _make_folder(out)
         result = ShowResult()
         splits: dict[str, Any] = {}
@@ -158,6 +160,17 @@ def _file_name(class_name: str, label: int) -> str:
     name = class_name.replace("/", "_").replace("\\", "_")
     name = "_" + name if name.startswith(".") else name
     return name if name == class_name else f"{name}-{label}"
+
+
+def _refuse_inside(out: Path, store: str | os.PathLike) -> None:
+    """Pictures are never written into the store they show: a store folder holds its arrays
+    alone (`inspect --bytes` would count them, `--overwrite` delete them with it)."""
+    if is_url(str(store)):
+        return
+    place, target = Path(store).resolve(), out.resolve()
+    if target == place or place in target.parents:
+        raise ParameterError(f"--out {str(out)!r} is the store or lies inside it; give the "
+                             f"pictures another folder")
 
 
 def _make_folder(folder: Path) -> None:

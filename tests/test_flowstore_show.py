@@ -249,6 +249,14 @@ def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     assert "missing.zarr" in assert_one_line_error(missing)
     zero = flowstore_cli("show", stores["float16"], "--out", tmp_path / "x", "--per-class", "0")
     assert "--per-class" in assert_one_line_error(zero)
+    # pictures never go into the store they show (nor over it)
+    before = sorted(p.relative_to(stores["float16"]) for p in stores["float16"].rglob("*"))
+    for out in ("float16.zarr/pictures", "float16.zarr/pictures/nested", "float16.zarr"):
+        inside = flowstore_cli("show", "float16.zarr", "--out", out)
+        assert assert_one_line_error(inside).endswith(
+            f"--out {out!r} is the store or lies inside it; give the pictures another folder")
+    assert sorted(p.relative_to(stores["float16"])
+                  for p in stores["float16"].rglob("*")) == before
 
 
 @pytest.mark.parametrize("lost", ["frames", "middle_frame"])
