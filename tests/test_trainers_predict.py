@@ -297,3 +297,42 @@ def test_a_run_whose_files_disagree_or_whose_store_changed_is_told(trained, tmp_
     assert ("(the run's own)" in result.stderr and "; the store held 12 finished test sample(s) "
             "when the run trained (built further, or samples unmarked, since), so this is not "
             "the accuracy it recorded" in result.stderr)
+
+
+def test_top_k_counts_a_sample_whose_class_is_among_the_k_most_probable():
+    from trainers.predict import SplitPredictions
+
+    probabilities = np.array([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1],
+                              [0.2, 0.5, 0.3]], np.float32)
+    labels = np.array([1, 0, 2, -1])  # second, third, third most probable; one unknown class
+    predictions = SplitPredictions(
+        classes=("a", "b", "c"), ids=np.array(["s0", "s1", "s2", "s3"]), labels=labels,
+        predicted=probabilities.argmax(1), probabilities=probabilities,
+        true_classes=np.array(["b", "a", "c", "d"], dtype=object), splits=np.array(["test"] * 4))
+    assert predictions.accuracy == 0.0
+    assert predictions.top_k_accuracy(1) == 0.0
+    assert predictions.top_k_accuracy(2) == pytest.approx(1 / 3)
+    assert predictions.top_k_accuracy(3) == 1.0
+
+
+@pytest.mark.parametrize("count", [5, 6])
+def test_the_summary_adds_top_5_for_more_than_five_classes(count):
+    from pathlib import Path
+
+    from trainers.predict import RunPredictions, SplitPredictions
+    from trainers.runs import RunRecord
+
+    classes = tuple("abcdef"[:count])
+    probabilities = np.tile(np.linspace(1, 2, count, dtype=np.float32), (2, 1))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)  # the last class most probable
+    predictions = SplitPredictions(
+        classes=classes, ids=np.array(["s0", "s1"]), labels=np.array([0, count - 2]),
+        predicted=np.full(2, count - 1), probabilities=probabilities,
+        true_classes=np.array([classes[0], classes[-2]], dtype=object),
+        splits=np.array(["test", "test"]))
+    found = RunPredictions(run=RunRecord(Path("runs/r"), {"store": {"fingerprint": "f" * 64}}),
+                           store="s.zarr", fingerprint="e" * 64, split="test",
+                           predictions=predictions, differences=())
+    assert found.summary() == (
+        "r: 2 test sample(s) of s.zarr, store eeeeeeee (the run's: ffffffff): accuracy 0.0000 "
+        "(0 of 2)" + (", top-5 0.5000" if count > 5 else ""))

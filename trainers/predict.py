@@ -30,6 +30,8 @@ from trainers.recipes import Recipe
 from trainers.runs import RunRecord, read_run, require_run
 from trainers.samples import SPLITS, StoreSamples, open_samples
 
+#: The k of the top-k accuracy `trainers predict` also prints, for stores of more classes.
+TOP_K = 5
 #: Store parameters that say which steps of a clip a sample holds.
 STEP_PARAMS = ("steps", "sampling", "segments", "stack")
 
@@ -76,6 +78,15 @@ class SplitPredictions:
         """Correct predictions over the samples of classes the run knows; None if none is."""
         known = int(self.known.sum())
         return self.correct / known if known else None
+
+    def top_k_accuracy(self, k: int) -> float | None:
+        """The share of the samples of known classes whose class is among the `k` most
+        probable (UCF101's and Kinetics' top-5); None if no sample is of a known class."""
+        known = self.known
+        if not known.any():
+            return None
+        top = np.argsort(-self.probabilities[known], axis=1, kind="stable")[:, :k]
+        return float((top == self.labels[known, None]).any(axis=1).mean())
 
     @property
     def confusion(self) -> np.ndarray:
@@ -144,6 +155,8 @@ class RunPredictions:
         else:
             line += (f"accuracy {accuracy:.4f} ({predictions.correct} of "
                      f"{int(predictions.known.sum())})")
+            if len(predictions.classes) > TOP_K:
+                line += f", top-{TOP_K} {predictions.top_k_accuracy(TOP_K):.4f}"
         if unknown:
             line += (f"; {int((~predictions.known).sum())} sample(s) of class(es) the run does "
                      f"not know ({', '.join(map(repr, unknown))}) predicted, not counted")
