@@ -235,6 +235,10 @@ FLOW_METHODS: dict[str, type] = {"farneback": FarnebackParams, "tvl1": TVL1Param
                                  "dis": DISParams}
 
 
+#: The key of a store's `params` naming its flow algorithm (absent: Farneback, `flow_record`).
+FLOW_METHOD = "flow_method"
+
+
 def flow_record(flow: FlowParams) -> dict[str, Any]:
     """How a store records its flow algorithm: Farneback as stores always did (its parameters
     under `farneback`, no method named, so stores built before the choice existed keep their
@@ -243,12 +247,12 @@ def flow_record(flow: FlowParams) -> dict[str, Any]:
     values = dataclasses.asdict(flow)
     if isinstance(flow, FarnebackParams):
         return {"farneback": values}
-    return {"flow_method": flow.method, flow.method: values}
+    return {FLOW_METHOD: flow.method, flow.method: values}
 
 
 def flow_from_record(values: Mapping[str, Any]) -> FlowParams:
     """The flow parameters a store's `params` record (the inverse of `flow_record`)."""
-    method = values.get("flow_method", "farneback")
+    method = values.get(FLOW_METHOD, "farneback")
     if method not in FLOW_METHODS:
         raise ParameterError(f"the store's flow_method {method!r} is unknown to this flowstore "
                              f"(it knows {', '.join(FLOW_METHODS)})")

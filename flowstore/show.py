@@ -38,7 +38,7 @@ import numpy as np
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.flow_image import flow_to_rgb, wheel_legend
 from flowstore.params import check_seed
-from flowstore.store import is_url
+from flowstore.store import lies_within
 
 #: Steps per row of a video picture.
 COLUMNS = 8
@@ -165,10 +165,7 @@ def _file_name(class_name: str, label: int) -> str:
 def _refuse_inside(out: Path, store: str | os.PathLike) -> None:
     """Pictures are never written into the store they show: a store folder holds its arrays
     alone (`inspect --bytes` would count them, `--overwrite` delete them with it)."""
-    if is_url(str(store)):
-        return
-    place, target = Path(store).resolve(), out.resolve()
-    if target == place or place in target.parents:
+    if lies_within(out, store):
         raise ParameterError(f"--out {str(out)!r} is the store or lies inside it; give the "
                              f"pictures another folder")
 

@@ -118,6 +118,7 @@ def test_split_all_is_every_done_sample_in_store_order(store):
     expected = [row for split in ("train", "val", "test") for row in plain_read(store, split)]
     with flowstore.open(store) as ds:
         every = ds.split(flowstore.reader.ALL)
+        assert every.indices.tolist() == np.flatnonzero(ds.done).tolist()  # store order
         assert len(every) == 20 - len(NOT_DONE) and every.ids.tolist() == [
             row["id"] for row in expected]  # (the tiny store lists its splits in this order)
         assert_same_batch(every[list(range(len(every)))], expected)

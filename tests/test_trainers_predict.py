@@ -336,3 +336,70 @@ def test_the_summary_adds_top_5_for_more_than_five_classes(count):
     assert found.summary() == (
         "r: 2 test sample(s) of s.zarr, store eeeeeeee (the run's: ffffffff): accuracy 0.0000 "
         "(0 of 2)" + (", top-5 0.5000" if count > 5 else ""))
+
+
+def test_a_failed_write_leaves_the_earlier_file_and_a_link_is_written_through(
+        trained, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import trainers.outputs
+
+    _, run = trained
+    out = tmp_path / "p.csv"
+    out.write_text("an earlier file\n")
+
+    def full_disk(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(trainers.outputs.os, "replace", full_disk)
+    result = runner.invoke(app, ["predict", str(run), "--out", str(out)])
+    assert result.exit_code == 2 and result.output.strip().splitlines() == [
+        f"error: cannot write the predictions to {str(out)!r}: No space left on device"]
+    assert out.read_text() == "an earlier file\n" and os.listdir(tmp_path) == ["p.csv"]
+    monkeypatch.undo()
+    # A link is written through, as a plain write does, not replaced by a file.
+    link = tmp_path / "link.csv"
+    link.symlink_to(out)
+    assert runner.invoke(app, ["predict", str(run), "--out", str(link)]).exit_code == 0
+    assert link.is_symlink() and out.read_text().startswith("id,split,label,predicted")
+
+
+def test_cheap_refusals_come_before_any_output_folder_is_made(trained, tmp_path):
+    _, run = trained
+    for args in (["predict", str(tmp_path / "nowhere")], ["predict", str(run), "--split", "x"]):
+        result = runner.invoke(app, [*args, "--out", str(tmp_path / "made" / "p.csv")])
+        assert result.exit_code == 2, result.output
+        assert not (tmp_path / "made").exists()
+
+
+def test_a_run_recording_no_classes_nor_recipe_predicts_its_store_as_it_scored_it(
+        trained, tmp_path):
+    import shutil
+
+    _, run = trained
+    bare = tmp_path / "bare"
+    shutil.copytree(run, bare)
+    metrics = json.loads((bare / "metrics.json").read_text())
+    recorded = metrics["test"]["accuracy"]
+    del metrics["recipe"], metrics["store"]["classes"]
+    (bare / "metrics.json").write_text(json.dumps(metrics))
+    result = runner.invoke(app, ["predict", str(bare)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert f"(the run's own): accuracy {recorded:.4f}" in result.stderr
+    assert {row["predicted"] for row in _rows(result.stdout)} <= set(TVHI_CLASSES)
+
+
+def test_another_flow_algorithm_is_said_once(trained, tmp_path):
+    _, run = trained
+    record = read_run(run)
+    other = make_tiny_store(tmp_path / "t.zarr")
+    tvl1 = {**record.store["params"], "flow_method": "tvl1", "tvl1": {"tau": 0.25}}
+    flow_record = type(record)(record.path, {**record.metrics, "model": "flow", "store": {
+        **record.store, "params": tvl1}})
+    samples = open_run_samples(flow_record, other)
+    try:
+        assert extraction_differences(flow_record, samples) == (
+            "flow_method 'farneback', not 'tvl1'",)
+    finally:
+        samples.store.close()

@@ -204,11 +204,9 @@ def predict(
     """Predict a split of a store with a trained run, in inference mode and as the run scored
     its test split; print one CSV row per sample and the accuracy (on standard error)."""
     try:
-        from trainers.predict import check_csv_output, predict_run, write_csv
+        from trainers.predict import predict_run, write_csv
 
-        if out is not None:
-            check_csv_output(out, run_dir, store)
-        found = predict_run(run_dir, store, split)
+        found = predict_run(run_dir, store, split, out=out)
         if out is None:
             typer.echo(found.predictions.csv_text(), nl=False)
         else:

@@ -39,7 +39,7 @@ from flowstore.show import flow_scale
 from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
                              UnknownModelError, WrongDatasetError)
 from trainers.outputs import check_output, write_whole
-from trainers.predict import SplitPredictions, open_run_samples, predict_samples, run_recipe
+from trainers.predict import SplitPredictions, open_run_samples, predict_samples
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
@@ -155,12 +155,10 @@ def predict_test(record: RunRecord) -> SplitPredictions:
     if not location:
         raise StoreUnavailable("metrics.json records no store path")
     try:
-        run_recipe(record)
-    except ModelConfigError as exc:
-        raise StoreUnavailable(str(exc)) from None
-    try:
         samples = open_run_samples(record, location)
-    except (StoreError, WrongDatasetError, ModelConfigError) as exc:
+    except ModelConfigError as exc:  # (its recipe's views: said by the message itself)
+        raise StoreUnavailable(str(exc)) from None
+    except (StoreError, WrongDatasetError) as exc:
         raise StoreUnavailable(f"its store cannot be opened ({exc})") from None
     except UnknownModelError as exc:  # a run of a model registered elsewhere: shown, not built
         raise StoreUnavailable(f"its model cannot be built here ({exc})") from None

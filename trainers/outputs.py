@@ -36,14 +36,28 @@ def write_whole(path: Path, text: str, what: str) -> Path:
     """Write `text` (UTF-8) to `path` through a temporary file renamed over it, so that a
     failure (a full disk, Ctrl-C) leaves no half-written file and an earlier one as it was.
     The file gets the mode a plain write would give it: an earlier file's, else the umask's.
+    Where `path` is not a plain file (a link, `/dev/stdout`, a pipe) it is written through,
+    as a plain write does: renaming over it would replace the link or the device.
 
     Raises:
         ReportOutputError: it cannot be written.
     """
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        existing = path.lstat()
     except OSError:
-        mode = 0o666 & ~_umask()
+        existing = None
+    if existing is not None and not stat.S_ISREG(existing.st_mode):
+        try:
+            with open(path, "w", encoding="utf-8", newline="") as file:
+                file.write(text)
+        except OSError as exc:
+            raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
+                                    f"{exc.strerror or exc}") from None
+        return path
+    if existing is not None and not os.access(path, os.W_OK):  # a plain write is refused
+        raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
+                                f"{os.strerror(errno.EACCES)}")
+    mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
     try:
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".partial")
@@ -65,7 +79,14 @@ def write_whole(path: Path, text: str, what: str) -> Path:
 
 
 def _umask() -> int:
-    """The process's umask (which can only be read by setting it: set back at once)."""
+    """The process's umask: from /proc where Linux shows it, else read by setting it and
+    setting it back at once (which another thread could see in between)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask

@@ -13,6 +13,7 @@ accuracy.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,13 +23,14 @@ import numpy as np
 
 from flowstore.params import FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
-from flowstore.store import is_url
-from trainers.catalogue import FLOW, FRAMES
+from flowstore.params import FLOW_METHOD
+from flowstore.store import lies_within
+from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError, ReportOutputError
 from trainers.outputs import check_output, write_whole
 from trainers.recipes import Recipe
-from trainers.runs import RunRecord, read_run, require_run
-from trainers.samples import SPLITS, StoreSamples, open_samples
+from trainers.runs import RunRecord, require_run
+from trainers.samples import StoreSamples, check_split, open_samples
 
 #: The k of the top-k accuracy `trainers predict` also prints, for stores of more classes.
 TOP_K = 5
@@ -160,21 +162,34 @@ class RunPredictions:
         if unknown:
             line += (f"; {int((~predictions.known).sum())} sample(s) of class(es) the run does "
                      f"not know ({', '.join(map(repr, unknown))}) predicted, not counted")
-        trained_on = (self.run.samples or {}).get(self.split)
+        counts = self.run.samples or {}
+        trained_on = (sum(counts.values()) if self.split == ALL and counts
+                      else counts.get(self.split))
         if self.own_store and trained_on is not None and trained_on != predictions.ids.size:
-            line += (f"; the store held {trained_on} finished {self.split} sample(s) when the "
+            line += (f"; the store held {trained_on} finished "
+                     f"{'' if self.split == ALL else self.split + ' '}sample(s) when the "
                      f"run trained (built further, or samples unmarked, since), so this is not "
                      f"the accuracy it recorded")
         return line
 
 
-def run_recipe(record: RunRecord) -> Recipe:
-    """The recipe a run recorded, its unrecorded fields at their defaults."""
+def run_views(record: RunRecord) -> Recipe:
+    """How the run viewed a clip (its recipe's `frame_views` and `segment_views`, unrecorded
+    read as off), as its model's catalogue recipe with those two fields: all that predicting
+    needs of a recipe, so that a run recording only part of one (an older or a hand-made
+    `metrics.json`) predicts too.
+
+    Raises:
+        ModelConfigError: both are on, or either is not a bool.
+        UnknownModelError: the run's model is not in this catalogue.
+    """
+    recorded = record.metrics.get("recipe") or {}
+    flags = {name: recorded.get(name, False) for name in ("frame_views", "segment_views")}
     try:
-        return Recipe.from_record(record.metrics.get("recipe") or {})
-    except (TypeError, ModelConfigError) as exc:
-        raise ModelConfigError(f"run {str(record.path)!r} records no usable recipe "
-                               f"({exc})") from None
+        return dataclasses.replace(recipe_of(record.model), **flags)
+    except ModelConfigError as exc:
+        raise ModelConfigError(f"run {str(record.path)!r} records a recipe that cannot view "
+                               f"its clips ({exc})") from None
 
 
 def open_run_samples(record: RunRecord, location: str | Path) -> StoreSamples:
@@ -188,7 +203,7 @@ def open_run_samples(record: RunRecord, location: str | Path) -> StoreSamples:
         ModelConfigError: the store cannot give the run's views.
         UnknownModelError: the run is of a model not in this catalogue.
     """
-    recipe = run_recipe(record)
+    recipe = run_views(record)
     samples = open_samples(location, record.model, frame_views=recipe.frame_views)
     try:
         samples.check_recipe(recipe)
@@ -207,7 +222,7 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
         NoSamplesError: the split has no finished sample.
         flowstore.errors.StoreError: a sample cannot be read.
     """
-    recipe = run_recipe(record)
+    recipe = run_views(record)
     samples.require(split)
     from trainers.quiet import import_tensorflow_quietly
 
@@ -230,9 +245,9 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
                                 dtype=np.float64)
         else:
             logits = views.clip_logits(model, dataset)[0].astype(np.float64)
-    classes = run_classes(record, logits.shape[-1])
     rows = samples.split(split)
     store_classes = samples.info.classes or tuple(str(k) for k in range(samples.num_classes))
+    classes = run_classes(record, logits.shape[-1], store_classes)
     true_classes = np.array([store_classes[label] for label in rows.labels], dtype=object)
     position = {name: k for k, name in enumerate(classes)}
     labels = np.array([position.get(name, -1) for name in true_classes], dtype=np.int64)
@@ -245,11 +260,14 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
                             splits=np.asarray(samples.reader.splits[rows.indices]))
 
 
-def run_classes(record: RunRecord, count: int) -> tuple[str, ...]:
-    """The class names of the run's outputs: its store's classes, or their numbers where the
-    run recorded none of the model's `count`."""
+def run_classes(record: RunRecord, count: int, store_classes: Sequence[str]) -> tuple[str, ...]:
+    """The class names of the run's `count` outputs: those its `metrics.json` records; where it
+    records none (a hand-made one), the store's if it has as many, as the run's own store has;
+    else their numbers."""
     recorded = tuple(str(name) for name in record.store.get("classes") or ())
-    return recorded if len(recorded) == count else tuple(str(k) for k in range(count))
+    if len(recorded) == count:
+        return recorded
+    return tuple(store_classes) if len(store_classes) == count else tuple(map(str, range(count)))
 
 
 def _check_shapes(record: RunRecord, samples: StoreSamples, recipe: Recipe, model) -> None:
@@ -286,15 +304,21 @@ def extraction_differences(record: RunRecord, samples: StoreSamples) -> tuple[st
     quantized = "uint8" in (ran.get("flow_dtype"), here.get("flow_dtype"))
 
     def value(params: Mapping[str, Any], key: str) -> Any:
+        if key == FLOW_METHOD:  # (recorded only when not Farneback: `flow_record`)
+            return params.get(key, "farneback")
         return params[key] if key in params else UNRECORDED_DEFAULTS.get(key, "unset")
 
+    methods_differ = value(ran, FLOW_METHOD) != value(here, FLOW_METHOD)
+
     def seen(key: str) -> bool:
+        if key in FLOW_METHODS and methods_differ:  # said once, as flow_method
+            return False
         if param_of_flow(key):
             return reads_flow and (key != "flow_bound" or quantized)
         return reads_steps or key not in STEP_PARAMS
 
-    return tuple(f"{key} {value(here, key)!r}, not {value(ran, key)!r}"
-                 for key in dict.fromkeys([*ran, *here])
+    keys = dict.fromkeys([*ran, *here, *([FLOW_METHOD] if methods_differ else [])])
+    return tuple(f"{key} {value(here, key)!r}, not {value(ran, key)!r}" for key in keys
                  if seen(key) and value(ran, key) != value(here, key))
 
 
@@ -304,27 +328,29 @@ def param_of_flow(param: str) -> bool:
     return param.startswith("flow") or param in FLOW_METHODS
 
 
-def predict_run(run: str | Path, store: str | Path | None = None,
-                split: str = "test") -> RunPredictions:
+def predict_run(run: str | Path, store: str | Path | None = None, split: str = "test", *,
+                out: str | Path | None = None) -> RunPredictions:
     """Predict the `done` samples of `split` of `store` (default: the store the run trained
-    on, where `metrics.json` says it was) with the run at `run`.
+    on, where `metrics.json` says it was) with the run at `run`; `out`, the predictions file
+    the caller will write, is checked first (`check_csv_output`).
 
     Raises:
         ModelConfigError: `run` is not a finished run directory, `split` not a split name,
             the store's samples are not of the shapes the model reads, or the store cannot
             give the run's views.
+        ReportOutputError: `out` cannot be written, or is the store or lies in it or the run.
         DamagedRunError: the run's `model.keras` is damaged.
         NoSamplesError, WrongDatasetError, UnknownModelError, flowstore.errors.StoreError:
             as `open_run_samples` and `predict_samples`.
     """
     record = require_run(run, "run")
-    if split not in (*SPLITS, ALL):
-        raise ModelConfigError(f"--split must be one of {', '.join((*SPLITS, ALL))}, got "
-                               f"{split!r}")
+    check_split(split)
     location = store if store is not None else record.store.get("path")
     if store is None and not location:
         raise ModelConfigError(f"run {str(record.path)!r} records no store path; name one "
                                f"with --store")
+    if out is not None:
+        check_csv_output(out, record, location)
     samples = open_run_samples(record, location)
     try:
         predictions = predict_samples(record, samples, split)
@@ -336,26 +362,19 @@ def predict_run(run: str | Path, store: str | Path | None = None,
         samples.store.close()
 
 
-def check_csv_output(out: str | Path, run: str | Path, store: str | Path | None) -> None:
+def check_csv_output(out: str | Path, record: RunRecord, store: str | Path) -> None:
     """Refuse a predictions file that cannot be written, or would be written over the store
-    it predicts or into the run directory, before the model predicts (minutes on a large
-    split).
+    it predicts, into it, or into the run directory, before the model predicts (minutes on a
+    large split).
 
     Raises:
         ReportOutputError: it cannot be written, or is one of those.
     """
-    out = Path(out)
-    record = read_run(run)
-    location = store if store is not None else (record.store.get("path") if record else None)
-    places = [("the run directory", Path(run), True)]
-    if location and not is_url(str(location)):
-        places.append(("the store", Path(location), True))
-    for what, place, inside in places:
-        target, place = out.resolve(), place.resolve()
-        if target == place or (inside and place in target.parents):
+    for what, place in (("the run directory", record.path), ("the store", store)):
+        if lies_within(out, place):
             raise ReportOutputError(f"--out {str(out)!r} is {what} or lies inside it; give the "
                                     f"predictions another path")
-    check_output(out, "the predictions", folder=False)
+    check_output(Path(out), "the predictions", folder=False)
 
 
 def write_csv(predictions: SplitPredictions, out: str | Path) -> Path:
@@ -369,4 +388,4 @@ def write_csv(predictions: SplitPredictions, out: str | Path) -> Path:
 
 __all__: Sequence[str] = ["PREDICT_BATCH", "RunPredictions", "SplitPredictions",
                           "check_csv_output", "open_run_samples", "predict_run",
-                          "predict_samples", "write_csv"]
+                          "predict_samples", "run_views", "write_csv"]

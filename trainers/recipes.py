@@ -177,19 +177,6 @@ class Recipe:
                                                   self.warmup_epochs * epochs // self.epochs))
         return dataclasses.replace(self, **changes)
 
-    @classmethod
-    def from_record(cls, recorded: Mapping[str, Any]) -> "Recipe":
-        """The recipe a run's `metrics.json` records (`to_dict`), the fields it left out at
-        their defaults (`recorded_recipe`).
-
-        Raises:
-            TypeError: it records no learning rate, batch size or epochs.
-            ModelConfigError: a field is out of range.
-        """
-        names = {field.name for field in dataclasses.fields(cls)}
-        return cls(**{name: value for name, value in recorded_recipe(recorded).items()
-                      if name in names})
-
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for `metrics.json`, with the optimizer and loss spelled out.
 

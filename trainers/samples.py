@@ -20,7 +20,7 @@ from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
 from trainers.recipes import Recipe
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
-           "open_samples"]
+           "check_split", "open_samples"]
 
 SPLITS = ("train", "val", "test")
 
@@ -145,8 +145,7 @@ class StoreSamples:
     def indices(self, split: str) -> np.ndarray:
         """Store indices of the `done` samples of `split` (or of all, `ALL`), in store
         (manifest) order."""
-        if split not in (*SPLITS, ALL):
-            raise ValueError(f"split must be one of {', '.join((*SPLITS, ALL))}, got {split!r}")
+        check_split(split)
         if split != ALL and split not in self.reader.split_names:
             return np.zeros(0, dtype=np.int64)
         return self.split(split).indices
@@ -160,10 +159,10 @@ class StoreSamples:
         """Like `indices`, but a split without finished samples is an error that says so."""
         found = self.indices(split)
         if found.size == 0:
-            listed = (self.reader.splits.size if split == ALL
-                      else int((self.reader.splits == split).sum()))
+            listed = (f"{self.reader.splits.size} in the store" if split == ALL
+                      else f"{int((self.reader.splits == split).sum())} in the split")
             raise NoSamplesError(f"store {str(self.store.path)!r} has no finished {split!r} "
-                                 f"sample ({listed} in the split, none marked done)")
+                                 f"sample ({listed}, none marked done)")
         return found
 
     def read_sample(self, index: int) -> tuple[np.ndarray, ...]:
@@ -172,6 +171,17 @@ class StoreSamples:
         return tuple(self.reader.encodings[array].decode(self.store.read(array, int(index)),
                                                          np.dtype(np.float32))
                      for array in self.inputs.values())
+
+
+def check_split(split: str) -> None:
+    """Refuse a split name the trainers do not know (`SPLITS`, or `ALL`: every sample).
+
+    Raises:
+        ModelConfigError: it is none of them.
+    """
+    if split not in (*SPLITS, ALL):
+        raise ModelConfigError(f"--split must be one of {', '.join((*SPLITS, ALL))}, got "
+                               f"{split!r}")
 
 
 def open_samples(path: str | Path, model: str, *, frame_views: bool = False) -> StoreSamples:

@@ -186,7 +186,11 @@ class Split:
         # rows but none done; any other name is a typo
         if name != ALL and name not in source.split_names and name not in SPLITS:
             raise ValueError(f"store {source.location!r} has no split {name!r} "
-                             f"(it has {', '.join(source.split_names) or 'none'})")
+                             f"(it has {', '.join(source.split_names) or 'none'}; "
+                             f"{ALL!r} is every sample)")
+        if name == ALL and ALL in source.split_names:  # (a hand-edited `split` column)
+            raise ValueError(f"store {source.location!r} holds a split named {ALL!r}, which "
+                             f"here means every sample: the store is damaged")
         if features is None:
             features = tuple(source.features)
         elif isinstance(features, str):  # one feature, not the letters of its name

@@ -30,7 +30,8 @@ from flowstore.store.layout import (FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUI
                                     STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
-           "backend_for", "capabilities", "create_store", "failures", "is_url", "open_store",
+           "backend_for", "capabilities", "create_store", "failures", "is_url", "lies_within",
+           "open_store",
            "remove_store", "store_exists"]
 
 
@@ -61,6 +62,15 @@ BACKENDS = (
 def is_url(path: str | Path) -> bool:
     """True for fsspec URLs (``s3://...``, ``gs://...``, ``memory://...``); False for local paths."""
     return "://" in str(path)
+
+
+def lies_within(path: str | Path, place: str | Path) -> bool:
+    """Whether the local `path` is `place` or lies inside it, links resolved: an output a
+    command refuses to write into a store (or a run) it reads. A URL lies within nothing."""
+    if is_url(path) or is_url(place):
+        return False
+    target, place = Path(path).resolve(), Path(place).resolve()
+    return target == place or place in target.parents
 
 
 def backend_for(path: str | Path) -> type[Store]:
