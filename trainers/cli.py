@@ -198,7 +198,7 @@ def predict(
                               help="Split to predict: train, val, test, or all (every "
                                    "finished sample of the store)."),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Write the predictions CSV to this file [standard output]: id, "
+        None, "--out", help="Write the predictions CSV to this file [standard output]: id, split, "
                             "label, predicted, and a probability per class (p_CLASS)."),
 ) -> None:
     """Predict a split of a store with a trained run, in inference mode and as the run scored
