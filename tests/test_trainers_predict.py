@@ -367,7 +367,8 @@ def test_a_failed_write_leaves_the_earlier_file_and_a_link_is_written_through(
 
 def test_cheap_refusals_come_before_any_output_folder_is_made(trained, tmp_path):
     _, run = trained
-    for args in (["predict", str(tmp_path / "nowhere")], ["predict", str(run), "--split", "x"]):
+    for args in (["predict", str(tmp_path / "nowhere")], ["predict", str(run), "--split", "x"],
+                 ["predict", str(run), "--store", str(tmp_path / "nowhere.zarr")]):
         result = runner.invoke(app, [*args, "--out", str(tmp_path / "made" / "p.csv")])
         assert result.exit_code == 2, result.output
         assert not (tmp_path / "made").exists()

@@ -332,7 +332,8 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
                 out: str | Path | None = None) -> RunPredictions:
     """Predict the `done` samples of `split` of `store` (default: the store the run trained
     on, where `metrics.json` says it was) with the run at `run`; `out`, the predictions file
-    the caller will write, is checked first (`check_csv_output`).
+    the caller will write, is checked once the store is open, before the model loads
+    (`check_csv_output`).
 
     Raises:
         ModelConfigError: `run` is not a finished run directory, `split` not a split name,
@@ -349,10 +350,10 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
     if store is None and not location:
         raise ModelConfigError(f"run {str(record.path)!r} records no store path; name one "
                                f"with --store")
-    if out is not None:
-        check_csv_output(out, record, location)
     samples = open_run_samples(record, location)
     try:
+        if out is not None:  # (after the store opens: a refusal made no folder)
+            check_csv_output(out, record, location)
         predictions = predict_samples(record, samples, split)
         return RunPredictions(run=record, store=str(location),
                               fingerprint=samples.info.fingerprint, split=split,
