@@ -25,6 +25,12 @@ class StoreError(FlowstoreError, OSError):
     """A store path is missing, not a flowstore store, or of another format version."""
 
 
+class DamagedStoreError(StoreError):
+    """A part of a store holds bytes that cannot be read as what was written there (a codec
+    refuses them, a short chunk): damage, where a system refusal (a permission, an I/O error)
+    is a plain StoreError."""
+
+
 class MissingChunkError(StoreError):
     """A sample asked for (a done one) has no chunk: a damaged or partly copied store."""
 

@@ -12,7 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from flowstore.errors import StoreError
+import numpy as np
+
+from flowstore.errors import DamagedStoreError, StoreError
 from flowstore.manifest import SPLITS
 from flowstore.store import backend_for, failures as read_failures, open_store
 from flowstore.store.checksum import check_manifest_columns
@@ -31,20 +33,24 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
     with open_store(path, "r") as store:
         attrs = store.attrs
         classes = attrs.get("classes", [])
-        labels = store.read("label")
-        splits = store.read("split")
-        done = store.read("done").astype(bool)
         # shown, not refused: inspect is where one looks at a store that went wrong
-        problems = []
-        for check in (lambda: check_manifest_columns(attrs, store.read("id"), labels, splits,
-                                                     path),
-                      lambda: check_dataset_arrays(store, path)):
+        problems: list[str] = []
+        ids, labels, splits, done = (_column(store, name, problems)
+                                     for name in ("id", "label", "split", "done"))
+        done = done.astype(bool)
+        checks = [lambda: check_dataset_arrays(store, path)]
+        if not problems:  # (an unreadable column is named already; its stand-in is no edit)
+            checks.insert(0, lambda: check_manifest_columns(attrs, ids, labels, splits, path))
+        for check in checks:
             try:
                 check()
             except StoreError as exc:
                 problems.append(str(exc))
-        damaged = "\n".join(problems) or None  # (one problem a line)
-        failures = read_failures(store)
+        try:
+            failures = read_failures(store)
+        except DamagedStoreError as exc:
+            problems.append(str(exc))
+            failures = {}
         # (a damaged store's label may name no class, its split no split: each is counted
         # under what it holds, in a row or column of its own)
         split_names = [split if split in SPLITS else f"(split {split!r})"
@@ -61,9 +67,10 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
             done_counts[split][name] += finished
         names = store.array_names()
         # (format 1 kept the hashes by source file name, not by sample: not compared there)
-        duplicates = (duplicate_sources(store.read("id"), splits, store.read("source_hash"))
+        duplicates = (duplicate_sources(ids, splits, _column(store, "source_hash", problems))
                       if "source_hash" in names else None)
         arrays = [store.info(name) for name in names]
+        damaged = "\n".join(dict.fromkeys(problems)) or None  # (one problem a line, once)
         stored = {a.name: store.storage_size(a.name) if count_bytes else None for a in arrays}
     return {
         "path": str(path),
@@ -96,6 +103,22 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         ],
         "bytes_stored": int(sum(stored.values())) if count_bytes else None,
     }
+
+
+#: What stands in for each value of a column whose chunk is damaged (`_column`): no class, no
+#: split, not done, no id or source hash, each shown as such.
+UNREADABLE_FILL = {"label": -1, "done": False}
+
+
+def _column(store, name: str, problems: list[str]) -> np.ndarray:
+    """A per-sample column of `store`; where its bytes are damaged, the problem is added to
+    `problems` and a stand-in of its length returned (`UNREADABLE_FILL`, else empty text), so
+    that inspect still shows the rest of the store. A system's refusal (a permission) is raised."""
+    try:
+        return store.read(name)
+    except DamagedStoreError as exc:
+        problems.append(str(exc))
+        return np.full(store.info(name).shape[0], UNREADABLE_FILL.get(name, ""))
 
 
 #: Groups of duplicates `inspect` lists before it says "and N more" (`--json` has them all).

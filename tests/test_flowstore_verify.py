@@ -279,6 +279,56 @@ def test_damaged_bytes_are_one_line_naming_what_and_the_remedy(tiny_tvhi_source,
     assert "is not a readable flowstore store (JSONDecodeError" in line
 
 
+def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvhi_source,
+                                                                        tmp_path):
+    """A chunk of `label` (or `done`, `id`) whose bytes no codec accepts made `inspect` exit 2
+    with one line and show nothing else, where a lost one is a DAMAGED line above the rest:
+    inspect is where one looks at a store that went wrong."""
+    import json
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    before = json.loads(flowstore_cli("inspect", store, "--json").stdout)
+    for name in ("label", "done"):
+        chunk = chunk_file(store, name, 0)
+        chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
+    out = flowstore_cli("inspect", store)
+    assert out.returncode == 0, out.stderr
+    damaged = [line for line in out.stdout.splitlines() if line.startswith("DAMAGED")]
+    assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == ["'label'",
+                                                                                "'done'"]
+    assert all("rebuild it" in line for line in damaged)
+    assert "(label -1)" in out.stdout and "arrays" in out.stdout  # the rest is still shown
+    after = json.loads(flowstore_cli("inspect", store, "--json").stdout)
+    assert after["samples"] == before["samples"] and after["done"] == 0
+    assert after["arrays"] == before["arrays"] and after["damaged"].count("\n") == 1
+    assert flowstore_cli("verify", store, "-q").returncode != 0
+
+
+def test_inspect_raises_a_column_the_system_refuses_to_read(tiny_tvhi_source, tmp_path,
+                                                            monkeypatch):
+    """Only damage is shown as DAMAGED: a column the system refuses (a permission, an I/O
+    error) is the store's condition, one error line. (As root no mode stops a read: the read is
+    made to fail.)"""
+    from flowstore.errors import DamagedStoreError, StoreError
+    from flowstore.inspect import summarize
+    from flowstore.store import _zarr
+    from flowstore.store.base import unreadable_part
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    read = _zarr.ZarrStore.read
+
+    def refused(self, name, *args):
+        if name == "label":
+            raise unreadable_part(self.path, "array 'label'",
+                                  PermissionError(13, "Permission denied"), sample=False)
+        return read(self, name, *args)
+
+    monkeypatch.setattr(_zarr.ZarrStore, "read", refused)
+    with pytest.raises(StoreError, match="array 'label' cannot be read .Permission denied") as got:
+        summarize(store)
+    assert not isinstance(got.value, DamagedStoreError)
+
+
 def test_repair_of_a_store_it_may_not_write_is_one_line(tiny_tvhi_source, tmp_path, monkeypatch):
     """`verify --repair` on a read-only store: the bad samples were listed, then a PermissionError
     traceback from the ledger write. (As root no mode stops a write: the write is made to fail.)"""

@@ -21,9 +21,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.params import FLOW_METHODS, UNRECORDED_DEFAULTS
+from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
-from flowstore.params import FLOW_METHOD
 from flowstore.store import lies_within
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError, ReportOutputError

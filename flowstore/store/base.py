@@ -22,7 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.errors import StoreError
+from flowstore.errors import DamagedStoreError, StoreError
 from flowstore.store.layout import STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
@@ -40,7 +40,8 @@ CODECS = ("shuffled-lz4", "zstd")
 DAMAGE_ERRORS = (OSError, RuntimeError, ValueError)
 
 
-def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool) -> StoreError:
+def unreadable_part(path: str | Path, what: str, exc: Exception, *,
+                    sample: bool) -> StoreError | DamagedStoreError:
     """A read of the store failed, as one line naming the store and what could not be read:
     with the system's words where the system refused it, else as damage with what mends it (a
     `sample`'s chunk: `verify --repair`; a whole array, the ledger or a column: a rebuild).
@@ -50,7 +51,7 @@ def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool
                           + (f": {exc.filename!r})" if exc.filename else ")"))
     remedy = ("`flowstore verify` lists the damaged samples, `--repair` re-extracts them"
               if sample else "rebuild it (flowstore build ... --overwrite)")
-    return StoreError(f"store {str(path)!r} is damaged: {what} cannot be read "
+    return DamagedStoreError(f"store {str(path)!r} is damaged: {what} cannot be read "
                       f"({type(exc).__name__}: {exc}); {remedy}")
 
 
