@@ -34,7 +34,7 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
 from flowstore.extraction._cv import OPENCV_VERSION
-from flowstore.manifest import Manifest
+from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
@@ -621,9 +621,10 @@ def _manifest_changes(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndar
         return shown + (", ..." if len(names) > examples else "")
 
     classes = list(attrs.get("classes", []))
-    stored = {sample: (classes[label] if 0 <= label < len(classes) else label, split)
+    stored = {sample: (class_label(classes, label), split)
               for sample, label, split in zip(ids.tolist(), labels.tolist(), splits.tolist())}
-    asked = {row.id: (row.class_name, row.split) for row in manifest.rows}
+    asked = {row.id: (class_label(manifest.classes, row.label), row.split)
+             for row in manifest.rows}
     added = sorted(asked.keys() - stored.keys())
     gone = sorted(stored.keys() - asked.keys())
     moved = sorted(k for k in asked.keys() & stored.keys() if asked[k] != stored[k])

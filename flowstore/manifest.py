@@ -22,6 +22,17 @@ SPLITS = ("train", "val", "test")
 VAL_FRACTION = 0.1
 SPLIT_SEED = 0
 HEADER = ("id", "label", "class", "split")
+#: The label of a sample of no class: a clip or image to predict, not to train on (the `clips`
+#: and `images` datasets, whose stores have no classes). Its manifest row's class is empty.
+NO_CLASS = -1
+
+
+def class_label(classes: Sequence[str], label: int) -> str:
+    """A label as messages and pictures name it: its class, "(no class)" for `NO_CLASS`, or
+    "(label N)" for a label that names no class (a damaged store)."""
+    if 0 <= label < len(classes):
+        return classes[label]
+    return "(no class)" if label == NO_CLASS else f"(label {label})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +64,8 @@ class Manifest:
         self.split_codes = np.asarray([SPLITS.index(s) for s in splits], dtype=np.int8)
         if not len(self.ids) == len(self.labels) == len(self.split_codes):
             raise ValueError("a manifest's ids, labels and splits differ in length")
-        if len(self.labels) and not 0 <= self.labels.min() <= self.labels.max() < len(self.classes):
+        named = self.labels[self.labels != NO_CLASS]
+        if len(named) and not 0 <= named.min() <= named.max() < len(self.classes):
             raise ValueError("a manifest label names no class")
 
     @classmethod
@@ -62,6 +74,8 @@ class Manifest:
         classes = tuple(classes)
         rows = list(rows)
         for row in rows:
+            if row.label == NO_CLASS and row.class_name == "":
+                continue
             if not 0 <= row.label < len(classes) or classes[row.label] != row.class_name:
                 raise ValueError(f"manifest row {row.id!r}: class {row.class_name!r} is not "
                                  f"label {row.label}'s")
@@ -73,7 +87,7 @@ class Manifest:
 
     def row(self, index: int) -> ManifestRow:
         label = int(self.labels[index])
-        return ManifestRow(self.ids[index], label, self.classes[label],
+        return ManifestRow(self.ids[index], label, "" if label == NO_CLASS else self.classes[label],
                            SPLITS[self.split_codes[index]])
 
     def splits(self) -> list[str]:

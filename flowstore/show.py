@@ -37,6 +37,7 @@ import numpy as np
 
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.flow_image import flow_to_rgb, wheel_legend
+from flowstore.manifest import class_label
 from flowstore.params import check_seed
 from flowstore.store import lies_within
 
@@ -147,7 +148,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             result.samples.append(str(sample["id"]))
         for label in sorted({int(s["label"]) for s in samples}):
             of_class = [s for s in samples if int(s["label"]) == label]
-            name = dataset.classes[label]
+            name = class_label(dataset.classes, label)
             result.written.append(_write_png(out / f"{_file_name(name, label)}.png",
                                              image_grid(of_class, name)))
     return result
@@ -195,11 +196,10 @@ def _select(dataset, store: str, ids: Sequence[str], per_class: int, seed: int) 
         return indices
     rng = np.random.default_rng(seed)
     chosen: list[int] = []
-    for label in range(len(dataset.classes)):
+    for label in np.unique(dataset.labels[dataset.done]):  # (a store of clips: no class)
         candidates = np.flatnonzero((dataset.labels == label) & dataset.done)
-        if candidates.size:
-            chosen += rng.choice(candidates, size=min(per_class, candidates.size),
-                                 replace=False).tolist()
+        chosen += rng.choice(candidates, size=min(per_class, candidates.size),
+                             replace=False).tolist()
     if not chosen:
         raise FlowstoreError(f"store {store!r} has no built sample to show")
     return sorted(chosen)
@@ -277,7 +277,8 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
     canvas = np.full((height, width, 3), 255, np.uint8)
     scale = flow_scale(flow)
     label = int(sample["label"])
-    _text(canvas, f"{sample['id']}   class {classes[label]} ({label})   split {sample['split']}",
+    _text(canvas, f"{sample['id']}   class {class_label(classes, label)} ({label})   "
+                  f"split {sample['split']}",
           4, LINE - 6, width=width)
     _text(canvas, f"flow: hue = direction (wheel), full colour = |flow| >= {scale:.2f} px "
                   f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}"

@@ -370,8 +370,9 @@ OPTION_CASES = [
                      "bug: the message names '.tvhi.creating-PID.txt' instead of the --store "
                      "given, and a lock file '.tvhi.txt.lock' is left behind"))),
     pytest.param(OptionCase("unknown dataset name", ("--dataset", "ucf202"),
-                            "unknown dataset 'ucf202'; known datasets: hmdb51, imagefolder, "
-                            "kinetics, stanford40, tvhi, ucf101, videofolder"),
+                            "unknown dataset 'ucf202'; known datasets: clips, hmdb51, "
+                            "imagefolder, images, kinetics, stanford40, tvhi, ucf101, "
+                            "videofolder"),
                  id="unknown-dataset"),
 ]
 

@@ -1,4 +1,5 @@
-"""The datasets of issue 14: videofolder, imagefolder, UCF101, HMDB51 and Kinetics.
+"""The datasets of issue 14 (videofolder, imagefolder, UCF101, HMDB51 and Kinetics), and
+`clips` and `images`, new clips and images of no class to predict.
 
 Each builds from a tiny synthetic source in its real layout, on both backends, into values
 equal to an independent decode + resize (tests/reference.py); its split follows the dataset's
@@ -28,14 +29,16 @@ from flowstore.synth.clips import SynthClipsConfig
 from tests.conftest import SHARED, assert_one_line_error, flowstore_cli, require_real_data
 from tests.reference import reference_image, reference_tvhi
 
-NEW = ("videofolder", "imagefolder", "ucf101", "hmdb51", "kinetics")
+NEW = ("videofolder", "imagefolder", "ucf101", "hmdb51", "kinetics", "clips", "images")
+#: The image datasets among them (a store of `image`, no flow).
+IMAGES = ("imagefolder", "images")
 TINY = SynthClipsConfig(classes=2, clips_per_class=4, min_frames=6, max_frames=9, width=48,
                         height=32, seed=3)
 SIZE, STEPS = 16, 2
 
 
 def params_of(name: str):
-    return ImageParams(size=SIZE) if name == "imagefolder" else VideoParams(size=SIZE, steps=STEPS)
+    return ImageParams(size=SIZE) if name in IMAGES else VideoParams(size=SIZE, steps=STEPS)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,7 @@ def test_builds_from_its_synthetic_source_with_values_of_an_independent_decode(
             if not done[index]:
                 continue
             path = dataset.source_file(source, row.id)
-            if name == "imagefolder":
+            if name in IMAGES:
                 np.testing.assert_array_equal(store.read("image", index),
                                               reference_image(path, SIZE))
             else:
@@ -111,7 +114,7 @@ def test_build_synthetic_works_from_the_command_line(name, tmp_path):
     """Every selected sample is built; only Kinetics' copy misses a clip, as real ones do, and
     says which (accepting exit 1 everywhere let a build that failed most samples pass)."""
     store = tmp_path / f"{name}.zarr"
-    steps = [] if name == "imagefolder" else ["--steps", "2"]
+    steps = [] if name in IMAGES else ["--steps", "2"]
     result = flowstore_cli("build", name, "--synthetic", "--store", store, "--size", "16",
                            *steps, "--max-per-split", "1", "-q",
                            env={"FLOWSTORE_CACHE": str(tmp_path / "cache")})
@@ -152,6 +155,54 @@ def test_synth_command_writes_each_real_layout(tmp_path):
         assert all(dataset.source_file(folder, row.id).is_file() for row in manifest.rows), name
     refused = flowstore_cli("synth", "ucf101", tmp_path / "x", "--clips", "2")
     assert "--clips is not an option of synth ucf101" in assert_one_line_error(refused)
+
+
+def test_clips_are_every_clip_of_a_folder_tree_and_of_no_class(sources, tmp_path):
+    """`clips`: new clips to predict with a trained run. Every clip under the folder, in any
+    sub-folder, is a test sample of label NO_CLASS in a store of no classes; a README is not."""
+    import flowstore
+    from flowstore.manifest import NO_CLASS
+
+    source = sources["clips"]
+    manifest = get_dataset("clips").manifest(source)
+    count = TINY.classes * TINY.clips_per_class
+    assert manifest.classes == () and len(manifest) == count
+    assert manifest.ids == sorted(manifest.ids, key=lambda i: i.split("/"))
+    assert {i.split("/")[0] for i in manifest.ids} == {"more"} | {
+        f"clip_{k:03d}" for k in range(0, count, 2)}
+    assert set(manifest.labels.tolist()) == {NO_CLASS} and set(manifest.splits()) == {"test"}
+    assert "label,class" in manifest.to_csv() and ",-1,,test" in manifest.to_csv()
+
+    store = tmp_path / "clips.zarr"
+    assert flowstore_cli("build", "clips", "--source", source, "--store", store, "--size", "16",
+                         "--steps", "2", "-q").returncode == 0
+    shown = flowstore_cli("inspect", store)
+    assert "dataset      clips  (0 classes)" in shown.stdout
+    assert re.search(rf"\(no class\) +0/0 +0/0 +{count}/{count}", shown.stdout), shown.stdout
+    assert "DAMAGED" not in shown.stdout
+    with flowstore.open(store) as ds:
+        assert ds.classes == () and len(ds.split("train")) == 0
+        test = ds.split("test")
+        assert list(test.ids) == manifest.ids and set(test.labels.tolist()) == {NO_CLASS}
+        assert test[0]["flow"].shape == (STEPS, SIZE, SIZE, 2)
+    pictures = flowstore_cli("show", store, "--out", tmp_path / "p", "-q")
+    assert pictures.returncode == 0 and "wrote 2 picture(s) of 2 sample(s)" in pictures.stdout
+    assert flowstore_cli("build", "clips", "--source", source, "--store", store, "--size", "16",
+                         "--steps", "2", "-q").stdout.count(" 0 computed, ") == 1  # resumed
+
+    for name in ("clips", "images"):
+        written = flowstore_cli("synth", name, tmp_path / name, "--classes", "2",
+                                "--clips-per-class", "3")
+        assert written.returncode == 0, written.stderr
+        manifest = get_dataset(name).manifest(tmp_path / name)
+        assert len(manifest) == 6 and manifest.classes == (), name
+    empty = tmp_path / "no-clips"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "README.txt").write_text("nothing here\n")
+    line = assert_one_line_error(flowstore_cli("build", "clips", "--source", empty, "--store",
+                                               tmp_path / "e.zarr"))
+    assert f"no clips in {str(empty)!r} or its sub-folders" in line
+    assert not (tmp_path / "e.zarr").exists()
 
 
 # -- splits ---------------------------------------------------------------------------------------

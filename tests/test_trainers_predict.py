@@ -156,6 +156,43 @@ def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
         "run does not know ('unknown') predicted, not counted")
 
 
+def test_a_store_of_clips_of_no_class_is_predicted_not_trained_on(trained, tmp_path):
+    """New clips, built as `flowstore build clips` builds them at the run's size: each is
+    predicted (its label empty), no accuracy is claimed, and `trainers run` refuses the store
+    in one line (there is no class to learn)."""
+    from tests.conftest import flowstore_cli
+
+    _, run = trained
+    new = tmp_path / "new.zarr"
+    built = flowstore_cli("build", "clips", "--synthetic", "--store", new, "--size", "32",
+                          "--steps", "4", "-q", env={"FLOWSTORE_CACHE": str(tmp_path / "c")})
+    assert built.returncode == 0, built.stderr
+    result = runner.invoke(app, ["predict", str(run), "--store", str(new)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rows = _rows(result.stdout)
+    with flowstore.open(new) as ds:
+        assert [row["id"] for row in rows] == list(ds.split("test").ids) and len(rows) > 1
+    assert {row["label"] for row in rows} == {""}
+    assert {row["predicted"] for row in rows} <= set(TVHI_CLASSES)
+    summary = result.stderr.strip().splitlines()[-1]
+    assert summary.endswith("no accuracy (its samples are of no class: predictions only)")
+    assert f"{len(rows)} test sample(s) of {new}" in summary
+    refused = runner.invoke(app, ["run", "frames", "--store", str(new), "--runs-dir",
+                                  str(tmp_path / "runs"), "--epochs", "1", "--quiet"])
+    assert refused.exit_code == 2
+    assert refused.output.strip().splitlines() == [
+        f"error: store {str(new)!r} (dataset 'clips') holds samples of no class, to predict "
+        f"with a trained run (trainers predict RUN --store {new}), not to train on"]
+    assert not (tmp_path / "runs").exists()
+    images = tmp_path / "images.zarr"
+    assert flowstore_cli("build", "images", "--synthetic", "--store", images, "--size", "16",
+                         "-q", env={"FLOWSTORE_CACHE": str(tmp_path / "c")}).returncode == 0
+    refused = runner.invoke(app, ["run", "image", "--store", str(images), "--runs-dir",
+                                  str(tmp_path / "runs"), "--epochs", "1", "--quiet"])
+    assert refused.exit_code == 2 and "(dataset 'images') holds samples of no class" in (
+        refused.output)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--split", "every"], "error: --split must be one of train, val, test, all, got 'every'"),
     (["--store", "nowhere.zarr"], "nowhere.zarr"),

@@ -3,7 +3,8 @@ confusion matrices.
 
 A run's model scores any store that holds the arrays it reads at the shapes it reads: its own
 store's test split (what `trainers report --html/--out` draws), another split of it, or another
-store built with the same parameters from other clips (`flowstore build ... --source NEW`). A
+store built with the same parameters from other clips (`flowstore build ... --source NEW`; new
+clips of no class: `flowstore build clips`, predicted with no accuracy to report). A
 clip is scored as the run scored its test split: a segment- or frame-views run by the mean of
 its views' logits. Classes are matched by name, so a store of other (or fewer) classes is
 scored too: its samples of a class the run never learnt are predicted but count in no
@@ -21,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.manifest import NO_CLASS
 from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
 from flowstore.store import lies_within
@@ -31,6 +33,8 @@ from trainers.recipes import Recipe
 from trainers.runs import RunRecord, require_run
 from trainers.samples import StoreSamples, check_split, open_samples
 
+#: The class name a sample of no class (`NO_CLASS`) has in predictions: none.
+NO_CLASS_NAME = ""
 #: The k of the top-k accuracy `trainers predict` also prints, for stores of more classes.
 TOP_K = 5
 #: Store parameters that say which steps of a clip a sample holds.
@@ -53,7 +57,8 @@ class SplitPredictions:
             class is not one of the run's.
         predicted: the class of the highest probability.
         probabilities: `(samples, classes)` softmax of the (views' mean) logits.
-        true_classes: each sample's class name as the store names it.
+        true_classes: each sample's class name as the store names it (`NO_CLASS_NAME`, empty,
+            for a sample of no class: a `clips` or `images` store).
         splits: each sample's split in the store.
     """
 
@@ -69,6 +74,11 @@ class SplitPredictions:
     def known(self) -> np.ndarray:
         """Which samples are of a class the run knows (those an accuracy counts)."""
         return self.labels >= 0
+
+    @property
+    def unlabelled(self) -> np.ndarray:
+        """Which samples are of no class (a `clips` or `images` store), so in no accuracy."""
+        return self.true_classes == NO_CLASS_NAME
 
     @property
     def correct(self) -> int:
@@ -149,9 +159,13 @@ class RunPredictions:
                "the run records no store fingerprint")
         line = (f"{self.run.path.name}: {which} of {self.store}, store "
                 f"{self.fingerprint[:8]} ({own}): ")
-        unknown = sorted(set(predictions.true_classes[~predictions.known].tolist()))
+        unlabelled = int(predictions.unlabelled.sum())
+        other = ~predictions.known & ~predictions.unlabelled
+        unknown = sorted(set(predictions.true_classes[other].tolist()))
         accuracy = predictions.accuracy
-        if accuracy is None:
+        if accuracy is None and unlabelled == predictions.ids.size:
+            line += "no accuracy (its samples are of no class: predictions only)"
+        elif accuracy is None:
             line += "no accuracy (no sample is of a class the run knows)"
         else:
             line += (f"accuracy {accuracy:.4f} ({predictions.correct} of "
@@ -159,8 +173,8 @@ class RunPredictions:
             if len(predictions.classes) > TOP_K:
                 line += f", top-{TOP_K} {predictions.top_k_accuracy(TOP_K):.4f}"
         if unknown:
-            line += (f"; {int((~predictions.known).sum())} sample(s) of class(es) the run does "
-                     f"not know ({', '.join(map(repr, unknown))}) predicted, not counted")
+            line += (f"; {int(other.sum())} sample(s) of class(es) the run does not know "
+                     f"({', '.join(map(repr, unknown))}) predicted, not counted")
         counts = self.run.samples or {}
         trained_on = (sum(counts.values()) if self.split == ALL and counts
                       else counts.get(self.split))
@@ -247,9 +261,11 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
     rows = samples.split(split)
     store_classes = samples.info.classes or tuple(str(k) for k in range(samples.num_classes))
     classes = run_classes(record, logits.shape[-1], store_classes)
-    true_classes = np.array([store_classes[label] for label in rows.labels], dtype=object)
+    true_classes = np.array([NO_CLASS_NAME if label == NO_CLASS else store_classes[label]
+                             for label in rows.labels], dtype=object)
     position = {name: k for k, name in enumerate(classes)}
-    labels = np.array([position.get(name, -1) for name in true_classes], dtype=np.int64)
+    labels = np.array([-1 if label == NO_CLASS else position.get(name, -1)
+                       for label, name in zip(rows.labels, true_classes)], dtype=np.int64)
     probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)
     return SplitPredictions(classes=classes, ids=np.asarray(rows.ids), labels=labels,

@@ -150,6 +150,7 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
     samples = open_samples(config.store, config.model)
     session = _Session(config, samples.store, echo, base)
     try:
+        samples.require_classes()
         samples.require("train")
         samples.check_recipe(config.recipe_for(config.model))
         require_training_extra()  # before any prerequisite search or training starts

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from flowstore.manifest import NO_CLASS
 from flowstore.reader import ALL, TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, open_store
 from trainers.catalogue import FRAMES, MIDDLE_FRAME, ModelEntry, get_model
@@ -164,6 +165,16 @@ class StoreSamples:
             raise NoSamplesError(f"store {str(self.store.path)!r} has no finished {split!r} "
                                  f"sample ({listed}, none marked done)")
         return found
+
+    def require_classes(self) -> None:
+        """Refuse to train on a store whose samples are of no class (a `clips` or `images`
+        store, built to be predicted): its labels are `NO_CLASS`, nothing a model can learn
+        from (a loss would fail on them, or worse, a hand-made loop read them as a class)."""
+        if not self.info.classes and self.labels.size and (self.labels == NO_CLASS).all():
+            raise WrongDatasetError(
+                f"store {str(self.store.path)!r} (dataset {self.info.dataset!r}) holds samples "
+                f"of no class, to predict with a trained run (trainers predict RUN --store "
+                f"{str(self.store.path)}), not to train on")
 
     def read_sample(self, index: int) -> tuple[np.ndarray, ...]:
         """The model inputs of sample `index` as float32 arrays (flow in pixels), in

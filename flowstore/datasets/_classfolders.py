@@ -1,8 +1,9 @@
 """What the datasets read from plain folders share: class folders, split files and split rules.
 
 `videofolder` and `imagefolder` (Hugging Face's and torchvision's conventions) are this module's
-`ClassFolders` with their own file suffixes; UCF101, HMDB51 and Kinetics use its checks of
-class names and its reading of text files.
+`ClassFolders` with their own file suffixes; `clips` and `images` (no classes) are its
+`Unlabelled`; both build on `MediaFiles`, the listing and naming of media files. UCF101, HMDB51
+and Kinetics use its checks of class names and its reading of text files.
 
 Layout: SOURCE/<class>/<file> (files may sit deeper inside their class folder). Splits, first
 match wins:
@@ -36,10 +37,13 @@ from flowstore.datasets.base import Dataset
 from flowstore.errors import ParameterError, SourceLayoutError
 from flowstore.params import check_seed
 from flowstore.store.layout import as_text
-from flowstore.manifest import (SPLITS, Manifest, assemble_manifest, build_manifest,
+from flowstore.manifest import (NO_CLASS, SPLITS, Manifest, assemble_manifest, build_manifest,
                                 stratified_holdout)
 
 SPLIT_FILE_COLUMNS = ("path", "label", "split")
+#: The split an `Unlabelled` dataset puts every sample in: the one `trainers predict` reads by
+#: default.
+UNLABELLED_SPLIT = "test"
 #: Split names a split file may use for each split, in any letter case.
 SPLIT_SPELLINGS = {"train": "train", "training": "train", "val": "val", "valid": "val",
                    "validation": "val", "test": "test", "testing": "test"}
@@ -166,10 +170,10 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-class ClassFolders(Dataset):
-    """A dataset read from class folders (module docstring); subclasses set the suffixes."""
+class MediaFiles(Dataset):
+    """A dataset whose samples are the media files of a folder tree, named by their paths:
+    `sample_files` lists them, `sample_ids` names them. Subclasses set the suffixes."""
 
-    options_type = FolderOptions
     #: Lower-case suffixes of the files that are samples; any other file is skipped.
     suffixes: ClassVar[tuple[str, ...]]
     #: What a sample is, in messages ("video", "image").
@@ -198,6 +202,55 @@ class ClassFolders(Dataset):
             except PermissionError:  # an unreadable sub-folder holds no samples (as rglob)
                 continue
         return sorted(found, key=lambda relative: relative.split("/"))
+
+    def sample_ids(self, relative: list[str]) -> list[str]:
+        """Sample ids of files (paths under the source): the path without its suffix, or with
+        it where two files differ only in suffix (`a.mp4`, `a.avi`), as text (`as_text`: the
+        file is still read by its real name). Remembers each id's file (`source_file`)."""
+        stems = [os.path.splitext(path)[0] for path in relative]
+        shared = Counter(stems)  # (a count per stem: `stems.count` made this quadratic)
+        # unique, as paths are, unless two names differ only in bytes that are not UTF-8
+        whole = [as_text(path) for path in relative]
+        ids = [path if shared[stem] > 1 else as_text(stem)
+               for path, stem in zip(whole, stems)]
+        # A kept suffix can still be another file's stem (`a.mp4` beside `a.avi` keeps its
+        # suffix, and `a.mp4.avi`'s stem is `a.mp4`): one sample built twice, the other never.
+        # Whatever meets another id takes its whole path, until none does.
+        while True:
+            counts = Counter(ids)
+            clashing = [k for k, i in enumerate(ids) if counts[i] > 1 and i != whole[k]]
+            if not clashing:
+                break
+            for k in clashing:
+                ids[k] = whole[k]
+        twice = next((i for i, count in counts.items() if count > 1), None)
+        if twice is not None:  # two names that differ only where one is not UTF-8 (`as_text`)
+            first, second = [relative[k] for k, i in enumerate(ids) if i == twice][:2]
+            raise SourceLayoutError(f"{ascii(first)} and {ascii(second)} would be one sample, "
+                                    f"{twice!r}; rename one of the files")
+        self.sample_paths.update(zip(ids, relative))
+        return ids
+
+
+class Unlabelled(MediaFiles):
+    """A folder tree of media files of no class, to predict with a trained run (`clips`,
+    `images`): every file with a media suffix, in any sub-folder, is a sample of the split
+    `UNLABELLED_SPLIT` and the label `NO_CLASS`, in a store of no classes."""
+
+    def manifest(self, source: Path) -> Manifest:
+        self.check_source_folder(source)
+        files = self.sample_files(source)
+        if not files:
+            raise SourceLayoutError(f"no {self.item_noun}s in {str(source)!r} or its "
+                                    f"sub-folders (files ending in {' '.join(self.suffixes)})")
+        ids = self.sample_ids(files)
+        return Manifest((), ids, [NO_CLASS] * len(ids), [UNLABELLED_SPLIT] * len(ids))
+
+
+class ClassFolders(MediaFiles):
+    """A dataset read from class folders (module docstring); subclasses set the suffixes."""
+
+    options_type = FolderOptions
 
     def manifest(self, source: Path) -> Manifest:
         self.check_source_folder(source)
@@ -280,36 +333,8 @@ class ClassFolders(Dataset):
                     f"class folder {str(folder)!r} holds no {self.what} (files ending in "
                     f"{' '.join(self.suffixes)}); remove it or add its {self.what}s")
             under = folder.relative_to(source).as_posix()
-            found[as_text(folder.name)] = self._remember([f"{under}/{name}" for name in files])
+            found[as_text(folder.name)] = self.sample_ids([f"{under}/{name}" for name in files])
         return found
-
-    def _remember(self, relative: list[str]) -> list[str]:
-        """Sample ids of files (paths under the source): the path without its suffix, or with
-        it where two files differ only in suffix (`a.mp4`, `a.avi`), as text (`as_text`: the
-        file is still read by its real name)."""
-        stems = [os.path.splitext(path)[0] for path in relative]
-        shared = Counter(stems)  # (a count per stem: `stems.count` made this quadratic)
-        # unique, as paths are, unless two names differ only in bytes that are not UTF-8
-        whole = [as_text(path) for path in relative]
-        ids = [path if shared[stem] > 1 else as_text(stem)
-               for path, stem in zip(whole, stems)]
-        # A kept suffix can still be another file's stem (`a.mp4` beside `a.avi` keeps its
-        # suffix, and `a.mp4.avi`'s stem is `a.mp4`): one sample built twice, the other never.
-        # Whatever meets another id takes its whole path, until none does.
-        while True:
-            counts = Counter(ids)
-            clashing = [k for k, i in enumerate(ids) if counts[i] > 1 and i != whole[k]]
-            if not clashing:
-                break
-            for k in clashing:
-                ids[k] = whole[k]
-        twice = next((i for i, count in counts.items() if count > 1), None)
-        if twice is not None:  # two names that differ only where one is not UTF-8 (`as_text`)
-            first, second = [relative[k] for k, i in enumerate(ids) if i == twice][:2]
-            raise SourceLayoutError(f"{ascii(first)} and {ascii(second)} would be one sample, "
-                                    f"{twice!r}; rename one of the files")
-        self.sample_paths.update(zip(ids, relative))
-        return ids
 
     def _from_split_file(self, source: Path, split_file: Path) -> dict[str, dict[str, list[str]]]:
         what = "split file"

@@ -127,3 +127,21 @@ def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
 def crlf(lines: list[str]) -> bytes:
     """Lines with CRLF endings, as the official UCF101 lists are written."""
     return "".join(line + "\r\n" for line in lines).encode()
+
+
+def write_unlabelled(folder: Path, config: SynthClipsConfig,
+                     write: Callable[[Path, int, SynthClipsConfig], None],
+                     suffixes: tuple[str, ...], stem: str) -> Path:
+    """A source of files of no class (`clips`, `images`): `write(path, class_index, config)`
+    for `classes` x `clips_per_class` files `<stem>_NNN<suffix>`, every other one in `more/`,
+    the classes (their cues) taken in turn but named nowhere, and a README.txt that is not a
+    sample."""
+    def fill(root: Path) -> None:
+        (root / "README.txt").write_text("files to classify\n")
+        (root / "more").mkdir()
+        for number in range(config.classes * config.clips_per_class):
+            where = root if number % 2 == 0 else root / "more"
+            suffix = suffixes[number % len(suffixes)]
+            write(where / f"{stem}_{number:03d}{suffix}", number % config.classes, config)
+
+    return write_source(folder, fill)
