@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from flowstore.errors import DamagedStoreError, StoreError
-from flowstore.manifest import NO_CLASS, SPLITS, class_label
+from flowstore.manifest import SPLITS, class_label
 from flowstore.store import backend_for, failures as read_failures, open_store
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
@@ -59,7 +59,8 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         counts = {split: {name: 0 for name in classes} for split in columns}
         done_counts = {split: {name: 0 for name in classes} for split in columns}
         for label, split, finished in zip(labels.tolist(), split_names, done.tolist()):
-            name = class_label(classes, label)
+            name = (UNREADABLE_CLASS if label == UNREADABLE_FILL["label"]
+                    else class_label(classes, label))
             for table in counts, done_counts:
                 for row in table.values():
                     row.setdefault(name, 0)
@@ -107,7 +108,9 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
 
 #: What stands in for each value of a column whose chunk is damaged (`_column`): no class, no
 #: split, not done, no id or source hash, each shown as such (the DAMAGED line says why).
-UNREADABLE_FILL = {"label": NO_CLASS, "done": False}
+UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False}
+#: How a label of a damaged chunk is counted: not "(no class)", which a clips store's are.
+UNREADABLE_CLASS = "(unreadable)"
 
 
 def _column(store, name: str, problems: list[str]) -> np.ndarray:

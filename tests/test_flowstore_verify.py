@@ -297,7 +297,8 @@ def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvh
     assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == ["'label'",
                                                                                 "'done'"]
     assert all("rebuild it" in line for line in damaged)
-    assert "(no class)" in out.stdout and "arrays" in out.stdout  # the rest is still shown
+    assert "(unreadable)" in out.stdout and "(no class)" not in out.stdout  # not a clips store
+    assert "arrays" in out.stdout  # the rest is still shown
     after = json.loads(flowstore_cli("inspect", store, "--json").stdout)
     assert after["samples"] == before["samples"] and after["done"] == 0
     assert after["arrays"] == before["arrays"] and after["damaged"].count("\n") == 1
