@@ -106,8 +106,9 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
     }
 
 
-#: What stands in for each value of a column whose chunk is damaged (`_column`): no class, no
-#: split, not done, no id or source hash, each shown as such (the DAMAGED line says why).
+#: What stands in for each value of a column whose chunk is damaged (`_column`): a label of no
+#: class nor `NO_CLASS` (counted as `UNREADABLE_CLASS`), no split, not done, no id or source
+#: hash, each shown as such (the DAMAGED line says why).
 UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False}
 #: How a label of a damaged chunk is counted: not "(no class)", which a clips store's are.
 UNREADABLE_CLASS = "(unreadable)"

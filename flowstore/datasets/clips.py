@@ -35,4 +35,3 @@ class Clips(Unlabelled, VideoDataset):
         from flowstore.synth.clips import write_clip, write_unlabelled
 
         return write_unlabelled(folder, config, write_clip, SYNTH_SUFFIXES, "clip")
-
