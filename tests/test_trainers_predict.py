@@ -142,8 +142,8 @@ def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
     """A store's samples are spread over its splits: `--split all` scores every finished one
     (here of a class the run does not know: predicted, counted in no accuracy)."""
     _, run = trained
-    new = make_tiny_store(tmp_path / "new.zarr", classes=("unknown",), per_class=(2, 1, 1),
-                          not_done=(1,))
+    new = make_tiny_store(tmp_path / "new.zarr", classes=("unknown",), per_class=(2, 1, 2),
+                          not_done=(1,), failed=(4,))
     result = runner.invoke(app, ["predict", str(run), "--store", str(new), "--split", "all"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     rows = _rows(result.stdout)
@@ -153,7 +153,16 @@ def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
     assert "3 sample(s) of all splits of" in result.stderr
     assert result.stderr.strip().endswith(
         "no accuracy (no sample is of a class the run knows); 3 sample(s) of class(es) the "
-        "run does not know ('unknown') predicted, not counted")
+        "run does not know ('unknown') predicted, not counted; 2 sample(s) not built, so not "
+        "predicted: 1 failed (flowstore inspect names them), 1 not yet extracted (flowstore "
+        "build resumes them)")
+    # a split's own: the failed sample is a test one, the one not extracted a train one
+    tested = runner.invoke(app, ["predict", str(run), "--store", str(new)])
+    assert tested.exit_code == 0 and len(_rows(tested.stdout)) == 1
+    assert tested.stderr.strip().endswith(
+        "; 1 sample(s) not built, so not predicted: 1 failed (flowstore inspect names them)")
+    trained_on = runner.invoke(app, ["predict", str(run), "--store", str(new), "--split", "val"])
+    assert trained_on.exit_code == 0 and "not built" not in trained_on.stderr
 
 
 def test_a_store_of_clips_of_no_class_is_predicted_not_trained_on(trained, tmp_path):

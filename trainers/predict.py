@@ -25,7 +25,7 @@ import numpy as np
 from flowstore.manifest import NO_CLASS
 from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
-from flowstore.store import lies_within
+from flowstore.store import failures as read_failures, lies_within
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError, ReportOutputError
 from trainers.outputs import check_output, write_whole
@@ -143,6 +143,9 @@ class RunPredictions:
     #: How the store's extraction differs, in what the model reads, from that of the store
     #: the run trained on ("resize 'center-crop', not 'stretch'"); empty when it does not.
     differences: tuple[str, ...]
+    #: The split's samples that are not built, so not predicted: (failed, not yet extracted).
+    #: A user predicting new clips learns that some are missing from the CSV, and why.
+    not_built: tuple[int, int] = (0, 0)
 
     @property
     def own_store(self) -> bool:
@@ -183,6 +186,13 @@ class RunPredictions:
                      f"{'' if self.split == ALL else self.split + ' '}sample(s) when the "
                      f"run trained (built further, or samples unmarked, since), so this is not "
                      f"the accuracy it recorded")
+        failed, pending = self.not_built
+        if failed or pending:
+            why = ", ".join(part for part in (
+                f"{failed} failed (flowstore inspect names them)" if failed else "",
+                f"{pending} not yet extracted (flowstore build resumes them)" if pending else "")
+                if part)
+            line += f"; {failed + pending} sample(s) not built, so not predicted: {why}"
         return line
 
 
@@ -373,9 +383,24 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
         return RunPredictions(run=record, store=str(location),
                               fingerprint=samples.info.fingerprint, split=split,
                               predictions=predictions,
-                              differences=extraction_differences(record, samples))
+                              differences=extraction_differences(record, samples),
+                              not_built=count_not_built(samples, split))
     finally:
         samples.store.close()
+
+
+def count_not_built(samples: StoreSamples, split: str) -> tuple[int, int]:
+    """How many samples of `split` (every split: `ALL`) are not `done`: (failed, the rest).
+
+    Raises:
+        flowstore.errors.StoreError: the store's failure column cannot be read.
+    """
+    reader = samples.reader
+    wanted = np.ones(reader.done.size, dtype=bool) if split == ALL else reader.splits == split
+    missing = reader.ids[wanted & ~reader.done].tolist()
+    reasons = read_failures(samples.store)
+    failed = sum(1 for sample in missing if sample in reasons)
+    return failed, len(missing) - failed
 
 
 def check_csv_output(out: str | Path, record: RunRecord, store: str | Path) -> None:

@@ -36,7 +36,7 @@ TINY_FLOW = {"size": 16, "steps": 2}
 def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, steps: int = 4,
                     per_class: Sequence[int] = (3, 1, 2), classes: Sequence[str] | None = None,
                     flow_dtype: str = "float16", flow_bound: float = 8.0,
-                    not_done: Sequence[int] = (), seed: int = 0,
+                    not_done: Sequence[int] = (), failed: Sequence[int] = (), seed: int = 0,
                     arrays: Sequence[str] | None = None, segments: int | None = None) -> Path:
     """Write a small store of synthetic samples and return its path.
 
@@ -51,6 +51,8 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
         flow_dtype: "float16", "float32" or "uint8" (quantised with `flow_bound`).
         flow_bound: the uint8 flow's range [-bound, +bound] in pixels.
         not_done: store indices left unfinished (`done` false, pixels zero).
+        failed: store indices left unfinished with a failure reason, as a build leaves a
+            sample whose source it could not read.
         seed: seed of the noise.
         arrays: write only these of the layout's arrays (a store lacking some); all by default.
         segments: K, for a store as `--sampling segments --segments K --stack steps/K` writes
@@ -98,7 +100,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
                                   "split": np.array(splits)})
     try:
         done = np.zeros(n, dtype=bool)
-        unfinished = set(not_done)
+        unfinished = set(not_done) | set(failed)
         for i, label in enumerate(labels):
             if i in unfinished:
                 continue
@@ -111,6 +113,10 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
                 store.write(name, i, sample[name])
             done[i] = True
         store.write("done", slice(None), done)
+        if failed:
+            reasons = np.full(n, "", dtype=object)
+            reasons[list(failed)] = "cannot decode the video (synthetic failure)"
+            store.write_changed("failure", reasons, list(failed))
         store.flush()
     finally:
         store.close()
