@@ -16,7 +16,9 @@ import numpy as np
 
 from flowstore.errors import DamagedStoreError, StoreError
 from flowstore.manifest import SPLITS, class_label
-from flowstore.store import backend_for, failures as read_failures, open_store
+from flowstore.store import (backend_for, failures as read_failures, failures_named,
+                             open_store)
+from flowstore.store.base import unreadable_part
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
 
@@ -46,11 +48,7 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
                 check()
             except StoreError as exc:
                 problems.append(str(exc))
-        try:
-            failures = read_failures(store)
-        except DamagedStoreError as exc:
-            problems.append(str(exc))
-            failures = {}
+        failures = _failures(store, ids, problems)
         # (a damaged store's label may name no class, its split no split: each is counted
         # under what it holds, in a row or column of its own)
         split_names = [split if split in SPLITS else f"(split {split!r})"
@@ -106,23 +104,54 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
     }
 
 
-#: What stands in for each value of a column whose chunk is damaged (`_column`): a label of no
-#: class nor `NO_CLASS` (counted as `UNREADABLE_CLASS`), no split, not done, no id or source
-#: hash, each shown as such (the DAMAGED line says why).
+#: What stands in for each value of a column's damaged chunk (`_column`): a label of no
+#: class nor `NO_CLASS` (counted as `UNREADABLE_CLASS`), no split, not done, no source hash nor
+#: failure, each shown as such (the DAMAGED line says why); an id is `UNREADABLE_ID`.
 UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False}
 #: How a label of a damaged chunk is counted: not "(no class)", which a clips store's are.
 UNREADABLE_CLASS = "(unreadable)"
+#: How a sample whose id is in a damaged chunk is named (in failures, duplicates): by position.
+UNREADABLE_ID = "(sample {index}: id unreadable)"
 
 
 def _column(store, name: str, problems: list[str]) -> np.ndarray:
-    """A per-sample column of `store`; where its bytes are damaged, the problem is added to
-    `problems` and a stand-in of its length returned (`UNREADABLE_FILL`, else empty text), so
-    that inspect still shows the rest of the store. A system's refusal (a permission) is raised."""
+    """A per-sample column of `store`, read chunk by chunk where it is damaged: each damaged
+    chunk's samples get a stand-in (`UNREADABLE_FILL`, `UNREADABLE_ID`, else empty text) and
+    one problem in `problems` naming them, so that one bad chunk of a large store's `done`
+    costs its 4,096 samples, not the column, and inspect still shows the rest. A system's
+    refusal (a permission) is raised."""
     try:
         return store.read(name)
-    except DamagedStoreError as exc:
-        problems.append(str(exc))
-        return np.full(store.info(name).shape[0], UNREADABLE_FILL.get(name, ""))
+    except DamagedStoreError:
+        pass
+    info = store.info(name)
+    length, step = info.shape[0], max(1, info.chunks[0])
+    parts = []
+    for start in range(0, length, step):
+        stop = min(start + step, length)
+        try:
+            parts.append(store.read(name, slice(start, stop)))
+        except DamagedStoreError as exc:
+            which = (f"array {name!r}" if (start, stop) == (0, length) else
+                     f"array {name!r}, samples {start}-{stop - 1} of {length},")
+            problems.append(str(unreadable_part(store.path, which, exc.__cause__ or exc,
+                                                sample=False)))
+            parts.append(np.array([UNREADABLE_ID.format(index=k) for k in range(start, stop)])
+                         if name == "id" else
+                         np.full(stop - start, UNREADABLE_FILL.get(name, "")))
+    return np.concatenate(parts)
+
+
+def _failures(store, ids: np.ndarray, problems: list[str]) -> dict[str, str]:
+    """Sample id -> why its extraction failed, named by the ids inspect already read (a damaged
+    id chunk's by `UNREADABLE_ID`, not lost with them); a damaged failure chunk is a problem."""
+    if store.format == 1:  # (kept by source file name: no column to read chunk by chunk)
+        try:
+            return read_failures(store)
+        except DamagedStoreError as exc:
+            problems.append(str(exc))
+            return {}
+    return failures_named(ids, _column(store, "failure", problems))
 
 
 #: Groups of duplicates `inspect` lists before it says "and N more" (`--json` has them all).

@@ -305,6 +305,50 @@ def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvh
     assert flowstore_cli("verify", store, "-q").returncode != 0
 
 
+def test_inspect_loses_only_the_damaged_chunks_of_a_column(tiny_tvhi_source, tmp_path,
+                                                           monkeypatch):
+    """A column was read whole, so one damaged chunk of `done` showed every sample not done (a
+    large store's 4,096 samples a chunk hid all the others), and one of `id` lost every
+    failure. Here columns are 4 samples a chunk: only the damaged chunks' samples are stood in
+    for, each chunk is named by its samples, and a failure whose id is lost is still listed,
+    named by its position."""
+    from flowstore.build import BuildConfig, build
+    from flowstore.inspect import format_summary, summarize
+    from flowstore.params import VideoParams
+    from flowstore.store import layout
+
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 4)
+    store = tmp_path / "s.zarr"
+    build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
+                      params=VideoParams(size=32, steps=4), workers=1, progress=False))
+    with open_store(store, "r+") as opened:  # sample 9 failed, as a bad clip's build leaves it
+        done, reasons = opened.read("done"), opened.read("failure").astype(object)
+        done[9], reasons[9] = False, "cannot decode the video"
+        opened.write_changed("done", done, [9])
+        opened.write_changed("failure", reasons, [9])
+        opened.flush()
+        assert opened.info("done").chunks == (4,) and done.size == 16
+    before, failed_id = summarize(store), str(store_ids(store)[9])
+    for name, index in (("done", 4), ("id", 8)):
+        chunk = chunk_file(store, name, index)
+        chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
+    after = summarize(store)
+    damaged = after["damaged"].splitlines()
+    assert len(damaged) == 2 and all(
+        f"is damaged: array {name!r}, samples {first}-{last} of 16, cannot be read (" in line
+        for line, (name, first, last) in zip(damaged, (("id", 8, 11), ("done", 4, 7))))
+    assert (before["done"], after["done"]) == (15, 11)  # the four of samples 4-7 only
+    assert before["failures"] == {failed_id: "cannot decode the video"}
+    assert after["failures"] == {"(sample 9: id unreadable)": "cannot decode the video"}
+    assert after["samples"] == 16 and sum(after["done_per_split"].values()) == 11
+    assert "(sample 9: id unreadable)" in format_summary(after)
+
+
+def store_ids(store) -> np.ndarray:
+    with open_store(store) as opened:
+        return opened.read("id")
+
+
 def test_inspect_raises_a_column_the_system_refuses_to_read(tiny_tvhi_source, tmp_path,
                                                             monkeypatch):
     """Only damage is shown as DAMAGED: a column the system refuses (a permission, an I/O

@@ -22,7 +22,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from flowstore.errors import StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
@@ -30,7 +30,7 @@ from flowstore.store.layout import (FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUI
                                     STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
-           "backend_for", "capabilities", "create_store", "failures", "is_url", "lies_within",
+           "backend_for", "capabilities", "create_store", "failures", "failures_named", "is_url", "lies_within",
            "open_store",
            "remove_store", "store_exists"]
 
@@ -300,10 +300,14 @@ def failures(store: Store) -> dict[str, str]:
         from flowstore.store import format1
 
         return format1.failures(store)
+    return failures_named(store.read("id"), store.read("failure"))
+
+
+def failures_named(ids: Sequence[str], reasons: Any) -> dict[str, str]:
+    """Sample id -> failure reason, from a format-2 store's `id` and `failure` columns."""
     import numpy as np
 
-    reasons = store.read("failure")
-    ids = store.read("id")
+    reasons = np.asarray(reasons)
     return {str(ids[i]): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
 
 
