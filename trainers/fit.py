@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from flowstore.progress import progress_bar, shows_progress
+from flowstore.reader import ALL
 from trainers.curves import plot_curves
 from trainers.data import ClipViews, InputOptions, make_dataset, recipe_augmentation
 from trainers.errors import ModelConfigError, RunWriteError, TrainingDivergedError
@@ -32,7 +33,7 @@ from trainers.models import fine_tune_transferred, load_trained, parameter_count
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
                            RunWriter, read_run, write_json)
-from trainers.samples import StoreSamples
+from trainers.samples import StoreSamples, not_built_reasons
 
 Echo = Callable[[str], None]
 
@@ -382,6 +383,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     samples = samples.for_recipe(recipe)  # checks the recipe against the store
     counts_per_split = samples.done_counts()
     samples.require("train")
+    failed, pending = samples.not_built(ALL)
+    if failed or pending:
+        print(f"warning: {failed + pending} of {samples.reader.done.size} samples of the store are not "
+              f"built ({not_built_reasons(failed, pending)}); {model_name} trains and is "
+              f"scored on the {sum(counts_per_split.values())} that are", file=sys.stderr)
     if not counts_per_split["val"]:
         print(f"warning: no finished 'val' sample; {model_name} picks its best epoch by "
               "training loss", file=sys.stderr)

@@ -25,13 +25,13 @@ import numpy as np
 from flowstore.manifest import NO_CLASS
 from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
-from flowstore.store import failures as read_failures, lies_within
+from flowstore.store import lies_within
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError, ReportOutputError
 from trainers.outputs import check_output, write_whole
 from trainers.recipes import Recipe
 from trainers.runs import RunRecord, require_run
-from trainers.samples import StoreSamples, check_split, open_samples
+from trainers.samples import StoreSamples, check_split, not_built_reasons, open_samples
 
 #: The class name a sample of no class (`NO_CLASS`) has in predictions: none.
 NO_CLASS_NAME = ""
@@ -188,11 +188,8 @@ class RunPredictions:
                      f"the accuracy it recorded")
         failed, pending = self.not_built
         if failed or pending:
-            why = ", ".join(part for part in (
-                f"{failed} failed (flowstore inspect names them)" if failed else "",
-                f"{pending} not yet extracted (flowstore build resumes them)" if pending else "")
-                if part)
-            line += f"; {failed + pending} sample(s) not built, so not predicted: {why}"
+            line += (f"; {failed + pending} sample(s) not built, so not predicted: "
+                     f"{not_built_reasons(failed, pending)}")
         return line
 
 
@@ -384,23 +381,9 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
                               fingerprint=samples.info.fingerprint, split=split,
                               predictions=predictions,
                               differences=extraction_differences(record, samples),
-                              not_built=count_not_built(samples, split))
+                              not_built=samples.not_built(split))
     finally:
         samples.store.close()
-
-
-def count_not_built(samples: StoreSamples, split: str) -> tuple[int, int]:
-    """How many samples of `split` (every split: `ALL`) are not `done`: (failed, the rest).
-
-    Raises:
-        flowstore.errors.StoreError: the store's failure column cannot be read.
-    """
-    reader = samples.reader
-    wanted = np.ones(reader.done.size, dtype=bool) if split == ALL else reader.splits == split
-    missing = reader.ids[wanted & ~reader.done].tolist()
-    reasons = read_failures(samples.store)
-    failed = sum(1 for sample in missing if sample in reasons)
-    return failed, len(missing) - failed
 
 
 def check_csv_output(out: str | Path, record: RunRecord, store: str | Path) -> None:

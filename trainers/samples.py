@@ -15,13 +15,13 @@ import numpy as np
 
 from flowstore.manifest import NO_CLASS
 from flowstore.reader import ALL, TF_ALIGNMENT, Split, StoreDataset, aligned_empty
-from flowstore.store import Store, open_store
+from flowstore.store import Store, failures as read_failures, open_store
 from trainers.catalogue import FRAMES, MIDDLE_FRAME, ModelEntry, get_model
 from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
 from trainers.recipes import Recipe
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
-           "check_split", "open_samples"]
+           "check_split", "not_built_reasons", "open_samples"]
 
 SPLITS = ("train", "val", "test")
 
@@ -156,6 +156,21 @@ class StoreSamples:
         run found in the runs directory must have trained on to be reused."""
         return {split: int(self.indices(split).size) for split in SPLITS}
 
+    def not_built(self, split: str) -> tuple[int, int]:
+        """How many samples of `split` (every split: `ALL`) are not `done`, as (failed, not
+        yet extracted): what a run trains on or predicts leaves them out, and says so.
+
+        Raises:
+            flowstore.errors.StoreError: the store's failure column cannot be read.
+        """
+        reader = self.reader
+        wanted = (np.ones(reader.done.size, dtype=bool) if split == ALL
+                  else reader.splits == split)
+        missing = reader.ids[wanted & ~reader.done].tolist()
+        reasons = read_failures(self.store)
+        failed = sum(1 for sample in missing if sample in reasons)
+        return failed, len(missing) - failed
+
     def require(self, split: str) -> np.ndarray:
         """Like `indices`, but a split without finished samples is an error that says so."""
         found = self.indices(split)
@@ -182,6 +197,16 @@ class StoreSamples:
         return tuple(self.reader.encodings[array].decode(self.store.read(array, int(index)),
                                                          np.dtype(np.float32))
                      for array in self.inputs.values())
+
+
+def not_built_reasons(failed: int, pending: int) -> str:
+    """Why samples are not built, as `StoreSamples.not_built` counts them, and what to do:
+    "1 failed (flowstore inspect names them), 2 not yet extracted (flowstore build resumes
+    them)"."""
+    return ", ".join(part for part in (
+        f"{failed} failed (flowstore inspect names them)" if failed else "",
+        f"{pending} not yet extracted (flowstore build resumes them)" if pending else "")
+        if part)
 
 
 def check_split(split: str) -> None:
