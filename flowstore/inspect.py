@@ -16,8 +16,7 @@ import numpy as np
 
 from flowstore.errors import DamagedStoreError, StoreError
 from flowstore.manifest import SPLITS, class_label
-from flowstore.store import (backend_for, failures as read_failures, failures_named,
-                             open_store)
+from flowstore.store import backend_for, failures_named, format1, open_store
 from flowstore.store.base import unreadable_part
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
@@ -37,18 +36,20 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         classes = attrs.get("classes", [])
         # shown, not refused: inspect is where one looks at a store that went wrong
         problems: list[str] = []
-        ids, labels, splits, done = (_column(store, name, problems)
-                                     for name in ("id", "label", "split", "done"))
-        done = done.astype(bool)
+        ids, labels, splits = (_column(store, name, problems)
+                               for name in ("id", "label", "split"))
+        # (a manifest column's stand-in is no edit, and is named already: not compared then)
+        manifest_read = not problems
+        done = _column(store, "done", problems).astype(bool)
         checks = [lambda: check_dataset_arrays(store, path)]
-        if not problems:  # (an unreadable column is named already; its stand-in is no edit)
+        if manifest_read:
             checks.insert(0, lambda: check_manifest_columns(attrs, ids, labels, splits, path))
         for check in checks:
             try:
                 check()
             except StoreError as exc:
                 problems.append(str(exc))
-        failures = _failures(store, ids, problems)
+        failures = _failures(store, ids, done, problems)
         # (a damaged store's label may name no class, its split no split: each is counted
         # under what it holds, in a row or column of its own)
         split_names = [split if split in SPLITS else f"(split {split!r})"
@@ -132,8 +133,10 @@ def _column(store, name: str, problems: list[str]) -> np.ndarray:
         try:
             parts.append(store.read(name, slice(start, stop)))
         except DamagedStoreError as exc:
+            samples = (f"sample {start}" if stop - start == 1 else
+                       f"samples {start}-{stop - 1}")
             which = (f"array {name!r}" if (start, stop) == (0, length) else
-                     f"array {name!r}, samples {start}-{stop - 1} of {length},")
+                     f"array {name!r}, {samples} of {length},")
             problems.append(str(unreadable_part(store.path, which, exc.__cause__ or exc,
                                                 sample=False)))
             parts.append(np.array([UNREADABLE_ID.format(index=k) for k in range(start, stop)])
@@ -142,15 +145,11 @@ def _column(store, name: str, problems: list[str]) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def _failures(store, ids: np.ndarray, problems: list[str]) -> dict[str, str]:
+def _failures(store, ids: np.ndarray, done: np.ndarray, problems: list[str]) -> dict[str, str]:
     """Sample id -> why its extraction failed, named by the ids inspect already read (a damaged
     id chunk's by `UNREADABLE_ID`, not lost with them); a damaged failure chunk is a problem."""
-    if store.format == 1:  # (kept by source file name: no column to read chunk by chunk)
-        try:
-            return read_failures(store)
-        except DamagedStoreError as exc:
-            problems.append(str(exc))
-            return {}
+    if store.format == 1:  # (kept by sample id in an attribute: no column to read)
+        return format1.failures(store, ids=ids, done=done)
     return failures_named(ids, _column(store, "failure", problems))
 
 

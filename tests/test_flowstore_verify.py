@@ -344,6 +344,36 @@ def test_inspect_loses_only_the_damaged_chunks_of_a_column(tiny_tvhi_source, tmp
     assert "(sample 9: id unreadable)" in format_summary(after)
 
 
+def test_inspect_of_a_damaged_column_still_compares_the_manifest_and_lists_failures(
+        tiny_tvhi_source, tmp_path):
+    """A damaged `done` chunk turned off the check that `id`, `label` and `split` are as built
+    (only their own stand-ins must), and a format-1 store's failures, kept by id in an
+    attribute, were lost with a damaged `id` chunk."""
+    from flowstore.inspect import summarize
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    with open_store(store, "r+") as opened:  # an edit of the split column, no checksum sees it
+        splits = opened.read("split").astype(object)
+        splits[0] = "train" if splits[0] != "train" else "test"
+        opened.write_changed("split", splits, [0])
+        opened.flush()
+    chunk = chunk_file(store, "done", 0)
+    chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
+    damaged = summarize(store)["damaged"].splitlines()
+    assert len(damaged) == 2 and "array 'done' cannot be read" in damaged[0]
+    assert "id, label or split column" in damaged[1], damaged
+
+    old = Path(shutil.copytree(Path(__file__).parent / "fixtures" / "format1" / "format1.zarr",
+                               tmp_path / "format1.zarr"))
+    failed = summarize(old)["failures"]
+    assert list(failed) == ["jumping jacks/clip_03"]
+    chunk = chunk_file(old, "id", 0)
+    chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
+    after = summarize(old)
+    assert after["failures"] == failed and after["failed"] == 1
+    assert "array 'id' cannot be read" in after["damaged"]
+
+
 def store_ids(store) -> np.ndarray:
     with open_store(store) as opened:
         return opened.read("id")

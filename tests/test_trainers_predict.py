@@ -17,6 +17,7 @@ import flowstore
 from trainers.cli import app
 from trainers.predict import extraction_differences, open_run_samples
 from trainers.runs import list_runs, read_run
+from tests.conftest import chunk_file
 from trainers.testing import TVHI_CLASSES, make_tiny_store
 
 runner = CliRunner()
@@ -163,6 +164,18 @@ def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
         "; 1 sample(s) not built, so not predicted: 1 failed (flowstore inspect names them)")
     trained_on = runner.invoke(app, ["predict", str(run), "--store", str(new), "--split", "val"])
     assert trained_on.exit_code == 0 and "not built" not in trained_on.stderr
+    # A damaged failure column stopped predict after the model had predicted: the model needs
+    # nothing of it, so only why the samples are missing is unknown.
+    chunk = chunk_file(new, "failure", 0)
+    chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
+    damaged = runner.invoke(app, ["predict", str(run), "--store", str(new), "--split", "all"])
+    assert damaged.exit_code == 0, damaged.output
+    assert damaged.stdout == result.stdout
+    assert damaged.stderr.strip().endswith(
+        "; 2 sample(s) not built, so not predicted: 2 for a reason the store's damaged failure "
+        "column hides (flowstore inspect)")
+    assert runner.invoke(app, ["predict", str(run), "--store", str(new),
+                               "--split", "val"]).exit_code == 0  # none missing: not read
 
 
 def test_a_store_of_clips_of_no_class_is_predicted_not_trained_on(trained, tmp_path):

@@ -33,7 +33,7 @@ from trainers.models import fine_tune_transferred, load_trained, parameter_count
 from trainers.recipes import Recipe
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
                            RunWriter, read_run, write_json)
-from trainers.samples import StoreSamples, not_built_reasons
+from trainers.samples import StoreSamples
 
 Echo = Callable[[str], None]
 
@@ -383,11 +383,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     samples = samples.for_recipe(recipe)  # checks the recipe against the store
     counts_per_split = samples.done_counts()
     samples.require("train")
-    failed, pending = samples.not_built(ALL)
-    if failed or pending:
-        print(f"warning: {failed + pending} of {samples.reader.done.size} samples of the store are not "
-              f"built ({not_built_reasons(failed, pending)}); {model_name} trains and is "
-              f"scored on the {sum(counts_per_split.values())} that are", file=sys.stderr)
+    not_built = samples.not_built(ALL)
+    if not_built.total:
+        print(f"warning: {not_built.total} of {samples.reader.done.size} samples of the store "
+              f"are not built ({not_built.why()}); {model_name} trains and is scored on the "
+              f"{sum(counts_per_split.values())} that are", file=sys.stderr)
     if not counts_per_split["val"]:
         print(f"warning: no finished 'val' sample; {model_name} picks its best epoch by "
               "training loss", file=sys.stderr)

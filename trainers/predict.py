@@ -31,7 +31,7 @@ from trainers.errors import ModelConfigError, ReportOutputError
 from trainers.outputs import check_output, write_whole
 from trainers.recipes import Recipe
 from trainers.runs import RunRecord, require_run
-from trainers.samples import StoreSamples, check_split, not_built_reasons, open_samples
+from trainers.samples import NotBuilt, StoreSamples, check_split, open_samples
 
 #: The class name a sample of no class (`NO_CLASS`) has in predictions: none.
 NO_CLASS_NAME = ""
@@ -143,9 +143,9 @@ class RunPredictions:
     #: How the store's extraction differs, in what the model reads, from that of the store
     #: the run trained on ("resize 'center-crop', not 'stretch'"); empty when it does not.
     differences: tuple[str, ...]
-    #: The split's samples that are not built, so not predicted: (failed, not yet extracted).
-    #: A user predicting new clips learns that some are missing from the CSV, and why.
-    not_built: tuple[int, int] = (0, 0)
+    #: The split's samples that are not built, so not predicted: a user predicting new clips
+    #: learns that some are missing from the CSV, and why.
+    not_built: NotBuilt = NotBuilt(0, 0)
 
     @property
     def own_store(self) -> bool:
@@ -186,10 +186,9 @@ class RunPredictions:
                      f"{'' if self.split == ALL else self.split + ' '}sample(s) when the "
                      f"run trained (built further, or samples unmarked, since), so this is not "
                      f"the accuracy it recorded")
-        failed, pending = self.not_built
-        if failed or pending:
-            line += (f"; {failed + pending} sample(s) not built, so not predicted: "
-                     f"{not_built_reasons(failed, pending)}")
+        if self.not_built.total:
+            line += (f"; {self.not_built.total} sample(s) not built, so not predicted: "
+                     f"{self.not_built.why()}")
         return line
 
 
@@ -376,12 +375,13 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
     try:
         if out is not None:  # (after the store opens: a refusal made no folder)
             check_csv_output(out, record, location)
+        not_built = samples.not_built(split)  # (before minutes of predicting)
         predictions = predict_samples(record, samples, split)
         return RunPredictions(run=record, store=str(location),
                               fingerprint=samples.info.fingerprint, split=split,
                               predictions=predictions,
                               differences=extraction_differences(record, samples),
-                              not_built=samples.not_built(split))
+                              not_built=not_built)
     finally:
         samples.store.close()
 

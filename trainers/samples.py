@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from flowstore.errors import DamagedStoreError
 from flowstore.manifest import NO_CLASS
 from flowstore.reader import ALL, TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, failures as read_failures, open_store
@@ -21,7 +22,7 @@ from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
 from trainers.recipes import Recipe
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
-           "check_split", "not_built_reasons", "open_samples"]
+           "NotBuilt", "check_split", "open_samples"]
 
 SPLITS = ("train", "val", "test")
 
@@ -156,20 +157,23 @@ class StoreSamples:
         run found in the runs directory must have trained on to be reused."""
         return {split: int(self.indices(split).size) for split in SPLITS}
 
-    def not_built(self, split: str) -> tuple[int, int]:
-        """How many samples of `split` (every split: `ALL`) are not `done`, as (failed, not
-        yet extracted): what a run trains on or predicts leaves them out, and says so.
-
-        Raises:
-            flowstore.errors.StoreError: the store's failure column cannot be read.
-        """
+    def not_built(self, split: str) -> "NotBuilt":
+        """How many samples of `split` (every split: `ALL`) are not `done`, and why: what a run
+        trains on or predicts leaves them out, and says so. The failure column is read only
+        when a sample is missing, and a damaged one leaves why unknown (inspect names it):
+        the model needs nothing from it."""
         reader = self.reader
         wanted = (np.ones(reader.done.size, dtype=bool) if split == ALL
                   else reader.splits == split)
         missing = reader.ids[wanted & ~reader.done].tolist()
-        reasons = read_failures(self.store)
+        if not missing:
+            return NotBuilt(0, 0)
+        try:
+            reasons = read_failures(self.store)
+        except DamagedStoreError:
+            return NotBuilt(0, 0, unknown=len(missing))
         failed = sum(1 for sample in missing if sample in reasons)
-        return failed, len(missing) - failed
+        return NotBuilt(failed, len(missing) - failed)
 
     def require(self, split: str) -> np.ndarray:
         """Like `indices`, but a split without finished samples is an error that says so."""
@@ -199,14 +203,27 @@ class StoreSamples:
                      for array in self.inputs.values())
 
 
-def not_built_reasons(failed: int, pending: int) -> str:
-    """Why samples are not built, as `StoreSamples.not_built` counts them, and what to do:
-    "1 failed (flowstore inspect names them), 2 not yet extracted (flowstore build resumes
-    them)"."""
-    return ", ".join(part for part in (
-        f"{failed} failed (flowstore inspect names them)" if failed else "",
-        f"{pending} not yet extracted (flowstore build resumes them)" if pending else "")
-        if part)
+class NotBuilt(NamedTuple):
+    """Samples not `done` (`StoreSamples.not_built`): failed, not yet extracted, and those
+    whose reason cannot be read (the store's failure column is damaged)."""
+
+    failed: int
+    pending: int
+    unknown: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.failed + self.pending + self.unknown
+
+    def why(self) -> str:
+        """Why, and what to do: "1 failed (flowstore inspect names them), 2 not yet extracted
+        (flowstore build resumes them)"."""
+        return ", ".join(part for part in (
+            f"{self.failed} failed (flowstore inspect names them)" if self.failed else "",
+            f"{self.pending} not yet extracted (flowstore build resumes them)"
+            if self.pending else "",
+            f"{self.unknown} for a reason the store's damaged failure column hides (flowstore "
+            f"inspect)" if self.unknown else "") if part)
 
 
 def check_split(split: str) -> None:

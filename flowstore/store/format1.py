@@ -32,16 +32,25 @@ from flowstore.store.layout import BY_NAME, FORMAT, FORMAT_ATTR, LEDGER
 ATTRIBUTES = ("failures", "source_files", "source_hashes", "manifest")
 
 
-def failures(store: Store) -> dict[str, str]:
+def failures(store: Store, *, ids: np.ndarray | None = None,
+             done: np.ndarray | None = None) -> dict[str, str]:
     """Sample id -> failure reason, as format 1 kept it (`flowstore.store.failures` reads
     either format), less the samples marked done: a format-1 build wrote `done` before the
     `failures` attribute, so one killed between them left a finished sample listed as failed
-    (`ledger` drops them the same way)."""
+    (`ledger` drops them the same way).
+
+    `ids`, `done`: the columns as the caller read them, where a damaged chunk has stand-ins
+    (`flowstore inspect`): a reason is then listed unless its sample is among the done ids, so
+    that one whose id is unreadable is not lost with it.
+    """
     reasons = store.attrs.get("failures", {})
-    done = store.read("done").astype(bool)
-    return {sample: reasons[sample] for sample, finished in zip(store.read("id").tolist(),
-                                                                done.tolist())
-            if not finished and sample in reasons}
+    if ids is None or done is None:
+        done = store.read("done").astype(bool)
+        return {sample: reasons[sample] for sample, finished in zip(store.read("id").tolist(),
+                                                                    done.tolist())
+                if not finished and sample in reasons}
+    finished = set(np.asarray(ids)[np.asarray(done, dtype=bool)].tolist())
+    return {sample: reason for sample, reason in reasons.items() if sample not in finished}
 
 
 def ledger(store: Store, source_names: Sequence[str]) -> dict[str, np.ndarray]:
