@@ -25,7 +25,7 @@ import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, co
                                       file_digest, sample_digest)
 from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, SOFTWARE, STRING, as_text
 from flowstore.store.lock import writer_lock
+
+if TYPE_CHECKING:
+    from flowstore.reuse import ReuseSource
 
 #: Seconds between two writes of the `done` column (a killed build redoes at most this much).
 DONE_FLUSH_SECONDS = 1.0
@@ -79,6 +82,8 @@ class BuildConfig:
     #: Hash the source files of done samples and refuse one whose content changed (a clip
     #: replaced by another of the same size passes the default, size-only, check).
     check_source: bool = False
+    #: Another store to copy samples from instead of extracting them (`flowstore.reuse`).
+    reuse_from: Path | str | None = None
 
     def __post_init__(self) -> None:
         check_workers(self.workers)
@@ -113,6 +118,8 @@ class BuildResult:
     selected: int
     computed: int = 0
     already_done: int = 0
+    #: Samples copied from `BuildConfig.reuse_from`, not computed.
+    reused: int = 0
     failures: dict[str, str] = field(default_factory=dict)
     #: Samples whose task hit a bug in flowstore (sample -> the exception, one line): not
     #: failures of those samples, which stay pending; the tracebacks are in `error_log`.
@@ -257,7 +264,13 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
                   cluster: Cluster | None) -> BuildResult:
     dataset, manifest, params = planned.dataset, planned.manifest, planned.params
     source_files, fp = planned.source_files, planned.fingerprint
-    store = open_planned(config, planned, extraction_opencv(cluster))
+    opencv = extraction_opencv(cluster)
+    if config.reuse_from is not None:  # (before a new store is made: a refusal leaves none)
+        from flowstore.reuse import check_reusable
+
+        check_reusable(config.reuse_from, store_path=config.store, params=params,
+                       specs=dataset.specs(config.params), opencv=opencv)
+    store = open_planned(config, planned, opencv)
     try:
         ledger = Ledger.load(store)
         _check_sources(ledger, dataset, manifest, source_files, config.store,
@@ -283,9 +296,16 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo))
+        reuse = {}
+        if config.reuse_from is not None:
+            from flowstore.reuse import plan_reuse
+
+            reuse = plan_reuse(config.reuse_from, specs=dataset.specs(config.params),
+                               ids=manifest.ids, todo=todo,
+                               absolute=_absolute(config.reuse_from))
         if len(todo):
             _run(config, dataset, manifest, store, ledger, todo, result, cluster,
-                 extracted_from)
+                 extracted_from, reuse)
         read = ledger.source_sizes(source_files)
         if read is not source_files:  # (else the fingerprint is the plan's)
             fp = fingerprint(dataset=dataset.name, params=params, source_files=read,
@@ -517,16 +537,9 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     if attrs.get("dataset") != dataset.name:
         raise StoreMismatchError(f"store {str(path)!r} holds dataset {attrs.get('dataset')!r}, "
                                  f"not {dataset.name!r}{hint}")
-    # Compared by value: a store built through the API before numbers were normalised records
-    # flow_bound 20 where the parameters now say 20.0 (`_open_or_create` rewrites the record).
-    if _as_json(attrs.get("params")) != _as_json(params):
-        stored, asked = _flat(attrs.get("params") or {}), _flat(params)
-        # A section on one side only (another flow algorithm's parameters) is not listed key by
-        # key: the entry that names the algorithm (flow_method) already says what differs.
-        one_sided = _sections(attrs.get("params") or {}) ^ _sections(params)
-        diffs = ", ".join(f"{k}: store {_shown(stored, k)} vs asked {_shown(asked, k)}"
-                          for k in sorted(stored.keys() | asked.keys())
-                          if stored.get(k) != asked.get(k) and k.split(".")[0] not in one_sided)
+    # (compared by value, `params_differences`; `_open_or_create` rewrites the record)
+    diffs = params_differences(attrs.get("params") or {}, params)
+    if diffs:
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
     stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
@@ -543,6 +556,22 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
         raise StoreMismatchError(f"store {str(path)!r} was built from another split manifest "
                                  f"({_manifest_changes(manifest, attrs, ids, labels, splits)})"
                                  f"{hint}")
+
+
+def params_differences(stored: Mapping[str, Any], asked: Mapping[str, Any]) -> str:
+    """How a store's recorded extraction parameters differ from a build's, in words ("steps:
+    store 16 vs asked 8"); empty when they are equal by value (20 == 20.0: a store built
+    through the API before numbers were normalised records flow_bound 20)."""
+    if _as_json(stored) == _as_json(asked):
+        return ""
+    flat_stored, flat_asked = _flat(dict(stored)), _flat(dict(asked))
+    # A section on one side only (another flow algorithm's parameters) is not listed key by
+    # key: the entry that names the algorithm (flow_method) already says what differs.
+    one_sided = _sections(dict(stored)) ^ _sections(dict(asked))
+    return ", ".join(f"{k}: store {_shown(flat_stored, k)} vs asked {_shown(flat_asked, k)}"
+                     for k in sorted(flat_stored.keys() | flat_asked.keys())
+                     if flat_stored.get(k) != flat_asked.get(k)
+                     and k.split(".")[0] not in one_sided)
 
 
 def _check_software(store: Store, path: Path | str, opencv: str, hint: str) -> None:
@@ -859,12 +888,15 @@ class TaskOutcome(NamedTuple):
     source_hash: str | None = None
     #: The traceback of a bug in flowstore that stopped this task, or None.
     internal_error: str | None = None
+    #: Whether the arrays were copied from `BuildConfig.reuse_from`, not extracted.
+    reused: bool = False
 
 
 def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
-                      index: int, fsync: bool = False,
+                      index: int, reuse: "ReuseSource | None" = None, fsync: bool = False,
                       opencv: str | None = None) -> TaskOutcome:
-    """One Dask task: extract one sample and write its chunks (fsynced with `fsync`).
+    """One Dask task: extract one sample (or copy it from `reuse`, `flowstore.reuse`) and write
+    its chunks (fsynced with `fsync`).
 
     Data problems are returned as the sample's failure reason, not raised (see `DATA_ERRORS`);
     a bug comes back as an internal error with its traceback, for the coordinator to log.
@@ -877,8 +909,17 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
     try:
         dataset = get_dataset(dataset_name)
         before = _identity(source_file)
-        arrays = dataset.extract(Path(source_file), params)
-        source_hash = file_digest(source_file)  # inside the identity check: what was decoded
+        arrays = None
+        if reuse is not None:
+            from flowstore.reuse import reused_arrays
+
+            arrays = reused_arrays(reuse, source_file)
+        reused = arrays is not None
+        if reused:
+            source_hash = reuse.source_hash  # (the file's, checked by `reused_arrays`)
+        else:
+            arrays = dataset.extract(Path(source_file), params)
+            source_hash = file_digest(source_file)  # inside the identity check: what was decoded
         read = _identity(source_file)
         if read != before:
             return TaskOutcome(index, "the source file changed while it was being read")
@@ -891,7 +932,7 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
         return TaskOutcome(index, f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001  (a bug: reported as an internal error, with its traceback)
         return TaskOutcome(index, internal_error=traceback.format_exc())
-    return TaskOutcome(index, None, digest, read[0], source_hash)
+    return TaskOutcome(index, None, digest, read[0], source_hash, reused=reused)
 
 
 def _identity(path: str) -> tuple[int, int] | None:
@@ -922,11 +963,13 @@ def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) ->
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
          ledger: "Ledger", todo: np.ndarray, result: BuildResult,
          cluster: Cluster | None,
-         extracted_from: Mapping[int, tuple[int | None, str]]) -> None:
+         extracted_from: Mapping[int, tuple[int | None, str]],
+         reuse: Mapping[int, "ReuseSource"]) -> None:
     """Extract and write the samples `todo`, recording each outcome in `ledger` and `result`.
 
     `extracted_from`: a repair's samples, by index, with the size and hash of the file each was
-    extracted from (`_not_the_file_it_read`); empty for a build.
+    extracted from (`_not_the_file_it_read`); empty for a build. `reuse`: the samples another
+    store holds (`flowstore.reuse`), copied where their source file is the same.
     """
     from flowstore.progress import progress_bar
 
@@ -963,7 +1006,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 elif outcome.reason is None:
                     ledger.complete(outcome.index, outcome.digest)
                     ledger.record_source(outcome.index, outcome.size, outcome.source_hash)
-                    result.computed += 1
+                    if outcome.reused:
+                        result.reused += 1
+                    else:
+                        result.computed += 1
                 else:
                     reason = outcome.reason
                     if cluster is not None:
@@ -980,8 +1026,8 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
 
             # made as the tasks are handed out: a list of every task's arguments was a few
             # hundred bytes per sample held for the whole build (benchmarks/build_scale.py)
-            arguments = ((store_key, dataset.name, config.params, source_of(i), i)
-                         for i in map(int, todo))
+            arguments = ((store_key, dataset.name, config.params, source_of(i), i,
+                          reuse.get(i)) for i in map(int, todo))
             task = functools.partial(extract_and_write, fsync=config.fsync,
                                      opencv=_recorded_opencv(store))
             if cluster is not None:
@@ -991,6 +1037,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
+        if reuse:
+            from flowstore.reuse import close_readers
+
+            close_readers()
 
 
 def _seen_from_a_worker(reason: str, source_file: str, store: Path | str) -> str:

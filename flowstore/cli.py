@@ -196,6 +196,9 @@ def build(
     check_source: bool = typer.Option(False, "--check-source",
                                       help="Hash the done samples' source files and refuse a "
                                            "changed one (not only a resized one)."),
+    reuse_from: Optional[str] = typer.Option(
+        None, "--reuse-from", help="Another store built with the same parameters: copy its "
+                                   "samples of the same id and source bytes, not compute them."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build (or resume) a store from a dataset's source folder.
@@ -224,7 +227,7 @@ def build(
         config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
                              options=options, scheduler=scheduler, overwrite=overwrite,
                              max_per_split=max_per_split, progress=not quiet, fsync=fsync,
-                             check_source=check_source,
+                             check_source=check_source, reuse_from=reuse_from,
                              **({"workers": workers} if workers is not None else {}))
         keep_freed_memory(BUILD_MMAP_THRESHOLD)
         result = run_build(config)
@@ -235,8 +238,9 @@ def build(
     except KeyboardInterrupt:
         fail_interrupted("interrupted; run the same command again to resume")
     internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
-    typer.echo(f"store {result.store}: {result.computed} computed, {result.already_done} already "
-               f"done, {len(result.failures)} failed{internal} of {result.selected} selected "
+    reused = f", {result.reused} reused from {reuse_from}" if reuse_from is not None else ""
+    typer.echo(f"store {result.store}: {result.computed} computed{reused}, {result.already_done} "
+               f"already done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
     across = result.duplicates_across_splits
     if across:

@@ -1,0 +1,126 @@
+"""`flowstore build --reuse-from OLD`: samples another store holds are copied, not computed,
+when their id, parameters, OpenCV, arrays and source bytes are the same; the store that results
+is the one a build from scratch writes, and anything else in OLD is refused in one line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowstore.store import open_store
+from tests.conftest import assert_one_line_error, chunk_file, flowstore_cli
+
+BUILD = ("--size", "32", "--steps", "4", "-q")
+
+
+def _contents(path: Path) -> dict:
+    """Every sample's id, done, checksum, source hash and arrays."""
+    with open_store(path) as store:
+        ids = store.read("id").tolist()
+        out = {name: store.read(name).tolist() for name in ("id", "done", "checksum",
+                                                            "source_hash", "split", "label")}
+        out["arrays"] = {name: [store.read(name, k) for k in range(len(ids))]
+                         for name in ("middle_frame", "frames", "flow")}
+        out["fingerprint"] = store.attrs["fingerprint"]
+    return out
+
+
+def _same(a: dict, b: dict) -> None:
+    assert {k: v for k, v in a.items() if k != "arrays"} == \
+        {k: v for k, v in b.items() if k != "arrays"}
+    for name, samples in a["arrays"].items():
+        for left, right in zip(samples, b["arrays"][name], strict=True):
+            np.testing.assert_array_equal(left, right)
+
+
+@pytest.fixture
+def clips(tmp_path) -> Path:
+    """A folder of 6 clips of no class (`flowstore synth clips`)."""
+    out = flowstore_cli("synth", "clips", tmp_path / "src", "--classes", "2",
+                        "--clips-per-class", "3")
+    assert out.returncode == 0, out.stderr
+    return tmp_path / "src"
+
+
+def test_a_grown_source_reuses_what_an_older_store_holds(clips, tmp_path):
+    """A clip added and a clip replaced (same name, other bytes) after OLD was built: a new
+    store, of the other backend, copies the 5 others and computes those 2, and holds what a
+    build from scratch holds, byte for byte; OLD is untouched."""
+    old = tmp_path / "old.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
+    before = _contents(old)
+    grown = Path(shutil.copytree(clips, tmp_path / "grown"))
+    shutil.copyfile(grown / "clip_004.avi", grown / "new_clip.avi")
+    shutil.copyfile(grown / "clip_004.avi", grown / "clip_000.avi")  # other bytes, same id
+
+    new = tmp_path / "new.h5"
+    built = flowstore_cli("build", "clips", "--source", grown, "--store", new, *BUILD,
+                          "--reuse-from", old)
+    assert built.returncode == 0, built.stderr
+    assert (f"2 computed, 5 reused from {old}, 0 already done, 0 failed of 7 selected"
+            in built.stdout)
+    scratch = tmp_path / "scratch.zarr"
+    assert flowstore_cli("build", "clips", "--source", grown, "--store", scratch,
+                         *BUILD).returncode == 0
+    _same(_contents(new), _contents(scratch))
+    _same(_contents(old), before)
+    assert flowstore_cli("verify", new, "-q").returncode == 0
+
+
+def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_path):
+    """A sample whose arrays no longer match OLD's checksum of them (a chunk edited) is
+    extracted again; the others are copied."""
+    old = tmp_path / "old.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
+    with open_store(old) as store:
+        flow = store.read("flow", 2)
+    with open_store(old, "r+") as store:  # readable, other values: only the checksum sees it
+        store.write("flow", 2, (flow + 1).astype(flow.dtype))
+        store.flush()
+    new = tmp_path / "new.zarr"
+    built = flowstore_cli("build", "clips", "--source", clips, "--store", new, *BUILD,
+                          "--reuse-from", old)
+    assert built.returncode == 0 and "1 computed, 5 reused" in built.stdout, built.stdout
+    scratch = tmp_path / "scratch.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", scratch,
+                         *BUILD).returncode == 0
+    _same(_contents(new), _contents(scratch))
+    garbage = chunk_file(old, "frames", 3)  # unreadable: extracted too, not a failure
+    garbage.write_bytes(b"\x07" * len(garbage.read_bytes()))
+    again = tmp_path / "again.zarr"
+    built = flowstore_cli("build", "clips", "--source", clips, "--store", again, *BUILD,
+                          "--reuse-from", old)
+    assert built.returncode == 0 and "2 computed, 4 reused" in built.stdout, built.stdout
+    _same(_contents(again), _contents(scratch))
+
+
+@pytest.mark.parametrize("other, message", [
+    (("--size", "16"), "was built with other parameters (size: store 32 vs asked 16): its "
+                       "samples are not this build's"),
+    (("--store-itself",), "is the store being built; name another store"),
+    (("--missing",), "missing.zarr"),
+    (("--opencv",), "was extracted with OpenCV 4.0.1 and this build extracts with OpenCV "),
+])
+def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips, tmp_path,
+                                                                           other, message):
+    old = tmp_path / "old.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
+    new, reuse = tmp_path / "new.zarr", old
+    args = ["--size", "32"]
+    if other == ("--store-itself",):
+        new = old
+    elif other == ("--missing",):
+        reuse = tmp_path / "missing.zarr"
+    elif other == ("--opencv",):  # another release's bytes: the same parameters, other samples
+        with open_store(old, "r+") as store:
+            store.update_attrs({"software": {**store.attrs["software"], "opencv": "4.0.1"}})
+    else:
+        args = list(other)
+    result = flowstore_cli("build", "clips", "--source", clips, "--store", new, *args,
+                           "--steps", "4", "-q", "--reuse-from", reuse)
+    assert message in assert_one_line_error(result)
+    if new != old:
+        assert not new.exists()  # refused before the new store was made
