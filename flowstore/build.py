@@ -245,6 +245,8 @@ def build(config: BuildConfig) -> BuildResult:
         raise StoreError(f"a {backend_for(config.store).name.upper()} store is written by one "
                          f"process; use a .zarr store with --scheduler")
 
+    if config.reuse_from is not None:  # (before anything is made: a refusal leaves nothing)
+        _check_reusable(config, planned, None if config.scheduler else OPENCV_VERSION)
     if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
         parent = Path(config.store).parent
         above = next((p for p in (parent, *parent.parents) if os.path.lexists(p)), None)
@@ -260,16 +262,22 @@ def build(config: BuildConfig) -> BuildResult:
     return result
 
 
+def _check_reusable(config: BuildConfig, planned: Plan, opencv: str | None) -> None:
+    """Refuse a `--reuse-from` store whose samples are not this build's (`flowstore.reuse`);
+    `opencv` None: its release is compared once the cluster's workers are asked."""
+    from flowstore.reuse import check_reusable
+
+    check_reusable(config.reuse_from, store_path=config.store, params=planned.params,
+                   specs=planned.dataset.specs(config.params), opencv=opencv)
+
+
 def _build_locked(config: BuildConfig, planned: Plan, start: float,
                   cluster: Cluster | None) -> BuildResult:
     dataset, manifest, params = planned.dataset, planned.manifest, planned.params
     source_files, fp = planned.source_files, planned.fingerprint
     opencv = extraction_opencv(cluster)
-    if config.reuse_from is not None:  # (before a new store is made: a refusal leaves none)
-        from flowstore.reuse import check_reusable
-
-        check_reusable(config.reuse_from, store_path=config.store, params=params,
-                       specs=dataset.specs(config.params), opencv=opencv)
+    if config.reuse_from is not None and cluster is not None:  # (the workers' OpenCV)
+        _check_reusable(config, planned, opencv)
     store = open_planned(config, planned, opencv)
     try:
         ledger = Ledger.load(store)

@@ -43,9 +43,10 @@ class ReuseSource(NamedTuple):
 
 
 def check_reusable(location: str | Path, *, store_path: str | Path, params: dict[str, Any],
-                   specs: Sequence[Any], opencv: str) -> None:
+                   specs: Sequence[Any], opencv: str | None) -> None:
     """Refuse, in one line, an OLD whose samples cannot be this build's: checked before the new
-    store is made, so a refusal leaves nothing behind.
+    store is made, so a refusal leaves nothing behind. `opencv`: the release this build
+    extracts with (None: not compared, a cluster's is asked later).
 
     Raises:
         StoreError: OLD is missing, not a store, of another format, or the store being built.
@@ -68,7 +69,7 @@ def check_reusable(location: str | Path, *, store_path: str | Path, params: dict
             raise StoreMismatchError(f"{what} was built with other parameters ({diffs}): its "
                                      f"samples are not this build's")
         theirs = (attrs.get(SOFTWARE) or {}).get("opencv")
-        if theirs != opencv:
+        if opencv is not None and theirs != opencv:
             raise StoreMismatchError(f"{what} was extracted with OpenCV "
                                      f"{theirs or '(not recorded)'} and this build extracts with "
                                      f"OpenCV {opencv}, which extracts other bytes from the same "

@@ -364,6 +364,12 @@ OPTION_CASES = [
                      "bug: the suffix is checked only when the temporary store is created, so "
                      "the message names '.tvhi.creating-PID' instead of the --store given, and "
                      "a lock file '.tvhi.lock' is left behind"))),
+    pytest.param(OptionCase("--reuse-from a store that is not there",
+                            ("--reuse-from", "{tmp}/old.zarr"), "'{tmp}/old.zarr'"),
+                 id="reuse-from-missing"),
+    pytest.param(OptionCase("--reuse-from the store being built",
+                            ("--reuse-from", "{tmp}/tvhi.zarr"), "is the store being built"),
+                 id="reuse-from-itself"),
     pytest.param(OptionCase("--store with a .txt suffix", ("--store", "{tmp}/tvhi.txt"),
                             "'{tmp}/tvhi.txt'"),
                  id="store-txt-suffix", marks=pytest.mark.regression(reason=(
