@@ -1045,10 +1045,13 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     finally:
         with _OPEN_LOCK:
             _OPEN_STORES.pop(store_key, None)
-        if reuse:
+        if reuse:  # (OLD's handles, where the tasks ran: an HDF5 OLD holds its lock)
             from flowstore.reuse import close_readers
 
             close_readers()
+            if cluster is not None:
+                with contextlib.suppress(FlowstoreError):  # (a lost cluster is told already)
+                    cluster.on_each_worker(close_readers)
 
 
 def _seen_from_a_worker(reason: str, source_file: str, store: Path | str) -> str:

@@ -52,28 +52,41 @@ def check_reusable(location: str | Path, *, store_path: str | Path, params: dict
         StoreError: OLD is missing, not a store, of another format, or the store being built.
         StoreMismatchError: OLD was extracted with other parameters, OpenCV or arrays.
     """
-    from flowstore.build import params_differences
-
-    if (lies_within(store_path, location) or lies_within(location, store_path)
+    if (lies_within(location, store_path)
             or str(location).rstrip("/") == str(store_path).rstrip("/")):
         raise StoreError(f"--reuse-from {str(location)!r} is the store being built; name "
                          f"another store")
+    try:
+        _check_reusable(location, params, specs, opencv)
+    except StoreMismatchError:
+        raise
+    except StoreError as exc:  # (said of OLD, not of --store: the user knows which to mend)
+        raise StoreError(f"--reuse-from: {exc}") from None
+
+
+def _check_reusable(location: str | Path, params: dict[str, Any], specs: Sequence[Any],
+                    opencv: str | None) -> None:
+    from flowstore.build import params_differences
+
     with open_store(location, "r") as old:
         what = f"--reuse-from store {str(location)!r}"
         if old.format != FORMAT:
-            raise StoreMismatchError(f"{what} is of flowstore format {old.format}; build it once "
-                                     f"with this version (which upgrades it), then reuse it")
+            raise StoreMismatchError(f"{what} is of flowstore format {old.format}, which records "
+                                     f"no OpenCV release: its samples cannot be told to be this "
+                                     f"build's")
         attrs = old.attrs
         diffs = params_differences(attrs.get("params") or {}, params)
         if diffs:
             raise StoreMismatchError(f"{what} was built with other parameters ({diffs}): its "
                                      f"samples are not this build's")
         theirs = (attrs.get(SOFTWARE) or {}).get("opencv")
+        if theirs is None:
+            raise StoreMismatchError(f"{what} records no OpenCV release (made by an older "
+                                     f"flowstore): its samples cannot be told to be this build's")
         if opencv is not None and theirs != opencv:
-            raise StoreMismatchError(f"{what} was extracted with OpenCV "
-                                     f"{theirs or '(not recorded)'} and this build extracts with "
-                                     f"OpenCV {opencv}, which extracts other bytes from the same "
-                                     f"source")
+            raise StoreMismatchError(f"{what} was extracted with OpenCV {theirs} and this build "
+                                     f"extracts with OpenCV {opencv}, which extracts other bytes "
+                                     f"from the same source")
         samples = old.info("done").shape[0]
         for spec in specs:
             layout = old.layout(spec.name) if spec.name in old.array_names() else None
@@ -81,6 +94,17 @@ def check_reusable(location: str | Path, *, store_path: str | Path, params: dict
                 raise StoreMismatchError(f"{what} holds no array {spec.name!r} of samples of "
                                          f"shape {tuple(spec.sample_shape)} and dtype "
                                          f"{spec.dtype} (another dataset kind or layout)")
+        _reusable_samples(old)  # (its columns read now: a damaged one leaves nothing made)
+
+
+def _reusable_samples(old: Store) -> tuple[dict[str, int], np.ndarray, np.ndarray]:
+    """OLD's done samples with a recorded source hash and checksum: (id -> index, the source
+    hashes, the checksums)."""
+    done = old.read("done").astype(bool)
+    hashes, checksums = old.read("source_hash"), old.read("checksum")
+    position = {sample: k for k, sample in enumerate(old.read("id").tolist())
+                if done[k] and hashes[k] and checksums[k]}
+    return position, hashes, checksums
 
 
 def plan_reuse(location: str | Path, *, specs: Sequence[Any], ids: Sequence[str],
@@ -92,10 +116,7 @@ def plan_reuse(location: str | Path, *, specs: Sequence[Any], ids: Sequence[str]
         StoreError: OLD cannot be read.
     """
     with open_store(location, "r") as old:
-        done = old.read("done").astype(bool)
-        hashes, checksums = old.read("source_hash"), old.read("checksum")
-        position = {sample: k for k, sample in enumerate(old.read("id").tolist())
-                    if done[k] and hashes[k] and checksums[k]}
+        position, hashes, checksums = _reusable_samples(old)
         store_id = str(old.attrs.get("store_id", ""))
     names = tuple(spec.name for spec in specs)
     plan = {}

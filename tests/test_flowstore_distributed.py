@@ -50,6 +50,22 @@ def test_cluster_build_equals_threaded_build(tiny_tvhi_source, tmp_path, cluster
             np.testing.assert_array_equal(a.read(name), b.read(name))
 
 
+def test_a_cluster_build_reuses_an_hdf5_store_and_lets_it_go(tiny_tvhi_source, tmp_path,
+                                                             cluster):
+    """`--reuse-from` on a cluster: the workers copy OLD's samples, and close OLD when the
+    build ends (they kept an HDF5 OLD open, so its lock refused any later build of it)."""
+    old = tmp_path / "old.h5"
+    assert build(_config(tiny_tvhi_source, old)).computed == 16
+    remote = build(_config(tiny_tvhi_source, tmp_path / "new.zarr", reuse_from=old,
+                           scheduler=cluster.scheduler_address))
+    assert remote.ok and (remote.reused, remote.computed) == (16, 0)
+    with open_store(old) as a, open_store(tmp_path / "new.zarr") as b:
+        for name in ("flow", "frames", "middle_frame", "checksum", "id"):
+            np.testing.assert_array_equal(a.read(name), b.read(name))
+    again = build(_config(tiny_tvhi_source, old, overwrite=True))  # (refused while held)
+    assert again.ok and again.computed == 16
+
+
 def test_a_cluster_build_connects_to_its_scheduler_once(tiny_tvhi_source, tmp_path, cluster,
                                                       monkeypatch):
     """One connection for the whole build: it connected once to ask the workers' OpenCV and

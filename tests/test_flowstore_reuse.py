@@ -103,6 +103,10 @@ def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_p
     (("--store-itself",), "is the store being built; name another store"),
     (("--missing",), "missing.zarr"),
     (("--opencv",), "was extracted with OpenCV 4.0.1 and this build extracts with OpenCV "),
+    (("--no-opencv",), "records no OpenCV release (made by an older flowstore): its samples "
+                       "cannot be told to be this build's"),
+    (("--damaged",), "--reuse-from: store '{tmp}/old.zarr' is damaged: array 'source_hash' "
+                     "cannot be read"),
 ])
 def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips, tmp_path,
                                                                            other, message):
@@ -114,13 +118,17 @@ def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips,
         new = old
     elif other == ("--missing",):
         reuse = tmp_path / "missing.zarr"
-    elif other == ("--opencv",):  # another release's bytes: the same parameters, other samples
+    elif other in {("--opencv",), ("--no-opencv",)}:  # the same parameters, other bytes
         with open_store(old, "r+") as store:
-            store.update_attrs({"software": {**store.attrs["software"], "opencv": "4.0.1"}})
+            opencv = "4.0.1" if other == ("--opencv",) else None
+            store.update_attrs({"software": {**store.attrs["software"], "opencv": opencv}})
+    elif other == ("--damaged",):  # read before anything is made, not after
+        chunk = chunk_file(old, "source_hash", 0)
+        chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
     else:
         args = list(other)
     result = flowstore_cli("build", "clips", "--source", clips, "--store", new, *args,
                            "--steps", "4", "-q", "--reuse-from", reuse)
-    assert message in assert_one_line_error(result)
+    assert message.replace("{tmp}", str(tmp_path)) in assert_one_line_error(result)
     if new != old:
         assert not new.exists()  # refused before the new store was made
