@@ -245,26 +245,40 @@ def build(config: BuildConfig) -> BuildResult:
         raise StoreError(f"a {backend_for(config.store).name.upper()} store is written by one "
                          f"process; use a .zarr store with --scheduler")
 
-    if config.reuse_from is not None:  # (before anything is made: a refusal leaves nothing)
-        _check_reusable(config, planned, None if config.scheduler else OPENCV_VERSION)
-    if not is_url(config.store):  # like `zarr` and TFDS: a store's folder is made on demand
-        parent = Path(config.store).parent
-        above = next((p for p in (parent, *parent.parents) if os.path.lexists(p)), None)
-        if above is not None and not above.is_dir():  # (mkdir said only "File exists: 'x'")
-            raise StoreError(f"store {str(config.store)!r} lies under the file {str(above)!r}, "
-                             f"not a folder")
-        parent.mkdir(parents=True, exist_ok=True)
-    # one connection to a cluster for the whole build: its workers' OpenCV, then the tasks
-    with writer_lock(config.store), (Cluster(config.scheduler) if config.scheduler
-                                     else contextlib.nullcontext()) as cluster:
-        result = _build_locked(config, planned, start, cluster)
+    # One connection to a cluster for the whole build: its workers' OpenCV first, then the
+    # tasks. Asked before the store's folder and lock are made, so a refusal of the workers'
+    # release (several; not OLD's) leaves nothing behind, as a refusal on threads does.
+    with (Cluster(config.scheduler) if config.scheduler else contextlib.nullcontext()) as cluster:
+        opencv = extraction_opencv(cluster)
+        if config.reuse_from is not None:
+            _check_reusable(config, planned, opencv)
+        _make_store_folder(config.store)
+        with writer_lock(config.store):
+            result = _build_locked(config, planned, start, cluster, opencv)
     result.coordinator_cpu_seconds = time.thread_time() - cpu_start
     return result
 
 
-def _check_reusable(config: BuildConfig, planned: Plan, opencv: str | None) -> None:
+def _make_store_folder(store: str | Path) -> None:
+    """Make the folder a local store lies in, as `zarr` and TFDS do (a URL's is the object
+    store's business).
+
+    Raises:
+        StoreError: a file, not a folder, lies on the way.
+    """
+    if is_url(store):
+        return
+    parent = Path(store).parent
+    above = next((p for p in (parent, *parent.parents) if os.path.lexists(p)), None)
+    if above is not None and not above.is_dir():  # (mkdir said only "File exists: 'x'")
+        raise StoreError(f"store {str(store)!r} lies under the file {str(above)!r}, "
+                         f"not a folder")
+    parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_reusable(config: BuildConfig, planned: Plan, opencv: str) -> None:
     """Refuse a `--reuse-from` store whose samples are not this build's (`flowstore.reuse`);
-    `opencv` None: its release is compared once the cluster's workers are asked."""
+    `opencv`: the release this build extracts with (`extraction_opencv`)."""
     from flowstore.reuse import check_reusable
 
     check_reusable(config.reuse_from, store_path=config.store, params=planned.params,
@@ -272,12 +286,9 @@ def _check_reusable(config: BuildConfig, planned: Plan, opencv: str | None) -> N
 
 
 def _build_locked(config: BuildConfig, planned: Plan, start: float,
-                  cluster: Cluster | None) -> BuildResult:
+                  cluster: Cluster | None, opencv: str) -> BuildResult:
     dataset, manifest, params = planned.dataset, planned.manifest, planned.params
     source_files, fp = planned.source_files, planned.fingerprint
-    opencv = extraction_opencv(cluster)
-    if config.reuse_from is not None and cluster is not None:  # (the workers' OpenCV)
-        _check_reusable(config, planned, opencv)
     store = open_planned(config, planned, opencv)
     try:
         ledger = Ledger.load(store)

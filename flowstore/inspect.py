@@ -52,8 +52,9 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         failures = _failures(store, ids, done, problems)
         # (a damaged store's label may name no class, its split no split: each is counted
         # under what it holds, in a row or column of its own)
-        split_names = [split if split in SPLITS else f"(split {split!r})"
-                       for split in splits.tolist()]
+        split_names = [split if split in SPLITS else
+                       UNREADABLE_SPLIT if split == UNREADABLE_FILL["split"] else
+                       f"(split {split!r})" for split in splits.tolist()]
         columns = [*SPLITS, *sorted(set(split_names) - set(SPLITS))]
         counts = {split: {name: 0 for name in classes} for split in columns}
         done_counts = {split: {name: 0 for name in classes} for split in columns}
@@ -106,11 +107,14 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
 
 
 #: What stands in for each value of a column's damaged chunk (`_column`): a label of no
-#: class nor `NO_CLASS` (counted as `UNREADABLE_CLASS`), no split, not done, no source hash nor
-#: failure, each shown as such (the DAMAGED line says why); an id is `UNREADABLE_ID`.
-UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False}
+#: class nor `NO_CLASS` (counted as `UNREADABLE_CLASS`), a split no manifest writes (counted
+#: as `UNREADABLE_SPLIT`), not done, no source hash nor failure, each shown as such (the
+#: DAMAGED line says why); an id is `UNREADABLE_ID`.
+UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False, "split": "\x00unreadable"}
 #: How a label of a damaged chunk is counted: not "(no class)", which a clips store's are.
 UNREADABLE_CLASS = "(unreadable)"
+#: How a split of a damaged chunk is counted: not "(split '')", which a lost chunk reads as.
+UNREADABLE_SPLIT = "(unreadable)"
 #: How a sample whose id is in a damaged chunk is named (in failures, duplicates): by position.
 UNREADABLE_ID = "(sample {index}: id unreadable)"
 

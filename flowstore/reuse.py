@@ -43,10 +43,10 @@ class ReuseSource(NamedTuple):
 
 
 def check_reusable(location: str | Path, *, store_path: str | Path, params: dict[str, Any],
-                   specs: Sequence[Any], opencv: str | None) -> None:
+                   specs: Sequence[Any], opencv: str) -> None:
     """Refuse, in one line, an OLD whose samples cannot be this build's: checked before the new
     store is made, so a refusal leaves nothing behind. `opencv`: the release this build
-    extracts with (None: not compared, a cluster's is asked later).
+    extracts with (on a cluster, its workers').
 
     Raises:
         StoreError: OLD is missing, not a store, of another format, or the store being built.
@@ -65,7 +65,7 @@ def check_reusable(location: str | Path, *, store_path: str | Path, params: dict
 
 
 def _check_reusable(location: str | Path, params: dict[str, Any], specs: Sequence[Any],
-                    opencv: str | None) -> None:
+                    opencv: str) -> None:
     from flowstore.build import params_differences
 
     with open_store(location, "r") as old:
@@ -83,7 +83,7 @@ def _check_reusable(location: str | Path, params: dict[str, Any], specs: Sequenc
         if theirs is None:
             raise StoreMismatchError(f"{what} records no OpenCV release (made by an older "
                                      f"flowstore): its samples cannot be told to be this build's")
-        if opencv is not None and theirs != opencv:
+        if theirs != opencv:
             raise StoreMismatchError(f"{what} was extracted with OpenCV {theirs} and this build "
                                      f"extracts with OpenCV {opencv}, which extracts other bytes "
                                      f"from the same source")

@@ -66,6 +66,30 @@ def test_a_cluster_build_reuses_an_hdf5_store_and_lets_it_go(tiny_tvhi_source, t
     assert again.ok and again.computed == 16
 
 
+def test_workers_of_another_opencv_are_refused_before_anything_is_made(tiny_tvhi_source,
+                                                                       tmp_path, cluster,
+                                                                       monkeypatch):
+    """The workers' OpenCV is asked before the new store's folder and lock are made: a cluster
+    whose release is not OLD's, or that has several, left the folder and the lock file of a
+    store that was never built (the same refusals on threads leave nothing)."""
+    from flowstore.errors import StoreMismatchError
+    from flowstore.parallel import Cluster
+
+    old = tmp_path / "old.zarr"
+    assert build(_config(tiny_tvhi_source, old)).computed == 16
+    new = tmp_path / "sub" / "new.zarr"
+    releases = {"tcp://a:1": "0.0.1"}
+    monkeypatch.setattr(Cluster, "on_each_worker", lambda self, fn: releases)
+    with pytest.raises(StoreMismatchError, match="this build extracts with OpenCV 0.0.1"):
+        build(_config(tiny_tvhi_source, new, reuse_from=old,
+                      scheduler=cluster.scheduler_address))
+    assert not (tmp_path / "sub").exists()
+    releases["tcp://b:1"] = "0.0.2"
+    with pytest.raises(FlowstoreError, match="have OpenCV 0.0.1, 0.0.2"):
+        build(_config(tiny_tvhi_source, new, scheduler=cluster.scheduler_address))
+    assert not (tmp_path / "sub").exists()
+
+
 def test_a_cluster_build_connects_to_its_scheduler_once(tiny_tvhi_source, tmp_path, cluster,
                                                       monkeypatch):
     """One connection for the whole build: it connected once to ask the workers' OpenCV and

@@ -288,20 +288,22 @@ def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvh
 
     store = _built(tiny_tvhi_source, tmp_path)
     before = json.loads(flowstore_cli("inspect", store, "--json").stdout)
-    for name in ("label", "done"):
+    for name in ("label", "split", "done"):
         chunk = chunk_file(store, name, 0)
         chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
     out = flowstore_cli("inspect", store)
     assert out.returncode == 0, out.stderr
     damaged = [line for line in out.stdout.splitlines() if line.startswith("DAMAGED")]
-    assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == ["'label'",
-                                                                                "'done'"]
+    assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == [
+        "'label'", "'split'", "'done'"]
     assert all("rebuild it" in line for line in damaged)
     assert "(unreadable)" in out.stdout and "(no class)" not in out.stdout  # not a clips store
     assert "arrays" in out.stdout  # the rest is still shown
     after = json.loads(flowstore_cli("inspect", store, "--json").stdout)
     assert after["samples"] == before["samples"] and after["done"] == 0
-    assert after["arrays"] == before["arrays"] and after["damaged"].count("\n") == 1
+    assert list(after["counts"]) == ["train", "val", "test", "(unreadable)"]  # not "(split '')"
+    assert sum(after["counts"]["(unreadable)"].values()) == after["samples"]
+    assert after["arrays"] == before["arrays"] and after["damaged"].count("\n") == 2
     assert flowstore_cli("verify", store, "-q").returncode != 0
 
 
