@@ -320,7 +320,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             from flowstore.reuse import plan_reuse
 
             reuse = plan_reuse(config.reuse_from, specs=dataset.specs(config.params),
-                               ids=manifest.ids, todo=todo,
+                               ids=manifest.ids, sizes=source_files.sizes, todo=todo,
                                absolute=_absolute(config.reuse_from))
         if len(todo):
             _run(config, dataset, manifest, store, ledger, todo, result, cluster,
@@ -928,16 +928,15 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
     try:
         dataset = get_dataset(dataset_name)
         before = _identity(source_file)
-        arrays = None
-        if reuse is not None:
+        arrays, source_hash = None, None
+        if reuse is not None:  # (its hash of the file is inside the identity check too)
             from flowstore.reuse import reused_arrays
 
-            arrays = reused_arrays(reuse, source_file)
+            arrays, source_hash = reused_arrays(reuse, source_file)
         reused = arrays is not None
-        if reused:
-            source_hash = reuse.source_hash  # (the file's, checked by `reused_arrays`)
-        else:
+        if not reused:
             arrays = dataset.extract(Path(source_file), params)
+        if source_hash is None:
             source_hash = file_digest(source_file)  # inside the identity check: what was decoded
         read = _identity(source_file)
         if read != before:

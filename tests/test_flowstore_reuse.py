@@ -46,21 +46,29 @@ def clips(tmp_path) -> Path:
 
 
 def test_a_grown_source_reuses_what_an_older_store_holds(clips, tmp_path):
-    """A clip added and a clip replaced (same name, other bytes) after OLD was built: a new
-    store, of the other backend, copies the 5 others and computes those 2, and holds what a
-    build from scratch holds, byte for byte; OLD is untouched."""
+    """After OLD was built, a clip was replaced (same name, other bytes), one added, one moved
+    to another folder (another id, the same bytes) and one copied under a new name: a new
+    store, of the other backend, copies the 6 whose bytes OLD extracted, whatever their id,
+    computes the 2 others, and holds what a build from scratch holds, byte for byte; OLD is
+    untouched."""
     old = tmp_path / "old.zarr"
     assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
     before = _contents(old)
+    others = tmp_path / "others"  # clips of other bytes than any of OLD's
+    assert flowstore_cli("synth", "clips", others, "--classes", "1", "--clips-per-class", "3",
+                         "--seed", "1").returncode == 0
     grown = Path(shutil.copytree(clips, tmp_path / "grown"))
-    shutil.copyfile(grown / "clip_004.avi", grown / "new_clip.avi")
-    shutil.copyfile(grown / "clip_004.avi", grown / "clip_000.avi")  # other bytes, same id
+    shutil.copyfile(others / "clip_000.avi", grown / "clip_000.avi")  # replaced
+    shutil.copyfile(others / "clip_002.mkv", grown / "new_clip.mkv")  # added
+    (grown / "moved").mkdir()
+    (grown / "more" / "clip_001.MP4").rename(grown / "moved" / "renamed.MP4")
+    shutil.copyfile(grown / "clip_004.avi", grown / "copy_of_4.avi")
 
     new = tmp_path / "new.h5"
     built = flowstore_cli("build", "clips", "--source", grown, "--store", new, *BUILD,
                           "--reuse-from", old)
     assert built.returncode == 0, built.stderr
-    assert (f"2 computed, 5 reused from {old}, 0 already done, 0 failed of 7 selected"
+    assert (f"2 computed, 6 reused from {old}, 0 already done, 0 failed of 8 selected"
             in built.stdout)
     scratch = tmp_path / "scratch.zarr"
     assert flowstore_cli("build", "clips", "--source", grown, "--store", scratch,
@@ -68,6 +76,43 @@ def test_a_grown_source_reuses_what_an_older_store_holds(clips, tmp_path):
     _same(_contents(new), _contents(scratch))
     _same(_contents(old), before)
     assert flowstore_cli("verify", new, "-q").returncode == 0
+
+
+def test_a_task_hashes_its_source_file_once_and_compares_every_candidate(clips, tmp_path,
+                                                                        monkeypatch):
+    """A task is sent the OLD samples whose file had its size; it hashes its own file once,
+    copies from the candidate of that hash (not the first), and, when none matches, extracts
+    and records that same hash (it hashed the file again before)."""
+    from flowstore import build as build_module
+    from flowstore import reuse as reuse_module
+    from flowstore.build import StoreKey, extract_and_write
+    from flowstore.params import VideoParams
+
+    old = tmp_path / "old.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
+    with open_store(old) as store:
+        ids = store.read("id").tolist()
+        hashes, checksums = store.read("source_hash"), store.read("checksum")
+        store_id = store.attrs["store_id"]
+    k = ids.index("clip_004")
+    candidates = tuple(reuse_module.Candidate(j, str(hashes[j]), str(checksums[j]))
+                       for j in (ids.index("clip_000"), k))
+    hashed = []
+    digest = reuse_module.file_digest
+    monkeypatch.setattr(reuse_module, "file_digest", lambda p: hashed.append(p) or digest(p))
+    monkeypatch.setattr(build_module, "file_digest", lambda p: hashed.append(p) or digest(p))
+    new = tmp_path / "new.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", new, *BUILD,
+                         "--max-per-split", "1").returncode == 0  # (a store to write into)
+    with open_store(new) as store:
+        key = StoreKey(str(new), str(store.attrs["store_id"]))
+    arrays, params = ("middle_frame", "frames", "flow"), VideoParams(size=32, steps=4)
+    for source, expected in ((clips / "clip_004.avi", True), (clips / "clip_002.mkv", False)):
+        hashed.clear()
+        reuse = reuse_module.ReuseSource(str(old), store_id, candidates, arrays)
+        outcome = extract_and_write(key, "clips", params, str(source), 0, reuse)
+        assert outcome.reason is None and outcome.reused is expected
+        assert hashed == [str(source)] and outcome.source_hash == digest(source)
 
 
 def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_path):
@@ -132,3 +177,35 @@ def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips,
     assert message.replace("{tmp}", str(tmp_path)) in assert_one_line_error(result)
     if new != old:
         assert not new.exists()  # refused before the new store was made
+
+
+def test_the_candidates_are_the_same_id_first_then_files_of_its_size(monkeypatch):
+    """A task is sent OLD's sample of its id, then OLD's samples whose file had its size, one
+    per content hash and at most `MAX_CANDIDATES` in all (many files share a size where frames
+    are stored uncompressed); a sample of no candidate is not sent any (it is extracted)."""
+    import contextlib
+
+    from flowstore import reuse as reuse_module
+
+    count = reuse_module.MAX_CANDIDATES + 4
+    old_ids = [f"old_{k}" for k in range(count)] + ["same", "twin"]
+    hashes = np.array([f"h{k}" for k in range(count)] + ["h_same", "h0"])  # twin = old_0's
+    sizes = np.array([100] * count + [7, 100])
+
+    class Old:
+        attrs = {"store_id": "s"}
+
+    monkeypatch.setattr(reuse_module, "open_store",
+                        lambda *args: contextlib.nullcontext(Old()))
+    monkeypatch.setattr(reuse_module, "_reusable_samples", lambda old: (
+        {sample: k for k, sample in enumerate(old_ids)}, hashes,
+        np.array([f"c{k}" for k in range(len(old_ids))]), sizes))
+    plan = reuse_module.plan_reuse("old.zarr", specs=(), ids=["same", "new", "other"],
+                                   sizes=np.array([100, 100, 55]), todo=np.arange(3),
+                                   absolute="/old.zarr")
+    same = [c.index for c in plan[0].candidates]
+    assert same[0] == old_ids.index("same") and len(same) == reuse_module.MAX_CANDIDATES
+    assert [c.source_hash for c in plan[1].candidates] == [f"h{k}" for k in range(
+        reuse_module.MAX_CANDIDATES)]  # (twin's hash is old_0's: sent once)
+    assert plan[0].candidates[1] == reuse_module.Candidate(0, "h0", "c0")
+    assert 2 not in plan
