@@ -7,6 +7,7 @@ within a split, round-robin over the classes, so that the first N rows of a spli
 
 from __future__ import annotations
 
+import collections
 import collections.abc
 import csv
 import io
@@ -64,6 +65,9 @@ class Manifest:
         self.split_codes = np.asarray([SPLITS.index(s) for s in splits], dtype=np.int8)
         if not len(self.ids) == len(self.labels) == len(self.split_codes):
             raise ValueError("a manifest's ids, labels and splits differ in length")
+        if len(set(self.ids)) != len(self.ids):  # (each dataset refuses its source's repeats)
+            repeated = next(i for i, n in collections.Counter(self.ids).items() if n > 1)
+            raise ValueError(f"a manifest lists sample {repeated!r} twice")
         named = self.labels[self.labels != NO_CLASS]
         if len(named) and not 0 <= named.min() <= named.max() < len(self.classes):
             raise ValueError("a manifest label names no class")

@@ -228,3 +228,19 @@ def test_class_names_with_spaces_parentheses_apostrophes_and_non_ascii_work(tmp_
         assert opened.attrs["classes"] == sorted(names)
         assert opened.read("done").all()
         assert "vélo à l'école/clip (0)" in list(opened.read("id"))
+
+
+def test_a_tvhi_readme_listing_a_clip_in_both_sets_is_one_line_and_writes_nothing(
+        tiny_tvhi_source, tmp_path):
+    """It was a sample twice, in train and in test, with a warning after the build."""
+    from flowstore.datasets.tvhi import parse_readme
+
+    source = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "tvhi"))
+    readme = source / "readme.txt"
+    sets = parse_readme(readme.read_text())
+    test_clip = sets[1]["hug"][0]
+    text = readme.read_text().replace("SET 2:", f"SET 2:\n\tHug\t\t-> {{{test_clip}}}", 1)
+    readme.write_text(text)
+    store = tmp_path / "x.zarr"
+    refused(build_cli("tvhi", source, store), store,
+            f"lists Hug clip {test_clip} (hug_{test_clip:04d}) in both SET 1 and SET 2")

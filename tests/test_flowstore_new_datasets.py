@@ -110,6 +110,19 @@ def test_builds_from_its_synthetic_source_with_values_of_an_independent_decode(
 
 
 @pytest.mark.parametrize("name", NEW)
+def test_a_dataset_reads_its_source_again_the_same(name, sources):
+    """`manifest` called twice on one dataset object gives the same manifest and files: HMDB51
+    and Kinetics checked repeats against the paths of the first call, so the second refused
+    every clip as "listed twice"."""
+    dataset, source = get_dataset(name), sources[name]
+    first = dataset.manifest(source)
+    paths = [dataset.source_file(source, sample) for sample in first.ids]
+    second = dataset.manifest(source)
+    assert second.to_csv() == first.to_csv()
+    assert [dataset.source_file(source, sample) for sample in second.ids] == paths
+
+
+@pytest.mark.parametrize("name", NEW)
 def test_build_synthetic_works_from_the_command_line(name, tmp_path):
     """Every selected sample is built; only Kinetics' copy misses a clip, as real ones do, and
     says which (accepting exit 1 everywhere let a build that failed most samples pass)."""

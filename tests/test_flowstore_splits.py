@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -32,6 +33,45 @@ def test_readme_parser_reads_the_real_readme():
 
 def test_readme_round_trips_through_format_and_parse():
     assert parse_readme(format_readme(OFFICIAL_SETS)) == OFFICIAL_SETS
+
+
+def _edited(readme: str, old: str, new: str) -> str:
+    assert old in readme
+    return readme.replace(old, new, 1)
+
+
+REAL_FORMAT = format_readme(OFFICIAL_SETS)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (("{2,14,", "{2,3,14,"), "lists Hand shake clip 3 (handShake_0003) in both SET 1 and SET 2"),
+    (("{2,14,", "{2,2,14,"), "lists Hand shake clip 2 (handShake_0002) twice in SET 1"),
+    (("\tHigh five\t\t-> {1,6,", "\tHigh fiv\t\t-> {1,6,"),
+     "SET 1 has no line 'High five -> {...}' (one line per class"),
+    (("\tKiss\t\t-> {2,3,", "\tKiss\t\t-> {2,\n3,"), "SET 2 has no line 'Kiss -> {...}'"),
+    (("SET 2:", "SET 3:"), "does not list 'SET 1:' and 'SET 2:'"),
+], ids=["in-both-sets", "twice-in-a-set", "class-line-unread", "braces-wrapped", "no-set-2"])
+def test_a_readme_whose_sets_do_not_split_the_clips_is_refused(edit, expected, tmp_path):
+    """A clip listed in both sets was a sample twice, trained on and tested on (the build gave
+    only a warning about identical bytes); a class line the parser could not read left that
+    class without samples in a set, silently."""
+    from flowstore.datasets.tvhi import TVHI
+    from flowstore.errors import SourceLayoutError
+
+    (tmp_path / "readme.txt").write_text(_edited(REAL_FORMAT, *edit))
+    with pytest.raises(SourceLayoutError, match=re.escape(expected)):
+        TVHI().manifest(tmp_path)
+
+
+def test_a_readme_spelling_high_five_with_a_hyphen_is_read():
+    edited = _edited(REAL_FORMAT, "High five\t\t-> {2,3,", "High-five\t\t-> {2,3,")
+    assert parse_readme(edited) == OFFICIAL_SETS
+
+
+def test_a_manifest_holds_each_sample_once():
+    """The guard behind every dataset's own check: a repeat is a bug, said as such."""
+    with pytest.raises(ValueError, match="a manifest lists sample 'a' twice"):
+        Manifest(("x",), ["a", "b", "a"], [0, 0, 0], ["train", "val", "test"])
 
 
 def test_split_sizes_and_stratification(official):

@@ -95,6 +95,15 @@ def test_real_split_files_parse_into_the_official_split(real_splits):
     assert [row.class_name for row in manifest.rows[:40]] == list(ACTIONS)
 
 
+def test_split_files_saved_with_a_bom_read_as_without(real_splits, tmp_path):
+    """A BOM (a Windows editor's save) became part of the first name: "train.txt lists
+    \\ufeffapplauding_177.jpg, whose action ... is not in actions.txt"."""
+    folder = Path(shutil.copytree(real_splits, tmp_path / "ImageSplits"))
+    for name in ("actions.txt", "train.txt", "test.txt", "applauding_train.txt"):
+        (folder / name).write_bytes(b"\xef\xbb\xbf" + (folder / name).read_bytes())
+    assert read_image_splits(folder) == read_image_splits(real_splits)
+
+
 def test_parsers_take_the_real_quirks_and_reject_garbage():
     text = "action_name\t\t\tnumber_of_images\nb_c\t\t\t3\nlooking_x\t191\t\n\na\t\t\t\t2\n"
     assert parse_actions(text) == {"b_c": 3, "looking_x": 191, "a": 2}  # file order kept

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
-from flowstore.datasets.base import SourceSizes, VideoDataset
+from flowstore.datasets.base import SamplePaths, SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest, grouped_holdout
 from flowstore.synth.clips import SynthClipsConfig
@@ -118,16 +118,18 @@ class HMDB51(VideoDataset):
                                     f"folder down): expected <class>/<clip>.avi")
         train: dict[str, list[str]] = {}
         test: dict[str, list[str]] = {}
+        paths = SamplePaths()  # (this source's alone: a second manifest reads it afresh)
         prefix = clips_root.relative_to(source).as_posix()
         for name, path in files.items():
             codes = parse_split_file(read_text(path, "split file"), path.name)
             train[name], test[name] = codes[TRAIN], codes[TEST]
             for sample_id in codes[TRAIN] + codes[TEST]:
-                if sample_id in self.sample_paths:
+                if sample_id in paths:
                     raise SourceLayoutError(f"clip {sample_id + '.avi'!r} is listed twice in the "
                                             f"split {self.options.fold} files")
                 relative = f"{name}/{sample_id}.avi"
-                self.sample_paths[sample_id] = relative if prefix == "." else f"{prefix}/{relative}"
+                paths[sample_id] = relative if prefix == "." else f"{prefix}/{relative}"
+        self.sample_paths = paths
         self._split_paths = {f"{splits_dir.relative_to(source).as_posix()}/{p.name}": p
                              for p in files.values()}
         videos = {i: source_video(i, c) for c, ids in train.items() for i in ids}

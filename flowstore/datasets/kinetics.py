@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flowstore.datasets._classfolders import check_fraction, check_spellings, read_csv
-from flowstore.datasets.base import SourceSizes, VideoDataset
+from flowstore.datasets.base import SamplePaths, SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest
 from flowstore.params import check_seed
@@ -77,6 +77,7 @@ class Kinetics(VideoDataset):
             raise SourceLayoutError(f"no {ANNOTATIONS_DIR}/ in {str(source)!r}: expected "
                                     f"{ANNOTATIONS_DIR}/train.csv and val.csv, as Kinetics ships")
         by_split: dict[str, dict[str, list[str]]] = {}
+        paths = SamplePaths()  # (this source's alone: a second manifest reads it afresh)
         for split, name in CSV_OF_SPLIT.items():
             path = folder / name
             per_class = by_split[split] = {}
@@ -94,10 +95,11 @@ class Kinetics(VideoDataset):
                     raise SourceLayoutError(f"{where}: time_end {end} is not after time_start "
                                             f"{start}")
                 sample_id = clip_name(youtube_id, start, end)
-                if sample_id in self.sample_paths:
+                if sample_id in paths:
                     raise SourceLayoutError(f"{where}: clip {sample_id} is listed twice")
-                self.sample_paths[sample_id] = f"{folder_name}/{label}/{sample_id}.mp4"
+                paths[sample_id] = f"{folder_name}/{label}/{sample_id}.mp4"
                 per_class.setdefault(label, []).append(sample_id)
+        self.sample_paths = paths
         check_spellings([*by_split["train"], *by_split["test"]],
                         f"{ANNOTATIONS_DIR}/train.csv and val.csv")
         classes = sorted(by_split["train"])

@@ -115,7 +115,8 @@ class ImageSplits:
 
 
 def _read(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
+    """A split file's text; a BOM (as Windows editors write) is not part of its first name."""
+    return path.read_text(encoding="utf-8-sig", errors="replace")
 
 
 def _group_by_class(ids: list[str], classes: tuple[str, ...], origin: str) -> dict[str, list[str]]:

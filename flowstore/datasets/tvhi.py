@@ -37,10 +37,12 @@ OFFICIAL_SETS: dict[int, dict[str, list[int]]] = {
     2: {c: [int(i) for i in ids.split(",")] for c, ids in _SET2.items()},
 }
 
-# readme.txt spells the classes in words: "Hand shake", "High five", "Hug", "Kiss".
+# readme.txt spells the classes in words: "Hand shake", "High five", "Hug", "Kiss" (read
+# without spaces, hyphens and case, so "High-five" is the same class).
 _README_NAMES = {"handshake": "handShake", "highfive": "highFive", "hug": "hug", "kiss": "kiss"}
+_README_WORDS = {"handShake": "Hand shake", "highFive": "High five", "hug": "Hug", "kiss": "Kiss"}
 _SET_LINE = re.compile(r"^\s*SET\s+(\d+)\s*:", re.IGNORECASE)
-_CLASS_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z ]*?)\s*->\s*\{([\d,\s]*)\}")
+_CLASS_LINE = re.compile(r"^\s*([A-Za-z][A-Za-z _-]*?)\s*->\s*\{([\d,\s]*)\}")
 
 
 def sample_id(class_name: str, number: int) -> str:
@@ -56,19 +58,49 @@ def parse_readme(text: str) -> dict[int, dict[str, list[int]]]:
             current = int(match.group(1))
             sets[current] = {}
         elif current is not None and (match := _CLASS_LINE.match(line)):
-            name = _README_NAMES.get(match.group(1).replace(" ", "").lower())
-            if name:
-                sets[current][name] = sorted(int(i) for i in match.group(2).split(",") if i.strip())
+            name = _README_NAMES.get(re.sub(r"[ _-]", "", match.group(1)).lower())
+            if name:  # (a class listed twice in a set: both lines, for `check_sets` to see)
+                numbers = sets[current].setdefault(name, [])
+                numbers += (int(i) for i in match.group(2).split(",") if i.strip())
+                numbers.sort()
     return sets
+
+
+def check_sets(sets: dict[int, dict[str, list[int]]], where: str) -> None:
+    """Refuse sets that do not split the clips in two: SET 1 (test) and SET 2 (train and val)
+    must each list every class, and no clip may be listed twice, in one set or in both (it
+    would be a sample twice, trained on and tested on). `where` names the readme.
+
+    Raises:
+        SourceLayoutError: naming the first such line or clip.
+    """
+    for number in (1, 2):
+        if number not in sets:
+            raise SourceLayoutError(f"{where} does not list 'SET 1:' and 'SET 2:'")
+        for name in CLASSES:
+            if name not in sets[number]:
+                raise SourceLayoutError(
+                    f"{where}: SET {number} has no line '{_README_WORDS[name]} -> {{...}}' "
+                    f"(one line per class, its clip numbers in braces)")
+    for name in CLASSES:
+        seen: dict[int, int] = {}
+        for number in (1, 2):
+            for clip in sets[number][name]:
+                if clip in seen:
+                    also = "twice in SET 1" if seen[clip] == number == 1 else (
+                        "twice in SET 2" if seen[clip] == number else "in both SET 1 and SET 2")
+                    raise SourceLayoutError(f"{where} lists {_README_WORDS[name]} clip {clip} "
+                                            f"({sample_id(name, clip)}) {also}: a clip is in "
+                                            f"one set, once")
+                seen[clip] = number
 
 
 def format_readme(sets: dict[int, dict[str, list[int]]]) -> str:
     """A readme.txt naming `sets` in the dataset's own format (what `parse_readme` reads)."""
-    words = {"handShake": "Hand shake", "highFive": "High five", "hug": "Hug", "kiss": "Kiss"}
     lines = ["TV Human Interaction Dataset (synthetic stand-in written by flowstore synth)", ""]
     for number in sorted(sets):
         lines.append(f"SET {number}:")
-        lines += [f"\t{words[c]}\t\t-> {{{','.join(map(str, ids))}}}" for c, ids in sets[number].items()]
+        lines += [f"\t{_README_WORDS[c]}\t\t-> {{{','.join(map(str, ids))}}}" for c, ids in sets[number].items()]
         lines.append("")
     return "\n".join(lines)
 
@@ -90,8 +122,7 @@ class TVHI(VideoDataset):
             sets = parse_readme(readme.read_text(errors="replace")) if readme.is_file() else OFFICIAL_SETS
         except OSError as exc:
             raise SourceLayoutError(f"cannot read {str(readme)!r}: {exc.strerror}") from None
-        if not {1, 2} <= sets.keys():
-            raise SourceLayoutError(f"{str(readme)!r} does not list 'SET 1:' and 'SET 2:'")
+        check_sets(sets, repr(str(readme)))
         return manifest_from_sets(sets)
 
     def source_file(self, source: Path, sample_id: str) -> Path:
