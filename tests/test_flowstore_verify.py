@@ -279,6 +279,29 @@ def test_damaged_bytes_are_one_line_naming_what_and_the_remedy(tiny_tvhi_source,
     assert "is not a readable flowstore store (JSONDecodeError" in line
 
 
+def test_a_chunk_cut_short_is_damage_not_values_read_past_its_end(tiny_tvhi_source, tmp_path):
+    """Blosc stores a frame it cannot compress (noisy flow) as it is, and trusts the length in
+    its header: a chunk cut short by a partial copy was read past the end of its bytes (the
+    sample came back as whatever memory followed: NaNs), where it must be one line."""
+    import numcodecs
+
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    with flowstore.open(store) as ds:
+        split = ds.split("train")
+        sample, index = str(split.ids[0]), int(split.indices[0])
+        shape, dtype = split[0]["flow"].shape, split[0]["flow"].dtype
+    noise = np.random.default_rng(0).bytes(int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    frame = numcodecs.blosc.compress(noise, b"lz4", 5, numcodecs.blosc.SHUFFLE)
+    assert len(frame) > len(noise)  # (stored as it is: the case)
+    chunk_file(store, "flow", index).write_bytes(frame[:64])
+    with flowstore.open(store) as ds, pytest.raises(
+            StoreError, match=f"is damaged: sample '{sample}' of 'flow' cannot be read"):
+        ds.split("train")[0]
+
+
 def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvhi_source,
                                                                         tmp_path):
     """A chunk of `label` (or `done`, `id`) whose bytes no codec accepts made `inspect` exit 2

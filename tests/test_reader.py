@@ -154,9 +154,15 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
         assert val[mask]["id"].tolist() == [ids[0], ids[2]]  # a mask, as numpy reads one
         assert val[np.zeros(4, bool)]["id"].size == 0
         assert val[np.array(2)]["id"] == ids[2]  # a 0-d integer array is a scalar index
-        assert val.read(i for i in (3, 1))["id"].tolist() == [ids[3], ids[1]]
-        for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True, [True, 0], [1, np.True_]):
+        torch = pytest.importorskip("torch")  # (a sampler of torch.randperm hands 0-d tensors)
+        assert val[torch.tensor(3)]["id"] == ids[3]
+        for bad in (torch.tensor(1.0), torch.tensor(True)):
             with pytest.raises(TypeError):
+                val[bad]
+        assert val.read(i for i in (3, 1))["id"].tolist() == [ids[3], ids[1]]
+        for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True, [True, 0], [1, np.True_],
+                    {0: 1}, bytearray(b"\x00\x01"), memoryview(b"\x00"), b"\x00"):
+            with pytest.raises(TypeError):  # (a dict read its keys, a bytearray its bytes)
                 val[bad]
         for bad in (np.array([2 ** 64 - 1], np.uint64), 2 ** 70, 4, [4], np.ones(3, bool)):
             with pytest.raises(IndexError):
@@ -688,3 +694,45 @@ def test_readme_examples_run_and_keras_fits_on_the_torch_backend(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     backend, loss, tensorflow_loaded = out.stdout.split()
     assert backend == "torch" and np.isfinite(float(loss)) and tensorflow_loaded == "False"
+
+
+def test_the_store_error_raised_is_the_one_that_stopped_tensorflow(tmp_path):
+    """`store_errors_raised` raised the last store error any read had met: with reads ahead
+    (parallel reads, prefetch), another sample's, of another kind, and in place of an op error
+    that no read caused. Read ahead errors are stood in for by ones recorded after TensorFlow
+    stopped."""
+    import tensorflow as tf
+
+    from flowstore.errors import DamagedStoreError
+    from flowstore.reader import tf as tf_reader
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    with flowstore.open(path) as ds:
+        split = ds.split("train")
+        (path / "flow" / ds.store.chunk_key("flow", int(split.indices[1]))).unlink()
+        dataset = split.to_tf_dataset(2)
+        ahead = DamagedStoreError("store 't.zarr' is damaged: sample 'read ahead' ...")
+        with pytest.raises(StoreError, match="chunk of sample .* of 'flow' is missing"):
+            with tf_reader.store_errors_raised():
+                try:
+                    for _ in dataset:
+                        pass
+                except tf.errors.OpError:
+                    tf_reader._READ_ERRORS.append(ahead)
+                    raise
+        with pytest.raises(tf.errors.ResourceExhaustedError):
+            with tf_reader.store_errors_raised():
+                tf_reader._READ_ERRORS.append(ahead)
+                raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
+
+
+def test_a_batch_augmentation_stream_is_not_its_epoch_order():
+    """numpy's seed sequence pads entropy with zeros: batch 0's augmentation generator
+    ([seed, epoch, 0]) was the epoch order's ([seed, epoch]), the same numbers drawn twice."""
+    from flowstore.reader.batches import batch_rng, epoch_order
+
+    for seed, epoch in ((7, 3), (0, 0)):
+        order = epoch_order(50, shuffle=True, seed=seed, epoch=epoch)
+        assert not np.array_equal(batch_rng(seed, epoch, 0).permutation(50), order)
+        assert np.array_equal(batch_rng(seed, epoch, 2).random(4),
+                              batch_rng(seed, epoch, 2).random(4))  # still seeded

@@ -30,9 +30,15 @@ def epoch_order(size: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarra
     return np.random.default_rng(entropy).permutation(size).astype(np.int64)
 
 
+#: What tells a batch's augmentation stream from its epoch's order: a seed sequence pads its
+#: entropy with zeros, so [seed, epoch, 0] (batch 0) was the order's [seed, epoch] again.
+_AUGMENTATION_STREAM = 1
+
+
 def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
-    """The generator that augments batch `batch` of epoch `epoch`."""
-    return np.random.default_rng([*_seeded(seed, epoch), batch])
+    """The generator that augments batch `batch` of epoch `epoch` (a stream of its own, not
+    the epoch order's)."""
+    return np.random.default_rng([*_seeded(seed, epoch), _AUGMENTATION_STREAM, batch])
 
 
 def epoch_batches(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,

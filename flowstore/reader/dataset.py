@@ -11,7 +11,9 @@ choose the order and hand the batches on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import operator
 import os
 import sys
 from pathlib import Path
@@ -338,8 +340,11 @@ class Split:
     def _positions(self, positions: Iterable[int] | np.ndarray) -> np.ndarray:
         """`positions` as int64 positions of this split: integers (negative ones count from the
         end), or a boolean mask with one entry per sample. Anything else (floats, strings,
-        an integer that no int64 holds) is refused: read as positions it would read other
-        samples than asked, silently."""
+        an integer that no int64 holds, a mapping, bytes) is refused: read as positions it
+        would read other samples than asked, silently (a dict's keys, a bytearray's bytes)."""
+        if isinstance(positions, (Mapping, bytes, bytearray, memoryview)):
+            raise TypeError(f"positions must be integers or a boolean mask, got "
+                            f"{type(positions).__name__} {positions!r:.60}")
         if not isinstance(positions, (np.ndarray, Sequence)):
             try:
                 positions = list(positions)  # a generator, a set, a range...
@@ -379,6 +384,12 @@ class Split:
             raise TypeError("a split is indexed by position, not by a bool")
         if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu":
             item = int(item)  # as numpy does: a 0-d integer array is a scalar index
+        elif (getattr(item, "ndim", None) == 0 and not isinstance(item, np.generic)
+              and "bool" not in str(getattr(item, "dtype", ""))):
+            # another library's 0-d integer (a torch tensor: `DataLoader(split,
+            # batch_size=None, sampler=torch.randperm(n))` hands those); a float is refused
+            with contextlib.suppress(TypeError):
+                item = operator.index(item)
         if isinstance(item, (int, np.integer)):
             if not -len(self) <= item < len(self):
                 raise IndexError(self._out_of_range(item))

@@ -109,7 +109,12 @@ def store_errors_raised() -> Iterator[None]:
     seen = len(_READ_ERRORS)
     try:
         yield
-    except tf.errors.OpError:
-        if len(_READ_ERRORS) > seen:
-            raise _READ_ERRORS[-1] from None
+    except tf.errors.OpError as exc:
+        # The read whose error stopped TensorFlow: its text is in the op error. Reads ahead
+        # (parallel reads, prefetch) may have met others since, of other samples, and an op
+        # error of no read (memory) is raised as it is, whatever those reads met.
+        said = str(exc)
+        stopped = next((error for error in _READ_ERRORS[seen:] if str(error) in said), None)
+        if stopped is not None:
+            raise stopped from None
         raise

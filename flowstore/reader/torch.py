@@ -154,6 +154,8 @@ class SharedBufferPool(buffers.BufferPool):
         self._segments: dict[int, tuple[torch.Tensor, int, int]] = {}
         self._free_slots = list(range(slots - 1, -1, -1))
         self._numbers = itertools.count(1)
+        #: Slots whose segment left in a batch since it was last lent (`LentBatch.__reduce__`).
+        self.sent_slots: set[int] = set()
 
     def _allocate(self, size: int) -> np.ndarray:
         if not self._free_slots:
@@ -200,6 +202,7 @@ class SharedBufferPool(buffers.BufferPool):
                 view = tensor[offset:offset + value.nbytes].view(_torch_dtype(value.dtype))
                 segments[key] = _Segment(view.view(value.shape), slot, number, offset)
                 self._lent_bytes[slot] = 1
+                self.sent_slots.discard(slot)
         out = LentBatch(batch if not as_tensors else {
             key: segments[key].view if key in segments else _uncopied(key, value)
             for key, value in batch.items()})
@@ -272,6 +275,7 @@ class LentBatch(dict):
         pool = buffers.process_pool()
         if isinstance(pool, SharedBufferPool):
             pool.sends += 1
+        lender = pool if isinstance(pool, SharedBufferPool) and pool.lender == self.lender else None
         values, where, small = dict(self), {}, []
         for key, value in self.items():
             segment = self.segments.get(key)
@@ -284,6 +288,18 @@ class LentBatch(dict):
                   and not value.is_shared()):
                 values[key] = value.numpy()
                 small.append(key)
+        # A segment that does not leave (its value replaced, or deleted) is handed back here,
+        # where this process's own references to it decide, or it stayed lent for good (one
+        # more a batch, up to `max_lent_bytes`); unless a copy of this batch sent it already.
+        # One that leaves is lent again: a copy sent before without it handed it back.
+        sent = {slot for slot, _, _ in where.values()}
+        for segment in self.segments.values():
+            if segment.slot in sent:
+                self.lent[segment.slot] = 1
+                if lender is not None:
+                    lender.sent_slots.add(segment.slot)
+            elif lender is not None and segment.slot not in lender.sent_slots:
+                self.lent[segment.slot] = 0
         # The pool's shared state, until the main process has it.
         shared = None if self.lent[KNOWN] else (self.lent, self.mapped)
         return _received, (values, small, shared, self.lender, where, os.getpid())

@@ -548,6 +548,12 @@ def _decode_blosc(fd: int, out: np.ndarray, what: str) -> None:
     size = int.from_bytes(data[4:8], "little")  # Blosc header bytes 4-7: decompressed size
     if size != out.nbytes:
         raise _wrong_size(what, size, out)
+    # Bytes 12-15: the frame's own length. Blosc trusts it: a chunk cut short (a partial copy)
+    # of a frame stored uncompressed (noisy flow is) was read past its end, without an error.
+    frame = int.from_bytes(data[12:16], "little")
+    if frame != len(data):
+        raise ValueError(f"chunk of {what} is a Blosc frame of {frame} bytes in a file of "
+                         f"{len(data)}")
     numcodecs.blosc.decompress(data, out)  # blosc releases the GIL
 
 
