@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 import os
 import re
 import shutil
@@ -911,6 +912,19 @@ class TaskOutcome(NamedTuple):
     reused: bool = False
 
 
+class TaskArguments(NamedTuple):
+    """The positional arguments of one `extract_and_write` task, named: a cluster tells the
+    sample of a task it gives up on by `index` (it took the last argument, which became
+    `reuse` with `--reuse-from`, and a killed worker crashed the build)."""
+
+    store: StoreKey
+    dataset_name: str
+    params: Any
+    source_file: str
+    index: int
+    reuse: "ReuseSource | None"
+
+
 def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
                       index: int, reuse: "ReuseSource | None" = None, fsync: bool = False,
                       opencv: str | None = None) -> TaskOutcome:
@@ -1044,12 +1058,13 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
 
             # made as the tasks are handed out: a list of every task's arguments was a few
             # hundred bytes per sample held for the whole build (benchmarks/build_scale.py)
-            arguments = ((store_key, dataset.name, config.params, source_of(i), i,
-                          reuse.get(i)) for i in map(int, todo))
+            arguments = (TaskArguments(store_key, dataset.name, config.params, source_of(i), i,
+                                       reuse.get(i)) for i in map(int, todo))
             task = functools.partial(extract_and_write, fsync=config.fsync,
                                      opencv=_recorded_opencv(store))
             if cluster is not None:
-                cluster.run(task, arguments, finished, failed=TaskOutcome)
+                cluster.run(task, arguments, finished, failed=TaskOutcome,
+                            sample_of=operator.attrgetter("index"))
             else:
                 run_on_threads(config.workers, task, arguments, finished)
     finally:

@@ -174,16 +174,16 @@ class Cluster:
                                  f"{self.address!r}: {exc}") from None
 
     def run(self, fn: Callable[..., Any], arguments: Iterable[tuple],
-            finished: Callable[[Any], None], failed: Callable[..., Any],
-            window: int | None = None) -> None:
+            finished: Callable[[Any], None], failed: Callable[..., Any], *,
+            sample_of: Callable[[tuple], Any], window: int | None = None) -> None:
         """Run `fn(*args)` for every argument tuple on the cluster.
 
         `finished(result)` is called as each task completes. A task the cluster gives up on
         (e.g. KilledWorker after its workers died, a cancelled task) is reported as
-        `failed(index, reason)` of its sample (the last argument is the sample index), not
-        raised; a task that raised anything else (a build's task raises nothing, so a bug: e.g.
-        arguments or a result that do not travel) comes back as `failed(index,
-        internal_error=traceback)`. A lost scheduler raises `lost()`.
+        `failed(sample, reason)` of its sample (`sample_of(args)`), not raised; a task that
+        raised anything else (a build's task raises nothing, so a bug: e.g. arguments or a
+        result that do not travel) comes back as `failed(sample, internal_error=traceback)`.
+        A lost scheduler raises `lost()`.
 
         At most `window` tasks are in flight (default: CLUSTER_TASKS_PER_THREAD per worker
         thread the cluster has, at least CLUSTER_MIN_WINDOW, sized again every
@@ -214,13 +214,14 @@ class Cluster:
         window, sized_at = window if fixed else sized(), time.monotonic()
         pending = iter(arguments)
         running = as_completed(loop=client.loop)
-        index_of: dict[str, Any] = {}  # future key -> the task's last argument (its sample)
+        index_of: dict[str, Any] = {}  # future key -> the task's sample
 
         def submit(count: int) -> None:
             batch = list(itertools.islice(pending, count))
             if batch:
                 futures = client.map(fn, *zip(*batch), pure=False)
-                index_of.update((future.key, args[-1]) for future, args in zip(futures, batch))
+                index_of.update((future.key, sample_of(args))
+                                for future, args in zip(futures, batch))
                 running.update(futures)
 
         submit(window)

@@ -522,3 +522,20 @@ def test_a_cluster_build_extracts_with_its_workers_opencv():
                                              "OpenCV 4.0.1, 5.1.0: a store is extracted with "
                                              "one release"):
         extraction_opencv(Cluster())
+
+
+def test_an_overwrite_through_a_symlink_replaces_the_store_it_names(tiny_tvhi_source, tmp_path,
+                                                                    suffix):
+    """`--overwrite` of a store named through a symlink (on another disk, say) moved the link
+    aside, not the store: Zarr's was left as it was, hidden under another name, and the build
+    stopped; HDF5's link became a second store, the real one untouched."""
+    real, link = tmp_path / f"real{suffix}", tmp_path / f"link{suffix}"
+    assert _build(tiny_tvhi_source, real, steps=4).ok
+    link.symlink_to(real)
+    result = _build(tiny_tvhi_source, link, steps=2, overwrite=True)
+    assert result.ok and result.computed == 16
+    assert link.is_symlink() and link.resolve() == real
+    with open_store(real) as store:
+        assert store.attrs["params"]["steps"] == 2 and store.read("done").all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [real.name, link.name, f".{real.name}.lock"])

@@ -26,10 +26,12 @@ def cluster():
 
 
 def _run_on_cluster(address, fn, arguments, finished, **kwargs):
-    """`fn` over `arguments` on the cluster at `address`, as a build runs its tasks."""
+    """`fn` over `arguments` on the cluster at `address`, as a build runs its tasks (the
+    sample is the first argument, unless `sample_of` says otherwise)."""
     from flowstore.build import TaskOutcome
     from flowstore.parallel import Cluster
 
+    kwargs.setdefault("sample_of", lambda args: args[0])
     with Cluster(address) as cluster:
         cluster.run(fn, arguments, finished, failed=TaskOutcome, **kwargs)
 
@@ -167,6 +169,47 @@ def test_a_task_that_raises_on_the_cluster_is_an_internal_error(cluster):
     assert outcome.index == 3 and outcome.reason is None
     assert "TypeError: a bug in task 3" in outcome.internal_error
     assert "_a_task_with_a_bug" in outcome.internal_error
+
+
+def _dies_on_sample_0(task, *args):
+    """A build's task, but the worker running sample 0's dies (as one killed by the kernel's
+    out-of-memory killer would)."""
+    if args[4] == 0:
+        os._exit(1)
+    return task(*args)
+
+
+def test_a_task_the_cluster_gives_up_on_fails_its_sample_and_the_build_goes_on(
+        tiny_tvhi_source, tmp_path, monkeypatch):
+    """A killed worker's task (KilledWorker) is its sample's failure. The cluster told the
+    sample by the task's last argument, which `--reuse-from` made the reuse entry (None): the
+    failure was made for sample None and the build crashed in a traceback."""
+    import functools
+
+    import dask
+    import distributed
+
+    map_tasks = distributed.Client.map
+
+    def dying(self, fn, *iterables, **kwargs):  # (on the coordinator: the workers run it)
+        return map_tasks(self, functools.partial(_dies_on_sample_0, fn), *iterables, **kwargs)
+
+    monkeypatch.setattr(distributed.Client, "map", dying)
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), \
+            distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                     host="127.0.0.1", dashboard_address="127.0.0.1:0") as local:
+        result = build(_config(tiny_tvhi_source, tmp_path / "s.zarr",
+                               scheduler=local.scheduler_address))
+    with open_store(tmp_path / "s.zarr") as store:
+        first = str(store.read("id")[0])
+    # (the tasks queued on the dead worker are given up on with it)
+    assert first in result.failures and not result.ok
+    assert all(reason.startswith("task failed on the cluster: KilledWorker")
+               for reason in result.failures.values()), result.failures
+    assert result.computed == 16 - len(result.failures) > 0
+    monkeypatch.undo()
+    again = build(_config(tiny_tvhi_source, tmp_path / "s.zarr"))  # (on threads)
+    assert again.ok and again.computed == len(result.failures)
 
 
 def _sample_index(index):

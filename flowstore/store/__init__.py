@@ -125,6 +125,15 @@ def _as_location(path: str | Path) -> str | Path:
     return str(path).rstrip("/") if is_url(path) else Path(path)
 
 
+def _real_place(path: str | Path) -> str | Path:
+    """Where a store named through a symlink really lies: what `--overwrite` deletes and
+    replaces, as its writer lock is the real store's (`lock.lock_path`). Renamed aside and
+    made anew at the link's own place, the store was the link: its Zarr folder was left as
+    it was, hidden under another name, and an HDF5 store lost its link, which became a
+    second store with a lock of its own."""
+    return Path(os.path.realpath(path)) if isinstance(path, Path) and path.is_symlink() else path
+
+
 def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -> Store:
     """Open an existing flowstore store read-only ("r") or for appending ("r+").
 
@@ -232,7 +241,7 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
     Raises:
         StoreError: the folder is missing, or the store cannot be written (one line).
     """
-    path = _as_location(path)
+    path = _real_place(_as_location(path))
     backend = backend_for(path)
     if isinstance(path, Path) and not path.parent.exists():
         raise StoreError(f"the folder of store {str(path)!r} does not exist")
@@ -316,7 +325,7 @@ def remove_store(path: str | Path) -> None:
 
     `--overwrite` must never delete a folder a user pointed at by mistake.
     """
-    path = _as_location(path)
+    path = _real_place(_as_location(path))
     if not store_exists(path):
         return
     open_store(path, "r", check_whole=False).close()  # raises unless it is a flowstore store
