@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trainers.cli import app
-from trainers.runs import read_run
+from trainers.runs import list_runs, read_run
 from trainers.testing import TINY_FLOW, make_tiny_store
 
 runner = CliRunner()
@@ -45,6 +45,19 @@ def _one_error_line(result) -> str:
     assert lines and lines[-1].startswith("error: "), result.output
     assert "Traceback" not in result.output
     return lines[-1]
+
+
+def test_a_metrics_json_nested_too_deep_is_skipped_not_a_traceback(tmp_path):
+    """json.loads raises RecursionError on deep nesting, which no `except` took: one such
+    file anywhere in a runs folder crashed `trainers report` and every run lookup."""
+    runs = tmp_path / "runs"
+    _run(runs, "image-good")
+    deep = runs / "image-deep"
+    deep.mkdir()
+    (deep / "model.keras").write_bytes(b"")
+    (deep / "metrics.json").write_text("[" * 100_000 + "]" * 100_000)
+    assert read_run(deep) is None
+    assert [record.path.name for record in list_runs(runs)] == ["image-good"]
 
 
 def test_a_cut_short_base_model_is_one_line_naming_it_before_training(tmp_path):
@@ -145,6 +158,15 @@ def test_report_notes_a_damaged_model_and_writes_the_rest(tmp_path):
     {"created": None},
     {"created": 20260101},
     {"store": {"dataset": ["stanford40"], "fingerprint": "f1", "params": {"size": 32}}},
+    # (a traceback of `predict` and of the report's page; a string named the classes by its
+    # letters; `predict --split all` summed the counts)
+    {"store": {"dataset": "stanford40", "fingerprint": "f1", "params": {"size": 32},
+               "classes": 5}},
+    {"store": {"dataset": "stanford40", "fingerprint": "f1", "params": {"size": 32},
+               "classes": "wxyz"}},
+    {"samples": {"train": "a"}},
+    {"samples": {"train": None}},
+    {"samples": [3, 1]},
 ], ids=lambda fields: json.dumps(fields))
 def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, fields):
     """Each crashed `trainers report` with a traceback; an unparsable metrics.json was always
@@ -267,6 +289,22 @@ def test_a_history_that_is_no_history_draws_no_curves_and_the_report_goes_on(tmp
         assert curves_png(read_run(run)) is None
     (run / "history.json").write_text('{"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]}')
     assert curves_png(read_run(run)).startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("option, path", [("--html", "metrics.json"), ("--out", "."),
+                                          ("--out", "figures")])
+def test_report_outputs_in_a_run_directory_are_one_line_and_write_nothing(tmp_path, option,
+                                                                          path):
+    """As `predict --out` was: `--html runs/image-x/metrics.json` wrote the page over the
+    run's record, and the run was gone from every later report."""
+    run = _run(tmp_path / "runs", "image-x")
+    before = sorted(p.name for p in run.iterdir())
+    metrics = (run / "metrics.json").read_text()
+    result = runner.invoke(app, ["report", str(tmp_path / "runs"), option, str(run / path)])
+    assert result.exit_code == 2, result.output
+    assert f"is the run directory {str(run)!r} or lies inside it" in _one_error_line(result)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert (run / "metrics.json").read_text() == metrics
 
 
 @pytest.mark.parametrize("out", ["same", "same/figures"])

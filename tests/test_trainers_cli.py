@@ -219,6 +219,13 @@ def test_bad_override_is_one_line_and_exit_2(stores, tmp_path):
                                  "--epochs", "0", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert "epochs must be an integer >= 1, got 0" in _one_error_line(result)
+    # (numpy's seeds stop at 2**32 - 1: it was Keras's ValueError traceback, after TF started)
+    result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
+                                 "--seed", str(2 ** 32), "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert ("seed must be an integer in 0..4294967295, got 4294967296"
+            in _one_error_line(result))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_report_of_a_missing_runs_dir_is_one_line(tmp_path):

@@ -36,6 +36,7 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
+from flowstore.store import lies_within
 from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
                              UnknownModelError, WrongDatasetError)
 from trainers.outputs import check_output, write_whole
@@ -101,6 +102,14 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
     page and the figures folder, so that with both the second is not found unwritable after
     the first's predictions."""
     latest_runs(runs_dir)
+    for flag, path in (("--html", html), ("--out", figures)):
+        # (as `predict --out`: `--html runs/flow-.../metrics.json` wrote the page over a run)
+        inside = next((run for run in list_runs(runs_dir)
+                       if path is not None and lies_within(path, run.path)), None)
+        if inside is not None:
+            raise ReportOutputError(f"{flag} {str(path)!r} is the run directory "
+                                    f"{str(inside.path)!r} or lies inside it; give it another "
+                                    f"path")
     if html is not None and figures is not None and (
             html.resolve() == figures.resolve() or html.resolve() in figures.resolve().parents):
         # (the figures folder was made first, where the page was then refused as a folder)

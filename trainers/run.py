@@ -75,8 +75,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", get_model(self.model).name)  # an alias: its model
-        if not (isinstance(self.seed, int) and self.seed >= 0):
-            raise ModelConfigError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if not (isinstance(self.seed, int) and 0 <= self.seed < 2 ** 32):  # (numpy's seeds)
+            raise ModelConfigError(f"seed must be an integer in 0..{2 ** 32 - 1}, got "
+                                   f"{self.seed!r}")
         entry = get_model(self.model)
         if self.segment_views and not entry.reads_steps:
             raise ModelConfigError(f"--segment-views: {self.model} reads "

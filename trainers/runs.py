@@ -155,7 +155,7 @@ def read_run(path: str | Path) -> RunRecord | None:
     path = Path(path)
     try:
         metrics = json.loads((path / METRICS_FILE).read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # (RecursionError: nested too deep)
         return None
     if not _well_formed(metrics) or not (path / MODEL_FILE).is_file():
         return None
@@ -186,7 +186,9 @@ def _well_formed(metrics: Any) -> bool:
     is not, where it was a traceback wherever a field was read. Its `model` must be a plain
     name (`_plain_name`): reports name rows and write figure files by it; its `created` and
     its store's `dataset` text (`"created": null` sorted as the latest run, and a dataset
-    `["x"]` named a row `['x']`)."""
+    `["x"]` named a row `['x']`); its store's `classes` a list of names (a number was a
+    traceback of `predict`, a string named the classes by its letters); its `samples` counts
+    by split (`predict --split all` summed them)."""
     if not isinstance(metrics, dict) or not _plain_name(metrics.get("model")):
         return False
     store, best, recipe = (metrics.get(name, {}) for name in ("store", "best", "recipe"))
@@ -195,6 +197,14 @@ def _well_formed(metrics: Any) -> bool:
         return False
     params = store.get("params", {})
     number = (int, float, type(None))
+    classes, samples = store.get("classes"), metrics.get("samples") or {}
+    if not (classes is None or isinstance(classes, list)
+            and all(isinstance(name, str) for name in classes)):
+        return False
+    if not (isinstance(samples, Mapping) and all(
+            isinstance(count, int) and not isinstance(count, bool) and count >= 0
+            for count in samples.values())):
+        return False
     return (isinstance(params, Mapping) and isinstance(params.get("size"), (int, type(None)))
             and isinstance(store.get("path", ""), str)
             and isinstance(store.get("dataset", ""), str)  # a row's name ("TV-HI flow")
