@@ -32,7 +32,26 @@ class DamagedStoreError(StoreError):
 
 
 class MissingChunkError(StoreError):
-    """A sample asked for (a done one) has no chunk: a damaged or partly copied store."""
+    """A sample asked for (a done one) has no chunk: a damaged or partly copied store.
+
+    `store`, `array` and `index` say which (None where the whole store is gone), so that a
+    reader that knows the sample's id can name it (`missing_chunk`)."""
+
+    def __init__(self, message: str, *, store: str | None = None, array: str | None = None,
+                 index: int | None = None) -> None:
+        super().__init__(message)
+        self.store, self.array, self.index = store, array, index
+
+
+def missing_chunk(store: str, array: str, index: int, sample: str | None = None
+                  ) -> MissingChunkError:
+    """A done sample's missing chunk, said of the sample `sample` (its id, where the caller
+    knows it: "sample 'hug_0002'") or else of its position in the store."""
+    named = f"sample {index}" if sample is None else f"sample {sample!r}"
+    return MissingChunkError(f"store {store!r}: the chunk of {named} of {array!r} is missing "
+                             f"(the store is damaged, partly copied, or was rebuilt since it "
+                             f"was opened); `flowstore verify` lists what is missing",
+                             store=store, array=array, index=index)
 
 
 class StoreMismatchError(StoreError):

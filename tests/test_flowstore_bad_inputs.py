@@ -1475,22 +1475,26 @@ def without_tensorflow(tmp_path) -> dict:
 
 @pytest.mark.regression(reason=(
     "bug: `trainers run` without TensorFlow ended in an import traceback, after starting on the "
-    "prerequisites"))
-@pytest.mark.parametrize("args", [("run", "two_stream", "--store", "STORE"),
-                                  ("summary", "tvhi_flow")])
+    "prerequisites; `predict` and `report --html/--out` did, before anything"))
+@pytest.mark.parametrize("args", [
+    ("run", "two_stream", "--store", "{store}", "--runs-dir", "runs"),
+    ("summary", "tvhi_flow", "--size", "32"),
+    ("predict", "runs/flow-x", "--store", "{store}"),
+    ("report", "runs", "--html", "report.html"),
+    ("report", "runs", "--out", "figures"),
+], ids=["run", "summary", "predict", "report-html", "report-out"])
 def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorflow, tmp_path):
     from trainers.testing import make_tiny_store
 
     store = make_tiny_store(tmp_path / "s.zarr")
-    args = tuple(str(store) if a == "STORE" else a for a in args)
-    result = installed_cli(f"`trainers {args[0]}` without TensorFlow installed", "trainers",
-                           *args, "--runs-dir" if args[0] == "run" else "--size",
-                           "runs" if args[0] == "run" else "32", env=without_tensorflow,
-                           cwd=tmp_path)
+    args = tuple(a.format(store=store) for a in args)
+    command = " ".join(args[:1] + (args[2:3] if args[0] == "report" else ()))
+    result = installed_cli(f"`trainers {command}` without TensorFlow installed", "trainers",
+                           *args, env=without_tensorflow, cwd=tmp_path)
     line = assert_one_line_error(result)
     assert line == "error: trainers needs TensorFlow: pip install 'flowstore[train]'"
     assert result.stdout == ""
-    assert not (tmp_path / "runs").exists()  # refused before any run started
+    assert not any((tmp_path / name).exists() for name in ("runs", "report.html", "figures"))
 
 
 @pytest.mark.parametrize("command", [

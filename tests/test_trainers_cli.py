@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -133,6 +134,18 @@ def test_bad_store_or_model_is_one_line_and_exit_2(stores, tmp_path, model, stor
     assert result.exit_code == 2
     assert expected in _one_error_line(result)
     assert not (tmp_path / "runs").exists()  # nothing was started
+
+
+def test_a_store_that_lost_an_array_a_model_reads_is_said_damaged(tmp_path):
+    """It read as if stores of its kind never held the array."""
+    store = make_tiny_store(tmp_path / "lost.zarr", per_class=(1, 1, 1))
+    shutil.rmtree(store / "middle_frame")
+    result = runner.invoke(app, ["run", "frames", "--store", str(store),
+                                 "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert ("lacks the array 'middle_frame' that model 'frames' reads: the store is damaged "
+            "(store " in _one_error_line(result))
+    assert "rebuild it with --overwrite" in _one_error_line(result)
 
 
 def test_a_runs_dir_that_cannot_hold_runs_is_refused_before_training(stores, tmp_path):

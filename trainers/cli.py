@@ -14,7 +14,7 @@ import typer
 from flowstore.cli import add_version_option, fail_interrupted, run_app
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
-from trainers.errors import RunInterruptedError
+from trainers.errors import RunInterruptedError, require_training_extra
 
 app = typer.Typer(help="Train the report's action-recognition models on flowstore stores.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -161,6 +161,7 @@ def report(
     also write the figures as PNG files)."""
     try:
         if html is not None or out is not None:
+            require_training_extra()  # (they predict and draw: TensorFlow and matplotlib)
             from trainers.html_report import PredictedTestSplits, check_report_outputs
 
             check_report_outputs(runs_dir, html, out)
@@ -204,6 +205,7 @@ def predict(
     """Predict a split of a store with a trained run, in inference mode and as the run scored
     its test split; print one CSV row per sample and the accuracy (on standard error)."""
     try:
+        require_training_extra()
         from trainers.predict import predict_run, write_csv
 
         found = predict_run(run_dir, store, split, out=out)

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from flowstore.errors import DamagedStoreError
+from flowstore.errors import DamagedStoreError, StoreError
 from flowstore.manifest import NO_CLASS
 from flowstore.reader import ALL, TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, failures as read_failures, open_store
@@ -51,6 +51,18 @@ class StoreInfo:
                 "classes": list(self.classes), "params": self.params}
 
 
+def _damage_of(store: Store) -> str:
+    """Why a store lacks arrays its own dataset writes ("": it does not): a model's missing
+    array read as if the store's kind never held it, where it was deleted."""
+    from flowstore.verify import check_dataset_arrays
+
+    try:
+        check_dataset_arrays(store, store.path)
+    except StoreError as exc:
+        return f": the store is damaged ({exc}); rebuild it with --overwrite"
+    return ""
+
+
 class StoreSamples:
     """Finished samples of an open store, per split, for one model.
 
@@ -78,7 +90,8 @@ class StoreSamples:
             raise WrongDatasetError(
                 f"store {str(store.path)!r} (dataset {dataset!r}) lacks the "
                 f"array{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} that "
-                f"model {self.model!r} reads" + (" under frame views" if frame_views else ""))
+                f"model {self.model!r} reads" + (" under frame views" if frame_views else "")
+                + _damage_of(store))
         self.reader = StoreDataset(store)
         self.info = StoreInfo(path=self.reader.location, dataset=dataset,
                               fingerprint=self.reader.fingerprint, classes=self.reader.classes,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.errors import FlowstoreError, StoreError
+from flowstore.errors import FlowstoreError, MissingChunkError, StoreError, missing_chunk
 from flowstore.manifest import SPLITS
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
@@ -331,6 +331,10 @@ class Split:
         store = self.source.store
         try:
             store.read_into(array, index, out)
+        except MissingChunkError as exc:  # (the store knows positions: named by the sample's id)
+            if exc.index is None:
+                raise
+            raise missing_chunk(exc.store, array, index, str(self.source.ids[index])) from None
         except FlowstoreError:
             raise
         except DAMAGE_ERRORS as exc:

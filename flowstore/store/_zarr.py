@@ -28,7 +28,7 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEnc
 from zarr.storage import LocalStore
 from zarr.core.sync import sync
 
-from flowstore.errors import FlowstoreError, MissingChunkError
+from flowstore.errors import FlowstoreError, MissingChunkError, missing_chunk
 from flowstore.store import is_url
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, changed_spans, check_columns, column_chunks, fsync_path,
@@ -224,10 +224,7 @@ class ZarrStore(Store):
         if not is_url(self.path) and not os.path.isdir(self.path):
             return MissingChunkError(f"store {str(self.path)!r} is gone (moved or deleted "
                                      f"while open): open it where it is now")
-        return MissingChunkError(f"store {str(self.path)!r}: the chunk of sample {index} of "
-                                 f"{name!r} is missing (the store is damaged, partly copied, "
-                                 f"or was rebuilt since it was opened); `flowstore verify` "
-                                 f"lists what is missing")
+        return missing_chunk(str(self.path), name, index)
 
     def chunk_key(self, name: str, index: int) -> str:
         """The key, relative to the array `name`, of the chunk holding sample `index`, as the
