@@ -101,11 +101,12 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
     """`trainers report`'s checks before anything predicts: the runs folder, then the HTML
     page and the figures folder, so that with both the second is not found unwritable after
     the first's predictions."""
-    latest_runs(runs_dir)
+    latest_runs(runs_dir)  # (refuses a missing runs folder, or a store given for one)
+    runs = list_runs(runs_dir)
     for flag, path in (("--html", html), ("--out", figures)):
         # (as `predict --out`: `--html runs/flow-.../metrics.json` wrote the page over a run)
-        inside = next((run for run in list_runs(runs_dir)
-                       if path is not None and lies_within(path, run.path)), None)
+        inside = next((run for run in runs if path is not None and lies_within(path, run.path)),
+                      None)
         if inside is not None:
             raise ReportOutputError(f"{flag} {str(path)!r} is the run directory "
                                     f"{str(inside.path)!r} or lies inside it; give it another "

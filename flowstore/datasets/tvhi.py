@@ -87,8 +87,8 @@ def check_sets(sets: dict[int, dict[str, list[int]]], where: str) -> None:
         for number in (1, 2):
             for clip in sets[number][name]:
                 if clip in seen:
-                    also = "twice in SET 1" if seen[clip] == number == 1 else (
-                        "twice in SET 2" if seen[clip] == number else "in both SET 1 and SET 2")
+                    also = (f"twice in SET {number}" if seen[clip] == number
+                            else "in both SET 1 and SET 2")
                     raise SourceLayoutError(f"{where} lists {_README_WORDS[name]} clip {clip} "
                                             f"({sample_id(name, clip)}) {also}: a clip is in "
                                             f"one set, once")
