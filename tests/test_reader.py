@@ -665,6 +665,34 @@ def test_keras_pydataset_matches_the_plain_read(adapter_store):
         assert y.tolist() == [r["label"] for r in rows]
 
 
+def test_keras_fit_reads_epoch_e_in_epoch_e_order(adapter_store):
+    """Keras calls a PyDataset's `on_epoch_end` once before training, so counting those calls
+    made `fit`'s first epoch read epoch 1's order; `fit`'s epoch e reads `epoch_order(e)` now."""
+    import keras
+
+    from flowstore.reader.batches import epoch_order
+    from flowstore.reader.keras import SplitPyDataset
+
+    seen: list[tuple[int, list[int]]] = []
+
+    class Recording(SplitPyDataset):
+        def __getitem__(self, index):
+            seen.append((self.epoch, self._order.tolist()))
+            return super().__getitem__(index)
+
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train", features={"frame": "middle_frame"})
+        data = Recording(train, 4, shuffle=True, seed=3)
+        model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(len(ds.classes))])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.fit(data, epochs=3, verbose=0)
+        size = len(train)
+    trained = seen[-3 * len(data):]  # before them, Keras's TensorFlow backend peeks at batches
+    assert [epoch for epoch, _ in trained] == [e for e in range(3) for _ in range(len(data))]
+    for epoch, order in seen:
+        assert order == epoch_order(size, shuffle=True, seed=3, epoch=epoch).tolist()
+
+
 def readme_examples() -> list[str]:
     """The README's PyTorch loop and custom Keras model, as users copy them."""
     import re

@@ -4,6 +4,11 @@ Keras backend (JAX, PyTorch, TensorFlow) without tf.data.
 Batch `i` of epoch `e` is the same whichever worker reads it: the order and the augmentation
 are seeded by (seed, e, i) (`flowstore.reader.batches`). With `workers > 1` Keras reads batches
 in threads, which the store's GIL-free reads let run in parallel.
+
+Which epoch is which follows `on_epoch_begin`, which Keras calls once at the start of each
+epoch: Keras also calls `on_epoch_end` once before training starts (when `fit` makes its
+epoch iterator), so counting `on_epoch_end` calls made `fit`'s epoch e read epoch e + 1's order.
+A loop of one's own that only calls `on_epoch_end` between epochs still advances one epoch a call.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ class SplitPyDataset(keras.utils.PyDataset):
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.augment = split.augmentation(augment)
-        self.epoch = 0
-        self._order = epoch_order(len(split), shuffle=shuffle, seed=seed, epoch=0)
+        self._epochs_begun = 0
+        self._start_epoch(0)
 
     def __len__(self) -> int:
         return math.ceil(len(self.split) / self.batch_size)
@@ -50,7 +55,14 @@ class SplitPyDataset(keras.utils.PyDataset):
             batch = self.augment(batch, batch_rng(self.seed, self.epoch, index))
         return self.split.model_inputs(batch), batch[LABEL]
 
+    def on_epoch_begin(self) -> None:
+        self._start_epoch(self._epochs_begun)
+        self._epochs_begun += 1
+
     def on_epoch_end(self) -> None:
-        self.epoch += 1
+        self._start_epoch(self.epoch + 1)
+
+    def _start_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
         self._order = epoch_order(len(self.split), shuffle=self.shuffle, seed=self.seed,
-                                  epoch=self.epoch)
+                                  epoch=epoch)
