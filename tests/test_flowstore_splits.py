@@ -1,4 +1,5 @@
-"""Splits: the committed TV-HI manifest, the readme parser, and stratified hold-out."""
+"""Splits: the committed TV-HI manifest, the readme parser, stratified hold-out, and the val
+draws of the other datasets pinned."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from flowstore.datasets.tvhi import (CLASSES, OFFICIAL_SETS, format_readme, manifest_from_sets,
                                      parse_readme, sample_id)
 from flowstore.manifest import Manifest, ManifestRow, round_robin, stratified_holdout
-from tests.conftest import REAL_TVHI, REPO, require_real_data
+from tests.conftest import REAL_TVHI, REPO, SHARED, require_real_data
 
 COMMITTED = REPO / "manifests" / "tvhi.csv"
 
@@ -136,3 +137,44 @@ def test_a_manifest_holds_columns_and_hands_out_the_same_rows():
         manifest.rows[3]
     with pytest.raises(ValueError, match="class 'a' is not label 1's"):
         Manifest.from_rows(("a", "b"), [ManifestRow("x", 1, "a", "train")])
+
+
+# The val splits of the other datasets are drawn with numpy's `default_rng(...).choice`, whose
+# streams numpy may change between releases: a change would move every such store's val split
+# (a build would refuse it as "manifest changed", never mix it; still a user's splits moved).
+# These digests pin the draws on the real split files, and on made-up ids for the two functions
+# (Kinetics and class folders: no real train list here).
+REAL_VAL_DIGESTS = {  # sha256 of the sorted val ids, one per line: (val count, first 16 digits)
+    "stanford40": ("ImageSplits", "JPEGImages", 400, "979b2d8957c46012"),
+    "ucf101": ("ucfTrainTestlist", "UCF-101", 1045, "ef5893c633637881"),
+    "hmdb51": ("testTrainMulti_7030_splits", "brush_hair", 351, "1bd1353fdf2c4134"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_VAL_DIGESTS))
+def test_val_of_the_real_split_files_is_the_pinned_draw(name, tmp_path):
+    import hashlib
+
+    from flowstore.datasets.base import get_dataset
+
+    splits, media, count, digest = REAL_VAL_DIGESTS[name]
+    real = SHARED / "data" / name
+    require_real_data(min((real / splits).glob("*.txt"), default=real / splits / "*.txt"),
+                      f"the real {name} split files")
+    (tmp_path / splits).symlink_to(real / splits)
+    (tmp_path / media).mkdir()  # the media folder the manifest looks for; no media is read
+    manifest = get_dataset(name).manifest(tmp_path)
+    val = sorted(row.id for row in manifest.rows if row.split == "val")
+    assert (len(val), hashlib.sha256("\n".join(val).encode()).hexdigest()[:16]) == (count, digest)
+
+
+def test_the_holdout_draws_are_pinned():
+    from flowstore.manifest import grouped_holdout
+
+    ids = {c: [f"{c}{i:02d}" for i in range(7 + 3 * k)] for k, c in enumerate("abc")}
+    assert sorted(stratified_holdout(ids, 0.3, seed=0)) == [
+        "a04", "a05", "b04", "b08", "b09", "c00", "c03", "c05", "c09"]
+    pairs = grouped_holdout(ids, lambda i: f"{i[0]}{int(i[1:]) // 2}", 0.5, seed=0)
+    assert sorted(pairs) == ["a04", "a05", "a06", "b04", "b05", "b08", "b09",
+                             "c00", "c01", "c02", "c03", "c04", "c05", "c06", "c07"]
+
