@@ -49,7 +49,9 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from flowstore.parallel import usable_cores
+
+    cores = usable_cores()
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{cores} cores (nproc), {model}, {mem:.0f} GiB RAM, {platform.system()} {platform.release()}"
 

@@ -36,7 +36,7 @@ from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
 from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.manifest import Manifest, class_label
-from flowstore.parallel import Cluster, run_on_threads
+from flowstore.parallel import Cluster, run_on_threads, usable_cores
 from flowstore.params import canonical_json, fingerprint, to_dict
 from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
                              remove_store, store_exists)
@@ -69,7 +69,7 @@ class BuildConfig:
     params: Any
     #: The dataset's split options by name (`Dataset.options_type`; strings are parsed).
     options: Mapping[str, Any] = field(default_factory=dict)
-    workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    workers: int = field(default_factory=usable_cores)
     scheduler: str | None = None
     overwrite: bool = False
     max_per_split: int | None = None

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import shutil
 import tempfile
 import time
@@ -38,6 +37,7 @@ import numpy as np
 from flowstore.datasets import get_dataset
 from flowstore.build import DATA_ERRORS, check_workers
 from flowstore.errors import FlowstoreError, ParameterError, StoreError
+from flowstore.parallel import usable_cores
 from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
 from flowstore.store.checksum import file_digest, sample_digest
@@ -118,7 +118,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     check_seed(seed)
     if max_per_split is not None and max_per_split < 1:
         raise ParameterError(f"--max-per-split must be at least 1, got {max_per_split}")
-    cores = os.cpu_count() or 1
+    cores = usable_cores()
     workers = cores if workers is None else workers
     check_workers(workers)
     dataset = get_dataset(dataset_name, options)

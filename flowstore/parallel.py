@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import itertools
+import os
 import signal
 import threading
 import time
@@ -21,6 +22,15 @@ from flowstore.errors import FlowstoreError
 
 #: Tasks per worker thread in one Dask graph of a threaded build (see `run_on_threads`).
 THREAD_BATCH_PER_WORKER = 256
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity where the system tells it (taskset,
+    a cgroup cpuset, a Slurm allocation), not the host's count, which would make the default
+    `--workers` oversubscribe them and `estimate`'s wall time too short by the ratio."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def run_on_threads(workers: int, fn: Callable[..., Any], arguments: Iterable[tuple],

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +158,44 @@ def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
     changed.write_text("# another writer")
     monkeypatch.setattr(synth, "_writer_files", lambda write: [changed])
     assert synthetic_source("tvhi", config) != first
+
+
+def test_synth_into_the_current_folder_fills_it_in_place(tmp_path):
+    """`flowstore synth tvhi .` was a traceback ('.' has no name for the staging folder); the
+    empty folder is kept (a shell standing in it would otherwise stand in a deleted one)."""
+    here = tmp_path / "new"
+    here.mkdir()
+    inode = here.stat().st_ino
+    out = subprocess.run([sys.executable, "-m", "flowstore", "synth", "tvhi", ".",
+                          "--videos-per-class", "1", "--negatives", "0", "--frames", "22:22",
+                          "--resolution", "32x32"], capture_output=True, text=True, cwd=here,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert here.stat().st_ino == inode and (here / "kiss_0001.avi").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["new"]  # no staging left
+
+
+def test_two_writers_of_one_synthetic_source_both_get_it(tmp_path, monkeypatch):
+    """Two `build --synthetic` on an empty cache both write the source; the second to rename
+    its copy found the first's there and the build stopped ('Directory not empty')."""
+    import flowstore.synth.clips as clips
+
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
+    config = SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22, max_frames=22,
+                             resolution=(32, 32))
+    rename = os.replace
+
+    def another_writer_first(source, target):
+        if Path(source).name.startswith(".tvhi-"):  # the staged source, about to be renamed
+            Path(target).mkdir()
+            (Path(target) / "kiss_0001.avi").write_bytes(Path(source, "kiss_0001.avi")
+                                                          .read_bytes())
+        rename(source, target)
+
+    monkeypatch.setattr(clips.os, "replace", another_writer_first)
+    folder = synthetic_source("tvhi", config)
+    assert [path.name for path in folder.iterdir()] == ["kiss_0001.avi"]  # the other's copy
+    assert [path.name for path in folder.parent.iterdir()] == [folder.name]  # no staging left
 
 
 @pytest.mark.slow

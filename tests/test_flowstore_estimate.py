@@ -124,3 +124,19 @@ def test_a_full_scratch_folder_is_the_estimates_error_not_the_items(tiny_tvhi_so
     with pytest.raises(ScratchWriteError, match="No space left on device.*TMPDIR"):
         estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=3,
                  progress=False)
+
+
+def test_the_cores_are_those_this_process_may_use(tiny_tvhi_source, monkeypatch):
+    """Under taskset, a cpuset or a Slurm allocation the host's core count was used: the
+    default --workers oversubscribed the allowed cores, and the wall time was too short."""
+    import os
+
+    from flowstore.build import BuildConfig
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    predicted = estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=2,
+                         progress=False)
+    assert (predicted.cores, predicted.workers) == (1, 1)
+    assert predicted.wall_seconds.value == pytest.approx(predicted.cpu_hours.value * 3600)
+    assert BuildConfig("tvhi", tiny_tvhi_source, "s.zarr", VideoParams()).workers == 1

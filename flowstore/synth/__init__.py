@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from flowstore.errors import UnknownDatasetError
+from flowstore.errors import FlowstoreError, UnknownDatasetError
 from flowstore.params import canonical_json
 
 
@@ -75,7 +75,13 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
     folder = cache_dir() / f"{dataset}-{key}"
     if not folder.exists():
         folder.parent.mkdir(parents=True, exist_ok=True)
-        write(folder, config)
+        try:
+            write(folder, config)
+        except FlowstoreError:
+            # Two builds on an empty cache both write the source; the one that renames its
+            # copy second finds the folder there, whole (a rename is), with the same content.
+            if not folder.is_dir():
+                raise
     return folder
 
 

@@ -98,23 +98,32 @@ def write_image(path: Path, class_index: int, config: SynthClipsConfig) -> None:
 def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
     """Run `fill(staging)` on a new temporary sibling of `folder`, then rename it into place.
 
+    An empty folder that already exists (`flowstore synth tvhi .` in a new folder) is kept and
+    filled with the staged entries, one rename each: replacing it would leave a shell whose
+    current folder it is in a deleted one.
+
     Raises:
         ParameterError: `folder` is a file, or a folder that is not empty.
-        FlowstoreError: it cannot be written (the staging folder is removed).
+        FlowstoreError: it cannot be written (the staging folder is removed), or another
+            process wrote `folder` first (a race on a new folder: `OSError` ENOTEMPTY).
     """
-    folder = Path(folder)
+    folder = Path(folder).absolute()  # ('.' has no name to make the staging sibling's from)
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"synthetic source folder is a file: {str(folder)!r}")
-    if folder.exists() and any(folder.iterdir()):
+    existed = folder.is_dir()
+    if existed and any(folder.iterdir()):
         raise ParameterError(f"synthetic source folder is not empty: {str(folder)!r}")
     staging = folder.with_name(f".{folder.name}.writing-{os.getpid()}")
     shutil.rmtree(staging, ignore_errors=True)
     try:
         staging.mkdir(parents=True)
         fill(staging)
-        if folder.exists():
-            folder.rmdir()
-        os.replace(staging, folder)
+        if existed:
+            for entry in sorted(staging.iterdir()):
+                os.replace(entry, folder / entry.name)
+            staging.rmdir()
+        else:
+            os.replace(staging, folder)
     except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
         if isinstance(exc, OSError):  # a folder that cannot be written: the system's words
