@@ -168,6 +168,12 @@ def test_synth_command_writes_each_real_layout(tmp_path):
         assert all(dataset.source_file(folder, row.id).is_file() for row in manifest.rows), name
     refused = flowstore_cli("synth", "ucf101", tmp_path / "x", "--clips", "2")
     assert "--clips is not an option of synth ucf101" in assert_one_line_error(refused)
+    for name in ("videofolder", "imagefolder"):  # a source its build refuses: not written
+        refused = flowstore_cli("synth", name, tmp_path / f"one-{name}", "--classes", "1")
+        assert assert_one_line_error(refused) == ("error: --classes must be at least 2 for a "
+                                                  "class-folder source (a build refuses one "
+                                                  "class), got 1")
+        assert not (tmp_path / f"one-{name}").exists()
 
 
 def test_clips_are_every_clip_of_a_folder_tree_and_of_no_class(sources, tmp_path):

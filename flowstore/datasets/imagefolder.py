@@ -32,9 +32,11 @@ class ImageFolder(ClassFolders, ImageDataset):
         and a .DS_Store that are not samples (`clips_per_class` images per class)."""
         from flowstore.synth.clips import write_image, write_source
 
+        names = synth_class_names(config.classes)
+
         def fill(root: Path) -> None:
             (root / "README.txt").write_text("my images\n")
-            for k, name in enumerate(synth_class_names(config.classes)):
+            for k, name in enumerate(names):
                 folder = root / name
                 folder.mkdir()
                 (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")

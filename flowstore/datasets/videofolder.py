@@ -17,6 +17,7 @@ from pathlib import Path
 
 from flowstore.datasets._classfolders import ClassFolders
 from flowstore.datasets.base import VideoDataset
+from flowstore.errors import ParameterError
 from flowstore.synth.clips import SynthClipsConfig
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".m4v", ".mkv", ".webm", ".mov", ".mpg", ".mpeg", ".mts",
@@ -38,9 +39,11 @@ class VideoFolder(ClassFolders, VideoDataset):
         files a real folder collects (README.txt, .DS_Store, Thumbs.db) that are not samples."""
         from flowstore.synth.clips import write_clip, write_source
 
+        names = synth_class_names(config.classes)
+
         def fill(root: Path) -> None:
             (root / "README.txt").write_text("my clips\n")
-            for k, name in enumerate(synth_class_names(config.classes)):
+            for k, name in enumerate(names):
                 folder = root / name
                 folder.mkdir()
                 (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
@@ -53,5 +56,10 @@ class VideoFolder(ClassFolders, VideoDataset):
 
 
 def synth_class_names(count: int) -> list[str]:
-    """The first `count` synthetic class names (more than the list: class_NN)."""
+    """The first `count` synthetic class names (more than the list: class_NN). Fewer than two
+    is refused: a class-folder source of one class is refused by the build (a --source one
+    level too high), so `synth` would write a source nothing can build."""
+    if count < 2:
+        raise ParameterError(f"--classes must be at least 2 for a class-folder source (a build "
+                             f"refuses one class), got {count}")
     return [SYNTH_CLASSES[k] if k < len(SYNTH_CLASSES) else f"class_{k:02d}" for k in range(count)]
