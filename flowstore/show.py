@@ -128,6 +128,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
                                  f"which a video sample's picture draws beside it "
                                  f"(`flowstore verify` says whether the store is damaged)")
         indices = _select(dataset, str(store), ids, per_class, seed)
+        segmented = dataset.segments is not None
         out = Path(out)
         _refuse_inside(out, store)
         _make_folder(out)
@@ -140,7 +141,8 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
                 # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
                 _make_folder((out / str(sample["id"])).parent)
                 result.written.append(_write_png(out / f"{sample['id']}.png",
-                                                 video_picture(sample, dataset.classes)))
+                                                 video_picture(sample, dataset.classes,
+                                                               segmented=segmented)))
                 if gif:
                     result.written.append(write_gif(out / f"{sample['id']}.gif", sample))
             else:
@@ -256,9 +258,10 @@ def frame_of_flow(step: int, frames: int, flows: int) -> int:
     return step * frames // flows
 
 
-def step_caption(step: int, frames: int, flows: int) -> str:
-    """`t<step>`, or `s<k>.<j>` (flow j of segment k) for a segment-sampled sample."""
-    if frames == flows:
+def step_caption(step: int, frames: int, flows: int, segmented: bool) -> str:
+    """`t<step>`, or `s<k>.<j>` (flow j of segment k) for a segment-sampled sample (told by
+    the store's sampling, not by counts: with `--stack 1` it holds as many frames as flows)."""
+    if not segmented:
         return f"t{step}"
     segment = frame_of_flow(step, frames, flows)
     return f"s{segment}.{step - segment * flows // frames}"
@@ -268,8 +271,10 @@ def step_caption(step: int, frames: int, flows: int) -> str:
 VIDEO_PICTURE_FEATURES = ("middle_frame", "frames", "flow")
 
 
-def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
-    """The (H, W, 3) uint8 RGB picture of one video sample (layout: the module docstring)."""
+def video_picture(sample: dict[str, Any], classes: Sequence[str], *,
+                  segmented: bool = False) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB picture of one video sample (layout: the module docstring);
+    `segmented`: its store was built with `--sampling segments`."""
     frames, flow = sample["frames"], sample["flow"]
     steps, size = flow.shape[0], flow.shape[1]
     height, width = video_picture_shape(size, steps)
@@ -282,7 +287,7 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
           4, LINE - 6, width=width)
     _text(canvas, f"flow: hue = direction (wheel), full colour = |flow| >= {scale:.2f} px "
                   f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}"
-                  + ("" if len(frames) == steps else
+                  + ("" if not segmented else
                      f" = {len(frames)} segments x {steps // len(frames)}"), 4,
           2 * LINE - 6, width=width)
     top = HEADER_LINES * LINE
@@ -297,7 +302,7 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str]) -> np.ndarray:
         frame = frames[frame_of_flow(step, len(frames), steps)]
         canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frame, tile)
         canvas[flow_top:flow_top + tile, left:left + tile] = _magnified(pictures[step], tile)
-        _text(canvas, step_caption(step, len(frames), steps), left + 3, flow_top - tile + 14,
+        _text(canvas, step_caption(step, len(frames), steps, segmented), left + 3, flow_top - tile + 14,
               width=tile, colour=WHITE, outline=BLACK)
     return canvas
 

@@ -322,11 +322,27 @@ def test_show_draws_a_segment_store(segment_store, tmp_path):
     from flowstore.show import frame_of_flow, step_caption
 
     assert [frame_of_flow(s, 3, 6) for s in range(6)] == [0, 0, 1, 1, 2, 2]
-    assert [step_caption(s, 3, 6) for s in (0, 1, 5)] == ["s0.0", "s0.1", "s2.1"]
-    assert step_caption(4, 16, 16) == "t4"
+    assert [step_caption(s, 3, 6, True) for s in (0, 1, 5)] == ["s0.0", "s0.1", "s2.1"]
+    assert step_caption(4, 16, 16, False) == "t4"
+    # `--stack 1`: as many frames as flows, and still segments (was captioned t0, t1, t2)
+    assert [step_caption(s, 3, 3, True) for s in range(3)] == ["s0.0", "s1.0", "s2.0"]
     result = flowstore_cli("show", segment_store, "a/seven", "--gif", "--out", tmp_path / "pics", "-q")
     assert result.returncode == 0, result.stderr
     assert {p.name for p in (tmp_path / "pics" / "a").iterdir()} == {"seven.png", "seven.gif"}
+
+
+
+def test_show_tells_a_segment_store_by_its_sampling(segment_store, tmp_path, monkeypatch):
+    """The captions follow the store's `sampling`, not whether it holds fewer frames than
+    flows (a `--stack 1` store holds as many)."""
+    import flowstore.show
+
+    told = []
+    caption = flowstore.show.step_caption
+    monkeypatch.setattr(flowstore.show, "step_caption",
+                        lambda *args: told.append(args[3]) or caption(*args))
+    flowstore.show.show(segment_store, tmp_path / "pics", ["a/seven"], progress=False)
+    assert told and all(told)
 
 
 # -- the trainers ------------------------------------------------------------------------------
