@@ -43,6 +43,7 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
+from flowstore.store.base import UnreadableChunk, read_column
 from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, SOFTWARE, STRING, as_text
 from flowstore.store.lock import writer_lock
 
@@ -121,6 +122,9 @@ class BuildResult:
     already_done: int = 0
     #: Samples copied from `BuildConfig.reuse_from`, not computed.
     reused: int = 0
+    #: The ledger chunks that could not be read, one line each (`Ledger.unreadable`): their
+    #: samples were taken as never extracted, and the chunks written anew.
+    ledger_mended: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     #: Samples whose task hit a bug in flowstore (sample -> the exception, one line): not
     #: failures of those samples, which stay pending; the tracebacks are in `error_log`.
@@ -315,7 +319,12 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             selected = manifest.first_per_split(config.max_per_split)
         todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
-                             already_done=len(selected) - len(todo))
+                             already_done=len(selected) - len(todo),
+                             ledger_mended=[f"store {str(config.store)!r}: {chunk.describe()} "
+                                            f"could not be read ({type(chunk.error).__name__}: "
+                                            f"{chunk.error}); its samples were taken as not "
+                                            f"extracted and the chunk is written anew"
+                                            for chunk in ledger.unreadable])
         reuse = {}
         if config.reuse_from is not None:
             from flowstore.reuse import plan_reuse
@@ -357,22 +366,42 @@ class Ledger:
     Written in this order: checksums and the source files' sizes and hashes, then `done`, then
     the failure reasons, so a sample is never marked done without its checksum (with `durable`,
     the checksums are fsynced before `done` is written, and everything after).
+
+    A ledger chunk that cannot be read (a power cut can leave one an empty file) costs its
+    samples, not the store: they are loaded as never extracted, every ledger column of theirs
+    is written again at the next `write`, and the build extracts them again.
     """
 
     columns: dict[str, np.ndarray]
     #: Column -> indices changed since the last `write`.
     changed: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in LEDGER})
+    #: The ledger chunks `load` could not read (their samples loaded as never extracted).
+    unreadable: list[UnreadableChunk] = field(default_factory=list)
 
     @classmethod
     def load(cls, store: Store) -> "Ledger":
-        columns = {name: store.read(name) for name in LEDGER}
+        columns, unreadable = {}, []
+        for name in LEDGER:
+            columns[name], lost = read_column(
+                store, name, lambda start, stop, name=name: np.full(
+                    stop - start, BY_NAME[name].fill,
+                    dtype=object if BY_NAME[name].dtype == STRING else BY_NAME[name].dtype))
+            unreadable += lost
         for name, values in columns.items():
             if name in PACKED_TEXT:
                 columns[name] = _packed(values)
             else:  # other text as objects: a str array has a fixed width
                 columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
                                               else BY_NAME[name].dtype)
-        return cls(columns)
+        ledger = cls(columns, unreadable=unreadable)
+        for chunk in unreadable:
+            for index in range(chunk.start, chunk.stop):
+                ledger.reset(index)
+                ledger.record_source(index, None, None)
+                ledger.forget_failure(index)
+                for name in LEDGER:  # written whole again, whatever their values
+                    ledger.changed[name].add(index)
+        return ledger
 
     def text(self, name: str, index: int) -> str:
         """One sample's value of a text column."""

@@ -242,6 +242,8 @@ def build(
     typer.echo(f"store {result.store}: {result.computed} computed{reused}, {result.already_done} "
                f"already done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
+    for line in result.ledger_mended:
+        typer.echo(f"warning: {line}", err=True)
     across = result.duplicates_across_splits
     if across:
         typer.echo(f"warning: {len(across)} group(s) of samples in different splits have "

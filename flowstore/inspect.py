@@ -14,12 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from flowstore.errors import DamagedStoreError, StoreError
+from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS, class_label
 from flowstore.store import backend_for, failures_named, format1, open_store
-from flowstore.store.base import unreadable_part
+from flowstore.store.base import LEDGER_REMEDY, read_column, unreadable_part
 from flowstore.store.checksum import check_manifest_columns
-from flowstore.store.layout import SOFTWARE
+from flowstore.store.layout import LEDGER, SOFTWARE
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
@@ -123,30 +123,17 @@ def _column(store, name: str, problems: list[str]) -> np.ndarray:
     """A per-sample column of `store`, read chunk by chunk where it is damaged: each damaged
     chunk's samples get a stand-in (`UNREADABLE_FILL`, `UNREADABLE_ID`, else empty text) and
     one problem in `problems` naming them, so that one bad chunk of a large store's `done`
-    costs its 4,096 samples, not the column, and inspect still shows the rest. A system's
-    refusal (a permission) is raised."""
-    try:
-        return store.read(name)
-    except DamagedStoreError:
-        pass
-    info = store.info(name)
-    length, step = info.shape[0], max(1, info.chunks[0])
-    parts = []
-    for start in range(0, length, step):
-        stop = min(start + step, length)
-        try:
-            parts.append(store.read(name, slice(start, stop)))
-        except DamagedStoreError as exc:
-            samples = (f"sample {start}" if stop - start == 1 else
-                       f"samples {start}-{stop - 1}")
-            which = (f"array {name!r}" if (start, stop) == (0, length) else
-                     f"array {name!r}, {samples} of {length},")
-            problems.append(str(unreadable_part(store.path, which, exc.__cause__ or exc,
-                                                sample=False)))
-            parts.append(np.array([UNREADABLE_ID.format(index=k) for k in range(start, stop)])
-                         if name == "id" else
-                         np.full(stop - start, UNREADABLE_FILL.get(name, "")))
-    return np.concatenate(parts)
+    costs its 4,096 samples, not the column, and inspect still shows the rest."""
+    def stand_in(start: int, stop: int) -> np.ndarray:
+        if name == "id":
+            return np.array([UNREADABLE_ID.format(index=k) for k in range(start, stop)])
+        return np.full(stop - start, UNREADABLE_FILL.get(name, ""))
+
+    values, unreadable = read_column(store, name, stand_in)
+    remedy = LEDGER_REMEDY if name in LEDGER else None
+    problems.extend(str(unreadable_part(store.path, chunk.describe(), chunk.error, sample=False,
+                                        remedy=remedy)) for chunk in unreadable)
+    return values
 
 
 def _failures(store, ids: np.ndarray, done: np.ndarray, problems: list[str]) -> dict[str, str]:

@@ -22,6 +22,7 @@ from flowstore.datasets import get_dataset
 from flowstore.errors import MissingChunkError, StoreError
 from flowstore.params import from_dict
 from flowstore.store import open_store
+from flowstore.store.base import read_column
 from flowstore.store.checksum import check_manifest_columns, matches
 from flowstore.store.layout import COLUMN_NAMES
 
@@ -64,12 +65,26 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
             result.damaged = str(exc)
             if ids is None:  # (no sample can be named)
                 return result
-        done = store.read("done").astype(bool)
+        done, lost = read_column(store, "done", lambda start, stop: np.zeros(stop - start, bool))
+        done = done.astype(bool)
         if "checksum" not in store.array_names():  # format 1 allowed it (trainers' test stores)
             raise StoreError(f"store {str(path)!r} holds no checksums (written before they "
                              f"were recorded), so its samples cannot be verified")
-        checksums = store.read("checksum")
-        result.unmarked = int(np.count_nonzero((checksums != "") & ~done))
+        checksums, lost_sums = read_column(store, "checksum",
+                                           lambda start, stop: np.full(stop - start, "", object))
+        # (a power cut can leave a ledger chunk an empty file: its samples cannot be told
+        # done or not, so each is a problem, which `--repair` re-extracts)
+        for chunk in lost + lost_sums:
+            for index in range(chunk.start, chunk.stop):
+                if samples is None or ids[index] in samples:
+                    result.problems.setdefault(
+                        ids[index], f"its chunk of {chunk.name!r} cannot be read "
+                                    f"({type(chunk.error).__name__}: {chunk.error})")
+            done[chunk.start:chunk.stop] = False
+        readable = np.ones(len(done), bool)  # (a lost chunk's samples are problems already)
+        for chunk in lost + lost_sums:
+            readable[chunk.start:chunk.stop] = False
+        result.unmarked = int(np.count_nonzero((checksums != "") & ~done & readable))
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()
                     if name not in COLUMN_NAMES}

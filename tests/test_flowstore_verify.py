@@ -268,10 +268,17 @@ def test_damaged_bytes_are_one_line_naming_what_and_the_remedy(tiny_tvhi_source,
 
     ledger = chunk_file(store, "checksum", 0)
     ledger.write_bytes(ledger.read_bytes()[:30])
-    for args in (("verify", store, "-q"), ("build", "tvhi", "--source", tiny_tvhi_source,
-                                           "--store", store, *TINY_BUILD, "-q")):
-        line = assert_one_line_error(flowstore_cli(*args))
-        assert "is damaged: array 'checksum' cannot be read" in line and "--overwrite" in line
+    with flowstore.open(store) as ds:  # (a ledger chunk: mended by a build, no rebuild)
+        ds.split("train", features=("flow",))
+    verified = flowstore_cli("verify", store, "-q")
+    assert verified.returncode == 1 and "its chunk of 'checksum' cannot be read" in \
+        verified.stderr
+    rebuilt = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                            *TINY_BUILD, "-q")
+    assert rebuilt.returncode == 0 and "16 computed" in rebuilt.stdout, rebuilt.stderr
+    assert "warning: store" in rebuilt.stderr and "array 'checksum' could not be read" in \
+        rebuilt.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
 
     meta = store / "frames" / "zarr.json"
     meta.write_text(meta.read_text()[:100])
@@ -319,7 +326,8 @@ def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvh
     damaged = [line for line in out.stdout.splitlines() if line.startswith("DAMAGED")]
     assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == [
         "'label'", "'split'", "'done'"]
-    assert all("rebuild it" in line for line in damaged)
+    assert all("rebuild it" in line for line in damaged[:2])  # (a manifest column's)
+    assert "a build, or `flowstore verify --repair --source DIR`, extracts" in damaged[2]
     assert "(unreadable)" in out.stdout and "(no class)" not in out.stdout  # not a clips store
     assert "arrays" in out.stdout  # the rest is still shown
     after = json.loads(flowstore_cli("inspect", store, "--json").stdout)
@@ -476,3 +484,44 @@ def test_a_lost_done_column_is_noted_not_passed_in_silence(tiny_tvhi_source, tmp
     assert out.stderr.startswith("note: 16 sample(s) have a checksum but are not marked done")
     assert "note:" not in flowstore_cli("verify", _built(tiny_tvhi_source, tmp_path / "b"),
                                         "-q").stderr
+
+
+def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
+        tiny_tvhi_source, tmp_path):
+    """A power cut can leave a `done` chunk an empty file (the README says so): build, verify
+    and --repair all stopped with "rebuild it (--overwrite)", which throws every sample away.
+    Now verify names its samples (exit 1), --repair re-extracts them, and a build takes them
+    as not extracted, warns, and writes the chunk anew. (HDF5 keeps its ledger columns
+    uncompressed: lost bytes read as not done, which verify's "unmarked" note covers.)"""
+    store = _built(tiny_tvhi_source, tmp_path)
+    cut = tmp_path / "cut.zarr"
+
+    def power_cut() -> None:
+        shutil.rmtree(cut, ignore_errors=True)
+        shutil.copytree(store, cut)
+        chunk_file(cut, "done", 0).write_bytes(b"")
+
+    power_cut()
+    verified = flowstore_cli("verify", cut)
+    assert verified.returncode == 1, verified.stderr
+    named = [line for line in verified.stderr.splitlines() if "its chunk of 'done'" in line]
+    assert len(named) == 16 and "note:" not in verified.stderr  # (not also "unmarked")
+    repaired = flowstore_cli("verify", cut, "--repair", "--source", tiny_tvhi_source, "-q")
+    assert repaired.returncode == 0 and "repaired 16 of 16" in repaired.stdout, repaired.stderr
+    assert flowstore_cli("verify", cut, "-q").returncode == 0
+
+    power_cut()
+    rebuilt = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", cut,
+                            *TINY_BUILD, "--max-per-split", "1", "-q")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "array 'done' could not be read" in rebuilt.stderr
+    inspected = flowstore_cli("inspect", cut)
+    assert inspected.returncode == 0 and "DAMAGED" not in inspected.stdout  # written anew
+    resumed = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", cut,
+                            *TINY_BUILD, "-q")
+    assert resumed.returncode == 0 and "warning" not in resumed.stderr, resumed.stderr
+    assert flowstore_cli("verify", cut, "-q").returncode == 0
+    for name in ("frames", "flow", "checksum", "done"):
+        with open_store(cut, "r") as mended, open_store(store, "r") as whole:
+            np.testing.assert_array_equal(mended.read(name), whole.read(name))
+

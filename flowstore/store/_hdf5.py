@@ -48,7 +48,7 @@ import numpy as np
 from flowstore.errors import FlowstoreError, StoreError
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, check_columns, column_chunks, fsync_path, read_exactly,
-                                  unreadable_part)
+                                  unreadable_array)
 from flowstore.store.layout import BY_NAME
 from flowstore.store.lock import release_reader_lock
 
@@ -172,7 +172,7 @@ class HDF5Store(Store):
         except FlowstoreError:
             raise
         except DAMAGE_ERRORS as exc:  # h5py's OSError for bytes it cannot decode
-            raise unreadable_part(self.path, f"array {name!r}", exc, sample=False) from exc
+            raise unreadable_array(self.path, name, exc) from exc
 
     def read_into(self, name: str, index: int, out: np.ndarray) -> None:
         """One sample into `out`. An unfiltered chunk of a read-only store is the sample's bytes

@@ -32,7 +32,7 @@ from flowstore.errors import FlowstoreError, MissingChunkError, missing_chunk
 from flowstore.store import is_url
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, changed_spans, check_columns, column_chunks, fsync_path,
-                                  unreadable_part)
+                                  unreadable_array)
 from flowstore.store.layout import BY_NAME
 
 
@@ -172,7 +172,7 @@ class ZarrStore(Store):
         except FlowstoreError:
             raise
         except DAMAGE_ERRORS as exc:  # a truncated chunk of the ledger, an unreadable file
-            raise unreadable_part(self.path, f"array {name!r}", exc, sample=False) from exc
+            raise unreadable_array(self.path, name, exc) from exc
         if value.dtype.kind in "OT":  # numpy StringDType / object strings -> plain 'U'
             value = np.array(value.tolist(), dtype=str)  # StringDType has no width to cast to
         return value

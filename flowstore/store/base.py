@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flowstore.errors import DamagedStoreError, StoreError
-from flowstore.store.layout import STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
+from flowstore.store.layout import LEDGER, STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
 #: Compression presets, chosen per array by measurement (benchmarks/store_bytes.py):
@@ -40,19 +40,73 @@ CODECS = ("shuffled-lz4", "zstd")
 DAMAGE_ERRORS = (OSError, RuntimeError, ValueError)
 
 
-def unreadable_part(path: str | Path, what: str, exc: Exception, *,
-                    sample: bool) -> StoreError | DamagedStoreError:
+#: What mends an unreadable chunk of a ledger column (`Ledger.load`, `verify`).
+LEDGER_REMEDY = ("a build, or `flowstore verify --repair --source DIR`, extracts its samples "
+                 "again and writes the chunk anew")
+
+
+def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool,
+                    remedy: str | None = None) -> StoreError | DamagedStoreError:
     """A read of the store failed, as one line naming the store and what could not be read:
     with the system's words where the system refused it, else as damage with what mends it (a
-    `sample`'s chunk: `verify --repair`; a whole array, the ledger or a column: a rebuild).
+    `sample`'s chunk: `verify --repair`; a whole array or a column: a rebuild; or `remedy`).
     (A bug in flowstore raises something else, and stays a traceback.)"""
     if isinstance(exc, OSError) and exc.errno is not None:
         return StoreError(f"store {str(path)!r}: {what} cannot be read ({exc.strerror}"
                           + (f": {exc.filename!r})" if exc.filename else ")"))
-    remedy = ("`flowstore verify` lists the damaged samples, `--repair` re-extracts them"
-              if sample else "rebuild it (flowstore build ... --overwrite)")
+    remedy = remedy or ("`flowstore verify` lists the damaged samples, `--repair` re-extracts "
+                        "them" if sample else "rebuild it (flowstore build ... --overwrite)")
     return DamagedStoreError(f"store {str(path)!r} is damaged: {what} cannot be read "
                       f"({type(exc).__name__}: {exc}); {remedy}")
+
+
+def unreadable_array(path: str | Path, name: str, exc: Exception) -> StoreError | DamagedStoreError:
+    """A read of array `name` failed (`unreadable_part`): a ledger column's says what mends
+    it without a rebuild (`LEDGER_REMEDY`)."""
+    return unreadable_part(path, f"array {name!r}", exc, sample=False,
+                           remedy=LEDGER_REMEDY if name in LEDGER else None)
+
+
+@dataclass(frozen=True)
+class UnreadableChunk:
+    """A chunk of a per-sample column that could not be read: samples `start` to `stop` - 1
+    of `length`, and the read's error (its cause)."""
+
+    name: str
+    start: int
+    stop: int
+    length: int
+    error: Exception
+
+    def describe(self) -> str:
+        """What could not be read, as `unreadable_part` names it: "array 'done'", or "array
+        'done', samples 4096-8191 of 20000," for one chunk of several."""
+        if (self.start, self.stop) == (0, self.length):
+            return f"array {self.name!r}"
+        samples = (f"sample {self.start}" if self.stop - self.start == 1 else
+                   f"samples {self.start}-{self.stop - 1}")
+        return f"array {self.name!r}, {samples} of {self.length},"
+
+
+def read_column(store: "Store", name: str, fill: Any) -> tuple[np.ndarray, list[UnreadableChunk]]:
+    """A per-sample column, and the chunks of it that could not be read: those read chunk by
+    chunk, their samples given `fill(start, stop)` (an array of stop - start values), so that
+    one damaged chunk (a power cut's empty file) costs its samples, not the column. A system's
+    refusal (a permission) is raised."""
+    try:
+        return store.read(name), []
+    except DamagedStoreError:
+        pass
+    length, step = store.info(name).shape[0], max(1, store.info(name).chunks[0])
+    parts, unreadable = [], []
+    for start in range(0, length, step):
+        stop = min(start + step, length)
+        try:
+            parts.append(store.read(name, slice(start, stop)))
+        except DamagedStoreError as exc:
+            unreadable.append(UnreadableChunk(name, start, stop, length, exc.__cause__ or exc))
+            parts.append(fill(start, stop))
+    return np.concatenate(parts), unreadable
 
 
 @dataclass(frozen=True)
