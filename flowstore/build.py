@@ -363,9 +363,12 @@ class Ledger:
     `source_size`, `source_hash`) are held whole in memory and written back changed chunks
     only: `write` costs what changed since the last write, not the store's size.
 
-    Written in this order: checksums and the source files' sizes and hashes, then `done`, then
-    the failure reasons, so a sample is never marked done without its checksum (with `durable`,
-    the checksums are fsynced before `done` is written, and everything after).
+    Written in this order: checksums and the source files' sizes and hashes, then the failure
+    reasons, then `done`, so a sample is never marked done without its checksum (with `durable`,
+    the checksums are fsynced before `done` is written, and everything after), and a failed
+    sample that now succeeded is never left done with its old failure by a kill between the
+    two writes (every later build said it failed, and never retried it: it was done). A
+    store written before that order may hold such samples: `load` clears their failures.
 
     A ledger chunk that cannot be read (a power cut can leave one an empty file) costs its
     samples, not the store: they are loaded as never extracted, every ledger column of theirs
@@ -394,6 +397,8 @@ class Ledger:
                 columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
                                               else BY_NAME[name].dtype)
         ledger = cls(columns, unreadable=unreadable)
+        for index in np.flatnonzero(ledger.done & (columns["failure"] != "")).tolist():
+            ledger.forget_failure(index)  # (done is the later write: the failure is stale)
         for chunk in unreadable:
             for index in range(chunk.start, chunk.stop):
                 ledger.reset(index)
@@ -473,7 +478,7 @@ class Ledger:
         if durable:
             store.flush()
             store.sync_columns()
-        put(("done", "failure"))
+        put(("failure", "done"))
         store.flush()
         if durable:
             store.sync_columns()

@@ -141,7 +141,7 @@ def _failures(store, ids: np.ndarray, done: np.ndarray, problems: list[str]) -> 
     id chunk's by `UNREADABLE_ID`, not lost with them); a damaged failure chunk is a problem."""
     if store.format == 1:  # (kept by sample id in an attribute: no column to read)
         return format1.failures(store, ids=ids, done=done)
-    return failures_named(ids, _column(store, "failure", problems))
+    return failures_named(ids, _column(store, "failure", problems), done)
 
 
 #: Groups of duplicates `inspect` lists before it says "and N more" (`--json` has them all).

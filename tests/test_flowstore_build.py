@@ -539,3 +539,43 @@ def test_an_overwrite_through_a_symlink_replaces_the_store_it_names(tiny_tvhi_so
         assert store.attrs["params"]["steps"] == 2 and store.read("done").all()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [real.name, link.name, f".{real.name}.lock"])
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_sample_left_done_with_its_old_failure_is_not_a_failure(tiny_tvhi_source, tmp_path,
+                                                                  suffix):
+    """The ledger wrote `done` before clearing `failure`: a kill between the two left a sample
+    that had failed, then succeeded, done and failed for good (every build said "1 failed, run
+    the command again", exit 1, and never retried it: it was done; inspect counted -1 pending).
+    `failure` is written first now, and a stale failure of a done sample is cleared."""
+    from flowstore.build import Ledger
+
+    store = tmp_path / f"s{suffix}"
+    config = BuildConfig("tvhi", tiny_tvhi_source, store, VideoParams(size=32, steps=4),
+                         progress=False, workers=1)
+    assert build(config).ok
+    with open_store(store, "r+") as opened:  # the state such a kill left
+        reasons = opened.read("failure").astype(object)
+        reasons[3] = "video file is truncated"
+        opened.write_changed("failure", reasons, [3])
+    again = build(config)
+    assert again.ok and not again.failures and again.computed == 0
+    with open_store(store, "r") as opened:
+        assert failures(opened) == {} and opened.read("failure")[3] == ""
+    shown = flowstore_cli("inspect", store, "--json")
+    assert '"failed": 0' in shown.stdout and '"pending": 0' in shown.stdout
+
+    written = []
+
+    class Recording:
+        def write_changed(self, name, values, indices):
+            written.append(name)
+
+        def flush(self):
+            pass
+
+    ledger = Ledger({name: np.zeros(1, bool if name == "done" else object) for name in
+                     ("done", "checksum", "failure", "source_size", "source_hash")})
+    ledger.complete(0, "xxh3_128:" + "0" * 32)
+    ledger.write(Recording())
+    assert written.index("failure") < written.index("done")

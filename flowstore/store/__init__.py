@@ -309,15 +309,18 @@ def failures(store: Store) -> dict[str, str]:
         from flowstore.store import format1
 
         return format1.failures(store)
-    return failures_named(store.read("id"), store.read("failure"))
+    return failures_named(store.read("id"), store.read("failure"), store.read("done"))
 
 
-def failures_named(ids: Sequence[str], reasons: Any) -> dict[str, str]:
-    """Sample id -> failure reason, from a format-2 store's `id` and `failure` columns."""
+def failures_named(ids: Sequence[str], reasons: Any, done: Any) -> dict[str, str]:
+    """Sample id -> failure reason, from a format-2 store's `id`, `failure` and `done` columns;
+    a done sample's reason is stale (a build killed between writing `done` and clearing it,
+    before the ledger cleared failures first), not a failure."""
     import numpy as np
 
     reasons = np.asarray(reasons)
-    return {str(ids[i]): str(reasons[i]) for i in np.flatnonzero(reasons != "")}
+    failed = (reasons != "") & ~np.asarray(done, dtype=bool)
+    return {str(ids[i]): str(reasons[i]) for i in np.flatnonzero(failed)}
 
 
 def remove_store(path: str | Path) -> None:
