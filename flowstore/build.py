@@ -1130,4 +1130,4 @@ def _seen_from_a_worker(reason: str, source_file: str, store: Path | str) -> str
 def _absolute(location: Path | str) -> str:
     """A local path made absolute (as this process's working directory reads it); a URL as it
     is."""
-    return str(location) if is_url(location) else str(Path(location).resolve())
+    return str(location) if is_url(location) else str(Path(os.path.realpath(location)))

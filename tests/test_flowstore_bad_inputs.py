@@ -1535,3 +1535,18 @@ def test_a_store_under_a_file_names_the_file(tiny_tvhi_source, tmp_path):
                                      *tiny_build_args(tiny_tvhi_source, store)))
     assert line == f"error: store '{store}' lies under the file '{tmp_path / 'notdir'}', not a " \
                    f"folder"
+
+
+def test_a_store_path_that_is_a_symlink_loop_is_one_line(tiny_tvhi_source, tmp_path):
+    """`Path.resolve` raised RuntimeError on a symlink loop: a traceback from build (the lock
+    file's path) and from --reuse-from (the check that the stores differ)."""
+    loop = tmp_path / "loop.zarr"
+    loop.symlink_to(loop.name)
+    line = assert_one_line_error(cli("a --store that is a symlink loop",
+                                     *tiny_build_args(tiny_tvhi_source, loop)))
+    assert line == f"error: cannot create store '{loop}': Not a directory"
+    line = assert_one_line_error(cli("a --reuse-from that is a symlink loop",
+                                     *tiny_build_args(tiny_tvhi_source, tmp_path / "new.zarr"),
+                                     "--reuse-from", loop))
+    assert line == f"error: --reuse-from: no store at '{loop}'"
+    assert loop.is_symlink() and not (tmp_path / "new.zarr").exists()

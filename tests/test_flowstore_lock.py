@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,3 +72,41 @@ def test_two_concurrent_builds_one_builds_the_other_refuses(tmp_path):
     with open_store(store) as s:  # the refused build did not disturb the store
         assert s.read("done").all() and failures(s) == {}
         assert np.abs(s.read("flow").astype(np.float32)).sum() > 0
+
+
+def test_the_lock_file_follows_the_umask_and_a_read_only_one_still_locks(tmp_path,
+                                                                         monkeypatch):
+    """The lock file was made 0o644 whatever the umask: in a folder a group shares (umask
+    002) only the first builder could ever resume the store ("cannot open the lock file:
+    Permission denied"); a lock file this user may not write is opened read-only now (flock
+    works on it; only the holder's record is not written)."""
+    import fcntl
+    import os
+
+    import flowstore.store.lock as lock
+
+    store = tmp_path / "s.zarr"
+    store.mkdir()
+    old = os.umask(0o002)
+    try:
+        with writer_lock(store):
+            pass
+    finally:
+        os.umask(old)
+    assert lock_path(store).stat().st_mode & 0o777 == 0o664
+
+    opened = os.open
+
+    def not_writable(path, flags, *mode):
+        if Path(path) == lock_path(store) and flags & os.O_RDWR:
+            raise PermissionError(13, "Permission denied", str(path))
+        return opened(path, flags, *mode)
+
+    monkeypatch.setattr(lock.os, "open", not_writable)
+    with writer_lock(store):
+        other = opened(lock_path(store), os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # held: another build is refused
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)

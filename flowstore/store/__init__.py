@@ -69,7 +69,7 @@ def lies_within(path: str | Path, place: str | Path) -> bool:
     command refuses to write into a store (or a run) it reads. A URL lies within nothing."""
     if is_url(path) or is_url(place):
         return False
-    target, place = Path(path).resolve(), Path(place).resolve()
+    target, place = Path(os.path.realpath(path)), Path(os.path.realpath(place))
     return target == place or place in target.parents
 
 

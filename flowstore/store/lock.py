@@ -36,8 +36,10 @@ _HELD: set[Path] = set()
 
 def lock_path(store: str | Path) -> Path:
     """The lock file beside the store, by its real path: two spellings of one store (a symlink
-    to it, or to a folder above it) must meet at one lock, or both would build it at once."""
-    store = Path(store).resolve()
+    to it, or to a folder above it) must meet at one lock, or both would build it at once.
+    (`os.path.realpath`, not `Path.resolve`: a symlink loop is a path that holds no store,
+    not a RuntimeError.)"""
+    store = Path(os.path.realpath(store))
     return store.with_name(f".{store.name}.lock")
 
 
@@ -56,12 +58,7 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     path = lock_path(store)
     if not path.parent.is_dir():
         raise StoreError(f"the folder of store {str(store)!r} does not exist")
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        doing = "open" if os.path.lexists(path) else "create"
-        raise StoreError(f"cannot {doing} the lock file beside store {str(store)!r}: "
-                         f"{exc.strerror} ({str(path)!r})") from None
+    fd, writable = _open_lock_file(path, store)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,22 +71,49 @@ def writer_lock(store: str | Path) -> Iterator[None]:
             raise StoreError(f"store {str(store)!r} is being written by another flowstore "
                              f"process ({holder}); wait for it to finish or stop it") from None
         try:  # (who holds it, for the refusal of another build)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
+            if writable:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(),
+                          0)
         except OSError as exc:  # a full disk: said of the store, not as a bare "[Errno 28]"
             raise StoreError(f"cannot write the lock file beside store {str(store)!r}: "
                              f"{exc.strerror} ({str(path)!r})") from None
-        held = path.resolve()
+        held = Path(os.path.realpath(path))
         _HELD.add(held)
         try:
             yield
         finally:
             _HELD.discard(held)
-            os.ftruncate(fd, 0)
+            if writable:
+                os.ftruncate(fd, 0)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _open_lock_file(path: Path, store: str | Path) -> tuple[int, bool]:
+    """The lock file's descriptor, and whether the holder's record can be written in it.
+
+    Made with mode 0o666 less the umask, as the store's own files are: in a folder a group
+    shares (umask 002), another member can resume the build. A lock file made by someone else
+    that this user may not write (an older flowstore made them 0o644) is opened read-only:
+    `flock` works on that too; only the holder's record is not written.
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:
+        if os.path.lexists(path):
+            try:
+                return os.open(path, os.O_RDONLY), False
+            except OSError:
+                pass
+        error = "Permission denied"
+    except OSError as exc:
+        error = exc.strerror
+    doing = "open" if os.path.lexists(path) else "create"
+    raise StoreError(f"cannot {doing} the lock file beside store {str(store)!r}: "
+                     f"{error} ({str(path)!r})") from None
 
 
 def reader_lock(store: str | Path) -> int | None:
@@ -103,10 +127,10 @@ def reader_lock(store: str | Path) -> int | None:
         StoreError: a build holds the store (the message names it).
     """
     path = lock_path(store)
-    if path.resolve() in _HELD:
+    if Path(os.path.realpath(path)) in _HELD:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # (`_open_lock_file`: why 0o666)
     except OSError:
         try:
             fd = os.open(path, os.O_RDONLY)
