@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import h5py
 import numpy as np
 import pytest
 
@@ -1550,3 +1551,25 @@ def test_a_store_path_that_is_a_symlink_loop_is_one_line(tiny_tvhi_source, tmp_p
                                      "--reuse-from", loop))
     assert line == f"error: --reuse-from: no store at '{loop}'"
     assert loop.is_symlink() and not (tmp_path / "new.zarr").exists()
+
+
+def test_an_hdf5_store_the_system_will_not_open_to_write_is_said_so(tiny_tvhi_source,
+                                                                    tmp_path):
+    """A read-only HDF5 store, or one a notebook holds open with h5py's default locking, was
+    "not a readable flowstore store" (PermissionError / BlockingIOError): a fine store
+    described as not one, which sends users to --overwrite it."""
+    store = tmp_path / "s.h5"
+    build_in_process(tiny_tvhi_source, store)
+    before = tree_digest(store)
+    store.chmod(0o444)
+    line = assert_one_line_error(raw_cli("a read-only HDF5 store to build into",
+                                         *tiny_build_args(tiny_tvhi_source, store),
+                                         preexec_fn=_drop_file_override))
+    assert line == f"error: cannot open store '{store}' for writing: Permission denied"
+    store.chmod(0o644)
+    with h5py.File(store, "r"):  # (default locking: the file is locked while open)
+        line = assert_one_line_error(cli("an HDF5 store held open by h5py with its locking",
+                                         *tiny_build_args(tiny_tvhi_source, store)))
+    assert line.startswith(f"error: cannot open store '{store}' for writing: another process "
+                           f"holds its file lock")
+    assert tree_digest(store) == before

@@ -134,6 +134,18 @@ def _real_place(path: str | Path) -> str | Path:
     return Path(os.path.realpath(path)) if isinstance(path, Path) and path.is_symlink() else path
 
 
+def _refused(path: str | Path, mode: str, exc: OSError) -> StoreError:
+    """The system refused to open a store (a read-only file opened to write, a file another
+    process holds): said as such, not as "not a readable flowstore store", which sends users
+    to --overwrite a store that is fine."""
+    doing = "for writing" if mode != "r" else "for reading"
+    if isinstance(exc, BlockingIOError):
+        return StoreError(f"cannot open store {str(path)!r} {doing}: another process holds "
+                          f"its file lock (h5py.File with its default locking; open it with "
+                          f"locking=False, or close it)")
+    return StoreError(f"cannot open store {str(path)!r} {doing}: {os.strerror(exc.errno)}")
+
+
 def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -> Store:
     """Open an existing flowstore store read-only ("r") or for appending ("r+").
 
@@ -168,6 +180,8 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
         release_reader_lock(held)
         if isinstance(exc, StoreError) or not isinstance(exc, Exception):
             raise
+        if isinstance(exc, OSError) and exc.errno is not None:  # the system's refusal
+            raise _refused(path, mode, exc) from exc
         raise unreadable(exc) from exc
     store.reader_lock = held
     try:
