@@ -560,6 +560,10 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                 store.update_attrs({COLUMNS_DIGEST: _columns_digest(manifest)})
             if canonical_json(store.attrs.get("params")) != canonical_json(params):
                 store.update_attrs({"params": params})  # equal values, recorded as now (20.0)
+            if (store.attrs.get("option_paths") or {}) != dataset.option_paths():
+                # the same split file (its hash was compared), moved: recorded where it is
+                # now, where `verify --repair` reads it
+                store.update_attrs({"option_paths": dataset.option_paths()})
         except BaseException:
             store.close()
             raise

@@ -291,8 +291,9 @@ def inspect(
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
 
 
-@app.command()
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def verify(
+    ctx: typer.Context,
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
     source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
@@ -300,10 +301,15 @@ def verify(
                                help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies."""
-    from flowstore.verify import repair as run_repair, verify as run_verify
+    """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies.
+    With --repair, the dataset's options given again (`--split-file NEW`) replace the store's
+    (a split file that moved with its dataset)."""
+    from flowstore.verify import repair as run_repair, repair_options, verify as run_verify
 
     try:
+        if ctx.args and not repair:
+            raise ParameterError(f"{ctx.args[0]!r}: dataset options apply to --repair only "
+                                 f"(what it re-extracts with)")
         if repair and source is None:
             raise ParameterError("--repair needs --source DIR to re-extract from")
         if fsync and not repair:
@@ -315,6 +321,9 @@ def verify(
             from flowstore.datasets import Dataset
 
             Dataset.check_source_folder(source)
+        own = [flag for param in ctx.command.params for flag in param.opts
+               if flag.startswith("--")]
+        options = repair_options(store, ctx.args, also=own) if repair else None
         result = run_verify(store, progress=not quiet)
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):
@@ -327,7 +336,8 @@ def verify(
             fail(result.damaged, 1)
         if not (result.problems and repair):
             raise typer.Exit(1 if result.problems else 0)
-        repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync)
+        repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync,
+                              options=options)
     except FlowstoreError as exc:
         fail(str(exc))
     except OSError as exc:  # --repair on a store it may not write

@@ -11,15 +11,16 @@ when it was made is reported as damaged as a whole: no re-extraction mends a lab
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Collection
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
 from flowstore.build import BuildConfig, build
 from flowstore.datasets import get_dataset
-from flowstore.errors import MissingChunkError, StoreError
+from flowstore.errors import MissingChunkError, ParameterError, StoreError
 from flowstore.params import from_dict
 from flowstore.store import open_store
 from flowstore.store.base import read_column
@@ -165,20 +166,41 @@ class RepairResult:
         return not self.still_bad and not self.internal_errors
 
 
+def repair_options(path: str | Path, tokens: Sequence[str] = (),
+                   also: Sequence[str] = ()) -> dict[str, Any]:
+    """The split options a repair builds with: the store's recorded ones, a file option (a
+    split file) read from where the build read it, unless `tokens` give it again
+    (`--split-file NEW`: the file moved with its dataset; its content must still match the
+    recorded hash, which the build checks). `also`: the command's own flags, for the refusal
+    of a mistyped one."""
+    from flowstore.datasets import parse_option_tokens
+
+    with open_store(path, "r") as store:
+        attrs = store.attrs
+    dataset = get_dataset(attrs["dataset"])
+    given = parse_option_tokens(tokens, dataset.options_type, f"dataset {dataset.name!r}",
+                                also=also)
+    recorded = attrs.get("option_paths") or {}
+    for name, where in recorded.items():
+        if name not in given and not os.path.exists(where):
+            flag = "--" + name.replace("_", "-")
+            raise ParameterError(f"the {flag} store {str(path)!r} was built with is no longer at "
+                                 f"{where!r}: give it where it is now ({flag} FILE)")
+    return {**(attrs.get("options") or {}), **recorded, **given}
+
+
 def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
-           workers: int | None = None, progress: bool = False,
-           fsync: bool = False) -> RepairResult:
+           workers: int | None = None, progress: bool = False, fsync: bool = False,
+           options: Mapping[str, Any] | None = None) -> RepairResult:
     """Re-extract exactly `samples` from `source` into the store, with the store's own
-    parameters (`fsync`: as `flowstore build --fsync`), then verify those samples again; no
-    other sample of the store is touched."""
+    parameters (`fsync`: as `flowstore build --fsync`) and split options (`repair_options`,
+    its default), then verify those samples again; no other sample of the store is touched."""
     with open_store(path, "r") as store:
         attrs = store.attrs
     dataset = get_dataset(attrs["dataset"])
     params = from_dict(dataset.params_type, attrs["params"])
     asked = sorted(set(samples))
-    # the split options the store was built with; a file option (a split file) from where it
-    # was read then (its content must still match the recorded hash)
-    options = {**(attrs.get("options") or {}), **(attrs.get("option_paths") or {})}
+    options = repair_options(path) if options is None else options
     built = build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
                               params=params, options=options, redo=tuple(asked),
                               progress=progress,

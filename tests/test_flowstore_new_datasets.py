@@ -824,3 +824,41 @@ def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
                            "--steps", "2", "-q")
     assert re.search(expected, assert_one_line_error(result)), result.stderr
     assert not store.exists()
+
+
+def test_a_split_file_that_moved_is_given_again_to_repair_or_recorded_by_a_resume(sources,
+                                                                                  tmp_path):
+    """`verify --repair` read the split file from the path recorded when the store was made,
+    and took no --split-file: once the file moved with its dataset, a damaged sample could not
+    be repaired ("no split file at ..."), and a resume given the new path did not record it."""
+    from tests.conftest import chunk_file
+
+    source = sources["videofolder"]
+    clips = sorted(p.relative_to(source).as_posix() for p in source.glob("*/clip_0[12]*"))
+    rows = [f"{clip},{clip.split('/')[0]},{'train' if '_01' in clip else 'test'}"
+            for clip in clips]
+    first = tmp_path / "a.csv"
+    first.write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    store = tmp_path / "s.zarr"
+    built = flowstore_cli("build", "videofolder", "--source", source, "--store", store,
+                          "--size", str(SIZE), "--steps", str(STEPS), "--split-file", first, "-q")
+    assert built.returncode == 0, built.stderr
+    moved = first.rename(tmp_path / "b.csv")
+    chunk_file(store, "flow", 0).unlink()
+    line = assert_one_line_error(flowstore_cli("verify", store, "--repair", "--source", source))
+    assert line == (f"error: the --split-file store '{store}' was built with is no longer at "
+                    f"'{first}': give it where it is now (--split-file FILE)")
+    refused = flowstore_cli("verify", store, "--split-file", moved)
+    assert "dataset options apply to --repair only" in assert_one_line_error(refused)
+    repaired = flowstore_cli("verify", store, "--repair", "--source", source, "--split-file",
+                             moved, "-q")
+    assert repaired.returncode == 0 and "repaired 1 of 1" in repaired.stdout, repaired.stderr
+
+    again = moved.rename(tmp_path / "c.csv")  # moved again; a resume records where it is
+    resumed = flowstore_cli("build", "videofolder", "--source", source, "--store", store,
+                            "--size", str(SIZE), "--steps", str(STEPS), "--split-file", again,
+                            "-q")
+    assert resumed.returncode == 0 and "0 computed" in resumed.stdout, resumed.stderr
+    chunk_file(store, "flow", 1).unlink()
+    repaired = flowstore_cli("verify", store, "--repair", "--source", source, "-q")
+    assert repaired.returncode == 0 and "repaired 1 of 1" in repaired.stdout, repaired.stderr
