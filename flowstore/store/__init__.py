@@ -139,6 +139,9 @@ def _refused(path: str | Path, mode: str, exc: OSError) -> StoreError:
     process holds): said as such, not as "not a readable flowstore store", which sends users
     to --overwrite a store that is fine."""
     doing = "for writing" if mode != "r" else "for reading"
+    if isinstance(exc, IsADirectoryError):
+        return StoreError(f"{str(path)!r} is a folder, not a flowstore store (an HDF5 store is "
+                          f"one file)")
     if isinstance(exc, BlockingIOError):
         return StoreError(f"cannot open store {str(path)!r} {doing}: another process holds "
                           f"its file lock (h5py.File with its default locking; open it with "
