@@ -441,7 +441,8 @@ def test_an_existing_non_store_is_never_deleted(kind, overwrite, tiny_tvhi_sourc
     line = assert_one_line_error(result)
     assert str(target) in line
     if kind == "folder x.h5":  # (was "cannot open store ... for reading: Is a directory")
-        assert line == f"error: '{target}' is a folder, not a flowstore store (an HDF5 store is one file)"
+        assert line == (f"error: '{target}' is a folder, not a flowstore store (an HDF5 store "
+                        f"is one file)")
     assert tree_digest(target) == before
 
 
