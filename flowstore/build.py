@@ -333,8 +333,17 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
                                ids=manifest.ids, sizes=source_files.sizes, todo=todo,
                                absolute=_absolute(config.reuse_from))
         if len(todo):
-            _run(config, dataset, manifest, store, ledger, todo, result, cluster,
-                 extracted_from, reuse)
+            try:
+                _run(config, dataset, manifest, store, ledger, todo, result, cluster,
+                     extracted_from, reuse)
+            except BaseException:
+                # Ctrl-C, a lost scheduler: what finished since the last ledger write (up to a
+                # second of samples, more on slow storage) is recorded, not computed again;
+                # what stopped the build is what is raised (a ledger that cannot be written
+                # now, e.g. on the full disk that stopped it, stays as last written)
+                with contextlib.suppress(Exception):
+                    ledger.write(store, durable=config.fsync)
+                raise
         read = ledger.source_sizes(source_files)
         if read is not source_files:  # (else the fingerprint is the plan's)
             fp = fingerprint(dataset=dataset.name, params=params, source_files=read,

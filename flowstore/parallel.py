@@ -176,12 +176,20 @@ class Cluster:
                               f"again to resume")
 
     def on_each_worker(self, fn: Callable[[], Any]) -> dict[str, Any]:
-        """`fn()` run on each connected worker, by worker address."""
+        """`fn()` run on each connected worker, by worker address. A worker that cannot import
+        flowstore (an environment without it: a common cluster mistake) is one line, not
+        distributed's traceback of a plain `Exception("ModuleNotFoundError(...)")`."""
         try:
             return self.client.run(fn)
         except (OSError, TimeoutError) as exc:
             raise FlowstoreError(f"lost the connection to the Dask scheduler "
                                  f"{self.address!r}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001  (told apart below; anything else is raised)
+            if not (isinstance(exc, ImportError) or "No module named" in str(exc)):
+                raise
+            raise FlowstoreError(f"a worker of the Dask scheduler {self.address!r} cannot run "
+                                 f"flowstore's code ({exc}): install flowstore, the release "
+                                 f"this process runs, in every worker's environment") from None
 
     def run(self, fn: Callable[..., Any], arguments: Iterable[tuple],
             finished: Callable[[Any], None], failed: Callable[..., Any], *,

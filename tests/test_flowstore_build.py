@@ -579,3 +579,33 @@ def test_a_sample_left_done_with_its_old_failure_is_not_a_failure(tiny_tvhi_sour
     ledger.complete(0, "xxh3_128:" + "0" * 32)
     ledger.write(Recording())
     assert written.index("failure") < written.index("done")
+
+
+@pytest.mark.parametrize("stop", [KeyboardInterrupt, "lost scheduler"])
+def test_samples_finished_before_a_build_stopped_are_recorded(tiny_tvhi_source, tmp_path,
+                                                             monkeypatch, stop):
+    """The ledger is written once a second, and was not written when Ctrl-C or a lost
+    scheduler stopped the build: every sample finished since (a tiny build: all of them) was
+    computed again by the next run, its chunks already on disk."""
+    import itertools
+
+    import flowstore.build as build_module
+    from flowstore.errors import FlowstoreError
+
+    ran = build_module.run_on_threads
+
+    def five_then_stopped(workers, fn, arguments, finished):
+        ran(workers, fn, itertools.islice(arguments, 5), finished)
+        raise KeyboardInterrupt if stop is KeyboardInterrupt else FlowstoreError("lost")
+
+    monkeypatch.setattr(build_module, "run_on_threads", five_then_stopped)
+    store = tmp_path / "s.zarr"
+    config = BuildConfig("tvhi", tiny_tvhi_source, store, VideoParams(size=32, steps=4),
+                         progress=False, workers=1)
+    with pytest.raises((KeyboardInterrupt, FlowstoreError)):
+        build(config)
+    with open_store(store, "r") as opened:
+        assert int(opened.read("done").sum()) == 5
+    monkeypatch.setattr(build_module, "run_on_threads", ran)
+    resumed = build(config)
+    assert (resumed.computed, resumed.already_done) == (11, 5)

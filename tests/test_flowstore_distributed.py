@@ -171,6 +171,35 @@ def test_a_task_that_raises_on_the_cluster_is_an_internal_error(cluster):
     assert "_a_task_with_a_bug" in outcome.internal_error
 
 
+def test_a_worker_that_cannot_import_the_code_is_one_line(cluster, tmp_path, monkeypatch):
+    """A worker whose environment lacks flowstore: distributed raised a plain
+    Exception("ModuleNotFoundError(...)"), a traceback of 40 lines and exit 1. A module only
+    this process can import stands in for flowstore."""
+    import importlib
+    import sys
+
+    from flowstore.parallel import Cluster
+
+    (tmp_path / "only_here.py").write_text("def version():\n    return 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    only_here = importlib.import_module("only_here")
+    try:
+        with Cluster(cluster.scheduler_address) as connected:
+            with pytest.raises(FlowstoreError, match=(
+                    r"^a worker of the Dask scheduler .* cannot run flowstore's code \(.*No "
+                    r"module named 'only_here'.*\): install flowstore, the release this process "
+                    r"runs, in every worker's environment$")):
+                connected.on_each_worker(only_here.version)
+            with pytest.raises(TypeError, match="a bug in task"):  # anything else: raised
+                connected.on_each_worker(_a_worker_function_with_a_bug)
+    finally:
+        sys.modules.pop("only_here", None)
+
+
+def _a_worker_function_with_a_bug():
+    raise TypeError("a bug in task")
+
+
 def _dies_on_sample_0(task, *args):
     """A build's task, but the worker running sample 0's dies (as one killed by the kernel's
     out-of-memory killer would)."""
