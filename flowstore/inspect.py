@@ -17,9 +17,9 @@ import numpy as np
 from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS, class_label
 from flowstore.store import backend_for, failures_named, format1, open_store
-from flowstore.store.base import LEDGER_REMEDY, read_column, unreadable_part
+from flowstore.store.base import ledger_remedy, read_column, unreadable_part
 from flowstore.store.checksum import check_manifest_columns
-from flowstore.store.layout import LEDGER, SOFTWARE
+from flowstore.store.layout import SOFTWARE
 
 
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
@@ -130,9 +130,8 @@ def _column(store, name: str, problems: list[str]) -> np.ndarray:
         return np.full(stop - start, UNREADABLE_FILL.get(name, ""))
 
     values, unreadable = read_column(store, name, stand_in)
-    remedy = LEDGER_REMEDY if name in LEDGER else None
     problems.extend(str(unreadable_part(store.path, chunk.describe(), chunk.error, sample=False,
-                                        remedy=remedy)) for chunk in unreadable)
+                                        remedy=ledger_remedy(name))) for chunk in unreadable)
     return values
 
 

@@ -180,13 +180,19 @@ def repair_options(path: str | Path, tokens: Sequence[str] = (),
     dataset = get_dataset(attrs["dataset"])
     given = parse_option_tokens(tokens, dataset.options_type, f"dataset {dataset.name!r}",
                                 also=also)
-    recorded = attrs.get("option_paths") or {}
-    for name, where in recorded.items():
-        if name not in given and not os.path.exists(where):
+    return {**(attrs.get("options") or {}), **(attrs.get("option_paths") or {}), **given}
+
+
+def _check_option_files(path: str | Path, attrs: Mapping[str, Any],
+                        options: Mapping[str, Any]) -> None:
+    """Before a repair builds: a recorded file option (a split file) still where the store
+    recorded it, unless given again; else one line saying how to give it (the build would
+    say only "no split file at ...")."""
+    for name, where in (attrs.get("option_paths") or {}).items():
+        if options.get(name) == where and not os.path.exists(where):
             flag = "--" + name.replace("_", "-")
             raise ParameterError(f"the {flag} store {str(path)!r} was built with is no longer at "
                                  f"{where!r}: give it where it is now ({flag} FILE)")
-    return {**(attrs.get("options") or {}), **recorded, **given}
 
 
 def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
@@ -201,6 +207,7 @@ def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
     params = from_dict(dataset.params_type, attrs["params"])
     asked = sorted(set(samples))
     options = repair_options(path) if options is None else options
+    _check_option_files(path, attrs, options)
     built = build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
                               params=params, options=options, redo=tuple(asked),
                               progress=progress,

@@ -327,7 +327,7 @@ def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvh
     assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == [
         "'label'", "'split'", "'done'"]
     assert all("rebuild it" in line for line in damaged[:2])  # (a manifest column's)
-    assert "a build, or `flowstore verify --repair --source DIR`, extracts" in damaged[2]
+    assert "the next build, or `flowstore verify --repair --source DIR`, extracts" in damaged[2]
     assert "(unreadable)" in out.stdout and "(no class)" not in out.stdout  # not a clips store
     assert "arrays" in out.stdout  # the rest is still shown
     after = json.loads(flowstore_cli("inspect", store, "--json").stdout)
@@ -524,4 +524,10 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
     for name in ("frames", "flow", "checksum", "done"):
         with open_store(cut, "r") as mended, open_store(store, "r") as whole:
             np.testing.assert_array_equal(mended.read(name), whole.read(name))
-
+    lost = chunk_file(cut, "failure", 0)  # a column verify does not read: a build mends it
+    lost.write_bytes(b"")
+    line = next(line for line in flowstore_cli("inspect", cut).stdout.splitlines()
+                if line.startswith("DAMAGED"))
+    assert line.endswith("array 'failure' cannot be read (RuntimeError: Zstd decompression "
+                         "error: invalid input data); the next build extracts its samples "
+                         "again and writes the chunk anew")

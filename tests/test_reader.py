@@ -652,8 +652,10 @@ def test_keras_pydataset_matches_the_plain_read(adapter_store):
         train = ds.split("train", features={"frame": "middle_frame"})
         pydataset = train.to_keras_dataset(4, shuffle=True, seed=3)
         assert len(pydataset) == 3
+        pydataset.on_epoch_begin()  # (as Keras calls them: each epoch's start and end)
         batches = [pydataset[i] for i in range(len(pydataset))]
         pydataset.on_epoch_end()
+        pydataset.on_epoch_begin()
         next_epoch = [pydataset[i][1].tolist() for i in range(len(pydataset))]
     labels = [y.tolist() for _, y in batches]
     assert sorted(sum(labels, [])) == sorted(r["label"] for r in expected)
@@ -691,6 +693,11 @@ def test_keras_fit_reads_epoch_e_in_epoch_e_order(adapter_store):
     assert [epoch for epoch, _ in trained] == [e for e in range(3) for _ in range(len(data))]
     for epoch, order in seen:
         assert order == epoch_order(size, shuffle=True, seed=3, epoch=epoch).tolist()
+    # with workers > 1 Keras starts reading before on_epoch_begin: the epoch an on_epoch_end
+    # leaves is already the one the next on_epoch_begin starts
+    data.on_epoch_end()
+    assert data.epoch == 3 and data._order.tolist() == epoch_order(
+        size, shuffle=True, seed=3, epoch=3).tolist()
 
 
 def readme_examples() -> list[str]:

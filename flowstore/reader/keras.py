@@ -6,9 +6,11 @@ are seeded by (seed, e, i) (`flowstore.reader.batches`). With `workers > 1` Kera
 in threads, which the store's GIL-free reads let run in parallel.
 
 Which epoch is which follows `on_epoch_begin`, which Keras calls once at the start of each
-epoch: Keras also calls `on_epoch_end` once before training starts (when `fit` makes its
-epoch iterator), so counting `on_epoch_end` calls made `fit`'s epoch e read epoch e + 1's order.
-A loop of one's own that only calls `on_epoch_end` between epochs still advances one epoch a call.
+epoch: the n-th call starts epoch n - 1. Keras also calls `on_epoch_end` once before training
+starts (when `fit` makes its epoch iterator), so counting `on_epoch_end` calls made `fit`'s
+epoch e read epoch e + 1's order; and with `workers > 1` it starts its reading threads before
+`on_epoch_begin`, so `on_epoch_end` already sets the epoch the next `on_epoch_begin` starts.
+A loop of one's own calls `on_epoch_begin` at each epoch's start, as Keras does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from flowstore.reader.batches import batch_rng, epoch_order
 from flowstore.reader.dataset import LABEL
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from flowstore.reader.dataset import Augmentation, Split
 
 
@@ -49,10 +53,11 @@ class SplitPyDataset(keras.utils.PyDataset):
     def __getitem__(self, index: int):
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
-        positions = self._order[index * self.batch_size:(index + 1) * self.batch_size]
+        epoch, order = self._state
+        positions = order[index * self.batch_size:(index + 1) * self.batch_size]
         batch = self.split.read(positions)
         if self.augment is not None:
-            batch = self.augment(batch, batch_rng(self.seed, self.epoch, index))
+            batch = self.augment(batch, batch_rng(self.seed, epoch, index))
         return self.split.model_inputs(batch), batch[LABEL]
 
     def on_epoch_begin(self) -> None:
@@ -60,9 +65,17 @@ class SplitPyDataset(keras.utils.PyDataset):
         self._epochs_begun += 1
 
     def on_epoch_end(self) -> None:
-        self._start_epoch(self.epoch + 1)
+        self._start_epoch(self._epochs_begun)  # (the epoch the next on_epoch_begin starts)
+
+    @property
+    def epoch(self) -> int:
+        return self._state[0]
+
+    @property
+    def _order(self) -> "np.ndarray":
+        return self._state[1]
 
     def _start_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-        self._order = epoch_order(len(self.split), shuffle=self.shuffle, seed=self.seed,
-                                  epoch=epoch)
+        # one assignment: a reading thread sees an epoch with its own order, never another's
+        self._state = (epoch, epoch_order(len(self.split), shuffle=self.shuffle, seed=self.seed,
+                                          epoch=epoch))

@@ -40,9 +40,13 @@ CODECS = ("shuffled-lz4", "zstd")
 DAMAGE_ERRORS = (OSError, RuntimeError, ValueError)
 
 
-#: What mends an unreadable chunk of a ledger column (`Ledger.load`, `verify`).
-LEDGER_REMEDY = ("a build, or `flowstore verify --repair --source DIR`, extracts its samples "
-                 "again and writes the chunk anew")
+def ledger_remedy(name: str) -> str | None:
+    """What mends an unreadable chunk of column `name`, if it is a ledger column (`Ledger.load`):
+    the next build; `verify --repair` too for the columns verify reads (`done`, `checksum`)."""
+    if name not in LEDGER:
+        return None
+    also = ", or `flowstore verify --repair --source DIR`," if name in ("done", "checksum") else ""
+    return f"the next build{also} extracts its samples again and writes the chunk anew"
 
 
 def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool,
@@ -62,9 +66,8 @@ def unreadable_part(path: str | Path, what: str, exc: Exception, *, sample: bool
 
 def unreadable_array(path: str | Path, name: str, exc: Exception) -> StoreError | DamagedStoreError:
     """A read of array `name` failed (`unreadable_part`): a ledger column's says what mends
-    it without a rebuild (`LEDGER_REMEDY`)."""
-    return unreadable_part(path, f"array {name!r}", exc, sample=False,
-                           remedy=LEDGER_REMEDY if name in LEDGER else None)
+    it without a rebuild (`ledger_remedy`)."""
+    return unreadable_part(path, f"array {name!r}", exc, sample=False, remedy=ledger_remedy(name))
 
 
 @dataclass(frozen=True)
