@@ -399,6 +399,9 @@ class Ledger:
                     stop - start, BY_NAME[name].fill,
                     dtype=object if BY_NAME[name].dtype == STRING else BY_NAME[name].dtype))
             unreadable += lost
+        for chunk in unreadable:  # its samples as never extracted, in every ledger column
+            for name in LEDGER:
+                columns[name][chunk.start:chunk.stop] = BY_NAME[name].fill
         for name, values in columns.items():
             if name in PACKED_TEXT:
                 columns[name] = _packed(values)
@@ -408,13 +411,9 @@ class Ledger:
         ledger = cls(columns, unreadable=unreadable)
         for index in np.flatnonzero(ledger.done & (columns["failure"] != "")).tolist():
             ledger.forget_failure(index)  # (done is the later write: the failure is stale)
-        for chunk in unreadable:
-            for index in range(chunk.start, chunk.stop):
-                ledger.reset(index)
-                ledger.record_source(index, None, None)
-                ledger.forget_failure(index)
-                for name in LEDGER:  # written whole again, whatever their values
-                    ledger.changed[name].add(index)
+        for chunk in unreadable:  # written whole again at the next `write`
+            for name in LEDGER:
+                ledger.changed[name].update(range(chunk.start, chunk.stop))
         return ledger
 
     def text(self, name: str, index: int) -> str:

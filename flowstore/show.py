@@ -302,8 +302,8 @@ def video_picture(sample: dict[str, Any], classes: Sequence[str], *,
         frame = frames[frame_of_flow(step, len(frames), steps)]
         canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frame, tile)
         canvas[flow_top:flow_top + tile, left:left + tile] = _magnified(pictures[step], tile)
-        _text(canvas, step_caption(step, len(frames), steps, segmented), left + 3, flow_top - tile + 14,
-              width=tile, colour=WHITE, outline=BLACK)
+        _text(canvas, step_caption(step, len(frames), steps, segmented), left + 3,
+              flow_top - tile + 14, width=tile, colour=WHITE, outline=BLACK)
     return canvas
 
 

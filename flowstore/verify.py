@@ -75,16 +75,16 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
                                            lambda start, stop: np.full(stop - start, "", object))
         # (a power cut can leave a ledger chunk an empty file: its samples cannot be told
         # done or not, so each is a problem, which `--repair` re-extracts)
+        readable = np.ones(len(done), bool)
         for chunk in lost + lost_sums:
+            readable[chunk.start:chunk.stop] = False
             for index in range(chunk.start, chunk.stop):
                 if samples is None or ids[index] in samples:
                     result.problems.setdefault(
                         ids[index], f"its chunk of {chunk.name!r} cannot be read "
                                     f"({type(chunk.error).__name__}: {chunk.error})")
-            done[chunk.start:chunk.stop] = False
-        readable = np.ones(len(done), bool)  # (a lost chunk's samples are problems already)
-        for chunk in lost + lost_sums:
-            readable[chunk.start:chunk.stop] = False
+        # (a lost chunk's samples are problems already: neither checked nor counted unmarked)
+        done &= readable
         result.unmarked = int(np.count_nonzero((checksums != "") & ~done & readable))
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()

@@ -100,7 +100,8 @@ def read_column(store: "Store", name: str, fill: Any) -> tuple[np.ndarray, list[
         return store.read(name), []
     except DamagedStoreError:
         pass
-    length, step = store.info(name).shape[0], max(1, store.info(name).chunks[0])
+    info = store.info(name)
+    length, step = info.shape[0], max(1, info.chunks[0])
     parts, unreadable = [], []
     for start in range(0, length, step):
         stop = min(start + step, length)
