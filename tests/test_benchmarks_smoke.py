@@ -139,3 +139,21 @@ def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:3] == ["2x8x8", "1", "128"]
     assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[6] == "1x"
+
+
+def test_train_step_time_benchmark_times_both_loops_of_a_tiny_flow_model(tmp_path, capsys):
+    step_time = load_benchmark("train_step_time")
+    rows = step_time.main(["--workdir", str(tmp_path), "--size", "32", "--flow-steps", "2",
+                           "--models", "flow", "--per-class", "3", "--steps", "2", "--warmup", "1",
+                           "--ceiling-batch", "4", "--build-workers", "1"])
+    recipe, bigger = rows
+    assert (recipe["model"], recipe["batch"], bigger["batch"]) == ("flow", 2, 4)
+    assert recipe["store_ms"] > 0 and recipe["ceiling_ms"] > 0
+    assert recipe["of_ceiling"] == pytest.approx(recipe["ceiling_ms"] / recipe["store_ms"])
+    assert recipe["samples_per_s"] == pytest.approx(2e3 / recipe["store_ms"])
+    # TV-HI's 90 training clips: 45 steps of 2, 23 of 4 (the last one short)
+    assert recipe["epoch_s"] == pytest.approx(45 * recipe["store_ms"] / 1e3)
+    assert bigger["store_ms"] is None and bigger["ceiling_ms"] > 0
+    assert bigger["epoch_s"] == pytest.approx(23 * bigger["ceiling_ms"] / 1e3)
+    out = capsys.readouterr().out
+    assert "backend tensorflow" in out and "| flow | 2 |" in out and "| flow | 4 | - |" in out
