@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.errors import SourceLayoutError
+
 SPLITS = ("train", "val", "test")
 #: Both datasets hold out 10% of their official training pool for validation (the report's
 #: 400 of 4000 Stanford-40 images, 10 of 100 TV-HI clips), drawn with this seed.
@@ -185,9 +187,12 @@ def stratified_holdout(ids_by_class: Mapping[str, Sequence[str]], fraction: floa
     """Pick round(fraction * total) ids, spread over the classes in proportion to their size.
 
     Each class gets the floor of its share; the ids left over go to the classes with the largest
-    remainders (ties: class order). Within a class the ids are drawn with a generator seeded by
-    (seed, class position): the same classes always give the same draw, but a class added
-    before others (class folders are in name order) moves their positions, hence their draws.
+    remainders (ties: class order), never a class's last id: a class of one or a few ids keeps
+    one on the other side (a class drawn whole would be one a model trains on, or is tested on,
+    not at all), and the pick is then that many ids short of round(fraction * total). Within a
+    class the ids are drawn with a generator seeded by (seed, class position): the same classes
+    always give the same draw, but a class added before others (class folders are in name
+    order) moves their positions, hence their draws.
     (Seeding by class name would keep them, and change every split made so far, the committed
     TV-HI one included.)
     """
@@ -197,7 +202,8 @@ def stratified_holdout(ids_by_class: Mapping[str, Sequence[str]], fraction: floa
     shares = fraction * sizes
     quota = np.floor(shares).astype(int)
     order = sorted(range(len(classes)), key=lambda i: (-(shares[i] - quota[i]), i))
-    for i in order[: total - int(quota.sum())]:
+    spare = [i for i in order if quota[i] + 1 < sizes[i]]
+    for i in spare[: total - int(quota.sum())]:
         quota[i] += 1
     picked: set[str] = set()
     for position, name in enumerate(classes):
@@ -220,12 +226,13 @@ def round_robin(ids_by_class: Mapping[str, Sequence[str]]) -> list[tuple[str, st
 def grouped_holdout(ids_by_class: Mapping[str, Sequence[str]], group_of: Callable[[str], str],
                     fraction: float, seed: int) -> set[str]:
     """Pick whole groups of each class (e.g. UCF101's gNN: one actor and scene), about
-    `fraction` of the class's groups, at least one when the class has two or more groups; so
-    no group is on both sides. Drawn like `stratified_holdout` (seed, class position)."""
+    `fraction` of the class's groups, at least one when the class has two or more groups and
+    never all of them (a class of one group stays whole on the training side); so no group is
+    on both sides. Drawn like `stratified_holdout` (seed, class position)."""
     picked: set[str] = set()
     for position, name in enumerate(ids_by_class):
         groups = sorted({group_of(i) for i in ids_by_class[name]})
-        count = int(round(fraction * len(groups)))
+        count = int(round(fraction * len(groups))) if len(groups) >= 2 else 0
         if fraction > 0 and len(groups) >= 2:
             count = min(max(count, 1), len(groups) - 1)
         rng = np.random.default_rng([seed, position])
@@ -234,9 +241,28 @@ def grouped_holdout(ids_by_class: Mapping[str, Sequence[str]], group_of: Callabl
     return picked
 
 
+def _check_no_empty_class(classes: Sequence[str],
+                          by_split: Mapping[str, Mapping[str, list[str]]]) -> None:
+    """Refuse a class with no sample in any split (an empty split file, a class index line
+    whose class no list names): a store that holds it has a label no run can learn or is ever
+    scored on, unseen until a per-class score is read. (The class-folder datasets refuse an
+    empty class folder for the same reason; a class only in val or test is the user's choice.)"""
+    empty = [c for c in classes if not any(per_class.get(c) for per_class in by_split.values())]
+    if not empty:
+        return
+    named = ", ".join(repr(c) for c in empty[:3]) + (
+        f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    what = f"class {named} has" if len(empty) == 1 else f"classes {named} have"
+    raise SourceLayoutError(f"{what} no samples in any split: a model cannot learn a class it "
+                            f"never sees; add its samples or remove it from the source")
+
+
 def assemble_manifest(classes: Sequence[str],
                       by_split: Mapping[str, Mapping[str, Iterable[str]]]) -> Manifest:
     """Manifest from each split's ids per class, in the store order (module docstring)."""
+    by_split = {split: {c: list(ids) for c, ids in per_class.items()}
+                for split, per_class in by_split.items()}
+    _check_no_empty_class(classes, by_split)
     label = {c: k for k, c in enumerate(classes)}
     ids: list[str] = []
     labels: list[int] = []

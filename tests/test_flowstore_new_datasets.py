@@ -259,6 +259,31 @@ def test_videofolder_scan_finds_nested_files_and_skips_hidden_links_to_folders_a
         "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
 
 
+def test_macos_archive_folders_are_not_data(sources, tmp_path):
+    """A macOS zip unpacked elsewhere leaves `__MACOSX/` beside the data, its folders mirrored
+    with `._` resource forks in them: videofolder took it for a class ("holds no video"), and
+    HMDB51, which takes the first folder in name order that holds a class or the split files,
+    looked for them in it ("none of the clips its split lists is in ...")."""
+    root = _empty_files(tmp_path / "vf", ["train/walk/a.mp4", "test/walk/c.mp4",
+                                          "train/run/b.mp4", "test/run/d.mp4",
+                                          "__MACOSX/train/walk/._a.mp4"])
+    manifest = get_dataset("videofolder").manifest(root)
+    assert list(manifest.classes) == ["run", "walk"] and len(manifest) == 4
+
+    def macos_zip(source: Path) -> None:
+        splits = source / "testTrainMulti_7030_splits"
+        splits.rename(source / "hmdb51" / splits.name)  # the splits one folder down too
+        for mirrored in ("brush_hair/._x.avi", "testTrainMulti_7030_splits/._x.txt"):
+            (source / "__MACOSX" / mirrored).parent.mkdir(parents=True, exist_ok=True)
+            (source / "__MACOSX" / mirrored).write_bytes(b"")
+
+    source = _edited(sources, "hmdb51", tmp_path, macos_zip)
+    dataset = get_dataset("hmdb51")
+    manifest = dataset.manifest(source)
+    assert len(manifest) == len(get_dataset("hmdb51").manifest(sources["hmdb51"]))
+    assert all(path.startswith("hmdb51/") for path in dataset.sample_paths.values())
+
+
 def _empty_files(root: Path, names: list[str]) -> Path:
     for name in names:
         (root / name).parent.mkdir(parents=True, exist_ok=True)
@@ -278,8 +303,8 @@ def _empty_files(root: Path, names: list[str]) -> Path:
     (["train/walk/a.mp4", "valid/walk/b.mp4", "test/walk/c.mp4"], "", r"class folders 'test', "
      r"'train', 'valid' in .* look like split folders, not read as such \('valid' beside "
      r"them\): a source of split folders holds train/, test/"),
-    (["train/walk/a.mp4", "test/walk/c.mp4", "__MACOSX/x/a.mp4"], "",
-     r"look like split folders, not read as such \('__MACOSX' beside them\)"),
+    (["train/walk/a.mp4", "test/walk/c.mp4", "extras/x/a.mp4"], "",
+     r"look like split folders, not read as such \('extras' beside them\)"),
     (["Train/walk/a.mp4", "Test/walk/c.mp4"], "", r"class folders 'Test', 'Train' .* not read "
      r"as such \(no train/ folder; 'Test' beside them; 'Train' beside them\)"),
 ], ids=["one-level-too-high", "one-level-too-deep", "valid-folder", "stray-folder",
@@ -809,9 +834,17 @@ def _flatten_kinetics(root: Path) -> None:
     ("hmdb51", lambda root: _replace_line(next(root.glob("**/*_test_split1.txt")), 1, "",
                                           "Class/"),
      r"line 1: expected 'clip.avi N'"),
+    # a class of no clip was built, exit 0: a label no run could learn ("cartwheel 0/0 0/0")
+    ("hmdb51", lambda root: next(root.glob("**/cartwheel_test_split1.txt")).write_text(""),
+     r"class 'cartwheel' has no samples in any split: a model cannot learn a class it"),
+    # one list repeating a clip was blamed on both ("trainlist01.txt and testlist01.txt list")
+    ("ucf101", lambda root: (root / "ucfTrainTestlist/trainlist01.txt").write_text(
+        2 * (root / "ucfTrainTestlist/trainlist01.txt").read_text()),
+     r"^error: trainlist01.txt lists clip '[^']+' twice$"),
 ], ids=["kinetics-flat", "ucf101-no-clips", "hmdb51-no-clips", "kinetics-nan", "kinetics-inf",
         "kinetics-empty-span", "kinetics-path-id", "kinetics-case", "ucf101-class-twice",
-        "hmdb51-fold-file-missing", "hmdb51-path-clip"])
+        "hmdb51-fold-file-missing", "hmdb51-path-clip", "hmdb51-empty-class",
+        "ucf101-clip-twice-in-one-list"])
 def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
         sources, tmp_path, name, edit, expected):
     """Each was built: a store of nothing but "video file is missing" failures (a source laid

@@ -3,6 +3,7 @@ draws of the other datasets pinned."""
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections import Counter
 from pathlib import Path
@@ -64,6 +65,16 @@ def test_a_readme_whose_sets_do_not_split_the_clips_is_refused(edit, expected, t
         TVHI().manifest(tmp_path)
 
 
+def test_a_readme_saved_with_a_bom_reads_as_without(tmp_path):
+    """It was read in the locale's encoding, its BOM kept: a readme whose first line is
+    `SET 1:` did not list 'SET 1:'."""
+    from flowstore.datasets.tvhi import TVHI
+
+    text = REAL_FORMAT[REAL_FORMAT.index("SET 1:"):]
+    (tmp_path / "readme.txt").write_bytes(codecs.BOM_UTF8 + text.encode())
+    assert TVHI().manifest(tmp_path).to_csv() == COMMITTED.read_text()
+
+
 def test_a_readme_spelling_high_five_with_a_hyphen_is_read():
     edited = _edited(REAL_FORMAT, "High five\t\t-> {2,3,", "High-five\t\t-> {2,3,")
     assert parse_readme(edited) == OFFICIAL_SETS
@@ -108,6 +119,23 @@ def test_stratified_holdout_is_proportional_and_seeded():
     assert sum(p.startswith("a") for p in picked) == 10
     assert picked == stratified_holdout(pool, 0.1, seed=3)
     assert picked != stratified_holdout(pool, 0.1, seed=4)
+
+
+def test_a_holdout_never_draws_a_class_whole():
+    """A class of one id took a leftover draw (a class-folder test split took a small
+    class's only clip), and a class of one group went to val whole at a fraction of 0.5 or
+    more: a class no model trains on."""
+    from flowstore.manifest import grouped_holdout
+
+    pool = {f"c{k}": [f"c{k}/a"] for k in range(10)}
+    pool["big"] = [f"big/{i:03d}" for i in range(100)]
+    picked = stratified_holdout(pool, 0.2, seed=0)
+    # round(0.2 * 110) = 22: big's 20 and a leftover id; the other leftover had no class to
+    # come from but one it would have emptied
+    assert len(picked) == 21 and all(i.startswith("big/") for i in picked)
+    groups = {"a": ["a_g01_c01", "a_g01_c02"], "b": ["b_g01_c01", "b_g02_c01"]}
+    picked = grouped_holdout(groups, lambda i: i.split("_")[1], 0.6, seed=0)
+    assert len(picked) == 1 and next(iter(picked)).startswith("b_")
 
 
 def test_round_robin_interleaves_classes():

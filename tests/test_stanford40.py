@@ -139,6 +139,12 @@ def _splits_folder(tmp_path: Path, files: dict[str, str]) -> Path:
      "a_test.txt lists a_002.jpg twice"),
     ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\n", "test.txt": "a_002.jpg\n",
       "a_train.txt": "a_003.jpg\n"}, "a_train.txt disagrees with train.txt"),
+    # a repeat beside a per-class file was "a_train.txt disagrees with train.txt about the 'a'
+    # images (e.g. (a repeated name))": the file that repeats it is named now
+    ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\na_001.jpg\n", "test.txt": "",
+      "a_train.txt": "a_001.jpg\n"}, "train.txt lists a_001.jpg twice"),
+    ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\n", "test.txt": "",
+      "a_train.txt": "a_001.jpg\na_001.jpg\n"}, "a_train.txt lists a_001.jpg twice"),
 ])
 def test_inconsistent_split_files_are_layout_errors(tmp_path, files, message):
     with pytest.raises(SourceLayoutError, match=message):

@@ -15,9 +15,11 @@ match wins:
 3. otherwise every file of a class is drawn into test (``--test-fraction``) and val
    (``--val-fraction``), stratified by class with ``--seed``; the rest is train.
 
-Files whose suffix is not a media suffix (README.txt, .DS_Store, Thumbs.db) and hidden files and
-folders are skipped. Classes are sorted by name; two folders whose names differ only in letter
-case or Unicode form (``Dog`` and ``dog``) are one class spelled two ways, which is refused.
+Files whose suffix is not a media suffix (README.txt, .DS_Store, Thumbs.db), hidden files and
+folders, and ``__MACOSX/`` (`skipped`) are skipped. Classes are sorted by name; two folders
+whose names differ only in letter case or Unicode form (``Dog`` and ``dog``) are one class
+spelled two ways, which is refused. A class of no sample in any split is refused
+(`flowstore.manifest`).
 """
 
 from __future__ import annotations
@@ -166,8 +168,15 @@ def check_spellings(classes: Iterable[str], origin: str) -> None:
                                     f"one class")
 
 
-def _visible(path: Path) -> bool:
-    return not path.name.startswith(".")
+#: The folder macOS' Archive Utility adds to a zip for its resource forks (``._name`` files):
+#: unzipped elsewhere it sits beside the data, and is never a class, a sample or a dataset folder.
+MACOS_ARCHIVE_FOLDER = "__MACOSX"
+
+
+def skipped(name: str) -> bool:
+    """Whether a file or folder of a source is none of its data: hidden (``.DS_Store``, a
+    macOS ``._clip.avi``), or macOS' archive folder (`MACOS_ARCHIVE_FOLDER`)."""
+    return name.startswith(".") or name == MACOS_ARCHIVE_FOLDER
 
 
 class MediaFiles(Dataset):
@@ -182,7 +191,8 @@ class MediaFiles(Dataset):
     def sample_files(self, folder: Path) -> list[str]:
         """The sample files under `folder`, as '/'-separated paths relative to it, in the order
         of their parts: files (or links to files) with a media suffix, in `folder` or in its
-        sub-folders, hidden files and folders skipped, links to folders not followed (as
+        sub-folders, hidden files and folders and `MACOS_ARCHIVE_FOLDER` skipped (`skipped`),
+        links to folders not followed (as
         `Path.rglob` does). `os.scandir` strings, not pathlib objects: on 100,000 files those
         were most of the CPU and memory of a resumed build's planning (build_scale.py)."""
         found: list[str] = []
@@ -192,7 +202,7 @@ class MediaFiles(Dataset):
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
-                        if entry.name.startswith("."):
+                        if skipped(entry.name):
                             continue
                         if entry.is_dir(follow_symlinks=False):
                             pending.append((f"{prefix}{entry.name}/", entry.path))
@@ -258,7 +268,7 @@ class ClassFolders(MediaFiles):
         if options.split_file is not None:
             by_split = self._from_split_file(source, options.split_file)
         elif (source / "train").is_dir() and all(
-                p.name in SPLITS for p in source.iterdir() if p.is_dir() and _visible(p)):
+                p.name in SPLITS for p in source.iterdir() if p.is_dir() and not skipped(p.name)):
             by_split = {split: self._scan(source / split, source, f"{split}/")
                         for split in SPLITS if (source / split).is_dir()}
             if "val" not in by_split:
@@ -299,7 +309,7 @@ class ClassFolders(MediaFiles):
     def _scan(self, root: Path, source: Path, where: str) -> dict[str, list[str]]:
         """{class: [sample id]} of the class folders in `root`; remembers each id's file."""
         try:
-            entries = [p for p in root.iterdir() if _visible(p)]
+            entries = [p for p in root.iterdir() if not skipped(p.name)]
         except OSError as exc:
             raise SourceLayoutError(f"cannot list {str(root)!r}: {exc.strerror}") from None
         folders = sorted(p for p in entries if p.is_dir())

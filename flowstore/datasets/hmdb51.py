@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text
+from flowstore.datasets._classfolders import FOLDS, FoldOptions, read_text, skipped
 from flowstore.datasets.base import SamplePaths, SourceSizes, VideoDataset
 from flowstore.errors import SourceLayoutError
 from flowstore.manifest import Manifest, build_manifest, grouped_holdout
@@ -87,10 +87,14 @@ def source_video(sample_id: str, class_name: str) -> str:
 
 
 def _find(source: Path, name: str) -> Path | None:
-    """`source/name`, or `source/<one folder>/name`."""
-    if (source / name).is_dir():
-        return source / name
-    return next((p / name for p in sorted(source.iterdir()) if (p / name).is_dir()), None)
+    """`source/name`, or `source/<one folder>/name` (never inside a hidden folder or macOS'
+    `__MACOSX/`, which mirrors the data's folders with resource forks in them)."""
+    return next((root / name for root in _roots(source) if (root / name).is_dir()), None)
+
+
+def _roots(source: Path) -> list[Path]:
+    """Where the data may lie: `source`, then each folder in it but those `skipped`."""
+    return [source, *sorted(p for p in source.iterdir() if p.is_dir() and not skipped(p.name))]
 
 
 class HMDB51(VideoDataset):
@@ -110,9 +114,7 @@ class HMDB51(VideoDataset):
                                     f"{str(splits_dir)!r}")
         classes = list(files)
         first = classes[0]
-        clips_root = next((root for root in [source, *sorted(p for p in source.iterdir()
-                                                              if p.is_dir())]
-                           if (root / first).is_dir()), None)
+        clips_root = next((root for root in _roots(source) if (root / first).is_dir()), None)
         if clips_root is None:
             raise SourceLayoutError(f"no class folder {first!r} in {str(source)!r} (or one "
                                     f"folder down): expected <class>/<clip>.avi")

@@ -141,6 +141,8 @@ def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> dict[str,
     if combined.is_file():
         grouped = _group_by_class(parse_image_list(_read(combined), combined.name), classes,
                                   combined.name)
+        for ids in grouped.values():
+            _check_once(ids, combined.name)
     else:
         missing = [path.name for path in per_class.values() if not path.is_file()]
         if missing:
@@ -151,6 +153,7 @@ def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> dict[str,
         if not path.is_file():
             continue
         listed = parse_image_list(_read(path), path.name)
+        _check_once(listed, path.name)
         strangers = [i for i in listed if class_of(i) != name]
         if strangers:
             raise SourceLayoutError(f"{path.name} lists {strangers[0]}{IMAGE_SUFFIX}, which is "
@@ -158,15 +161,19 @@ def _read_split(folder: Path, split: str, classes: tuple[str, ...]) -> dict[str,
         if name not in grouped:
             grouped[name] = listed
         elif sorted(listed) != sorted(grouped[name]):
-            differ = sorted(set(listed) ^ set(grouped[name])) or ["(a repeated name)"]
+            differ = sorted(set(listed) ^ set(grouped[name]))
             raise SourceLayoutError(f"{path.name} disagrees with {combined.name} about the "
                                     f"{name!r} images (e.g. {differ[0]})")
-    for name, ids in grouped.items():
-        if len(set(ids)) != len(ids):
-            repeated = next(i for i in ids if ids.count(i) > 1)
-            origin = combined.name if combined.is_file() else per_class[name].name
-            raise SourceLayoutError(f"{origin} lists {repeated}{IMAGE_SUFFIX} twice")
     return grouped
+
+
+def _check_once(ids: list[str], origin: str) -> None:
+    """Refuse a name `origin` lists twice (before comparing lists, which it would confuse)."""
+    seen: set[str] = set()
+    for sample_id in ids:
+        if sample_id in seen:
+            raise SourceLayoutError(f"{origin} lists {sample_id}{IMAGE_SUFFIX} twice")
+        seen.add(sample_id)
 
 
 def read_image_splits(folder: str | Path) -> ImageSplits:

@@ -119,7 +119,9 @@ class TVHI(VideoDataset):
         self.check_source_folder(source)
         readme = source / README
         try:
-            sets = parse_readme(readme.read_text(errors="replace")) if readme.is_file() else OFFICIAL_SETS
+            # (UTF-8 whatever the locale, a BOM dropped: a `SET 1:` first line is still one)
+            sets = (parse_readme(readme.read_bytes().decode("utf-8-sig", errors="replace"))
+                    if readme.is_file() else OFFICIAL_SETS)
         except OSError as exc:
             raise SourceLayoutError(f"cannot read {str(readme)!r}: {exc.strerror}") from None
         check_sets(sets, repr(str(readme)))

@@ -110,14 +110,15 @@ class UCF101(VideoDataset):
                                 labelled=True)
         test = parse_clip_list(read_text(lists / test_name, test_name), test_name, classes,
                                labelled=False)
-        seen: set[str] = set()
-        for listed in (train, test):
+        listed_in: dict[str, str] = {}  # sample id -> the list that names it
+        for name, listed in ((train_name, train), (test_name, test)):
             for clips in listed.values():
                 for sample_id, path in clips:
-                    if sample_id in seen:
-                        raise SourceLayoutError(f"{train_name} and {test_name} list clip "
-                                                f"{path!r} twice")
-                    seen.add(sample_id)
+                    first = listed_in.get(sample_id)
+                    if first is not None:
+                        lists = f"{name} lists" if first == name else f"{first} and {name} list"
+                        raise SourceLayoutError(f"{lists} clip {path!r} twice")
+                    listed_in[sample_id] = name
                     self.sample_paths[sample_id] = f"{CLIPS_DIR}/{path}"
         pool = {c: [i for i, _ in clips] for c, clips in train.items()}
         val = grouped_holdout({c: pool.get(c, []) for c in classes},
