@@ -31,6 +31,7 @@ from trainers.data import ClipViews, InputOptions, make_dataset, recipe_augmenta
 from trainers.errors import ModelConfigError, RunWriteError, TrainingDivergedError
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
+from trainers.report import chain_from_scratch
 from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
                            RunWriter, read_run, write_json)
 from trainers.samples import StoreSamples
@@ -504,7 +505,9 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         "test": test,
         "samples": counts_per_split,
         "params": counts,
-        "from_scratch": from_scratch,
+        # (what the report's tables say of it; `from_scratch` above says whether this model's
+        # own feature layers started from nothing)
+        "from_scratch": chain_from_scratch(model_name, bases),
         # BatchNorm statistics recomputed on this many training samples before each validation
         # (0: the model trains no BatchNorm layer).
         "bn_recalibration_samples": calibration_samples,

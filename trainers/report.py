@@ -154,6 +154,17 @@ def transfer_origins(record: RunRecord,
     return tuple(sorted(origins))
 
 
+def chain_from_scratch(model: str, bases: Mapping[str, RunRecord | None]) -> bool:
+    """Whether a run of `model` started from `bases` is one `_name` labels "(from scratch)": a
+    transfer base of its own was missing (a frames run without a Stanford-40 run), or one in
+    the chain of a run it freezes (a two-stream run on such a frames run). False for a model
+    whose chain transfers nothing (the image and flow CNNs): they are the report's models."""
+    entry = get_model(model)
+    return any(run is None if name in entry.transfers_from
+               else run is not None and "scratch" in transfer_origins(run)
+               for name, run in bases.items())
+
+
 def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tuple[str, ...]]]:
     """Runs that differ only in their seed, grouped: the same model, store (and its done
     samples) and training (recipe, augmentation, precision) and the same pretrained runs at the
