@@ -374,6 +374,45 @@ def test_a_repackaging_collate_gets_the_right_batches(train):
             assert int(labels[row]) == expected[sample_id]["label"]
 
 
+def _channels_first_and_bfloat16(samples):
+    from torch import bfloat16
+    from torch.utils.data import default_collate
+
+    batch = default_collate(samples)
+    batch["flow"] = batch["flow"].permute(0, 1, 4, 2, 3)  # a view of the lent segment
+    batch["label_bf16"] = batch["label"].to(bfloat16)  # small, and numpy has no bfloat16
+    return batch
+
+
+def _as_read(batch):
+    return batch
+
+
+def test_a_collate_gets_what_it_made_whatever_the_workers(train):
+    """With workers, a collate's view of a lent feature (a permute, a slice) travelled as the
+    segment's memory while the segment went back to the pool: 15 of 24 kept batches were
+    written over by later ones. A batch kept as the split's numpy arrays arrived as tensors,
+    and a small bfloat16 tensor hung the DataLoader (its worker could not make it numpy)."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+    expected = _expected(train)
+    kept = [batch for _ in range(3)
+            for batch in _loader(train, collate_fn=_channels_first_and_bfloat16, timeout=120)]
+    for batch in kept:
+        assert batch["label_bf16"].dtype == torch.bfloat16
+        for row, sample_id in enumerate(batch["id"]):
+            np.testing.assert_array_equal(batch["flow"][row].permute(0, 2, 3, 1).numpy(),
+                                          expected[sample_id]["flow"])
+    for workers in (0, 2):
+        loader = DataLoader(train, batch_size=None, collate_fn=_as_read, num_workers=workers,
+                            sampler=BatchSampler(SequentialSampler(train), 2, False), timeout=0)
+        batch = next(iter(loader))
+        assert all(isinstance(batch[key], np.ndarray) for key in ("flow", "middle_frame")), \
+            (workers, {key: type(value).__name__ for key, value in batch.items()})
+        np.testing.assert_array_equal(batch["flow"][1], expected[batch["id"][1]]["flow"])
+
+
 def test_a_lent_batch_copied_or_unpickled_in_its_worker_stays_lent(train, monkeypatch):
     pytest.importorskip("torch")
     import copy
@@ -412,7 +451,7 @@ def test_a_named_segment_outside_the_main_process_is_an_error(train, monkeypatch
     monkeypatch.setattr(adapter, "_LENDERS", {})
     named = {"flow": adapter._Named(torch.float16, (2, 3)), "label": np.zeros(2, np.int64)}
     with pytest.raises(RuntimeError, match="process other than the DataLoader's"):
-        adapter._received(named, ["label"], None, "elsewhere", {"flow": (0, 1, 0)}, -1)
+        adapter._received(named, ["label"], None, "elsewhere", {"flow": (0, 1, 0, False)}, -1)
 
 
 def _batched_loader(split, *, seed: int = 0):

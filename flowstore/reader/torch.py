@@ -254,8 +254,10 @@ class LentBatch(dict):
     """A worker's batch on its way to the main process; unpickled there as a plain dict whose
     segments the main process hands back once it drops them (`_received`). A value still over
     its segment's memory (the segment's view itself, its numpy array, or a tensor wrapping
-    that) is sent as the segment, or only named once the main process has the segment mapped;
-    a value replaced by other memory is sent as it is. A shallow copy is still lent; unpickled
+    that) is sent as the segment, or only named once the main process has the segment mapped,
+    and arrives as it left (a numpy array as one); a tensor made from a segment's memory
+    otherwise (a collate's permute, slice or flatten) is sent as a copy, since the segment
+    goes back to the pool; a value replaced by other memory is sent as it is. A shallow copy is still lent; unpickled
     in the process that lent it (a deep copy, say) it hands nothing back."""
 
     __slots__ = ("lent", "mapped", "lender", "segments")
@@ -277,22 +279,33 @@ class LentBatch(dict):
             pool.sends += 1
         lender = pool if isinstance(pool, SharedBufferPool) and pool.lender == self.lender else None
         values, where, small = dict(self), {}, []
+        lent_memory = {segment.view.untyped_storage().data_ptr()
+                       for segment in self.segments.values()}
         for key, value in self.items():
             segment = self.segments.get(key)
             if segment is not None and _over(value, segment.view):
-                where[key] = segment.slot, segment.number, segment.offset
+                where[key] = (segment.slot, segment.number, segment.offset,
+                              isinstance(value, np.ndarray))
                 values[key] = (_Named(segment.view.dtype, tuple(segment.view.shape))
                                if int(self.mapped[segment.slot]) == segment.number
                                else segment.view)
-            elif (isinstance(value, torch.Tensor) and value.nbytes <= BY_VALUE_BYTES
-                  and not value.is_shared()):
-                values[key] = value.numpy()
+            elif not isinstance(value, torch.Tensor):
+                continue  # (numpy pickles its bytes: a view of a segment arrives as a copy)
+            elif value.untyped_storage().data_ptr() in lent_memory:
+                # torch would send the segment's memory itself, which this pool hands out
+                # again for later batches while the main process still reads it
+                values[key] = value.clone()
+            elif value.nbytes <= BY_VALUE_BYTES and not value.is_shared():
+                try:
+                    values[key] = value.numpy()
+                except (TypeError, RuntimeError):  # (bfloat16; requires grad): torch sends it
+                    continue
                 small.append(key)
         # A segment that does not leave (its value replaced, or deleted) is handed back here,
         # where this process's own references to it decide, or it stayed lent for good (one
         # more a batch, up to `max_lent_bytes`); unless a copy of this batch sent it already.
         # One that leaves is lent again: a copy sent before without it handed it back.
-        sent = {slot for slot, _, _ in where.values()}
+        sent = {slot for slot, *_ in where.values()}
         for segment in self.segments.values():
             if segment.slot in sent:
                 self.lent[segment.slot] = 1
@@ -369,7 +382,7 @@ _LENDERS: dict[str, _Lender] = {}
 
 def _received(batch: dict[str, Any], small: list[str],
               shared: tuple[torch.Tensor, torch.Tensor] | None, lender: str,
-              where: dict[str, tuple[int, int, int]], pid: int) -> dict[str, Any]:
+              where: dict[str, tuple[int, int, int, bool]], pid: int) -> dict[str, Any]:
     """Unpickling a `LentBatch` in the main process: hand back the segments whose tensors all
     died since the last batch, and remember this batch's. In the lending process itself the
     segments stay lent: this process's tensors dying says nothing of the main process's (nor
@@ -388,29 +401,34 @@ def _received(batch: dict[str, Any], small: list[str],
             else:
                 still.append((storage, owner, slot))
         known = _known_lender(lender, shared, pid, still)
-        for key, (slot, number, offset) in where.items():
+        for key, (slot, number, offset, as_numpy) in where.items():
             if known is None:
                 if isinstance(batch[key], _Named):
                     raise RuntimeError("a batch that names its DataLoader worker's shared "
                                        "memory reached a process other than the DataLoader's")
+                batch[key] = batch[key].numpy() if as_numpy else batch[key]
                 continue
-            batch[key] = known.borrow(batch[key], slot, number, offset)
-            still.append((StorageWeakRef(batch[key].untyped_storage()), known.lent, slot))
+            borrowed = known.borrow(batch[key], slot, number, offset)
+            still.append((StorageWeakRef(borrowed.untyped_storage()), known.lent, slot))
+            # (a numpy array of it keeps the tensor, so its storage dies with the array)
+            batch[key] = borrowed.numpy() if as_numpy else borrowed
         _BORROWED[:] = still
     return batch
 
 
-def _in_lender(batch: dict[str, Any], where: dict[str, tuple[int, int, int]]) -> dict[str, Any]:
+def _in_lender(batch: dict[str, Any],
+               where: dict[str, tuple[int, int, int, bool]]) -> dict[str, Any]:
     """A batch unpickled in the worker that lent it: named features are views of its segments."""
     pool = buffers.process_pool()
-    for key, (slot, number, offset) in where.items():
+    for key, (slot, number, offset, as_numpy) in where.items():
         value = batch[key]
         if isinstance(value, _Named):
             segment = pool.segment(slot, number) if isinstance(pool, SharedBufferPool) else None
             if segment is None:
                 raise RuntimeError(f"a DataLoader worker's batch names shared-memory segment "
                                    f"{number} (slot {slot}), which its pool no longer has")
-            batch[key] = _over_memory(segment.numpy(), offset, *value)
+            value = _over_memory(segment.numpy(), offset, *value)
+        batch[key] = value.numpy() if as_numpy else value
     return batch
 
 
