@@ -65,6 +65,15 @@ def test_a_known_motion_flipped_is_the_mirrored_motion_with_dx_negated():
                                atol=0.25)
 
 
+def test_one_motion_feature_named_alone_is_that_feature_not_its_letters():
+    """`motion="flow"` was matched by substring: a feature named "f" was negated too."""
+    batch = _batch()
+    batch["f"] = batch["flow"].copy()
+    flipped = horizontal_flip(batch, np.random.default_rng(0), motion="flow", p=1.0)
+    np.testing.assert_array_equal(flipped["f"][0, 0, :, ::-1], _batch()["flow"][0, 0])
+    np.testing.assert_array_equal(flipped["flow"], flipped["f"] * np.float32([-1, 1]))
+
+
 @pytest.mark.parametrize("augmentation", [horizontal_flip, random_resized_crop])
 def test_the_augmentations_that_move_flow_are_told_which_features_are_motion(augmentation):
     """Without `motion` a flip would mirror the flow and keep dx, a resize keep its vectors'

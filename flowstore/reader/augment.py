@@ -27,6 +27,12 @@ def _image_keys(batch: dict[str, np.ndarray]) -> list[str]:
             if key not in (LABEL, ID) and np.ndim(value) >= 4]
 
 
+def _names(motion: Sequence[str] | str) -> tuple[str, ...]:
+    """`motion` as feature names: one name given alone is that name, not its letters (`"flow"`
+    was matched by substring: a feature `"f"` had its dx negated, and `"flow_u"` did not)."""
+    return (motion,) if isinstance(motion, str) else tuple(motion)
+
+
 def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
                     motion: Sequence[str], p: float = 0.5) -> dict[str, np.ndarray]:
     """Mirror a random `p` of the samples left-right, every image-like feature together.
@@ -37,6 +43,7 @@ def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     pictures only): a forgotten one would mirror flow without negating dx, a silently wrong
     motion. The batch's buffers are flipped in place.
     """
+    motion = _names(motion)
     keys = _image_keys(batch)
     size = len(batch[keys[0]]) if keys else 0
     flips = np.flatnonzero(rng.random(size) < p)
@@ -108,6 +115,7 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     """
     import cv2
 
+    motion = _names(motion)
     low, high = scale
     if not 1.0 <= low <= high:
         raise ValueError(f"scale must be a range 1 <= low <= high, got {scale!r}")
@@ -146,6 +154,7 @@ def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     Motion fields (`motion`) are measurements of displacement, not colours: they are never
     touched, nor is any feature without 3 colour channels.
     """
+    motion = _names(motion)
     keys = [key for key in _image_keys(batch)
             if key not in motion and batch[key].shape[-1] == 3]
     if not keys:
