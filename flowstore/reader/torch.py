@@ -257,8 +257,9 @@ class LentBatch(dict):
     that) is sent as the segment, or only named once the main process has the segment mapped,
     and arrives as it left (a numpy array as one); a tensor made from a segment's memory
     otherwise (a collate's permute, slice or flatten) is sent as a copy, since the segment
-    goes back to the pool; a value replaced by other memory is sent as it is. A shallow copy is still lent; unpickled
-    in the process that lent it (a deep copy, say) it hands nothing back."""
+    goes back to the pool; a value replaced by other memory is sent as it is. A shallow copy
+    is still lent; unpickled in the process that lent it (a deep copy, say) it hands nothing
+    back."""
 
     __slots__ = ("lent", "mapped", "lender", "segments")
 
