@@ -43,8 +43,8 @@ from flowstore.store import (Store, backend_for, capabilities, create_store, is_
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
-from flowstore.store.base import UnreadableChunk, read_column
-from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, SOFTWARE, STRING, as_text
+from flowstore.store.base import UnreadableChunk, ledger_dtype, never_extracted, read_column
+from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, SOFTWARE, as_text
 from flowstore.store.lock import writer_lock
 
 if TYPE_CHECKING:
@@ -394,26 +394,21 @@ class Ledger:
     def load(cls, store: Store) -> "Ledger":
         columns, unreadable = {}, []
         for name in LEDGER:
-            columns[name], lost = read_column(
-                store, name, lambda start, stop, name=name: np.full(
-                    stop - start, BY_NAME[name].fill,
-                    dtype=object if BY_NAME[name].dtype == STRING else BY_NAME[name].dtype))
+            columns[name], lost = read_column(store, name, never_extracted(name))
             unreadable += lost
-        for chunk in unreadable:  # its samples as never extracted, in every ledger column
-            for name in LEDGER:
+        changed: dict[str, set[int]] = {name: set() for name in LEDGER}
+        for chunk in unreadable:  # its samples as never extracted in every ledger column, each
+            for name in LEDGER:   # written whole again at the next `write`
                 columns[name][chunk.start:chunk.stop] = BY_NAME[name].fill
+                changed[name].update(range(chunk.start, chunk.stop))
         for name, values in columns.items():
             if name in PACKED_TEXT:
                 columns[name] = _packed(values)
-            else:  # other text as objects: a str array has a fixed width
-                columns[name] = values.astype(object if BY_NAME[name].dtype == STRING
-                                              else BY_NAME[name].dtype)
-        ledger = cls(columns, unreadable=unreadable)
+            else:
+                columns[name] = values.astype(ledger_dtype(name))
+        ledger = cls(columns, changed=changed, unreadable=unreadable)
         for index in np.flatnonzero(ledger.done & (columns["failure"] != "")).tolist():
             ledger.forget_failure(index)  # (done is the later write: the failure is stale)
-        for chunk in unreadable:  # written whole again at the next `write`
-            for name in LEDGER:
-                ledger.changed[name].update(range(chunk.start, chunk.stop))
         return ledger
 
     def text(self, name: str, index: int) -> str:

@@ -23,7 +23,7 @@ from flowstore.datasets import get_dataset
 from flowstore.errors import MissingChunkError, ParameterError, StoreError
 from flowstore.params import from_dict
 from flowstore.store import open_store
-from flowstore.store.base import read_column
+from flowstore.store.base import never_extracted, read_column
 from flowstore.store.checksum import check_manifest_columns, matches
 from flowstore.store.layout import COLUMN_NAMES
 
@@ -66,13 +66,12 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
             result.damaged = str(exc)
             if ids is None:  # (no sample can be named)
                 return result
-        done, lost = read_column(store, "done", lambda start, stop: np.zeros(stop - start, bool))
+        done, lost = read_column(store, "done", never_extracted("done"))
         done = done.astype(bool)
         if "checksum" not in store.array_names():  # format 1 allowed it (trainers' test stores)
             raise StoreError(f"store {str(path)!r} holds no checksums (written before they "
                              f"were recorded), so its samples cannot be verified")
-        checksums, lost_sums = read_column(store, "checksum",
-                                           lambda start, stop: np.full(stop - start, "", object))
+        checksums, lost_sums = read_column(store, "checksum", never_extracted("checksum"))
         # (a power cut can leave a ledger chunk an empty file: its samples cannot be told
         # done or not, so each is a problem, which `--repair` re-extracts)
         readable = np.ones(len(done), bool)

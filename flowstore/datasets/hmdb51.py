@@ -86,15 +86,16 @@ def source_video(sample_id: str, class_name: str) -> str:
     return sample_id[:cut] if cut > 0 else re.sub(r"_\d+$", "", sample_id)
 
 
-def _find(source: Path, name: str) -> Path | None:
-    """`source/name`, or `source/<one folder>/name` (never inside a hidden folder or macOS'
-    `__MACOSX/`, which mirrors the data's folders with resource forks in them)."""
-    return next((root / name for root in _roots(source) if (root / name).is_dir()), None)
-
-
 def _roots(source: Path) -> list[Path]:
-    """Where the data may lie: `source`, then each folder in it but those `skipped`."""
+    """Where the data may lie: `source`, then each folder in it (one folder down), but hidden
+    ones and macOS' `__MACOSX/`, which mirrors the data's folders with resource forks in them
+    (`skipped`)."""
     return [source, *sorted(p for p in source.iterdir() if p.is_dir() and not skipped(p.name))]
+
+
+def _find(roots: list[Path], name: str) -> Path | None:
+    """The first of `roots` (`_roots`) that holds a folder `name`."""
+    return next((root for root in roots if (root / name).is_dir()), None)
 
 
 class HMDB51(VideoDataset):
@@ -104,17 +105,19 @@ class HMDB51(VideoDataset):
 
     def manifest(self, source: Path) -> Manifest:
         self.check_source_folder(source)
-        splits_dir = _find(source, SPLITS_DIR)
-        if splits_dir is None:
+        roots = _roots(source)
+        splits_root = _find(roots, SPLITS_DIR)
+        if splits_root is None:
             raise SourceLayoutError(f"no {SPLITS_DIR}/ in {str(source)!r} (or one folder down), "
                                     f"as HMDB51 ships its splits")
+        splits_dir = splits_root / SPLITS_DIR
         files = _split_files(splits_dir, self.options.fold)
         if not files:
             raise SourceLayoutError(f"no <class>_test_split{self.options.fold}.txt files in "
                                     f"{str(splits_dir)!r}")
         classes = list(files)
         first = classes[0]
-        clips_root = next((root for root in _roots(source) if (root / first).is_dir()), None)
+        clips_root = _find(roots, first)
         if clips_root is None:
             raise SourceLayoutError(f"no class folder {first!r} in {str(source)!r} (or one "
                                     f"folder down): expected <class>/<clip>.avi")

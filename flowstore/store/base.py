@@ -23,7 +23,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from flowstore.errors import DamagedStoreError, StoreError
-from flowstore.store.layout import LEDGER, STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
+from flowstore.store.layout import BY_NAME, LEDGER, STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
 #: Compression presets, chosen per array by measurement (benchmarks/store_bytes.py):
@@ -89,6 +89,18 @@ class UnreadableChunk:
         samples = (f"sample {self.start}" if self.stop - self.start == 1 else
                    f"samples {self.start}-{self.stop - 1}")
         return f"array {self.name!r}, {samples} of {self.length},"
+
+
+def ledger_dtype(name: str) -> Any:
+    """The dtype a ledger column is held in memory in: its own, text as objects (a numpy str
+    array has a fixed width)."""
+    return object if BY_NAME[name].dtype == STRING else BY_NAME[name].dtype
+
+
+def never_extracted(name: str) -> Any:
+    """`read_column`'s `fill` for ledger column `name`: an unreadable chunk's samples at the
+    column's fill value, as a sample never extracted holds it (`Ledger.load`, `verify`)."""
+    return lambda start, stop: np.full(stop - start, BY_NAME[name].fill, dtype=ledger_dtype(name))
 
 
 def read_column(store: "Store", name: str, fill: Any) -> tuple[np.ndarray, list[UnreadableChunk]]:
