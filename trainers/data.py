@@ -1,26 +1,34 @@
-"""`tf.data` input for the trainers: the public reader's `Split.to_tf_dataset`, per model.
+"""Input for the trainers: the public reader's `Split.to_tf_dataset` on TensorFlow, its Keras
+`PyDataset` (`Split.to_keras_dataset`) on JAX or PyTorch (`trainers.backend`), per model.
 
-The pipeline itself (seeded shuffle, batches read into aligned buffers, flips, prefetch) is
-`flowstore.reader.tf`; this module only says which split, batch size and augmentation a run
-uses.
+The pipelines themselves (seeded shuffle, batches read into aligned buffers, flips, reads
+ahead) are `flowstore.reader.tf` and `flowstore.reader.keras`; this module only says which
+split, batch size and augmentation a run uses. Both give the same batches for a seed.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
-import tensorflow as tf
 
 from flowstore.reader import (colour_jitter, compose, frame_views, horizontal_flip,
                               random_frame, random_resized_crop, random_segment, segment_views)
 from flowstore.reader.dataset import Augmentation
+from trainers.backend import uses_tf_data
 from trainers.errors import ModelConfigError
 from trainers.recipes import Recipe
 from trainers.samples import StoreSamples
 
-AUTOTUNE = tf.data.AUTOTUNE
+#: Reading threads of a `PyDataset` (Keras' `workers`) where the store reads in parallel: they
+#: read the next batches while the accelerator trains on this one; more than a few only wait.
+PYDATASET_WORKERS = 4
+
+#: What `make_dataset` gives: a `tf.data.Dataset` or a `keras.utils.PyDataset`; both are what
+#: `model.fit`, `evaluate` and `predict` take, and iterate as `(inputs, label)` batches.
+Batches = Iterable
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,8 @@ class InputOptions:
             augmentation function (`recipe_augmentation`).
         seed: seed of the shuffle order and of the flips.
         parallel_reads: batches read concurrently; `None` lets the reader choose
-            (`flowstore.reader.tf.to_tf_dataset`).
+            (`flowstore.reader.tf.to_tf_dataset`; `PYDATASET_WORKERS` threads on a
+            `PyDataset` where the store reads in parallel, one where it does not).
     """
 
     batch_size: int = 1
@@ -44,16 +53,46 @@ class InputOptions:
     parallel_reads: int | None = None
 
 
-def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> tf.data.Dataset:
-    """A dataset of `(inputs, label)` batches of the `done` samples of `split`.
+def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> Batches:
+    """A dataset of `(inputs, label)` batches of the `done` samples of `split`, for the
+    backend Keras runs on (`trainers.backend.uses_tf_data`).
 
     `inputs` is one tensor for single-input models and a dict keyed by input name
     (`{"frame": ..., "flow": ...}`) for the two-stream model: uint8 pixels and float16 (or
     stored float32) flow in pixels, which the models cast to float32 themselves.
     """
-    return samples.split(split).to_tf_dataset(
-        options.batch_size, shuffle=options.shuffle, seed=options.seed,
-        augment=options.augment, parallel_reads=options.parallel_reads)
+    rows = samples.split(split)
+    if uses_tf_data():
+        return rows.to_tf_dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed,
+                                  augment=options.augment, parallel_reads=options.parallel_reads)
+    workers = options.parallel_reads
+    if workers is None:
+        workers = (min(PYDATASET_WORKERS, os.cpu_count() or 1)
+                   if rows.source.store.concurrent_reads else 1)
+    # Keras reads a PyDataset in threads only when workers > 1; with one it reads each batch
+    # between steps, so a store read one batch at a time still gets one reading thread ahead.
+    return rows.to_keras_dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed,
+                                 augment=options.augment, workers=max(workers, 2),
+                                 max_queue_size=max(workers, 2))
+
+
+class FirstBatches:
+    """The first `count` batches of a new epoch of `dataset` each time it is iterated (the
+    BatchNorm recalibration's training subset: a shuffled split gives a new subset each time).
+    """
+
+    def __init__(self, dataset: Batches, count: int) -> None:
+        self.dataset, self.count = dataset, count
+
+    def __iter__(self) -> Iterator:
+        if uses_tf_data():  # each iterator of a tf.data pipeline is a new epoch
+            return iter(self.dataset.take(self.count))
+        return self._pydataset_batches()
+
+    def _pydataset_batches(self) -> Iterator:
+        self.dataset.on_epoch_begin()  # a new epoch: its own seeded order
+        for index in range(min(self.count, len(self.dataset))):
+            yield self.dataset[index]
 
 
 def recipe_augmentation(recipe: Recipe, motion: Sequence[str], *,
@@ -125,7 +164,7 @@ class ClipViews:
             return self.random_view
         return compose(self.random_view, augmentation)
 
-    def clip_logits(self, model: Any, dataset: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    def clip_logits(self, model: Any, dataset: Batches) -> tuple[np.ndarray, np.ndarray]:
         """Each clip's mean logits over its views (float32, `(clips, classes)`) and its label,
         from `dataset`'s batches of `every_view` rows, in the dataset's order."""
         import keras

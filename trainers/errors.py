@@ -68,25 +68,42 @@ class ReportOutputError(TrainerError, OSError):
 
 
 class MissingTrainingExtraError(TrainerError, ImportError):
-    """TensorFlow, Keras or matplotlib is not installed: the `train` extra is missing."""
+    """Keras, its backend or matplotlib is not installed: the `train` extra (TensorFlow) or the
+    `keras` extra and a backend (JAX, PyTorch) is missing; or Keras is set to a backend that
+    cannot train."""
 
 
-#: The top-level modules of the `train` extra, and how a user knows them.
-_TRAIN_EXTRA_MODULES = {"tensorflow": "TensorFlow", "keras": "Keras", "matplotlib": "matplotlib"}
+#: The modules every backend's training needs beside the backend's own, and how a user knows them.
+_KERAS_EXTRA_MODULES = {"keras": "Keras", "matplotlib": "matplotlib"}
 
 
 def require_training_extra() -> None:
-    """Refuse with one actionable line when the `train` extra is not installed.
+    """Refuse with one actionable line when what training needs is not installed.
 
     flowstore installs without TensorFlow (`pip install flowstore` builds stores on machines
     that never train), so its absence is the user's set-up, not a bug. It is checked before any
     work (and without importing TensorFlow, which takes seconds) so that a run does not start
-    training its prerequisites and then end in an import traceback.
+    training its prerequisites and then end in an import traceback. The backend checked is the
+    one Keras is set to (`trainers.backend.configured_backend`): TensorFlow, from the `train`
+    extra, unless `KERAS_BACKEND` (or keras.json) names JAX or PyTorch.
 
     Raises:
-        MissingTrainingExtraError: a module of the extra cannot be found.
+        MissingTrainingExtraError: a module of the extra cannot be found, or the backend is
+            not one that trains.
     """
-    for module, package in _TRAIN_EXTRA_MODULES.items():
-        if importlib.util.find_spec(module) is None:
+    from trainers.backend import TRAINING_BACKENDS, configured_backend
+
+    backend = configured_backend()
+    if backend not in TRAINING_BACKENDS:
+        names = ", ".join(TRAINING_BACKENDS)
+        raise MissingTrainingExtraError(
+            f"trainers train on Keras' {names} backends, not {backend!r} (KERAS_BACKEND or "
+            f"keras.json): unset KERAS_BACKEND for TensorFlow")
+    module, package = TRAINING_BACKENDS[backend]
+    tensorflow = backend == "tensorflow"
+    for name, label in {module: package, **_KERAS_EXTRA_MODULES}.items():
+        if importlib.util.find_spec(name) is None:
             raise MissingTrainingExtraError(
-                f"trainers needs {package}: pip install 'flowstore[train]'")
+                f"trainers needs {label}: pip install 'flowstore[train]'" if tensorflow else
+                f"trainers needs {label} for KERAS_BACKEND={backend}: pip install "
+                f"'flowstore[keras]' {module}")

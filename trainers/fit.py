@@ -1,4 +1,4 @@
-"""Train one model on one store into a run directory (the TensorFlow half of `trainers run`).
+"""Train one model on one store into a run directory (the Keras half of `trainers run`).
 
 The best epoch is the one with the lowest validation loss (the report picks a "convergence"
 epoch by eye, mostly from the loss curves; the minimum validation loss is the reproducible
@@ -22,12 +22,13 @@ from typing import Any, Callable, Iterable
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from flowstore.progress import progress_bar, shows_progress
 from flowstore.reader import ALL
 from trainers.curves import plot_curves
-from trainers.data import ClipViews, InputOptions, make_dataset, recipe_augmentation
+from trainers.backend import device_name
+from trainers.data import (Batches, ClipViews, FirstBatches, InputOptions, make_dataset,
+                           recipe_augmentation)
 from trainers.errors import ModelConfigError, RunWriteError, TrainingDivergedError
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
@@ -48,11 +49,6 @@ class TrainOptions:
     mixed_precision: bool = False
     #: Per-epoch lines and per-step progress (`trainers run --quiet` turns them off).
     progress: bool = True
-
-
-def device_name() -> str:
-    """"GPU" when TensorFlow sees one (it then places the model there), else "CPU"."""
-    return "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
 
 
 def precision_policy(mixed_precision: bool, device: str) -> str:
@@ -288,7 +284,7 @@ class ViewScores(keras.callbacks.Callback):
     history and the epoch line use them. List it after `RecalibrateBatchNorm` (which, with no
     Keras validation, recalibrates in `on_epoch_end`) and before `BestEpoch`."""
 
-    def __init__(self, views: ClipViews, validation: tf.data.Dataset) -> None:
+    def __init__(self, views: ClipViews, validation: Batches) -> None:
         super().__init__()
         self.views, self.validation = views, validation
 
@@ -299,7 +295,7 @@ class ViewScores(keras.callbacks.Callback):
 
 
 def clip_scores(model: keras.Model, views: ClipViews,
-                dataset: tf.data.Dataset) -> dict[str, float]:
+                dataset: Batches) -> dict[str, float]:
     """The compiled loss and the accuracy of each clip scored by the mean of its views'
     logits (`ClipViews.clip_logits`), as `model.evaluate` scores single samples."""
     logits, labels = views.clip_logits(model, dataset)
@@ -428,7 +424,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         augmentation = views.random_then(samples.split("train").augmentation(augmentation))
 
     def stream(split: str, train: bool = False, seed: int = options.seed,
-               augment: Any = augmentation) -> tf.data.Dataset:
+               augment: Any = augmentation) -> Batches:
         if not train:  # scored: plain samples, or every view of each clip
             augment = views.every_view if views is not None else False
         return make_dataset(samples, split, InputOptions(
@@ -448,8 +444,9 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         # A tuned recipe's crops and colour jitter shift the statistics that inference (on
         # plain samples) should use, so its calibration batches are not augmented; flips alone
         # (the report's recipes with `--augment`) leave them as they are in expectation.
-        calibration = stream("train", train=True, seed=options.seed + 2,
-                             augment=plain if recipe.augments else augmentation).take(batches)
+        calibration = FirstBatches(stream("train", train=True, seed=options.seed + 2,
+                                          augment=plain if recipe.augments else augmentation),
+                                   batches)
         callbacks.append(RecalibrateBatchNorm(lambda: calibration))
         calibration_samples = min(batches * recipe.batch_size, counts_per_split["train"])
     if recipe.scheduled:

@@ -243,12 +243,12 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
     """
     recipe = run_views(record)
     samples.require(split)
-    from trainers.quiet import import_tensorflow_quietly
+    from trainers.quiet import start_keras_quietly
 
-    import_tensorflow_quietly()
+    start_keras_quietly()
     import keras
 
-    from flowstore.reader.tf import store_errors_raised
+    from trainers.backend import store_errors_raised
     from trainers.data import ClipViews, InputOptions, make_dataset
     from trainers.models import load_trained
 

@@ -34,8 +34,9 @@ def filtered(captured: str) -> str:
     return "".join(line for line in captured.splitlines(keepends=True) if not NOISE.match(line))
 
 
-def import_tensorflow_quietly(verbose: bool = False) -> str:
-    """Import TensorFlow and Keras and find the training device, keeping start-up notes back.
+def start_keras_quietly(verbose: bool = False) -> str:
+    """Import Keras (and so its backend: TensorFlow unless Keras is set to JAX or PyTorch,
+    `trainers.backend`) and find the training device, keeping start-up notes back.
 
     Returns:
         The device line: "training on GPU (1 found)" or "training on CPU (no GPU found)".
@@ -47,7 +48,7 @@ def import_tensorflow_quietly(verbose: bool = False) -> str:
         from absl import logging as absl_logging  # TensorFlow's Python-side log
 
         absl_logging.set_verbosity(absl_logging.ERROR)
-    except ImportError:  # pragma: no cover - absl comes with TensorFlow
+    except ImportError:  # (absl comes with TensorFlow; JAX or PyTorch may have none)
         pass
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
     with warnings.catch_warnings():
@@ -59,9 +60,10 @@ def import_tensorflow_quietly(verbose: bool = False) -> str:
 
 def _import_and_list_gpus() -> int:
     import keras  # noqa: F401 (imported here so that its notes are captured too)
-    import tensorflow as tf
 
-    return len(tf.config.list_physical_devices("GPU"))
+    from trainers.backend import gpu_count
+
+    return gpu_count()
 
 
 def _device_line(gpus: int) -> str:

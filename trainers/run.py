@@ -30,7 +30,7 @@ from typing import Any, Callable
 from flowstore.store import Store
 from trainers.catalogue import get_model, model_names, recipe_of
 from trainers.errors import ModelConfigError, RunInterruptedError, require_training_extra
-from trainers.quiet import import_tensorflow_quietly
+from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
 from trainers.runs import PARTIAL_PREFIX, RunRecord, find_run, is_store, require_run, split_counts
@@ -179,10 +179,10 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     for need in samples.entry.requires:
         bases[need] = _prerequisite(session, samples, need)
 
-    if session.device is None:  # TensorFlow starts here, not earlier, and quietly
-        session.device = import_tensorflow_quietly(config.verbose)
+    if session.device is None:  # Keras (TensorFlow) starts here, not earlier, and quietly
+        session.device = start_keras_quietly(config.verbose)
         print(session.device, file=sys.stderr)
-    from flowstore.reader.tf import store_errors_raised
+    from trainers.backend import store_errors_raised
     from trainers.fit import TrainOptions, train_model
 
     with store_errors_raised():

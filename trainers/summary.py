@@ -24,9 +24,9 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
     model = get_model(model).name  # before TensorFlow's start-up
     check_sizes(size, steps)  # so too an input no store holds (`build_default` checks again)
     require_training_extra()
-    from trainers.quiet import import_tensorflow_quietly
+    from trainers.quiet import start_keras_quietly
 
-    import_tensorflow_quietly()  # its start-up notes kept back, as for `trainers run`
+    start_keras_quietly()  # its start-up notes kept back, as for `trainers run`
     from trainers.models import build_default, parameter_counts
 
     built = build_default(model, size=size, steps=steps, num_classes=num_classes)
