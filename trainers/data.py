@@ -3,7 +3,8 @@
 
 The pipelines themselves (seeded shuffle, batches read into aligned buffers, flips, reads
 ahead) are `flowstore.reader.tf` and `flowstore.reader.keras`; this module only says which
-split, batch size and augmentation a run uses. Both give the same batches for a seed.
+split, batch size and augmentation a run uses. Each is reproducible for a seed, but not the
+other's: tf.data shuffles with its own seeded generator, the PyDataset with `epoch_order`.
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""`trainers` on Keras' other backends: on PyTorch (and JAX) a run streams through the reader's
+Keras `PyDataset` and TensorFlow is never imported, so a machine without it trains."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import flowstore
+from flowstore.reader.batches import epoch_order
+from trainers import data
+from trainers.backend import configured_backend
+from trainers.errors import MissingTrainingExtraError, require_training_extra
+from flowstore.store import open_store
+from trainers.samples import StoreSamples
+from trainers.testing import make_tiny_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+NO_TENSORFLOW = """
+import importlib.machinery
+
+_find_spec = importlib.machinery.PathFinder.find_spec
+
+
+def find_spec(name, path=None, target=None):
+    if name.partition(".")[0] == "tensorflow":
+        return None
+    return _find_spec(name, path, target)
+
+
+importlib.machinery.PathFinder.find_spec = staticmethod(find_spec)
+"""
+
+
+def _trainers_without_tensorflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """The installed `trainers` on Keras' PyTorch backend, in a Python where `import
+    tensorflow` fails as if it were not installed: a `sitecustomize` hides it from the path
+    finder, so `find_spec` says None as PyTorch expects (not `sys.modules['tensorflow'] =
+    None`, which Keras takes for TensorFlow loaded)."""
+    pytest.importorskip("torch")
+    shim = tmp_path / "no-tensorflow"
+    shim.mkdir(exist_ok=True)
+    (shim / "sitecustomize.py").write_text(NO_TENSORFLOW)
+    command = shutil.which("trainers") or pytest.fail("the `trainers` console script is missing")
+    env = {**os.environ, "KERAS_BACKEND": "torch",
+           "PYTHONPATH": os.pathsep.join([str(shim), str(REPO)])}
+    return subprocess.run([command, *args], capture_output=True, text=True, env=env,
+                          timeout=300, cwd=tmp_path)
+
+
+def test_a_tuned_run_trains_on_the_torch_backend_without_tensorflow(tmp_path):
+    store = make_tiny_store(tmp_path / "s.zarr", size=16, steps=2, per_class=(3, 1, 1))
+    proc = _trainers_without_tensorflow(tmp_path, "run", "tvhi_flow", "--store", str(store),
+                                        "--runs-dir", "runs", "--recipe", "tuned",
+                                        "--epochs", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "training on CPU (no GPU found)" in proc.stderr
+    (run,) = (tmp_path / "runs").iterdir()
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["keras_backend"] == "torch" and metrics["device"] == "CPU"
+    assert metrics["recipe"]["recipe_set"] == "tuned" and metrics["epochs_run"] == 2
+    assert metrics["test"]["samples"] == 4 and 0 <= metrics["test"]["accuracy"] <= 1
+    # the BatchNorm statistics were recomputed on the training split (`FirstBatches`)
+    assert metrics["bn_recalibration_samples"] == 12
+    assert (run / "model.keras").stat().st_size > 0
+    # and the run predicts there too: a CSV row per test sample, probabilities summing to 1
+    proc = _trainers_without_tensorflow(tmp_path, "predict", str(run))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert len(rows) == 4
+    probabilities = [[float(row[key]) for key in row if key.startswith("p_")] for row in rows]
+    assert all(len(p) == 4 and abs(sum(p) - 1) < 1e-3 for p in probabilities), rows
+
+
+def test_a_damaged_store_on_the_torch_backend_is_one_line(tmp_path):
+    """A store's error met by a PyDataset's reading thread reaches the user as the error it is
+    (no TensorFlow op error to unwrap), and no run is written."""
+    store = make_tiny_store(tmp_path / "s.zarr", size=16, steps=2, per_class=(3, 1, 1))
+    with flowstore.open(store) as ds:
+        train = ds.split("train")
+        (store / "flow" / ds.store.chunk_key("flow", int(train.indices[1]))).unlink()
+    proc = _trainers_without_tensorflow(tmp_path, "run", "tvhi_flow", "--store", str(store),
+                                        "--runs-dir", "runs", "--epochs", "1", "--quiet")
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "missing" in lines[-1], proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_calibration_batches_are_a_new_epoch_each_time_on_a_pydataset(tmp_path, monkeypatch):
+    """The BatchNorm recalibration's subset: the first batches of a new seeded order each
+    time it is read, as `.take` of a tf.data pipeline gives."""
+    monkeypatch.setattr(data, "uses_tf_data", lambda: False)
+    store = make_tiny_store(tmp_path / "s.zarr", size=16, steps=2, per_class=(4, 1, 1))
+    with open_store(store) as opened:
+        samples = StoreSamples(opened, "flow")
+        dataset = data.make_dataset(samples, "train", data.InputOptions(
+            batch_size=2, shuffle=True, seed=5))
+        first = data.FirstBatches(dataset, 2)
+        labels = samples.labels[samples.indices("train")]
+        for epoch in range(3):
+            batches = list(first)
+            order = epoch_order(len(labels), shuffle=True, seed=5, epoch=epoch)
+            assert len(batches) == 2
+            assert np.concatenate([label for _, label in batches]).tolist() == \
+                labels[order[:4]].tolist()
+        assert len(list(data.FirstBatches(dataset, 100))) == 8  # no more than an epoch
+
+
+def test_the_backend_checked_is_the_one_keras_is_set_to(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert configured_backend() == "tensorflow"  # no keras.json: Keras' default
+    (tmp_path / "keras.json").write_text(json.dumps({"backend": "jax", "floatx": "float32"}))
+    assert configured_backend() == "jax"
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    assert configured_backend() == "torch"  # the variable wins, as in Keras
+
+
+@pytest.mark.parametrize("backend,missing,message", [
+    ("jax", "jax", "error: trainers needs JAX for KERAS_BACKEND=jax: pip install "
+                   "'flowstore[keras]' jax"),
+    ("torch", "matplotlib", "error: trainers needs matplotlib for KERAS_BACKEND=torch: pip "
+                            "install 'flowstore[keras]' torch"),
+    ("tensorflow", "tensorflow", "error: trainers needs TensorFlow: pip install "
+                                 "'flowstore[train]'"),
+    ("numpy", None, "error: trainers train on Keras' tensorflow, jax, torch backends, not "
+                    "'numpy' (KERAS_BACKEND or keras.json): unset KERAS_BACKEND for TensorFlow"),
+])
+def test_what_training_needs_is_named_for_the_backend(backend, missing, message, monkeypatch):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setenv("KERAS_BACKEND", backend)
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else find_spec(name, *a))
+    with pytest.raises(MissingTrainingExtraError) as caught:
+        require_training_extra()
+    assert f"error: {caught.value}" == message
