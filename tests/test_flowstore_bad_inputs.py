@@ -1502,6 +1502,35 @@ def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorfl
     assert not any((tmp_path / name).exists() for name in ("runs", "report.html", "figures"))
 
 
+@pytest.mark.parametrize("backend,hidden,message", [
+    ("jax", "jax", "error: trainers needs JAX for KERAS_BACKEND=jax: pip install "
+                   "'flowstore[keras]' jax"),
+    ("numpy", None, "error: trainers train on Keras' tensorflow, jax, torch backends, not "
+                    "'numpy' (KERAS_BACKEND or keras.json): unset KERAS_BACKEND for TensorFlow"),
+], ids=["jax-missing", "numpy"])
+def test_trainers_on_another_backend_say_what_it_needs(backend, hidden, message, tmp_path):
+    """Keras set to JAX where JAX is not installed (hidden from the path finder here, as
+    PyTorch and Keras probe with `find_spec`), or to a backend that cannot train."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr")
+    shim = tmp_path / "hidden"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import importlib.machinery\n"
+        "_find = importlib.machinery.PathFinder.find_spec\n"
+        f"importlib.machinery.PathFinder.find_spec = staticmethod(lambda name, *a: None if "
+        f"name.partition('.')[0] == {hidden!r} else _find(name, *a))\n")
+    env = {"KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join(
+        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    result = installed_cli(f"`trainers run` with KERAS_BACKEND={backend}"
+                           + (f", {hidden} not installed" if hidden else ""), "trainers",
+                           "run", "two_stream", "--store", store, "--runs-dir", "runs",
+                           env=env, cwd=tmp_path)
+    assert assert_one_line_error(result) == message
+    assert result.stdout == "" and not (tmp_path / "runs").exists()
+
+
 @pytest.mark.parametrize("command", [
     ("synth", "tvhi", "{tmp}/out", "--seed", "-1"),
     ("synth", "stanford40", "{tmp}/out", "--seed", "-1"),

@@ -128,16 +128,14 @@ def test_the_backend_checked_is_the_one_keras_is_set_to(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("backend,missing,message", [
-    ("jax", "jax", "error: trainers needs JAX for KERAS_BACKEND=jax: pip install "
-                   "'flowstore[keras]' jax"),
     ("torch", "matplotlib", "error: trainers needs matplotlib for KERAS_BACKEND=torch: pip "
                             "install 'flowstore[keras]' torch"),
     ("tensorflow", "tensorflow", "error: trainers needs TensorFlow: pip install "
                                  "'flowstore[train]'"),
-    ("numpy", None, "error: trainers train on Keras' tensorflow, jax, torch backends, not "
-                    "'numpy' (KERAS_BACKEND or keras.json): unset KERAS_BACKEND for TensorFlow"),
 ])
 def test_what_training_needs_is_named_for_the_backend(backend, missing, message, monkeypatch):
+    """(The installed command's lines for JAX missing and a backend that cannot train are in
+    tests/test_flowstore_bad_inputs.py.)"""
     import importlib.util
 
     find_spec = importlib.util.find_spec
