@@ -541,6 +541,42 @@ def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monk
             f"run {newest_image.path.name})") in result.stdout
 
 
+def test_a_prerequisite_trained_on_as_many_but_other_samples_is_not_reused(tmp_path,
+                                                                           monkeypatch):
+    """One sample built (or repaired) since a flow run trained and another failed: the same
+    fingerprint and the same counts per split, other samples. The run records a digest of
+    its `done` samples, and it must match too."""
+    store, runs = tmp_path / "tvhi.zarr", tmp_path / "runs"
+
+    def two_stream_with_not_done(sample: int) -> list[str]:
+        """The store rebuilt with only `sample` not done (the same fingerprint), then a
+        two-stream run: the models it trained (none really: `_fake_training`)."""
+        shutil.rmtree(store)
+        make_tiny_store(store, **TINY_FLOW, not_done=(sample,))
+        trained.clear()
+        stdout.append(_invoke("run", "two_stream", "--store", str(store), "--runs-dir",
+                              str(runs), "--epochs", "1").stdout)
+        return list(trained)
+
+    make_tiny_store(store, **TINY_FLOW, not_done=(0,))
+    _invoke("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
+    before = list_runs(runs)[0]
+    assert before.samples == {"train": 11, "val": 4, "test": 8}
+    trained, stdout = _fake_training(monkeypatch), []
+
+    assert two_stream_with_not_done(1) == ["frames", "flow", "two_stream"]  # 0 built, 1 failed
+    assert (f"not reusing flow run {before.path} (same store and recipe, but it trained on "
+            f"other done samples of the store: as many, 11 train / 4 val / 8 test, but not the "
+            f"same ones (built or repaired since, others failed))"
+            ) in stdout[-1].splitlines(), stdout[-1]
+    assert two_stream_with_not_done(0) == ["frames", "two_stream"]  # the same samples: reused
+    # A run from before the digest was recorded is matched by its counts, as it was.
+    metrics = json.loads((before.path / "metrics.json").read_text())
+    del metrics["samples_digest"]
+    (before.path / "metrics.json").write_text(json.dumps(metrics))
+    assert "flow" not in two_stream_with_not_done(1)
+
+
 def test_a_prerequisite_trained_on_a_partly_built_store_is_not_reused(tmp_path, monkeypatch):
     """A build resumed since a flow run trained (`--max-per-split`, or a sample repaired) keeps
     the store's fingerprint, so the fingerprint alone would reuse a model trained on a part of

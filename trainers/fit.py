@@ -501,6 +501,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         "keras_backend": keras.backend.backend(),
         "test": test,
         "samples": counts_per_split,
+        "samples_digest": samples.done_samples().digest,
         "params": counts,
         # (what the report's tables say of it; `from_scratch` above says whether this model's
         # own feature layers started from nothing)

@@ -33,7 +33,8 @@ from trainers.errors import ModelConfigError, RunInterruptedError, require_train
 from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import PARTIAL_PREFIX, RunRecord, find_run, is_store, require_run, split_counts
+from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, find_run, is_store, require_run,
+                          split_counts)
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -212,7 +213,7 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     config = session.config
     if config.reuse:
         started_from = _current_bases(session, model, samples.info.size)
-        done = samples.done_counts()
+        done = samples.done_samples()
         found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint,
                           bases=started_from, samples=done)
         if found is not None:
@@ -261,7 +262,7 @@ def _current_bases(session: _Session, model: str, size: int | None) -> dict[str,
 
 
 def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
-                     done: dict[str, int]) -> str:
+                     done: DoneSamples) -> str:
     """Why `run`, of this store and trained with this recipe, is still not the prerequisite
     this chain asks for: it started from other base runs, or it trained while the store held
     other `done` samples (a build since resumed, or a sample since repaired or failed)."""
@@ -269,9 +270,13 @@ def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
     if not run.started_from(bases):
         reasons.append(f"it started from {_started(run.metrics.get('bases') or {})}, not "
                        f"{_started(bases)}")
-    if not run.trained_on(done):
+    if not run.trained_on(done) and run.samples == dict(done.counts):
+        reasons.append(f"it trained on other done samples of the store: as many, "
+                       f"{split_counts(done.counts)}, but not the same ones (built or "
+                       f"repaired since, others failed)")
+    elif not run.trained_on(done):
         reasons.append(f"it trained when the store held {split_counts(run.samples)} done "
-                       f"samples, and it now holds {split_counts(done)}")
+                       f"samples, and it now holds {split_counts(done.counts)}")
     return "; ".join(reasons)
 
 

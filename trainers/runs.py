@@ -40,6 +40,17 @@ MODEL_MEMBERS = (("config.json",), ("model.weights.h5", "model.weights.npz"))
 
 
 @dataclass(frozen=True)
+class DoneSamples:
+    """Which samples of a store were `done` when a run trained: how many per split
+    (`metrics.json`'s `samples`) and a digest of which (`samples_digest`,
+    `trainers.samples.StoreSamples.done_samples`). The counts alone do not tell two states of
+    a store apart when a sample was repaired while another failed."""
+
+    counts: Mapping[str, int]
+    digest: str | None = None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """A finished run directory and its `metrics.json`."""
 
@@ -88,9 +99,18 @@ class RunRecord:
             return None
         return read_run(path) or read_run(self.path.parent / run_dir_name(path))
 
-    def trained_on(self, samples: Mapping[str, int]) -> bool:
-        """Whether it trained while the store held these `done` samples per split."""
-        return self.samples == dict(samples)
+    @property
+    def samples_digest(self) -> str | None:
+        """The digest of the store's `done` samples when the run trained (`DoneSamples`);
+        None for a run from before it was recorded."""
+        recorded = self.metrics.get("samples_digest")
+        return recorded if isinstance(recorded, str) else None
+
+    def trained_on(self, done: "DoneSamples") -> bool:
+        """Whether it trained while the store held these `done` samples: as many per split
+        and, where both are recorded, the same ones (the digest)."""
+        return self.samples == dict(done.counts) and (
+            done.digest is None or self.samples_digest in (None, done.digest))
 
     @property
     def input_size(self) -> int | None:
@@ -276,7 +296,7 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
              dataset: str | None = None, size: int | None = None,
              training: Mapping[str, Any] | None = None,
              bases: Mapping[str, str] | None = None,
-             samples: Mapping[str, int] | None = None) -> RunRecord | None:
+             samples: DoneSamples | None = None) -> RunRecord | None:
     """The most recent finished run of `model` matching every given criterion.
 
     Args:
@@ -289,9 +309,9 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
             `RunRecord.training_differences`).
         bases: the runs the run started from (`metrics.json`'s `bases`, model name to
             resolved run path) must include these.
-        samples: the store's `done` samples per split when the run trained must equal
-            these: a run trained while the store was partly built is not a run of the
-            finished store, though its fingerprint is the same.
+        samples: the store's `done` samples when the run trained must be these: a run
+            trained while the store was partly built is not a run of the finished store,
+            though its fingerprint is the same.
     """
     model = canonical_name(model)
     matches = [

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+import xxhash
 
 from flowstore.errors import DamagedStoreError, StoreError
 from flowstore.manifest import NO_CLASS
@@ -20,6 +21,7 @@ from flowstore.store import Store, failures as read_failures, open_store
 from trainers.catalogue import FRAMES, MIDDLE_FRAME, ModelEntry, get_model
 from trainers.errors import ModelConfigError, NoSamplesError, WrongDatasetError
 from trainers.recipes import Recipe
+from trainers.runs import DoneSamples
 
 __all__ = ["SPLITS", "TF_ALIGNMENT", "StoreInfo", "StoreSamples", "aligned_empty",
            "NotBuilt", "check_split", "open_samples"]
@@ -169,6 +171,16 @@ class StoreSamples:
         """`done` samples per split (`SPLITS`): what a run records it trained on, and what a
         run found in the runs directory must have trained on to be reused."""
         return {split: int(self.indices(split).size) for split in SPLITS}
+
+    def done_samples(self) -> DoneSamples:
+        """Which samples are `done`, split by split: their counts and a digest of their
+        positions in the store (fixed for a fingerprint), which a run records and a run found
+        in the runs directory must match to be reused."""
+        digest = xxhash.xxh64()
+        for split in SPLITS:
+            digest.update(f"{split}\n".encode())
+            digest.update(self.indices(split).astype("<i8").tobytes())
+        return DoneSamples(self.done_counts(), digest.hexdigest())
 
     def not_built(self, split: str) -> "NotBuilt":
         """How many samples of `split` (every split: `ALL`) are not `done`, and why: what a run
