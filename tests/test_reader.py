@@ -669,8 +669,9 @@ def test_keras_pydataset_matches_the_plain_read(adapter_store):
 
 
 def test_keras_fit_reads_epoch_e_in_epoch_e_order(adapter_store):
-    """Keras calls a PyDataset's `on_epoch_end` once before training, so counting those calls
-    made `fit`'s first epoch read epoch 1's order; `fit`'s epoch e reads `epoch_order(e)` now."""
+    """Keras calls a PyDataset's `on_epoch_end` once before training (TensorFlow), so counting
+    those calls made `fit`'s first epoch read epoch 1's order; `fit`'s epoch e reads
+    `epoch_order(e)` now. (On PyTorch: `test_keras_fit_trains_each_epoch_on_the_whole_...`.)"""
     import keras
 
     from flowstore.reader.batches import epoch_order
@@ -694,11 +695,68 @@ def test_keras_fit_reads_epoch_e_in_epoch_e_order(adapter_store):
     assert [epoch for epoch, _ in trained] == [e for e in range(3) for _ in range(len(data))]
     for epoch, order in seen:
         assert order == epoch_order(size, shuffle=True, seed=3, epoch=epoch).tolist()
-    # with workers > 1 Keras starts reading before on_epoch_begin: the epoch an on_epoch_end
-    # leaves is already the one the next on_epoch_begin starts
+    # the pass that ended with fit's last epoch has moved on already: another end does not
     data.on_epoch_end()
     assert data.epoch == 3 and data._order.tolist() == epoch_order(
         size, shuffle=True, seed=3, epoch=3).tolist()
+
+
+FIT_RECORDING_EACH_STEP = """
+import json, sys
+
+import keras
+import numpy as np
+
+import flowstore
+
+seen = []
+with flowstore.open(sys.argv[1]) as ds:
+    train = ds.split("train", features={"frame": "middle_frame"})
+    rows = train.read(np.arange(len(train)))["frame"]
+    position = {row.tobytes(): i for i, row in enumerate(rows)}
+
+    class Record(keras.layers.Layer):
+        # the positions of the samples each training step gets (run eagerly)
+        def call(self, x):
+            try:
+                values = keras.ops.convert_to_numpy(x)
+            except Exception:  # the symbolic pass that builds the model
+                values = None
+            if values is not None:
+                seen.extend(position[row.tobytes()] for row in values)
+            return keras.ops.cast(x, "float32")
+
+    model = keras.Sequential([keras.Input(rows.shape[1:], dtype="uint8"), Record(),
+                              keras.layers.Flatten(), keras.layers.Dense(len(ds.classes))])
+    model.compile(optimizer="sgd", metrics=["accuracy"], run_eagerly=True,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    data = train.to_keras_dataset(2, shuffle=True, seed=3, workers=2, max_queue_size=4)
+    model.fit(data, epochs=3, verbose=0, shuffle=False)  # (else Keras shuffles the batches)
+    print(json.dumps({"seen": seen, "size": len(train), "unique": len(position)}))
+"""
+
+
+def test_keras_fit_trains_each_epoch_on_the_whole_split_with_reading_threads(adapter_store):
+    """`fit` on a model whose loss and metrics are not built yet takes one batch to build them,
+    then starts the epoch again (on the JAX and PyTorch backends). Keras' own reading threads
+    (`workers` > 1) kept what they had read ahead of that pass and handed it out first, so each
+    epoch began with leftovers and ended before its own last batches. Each epoch is one pass
+    in its epoch's order now."""
+    pytest.importorskip("torch")
+    from flowstore.reader.batches import epoch_order
+
+    env = {**os.environ, "KERAS_BACKEND": "torch", "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", FIT_RECORDING_EACH_STEP, str(adapter_store)],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    size = result["size"]
+    assert result["unique"] == size >= 8
+    assert result["seen"] == sum((epoch_order(size, shuffle=True, seed=3, epoch=e).tolist()
+                                  for e in range(3)), [])
+    with flowstore.open(adapter_store) as ds:
+        with pytest.raises(ValueError, match="use_multiprocessing"):
+            ds.split("train").to_keras_dataset(2, use_multiprocessing=True)
 
 
 def readme_examples() -> list[str]:

@@ -34,9 +34,14 @@ def tiny_store(tmp_path_factory) -> Path:
                            per_class=(2, 1, 1))
 
 
-def test_a_run_shows_no_tensorflow_start_up_notes_and_names_its_device(tiny_store, tmp_path):
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_a_run_shows_no_tensorflow_start_up_notes_and_names_its_device(backend, tiny_store,
+                                                                        tmp_path):
+    """On PyTorch too: Keras' seeding imports TensorFlow wherever it is installed."""
+    if backend == "torch":
+        pytest.importorskip("torch")
     proc = _trainers("run", "tvhi_flow", "--store", str(tiny_store), "--runs-dir",
-                     str(tmp_path / "runs"), "--epochs", "1")
+                     str(tmp_path / "runs"), "--epochs", "1", KERAS_BACKEND=backend)
     assert proc.returncode == 0, proc.stderr
     for noise in START_UP_NOISE:
         assert noise not in proc.stderr, proc.stderr

@@ -67,14 +67,11 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> Ba
         return rows.to_tf_dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed,
                                   augment=options.augment, parallel_reads=options.parallel_reads)
     workers = options.parallel_reads
-    if workers is None:
+    if workers is None:  # a store read one batch at a time still gets one thread ahead
         workers = (min(PYDATASET_WORKERS, os.cpu_count() or 1)
                    if rows.source.store.concurrent_reads else 1)
-    # Keras reads a PyDataset in threads only when workers > 1; with one it reads each batch
-    # between steps, so a store read one batch at a time still gets one reading thread ahead.
     return rows.to_keras_dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed,
-                                 augment=options.augment, workers=max(workers, 2),
-                                 max_queue_size=max(workers, 2))
+                                 augment=options.augment, workers=workers)
 
 
 class FirstBatches:
@@ -84,6 +81,7 @@ class FirstBatches:
 
     def __init__(self, dataset: Batches, count: int) -> None:
         self.dataset, self.count = dataset, count
+        self._epochs = 0
 
     def __iter__(self) -> Iterator:
         if uses_tf_data():  # each iterator of a tf.data pipeline is a new epoch
@@ -91,7 +89,8 @@ class FirstBatches:
         return self._pydataset_batches()
 
     def _pydataset_batches(self) -> Iterator:
-        self.dataset.on_epoch_begin()  # a new epoch: its own seeded order
+        self.dataset.set_epoch(self._epochs)  # a new epoch: its own seeded order
+        self._epochs += 1
         for index in range(min(self.count, len(self.dataset))):
             yield self.dataset[index]
 

@@ -15,6 +15,7 @@ error, a crash's last words) still reaches the user, and all of it does when the
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import re
@@ -59,10 +60,14 @@ def start_keras_quietly(verbose: bool = False) -> str:
 
 
 def _import_and_list_gpus() -> int:
-    import keras  # noqa: F401 (imported here so that its notes are captured too)
+    import keras  # (imported here so that its notes are captured too)
 
     from trainers.backend import gpu_count
 
+    if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow"):
+        # Keras' `set_random_seed`, which seeds every run, imports TensorFlow wherever it is
+        # installed, whatever the backend (to seed tf.data): imported here, quietly, instead.
+        import tensorflow  # noqa: F401
     return gpu_count()
 
 
