@@ -1503,10 +1503,10 @@ def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorfl
 
 
 @pytest.mark.parametrize("backend,hidden,message", [
-    ("jax", "jax", "error: trainers needs JAX for KERAS_BACKEND=jax: pip install "
+    ("jax", "jax", "error: trainers needs JAX for Keras' jax backend: pip install "
                    "'flowstore[keras]' jax"),
     ("numpy", None, "error: trainers train on Keras' tensorflow, jax, torch backends, not "
-                    "'numpy' (KERAS_BACKEND or keras.json): unset KERAS_BACKEND for TensorFlow"),
+                    "'numpy' (KERAS_BACKEND or keras.json): KERAS_BACKEND=tensorflow, for one"),
 ], ids=["jax-missing", "numpy"])
 def test_trainers_on_another_backend_say_what_it_needs(backend, hidden, message, tmp_path):
     """Keras set to JAX where JAX is not installed (hidden from the path finder here, as

@@ -128,7 +128,7 @@ def test_the_backend_checked_is_the_one_keras_is_set_to(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("backend,missing,message", [
-    ("torch", "matplotlib", "error: trainers needs matplotlib for KERAS_BACKEND=torch: pip "
+    ("torch", "matplotlib", "error: trainers needs matplotlib for Keras' torch backend: pip "
                             "install 'flowstore[keras]' torch"),
     ("tensorflow", "tensorflow", "error: trainers needs TensorFlow: pip install "
                                  "'flowstore[train]'"),

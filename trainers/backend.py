@@ -27,14 +27,21 @@ TRAINING_BACKENDS = {"tensorflow": ("tensorflow", "TensorFlow"), "jax": ("jax", 
 
 
 def configured_backend() -> str:
-    """The backend Keras will start on, read as Keras reads it but without importing Keras
-    (which, on TensorFlow, imports TensorFlow: seconds, and start-up notes): `KERAS_BACKEND`,
-    else the "backend" of `$KERAS_HOME/keras.json` (`~/.keras/keras.json`), else TensorFlow."""
+    """The backend Keras will start on, read as `keras/src/backend/config.py` reads it but
+    without importing Keras (which, on TensorFlow, imports TensorFlow: seconds, and start-up
+    notes): a non-empty `KERAS_BACKEND`, else the "backend" of `keras.json` in `$KERAS_HOME`
+    (or `~/.keras`, `/tmp/.keras` where the home folder cannot be written), else TensorFlow."""
     if os.environ.get("KERAS_BACKEND"):
         return os.environ["KERAS_BACKEND"]
-    home = Path(os.environ.get("KERAS_HOME") or Path("~", ".keras").expanduser())
+    if "KERAS_HOME" in os.environ:
+        folder = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
     try:
-        return str(json.loads((home / "keras.json").read_text()).get("backend", "tensorflow"))
+        config = json.loads(Path(os.path.expanduser(os.path.join(folder, "keras.json")))
+                            .read_text())
+        return str(config.get("backend", "tensorflow"))
     except (OSError, ValueError, AttributeError):  # no file, or not a JSON object: Keras' default
         return "tensorflow"
 

@@ -98,12 +98,12 @@ def require_training_extra() -> None:
         names = ", ".join(TRAINING_BACKENDS)
         raise MissingTrainingExtraError(
             f"trainers train on Keras' {names} backends, not {backend!r} (KERAS_BACKEND or "
-            f"keras.json): unset KERAS_BACKEND for TensorFlow")
+            f"keras.json): KERAS_BACKEND=tensorflow, for one")
     module, package = TRAINING_BACKENDS[backend]
     tensorflow = backend == "tensorflow"
     for name, label in {module: package, **_KERAS_EXTRA_MODULES}.items():
         if importlib.util.find_spec(name) is None:
             raise MissingTrainingExtraError(
                 f"trainers needs {label}: pip install 'flowstore[train]'" if tensorflow else
-                f"trainers needs {label} for KERAS_BACKEND={backend}: pip install "
+                f"trainers needs {label} for Keras' {backend} backend: pip install "
                 f"'flowstore[keras]' {module}")
