@@ -23,7 +23,7 @@ from trainers.errors import ModelConfigError
 from trainers.recipes import Recipe
 from trainers.samples import StoreSamples
 
-#: Reading threads of a `PyDataset` (Keras' `workers`) where the store reads in parallel: they
+#: Reading threads of a `PyDataset` (its `workers`) where the store reads in parallel: they
 #: read the next batches while the accelerator trains on this one; more than a few only wait.
 PYDATASET_WORKERS = 4
 

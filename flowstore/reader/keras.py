@@ -45,8 +45,8 @@ class SplitPyDataset(keras.utils.PyDataset):
     `features` is the array of a one-feature split, else a dict keyed like its features.
 
     Args:
-        workers: threads reading batches ahead of the loop that asks for them (0 or 1 for
-            none: each batch is read when asked; Keras' own `workers` is not used, see the
+        workers: threads reading batches ahead of the loop that asks for them (0: none,
+            each batch is read when asked; Keras' own reading threads are not used, see the
             module's docstring).
         max_queue_size: batches read ahead (default: `workers`).
         use_multiprocessing: refused: the store's reads need no process of their own.
