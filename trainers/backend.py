@@ -4,9 +4,10 @@
 (`KERAS_BACKEND`, or `keras.json`'s "backend"; TensorFlow when neither says). On TensorFlow,
 the default and what `pip install 'flowstore[train]'` brings, a split streams through `tf.data`
 (`Split.to_tf_dataset`). On JAX or PyTorch it streams through the reader's Keras `PyDataset`
-(`Split.to_keras_dataset`), and TensorFlow is never imported: a GPU machine with JAX or PyTorch
-and no TensorFlow trains the same models from the same stores (a JAX step of the flow CNN on an
-H200 is about 130 times this project's 2-core CPU step, benchmarks/README.md).
+(`Split.to_keras_dataset`), and TensorFlow is not needed (where it is installed, Keras' seeding
+imports it all the same: `trainers.quiet`): a GPU machine with JAX or PyTorch and no TensorFlow
+trains the same models from the same stores (a JAX step of the flow CNN on an H200 is about
+130 times this project's 2-core CPU step, benchmarks/README.md).
 
 What differs, and only here: the input pipeline (`uses_tf_data`), how the device is found
 (`gpu_count`), and how a store's error met by a read reaches the user (`store_errors_raised`:
