@@ -66,8 +66,12 @@ def _import_and_list_gpus() -> int:
 
     if keras.backend.backend() != "tensorflow" and importlib.util.find_spec("tensorflow"):
         # Keras' `set_random_seed`, which seeds every run, imports TensorFlow wherever it is
-        # installed, whatever the backend (to seed tf.data): imported here, quietly, instead.
-        import tensorflow  # noqa: F401
+        # installed, whatever the backend (to seed tf.data): imported here, quietly, instead;
+        # one that does not import is passed over there as here.
+        try:
+            import tensorflow  # noqa: F401
+        except ImportError:
+            pass
     return gpu_count()
 
 
