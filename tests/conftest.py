@@ -136,3 +136,21 @@ def chunk_and_folders(store: str | Path, name: str, index: int) -> set[str]:
     chunk, top = chunk_file(store, name, index), Path(store) / name
     return {str(chunk), str(top),
             *(str(folder) for folder in chunk.parents if top in folder.parents)}
+
+
+def without_modules_env(folder: Path, *modules: str) -> dict[str, str]:
+    """The `PYTHONPATH` of a Python where `modules` (top-level names) are not installed, for a
+    command's subprocess: a `sitecustomize` written in `folder` hides them from the path
+    finder, so `import` fails and `importlib.util.find_spec` says None, as for a package never
+    installed. (PyTorch and Keras probe with `find_spec`; `sys.modules[name] = None` makes it
+    None too, but Keras takes a name in `sys.modules` for a module loaded.)"""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import importlib.machinery\n"
+        "_find_spec = importlib.machinery.PathFinder.find_spec\n"
+        f"_HIDDEN = {sorted(modules)!r}\n"
+        "importlib.machinery.PathFinder.find_spec = staticmethod(\n"
+        "    lambda name, *args: None if name.partition('.')[0] in _HIDDEN\n"
+        "    else _find_spec(name, *args))\n")
+    return {"PYTHONPATH": os.pathsep.join(
+        [str(folder), str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}

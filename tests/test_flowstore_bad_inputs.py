@@ -53,7 +53,8 @@ from flowstore.errors import FlowstoreError
 from flowstore.extraction.video import extract_video
 from flowstore.params import VideoParams, fingerprint
 from flowstore.store import failures, open_store
-from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
+from tests.conftest import (TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli,
+                            without_modules_env)
 
 TINY_PARAMS = VideoParams(size=32, steps=4)  # what TINY_BUILD asks for
 FAILED_HEADER = re.compile(r"^\d+ sample\(s\) failed; run the command again to retry them:$")
@@ -1469,13 +1470,9 @@ def test_installed_console_scripts_are_the_main_functions():
 
 @pytest.fixture
 def without_tensorflow(tmp_path) -> dict:
-    """The environment of a Python where `import tensorflow` fails as if it were not installed
-    (a `sitecustomize` that blocks the module), for the command's subprocess only."""
-    shim = tmp_path / "no-tensorflow"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text("import sys\nsys.modules['tensorflow'] = None\n")
-    return {"PYTHONPATH": os.pathsep.join(
-        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    """The environment of a Python where `import tensorflow` fails as if it were not installed,
+    for the command's subprocess only."""
+    return without_modules_env(tmp_path / "no-tensorflow", "tensorflow")
 
 
 @pytest.mark.regression(reason=(
@@ -1509,20 +1506,12 @@ def test_trainers_without_tensorflow_says_what_to_install(args, without_tensorfl
                     "'numpy' (KERAS_BACKEND or keras.json): KERAS_BACKEND=tensorflow, for one"),
 ], ids=["jax-missing", "numpy"])
 def test_trainers_on_another_backend_say_what_it_needs(backend, hidden, message, tmp_path):
-    """Keras set to JAX where JAX is not installed (hidden from the path finder here, as
-    PyTorch and Keras probe with `find_spec`), or to a backend that cannot train."""
+    """Keras set to JAX where JAX is not installed, or to a backend that cannot train."""
     from trainers.testing import make_tiny_store
 
     store = make_tiny_store(tmp_path / "s.zarr")
-    shim = tmp_path / "hidden"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(
-        "import importlib.machinery\n"
-        "_find = importlib.machinery.PathFinder.find_spec\n"
-        f"importlib.machinery.PathFinder.find_spec = staticmethod(lambda name, *a: None if "
-        f"name.partition('.')[0] == {hidden!r} else _find(name, *a))\n")
-    env = {"KERAS_BACKEND": backend, "PYTHONPATH": os.pathsep.join(
-        [str(shim), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {"KERAS_BACKEND": backend,
+           **without_modules_env(tmp_path / "hidden", *filter(None, [hidden]))}
     result = installed_cli(f"`trainers run` with KERAS_BACKEND={backend}"
                            + (f", {hidden} not installed" if hidden else ""), "trainers",
                            "run", "two_stream", "--store", store, "--runs-dir", "runs",

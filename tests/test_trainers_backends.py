@@ -1,5 +1,5 @@
 """`trainers` on Keras' other backends: on PyTorch (and JAX) a run streams through the reader's
-Keras `PyDataset` and TensorFlow is never imported, so a machine without it trains."""
+Keras `PyDataset` and TensorFlow is not needed, so a machine without it trains."""
 
 from __future__ import annotations
 
@@ -16,43 +16,23 @@ import pytest
 
 import flowstore
 from flowstore.reader.batches import epoch_order
+from flowstore.store import open_store
 from trainers import data
 from trainers.backend import configured_backend
 from trainers.errors import MissingTrainingExtraError, require_training_extra
-from flowstore.store import open_store
 from trainers.samples import StoreSamples
 from trainers.testing import make_tiny_store
 
-REPO = Path(__file__).resolve().parents[1]
-
-NO_TENSORFLOW = """
-import importlib.machinery
-
-_find_spec = importlib.machinery.PathFinder.find_spec
-
-
-def find_spec(name, path=None, target=None):
-    if name.partition(".")[0] == "tensorflow":
-        return None
-    return _find_spec(name, path, target)
-
-
-importlib.machinery.PathFinder.find_spec = staticmethod(find_spec)
-"""
+from tests.conftest import without_modules_env
 
 
 def _trainers_without_tensorflow(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """The installed `trainers` on Keras' PyTorch backend, in a Python where `import
-    tensorflow` fails as if it were not installed: a `sitecustomize` hides it from the path
-    finder, so `find_spec` says None as PyTorch expects (not `sys.modules['tensorflow'] =
-    None`, which Keras takes for TensorFlow loaded)."""
+    """The installed `trainers` on Keras' PyTorch backend, in a Python where TensorFlow is
+    not installed (`without_modules_env`)."""
     pytest.importorskip("torch")
-    shim = tmp_path / "no-tensorflow"
-    shim.mkdir(exist_ok=True)
-    (shim / "sitecustomize.py").write_text(NO_TENSORFLOW)
     command = shutil.which("trainers") or pytest.fail("the `trainers` console script is missing")
     env = {**os.environ, "KERAS_BACKEND": "torch",
-           "PYTHONPATH": os.pathsep.join([str(shim), str(REPO)])}
+           **without_modules_env(tmp_path / "no-tensorflow", "tensorflow")}
     return subprocess.run([command, *args], capture_output=True, text=True, env=env,
                           timeout=300, cwd=tmp_path)
 

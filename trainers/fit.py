@@ -378,7 +378,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if recipe.fine_tune_base and not samples.entry.transfers_from:
         raise ModelConfigError(f"fine_tune_base: {model_name} transfers from no base model")
     samples = samples.for_recipe(recipe)  # checks the recipe against the store
-    counts_per_split = samples.done_counts()
+    done = samples.done_samples()
+    counts_per_split = dict(done.counts)
     samples.require("train")
     not_built = samples.not_built(ALL)
     if not_built.total:
@@ -501,7 +502,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         "keras_backend": keras.backend.backend(),
         "test": test,
         "samples": counts_per_split,
-        "samples_digest": samples.done_samples().digest,
+        "samples_digest": done.digest,
         "params": counts,
         # (what the report's tables say of it; `from_scratch` above says whether this model's
         # own feature layers started from nothing)

@@ -270,13 +270,13 @@ def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
     if not run.started_from(bases):
         reasons.append(f"it started from {_started(run.metrics.get('bases') or {})}, not "
                        f"{_started(bases)}")
-    if not run.trained_on(done) and run.samples == dict(done.counts):
-        reasons.append(f"it trained on other done samples of the store: as many, "
-                       f"{split_counts(done.counts)}, but not the same ones (built or "
-                       f"repaired since, others failed)")
-    elif not run.trained_on(done):
-        reasons.append(f"it trained when the store held {split_counts(run.samples)} done "
-                       f"samples, and it now holds {split_counts(done.counts)}")
+    if not run.trained_on(done):
+        reasons.append(
+            f"it trained on other done samples of the store: as many, "
+            f"{split_counts(done.counts)}, but not the same ones (built or repaired since, "
+            f"others failed)" if run.samples == dict(done.counts) else
+            f"it trained when the store held {split_counts(run.samples)} done samples, and it "
+            f"now holds {split_counts(done.counts)}")
     return "; ".join(reasons)
 
 

@@ -47,7 +47,7 @@ class DoneSamples:
     a store apart when a sample was repaired while another failed."""
 
     counts: Mapping[str, int]
-    digest: str | None = None
+    digest: str
 
 
 @dataclass(frozen=True)
@@ -108,9 +108,9 @@ class RunRecord:
 
     def trained_on(self, done: "DoneSamples") -> bool:
         """Whether it trained while the store held these `done` samples: as many per split
-        and, where both are recorded, the same ones (the digest)."""
-        return self.samples == dict(done.counts) and (
-            done.digest is None or self.samples_digest in (None, done.digest))
+        and, where the run recorded its digest, the same ones."""
+        return (self.samples == dict(done.counts)
+                and self.samples_digest in (None, done.digest))
 
     @property
     def input_size(self) -> int | None:
