@@ -509,6 +509,27 @@ def test_a_prerequisite_is_reused_only_if_it_started_from_the_named_base(tmp_pat
     assert find_run(runs, "frames", bases={"image": "/runs/image-3"}) is None
 
 
+
+def test_runs_of_one_name_finishing_together_each_get_a_folder(tmp_path, monkeypatch):
+    """Two runs of one model on one store started in the same second choose the same name:
+    the one that publishes second takes the next free one, even when the first publishes
+    after the second looked (a check, then a rename, had a window between them), and two in
+    one process do not share a work folder."""
+    from trainers.runs import RunWriter
+
+    runs = tmp_path / "runs"
+    monkeypatch.setattr("trainers.runs.run_name", lambda model, fingerprint: "flow-abc")
+    first, second = RunWriter(runs, "flow", "abc"), RunWriter(runs, "flow", "abc")
+    assert first.work != second.work and first.final == second.final
+    for writer, text in [(first, "first"), (second, "second")]:
+        (writer.work / "metrics.json").write_text(text)
+    assert first.publish() == runs / "flow-abc"
+    monkeypatch.setattr(Path, "exists", lambda self: False)  # looked before `first` published
+    assert second.publish() == runs / "flow-abc-2"
+    monkeypatch.undo()
+    assert [(p.name, (p / "metrics.json").read_text()) for p in sorted(runs.iterdir())] == [
+        ("flow-abc", "first"), ("flow-abc-2", "second")]
+
 def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monkeypatch):
     """After a new Stanford-40 run, `two_stream` would transfer its frames model from it, so a
     frames run transferred from the older one is not reused (different parameters never

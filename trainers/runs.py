@@ -8,8 +8,10 @@ and renamed when complete, so a run that crashed or was killed never looks like 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import secrets
 import shutil
 import time
 import zipfile
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from trainers.catalogue import canonical_name
-from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError
+from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError, RunWriteError
 from trainers.recipes import recorded_recipe
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
@@ -353,7 +355,10 @@ class RunWriter:
         runs_dir.mkdir(parents=True, exist_ok=True)
         base = run_name(model, fingerprint)
         self.final = _unique(runs_dir, base)
-        self.work = runs_dir / f"{PARTIAL_PREFIX}{self.final.name}-{os.getpid()}"
+        # (a folder of its own even for two runs of one name in one process and second; made
+        # by mkdir, not mkdtemp, for the umask's mode, not 0700)
+        self.work = runs_dir / (f"{PARTIAL_PREFIX}{self.final.name}-{os.getpid()}-"
+                                f"{secrets.token_hex(4)}")
         self.work.mkdir()
 
     def __enter__(self) -> "RunWriter":
@@ -364,11 +369,22 @@ class RunWriter:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def publish(self) -> Path:
-        """Rename the finished run into place; returns its final path."""
-        final = self.final if not self.final.exists() else _unique(self.final.parent,
-                                                                   self.final.name)
-        self.work.rename(final)
-        return final
+        """Rename the finished run into place; returns its final path.
+
+        Two runs of one model on one store may finish in the same second (two shells, or two
+        seeds in parallel): the name both chose is taken by whichever renames first, and the
+        other takes the next free name (`<name>-2`). Checking first and renaming after would
+        leave a window between the two; the rename itself is the check (a published run is
+        never empty, so renaming onto it fails)."""
+        for final in _names(self.final.parent, self.final.name):
+            try:
+                self.work.rename(final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue  # published by another run since this one chose its name
+                raise
+            return final
+        raise RunWriteError(f"no free run name left beside {self.final}")
 
 
 def run_dir_name(path: str | os.PathLike | None) -> str | None:
@@ -376,10 +392,13 @@ def run_dir_name(path: str | os.PathLike | None) -> str | None:
     return Path(path).name if path else None
 
 
+def _names(folder: Path, base: str) -> Iterator[Path]:
+    """`base`, then `base-2`, `base-3`, ...: the names a run may take in `folder`."""
+    return (folder / (base if k == 1 else f"{base}-{k}") for k in range(1, 10_000))
+
+
 def _unique(folder: Path, base: str) -> Path:
-    candidates: Iterator[Path] = (folder / (base if k == 1 else f"{base}-{k}")
-                                  for k in range(1, 10_000))
-    return next(p for p in candidates if not p.exists())
+    return next(p for p in _names(folder, base) if not p.exists())
 
 
 def write_json(path: Path, value: Any) -> None:
