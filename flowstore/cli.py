@@ -281,7 +281,8 @@ def inspect(
                                "minutes for a Kinetics-sized store, many LIST calls on S3."),
 ) -> None:
     """Show a store's dataset, parameters, counts, failures and arrays (with --bytes, their
-    bytes on disk)."""
+    bytes on disk). Exit code 1 for a damaged store, described all the same (as `verify`
+    exits 1 for bad samples), so that a script that checks a store does not read it as sound."""
     from flowstore.inspect import format_summary, summarize
 
     try:
@@ -289,6 +290,8 @@ def inspect(
     except FlowstoreError as exc:
         fail(str(exc))
     typer.echo(json.dumps(summary, indent=2) if as_json else format_summary(summary))
+    if summary["damaged"]:
+        raise typer.Exit(1)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -988,7 +988,7 @@ XFAILS = {
         "bug: verify checks checksums only, not that the arrays match the store's own dataset: "
         "a 'stanford40' store with frames/flow and no image verifies clean"),
 }
-#: Damage `inspect` describes on a DAMAGED line (exit 0).
+#: Damage `inspect` describes on a DAMAGED line (exit 1).
 SHOWN_DAMAGED = ("zarr-split-chunk-deleted", "h5-split-value-bogus", "zarr-frames-folder-deleted")
 READER_XFAILS = {
     "zarr-done-folder-deleted": _MISSING_DONE.format("open_store / trainers.samples.StoreSamples"),
@@ -1029,7 +1029,7 @@ def _damage_cases():
 @pytest.mark.filterwarnings("ignore::UserWarning")  # zarr warns about a folder without metadata
 @pytest.mark.parametrize("damage,command", list(_damage_cases()))
 def test_a_damaged_or_foreign_store(damage, command, pristine, tiny_tvhi_source, tmp_path):
-    """inspect may describe a damaged store (exit 0) or refuse it in one line; verify must not
+    """inspect may describe a damaged store (exit 1) or refuse it in one line; verify must not
     call it clean; build must refuse in one line or resume to a store that verifies. A refusal
     leaves every byte of the store as it was."""
     store, what = _damaged(pristine, damage, tmp_path)
@@ -1040,11 +1040,13 @@ def test_a_damaged_or_foreign_store(damage, command, pristine, tiny_tvhi_source,
         result = cli(what, command, store, *(["-q"] if command == "verify" else []))
     assert_no_crash(result)
     assert "Warning" not in result.stderr, "library warnings are not for the user's eyes"
-    if result.returncode == 2 or command == "inspect" and result.returncode != 0:
+    if result.returncode == 2:
         assert_one_line_error(result)
         assert tree_digest(store) == before, "a refused command must not touch the store"
     elif command == "inspect":
-        assert result.returncode == 0
+        # described: exit 0 for what it reads as sound, 1 for damage on a DAMAGED line
+        assert result.returncode == (1 if "\nDAMAGED " in result.stdout else 0), result.stdout
+        assert not result.stderr and tree_digest(store) == before
         if damage == "zarr-dataset-stanford40":
             assert "stanford40" in result.stdout  # describes what the store says it is
         if damage in SHOWN_DAMAGED:

@@ -322,7 +322,7 @@ def test_inspect_shows_a_store_whose_columns_are_damaged_and_names_each(tiny_tvh
         chunk = chunk_file(store, name, 0)
         chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
     out = flowstore_cli("inspect", store)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1 and not out.stderr, out.stderr  # described, and not sound
     damaged = [line for line in out.stdout.splitlines() if line.startswith("DAMAGED")]
     assert [line.split("array ")[1].split(" cannot")[0] for line in damaged] == [
         "'label'", "'split'", "'done'"]
@@ -466,7 +466,7 @@ def test_hand_edited_root_attributes_are_damage_not_tracebacks(tiny_tvhi_source,
     group = zarr.open_group(str(store), mode="r+")
     group.attrs["classes"] = list(group.attrs["classes"])[:2]
     shown = flowstore_cli("inspect", store)
-    assert shown.returncode == 0 and "DAMAGED      store" in shown.stdout
+    assert shown.returncode == 1 and "DAMAGED      store" in shown.stdout
     assert "(label 3)" in shown.stdout  # its samples still counted, under their number
     assert "is damaged: its class names" in assert_one_line_error(
         flowstore_cli("show", store, "--out", tmp_path / "p"))
@@ -526,8 +526,9 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
             np.testing.assert_array_equal(mended.read(name), whole.read(name))
     lost = chunk_file(cut, "failure", 0)  # a column verify does not read: a build mends it
     lost.write_bytes(b"")
-    line = next(line for line in flowstore_cli("inspect", cut).stdout.splitlines()
-                if line.startswith("DAMAGED"))
+    shown = flowstore_cli("inspect", cut)
+    assert shown.returncode == 1
+    line = next(line for line in shown.stdout.splitlines() if line.startswith("DAMAGED"))
     assert line.endswith("array 'failure' cannot be read (RuntimeError: Zstd decompression "
                          "error: invalid input data); the next build extracts its samples "
                          "again and writes the chunk anew")
