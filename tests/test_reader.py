@@ -162,9 +162,12 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
                 val[bad]
         assert val.read(i for i in (3, 1))["id"].tolist() == [ids[3], ids[1]]
         for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True, [True, 0], [1, np.True_],
-                    {0: 1}, bytearray(b"\x00\x01"), memoryview(b"\x00"), b"\x00"):
-            with pytest.raises(TypeError):  # (a dict read its keys, a bytearray its bytes)
-                val[bad]
+                    {0: 1}, bytearray(b"\x00\x01"), memoryview(b"\x00"), b"\x00", {3, 1},
+                    frozenset({3, 1})):
+            with pytest.raises(TypeError):  # (a dict read its keys, a bytearray its bytes, a
+                val[bad]                    # set its hash table's order)
+        with pytest.raises(TypeError, match=r"sorted\(\{"):
+            val.read({17, 1})
         for bad in (np.array([2 ** 64 - 1], np.uint64), 2 ** 70, 4, [4], np.ones(3, bool)):
             with pytest.raises(IndexError):
                 val[bad]

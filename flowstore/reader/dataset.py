@@ -16,6 +16,7 @@ import functools
 import operator
 import os
 import sys
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -345,10 +346,15 @@ class Split:
         """`positions` as int64 positions of this split: integers (negative ones count from the
         end), or a boolean mask with one entry per sample. Anything else (floats, strings,
         an integer that no int64 holds, a mapping, bytes) is refused: read as positions it
-        would read other samples than asked, silently (a dict's keys, a bytearray's bytes)."""
+        would read other samples than asked, silently (a dict's keys, a bytearray's bytes), and
+        so is a set: its order, the batch's, is the hash table's, not the one it was written in."""
         if isinstance(positions, (Mapping, bytes, bytearray, memoryview)):
             raise TypeError(f"positions must be integers or a boolean mask, got "
                             f"{type(positions).__name__} {positions!r:.60}")
+        if isinstance(positions, AbstractSet):
+            raise TypeError(f"positions must be in an order (a list, an array), got a "
+                            f"{type(positions).__name__}, whose order is its hash table's: "
+                            f"sorted({positions!r:.40}) reads them in order")
         if not isinstance(positions, (np.ndarray, Sequence)):
             try:
                 positions = list(positions)  # a generator, a set, a range...
