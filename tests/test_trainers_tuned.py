@@ -4,6 +4,7 @@ models differently, recorded in metrics.json, and never mistaken for the report'
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -177,6 +178,23 @@ def test_ema_momentum_validates_tests_and_saves_the_averaged_weights(tmp_path):
         moved[momentum] = max(float(np.abs(a.numpy() - b.numpy()).max()) for a, b in
                               zip(saved.trainable_weights, initial.trainable_weights, strict=True))
     assert moved[0.999999] <= 1.1 * lr < 3 * lr < moved[None], moved
+
+
+def test_ema_momentum_without_a_val_split_keeps_the_last_epoch(tmp_path):
+    """Without validation the best epoch was chosen by the training loss, which is the last
+    steps' weights', not the average's the run saves: the average of the last epoch is kept."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(3, 0, 2))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--epochs", "3", "--lr", "0.5", "--ema-momentum", "0.5",
+                                 "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert ("warning: no finished 'val' sample; flow keeps its last epoch's averaged weights "
+            "(the training loss is not theirs)") in result.stderr
+    record, = list_runs(runs)
+    assert (record.metrics["selection"], record.metrics["best_epoch"]) == ("last epoch", 3)
+    history = json.loads((record.path / "history.json").read_text())
+    assert record.metrics["best"]["train_loss"] == history["loss"][-1]
 
 
 def test_ema_momentum_outside_0_to_1_is_refused_before_any_work(tmp_path):

@@ -72,7 +72,9 @@ class BestEpoch(keras.callbacks.Callback):
     output, and would be restored and scored at chance as if it were a model.
     """
 
-    def __init__(self, monitor: str) -> None:
+    def __init__(self, monitor: str | None) -> None:
+        """`monitor`: the logged value whose lowest epoch wins; None: the last epoch wins (a
+        run that has nothing to choose by that belongs to the weights it saves)."""
         super().__init__()
         self.monitor = monitor
         self.best_value = math.inf
@@ -84,7 +86,7 @@ class BestEpoch(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         logs = logs or {}
-        value = float(logs.get(self.monitor, math.nan))
+        value = -float(epoch) if self.monitor is None else float(logs.get(self.monitor, math.nan))
         improved = value < self.best_value  # NaN never wins, but its weights are looked at
         if not (improved or math.isnan(value)):
             return
@@ -387,8 +389,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
               f"are not built ({not_built.why()}); {model_name} trains and is scored on the "
               f"{sum(counts_per_split.values())} that are", file=sys.stderr)
     if not counts_per_split["val"]:
-        print(f"warning: no finished 'val' sample; {model_name} picks its best epoch by "
-              "training loss", file=sys.stderr)
+        # The training loss is the last steps' weights', not the average's that an EMA run
+        # would save: it keeps its last epoch, the average of the most steps.
+        chooses = ("keeps its last epoch's averaged weights (the training loss is not theirs)"
+                   if recipe.ema_momentum else "picks its best epoch by training loss")
+        print(f"warning: no finished 'val' sample; {model_name} {chooses}", file=sys.stderr)
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(options.seed)
@@ -431,7 +436,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         return make_dataset(samples, split, InputOptions(
             batch_size=recipe.batch_size, shuffle=train, augment=augment, seed=seed))
 
-    best = BestEpoch("val_loss" if counts_per_split["val"] else "loss")
+    best = BestEpoch("val_loss" if counts_per_split["val"]
+                     else None if recipe.ema_momentum else "loss")
     callbacks: list[keras.callbacks.Callback] = []
     if recipe.ema_momentum:
         # First in the list: the averaged weights are in the model before the BatchNorm
@@ -551,7 +557,7 @@ def _write_run(runs_dir: str | os.PathLike, model: keras.Model,
         write_json(writer.work / METRICS_FILE, {
             **metrics,
             "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            "selection": f"min {best.monitor}",
+            "selection": f"min {best.monitor}" if best.monitor else "last epoch",
             "best_epoch": best_epoch,
             "epochs_run": epochs_run,
             "best": {
