@@ -422,6 +422,13 @@ def test_a_failed_write_leaves_the_earlier_file_and_a_link_is_written_through(
     link.symlink_to(out)
     assert runner.invoke(app, ["predict", str(run), "--out", str(link)]).exit_code == 0
     assert link.is_symlink() and out.read_text().startswith("id,split,label,predicted")
+    # So is a hard link: the file's other name reads the new predictions too.
+    other = tmp_path / "other.csv"
+    other.write_text("an earlier file\n")
+    os.link(other, tmp_path / "hard.csv")
+    assert runner.invoke(app, ["predict", str(run), "--out", str(tmp_path / "hard.csv")]
+                         ).exit_code == 0
+    assert other.read_text().startswith("id,split,label,predicted")
 
 
 def test_cheap_refusals_come_before_any_output_folder_is_made(trained, tmp_path):

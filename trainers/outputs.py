@@ -36,8 +36,9 @@ def write_whole(path: Path, text: str, what: str) -> Path:
     """Write `text` (UTF-8) to `path` through a temporary file renamed over it, so that a
     failure (a full disk, Ctrl-C) leaves no half-written file and an earlier one as it was.
     The file gets the mode a plain write would give it: an earlier file's, else the umask's.
-    Where `path` is not a plain file (a link, `/dev/stdout`, a pipe) it is written through,
-    as a plain write does: renaming over it would replace the link or the device.
+    Where `path` is not a plain file (a link, `/dev/stdout`, a pipe) or is one of several
+    names of one file (a hard link) it is written through, as a plain write does: renaming
+    over it would replace the link or the device, or part the name from the file's others.
 
     Raises:
         ReportOutputError: it cannot be written.
@@ -46,7 +47,7 @@ def write_whole(path: Path, text: str, what: str) -> Path:
         existing = path.lstat()
     except OSError:
         existing = None
-    if existing is not None and not stat.S_ISREG(existing.st_mode):
+    if existing is not None and (not stat.S_ISREG(existing.st_mode) or existing.st_nlink > 1):
         try:
             with open(path, "w", encoding="utf-8", newline="") as file:
                 file.write(text)
