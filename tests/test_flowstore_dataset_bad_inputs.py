@@ -136,11 +136,18 @@ def test_an_unreadable_split_file_is_one_line_and_writes_nothing(copy, tmp_path)
     ("kinetics", lambda s: (s / "annotations" / "train.csv").write_text(
         "label,youtube_id,time_start,time_end,split\nabseiling,x,soon,11,train\n"),
      "line 2: time 'soon' is not a number"),
+    ("kinetics", lambda s: (s / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n\n\nabseiling,x,5,3,train\n"),
+     "train.csv line 4: time_end 3 is not after time_start 5"),
+    ("kinetics", lambda s: (s / "annotations" / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\n\n\"abseiling,x,1,11,train\n"),
+     "train.csv' line 3: unexpected end of data"),
     ("kinetics", lambda s: (s / "annotations" / "val.csv").write_text(
         "label,youtube_id,time_start,time_end,split\nunheard of,x,1,11,val\n"),
      "val.csv has label 'unheard of', which train.csv lacks"),
 ], ids=["hmdb-bad-code", "hmdb-no-splits", "kinetics-missing-column", "kinetics-open-quote",
-        "kinetics-bad-time", "kinetics-unknown-label"])
+        "kinetics-bad-time", "kinetics-blank-rows", "kinetics-blank-rows-open-quote",
+        "kinetics-unknown-label"])
 def test_bad_split_files_and_csvs_are_one_line_and_write_nothing(dataset, damage, expected,
                                                                  copy, tmp_path):
     source = copy(dataset)
@@ -162,8 +169,12 @@ def test_bad_split_files_and_csvs_are_one_line_and_write_nothing(dataset, damage
     ("path,label,split\nc/clip.MP4,x,train\nc/clip,x,test\n",
      "line 3: 'c/clip' and line 2 ('c/clip.MP4') would be one sample, 'c/clip'"),
     ("path,label,split\n.,x,train\n", "line 2: path '.' names no file"),
+    # a spreadsheet's blank rows: each row is named by its own line (was by its count + 1)
+    ("path,label,split\n\na.mp4,x,train\n\n\nb.mp4,x,trian\n", "line 6: split 'trian'"),
+    ("path,label,split\r\n\r\na.mp4,x,train\r\n\r\nb.mp4,x,train,extra\r\n",
+     "line 5: expected 3 fields"),
 ], ids=["no-split-column", "bad-split", "outside", "twice", "extra-field", "column-twice",
-        "empty", "absent", "one-id-for-two-rows", "dot"])
+        "empty", "absent", "one-id-for-two-rows", "dot", "blank-rows", "blank-rows-crlf"])
 def test_a_malformed_or_absent_split_csv_is_one_line_and_writes_nothing(text, expected, copy,
                                                                         tmp_path):
     source = copy("videofolder")
@@ -244,3 +255,24 @@ def test_a_tvhi_readme_listing_a_clip_in_both_sets_is_one_line_and_writes_nothin
     store = tmp_path / "x.zarr"
     refused(build_cli("tvhi", source, store), store,
             f"lists Hug clip {test_clip} (hug_{test_clip:04d}) in both SET 1 and SET 2")
+
+
+def test_a_tvhi_readme_whose_numbers_lost_a_comma_or_a_class_is_one_line(tiny_tvhi_source,
+                                                                         tmp_path):
+    """`{2 14,15}` (a comma lost in an edit) was a ValueError traceback; `Hug -> {}` built a
+    test split without hugs, silently."""
+    import re
+
+    source = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "tvhi"))
+    readme = source / "readme.txt"
+    original = readme.read_text()
+    lines = original.splitlines()
+    number = next(n for n, line in enumerate(lines, start=1) if "->" in line and "," in line)
+    first, second = re.search(r"\{(\d+),(\d+)", lines[number - 1]).groups()
+    lines[number - 1] = lines[number - 1].replace(f"{{{first},{second}", f"{{{first} {second}", 1)
+    readme.write_text("\n".join(lines) + "\n")
+    store = tmp_path / "x.zarr"
+    refused(build_cli("tvhi", source, store), store,
+            f"readme.txt' line {number}: '{first} {second}' is not a clip number")
+    readme.write_text(re.sub(r"(Hug\s*->\s*)\{[\d,\s]*\}", r"\1{}", original, count=1))
+    refused(build_cli("tvhi", source, store), store, "SET 1 lists no Hug clip")

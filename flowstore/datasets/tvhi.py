@@ -49,19 +49,29 @@ def sample_id(class_name: str, number: int) -> str:
     return f"{class_name}_{number:04d}"
 
 
-def parse_readme(text: str) -> dict[int, dict[str, list[int]]]:
-    """The class sets that the dataset's readme.txt lists under "SET 1:" and "SET 2:"."""
+def parse_readme(text: str, where: str = repr(README)) -> dict[int, dict[str, list[int]]]:
+    """The class sets that the dataset's readme.txt lists under "SET 1:" and "SET 2:".
+
+    Raises:
+        SourceLayoutError: a class line's braces hold something other than clip numbers
+            separated by commas (`{2 14,15}`, a comma lost in an edit), named by its line.
+    """
     sets: dict[int, dict[str, list[int]]] = {}
     current: int | None = None
-    for line in text.splitlines():
+    for line_number, line in enumerate(text.splitlines(), start=1):
         if match := _SET_LINE.match(line):
             current = int(match.group(1))
             sets[current] = {}
         elif current is not None and (match := _CLASS_LINE.match(line)):
             name = _README_NAMES.get(re.sub(r"[ _-]", "", match.group(1)).lower())
             if name:  # (a class listed twice in a set: both lines, for `check_sets` to see)
+                pieces = [piece.strip() for piece in match.group(2).split(",") if piece.strip()]
+                if bad := next((piece for piece in pieces if not piece.isdigit()), None):
+                    raise SourceLayoutError(
+                        f"{where} line {line_number}: {bad!r} is not a clip number (the "
+                        f"numbers in braces are separated by commas)")
                 numbers = sets[current].setdefault(name, [])
-                numbers += (int(i) for i in match.group(2).split(",") if i.strip())
+                numbers += map(int, pieces)
                 numbers.sort()
     return sets
 
@@ -82,6 +92,9 @@ def check_sets(sets: dict[int, dict[str, list[int]]], where: str) -> None:
                 raise SourceLayoutError(
                     f"{where}: SET {number} has no line '{_README_WORDS[name]} -> {{...}}' "
                     f"(one line per class, its clip numbers in braces)")
+            if not sets[number][name]:  # (its split would lack the class, silently)
+                raise SourceLayoutError(f"{where}: SET {number} lists no {_README_WORDS[name]} "
+                                        f"clip (its line's braces are empty)")
     for name in CLASSES:
         seen: dict[int, int] = {}
         for number in (1, 2):
@@ -119,11 +132,12 @@ class TVHI(VideoDataset):
         self.check_source_folder(source)
         readme = source / README
         try:
-            # (UTF-8 whatever the locale, a BOM dropped: a `SET 1:` first line is still one)
-            sets = (parse_readme(readme.read_bytes().decode("utf-8-sig", errors="replace"))
-                    if readme.is_file() else OFFICIAL_SETS)
+            text = readme.read_bytes() if readme.is_file() else None
         except OSError as exc:
             raise SourceLayoutError(f"cannot read {str(readme)!r}: {exc.strerror}") from None
+        # (UTF-8 whatever the locale, a BOM dropped: a `SET 1:` first line is still one)
+        sets = (OFFICIAL_SETS if text is None
+                else parse_readme(text.decode("utf-8-sig", errors="replace"), repr(str(readme))))
         check_sets(sets, repr(str(readme)))
         return manifest_from_sets(sets)
 
