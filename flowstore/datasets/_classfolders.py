@@ -29,6 +29,7 @@ import glob
 import io
 import itertools
 import os
+import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -113,12 +114,23 @@ def read_text(path: Path, what: str) -> str:
             from None
 
 
-def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, str]]:
+def read_csv(path: Path, what: str,
+             required: Iterable[str]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV with a header holding at least the `required` columns (quoted fields, CRLF
-    and a BOM are fine); a malformed file is one SourceLayoutError naming the line."""
+    and a BOM are fine), each with the line of the file it starts on, for messages to name;
+    a malformed file is one SourceLayoutError naming the line."""
     required = tuple(required)
     text = read_text(path, what)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    lines = re.split(r"\r\n|\r|\n", text)
+
+    def next_row_line(last: int) -> int:
+        """The line the row after line `last` starts on: the csv module skips empty lines (a
+        spreadsheet's blank rows), so it is not always `last + 1`."""
+        while last < len(lines) and not lines[last]:
+            last += 1
+        return last + 1
+
     line = 1
     try:
         # a spreadsheet's header: `Path, Label, Split` names the columns `path,label,split`
@@ -133,13 +145,13 @@ def read_csv(path: Path, what: str, required: Iterable[str]) -> list[dict[str, s
                                     f"(its header: {','.join(columns) or 'none'}; expected "
                                     f"{','.join(required)})")
         rows = []
-        line = reader.line_num + 1
+        line = next_row_line(reader.line_num)
         for row in reader:
             if None in row or any(row.get(c) is None for c in columns):
                 raise SourceLayoutError(f"{what} {str(path)!r} line {line}: expected "
                                         f"{len(columns)} fields ({','.join(columns)})")
-            rows.append(row)
-            line = reader.line_num + 1
+            rows.append((line, row))
+            line = next_row_line(reader.line_num)
     except csv.Error as exc:  # e.g. a quote left open: named by the line its row starts on
         raise SourceLayoutError(f"{what} {str(path)!r} line {line}: {exc}") from None
     return rows
@@ -355,7 +367,7 @@ class ClassFolders(MediaFiles):
         seen: set[str] = set()
         paths: dict[str, str] = {}  # this file's: a second manifest() reads it afresh
         id_lines: dict[str, int] = {}
-        for number, row in enumerate(rows, start=2):
+        for number, row in rows:
             path, label, written = row["path"].strip(), row["label"].strip(), row["split"].strip()
             split = SPLIT_SPELLINGS.get(written.casefold(), written)
             where = f"{what} {str(split_file)!r} line {number}"

@@ -81,7 +81,7 @@ class Kinetics(VideoDataset):
         for split, name in CSV_OF_SPLIT.items():
             path = folder / name
             per_class = by_split[split] = {}
-            for number, row in enumerate(read_csv(path, "annotation CSV", COLUMNS), start=2):
+            for number, row in read_csv(path, "annotation CSV", COLUMNS):
                 where = f"{ANNOTATIONS_DIR}/{name} line {number}"
                 label, youtube_id = row["label"].strip(), row["youtube_id"].strip()
                 folder_name = row["split"].strip()
