@@ -372,8 +372,9 @@ class Ledger:
     `source_size`, `source_hash`) are held whole in memory and written back changed chunks
     only: `write` costs what changed since the last write, not the store's size.
 
-    Written in this order: checksums and the source files' sizes and hashes, then the failure
-    reasons, then `done`, so a sample is never marked done without its checksum (with `durable`,
+    Written in this order: `done` of the samples unmarked (`reset`), then checksums and the
+    source files' sizes and hashes, then the failure reasons, then `done` of the samples
+    completed, so a sample is never marked done without its checksum (with `durable`,
     the checksums are fsynced before `done` is written, and everything after), and a failed
     sample that now succeeded is never left done with its old failure by a kill between the
     two writes (every later build said it failed, and never retried it: it was done). A
@@ -477,6 +478,16 @@ class Ledger:
                                         sorted(self.changed[name]))
                     self.changed[name].clear()
 
+        # A sample to extract again (`reset`) is unmarked first: clearing its checksum while
+        # it is still done would leave, after a kill in between, a done sample with no
+        # checksum, which every later build takes as complete and `verify` as damaged.
+        unmarked = sorted(i for i in self.changed["done"] if not self.columns["done"][i])
+        if unmarked:
+            store.write_changed("done", self.columns["done"], unmarked)
+            self.changed["done"].difference_update(unmarked)
+            store.flush()
+            if durable:
+                store.sync_columns()
         put(("checksum", "source_size", "source_hash"))
         if durable:
             store.flush()

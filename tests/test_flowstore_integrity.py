@@ -91,6 +91,34 @@ def test_fsync_makes_each_sample_durable_before_it_is_marked_done(tiny_tvhi_sour
     assert str(store.parent) in {path for _, path in synced}  # the store's entry in its folder
 
 
+def test_a_sample_to_extract_again_is_unmarked_before_its_checksum_is_cleared(
+        tiny_tvhi_source, tmp_path, suffix, monkeypatch):
+    """`verify --repair` resets a bad sample (not done, no checksum) and writes the ledger; a
+    kill between the two columns' writes left it done with no checksum (checksum cleared
+    first), which every later build took as complete and `verify` as damaged."""
+    store_path = tmp_path / f"s{suffix}"
+    _build(tiny_tvhi_source, store_path, max_per_split=1)
+    with open_store(store_path, "r+") as store:
+        ledger = Ledger.load(store)
+        index = int(ledger.done.nonzero()[0][0])
+        ledger.reset(index)
+        real, written = store.write_changed, []
+
+        def write_changed(name, column, indices):
+            if name in ("done", "checksum"):
+                written.append(name)
+                if len(written) == 2:
+                    raise KeyboardInterrupt  # the kill, before the second column is written
+            real(name, column, indices)
+
+        monkeypatch.setattr(store, "write_changed", write_changed)
+        with pytest.raises(KeyboardInterrupt):
+            ledger.write(store)
+    with open_store(store_path) as store:
+        done, checksum = bool(store.read("done")[index]), str(store.read("checksum")[index])
+    assert written == ["done", "checksum"] and not done and checksum, (written, done, checksum)
+
+
 # -- decoding settings in the parameters ---------------------------------------------------------
 def test_params_record_the_decoder_threads_and_the_extraction_version(monkeypatch):
     recorded = to_dict(VideoParams())
