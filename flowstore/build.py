@@ -20,6 +20,7 @@ import operator
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 import traceback
@@ -1037,11 +1038,20 @@ def error_log_path(store: Path | str) -> Path:
     return store.with_name(f"{store.name}.errors.log")
 
 
-def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) -> None:
-    """Append one internal error's traceback to the build's error log."""
-    with open(log, "a", encoding="utf-8") as handle:
-        handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: internal "
-                     f"error while building sample {sample} from {source_file}\n{trace}\n")
+def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) -> bool:
+    """Append one internal error's traceback to the build's error log; where the log cannot be
+    written (a full disk), print it on stderr instead, so that the bug is still told as one
+    and the build goes on. Returns whether the log holds it."""
+    entry = (f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} pid {os.getpid()}: internal error "
+             f"while building sample {sample} from {source_file}\n{trace}\n")
+    try:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(entry)
+    except OSError as exc:
+        print(f"cannot write {str(log)!r} ({exc.strerror or exc}); the traceback:\n{entry}",
+              file=sys.stderr)
+        return False
+    return True
 
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
@@ -1079,9 +1089,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     # not the sample's failure: it stays pending (an earlier reason of it is
                     # dropped, as nothing is known of the clip now), and the bug is told as one
                     ledger.forget_failure(outcome.index)
-                    result.error_log = error_log_path(config.store)
-                    _log_internal_error(result.error_log, sample, source_of(outcome.index),
-                                        outcome.internal_error)
+                    log = error_log_path(config.store)
+                    if _log_internal_error(log, sample, source_of(outcome.index),
+                                           outcome.internal_error):
+                        result.error_log = log
                     result.internal_errors[sample] = outcome.internal_error.strip().splitlines()[-1]
                 elif outcome.reason is None and (moved := _not_the_file_it_read(
                         extracted_from.get(outcome.index), outcome,

@@ -264,8 +264,9 @@ def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None
     """Tell a bug in flowstore as one, apart from bad samples, and exit with its own code."""
     if not errors:
         return
+    where = f"in {log}" if log is not None else "above"  # (the log could not be written)
     typer.echo(f"internal error: a bug in flowstore stopped {len(errors)} sample(s), which stay "
-               f"pending (not failed); tracebacks in {log}; please report it:", err=True)
+               f"pending (not failed); tracebacks {where}; please report it:", err=True)
     for sample, error in errors.items():
         typer.echo(f"  {sample}: {error}", err=True)
     raise typer.Exit(INTERNAL_ERROR_EXIT)

@@ -313,6 +313,25 @@ def test_a_bug_in_a_task_is_an_internal_error_with_a_logged_traceback(tvhi_sourc
     assert again.returncode == 1 and "1 computed, 14 already done, 1 failed" in again.stdout
 
 
+def test_an_internal_error_whose_log_cannot_be_written_is_still_told_as_one(tvhi_source,
+                                                                            tmp_path):
+    """The log's OSError escaped the task callback: the build stopped with exit 2 and the bug
+    was lost. Now its traceback goes to stderr, and the build finishes with exit 3."""
+    store = tmp_path / "s.zarr"
+    log = tmp_path / "s.zarr.errors.log"
+    log.mkdir()  # (as a full disk would refuse it)
+    args = ["build", "tvhi", "--source", str(tvhi_source), "--store", str(store), *TINY_BUILD,
+            "-q"]
+    out = subprocess.run([sys.executable, "-c", _BUGGY_BUILD, *args], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 3, (out.returncode, out.stdout, out.stderr)
+    assert "15 computed, 0 already done, 0 failed, 1 internal error(s) of 16" in out.stdout
+    assert f"cannot write {str(log)!r} (Is a directory); the traceback:" in out.stderr
+    assert "in extract_with_a_bug" in out.stderr
+    assert re.search(r"^internal error: .* tracebacks above; please report it:", out.stderr,
+                     re.M), out.stderr
+
+
 @pytest.mark.parametrize("where,kind", [
     ("decode", "failure"),  # OpenCV failing on the file's bytes: the clip's problem
     ("flow", "internal"),  # OpenCV failing on frames flowstore made: a bug
