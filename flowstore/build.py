@@ -246,6 +246,7 @@ def duplicate_line(group: list[dict[str, str]]) -> str:
 def build(config: BuildConfig) -> BuildResult:
     """Build or resume the store `config.store`; see the module docstring for the guarantees."""
     start, cpu_start = time.perf_counter(), time.thread_time()
+    _refuse_a_store_inside_a_store(config.store)
     planned = plan(config)
     if config.scheduler and not capabilities(config.store).parallel_writers:
         raise StoreError(f"a {backend_for(config.store).name.upper()} store is written by one "
@@ -263,6 +264,25 @@ def build(config: BuildConfig) -> BuildResult:
             result = _build_locked(config, planned, start, cluster, opencv)
     result.coordinator_cpu_seconds = time.thread_time() - cpu_start
     return result
+
+
+def _refuse_a_store_inside_a_store(store: str | Path) -> None:
+    """A store built inside another store is lost to it: `--overwrite` of the outer one
+    deleted it without a word, and `inspect --bytes` counted it as the outer one's.
+
+    Raises:
+        ParameterError: a folder above the local `store` is a flowstore store.
+    """
+    if is_url(store):
+        return
+    for folder in Path(os.path.realpath(store)).parents:
+        if (folder / "zarr.json").is_file():  # (only a Zarr store is a folder)
+            try:
+                open_store(folder, "r", check_whole=False).close()
+            except StoreError:
+                continue  # another Zarr hierarchy: not flowstore's to delete
+            raise ParameterError(f"store {str(store)!r} lies inside the store "
+                                 f"{str(folder)!r}; build it beside that one")
 
 
 def _make_store_folder(store: str | Path) -> None:

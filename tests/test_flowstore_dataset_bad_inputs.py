@@ -204,6 +204,28 @@ def test_a_source_without_class_folders_is_one_line(tmp_path):
             "no class folders in", "expected <class>/<video>")
 
 
+def test_a_store_inside_its_own_class_folder_source_builds_again(copy, tmp_path):
+    """Its folder was read as a class folder without videos: every later build of it (the same
+    command, a resume, a repair) was refused."""
+    source = copy("videofolder")
+    store = source / "features.zarr"
+    first = build_cli("videofolder", source, store)
+    assert first.returncode == 0, first.stderr
+    again = build_cli("videofolder", source, store)
+    assert again.returncode == 0 and " 0 computed" in again.stdout, again.stdout + again.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
+def test_a_store_inside_another_store_is_one_line_and_writes_nothing(copy, tmp_path):
+    """It was built, and `--overwrite` of the outer store then deleted it without a word."""
+    source = copy("videofolder")
+    outer = tmp_path / "outer.zarr"
+    assert build_cli("videofolder", source, outer).returncode == 0
+    inner = outer / "inner.zarr"
+    refused(build_cli("videofolder", source, inner), inner,
+            f"store {str(inner)!r} lies inside the store {str(outer)!r}")
+
+
 @pytest.mark.parametrize("other", ["Jumping Jacks", "jumping jacks".upper()])
 def test_two_spellings_of_one_class_are_one_line(other, copy, tmp_path):
     source = copy("videofolder")

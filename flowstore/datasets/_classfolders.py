@@ -191,6 +191,13 @@ def skipped(name: str) -> bool:
     return name.startswith(".") or name == MACOS_ARCHIVE_FOLDER
 
 
+def holds_a_store(path: Path) -> bool:
+    """Whether `path` is a Zarr store's folder (`zarr.json` in it), none of a source's data: a
+    store built inside its own source (`--source vf --store vf/features.zarr`) read as a class
+    folder without samples, and every later build of it (a resume, a repair) was refused."""
+    return (path / "zarr.json").is_file()
+
+
 class MediaFiles(Dataset):
     """A dataset whose samples are the media files of a folder tree, named by their paths:
     `sample_files` lists them, `sample_ids` names them. Subclasses set the suffixes."""
@@ -280,7 +287,8 @@ class ClassFolders(MediaFiles):
         if options.split_file is not None:
             by_split = self._from_split_file(source, options.split_file)
         elif (source / "train").is_dir() and all(
-                p.name in SPLITS for p in source.iterdir() if p.is_dir() and not skipped(p.name)):
+                p.name in SPLITS for p in source.iterdir()
+                if p.is_dir() and not skipped(p.name) and not holds_a_store(p)):
             by_split = {split: self._scan(source / split, source, f"{split}/")
                         for split in SPLITS if (source / split).is_dir()}
             if "val" not in by_split:
@@ -321,7 +329,7 @@ class ClassFolders(MediaFiles):
     def _scan(self, root: Path, source: Path, where: str) -> dict[str, list[str]]:
         """{class: [sample id]} of the class folders in `root`; remembers each id's file."""
         try:
-            entries = [p for p in root.iterdir() if not skipped(p.name)]
+            entries = [p for p in root.iterdir() if not skipped(p.name) and not holds_a_store(p)]
         except OSError as exc:
             raise SourceLayoutError(f"cannot list {str(root)!r}: {exc.strerror}") from None
         folders = sorted(p for p in entries if p.is_dir())
