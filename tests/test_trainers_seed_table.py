@@ -14,14 +14,15 @@ SAMPLES = {"train": 90, "val": 10, "test": 100}
 
 
 def _run(runs: Path, name: str, seed: int, accuracy: float, *, samples=SAMPLES,
-         augment: bool = False, recipe=RECIPE) -> None:
+         augment: bool = False, recipe=RECIPE, **recorded) -> None:
     path = runs / name
     path.mkdir(parents=True)
     (path / "model.keras").write_bytes(b"")
     (path / "metrics.json").write_text(json.dumps({
         "model": "flow", "created": name, "seed": seed, "augment": augment,
         "mixed_precision": False, "recipe": recipe, "samples": samples,
-        "store": {"fingerprint": "fp", "dataset": "tvhi"}, "test": {"accuracy": accuracy}}))
+        "store": {"fingerprint": "fp", "dataset": "tvhi"}, "test": {"accuracy": accuracy},
+        **recorded}))
 
 
 def _rows(runs: Path) -> list[list[str]]:
@@ -49,6 +50,32 @@ def test_runs_on_other_done_samples_or_augmentation_are_other_rows_labelled_apar
     assert len(set(labels)) == 3, labels
     assert any("augment True" in label for label in labels)
     assert any("trained on 12 train / 4 val / 8 test" in label for label in labels)
+
+
+def test_runs_on_as_many_but_other_done_samples_are_other_rows(tmp_path):
+    """A store rebuilt with one sample repaired and another failed: the same fingerprint and
+    counts, other samples (`samples_digest`). A run from before digests were recorded joins
+    the row of the runs with its counts where they all recorded one digest."""
+    _run(tmp_path, "a", 0, 0.50, samples_digest="aaaaaaaa11")
+    _run(tmp_path, "b", 1, 0.60, samples_digest="bbbbbbbb22")
+    _run(tmp_path, "c", 2, 0.70)  # no digest: which samples is not known, nor which row
+    rows = _rows(tmp_path)
+    assert sorted(row[2] for row in rows) == ["0", "1", "2"], rows
+    labels = {row[2]: row[1] for row in rows}
+    assert labels["0"].endswith("done samples aaaaaaaa") and labels["2"].endswith("samples ?")
+    (tmp_path / "b" / "metrics.json").unlink()
+    (row,) = _rows(tmp_path)
+    assert row[2] == "0, 2", row  # the older run is taken as trained on the one digest's
+
+
+def test_a_chain_from_scratch_stays_so_labelled_when_its_runs_are_gone(tmp_path):
+    """The label was worked out from the chain's runs alone: with the frames run deleted a
+    two-stream chain from scratch read as the report's transfer model."""
+    for name, from_scratch in (("a", True), ("b", False)):
+        _run(tmp_path, name, 0, 0.50, model="two_stream", from_scratch=from_scratch,
+             bases={"frames": str(tmp_path / f"gone-frames-{name}"), "flow": None})
+    labels = sorted(row[0] for row in _rows(tmp_path))
+    assert labels == ["TV-HI two-stream", "TV-HI two-stream (from scratch)"], labels
 
 
 def test_a_label_names_what_differs_not_what_one_run_left_unrecorded(tmp_path):

@@ -63,7 +63,17 @@ def _name(record: RunRecord) -> str:
     except UnknownModelError:
         return record.model
     name = label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
-    return f"{name} (from scratch)" if "scratch" in transfer_origins(record) else name
+    return f"{name} (from scratch)" if _from_scratch(record) else name
+
+
+def _from_scratch(record: RunRecord) -> bool:
+    """Whether a run's chain lacked a transfer base (`chain_from_scratch`): as the run recorded
+    it, which holds after the runs of its chain are deleted or moved (their `metrics.json`
+    can no longer be read); worked out from its chain for a run that did not record it."""
+    recorded = record.metrics.get("from_scratch")
+    if isinstance(recorded, bool):
+        return recorded
+    return "scratch" in transfer_origins(record)
 
 
 def recorded_test_accuracy(record: RunRecord) -> float | None:
@@ -176,15 +186,17 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     a group's mean and spread, not one run's."""
     records = _ordered(records)
     known = {r.path.name: r for r in records}
+    digests = _samples_digests(records)
     groups: dict[str, tuple[dict[Any, RunRecord], tuple[str, ...]]] = {}
     for r in records:
         training = {k: v for k, v in r.training.items() if k != "seed"}
         if isinstance(training.get("recipe"), Mapping):
             training["recipe"] = recorded_recipe(training["recipe"])
         origins = transfer_origins(r, known)
-        # The store's done samples too: a partly built store has the finished one's fingerprint.
-        key = json.dumps([r.model, r.fingerprint, r.samples, training, origins], sort_keys=True,
-                         default=str)
+        # The store's done samples too: a partly built store has the finished one's fingerprint
+        # (and a store rebuilt since may hold as many but others: `_samples_digests`).
+        key = json.dumps([r.model, r.fingerprint, r.samples, digests[r.path], training, origins,
+                          _from_scratch(r)], sort_keys=True, default=str)
         # One run per seed, the latest: a seed trained twice is one draw, not two.
         groups.setdefault(key, ({}, origins))[0][r.metrics.get("seed")] = r
     sets = {name: i for i, name in enumerate(RECIPE_SETS)}
@@ -199,6 +211,27 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     return sorted(listed, key=place)
 
 
+def _samples_digests(records: list[RunRecord]) -> dict[Path, str | None]:
+    """Each run's digest of its done samples, for `seed_groups` to tell apart runs trained on
+    as many but other samples of one store. A run from before digests were recorded is taken
+    as trained on the samples of the runs of its model, store and counts that did record one,
+    where they all agree (as `RunRecord.trained_on` matches it by counts): older and newer
+    seeds of one experiment stay one row."""
+    recorded: dict[tuple, set[str]] = {}
+    for r in records:
+        if r.samples_digest is not None:
+            recorded.setdefault(_samples_key(r), set()).add(r.samples_digest)
+    digests = {}
+    for r in records:
+        alike = recorded.get(_samples_key(r), set())
+        digests[r.path] = r.samples_digest or (next(iter(alike)) if len(alike) == 1 else None)
+    return digests
+
+
+def _samples_key(record: RunRecord) -> tuple:
+    return record.model, record.fingerprint, json.dumps(record.samples, sort_keys=True)
+
+
 def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]]) -> list[str]:
     """Each group's recipe set, with the values of the fields its recipe overrides in the
     catalogue's (`recipe_overrides`: "report, epochs 1"); where groups of one model share a
@@ -208,7 +241,8 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
     where they share those but start from other pretrained runs, those runs (`origins`, each
     group's `transfer_origins`); and where even those are alike, the augmentation and
     precision, the store, and the store's done samples when it trained (a store built further
-    since), so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
+    since: their counts, else whether the chain was from scratch, else the samples' digest),
+    so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
     image-efa44fb5-20261201-154435", "tuned, store 0f4c8094", "report, augment True, ..."."""
     recorded = [group[0].metrics.get("recipe") or {} for group in groups]
     recipes = [(group[0].model, recorded_recipe(recipe))
@@ -229,7 +263,12 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
     labels = _told_apart(models, labels, [f"from {' + '.join(origin)}" if origin else ""
                                           for origin in origins])
     labels = _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])
-    return _told_apart(models, labels, [f"trained on {split_counts(group[0].samples)} samples"
+    labels = _told_apart(models, labels, [f"trained on {split_counts(group[0].samples)} samples"
+                                          for group in groups])
+    labels = _told_apart(models, labels, ["from scratch" if _from_scratch(group[0]) else ""
+                                          for group in groups])
+    digests = _samples_digests([r for group in groups for r in group])
+    return _told_apart(models, labels, [f"done samples {(digests[group[0].path] or '?')[:8]}"
                                         for group in groups])
 
 
