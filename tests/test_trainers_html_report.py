@@ -121,6 +121,19 @@ def test_the_confusion_matrix_agrees_with_the_runs_test_accuracy(runs):
         record.metrics["test"]["accuracy"])
 
 
+def test_no_confusion_matrix_from_as_many_but_other_samples(runs):
+    """The same counts, other finished samples (one repaired, another failed since): the
+    matrix was drawn as Table 2's test set."""
+    from trainers.html_report import StoreUnavailable
+    from trainers.runs import RunRecord
+
+    record = latest_runs(runs)["flow"]
+    other = RunRecord(path=record.path, metrics={**record.metrics, "samples_digest": "0" * 16})
+    with pytest.raises(StoreUnavailable, match="holds other finished samples than when the run "
+                                               "trained"):
+        predict_test(other)
+
+
 def test_misclassified_samples_show_frame_and_flow(runs):
     record = latest_runs(runs)["flow"]  # (trained as tvhi_flow, an alias)
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])

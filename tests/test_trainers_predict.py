@@ -356,6 +356,15 @@ def test_a_run_whose_files_disagree_or_whose_store_changed_is_told(trained, tmp_
     assert ("(the run's own)" in result.stderr and "; the store held 12 finished test sample(s) "
             "when the run trained (built further, or samples unmarked, since), so this is not "
             "the accuracy it recorded" in result.stderr)
+    # As many finished samples, but others (one repaired, another failed since): the run's
+    # digest of its done samples is not the store's.
+    metrics = json.loads((run / "metrics.json").read_text())
+    (edited / "metrics.json").write_text(json.dumps({**metrics, "samples_digest": "0" * 16}))
+    result = runner.invoke(app, ["predict", str(edited), "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert ("(the run's own)" in result.stderr and "; the store's finished samples are not all "
+            "those it held when the run trained (as many, but others: repaired or failed "
+            "since), so this may not be the accuracy it recorded" in result.stderr)
 
 
 def test_top_k_counts_a_sample_whose_class_is_among_the_k_most_probable():

@@ -146,6 +146,9 @@ class RunPredictions:
     #: The split's samples that are not built, so not predicted: a user predicting new clips
     #: learns that some are missing from the CSV, and why.
     not_built: NotBuilt = NotBuilt(0, 0)
+    #: Whether the store holds as many `done` samples as when the run trained, but others
+    #: (`RunRecord.as_many_but_others`: repaired or failed since).
+    other_samples: bool = False
 
     @property
     def own_store(self) -> bool:
@@ -186,6 +189,10 @@ class RunPredictions:
                      f"{'' if self.split == ALL else self.split + ' '}sample(s) when the "
                      f"run trained (built further, or samples unmarked, since), so this is not "
                      f"the accuracy it recorded")
+        elif self.own_store and self.other_samples:
+            line += ("; the store's finished samples are not all those it held when the run "
+                     "trained (as many, but others: repaired or failed since), so this may not "
+                     "be the accuracy it recorded")
         if self.not_built.total:
             line += (f"; {self.not_built.total} sample(s) not built, so not predicted: "
                      f"{self.not_built.why()}")
@@ -377,11 +384,13 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
             check_csv_output(out, record, location)
         not_built = samples.not_built(split)  # (before minutes of predicting)
         predictions = predict_samples(record, samples, split)
+        other_samples = record.as_many_but_others(samples.done_samples())
         return RunPredictions(run=record, store=str(location),
                               fingerprint=samples.info.fingerprint, split=split,
                               predictions=predictions,
                               differences=extraction_differences(record, samples),
-                              not_built=not_built)
+                              not_built=not_built,
+                              other_samples=other_samples)
     finally:
         samples.store.close()
 

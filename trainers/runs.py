@@ -114,6 +114,12 @@ class RunRecord:
         return (self.samples == dict(done.counts)
                 and self.samples_digest in (None, done.digest))
 
+    def as_many_but_others(self, done: "DoneSamples") -> bool:
+        """Whether the store holds as many `done` samples per split as when the run trained
+        but not the same ones (its recorded digest differs: repaired or failed since), so
+        that a score on it is not the one the run recorded though every count agrees."""
+        return self.samples == dict(done.counts) and not self.trained_on(done)
+
     @property
     def input_size(self) -> int | None:
         size = self.store.get("params", {}).get("size")
