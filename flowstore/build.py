@@ -39,8 +39,8 @@ from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
 from flowstore.params import canonical_json, fingerprint, to_dict
-from flowstore.store import (Store, backend_for, capabilities, create_store, is_url, open_store,
-                             remove_store, store_exists)
+from flowstore.store import (Store, backend_for, capabilities, create_store, enclosing_store,
+                             is_url, open_store, remove_store, store_exists)
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
@@ -275,14 +275,10 @@ def _refuse_a_store_inside_a_store(store: str | Path) -> None:
     """
     if is_url(store):
         return
-    for folder in Path(os.path.realpath(store)).parents:
-        if (folder / "zarr.json").is_file():  # (only a Zarr store is a folder)
-            try:
-                open_store(folder, "r", check_whole=False).close()
-            except StoreError:
-                continue  # another Zarr hierarchy: not flowstore's to delete
-            raise ParameterError(f"store {str(store)!r} lies inside the store "
-                                 f"{str(folder)!r}; build it beside that one")
+    outer = enclosing_store(Path(os.path.realpath(store)).parent)
+    if outer is not None:
+        raise ParameterError(f"store {str(store)!r} lies inside the store {str(outer)!r}; "
+                             f"build it beside that one")
 
 
 def _make_store_folder(store: str | Path) -> None:

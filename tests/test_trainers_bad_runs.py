@@ -307,6 +307,23 @@ def test_report_outputs_in_a_run_directory_are_one_line_and_write_nothing(tmp_pa
     assert (run / "metrics.json").read_text() == metrics
 
 
+@pytest.mark.parametrize("option, inside", [("--out", "."), ("--out", "figures"),
+                                            ("--html", "report.html")])
+def test_report_outputs_in_a_store_are_one_line_and_write_nothing(tmp_path, option, inside):
+    """`report --out store.zarr` wrote its figures into the store, lost to it (`--overwrite`
+    deletes them with it), as `predict --out` and `--runs-dir` are refused."""
+    from trainers.testing import TINY_FLOW, make_tiny_store
+
+    _run(tmp_path / "runs", "image-x")
+    store = make_tiny_store(tmp_path / "s.zarr", **TINY_FLOW)
+    before = sorted(p.name for p in store.iterdir())
+    result = runner.invoke(app, ["report", str(tmp_path / "runs"), option,
+                                 str(store / inside)])
+    assert result.exit_code == 2, result.output
+    assert f"is the store {str(store)!r} or lies inside it" in _one_error_line(result)
+    assert sorted(p.name for p in store.iterdir()) == before
+
+
 @pytest.mark.parametrize("out", ["same", "same/figures"])
 def test_html_and_out_on_one_path_is_one_line_and_makes_nothing(tmp_path, out):
     """The figures folder was made first, then the page refused as "Is a directory", the

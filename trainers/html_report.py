@@ -36,7 +36,7 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
-from flowstore.store import lies_within
+from flowstore.store import enclosing_store, lies_within
 from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
                              UnknownModelError, WrongDatasetError)
 from trainers.outputs import check_output, write_whole
@@ -111,6 +111,10 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
             raise ReportOutputError(f"{flag} {str(path)!r} is the run directory "
                                     f"{str(inside.path)!r} or lies inside it; give it another "
                                     f"path")
+        store = enclosing_store(path) if path is not None else None
+        if store is not None:  # (as `predict --out`: lost to it, or written over it)
+            raise ReportOutputError(f"{flag} {str(path)!r} is the store {str(store)!r} or lies "
+                                    f"inside it; give it another path")
     if html is not None and figures is not None and (
             html.resolve() == figures.resolve() or html.resolve() in figures.resolve().parents):
         # (the figures folder was made first, where the page was then refused as a folder)
@@ -186,6 +190,11 @@ def predict_test(record: RunRecord) -> SplitPredictions:
                 f"the store at {location} holds {finished} finished test samples now, the run "
                 f"was tested on {tested} (it was built further, or had samples unmarked, "
                 "since), so the matrix would not be of Table 2's test set")
+        if record.as_many_but_others(samples.done_samples()):
+            raise StoreUnavailable(
+                f"the store at {location} holds other finished samples than when the run "
+                f"trained (as many, but others: repaired or failed since), so the matrix may "
+                f"not be of Table 2's test set")
         try:
             return predict_samples(record, samples, "test")
         except (DamagedRunError, ModelConfigError) as exc:

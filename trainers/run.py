@@ -27,13 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from flowstore.store import Store
+from flowstore.store import Store, enclosing_store
 from trainers.catalogue import get_model, model_names, recipe_of
 from trainers.errors import ModelConfigError, RunInterruptedError, require_training_extra
 from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, find_run, is_store, require_run,
+from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, find_run, require_run,
                           split_counts)
 from trainers.samples import StoreSamples, open_samples
 
@@ -327,8 +327,7 @@ def _check_runs_dir(runs_dir: Path) -> None:
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a folder")
     # runs written inside a store are lost to it (`trainers report` refuses a store, `flowstore
     # build --overwrite` deletes them with it)
-    real = nearest.resolve()  # a link into a store, or a relative path from inside one
-    inside = next((p for p in (real, *real.parents) if is_store(p)), None)
+    inside = enclosing_store(nearest)  # (a link into a store, a relative path from inside one)
     if inside is not None:
         where = ("is a store" if inside == path.resolve()
                  else f"lies inside the store {str(inside)!r}")

@@ -73,6 +73,22 @@ def lies_within(path: str | Path, place: str | Path) -> bool:
     return target == place or place in target.parents
 
 
+def enclosing_store(path: str | Path) -> Path | None:
+    """The flowstore store that the local `path` is or lies inside, links resolved; None where
+    there is none (and for a URL). What is written there is lost to the store: `--overwrite`
+    deletes it with the store, `inspect --bytes` counts it as the store's."""
+    if is_url(path):
+        return None
+    real = Path(os.path.realpath(path))
+    for place in (real, *real.parents):
+        try:
+            open_store(place, "r", check_whole=False).close()
+        except StoreError:
+            continue
+        return place
+    return None
+
+
 def backend_for(path: str | Path) -> type[Store]:
     """The backend class for a store path, chosen by its suffix (and by whether it is a URL).
 
