@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any, Optional
 
@@ -562,7 +563,14 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         code = command.main(prog_name=prog_name, standalone_mode=False)
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
-            raise
+            # Not bad input (each command turns that into one `error:` line, exit 2): a bug.
+            # Told as one, with its traceback, and exit code 3 as a build's internal error, not
+            # Python's 1, which reads as "samples failed".
+            traceback.print_exc()
+            typer.echo(f"internal error: a bug in {prog_name} ({type(exc).__name__}: "
+                       f"{' '.join(str(exc).split())[:200]}); please report it with the "
+                       f"traceback above", err=True)
+            sys.exit(INTERNAL_ERROR_EXIT)
         if type(exc).__name__ == "NoArgsIsHelpError":
             # No command given (`flowstore` alone): Click (>= 8.2; Typer vendors its own copy,
             # hence the name) raises the help as a usage error's message. Shown as it reads.

@@ -332,6 +332,44 @@ def test_an_internal_error_whose_log_cannot_be_written_is_still_told_as_one(tvhi
                      re.M), out.stderr
 
 
+_BUG_OUTSIDE_A_BUILD = """
+import sys
+import {module} as target
+from {cli} import main
+
+def with_a_bug(*args, **kwargs):
+    return None.shape  # a bug: AttributeError
+
+target.{function} = with_a_bug
+sys.argv = ["{prog}", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("prog, module, function, args", [
+    ("flowstore", "flowstore.estimate", "estimate", ["estimate", "tvhi", "--source", "{source}"]),
+    ("trainers", "trainers.report", "table_1", ["report", "{runs}"]),
+])
+def test_a_bug_outside_a_build_is_an_internal_error_exit_3(prog, module, function, args,
+                                                           tvhi_source, tmp_path):
+    """It was Python's traceback and exit code 1, which reads as "samples failed"."""
+    runs = tmp_path / "runs" / "flow-x"
+    runs.mkdir(parents=True)
+    (runs / "model.keras").write_bytes(b"")
+    (runs / "metrics.json").write_text('{"model": "flow", "store": {"fingerprint": "f"}}')
+    code = _BUG_OUTSIDE_A_BUILD.format(module=module, function=function, prog=prog,
+                                       cli=f"{prog}.cli")
+    out = subprocess.run([sys.executable, "-c", code, *(a.format(source=tvhi_source,
+                                                                 runs=runs.parent)
+                                                        for a in args)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback (most recent call last)" in out.stderr and "in with_a_bug" in out.stderr
+    assert out.stderr.strip().splitlines()[-1] == (
+        f"internal error: a bug in {prog} (AttributeError: 'NoneType' object has no attribute "
+        f"'shape'); please report it with the traceback above")
+
+
 @pytest.mark.parametrize("where,kind", [
     ("decode", "failure"),  # OpenCV failing on the file's bytes: the clip's problem
     ("flow", "internal"),  # OpenCV failing on frames flowstore made: a bug
