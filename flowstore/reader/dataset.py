@@ -357,7 +357,7 @@ class Split:
                             f"sorted({positions!r:.40}) reads them in order")
         if not isinstance(positions, (np.ndarray, Sequence)):
             try:
-                positions = list(positions)  # a generator, a set, a range...
+                positions = list(positions)  # a generator, an iterator (map, filter)
             except TypeError:
                 raise TypeError(f"positions must be integers or a boolean mask, got "
                                 f"{positions!r:.60}") from None
