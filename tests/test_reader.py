@@ -192,8 +192,17 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
         val = ds.split("val")
         with pytest.raises(ValueError, match="batch_size"):
             val.batches(0)  # when called, not at the first batch
-        with pytest.raises(ValueError, match="seed and epoch must be >= 0"):
+        with pytest.raises(ValueError, match="seed must be >= 0"):
             val.batches(2, shuffle=True, seed=-1)
+        # a float or None as a number: refused at the call, in words naming it (was at the
+        # first batch, deep in numpy or Keras, or in TensorFlow's words)
+        for call, message in [(lambda: val.batches(8.0), "batch_size must be a whole number"),
+                              (lambda: val.batches(2, seed=None), "seed must be a whole number"),
+                              (lambda: val.to_keras_dataset(8.0), "batch_size must be a whole"),
+                              (lambda: val.to_keras_dataset(2, seed=None), "seed must be a whole"),
+                              (lambda: val.to_tf_dataset(8.0), "batch_size must be a whole")]:
+            with pytest.raises(TypeError, match=message):
+                call()
         with pytest.raises(TypeError, match="augment must be"):
             val.batches(2, augment="flip")
         kept = val[[0, 1]]

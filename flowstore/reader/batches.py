@@ -15,11 +15,19 @@ if TYPE_CHECKING:
     from flowstore.reader.dataset import Augmentation, Split
 
 
+def whole_number(name: str, value: object, minimum: int) -> int:
+    """`value` as an int of at least `minimum`, or a one-line error naming it: given 8.0 or
+    None, a batch size or seed failed only at the first batch, deep in numpy or Keras."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a whole number, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def _seeded(seed: int, epoch: int) -> list[int]:
-    """(seed, epoch) as numpy's seed sequence takes them, or a ValueError that names them."""
-    if seed < 0 or epoch < 0:
-        raise ValueError(f"seed and epoch must be >= 0, got seed {seed!r}, epoch {epoch!r}")
-    return [seed, epoch]
+    """(seed, epoch) as numpy's seed sequence takes them, or an error that names them."""
+    return [whole_number("seed", seed, 0), whole_number("epoch", epoch, 0)]
 
 
 def epoch_order(size: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
@@ -46,8 +54,7 @@ def epoch_batches(split: "Split", batch_size: int, *, shuffle: bool = False, see
                   drop_remainder: bool = False) -> Iterator[dict[str, np.ndarray]]:
     """The batches of one epoch of `split`: dicts of its features, `label` and `id`. Bad
     arguments are refused here, when it is called, not at the first batch drawn."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    batch_size = whole_number("batch_size", batch_size, 1)
     augment_fn = split.augmentation(augment)
     order = epoch_order(len(split), shuffle=shuffle, seed=seed, epoch=epoch)
     stop = len(order) - len(order) % batch_size if drop_remainder else len(order)

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 import keras
 
-from flowstore.reader.batches import batch_rng, epoch_order
+from flowstore.reader.batches import batch_rng, epoch_order, whole_number
 from flowstore.reader.dataset import LABEL
 
 if TYPE_CHECKING:
@@ -56,8 +56,8 @@ class SplitPyDataset(keras.utils.PyDataset):
                  augment: "bool | Augmentation | None" = None, workers: int = 0,
                  max_queue_size: int | None = None, use_multiprocessing: bool = False) -> None:
         super().__init__()  # (Keras reads it in its own loop, one batch at a time)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        batch_size = whole_number("batch_size", batch_size, 1)
+        whole_number("seed", seed, 0)  # (refused here, not at the first batch inside `fit`)
         if use_multiprocessing:
             raise ValueError("use_multiprocessing: a split reads without the GIL, so threads "
                              "read it in parallel; give workers=N threads instead")

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from flowstore.errors import FlowstoreError
-from flowstore.reader.batches import batch_rng
+from flowstore.reader.batches import batch_rng, whole_number
 from flowstore.reader.dataset import LABEL
 
 if TYPE_CHECKING:
@@ -40,8 +40,8 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
             in parallel (`Store.concurrent_reads`) and reads one at a time where it does not
             (compressed HDF5), while the previous batch trains.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    batch_size = whole_number("batch_size", batch_size, 1)
+    whole_number("seed", seed, 0)  # (refused here, not in TensorFlow's words)
     augment_fn = split.augmentation(augment)
     keys = tuple(split.features)
     # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
