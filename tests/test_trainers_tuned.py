@@ -197,6 +197,27 @@ def test_ema_momentum_without_a_val_split_keeps_the_last_epoch(tmp_path):
     assert record.metrics["best"]["train_loss"] == history["loss"][-1]
 
 
+def test_augment_under_a_recipe_that_flips_is_recorded_off_so_runs_without_it_are_reused(
+        tmp_path):
+    """It trained the same weights, but was recorded on: a tuned chain with `--augment`
+    retrained every prerequisite and passed over a tuned Stanford-40 base trained without it."""
+    store = tmp_path / "t.zarr"
+    for recipe_set, flips in (("tuned", False), ("report", True)):
+        config = RunConfig(model="two_stream", store=store, recipe_set=recipe_set, augment=True)
+        assert config.training_for("flow")["augment"] is flips
+        assert config.augment_for("image") is flips
+    runs = tmp_path / "runs"
+    make_tiny_store(store, **TINY_FLOW)
+    args = ["run", "flow", "--store", str(store), "--runs-dir", str(runs), "--recipe", "tuned",
+            "--epochs", "1", "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    (run,) = list_runs(runs)
+    assert run.metrics["augment"] is False
+    with_flag = RunConfig(model="two_stream", store=store, recipe_set="tuned", augment=True,
+                          epochs=1)
+    assert find_run(runs, "flow", training=with_flag.training_for("flow")) == run  # reused
+
+
 def test_ema_momentum_outside_0_to_1_is_refused_before_any_work(tmp_path):
     from trainers.errors import ModelConfigError
 

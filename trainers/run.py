@@ -97,7 +97,14 @@ class RunConfig:
         """How this run trains `model`, as its `metrics.json` records it
         (`trainers.runs.TRAINING_FIELDS`): what a found run must match to be reused."""
         return {"recipe": self.recipe_for(model).to_dict(), "seed": self.seed,
-                "augment": self.augment, "mixed_precision": self.mixed_precision}
+                "augment": self.augment_for(model), "mixed_precision": self.mixed_precision}
+
+    def augment_for(self, model: str) -> bool:
+        """`--augment` (flips) as it trains `model`: a recipe that flips already (every tuned
+        one) trains the same weights with it or without, so it is recorded off there, and a
+        run trained without it is reused (it was retrained, and a tuned Stanford-40 base
+        without it passed over)."""
+        return self.augment and not self.recipe_for(model).flip
 
     def recipe_for(self, model: str) -> Recipe:
         """The recipe `model` trains with in this run, overrides applied."""
@@ -188,7 +195,7 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
 
     with store_errors_raised():
         record = train_model(model, samples, config.recipe_for(model),
-                             TrainOptions(seed=config.seed, augment=config.augment,
+                             TrainOptions(seed=config.seed, augment=config.augment_for(model),
                                           mixed_precision=config.mixed_precision,
                                           progress=not config.quiet),
                              config.runs_dir, bases=bases, echo=session.echo)
