@@ -13,7 +13,7 @@ from trainers.models import (SubtractMeanFlow, build_tvhi_flow, load_trained,
                              parameter_counts)
 from trainers.run import RunConfig
 from trainers.runs import list_runs
-from trainers.testing import TINY_FLOW, make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store, write_untrained_run
 
 runner = CliRunner()
 SHAPE = (3, 16, 16, 2)
@@ -80,7 +80,10 @@ def _run(store, runs, *extra: str):
     return result
 
 
-def test_a_two_stream_chain_with_mean_flow_subtraction_carries_it_in_its_flow_stream(tmp_path):
+def test_a_two_stream_chain_with_mean_flow_subtraction_carries_it_in_its_flow_stream(
+        tmp_path, monkeypatch):
+    import trainers.fit
+
     store = make_tiny_store(tmp_path / "t.zarr", **TINY_FLOW)
     runs = tmp_path / "runs"
     _run(store, runs, "--subtract-mean-flow")
@@ -95,6 +98,8 @@ def test_a_two_stream_chain_with_mean_flow_subtraction_carries_it_in_its_flow_st
     stream = fused.get_layer("flow_stream")
     assert isinstance(stream.get_layer("subtract_mean_flow"), SubtractMeanFlow)
     # Asked again, the chain is found; asked without, the flow run is not the one to fuse.
+    # (Which runs are reused is all that is asked now: they are written, not trained.)
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
     assert _run(store, runs, "--subtract-mean-flow").output.count("reusing") == 2
     plain = _run(store, runs)
     assert "needs a flow run of this store; training it first" in plain.output

@@ -25,7 +25,7 @@ from trainers.recipes import Recipe
 from trainers.report import render_report
 from trainers.runs import list_runs, read_run
 from trainers.samples import StoreSamples
-from trainers.testing import TINY_FLOW, make_tiny_store
+from trainers.testing import TINY_FLOW, make_tiny_store, write_untrained_run
 
 runner = CliRunner()
 RUN_FILES = {"model.keras", "history.json", "metrics.json", "curves.png"}
@@ -534,26 +534,27 @@ def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monk
     """After a new Stanford-40 run, `two_stream` would transfer its frames model from it, so a
     frames run transferred from the older one is not reused (different parameters never
     silently mix); the flow run, which transfers from nothing, still is."""
+    import trainers.fit
+
     s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=TINY_FLOW["size"])
     tvhi = make_tiny_store(tmp_path / "tvhi.h5", **TINY_FLOW)
     runs = tmp_path / "runs"
     image = ("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
     two_stream = ("run", "two_stream", "--store", str(tvhi), "--runs-dir", str(runs),
                   "--epochs", "1")
+    started_from: dict[str, object] = {}
+
+    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
+        started_from[model] = {name: run and run.path for name, run in (bases or {}).items()}
+        return write_untrained_run(model, samples, recipe, options, runs_dir, bases=bases)
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
     _invoke(*image)
     _invoke(*two_stream)
     old_frames = next(r for r in list_runs(runs) if r.model == "frames")
     _invoke(*image)
     newest_image = [r for r in list_runs(runs) if r.model == "image"][-1]
-    import trainers.fit
-
-    started_from: dict[str, object] = {}
-
-    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
-        started_from[model] = {name: run and run.path for name, run in (bases or {}).items()}
-        return read_run(old_frames.path)  # any finished record will do: nothing is trained
-
-    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    started_from.clear()
     result = _invoke(*two_stream)
     assert set(started_from) == {"frames", "two_stream"}  # flow reused
     assert started_from["frames"] == {"image": newest_image.path}
@@ -579,7 +580,10 @@ def test_a_prerequisite_trained_on_as_many_but_other_samples_is_not_reused(tmp_p
                               str(runs), "--epochs", "1").stdout)
         return list(trained)
 
+    import trainers.fit
+
     make_tiny_store(store, **TINY_FLOW, not_done=(0,))
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
     _invoke("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--epochs", "1")
     before = list_runs(runs)[0]
     assert before.samples == {"train": 11, "val": 4, "test": 8}

@@ -33,8 +33,8 @@ from trainers.errors import ModelConfigError, RunWriteError, TrainingDivergedErr
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
 from trainers.report import chain_from_scratch
-from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, RunRecord,
-                           RunWriter, read_run, write_json)
+from trainers.runs import (CURVES_FILE, HISTORY_FILE, METRICS_FILE, MODEL_FILE, DoneSamples,
+                           RunRecord, RunWriter, read_run, write_json)
 from trainers.samples import StoreSamples
 
 Echo = Callable[[str], None]
@@ -496,31 +496,41 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
               file=sys.stderr)
 
     metrics = {
+        **run_identity(model_name, samples, recipe, options, bases, done),
+        "dtype_policy": policy,
+        "device": device,
+        # (like the device, it changes the numbers and not the training: not a reuse criterion)
+        "keras_backend": keras.backend.backend(),
+        "test": test,
+        "params": counts,
+        # BatchNorm statistics recomputed on this many training samples before each validation
+        # (0: the model trains no BatchNorm layer).
+        "bn_recalibration_samples": calibration_samples,
+        "train_seconds": round(train_seconds, 3),
+    }
+    return write_run(runs_dir, model, history.history, best, metrics)
+
+
+def run_identity(model_name: str, samples: StoreSamples, recipe: Recipe, options: TrainOptions,
+                 bases: dict[str, RunRecord | None], done: DoneSamples) -> dict[str, Any]:
+    """What a run's `metrics.json` says of what it is, apart from how it scored: its model,
+    store and samples, training and bases; all that a later run asks of it to reuse it
+    (`trainers.runs.find_run`) and the report groups it by."""
+    return {
         "model": model_name,
         "store": samples.info.to_dict(),
         "recipe": recipe.to_dict(),
         "seed": options.seed,
         "augment": options.augment,
         "mixed_precision": options.mixed_precision,
-        "dtype_policy": policy,
-        "device": device,
-        # (like the device, it changes the numbers and not the training: not a reuse criterion)
-        "keras_backend": keras.backend.backend(),
-        "test": test,
-        "samples": counts_per_split,
+        "samples": dict(done.counts),
         "samples_digest": done.digest,
-        "params": counts,
-        # (what the report's tables say of it; `from_scratch` above says whether this model's
-        # own feature layers started from nothing)
+        # (what the report's tables say of it; `build_for_store`'s `from_scratch` says whether
+        # this model's own feature layers started from nothing)
         "from_scratch": chain_from_scratch(model_name, bases),
-        # BatchNorm statistics recomputed on this many training samples before each validation
-        # (0: the model trains no BatchNorm layer).
-        "bn_recalibration_samples": calibration_samples,
         "bases": {name: (str(run.path.resolve()) if run is not None else None)
                   for name, run in bases.items()},
-        "train_seconds": round(train_seconds, 3),
     }
-    return write_run(runs_dir, model, history.history, best, metrics)
 
 
 def write_run(runs_dir: str | os.PathLike, model: keras.Model,

@@ -138,3 +138,26 @@ def _class_flow(label: int, steps: int, size: int, rng: np.random.Generator, dty
     flow[..., 0] += dx
     flow[..., 1] += dy
     return encode_flow(flow, dtype, bound)
+
+
+def write_untrained_run(model_name: str, samples: Any, recipe: Any, options: Any,
+                        runs_dir: str | Path, *, bases: dict | None = None,
+                        echo: Any = print) -> Any:
+    """Stand in for `trainers.fit.train_model` (same arguments) where a test asks only which
+    runs are trained, reused or passed over: a finished run directory whose `metrics.json`
+    says what a trained one would of what it is (`trainers.fit.run_identity`), with no test
+    score and an empty `model.keras`, written in milliseconds, not a training's seconds."""
+    from datetime import datetime, timezone
+
+    from trainers.fit import run_identity
+    from trainers.runs import METRICS_FILE, MODEL_FILE, RunWriter, read_run, write_json
+
+    bases = bases or {}
+    samples = samples.for_recipe(recipe)
+    identity = run_identity(model_name, samples, recipe, options, bases, samples.done_samples())
+    with RunWriter(runs_dir, model_name, samples.info.fingerprint) as writer:
+        (writer.work / MODEL_FILE).write_bytes(b"")
+        write_json(writer.work / METRICS_FILE, {
+            **identity, "test": None,
+            "created": datetime.now(timezone.utc).isoformat(timespec="microseconds")})
+        return read_run(writer.publish())
