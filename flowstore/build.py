@@ -38,7 +38,8 @@ from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMi
 from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
-from flowstore.params import canonical_json, fingerprint, to_dict
+from flowstore.params import (FLOW_METHOD, UNRECORDED_DEFAULTS, canonical_json, fingerprint,
+                              to_dict)
 from flowstore.store import (Store, backend_for, capabilities, create_store, enclosing_store,
                              is_url, open_store, remove_store, store_exists)
 from flowstore.store import format1
@@ -707,10 +708,14 @@ def _opencv_here() -> str:
 
 
 def _shown(recorded: Mapping[str, Any], key: str) -> str:
-    """A recorded value as a refusal shows it: a parameter one side does not record at all (one
-    recorded only away from its default, an option of a later version) is "(not recorded)",
-    not Python's None, which no command line takes."""
-    return repr(recorded[key]) if key in recorded else "(not recorded)"
+    """A recorded value as a refusal shows it: a parameter recorded only away from its default
+    (`UNRECORDED_DEFAULTS`, and Farneback, named by no `flow_method`) by the default it
+    means, "'stretch' (the default)"; one a side does not record at all (an option of a later
+    version) as "(not recorded)", not Python's None, which no command line takes."""
+    if key in recorded:
+        return repr(recorded[key])
+    meant = {**UNRECORDED_DEFAULTS, FLOW_METHOD: "farneback"}
+    return f"{meant[key]!r} (the default)" if key in meant else "(not recorded)"
 
 
 def _as_json(value: Any) -> Any:

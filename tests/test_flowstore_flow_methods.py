@@ -251,7 +251,7 @@ def test_a_store_refuses_a_resume_with_another_algorithm_unless_overwrite(tiny_t
               "--steps", "2", "--max-per-split", "1", "-q"]
     assert flowstore_cli(*common).returncode == 0  # Farneback, recorded as stores always were
     line = assert_one_line_error(flowstore_cli(*common, "--flow", "dis"))
-    assert "was built with other parameters (flow_method: store (not recorded) vs asked 'dis')" in line
+    assert "was built with other parameters (flow_method: store 'farneback' (the default) vs asked 'dis')" in line
     assert flowstore_cli(*common, "--flow", "dis", "--overwrite").returncode == 0
     line = assert_one_line_error(flowstore_cli(*common, "--flow", "tvl1"))
     assert "(flow_method: store 'dis' vs asked 'tvl1')" in line  # not every parameter listed
@@ -259,7 +259,7 @@ def test_a_store_refuses_a_resume_with_another_algorithm_unless_overwrite(tiny_t
                                                "--flow-param", "patch_stride=4"))
     assert "(dis.patch_stride: store 3 vs asked 4)" in line
     line = assert_one_line_error(flowstore_cli(*common))
-    assert "flow_method: store 'dis' vs asked (not recorded)" in line
+    assert "flow_method: store 'dis' vs asked 'farneback' (the default)" in line
     out = flowstore_cli(*common, "--flow", "dis")  # the same algorithm resumes: nothing to do
     assert out.returncode == 0 and "0 computed, 3 already done" in out.stdout
     with open_store(store) as s:

@@ -262,9 +262,9 @@ def test_a_segment_store_refuses_other_sampling_unless_overwritten(numbered_sour
     with open_store(store) as built:
         before = built.attrs["fingerprint"]
     for other, differences in [
-            ([], "sampling: store 'segments' vs asked (not recorded)"),
+            ([], "sampling: store 'segments' vs asked 'linspace' (the default)"),
             (["--sampling", "linspace", "--steps", "6"],
-             "sampling: store 'segments' vs asked (not recorded)"),
+             "sampling: store 'segments' vs asked 'linspace' (the default)"),
             (["--sampling", "segments", "--segments", "2", "--stack", "3"],
              "segments: store 3 vs asked 2"),
             (["--sampling", "segments", "--segments", "3", "--stack", "3"],
