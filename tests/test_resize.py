@@ -113,7 +113,8 @@ def test_a_center_crop_store_records_it_and_never_mixes_with_a_stretched_one(tin
     # The other resize into an existing store is refused in one line, the store untouched.
     before = json.dumps(sorted(p.name for p in stretched.rglob("*")))
     refused = _build(tiny_tvhi_source, stretched, "--resize", "center-crop")
-    assert "built with other parameters (resize:" in assert_one_line_error(refused)
+    assert ("built with other parameters (resize: store 'stretch' (the default) vs asked "
+            "'center-crop')") in assert_one_line_error(refused)  # (was "store (not recorded)")
     assert json.dumps(sorted(p.name for p in stretched.rglob("*"))) == before
     # Spelling out the default resumes the stretched store.
     assert _build(tiny_tvhi_source, stretched, "--resize", "stretch").returncode == 0
