@@ -291,6 +291,8 @@ def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
     """
     if not Path(runs_dir).is_dir():
         raise RunNotFoundError(f"no runs directory at {str(runs_dir)!r}")
+    from flowstore.store import is_store
+
     if is_store(runs_dir):  # a store passed where its runs were meant: say so, not "no runs"
         raise RunNotFoundError(f"{str(runs_dir)!r} is a store, not a runs directory (the "
                                f"--runs-dir of trainers run, default runs)")
@@ -410,16 +412,3 @@ def _unique(folder: Path, base: str) -> Path:
 def write_json(path: Path, value: Any) -> None:
     """Pretty, key-sorted JSON (diff-friendly; humans read these files)."""
     path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-
-
-def is_store(path: str | Path) -> bool:
-    """Whether `path` is a flowstore store (a Zarr store is a directory too), recognised as
-    `flowstore.store.remove_store` recognises one: it opens."""
-    from flowstore.errors import StoreError
-    from flowstore.store import open_store
-
-    try:
-        open_store(path, "r", check_whole=False).close()
-    except StoreError:
-        return False
-    return True

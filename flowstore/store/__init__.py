@@ -80,13 +80,17 @@ def enclosing_store(path: str | Path) -> Path | None:
     if is_url(path):
         return None
     real = Path(os.path.realpath(path))
-    for place in (real, *real.parents):
-        try:
-            open_store(place, "r", check_whole=False).close()
-        except StoreError:
-            continue
-        return place
-    return None
+    return next((place for place in (real, *real.parents) if is_store(place)), None)
+
+
+def is_store(path: str | Path) -> bool:
+    """Whether `path` is a flowstore store, recognised as `remove_store` recognises one: it
+    opens, however damaged."""
+    try:
+        open_store(path, "r", check_whole=False).close()
+    except StoreError:
+        return False
+    return True
 
 
 def backend_for(path: str | Path) -> type[Store]:
