@@ -488,21 +488,22 @@ class Ledger:
         return np.flatnonzero(self.done & (self.columns["source_size"] != current.sizes))
 
     def write(self, store: Store, *, durable: bool = False) -> None:
-        def put(names: tuple[str, ...]) -> None:
+        def put(names: tuple[str, ...], only: set[int] | None = None) -> None:
+            """Write the changed entries of `names` (of them, those in `only`)."""
             for name in names:
-                if self.changed[name]:
+                indices = set(self.changed[name]) if only is None else self.changed[name] & only
+                if indices:
                     column = self.columns[name]
                     store.write_changed(name, _Unpacked(column) if name in PACKED_TEXT else column,
-                                        sorted(self.changed[name]))
-                    self.changed[name].clear()
+                                        sorted(indices))
+                    self.changed[name].difference_update(indices)
 
         # A sample to extract again (`reset`) is unmarked first: clearing its checksum while
         # it is still done would leave, after a kill in between, a done sample with no
         # checksum, which every later build takes as complete and `verify` as damaged.
-        unmarked = sorted(i for i in self.changed["done"] if not self.columns["done"][i])
+        unmarked = {i for i in self.changed["done"] if not self.columns["done"][i]}
         if unmarked:
-            store.write_changed("done", self.columns["done"], unmarked)
-            self.changed["done"].difference_update(unmarked)
+            put(("done",), only=unmarked)
             store.flush()
             if durable:
                 store.sync_columns()
