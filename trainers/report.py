@@ -267,9 +267,10 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
                                           for group in groups])
     labels = _told_apart(models, labels, ["from scratch" if _from_scratch(group[0]) else ""
                                           for group in groups])
-    digests = _samples_digests([r for group in groups for r in group])
-    return _told_apart(models, labels, [f"done samples {(digests[group[0].path] or '?')[:8]}"
-                                        for group in groups])
+    # (a group's runs share the digest they were grouped by: any one that recorded it says it)
+    digests = [next((r.samples_digest for r in group if r.samples_digest), "?")
+               for group in groups]
+    return _told_apart(models, labels, [f"done samples {digest[:8]}" for digest in digests])
 
 
 def _told_apart(models: list[str], labels: list[str], extras: list[str]) -> list[str]:
