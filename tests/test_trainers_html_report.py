@@ -321,6 +321,30 @@ def test_out_removes_the_report_figures_it_did_not_draw_and_nothing_else(runs, t
     assert {p.name for p in out.iterdir()} == {*drawn, *kept, WRITTEN_FILE}
 
 
+def test_a_full_disk_mid_way_leaves_each_earlier_figure_whole(runs, tmp_path):
+    """Figures were written straight to their names: a disk filling during a report left a
+    truncated PNG in place of the earlier one. A real write failure (the file-size limit, as a
+    full disk fails a write) now leaves every earlier figure as it was and no partial file."""
+    import resource
+    import signal
+
+    out = tmp_path / "figures"
+    assert runner.invoke(app, ["report", str(runs), "--out", str(out)]).exit_code == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (EFBIG, not a killed process)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))  # (under any figure's size)
+    try:
+        result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier
+    assert result.stderr.strip().splitlines() == [
+        f"error: cannot write the figures to {str(out / 'image_curves.png')!r}: File too large"]
+
+
 def _fake_record(tmp_path: Path, name: str, model: str, dataset: str, accuracy, **recipe):
     """A run's record as `metrics.json` gives it (no model, no store): enough to draw the
     comparison figure."""

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from trainers.errors import ReportOutputError
 from trainers.html_report import (PredictedTestSplits, StoreUnavailable, confusion_png,
                                   curves_png, figure_png)
-from trainers.outputs import check_output
+from trainers.outputs import check_output, write_whole
 from trainers.report import _name, _ordered, recorded_test_accuracy, run_recipe
 from trainers.runs import RunRecord, latest_runs
 
@@ -86,17 +86,18 @@ def write_figures(runs_dir: str | Path, out: str | Path,
             written.missing.append(f"{_name(record)}: no confusion matrix ({exc})")
     if records:
         pictures[COMPARISON_FILE] = comparison_png(records)
+    # Each figure whole or not at all (a full disk mid-way leaves the earlier figure, not half
+    # a PNG); the list of them last, so that it never names a figure not written.
+    for name, png in pictures.items():
+        written.files.append(write_whole(out / name, png, "the figures"))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, png in pictures.items():
-            (out / name).write_bytes(png)
-            written.files.append(out / name)
         if records:  # (no runs: most likely the wrong folder; nothing there is touched)
             for name in sorted(_written_before(out) - set(pictures)):
                 if (out / name).is_file():
                     (out / name).unlink()
                     written.removed.append(out / name)
-            (out / WRITTEN_FILE).write_text("".join(f"{name}\n" for name in pictures))
+            write_whole(out / WRITTEN_FILE, "".join(f"{name}\n" for name in pictures),
+                        "the figures")
     except OSError as exc:
         raise ReportOutputError(f"cannot write the figures to {str(out)!r}: "
                                 f"{exc.strerror or exc}") from None

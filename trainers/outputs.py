@@ -32,9 +32,9 @@ def check_output(path: Path, what: str, *, folder: bool) -> None:
                                 f"{exc.strerror or exc}") from None
 
 
-def write_whole(path: Path, text: str, what: str) -> Path:
-    """Write `text` (UTF-8) to `path` through a temporary file renamed over it, so that a
-    failure (a full disk, Ctrl-C) leaves no half-written file and an earlier one as it was.
+def write_whole(path: Path, content: str | bytes, what: str) -> Path:
+    """Write `content` (text as UTF-8, or bytes as they are) to `path` through a temporary file
+    renamed over it, so that a failure (a full disk, Ctrl-C) leaves no half-written file and an earlier one as it was.
     The file gets the mode a plain write would give it: an earlier file's, else the umask's.
     Where `path` is not a plain file (a link, `/dev/stdout`, a pipe) or is one of several
     names of one file (a hard link) it is written through, as a plain write does: renaming
@@ -47,10 +47,11 @@ def write_whole(path: Path, text: str, what: str) -> Path:
         existing = path.lstat()
     except OSError:
         existing = None
+    data = content.encode("utf-8") if isinstance(content, str) else content
     if existing is not None and (not stat.S_ISREG(existing.st_mode) or existing.st_nlink > 1):
         try:
-            with open(path, "w", encoding="utf-8", newline="") as file:
-                file.write(text)
+            with open(path, "wb") as file:
+                file.write(data)
         except OSError as exc:
             raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
                                     f"{exc.strerror or exc}") from None
@@ -66,8 +67,8 @@ def write_whole(path: Path, text: str, what: str) -> Path:
         raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
                                 f"{exc.strerror or exc}") from None
     try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
         os.chmod(temporary, mode)
         os.replace(temporary, path)
     except BaseException as exc:
