@@ -295,6 +295,38 @@ def test_image_extraction_failures_are_sample_errors(tmp_path, tiny_source):
                        "cut.jpg": "truncated JPEG (no end-of-image marker): cut.jpg"}
 
 
+def test_a_jpeg_is_whole_at_its_image_end_marker_whatever_follows_or_precedes_it(tmp_path):
+    """A phone's "motion photo" is a whole JPEG with an MP4 appended: its bytes held a
+    start-of-scan marker with no end marker after it, and the search from the end refused the
+    image ("truncated JPEG") though OpenCV decodes it. And a JPEG cut short is one whatever
+    whole JPEG it carries inside (an EXIF thumbnail, with its own end marker, in APP1)."""
+    rng = np.random.default_rng(3)
+    picture = rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    whole = cv2.imencode(".jpg", picture)[1].tobytes()
+    motion = whole + b"\0\0\0\x18ftypmp42" + bytes(100) + b"\xff\xda" + bytes(50)
+    thumbnail = cv2.imencode(".jpg", picture[::4, ::4])[1].tobytes()
+    app1 = b"Exif\0\0" + thumbnail
+    with_thumbnail = (whole[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1
+                      + whole[2:])
+    progressive = cv2.imencode(".jpg", picture, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1])[1].tobytes()
+    cases = {"motion.jpg": motion, "thumbnail.jpg": with_thumbnail,
+             "thumbnail-cut.jpg": with_thumbnail[:-len(whole) // 3],
+             "progressive.jpg": progressive, "progressive-cut.jpg": progressive[:-40]}
+    outcomes = {}
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        try:
+            outcomes[name] = extract_image(tmp_path / name, ImageParams(size=SIZE)).shape
+        except SampleError as exc:
+            outcomes[name] = str(exc)
+    whole_shape = (SIZE, SIZE, 3)
+    assert outcomes == {
+        "motion.jpg": whole_shape, "thumbnail.jpg": whole_shape,
+        "thumbnail-cut.jpg": "truncated JPEG (no end-of-image marker): thumbnail-cut.jpg",
+        "progressive.jpg": whole_shape,
+        "progressive-cut.jpg": "truncated JPEG (no end-of-image marker): progressive-cut.jpg"}
+
+
 def test_grey_png_and_exif_rotation_decode_like_imread(tmp_path):
     grey = (np.arange(30 * 50) % 251).astype(np.uint8).reshape(30, 50)
     cv2.imwrite(str(tmp_path / "grey.png"), grey)
