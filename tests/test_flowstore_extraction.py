@@ -116,6 +116,26 @@ def test_a_clip_cut_short_is_refused_not_stored_as_its_first_part(tmp_path):
         extract_video(tmp_path / "cut.avi", params)
     _check_not_cut_short(tmp_path / "few.avi", 36, 40, 25.0, 35 * 40.0)  # within the slack
     _check_not_cut_short(tmp_path / "few.mkv", 3, 40, 25.0, 80.0)  # an estimated count
+    # The container is told by its bytes, not its name: the same cut AVI named as a 3GP or a
+    # Matroska file was stored as its first part.
+    for name in ("cut.3gp", "cut.mkv", "cut"):
+        (tmp_path / name).write_bytes(data[:len(data) // 2])
+        with pytest.raises(SampleError, match="the file is cut short or damaged"):
+            extract_video(tmp_path / name, params)
+
+
+@pytest.mark.parametrize("head, indexed", [
+    (b"RIFF\x00\x10\x00\x00AVI LIST", True), (b"RIFF\x00\x10\x00\x00WAVEfmt ", False),
+    (b"\x00\x00\x00\x18ftypmp42", True), (b"\x00\x00\x00\x14ftyp3gp4", True),
+    (b"\x00\x00\x00\x08wide\x00\x00", True), (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01B\xf7\x81", False),
+    (b"", False)])
+def test_the_containers_that_count_their_frames_are_told_by_their_first_bytes(
+        tmp_path, head, indexed):
+    from flowstore.extraction.video import has_frame_index
+
+    (tmp_path / "clip.mkv").write_bytes(head)
+    assert has_frame_index(tmp_path / "clip.mkv") is indexed
+    assert not has_frame_index(tmp_path / "missing.mp4")
 
 
 def _with_drop_frames(path, every: int) -> int:

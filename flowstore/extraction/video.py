@@ -47,11 +47,15 @@ HINT_SLACK = 1
 #: than this plus one source frame, whatever the source's resolution.
 FULL_RESOLUTION_BUDGET = 48 << 20
 
-#: Containers whose frame count is read from their index (AVI's header, MP4's sample table), so
-#: that a clip decoding well short of it is cut short or damaged, not miscounted. Matroska and
-#: WebM have no count: FFmpeg estimates one from the duration and a nominal frame rate, which a
-#: variable-rate clip (Kinetics' YouTube cuts) can miss by far, so those are not held to it.
-INDEXED_CONTAINERS = frozenset({".avi", ".mp4", ".m4v", ".mov"})
+#: The first box of a file of the MP4 family (MP4, MOV, M4V, 3GP...): `ftyp`, or in older
+#: QuickTime files one of these. With an AVI (`RIFF....AVI `), these containers give their frame
+#: count from their index (AVI's header, the sample table), so that a clip decoding well short
+#: of it is cut short or damaged, not miscounted. Matroska and WebM have no count: FFmpeg
+#: estimates one from the duration and a nominal frame rate, which a variable-rate clip
+#: (Kinetics' YouTube cuts) can miss by far, so those are not held to it. The container is told
+#: by its first bytes, as FFmpeg tells it, not by the file's name: a `.3gp`, or an MP4 named
+#: `.mkv`, cut short was stored as its first part where the same bytes named `.mp4` were refused.
+MP4_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot"})
 #: Frames (and that many frames' time) a clip of an indexed container may decode short of its
 #: declared count (and duration) before it is refused as cut short: the larger of these (the
 #: 300 TV-HI clips decode between 2 below and 1 above it; a file cut at half its bytes decodes
@@ -142,6 +146,17 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int, res
     return n, resized
 
 
+def has_frame_index(path: Path) -> bool:
+    """Whether the file is an AVI or of the MP4 family (`MP4_FIRST_BOXES`), by its first bytes:
+    the containers whose declared frame count is counted, not estimated."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(12)
+    except OSError:
+        return False
+    return (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or head[4:8] in MP4_FIRST_BOXES
+
+
 def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
                          last_ms: float) -> None:
     """Refuse a clip that decodes far fewer frames than its container's index declares and
@@ -151,7 +166,7 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     may declare frames it does not decode (zero-size "drop frame" chunks, which some encoders
     write to keep a constant rate), but its frames still run to its end. Without a frame rate
     the time cannot be told, and the clip is taken as it decodes."""
-    if path.suffix.lower() not in INDEXED_CONTAINERS or declared < 2 or fps <= 0:
+    if declared < 2 or fps <= 0 or not has_frame_index(path):
         return
     frame_ms = 1000.0 / fps
     declared_ms = declared * frame_ms
