@@ -613,6 +613,14 @@ def test_a_rerun_retries_only_the_bad_clips_and_keeps_the_good(bad_clips_build):
 
 
 # -- Stanford-40: the same kinds of bad file, as images ------------------------------------------
+def _cut_bmp(path: Path, scratch: Path) -> None:
+    import cv2
+
+    picture = np.random.default_rng(9).integers(0, 255, (40, 50, 3), dtype=np.uint8)
+    data = cv2.imencode(".bmp", picture)[1].tobytes()
+    path.write_bytes(data[:len(data) * 9 // 10])
+
+
 S40_BAD = [
     BadFile("applauding_001", "5000 random bytes as a .jpg", _random(5000, 7),
             r"not a decodable image"),
@@ -624,6 +632,8 @@ S40_BAD = [
             r"applauding_004\.jpg"),
     BadFile("applauding_005", "a symlink loop", _symlink_loop, r"applauding_005\.jpg"),
     BadFile("applauding_006", "a dangling symlink", _dangling_symlink, r"missing"),
+    BadFile("applauding_007", "a BMP cut at 90% of its bytes (named .jpg)", _cut_bmp,
+            r"not a decodable image"),
 ]
 
 
@@ -651,6 +661,11 @@ def test_stanford40_bad_images_are_listed_and_the_rest_build(s40_source, tmp_pat
     args = ("build", "stanford40", "--source", source, "--store", store, "--size", "32", "-q")
     result = raw_cli("Stanford-40 source with bad images", *args)
     reasons = failures_listed(result)
+    # Each failure is said once, as its sample's reason: no decoder's own lines beside it
+    # (OpenCV's "[ERROR:0@0.9] ... imdecode_ ... Unexpected end of input stream" for the BMP).
+    stray = [line for line in result.stderr.splitlines()
+             if line.strip() and not FAILED_HEADER.match(line) and not FAILURE_LINE.match(line)]
+    assert stray == []
     assert set(reasons) == {c.sample for c in S40_BAD}
     for case in S40_BAD:
         record(f"Stanford-40: {case.what}", args, result, focus=case.sample, noise=False)

@@ -1,8 +1,9 @@
 """OpenCV, imported once with the process-wide settings flowstore relies on, and the resize
 that every extractor shares.
 
-FFmpeg's own log lines would otherwise flood stderr for every corrupt clip (the failure is
-reported once, as the sample's reason). OpenCV's internal thread pool is turned off because
+FFmpeg's and OpenCV's own log lines would otherwise flood stderr for every corrupt clip or
+image (the failure is reported once, as the sample's reason; OpenCV's ERROR level still printed
+an `[ERROR:0@0.9] ... imdecode_ ...` line for each undecodable image, so it is SILENT). OpenCV's internal thread pool is turned off because
 parallelism comes from Dask workers: one worker is one core, which keeps `--workers N`
 meaningful and avoids oversubscribing the machine.
 """
@@ -19,7 +20,7 @@ import numpy as np
 from flowstore.errors import SampleError
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 
 import cv2  # noqa: E402
 
