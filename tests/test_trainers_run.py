@@ -108,7 +108,7 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
                                  (("--epochs", "1", "--seed", "3"), "seed 0, not 3"),
                                  (("--epochs", "1", "--augment"), "augment False, not True"),
                                  (("--epochs", "1", "--mixed-precision"),
-                                  "mixed_precision False, not True")]:
+                                  "dtype_policy 'float32', not 'mixed_bfloat16'")]:
         trained = _fake_training(monkeypatch)
         other = _invoke("run", "two_stream", "--store", str(store), "--runs-dir", str(runs),
                         *options)
@@ -198,14 +198,15 @@ def test_find_run_takes_the_latest_run_trained_as_asked_not_the_latest_run(tmp_p
     assert find_run(runs, "flow", fingerprint="fp", training=default).path == full
     assert find_run(runs, "tvhi_flow", fingerprint="fp", training=quick).path.name == "b"
     assert find_run(runs, "tvhi_flow", fingerprint="other", training=default) is None
-    for changed in ({"augment": True}, {"mixed_precision": True}, {"seed": 2},
-                    {"recipe": {**default["recipe"], "batch_size": 4}}):
+    assert default["dtype_policy"] == "float32" and default["keras_backend"] == "tensorflow"
+    for changed in ({"augment": True}, {"dtype_policy": "mixed_bfloat16"}, {"seed": 2},
+                    {"keras_backend": "jax"}, {"recipe": {**default["recipe"], "batch_size": 4}}):
         assert find_run(runs, "flow", training={**default, **changed}) is None, changed
     latest = find_run(runs, "flow")  # without `training`: the latest run, however trained
     assert latest.path.name == "d"
     assert latest.training_differences(default) == [
         "no recorded recipe", "no recorded seed", "no recorded augment",
-        "no recorded mixed_precision"]
+        "no recorded dtype_policy"]  # (and a run before keras_backend was recorded: TensorFlow)
     assert read_run(runs / "b").training_differences(default) == ["epochs 1, not 20"]
     assert read_run(runs / "c").training_differences(default) == ["seed 1, not 0"]
     # Runs recorded under the report's names are the catalogue models' in the report too.
@@ -561,6 +562,61 @@ def test_a_prerequisite_from_an_older_transfer_base_is_not_reused(tmp_path, monk
     assert (f"not reusing frames run {old_frames.path} (same store and recipe, but it started "
             f"from image run {old_frames.metrics['bases']['image'].split('/')[-1]}, not image "
             f"run {newest_image.path.name})") in result.stdout
+
+
+def test_a_run_computed_otherwise_is_not_reused_but_a_base_from_another_backend_is(
+        tmp_path, monkeypatch):
+    """`--mixed-precision` is float16 on a GPU and bfloat16 on a CPU: a CPU run was reused for
+    a GPU command (its streams computing in bfloat16 under a fusion recorded as float16), as
+    the flag alone was compared. And a run of another Keras backend (its seeded shuffles are
+    its own) was reused as the same seed's. The Stanford-40 base is a pretrained model, taken
+    whichever backend trained it, as whichever seed did."""
+    import json
+
+    import trainers.backend
+    import trainers.fit
+
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=TINY_FLOW["size"])
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", **TINY_FLOW)
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
+    _invoke("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1",
+            "--mixed-precision")
+    two_stream = ("run", "two_stream", "--store", str(tvhi), "--runs-dir", str(runs),
+                  "--epochs", "1", "--mixed-precision")
+    _invoke(*two_stream)
+    cpu = {r.model: r for r in list_runs(runs)}
+    assert {r.metrics["dtype_policy"] for r in cpu.values()} == {"mixed_bfloat16"}
+    trained = _fake_training(monkeypatch)
+    monkeypatch.setattr(trainers.backend, "gpu_count", lambda: 1)  # the same command on a GPU
+    result = _invoke(*two_stream)
+    assert trained == ["frames", "flow", "two_stream"]  # (the frames from scratch: below)
+    assert any(line.startswith(f"not reusing flow run {cpu['flow'].path} (same store, but "
+                               f"trained with dtype_policy 'mixed_bfloat16', not "
+                               f"'mixed_float16')") for line in result.stdout.splitlines()), \
+        result.stdout
+    monkeypatch.undo()
+
+    # Every run of the chain recorded as another backend's: the prerequisites are trained
+    # again, the Stanford-40 base is still the frames model's.
+    for record in cpu.values():
+        metrics = json.loads((record.path / "metrics.json").read_text())
+        (record.path / "metrics.json").write_text(json.dumps({**metrics, "keras_backend": "jax"}))
+    trained = _fake_training(monkeypatch)
+    result = _invoke(*two_stream)
+    assert trained == ["frames", "flow", "two_stream"]
+    assert (f"reusing image run {cpu['image'].path} (same input size, same recipe)"
+            in result.stdout.splitlines())
+    assert (f"not reusing flow run {cpu['flow'].path} (same store, but trained with "
+            f"keras_backend 'jax', not 'tensorflow')") in result.stdout.splitlines()
+    # A run from before the backend was recorded is TensorFlow's, and reused here.
+    for record in cpu.values():
+        metrics = json.loads((record.path / "metrics.json").read_text())
+        del metrics["keras_backend"]
+        (record.path / "metrics.json").write_text(json.dumps(metrics))
+    trained.clear()
+    _invoke(*two_stream)
+    assert trained == ["two_stream"]
 
 
 def test_a_prerequisite_trained_on_as_many_but_other_samples_is_not_reused(tmp_path,

@@ -155,3 +155,15 @@ def test_the_text_report_names_only_curves_files_that_are_there(tmp_path):
             "history.json") in figures
     assert f"none ({tmp_path / 'frames-c'} has neither curves.png nor history.json)" in figures
     assert str(tmp_path / "image-b" / "curves.png") not in figures
+
+
+def test_runs_of_other_keras_backends_are_rows_of_their_own(tmp_path):
+    """The same seed on JAX and on TensorFlow is two runs (their seeded shuffles differ): it
+    was one row, the latest run standing for the seed and the other gone from the table. A
+    run from before the backend was recorded is TensorFlow's."""
+    _run(tmp_path, "a", 0, 0.50)                          # (before keras_backend was recorded)
+    _run(tmp_path, "b", 1, 0.25, keras_backend="tensorflow")
+    _run(tmp_path, "c", 0, 0.75, keras_backend="jax")
+    rows = _rows(tmp_path)
+    assert [row[1:4] for row in rows] == [["report, tensorflow", "0, 1", "0.38"],
+                                          ["report, jax", "0", "0.75"]]

@@ -118,8 +118,8 @@ def run(
     starts from the latest image run of the same input size in --runs-dir, whatever store it
     trained on (from scratch, with a warning, when there is none); two_stream uses frames and
     flow runs of the same store, training them when missing. A run is reused only when it
-    was trained with the recipe (--recipe, --epochs), --seed, --augment and --mixed-precision
-    asked now.
+    was trained with the recipe (--recipe, --epochs), --seed, --augment, the precision
+    (--mixed-precision: float16 on a GPU, bfloat16 on a CPU) and the Keras backend asked now.
     """
     try:
         from flowstore.malloc_tuning import keep_freed_memory

@@ -63,6 +63,16 @@ def precision_policy(mixed_precision: bool, device: str) -> str:
     return "mixed_float16" if device == "GPU" else "mixed_bfloat16"
 
 
+def computed_as(mixed_precision: bool) -> dict[str, str]:
+    """How a run trained here computes, as its `metrics.json` records it and a run to reuse
+    must match (`trainers.runs.TRAINING_FIELDS`): the dtype policy `--mixed-precision` gives on
+    this machine's device (float16 on a GPU, bfloat16 on a CPU: other weights, so a CPU run no
+    longer stands in for a GPU one) and the Keras backend (whose seeded shuffles differ, so
+    the same seed is another run on another backend)."""
+    return {"dtype_policy": precision_policy(mixed_precision, device_name()),
+            "keras_backend": keras.backend.backend()}
+
+
 class BestEpoch(keras.callbacks.Callback):
     """Remember the epoch with the lowest `monitor` value and restore its weights at the end.
 
@@ -400,8 +410,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     device = device_name()
     policy = precision_policy(options.mixed_precision, device)
     if policy == "mixed_bfloat16":
-        print("warning: no GPU; --mixed-precision uses mixed_bfloat16 (TensorFlow has no float16 "
-              "CPU kernels for 3D pooling)", file=sys.stderr)
+        print("warning: no GPU; --mixed-precision uses mixed_bfloat16 (float16 is a GPU's: "
+              "TensorFlow has no float16 CPU kernel for 3D pooling)", file=sys.stderr)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
@@ -497,10 +507,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
 
     metrics = {
         **run_identity(model_name, samples, recipe, options, bases, done),
-        "dtype_policy": policy,
         "device": device,
-        # (like the device, it changes the numbers and not the training: not a reuse criterion)
-        "keras_backend": keras.backend.backend(),
         "test": test,
         "params": counts,
         # BatchNorm statistics recomputed on this many training samples before each validation
@@ -523,6 +530,7 @@ def run_identity(model_name: str, samples: StoreSamples, recipe: Recipe, options
         "seed": options.seed,
         "augment": options.augment,
         "mixed_precision": options.mixed_precision,
+        **computed_as(options.mixed_precision),
         "samples": dict(done.counts),
         "samples_digest": done.digest,
         # (what the report's tables say of it; `build_for_store`'s `from_scratch` says whether

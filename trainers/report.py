@@ -177,13 +177,13 @@ def chain_from_scratch(model: str, bases: Mapping[str, RunRecord | None]) -> boo
 
 def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tuple[str, ...]]]:
     """Runs that differ only in their seed, grouped: the same model, store (and its done
-    samples) and training (recipe, augmentation, precision) and the same pretrained runs at the
-    start of their chain (`transfer_origins`, given with each group), the latest run of each
-    seed only. Groups come in catalogue order of their model,
-    then in `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its
-    tuned ones, however the runs were interleaved in time), then by their first run. One seed
-    of 100 TV-HI test clips moves test accuracy by several points, so a figure worth quoting is
-    a group's mean and spread, not one run's."""
+    samples) and training (recipe, augmentation, precision, Keras backend) and the same
+    pretrained runs at the start of their chain (`transfer_origins`, given with each group), the
+    latest run of each seed only. Groups come in catalogue order of their model, then in
+    `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its tuned
+    ones, however the runs were interleaved in time), then by their first run. One seed of 100
+    TV-HI test clips moves test accuracy by several points, so a figure worth quoting is a
+    group's mean and spread, not one run's."""
     records = _ordered(records)
     known = {r.path.name: r for r in records}
     digests = _samples_digests(records)
@@ -240,10 +240,12 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
     its default: `recorded_recipe`);
     where they share those but start from other pretrained runs, those runs (`origins`, each
     group's `transfer_origins`); and where even those are alike, the augmentation and
-    precision, the store, and the store's done samples when it trained (a store built further
-    since: their counts, else whether the chain was from scratch, else the samples' digest),
+    precision, the Keras backend, the store, and the store's done samples when it trained (a
+    store built further since: their counts, else whether the chain was from scratch, else the
+    samples' digest),
     so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
-    image-efa44fb5-20261201-154435", "tuned, store 0f4c8094", "report, augment True, ..."."""
+    image-efa44fb5-20261201-154435", "tuned, store 0f4c8094", "report, augment True, float32",
+    "tuned, jax"."""
     recorded = [group[0].metrics.get("recipe") or {} for group in groups]
     recipes = [(group[0].model, recorded_recipe(recipe))
                for group, recipe in zip(groups, recorded, strict=True)]
@@ -258,8 +260,10 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
         labels.append(recipe_label(recipe, differing))
     models = [model for model, _ in recipes]
     labels = _told_apart(models, labels, [
-        ", ".join(f"{name} {group[0].training.get(name)}"
-                  for name in ("augment", "mixed_precision")) for group in groups])
+        f"augment {group[0].training.get('augment')}, {group[0].training.get('dtype_policy')}"
+        for group in groups])
+    labels = _told_apart(models, labels, [f"{group[0].training.get('keras_backend')}"
+                                          for group in groups])
     labels = _told_apart(models, labels, [f"from {' + '.join(origin)}" if origin else ""
                                           for origin in origins])
     labels = _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])

@@ -96,8 +96,10 @@ class RunConfig:
     def training_for(self, model: str) -> dict[str, Any]:
         """How this run trains `model`, as its `metrics.json` records it
         (`trainers.runs.TRAINING_FIELDS`): what a found run must match to be reused."""
+        from trainers.fit import computed_as
+
         return {"recipe": self.recipe_for(model).to_dict(), "seed": self.seed,
-                "augment": self.augment_for(model), "mixed_precision": self.mixed_precision}
+                "augment": self.augment_for(model), **computed_as(self.mixed_precision)}
 
     def augment_for(self, model: str) -> bool:
         """`--augment` (flips) as it trains `model`: a recipe that flips already (every tuned
@@ -253,8 +255,9 @@ def _transfer_base(session: _Session, base: str, size: int | None, model: str, *
         if not quiet:
             session.echo(f"transferring from {base} run {named.path} (--base)")
         return named
-    return _reusable(session, base, "same input size", size=size, ignore=("seed",),
-                     quiet=quiet)
+    # (a pretrained model, like ImageNet weights: whichever seed and backend trained it)
+    return _reusable(session, base, "same input size", size=size,
+                     ignore=("seed", "keras_backend"), quiet=quiet)
 
 
 def _current_bases(session: _Session, model: str, size: int | None) -> dict[str, str | None]:

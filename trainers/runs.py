@@ -25,11 +25,16 @@ from trainers.recipes import recorded_recipe
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
 #: Each changes the weights a run ends with: the recipe (epochs, batch size, learning rate and
-#: its schedule; a tuned recipe's set, regularization and augmentation too), the seed (initial weights, shuffling, flips), augmentation, and mixed
-#: precision (the numbers the weights are computed in). The device, timings and the input
-#: pipeline do not, so they are not here. A run stands in for one that would be trained now only
-#: when all of these are equal.
-TRAINING_FIELDS = ("recipe", "seed", "augment", "mixed_precision")
+#: its schedule; a tuned recipe's set, regularization and augmentation too), the seed (initial
+#: weights, shuffling, flips), augmentation, the dtype policy (the numbers the weights are
+#: computed in: `--mixed-precision` gives float16 on a GPU, bfloat16 on a CPU) and the Keras
+#: backend (its seeded shuffles are its own). The device otherwise, timings and the input
+#: pipeline do not, so they are not here. A run stands in for one that would be trained now
+#: only when all of these are equal (`trainers.fit.computed_as` gives the last two).
+TRAINING_FIELDS = ("recipe", "seed", "augment", "dtype_policy", "keras_backend")
+#: What a run from before a field was recorded trained with: every run before 447ca91
+#: (2026-12-03) on TensorFlow, the one backend then.
+UNRECORDED_TRAINING = {"keras_backend": "tensorflow"}
 
 MODEL_FILE = "model.keras"
 HISTORY_FILE = "history.json"
@@ -127,8 +132,10 @@ class RunRecord:
 
     @property
     def training(self) -> dict[str, Any]:
-        """How the run was trained (`TRAINING_FIELDS`); a field it lacks reads `None`."""
-        return {name: self.metrics.get(name) for name in TRAINING_FIELDS}
+        """How the run was trained (`TRAINING_FIELDS`); a field it lacks reads as
+        `UNRECORDED_TRAINING` has it, else `None`."""
+        return {name: self.metrics.get(name, UNRECORDED_TRAINING.get(name))
+                for name in TRAINING_FIELDS}
 
     def training_differences(self, training: Mapping[str, Any]) -> list[str]:
         """What in this run's training differs from `training`, as "epochs 1, not 20" phrases
