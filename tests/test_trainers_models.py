@@ -140,3 +140,28 @@ def test_recipe_overrides_are_validated():
         RECIPES["flow"].override(epochs=0)
     with pytest.raises(ModelConfigError, match="learning rate"):
         RECIPES["flow"].override(learning_rate=-1.0)
+
+
+def test_a_float16_model_is_read_back_in_float32_where_float16_cannot_compute(tmp_path):
+    """A GPU run's mixed_float16 model read on TensorFlow without a GPU (a report of the runs
+    made on a lent GPU): `predict` and `report` stopped with "a bug in trainers" (no float16
+    CPU kernel for MaxPool3D). It loads with float32 compute and its weights as saved."""
+    from trainers.backend import computes_float16
+    from trainers.models import load_trained
+
+    if computes_float16():
+        pytest.skip("this machine computes float16 (a GPU, or a backend other than TensorFlow)")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = build_tvhi_flow(input_shape=(4, 16, 16, 2), num_classes=3)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    model.save(tmp_path / "model.keras")
+    loaded = load_trained(tmp_path / "model.keras")
+    assert loaded.get_layer("conv3d_0").compute_dtype == "float32"
+    for saved, read in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(saved),
+                                      keras.ops.convert_to_numpy(read))
+    flow = np.random.default_rng(0).normal(size=(2, 4, 16, 16, 2)).astype("float32")
+    scores = loaded.predict(flow, verbose=0)
+    assert scores.shape == (2, 3) and np.isfinite(scores).all()

@@ -75,6 +75,15 @@ def gpu_count() -> int:
     return 0
 
 
+def computes_float16() -> bool:
+    """Whether a model can compute in float16 here (a GPU's mixed_float16 run read back): not
+    on TensorFlow without a GPU, which has no float16 CPU kernel for MaxPool3D (the flow
+    model's pooling); JAX and PyTorch compute it on a CPU too."""
+    import keras
+
+    return keras.backend.backend() != "tensorflow" or gpu_count() > 0
+
+
 def device_name() -> str:
     """"GPU" when the backend trains on one, else "CPU" (recorded in each run's metrics)."""
     return "GPU" if gpu_count() else "CPU"

@@ -20,6 +20,7 @@ The last Dense layer is always float32 so that mixed precision keeps the logits 
 
 from __future__ import annotations
 
+import json
 import zipfile
 import zlib
 from pathlib import Path
@@ -28,6 +29,7 @@ from typing import Any, Sequence
 import keras
 from keras import layers
 
+from trainers.backend import computes_float16
 from trainers.catalogue import array_shapes, check_sizes, get_model
 from trainers.errors import DamagedRunError, ModelConfigError
 from trainers.runs import require_model_file
@@ -43,6 +45,9 @@ FLOW_CONVS = ((128, 7, 2), (256, 5, 3), (512, 3, 3))
 #: Divisor of the flow input: Farneback displacements are a few pixels, this brings them to
 #: roughly unit range, as Rescaling(1/255) does for the frames.
 FLOW_SCALE = 0.1
+
+#: Dtype policies that compute in float16 (`_float16_as_float32`).
+FLOAT16_POLICIES = ("mixed_float16", "float16")
 
 #: Layer names the transfer steps cut at.
 FEATURES_LAYER = "flatten"
@@ -283,12 +288,44 @@ def load_trained(path: Path | str) -> keras.Model:
     """
     path = require_model_file(path)
     try:
+        if not computes_float16() and (config := _float16_as_float32(path)) is not None:
+            model = keras.saving.deserialize_keras_object(config)
+            model.load_weights(path)
+            return model
         return keras.saving.load_model(path, compile=False)
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError,
             ValueError) as exc:  # (ValueError: unparsable JSON too; a member missing: KeyError)
         reason = " ".join(str(exc).split()) or type(exc).__name__
         raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable "
                               f"({reason})") from None
+
+
+def _float16_as_float32(path: Path) -> dict[str, Any] | None:
+    """The architecture a `.keras` file saved, its float16 compute turned to float32 (None: it
+    computes in no float16), uncompiled. A GPU run's mixed_float16 model, read back where
+    float16 cannot be computed (`trainers.backend.computes_float16`), failed its first
+    prediction; its weights are float32 under that policy, so they load as they are, and it
+    predicts in float32 (within float16's rounding of what it scored)."""
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    changed = False
+
+    def to_float32(value: Any) -> None:
+        nonlocal changed
+        if isinstance(value, dict):
+            policy = value.get("config")
+            if (str(value.get("class_name", "")).endswith("DTypePolicy")
+                    and isinstance(policy, dict) and policy.get("name") in FLOAT16_POLICIES):
+                policy["name"], changed = "float32", True
+            for item in value.values():
+                to_float32(item)
+        elif isinstance(value, list):
+            for item in value:
+                to_float32(item)
+
+    to_float32(config)
+    config["compile_config"] = None
+    return config if changed else None
 
 
 def parameter_counts(model: keras.Model) -> dict[str, int]:
