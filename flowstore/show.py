@@ -39,7 +39,7 @@ from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.flow_image import flow_to_rgb, wheel_legend
 from flowstore.manifest import class_label
 from flowstore.params import check_seed
-from flowstore.store import lies_within
+from flowstore.store import enclosing_store, lies_within
 
 #: Steps per row of a video picture.
 COLUMNS = 8
@@ -166,11 +166,16 @@ def _file_name(class_name: str, label: int) -> str:
 
 
 def _refuse_inside(out: Path, store: str | os.PathLike) -> None:
-    """Pictures are never written into the store they show: a store folder holds its arrays
-    alone (`inspect --bytes` would count them, `--overwrite` delete them with it)."""
+    """Pictures are never written into a store, the one they show or another: a store folder
+    holds its arrays alone (`inspect --bytes` would count them, `--overwrite` delete them with
+    it)."""
     if lies_within(out, store):
         raise ParameterError(f"--out {str(out)!r} is the store or lies inside it; give the "
                              f"pictures another folder")
+    other = enclosing_store(out)
+    if other is not None:
+        raise ParameterError(f"--out {str(out)!r} is the store {str(other)!r} or lies inside "
+                             f"it; give the pictures another folder")
 
 
 def _make_folder(folder: Path) -> None:

@@ -257,6 +257,14 @@ def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
             f"--out {out!r} is the store or lies inside it; give the pictures another folder")
     assert sorted(p.relative_to(stores["float16"])
                   for p in stores["float16"].rglob("*")) == before
+    # nor into another store (its flow array's folder held them, counted as its flow bytes)
+    other = stores["uint8"]
+    others = sorted(p.relative_to(other) for p in other.rglob("*"))
+    inside = flowstore_cli("show", "float16.zarr", "--out", other / "flow")
+    assert assert_one_line_error(inside).endswith(
+        f"--out {str(other / 'flow')!r} is the store {str(other)!r} or lies inside it; give "
+        f"the pictures another folder")
+    assert sorted(p.relative_to(other) for p in other.rglob("*")) == others
 
 
 @pytest.mark.parametrize("lost", ["frames", "middle_frame"])

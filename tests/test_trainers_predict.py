@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -306,6 +307,14 @@ def test_out_is_never_the_store_read_nor_inside_the_run(trained, tmp_path):
         assert len(result.output.strip().splitlines()) == 1
     assert copy.read_bytes() == before
     assert read_run(run) is not None and not (store / "p.csv").exists()
+    # Nor inside another run, whose record it replaced (that run gone from every report).
+    other = tmp_path / "runs" / "other-run"
+    shutil.copytree(run, other)
+    result = runner.invoke(app, ["predict", str(run), "--out", str(other / "metrics.json")])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"error: --out {str(other / 'metrics.json')!r} is the run directory {str(other)!r} or "
+        f"lies inside it; give the predictions another path"]
+    assert read_run(other) is not None
 
 
 def test_a_written_file_has_the_mode_a_plain_write_gives(trained, tmp_path):

@@ -36,10 +36,9 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
-from flowstore.store import enclosing_store, lies_within
 from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
                              UnknownModelError, WrongDatasetError)
-from trainers.outputs import check_output, write_whole
+from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
 from trainers.predict import SplitPredictions, open_run_samples, predict_samples
 from trainers.report import _name, _ordered, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
@@ -102,19 +101,10 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
     page and the figures folder, so that with both the second is not found unwritable after
     the first's predictions."""
     latest_runs(runs_dir)  # (refuses a missing runs folder, or a store given for one)
-    runs = list_runs(runs_dir)
     for flag, path in (("--html", html), ("--out", figures)):
         # (as `predict --out`: `--html runs/flow-.../metrics.json` wrote the page over a run)
-        inside = next((run for run in runs if path is not None and lies_within(path, run.path)),
-                      None)
-        if inside is not None:
-            raise ReportOutputError(f"{flag} {str(path)!r} is the run directory "
-                                    f"{str(inside.path)!r} or lies inside it; give it another "
-                                    f"path")
-        store = enclosing_store(path) if path is not None else None
-        if store is not None:  # (as `predict --out`: lost to it, or written over it)
-            raise ReportOutputError(f"{flag} {str(path)!r} is the store {str(store)!r} or lies "
-                                    f"inside it; give it another path")
+        if path is not None:
+            refuse_inside_a_run_or_store(flag, path)
     if html is not None and figures is not None and (
             html.resolve() == figures.resolve() or html.resolve() in figures.resolve().parents):
         # (the figures folder was made first, where the page was then refused as a folder)

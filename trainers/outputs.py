@@ -10,7 +10,9 @@ import stat
 import tempfile
 from pathlib import Path
 
+from flowstore.store import enclosing_store
 from trainers.errors import ReportOutputError
+from trainers.runs import enclosing_run
 
 
 def check_output(path: Path, what: str, *, folder: bool) -> None:
@@ -30,6 +32,24 @@ def check_output(path: Path, what: str, *, folder: bool) -> None:
     except OSError as exc:
         raise ReportOutputError(f"cannot write {what} to {str(path)!r}: "
                                 f"{exc.strerror or exc}") from None
+
+
+def refuse_inside_a_run_or_store(flag: str, path: Path, what: str = "it") -> None:
+    """Refuse an output `path` (given as `flag`) that is or lies inside a finished run
+    directory, whose record it could replace, or a flowstore store, which `--overwrite` deletes
+    with what it holds and `inspect --bytes` counts; `what` is the output, in the message.
+
+    Raises:
+        ReportOutputError: it is one of those.
+    """
+    run = enclosing_run(path)
+    if run is not None:
+        raise ReportOutputError(f"{flag} {str(path)!r} is the run directory {str(run)!r} or "
+                                f"lies inside it; give {what} another path")
+    store = enclosing_store(path)
+    if store is not None:
+        raise ReportOutputError(f"{flag} {str(path)!r} is the store {str(store)!r} or lies "
+                                f"inside it; give {what} another path")
 
 
 def write_whole(path: Path, content: str | bytes, what: str) -> Path:

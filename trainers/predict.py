@@ -25,10 +25,9 @@ import numpy as np
 from flowstore.manifest import NO_CLASS
 from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
-from flowstore.store import lies_within
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError, ReportOutputError
-from trainers.outputs import check_output, write_whole
+from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
 from trainers.recipes import Recipe
 from trainers.runs import RunRecord, require_run
 from trainers.samples import NotBuilt, StoreSamples, check_split, open_samples
@@ -381,7 +380,7 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
     samples = open_run_samples(record, location)
     try:
         if out is not None:  # (after the store opens: a refusal made no folder)
-            check_csv_output(out, record, location)
+            check_csv_output(out)
         not_built = samples.not_built(split)  # (before minutes of predicting)
         predictions = predict_samples(record, samples, split)
         other_samples = record.as_many_but_others(samples.done_samples())
@@ -395,18 +394,15 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
         samples.store.close()
 
 
-def check_csv_output(out: str | Path, record: RunRecord, store: str | Path) -> None:
-    """Refuse a predictions file that cannot be written, or would be written over the store
-    it predicts, into it, or into the run directory, before the model predicts (minutes on a
-    large split).
+def check_csv_output(out: str | Path) -> None:
+    """Refuse a predictions file that cannot be written, or would be written over a store or
+    a run directory or into one (the store it predicts, the run it predicts with, or any
+    other), before the model predicts (minutes on a large split).
 
     Raises:
         ReportOutputError: it cannot be written, or is one of those.
     """
-    for what, place in (("the run directory", record.path), ("the store", store)):
-        if lies_within(out, place):
-            raise ReportOutputError(f"--out {str(out)!r} is {what} or lies inside it; give the "
-                                    f"predictions another path")
+    refuse_inside_a_run_or_store("--out", Path(out), "the predictions")
     check_output(Path(out), "the predictions", folder=False)
 
 

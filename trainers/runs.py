@@ -197,6 +197,15 @@ def read_run(path: str | Path) -> RunRecord | None:
     return RunRecord(path=path, metrics=metrics)
 
 
+def enclosing_run(path: str | Path) -> Path | None:
+    """The finished run directory (any, not only those of one runs folder) that `path` is or
+    lies inside, links resolved; None where there is none. A file written there can replace
+    its record (`--out runs/flow-x/metrics.json`: the run gone from every later report)."""
+    target = Path(os.path.realpath(path))
+    return next((place for place in (target, *target.parents) if read_run(place) is not None),
+                None)
+
+
 def require_run(path: str | Path, what: str) -> RunRecord:
     """The record of the finished run directory at `path`, which a command takes as `what`
     (`--base`, `run`), its model file checked to be whole before TensorFlow starts.
