@@ -95,6 +95,25 @@ def test_inspect_of_a_non_store_is_one_line(tmp_path, target):
     assert str(tmp_path / target) in assert_one_line_error(flowstore_cli("inspect", tmp_path / target))
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tmp_path, suffix):
+    """A name longer than the system takes (or a folder that cannot be searched: root passes
+    that check here) was a traceback and "internal error", exit 3, from inspect, show and
+    trainers' run and predict: `Path.exists` raises for it, answering False only for a
+    missing path."""
+    from typer.testing import CliRunner
+
+    from trainers.cli import app
+
+    store = tmp_path / ("a" * 300 + suffix)
+    said = f"error: cannot access store {str(store)!r}: File name too long"
+    for args in (("inspect", store), ("show", store, "--out", tmp_path / "pictures")):
+        assert assert_one_line_error(flowstore_cli(*args)) == said
+    result = CliRunner().invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                      str(tmp_path / "runs")])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [said]
+
+
 def test_datasets_lists_the_registered_ones():
     assert "tvhi" in flowstore_cli("datasets").stdout.split()
 

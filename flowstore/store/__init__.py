@@ -135,10 +135,23 @@ def remote_errors(path: str | Path) -> Iterator[None]:
 
 
 def store_exists(path: str | Path) -> bool:
+    """Whether a store is at `path`.
+
+    Raises:
+        StoreError: it cannot be told: an object store's failure, or a local path the system
+            refuses to look at (a folder on it that cannot be searched, a name too long),
+            which `Path.exists` raises where it answers False only for a missing one.
+    """
     path = _as_location(path)
     backend = backend_for(path)
     with remote_errors(path):
-        return backend.exists(path)
+        try:
+            return backend.exists(path)
+        except OSError as exc:
+            if is_url(path):
+                raise
+            raise StoreError(f"cannot access store {str(path)!r}: "
+                             f"{exc.strerror or exc}") from None
 
 
 def _as_location(path: str | Path) -> str | Path:
