@@ -114,6 +114,22 @@ def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tmp_path, suffix
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [said]
 
 
+def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
+    """`--store file:///.../x.zarr` was taken for a remote store: built with no writer lock
+    (two builds wrote one store at once), no nested-store or free-space check; and a store not
+    yet there could not be made at all. The path itself is asked for, in one line."""
+    store = tmp_path / "x.zarr"
+    said = (f"error: a file:// URL names a local path: give the path itself ({str(store)!r}), "
+            f"got {'file://' + str(store)!r}")
+    result = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                           f"file://{store}", *TINY_BUILD)
+    assert assert_one_line_error(result) == said and not store.exists()
+    from flowstore.errors import StoreError
+
+    with pytest.raises(StoreError, match="a file:// URL names a local path"):
+        flowstore.open(f"file://{store}")
+
+
 def test_datasets_lists_the_registered_ones():
     assert "tvhi" in flowstore_cli("datasets").stdout.split()
 

@@ -97,9 +97,14 @@ def backend_for(path: str | Path) -> type[Store]:
     """The backend class for a store path, chosen by its suffix (and by whether it is a URL).
 
     Raises:
-        StoreError: no backend claims the suffix, or the one that does takes no URLs.
+        StoreError: no backend claims the suffix, or the one that does takes no URLs, or a
+            `file://` URL names a local store (taken for a remote one, it was written with no
+            writer lock: two builds wrote it at once).
     """
     name = str(path).rstrip("/").lower()
+    if name.startswith("file://"):  # (taken for a remote store: no writer lock, no space check)
+        raise StoreError(f"a file:// URL names a local path: give the path itself "
+                         f"({str(path)[len('file://'):]!r}), got {str(path)!r}")
     for backend in BACKENDS:
         if name.endswith(backend.suffixes):
             if is_url(path) and not backend.urls:
