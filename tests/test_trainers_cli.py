@@ -231,7 +231,14 @@ def test_bad_override_is_one_line_and_exit_2(stores, tmp_path):
     result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
                                  "--epochs", "0", "--runs-dir", str(tmp_path / "runs")])
     assert result.exit_code == 2
-    assert "epochs must be an integer >= 1, got 0" in _one_error_line(result)
+    assert "epochs must be an integer from 1 to 2147483647, got 0" in _one_error_line(result)
+    # (a batch of 2**63 was TensorFlow's ValueError, "a bug in trainers", after TF started)
+    result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
+                                 "--batch-size", str(2 ** 63),
+                                 "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert (f"batch size must be an integer from 1 to 2147483647, got {2 ** 63}"
+            in _one_error_line(result))
     # (numpy's seeds stop at 2**32 - 1: it was Keras's ValueError traceback, after TF started)
     result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
                                  "--seed", str(2 ** 32), "--runs-dir", str(tmp_path / "runs")])

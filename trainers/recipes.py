@@ -108,10 +108,13 @@ class Recipe:
     def __post_init__(self) -> None:
         if not (isinstance(self.learning_rate, (int, float)) and 0 < self.learning_rate < 1):
             raise ModelConfigError(f"learning rate must be in (0, 1), got {self.learning_rate!r}")
-        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
-            raise ModelConfigError(f"batch size must be an integer >= 1, got {self.batch_size!r}")
-        if not (isinstance(self.epochs, int) and self.epochs >= 1):
-            raise ModelConfigError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        # (at most what a 32-bit count holds: a batch of 2**63 was TensorFlow's ValueError)
+        if not (isinstance(self.batch_size, int) and 1 <= self.batch_size <= MAX_COUNT):
+            raise ModelConfigError(f"batch size must be an integer from 1 to {MAX_COUNT}, got "
+                                   f"{self.batch_size!r}")
+        if not (isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_COUNT):
+            raise ModelConfigError(f"epochs must be an integer from 1 to {MAX_COUNT}, got "
+                                   f"{self.epochs!r}")
         if self.lr_halve_every is not None and not (
             isinstance(self.lr_halve_every, int) and self.lr_halve_every >= 1
         ):
@@ -199,6 +202,8 @@ class Recipe:
 
 
 _REPORT_FIELDS = ("learning_rate", "batch_size", "epochs", "lr_halve_every")
+#: The most epochs or samples a batch a recipe takes (what a 32-bit count holds).
+MAX_COUNT = 2**31 - 1
 #: Fields added after the tuned set's first runs: recorded only when not at their default.
 _LATER_SWITCHES = ("fine_tune_base", "segment_views", "frame_views", "subtract_mean_flow")
 _LATER_FIELDS = (*_LATER_SWITCHES, "ema_momentum", "dropout")
