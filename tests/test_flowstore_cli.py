@@ -130,6 +130,23 @@ def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
         flowstore.open(f"file://{store}")
 
 
+@pytest.mark.parametrize("args, said", [
+    (("tvhi", "--videos-per-class", "1", "--resolution", "100000x100000"),
+     "resolution must be even and from 16x16 to 4096x4096, got 100000x100000"),
+    (("tvhi", "--videos-per-class", "1", "--frames", "2:100000"),
+     "frame range must satisfy 2 <= min <= max <= 10000, got 2..100000"),
+    (("videofolder", "--classes", "2", "--clips-per-class", "1", "--width", "100000",
+      "--height", "100000"),
+     "resolution must be even and from 16x16 to 4096x4096, got 100000x100000")])
+def test_synth_refuses_clips_too_large_to_write_in_one_line(tmp_path, args, said):
+    """A huge resolution was OpenCV's "Insufficient memory" (or numpy's MemoryError)
+    traceback, "a bug in flowstore", exit 3."""
+    kind, *options = args
+    result = flowstore_cli("synth", kind, tmp_path / "source", *options)
+    assert assert_one_line_error(result) == f"error: {said}"
+    assert not (tmp_path / "source").exists()
+
+
 def test_datasets_lists_the_registered_ones():
     assert "tvhi" in flowstore_cli("datasets").stdout.split()
 

@@ -47,12 +47,30 @@ class SynthClipsConfig:
         if not 1 <= self.clips_per_class <= 10000:
             raise ParameterError(f"clips per class must be in 1..10000, got "
                                  f"{self.clips_per_class}")
-        if not 2 <= self.min_frames <= self.max_frames:
-            raise ParameterError(f"frame range must satisfy 2 <= min <= max, got "
-                                 f"{self.min_frames}..{self.max_frames}")
-        if self.width < 16 or self.height < 16 or self.width % 2 or self.height % 2:
-            raise ParameterError(f"resolution must be even and at least 16x16, got "
-                                 f"{self.width}x{self.height}")
+        check_clip_shape(self.min_frames, self.max_frames, (self.width, self.height))
+
+
+#: The longest synthetic clip (frames) and its largest side (pixels): beyond them a clip is
+#: gigabytes held in memory as it is written (100000x100000 was OpenCV's "Insufficient memory"
+#: traceback), where real clips run to a few hundred frames of at most 4K.
+MAX_FRAMES, MAX_SIDE = 10_000, 4096
+
+
+def check_clip_shape(min_frames: int, max_frames: int,
+                     resolution: tuple[int, int] | None) -> None:
+    """Refuse a frame range or a (width, height) no synthetic clip can have, in one line.
+
+    Raises:
+        ParameterError: naming the range or the resolution.
+    """
+    if not 2 <= min_frames <= max_frames <= MAX_FRAMES:
+        raise ParameterError(f"frame range must satisfy 2 <= min <= max <= {MAX_FRAMES}, got "
+                             f"{min_frames}..{max_frames}")
+    if resolution is not None:
+        width, height = resolution
+        if not (16 <= width <= MAX_SIDE and 16 <= height <= MAX_SIDE) or width % 2 or height % 2:
+            raise ParameterError(f"resolution must be even and from 16x16 to "
+                                 f"{MAX_SIDE}x{MAX_SIDE}, got {width}x{height}")
 
 
 def _rng(seed: int, name: str) -> np.random.Generator:

@@ -28,7 +28,7 @@ import numpy as np
 from flowstore.datasets.tvhi import CLASSES, format_readme, sample_id
 from flowstore.errors import ParameterError
 from flowstore.params import check_seed
-from flowstore.synth.clips import write_source
+from flowstore.synth.clips import check_clip_shape, write_source
 from flowstore.extraction._cv import cv2
 
 #: Resolutions seen in the real clips (width, height).
@@ -63,14 +63,7 @@ class SynthTVHIConfig:
             raise ParameterError(f"videos per class must be in 1..9999, got {self.videos_per_class}")
         if self.negatives < 0:
             raise ParameterError(f"negatives must be >= 0, got {self.negatives}")
-        if not 2 <= self.min_frames <= self.max_frames:
-            raise ParameterError(f"frame range must satisfy 2 <= min <= max, got "
-                                 f"{self.min_frames}..{self.max_frames}")
-        if self.resolution is not None:
-            width, height = self.resolution
-            if width < 16 or height < 16 or width % 2 or height % 2:
-                raise ParameterError(f"resolution must be even and at least 16x16, got "
-                                     f"{width}x{height}")
+        check_clip_shape(self.min_frames, self.max_frames, self.resolution)
 
 
 def _colour(name: str, rng: np.random.Generator) -> np.ndarray:
