@@ -349,6 +349,20 @@ class VideoParams:
     #: Fields that `recorded()` writes in a form of their own and `from_recorded` reads back.
     RECORDED_APART: ClassVar[tuple[str, ...]] = ("flow",)
 
+    @classmethod
+    def check_given(cls, given: Mapping[str, Any]) -> None:
+        """Refuse options given that do nothing with the others (`from_options`): a flow bound
+        without the uint8 encoding that uses it, which still changed the fingerprint (a
+        resume without it, or `--reuse-from` of a store with the same arrays, refused).
+
+        Raises:
+            ParameterError: naming the flag.
+        """
+        if "flow_bound" in given and given.get("flow_dtype", cls.flow_dtype) != "uint8":
+            raise ParameterError(f"--flow-bound applies to --flow-dtype uint8 only (it clips "
+                                 f"the flow it quantizes), got --flow-dtype "
+                                 f"{given.get('flow_dtype', cls.flow_dtype)}")
+
     def __post_init__(self) -> None:
         _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
                  f"size must be an integer in 8..4096, got {self.size!r}")
@@ -534,6 +548,8 @@ def from_options(params_type: type, dataset: str, *, flags: Mapping[str, str] | 
         named = ", ".join((flags or {}).get(name) or "--" + name.replace("_", "-")
                           for name in unused)
         raise ParameterError(f"{named} does not apply to dataset {dataset!r}")
+    if hasattr(params_type, "check_given"):
+        params_type.check_given(given)
     return params_type(**given)
 
 

@@ -227,6 +227,10 @@ def test_dis_min_size_is_where_opencv_starts_to_work():
     (["--flow-param", "levels=2.5"], "farneback levels must be an integer, got '2.5'"),
     # stored as 0 for every flow value, decoded as -inf: verify passed
     (["--flow-dtype", "uint8", "--flow-bound", "inf"], "flow_bound must be a positive number"),
+    # it did nothing but change the fingerprint (a resume without it refused)
+    (["--flow-bound", "5"], "--flow-bound applies to --flow-dtype uint8 only (it clips the "
+                            "flow it quantizes), got --flow-dtype float16"),
+    (["--flow-dtype", "float32", "--flow-bound", "5"], "got --flow-dtype float32"),
 ])
 def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source, tmp_path):
     store = tmp_path / "s.zarr"
@@ -301,9 +305,10 @@ def test_numbers_record_the_same_however_they_are_written(tiny_tvhi_source, tmp_
     store = tmp_path / "s.zarr"
     common = ("--size", "48", "--steps", "2", "--max-per-split", "1", "-q")
     assert flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
-                         "--flow-bound", "20", *common).returncode == 0
+                         "--flow-dtype", "uint8", "--flow-bound", "20", *common).returncode == 0
     result = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
-                               params=VideoParams(size=48, steps=2, flow_bound=20,
+                               params=VideoParams(size=48, steps=2, flow_dtype="uint8",
+                                                  flow_bound=20,
                                                   flow=FarnebackParams(poly_sigma=1.2, levels=3)),
                                max_per_split=1, progress=False))
     assert result.computed == 0 and not result.failures
