@@ -135,8 +135,8 @@ class HDF5Store(Store):
     def open(cls, path: Path, mode: str) -> "HDF5Store":
         """(A reader opens without HDF5's own OS-level file lock, which would refuse it after a
         killed writer: the store lock that `open_store` took keeps it apart from builds.)"""
-        if Path(path).exists() and not Path(path).is_file():  # (libhdf5 waits on a FIFO)
-            raise OSError(f"{str(path)!r} is not a file")
+        if Path(path).exists() and not (Path(path).is_file() or Path(path).is_dir()):
+            raise OSError(f"{str(path)!r} is not a file")  # (libhdf5 waited on a FIFO for ever)
         if mode != "r":
             # HDF5 opens an empty file "r+" as a new one, writing its header into it: checked
             # first, a file that is not HDF5 is refused as it was given
