@@ -72,7 +72,9 @@ class BuildConfig:
     params: Any
     #: The dataset's split options by name (`Dataset.options_type`; strings are parsed).
     options: Mapping[str, Any] = field(default_factory=dict)
-    workers: int = field(default_factory=usable_cores)
+    #: Threads of this process (None: `usable_cores`); with `scheduler`, the cluster's workers
+    #: run the tasks and this is refused rather than ignored.
+    workers: int | None = None
     scheduler: str | None = None
     overwrite: bool = False
     max_per_split: int | None = None
@@ -90,6 +92,12 @@ class BuildConfig:
     reuse_from: Path | str | None = None
 
     def __post_init__(self) -> None:
+        if self.workers is not None and self.scheduler:
+            raise FlowstoreError("--workers does not apply with --scheduler: the cluster's "
+                                 "workers run the tasks (`dask worker --nthreads N` sets "
+                                 "theirs)")
+        object.__setattr__(self, "workers",
+                           usable_cores() if self.workers is None else self.workers)
         check_workers(self.workers)
         if self.max_per_split is not None and self.max_per_split < 1:
             raise FlowstoreError(f"--max-per-split must be at least 1, got {self.max_per_split}")

@@ -229,7 +229,7 @@ def build(
                              options=options, scheduler=scheduler, overwrite=overwrite,
                              max_per_split=max_per_split, progress=not quiet, fsync=fsync,
                              check_source=check_source, reuse_from=reuse_from,
-                             **({"workers": workers} if workers is not None else {}))
+                             workers=workers)
         keep_freed_memory(BUILD_MMAP_THRESHOLD)
         result = run_build(config)
     except FlowstoreError as exc:

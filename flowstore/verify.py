@@ -209,9 +209,7 @@ def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
     _check_option_files(path, attrs, options)
     built = build(BuildConfig(dataset=dataset.name, source=Path(source), store=path,
                               params=params, options=options, redo=tuple(asked),
-                              progress=progress,
-                              fsync=fsync,
-                              **({"workers": workers} if workers is not None else {})))
+                              progress=progress, fsync=fsync, workers=workers))
     result = RepairResult(store=path, asked=asked, internal_errors=dict(built.internal_errors),
                           error_log=built.error_log)
     for sample, reason in built.failures.items():

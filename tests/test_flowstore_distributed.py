@@ -269,6 +269,21 @@ def test_hdf5_with_a_scheduler_is_refused(tiny_tvhi_source, tmp_path):
         build(_config(tiny_tvhi_source, tmp_path / "s.h5", scheduler="tcp://127.0.0.1:1"))
 
 
+def test_workers_with_a_scheduler_is_refused_not_ignored(tiny_tvhi_source, tmp_path):
+    """`--workers 8 --scheduler ...` ran on the cluster's workers, the 8 unsaid and unused."""
+    from tests.conftest import assert_one_line_error, flowstore_cli
+
+    result = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                           tmp_path / "s.zarr", "--workers", "8", "--scheduler",
+                           "tcp://127.0.0.1:9")
+    assert assert_one_line_error(result) == (
+        "error: --workers does not apply with --scheduler: the cluster's workers run the tasks "
+        "(`dask worker --nthreads N` sets theirs)")
+    assert not (tmp_path / "s.zarr").exists()
+    assert BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=tmp_path / "s.zarr",
+                       params=VideoParams()).workers >= 1  # (the default: this process's cores)
+
+
 def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
     with pytest.raises(FlowstoreError, match="cannot reach Dask scheduler"):
         build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:9"))
