@@ -38,8 +38,8 @@ from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMi
 from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
-from flowstore.params import (FLOW_METHOD, UNRECORDED_DEFAULTS, canonical_json, fingerprint,
-                              to_dict)
+from flowstore.params import (EXTRACTION_VERSION, FLOW_METHOD, UNRECORDED_DEFAULTS,
+                              canonical_json, fingerprint, to_dict)
 from flowstore.store import (Store, backend_for, capabilities, create_store, enclosing_store,
                              is_url, open_store, remove_store, store_exists)
 from flowstore.store import format1
@@ -698,11 +698,20 @@ def extraction_opencv(cluster: Cluster | None) -> str:
     checked task by task (`extract_and_write`).
 
     Raises:
-        FlowstoreError: the cluster is lost, or its workers have several releases.
+        FlowstoreError: the cluster is lost, its workers run a flowstore that extracts
+            otherwise than this one (`EXTRACTION_VERSION`: the store would record this one's
+            and hold theirs), or they have several releases.
     """
     if cluster is None:
         return OPENCV_VERSION
-    releases = sorted(set(cluster.on_each_worker(_opencv_here).values()))
+    extractors = cluster.on_each_worker(_extractor_here).values()
+    others = sorted({extraction for extraction, _ in extractors} - {EXTRACTION_VERSION})
+    if others:
+        raise FlowstoreError(f"the workers of Dask scheduler {cluster.address!r} run a "
+                             f"flowstore that extracts as version {', '.join(others)}, this "
+                             f"one as version {EXTRACTION_VERSION}: a store holds one "
+                             f"extraction; install this flowstore on the workers")
+    releases = sorted({opencv for _, opencv in extractors})
     if len(releases) > 1:
         raise FlowstoreError(f"the workers of Dask scheduler {cluster.address!r} have OpenCV "
                              f"{', '.join(releases)}: a store is extracted with one release, "
@@ -711,9 +720,10 @@ def extraction_opencv(cluster: Cluster | None) -> str:
     return releases[0] if releases else OPENCV_VERSION  # (no worker yet: as this process)
 
 
-def _opencv_here() -> str:
-    """This process's OpenCV release (run on each worker by `extraction_opencv`)."""
-    return OPENCV_VERSION
+def _extractor_here() -> tuple[str, str]:
+    """This process's extraction version and OpenCV release (run on each worker by
+    `extraction_opencv`)."""
+    return EXTRACTION_VERSION, OPENCV_VERSION
 
 
 def _shown(recorded: Mapping[str, Any], key: str) -> str:
@@ -1010,18 +1020,23 @@ class TaskArguments(NamedTuple):
 
 def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
                       index: int, reuse: "ReuseSource | None" = None, fsync: bool = False,
-                      opencv: str | None = None) -> TaskOutcome:
+                      opencv: str | None = None,
+                      extraction: str = EXTRACTION_VERSION) -> TaskOutcome:
     """One Dask task: extract one sample (or copy it from `reuse`, `flowstore.reuse`) and write
     its chunks (fsynced with `fsync`).
 
     Data problems are returned as the sample's failure reason, not raised (see `DATA_ERRORS`);
     a bug comes back as an internal error with its traceback, for the coordinator to log.
-    `opencv`: the OpenCV release the store is extracted with; a cluster worker with another
-    one fails the sample (left for a retry) rather than write bytes of another extraction.
+    `opencv`: the OpenCV release the store is extracted with, `extraction` the version of
+    flowstore's extraction (the coordinator's); a cluster worker with another of either fails
+    the sample (left for a retry) rather than write bytes of another extraction.
     """
     if opencv is not None and opencv != OPENCV_VERSION:
         return TaskOutcome(index, f"this worker has OpenCV {OPENCV_VERSION} and the store is "
                                   f"extracted with OpenCV {opencv}")
+    if extraction != EXTRACTION_VERSION:
+        return TaskOutcome(index, f"this worker's flowstore extracts as version "
+                                  f"{EXTRACTION_VERSION} and the store as version {extraction}")
     try:
         dataset = get_dataset(dataset_name)
         before = _identity(source_file)
@@ -1154,7 +1169,8 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
             arguments = (TaskArguments(store_key, dataset.name, config.params, source_of(i), i,
                                        reuse.get(i)) for i in map(int, todo))
             task = functools.partial(extract_and_write, fsync=config.fsync,
-                                     opencv=_recorded_opencv(store))
+                                     opencv=_recorded_opencv(store),
+                                     extraction=EXTRACTION_VERSION)
             if cluster is not None:
                 cluster.run(task, arguments, finished, failed=TaskOutcome,
                             sample_of=operator.attrgetter("index"))

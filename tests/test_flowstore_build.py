@@ -15,7 +15,7 @@ import pytest
 import zarr
 
 from flowstore.build import BuildConfig, build
-from flowstore.params import VideoParams
+from flowstore.params import EXTRACTION_VERSION, VideoParams
 from flowstore.store import failures, open_store
 from flowstore.synth.tvhi import SynthTVHIConfig, write_avi, write_synthetic_tvhi
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
@@ -552,6 +552,12 @@ def test_a_store_is_resumed_only_with_the_opencv_that_extracted_it(tiny_tvhi_sou
                                 str(tiny_tvhi_source / "hug_0001.avi"), 0, opencv="4.0.1")
     assert outcome.reason == (f"this worker has OpenCV {OPENCV_VERSION} and the store is "
                               f"extracted with OpenCV 4.0.1") and not outcome.digest
+    # (a worker joining later, of a flowstore that extracts otherwise)
+    outcome = extract_and_write(StoreKey(str(tmp_path / "none.zarr"), "-"), "tvhi",
+                                VideoParams(size=32, steps=4),
+                                str(tiny_tvhi_source / "hug_0001.avi"), 0, extraction="0")
+    assert outcome.reason == (f"this worker's flowstore extracts as version "
+                              f"{EXTRACTION_VERSION} and the store as version 0")
 
 
 def test_a_cluster_build_extracts_with_its_workers_opencv():
@@ -572,12 +578,21 @@ def test_a_cluster_build_extracts_with_its_workers_opencv():
 
     assert extraction_opencv(None) == OPENCV_VERSION
     assert extraction_opencv(Cluster()) == OPENCV_VERSION  # no worker yet
-    workers.update({"tcp://a:1": "4.0.1", "tcp://b:1": "4.0.1"})
+    workers.update({"tcp://a:1": (EXTRACTION_VERSION, "4.0.1"),
+                    "tcp://b:1": (EXTRACTION_VERSION, "4.0.1")})
     assert extraction_opencv(Cluster()) == "4.0.1"
-    workers["tcp://c:1"] = "5.1.0"
+    workers["tcp://c:1"] = (EXTRACTION_VERSION, "5.1.0")
     with pytest.raises(FlowstoreError, match="the workers of Dask scheduler 'tcp://x:1' have "
                                              "OpenCV 4.0.1, 5.1.0: a store is extracted with "
                                              "one release"):
+        extraction_opencv(Cluster())
+    # Workers of a flowstore that extracts otherwise (their middle frame, say) wrote their
+    # bytes under this one's extraction version, resumed and verified as one store.
+    workers.clear()
+    workers["tcp://a:1"] = ("0", OPENCV_VERSION)
+    with pytest.raises(FlowstoreError, match=f"the workers of Dask scheduler 'tcp://x:1' run a "
+                                             f"flowstore that extracts as version 0, this one "
+                                             f"as version {EXTRACTION_VERSION}"):
         extraction_opencv(Cluster())
 
 

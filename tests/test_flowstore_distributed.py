@@ -80,13 +80,15 @@ def test_workers_of_another_opencv_are_refused_before_anything_is_made(tiny_tvhi
     old = tmp_path / "old.zarr"
     assert build(_config(tiny_tvhi_source, old)).computed == 16
     new = tmp_path / "sub" / "new.zarr"
-    releases = {"tcp://a:1": "0.0.1"}
+    from flowstore.params import EXTRACTION_VERSION
+
+    releases = {"tcp://a:1": (EXTRACTION_VERSION, "0.0.1")}
     monkeypatch.setattr(Cluster, "on_each_worker", lambda self, fn: releases)
     with pytest.raises(StoreMismatchError, match="this build extracts with OpenCV 0.0.1"):
         build(_config(tiny_tvhi_source, new, reuse_from=old,
                       scheduler=cluster.scheduler_address))
     assert not (tmp_path / "sub").exists()
-    releases["tcp://b:1"] = "0.0.2"
+    releases["tcp://b:1"] = (EXTRACTION_VERSION, "0.0.2")
     with pytest.raises(FlowstoreError, match="have OpenCV 0.0.1, 0.0.2"):
         build(_config(tiny_tvhi_source, new, scheduler=cluster.scheduler_address))
     assert not (tmp_path / "sub").exists()
