@@ -31,6 +31,11 @@ class DamagedStoreError(StoreError):
     is a plain StoreError."""
 
 
+class HalfCreatedStoreError(StoreError):
+    """A store whose making stopped before it was one (an object store, made in place):
+    `--overwrite` may delete it, as it deletes a store."""
+
+
 class MissingChunkError(StoreError):
     """A sample asked for (a done one) has no chunk: a damaged or partly copied store.
 

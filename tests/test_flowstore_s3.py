@@ -180,3 +180,38 @@ def test_objects_of_another_kind_under_the_prefix_are_said_so_and_kept(s3_env, t
     assert "objects are there already, and they are no flowstore store" in \
         assert_one_line_error(out)
     assert fs.cat("features/notes.zarr/precious.txt") == b"mine"
+
+
+def test_a_store_whose_making_was_killed_is_said_so_and_overwritten(s3_env, tiny_tvhi_source,
+                                                                    monkeypatch):
+    """An object store is made in place: a build killed after zarr wrote its root and before
+    the store's own attributes left a group of no format, which every command, `--overwrite`
+    too, refused as "not a flowstore store" for good. Made, it is marked as being made."""
+    import zarr
+
+    from flowstore.store.layout import CREATING_ATTR
+
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    url = "s3://features/killed-while-made.zarr"
+    zarr.open_group(url, mode="w-", zarr_format=3, attributes={CREATING_ATTR: True})
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", url, *TINY_BUILD, "-q")
+    assert assert_one_line_error(flowstore_cli(*build, env=s3_env)) == (
+        f"error: {url!r} is a store whose making stopped before it was one (a build killed "
+        f"while creating it, or one creating it now); --overwrite deletes it")
+    assert assert_one_line_error(flowstore_cli("inspect", url, env=s3_env)).startswith(
+        f"error: {url!r} is a store whose making stopped")
+    out = flowstore_cli(*build, "--overwrite", env=s3_env)
+    assert out.returncode == 0 and "16 computed" in out.stdout, out.stderr
+    attrs = dict(zarr.open_group(url, mode="r").attrs)
+    assert CREATING_ATTR not in attrs and attrs["flowstore.format"] == 2
+
+
+def test_a_url_with_an_empty_part_is_refused(s3_env, tiny_tvhi_source):
+    """`s3://features//x.zarr`: zarr wrote its keys with the empty part and s3fs listed them
+    without, so the store it built was "damaged" at once, `--overwrite` too."""
+    url = "s3://features//double.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", url,
+                        *TINY_BUILD, "-q", env=s3_env)
+    assert assert_one_line_error(out) == (
+        f"error: a store URL has an empty part ('//') in its path: {url!r}")

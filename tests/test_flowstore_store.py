@@ -391,3 +391,29 @@ def test_opening_arrays_from_many_threads_leaves_zarrs_global_config_alone(tmp_p
     assert zarr.config.get("array.write_empty_chunks") == default
     with open_store(path) as store:  # and the store's own chunks are still written whole
         assert store.chunk_path("flow", 0).is_file()
+
+
+def test_a_zarr_store_is_marked_as_being_made_until_it_is_one(tmp_path, monkeypatch):
+    """The root attributes say "being made" from zarr's first write until the store's own
+    replace them in one write (an object store is made in place: a build killed between left
+    a group of no format that nothing would touch; `test_flowstore_s3.py` has the rest)."""
+    import zarr
+
+    from flowstore.store import _zarr
+    from flowstore.store.layout import CREATING_ATTR, FORMAT_ATTR
+
+    seen = []
+    create_column = _zarr._create_column
+
+    def watching(group, name, num_samples, **kwargs):
+        seen.append(dict(zarr.open_group(str(group.store_path.store.root), mode="r").attrs))
+        return create_column(group, name, num_samples, **kwargs)
+
+    monkeypatch.setattr(_zarr, "_create_column", watching)
+    store = _zarr.ZarrStore.create(tmp_path / "s.zarr", attrs={FORMAT_ATTR: 2}, specs=[],
+                                   columns={"id": ["a"], "label": [0], "split": ["train"]},
+                                   num_samples=1)
+    store.close()
+    assert seen and all(attrs == {CREATING_ATTR: True} for attrs in seen)
+    attrs = dict(zarr.open_group(str(tmp_path / "s.zarr"), mode="r").attrs)
+    assert CREATING_ATTR not in attrs and attrs[FORMAT_ATTR] == 2

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from flowstore.errors import StoreError
+from flowstore.errors import HalfCreatedStoreError, StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
-from flowstore.store.layout import (FORMAT, FORMAT_ATTR, READABLE_FORMATS, REQUIRED, SOFTWARE,
-                                    STRING)
+from flowstore.store.layout import (CREATING_ATTR, FORMAT, FORMAT_ATTR, READABLE_FORMATS,
+                                    REQUIRED, SOFTWARE, STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
            "backend_for", "capabilities", "create_store", "failures", "failures_named", "is_url", "lies_within",
@@ -99,12 +99,17 @@ def backend_for(path: str | Path) -> type[Store]:
     Raises:
         StoreError: no backend claims the suffix, or the one that does takes no URLs, or a
             `file://` URL names a local store (taken for a remote one, it was written with no
-            writer lock: two builds wrote it at once).
+            writer lock: two builds wrote it at once), or a URL's path has an empty part.
     """
     name = str(path).rstrip("/").lower()
     if name.startswith("file://"):  # (taken for a remote store: no writer lock, no space check)
         raise StoreError(f"a file:// URL names a local path: give the path itself "
                          f"({str(path)[len('file://'):]!r}), got {str(path)!r}")
+    if is_url(path) and "//" in name.split("://", 1)[1]:
+        # (zarr writes the keys with the empty part, s3fs lists them without: a store that
+        # could not be read back, or overwritten)
+        raise StoreError(f"a store URL has an empty part ('//') in its path: "
+                         f"{str(path)!r}")
     for backend in BACKENDS:
         if name.endswith(backend.suffixes):
             if is_url(path) and not backend.urls:
@@ -231,7 +236,12 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
         store.close()  # (and with it an HDF5 reader's hold on the store lock)
         raise unreadable(exc) from exc
     if version is None:
+        half_created = store.attrs.get(CREATING_ATTR)
         store.close()
+        if half_created:
+            raise HalfCreatedStoreError(
+                f"{str(path)!r} is a store whose making stopped before it was one (a build "
+                f"killed while creating it, or one creating it now); --overwrite deletes it")
         raise StoreError(f"{str(path)!r} is not a flowstore store (no {FORMAT_ATTR!r} attribute)")
     if version not in READABLE_FORMATS:
         store.close()
@@ -386,7 +396,10 @@ def remove_store(path: str | Path) -> None:
     path = _real_place(_as_location(path))
     if not store_exists(path):
         return
-    open_store(path, "r", check_whole=False).close()  # raises unless it is a flowstore store
+    try:  # raises unless it is a flowstore store, or one whose making stopped
+        open_store(path, "r", check_whole=False).close()
+    except HalfCreatedStoreError:
+        pass
     backend = backend_for(path)
     if not backend.capabilities(path).rename:
         with remote_errors(path):

@@ -33,7 +33,7 @@ from flowstore.store import is_url
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, changed_spans, check_columns, column_chunks, fsync_path,
                                   unreadable_array)
-from flowstore.store.layout import BY_NAME
+from flowstore.store.layout import BY_NAME, CREATING_ATTR
 
 
 _COMPRESSORS = {
@@ -129,7 +129,8 @@ class ZarrStore(Store):
                columns: Mapping[str, Any], num_samples: int) -> "ZarrStore":
         check_columns(num_samples, columns)
         try:
-            group = zarr.open_group(str(path), mode="w-", zarr_format=3)
+            group = zarr.open_group(str(path), mode="w-", zarr_format=3,
+                                    attributes={CREATING_ATTR: True})
             for name, values in columns.items():
                 arr = _create_column(group, name, num_samples)
                 if num_samples:  # (chunks equal to the fill value are not written)
@@ -140,8 +141,8 @@ class ZarrStore(Store):
                                    dtype=dtype, chunks=(1, *spec.sample_shape), fill_value=0,
                                    compressors=_COMPRESSORS[spec.codec](),
                                    chunk_key_encoding=CHUNK_KEY_ENCODING)
-            # one write of zarr.json, not one per key
-            group.update_attributes({**attrs, EVERY_CHUNK_WRITTEN: True})
+            # one write of zarr.json, not one per key, `CREATING_ATTR` replaced
+            group.attrs.put({**attrs, EVERY_CHUNK_WRITTEN: True})
         except BaseException:
             # zarr writes an array's metadata and its parents' at once (asyncio.gather), and the
             # first failure (a full disk) surfaces while the others still run in its threads,

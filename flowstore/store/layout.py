@@ -32,6 +32,10 @@ FORMAT = 2
 READABLE_FORMATS = (1, 2)
 #: The root attribute that names a store's format (and marks a folder or file as a store).
 FORMAT_ATTR = "flowstore.format"
+#: The root attribute of a store while it is made, replaced by the finished store's own (with
+#: `FORMAT_ATTR`) in one write: an object store is made in place, and one that has it and no
+#: format was left by a build stopped while making it (`--overwrite` deletes it).
+CREATING_ATTR = "flowstore.creating"
 #: The root attribute recording what extracted the samples: {"flowstore": version, "opencv":
 #: version} (absent from stores made before it was recorded).
 SOFTWARE = "software"
