@@ -290,6 +290,13 @@ def _probe(address: str) -> str | None:
                 f"(the dashboard's port, or another server?)")
     except OSError as exc:
         return str(exc)
+    except (MemoryError, OverflowError, ValueError) as exc:
+        if address.rpartition(":")[2].isdigit():
+            # (a well-formed address: distributed read another server's first bytes as the
+            # length of a message, "Unable to allocate 2.82 EiB", or as no length at all)
+            return ("something there answered, but not as a Dask scheduler (another server "
+                    "on that port?)")
+        return f"{type(exc).__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001  (a malformed address, TLS asked without certificates,
         return f"{type(exc).__name__}: {exc}"  # a server answering something else)
     return None

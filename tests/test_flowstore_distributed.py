@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
@@ -322,6 +323,28 @@ def test_a_port_that_never_answers_dasks_handshake_is_one_line_in_time(
                                                  "within 1 s"):
             build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler=address))
     assert time.monotonic() - began < 10
+
+
+def test_a_server_that_speaks_first_is_said_to_be_no_scheduler(tiny_tvhi_source, tmp_path):
+    """An SSH server on the port: distributed read its banner's bytes as a message's length,
+    and the line said "MemoryError: Unable to allocate 2.82 EiB for an array"."""
+    import socket
+    import threading
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        def greet() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    connection, _ = server.accept()
+                    connection.sendall(b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3ubuntu0.1\r\n")
+                    connection.close()
+
+        threading.Thread(target=greet, daemon=True).start()
+        address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        with pytest.raises(FlowstoreError, match=re.escape(
+                f"cannot reach Dask scheduler {address!r}: something there answered, but not "
+                f"as a Dask scheduler (another server on that port?)")):
+            build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler=address))
 
 
 def test_a_worker_killed_mid_build_leaves_a_truthful_store(tmp_path):
