@@ -92,6 +92,9 @@ class BuildConfig:
     reuse_from: Path | str | None = None
 
     def __post_init__(self) -> None:
+        if self.scheduler is not None and not self.scheduler.strip():  # (was: built on threads)
+            raise FlowstoreError("--scheduler needs the scheduler's address (tcp://HOST:PORT), "
+                                 "got an empty one")
         if self.workers is not None and self.scheduler:
             raise FlowstoreError("--workers does not apply with --scheduler: the cluster's "
                                  "workers run the tasks (`dask worker --nthreads N` sets "

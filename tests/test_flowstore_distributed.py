@@ -285,6 +285,12 @@ def test_workers_with_a_scheduler_is_refused_not_ignored(tiny_tvhi_source, tmp_p
     assert not (tmp_path / "s.zarr").exists()
     assert BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=tmp_path / "s.zarr",
                        params=VideoParams()).workers >= 1  # (the default: this process's cores)
+    # An empty address (an unset variable in a script) built on threads without a word.
+    result = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                           tmp_path / "s.zarr", "--scheduler", "")
+    assert assert_one_line_error(result) == (
+        "error: --scheduler needs the scheduler's address (tcp://HOST:PORT), got an empty one")
+    assert not (tmp_path / "s.zarr").exists()
 
 
 def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
