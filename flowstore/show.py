@@ -39,7 +39,7 @@ from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.flow_image import flow_to_rgb, wheel_legend
 from flowstore.manifest import class_label
 from flowstore.params import check_seed
-from flowstore.store import enclosing_store, lies_within
+from flowstore.store import enclosing_store
 
 #: Steps per row of a video picture.
 COLUMNS = 8
@@ -130,7 +130,7 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
         indices = _select(dataset, str(store), ids, per_class, seed)
         segmented = dataset.segments is not None
         out = Path(out)
-        _refuse_inside(out, store)
+        _refuse_inside(out)
         _make_folder(out)
         result = ShowResult()
         splits: dict[str, Any] = {}
@@ -165,16 +165,13 @@ def _file_name(class_name: str, label: int) -> str:
     return name if name == class_name else f"{name}-{label}"
 
 
-def _refuse_inside(out: Path, store: str | os.PathLike) -> None:
+def _refuse_inside(out: Path) -> None:
     """Pictures are never written into a store, the one they show or another: a store folder
     holds its arrays alone (`inspect --bytes` would count them, `--overwrite` delete them with
     it)."""
-    if lies_within(out, store):
-        raise ParameterError(f"--out {str(out)!r} is the store or lies inside it; give the "
-                             f"pictures another folder")
-    other = enclosing_store(out)
-    if other is not None:
-        raise ParameterError(f"--out {str(out)!r} is the store {str(other)!r} or lies inside "
+    store = enclosing_store(out)
+    if store is not None:
+        raise ParameterError(f"--out {str(out)!r} is the store {str(store)!r} or lies inside "
                              f"it; give the pictures another folder")
 
 
@@ -359,8 +356,12 @@ def write_gif(path: Path, sample: dict[str, Any]) -> Path:
 
 
 def _write_png(path: Path, picture: np.ndarray) -> Path:
+    """(Encoded by OpenCV, written by Python: `cv2.imwrite` says only that it failed, not why.)"""
     cv2 = _cv2()
-    if not cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
-                       [cv2.IMWRITE_PNG_COMPRESSION, 9]):
-        raise FlowstoreError(f"cannot write {str(path)!r}")
+    _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
+                          [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    try:
+        path.write_bytes(png.tobytes())
+    except OSError as exc:
+        raise FlowstoreError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     return path

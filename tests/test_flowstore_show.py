@@ -254,9 +254,15 @@ def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     for out in ("float16.zarr/pictures", "float16.zarr/pictures/nested", "float16.zarr"):
         inside = flowstore_cli("show", "float16.zarr", "--out", out)
         assert assert_one_line_error(inside).endswith(
-            f"--out {out!r} is the store or lies inside it; give the pictures another folder")
+            f"--out {out!r} is the store {str(stores['float16'])!r} or lies inside it; give the "
+            f"pictures another folder")
     assert sorted(p.relative_to(stores["float16"])
                   for p in stores["float16"].rglob("*")) == before
+    # a picture that cannot be written says why (OpenCV's imwrite said only that it failed)
+    (tmp_path / "blocked" / "hug_0001.png").mkdir(parents=True)
+    blocked = flowstore_cli("show", "float16.zarr", "hug_0001", "--out", tmp_path / "blocked")
+    assert assert_one_line_error(blocked) == (
+        f"error: cannot write {str(tmp_path / 'blocked' / 'hug_0001.png')!r}: Is a directory")
     # nor into another store (its flow array's folder held them, counted as its flow bytes)
     other = stores["uint8"]
     others = sorted(p.relative_to(other) for p in other.rglob("*"))
