@@ -40,8 +40,9 @@ from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
 from flowstore.params import (EXTRACTION_VERSION, FLOW_METHOD, UNRECORDED_DEFAULTS,
                               canonical_json, fingerprint, to_dict)
-from flowstore.store import (Store, backend_for, capabilities, create_store, enclosing_store,
-                             is_url, open_store, remove_store, store_exists)
+from flowstore.store import (Store, backend_for, capabilities, check_array_shapes,
+                             create_store, enclosing_store, is_url, open_store, remove_store,
+                             store_exists)
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
@@ -861,16 +862,9 @@ def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
 def _check_arrays(store: Store, specs: list, num_samples: int, path: Path | str,
                   hint: str) -> None:
     """Refuse a store that lost an array (or holds it in another shape): resuming cannot fix it."""
-    names = set(store.array_names())
-    if "checksum" not in names:
+    if "checksum" not in store.array_names():
         raise StoreError(f"store {str(path)!r} is damaged: it has no array 'checksum'{hint}")
-    for spec in specs:
-        expected = (num_samples, *spec.sample_shape)
-        found = store.info(spec.name).shape if spec.name in names else None
-        if found != expected:
-            what = "has no" if found is None else f"has shape {found} for"
-            raise StoreError(f"store {str(path)!r} is damaged: it {what} array {spec.name!r} "
-                             f"{expected}{hint}")
+    check_array_shapes(store, specs, path, hint, num_samples=num_samples)
 
 
 def _sections(d: dict[str, Any]) -> set[str]:

@@ -36,11 +36,13 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         classes = attrs.get("classes", [])
         # shown, not refused: inspect is where one looks at a store that went wrong
         problems: list[str] = []
-        ids, labels, splits = (_column(store, name, problems)
-                               for name in ("id", "label", "split"))
+        ids = _column(store, "id", problems)
+        # (every other column read as long as `id`: one whose declared length is another, a
+        # damaged zarr.json, is named by `check_dataset_arrays` below)
+        labels, splits = (_column(store, name, problems, len(ids)) for name in ("label", "split"))
         # (a manifest column's stand-in is no edit, and is named already: not compared then)
         manifest_read = not problems
-        done = _column(store, "done", problems).astype(bool)
+        done = _column(store, "done", problems, len(ids)).astype(bool)
         checks = [lambda: check_dataset_arrays(store, path)]
         if manifest_read:
             checks.insert(0, lambda: check_manifest_columns(attrs, ids, labels, splits, path))
@@ -68,7 +70,12 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
             done_counts[split][name] += finished
         names = store.array_names()
         # (format 1 kept the hashes by source file name, not by sample: not compared there)
-        duplicates = (duplicate_sources(ids, splits, _column(store, "source_hash", problems))
+        # (by the split names shown, "(unreadable)", not a damaged chunk's stand-in; each
+        # is put in brackets as a split is: not two of them)
+        bare = [name[1:-1] if name.startswith("(") and name.endswith(")") else name
+                for name in split_names]
+        duplicates = (duplicate_sources(ids, np.array(bare),
+                                        _column(store, "source_hash", problems, len(ids)))
                       if "source_hash" in names else None)
         arrays = [store.info(name) for name in names]
         damaged = "\n".join(dict.fromkeys(problems)) or None  # (one problem a line, once)
@@ -119,11 +126,12 @@ UNREADABLE_SPLIT = "(unreadable)"
 UNREADABLE_ID = "(sample {index}: id unreadable)"
 
 
-def _column(store, name: str, problems: list[str]) -> np.ndarray:
+def _column(store, name: str, problems: list[str], length: int | None = None) -> np.ndarray:
     """A per-sample column of `store`, read chunk by chunk where it is damaged: each damaged
     chunk's samples get a stand-in (`UNREADABLE_FILL`, `UNREADABLE_ID`, else empty text) and
     one problem in `problems` naming them, so that one bad chunk of a large store's `done`
-    costs its 4,096 samples, not the column, and inspect still shows the rest."""
+    costs its 4,096 samples, not the column, and inspect still shows the rest. With `length`,
+    cut or filled with stand-ins to it (a column declaring another length than `id`'s)."""
     def stand_in(start: int, stop: int) -> np.ndarray:
         if name == "id":
             return np.array([UNREADABLE_ID.format(index=k) for k in range(start, stop)])
@@ -132,6 +140,9 @@ def _column(store, name: str, problems: list[str]) -> np.ndarray:
     values, unreadable = read_column(store, name, stand_in)
     problems.extend(str(unreadable_part(store.path, chunk.describe(), chunk.error, sample=False,
                                         remedy=ledger_remedy(name))) for chunk in unreadable)
+    if length is not None and len(values) != length:
+        values = (values[:length] if len(values) > length
+                  else np.concatenate([values, stand_in(len(values), length)]))
     return values
 
 
@@ -140,7 +151,7 @@ def _failures(store, ids: np.ndarray, done: np.ndarray, problems: list[str]) -> 
     id chunk's by `UNREADABLE_ID`, not lost with them); a damaged failure chunk is a problem."""
     if store.format == 1:  # (kept by sample id in an attribute: no column to read)
         return format1.failures(store, ids=ids, done=done)
-    return failures_named(ids, _column(store, "failure", problems), done)
+    return failures_named(ids, _column(store, "failure", problems, len(ids)), done)
 
 
 #: Groups of duplicates `inspect` lists before it says "and N more" (`--json` has them all).

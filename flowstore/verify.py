@@ -22,7 +22,7 @@ from flowstore.build import BuildConfig, build
 from flowstore.datasets import get_dataset
 from flowstore.errors import MissingChunkError, ParameterError, StoreError
 from flowstore.params import from_dict
-from flowstore.store import open_store
+from flowstore.store import check_array_shapes, open_store
 from flowstore.store.base import never_extracted, read_column
 from flowstore.store.checksum import check_manifest_columns, matches
 from flowstore.store.layout import COLUMN_NAMES
@@ -141,6 +141,7 @@ def check_dataset_arrays(store, path: str | Path) -> None:
                          + (" and " if missing and extra else "")
                          + ("has array(s) " + ", ".join(extra) if extra else "")
                          + " of another dataset" * bool(extra))
+    check_array_shapes(store, dataset.specs(params), path)
 
 
 @dataclass

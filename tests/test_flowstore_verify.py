@@ -532,3 +532,60 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
     assert line.endswith("array 'failure' cannot be read (RuntimeError: Zstd decompression "
                          "error: invalid input data); the next build extracts its samples "
                          "again and writes the chunk anew")
+
+
+@pytest.mark.parametrize("edit", ["done", "label", "failure", "flow", "params.steps"])
+def test_an_array_declaring_another_shape_is_damage_every_command_names(tiny_tvhi_source,
+                                                                         tmp_path, edit):
+    """A zarr.json edited (or damaged) to declare one sample fewer, or root params that no
+    longer describe the arrays: inspect, verify and show stopped with numpy's or zarr's error
+    ("a bug in flowstore", exit 3) on a short column, and verify passed a short feature array
+    or other params (exit 0) that a build refused as damaged."""
+    import json
+
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    if edit == "params.steps":
+        path = store / "zarr.json"
+        metadata = json.loads(path.read_text())
+        metadata["attributes"]["params"]["steps"] = 5
+        said = "it has shape (16, 4, 32, 32, 3) for array 'frames' (16, 5, 32, 32, 3)"
+    else:
+        path = store / edit / "zarr.json"
+        metadata = json.loads(path.read_text())
+        metadata["shape"][0] = 15
+        shape = tuple(metadata["shape"])
+        said = (f"it has shape {shape} for array {edit!r} "
+                + ("(16,)" if len(shape) == 1 else "(16, 4, 32, 32, 2)"))
+    path.write_text(json.dumps(metadata))
+    damaged = f"store {str(store)!r} is damaged: {said}"
+    inspected = flowstore_cli("inspect", store)
+    assert inspected.returncode == 1 and "Traceback" not in inspected.stderr, inspected.stderr
+    assert damaged in inspected.stdout
+    assert assert_one_line_error(flowstore_cli("verify", store)) == f"error: {damaged}"
+    if edit != "params.steps":  # (the reader reads what the arrays hold, whatever the params)
+        shown = flowstore_cli("show", store, "--out", tmp_path / "pictures")
+        assert assert_one_line_error(shown).startswith(f"error: store {str(store)!r} is damaged")
+        with pytest.raises(StoreError, match="is damaged: it has shape"):
+            flowstore.open(store)
+
+
+def test_an_hdf5_array_whose_object_header_is_damaged_is_one_line(tiny_tvhi_source, tmp_path):
+    """h5py's KeyError ("bad object header version number") went out as a bug, exit 3."""
+    import h5py
+
+    store = _built(tiny_tvhi_source, tmp_path, ".h5")
+    with h5py.File(store, "r") as file:
+        header = h5py.h5o.get_info(file["flow"].id).addr
+    with open(store, "r+b") as file:
+        file.seek(header)
+        byte = file.read(1)
+        file.seek(header)
+        file.write(bytes([byte[0] ^ 0x55]))
+    for command in (("verify", store), ("show", store, "--out", tmp_path / "p")):
+        line = assert_one_line_error(flowstore_cli(*command))
+        assert f"store {str(store)!r} is damaged: array 'flow' cannot be read" in line, line
+    inspected = flowstore_cli("inspect", store)
+    assert inspected.returncode in (1, 2) and "Traceback" not in inspected.stderr

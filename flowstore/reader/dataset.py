@@ -26,7 +26,7 @@ from flowstore.errors import FlowstoreError, MissingChunkError, StoreError, miss
 from flowstore.manifest import SPLITS
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
-from flowstore.store import STRING, Store, is_url, open_store
+from flowstore.store import STRING, Store, check_array_shapes, is_url, open_store
 from flowstore.store.base import DAMAGE_ERRORS, unreadable_part
 from flowstore.store.checksum import check_manifest_columns
 
@@ -95,6 +95,7 @@ class StoreDataset:
         #: features (`Split.segmented_keys`) hold K segments one after the other.
         self.segments: int | None = (int(self.params["segments"])
                                      if self.params.get("sampling") == "segments" else None)
+        check_array_shapes(store, (), store.path)  # (each array one entry per sample)
         layouts = {name: store.layout(name) for name in store.array_names()}
         self.features = {name: shape[1:] for name, (shape, dtype) in layouts.items()
                          if len(shape) > 1 and dtype != STRING}

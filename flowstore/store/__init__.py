@@ -26,8 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 from flowstore.errors import HalfCreatedStoreError, StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
-from flowstore.store.layout import (CREATING_ATTR, FORMAT, FORMAT_ATTR, READABLE_FORMATS,
-                                    REQUIRED, SOFTWARE, STRING)
+from flowstore.store.layout import (COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
+                                    READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
            "backend_for", "capabilities", "create_store", "failures", "failures_named", "is_url", "lies_within",
@@ -291,6 +291,35 @@ def _mistyped_attribute(attrs: Mapping[str, Any]) -> str | None:
             shown = repr(value)
             return f"{name!r} is not {what} ({shown if len(shown) <= 40 else shown[:37] + '...'})"
     return None
+
+
+def check_array_shapes(store: Store, specs: Sequence[ArraySpec], path: str | Path,
+                       hint: str = "", *, num_samples: int | None = None) -> None:
+    """Refuse a store whose arrays are not one entry per sample each (`num_samples`: the
+    manifest's; by default the `id` column's length), or whose features named in `specs` are
+    not of their shape: a hand-edited or damaged `zarr.json` (or HDF5 header) that declares
+    another shape. Read as declared, such an array raised numpy's and zarr's errors deep in
+    `inspect`, `verify` and `show`, or passed `verify` while a build called it damaged.
+
+    Raises:
+        StoreError: naming the first such array, its shape and the one expected (`hint`
+            appended: what to do about it).
+    """
+    names = store.array_names()
+    if num_samples is None:
+        num_samples = store.info("id").shape[0]
+    wanted = {spec.name: (num_samples, *spec.sample_shape) for spec in specs}
+    for name in [*wanted, *(n for n in names if n not in wanted)]:
+        found = store.info(name).shape if name in names else None
+        fits = (found == wanted[name] if name in wanted
+                else found is not None and found[:1] == (num_samples,)
+                and (name not in COLUMN_NAMES or len(found) == 1))
+        if not fits:
+            expected = wanted.get(name, (num_samples,) if name in COLUMN_NAMES
+                                  else (num_samples, "..."))
+            what = "has no" if found is None else f"has shape {found} for"
+            raise StoreError(f"store {str(path)!r} is damaged: it {what} array {name!r} "
+                             f"{tuple(expected)}{hint}".replace("'...'", "..."))
 
 
 def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],

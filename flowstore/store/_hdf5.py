@@ -107,8 +107,8 @@ class HDF5Store(Store):
         Unfiltered per-sample arrays of a read-only store are read outside h5py (`read_into`),
         and those reads do run in parallel."""
         return self.mode == "r" and all(
-            _unfiltered_sample_chunks(self._file[name]) for name in self._file
-            if self._file[name].ndim > 1)
+            _unfiltered_sample_chunks(self._dataset(name)) for name in self._file
+            if self._dataset(name).ndim > 1)
 
     @classmethod
     def create(cls, path: Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
@@ -165,8 +165,16 @@ class HDF5Store(Store):
     def array_names(self) -> list[str]:
         return sorted(name for name in self._file.keys() if not name.startswith(_UPGRADE_PREFIX))
 
+    def _dataset(self, name: str) -> "h5py.Dataset":
+        """The array `name`. h5py raises KeyError for one whose object header is damaged ("bad
+        object header version number"), which went out as "a bug in flowstore": damage."""
+        try:
+            return self._file[name]
+        except KeyError as exc:
+            raise unreadable_array(self.path, name, exc) from exc
+
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
-        dataset = self._file[name]
+        dataset = self._dataset(name)
         try:
             if h5py.check_string_dtype(dataset.dtype):  # variable-length or fixed-width
                 return np.asarray(dataset.asstr()[index], dtype=str)
@@ -187,12 +195,12 @@ class HDF5Store(Store):
         they differ, that array is read by h5py from then on."""
         offset = self._chunk_offset(name, index, out)
         if offset is None:
-            self._file[name].read_direct(out, np.s_[index])
+            self._dataset(name).read_direct(out, np.s_[index])
             return
         read_exactly(self._raw_fd, offset, out, f"sample {index} of {name!r}")
         if name not in self._verified:
             expected = np.empty_like(out)
-            self._file[name].read_direct(expected, np.s_[index])
+            self._dataset(name).read_direct(expected, np.s_[index])
             same = np.array_equal(expected.view(np.uint8), out.view(np.uint8))
             if not same:
                 self._raw_arrays[name] = False
@@ -212,11 +220,11 @@ class HDF5Store(Store):
             return self._chunk_offsets[key]
         if name not in self._raw_arrays:
             self._raw_arrays[name] = self._raw_fd is not None and _unfiltered_sample_chunks(
-                self._file[name])
-        if not self._raw_arrays[name] or self._file[name].dtype != out.dtype \
+                self._dataset(name))
+        if not self._raw_arrays[name] or self._dataset(name).dtype != out.dtype \
                 or not out.flags.c_contiguous:
             return None
-        dataset = self._file[name]
+        dataset = self._dataset(name)
         info = dataset.id.get_chunk_info_by_coord((index,) + (0,) * (dataset.ndim - 1))
         if info.byte_offset is None or info.size != out.nbytes:  # not written (yet)
             return None
@@ -224,7 +232,7 @@ class HDF5Store(Store):
         return info.byte_offset
 
     def info(self, name: str) -> ArrayInfo:
-        dataset = self._file[name]
+        dataset = self._dataset(name)
         text = h5py.check_string_dtype(dataset.dtype)
         is_text = text is not None
         # (variable-length text has no size known from the metadata; fixed-width text has one)
@@ -235,7 +243,7 @@ class HDF5Store(Store):
                          nbytes=int(np.prod(dataset.shape)) * itemsize)
 
     def storage_size(self, name: str) -> int:
-        return int(self._file[name].id.get_storage_size())
+        return int(self._dataset(name).id.get_storage_size())
 
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
                      durable: bool = False) -> None:
@@ -259,7 +267,7 @@ class HDF5Store(Store):
             self._entry_synced = True
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-        dataset = self._file[name]
+        dataset = self._dataset(name)
         return tuple(dataset.shape[1:]), dataset.dtype
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
@@ -271,7 +279,7 @@ class HDF5Store(Store):
         with self._writing():
             dataset = self._written.get(name)
             if dataset is None:
-                dataset = self._written[name] = self._file[name]
+                dataset = self._written[name] = self._dataset(name)
             dataset[index] = _as_stored(name, dataset.dtype, np.asarray(value))
 
     @contextlib.contextmanager
