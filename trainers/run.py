@@ -177,6 +177,12 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
 
 def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     config, model = session.config, samples.model
+    if session.device is None:
+        # Keras (TensorFlow) starts here, quietly, before the runs to reuse are looked for:
+        # how a run computes (`RunConfig.training_for`) asks Keras for its backend and device,
+        # and Keras started unquieted printed TensorFlow's start-up notes twice
+        session.device = start_keras_quietly(config.verbose)
+        print(session.device, file=sys.stderr)
     bases: dict[str, RunRecord | None] = {}
     for base in samples.entry.transfers_from:
         size = samples.info.size
@@ -189,9 +195,6 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     for need in samples.entry.requires:
         bases[need] = _prerequisite(session, samples, need)
 
-    if session.device is None:  # Keras (TensorFlow) starts here, not earlier, and quietly
-        session.device = start_keras_quietly(config.verbose)
-        print(session.device, file=sys.stderr)
     from trainers.backend import store_errors_raised
     from trainers.fit import TrainOptions, train_model
 
