@@ -436,6 +436,26 @@ def test_the_comparison_of_one_model_shows_its_whole_title_and_no_legend_over_a_
                    for number in numbers)
 
 
+@pytest.mark.parametrize("count", [2, 3, 40])
+def test_a_confusion_matrix_shows_its_whole_title(drawn, count):
+    """A model of 2 or 3 classes drew a figure 4-5 in wide, and its title ("TV-HI two-stream
+    (from scratch): test split (4 sampl") was cut."""
+    from trainers.html_report import confusion_png
+    from trainers.predict import SplitPredictions
+
+    labels = np.arange(4) % count
+    predictions = SplitPredictions(
+        classes=tuple(f"class {k}" for k in range(count)), ids=np.array(["a", "b", "c", "d"]),
+        labels=labels, predicted=labels, probabilities=np.eye(count)[labels],
+        true_classes=np.array([f"class {k}" for k in labels]), splits=np.array(["test"] * 4))
+    confusion_png(predictions, "TV-HI two-stream (from scratch)")
+    (figure,) = drawn
+    renderer = figure.canvas.get_renderer()
+    (title,) = [ax.title for ax in figure.axes if ax.title.get_text()]
+    box, page = title.get_window_extent(renderer), figure.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1, (title.get_text(), box, page)
+
+
 def test_a_null_test_accuracy_draws_the_comparison_with_a_dash(tmp_path):
     """`"test": {"accuracy": null}` passes as a run's metrics and the tables show "-"; the
     comparison called float(None) after every model had predicted, and wrote no figure."""

@@ -271,7 +271,8 @@ def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     confusion = predictions.confusion
     count = len(predictions.classes)
     side = 2.5 + 0.5 * count
-    figure = Figure(figsize=(side + 1, side), layout="constrained")
+    # (at least as wide as a model's name: at 2-3 classes the title was cut)
+    figure = Figure(figsize=(max(side + 1, 6.0), side), layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.subplots()
     shown = ax.imshow(confusion, cmap="Blues", vmin=0)
@@ -285,7 +286,7 @@ def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     for (row, column), value in np.ndenumerate(confusion):
         ax.text(column, row, str(value), ha="center", va="center",
                 color="white" if value > threshold else "black")
-    ax.set_title(f"{title}: test split ({int(confusion.sum())} samples)")
+    ax.set_title(f"{title}\ntest split ({int(confusion.sum())} samples)")
     return figure_png(figure)
 
 
