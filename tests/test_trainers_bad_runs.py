@@ -256,6 +256,20 @@ def test_a_runs_dir_inside_a_store_is_refused_before_training(tmp_path):
     assert not (store / "runs").exists() and not list(store.glob("flow-*"))
 
 
+def test_report_of_a_file_or_a_store_says_what_it_is(tmp_path):
+    """`trainers report notes.txt` said "no runs directory at 'notes.txt'", a file being
+    there; an HDF5 store given for the runs directory is a file too."""
+    from trainers.testing import TINY_FLOW, make_tiny_store
+
+    (tmp_path / "notes.txt").write_text("not runs")
+    store = make_tiny_store(tmp_path / "tvhi.h5", **TINY_FLOW)
+    for given, says in ((tmp_path / "notes.txt", "is a file, not a runs directory"),
+                        (store, "is a store, not a runs directory"),
+                        (tmp_path / "nowhere", "no runs directory at")):
+        result = runner.invoke(app, ["report", str(given)])
+        assert result.exit_code == 2 and says in _one_error_line(result), result.output
+
+
 @pytest.mark.parametrize("metrics", [{"model": "../escape"}, {"model": "sub/flow"},
                                      {"model": ""}, {}], ids=["..", "slash", "blank", "{}"])
 def test_a_run_whose_model_is_no_plain_name_is_skipped(tmp_path, metrics):

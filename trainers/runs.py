@@ -303,15 +303,17 @@ def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
     """The most recent finished run of each model under `runs_dir`.
 
     Raises:
-        RunNotFoundError: `runs_dir` does not exist.
+        RunNotFoundError: `runs_dir` does not exist, or is a file or a store.
     """
-    if not Path(runs_dir).is_dir():
-        raise RunNotFoundError(f"no runs directory at {str(runs_dir)!r}")
     from flowstore.store import is_store
 
     if is_store(runs_dir):  # a store passed where its runs were meant: say so, not "no runs"
         raise RunNotFoundError(f"{str(runs_dir)!r} is a store, not a runs directory (the "
                                f"--runs-dir of trainers run, default runs)")
+    if not Path(runs_dir).is_dir():
+        raise RunNotFoundError(f"{str(runs_dir)!r} is a file, not a runs directory"
+                               if Path(runs_dir).exists()
+                               else f"no runs directory at {str(runs_dir)!r}")
     latest: dict[str, RunRecord] = {}
     for record in list_runs(runs_dir):  # oldest first, so later ones win
         latest[record.model] = record
