@@ -157,12 +157,22 @@ def _extraction_params(params_type: type, dataset: str, *, flow: Optional[str],
 
 def _dataset_options(ctx: typer.Context, dataset: str) -> dict[str, str]:
     """The dataset's own options, left after the command's (`--fold 2`); a mistyped flag of the
-    command is refused with the nearest of the command's own flags."""
+    command is refused with the nearest of the command's own flags, and a flag of the other
+    command that takes dataset options (`estimate --scheduler`) as that command's."""
     from flowstore.datasets import dataset_type, parse_option_tokens
 
-    own = [flag for param in ctx.command.params for flag in param.opts if flag.startswith("--")]
+    def flags(command: Any) -> list[str]:
+        return [flag for param in command.params for flag in param.opts if flag.startswith("--")]
+
+    own = flags(ctx.command)
+    group = ctx.parent.command if ctx.parent is not None else None
+    others = {flag: f"flowstore {name}, not of flowstore {ctx.info_name}"
+              for name in ("build", "estimate")
+              if group is not None and name != ctx.info_name
+              and (command := group.get_command(ctx.parent, name)) is not None
+              for flag in flags(command) if flag not in own}
     return parse_option_tokens(ctx.args, dataset_type(dataset).options_type,
-                               f"dataset {dataset!r}", also=own)
+                               f"dataset {dataset!r}", also=own, others=others)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

@@ -582,6 +582,9 @@ def test_options_are_typed_and_validated_in_one_place():
                              "none); did you mean --overwrite?"),
     (("ucf101", "--fodl", "2"), "did you mean --fold?"),
     (("tvhi", "--fold"), "error: --fold is not an option of dataset 'tvhi' (its options: none)"),
+    # estimate's own flag given to build: it was "not an option of dataset 'tvhi'"
+    (("tvhi", "--sample", "3"), "error: --sample is an option of flowstore estimate, not of "
+                                "flowstore build"),
 ])
 def test_bad_dataset_options_are_one_line_before_any_work(args, expect, sources, tmp_path):
     result = flowstore_cli("build", args[0], "--source", sources.get(args[0], tmp_path),
@@ -589,6 +592,13 @@ def test_bad_dataset_options_are_one_line_before_any_work(args, expect, sources,
     line = assert_one_line_error(result)
     assert line == expect if expect.startswith("error: ") else expect in line
     assert not (tmp_path / "x.zarr").exists()
+
+
+def test_a_build_flag_given_to_estimate_is_said_to_be_builds(sources):
+    result = flowstore_cli("estimate", "ucf101", "--source", sources["ucf101"], "--scheduler",
+                           "tcp://127.0.0.1:9")
+    assert assert_one_line_error(result) == (
+        "error: --scheduler is an option of flowstore build, not of flowstore estimate")
 
 
 def test_estimate_takes_the_dataset_options_a_build_would(sources):

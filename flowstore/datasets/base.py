@@ -266,15 +266,20 @@ def make_options(kind: type, values: Mapping[str, Any], owner: str) -> Any:
     return kind(**converted)
 
 
-def _require_option(kind: type, name: str, owner: str, also: Sequence[str] = ()) -> None:
+def _require_option(kind: type, name: str, owner: str, also: Sequence[str] = (),
+                    others: Mapping[str, str] | None = None) -> None:
     """Refuse `--name` unless it is a field of the options dataclass `kind`, suggesting the
     nearest of its options and `also` (the command's own flags: a mistyped `--overwrit` of
-    `build` reaches the dataset as an unknown option)."""
+    `build` reaches the dataset as an unknown option); a flag of another command (`others`:
+    flag -> "that command, not of this one", `--scheduler` given to `estimate`) is said to be
+    that one's."""
     name = name.replace("-", "_")
     if name in {f.name for f in dataclasses.fields(kind)}:
         return
     known = option_names(kind)
     flag = "--" + _flag(name)
+    if others and flag in others:
+        raise ParameterError(f"{flag} is an option of {others[flag]}")
     # Another dataset's option (--fold on tvhi) is no typo: suggest nothing for it.
     elsewhere = {other for dataset in dataset_names()
                  for other in option_names(dataset_type(dataset).options_type)}
@@ -286,7 +291,8 @@ def _require_option(kind: type, name: str, owner: str, also: Sequence[str] = ())
 
 
 def parse_option_tokens(tokens: Sequence[str], kind: type | None = None, owner: str = "", *,
-                        also: Sequence[str] = ()) -> dict[str, str]:
+                        also: Sequence[str] = (),
+                        others: Mapping[str, str] | None = None) -> dict[str, str]:
     """`--name VALUE` and `--name=VALUE` pairs (what the command line leaves to the dataset).
 
     With `kind`, the options dataclass the pairs are for, a name it lacks is refused before
@@ -301,7 +307,7 @@ def parse_option_tokens(tokens: Sequence[str], kind: type | None = None, owner: 
             raise ParameterError(f"unexpected argument {token!r}")
         name, equals, value = token[2:].partition("=")
         if kind is not None:
-            _require_option(kind, name, owner, also)
+            _require_option(kind, name, owner, also, others)
         if not equals:
             if not items or items[0].startswith("--"):
                 raise ParameterError(f"option --{name} needs a value")
