@@ -123,3 +123,35 @@ def test_colour_jitter_changes_frames_and_never_flow():
     again = _batch()
     colour_jitter(again, np.random.default_rng(4), strength=0.4)
     np.testing.assert_array_equal(again["flow"], flow)
+
+
+def test_augmentations_refuse_one_sample_and_names_the_batch_lacks():
+    """Silent before: `split[i]` (one sample, its T steps on the first axis) had each step
+    flipped or cropped apart as if it were a sample, the middle frame left alone; a motion
+    name the batch lacks (a renamed feature, a typo) mirrored the flow and kept its dx; a
+    segment key it lacks made `segment_views` repeat whole clips K times as "segments"."""
+    from flowstore.reader import random_segment, segment_views
+
+    rng = np.random.default_rng(0)
+    one = {key: value[0] for key, value in _batch().items()}  # what split[i] gives
+    for augment in (lambda b: horizontal_flip(b, rng, motion=("flow",)),
+                    lambda b: random_crop(b, rng, size=16),
+                    lambda b: random_resized_crop(b, rng, motion=("flow",)),
+                    lambda b: colour_jitter(b, rng)):
+        with pytest.raises(ValueError, match=r"a batch \(split\[\[i, j\]\].*not one sample"):
+            augment(dict(one))
+    renamed = {("of" if key == "flow" else key): value for key, value in _batch().items()}
+    with pytest.raises(ValueError, match="motion names 'flow', not a feature of the batch "
+                                         r"\(it has frames, of\)"):
+        horizontal_flip(renamed, rng, motion=("flow",), p=1.0)
+    with pytest.raises(ValueError, match="motion names 'flw'"):
+        random_resized_crop(_batch(), rng, motion="flw")
+    with pytest.raises(ValueError, match="keys names 'flw'"):
+        segment_views(_batch(), segments=2, keys=("flw",))
+    with pytest.raises(ValueError, match="keys names 'flw'"):
+        random_segment(_batch(), rng, segments=2, keys="flw")
+    with pytest.raises(ValueError, match="not a multiple of 0 segments"):  # (numpy's "high <= 0")
+        random_segment(_batch(), rng, segments=0, keys=("frames",))
+    with pytest.raises(ValueError, match=r"size must be an integer side or \(height, width\), "
+                                         r"got 16\.0"):
+        random_crop(_batch(), rng, size=16.0)

@@ -161,6 +161,10 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
             with pytest.raises(TypeError):
                 val[bad]
         assert val.read(i for i in (3, 1))["id"].tolist() == [ids[3], ids[1]]
+        # (a 0-d boolean inside a list was read as position 1)
+        for bad in ([np.array(True), 0], [torch.tensor(True), 0]):
+            with pytest.raises(TypeError, match="not both"):
+                val[bad]
         for bad in (1.7, [0.9, 2.99], ["1", "3"], "a", None, True, [True, 0], [1, np.True_],
                     {0: 1}, bytearray(b"\x00\x01"), memoryview(b"\x00"), b"\x00", {3, 1},
                     frozenset({3, 1})):
@@ -200,9 +204,13 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
                               (lambda: val.batches(2, seed=None), "seed must be a whole number"),
                               (lambda: val.to_keras_dataset(8.0), "batch_size must be a whole"),
                               (lambda: val.to_keras_dataset(2, seed=None), "seed must be a whole"),
-                              (lambda: val.to_tf_dataset(8.0), "batch_size must be a whole")]:
+                              (lambda: val.to_tf_dataset(8.0), "batch_size must be a whole"),
+                              (lambda: val.to_keras_dataset(2, workers=2.5),
+                               "workers must be a whole")]:
             with pytest.raises(TypeError, match=message):
                 call()
+        with pytest.raises(ValueError, match="workers must be >= 0, got -1"):  # (was 0)
+            val.to_keras_dataset(2, workers=-1)
         with pytest.raises(TypeError, match="augment must be"):
             val.batches(2, augment="flip")
         kept = val[[0, 1]]

@@ -33,6 +33,30 @@ def _names(motion: Sequence[str] | str) -> tuple[str, ...]:
     return (motion,) if isinstance(motion, str) else tuple(motion)
 
 
+def _checked(batch: dict[str, np.ndarray], names: Sequence[str] | str = (),
+             argument: str = "motion") -> tuple[str, ...]:
+    """`names` (the `argument` given, `_names`), each checked to be a feature of `batch`, and
+    `batch` checked to be a batch: a name the batch lacks (a renamed feature, a typo) left a
+    flow mirrored with its dx kept, or whole clips repeated as "segments"; one sample
+    (`split[i]`, whose label has no axis) had its T steps taken for T samples, each flipped
+    or cropped apart, its middle frame left alone.
+
+    Raises:
+        ValueError: naming the missing feature, or saying a batch is wanted.
+    """
+    label = batch.get(LABEL)
+    if label is not None and np.ndim(label) != 1:
+        raise ValueError("augmentations take a batch (split[[i, j]], split.read(...), a "
+                         "DataLoader's batch), not one sample (split[i])")
+    names = _names(names)
+    missing = [name for name in names if name not in batch]
+    if missing:
+        features = ", ".join(key for key in batch if key not in (LABEL, ID))
+        raise ValueError(f"{argument} names {', '.join(map(repr, missing))}, not a feature of "
+                         f"the batch (it has {features or 'none'})")
+    return names
+
+
 def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
                     motion: Sequence[str], p: float = 0.5) -> dict[str, np.ndarray]:
     """Mirror a random `p` of the samples left-right, every image-like feature together.
@@ -43,7 +67,7 @@ def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     pictures only): a forgotten one would mirror flow without negating dx, a silently wrong
     motion. The batch's buffers are flipped in place.
     """
-    motion = _names(motion)
+    motion = _checked(batch, motion)
     keys = _image_keys(batch)
     size = len(batch[keys[0]]) if keys else 0
     flips = np.flatnonzero(rng.random(size) < p)
@@ -73,7 +97,12 @@ def random_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
                 size: int | tuple[int, int]) -> dict[str, np.ndarray]:
     """A random `size` (side, or (height, width)) window of each sample, the same window in all
     of its image-like features (which must share their height and width)."""
-    height, width = (int(size), int(size)) if isinstance(size, (int, np.integer)) else size
+    _checked(batch)
+    sides = (size, size) if isinstance(size, (int, np.integer)) else size
+    if (not isinstance(sides, (tuple, list)) or len(sides) != 2
+            or not all(isinstance(side, (int, np.integer)) for side in sides)):
+        raise ValueError(f"size must be an integer side or (height, width), got {size!r}")
+    height, width = map(int, sides)
     keys, (full_h, full_w) = _shared_frame_size(batch)
     if not keys:
         return batch
@@ -115,7 +144,7 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     """
     import cv2
 
-    motion = _names(motion)
+    motion = _checked(batch, motion)
     low, high = scale
     if not 1.0 <= low <= high:
         raise ValueError(f"scale must be a range 1 <= low <= high, got {scale!r}")
@@ -154,7 +183,7 @@ def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     Motion fields (`motion`) are measurements of displacement, not colours: they are never
     touched, nor is any feature without 3 colour channels.
     """
-    motion = _names(motion)
+    motion = _checked(batch, motion)
     keys = [key for key in _image_keys(batch)
             if key not in motion and batch[key].shape[-1] == 3]
     if not keys:
@@ -194,14 +223,16 @@ def random_segment(batch: dict[str, np.ndarray], rng: np.random.Generator, *, se
     sees a different part of each clip from epoch to epoch, with the input of one segment;
     `segment_views` scores all K at test time.
     """
+    keys = _checked(batch, keys, "keys")
     if not keys:
         return batch
+    lengths = {key: _segment_length(batch, key, segments) for key in keys}
     count = len(batch[keys[0]])
     chosen = rng.integers(0, segments, size=count)
     out = dict(batch)
     for key in keys:
         value = batch[key]
-        length = _segment_length(batch, key, segments)
+        length = lengths[key]
         picked = aligned_empty((count, length, *value.shape[2:]), value.dtype)
         for row, k in enumerate(chosen.tolist()):
             picked[row] = value[row, k * length:(k + 1) * length]
@@ -218,6 +249,9 @@ def segment_views(batch: dict[str, np.ndarray], *, segments: int,
     Scoring a clip by the mean of its K views' outputs (reshape to `(B, K, classes)`) is TSN's
     segmental consensus at test time, the counterpart of training on `random_segment`.
     """
+    keys = _checked(batch, keys, "keys")
+    if not keys:
+        return batch
     count = len(batch[LABEL]) if LABEL in batch else len(batch[keys[0]])
     out = {}
     for key, value in batch.items():
@@ -237,6 +271,7 @@ def random_frame(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     step, instead of only its middle frame: the spatial stream's sampling in the two-stream
     paper and TSN (one frame from each of T segments). `frame_views` scores all T.
     """
+    keys = _checked(batch, keys, "keys")
     if not keys:
         return batch
     out = random_segment(batch, rng, segments=batch[keys[0]].shape[1], keys=keys)
@@ -247,6 +282,7 @@ def frame_views(batch: dict[str, np.ndarray], *, keys: Sequence[str]) -> dict[st
     """Every step of the per-step `keys` as a single image of its own: B samples become B x T
     rows, sample b's step t at row b*T + t (`(B*T, H, W, C)`, a reshape, no copy), every
     other value repeated T times; the scoring counterpart of `random_frame`."""
+    keys = _checked(batch, keys, "keys")
     if not keys:
         return batch
     out = segment_views(batch, segments=batch[keys[0]].shape[1], keys=keys)

@@ -364,7 +364,8 @@ class Split:
                                 f"{positions!r:.60}") from None
         array = np.asarray(positions)
         if array.dtype.kind in "iu" and not isinstance(positions, np.ndarray) and any(
-                isinstance(p, (bool, np.bool_)) for p in positions):
+                isinstance(p, (bool, np.bool_)) or getattr(p, "dtype", None) == bool
+                or str(getattr(p, "dtype", "")) == "torch.bool" for p in positions):
             # ([True, 0] is int64 to numpy: True read as position 1)
             raise TypeError(f"positions must be integers or a boolean mask, not both "
                             f"({positions!r:.60})")

@@ -63,7 +63,7 @@ class SplitPyDataset(keras.utils.PyDataset):
                              "read it in parallel; give workers=N threads instead")
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.augment = split.augmentation(augment)
-        self.reading_threads = max(0, int(workers))
+        self.reading_threads = whole_number("workers", workers, 0)  # (-1 was 0, 2.5 was 2)
         self.read_ahead = (0 if self.reading_threads == 0 else
                            max(1, max_queue_size or self.reading_threads))
         self._pool: ThreadPoolExecutor | None = None
