@@ -273,6 +273,25 @@ def test_a_split_of_a_store_since_rebuilt_is_refused_not_read_as_other_rows(
             split[0]
 
 
+def test_a_split_whose_open_store_is_rebuilt_under_it_refuses_to_read(tiny_tvhi_source,
+                                                                        tmp_path):
+    """Its dataset still open, a split read the rebuilt store's chunks (zarr opens chunk files
+    by name) at the old store's positions: another flow, without a word, its dataset's params
+    still the old ones'. A resumed build writes into the same store, and reads go on."""
+    path = tmp_path / "s.zarr"
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", path, *TINY_BUILD, "-q")
+    assert flowstore_cli(*build, "--max-per-split", "2").returncode == 0
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("flow",))
+        before = train[[0, 1]]["flow"]
+        assert flowstore_cli(*build).returncode == 0  # resumed: the same store, grown
+        np.testing.assert_array_equal(train[[0, 1]]["flow"], before)
+        assert flowstore_cli(*build, "--overwrite", "--flow", "tvl1").returncode == 0
+        with pytest.raises(StoreError, match=r"was rebuilt, replaced or deleted since split "
+                                             r"'train' was made; open it again"):
+            train[[0, 1]]
+
+
 def test_an_hdf5_store_a_split_reopened_for_itself_leaves_no_descriptor_open(tmp_path):
     """A split read after its `with` block reopens the store for itself, and nothing closes
     that one: each such store kept its raw-read descriptor open for the life of the process."""

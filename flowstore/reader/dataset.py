@@ -306,6 +306,7 @@ class Split:
         `label` (int64) and `id` (str)."""
         positions = self._positions(positions)
         indices = self.indices[positions]
+        self._check_same_store()
         batch: dict[str, np.ndarray] = {}
         for key, array in self.features.items():
             encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
@@ -326,6 +327,17 @@ class Split:
         batch[LABEL] = self.labels[positions]
         batch[ID] = self.ids[positions]
         return batch
+
+    def _check_same_store(self) -> None:
+        """Refuse to read a store rebuilt or replaced since the split was made, where its open
+        handles would read the new store's chunks at the old store's positions (other samples,
+        read without a word: a Zarr store's chunks are files opened by name). A resumed build
+        or a repair writes into the same store (`Store.store_id_now`)."""
+        now = self.source.store.store_id_now()
+        if now is not None and now != self._identity[0]:
+            raise StoreError(f"store {self._location!r} was rebuilt, replaced or deleted since "
+                             f"split {self.name!r} was made; open it again and make the split "
+                             f"again")
 
     def _read_sample(self, array: str, index: int, out: np.ndarray) -> None:
         """Store sample `index` of `array` into `out`; a chunk that cannot be read is one line

@@ -11,6 +11,7 @@ zarr never fsyncs: a power cut may still lose or empty a renamed file, which is 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sys
@@ -72,6 +73,8 @@ class ZarrStore(Store):
         self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
         self.path = path
         self.mode = mode
+        self._root_stamp: tuple[int, int, int] | None = None  # (`store_id_now`)
+        self._root_store_id = ""
         #: Whether a missing chunk of a sample asked for is damage (`read_into`): in stores made
         #: by this backend every written chunk is on disk; older ones (before write_empty_chunks
         #: was set on every handle, and format-1 stores upgraded since) may lack the chunks of
@@ -318,6 +321,23 @@ class ZarrStore(Store):
 
     def storage_size(self, name: str) -> int:
         return int(self._array(name).nbytes_stored())  # lists every chunk of the array
+
+    def store_id_now(self) -> str | None:
+        """(A local store's root zarr.json, parsed again only when its file changed: one
+        `stat` a call while it has not, as on every batch a split reads.)"""
+        if is_url(self.path):
+            return None
+        root = Path(self.path) / "zarr.json"
+        try:
+            stat = root.stat()
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            if stamp != self._root_stamp:
+                metadata = json.loads(root.read_bytes())
+                self._root_stamp, self._root_store_id = stamp, str(
+                    (metadata.get("attributes") or {}).get("store_id", ""))
+        except (OSError, ValueError, AttributeError):
+            return ""  # (gone, or no store's root: not this store)
+        return self._root_store_id
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         arr = self._array(name)  # (info() would list every chunk to count stored bytes)

@@ -259,6 +259,13 @@ class Store(abc.ABC):
     def num_samples(self) -> int:
         return int(self.info("id").shape[0])
 
+    def store_id_now(self) -> str | None:
+        """The `store_id` the store in this one's place records now, read afresh where another
+        store can be put there while this one is open (a rebuild, `--overwrite`, whose chunks
+        this one's handles would then read); None where none can (an HDF5 store is not rebuilt
+        while it is open) or it cannot be told cheaply (an object store)."""
+        return None
+
     # -- writing -----------------------------------------------------------------------------
     def check_writable(self) -> None:
         """Refuse a write to a store opened read-only, alike on both backends (zarr would raise
