@@ -606,6 +606,23 @@ def test_tf_dataset_matches_the_plain_read(adapter_store):
     assert sorted(np.concatenate(shuffled).tolist()) == sorted(r["label"] for r in expected)
 
 
+def test_tf_dataset_takes_soft_labels_from_an_augmentation_and_refuses_no_batch(store):
+    """A mixup gives float (B, classes) labels: TensorFlow refused them against a hard-coded
+    int64 ("2-th value returned by pyfunc_4 is double"); an augmentation that returns nothing
+    failed inside TensorFlow at the first batch."""
+    def mixup(batch, rng):
+        soft = np.eye(4)[batch["label"]]
+        return {**batch, "label": 0.9 * soft + 0.1 * soft[::-1]}
+
+    with flowstore.open(store) as ds:
+        train = ds.split("train", features=("flow",))
+        (flow, labels), *_ = train.to_tf_dataset(2, augment=mixup)
+        assert labels.dtype.name == "float64" and tuple(labels.shape) == (2, 4)
+        with pytest.raises(TypeError, match=r"augment must return the batch it is given \(a "
+                                            r"dict of flow and label\), got NoneType"):
+            train.to_tf_dataset(2, augment=lambda batch, rng: None)
+
+
 def test_torch_dataloader_with_two_workers_matches_the_plain_read(adapter_store):
     torch = pytest.importorskip("torch")
     from torch.utils.data import BatchSampler, DataLoader, SequentialSampler

@@ -11,7 +11,7 @@ float16 flow unless asked otherwise): a model casts them in its own graph, on th
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -45,13 +45,21 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     augment_fn = split.augmentation(augment)
     keys = tuple(split.features)
     # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
+    # (and its labels: a mixup's are soft, float (B, classes), where TensorFlow failed in its
+    # own words against a hard-coded int64)
     probe = None
     if augment_fn is not None and len(split):
         probe = augment_fn(split.read([0]), batch_rng(seed, 0, 0))
+        if not isinstance(probe, Mapping) or any(key not in probe for key in (*keys, LABEL)):
+            raise TypeError(f"augment must return the batch it is given (a dict of "
+                            f"{', '.join(keys)} and {LABEL}), got {type(probe).__name__}")
     shapes = {key: (probe[key].shape[1:] if probe is not None else split.shapes[key])
               for key in keys}
+    label_shape = np.shape(probe[LABEL])[1:] if probe is not None else ()
     dtypes = [tf.as_dtype(probe[key].dtype if probe is not None else split.dtypes[key])
-              for key in keys] + [tf.int64]
+              for key in keys]
+    dtypes.append(tf.as_dtype(np.asarray(probe[LABEL]).dtype) if probe is not None
+                  else tf.int64)
 
     def read(positions: np.ndarray, augment_seed: np.int64) -> list[np.ndarray]:
         try:
@@ -85,7 +93,7 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
             value.set_shape((None, *shapes[key]))
             features[key] = value
         label = values[-1]
-        label.set_shape((None,))
+        label.set_shape((None, *label_shape))
         return (features[keys[0]] if len(keys) == 1 else features), label
 
     if parallel_reads is None:
