@@ -213,6 +213,9 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
             val.to_keras_dataset(2, workers=-1)
         with pytest.raises(TypeError, match="augment must be"):
             val.batches(2, augment="flip")
+        for bad in (1, {"f": ["flow"]}, ["flow", ["frames"]]):  # (were Python's own words)
+            with pytest.raises(TypeError, match="features must be feature names"):
+                ds.split("val", features=bad)
         kept = val[[0, 1]]
     # A split outlives its dataset's `with` block on both backends (HDF5 raised an h5py
     # KeyError): it reopens the store, as an unpickled split does.

@@ -199,7 +199,13 @@ class Split:
             features = tuple(source.features)
         elif isinstance(features, str):  # one feature, not the letters of its name
             features = (features,)
-        mapping = dict(features) if isinstance(features, Mapping) else {f: f for f in features}
+        pairs = (list(features.items()) if isinstance(features, Mapping)
+                 else [(f, f) for f in features]
+                 if isinstance(features, (Sequence, AbstractSet)) else None)
+        if pairs is None or not all(isinstance(n, str) for pair in pairs for n in pair):
+            raise TypeError(f"features must be feature names (a name, a list of them, or a "
+                            f"dict of new name -> feature), got {features!r:.60}")
+        mapping = dict(pairs)
         if not mapping:
             raise ValueError("features must name at least one array (None: all of them)")
         unknown = [array for array in mapping.values() if array not in source.features]
