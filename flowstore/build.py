@@ -912,7 +912,16 @@ def _writer(key: StoreKey) -> Store:
                 raise StoreError(f"store {key.path!r} was replaced while this build ran "
                                  f"(store id {found or 'none'!r}, not {key.store_id!r})")
             _OPEN_STORES[key] = store
-        return _OPEN_STORES[key]
+        store = _OPEN_STORES[key]
+        # A handle kept open (a cluster worker's, between tasks) outlives a Ctrl-C'd build: its
+        # task still running would write into a store rebuilt at once with --overwrite, the
+        # old layout's chunks into the new store's files (one `stat` a sample).
+        now = store.store_id_now()
+        if now is not None and now != key.store_id:
+            _OPEN_STORES.pop(key).close()
+            raise StoreError(f"store {key.path!r} was replaced while this build ran "
+                             f"(store id {now or 'none'!r}, not {key.store_id!r})")
+        return store
 
 
 #: Room kept free beside a store: HDF5 corrupts its file when a write meets a full disk.

@@ -681,3 +681,25 @@ def test_samples_finished_before_a_build_stopped_are_recorded(tiny_tvhi_source, 
     monkeypatch.setattr(build_module, "run_on_threads", ran)
     resumed = build(config)
     assert (resumed.computed, resumed.already_done) == (11, 5)
+
+
+def test_a_kept_handle_refuses_to_write_into_a_store_rebuilt_since(tiny_tvhi_source, tmp_path):
+    """A worker keeps a store open between tasks; its task still running after a Ctrl-C'd
+    build wrote into the store rebuilt at once with --overwrite: the old layout's chunks into
+    the new store's files. The store's id is checked at each write, not only at the open."""
+    from flowstore.build import _OPEN_STORES, StoreKey, _writer
+    from flowstore.errors import StoreError
+
+    store = tmp_path / "s.zarr"
+    assert _build(tiny_tvhi_source, store, steps=4).ok
+    with open_store(store) as opened:
+        key = StoreKey(str(store), opened.attrs["store_id"])
+    try:
+        assert _writer(key) is _writer(key)  # (kept open between tasks)
+        assert _build(tiny_tvhi_source, store, steps=2, overwrite=True).ok
+        with pytest.raises(StoreError, match="was replaced while this build ran"):
+            _writer(key)
+        assert key not in _OPEN_STORES
+    finally:
+        for kept in [k for k in _OPEN_STORES if k.path == str(store)]:
+            _OPEN_STORES.pop(kept).close()
