@@ -315,11 +315,12 @@ def check_array_shapes(store: Store, specs: Sequence[ArraySpec], path: str | Pat
                 else found is not None and found[:1] == (num_samples,)
                 and (name not in COLUMN_NAMES or len(found) == 1))
         if not fits:
-            expected = wanted.get(name, (num_samples,) if name in COLUMN_NAMES
-                                  else (num_samples, "..."))
+            expected = (str(wanted[name]) if name in wanted
+                        else f"({num_samples},)" if name in COLUMN_NAMES
+                        else f"({num_samples}, ...)")
             what = "has no" if found is None else f"has shape {found} for"
             raise StoreError(f"store {str(path)!r} is damaged: it {what} array {name!r} "
-                             f"{tuple(expected)}{hint}".replace("'...'", "..."))
+                             f"{expected}{hint}")
 
 
 def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
