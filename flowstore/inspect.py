@@ -70,11 +70,11 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
             done_counts[split][name] += finished
         names = store.array_names()
         # (format 1 kept the hashes by source file name, not by sample: not compared there)
-        # (by the split names shown, "(unreadable)", not a damaged chunk's stand-in; each
-        # is put in brackets as a split is: not two of them)
-        bare = [name[1:-1] if name.startswith("(") and name.endswith(")") else name
-                for name in split_names]
-        duplicates = (duplicate_sources(ids, np.array(bare),
+        # (a damaged chunk's stand-in named as the counts name it, without their brackets:
+        # a duplicate's split is put in brackets as it is listed)
+        listed = [UNREADABLE_SPLIT[1:-1] if split == UNREADABLE_FILL["split"] else split
+                  for split in splits.tolist()]
+        duplicates = (duplicate_sources(ids, np.array(listed),
                                         _column(store, "source_hash", problems, len(ids)))
                       if "source_hash" in names else None)
         arrays = [store.info(name) for name in names]

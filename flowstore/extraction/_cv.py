@@ -3,9 +3,9 @@ that every extractor shares.
 
 FFmpeg's and OpenCV's own log lines would otherwise flood stderr for every corrupt clip or
 image (the failure is reported once, as the sample's reason; OpenCV's ERROR level still printed
-an `[ERROR:0@0.9] ... imdecode_ ...` line for each undecodable image, so it is SILENT). OpenCV's internal thread pool is turned off because
-parallelism comes from Dask workers: one worker is one core, which keeps `--workers N`
-meaningful and avoids oversubscribing the machine.
+an `[ERROR:0@0.9] ... imdecode_ ...` line for each undecodable image, so it is SILENT).
+OpenCV's internal thread pool is turned off because parallelism comes from Dask workers: one
+worker is one core, which keeps `--workers N` meaningful and avoids oversubscribing the machine.
 """
 
 from __future__ import annotations
