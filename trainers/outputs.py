@@ -55,10 +55,11 @@ def refuse_inside_a_run_or_store(flag: str, path: Path, what: str = "it") -> Non
 def write_whole(path: Path, content: str | bytes, what: str) -> Path:
     """Write `content` (text as UTF-8, or bytes as they are) to `path` through a temporary file
     renamed over it, so that a failure (a full disk, Ctrl-C) leaves no half-written file and an
-    earlier one as it was. The file gets the mode a plain write would give it: an earlier file's, else the umask's.
-    Where `path` is not a plain file (a link, `/dev/stdout`, a pipe) or is one of several
-    names of one file (a hard link) it is written through, as a plain write does: renaming
-    over it would replace the link or the device, or part the name from the file's others.
+    earlier one as it was. The file gets the mode a plain write would give it: an earlier
+    file's, else the umask's. Where `path` is not a plain file (a link, `/dev/stdout`, a pipe)
+    or is one of several names of one file (a hard link) it is written through, as a plain
+    write does: renaming over it would replace the link or the device, or part the name from
+    the file's others.
 
     Raises:
         ReportOutputError: it cannot be written.
