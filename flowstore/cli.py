@@ -413,7 +413,9 @@ def estimate(
                                                      "of each split."),
     sample: Optional[int] = typer.Option(None, "--sample",
                                          help="Items to measure (random, seeded) [20]."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the sample and the bootstrap."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the sample and the bootstrap, and of "
+                                               "the dataset's split where it takes one, as "
+                                               "for build."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Predict a build's store size per flow encoding, CPU-hours and wall time, by measuring a
@@ -422,11 +424,15 @@ def estimate(
     Options after these are the dataset's own, as for `build` (`--fold 2`): they choose the
     samples a build would hold.
     """
-    from flowstore.datasets import get_dataset
+    from flowstore.datasets import dataset_type, get_dataset, option_names
     from flowstore.estimate import estimate as run_estimate, format_estimate
 
     try:
         options = _dataset_options(ctx, dataset)
+        # `--seed` is estimate's own flag, so it never reached a dataset that draws its split
+        # with one: `build --seed 5` and `estimate --seed 5` measured other samples
+        if "--seed" in option_names(dataset_type(dataset).options_type):
+            options.setdefault("seed", seed)
         params = _extraction_params(get_dataset(dataset).params_type, dataset, size=size,
                                     resize=resize, steps=steps, flow_dtype=flow_dtype,
                                     flow_bound=flow_bound,

@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import os
 import signal
+import sys
 import threading
 import time
 import traceback
@@ -122,6 +123,11 @@ CLUSTER_TASKS_PER_THREAD = 8
 CLUSTER_MIN_WINDOW = 32
 #: Seconds between two sizings of the window to the cluster's threads (a scheduler request).
 WINDOW_RESIZE_S = 2.0
+#: Seconds with no task finished before the coordinator asks whether the cluster has workers
+#: at all (a scheduler request; then again every as many seconds while none finishes).
+NO_WORKERS_CHECK_S = 10.0
+#: Seconds between two looks for finished tasks while none is (as Dask's own blocking wait).
+FINISHED_POLL_S = 0.05
 
 
 class Cluster:
@@ -217,12 +223,8 @@ class Cluster:
         cluster_errors = (KilledWorker, concurrent.futures.CancelledError, OSError, TimeoutError)
 
         def sized() -> int:
-            """The window for the threads the cluster has now (asked of the scheduler, which
-            may be gone by now: distributed's CommClosedError is an OSError)."""
-            try:
-                threads = sum(client.nthreads().values())
-            except (OSError, TimeoutError):
-                raise self.lost() from None
+            """The window for the threads the cluster has now."""
+            threads = sum(self._threads().values())
             return max(CLUSTER_MIN_WINDOW, CLUSTER_TASKS_PER_THREAD * threads)
 
         # sized again every few seconds unless given: workers that join later (an adaptive or
@@ -243,7 +245,7 @@ class Cluster:
                 running.update(futures)
 
         submit(window)
-        for batch in running.batches():
+        for batch in self._finished_batches(running):
             values = _gather_finished(client, batch)
             for future in batch:
                 index = index_of.pop(future.key)
@@ -270,6 +272,50 @@ class Cluster:
                 window, sized_at = sized(), time.monotonic()
             if running.count() <= window // 2:
                 submit(window - running.count())
+
+
+    def _finished_batches(self, running: Any) -> Iterator[list]:
+        """The tasks of `running` (an `as_completed`) as they finish, in batches, as its
+        `batches()` gives them, saying so on stderr when the cluster has no worker while tasks
+        wait: Dask holds them until a worker joins, and a build whose every worker had died
+        (or a scheduler none had joined yet) waited for ever without a word. Said once, with
+        a line again when a task finishes after it; the build goes on waiting (an adaptive or
+        job-queue cluster starts workers later), and Ctrl-C stops it as anywhere else.
+
+        Raises:
+            FlowstoreError: the scheduler is lost (`lost`).
+        """
+        quiet_since, told = time.monotonic(), False
+        while not running.is_empty():
+            if running.has_ready():
+                quiet_since = time.monotonic()
+                if told:
+                    print(f"{len(self._threads())} worker(s) joined the Dask scheduler "
+                          f"{self.address!r}; the build goes on", file=sys.stderr, flush=True)
+                    told = False
+                yield running.next_batch(block=False)
+                continue
+            time.sleep(FINISHED_POLL_S)
+            if told or time.monotonic() - quiet_since < NO_WORKERS_CHECK_S:
+                continue
+            quiet_since = time.monotonic()
+            if not len(self._threads()):
+                print(f"the Dask scheduler {self.address!r} has no workers: {running.count()} "
+                      f"tasks wait for one to join (start workers, or Ctrl-C to stop; the "
+                      f"finished samples are kept)", file=sys.stderr, flush=True)
+                told = True
+
+    def _threads(self) -> dict[str, int]:
+        """The threads of each worker the scheduler has now, by worker address (asked of the
+        scheduler, which may be gone by now: distributed's CommClosedError is an OSError).
+
+        Raises:
+            FlowstoreError: the scheduler is lost (`lost`).
+        """
+        try:
+            return self.client.nthreads()
+        except (OSError, TimeoutError):
+            raise self.lost() from None
 
 
 def _probe(address: str) -> str | None:

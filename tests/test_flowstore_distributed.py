@@ -537,6 +537,30 @@ def test_workers_that_join_later_widen_the_window_of_tasks_in_flight(monkeypatch
     assert max(in_flight) > parallel.CLUSTER_MIN_WINDOW, max(in_flight)  # 8 a thread: 128
 
 
+def test_a_cluster_with_no_workers_is_said_so_and_the_build_goes_on_when_one_joins(
+        monkeypatch, capsys):
+    """Tasks on a scheduler with no worker (every one died, or none has joined yet) wait for
+    one in Dask: the build waited for ever, printing nothing."""
+    import threading
+
+    import distributed
+
+    from flowstore import parallel
+
+    monkeypatch.setattr(parallel, "NO_WORKERS_CHECK_S", 0.2)
+    finished = []
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=2, processes=False,
+                                  dashboard_address="127.0.0.1:0") as cluster:
+        threading.Timer(1.5, cluster.scale, [1]).start()
+        _run_on_cluster(cluster.scheduler_address, _short_task, [(i,) for i in range(5)],
+                        finished.append)
+    assert sorted(finished) == list(range(5))
+    err = capsys.readouterr().err
+    assert f"the Dask scheduler {cluster.scheduler_address!r} has no workers: 5 tasks wait" in err
+    assert err.count("has no workers") == 1, err  # said once, not at every check
+    assert "1 worker(s) joined the Dask scheduler" in err
+
+
 def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(cluster):
     """On a cluster, a Ctrl-C inside `finished` (the coordinator recording a sample in its
     ledger) interrupted it halfway, which the threaded path had been kept from doing."""

@@ -140,3 +140,29 @@ def test_the_cores_are_those_this_process_may_use(tiny_tvhi_source, monkeypatch)
     assert (predicted.cores, predicted.workers) == (1, 1)
     assert predicted.wall_seconds.value == pytest.approx(predicted.cpu_hours.value * 3600)
     assert BuildConfig("tvhi", tiny_tvhi_source, "s.zarr", VideoParams()).workers == 1
+
+
+@pytest.mark.parametrize(("dataset", "split_seed"), [("videofolder", 5), ("tvhi", None)])
+def test_seed_draws_the_split_the_build_of_that_seed_would(dataset, split_seed, tmp_path,
+                                                           monkeypatch):
+    """`--seed` is estimate's own flag (its sample of items): a dataset drawing its val split
+    with one never got it, so `estimate --seed 5` measured other samples than `build --seed 5`
+    holds. A dataset without a split seed takes the flag as the sample's seed alone."""
+    from typer.testing import CliRunner
+
+    import flowstore.estimate
+    from flowstore.cli import app
+    from flowstore.errors import FlowstoreError
+
+    given = {}
+
+    def recorded(dataset, source, params, *, options, seed, **kwargs):
+        given.update(options=options, seed=seed)
+        raise FlowstoreError("recorded")
+
+    monkeypatch.setattr(flowstore.estimate, "estimate", recorded)
+    result = CliRunner().invoke(app, ["estimate", dataset, "--source", str(tmp_path),
+                                      "--seed", "5"])
+    assert "recorded" in result.output, result.output
+    assert given["seed"] == 5
+    assert given["options"].get("seed") == split_seed, given
