@@ -22,6 +22,12 @@ from trainers.testing import make_tiny_store
 runner = CliRunner()
 
 
+def _latest(runs, model):
+    """The latest run of `model` under `runs` (these tests' runs folders hold one store)."""
+    (record,) = [r for r in latest_runs(runs) if r.model == model]
+    return record
+
+
 class Page(HTMLParser):
     """The parts of a page the tests look at: images, tables (as rows of cells), text."""
 
@@ -92,8 +98,9 @@ def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
     page = Page(report_file.read_text())
     table_1, table_2, seeds = page.tables[:3]
     assert seeds[0] == ["Model", "Recipe", "Seeds", "Test acc mean", "SD", "Range"]
-    assert table_1[0] == ["Model", "train acc", "val acc", "train loss", "val loss", "Epoch"]
-    assert table_2[0] == ["Model", "Test acc", "Test loss", "Model size (GB)"]
+    assert table_1[0] == ["Model", "Recipe", "train acc", "val acc", "train loss", "val loss",
+                          "Epoch"]
+    assert table_2[0] == ["Model", "Recipe", "Test acc", "Test loss", "Model size (GB)"]
     assert [row[0] for row in table_1[1:]] == ["Stanford 40", "TV-HI flow"]
     assert all(image["src"].startswith("data:image/png;base64,") for image in page.images)
     alts = [image["alt"] for image in page.images]
@@ -113,7 +120,7 @@ def test_a_run_whose_store_is_gone_is_said_on_the_page(report_file, runs):
 
 
 def test_the_confusion_matrix_agrees_with_the_runs_test_accuracy(runs):
-    record = latest_runs(runs)["flow"]  # (trained as tvhi_flow, an alias)
+    record = _latest(runs, "flow")  # (trained as tvhi_flow, an alias)
     predictions = predict_test(record)
     confusion = predictions.confusion
     assert confusion.shape == (4, 4) and confusion.sum() == 8
@@ -127,7 +134,7 @@ def test_no_confusion_matrix_from_as_many_but_other_samples(runs):
     from trainers.html_report import StoreUnavailable
     from trainers.runs import RunRecord
 
-    record = latest_runs(runs)["flow"]
+    record = _latest(runs, "flow")
     other = RunRecord(path=record.path, metrics={**record.metrics, "samples_digest": "0" * 16})
     with pytest.raises(StoreUnavailable, match="holds other finished samples than when the run "
                                                "trained"):
@@ -135,16 +142,16 @@ def test_no_confusion_matrix_from_as_many_but_other_samples(runs):
 
 
 def test_misclassified_samples_show_frame_and_flow(runs):
-    record = latest_runs(runs)["flow"]  # (trained as tvhi_flow, an alias)
+    record = _latest(runs, "flow")  # (trained as tvhi_flow, an alias)
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     all_wrong = _predictions(labels, (labels + 1) % 4)
-    strip = Page(_misclassified(record, all_wrong))
+    strip = Page(_misclassified(record, "flow", all_wrong))
     assert len(strip.images) == 1
     assert "8 of 8 misclassified (of 8), the true classes in turn; flow in the Middlebury" \
         in " ".join(strip.text)
     assert all_wrong.misclassified.tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
     right = _predictions(labels, labels)
-    assert "every test sample is classified right" in _misclassified(record, right)
+    assert "every test sample is classified right" in _misclassified(record, "flow", right)
 
 
 def test_misclassified_samples_of_a_store_holding_flow_alone_show_the_flow(tmp_path):
@@ -155,10 +162,10 @@ def test_misclassified_samples_of_a_store_holding_flow_alone_show_the_flow(tmp_p
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
                                  str(tmp_path / "runs"), "--epochs", "1", "--quiet"])
     assert result.exit_code == 0, result.output + repr(result.exception)
-    record = latest_runs(tmp_path / "runs")["flow"]
+    record = _latest(tmp_path / "runs", "flow")
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     all_wrong = _predictions(labels, (labels + 1) % 4)
-    strip = Page(_misclassified(record, all_wrong))
+    strip = Page(_misclassified(record, "flow", all_wrong))
     assert len(strip.images) == 1 and "flow in the Middlebury" in " ".join(strip.text)
 
 
@@ -254,7 +261,7 @@ def test_report_out_writes_the_documented_figures(runs, tmp_path):
     from trainers.html_report import confusion_png, predict_test
     from trainers.report import _name
 
-    flow = latest_runs(runs)["flow"]
+    flow = _latest(runs, "flow")
     assert (out / "flow_confusion.png").read_bytes() == confusion_png(predict_test(flow),
                                                                       _name(flow))
 
@@ -266,7 +273,7 @@ def _copied_run(runs: Path, model: str, tmp_path: Path, **metrics) -> Path:
     """A copy of the fixture's run of `model` and of its store in `tmp_path` (so a test may
     damage or change them), its metrics.json pointing at the copied store, with `metrics`
     merged into it; the copy's runs folder."""
-    record = latest_runs(runs)[model]
+    record = _latest(runs, model)
     store = Path(shutil.copytree(record.store["path"], tmp_path / "store.zarr"))
     run = Path(shutil.copytree(record.path, tmp_path / "runs" / record.path.name))
     values = {**record.metrics, "store": {**record.store, "path": str(store)}, **metrics}
@@ -278,7 +285,7 @@ def test_a_store_holding_other_test_samples_than_the_run_was_tested_on_gets_no_m
         runs, tmp_path):
     """A store built further after the run keeps its fingerprint: the matrix was drawn on
     every test sample done now (8) beside Table 2's accuracy on the run's 6, unsaid."""
-    record = latest_runs(runs)["flow"]
+    record = _latest(runs, "flow")
     copied = _copied_run(runs, "flow", tmp_path,
                          samples={**record.metrics["samples"], "test": 6})
     page, out = tmp_path / "page.html", tmp_path / "figures"
@@ -489,7 +496,7 @@ def test_a_damaged_test_sample_is_a_note_in_its_section_not_the_reports_end(runs
     from tests.conftest import chunk_file
 
     copied = _copied_run(runs, "flow", tmp_path)
-    record = latest_runs(copied)["flow"]
+    record = _latest(copied, "flow")
     store = record.store["path"]
     chunk_file(store, "flow", _first_test_sample(store)).write_bytes(bytes(range(100)))
     page, out = tmp_path / "page.html", tmp_path / "figures"
@@ -506,12 +513,12 @@ def test_a_damaged_picture_of_a_misclassified_sample_is_a_note(runs, tmp_path):
     read of that frame raised out of the whole page."""
     from tests.conftest import chunk_file
 
-    record = latest_runs(_copied_run(runs, "flow", tmp_path))["flow"]
+    record = _latest(_copied_run(runs, "flow", tmp_path), "flow")
     store = record.store["path"]
     chunk_file(store, "middle_frame", _first_test_sample(store)).write_bytes(bytes(range(100)))
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     all_wrong = _predictions(labels, (labels + 1) % 4)
-    strip = _misclassified(record, all_wrong)
+    strip = _misclassified(record, "flow", all_wrong)
     assert strip.startswith("<p class=unavailable>No misclassified samples: a test sample "
                             "cannot be read"), strip
 

@@ -119,8 +119,8 @@ def test_two_stream_trains_end_to_end_then_reuses_its_prerequisites(tmp_path, mo
     monkeypatch.undo()
 
     report = _invoke("report", str(runs)).stdout
-    assert "| Model | train acc | val acc | train loss | val loss | Epoch |" in report
-    assert "| Model | Test acc | Test loss | Model size (GB) |" in report
+    assert "| Model | Recipe | train acc | val acc | train loss | val loss | Epoch |" in report
+    assert "| Model | Recipe | Test acc | Test loss | Model size (GB) |" in report
     assert report.count("TV-HI two-stream") >= 2  # one row per table, latest run only
     latest = max((r for r in list_runs(runs) if r.model == "two_stream"), key=lambda r: r.created)
     assert str(latest.curves_file) in report
@@ -382,7 +382,7 @@ def test_any_store_with_the_arrays_trains_with_its_own_classes(tmp_path):
     assert record.store["dataset"] == "ucf101" and record.store["classes"] == list(classes)
     model = keras.saving.load_model(record.model_file, compile=False)
     assert tuple(model.output.shape) == (None, 3)
-    assert "| ucf101 flow |" in _invoke("report", str(runs)).stdout
+    assert "| UCF101 flow |" in _invoke("report", str(runs)).stdout
 
 
 @pytest.fixture

@@ -167,3 +167,27 @@ def test_runs_of_other_keras_backends_are_rows_of_their_own(tmp_path):
     rows = _rows(tmp_path)
     assert [row[1:4] for row in rows] == [["report, tensorflow", "0, 1", "0.38"],
                                           ["report, jax", "0", "0.75"]]
+
+
+def test_tables_and_figures_hold_the_latest_run_of_each_model_on_each_store(tmp_path):
+    """Tables 1 and 2 took the latest run of each model alone: a UCF101 flow run hid the TV-HI
+    flow run (beside a two-stream run fusing it), and of two TV-HI stores only one was shown."""
+    from trainers.figures import figure_stems
+    from trainers.report import _ordered, render_report
+    from trainers.runs import latest_runs
+
+    _run(tmp_path, "a", 0, 0.50, store={"fingerprint": "aaaaaaaa11", "dataset": "tvhi"})
+    _run(tmp_path, "b", 0, 0.60, store={"fingerprint": "bbbbbbbb22", "dataset": "ucf101"})
+    _run(tmp_path, "c", 0, 0.70, store={"fingerprint": "cccccccc33", "dataset": "tvhi"})
+    _run(tmp_path, "d", 1, 0.80, store={"fingerprint": "cccccccc33", "dataset": "tvhi"},
+         recipe={**RECIPE, "epochs": 1})
+    table_2 = render_report(tmp_path).split("Table 2")[1].split("Test accuracy over seeds")[0]
+    rows = sorted(tuple(cell.strip() for cell in line.strip("|").split("|")[:3])
+                  for line in table_2.splitlines() if line.startswith("| ") and "0." in line)
+    assert rows == [("TV-HI flow, store aaaaaaaa", "report", "0.50"),
+                    ("TV-HI flow, store cccccccc", "report, epochs 1", "0.80"),
+                    ("UCF101 flow", "report", "0.60")], table_2
+    latest = _ordered(latest_runs(tmp_path))
+    assert figure_stems(latest) == ["flow-aaaaaaaa", "flow-cccccccc", "flow-bbbbbbbb"]
+    # a model's rows by dataset, not interleaved by when they ran (as in Tables 1 and 2)
+    assert [row[0] for row in _rows(tmp_path)] == ["TV-HI flow"] * 3 + ["UCF101 flow"]

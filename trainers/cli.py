@@ -156,9 +156,9 @@ def report(
                             "figures an earlier report wrote there that this one does not draw "
                             "(a model no longer in RUNS_DIR, a store gone) are removed."),
 ) -> None:
-    """Print the report's Table 1 and Table 2 for the latest run of each model in RUNS_DIR
-    (with --html, write them and each model's figures to one HTML page instead; with --out,
-    also write the figures as PNG files)."""
+    """Print the report's Table 1 and Table 2 for the latest run of each model on each store in
+    RUNS_DIR (with --html, write them and each model's figures to one HTML page instead; with
+    --out, also write the figures as PNG files)."""
     try:
         if html is not None or out is not None:
             require_training_extra()  # (they predict and draw: TensorFlow and matplotlib)

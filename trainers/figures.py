@@ -1,6 +1,6 @@
 """`trainers report RUNS --out DIR`: the figures a reader of the report expects, as PNG files.
 
-For the latest run of each model (as the tables): its training and validation curves (like the
+For the latest run of each model on each store (as the tables): its training and validation curves (like the
 report's Figures 1-4), its confusion matrix on the test split, and one figure of every model's
 test accuracy beside the report's Table 2. The curves and the confusion matrix are the ones
 `trainers report --html` shows (`trainers.html_report`), written to files instead of inlined:
@@ -25,7 +25,7 @@ from trainers.errors import ReportOutputError
 from trainers.html_report import (PredictedTestSplits, StoreUnavailable, confusion_png,
                                   curves_png, figure_png)
 from trainers.outputs import check_output, write_whole
-from trainers.report import _name, _ordered, recorded_test_accuracy, run_recipe
+from trainers.report import _ordered, recorded_test_accuracy, row_names, run_recipe
 from trainers.runs import RunRecord, latest_runs
 
 #: The report's Table 2 test accuracy of each model (catalogue names) on the dataset it was
@@ -51,39 +51,50 @@ class WrittenFigures:
     removed: list[Path] = field(default_factory=list)
 
 
-def figure_files(model: str) -> tuple[str, str]:
-    """The curves and confusion-matrix file names of a model's figures."""
-    return f"{model}_curves.png", f"{model}_confusion.png"
+def figure_files(stem: str) -> tuple[str, str]:
+    """The curves and confusion-matrix file names of a run's figures (`figure_stems`)."""
+    return f"{stem}_curves.png", f"{stem}_confusion.png"
+
+
+def figure_stems(records: list[RunRecord]) -> list[str]:
+    """Each run's figure file stem: its model ("flow"), with its store's fingerprint where the
+    report has the model's latest runs on two stores ("flow-0f4c8094"), whose figures would
+    otherwise be written over each other."""
+    models = [r.model for r in records]
+    return [r.model if models.count(r.model) == 1 else f"{r.model}-{r.fingerprint[:8]}"
+            for r in records]
 
 
 def write_figures(runs_dir: str | Path, out: str | Path,
                   predicted: PredictedTestSplits | None = None) -> WrittenFigures:
-    """Write the figures of the latest run of each model in `runs_dir` into the folder `out`,
-    and remove those of the report's own names there that it did not draw; `predicted`: the
-    test-split predictions to share with `trainers.html_report.write_html_report`.
+    """Write the figures of the latest run of each model on each store in `runs_dir` into the
+    folder `out`, and remove those of the report's own names there that it did not draw;
+    `predicted`: the test-split predictions to share with
+    `trainers.html_report.write_html_report`.
 
     Raises:
         RunNotFoundError: `runs_dir` does not exist.
         ReportOutputError: `out` cannot be written.
     """
-    records = _ordered(latest_runs(runs_dir).values())
+    records = _ordered(latest_runs(runs_dir))
     predicted = predicted or PredictedTestSplits()
     out = Path(out)
     check_output(out, "the figures", folder=True)
     written = WrittenFigures()
     pictures: dict[str, bytes] = {}
-    for record in records:
-        curves_name, confusion_name = figure_files(record.model)
-        curves = curves_png(record)
+    for record, name, stem in zip(records, row_names(records), figure_stems(records),
+                                  strict=True):
+        curves_name, confusion_name = figure_files(stem)
+        curves = curves_png(record, name)
         if curves is None:
-            written.missing.append(f"{_name(record)}: no curves (neither curves.png nor "
+            written.missing.append(f"{name}: no curves (neither curves.png nor "
                                    "history.json in its run)")
         else:
             pictures[curves_name] = curves
         try:
-            pictures[confusion_name] = confusion_png(predicted.of(record), _name(record))
+            pictures[confusion_name] = confusion_png(predicted.of(record), name)
         except StoreUnavailable as exc:
-            written.missing.append(f"{_name(record)}: no confusion matrix ({exc})")
+            written.missing.append(f"{name}: no confusion matrix ({exc})")
     if records:
         pictures[COMPARISON_FILE] = comparison_png(records)
     # Each figure whole or not at all (a full disk mid-way leaves the earlier figure, not half
@@ -124,12 +135,13 @@ def comparison_png(records: list[RunRecord]) -> bytes:
     one_recipe = len(set(recipes)) == 1
     # A recipe under its model: one field a line, in a wider slot, so that neighbours' long
     # field names ("subtract_mean_flow True") do not run into each other.
-    labels = [_name(r) if one_recipe else "\n".join([_name(r), *recipe.split(", ")])
-              for r, recipe in zip(records, recipes, strict=True)]
+    names = [name.replace(", store ", "\nstore ") for name in row_names(records)]
+    labels = [name if one_recipe else "\n".join([name, *recipe.split(", ")])
+              for name, recipe in zip(names, recipes, strict=True)]
     slot = 1.6 if one_recipe else 2.2
     ours = [np.nan if accuracy is None else accuracy
             for accuracy in map(recorded_test_accuracy, records)]
-    report = [REPORT_TEST_ACCURACY.get((r.model, str(r.store.get("dataset", ""))), np.nan)
+    report = [REPORT_TEST_ACCURACY.get((r.model, r.dataset), np.nan)
               for r in records]
     figure = Figure(figsize=(max(COMPARISON_MIN_WIDTH, 2.0 + slot * len(records)), 4.6),
                     layout="constrained")

@@ -1,7 +1,7 @@
 """`trainers report RUNS --html FILE`: the report as one self-contained HTML page.
 
 The page holds what `trainers report` prints (Tables 1 and 2, from `trainers.report`) and what
-a table cannot show, per model (the latest run of each, as the tables): the training curves, a
+a table cannot show, per model (the latest run of each on each store, as the tables): the training curves, a
 confusion matrix and per-class accuracy on the test split, and a strip of misclassified test
 samples (middle frame and flow picture, or the image), so a reader sees *which* actions a model
 confuses and what those clips look like. Every picture is a PNG inlined as a `data:` URL: the
@@ -40,7 +40,7 @@ from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputErro
                              UnknownModelError, WrongDatasetError)
 from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
 from trainers.predict import SplitPredictions, open_run_samples, predict_samples
-from trainers.report import _name, _ordered, table_1, table_2, table_seeds
+from trainers.report import _ordered, row_names, table_1, table_2, table_seeds
 from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
@@ -84,7 +84,8 @@ class PredictedTestSplits:
 
 def write_html_report(runs_dir: str | Path, out: str | Path,
                       predicted: PredictedTestSplits | None = None) -> Path:
-    """Write the page for the latest run of each model in `runs_dir` to `out`; `predicted`:
+    """Write the page for the latest run of each model on each store in `runs_dir` to `out`;
+    `predicted`:
     the test-split predictions to share with `trainers.figures.write_figures`.
 
     Raises:
@@ -119,10 +120,11 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
 def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = None) -> str:
     """The page as a string (see the module docstring)."""
     predicted = predicted or PredictedTestSplits()
-    records = _ordered(latest_runs(runs_dir).values())
+    records = _ordered(latest_runs(runs_dir))
     title = f"Training report: {runs_dir}"
     parts = [f"<h1>{_e(title)}</h1>",
-             f"<p class=meta>{len(records)} model(s), latest run of each; written "
+             f"<p class=meta>{len(records)} run(s), the latest of each model on each "
+             f"store; written "
              f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>"]
     if not records:
         parts.append(f"<p>No finished runs in {_e(str(runs_dir))}.</p>")
@@ -134,7 +136,8 @@ def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = No
                   "<h2>Test accuracy over seeds (every run; runs that differ only in their "
                   "seed are one row; SD: sample standard deviation)</h2>",
                   table_seeds(list_runs(runs_dir), render=html_table)]
-        parts += [_model_section(record, predicted) for record in records]
+        parts += [_model_section(record, name, predicted)
+                  for record, name in zip(records, row_names(records), strict=True)]
     return _PAGE.format(title=_e(title), body="\n".join(parts))
 
 
@@ -195,14 +198,14 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         samples.store.close()
 
 
-def _model_section(record: RunRecord, predicted: PredictedTestSplits) -> str:
-    name = _name(record)
+def _model_section(record: RunRecord, name: str, predicted: PredictedTestSplits) -> str:
+    """A run's section, under `name` (its `row_names` name)."""
     parts = [f"<section><h2>{_e(name)}</h2>",
              f"<p class=meta>run {_e(str(record.path))}; store {_e(record.fingerprint[:8])} "
              f"({_e(str(record.store.get('path', '?')))}); best epoch "
              f"{_e(str(record.metrics.get('best_epoch', '-')))} "
              f"({_e(str(record.metrics.get('selection', '')))})</p>",
-             "<h3>Training curves</h3>", _curves(record)]
+             "<h3>Training curves</h3>", _curves(record, name)]
     try:
         predictions = predicted.of(record)
     except StoreUnavailable as exc:
@@ -213,21 +216,23 @@ def _model_section(record: RunRecord, predicted: PredictedTestSplits) -> str:
                   "<div class=row>",
                   _img(confusion_png(predictions, name), f"confusion matrix of {name}"),
                   _per_class_table(predictions), "</div>",
-                  "<h3>Misclassified test samples</h3>", _misclassified(record, predictions)]
+                  "<h3>Misclassified test samples</h3>",
+                  _misclassified(record, name, predictions)]
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _curves(record: RunRecord) -> str:
-    png = curves_png(record)
+def _curves(record: RunRecord, name: str) -> str:
+    png = curves_png(record, name)
     if png is None:
         return ("<p class=unavailable>No curves: the run has neither curves.png nor "
                 "history.json.</p>")
-    return _img(png, f"training curves of {_name(record)}")
+    return _img(png, f"training curves of {name}")
 
 
-def curves_png(record: RunRecord) -> bytes | None:
-    """The run's own curves.png; redrawn from history.json if it is missing (None: neither)."""
+def curves_png(record: RunRecord, name: str) -> bytes | None:
+    """The run's own curves.png; redrawn from history.json, titled `name`, if it is missing
+    (None: neither)."""
     if record.curves_file.is_file():
         return record.curves_file.read_bytes()
     try:
@@ -241,7 +246,7 @@ def curves_png(record: RunRecord) -> bytes | None:
     from trainers.curves import plot_curves
 
     with tempfile.TemporaryDirectory() as folder:
-        path = plot_curves(history, Path(folder) / "curves.png", title=_name(record),
+        path = plot_curves(history, Path(folder) / "curves.png", title=name,
                            best_epoch=record.metrics.get("best_epoch"))
         return path.read_bytes()
 
@@ -290,7 +295,7 @@ def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     return figure_png(figure)
 
 
-def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
+def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) -> str:
     wrong = predictions.misclassified
     if not wrong.size:
         return "<p>None: every test sample is classified right.</p>"
@@ -331,7 +336,7 @@ def _misclassified(record: RunRecord, predictions: SplitPredictions) -> str:
             "the true classes in turn"
             + ("; flow in the Middlebury colour coding (hue = direction), full colour at the "
                "sample's 99th-percentile |flow|" if flows else ""))
-    return (_img(figure_png(figure), f"misclassified test samples of {_name(record)}")
+    return (_img(figure_png(figure), f"misclassified test samples of {name}")
             + f"<p class=meta>{_e(note)}.</p>")
 
 

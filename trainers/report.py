@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from trainers.run import Outcome
 
 #: How the report writes its datasets' names in row labels; other datasets by their own name.
-DATASET_LABELS = {"stanford40": "Stanford 40", "tvhi": "TV-HI"}
+DATASET_LABELS = {"stanford40": "Stanford 40", "tvhi": "TV-HI", "ucf101": "UCF101",
+                  "hmdb51": "HMDB51", "kinetics": "Kinetics"}
 
 
 #: Renders a table from its header and rows of cell strings.
@@ -49,7 +50,9 @@ def _model_position(record: RunRecord) -> int:
 
 
 def _ordered(records: Iterable[RunRecord]) -> list[RunRecord]:
-    return sorted(records, key=lambda r: (_model_position(r), r.created))
+    """Runs in catalogue order of their model, a model's runs by dataset (not interleaved by
+    when they ran), then oldest first."""
+    return sorted(records, key=lambda r: (_model_position(r), r.dataset, r.created))
 
 
 def _name(record: RunRecord) -> str:
@@ -57,13 +60,21 @@ def _name(record: RunRecord) -> str:
     and " (from scratch)" where its chain lacked the transfer base it builds on (a frame CNN
     trained from scratch is not the report's transfer model, whose 16,444 weights train); a
     model the catalogue does not know, by its recorded name."""
-    dataset = str(record.store.get("dataset", ""))
+    dataset = record.dataset
     try:
         label = get_model(record.model).label
     except UnknownModelError:
         return record.model
     name = label.format(dataset=DATASET_LABELS.get(dataset, dataset)).strip() or record.model
     return f"{name} (from scratch)" if _from_scratch(record) else name
+
+
+def row_names(records: Sequence[RunRecord]) -> list[str]:
+    """Each run's name in a report of the latest runs `records` (`_name`), with its store
+    ("TV-HI flow, store 0f4c8094") where a run of the same name is there from another store:
+    two rows, figures or sections otherwise read alike."""
+    names = [_name(r) for r in records]
+    return _told_apart(names, names, [f"store {r.fingerprint[:8]}" for r in records])
 
 
 def _from_scratch(record: RunRecord) -> bool:
@@ -119,22 +130,25 @@ def table_1(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     """Best-epoch train/val accuracy and loss, and the epoch (the report's Table 1), rendered
     by `render(header, rows)` (Markdown; `trainers.html_report` passes an HTML table)."""
     rows = []
-    for r in _ordered(records):
+    records = _ordered(records)
+    for r, name in zip(records, row_names(records), strict=True):
         best = r.metrics.get("best", {})
-        rows.append([_name(r), _num(best.get("train_accuracy")), _num(best.get("val_accuracy")),
-                     _num(best.get("train_loss")), _num(best.get("val_loss")),
-                     str(r.metrics.get("best_epoch", "-"))])
-    return render(["Model", "train acc", "val acc", "train loss", "val loss", "Epoch"], rows)
+        rows.append([name, run_recipe(r), _num(best.get("train_accuracy")),
+                     _num(best.get("val_accuracy")), _num(best.get("train_loss")),
+                     _num(best.get("val_loss")), str(r.metrics.get("best_epoch", "-"))])
+    return render(["Model", "Recipe", "train acc", "val acc", "train loss", "val loss", "Epoch"],
+                  rows)
 
 
 def table_2(records: Iterable[RunRecord], render: Render = _markdown) -> str:
     """Test accuracy, test loss and model size (the report's Table 2), rendered as `table_1`."""
     rows = []
-    for r in _ordered(records):
+    records = _ordered(records)
+    for r, name in zip(records, row_names(records), strict=True):
         test = r.metrics.get("test") or {}
-        rows.append([_name(r), _num(recorded_test_accuracy(r)), _num(test.get("loss")),
-                     _num(r.metrics.get("model_size_gb"), 3)])
-    return render(["Model", "Test acc", "Test loss", "Model size (GB)"], rows)
+        rows.append([name, run_recipe(r), _num(recorded_test_accuracy(r)),
+                     _num(test.get("loss")), _num(r.metrics.get("model_size_gb"), 3)])
+    return render(["Model", "Recipe", "Test acc", "Test loss", "Model size (GB)"], rows)
 
 
 def transfer_origins(record: RunRecord,
@@ -179,8 +193,8 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     """Runs that differ only in their seed, grouped: the same model, store (and its done
     samples) and training (recipe, augmentation, precision, Keras backend) and the same
     pretrained runs at the start of their chain (`transfer_origins`, given with each group), the
-    latest run of each seed only. Groups come in catalogue order of their model, then in
-    `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its tuned
+    latest run of each seed only. Groups come in catalogue order of their model, by dataset,
+    then in `RECIPE_SETS` order of their recipe set (a model's report-recipe rows before its tuned
     ones, however the runs were interleaved in time), then by their first run. One seed of 100
     TV-HI test clips moves test accuracy by several points, so a figure worth quoting is a
     group's mean and spread, not one run's."""
@@ -204,7 +218,8 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     def place(group: tuple[list[RunRecord], tuple[str, ...]]) -> tuple:
         first = group[0][0]
         recipe_set = (first.metrics.get("recipe") or {}).get("recipe_set", "report")
-        return _model_position(first), sets.get(recipe_set, len(sets)), first.created
+        return (_model_position(first), first.dataset, sets.get(recipe_set, len(sets)),
+                first.created)
 
     listed = [(sorted(by_seed.values(), key=lambda r: (r.created, r.path.name)), origins)
               for by_seed, origins in groups.values()]
@@ -316,18 +331,20 @@ def _seeds(runs: Iterable[RunRecord]) -> str:
 
 
 def render_report(runs_dir: str | Path) -> str:
-    """Tables 1 and 2 and the curve figures of the latest run of each model in `runs_dir`.
+    """Tables 1 and 2 and the curve figures of the latest run of each model on each store in
+    `runs_dir` (`latest_runs`).
 
     Raises:
         RunNotFoundError: `runs_dir` does not exist.
     """
-    records = list(latest_runs(runs_dir).values())
+    records = _ordered(latest_runs(runs_dir))
     if not records:
         return f"No finished runs in {str(runs_dir)!r}."
     every_run = list_runs(runs_dir)
-    figures = [f"- {_name(r)}: {_curves_source(r)}" for r in _ordered(records)]
-    runs = [f"- {_name(r)}: {r.path} (store {r.fingerprint[:8]}, {r.metrics.get('selection', '')})"
-            for r in _ordered(records)]
+    names = row_names(records)
+    figures = [f"- {name}: {_curves_source(r)}" for r, name in zip(records, names, strict=True)]
+    runs = [f"- {name}: {r.path} (store {r.fingerprint[:8]}, {r.metrics.get('selection', '')})"
+            for r, name in zip(records, names, strict=True)]
     return "\n".join([
         "Table 1: top-1 train/validation accuracy and loss at the best epoch.", "",
         table_1(records), "",

@@ -83,6 +83,11 @@ class RunRecord:
         return str(self.store.get("fingerprint", ""))
 
     @property
+    def dataset(self) -> str:
+        """The dataset of the run's store ("tvhi"); "" where the run did not record it."""
+        return str(self.store.get("dataset", ""))
+
+    @property
     def samples(self) -> dict[str, int] | None:
         """The store's `done` samples per split when the run trained (`metrics.json`)."""
         recorded = self.metrics.get("samples")
@@ -299,8 +304,10 @@ def require_model_file(path: str | Path) -> Path:
     return path
 
 
-def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
-    """The most recent finished run of each model under `runs_dir`.
+def latest_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """The most recent finished run of each model on each store under `runs_dir` (by model and
+    store fingerprint), oldest first. One run per model hid the rest: a UCF101 flow run took
+    the TV-HI flow run's place in the tables, beside a two-stream run that fuses the hidden one.
 
     Raises:
         RunNotFoundError: `runs_dir` does not exist, or is a file or a store.
@@ -314,10 +321,11 @@ def latest_runs(runs_dir: str | Path) -> dict[str, RunRecord]:
         raise RunNotFoundError(f"{str(runs_dir)!r} is a file, not a runs directory"
                                if Path(runs_dir).exists()
                                else f"no runs directory at {str(runs_dir)!r}")
-    latest: dict[str, RunRecord] = {}
+    latest: dict[tuple[str, str], RunRecord] = {}
     for record in list_runs(runs_dir):  # oldest first, so later ones win
-        latest[record.model] = record
-    return latest
+        latest.pop((record.model, record.fingerprint), None)  # (kept in the order of the latest)
+        latest[record.model, record.fingerprint] = record
+    return list(latest.values())
 
 
 def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None,
