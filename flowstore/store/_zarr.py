@@ -11,13 +11,14 @@ zarr never fsyncs: a power cut may still lose or empty a renamed file, which is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import numcodecs
 import numpy as np
@@ -358,7 +359,8 @@ class ZarrStore(Store):
         keys = self._unsynced.setdefault(name, set())
         for lo, _ in changed_spans(changed, size):
             start = lo - lo % size
-            arr[start:min(start + size, length)] = _as_written(column[start:start + size])
+            with self._naming(f"{name}/{self.chunk_key(name, start)}"):
+                arr[start:min(start + size, length)] = _as_written(column[start:start + size])
             if keys is not None:
                 keys.add(self.chunk_key(name, start))
 
@@ -497,11 +499,25 @@ class ZarrStore(Store):
 
     def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
         self.check_writable()
-        if not remove:
-            self._group.update_attributes(dict(values))  # one write, not one per key
-            return
-        kept = {key: value for key, value in self.attrs.items() if key not in remove}
-        self._group.attrs.put({**kept, **values})  # one write of the whole root zarr.json
+        with self._naming("zarr.json"):
+            if not remove:
+                self._group.update_attributes(dict(values))  # one write, not one per key
+                return
+            kept = {key: value for key, value in self.attrs.items() if key not in remove}
+            self._group.attrs.put({**kept, **values})  # one write of the whole root zarr.json
+
+    @contextlib.contextmanager
+    def _naming(self, key: str) -> Iterator[None]:
+        """A refused write of the store's own records (no space, a file-size limit), named by
+        the file it was writing: zarr's OSError names none, and a full disk under the ledger
+        was `error: [Errno 28] No space left on device`, no store said."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno),
+                          f"{str(self.path).rstrip('/')}/{key}") from None
 
     def flush(self) -> None:
         """Every zarr write is already an atomic file replace, handed to the kernel; durable
