@@ -136,9 +136,10 @@ class BuildResult:
     already_done: int = 0
     #: Samples copied from `BuildConfig.reuse_from`, not computed.
     reused: int = 0
-    #: The ledger chunks that could not be read, one line each (`Ledger.unreadable`): their
-    #: samples were taken as never extracted, and the chunks written anew.
-    ledger_mended: list[str] = field(default_factory=list)
+    #: What was mended, one line each: the store's damage its opening mended (`Store.mended`),
+    #: and the ledger chunks that could not be read (`Ledger.unreadable`), whose samples were
+    #: taken as never extracted and the chunks written anew.
+    mended: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     #: Samples whose task hit a bug in flowstore (sample -> the exception, one line): not
     #: failures of those samples, which stay pending; the tracebacks are in `error_log`.
@@ -350,11 +351,12 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo),
-                             ledger_mended=[f"store {str(config.store)!r}: {chunk.describe()} "
-                                            f"could not be read ({type(chunk.error).__name__}: "
-                                            f"{chunk.error}); its samples were taken as not "
-                                            f"extracted and the chunk is written anew"
-                                            for chunk in ledger.unreadable])
+                             mended=[*store.mended,
+                                     *(f"store {str(config.store)!r}: {chunk.describe()} "
+                                       f"could not be read ({type(chunk.error).__name__}: "
+                                       f"{chunk.error}); its samples were taken as not "
+                                       f"extracted and the chunk is written anew"
+                                       for chunk in ledger.unreadable)])
         reuse = {}
         if config.reuse_from is not None:
             from flowstore.reuse import plan_reuse

@@ -253,7 +253,7 @@ def build(
     typer.echo(f"store {result.store}: {result.computed} computed{reused}, {result.already_done} "
                f"already done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
-    for line in result.ledger_mended:
+    for line in result.mended:
         typer.echo(f"warning: {line}", err=True)
     across = result.duplicates_across_splits
     if across:
@@ -361,6 +361,8 @@ def verify(
                 if repaired.internal_errors else "")
     typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "
                f"{source}; {len(repaired.still_bad)} still bad{internal}")
+    for line in repaired.mended:
+        typer.echo(f"warning: {line}", err=True)
     for sample, why in sorted(repaired.still_bad.items()):
         typer.echo(f"  {sample}: {why}", err=True)
     _report_internal_errors(repaired.internal_errors, repaired.error_log)

@@ -160,6 +160,8 @@ class RepairResult:
     #: left pending; the traceback is in `error_log`).
     internal_errors: dict[str, str] = field(default_factory=dict)
     error_log: Path | None = None
+    #: What opening the store to write mended, one line each (`BuildResult.mended`).
+    mended: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -212,7 +214,7 @@ def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
                               params=params, options=options, redo=tuple(asked),
                               progress=progress, fsync=fsync, workers=workers))
     result = RepairResult(store=path, asked=asked, internal_errors=dict(built.internal_errors),
-                          error_log=built.error_log)
+                          error_log=built.error_log, mended=built.mended)
     for sample, reason in built.failures.items():
         result.still_bad[sample] = f"could not re-extract it: {reason}"
     rechecked = [sample for sample in asked

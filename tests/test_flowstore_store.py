@@ -417,3 +417,54 @@ def test_a_zarr_store_is_marked_as_being_made_until_it_is_one(tmp_path, monkeypa
     assert seen and all(attrs == {CREATING_ATTR: True} for attrs in seen)
     attrs = dict(zarr.open_group(str(tmp_path / "s.zarr"), mode="r").attrs)
     assert CREATING_ATTR not in attrs and attrs[FORMAT_ATTR] == 2
+
+
+def test_an_hdf5_attribute_json_cannot_read_leaves_h5pys_lock_to_other_threads(tmp_path):
+    """h5py's `attrs.items()` holds its global lock between items: a value `json.loads`
+    refused inside the loop left the suspended iterator holding it, kept alive by the error's
+    traceback, and a build's worker threads then waited for ever on their next h5py call."""
+    import threading
+
+    from flowstore.store._hdf5 import HDF5Store
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, num_samples=3, columns=COLUMNS).close()
+    with h5py.File(path, "r+") as file:
+        file.attrs["dataset"] = "not json"
+    store = HDF5Store.open(path, "r")
+    with pytest.raises(ValueError) as kept:  # (the error, and its traceback, kept alive)
+        store.attrs
+    other = threading.Thread(target=lambda: h5py.File(path, "r", locking=False).close(),
+                             daemon=True)
+    other.start()
+    other.join(10)
+    assert not other.is_alive(), "another thread's h5py call waits on the lock"
+    del kept
+    store.close()
+
+
+def test_a_refused_write_of_a_zarr_stores_records_names_the_file(tmp_path, monkeypatch):
+    """A full disk (or `ulimit -f`) under a ledger write came out as `error: [Errno 28] No space
+    left on device`: zarr's OSError names no file, so no store was said."""
+    import errno
+
+    from zarr.storage import LocalStore
+
+    path = tmp_path / "s.zarr"
+    store = create_store(path, attrs=ATTRS, specs=SPECS, num_samples=3, columns=COLUMNS)
+    real_set = LocalStore.set
+
+    async def full(self, key, value, *args, **kwargs):
+        if key.startswith("done/") or key == "zarr.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", full)
+    with pytest.raises(OSError) as refused:
+        store.write_changed("done", np.ones(3, bool), [0])
+    assert refused.value.errno == errno.ENOSPC
+    assert refused.value.filename == f"{path}/{'done'}/{store.chunk_key('done', 0)}"
+    with pytest.raises(OSError) as refused:
+        store.update_attrs({"dataset": "x"})
+    assert refused.value.filename == f"{path}/zarr.json"
+    store.close()

@@ -7,7 +7,13 @@ h5py serialises all calls behind one lock, so worker threads may write their own
 Crash safety: files use HDF5's default (earliest) format on purpose. With ``libver="latest"``
 the superblock carries "open for writing" flags, and a writer killed with SIGKILL leaves them
 set: every later open then fails until someone runs `h5clear`, so a killed build could not
-resume. The writer flushes after every sample.
+resume. The writer flushes after every sample. A flush is not atomic: HDF5 writes a flush's
+metadata in no crash-safe order, and a writer killed in the middle of one can leave a chunk
+index pointing at a node never written, every chunk under it unreadable and unwritable for good
+("addr overflow", "wrong B-tree signature"), done samples among them. So a writer marks the file
+(`WRITER_ATTR`) while it writes it, and the next writer to find the mark checks every chunk;
+where some cannot be read, it copies what can into a new file that takes the old one's place,
+the samples it lost marked not done (`_salvaged`).
 
 No reading while a build writes: HDF5 does not support a reader of a file that another process
 writes (its metadata cache would read structures the writer is changing), except in SWMR mode.
@@ -57,6 +63,10 @@ _STR = h5py.string_dtype("utf-8")
 _UPGRADE_PREFIX = "_upgrade_"
 #: How HDF5 names the system's error in a failed write ("..., errno = 28, error message = ...").
 _ERRNO = re.compile(r"errno = (\d+)")
+#: The root attribute (int8) a writer sets to 1 at its first write and back to 0 when it closes
+#: the file: the next writer that finds 1 knows the last one died with the file open (module
+#: docstring).
+WRITER_ATTR = "flowstore.writer_open"
 #: HDF5's refusal of a file shorter than the space its header records.
 _TRUNCATED = re.compile(r"truncated file: eof = (\d+), .*stored_eof = (\d+)")
 
@@ -99,6 +109,9 @@ class HDF5Store(Store):
         # ignored" and lost, the sample taken for written (`_writing`)
         self._written: dict[str, h5py.Dataset] = {}
         self._refused: tuple[int, str] | None = None  # (errno, strerror) of a refused write
+        # whether this writer has marked the file (`WRITER_ATTR`): at its first write, so that
+        # a command refused before it writes leaves the file as it was, byte for byte
+        self._marked = False
 
     @property
     def concurrent_reads(self) -> bool:
@@ -143,10 +156,13 @@ class HDF5Store(Store):
             if not h5py.is_hdf5(path):
                 raise OSError(f"{str(path)!r} is not an HDF5 file")
             try:
-                return cls(h5py.File(path, mode), path, mode)
+                mended = _salvaged(path)
+                store = cls(h5py.File(path, mode), path, mode)
             except OSError as exc:
                 _refuse_short(path, exc)
                 raise
+            store.mended = mended
+            return store
         try:
             return cls(h5py.File(path, mode, locking=False), path, mode)
         except OSError as exc:
@@ -160,7 +176,18 @@ class HDF5Store(Store):
 
     @property
     def attrs(self) -> dict[str, Any]:
-        return {key: json.loads(value) for key, value in self._file.attrs.items()}
+        # (h5py's items() holds its global lock between items: a value json cannot read,
+        # raised from inside the loop, left it held by the suspended iterator until the garbage
+        # collector freed it, and every other thread's h5py call waited for ever)
+        return {key: json.loads(value) for key, value in list(self._file.attrs.items())
+                if key != WRITER_ATTR}
+
+    def _mark_writer(self, writing: bool) -> None:
+        """Set the writer's mark (`WRITER_ATTR`) to `writing` and flush: an int8 rewritten in
+        place (`attrs.modify`), no HDF5 structure changed but where a store made before the
+        mark gets it."""
+        self._file.attrs.modify(WRITER_ATTR, np.int8(writing))
+        self._file.flush()
 
     def array_names(self) -> list[str]:
         return sorted(name for name in self._file.keys() if not name.startswith(_UPGRADE_PREFIX))
@@ -292,6 +319,9 @@ class HDF5Store(Store):
         if self._refused is not None:
             raise self._refusal(*self._refused)
         try:
+            if not self._marked and self.mode != "r":  # a writer's first write: marked first
+                self._marked = True
+                self._mark_writer(True)
             yield
         except (RuntimeError, OSError) as exc:
             match = _ERRNO.search(str(exc))
@@ -365,6 +395,9 @@ class HDF5Store(Store):
         if self._refused is None:
             self._written.clear()
             if self._file:
+                if self._marked:  # (a failure keeps the mark: the next writer checks the file)
+                    with contextlib.suppress(RuntimeError, OSError):
+                        self._mark_writer(False)
                 self._file.close()
             return
         # After a refused write, HDF5 still holds chunks and metadata it could not write, and
@@ -409,6 +442,102 @@ def _refuse_short(path: Path, exc: BaseException) -> None:
         raise StoreError(f"HDF5 store {str(path)!r} is {missing} bytes shorter than its header "
                          f"records (a copy cut short?): copy it again, or delete it and build "
                          f"it again (--overwrite deletes only a store it can open)") from None
+
+
+def _salvaged(path: Path) -> tuple[str, ...]:
+    """Where a writer died with the file open (`WRITER_ATTR`) and some chunk index entry no
+    longer reads, the file copied whole into a new one but for the chunks that cannot be read,
+    the new file renamed over it, and the done samples that lost a chunk marked not done, for
+    the build to extract again: one line saying so (none where nothing was lost). Chunks copy
+    as they are stored (`read_direct_chunk`: nothing decoded or encoded again).
+
+    Raises:
+        StoreError: the copy cannot be made (no room for it, say); the file is left as it was.
+    """
+    with h5py.File(path, "r", locking=False) as old:
+        if not old.attrs.get(WRITER_ATTR, 0):
+            return ()
+        unreadable: set[int] = set()
+        for dataset in list(old.values()):  # (whole first: as `attrs`, h5py's lock)
+            if _per_sample(dataset):
+                unreadable.update(_unreadable_chunks(dataset))
+        if not unreadable:
+            return ()
+        done = old["done"][()] if "done" in old else np.zeros(0, dtype=bool)
+        lost = sorted(index for index in unreadable if index < len(done) and done[index])
+        copy = path.with_name(f".{path.name}.salvage")
+        try:
+            with h5py.File(copy, "w") as new:
+                for key, value in list(old.attrs.items()):
+                    if key != WRITER_ATTR:
+                        new.attrs[key] = value
+                for name, item in list(old.items()):
+                    if _per_sample(item):
+                        _copy_chunks(item, new, name, unreadable)
+                    else:
+                        old.copy(item, new, name=name)
+                for column, cleared in (("done", False), ("checksum", b"")):  # (`Ledger.reset`)
+                    if lost and column in new:
+                        values = new[column][()]
+                        values[lost] = cleared
+                        new[column][:] = values
+                new.flush()
+                os.fsync(new.id.get_vfd_handle())
+            os.replace(copy, path)
+            fsync_path(path.parent)
+        except (OSError, RuntimeError) as exc:
+            with contextlib.suppress(OSError):
+                copy.unlink()
+            raise StoreError(f"HDF5 store {str(path)!r} was left damaged by a writer that died "
+                             f"with it open, and its readable part cannot be copied out "
+                             f"({exc}): where the disk is full, make room and run the same "
+                             f"command again; else delete it and build it again") from None
+    return (f"HDF5 store {str(path)!r} was left damaged by a writer that died with it open "
+            f"(part of a chunk index never reached the disk): what reads was copied into a new "
+            f"file, and the {len(lost)} done sample(s) whose chunks were lost are marked not "
+            f"done, for a build to extract again",)
+
+
+def _per_sample(item: Any) -> bool:
+    """Whether `item` is a per-sample array: a dataset of more than one axis chunked one
+    sample a chunk (the columns are written whole at creation and never reallocated)."""
+    return (isinstance(item, h5py.Dataset) and item.ndim > 1 and item.chunks is not None
+            and item.chunks[0] == 1)
+
+
+def _unreadable_chunks(dataset: h5py.Dataset) -> list[int]:
+    """The samples of `dataset` whose chunk cannot be read as stored."""
+    unreadable = []
+    for index in range(dataset.shape[0]):
+        try:
+            _stored_chunk(dataset, index)
+        except (RuntimeError, OSError, ValueError):
+            unreadable.append(index)
+    return unreadable
+
+
+def _stored_chunk(dataset: h5py.Dataset, index: int) -> tuple[int, bytes] | None:
+    """Sample `index`'s chunk of `dataset` as stored (its filter mask and bytes); None where
+    none was written. (Its index entry alone can read where the chunk's does not: both.)"""
+    offset = (index,) + (0,) * (dataset.ndim - 1)
+    if dataset.id.get_chunk_info_by_coord(offset).byte_offset is None:
+        return None
+    return dataset.id.read_direct_chunk(offset)
+
+
+def _copy_chunks(dataset: h5py.Dataset, new: h5py.File, name: str, skip: set[int]) -> None:
+    """`dataset` into the file `new` as `name`, with its creation properties (chunks, filters,
+    fill value) and attributes, every written chunk but those of the samples `skip` copied as
+    stored."""
+    made = h5py.h5d.create(new.id, name.encode(), dataset.id.get_type(), dataset.id.get_space(),
+                           dcpl=dataset.id.get_create_plist())
+    for key, value in list(dataset.attrs.items()):
+        new[name].attrs[key] = value
+    for index in range(dataset.shape[0]):
+        stored = None if index in skip else _stored_chunk(dataset, index)
+        if stored is not None:
+            mask, chunk = stored
+            made.write_direct_chunk((index,) + (0,) * (dataset.ndim - 1), chunk, mask)
 
 
 #: Where a version-0 superblock (the one HDF5's earliest format writes, as every store here

@@ -178,6 +178,9 @@ class Store(abc.ABC):
     #: The store lock held shared by a read-only open of a backend that cannot be read while
     #: a build writes (`Capabilities.reads_during_build`); its `close` releases it.
     reader_lock: int | None = None
+    #: What opening the store to write mended, one line each (an HDF5 file a killed writer
+    #: left damaged: `flowstore.store._hdf5`); a build warns of each.
+    mended: tuple[str, ...] = ()
 
     # -- locations: what a backend does with a store as a whole --------------------------------
     @classmethod
