@@ -63,10 +63,12 @@ _STR = h5py.string_dtype("utf-8")
 _UPGRADE_PREFIX = "_upgrade_"
 #: How HDF5 names the system's error in a failed write ("..., errno = 28, error message = ...").
 _ERRNO = re.compile(r"errno = (\d+)")
-#: The root attribute (int8) a writer sets to 1 at its first write and back to 0 when it closes
-#: the file: the next writer that finds 1 knows the last one died with the file open (module
-#: docstring).
+#: The root attribute a writer sets to 1 at its first write and back to 0 when it closes the
+#: file: the next writer that finds 1 knows the last one died with the file open (module
+#: docstring). JSON text like every root attribute, as one fixed-width byte (`_OPEN`,
+#: `_CLOSED`), so that setting it rewrites that byte in place and changes no HDF5 structure.
 WRITER_ATTR = "flowstore.writer_open"
+_OPEN, _CLOSED = np.bytes_(b"1"), np.bytes_(b"0")
 #: HDF5's refusal of a file shorter than the space its header records.
 _TRUNCATED = re.compile(r"truncated file: eof = (\d+), .*stored_eof = (\d+)")
 
@@ -112,6 +114,7 @@ class HDF5Store(Store):
         # whether this writer has marked the file (`WRITER_ATTR`): at its first write, so that
         # a command refused before it writes leaves the file as it was, byte for byte
         self._marked = False
+        self._mark_lock = threading.Lock()
 
     @property
     def concurrent_reads(self) -> bool:
@@ -183,10 +186,10 @@ class HDF5Store(Store):
                 if key != WRITER_ATTR}
 
     def _mark_writer(self, writing: bool) -> None:
-        """Set the writer's mark (`WRITER_ATTR`) to `writing` and flush: an int8 rewritten in
+        """Set the writer's mark (`WRITER_ATTR`) to `writing` and flush: one byte rewritten in
         place (`attrs.modify`), no HDF5 structure changed but where a store made before the
         mark gets it."""
-        self._file.attrs.modify(WRITER_ATTR, np.int8(writing))
+        self._file.attrs.modify(WRITER_ATTR, _OPEN if writing else _CLOSED)
         self._file.flush()
 
     def array_names(self) -> list[str]:
@@ -320,8 +323,10 @@ class HDF5Store(Store):
             raise self._refusal(*self._refused)
         try:
             if not self._marked and self.mode != "r":  # a writer's first write: marked first
-                self._marked = True
-                self._mark_writer(True)
+                with self._mark_lock:  # (no thread's write flushed before the mark is)
+                    if not self._marked:
+                        self._mark_writer(True)
+                        self._marked = True
             yield
         except (RuntimeError, OSError) as exc:
             match = _ERRNO.search(str(exc))
@@ -455,7 +460,7 @@ def _salvaged(path: Path) -> tuple[str, ...]:
         StoreError: the copy cannot be made (no room for it, say); the file is left as it was.
     """
     with h5py.File(path, "r", locking=False) as old:
-        if not old.attrs.get(WRITER_ATTR, 0):
+        if json.loads(old.attrs.get(WRITER_ATTR, _CLOSED)) != 1:
             return ()
         unreadable: set[int] = set()
         for dataset in list(old.values()):  # (whole first: as `attrs`, h5py's lock)
@@ -490,8 +495,9 @@ def _salvaged(path: Path) -> tuple[str, ...]:
                 copy.unlink()
             raise StoreError(f"HDF5 store {str(path)!r} was left damaged by a writer that died "
                              f"with it open, and its readable part cannot be copied out "
-                             f"({exc}): where the disk is full, make room and run the same "
-                             f"command again; else delete it and build it again") from None
+                             f"({exc}): where the disk is full (or a file-size limit stops "
+                             f"it), make room and run the same command again; else delete it "
+                             f"and build it again") from None
     return (f"HDF5 store {str(path)!r} was left damaged by a writer that died with it open "
             f"(part of a chunk index never reached the disk): what reads was copied into a new "
             f"file, and the {len(lost)} done sample(s) whose chunks were lost are marked not "
