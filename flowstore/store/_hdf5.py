@@ -453,14 +453,14 @@ def _salvaged(path: Path) -> tuple[str, ...]:
     """Where a writer died with the file open (`WRITER_ATTR`) and some chunk index entry no
     longer reads, the file copied whole into a new one but for the chunks that cannot be read,
     the new file renamed over it, and the done samples that lost a chunk marked not done, for
-    the build to extract again: one line saying so (none where nothing was lost). Chunks copy
+    the build to extract again: one line saying so (none where every chunk reads). Chunks copy
     as they are stored (`read_direct_chunk`: nothing decoded or encoded again).
 
     Raises:
         StoreError: the copy cannot be made (no room for it, say); the file is left as it was.
     """
     with h5py.File(path, "r", locking=False) as old:
-        if json.loads(old.attrs.get(WRITER_ATTR, _CLOSED)) != 1:
+        if not _marked_open(old.attrs.get(WRITER_ATTR, _CLOSED)):
             return ()
         unreadable: set[int] = set()
         for dataset in list(old.values()):  # (whole first: as `attrs`, h5py's lock)
@@ -502,6 +502,15 @@ def _salvaged(path: Path) -> tuple[str, ...]:
             f"(part of a chunk index never reached the disk): what reads was copied into a new "
             f"file, and the {len(lost)} done sample(s) whose chunks were lost are marked not "
             f"done, for a build to extract again",)
+
+
+def _marked_open(mark: Any) -> bool:
+    """Whether a writer's mark says it had the file open: `_OPEN`, or a mark that is not
+    `_CLOSED`'s JSON (written otherwise: the file is checked, which costs a read)."""
+    try:
+        return json.loads(mark) != 0
+    except (TypeError, ValueError):
+        return True
 
 
 def _per_sample(item: Any) -> bool:
