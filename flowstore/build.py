@@ -911,8 +911,7 @@ def _writer(key: StoreKey) -> Store:
             found = store.attrs.get("store_id", "")
             if found != key.store_id:
                 store.close()
-                raise StoreError(f"store {key.path!r} was replaced while this build ran "
-                                 f"(store id {found or 'none'!r}, not {key.store_id!r})")
+                raise _replaced(key, found)
             _OPEN_STORES[key] = store
         store = _OPEN_STORES[key]
         # A handle kept open (a cluster worker's, between tasks) outlives a Ctrl-C'd build: its
@@ -921,9 +920,14 @@ def _writer(key: StoreKey) -> Store:
         now = store.store_id_now()
         if now is not None and now != key.store_id:
             _OPEN_STORES.pop(key).close()
-            raise StoreError(f"store {key.path!r} was replaced while this build ran "
-                             f"(store id {now or 'none'!r}, not {key.store_id!r})")
+            raise _replaced(key, now)
         return store
+
+
+def _replaced(key: StoreKey, found: str) -> StoreError:
+    """The error of a task whose store (`key`) another took the place of (`found`: its id)."""
+    return StoreError(f"store {key.path!r} was replaced while this build ran "
+                      f"(store id {found or 'none'!r}, not {key.store_id!r})")
 
 
 #: Room kept free beside a store: HDF5 corrupts its file when a write meets a full disk.

@@ -299,7 +299,7 @@ class Cluster:
             if told or time.monotonic() - quiet_since < NO_WORKERS_CHECK_S:
                 continue
             quiet_since = time.monotonic()
-            if not len(self._threads()):
+            if not self._threads():
                 print(f"the Dask scheduler {self.address!r} has no workers: {running.count()} "
                       f"tasks wait for one to join (start workers, or Ctrl-C to stop; the "
                       f"finished samples are kept)", file=sys.stderr, flush=True)

@@ -354,7 +354,7 @@ def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None
         r for r in list_runs(runs_dir)
         if r.model == model
         and (fingerprint is None or r.fingerprint == fingerprint)
-        and (dataset is None or r.store.get("dataset") == dataset)
+        and (dataset is None or r.dataset == dataset)
         and (size is None or r.input_size == size)
         and (training is None or not r.training_differences(training))
         and (bases is None or r.started_from(bases))

@@ -307,7 +307,7 @@ def check_array_shapes(store: Store, specs: Sequence[ArraySpec], path: str | Pat
     """
     names = store.array_names()
     if num_samples is None:
-        num_samples = store.info("id").shape[0]
+        num_samples = store.num_samples
     wanted = {spec.name: (num_samples, *spec.sample_shape) for spec in specs}
     for name in [*wanted, *(n for n in names if n not in wanted)]:
         found = store.info(name).shape if name in names else None

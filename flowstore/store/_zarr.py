@@ -359,10 +359,11 @@ class ZarrStore(Store):
         keys = self._unsynced.setdefault(name, set())
         for lo, _ in changed_spans(changed, size):
             start = lo - lo % size
-            with self._naming(f"{name}/{self.chunk_key(name, start)}"):
+            key = self.chunk_key(name, start)
+            with self._naming(f"{name}/{key}"):
                 arr[start:min(start + size, length)] = _as_written(column[start:start + size])
             if keys is not None:
-                keys.add(self.chunk_key(name, start))
+                keys.add(key)
 
     def put_column(self, name: str, values: np.ndarray) -> None:
         """A column of another chunking is replaced without a moment when `name` is missing or
