@@ -115,6 +115,26 @@ def test_open_describes_the_store_and_reads_in_the_order_asked(store):
         assert train[2:4]["id"].tolist() == [expected[2]["id"], expected[3]["id"]]
 
 
+def test_columns_digest_tells_apart_stores_of_one_fingerprint_with_other_splits(tmp_path):
+    """The fingerprint hashes a dataset's own split files by name and size: `columns_digest`
+    is of the classes, ids, labels and splits themselves, computed for a store made before it
+    was recorded, and the recorded one (checked) where it was."""
+    from flowstore.store import open_store
+    from flowstore.store.checksum import COLUMNS_DIGEST, columns_digest
+
+    a = make_tiny_store(tmp_path / "a.zarr", classes=("hug", "kiss"))
+    b = make_tiny_store(tmp_path / "b.zarr", classes=("kiss", "hug"))
+    root = zarr.open_group(str(a), mode="r")
+    by_hand = columns_digest(("hug", "kiss"), root["id"][:], root["label"][:], root["split"][:])
+    with flowstore.open(a) as ds_a, flowstore.open(b) as ds_b:
+        assert ds_a.columns_digest == by_hand
+        assert ds_a.columns_digest != ds_b.columns_digest
+    with open_store(a, mode="r+") as store:  # recorded as a build records it
+        store.update_attrs({COLUMNS_DIGEST: by_hand})
+    with flowstore.open(a) as ds_a:
+        assert ds_a.columns_digest == by_hand
+
+
 def test_split_all_is_every_done_sample_in_store_order(store):
     expected = [row for split in ("train", "val", "test") for row in plain_read(store, split)]
     with flowstore.open(store) as ds:

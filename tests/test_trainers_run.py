@@ -692,3 +692,53 @@ def test_a_prerequisite_trained_on_a_partly_built_store_is_not_reused(tmp_path, 
             f"2; and it trained when the store held 10 train / 4 val / 8 test done samples, and "
             f"it now holds 12 train / 4 val / 8 test)") in result.stdout.splitlines(), \
         result.stdout
+
+
+def test_a_prerequisite_of_other_splits_under_the_same_fingerprint_is_not_reused(
+        tiny_tvhi_source, tmp_path, monkeypatch):
+    """TV-HI's readme.txt (like every dataset's own split files) enters the fingerprint by its
+    name and size: an edit of the same size that moves a clip from set 1 to set 2 and another
+    back gives a store of the same fingerprint, the same counts and the same positions per
+    split, with other clips in them. A flow run of the first store was reused for a fusion
+    on the second, which trains on clips the flow model was tested on (and reported the first
+    store's test accuracy as this one's). A run records the digest of its store's id, label
+    and split columns, and it must match."""
+    import trainers.fit
+    from flowstore.build import BuildConfig, build
+    from flowstore.params import VideoParams
+
+    stores = {}
+    for name, swap in (("before", False), ("after", True)):
+        source = Path(shutil.copytree(tiny_tvhi_source, tmp_path / f"source-{name}"))
+        if swap:  # handShake_0001 to set 2, handShake_0002 to set 1: the same bytes in all
+            readme = source / "readme.txt"
+            text = readme.read_text()
+            sets = text.split("SET 2:")
+            edited = (sets[0].replace("Hand shake\t\t-> {1,3}", "Hand shake\t\t-> {2,3}") +
+                      "SET 2:" + sets[1].replace("Hand shake\t\t-> {2,4}",
+                                                 "Hand shake\t\t-> {1,4}"))
+            assert edited != text and len(edited) == len(text)
+            readme.write_text(edited)
+        stores[name] = tmp_path / f"{name}.zarr"
+        build(BuildConfig(dataset="tvhi", source=source, store=stores[name],
+                          params=VideoParams(size=32, steps=4), workers=1))
+    before, after = (open_store(stores[name]) for name in ("before", "after"))
+    assert before.attrs["fingerprint"] == after.attrs["fingerprint"]  # what this guards
+    assert list(before.read("id")) != list(after.read("id"))
+
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
+    _invoke("run", "flow", "--store", str(stores["before"]), "--runs-dir", str(runs),
+            "--epochs", "1")
+    flow = list_runs(runs)[0]
+    trained = _fake_training(monkeypatch)
+    result = _invoke("run", "two_stream", "--store", str(stores["after"]), "--runs-dir",
+                     str(runs), "--epochs", "1")
+    assert trained == ["frames", "flow", "two_stream"], result.stdout
+    assert (f"not reusing flow run {flow.path} (same store and recipe, but it trained on a "
+            f"store of the same fingerprint with other ids, labels or splits (a dataset's "
+            f"split file edited since?))") in result.stdout.splitlines(), result.stdout
+    trained.clear()  # its own store: reused
+    _invoke("run", "two_stream", "--store", str(stores["before"]), "--runs-dir", str(runs),
+            "--epochs", "1")
+    assert trained == ["frames", "two_stream"]

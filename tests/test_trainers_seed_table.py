@@ -191,3 +191,20 @@ def test_tables_and_figures_hold_the_latest_run_of_each_model_on_each_store(tmp_
     assert figure_stems(latest) == ["flow-aaaaaaaa", "flow-cccccccc", "flow-bbbbbbbb"]
     # a model's rows by dataset, not interleaved by when they ran (as in Tables 1 and 2)
     assert [row[0] for row in _rows(tmp_path)] == ["TV-HI flow"] * 3 + ["UCF101 flow"]
+
+
+def test_runs_on_stores_of_one_fingerprint_with_other_splits_are_other_rows(tmp_path):
+    """A dataset's split file edited (same size: the same fingerprint) moves clips between
+    splits at the same positions: the same counts and done-samples digest, other clips
+    (`columns_digest`). A run from before that digest was recorded joins the row of the runs
+    with its counts and samples where they all recorded one."""
+    _run(tmp_path, "a", 0, 0.50, samples_digest="aaaaaaaa11", columns_digest="xxh3_128:1111aaaa")
+    _run(tmp_path, "b", 1, 0.60, samples_digest="aaaaaaaa11", columns_digest="xxh3_128:2222bbbb")
+    _run(tmp_path, "c", 2, 0.70, samples_digest="aaaaaaaa11")
+    rows = _rows(tmp_path)
+    assert sorted(row[2] for row in rows) == ["0", "1", "2"], rows
+    labels = {row[2]: row[1] for row in rows}
+    assert labels["0"].endswith("splits 1111aaaa") and labels["2"].endswith("splits ?"), labels
+    (tmp_path / "b" / "metrics.json").unlink()
+    (row,) = _rows(tmp_path)
+    assert row[2] == "0, 2", row

@@ -533,6 +533,7 @@ def run_identity(model_name: str, samples: StoreSamples, recipe: Recipe, options
         **computed_as(options.mixed_precision),
         "samples": dict(done.counts),
         "samples_digest": done.digest,
+        "columns_digest": done.columns,
         # (what the report's tables say of it; `build_for_store`'s `from_scratch` says whether
         # this model's own feature layers started from nothing)
         "from_scratch": chain_from_scratch(model_name, bases),

@@ -201,6 +201,7 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     records = _ordered(records)
     known = {r.path.name: r for r in records}
     digests = _samples_digests(records)
+    columns = _samples_digests(records, "columns_digest")
     groups: dict[str, tuple[dict[Any, RunRecord], tuple[str, ...]]] = {}
     for r in records:
         training = {k: v for k, v in r.training.items() if k != "seed"}
@@ -208,9 +209,10 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
             training["recipe"] = recorded_recipe(training["recipe"])
         origins = transfer_origins(r, known)
         # The store's done samples too: a partly built store has the finished one's fingerprint
-        # (and a store rebuilt since may hold as many but others: `_samples_digests`).
-        key = json.dumps([r.model, r.fingerprint, r.samples, digests[r.path], training, origins,
-                          _from_scratch(r)], sort_keys=True, default=str)
+        # (and a store rebuilt since may hold as many but others: `_samples_digests`; a store
+        # of the same fingerprint may list other clips at the same positions: `columns`).
+        key = json.dumps([r.model, r.fingerprint, r.samples, digests[r.path], columns[r.path],
+                          training, origins, _from_scratch(r)], sort_keys=True, default=str)
         # One run per seed, the latest: a seed trained twice is one draw, not two.
         groups.setdefault(key, ({}, origins))[0][r.metrics.get("seed")] = r
     sets = {name: i for i, name in enumerate(RECIPE_SETS)}
@@ -226,20 +228,22 @@ def seed_groups(records: Iterable[RunRecord]) -> list[tuple[list[RunRecord], tup
     return sorted(listed, key=place)
 
 
-def _samples_digests(records: list[RunRecord]) -> dict[Path, str | None]:
-    """Each run's digest of its done samples, for `seed_groups` to tell apart runs trained on
-    as many but other samples of one store. A run from before digests were recorded is taken
+def _samples_digests(records: list[RunRecord], field: str = "samples_digest"
+                     ) -> dict[Path, str | None]:
+    """Each run's digest of its done samples (`field`: "samples_digest"; "columns_digest", of
+    its store's id, label and split columns), for `seed_groups` to tell apart runs trained on
+    as many but other samples of one store. A run from before the digest was recorded is taken
     as trained on the samples of the runs of its model, store and counts that did record one,
     where they all agree (as `RunRecord.trained_on` matches it by counts): older and newer
     seeds of one experiment stay one row."""
     recorded: dict[tuple, set[str]] = {}
     for r in records:
-        if r.samples_digest is not None:
-            recorded.setdefault(_samples_key(r), set()).add(r.samples_digest)
+        if getattr(r, field) is not None:
+            recorded.setdefault(_samples_key(r), set()).add(getattr(r, field))
     digests = {}
     for r in records:
         alike = recorded.get(_samples_key(r), set())
-        digests[r.path] = r.samples_digest or (next(iter(alike)) if len(alike) == 1 else None)
+        digests[r.path] = getattr(r, field) or (next(iter(alike)) if len(alike) == 1 else None)
     return digests
 
 
@@ -257,6 +261,7 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
     group's `transfer_origins`); and where even those are alike, the augmentation and
     precision, the Keras backend, the store, and the store's done samples when it trained (a
     store built further since: their counts, else whether the chain was from scratch, else the
+    digest of the store's splits (a split file edited under one fingerprint), else the
     samples' digest),
     so that no two rows read alike: "tuned, epochs 60, warmup_epochs 6", "tuned, from
     image-efa44fb5-20261201-154435", "tuned, store 0f4c8094", "report, augment True, float32",
@@ -286,7 +291,11 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
                                           for group in groups])
     labels = _told_apart(models, labels, ["from scratch" if _from_scratch(group[0]) else ""
                                           for group in groups])
-    # (a group's runs share the digest they were grouped by: any one that recorded it says it)
+    # (a group's runs share the digests they were grouped by: any one that recorded it says it)
+    columns = [next((r.columns_digest for r in group if r.columns_digest), "?")
+               for group in groups]
+    labels = _told_apart(models, labels, [f"splits {digest.split(':')[-1][:8]}"
+                                          for digest in columns])
     digests = [next((r.samples_digest for r in group if r.samples_digest), "?")
                for group in groups]
     return _told_apart(models, labels, [f"done samples {digest[:8]}" for digest in digests])

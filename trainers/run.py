@@ -283,7 +283,10 @@ def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
     if not run.started_from(bases):
         reasons.append(f"it started from {_started(run.metrics.get('bases') or {})}, not "
                        f"{_started(bases)}")
-    if not run.trained_on(done):
+    if not run.same_columns(done):
+        reasons.append("it trained on a store of the same fingerprint with other ids, labels "
+                       "or splits (a dataset's split file edited since?)")
+    elif not run.trained_on(done):
         reasons.append(
             f"it trained on other done samples of the store: as many, "
             f"{split_counts(done.counts)}, but not the same ones (built or repaired since, "

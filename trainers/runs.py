@@ -55,6 +55,10 @@ class DoneSamples:
 
     counts: Mapping[str, int]
     digest: str
+    #: The store's `columns_digest` (`flowstore.reader.dataset.StoreDataset`): the digest
+    #: above is of positions, and two stores of one fingerprint may hold other clips at them
+    #: (a dataset's own split files enter the fingerprint by name and size only).
+    columns: str = ""
 
 
 @dataclass(frozen=True)
@@ -118,11 +122,23 @@ class RunRecord:
         recorded = self.metrics.get("samples_digest")
         return recorded if isinstance(recorded, str) else None
 
+    @property
+    def columns_digest(self) -> str | None:
+        """The digest of its store's classes and id, label and split columns when it trained
+        (`DoneSamples.columns`); None for a run from before it was recorded."""
+        recorded = self.metrics.get("columns_digest")
+        return recorded if isinstance(recorded, str) else None
+
+    def same_columns(self, done: "DoneSamples") -> bool:
+        """Whether its store listed the same samples in the same splits as the one `done` is
+        of, where the run recorded it."""
+        return self.columns_digest in (None, done.columns)
+
     def trained_on(self, done: "DoneSamples") -> bool:
         """Whether it trained while the store held these `done` samples: as many per split
-        and, where the run recorded its digest, the same ones."""
+        and, where the run recorded their digests, the same ones, listed alike."""
         return (self.samples == dict(done.counts)
-                and self.samples_digest in (None, done.digest))
+                and self.samples_digest in (None, done.digest) and self.same_columns(done))
 
     def as_many_but_others(self, done: "DoneSamples") -> bool:
         """Whether the store holds as many `done` samples per split as when the run trained

@@ -173,14 +173,15 @@ class StoreSamples:
         return {split: int(self.indices(split).size) for split in SPLITS}
 
     def done_samples(self) -> DoneSamples:
-        """Which samples are `done`, split by split: their counts and a digest of their
-        positions in the store (fixed for a fingerprint), which a run records and a run found
-        in the runs directory must match to be reused."""
+        """Which samples are `done`, split by split: their counts, a digest of their
+        positions in the store and the digest of the store's id, label and split columns
+        (positions are the same clips only where those are), which a run records and a run
+        found in the runs directory must match to be reused."""
         digest = xxhash.xxh64()
         for split in SPLITS:
             digest.update(f"{split}\n".encode())
             digest.update(self.indices(split).astype("<i8").tobytes())
-        return DoneSamples(self.done_counts(), digest.hexdigest())
+        return DoneSamples(self.done_counts(), digest.hexdigest(), self.reader.columns_digest)
 
     def not_built(self, split: str) -> "NotBuilt":
         """How many samples of `split` (every split: `ALL`) are not `done`, and why: what a run

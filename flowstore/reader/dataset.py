@@ -107,7 +107,11 @@ class StoreDataset:
         self.ids = store.read("id")
         self.splits = store.read("split")
         self.done = store.read("done").astype(bool)
-        check_manifest_columns(attrs, self.ids, self.labels, self.splits, store.path)
+        #: `flowstore.store.checksum.columns_digest` of its classes and id, label and split
+        #: columns: which samples it holds, and in which split, beyond the fingerprint (a
+        #: dataset's own split files enter that by name and size only).
+        self.columns_digest = check_manifest_columns(attrs, self.ids, self.labels,
+                                                     self.splits, store.path)
 
     @classmethod
     def open(cls, location: str | os.PathLike) -> "StoreDataset":

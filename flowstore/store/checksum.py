@@ -101,15 +101,19 @@ def columns_digest(classes: Sequence[str], ids: Any, labels: Any, splits: Any) -
 
 
 def check_manifest_columns(attrs: Mapping[str, Any], ids: Any, labels: Any, splits: Any,
-                           path: str | Path) -> None:
-    """Refuse a store whose manifest columns differ from those it was made with.
+                           path: str | Path) -> str:
+    """Refuse a store whose manifest columns differ from those it was made with; return
+    their digest (`columns_digest`: the recorded one, now checked, or, for a store made
+    before it was recorded, that of the columns as they are).
 
     Raises:
         flowstore.errors.StoreError: the recorded digest and the columns disagree.
     """
     recorded = attrs.get(COLUMNS_DIGEST)
-    if recorded and columns_digest(attrs.get("classes", ()), ids, labels, splits) != recorded:
+    found = columns_digest(attrs.get("classes", ()), ids, labels, splits)
+    if recorded and found != recorded:
         raise StoreError(f"store {str(path)!r} is damaged: its class names or its id, label or "
                          f"split column are not what it was built with (a chunk lost, or edited), "
                          f"so its labels cannot be trusted; rebuild it (flowstore build ... "
                          f"--overwrite)")
+    return found
