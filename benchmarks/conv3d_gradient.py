@@ -12,7 +12,11 @@ channels), one gradient step at a time, side by side in one run:
 - **XLA** (`jit_compile=True`), which compiles the same step to its own convolution code;
 - a **reference rate**: the default path's cost per batch voxel at the largest shape asked,
   which the report's sizes (224 px, 16 steps) are trained at, as the rate a smaller problem
-  could reach if its cost were proportional to its size.
+  could reach if its cost were proportional to its size;
+- **explicit padding**: what the flow model computes now (`trainers.models._same_padding`:
+  `ZeroPadding3D` then a "valid" convolution, the same values), beside the "same"
+  convolution it replaced, whose oneDNN backward pass breaks on 5 and 7 flow steps: the cost
+  of that workaround.
 
     python benchmarks/conv3d_gradient.py                  # the default grid, about 5 minutes
     python benchmarks/conv3d_gradient.py --shape 4x32x32 --batch 2 --repeats 1
@@ -37,22 +41,27 @@ DEFAULT_CASES = (((4, 32, 32), 2), ((2, 16, 16), 2), ((16, 64, 64), 1), ((16, 64
                  ((16, 224, 224), 2))
 
 
-def step_seconds(shape: tuple[int, int, int], batch: int, jit: bool, repeats: int) -> float:
-    """Median seconds of one gradient step (filter and bias) of the first flow Conv3D."""
+def step_seconds(shape: tuple[int, int, int], batch: int, jit: bool, repeats: int,
+                 explicit: bool = False) -> float:
+    """Median seconds of one gradient step (filter and bias) of the first flow Conv3D: with
+    `padding="same"`, or (`explicit`) as the flow model pads, `ZeroPadding3D` first."""
     import keras
     import tensorflow as tf
 
-    from trainers.models import FLOW_CONVS
+    from trainers.models import FLOW_CONVS, _same_padding
 
     filters, kernel, stride = FLOW_CONVS[0]
-    layer = keras.layers.Conv3D(filters, kernel, strides=stride, padding="same")
+    pad = (keras.layers.ZeroPadding3D(_same_padding(shape, kernel, stride)) if explicit
+           else None)
+    layer = keras.layers.Conv3D(filters, kernel, strides=stride,
+                                padding="valid" if explicit else "same")
     x = tf.constant(np.random.default_rng(0).random((batch, *shape, 2), np.float32))
-    layer.build(x.shape)
+    layer.build(pad.compute_output_shape(x.shape) if explicit else x.shape)
 
     @tf.function(jit_compile=jit)
     def gradient(x):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x))
+            loss = tf.reduce_sum(layer(pad(x) if explicit else x))
         return tape.gradient(loss, layer.trainable_weights)
 
     gradient(x)  # traced (and compiled) once, not timed
@@ -87,19 +96,22 @@ def main(argv: list[str] | None = None) -> None:
     for shape, batch in cases:
         default = step_seconds(shape, batch, jit=False, repeats=args.repeats)
         xla = step_seconds(shape, batch, jit=True, repeats=args.repeats)
-        rows.append((shape, batch, batch * int(np.prod(shape)), default, xla))
-    *_, reference_voxels, reference_seconds, _ = max(rows, key=lambda row: row[2])
+        explicit = step_seconds(shape, batch, jit=False, repeats=args.repeats, explicit=True)
+        rows.append((shape, batch, batch * int(np.prod(shape)), default, xla, explicit))
+    *_, reference_voxels, reference_seconds, _, _ = max(rows, key=lambda row: row[2])
     per_voxel = reference_seconds / reference_voxels
     print(f"first flow Conv3D (128 filters, kernel 7, stride 2), one gradient step, median of "
           f"{args.repeats}; reference rate {per_voxel * 1e6:.2f} us per batch voxel (the "
           f"default path at the largest case)\n")
     print("| flow steps x side x side | batch | batch voxels | TensorFlow default (s) | "
-          "XLA (s) | at the reference rate (s) | default / reference |")
-    print("|---|---|---|---|---|---|---|")
-    for shape, batch, voxels, default, xla in rows:
+          "XLA (s) | at the reference rate (s) | default / reference | explicit padding, "
+          "the model's (s) | explicit / default |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for shape, batch, voxels, default, xla, explicit in rows:
         reference = voxels * per_voxel
         print(f"| {'x'.join(map(str, shape))} | {batch} | {voxels:,} | {default:.3f} | "
-              f"{xla:.3f} | {reference:.4f} | {default / reference:.0f}x |")
+              f"{xla:.3f} | {reference:.4f} | {default / reference:.0f}x | {explicit:.3f} | "
+              f"{explicit / default:.2f} |")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,7 @@ def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:3] == ["2x8x8", "1", "128"]
     assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[6] == "1x"
+    assert float(cells[7]) > 0 and float(cells[8]) > 0  # the model's explicit padding
 
 
 def test_train_step_time_benchmark_times_both_loops_of_a_tiny_flow_model(tmp_path, capsys):

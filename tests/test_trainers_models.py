@@ -165,3 +165,64 @@ def test_a_float16_model_is_read_back_in_float32_where_float16_cannot_compute(tm
     flow = np.random.default_rng(0).normal(size=(2, 4, 16, 16, 2)).astype("float32")
     scores = loaded.predict(flow, verbose=0)
     assert scores.shape == (2, 3) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("kernel, stride", [(7, 2), (5, 3), (3, 3), (3, 1), (4, 2)])
+def test_explicit_same_padding_computes_what_padding_same_does(kernel, stride):
+    from trainers.models import _same_padding
+
+    rng = np.random.default_rng(0)
+    for n in range(1, 13):
+        x = rng.normal(size=(1, n, 3)).astype("float32")
+        w = rng.normal(size=(kernel, 3, 2)).astype("float32")
+        ((before, after),) = _same_padding((n,), kernel, stride)
+        same = keras.ops.conv(x, w, strides=stride, padding="same")
+        padded = keras.ops.conv(np.pad(x, ((0, 0), (before, after), (0, 0))), w,
+                                strides=stride, padding="valid")
+        np.testing.assert_allclose(np.asarray(padded), np.asarray(same), rtol=1e-5, atol=1e-5,
+                                   err_msg=f"n={n}")
+
+
+_FLOW_GRADIENT = """
+import sys
+import numpy as np
+import tensorflow as tf
+from trainers.models import build_tvhi_flow
+
+import keras
+
+steps = int(sys.argv[1])
+keras.utils.set_random_seed(0)  # the same weights in both processes
+model = build_tvhi_flow(input_shape=(steps, 16, 16, 2), num_classes=4)
+x = np.random.default_rng(0).normal(size=(2, steps, 16, 16, 2)).astype("float32")
+kernel = model.get_layer("conv3d_0").kernel
+with tf.GradientTape() as tape:
+    loss = tf.reduce_sum(tf.square(model(x, training=True)))
+np.save(sys.argv[2], tape.gradient(loss, kernel).numpy())
+"""
+
+
+@pytest.mark.parametrize("steps", [5, 7])
+def test_flow_model_gradients_on_short_clips_are_the_reference_kernels(steps, tmp_path):
+    """TensorFlow 2.21's oneDNN backward pass of a "same" Conv3D (kernel 7, stride 2) aborted
+    the process on 5 flow steps (heap corruption: a segments store's default) and gave filter
+    gradients of 1e34 on 7. The flow model pads explicitly (`_same_padding`); its gradient
+    must equal TensorFlow's reference kernels' (oneDNN off). (On a CPU whose oneDNN path has
+    no such bug this passes either way.)"""
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "gradient.py"
+    script.write_text(_FLOW_GRADIENT)
+    grads = {}
+    for onednn in ("1", "0"):
+        out = tmp_path / f"grad-{onednn}.npy"
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": onednn, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        done = subprocess.run([sys.executable, str(script), str(steps), str(out)], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, (onednn, done.returncode, done.stderr[-2000:])
+        grads[onednn] = np.load(out)
+    assert np.isfinite(grads["1"]).all()
+    np.testing.assert_allclose(grads["1"], grads["0"], rtol=1e-3,
+                               atol=1e-4 * float(np.abs(grads["0"]).max()))

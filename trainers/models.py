@@ -1,8 +1,9 @@
 """The four networks of the report (sections 5 and 6) as Keras 3 functional models.
 
 Every factory takes keyword arguments with defaults (the report's 224 x 224 frames and 16 flow
-steps), checks them before building, names its layers, and uses `padding="same"` everywhere, so
-that the parameter counts at the defaults equal the report's model summaries:
+steps), checks them before building, names its layers, and pads as `padding="same"` everywhere
+(the flow convolutions with their zero padding made explicit: `_same_padding`), so that the
+parameter counts at the defaults equal the report's model summaries:
 
     image (stanford40)    6,578,424 total
     frames (tvhi_frames)  6,550,588 total, 16,444 trainable (frozen Stanford-40 conv part)
@@ -66,6 +67,26 @@ def _check_shape(name: str, shape: Sequence[int], rank: int, channels: int) -> t
 def _check_classes(num_classes: int) -> None:
     if not (isinstance(num_classes, int) and num_classes >= 2):
         raise ModelConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+
+
+def _same_padding(size: Sequence[int], kernel: int, stride: int) -> tuple[tuple[int, int], ...]:
+    """The zeros `padding="same"` adds before and after each axis of `size` (TensorFlow's and
+    Keras' split: the odd one after), for a "valid" convolution after `ZeroPadding3D` to
+    compute what a "same" one does.
+
+    Why the flow model does not leave it to the convolution: TensorFlow 2.21's oneDNN kernels
+    for the backward pass of a "same" 3D convolution write out of bounds on some short clips:
+    the flow model's first convolution (kernel 7, stride 2) on 5 flow steps corrupted the heap
+    (`free(): invalid size`, the process aborted: `--sampling segments` stores hold 5 a
+    segment by default) and on 7 returned filter gradients of 1e34, silently. The same
+    convolution on padded inputs matches TensorFlow's reference kernels
+    (`TF_ENABLE_ONEDNN_OPTS=0`, 4x slower) on every length tried
+    (tests/test_trainers_models.py)."""
+    pads = []
+    for n in size:
+        total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+        pads.append((total // 2, total - total // 2))
+    return tuple(pads)
 
 
 def _logits(x, num_classes: int):
@@ -186,7 +207,8 @@ def build_tvhi_flow(*, input_shape: Sequence[int] = (16, 224, 224, 2), num_class
     """The 3D CNN on stacked optical flow (section 5.3).
 
     [SubtractMeanFlow] -> Rescaling -> 3 x (Conv3D -> BatchNorm -> MaxPool3D 3/2) -> Flatten
-    -> Dense 100 -> Dropout -> Dense `num_classes`.
+    -> Dense 100 -> Dropout -> Dense `num_classes`; each Conv3D "same", its padding made
+    explicit (`_same_padding`).
 
     Args:
         input_shape: (T, S, S, 2) flow in pixels, channels (dx, dy).
@@ -202,7 +224,9 @@ def build_tvhi_flow(*, input_shape: Sequence[int] = (16, 224, 224, 2), num_class
     x = SubtractMeanFlow(name="subtract_mean_flow")(inputs) if subtract_mean else inputs
     x = layers.Rescaling(flow_scale, name="rescaling")(x)
     for i, (filters, kernel, stride) in enumerate(FLOW_CONVS):
-        x = layers.Conv3D(filters, kernel, strides=stride, padding="same", activation="relu",
+        x = layers.ZeroPadding3D(_same_padding(x.shape[1:4], kernel, stride),
+                                 name=f"pad_{i}")(x)
+        x = layers.Conv3D(filters, kernel, strides=stride, padding="valid", activation="relu",
                           name=f"conv3d_{i}")(x)
         x = layers.BatchNormalization(name=f"bn_{i}")(x)
         x = layers.MaxPooling3D(3, strides=2, padding="same", name=f"pool_{i}")(x)
