@@ -1567,6 +1567,45 @@ def test_synth_into_a_file_or_a_folder_it_cannot_make_is_one_line(dataset, tmp_p
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # no staging left
 
 
+_UNTOLD_WRITE_ERROR = pytest.mark.regression(reason=(
+    "bug: OpenCV's video writer reports no write error: under `ulimit -f 30` `flowstore synth "
+    "tvhi` exited 0 with every clip cut at 30 KiB"))
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(("tvhi", "--videos-per-class", "1", "--negatives", "0"), id="tvhi",
+                 marks=_UNTOLD_WRITE_ERROR),
+    pytest.param(("videofolder", "--width", "320", "--height", "240"), id="videofolder",
+                 marks=_UNTOLD_WRITE_ERROR),
+    pytest.param(("stanford40", "--classes", "1", "--train-per-class", "1", "--test-per-class",
+                  "1"), id="stanford40"),  # (JPEGs are written by Python, which tells EFBIG)
+])
+def test_synth_under_a_file_size_limit_is_one_line_and_writes_nothing(command, tmp_path):
+    dataset, *settings = command
+    out = tmp_path / "out"
+    limited = raw_cli(f"synth {dataset} under a file-size limit (ulimit -f)", "synth", dataset,
+                      out, *settings, preexec_fn=_file_size_limit(4096))
+    line = assert_one_line_error(limited)
+    assert line.startswith(f"error: cannot write the synthetic source {str(out)!r}: ") \
+        and "File too large" in line, line
+    assert list(tmp_path.iterdir()) == []  # no source, no staging folder
+
+
+@pytest.mark.regression(reason=(
+    "bug: `build --synthetic` under `ulimit -f 30` cached a source of clips cut short, and "
+    "every build after, without the limit, failed those samples until the cache was deleted"))
+def test_build_synthetic_under_a_file_size_limit_caches_no_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path / "cache"))
+    store = tmp_path / "a.zarr"
+    limited = raw_cli("build --synthetic under a file-size limit (ulimit -f)", "build", "tvhi",
+                      "--synthetic", "--store", store, "--size", "32", "--max-per-split", "2",
+                      "-q", preexec_fn=_file_size_limit(30 * 1024))
+    line = assert_one_line_error(limited)
+    assert "cannot write the synthetic source" in line and "File too large" in line, line
+    assert list((tmp_path / "cache" / "synthetic").iterdir()) == []  # nothing cached
+    assert not store.exists()
+
+
 def test_a_store_under_a_file_names_the_file(tiny_tvhi_source, tmp_path):
     """Was `error: File exists: 'notdir'` (the store's folder made on demand)."""
     (tmp_path / "notdir").write_text("")

@@ -10,6 +10,7 @@ sibling folder and renamed into place, so a killed run leaves no half-written so
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from dataclasses import dataclass
@@ -98,7 +99,82 @@ def write_clip(path: Path, class_index: int, config: SynthClipsConfig) -> None:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+    check_clip_written(scratch, len(frames), path.name)
     os.replace(scratch, path)
+
+
+def check_clip_written(path: Path, n_frames: int, name: str | None = None) -> None:
+    """Refuse a clip that OpenCV's writer left short: it reports no write error, so a full
+    disk or a file-size limit (`ulimit -f`) left every clip cut short, a source that `synth`
+    said it wrote and `build --synthetic` cached for good (each build after failed the same
+    samples as "cut short or damaged"). Three cheap checks: the file must stop short of the
+    file-size limit (a write past it was refused), the container's top-level chunks (RIFF,
+    MP4 boxes) must end exactly at the file's end (the writer fixes their sizes up at
+    release, whatever reached the disk), and the clip must decode `n_frames` frames (about
+    0.2 ms a frame, against several to encode it). (A Matroska file that lost only the last
+    bytes of its index on a full disk still passes: its frames all decode.)
+
+    Raises:
+        OSError: with what went wrong in its words (its `strerror`), for `write_source` to
+            report as it reports a full disk met by any other write.
+    """
+    from flowstore.build import _file_size_limit
+    from flowstore.extraction._cv import cv2
+
+    size, limit = path.stat().st_size, _file_size_limit()
+    if limit is not None and size >= limit:
+        short = f"it stops at {size} bytes"
+    elif not _container_whole(path):
+        short = f"it ends inside its container's last chunk, at {size} bytes"
+    else:
+        capture = cv2.VideoCapture(str(path))
+        decoded = 0
+        try:
+            while capture.grab():
+                decoded += 1
+        finally:
+            capture.release()
+        if decoded == n_frames:
+            return
+        short = f"{decoded} of its {n_frames} frames decode"
+    if limit is not None and size >= limit:
+        why = (f"{os.strerror(errno.EFBIG)} (this process's file-size limit, `ulimit -f`, is "
+               f"{limit // 1024} KiB)")
+    elif shutil.disk_usage(path.parent).free < 1 << 20:
+        why = os.strerror(errno.ENOSPC)
+    else:
+        why = "OpenCV's video writer reports no write error (a full disk or a file-size limit?)"
+    raise OSError(errno.EIO, f"the clip {name or path.name} was written short ({short}): {why}",
+                  str(path))
+
+
+def _container_whole(path: Path) -> bool:
+    """Whether an AVI's RIFF chunks or an MP4-family file's top-level boxes end exactly at the
+    file's end; True for other containers (Matroska: only its frames are counted)."""
+    with open(path, "rb") as file:
+        head = file.read(12)
+        riff = head[:4] == b"RIFF"
+        if not riff and head[4:8] not in (b"ftyp", b"moov", b"mdat", b"wide", b"free"):
+            return True
+        end, position = os.fstat(file.fileno()).st_size, 0
+        while position < end:
+            file.seek(position)
+            raw = file.read(8)
+            if len(raw) < 8:
+                return False  # a header cut short
+            if riff:  # a RIFF chunk's size leaves out its 8-byte header and its padding
+                size = int.from_bytes(raw[4:], "little")
+                size += 8 + (size & 1)
+            else:  # an MP4 box's size counts its header; 1: a 64-bit size follows; 0: to the end
+                size = int.from_bytes(raw[:4], "big")
+                if size == 1:
+                    size = int.from_bytes(file.read(8), "big")
+                elif size == 0:
+                    return True
+                if size < 8:
+                    return False  # no box is that short: damaged
+            position += size
+        return position == end
 
 
 def write_image(path: Path, class_index: int, config: SynthClipsConfig) -> None:

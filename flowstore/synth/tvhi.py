@@ -28,7 +28,7 @@ import numpy as np
 from flowstore.datasets.tvhi import CLASSES, format_readme, sample_id
 from flowstore.errors import ParameterError
 from flowstore.params import check_seed
-from flowstore.synth.clips import check_clip_shape, write_source
+from flowstore.synth.clips import check_clip_shape, check_clip_written, write_source
 from flowstore.extraction._cv import cv2
 
 #: Resolutions seen in the real clips (width, height).
@@ -110,7 +110,8 @@ def render_clip(colour: str, motion: str, rng: np.random.Generator, n_frames: in
 
 
 def write_avi(path: Path, frames_rgb: np.ndarray, fps: float = FPS) -> None:
-    """XVID AVI, as most real TV-HI clips are."""
+    """XVID AVI, as most real TV-HI clips are; checked whole (`check_clip_written`: OpenCV's
+    writer tells no write error)."""
     height, width = frames_rgb.shape[1:3]
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"XVID"), fps, (width, height))
     if not writer.isOpened():
@@ -120,6 +121,7 @@ def write_avi(path: Path, frames_rgb: np.ndarray, fps: float = FPS) -> None:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     finally:
         writer.release()
+    check_clip_written(path, len(frames_rgb))
 
 
 def _clip_rng(seed: int, name: str) -> np.random.Generator:
