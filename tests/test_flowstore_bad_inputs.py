@@ -1567,6 +1567,55 @@ def test_synth_into_a_file_or_a_folder_it_cannot_make_is_one_line(dataset, tmp_p
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # no staging left
 
 
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else b"/"
+            for path in folder.rglob("*")}
+
+
+@pytest.mark.regression(reason=(
+    "bug: `flowstore synth tvhi s.zarr/x` exited 0 and wrote the source into the store, "
+    "which `--overwrite` deletes with it (show --out, trainers --out refuse such a folder)"))
+@pytest.mark.parametrize("dataset", ["tvhi", "stanford40", "ucf101"])
+@pytest.mark.parametrize("inside", ["x", "."], ids=["inside", "the-store"])
+def test_synth_into_a_store_or_a_folder_inside_one_is_one_line(dataset, inside, tmp_path):
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", per_class=(1, 0, 0))
+    before = _tree(tmp_path)
+    folder = (store / inside).absolute() if inside != "." else store.absolute()
+    line = assert_one_line_error(cli(f"synth {dataset} into a folder of a store", "synth",
+                                     dataset, store / inside))
+    assert line == (f"error: synthetic source folder {str(folder)!r} is the store "
+                    f"{str(store)!r} or lies inside it; give the source another folder"), line
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.regression(reason=(
+    "bug: FLOWSTORE_CACHE=s.zarr wrote the synthetic source into the store `s.zarr/synthetic/`;"
+    " a FLOWSTORE_CACHE that is a file was `error: Not a directory: '.../afile/synthetic'`, "
+    "the variable not named"))
+def test_a_synthetic_cache_in_a_store_or_under_a_file_is_one_line_naming_it(tmp_path):
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", per_class=(1, 0, 0))
+    (tmp_path / "afile").write_text("not a folder")
+    before = _tree(tmp_path)
+    build = ("build", "tvhi", "--synthetic", "--store", tmp_path / "new.zarr", "--size", "32",
+             "--steps", "2", "--max-per-split", "1", "-q")
+    line = assert_one_line_error(cli("build --synthetic, FLOWSTORE_CACHE a store", *build,
+                                     env={"FLOWSTORE_CACHE": str(store)}))
+    assert line == (f"error: the synthetic source cache {str(store / 'synthetic')!r} "
+                    f"(FLOWSTORE_CACHE={str(store)!r}) is the store {str(store)!r} or lies "
+                    f"inside it; set FLOWSTORE_CACHE to a folder outside any store"), line
+    cache = tmp_path / "afile"
+    line = assert_one_line_error(cli("build --synthetic, FLOWSTORE_CACHE a file", *build,
+                                     env={"FLOWSTORE_CACHE": str(cache)}))
+    assert line == (f"error: cannot make the synthetic source cache "
+                    f"{str(cache / 'synthetic')!r} (FLOWSTORE_CACHE={str(cache)!r}): Not a "
+                    f"directory; set FLOWSTORE_CACHE to a folder that can be written"), line
+    assert _tree(tmp_path) == before
+
+
 _UNTOLD_WRITE_ERROR = pytest.mark.regression(reason=(
     "bug: OpenCV's video writer reports no write error: under `ulimit -f 30` `flowstore synth "
     "tvhi` exited 0 with every clip cut at 30 KiB"))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from flowstore.errors import FlowstoreError, UnknownDatasetError
+from flowstore.errors import FlowstoreError, ParameterError, UnknownDatasetError
 from flowstore.params import canonical_json
 
 
@@ -44,6 +44,28 @@ def cache_dir() -> Path:
     return Path(root) / "synthetic"
 
 
+def _make_cache_dir() -> Path:
+    """`cache_dir()`, made, and refused in one line that names $FLOWSTORE_CACHE where it is set
+    (the user's setting to change, not a path they never typed): a folder that is or lies inside
+    a flowstore store (`--overwrite` would delete the cache with it), or one that cannot be
+    made (a file on the way was `error: Not a directory: '.../afile/synthetic'`)."""
+    from flowstore.store import enclosing_store
+
+    cache, setting = cache_dir(), os.environ.get("FLOWSTORE_CACHE")
+    named = (f"the synthetic source cache {str(cache)!r} "
+             + (f"(FLOWSTORE_CACHE={setting!r})" if setting else "(FLOWSTORE_CACHE is not set)"))
+    store = enclosing_store(cache)
+    if store is not None:
+        raise ParameterError(f"{named} is the store {str(store)!r} or lies inside it; set "
+                             f"FLOWSTORE_CACHE to a folder outside any store")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FlowstoreError(f"cannot make {named}: {exc.strerror or exc}; set FLOWSTORE_CACHE "
+                             f"to a folder that can be written") from None
+    return cache
+
+
 def _writer_files(write: Callable[..., Any]) -> list[Path]:
     """The source files a synthetic source may depend on: the writer's module, this package's
     (frame drawing, clip encoding, TV-HI and Stanford-40) and the dataset modules' (the
@@ -72,9 +94,8 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
     for path in _writer_files(write):
         digest.update(path.read_bytes())
     key = digest.hexdigest()[:12]
-    folder = cache_dir() / f"{dataset}-{key}"
+    folder = _make_cache_dir() / f"{dataset}-{key}"
     if not folder.exists():
-        folder.parent.mkdir(parents=True, exist_ok=True)
         try:
             write(folder, config)
         except FlowstoreError:

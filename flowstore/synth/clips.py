@@ -196,14 +196,24 @@ def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
     filled with the staged entries, one rename each: replacing it would leave a shell whose
     current folder it is in a deleted one.
 
+    A folder that is or lies inside a flowstore store is refused, as `show --out` refuses it:
+    a store folder holds its arrays alone (`--overwrite` would delete the source with it,
+    `inspect --bytes` count it as the store's).
+
     Raises:
-        ParameterError: `folder` is a file, or a folder that is not empty.
+        ParameterError: `folder` is a file, a folder that is not empty, or in a store.
         FlowstoreError: it cannot be written (the staging folder is removed), or another
             process wrote `folder` first (a race on a new folder: `OSError` ENOTEMPTY).
     """
+    from flowstore.store import enclosing_store
+
     folder = Path(folder).absolute()  # ('.' has no name to make the staging sibling's from)
     if folder.exists() and not folder.is_dir():
         raise ParameterError(f"synthetic source folder is a file: {str(folder)!r}")
+    store = enclosing_store(folder)
+    if store is not None:
+        raise ParameterError(f"synthetic source folder {str(folder)!r} is the store "
+                             f"{str(store)!r} or lies inside it; give the source another folder")
     existed = folder.is_dir()
     if existed and any(folder.iterdir()):
         raise ParameterError(f"synthetic source folder is not empty: {str(folder)!r}")
