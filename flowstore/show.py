@@ -27,11 +27,12 @@ captioned with its id and split.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -347,12 +348,8 @@ def write_gif(path: Path, sample: dict[str, Any]) -> Path:
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in gif_frames(sample)]
-    try:
-        images[0].save(path, save_all=True, append_images=images[1:], duration=GIF_FRAME_MS,
-                       loop=0)
-    except OSError as exc:
-        raise FlowstoreError(f"cannot write {str(path)!r}: {exc}") from None
-    return path
+    return _write_whole(path, lambda temporary: images[0].save(
+        temporary, save_all=True, append_images=images[1:], duration=GIF_FRAME_MS, loop=0))
 
 
 def _write_png(path: Path, picture: np.ndarray) -> Path:
@@ -360,8 +357,26 @@ def _write_png(path: Path, picture: np.ndarray) -> Path:
     cv2 = _cv2()
     _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return _write_whole(path, lambda temporary: temporary.write_bytes(png.tobytes()))
+
+
+def _write_whole(path: Path, write: Callable[[Path], Any]) -> Path:
+    """`write(temporary)` into a hidden sibling of `path` (same suffix: Pillow picks the format
+    by it), then renamed over `path`: a write that fails (a full disk, `ulimit -f`, Ctrl-C)
+    leaves no cut-short picture (it left a 1 KiB PNG under `ulimit -f 1`) and an earlier
+    picture of the same name as it was.
+
+    Raises:
+        FlowstoreError: it cannot be written, in the system's words.
+    """
+    temporary = path.with_name(f".{path.name}.writing-{os.getpid()}{path.suffix}")
     try:
-        path.write_bytes(png.tobytes())
-    except OSError as exc:
-        raise FlowstoreError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+        write(temporary)
+        os.replace(temporary, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise FlowstoreError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+        raise
     return path

@@ -301,3 +301,42 @@ def test_an_hdf5_store_and_an_unwritable_output(tiny_tvhi_source, tmp_path):
     (tmp_path / "file").write_text("not a folder")
     blocked = flowstore_cli("show", store, "--out", tmp_path / "file")
     assert "cannot write pictures" in assert_one_line_error(blocked)
+
+
+def _under_a_file_size_limit(limit: int, call):
+    """`call()` with this process's file-size limit (`ulimit -f`) at `limit` bytes: a write
+    past it fails with EFBIG, as a full disk fails one."""
+    import resource
+    import signal
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # (EFBIG, not a killed process)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        return call()
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_picture_whose_write_fails_is_not_left_cut_short(stores, tmp_path):
+    """Under `ulimit -f 1` show said why, but left a 1 KiB PNG (and had already truncated an
+    earlier picture of the same name); a GIF likewise. Now nothing half-written is left and an
+    earlier picture is kept as it was."""
+    from flowstore.errors import FlowstoreError
+    from flowstore.show import write_gif
+
+    out = _show(stores["float16"], tmp_path / "pictures", "kiss_0001")
+    earlier = (out / "kiss_0001.png").read_bytes()
+    with pytest.raises(FlowstoreError) as refused:
+        _under_a_file_size_limit(1000, lambda: _show(stores["float16"], out, "kiss_0001",
+                                                     "hug_0001"))
+    assert str(refused.value) == f"cannot write {str(out / 'kiss_0001.png')!r}: File too large"
+    assert [p.name for p in out.iterdir()] == ["kiss_0001.png"]
+    assert (out / "kiss_0001.png").read_bytes() == earlier
+    rng = np.random.default_rng(0)
+    sample = {"frames": rng.integers(0, 256, (STEPS, SIZE, SIZE, 3), dtype=np.uint8),
+              "flow": rng.normal(size=(STEPS, SIZE, SIZE, 2)).astype(np.float32)}
+    with pytest.raises(FlowstoreError, match="cannot write .*a.gif'"):
+        _under_a_file_size_limit(1000, lambda: write_gif(out / "a.gif", sample))
+    assert [p.name for p in out.iterdir()] == ["kiss_0001.png"]
