@@ -27,16 +27,17 @@ captioned with its id and split.
 
 from __future__ import annotations
 
-import contextlib
+import io
 import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.files import write_whole
 from flowstore.flow_image import flow_to_rgb, wheel_legend
 from flowstore.manifest import class_label
 from flowstore.params import check_seed
@@ -344,39 +345,22 @@ def gif_frames(sample: dict[str, Any]) -> list[np.ndarray]:
 
 
 def write_gif(path: Path, sample: dict[str, Any]) -> Path:
-    """`sample`'s animation as an endlessly looping GIF (Pillow)."""
+    """`sample`'s animation as an endlessly looping GIF (Pillow), written whole or not at all
+    (`flowstore.files.write_whole`)."""
     from PIL import Image
 
     images = [Image.fromarray(frame) for frame in gif_frames(sample)]
-    return _write_whole(path, lambda temporary: images[0].save(
-        temporary, save_all=True, append_images=images[1:], duration=GIF_FRAME_MS, loop=0))
+    encoded = io.BytesIO()
+    images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:],
+                   duration=GIF_FRAME_MS, loop=0)
+    return write_whole(path, encoded.getvalue())
 
 
 def _write_png(path: Path, picture: np.ndarray) -> Path:
-    """(Encoded by OpenCV, written by Python: `cv2.imwrite` says only that it failed, not why.)"""
+    """(Encoded by OpenCV, written by Python: `cv2.imwrite` says only that it failed, not why;
+    written whole or not at all: `flowstore.files.write_whole`, so a full disk or `ulimit -f`
+    leaves no cut-short picture and an earlier one of the same name as it was.)"""
     cv2 = _cv2()
     _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    return _write_whole(path, lambda temporary: temporary.write_bytes(png.tobytes()))
-
-
-def _write_whole(path: Path, write: Callable[[Path], Any]) -> Path:
-    """`write(temporary)` into a hidden sibling of `path` (same suffix: Pillow picks the format
-    by it), then renamed over `path`: a write that fails (a full disk, `ulimit -f`, Ctrl-C)
-    leaves no cut-short picture (it left a 1 KiB PNG under `ulimit -f 1`) and an earlier
-    picture of the same name as it was.
-
-    Raises:
-        FlowstoreError: it cannot be written, in the system's words.
-    """
-    temporary = path.with_name(f".{path.name}.writing-{os.getpid()}{path.suffix}")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            temporary.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise FlowstoreError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
-        raise
-    return path
+    return write_whole(path, png.tobytes())
