@@ -40,14 +40,15 @@ from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
 from flowstore.params import (EXTRACTION_VERSION, FLOW_METHOD, UNRECORDED_DEFAULTS,
                               canonical_json, fingerprint, to_dict)
-from flowstore.store import (Store, backend_for, capabilities, check_array_shapes,
+from flowstore.store import (Store, array_type_error, backend_for, capabilities,
+                             check_array_shapes,
                              create_store, enclosing_store, is_url, open_store, remove_store,
                              store_exists)
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
 from flowstore.store.base import UnreadableChunk, ledger_dtype, never_extracted, read_column
-from flowstore.store.layout import BY_NAME, FORMAT, LEDGER, SOFTWARE, as_text
+from flowstore.store.layout import BY_NAME, FORMAT, GIVEN, LEDGER, SOFTWARE, as_text
 from flowstore.store.lock import writer_lock
 
 if TYPE_CHECKING:
@@ -637,7 +638,8 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                       path: Path, hint: str) -> None:
     """Refuse to mix: other dataset, parameters, split options or manifest (`_check_sources`
     refuses a done sample whose source changed). Reads what both formats hold alike; `hint`
-    (`BuildConfig.refusal_hint`) ends each refusal."""
+    (`BuildConfig.refusal_hint`) ends each refusal. A manifest column of another type than
+    the layout's is damage, said as `_check_arrays` says it."""
     attrs = store.attrs
     if attrs.get("dataset") != dataset.name:
         raise StoreMismatchError(f"store {str(path)!r} holds dataset {attrs.get('dataset')!r}, "
@@ -655,6 +657,10 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                           if stored_options.get(k) != asked_options.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
                                  f"({diffs}){hint}")
+    for name in GIVEN:  # (read converted, a float `label` was taken for another manifest)
+        wrong = array_type_error(store, name, path, hint=hint)
+        if wrong is not None:
+            raise wrong
     ids, labels, splits = store.read("id"), store.read("label"), store.read("split")
     check_manifest_columns(attrs, ids, labels, splits, path)  # damage, not another manifest
     if not _same_manifest(manifest, attrs, ids, labels, splits):

@@ -16,7 +16,7 @@ import numpy as np
 
 from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS, class_label
-from flowstore.store import backend_for, failures_named, format1, open_store
+from flowstore.store import array_type_error, backend_for, failures_named, format1, open_store
 from flowstore.store.base import ledger_remedy, read_column, unreadable_part
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
@@ -131,13 +131,21 @@ def _column(store, name: str, problems: list[str], length: int | None = None) ->
     chunk's samples get a stand-in (`UNREADABLE_FILL`, `UNREADABLE_ID`, else empty text) and
     one problem in `problems` naming them, so that one bad chunk of a large store's `done`
     costs its 4,096 samples, not the column, and inspect still shows the rest. With `length`,
-    cut or filled with stand-ins to it (a column declaring another length than `id`'s)."""
+    cut or filled with stand-ins to it (a column declaring another length than `id`'s).
+    A column of another type than the layout's (`array_type_error`: a float `label`, a `done`
+    of text) is all stand-ins, named as `check_dataset_arrays` names it: its values read
+    converted would be counted as what they are not (every text `done` as done)."""
     def stand_in(start: int, stop: int) -> np.ndarray:
         if name == "id":
             return np.array([UNREADABLE_ID.format(index=k) for k in range(start, stop)])
         return np.full(stop - start, UNREADABLE_FILL.get(name, ""))
 
-    values, unreadable = read_column(store, name, stand_in)
+    wrong = array_type_error(store, name, store.path)
+    if wrong is not None:
+        problems.append(str(wrong))
+        values, unreadable = stand_in(0, store.info(name).shape[0]), []
+    else:
+        values, unreadable = read_column(store, name, stand_in)
     problems.extend(str(unreadable_part(store.path, chunk.describe(), chunk.error, sample=False,
                                         remedy=ledger_remedy(name))) for chunk in unreadable)
     if length is not None and len(values) != length:

@@ -112,11 +112,15 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
     """
     import flowstore
     from flowstore.progress import progress_bar
+    from flowstore.verify import check_dataset_arrays  # (the build's modules: only when run)
 
     if per_class < 1:
         raise ParameterError(f"--per-class must be at least 1, got {per_class}")
     check_seed(seed)
     with flowstore.open(store) as dataset:
+        # what verify refuses (an array of another type or shape, parameters that are not the
+        # dataset's) is said in its words before a picture is drawn; a lost array is said below
+        check_dataset_arrays(dataset.store, store, allow_missing=True)
         kind = "flow" if "flow" in dataset.features else "image" if "image" in dataset.features \
             else None
         if kind is None:

@@ -121,9 +121,17 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
     return result
 
 
-def check_dataset_arrays(store, path: str | Path) -> None:
-    """Refuse a store whose arrays are not those of its own dataset: it cannot be verified
-    sample by sample (`verify`), and `inspect` shows it as damaged."""
+def check_dataset_arrays(store, path: str | Path, *, allow_missing: bool = False) -> None:
+    """Refuse a store whose arrays are not those of its own dataset, of their shapes and types
+    (`check_array_shapes`), or whose attributes do not say what they are (an unknown dataset,
+    parameters that are not its parameters): it cannot be verified sample by sample
+    (`verify`), and `inspect` shows it as damaged.
+
+    `allow_missing`: a store that lost an array is not refused for it (the reader and the
+    trainers read the arrays that remain, and refuse a model that reads a lost one); what it
+    still holds is checked as verify checks it, so that they never train on a store verify
+    refuses.
+    """
     from flowstore.errors import FlowstoreError, StoreError
 
     attrs = store.attrs
@@ -132,8 +140,12 @@ def check_dataset_arrays(store, path: str | Path) -> None:
         params = from_dict(dataset.params_type, attrs.get("params", {}))
     except (FlowstoreError, TypeError, AttributeError, ValueError) as exc:  # (hand-edited attrs)
         raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
-    expected = {spec.name for spec in dataset.specs(params)}
+    specs = dataset.specs(params)
+    expected = {spec.name for spec in specs}
     found = set(store.array_names()) - set(COLUMN_NAMES)
+    if allow_missing:
+        specs = [spec for spec in specs if spec.name in found]
+        expected &= found
     if expected != found:
         missing, extra = sorted(expected - found), sorted(found - expected)
         raise StoreError(f"store {str(path)!r} says dataset {dataset.name!r} but "
@@ -141,7 +153,7 @@ def check_dataset_arrays(store, path: str | Path) -> None:
                          + (" and " if missing and extra else "")
                          + ("has array(s) " + ", ".join(extra) if extra else "")
                          + " of another dataset" * bool(extra))
-    check_array_shapes(store, dataset.specs(params), path)
+    check_array_shapes(store, specs, path)
 
 
 @dataclass

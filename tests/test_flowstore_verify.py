@@ -572,6 +572,63 @@ def test_an_array_declaring_another_shape_is_damage_every_command_names(tiny_tvh
             flowstore.open(store)
 
 
+def _retype(store: Path, name: str, dtype: str) -> None:
+    """Array `name` of `store` of another type: its zarr.json's `data_type` edited (its chunks
+    then read as bytes of that type), or the HDF5 dataset rewritten as that type (its values
+    converted: `done` as the text "0"/"1")."""
+    import json
+
+    if store.suffix == ".zarr":
+        path = store / name / "zarr.json"
+        metadata = json.loads(path.read_text())
+        metadata["data_type"] = dtype
+        path.write_text(json.dumps(metadata))
+        return
+    import h5py
+
+    with h5py.File(store, "r+") as file:
+        values, chunks = file[name][()], file[name].chunks
+        del file[name]
+        file.create_dataset(name, data=values.astype(int).astype(dtype), chunks=chunks)
+
+
+def _contents(store: Path) -> dict[str, bytes]:
+    files = sorted(store.rglob("*")) if store.is_dir() else [store]
+    return {str(f): f.read_bytes() for f in files if f.is_file()}
+
+
+@pytest.mark.parametrize("suffix, name, dtype, said", [
+    (".zarr", "label", "float32", "float32, not int32"),
+    (".h5", "label", "float32", "float32, not int32"),
+    (".zarr", "flow", "int8", "int8, not float16"),
+    (".h5", "done", "S1", "text, not bool"),
+], ids=["zarr-label", "hdf5-label", "zarr-flow", "hdf5-done"])
+def test_an_array_of_another_type_is_damage_every_command_names(tiny_tvhi_source, tmp_path,
+                                                                suffix, name, dtype, said):
+    """An array's type edited, as a changed shape is (`check_array_shapes`): a float `label`
+    stopped `inspect` with a TypeError (exit 3), and on HDF5 passed `verify` and `show`; a
+    Zarr `flow` of int8 passed `inspect`, made `verify` list every sample and a build record
+    failures into the damaged store; an HDF5 `done` of text counted every sample done and
+    made a build blame a changed source file."""
+    store = _built(tiny_tvhi_source, tmp_path, suffix)
+    _retype(store, name, dtype)
+    damaged = f"store {str(store)!r} is damaged: its array {name!r} holds {said}"
+    inspected = flowstore_cli("inspect", store)
+    assert inspected.returncode == 1, (inspected.stdout, inspected.stderr)
+    assert "Traceback" not in inspected.stderr
+    assert f"DAMAGED      {damaged}" in inspected.stdout.splitlines()
+    if name == "done":  # (its stand-ins: not done)
+        assert "samples      16: 0 done" in inspected.stdout
+    assert assert_one_line_error(flowstore_cli("verify", store)) == f"error: {damaged}"
+    shown = flowstore_cli("show", store, "--out", tmp_path / "pictures")
+    assert assert_one_line_error(shown).startswith(f"error: store {str(store)!r} is damaged")
+    before = _contents(store)
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                          *TINY_BUILD, "-q")
+    assert assert_one_line_error(built).startswith(f"error: {damaged}; ")
+    assert _contents(store) == before  # nothing written to the damaged store
+
+
 def test_an_hdf5_array_whose_object_header_is_damaged_is_one_line(tiny_tvhi_source, tmp_path):
     """h5py's KeyError ("bad object header version number") went out as a bug, exit 3."""
     import h5py

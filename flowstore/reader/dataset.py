@@ -100,7 +100,7 @@ class StoreDataset:
         self.features = {name: shape[1:] for name, (shape, dtype) in layouts.items()
                          if len(shape) > 1 and dtype != STRING}
         self.encodings: dict[str, Encoding] = declared_encodings(
-            self.params, {name: layouts[name][1] for name in self.features})
+            self.params, {name: layouts[name][1] for name in self.features}, store.path)
         # The small per-sample columns are read whole (a few bytes per sample); the features
         # only ever one sample (one chunk) at a time.
         self.labels = store.read("label").astype(np.int64)

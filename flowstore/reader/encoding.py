@@ -71,12 +71,14 @@ class Encoding:
         return ((values - np.float32(self.centre)) * np.float32(self.step)).astype(dtype)
 
 
-def declared_encodings(params: Mapping[str, Any], dtypes: Mapping[str, str]) -> dict[str, Encoding]:
+def declared_encodings(params: Mapping[str, Any], dtypes: Mapping[str, str],
+                       path: str | None = None) -> dict[str, Encoding]:
     """The encoding of each array in `dtypes` (array name -> stored dtype), from `params`.
 
     Raises:
-        StoreError: the params declare a dtype the array does not have, or a uint8 array
-            without the bound that maps it back.
+        StoreError: the params declare a dtype the array does not have (the store at `path`
+            is damaged, as `flowstore verify` says: an array's type edited, or its
+            parameters), or a uint8 array without the bound that maps it back.
     """
     out = {}
     for name, dtype in dtypes.items():
@@ -86,7 +88,8 @@ def declared_encodings(params: Mapping[str, Any], dtypes: Mapping[str, str]) -> 
             out[name] = Encoding(stored)
             continue
         if np.dtype(declared) != stored:
-            raise StoreError(f"store declares {name!r} as {declared} but holds {stored}")
+            raise StoreError(("store" if path is None else f"store {str(path)!r} is damaged: it")
+                             + f" declares {name!r} as {declared} but holds {stored}")
         if stored == np.uint8:
             if f"{name}_bound" not in params:
                 raise StoreError(f"store has uint8 {name!r} but no '{name}_bound' parameter to "

@@ -24,13 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import numpy as np
+
 from flowstore.errors import HalfCreatedStoreError, StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
-from flowstore.store.layout import (COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
+from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
                                     READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
-           "backend_for", "capabilities", "create_store", "failures", "failures_named", "is_url", "lies_within",
+           "array_type_error", "backend_for", "capabilities", "create_store", "failures", "failures_named", "is_url", "lies_within",
            "open_store",
            "remove_store", "store_exists"]
 
@@ -301,14 +303,22 @@ def check_array_shapes(store: Store, specs: Sequence[ArraySpec], path: str | Pat
     another shape. Read as declared, such an array raised numpy's and zarr's errors deep in
     `inspect`, `verify` and `show`, or passed `verify` while a build called it damaged.
 
+    The same holds for each array's type (`array_type_error`): the layout's columns always,
+    the features named in `specs`. A `zarr.json` edited to another `data_type` reads every
+    chunk as bytes of another type (`verify` then called each sample unreadable, and a build
+    recorded each as failed, in the damaged store); an HDF5 column rewritten as another type
+    reads back converted (a float `label` stopped `inspect` with a TypeError, `done` as text
+    counted every sample done).
+
     Raises:
-        StoreError: naming the first such array, its shape and the one expected (`hint`
-            appended: what to do about it).
+        StoreError: naming the first such array, its shape or type and the one expected
+            (`hint` appended: what to do about it).
     """
     names = store.array_names()
     if num_samples is None:
         num_samples = store.num_samples
     wanted = {spec.name: (num_samples, *spec.sample_shape) for spec in specs}
+    types = {spec.name: spec.dtype for spec in specs}
     for name in [*wanted, *(n for n in names if n not in wanted)]:
         found = store.info(name).shape if name in names else None
         fits = (found == wanted[name] if name in wanted
@@ -321,6 +331,32 @@ def check_array_shapes(store: Store, specs: Sequence[ArraySpec], path: str | Pat
             what = "has no" if found is None else f"has shape {found} for"
             raise StoreError(f"store {str(path)!r} is damaged: it {what} array {name!r} "
                              f"{expected}{hint}")
+        wrong = array_type_error(store, name, path, types.get(name), hint)
+        if wrong is not None:
+            raise wrong
+
+
+def _type_name(dtype: str) -> str:
+    """A dtype as messages name it: `STRING` as "text"."""
+    return "text" if dtype == STRING else dtype
+
+
+def array_type_error(store: Store, name: str, path: str | Path, expected: str | None = None,
+                     hint: str = "") -> StoreError | None:
+    """Why array `name` is not of the type the store's layout gives it (`expected`; by default
+    its column's, `flowstore.store.layout.COLUMNS`; no type is expected of a feature without
+    one), or None where it is. Text is text however stored (Zarr's strings, HDF5's variable or
+    fixed width); a number of the other byte order is the same type (h5py and zarr convert)."""
+    if expected is None:
+        if name not in BY_NAME:
+            return None
+        expected = BY_NAME[name].dtype
+    found = store.info(name).dtype
+    if found == expected or STRING not in (found, expected) and (
+            np.dtype(found).newbyteorder("=") == np.dtype(expected)):
+        return None
+    return StoreError(f"store {str(path)!r} is damaged: its array {name!r} holds "
+                      f"{_type_name(found)}, not {_type_name(expected)}{hint}")
 
 
 def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
