@@ -349,3 +349,63 @@ def test_html_and_out_on_one_path_is_one_line_and_makes_nothing(tmp_path, out):
     assert result.exit_code == 2, result.output
     assert "would be the --out folder" in _one_error_line(result)
     assert not (tmp_path / "same").exists()
+
+
+def _edit_store(store: Path, edit: str) -> None:
+    """A store `flowstore verify` refuses: root attributes edited, or `flow`'s type."""
+    path = store / ("flow" if edit == "flow.int8" else "") / "zarr.json"
+    metadata = json.loads(path.read_text())
+    if edit == "flow.int8":
+        metadata["data_type"] = "int8"
+    elif edit == "dataset":
+        metadata["attributes"]["dataset"] = "nope"
+    else:
+        metadata["attributes"]["params"][edit.split(".")[1]] = "abc" if edit == "params.size" else 3
+    path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize("edit", ["params.size", "dataset", "params.steps", "flow.int8"])
+def test_a_store_verify_refuses_is_refused_before_training_in_its_words(tmp_path, edit,
+                                                                         keras_file):
+    """`params.size` "abc" trained to the end, then the run (90 MB) was published unreadable
+    ("internal error", and `trainers report` skipped it); an unknown dataset or params no
+    longer of the arrays' shapes trained as if sound; `predict` took them all."""
+    from flowstore.cli import app as flowstore_app
+
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    _run(runs, "flow-sound", model="flow", model_file=keras_file.read_bytes(),
+         store={"dataset": "tvhi", "fingerprint": "f1", "params": dict(TINY_FLOW)})
+    _edit_store(store, edit)
+    verified = runner.invoke(flowstore_app, ["verify", str(store)])
+    assert verified.exit_code == 2, verified.output
+    said = _one_error_line(verified)
+    trained = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                  str(tmp_path / "new-runs"), "--epochs", "1", "-q"])
+    assert trained.exit_code == 2, trained.output
+    assert _one_error_line(trained) == said and "epoch" not in trained.output
+    assert not (tmp_path / "new-runs").exists()
+    predicted = runner.invoke(app, ["predict", str(runs / "flow-sound"), "--store", str(store),
+                                    "--out", str(tmp_path / "predictions")])
+    assert predicted.exit_code == 2, predicted.output
+    assert _one_error_line(predicted) == said
+    assert not (tmp_path / "predictions").exists()
+
+
+def test_a_run_that_would_not_read_back_is_not_left_behind(tmp_path, monkeypatch):
+    """Metrics no run has the types of (a store's `params.size` "abc" recorded as it was)
+    were published, then `write_run` found them unreadable: a RuntimeError, and the whole
+    run left in --runs-dir, which `trainers report` and the prerequisite lookup skip."""
+    import keras
+
+    from trainers import fit
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    best = fit.BestEpoch(None)
+    metrics = {"model": "flow", "store": {"dataset": "tvhi", "fingerprint": "f" * 64,
+                                          "path": "tvhi.zarr", "params": {"size": "abc"}},
+               "recipe": {}, "test": {"accuracy": 0.5, "loss": 1.0}}
+    runs = tmp_path / "runs"
+    with pytest.raises(RuntimeError, match="does not read back as a run.*no flow run was"):
+        fit.write_run(runs, model, {"loss": [1.0]}, best, metrics)
+    assert list(runs.iterdir()) == []

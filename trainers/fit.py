@@ -545,7 +545,19 @@ def run_identity(model_name: str, samples: StoreSamples, recipe: Recipe, options
 def write_run(runs_dir: str | os.PathLike, model: keras.Model,
               history: dict[str, list[float]], best: BestEpoch,
               metrics: dict[str, Any]) -> RunRecord:
-    """Save model, history, curves and metrics into a new run directory and publish it."""
+    """Save model, history, curves and metrics into a new run directory and publish it.
+
+    The run is read back (`read_run`) before it is published: one that would not read as a
+    run (metrics of types no run has: a flowstore bug, or a store's attributes of the wrong
+    types recorded as they are) is never left in `runs_dir`, where `trainers report` and the
+    prerequisite lookup skip it and its whole model stayed (the README promises nothing of a
+    failed run is left).
+
+    Raises:
+        RunWriteError: the run cannot be written (a full disk); nothing of it is left.
+        RuntimeError: it was written but does not read back as a run (an internal error);
+            nothing of it is left.
+    """
     try:
         published = _write_run(runs_dir, model, history, best, metrics)
     except OSError as exc:
@@ -553,8 +565,9 @@ def write_run(runs_dir: str | os.PathLike, model: keras.Model,
                             f"{str(runs_dir)!r} ({exc.strerror or exc}); no "
                             f"{metrics['model']} run was written") from exc
     record = read_run(published)
-    if record is None:  # pragma: no cover - we just wrote both files
-        raise RuntimeError(f"run directory {published} was not written completely")
+    if record is None:  # (read back before it was published: gone since, by another hand)
+        raise RunWriteError(f"the {metrics['model']} run written to {str(published)!r} is "
+                            f"gone or changed since it was written")
     return record
 
 
@@ -588,4 +601,8 @@ def _write_run(runs_dir: str | os.PathLike, model: keras.Model,
             "model_size_bytes": size,
             "model_size_gb": size / 1e9,
         })
+        if read_run(writer.work) is None:  # (raised inside: the writer removes the folder)
+            raise RuntimeError(f"the {metrics['model']} run does not read back as a run (its "
+                               f"metrics.json is not of a run's types); no "
+                               f"{metrics['model']} run was written")
         return writer.publish()

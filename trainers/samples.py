@@ -75,16 +75,24 @@ class StoreSamples:
 
     Raises:
         WrongDatasetError: the store lacks an array the model reads.
-        flowstore.errors.StoreError: the store declares an encoding it does not hold.
+        flowstore.errors.StoreError: the store declares an encoding it does not hold, or is
+            damaged as `flowstore verify` says (`check_dataset_arrays`).
     """
 
     def __init__(self, store: Store, model: str, *, frame_views: bool = False) -> None:
+        from flowstore.verify import check_dataset_arrays  # (the build's modules: only when run)
+
         self.store = store
         self.entry: ModelEntry = get_model(model)
         self.model = self.entry.name
         #: Whether the middle-frame inputs read the per-step `frames` (a `frame_views` recipe).
         self.frame_views = frame_views
         self.inputs = self.entry.inputs_for(frame_views)  # input name -> the array it reads
+        # a store `flowstore verify` refuses (parameters that are not its dataset's, an array of
+        # another shape or type) is refused in verify's words before anything trains on it: it
+        # trained to the end, then the run was not written; a lost array is said below, for
+        # the models that read it
+        check_dataset_arrays(store, store.path, allow_missing=True)
         dataset = str(store.attrs.get("dataset"))
         present = set(store.array_names())
         missing = [name for name in dict.fromkeys(self.inputs.values()) if name not in present]
