@@ -36,6 +36,7 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
 from flowstore.extraction._cv import OPENCV_VERSION
+from flowstore.files import file_size_limit
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
 from flowstore.params import (EXTRACTION_VERSION, FLOW_METHOD, UNRECORDED_DEFAULTS,
@@ -967,7 +968,7 @@ def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[
             raise StoreError(f"not enough free space for the store ({max(free, 0) // 1024} KiB "
                              f"free, {needed // 1024} KiB wanted); free some and run the same "
                              f"command again")
-        limit = _file_size_limit()
+        limit = file_size_limit()
         if one_file and limit is not None:
             # (an HDF5 store grows as one file: a write past the limit is refused like a full
             # disk, and is as bad for the file)
@@ -985,16 +986,6 @@ def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[
         with _SPACE_LOCK:
             for key in held:
                 _RESERVED[key] -= needed
-
-
-def _file_size_limit() -> int | None:
-    """The largest file this process may write (`ulimit -f`, RLIMIT_FSIZE), None if unlimited."""
-    try:
-        import resource
-    except ImportError:  # (not on Windows)
-        return None
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    return None if soft == resource.RLIM_INFINITY else soft
 
 
 #: What a task records as its sample's failure: the sample's own data, its source file, or the

@@ -63,6 +63,16 @@ def write_whole(path: Path, content: str | bytes, what: str | None = None, *,
     return path
 
 
+def file_size_limit() -> int | None:
+    """The largest file this process may write (`ulimit -f`, RLIMIT_FSIZE), None if unlimited."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def _umask() -> int:
     """The process's umask: from /proc where Linux shows it, else read by setting it and
     setting it back at once (which another thread could see in between)."""

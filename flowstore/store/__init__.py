@@ -32,9 +32,9 @@ from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT
                                     READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
-           "array_type_error", "backend_for", "capabilities", "create_store", "failures", "failures_named", "is_url", "lies_within",
-           "open_store",
-           "remove_store", "store_exists"]
+           "array_type_error", "backend_for", "capabilities", "create_store", "failures",
+           "failures_named", "is_url", "lies_within", "open_store", "remove_store",
+           "store_exists"]
 
 
 @dataclass(frozen=True)

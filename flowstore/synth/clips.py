@@ -118,10 +118,10 @@ def check_clip_written(path: Path, n_frames: int, name: str | None = None) -> No
         OSError: with what went wrong in its words (its `strerror`), for `write_source` to
             report as it reports a full disk met by any other write.
     """
-    from flowstore.build import _file_size_limit
+    from flowstore.files import file_size_limit
     from flowstore.extraction._cv import cv2
 
-    size, limit = path.stat().st_size, _file_size_limit()
+    size, limit = path.stat().st_size, file_size_limit()
     if limit is not None and size >= limit:
         short = f"it stops at {size} bytes"
     elif not _container_whole(path):
