@@ -1245,6 +1245,29 @@ def test_an_hdf5_store_at_the_file_size_limit_fails_its_samples_and_loses_nothin
     assert flowstore_cli("verify", store, "-q").returncode == 0
 
 
+def test_an_hdf5_store_made_or_opened_under_a_file_size_limit_is_one_line(tiny_tvhi_source,
+                                                                            tmp_path):
+    """A new HDF5 store that a file-size limit cut short: some 50 lines of h5py's "Exception
+    ignored" reports, the error, then a segmentation fault (exit 139) at exit. And an existing
+    store already past the limit: one error line, then the same crash, and the superblock's
+    byte 21 left changed in the store the build wrote nothing to."""
+    store = tmp_path / "tvhi.h5"
+    made = raw_cli("an HDF5 store made under a file-size limit (ulimit -f)",
+                   *tiny_build_args(tiny_tvhi_source, store),
+                   preexec_fn=_file_size_limit(20 * 1024))
+    assert assert_one_line_error(made) == f"error: cannot create store {str(store)!r}: File too large"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{store.name}.lock"]
+
+    first = flowstore_cli(*tiny_build_args(tiny_tvhi_source, store), "--max-per-split", "1")
+    assert first.returncode == 0, first.stderr
+    before = store.read_bytes()
+    limit = store.stat().st_size - 1024
+    past = raw_cli("a build of an HDF5 store already past the file-size limit",
+                   *tiny_build_args(tiny_tvhi_source, store), preexec_fn=_file_size_limit(limit))
+    assert "is past this process's file-size limit (`ulimit -f`" in assert_one_line_error(past)
+    assert store.read_bytes() == before
+
+
 _REFUSED_WRITES = """
 import os, sys, numpy as np
 from flowstore.datasets import get_dataset

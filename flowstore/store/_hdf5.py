@@ -52,6 +52,7 @@ import h5py
 import numpy as np
 
 from flowstore.errors import FlowstoreError, StoreError
+from flowstore.files import file_size_limit
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, check_columns, column_chunks, fsync_path, read_exactly,
                                   unreadable_array)
@@ -130,22 +131,32 @@ class HDF5Store(Store):
     def create(cls, path: Path, *, attrs: Mapping[str, Any], specs: list[ArraySpec],
                columns: Mapping[str, Any], num_samples: int) -> "HDF5Store":
         check_columns(num_samples, columns)
-        file = h5py.File(path, "w-")
-        for name, values in columns.items():
-            _create_column(file, name, values)
-        for spec in specs:
-            file.create_dataset(spec.name, shape=(num_samples, *spec.sample_shape),
-                                dtype=_STR if spec.dtype == STRING else spec.dtype,
-                                chunks=(1, *spec.sample_shape) if num_samples else None,
-                                compression="lzf" if num_samples else None, fillvalue=0,
-                                # HDF5's byte shuffle is the nearest built-in to bitshuffle
-                                # (it only moves bytes of multi-byte values)
-                                shuffle=bool(num_samples) and spec.codec == "shuffled-lz4"
-                                and spec.dtype != STRING and np.dtype(spec.dtype).itemsize > 1)
-        store = cls(file, path, "r+")
-        store.update_attrs(attrs)
-        store.flush()
-        return store
+        # The new file is made in memory and written out by Python, not by HDF5: a write HDF5
+        # is refused (a full disk, a file-size limit) leaves objects it could not close half
+        # closed in the library, which crashed the process later (SIGSEGV, at exit), after
+        # some 50 lines of h5py's "Exception ignored" reports; Python's write fails as an
+        # OSError like any other, and the caller removes what it left.
+        image = io.BytesIO()
+        with h5py.File(image, "w") as file:
+            for name, values in columns.items():
+                _create_column(file, name, values)
+            for spec in specs:
+                file.create_dataset(
+                    spec.name, shape=(num_samples, *spec.sample_shape),
+                    dtype=_STR if spec.dtype == STRING else spec.dtype,
+                    chunks=(1, *spec.sample_shape) if num_samples else None,
+                    compression="lzf" if num_samples else None, fillvalue=0,
+                    # HDF5's byte shuffle is the nearest built-in to bitshuffle (it only
+                    # moves bytes of multi-byte values)
+                    shuffle=bool(num_samples) and spec.codec == "shuffled-lz4"
+                    and spec.dtype != STRING and np.dtype(spec.dtype).itemsize > 1)
+            for key, value in attrs.items():
+                file.attrs[key] = json.dumps(value, sort_keys=True)
+            file.attrs.modify(WRITER_ATTR, _CLOSED)  # (as a writer's clean close leaves it)
+        with open(path, "xb") as out:
+            out.write(image.getbuffer())
+        del image
+        return cls(h5py.File(path, "r+"), path, "r+")
 
     @classmethod
     def open(cls, path: Path, mode: str) -> "HDF5Store":
@@ -158,6 +169,7 @@ class HDF5Store(Store):
             # first, a file that is not HDF5 is refused as it was given
             if not h5py.is_hdf5(path):
                 raise OSError(f"{str(path)!r} is not an HDF5 file")
+            _check_size_limit(Path(path))
             try:
                 mended = _salvaged(path)
                 store = cls(h5py.File(path, mode), path, mode)
@@ -435,6 +447,23 @@ class HDF5Store(Store):
         if getattr(self, "reader_lock", None) is not None:
             release_reader_lock(self.reader_lock)
             self.reader_lock = None
+
+
+def _check_size_limit(path: Path) -> None:
+    """Refuse to open for writing a file already at this process's file-size limit (`ulimit
+    -f`): every write HDF5 makes past it is refused, the first of them after HDF5 has marked
+    the file open in its superblock, so the command that failed changed the store it wrote
+    nothing to.
+
+    Raises:
+        StoreError: saying so, in one line.
+    """
+    limit = file_size_limit()
+    if limit is not None and path.stat().st_size >= limit:
+        raise StoreError(f"store {str(path)!r} ({path.stat().st_size // 1024} KiB) is past this "
+                         f"process's file-size limit (`ulimit -f`: {limit // 1024} KiB), so "
+                         f"nothing can be written to it; raise the limit and run the same "
+                         f"command again")
 
 
 def _refuse_short(path: Path, exc: BaseException) -> None:
