@@ -135,7 +135,9 @@ class HDF5Store(Store):
         # is refused (a full disk, a file-size limit) leaves objects it could not close half
         # closed in the library, which crashed the process later (SIGSEGV, at exit), after
         # some 50 lines of h5py's "Exception ignored" reports; Python's write fails as an
-        # OSError like any other, and the caller removes what it left.
+        # OSError like any other, and the caller removes what it left. (It holds the new file
+        # in memory once: 232 MB for 300,000 samples, made in 2.5 s, against 1.1 s written by
+        # HDF5; its ledger columns are stored uncompressed.)
         image = io.BytesIO()
         with h5py.File(image, "w") as file:
             for name, values in columns.items():
