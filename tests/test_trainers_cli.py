@@ -411,3 +411,34 @@ def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apa
         in rows
     assert "| TV-HI frame | tuned, epochs 40, store segments | 0, 1 | 0.26 | 0.00 | 0.26-0.26 |" \
         in rows
+
+
+def test_report_names_the_run_folders_it_leaves_out(tmp_path):
+    """A run whose metrics.json was cut short, or whose model.keras is gone, vanished from the
+    report's tables without a word: each is a warning line now; a folder that holds no run's
+    file (notes beside the runs) is not."""
+    import json
+
+    metrics = {"model": "flow", "created": "2026-12-05T00:00:00", "seed": 0, "recipe": {},
+               "samples": {"train": 1}, "store": {"fingerprint": "fp", "dataset": "tvhi"},
+               "test": {"accuracy": 0.5}}
+    runs = tmp_path / "runs"
+    for name, text, model in (("flow-good", json.dumps(metrics), True),
+                              ("flow-cut", json.dumps(metrics)[:20], True),
+                              ("flow-nomodel", json.dumps(metrics), False),
+                              ("flow-notarun", json.dumps({"best": []}), True)):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.json").write_text(text)
+        if model:
+            (runs / name / "model.keras").write_bytes(b"")
+    (runs / "notes").mkdir()
+    (runs / "notes" / "README.txt").write_text("what I tried")
+    result = runner.invoke(app, ["report", str(runs)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [
+        f"warning: {runs / 'flow-cut'} left out: not a finished run (its metrics.json cannot "
+        f"be read as JSON)",
+        f"warning: {runs / 'flow-nomodel'} left out: not a finished run (no model.keras file)",
+        f"warning: {runs / 'flow-notarun'} left out: not a finished run (its metrics.json is "
+        f"not a run's)"], result.stderr
+    assert "flow-good" in result.stdout

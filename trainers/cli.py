@@ -159,7 +159,11 @@ def report(
     """Print the report's Table 1 and Table 2 for the latest run of each model on each store in
     RUNS_DIR (with --html, write them and each model's figures to one HTML page instead; with
     --out, also write the figures as PNG files)."""
+    from trainers.runs import unreadable_runs
+
     try:
+        for path, why in unreadable_runs(runs_dir):
+            typer.echo(f"warning: {path} left out: not a finished run ({why})", err=True)
         if html is not None or out is not None:
             require_training_extra()  # (they predict and draw: TensorFlow and matplotlib)
             from trainers.html_report import PredictedTestSplits, check_report_outputs

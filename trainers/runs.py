@@ -218,6 +218,33 @@ def read_run(path: str | Path) -> RunRecord | None:
     return RunRecord(path=path, metrics=metrics)
 
 
+def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
+    """The folders of `runs_dir` that hold a run's files (`metrics.json` or `model.keras`) but
+    do not read as a finished run (`read_run`), each with why: `list_runs` leaves them out,
+    and a report that does not say so lets a damaged run vanish from its tables unnoticed."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(runs_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_dir() or read_run(path) is not None:
+            continue
+        metrics_file, model_file = path / METRICS_FILE, path / MODEL_FILE
+        if not (metrics_file.exists() or model_file.exists()):
+            continue  # (not a run's folder at all)
+        try:
+            metrics = json.loads(metrics_file.read_text())
+        except FileNotFoundError:
+            why = f"no {METRICS_FILE}"
+        except (OSError, ValueError, RecursionError):
+            why = f"its {METRICS_FILE} cannot be read as JSON"
+        else:
+            why = (f"its {METRICS_FILE} is not a run's" if not _well_formed(metrics)
+                   else f"no {MODEL_FILE} file")
+        found.append((path, why))
+    return found
+
+
 def enclosing_run(path: str | Path) -> Path | None:
     """The finished run directory (any, not only those of one runs folder) that `path` is or
     lies inside, links resolved; None where there is none. A file written there can replace
