@@ -22,6 +22,16 @@ from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
 
 
+def _written_bytes(array: Any, samples: int, done: int) -> int:
+    """The logical bytes of what `array` holds on disk: a per-sample array (one chunk a
+    sample) only its `done` samples' (a partly built store's `ratio` compared the whole
+    array's size with the few samples written: 35x for flow that compresses 1.06x), a column
+    (written whole when the store is made) all of it."""
+    if len(array.shape) > 1 and array.shape[0] == samples and samples:
+        return array.nbytes * done // samples
+    return array.nbytes
+
+
 def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
     """Everything `flowstore inspect` shows, as a JSON-ready dict. Opens the store read-only.
 
@@ -105,8 +115,8 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
             {"name": a.name, "shape": list(a.shape), "dtype": a.dtype, "chunks": list(a.chunks),
              "bytes": a.nbytes, "bytes_stored": stored[a.name],
              # variable-length text has no logical size (nbytes 0) to compare its bytes with
-             "ratio": round(a.nbytes / stored[a.name], 3)
-             if count_bytes and a.nbytes and stored[a.name] else None}
+             "ratio": round(_written_bytes(a, len(done), int(done.sum())) / stored[a.name], 3)
+             if count_bytes and a.nbytes and stored[a.name] and done.any() else None}
             for a in arrays
         ],
         "bytes_stored": int(sum(stored.values())) if count_bytes else None,

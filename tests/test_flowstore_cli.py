@@ -84,6 +84,9 @@ def test_inspect_of_a_partly_built_store_counts_done_per_class(tiny_tvhi_source,
     arrays = {a["name"]: a for a in summary["arrays"]}
     assert arrays["id"]["ratio"] is None and arrays["flow"]["ratio"] > 0
     assert re.search(r"^  id .* -$", text, re.M), text
+    # the ratio is of the samples written (3 of 16 done), not of the whole array's size
+    flow = arrays["flow"]
+    assert flow["ratio"] == round(flow["bytes"] * 3 // 16 / flow["bytes_stored"], 3), flow
 
 
 @pytest.mark.parametrize("target", ["missing.zarr", "folder.zarr", "notes.h5", "fifo.h5"])
