@@ -208,13 +208,22 @@ def read_run(path: str | Path) -> RunRecord | None:
     """The record of a finished run directory, or `None` if `path` is not one: no
     `model.keras`, or a `metrics.json` that is not JSON or not of a run's types
     (`_well_formed`)."""
-    path = Path(path)
+    found = _run_or_why(Path(path))
+    return found if isinstance(found, RunRecord) else None
+
+
+def _run_or_why(path: Path) -> "RunRecord | str":
+    """The record of the finished run directory `path`, or why it is not one."""
     try:
         metrics = json.loads((path / METRICS_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {METRICS_FILE}"
     except (OSError, ValueError, RecursionError):  # (RecursionError: nested too deep)
-        return None
-    if not _well_formed(metrics) or not (path / MODEL_FILE).is_file():
-        return None
+        return f"its {METRICS_FILE} cannot be read as JSON"
+    if not _well_formed(metrics):
+        return f"its {METRICS_FILE} is not a run's"
+    if not (path / MODEL_FILE).is_file():
+        return f"no {MODEL_FILE} file"
     return RunRecord(path=path, metrics=metrics)
 
 
@@ -227,21 +236,12 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
         return []
     found = []
     for path in sorted(runs_dir.iterdir()):
-        if path.name.startswith(".") or not path.is_dir() or read_run(path) is not None:
-            continue
-        metrics_file, model_file = path / METRICS_FILE, path / MODEL_FILE
-        if not (metrics_file.exists() or model_file.exists()):
-            continue  # (not a run's folder at all)
-        try:
-            metrics = json.loads(metrics_file.read_text())
-        except FileNotFoundError:
-            why = f"no {METRICS_FILE}"
-        except (OSError, ValueError, RecursionError):
-            why = f"its {METRICS_FILE} cannot be read as JSON"
-        else:
-            why = (f"its {METRICS_FILE} is not a run's" if not _well_formed(metrics)
-                   else f"no {MODEL_FILE} file")
-        found.append((path, why))
+        if path.name.startswith(".") or not path.is_dir() or not (
+                (path / METRICS_FILE).exists() or (path / MODEL_FILE).exists()):
+            continue  # (hidden, a file, or not a run's folder at all)
+        why = _run_or_why(path)
+        if isinstance(why, str):
+            found.append((path, why))
     return found
 
 
