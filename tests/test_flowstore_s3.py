@@ -58,8 +58,14 @@ def test_missing_bucket_is_one_line(s3_env, tiny_tvhi_source):
     out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
                         "s3://no-such-bucket/x.zarr", *TINY_BUILD, env=s3_env)
     assert "no-such-bucket" in assert_one_line_error(out)
-    assert "no store at" in assert_one_line_error(flowstore_cli("inspect", "s3://no-such-bucket/x.zarr",
-                                                                env=s3_env))
+    assert assert_one_line_error(flowstore_cli("inspect", "s3://no-such-bucket/x.zarr",
+                                               env=s3_env)) == (
+        "error: no store at 's3://no-such-bucket/x.zarr', whose bucket 'no-such-bucket' does "
+        "not exist")
+    # a bucket that is there, a store that is not: no word of the bucket
+    assert assert_one_line_error(flowstore_cli("inspect", "s3://features/none.zarr",
+                                               env=s3_env)) == \
+        "error: no store at 's3://features/none.zarr'"
 
 
 def test_missing_credentials_and_bad_endpoint_are_one_line(s3_env, s3_store, tmp_path):

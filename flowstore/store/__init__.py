@@ -166,6 +166,21 @@ def store_exists(path: str | Path) -> bool:
                              f"{exc.strerror or exc}") from None
 
 
+def _missing_bucket(location: str | Path) -> str:
+    """", whose bucket 'B' does not exist" where an object store's URL names a bucket that is
+    not there (the build said so, the reader and `inspect` said only "no store at"), else ""."""
+    if not is_url(location):
+        return ""
+    import fsspec
+
+    with contextlib.suppress(Exception):  # (a hint only: the refusal stands without it)
+        filesystem, root = fsspec.core.url_to_fs(str(location))
+        bucket = root.split("/", 1)[0]
+        if bucket and not filesystem.exists(bucket):
+            return f", whose bucket {bucket!r} does not exist"
+    return ""
+
+
 def _as_location(path: str | Path) -> str | Path:
     return str(path).rstrip("/") if is_url(path) else Path(path)
 
@@ -210,7 +225,7 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
     path = _as_location(path)
     backend = backend_for(path)
     if not store_exists(path):
-        raise StoreError(f"no store at {str(path)!r}")
+        raise StoreError(f"no store at {str(path)!r}{_missing_bucket(path)}")
 
     def unreadable(exc: Exception) -> StoreError:  # any backend failure to parse: not a store
         return StoreError(f"{str(path)!r} is not a readable flowstore store "
