@@ -142,6 +142,17 @@ def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
     assert float(cells[7]) > 0 and float(cells[8]) > 0  # the model's explicit padding
 
 
+def test_conv3d_onednn_benchmark_compares_both_paddings_with_the_reference(capsys):
+    """`benchmarks/conv3d_onednn.py` on one tiny case: a row holding each padding's three
+    errors against the reference kernels (both tiny: 2 steps were never wrong)."""
+    ((steps, side, same, padded),) = load_benchmark("conv3d_onednn").main(
+        ["--steps", "2", "--side", "16"])
+    assert (steps, side) == (2, 16)
+    for errors in (same, padded):
+        assert all(float(error) < 1e-4 for error in errors.split(" / ")), errors
+    assert "| 2 | 16 |" in capsys.readouterr().out
+
+
 def test_train_step_time_benchmark_times_both_loops_of_a_tiny_flow_model(tmp_path, capsys):
     step_time = load_benchmark("train_step_time")
     rows = step_time.main(["--workdir", str(tmp_path), "--size", "32", "--flow-steps", "2",
