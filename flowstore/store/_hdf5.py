@@ -460,9 +460,9 @@ def _check_size_limit(path: Path) -> None:
     Raises:
         StoreError: saying so, in one line.
     """
-    limit = file_size_limit()
-    if limit is not None and path.stat().st_size >= limit:
-        raise StoreError(f"store {str(path)!r} ({path.stat().st_size // 1024} KiB) is past this "
+    limit, size = file_size_limit(), path.stat().st_size
+    if limit is not None and size >= limit:
+        raise StoreError(f"store {str(path)!r} ({size // 1024} KiB) is past this "
                          f"process's file-size limit (`ulimit -f`: {limit // 1024} KiB), so "
                          f"nothing can be written to it; raise the limit and run the same "
                          f"command again")
