@@ -780,6 +780,35 @@ def test_keras_fit_reads_epoch_e_in_epoch_e_order(adapter_store):
         size, shuffle=True, seed=3, epoch=3).tolist()
 
 
+def test_keras_fit_with_fewer_steps_per_epoch_than_batches_moves_on_each_pass(adapter_store):
+    """`fit(steps_per_epoch=N)` with N below the batches reads one pass over several of Keras'
+    epochs, calling `on_epoch_begin`/`on_epoch_end` mid-pass; forgetting the batches served at
+    each call kept every pass in epoch 0's order and flips. Each pass is the next epoch now."""
+    import keras
+
+    from flowstore.reader.keras import SplitPyDataset
+
+    seen: list[tuple[int, int]] = []
+
+    class Recording(SplitPyDataset):
+        def __getitem__(self, index):
+            seen.append((self.epoch, index))
+            return super().__getitem__(index)
+
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train", features={"frame": "middle_frame"})
+        # a batch size giving an even number of batches (Keras warns on a pass cut short)
+        size = next(b for b in range(1, len(train)) if -(-len(train) // b) % 2 == 0)
+        data = Recording(train, size, shuffle=True, seed=3)
+        model = keras.Sequential([keras.layers.Flatten(), keras.layers.Dense(len(ds.classes))])
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        model.fit(data, epochs=6, steps_per_epoch=len(data) // 2, verbose=0, shuffle=False)
+    trained = seen[-3 * len(data):]  # three passes, two of Keras' epochs each
+    assert [epoch for epoch, _ in trained] == [e for e in range(3) for _ in range(len(data))]
+    assert [index for _, index in trained] == list(range(len(data))) * 3
+    assert data.epoch == 3
+
+
 FIT_RECORDING_EACH_STEP = """
 import json, sys
 

@@ -14,7 +14,9 @@ batches and ended before its own last ones: 7 of 24 samples seen twice an epoch 
 Read-ahead here is keyed by (epoch, batch), so a pass started again reads what it asks for.
 
 Which epoch is which: a pass that has handed out every batch ends its epoch at the next
-`on_epoch_end` or `on_epoch_begin`, and the next pass reads the next epoch's order. Counting
+`on_epoch_end` or `on_epoch_begin`, and the next pass reads the next epoch's order; a pass
+read over several of Keras' epochs (`steps_per_epoch` below `len()`) ends when its last batch
+has been handed out. Counting
 the calls instead was wrong on some backend whichever call was counted: Keras calls
 `on_epoch_end` once before training on TensorFlow, and on JAX and PyTorch wraps the one batch
 that builds the model in a begin-end pair of its own. A loop of one's own calls
@@ -100,10 +102,15 @@ class SplitPyDataset(keras.utils.PyDataset):
         self._start_epoch(int(epoch))
 
     def _end_pass(self) -> None:
-        """After a whole pass, the next epoch: its order, and its first batches read ahead
-        (while the model is validated); after a part of one, the same epoch again."""
+        """Once every batch of the pass has been handed out, the next epoch: its order, and its
+        first batches read ahead (while the model is validated). Until then the pass goes on,
+        across Keras' epochs: `fit(steps_per_epoch=N)` with N below `len(self)` reads a pass
+        over several of them (forgetting what was served at each call kept every pass in epoch
+        0's order and flips)."""
         with self._lock:
-            whole, self._served = len(self._served) >= len(self), set()
+            whole = len(self._served) >= len(self)
+            if whole:
+                self._served = set()
         if whole:
             self._start_epoch(self.epoch + 1)
 
