@@ -150,6 +150,8 @@ class BuildResult:
     #: Done samples whose source files are byte-identical (`duplicate_sources`), the whole
     #: store's: told after the build, not refused (it is the user's data to mend or keep).
     duplicates: list[list[dict[str, str]]] = field(default_factory=list)
+    #: A line for each split none of whose files the source holds (`Dataset.absent_splits`).
+    absent_splits: list[str] = field(default_factory=list)
     seconds: float = 0.0
     #: CPU seconds of the thread that ran `build` (planning, the store, submitting and
     #: collecting tasks, the ledger), apart from extraction on the workers' threads: the part
@@ -353,6 +355,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo),
+                             absent_splits=dataset.absent_splits(Path(config.source), manifest,
+                                                                 source_files),
                              mended=[*store.mended,
                                      *(f"store {str(config.store)!r}: {chunk.describe()} "
                                        f"could not be read ({type(chunk.error).__name__}: "

@@ -253,7 +253,7 @@ def build(
     typer.echo(f"store {result.store}: {result.computed} computed{reused}, {result.already_done} "
                f"already done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
-    for line in result.mended:
+    for line in [*result.mended, *result.absent_splits]:
         typer.echo(f"warning: {line}", err=True)
     across = result.duplicates_across_splits
     if across:

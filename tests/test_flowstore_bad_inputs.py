@@ -1645,7 +1645,7 @@ _UNTOLD_WRITE_ERROR = pytest.mark.regression(reason=(
 
 
 @pytest.mark.parametrize("command", [
-    pytest.param(("tvhi", "--videos-per-class", "1", "--negatives", "0"), id="tvhi",
+    pytest.param(("tvhi", "--videos-per-class", "2", "--negatives", "0"), id="tvhi",
                  marks=_UNTOLD_WRITE_ERROR),
     pytest.param(("videofolder", "--width", "320", "--height", "240"), id="videofolder",
                  marks=_UNTOLD_WRITE_ERROR),

@@ -137,9 +137,9 @@ def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
 
 
 @pytest.mark.parametrize("args, said", [
-    (("tvhi", "--videos-per-class", "1", "--resolution", "100000x100000"),
+    (("tvhi", "--videos-per-class", "2", "--resolution", "100000x100000"),
      "resolution must be even and from 16x16 to 4096x4096, got 100000x100000"),
-    (("tvhi", "--videos-per-class", "1", "--frames", "2:100000"),
+    (("tvhi", "--videos-per-class", "2", "--frames", "2:100000"),
      "frame range must satisfy 2 <= min <= max <= 10000, got 2..100000"),
     (("videofolder", "--classes", "2", "--clips-per-class", "1", "--width", "100000",
       "--height", "100000"),
@@ -153,17 +153,25 @@ def test_synth_refuses_clips_too_large_to_write_in_one_line(tmp_path, args, said
     assert not (tmp_path / "source").exists()
 
 
+def test_synth_refuses_one_tvhi_video_a_class_which_build_would_refuse(tmp_path):
+    """Odd clips go to set 1, even ones to set 2: one clip a class wrote a readme whose SET 2
+    lines are empty, exit 0, and `build` then refused the source."""
+    result = flowstore_cli("synth", "tvhi", tmp_path / "source", "--videos-per-class", "1")
+    assert assert_one_line_error(result) == "error: videos per class must be in 2..9999, got 1"
+    assert not (tmp_path / "source").exists()
+
+
 def test_datasets_lists_the_registered_ones():
     assert "tvhi" in flowstore_cli("datasets").stdout.split()
 
 
 def test_synth_is_deterministic_per_seed(tmp_path):
-    args = ["--videos-per-class", "1", "--negatives", "1", "--frames", "22:24", "--resolution", "64x48"]
+    args = ["--videos-per-class", "2", "--negatives", "1", "--frames", "22:24", "--resolution", "64x48"]
     for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
         assert flowstore_cli("synth", "tvhi", tmp_path / name, *args, "--seed", seed).returncode == 0
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["handShake_0001.avi", "highFive_0001.avi", "hug_0001.avi", "kiss_0001.avi",
-                     "negative_0001.avi", "readme.txt"]
+    assert files == [f"{c}_{n:04d}.avi" for c in ("handShake", "highFive", "hug", "kiss")
+                     for n in (1, 2)] + ["negative_0001.avi", "readme.txt"]
     same = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files]
     assert all(same)
     assert (tmp_path / "a" / "hug_0001.avi").read_bytes() != (tmp_path / "c" / "hug_0001.avi").read_bytes()
@@ -194,14 +202,14 @@ def test_synthetic_classes_differ_in_colour_and_motion_axis(tiny_tvhi_source):
 
 def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
     monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
-    config = SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22, max_frames=22,
+    config = SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22, max_frames=22,
                              resolution=(32, 32))
     first = synthetic_source("tvhi", config)
     assert first.parent == tmp_path / "synthetic" and (first / "kiss_0001.avi").is_file()
     stamp = (first / "kiss_0001.avi").stat().st_mtime_ns
     assert synthetic_source("tvhi", config) == first
     assert (first / "kiss_0001.avi").stat().st_mtime_ns == stamp
-    other = synthetic_source("tvhi", SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22,
+    other = synthetic_source("tvhi", SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22,
                                                      max_frames=22, resolution=(32, 32), seed=9))
     assert other != first
     # a source from an older writer is not served for a newer one (a changed clip naming
@@ -225,7 +233,7 @@ def test_synth_into_the_current_folder_fills_it_in_place(tmp_path):
     here.mkdir()
     inode = here.stat().st_ino
     out = subprocess.run([sys.executable, "-m", "flowstore", "synth", "tvhi", ".",
-                          "--videos-per-class", "1", "--negatives", "0", "--frames", "22:22",
+                          "--videos-per-class", "2", "--negatives", "0", "--frames", "22:22",
                           "--resolution", "32x32"], capture_output=True, text=True, cwd=here,
                          timeout=300)
     assert out.returncode == 0, out.stderr
@@ -239,7 +247,7 @@ def test_two_writers_of_one_synthetic_source_both_get_it(tmp_path, monkeypatch):
     import flowstore.synth.clips as clips
 
     monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
-    config = SynthTVHIConfig(videos_per_class=1, negatives=0, min_frames=22, max_frames=22,
+    config = SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22, max_frames=22,
                              resolution=(32, 32))
     rename = os.replace
 

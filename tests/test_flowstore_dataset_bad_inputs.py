@@ -6,6 +6,7 @@ nothing written; a bad sample fails alone (exit 1) and the others build; what is
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -69,6 +70,54 @@ def test_hmdb51_split_file_naming_an_absent_clip_fails_that_clip_alone(copy, tmp
     split.write_text(split.read_text() + "Gone_(HQ)_clip_0.avi 1 \n")
     failed = failures_listed(build_cli("hmdb51", source, tmp_path / "h.h5"))
     assert failed == {"Gone_(HQ)_clip_0": "video file is missing: Gone_(HQ)_clip_0.avi"}
+
+
+def test_kinetics_label_folders_renamed_by_mmaction2_build_as_the_csv_spelling(tmp_path):
+    """MMAction2's `rename_classnames.sh` writes label folders with `_` for spaces (`-` for
+    parentheses in some versions); every clip of those labels failed as "missing". They are
+    read where they are: the same store as the CSV's spelling."""
+    config = dataclasses.replace(TINY, classes=3)  # the third: "... football (in game)"
+    listed = get_dataset("kinetics").write_synthetic(tmp_path / "listed", config)
+    assert any("(" in p.name for p in listed.glob("train/*"))
+    stores = {}
+    for spelling in ("as-listed", "underscored", "dashed"):
+        source = Path(shutil.copytree(listed, tmp_path / spelling))
+        for folder in [p for p in source.glob("*/*") if p.parent.name != "annotations"]:
+            renamed = folder.name.replace(" ", "_") if spelling != "as-listed" else folder.name
+            if spelling == "dashed":
+                renamed = renamed.replace("(", "-").replace(")", "-")
+            folder.rename(folder.with_name(renamed))
+        assert (spelling == "as-listed") != any("_" in p.name for p in source.glob("train/*"))
+        failed = failures_listed(build_cli("kinetics", source, tmp_path / f"{spelling}.zarr"))
+        (sample, reason), = failed.items()  # (the clip the synthetic copy lacks, as real ones)
+        assert reason == f"video file is missing: {sample}.mp4"
+        with open_store(tmp_path / f"{spelling}.zarr", "r") as store:
+            stores[spelling] = (store.read("id").tolist(), store.read("done").tolist(),
+                                store.read("flow")[:].tobytes())
+    assert stores["underscored"] == stores["as-listed"] == stores["dashed"]
+
+
+def test_kinetics_split_folder_named_otherwise_is_told_on_a_warning_line(copy, tmp_path):
+    """Kinetics' `val/` named `validation/` built a store without test samples, each failing
+    as "missing" by its file name alone; a split none of whose clips is there is told."""
+    source = copy("kinetics")
+    (source / "val").rename(source / "validation")
+    result = build_cli("kinetics", source, tmp_path / "k.zarr")
+    failures_listed(result)
+    warning, = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning.startswith("warning: none of the 4 clips of the test split is in ")
+    assert f"{source / 'val'}/" in warning
+
+
+def test_hmdb51_class_folders_in_two_places_are_one_line(copy, tmp_path):
+    """The clips' folder was found from the first class alone: `brush_hair/` left at the top,
+    the rest one folder down in `hmdb51/`, built with every other class's clips "missing"."""
+    source = copy("hmdb51")
+    first = sorted(p for p in (source / "hmdb51").iterdir())[0]
+    first.rename(source / first.name)
+    store = tmp_path / "h.zarr"
+    refused(build_cli("hmdb51", source, store), store, "class folders in two places",
+            f"{first.name!r} in {str(source)!r}")
 
 
 def test_videofolder_split_csv_naming_an_absent_clip_fails_that_clip_alone(copy, tmp_path):

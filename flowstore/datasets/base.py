@@ -27,7 +27,7 @@ import numpy as np
 
 from flowstore.errors import ParameterError, SourceLayoutError, UnknownDatasetError
 from flowstore.extraction.sampling import frame_count
-from flowstore.manifest import Manifest
+from flowstore.manifest import SPLITS, Manifest
 from flowstore.params import ImageParams, VideoParams
 from flowstore.store.base import ArraySpec
 
@@ -125,10 +125,10 @@ class Dataset(abc.ABC):
     def check_some_present(self, source: Path, manifest: Manifest,
                            sizes: "SourceSizes | None" = None) -> None:
         """Refuse a source that holds none of the files its split lists: a copy laid out
-        otherwise than the dataset's layout (Kinetics clips flat under ``train/``, label
-        folders with ``_`` for spaces, an empty clip folder) would otherwise make a store of
-        nothing but "file is missing" failures, each naming only its file. Some missing is
-        normal (a Kinetics copy misses 5-10%) and builds; none present is a wrong --source.
+        otherwise than the dataset's layout (Kinetics clips flat under ``train/``, an empty
+        clip folder) would otherwise make a store of nothing but "file is missing" failures,
+        each naming only its file. Some missing is normal (a Kinetics copy misses 5-10%) and
+        builds; none present is a wrong --source.
         `sizes`: the build's listing of the source (`source_files`), not listed again."""
         if not len(manifest):
             return
@@ -142,6 +142,27 @@ class Dataset(abc.ABC):
                 f"{str(source)!r} (expected e.g. "
                 f"{str(self.source_file(source, manifest.ids[0]))!r}): --source is not laid "
                 f"out as `flowstore datasets {self.name}` describes")
+
+    def absent_splits(self, source: Path, manifest: Manifest, sizes: "SourceSizes") -> list[str]:
+        """One line for each split none of whose files, nor any of their folders, is in the
+        source, though other splits' files are: a split folder named otherwise (Kinetics'
+        ``val/`` as ``validation/``) or not copied. (A split whose files are all missing from
+        folders that are there is a copy missing clips, told by its failures alone.) Told, not
+        refused: a copy of one split alone (Kinetics' val, to score a trained model) builds,
+        its other splits failing as missing."""
+        missing = sizes.sizes == SourceSizes.MISSING
+        lines = []
+        for code, split in enumerate(SPLITS):
+            rows = np.flatnonzero(manifest.split_codes == code)
+            if not len(rows) or not missing[rows].all() or missing.all():
+                continue
+            folders = {os.path.dirname(self.source_name(manifest.ids[row])) for row in rows}
+            if not any(os.path.isdir(os.path.join(source, folder)) for folder in folders):
+                example = self.source_file(source, manifest.ids[rows[0]])
+                lines.append(f"none of the {len(rows)} {self.item_noun}s of the {split} split is "
+                             f"in {str(source)!r}, nor any folder they lie in (expected e.g. "
+                             f"{str(example)!r}): a folder named otherwise, or not copied?")
+        return lines
 
     def source_name(self, sample_id: str) -> str:
         """A sample's file relative to the source: how the fingerprint and the store's recorded

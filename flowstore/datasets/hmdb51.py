@@ -98,6 +98,23 @@ def _find(roots: list[Path], name: str) -> Path | None:
     return next((root for root in roots if (root / name).is_dir()), None)
 
 
+def _clips_root(source: Path, roots: list[Path], classes: list[str]) -> Path:
+    """The one of `roots` that holds the class folders. Class folders split between two of
+    them (one left at the top, the rest one folder down) are refused: looking in one place
+    alone failed the other's clips as missing, naming only their files."""
+    holding = {root: name for root in roots
+               for name in [next((c for c in classes if (root / c).is_dir()), None)] if name}
+    if not holding:
+        raise SourceLayoutError(f"no class folder of the split files (e.g. {classes[0]!r}) in "
+                                f"{str(source)!r} (or one folder down): expected "
+                                f"<class>/<clip>.avi")
+    if len(holding) > 1:
+        (first, one), (second, other) = list(holding.items())[:2]
+        raise SourceLayoutError(f"class folders in two places: {one!r} in {str(first)!r}, "
+                                f"{other!r} in {str(second)!r}; put every class folder in one")
+    return next(iter(holding))
+
+
 class HMDB51(VideoDataset):
     name = "hmdb51"
     options_type = FoldOptions
@@ -116,11 +133,7 @@ class HMDB51(VideoDataset):
             raise SourceLayoutError(f"no <class>_test_split{self.options.fold}.txt files in "
                                     f"{str(splits_dir)!r}")
         classes = list(files)
-        first = classes[0]
-        clips_root = _find(roots, first)
-        if clips_root is None:
-            raise SourceLayoutError(f"no class folder {first!r} in {str(source)!r} (or one "
-                                    f"folder down): expected <class>/<clip>.avi")
+        clips_root = _clips_root(source, roots, classes)
         train: dict[str, list[str]] = {}
         test: dict[str, list[str]] = {}
         paths = SamplePaths()  # (this source's alone: a second manifest reads it afresh)

@@ -6,6 +6,10 @@ Source layout, as the official annotations and the common downloaders leave it::
     SOURCE/annotations/test.csv               (optional; no label column: not used)
     SOURCE/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4
 
+A label's folder may also be spelled as MMAction2's ``rename_classnames.sh`` leaves it: spaces
+as ``_`` (``air_drumming``), and in some of its versions parentheses as ``-``; the first
+spelling present in the split folder is read (`label_folder`).
+
 Quirks of the real CSVs (the copies in the shared data folder): labels with spaces are quoted
 (``"air drumming"``), some hold parentheses or apostrophes; Kinetics-600 has no ``is_cc``.
 Real copies always miss 5-10% of their clips (videos taken off YouTube): each missing clip is a
@@ -55,6 +59,20 @@ def clip_name(youtube_id: str, start: int, end: int) -> str:
     return f"{youtube_id}_{start:06d}_{end:06d}"
 
 
+def label_folders(label: str) -> tuple[str, ...]:
+    """The spellings a label's folder may have, in the order they are looked for: the CSV's,
+    then MMAction2's renamings (spaces as ``_``; also parentheses as ``-``)."""
+    underscored = label.replace(" ", "_")
+    return tuple(dict.fromkeys((label, underscored,
+                                underscored.replace("(", "-").replace(")", "-"))))
+
+
+def label_folder(split_folder: Path, label: str) -> str:
+    """The first spelling of `label`'s folder (`label_folders`) present in `split_folder`,
+    else the CSV's own (its clips then fail as missing, named by that path)."""
+    return next((name for name in label_folders(label) if (split_folder / name).is_dir()), label)
+
+
 def _seconds(value: str, where: str) -> int:
     try:
         number = float(value)
@@ -78,6 +96,7 @@ class Kinetics(VideoDataset):
                                     f"{ANNOTATIONS_DIR}/train.csv and val.csv, as Kinetics ships")
         by_split: dict[str, dict[str, list[str]]] = {}
         paths = SamplePaths()  # (this source's alone: a second manifest reads it afresh)
+        folders: dict[tuple[str, str], str] = {}  # (split folder, label) -> its folder's name
         for split, name in CSV_OF_SPLIT.items():
             path = folder / name
             per_class = by_split[split] = {}
@@ -97,7 +116,9 @@ class Kinetics(VideoDataset):
                 sample_id = clip_name(youtube_id, start, end)
                 if sample_id in paths:
                     raise SourceLayoutError(f"{where}: clip {sample_id} is listed twice")
-                paths[sample_id] = f"{folder_name}/{label}/{sample_id}.mp4"
+                if (folder_name, label) not in folders:
+                    folders[folder_name, label] = label_folder(source / folder_name, label)
+                paths[sample_id] = f"{folder_name}/{folders[folder_name, label]}/{sample_id}.mp4"
                 per_class.setdefault(label, []).append(sample_id)
         self.sample_paths = paths
         check_spellings([*by_split["train"], *by_split["test"]],

@@ -59,8 +59,10 @@ class SynthTVHIConfig:
 
     def __post_init__(self) -> None:
         check_seed(self.seed)
-        if not 1 <= self.videos_per_class <= 9999:
-            raise ParameterError(f"videos per class must be in 1..9999, got {self.videos_per_class}")
+        # (odd clips go to set 1, even ones to set 2: one clip a class leaves set 2 empty,
+        # a readme `build` refuses)
+        if not 2 <= self.videos_per_class <= 9999:
+            raise ParameterError(f"videos per class must be in 2..9999, got {self.videos_per_class}")
         if self.negatives < 0:
             raise ParameterError(f"negatives must be >= 0, got {self.negatives}")
         check_clip_shape(self.min_frames, self.max_frames, self.resolution)
