@@ -51,6 +51,14 @@ app.add_typer(synth_app, name="synth")
 INTERNAL_ERROR_EXIT = 3
 
 
+def path_value(text: str) -> Path:
+    """A path option or argument, given: `Path("")` is `Path(".")`, so an empty value (an
+    unset shell variable, `--source "$DATA"`) read the current folder, or wrote into it."""
+    if not text:
+        raise typer.BadParameter("an empty path (an unset shell variable?)")
+    return Path(text)
+
+
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: how every user error ends."""
     typer.echo("error: " + " ".join(line.strip() for line in str(message).splitlines()), err=True)
@@ -181,7 +189,7 @@ def build(
     dataset: str = DATASET_ARGUMENT,
     store: str = typer.Option(..., "--store",
                               help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset."),
+    source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset.", parser=path_value),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Generate a synthetic source (cached) and build from it."),
     size: Optional[int] = SIZE_OPTION,
@@ -311,7 +319,7 @@ def verify(
     ctx: typer.Context,
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
-    source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder."),
+    source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder.", parser=path_value),
     fsync: bool = typer.Option(False, "--fsync",
                                help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -374,7 +382,7 @@ def verify(
 def show(
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
     ids: Optional[list[str]] = typer.Argument(None, help="Sample ids [random, per class]."),
-    out: Path = typer.Option(..., "--out", help="Folder to write the pictures into."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the pictures into.", parser=path_value),
     per_class: int = typer.Option(2, "--per-class", help="Random samples per class (no ids)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random choice."),
     gif: bool = typer.Option(False, "--gif", help="Also an animation: frames beside their flow."),
@@ -397,7 +405,7 @@ def show(
 def estimate(
     ctx: typer.Context,
     dataset: str = DATASET_ARGUMENT,
-    source: Path = typer.Option(..., "--source", help="Folder of the raw dataset."),
+    source: Path = typer.Option(..., "--source", help="Folder of the raw dataset.", parser=path_value),
     size: Optional[int] = SIZE_OPTION,
     resize: Optional[str] = RESIZE_OPTION,
     steps: Optional[int] = STEPS_OPTION,
@@ -469,7 +477,7 @@ def list_datasets(
 
 @synth_app.command("tvhi")
 def synth_tvhi(
-    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent)."),
+    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent).", parser=path_value),
     videos_per_class: int = typer.Option(50, "--videos-per-class", help="Clips per class."),
     negatives: int = typer.Option(10, "--negatives", help="negative_NNNN.avi clips."),
     frames: str = typer.Option("22:120", "--frames", help="Frame-count range MIN:MAX."),
@@ -494,7 +502,7 @@ def synth_tvhi(
 
 @synth_app.command("stanford40")
 def synth_stanford40(
-    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent)."),
+    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent).", parser=path_value),
     classes: int = typer.Option(40, "--classes", help="Classes: the first N real action names."),
     train_per_class: int = typer.Option(10, "--train-per-class",
                                         help="Images per class in train.txt (real: 100)."),
@@ -521,7 +529,7 @@ def synth_stanford40(
 def _synth_command(name: str):
     def command(ctx: typer.Context,
                 folder: Path = typer.Argument(..., help="Folder to write (must be empty or "
-                                                        "absent).")) -> None:
+                                                        "absent).", parser=path_value)) -> None:
         from flowstore.datasets import dataset_type, parse_option_tokens
         from flowstore.synth import write_synthetic
 

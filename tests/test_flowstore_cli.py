@@ -161,6 +161,28 @@ def test_synth_refuses_one_tvhi_video_a_class_which_build_would_refuse(tmp_path)
     assert not (tmp_path / "source").exists()
 
 
+@pytest.mark.parametrize("command", [
+    ("flowstore", "build", "videofolder", "--source", "", "--store", "s.zarr"),
+    ("flowstore", "estimate", "videofolder", "--source", ""),
+    ("flowstore", "synth", "tvhi", ""),
+    ("flowstore", "show", "s.zarr", "--out", ""),
+    ("trainers", "run", "flow", "--store", "s.zarr", "--runs-dir", ""),
+    ("trainers", "report", "runs", "--out", ""),
+    ("trainers", "report", ""),
+    ("trainers", "predict", "", "--store", "s.zarr"),
+], ids=lambda command: "-".join(part or "EMPTY" for part in command[:2] + command[-2:]))
+def test_an_empty_path_is_refused_not_read_as_the_current_folder(command, tmp_path):
+    """`Path("")` is `Path(".")`: `--runs-dir ""` (an unset shell variable) trained and wrote a
+    run into the current folder, `--out ""` wrote figures there, `synth tvhi ""` filled it."""
+    program, *args = command
+    result = subprocess.run([sys.executable, "-m", program, *args], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    line = assert_one_line_error(result)
+    assert line.endswith("an empty path (an unset shell variable?)"), line
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_datasets_lists_the_registered_ones():
     assert "tvhi" in flowstore_cli("datasets").stdout.split()
 
