@@ -742,3 +742,45 @@ def test_a_prerequisite_of_other_splits_under_the_same_fingerprint_is_not_reused
     _invoke("run", "two_stream", "--store", str(stores["before"]), "--runs-dir", str(runs),
             "--epochs", "1")
     assert trained == ["frames", "two_stream"]
+
+
+def test_a_reusable_run_whose_model_file_is_damaged_stops_before_anything_trains(
+        tmp_path, monkeypatch):
+    """A prerequisite was picked by its `metrics.json` alone: with its `model.keras` cut short,
+    `two_stream` trained the missing flow run first and only then failed loading the frames
+    model, naming neither the run it had picked nor a way out. A transfer base the same."""
+    import trainers.fit
+
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=TINY_FLOW["size"])
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", **TINY_FLOW)
+    runs = tmp_path / "runs"
+    trained: list[str] = []
+
+    def train_model(model, samples, recipe, options, runs_dir, *, bases=None, echo=print):
+        trained.append(model)
+        return write_untrained_run(model, samples, recipe, options, runs_dir, bases=bases)
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    two_stream = ("run", "two_stream", "--store", str(tvhi), "--runs-dir", str(runs),
+                  "--epochs", "1")
+    _invoke("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    _invoke(*two_stream)
+    found = {r.model: r for r in list_runs(runs)}
+    shutil.rmtree(found["flow"].path)  # (to be trained again: it was, before the failure)
+    model_file = found["frames"].model_file
+    model_file.write_bytes(model_file.read_bytes()[:-30])  # (its zip directory cut)
+    trained.clear()
+    result = runner.invoke(app, list(two_stream))
+    assert result.exit_code == 2 and trained == [], (result.output, trained)
+    assert (f"frames run {found['frames'].path}, which this run would reuse (same store, same "
+            f"recipe), cannot be read: model file {str(model_file)!r} is damaged") \
+        in " ".join(result.output.split())
+    assert "or pass --retrain to train it anew" in " ".join(result.output.split())
+
+    image_file = found["image"].model_file
+    image_file.write_bytes(image_file.read_bytes()[:-30])
+    result = runner.invoke(app, [*two_stream, "--retrain"])
+    assert result.exit_code == 2 and trained == [], (result.output, trained)
+    assert f"image run {found['image'].path}, which this run would reuse (same input size" \
+        in " ".join(result.output.split())
+    assert "or name another run with --base" in " ".join(result.output.split())

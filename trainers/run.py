@@ -29,12 +29,13 @@ from typing import Any, Callable
 
 from flowstore.store import Store, enclosing_store
 from trainers.catalogue import get_model, model_names, recipe_of
-from trainers.errors import ModelConfigError, RunInterruptedError, require_training_extra
+from trainers.errors import (DamagedRunError, ModelConfigError, RunInterruptedError,
+                             RunNotFoundError, require_training_extra)
 from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, find_run, require_run,
-                          split_counts)
+from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, find_run,
+                          require_model_file, require_run, split_counts)
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -226,7 +227,8 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
     if config.reuse:
         started_from = _current_bases(session, model, samples.info.size)
         done = samples.done_samples()
-        found = _reusable(session, model, "same store", fingerprint=samples.info.fingerprint,
+        found = _reusable(session, model, "same store", "pass --retrain to train it anew",
+                          fingerprint=samples.info.fingerprint,
                           bases=started_from, samples=done)
         if found is not None:
             session.outcomes.append(Outcome(found, trained=False))
@@ -259,7 +261,8 @@ def _transfer_base(session: _Session, base: str, size: int | None, model: str, *
             session.echo(f"transferring from {base} run {named.path} (--base)")
         return named
     # (a pretrained model, like ImageNet weights: whichever seed and backend trained it)
-    return _reusable(session, base, "same input size", size=size,
+    return _reusable(session, base, "same input size", "name another run with --base",
+                     size=size,
                      ignore=("seed", "keras_backend"), quiet=quiet)
 
 
@@ -301,10 +304,12 @@ def _started(bases: dict[str, Any]) -> str:
                      for model, path in bases.items()) or "no base"
 
 
-def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ...] = (),
-              quiet: bool = False, **criteria: Any) -> RunRecord | None:
+def _reusable(session: _Session, model: str, same: str, remedy: str, *,
+              ignore: tuple[str, ...] = (), quiet: bool = False,
+              **criteria: Any) -> RunRecord | None:
     """The latest run of `model` meeting `criteria` and trained as this run would train it
-    (`ignore`: training fields not compared).
+    (`ignore`: training fields not compared). A run found whose model file is not whole is
+    refused (`remedy`: what else to do), before anything trains.
 
     Says which run is reused and why (`same` names what `criteria` ask for), or, when the
     latest run meeting `criteria` was trained otherwise, which one is not reused and what
@@ -315,6 +320,13 @@ def _reusable(session: _Session, model: str, same: str, *, ignore: tuple[str, ..
     training = {name: value for name, value in config.training_for(model).items()
                 if name not in ignore}
     found = find_run(config.runs_dir, model, training=training, **criteria)
+    if found is not None:  # (a damaged model found only when loaded, after other training)
+        try:
+            require_model_file(found.model_file)
+        except (DamagedRunError, RunNotFoundError) as exc:
+            raise type(exc)(f"{model} run {found.path}, which this run would reuse ({same}, "
+                            f"same recipe), cannot be read: {exc}; remove it, or {remedy}") \
+                from None
     if quiet:
         return found
     if found is not None:

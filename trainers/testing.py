@@ -146,17 +146,23 @@ def write_untrained_run(model_name: str, samples: Any, recipe: Any, options: Any
     """Stand in for `trainers.fit.train_model` (same arguments) where a test asks only which
     runs are trained, reused or passed over: a finished run directory whose `metrics.json`
     says what a trained one would of what it is (`trainers.fit.run_identity`), with no test
-    score and an empty `model.keras`, written in milliseconds, not a training's seconds."""
+    score and a `model.keras` of a Keras file's members, empty (whole to `require_model_file`,
+    which a reused run's model file must pass, but nothing to load), written in milliseconds,
+    not a training's seconds."""
+    import zipfile
     from datetime import datetime, timezone
 
     from trainers.fit import run_identity
-    from trainers.runs import METRICS_FILE, MODEL_FILE, RunWriter, read_run, write_json
+    from trainers.runs import (METRICS_FILE, MODEL_FILE, MODEL_MEMBERS, RunWriter, read_run,
+                               write_json)
 
     bases = bases or {}
     samples = samples.for_recipe(recipe)
     identity = run_identity(model_name, samples, recipe, options, bases, samples.done_samples())
     with RunWriter(runs_dir, model_name, samples.info.fingerprint) as writer:
-        (writer.work / MODEL_FILE).write_bytes(b"")
+        with zipfile.ZipFile(writer.work / MODEL_FILE, "w") as archive:
+            for names in MODEL_MEMBERS:
+                archive.writestr(names[0], b"")
         write_json(writer.work / METRICS_FILE, {
             **identity, "test": None,
             "created": datetime.now(timezone.utc).isoformat(timespec="microseconds")})
