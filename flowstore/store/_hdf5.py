@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 import os
 import re
@@ -51,7 +52,7 @@ from typing import Any, Iterator, Mapping, Sequence
 import h5py
 import numpy as np
 
-from flowstore.errors import FlowstoreError, StoreError
+from flowstore.errors import DamagedStoreError, FlowstoreError, StoreError
 from flowstore.files import file_size_limit
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, check_columns, column_chunks, fsync_path, read_exactly,
@@ -62,6 +63,10 @@ from flowstore.store.lock import release_reader_lock
 _STR = h5py.string_dtype("utf-8")
 #: Where `put_column` writes a replacement column before it takes the column's place.
 _UPGRADE_PREFIX = "_upgrade_"
+#: Where `rewrite_column` keeps a column it replaced whose chunk index cannot be read: HDF5
+#: deletes a dataset by walking that index to free its chunks, which fails ("Couldn't delete
+#: link"), or, with a handle of it still open, crashes the process when the handle closes.
+_DAMAGED_PREFIX = _UPGRADE_PREFIX + "damaged_"
 #: How HDF5 names the system's error in a failed write ("..., errno = 28, error message = ...").
 _ERRNO = re.compile(r"errno = (\d+)")
 #: The root attribute a writer sets to 1 at its first write and back to 0 when it closes the
@@ -320,19 +325,21 @@ class HDF5Store(Store):
         not give back, so only the changed span of a column is ever rewritten,
         `Store.write_changed`.)"""
         self.check_writable()
-        with self._writing():
+        with self._writing(name):
             dataset = self._written.get(name)
             if dataset is None:
                 dataset = self._written[name] = self._dataset(name)
             dataset[index] = _as_stored(name, dataset.dtype, np.asarray(value))
 
     @contextlib.contextmanager
-    def _writing(self) -> Iterator[None]:
+    def _writing(self, name: str | None = None) -> Iterator[None]:
         """Any write to the file. Once the disk has refused one (no space, a file-size limit, a
         quota), HDF5 holds metadata of chunks it could not write and every later flush would
         write it: the first refusal is raised as an OSError with the system's errno (a data
         error: the sample fails with that reason, never marked done), and every write after it
-        is refused the same way without touching the file."""
+        is refused the same way without touching the file. Any other refusal is HDF5's of a
+        damaged file (a chunk index that cannot be read: "bad coordinate offset"), raised as
+        one line naming the store and the array `name` written, not HDF5's words alone."""
         if self._refused is not None:
             raise self._refusal(*self._refused)
         try:
@@ -344,8 +351,14 @@ class HDF5Store(Store):
             yield
         except (RuntimeError, OSError) as exc:
             match = _ERRNO.search(str(exc))
-            if match is None or isinstance(exc, FlowstoreError):
+            if isinstance(exc, FlowstoreError):
                 raise
+            if match is None:
+                what = f"array {name!r}" if name is not None else "it"
+                raise DamagedStoreError(
+                    f"store {str(self.path)!r} is damaged: {what} cannot be written "
+                    f"({type(exc).__name__}: {exc}); `flowstore verify` tells what is lost, "
+                    f"a rebuild (flowstore build ... --overwrite) mends it") from None
             code = int(match.group(1))
             self._refused = (code, os.strerror(code))
             raise self._refusal(*self._refused) from None
@@ -357,15 +370,24 @@ class HDF5Store(Store):
 
     def put_column(self, name: str, values: np.ndarray) -> None:
         self._written.clear()  # (columns are replaced: no handle of an old one kept)
-        with self._writing():
+        with self._writing(name):
             self._put_column(name, values)
 
-    def _put_column(self, name: str, values: np.ndarray) -> None:
+    def rewrite_column(self, name: str, values: np.ndarray) -> None:
+        """A new dataset replaces the column (`_put_column`, never in place: a write through
+        a chunk index that cannot be read fails, "bad coordinate offset"); the old one is kept
+        aside, hidden (`_DAMAGED_PREFIX`), not deleted."""
+        self._written.clear()
+        with self._writing(name):
+            self._put_column(name, values, damaged=True)
+
+    def _put_column(self, name: str, values: np.ndarray, *, damaged: bool = False) -> None:
         """A column of the same chunking and dtype is overwritten in place; any other (a
-        format-1 column, or one of ledger text stored variable-length) is written beside the
-        old column under a temporary name and flushed; then the old
+        format-1 column, or one of ledger text stored variable-length), or a `damaged` one, is
+        written beside the old column under a temporary name and flushed; then the old
         column is renamed aside, the new one renamed into its place (two link changes in the
-        root group, put back if the second fails) and the old one deleted, and the file flushed
+        root group, put back if the second fails) and the old one deleted (a `damaged` one
+        kept under a `_DAMAGED_PREFIX` name), and the file flushed
         again. HDF5 writes its metadata at a flush, so a process killed before the second
         flush leaves the old column."""
         self.check_writable()
@@ -375,13 +397,17 @@ class HDF5Store(Store):
         for leftover in (temporary, retired):
             if leftover in self._file:
                 del self._file[leftover]
-        if name in self._file and self._file[name].chunks == column_chunks(len(values)) \
+        if not damaged and name in self._file \
+                and self._file[name].chunks == column_chunks(len(values)) \
                 and self._file[name].dtype == _column_dtype(name):  # (not vlen where fixed)
             self._file[name][:] = _as_stored(name, self._file[name].dtype, np.asarray(values))
             self.flush()
             return
         _create_column(self._file, temporary, np.asarray(values))
         self.flush()
+        if damaged:
+            retired = next(f"{_DAMAGED_PREFIX}{name}_{n}" for n in itertools.count()
+                           if f"{_DAMAGED_PREFIX}{name}_{n}" not in self._file)
         if name in self._file:
             self._file.move(name, retired)
         try:
@@ -390,7 +416,7 @@ class HDF5Store(Store):
             if retired in self._file and name not in self._file:
                 self._file.move(retired, name)
             raise
-        if retired in self._file:
+        if retired in self._file and not damaged:
             del self._file[retired]
         self.flush()
 
@@ -508,6 +534,8 @@ def _salvaged(path: Path) -> tuple[str, ...]:
                     if key != WRITER_ATTR:
                         new.attrs[key] = value
                 for name, item in list(old.items()):
+                    if name.startswith(_DAMAGED_PREFIX):  # (`rewrite_column`: left behind)
+                        continue
                     if _per_sample(item):
                         _copy_chunks(item, new, name, unreadable)
                     else:

@@ -294,6 +294,13 @@ class Store(abc.ABC):
         for lo, hi in changed_spans(changed, self.info(name).chunks[0]):
             self.write(name, slice(lo, hi), column[lo:hi])
 
+    def rewrite_column(self, name: str, values: np.ndarray) -> None:
+        """Write the whole column `name` as `values` (of its length), where what stores its
+        chunks may not take a write in place: a ledger column `Ledger.load` could not read
+        (`Ledger.mend`). Here every chunk is written whole (Zarr: a new chunk file replaces
+        a damaged one)."""
+        self.write_changed(name, values, range(len(values)))
+
     @abc.abstractmethod
     def put_column(self, name: str, values: np.ndarray) -> None:
         """Make `name` a column of `values` chunked as format 2 chunks columns, creating it or
