@@ -332,6 +332,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
     store = open_planned(config, planned, opencv)
     try:
         ledger = Ledger.load(store)
+        if ledger.unreadable:
+            ledger.mend(store, durable=config.fsync)
         _check_sources(ledger, dataset, manifest, source_files, config.store,
                        config.refusal_hint, redo=set(config.redo))
         if config.check_source:
@@ -420,7 +422,7 @@ class Ledger:
 
     A ledger chunk that cannot be read (a power cut can leave one an empty file) costs its
     samples, not the store: they are loaded as never extracted, every ledger column of theirs
-    is written again at the next `write`, and the build extracts them again.
+    is written again (`mend`, before any task runs), and the build extracts them again.
     """
 
     columns: dict[str, np.ndarray]
@@ -507,15 +509,32 @@ class Ledger:
         task read."""
         return np.flatnonzero(self.done & (self.columns["source_size"] != current.sizes))
 
-    def write(self, store: Store, *, durable: bool = False) -> None:
+    def mend(self, store: Store, *, durable: bool = False) -> None:
+        """Write the ledger as `load` left it, each column with a chunk `load` could not read
+        written whole through `Store.rewrite_column`: what stores that chunk cannot be trusted
+        to take a write (an HDF5 chunk index that does not read refuses every write through
+        it, and every build failed on it at its first ledger write). Called right after `load`,
+        before any task: `done` then only unmarks samples, so a whole `done` rewritten at
+        `write`'s first step marks none done without its checksum."""
+        self.write(store, durable=durable, rewrite=[chunk.name for chunk in self.unreadable])
+
+    def write(self, store: Store, *, durable: bool = False, rewrite: Sequence[str] = ()) -> None:
+        """(`rewrite`: columns written whole, `mend`'s.)"""
+        rewrite = set(rewrite)
+
         def put(names: tuple[str, ...], only: set[int] | None = None) -> None:
-            """Write the changed entries of `names` (of them, those in `only`)."""
+            """Write the changed entries of `names` (of them, those in `only`); a column of
+            `rewrite` whole."""
             for name in names:
                 indices = set(self.changed[name]) if only is None else self.changed[name] & only
-                if indices:
-                    column = self.columns[name]
-                    store.write_changed(name, _Unpacked(column) if name in PACKED_TEXT else column,
-                                        sorted(indices))
+                column = self.columns[name]
+                stored = _Unpacked(column) if name in PACKED_TEXT else column
+                if name in rewrite:
+                    store.rewrite_column(name, stored[:])
+                    rewrite.discard(name)
+                    self.changed[name].clear()
+                elif indices:
+                    store.write_changed(name, stored, sorted(indices))
                     self.changed[name].difference_update(indices)
 
         # A sample to extract again (`reset`) is unmarked first: clearing its checksum while
