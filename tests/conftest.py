@@ -130,6 +130,30 @@ def chunk_file(store: str | Path, name: str, index: int) -> Path:
         return opened.chunk_path(name, index)
 
 
+def break_chunk_index(path: str | Path, name: str, *, signature: bool = False) -> None:
+    """Damage the chunk index (v1 B-tree) node of array `name` of the HDF5 store `path` (the
+    node whose first child is the array's first chunk), so that the array can be neither read
+    nor written: its first key's offset along the sample axis made 1, where no chunk starts
+    ("bad coordinate offset": a column, of chunks of more than one sample), or with
+    `signature` the node's signature overwritten ("wrong B-tree signature": any array)."""
+    import re
+    import struct
+
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        chunk, rank = file[name].id.get_chunk_info(0).byte_offset, file[name].ndim
+    data = bytearray(Path(path).read_bytes())
+    key = 8 + 8 * (rank + 1)  # (chunk size, filter mask, an offset per axis and one more)
+    node, = [found.start() for found in re.finditer(b"TREE\x01\x00", data)
+             if struct.unpack_from("<Q", data, found.start() + 24 + key)[0] == chunk]
+    if signature:
+        data[node:node + 4] = b"XXXX"
+    else:  # (the key follows the node's 24-byte header)
+        struct.pack_into("<Q", data, node + 24 + 8, 1)
+    Path(path).write_bytes(bytes(data))
+
+
 def chunk_and_folders(store: str | Path, name: str, index: int) -> set[str]:
     """That chunk file and every folder from its own up to the array's: what making the
     chunk durable fsyncs (flat keys: the file and the array's folder)."""

@@ -94,6 +94,27 @@ class StoreContract:
             assert store.read("checksum").tolist() == ["", "x1", "", "", "", "", "", "", "", "x9"]
             assert store.read("source_size").tolist() == [-1] * 5 + [5] + [-1] * 4
 
+    def test_rewrite_column_writes_every_value(self, location, monkeypatch):
+        """What a build writes of a ledger column a chunk of which could not be read
+        (`Ledger.mend`): the whole column, the store's arrays as they were."""
+        monkeypatch.setattr(layout, "COLUMN_CHUNK", 4)  # 10 samples: chunks of 4, 4 and 2
+        ids = np.array([f"s{i}" for i in range(10)])
+        create_store(location, attrs=ATTRS, specs=SPECS, num_samples=10,
+                     columns={"id": ids, "label": np.zeros(10, np.int32),
+                              "split": np.full(10, "train")}).close()
+        sizes = np.arange(10, dtype=np.int64)
+        checksums = np.array([f"x{i}" for i in range(10)], dtype=object)
+        with open_store(location, "r+") as store:
+            store.rewrite_column("source_size", sizes)
+            store.rewrite_column("checksum", checksums)
+            store.rewrite_column("checksum", checksums[::-1])  # (twice: as a second build's)
+            store.flush()
+        with open_store(location) as store:
+            assert store.read("source_size").tolist() == list(range(10))
+            assert store.read("checksum").tolist() == [f"x{i}" for i in range(9, -1, -1)]
+            assert store.info("checksum").chunks == (4,)
+            assert set(store.array_names()) == {*layout.COLUMN_NAMES, "pixels", "flow"}
+
     def test_put_column_replaces_a_column_of_another_chunking(self, location, monkeypatch):
         """What upgrading a format-1 store does: the column keeps its name and gets the values
         and the chunking of format 2, and nothing else changes."""

@@ -292,6 +292,42 @@ def test_hdf5_ledger_text_is_fixed_width_and_rewritten_in_place(tmp_path, monkey
         assert store.read("failure").dtype.kind == "U"
 
 
+def test_hdf5_a_column_whose_chunk_index_is_damaged_is_replaced_not_written(tmp_path):
+    """A ledger column whose chunk index (B-tree) no longer reads cannot be written in place
+    either: HDF5 said only "Can't synchronously write data (bad coordinate offset)", and every
+    build stopped on it. The write is now one line naming the store and the column, and
+    `rewrite_column` puts a new dataset in its place (the damaged one kept aside, hidden: HDF5
+    cannot delete it), which reads back, and a writer's later salvage copy skips."""
+    from flowstore.errors import DamagedStoreError
+    from flowstore.store._hdf5 import WRITER_ATTR
+    from tests.conftest import break_chunk_index
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    break_chunk_index(path, "source_size")
+    sizes = np.array([7, 8, 9], np.int64)
+    with open_store(path, "r+") as store:
+        with pytest.raises(DamagedStoreError) as refused:
+            store.write_changed("source_size", sizes, [1])
+        assert str(refused.value).startswith(f"store {str(path)!r} is damaged: array "
+                                             f"'source_size' cannot be written (")
+        assert "\n" not in str(refused.value)
+    with open_store(path, "r+") as store:
+        store.rewrite_column("source_size", sizes)
+        names = store.array_names()
+    with open_store(path) as store:
+        assert store.read("source_size").tolist() == [7, 8, 9]
+        assert store.read("id").tolist() == COLUMNS["id"].tolist()
+        assert names == store.array_names() and "source_size" in names
+    with h5py.File(path, "r+") as file:  # a writer that died with the file open: salvaged
+        file.attrs[WRITER_ATTR] = "1"
+        file["pixels"][0] = 1  # (a chunk written, then its index broken)
+    break_chunk_index(path, "pixels", signature=True)
+    with open_store(path, "r+") as store:
+        assert store.read("source_size").tolist() == [7, 8, 9]
+        assert store.mended
+
+
 def test_hdf5_failure_reason_longer_than_its_width_is_cut_at_a_character(tmp_path):
     """A failure reason longer than `FAILURE_WIDTH` bytes of UTF-8 keeps its start and ends
     in `CUT_MARK` (never half a character); shorter ones, accents included, read back exactly,

@@ -534,6 +534,40 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
                          "again and writes the chunk anew")
 
 
+def test_an_hdf5_ledger_column_whose_chunk_index_is_damaged_is_written_anew(
+        tiny_tvhi_source, tmp_path):
+    """An HDF5 ledger column whose chunk index (B-tree) no longer reads can be neither read nor
+    written in place: a build took its samples as not extracted, as meant, then stopped at its
+    first ledger write with HDF5's "Can't synchronously write data (bad coordinate offset)",
+    exit 2, having unmarked them, and so did every later build and `verify --repair`. Now the
+    column is written anew (a new dataset) before any task runs: the build extracts the lost
+    samples again and the store verifies."""
+    from tests.conftest import break_chunk_index
+
+    store = _built(tiny_tvhi_source, tmp_path, ".h5")
+    damaged = tmp_path / "damaged.h5"
+    shutil.copy(store, damaged)
+    break_chunk_index(store, "source_size")  # (a column verify does not read: a build mends it)
+    rebuilt = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                            *TINY_BUILD, "-q")
+    assert rebuilt.returncode == 0 and "16 computed" in rebuilt.stdout, rebuilt.stderr
+    assert "array 'source_size' could not be read" in rebuilt.stderr
+    resumed = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                            *TINY_BUILD, "-q")
+    assert resumed.returncode == 0 and "16 already done" in resumed.stdout, resumed.stderr
+    assert "warning" not in resumed.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+    with open_store(store) as mended:
+        assert (mended.read("source_size") > 0).all()
+
+    break_chunk_index(damaged, "done")  # (every sample unreadable to verify: repaired)
+    verified = flowstore_cli("verify", damaged, "-q")
+    assert verified.returncode == 1 and "its chunk of 'done' cannot be read" in verified.stderr
+    repaired = flowstore_cli("verify", damaged, "--repair", "--source", tiny_tvhi_source, "-q")
+    assert repaired.returncode == 0 and "repaired 16 of 16" in repaired.stdout, repaired.stderr
+    assert flowstore_cli("verify", damaged, "-q").returncode == 0
+
+
 @pytest.mark.parametrize("edit", ["done", "label", "failure", "flow", "params.steps"])
 def test_an_array_declaring_another_shape_is_damage_every_command_names(tiny_tvhi_source,
                                                                          tmp_path, edit):
