@@ -27,10 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
-import os
-import platform
 import re
-import resource
 import shlex
 import shutil
 import subprocess

@@ -24,7 +24,7 @@ from flowstore.datasets import dataset_names, get_dataset
 from flowstore.datasets.base import Dataset, VideoDataset
 from flowstore.errors import ParameterError, SourceLayoutError
 from flowstore.params import ImageParams, VideoParams
-from flowstore.store import failures, open_store
+from flowstore.store import open_store
 from flowstore.synth.clips import SynthClipsConfig
 from tests.conftest import SHARED, assert_one_line_error, flowstore_cli, require_real_data
 from tests.reference import reference_image, reference_tvhi

@@ -6,7 +6,6 @@ from __future__ import annotations
 import codecs
 import re
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

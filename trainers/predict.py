@@ -26,7 +26,7 @@ from flowstore.manifest import NO_CLASS
 from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
 from flowstore.reader import ALL
 from trainers.catalogue import FLOW, FRAMES, recipe_of
-from trainers.errors import ModelConfigError, ReportOutputError
+from trainers.errors import ModelConfigError
 from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
 from trainers.recipes import Recipe
 from trainers.runs import RunRecord, require_run
