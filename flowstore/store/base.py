@@ -15,7 +15,9 @@ A backend is one module that defines a `Store` subclass and is named in the regi
 from __future__ import annotations
 
 import abc
+import lzma
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -34,10 +36,12 @@ CODECS = ("shuffled-lz4", "zstd")
 
 
 #: What a backend's read raises on damaged bytes: a codec refusing them (numcodecs:
-#: RuntimeError, ValueError), unparsable metadata (json: ValueError), or an OSError without an
-#: errno (h5py's "can't read data", flowstore's own short reads). An OSError with an errno is
-#: the system's condition (a permission, an expired credential, an I/O error), not damage.
-DAMAGE_ERRORS = (OSError, RuntimeError, ValueError)
+#: RuntimeError, ValueError; its gzip and zlib codecs, of a store rewritten with them:
+#: EOFError for a chunk cut short, zlib.error for bytes changed; LZMA: LZMAError), unparsable
+#: metadata (json: ValueError), or an OSError without an errno (h5py's "can't read data",
+#: flowstore's own short reads). An OSError with an errno is the system's condition (a
+#: permission, an expired credential, an I/O error), not damage.
+DAMAGE_ERRORS = (OSError, RuntimeError, ValueError, EOFError, zlib.error, lzma.LZMAError)
 
 
 def ledger_remedy(name: str) -> str | None:
