@@ -365,6 +365,24 @@ def test_a_zarr_store_moved_while_open_is_said_gone_not_damaged(tmp_path):
             split[1]
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_store_opened_by_a_relative_path_reads_on_after_a_change_of_folder(tmp_path,
+                                                                             monkeypatch,
+                                                                             suffix):
+    """A Zarr store kept its relative path: after `os.chdir` (Hydra changes the working folder
+    of every run) a split said the store was "rebuilt, replaced or deleted", and zarr would
+    have read another folder's files."""
+    path = make_tiny_store(tmp_path / f"t{suffix}", per_class=(2, 1, 1))
+    expected = plain_read(path, "train")
+    monkeypatch.chdir(tmp_path)
+    with flowstore.open(path.name) as ds:
+        split = ds.split("train")
+        split[0]
+        (tmp_path / "elsewhere").mkdir()
+        monkeypatch.chdir(tmp_path / "elsewhere")
+        assert_same_batch(split[[1, 0]], [expected[1], expected[0]])
+
+
 # -- decoding follows the store's declared encoding, not the array's name ---------------------------
 
 

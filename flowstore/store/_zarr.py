@@ -61,6 +61,11 @@ CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
 EVERY_CHUNK_WRITTEN = "every_chunk_written"
 
 
+def _absolute(path: Path | str) -> str:
+    """A local store's path made absolute (a URL as it is)."""
+    return str(path) if is_url(path) else os.path.abspath(path)
+
+
 class ZarrStore(Store):
     name = "zarr"
 
@@ -72,7 +77,10 @@ class ZarrStore(Store):
         #: Chunk keys of columns written since `sync_columns` (None: every chunk of it).
         self._unsynced: dict[str, set[str] | None] = {}
         self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
-        self.path = path
+        self.path = path  # (as given: what messages name)
+        #: Where its files are: a local path made absolute, so that a process changing its
+        #: working folder (Hydra does) reads on (`store_id_now` took it for another store).
+        self._root = _absolute(path)
         self.mode = mode
         self._root_stamp: tuple[int, int, int] | None = None  # (`store_id_now`)
         self._root_store_id = ""
@@ -133,7 +141,7 @@ class ZarrStore(Store):
                columns: Mapping[str, Any], num_samples: int) -> "ZarrStore":
         check_columns(num_samples, columns)
         try:
-            group = zarr.open_group(str(path), mode="w-", zarr_format=3,
+            group = zarr.open_group(_absolute(path), mode="w-", zarr_format=3,
                                     attributes={CREATING_ATTR: True})
             for name, values in columns.items():
                 arr = _create_column(group, name, num_samples)
@@ -158,7 +166,8 @@ class ZarrStore(Store):
 
     @classmethod
     def open(cls, path: Path | str, mode: str) -> "ZarrStore":
-        group = zarr.open_group(str(path), mode=mode, zarr_format=3, use_consolidated=False)
+        group = zarr.open_group(_absolute(path), mode=mode, zarr_format=3,
+                                use_consolidated=False)
         return cls(group, path, mode)
 
     @property
@@ -226,7 +235,7 @@ class ZarrStore(Store):
         (a done one) without its chunk is a damaged store, not zeros to train on; unless the
         whole store is gone from where it was opened (moved or deleted while open), which is
         said as such rather than sending the user to repair a store that is fine elsewhere."""
-        if not is_url(self.path) and not os.path.isdir(self.path):
+        if not is_url(self.path) and not os.path.isdir(self._root):
             return MissingChunkError(f"store {str(self.path)!r} is gone (moved or deleted "
                                      f"while open): open it where it is now")
         return missing_chunk(str(self.path), name, index)
@@ -246,7 +255,7 @@ class ZarrStore(Store):
 
     def _chunk_file(self, name: str, index: int) -> str:
         """`chunk_path` as a string."""
-        return os.path.join(self.path, name, self.chunk_key(name, index))
+        return os.path.join(self._root, name, self.chunk_key(name, index))
 
     def _verify_fast_read(self, name: str, index: int, out: np.ndarray) -> None:
         """Compare one fast read with zarr's own; on a difference, fall back for good (and
@@ -288,10 +297,10 @@ class ZarrStore(Store):
         if key.count(marker) != 1:
             return None
         before, after = key.split(marker)
-        prefix = os.path.join(self.path, name, before)
+        prefix = os.path.join(self._root, name, before)
         for index in {0, arr.shape[0] - 1}:
             if (f"{prefix}{index // per_chunk}{after}" != os.path.join(
-                    self.path, name, arr.metadata.encode_chunk_key((index // per_chunk,) + rest))):
+                    self._root, name, arr.metadata.encode_chunk_key((index // per_chunk,) + rest))):
                 return None
         return _FastPlan(decode, np.dtype(arr.dtype), prefix, per_chunk, after)
 
@@ -328,7 +337,7 @@ class ZarrStore(Store):
         `stat` a call while it has not, as on every batch a split reads.)"""
         if is_url(self.path):
             return None
-        root = Path(self.path) / "zarr.json"
+        root = Path(self._root) / "zarr.json"
         try:
             stat = root.stat()
             stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -432,7 +441,7 @@ class ZarrStore(Store):
         for key in sorted(keys, key=lambda key: not key.endswith("zarr.json")):
             sync(self._group.store.delete(self._key(key)))
         if keys and not is_url(self.path):
-            shutil.rmtree(Path(self.path, name), ignore_errors=True)  # its empty folders
+            shutil.rmtree(Path(self._root, name), ignore_errors=True)  # its empty folders
 
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
                      durable: bool = False) -> None:
@@ -468,7 +477,7 @@ class ZarrStore(Store):
         if is_url(self.path):
             return
         for name in names:
-            _fsync_up_to(self.chunk_path(name, index), Path(self.path, name))
+            _fsync_up_to(self.chunk_path(name, index), Path(self._root, name))
 
     def sync_columns(self) -> None:
         """fsync the chunk files of the columns written since the last call (`done`,
@@ -477,7 +486,7 @@ class ZarrStore(Store):
         into place). Only what changed: the coordinator calls this twice a ledger write."""
         if is_url(self.path):
             return
-        root = Path(self.path)
+        root = Path(self._root)
         unsynced = ({name: None for name in self.array_names()} if not self._layout_synced
                     else self._unsynced)
         for name, keys in sorted(unsynced.items()):
