@@ -243,15 +243,21 @@ def bootstrap_mean(values: list[float], rng: np.random.Generator, confidence: fl
 
 def _predict(result: Estimate, rng: np.random.Generator) -> None:
     """Scale the sample's means up to the build's items. Failed items are counted as failing
-    in the build too: they cost little and store nothing."""
-    share = len(result.sampled) / (len(result.sampled) + len(result.failed))
-    items = result.items * share
+    in the build too: they cost little and store nothing, so each is a 0 among the sample's
+    values, and the interval, resampling them with the rest, holds how unsure the sample is
+    of how many fail (the share of failures taken as exact gave 133 KiB [132, 135] for a
+    190 KiB build, 4 of 6 sampled items failing)."""
+    failed = [0.0] * len(result.failed)
 
     def mean(values: list[float]) -> Interval:
+        every = values + failed
         if result.every_item:  # the build's own items: the mean is the build's, exactly
-            return Interval(*[float(np.mean(values))] * 3)
-        return bootstrap_mean(values, rng, result.confidence)
+            return Interval(*[float(np.mean(every))] * 3)
+        if len(values) < 2:  # (one item measured: no spread to resample)
+            return Interval(float(np.mean(every)), float("nan"), float("nan"))
+        return bootstrap_mean(every, rng, result.confidence)
 
+    items = result.items
     for encoding, sizes in result.item_bytes.items():
         result.store_bytes[encoding] = mean(sizes).scaled(items, result.fixed_bytes[encoding])
     cpu = mean(result.cpu_seconds).scaled(items)

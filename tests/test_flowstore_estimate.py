@@ -83,6 +83,22 @@ def test_one_measured_item_has_no_interval_rather_than_a_zero_width_one():
     assert "nan" not in text, text
 
 
+def test_the_interval_holds_how_unsure_the_sample_is_of_how_many_items_fail():
+    """The share of failures in the sample was taken as exact and only the sizes of the items
+    that built were resampled: 2 of 6 built (about a third) printed [132, 135] KiB for a build
+    where half the items built, 190 KiB. The failures are resampled with the rest now."""
+    result = Estimate(dataset="clips", items=18, workers=1, cores=1, confidence=0.95,
+                      sampled=["a", "b"], failed={name: "unreadable" for name in "cdef"},
+                      cpu_seconds=[2.0, 2.2], item_bytes={"-": [20_000, 21_000]},
+                      fixed_bytes={"-": 7_000})
+    _predict(result, np.random.default_rng(1))
+    size = result.store_bytes["-"]
+    assert size.value == pytest.approx(18 * 2 / 6 * 20_500 + 7_000)
+    half_built = 9 * 20_500 + 7_000  # (as likely as not, from 2 built of 6 sampled)
+    assert size.low < half_built / 2 and half_built < size.high, size
+    assert result.cpu_hours.low < result.cpu_hours.value / 2
+
+
 def test_bad_input_is_one_line(tiny_tvhi_source, tmp_path):
     assert "does not exist" in assert_one_line_error(
         flowstore_cli("estimate", "tvhi", "--source", tmp_path / "none"))
