@@ -46,7 +46,10 @@ def write_whole(path: Path, content: str | bytes, what: str | None = None, *,
         raise refused(os.strerror(errno.EACCES))
     mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
     try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+        # (the name cut: a file name of up to 255 bytes is legal, and its temporary one, 18
+        # bytes longer, was refused as "File name too long")
+        stem = path.name.encode()[:200].decode(errors="ignore")
+        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.",
                                              suffix=".partial")
     except OSError as exc:
         raise refused(exc.strerror or str(exc)) from None

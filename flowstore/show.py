@@ -41,7 +41,7 @@ from flowstore.files import write_whole
 from flowstore.flow_image import flow_to_rgb, wheel_legend
 from flowstore.manifest import class_label
 from flowstore.params import check_seed
-from flowstore.store import enclosing_store
+from flowstore.store import enclosing_store, failures
 
 #: Steps per row of a video picture.
 COLUMNS = 8
@@ -189,6 +189,19 @@ def _make_folder(folder: Path) -> None:
                              f"{exc.strerror or exc}") from None
 
 
+def _not_done(dataset, store: str, sample: str) -> str:
+    """Why `sample` has nothing to show: its build's recorded failure (a build again retries
+    it, and fails it again), or that no build has reached it yet."""
+    try:
+        reason = failures(dataset.store).get(sample)
+    except FlowstoreError:  # (a damaged `failure` column: the reason unknown)
+        reason = None
+    if reason:
+        return (f"sample {sample!r} of store {store!r} failed to build ({reason}); `flowstore "
+                f"inspect` lists the failures")
+    return f"sample {sample!r} is not built yet in store {store!r} (run its build again)"
+
+
 def _select(dataset, store: str, ids: Sequence[str], per_class: int, seed: int) -> list[int]:
     """Store indices of the samples to show: `ids` in the order given (each once), or a seeded
     random `per_class` of each class's done samples in store order. `store` names the store
@@ -200,8 +213,7 @@ def _select(dataset, store: str, ids: Sequence[str], per_class: int, seed: int) 
             if sample not in position:
                 raise FlowstoreError(f"no sample {sample!r} in store {store!r}")
             if not dataset.done[position[sample]]:
-                raise FlowstoreError(f"sample {sample!r} is not built yet in store {store!r} "
-                                     f"(run its build again)")
+                raise FlowstoreError(_not_done(dataset, store, sample))
             indices.append(position[sample])
         return indices
     rng = np.random.default_rng(seed)

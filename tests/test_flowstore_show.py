@@ -340,3 +340,26 @@ def test_a_picture_whose_write_fails_is_not_left_cut_short(stores, tmp_path):
     with pytest.raises(FlowstoreError, match="cannot write .*a.gif'"):
         _under_a_file_size_limit(1000, lambda: write_gif(out / "a.gif", sample))
     assert [p.name for p in out.iterdir()] == ["kiss_0001.png"]
+
+
+def test_a_failed_sample_is_said_failed_with_its_reason_and_long_names_are_drawn(
+        tiny_tvhi_source, tmp_path):
+    """`show` called a sample whose build failed "not built yet (run its build again)", which
+    only failed it again; and a picture whose name is legal but within 18 bytes of the 255-byte
+    limit was refused ("File name too long": its temporary name was 18 bytes longer)."""
+    import shutil
+
+    source = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "source"))
+    (source / "hug_0001.avi").write_bytes(b"not a video" * 100)
+    store = tmp_path / "t.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", source, "--store", store, *TINY_BUILD, "-q")
+    assert out.returncode == 1, out.stderr
+    line = assert_one_line_error(flowstore_cli("show", store, "hug_0001", "--out",
+                                               tmp_path / "x"))
+    assert line.startswith(f"error: sample 'hug_0001' of store {str(store)!r} failed to build "
+                           f"(cannot open video"), line
+    from flowstore.files import write_whole
+
+    long = tmp_path / ("x" * 251 + ".png")
+    write_whole(long, b"picture")
+    assert long.read_bytes() == b"picture" and [p.name for p in tmp_path.glob(".x*")] == []
