@@ -51,12 +51,18 @@ app.add_typer(synth_app, name="synth")
 INTERNAL_ERROR_EXIT = 3
 
 
-def path_value(text: str) -> Path:
-    """A path option or argument, given: `Path("")` is `Path(".")`, so an empty value (an
-    unset shell variable, `--source "$DATA"`) read the current folder, or wrote into it."""
+def given_path(text: str) -> str:
+    """A path or store URL option or argument, refused when empty: `Path("")` is `Path(".")`,
+    so an empty value (an unset shell variable, `--source "$DATA"`) read the current folder,
+    or wrote into it."""
     if not text:
         raise typer.BadParameter("an empty path (an unset shell variable?)")
-    return Path(text)
+    return text
+
+
+def path_value(text: str) -> Path:
+    """A path option or argument (`given_path`)."""
+    return Path(given_path(text))
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -188,8 +194,10 @@ def build(
     ctx: typer.Context,
     dataset: str = DATASET_ARGUMENT,
     store: str = typer.Option(..., "--store",
-                              help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
-    source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset.", parser=path_value),
+                              help="Store to build: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
+                              parser=given_path),
+    source: Optional[Path] = typer.Option(None, "--source", help="Folder of the raw dataset.",
+                                          parser=path_value),
     synthetic: bool = typer.Option(False, "--synthetic",
                                    help="Generate a synthetic source (cached) and build from it."),
     size: Optional[int] = SIZE_OPTION,
@@ -217,7 +225,8 @@ def build(
                                            "changed one (not only a resized one)."),
     reuse_from: Optional[str] = typer.Option(
         None, "--reuse-from", help="Another store built with the same parameters: copy its "
-                                   "samples of the same id and source bytes, not compute them."),
+                                   "samples of the same id and source bytes, not compute them.",
+                                   parser=given_path),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Build (or resume) a store from a dataset's source folder.
@@ -293,7 +302,8 @@ def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None
 
 @app.command()
 def inspect(
-    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
+    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
+                                parser=given_path),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     count_bytes: bool = typer.Option(
         False, "--bytes", help="Also count each array's bytes on disk. This lists every chunk "
@@ -317,9 +327,11 @@ def inspect(
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def verify(
     ctx: typer.Context,
-    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
+    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
+                                parser=given_path),
     repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
-    source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder.", parser=path_value),
+    source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder.",
+                                          parser=path_value),
     fsync: bool = typer.Option(False, "--fsync",
                                help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -380,9 +392,11 @@ def verify(
 
 @app.command()
 def show(
-    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
+    store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
+                                parser=given_path),
     ids: Optional[list[str]] = typer.Argument(None, help="Sample ids [random, per class]."),
-    out: Path = typer.Option(..., "--out", help="Folder to write the pictures into.", parser=path_value),
+    out: Path = typer.Option(..., "--out", help="Folder to write the pictures into.",
+                             parser=path_value),
     per_class: int = typer.Option(2, "--per-class", help="Random samples per class (no ids)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random choice."),
     gif: bool = typer.Option(False, "--gif", help="Also an animation: frames beside their flow."),
@@ -405,7 +419,8 @@ def show(
 def estimate(
     ctx: typer.Context,
     dataset: str = DATASET_ARGUMENT,
-    source: Path = typer.Option(..., "--source", help="Folder of the raw dataset.", parser=path_value),
+    source: Path = typer.Option(..., "--source", help="Folder of the raw dataset.",
+                                parser=path_value),
     size: Optional[int] = SIZE_OPTION,
     resize: Optional[str] = RESIZE_OPTION,
     steps: Optional[int] = STEPS_OPTION,
@@ -477,7 +492,8 @@ def list_datasets(
 
 @synth_app.command("tvhi")
 def synth_tvhi(
-    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent).", parser=path_value),
+    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent).",
+                                  parser=path_value),
     videos_per_class: int = typer.Option(50, "--videos-per-class", help="Clips per class."),
     negatives: int = typer.Option(10, "--negatives", help="negative_NNNN.avi clips."),
     frames: str = typer.Option("22:120", "--frames", help="Frame-count range MIN:MAX."),
@@ -502,7 +518,8 @@ def synth_tvhi(
 
 @synth_app.command("stanford40")
 def synth_stanford40(
-    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent).", parser=path_value),
+    folder: Path = typer.Argument(..., help="Folder to write (must be empty or absent).",
+                                  parser=path_value),
     classes: int = typer.Option(40, "--classes", help="Classes: the first N real action names."),
     train_per_class: int = typer.Option(10, "--train-per-class",
                                         help="Images per class in train.txt (real: 100)."),

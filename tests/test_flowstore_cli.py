@@ -170,6 +170,12 @@ def test_synth_refuses_one_tvhi_video_a_class_which_build_would_refuse(tmp_path)
     ("trainers", "report", "runs", "--out", ""),
     ("trainers", "report", ""),
     ("trainers", "predict", "", "--store", "s.zarr"),
+    ("flowstore", "inspect", ""),
+    ("flowstore", "verify", ""),
+    ("flowstore", "show", "", "--out", "x"),
+    ("flowstore", "build", "tvhi", "--synthetic", "--store", ""),
+    ("flowstore", "build", "tvhi", "--synthetic", "--store", "s.zarr", "--reuse-from", ""),
+    ("trainers", "run", "flow", "--store", ""),
 ], ids=lambda command: "-".join(part or "EMPTY" for part in command[:2] + command[-2:]))
 def test_an_empty_path_is_refused_not_read_as_the_current_folder(command, tmp_path):
     """`Path("")` is `Path(".")`: `--runs-dir ""` (an unset shell variable) trained and wrote a

@@ -11,7 +11,7 @@ from typing import Optional
 
 import typer
 
-from flowstore.cli import add_version_option, fail_interrupted, path_value, run_app
+from flowstore.cli import add_version_option, fail_interrupted, given_path, path_value, run_app
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
 from trainers.errors import RunInterruptedError, require_training_extra
@@ -51,9 +51,11 @@ def summary(
 def run(
     model: str = typer.Argument(..., help=MODEL_HELP),
     store: str = typer.Option(..., "--store",
-                              help="Store to train on: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr."),
+                              help="Store to train on: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
+                              parser=given_path),
     runs_dir: Path = typer.Option(Path("runs"), "--runs-dir",
-                                  help="Where run directories go and prerequisites are found.", parser=path_value),
+                                  help="Where run directories go and prerequisites are found.",
+                                  parser=path_value),
     epochs: Optional[int] = typer.Option(None, "--epochs",
                                          help="Epochs [recipe's]; also for prerequisites."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [recipe's]."),
@@ -144,17 +146,20 @@ def run(
 
 @app.command()
 def report(
-    runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run directories.", parser=path_value),
+    runs_dir: Path = typer.Argument(Path("runs"), help="Folder of run directories.",
+                                    parser=path_value),
     html: Optional[Path] = typer.Option(
         None, "--html", help="Write one self-contained HTML page instead: the tables, and per "
                              "model its curves, test confusion matrix, per-class accuracy and "
-                             "misclassified samples (predicted from the run's store).", parser=path_value),
+                             "misclassified samples (predicted from the run's store).",
+                             parser=path_value),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Also write PNG figures into this folder: per model MODEL_curves.png "
                             "and MODEL_confusion.png (test split, predicted from the run's "
                             "store), and test_accuracy.png against the report's Table 2; "
                             "figures an earlier report wrote there that this one does not draw "
-                            "(a model no longer in RUNS_DIR, a store gone) are removed.", parser=path_value),
+                            "(a model no longer in RUNS_DIR, a store gone) are removed.",
+                            parser=path_value),
 ) -> None:
     """Print the report's Table 1 and Table 2 for the latest run of each model on each store in
     RUNS_DIR (with --html, write them and each model's figures to one HTML page instead; with
@@ -195,16 +200,18 @@ def report(
 
 @app.command()
 def predict(
-    run_dir: Path = typer.Argument(..., help="A run directory (RUNS_DIR/MODEL-FINGERPRINT-TIME).", parser=path_value),
+    run_dir: Path = typer.Argument(..., help="A run directory (RUNS_DIR/MODEL-FINGERPRINT-TIME).",
+                                   parser=path_value),
     store: Optional[str] = typer.Option(
         None, "--store", help="Store to predict: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr "
-                              "[the store the run trained on]."),
+                              "[the store the run trained on].", parser=given_path),
     split: str = typer.Option("test", "--split",
                               help="Split to predict: train, val, test, or all (every "
                                    "finished sample of the store)."),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Write the predictions CSV to this file [standard output]: id, split, "
-                            "label, predicted, and a probability per class (p_CLASS).", parser=path_value),
+                            "label, predicted, and a probability per class (p_CLASS).",
+                            parser=path_value),
 ) -> None:
     """Predict a split of a store with a trained run, in inference mode and as the run scored
     its test split; print one CSV row per sample and the accuracy (on standard error)."""
