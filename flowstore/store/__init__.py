@@ -29,12 +29,12 @@ import numpy as np
 from flowstore.errors import HalfCreatedStoreError, StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
 from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
-                                    READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
+                                    LEDGER, READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
            "array_type_error", "backend_for", "capabilities", "create_store", "failures",
-           "failures_named", "is_url", "lies_within", "open_store", "remove_store",
-           "store_exists"]
+           "failures_named", "is_url", "layout_write_error", "lies_within", "open_store",
+           "remove_store", "store_exists"]
 
 
 @dataclass(frozen=True)
@@ -280,7 +280,65 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
             store.close()
             raise StoreError(f"store {str(path)!r} is damaged: it has no {missing[0]!r} array; "
                              f"delete it or rebuild it with --overwrite")
+        if mode != "r":
+            try:
+                refused = layout_write_error(store, path)
+            except Exception as exc:
+                store.close()
+                raise unreadable(exc) from exc
+            if refused is not None:
+                store.close()
+                raise refused
     return store
+
+
+def layout_write_error(store: Store, path: str | Path) -> StoreError | None:
+    """Why flowstore must not write into `store` (opened to write: a build resuming it,
+    `verify --repair`, a `--reuse-from` target), or None: an array laid out as flowstore never
+    lays it out, which another tool (zarr-python, h5py) rewrote, and which flowstore's writes
+    would corrupt without a word. Both backends, from the arrays' metadata alone:
+
+    - a per-sample array (every array but the layout's columns) must hold one sample a chunk,
+      written alone (no Zarr shard around it): the build's workers write samples in parallel,
+      each its own chunks, and two samples in one chunk (or one shard) were each written by
+      reading the chunk, changing one sample and writing it back, one worker's sample lost to
+      the other's write while the ledger recorded both done (`verify` found them bad);
+    - a ledger text column (`checksum`, `failure`, `source_hash`) must take values of any
+      length, or at least as long as flowstore's own fixed width (`layout.Column.width`, which
+      new HDF5 stores have): in a narrower one Zarr cut every digest to its width without a
+      word (every sample then failed `verify`), and HDF5 refused the write as an internal error,
+      the samples extracted lost.
+
+    Reading such a store is fine (zarr and h5py read any layout): only writing is refused,
+    before anything is written, so the store is left as it was, byte for byte.
+    """
+    remedy = ("build it anew (--overwrite), or copy its samples into a new store with "
+              "--reuse-from")
+    for name in store.array_names():
+        info = store.info(name)
+        if name in COLUMN_NAMES:
+            column, width = BY_NAME[name], info.text_width
+            if (name in LEDGER and column.dtype == STRING and width is not None
+                    and (column.width is None or width < column.width)):
+                return StoreError(
+                    f"store {str(path)!r}: array {name!r} holds text of a fixed width of "
+                    f"{width} (rewritten by another tool?); flowstore writes {name!r} values of "
+                    f"any length there: {remedy}")
+            continue
+        if not info.shape or info.shape[0] == 0:  # (nothing a build writes: no sample)
+            continue
+        one_sample = (1, *info.shape[1:])
+        if info.shards is not None:  # (a shard is rewritten whole, whatever its chunks)
+            what = (f"is sharded, {info.shards[0]} samples a shard" if info.shards[0] != 1
+                    else "is sharded")
+        elif tuple(info.chunks) != one_sample:
+            what = (f"holds {info.chunks[0]} samples a chunk" if info.chunks[0] != 1 else
+                    f"holds a sample in several chunks (chunks {tuple(info.chunks)})")
+        else:
+            continue
+        return StoreError(f"store {str(path)!r}: array {name!r} {what} (rewritten by another "
+                          f"tool?); flowstore writes one sample a chunk: {remedy}")
+    return None
 
 
 #: The root attributes commands read, and what each must be where present: a store whose

@@ -289,7 +289,8 @@ class HDF5Store(Store):
         return ArrayInfo(name=name, shape=tuple(dataset.shape),
                          dtype=STRING if is_text else str(dataset.dtype),
                          chunks=tuple(dataset.chunks or dataset.shape),
-                         nbytes=int(np.prod(dataset.shape)) * itemsize)
+                         nbytes=int(np.prod(dataset.shape)) * itemsize,
+                         text_width=text.length if is_text else None)
 
     def storage_size(self, name: str) -> int:
         return int(self._dataset(name).id.get_storage_size())

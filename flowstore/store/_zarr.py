@@ -327,7 +327,10 @@ class ZarrStore(Store):
         dtype = STRING if arr.dtype.kind in "OTU" else str(arr.dtype)
         itemsize = 0 if dtype == STRING else arr.dtype.itemsize
         return ArrayInfo(name=name, shape=tuple(arr.shape), dtype=dtype, chunks=tuple(arr.chunks),
-                         nbytes=int(np.prod(arr.shape)) * itemsize)
+                         nbytes=int(np.prod(arr.shape)) * itemsize,
+                         shards=tuple(arr.shards) if arr.shards is not None else None,
+                         # numpy's fixed-width text (zarr's FixedLengthUTF32): 4 bytes a character
+                         text_width=arr.dtype.itemsize // 4 if arr.dtype.kind == "U" else None)
 
     def storage_size(self, name: str) -> int:
         return int(self._array(name).nbytes_stored())  # lists every chunk of the array

@@ -153,6 +153,12 @@ class ArrayInfo:
     dtype: str
     chunks: tuple[int, ...]
     nbytes: int
+    #: The block of chunks a write of one of them rewrites whole, where there is one: a Zarr
+    #: shard (`chunks` is then the chunk inside it); None where each chunk is written alone.
+    shards: tuple[int, ...] | None = None
+    #: Text stored fixed-width: how long a value may be (Zarr: characters; HDF5: bytes of
+    #: UTF-8); None for text of any length, and for anything but text.
+    text_width: int | None = None
 
 
 @dataclass(frozen=True)
