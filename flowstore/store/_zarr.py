@@ -226,7 +226,9 @@ class ZarrStore(Store):
         arr.get_basic_selection(index, out=NDBuffer.from_numpy_array(out))
         # zarr reads a missing chunk as the fill value, 0: only a sample read as all zeros
         # costs the look (one request on an object store)
-        if (self._chunks_all_written and not out.any()
+        # (in flowstore's own layout only: an array another tool rechunked or sharded was
+        # written by that tool, which may have left out chunks of zeros, rightly)
+        if (self._chunks_all_written and not out.any() and self._own_chunking(name)
                 and not sync((arr.store_path / self.chunk_key(name, index)).exists())):
             raise self._missing_chunk(name, index)
 
@@ -244,9 +246,18 @@ class ZarrStore(Store):
         """The key, relative to the array `name`, of the chunk holding sample `index`, as the
         array's metadata encodes it: `c.17.0.0` (flat, stores made now) or `c/17/0/0` (nested,
         stores made before). Every chunk spans whole samples (a feature array: one sample, a
-        column: `COLUMN_CHUNK`), so only its coordinate on the sample axis is not 0."""
+        column: `COLUMN_CHUNK`), so only its coordinate on the sample axis is not 0. In an
+        array another tool sharded, the key is the shard's (what is stored under a key): zarr's
+        `chunks` is then the chunk inside the shard."""
         arr = self._array(name)
-        return arr.metadata.encode_chunk_key((index // arr.chunks[0],) + (0,) * (arr.ndim - 1))
+        per_key = arr.shards[0] if arr.shards is not None else arr.chunks[0]
+        return arr.metadata.encode_chunk_key((index // per_key,) + (0,) * (arr.ndim - 1))
+
+    def _own_chunking(self, name: str) -> bool:
+        """Whether `name` is chunked as flowstore chunks a per-sample array: one sample a chunk,
+        unsharded."""
+        arr = self._array(name)
+        return arr.shards is None and tuple(arr.chunks) == (1, *arr.shape[1:])
 
     def chunk_path(self, name: str, index: int) -> Path:
         """The file of that chunk in a local store (zarr's `LocalStore` keeps a key's slashes
