@@ -83,8 +83,10 @@ class FarnebackParams:
 
     def __post_init__(self) -> None:
         _check_float(self, "pyr_scale", "in (0, 1)", lambda v: 0 < v < 1)
-        _check_int(self.method, "levels", self.levels, 1)
-        _check_int(self.method, "winsize", self.winsize, 1)
+        _check_int(self.method, "levels", self.levels, 1, 32)  # (as tvl1 nscales)
+        # no wider than the largest frame (--size 4096): wider averages nothing more, and takes
+        # seconds a pair (10**7) or fails every sample inside OpenCV (2**31 - 1: bad_alloc)
+        _check_int(self.method, "winsize", self.winsize, 1, 4096)
         _check_int(self.method, "iterations", self.iterations, 1)
         _require(self.poly_n in (5, 7) and isinstance(self.poly_n, int),
                  f"farneback poly_n must be 5 or 7, got {self.poly_n!r}")
@@ -101,10 +103,18 @@ FARNEBACK_GAUSSIAN = 256
 
 
 # -- TV-L1 and DIS: checks shared by their fields ------------------------------------------------
-def _check_int(method: str, name: str, value: Any, low: int, high: int | None = None) -> None:
-    within = isinstance(value, int) and not isinstance(value, bool) and value >= low and (
-        high is None or value <= high)
-    allowed = f"an integer in {low}..{high}" if high is not None else f"an integer >= {low}"
+#: The largest integer OpenCV's flow functions take (a C int): 3000000000 iterations passed the
+#: check and failed every sample inside OpenCV, "integer won't fit into a C int".
+C_INT_MAX = 2**31 - 1
+#: The largest `flow_bound` (pixels).
+MAX_FLOW_BOUND = 8192
+
+
+def _check_int(method: str, name: str, value: Any, low: int, high: int = C_INT_MAX) -> None:
+    within = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+    allowed = f"an integer in {low}..{high}" if high != C_INT_MAX else f"an integer >= {low}"
+    if high == C_INT_MAX and isinstance(value, int) and value > high:
+        allowed = f"an integer in {low}..{high} (a C int, what OpenCV takes)"
     _require(within, f"{method} {name} must be {allowed}, got {value!r}")
 
 
@@ -115,7 +125,8 @@ def _check_float(params: Any, name: str, allowed: str, within: Callable[[float],
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     _require(ok and within(float(value)),
              f"{params.method} {name} must be {allowed}, got {value!r}")
-    object.__setattr__(params, name, float(value))
+    # (+ 0.0: -0.0 recorded as 0.0, else `gamma=-0` fingerprinted otherwise than `gamma=0`)
+    object.__setattr__(params, name, float(value) + 0.0)
 
 
 def _check_resize(value: Any) -> None:
@@ -165,7 +176,9 @@ class TVL1Params:
         _check_float(self, "epsilon", "> 0", lambda v: v > 0)
         _check_int(self.method, "inner_iterations", self.inner_iterations, 1)
         _check_int(self.method, "outer_iterations", self.outer_iterations, 1)
-        _check_float(self, "scale_step", "in (0, 1)", lambda v: 0 < v < 1)
+        # OpenCV resizes each pyramid level by scale_step and asserts on a level of 0 px: at
+        # --size 8 below 0.07 (0.01 at 32 px, 0.002 at 224 failed every sample inside OpenCV)
+        _check_float(self, "scale_step", "in [0.1, 1)", lambda v: 0.1 <= v < 1)
         _check_float(self, "gamma", ">= 0", lambda v: v >= 0)
         # OpenCV median-filters the float flow: its medianBlur takes only 3 and 5 there.
         _require(self.median_filtering in (1, 3, 5) and isinstance(self.median_filtering, int)
@@ -372,9 +385,12 @@ class VideoParams:
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
         _require(self.flow_dtype in FLOW_DTYPES,
                  f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
+        # (at most 8192 px, longer than any flow of a 4096 px frame: 1e39 passed, overflowed
+        # float32 in the encoding and decoded to inf everywhere)
         _require(isinstance(self.flow_bound, (int, float)) and not isinstance(self.flow_bound, bool)
-                 and math.isfinite(self.flow_bound) and self.flow_bound > 0,
-                 f"flow_bound must be a positive number of pixels, got {self.flow_bound!r}")
+                 and math.isfinite(self.flow_bound) and 0 < self.flow_bound <= MAX_FLOW_BOUND,
+                 f"flow_bound must be a number of pixels in (0, {MAX_FLOW_BOUND}], got "
+                 f"{self.flow_bound!r}")
         object.__setattr__(self, "flow_bound", float(self.flow_bound))  # 20 records as 20.0
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
                  f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")

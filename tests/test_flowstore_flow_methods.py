@@ -4,6 +4,7 @@ identity (resume refused, verify --repair re-extracts with it); bad parameters a
 
 from __future__ import annotations
 
+import json
 import threading
 
 import numpy as np
@@ -173,9 +174,11 @@ def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
             fingerprint(dataset="tvhi", params=to_dict(VideoParams()), source_files={})
     assert to_dict(VideoParams(flow=TVL1Params()))["flow_method"] == "tvl1"
     assert "farneback" not in to_dict(VideoParams(flow=DISParams()))
-    # 1 and 1.0 are one value: recorded (and fingerprinted) alike
+    # 1 and 1.0 are one value: recorded (and fingerprinted) alike; -0 and 0 too
     assert to_dict(VideoParams(flow=TVL1Params(lambda_=1))) == \
         to_dict(VideoParams(flow=TVL1Params(lambda_=1.0)))
+    assert json.dumps(to_dict(VideoParams(flow=TVL1Params(gamma=-0.0)))) == \
+        json.dumps(to_dict(VideoParams(flow=TVL1Params(gamma=0))))
     with pytest.raises(ParameterError, match="flow_method 'raft' is unknown"):
         from_dict(VideoParams, {**to_dict(VideoParams()), "flow_method": "raft"})
 
@@ -184,7 +187,15 @@ def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
     (lambda: TVL1Params(tau=0), r"tvl1 tau must be in \(0, 0.25\], got 0"),
     (lambda: TVL1Params(warps=0), "tvl1 warps must be an integer >= 1, got 0"),
     (lambda: TVL1Params(nscales=2.5), "tvl1 nscales must be an integer in 1..32, got 2.5"),
-    (lambda: TVL1Params(scale_step=1.0), r"tvl1 scale_step must be in \(0, 1\)"),
+    (lambda: TVL1Params(scale_step=1.0), r"tvl1 scale_step must be in \[0.1, 1\)"),
+    # OpenCV asserted on a pyramid level of 0 px: every sample failed as a bug in flowstore
+    (lambda: TVL1Params(scale_step=0.01), r"tvl1 scale_step must be in \[0.1, 1\), got 0.01"),
+    (lambda: TVL1Params(warps=3_000_000_000),
+     r"tvl1 warps must be an integer in 1..2147483647 \(a C int, what OpenCV takes\)"),
+    (lambda: FarnebackParams(winsize=2**31 - 1), "winsize must be an integer in 1..4096"),
+    (lambda: FarnebackParams(levels=33), "levels must be an integer in 1..32"),
+    (lambda: VideoParams(flow_dtype="uint8", flow_bound=1e39),
+     r"flow_bound must be a number of pixels in \(0, 8192\], got 1e\+39"),
     (lambda: TVL1Params(median_filtering=7), "median_filtering must be 1 \\(off\\), 3 or 5"),
     (lambda: TVL1Params(epsilon=float("nan")), "tvl1 epsilon must be > 0, got nan"),
     (lambda: DISParams(patch_stride=9), "dis patch_stride must be an integer in 1..8, got 9"),
@@ -226,7 +237,7 @@ def test_dis_min_size_is_where_opencv_starts_to_work():
     (["--flow-param", "flags=12345"], "farneback flags must be 0 or 256"),
     (["--flow-param", "levels=2.5"], "farneback levels must be an integer, got '2.5'"),
     # stored as 0 for every flow value, decoded as -inf: verify passed
-    (["--flow-dtype", "uint8", "--flow-bound", "inf"], "flow_bound must be a positive number"),
+    (["--flow-dtype", "uint8", "--flow-bound", "inf"], "flow_bound must be a number of pixels"),
     # it did nothing but change the fingerprint (a resume without it refused)
     (["--flow-bound", "5"], "--flow-bound applies to --flow-dtype uint8 only (it clips the "
                             "flow it quantizes), got --flow-dtype float16"),
