@@ -784,3 +784,25 @@ def test_a_reusable_run_whose_model_file_is_damaged_stops_before_anything_trains
     assert f"image run {found['image'].path}, which this run would reuse (same input size" \
         in " ".join(result.output.split())
     assert "or name another run with --base" in " ".join(result.output.split())
+
+
+def test_a_prerequisite_from_a_base_since_removed_says_the_chain_has_none(tmp_path,
+                                                                          monkeypatch):
+    """With the image run it started from gone, a frames run was passed over "it started from
+    image run X, not no image run"."""
+    import trainers.fit
+
+    s40 = make_tiny_store(tmp_path / "s40.h5", dataset="stanford40", size=TINY_FLOW["size"])
+    tvhi = make_tiny_store(tmp_path / "tvhi.h5", **TINY_FLOW)
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
+    _invoke("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    frames = ("run", "frames", "--store", str(tvhi), "--runs-dir", str(runs), "--epochs", "1")
+    _invoke(*frames)
+    image, old = ([r for r in list_runs(runs) if r.model == name][0]
+                  for name in ("image", "frames"))
+    shutil.rmtree(image.path)
+    result = _invoke("run", "two_stream", *frames[2:])
+    assert (f"not reusing frames run {old.path} (same store and recipe, but it started from "
+            f"image run {image.path.name}, and this chain has no image run)"
+            in " ".join(result.stdout.split())), result.stdout

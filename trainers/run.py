@@ -284,8 +284,9 @@ def _not_this_chains(run: RunRecord, bases: dict[str, str | None],
     other `done` samples (a build since resumed, or a sample since repaired or failed)."""
     reasons = []
     if not run.started_from(bases):
-        reasons.append(f"it started from {_started(run.metrics.get('bases') or {})}, not "
-                       f"{_started(bases)}")
+        then = _started(run.metrics.get("bases") or {})
+        reasons.append(f"it started from {then}, not {_started(bases)}" if any(bases.values())
+                       else f"it started from {then}, and this chain has {_started(bases)}")
     if not run.same_columns(done):
         reasons.append("it trained on a store of the same fingerprint with other ids, labels "
                        "or splits (a dataset's split file edited since?)")
