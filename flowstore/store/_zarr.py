@@ -344,7 +344,9 @@ class ZarrStore(Store):
                          text_width=arr.dtype.itemsize // 4 if arr.dtype.kind == "U" else None)
 
     def storage_size(self, name: str) -> int:
-        return int(self._array(name).nbytes_stored())  # lists every chunk of the array
+        arr = self._array(name)  # (nbytes_stored lists every chunk, and counts the metadata)
+        metadata = sync(arr.store_path.store.getsize(f"{arr.path}/zarr.json"))
+        return int(arr.nbytes_stored()) - int(metadata)
 
     def store_id_now(self) -> str | None:
         """(A local store's root zarr.json, parsed again only when its file changed: one

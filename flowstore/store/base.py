@@ -253,8 +253,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def storage_size(self, name: str) -> int:
-        """Bytes one array takes on disk. Lists every chunk on Zarr (900,000 files for a
-        Kinetics store): only `flowstore inspect --bytes` asks for it."""
+        """Bytes of one array's chunks on disk (its metadata not counted: a Zarr array's
+        zarr.json of about 550 bytes made `inspect --bytes` show small arrays growing 10-100x
+        on disk, where HDF5 counts chunks alone). Lists every chunk on Zarr (900,000 files for
+        a Kinetics store): only `flowstore inspect --bytes` asks for it."""
 
     def layout(self, name: str) -> tuple[tuple[int, ...], str]:
         """Shape and dtype (`STRING` for text) of one array."""
