@@ -61,8 +61,12 @@ def given_path(text: str) -> str:
 
 
 def path_value(text: str) -> Path:
-    """A path option or argument (`given_path`)."""
-    return Path(given_path(text))
+    """A path option or argument (`given_path`), refused where it exists but cannot be read,
+    as Typer's own path type refused it (a folder of mode 000 was a PermissionError's
+    traceback deep in `estimate`, `synth` and `trainers report`)."""
+    if os.path.exists(given_path(text)) and not os.access(text, os.R_OK):
+        raise typer.BadParameter(f"path {text!r} is not readable.")
+    return Path(text)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -48,7 +48,7 @@ def write_whole(path: Path, content: str | bytes, what: str | None = None, *,
     try:
         # (the name cut: a file name of up to 255 bytes is legal, and its temporary one, 18
         # bytes longer, was refused as "File name too long")
-        stem = path.name.encode()[:200].decode(errors="ignore")
+        stem = os.fsdecode(os.fsencode(path.name)[:200])  # (bytes, as the system counts)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}.",
                                              suffix=".partial")
     except OSError as exc:

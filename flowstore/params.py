@@ -83,10 +83,10 @@ class FarnebackParams:
 
     def __post_init__(self) -> None:
         _check_float(self, "pyr_scale", "in (0, 1)", lambda v: 0 < v < 1)
-        _check_int(self.method, "levels", self.levels, 1, 32)  # (as tvl1 nscales)
-        # no wider than the largest frame (--size 4096): wider averages nothing more, and takes
-        # seconds a pair (10**7) or fails every sample inside OpenCV (2**31 - 1: bad_alloc)
-        _check_int(self.method, "winsize", self.winsize, 1, 4096)
+        _check_int(self.method, "levels", self.levels, 1)
+        # (2**31 - 1 failed every sample inside OpenCV, bad_array_new_length; 10**7 takes 7 s
+        # a pair of 32 px frames, and no store of a larger one was ever built)
+        _check_int(self.method, "winsize", self.winsize, 1, MAX_WINSIZE)
         _check_int(self.method, "iterations", self.iterations, 1)
         _require(self.poly_n in (5, 7) and isinstance(self.poly_n, int),
                  f"farneback poly_n must be 5 or 7, got {self.poly_n!r}")
@@ -106,8 +106,11 @@ FARNEBACK_GAUSSIAN = 256
 #: The largest integer OpenCV's flow functions take (a C int): 3000000000 iterations passed the
 #: check and failed every sample inside OpenCV, "integer won't fit into a C int".
 C_INT_MAX = 2**31 - 1
-#: The largest `flow_bound` (pixels).
-MAX_FLOW_BOUND = 8192
+#: The largest `flow_bound` (pixels): twice it still within float32's range, where the uint8
+#: encoding computes.
+MAX_FLOW_BOUND = 1e38
+#: The widest Farneback window (`FarnebackParams.winsize`).
+MAX_WINSIZE = 10**7
 
 
 def _check_int(method: str, name: str, value: Any, low: int, high: int = C_INT_MAX) -> None:
@@ -176,14 +179,26 @@ class TVL1Params:
         _check_float(self, "epsilon", "> 0", lambda v: v > 0)
         _check_int(self.method, "inner_iterations", self.inner_iterations, 1)
         _check_int(self.method, "outer_iterations", self.outer_iterations, 1)
-        # OpenCV resizes each pyramid level by scale_step and asserts on a level of 0 px: at
-        # --size 8 below 0.07 (0.01 at 32 px, 0.002 at 224 failed every sample inside OpenCV)
-        _check_float(self, "scale_step", "in [0.1, 1)", lambda v: 0.1 <= v < 1)
+        _check_float(self, "scale_step", "in (0, 1)", lambda v: 0 < v < 1)
         _check_float(self, "gamma", ">= 0", lambda v: v >= 0)
         # OpenCV median-filters the float flow: its medianBlur takes only 3 and 5 there.
         _require(self.median_filtering in (1, 3, 5) and isinstance(self.median_filtering, int)
                  and not isinstance(self.median_filtering, bool),
                  f"tvl1 median_filtering must be 1 (off), 3 or 5, got {self.median_filtering!r}")
+
+    def empty_level(self, size: int) -> bool:
+        """Whether OpenCV's pyramid of an S x S frame has a level of 0 px, on which it asserts
+        (every sample failed inside OpenCV: scale_step 0.01 at --size 32, 0.002 at 224). It
+        resizes each level by `scale_step`, rounding to the nearest pixel (half to even, as
+        `cvRound`), and stops below 16 px."""
+        side = size
+        for _ in range(1, self.nscales):
+            side = round(side * self.scale_step)
+            if side == 0:
+                return True
+            if side < 16:
+                return False
+        return False
 
 
 @dataclass(frozen=True)
@@ -385,11 +400,11 @@ class VideoParams:
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
         _require(self.flow_dtype in FLOW_DTYPES,
                  f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
-        # (at most 8192 px, longer than any flow of a 4096 px frame: 1e39 passed, overflowed
-        # float32 in the encoding and decoded to inf everywhere)
+        # (within float32's range, in which flow is encoded and decoded: 1e39 passed, overflowed
+        # in the encoding and decoded to inf everywhere)
         _require(isinstance(self.flow_bound, (int, float)) and not isinstance(self.flow_bound, bool)
                  and math.isfinite(self.flow_bound) and 0 < self.flow_bound <= MAX_FLOW_BOUND,
-                 f"flow_bound must be a number of pixels in (0, {MAX_FLOW_BOUND}], got "
+                 f"flow_bound must be a number of pixels in (0, {MAX_FLOW_BOUND:g}], got "
                  f"{self.flow_bound!r}")
         object.__setattr__(self, "flow_bound", float(self.flow_bound))  # 20 records as 20.0
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
@@ -397,6 +412,11 @@ class VideoParams:
         _require(isinstance(self.flow, tuple(FLOW_METHODS.values())),
                  f"flow must be the parameters of one of {', '.join(FLOW_METHODS)}, "
                  f"got {self.flow!r}")
+        if isinstance(self.flow, TVL1Params) and self.flow.empty_level(self.size):
+            raise ParameterError(
+                f"tvl1 scale_step {self.flow.scale_step:g} shrinks a {self.size} px frame to a "
+                f"pyramid level of 0 px, which OpenCV cannot compute (a larger scale_step, "
+                f"fewer nscales or a larger --size)")
         if isinstance(self.flow, DISParams) and self.size < self.flow.min_size():
             raise ParameterError(
                 f"dis needs frames of at least {self.flow.min_size()} px with patch_size "

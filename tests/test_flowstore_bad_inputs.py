@@ -727,6 +727,28 @@ def test_unreadable_source_or_unwritable_store_folder_is_one_line(damage, what, 
     assert_one_line_error(result)
 
 
+@pytest.mark.parametrize("command", [
+    ("flowstore", "estimate", "tvhi", "--source", "{folder}"),
+    ("flowstore", "synth", "tvhi", "{folder}"),
+    ("trainers", "report", "{folder}"),
+], ids=lambda command: "-".join(command[:2]))
+def test_an_unreadable_folder_given_is_one_line(command, unprivileged, tmp_path):
+    """Typer's path type refused a folder that exists but cannot be read; once flowstore
+    parsed paths itself (to refuse empty ones) it was a PermissionError's traceback, exit 3."""
+    folder = tmp_path / "noread"
+    folder.mkdir()
+    folder.chmod(0)
+    program, *args = command
+    try:
+        result = subprocess.run([sys.executable, "-m", program,
+                                 *(arg.format(folder=folder) for arg in args)],
+                                capture_output=True, text=True, timeout=300,
+                                preexec_fn=unprivileged)
+    finally:
+        folder.chmod(0o755)
+    assert assert_one_line_error(result).endswith(f"path {str(folder)!r} is not readable.")
+
+
 @pytest.fixture(scope="module")
 def unreadable_clip_build(tiny_tvhi_source, tmp_path_factory):
     root = tmp_path_factory.mktemp("unreadable")

@@ -113,11 +113,18 @@ def test_hmdb51_class_folders_in_two_places_are_one_line(copy, tmp_path):
     """The clips' folder was found from the first class alone: `brush_hair/` left at the top,
     the rest one folder down in `hmdb51/`, built with every other class's clips "missing"."""
     source = copy("hmdb51")
-    first = sorted(p for p in (source / "hmdb51").iterdir())[0]
-    first.rename(source / first.name)
+    first, second = sorted(p.name for p in (source / "hmdb51").iterdir())
+    (source / "hmdb51" / first).rename(source / first)
     store = tmp_path / "h.zarr"
-    refused(build_cli("hmdb51", source, store), store, "class folders in two places",
-            f"{first.name!r} in {str(source)!r}")
+    refused(build_cli("hmdb51", source, store), store,
+            f"class folders in two places: {second!r} in {str(source / 'hmdb51')!r}, the "
+            f"others in {str(source)!r}")
+    # two whole copies (`hmdb51_org/` beside `hmdb51_sta/`) are no split: the first is read
+    (source / first).rename(source / "hmdb51" / first)
+    shutil.copytree(source / "hmdb51", source / "hmdb51_sta")
+    assert build_cli("hmdb51", source, store).returncode == 0
+    with open_store(store) as built:
+        assert built.read("done").all()
 
 
 def test_videofolder_split_csv_naming_an_absent_clip_fails_that_clip_alone(copy, tmp_path):

@@ -187,15 +187,16 @@ def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
     (lambda: TVL1Params(tau=0), r"tvl1 tau must be in \(0, 0.25\], got 0"),
     (lambda: TVL1Params(warps=0), "tvl1 warps must be an integer >= 1, got 0"),
     (lambda: TVL1Params(nscales=2.5), "tvl1 nscales must be an integer in 1..32, got 2.5"),
-    (lambda: TVL1Params(scale_step=1.0), r"tvl1 scale_step must be in \[0.1, 1\)"),
+    (lambda: TVL1Params(scale_step=1.0), r"tvl1 scale_step must be in \(0, 1\)"),
     # OpenCV asserted on a pyramid level of 0 px: every sample failed as a bug in flowstore
-    (lambda: TVL1Params(scale_step=0.01), r"tvl1 scale_step must be in \[0.1, 1\), got 0.01"),
+    (lambda: VideoParams(size=32, flow=TVL1Params(scale_step=0.01)),
+     "tvl1 scale_step 0.01 shrinks a 32 px frame to a pyramid level of 0 px"),
+    (lambda: VideoParams(size=224, flow=TVL1Params(scale_step=0.002)), "level of 0 px"),
     (lambda: TVL1Params(warps=3_000_000_000),
      r"tvl1 warps must be an integer in 1..2147483647 \(a C int, what OpenCV takes\)"),
-    (lambda: FarnebackParams(winsize=2**31 - 1), "winsize must be an integer in 1..4096"),
-    (lambda: FarnebackParams(levels=33), "levels must be an integer in 1..32"),
+    (lambda: FarnebackParams(winsize=2**31 - 1), "winsize must be an integer in 1..10000000"),
     (lambda: VideoParams(flow_dtype="uint8", flow_bound=1e39),
-     r"flow_bound must be a number of pixels in \(0, 8192\], got 1e\+39"),
+     r"flow_bound must be a number of pixels in \(0, 1e\+38\], got 1e\+39"),
     (lambda: TVL1Params(median_filtering=7), "median_filtering must be 1 \\(off\\), 3 or 5"),
     (lambda: TVL1Params(epsilon=float("nan")), "tvl1 epsilon must be > 0, got nan"),
     (lambda: DISParams(patch_stride=9), "dis patch_stride must be an integer in 1..8, got 9"),
@@ -209,6 +210,22 @@ def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
 def test_parameters_are_validated(make, match):
     with pytest.raises(ParameterError, match=match):
         make()
+
+
+@pytest.mark.parametrize("size, scale_step", [(8, 0.0625), (8, 0.05), (32, 0.01), (224, 0.002),
+                                              (8, 0.1), (16, 0.05), (32, 0.0625), (224, 0.01),
+                                              (32, 0.05), (64, 0.02)])
+def test_tvl1_empty_level_is_where_opencv_fails(size, scale_step):
+    """`empty_level` says exactly where OpenCV's TV-L1 asserts on a pyramid level of 0 px, and
+    no more: scale steps that compute (0.05 at 32 px) stay legal, as stores built with them."""
+    params = TVL1Params(scale_step=scale_step)
+    frames = [_texture(1, size), np.roll(_texture(1, size), 1, axis=1)]
+    try:
+        optical_flow(*frames, params)
+        failed = False
+    except cv2.error:
+        failed = True
+    assert params.empty_level(size) == failed
 
 
 def test_dis_min_size_is_where_opencv_starts_to_work():

@@ -4,6 +4,7 @@ decoded to the same picture, image stores as class grids, GIFs, bad input."""
 from __future__ import annotations
 
 import colorsys
+import os
 from pathlib import Path
 
 import cv2
@@ -363,3 +364,7 @@ def test_a_failed_sample_is_said_failed_with_its_reason_and_long_names_are_drawn
     long = tmp_path / ("x" * 251 + ".png")
     write_whole(long, b"picture")
     assert long.read_bytes() == b"picture" and [p.name for p in tmp_path.glob(".x*")] == []
+    # a name that is not UTF-8 (bytes as Python escapes them), cut inside a character too
+    odd = tmp_path / (os.fsdecode(b"rep\xffx") + "\u00e9" * 120 + ".html")  # (cut at byte 200)
+    write_whole(odd, b"report")
+    assert odd.read_bytes() == b"report"

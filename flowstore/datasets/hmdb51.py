@@ -99,20 +99,24 @@ def _find(roots: list[Path], name: str) -> Path | None:
 
 
 def _clips_root(source: Path, roots: list[Path], classes: list[str]) -> Path:
-    """The one of `roots` that holds the class folders. Class folders split between two of
-    them (one left at the top, the rest one folder down) are refused: looking in one place
-    alone failed the other's clips as missing, naming only their files."""
-    holding = {root: name for root in roots
-               for name in [next((c for c in classes if (root / c).is_dir()), None)] if name}
-    if not holding:
+    """The first of `roots` holding the most class folders (two whole copies, `hmdb51_org/`
+    beside `hmdb51_sta/`: the first). Class folders split between two of them (one left at
+    the top, the rest one folder down) are refused: looking in one place alone failed the
+    other's clips as missing, naming only their files."""
+    holding = {root: {c for c in classes if (root / c).is_dir()} for root in roots}
+    if not any(holding.values()):
         raise SourceLayoutError(f"no class folder of the split files (e.g. {classes[0]!r}) in "
                                 f"{str(source)!r} (or one folder down): expected "
                                 f"<class>/<clip>.avi")
-    if len(holding) > 1:
-        (first, one), (second, other) = list(holding.items())[:2]
-        raise SourceLayoutError(f"class folders in two places: {one!r} in {str(first)!r}, "
-                                f"{other!r} in {str(second)!r}; put every class folder in one")
-    return next(iter(holding))
+    chosen = max(roots, key=lambda root: len(holding[root]))  # (the first of the most)
+    elsewhere = next(((root, name) for root in roots for name in sorted(holding[root])
+                      if name not in holding[chosen]), None)
+    if elsewhere is not None:
+        root, name = elsewhere
+        raise SourceLayoutError(
+            f"class folders in two places: {name!r} in {str(root)!r}, the others in "
+            f"{str(chosen)!r}; put every class folder in one")
+    return chosen
 
 
 class HMDB51(VideoDataset):
