@@ -115,9 +115,9 @@ MAX_WINSIZE = 10**7
 
 def _check_int(method: str, name: str, value: Any, low: int, high: int = C_INT_MAX) -> None:
     within = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-    allowed = f"an integer in {low}..{high}" if high != C_INT_MAX else f"an integer >= {low}"
-    if high == C_INT_MAX and isinstance(value, int) and value > high:
-        allowed = f"an integer in {low}..{high} (a C int, what OpenCV takes)"
+    allowed = (f"an integer in {low}..{high}" if high != C_INT_MAX
+               else f"an integer in {low}..{high} (a C int, what OpenCV takes)"
+               if isinstance(value, int) and value > high else f"an integer >= {low}")
     _require(within, f"{method} {name} must be {allowed}, got {value!r}")
 
 

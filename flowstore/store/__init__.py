@@ -325,17 +325,14 @@ def layout_write_error(store: Store, path: str | Path) -> StoreError | None:
                     f"{width} (rewritten by another tool?); flowstore writes {name!r} values of "
                     f"any length there: {remedy}")
             continue
-        if not info.shape or info.shape[0] == 0:  # (nothing a build writes: no sample)
-            continue
-        one_sample = (1, *info.shape[1:])
+        if not info.shape or info.shape[0] == 0 or info.one_sample_a_chunk:
+            continue  # (no sample, nothing a build writes; or flowstore's own layout)
         if info.shards is not None:  # (a shard is rewritten whole, whatever its chunks)
             what = (f"is sharded, {info.shards[0]} samples a shard" if info.shards[0] != 1
                     else "is sharded")
-        elif tuple(info.chunks) != one_sample:
+        else:
             what = (f"holds {info.chunks[0]} samples a chunk" if info.chunks[0] != 1 else
                     f"holds a sample in several chunks (chunks {tuple(info.chunks)})")
-        else:
-            continue
         return StoreError(f"store {str(path)!r}: array {name!r} {what} (rewritten by another "
                           f"tool?); flowstore writes one sample a chunk: {remedy}")
     return None

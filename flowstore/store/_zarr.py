@@ -228,7 +228,7 @@ class ZarrStore(Store):
         # costs the look (one request on an object store)
         # (in flowstore's own layout only: an array another tool rechunked or sharded was
         # written by that tool, which may have left out chunks of zeros, rightly)
-        if (self._chunks_all_written and not out.any() and self._own_chunking(name)
+        if (self._chunks_all_written and not out.any() and self.info(name).one_sample_a_chunk
                 and not sync((arr.store_path / self.chunk_key(name, index)).exists())):
             raise self._missing_chunk(name, index)
 
@@ -253,11 +253,6 @@ class ZarrStore(Store):
         per_key = arr.shards[0] if arr.shards is not None else arr.chunks[0]
         return arr.metadata.encode_chunk_key((index // per_key,) + (0,) * (arr.ndim - 1))
 
-    def _own_chunking(self, name: str) -> bool:
-        """Whether `name` is chunked as flowstore chunks a per-sample array: one sample a chunk,
-        unsharded."""
-        arr = self._array(name)
-        return arr.shards is None and tuple(arr.chunks) == (1, *arr.shape[1:])
 
     def chunk_path(self, name: str, index: int) -> Path:
         """The file of that chunk in a local store (zarr's `LocalStore` keeps a key's slashes

@@ -160,6 +160,12 @@ class ArrayInfo:
     #: UTF-8); None for text of any length, and for anything but text.
     text_width: int | None = None
 
+    @property
+    def one_sample_a_chunk(self) -> bool:
+        """Whether each chunk holds one whole sample and is written alone (no shard around
+        it): how flowstore lays out a per-sample array."""
+        return self.shards is None and tuple(self.chunks) == (1, *self.shape[1:])
+
 
 @dataclass(frozen=True)
 class Capabilities:

@@ -122,7 +122,8 @@ def check_clip_written(path: Path, n_frames: int, name: str | None = None) -> No
     from flowstore.extraction._cv import cv2
 
     size, limit = path.stat().st_size, file_size_limit()
-    if limit is not None and size >= limit:
+    at_limit = limit is not None and size >= limit
+    if at_limit:
         short = f"it stops at {size} bytes"
     elif not _container_whole(path):
         short = f"it ends inside its container's last chunk, at {size} bytes"
@@ -137,7 +138,7 @@ def check_clip_written(path: Path, n_frames: int, name: str | None = None) -> No
         if decoded == n_frames:
             return
         short = f"{decoded} of its {n_frames} frames decode"
-    if limit is not None and size >= limit:
+    if at_limit:
         why = (f"{os.strerror(errno.EFBIG)} (this process's file-size limit, `ulimit -f`, is "
                f"{limit // 1024} KiB)")
     elif shutil.disk_usage(path.parent).free < 1 << 20:
