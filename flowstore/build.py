@@ -675,8 +675,10 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
                                  f"({diffs}){hint}")
     stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
     if canonical_json(stored_options) != canonical_json(asked_options):
-        diffs = ", ".join(f"--{k.replace('_', '-')}: store {_shown(stored_options, k)} vs "
-                          f"asked {_shown(asked_options, k)}"
+        stored_paths, asked_paths = attrs.get("option_paths") or {}, dataset.option_paths()
+        diffs = ", ".join(f"--{k.replace('_', '-')}: store "
+                          f"{_shown_option(stored_options, stored_paths, k)} vs asked "
+                          f"{_shown_option(asked_options, asked_paths, k)}"
                           for k in sorted(stored_options.keys() | asked_options.keys())
                           if stored_options.get(k) != asked_options.get(k))
         raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
@@ -771,6 +773,18 @@ def _shown(recorded: Mapping[str, Any], key: str) -> str:
         return repr(recorded[key])
     meant = {**UNRECORDED_DEFAULTS, FLOW_METHOD: "farneback"}
     return f"{meant[key]!r} (the default)" if key in meant else "(not recorded)"
+
+
+def _shown_option(recorded: Mapping[str, Any], paths: Mapping[str, str], key: str) -> str:
+    """A split option as a refusal shows it: a file option (`--split-file`) by the path it was
+    given as, and its content's hash only where that path is not known (the hash alone, the
+    store's record, told a user nothing); an option not given as "none", not Python's None."""
+    value = recorded.get(key)
+    if key in recorded and value is None:
+        return "none"
+    if key in paths and value is not None:
+        return f"{paths[key]!r} (content {str(value)[:17]}...)"
+    return _shown(recorded, key)
 
 
 def _as_json(value: Any) -> Any:

@@ -187,9 +187,11 @@ def stratified_holdout(ids_by_class: Mapping[str, Sequence[str]], fraction: floa
     """Pick round(fraction * total) ids, spread over the classes in proportion to their size.
 
     Each class gets the floor of its share; the ids left over go to the classes with the largest
-    remainders (ties: class order), never a class's last id: a class of one or a few ids keeps
-    one on the other side (a class drawn whole would be one a model trains on, or is tested on,
-    not at all), and the pick is then that many ids short of round(fraction * total). Within a
+    remainders (ties: class order) among those that keep an id on the other side: a class of
+    one or a few ids is never drawn whole (it would be one a model trains on, or is tested on,
+    not at all), and what it cannot give goes to the next class in that order, even one whose
+    remainder is 0, so the pick stays round(fraction * total) unless no class has an id to
+    spare. (Changing this rule would change the manifests, hence the stores, drawn so far.) Within a
     class the ids are drawn with a generator seeded by (seed, class position): the same classes
     always give the same draw, but a class added before others (class folders are in name
     order) moves their positions, hence their draws.

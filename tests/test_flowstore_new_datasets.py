@@ -651,6 +651,32 @@ def test_a_store_records_its_options_and_refuses_others(sources, tmp_path):
     assert flowstore_cli(*args, "--fold=2").returncode == 0  # the same: resumes
 
 
+def test_a_split_file_refusal_names_the_files_not_their_hashes(sources, tmp_path):
+    """A store built with a split file and resumed without one (or with another) said
+    `--split-file: store 'xxh3_128:81125d10...' vs asked None`: a hash the user never wrote,
+    and Python's None."""
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n"
+                          "rock'n'roll/img_01.PNG,z,test\n")
+    other = tmp_path / "other.csv"
+    other.write_text("path,label,split\njumping jacks/img_01.PNG,a,test\n"
+                     "rock'n'roll/img_01.PNG,z,train\n")
+    args = ("build", "imagefolder", "--source", sources["imagefolder"], "--size", "16", "-q")
+    with_file = tmp_path / "with.zarr"
+    assert flowstore_cli(*args, "--store", with_file, "--split-file", split_file).returncode == 0
+    line = assert_one_line_error(flowstore_cli(*args, "--store", with_file))
+    assert f"(--split-file: store {str(split_file)!r} (content xxh3_128:" in line
+    assert line.split("vs asked ")[1].startswith("none);")
+    line = assert_one_line_error(flowstore_cli(*args, "--store", with_file, "--split-file", other))
+    assert f"vs asked {str(other)!r} (content xxh3_128:" in line
+    without = tmp_path / "without.zarr"
+    assert flowstore_cli(*args, "--store", without, "--max-per-split", "1").returncode == 0
+    line = assert_one_line_error(flowstore_cli(*args, "--store", without, "--split-file",
+                                               split_file))
+    assert f"(--split-file: store none vs asked {str(split_file)!r} (content" in line
+    assert "None" not in line
+
+
 def test_verify_repair_rebuilds_with_the_stores_own_options(sources, tmp_path):
     from flowstore.verify import repair
 
