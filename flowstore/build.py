@@ -39,8 +39,8 @@ from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.files import file_size_limit
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
-from flowstore.params import (EXTRACTION_VERSION, FLOW_METHOD, UNRECORDED_DEFAULTS,
-                              canonical_json, fingerprint, to_dict)
+from flowstore.params import (EXTRACTION_VERSION, canonical_json, fingerprint, shown_value,
+                              to_dict)
 from flowstore.store import (Store, array_type_error, backend_for, capabilities,
                              check_array_shapes,
                              create_store, enclosing_store, is_url, open_store, remove_store,
@@ -705,7 +705,7 @@ def params_differences(stored: Mapping[str, Any], asked: Mapping[str, Any]) -> s
     # A section on one side only (another flow algorithm's parameters) is not listed key by
     # key: the entry that names the algorithm (flow_method) already says what differs.
     one_sided = _sections(dict(stored)) ^ _sections(dict(asked))
-    return ", ".join(f"{k}: store {_shown(flat_stored, k)} vs asked {_shown(flat_asked, k)}"
+    return ", ".join(f"{k}: store {shown_value(flat_stored, k)} vs asked {shown_value(flat_asked, k)}"
                      for k in sorted(flat_stored.keys() | flat_asked.keys())
                      if flat_stored.get(k) != flat_asked.get(k)
                      and k.split(".")[0] not in one_sided)
@@ -764,17 +764,6 @@ def _extractor_here() -> tuple[str, str]:
     return EXTRACTION_VERSION, OPENCV_VERSION
 
 
-def _shown(recorded: Mapping[str, Any], key: str) -> str:
-    """A recorded value as a refusal shows it: a parameter recorded only away from its default
-    (`UNRECORDED_DEFAULTS`, and Farneback, named by no `flow_method`) by the default it
-    means, "'stretch' (the default)"; one a side does not record at all (an option of a later
-    version) as "(not recorded)", not Python's None, which no command line takes."""
-    if key in recorded:
-        return repr(recorded[key])
-    meant = {**UNRECORDED_DEFAULTS, FLOW_METHOD: "farneback"}
-    return f"{meant[key]!r} (the default)" if key in meant else "(not recorded)"
-
-
 def _shown_option(recorded: Mapping[str, Any], paths: Mapping[str, str], key: str) -> str:
     """A split option as a refusal shows it: a file option (`--split-file`) by the path it was
     given as, and its content's hash only where that path is not known (the hash alone, the
@@ -784,7 +773,7 @@ def _shown_option(recorded: Mapping[str, Any], paths: Mapping[str, str], key: st
         return "none"
     if key in paths and value is not None:
         return f"{paths[key]!r} (content {str(value)[:17]}...)"
-    return _shown(recorded, key)
+    return shown_value(recorded, key)
 
 
 def _as_json(value: Any) -> Any:

@@ -490,6 +490,30 @@ UNRECORDED_DEFAULTS: dict[str, Any] = {
     if f.metadata.get("recorded_unless_default")}
 
 
+def recorded_value(recorded: Mapping[str, Any], key: str) -> Any:
+    """The value a store's `params` (flat) means for `key`: its own, or the default it means by
+    leaving the field out (`UNRECORDED_DEFAULTS`, and Farneback, named by no `flow_method`);
+    `NOT_RECORDED` where it records none at all (a uint8 store's `flow_quantization` in a
+    float store, a field of a later version)."""
+    if key in recorded:
+        return recorded[key]
+    return {**UNRECORDED_DEFAULTS, FLOW_METHOD: "farneback"}.get(key, NOT_RECORDED)
+
+
+#: `recorded_value` of a field a store records nothing for.
+NOT_RECORDED = "(not recorded)"
+
+
+def shown_value(recorded: Mapping[str, Any], key: str) -> str:
+    """`recorded_value` as a message shows it: "'stretch' (the default)" for a default left
+    out, "none (the default)" for one that is None (linspace stores' `segments`), "(not
+    recorded)", never Python's None, which no command line takes."""
+    value = recorded_value(recorded, key)
+    if key in recorded or value == NOT_RECORDED:
+        return "none" if value is None else (value if value == NOT_RECORDED else repr(value))
+    return f"{'none' if value is None else repr(value)} (the default)"
+
+
 def to_dict(params: Any) -> dict[str, Any]:
     """Plain nested dict of a parameter dataclass (what goes into store attributes).
 

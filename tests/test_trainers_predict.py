@@ -252,9 +252,9 @@ def test_a_model_is_told_of_the_extraction_it_reads_only(trained, tmp_path):
     samples = open_run_samples(flow_record, other)
     try:
         assert extraction_differences(flow_record, samples) == (
-            "flow_dtype 'uint8', not 'float16'", "flow_bound 20.0, not 'unset'",
+            "flow_dtype 'uint8', not 'float16'", "flow_bound 20.0, not recorded in the run's store",
             "flow_quantization " + repr(samples.info.params["flow_quantization"])
-            + ", not 'unset'")
+            + ", not recorded in the run's store")
     finally:
         samples.store.close()
     resized = type(record)(record.path, {**record.metrics, "store": {
@@ -263,7 +263,7 @@ def test_a_model_is_told_of_the_extraction_it_reads_only(trained, tmp_path):
         changed = type(record)(resized.path, {**resized.metrics, "model": model})
         samples = open_run_samples(changed, other)
         try:
-            assert "resize 'stretch', not 'center-crop'" in extraction_differences(changed,
+            assert "resize 'stretch' (the default), not 'center-crop'" in extraction_differences(changed,
                                                                                    samples)
         finally:
             samples.store.close()
@@ -288,7 +288,8 @@ def test_a_middle_frame_model_is_not_told_of_steps_nor_a_float_store_of_its_flow
     samples = open_run_samples(flow_record, other)
     try:
         assert extraction_differences(flow_record, samples) == (
-            "sampling 'segments', not 'linspace'", "segments 2, not None", "stack 2, not None")
+            "sampling 'segments', not 'linspace' (the default)",
+            "segments 2, not none (the default)", "stack 2, not none (the default)")
     finally:
         samples.store.close()
 
@@ -485,6 +486,6 @@ def test_another_flow_algorithm_is_said_once(trained, tmp_path):
     samples = open_run_samples(flow_record, other)
     try:
         assert extraction_differences(flow_record, samples) == (
-            "flow_method 'farneback', not 'tvl1'",)
+            "flow_method 'farneback' (the default), not 'tvl1'",)
     finally:
         samples.store.close()

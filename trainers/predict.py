@@ -18,12 +18,13 @@ import dataclasses
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from flowstore.manifest import NO_CLASS
-from flowstore.params import FLOW_METHOD, FLOW_METHODS, UNRECORDED_DEFAULTS
+from flowstore.params import (FLOW_METHOD, FLOW_METHODS, NOT_RECORDED, recorded_value,
+                              shown_value)
 from flowstore.reader import ALL
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError
@@ -330,11 +331,7 @@ def extraction_differences(record: RunRecord, samples: StoreSamples) -> tuple[st
     reads_flow, reads_steps = FLOW in arrays, bool(arrays & {FLOW, FRAMES})
     quantized = "uint8" in (ran.get("flow_dtype"), here.get("flow_dtype"))
 
-    def value(params: Mapping[str, Any], key: str) -> Any:
-        if key == FLOW_METHOD:  # (recorded only when not Farneback: `flow_record`)
-            return params.get(key, "farneback")
-        return params[key] if key in params else UNRECORDED_DEFAULTS.get(key, "unset")
-
+    value = recorded_value
     methods_differ = value(ran, FLOW_METHOD) != value(here, FLOW_METHOD)
 
     def seen(key: str) -> bool:
@@ -345,7 +342,14 @@ def extraction_differences(record: RunRecord, samples: StoreSamples) -> tuple[st
         return reads_steps or key not in STEP_PARAMS
 
     keys = dict.fromkeys([*ran, *here, *([FLOW_METHOD] if methods_differ else [])])
-    return tuple(f"{key} {value(here, key)!r}, not {value(ran, key)!r}" for key in keys
+    def difference(key: str) -> str:
+        if value(here, key) == NOT_RECORDED:
+            return f"{key} not recorded, {shown_value(ran, key)} in the run's store"
+        if value(ran, key) == NOT_RECORDED:
+            return f"{key} {shown_value(here, key)}, not recorded in the run's store"
+        return f"{key} {shown_value(here, key)}, not {shown_value(ran, key)}"
+
+    return tuple(difference(key) for key in keys
                  if seen(key) and value(ran, key) != value(here, key))
 
 
