@@ -487,7 +487,7 @@ def test_transfer_base_ignores_the_seed_and_base_names_one_trained_otherwise(
 
     for args, message in [
             (("run", "flow", "--store", str(tvhi), "--base", str(image.path)),
-             "is a image run, which flow does not transfer from (only frames (from image) "
+             "is an image run, which flow does not transfer from (only frames (from image) "
              "take a --base)"),
             ((*frames, "--base", str(tmp_path)), "is not a finished run directory"),
     ]:

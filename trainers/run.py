@@ -245,7 +245,7 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
                 session.echo(f"not reusing {model} run {latest.path} (same store, but trained "
                              f"with {'; '.join(latest.training_differences(training))}; and "
                              f"{_not_this_chains(latest, started_from, done)})")
-    session.echo(f"{config.model} needs a {model} run of this store; training it first")
+    session.echo(f"{config.model} needs {_a_run(model)} of this store; training it first")
     return _train(session, StoreSamples(session.store, model))
 
 
@@ -387,10 +387,15 @@ def _named_base(config: RunConfig) -> RunRecord | None:
               if record.model in get_model(name).transfers_from}
     if not takers:
         raise ModelConfigError(
-            f"--base {str(config.base)!r} is a {record.model or 'unknown'} run, which "
+            f"--base {str(config.base)!r} is {_a_run(record.model or 'unknown')}, which "
             f"{config.model} does not transfer from (only "
             f"{', '.join(_transfer_takers()) or 'no model'} take a --base)")
     return record
+
+
+def _a_run(model: str) -> str:
+    """"an image run", "a flow run": a model's runs in a sentence."""
+    return f"{'an' if model[:1] in tuple('aeiou') else 'a'} {model} run"
 
 
 def _transfer_takers() -> list[str]:
