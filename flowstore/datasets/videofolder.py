@@ -4,8 +4,8 @@
 The containers OpenCV's FFmpeg backend decodes: .avi .mp4 .m4v .mkv .webm .mov .mpg .mpeg .mts
 .m2ts .3gp .wmv .flv, in any letter case (a file of any other suffix is not a sample). Splits,
 first match (`flowstore.datasets._classfolders`): a ``--split-file`` CSV with the columns
-``path,label,split`` (paths relative to SOURCE, suffix included; split train, val or test);
-``train/ val/ test/`` folders of class folders (no ``val/``: val drawn from train); otherwise
+``path,label,split`` (paths relative to SOURCE, suffix included; split train, val or test,
+or training, validation, valid, testing, in any letter case); ``train/ val/ test/`` folders of class folders (no ``val/``: val drawn from train); otherwise
 stratified ``--test-fraction`` and ``--val-fraction`` with ``--seed``, which move as clips are
 added (a split file keeps a test set fixed). A sample's id is its path under SOURCE without the
 suffix (``jumping/clip_01``), so two classes may hold files of the same name. Each sample is
