@@ -316,24 +316,26 @@ def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_pat
     rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
     # The same recipe on another store: another row, which says so.
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
-    # A tuned recipe at another learning rate and epochs than the catalogue's says so.
-    assert "| TV-HI flow | tuned, epochs 20, learning_rate 0.001 | 0 | 0.50 | - | 0.50-0.50 |" \
+    # A tuned recipe at another learning rate and epochs than the catalogue's says so; its
+    # store is named too, as a row of a model with runs on two stores (one left unnamed
+    # could be read as either).
+    assert "| TV-HI flow | tuned, epochs 20, learning_rate 0.001, store f1 | 0 | 0.50 | - | 0.50-0.50 |" \
         in rows
     assert "| TV-HI flow | report, store f2 | 0 | 0.90 | - | 0.90-0.90 |" in rows
     run("f", 1, 0.60, recipe_set="tuned", epochs=40)
     text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
     rows = [line for line in text.splitlines() if line.startswith("| TV-HI flow | ")]
-    assert "| TV-HI flow | tuned, epochs 20, learning_rate 0.001 | 0 | 0.50 | - | 0.50-0.50 |" \
+    assert "| TV-HI flow | tuned, epochs 20, learning_rate 0.001, store f1 | 0 | 0.50 | - | 0.50-0.50 |" \
         in rows
-    assert "| TV-HI flow | tuned, epochs 40, learning_rate 0.001 | 1 | 0.60 | - | 0.60-0.60 |" \
+    assert "| TV-HI flow | tuned, epochs 40, learning_rate 0.001, store f1 | 1 | 0.60 | - | 0.60-0.60 |" \
         in rows
     assert "| TV-HI flow | report, store f1 | 0, 1, 2 | 0.36 | 0.05 | 0.30-0.40 |" in rows
     # A model's report-recipe rows come before its tuned ones, each set's by first run,
     # though the runs were made report, tuned, report, tuned.
     recipes = [row.split(" | ")[1] for row in rows]
     assert [recipe for recipe in recipes if recipe.startswith(("report", "tuned"))] == [
-        "report, store f1", "report, store f2", "tuned, epochs 20, learning_rate 0.001",
-        "tuned, epochs 40, learning_rate 0.001"]
+        "report, store f1", "report, store f2", "tuned, epochs 20, learning_rate 0.001, store f1",
+        "tuned, epochs 40, learning_rate 0.001, store f1"]
 
 
 def _report_rows(runs):
@@ -404,13 +406,32 @@ def test_report_rows_name_an_unrecorded_field_by_its_default_and_tell_stores_apa
         run(f"frames-lin-{seed}", "frames", seed, 0.25, "linspace1")
         run(f"frames-seg-{seed}", "frames", seed, 0.26, "segments")
     rows = _report_rows(runs)
-    assert "| TV-HI flow | tuned, segment_views False | 0, 1 | 0.30 | 0.00 | 0.30-0.30 |" in rows
-    assert "| TV-HI flow | tuned, segment_views True | 0, 1 | 0.40 | 0.00 | 0.40-0.40 |" in rows
+    # (told apart by their recipes, and each names its store: the model has runs on two)
+    assert ("| TV-HI flow | tuned, segment_views False, store linspace | 0, 1 | 0.30 | 0.00 "
+            "| 0.30-0.30 |") in rows
+    assert ("| TV-HI flow | tuned, segment_views True, store segments | 0, 1 | 0.40 | 0.00 "
+            "| 0.40-0.40 |") in rows
     # (40 epochs are not the catalogue's tuned frames recipe's 30)
     assert "| TV-HI frame | tuned, epochs 40, store linspace | 0, 1 | 0.25 | 0.00 | 0.25-0.25 |" \
         in rows
     assert "| TV-HI frame | tuned, epochs 40, store segments | 0, 1 | 0.26 | 0.00 | 0.26-0.26 |" \
         in rows
+
+
+def test_table_rows_of_a_model_on_two_stores_each_name_their_store(tmp_path):
+    """Two-stream on two stores of TV-HI, one chain from scratch: the rows read "TV-HI
+    two-stream" and "TV-HI two-stream (from scratch)", names that differ, so neither said its
+    store, where the figures' names did."""
+    runs = tmp_path / "runs"
+    _fake_run(runs, "two-a", "two_stream", 0, 0.40, "storeaaa1", dataset="tvhi")
+    _fake_run(runs, "two-b", "two_stream", 0, 0.30, "storebbb2", dataset="tvhi")
+    metrics = runs / "two-b" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "from_scratch": True}))
+    _fake_run(runs, "flow-a", "flow", 0, 0.35, "storeaaa1", dataset="tvhi")
+    text = runner.invoke(app, ["report", str(runs)]).output
+    assert "| TV-HI two-stream, store storeaaa |" in text
+    assert "| TV-HI two-stream (from scratch), store storebbb |" in text
+    assert "| TV-HI flow |" in text  # (one store: its name alone)
 
 
 def test_report_names_the_run_folders_it_leaves_out(tmp_path):

@@ -71,10 +71,24 @@ def _name(record: RunRecord) -> str:
 
 def row_names(records: Sequence[RunRecord]) -> list[str]:
     """Each run's name in a report of the latest runs `records` (`_name`), with its store
-    ("TV-HI flow, store 0f4c8094") where a run of the same name is there from another store:
-    two rows, figures or sections otherwise read alike."""
-    names = [_name(r) for r in records]
-    return _told_apart(names, names, [f"store {r.fingerprint[:8]}" for r in records])
+    ("TV-HI flow, store 0f4c8094") where its model has runs on another store of the dataset
+    (`_with_stores`)."""
+    return _with_stores([_name(r) for r in records], records)
+
+
+def _with_stores(labels: list[str], records: Sequence[RunRecord]) -> list[str]:
+    """`labels` of `records` (one each), with the record's store ("..., store 0f4c8094") on
+    every label of a model that has runs on several stores of one dataset: only on labels
+    that met (as it was) left "TV-HI two-stream" beside "TV-HI two-stream (from scratch)",
+    rows of two stores that named neither."""
+    def key(record: RunRecord) -> tuple[str, str]:
+        return record.model, record.dataset
+
+    stores: dict[tuple[str, str], set[str]] = {}
+    for record in records:
+        stores.setdefault(key(record), set()).add(record.fingerprint)
+    return [f"{label}, store {record.fingerprint[:8]}" if len(stores[key(record)]) > 1
+            else label for label, record in zip(labels, records, strict=True)]
 
 
 def _from_scratch(record: RunRecord) -> bool:
@@ -286,7 +300,7 @@ def _group_labels(groups: list[list[RunRecord]], origins: list[tuple[str, ...]])
                                           for group in groups])
     labels = _told_apart(models, labels, [f"from {' + '.join(origin)}" if origin else ""
                                           for origin in origins])
-    labels = _told_apart(models, labels, [f"store {group[0].fingerprint[:8]}" for group in groups])
+    labels = _with_stores(labels, [group[0] for group in groups])
     labels = _told_apart(models, labels, [f"trained on {split_counts(group[0].samples)} samples"
                                           for group in groups])
     labels = _told_apart(models, labels, ["from scratch" if _from_scratch(group[0]) else ""
