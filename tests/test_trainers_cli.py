@@ -263,6 +263,11 @@ def test_report_of_a_store_instead_of_its_runs_is_one_line(tmp_path):
     empty.mkdir()
     result = runner.invoke(app, ["report", str(empty)])
     assert result.exit_code == 0 and "No finished runs" in result.output
+    figures = tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(empty), "--out", str(figures)])
+    assert result.exit_code == 0
+    # (it ended "0 figure(s) written to ...:", a colon before nothing)
+    assert result.output.splitlines()[-1] == f"0 figure(s) written to {figures} (no runs to draw)"
 
 
 @pytest.mark.parametrize("model,store", [("tvhi_flow", "missing"),

@@ -187,7 +187,8 @@ def report(
             from trainers.figures import write_figures
 
             written = write_figures(runs_dir, out, predicted)
-            typer.echo(f"{len(written.files)} figure(s) written to {out}:")
+            typer.echo(f"{len(written.files)} figure(s) written to {out}"
+                       + (":" if written.files else " (no runs to draw)"))
             for path in written.files:
                 typer.echo(f"- {path}")
             for path in written.removed:
