@@ -118,6 +118,20 @@ def fail_system(exc: OSError) -> None:
     fail(f"{exc.strerror or exc}: {exc.filename!r}" if exc.filename else str(exc))
 
 
+#: What a command that reads a source or writes a store reports as bad input (`fail_input`),
+#: not as a bug: flowstore's own errors, and the system's (a full disk, an unreadable folder of
+#: the source). `estimate` caught the first alone, and an OSError of the source's listing was an
+#: internal error, traceback and all, where `build` said it in one line.
+INPUT_ERRORS = (FlowstoreError, OSError)
+
+
+def fail_input(exc: Exception) -> None:
+    """One of `INPUT_ERRORS` as one `error:` line, exit 2."""
+    if isinstance(exc, FlowstoreError):
+        fail(str(exc))
+    fail_system(exc)
+
+
 def _frame_range(text: str) -> tuple[int, int]:
     try:
         low, _, high = text.partition(":")
@@ -263,10 +277,8 @@ def build(
                              workers=workers)
         keep_freed_memory(BUILD_MMAP_THRESHOLD)
         result = run_build(config)
-    except FlowstoreError as exc:
-        fail(str(exc))
-    except OSError as exc:
-        fail_system(exc)
+    except INPUT_ERRORS as exc:
+        fail_input(exc)
     except KeyboardInterrupt:
         fail_interrupted("interrupted; run the same command again to resume")
     internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
@@ -377,10 +389,8 @@ def verify(
             raise typer.Exit(1 if result.problems else 0)
         repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync,
                               options=options)
-    except FlowstoreError as exc:
-        fail(str(exc))
-    except OSError as exc:  # --repair on a store it may not write
-        fail_system(exc)
+    except INPUT_ERRORS as exc:  # (an OSError: --repair on a store it may not write)
+        fail_input(exc)
     internal = (f", {len(repaired.internal_errors)} internal error(s)"
                 if repaired.internal_errors else "")
     typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "
@@ -470,8 +480,8 @@ def estimate(
         result = run_estimate(dataset, source, params, options=options, seed=seed,
                               workers=workers, max_per_split=max_per_split, progress=not quiet,
                               **({"sample_size": sample} if sample is not None else {}))
-    except FlowstoreError as exc:
-        fail(str(exc))
+    except INPUT_ERRORS as exc:
+        fail_input(exc)
     typer.echo(format_estimate(result))
 
 

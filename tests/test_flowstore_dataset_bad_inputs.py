@@ -137,6 +137,33 @@ def test_videofolder_split_csv_naming_an_absent_clip_fails_that_clip_alone(copy,
     assert failed == {"elsewhere/missing": "video file is missing: missing.mp4"}
 
 
+
+def test_videofolder_symlink_loops_and_broken_links_named_like_clips_fail_alone(
+        copy, tmp_path):
+    """`entry.is_file()` raised ELOOP while the class folders were listed: build refused the
+    whole source ("error: Too many levels of symbolic links", nothing built) and estimate
+    ended in a traceback as an internal error (exit 3); a broken link was silently left out.
+    Each is a sample that fails with its reason, as in TV-HI; the others build."""
+    source = copy("videofolder")
+    (source / "rock'n'roll" / "loop.mp4").symlink_to("loop.mp4")
+    (source / "rock'n'roll" / "ping.mp4").symlink_to("pong.mp4")  # a cycle of two links
+    (source / "rock'n'roll" / "pong.mp4").symlink_to("ping.mp4")
+    (source / "rock'n'roll" / "gone.mp4").symlink_to("/nonexistent/gone.mp4")  # was not listed
+    store = tmp_path / "v.zarr"
+    failed = failures_listed(build_cli("videofolder", source, store))
+    loops = {"rock'n'roll/loop", "rock'n'roll/ping", "rock'n'roll/pong"}
+    assert set(failed) == {*loops, "rock'n'roll/gone"}, failed
+    assert all(".mp4" in why for why in failed.values()), failed
+    assert failed["rock'n'roll/gone"] == "video file is missing: gone.mp4"
+    with open_store(store) as built:
+        assert int(built.read("done").sum()) == TINY.classes * TINY.clips_per_class
+    estimated = flowstore_cli("estimate", "videofolder", "--source", source, *TINY_ARGS)
+    assert estimated.returncode == 0, (estimated.returncode, estimated.stderr[-2000:])
+    assert "Traceback" not in estimated.stderr
+    for sample in loops:
+        assert f"failed: {sample}: " in estimated.stdout, estimated.stdout
+
+
 # -- split files that name unknown classes, or are unreadable or malformed: one line, exit 2 -------
 def _append_crlf(path: Path, line: str) -> None:
     path.write_bytes(path.read_bytes() + line.encode() + b"\r\n")

@@ -158,6 +158,25 @@ def test_the_cores_are_those_this_process_may_use(tiny_tvhi_source, monkeypatch)
     assert BuildConfig("tvhi", tiny_tvhi_source, "s.zarr", VideoParams()).workers == 1
 
 
+def test_a_system_error_reading_the_source_is_one_line_as_for_build(tmp_path, monkeypatch):
+    """estimate caught flowstore's own errors alone: an OSError listing the source (a symlink
+    loop's ELOOP, an I/O error) was an internal error, a traceback and exit 3, where build
+    said it on one line, exit 2 (`cli.INPUT_ERRORS`, one place for both)."""
+    import errno
+
+    from typer.testing import CliRunner
+
+    import flowstore.estimate
+    from flowstore.cli import app
+
+    def unreadable(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", "vf/a/clip.mp4")
+
+    monkeypatch.setattr(flowstore.estimate, "estimate", unreadable)
+    result = CliRunner().invoke(app, ["estimate", "videofolder", "--source", str(tmp_path)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert result.output == "error: Input/output error: 'vf/a/clip.mp4'\n"
+
 @pytest.mark.parametrize(("dataset", "split_seed"), [("videofolder", 5), ("tvhi", None)])
 def test_seed_draws_the_split_the_build_of_that_seed_would(dataset, split_seed, tmp_path,
                                                            monkeypatch):

@@ -237,7 +237,7 @@ def test_videofolder_ids_are_unique_across_classes_and_non_media_is_skipped(sour
     assert not any("README" in i or "DS_Store" in i or "Thumbs" in i for i in ids)
 
 
-def test_videofolder_scan_finds_nested_files_and_skips_hidden_links_to_folders_and_non_media(
+def test_videofolder_scan_finds_nested_files_and_links_and_skips_hidden_and_non_media(
         tmp_path):
     source = tmp_path / "src"
     for name in ["a/top.mp4", "a/deep/er/clip.AVI", "a/x.mp4", "a/x.mkv", "a/.hidden.mp4",
@@ -246,17 +246,49 @@ def test_videofolder_scan_finds_nested_files_and_skips_hidden_links_to_folders_a
         (source / name).parent.mkdir(parents=True, exist_ok=True)
         (source / name).write_bytes(b"")
     (source / "a" / "linked.mp4").symlink_to(source / "outside" / "elsewhere.mp4")
-    (source / "a" / "broken.mp4").symlink_to(source / "missing.mp4")
+    (source / "a" / "broken.mp4").symlink_to(source / "missing.mp4")  # a sample that fails
     (source / "a" / "folder_link").symlink_to(source / "outside", target_is_directory=True)
     (source / "a" / "dir.mp4").mkdir()  # a folder with a media suffix is no sample
     dataset = get_dataset("videofolder")
-    assert dataset.sample_files(source / "a") == ["deep/er/clip.AVI", "linked.mp4", "top.mp4",
-                                                   "x.mkv", "x.mp4"]
+    assert dataset.sample_files(source / "a") == [
+        "broken.mp4", "deep/er/clip.AVI", "folder_link/elsewhere.mp4", "linked.mp4", "top.mp4",
+        "x.mkv", "x.mp4"]
     dataset.manifest(source)
     assert dataset.sample_paths == {
-        "a/deep/er/clip": "a/deep/er/clip.AVI", "a/linked": "a/linked.mp4", "a/top": "a/top.mp4",
+        "a/broken": "a/broken.mp4", "a/deep/er/clip": "a/deep/er/clip.AVI",
+        "a/folder_link/elsewhere": "a/folder_link/elsewhere.mp4", "a/linked": "a/linked.mp4",
+        "a/top": "a/top.mp4",
         "a/x.mkv": "a/x.mkv", "a/x.mp4": "a/x.mp4",  # same stem: the id keeps its suffix
         "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
+
+
+def test_clips_behind_links_to_folders_are_listed_once_and_links_back_are_not_followed(
+        tmp_path):
+    """A linked sub-folder (`cam2 -> /mnt/disk2/cam2`) was silently not listed, though a
+    linked class folder was, and a broken link named like a clip was dropped unnoticed. Links
+    to folders are followed, once each, never back into the tree or above it (`loop -> .`)."""
+    source = _empty_files(tmp_path / "clips", ["cam1/a.mp4", "cam1/sub/s.mp4"])
+    disk2 = _empty_files(tmp_path / "disk2", ["cam2/b.mp4", "cam2/deeper/d.MOV"])
+    (source / "cam2").symlink_to(disk2 / "cam2", target_is_directory=True)
+    (source / "cam3").symlink_to(disk2 / "cam2", target_is_directory=True)  # listed as cam2/
+    (disk2 / "cam2" / "back").symlink_to(source, target_is_directory=True)  # a loop via disk2
+    (disk2 / "cam2" / "deeper" / "up").symlink_to(disk2, target_is_directory=True)  # above
+    (source / "loop").symlink_to(".", target_is_directory=True)
+    (source / "cam1" / "up").symlink_to("..", target_is_directory=True)
+    (source / "alias").symlink_to("cam1/sub", target_is_directory=True)  # listed as cam1/sub/
+    (source / "c.mp4").symlink_to("/nonexistent/c.mp4")  # a sample, that will fail
+    files = ["c.mp4", "cam1/a.mp4", "cam1/sub/s.mp4", "cam2/b.mp4", "cam2/deeper/d.MOV"]
+    dataset = get_dataset("clips")
+    assert dataset.sample_files(source) == files
+    assert dataset.manifest(source).ids == [f.rsplit(".", 1)[0] for f in files]
+    # a class folder's linked sub-folder, as a linked class folder
+    (disk2 / "cam2" / "back").unlink()
+    classes = _empty_files(tmp_path / "vf", ["walk/a.mp4", "run/b.mp4"])
+    (classes / "walk" / "cam2").symlink_to(disk2 / "cam2", target_is_directory=True)
+    (classes / "jump").symlink_to(disk2 / "cam2", target_is_directory=True)
+    ids = get_dataset("videofolder").manifest(classes).ids
+    assert sorted(ids) == ["jump/b", "jump/deeper/d", "run/b", "walk/a", "walk/cam2/b",
+                           "walk/cam2/deeper/d"]
 
 
 def test_macos_archive_folders_are_not_data(sources, tmp_path):

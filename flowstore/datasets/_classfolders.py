@@ -16,7 +16,9 @@ match wins:
    (``--val-fraction``), stratified by class with ``--seed``; the rest is train.
 
 Files whose suffix is not a media suffix (README.txt, .DS_Store, Thumbs.db), hidden files and
-folders, and ``__MACOSX/`` (`skipped`) are skipped. Classes are sorted by name; two folders
+folders, and ``__MACOSX/`` (`skipped`) are skipped. Links to folders are followed, once each
+(not a link back into the source or above it); a broken link or a symlink loop named like a
+media file is a sample, which fails. Classes are sorted by name; two folders
 whose names differ only in letter case or Unicode form (``Dog`` and ``dog``) are one class
 spelled two ways, which is refused. A class of no sample in any split is refused
 (`flowstore.manifest`).
@@ -198,6 +200,36 @@ def holds_a_store(path: Path) -> bool:
     return (path / "zarr.json").is_file()
 
 
+def _is_folder(entry: os.DirEntry) -> bool:
+    """Whether a listed entry is a folder or a link to one; not where it cannot be told (a
+    symlink loop, an unreadable link), which is then a file named as it is named."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
+
+
+def _within(path: str, folder: str) -> bool:
+    """Whether the real path `path` is `folder` or inside it."""
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _followed(entry: os.DirEntry, parent: str, root: str, visited: set[str]) -> str | None:
+    """The real path of a sub-folder `MediaFiles.sample_files` lists (`parent`: the real path
+    of the folder it is in, `root`: of the folder listed), or None for one it skips: a folder
+    already listed (two links to one folder), and a link into the listed tree (its files are
+    listed under their own path) or to a folder above it (`loop -> .`, `up -> ..`: listed
+    forever). Without links to folders nothing is skipped, so a source's listing, and the
+    manifest of a store built from it, is what it was before links were followed."""
+    if entry.is_symlink():
+        target = os.path.realpath(entry.path)
+        if _within(target, root) or _within(root, target):
+            return None
+    else:
+        target = os.path.join(parent, entry.name)
+    return None if target in visited else target
+
+
 class MediaFiles(Dataset):
     """A dataset whose samples are the media files of a folder tree, named by their paths:
     `sample_files` lists them, `sample_ids` names them. Subclasses set the suffixes."""
@@ -209,27 +241,43 @@ class MediaFiles(Dataset):
 
     def sample_files(self, folder: Path) -> list[str]:
         """The sample files under `folder`, as '/'-separated paths relative to it, in the order
-        of their parts: files (or links to files) with a media suffix, in `folder` or in its
-        sub-folders, hidden files and folders and `MACOS_ARCHIVE_FOLDER` skipped (`skipped`),
-        links to folders not followed (as
-        `Path.rglob` does). `os.scandir` strings, not pathlib objects: on 100,000 files those
-        were most of the CPU and memory of a resumed build's planning (build_scale.py)."""
+        of their parts: every entry with a media suffix that is not a folder, in `folder` or in
+        its sub-folders, hidden files and folders and `MACOS_ARCHIVE_FOLDER` skipped (`skipped`).
+
+        An entry named like a sample is one even where it cannot be read (a broken link, a
+        symlink loop): its extraction fails with the reason, as a listed clip of TV-HI does;
+        dropped, it went unnoticed, and a loop's `is_file` raised and refused the whole source.
+        Links to folders are followed, as a link as a class folder is ("every clip in any
+        sub-folders": `cam2 -> /mnt/disk2/cam2`), except where that would list a folder twice
+        or forever (`_followed`). `os.scandir` strings, not pathlib objects: on 100,000 files
+        those were most of the CPU and memory of a resumed build's planning (build_scale.py)."""
         found: list[str] = []
-        pending = [("", os.fspath(folder))]
+        root = os.path.realpath(folder)
+        visited = {root}  # real paths of the folders listed or to be listed
+        pending = [("", os.fspath(folder), root)]
         while pending:
-            prefix, path = pending.pop()
+            prefix, path, real = pending.pop()
+            folders = []
             try:
                 with os.scandir(path) as entries:
                     for entry in entries:
                         if skipped(entry.name):
                             continue
-                        if entry.is_dir(follow_symlinks=False):
-                            pending.append((f"{prefix}{entry.name}/", entry.path))
-                        elif (os.path.splitext(entry.name)[1].lower() in self.suffixes
-                              and entry.is_file()):
+                        if _is_folder(entry):
+                            folders.append(entry)
+                        elif os.path.splitext(entry.name)[1].lower() in self.suffixes:
                             found.append(prefix + entry.name)
             except PermissionError:  # an unreadable sub-folder holds no samples (as rglob)
                 continue
+            # in name order, so that which of two links to one folder lists it does not
+            # depend on the order the file system lists them in
+            below = []
+            for entry in sorted(folders, key=lambda e: e.name):
+                target = _followed(entry, real, root, visited)
+                if target is not None:
+                    visited.add(target)
+                    below.append((f"{prefix}{entry.name}/", entry.path, target))
+            pending.extend(reversed(below))
         return sorted(found, key=lambda relative: relative.split("/"))
 
     def sample_ids(self, relative: list[str]) -> list[str]:

@@ -5,7 +5,8 @@ A trained model scores new clips from a store of them built with the run's extra
 parameters (`trainers predict RUN --store new.zarr`, whose default split, test, holds them all).
 Every file whose suffix is a container OpenCV's FFmpeg backend decodes (as `videofolder`: .avi
 .mp4 .mkv .mov ..., any letter case) is a sample, and nothing else is (README.txt,
-.DS_Store); hidden files and folders are skipped. A sample's id is its path under SOURCE
+.DS_Store); hidden files and folders are skipped, links to folders followed (each folder
+once). A sample's id is its path under SOURCE
 without the suffix (`cam2/0001`). The store has no classes: every sample's label is -1
 (`flowstore.manifest.NO_CLASS`) and its split `test`, so `trainers run` refuses it (there is
 nothing to learn from) and `trainers predict` reports predictions without an accuracy. Each
