@@ -248,16 +248,13 @@ def test_bad_split_files_and_csvs_are_one_line_and_write_nothing(dataset, damage
     ("path,label,split,path\na.mp4,x,train,b.mp4\n", "has the column 'path' twice"),
     ("path,label,split\n", "lists no videos"),
     (None, "no split file at"),
-    # one sample id for two rows: the clip was never built and the summary did not add up
-    ("path,label,split\nc/clip.MP4,x,train\nc/clip,x,test\n",
-     "line 3: 'c/clip' and line 2 ('c/clip.MP4') would be one sample, 'c/clip'"),
     ("path,label,split\n.,x,train\n", "line 2: path '.' names no file"),
     # a spreadsheet's blank rows: each row is named by its own line (was by its count + 1)
     ("path,label,split\n\na.mp4,x,train\n\n\nb.mp4,x,trian\n", "line 6: split 'trian'"),
     ("path,label,split\r\n\r\na.mp4,x,train\r\n\r\nb.mp4,x,train,extra\r\n",
      "line 5: expected 3 fields"),
 ], ids=["no-split-column", "bad-split", "outside", "twice", "extra-field", "column-twice",
-        "empty", "absent", "one-id-for-two-rows", "dot", "blank-rows", "blank-rows-crlf"])
+        "empty", "absent", "dot", "blank-rows", "blank-rows-crlf"])
 def test_a_malformed_or_absent_split_csv_is_one_line_and_writes_nothing(text, expected, copy,
                                                                         tmp_path):
     source = copy("videofolder")

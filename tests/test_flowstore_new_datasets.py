@@ -850,6 +850,31 @@ def test_a_split_file_as_a_spreadsheet_exports_it_reads(tmp_path):
         get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
 
 
+def test_split_file_ids_follow_folder_modes_rule_whatever_the_row_order(tmp_path):
+    """`a/x.mp4` and `a/x.avi` in a split file: the first row got the id `a/x`, the other kept
+    its suffix, so `a/x` named another file when the rows were sorted otherwise. Both keep
+    their suffix, as in folder mode (`MediaFiles.sample_ids`)."""
+    source = _empty_files(tmp_path / "vf", ["a/x.mp4", "a/x.avi", "b/y.mp4"])
+    rows = ["a/x.mp4,a,train", "a/x.avi,a,test", "b/y.mp4,b,train"]
+    got = []
+    for order in (rows, [rows[1], rows[0], rows[2]]):
+        split_file = tmp_path / "splits.csv"
+        split_file.write_text("\n".join(["path,label,split", *order]) + "\n")
+        dataset = get_dataset("videofolder", {"split_file": str(split_file)})
+        manifest = dataset.manifest(source)
+        got.append({row.id: (dataset.sample_paths[row.id], row.split) for row in manifest.rows})
+    assert got[0] == got[1] == {"a/x.mp4": ("a/x.mp4", "train"), "a/x.avi": ("a/x.avi", "test"),
+                                "b/y": ("b/y.mp4", "train")}
+    folder_mode = get_dataset("videofolder", {"test_fraction": "0", "val_fraction": "0"})
+    assert sorted(folder_mode.manifest(source).ids) == sorted(got[0])
+    # a path and the same path without its suffix (both missing: samples that fail) are two
+    # ids too, not refused as one sample
+    split_file.write_text("path,label,split\na/x.mp4,a,train\nc/clip.MP4,a,test\n"
+                          "c/clip,b,test\nb/y.mp4,b,train\n")
+    dataset = get_dataset("videofolder", {"split_file": str(split_file)})
+    assert sorted(dataset.manifest(source).ids) == ["a/x", "b/y", "c/clip", "c/clip.MP4"]
+
+
 def _edited(sources, name: str, tmp_path: Path, edit) -> Path:
     """A private copy of a synthetic source, changed by `edit(root)`."""
     source = Path(shutil.copytree(sources[name], tmp_path / name))

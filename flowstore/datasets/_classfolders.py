@@ -415,14 +415,15 @@ class ClassFolders(MediaFiles):
         return found
 
     def _from_split_file(self, source: Path, split_file: Path) -> dict[str, dict[str, list[str]]]:
+        """{split: {class: [sample id]}} of a split file's rows; remembers each id's file. The
+        ids are folder mode's (`sample_ids`): a rule of its own gave `a/x` to whichever of
+        `a/x.mp4` and `a/x.avi` came first, so one id named another file as rows were sorted."""
         what = "split file"
         rows = read_csv(split_file, what, SPLIT_FILE_COLUMNS)
         if not rows:
             raise SourceLayoutError(f"{what} {str(split_file)!r} lists no {self.what}s")
-        by_split: dict[str, dict[str, list[str]]] = {}
-        seen: set[str] = set()
-        paths: dict[str, str] = {}  # this file's: a second manifest() reads it afresh
-        id_lines: dict[str, int] = {}
+        listed: dict[str, int] = {}  # path: its line
+        where_of: list[tuple[str, str]] = []  # (split, label) of each path listed
         for number, row in rows:
             path, label, written = row["path"].strip(), row["label"].strip(), row["split"].strip()
             split = SPLIT_SPELLINGS.get(written.casefold(), written)
@@ -438,48 +439,40 @@ class ClassFolders(MediaFiles):
                 raise SourceLayoutError(f"{where}: split {written!r} is not one of "
                                         f"{', '.join(SPLITS)} (or training, validation, valid, "
                                         f"testing, in any letter case)")
-            if str(relative) in seen:
+            if str(relative) in listed:
                 raise SourceLayoutError(f"{where}: {path!r} is listed twice")
-            seen.add(str(relative))
-            # the path without its suffix, or with it where that is taken (clip.mp4 beside
-            # clip.avi); two rows still meeting at one id would be one sample built twice
-            sample_id = str(relative.with_suffix(""))
-            if sample_id in paths:
-                sample_id = str(relative)
-            if sample_id in paths:
-                raise SourceLayoutError(f"{where}: {path!r} and line {id_lines[sample_id]} "
-                                        f"({paths[sample_id]!r}) would be one sample, "
-                                        f"{sample_id!r}; rename one of the files")
-            id_lines[sample_id] = number
-            paths[sample_id] = str(relative)
+            listed[str(relative)] = number
+            where_of.append((split, label))
+        # Checked before `sample_ids` remembers the files: a refused file leaves none behind.
+        self._check_listed_files(source, split_file, listed)
+        by_split: dict[str, dict[str, list[str]]] = {}
+        for sample_id, (split, label) in zip(self.sample_ids(list(listed)), where_of):
             by_split.setdefault(split, {}).setdefault(label, []).append(sample_id)
-        self._check_listed_files(source, split_file, paths, id_lines)
-        self.sample_paths.update(paths)
         return by_split
 
-    def _check_listed_files(self, source: Path, split_file: Path, paths: Mapping[str, str],
+    def _check_listed_files(self, source: Path, split_file: Path,
                             lines: Mapping[str, int]) -> None:
         """Refuse a split file whose paths are written otherwise than as files under SOURCE,
         which failed every sample alike ("image file is missing: img3") and, once built,
         could only be rebuilt: a path without its file's suffix (`cat/img3` for
         `cat/img3.jpeg`), or paths none of which is under SOURCE (written from another folder).
-        One missing file among others stays that sample's failure (a clip not downloaded)."""
+        One missing file among others stays that sample's failure (a clip not downloaded).
+        `lines`: each listed path (as written, `/`-separated) and the line it is on."""
         # A systematic mistake shows in the first rows: a stat of each of them, not of every row
         # of a 300,000-row file (each file is looked at again when its sample is extracted).
-        first = list(itertools.islice(paths.items(), 20))
-        missing = [(sample, path) for sample, path in first
-                   if not os.path.lexists(source / path)]
-        for sample, path in missing[:5]:
+        first = list(itertools.islice(lines, 20))
+        missing = [path for path in first if not os.path.lexists(source / path)]
+        for path in missing[:5]:
             near = sorted(p.name for p in (source / path).parent.glob(
                 f"{glob.escape((source / path).name)}.*") if p.suffix.lower() in self.suffixes)
             if near:
                 raise SourceLayoutError(
-                    f"split file {str(split_file)!r} line {lines[sample]}: {path!r} is not in "
+                    f"split file {str(split_file)!r} line {lines[path]}: {path!r} is not in "
                     f"{str(source)!r}, {near[0]!r} is beside it: a path names its file, suffix "
                     f"included")
         if missing and len(missing) == len(first) and not any(
-                os.path.lexists(source / path) for path in list(paths.values())[len(first):]):
+                os.path.lexists(source / path) for path in list(lines)[len(first):]):
             raise SourceLayoutError(
-                f"none of the {len(paths)} files split file {str(split_file)!r} lists is in "
-                f"{str(source)!r} (e.g. {str(source / missing[0][1])!r}): its paths are "
+                f"none of the {len(lines)} files split file {str(split_file)!r} lists is in "
+                f"{str(source)!r} (e.g. {str(source / missing[0])!r}): its paths are "
                 f"relative to --source")
