@@ -875,6 +875,19 @@ def test_split_file_ids_follow_folder_modes_rule_whatever_the_row_order(tmp_path
     assert sorted(dataset.manifest(source).ids) == ["a/x", "b/y", "c/clip", "c/clip.MP4"]
 
 
+def test_blank_rows_of_a_split_file_are_skipped_as_empty_lines_are(tmp_path):
+    """A row a spreadsheet exports blank (`,,`, or spaces) was refused ("empty path or label",
+    "expected 3 fields") where an empty line was skipped (`read_csv`)."""
+    source = _empty_files(tmp_path / "imgs", ["cat/a.jpeg", "dog/c.png"])
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("path,label,split\ncat/a.jpeg,cat,train\n,,\n  \n\n , ,\t, \n"
+                          "dog/c.png,dog,test\n,,\n")
+    manifest = get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+    assert {row.id: row.split for row in manifest.rows} == {"cat/a": "train", "dog/c": "test"}
+    split_file.write_text("path,label,split\ncat/a.jpeg,cat,train\n,,\n \ndog/c.png,,test\n")
+    with pytest.raises(SourceLayoutError, match="line 5: empty path or label"):
+        get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
+
 def _edited(sources, name: str, tmp_path: Path, edit) -> Path:
     """A private copy of a synthetic source, changed by `edit(root)`."""
     source = Path(shutil.copytree(sources[name], tmp_path / name))

@@ -120,7 +120,10 @@ def read_csv(path: Path, what: str,
              required: Iterable[str]) -> list[tuple[int, dict[str, str]]]:
     """Rows of a CSV with a header holding at least the `required` columns (quoted fields, CRLF
     and a BOM are fine), each with the line of the file it starts on, for messages to name;
-    a malformed file is one SourceLayoutError naming the line."""
+    a malformed file is one SourceLayoutError naming the line. A blank row is skipped, as the
+    csv module skips an empty line: one whose every field is blank, as a spreadsheet exports
+    an emptied row (`,,`, spaces), which was refused ("empty path or label", "expected 3
+    fields") while an empty line was not."""
     required = tuple(required)
     text = read_text(path, what)
     reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
@@ -149,6 +152,9 @@ def read_csv(path: Path, what: str,
         rows = []
         line = next_row_line(reader.line_num)
         for row in reader:
+            if not any(field.strip() for field in _fields(row)):
+                line = next_row_line(reader.line_num)
+                continue
             if None in row or any(row.get(c) is None for c in columns):
                 raise SourceLayoutError(f"{what} {str(path)!r} line {line}: expected "
                                         f"{len(columns)} fields ({','.join(columns)})")
@@ -157,6 +163,13 @@ def read_csv(path: Path, what: str,
     except csv.Error as exc:  # e.g. a quote left open: named by the line its row starts on
         raise SourceLayoutError(f"{what} {str(path)!r} line {line}: {exc}") from None
     return rows
+
+
+def _fields(row: Mapping[str | None, object]) -> list[str]:
+    """Every field of a `csv.DictReader` row: a short row's missing ones are None (left out),
+    a long row's extra ones a list under the key None."""
+    extra = row.get(None) or []
+    return [v for k, v in row.items() if k is not None and isinstance(v, str)] + list(extra)
 
 
 def _column_name(header: str, required: tuple[str, ...]) -> str:
