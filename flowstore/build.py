@@ -949,7 +949,8 @@ def _writer(key: StoreKey) -> Store:
         store = _OPEN_STORES[key]
         # A handle kept open (a cluster worker's, between tasks) outlives a Ctrl-C'd build: its
         # task still running would write into a store rebuilt at once with --overwrite, the
-        # old layout's chunks into the new store's files (one `stat` a sample).
+        # old layout's chunks into the new store's files (one `stat` a sample; a URL store's
+        # root is fetched every few seconds, `flowstore.store._zarr.URL_STORE_ID_INTERVAL`).
         now = store.store_id_now()
         if now is not None and now != key.store_id:
             _OPEN_STORES.pop(key).close()

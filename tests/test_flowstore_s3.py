@@ -221,3 +221,76 @@ def test_a_url_with_an_empty_part_is_refused(s3_env, tiny_tvhi_source):
                         *TINY_BUILD, "-q", env=s3_env)
     assert assert_one_line_error(out) == (
         f"error: a store URL has an empty part ('//') in its path: {url!r}")
+
+
+def _rebuilt_store_test_setup(s3_env, tiny_tvhi_source, monkeypatch, name):
+    """A store of its own at `s3://features/NAME.zarr` (the module's store is shared), its
+    build command, and the environment set for `flowstore.open` in this process."""
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)
+    url = f"s3://features/{name}.zarr"
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", url, *TINY_BUILD, "-q",
+             "--max-per-split", "2")
+    out = flowstore_cli(*build, env=s3_env)
+    assert out.returncode == 0, out.stderr
+    return url, build
+
+
+def test_an_open_split_on_an_s3_store_rebuilt_under_it_refuses_to_read(
+        s3_env, tiny_tvhi_source, monkeypatch):
+    """An open split on a URL store read on after `--overwrite` rebuilt it: the new store's
+    chunks at the old store's positions, under the old ids, without a word (only a local
+    store's root was looked at). A URL store's root is fetched again once its interval has
+    passed, in a split unpickled (as in a DataLoader worker) too; before, the last look
+    stands (no GET a batch)."""
+    import pickle
+
+    import flowstore
+    import flowstore.store._zarr as zarr_backend
+    from flowstore.errors import StoreError
+
+    url, build = _rebuilt_store_test_setup(s3_env, tiny_tvhi_source, monkeypatch, "r8")
+    monkeypatch.setattr(zarr_backend, "URL_STORE_ID_INTERVAL", 3600.0, raising=False)
+    with flowstore.open(url) as ds:
+        train = ds.split("train", features=("flow",))
+        unpickled = pickle.loads(pickle.dumps(train))
+        before = train[[0, 1]]["flow"]
+        assert unpickled[[0, 1]]["flow"].tobytes() == before.tobytes()
+        # a resumed build writes into the same store: reads go on
+        assert flowstore_cli(*build[:-2], env=s3_env).returncode == 0
+        monkeypatch.setattr(zarr_backend, "URL_STORE_ID_INTERVAL", 0.0, raising=False)
+        assert train[[0, 1]]["flow"].tobytes() == before.tobytes()
+        monkeypatch.setattr(zarr_backend, "URL_STORE_ID_INTERVAL", 3600.0, raising=False)
+        out = flowstore_cli(*build, "--overwrite", env=s3_env)  # the same shapes
+        assert out.returncode == 0, out.stderr
+        assert ds.store.store_id_now() == ds.identity[0]  # the last look, within the interval
+        monkeypatch.setattr(zarr_backend, "URL_STORE_ID_INTERVAL", 0.0, raising=False)
+        for split in (train, unpickled):
+            with pytest.raises(StoreError, match=r"was rebuilt, replaced or deleted since "
+                                                 r"split 'train' was made; open it again"):
+                split[[0, 1]]
+
+
+def test_an_s3_store_rebuilt_with_other_shapes_under_a_split_is_said_rebuilt_not_damaged(
+        s3_env, tiny_tvhi_source, monkeypatch):
+    """Its chunks of other shapes read through the old handles (within the interval, before
+    the root was looked at again) were said to be damage, sent to `verify --repair`; a read
+    that fails looks at the root at once."""
+    import pickle
+
+    import flowstore
+    import flowstore.store._zarr as zarr_backend
+    from flowstore.errors import StoreError
+
+    url, build = _rebuilt_store_test_setup(s3_env, tiny_tvhi_source, monkeypatch, "r9")
+    monkeypatch.setattr(zarr_backend, "URL_STORE_ID_INTERVAL", 3600.0, raising=False)
+    with flowstore.open(url) as ds:
+        train = ds.split("train", features=("flow",))
+        unpickled = pickle.loads(pickle.dumps(train))
+        train[[0, 1]], unpickled[[0, 1]]
+        out = flowstore_cli(*build, "--overwrite", "--size", "48", env=s3_env)
+        assert out.returncode == 0, out.stderr
+        for split in (train, unpickled):
+            with pytest.raises(StoreError, match=r"was rebuilt, replaced or deleted since "
+                                                 r"split 'train' was made; open it again"):
+                split[[0, 1]]

@@ -338,12 +338,13 @@ class Split:
         batch[ID] = self.ids[positions]
         return batch
 
-    def _check_same_store(self) -> None:
+    def _check_same_store(self, *, fresh: bool = False) -> None:
         """Refuse to read a store rebuilt or replaced since the split was made, where its open
         handles would read the new store's chunks at the old store's positions (other samples,
-        read without a word: a Zarr store's chunks are files opened by name). A resumed build
-        or a repair writes into the same store (`Store.store_id_now`)."""
-        now = self.source.store.store_id_now()
+        read without a word: a Zarr store's chunks are files or objects opened by name). A
+        resumed build or a repair writes into the same store (`Store.store_id_now`; `fresh`:
+        look now, where a URL store is otherwise looked at every few seconds)."""
+        now = self.source.store.store_id_now(fresh=fresh)
         if now is not None and now != self._identity[0]:
             raise StoreError(f"store {self._location!r} was rebuilt, replaced or deleted since "
                              f"split {self.name!r} was made; open it again and make the split "
@@ -355,13 +356,17 @@ class Split:
         store = self.source.store
         try:
             store.read_into(array, index, out)
-        except MissingChunkError as exc:  # (the store knows positions: named by the sample's id)
-            if exc.index is None:
+        except (FlowstoreError, *DAMAGE_ERRORS) as exc:
+            # a store rebuilt or deleted under the split (its chunks gone, or of other shapes)
+            # reads as damage: said as what it is, not sent to --repair (a URL store's last
+            # look may be seconds old)
+            self._check_same_store(fresh=True)
+            if isinstance(exc, MissingChunkError) and exc.index is not None:
+                # (the store knows positions: named by the sample's id)
+                raise missing_chunk(exc.store, array, index,
+                                    str(self.source.ids[index])) from None
+            if isinstance(exc, FlowstoreError):
                 raise
-            raise missing_chunk(exc.store, array, index, str(self.source.ids[index])) from None
-        except FlowstoreError:
-            raise
-        except DAMAGE_ERRORS as exc:
             raise unreadable_part(store.path, f"sample {str(self.source.ids[index])!r} of "
                                               f"{array!r}", exc, sample=True) from exc
 

@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
@@ -60,6 +61,17 @@ CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
 #: Root attribute of a store whose every written chunk is on disk (`ZarrStore.create` sets it).
 EVERY_CHUNK_WRITTEN = "every_chunk_written"
 
+#: Seconds a URL store's `store_id_now` answers the id it last read before it reads the root
+#: document again. The local look is one `stat` (microseconds) and is made on every batch; on
+#: object storage it is a GET, a round trip (10-100 ms to S3, about what a batch of small
+#: chunks takes to read in all), so on every batch it would cost up to half the reading time.
+#: Once every 2 s it costs under 5% of one reading thread at 100 ms a GET and nothing per batch,
+#: while a rebuild, which deletes the old store first and extracts the new one sample by
+#: sample, is seldom under way for less: a reader meets the new store's first chunks within
+#: 2 s of them at the most, and any missing or undecodable chunk it meets before (deleted, of
+#: other shapes) is looked at unthrottled (`fresh`). A module constant, so tests patch it.
+URL_STORE_ID_INTERVAL = 2.0
+
 
 def _absolute(path: Path | str) -> str:
     """A local store's path made absolute (a URL as it is)."""
@@ -84,6 +96,7 @@ class ZarrStore(Store):
         self.mode = mode
         self._root_stamp: tuple[int, int, int] | None = None  # (`store_id_now`)
         self._root_store_id = ""
+        self._root_read_at: float | None = None  # monotonic time of a URL store's last look
         #: Whether a missing chunk of a sample asked for is damage (`read_into`): in stores made
         #: by this backend every written chunk is on disk; older ones (before write_empty_chunks
         #: was set on every handle, and format-1 stores upgraded since) may lack the chunks of
@@ -343,11 +356,12 @@ class ZarrStore(Store):
         metadata = sync(arr.store_path.store.getsize(f"{arr.path}/zarr.json"))
         return int(arr.nbytes_stored()) - int(metadata)
 
-    def store_id_now(self) -> str | None:
+    def store_id_now(self, *, fresh: bool = False) -> str | None:
         """(A local store's root zarr.json, parsed again only when its file changed: one
-        `stat` a call while it has not, as on every batch a split reads.)"""
+        `stat` a call while it has not, as on every batch a split reads. A URL store's, read
+        again at most every `URL_STORE_ID_INTERVAL` seconds unless `fresh`: `_url_store_id`.)"""
         if is_url(self.path):
-            return None
+            return self._url_store_id(fresh)
         root = Path(self._root) / "zarr.json"
         try:
             stat = root.stat()
@@ -359,6 +373,28 @@ class ZarrStore(Store):
         except (OSError, ValueError, AttributeError):
             return ""  # (gone, or no store's root: not this store)
         return self._root_store_id
+
+    def _url_store_id(self, fresh: bool) -> str | None:
+        """The `store_id` of the root zarr.json at this URL store's place, "" where there is
+        none (deleted, or no store's root). A root that cannot be fetched (the network, the
+        credentials) answers None, as a backend that cannot tell does: what cannot be told is
+        not said as a rebuild, and a read of the store out of reach fails in its own words."""
+        started = time.monotonic()
+        if (not fresh and self._root_read_at is not None
+                and started - self._root_read_at < URL_STORE_ID_INTERVAL):
+            return self._root_store_id
+        try:
+            document = sync((self._group.store_path / "zarr.json").get(
+                prototype=default_buffer_prototype()))
+        except Exception:  # (s3fs, aiohttp and botocore raise many unrelated types)
+            return None
+        try:
+            metadata = json.loads(document.to_bytes()) if document is not None else {}
+            found = str((metadata.get("attributes") or {}).get("store_id", ""))
+        except (ValueError, AttributeError):
+            found = ""  # (no store's root: not this store)
+        self._root_read_at, self._root_store_id = started, found
+        return found
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         arr = self._array(name)  # (info() would list every chunk to count stored bytes)

@@ -280,11 +280,13 @@ class Store(abc.ABC):
     def num_samples(self) -> int:
         return int(self.info("id").shape[0])
 
-    def store_id_now(self) -> str | None:
+    def store_id_now(self, *, fresh: bool = False) -> str | None:
         """The `store_id` the store in this one's place records now, read afresh where another
         store can be put there while this one is open (a rebuild, `--overwrite`, whose chunks
         this one's handles would then read); None where none can (an HDF5 store is not rebuilt
-        while it is open) or it cannot be told cheaply (an object store)."""
+        while it is open). A backend for which the look costs a round trip may answer what it
+        read a moment ago; `fresh` makes it look now (a read that failed as damage: a store
+        rebuilt or deleted under its reader is said as such, not as damage)."""
         return None
 
     # -- writing -----------------------------------------------------------------------------
