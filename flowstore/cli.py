@@ -61,10 +61,17 @@ def given_path(text: str) -> str:
 
 
 def path_value(text: str) -> Path:
-    """A path option or argument (`given_path`), refused where it exists but cannot be read,
-    as Typer's own path type refused it (a folder of mode 000 was a PermissionError's
-    traceback deep in `estimate`, `synth` and `trainers report`)."""
-    if os.path.exists(given_path(text)) and not os.access(text, os.R_OK):
+    """A local path option or argument (`given_path`), refused where it exists but cannot be
+    read, as Typer's own path type refused it (a folder of mode 000 was a PermissionError's
+    traceback deep in `estimate`, `synth` and `trainers report`), and where it is a URL or a
+    URL's near miss (`flowstore.store.names_url`): `Path` made `s3://b/src` the local
+    `s3:/b/src`, said to be a source folder that "does not exist"."""
+    from flowstore.store import is_url, names_url
+
+    if names_url(given_path(text)):
+        raise typer.BadParameter(f"a local path is needed, not a URL: {text!r}" + (
+            "" if is_url(text) else f" (a local folder so named is given as './{text}')"))
+    if os.path.exists(text) and not os.access(text, os.R_OK):
         raise typer.BadParameter(f"path {text!r} is not readable.")
     return Path(text)
 

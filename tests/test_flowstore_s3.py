@@ -7,6 +7,7 @@ variables; the test checks they are never written into the store.
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -294,3 +295,54 @@ def test_an_s3_store_rebuilt_with_other_shapes_under_a_split_is_said_rebuilt_not
             with pytest.raises(StoreError, match=r"was rebuilt, replaced or deleted since "
                                                  r"split 'train' was made; open it again"):
                 split[[0, 1]]
+
+
+def test_a_url_with_one_slash_is_refused_not_taken_for_a_local_path(
+        s3_env, tiny_tvhi_source, tmp_path, monkeypatch):
+    """`s3:/features/typo.zarr` (a typo, or what `pathlib.Path` makes of `s3://...`) built a
+    local store in a folder named `s3:`, and `--source s3://...` was said to be a local source
+    folder that "does not exist: 's3:/features/src'"."""
+    import subprocess
+    import sys
+
+    import flowstore
+    from flowstore.errors import StoreError
+
+    monkeypatch.chdir(tmp_path)  # (where the old code built its `s3:` folder)
+    url = "s3:/features/typo.zarr"
+    refused = (f"error: a URL has two slashes after its scheme (s3://features/typo.zarr), got "
+               f"{url!r} (a local folder named 's3:' is given as './{url}')")
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, *TINY_BUILD, "-q")
+    assert assert_one_line_error(flowstore_cli(*build, "--store", url, env=s3_env)) == refused
+    for command in (("inspect", url), ("verify", url)):
+        assert assert_one_line_error(flowstore_cli(*command, env=s3_env)) == refused
+    trained = subprocess.run([sys.executable, "-m", "trainers", "run", "flow", "--store", url,
+                              "--runs-dir", tmp_path / "runs"], capture_output=True, text=True,
+                             timeout=300, env={**os.environ, **s3_env})
+    assert assert_one_line_error(trained) == refused
+    with pytest.raises(StoreError, match=r"^a URL has two slashes after its scheme"):
+        flowstore.open(url)
+    assert list(tmp_path.iterdir()) == []
+    for source in ("s3://features/src", "s3:/features/src"):
+        line = assert_one_line_error(flowstore_cli("build", "tvhi", "--source", source,
+                                                   "--store", tmp_path / "x.zarr", env=s3_env))
+        assert f"a local path is needed, not a URL: {source!r}" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("url", ["s3://features/./dot.zarr", "s3://features/x/../a.zarr"])
+def test_a_url_with_a_dot_part_is_refused(s3_env, tiny_tvhi_source, url):
+    """Object storage keeps `.` and `..` in its keys as they are (`./dot.zarr/zarr.json`):
+    the store could be read back by that odd URL alone (`s3://features/dot.zarr`: "no
+    store")."""
+    import s3fs
+
+    refused = (f"error: a store URL has a '.' or '..' part in its path (object storage keeps "
+               f"it in the store's keys: the store could be read by that URL alone): {url!r}")
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", url,
+                        *TINY_BUILD, "-q", env=s3_env)
+    assert assert_one_line_error(out) == refused
+    assert assert_one_line_error(flowstore_cli("inspect", url, env=s3_env)) == refused
+    fs = s3fs.S3FileSystem(endpoint_url=s3_env["AWS_ENDPOINT_URL"], skip_instance_cache=True,
+                           key=s3_env["AWS_ACCESS_KEY_ID"], secret=s3_env["AWS_SECRET_ACCESS_KEY"])
+    assert not [key for key in fs.find("features") if "/./" in key or "/../" in key]

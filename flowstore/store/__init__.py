@@ -20,6 +20,7 @@ import contextlib
 import glob
 import importlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -32,9 +33,9 @@ from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT
                                     LEDGER, READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
 
 __all__ = ["BACKENDS", "STRING", "ArrayInfo", "ArraySpec", "Backend", "Capabilities", "Store",
-           "array_type_error", "backend_for", "capabilities", "create_store", "failures",
-           "failures_named", "is_url", "layout_write_error", "lies_within", "open_store",
-           "remove_store", "store_exists"]
+           "array_type_error", "backend_for", "capabilities", "check_url_form", "create_store",
+           "failures", "failures_named", "is_url", "layout_write_error", "lies_within",
+           "names_url", "open_store", "remove_store", "store_exists"]
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,57 @@ BACKENDS = (
 def is_url(path: str | Path) -> bool:
     """True for fsspec URLs (``s3://...``, ``gs://...``, ``memory://...``); False for local paths."""
     return "://" in str(path)
+
+
+#: A URL's scheme and one slash where it needs two (`s3:/b/x.zarr`): a typo, or what
+#: `pathlib.Path` makes of a URL (it collapses `//`). Taken for a local path, it built a local
+#: store in a folder named `s3:`. A one-letter scheme is a Windows drive (`C:/`).
+_ONE_SLASH_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+
+
+def names_url(path: str | Path) -> bool:
+    """Whether `path` is a URL, or one that lost a slash after its scheme (`_ONE_SLASH_URL`):
+    what an option for a local path (`--source`) refuses, where `Path` turned it into a local
+    path that "does not exist"."""
+    return is_url(path) or bool(_ONE_SLASH_URL.match(str(path)))
+
+
+def check_url_form(path: str | Path) -> None:
+    """Refuse a store location that is a near miss of a URL, or a URL whose store could not be
+    read back by its plain form. Every command and `flowstore.open` meet it through
+    `backend_for`.
+
+    Raises:
+        StoreError: a `file://` URL names a local store (taken for a remote one, it was written
+            with no writer lock: two builds wrote it at once); a scheme with one slash
+            (`s3:/b/x.zarr`, `_ONE_SLASH_URL`); a URL whose path has an empty part
+            (`s3://b//x.zarr`) or a `.` or `..` part (`s3://b/./x.zarr`): object storage keeps
+            them in the keys as they are (zarr wrote `//` where s3fs listed it without, a
+            store "damaged" at once), so its store could not be read back, or overwritten, by
+            the plain URL (`s3://b/x.zarr`: "no store").
+    """
+    text = str(path).rstrip("/")
+    one_slash = None if is_url(text) else _ONE_SLASH_URL.match(text)
+    local = (str(path)[len("file://"):] if text.lower().startswith("file://")
+             else "/" + text[one_slash.end():] if one_slash and one_slash.group(1).lower() == "file"
+             else None)
+    if local is not None:  # (taken for a remote store: no writer lock, no space check)
+        raise StoreError(f"a file:// URL names a local path: give the path itself "
+                         f"({local!r}), got {str(path)!r}")
+    if one_slash:
+        scheme = one_slash.group(1)
+        raise StoreError(f"a URL has two slashes after its scheme ({scheme}://"
+                         f"{text[one_slash.end():]}), got {str(path)!r} (a local folder named "
+                         f"'{scheme}:' is given as './{text}')")
+    if not is_url(text):
+        return
+    after = text.split("://", 1)[1]
+    if "//" in after:
+        raise StoreError(f"a store URL has an empty part ('//') in its path: {str(path)!r}")
+    if {".", ".."} & set(after.split("/")):
+        raise StoreError(f"a store URL has a '.' or '..' part in its path (object storage keeps "
+                         f"it in the store's keys: the store could be read by that URL "
+                         f"alone): {str(path)!r}")
 
 
 def lies_within(path: str | Path, place: str | Path) -> bool:
@@ -99,19 +151,12 @@ def backend_for(path: str | Path) -> type[Store]:
     """The backend class for a store path, chosen by its suffix (and by whether it is a URL).
 
     Raises:
-        StoreError: no backend claims the suffix, or the one that does takes no URLs, or a
-            `file://` URL names a local store (taken for a remote one, it was written with no
-            writer lock: two builds wrote it at once), or a URL's path has an empty part.
+        StoreError: no backend claims the suffix, or the one that does takes no URLs, or the
+            location is a URL's near miss or a URL its store could not be read back by
+            (`check_url_form`).
     """
+    check_url_form(path)
     name = str(path).rstrip("/").lower()
-    if name.startswith("file://"):  # (taken for a remote store: no writer lock, no space check)
-        raise StoreError(f"a file:// URL names a local path: give the path itself "
-                         f"({str(path)[len('file://'):]!r}), got {str(path)!r}")
-    if is_url(path) and "//" in name.split("://", 1)[1]:
-        # (zarr writes the keys with the empty part, s3fs lists them without: a store that
-        # could not be read back, or overwritten)
-        raise StoreError(f"a store URL has an empty part ('//') in its path: "
-                         f"{str(path)!r}")
     for backend in BACKENDS:
         if name.endswith(backend.suffixes):
             if is_url(path) and not backend.urls:
