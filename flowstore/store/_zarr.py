@@ -61,15 +61,15 @@ CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
 #: Root attribute of a store whose every written chunk is on disk (`ZarrStore.create` sets it).
 EVERY_CHUNK_WRITTEN = "every_chunk_written"
 
-#: Seconds a URL store's `store_id_now` answers the id it last read before it reads the root
-#: document again. The local look is one `stat` (microseconds) and is made on every batch; on
-#: object storage it is a GET, a round trip (10-100 ms to S3, about what a batch of small
-#: chunks takes to read in all), so on every batch it would cost up to half the reading time.
-#: Once every 2 s it costs under 5% of one reading thread at 100 ms a GET and nothing per batch,
-#: while a rebuild, which deletes the old store first and extracts the new one sample by
-#: sample, is seldom under way for less: a reader meets the new store's first chunks within
-#: 2 s of them at the most, and any missing or undecodable chunk it meets before (deleted, of
-#: other shapes) is looked at unthrottled (`fresh`). A module constant, so tests patch it.
+#: Seconds a URL store's `store_id_now` answers the id it last read before it fetches the root
+#: zarr.json again. Locally the look is one `stat` (microseconds), made on every batch; on
+#: object storage it is a GET, a round trip (10-100 ms to S3), which on every batch could cost
+#: as much as reading the batch's chunks. At most one GET every 2 s costs under 5% of one
+#: reading thread even at 100 ms a GET, whatever the batch size. What it leaves open: chunks of
+#: a rebuild of the same shapes read within 2 s of the last look. A rebuild deletes the old
+#: store first, so a reader in between meets missing chunks, and a read that fails (a missing
+#: chunk, chunks of other shapes) looks again at once (`fresh`). A module constant: tests
+#: patch it.
 URL_STORE_ID_INTERVAL = 2.0
 
 
