@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import shutil
 import tempfile
 import time
@@ -149,7 +150,9 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
         try:
             for position, row in zip(progress_bar(chosen, enabled=progress, unit="item",
                                                   desc=f"estimate {dataset.name}"), rows):
-                path = dataset.source_file(source, row.id)
+                # (by its absolute path, as the build reads it: FFmpeg takes a relative
+                # `data:/x/clip.avi`, from `--source ./data:/x`, for a protocol's URL)
+                path = dataset.source_file(Path(os.path.realpath(source)), row.id)
                 try:
                     cpu = _build_task_cpu(dataset, path, params, stores[result.encoding][1],
                                           position, scratch)

@@ -154,7 +154,10 @@ def test_videofolder_symlink_loops_and_broken_links_named_like_clips_fail_alone(
     loops = {"rock'n'roll/loop", "rock'n'roll/ping", "rock'n'roll/pong"}
     assert set(failed) == {*loops, "rock'n'roll/gone"}, failed
     assert all(".mp4" in why for why in failed.values()), failed
-    assert failed["rock'n'roll/gone"] == "video file is missing: gone.mp4"
+    # (each said as what it is: both were "video file is missing")
+    assert failed["rock'n'roll/gone"] == ("video file is missing (a broken link to "
+                                          "'/nonexistent/gone.mp4'): gone.mp4")
+    assert failed["rock'n'roll/loop"] == "video file is a symlink loop: loop.mp4"
     with open_store(store) as built:
         assert int(built.read("done").sum()) == TINY.classes * TINY.clips_per_class
     estimated = flowstore_cli("estimate", "videofolder", "--source", source, *TINY_ARGS)

@@ -43,6 +43,20 @@ def test_the_command_prints_each_encoding_cpu_and_wall_time(tiny_tvhi_source):
     assert "CPU-hours [" in out.stdout and "wall time with --workers 1" in out.stdout
 
 
+def test_a_source_whose_relative_path_reads_as_a_url_is_measured_as_the_build_reads_it(
+        tiny_tvhi_source, tmp_path, monkeypatch):
+    """`--source ./data:/x` (how a folder named `data:` is given): the clips were handed to
+    FFmpeg as `data:/x/...`, a protocol's URL to it, so every item failed ("every sampled item
+    failed to extract"), where the build, which reads them by their absolute path, built."""
+    import shutil
+
+    shutil.copytree(tiny_tvhi_source, tmp_path / "data:" / "x")
+    monkeypatch.chdir(tmp_path)
+    predicted = estimate("tvhi", "./data:/x", VideoParams(size=32, steps=4), sample_size=2,
+                         workers=1, progress=False)
+    assert len(predicted.sampled) == 2 and not predicted.failed
+
+
 def test_bootstrap_interval_brackets_the_mean_and_narrows_with_agreement():
     spread = bootstrap_mean([1.0, 2.0, 3.0, 10.0], np.random.default_rng(0), 0.95)
     assert spread.low < spread.value == 4.0 < spread.high

@@ -10,6 +10,7 @@ split files in ../shared/data parse into the official folds.
 from __future__ import annotations
 
 import collections
+import os
 import dataclasses
 import re
 import shutil
@@ -254,10 +255,10 @@ def test_videofolder_scan_finds_nested_files_and_links_and_skips_hidden_and_non_
         "broken.mp4", "deep/er/clip.AVI", "folder_link/elsewhere.mp4", "linked.mp4", "top.mp4",
         "x.mkv", "x.mp4"]
     dataset.manifest(source)
+    # (`outside` is a class folder of this source: its link in `a` is not followed there)
     assert dataset.sample_paths == {
         "a/broken": "a/broken.mp4", "a/deep/er/clip": "a/deep/er/clip.AVI",
-        "a/folder_link/elsewhere": "a/folder_link/elsewhere.mp4", "a/linked": "a/linked.mp4",
-        "a/top": "a/top.mp4",
+        "a/linked": "a/linked.mp4", "a/top": "a/top.mp4",
         "a/x.mkv": "a/x.mkv", "a/x.mp4": "a/x.mp4",  # same stem: the id keeps its suffix
         "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
 
@@ -289,6 +290,21 @@ def test_clips_behind_links_to_folders_are_listed_once_and_links_back_are_not_fo
     ids = get_dataset("videofolder").manifest(classes).ids
     assert sorted(ids) == ["jump/b", "jump/deeper/d", "run/b", "walk/a", "walk/cam2/b",
                            "walk/cam2/deeper/d"]
+    # A link into the source is not followed from a class folder either: another class's
+    # clips (samples of both classes), or test/'s from train/ (test clips trained on).
+    (classes / "walk" / "runs").symlink_to(classes / "run", target_is_directory=True)
+    assert sorted(get_dataset("videofolder").manifest(classes).ids) == sorted(ids)
+    splits = _empty_files(tmp_path / "splits", ["train/walk/a.mp4", "train/run/b.mp4",
+                                                "test/walk/c.mp4", "test/run/d.mp4"])
+    (splits / "train" / "walk" / "more").symlink_to("../../test/walk",
+                                                   target_is_directory=True)
+    manifest = get_dataset("videofolder").manifest(splits)
+    assert sorted(manifest.ids) == ["test/run/d", "test/walk/c", "train/run/b", "train/walk/a"]
+    # A FIFO (or a socket, a device) named like a clip is no sample, as before links were
+    # followed; a build would have failed it as "missing" (and a resume of a store built
+    # before refused the source as changed).
+    os.mkfifo(source / "cam1" / "pipe.mp4")
+    assert dataset.sample_files(source) == files
 
 
 def test_macos_archive_folders_are_not_data(sources, tmp_path):

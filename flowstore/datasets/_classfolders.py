@@ -213,13 +213,23 @@ def holds_a_store(path: Path) -> bool:
     return (path / "zarr.json").is_file()
 
 
-def _is_folder(entry: os.DirEntry) -> bool:
-    """Whether a listed entry is a folder or a link to one; not where it cannot be told (a
-    symlink loop, an unreadable link), which is then a file named as it is named."""
+#: What a listed entry is to `MediaFiles.sample_files` (`_kind`).
+FOLDER, FILE, OTHER = "folder", "file", "other"
+
+
+def _kind(entry: os.DirEntry) -> str:
+    """A listed entry as `MediaFiles.sample_files` takes it: a folder (or a link to one), a
+    file (a link to one, and an entry that names none: a broken link or a symlink loop, whose
+    sample then fails saying so), or another thing (a FIFO, a socket, a device), which no
+    listing took for a sample."""
     try:
-        return entry.is_dir()
-    except OSError:
-        return False
+        if entry.is_dir():
+            return FOLDER
+        if entry.is_file():
+            return FILE
+    except OSError:  # (a symlink loop)
+        return FILE
+    return OTHER if os.path.exists(entry.path) else FILE
 
 
 def _within(path: str, folder: str) -> bool:
@@ -227,16 +237,18 @@ def _within(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
-def _followed(entry: os.DirEntry, parent: str, root: str, visited: set[str]) -> str | None:
+def _followed(entry: os.DirEntry, parent: str, trees: tuple[str, ...],
+              visited: set[str]) -> str | None:
     """The real path of a sub-folder `MediaFiles.sample_files` lists (`parent`: the real path
-    of the folder it is in, `root`: of the folder listed), or None for one it skips: a folder
-    already listed (two links to one folder), and a link into the listed tree (its files are
-    listed under their own path) or to a folder above it (`loop -> .`, `up -> ..`: listed
-    forever). Without links to folders nothing is skipped, so a source's listing, and the
-    manifest of a store built from it, is what it was before links were followed."""
+    of the folder it is in), or None for one it skips: a folder already listed (two links to
+    one folder), and a link into one of `trees` (the folder listed, and the whole source: a
+    class folder's link to another class, or train/'s to test/, made its clips samples of both)
+    or to a folder above one (`loop -> .`, `up -> ..`: listed forever). Without links to
+    folders nothing is skipped, so a source's listing, and the manifest of a store built from
+    it, is what it was before links were followed."""
     if entry.is_symlink():
         target = os.path.realpath(entry.path)
-        if _within(target, root) or _within(root, target):
+        if any(_within(target, tree) or _within(tree, target) for tree in trees):
             return None
     else:
         target = os.path.join(parent, entry.name)
@@ -252,7 +264,7 @@ class MediaFiles(Dataset):
     #: What a sample is, in messages ("video", "image").
     what: ClassVar[str]
 
-    def sample_files(self, folder: Path) -> list[str]:
+    def sample_files(self, folder: Path, source: Path | None = None) -> list[str]:
         """The sample files under `folder`, as '/'-separated paths relative to it, in the order
         of their parts: every entry with a media suffix that is not a folder, in `folder` or in
         its sub-folders, hidden files and folders and `MACOS_ARCHIVE_FOLDER` skipped (`skipped`).
@@ -262,10 +274,13 @@ class MediaFiles(Dataset):
         dropped, it went unnoticed, and a loop's `is_file` raised and refused the whole source.
         Links to folders are followed, as a link as a class folder is ("every clip in any
         sub-folders": `cam2 -> /mnt/disk2/cam2`), except where that would list a folder twice
-        or forever (`_followed`). `os.scandir` strings, not pathlib objects: on 100,000 files
-        those were most of the CPU and memory of a resumed build's planning (build_scale.py)."""
+        or forever, or into `source` (the source `folder` is part of, where it is not all of
+        it): `_followed`. A FIFO, socket or device named like a sample is none (`_kind`).
+        `os.scandir` strings, not pathlib objects: on 100,000 files those were most of the CPU
+        and memory of a resumed build's planning (build_scale.py)."""
         found: list[str] = []
         root = os.path.realpath(folder)
+        trees = (root,) if source is None else (root, os.path.realpath(source))
         visited = {root}  # real paths of the folders listed or to be listed
         pending = [("", os.fspath(folder), root)]
         while pending:
@@ -276,9 +291,11 @@ class MediaFiles(Dataset):
                     for entry in entries:
                         if skipped(entry.name):
                             continue
-                        if _is_folder(entry):
+                        kind = _kind(entry)
+                        if kind == FOLDER:
                             folders.append(entry)
-                        elif os.path.splitext(entry.name)[1].lower() in self.suffixes:
+                        elif (kind == FILE
+                              and os.path.splitext(entry.name)[1].lower() in self.suffixes):
                             found.append(prefix + entry.name)
             except PermissionError:  # an unreadable sub-folder holds no samples (as rglob)
                 continue
@@ -286,7 +303,7 @@ class MediaFiles(Dataset):
             # depend on the order the file system lists them in
             below = []
             for entry in sorted(folders, key=lambda e: e.name):
-                target = _followed(entry, real, root, visited)
+                target = _followed(entry, real, trees, visited)
                 if target is not None:
                     visited.add(target)
                     below.append((f"{prefix}{entry.name}/", entry.path, target))
@@ -418,7 +435,7 @@ class ClassFolders(MediaFiles):
         check_spellings([as_text(p.name) for p in folders], repr(str(root)))
         found: dict[str, list[str]] = {}
         for folder in folders:
-            files = self.sample_files(folder)
+            files = self.sample_files(folder, source)
             if not files:
                 raise SourceLayoutError(
                     f"class folder {str(folder)!r} holds no {self.what} (files ending in "

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from flowstore.errors import SampleError
+from flowstore.extraction import not_a_file
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.params import ImageParams
 
@@ -60,8 +61,9 @@ def read_image(path: str | Path) -> np.ndarray:
         SampleError: the file is missing, empty (0 bytes), cut off, or not an image OpenCV decodes.
     """
     path = Path(path)
-    if not path.is_file():
-        raise SampleError(f"image file is missing: {path.name}")
+    reason = not_a_file(path, "image")
+    if reason is not None:
+        raise SampleError(reason)
     data = path.read_bytes()
     if not data:
         raise SampleError(f"image file is empty (0 bytes): {path.name}")

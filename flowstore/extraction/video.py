@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from flowstore.errors import SampleError
+from flowstore.extraction import not_a_file
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.extraction.flow import optical_flow
 from flowstore.extraction.sampling import flow_positions, select_frames  # noqa: F401 (re-export)
@@ -80,8 +81,9 @@ def frames_needed(n_frames: int, params: VideoParams) -> set[int]:
 
 
 def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
-    if not path.is_file():
-        raise SampleError(f"video file is missing: {path.name}")
+    reason = not_a_file(path, "video")
+    if reason is not None:
+        raise SampleError(reason)
     if path.stat().st_size == 0:
         raise SampleError(f"video file is empty (0 bytes): {path.name}")
     try:
