@@ -15,10 +15,41 @@ from flowstore.store.checksum import sample_digest
 from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
 
 
+_PRISTINE: dict[tuple[str, str], Path] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pristine_folder(tmp_path_factory):
+    """Where `_built` keeps the stores `flowstore build` made, one per source and backend."""
+    _PRISTINE.clear()
+    _PRISTINE[("", "")] = tmp_path_factory.mktemp("verify_pristine")
+    yield
+    _PRISTINE.clear()
+
+
 def _built(source, tmp_path, suffix=".zarr"):
+    """A private copy, at `tmp_path / s{suffix}`, of the store `flowstore build` makes of
+    `source`: built once a module by the real command, copied for each test (the tests damage
+    their copy; a copy is byte for byte the store the build wrote)."""
+    key = (str(source), suffix)
+    if key not in _PRISTINE:
+        folder = _PRISTINE[("", "")] / str(len(_PRISTINE))
+        folder.mkdir()
+        built = folder / f"s{suffix}"
+        out = flowstore_cli("build", "tvhi", "--source", source, "--store", built, *TINY_BUILD,
+                            "-q")
+        assert out.returncode == 0, out.stderr
+        _PRISTINE[key] = built
+    built = _PRISTINE[key]
     store = tmp_path / f"s{suffix}"
-    out = flowstore_cli("build", "tvhi", "--source", source, "--store", store, *TINY_BUILD, "-q")
-    assert out.returncode == 0, out.stderr
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    if built.is_dir():
+        shutil.copytree(built, store)
+    else:
+        shutil.copy2(built, store)
+    lock = built.parent / f".{built.name}.lock"
+    if lock.exists():
+        shutil.copy2(lock, tmp_path / lock.name)
     return store
 
 
