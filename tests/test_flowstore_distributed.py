@@ -293,7 +293,11 @@ def test_workers_with_a_scheduler_is_refused_not_ignored(tiny_tvhi_source, tmp_p
     assert not (tmp_path / "s.zarr").exists()
 
 
-def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path):
+def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path, monkeypatch):
+    from flowstore import parallel
+
+    # (distributed retries a refused connection until the timeout: the same error, in 1 s)
+    monkeypatch.setattr(parallel, "CONNECT_TIMEOUT_S", 1)
     with pytest.raises(FlowstoreError, match="cannot reach Dask scheduler"):
         build(_config(tiny_tvhi_source, tmp_path / "s.zarr", scheduler="tcp://127.0.0.1:9"))
 
