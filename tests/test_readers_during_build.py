@@ -23,10 +23,15 @@ VIDEOS_PER_CLASS = 24
 CLIPS = 4 * VIDEOS_PER_CLASS
 
 
-def _start_build(tmp_path, suffix):
-    source = write_synthetic_tvhi(tmp_path / "src", SynthTVHIConfig(
+@pytest.fixture(scope="module")
+def race_source(tmp_path_factory):
+    """The source of the build the readers race, written once (the builds only read it)."""
+    return write_synthetic_tvhi(tmp_path_factory.mktemp("race") / "src", SynthTVHIConfig(
         videos_per_class=VIDEOS_PER_CLASS, negatives=0, min_frames=60, max_frames=90,
         resolution=(320, 240)))
+
+
+def _start_build(tmp_path, suffix, source):
     store = tmp_path / f"s{suffix}"
     builder = subprocess.Popen([sys.executable, "-m", "flowstore", "build", "tvhi", "--source",
                                 str(source), "--store", str(store), "--size", "96", "--workers",
@@ -35,12 +40,12 @@ def _start_build(tmp_path, suffix):
     return store, builder
 
 
-def test_zarr_trainer_input_and_inspect_work_during_a_build(tmp_path):
+def test_zarr_trainer_input_and_inspect_work_during_a_build(tmp_path, race_source):
     pytest.importorskip("tensorflow")
     from trainers.data import InputOptions, make_dataset
     from trainers.samples import open_samples
 
-    store, builder = _start_build(tmp_path, ".zarr")
+    store, builder = _start_build(tmp_path, ".zarr", race_source)
     try:
         deadline = time.monotonic() + 120
         done = 0
@@ -69,10 +74,10 @@ def test_zarr_trainer_input_and_inspect_work_during_a_build(tmp_path):
         assert s.read("done").all()
 
 
-def test_hdf5_readers_are_refused_in_one_line_while_a_build_writes(tmp_path):
+def test_hdf5_readers_are_refused_in_one_line_while_a_build_writes(tmp_path, race_source):
     from trainers.samples import open_samples
 
-    store, builder = _start_build(tmp_path, ".h5")
+    store, builder = _start_build(tmp_path, ".h5", race_source)
     try:
         deadline = time.monotonic() + 120
         refusal = None
