@@ -165,10 +165,12 @@ def test_bad_clips_are_recorded_and_retried_without_stopping_the_others(tvhi_sou
     assert "13 done, 3 failed" in inspected.stdout and "handShake_0001:" in inspected.stdout
 
 
-def _slow_source(tmp_path):
+@pytest.fixture(scope="module")
+def slow_source(tmp_path_factory):
+    """Clips long enough to kill a build among, written once (the builds only read them)."""
     config = SynthTVHIConfig(videos_per_class=6, negatives=0, min_frames=60, max_frames=90,
                              resolution=(320, 240), seed=5)
-    return write_synthetic_tvhi(tmp_path / "slow", config)
+    return write_synthetic_tvhi(tmp_path_factory.mktemp("slow") / "slow", config)
 
 
 def _done_count(store) -> int:
@@ -181,8 +183,8 @@ def _done_count(store) -> int:
     return int(zarr.open_group(store, mode="r")["done"][:].sum())
 
 
-def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix):
-    source = _slow_source(tmp_path)
+def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix, slow_source):
+    source = slow_source
     args = ["--size", "128", "--steps", "16", "--workers", "1", "-q"]
     reference = tmp_path / f"reference{suffix}"
     assert flowstore_cli("build", "tvhi", "--source", source, "--store", reference, *args).returncode == 0
