@@ -36,13 +36,22 @@ def _same(a: dict, b: dict) -> None:
             np.testing.assert_array_equal(left, right)
 
 
-@pytest.fixture
-def clips(tmp_path) -> Path:
-    """A folder of 6 clips of no class (`flowstore synth clips`)."""
-    out = flowstore_cli("synth", "clips", tmp_path / "src", "--classes", "2",
-                        "--clips-per-class", "3")
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory) -> Path:
+    """A folder of 6 clips of no class (`flowstore synth clips`), written once: read-only (a
+    test that changes clips changes a copy)."""
+    source = tmp_path_factory.mktemp("clips") / "src"
+    out = flowstore_cli("synth", "clips", source, "--classes", "2", "--clips-per-class", "3")
     assert out.returncode == 0, out.stderr
-    return tmp_path / "src"
+    return source
+
+
+@pytest.fixture(scope="module")
+def built_old(clips, tmp_path_factory) -> Path:
+    """`flowstore build` of `clips` (BUILD), made once; tests that refuse it take a copy."""
+    old = tmp_path_factory.mktemp("old") / "old.zarr"
+    assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
+    return old
 
 
 def test_a_grown_source_reuses_what_an_older_store_holds(clips, tmp_path):
@@ -153,10 +162,13 @@ def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_p
     (("--damaged",), "--reuse-from: store '{tmp}/old.zarr' is damaged: array 'source_hash' "
                      "cannot be read"),
 ])
-def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips, tmp_path,
-                                                                           other, message):
-    old = tmp_path / "old.zarr"
-    assert flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD).returncode == 0
+def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips, built_old,
+                                                                           tmp_path, other,
+                                                                           message):
+    old = Path(shutil.copytree(built_old, tmp_path / "old.zarr"))  # the build's store, a copy
+    lock = built_old.parent / f".{built_old.name}.lock"
+    if lock.exists():
+        shutil.copy2(lock, tmp_path / lock.name)
     new, reuse = tmp_path / "new.zarr", old
     args = ["--size", "32"]
     if other == ("--store-itself",):
