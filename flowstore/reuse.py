@@ -15,6 +15,8 @@ either check is extracted as any other. OLD is only read.
 
 from __future__ import annotations
 
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any, NamedTuple, Sequence
@@ -176,6 +178,10 @@ def reused_arrays(reuse: ReuseSource, source_file: str) -> Copied:
     one (or it cannot be read: extraction then says why), OLD was replaced or cannot be read,
     or the candidate's arrays do not match its checksum."""
     try:
+        if not stat.S_ISREG(os.stat(source_file).st_mode):
+            # (a FIFO, a device: hashing one read forever, a build that never ended; not a
+            # clip, which its extraction says)
+            return Copied(None, None)
         digest = file_digest(source_file)
     except OSError:
         return Copied(None, None)

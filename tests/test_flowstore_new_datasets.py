@@ -307,6 +307,23 @@ def test_clips_behind_links_to_folders_are_listed_once_and_links_back_are_not_fo
     assert dataset.sample_files(source) == files
 
 
+@pytest.mark.parametrize("layout, link, target", [
+    (["walk/a.mp4", "run/b.mp4"], "jog", "run"),  # a class that is another
+    (["train/walk/a.mp4", "train/run/b.mp4"], "test", "train"),  # test/ that is train/
+    (["train/walk/a.mp4", "train/run/b.mp4", "test/run/c.mp4"], "test/walk",
+     "../train/walk"),  # a class of test/ that is train/'s
+])
+def test_class_folders_that_are_one_folder_through_a_link_are_refused(tmp_path, layout, link,
+                                                                       target):
+    """A class folder or a split folder linked to another of the source: the same clips were
+    samples of two classes, or of train and test, without a word."""
+    source = _empty_files(tmp_path / "vf", layout)
+    (source / link).symlink_to(target, target_is_directory=True)
+    with pytest.raises(SourceLayoutError, match=r"are one folder, or one holds the other "
+                                                r"\(through a link\)"):
+        get_dataset("videofolder").manifest(source)
+
+
 def test_macos_archive_folders_are_not_data(sources, tmp_path):
     """A macOS zip unpacked elsewhere leaves `__MACOSX/` beside the data, its folders mirrored
     with `._` resource forks in them: videofolder took it for a class ("holds no video"), and

@@ -124,6 +124,37 @@ def test_a_task_hashes_its_source_file_once_and_compares_every_candidate(clips, 
         assert hashed == [str(source)] and outcome.source_hash == digest(source)
 
 
+def test_a_fifo_or_device_in_a_clips_place_is_not_hashed(built_old, tmp_path):
+    """A FIFO (or a link to /dev/zero) named like a clip OLD holds: its hash read forever, a
+    `--reuse-from` build that never ended, where the same build without it failed the sample
+    ("video file is not a regular file"). It is not reused, and not hashed."""
+    import os
+    import threading
+
+    from flowstore import reuse as reuse_module
+
+    with open_store(built_old) as store:
+        hashes, checksums = store.read("source_hash"), store.read("checksum")
+        store_id = store.attrs["store_id"]
+    candidates = (reuse_module.Candidate(0, str(hashes[0]), str(checksums[0])),)
+    reuse = reuse_module.ReuseSource(str(built_old), store_id, candidates,
+                                     ("middle_frame", "frames", "flow"))
+    fifo = tmp_path / "clip_000.avi"
+    os.mkfifo(fifo)
+    zero = tmp_path / "clip_001.avi"
+    zero.symlink_to("/dev/zero")
+    for place in (fifo, zero):
+        answers = []
+        reader = threading.Thread(target=lambda: answers.append(
+            reuse_module.reused_arrays(reuse, str(place))), daemon=True)
+        reader.start()
+        reader.join(timeout=20)
+        if reader.is_alive() and place == fifo:
+            with open(fifo, "wb"):  # (lets the blocked open go on: the thread ends)
+                pass
+        assert answers == [reuse_module.Copied(None, None)], place
+
+
 def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_path):
     """A sample whose arrays no longer match OLD's checksum of them (a chunk edited) is
     extracted again; the others are copied."""

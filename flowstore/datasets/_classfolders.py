@@ -36,7 +36,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import ClassVar, Iterable, Mapping
+from typing import ClassVar, Iterable, Mapping, Sequence
 
 from flowstore.datasets.base import Dataset
 from flowstore.errors import ParameterError, SourceLayoutError
@@ -255,6 +255,20 @@ def _followed(entry: os.DirEntry, parent: str, trees: tuple[str, ...],
     return None if target in visited else target
 
 
+def _check_one_folder_each(folders: Sequence[Path]) -> None:
+    """Refuse class folders of which one is another, or inside another, through a link (a
+    class `zeta -> vélo`, `test -> train`, `test/walk -> ../train/walk`): the same clips were
+    samples of two classes, or of train and test, without a word. By the folders' real paths
+    as tuples of parts, sorted: a folder's contents come right after it."""
+    real = sorted((tuple(os.path.realpath(folder).split(os.sep)), folder) for folder in folders)
+    for (outer, first), (inner, second) in zip(real, real[1:]):
+        if inner[:len(outer)] == outer:
+            raise SourceLayoutError(
+                f"class folders {str(first)!r} and {str(second)!r} are one folder, or one "
+                f"holds the other (through a link): their files would be "
+                f"samples of both; remove the link, or copy the folder")
+
+
 class MediaFiles(Dataset):
     """A dataset whose samples are the media files of a folder tree, named by their paths:
     `sample_files` lists them, `sample_ids` names them. Subclasses set the suffixes."""
@@ -367,12 +381,16 @@ class ClassFolders(MediaFiles):
         elif (source / "train").is_dir() and all(
                 p.name in SPLITS for p in source.iterdir()
                 if p.is_dir() and not skipped(p.name) and not holds_a_store(p)):
-            by_split = {split: self._scan(source / split, source, f"{split}/")
+            scanned: list[Path] = []
+            by_split = {split: self._scan(source / split, source, f"{split}/", scanned)
                         for split in SPLITS if (source / split).is_dir()}
+            _check_one_folder_each(scanned)
             if "val" not in by_split:
                 by_split = self._carve(by_split["train"], options.val_fraction, by_split)
         else:
-            pool = self._scan(source, source, "")
+            scanned = []
+            pool = self._scan(source, source, "", scanned)
+            _check_one_folder_each(scanned)
             test = stratified_holdout(pool, options.test_fraction, options.seed)
             rest = {c: [i for i in ids if i not in test] for c, ids in pool.items()}
             share = options.val_fraction / (1 - options.test_fraction)
@@ -404,8 +422,10 @@ class ClassFolders(MediaFiles):
                     out[split][row.class_name].append(row.id)
         return out
 
-    def _scan(self, root: Path, source: Path, where: str) -> dict[str, list[str]]:
-        """{class: [sample id]} of the class folders in `root`; remembers each id's file."""
+    def _scan(self, root: Path, source: Path, where: str,
+              scanned: list[Path]) -> dict[str, list[str]]:
+        """{class: [sample id]} of the class folders in `root`; remembers each id's file, and
+        adds the class folders to `scanned` (for `_check_one_folder_each`)."""
         try:
             entries = [p for p in root.iterdir() if not skipped(p.name) and not holds_a_store(p)]
         except OSError as exc:
@@ -433,6 +453,7 @@ class ClassFolders(MediaFiles):
                 f"folders holds train/, test/ and optionally val/, so named, and nothing "
                 f"else; rename them, or use --split-file")
         check_spellings([as_text(p.name) for p in folders], repr(str(root)))
+        scanned.extend(folders)
         found: dict[str, list[str]] = {}
         for folder in folders:
             files = self.sample_files(folder, source)
