@@ -250,9 +250,9 @@ def make_dataset_before(samples, split: str, options):
     """
     import tensorflow as tf
 
-    from trainers.data import AUTOTUNE
+    AUTOTUNE = tf.data.AUTOTUNE
 
-    names = tuple(samples.task.inputs)
+    names = tuple(samples.inputs)
     labels = tf.constant(samples.labels)
     indices = samples.indices(split)
     ds = tf.data.Dataset.from_tensor_slices(indices)
@@ -319,7 +319,7 @@ def tf_data_floor(args: argparse.Namespace, n: int) -> dict[str, Measured]:
     """
     import tensorflow as tf
 
-    from trainers.data import AUTOTUNE
+    AUTOTUNE = tf.data.AUTOTUNE
 
     sample = np.full((args.steps, args.size, args.size, 2), 0.5, dtype=np.float16)
 
@@ -347,7 +347,7 @@ def measure_store(path: Path, model: str, args: argparse.Namespace) -> tuple:
     samples = open_samples(path, model)
     try:
         indices = samples.indices("train")
-        arrays = samples.task.arrays
+        arrays = tuple(samples.inputs.values())
         options = InputOptions(batch_size=args.batch_size, shuffle=True)
         bare = bare_pass(samples.store, arrays, indices)
         ds = make_dataset(samples, "train", options)
