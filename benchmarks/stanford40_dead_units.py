@@ -30,13 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from build_workers import machine_line  # noqa: E402  (the machine description is shared)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="a Stanford-40 store (any --size)")
     parser.add_argument("--lr", type=float, action="append", help="learning rate (repeatable)")
     parser.add_argument("--steps", type=int, default=450, help="training steps (450: an epoch)")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rates = args.lr or [1e-3, 1e-4]
 
     import keras
@@ -46,10 +46,12 @@ def main() -> None:
     from trainers.samples import open_samples
 
     samples = open_samples(args.store, "stanford40")
-    train = samples.indices("train")
-    probe_images = samples.read_batch(train[:: max(1, train.size // 64)][:64])[0]
+    train = samples.split("train")  # the model's inputs (here "image") as stored: uint8
+    probe_positions = np.arange(len(train))[:: max(1, len(train) // 64)][:64]
+    probe_images = train.read(probe_positions)["image"]
     checkpoints = {s for s in (1, 10, 30, 100, 200, 300) if s < args.steps} | {args.steps}
-    print(f"`python {' '.join(sys.argv)}`, {machine_line()}, "
+    command = sys.argv if argv is None else [f"benchmarks/{Path(__file__).name}", *argv]
+    print(f"`python {' '.join(command)}`, {machine_line()}, "
           f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
     for lr in rates:
         keras.utils.set_random_seed(args.seed)
