@@ -14,6 +14,9 @@ coordinator (manifest, ledger writes), which the estimate leaves out: it predict
 Wall time is printed but is not comparable on a shared machine (other processes take cores).
 
     python benchmarks/estimate_accuracy.py --workdir /tmp/est       # 3 builds: several minutes
+
+The stores are built one at a time in a fresh folder `estimate-accuracy-*` under --workdir
+(created if absent), which the run removes at its end; nothing else there is touched.
     python benchmarks/estimate_accuracy.py --encodings float16      # one build
 """
 
@@ -21,8 +24,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
+import shlex
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -53,22 +58,29 @@ def main(argv: list[str] | None = None) -> None:
     predicted = estimate("tvhi", args.source, params, sample_size=args.sample,
                          workers=args.workers, progress=False)
     estimate_seconds = time.perf_counter() - started
-    shutil.rmtree(args.workdir, ignore_errors=True)
-    args.workdir.mkdir(parents=True)
+    # The stores go in a fresh folder of this run's own under --workdir, the only thing it
+    # removes: --workdir may be shared with other files.
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(tempfile.mkdtemp(prefix="estimate-accuracy-", dir=args.workdir))
     real = {}
-    for encoding in args.encodings:
-        store = args.workdir / f"tvhi-{encoding}.zarr"
-        command = [*flowstore_command(), "build", "tvhi", "--source", str(args.source),
-                   "--store", str(store), "--size", str(args.size), "--steps", str(args.steps),
-                   "--flow-dtype", encoding, "--workers", str(args.workers), "--quiet"]
-        done, timed = run_timed(command)
-        if done.returncode != 0:
-            sys.exit(f"build failed ({done.returncode}): {done.stderr}")
-        real[encoding] = (tree_bytes(store), timed)
-        shutil.rmtree(store)
+    try:
+        for encoding in args.encodings:
+            store = run_dir / f"tvhi-{encoding}.zarr"
+            command = [*flowstore_command(), "build", "tvhi", "--source", str(args.source),
+                       "--store", str(store), "--size", str(args.size), "--steps",
+                       str(args.steps), "--flow-dtype", encoding, "--workers", str(args.workers),
+                       "--quiet"]
+            done, timed = run_timed(command)
+            if done.returncode != 0:
+                sys.exit(f"build failed ({done.returncode}): {done.stderr}")
+            real[encoding] = (tree_bytes(store), timed)
+            shutil.rmtree(store)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     mib = 1 << 20
-    print(f"- command: `python benchmarks/estimate_accuracy.py --workdir {args.workdir}`")
+    given = sys.argv[1:] if argv is None else argv
+    print(f"- command: `{shlex.join(['python', 'benchmarks/estimate_accuracy.py', *given])}`")
     print(f"- machine: {machine_line()}")
     print(f"- date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}")
     print(f"- source: {args.source} ({predicted.items} clips, S={args.size}, T={args.steps}, "

@@ -1,0 +1,26 @@
+"""Benchmarks that build or plan stores, each run through its `main` at the tiniest size: they
+run to their table, and leave alone what they did not create."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.conftest import load_benchmark
+
+
+def test_estimate_accuracy_keeps_the_workdirs_other_files_and_prints_its_real_command(
+        tiny_tvhi_source, tmp_path, capsys):
+    estimate_accuracy = load_benchmark("estimate_accuracy")
+    workdir = tmp_path / "shared-folder"
+    workdir.mkdir()
+    (workdir / "someone-elses.txt").write_text("keep me")
+    argv = ["--source", str(tiny_tvhi_source), "--workdir", str(workdir), "--workers", "1",
+            "--size", "32", "--steps", "4", "--sample", "2", "--encodings", "float16"]
+    estimate_accuracy.main(argv)
+    out = capsys.readouterr().out
+    assert (workdir / "someone-elses.txt").read_text() == "keep me"
+    assert sorted(p.name for p in workdir.iterdir()) == ["someone-elses.txt"]  # its own: gone
+    command = next(line for line in out.splitlines() if line.startswith("- command:"))
+    assert "--encodings float16" in command and "--size 32" in command
+    assert "--sample 2" in command and f"--workdir {workdir}" in command
+    assert "| store size, float16 flow (MiB) |" in out
