@@ -6,13 +6,16 @@ columns) for
 
 - UCF101: the real `ucfTrainTestlist/` (../shared/data/ucf101; 13,320 clips in fold 1's two
   lists) with an empty placeholder file for every listed clip in `UCF-101/<Class>/`, using the
-  first 1/4, 1/2 and all of each list's lines;
+  first 1/4, 1/2 and all of each class's lines in each list (at least one a class: a class
+  with no sample is refused);
 - Kinetics: a generated `annotations/train.csv` in the official format (400 classes) of 62,500,
   125,000 and 250,000 rows, plus the real val.csv as the test split (19,906 rows; a generated
-  one when the real file is absent), with no clip files at all (every clip missing: the size
-  look-up is a failed stat, as for the holes of a real copy).
+  one when the real file is absent), with one empty placeholder clip (a source holding none of
+  its clips is refused) and no others (every other size look-up is a failed stat, as for the
+  holes of a real copy).
 
 Usage:  python benchmarks/plan_scale.py [--backend zarr|h5] [--workdir DIR] [--data DIR]
+                                         [--ucf-fractions F ...] [--kinetics-rows N ...]
 Prints a markdown table: rows, wall seconds to plan and to create the store, the CPU seconds of
 both and per row, and the time of one write of the build's ledger once every sample has a
 recorded size and hash (a build writes only what changed since its last write: this is the
@@ -29,16 +32,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from flowstore.build import BuildConfig, Ledger, open_planned, plan
+from flowstore.build import BuildConfig, Ledger, extraction_opencv, open_planned, plan
 from flowstore.params import VideoParams
 
 #: The real data beside the checkout (`--data` to point elsewhere).
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def per_class(lines: list[bytes], fraction: float) -> list[bytes]:
+    """The first `fraction` of each class's lines (at least one of each: flowstore refuses a
+    class with no sample), in the list's order. A line's class is its clip's folder."""
+    by_class: dict[bytes, list[bytes]] = {}
+    for line in lines:
+        if line.strip():
+            by_class.setdefault(line.split()[0].split(b"/")[0], []).append(line)
+    kept = {id(line) for group in by_class.values()
+            for line in group[: max(1, int(round(len(group) * fraction)))]}
+    return [line for line in lines if id(line) in kept]
+
+
 def ucf_source(root: Path, fraction: float, data: Path) -> Path:
-    """UCF-101/ with empty placeholder clips and the real lists cut to `fraction` of their lines
-    (classInd.txt whole), CRLF kept."""
+    """UCF-101/ with empty placeholder clips and the real lists cut to `fraction` of each
+    class's lines (at least one a class; classInd.txt whole), CRLF kept."""
     real_lists = data / "ucf101" / "ucfTrainTestlist"
     source = root / f"ucf-{fraction}"
     lists = source / "ucfTrainTestlist"
@@ -46,7 +61,7 @@ def ucf_source(root: Path, fraction: float, data: Path) -> Path:
     shutil.copy(real_lists / "classInd.txt", lists)
     for name in ("trainlist01.txt", "testlist01.txt"):
         lines = (real_lists / name).read_bytes().splitlines(keepends=True)
-        kept = lines[: int(round(len(lines) * fraction))]
+        kept = per_class(lines, fraction)
         (lists / name).write_bytes(b"".join(kept))
         for line in kept:
             clip = source / "UCF-101" / line.split()[0].decode()
@@ -78,6 +93,11 @@ def kinetics_source(root: Path, rows: int, data: Path) -> Path:
         for k in range(rows):
             writer.writerow((labels[k % len(labels)], f"t{k:010d}", 10 * (k % 7),
                              10 * (k % 7) + 10, "train", 0))
+    # one placeholder clip, row 0's: flowstore refuses a source that holds none of its clips
+    # (a wrong --source); every other look-up is still a failed stat
+    first = source / "train" / labels[0] / f"t{0:010d}_{0:06d}_{10:06d}.mp4"
+    first.parent.mkdir(parents=True)
+    first.touch()
     return source
 
 
@@ -89,9 +109,9 @@ def measure(dataset: str, source: Path, store: Path) -> tuple[int, float, float,
     cpu, start = time.process_time(), time.perf_counter()
     planned = plan(config)
     planned_at = time.perf_counter()
-    opened = open_planned(config, planned)
+    opened = open_planned(config, planned, extraction_opencv(None))  # (threads: this OpenCV)
     created_at, cpu_used = time.perf_counter(), time.process_time() - cpu
-    ledger = Ledger.load(opened, planned.manifest)
+    ledger = Ledger.load(opened)
     for index in range(len(planned.manifest)):  # every sample changed: the costliest write
         ledger.record_source(index, 1, "xxh3_128:" + "0" * 32)
     written = time.perf_counter()
@@ -102,21 +122,31 @@ def measure(dataset: str, source: Path, store: Path) -> tuple[int, float, float,
             ledger_seconds)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("zarr", "h5"), default="zarr")
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where its fresh plan-scale-* folder goes (created if absent)")
     parser.add_argument("--data", type=Path, default=SHARED, help="the shared real data")
-    args = parser.parse_args()
+    parser.add_argument("--ucf-fractions", type=float, nargs="*", default=[0.25, 0.5, 1.0],
+                        help="the fractions of each UCF101 class's listed clips to plan")
+    parser.add_argument("--kinetics-rows", type=int, nargs="*",
+                        default=[62_500, 125_000, 250_000],
+                        help="the generated Kinetics train.csv sizes to plan")
+    args = parser.parse_args(argv)
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="plan-scale-", dir=args.workdir))
     try:
         print("| dataset | rows | plan (s) | create store (s) | CPU (s) | CPU per row (us) | "
               "ledger write (s) |")
         print("|---|---|---|---|---|---|---|")
-        cases = [("ucf101", lambda f=f: ucf_source(root, f, args.data)) for f in (0.25, 0.5, 1.0)]
+        cases = [("ucf101", lambda f=f: ucf_source(root, f, args.data))
+                 for f in args.ucf_fractions]
         cases += [("kinetics", lambda n=n: kinetics_source(root, n, args.data))
-                  for n in (62_500, 125_000, 250_000)]
-        measure("ucf101", ucf_source(root, 0.02, args.data), root / f"warm.{args.backend}")
+                  for n in args.kinetics_rows]
+        measure("ucf101", ucf_source(root / "warm", 0.02, args.data),  # (its own folder)
+                root / f"warm.{args.backend}")
         for number, (dataset, make) in enumerate(cases):  # (after a warm-up: imports, caches)
             source = make()
             rows, planning, creating, cpu, ledger = measure(

@@ -24,3 +24,23 @@ def test_estimate_accuracy_keeps_the_workdirs_other_files_and_prints_its_real_co
     assert "--encodings float16" in command and "--size 32" in command
     assert "--sample 2" in command and f"--workdir {workdir}" in command
     assert "| store size, float16 flow (MiB) |" in out
+
+
+def test_plan_scale_plans_ucf101_at_a_small_fraction_into_a_new_workdir(tmp_path, capsys):
+    from tests.conftest import SHARED
+
+    plan_scale = load_benchmark("plan_scale")
+    lists = SHARED / "data" / "ucf101" / "ucfTrainTestlist"
+    if not (lists / "trainlist01.txt").is_file():
+        import pytest
+
+        pytest.skip(f"no UCF101 lists at {lists}")
+    workdir = tmp_path / "not" / "yet"  # absent: the script makes it
+    plan_scale.main(["--workdir", str(workdir), "--data", str(SHARED / "data"),
+                     "--ucf-fractions", "0.02", "--kinetics-rows", "400"])
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    # 2% of each of the 101 classes, at least one clip a class: 2 train + 1 test each; Kinetics:
+    # 400 generated train rows and the 19,906 of val.csv (the real one or a generated one)
+    assert rows == {"dataset": "rows", "ucf101": "297", "kinetics": "20,306"}
+    assert workdir.is_dir() and not any(workdir.iterdir())  # its own temp folder: removed
