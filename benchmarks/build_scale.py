@@ -203,9 +203,12 @@ from flowstore.malloc_tuning import BUILD_MMAP_THRESHOLD, keep_freed_memory
 from flowstore.params import VideoParams
 keep_freed_memory(BUILD_MMAP_THRESHOLD)  # as `flowstore build` does
 source, store, workers, scheduler, cap = sys.argv[1:6]
+# on a cluster its workers run the tasks (their number is set where it is started, `measure`):
+# BuildConfig refuses workers with a scheduler
 result = build(BuildConfig(
     dataset="videofolder", source=Path(source), store=store if "://" in store else Path(store),
-    params=VideoParams(size=16, steps=2), workers=int(workers), scheduler=scheduler or None,
+    params=VideoParams(size=16, steps=2), workers=None if scheduler else int(workers),
+    scheduler=scheduler or None,
     options={"val_fraction": "0.1", "test_fraction": "0.2", "seed": "0"}, progress=False,
     max_per_split=int(cap) if cap else None))
 assert result.ok, result
@@ -303,7 +306,7 @@ def _open(store: Path):
     return flowstore.open(str(store))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[1000, 10000])
     parser.add_argument("--workers", type=int, default=2)
@@ -315,7 +318,7 @@ def main() -> None:
     parser.add_argument("--s3", action="store_true",
                         help="build into an s3:// store on a moto server this script starts, "
                              "counting the requests it serves")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="build-scale-"))
     with CountingS3() if args.s3 else contextlib.nullcontext() as s3:
         run_all(args, workdir, s3)

@@ -44,3 +44,22 @@ def test_plan_scale_plans_ucf101_at_a_small_fraction_into_a_new_workdir(tmp_path
     # 400 generated train rows and the 19,906 of val.csv (the real one or a generated one)
     assert rows == {"dataset": "rows", "ucf101": "297", "kinetics": "20,306"}
     assert workdir.is_dir() and not any(workdir.iterdir())  # its own temp folder: removed
+
+
+def test_build_scale_builds_on_a_local_cluster(tmp_path, capsys, monkeypatch):
+    import json
+    import sys
+
+    import pytest
+
+    pytest.importorskip("dask.distributed")
+    build_scale = load_benchmark("build_scale")
+    rows_file = tmp_path / "rows.json"
+    monkeypatch.setattr(sys, "argv", [
+        "build_scale.py", "--samples", "20", "--workers", "1", "--cluster",
+        "--workdir", str(tmp_path / "work"), "--json", str(rows_file)])
+    build_scale.main()
+    (row,) = json.loads(rows_file.read_text())
+    assert row["samples"] == 20 and row["resume_pending"] >= 1
+    assert row["build_wall_s"] > 0 and row["root_metadata_bytes"] > 0
+    assert "| 20 |" in capsys.readouterr().out
