@@ -13,7 +13,8 @@ its recipe's batch size,
   every cost of a step (the host-to-device copy included) but reading it from the store;
   measured before and after the store's run, the faster of the two.
 
-Their ratio says whether the reader keeps the device fed. Each row also gives the samples/s and
+Their ratio, ceiling / store step time (1.00: reading costs a step nothing), says whether
+the reader keeps the device fed. Each row also gives the samples/s and
 what an epoch of the real training split costs at that step time (TV-HI: 90 clips; Stanford-40:
 3,600 images), training steps only. `--ceiling-batch 32` adds a ceiling row at a larger batch
 (what a bigger batch would buy; no recipe uses one).
@@ -226,7 +227,8 @@ def table(rows: list[dict]) -> str:
     def cell(value, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
-    lines = ["| model | batch | from store, ms/step | ceiling, ms/step | store / ceiling "
+    # of_ceiling = ceiling / store time: the share of the ceiling's speed reached from the store
+    lines = ["| model | batch | from store, ms/step | ceiling, ms/step | ceiling / store "
              "| samples/s | real train epoch, s | peak device MiB so far |",
              "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:

@@ -63,3 +63,14 @@ def test_build_scale_builds_on_a_local_cluster(tmp_path, capsys, monkeypatch):
     assert row["samples"] == 20 and row["resume_pending"] >= 1
     assert row["build_wall_s"] > 0 and row["root_metadata_bytes"] > 0
     assert "| 20 |" in capsys.readouterr().out
+
+
+def test_train_step_time_table_heads_its_ratio_column_with_what_it_holds():
+    step_time = load_benchmark("train_step_time")  # (its table needs no Keras)
+    row = {"model": "flow", "batch": 2, "store_ms": 200.0, "ceiling_ms": 150.0,
+           "of_ceiling": 150.0 / 200.0, "samples_per_s": 10.0, "epoch_s": 9.0,
+           "peak_device_mb": None}
+    head, _rule, line = step_time.table([row]).splitlines()
+    columns = dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in line.split("|")]))
+    assert columns["ceiling / store"] == "0.75"  # what measure() puts there: ceiling_ms / store_ms
+    assert "store / ceiling" not in head
