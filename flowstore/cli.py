@@ -87,17 +87,23 @@ _INTERRUPTED = False
 #: Set by `run_app`'s SIGINT handler: Typer turns a KeyboardInterrupt that no command caught
 #: into exit code 130 without a word, which this tells apart from a command's own 130.
 _CTRL_C = False
+#: The signal that stopped the command (`_on_ctrl_c`): the process ends by it (`run_app`).
+_STOPPED_BY = signal.SIGINT
 
 
 def _on_ctrl_c(signum: int, frame: Any) -> None:
-    global _CTRL_C
-    _CTRL_C = True
+    """SIGINT, and SIGTERM (what `timeout`, Slurm's `scancel` and `docker stop` send), as a
+    KeyboardInterrupt: every command's Ctrl-C handling then runs for both (a build records its
+    done samples; a run's unfinished folder is removed). SIGTERM ended the process on the spot,
+    and left a run's whole-model work folder in the runs directory for good."""
+    global _CTRL_C, _STOPPED_BY
+    _CTRL_C, _STOPPED_BY = True, signum
     if _in_finalizer(frame):
         # Raised here, the KeyboardInterrupt would leave a `__del__` (s3fs's connections are
         # collected in the middle of a build), where Python prints "Exception ignored" and
         # drops it: the command ran on to its end, exit 0, as if never interrupted. Delivered
         # again a moment later, outside it.
-        threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
         return
     signal.default_int_handler(signum, frame)
 
@@ -623,6 +629,8 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     command = typer.main.get_command(typer_app)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where ignored)
         signal.signal(signal.SIGINT, _on_ctrl_c)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_ctrl_c)
     try:
         code = command.main(prog_name=prog_name, standalone_mode=False)
     except Exception as exc:
@@ -646,7 +654,7 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     if _CTRL_C and code == 130 and not _INTERRUPTED:  # a command with nothing of its own to say
         typer.echo("error: interrupted", err=True)
     if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
-        die_by_sigint()
+        die_by_sigint(_STOPPED_BY)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -32,12 +32,13 @@ def _run(module: str) -> None:
         die_by_sigint()
 
 
-def die_by_sigint() -> None:
-    """End the process as SIGINT ends one that does not catch it, as Python does on a Ctrl-C
-    nothing catches, so that a shell loop running the command stops too (bash goes on after
-    a child that merely exits 130); the shell shows 130 either way."""
+def die_by_sigint(signum: int = signal.SIGINT) -> None:
+    """End the process as the signal `signum` (SIGINT, or the SIGTERM `run_app` handles alike)
+    ends one that does not catch it, as Python does on a Ctrl-C nothing catches, so that a
+    shell loop running the command stops too (bash goes on after a child that merely exits
+    130), and `timeout`, Slurm or a container runtime sees the SIGTERM it sent (143)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGINT)
-    sys.exit(130)  # (only where SIGINT cannot end it)
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    sys.exit(128 + signum)  # (only where the signal cannot end it)

@@ -63,14 +63,20 @@ def test_random_kills_always_resume_to_a_verified_equal_store(source, tmp_path, 
             np.testing.assert_array_equal(got[name], value, err_msg=f"run {run}, array {name}")
 
 
-@pytest.mark.parametrize("second", [
-    pytest.param(None, id="once"), pytest.param(0.01, id="twice-10ms"),
-    pytest.param(0.1, id="twice-100ms"), pytest.param(0.3, id="twice-300ms", marks=pytest.mark.slow)])
-def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_path, second):
+@pytest.mark.parametrize("second, signum", [
+    pytest.param(None, signal.SIGINT, id="once"),
+    pytest.param(0.01, signal.SIGINT, id="twice-10ms"),
+    pytest.param(0.1, signal.SIGINT, id="twice-100ms"),
+    pytest.param(0.3, signal.SIGINT, id="twice-300ms", marks=pytest.mark.slow),
+    pytest.param(None, signal.SIGTERM, id="sigterm")])
+def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_path, second,
+                                                                   signum):
     """SIGINT (Ctrl-C) mid-build: ended by SIGINT within seconds, one line, and the next run
     finishes. Pressed twice, the second press ends it while the tasks in flight finish; it used
     to print a traceback from the interpreter's join of the extraction threads (5 of 5 at 10
-    ms) and could abort the process ("terminate called without an active exception")."""
+    ms) and could abort the process ("terminate called without an active exception").
+    SIGTERM (`timeout`, Slurm's `scancel`, `docker stop`) alike, ended by SIGTERM: it killed
+    the build on the spot, without a word, and what it had not flushed was computed again."""
     store = tmp_path / "interrupted.zarr"
     process = subprocess.Popen(
         [sys.executable, "-m", "flowstore", "build", "tvhi", "--source", str(source), "--store",
@@ -81,15 +87,15 @@ def test_ctrl_c_stops_a_build_at_once_with_one_line_and_it_resumes(source, tmp_p
     # the first sample's flow chunk written: extraction is under way on the pool's threads
     while not any((store / "flow").glob("c.*")) and time.monotonic() < deadline:
         time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     interrupted = time.monotonic()
     if second is not None:
         time.sleep(second)
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
     _, err = process.communicate(timeout=30)
     # ended by SIGINT, as Python ends on a Ctrl-C nothing catches (a shell shows 130), so that
     # a shell loop running builds stops too
-    assert process.returncode == -signal.SIGINT, err
+    assert process.returncode == -signum, err
     assert time.monotonic() - interrupted < 10  # not after the remaining samples
     assert err.strip().splitlines() == ["error: interrupted; run the same command again to resume"]
     assert verify(store).ok

@@ -212,6 +212,38 @@ def test_ctrl_c_in_trainers_run_is_one_line_saying_what_was_written(stores, tmp_
         assert "Traceback" not in result.output
 
 
+#: `trainers run` whose SIGTERM (`timeout`, Slurm's `scancel`, `docker stop`) lands while its
+#: finished run is being written, in its hidden work folder.
+_SIGTERM_WHILE_WRITING = """
+import os, signal, sys
+from trainers import runs
+publish = runs.RunWriter.publish
+def stopped(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return publish(self)
+runs.RunWriter.publish = stopped
+sys.argv = ["trainers", "run", "flow", "--store", sys.argv[1], "--runs-dir", sys.argv[2],
+            "--epochs", "1", "--quiet"]
+from trainers.cli import main
+main()
+"""
+
+
+def test_sigterm_while_a_run_is_written_leaves_no_work_folder(stores, tmp_path):
+    """SIGTERM ended the process on the spot: no word, and the run's hidden work folder,
+    a whole model, left in the runs directory for good. It is handled as a Ctrl-C now (the
+    folder removed, one line) and the process still ends by SIGTERM."""
+    import signal
+
+    runs = tmp_path / "runs"
+    result = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_WRITING, str(stores["tvhi"]),
+                             str(runs)], capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted; no run was written"
+    assert list(runs.iterdir()) == []
+
+
 def test_a_store_missing_a_chunk_stops_training_with_one_line(stores, tmp_path):
     """A read inside tf.data failing (here a partly copied store) surfaced as TensorFlow's op
     error with the read's traceback as text, about 70 lines."""
