@@ -244,6 +244,25 @@ def test_sigterm_while_a_run_is_written_leaves_no_work_folder(stores, tmp_path):
     assert list(runs.iterdir()) == []
 
 
+def test_report_names_the_work_folder_a_killed_run_left(tmp_path):
+    """SIGKILL (or a power cut) while a run is written leaves its hidden work folder, a whole
+    model, which nothing named: `trainers report` names it while no process of its pid runs;
+    one whose writer is alive (it is being written now) is not named."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    runs = tmp_path / "runs"
+    dead = runs / f".partial-flow-0f4c8094-20261205-104417-{int(done.stdout)}-8fd12504"
+    alive = runs / f".partial-flow-0f4c8094-20261205-104418-{os.getpid()}-8fd12505"
+    for folder in (dead, alive):
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"x")
+    result = runner.invoke(app, ["report", str(runs)])
+    assert result.exit_code == 0
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {dead} left out: not a finished run (the work folder of a run killed while "
+        f"it was written: pid {int(done.stdout)} is not running on this machine; delete it)"]
+
+
 def test_a_store_missing_a_chunk_stops_training_with_one_line(stores, tmp_path):
     """A read inside tf.data failing (here a partly copied store) surfaced as TensorFlow's op
     error with the read's traceback as text, about 70 lines."""

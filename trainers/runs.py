@@ -230,12 +230,18 @@ def _run_or_why(path: Path) -> "RunRecord | str":
 def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
     """The folders of `runs_dir` that hold a run's files (`metrics.json` or `model.keras`) but
     do not read as a finished run (`read_run`), each with why: `list_runs` leaves them out,
-    and a report that does not say so lets a damaged run vanish from its tables unnoticed."""
+    and a report that does not say so lets a damaged run vanish from its tables unnoticed.
+    And the work folders of runs killed while they were written (`_dead_writer`)."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
     found = []
     for path in sorted(runs_dir.iterdir()):
+        writer = _dead_writer(path)
+        if writer is not None:
+            found.append((path, f"the work folder of a run killed while it was written: pid "
+                                f"{writer} is not running on this machine; delete it"))
+            continue
         if path.name.startswith(".") or not path.is_dir() or not (
                 (path / METRICS_FILE).exists() or (path / MODEL_FILE).exists()):
             continue  # (hidden, a file, or not a run's folder at all)
@@ -243,6 +249,24 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
         if isinstance(why, str):
             found.append((path, why))
     return found
+
+
+def _dead_writer(path: Path) -> int | None:
+    """The pid in the name of `RunWriter`'s work folder `path` (`.partial-<run>-<pid>-<hex>`)
+    where no process of it runs here: a run killed (SIGKILL, a power cut) while it was written
+    left it, a whole model, unseen (its name is hidden); None for anything else, and for a
+    writer that may still be writing (its pid alive, or the folder not its own to tell)."""
+    parts = path.name.rsplit("-", 2)
+    if not path.name.startswith(PARTIAL_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
+        return None
+    pid = int(parts[1])
+    try:
+        os.kill(pid, 0) if pid > 0 else None
+    except ProcessLookupError:
+        return pid
+    except (OSError, OverflowError):  # (alive, another user's; no pid at all)
+        return None
+    return None
 
 
 def enclosing_run(path: str | Path) -> Path | None:
