@@ -348,7 +348,8 @@ class Split:
         if now is not None and now != self._identity[0]:
             raise StoreError(f"store {self._location!r} was rebuilt, replaced or deleted since "
                              f"split {self.name!r} was made; open it again and make the split "
-                             f"again")
+                             f"again (a command reading it, such as `trainers run`: run it "
+                             f"again)")
 
     def _read_sample(self, array: str, index: int, out: np.ndarray) -> None:
         """Store sample `index` of `array` into `out`; a chunk that cannot be read is one line
