@@ -89,6 +89,10 @@ _INTERRUPTED = False
 _CTRL_C = False
 #: The signal that stopped the command (`_on_ctrl_c`): the process ends by it (`run_app`).
 _STOPPED_BY = signal.SIGINT
+#: A signal `_on_ctrl_c` delivers again, out of a finalizer, a moment later; `run_app` cancels
+#: it once the command has ended: it landed after the command's end (a run written, its table
+#: printed) and ended the process with exit 130 and no word.
+_REDELIVERY: threading.Timer | None = None
 
 
 def _on_ctrl_c(signum: int, frame: Any) -> None:
@@ -96,14 +100,15 @@ def _on_ctrl_c(signum: int, frame: Any) -> None:
     KeyboardInterrupt: every command's Ctrl-C handling then runs for both (a build records its
     done samples; a run's unfinished folder is removed). SIGTERM ended the process on the spot,
     and left a run's whole-model work folder in the runs directory for good."""
-    global _CTRL_C, _STOPPED_BY
+    global _CTRL_C, _STOPPED_BY, _REDELIVERY
     _CTRL_C, _STOPPED_BY = True, signum
     if _in_finalizer(frame):
         # Raised here, the KeyboardInterrupt would leave a `__del__` (s3fs's connections are
         # collected in the middle of a build), where Python prints "Exception ignored" and
         # drops it: the command ran on to its end, exit 0, as if never interrupted. Delivered
         # again a moment later, outside it.
-        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+        _REDELIVERY = threading.Timer(0.05, os.kill, (os.getpid(), signum))
+        _REDELIVERY.start()
         return
     signal.default_int_handler(signum, frame)
 
@@ -633,6 +638,8 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         signal.signal(signal.SIGTERM, _on_ctrl_c)
     try:
         code = command.main(prog_name=prog_name, standalone_mode=False)
+        if _REDELIVERY is not None:  # (the command ended before it: what it did is done)
+            _REDELIVERY.cancel()
     except Exception as exc:
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             # Not bad input (each command turns that into one `error:` line, exit 2): a bug.
