@@ -3,8 +3,6 @@ run to their table, and leave alone what they did not create."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tests.conftest import load_benchmark
 
 
