@@ -25,9 +25,13 @@ def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
 
     def show_version(value: bool) -> None:
         if value:
-            from importlib.metadata import version
+            from importlib.metadata import PackageNotFoundError, version
 
-            typer.echo(f"{prog_name} {version('flowstore')}")
+            try:
+                installed = version("flowstore")
+            except PackageNotFoundError:  # (run from a source tree: what its stores record)
+                from flowstore import __version__ as installed
+            typer.echo(f"{prog_name} {installed}")
             raise typer.Exit()
 
     @typer_app.callback()

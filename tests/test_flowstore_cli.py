@@ -323,6 +323,25 @@ def test_version_is_the_installed_distributions():
     assert result.stdout == f"flowstore {version('flowstore')}\n"
 
 
+def test_version_from_a_source_tree_that_is_not_installed_is_its_own(monkeypatch):
+    """Without the distribution's metadata (the package run from a copied source tree),
+    `--version` was an internal error (PackageNotFoundError): it says the version the code
+    itself records in every store it builds."""
+    import importlib.metadata
+
+    from typer.testing import CliRunner
+
+    import flowstore
+    from flowstore.cli import app
+
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    result = CliRunner().invoke(app, ["--version"])
+    assert (result.exit_code, result.output) == (0, f"flowstore {flowstore.__version__}\n")
+
+
 def test_byte_identical_sources_are_told_by_build_and_listed_by_inspect(tvhi_source, suffix,
                                                                        tmp_path):
     """A test clip that is a copy of a training clip (a clip downloaded twice under two names)
