@@ -767,12 +767,10 @@ def _extractor_here() -> tuple[str, str]:
 def _shown_option(recorded: Mapping[str, Any], paths: Mapping[str, str], key: str) -> str:
     """A split option as a refusal shows it: a file option (`--split-file`) by the path it was
     given as, and its content's hash only where that path is not known (the hash alone, the
-    store's record, told a user nothing); an option not given as "none", not Python's None."""
-    value = recorded.get(key)
-    if key in recorded and value is None:
-        return "none"
-    if key in paths and value is not None:
-        return f"{paths[key]!r} (content {str(value)[:17]}...)"
+    store's record, told a user nothing); otherwise as `shown_value` (an option not given as
+    "none", not Python's None)."""
+    if key in paths and recorded.get(key) is not None:
+        return f"{paths[key]!r} (content {str(recorded[key])[:17]}...)"
     return shown_value(recorded, key)
 
 

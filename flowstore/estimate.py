@@ -147,12 +147,13 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
                 columns=columns, num_samples=len(selected)))
             result.fixed_bytes[encoding] = tree_bytes(path)
             result.item_bytes[encoding] = []
+        # The clips by their absolute path, as the build reads them: FFmpeg takes a relative
+        # `data:/x/clip.avi`, from `--source ./data:/x`, for a protocol's URL.
+        root = Path(os.path.realpath(source))
         try:
             for position, row in zip(progress_bar(chosen, enabled=progress, unit="item",
                                                   desc=f"estimate {dataset.name}"), rows):
-                # (by its absolute path, as the build reads it: FFmpeg takes a relative
-                # `data:/x/clip.avi`, from `--source ./data:/x`, for a protocol's URL)
-                path = dataset.source_file(Path(os.path.realpath(source)), row.id)
+                path = dataset.source_file(root, row.id)
                 try:
                     cpu = _build_task_cpu(dataset, path, params, stores[result.encoding][1],
                                           position, scratch)

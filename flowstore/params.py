@@ -509,9 +509,10 @@ def shown_value(recorded: Mapping[str, Any], key: str) -> str:
     out, "none (the default)" for one that is None (linspace stores' `segments`), "(not
     recorded)", never Python's None, which no command line takes."""
     value = recorded_value(recorded, key)
-    if key in recorded or value == NOT_RECORDED:
-        return "none" if value is None else (value if value == NOT_RECORDED else repr(value))
-    return f"{'none' if value is None else repr(value)} (the default)"
+    if value == NOT_RECORDED:
+        return NOT_RECORDED
+    shown = "none" if value is None else repr(value)
+    return shown if key in recorded else f"{shown} (the default)"
 
 
 def to_dict(params: Any) -> dict[str, Any]:

@@ -260,8 +260,10 @@ def _dead_writer(path: Path) -> int | None:
     if not path.name.startswith(PARTIAL_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
         return None
     pid = int(parts[1])
+    if pid <= 0:  # (no process's: kill(0) signals this process group)
+        return None
     try:
-        os.kill(pid, 0) if pid > 0 else None
+        os.kill(pid, 0)
     except ProcessLookupError:
         return pid
     except (OSError, OverflowError):  # (alive, another user's; no pid at all)

@@ -376,26 +376,24 @@ class ClassFolders(MediaFiles):
     def manifest(self, source: Path) -> Manifest:
         self.check_source_folder(source)
         options: FolderOptions = self.options
+        scanned: list[Path] = []  # the class folders `_scan` lists (`_check_one_folder_each`)
         if options.split_file is not None:
             by_split = self._from_split_file(source, options.split_file)
         elif (source / "train").is_dir() and all(
                 p.name in SPLITS for p in source.iterdir()
                 if p.is_dir() and not skipped(p.name) and not holds_a_store(p)):
-            scanned: list[Path] = []
             by_split = {split: self._scan(source / split, source, f"{split}/", scanned)
                         for split in SPLITS if (source / split).is_dir()}
-            _check_one_folder_each(scanned)
             if "val" not in by_split:
                 by_split = self._carve(by_split["train"], options.val_fraction, by_split)
         else:
-            scanned = []
             pool = self._scan(source, source, "", scanned)
-            _check_one_folder_each(scanned)
             test = stratified_holdout(pool, options.test_fraction, options.seed)
             rest = {c: [i for i in ids if i not in test] for c, ids in pool.items()}
             share = options.val_fraction / (1 - options.test_fraction)
             by_split = self._carve(rest, share, {"test": {
                 c: [i for i in ids if i in test] for c, ids in pool.items()}})
+        _check_one_folder_each(scanned)
         classes = sorted({c for per_class in by_split.values() for c in per_class})
         check_spellings(classes, repr(str(options.split_file or source)))
         if len(classes) < 2:  # nothing to classify: most often a --source one level too high
