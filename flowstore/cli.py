@@ -20,18 +20,16 @@ from flowstore.errors import FlowstoreError, ParameterError
 
 
 def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
-    """Give a command line `--version`: the installed flowstore distribution's version, which
-    `flowstore` and `trainers` share (a bug report should say which code built a store)."""
+    """Give a command line `--version`: `flowstore.__version__`, which `flowstore` and
+    `trainers` share, which every store built records, and from which the installed
+    distribution takes its own (pyproject.toml), so a bug report names the code that built a
+    store whether flowstore runs installed or from a source tree."""
 
     def show_version(value: bool) -> None:
         if value:
-            from importlib.metadata import PackageNotFoundError, version
+            from flowstore import __version__
 
-            try:
-                installed = version("flowstore")
-            except PackageNotFoundError:  # (run from a source tree: what its stores record)
-                from flowstore import __version__ as installed
-            typer.echo(f"{prog_name} {installed}")
+            typer.echo(f"{prog_name} {__version__}")
             raise typer.Exit()
 
     @typer_app.callback()

@@ -19,7 +19,7 @@ from flowstore.extraction.video import extract_video
 from flowstore.params import VideoParams
 from flowstore.synth import synthetic_source
 from flowstore.synth.tvhi import SynthTVHIConfig, render_clip
-from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
+from tests.conftest import REPO, TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
 
 
 @pytest.fixture(scope="module")
@@ -315,12 +315,31 @@ def test_a_group_called_alone_shows_its_help_as_it_reads(args):
     assert ({"build", "inspect", "datasets", "synth"} if not args else {"tvhi", "stanford40"}) <= listed
 
 
-def test_version_is_the_installed_distributions():
+def test_version_is_written_once_and_the_installed_distribution_says_it():
+    """`flowstore.__version__` is the one place the version is written (pyproject.toml took a
+    second copy of it that could drift from what stores record)."""
+    import tomllib
     from importlib.metadata import version
 
+    import flowstore
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "flowstore.__version__"}
     result = flowstore_cli("--version")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == f"flowstore {version('flowstore')}\n"
+    assert result.stdout == f"flowstore {flowstore.__version__}\n" == f"flowstore {version('flowstore')}\n"
+
+
+def test_the_package_ships_its_type_marker_and_license():
+    """pyproject.toml declared `flowstore/py.typed` and the MIT licence with neither file in the
+    tree: type checkers ignored flowstore's annotations and the wheel carried no licence text."""
+    from importlib.metadata import distribution
+    from importlib.resources import files
+
+    assert files("flowstore").joinpath("py.typed").is_file()
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+    assert distribution("flowstore").metadata["License-Expression"] == "MIT"
 
 
 def test_version_from_a_source_tree_that_is_not_installed_is_its_own(monkeypatch):

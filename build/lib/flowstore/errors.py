@@ -1,0 +1,74 @@
+"""The one small exception hierarchy of flowstore.
+
+Every error a user can cause derives from `FlowstoreError`; the CLI turns it into one line on
+stderr and exit code 2, never a traceback. Each class also derives from the builtin it
+resembles (as zarr does with `NodeNotFoundError(BaseZarrError, FileNotFoundError)`), so callers
+that already catch `FileNotFoundError` or `ValueError` keep working.
+"""
+
+from __future__ import annotations
+
+
+class FlowstoreError(Exception):
+    """Base class of every error flowstore raises on purpose."""
+
+
+class ParameterError(FlowstoreError, ValueError):
+    """A parameter value is out of range or of the wrong kind."""
+
+
+class SourceLayoutError(FlowstoreError, FileNotFoundError):
+    """The `--source` folder is missing, empty or not laid out as the dataset ships."""
+
+
+class StoreError(FlowstoreError, OSError):
+    """A store path is missing, not a flowstore store, or of another format version."""
+
+
+class DamagedStoreError(StoreError):
+    """A part of a store holds bytes that cannot be read as what was written there (a codec
+    refuses them, a short chunk): damage, where a system refusal (a permission, an I/O error)
+    is a plain StoreError."""
+
+
+class HalfCreatedStoreError(StoreError):
+    """A store whose making stopped before it was one (an object store, made in place):
+    `--overwrite` may delete it, as it deletes a store."""
+
+
+class MissingChunkError(StoreError):
+    """A sample asked for (a done one) has no chunk: a damaged or partly copied store.
+
+    `store`, `array` and `index` say which (None where the whole store is gone), so that a
+    reader that knows the sample's id can name it (`missing_chunk`)."""
+
+    def __init__(self, message: str, *, store: str | None = None, array: str | None = None,
+                 index: int | None = None) -> None:
+        super().__init__(message)
+        self.store, self.array, self.index = store, array, index
+
+
+def missing_chunk(store: str, array: str, index: int, sample: str | None = None
+                  ) -> MissingChunkError:
+    """A done sample's missing chunk, said of the sample `sample` (its id, where the caller
+    knows it: "sample 'hug_0002'") or else of its position in the store."""
+    named = f"sample {index}" if sample is None else f"sample {sample!r}"
+    return MissingChunkError(f"store {store!r}: the chunk of {named} of {array!r} is missing "
+                             f"(the store is damaged, partly copied, or was rebuilt since it "
+                             f"was opened); `flowstore verify` lists what is missing",
+                             store=store, array=array, index=index)
+
+
+class StoreMismatchError(StoreError):
+    """An existing store was built with other parameters, source or dataset."""
+
+
+class UnknownDatasetError(FlowstoreError, KeyError):
+    """A dataset name that no registered dataset answers to."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the whole message
+        return str(self.args[0])
+
+
+class SampleError(FlowstoreError):
+    """One sample could not be extracted; recorded as that sample's failure reason."""

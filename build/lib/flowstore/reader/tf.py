@@ -1,0 +1,128 @@
+"""`tf.data` adapter: a split as a dataset of `(features, label)` batches.
+
+The pipeline is `positions -> shuffle (seeded, a new order every epoch) -> batch -> parallel
+map(Split.read, one tf.numpy_function call per batch) -> prefetch`. Only the split's positions
+are held in memory; a batch's samples are read when the pipeline asks for it, into buffers that
+TensorFlow wraps without a copy (they are 64-byte aligned), so an epoch's memory does not grow
+with the split (benchmarks/train_memory.py). Batches keep the reader's types (uint8 pixels,
+float16 flow unless asked otherwise): a model casts them in its own graph, on the accelerator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Iterator, Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from flowstore.errors import FlowstoreError
+from flowstore.reader.batches import batch_rng, whole_number
+from flowstore.reader.dataset import LABEL
+
+if TYPE_CHECKING:
+    from flowstore.reader.dataset import Augmentation, Split
+
+
+def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                  augment: "bool | Augmentation | None" = None,
+                  parallel_reads: int | None = None) -> tf.data.Dataset:
+    """`(features, label)` batches of `split`: `features` is the array of a one-feature split,
+    else a dict keyed like the split's features (Keras matches it to named inputs).
+
+    Args:
+        batch_size: samples per batch (the last one may be smaller).
+        shuffle: a new seeded order every epoch.
+        seed: seed of the order and of the augmentation.
+        augment: True (random horizontal flips, `Split.augmentation`) or a function of
+            (batch, numpy Generator); each batch gets a generator of its own.
+        parallel_reads: batches read at once; None lets tf.data tune it where the store reads
+            in parallel (`Store.concurrent_reads`) and reads one at a time where it does not
+            (compressed HDF5), while the previous batch trains.
+    """
+    batch_size = whole_number("batch_size", batch_size, 1)
+    whole_number("seed", seed, 0)  # (refused here, not in TensorFlow's words)
+    augment_fn = split.augmentation(augment)
+    keys = tuple(split.features)
+    # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
+    # (and its labels: a mixup's are soft, float (B, classes), where TensorFlow failed in its
+    # own words against a hard-coded int64)
+    probe = None
+    if augment_fn is not None and len(split):
+        probe = augment_fn(split.read([0]), batch_rng(seed, 0, 0))
+        if not isinstance(probe, Mapping) or any(key not in probe for key in (*keys, LABEL)):
+            raise TypeError(f"augment must return the batch it is given (a dict of "
+                            f"{', '.join(keys)} and {LABEL}), got {type(probe).__name__}")
+    shapes = {key: (probe[key].shape[1:] if probe is not None else split.shapes[key])
+              for key in keys}
+    label_shape = np.shape(probe[LABEL])[1:] if probe is not None else ()
+    dtypes = [tf.as_dtype(probe[key].dtype if probe is not None else split.dtypes[key])
+              for key in keys]
+    dtypes.append(tf.as_dtype(np.asarray(probe[LABEL]).dtype) if probe is not None
+                  else tf.int64)
+
+    def read(positions: np.ndarray, augment_seed: np.int64) -> list[np.ndarray]:
+        try:
+            batch = split.read(positions)
+        except FlowstoreError as exc:
+            _READ_ERRORS.append(exc)
+            raise
+        if augment_fn is not None:
+            batch = augment_fn(batch, np.random.default_rng(int(augment_seed) % 2 ** 63))
+        return [batch[key] for key in keys] + [batch[LABEL]]
+
+    size = len(split)
+    ds = tf.data.Dataset.range(size)
+    if shuffle and size > 1:
+        # The whole position list fits the buffer (a few bytes per sample): a full shuffle.
+        ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment_fn is not None:
+        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+        ds = tf.data.Dataset.zip(ds, seeds)
+
+    # One map function, however the batch is augmented: every new iterator (each epoch)
+    # instantiates and optimizes each function of the pipeline again (benchmarks/README.md,
+    # "Issue 13", "Session 12").
+    def read_batch(positions: tf.Tensor, augment_seed: tf.Tensor | None = None):
+        if augment_seed is None:
+            augment_seed = tf.constant(0, tf.int64)
+        values = tf.numpy_function(read, [positions, augment_seed], Tout=dtypes, stateful=False)
+        features = {}
+        for key, value in zip(keys, values, strict=False):
+            value.set_shape((None, *shapes[key]))
+            features[key] = value
+        label = values[-1]
+        label.set_shape((None, *label_shape))
+        return (features[keys[0]] if len(keys) == 1 else features), label
+
+    if parallel_reads is None:
+        parallel_reads = tf.data.AUTOTUNE if split.source.store.concurrent_reads else 1
+    # deterministic=True keeps a seed's order reproducible even with parallel reads.
+    ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+#: FlowstoreErrors met by the reads of `to_tf_dataset` pipelines (any thread), for
+#: `store_errors_raised`: TensorFlow hands them on only as text inside its own op error.
+_READ_ERRORS: list[FlowstoreError] = []
+
+
+@contextlib.contextmanager
+def store_errors_raised() -> Iterator[None]:
+    """Inside, TensorFlow calls on `to_tf_dataset` pipelines (`model.fit`, `evaluate`,
+    `predict`, iteration) raise a store's error met by a read (a damaged or partly copied
+    store, one removed mid-run) as the FlowstoreError it is, which a command line prints as
+    one line, not as TensorFlow's op error carrying the read's traceback as text."""
+    seen = len(_READ_ERRORS)
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        # The read whose error stopped TensorFlow: its text is in the op error. Reads ahead
+        # (parallel reads, prefetch) may have met others since, of other samples, and an op
+        # error of no read (memory) is raised as it is, whatever those reads met.
+        said = str(exc)
+        stopped = next((error for error in _READ_ERRORS[seen:] if str(error) in said), None)
+        if stopped is not None:
+            raise stopped from None
+        raise

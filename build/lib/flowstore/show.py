@@ -1,0 +1,382 @@
+"""`flowstore show`: pictures of a store's samples, to see that the features are sane.
+
+Is the flow where the action is, did a clip decode black or upside down? Numbers do not say;
+a picture does. A store is read through the public reader (`flowstore.open`), so every flow
+encoding is decoded to pixels first and a uint8 store looks like its float16 twin.
+
+Video stores (`flow`): one PNG per sample, `<id>.png`, laid out (tile = one S x S picture,
+magnified by the smallest whole factor that makes it at least `MIN_TILE` pixels):
+
+    header       id, class, split; the flow scale (pixels drawn at full saturation)
+    first row    the middle frame | the colour-wheel legend
+    then         per block of up to `COLUMNS` steps: a row of frames, below it their flows
+
+  width = max(min(T, COLUMNS), 2) tiles, at least `MIN_WIDTH` pixels; height = header + tile
+  x (1 + 2 x ceil(T / COLUMNS)). Flow is in the Middlebury colour coding
+  (`flowstore.flow_image`), normalized per sample: one magnitude, the `SCALE_PERCENTILE`th
+  percentile of |flow| over the sample's T flows (its maximum is a few outlier pixels that
+  would wash the rest out), is full saturation for all T, so steps compare with each other;
+  the header prints it. `--gif` adds `<id>.gif`: T frames of
+  frame | flow, with a bar along the bottom that marks the step.
+  A segment-sampled store (`--sampling segments`) holds K frames for its K x L flows: above
+  each flow is its segment's frame (the segment's centre), and the tiles are captioned
+  `s<k>.<j>` (flow j of segment k) instead of `t<step>`.
+Image stores (`image`): one PNG per class, `<class>.png`: a grid of the samples' images, each
+captioned with its id and split.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.files import write_whole
+from flowstore.flow_image import flow_to_rgb, wheel_legend
+from flowstore.manifest import class_label
+from flowstore.params import check_seed
+from flowstore.store import enclosing_store, failures
+
+#: Steps per row of a video picture.
+COLUMNS = 8
+#: Smallest tile side in pixels: tiles of small stores are magnified (nearest neighbour).
+MIN_TILE = 96
+#: Smallest picture width: room for the header's text.
+MIN_WIDTH = 560
+#: Height of one line of text (header lines, captions).
+LINE = 22
+#: Header lines of a video picture.
+HEADER_LINES = 2
+#: Images per row of an image store's class grid.
+GRID_COLUMNS = 4
+#: The flow magnitude drawn at full colour is this percentile of the sample's |flow|: the
+#: maximum itself is usually a few outlier pixels (Farneback at the frame border, a cut), and
+#: normalizing by it washes every real motion out to near white.
+SCALE_PERCENTILE = 99.0
+#: Milliseconds per GIF frame.
+GIF_FRAME_MS = 250
+#: Height of the GIF's step bar.
+GIF_BAR = 4
+
+WHITE, BLACK = (255, 255, 255), (0, 0, 0)
+
+
+@dataclass
+class ShowResult:
+    written: list[Path] = field(default_factory=list)
+    samples: list[str] = field(default_factory=list)
+
+
+def tile_size(size: int) -> int:
+    """Side of one tile for frames of side `size`: magnified by a whole factor to MIN_TILE."""
+    return size * max(1, math.ceil(MIN_TILE / size))
+
+
+def video_picture_shape(size: int, steps: int) -> tuple[int, int]:
+    """(height, width) of a video sample's picture (see the module docstring)."""
+    tile = tile_size(size)
+    columns = min(steps, COLUMNS)
+    width = max(max(columns, 2) * tile, MIN_WIDTH)
+    return HEADER_LINES * LINE + tile * (1 + 2 * math.ceil(steps / columns)), width
+
+
+def flow_tile_origin(size: int, steps: int, step: int) -> tuple[int, int]:
+    """(top, left) pixel of flow `step`'s tile in a video picture."""
+    tile, columns = tile_size(size), min(steps, COLUMNS)
+    block, column = divmod(step, columns)
+    return HEADER_LINES * LINE + tile * (2 + 2 * block), column * tile
+
+
+def image_grid_shape(size: int, count: int) -> tuple[int, int]:
+    """(height, width) of an image store's class grid of `count` images."""
+    tile, columns = tile_size(size), min(count, GRID_COLUMNS)
+    width = max(columns * tile, MIN_WIDTH)
+    return LINE + math.ceil(count / columns) * (tile + LINE), width
+
+
+def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = (), *,
+         per_class: int = 2, seed: int = 0, gif: bool = False,
+         progress: bool = True) -> ShowResult:
+    """Write pictures of `ids` (default: `per_class` random done samples of each class, seeded)
+    of `store` into the folder `out`.
+
+    Raises:
+        flowstore.errors.FlowstoreError: a missing store, an unknown or unbuilt id, a store with
+            neither flow nor images.
+    """
+    import flowstore
+    from flowstore.progress import progress_bar
+    from flowstore.verify import check_dataset_arrays  # (the build's modules: only when run)
+
+    if per_class < 1:
+        raise ParameterError(f"--per-class must be at least 1, got {per_class}")
+    check_seed(seed)
+    with flowstore.open(store) as dataset:
+        # what verify refuses (an array of another type or shape, parameters that are not the
+        # dataset's) is said in its words before a picture is drawn; a lost array is said below
+        check_dataset_arrays(dataset.store, store, allow_missing=True)
+        kind = "flow" if "flow" in dataset.features else "image" if "image" in dataset.features \
+            else None
+        if kind is None:
+            raise FlowstoreError(f"store {str(store)!r} holds neither flow nor images "
+                                 f"(it has {', '.join(dataset.features) or 'no features'})")
+        if gif and kind != "flow":
+            raise ParameterError("--gif needs a video store (one with flow)")
+        lacking = [name for name in VIDEO_PICTURE_FEATURES if name not in dataset.features]
+        if kind == "flow" and lacking:  # (a damaged store, or one made with flow alone)
+            raise FlowstoreError(f"store {str(store)!r} has flow but no {' or '.join(lacking)}, "
+                                 f"which a video sample's picture draws beside it "
+                                 f"(`flowstore verify` says whether the store is damaged)")
+        indices = _select(dataset, str(store), ids, per_class, seed)
+        segmented = dataset.segments is not None
+        out = Path(out)
+        _refuse_inside(out)
+        _make_folder(out)
+        result = ShowResult()
+        splits: dict[str, Any] = {}
+        samples = []
+        for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
+            sample = _read(dataset, splits, index)
+            if kind == "flow":
+                # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
+                _make_folder((out / str(sample["id"])).parent)
+                result.written.append(_write_png(out / f"{sample['id']}.png",
+                                                 video_picture(sample, dataset.classes,
+                                                               segmented=segmented)))
+                if gif:
+                    result.written.append(write_gif(out / f"{sample['id']}.gif", sample))
+            else:
+                samples.append(sample)
+            result.samples.append(str(sample["id"]))
+        for label in sorted({int(s["label"]) for s in samples}):
+            of_class = [s for s in samples if int(s["label"]) == label]
+            name = class_label(dataset.classes, label)
+            result.written.append(_write_png(out / f"{_file_name(name, label)}.png",
+                                             image_grid(of_class, name)))
+    return result
+
+
+def _file_name(class_name: str, label: int) -> str:
+    """A class name as one file name inside `--out`: a split file may name a class `a/b` or
+    `../x`, which as a path would be a folder that does not exist, or a file outside `--out`.
+    A name that had to change gets its label too, so that `a/b` does not overwrite `a_b`."""
+    name = class_name.replace("/", "_").replace("\\", "_")
+    name = "_" + name if name.startswith(".") else name
+    return name if name == class_name else f"{name}-{label}"
+
+
+def _refuse_inside(out: Path) -> None:
+    """Pictures are never written into a store, the one they show or another: a store folder
+    holds its arrays alone (`inspect --bytes` would count them, `--overwrite` delete them with
+    it)."""
+    store = enclosing_store(out)
+    if store is not None:
+        raise ParameterError(f"--out {str(out)!r} is the store {str(store)!r} or lies inside "
+                             f"it; give the pictures another folder")
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FlowstoreError(f"cannot write pictures into {str(folder)!r}: "
+                             f"{exc.strerror or exc}") from None
+
+
+def _not_done(dataset, store: str, sample: str) -> str:
+    """Why `sample` has nothing to show: its build's recorded failure (a build again retries
+    it, and fails it again), or that no build has reached it yet."""
+    try:
+        reason = failures(dataset.store).get(sample)
+    except FlowstoreError:  # (a damaged `failure` column: the reason unknown)
+        reason = None
+    if reason:
+        return (f"sample {sample!r} of store {store!r} failed to build ({reason}); `flowstore "
+                f"inspect` lists the failures")
+    return f"sample {sample!r} is not built yet in store {store!r} (run its build again)"
+
+
+def _select(dataset, store: str, ids: Sequence[str], per_class: int, seed: int) -> list[int]:
+    """Store indices of the samples to show: `ids` in the order given (each once), or a seeded
+    random `per_class` of each class's done samples in store order. `store` names the store
+    in messages as the user gave it."""
+    if ids:
+        position = {sample: i for i, sample in enumerate(dataset.ids.tolist())}
+        indices = []
+        for sample in dict.fromkeys(ids):  # `show s.zarr a a` draws a once, and says so
+            if sample not in position:
+                raise FlowstoreError(f"no sample {sample!r} in store {store!r}")
+            if not dataset.done[position[sample]]:
+                raise FlowstoreError(_not_done(dataset, store, sample))
+            indices.append(position[sample])
+        return indices
+    rng = np.random.default_rng(seed)
+    chosen: list[int] = []
+    for label in np.unique(dataset.labels[dataset.done]):  # (a store of clips: no class)
+        candidates = np.flatnonzero((dataset.labels == label) & dataset.done)
+        chosen += rng.choice(candidates, size=min(per_class, candidates.size),
+                             replace=False).tolist()
+    if not chosen:
+        raise FlowstoreError(f"store {store!r} has no built sample to show")
+    return sorted(chosen)
+
+
+def _read(dataset, splits: dict[str, Any], index: int) -> dict[str, Any]:
+    """One sample by store index, through the reader (flow decoded to float32 pixels)."""
+    name = str(dataset.splits[index])
+    if name not in splits:
+        splits[name] = dataset.split(name, float_dtype="float32")
+    split = splits[name]
+    sample = split[int(np.searchsorted(split.indices, index))]
+    sample["split"] = name
+    return sample
+
+
+# -- drawing -------------------------------------------------------------------------------------
+def _cv2():
+    from flowstore.extraction._cv import cv2
+
+    return cv2
+
+
+def _magnified(picture: np.ndarray, tile: int) -> np.ndarray:
+    factor = tile // picture.shape[0]
+    return picture if factor == 1 else np.repeat(np.repeat(picture, factor, 0), factor, 1)
+
+
+def _text(canvas: np.ndarray, text: str, left: int, baseline: int, *, width: int,
+          colour=BLACK, outline=None) -> None:
+    """Text at (left, baseline), shrunk to fit `width` pixels less a margin of 4 on each side;
+    `outline` draws it legible on a picture.
+
+    Hershey glyphs do not shrink in proportion to the scale (their strokes are whole pixels),
+    so the fit is measured again at each smaller scale, not computed once."""
+    cv2 = _cv2()
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+    thickness = 3 if outline is not None else 1
+    while scale > 0.2 and cv2.getTextSize(text, font, scale, thickness)[0][0] > width - 8:
+        scale *= 0.95
+    if outline is not None:
+        cv2.putText(canvas, text, (left, baseline), font, scale, outline, 3, cv2.LINE_AA)
+    cv2.putText(canvas, text, (left, baseline), font, scale, colour, 1, cv2.LINE_AA)
+
+
+def flow_scale(flow: np.ndarray) -> float:
+    """The |flow| (pixels) drawn at full colour for one sample's flows (`SCALE_PERCENTILE`)."""
+    return float(np.percentile(np.hypot(flow[..., 0], flow[..., 1]), SCALE_PERCENTILE))
+
+
+def frame_of_flow(step: int, frames: int, flows: int) -> int:
+    """The stored frame shown with flow `step`: the same step when a sample holds one frame
+    per flow (linspace), else its segment's (`flows` = K x L flows over `frames` = K)."""
+    return step * frames // flows
+
+
+def step_caption(step: int, frames: int, flows: int, segmented: bool) -> str:
+    """`t<step>`, or `s<k>.<j>` (flow j of segment k) for a segment-sampled sample (told by
+    the store's sampling, not by counts: with `--stack 1` it holds as many frames as flows)."""
+    if not segmented:
+        return f"t{step}"
+    segment = frame_of_flow(step, frames, flows)
+    return f"s{segment}.{step - segment * flows // frames}"
+
+
+#: What `video_picture` draws of a sample.
+VIDEO_PICTURE_FEATURES = ("middle_frame", "frames", "flow")
+
+
+def video_picture(sample: dict[str, Any], classes: Sequence[str], *,
+                  segmented: bool = False) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB picture of one video sample (layout: the module docstring);
+    `segmented`: its store was built with `--sampling segments`."""
+    frames, flow = sample["frames"], sample["flow"]
+    steps, size = flow.shape[0], flow.shape[1]
+    height, width = video_picture_shape(size, steps)
+    tile = tile_size(size)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    scale = flow_scale(flow)
+    label = int(sample["label"])
+    _text(canvas, f"{sample['id']}   class {class_label(classes, label)} ({label})   "
+                  f"split {sample['split']}",
+          4, LINE - 6, width=width)
+    _text(canvas, f"flow: hue = direction (wheel), full colour = |flow| >= {scale:.2f} px "
+                  f"({SCALE_PERCENTILE:g}th percentile of this sample); T = {steps}"
+                  + ("" if not segmented else
+                     f" = {len(frames)} segments x {steps // len(frames)}"), 4,
+          2 * LINE - 6, width=width)
+    top = HEADER_LINES * LINE
+    canvas[top:top + tile, :tile] = _magnified(sample["middle_frame"], tile)
+    _text(canvas, "middle", 3, top + 14, width=tile, colour=WHITE, outline=BLACK)
+    canvas[top:top + tile, tile:2 * tile] = wheel_legend(tile)
+    _text(canvas, "+x", 2 * tile - 22, top + tile // 2 + 5, width=tile)
+    _text(canvas, "+y", tile + tile // 2 - 8, top + tile - 3, width=tile)
+    pictures = flow_to_rgb(flow, max_magnitude=scale)
+    for step in range(steps):
+        flow_top, left = flow_tile_origin(size, steps, step)
+        frame = frames[frame_of_flow(step, len(frames), steps)]
+        canvas[flow_top - tile:flow_top, left:left + tile] = _magnified(frame, tile)
+        canvas[flow_top:flow_top + tile, left:left + tile] = _magnified(pictures[step], tile)
+        _text(canvas, step_caption(step, len(frames), steps, segmented), left + 3,
+              flow_top - tile + 14, width=tile, colour=WHITE, outline=BLACK)
+    return canvas
+
+
+def image_grid(samples: Sequence[dict[str, Any]], class_name: str) -> np.ndarray:
+    """The (H, W, 3) uint8 RGB grid of one class's images, each captioned id and split."""
+    size = samples[0]["image"].shape[0]
+    height, width = image_grid_shape(size, len(samples))
+    tile, columns = tile_size(size), min(len(samples), GRID_COLUMNS)
+    canvas = np.full((height, width, 3), 255, np.uint8)
+    _text(canvas, f"class {class_name}: {len(samples)} image(s)", 4, LINE - 6, width=width)
+    for position, sample in enumerate(samples):
+        row, column = divmod(position, columns)
+        top, left = LINE + row * (tile + LINE), column * tile
+        canvas[top:top + tile, left:left + tile] = _magnified(sample["image"], tile)
+        _text(canvas, f"{sample['id']} ({sample['split']})", left + 2, top + tile + LINE - 6,
+              width=tile)
+    return canvas
+
+
+def gif_frames(sample: dict[str, Any]) -> list[np.ndarray]:
+    """The T frames of a sample's animation: frame t | flow t, and a bar that marks t (which
+    also keeps consecutive frames distinct, so none is merged away)."""
+    frames, flow = sample["frames"], sample["flow"]
+    steps, size = flow.shape[0], flow.shape[1]
+    tile = tile_size(size)
+    pictures = flow_to_rgb(flow, max_magnitude=flow_scale(flow))
+    out = []
+    for step in range(steps):
+        canvas = np.full((tile + GIF_BAR, 2 * tile, 3), 255, np.uint8)
+        canvas[:tile, :tile] = _magnified(frames[frame_of_flow(step, len(frames), steps)], tile)
+        canvas[:tile, tile:] = _magnified(pictures[step], tile)
+        canvas[tile:, :round(2 * tile * (step + 1) / steps)] = BLACK
+        out.append(canvas)
+    return out
+
+
+def write_gif(path: Path, sample: dict[str, Any]) -> Path:
+    """`sample`'s animation as an endlessly looping GIF (Pillow), written whole or not at all
+    (`flowstore.files.write_whole`)."""
+    from PIL import Image
+
+    images = [Image.fromarray(frame) for frame in gif_frames(sample)]
+    encoded = io.BytesIO()
+    images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:],
+                   duration=GIF_FRAME_MS, loop=0)
+    return write_whole(path, encoded.getvalue())
+
+
+def _write_png(path: Path, picture: np.ndarray) -> Path:
+    """(Encoded by OpenCV, written by Python: `cv2.imwrite` says only that it failed, not why;
+    written whole or not at all: `flowstore.files.write_whole`, so a full disk or `ulimit -f`
+    leaves no cut-short picture and an earlier one of the same name as it was.)"""
+    cv2 = _cv2()
+    _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
+                          [cv2.IMWRITE_PNG_COMPRESSION, 9])
+    return write_whole(path, png.tobytes())

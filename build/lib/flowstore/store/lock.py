@@ -1,0 +1,180 @@
+"""One writer per store: an advisory lock on a small file beside the store.
+
+`fcntl.flock` is released by the kernel when its holder exits, however it exits, so a lock left
+by a killed build is simply free again: no PID guessing, no race in taking over a stale lock.
+The file holds the holder's pid, host and start time so that a refused build can say who holds
+it. The lock file sits beside the store (not inside it) so that `--overwrite`, which deletes the
+store, never deletes a lock that someone holds. It is never unlinked, for the same reason.
+Local filesystems only: flock over NFS is not reliable.
+
+Readers of an HDF5 store take the same lock shared (`reader_lock`), for as long as they hold
+the file open: HDF5 does not support reading a file that another process writes (only its SWMR
+mode does, which needs the latest file format; see `_hdf5`), so a reader is refused while a
+build runs and a build is refused while a reader has the file open. Zarr readers take no lock:
+each chunk and metadata file is replaced atomically, so they read while a build appends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+from flowstore.errors import StoreError
+from flowstore.store import capabilities
+
+
+#: Lock files whose writer lock this process holds (its own build may look at its store, e.g.
+#: `--overwrite` checks that what it deletes is a store).
+_HELD: set[Path] = set()
+
+
+def lock_path(store: str | Path) -> Path:
+    """The lock file beside the store, by its real path: two spellings of one store (a symlink
+    to it, or to a folder above it) must meet at one lock, or both would build it at once.
+    (`os.path.realpath`, not `Path.resolve`: a symlink loop is a path that holds no store,
+    not a RuntimeError.)"""
+    store = Path(os.path.realpath(store))
+    return store.with_name(f".{store.name}.lock")
+
+
+@contextlib.contextmanager
+def writer_lock(store: str | Path) -> Iterator[None]:
+    """Hold the store's writer lock for the duration of the block.
+
+    Raises:
+        StoreError: another live process holds it (the message names that process).
+    """
+    if not capabilities(store).writer_lock:
+        # Object stores have no lock primitive that fsspec exposes: one builder per URL store
+        # is the user's promise (README, "Object storage").
+        yield
+        return
+    path = lock_path(store)
+    if not path.parent.is_dir():
+        raise StoreError(f"the folder of store {str(store)!r} does not exist")
+    fd, writable = _open_lock_file(path, store)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if _only_readers(fd):
+                raise StoreError(f"store {str(store)!r} is open for reading (flowstore inspect "
+                                 f"or verify, or a trainer); an HDF5 store cannot be written "
+                                 f"while it is read: run the build again when they end") from None
+            holder = _describe(_holder(fd))
+            raise StoreError(f"store {str(store)!r} is being written by another flowstore "
+                             f"process ({holder}); wait for it to finish or stop it") from None
+        try:  # (who holds it, for the refusal of another build)
+            if writable:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(),
+                          0)
+        except OSError as exc:  # a full disk: said of the store, not as a bare "[Errno 28]"
+            raise StoreError(f"cannot write the lock file beside store {str(store)!r}: "
+                             f"{exc.strerror} ({str(path)!r})") from None
+        held = Path(os.path.realpath(path))
+        _HELD.add(held)
+        try:
+            yield
+        finally:
+            _HELD.discard(held)
+            if writable:
+                os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_lock_file(path: Path, store: str | Path) -> tuple[int, bool]:
+    """The lock file's descriptor, and whether the holder's record can be written in it.
+
+    Made with mode 0o666 less the umask, as the store's own files are: in a folder a group
+    shares (umask 002), another member can resume the build. A lock file made by someone else
+    that this user may not write (an older flowstore made them 0o644) is opened read-only:
+    `flock` works on that too; only the holder's record is not written.
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
+    except PermissionError:
+        if os.path.lexists(path):
+            try:
+                return os.open(path, os.O_RDONLY), False
+            except OSError:
+                pass
+        error = "Permission denied"
+    except OSError as exc:
+        error = exc.strerror
+    doing = "open" if os.path.lexists(path) else "create"
+    raise StoreError(f"cannot {doing} the lock file beside store {str(store)!r}: "
+                     f"{error} ({str(path)!r})") from None
+
+
+def reader_lock(store: str | Path) -> int | None:
+    """Take the store's lock shared, for a reader that must not read while a build writes.
+
+    Returns the descriptor that holds it (give it to `release_reader_lock` when the store is
+    closed), or None when no lock was needed: this process's own build holds the store, or
+    there is no lock file and none can be made (a folder no build can write to either).
+
+    Raises:
+        StoreError: a build holds the store (the message names it).
+    """
+    path = lock_path(store)
+    if Path(os.path.realpath(path)) in _HELD:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # (`_open_lock_file`: why 0o666)
+    except OSError:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _describe(_holder(fd))
+        os.close(fd)
+        raise StoreError(f"store {str(store)!r} is being written by a flowstore build "
+                         f"({holder}); an HDF5 store cannot be read while it is written: "
+                         f"try again when the build ends") from None
+    return fd
+
+
+def release_reader_lock(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases its flock
+
+
+def _only_readers(fd: int) -> bool:
+    """After LOCK_EX failed: whether the holders are readers only (a shared lock is granted)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
+
+
+def _holder(fd: int) -> bytes:
+    """The holder's record; a build that has just taken the lock writes it a moment later."""
+    for _ in range(20):
+        raw = os.pread(fd, 4096, 0)
+        if raw:
+            return raw
+        time.sleep(0.01)
+    return b""
+
+
+def _describe(raw: bytes) -> str:
+    try:
+        info = json.loads(raw.decode())
+        return f"pid {info['pid']} on {info['host']}, since {info['since']}"
+    except (ValueError, KeyError, UnicodeDecodeError):
+        return "holder unknown"

@@ -1,0 +1,119 @@
+"""Synthetic sources in each dataset's real layout, and a cache of them for `build --synthetic`."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from flowstore.errors import FlowstoreError, ParameterError, UnknownDatasetError
+from flowstore.params import canonical_json
+
+
+def _writers() -> dict[str, tuple[type, Callable[[Path, Any], Path]]]:
+    from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
+
+    writers: dict[str, tuple[type, Callable[[Path, Any], Path]]] = {
+        "tvhi": (SynthTVHIConfig, write_synthetic_tvhi)}
+    try:
+        from flowstore.synth.stanford40 import SynthStanford40Config, write_synthetic_stanford40
+    except ImportError:
+        return writers
+    writers["stanford40"] = (SynthStanford40Config, write_synthetic_stanford40)
+    return writers
+
+
+def _dataset_writers() -> dict[str, tuple[type, Callable[[Path, Any], Path]]]:
+    """The synthetic sources that dataset modules declare themselves (`synth_config_type`)."""
+    from flowstore.datasets import dataset_names, get_dataset
+
+    writers = {}
+    for name in dataset_names():
+        dataset = get_dataset(name)
+        if dataset.synth_config_type is not None:
+            writers[name] = (dataset.synth_config_type, dataset.write_synthetic)
+    return writers
+
+
+def cache_dir() -> Path:
+    """Where `build --synthetic` keeps generated sources: $FLOWSTORE_CACHE or ~/.cache/flowstore."""
+    root = os.environ.get("FLOWSTORE_CACHE") or Path.home() / ".cache" / "flowstore"
+    return Path(root) / "synthetic"
+
+
+def _make_cache_dir() -> Path:
+    """`cache_dir()`, made, and refused in one line that names $FLOWSTORE_CACHE where it is set
+    (the user's setting to change, not a path they never typed): a folder that is or lies inside
+    a flowstore store (`--overwrite` would delete the cache with it), or one that cannot be
+    made (a file on the way was `error: Not a directory: '.../afile/synthetic'`)."""
+    from flowstore.store import enclosing_store
+
+    cache, setting = cache_dir(), os.environ.get("FLOWSTORE_CACHE")
+    named = (f"the synthetic source cache {str(cache)!r} "
+             + (f"(FLOWSTORE_CACHE={setting!r})" if setting else "(FLOWSTORE_CACHE is not set)"))
+    store = enclosing_store(cache)
+    if store is not None:
+        raise ParameterError(f"{named} is the store {str(store)!r} or lies inside it; set "
+                             f"FLOWSTORE_CACHE to a folder outside any store")
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise FlowstoreError(f"cannot make {named}: {exc.strerror or exc}; set FLOWSTORE_CACHE "
+                             f"to a folder that can be written") from None
+    return cache
+
+
+def _writer_files(write: Callable[..., Any]) -> list[Path]:
+    """The source files a synthetic source may depend on: the writer's module, this package's
+    (frame drawing, clip encoding, TV-HI and Stanford-40) and the dataset modules' (the
+    layouts, names and readmes the writers take from them). A change to any of them makes
+    every synthetic source anew, once: seconds each."""
+    package = Path(__file__).parent
+    module = Path(sys.modules[write.__module__].__file__)
+    return sorted({module, *package.glob("*.py"), *(package.parent / "datasets").glob("*.py")})
+
+
+def synthetic_source(dataset: str, config: Any = None) -> Path:
+    """A cached synthetic source for `dataset` (default settings unless `config` is given).
+
+    The folder name carries a hash of the settings and of the code that writes the source
+    (`_writer_files`), so different settings never share a folder and a source from an
+    older writer is not served for a newer one's; the writer renames a finished folder into
+    place, so a killed run leaves no half source.
+    """
+    writers = {**_writers(), **_dataset_writers()}
+    if dataset not in writers:
+        raise UnknownDatasetError(f"no synthetic source for dataset {dataset!r}; available: "
+                                  f"{', '.join(sorted(writers))}")
+    config_type, write = writers[dataset]
+    config = config or config_type()
+    digest = hashlib.sha256(canonical_json(dataclasses.asdict(config)).encode())
+    for path in _writer_files(write):
+        digest.update(path.read_bytes())
+    key = digest.hexdigest()[:12]
+    folder = _make_cache_dir() / f"{dataset}-{key}"
+    if not folder.exists():
+        try:
+            write(folder, config)
+        except FlowstoreError:
+            # Two builds on an empty cache both write the source; the one that renames its
+            # copy second finds the folder there, whole (a rename is), with the same content.
+            if not folder.is_dir():
+                raise
+    return folder
+
+
+def write_synthetic(dataset: str, folder: str | Path, settings: dict[str, Any]) -> Path:
+    """`flowstore synth NAME DIR`: the synthetic source a dataset module declares, with its
+    settings (`synth_config_type` fields) from strings."""
+    from flowstore.datasets import get_dataset
+    from flowstore.datasets.base import make_options
+
+    spec = get_dataset(dataset)
+    if spec.synth_config_type is None:
+        raise UnknownDatasetError(f"no synthetic source for dataset {dataset!r}")
+    config = make_options(spec.synth_config_type, settings, f"synth {dataset}")
+    return spec.write_synthetic(Path(folder), config)

@@ -1,0 +1,5 @@
+"""`python -m trainers`: the same command as the `trainers` console script."""
+
+from flowstore.console import trainers
+
+trainers()

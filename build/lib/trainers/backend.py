@@ -1,0 +1,104 @@
+"""The Keras backend a run trains on, and the few things that differ with it.
+
+`trainers` are Keras 3 code, so they train on whichever backend Keras is set to
+(`KERAS_BACKEND`, or `keras.json`'s "backend"; TensorFlow when neither says). On TensorFlow,
+the default and what `pip install 'flowstore[train]'` brings, a split streams through `tf.data`
+(`Split.to_tf_dataset`). On JAX or PyTorch it streams through the reader's Keras `PyDataset`
+(`Split.to_keras_dataset`), and TensorFlow is not needed (where it is installed, Keras' seeding
+imports it all the same: `trainers.quiet`): a GPU machine with JAX or PyTorch and no TensorFlow
+trains the same models from the same stores (a JAX step of the flow CNN on an H200 is about
+130 times this project's 2-core CPU step, benchmarks/README.md).
+
+What differs, and only here: the input pipeline (`uses_tf_data`), how the device is found
+(`gpu_count`), and how a store's error met by a read reaches the user (`store_errors_raised`:
+TensorFlow wraps it in an op error; a PyDataset raises it as it is).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Iterator
+
+#: The backends `trainers` train on: Keras' name -> (the module it needs, how a user knows it).
+TRAINING_BACKENDS = {"tensorflow": ("tensorflow", "TensorFlow"), "jax": ("jax", "JAX"),
+                     "torch": ("torch", "PyTorch")}
+
+
+def configured_backend() -> str:
+    """The backend Keras will start on, read as `keras/src/backend/config.py` reads it but
+    without importing Keras (which, on TensorFlow, imports TensorFlow: seconds, and start-up
+    notes): a non-empty `KERAS_BACKEND`, else the "backend" of `keras.json` in `$KERAS_HOME`
+    (or `~/.keras`, `/tmp/.keras` where the home folder cannot be written), else TensorFlow."""
+    if os.environ.get("KERAS_BACKEND"):
+        return os.environ["KERAS_BACKEND"]
+    if "KERAS_HOME" in os.environ:
+        folder = os.environ["KERAS_HOME"]
+    else:
+        home = os.path.expanduser("~")
+        folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    try:
+        config = json.loads(Path(os.path.expanduser(os.path.join(folder, "keras.json")))
+                            .read_text())
+        return str(config.get("backend", "tensorflow"))
+    except (OSError, ValueError, AttributeError):  # no file, or not a JSON object: Keras' default
+        return "tensorflow"
+
+
+def uses_tf_data() -> bool:
+    """Whether splits stream through `tf.data` (Keras runs on TensorFlow) rather than through
+    a Keras `PyDataset`. Keras must be imported already (`trainers.quiet.start_keras_quietly`)."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def gpu_count() -> int:
+    """The GPUs the running Keras backend trains on (it places the model there)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return sum(device.platform == "gpu" for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count()
+    return 0
+
+
+def computes_float16() -> bool:
+    """Whether a model can compute in float16 here (a GPU's mixed_float16 run read back): not
+    on TensorFlow without a GPU, which has no float16 CPU kernel for MaxPool3D (the flow
+    model's pooling); JAX and PyTorch compute it on a CPU too."""
+    import keras
+
+    return keras.backend.backend() != "tensorflow" or gpu_count() > 0
+
+
+def device_name() -> str:
+    """"GPU" when the backend trains on one, else "CPU" (recorded in each run's metrics)."""
+    return "GPU" if gpu_count() else "CPU"
+
+
+@contextlib.contextmanager
+def store_errors_raised() -> Iterator[None]:
+    """Inside, a store's error met by a read while a model trains, is scored or predicts is
+    raised as the FlowstoreError it is (a command line prints it as one line): TensorFlow's
+    pipeline hands it on inside an op error, which `flowstore.reader.tf.store_errors_raised`
+    undoes; a PyDataset's reads raise it unwrapped."""
+    if not uses_tf_data():
+        yield
+        return
+    from flowstore.reader.tf import store_errors_raised as tf_store_errors_raised
+
+    with tf_store_errors_raised():
+        yield

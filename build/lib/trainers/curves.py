@@ -1,0 +1,53 @@
+"""Training curves like the report's Figures 1-4: accuracy and loss, train and validation.
+
+Uses matplotlib's object API with the Agg canvas, never pyplot: no GUI backend, no global figure
+state, safe on a headless machine and inside a test run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+
+def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, *, title: str,
+                best_epoch: int | None = None) -> Path:
+    """Save a two-panel PNG (accuracy | loss) of a Keras history.
+
+    Args:
+        history: Keras `History.history`-like lists per metric (`accuracy`, `val_accuracy`,
+            `loss`, `val_loss`), one value per epoch.
+        path: PNG file to write.
+        title: figure title (model name and store).
+        best_epoch: 1-based epoch whose weights were kept; marked with a dashed line.
+    """
+    figure = Figure(figsize=(10, 4.3), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    epochs = max((len(history.get(key, [])) for key in
+                  ("accuracy", "val_accuracy", "loss", "val_loss")), default=0)
+    for ax, metric, label in ((axes[0], "accuracy", "Accuracy"), (axes[1], "loss", "Loss")):
+        for key, name in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = list(history.get(key, []))
+            if values:
+                ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=name)
+        if best_epoch is not None:
+            ax.axvline(best_epoch, color="grey", linestyle="--", linewidth=1,
+                       label=f"best epoch ({best_epoch})")
+        ax.set_xlabel("Epoch")
+        # Half an epoch either side: a one-epoch run's axis was 0.945-1.055, with no tick "1".
+        ax.set_xlim(0.5, max(epochs, best_epoch or 0, 1) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.set_ylabel(label)
+        ax.grid(True, alpha=0.3)
+    # One legend for both panels (their lines are the same), below them: inside, it covered
+    # the curves wherever they ran.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=3)
+    figure.suptitle(title)
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    return path

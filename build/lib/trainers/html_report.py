@@ -1,0 +1,375 @@
+"""`trainers report RUNS --html FILE`: the report as one self-contained HTML page.
+
+The page holds what `trainers report` prints (Tables 1 and 2, from `trainers.report`) and what
+a table cannot show, per model (the latest run of each on each store, as the tables): the training curves, a
+confusion matrix and per-class accuracy on the test split, and a strip of misclassified test
+samples (middle frame and flow picture, or the image), so a reader sees *which* actions a model
+confuses and what those clips look like. Every picture is a PNG inlined as a `data:` URL: the
+file can be mailed, attached to an issue or opened offline, and nothing it shows can go stale.
+
+The confusion matrix is not in `metrics.json`: it is computed here by loading `model.keras` and
+predicting the test split of the store the run recorded (`metrics.json`'s `store.path`) in
+inference mode (`trainers.predict`, as `trainers predict` does). That store must still be there and still be the one the run trained on (same
+fingerprint), holding the test samples the run was tested on (as many finished ones as
+`metrics.json`'s `samples` records: a store built further since keeps its fingerprint), so
+that the matrix's accuracy is Table 2's; when it is not, or a test sample cannot be read, the
+page says so in that model's section and the rest is shown. With `--html` and `--out` together
+each model predicts once (`PredictedTestSplits`): on Stanford-40, thousands of images.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+import flowstore
+from flowstore.errors import StoreError
+from flowstore.flow_image import flow_to_rgb
+from flowstore.show import flow_scale
+from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
+                             UnknownModelError, WrongDatasetError)
+from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
+from trainers.predict import SplitPredictions, open_run_samples, predict_samples
+from trainers.report import _ordered, row_names, table_1, table_2, table_seeds
+from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
+
+#: Misclassified test samples shown per model: taken from each true class in turn (store order
+#: within a class), so that one badly learnt class does not fill the whole strip.
+MISCLASSIFIED_SHOWN = 8
+
+
+class StoreUnavailable(Exception):
+    """The test split cannot be predicted now as the run was tested: the store a run trained
+    on cannot be opened or read (a damaged sample), is another store, or holds other test
+    samples than the run was tested on; or its `model.keras` is damaged. The message says why
+    (for the page, and `--out`'s warning). Each leaves that model's metrics-based rows and
+    curves to show, so it is a note in its section, not an error that costs the whole
+    report."""
+
+
+class PredictedTestSplits:
+    """Each run's test-split predictions (or why there are none), computed once per command:
+    `trainers report --html FILE --out DIR` shows the same confusion matrix twice, and
+    predicting a split is minutes on the real stores."""
+
+    def __init__(self) -> None:
+        self._by_run: dict[Path, SplitPredictions | StoreUnavailable] = {}
+
+    def of(self, record: RunRecord) -> SplitPredictions:
+        """`predict_test(record)`, the first time it is asked for this run only.
+
+        Raises:
+            StoreUnavailable: as `predict_test` (again on each call, with the same reason).
+        """
+        if record.path not in self._by_run:
+            try:
+                self._by_run[record.path] = predict_test(record)
+            except StoreUnavailable as exc:
+                self._by_run[record.path] = exc
+        found = self._by_run[record.path]
+        if isinstance(found, StoreUnavailable):
+            raise StoreUnavailable(str(found))
+        return found
+
+
+def write_html_report(runs_dir: str | Path, out: str | Path,
+                      predicted: PredictedTestSplits | None = None) -> Path:
+    """Write the page for the latest run of each model on each store in `runs_dir` to `out`;
+    `predicted`:
+    the test-split predictions to share with `trainers.figures.write_figures`.
+
+    Raises:
+        RunNotFoundError: `runs_dir` does not exist.
+        ReportOutputError: `out` cannot be written.
+    """
+    out = Path(out)
+    check_report_outputs(runs_dir, out, None)
+    return write_whole(out, html_report(runs_dir, predicted), "the HTML report")
+
+
+def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path | None) -> None:
+    """`trainers report`'s checks before anything predicts: the runs folder, then the HTML
+    page and the figures folder, so that with both the second is not found unwritable after
+    the first's predictions."""
+    latest_runs(runs_dir)  # (refuses a missing runs folder, or a store given for one)
+    for flag, path in (("--html", html), ("--out", figures)):
+        # (as `predict --out`: `--html runs/flow-.../metrics.json` wrote the page over a run)
+        if path is not None:
+            refuse_inside_a_run_or_store(flag, path)
+    if html is not None and figures is not None and (
+            html.resolve() == figures.resolve() or html.resolve() in figures.resolve().parents):
+        # (the figures folder was made first, where the page was then refused as a folder)
+        raise ReportOutputError(f"--html {str(html)!r} would be the --out folder "
+                                f"{str(figures)!r} or hold it: give them other paths")
+    if html is not None:
+        check_output(html, "the HTML report", folder=False)
+    if figures is not None:
+        check_output(figures, "the figures", folder=True)
+
+
+def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = None) -> str:
+    """The page as a string (see the module docstring)."""
+    predicted = predicted or PredictedTestSplits()
+    records = _ordered(latest_runs(runs_dir))
+    title = f"Training report: {runs_dir}"
+    parts = [f"<h1>{_e(title)}</h1>",
+             f"<p class=meta>{len(records)} run(s), the latest of each model on each "
+             f"store; written "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.</p>"]
+    if not records:
+        parts.append(f"<p>No finished runs in {_e(str(runs_dir))}.</p>")
+    else:
+        parts += ["<h2>Table 1: top-1 train/validation accuracy and loss at the best epoch</h2>",
+                  table_1(records, render=html_table),
+                  "<h2>Table 2: test accuracy, test loss and size of the saved model</h2>",
+                  table_2(records, render=html_table),
+                  "<h2>Test accuracy over seeds (every run; runs that differ only in their "
+                  "seed are one row; SD: sample standard deviation)</h2>",
+                  table_seeds(list_runs(runs_dir), render=html_table)]
+        parts += [_model_section(record, name, predicted)
+                  for record, name in zip(records, row_names(records), strict=True)]
+    return _PAGE.format(title=_e(title), body="\n".join(parts))
+
+
+def html_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """An HTML table of cell strings (the `render` of `trainers.report.table_1`/`table_2`)."""
+    head = "".join(f"<th>{_e(cell)}</th>" for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def predict_test(record: RunRecord) -> SplitPredictions:
+    """Load the run's model and predict the test split of its store, in inference mode, as
+    the run scored it (`trainers.predict`).
+
+    Raises:
+        StoreUnavailable: the store is missing, not the one the run trained on, has no
+            finished test sample or another number of them than the run was tested on, or a
+            test sample cannot be read; or the run's model file is damaged.
+    """
+    location = record.store.get("path")
+    if not location:
+        raise StoreUnavailable("metrics.json records no store path")
+    try:
+        samples = open_run_samples(record, location)
+    except ModelConfigError as exc:  # (its recipe's views: said by the message itself)
+        raise StoreUnavailable(str(exc)) from None
+    except (StoreError, WrongDatasetError) as exc:
+        raise StoreUnavailable(f"its store cannot be opened ({exc})") from None
+    except UnknownModelError as exc:  # a run of a model registered elsewhere: shown, not built
+        raise StoreUnavailable(f"its model cannot be built here ({exc})") from None
+    try:
+        if samples.info.fingerprint != record.fingerprint:
+            raise StoreUnavailable(
+                f"the store at {location} is not the one the run trained on (fingerprint "
+                f"{samples.info.fingerprint[:8]}, the run's {record.fingerprint[:8]})")
+        finished = int(samples.indices("test").size)
+        if not finished:
+            raise StoreUnavailable(f"the store at {location} has no finished test sample")
+        tested = (record.samples or {}).get("test")
+        if tested is not None and tested != finished:
+            raise StoreUnavailable(
+                f"the store at {location} holds {finished} finished test samples now, the run "
+                f"was tested on {tested} (it was built further, or had samples unmarked, "
+                "since), so the matrix would not be of Table 2's test set")
+        if record.as_many_but_others(samples.done_samples()):
+            raise StoreUnavailable(
+                f"the store at {location} holds other finished samples than when the run "
+                f"trained (as many, but others: repaired or failed since), so the matrix may "
+                f"not be of Table 2's test set")
+        try:
+            return predict_samples(record, samples, "test")
+        except (DamagedRunError, ModelConfigError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+        except StoreError as exc:  # one damaged sample: this model's note, not the report's end
+            raise StoreUnavailable(f"a test sample cannot be read ({exc})") from None
+    finally:
+        samples.store.close()
+
+
+def _model_section(record: RunRecord, name: str, predicted: PredictedTestSplits) -> str:
+    """A run's section, under `name` (its `row_names` name)."""
+    parts = [f"<section><h2>{_e(name)}</h2>",
+             f"<p class=meta>run {_e(str(record.path))}; store {_e(record.fingerprint[:8])} "
+             f"({_e(str(record.store.get('path', '?')))}); best epoch "
+             f"{_e(str(record.metrics.get('best_epoch', '-')))} "
+             f"({_e(str(record.metrics.get('selection', '')))})</p>",
+             "<h3>Training curves</h3>", _curves(record, name)]
+    try:
+        predictions = predicted.of(record)
+    except StoreUnavailable as exc:
+        parts.append(f"<p class=unavailable>No confusion matrix, per-class accuracy or "
+                     f"misclassified samples: {_e(str(exc))}.</p>")
+    else:
+        parts += ["<h3>Test split: confusion matrix and per-class accuracy</h3>",
+                  "<div class=row>",
+                  _img(confusion_png(predictions, name), f"confusion matrix of {name}"),
+                  _per_class_table(predictions), "</div>",
+                  "<h3>Misclassified test samples</h3>",
+                  _misclassified(record, name, predictions)]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _curves(record: RunRecord, name: str) -> str:
+    png = curves_png(record, name)
+    if png is None:
+        return ("<p class=unavailable>No curves: the run has neither curves.png nor "
+                "history.json.</p>")
+    return _img(png, f"training curves of {name}")
+
+
+def curves_png(record: RunRecord, name: str) -> bytes | None:
+    """The run's own curves.png; redrawn from history.json, titled `name`, if it is missing
+    (None: neither)."""
+    if record.curves_file.is_file():
+        return record.curves_file.read_bytes()
+    try:
+        history = json.loads((record.path / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not _is_history(history):  # (a hand-edited or foreign history.json: no curves)
+        return None
+    import tempfile
+
+    from trainers.curves import plot_curves
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = plot_curves(history, Path(folder) / "curves.png", title=name,
+                           best_epoch=record.metrics.get("best_epoch"))
+        return path.read_bytes()
+
+
+def _is_history(value: Any) -> bool:
+    """Whether `value` is what `history.json` holds: metric name -> a number per epoch."""
+    return isinstance(value, dict) and all(
+        isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                         for v in values)
+        for values in value.values())
+
+
+def _per_class_table(predictions: SplitPredictions) -> str:
+    confusion = predictions.confusion
+    rows = []
+    for k, name in enumerate(predictions.classes):
+        total = int(confusion[k].sum())
+        accuracy = "-" if not total else f"{confusion[k, k] / total:.2f}"
+        rows.append([name, accuracy, f"{int(confusion[k, k])}/{total}"])
+    overall = float(np.trace(confusion)) / max(int(confusion.sum()), 1)
+    rows.append(["all", f"{overall:.2f}", f"{int(np.trace(confusion))}/{int(confusion.sum())}"])
+    return html_table(["Class", "Test acc", "Correct"], rows)
+
+
+def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
+    """The test split's confusion matrix as a PNG (counts in the cells)."""
+    confusion = predictions.confusion
+    count = len(predictions.classes)
+    side = 2.5 + 0.5 * count
+    # (at least as wide as a model's name: at 2-3 classes the title was cut)
+    figure = Figure(figsize=(max(side + 1, 6.0), side), layout="constrained")
+    FigureCanvasAgg(figure)
+    ax = figure.subplots()
+    shown = ax.imshow(confusion, cmap="Blues", vmin=0)
+    figure.colorbar(shown, ax=ax, shrink=0.8).ax.yaxis.set_major_locator(
+        MaxNLocator(integer=True))  # counts
+    ax.set_xticks(range(count), predictions.classes, rotation=45, ha="right")
+    ax.set_yticks(range(count), predictions.classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = confusion.max() / 2 if confusion.size else 0
+    for (row, column), value in np.ndenumerate(confusion):
+        ax.text(column, row, str(value), ha="center", va="center",
+                color="white" if value > threshold else "black")
+    ax.set_title(f"{title}\ntest split ({int(confusion.sum())} samples)")
+    return figure_png(figure)
+
+
+def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) -> str:
+    wrong = predictions.misclassified
+    if not wrong.size:
+        return "<p>None: every test sample is classified right.</p>"
+    shown = wrong[:MISCLASSIFIED_SHOWN]
+    try:
+        with flowstore.open(record.store["path"]) as dataset:
+            pictures = [name for name in ("middle_frame", "image") if name in dataset.features]
+            flows = ["flow"] if "flow" in dataset.features else []
+            drawn = pictures[:1] + flows  # a row each; a store may hold flow alone
+            if not drawn:
+                return ("<p>No picture or flow in its store to show its misclassified "
+                        "samples.</p>")
+            batch = dataset.split("test", features=drawn, float_dtype="float32").read(shown)
+    except StoreError as exc:  # a picture the model does not read may be the damaged one
+        return (f"<p class=unavailable>No misclassified samples: a test sample cannot be read "
+                f"({_e(str(exc))}).</p>")
+    figure = Figure(figsize=(1.9 * len(shown), 2.1 * len(drawn) + 0.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = np.asarray(figure.subplots(len(drawn), len(shown), squeeze=False))
+    classes = predictions.classes
+    for column, position in enumerate(shown):
+        titles = ([f"{predictions.ids[position]}\ntrue {classes[predictions.labels[position]]}"
+                   f"\npredicted {classes[predictions.predicted[position]]}"]
+                  + [""] * (len(drawn) - 1))
+        for row, key in enumerate(drawn):
+            ax = axes[row, column]
+            if key == "flow":
+                flow = batch["flow"][column]
+                middle = flow[flow.shape[0] // 2]
+                ax.imshow(flow_to_rgb(middle, max_magnitude=flow_scale(flow)))
+                titles[row] += (("\n" if titles[row] else "")
+                                + f"flow, step {flow.shape[0] // 2 + 1}/{flow.shape[0]}")
+            else:
+                ax.imshow(batch[key][column])
+            ax.set_title(titles[row], fontsize=8)
+            ax.set_axis_off()
+    note = (f"{len(shown)} of {wrong.size} misclassified (of {predictions.labels.size}), "
+            "the true classes in turn"
+            + ("; flow in the Middlebury colour coding (hue = direction), full colour at the "
+               "sample's 99th-percentile |flow|" if flows else ""))
+    return (_img(figure_png(figure), f"misclassified test samples of {name}")
+            + f"<p class=meta>{_e(note)}.</p>")
+
+
+def figure_png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 1200px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1em; }}
+th, td {{ border: 1px solid #bbb; padding: 0.25em 0.7em; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+thead {{ background: #eee; }}
+section {{ border-top: 2px solid #ccc; margin-top: 2em; }}
+img {{ max-width: 100%; }}
+.row {{ display: flex; gap: 2em; align-items: flex-start; flex-wrap: wrap; }}
+.meta {{ color: #666; font-size: 90%; }}
+.unavailable {{ background: #fff3cd; border: 1px solid #e0c060; padding: 0.5em; }}
+</style></head>
+<body>
+{body}
+</body></html>
+"""

@@ -1,0 +1,509 @@
+"""Run directories: where a training run's results live, and how later runs find them.
+
+A run directory `RUNS_DIR/<model>-<fingerprint[:8]>-<YYYYmmdd-HHMMSS>[-k]` holds `model.keras`,
+`history.json`, `metrics.json` and `curves.png`. It is written under a hidden `.partial-` name
+and renamed when complete, so a run that crashed or was killed never looks like a finished one;
+`metrics.json` is what later runs and `trainers report` read.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from trainers.catalogue import canonical_name
+from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError, RunWriteError
+from trainers.recipes import recorded_recipe
+
+#: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
+#: Each changes the weights a run ends with: the recipe (epochs, batch size, learning rate and
+#: its schedule; a tuned recipe's set, regularization and augmentation too), the seed (initial
+#: weights, shuffling, flips), augmentation, the dtype policy (the numbers the weights are
+#: computed in: `--mixed-precision` gives float16 on a GPU, bfloat16 on a CPU) and the Keras
+#: backend (its seeded shuffles are its own). The device otherwise, timings and the input
+#: pipeline do not, so they are not here. A run stands in for one that would be trained now
+#: only when all of these are equal (`trainers.fit.computed_as` gives the last two).
+TRAINING_FIELDS = ("recipe", "seed", "augment", "dtype_policy", "keras_backend")
+#: What a run from before a field was recorded trained with: every run before 447ca91
+#: (2026-12-03) on TensorFlow, the one backend then.
+UNRECORDED_TRAINING = {"keras_backend": "tensorflow"}
+
+MODEL_FILE = "model.keras"
+HISTORY_FILE = "history.json"
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+PARTIAL_PREFIX = ".partial-"
+#: What every `.keras` file holds (Keras 3's saving format), each under one of its names: its
+#: architecture and its weights.
+MODEL_MEMBERS = (("config.json",), ("model.weights.h5", "model.weights.npz"))
+
+
+@dataclass(frozen=True)
+class DoneSamples:
+    """Which samples of a store were `done` when a run trained: how many per split
+    (`metrics.json`'s `samples`) and a digest of which (`samples_digest`,
+    `trainers.samples.StoreSamples.done_samples`). The counts alone do not tell two states of
+    a store apart when a sample was repaired while another failed."""
+
+    counts: Mapping[str, int]
+    digest: str
+    #: The store's `columns_digest` (`flowstore.reader.dataset.StoreDataset`): the digest
+    #: above is of positions, and two stores of one fingerprint may hold other clips at them
+    #: (a dataset's own split files enter the fingerprint by name and size only).
+    columns: str = ""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A finished run directory and its `metrics.json`."""
+
+    path: Path
+    metrics: dict[str, Any]
+
+    @property
+    def model(self) -> str:
+        """The model's catalogue name: a run recorded under the report's name (`tvhi_flow`)
+        is the same model's (`flow`)."""
+        return canonical_name(str(self.metrics.get("model", "")))
+
+    @property
+    def created(self) -> str:
+        return str(self.metrics.get("created", ""))
+
+    @property
+    def store(self) -> dict[str, Any]:
+        return dict(self.metrics.get("store", {}))
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.store.get("fingerprint", ""))
+
+    @property
+    def dataset(self) -> str:
+        """The dataset of the run's store ("tvhi"); "" where the run did not record it."""
+        return str(self.store.get("dataset", ""))
+
+    @property
+    def samples(self) -> dict[str, int] | None:
+        """The store's `done` samples per split when the run trained (`metrics.json`)."""
+        recorded = self.metrics.get("samples")
+        return dict(recorded) if isinstance(recorded, Mapping) else None
+
+    def started_from(self, bases: Mapping[str, str | None]) -> bool:
+        """Whether the runs it started from (`metrics.json`'s `bases`, model name to resolved
+        run path) include `bases`. A run is known by its directory's name, which is unique in
+        its runs folder: `metrics.json` records the path it had then, and a runs folder moved
+        or copied since still holds the same runs."""
+        recorded = self.metrics.get("bases") or {}
+        return all(run_dir_name(recorded.get(name)) == run_dir_name(path)
+                   for name, path in bases.items())
+
+    def base_run(self, model: str) -> "RunRecord | None":
+        """The recorded base run of `model` this run started from: where `metrics.json` says,
+        or, where that path is gone (a runs folder moved or copied since), the run of that name
+        beside this one."""
+        path = (self.metrics.get("bases") or {}).get(model)
+        if not path:
+            return None
+        return read_run(path) or read_run(self.path.parent / run_dir_name(path))
+
+    @property
+    def samples_digest(self) -> str | None:
+        """The digest of the store's `done` samples when the run trained (`DoneSamples`);
+        None for a run from before it was recorded."""
+        recorded = self.metrics.get("samples_digest")
+        return recorded if isinstance(recorded, str) else None
+
+    @property
+    def columns_digest(self) -> str | None:
+        """The digest of its store's classes and id, label and split columns when it trained
+        (`DoneSamples.columns`); None for a run from before it was recorded."""
+        recorded = self.metrics.get("columns_digest")
+        return recorded if isinstance(recorded, str) else None
+
+    def same_columns(self, done: "DoneSamples") -> bool:
+        """Whether its store listed the same samples in the same splits as the one `done` is
+        of, where the run recorded it."""
+        return self.columns_digest in (None, done.columns)
+
+    def trained_on(self, done: "DoneSamples") -> bool:
+        """Whether it trained while the store held these `done` samples: as many per split
+        and, where the run recorded their digests, the same ones, listed alike."""
+        return (self.samples == dict(done.counts)
+                and self.samples_digest in (None, done.digest) and self.same_columns(done))
+
+    def as_many_but_others(self, done: "DoneSamples") -> bool:
+        """Whether the store holds as many `done` samples per split as when the run trained
+        but not the same ones (its recorded digest differs: repaired or failed since), so
+        that a score on it is not the one the run recorded though every count agrees."""
+        return self.samples == dict(done.counts) and not self.trained_on(done)
+
+    @property
+    def input_size(self) -> int | None:
+        size = self.store.get("params", {}).get("size")
+        return None if size is None else int(size)
+
+    @property
+    def training(self) -> dict[str, Any]:
+        """How the run was trained (`TRAINING_FIELDS`); a field it lacks reads as
+        `UNRECORDED_TRAINING` has it, else `None`."""
+        return {name: self.metrics.get(name, UNRECORDED_TRAINING.get(name))
+                for name in TRAINING_FIELDS}
+
+    def training_differences(self, training: Mapping[str, Any]) -> list[str]:
+        """What in this run's training differs from `training`, as "epochs 1, not 20" phrases
+        (recipe fields by their own names) in `TRAINING_FIELDS` order; empty when it matches.
+        Only the fields `training` names are compared (a transfer base ignores the seed)."""
+        ran = self.training
+        differences = []
+        for name in (n for n in TRAINING_FIELDS if n in training):  # a caller may ask fewer
+            wanted, got = training[name], ran[name]
+            if got is None and wanted is not None:  # a run from before it was recorded
+                differences.append(f"no recorded {name}")
+            elif name == "recipe" and isinstance(wanted, Mapping) and isinstance(got, Mapping):
+                # A key only one side records (a tuned recipe's `recipe_set`, weight decay...)
+                # differs too: a report recipe records none of them. A field added later reads
+                # as its default where unrecorded ("segment_views False, not True").
+                wanted, got = recorded_recipe(wanted), recorded_recipe(got)
+                differences += [f"{key} {got.get(key)!r}, not {wanted.get(key)!r}"
+                                for key in [*wanted, *(k for k in got if k not in wanted)]
+                                if got.get(key) != wanted.get(key)]
+            elif got != wanted:
+                differences.append(f"{name} {got!r}, not {wanted!r}")
+        return differences
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    @property
+    def curves_file(self) -> Path:
+        return self.path / CURVES_FILE
+
+
+def list_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """Every finished run under `runs_dir`, oldest first; a missing folder has none."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    records = []
+    for path in sorted(runs_dir.iterdir()):
+        if path.name.startswith(".") or not path.is_dir():
+            continue
+        record = read_run(path)
+        if record is not None:
+            records.append(record)
+    return sorted(records, key=lambda r: (r.created, r.path.name))
+
+
+def read_run(path: str | Path) -> RunRecord | None:
+    """The record of a finished run directory, or `None` if `path` is not one: no
+    `model.keras`, or a `metrics.json` that is not JSON or not of a run's types
+    (`_well_formed`)."""
+    found = _run_or_why(Path(path))
+    return found if isinstance(found, RunRecord) else None
+
+
+def _run_or_why(path: Path) -> "RunRecord | str":
+    """The record of the finished run directory `path`, or why it is not one."""
+    try:
+        metrics = json.loads((path / METRICS_FILE).read_text())
+    except FileNotFoundError:
+        return f"no {METRICS_FILE}"
+    except (OSError, ValueError, RecursionError):  # (RecursionError: nested too deep)
+        return f"its {METRICS_FILE} cannot be read as JSON"
+    if not _well_formed(metrics):
+        return f"its {METRICS_FILE} is not a run's"
+    if not (path / MODEL_FILE).is_file():
+        return f"no {MODEL_FILE} file"
+    return RunRecord(path=path, metrics=metrics)
+
+
+def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
+    """The folders of `runs_dir` that hold a run's files (`metrics.json` or `model.keras`) but
+    do not read as a finished run (`read_run`), each with why: `list_runs` leaves them out,
+    and a report that does not say so lets a damaged run vanish from its tables unnoticed.
+    And the work folders of runs killed while they were written (`_dead_writer`)."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    found = []
+    for path in sorted(runs_dir.iterdir()):
+        writer = _dead_writer(path)
+        if writer is not None:
+            found.append((path, f"the work folder of a run killed while it was written: pid "
+                                f"{writer} is not running on this machine; delete it"))
+            continue
+        if path.name.startswith(".") or not path.is_dir() or not (
+                (path / METRICS_FILE).exists() or (path / MODEL_FILE).exists()):
+            continue  # (hidden, a file, or not a run's folder at all)
+        why = _run_or_why(path)
+        if isinstance(why, str):
+            found.append((path, why))
+    return found
+
+
+def _dead_writer(path: Path) -> int | None:
+    """The pid in the name of `RunWriter`'s work folder `path` (`.partial-<run>-<pid>-<hex>`)
+    where no process of it runs here: a run killed (SIGKILL, a power cut) while it was written
+    left it, a whole model, unseen (its name is hidden); None for anything else, and for a
+    writer that may still be writing (its pid alive, or the folder not its own to tell)."""
+    parts = path.name.rsplit("-", 2)
+    if not path.name.startswith(PARTIAL_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
+        return None
+    pid = int(parts[1])
+    if pid <= 0:  # (no process's: kill(0) signals this process group)
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid
+    except (OSError, OverflowError):  # (alive, another user's; no pid at all)
+        return None
+    return None
+
+
+def enclosing_run(path: str | Path) -> Path | None:
+    """The finished run directory (any, not only those of one runs folder) that `path` is or
+    lies inside, links resolved; None where there is none. A file written there can replace
+    its record (`--out runs/flow-x/metrics.json`: the run gone from every later report)."""
+    target = Path(os.path.realpath(path))
+    return next((place for place in (target, *target.parents) if read_run(place) is not None),
+                None)
+
+
+def require_run(path: str | Path, what: str) -> RunRecord:
+    """The record of the finished run directory at `path`, which a command takes as `what`
+    (`--base`, `run`), its model file checked to be whole before TensorFlow starts.
+
+    Raises:
+        ModelConfigError: `path` is not a finished run directory.
+        RunNotFoundError, DamagedRunError: its `model.keras` is gone or damaged
+            (`require_model_file`).
+    """
+    record = read_run(path)
+    if record is None:
+        raise ModelConfigError(f"{what} {str(path)!r} is not a finished run directory (no "
+                               f"readable metrics.json and model.keras)")
+    require_model_file(record.model_file)
+    return record
+
+
+def _well_formed(metrics: Any) -> bool:
+    """Whether `metrics` has the types that run lookups and reports read without further
+    checks, where it records the field at all (older runs lack some): a hand-edited or foreign
+    `metrics.json` (`"best": []`, `"store": "tvhi"`) is then not a run, as an unparsable one
+    is not, where it was a traceback wherever a field was read. Its `model` must be a plain
+    name (`_plain_name`): reports name rows and write figure files by it; its `created` and
+    its store's `dataset` text (`"created": null` sorted as the latest run, and a dataset
+    `["x"]` named a row `['x']`); its store's `classes` a list of names (a number was a
+    traceback of `predict`, a string named the classes by its letters); its `samples` counts
+    by split (`predict --split all` summed them)."""
+    if not isinstance(metrics, dict) or not _plain_name(metrics.get("model")):
+        return False
+    store, best, recipe = (metrics.get(name, {}) for name in ("store", "best", "recipe"))
+    test, bases = metrics.get("test") or {}, metrics.get("bases") or {}
+    if not all(isinstance(part, Mapping) for part in (store, best, recipe, test, bases)):
+        return False
+    params = store.get("params", {})
+    number = (int, float, type(None))
+    classes, samples = store.get("classes"), metrics.get("samples") or {}
+    if not (classes is None or isinstance(classes, list)
+            and all(isinstance(name, str) for name in classes)):
+        return False
+    if not (isinstance(samples, Mapping) and all(
+            isinstance(count, int) and not isinstance(count, bool) and count >= 0
+            for count in samples.values())):
+        return False
+    return (isinstance(params, Mapping) and isinstance(params.get("size"), (int, type(None)))
+            and isinstance(store.get("path", ""), str)
+            and isinstance(store.get("dataset", ""), str)  # a row's name ("TV-HI flow")
+            and isinstance(metrics.get("created", ""), str)  # the order runs are found in
+            and isinstance(recipe.get("recipe_set", ""), str)
+            and all(isinstance(value, number) for value in (
+                *best.values(), test.get("accuracy"), test.get("loss"),
+                metrics.get("model_size_gb")))
+            and all(isinstance(value, (str, type(None))) for value in bases.values())
+            and all(isinstance(metrics.get(name), (int, type(None)))
+                    for name in ("seed", "best_epoch")))
+
+
+def _plain_name(name: Any) -> bool:
+    """Whether a recorded model name is one a file may be named by (`MODEL_curves.png`): a
+    non-empty string that is no path (`"../escape"` wrote a figure outside `--out`) and no
+    blank (a foreign folder's `{}` was a blank-named row in every table)."""
+    return (isinstance(name, str) and name.strip() == name and name not in ("", ".", "..")
+            and "/" not in name and "\\" not in name and Path(name).name == name)
+
+
+def require_model_file(path: str | Path) -> Path:
+    """`path`, checked to be a whole `.keras` file before anything loads it.
+
+    A `.keras` file is a zip archive, whose directory comes last: one cut short has none, and
+    Keras then says "File not found" of a file that is there. This reads only that directory,
+    so `--base` is checked before TensorFlow starts.
+
+    Raises:
+        RunNotFoundError: there is no file at `path`.
+        DamagedRunError: the file is not a whole zip archive, or one without a Keras model's
+            members (`MODEL_MEMBERS`).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunNotFoundError(f"no model file at {str(path)!r}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = set(archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (not a whole "
+                              f".keras file: cut short?)") from None
+    lacking = [names for names in MODEL_MEMBERS if not members & set(names)]
+    if lacking:
+        raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (a whole zip "
+                              f"archive without {' or '.join(lacking[0])}: not a Keras model "
+                              f"file)")
+    return path
+
+
+def latest_runs(runs_dir: str | Path) -> list[RunRecord]:
+    """The most recent finished run of each model on each store under `runs_dir` (by model and
+    store fingerprint), oldest first. One run per model hid the rest: a UCF101 flow run took
+    the TV-HI flow run's place in the tables, beside a two-stream run that fuses the hidden one.
+
+    Raises:
+        RunNotFoundError: `runs_dir` does not exist, or is a file or a store.
+    """
+    from flowstore.store import is_store
+
+    if is_store(runs_dir):  # a store passed where its runs were meant: say so, not "no runs"
+        raise RunNotFoundError(f"{str(runs_dir)!r} is a store, not a runs directory (the "
+                               f"--runs-dir of trainers run, default runs)")
+    if not Path(runs_dir).is_dir():
+        raise RunNotFoundError(f"{str(runs_dir)!r} is a file, not a runs directory"
+                               if Path(runs_dir).exists()
+                               else f"no runs directory at {str(runs_dir)!r}")
+    latest: dict[tuple[str, str], RunRecord] = {}
+    for record in list_runs(runs_dir):  # oldest first, so later ones win
+        latest.pop((record.model, record.fingerprint), None)  # (kept in the order of the latest)
+        latest[record.model, record.fingerprint] = record
+    return list(latest.values())
+
+
+def find_run(runs_dir: str | Path, model: str, *, fingerprint: str | None = None,
+             dataset: str | None = None, size: int | None = None,
+             training: Mapping[str, Any] | None = None,
+             bases: Mapping[str, str] | None = None,
+             samples: DoneSamples | None = None) -> RunRecord | None:
+    """The most recent finished run of `model` matching every given criterion.
+
+    Args:
+        runs_dir: where to look.
+        model: model name (catalogue name; runs recorded under an alias match too).
+        fingerprint: the run's store fingerprint must equal this.
+        dataset: the run's store dataset must equal this.
+        size: the run's input frame size must equal this.
+        training: the run's `TRAINING_FIELDS` must equal this (see
+            `RunRecord.training_differences`).
+        bases: the runs the run started from (`metrics.json`'s `bases`, model name to
+            resolved run path) must include these.
+        samples: the store's `done` samples when the run trained must be these: a run
+            trained while the store was partly built is not a run of the finished store,
+            though its fingerprint is the same.
+    """
+    model = canonical_name(model)
+    matches = [
+        r for r in list_runs(runs_dir)
+        if r.model == model
+        and (fingerprint is None or r.fingerprint == fingerprint)
+        and (dataset is None or r.dataset == dataset)
+        and (size is None or r.input_size == size)
+        and (training is None or not r.training_differences(training))
+        and (bases is None or r.started_from(bases))
+        and (samples is None or r.trained_on(samples))
+    ]
+    return matches[-1] if matches else None
+
+
+def split_counts(counts: Mapping[str, int] | None) -> str:
+    """Samples per split as messages and report labels say them: `12 train / 4 val / 8 test`."""
+    if counts is None:
+        return "an unrecorded number of"
+    return " / ".join(f"{counts.get(split, 0)} {split}" for split in ("train", "val", "test"))
+
+
+def run_name(model: str, fingerprint: str, when: float | None = None) -> str:
+    """`<model>-<fingerprint[:8]>-<YYYYmmdd-HHMMSS>`: sorts by model, then store, then time."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    return f"{model}-{(fingerprint or 'nofp')[:8]}-{stamp}"
+
+
+class RunWriter:
+    """Writes one run into a hidden folder and publishes it by renaming when it is complete.
+
+    Used as a context manager, it removes the hidden folder when writing it fails or is
+    interrupted (a full disk, Ctrl-C while the model is saved): nothing reads it, and it holds
+    a whole model (about 95 MB for the flow model at 224 px).
+    """
+
+    def __init__(self, runs_dir: str | Path, model: str, fingerprint: str) -> None:
+        runs_dir = Path(runs_dir)
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        base = run_name(model, fingerprint)
+        self.final = _unique(runs_dir, base)
+        # (a folder of its own even for two runs of one name in one process and second; made
+        # by mkdir, not mkdtemp, for the umask's mode, not 0700)
+        self.work = runs_dir / (f"{PARTIAL_PREFIX}{self.final.name}-{os.getpid()}-"
+                                f"{secrets.token_hex(4)}")
+        self.work.mkdir()
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, kind: type | None, *_: Any) -> None:
+        if kind is not None:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def publish(self) -> Path:
+        """Rename the finished run into place; returns its final path.
+
+        Two runs of one model on one store may finish in the same second (two shells, or two
+        seeds in parallel): the name both chose is taken by whichever renames first, and the
+        other takes the next free name (`<name>-2`). Checking first and renaming after would
+        leave a window between the two; the rename itself is the check (a published run is
+        never empty, so renaming onto it fails)."""
+        for final in _names(self.final.parent, self.final.name):
+            try:
+                self.work.rename(final)
+            except OSError as exc:
+                if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue  # published by another run since this one chose its name
+                raise
+            return final
+        raise RunWriteError(f"no free run name left beside {self.final}")
+
+
+def run_dir_name(path: str | os.PathLike | None) -> str | None:
+    """The name a run is known by, from a recorded path (`metrics.json`'s `bases`)."""
+    return Path(path).name if path else None
+
+
+def _names(folder: Path, base: str) -> Iterator[Path]:
+    """`base`, then `base-2`, `base-3`, ...: the names a run may take in `folder`."""
+    return (folder / (base if k == 1 else f"{base}-{k}") for k in range(1, 10_000))
+
+
+def _unique(folder: Path, base: str) -> Path:
+    return next(p for p in _names(folder, base) if not p.exists())
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Pretty, key-sorted JSON (diff-friendly; humans read these files)."""
+    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
