@@ -372,8 +372,14 @@ def _empty_files(root: Path, names: list[str]) -> Path:
      r"look like split folders, not read as such \('extras' beside them\)"),
     (["Train/walk/a.mp4", "Test/walk/c.mp4"], "", r"class folders 'Test', 'Train' .* not read "
      r"as such \(no train/ folder; 'Test' beside them; 'Train' beside them\)"),
+    # split folders without test/ (as many downloads ship): built, exit 0, with an empty test
+    # split, so every run on the store reported no test accuracy
+    (["train/walk/a.mp4", "train/run/b.mp4", "val/walk/c.mp4", "val/run/d.mp4"], "",
+     r"split folders in .* but no test/: a source of split folders holds train/, test/ and "
+     r"optionally val/.* name the held-out folder test/"),
+    (["train/walk/a.mp4", "train/run/b.mp4"], "", r"split folders in .* but no test/"),
 ], ids=["one-level-too-high", "one-level-too-deep", "valid-folder", "stray-folder",
-        "capitalised"])
+        "capitalised", "train-val-only", "train-only"])
 def test_a_source_laid_out_one_level_off_is_refused_not_built_as_other_classes(
         tmp_path, names, source, expected):
     """Each was built, exit 0, into a store of other classes than the user's (one class, or

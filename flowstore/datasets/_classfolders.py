@@ -11,7 +11,8 @@ match wins:
 1. ``--split-file CSV``: columns ``path,label,split``, paths relative to SOURCE; the classes are
    the CSV's labels, sorted. A listed file that is missing fails as a sample, not the build.
 2. top-level ``train/``, ``val/``, ``test/`` folders, each with class folders; without ``val/``,
-   val is carved from train (``--val-fraction``, stratified).
+   val is carved from train (``--val-fraction``, stratified); without ``test/`` the source is
+   refused (a store with no test split reports no accuracy).
 3. otherwise every file of a class is drawn into test (``--test-fraction``) and val
    (``--val-fraction``), stratified by class with ``--seed``; the rest is train.
 
@@ -382,6 +383,12 @@ class ClassFolders(MediaFiles):
         elif (source / "train").is_dir() and all(
                 p.name in SPLITS for p in source.iterdir()
                 if p.is_dir() and not skipped(p.name) and not holds_a_store(p)):
+            if not (source / "test").is_dir():  # (train/ val/, as many downloads ship)
+                raise SourceLayoutError(
+                    f"split folders in {str(source)!r} but no test/: a source of split folders "
+                    f"holds train/, test/ and optionally val/, and a store without a test split "
+                    f"has nothing to report accuracy on; name the held-out folder test/ (val is "
+                    f"then carved from train/), or use --split-file")
             by_split = {split: self._scan(source / split, source, f"{split}/", scanned)
                         for split in SPLITS if (source / split).is_dir()}
             if "val" not in by_split:
