@@ -136,6 +136,31 @@ def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
         flowstore.open(f"file://{store}")
 
 
+def test_a_memory_url_store_is_refused_by_every_command(tiny_tvhi_source, tmp_path):
+    """`--store memory://x.zarr` was built to its end, "6 computed", exit 0, and the store was
+    gone with the process: `inspect` then said "no store". A store that cannot outlive its
+    process is refused in one line, before anything is computed, by every command."""
+    from typer.testing import CliRunner
+
+    from flowstore.errors import StoreError
+    from trainers.cli import app
+
+    url = "memory://x.zarr"
+    said = (f"error: a memory:// store lives only as long as the process that writes it (a "
+            f"build's store was lost when it ended): give a local path or an object store's "
+            f"URL, got {url!r}")
+    build = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", url,
+                          *TINY_BUILD)
+    assert assert_one_line_error(build) == said and "computed" not in build.stdout
+    for args in (("inspect", url), ("verify", url)):
+        assert assert_one_line_error(flowstore_cli(*args)) == said
+    result = CliRunner().invoke(app, ["run", "flow", "--store", url, "--runs-dir",
+                                      str(tmp_path / "runs")])
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [said]
+    with pytest.raises(StoreError, match="^a memory:// store lives only as long as"):
+        flowstore.open(url)
+
+
 @pytest.mark.parametrize("args, said", [
     (("tvhi", "--videos-per-class", "2", "--resolution", "100000x100000"),
      "resolution must be even and from 16x16 to 4096x4096, got 100000x100000"),

@@ -48,7 +48,7 @@ class Backend:
     label: str
     suffixes: tuple[str, ...]
     module: str
-    #: fsspec URLs (s3://, gs://, memory://, ...) as well as local paths.
+    #: fsspec URLs (s3://, gs://, ...) as well as local paths.
     urls: bool
 
     def load(self) -> type[Store]:
@@ -80,6 +80,10 @@ def names_url(path: str | Path) -> bool:
     return is_url(path) or bool(_ONE_SLASH_URL.match(str(path)))
 
 
+#: fsspec schemes whose files live in the memory of the process that wrote them.
+_PROCESS_SCHEMES = ("memory",)
+
+
 def check_url_form(path: str | Path) -> None:
     """Refuse a store location that is a near miss of a URL, or a URL whose store could not be
     read back by its plain form. Every command and `flowstore.open` meet it through
@@ -93,6 +97,8 @@ def check_url_form(path: str | Path) -> None:
             them in the keys as they are (zarr wrote `//` where s3fs listed it without, a
             store "damaged" at once), so its store could not be read back, or overwritten, by
             the plain URL (`s3://b/x.zarr`: "no store").
+            A `memory://` URL (`_PROCESS_SCHEMES`): its store ends with the process, so a
+            build ran to its end and its store was lost, and no other command could find it.
     """
     text = str(path).rstrip("/")
     one_slash = None if is_url(text) else _ONE_SLASH_URL.match(text)
@@ -102,6 +108,10 @@ def check_url_form(path: str | Path) -> None:
     if local is not None:  # (taken for a remote store: no writer lock, no space check)
         raise StoreError(f"a file:// URL names a local path: give the path itself "
                          f"({local!r}), got {str(path)!r}")
+    if text.lower().startswith(tuple(f"{scheme}://" for scheme in _PROCESS_SCHEMES)):
+        raise StoreError(f"a {text.split('://', 1)[0]}:// store lives only as long as the "
+                         f"process that writes it (a build's store was lost when it ended): "
+                         f"give a local path or an object store's URL, got {str(path)!r}")
     if one_slash:
         scheme = one_slash.group(1)
         raise StoreError(f"a URL has two slashes after its scheme ({scheme}://"
