@@ -632,6 +632,9 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                 store.update_attrs({COLUMNS_DIGEST: _columns_digest(manifest)})
             if canonical_json(store.attrs.get("params")) != canonical_json(params):
                 store.update_attrs({"params": params})  # equal values, recorded as now (20.0)
+            if canonical_json(store.attrs.get("options") or {}) != canonical_json(
+                    dataset.recorded_options()):  # an unused option given: at its default
+                store.update_attrs({"options": dataset.recorded_options()})
             if (store.attrs.get("option_paths") or {}) != dataset.option_paths():
                 # the same split file (its hash was compared), moved: recorded where it is
                 # now, where `verify --repair` reads it
@@ -673,7 +676,9 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     if diffs:
         raise StoreMismatchError(f"store {str(path)!r} was built with other parameters "
                                  f"({diffs}){hint}")
-    stored_options, asked_options = attrs.get("options") or {}, dataset.recorded_options()
+    # (an unused option recorded by a store made before `options_in_effect` is not compared)
+    stored_options = dataset.options_in_effect(attrs.get("options") or {})
+    asked_options = dataset.recorded_options()
     if canonical_json(stored_options) != canonical_json(asked_options):
         stored_paths, asked_paths = attrs.get("option_paths") or {}, dataset.option_paths()
         diffs = ", ".join(f"--{k.replace('_', '-')}: store "

@@ -748,6 +748,48 @@ def test_a_split_file_refusal_names_the_files_not_their_hashes(sources, tmp_path
     assert "None" not in line
 
 
+def test_options_a_split_file_leaves_unused_neither_refuse_a_resume_nor_change_the_store(
+        sources, tmp_path):
+    """`--val-fraction`, `--test-fraction` and `--seed` beside `--split-file` shape nothing (the
+    file gives every sample its split), yet a resume that gave another one, or left out one the
+    build gave, was refused ("other split options (--val-fraction: store 0.3 vs asked 0.1)"),
+    and each value made another fingerprint of the same store. They are recorded at their
+    defaults; so is `--test-fraction` where split folders give the test split."""
+    from flowstore.store.checksum import file_digest
+
+    images = sources["imagefolder"]
+    split_file = tmp_path / "splits.csv"
+    split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n"
+                          "waving/img_01.PNG,z,test\n")
+
+    def built(store: Path, **options) -> str:
+        return build(BuildConfig(dataset="imagefolder", source=images, store=store,
+                                 params=params_of("imagefolder"), progress=False,
+                                 options={"split_file": split_file, **options})).fingerprint
+
+    store = tmp_path / "s.zarr"
+    first = built(store, val_fraction=0.3, seed=5)
+    assert built(store) == first == built(store, test_fraction=0.5)  # each resumes
+    assert built(tmp_path / "t.zarr") == first
+    with open_store(store, "r+") as opened:  # as a store recorded them before: as given
+        opened.update_attrs({"options": {**opened.attrs["options"], "val_fraction": 0.3}})
+    assert built(store) == first  # resumes, and records it at its default again
+    with open_store(store, "r") as opened:
+        assert opened.attrs["options"] == {"split_file": file_digest(split_file),
+                                           "val_fraction": 0.1, "test_fraction": 0.2, "seed": 0}
+    folders = Path(shutil.copytree(images, tmp_path / "folders"))
+    (folders / "README.txt").unlink(missing_ok=True)
+    for split in ("train", "test"):
+        (folders / split).mkdir()
+    for name in [p.name for p in folders.iterdir() if p.name not in ("train", "test")]:
+        shutil.copytree(folders / name, folders / "test" / name)
+        shutil.move(folders / name, folders / "train" / name)
+    dataset = get_dataset("imagefolder", {"test_fraction": 0.5, "val_fraction": 0.3})
+    dataset.manifest(folders)
+    assert dataset.recorded_options() == {"split_file": None, "val_fraction": 0.3,
+                                          "test_fraction": 0.2, "seed": 0}
+
+
 def test_verify_repair_rebuilds_with_the_stores_own_options(sources, tmp_path):
     from flowstore.verify import repair
 

@@ -378,8 +378,11 @@ class ClassFolders(MediaFiles):
         self.check_source_folder(source)
         options: FolderOptions = self.options
         scanned: list[Path] = []  # the class folders `_scan` lists (`_check_one_folder_each`)
+        drawn = frozenset({"val_fraction", "test_fraction", "seed"})  # (rule 3's options)
+        self.unused_options = frozenset()
         if options.split_file is not None:
             by_split = self._from_split_file(source, options.split_file)
+            self.unused_options = drawn
         elif (source / "train").is_dir() and all(
                 p.name in SPLITS for p in source.iterdir()
                 if p.is_dir() and not skipped(p.name) and not holds_a_store(p)):
@@ -393,6 +396,9 @@ class ClassFolders(MediaFiles):
                         for split in SPLITS if (source / split).is_dir()}
             if "val" not in by_split:
                 by_split = self._carve(by_split["train"], options.val_fraction, by_split)
+                self.unused_options = frozenset({"test_fraction"})
+            else:
+                self.unused_options = drawn
         else:
             pool = self._scan(source, source, "", scanned)
             test = stratified_holdout(pool, options.test_fraction, options.seed)

@@ -65,6 +65,10 @@ class Dataset(abc.ABC):
                                 f"{cls.__module__}.{cls.__qualname__} needs another")
             _REGISTRY[cls.name] = cls
 
+    #: The split options the last `manifest` did not read: a split file gives every sample
+    #: its split, so the fractions and seed beside it shape nothing (`options_in_effect`).
+    unused_options: frozenset[str] = frozenset()
+
     def __init__(self, options: Any = None) -> None:
         self.options = self.options_type() if options is None else options
         #: Sample id -> its file relative to the source, for datasets whose ids do not say
@@ -85,7 +89,7 @@ class Dataset(abc.ABC):
         same store)."""
         from flowstore.store.checksum import file_digest
 
-        values = dataclasses.asdict(self.options)
+        values = self.options_in_effect(dataclasses.asdict(self.options))
         for key, value in values.items():
             if isinstance(value, Path):
                 try:
@@ -94,6 +98,17 @@ class Dataset(abc.ABC):
                     raise SourceLayoutError(f"cannot read --{_flag(key)} {str(value)!r}: "
                                             f"{exc.strerror}") from None
         return values
+
+    def options_in_effect(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Split options by name (asked, or as a store recorded them) with those the manifest
+        did not use (`unused_options`) at their defaults: what the store records, the
+        fingerprint hashes and a resume compares. An unused option given (`--val-fraction`
+        beside `--split-file`) cannot change the manifest, so it neither refuses a resume nor
+        makes another fingerprint."""
+        if not self.unused_options:
+            return dict(values)
+        defaults = {field.name: field.default for field in dataclasses.fields(self.options_type)}
+        return {**values, **{name: defaults[name] for name in self.unused_options}}
 
     def option_paths(self) -> dict[str, str]:
         """The file options as given (recorded beside the store, so `verify --repair` can read
