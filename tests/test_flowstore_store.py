@@ -351,6 +351,40 @@ def test_hdf5_failure_reason_longer_than_its_width_is_cut_at_a_character(tmp_pat
         assert store.read("checksum").tolist() == ["", "", ""]
 
 
+def test_a_zarr_failure_column_rewritten_fixed_width_cuts_a_reason_with_the_mark(tmp_path):
+    """A Zarr failure column another tool rewrote as numpy fixed-width text (`<U512`, as wide
+    as flowstore's `FAILURE_WIDTH`, so writing is allowed): a longer reason was cut by numpy
+    to the width without `CUT_MARK`, where HDF5's is marked. Cut as HDF5's now, at the
+    column's width in characters; a shorter one, accents included, reads back exactly."""
+    import warnings
+
+    import zarr
+
+    from flowstore.store import layout
+
+    path = tmp_path / "s.zarr"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    group = zarr.open_group(str(path), mode="r+")
+    chunks = group["failure"].chunks
+    del group["failure"]
+    with warnings.catch_warnings():  # (zarr: no Zarr v3 specification for the type)
+        warnings.simplefilter("ignore")
+        group.create_array("failure", shape=(3,), chunks=chunks, fill_value="",
+                           dtype=f"<U{layout.FAILURE_WIDTH}")
+    short, long = "cannot open video 'clé_é.mp4': moov atom not found", "x" + "é" * 600
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with open_store(path, "r+") as store:
+            store.write_changed("failure", np.array([short, long, ""], dtype=object), [0, 1, 2])
+            store.write("failure", 2, np.array("y" * 600, dtype=object))
+        with open_store(path) as store:
+            short_back, cut, cut_alone = store.read("failure").tolist()
+    assert short_back == short
+    for value, given in ((cut, long), (cut_alone, "y" * 600)):
+        assert value.endswith(layout.CUT_MARK) and len(value) == layout.FAILURE_WIDTH
+        assert given.startswith(value.removesuffix(layout.CUT_MARK))
+
+
 @pytest.mark.regression(reason=(
     "bug: a full disk during creation failed one of zarr's concurrent metadata writes while the "
     "others still ran in its threads; create_store's clean-up raced them and left "

@@ -159,7 +159,7 @@ class ZarrStore(Store):
             for name, values in columns.items():
                 arr = _create_column(group, name, num_samples)
                 if num_samples:  # (chunks equal to the fill value are not written)
-                    arr[:] = _as_written(values)
+                    arr[:] = _as_written(name, arr, values)
             for spec in specs:
                 dtype = str if spec.dtype == STRING else spec.dtype
                 group.create_array(spec.name, shape=(num_samples, *spec.sample_shape),
@@ -402,7 +402,8 @@ class ZarrStore(Store):
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self.check_writable()
-        self._array(name)[index] = _as_written(np.asarray(value))
+        arr = self._array(name)
+        arr[index] = _as_written(name, arr, value)
         if self._array(name).ndim == 1:
             self._unsynced[name] = None  # which chunks: `sync_columns` looks
 
@@ -417,7 +418,8 @@ class ZarrStore(Store):
             start = lo - lo % size
             key = self.chunk_key(name, start)
             with self._naming(f"{name}/{key}"):
-                arr[start:min(start + size, length)] = _as_written(column[start:start + size])
+                arr[start:min(start + size, length)] = _as_written(name, arr,
+                                                                   column[start:start + size])
             if keys is not None:
                 keys.add(key)
 
@@ -442,7 +444,7 @@ class ZarrStore(Store):
             copy = _create_column(self._group, _UPGRADE_PREFIX + name, len(values),
                                   chunk_key_encoding={"name": "v2", "separator": "."})
             if len(values):
-                copy[:] = _as_written(values)
+                copy[:] = _as_written(name, copy, values)
             copied = {key: name + key[len(_UPGRADE_PREFIX + name):]  # source: target
                       for key in self._keys(f"{_UPGRADE_PREFIX}{name}/")
                       if not key.endswith("/zarr.json")}
@@ -460,7 +462,7 @@ class ZarrStore(Store):
             self._unsynced[name] = None
             return
         if len(values):
-            arr[:] = _as_written(values)
+            arr[:] = _as_written(name, arr, values)
         self._arrays.pop(name, None)
         self._unsynced[name] = None
 
@@ -602,10 +604,21 @@ def _create_column(group: zarr.Group, name: str, num_samples: int, *,
                               fill_value=column.fill, chunk_key_encoding=dict(chunk_key_encoding))
 
 
-def _as_written(values: np.ndarray) -> np.ndarray:
-    """Text as numpy `str` (what zarr's string dtype takes), anything else as it is."""
+def _as_written(name: str, arr: zarr.Array, values: np.ndarray) -> np.ndarray:
+    """`values` as array `name` (`arr`) takes them: text as numpy `str` (what zarr's string
+    dtype takes), anything else as it is. A layout column of fixed-width text (numpy `<U`:
+    another tool's rewrite, which `layout_write_error` lets pass when at least flowstore's
+    width) gets its values fitted by the column's rule (`layout.Column.fit`, in UTF-32 bytes,
+    4 a character): a longer failure reason ends in `CUT_MARK` as in HDF5, where numpy cut it
+    without a mark."""
     values = np.asarray(values)
-    return values.astype(str) if values.dtype.kind == "O" else values
+    values = values.astype(str) if values.dtype.kind == "O" else values
+    column = BY_NAME.get(name.removeprefix(_UPGRADE_PREFIX))
+    if column is None or arr.dtype.kind != "U" or values.dtype.kind != "U":
+        return values
+    width = arr.dtype.itemsize
+    return np.array([column.fit(value, width, "utf-32-le").decode("utf-32-le")
+                     for value in values.ravel().tolist()], dtype=arr.dtype).reshape(values.shape)
 
 
 def _fsync_up_to(file: Path, top: Path) -> None:

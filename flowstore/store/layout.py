@@ -91,26 +91,27 @@ class Column:
             return np.full(num_samples, self.fill, dtype=object)
         return np.full(num_samples, self.fill, dtype=self.dtype)
 
-    def fit(self, text: str, width: int) -> bytes:
-        """`text` as at most `width` bytes of UTF-8 (the width of the column as stored, which
-        for a store made by another flowstore may not be `self.width`). A longer value of a
-        `cut` column keeps its first characters and ends in `CUT_MARK`, cut at a character
+    def fit(self, text: str, width: int, encoding: str = "utf-8") -> bytes:
+        """`text` as at most `width` bytes of `encoding` (the width of the column as stored,
+        which for a store made by another flowstore, or rewritten by another tool, may not be
+        `self.width`; HDF5 stores UTF-8, a Zarr fixed-width column UTF-32). A longer value of
+        a `cut` column keeps its first characters and ends in `CUT_MARK`, cut at a character
         boundary, so it still reads back as text.
 
         Raises:
             ValueError: the value is longer than `width` and the column is not cut (a digest:
                 a flowstore bug).
         """
-        encoded = text.encode("utf-8")
+        encoded = text.encode(encoding)
         if len(encoded) <= width:
             return encoded
         if not self.cut:
             raise ValueError(f"a {self.name!r} value of {len(encoded)} bytes does not fit the "
                              f"column's {width}: {text[:80]!r}")
-        mark = CUT_MARK.encode("utf-8")
+        mark = CUT_MARK.encode(encoding)
         # the bytes of a character split by the cut are dropped ("ignore" drops nothing else:
-        # `encoded` is valid UTF-8)
-        return encoded[:width - len(mark)].decode("utf-8", "ignore").encode("utf-8") + mark
+        # `encoded` is valid in `encoding`)
+        return encoded[:width - len(mark)].decode(encoding, "ignore").encode(encoding) + mark
 
 
 #: Bytes of a fixed-width digest ("xxh3_128:<32 hex>" is 41): room for a longer algorithm name.
