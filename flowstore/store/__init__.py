@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-import numpy as np
-
 from flowstore.errors import HalfCreatedStoreError, StoreError
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
 from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
@@ -471,14 +469,14 @@ def array_type_error(store: Store, name: str, path: str | Path, expected: str | 
     """Why array `name` is not of the type the store's layout gives it (`expected`; by default
     its column's, `flowstore.store.layout.COLUMNS`; no type is expected of a feature without
     one), or None where it is. Text is text however stored (Zarr's strings, HDF5's variable or
-    fixed width); a number of the other byte order is the same type (h5py and zarr convert)."""
+    fixed width); a number of the other byte order is the same type (every backend's `info`
+    names it in native order, as it hands out its values)."""
     if expected is None:
         if name not in BY_NAME:
             return None
         expected = BY_NAME[name].dtype
     found = store.info(name).dtype
-    if found == expected or STRING not in (found, expected) and (
-            np.dtype(found).newbyteorder("=") == np.dtype(expected)):
+    if found == expected:
         return None
     return StoreError(f"store {str(path)!r} is damaged: its array {name!r} holds "
                       f"{_type_name(found)}, not {_type_name(expected)}{hint}")

@@ -227,6 +227,8 @@ class HDF5Store(Store):
         try:
             if h5py.check_string_dtype(dataset.dtype):  # variable-length or fixed-width
                 return np.asarray(dataset.asstr()[index], dtype=str)
+            if not dataset.dtype.isnative:  # (h5py converts as it reads)
+                return np.asarray(dataset.astype(_native(dataset.dtype))[index])
             return np.asarray(dataset[index])
         except FlowstoreError:
             raise
@@ -287,7 +289,7 @@ class HDF5Store(Store):
         # (variable-length text has no size known from the metadata; fixed-width text has one)
         itemsize = 0 if is_text and text.length is None else dataset.dtype.itemsize
         return ArrayInfo(name=name, shape=tuple(dataset.shape),
-                         dtype=STRING if is_text else str(dataset.dtype),
+                         dtype=STRING if is_text else str(_native(dataset.dtype)),
                          chunks=tuple(dataset.chunks or dataset.shape),
                          nbytes=int(np.prod(dataset.shape)) * itemsize,
                          text_width=text.length if is_text else None)
@@ -317,8 +319,8 @@ class HDF5Store(Store):
             self._entry_synced = True
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-        dataset = self._dataset(name)
-        return tuple(dataset.shape[1:]), dataset.dtype
+        dataset = self._dataset(name)  # (h5py converts native values as it writes)
+        return tuple(dataset.shape[1:]), _native(dataset.dtype)
 
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         """(Text: fixed-width columns are overwritten in place; in a variable-length column of
@@ -644,6 +646,15 @@ def _create_column(file: h5py.File, name: str, values: np.ndarray) -> None:
     dtype = _column_dtype(name)
     file.create_dataset(name, data=_as_stored(name, dtype, np.asarray(values)), dtype=dtype,
                         chunks=column_chunks(len(values)) if len(values) else None)
+
+
+def _native(dtype: np.dtype) -> np.dtype:
+    """A dataset's dtype as its values are handed out and taken: numbers in this machine's
+    byte order, whatever the file's (h5py converts both ways). A store whose arrays another
+    tool copied big-endian (h5py `create_dataset(..., dtype='>f2')`) was "of another type" to
+    the reader and the build, and every sample's bytes "changed" to `verify`; zarr hands out
+    native values whatever its `bytes` codec's `endian`, and so does this backend."""
+    return dtype.newbyteorder("=") if dtype.byteorder not in "=|" else dtype
 
 
 def _column_dtype(name: str) -> np.dtype:
