@@ -150,8 +150,89 @@ def test_augmentations_refuse_one_sample_and_names_the_batch_lacks():
         segment_views(_batch(), segments=2, keys=("flw",))
     with pytest.raises(ValueError, match="keys names 'flw'"):
         random_segment(_batch(), rng, segments=2, keys="flw")
-    with pytest.raises(ValueError, match="not a multiple of 0 segments"):  # (numpy's "high <= 0")
-        random_segment(_batch(), rng, segments=0, keys=("frames",))
+    with pytest.raises(ValueError, match="segments must be a positive integer"):
+        random_segment(_batch(), rng, segments=0, keys=("frames",))  # (numpy's "high <= 0")
     with pytest.raises(ValueError, match=r"size must be an integer side or \(height, width\), "
                                          r"got 16\.0"):
         random_crop(_batch(), rng, size=16.0)
+
+
+def test_segments_and_frame_views_refuse_a_feature_without_time_axis_and_no_segments():
+    """A single image (`middle_frame`, Stanford-40's `image`: (B, H, W, C)) had its rows taken
+    for steps: `random_frame` gave one pixel row per image ((2, 32, 3)), `frame_views` B x H
+    strips of rows as views ((64, 32, 3)); `segments=split.source.segments` of a store built
+    without segments (None) failed as "'<' not supported between NoneType and int"."""
+    from flowstore.reader import frame_views, random_frame, random_segment, segment_views
+
+    rng = np.random.default_rng(0)
+    batch = {**_batch(), "middle_frame": np.zeros((1, SIZE, SIZE, 3), np.uint8)}
+    without_time = (r"keys names 'middle_frame', of shape \(96, 96, 3\) a sample, which has no "
+                    r"time axis")
+    for view in (lambda b: random_frame(b, rng, keys=("frames", "middle_frame")),
+                 lambda b: frame_views(b, keys=("middle_frame",)),
+                 lambda b: random_segment(b, rng, segments=1, keys=("middle_frame",)),
+                 lambda b: segment_views(b, segments=1, keys="middle_frame")):
+        with pytest.raises(ValueError, match=without_time):
+            view(dict(batch))
+    for segments in (None, 1.0, True, -1):
+        for view in (lambda b: random_segment(b, rng, segments=segments, keys=("frames",)),
+                     lambda b: segment_views(b, segments=segments, keys=("frames",))):
+            with pytest.raises(ValueError, match=r"segments must be a positive integer, the K "
+                                                 r"of a store built with --sampling segments "
+                                                 r"\(split.source.segments, None for any other "
+                                                 rf"store\), got {segments}"):
+                view(dict(batch))
+    assert random_segment(dict(batch), rng, segments=np.int64(2), keys=("frames",))[
+        "frames"].shape == (1, 1, SIZE, SIZE, 3)
+
+
+def test_augmentations_refuse_a_batch_of_tensors_naming_the_value():
+    """A DataLoader's batch (torch tensors, which `_checked`'s own message recommended) failed
+    deep inside: "step must be greater than zero", "Cannot interpret 'torch.float16' as a data
+    type", no `astype`, an issubdtype TypeError."""
+    from flowstore.reader import frame_views, random_frame, random_segment, segment_views
+
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    tensors = {key: (value.tolist() if key == "id" else torch.from_numpy(value))
+               for key, value in _batch().items()}
+    for augment in (lambda b: horizontal_flip(b, rng, motion=("flow",)),
+                    lambda b: random_crop(b, rng, size=16),
+                    lambda b: random_resized_crop(b, rng, motion=("flow",)),
+                    lambda b: colour_jitter(b, rng),
+                    lambda b: random_segment(b, rng, segments=2, keys=("frames",)),
+                    lambda b: segment_views(b, segments=2, keys=("frames",)),
+                    lambda b: random_frame(b, rng, keys=("frames",)),
+                    lambda b: frame_views(b, keys=("frames",))):
+        with pytest.raises(TypeError, match=r"augmentations take numpy batches, and 'frames' is "
+                                            r"a torch.Tensor: augment the split's numpy batch"):
+            augment(dict(tensors))
+    # one sample is said to be one sample, no longer "a DataLoader's batch" wanted instead
+    with pytest.raises(ValueError, match=r"not one sample") as refused:
+        horizontal_flip({key: value[0] for key, value in _batch().items()}, rng, motion=())
+    assert "DataLoader" not in str(refused.value)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda b, rng: random_resized_crop(b, rng, motion=("flow",), scale=1.2),
+     r"scale must be a range \(low, high\) of factors, 1 <= low <= high, got 1\.2"),
+    (lambda b, rng: random_resized_crop(b, rng, motion=("flow",), scale=(1.0, float("inf"))),
+     r"scale must be a range .*got \(1\.0, inf\)"),
+    (lambda b, rng: random_resized_crop(b, rng, motion=("flow",), scale=("1", "2")),
+     r"scale must be a range .*got \('1', '2'\)"),
+    (lambda b, rng: random_resized_crop(b, rng, motion=("flow",), scale=(1.2, 1.1)),
+     r"scale must be a range .*got \(1\.2, 1\.1\)"),
+    (lambda b, rng: horizontal_flip(b, rng, motion=("flow",), p="0.5"),
+     r"p must be a number in \[0, 1\], got '0\.5'"),
+    (lambda b, rng: horizontal_flip(b, rng, motion=("flow",), p=2),
+     r"p must be a number in \[0, 1\], got 2"),
+    (lambda b, rng: colour_jitter(b, rng, strength=float("nan")),
+     r"strength must be a number in \[0, 1\], got nan"),
+    (lambda b, rng: colour_jitter(b, rng, strength=(0.1, 0.2)),
+     r"strength must be a number in \[0, 1\], got \(0\.1, 0\.2\)"),
+])
+def test_augmentation_arguments_are_refused_naming_them(call, message):
+    """`scale=1.2` failed as "cannot unpack non-iterable float object"; a p or strength that is
+    not a number in [0, 1] failed inside numpy, or (p=2, strength=1.5) ran as something else."""
+    with pytest.raises(ValueError, match=message):
+        call(_batch(), np.random.default_rng(0))

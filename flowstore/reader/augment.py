@@ -14,6 +14,7 @@ clip's per-step `frames`.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -36,18 +37,28 @@ def _names(motion: Sequence[str] | str) -> tuple[str, ...]:
 def _checked(batch: dict[str, np.ndarray], names: Sequence[str] | str = (),
              argument: str = "motion") -> tuple[str, ...]:
     """`names` (the `argument` given, `_names`), each checked to be a feature of `batch`, and
-    `batch` checked to be a batch: a name the batch lacks (a renamed feature, a typo) left a
-    flow mirrored with its dx kept, or whole clips repeated as "segments"; one sample
-    (`split[i]`, whose label has no axis) had its T steps taken for T samples, each flipped
-    or cropped apart, its middle frame left alone.
+    `batch` checked to be a batch of numpy arrays: a name the batch lacks (a renamed feature, a
+    typo) left a flow mirrored with its dx kept, or whole clips repeated as "segments"; one
+    sample (`split[i]`, whose label has no axis) had its T steps taken for T samples, each
+    flipped or cropped apart, its middle frame left alone; a DataLoader's batch of torch
+    tensors failed deep inside numpy or OpenCV ("step must be greater than zero").
 
     Raises:
+        TypeError: naming a value that is not a numpy array.
         ValueError: naming the missing feature, or saying a batch is wanted.
     """
     label = batch.get(LABEL)
     if label is not None and np.ndim(label) != 1:
-        raise ValueError("augmentations take a batch (split[[i, j]], split.read(...), a "
-                         "DataLoader's batch), not one sample (split[i])")
+        raise ValueError("augmentations take a batch (split[[i, j]], split.read(...), "
+                         "split.batches(...)), not one sample (split[i])")
+    for key, value in batch.items():
+        if key != ID and not isinstance(value, np.ndarray):  # (ids may be any sequence)
+            kind = type(value)
+            raise TypeError(f"augmentations take numpy batches, and {key!r} is a "
+                            f"{kind.__module__}.{kind.__qualname__}: augment the split's numpy "
+                            f"batch (split[[i, j]], split.batches(...); in a torch DataLoader, "
+                            f"its collate_fn with batch_size=None and a BatchSampler) before it "
+                            f"becomes tensors")
     names = _names(names)
     missing = [name for name in names if name not in batch]
     if missing:
@@ -55,6 +66,48 @@ def _checked(batch: dict[str, np.ndarray], names: Sequence[str] | str = (),
         raise ValueError(f"{argument} names {', '.join(map(repr, missing))}, not a feature of "
                          f"the batch (it has {features or 'none'})")
     return names
+
+
+def _per_step(batch: dict[str, np.ndarray], keys: Sequence[str] | str) -> tuple[str, ...]:
+    """`keys` (`_checked`), each checked to be a per-step feature `(B, T, H, W, C)`: a single
+    image (`middle_frame`, Stanford-40's `image`) has no time axis, and its rows were taken for
+    steps (one pixel row per image, or B x H strips of rows as "views").
+
+    Raises:
+        ValueError: naming the feature that has no time axis.
+    """
+    keys = _checked(batch, keys, "keys")
+    for key in keys:
+        if np.ndim(batch[key]) != 5:
+            raise ValueError(f"keys names {key!r}, of shape {batch[key].shape[1:]} a sample, "
+                             f"which has no time axis: segments and frame views take per-step "
+                             f"features (time, height, width, channels: frames, flow)")
+    return keys
+
+
+def _is_real(value: object) -> bool:
+    """Whether `value` is a finite real number (not a bool, a string, a pair, NaN or inf)."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
+
+
+def _number(name: str, value: object, low: float, high: float) -> float:
+    """`value` as a float in [low, high], or a ValueError naming argument `name` (a string, a
+    pair or NaN failed inside numpy, a p of 2 flipped every sample without a word)."""
+    if not _is_real(value) or not low <= value <= high:
+        raise ValueError(f"{name} must be a number in [{low:g}, {high:g}], got {value!r}")
+    return float(value)
+
+
+def _segments(segments: object) -> int:
+    """`segments` as K, a positive integer: a store built without `--sampling segments` has
+    `source.segments` None, which failed as "'<' not supported between NoneType and int"."""
+    if (isinstance(segments, (bool, np.bool_)) or not isinstance(segments, (int, np.integer))
+            or segments < 1):
+        raise ValueError(f"segments must be a positive integer, the K of a store built with "
+                         f"--sampling segments (split.source.segments, None for any other "
+                         f"store), got {segments!r}")
+    return int(segments)
 
 
 def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
@@ -68,6 +121,7 @@ def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     motion. The batch's buffers are flipped in place.
     """
     motion = _checked(batch, motion)
+    p = _number("p", p, 0, 1)
     keys = _image_keys(batch)
     size = len(batch[keys[0]]) if keys else 0
     flips = np.flatnonzero(rng.random(size) < p)
@@ -145,9 +199,12 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     import cv2
 
     motion = _checked(batch, motion)
-    low, high = scale
-    if not 1.0 <= low <= high:
-        raise ValueError(f"scale must be a range 1 <= low <= high, got {scale!r}")
+    if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+            or not all(map(_is_real, scale)) or not 1.0 <= scale[0] <= scale[1]):
+        # (a single factor, 1.2, failed as "cannot unpack non-iterable float object")
+        raise ValueError(f"scale must be a range (low, high) of factors, 1 <= low <= high, "
+                         f"got {scale!r}")
+    low, high = map(float, scale)
     keys, (height, width) = _shared_frame_size(batch)
     if not keys:
         return batch
@@ -184,6 +241,7 @@ def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     touched, nor is any feature without 3 colour channels.
     """
     motion = _checked(batch, motion)
+    strength = _number("strength", strength, 0, 1)
     keys = [key for key in _image_keys(batch)
             if key not in motion and batch[key].shape[-1] == 3]
     if not keys:
@@ -206,7 +264,7 @@ def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
 
 def _segment_length(batch: dict[str, np.ndarray], key: str, segments: int) -> int:
     steps = batch[key].shape[1]
-    if segments < 1 or steps % segments:
+    if steps % segments:
         raise ValueError(f"feature {key!r} has {steps} steps, not a multiple of {segments} "
                          f"segments")
     return steps // segments
@@ -223,7 +281,8 @@ def random_segment(batch: dict[str, np.ndarray], rng: np.random.Generator, *, se
     sees a different part of each clip from epoch to epoch, with the input of one segment;
     `segment_views` scores all K at test time.
     """
-    keys = _checked(batch, keys, "keys")
+    keys = _per_step(batch, keys)
+    segments = _segments(segments)
     if not keys:
         return batch
     lengths = {key: _segment_length(batch, key, segments) for key in keys}
@@ -249,7 +308,8 @@ def segment_views(batch: dict[str, np.ndarray], *, segments: int,
     Scoring a clip by the mean of its K views' outputs (reshape to `(B, K, classes)`) is TSN's
     segmental consensus at test time, the counterpart of training on `random_segment`.
     """
-    keys = _checked(batch, keys, "keys")
+    keys = _per_step(batch, keys)
+    segments = _segments(segments)
     if not keys:
         return batch
     count = len(batch[LABEL]) if LABEL in batch else len(batch[keys[0]])
@@ -271,7 +331,7 @@ def random_frame(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     step, instead of only its middle frame: the spatial stream's sampling in the two-stream
     paper and TSN (one frame from each of T segments). `frame_views` scores all T.
     """
-    keys = _checked(batch, keys, "keys")
+    keys = _per_step(batch, keys)
     if not keys:
         return batch
     out = random_segment(batch, rng, segments=batch[keys[0]].shape[1], keys=keys)
@@ -282,7 +342,7 @@ def frame_views(batch: dict[str, np.ndarray], *, keys: Sequence[str]) -> dict[st
     """Every step of the per-step `keys` as a single image of its own: B samples become B x T
     rows, sample b's step t at row b*T + t (`(B*T, H, W, C)`, a reshape, no copy), every
     other value repeated T times; the scoring counterpart of `random_frame`."""
-    keys = _checked(batch, keys, "keys")
+    keys = _per_step(batch, keys)
     if not keys:
         return batch
     out = segment_views(batch, segments=batch[keys[0]].shape[1], keys=keys)
