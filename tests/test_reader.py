@@ -21,6 +21,7 @@ import zarr
 import flowstore
 from flowstore.errors import StoreError
 from flowstore.reader import compose, horizontal_flip, random_crop
+from flowstore.store.lock import lock_path
 from trainers.testing import make_tiny_store
 
 from tests.conftest import REPO, TINY_BUILD, chunk_file, flowstore_cli
@@ -350,6 +351,42 @@ def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_p
     assert flowstore_cli(*build).returncode == 0  # let go of
     assert split[0]["id"] == first  # and reopened when read again
     split.close()
+
+
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_split_that_reopens_a_store_which_lost_its_array_says_so(tmp_path, suffix):
+    """Reopened (after its `with` block, unpickled, in a DataLoader worker) on a store that lost
+    an array it reads (a partial copy, a sync under way), a split failed with a bare
+    `KeyError: 'flow'`; the same loss under the open split was already a MissingChunkError."""
+    path = make_tiny_store(tmp_path / f"t{suffix}", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("flow", "middle_frame"))
+    pickled = pickle.dumps(train)
+    if suffix == ".zarr":
+        shutil.rmtree(path / "flow")
+    else:
+        with h5py.File(path, "a") as file:
+            del file["flow"]
+    held = {str(path.resolve()), str(lock_path(path).resolve())}
+    for split in (train, pickle.loads(pickled)):
+        with pytest.raises(StoreError, match=rf"store '.*t\{suffix}' lacks the array 'flow' that "
+                                             r"split 'train' reads \(it had it when the split "
+                                             r"was made\); `flowstore verify` says what else") \
+                as refused:
+            split[[0]]
+        # the store it reopened is closed, not left to the collector while the error lives
+        # (an HDF5 store's reader lock keeps builds out)
+        assert refused.value and not [fd for fd in os.listdir("/proc/self/fd")
+                                      if os.path.realpath(f"/proc/self/fd/{fd}") in held]
+
+
+def test_open_takes_a_path_or_url_and_says_so_of_anything_else():
+    """`flowstore.open(None)` failed inside pathlib ("expected str, bytes or os.PathLike
+    object, not NoneType"), naming neither the argument nor what it takes."""
+    for wrong, named in ((None, "NoneType None"), (123, "int 123"), (b"x.zarr", "bytes b'x.zarr'")):
+        with pytest.raises(TypeError, match=r"flowstore.open takes a store's path or URL \(a str "
+                                            rf"or os.PathLike\), got {named}"):
+            flowstore.open(wrong)
 
 
 def test_a_zarr_store_moved_while_open_is_said_gone_not_damaged(tmp_path):

@@ -118,8 +118,13 @@ class StoreDataset:
         """Open the store at a path or URL read-only (`flowstore.open`).
 
         Raises:
+            TypeError: `location` is not a str or an os.PathLike (None, a number and bytes
+                failed inside pathlib, naming neither the argument nor what it takes).
             flowstore.errors.StoreError: missing, not a store, or a store of another format.
         """
+        if not isinstance(location, (str, os.PathLike)):
+            raise TypeError(f"flowstore.open takes a store's path or URL (a str or "
+                            f"os.PathLike), got {type(location).__name__} {location!r:.60}")
         store = open_store(location, mode="r")
         try:
             return cls(store, owns_store=True)
@@ -272,6 +277,14 @@ class Split:
                                  f"fingerprint {reopened.identity[1][:8] or 'none'}; the split's "
                                  f"{self._identity[0][:8] or 'none'}, "
                                  f"{self._identity[1][:8] or 'none'}); make the split again")
+            lost = [array for array in self.features.values() if array not in reopened.features]
+            if lost:
+                # (a partial copy, a sync under way: `_attach` failed as a bare KeyError)
+                reopened.close()
+                raise StoreError(f"store {self._location!r} lacks the array"
+                                 f"{'s' * (len(lost) > 1)} {', '.join(map(repr, lost))} that "
+                                 f"split {self.name!r} reads (it had {'them' if len(lost) > 1 else 'it'} when the "
+                                 f"split was made); `flowstore verify` says what else it lacks")
             self._attach(reopened)
             self._reopened = True
         return self._source
