@@ -157,6 +157,20 @@ def test_augmentations_refuse_one_sample_and_names_the_batch_lacks():
         random_crop(_batch(), rng, size=16.0)
 
 
+def test_an_augmentation_after_one_that_made_the_labels_soft_takes_the_batch():
+    """A mixup's soft labels, (B, classes), were taken for one sample's: composed before a flip
+    (README: an augmentation may change the labels), the flip refused the batch."""
+    from flowstore.reader import compose
+
+    def mixup(batch, rng):  # a user's own, as README describes: labels become soft
+        return {**batch, "label": np.eye(3, dtype=np.float32)[batch["label"]]}
+
+    rng = np.random.default_rng(0)
+    out = compose(mixup, lambda b, r: horizontal_flip(b, r, motion=("flow",), p=1.0))(_batch(), rng)
+    assert out["label"].shape == (1, 3)
+    np.testing.assert_array_equal(out["flow"][..., 0], -_batch()["flow"][:, :, :, ::-1, 0])
+
+
 def test_segments_and_frame_views_refuse_a_feature_without_time_axis_and_no_segments():
     """A single image (`middle_frame`, Stanford-40's `image`: (B, H, W, C)) had its rows taken
     for steps: `random_frame` gave one pixel row per image ((2, 32, 3)), `frame_views` B x H

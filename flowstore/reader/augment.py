@@ -48,7 +48,7 @@ def _checked(batch: dict[str, np.ndarray], names: Sequence[str] | str = (),
         ValueError: naming the missing feature, or saying a batch is wanted.
     """
     label = batch.get(LABEL)
-    if label is not None and np.ndim(label) != 1:
+    if label is not None and np.ndim(label) == 0:  # (a batch's may be soft: (B, classes))
         raise ValueError("augmentations take a batch (split[[i, j]], split.read(...), "
                          "split.batches(...)), not one sample (split[i])")
     for key, value in batch.items():
