@@ -121,6 +121,19 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
     return result
 
 
+def damage_of(store) -> str:
+    """Why a store lacks arrays its own dataset writes, as a clause to end a message with ("":
+    it does not): an array a reader or a model asks for, deleted from the store, was told as if
+    the store's kind never held it ("has no feature 'flow'")."""
+    from flowstore.errors import StoreError
+
+    try:
+        check_dataset_arrays(store, store.path)
+    except StoreError as exc:
+        return f": the store is damaged ({exc}); rebuild it with --overwrite"
+    return ""
+
+
 def check_dataset_arrays(store, path: str | Path, *, allow_missing: bool = False) -> None:
     """Refuse a store whose arrays are not those of its own dataset, of their shapes and types
     (`check_array_shapes`), or whose attributes do not say what they are (an unknown dataset,

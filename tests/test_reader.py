@@ -378,6 +378,11 @@ def test_a_split_that_reopens_a_store_which_lost_its_array_says_so(tmp_path, suf
         # (an HDF5 store's reader lock keeps builds out)
         assert refused.value and not [fd for fd in os.listdir("/proc/self/fd")
                                       if os.path.realpath(f"/proc/self/fd/{fd}") in held]
+    # a split made anew is told the store is damaged, not that its kind never held flow
+    with flowstore.open(path) as ds, pytest.raises(
+            ValueError, match=r"has no feature 'flow' \(it has .*\): the store is damaged \(.*"
+                              r"lacks array\(s\) flow\); rebuild it with --overwrite"):
+        ds.split("train", features=("flow",))
 
 
 def test_open_takes_a_path_or_url_and_says_so_of_anything_else():

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import xxhash
 
-from flowstore.errors import DamagedStoreError, StoreError
+from flowstore.errors import DamagedStoreError
 from flowstore.manifest import NO_CLASS
 from flowstore.reader import ALL, TF_ALIGNMENT, Split, StoreDataset, aligned_empty
 from flowstore.store import Store, failures as read_failures, open_store
@@ -53,18 +53,6 @@ class StoreInfo:
                 "classes": list(self.classes), "params": self.params}
 
 
-def _damage_of(store: Store) -> str:
-    """Why a store lacks arrays its own dataset writes ("": it does not): a model's missing
-    array read as if the store's kind never held it, where it was deleted."""
-    from flowstore.verify import check_dataset_arrays
-
-    try:
-        check_dataset_arrays(store, store.path)
-    except StoreError as exc:
-        return f": the store is damaged ({exc}); rebuild it with --overwrite"
-    return ""
-
-
 class StoreSamples:
     """Finished samples of an open store, per split, for one model.
 
@@ -80,7 +68,7 @@ class StoreSamples:
     """
 
     def __init__(self, store: Store, model: str, *, frame_views: bool = False) -> None:
-        from flowstore.verify import check_dataset_arrays  # (the build's modules: only when run)
+        from flowstore.verify import check_dataset_arrays, damage_of  # (only when run)
 
         self.store = store
         self.entry: ModelEntry = get_model(model)
@@ -101,7 +89,7 @@ class StoreSamples:
                 f"store {str(store.path)!r} (dataset {dataset!r}) lacks the "
                 f"array{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} that "
                 f"model {self.model!r} reads" + (" under frame views" if frame_views else "")
-                + _damage_of(store))
+                + damage_of(store))
         self.reader = StoreDataset(store)
         self.info = StoreInfo(path=self.reader.location, dataset=dataset,
                               fingerprint=self.reader.fingerprint, classes=self.reader.classes,

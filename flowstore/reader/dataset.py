@@ -219,8 +219,10 @@ class Split:
             raise ValueError("features must name at least one array (None: all of them)")
         unknown = [array for array in mapping.values() if array not in source.features]
         if unknown:
+            from flowstore.verify import damage_of
+
             raise ValueError(f"store {source.location!r} has no feature {unknown[0]!r} "
-                             f"(it has {', '.join(source.features)})")
+                             f"(it has {', '.join(source.features)})" + damage_of(source.store))
         if LABEL in mapping or ID in mapping:
             raise ValueError(f"features must be named, and not {LABEL!r} or {ID!r}")
         float_dtype = _float_dtype_name(float_dtype)
