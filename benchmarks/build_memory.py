@@ -20,7 +20,6 @@ Each build is started from a small wrapper process (this script with `--child`),
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import resource
@@ -35,8 +34,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI path are build_workers.py's.
-from build_workers import (_busy_jiffies, command_line, flowstore_command,  # noqa: E402
-                           machine_line, prepare_source, source_summary, wait_for_quiet)
+from build_workers import (_busy_jiffies, flowstore_command, header,  # noqa: E402
+                           prepare_source, source_summary, wait_for_quiet)
 
 
 def child(interval: float, command: list[str]) -> None:
@@ -131,9 +130,7 @@ def report(results: dict[int, list[dict]], sources: dict[int, Path],
     lines = [
         "## Peak memory of `flowstore build tvhi` vs number of clips",
         "",
-        f"- command: `{command_line()}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        header(__file__),
         "- sources: " + "; ".join(f"{v}/class: {source_summary(sources[v])}" for v in sizes),
         f"- each run: `flowstore build tvhi --source SRC --store STORE{suffix} --workers "
         f"{args.workers} --size {args.size} --steps {args.steps} --quiet` on a fresh store; "
@@ -163,7 +160,7 @@ def report(results: dict[int, list[dict]], sources: dict[int, Path],
         b = statistics.median(r["peak_tree_mb"] for r in results[last])
         ca = statistics.median(r["children_maxrss_mb"] for r in results[first])
         cb = statistics.median(r["children_maxrss_mb"] for r in results[last])
-        lines += ["", f"From {4 * first} to {4 * last} clips ({last / first:.0f}x): peak RSS "
+        lines += ["", f"From {4 * first} to {4 * last} clips ({last / first:.3g}x): peak RSS "
                       f"{b - a:+.0f} MB ({100 * (b - a) / a:+.1f}%), ru_maxrss {cb - ca:+.0f} MB "
                       f"({100 * (cb - ca) / ca:+.1f}%); {(b - a) / (4 * (last - first)):+.2f} MB "
                       f"per extra clip."]
@@ -193,7 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--videos-per-class", type=int, nargs="+", default=[10, 40],
-                        help="synthetic source sizes, clips per class (4 classes) [10 40]")
+                        help="synthetic source sizes, clips per class (4 classes; at least 2) "
+                             "[10 40]")
     parser.add_argument("--size", type=int, default=224, help="frame side S [224]")
     parser.add_argument("--steps", type=int, default=16, help="flow steps T [16]")
     parser.add_argument("--workers", type=int, default=2, help="build --workers [2]")

@@ -20,7 +20,6 @@ PYTHONPATH, the same console script and interpreter), e.g. the commit before thi
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build_memory  # noqa: E402  (its --child wrapper measures one build)
-from build_workers import command_line, flowstore_command, machine_line  # noqa: E402
+from build_workers import flowstore_command, header  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
 #: Source heights and their 16:9 widths.
@@ -125,9 +124,7 @@ def report(results: dict[str, dict[int, list[dict]]], codes: dict[str, Path],
     lines = [
         "## Peak memory of `flowstore build` vs source resolution",
         "",
-        f"- command: `{command_line()}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        header(__file__),
         "- code: " + "; ".join(f"{label}: {codes[label]}" + (
             "" if code_version(codes[label]) == str(codes[label])
             else f" ({code_version(codes[label])})") for label in labels),

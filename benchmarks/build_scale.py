@@ -49,6 +49,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+
+
 CLASSES = 10
 DISTINCT_CLIPS = 8
 FRAMES = 6
@@ -319,6 +324,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="build into an s3:// store on a moto server this script starts, "
                              "counting the requests it serves")
     args = parser.parse_args(argv)
+    print(header(__file__, argv) + "\n")
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="build-scale-"))
     with CountingS3() if args.s3 else contextlib.nullcontext() as s3:
         run_all(args, workdir, s3)

@@ -21,6 +21,7 @@ contention does not inflate.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import os
 import platform
@@ -35,6 +36,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator, NoReturn
 
 # -- machine and contention -------------------------------------------------------------------
 
@@ -133,8 +135,40 @@ def flowstore_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "flowstore"]
 
 
-def command_line() -> str:
-    return shlex.join([Path(sys.executable).name, *sys.argv])
+def command_line(script: str | None = None, argv: list[str] | None = None) -> str:
+    """The command that ran this benchmark: this process's own, or, when a benchmark's `main`
+    is called with an argv (as the smoke tests do), `python benchmarks/SCRIPT ARGV`, which is
+    what a reader would type to measure again (sys.argv is then pytest's)."""
+    if argv is None:
+        return shlex.join([Path(sys.executable).name, *sys.argv])
+    return shlex.join(["python", f"benchmarks/{Path(script).name}", *argv])
+
+
+def header(script: str, argv: list[str] | None = None) -> str:
+    """The command, machine and date lines every benchmark prints (benchmarks/README.md
+    promises them): a pasted table must say how, where and when it was measured."""
+    return "\n".join([f"- command: `{command_line(script, argv)}`",
+                      f"- machine: {machine_line()}",
+                      f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}"])
+
+
+@contextlib.contextmanager
+def workdir_or_temporary(workdir: Path | None, prefix: str) -> Iterator[Path]:
+    """`--workdir`, made if absent and kept; without it a temporary folder removed at the end
+    (benchmarks/README.md's common options: a benchmark leaves nothing behind unless asked)."""
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        yield workdir
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as temporary:
+        yield Path(temporary)
+
+
+def refuse(message: str) -> NoReturn:
+    """Stop on a size or input the benchmark cannot measure: one `error:` line, exit code 2
+    (the project's bad-input contract), never a traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 # -- the measurement --------------------------------------------------------------------------
@@ -165,14 +199,18 @@ def build_once(source: Path, store: Path, workers: int, size: int, steps: int,
 
 def prepare_source(workdir: Path, videos_per_class: int, seed: int) -> Path:
     """Write the synthetic source once; a later run with the same options reuses it."""
+    from flowstore.errors import ParameterError
     from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
 
+    try:  # the generator's own limits (2 clips a class at least: one per TV-HI set)
+        config = SynthTVHIConfig(videos_per_class=videos_per_class, negatives=0, seed=seed)
+    except ParameterError as error:
+        refuse(f"--videos-per-class {videos_per_class}: {error}")
     source = workdir / f"synth-tvhi-{videos_per_class}per-class-seed{seed}"
     if (source / "readme.txt").is_file():
         return source
     start = time.perf_counter()
-    write_synthetic_tvhi(source, SynthTVHIConfig(videos_per_class=videos_per_class, negatives=0,
-                                                 seed=seed))
+    write_synthetic_tvhi(source, config)
     print(f"wrote {4 * videos_per_class} synthetic clips to {source} in "
           f"{time.perf_counter() - start:.0f}s", file=sys.stderr)
     return source
@@ -201,9 +239,7 @@ def report(runs: list[Run], clips: int, args: argparse.Namespace, source: Path) 
     lines = [
         f"## flowstore build tvhi: --workers {' vs '.join(map(str, counts))}",
         "",
-        f"- command: `{command_line()}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        header(__file__),
         f"- source: synthetic TV-HI ({source_summary(source)})",
         f"- each run: `flowstore build tvhi --source SRC --store STORE.zarr --workers W "
         f"--size {args.size} --steps {args.steps} --quiet` on a fresh store; "
@@ -308,9 +344,7 @@ def profile(source: Path, limit: int, size: int, steps: int, workdir: Path) -> s
         f"## Where a one-worker build's CPU goes ({n_clips} clips of {source.name}, "
         f"S={size}, T={steps})",
         "",
-        f"- command: `{command_line()}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        header(__file__),
         f"- per clip: {counts['decoded'] / n_clips:.1f} frames decoded, "
         f"{counts['converted'] / n_clips:.1f} converted + resized, "
         f"{counts['needed'] / n_clips:.1f} actually needed",
@@ -351,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=224, help="frame side S [224]")
     parser.add_argument("--steps", type=int, default=16, help="flow steps T [16]")
     parser.add_argument("--videos-per-class", type=int, default=30,
-                        help="synthetic clips per class (4 classes) [30]")
+                        help="synthetic clips per class (4 classes; at least 2) [30]")
     parser.add_argument("--repeats", type=int, default=2, help="runs per worker count [2]")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="worker counts to compare, the first is the baseline [1 2]")

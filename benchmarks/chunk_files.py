@@ -38,7 +38,6 @@ import json
 import logging
 import math
 import os
-import platform
 import resource
 import shutil
 import socket
@@ -59,6 +58,10 @@ from zarr.core.sync import sync
 from flowstore.datasets import get_dataset
 from flowstore.params import VideoParams
 from flowstore.store._zarr import _COMPRESSORS  # flowstore's codec presets, as a build writes them
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
 
 #: Distinct generated samples; sample i holds pool[i % POOL], so a read can be checked.
 POOL = 8
@@ -358,13 +361,6 @@ def race(root: Path, specs: list[Any], pool: dict[str, np.ndarray], trials: int,
 # ---------------------------------------------------------------------------------------------
 
 
-def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    load = os.getloadavg()[0]
-    return f"{os.cpu_count()} cores ({model}), load average {load:.2f}, zarr {zarr.__version__}"
-
-
 def mib(n: float) -> str:
     return f"{n / 2**20:,.1f}"
 
@@ -425,8 +421,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               if args.layouts is None or lay.name.split()[0] in args.layouts]
     print(f"# Chunk files: {' + '.join(f'{s.name} {s.sample_shape} {s.dtype}' for s in specs)}; "
           f"{raw / 1024:,.1f} KiB a sample before compression")
-    print(f"command: `python benchmarks/{Path(__file__).name} {' '.join(argv if argv is not None else sys.argv[1:])}`")
-    print(f"machine: {machine()}; {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+    print(header(__file__, argv))
+    print(f"- load average {os.getloadavg()[0]:.2f}, zarr {zarr.__version__}\n")
     results: dict[str, Any] = {"sample_bytes": raw, "local": [], "s3": [], "race": []}
     workdir = Path(tempfile.mkdtemp(dir=args.workdir, prefix="chunk-files-"))
     try:

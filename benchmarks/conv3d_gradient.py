@@ -35,6 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+
+
 #: (steps, side, side) shapes and batch sizes: the tests' old and new stores, the README demo's,
 #: and the report's.
 DEFAULT_CASES = (((4, 32, 32), 2), ((2, 16, 16), 2), ((16, 64, 64), 1), ((16, 64, 64), 2),
@@ -92,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
         cases = tuple(zip(args.shape, batches))
     else:
         cases = DEFAULT_CASES
+    print(header(__file__, argv) + "\n")
     rows = []
     for shape, batch in cases:
         default = step_seconds(shape, batch, jit=False, repeats=args.repeats)

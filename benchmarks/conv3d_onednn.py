@@ -27,6 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+
+
 REPO = Path(__file__).resolve().parents[1]
 
 #: One configuration: conv3d of kernel 7, stride 2, "same" or explicitly padded, on
@@ -81,6 +86,7 @@ def main(argv: list[str] | None = None) -> list[tuple]:
     parser.add_argument("--steps", type=int, nargs="+", default=list(range(1, 19)))
     parser.add_argument("--side", type=int, default=32)
     args = parser.parse_args(argv)
+    print(header(__file__, argv) + "\n")
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for steps in args.steps:

@@ -23,8 +23,6 @@ The stores are built one at a time in a fresh folder `estimate-accuracy-*` under
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
-import shlex
 import shutil
 import sys
 import tempfile
@@ -32,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_workers import flowstore_command, machine_line, run_timed  # noqa: E402
+from build_workers import flowstore_command, header, run_timed  # noqa: E402
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 if not DEFAULT_SOURCE.is_dir():
@@ -79,10 +77,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
 
     mib = 1 << 20
-    given = sys.argv[1:] if argv is None else argv
-    print(f"- command: `{shlex.join(['python', 'benchmarks/estimate_accuracy.py', *given])}`")
-    print(f"- machine: {machine_line()}")
-    print(f"- date: {_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}")
+    print(header(__file__, sys.argv[1:] if argv is None else argv))
     print(f"- source: {args.source} ({predicted.items} clips, S={args.size}, T={args.steps}, "
           f"--workers {args.workers}); estimate: {len(predicted.sampled)} clips measured, "
           f"seed 0, {estimate_seconds:.1f} s wall")

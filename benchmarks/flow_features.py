@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import machine_line  # noqa: E402  (the machine description is shared)
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
 from frames_transfer_features import (centroid_probe, cv_accuracy,  # noqa: E402
                                       logistic_probe)
 
@@ -142,16 +142,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
         tested = describe_split(store.split("test", features=("flow",), float_dtype="float32"),
                                 descriptors)
     k = min(args.k, len(labels))
-    print(machine_line())
+    print(header(__file__, None if argv is None else list(argv)))
     print(f"store {args.store} ({store.dataset}, fingerprint {store.fingerprint[:8]}): "
           f"{len(labels)} train + val clips, {classes} classes; {k}-fold x {args.repeats}; "
           f"grid {args.grid}, {args.bins} bins")
-    header = "| descriptor | dims | centroid, CV | logistic, CV |"
+    columns = "| descriptor | dims | centroid, CV | logistic, CV |"
     rule = "|---|---|---|---|"
     if tested is not None:
-        header += f" logistic, test ({len(tested[1])} clips) |"
+        columns += f" logistic, test ({len(tested[1])} clips) |"
         rule += "---|"
-    print(header)
+    print(columns)
     print(rule)
     results: dict = {"rows": {}}
     for name, values in features.items():

@@ -52,7 +52,6 @@ import math
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -60,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import machine_line  # noqa: E402  (the machine description is shared)
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
 
 Probe = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -368,8 +367,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     from trainers.runs import read_run
     from trainers.samples import open_samples
 
-    print(f"`python {Path(__file__).name} {' '.join(sys.argv[1:] if argv is None else argv)}`, "
-          f"{machine_line()}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+    print(header(__file__, None if argv is None else list(argv)) + "\n")
     samples = open_samples(args.store, "frames")
     try:
         images, labels = read_split_frames(samples, ("train", "val"))

@@ -48,7 +48,6 @@ shape on the machine).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import shutil
 import statistics
@@ -63,8 +62,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI path are build_workers.py's.
-from build_workers import (_busy_jiffies, command_line, flowstore_command,  # noqa: E402
-                           machine_line, prepare_source, wait_for_quiet)
+from build_workers import (_busy_jiffies, flowstore_command, header,  # noqa: E402
+                           prepare_source, wait_for_quiet)
 
 import numpy as np  # noqa: E402
 
@@ -397,9 +396,7 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
     lines = [
         "## Training input pipeline vs bare read (synthetic TV-HI)",
         "",
-        f"- command: `{command_line()}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        header(__file__),
         f"- stores: `flowstore build tvhi --source {source.name} --size {args.size} --steps "
         f"{args.steps} --workers 2` (compression: the default presets: zarr blosc LZ4 + "
         f"bitshuffle for pixels and flow; h5 lzf, flow byte-shuffled), plus uncompressed copies "

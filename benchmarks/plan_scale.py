@@ -28,12 +28,18 @@ from __future__ import annotations
 import argparse
 import csv
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 from flowstore.build import BuildConfig, Ledger, extraction_opencv, open_planned, plan
 from flowstore.params import VideoParams
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+
 
 #: The real data beside the checkout (`--data` to point elsewhere).
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -137,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="plan-scale-", dir=args.workdir))
+    print(header(__file__, argv) + "\n")
     try:
         print("| dataset | rows | plan (s) | create store (s) | CPU (s) | CPU per row (us) | "
               "ledger write (s) |")

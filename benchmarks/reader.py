@@ -66,7 +66,6 @@ process).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import os
 import sys
 import time
@@ -77,7 +76,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import (_busy_jiffies, command_line, machine_line,  # noqa: E402
+from build_workers import (_busy_jiffies, header,  # noqa: E402
                            prepare_source, wait_for_quiet)
 from input_pipeline import disk_bytes, prepare_stores  # noqa: E402
 
@@ -432,9 +431,9 @@ def report(args, stores, results, train: int, seconds: float) -> str:
     threads = len(os.sched_getaffinity(0))
     columns = [c.replace("T threads", f"{threads} threads") for c in CEILINGS] + list(READERS)
     lines = [
-        f"## Reader vs ceiling ({_dt.date.today().isoformat()})", "",
-        f"Machine: {machine_line()}.",
-        f"Command: `{command_line()}` ({seconds:.0f} s of measuring).",
+        "## Reader vs ceiling", "",
+        header(__file__),
+        f"- {seconds:.0f} s of measuring", "",
         f"Data: synthetic TV-HI built with `flowstore build` at {args.size} px, {args.steps} "
         f"steps, float16 flow; train split of {train} clips"
         + (f", an epoch {args.epoch_repeat} times over it ({train * args.epoch_repeat} samples)"

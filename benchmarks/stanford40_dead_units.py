@@ -20,14 +20,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import machine_line  # noqa: E402  (the machine description is shared)
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,9 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     probe_positions = np.arange(len(train))[:: max(1, len(train) // 64)][:64]
     probe_images = train.read(probe_positions)["image"]
     checkpoints = {s for s in (1, 10, 30, 100, 200, 300) if s < args.steps} | {args.steps}
-    command = sys.argv if argv is None else [f"benchmarks/{Path(__file__).name}", *argv]
-    print(f"`python {' '.join(command)}`, {machine_line()}, "
-          f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n")
+    print(header(__file__, argv) + "\n")
     for lr in rates:
         keras.utils.set_random_seed(args.seed)
         model = build_stanford40(input_shape=samples.sample_shapes["image"],

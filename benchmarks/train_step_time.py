@@ -43,6 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -265,7 +270,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     stores = {dataset: synthetic_store(args.workdir, dataset, args.size, args.flow_steps,
                                        args.per_class, args.build_workers)
               for dataset in sorted({MODELS[name][0] for name in args.models})}
-    print(f"keras {keras.__version__}, backend {keras.backend.backend()}, on {device_name()}",
+    print(header(__file__, argv))
+    print(f"- keras {keras.__version__}, backend {keras.backend.backend()}, on {device_name()}\n",
           flush=True)
     rows = []
     for name in args.models:

@@ -111,6 +111,44 @@ def flowstore_cli(*args: str | Path, env: dict | None = None,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 
 
+def benchmark_cli(name: str, *args: str | Path, env: dict | None = None,
+                  timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `benchmarks/NAME.py` as a user does, in a subprocess: its exit code, and its table
+    and header as printed (the benchmarks' own argv and child processes, not pytest's)."""
+    return subprocess.run([sys.executable, str(REPO / "benchmarks" / f"{name}.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+
+
+def benchmark_rows(out: str, first_cell: str | None = None) -> list[list[str]]:
+    """The cells of the markdown table rows printed in `out` (not their heads or rules), those
+    whose first cell is `first_cell` where it is given."""
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in out.splitlines() if line.startswith("| ")]
+    rows = [row for row in rows if not set("".join(row)) <= set("-:")]
+    return [row for row in rows if first_cell is None or row[0] == first_cell]
+
+
+def assert_benchmark_header(out: str, name: str, *args: str | Path) -> None:
+    """The command, machine and date lines benchmarks/README.md promises of every script."""
+    lines = out.splitlines()
+    command = next((line for line in lines if line.startswith("- command: `")), None)
+    assert command is not None and f"benchmarks/{name}.py" in command, out[:2000]
+    assert all(str(arg) in command for arg in args), command
+    assert any(line.startswith("- machine: ") and "cores (nproc)" in line for line in lines), out
+    assert any(line.startswith("- date: 20") for line in lines), out
+
+
+def benchmark_output(name: str, *args: str | Path, env: dict | None = None,
+                     timeout: float = 300) -> str:
+    """What `benchmarks/NAME.py ARGS` prints, once it has exited 0 and printed the header
+    that names this command line, the machine and the date."""
+    result = benchmark_cli(name, *args, env=env, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_benchmark_header(result.stdout, name, *args)
+    return result.stdout
+
+
 def assert_one_line_error(result: subprocess.CompletedProcess, code: int = 2) -> str:
     """The user sees exactly one error line, no traceback, and exit code `code`."""
     assert result.returncode == code, (result.returncode, result.stdout, result.stderr)

@@ -3,7 +3,10 @@ run to their table, and leave alone what they did not create."""
 
 from __future__ import annotations
 
-from tests.conftest import load_benchmark
+import pytest
+
+from tests.conftest import (assert_one_line_error, benchmark_cli,
+                            benchmark_output, benchmark_rows, load_benchmark)
 
 
 def test_estimate_accuracy_keeps_the_workdirs_other_files_and_prints_its_real_command(
@@ -30,8 +33,6 @@ def test_plan_scale_plans_ucf101_at_a_small_fraction_into_a_new_workdir(tmp_path
     plan_scale = load_benchmark("plan_scale")
     lists = SHARED / "data" / "ucf101" / "ucfTrainTestlist"
     if not (lists / "trainlist01.txt").is_file():
-        import pytest
-
         pytest.skip(f"no UCF101 lists at {lists}")
     workdir = tmp_path / "not" / "yet"  # absent: the script makes it
     plan_scale.main(["--workdir", str(workdir), "--data", str(SHARED / "data"),
@@ -47,8 +48,6 @@ def test_plan_scale_plans_ucf101_at_a_small_fraction_into_a_new_workdir(tmp_path
 def test_build_scale_builds_on_a_local_cluster(tmp_path, capsys, monkeypatch):
     import json
     import sys
-
-    import pytest
 
     pytest.importorskip("dask.distributed")
     build_scale = load_benchmark("build_scale")
@@ -72,3 +71,54 @@ def test_train_step_time_table_heads_its_ratio_column_with_what_it_holds():
     columns = dict(zip([c.strip() for c in head.split("|")], [c.strip() for c in line.split("|")]))
     assert columns["ceiling / store"] == "0.75"  # what measure() puts there: ceiling_ms / store_ms
     assert "store / ceiling" not in head
+
+
+# -- the build benchmarks run as users run them (a subprocess), at their smallest sizes ---------
+
+
+def _numbers(cells: list[str]) -> list[float]:
+    """The leading number of each cell ("1.5", "120 [117]", "0.1 MiB", "1.00x")."""
+    return [float(cell.split()[0].rstrip("x%")) for cell in cells]
+
+
+def test_build_memory_measures_a_tiny_build(tmp_path):
+    args = ["--videos-per-class", "2", "--size", "32", "--steps", "2", "--workers", "1",
+            "--workdir", tmp_path]
+    out = benchmark_output("build_memory", *args)
+    (row,) = benchmark_rows(out, "8 (2/class)")
+    peak, maxrss = _numbers(row[1:3])
+    assert 0 < maxrss and 0 < peak
+    assert len(row[3].split(",")) == 4  # the median RSS of each quarter of the run
+    wall, rate, cpu = _numbers(row[4:7])
+    assert wall > 0 and rate == pytest.approx(8 / wall, rel=0.05) and cpu > 0
+
+
+def test_build_memory_and_build_workers_refuse_a_source_too_small_to_generate(tmp_path):
+    """The synthetic TV-HI needs 2 clips a class (one per set): 1 was a traceback."""
+    for name in ("build_memory", "build_workers"):
+        result = benchmark_cli(name, "--videos-per-class", "1", "--workdir", tmp_path)
+        assert "--videos-per-class 1" in assert_one_line_error(result)
+        assert not list(tmp_path.glob("synth-tvhi-1per-class*"))
+
+
+def test_build_memory_resolution_measures_a_tiny_source(tmp_path):
+    out = benchmark_output("build_memory_resolution", "--heights", "360", "--frames", "12",
+                           "--clips-per-class", "1", "--size", "32", "--steps", "2",
+                           "--workdir", tmp_path)
+    (row,) = benchmark_rows(out, "640x360 (360p)")
+    frame_mb, peak, cpu = _numbers(row[1:4])
+    assert frame_mb == pytest.approx(640 * 360 * 3 / 2**20, abs=0.05) and peak > 0 and cpu > 0
+    assert "this checkout: 360p -> 360p peak RSS" in out
+
+
+def test_build_workers_compares_worker_counts_and_profiles_a_tiny_source(tmp_path):
+    out = benchmark_output("build_workers", "--videos-per-class", "2", "--repeats", "1",
+                           "--size", "32", "--steps", "2", "--profile", "2",
+                           "--workdir", tmp_path)
+    table = [row for row in benchmark_rows(out) if len(row) == 8]  # (not the runs')
+    one, two = [row for row in table if row[0] == "1"], [row for row in table if row[0] == "2"]
+    assert len(one) == len(two) == 1
+    assert _numbers(one[0][1:2])[0] > 0 and _numbers(two[0][1:2])[0] > 0
+    assert one[0][3] in ("1.00x", "1.00")  # the baseline's speedup over itself
+    total = benchmark_rows(out, "**total**")
+    assert len(total) == 1 and total[0][3] == "100%"  # the profile's phases add up
