@@ -25,7 +25,6 @@ is shared; see benchmarks/README.md).
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import re
 import shlex
@@ -40,18 +39,8 @@ from pathlib import Path
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 
 # Machine description, busy-CPU accounting and timed subprocesses are build_workers.py's.
-from build_workers import Timed, machine_line, run_timed, wait_for_quiet  # noqa: E402
-
-# -- machine and contention (same helpers as build_workers.py; each script stands alone) -------
-
-
-def flowstore_command() -> list[str]:
-    beside = Path(sys.executable).with_name("flowstore")
-    if beside.exists():
-        return [str(beside)]
-    found = shutil.which("flowstore")
-    return [found] if found else [sys.executable, "-m", "flowstore"]
-
+from build_workers import (Timed, flowstore_command, header, refuse, run_timed,  # noqa: E402
+                           wait_for_quiet)
 
 def _checked(done: subprocess.CompletedProcess, command: list[str]) -> subprocess.CompletedProcess:
     if done.returncode != 0:
@@ -81,6 +70,11 @@ def select_source(source: Path, limit: int | None, workdir: Path) -> tuple[Path,
     if limit is None or limit >= len(ids):
         return source, ids
     sets = parse_readme((source / README).read_text(errors="replace"))
+    fewest = len(CLASSES) * len(sets)  # a TV-HI readme lists a clip of every class in every set
+    if limit < fewest:
+        refuse(f"--limit {limit}: the smallest TV-HI source lists a clip of each of its "
+               f"{len(CLASSES)} classes in each of its {len(sets)} sets, so --limit must be at "
+               f"least {fewest}")
     queues = [(number, c, list(sets[number][c])) for c in CLASSES for number in sorted(sets)]
     chosen: dict[int, dict[str, list[int]]] = {n: {c: [] for c in CLASSES} for n in sets}
     taken = 0
@@ -235,9 +229,7 @@ def report(rows: list[Row], clips: int, source: Path, args: argparse.Namespace) 
     lines = [
         f"## flowstore build tvhi throughput on {clips} real TV-HI clips",
         "",
-        f"- command: `{shlex.join([Path(sys.executable).name, *sys.argv])}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        header(__file__),
         f"- source: {source} (S={args.size}, T={args.steps})"
         + (f"; measurements run at niceness {args.nice}" if args.nice else ""),
         "",
@@ -279,7 +271,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE,
                         help=f"TV-HI source folder [{DEFAULT_SOURCE}]")
     parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="use only N clips (round-robin over class and set) [all 200]")
+                        help="use only N clips (round-robin over class and set; at least 8, one "
+                             "per class and set) [all 200]")
     parser.add_argument("--workers", type=int, default=2, help="flowstore --workers, and the "
                         "cores the limit divides by [2]")
     parser.add_argument("--size", type=int, default=224, help="frame side S [224]")

@@ -111,6 +111,28 @@ def test_build_memory_resolution_measures_a_tiny_source(tmp_path):
     assert "this checkout: 360p -> 360p peak RSS" in out
 
 
+def test_build_throughput_measures_build_baseline_and_limit_of_a_tiny_source(
+        tiny_tvhi_source, tmp_path):
+    out = benchmark_output("build_throughput", "--source", tiny_tvhi_source, "--limit", "8",
+                           "--size", "32", "--steps", "2", "--workers", "1",
+                           "--workdir", tmp_path)
+    assert "on 8 real TV-HI clips" in out
+    rows = benchmark_rows(out)[1:]  # (after the head)
+    assert [row[0][:3] for row in rows] == ["(a)", "(b)", "(c)"]
+    for row in rows:
+        seconds, rate = _numbers(row[2:4])
+        assert seconds >= 0 and rate > 0, row
+    assert _numbers([rows[0][4]]) == [1.0]  # (a) against itself
+
+
+def test_build_throughput_refuses_a_limit_below_one_clip_per_class_and_set(
+        tiny_tvhi_source, tmp_path):
+    """`--limit 4` wrote a readme with an empty set, then died on it with a traceback."""
+    result = benchmark_cli("build_throughput", "--source", tiny_tvhi_source, "--limit", "4",
+                           "--workdir", tmp_path)
+    assert "--limit 4" in assert_one_line_error(result) and "at least 8" in result.stderr
+
+
 def test_build_workers_compares_worker_counts_and_profiles_a_tiny_source(tmp_path):
     out = benchmark_output("build_workers", "--videos-per-class", "2", "--repeats", "1",
                            "--size", "32", "--steps", "2", "--profile", "2",
