@@ -8,16 +8,28 @@ same buffer, the best of `--repeats` passes of `--reads` reads each.
 
     python benchmarks/read_into_overhead.py STORE.zarr [--array middle_frame] [--reads 3000]
 
-Prints one line per way of reading: microseconds of CPU per read, and the ratio.
+Prints the command, machine and date, then a table: microseconds of CPU per read each way,
+and the ratio. A compressed array, or an HDF5 store, is refused (error, exit code 2): the hand
+read copies a chunk file's bytes as they are, which is the sample only when it is uncompressed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header, refuse  # noqa: E402  (shared by the benchmarks)
+
+
+class Unmeasurable(Exception):
+    """A store or array this comparison means nothing on (why, in one line)."""
 
 
 def best_cpu_per_call(call, count: int, repeats: int) -> float:
@@ -36,10 +48,20 @@ def measure(store_path: str, array: str, reads: int, repeats: int) -> dict[str, 
     from flowstore.store import open_store
 
     with open_store(store_path) as store:
+        if not hasattr(store, "chunk_path"):
+            raise Unmeasurable(f"{store_path}: not a local Zarr store (the hand read opens its "
+                               f"chunk files)")
         shape, dtype = store.sample_layout(array)
         out = np.empty(shape, dtype)
         samples = store.info(array).shape[0]
         paths = [str(store.chunk_path(array, i)) for i in range(samples)]
+        for path in paths:  # an uncompressed chunk file is the sample's bytes, no more, no less
+            size = os.path.getsize(path) if os.path.isfile(path) else None
+            if size != out.nbytes:
+                raise Unmeasurable(
+                    f"{store_path}: {array} is compressed or not all written ({path} holds "
+                    f"{'no file' if size is None else f'{size} bytes'}, a sample is "
+                    f"{out.nbytes}): this compares reads of an uncompressed store only")
         view = memoryview(out).cast("B")
 
         def by_hand(k: int) -> None:
@@ -66,10 +88,17 @@ def main() -> None:
     parser.add_argument("--reads", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    got = measure(args.store, args.array, args.reads, args.repeats)
-    print(f"{args.array}, {int(got['bytes'])} B a chunk: read_into {got['read_into_us']:.1f} us "
-          f"CPU per read, by hand {got['by_hand_us']:.1f} us: read_into at "
-          f"{got['by_hand_us'] / got['read_into_us']:.0%} of the hand read's rate")
+    try:
+        got = measure(args.store, args.array, args.reads, args.repeats)
+    except Unmeasurable as error:
+        refuse(str(error))
+    print(header(__file__))
+    print(f"- store: {args.store}, best of {args.repeats} passes of {args.reads} reads\n")
+    print("| array | bytes a chunk | read_into, us CPU a read | by hand, us CPU a read "
+          "| read_into's rate, of the hand read's |")
+    print("|---|---:|---:|---:|---:|")
+    print(f"| {args.array} | {int(got['bytes'])} | {got['read_into_us']:.1f} | "
+          f"{got['by_hand_us']:.1f} | {got['by_hand_us'] / got['read_into_us']:.0%} |")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, load_benchmark
+from tests.conftest import (REPO, assert_one_line_error, benchmark_cli,
+                            benchmark_output, benchmark_rows, load_benchmark)
 
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
@@ -89,10 +90,25 @@ def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp
     got = load_benchmark("read_into_overhead").measure(str(tmp_path / "u.zarr"), "middle_frame", 50, 2)
     assert got["bytes"] == 32 * 32 * 3
     assert 0 < got["by_hand_us"] and 0 < got["read_into_us"]
+    out = benchmark_output("read_into_overhead", tmp_path / "u.zarr", "--reads", "20",
+                           "--repeats", "1")
+    (row,) = benchmark_rows(out, "middle_frame")
+    assert row[1] == str(32 * 32 * 3) and float(row[2]) > 0 and float(row[3]) > 0
 
 
-@pytest.mark.parametrize("what", ["ceilings", "split[batch] loop", "DataLoader 0 workers",
-                                  "DataLoader 2 workers, no reads", "to_tf_dataset, no reads"])
+@pytest.mark.parametrize("array", ["middle_frame", "flow"])
+def test_read_into_overhead_refuses_a_compressed_store(tmp_path, array):
+    """Its hand read copies a chunk file's bytes as they are: on a compressed store it timed
+    reading fewer bytes than read_into decodes, and printed that as a ratio."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))  # flowstore's presets
+    result = benchmark_cli("read_into_overhead", store, "--array", array, "--reads", "20",
+                           "--repeats", "1")
+    assert "compressed" in assert_one_line_error(result) and array in result.stderr
+    assert result.stdout == ""
+
+
 def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
     """One cell of `benchmarks/reader.py` (each reader against its ceiling, in rounds) on a tiny
     store: it runs on the reader as it is, and gives every figure the table prints."""
