@@ -24,6 +24,8 @@ and (optionally) the two-stream test accuracy each one gives on the real TV-HI.
    two-stream test accuracy from each run's metrics.json). Expensive: one chain at 224 px
    takes about 30 minutes on 2 cores.
 
+A `--size` below 56 is refused (the error is measured inside a 20 px margin).
+
     python benchmarks/flow_methods.py [--clips 10] [--size 224] [--skimage-wheel WHEEL]
     python benchmarks/flow_methods.py --train --train-size 112 --workdir DIR
 """
@@ -31,12 +33,9 @@ and (optionally) the two-stream test accuracy each one gives on the real TV-HI.
 from __future__ import annotations
 
 import argparse
-import datetime
 import io
 import json
 import os
-import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -55,18 +54,19 @@ from flowstore.params import (FLOW_DTYPES, DISParams, FarnebackParams, TVL1Param
                               to_dict)
 from flowstore.store import create_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header, refuse, workdir_or_temporary  # noqa: E402  (shared by the benchmarks)
+
 REAL_TVHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 CLASSES = ("handShake", "highFive", "hug", "kiss")
 METHODS = {"farneback": FarnebackParams(), "tvl1": TVL1Params(), "dis": DISParams()}
 #: Pixels left out at each border for the EPE: content enters and leaves the frame there (a 5
 #: degree rotation moves the corners of a 224 px frame by 14 px).
 MARGIN = 20
-
-
-def _machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in
-                  Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line), "?")
-    return f"{os.cpu_count()} cores, {model}, load average {os.getloadavg()[0]:.1f}"
+#: The smallest --size the EPE is measured at: an interior of 16 x 16 px inside the margins
+#: (below 2 * MARGIN there is no interior at all, and every EPE would be the mean of nothing).
+SMALLEST_SIZE = 2 * MARGIN + 16
 
 
 def _clip_ids(count: int) -> list[str]:
@@ -268,20 +268,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=REAL_TVHI)
     parser.add_argument("--clips", type=int, default=10)
-    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--size", type=int, default=224,
+                        help=f"frame side for parts 1-3 (at least {SMALLEST_SIZE}) [224]")
     parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--skimage-wheel", type=Path, default=None)
     parser.add_argument("--train", action="store_true")
     parser.add_argument("--train-only", action="store_true", help="skip parts 1-3")
     parser.add_argument("--train-size", type=int, default=112)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the stores and runs here [a temporary folder, removed at "
+                             "the end]")
     args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="flow-methods-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    print(f"command: python {shlex.join(sys.argv)}")
-    print(f"machine: {platform.node()}, {_machine()}, OpenCV {cv2.__version__} "
-          f"({cv2.getNumThreads()} thread), date {datetime.date.today()}\n")
+    if args.size < SMALLEST_SIZE and not args.train_only:
+        refuse(f"--size {args.size}: the error against ground truth is measured inside a "
+               f"{MARGIN} px margin, which needs --size {SMALLEST_SIZE} or more")
+    with workdir_or_temporary(args.workdir, "flow-methods-") as workdir:
+        measure(args, workdir)
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> None:
+    """Parts 1-3 and `--train`, their stores in `workdir`; prints the tables."""
+    print(header(__file__))
+    print(f"- OpenCV {cv2.__version__} ({cv2.getNumThreads()} thread), load average "
+          f"{os.getloadavg()[0]:.1f}\n")
 
     if not args.train_only:
         ids = _clip_ids(args.clips)
@@ -295,12 +305,12 @@ def main() -> None:
               f"{args.size} px, two textures"
               + ("; and on Middlebury 2014 Motorcycle (scikit-image), resized to "
                  f"{args.size} x {args.size}" if stereo else "") + ".\n")
-        header = ["algorithm", "CPU ms/pair", "wall ms/pair", *(f"EPE {f}" for f in families),
+        columns = ["algorithm", "CPU ms/pair", "wall ms/pair", *(f"EPE {f}" for f in families),
                   "EPE all", "EPE all, uint8 store"]
-        header += ["EPE Motorcycle"] if stereo else []
-        header += [f"flow KiB/sample {d}" for d in FLOW_DTYPES]
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
+        columns += ["EPE Motorcycle"] if stereo else []
+        columns += [f"flow KiB/sample {d}" for d in FLOW_DTYPES]
+        print("| " + " | ".join(columns) + " |")
+        print("|" + "---|" * len(columns))
         for method in (*METHODS, "zero flow"):
             row = accuracy[method]
             cells = [method]

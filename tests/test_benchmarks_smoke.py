@@ -4,7 +4,6 @@ should, and its request counter counts what a client sent."""
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
 import pytest
@@ -59,19 +58,25 @@ def test_chunk_files_benchmark_at_tiny_n(tmp_path, capsys):
     assert "| nested (today) |" in out and "PUTs / 1,000 samples" in out
 
 
-def test_flow_methods_runs_on_one_real_clip_at_a_small_size(real_tvhi):
+def test_flow_methods_runs_on_one_real_clip_at_a_small_size(real_tvhi, tmp_path):
     """The benchmark calls flowstore internals (the decoder, the store layer): a change there
     broke it once without a test noticing."""
-    import subprocess
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    out = benchmark_output("flow_methods", "--source", real_tvhi, "--clips", "1", "--size", "64",
+                           "--steps", "2", timeout=600, env={"TMPDIR": str(temporary)})
+    assert list(temporary.iterdir()) == []  # without --workdir: a temporary folder, removed
+    rows = {row[0]: row for row in benchmark_rows(out)}
+    assert {"farneback", "tvl1", "dis", "zero flow"} <= set(rows)
+    for method in ("farneback", "tvl1", "dis", "zero flow"):
+        errors = [float(cell) for cell in rows[method][3:8]]  # each motion family's EPE, and all
+        assert all(math.isfinite(error) and error >= 0 for error in errors), rows[method]
 
-    result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "flow_methods.py"), "--source", str(real_tvhi),
-         "--clips", "1", "--size", "64", "--steps", "2"], capture_output=True, text=True,
-        timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    rows = {line.split("|")[1].strip() for line in result.stdout.splitlines()
-            if line.startswith("| ")}
-    assert {"farneback", "tvl1", "dis", "zero flow"} <= rows
+
+def test_flow_methods_refuses_a_size_with_no_interior_to_measure_the_error_in(tmp_path):
+    """At --size 32 the 20 px margins left no pixel: every EPE printed was NaN."""
+    result = benchmark_cli("flow_methods", "--source", tmp_path, "--clips", "1", "--size", "32")
+    assert "--size 32" in assert_one_line_error(result) and "56" in result.stderr
 
 
 def test_read_into_overhead_measures_both_reads_of_a_tiny_uncompressed_store(tmp_path):
