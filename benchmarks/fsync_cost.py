@@ -9,13 +9,15 @@ fsync, `done` and attributes, fsync; the coordinator makes one a second).
 
     python benchmarks/fsync_cost.py STORE.zarr [--samples 200] [--workdir DIR]
 
-The work folder must be on the disk to measure (not tmpfs, where fsync does nothing).
+The work folder must be on the disk to measure (not tmpfs, where fsync does nothing). Prints the
+command, machine and date, then a table: one row per backend and write mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,13 +28,20 @@ from flowstore.datasets import get_dataset
 from flowstore.params import from_dict
 from flowstore.store import create_store, open_store
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-def main() -> None:
+from build_workers import header  # noqa: E402  (shared by the benchmarks)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store", type=Path, help="a built store to copy samples from")
-    parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--samples", type=int, default=200,
+                        help="rewrite the store's first N samples [200]")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the fresh stores go (on the disk to measure) [the system's "
+                             "temporary folder]")
+    args = parser.parse_args(argv)
 
     with open_store(args.store) as source:
         attrs = source.attrs
@@ -43,7 +52,11 @@ def main() -> None:
         checksums = source.read("checksum")
         samples = [{spec.name: source.read(spec.name, i) for spec in specs} for i in range(count)]
     mib = sum(a.nbytes for a in samples[0].values()) / 2**20
-    print(f"{count} samples of {args.store} ({mib:.2f} MiB each, before compression)")
+    print(header(__file__, argv))
+    print(f"- {count} samples of {args.store} ({mib:.2f} MiB each, before compression)\n")
+    print("| backend | durable | write wall (s) | ms a sample | write CPU (s) "
+          "| one durable ledger write (ms) |")
+    print("|---|---|---:|---:|---:|---:|")
     workdir = Path(tempfile.mkdtemp(dir=args.workdir, prefix="fsync-cost-"))
     try:
         for suffix in (".zarr", ".h5"):
@@ -65,9 +78,9 @@ def main() -> None:
                 store.sync_columns()
                 ledger = time.perf_counter() - ledger
                 store.close()
-                print(f"{suffix:6} durable={durable!s:5}: {wall:6.2f} s wall "
-                      f"({1000 * wall / count:5.1f} ms a sample), {cpu:5.2f} CPU-s; "
-                      f"one durable ledger write {1000 * ledger:.1f} ms")
+                print(f"| {'Zarr' if suffix == '.zarr' else 'HDF5'} | {'yes' if durable else 'no'} "
+                      f"| {wall:.3f} | {1000 * wall / count:.1f} | {cpu:.3f} "
+                      f"| {1000 * ledger:.1f} |", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

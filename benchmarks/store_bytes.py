@@ -5,16 +5,14 @@ on disk per sample for each array; then re-encodes the float16 and uint8 flow an
 with candidate codecs (ratio, write and read speed) to show why each array got its preset.
 
     python benchmarks/store_bytes.py [--clips-per-split 7] [--size 224] [--workdir DIR]
+
+Without `--workdir` the stores go in a temporary folder, removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
-import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +24,11 @@ from flowstore.build import BuildConfig, build
 from flowstore.flow_encoding import encode_flow
 from flowstore.params import VideoParams
 from flowstore.store import open_store
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from build_workers import header, workdir_or_temporary  # noqa: E402  (shared by the benchmarks)
+
 
 REAL_TVHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 CODECS = {
@@ -43,19 +46,26 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clips-per-split", type=int, default=7)
-    parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--steps", type=int, default=16)
-    parser.add_argument("--source", type=Path, default=REAL_TVHI)
-    parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="store-bytes-"))
-    print(f"command: python {shlex.join(sys.argv)}")
-    print(f"machine: {platform.node()} {platform.processor() or platform.machine()}, "
-          f"date {datetime.date.today()}\n")
+    parser.add_argument("--clips-per-split", type=int, default=7,
+                        help="build the first N clips of each split [7]")
+    parser.add_argument("--size", type=int, default=224, help="frame side S [224]")
+    parser.add_argument("--steps", type=int, default=16, help="flow steps T [16]")
+    parser.add_argument("--source", type=Path, default=REAL_TVHI,
+                        help=f"TV-HI source folder [{REAL_TVHI}]")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the stores here [a temporary folder, removed at the end]")
+    args = parser.parse_args(argv)
+    with workdir_or_temporary(args.workdir, "store-bytes-") as workdir:
+        measure(args, workdir)
 
+
+def measure(args: argparse.Namespace, workdir: Path) -> None:
+    """Build the stores in `workdir` and print both tables."""
+    print(header(__file__))
+    print(f"- source: {args.source}, {args.clips_per_split} clips a split, S={args.size}, "
+          f"T={args.steps}\n")
     print("| flow encoding | samples | flow MiB/sample | frames MiB/sample | middle MiB/sample | "
           "total MiB/sample | flow vs float32 |")
     print("|---|---|---|---|---|---|---|")

@@ -144,3 +144,32 @@ def test_build_workers_compares_worker_counts_and_profiles_a_tiny_source(tmp_pat
     assert one[0][3] in ("1.00x", "1.00")  # the baseline's speedup over itself
     total = benchmark_rows(out, "**total**")
     assert len(total) == 1 and total[0][3] == "100%"  # the profile's phases add up
+
+
+def test_store_bytes_builds_each_flow_encoding_and_removes_its_stores(tiny_tvhi_source, tmp_path):
+    """Without --workdir its stores went in a temporary folder that was never removed."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    out = benchmark_output("store_bytes", "--source", tiny_tvhi_source, "--clips-per-split", "1",
+                           "--size", "32", "--steps", "2", env={"TMPDIR": str(temporary)})
+    encodings = {row[0]: row for row in benchmark_rows(out)
+                 if row[0] in ("float32", "float16", "uint8")}
+    assert list(encodings) == ["float32", "float16", "uint8"]
+    assert encodings["float32"][-1] == "1.00"
+    assert float(encodings["uint8"][-1]) < float(encodings["float16"][-1]) < 1
+    assert len(benchmark_rows(out, "flow uint8")) == 6  # one row per candidate codec
+    assert list(temporary.iterdir()) == []
+
+
+def test_fsync_cost_times_plain_and_durable_writes_of_both_backends(tmp_path):
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    work = tmp_path / "work"
+    work.mkdir()
+    out = benchmark_output("fsync_cost", store, "--samples", "4", "--workdir", work)
+    rows = {(row[0], row[1]): _numbers(row[2:]) for row in benchmark_rows(out)
+            if row[0] in ("Zarr", "HDF5")}
+    assert sorted(rows) == [("HDF5", "no"), ("HDF5", "yes"), ("Zarr", "no"), ("Zarr", "yes")]
+    assert all(wall > 0 and ledger > 0 for wall, _, _, ledger in rows.values())
+    assert list(work.iterdir()) == []  # its stores: removed
