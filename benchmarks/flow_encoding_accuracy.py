@@ -23,12 +23,15 @@ store's test flow too (same weights: the cost of the encoding alone, free of tra
     python benchmarks/flow_encoding_accuracy.py --workdir /tmp/bench/enc
     python benchmarks/flow_encoding_accuracy.py --seeds 0 1 2 --workdir /tmp/bench/enc
     python benchmarks/flow_encoding_accuracy.py --seeds 0 1 2 --cross-eval --cross-eval-bounds 5
+
+`--source DIR` builds from a TV-HI source folder instead of the default synthetic one, and
+`--epochs N` trains each model N epochs instead of its recipe's: with a tiny source, a run
+that only checks the script works (the tests' smoke run), not a measurement.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
 import shutil
@@ -42,8 +45,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI paths are build_workers.py's.
-from build_workers import (_busy_jiffies, command_line, flowstore_command,  # noqa: E402
-                           machine_line)
+from build_workers import _busy_jiffies, flowstore_command, header  # noqa: E402
 from trainers.catalogue import canonical_name  # noqa: E402
 
 ENCODINGS = ("float16", "uint8")
@@ -124,6 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cross-eval-bounds", type=float, nargs="*", default=[],
                         metavar="PX", help="with --cross-eval: also build uint8 stores with "
                                            "these bounds and test on them (no training)")
+    parser.add_argument("--source", type=Path, default=None, metavar="DIR",
+                        help="build from this TV-HI source folder [the default synthetic "
+                             "source, `--synthetic`]")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="train each model N epochs [the recipe's]")
     parser.add_argument("--retrain", action="store_true",
                         help="train again even if --workdir holds finished runs")
     parser.add_argument("--workdir", type=Path, default=None,
@@ -163,6 +170,8 @@ def main(argv: list[str] | None = None) -> None:
                         command = [*trainers_command(), "run", "two_stream", "--store",
                                    str(stores[encoding]), "--runs-dir", str(runs_dir),
                                    "--seed", str(seed)]
+                        if args.epochs is not None:
+                            command += ["--epochs", str(args.epochs)]
                         if args.retrain:
                             command.append("--retrain")
                         wall, others = run_logged(command, log)
@@ -192,22 +201,31 @@ def main(argv: list[str] | None = None) -> None:
 
 def runs_folder(args: argparse.Namespace, encoding: str, seed: int) -> str:
     bound = f"-bound{args.flow_bound:g}" if encoding == "uint8" and args.flow_bound else ""
-    return f"runs-{encoding}{bound}-seed{seed}"
+    # (runs of other epochs are other runs: a folder of their own, never reused for these)
+    epochs = "" if args.epochs is None else f"-epochs{args.epochs}"
+    return f"runs-{encoding}{bound}{epochs}-seed{seed}"
 
 
 def build_store(args: argparse.Namespace, encoding: str, bound: float | None, workdir: Path,
                 log) -> tuple[Path, dict]:
-    """`flowstore build tvhi --synthetic` with this flow encoding (a no-op when it exists)."""
-    name = f"synthetic-{args.size}px-{encoding}" + ("" if bound is None else f"-bound{bound:g}")
+    """`flowstore build tvhi` (--synthetic or --source) with this flow encoding (a no-op when it
+    exists)."""
+    origin = "synthetic" if args.source is None else f"source-{args.source.name}"
+    name = f"{origin}-{args.size}px-{encoding}" + ("" if bound is None else f"-bound{bound:g}")
     store = workdir / f"{name}.zarr"
-    command = [*flowstore_command(), "build", "tvhi", "--synthetic", "--store", str(store),
-               "--size", str(args.size), "--steps", str(args.steps), "--flow-dtype", encoding,
-               "--quiet"]
+    command = [*flowstore_command(), "build", "tvhi", *source_options(args), "--store",
+               str(store), "--size", str(args.size), "--steps", str(args.steps),
+               "--flow-dtype", encoding, "--quiet"]
     if bound is not None:
         command += ["--flow-bound", str(bound)]
     wall, _ = run_logged(command, log)
     print(f"{store.name}: ready ({wall:.0f}s)", file=sys.stderr, flush=True)
     return store, inspect(store)
+
+
+def source_options(args: argparse.Namespace) -> list[str]:
+    """`flowstore build tvhi`'s source options: --source DIR, or the default synthetic one."""
+    return ["--synthetic"] if args.source is None else ["--source", str(args.source)]
 
 
 def cross_eval(args: argparse.Namespace, tests: dict[str, Path],
@@ -276,15 +294,15 @@ def report(args: argparse.Namespace, infos: dict[str, dict],
     lines = [
         "## Flow encoding vs accuracy: float16 and uint8 flow, the report's two-stream chain",
         "",
-        f"- command: `{command_line()}`",
-        f"- machine: {machine_line()}",
-        f"- date: {_dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
-        f"- stores: `flowstore build tvhi --synthetic --store S.zarr --size {args.size} --steps "
-        f"{args.steps} --flow-dtype {{float16,uint8}}` (default synthetic source, "
+        header(__file__),
+        f"- stores: `flowstore build tvhi {' '.join(source_options(args))} --store S.zarr --size "
+        f"{args.size} --steps {args.steps} --flow-dtype {{float16,uint8}}` ("
+        + ("default synthetic source" if args.source is None else str(args.source)) + ", "
         f"{infos['float16']['done']} samples: "
         + ", ".join(f"{k} {v}" for k, v in sorted(infos["float16"]["done_per_split"].items()))
         + f"; uint8 bound +-{params.get('flow_bound')} px)",
-        "- runs: `trainers run two_stream --store S.zarr --runs-dir R --seed N` (trains "
+        "- runs: `trainers run two_stream --store S.zarr --runs-dir R --seed N"
+        + ("" if args.epochs is None else f" --epochs {args.epochs}") + "` (trains "
         "tvhi_frames and tvhi_flow first; the report's recipes); test accuracy and loss from "
         "each run's metrics.json (best-val-loss epoch restored)",
         "",

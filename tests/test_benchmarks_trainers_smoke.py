@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from tests.conftest import load_benchmark
+from tests.conftest import (assert_one_line_error, benchmark_cli,
+                            benchmark_output, benchmark_rows, load_benchmark)
 
 pytest.importorskip("tensorflow")
 
@@ -70,3 +71,36 @@ def test_stanford40_dead_units_benchmark_trains_and_probes_a_tiny_store(tmp_path
     for step, (loss, *dead) in steps.items():
         assert math.isfinite(loss) and loss > 0, step
         assert len(dead) >= 2 and all(0.0 <= d <= 1.0 for d in dead), step  # convs + dense_0
+
+
+def test_train_memory_measures_both_loaders_at_a_tiny_size():
+    """Each side is a fresh process that imports TensorFlow: two of them, the least it takes."""
+    out = benchmark_output("train_memory", "--videos", "6", "--size", "16", "--steps", "2")
+    (row,) = benchmark_rows(out, "4")  # a quarter a class: 6 asked is 4 built
+    streamed, streamed_s, whole, whole_s = (float(cell) for cell in row[2:])
+    assert streamed > 0 and whole > 0 and streamed_s > 0 and whole_s > 0
+
+
+def test_train_memory_refuses_fewer_videos_than_classes():
+    """`--videos 3` built a store with no training video, then a child died with a traceback."""
+    result = benchmark_cli("train_memory", "--videos", "3")
+    assert "--videos 3" in assert_one_line_error(result)
+
+
+def test_flow_encoding_accuracy_trains_both_chains_on_a_tiny_source(tiny_tvhi_source, tmp_path):
+    """Two `trainers run two_stream` chains, one epoch each, on the tests' tiny TV-HI source:
+    the script's commands, the runs' metrics.json and `flowstore inspect --json` as it reads
+    them. Reused on a second call (documented), with --epochs naming its own runs."""
+    args = ["--source", tiny_tvhi_source, "--size", "32", "--steps", "2", "--epochs", "1",
+            "--workdir", tmp_path]
+    out = benchmark_output("flow_encoding_accuracy", *args, timeout=600)
+    assert f"--source {tiny_tvhi_source}" in out
+    rows = {row[0]: row for row in benchmark_rows(out) if row[0] in ("float16", "uint8")}
+    assert sorted(rows) == ["float16", "uint8"]
+    assert rows["float16"][3] == "1.00x" and float(rows["uint8"][3].rstrip("x")) < 1
+    for row in rows.values():
+        accuracies = [float(row[i]) for i in (4, 6, 8)]  # frames, flow, two-stream
+        assert all(0 <= a <= 1 for a in accuracies), row
+    assert "Two-stream test accuracy, uint8 minus float16: seed 0:" in out
+    assert sorted(p.name for p in tmp_path.glob("runs-*")) == [
+        "runs-float16-epochs1-seed0", "runs-uint8-epochs1-seed0"]
