@@ -114,6 +114,15 @@ def test_read_into_overhead_refuses_a_compressed_store(tmp_path, array):
     assert result.stdout == ""
 
 
+def test_every_benchmark_prints_its_command_machine_and_date_through_the_shared_header():
+    """benchmarks/README.md promises it of every script; the smoke tests check it printed."""
+    missing = [path.name for path in sorted((REPO / "benchmarks").glob("*.py"))
+               if "header(__file__" not in path.read_text()]
+    assert missing == []
+
+
+@pytest.mark.parametrize("what", ["ceilings", "split[batch] loop", "DataLoader 0 workers",
+                                  "DataLoader 2 workers, no reads", "to_tf_dataset, no reads"])
 def test_reader_benchmark_measures_a_cell_of_a_tiny_store(tmp_path, what):
     """One cell of `benchmarks/reader.py` (each reader against its ceiling, in rounds) on a tiny
     store: it runs on the reader as it is, and gives every figure the table prints."""
