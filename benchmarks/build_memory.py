@@ -27,15 +27,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI path are build_workers.py's.
-from build_workers import (_busy_jiffies, flowstore_command, header,  # noqa: E402
-                           prepare_source, source_summary, wait_for_quiet)
+from build_workers import (_busy_jiffies, flowstore_command, header, prepare_source,  # noqa: E402
+                          source_summary, wait_for_quiet, workdir_or_temporary)
 
 
 def child(interval: float, command: list[str]) -> None:
@@ -208,14 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                              "[a temporary folder, removed at the end]")
     args = parser.parse_args(argv)
 
-    temporary = None
-    if args.workdir is None:
-        temporary = tempfile.TemporaryDirectory(prefix="flowstore-bench-memory-")
-        workdir = Path(temporary.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir_or_temporary(args.workdir, "flowstore-bench-memory-") as workdir:
         sources = {v: prepare_source(workdir, v, args.seed) for v in args.videos_per_class}
         store = workdir / ("memory.h5" if args.backend == "h5" else "memory.zarr")
         results: dict[int, list[dict]] = {v: [] for v in args.videos_per_class}
@@ -235,9 +227,6 @@ def main(argv: list[str] | None = None) -> None:
                 {str(4 * v): [{k: r[k] for k in r if k != "output"} for r in rs]
                  for v, rs in results.items()}, indent=1))
         print(report(results, sources, args))
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 if __name__ == "__main__":

@@ -26,14 +26,13 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build_memory  # noqa: E402  (its --child wrapper measures one build)
-from build_workers import flowstore_command, header  # noqa: E402
+from build_workers import (flowstore_command, header, workdir_or_temporary)  # noqa: E402
 
 HERE = Path(__file__).resolve().parents[1]
 #: Source heights and their 16:9 widths.
@@ -192,14 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (args.baseline / "flowstore" / "__init__.py").is_file():
             raise SystemExit(f"error: --baseline {args.baseline} is not a flowstore checkout")
         codes = {"baseline": args.baseline.resolve(), **codes}
-    temporary = None
-    if args.workdir is None:
-        temporary = tempfile.TemporaryDirectory(prefix="flowstore-bench-resolution-")
-        workdir = Path(temporary.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir_or_temporary(args.workdir, "flowstore-bench-resolution-") as workdir:
         sources = {h: prepare_source(workdir, h, args) for h in args.heights}
         results: dict[str, dict[int, list[dict]]] = {
             label: {h: [] for h in args.heights} for label in codes}
@@ -213,9 +205,6 @@ def main(argv: list[str] | None = None) -> None:
                           f"{r['wall']:.1f}s, "
                           f"others {r['others_cores']:.2f} cores", file=sys.stderr, flush=True)
         print(report(results, codes, args))
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 if __name__ == "__main__":

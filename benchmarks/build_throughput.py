@@ -31,7 +31,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +38,8 @@ from pathlib import Path
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 
 # Machine description, busy-CPU accounting and timed subprocesses are build_workers.py's.
-from build_workers import (Timed, flowstore_command, header, refuse, run_timed,  # noqa: E402
-                           wait_for_quiet)
+from build_workers import (flowstore_command, header, refuse, run_timed, Timed,  # noqa: E402
+                          wait_for_quiet, workdir_or_temporary)
 
 def _checked(done: subprocess.CompletedProcess, command: list[str]) -> subprocess.CompletedProcess:
     if done.returncode != 0:
@@ -290,14 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.source.is_dir():
         raise SystemExit(f"no TV-HI source at {args.source}; give --source DIR")
 
-    temporary = None
-    if args.workdir is None:
-        temporary = tempfile.TemporaryDirectory(prefix="flowstore-bench-throughput-")
-        workdir = Path(temporary.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir_or_temporary(args.workdir, "flowstore-bench-throughput-") as workdir:
         source, ids = select_source(args.source, args.limit, workdir)
         ids_file = workdir / "ids.txt"
         ids_file.write_text("\n".join(ids) + "\n")
@@ -318,9 +310,6 @@ def main(argv: list[str] | None = None) -> None:
         log(f"    {limit_row.seconds:.1f}s (limit run's wall {limit_timed.wall:.1f}s, "
             f"others {limit_timed.others_cores:.2f} cores)", wait=False)
         print(report(rows, len(ids), args.source, args))
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 if __name__ == "__main__":

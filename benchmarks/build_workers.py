@@ -408,14 +408,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the worker comparison (e.g. only --profile)")
     args = parser.parse_args(argv)
 
-    temporary = None
-    if args.workdir is None:
-        temporary = tempfile.TemporaryDirectory(prefix="flowstore-bench-workers-")
-        workdir = Path(temporary.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir_or_temporary(args.workdir, "flowstore-bench-workers-") as workdir:
         source = None
         if not args.no_scaling or args.profile_source is None:
             source = prepare_source(workdir, args.videos_per_class, args.seed)
@@ -438,9 +431,6 @@ def main(argv: list[str] | None = None) -> None:
             print(profile(args.profile_source or source, args.profile, args.size, args.steps,
                           workdir))
             shutil.rmtree(workdir / "profile.zarr", ignore_errors=True)
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 if __name__ == "__main__":

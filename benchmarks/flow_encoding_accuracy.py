@@ -38,14 +38,14 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI paths are build_workers.py's.
-from build_workers import _busy_jiffies, flowstore_command, header  # noqa: E402
+from build_workers import (_busy_jiffies, flowstore_command, header,  # noqa: E402
+                          workdir_or_temporary)
 from trainers.catalogue import canonical_name  # noqa: E402
 
 ENCODINGS = ("float16", "uint8")
@@ -138,15 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                              "[a temporary folder, removed at the end]")
     args = parser.parse_args(argv)
 
-    temporary = None
-    if args.workdir is None:
-        temporary = tempfile.TemporaryDirectory(prefix="flowstore-bench-encoding-")
-        workdir = Path(temporary.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    log_path = workdir / "flow_encoding_accuracy.log"
-    try:
+    with workdir_or_temporary(args.workdir, "flowstore-bench-encoding-") as workdir:
+        log_path = workdir / "flow_encoding_accuracy.log"
         with open(log_path, "a") as log:
             print(f"logging commands to {log_path}", file=sys.stderr)
             stores, infos, timings = {}, {}, {}
@@ -194,9 +187,6 @@ def main(argv: list[str] | None = None) -> None:
                      **{name: flow_bytes_per_sample(info) for name, (_, info) in extra.items()}}
             text += "\n\n" + cross_eval(args, tests, metrics, workdir, sizes)
         print(text)
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 def runs_folder(args: argparse.Namespace, encoding: str, seed: int) -> str:

@@ -53,7 +53,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +61,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI path are build_workers.py's.
-from build_workers import (_busy_jiffies, flowstore_command, header,  # noqa: E402
-                           prepare_source, wait_for_quiet)
+from build_workers import (_busy_jiffies, flowstore_command, header, prepare_source,  # noqa: E402
+                          wait_for_quiet, workdir_or_temporary)
 
 import numpy as np  # noqa: E402
 
@@ -491,14 +490,7 @@ def main(argv: list[str] | None = None) -> None:
                              "[a temporary folder, removed at the end]")
     args = parser.parse_args(argv)
 
-    temporary = None
-    if args.workdir is None:
-        temporary = tempfile.TemporaryDirectory(prefix="flowstore-bench-input-")
-        workdir = Path(temporary.name)
-    else:
-        workdir = args.workdir
-        workdir.mkdir(parents=True, exist_ok=True)
-    try:
+    with workdir_or_temporary(args.workdir, "flowstore-bench-input-") as workdir:
         source = prepare_source(workdir, args.videos_per_class, args.seed)
         stores = prepare_stores(workdir, source, args.size, args.steps, args.backends)
         rows = []
@@ -512,9 +504,6 @@ def main(argv: list[str] | None = None) -> None:
                       f"{median_rate(before):.1f}/s", file=sys.stderr, flush=True)
         floor = tf_data_floor(args, rows[0].train) if args.profile else None
         print(report(rows, args, source, floor))
-    finally:
-        if temporary is not None:
-            temporary.cleanup()
 
 
 if __name__ == "__main__":
