@@ -125,3 +125,37 @@ def test_what_training_needs_is_named_for_the_backend(backend, missing, message,
     with pytest.raises(MissingTrainingExtraError) as caught:
         require_training_extra()
     assert f"error: {caught.value}" == message
+
+
+def test_a_keras_json_that_is_not_an_object_is_one_line(tmp_path, monkeypatch):
+    """Keras' import fails on a keras.json holding a list (`_config.get`): the command ended in
+    a traceback and 'internal error: a bug in trainers'."""
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "keras.json").write_text('{"backend": ')  # not JSON: Keras skips it, as here
+    assert configured_backend() == "tensorflow"
+    (tmp_path / "keras.json").write_text('["jax"]')
+    with pytest.raises(MissingTrainingExtraError, match=r"keras\.json' is not a JSON object, "
+                                                        r"and Keras cannot start with it"):
+        require_training_extra()
+
+
+def test_a_backend_installed_but_failing_to_import_is_one_line(tmp_path):
+    """`find_spec` finds jax without jaxlib (or a jaxlib of another release), which fails as
+    Keras imports it: 77 lines of traceback and 'a bug in trainers', exit 3."""
+    broken = tmp_path / "site" / "jax"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(
+        'raise ModuleNotFoundError("jax requires jaxlib to be installed. See '
+        'https://github.com/jax-ml/jax#installation for installation instructions.")\n')
+    env = {**os.environ, "KERAS_BACKEND": "jax",
+           "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), *filter(None, [
+               os.environ.get("PYTHONPATH")])])}
+    result = subprocess.run(["trainers", "summary", "flow"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: Keras cannot start its jax backend, installed but failing to import (jax "
+        "requires jaxlib to be installed. See https://github.com/jax-ml/jax#installation for "
+        "installation instructions.): pip install --force-reinstall 'flowstore[keras]' jax")
+    assert "Traceback" not in result.stderr

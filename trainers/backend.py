@@ -39,12 +39,17 @@ def configured_backend() -> str:
     else:
         home = os.path.expanduser("~")
         folder = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    path = Path(os.path.expanduser(os.path.join(folder, "keras.json")))
     try:
-        config = json.loads(Path(os.path.expanduser(os.path.join(folder, "keras.json")))
-                            .read_text())
-        return str(config.get("backend", "tensorflow"))
-    except (OSError, ValueError, AttributeError):  # no file, or not a JSON object: Keras' default
+        config = json.loads(path.read_text())
+    except (OSError, ValueError):  # no file, or not JSON: Keras' default (Keras skips it too)
         return "tensorflow"
+    if not isinstance(config, dict):  # Keras' import fails on it: a traceback, "a bug"
+        from trainers.errors import MissingTrainingExtraError
+
+        raise MissingTrainingExtraError(f"{str(path)!r} is not a JSON object, and Keras cannot "
+                                        f"start with it: fix it or remove it")
+    return str(config.get("backend", "tensorflow"))
 
 
 def uses_tf_data() -> bool:

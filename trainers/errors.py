@@ -70,7 +70,8 @@ class ReportOutputError(TrainerError, OSError):
 class MissingTrainingExtraError(TrainerError, ImportError):
     """Keras, its backend or matplotlib is not installed: the `train` extra (TensorFlow) or the
     `keras` extra and a backend (JAX, PyTorch) is missing; or Keras is set to a backend that
-    cannot train."""
+    cannot train, or cannot start it (a backend installed but broken, a keras.json that is not
+    a JSON object): the user's set-up, not a bug in trainers."""
 
 
 #: The modules every backend's training needs beside the backend's own, and how a user knows them.
@@ -100,10 +101,33 @@ def require_training_extra() -> None:
             f"trainers train on Keras' {names} backends, not {backend!r} (KERAS_BACKEND or "
             f"keras.json): KERAS_BACKEND=tensorflow, for one")
     module, package = TRAINING_BACKENDS[backend]
-    tensorflow = backend == "tensorflow"
     for name, label in {module: package, **_KERAS_EXTRA_MODULES}.items():
         if importlib.util.find_spec(name) is None:
             raise MissingTrainingExtraError(
-                f"trainers needs {label}: pip install 'flowstore[train]'" if tensorflow else
-                f"trainers needs {label} for Keras' {backend} backend: pip install "
-                f"'flowstore[keras]' {module}")
+                f"trainers needs {label}" + ("" if backend == "tensorflow" else
+                                             f" for Keras' {backend} backend")
+                + f": {install_command(backend)}")
+
+
+def install_command(backend: str, *, again: bool = False) -> str:
+    """The pip command that installs what training on `backend` needs (`again`: over a broken
+    installation)."""
+    from trainers.backend import TRAINING_BACKENDS
+
+    force = "--force-reinstall " if again else ""
+    if backend == "tensorflow":
+        return f"pip install {force}'flowstore[train]'"
+    return f"pip install {force}'flowstore[keras]' {TRAINING_BACKENDS[backend][0]}"
+
+
+def backend_import_failed(exc: ImportError) -> MissingTrainingExtraError:
+    """The one-line refusal for a backend that is installed (`require_training_extra` found it)
+    but fails to import as Keras starts (jax without jaxlib, a jaxlib of another jax release,
+    a torch missing a library it was built with): it was a traceback and "a bug in trainers"."""
+    from trainers.backend import configured_backend
+
+    backend = configured_backend()
+    why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return MissingTrainingExtraError(
+        f"Keras cannot start its {backend} backend, installed but failing to import ({why}): "
+        f"{install_command(backend, again=True)}")

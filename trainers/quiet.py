@@ -60,7 +60,12 @@ def start_keras_quietly(verbose: bool = False) -> str:
 
 
 def _import_and_list_gpus() -> int:
-    import keras  # (imported here so that its notes are captured too)
+    try:
+        import keras  # (imported here so that its notes are captured too)
+    except ImportError as exc:  # its backend, installed (`require_training_extra`), is broken
+        from trainers.errors import backend_import_failed
+
+        raise backend_import_failed(exc) from None
 
     from trainers.backend import gpu_count
 
