@@ -145,7 +145,10 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             sample = _read(dataset, splits, index)
             if kind == "flow":
                 # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
-                _make_folder((out / str(sample["id"])).parent)
+                folder = (out / str(sample["id"])).parent
+                if folder != out:  # a class named like a store (`c.zarr`) meeting one in --out
+                    _refuse_inside(folder, f"the class folder {str(folder)!r} of --out")
+                _make_folder(folder)
                 result.written.append(_write_png(out / f"{sample['id']}.png",
                                                  video_picture(sample, dataset.classes,
                                                                segmented=segmented)))
@@ -171,14 +174,14 @@ def _file_name(class_name: str, label: int) -> str:
     return name if name == class_name else f"{name}-{label}"
 
 
-def _refuse_inside(out: Path) -> None:
+def _refuse_inside(out: Path, what: str | None = None) -> None:
     """Pictures are never written into a store, the one they show or another: a store folder
     holds its arrays alone (`inspect --bytes` would count them, `--overwrite` delete them with
-    it)."""
+    it). `what` names `out` where it is not --out itself."""
     store = enclosing_store(out)
     if store is not None:
-        raise ParameterError(f"--out {str(out)!r} is the store {str(store)!r} or lies inside "
-                             f"it; give the pictures another folder")
+        raise ParameterError(f"{what or f'--out {str(out)!r}'} is the store {str(store)!r} or "
+                             f"lies inside it; give the pictures another folder")
 
 
 def _make_folder(folder: Path) -> None:
@@ -258,13 +261,35 @@ def _text(canvas: np.ndarray, text: str, left: int, baseline: int, *, width: int
     Hershey glyphs do not shrink in proportion to the scale (their strokes are whole pixels),
     so the fit is measured again at each smaller scale, not computed once."""
     cv2 = _cv2()
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
-    thickness = 3 if outline is not None else 1
-    while scale > 0.2 and cv2.getTextSize(text, font, scale, thickness)[0][0] > width - 8:
-        scale *= 0.95
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    text, scale = fitted_text(text, width - 8, thickness=3 if outline is not None else 1)
     if outline is not None:
         cv2.putText(canvas, text, (left, baseline), font, scale, outline, 3, cv2.LINE_AA)
     cv2.putText(canvas, text, (left, baseline), font, scale, colour, 1, cv2.LINE_AA)
+
+
+def fitted_text(text: str, width: int, *, thickness: int = 1) -> tuple[str, float]:
+    """`text` and the Hershey scale (0.5 down to 0.2) at which it fits `width` pixels; a text
+    too long even at 0.2 (an imagefolder id, `<class>/<file>`) loses its middle to "..." until
+    it fits, keeping its start and its end (where a file's number and the split are): drawn
+    whole, it ran over its neighbours' captions, and none could be read."""
+    cv2 = _cv2()
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.5
+
+    def fits(candidate: str) -> bool:
+        return cv2.getTextSize(candidate, font, scale, thickness)[0][0] <= width
+
+    while scale > 0.2 and not fits(text):
+        scale *= 0.95
+    whole = text
+    head, tail = len(whole) - len(whole) // 2, len(whole) // 2  # (kept of each end)
+    while not fits(text) and head + tail > 0:
+        if head > tail:
+            head -= 1
+        else:
+            tail -= 1
+        text = whole[:head] + "..." + whole[len(whole) - tail:]
+    return text, scale
 
 
 def flow_scale(flow: np.ndarray) -> float:

@@ -222,12 +222,35 @@ def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.zarr"]
 
 
+LONG_ID = "writing_on_a_book/writing_on_a_book_long_filename_001.jpg (train)"  # imagefolder's
+
+
+def test_a_class_folder_of_out_that_is_a_store_is_refused(tmp_path):
+    """A videofolder class named like a store (`c.zarr`) put its pictures into a store of that
+    name already in --out (only --out itself was checked): `--overwrite` deleted them with it,
+    `inspect --bytes` counted them."""
+    import shutil
+
+    from flowstore.errors import ParameterError
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "v.zarr", per_class=(1, 0, 0), classes=("c.zarr/x", "y"))
+    out = tmp_path / "out"
+    shutil.copytree(store, out / "c.zarr")  # a store of that name where a class folder goes
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ParameterError, match=r"the class folder '.*out/c\.zarr' of --out is the "
+                                             r"store '.*out/c\.zarr' or lies inside it"):
+        _show(store, out, "c.zarr/x_train_0000")
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
 HEADER = ("flow: hue = direction (wheel), full colour = |flow| >= 0.53 px (99th percentile of "
           "this sample); T = 6 = 3 segments x 2")
 
 
 @pytest.mark.parametrize("outline", [None, (0, 0, 0)])
-@pytest.mark.parametrize("width,text", [(576, HEADER), (96, "highFive_0012 val")])
+@pytest.mark.parametrize("width,text", [(576, HEADER), (96, "highFive_0012 val"),
+                                        (96, LONG_ID)])
 def test_a_caption_is_shrunk_until_it_fits_its_box(width, text, outline):
     """A segment store's header (`HEADER`) lost its end at 32 px: the shrink was computed
     once, in proportion, and Hershey strokes do not shrink so."""
@@ -237,6 +260,16 @@ def test_a_caption_is_shrunk_until_it_fits_its_box(width, text, outline):
     _text(canvas, text, 4, 30, width=width, colour=(0, 0, 255), outline=outline)
     inked = np.flatnonzero((canvas != 255).any(axis=(0, 2)))
     assert inked.size and inked.max() < width
+
+
+def test_a_caption_too_long_at_the_smallest_scale_loses_its_middle_not_its_ends():
+    """An image grid's `<class>/<file> (split)` captions ran over each other, none readable."""
+    from flowstore.show import fitted_text
+
+    text, scale = fitted_text(LONG_ID, 88)
+    assert scale < 0.21 and "..." in text and len(text) < len(LONG_ID)
+    assert text.startswith("writing_") and text.endswith("01.jpg (train)"), text
+    assert fitted_text("highFive_0012 val", 88)[0] == "highFive_0012 val"  # (fits: as it is)
 
 
 def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
