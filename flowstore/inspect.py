@@ -8,7 +8,6 @@ a fixed number of metadata objects at any size. Bytes on disk (`count_bytes`, `i
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +104,9 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
         "failed": len(failures),
         "pending": int(len(done) - done.sum() - len(failures)),
         "damaged": damaged,
-        "done_per_split": dict(Counter(name for name, finished in zip(split_names, done.tolist())
-                                       if finished)),
+        # every split `counts` has, 0 where none is done (a script reading ["train"] of a
+        # store whose train split had no done sample met a KeyError)
+        "done_per_split": {split: sum(row.values()) for split, row in done_counts.items()},
         "counts": counts,
         "done_counts": done_counts,
         "failures": failures,

@@ -65,6 +65,17 @@ def test_inspect_json_is_complete_and_consistent(built_store):
     assert summary["bytes_stored"] == sum(a["bytes_stored"] for a in summary["arrays"])
 
 
+def test_inspect_json_names_every_split_in_done_per_split(tmp_path):
+    """A split with no done sample was left out of `done_per_split` (while `counts` and
+    `done_counts` list it): a script reading its ["val"] met a KeyError on some stores."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0))
+    summary = json.loads(flowstore_cli("inspect", store, "--json").stdout)
+    assert summary["done_per_split"] == {"train": 4, "val": 0, "test": 0}
+    assert list(summary["done_per_split"]) == list(summary["counts"]) == ["train", "val", "test"]
+
+
 def test_inspect_of_a_partly_built_store_counts_done_per_class(tiny_tvhi_source, tmp_path):
     """The table is headed "done/all": every row says both, not only the total; text arrays,
     whose logical size is unknown, show no compression ratio rather than 0.00x."""
