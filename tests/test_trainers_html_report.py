@@ -548,3 +548,71 @@ def test_html_and_out_together_predict_each_test_split_once(runs, tmp_path, monk
                                  "--out", str(tmp_path / "figures")])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert len(loaded) == 1, loaded  # the flow run (the Stanford-40 run's store is gone)
+
+
+# --- The review of the confusion matrix's cost and of a run directory given for RUNS. ---
+
+
+def _many_classes(count: int) -> SplitPredictions:
+    """Three test clips a class of `count` classes, each predicted as the next class."""
+    labels = np.repeat(np.arange(count), 3)
+    predicted = (labels + 1) % count
+    classes = tuple(f"class_{k:03d}" for k in range(count))
+    return SplitPredictions(classes=classes, ids=np.array([f"c{k}" for k in range(labels.size)]),
+                            labels=labels, predicted=predicted,
+                            probabilities=np.eye(count, dtype=np.float32)[predicted],
+                            true_classes=np.array([classes[k] for k in labels], dtype=object),
+                            splits=np.array(["test"] * labels.size))
+
+
+def test_a_confusion_matrix_of_400_classes_is_drawn_within_a_bounded_size(drawn, monkeypatch):
+    """The figure grew 0.5 in a class and wrote a count in each of the classes^2 cells: 101
+    classes drew 5400 x 5300 px in 22 s and 0.9 GB; Kinetics-400 would take about 12 GB."""
+    import struct
+
+    from trainers import html_report as page
+
+    bound = 2000  # pixels a side; the old figure of 400 classes was 20,500 x 20,400
+    figure_png = page.figure_png
+
+    def checked(figure):  # (so that a figure of the old size fails here, not in 12 GB)
+        width, height = figure.get_size_inches() * 100
+        assert width <= bound and height <= bound, (width, height)
+        return figure_png(figure)
+
+    monkeypatch.setattr(page, "figure_png", checked)
+    png = page.confusion_png(_many_classes(400), "Kinetics flow")
+    width, height = struct.unpack(">II", png[16:24])  # (the IHDR chunk)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and 0 < width <= bound and 0 < height <= bound
+    (figure,) = drawn
+    (ax, _colour_bar) = figure.axes
+    assert not ax.texts  # no count written in 160,000 cells
+    assert "counts not shown above" in ax.get_title()
+    assert 0 < len(ax.get_xticklabels()) <= 50 and 0 < len(ax.get_yticklabels()) <= 50
+
+
+def test_html_and_out_together_draw_each_confusion_matrix_once(runs, tmp_path, monkeypatch):
+    """The page and the figures each drew the same matrix: two minutes of drawing a
+    Kinetics-400 matrix twice. The page now inlines the very PNG the folder gets."""
+    import base64
+
+    from trainers import figures, html_report as page
+
+    made = []
+    confusion_png = page.confusion_png
+
+    def counted(predictions, title):
+        made.append(title)
+        return confusion_png(predictions, title)
+
+    monkeypatch.setattr(page, "confusion_png", counted)
+    # (the old figures module drew with its own import of it)
+    monkeypatch.setattr(figures, "confusion_png", counted, raising=False)
+    html, out = tmp_path / "page.html", tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(runs), "--html", str(html), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert made == ["TV-HI flow"]  # the flow run (the Stanford-40 run's store is gone)
+    (inlined,) = [image["src"] for image in Page(html.read_text()).images
+                  if image["alt"] == "confusion matrix of TV-HI flow"]
+    assert base64.b64decode(inlined.split(",", 1)[1]) == (out / "flow_confusion.png").read_bytes()
+

@@ -22,8 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trainers.errors import ReportOutputError
-from trainers.html_report import (PredictedTestSplits, StoreUnavailable, confusion_png,
-                                  curves_png, figure_png)
+from trainers.html_report import PredictedTestSplits, StoreUnavailable, curves_png, figure_png
 from trainers.outputs import check_output, write_whole
 from trainers.report import _ordered, recorded_test_accuracy, row_names, run_recipe
 from trainers.runs import RunRecord, latest_runs
@@ -92,7 +91,7 @@ def write_figures(runs_dir: str | Path, out: str | Path,
         else:
             pictures[curves_name] = curves
         try:
-            pictures[confusion_name] = confusion_png(predicted.of(record), name)
+            pictures[confusion_name] = predicted.confusion_png(record, name)
         except StoreUnavailable as exc:
             written.missing.append(f"{name}: no confusion matrix ({exc})")
     if records:

@@ -14,7 +14,10 @@ fingerprint), holding the test samples the run was tested on (as many finished o
 `metrics.json`'s `samples` records: a store built further since keeps its fingerprint), so
 that the matrix's accuracy is Table 2's; when it is not, or a test sample cannot be read, the
 page says so in that model's section and the rest is shown. With `--html` and `--out` together
-each model predicts once (`PredictedTestSplits`): on Stanford-40, thousands of images.
+each model predicts once and its matrix is drawn once (`PredictedTestSplits`): on Stanford-40,
+thousands of images. The matrix names every class and writes every count up to 50 classes;
+above that (UCF101, Kinetics) it is an image of bounded size, one class in k named and no
+counts (`confusion_png`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
 #: within a class), so that one badly learnt class does not fill the whole strip.
 MISCLASSIFIED_SHOWN = 8
+#: The confusion matrix figure's largest side in inches (at `figure_png`'s 100 dpi, 1400 px).
+CONFUSION_MAX_SIDE = 14.0
+#: Up to this many classes the confusion matrix names every class and writes every count;
+#: above it (UCF101, Kinetics) neither could be read in `CONFUSION_MAX_SIDE`.
+CONFUSION_LABELLED_UP_TO = 50
 
 
 class StoreUnavailable(Exception):
@@ -58,12 +66,14 @@ class StoreUnavailable(Exception):
 
 
 class PredictedTestSplits:
-    """Each run's test-split predictions (or why there are none), computed once per command:
-    `trainers report --html FILE --out DIR` shows the same confusion matrix twice, and
-    predicting a split is minutes on the real stores."""
+    """Each run's test-split predictions (or why there are none) and its confusion matrix's
+    PNG, each computed once per command: `trainers report --html FILE --out DIR` shows the
+    same confusion matrix twice, predicting a split is minutes on the real stores and drawing
+    a matrix of hundreds of classes seconds."""
 
     def __init__(self) -> None:
         self._by_run: dict[Path, SplitPredictions | StoreUnavailable] = {}
+        self._confusion: dict[tuple[Path, str], bytes] = {}
 
     def of(self, record: RunRecord) -> SplitPredictions:
         """`predict_test(record)`, the first time it is asked for this run only.
@@ -80,6 +90,18 @@ class PredictedTestSplits:
         if isinstance(found, StoreUnavailable):
             raise StoreUnavailable(str(found))
         return found
+
+    def confusion_png(self, record: RunRecord, name: str) -> bytes:
+        """`confusion_png` of the run's predictions (`of`) titled `name`, drawn the first time
+        it is asked for only: the page inlines the PNG the figures folder gets.
+
+        Raises:
+            StoreUnavailable: as `of`.
+        """
+        key = record.path, name
+        if key not in self._confusion:
+            self._confusion[key] = confusion_png(self.of(record), name)
+        return self._confusion[key]
 
 
 def write_html_report(runs_dir: str | Path, out: str | Path,
@@ -214,7 +236,7 @@ def _model_section(record: RunRecord, name: str, predicted: PredictedTestSplits)
     else:
         parts += ["<h3>Test split: confusion matrix and per-class accuracy</h3>",
                   "<div class=row>",
-                  _img(confusion_png(predictions, name), f"confusion matrix of {name}"),
+                  _img(predicted.confusion_png(record, name), f"confusion matrix of {name}"),
                   _per_class_table(predictions), "</div>",
                   "<h3>Misclassified test samples</h3>",
                   _misclassified(record, name, predictions)]
@@ -272,26 +294,49 @@ def _per_class_table(predictions: SplitPredictions) -> str:
 
 
 def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
-    """The test split's confusion matrix as a PNG (counts in the cells)."""
+    """The test split's confusion matrix as a PNG: one image of the counts, each class named
+    and each count written in its cell up to `CONFUSION_LABELLED_UP_TO` classes.
+
+    Its cost is bounded whatever the class count: the figure grows with the classes only up
+    to `CONFUSION_MAX_SIDE` inches a side (at 0.5 in a class, 101 classes drew a 5400 x 5300
+    px figure in 22 s and 0.9 GB, Kinetics-400 would take 12 GB), and above
+    `CONFUSION_LABELLED_UP_TO` classes, where a cell is a few pixels and no number in it or name
+    beside it can be read, the counts are left out and one class in k is named, as the title
+    says (10,201 text artists at 101 classes were most of that cost)."""
     confusion = predictions.confusion
     count = len(predictions.classes)
-    side = 2.5 + 0.5 * count
+    side = min(2.5 + 0.5 * count, CONFUSION_MAX_SIDE)
     # (at least as wide as a model's name: at 2-3 classes the title was cut)
     figure = Figure(figsize=(max(side + 1, 6.0), side), layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.subplots()
-    shown = ax.imshow(confusion, cmap="Blues", vmin=0)
+    labelled = count <= CONFUSION_LABELLED_UP_TO
+    # (square cells fill a figure of many classes nearly anyway; with them, the constrained
+    # layout put the top of that figure's three-line title outside it)
+    shown = ax.imshow(confusion, cmap="Blues", vmin=0, interpolation="nearest",
+                      aspect="equal" if labelled else "auto")
     figure.colorbar(shown, ax=ax, shrink=0.8).ax.yaxis.set_major_locator(
         MaxNLocator(integer=True))  # counts
-    ax.set_xticks(range(count), predictions.classes, rotation=45, ha="right")
-    ax.set_yticks(range(count), predictions.classes)
+    every = 1 if labelled else -(-count // CONFUSION_LABELLED_UP_TO)  # (ceil)
+    named = range(0, count, every)
+    names = [predictions.classes[k] for k in named]
+    ax.set_xticks(named, names, rotation=45, ha="right")
+    ax.set_yticks(named, names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    threshold = confusion.max() / 2 if confusion.size else 0
-    for (row, column), value in np.ndenumerate(confusion):
-        ax.text(column, row, str(value), ha="center", va="center",
-                color="white" if value > threshold else "black")
-    ax.set_title(f"{title}\ntest split ({int(confusion.sum())} samples)")
+    heading = f"{title}\ntest split ({int(confusion.sum())} samples)"
+    if labelled:
+        # (half a cell, in points: 0.5 in a class until the side is capped, then the side
+        # less about 3.5 in of class names and colour bar)
+        size = min(10.0, 0.5 * 72 * min(0.5, (CONFUSION_MAX_SIDE - 3.5) / max(count, 1)))
+        threshold = confusion.max() / 2 if confusion.size else 0
+        for (row, column), value in np.ndenumerate(confusion):
+            ax.text(column, row, str(value), ha="center", va="center", fontsize=size,
+                    color="white" if value > threshold else "black")
+    else:
+        heading += (f"\n{count} classes: counts not shown above {CONFUSION_LABELLED_UP_TO} "
+                    f"classes; one class in {every} named")
+    ax.set_title(heading)
     return figure_png(figure)
 
 
