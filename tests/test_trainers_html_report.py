@@ -616,3 +616,16 @@ def test_html_and_out_together_draw_each_confusion_matrix_once(runs, tmp_path, m
                   if image["alt"] == "confusion matrix of TV-HI flow"]
     assert base64.b64decode(inlined.split(",", 1)[1]) == (out / "flow_confusion.png").read_bytes()
 
+
+@pytest.mark.parametrize("options", [[], ["--html", "page.html", "--out", "figures"]])
+def test_a_run_directory_given_for_the_runs_folder_is_one_error_line(runs, tmp_path, options,
+                                                                     monkeypatch):
+    """`trainers report runs/flow-...` printed "No finished runs in ..." and exited 0; with
+    --html and --out it wrote an empty page and "0 figure(s)"."""
+    monkeypatch.chdir(tmp_path)
+    run = _latest(runs, "flow").path
+    result = runner.invoke(app, ["report", str(run), *options])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert result.stderr == (f"error: {str(run)!r} is a run directory, not a runs directory: "
+                             f"pass the folder that holds it ({str(runs)!r})\n")
+    assert result.stdout == "" and not list(tmp_path.iterdir())

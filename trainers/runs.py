@@ -242,13 +242,19 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
             found.append((path, f"the work folder of a run killed while it was written: pid "
                                 f"{writer} is not running on this machine; delete it"))
             continue
-        if path.name.startswith(".") or not path.is_dir() or not (
-                (path / METRICS_FILE).exists() or (path / MODEL_FILE).exists()):
+        if path.name.startswith(".") or not holds_run_files(path):
             continue  # (hidden, a file, or not a run's folder at all)
         why = _run_or_why(path)
         if isinstance(why, str):
             found.append((path, why))
     return found
+
+
+def holds_run_files(path: str | Path) -> bool:
+    """Whether `path` is a folder holding a run's files (`metrics.json` or `model.keras`): a
+    run directory, finished or damaged, not a folder of runs."""
+    path = Path(path)
+    return path.is_dir() and ((path / METRICS_FILE).exists() or (path / MODEL_FILE).exists())
 
 
 def _dead_writer(path: Path) -> int | None:
@@ -379,13 +385,18 @@ def latest_runs(runs_dir: str | Path) -> list[RunRecord]:
     the TV-HI flow run's place in the tables, beside a two-stream run that fuses the hidden one.
 
     Raises:
-        RunNotFoundError: `runs_dir` does not exist, or is a file or a store.
+        RunNotFoundError: `runs_dir` does not exist, or is a file, a store or a run directory.
     """
     from flowstore.store import is_store
 
     if is_store(runs_dir):  # a store passed where its runs were meant: say so, not "no runs"
         raise RunNotFoundError(f"{str(runs_dir)!r} is a store, not a runs directory (the "
                                f"--runs-dir of trainers run, default runs)")
+    if holds_run_files(runs_dir):  # one run passed for the folder of them: not "no runs" either
+        parent = os.path.dirname(os.path.abspath(runs_dir))  # (of "." too: "..")
+        parent = parent if Path(runs_dir).is_absolute() else os.path.relpath(parent)
+        raise RunNotFoundError(f"{str(runs_dir)!r} is a run directory, not a runs directory: "
+                               f"pass the folder that holds it ({str(parent)!r})")
     if not Path(runs_dir).is_dir():
         raise RunNotFoundError(f"{str(runs_dir)!r} is a file, not a runs directory"
                                if Path(runs_dir).exists()
