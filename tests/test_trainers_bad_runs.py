@@ -256,6 +256,23 @@ def test_a_runs_dir_inside_a_store_is_refused_before_training(tmp_path):
     assert not (store / "runs").exists() and not list(store.glob("flow-*"))
 
 
+def test_a_runs_dir_that_is_a_run_directory_is_refused_before_training(tmp_path):
+    """A run's own folder given as --runs-dir (as `trainers report` was given one) trained and
+    wrote the new run inside it, where no report of the runs folder looks."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    run = _run(tmp_path / "runs", "flow-x", model="flow")
+    before = sorted(p.name for p in run.iterdir())
+    for runs_dir, says in ((run, f"--runs-dir {str(run)!r} is a run directory, not a runs "
+                                 f"folder: give the folder that holds the runs "
+                                 f"({str(tmp_path / 'runs')!r})"),
+                           (run / "more", "lies inside the run directory")):
+        result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                     str(runs_dir), "--epochs", "1"])
+        assert result.exit_code == 2, result.output
+        assert says in _one_error_line(result) and "epoch" not in result.output
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
 def test_report_of_a_file_or_a_store_says_what_it_is(tmp_path):
     """`trainers report notes.txt` said "no runs directory at 'notes.txt'", a file being
     there; an HDF5 store given for the runs directory is a file too."""

@@ -34,7 +34,7 @@ from trainers.errors import (DamagedRunError, ModelConfigError, RunInterruptedEr
 from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
-from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, find_run,
+from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, enclosing_run, find_run,
                           require_model_file, require_run, split_counts)
 from trainers.samples import StoreSamples, open_samples
 
@@ -361,6 +361,14 @@ def _check_runs_dir(runs_dir: Path) -> None:
         where = ("is a store" if inside == path.resolve()
                  else f"lies inside the store {str(inside)!r}")
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a runs folder")
+    # runs written inside a run directory are lost to every report of the folder holding it
+    # (`trainers report` reads one level), and `predict`/`--base` take it for that one run
+    run = enclosing_run(nearest)
+    if run is not None:
+        where = ("is a run directory" if run == path.resolve()
+                 else f"lies inside the run directory {str(run)!r}")
+        raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a runs folder: give "
+                               f"the folder that holds the runs ({str(run.parent)!r})")
     made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
     try:
         path.mkdir(parents=True, exist_ok=True)
