@@ -330,6 +330,9 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
     dataset, manifest, params = planned.dataset, planned.manifest, planned.params
     source_files, fp = planned.source_files, planned.fingerprint
     store = open_planned(config, planned, opencv)
+    if dataset.store_options is not None:  # (the store's own record of unused options)
+        fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files,
+                         options=dataset.recorded_options())
     try:
         ledger = Ledger.load(store)
         if ledger.unreadable:
@@ -632,9 +635,9 @@ def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                 store.update_attrs({COLUMNS_DIGEST: _columns_digest(manifest)})
             if canonical_json(store.attrs.get("params")) != canonical_json(params):
                 store.update_attrs({"params": params})  # equal values, recorded as now (20.0)
-            if canonical_json(store.attrs.get("options") or {}) != canonical_json(
-                    dataset.recorded_options()):  # an unused option given: at its default
-                store.update_attrs({"options": dataset.recorded_options()})
+            recorded = store.attrs.get("options") or {}
+            if canonical_json(recorded) != canonical_json(dataset.recorded_options()):
+                dataset.keep_store_options(recorded)  # (equal in effect: `_check_compatible`)
             if (store.attrs.get("option_paths") or {}) != dataset.option_paths():
                 # the same split file (its hash was compared), moved: recorded where it is
                 # now, where `verify --repair` reads it

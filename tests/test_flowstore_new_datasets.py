@@ -771,12 +771,18 @@ def test_options_a_split_file_leaves_unused_neither_refuse_a_resume_nor_change_t
     first = built(store, val_fraction=0.3, seed=5)
     assert built(store) == first == built(store, test_fraction=0.5)  # each resumes
     assert built(tmp_path / "t.zarr") == first
-    with open_store(store, "r+") as opened:  # as a store recorded them before: as given
-        opened.update_attrs({"options": {**opened.attrs["options"], "val_fraction": 0.3}})
-    assert built(store) == first  # resumes, and records it at its default again
+    # a store made before recorded them as given, and its fingerprint hashed them so: it
+    # resumes keeping both (rewritten, its fingerprint changed on a resume that changed
+    # nothing, and the runs trained on it no longer matched it)
+    older = {"split_file": file_digest(split_file), "val_fraction": 0.3, "test_fraction": 0.2,
+             "seed": 5}
+    with open_store(store, "r+") as opened:
+        opened.update_attrs({"options": older})
+    kept = built(store)
+    assert kept != first and built(store) == kept == built(store, val_fraction=0.5)
     with open_store(store, "r") as opened:
-        assert opened.attrs["options"] == {"split_file": file_digest(split_file),
-                                           "val_fraction": 0.1, "test_fraction": 0.2, "seed": 0}
+        assert opened.attrs["options"] == older and opened.attrs["fingerprint"] == kept
+    assert built(store, seed=5, val_fraction=0.3) == kept  # the command that made it
     folders = Path(shutil.copytree(images, tmp_path / "folders"))
     (folders / "README.txt").unlink(missing_ok=True)
     for split in ("train", "test"):

@@ -68,6 +68,9 @@ class Dataset(abc.ABC):
     #: The split options the last `manifest` did not read: a split file gives every sample
     #: its split, so the fractions and seed beside it shape nothing (`options_in_effect`).
     unused_options: frozenset[str] = frozenset()
+    #: The options as an existing store recorded them, where they differ from
+    #: `recorded_options` only in unused ones (`keep_store_options`).
+    store_options: dict[str, Any] | None = None
 
     def __init__(self, options: Any = None) -> None:
         self.options = self.options_type() if options is None else options
@@ -89,6 +92,8 @@ class Dataset(abc.ABC):
         same store)."""
         from flowstore.store.checksum import file_digest
 
+        if self.store_options is not None:
+            return dict(self.store_options)
         values = self.options_in_effect(dataclasses.asdict(self.options))
         for key, value in values.items():
             if isinstance(value, Path):
@@ -109,6 +114,14 @@ class Dataset(abc.ABC):
             return dict(values)
         defaults = {field.name: field.default for field in dataclasses.fields(self.options_type)}
         return {**values, **{name: defaults[name] for name in self.unused_options}}
+
+    def keep_store_options(self, recorded: Mapping[str, Any]) -> None:
+        """Record and hash the split options as the store being resumed recorded them, which
+        are this build's in effect (`options_in_effect`) but name an unused one at another
+        value (a store made before unused options were recorded at their defaults): rewritten,
+        its fingerprint changed on a resume that changed nothing, and the runs trained on it
+        no longer matched it."""
+        self.store_options = dict(recorded)
 
     def option_paths(self) -> dict[str, str]:
         """The file options as given (recorded beside the store, so `verify --repair` can read
