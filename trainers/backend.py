@@ -31,9 +31,13 @@ def configured_backend() -> str:
     """The backend Keras will start on, read as `keras/src/backend/config.py` reads it but
     without importing Keras (which, on TensorFlow, imports TensorFlow: seconds, and start-up
     notes): a non-empty `KERAS_BACKEND`, else the "backend" of `keras.json` in `$KERAS_HOME`
-    (or `~/.keras`, `/tmp/.keras` where the home folder cannot be written), else TensorFlow."""
-    if os.environ.get("KERAS_BACKEND"):
-        return os.environ["KERAS_BACKEND"]
+    (or `~/.keras`, `/tmp/.keras` where the home folder cannot be written), else TensorFlow.
+
+    Raises:
+        MissingTrainingExtraError: keras.json is JSON but not an object, on which Keras' import
+            fails (`_config.get`) whatever `KERAS_BACKEND` says: checked even where the
+            variable names the backend.
+    """
     if "KERAS_HOME" in os.environ:
         folder = os.environ["KERAS_HOME"]
     else:
@@ -43,13 +47,13 @@ def configured_backend() -> str:
     try:
         config = json.loads(path.read_text())
     except (OSError, ValueError):  # no file, or not JSON: Keras' default (Keras skips it too)
-        return "tensorflow"
+        config = {}
     if not isinstance(config, dict):  # Keras' import fails on it: a traceback, "a bug"
         from trainers.errors import MissingTrainingExtraError
 
         raise MissingTrainingExtraError(f"{str(path)!r} is not a JSON object, and Keras cannot "
                                         f"start with it: fix it or remove it")
-    return str(config.get("backend", "tensorflow"))
+    return os.environ.get("KERAS_BACKEND") or str(config.get("backend", "tensorflow"))
 
 
 def uses_tf_data() -> bool:
