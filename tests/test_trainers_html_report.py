@@ -629,3 +629,9 @@ def test_a_run_directory_given_for_the_runs_folder_is_one_error_line(runs, tmp_p
     assert result.stderr == (f"error: {str(run)!r} is a run directory, not a runs directory: "
                              f"pass the folder that holds it ({str(runs)!r})\n")
     assert result.stdout == "" and not list(tmp_path.iterdir())
+    # a runs folder holding a stray model.keras or metrics.json beside its runs still reports
+    shutil.copy(run / "model.keras", runs / "model.keras")
+    try:
+        assert runner.invoke(app, ["report", str(runs)]).exit_code == 0
+    finally:
+        (runs / "model.keras").unlink()

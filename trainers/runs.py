@@ -392,7 +392,9 @@ def latest_runs(runs_dir: str | Path) -> list[RunRecord]:
     if is_store(runs_dir):  # a store passed where its runs were meant: say so, not "no runs"
         raise RunNotFoundError(f"{str(runs_dir)!r} is a store, not a runs directory (the "
                                f"--runs-dir of trainers run, default runs)")
-    if holds_run_files(runs_dir):  # one run passed for the folder of them: not "no runs" either
+    # one run passed for the folder of them: not "no runs" either (a finished one, as
+    # `enclosing_run` tells it: a runs folder may hold a model.keras copied beside its runs)
+    if read_run(runs_dir) is not None:
         parent = os.path.dirname(os.path.abspath(runs_dir))  # (of "." too: "..")
         parent = parent if Path(runs_dir).is_absolute() else os.path.relpath(parent)
         raise RunNotFoundError(f"{str(runs_dir)!r} is a run directory, not a runs directory: "
