@@ -250,3 +250,13 @@ def test_augmentation_arguments_are_refused_naming_them(call, message):
     not a number in [0, 1] failed inside numpy, or (p=2, strength=1.5) ran as something else."""
     with pytest.raises(ValueError, match=message):
         call(_batch(), np.random.default_rng(0))
+
+
+def test_augmentation_arguments_numpy_computed_are_taken():
+    """What numpy computes (a range as an array, a 0-d p) was taken before the arguments were
+    checked, and is still: the check refused `np.array([1.0, 1.2])` and `np.array(0.5)`."""
+    rng = np.random.default_rng(0)
+    out = random_resized_crop(_batch(), rng, motion=("flow",), scale=np.array([1.0, 1.2]))
+    assert out["flow"].shape == _batch()["flow"].shape
+    horizontal_flip(_batch(), rng, motion=("flow",), p=np.array(0.5))
+    colour_jitter(_batch(), rng, strength=np.float32(0.2))

@@ -86,7 +86,10 @@ def _per_step(batch: dict[str, np.ndarray], keys: Sequence[str] | str) -> tuple[
 
 
 def _is_real(value: object) -> bool:
-    """Whether `value` is a finite real number (not a bool, a string, a pair, NaN or inf)."""
+    """Whether `value` is a finite real number (not a bool, a string, a pair, NaN or inf); a
+    0-d numpy array is its number (`np.array(0.5)`, as numpy computes a p)."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     return (isinstance(value, (int, float, np.integer, np.floating))
             and not isinstance(value, (bool, np.bool_)) and math.isfinite(value))
 
@@ -199,7 +202,7 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     import cv2
 
     motion = _checked(batch, motion)
-    if (not isinstance(scale, (tuple, list)) or len(scale) != 2
+    if (np.ndim(scale) != 1 or len(scale) != 2
             or not all(map(_is_real, scale)) or not 1.0 <= scale[0] <= scale[1]):
         # (a single factor, 1.2, failed as "cannot unpack non-iterable float object")
         raise ValueError(f"scale must be a range (low, high) of factors, 1 <= low <= high, "
