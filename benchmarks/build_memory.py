@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI path are build_workers.py's.
 from build_workers import (_busy_jiffies, flowstore_command, header, prepare_source,  # noqa: E402
-                          source_summary, wait_for_quiet, workdir_or_temporary)
+                          refusing_bad_input, source_summary, wait_for_quiet,
+                          workdir_or_temporary)
 
 
 def child(interval: float, command: list[str]) -> None:
@@ -178,6 +179,7 @@ def report(results: dict[int, list[dict]], sources: dict[int, Path],
     return "\n".join(lines)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if "--child" in argv:  # the measuring wrapper around one build

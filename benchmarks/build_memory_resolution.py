@@ -32,7 +32,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import build_memory  # noqa: E402  (its --child wrapper measures one build)
-from build_workers import (flowstore_command, header, workdir_or_temporary)  # noqa: E402
+from build_workers import (flowstore_command, header, refuse, refusing_bad_input,  # noqa: E402
+                           workdir_or_temporary)
 
 HERE = Path(__file__).resolve().parents[1]
 #: Source heights and their 16:9 widths.
@@ -163,6 +164,7 @@ def report(results: dict[str, dict[int, list[dict]]], codes: dict[str, Path],
     return "\n".join(lines)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     codes = {"this checkout": HERE}
     if args.baseline is not None:
         if not (args.baseline / "flowstore" / "__init__.py").is_file():
-            raise SystemExit(f"error: --baseline {args.baseline} is not a flowstore checkout")
+            refuse(f"--baseline {args.baseline} is not a flowstore checkout")
         codes = {"baseline": args.baseline.resolve(), **codes}
     with workdir_or_temporary(args.workdir, "flowstore-bench-resolution-") as workdir:
         sources = {h: prepare_source(workdir, h, args) for h in args.heights}

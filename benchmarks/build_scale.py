@@ -51,7 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 
 CLASSES = 10
@@ -311,6 +311,7 @@ def _open(store: Path):
     return flowstore.open(str(store))
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, nargs="+", default=[1000, 10000])

@@ -38,8 +38,8 @@ from pathlib import Path
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 
 # Machine description, busy-CPU accounting and timed subprocesses are build_workers.py's.
-from build_workers import (flowstore_command, header, refuse, run_timed, Timed,  # noqa: E402
-                          wait_for_quiet, workdir_or_temporary)
+from build_workers import (check_source, flowstore_command, header, refuse,  # noqa: E402
+                          refusing_bad_input, run_timed, Timed, wait_for_quiet, workdir_or_temporary)
 
 def _checked(done: subprocess.CompletedProcess, command: list[str]) -> subprocess.CompletedProcess:
     if done.returncode != 0:
@@ -249,6 +249,7 @@ def report(rows: list[Row], clips: int, source: Path, args: argparse.Namespace) 
     return "\n".join(lines)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in ("_baseline", "_limit"):
@@ -286,8 +287,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep the store and the baseline's .npy files here "
                              "[a temporary folder, removed at the end]")
     args = parser.parse_args(argv)
-    if not args.source.is_dir():
-        raise SystemExit(f"no TV-HI source at {args.source}; give --source DIR")
+    check_source(args.source)
 
     with workdir_or_temporary(args.workdir, "flowstore-bench-throughput-") as workdir:
         source, ids = select_source(args.source, args.limit, workdir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as _dt
+import functools
 import os
 import platform
 import re
@@ -36,7 +37,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import Callable, Iterator, NoReturn, ParamSpec, TypeVar
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # -- machine and contention -------------------------------------------------------------------
 
@@ -169,6 +173,32 @@ def refuse(message: str) -> NoReturn:
     (the project's bad-input contract), never a traceback."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def refusing_bad_input(main: Callable[P, R]) -> Callable[P, R]:
+    """A benchmark's entry point (`main`), with what flowstore or trainers refuse on purpose
+    (a `FlowstoreError`: a store or source path that is missing or of the wrong kind, a run
+    that is not one) refused as the CLIs refuse it: one `error:` line, exit code 2
+    (benchmarks/README.md). Only those: any other exception is a bug and keeps its traceback."""
+    from flowstore.errors import FlowstoreError
+
+    @functools.wraps(main)
+    def entry_point(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except FlowstoreError as error:
+            refuse(str(error))
+
+    return entry_point
+
+
+def check_source(source: Path) -> None:
+    """A `--source` folder checked before any work, by flowstore's own check (an existing,
+    non-empty folder; `refusing_bad_input` refuses what it raises): a wrong path is one line,
+    not a header, a temporary folder and a failed child build first."""
+    from flowstore.datasets.base import Dataset
+
+    Dataset.check_source_folder(source)
 
 
 # -- the measurement --------------------------------------------------------------------------
@@ -379,6 +409,7 @@ def _ffmpeg_threads(path: Path) -> str:
 # -- main -------------------------------------------------------------------------------------
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -407,6 +438,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-scaling", action="store_true",
                         help="skip the worker comparison (e.g. only --profile)")
     args = parser.parse_args(argv)
+    if args.profile_source is not None:
+        check_source(args.profile_source)
 
     with workdir_or_temporary(args.workdir, "flowstore-bench-workers-") as workdir:
         source = None

@@ -61,7 +61,7 @@ from flowstore.store._zarr import _COMPRESSORS  # flowstore's codec presets, as 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 #: Distinct generated samples; sample i holds pool[i % POOL], so a read can be checked.
 POOL = 8
@@ -387,6 +387,7 @@ def print_s3(rows: list[dict[str, Any]]) -> None:
               f"| {r['read_gets']} for {r['read_batch']} samples ({1000 * r['read_s']:.0f}) |")
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=10_000, help="samples on local disk (x3 arrays)")
@@ -424,6 +425,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(header(__file__, argv))
     print(f"- load average {os.getloadavg()[0]:.2f}, zarr {zarr.__version__}\n")
     results: dict[str, Any] = {"sample_bytes": raw, "local": [], "s3": [], "race": []}
+    if args.workdir is not None:  # made if absent, as every benchmark's --workdir
+        args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=args.workdir, prefix="chunk-files-"))
     try:
         if not args.no_local:

@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 
 #: (steps, side, side) shapes and batch sizes: the tests' old and new stores, the README demo's,
@@ -83,6 +83,7 @@ def _shape(text: str) -> tuple[int, int, int]:
     return steps, height, width
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=_shape, action="append",

@@ -29,7 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +81,7 @@ def relative_errors(found: dict | int, reference: dict) -> str:
     return " / ".join(f"{error:.0e}" for error in errors)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> list[tuple]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs="+", default=list(range(1, 19)))

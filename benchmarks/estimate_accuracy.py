@@ -30,13 +30,14 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_workers import flowstore_command, header, run_timed  # noqa: E402
+from build_workers import flowstore_command, header, refusing_bad_input, run_timed  # noqa: E402
 
 DEFAULT_SOURCE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 if not DEFAULT_SOURCE.is_dir():
     DEFAULT_SOURCE = Path("/work/shared/data/tvhi")
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     from flowstore.estimate import tree_bytes, estimate
     from flowstore.params import FLOW_DTYPES, VideoParams

@@ -44,8 +44,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI paths are build_workers.py's.
-from build_workers import (_busy_jiffies, flowstore_command, header,  # noqa: E402
-                          workdir_or_temporary)
+from build_workers import (_busy_jiffies, check_source, flowstore_command, header,  # noqa: E402
+                          refusing_bad_input, workdir_or_temporary)
 from trainers.catalogue import canonical_name  # noqa: E402
 
 ENCODINGS = ("float16", "uint8")
@@ -111,6 +111,7 @@ def fmt(value: float | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="keep stores, runs and the log here "
                              "[a temporary folder, removed at the end]")
     args = parser.parse_args(argv)
+    if args.source is not None:
+        check_source(args.source)
 
     with workdir_or_temporary(args.workdir, "flowstore-bench-encoding-") as workdir:
         log_path = workdir / "flow_encoding_accuracy.log"

@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refuse, refusing_bad_input  # noqa: E402  (shared)
 from frames_transfer_features import (centroid_probe, cv_accuracy,  # noqa: E402
                                       logistic_probe)
 
@@ -110,6 +110,7 @@ def held_out_accuracy(probe, train: np.ndarray, labels: np.ndarray, held: np.nda
     return float((probe(train, labels, held, classes) == held_labels).mean())
 
 
+@refusing_bad_input
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--store", required=True, help="a video store with flow")
@@ -125,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     started = time.perf_counter()
     store = flowstore.open(args.store)
+    if "flow" not in store.features:  # (the reader's own refusal is a ValueError: a traceback)
+        refuse(f"store {args.store!r} ({store.dataset}) has no flow (it has "
+               f"{', '.join(store.features)}): the descriptors are made from a video store's flow")
     classes = len(store.classes)
     descriptors = {
         "HOF": hof(args.grid, args.bins),

@@ -56,7 +56,8 @@ from flowstore.store import create_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header, refuse, workdir_or_temporary  # noqa: E402  (shared by the benchmarks)
+from build_workers import (check_source, header, refuse, refusing_bad_input,  # noqa: E402  (shared)
+                           workdir_or_temporary)
 
 REAL_TVHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
 CLASSES = ("handShake", "highFive", "hug", "kiss")
@@ -264,6 +265,7 @@ def train(source: Path, workdir: Path, size: int, steps: int, seed: int) -> dict
     return results
 
 
+@refusing_bad_input
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=REAL_TVHI)
@@ -283,6 +285,9 @@ def main() -> None:
     if args.size < SMALLEST_SIZE and not args.train_only:
         refuse(f"--size {args.size}: the error against ground truth is measured inside a "
                f"{MARGIN} px margin, which needs --size {SMALLEST_SIZE} or more")
+    check_source(args.source)
+    if args.skimage_wheel is not None and not args.skimage_wheel.is_file():  # (read in part 3)
+        refuse(f"--skimage-wheel {args.skimage_wheel}: no such file (a scikit-image wheel)")
     with workdir_or_temporary(args.workdir, "flow-methods-") as workdir:
         measure(args, workdir)
 

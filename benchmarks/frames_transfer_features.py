@@ -59,7 +59,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refuse, refusing_bad_input  # noqa: E402  (shared)
 
 Probe = Callable[[np.ndarray, np.ndarray, np.ndarray, int], np.ndarray]
 
@@ -333,6 +333,7 @@ def control_images(store: str, count: int,
         samples.store.close()
 
 
+@refusing_bad_input
 def main(argv: Sequence[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="a store with middle_frame (TV-HI)")
@@ -359,15 +360,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     started = time.perf_counter()
 
-    import keras
-
-    from trainers.models import (FEATURES_LAYER, STANFORD40_CONVS, build_stanford40,
-                                 build_tvhi_frames, feature_extractor)
-    from trainers.fit import recalibrate_batch_norm
     from trainers.runs import read_run
     from trainers.samples import open_samples
 
-    print(header(__file__, None if argv is None else list(argv)) + "\n")
+    # the inputs before TensorFlow starts (seconds) and anything is printed: a wrong store
+    # (missing, or without middle_frame: open_samples) or run is one line
+    runs = {path: read_run(path) for path in [args.base, *args.frames]}
+    for option, path in [("--base", args.base), *(("--frames", path) for path in args.frames)]:
+        if runs[path] is None:
+            refuse(f"{option} {path!r} is not a finished run directory")
+    if args.control_store:  # (read at step 4, minutes in)
+        open_samples(args.control_store, "image").store.close()
     samples = open_samples(args.store, "frames")
     try:
         images, labels = read_split_frames(samples, ("train", "val"))
@@ -376,9 +379,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
     finally:
         samples.store.close()
     labels = labels.astype(np.int64)
-    base_record = read_run(args.base)
-    if base_record is None:
-        parser.error(f"--base {args.base!r} is not a finished run directory")
+
+    import keras
+
+    from trainers.models import (FEATURES_LAYER, STANFORD40_CONVS, build_stanford40,
+                                 build_tvhi_frames, feature_extractor)
+    from trainers.fit import recalibrate_batch_norm
+
+    print(header(__file__, None if argv is None else list(argv)) + "\n")
+    base_record = runs[args.base]
     base = keras.saving.load_model(base_record.model_file, compile=False)
     extractor = feature_extractor(base)
     features = extractor.predict([images], batch_size=16, verbose=0)
@@ -400,9 +409,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
           f"{kept}")
     frames_models = []
     for path in args.frames:
-        record = read_run(path)
-        if record is None:
-            parser.error(f"--frames {path!r} is not a finished run directory")
+        record = runs[path]
         model = keras.saving.load_model(record.model_file, compile=False)
         weights = model.get_layer("stanford40_features").get_weights()
         equal = len(weights) == len(extractor.get_weights()) and all(

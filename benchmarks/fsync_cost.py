@@ -30,9 +30,10 @@ from flowstore.store import create_store, open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (shared by the benchmarks)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store", type=Path, help="a built store to copy samples from")
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     print("| backend | durable | write wall (s) | ms a sample | write CPU (s) "
           "| one durable ledger write (ms) |")
     print("|---|---|---:|---:|---:|---:|")
+    if args.workdir is not None:  # made if absent, as every benchmark's --workdir
+        args.workdir.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(dir=args.workdir, prefix="fsync-cost-"))
     try:
         for suffix in (".zarr", ".h5"):

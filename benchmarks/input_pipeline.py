@@ -62,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Machine description, busy-CPU accounting and the CLI path are build_workers.py's.
 from build_workers import (_busy_jiffies, flowstore_command, header, prepare_source,  # noqa: E402
-                          wait_for_quiet, workdir_or_temporary)
+                          refusing_bad_input, wait_for_quiet, workdir_or_temporary)
 
 import numpy as np  # noqa: E402
 
@@ -463,6 +463,7 @@ def report(rows: list[Row], args: argparse.Namespace, source: Path,
     return "\n".join(lines)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     from flowstore.malloc_tuning import keep_freed_memory
 

@@ -38,11 +38,13 @@ from flowstore.params import VideoParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refuse, refusing_bad_input  # noqa: E402  (shared)
 
 
 #: The real data beside the checkout (`--data` to point elsewhere).
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The UCF101 lists a plan copies from `--data`: the classes, then the lists it cuts.
+UCF_LISTS = ("classInd.txt", "trainlist01.txt", "testlist01.txt")
 
 
 def per_class(lines: list[bytes], fraction: float) -> list[bytes]:
@@ -57,15 +59,20 @@ def per_class(lines: list[bytes], fraction: float) -> list[bytes]:
     return [line for line in lines if id(line) in kept]
 
 
+def ucf_lists(data: Path) -> Path:
+    """The real UCF101 split lists under `--data` (every plan copies them)."""
+    return data / "ucf101" / "ucfTrainTestlist"
+
+
 def ucf_source(root: Path, fraction: float, data: Path) -> Path:
     """UCF-101/ with empty placeholder clips and the real lists cut to `fraction` of each
     class's lines (at least one a class; classInd.txt whole), CRLF kept."""
-    real_lists = data / "ucf101" / "ucfTrainTestlist"
+    real_lists = ucf_lists(data)
     source = root / f"ucf-{fraction}"
     lists = source / "ucfTrainTestlist"
     lists.mkdir(parents=True)
     shutil.copy(real_lists / "classInd.txt", lists)
-    for name in ("trainlist01.txt", "testlist01.txt"):
+    for name in UCF_LISTS[1:]:
         lines = (real_lists / name).read_bytes().splitlines(keepends=True)
         kept = per_class(lines, fraction)
         (lists / name).write_bytes(b"".join(kept))
@@ -128,6 +135,7 @@ def measure(dataset: str, source: Path, store: Path) -> tuple[int, float, float,
             ledger_seconds)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("zarr", "h5"), default="zarr")
@@ -140,6 +148,10 @@ def main(argv: list[str] | None = None) -> None:
                         default=[62_500, 125_000, 250_000],
                         help="the generated Kinetics train.csv sizes to plan")
     args = parser.parse_args(argv)
+    missing = [name for name in UCF_LISTS if not (ucf_lists(args.data) / name).is_file()]
+    if missing:  # before any folder is made or line printed; the Kinetics lists are optional
+        refuse(f"--data {args.data}: no {ucf_lists(args.data) / missing[0]} (the real UCF101 "
+               f"split lists, which every plan of UCF101 copies)")
     if args.workdir is not None:
         args.workdir.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="plan-scale-", dir=args.workdir))

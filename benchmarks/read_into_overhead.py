@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header, refuse  # noqa: E402  (shared by the benchmarks)
+from build_workers import header, refuse, refusing_bad_input  # noqa: E402  (shared)
 
 
 class Unmeasurable(Exception):
@@ -51,6 +51,9 @@ def measure(store_path: str, array: str, reads: int, repeats: int) -> dict[str, 
         if not hasattr(store, "chunk_path"):
             raise Unmeasurable(f"{store_path}: not a local Zarr store (the hand read opens its "
                                f"chunk files)")
+        if array not in store.array_names():
+            raise Unmeasurable(f"{store_path}: no array {array!r} (it has "
+                               f"{', '.join(store.array_names())})")
         shape, dtype = store.sample_layout(array)
         out = np.empty(shape, dtype)
         samples = store.info(array).shape[0]
@@ -80,6 +83,7 @@ def measure(store_path: str, array: str, reads: int, repeats: int) -> dict[str, 
             "bytes": float(out.nbytes)}
 
 
+@refusing_bad_input
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("store", help="an uncompressed local .zarr store (e.g. benchmarks/"

@@ -76,7 +76,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import (_busy_jiffies, header,  # noqa: E402
+from build_workers import (_busy_jiffies, header, refusing_bad_input,  # noqa: E402
                            prepare_source, wait_for_quiet)
 from input_pipeline import disk_bytes, prepare_stores  # noqa: E402
 
@@ -380,6 +380,7 @@ def run_cell(path: Path, what: str, args) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@refusing_bad_input
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/flowstore-bench/reader"))

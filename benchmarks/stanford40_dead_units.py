@@ -26,9 +26,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="a Stanford-40 store (any --size)")
@@ -38,13 +39,17 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     rates = args.lr or [1e-3, 1e-4]
 
+    from trainers.samples import open_samples
+
+    # the store before TensorFlow starts (seconds): a wrong one (missing, not Stanford-40) is
+    # one line at once
+    samples = open_samples(args.store, "stanford40")
+
     import keras
 
     from trainers.data import InputOptions, make_dataset
     from trainers.models import STANFORD40_CONVS, build_stanford40
-    from trainers.samples import open_samples
 
-    samples = open_samples(args.store, "stanford40")
     train = samples.split("train")  # the model's inputs (here "image") as stored: uint8
     probe_positions = np.arange(len(train))[:: max(1, len(train) // 64)][:64]
     probe_images = train.read(probe_positions)["image"]

@@ -27,7 +27,8 @@ from flowstore.store import open_store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header, workdir_or_temporary  # noqa: E402  (shared by the benchmarks)
+from build_workers import (check_source, header, refusing_bad_input,  # noqa: E402  (shared)
+                           workdir_or_temporary)
 
 
 REAL_TVHI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "tvhi"
@@ -46,6 +47,7 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:.2f}"
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips-per-split", type=int, default=7,
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the stores here [a temporary folder, removed at the end]")
     args = parser.parse_args(argv)
+    check_source(args.source)
     with workdir_or_temporary(args.workdir, "store-bytes-") as workdir:
         measure(args, workdir)
 

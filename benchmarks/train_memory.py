@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header, refuse  # noqa: E402  (shared by the benchmarks)
+from build_workers import header, refuse, refusing_bad_input  # noqa: E402  (shared)
 
 
 
@@ -78,6 +78,7 @@ def measure(store: Path, mode: str, batch_size: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, nargs="+", default=[50, 200],

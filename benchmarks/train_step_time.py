@@ -45,7 +45,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from build_workers import header  # noqa: E402  (the command, machine and date lines are shared)
+from build_workers import header, refusing_bad_input  # noqa: E402  (shared by the benchmarks)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,6 +244,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@refusing_bad_input
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, required=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import (assert_one_line_error, benchmark_cli,
+from tests.conftest import (REPO, assert_one_line_error, benchmark_cli,
                             benchmark_output, benchmark_rows, load_benchmark)
 
 
@@ -173,3 +173,74 @@ def test_fsync_cost_times_plain_and_durable_writes_of_both_backends(tmp_path):
     assert sorted(rows) == [("HDF5", "no"), ("HDF5", "yes"), ("Zarr", "no"), ("Zarr", "yes")]
     assert all(wall > 0 and ledger > 0 for wall, _, _, ledger in rows.values())
     assert list(work.iterdir()) == []  # its stores: removed
+
+
+# -- a path a benchmark cannot measure: one `error:` line, exit code 2, before any work --------
+# (benchmarks/README.md; a missing store or source was a flowstore traceback and exit code 1)
+
+MISSING = "nope"  # a name under tmp_path, made by no one
+
+
+@pytest.mark.parametrize("name, args", [
+    ("build_memory_resolution", ["--baseline", MISSING]),
+    ("build_throughput", ["--source", MISSING]),
+    ("build_workers", ["--no-scaling", "--profile", "1", "--profile-source", MISSING]),
+    ("estimate_accuracy", ["--source", MISSING, "--workdir", "work"]),
+    ("flow_encoding_accuracy", ["--source", MISSING, "--workdir", "work"]),
+    ("flow_features", ["--store", f"{MISSING}.zarr"]),
+    ("flow_methods", ["--source", MISSING, "--size", "56", "--clips", "1"]),
+    ("flow_methods", ["--source", "source", "--size", "56", "--skimage-wheel", MISSING]),
+    ("frames_transfer_features", ["--store", f"{MISSING}.zarr", "--base", MISSING]),
+    ("fsync_cost", [f"{MISSING}.zarr"]),
+    ("plan_scale", ["--data", MISSING, "--workdir", "work"]),
+    ("read_into_overhead", [f"{MISSING}.zarr"]),
+    ("stanford40_dead_units", ["--store", f"{MISSING}.zarr"]),
+    ("store_bytes", ["--source", MISSING]),
+])
+def test_every_benchmark_refuses_a_missing_store_or_source_in_one_line(name, args, tmp_path):
+    (tmp_path / "source").mkdir()
+    (tmp_path / "source" / "a.avi").touch()  # (a source folder flowstore takes)
+    result = benchmark_cli(name, *[tmp_path / arg if arg.split(".")[0] in (MISSING, "work",
+                                                                           "source") else arg
+                                   for arg in args])
+    assert MISSING in assert_one_line_error(result)
+    assert result.stdout == ""  # refused before its header: nothing was measured
+    assert not (tmp_path / "work").exists()
+
+
+@pytest.mark.parametrize("name, dataset, args", [
+    ("flow_features", "stanford40", []),  # was the reader's ValueError "has no feature 'flow'"
+    ("stanford40_dead_units", "tvhi", []),  # was trainers' WrongDatasetError
+    ("read_into_overhead", "tvhi", ["--array", "flows"]),  # was zarr's KeyError
+])
+def test_benchmarks_refuse_a_store_without_the_arrays_they_read_in_one_line(
+        name, dataset, args, tmp_path):
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", dataset=dataset, per_class=(2, 1, 1))
+    result = benchmark_cli(name, *(["--store", store] if name != "read_into_overhead" else [store]),
+                           *args)
+    assert str(store) in assert_one_line_error(result) and result.stdout == ""
+
+
+def test_every_benchmark_entry_point_refuses_what_flowstore_refuses_on_purpose():
+    """One shared wrapper turns a FlowstoreError (bad input, the CLIs' exit code 2) into one
+    line, and lets anything else (a bug) through with its traceback."""
+    missing = [path.name for path in sorted((REPO / "benchmarks").glob("*.py"))
+               if "\n@refusing_bad_input\ndef main(" not in path.read_text()]
+    assert missing == []
+    from flowstore.errors import StoreError
+
+    wrap = load_benchmark("build_workers").refusing_bad_input
+
+    def bad_input() -> None:
+        raise StoreError("no store at 'x.zarr'")
+
+    def bug() -> None:
+        raise ValueError("a bug")
+
+    with pytest.raises(SystemExit) as refused:
+        wrap(bad_input)()
+    assert refused.value.code == 2
+    with pytest.raises(ValueError, match="a bug"):
+        wrap(bug)()
