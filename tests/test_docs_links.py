@@ -56,3 +56,18 @@ def test_every_local_link_resolves(page):
         elif anchor and linked.suffix == ".md" and anchor not in anchors(linked):
             broken.append(f"{target}: no heading with that anchor")
     assert not broken, broken
+
+
+def test_ci_runs_the_readme_test_command_from_the_section_it_names():
+    """.ci/run pointed to a README section "Run the tests" that does not exist: the section it
+    names is a heading of README.md, holding the test command .ci/run runs."""
+    script = (REPO / ".ci" / "run").read_text()
+    named = re.search(r'^# README\.md, "## ([^"]+)", its \*\*(\w+)\*\* paragraph', script, re.M)
+    assert named, "the comment above .ci/run's test command names the README section"
+    section, paragraph = named.groups()
+    assert slug(section) in anchors(REPO / "README.md")
+    readme = REPO / "README.md"
+    text = readme.read_text().split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    block = text.split(f"**{paragraph}**", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    command = script.split(named.group(0), 1)[1].splitlines()[1]
+    assert command.replace(" --quiet", "") in block
