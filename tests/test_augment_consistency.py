@@ -236,6 +236,12 @@ def test_augmentations_refuse_a_batch_of_tensors_naming_the_value():
      r"scale must be a range .*got \('1', '2'\)"),
     (lambda b, rng: random_resized_crop(b, rng, motion=("flow",), scale=(1.2, 1.1)),
      r"scale must be a range .*got \(1\.2, 1\.1\)"),
+    # a zoom out (below 1) was clamped to 1 for every sample: no augmentation, no word
+    (lambda b, rng: random_resized_crop(b, rng, motion=("flow",), scale=(0.5, 1.0)),
+     r"scale must be a range .*1 <= low <= high, got \(0\.5, 1\.0\)"),
+    # a bool is no probability (True flipped every sample)
+    (lambda b, rng: horizontal_flip(b, rng, motion=("flow",), p=True),
+     r"p must be a number in \[0, 1\], got True"),
     (lambda b, rng: horizontal_flip(b, rng, motion=("flow",), p="0.5"),
      r"p must be a number in \[0, 1\], got '0\.5'"),
     (lambda b, rng: horizontal_flip(b, rng, motion=("flow",), p=2),

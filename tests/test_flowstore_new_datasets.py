@@ -312,6 +312,7 @@ def test_clips_behind_links_to_folders_are_listed_once_and_links_back_are_not_fo
     (["train/walk/a.mp4", "train/run/b.mp4"], "test", "train"),  # test/ that is train/
     (["train/walk/a.mp4", "train/run/b.mp4", "test/run/c.mp4"], "test/walk",
      "../train/walk"),  # a class of test/ that is train/'s
+    (["walk/a.mp4", "run/c.mp4", "run/slow/b.mp4"], "jog", "run/slow"),  # one holds the other
 ])
 def test_class_folders_that_are_one_folder_through_a_link_are_refused(tmp_path, layout, link,
                                                                        target):

@@ -263,6 +263,22 @@ def test_report_names_the_work_folder_a_killed_run_left(tmp_path):
         f"it was written: pid {int(done.stdout)} is not running on this machine; delete it)"]
 
 
+def test_report_names_no_work_folder_of_another_users_live_run(tmp_path, monkeypatch):
+    """A writer's pid that this user may not signal (EPERM: another user's run, being written
+    now, in a shared runs folder) is alive: its work folder is not named as left by a killed
+    run, which would tell the user to delete a run in the making."""
+    import os as os_module
+
+    def not_ours(pid, signal):
+        raise PermissionError(1, "Operation not permitted")
+
+    folder = tmp_path / "runs" / ".partial-flow-0f4c8094-20261205-104417-4242-8fd12504"
+    folder.mkdir(parents=True)
+    monkeypatch.setattr(os_module, "kill", not_ours)
+    result = runner.invoke(app, ["report", str(tmp_path / "runs")])
+    assert result.exit_code == 0 and "killed" not in result.stderr, result.stderr
+
+
 def test_a_store_missing_a_chunk_stops_training_with_one_line(stores, tmp_path):
     """A read inside tf.data failing (here a partly copied store) surfaced as TensorFlow's op
     error with the read's traceback as text, about 70 lines."""

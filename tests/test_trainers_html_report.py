@@ -591,6 +591,18 @@ def test_a_confusion_matrix_of_400_classes_is_drawn_within_a_bounded_size(drawn,
     assert 0 < len(ax.get_xticklabels()) <= 50 and 0 < len(ax.get_yticklabels()) <= 50
 
 
+def test_a_confusion_matrix_names_and_counts_every_class_up_to_50_classes(drawn):
+    """README: counts and names "up to 50 classes"; at 51 a note says they are left out."""
+    from trainers import html_report as page
+
+    page.confusion_png(_many_classes(50), "fifty")
+    page.confusion_png(_many_classes(51), "fifty-one")
+    fifty, fifty_one = ((figure.axes[0]) for figure in drawn)
+    assert len(fifty.texts) == 50 * 50 and len(fifty.get_xticklabels()) == 50
+    assert "counts not shown" not in fifty.get_title()
+    assert not fifty_one.texts and "counts not shown above 50 classes" in fifty_one.get_title()
+
+
 def test_html_and_out_together_draw_each_confusion_matrix_once(runs, tmp_path, monkeypatch):
     """The page and the figures each drew the same matrix: two minutes of drawing a
     Kinetics-400 matrix twice. The page now inlines the very PNG the folder gets."""

@@ -219,7 +219,7 @@ def test_best_epoch_restores_the_weights_of_the_lowest_monitored_value():
     best = BestEpoch("val_loss")
     best.set_model(model)
     weights = []
-    for epoch, val_loss in enumerate([3.0, 1.0, float("nan"), 2.0]):
+    for epoch, val_loss in enumerate([3.0, 1.0, float("nan"), 2.0, 1.0]):  # (a tie: the first)
         model.set_weights([np.full((2, 1), epoch, np.float32), np.zeros(1, np.float32)])
         weights.append(model.get_weights())
         best.on_epoch_end(epoch, {"val_loss": val_loss, "loss": 0.5})

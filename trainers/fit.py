@@ -74,7 +74,9 @@ def computed_as(mixed_precision: bool) -> dict[str, str]:
 
 
 class BestEpoch(keras.callbacks.Callback):
-    """Remember the epoch with the lowest `monitor` value and restore its weights at the end.
+    """Remember the epoch with the lowest `monitor` value and restore its weights at the end;
+    of epochs tied at it, the first (the fewest updates, as Keras' own `ModelCheckpoint` with
+    `save_best_only` keeps).
 
     An epoch whose weights are not all finite never wins: a diverged network (NaN weights, as
     bfloat16 training of the frame CNN on a CPU produced by its first epochs) can still report
