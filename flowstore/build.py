@@ -152,6 +152,11 @@ class BuildResult:
     duplicates: list[list[dict[str, str]]] = field(default_factory=list)
     #: A line for each split none of whose files the source holds (`Dataset.absent_splits`).
     absent_splits: list[str] = field(default_factory=list)
+    #: The store's fingerprint before this build, where the build changed it (a resume whose
+    #: source files, names or sizes, are not those of the last build's: a clip not yet built
+    #: re-downloaded, TV-HI's readme.txt gone): runs trained on the store before no longer
+    #: match it, which was not said.
+    fingerprint_was: str | None = None
     seconds: float = 0.0
     #: CPU seconds of the thread that ran `build` (planning, the store, submitting and
     #: collecting tasks, the ledger), apart from extraction on the workers' threads: the part
@@ -330,6 +335,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
     dataset, manifest, params = planned.dataset, planned.manifest, planned.params
     source_files, fp = planned.source_files, planned.fingerprint
     store = open_planned(config, planned, opencv)
+    fingerprint_was = store.attrs.get("fingerprint")  # (a new store's is the plan's)
     if dataset.store_options is not None:  # (the store's own record of unused options)
         fp = fingerprint(dataset=dataset.name, params=params, source_files=source_files,
                          options=dataset.recorded_options())
@@ -392,6 +398,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             fp = fingerprint(dataset=dataset.name, params=params, source_files=read,
                              options=dataset.recorded_options())
         result.fingerprint = fp
+        if fingerprint_was is not None and fingerprint_was != fp:
+            result.fingerprint_was = fingerprint_was
         ledger.write(store, durable=config.fsync)
         store.update_attrs({"fingerprint": fp})
         store.flush()

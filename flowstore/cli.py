@@ -308,6 +308,11 @@ def build(
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
     for line in [*result.mended, *result.absent_splits]:
         typer.echo(f"warning: {line}", err=True)
+    if result.fingerprint_was is not None:
+        typer.echo(f"warning: the store's fingerprint changed from {result.fingerprint_was[:12]}"
+                   f": the source's files (names or sizes) are not those of its last build; "
+                   f"trainers runs made on it before are of the old fingerprint, no longer "
+                   f"taken as this store's", err=True)
     across = result.duplicates_across_splits
     if across:
         typer.echo(f"warning: {len(across)} group(s) of samples in different splits have "

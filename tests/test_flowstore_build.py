@@ -78,6 +78,31 @@ def test_max_per_split_builds_the_first_rows_and_the_rest_later(tiny_tvhi_source
     assert (rest.computed, rest.already_done) == (13, 3)
 
 
+def test_a_resume_that_changes_the_fingerprint_says_so(tiny_tvhi_source, tmp_path):
+    """A source file not built yet that changed size (a clip downloaded again) changes the
+    store's fingerprint on a resume that computes nothing: the trainers' runs made on the store
+    before stopped matching it without a word."""
+    source = tmp_path / "src"
+    shutil.copytree(tiny_tvhi_source, source)
+    store = tmp_path / "s.zarr"
+    args = ["build", "tvhi", "--source", source, "--store", store, *TINY_BUILD,
+            "--max-per-split", "1", "-q"]
+    assert flowstore_cli(*args).returncode == 0
+    again = flowstore_cli(*args)
+    assert again.returncode == 0 and again.stderr == ""  # nothing changed: nothing said
+    with open_store(store) as opened:
+        was = opened.attrs["fingerprint"]
+        pending = [i for i, done in zip(opened.read("id"), opened.read("done")) if not done]
+    with open(source / f"{pending[0]}.avi", "ab") as clip:
+        clip.write(b"downloaded again")
+    changed = flowstore_cli(*args)
+    assert changed.returncode == 0 and "0 computed, 3 already done" in changed.stdout
+    assert changed.stderr.splitlines() == [
+        f"warning: the store's fingerprint changed from {was[:12]}: the source's files (names "
+        f"or sizes) are not those of its last build; trainers runs made on it before are of "
+        f"the old fingerprint, no longer taken as this store's"]
+
+
 def test_same_command_is_a_fast_no_op_and_other_parameters_are_refused(tiny_tvhi_source, tmp_path):
     store = tmp_path / "s.zarr"
     args = ["build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q"]
