@@ -283,10 +283,11 @@ class Split:
             if lost:
                 # (a partial copy, a sync under way: `_attach` failed as a bare KeyError)
                 reopened.close()
-                raise StoreError(f"store {self._location!r} lacks the array"
-                                 f"{'s' * (len(lost) > 1)} {', '.join(map(repr, lost))} that "
-                                 f"split {self.name!r} reads (it had {'them' if len(lost) > 1 else 'it'} when the "
-                                 f"split was made); `flowstore verify` says what else it lacks")
+                arrays, them = ("arrays", "them") if len(lost) > 1 else ("array", "it")
+                raise StoreError(f"store {self._location!r} lacks the {arrays} "
+                                 f"{', '.join(map(repr, lost))} that split {self.name!r} reads "
+                                 f"(it had {them} when the split was made); `flowstore verify` "
+                                 f"says what else it lacks")
             self._attach(reopened)
             self._reopened = True
         return self._source
