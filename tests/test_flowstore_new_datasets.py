@@ -631,13 +631,15 @@ def test_kinetics_real_csv_parses_quoted_labels(tmp_path):
 
 
 # -- options, fingerprint, registry ----------------------------------------------------------------
-def test_options_are_typed_and_validated_in_one_place():
+def test_options_are_typed_and_validated_in_one_place(tmp_path):
     with pytest.raises(ParameterError, match="--fold must be 1, 2 or 3"):
         get_dataset("ucf101", {"fold": "4"})
     with pytest.raises(ParameterError, match="--fold must be an integer"):
         get_dataset("hmdb51", {"fold": "one"})
-    with pytest.raises(ParameterError, match="must be below 1"):
-        get_dataset("videofolder", {"val_fraction": "0.5", "test_fraction": "0.5"})
+    with pytest.raises(ParameterError, match=r"--val-fraction \+ --test-fraction must be below"):
+        (tmp_path / "a").mkdir()  # (refused before the class folders are scanned)
+        get_dataset("videofolder", {"val_fraction": "0.5", "test_fraction": "0.5"}).manifest(
+            tmp_path)
     with pytest.raises(ParameterError, match="--fold is not an option of dataset 'tvhi'"):
         get_dataset("tvhi", {"fold": "2"})
     assert get_dataset("ucf101", {"fold": "2"}).options.fold == 2
@@ -646,6 +648,8 @@ def test_options_are_typed_and_validated_in_one_place():
 @pytest.mark.parametrize("args, expect", [
     (("ucf101", "--fold", "7"), "--fold must be 1, 2 or 3, got 7"),
     (("videofolder", "--val-fraction=1.5"), "--val-fraction must be in [0, 1)"),
+    (("videofolder", "--val-fraction", "0.5", "--test-fraction", "0.5"),
+     "--val-fraction + --test-fraction must be below 1 (some train), got 0.5 + 0.5"),
     (("tvhi", "--fold", "2"), "--fold is not an option of dataset 'tvhi'"),
     (("ucf101", "--fold"), "option --fold needs a value"),
     # A mistyped flag of build itself, with no value, is named for what it is, not for a value
@@ -784,6 +788,9 @@ def test_options_a_split_file_leaves_unused_neither_refuse_a_resume_nor_change_t
     with open_store(store, "r") as opened:
         assert opened.attrs["options"] == older and opened.attrs["fingerprint"] == kept
     assert built(store, seed=5, val_fraction=0.3) == kept  # the command that made it
+    # fractions summing to 1 or more leave no train in a random split only: beside a split
+    # file they were refused all the same
+    assert built(tmp_path / "u.zarr", val_fraction=0.5, test_fraction=0.6) == first
     folders = Path(shutil.copytree(images, tmp_path / "folders"))
     (folders / "README.txt").unlink(missing_ok=True)
     for split in ("train", "test"):

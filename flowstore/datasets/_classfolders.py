@@ -71,10 +71,14 @@ class FolderOptions:
     def __post_init__(self) -> None:
         check_fraction("val_fraction", self.val_fraction)
         check_fraction("test_fraction", self.test_fraction)
+        check_seed(self.seed)
+
+    def check_random_split(self) -> None:
+        """Both fractions drawn from one pool leave some of it to train. Checked only where
+        the manifest draws both: beside a split file or split folders they shape nothing."""
         if self.val_fraction + self.test_fraction >= 1:
             raise ParameterError(f"--val-fraction + --test-fraction must be below 1 (some "
                                  f"train), got {self.val_fraction} + {self.test_fraction}")
-        check_seed(self.seed)
 
 
 #: The official folds of UCF101 and HMDB51.
@@ -400,6 +404,7 @@ class ClassFolders(MediaFiles):
             else:
                 self.unused_options = drawn
         else:
+            options.check_random_split()
             pool = self._scan(source, source, "", scanned)
             test = stratified_holdout(pool, options.test_fraction, options.seed)
             rest = {c: [i for i in ids if i not in test] for c, ids in pool.items()}
