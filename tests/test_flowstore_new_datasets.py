@@ -702,6 +702,9 @@ def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp
     ucf = sources["ucf101"]
     assert fingerprint("ucf101", ucf) != fingerprint("ucf101", ucf, fold=2)
     assert fingerprint("ucf101", ucf, seed=1) != fingerprint("ucf101", ucf)
+    # without a val split the seed draws nothing: it made another store of the same samples
+    assert fingerprint("ucf101", ucf, seed=1, val_fraction=0) == fingerprint(
+        "ucf101", ucf, val_fraction=0)
     images = sources["imagefolder"]
     split_file = tmp_path / "splits.csv"
     split_file.write_text("path,label,split\njumping jacks/img_01.PNG,a,train\n"
@@ -725,6 +728,12 @@ def test_a_store_records_its_options_and_refuses_others(sources, tmp_path):
     line = assert_one_line_error(flowstore_cli(*args, "--fold", "3"))
     assert "other split options (--fold: store 2 vs asked 3)" in line
     assert flowstore_cli(*args, "--fold=2").returncode == 0  # the same: resumes
+    # --seed without a val split shapes nothing: recorded at its default, any value resumes
+    assert flowstore_cli(*args[:-1], "--val-fraction", "0", "--seed", "4", "--overwrite",
+                         "-q").returncode == 0
+    with open_store(store, "r") as opened:
+        assert opened.attrs["options"] == {"fold": 1, "seed": 0, "val_fraction": 0}
+    assert flowstore_cli(*args, "--val-fraction", "0", "--seed", "7").returncode == 0
 
 
 def test_a_split_file_refusal_names_the_files_not_their_hashes(sources, tmp_path):

@@ -109,11 +109,16 @@ class Dataset(abc.ABC):
         did not use (`unused_options`) at their defaults: what the store records, the
         fingerprint hashes and a resume compares. An unused option given (`--val-fraction`
         beside `--split-file`) cannot change the manifest, so it neither refuses a resume nor
-        makes another fingerprint."""
-        if not self.unused_options:
+        makes another fingerprint. Nor does `--seed` where every fraction in use is 0
+        (`--val-fraction 0` of UCF101, HMDB51 or Kinetics): it draws nothing."""
+        unused = set(self.unused_options)
+        fractions = [name for name in values if name.endswith("_fraction") and name not in unused]
+        if "seed" in values and fractions and all(values[name] == 0 for name in fractions):
+            unused.add("seed")
+        if not unused:
             return dict(values)
         defaults = {field.name: field.default for field in dataclasses.fields(self.options_type)}
-        return {**values, **{name: defaults[name] for name in self.unused_options}}
+        return {**values, **{name: defaults[name] for name in unused}}
 
     def keep_store_options(self, recorded: Mapping[str, Any]) -> None:
         """Record and hash the split options as the store being resumed recorded them, which
