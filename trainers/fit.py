@@ -413,7 +413,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     policy = precision_policy(options.mixed_precision, device)
     if policy == "mixed_bfloat16":
         print("warning: no GPU; --mixed-precision uses mixed_bfloat16 (float16 is a GPU's: "
-              "TensorFlow has no float16 CPU kernel for 3D pooling)", file=sys.stderr)
+              "Keras advises bfloat16 on CPUs, and TensorFlow has no float16 CPU kernel for "
+              "3D pooling)", file=sys.stderr)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
