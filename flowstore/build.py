@@ -405,14 +405,21 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         store.flush()
         if config.fsync:
             store.sync_columns()
-        result.failures = {manifest.ids[i]: ledger.columns["failure"][i]
-                           for i in selected.tolist() if ledger.columns["failure"][i]}
+        result.failures = {manifest.ids[i]: ledger.columns["failure"][i]  # (not a bug's mark)
+                           for i in selected.tolist()
+                           if ledger.columns["failure"][i] not in ("", REPAIR_UNFINISHED)}
         result.duplicates = duplicate_sources(manifest.ids, manifest.splits(),
                                               ledger.columns["source_hash"])
     finally:
         store.close()
     result.seconds = time.perf_counter() - start
     return result
+
+
+#: The failure reason of a sample `verify --repair` unmarked to extract again, until it is
+#: done (or fails for a reason of its own): if the repair stops first, `verify` reports the
+#: sample and `verify --repair` extracts it.
+REPAIR_UNFINISHED = "its re-extraction by verify --repair did not finish"
 
 
 @dataclass
@@ -498,8 +505,12 @@ class Ledger:
         self._set("failure", index, "")
 
     def reset(self, index: int) -> None:
+        """Unmark a done sample to extract it again, saying why in its failure reason until
+        it is done: a repair stopped before it got to the sample left it neither done nor
+        failed, which `verify` did not check and `verify --repair` never came back to."""
         self._set("done", index, False)
         self._set("checksum", index, "")
+        self._set("failure", index, REPAIR_UNFINISHED)
 
     def recorded_size(self, index: int) -> int | None:
         size = int(self.columns["source_size"][index])
@@ -550,10 +561,12 @@ class Ledger:
 
         # A sample to extract again (`reset`) is unmarked first: clearing its checksum while
         # it is still done would leave, after a kill in between, a done sample with no
-        # checksum, which every later build takes as complete and `verify` as damaged.
+        # checksum, which every later build takes as complete and `verify` as damaged. Its
+        # failure reason (`REPAIR_UNFINISHED`) goes just before: one left on a done sample
+        # by a kill in between is stale, and `load` clears it.
         unmarked = {i for i in self.changed["done"] if not self.columns["done"][i]}
         if unmarked:
-            put(("done",), only=unmarked)
+            put(("failure", "done"), only=unmarked)
             store.flush()
             if durable:
                 store.sync_columns()
@@ -1182,8 +1195,10 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                 sample = manifest.ids[outcome.index]
                 if outcome.internal_error is not None:
                     # not the sample's failure: it stays pending (an earlier reason of it is
-                    # dropped, as nothing is known of the clip now), and the bug is told as one
-                    ledger.forget_failure(outcome.index)
+                    # dropped, as nothing is known of the clip now; a repair's mark is kept,
+                    # for `verify` to name the sample still), and the bug is told as one
+                    if ledger.text("failure", outcome.index) != REPAIR_UNFINISHED:
+                        ledger.forget_failure(outcome.index)
                     log = error_log_path(config.store)
                     if _log_internal_error(log, sample, source_of(outcome.index),
                                            outcome.internal_error):

@@ -416,6 +416,10 @@ def verify(
                               options=options)
     except INPUT_ERRORS as exc:  # (an OSError: --repair on a store it may not write)
         fail_input(exc)
+    except KeyboardInterrupt:
+        if not repair:
+            raise
+        fail_interrupted("interrupted; run the same command again to finish the repair")
     internal = (f", {len(repaired.internal_errors)} internal error(s)"
                 if repaired.internal_errors else "")
     typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "

@@ -18,7 +18,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.build import BuildConfig, build
+from flowstore.build import REPAIR_UNFINISHED, BuildConfig, build
 from flowstore.datasets import get_dataset
 from flowstore.errors import MissingChunkError, ParameterError, StoreError
 from flowstore.params import from_dict
@@ -85,6 +85,15 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         # (a lost chunk's samples are problems already: neither checked nor counted unmarked)
         done &= readable
         result.unmarked = int(np.count_nonzero((checksums != "") & ~done & readable))
+        if samples is None and "failure" in store.array_names():
+            failures, lost_failures = read_column(store, "failure", never_extracted("failure"))
+            for chunk in lost_failures:
+                readable[chunk.start:chunk.stop] = False
+            # (on a done sample, a kill's stale reason: the next build's `Ledger.load` clears it)
+            unfinished = (failures == REPAIR_UNFINISHED) & ~done & readable
+            for index in np.flatnonzero(unfinished).tolist():
+                result.checked += 1  # (bad, though not done: a repair left it half-way)
+                result.problems[ids[index]] = f"not done: {REPAIR_UNFINISHED}"
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()
                     if name not in COLUMN_NAMES}

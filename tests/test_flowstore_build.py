@@ -18,7 +18,7 @@ from flowstore.build import BuildConfig, build
 from flowstore.params import EXTRACTION_VERSION, VideoParams
 from flowstore.store import failures, open_store
 from flowstore.synth.tvhi import SynthTVHIConfig, write_avi, write_synthetic_tvhi
-from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
 from tests.reference import reference_tvhi
 
 FEATURES = ("middle_frame", "frames", "flow")
@@ -338,6 +338,31 @@ def test_a_bug_in_a_task_is_an_internal_error_with_a_logged_traceback(tvhi_sourc
         assert not done["hug_0002"] and sum(done.values()) == 14
     again = flowstore_cli(*args)  # the bug gone, the same command completes the sample
     assert again.returncode == 1 and "1 computed, 14 already done, 1 failed" in again.stdout
+
+
+def test_a_bug_in_a_repaired_sample_leaves_it_for_verify_to_name(tvhi_source, tmp_path):
+    """A repair unmarks its samples first; one whose task meets a bug stays not done, and
+    `verify` must still name it (it checks done samples), not pass the store as if the repair
+    had nothing left to do; nor is the bug said to be the sample's failure."""
+    store = tmp_path / "s.zarr"
+    assert flowstore_cli("build", "tvhi", "--source", tvhi_source, "--store", store,
+                         *TINY_BUILD, "-q").returncode == 0
+    with open_store(store) as built:
+        index = built.read("id").tolist().index("hug_0002")
+    chunk_file(store, "flow", index).unlink()
+    repair = ["verify", str(store), "--repair", "--source", str(tvhi_source), "-q"]
+    out = subprocess.run([sys.executable, "-c", _BUGGY_BUILD, *repair], capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 3, (out.stdout, out.stderr)
+    assert "repaired 0 of 1 bad sample(s)" in out.stdout
+    assert "0 still bad, 1 internal error(s)" in out.stdout, out.stdout
+    checked = flowstore_cli("verify", store, "-q")
+    assert checked.returncode == 1
+    assert "  hug_0002: not done: its re-extraction by verify --repair did not finish" in (
+        checked.stderr)
+    again = flowstore_cli(*repair)  # the bug gone, the same command mends it
+    assert again.returncode == 0 and "repaired 1 of 1 bad sample(s)" in again.stdout
+    assert flowstore_cli("verify", store, "-q").returncode == 0
 
 
 def test_an_internal_error_whose_log_cannot_be_written_is_still_told_as_one(tvhi_source,

@@ -5,6 +5,7 @@ decoding settings recorded with the parameters (no two decodings in one store), 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -14,8 +15,9 @@ from flowstore.build import BuildConfig, Ledger, build
 from flowstore.extraction import video
 from flowstore.params import (EXTRACTION_VERSION, ImageParams, VideoParams, canonical_json,
                               fingerprint, to_dict)
-from flowstore.store import backend_for, open_store
+from flowstore.store import backend_for, failures_named, open_store
 from flowstore.store.checksum import file_digest
+from flowstore.verify import verify
 from tests.conftest import (TINY_BUILD, assert_one_line_error, chunk_and_folders, chunk_file,
                             flowstore_cli)
 
@@ -117,6 +119,52 @@ def test_a_sample_to_extract_again_is_unmarked_before_its_checksum_is_cleared(
     with open_store(store_path) as store:
         done, checksum = bool(store.read("done")[index]), str(store.read("checksum")[index])
     assert written == ["done", "checksum"] and not done and checksum, (written, done, checksum)
+
+
+def test_a_repair_stopped_after_unmarking_a_sample_leaves_it_for_verify_and_repair(
+        tiny_tvhi_source, tmp_path, suffix, monkeypatch):
+    """`verify --repair` unmarks the samples it re-extracts before it extracts them; stopped
+    in between, they were neither done nor failed: `verify` passed the store (it checks done
+    samples) and `verify --repair` never came back to them. Killed at each of the reset's
+    column writes, a sample is now either untouched (done, good) or one `verify` names, and
+    the same `verify --repair` extracts it."""
+    built = tmp_path / f"built{suffix}"
+    _build(tiny_tvhi_source, built, max_per_split=1)
+    with open_store(built) as store:
+        ids, done_before = list(store.read("id")), int(store.read("done").sum())
+    for kill_at in range(1, 4):  # (failure, done, checksum: all the reset changes)
+        copy = tmp_path / f"k{kill_at}{suffix}"
+        (shutil.copytree if built.is_dir() else shutil.copy2)(built, copy)
+        with open_store(copy, "r+") as store:
+            ledger = Ledger.load(store)
+            index = int(ledger.done.nonzero()[0][0])
+            ledger.reset(index)
+            real, calls = store.write_changed, []
+
+            def write_changed(name, column, indices):
+                calls.append(name)
+                if len(calls) == kill_at:
+                    raise KeyboardInterrupt  # the kill, before this column is written
+                real(name, column, indices)
+
+            monkeypatch.setattr(store, "write_changed", write_changed)
+            with pytest.raises(KeyboardInterrupt):
+                ledger.write(store)
+        with open_store(copy) as store:
+            still_done = bool(store.read("done")[index])
+        problems = verify(copy).problems
+        assert still_done or ids[index] in problems, (kill_at, calls, problems)
+        if not still_done:
+            out = flowstore_cli("verify", copy, "-q")
+            assert out.returncode == 1
+            assert (f"  {ids[index]}: not done: its re-extraction by verify --repair did not "
+                    f"finish") in out.stderr
+            fixed = flowstore_cli("verify", copy, "--repair", "--source", tiny_tvhi_source, "-q")
+            assert fixed.returncode == 0 and "repaired 1 of 1 bad" in fixed.stdout, fixed.stderr
+        assert verify(copy).ok
+        with open_store(copy) as store:
+            assert int(store.read("done").sum()) == done_before
+            assert not failures_named(ids, store.read("failure"), store.read("done"))
 
 
 # -- decoding settings in the parameters ---------------------------------------------------------

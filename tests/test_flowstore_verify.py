@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +114,26 @@ def test_corrupted_and_deleted_chunks_are_found_and_repaired(tiny_tvhi_source, t
     assert fixed.returncode == 0, fixed.stderr
     assert "repaired 3 of 3 bad sample(s)" in fixed.stdout and "0 still bad" in fixed.stdout
     assert flowstore_cli("verify", store, "-q").returncode == 0
+
+
+def test_an_interrupted_repair_says_that_the_same_command_finishes_it(tiny_tvhi_source,
+                                                                      tmp_path):
+    """Ctrl-C (or SIGTERM) in a repair said only "error: interrupted", where a build says how
+    to go on; the same command finishes it (the samples it unmarked stay for `verify` to
+    name: tests/test_flowstore_integrity.py)."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    chunk_file(store, "flow", 0).unlink()
+    stopped = subprocess.run(
+        [sys.executable, "-c", "import sys, flowstore.verify as verify, flowstore.cli as cli\n"
+         "def stop(*args, **kwargs): raise KeyboardInterrupt  # (Ctrl-C during the repair)\n"
+         "verify.repair = stop\nsys.argv[0] = 'flowstore'\ncli.main()",
+         "verify", str(store), "--repair", "--source", str(tiny_tvhi_source), "-q"],
+        capture_output=True, text=True, timeout=120)
+    assert stopped.returncode == -signal.SIGINT, stopped.stderr
+    assert stopped.stderr.splitlines()[-1] == (
+        "error: interrupted; run the same command again to finish the repair")
+    assert flowstore_cli("verify", store, "--repair", "--source", tiny_tvhi_source,
+                         "-q").returncode == 0
 
 
 @pytest.mark.parametrize("swap", ["another clip", "same size, other bytes", "gone"])
