@@ -530,6 +530,11 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             # metadata was written leaves array folders that `exists` does not call a store
             if is_url(temporary) and backend.exists(temporary) or os.path.lexists(temporary):
                 backend.remove(temporary)
+        missing = _missing_bucket(path) if isinstance(exc, StoreError) else ""
+        if missing:  # (said as the readers say it, not in botocore's words)
+            raise StoreError(f"cannot create store {str(path)!r}{missing}") from None
+        if isinstance(exc, StoreError):  # (`remote_errors`' line: it names the store)
+            raise
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc).splitlines()[0]
             raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
