@@ -195,8 +195,14 @@ def remote_errors(path: str | Path) -> Iterator[None]:
     except StoreError:
         raise
     except Exception as exc:  # botocore and fsspec raise many unrelated types
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StoreError(f"cannot access {str(path)!r}: {type(exc).__name__}: {reason}") from None
+        raise StoreError(f"cannot access {str(path)!r}: {_remote_reason(exc)}") from None
+
+
+def _remote_reason(exc: Exception) -> str:
+    """An object store's failure in one line: its type (botocore's and fsspec's say what
+    failed: NoCredentialsError) and its message's first line."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return f"{type(exc).__name__}: {reason}"
 
 
 def store_exists(path: str | Path) -> bool:
@@ -513,9 +519,8 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
                              f"and they are no flowstore store (no zarr.json); delete them or "
                              f"choose another --store")
     try:
-        with remote_errors(path):
-            backend.create(temporary, attrs=attrs, specs=specs, columns=values,
-                           num_samples=num_samples).close()
+        backend.create(temporary, attrs=attrs, specs=specs, columns=values,
+                       num_samples=num_samples).close()
         if temporary != path:
             os.replace(temporary, path)
     except BaseException as exc:
@@ -530,14 +535,16 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             # metadata was written leaves array folders that `exists` does not call a store
             if is_url(temporary) and backend.exists(temporary) or os.path.lexists(temporary):
                 backend.remove(temporary)
-        missing = _missing_bucket(path) if isinstance(exc, StoreError) else ""
+        remote = is_url(path) and isinstance(exc, Exception)
+        missing = _missing_bucket(path) if remote else ""
         if missing:  # (said as the readers say it, not in botocore's words)
             raise StoreError(f"cannot create store {str(path)!r}{missing}") from None
-        if isinstance(exc, StoreError):  # (`remote_errors`' line: it names the store)
-            raise
         if isinstance(exc, OSError):
             reason = exc.strerror or str(exc).splitlines()[0]
             raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
+        if remote:  # (as `remote_errors` says it, once: it named the store a second time)
+            raise StoreError(f"cannot create store {str(path)!r}: {_remote_reason(exc)}") \
+                from None
         raise
     return open_store(path, "r+")
 
@@ -552,7 +559,7 @@ def _holds_objects(location: str) -> bool:
 
 
 def _created_elsewhere(exc: BaseException) -> bool:
-    """Whether `exc` (or an error it was raised from, `remote_errors` rewording it) is zarr's
+    """Whether `exc` (or an error it was raised from) is zarr's
     FileExistsError for a root that appeared after the place was checked empty."""
     seen: BaseException | None = exc
     while seen is not None:
