@@ -559,8 +559,8 @@ def _holds_objects(location: str) -> bool:
 
 
 def _created_elsewhere(exc: BaseException) -> bool:
-    """Whether `exc` (or an error it was raised from) is zarr's
-    FileExistsError for a root that appeared after the place was checked empty."""
+    """Whether `exc` (or an error it was raised from) is zarr's FileExistsError for a root
+    that appeared after the place was checked empty."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, FileExistsError):
