@@ -718,6 +718,40 @@ def test_tf_dataset_matches_the_plain_read(adapter_store):
     assert sorted(np.concatenate(shuffled).tolist()) == sorted(r["label"] for r in expected)
 
 
+def test_tf_dataset_shuffles_and_augments_each_epoch_anew_and_repeats_with_its_seed(
+        adapter_store):
+    """Each iteration of `to_tf_dataset(shuffle=True)` (an epoch of `fit`) reads a new order
+    of every sample and gives its augmentation new draws; the same seed repeats them. Drawn
+    once, every epoch trained on the first one's order and crops (a mutation of either
+    passed every test)."""
+    def epochs(seed: int) -> list[list[tuple[list[str], int]]]:
+        seen: list[tuple[list[str], int]] = []
+
+        def record(batch, rng):
+            seen.append(([str(i) for i in batch["id"]], int(rng.integers(1 << 30))))
+            return batch
+
+        with flowstore.open(adapter_store) as ds:
+            data = ds.split("train", features=("middle_frame",)).to_tf_dataset(
+                3, shuffle=True, seed=seed, augment=record, parallel_reads=1)
+            out = []
+            for _ in range(3):
+                start = len(seen)  # (after the probe `to_tf_dataset` augments once)
+                for _ in data:
+                    pass
+                out.append(seen[start:])
+        return out
+
+    first = epochs(5)
+    every_id = sorted(row["id"] for row in plain_read(adapter_store, "train"))
+    for epoch in first:
+        assert sorted(i for ids, _ in epoch for i in ids) == every_id
+    orders = [[i for ids, _ in epoch for i in ids] for epoch in first]
+    draws = [[draw for _, draw in epoch] for epoch in first]
+    assert orders[0] != orders[1] != orders[2] and draws[0] != draws[1] != draws[2]
+    assert epochs(5) == first and epochs(6) != first
+
+
 def test_tf_dataset_takes_soft_labels_from_an_augmentation_and_refuses_no_batch(store):
     """A mixup gives float (B, classes) labels: TensorFlow refused them against a hard-coded
     int64 ("2-th value returned by pyfunc_4 is double"); an augmentation that returns nothing
