@@ -69,6 +69,11 @@ def test_tuned_schedule_warms_up_then_decays_to_zero():
     assert rates[:warm] == sorted(rates[:warm]) and rates[warm - 1] == recipe.learning_rate
     assert rates[warm:] == sorted(rates[warm:], reverse=True)
     assert 0 < rates[-1] < 0.01 * recipe.learning_rate
+    # the half cosine spans the epochs after the warm-up: at full rate right after it, at half
+    # halfway through them (it ran over all epochs, already lowered when the warm-up ended)
+    assert rates[warm] == recipe.learning_rate
+    assert (recipe.epochs - warm) % 2 == 0
+    assert rates[warm + (recipe.epochs - warm) // 2] == pytest.approx(recipe.learning_rate / 2)
 
 
 def test_tuned_augmentation_keeps_the_batch_shape_and_leaves_flow_colours_alone():
