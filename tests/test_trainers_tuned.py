@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +76,47 @@ def test_tuned_schedule_warms_up_then_decays_to_zero():
     assert rates[warm] == recipe.learning_rate
     assert (recipe.epochs - warm) % 2 == 0
     assert rates[warm + (recipe.epochs - warm) // 2] == pytest.approx(recipe.learning_rate / 2)
+
+
+def test_the_readmes_recipe_table_is_the_recipes():
+    """README's table of the `report` and `tuned` recipes ("Using trainers") against the
+    catalogue's: a recipe's value changed in the code (the Stanford-40 weight decay, the
+    flow learning rate) and not in the table passed every test."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("| | `report` (default) | `tuned` |")
+    rows = {}
+    for line in readme[start:].splitlines()[2:]:
+        if not line.strip().startswith("|"):
+            break
+        name, report, tuned = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[name] = (report, tuned)
+    models = ("image", "frames", "flow", "two_stream")  # (the table's order)
+    report = [recipe_of(model) for model in models]
+    tuned = [recipe_of(model, "tuned") for model in models]
+
+    def numbers(text: str) -> list[float]:
+        return [float(n) for n in re.findall(r"\d+(?:\.\d+)?(?:e-?\d+)?", text)]
+
+    def per_model(values) -> str:
+        return " / ".join(values)
+
+    assert rows["learning rate (peak)"][0] == per_model(f"{r.learning_rate:.0e}".replace(
+        "e-0", "e-") for r in report)
+    assert rows["learning rate (peak)"][1].startswith(per_model(
+        f"{r.learning_rate:.0e}".replace("e-0", "e-") for r in tuned))
+    assert numbers(rows["optimizer"][1]) == [r.weight_decay for r in tuned]
+    assert all(r.weight_decay is None or r.weight_decay == 0 for r in report)
+    assert numbers(rows["loss"][1]) == [0.1] and {r.label_smoothing for r in tuned} == {0.1}
+    assert numbers(rows["schedule"][1])[:4] == [r.warmup_epochs for r in tuned]
+    assert all(r.cosine_decay for r in tuned) and report[0].lr_halve_every == 4
+    assert numbers(rows["schedule"][0]) == [4]
+    epochs = rows["epochs (best one on validation loss)"]
+    assert numbers(epochs[0]) == [r.epochs for r in report]
+    assert numbers(epochs[1]) == [r.epochs for r in tuned]
+    assert numbers(rows["batch size"][0]) == [r.batch_size for r in report]
+    assert all(t.batch_size == r.batch_size for t, r in zip(tuned, report))
+    assert {(r.scale_jitter, r.colour_jitter, r.flip) for r in tuned} == {(1.15, 0.2, True)}
+    assert numbers(rows["augmentation"][1]) == [1.15, 0.2]
 
 
 def test_tuned_augmentation_keeps_the_batch_shape_and_leaves_flow_colours_alone():
