@@ -119,6 +119,29 @@ def test_the_readmes_recipe_table_is_the_recipes():
     assert numbers(rows["augmentation"][1]) == [1.15, 0.2]
 
 
+@pytest.mark.parametrize("recipe_set", ["report", "tuned"])
+def test_the_trainers_augmentation_negates_dx_of_every_flow_it_mirrors(recipe_set):
+    """Whichever recipe flips (`--augment`, or the tuned one with its crop and colour
+    jitter), a sample whose frame is mirrored has its flow's dx negated, and one left alone
+    keeps it: the trainers' composition once flipped the flow as a picture (no motion keys)
+    and every test passed."""
+    augmentation = recipe_augmentation(recipe_of("two_stream", recipe_set), motion=("flow",),
+                                       flip=True)
+    size = 16
+    ramp = np.tile((np.arange(32) * 8).astype(np.uint8)[:, None], (1, 3))  # brighter rightwards
+    batch = {"frame": np.broadcast_to(ramp, (size, 32, 32, 3)).copy(),
+             "flow": np.zeros((size, 3, 32, 32, 2), np.float16),
+             "label": np.zeros(size, np.int64), "id": np.array([str(i) for i in range(size)])}
+    batch["flow"][..., 0] = 1.0  # every sample moves right
+    out = augmentation(batch, np.random.default_rng(0))
+    mirrored = []
+    for frame, flow in zip(out["frame"].astype(np.float32), out["flow"].astype(np.float32)):
+        columns = frame.mean(axis=(0, 2))
+        mirrored.append(bool(columns[0] > columns[-1]))
+        assert (flow[..., 0] < 0).all() if mirrored[-1] else (flow[..., 0] > 0).all()
+    assert 0 < sum(mirrored) < size  # (both cases met)
+
+
 def test_tuned_augmentation_keeps_the_batch_shape_and_leaves_flow_colours_alone():
     augmentation = recipe_augmentation(TUNED_RECIPES["two_stream"], motion=("flow",))
     rng = np.random.default_rng(0)
