@@ -9,7 +9,7 @@ import pytest
 
 from trainers.errors import ModelConfigError, UnknownModelError
 from trainers.catalogue import get_model, model_names
-from trainers.models import (build_default, build_stanford40, build_tvhi_flow,
+from trainers.models import (FLOW_SCALE, build_default, build_stanford40, build_tvhi_flow,
                              build_tvhi_frames, build_two_stream, parameter_counts)
 from trainers.recipes import Recipe
 
@@ -42,6 +42,35 @@ def test_layer_shapes_follow_the_report_summary():
     flow = build_tvhi_flow()
     assert tuple(flow.get_layer("conv3d_1").output.shape[1:]) == (2, 19, 19, 256)
     assert tuple(flow.get_layer("flatten").output.shape[1:]) == (2048,)
+
+
+def _layers(model: keras.Model):
+    """Every layer of `model`, those of the models nested in it (a stream, a base) too."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+
+
+@pytest.mark.parametrize("model", MODEL_NAMES)
+def test_every_hidden_layer_is_relu_and_the_inputs_scaled_as_the_report_has_them(model):
+    """What the parameter counts and shapes above cannot see: a convolution or hidden Dense
+    layer without its ReLU (the report's models are ReLU throughout), linear logits, and the
+    input scaling (frames by 1/255 to [0, 1]; flow in pixels by `FLOW_SCALE`). Either changed
+    passed every test."""
+    built = build_default(model, size=32, steps=4)
+    weighted = [layer for layer in _layers(built)
+                if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D,
+                                      keras.layers.Dense))]
+    assert weighted
+    for layer in weighted:
+        want = "linear" if layer.name == "logits" else "relu"
+        assert layer.activation.__name__ == want, (layer.name, layer.activation.__name__)
+    scales = {(layer.scale, layer.offset) for layer in _layers(built)
+              if isinstance(layer, keras.layers.Rescaling)}
+    want = {"image": {(1 / 255, 0.0)}, "frames": {(1 / 255, 0.0)}, "flow": {(FLOW_SCALE, 0.0)},
+            "two_stream": {(1 / 255, 0.0), (FLOW_SCALE, 0.0)}}[model]
+    assert scales == want
 
 
 @pytest.mark.parametrize("size,steps", [(32, 4), (48, 8), (64, 4)])
