@@ -601,6 +601,29 @@ def test_hmdb51_clips_one_level_down_or_at_the_top(sources, tmp_path):
     assert codes["0"] and codes["1"] and codes["2"]
 
 
+def _hmdb51_source(root: Path, lines_by_class: dict[str, list[str]]) -> Path:
+    """A hand-written HMDB51 source (split files of fold 1 only, in the real "clip.avi N "
+    format with its trailing space; the class folders empty: a manifest reads no clip)."""
+    splits = root / "testTrainMulti_7030_splits"
+    splits.mkdir(parents=True)
+    for name, lines in lines_by_class.items():
+        (root / name).mkdir()
+        (splits / f"{name}_test_split1.txt").write_text("".join(f"{line} \n" for line in lines))
+    return root
+
+
+def test_hmdb51_split_codes_are_the_official_ones(tmp_path):
+    """1 = train, 2 = test, 0 = not used, as the dataset's README has it (the synthetic writer
+    uses the module's own constants, so codes swapped in both passed every other test)."""
+    source = _hmdb51_source(tmp_path / "h", {"wave": [
+        "a_wave_u_cm_np1_fr_med_0.avi 1", "b_wave_u_cm_np1_fr_med_0.avi 2",
+        "c_wave_u_cm_np1_fr_med_0.avi 0"]})
+    splits = {row.id: row.split for row in get_dataset("hmdb51").manifest(source).rows}
+    assert splits.keys() == {"a_wave_u_cm_np1_fr_med_0", "b_wave_u_cm_np1_fr_med_0"}
+    assert splits["a_wave_u_cm_np1_fr_med_0"] in ("train", "val")
+    assert splits["b_wave_u_cm_np1_fr_med_0"] == "test"
+
+
 def test_kinetics_test_is_the_official_val_and_val_is_carved_from_train(sources):
     dataset = get_dataset("kinetics")
     manifest = dataset.manifest(sources["kinetics"])
