@@ -624,6 +624,19 @@ def test_hmdb51_split_codes_are_the_official_ones(tmp_path):
     assert splits["b_wave_u_cm_np1_fr_med_0"] == "test"
 
 
+def test_hmdb51_classes_are_in_class_name_order_not_file_name_order(tmp_path):
+    """`climb` before `climb_stairs` (its file, `climb_stairs_test_split1.txt`, sorts before
+    `climb_test_split1.txt`), and each clip labelled by its class's place in that order."""
+    source = _hmdb51_source(tmp_path / "h", {
+        "climb_stairs": ["s_climb_stairs_f_cm_np1_ba_med_0.avi 2"],
+        "climb": ["c_climb_f_cm_np1_ba_med_0.avi 2"]})
+    manifest = get_dataset("hmdb51").manifest(source)
+    assert manifest.classes == ("climb", "climb_stairs")
+    assert {row.id: (row.label, row.class_name) for row in manifest.rows} == {
+        "c_climb_f_cm_np1_ba_med_0": (0, "climb"),
+        "s_climb_stairs_f_cm_np1_ba_med_0": (1, "climb_stairs")}
+
+
 def test_kinetics_test_is_the_official_val_and_val_is_carved_from_train(sources):
     dataset = get_dataset("kinetics")
     manifest = dataset.manifest(sources["kinetics"])
