@@ -646,6 +646,27 @@ def test_kinetics_test_is_the_official_val_and_val_is_carved_from_train(sources)
     assert manifest.classes == ("abseiling", "air drumming")  # train.csv's labels, sorted
 
 
+def test_kinetics_classes_are_sorted_whatever_the_csv_order(tmp_path):
+    """train.csv in no label order gives the classes sorted, and each clip the label of its
+    class's place in that order (the synthetic CSV is written sorted, so classes taken in CSV
+    order passed every other test)."""
+    source = tmp_path / "k"
+    (source / "annotations").mkdir(parents=True)
+    header = "label,youtube_id,time_start,time_end,split,is_cc\n"
+    (source / "annotations" / "train.csv").write_text(
+        header + '"zumba",zzzzzzzzzz1,0,10,train,0\n"air drumming",aaaaaaaaaa1,0,10,train,0\n'
+        '"juggling balls",jjjjjjjjjj1,0,10,train,0\n')
+    (source / "annotations" / "val.csv").write_text(
+        header + '"juggling balls",jjjjjjjjjj2,0,10,val,0\n')
+    manifest = get_dataset("kinetics", {"val_fraction": 0.0}).manifest(source)
+    assert manifest.classes == ("air drumming", "juggling balls", "zumba")
+    assert {row.id: (row.label, row.class_name, row.split) for row in manifest.rows} == {
+        "aaaaaaaaaa1_000000_000010": (0, "air drumming", "train"),
+        "jjjjjjjjjj1_000000_000010": (1, "juggling balls", "train"),
+        "jjjjjjjjjj2_000000_000010": (1, "juggling balls", "test"),
+        "zzzzzzzzzz1_000000_000010": (2, "zumba", "train")}
+
+
 def test_synthetic_kinetics_writes_its_labels_as_the_official_csvs_do(tmp_path):
     """Quoted where they hold a space, with parentheses and an apostrophe: what the parser
     must read (the synthetic copy wrote none quoted, so it tested no quoting)."""
