@@ -139,6 +139,10 @@ def _splits_folder(tmp_path: Path, files: dict[str, str]) -> Path:
      "a_test.txt lists a_002.jpg twice"),
     ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\n", "test.txt": "a_002.jpg\n",
       "a_train.txt": "a_003.jpg\n"}, "a_train.txt disagrees with train.txt"),
+    # a per-class file missing an image train.txt lists (the check caught only extra ones)
+    ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\na_002.jpg\n", "test.txt": "",
+      "a_train.txt": "a_001.jpg\n"},
+     r"^a_train.txt disagrees with train.txt about the 'a' images \(e.g. a_002\)$"),
     # a repeat beside a per-class file was "a_train.txt disagrees with train.txt about the 'a'
     # images (e.g. (a repeated name))": the file that repeats it is named now
     ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\na_001.jpg\n", "test.txt": "",
@@ -147,8 +151,9 @@ def _splits_folder(tmp_path: Path, files: dict[str, str]) -> Path:
       "a_train.txt": "a_001.jpg\na_001.jpg\n"}, "a_train.txt lists a_001.jpg twice"),
 ])
 def test_inconsistent_split_files_are_layout_errors(tmp_path, files, message):
-    with pytest.raises(SourceLayoutError, match=message):
+    with pytest.raises(SourceLayoutError, match=message) as error:
         read_image_splits(_splits_folder(tmp_path, files))
+    assert "\n" not in str(error.value)
 
 
 def test_per_class_files_stand_in_for_a_missing_train_txt(tmp_path):
