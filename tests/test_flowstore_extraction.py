@@ -7,11 +7,16 @@ import pytest
 
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2
-from flowstore.extraction.video import (_check_not_cut_short, extract_video, flow_positions,
-                                        frames_needed, store_flow)
+from flowstore.extraction.video import (CUT_SHORT_FRAMES, CUT_SHORT_SHARE, _check_not_cut_short,
+                                        extract_video, flow_positions, frames_needed,
+                                        store_flow)
 from flowstore.params import VideoParams
 from flowstore.synth.tvhi import write_avi
 from tests.reference import reference_tvhi
+
+#: The first bytes of an AVI (a container that counts its frames) and of a Matroska file.
+AVI_HEAD = b"RIFF\x00\x10\x00\x00AVI LIST"
+MATROSKA_HEAD = b"\x1aE\xdf\xa3\x9fB\x86\x81\x01B\xf7\x81"
 
 
 def test_flow_positions_follow_the_contract():
@@ -114,6 +119,8 @@ def test_a_clip_cut_short_is_refused_not_stored_as_its_first_part(tmp_path):
                                           r"declares, [\d.]+ s of 1.60 s: the file is cut "
                                           r"short or damaged"):
         extract_video(tmp_path / "cut.avi", params)
+    (tmp_path / "few.avi").write_bytes(AVI_HEAD)  # (no file: no frame index, no check)
+    (tmp_path / "few.mkv").write_bytes(MATROSKA_HEAD)
     _check_not_cut_short(tmp_path / "few.avi", 36, 40, 25.0, 35 * 40.0)  # within the slack
     _check_not_cut_short(tmp_path / "few.mkv", 3, 40, 25.0, 80.0)  # an estimated count
     # The container is told by its bytes, not its name: the same cut AVI named as a 3GP or a
@@ -124,10 +131,28 @@ def test_a_clip_cut_short_is_refused_not_stored_as_its_first_part(tmp_path):
             extract_video(tmp_path / name, params)
 
 
+@pytest.mark.parametrize("n, declared, refused", [
+    # the slack is the larger of CUT_SHORT_FRAMES frames and CUT_SHORT_SHARE of the count:
+    (93, 100, False), (89, 100, True),  # a long clip: the share (10 frames) is the larger
+    (17, 20, False), (14, 20, True),  # a short one: the frames (5; the share is 2) are
+])
+def test_a_clip_a_few_percent_short_is_no_clip_cut_short(tmp_path, n, declared, refused):
+    """A clip decoding 93 of the 100 frames its AVI declares, to 93 frames' time, extracts (the
+    smaller of the two slacks refused it, where the cut-short test above has them agree)."""
+    assert (CUT_SHORT_FRAMES, CUT_SHORT_SHARE) == (5, 0.10)  # (the cases are chosen for these)
+    (tmp_path / "clip.avi").write_bytes(AVI_HEAD)
+    clip = (tmp_path / "clip.avi", n, declared, 25.0, (n - 1) * 40.0)  # (25 fps: 40 ms a frame)
+    if refused:
+        with pytest.raises(SampleError, match=rf"decodes {n} of the {declared} frames"):
+            _check_not_cut_short(*clip)
+    else:
+        _check_not_cut_short(*clip)
+
+
 @pytest.mark.parametrize("head, indexed", [
-    (b"RIFF\x00\x10\x00\x00AVI LIST", True), (b"RIFF\x00\x10\x00\x00WAVEfmt ", False),
+    (AVI_HEAD, True), (b"RIFF\x00\x10\x00\x00WAVEfmt ", False),
     (b"\x00\x00\x00\x18ftypmp42", True), (b"\x00\x00\x00\x14ftyp3gp4", True),
-    (b"\x00\x00\x00\x08wide\x00\x00", True), (b"\x1aE\xdf\xa3\x9fB\x86\x81\x01B\xf7\x81", False),
+    (b"\x00\x00\x00\x08wide\x00\x00", True), (MATROSKA_HEAD, False),
     (b"", False)])
 def test_the_containers_that_count_their_frames_are_told_by_their_first_bytes(
         tmp_path, head, indexed):
