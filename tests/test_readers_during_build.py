@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+import flowstore
+
 from flowstore.errors import StoreError
 from flowstore.store import open_store
 from flowstore.synth.tvhi import SynthTVHIConfig, write_synthetic_tvhi
@@ -118,3 +120,42 @@ def test_an_hdf5_build_is_refused_while_a_reader_holds_the_file(tiny_tvhi_source
     assert finished.returncode == 0, finished.stderr
     with open_store(store) as reader:
         assert reader.read("done").all()
+
+
+def _build_is_refused_while(path) -> str:
+    """What a build in another process is told of HDF5 store `path` (it takes the writer lock
+    as `flowstore build` does, and lets go at once)."""
+    held = subprocess.run([sys.executable, "-c",
+                           "import sys\nfrom flowstore.errors import StoreError\n"
+                           "from flowstore.store.lock import writer_lock\n"
+                           "try:\n"
+                           f"    with writer_lock({str(path)!r}):\n"
+                           "        print('built')\n"
+                           "except StoreError as exc:\n"
+                           "    print(exc)\n"],
+                          capture_output=True, text=True, timeout=60)
+    assert held.returncode == 0, held.stderr
+    return held.stdout
+
+
+@pytest.mark.parametrize("before", ["own-build-ended", "lock-file-gone"])
+def test_an_hdf5_reader_holds_the_lock_after_its_own_build_and_without_a_lock_file(tmp_path,
+                                                                                  before):
+    """The reader lock is skipped only while this process's own build holds the store: after
+    that build ended (its writer lock released), or with no lock file beside the store (a
+    copied store, a deleted lock file: the reader makes it), a reader that took no lock let
+    another process build the HDF5 file it was reading (from the mutation review)."""
+    from flowstore.store.lock import lock_path, writer_lock
+    from trainers.testing import make_tiny_store
+
+    path = make_tiny_store(tmp_path / "t.h5", per_class=(1, 1, 1))
+    if before == "own-build-ended":
+        with writer_lock(path):
+            pass
+    else:
+        lock_path(path).unlink(missing_ok=True)
+    with flowstore.open(path) as ds:
+        ds.split("train")[0]
+        refusal = _build_is_refused_while(path)
+        assert "is open for reading" in refusal and "cannot be written while it is read" in refusal
+    assert _build_is_refused_while(path).strip() == "built"  # the reader closed: let go of
