@@ -734,3 +734,22 @@ def test_an_hdf5_array_whose_object_header_is_damaged_is_one_line(tiny_tvhi_sour
         assert f"store {str(store)!r} is damaged: array 'flow' cannot be read" in line, line
     inspected = flowstore_cli("inspect", store)
     assert inspected.returncode in (1, 2) and "Traceback" not in inspected.stderr
+
+
+def test_samples_asked_of_verify_that_are_not_done_are_problems(tiny_tvhi_source, tmp_path):
+    """Asked for by name (as a repair re-checks what it re-extracted), a sample not marked done
+    is a problem: checking only the done ones among those asked said nothing of it, and a
+    repair would report an unfinished sample repaired (from the mutation review)."""
+    from flowstore.verify import verify
+
+    store = tmp_path / "s.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                        *TINY_BUILD, "--max-per-split", "1", "-q")
+    assert out.returncode == 0, out.stderr
+    with open_store(store) as s:
+        ids, done = list(s.read("id")), s.read("done").astype(bool)
+    finished = ids[int(np.flatnonzero(done)[0])]
+    unfinished = ids[int(np.flatnonzero(~done)[0])]
+    result = verify(store, samples=[finished, unfinished])
+    assert result.checked == 2
+    assert result.problems == {unfinished: "not marked done"}
