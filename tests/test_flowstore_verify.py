@@ -753,3 +753,28 @@ def test_samples_asked_of_verify_that_are_not_done_are_problems(tiny_tvhi_source
     result = verify(store, samples=[finished, unfinished])
     assert result.checked == 2
     assert result.problems == {unfinished: "not marked done"}
+
+
+def test_a_repair_whose_re_extraction_still_mismatches_its_checksum_is_still_bad(
+        tiny_tvhi_source, tmp_path, monkeypatch):
+    """The re-check after re-extraction takes every problem verify finds, a checksum mismatch
+    as a missing chunk: one passed over would be reported repaired (from the mutation review)."""
+    import flowstore.verify as verify_module
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    sample = "hug_0002"
+    index = list(group["id"][:]).index(sample)
+    group["flow"][index] = np.ones_like(group["flow"][index])
+    built = verify_module.build
+
+    def build_then_mismatch(*args, **kwargs):  # the re-extraction's bytes: still not its sum
+        result = built(*args, **kwargs)
+        monkeypatch.setattr(verify_module, "matches", lambda arrays, checksum: False)
+        return result
+
+    monkeypatch.setattr(verify_module, "build", build_then_mismatch)
+    result = verify_module.repair(store, tiny_tvhi_source, [sample], workers=1)
+    assert result.repaired == [] and not result.ok
+    assert result.still_bad == {sample: "still bad after re-extraction: bytes changed since "
+                                        "written (checksum mismatch)"}
