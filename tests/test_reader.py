@@ -275,6 +275,21 @@ def test_a_split_pickles_as_location_and_selection(store):
     assert got["id"].tolist() == want["id"].tolist()
 
 
+
+def test_an_unpickled_split_reads_the_float_dtype_it_was_made_with(tmp_path):
+    """A split is unpickled in each DataLoader worker (and Keras worker process): one that came
+    back with another `float_dtype` handed the workers' batches another dtype than the main
+    process reads (from the mutation review)."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 1, 1), flow_dtype="float16")
+    with flowstore.open(path) as ds:
+        for float_dtype, want in ((None, np.float16), ("float16", np.float16),
+                                  ("float32", np.float32)):
+            split = ds.split("train", features=("flow",), float_dtype=float_dtype)
+            again = pickle.loads(pickle.dumps(split))
+            assert split[[0]]["flow"].dtype == again[[0]]["flow"].dtype == want, float_dtype
+            assert again.dtypes == split.dtypes
+            again.close()
+
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_a_split_of_a_store_since_rebuilt_is_refused_not_read_as_other_rows(
         tiny_tvhi_source, tmp_path, suffix):
