@@ -767,6 +767,41 @@ def test_tf_dataset_shuffles_and_augments_each_epoch_anew_and_repeats_with_its_s
     assert epochs(5) == first and epochs(6) != first
 
 
+def test_keras_pydataset_augments_each_epoch_anew_and_repeats_with_its_seed(adapter_store):
+    """Each epoch of `to_keras_dataset` (moved on by `on_epoch_end`, as Keras does, or by
+    `set_epoch`) gives its augmentation new draws for the same batches; the same seed repeats
+    them. Drawn from epoch 0's stream every epoch, each sample got the same crop and flip
+    every epoch (a mutation doing so passed every test)."""
+    def epochs(seed: int, move_on: str) -> list[list[tuple[list[str], int]]]:
+        seen: list[tuple[list[str], int]] = []
+
+        def record(batch, rng):
+            seen.append(([str(i) for i in batch["id"]], int(rng.integers(1 << 30))))
+            return batch
+
+        with flowstore.open(adapter_store) as ds:
+            data = ds.split("train", features=("middle_frame",)).to_keras_dataset(
+                3, seed=seed, augment=record)  # (not shuffled: the same batches each epoch)
+            out = []
+            for epoch in range(3):
+                if move_on == "set_epoch":
+                    data.set_epoch(epoch)
+                start = len(seen)
+                for index in range(len(data)):
+                    data[index]
+                out.append(seen[start:])
+                if move_on == "on_epoch_end":
+                    data.on_epoch_end()
+        return out
+
+    first = epochs(5, "on_epoch_end")
+    orders = [[ids for ids, _ in epoch] for epoch in first]
+    draws = [[draw for _, draw in epoch] for epoch in first]
+    assert orders[0] == orders[1] == orders[2] and len(orders[0]) > 1
+    assert draws[0] != draws[1] != draws[2] != draws[0]
+    assert epochs(5, "set_epoch") == first and epochs(6, "on_epoch_end") != first
+
+
 def test_tf_dataset_takes_soft_labels_from_an_augmentation_and_refuses_no_batch(store):
     """A mixup gives float (B, classes) labels: TensorFlow refused them against a hard-coded
     int64 ("2-th value returned by pyfunc_4 is double"); an augmentation that returns nothing
