@@ -78,6 +78,23 @@ def test_tuned_schedule_warms_up_then_decays_to_zero():
     assert rates[warm + (recipe.epochs - warm) // 2] == pytest.approx(recipe.learning_rate / 2)
 
 
+def test_other_epochs_keep_the_warm_ups_share_of_them():
+    """`override(epochs=...)` scales the warm-up with the epochs (rounded down, always below
+    them), as its docstring has it: keeping the whole warm-up made `--epochs 2` of a tuned
+    recipe a warm-up only (a mutation doing so passed every test)."""
+    frames, flow = TUNED_RECIPES["frames"], TUNED_RECIPES["flow"]
+    assert (frames.epochs, frames.warmup_epochs) == (30, 3)  # the docstring's example
+    assert frames.override(epochs=2).warmup_epochs == 0
+    assert (flow.epochs, flow.warmup_epochs) == (40, 4)
+    assert flow.override(epochs=2).warmup_epochs == 0
+    assert flow.override(epochs=20).warmup_epochs == 2
+    assert flow.override(epochs=80).warmup_epochs == 8
+    assert TUNED_RECIPES["image"].override(epochs=30).warmup_epochs == 3
+    # a warm-up given with the epochs is kept, and no epochs keep the recipe's
+    assert flow.override(epochs=20, warmup_epochs=5).warmup_epochs == 5
+    assert flow.override(epochs=None).warmup_epochs == 4
+
+
 def test_the_readmes_recipe_table_is_the_recipes():
     """README's table of the `report` and `tuned` recipes ("Using trainers") against the
     catalogue's: a recipe's value changed in the code (the Stanford-40 weight decay, the
