@@ -95,6 +95,37 @@ def test_other_epochs_keep_the_warm_ups_share_of_them():
     assert flow.override(epochs=None).warmup_epochs == 4
 
 
+def test_the_compiled_optimizer_is_the_one_metrics_json_records():
+    """`compiled` gives AdamW the recipe's weight decay (0.5 for the tuned image model, 0.05
+    for the others), the report's recipes Adam without decay, and EMA only when asked: AdamW
+    without its `weight_decay` decayed at Keras' default 0.004 while metrics.json said 0.5
+    (a mutation doing so passed every test)."""
+    import keras
+
+    from trainers.fit import compiled
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    for recipe in (TUNED_RECIPES["image"], TUNED_RECIPES["flow"]):
+        for policy in ("float32", "mixed_float16"):
+            optimizer = compiled(model, recipe, policy).optimizer
+            if policy == "mixed_float16":
+                optimizer = optimizer.inner_optimizer
+            assert type(optimizer) is keras.optimizers.AdamW
+            assert optimizer.weight_decay == recipe.weight_decay > 0
+            assert recipe.to_dict()["optimizer"] == "adamw"
+            assert float(optimizer.learning_rate) == pytest.approx(recipe.learning_rate)
+            assert not optimizer.use_ema
+    assert TUNED_RECIPES["image"].weight_decay == 0.5
+    report = recipe_of("flow")
+    optimizer = compiled(model, report, "float32").optimizer
+    assert type(optimizer) is keras.optimizers.Adam and optimizer.weight_decay is None
+    assert report.to_dict()["optimizer"] == "adam"
+    averaged = compiled(model, TUNED_RECIPES["flow"].override(ema_momentum=0.9),
+                        "float32").optimizer
+    assert averaged.use_ema and averaged.ema_momentum == pytest.approx(0.9)
+    assert averaged.weight_decay == TUNED_RECIPES["flow"].weight_decay
+
+
 def test_the_readmes_recipe_table_is_the_recipes():
     """README's table of the `report` and `tuned` recipes ("Using trainers") against the
     catalogue's: a recipe's value changed in the code (the Stanford-40 weight decay, the
