@@ -38,8 +38,15 @@ def test_tuned_recipe_trains_on_a_tiny_store_and_is_recorded(tmp_path):
                   "colour_jitter", "learning_rate", "batch_size"):
         assert recipe[field] == getattr(tuned, field), field
     assert recipe["optimizer"] == "adamw" and "label_smoothing=0.1" in recipe["loss"]
-    history = (record.path / "history.json").read_text()
-    assert '"learning_rate"' in history  # the schedule ran (Keras logs the rate it sets)
+    # The schedule ran, each epoch at the rate of its own index (Keras logs the rate it set;
+    # one epoch ahead, `learning_rate_at(epoch + 1)`, passed every test: from the mutation
+    # review): at 2 epochs no warm-up (its share of them), the full rate, then the cosine's half.
+    history = json.loads((record.path / "history.json").read_text())
+    applied = tuned.override(epochs=2)
+    assert applied.warmup_epochs == 0
+    assert history["learning_rate"] == pytest.approx(
+        [applied.learning_rate_at(epoch) for epoch in range(2)], rel=1e-6)
+    assert history["learning_rate"] == pytest.approx([1e-4, 0.5e-4], rel=1e-6)
     # The same model, the same parameters as the report's recipe trains.
     assert record.metrics["params"]["total"] > 0
 
