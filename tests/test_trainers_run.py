@@ -272,30 +272,30 @@ def _mirrored_flow(flow: np.ndarray) -> np.ndarray:
     return mirrored
 
 
-def _spy_on_flow_batches(monkeypatch) -> dict[str, list[bool]]:
-    """Per split, whether each flow sample `trainers run` streams into training is the stored
-    flow (False) or its mirror with dx negated (True): two epochs of each stream the run makes
-    (new coins each), read before the run uses it, each sample matched against the store's."""
+def _spy_on_flow_streams(monkeypatch) -> list[tuple[str, InputOptions, list[str]]]:
+    """Each stream of flow batches `trainers run` makes, in order: its split, its options and,
+    for each sample of two epochs of it (new coins each, read before the run uses it), whether
+    it is a stored sample as stored ("stored"), its mirror with dx negated ("mirrored") or
+    neither (cropped: "changed")."""
     import trainers.fit
 
     real_make_dataset = trainers.fit.make_dataset
-    seen: dict[str, list[bool]] = {}
+    streams: list[tuple[str, InputOptions, list[str]]] = []
 
     def make_dataset(samples, split, options):
         dataset = real_make_dataset(samples, split, options)
         stored = [samples.store.read("flow", i) for i in samples.indices(split)]
-        flips = seen.setdefault(split, [])
+        kinds: list[str] = []
         for batch, _labels in [*dataset, *dataset]:
             for flow in batch.numpy():
-                if any(np.array_equal(flow, s) for s in stored):
-                    flips.append(False)
-                else:
-                    assert any(np.array_equal(flow, _mirrored_flow(s)) for s in stored), split
-                    flips.append(True)
+                kinds.append("stored" if any(np.array_equal(flow, s) for s in stored) else
+                             "mirrored" if any(np.array_equal(flow, _mirrored_flow(s))
+                                               for s in stored) else "changed")
+        streams.append((split, options, kinds))
         return dataset
 
     monkeypatch.setattr(trainers.fit, "make_dataset", make_dataset)
-    return seen
+    return streams
 
 
 def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_path, monkeypatch):
@@ -303,18 +303,44 @@ def test_tvhi_flow_trains_on_a_store_built_by_flowstore(built_tvhi_store, tmp_pa
     without it none is mirrored."""
     for augment in (True, False):
         runs = tmp_path / f"runs-{augment}"
-        seen = _spy_on_flow_batches(monkeypatch)
+        streams = _spy_on_flow_streams(monkeypatch)
         _invoke("run", "tvhi_flow", "--store", str(built_tvhi_store), "--runs-dir", str(runs),
                 "--epochs", "1", "--augment" if augment else "--no-augment")
         (record,) = list_runs(runs)
         assert record.metrics["augment"] is augment
+        seen = {split: [kind for name, _, kinds in streams if name == split for kind in kinds]
+                for split in ("train", "val", "test")}
+        assert "changed" not in sum(seen.values(), [])  # flips alone: mirrored or as stored
+        flips = {split: [kind == "mirrored" for kind in kinds] for split, kinds in seen.items()}
         # two training streams (fit's, and the BatchNorm recalibration's), two epochs of each
-        assert len(seen["train"]) == 4 * record.metrics["samples"]["train"] > 0
+        assert len(flips["train"]) == 4 * record.metrics["samples"]["train"] > 0
         if augment:
-            assert 0 < sum(seen["train"]) < len(seen["train"]), seen["train"]
+            assert 0 < sum(flips["train"]) < len(flips["train"]), flips["train"]
         else:
-            assert not any(seen["train"])
-        assert seen["val"] and seen["test"] and not any(seen["val"] + seen["test"])
+            assert not any(flips["train"])
+        assert flips["val"] and flips["test"] and not any(flips["val"] + flips["test"])
+
+
+def test_batch_norm_recalibration_reads_plain_samples_under_a_tuned_recipe(tmp_path,
+                                                                           monkeypatch):
+    """The tuned recipe's crops (and flips) shift the BatchNorm statistics that inference on
+    plain samples should use: its recalibration stream reads every sample as stored while
+    training reads them augmented. Calibrating on augmented batches passed every test (from
+    the mutation review)."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW)
+    runs = tmp_path / "runs"
+    streams = _spy_on_flow_streams(monkeypatch)
+    _invoke("run", "flow", "--store", str(store), "--runs-dir", str(runs), "--recipe", "tuned",
+            "--epochs", "1", "--seed", "3")
+    (record,) = list_runs(runs)
+    assert record.metrics["bn_recalibration_samples"] > 0
+    train = [(options, kinds) for split, options, kinds in streams if split == "train"]
+    assert len(train) == 2 and all(options.shuffle for options, _ in train)
+    plain, = [kinds for options, kinds in train if options.seed != 3]  # the recalibration's
+    augmented, = [kinds for options, kinds in train if options.seed == 3]  # fit's: the run's
+    assert len(plain) == len(augmented) == 2 * record.metrics["samples"]["train"]
+    assert set(plain) == {"stored"}, plain
+    assert "changed" in augmented and "mirrored" in augmented, augmented
 
 
 @pytest.mark.slow
