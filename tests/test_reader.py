@@ -733,6 +733,16 @@ def test_tf_dataset_matches_the_plain_read(adapter_store):
     assert sorted(np.concatenate(shuffled).tolist()) == sorted(r["label"] for r in expected)
 
 
+def _recording_augmentation(seen: list[tuple[list[str], int]]):
+    """An augmentation that changes nothing and appends each batch's ids and a draw of its
+    random generator to `seen`."""
+    def record(batch, rng):
+        seen.append(([str(i) for i in batch["id"]], int(rng.integers(1 << 30))))
+        return batch
+
+    return record
+
+
 def test_tf_dataset_shuffles_and_augments_each_epoch_anew_and_repeats_with_its_seed(
         adapter_store):
     """Each iteration of `to_tf_dataset(shuffle=True)` (an epoch of `fit`) reads a new order
@@ -741,11 +751,7 @@ def test_tf_dataset_shuffles_and_augments_each_epoch_anew_and_repeats_with_its_s
     passed every test)."""
     def epochs(seed: int) -> list[list[tuple[list[str], int]]]:
         seen: list[tuple[list[str], int]] = []
-
-        def record(batch, rng):
-            seen.append(([str(i) for i in batch["id"]], int(rng.integers(1 << 30))))
-            return batch
-
+        record = _recording_augmentation(seen)
         with flowstore.open(adapter_store) as ds:
             data = ds.split("train", features=("middle_frame",)).to_tf_dataset(
                 3, shuffle=True, seed=seed, augment=record, parallel_reads=1)
@@ -774,11 +780,7 @@ def test_keras_pydataset_augments_each_epoch_anew_and_repeats_with_its_seed(adap
     every epoch (a mutation doing so passed every test)."""
     def epochs(seed: int, move_on: str) -> list[list[tuple[list[str], int]]]:
         seen: list[tuple[list[str], int]] = []
-
-        def record(batch, rng):
-            seen.append(([str(i) for i in batch["id"]], int(rng.integers(1 << 30))))
-            return batch
-
+        record = _recording_augmentation(seen)
         with flowstore.open(adapter_store) as ds:
             data = ds.split("train", features=("middle_frame",)).to_keras_dataset(
                 3, seed=seed, augment=record)  # (not shuffled: the same batches each epoch)
