@@ -93,6 +93,30 @@ def test_fsync_makes_each_sample_durable_before_it_is_marked_done(tiny_tvhi_sour
     assert str(store.parent) in {path for _, path in synced}  # the store's entry in its folder
 
 
+def _reset_and_kill(path: Path, monkeypatch, kill_at: int,
+                    counted: tuple[str, ...] | None = None) -> tuple[int, list[str]]:
+    """Unmark the first done sample of the store at `path` as `verify --repair` does, and
+    write the ledger killed (a KeyboardInterrupt) before its `kill_at`-th column write, of the
+    `counted` columns (every one when None): the sample's index and the columns counted."""
+    with open_store(path, "r+") as store:
+        ledger = Ledger.load(store)
+        index = int(ledger.done.nonzero()[0][0])
+        ledger.reset(index)
+        real, written = store.write_changed, []
+
+        def write_changed(name, column, indices):
+            if counted is None or name in counted:
+                written.append(name)
+                if len(written) == kill_at:
+                    raise KeyboardInterrupt  # the kill, before this column is written
+            real(name, column, indices)
+
+        monkeypatch.setattr(store, "write_changed", write_changed)
+        with pytest.raises(KeyboardInterrupt):
+            ledger.write(store)
+    return index, written
+
+
 def test_a_sample_to_extract_again_is_unmarked_before_its_checksum_is_cleared(
         tiny_tvhi_source, tmp_path, suffix, monkeypatch):
     """`verify --repair` resets a bad sample (not done, no checksum) and writes the ledger; a
@@ -100,22 +124,7 @@ def test_a_sample_to_extract_again_is_unmarked_before_its_checksum_is_cleared(
     first), which every later build took as complete and `verify` as damaged."""
     store_path = tmp_path / f"s{suffix}"
     _build(tiny_tvhi_source, store_path, max_per_split=1)
-    with open_store(store_path, "r+") as store:
-        ledger = Ledger.load(store)
-        index = int(ledger.done.nonzero()[0][0])
-        ledger.reset(index)
-        real, written = store.write_changed, []
-
-        def write_changed(name, column, indices):
-            if name in ("done", "checksum"):
-                written.append(name)
-                if len(written) == 2:
-                    raise KeyboardInterrupt  # the kill, before the second column is written
-            real(name, column, indices)
-
-        monkeypatch.setattr(store, "write_changed", write_changed)
-        with pytest.raises(KeyboardInterrupt):
-            ledger.write(store)
+    index, written = _reset_and_kill(store_path, monkeypatch, 2, counted=("done", "checksum"))
     with open_store(store_path) as store:
         done, checksum = bool(store.read("done")[index]), str(store.read("checksum")[index])
     assert written == ["done", "checksum"] and not done and checksum, (written, done, checksum)
@@ -135,21 +144,7 @@ def test_a_repair_stopped_after_unmarking_a_sample_leaves_it_for_verify_and_repa
     for kill_at in range(1, 4):  # (failure, done, checksum: all the reset changes)
         copy = tmp_path / f"k{kill_at}{suffix}"
         (shutil.copytree if built.is_dir() else shutil.copy2)(built, copy)
-        with open_store(copy, "r+") as store:
-            ledger = Ledger.load(store)
-            index = int(ledger.done.nonzero()[0][0])
-            ledger.reset(index)
-            real, calls = store.write_changed, []
-
-            def write_changed(name, column, indices):
-                calls.append(name)
-                if len(calls) == kill_at:
-                    raise KeyboardInterrupt  # the kill, before this column is written
-                real(name, column, indices)
-
-            monkeypatch.setattr(store, "write_changed", write_changed)
-            with pytest.raises(KeyboardInterrupt):
-                ledger.write(store)
+        index, calls = _reset_and_kill(copy, monkeypatch, kill_at)
         with open_store(copy) as store:
             still_done = bool(store.read("done")[index])
         problems = verify(copy).problems
