@@ -55,6 +55,34 @@ def test_an_s3_store_has_flat_chunk_keys(s3_env, s3_store):
     assert sorted(keys) == sorted(["zarr.json", *(f"c.{index}.0.0.0.0" for index in range(16))])
 
 
+def test_only_a_bucket_the_endpoint_says_is_missing_is_called_missing(monkeypatch):
+    """The hint "whose bucket B does not exist" came from the filesystem's `exists`, which
+    answers False for an endpoint that stopped answering too: a store whose creation lost
+    its connection was refused as one of a missing bucket."""
+    import fsspec
+
+    from flowstore.store import _missing_bucket
+
+    class Endpoint:
+        def __init__(self, error: Exception | None):
+            self.error = error
+
+        def exists(self, path):
+            return False  # (what s3fs answers on any failure)
+
+        def info(self, path):
+            if self.error is not None:
+                raise self.error
+            return {"type": "directory"}
+
+    for error, said in [(FileNotFoundError("Not Found"), ", whose bucket 'b' does not exist"),
+                        (ConnectionError("Could not connect to the endpoint URL"), ""),
+                        (None, "")]:
+        monkeypatch.setattr(fsspec.core, "url_to_fs",
+                            lambda url, error=error: (Endpoint(error), "b/x.zarr"))
+        assert _missing_bucket("s3://b/x.zarr") == said, error
+
+
 def test_missing_bucket_is_one_line(s3_env, tiny_tvhi_source):
     out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
                         "s3://no-such-bucket/x.zarr", *TINY_BUILD, env=s3_env)

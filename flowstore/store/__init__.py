@@ -232,11 +232,16 @@ def _missing_bucket(location: str | Path) -> str:
         return ""
     import fsspec
 
-    with contextlib.suppress(Exception):  # (a hint only: the refusal stands without it)
+    # (a hint only: the refusal stands without it; `exists` is no test, as it answers False
+    # for an endpoint that stopped answering too, which this called a missing bucket)
+    with contextlib.suppress(Exception):
         filesystem, root = fsspec.core.url_to_fs(str(location))
         bucket = root.split("/", 1)[0]
-        if bucket and not filesystem.exists(bucket):
-            return f", whose bucket {bucket!r} does not exist"
+        if bucket:
+            try:
+                filesystem.info(bucket)
+            except FileNotFoundError:
+                return f", whose bucket {bucket!r} does not exist"
     return ""
 
 
