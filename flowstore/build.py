@@ -705,11 +705,14 @@ def _check_compatible(store: Store, dataset: Dataset, manifest: Manifest, params
     asked_options = dataset.recorded_options()
     if canonical_json(stored_options) != canonical_json(asked_options):
         stored_paths, asked_paths = attrs.get("option_paths") or {}, dataset.option_paths()
+        # (an option unused on one side differs only as its default: `--seed` beside a store's
+        # `--val-fraction 0` is not the difference, whatever the two seeds were)
+        unused = dataset.unused_in(stored_options) | dataset.unused_in(asked_options)
         diffs = ", ".join(f"--{k.replace('_', '-')}: store "
                           f"{_shown_option(stored_options, stored_paths, k)} vs asked "
                           f"{_shown_option(asked_options, asked_paths, k)}"
                           for k in sorted(stored_options.keys() | asked_options.keys())
-                          if stored_options.get(k) != asked_options.get(k))
+                          if stored_options.get(k) != asked_options.get(k) and k not in unused)
         raise StoreMismatchError(f"store {str(path)!r} was built with other split options "
                                  f"({diffs}){hint}")
     for name in GIVEN:  # (read converted, a float `label` was taken for another manifest)

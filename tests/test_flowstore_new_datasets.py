@@ -802,6 +802,10 @@ def test_a_store_records_its_options_and_refuses_others(sources, tmp_path):
     with open_store(store, "r") as opened:
         assert opened.attrs["options"] == {"fold": 1, "seed": 0, "val_fraction": 0}
     assert flowstore_cli(*args, "--val-fraction", "0", "--seed", "7").returncode == 0
+    # refused for its val fraction alone: the seed it left unused is no difference (it read
+    # "--seed: store 0 vs asked 4" beside a store the same --seed 4 had built)
+    line = assert_one_line_error(flowstore_cli(*args, "--val-fraction", "0.1", "--seed", "4"))
+    assert "(--val-fraction: store 0" in line and "--seed" not in line, line
 
 
 def test_a_split_file_refusal_names_the_files_not_their_hashes(sources, tmp_path):

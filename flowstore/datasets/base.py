@@ -111,14 +111,20 @@ class Dataset(abc.ABC):
         beside `--split-file`) cannot change the manifest, so it neither refuses a resume nor
         makes another fingerprint. Nor does `--seed` where every fraction in use is 0
         (`--val-fraction 0` of UCF101, HMDB51 or Kinetics): it draws nothing."""
-        unused = set(self.unused_options)
-        fractions = [name for name in values if name.endswith("_fraction") and name not in unused]
-        if "seed" in values and fractions and all(values[name] == 0 for name in fractions):
-            unused.add("seed")
+        unused = self.unused_in(values)
         if not unused:
             return dict(values)
         defaults = {field.name: field.default for field in dataclasses.fields(self.options_type)}
         return {**values, **{name: defaults[name] for name in unused}}
+
+    def unused_in(self, values: Mapping[str, Any]) -> set[str]:
+        """The split options `values` (by name) leave unused (`options_in_effect`): the
+        manifest's `unused_options`, and `seed` where every fraction in use is 0."""
+        unused = set(self.unused_options)
+        fractions = [name for name in values if name.endswith("_fraction") and name not in unused]
+        if "seed" in values and fractions and all(values[name] == 0 for name in fractions):
+            unused.add("seed")
+        return unused
 
     def keep_store_options(self, recorded: Mapping[str, Any]) -> None:
         """Record and hash the split options as the store being resumed recorded them, which
