@@ -355,7 +355,9 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             if unknown:
                 raise FlowstoreError(f"no sample {unknown[0]!r} in store {str(config.store)!r}")
             for index in position.values():
-                if ledger.done[index]:  # what its task read, for `_not_the_file_it_read`
+                # what its task read, for `_not_the_file_it_read`: a done sample's, and one
+                # a stopped repair left unmarked (`reset` keeps its record of the file)
+                if ledger.done[index] or ledger.text("failure", index) == REPAIR_UNFINISHED:
                     extracted_from[index] = (ledger.recorded_size(index),
                                              ledger.text("source_hash", index))
                 ledger.reset(index)
@@ -879,12 +881,12 @@ def _not_the_file_it_read(extracted_from: tuple[int | None, str] | None,
     """Why a sample `verify --repair` re-extracted is not mended, or None.
 
     A repair restores a sample from the file it was extracted from (`extracted_from`: the size
-    and content hash its task read, as recorded; None for a sample that was not done). If the
-    file is another now (another size, or the same size and another hash), what was extracted
-    is another clip's frames under the sample's name: the sample is failed with this reason,
-    not marked done and said "repaired". Compared when the task ends, from what it read and
-    hashed anyway: no file is read twice. A plain build then takes the file as it is, as it
-    does for any failed sample.
+    and content hash its task read, as recorded; None for a sample that was not done, nor
+    unmarked by a repair that stopped). If the file is another now (another size, or the same
+    size and another hash), what was extracted is another clip's frames under the sample's
+    name: the sample is failed with this reason, not marked done and said "repaired".
+    Compared when the task ends, from what it read and hashed anyway: no file is read twice.
+    A plain build then takes the file as it is, as it does for any failed sample.
     """
     if extracted_from is None:
         return None

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
+from flowstore.build import Ledger
 from flowstore.store import open_store
 from flowstore.store.checksum import sample_digest
 from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
@@ -136,17 +137,25 @@ def test_an_interrupted_repair_says_that_the_same_command_finishes_it(tiny_tvhi_
                          "-q").returncode == 0
 
 
+@pytest.mark.parametrize("stopped", [False, True], ids=["done", "left by a stopped repair"])
 @pytest.mark.parametrize("swap", ["another clip", "same size, other bytes", "gone"])
 def test_a_repair_from_a_swapped_clip_fails_the_sample_and_says_why(tiny_tvhi_source, tmp_path,
-                                                                   swap):
+                                                                   swap, stopped):
     """A clip replaced by another (hug_0002's file copied over handShake_0002's) was
     re-extracted into the damaged sample and reported "repaired", exit 0: the store then held
-    hug_0002's frames under handShake_0002 and a fingerprint no source of it had."""
+    hug_0002's frames under handShake_0002 and a fingerprint no source of it had. So was one
+    whose sample an earlier repair had unmarked and stopped (not done: compared with nothing)
+    when the same command was run again to finish it."""
     store = _built(tiny_tvhi_source, tmp_path)
     group = zarr.open_group(str(store), mode="r+")
     index = list(group["id"][:]).index("handShake_0002")
     fingerprint = group.attrs["fingerprint"]
     group["flow"][index] = np.ones_like(group["flow"][index])
+    if stopped:  # unmarked as `verify --repair` does, which then stopped
+        with open_store(store, "r+") as opened:
+            ledger = Ledger.load(opened)
+            ledger.reset(index)
+            ledger.write(opened)
     swapped = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "swapped"))
     clip = swapped / "handShake_0002.avi"
     if swap == "another clip":
