@@ -118,6 +118,10 @@ def test_stratified_holdout_is_proportional_and_seeded():
     assert sum(p.startswith("a") for p in picked) == 10
     assert picked == stratified_holdout(pool, 0.1, seed=3)
     assert picked != stratified_holdout(pool, 0.1, seed=4)
+    # the same samples listed in another order (a folder listed by another file system) are
+    # the same split: drawn from the ids as listed, another listing drew another split
+    listed = {name: ids[::-1] for name, ids in pool.items()}
+    assert stratified_holdout(listed, 0.1, seed=3) == picked
 
 
 def test_a_holdout_never_draws_a_class_whole():
