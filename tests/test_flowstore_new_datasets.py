@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowstore.build import BuildConfig, build, group_failures
+from flowstore.build import BuildConfig, build, duplicate_sources, group_failures
 from flowstore.datasets.hmdb51 import source_video
 from flowstore.datasets import dataset_names, get_dataset
 from flowstore.datasets.base import Dataset, VideoDataset
@@ -914,6 +914,19 @@ def test_many_failures_are_grouped_by_reason_with_a_few_examples():
                          ["clip000_000000_000010", "clip001_000000_000010",
                           "clip002_000000_000010"])
     assert groups[1] == ("only 1 decodable frame(s) in <file>; need 2", 1, ["bad_000000_000010"])
+    # a class-folder id (`run/c07`) names its file by the id's last part: one kind still
+    # (each id whole in the pattern made each failure a kind of its own, listed one by one)
+    folders = group_failures({f"run/c{k:02d}": f"video file is missing: c{k:02d}.avi"
+                              for k in range(20)})
+    assert folders == [("video file is missing: <file>", 20, ["run/c00", "run/c01", "run/c02"])]
+
+
+def test_duplicates_across_splits_are_listed_before_those_within_one():
+    """A clip in train and test (a leak) comes first, whatever its ids: listed by first id
+    alone, it fell behind same-split copies and past `inspect`'s shown groups."""
+    groups = duplicate_sources(["a", "b", "y", "z"], ["train", "train", "train", "test"],
+                               np.array(["h1", "h1", "h2", "h2"]))
+    assert [[row["id"] for row in group] for group in groups] == [["y", "z"], ["a", "b"]]
 
 
 def test_a_kinetics_copy_missing_many_clips_builds_the_rest_and_says_so_briefly(sources,

@@ -139,6 +139,11 @@ def test_a_holdout_never_draws_a_class_whole():
     groups = {"a": ["a_g01_c01", "a_g01_c02"], "b": ["b_g01_c01", "b_g02_c01"]}
     picked = grouped_holdout(groups, lambda i: i.split("_")[1], 0.6, seed=0)
     assert len(picked) == 1 and next(iter(picked)).startswith("b_")
+    # a fraction that rounds to every group (0.8 of 2) still leaves one to train on, and a
+    # fraction of 0 (`--val-fraction 0`) draws no group, not the one a class of two was given
+    two = {"b": ["b_g01_c01", "b_g02_c01"]}
+    assert len(grouped_holdout(two, lambda i: i.split("_")[1], 0.8, seed=0)) == 1
+    assert grouped_holdout(two, lambda i: i.split("_")[1], 0.0, seed=0) == set()
 
 
 def test_round_robin_interleaves_classes():
