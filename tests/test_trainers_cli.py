@@ -365,6 +365,32 @@ def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
     assert "Dask worker threads [cores]." in build_help.stdout
 
 
+def test_report_table_1_puts_each_figure_in_its_column_and_report_recipes_first(tmp_path):
+    """Table 1's cells (only its header and row names were checked: train and val accuracy
+    swapped passed), and the seeds table's report-recipe row before a tuned one made earlier."""
+    def run(name, recipe_set, created, best):
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"")
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": "flow", "created": created, "seed": 0, "best_epoch": 7, "best": best,
+            "recipe": {"learning_rate": 1e-3, "epochs": 20,
+                       **({"recipe_set": recipe_set} if recipe_set else {})},
+            "augment": False, "mixed_precision": False,
+            "store": {"dataset": "tvhi", "fingerprint": "f1"},
+            "test": {"accuracy": 0.5, "loss": 1.0}}))
+
+    run("tuned", "tuned", "2026-01-01T00:00:00", {"train_accuracy": 0.8, "val_accuracy": 0.3,
+                                                  "train_loss": 0.2, "val_loss": 1.6})
+    run("report", None, "2026-01-02T00:00:00", {"train_accuracy": 0.9, "val_accuracy": 0.4,
+                                                "train_loss": 0.1, "val_loss": 1.5})
+    text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
+    assert "| TV-HI flow | report | 0.90 | 0.40 | 0.10 | 1.50 | 7 |" in text, text
+    seeds = [line.split(" | ")[1] for line in text.splitlines()
+             if line.startswith("| TV-HI flow | ") and " | 0 | 0.50 | - |" in line]
+    assert len(seeds) == 2 and seeds[0] == "report" and seeds[1].startswith("tuned"), seeds
+
+
 def test_report_gives_mean_and_spread_over_seeds_of_otherwise_equal_runs(tmp_path):
     """Seeds 0-2 of one recipe are one row (mean, sample SD, range); a tuned run, or a run of
     another store, is a row of its own; two tuned recipes of one model say how they differ;
