@@ -113,6 +113,27 @@ def test_the_interval_holds_how_unsure_the_sample_is_of_how_many_items_fail():
     assert result.cpu_hours.low < result.cpu_hours.value / 2
 
 
+def test_the_wall_time_divides_the_cpu_time_by_the_workers_that_get_a_core():
+    """--workers above the cores runs no faster than one worker a core: 8 workers on 2 cores
+    divide the CPU time by 2, not 8 (and 1 worker on 4 cores by 1)."""
+    for workers, cores, parallel in [(8, 2, 2), (1, 4, 1)]:
+        result = Estimate(dataset="tvhi", items=10, workers=workers, cores=cores,
+                          confidence=0.95, sampled=["a", "b"], cpu_seconds=[2.0, 2.2],
+                          item_bytes={"-": [1000, 1000]}, fixed_bytes={"-": 0})
+        _predict(result, np.random.default_rng(0))
+        assert result.wall_seconds.value == pytest.approx(10 * 2.1 / parallel), (workers, cores)
+
+
+def test_a_90_percent_interval_is_about_1645_standard_errors_either_side():
+    """The percentile interval leaves (1 - confidence) / 2 in each tail: for 90% the 5th to
+    95th percentiles of the resampled means, about 1.645 standard errors either side of the
+    mean on a large sample (the 10th to 90th, 1.28 of them, claimed more certainty)."""
+    values = np.random.default_rng(3).normal(100.0, 10.0, size=400)
+    interval = bootstrap_mean(values.tolist(), np.random.default_rng(0), 0.90)
+    error = values.std(ddof=1) / np.sqrt(values.size)
+    assert (interval.high - interval.low) / 2 == pytest.approx(1.645 * error, rel=0.08)
+
+
 def test_bad_input_is_one_line(tiny_tvhi_source, tmp_path):
     assert "does not exist" in assert_one_line_error(
         flowstore_cli("estimate", "tvhi", "--source", tmp_path / "none"))
