@@ -15,8 +15,9 @@ from flowstore.build import BuildConfig, build
 from flowstore.errors import ParameterError
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.flow import flow_object, optical_flow
-from flowstore.params import (DISParams, FarnebackParams, TVL1Params, VideoParams, canonical_json,
-                              fingerprint, flow_from_options, from_dict, to_dict)
+from flowstore.params import (MAX_FLOW_BOUND, DISParams, FarnebackParams, ImageParams, TVL1Params,
+                              VideoParams, canonical_json, fingerprint, flow_from_options,
+                              from_dict, to_dict)
 import flowstore
 from flowstore.store import open_store
 from tests.conftest import assert_one_line_error, flowstore_cli
@@ -210,6 +211,19 @@ def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
 def test_parameters_are_validated(make, match):
     with pytest.raises(ParameterError, match=match):
         make()
+
+
+def test_the_upper_limits_of_size_and_flow_bound_are_inclusive():
+    """--size 4096 and --flow-bound 1e38 (MAX_FLOW_BOUND) are the largest taken; one above
+    each is refused."""
+    assert VideoParams(size=4096).size == ImageParams(size=4096).size == 4096
+    for params in (VideoParams, ImageParams):
+        with pytest.raises(ParameterError, match="size must be an integer in 8..4096, got 4097"):
+            params(size=4097)
+    bound = VideoParams(flow_dtype="uint8", flow_bound=MAX_FLOW_BOUND).flow_bound
+    assert bound == MAX_FLOW_BOUND
+    with pytest.raises(ParameterError, match="flow_bound must be a number of pixels"):
+        VideoParams(flow_dtype="uint8", flow_bound=np.nextafter(MAX_FLOW_BOUND, np.inf))
 
 
 @pytest.mark.parametrize("size, scale_step", [(8, 0.0625), (8, 0.05), (32, 0.01), (224, 0.002),

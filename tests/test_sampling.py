@@ -176,6 +176,13 @@ def test_bad_sampling_parameters_are_refused(kwargs, message):
         VideoParams(**kwargs)
 
 
+def test_segments_times_stack_of_exactly_1024_flows_is_accepted():
+    """The limit is inclusive: 32 x 32 = 1024 flows is taken, 1025 (41 x 25) is refused."""
+    assert VideoParams(sampling="segments", segments=32, stack=32).steps == 1024
+    with pytest.raises(ParameterError, match="at most 1024 flows, got 41 x 25 = 1025"):
+        VideoParams(sampling="segments", segments=41, stack=25)
+
+
 @pytest.mark.parametrize("args,message", [
     (["tvhi", "--segments", "3"], "--segments and --stack need --sampling segments"),
     (["tvhi", "--sampling", "linspace", "--stack", "2"], "need --sampling segments"),
