@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flowstore.build import BuildConfig, build, duplicate_sources, group_failures
+from flowstore.build import (FAILURES_LISTED, BuildConfig, build, duplicate_sources,
+                             failure_lines, group_failures)
 from flowstore.datasets.hmdb51 import source_video
 from flowstore.datasets import dataset_names, get_dataset
 from flowstore.datasets.base import Dataset, VideoDataset
@@ -927,6 +928,18 @@ def test_duplicates_across_splits_are_listed_before_those_within_one():
     groups = duplicate_sources(["a", "b", "y", "z"], ["train", "train", "train", "test"],
                                np.array(["h1", "h1", "h2", "h2"]))
     assert [[row["id"] for row in group] for group in groups] == [["y", "z"], ["a", "b"]]
+
+
+def test_up_to_failures_listed_each_failure_has_its_line_and_one_more_are_grouped():
+    """FAILURES_LISTED is the most listed one per line (inclusive), one more are grouped."""
+    def failures(n):
+        return {f"clip{k:03d}": f"video file is missing: clip{k:03d}.mp4" for k in range(n)}
+
+    listed = failure_lines(failures(FAILURES_LISTED))
+    assert listed == [f"  clip{k:03d}: video file is missing: clip{k:03d}.mp4"
+                      for k in range(FAILURES_LISTED)]
+    assert failure_lines(failures(FAILURES_LISTED + 1)) == [
+        f"  {FAILURES_LISTED + 1} x video file is missing: <file> (e.g. clip000, clip001, clip002)"]
 
 
 def test_a_kinetics_copy_missing_many_clips_builds_the_rest_and_says_so_briefly(sources,
