@@ -132,6 +132,12 @@ def _check_float(params: Any, name: str, allowed: str, within: Callable[[float],
     object.__setattr__(params, name, float(value) + 0.0)
 
 
+def _check_size(value: Any) -> None:
+    """The side of the stored frames, videos' and images' alike."""
+    _require(isinstance(value, int) and 8 <= value <= 4096,
+             f"size must be an integer in 8..4096, got {value!r}")
+
+
 def _check_resize(value: Any) -> None:
     _require(value in RESIZES, f"--resize must be one of {', '.join(RESIZES)}, got {value!r}")
 
@@ -392,8 +398,7 @@ class VideoParams:
                                  f"{given.get('flow_dtype', cls.flow_dtype)}")
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
-                 f"size must be an integer in 8..4096, got {self.size!r}")
+        _check_size(self.size)
         _check_resize(self.resize)
         self._check_sampling()
         _require(isinstance(self.steps, int) and 1 <= self.steps <= 1024,
@@ -475,8 +480,7 @@ class ImageParams:
     resize: str = field(default="stretch", metadata=RECORDED_UNLESS_DEFAULT)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.size, int) and 8 <= self.size <= 4096,
-                 f"size must be an integer in 8..4096, got {self.size!r}")
+        _check_size(self.size)
         _check_resize(self.resize)
 
     def recorded(self) -> dict[str, Any]:
