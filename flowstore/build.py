@@ -357,7 +357,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             for index in position.values():
                 # what its task read, for `_not_the_file_it_read`: a done sample's, and one
                 # a stopped repair left unmarked (`reset` keeps its record of the file)
-                if ledger.done[index] or ledger.text("failure", index) == REPAIR_UNFINISHED:
+                if ledger.done[index] or ledger.repair_unfinished(index):
                     extracted_from[index] = (ledger.recorded_size(index),
                                              ledger.text("source_hash", index))
                 ledger.reset(index)
@@ -409,7 +409,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
             store.sync_columns()
         result.failures = {manifest.ids[i]: ledger.columns["failure"][i]  # (not a bug's mark)
                            for i in selected.tolist()
-                           if ledger.columns["failure"][i] not in ("", REPAIR_UNFINISHED)}
+                           if ledger.columns["failure"][i] and not ledger.repair_unfinished(i)}
         result.duplicates = duplicate_sources(manifest.ids, manifest.splits(),
                                               ledger.columns["source_hash"])
     finally:
@@ -513,6 +513,10 @@ class Ledger:
         self._set("done", index, False)
         self._set("checksum", index, "")
         self._set("failure", index, REPAIR_UNFINISHED)
+
+    def repair_unfinished(self, index: int) -> bool:
+        """Whether a repair unmarked the sample (`reset`) and has not extracted it since."""
+        return self.text("failure", index) == REPAIR_UNFINISHED
 
     def recorded_size(self, index: int) -> int | None:
         size = int(self.columns["source_size"][index])
@@ -1202,7 +1206,7 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
                     # not the sample's failure: it stays pending (an earlier reason of it is
                     # dropped, as nothing is known of the clip now; a repair's mark is kept,
                     # for `verify` to name the sample still), and the bug is told as one
-                    if ledger.text("failure", outcome.index) != REPAIR_UNFINISHED:
+                    if not ledger.repair_unfinished(outcome.index):
                         ledger.forget_failure(outcome.index)
                     log = error_log_path(config.store)
                     if _log_internal_error(log, sample, source_of(outcome.index),

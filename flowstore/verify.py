@@ -86,9 +86,8 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         done &= readable
         result.unmarked = int(np.count_nonzero((checksums != "") & ~done & readable))
         if samples is None and "failure" in store.array_names():
-            failures, lost_failures = read_column(store, "failure", never_extracted("failure"))
-            for chunk in lost_failures:
-                readable[chunk.start:chunk.stop] = False
+            # (a lost chunk's samples read as never extracted, "": not marked)
+            failures, _ = read_column(store, "failure", never_extracted("failure"))
             # (on a done sample, a kill's stale reason: the next build's `Ledger.load` clears it)
             unfinished = (failures == REPAIR_UNFINISHED) & ~done & readable
             for index in np.flatnonzero(unfinished).tolist():
