@@ -401,3 +401,62 @@ def test_a_failed_sample_is_said_failed_with_its_reason_and_long_names_are_drawn
     odd = tmp_path / (os.fsdecode(b"rep\xffx") + "\u00e9" * 120 + ".html")  # (cut at byte 200)
     write_whole(odd, b"report")
     assert odd.read_bytes() == b"report"
+
+
+def _video_sample(steps: int, size: int = 16, flow=(1.0, 0.0)) -> dict:
+    """A video sample as the reader gives it: `steps` frames and uniform flows `flow` (px)."""
+    rng = np.random.default_rng(0)
+    return {"id": "hug_0001", "label": 2, "split": "test",
+            "middle_frame": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+            "frames": rng.integers(0, 256, (steps, size, size, 3), dtype=np.uint8),
+            "flow": np.broadcast_to(np.float32(flow), (steps, size, size, 2)).copy()}
+
+
+def test_flow_longer_than_the_full_colour_magnitude_is_drawn_in_the_full_colour():
+    """Flow beyond `max_magnitude` (1% of a sample's pixels in `show`, whose scale is the 99th
+    percentile) is clipped to the full colour of its direction, not wrapped to other hues."""
+    from flowstore.flow_image import flow_to_rgb
+
+    directions = np.array([(1, 0), (0, 1), (-1, 0), (0, -1), (0.6, -0.8)], np.float32)
+    at_scale = flow_to_rgb(directions * 2.0, max_magnitude=2.0)
+    for factor in (1.5, 4.0, 50.0):
+        assert (flow_to_rgb(directions * 2.0 * factor, max_magnitude=2.0) == at_scale).all()
+    assert (flow_to_rgb(np.zeros((1, 2), np.float32), max_magnitude=2.0) == 255).all()
+
+
+def test_the_full_colour_magnitude_is_the_99th_percentile_not_a_few_outliers():
+    """Documented (README, module docstring): normalizing by the maximum let a few outlier
+    pixels (Farneback at the frame border) wash every real motion out to near white."""
+    from flowstore.show import flow_scale
+
+    flow = _video_sample(4, size=32, flow=(0.0, 1.5))["flow"]
+    flow[0, :2, :2] = (40.0, 0.0)  # 4 outlier pixels of 4096
+    assert flow_scale(flow) == pytest.approx(1.5)
+
+
+def test_a_sample_of_more_steps_than_one_row_draws_every_flow_in_its_own_row():
+    """12 steps are two rows of up to 8 (`COLUMNS`): the picture is one row of tiles for the
+    middle frame, then two rows of frames each above a row of flows."""
+    from flowstore.show import video_picture
+
+    tile = tile_size(16)
+    assert video_picture_shape(16, 12) == (44 + tile * 5, 8 * tile)
+    picture = video_picture(_video_sample(12), ["a", "b", "c"])
+    assert picture.shape == (44 + tile * 5, 8 * tile, 3)
+    for step in (7, 8, 11):  # the last of the first row, and the second row's
+        top, left = flow_tile_origin(16, 12, step)
+        assert (top, left) == (44 + tile * (2 + 2 * (step // 8)), tile * (step % 8))
+        assert (picture[top + tile // 2:top + tile, left:left + tile] == (255, 0, 0)).all()
+
+
+def test_the_gif_bar_grows_with_the_step_and_fills_the_width_at_the_last():
+    """The bar along the bottom of each GIF frame marks its step: (t + 1) / T of the width."""
+    from flowstore.show import GIF_BAR, gif_frames
+
+    frames = gif_frames(_video_sample(4))
+    tile = tile_size(16)
+    assert len(frames) == 4
+    for step, frame in enumerate(frames):
+        assert frame.shape == (tile + GIF_BAR, 2 * tile, 3)
+        bar = (frame[tile:] == 0).all(axis=(0, 2))
+        assert bar.sum() == round(2 * tile * (step + 1) / 4) and bar[:bar.sum()].all(), step
