@@ -116,6 +116,9 @@ def test_parsers_take_the_real_quirks_and_reject_garbage():
         parse_actions("a 1\na 2\n")
     with pytest.raises(SourceLayoutError, match=r"train.txt line 2.*applauding_001\.png"):
         parse_image_list("applauding_002.jpg\napplauding_001.png\n", "train.txt")
+    # a name without its class's `_NNN` was a traceback of `class_of` (ValueError) at the build
+    with pytest.raises(SourceLayoutError, match=r"test.txt line 2: .*got 'applauding\.jpg'"):
+        parse_image_list("applauding_002.jpg\napplauding.jpg\n", "test.txt")
 
 
 def _splits_folder(tmp_path: Path, files: dict[str, str]) -> Path:
@@ -149,6 +152,10 @@ def _splits_folder(tmp_path: Path, files: dict[str, str]) -> Path:
       "a_train.txt": "a_001.jpg\n"}, "train.txt lists a_001.jpg twice"),
     ({"actions.txt": "a 2\n", "train.txt": "a_001.jpg\n", "test.txt": "",
       "a_train.txt": "a_001.jpg\na_001.jpg\n"}, "a_train.txt lists a_001.jpg twice"),
+    # without train.txt, a per-class file listing another class's image gave it that label
+    ({"actions.txt": "a 2\nb 2\n", "a_train.txt": "a_001.jpg\nb_001.jpg\n",
+      "b_train.txt": "b_002.jpg\n", "test.txt": "a_002.jpg\n"},
+     r"^a_train.txt lists b_001.jpg, which is not an image of 'a'$"),
 ])
 def test_inconsistent_split_files_are_layout_errors(tmp_path, files, message):
     with pytest.raises(SourceLayoutError, match=message) as error:
