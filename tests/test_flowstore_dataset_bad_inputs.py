@@ -181,6 +181,10 @@ def _append_crlf(path: Path, line: str) -> None:
      "testlist01.txt line 5: class 'Juggling' is not in classInd.txt"),
     (lambda s: _append_crlf(s / "ucfTrainTestlist" / "trainlist01.txt", "just some words here"),
      "trainlist01.txt line 5: expected 'Class/clip.avi INDEX'"),
+    # a clip without its class folder was a traceback (ValueError unpacking the path)
+    (lambda s: _append_crlf(s / "ucfTrainTestlist" / "testlist01.txt",
+                            "v_ApplyEyeMakeup_g01_c01.avi"),
+     "testlist01.txt line 5: expected 'Class/clip.avi', got 'v_ApplyEyeMakeup_g01_c01.avi'"),
     (lambda s: (s / "ucfTrainTestlist" / "classInd.txt").write_bytes(b"1 A\r\n3 B\r\n"),
      "classInd.txt line 2: index 3 out of order"),
     (lambda s: (s / "ucfTrainTestlist" / "trainlist01.txt").write_bytes(b"\xff\xfe\x00junk"),
@@ -188,7 +192,8 @@ def _append_crlf(path: Path, line: str) -> None:
     (lambda s: (s / "ucfTrainTestlist" / "testlist01.txt").unlink(),
      "no testlist01.txt at"),
     (lambda s: shutil.rmtree(s / "UCF-101"), "expected UCF-101/ and ucfTrainTestlist/"),
-], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "classind-order",
+], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "no-class-folder",
+        "classind-order",
         "not-utf8", "missing-list", "no-clips-folder"])
 def test_ucf101_bad_split_files_are_one_line_and_write_nothing(damage, expected, copy, tmp_path):
     source = copy("ucf101")

@@ -394,12 +394,14 @@ def test_a_source_laid_out_one_level_off_is_refused_not_built_as_other_classes(
 def test_videofolder_takes_every_container_ffmpeg_reads(tmp_path):
     """.m4v, .mpeg, .mts... were skipped without a word (the build said '13 of 13')."""
     names = [f"walk/clip{suffix}" for suffix in (".m4v", ".MPEG", ".mts", ".m2ts", ".3gp",
-                                                 ".wmv", ".flv")] + ["run/a.mp4", "run/b.ts"]
+                                                 ".wmv", ".flv", ".WebM", ".mpg")] + [
+        "run/a.mp4", "run/b.ts"]
     root = _empty_files(tmp_path / "src", names)
     dataset = get_dataset("videofolder", {"test_fraction": "0", "val_fraction": "0"})
     ids = sorted(row.id for row in dataset.manifest(root).rows)
     assert ids == sorted(["walk/clip.MPEG", "walk/clip.m4v", "walk/clip.mts",
                           "walk/clip.m2ts", "walk/clip.3gp", "walk/clip.wmv", "walk/clip.flv",
+                          "walk/clip.WebM", "walk/clip.mpg",
                           "run/a"]), ids  # (one stem: each keeps its suffix; .ts is no video)
 
 
@@ -785,6 +787,18 @@ def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp
     split_file.write_text("path,label,split\njumping jacks/img_01.PNG,b,train\n"
                           "waving/img_01.PNG,z,train\n")
     assert fingerprint("imagefolder", images, split_file=split_file) != with_file
+
+
+def test_ucf101_source_files_name_its_class_index_and_the_folds_lists(sources):
+    """The fingerprint hashes the split files a manifest is read from by name and size, and a
+    resume refuses them changed: classInd.txt, which gives every label, is one of them."""
+    source = sources["ucf101"]
+    dataset = get_dataset("ucf101", {"fold": 2})
+    files = dataset.source_files(source, dataset.manifest(source))
+    lists = {name for name in files if name.startswith("ucfTrainTestlist/")}
+    assert lists == {"ucfTrainTestlist/classInd.txt", "ucfTrainTestlist/trainlist02.txt",
+                     "ucfTrainTestlist/testlist02.txt"}
+    assert all(files[name] == (source / name).stat().st_size for name in lists)
 
 
 def test_a_store_records_its_options_and_refuses_others(sources, tmp_path):
