@@ -179,7 +179,10 @@ def test_a_memory_url_store_is_refused_by_every_command(tiny_tvhi_source, tmp_pa
      "frame range must satisfy 2 <= min <= max <= 10000, got 2..100000"),
     (("videofolder", "--classes", "2", "--clips-per-class", "1", "--width", "100000",
       "--height", "100000"),
-     "resolution must be even and from 16x16 to 4096x4096, got 100000x100000")])
+     "resolution must be even and from 16x16 to 4096x4096, got 100000x100000"),
+    # an odd side was written a pixel short (OpenCV's codecs round it down), without a word
+    (("ucf101", "--classes", "2", "--clips-per-class", "2", "--width", "33", "--height", "31"),
+     "resolution must be even and from 16x16 to 4096x4096, got 33x31")])
 def test_synth_refuses_clips_too_large_to_write_in_one_line(tmp_path, args, said):
     """A huge resolution was OpenCV's "Insufficient memory" (or numpy's MemoryError)
     traceback, "a bug in flowstore", exit 3."""
@@ -239,6 +242,12 @@ def test_synth_is_deterministic_per_seed(tmp_path):
     same = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files]
     assert all(same)
     assert (tmp_path / "a" / "hug_0001.avi").read_bytes() != (tmp_path / "c" / "hug_0001.avi").read_bytes()
+    # as the real readme: the odd clips are set 1 (test), the even ones set 2
+    from flowstore.datasets.tvhi import parse_readme
+
+    assert parse_readme((tmp_path / "a" / "readme.txt").read_text()) == {
+        1: {c: [1] for c in ("handShake", "highFive", "hug", "kiss")},
+        2: {c: [2] for c in ("handShake", "highFive", "hug", "kiss")}}
     line = assert_one_line_error(flowstore_cli("synth", "tvhi", tmp_path / "a", *args))
     assert "not empty" in line
     assert "--frames" in assert_one_line_error(flowstore_cli("synth", "tvhi", tmp_path / "d", "--frames", "x"))
@@ -284,6 +293,10 @@ def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
     files = synth._writer_files(flowstore.synth.tvhi.write_synthetic_tvhi)
     assert Path(flowstore.synth.tvhi.__file__) in files
     assert Path(synth.__file__).parent / "clips.py" in files
+    # and the dataset module it takes the readme's format and the clip names from
+    import flowstore.datasets.tvhi
+
+    assert Path(flowstore.datasets.tvhi.__file__) in files
     changed = tmp_path / "writer.py"
     changed.write_text("# another writer")
     monkeypatch.setattr(synth, "_writer_files", lambda write: [changed])
