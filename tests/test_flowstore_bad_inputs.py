@@ -749,6 +749,24 @@ def test_an_unreadable_folder_given_is_one_line(command, unprivileged, tmp_path)
     assert assert_one_line_error(result).endswith(f"path {str(folder)!r} is not readable.")
 
 
+def test_a_file_written_whole_over_a_read_only_one_is_refused_as_a_plain_write_is(
+        unprivileged, tmp_path):
+    """`show`'s pictures and the trainers' reports are renamed over the earlier file, which a
+    writable folder allows whatever the file's mode: a read-only earlier file (kept on purpose)
+    is refused as `open(path, "w")` refuses it, and left as it was."""
+    kept = tmp_path / "kept.png"
+    kept.write_bytes(b"an earlier picture")
+    kept.chmod(0o444)
+    result = subprocess.run(
+        [sys.executable, "-c", "import pathlib, sys; from flowstore.files import write_whole; "
+                               "write_whole(pathlib.Path(sys.argv[1]), b'new', 'the picture')",
+         str(kept)], capture_output=True, text=True, timeout=60, preexec_fn=unprivileged)
+    assert result.returncode != 0, result.stderr
+    assert (f"FlowstoreError: cannot write the picture to {str(kept)!r}: Permission denied"
+            in result.stderr), result.stderr
+    assert kept.read_bytes() == b"an earlier picture" and list(tmp_path.iterdir()) == [kept]
+
+
 @pytest.fixture(scope="module")
 def unreadable_clip_build(tiny_tvhi_source, tmp_path_factory):
     root = tmp_path_factory.mktemp("unreadable")
