@@ -167,6 +167,7 @@ def test_report_notes_a_damaged_model_and_writes_the_rest(tmp_path):
     {"samples": {"train": "a"}},
     {"samples": {"train": None}},
     {"samples": [3, 1]},
+    {"samples": {"train": -3, "val": 1, "test": 2}},  # (no split holds fewer than none)
 ], ids=lambda fields: json.dumps(fields))
 def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, fields):
     """Each crashed `trainers report` with a traceback; an unparsable metrics.json was always
@@ -288,7 +289,8 @@ def test_report_of_a_file_or_a_store_says_what_it_is(tmp_path):
 
 
 @pytest.mark.parametrize("metrics", [{"model": "../escape"}, {"model": "sub/flow"},
-                                     {"model": ""}, {}], ids=["..", "slash", "blank", "{}"])
+                                     {"model": ""}, {"model": "image "}, {}],
+                         ids=["..", "slash", "blank", "padded", "{}"])
 def test_a_run_whose_model_is_no_plain_name_is_skipped(tmp_path, metrics):
     """`"model": "../escape"` made `--out` write escape_curves.png beside the folder; a foreign
     folder's `{}` was a blank-named row in every table and wrote `_curves.png`."""
