@@ -212,6 +212,12 @@ def test_find_run_takes_the_latest_run_trained_as_asked_not_the_latest_run(tmp_p
     # Runs recorded under the report's names are the catalogue models' in the report too.
     assert latest.model == "flow"
     assert "| TV-HI flow |" in render_report(runs) and str(latest.path) in render_report(runs)
+    # A recipe field only the run records (a release that knows more ways to train wrote it)
+    # is a difference too: not the run asked for, though every field asked for agrees.
+    newer = _write_run(runs, "e", "2026-01-05",
+                       **{**default, "recipe": {**default["recipe"], "mixup": 0.2}})
+    assert read_run(newer).training_differences(default) == ["mixup 0.2, not None"]
+    assert find_run(runs, "flow", fingerprint="fp", training=default).path == full
 
 
 def test_best_epoch_restores_the_weights_of_the_lowest_monitored_value():
@@ -680,6 +686,10 @@ def test_a_prerequisite_trained_on_as_many_but_other_samples_is_not_reused(tmp_p
     # A run from before the digest was recorded is matched by its counts, as it was.
     metrics = json.loads((before.path / "metrics.json").read_text())
     del metrics["samples_digest"]
+    (before.path / "metrics.json").write_text(json.dumps(metrics))
+    assert "flow" not in two_stream_with_not_done(1)
+    # and one from before the store's columns digest was recorded too
+    del metrics["columns_digest"]
     (before.path / "metrics.json").write_text(json.dumps(metrics))
     assert "flow" not in two_stream_with_not_done(1)
 
