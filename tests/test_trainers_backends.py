@@ -162,3 +162,18 @@ def test_a_backend_installed_but_failing_to_import_is_one_line(tmp_path):
         "requires jaxlib to be installed. See https://github.com/jax-ml/jax#installation for "
         "installation instructions.): pip install --force-reinstall 'flowstore[keras]' jax")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("exc, why", [
+    (ImportError("\n  libcudnn.so.9: cannot open shared object file\nsee the install notes\n"),
+     "libcudnn.so.9: cannot open shared object file"),
+    (ImportError(""), "ImportError")])
+def test_a_backend_import_error_is_said_by_its_first_line(exc, why, monkeypatch):
+    """The CLI prints the refusal as one `error:` line: an import error of several lines (a
+    torch missing a library it was built with) is said by its first, an empty one by its type."""
+    from trainers.errors import backend_import_failed
+
+    monkeypatch.setenv("KERAS_BACKEND", "torch")
+    message = str(backend_import_failed(exc))
+    assert message == (f"Keras cannot start its torch backend, installed but failing to import "
+                       f"({why}): pip install --force-reinstall 'flowstore[keras]' torch")
