@@ -311,6 +311,26 @@ def test_a_run_whose_model_is_no_plain_name_is_skipped(tmp_path, metrics):
     assert sorted(p.name for p in figures.glob("*.png")) == ["test_accuracy.png"]
 
 
+def test_out_removes_no_file_outside_it_whatever_its_list_of_figures_names(tmp_path):
+    """`--out` removes the figures its list (`WRITTEN_FILE`) names that it did not draw: a
+    list edited or copied from elsewhere naming `../notes.txt` or `sub/a.png` deletes
+    nothing outside the folder's own figures."""
+    from trainers.figures import WRITTEN_FILE
+
+    runs, out = tmp_path / "runs", tmp_path / "out" / "figures"
+    _run(runs, "image-good")
+    out.mkdir(parents=True)
+    (out / "sub").mkdir()
+    kept = [tmp_path / "out" / "notes.txt", out / "sub" / "a.png", tmp_path / "elsewhere.png"]
+    for path in kept:
+        path.write_bytes(b"the user's")
+    (out / WRITTEN_FILE).write_text(f"../notes.txt\nsub/a.png\n{tmp_path / 'elsewhere.png'}\n")
+    result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert all(path.read_bytes() == b"the user's" for path in kept)
+    assert "removed" not in result.stdout
+
+
 def test_a_history_that_is_no_history_draws_no_curves_and_the_report_goes_on(tmp_path):
     """`[1, 2]` (valid JSON, not a history) in a run without curves.png raised an
     AttributeError out of the figures (a traceback, exit 1, the figures half written)."""
