@@ -183,7 +183,7 @@ def test_an_unwritable_html_file_is_one_error_line(runs, tmp_path):
 
 
 
-@pytest.mark.parametrize("option", ["--out", "--html", "--html and --out"])
+@pytest.mark.parametrize("option", ["--out", "--html", "--html and --out", "--html a folder"])
 def test_an_unwritable_output_is_refused_before_any_model_predicts(runs, tmp_path, monkeypatch,
                                                                    option):
     """Every model predicted its whole test split (minutes on the real runs) before the output
@@ -198,7 +198,9 @@ def test_an_unwritable_output_is_refused_before_any_model_predicts(runs, tmp_pat
     taken.write_text("a file")
     args = {"--out": ["--out", str(taken)], "--html": ["--html", str(taken / "report.html")],
             # the figures' folder was checked only after the page's predictions
-            "--html and --out": ["--html", str(tmp_path / "page.html"), "--out", str(taken)]}
+            "--html and --out": ["--html", str(tmp_path / "page.html"), "--out", str(taken)],
+            # (a folder where the page's file goes: its write failed only after predicting)
+            "--html a folder": ["--html", str(tmp_path)]}
     result = runner.invoke(app, ["report", str(runs), *args[option]])
     assert result.exit_code == 2, result.output + repr(result.exception)
     assert result.stderr.startswith("error: cannot write the ")
