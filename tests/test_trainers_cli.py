@@ -253,7 +253,8 @@ def test_report_names_the_work_folder_a_killed_run_left(tmp_path):
     runs = tmp_path / "runs"
     dead = runs / f".partial-flow-0f4c8094-20261205-104417-{int(done.stdout)}-8fd12504"
     alive = runs / f".partial-flow-0f4c8094-20261205-104418-{os.getpid()}-8fd12505"
-    for folder in (dead, alive):
+    other = runs / ".partial-notes-kept-by-hand"  # (no pid in its name: not a writer's)
+    for folder in (dead, alive, other):
         folder.mkdir(parents=True)
         (folder / "model.keras").write_bytes(b"x")
     result = runner.invoke(app, ["report", str(runs)])
