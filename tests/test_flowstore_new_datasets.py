@@ -405,6 +405,16 @@ def test_videofolder_takes_every_container_ffmpeg_reads(tmp_path):
                           "run/a"]), ids  # (one stem: each keeps its suffix; .ts is no video)
 
 
+def test_imagefolder_takes_every_documented_image_format_in_any_letter_case(tmp_path):
+    names = [f"cat/img{suffix}" for suffix in (".jpg", ".JPEG", ".Png", ".bmp", ".WEBP")] + [
+        "dog/a.webp", "dog/b.gif", "dog/c.tiff"]
+    root = _empty_files(tmp_path / "src", names)
+    dataset = get_dataset("imagefolder", {"test_fraction": "0", "val_fraction": "0"})
+    ids = sorted(row.id for row in dataset.manifest(root).rows)
+    assert ids == sorted(["cat/img.jpg", "cat/img.JPEG", "cat/img.Png", "cat/img.bmp",
+                          "cat/img.WEBP", "dog/a"]), ids  # (.gif, .tiff: no sample)
+
+
 def test_videofolder_ids_stay_unique_where_a_kept_suffix_is_another_files_stem(tmp_path):
     """`a.mp4` beside `a.avi` keeps its suffix as its id, `a.mp4`, which is also the stem of
     `a.mp4.avi`: both were one sample, `a.mp4.avi` built twice and `a.mp4` never."""
