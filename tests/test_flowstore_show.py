@@ -392,6 +392,9 @@ def test_a_failed_sample_is_said_failed_with_its_reason_and_long_names_are_drawn
                                                tmp_path / "x"))
     assert line.startswith(f"error: sample 'hug_0001' of store {str(store)!r} failed to build "
                            f"(cannot open video"), line
+    # a sample after it in its split is the one drawn (the split's rows skip the failed one)
+    drawn = _show(store, tmp_path / "after", "kiss_0003", "handShake_0001")
+    assert sorted(p.name for p in drawn.iterdir()) == ["handShake_0001.png", "kiss_0003.png"]
     from flowstore.files import write_whole
 
     long = tmp_path / ("x" * 251 + ".png")
