@@ -181,6 +181,10 @@ def _append_crlf(path: Path, line: str) -> None:
      "testlist01.txt line 5: class 'Juggling' is not in classInd.txt"),
     (lambda s: _append_crlf(s / "ucfTrainTestlist" / "trainlist01.txt", "just some words here"),
      "trainlist01.txt line 5: expected 'Class/clip.avi INDEX'"),
+    (lambda s: _append_crlf(s / "ucfTrainTestlist" / "trainlist01.txt",
+                            "ApplyEyeMakeup/v_ApplyEyeMakeup_g09_c01.avi first"),
+     "trainlist01.txt line 5: index first is not that of 'ApplyEyeMakeup' in "
+     "classInd.txt (1)"),
     # a clip without its class folder was a traceback (ValueError unpacking the path)
     (lambda s: _append_crlf(s / "ucfTrainTestlist" / "testlist01.txt",
                             "v_ApplyEyeMakeup_g01_c01.avi"),
@@ -192,7 +196,8 @@ def _append_crlf(path: Path, line: str) -> None:
     (lambda s: (s / "ucfTrainTestlist" / "testlist01.txt").unlink(),
      "no testlist01.txt at"),
     (lambda s: shutil.rmtree(s / "UCF-101"), "expected UCF-101/ and ucfTrainTestlist/"),
-], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "no-class-folder",
+], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "index-not-a-number",
+        "no-class-folder",
         "classind-order",
         "not-utf8", "missing-list", "no-clips-folder"])
 def test_ucf101_bad_split_files_are_one_line_and_write_nothing(damage, expected, copy, tmp_path):
