@@ -205,6 +205,9 @@ def test_an_image_store_gives_a_grid_per_class(tmp_path):
     assert names == ["applauding.png", "blowing_bubbles.png"]
     assert image_grid_shape(32, 3) == (22 + 96 + 22, 560)
     assert _png(out / "applauding.png").shape == (140, 560, 3)
+    # more per class than a class has: all of its 5 images (numpy's choice refused the size)
+    every = _show(store, tmp_path / "every", per_class=9)
+    assert _png(every / "applauding.png").shape == (*image_grid_shape(32, 5), 3)
     gif = flowstore_cli("show", store, "--out", tmp_path / "g", "--gif")
     assert "video store" in assert_one_line_error(gif)
 
