@@ -183,6 +183,20 @@ def test_local_zarr_chunk_of_another_size_is_refused(tmp_path, codec):
             assert store._decoders["target"] is not None  # flowstore's own decoder said so
 
 
+def test_a_failure_reason_left_on_a_done_sample_is_not_a_failure(tmp_path, suffix):
+    """A build killed between writing `done` and clearing the sample's reason left a stale
+    one: `failures` lists the failed samples that are not done, alone."""
+    from flowstore.store import failures
+
+    path = tmp_path / f"s{suffix}"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    with open_store(path, "r+") as store:
+        store.write_changed("done", np.array([True, False, False]), [0])
+        store.write_changed("failure", np.array(["stale", "bad", ""], dtype=object), [0, 1])
+    with open_store(path) as store:
+        assert failures(store) == {"b_002": "bad"}
+
+
 def test_unknown_suffix_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=r"must end in \.zarr"):
         open_store(tmp_path / "store.npz")
