@@ -183,6 +183,23 @@ def test_local_zarr_chunk_of_another_size_is_refused(tmp_path, codec):
             assert store._decoders["target"] is not None  # flowstore's own decoder said so
 
 
+@pytest.mark.parametrize("name", ["software", "options", "fingerprint"])
+def test_a_root_attribute_recorded_as_null_opens_as_not_recorded(tmp_path, name):
+    """Stores made before `software` was recorded hold null there (and a null `options` or
+    `fingerprint` is read as none too): they open, for reading and writing; the same attribute
+    of another type is damage, said in one line."""
+    path = tmp_path / "s.zarr"
+    create_store(path, attrs={**ATTRS, name: None}, specs=SPECS, columns=COLUMNS,
+                 num_samples=3).close()
+    for mode in ("r", "r+"):
+        with open_store(path, mode) as store:
+            assert store.attrs[name] is None
+    with open_store(path, "r+") as store:
+        store.update_attrs({name: 7})
+    with pytest.raises(StoreError, match=f"is damaged: its attribute {name!r} is not .* \\(7\\)"):
+        open_store(path)
+
+
 def test_a_failure_reason_left_on_a_done_sample_is_not_a_failure(tmp_path, suffix):
     """A build killed between writing `done` and clearing the sample's reason left a stale
     one: `failures` lists the failed samples that are not done, alone."""
