@@ -214,6 +214,22 @@ def test_a_failure_reason_left_on_a_done_sample_is_not_a_failure(tmp_path, suffi
         assert failures(store) == {"b_002": "bad"}
 
 
+def test_a_column_of_more_than_one_axis_is_damage(tmp_path):
+    """A column whose metadata was edited (or damaged) to declare a second axis, one entry
+    per sample still, is refused as damage naming its shape, as one of another length is."""
+    from flowstore.store import check_array_shapes
+
+    path = tmp_path / "s.zarr"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    metadata = json.loads((path / "label" / "zarr.json").read_text())
+    metadata["shape"], metadata["chunk_grid"]["configuration"]["chunk_shape"] = [3, 1], [3, 1]
+    (path / "label" / "zarr.json").write_text(json.dumps(metadata))
+    with open_store(path) as store:
+        with pytest.raises(StoreError, match=r"is damaged: it has shape \(3, 1\) for array "
+                                             r"'label' \(3,\)"):
+            check_array_shapes(store, SPECS, path)
+
+
 def test_unknown_suffix_is_a_clear_error(tmp_path):
     with pytest.raises(StoreError, match=r"must end in \.zarr"):
         open_store(tmp_path / "store.npz")
