@@ -375,6 +375,24 @@ def test_hdf5_a_column_whose_chunk_index_is_damaged_is_replaced_not_written(tmp_
         assert store.mended
 
 
+def test_an_hdf5_store_at_the_file_size_limit_is_refused_for_writing_untouched(tmp_path,
+                                                                              monkeypatch):
+    """A store as large as this process's file-size limit (`ulimit -f`) can take no new chunk:
+    it is refused for writing before HDF5 marks it open in its superblock, and left byte for
+    byte; one a byte under the limit opens."""
+    from flowstore.store import _hdf5
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    before = path.read_bytes()
+    monkeypatch.setattr(_hdf5, "file_size_limit", lambda: len(before))
+    with pytest.raises(StoreError, match=r"is past this process's file-size limit \(`ulimit -f`"):
+        open_store(path, "r+")
+    assert path.read_bytes() == before
+    monkeypatch.setattr(_hdf5, "file_size_limit", lambda: len(before) + 1)
+    open_store(path, "r+").close()
+
+
 def test_hdf5_failure_reason_longer_than_its_width_is_cut_at_a_character(tmp_path):
     """A failure reason longer than `FAILURE_WIDTH` bytes of UTF-8 keeps its start and ends
     in `CUT_MARK` (never half a character); shorter ones, accents included, read back exactly,
