@@ -104,7 +104,9 @@ def test_a_format1_store_opens_reads_and_verifies_as_it_is(old):
 def test_a_format1_failure_of_a_done_sample_is_not_counted(old):
     """A format-1 build wrote `done` before the `failures` attribute: killed between the two,
     it left a finished sample still listed as failed. `inspect` counted it failed (and so one
-    pending sample fewer) and listed it under the failures."""
+    pending sample fewer) and listed it under the failures. Nor is it a failure to the store's
+    readers (`failures`), nor after an upgrade, whose `failure` column holds "" for every
+    done sample."""
     store_path, _ = old
     with open_store(store_path) as store:
         ids, done = store.read("id").tolist(), store.read("done").astype(bool)
@@ -121,6 +123,14 @@ def test_a_format1_failure_of_a_done_sample_is_not_counted(old):
     summary = summarize(store_path)
     assert (summary["done"], summary["failed"], summary["pending"]) == (2, 1, 3)
     assert list(summary["failures"]) == [FAILED]
+    with open_store(store_path) as store:
+        assert list(failures(store)) == [FAILED]
+    with open_store(store_path, "r+") as store:
+        format1.upgrade(store, store.read("id").tolist())
+    with open_store(store_path) as store:
+        failure, done = store.read("failure"), store.read("done")
+        assert store.format == 2 and failure[done].tolist() == ["", ""]
+        assert list(failures(store)) == [FAILED]
 
 
 def test_a_format1_store_resumes_to_what_a_fresh_build_makes(old, tmp_path):
