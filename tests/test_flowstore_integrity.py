@@ -226,6 +226,19 @@ def test_a_store_of_another_extraction_is_refused_on_resume_but_still_reads(tiny
 
 
 # -- --check-source ------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [0, 5, (1 << 20) + 3], ids=["empty", "small", "two-blocks"])
+def test_a_source_file_digest_is_the_xxh3_of_its_bytes(tmp_path, size):
+    """The digest every done sample records of its clip (`source_hash`, which `--check-source`
+    and `--reuse-from` compare, stores of older builds included) is XXH3-128 of the file's
+    bytes, whatever blocks it is read in: a last block hashed whole, with the bytes past the
+    file's end, would record another digest than every store made before holds."""
+    import xxhash
+
+    data = bytes(range(256)) * (size // 256) + bytes(range(size % 256))
+    (tmp_path / "clip.avi").write_bytes(data)
+    assert file_digest(tmp_path / "clip.avi") == f"xxh3_128:{xxhash.xxh3_128(data).hexdigest()}"
+
+
 def test_check_source_refuses_a_clip_replaced_by_one_of_the_same_size(tvhi_source, tmp_path):
     store = tmp_path / "s.zarr"
     args = ("build", "tvhi", "--source", tvhi_source, "--store", store, *TINY_BUILD, "-q",
