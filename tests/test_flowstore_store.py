@@ -416,6 +416,23 @@ def test_hdf5_failure_reason_longer_than_its_width_is_cut_at_a_character(tmp_pat
         assert store.read("checksum").tolist() == ["", "", ""]
 
 
+def test_hdf5_ledger_text_exactly_as_wide_as_its_column_is_kept_whole(tmp_path):
+    """A failure reason, or a digest, of exactly its column's width in bytes fits: it reads
+    back whole, the reason without `CUT_MARK`, the digest not refused."""
+    from flowstore.store import layout
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    reason = "é" * (layout.FAILURE_WIDTH // 2)  # (2 bytes each)
+    digest = "x" * layout.DIGEST_WIDTH
+    with open_store(path, "r+") as store:
+        store.write_changed("failure", np.array([reason, "", ""], dtype=object), [0])
+        store.write_changed("checksum", np.array(["", digest, ""], dtype=object), [1])
+    with open_store(path) as store:
+        assert store.read("failure").tolist() == [reason, "", ""]
+        assert store.read("checksum").tolist() == ["", digest, ""]
+
+
 def test_a_zarr_failure_column_rewritten_fixed_width_cuts_a_reason_with_the_mark(tmp_path):
     """A Zarr failure column another tool rewrote as numpy fixed-width text (`<U512`, as wide
     as flowstore's `FAILURE_WIDTH`, so writing is allowed): a longer reason was cut by numpy
