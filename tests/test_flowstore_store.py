@@ -267,6 +267,28 @@ def test_codec_presets_reach_each_backend(tmp_path):
         ArraySpec("x", (1,), "uint8", codec="gzip")
 
 
+def test_an_unreadable_last_chunk_of_a_column_costs_its_own_samples_alone(tmp_path, monkeypatch):
+    """`read_column` (how a build, `verify` and `inspect` read the ledger) gives the samples of
+    a chunk it cannot read the fill value, one each: for a column's last chunk, shorter than
+    the others (a power cut's empty file), too, the column keeping its length."""
+    from flowstore.store import layout
+    from flowstore.store.base import never_extracted, read_column
+
+    monkeypatch.setattr(layout, "COLUMN_CHUNK", 4)  # 10 samples: chunks of 4, 4 and 2
+    path = tmp_path / "c.zarr"
+    create_store(path, attrs=ATTRS, specs=SPECS, num_samples=10,
+                 columns={"id": np.array([f"s{i}" for i in range(10)]),
+                          "label": np.zeros(10, np.int32), "split": np.full(10, "train")}).close()
+    with open_store(path, "r+") as store:
+        store.write_changed("done", np.ones(10, bool), range(10))
+    chunk_file(path, "done", 8).write_bytes(b"")
+    with open_store(path) as store:
+        done, unreadable = read_column(store, "done", never_extracted("done"))
+    assert done.tolist() == [True] * 8 + [False] * 2
+    assert [(chunk.start, chunk.stop) for chunk in unreadable] == [(8, 10)]
+    assert unreadable[0].describe() == "array 'done', samples 8-9 of 10,"
+
+
 def test_a_rechunked_zarr_column_leaves_no_chunk_of_the_old_one(tmp_path, monkeypatch):
     """`put_column` with another chunking deletes every chunk of the replaced column, whatever
     its chunk keys (flat here, `done/c.0`; nested in format-1 stores): none is left behind."""
