@@ -183,6 +183,23 @@ def test_local_zarr_chunk_of_another_size_is_refused(tmp_path, codec):
             assert store._decoders["target"] is not None  # flowstore's own decoder said so
 
 
+def test_a_path_lies_within_a_place_at_any_depth_and_through_links(tmp_path):
+    """`lies_within` (what `--reuse-from` is refused by, when it names the store being built
+    or a store inside it, which `--overwrite` would delete): the place itself, anything under
+    it at any depth, links resolved; not a sibling whose name starts the same."""
+    from flowstore.store import lies_within
+
+    place = tmp_path / "new.zarr"
+    (place / "a" / "b").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(place / "a")
+    assert lies_within(place, place) and lies_within(place / "a", place)
+    assert lies_within(place / "a" / "b" / "old.zarr", place)
+    assert lies_within(tmp_path / "link" / "b" / "old.zarr", place)
+    assert not lies_within(tmp_path / "new.zarr2", place)
+    assert not lies_within(tmp_path, place)
+    assert not lies_within("s3://bucket/new.zarr/old.zarr", "s3://bucket/new.zarr")
+
+
 @pytest.mark.parametrize("name", ["software", "options", "fingerprint"])
 def test_a_root_attribute_recorded_as_null_opens_as_not_recorded(tmp_path, name):
     """Stores made before `software` was recorded hold null there (and a null `options` or
