@@ -4,6 +4,7 @@ HDF5, and Zarr on S3 (a moto server); then what is particular to each backend.""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -110,6 +111,23 @@ def test_unfiltered_hdf5_samples_are_read_raw_and_in_parallel(tmp_path):
             assert (batch[3] == 9).all()
             assert not batch[2].any()  # sample 1 was never written: zeros, through h5py
         assert ("flow", 2) in store._chunk_offsets and ("flow", 1) not in store._chunk_offsets
+
+
+def test_an_hdf5_chunk_cut_short_under_a_reader_is_an_error_not_a_part_filled_row(tmp_path):
+    """A raw read (`read_into`) of an unfiltered chunk that the file no longer holds whole (a
+    copy over the store, cut short, while a reader has it open) fails naming the sample: never
+    a batch row whose end keeps what the buffer held before."""
+    create_store(tmp_path / "c.h5", attrs=ATTRS, specs=SPECS, columns=COLUMNS,
+                 num_samples=3).close()
+    _unfiltered_copy(tmp_path / "c.h5", tmp_path / "u.h5", written=(0, 2))
+    with open_store(tmp_path / "u.h5") as store:
+        out = np.empty((2, 4, 4, 2), np.float16)
+        store.read_into("flow", 2, out)  # (its offset now known; the raw read checked once)
+        offset = store._chunk_offsets[("flow", 2)]
+        os.truncate(tmp_path / "u.h5", offset + 8)  # the chunk's first 8 of 128 bytes left
+        out[...] = 9
+        with pytest.raises(OSError, match=r"short read of sample 2 of 'flow': 8 of 128 bytes"):
+            store.read_into("flow", 2, out)
 
 
 ZSTD_SPECS = [*SPECS, ArraySpec("quantized", (2, 4, 4, 2), "uint8", codec="zstd")]
