@@ -487,11 +487,12 @@ def test_a_build_writes_the_root_metadata_only_when_it_creates_and_ends(tvhi_sou
 
 
 # -- layouts another tool wrote: read, never written into ------------------------------------
-def _rechunked(path: Path, how: str, zero: int | None = None) -> None:
+def _rechunked(path: Path, how: str, zero: int | list[int] | None = None) -> None:
     """The feature arrays of a store rewritten by plain zarr-python / h5py, their done samples'
-    values kept (sample `zero`'s set to zeros): `how` "chunks" (several samples a chunk) or
-    "shard" (a sharded Zarr array, one sample an inner chunk). Zarr writes with its default
-    `write_empty_chunks=False`: an all-zero sample gets no chunk of its own."""
+    values kept (those of sample or samples `zero` set to zeros): `how` "chunks" (several
+    samples a chunk) or "shard" (a sharded Zarr array, one sample an inner chunk). Zarr writes
+    with its default `write_empty_chunks=False`: an all-zero sample gets no chunk of its own,
+    a chunk or shard of zeros no file."""
     if path.suffix == ".zarr":
         import zarr
 
@@ -621,11 +622,15 @@ def test_ledger_text_columns_of_a_fixed_width_are_refused_for_writing_untouched(
     assert verify(store).ok  # (read as it is)
 
 
-@pytest.mark.parametrize("how", ["chunks", "shard"])
-def test_a_zarr_store_rechunked_by_another_tool_reads_right(tmp_path, how):
+@pytest.mark.parametrize("how,whole", [("chunks", False), ("shard", False), ("chunks", True),
+                                       ("shard", True)],
+                         ids=["chunks", "shard", "chunk-of-zeros", "shard-of-zeros"])
+def test_a_zarr_store_rechunked_by_another_tool_reads_right(tmp_path, how, whole):
     """Reading any layout stays zarr's: a rechunked or sharded store reads its samples' values
     through `flowstore.open`, an all-zero done sample included (which zarr wrote no chunk for:
-    in a sharded array it was taken for a missing chunk, the shard's key not looked for)."""
+    in a sharded array it was taken for a missing chunk, the shard's key not looked for), and
+    done samples whose whole chunk or shard is zeros (`whole`: no file at all, rightly, where
+    flowstore's own layout would be missing a chunk)."""
     source = Path(shutil.copytree(FIXTURE / "source", tmp_path / "source"))
     store = _fresh(source, tmp_path, ".zarr")
     with open_store(store) as opened:
@@ -634,9 +639,13 @@ def test_a_zarr_store_rechunked_by_another_tool_reads_right(tmp_path, how):
     # (not the first of its chunk, and no chunk's or shard's key is its own index: the key of
     # sample 2 is that of chunk 0, and a look for key 2 finds nothing)
     zero = next(index for index in done if index % 4 and index >= 2)
+    zeros = [index for index in done if index // 4 == zero // 4] if whole else [zero]
     for name in FEATURES:
-        expected[name][zero] = np.zeros_like(expected[name][zero])
-    _rechunked(store, how, zero=zero)
+        for index in zeros:
+            expected[name][index] = np.zeros_like(expected[name][index])
+    _rechunked(store, how, zero=zeros)
+    if whole:  # (zarr wrote no file for that chunk or shard)
+        assert not any(chunk_file(store, name, zero).exists() for name in FEATURES)
     from flowstore.reader.dataset import ALL
 
     with flowstore.open(store) as reader:
