@@ -432,6 +432,35 @@ def test_hdf5_a_column_whose_chunk_index_is_damaged_is_replaced_not_written(tmp_
         assert store.mended
 
 
+@pytest.mark.parametrize("mark", ["1", 1], ids=["json", "another-type"])
+def test_hdf5_salvage_unmarks_and_counts_the_done_samples_it_lost_alone(tmp_path, mark):
+    """A writer that died with the file open left a chunk index that no longer reads: the next
+    writer copies what reads, and each done sample that lost its chunk is left as
+    `Ledger.reset` leaves one (not done, no checksum) for the build to extract again, counted
+    in the warning; a sample not done that lost its chunk (its extraction killed) is not.
+    A writer's mark that is not JSON text (written by another tool) is taken as open too."""
+    from flowstore.store._hdf5 import WRITER_ATTR
+    from tests.conftest import break_chunk_index
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    with open_store(path, "r+") as store:
+        for index in range(3):
+            store.write_sample(index, {"pixels": np.full((4, 4, 3), index + 1, np.uint8)})
+        store.write_changed("done", np.array([True, False, True]), [0, 2])
+        store.write_changed("checksum", np.array(["x0", "", "x2"], dtype=object), [0, 2])
+    with h5py.File(path, "r+") as file:  # a writer that died with the file open
+        file.attrs[WRITER_ATTR] = mark
+    break_chunk_index(path, "pixels", signature=True)  # (every chunk of 'pixels' under it)
+    with open_store(path, "r+") as store:
+        assert len(store.mended) == 1
+        assert "the 2 done sample(s) whose chunks were lost are marked not done" \
+            in store.mended[0]
+        assert store.read("done").tolist() == [False, False, False]
+        assert store.read("checksum").tolist() == ["", "", ""]
+        assert store.read("id").tolist() == COLUMNS["id"].tolist()
+
+
 def test_an_hdf5_store_at_the_file_size_limit_is_refused_for_writing_untouched(tmp_path,
                                                                               monkeypatch):
     """A store as large as this process's file-size limit (`ulimit -f`) can take no new chunk:
