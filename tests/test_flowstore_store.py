@@ -461,6 +461,27 @@ def test_hdf5_salvage_unmarks_and_counts_the_done_samples_it_lost_alone(tmp_path
         assert store.read("id").tolist() == COLUMNS["id"].tolist()
 
 
+def test_hdf5_put_column_writes_variable_length_ledger_text_anew_fixed_width(tmp_path):
+    """`put_column` (an upgrade) gives a ledger text column stored variable-length, chunked as
+    format 2 chunks columns, the fixed width of a new store's column, its values as given:
+    rewritten in place it would stay in HDF5's heap, where a ledger write killed part way
+    leaves the chunk pointing at nothing ("bad heap index")."""
+    from flowstore.store import layout
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    with h5py.File(path, "r+") as file:
+        del file["checksum"]
+        file.create_dataset("checksum", data=np.array(["", "", ""], dtype=object),
+                            dtype=h5py.string_dtype("utf-8"), chunks=(3,))
+    with open_store(path, "r+") as store:
+        assert store.info("checksum").text_width is None
+        store.put_column("checksum", np.array(["a", "", "c"], dtype=object))
+    with open_store(path) as store:
+        assert store.info("checksum").text_width == layout.DIGEST_WIDTH
+        assert store.read("checksum").tolist() == ["a", "", "c"]
+
+
 def test_an_hdf5_store_at_the_file_size_limit_is_refused_for_writing_untouched(tmp_path,
                                                                               monkeypatch):
     """A store as large as this process's file-size limit (`ulimit -f`) can take no new chunk:
