@@ -368,6 +368,17 @@ def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_p
     split.close()
 
 
+def test_closing_a_split_leaves_the_store_it_shares_with_its_dataset_open(tmp_path):
+    """A split closes only a store it reopened for itself: one it shares with its dataset is
+    the dataset's to close, and stays open for the dataset's other reads."""
+    path = make_tiny_store(tmp_path / "t.h5", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        with ds.split("train") as train:
+            train[0]
+        assert not ds.closed
+        np.testing.assert_array_equal(ds.store.read("label"), ds.labels)
+
+
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
 def test_a_split_that_reopens_a_store_which_lost_its_array_says_so(tmp_path, suffix):
     """Reopened (after its `with` block, unpickled, in a DataLoader worker) on a store that lost
