@@ -244,6 +244,16 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
     np.testing.assert_array_equal(again["frames"], kept["frames"])
 
 
+def test_a_feature_named_label_or_id_is_refused_not_overwritten(tmp_path):
+    """A batch's `label` and `id` are its samples' own: a feature given either name would be
+    read and then replaced by them, without a word."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        for named in ({"label": "flow"}, {"id": "middle_frame"}):
+            with pytest.raises(ValueError, match="not 'label' or 'id'"):
+                ds.split("train", features=named)
+
+
 def test_a_standard_split_with_no_samples_is_empty_not_an_error(tmp_path):
     """A store from a split file without val rows: `split("val")` was a ValueError, where a val
     split with rows but none done is an empty split."""
