@@ -147,6 +147,20 @@ def test_split_all_is_every_done_sample_in_store_order(store):
         assert pickle.loads(pickle.dumps(every)).ids.tolist() == every.ids.tolist()
 
 
+def test_split_all_of_a_store_holding_a_split_named_all_is_refused(tmp_path):
+    """`split("all")` is every sample: of a store whose `split` column names a split "all" (a
+    hand edit of a store made before the columns' digest was recorded) it would be either,
+    and is refused as damage."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 1, 1))
+    column = zarr.open_group(str(path), mode="r+")["split"]
+    splits = column[:]
+    column[:] = np.where(splits == "val", "all", splits)
+    with flowstore.open(path) as ds:
+        assert ds.split_names == ("train", "all", "test")
+        with pytest.raises(ValueError, match="holds a split named 'all'.* the store is damaged"):
+            ds.split("all")
+
+
 def test_batch_buffers_are_aligned(store):
     with flowstore.open(store) as ds:
         batch = ds.split("train")[[1, 2, 3]]
