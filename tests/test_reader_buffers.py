@@ -4,6 +4,7 @@ batch read at once on uncopied, the collate anything else as default collate wou
 
 from __future__ import annotations
 
+import collections
 import copy
 import pickle
 
@@ -284,6 +285,38 @@ def test_a_segment_travels_once_and_is_only_named_after(train, monkeypatch):
     assert len(sent) == len(set(sent)) <= len(segments)  # each segment sent whole once
     assert named and set(named) <= set(sent)  # then named, and only once it was sent
     assert len(named) > len(sent)
+
+
+def test_a_slot_given_a_new_segment_is_read_from_the_new_one(train, monkeypatch):
+    """A worker that releases its free segments gives their slots to new ones: the main
+    process, which keeps a mapping of each slot's segment, maps the new segment (read through
+    the old mapping, a batch held the bytes of one long gone)."""
+    torch = pytest.importorskip("torch")
+    from flowstore.reader import buffers
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])
+    monkeypatch.setattr(adapter, "_LENDERS", {})
+    arrivals, borrow = [], adapter._Lender.borrow
+
+    def recording(self, value, slot, number, offset):
+        arrivals.append((id(self), slot, number, isinstance(value, torch.Tensor)))
+        return borrow(self, value, slot, number, offset)
+
+    def releasing(_worker: int) -> None:  # every free segment released: its slot reused at once
+        buffers.use_pool(adapter.SharedBufferPool(max_free_bytes=0))
+
+    monkeypatch.setattr(adapter._Lender, "borrow", recording)
+    expected = _expected(train)
+    loader = _loader(train, seed=6, worker_init_fn=releasing)
+    for _ in range(6):
+        for batch in loader:
+            _assert_intact([batch], expected)
+            del batch
+    numbers = collections.defaultdict(set)
+    for lender, slot, number, _ in arrivals:
+        numbers[lender, slot].add(number)
+    assert any(len(seen) > 1 for seen in numbers.values())  # a slot given a new segment
 
 
 def test_without_shared_memory_workers_read_into_plain_buffers(train, monkeypatch):
