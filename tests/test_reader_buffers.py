@@ -319,6 +319,26 @@ def test_a_slot_given_a_new_segment_is_read_from_the_new_one(train, monkeypatch)
     assert any(len(seen) > 1 for seen in numbers.values())  # a slot given a new segment
 
 
+def test_loaders_read_in_turn_go_on_lending_to_the_main_process(train, monkeypatch):
+    """A train and a val loader with persistent workers, read in turn: what the main process
+    keeps of a worker's pool is kept while the worker lives, though none of its segments is
+    borrowed (let go, the worker's next batch named segments the main process no longer knew:
+    a RuntimeError)."""
+    pytest.importorskip("torch")
+    from flowstore.reader import torch as adapter
+
+    monkeypatch.setattr(adapter, "_BORROWED", [])
+    monkeypatch.setattr(adapter, "_LENDERS", {})
+    expected = _expected(train)
+    loaders = [_loader(train, seed=seed) for seed in (7, 8)]
+    for _ in range(3):
+        for loader in loaders:
+            for batch in loader:
+                _assert_intact([batch], expected)
+                del batch
+    assert len(adapter._LENDERS) == 4
+
+
 def test_without_shared_memory_workers_read_into_plain_buffers(train, monkeypatch):
     pytest.importorskip("torch")
     from flowstore.reader import torch as adapter
