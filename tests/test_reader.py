@@ -1077,6 +1077,32 @@ def test_keras_fit_trains_each_epoch_on_the_whole_split_with_reading_threads(ada
             ds.split("train").to_keras_dataset(2, use_multiprocessing=True)
 
 
+def test_keras_pydataset_reads_max_queue_size_batches_ahead(tmp_path):
+    """`max_queue_size` is how many batches the reading threads read ahead of the one asked
+    for (its default, `workers`, is one here)."""
+    import threading
+    import time
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(3, 1, 1))
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features="middle_frame")
+        read, asked, lock = train.read, [], threading.Lock()
+
+        def counted(positions):
+            with lock:
+                asked.append(list(positions))
+            return read(positions)
+
+        train.read = counted
+        data = train.to_keras_dataset(1, workers=1, max_queue_size=4)
+        data[0]  # read ahead: batches 1 to 4
+        deadline = time.monotonic() + 10
+        while len(asked) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)  # (and no more than those)
+        assert len(asked) == 5
+
+
 def readme_examples() -> list[str]:
     """The README's PyTorch loop and custom Keras model, as users copy them."""
     import re
