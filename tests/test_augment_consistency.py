@@ -113,6 +113,20 @@ def test_scale_jitter_scales_flow_vectors_by_the_resize_factor(factor):
                                        (32 * 32, 1)), rtol=1e-3)
 
 
+def _ids(count: int) -> dict[str, np.ndarray]:
+    return {"label": np.zeros(count, np.int64), "id": np.array([f"s{k}" for k in range(count)])}
+
+
+def test_scale_jitter_scales_each_motion_component_by_its_own_axis_factor():
+    """A window that is not square is resized by a factor per axis, each side rounded to whole
+    pixels: dx is scaled by the width's factor, dy by the height's."""
+    uniform = {"flow": np.ones((1, 1, 6, 32, 2), np.float32), **_ids(1)}
+    flow = random_resized_crop(uniform, np.random.default_rng(0), scale=(1.25, 1.25),
+                               motion=("flow",))["flow"]
+    np.testing.assert_allclose(flow[..., 0], 40 / 32, rtol=1e-5)  # 32 px resized to 40
+    np.testing.assert_allclose(flow[..., 1], 8 / 6, rtol=1e-5)  # 6 px to 8 (7.5 rounded)
+
+
 def test_colour_jitter_changes_frames_and_never_flow():
     batch = _batch()
     frames, flow = batch["frames"].copy(), batch["flow"].copy()
