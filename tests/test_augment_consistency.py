@@ -127,6 +127,18 @@ def test_scale_jitter_scales_each_motion_component_by_its_own_axis_factor():
     np.testing.assert_allclose(flow[..., 1], 8 / 6, rtol=1e-5)  # 6 px to 8 (7.5 rounded)
 
 
+def test_scale_jitter_draws_its_window_anywhere_in_the_enlarged_picture():
+    """The window of the original size lies anywhere in the enlarged picture, not only at its
+    top left corner: a picture whose channels hold each pixel's row and column shows where."""
+    rows, columns = np.mgrid[0:16, 0:16].astype(np.float32)
+    picture = np.stack([rows, columns], axis=-1)
+    batch = {"image": np.repeat(picture[None], 32, axis=0), **_ids(32)}
+    out = random_resized_crop(batch, np.random.default_rng(5), scale=(2.0, 2.0), motion=())
+    corner = out["image"][:, 0, 0]  # the window's top left, in the original's coordinates
+    assert corner[:, 0].min() < 1 and corner[:, 0].max() > 5  # windows from top to bottom
+    assert corner[:, 1].min() < 1 and corner[:, 1].max() > 5  # and from left to right
+
+
 def test_colour_jitter_changes_frames_and_never_flow():
     batch = _batch()
     frames, flow = batch["frames"].copy(), batch["flow"].copy()
