@@ -139,6 +139,12 @@ def test_scale_jitter_draws_its_window_anywhere_in_the_enlarged_picture():
     assert corner[:, 1].min() < 1 and corner[:, 1].max() > 5  # and from left to right
 
 
+def test_colour_jitter_keeps_float_pixels_within_0_and_1():
+    frames = np.random.default_rng(0).random((16, 8, 8, 3)).astype(np.float32)
+    out = colour_jitter({"frames": frames, **_ids(16)}, np.random.default_rng(1), strength=0.9)
+    assert out["frames"].min() >= 0 and out["frames"].max() == 1.0  # brightened ones clipped
+
+
 def test_colour_jitter_changes_frames_and_never_flow():
     batch = _batch()
     frames, flow = batch["frames"].copy(), batch["flow"].copy()
