@@ -145,6 +145,16 @@ def test_colour_jitter_keeps_float_pixels_within_0_and_1():
     assert out["frames"].min() >= 0 and out["frames"].max() == 1.0  # brightened ones clipped
 
 
+def test_colour_jitter_changes_only_the_brightness_of_a_flat_grey_picture():
+    """Contrast scales a picture about its mean and saturation about its grey: a flat grey
+    picture has neither, and only its brightness changes, by a factor within the strength."""
+    frames = np.full((64, 4, 4, 3), 100, np.uint8)
+    out = colour_jitter({"frames": frames, **_ids(64)}, np.random.default_rng(2),
+                        strength=0.5)["frames"].reshape(64, -1)
+    assert (out == out[:, :1]).all()  # each still flat and grey
+    assert out.min() >= 50 and out.max() <= 150 and out.max() - out.min() > 50
+
+
 def test_colour_jitter_changes_frames_and_never_flow():
     batch = _batch()
     frames, flow = batch["frames"].copy(), batch["flow"].copy()
