@@ -801,6 +801,18 @@ def test_fingerprint_covers_the_options_and_a_split_file_by_content(sources, tmp
     assert fingerprint("imagefolder", images, split_file=split_file) != with_file
 
 
+def test_the_seed_is_recorded_where_a_fraction_in_use_draws_with_it(sources):
+    """`--seed` is left at its default in what a store records only where every fraction in
+    use is 0: with `--val-fraction 0` a folder's test split is still drawn with it."""
+    manifests, recorded = [], []
+    for seed in ("0", "5"):
+        dataset = get_dataset("videofolder", {"val_fraction": "0", "seed": seed})
+        manifests.append(dataset.manifest(sources["videofolder"]))
+        recorded.append(dataset.recorded_options())
+    assert manifests[0] != manifests[1]  # the seed drew another test split
+    assert [options["seed"] for options in recorded] == [0, 5]
+
+
 def test_ucf101_source_files_name_its_class_index_and_the_folds_lists(sources):
     """The fingerprint hashes the split files a manifest is read from by name and size, and a
     resume refuses them changed: classInd.txt, which gives every label, is one of them."""
