@@ -813,6 +813,23 @@ def test_the_seed_is_recorded_where_a_fraction_in_use_draws_with_it(sources):
     assert [options["seed"] for options in recorded] == [0, 5]
 
 
+def test_a_folder_named_like_a_clip_is_listed_as_missing_not_by_its_size(sources, tmp_path):
+    """The listing that the fingerprint and a resume compare takes files only: a folder in a
+    clip's place is a missing clip (its size is the file system's, not data), and a source of
+    such folders alone is refused as holding none of its clips."""
+    source = Path(shutil.copytree(sources["kinetics"], tmp_path / "s"))
+    kinetics = get_dataset("kinetics")
+    manifest = kinetics.manifest(source)
+    for sample in manifest.ids:
+        clip = kinetics.source_file(source, sample)
+        clip.unlink(missing_ok=True)
+        clip.mkdir()
+    sizes = kinetics.source_files(source, manifest)
+    assert [sizes.row_size(row) for row in range(len(manifest))] == [None] * len(manifest)
+    with pytest.raises(SourceLayoutError, match="none of the .* clips its split lists is in"):
+        kinetics.check_some_present(source, manifest, sizes)
+
+
 def test_ucf101_source_files_name_its_class_index_and_the_folds_lists(sources):
     """The fingerprint hashes the split files a manifest is read from by name and size, and a
     resume refuses them changed: classInd.txt, which gives every label, is one of them."""
