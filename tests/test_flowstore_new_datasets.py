@@ -735,6 +735,8 @@ def test_options_are_typed_and_validated_in_one_place(tmp_path):
      "--val-fraction + --test-fraction must be below 1 (some train), got 0.5 + 0.5"),
     (("tvhi", "--fold", "2"), "--fold is not an option of dataset 'tvhi'"),
     (("ucf101", "--fold"), "option --fold needs a value"),
+    # the next flag is no value: `--fold --seed 2` took '--seed' for the fold
+    (("ucf101", "--fold", "--seed", "2"), "option --fold needs a value"),
     # A mistyped flag of build itself, with no value, is named for what it is, not for a value
     # it lacks, with the nearest option; another dataset's option is not called a typo.
     (("tvhi", "--overwrit"), "--overwrit is not an option of dataset 'tvhi' (its options: "
