@@ -844,6 +844,28 @@ def test_ucf101_source_files_name_its_class_index_and_the_folds_lists(sources):
     assert all(files[name] == (source / name).stat().st_size for name in lists)
 
 
+@pytest.mark.parametrize("name, read_from", [
+    ("hmdb51", r"testTrainMulti_7030_splits/\w+_test_split1\.txt"),
+    ("kinetics", r"annotations/(train|val)\.csv"),
+    ("tvhi", r"readme\.txt"),
+], ids=["hmdb51", "kinetics", "tvhi"])
+def test_source_files_name_the_split_files_a_manifest_is_read_from(name, read_from, sources,
+                                                                   tiny_tvhi_source):
+    """Beside the clips, the fingerprint hashes the files a manifest is read from by name and
+    size, and a resume refuses them changed (an edit that moved clips between splits): each
+    of those, and only those, of the fold or set read."""
+    source = tiny_tvhi_source if name == "tvhi" else sources[name]
+    dataset = get_dataset(name)
+    manifest = dataset.manifest(source)
+    files = dataset.source_files(source, manifest)
+    clips = {dataset.source_name(sample) for sample in manifest.ids}
+    expected = {path.relative_to(source).as_posix() for path in source.rglob("*")
+                if path.is_file() and re.search(f"(^|/){read_from}$",
+                                                path.relative_to(source).as_posix())}
+    assert expected and {name for name in files if name not in clips} == expected
+    assert all(files[name] == (source / name).stat().st_size for name in expected)
+
+
 def test_a_store_records_its_options_and_refuses_others(sources, tmp_path):
     store = tmp_path / "u.zarr"
     args = ("build", "ucf101", "--source", sources["ucf101"], "--store", store, "--size", "16",
