@@ -1206,6 +1206,8 @@ def _flatten_kinetics(root: Path) -> None:
      r"annotations/train.csv line 2: time 'nan' is not a whole number of seconds"),
     ("kinetics", _first_kinetics_row(",0,10,", ",1e400,10,"),
      r"time '1e400' is not a whole number of seconds"),
+    ("kinetics", _first_kinetics_row(",0,10,", ",0.5,10,"),
+     r"line 2: time '0.5' is not a whole number of seconds"),
     ("kinetics", _first_kinetics_row(",0,10,", ",10,10,"),
      r"line 2: time_end 10 is not after time_start 10"),
     ("kinetics", _first_kinetics_row("tr000", "../../outside/tr000"),
@@ -1229,8 +1231,8 @@ def _flatten_kinetics(root: Path) -> None:
         2 * (root / "ucfTrainTestlist/trainlist01.txt").read_text()),
      r"^error: trainlist01.txt lists clip '[^']+' twice$"),
 ], ids=["kinetics-flat", "ucf101-no-clips", "hmdb51-no-clips", "kinetics-nan", "kinetics-inf",
-        "kinetics-empty-span", "kinetics-path-id", "kinetics-case", "ucf101-class-twice",
-        "hmdb51-fold-file-missing", "hmdb51-path-clip", "hmdb51-empty-class",
+        "kinetics-fraction", "kinetics-empty-span", "kinetics-path-id", "kinetics-case",
+        "ucf101-class-twice", "hmdb51-fold-file-missing", "hmdb51-path-clip", "hmdb51-empty-class",
         "ucf101-clip-twice-in-one-list"])
 def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
         sources, tmp_path, name, edit, expected):
