@@ -1226,6 +1226,9 @@ def _flatten_kinetics(root: Path) -> None:
     # a class of no clip was built, exit 0: a label no run could learn ("cartwheel 0/0 0/0")
     ("hmdb51", lambda root: next(root.glob("**/cartwheel_test_split1.txt")).write_text(""),
      r"class 'cartwheel' has no samples in any split: a model cannot learn a class it"),
+    ("hmdb51", lambda root: [split_file.write_text(2 * split_file.read_text())
+                             for split_file in root.glob("**/cartwheel_test_split1.txt")],
+     r"clip '[^']+_cartwheel_[^']+\.avi' is listed twice in the split 1 files"),
     # one list repeating a clip was blamed on both ("trainlist01.txt and testlist01.txt list")
     ("ucf101", lambda root: (root / "ucfTrainTestlist/trainlist01.txt").write_text(
         2 * (root / "ucfTrainTestlist/trainlist01.txt").read_text()),
@@ -1233,7 +1236,7 @@ def _flatten_kinetics(root: Path) -> None:
 ], ids=["kinetics-flat", "ucf101-no-clips", "hmdb51-no-clips", "kinetics-nan", "kinetics-inf",
         "kinetics-fraction", "kinetics-empty-span", "kinetics-path-id", "kinetics-case",
         "ucf101-class-twice", "hmdb51-fold-file-missing", "hmdb51-path-clip", "hmdb51-empty-class",
-        "ucf101-clip-twice-in-one-list"])
+        "hmdb51-clip-twice", "ucf101-clip-twice-in-one-list"])
 def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
         sources, tmp_path, name, edit, expected):
     """Each was built: a store of nothing but "video file is missing" failures (a source laid
