@@ -217,6 +217,28 @@ def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypat
     np.testing.assert_array_equal(got.middle_frame, want["middle_frame"])
 
 
+def test_a_second_pass_that_decodes_another_frame_count_fails_the_clip(tmp_path, monkeypatch):
+    """The frames a wrong hint left out are decoded in a second pass: one that counts other
+    frames than the first decoded the clip otherwise, and its frames cannot be mixed with the
+    first pass's (nor the contract's positions, computed from the first count, trusted)."""
+    from flowstore.extraction import video
+
+    path = tmp_path / "clip.avi"
+    write_avi(path, np.random.default_rng(2).integers(0, 255, (20, 32, 32, 3), dtype=np.uint8))
+    monkeypatch.setattr(video, "_candidate_frames", lambda hint, params: set())  # two passes
+    decode, counts = video.decode_resized, []
+
+    def one_frame_more_the_second_time(*args, **kwargs):
+        n, frames = decode(*args, **kwargs)
+        counts.append(n)
+        return n + len(counts) - 1, frames
+
+    monkeypatch.setattr(video, "decode_resized", one_frame_more_the_second_time)
+    with pytest.raises(SampleError, match=r"decoding clip\.avi is not repeatable \(20 then 21"):
+        extract_video(path, VideoParams(size=16, steps=4))
+    assert counts == [20, 20]
+
+
 def _gradient_clip(path, width: int, height: int, n_frames: int) -> None:
     """A diagonal gradient sliding a pixel a frame, MJPG: quick to write and decode at any size."""
     ramp = np.add.outer(np.arange(height), np.arange(width))
