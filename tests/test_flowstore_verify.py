@@ -597,6 +597,22 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
                          "again and writes the chunk anew")
 
 
+def test_verify_of_named_samples_reports_only_those_of_a_lost_ledger_chunk(tiny_tvhi_source,
+                                                                          tmp_path):
+    """`verify(samples=...)` (what `--repair` re-checks) checks exactly the samples named: a
+    lost ledger chunk makes each named sample in it a problem, not every sample the chunk
+    holds (a repair of one sample would be told of fifteen it was not asked about)."""
+    from flowstore.verify import verify
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    with open_store(store, "r") as opened:
+        ids = list(opened.read("id"))
+    chunk_file(store, "done", 0).write_bytes(b"")
+    assert len(verify(store).problems) == len(ids) == 16
+    named = verify(store, samples=ids[:2])
+    assert sorted(named.problems) == sorted(ids[:2])
+
+
 def test_an_hdf5_ledger_column_whose_chunk_index_is_damaged_is_written_anew(
         tiny_tvhi_source, tmp_path):
     """An HDF5 ledger column whose chunk index (B-tree) no longer reads can be neither read nor
