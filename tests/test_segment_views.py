@@ -111,6 +111,26 @@ def test_segment_views_for_a_model_without_steps_is_one_error_line(tmp_path):
     assert "--segment-views: frames reads middle_frame, no per-step array" in result.output
 
 
+def test_segment_views_of_a_model_reading_no_segmented_array_are_refused(tmp_path):
+    """`ClipViews.of`, where training asks for the views (a recipe given to `train_model`
+    directly, past `RunConfig`'s check): a model whose inputs hold no segments is refused, not
+    trained on "views" of nothing."""
+    from trainers.data import ClipViews
+    from trainers.errors import ModelConfigError
+    from trainers.samples import open_samples
+
+    store = make_tiny_store(tmp_path / "seg.zarr", steps=K * L, segments=K, size=S)
+    frames, flow = open_samples(store, "frames"), open_samples(store, "flow")
+    try:
+        assert ClipViews.of(frames, segment_views=False) is None
+        with pytest.raises(ModelConfigError, match="frames reads no per-step array"):
+            ClipViews.of(frames, segment_views=True)
+        assert ClipViews.of(flow, segment_views=True) == ClipViews(K, ("flow",))
+    finally:
+        frames.store.close()
+        flow.store.close()
+
+
 def test_a_flow_run_on_segment_views_trains_on_one_segment_and_scores_the_mean_of_all(tmp_path):
     import keras
 
