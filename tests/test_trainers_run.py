@@ -450,6 +450,23 @@ def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tm
                             inputs={}, label="", report_classes=2, aliases=("tiny_alias",)))
 
 
+def test_a_model_building_on_an_unknown_model_is_refused_and_not_registered():
+    """A base that is not in the catalogue (a typo in `transfers_from` or `requires`) is
+    refused when the model is registered, not met as a KeyError when a run looks it up."""
+    from trainers.catalogue import model_names
+    from trainers.errors import ModelConfigError, UnknownModelError
+
+    image = get_model("image")
+    for bases in ({"transfers_from": ("imagee",)}, {"requires": ("flow", "nope")}):
+        with pytest.raises(ModelConfigError, match="model 'orphan' builds on unknown model"):
+            register(ModelEntry(name="orphan", factory=image.factory, recipe=image.recipe,
+                                inputs={"image": "image"}, label="", report_classes=2,
+                                **bases))
+        assert "orphan" not in model_names()
+        with pytest.raises(UnknownModelError):
+            get_model("orphan")
+
+
 def test_a_seed_decides_the_training_and_another_seed_trains_otherwise(tiny_model, tmp_path):
     """`--seed` reaches everything random in a run (initial weights, the shuffle, dropout):
     the same seed trains the same weights, another seed other ones. `trainers report`'s
