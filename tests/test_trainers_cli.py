@@ -313,6 +313,10 @@ def test_bad_override_is_one_line_and_exit_2(stores, tmp_path):
     assert result.exit_code == 2
     assert ("seed must be an integer in 0..4294967295, got 4294967296"
             in _one_error_line(result))
+    result = runner.invoke(app, ["run", "tvhi_flow", "--store", str(stores["tvhi"]),
+                                 "--seed=-1", "--runs-dir", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "seed must be an integer in 0..4294967295, got -1" in _one_error_line(result)
     assert not (tmp_path / "runs").exists()
 
 
