@@ -603,6 +603,9 @@ def test_a_confusion_matrix_names_and_counts_every_class_up_to_50_classes(drawn)
     assert len(fifty.texts) == 50 * 50 and len(fifty.get_xticklabels()) == 50
     assert "counts not shown" not in fifty.get_title()
     assert not fifty_one.texts and "counts not shown above 50 classes" in fifty_one.get_title()
+    # (above 50 classes at most 50 are named, one in ceil(count / 50): at 51, one in 2)
+    assert "one class in 2 named" in fifty_one.get_title()
+    assert len(fifty_one.get_xticklabels()) == len(fifty_one.get_yticklabels()) == 26
 
 
 def test_html_and_out_together_draw_each_confusion_matrix_once(runs, tmp_path, monkeypatch):
