@@ -597,6 +597,18 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
                          "again and writes the chunk anew")
 
 
+def test_a_done_sample_whose_checksum_was_cleared_is_named_as_such(tiny_tvhi_source, tmp_path):
+    """Marked done with no checksum (a ledger edited or half-written) is its own problem, not
+    "bytes changed since written": its bytes were never compared with anything."""
+    from flowstore.verify import verify
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    index = list(group["id"][:]).index("handShake_0002")
+    group["checksum"][index] = ""
+    assert verify(store).problems == {"handShake_0002": "marked done but has no checksum"}
+
+
 def test_verify_of_named_samples_reports_only_those_of_a_lost_ledger_chunk(tiny_tvhi_source,
                                                                           tmp_path):
     """`verify(samples=...)` (what `--repair` re-checks) checks exactly the samples named: a
