@@ -388,6 +388,21 @@ def test_dropout_is_trained_recorded_saved_and_never_mixed_with_the_default(tmp_
     assert "dropout" not in by_rate[0.5].metrics["recipe"]  # older runs are still reused
 
 
+@pytest.mark.parametrize("recipe_set", ["report", "tuned"])
+def test_batch_size_and_learning_rate_apply_to_the_model_asked_for_alone(tmp_path, recipe_set):
+    """`--batch-size` and `--learning-rate` are the named model's (`RunConfig`): its
+    prerequisites, whose recipes differ, train with their own, unlike `--epochs`."""
+    config = RunConfig(model="two_stream", store=tmp_path / "x.zarr", recipe_set=recipe_set,
+                       batch_size=3, learning_rate=0.5, epochs=2)
+    assert config.recipe_for("two_stream").batch_size == 3
+    assert config.recipe_for("two_stream").learning_rate == 0.5
+    for name in ("frames", "flow"):
+        own = recipe_of(name, recipe_set)
+        recipe = config.recipe_for(name)
+        assert (recipe.batch_size, recipe.learning_rate) == (own.batch_size, own.learning_rate)
+        assert recipe.epochs == 2
+
+
 def test_dropout_applies_to_every_model_of_a_chain(tmp_path):
     """`--dropout` sets each model's own Dropout layers, prerequisites' too (as `--epochs`):
     a two-stream model asked for at 0.9 fuses streams trained at 0.9."""
