@@ -154,6 +154,19 @@ def test_misclassified_samples_show_frame_and_flow(runs):
     assert "every test sample is classified right" in _misclassified(record, "flow", right)
 
 
+def test_per_class_accuracy_is_of_each_true_class():
+    """A class's accuracy is its samples classified right over its samples (the confusion
+    matrix's row), not over the samples predicted as it (its column)."""
+    from trainers.html_report import _per_class_table
+
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 3])
+    table = _per_class_table(_predictions(labels, np.array([0, 1, 1, 1, 1, 1, 2, 0])))
+    assert "<td>handShake</td><td>0.25</td><td>1/4</td>" in table
+    assert "<td>highFive</td><td>1.00</td><td>2/2</td>" in table
+    assert "<td>kiss</td><td>0.00</td><td>0/1</td>" in table
+    assert "<td>all</td><td>0.50</td><td>4/8</td>" in table
+
+
 def test_misclassified_samples_of_a_store_holding_flow_alone_show_the_flow(tmp_path):
     """A store may hold flow and no picture (the flow model trains on it); the strip drew
     `pictures[0]` regardless, an IndexError that ended the whole page."""
