@@ -545,6 +545,30 @@ def test_transfer_base_ignores_the_seed_and_base_names_one_trained_otherwise(
         assert len(wrong.stderr.strip().splitlines()) == 1
 
 
+def test_base_is_taken_by_a_prerequisite_and_refused_at_another_input_size(tmp_path,
+                                                                            monkeypatch):
+    """`--base` names what `frames` transfers from also when `frames` is a prerequisite
+    (`two_stream --base IMAGE-RUN`), and a base of another input size is one error line, not
+    a model built on weights of another shape."""
+    import trainers.fit
+
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
+    runs = tmp_path / "runs"
+    s40 = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32)
+    _invoke("run", "image", "--store", str(s40), "--runs-dir", str(runs), "--epochs", "1")
+    (image,) = list_runs(runs)
+    at_32 = make_tiny_store(tmp_path / "tvhi32.zarr", size=32, steps=2)
+    result = _invoke("run", "two_stream", "--store", str(at_32), "--runs-dir", str(runs),
+                     "--epochs", "1", "--base", str(image.path))
+    assert f"transferring from image run {image.path} (--base)" in result.stdout.splitlines()
+    at_16 = make_tiny_store(tmp_path / "tvhi16.zarr", size=16, steps=2)
+    wrong = runner.invoke(app, ["run", "frames", "--store", str(at_16), "--runs-dir", str(runs),
+                                "--epochs", "1", "--base", str(image.path)])
+    assert wrong.exit_code == 2, wrong.output + repr(wrong.exception)
+    assert (f"--base {str(image.path)!r} was trained on 32px inputs; frames here reads 16px"
+            in wrong.stderr)
+
+
 def test_a_prerequisite_is_reused_only_if_it_started_from_the_named_base(tmp_path):
     from trainers.runs import find_run
 
