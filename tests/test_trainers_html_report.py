@@ -296,6 +296,24 @@ def _copied_run(runs: Path, model: str, tmp_path: Path, **metrics) -> Path:
     return run.parent
 
 
+def test_a_store_with_no_finished_test_sample_gets_no_matrix(tmp_path, monkeypatch):
+    """A run of a store that holds no finished test sample (none built yet, or no test split)
+    is a note saying so, not a prediction of nothing."""
+    import trainers.fit
+    from trainers.html_report import StoreUnavailable
+    from trainers.testing import write_untrained_run
+
+    monkeypatch.setattr(trainers.fit, "train_model", write_untrained_run)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=16, steps=2, per_class=(2, 1, 0))
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
+                                 str(tmp_path / "runs"), "--epochs", "1", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    (record,) = latest_runs(tmp_path / "runs")
+    with pytest.raises(StoreUnavailable, match=f"the store at {store} has no finished test "
+                                               f"sample"):
+        predict_test(record)
+
+
 def test_a_store_holding_other_test_samples_than_the_run_was_tested_on_gets_no_matrix(
         runs, tmp_path):
     """A store built further after the run keeps its fingerprint: the matrix was drawn on
