@@ -210,6 +210,21 @@ def test_ctrl_c_in_trainers_run_is_one_line_saying_what_was_written(stores, tmp_
         *notes, line = result.stderr.strip().splitlines()  # a warning, the device line
         assert line == expected and not any(n.startswith("error") for n in notes)
         assert "Traceback" not in result.output
+    # prerequisites reused, not trained, were not written by the command interrupted
+    from trainers.testing import write_untrained_run
+
+    def written_then_stopped(model, *args, **kwargs):
+        if model == "two_stream":
+            raise KeyboardInterrupt
+        return write_untrained_run(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainers.fit, "train_model", written_then_stopped)
+    args = ["run", "two_stream", "--store", str(stores["tvhi"]), "--runs-dir",
+            str(tmp_path / "reused"), "--epochs", "1"]
+    assert "written before: frames run" in runner.invoke(app, args).stderr
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130 and "reusing flow run" in result.stdout, result.output
+    assert result.stderr.strip().splitlines()[-1] == "error: interrupted; no run was written"
 
 
 #: `trainers run` whose SIGTERM (`timeout`, Slurm's `scancel`, `docker stop`) lands while its
