@@ -337,7 +337,7 @@ def test_a_history_that_is_no_history_draws_no_curves_and_the_report_goes_on(tmp
     from trainers.html_report import curves_png
 
     run = _run(tmp_path / "runs", "image-x")
-    for history in ("[1, 2]", '{"loss": 5}', '{"loss": ["low"]}'):
+    for history in ("[1, 2]", '{"loss": 5}', '{"loss": ["low"]}', '{"loss": [true, false]}'):
         (run / "history.json").write_text(history)
         assert curves_png(read_run(run), "flow") is None
     (run / "history.json").write_text('{"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]}')
