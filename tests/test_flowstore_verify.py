@@ -609,6 +609,23 @@ def test_a_done_sample_whose_checksum_was_cleared_is_named_as_such(tiny_tvhi_sou
     assert verify(store).problems == {"handShake_0002": "marked done but has no checksum"}
 
 
+def test_a_store_whose_split_column_was_edited_does_not_verify_ok(tiny_tvhi_source, tmp_path):
+    """`verify(...).ok` (the Python API's verdict) is false for a store damaged as a whole,
+    though no sample's own bytes changed: its manifest no longer matches its digest."""
+    from flowstore.verify import verify
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    assert verify(store).ok
+    with open_store(store, "r+") as opened:  # an edit of the split column, no checksum sees it
+        splits = opened.read("split").astype(object)
+        splits[0] = "train" if splits[0] != "train" else "test"
+        opened.write_changed("split", splits, [0])
+        opened.flush()
+    result = verify(store)
+    assert not result.problems and "id, label or split column" in result.damaged
+    assert not result.ok
+
+
 def test_verify_of_named_samples_reports_only_those_of_a_lost_ledger_chunk(tiny_tvhi_source,
                                                                           tmp_path):
     """`verify(samples=...)` (what `--repair` re-checks) checks exactly the samples named: a
