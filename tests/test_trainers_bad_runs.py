@@ -331,6 +331,25 @@ def test_out_removes_no_file_outside_it_whatever_its_list_of_figures_names(tmp_p
     assert "removed" not in result.stdout
 
 
+@pytest.mark.parametrize("model", ["flow", "two_stream"])
+def test_a_store_with_no_finished_training_sample_is_refused_before_anything_trains(
+        tmp_path, monkeypatch, model):
+    """Checked when the store is opened, not by the training (after TensorFlow's start-up,
+    and, for a chain, after its prerequisites were looked for or trained)."""
+    import trainers.fit
+
+    def never(*args, **kwargs):
+        raise AssertionError("a model trained on a store with no training sample")
+
+    monkeypatch.setattr(trainers.fit, "train_model", never)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=16, steps=2, per_class=(0, 1, 1))
+    result = runner.invoke(app, ["run", model, "--store", str(store), "--runs-dir",
+                                 str(tmp_path / "runs")])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert "has no finished 'train' sample" in _one_error_line(result)
+    assert not (tmp_path / "runs").exists()
+
+
 def test_a_history_that_is_no_history_draws_no_curves_and_the_report_goes_on(tmp_path):
     """`[1, 2]` (valid JSON, not a history) in a run without curves.png raised an
     AttributeError out of the figures (a traceback, exit 1, the figures half written)."""
