@@ -569,6 +569,34 @@ def test_base_is_taken_by_a_prerequisite_and_refused_at_another_input_size(tmp_p
             in wrong.stderr)
 
 
+def test_prerequisites_are_reused_from_a_relative_runs_dir_and_retrained_on_retrain(
+        tmp_path, monkeypatch):
+    """A second `trainers run two_stream` reuses the frames and flow runs of the first, also
+    with a relative `--runs-dir` (the frames run records the image run it started from as a
+    resolved path); `--retrain` trains the whole chain anew."""
+    import trainers.fit
+
+    trained: list[str] = []
+
+    def train_model(model, *args, **kwargs):
+        trained.append(model)
+        return write_untrained_run(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    monkeypatch.chdir(tmp_path)
+    make_tiny_store("s40.zarr", dataset="stanford40", size=32)
+    make_tiny_store("tvhi.zarr", size=32, steps=2)
+    _invoke("run", "image", "--store", "s40.zarr", "--runs-dir", "runs", "--epochs", "1")
+    chain = ("run", "two_stream", "--store", "tvhi.zarr", "--runs-dir", "runs", "--epochs", "1")
+    _invoke(*chain)
+    assert trained == ["image", "frames", "flow", "two_stream"]
+    result = _invoke(*chain)
+    assert trained[4:] == ["two_stream"], result.output
+    assert "reusing frames run" in result.stdout and "reusing flow run" in result.stdout
+    _invoke(*chain, "--retrain")
+    assert trained[5:] == ["frames", "flow", "two_stream"]
+
+
 def test_a_prerequisite_is_reused_only_if_it_started_from_the_named_base(tmp_path):
     from trainers.runs import find_run
 
