@@ -96,11 +96,12 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()
                     if name not in COLUMN_NAMES}
-        # the bar counts the samples checked: every done one, or those asked (done or not)
+        # the bar counts the samples checked: every done one, or those asked (done or not),
+        # but for a lost ledger chunk's, problems already, whose reason is that chunk
         if samples is None:
             checked = np.flatnonzero(done)
         else:
-            checked = np.flatnonzero(np.isin(ids, list(samples)))
+            checked = np.flatnonzero(np.isin(ids, list(samples)) & readable)
         for index in progress_bar(checked.tolist(), enabled=progress, unit="sample",
                                   desc="verify"):
             result.checked += 1

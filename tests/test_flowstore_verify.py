@@ -640,6 +640,9 @@ def test_verify_of_named_samples_reports_only_those_of_a_lost_ledger_chunk(tiny_
     assert len(verify(store).problems) == len(ids) == 16
     named = verify(store, samples=ids[:2])
     assert sorted(named.problems) == sorted(ids[:2])
+    # each for that chunk, not "not marked done" (a lost chunk's samples read as not done)
+    assert all(reason.startswith("its chunk of 'done' cannot be read")
+               for reason in named.problems.values()), named.problems
 
 
 def test_an_hdf5_ledger_column_whose_chunk_index_is_damaged_is_written_anew(
