@@ -36,13 +36,18 @@ def _farneback(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(first, second, None, 0.5, 3, 15, 3, 5, 1.2, 0)
 
 
+def _ids(count: int) -> dict[str, np.ndarray]:
+    """The `label` and `id` of a batch of `count` samples, which every augmentation passes on."""
+    return {"label": np.zeros(count, np.int64), "id": np.array([f"s{k}" for k in range(count)])}
+
+
 def _batch() -> dict[str, np.ndarray]:
     """One sample: two RGB frames of a zooming texture and Farneback's flow between them."""
     first = _texture()
     second = _zoomed(first, 1.04)
     frames = np.stack([np.repeat(f[..., None], 3, axis=-1) for f in (first, second)])
     return {"frames": frames[None].copy(), "flow": _farneback(first, second)[None, None].copy(),
-            "label": np.zeros(1, np.int64), "id": np.array(["a"])}
+            **_ids(1)}
 
 
 def _flow_of(frames: np.ndarray) -> np.ndarray:
@@ -111,10 +116,6 @@ def test_scale_jitter_scales_flow_vectors_by_the_resize_factor(factor):
     np.testing.assert_allclose(scaled.astype(np.float32).reshape(-1, 2),
                                np.tile(np.float32([1.5, -0.5]) * resized_side / 32,
                                        (32 * 32, 1)), rtol=1e-3)
-
-
-def _ids(count: int) -> dict[str, np.ndarray]:
-    return {"label": np.zeros(count, np.int64), "id": np.array([f"s{k}" for k in range(count)])}
 
 
 def test_scale_jitter_scales_each_motion_component_by_its_own_axis_factor():
