@@ -380,8 +380,9 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         if config.reuse_from is not None:
             from flowstore.reuse import plan_reuse
 
-            reuse = plan_reuse(config.reuse_from, specs=dataset.specs(config.params),
-                               ids=manifest.ids, sizes=source_files.sizes, todo=todo,
+            reuse = plan_reuse(config.reuse_from, params=params, opencv=opencv,
+                               specs=dataset.specs(config.params), ids=manifest.ids,
+                               sizes=source_files.sizes, todo=todo,
                                absolute=_absolute(config.reuse_from))
         if len(todo):
             try:

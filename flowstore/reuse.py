@@ -93,35 +93,41 @@ def check_reusable(location: str | Path, *, store_path: str | Path, params: dict
 
 def _check_reusable(location: str | Path, params: dict[str, Any], specs: Sequence[Any],
                     opencv: str) -> None:
+    with open_store(location, "r") as old:
+        _refuse_other_samples(old, location, params, specs, opencv)
+        _reusable_samples(old)  # (its columns read now: a damaged one leaves nothing made)
+
+
+def _refuse_other_samples(old: Store, location: str | Path, params: dict[str, Any],
+                          specs: Sequence[Any], opencv: str) -> None:
+    """Raise StoreMismatchError where the open OLD's samples are not this build's."""
     from flowstore.build import params_differences
 
-    with open_store(location, "r") as old:
-        what = f"--reuse-from store {str(location)!r}"
-        if old.format != FORMAT:
-            raise StoreMismatchError(f"{what} is of flowstore format {old.format}, which records "
-                                     f"no OpenCV release: its samples cannot be told to be this "
-                                     f"build's")
-        attrs = old.attrs
-        diffs = params_differences(attrs.get("params") or {}, params)
-        if diffs:
-            raise StoreMismatchError(f"{what} was built with other parameters ({diffs}): its "
-                                     f"samples are not this build's")
-        theirs = (attrs.get(SOFTWARE) or {}).get("opencv")
-        if theirs is None:
-            raise StoreMismatchError(f"{what} records no OpenCV release (made by an older "
-                                     f"flowstore): its samples cannot be told to be this build's")
-        if theirs != opencv:
-            raise StoreMismatchError(f"{what} was extracted with OpenCV {theirs} and this build "
-                                     f"extracts with OpenCV {opencv}, which extracts other bytes "
-                                     f"from the same source")
-        samples = old.info("done").shape[0]
-        for spec in specs:
-            layout = old.layout(spec.name) if spec.name in old.array_names() else None
-            if layout != ((samples, *spec.sample_shape), spec.dtype):
-                raise StoreMismatchError(f"{what} holds no array {spec.name!r} of samples of "
-                                         f"shape {tuple(spec.sample_shape)} and dtype "
-                                         f"{spec.dtype} (another dataset kind or layout)")
-        _reusable_samples(old)  # (its columns read now: a damaged one leaves nothing made)
+    what = f"--reuse-from store {str(location)!r}"
+    if old.format != FORMAT:
+        raise StoreMismatchError(f"{what} is of flowstore format {old.format}, which records "
+                                 f"no OpenCV release: its samples cannot be told to be this "
+                                 f"build's")
+    attrs = old.attrs
+    diffs = params_differences(attrs.get("params") or {}, params)
+    if diffs:
+        raise StoreMismatchError(f"{what} was built with other parameters ({diffs}): its "
+                                 f"samples are not this build's")
+    theirs = (attrs.get(SOFTWARE) or {}).get("opencv")
+    if theirs is None:
+        raise StoreMismatchError(f"{what} records no OpenCV release (made by an older "
+                                 f"flowstore): its samples cannot be told to be this build's")
+    if theirs != opencv:
+        raise StoreMismatchError(f"{what} was extracted with OpenCV {theirs} and this build "
+                                 f"extracts with OpenCV {opencv}, which extracts other bytes "
+                                 f"from the same source")
+    samples = old.info("done").shape[0]
+    for spec in specs:
+        layout = old.layout(spec.name) if spec.name in old.array_names() else None
+        if layout != ((samples, *spec.sample_shape), spec.dtype):
+            raise StoreMismatchError(f"{what} holds no array {spec.name!r} of samples of "
+                                     f"shape {tuple(spec.sample_shape)} and dtype "
+                                     f"{spec.dtype} (another dataset kind or layout)")
 
 
 def _reusable_samples(old: Store) -> tuple[dict[str, int], np.ndarray, np.ndarray,
@@ -135,17 +141,25 @@ def _reusable_samples(old: Store) -> tuple[dict[str, int], np.ndarray, np.ndarra
     return position, hashes, checksums, old.read("source_size")
 
 
-def plan_reuse(location: str | Path, *, specs: Sequence[Any], ids: Sequence[str],
-               sizes: np.ndarray, todo: np.ndarray, absolute: str) -> dict[int, ReuseSource]:
+def plan_reuse(location: str | Path, *, params: dict[str, Any], specs: Sequence[Any],
+               opencv: str, ids: Sequence[str], sizes: np.ndarray, todo: np.ndarray,
+               absolute: str) -> dict[int, ReuseSource]:
     """The samples of `todo` (indices into `ids` and `sizes`, the new manifest's ids and source
     file sizes, -1 where missing) of which OLD at `location` (`check_reusable`) may hold the
     arrays, by index, with the candidates their tasks compare their source file with: OLD's
     sample of the same id, then OLD's samples whose file had the same size.
 
+    OLD is checked again here, on the handle whose store id the tasks are sent: a store put
+    at its place since `check_reusable` (another build's `--overwrite` with other parameters)
+    would otherwise have its samples copied into this one, of other parameters, without a
+    word. The tasks read only a store of that id (`reused_arrays`).
+
     Raises:
         StoreError: OLD cannot be read.
+        StoreMismatchError: OLD's samples are no longer this build's.
     """
     with open_store(location, "r") as old:
+        _refuse_other_samples(old, location, params, specs, opencv)
         position, hashes, checksums, old_sizes = _reusable_samples(old)
         store_id = str(old.attrs.get("store_id", ""))
     by_size: dict[int, dict[str, int]] = {}  # size -> content hash -> OLD's sample

@@ -240,10 +240,12 @@ def test_the_candidates_are_the_same_id_first_then_files_of_its_size(monkeypatch
 
     monkeypatch.setattr(reuse_module, "open_store",
                         lambda *args: contextlib.nullcontext(Old()))
+    monkeypatch.setattr(reuse_module, "_refuse_other_samples", lambda *args: None)
     monkeypatch.setattr(reuse_module, "_reusable_samples", lambda old: (
         {sample: k for k, sample in enumerate(old_ids)}, hashes,
         np.array([f"c{k}" for k in range(len(old_ids))]), sizes))
-    plan = reuse_module.plan_reuse("old.zarr", specs=(), ids=["same", "new", "other"],
+    plan = reuse_module.plan_reuse("old.zarr", params={}, specs=(), opencv="",
+                                   ids=["same", "new", "other"],
                                    sizes=np.array([100, 100, 55]), todo=np.arange(3),
                                    absolute="/old.zarr")
     same = [c.index for c in plan[0].candidates]
@@ -252,3 +254,34 @@ def test_the_candidates_are_the_same_id_first_then_files_of_its_size(monkeypatch
         reuse_module.MAX_CANDIDATES)]  # (twin's hash is old_0's: sent once)
     assert plan[0].candidates[1] == reuse_module.Candidate(0, "h0", "c0")
     assert 2 not in plan
+
+
+def test_an_older_store_rebuilt_with_other_parameters_after_its_check_is_refused(
+        clips, built_old, tmp_path, monkeypatch):
+    """OLD is checked before the new store is made, and read for the plan after, under the new
+    store's lock: another build's `--overwrite` of OLD with other parameters (frames cropped,
+    not stretched: the same shapes, other values) in between had its samples copied into the
+    new store as this build's. They are checked again on the handle the plan reads."""
+    from flowstore import build as build_module
+    from flowstore.build import BuildConfig, build
+    from flowstore.errors import StoreMismatchError
+    from flowstore.params import VideoParams
+
+    old = Path(shutil.copytree(built_old, tmp_path / "old.zarr"))
+    make_folder = build_module._make_store_folder
+
+    def rebuilt_in_between(store):
+        rebuilt = flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD,
+                                "--resize", "center-crop", "--overwrite")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        make_folder(store)
+
+    monkeypatch.setattr(build_module, "_make_store_folder", rebuilt_in_between)
+    new = tmp_path / "new.zarr"
+    config = BuildConfig("clips", clips, new, VideoParams(size=32, steps=4), progress=False,
+                         reuse_from=old)
+    with pytest.raises(StoreMismatchError, match="was built with other parameters "
+                                                 r"\(resize: store 'center-crop' vs asked"):
+        build(config)
+    with open_store(new) as store:
+        assert not store.read("done").any()  # nothing copied, nothing computed
