@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import os
 import shutil
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -104,9 +107,19 @@ def real_tvhi() -> Path:
     return REAL_TVHI
 
 
+_FORKED_CLI = ForkedCli()
+atexit.register(_FORKED_CLI.close)
+
+
 def flowstore_cli(*args: str | Path, env: dict | None = None,
                   timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the real `flowstore` command in a subprocess (exit codes and stderr as users see them)."""
+    """Run the real `flowstore` command in a process of its own (exit codes and stderr as users
+    see them): forked from a server that has its imports done (`tests.forked_cli`), or in a
+    new interpreter where `env` adds to the environment."""
+    if env is None:
+        result = _FORKED_CLI.run(list(map(str, args)), timeout)
+        if result is not None:
+            return result
     return subprocess.run([sys.executable, "-m", "flowstore", *map(str, args)], capture_output=True,
                           text=True, timeout=timeout, env={**os.environ, **(env or {})})
 

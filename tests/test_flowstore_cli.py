@@ -31,6 +31,28 @@ def built_store(tiny_tvhi_source, tmp_path_factory):
     return store
 
 
+def test_the_tests_forked_command_answers_as_a_new_interpreter(built_store, tmp_path,
+                                                               monkeypatch):
+    """`flowstore_cli` forks its commands from a server with the imports done
+    (`tests.forked_cli`): each answers with the exit code, stdout and stderr that `python -m
+    flowstore` in a new interpreter gives, in the caller's folder, and the server is used
+    (not a silent fall-back to new interpreters, which would only cost time)."""
+    from tests import conftest
+
+    monkeypatch.chdir(built_store.parent)
+    for args in (["--version"], ["--help"], ["build", "--help"], ["inspect", built_store.name],
+                 ["inspect", "--json", str(built_store)], ["verify", built_store.name],
+                 ["inspect", str(tmp_path / "missing.zarr")], ["no-such-command"],
+                 ["build", "tvhi", "--store", "x.zarr"]):
+        forked = flowstore_cli(*args)
+        fresh = subprocess.run([sys.executable, "-m", "flowstore", *args], capture_output=True,
+                               text=True, timeout=120)
+        assert (forked.returncode, forked.stdout, forked.stderr) == \
+            (fresh.returncode, fresh.stdout, fresh.stderr), args
+    server = conftest._FORKED_CLI
+    assert server._server is not None and server._server.poll() is None and not server._broken
+
+
 def test_inspect_shows_everything_a_user_needs(built_store):
     out = flowstore_cli("inspect", built_store, "--bytes")
     assert out.returncode == 0, out.stderr
