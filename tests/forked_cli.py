@@ -169,6 +169,8 @@ class ForkedCli:
         if not ready:
             self._broken = True
             self.close()
+            os.close(self._requests)
+            os.close(self._replies)
         return ready
 
     def _send(self, request: dict) -> None:
