@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -325,6 +327,68 @@ def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
     changed.write_text("# another writer")
     monkeypatch.setattr(synth, "_writer_files", lambda write: [changed])
     assert synthetic_source("tvhi", config) != first
+
+
+def _age(path: Path, days: float) -> None:
+    """Set `path`'s mtime `days` back: last used then, as `prune_unused` reads it."""
+    then = time.time() - days * 86400
+    os.utime(path, (then, then))
+
+
+def test_a_cached_source_unused_for_30_days_goes_when_another_is_written(tmp_path, monkeypatch):
+    """Each release that changes a writer made its sources anew and nothing removed the old ones
+    (0.9 GB in a day of sessions): now what no build used for `UNUSED_DAYS` goes when another
+    source is written, and only what is ours."""
+    import flowstore.synth as synth
+
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
+    config = SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22, max_frames=22,
+                             resolution=(32, 32))
+    old = synthetic_source("tvhi", config)
+    clip = (old / "kiss_0001.avi").read_bytes()
+    cache = old.parent
+    recent = cache / "tvhi-aaaaaaaaaaaa"
+    recent.mkdir()
+    _age(recent, synth.UNUSED_DAYS - 1)
+    leftover = cache / ".tvhi-bbbbbbbbbbbb.writing-123"  # a killed writer's staging folder
+    leftover.mkdir()
+    theirs = cache / "notes"  # not ours: kept however old
+    theirs.mkdir()
+    for path in (old, leftover, theirs):
+        _age(path, synth.UNUSED_DAYS + 1)
+
+    other = synthetic_source("tvhi", dataclasses.replace(config, seed=9))
+    assert sorted(path.name for path in cache.iterdir()) == sorted(
+        [other.name, recent.name, theirs.name])
+    # asked for again, it is written again, with the same bytes
+    assert synthetic_source("tvhi", config) == old and (old / "kiss_0001.avi").read_bytes() == clip
+    # a source a build takes is stamped as used, so it stays
+    _age(old, synth.UNUSED_DAYS + 1)
+    assert synthetic_source("tvhi", config) == old
+    assert synth.prune_unused(cache) == [] and old.is_dir()
+
+
+def test_a_source_a_build_takes_while_it_is_pruned_is_put_back(tmp_path, monkeypatch):
+    """The pruner renames a source aside before it deletes it and reads its stamp again: a
+    build that stamped it in between gets it back whole."""
+    import flowstore.synth as synth
+
+    source = tmp_path / "tvhi-0123456789ab"
+    source.mkdir()
+    (source / "kiss_0001.avi").write_bytes(b"clip")
+    _age(source, synth.UNUSED_DAYS + 1)
+    unused_since = synth._unused_since
+
+    def a_build_takes_it_after_the_check(folder, cutoff):
+        unused = unused_since(folder, cutoff)
+        if folder == source:
+            os.utime(source)  # `synthetic_source` stamps what it serves
+        return unused
+
+    monkeypatch.setattr(synth, "_unused_since", a_build_takes_it_after_the_check)
+    assert synth.prune_unused(tmp_path) == []
+    assert [path.name for path in tmp_path.iterdir()] == [source.name]
+    assert (source / "kiss_0001.avi").read_bytes() == b"clip"
 
 
 def test_synth_into_the_current_folder_fills_it_in_place(tmp_path):

@@ -5,7 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -94,8 +97,9 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
     for path in _writer_files(write):
         digest.update(path.read_bytes())
     key = digest.hexdigest()[:12]
-    folder = _make_cache_dir() / f"{dataset}-{key}"
-    if not folder.exists():
+    cache = _make_cache_dir()
+    folder = cache / f"{dataset}-{key}"
+    if not _mark_used(folder):
         try:
             write(folder, config)
         except FlowstoreError:
@@ -103,7 +107,78 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
             # copy second finds the folder there, whole (a rename is), with the same content.
             if not folder.is_dir():
                 raise
+        _mark_used(folder)
+        prune_unused(cache)
     return folder
+
+
+#: A cached source that no build has used for this many days is deleted when another source is
+#: written. Each flowstore release that changes a writer makes its sources anew (about 50 MB for
+#: TV-HI's default settings) and never serves an older one's, which nothing else ever removed.
+#: Written again when asked for, a source has the same bytes (the writers are seeded).
+UNUSED_DAYS = 30
+
+#: What the cache holds of ours: sources (`tvhi-0123456789ab`), a killed writer's staging
+#: folder (`write_source`'s `.NAME.writing-PID`) and a killed pruner's (`.NAME.pruning-PID`).
+_OURS = re.compile(r"(?P<source>[a-z0-9_]+-[0-9a-f]{12})"
+                   r"|\.[a-z0-9_]+-[0-9a-f]{12}\.(writing|pruning)-\d+")
+
+
+def _mark_used(folder: Path) -> bool:
+    """Stamp a cached source as used now (its folder's mtime, which `prune_unused` reads);
+    False when it is not there. A cache the user may read but not write is served unstamped."""
+    try:
+        os.utime(folder)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        pass
+    return folder.is_dir()
+
+
+def prune_unused(cache: Path, days: float = UNUSED_DAYS) -> list[str]:
+    """Delete what `cache` holds of ours that nothing has used for `days` (a source's folder
+    mtime is stamped each time a build takes it); the names deleted. Anything else in the
+    folder is left alone, and so is whatever cannot be deleted (another user's, a read-only
+    cache): pruning is housekeeping, never a reason for a build to fail.
+
+    A source is first renamed aside, then its stamp read again: a build that took it in
+    between has stamped it, and it is renamed back instead of deleted.
+    """
+    cutoff = time.time() - days * 86400
+    pruned = []
+    try:
+        entries = list(cache.iterdir())
+    except OSError:
+        return pruned
+    for entry in entries:
+        match = _OURS.fullmatch(entry.name)
+        if match is None or not _unused_since(entry, cutoff):
+            continue
+        if match["source"]:
+            aside = entry.with_name(f".{entry.name}.pruning-{os.getpid()}")
+            try:
+                entry.rename(aside)
+            except OSError:
+                continue
+            if not _unused_since(aside, cutoff):
+                try:
+                    aside.rename(entry)
+                    continue
+                except OSError:  # written anew meanwhile: the aside copy is the spare one
+                    pass
+            entry = aside
+        shutil.rmtree(entry, ignore_errors=True)
+        if not entry.exists():
+            pruned.append(match["source"] or entry.name)
+    return pruned
+
+
+def _unused_since(folder: Path, cutoff: float) -> bool:
+    try:
+        return folder.stat().st_mtime < cutoff
+    except OSError:
+        return False
 
 
 def write_synthetic(dataset: str, folder: str | Path, settings: dict[str, Any]) -> Path:
