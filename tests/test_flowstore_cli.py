@@ -329,10 +329,12 @@ def test_synthetic_source_cache_writes_once(tmp_path, monkeypatch):
     assert synthetic_source("tvhi", config) != first
 
 
-def _age(path: Path, days: float) -> None:
-    """Set `path`'s mtime `days` back: last used then, as `prune_unused` reads it."""
-    then = time.time() - days * 86400
-    os.utime(path, (then, then))
+def _age(path: Path, days: float, *, listed_days: float | None = None) -> None:
+    """Set `path`'s mtime (last stamped as used) `days` back, and its atime (last listed)
+    `listed_days` back (default: the same), as `prune_unused` reads them."""
+    now = time.time()
+    listed = days if listed_days is None else listed_days
+    os.utime(path, (now - listed * 86400, now - days * 86400), follow_symlinks=False)
 
 
 def test_a_cached_source_unused_for_30_days_goes_when_another_is_written(tmp_path, monkeypatch):
@@ -341,25 +343,33 @@ def test_a_cached_source_unused_for_30_days_goes_when_another_is_written(tmp_pat
     source is written, and only what is ours."""
     import flowstore.synth as synth
 
-    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path / "cache"))
     config = SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22, max_frames=22,
                              resolution=(32, 32))
     old = synthetic_source("tvhi", config)
     clip = (old / "kiss_0001.avi").read_bytes()
     cache = old.parent
     recent = cache / "tvhi-aaaaaaaaaaaa"
-    recent.mkdir()
-    _age(recent, synth.UNUSED_DAYS - 1)
+    listed = cache / "tvhi-cccccccccccc"  # stamped long ago, listed lately (another user's build)
     leftover = cache / ".tvhi-bbbbbbbbbbbb.writing-123"  # a killed writer's staging folder
-    leftover.mkdir()
-    theirs = cache / "notes"  # not ours: kept however old
-    theirs.mkdir()
-    for path in (old, leftover, theirs):
+    theirs = cache / "notes"  # not named as ours
+    moved = tmp_path / "moved-source"  # a source moved elsewhere, a link left in its place
+    for folder in (recent, listed, leftover, theirs, moved):
+        folder.mkdir()
+        (folder / "kiss_0001.avi").write_bytes(b"clip")
+    link = cache / "tvhi-dddddddddddd"
+    link.symlink_to(moved)
+    named_file = cache / "tvhi-eeeeeeeeeeee"  # a file, not a folder
+    named_file.write_bytes(b"x")
+    _age(recent, synth.UNUSED_DAYS - 1)
+    _age(listed, synth.UNUSED_DAYS + 1, listed_days=1)
+    for path in (old, leftover, theirs, moved, link, named_file):
         _age(path, synth.UNUSED_DAYS + 1)
 
     other = synthetic_source("tvhi", dataclasses.replace(config, seed=9))
     assert sorted(path.name for path in cache.iterdir()) == sorted(
-        [other.name, recent.name, theirs.name])
+        [other.name, recent.name, listed.name, theirs.name, link.name, named_file.name])
+    assert (link / "kiss_0001.avi").read_bytes() == b"clip"
     # asked for again, it is written again, with the same bytes
     assert synthetic_source("tvhi", config) == old and (old / "kiss_0001.avi").read_bytes() == clip
     # a source a build takes is stamped as used, so it stays
@@ -368,27 +378,41 @@ def test_a_cached_source_unused_for_30_days_goes_when_another_is_written(tmp_pat
     assert synth.prune_unused(cache) == [] and old.is_dir()
 
 
-def test_a_source_a_build_takes_while_it_is_pruned_is_put_back(tmp_path, monkeypatch):
-    """The pruner renames a source aside before it deletes it and reads its stamp again: a
-    build that stamped it in between gets it back whole."""
+@pytest.mark.skipif(os.geteuid() != 0, reason="gives a folder to another user (needs root)")
+def test_another_users_cached_source_is_left_alone(tmp_path):
+    """In a cache shared by several users, one user's pruning hid another's source (renamed
+    aside, then not deletable): it is not this user's to prune."""
     import flowstore.synth as synth
 
     source = tmp_path / "tvhi-0123456789ab"
     source.mkdir()
-    (source / "kiss_0001.avi").write_bytes(b"clip")
+    os.chown(source, 65534, 65534)
     _age(source, synth.UNUSED_DAYS + 1)
-    unused_since = synth._unused_since
-
-    def a_build_takes_it_after_the_check(folder, cutoff):
-        unused = unused_since(folder, cutoff)
-        if folder == source:
-            os.utime(source)  # `synthetic_source` stamps what it serves
-        return unused
-
-    monkeypatch.setattr(synth, "_unused_since", a_build_takes_it_after_the_check)
     assert synth.prune_unused(tmp_path) == []
     assert [path.name for path in tmp_path.iterdir()] == [source.name]
-    assert (source / "kiss_0001.avi").read_bytes() == b"clip"
+
+
+def test_a_build_asking_for_a_source_while_a_prune_decides_gets_it_whole(tmp_path, monkeypatch):
+    """A source served (and stamped) just after a prune found it unused, and deleted just after
+    it was served, left the build a folder that was gone: serving waits for the prune's lock,
+    then writes the source again."""
+    import threading
+
+    import flowstore.synth as synth
+
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
+    config = SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22, max_frames=22,
+                             resolution=(32, 32))
+    source = synthetic_source("tvhi", config)
+    served = []
+    with synth._cache_lock(source.parent, exclusive=True):  # a prune deciding
+        build = threading.Thread(target=lambda: served.append(synthetic_source("tvhi", config)))
+        build.start()
+        build.join(0.5)
+        assert not served  # waiting
+        shutil.rmtree(source)  # the prune deletes it
+    build.join(60)
+    assert served == [source] and (source / "kiss_0001.avi").is_file()
 
 
 def test_synth_into_the_current_folder_fills_it_in_place(tmp_path):

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import os
 import re
 import shutil
+import stat
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from flowstore.errors import FlowstoreError, ParameterError, UnknownDatasetError
 from flowstore.params import canonical_json
@@ -99,7 +102,9 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
     key = digest.hexdigest()[:12]
     cache = _make_cache_dir()
     folder = cache / f"{dataset}-{key}"
-    if not _mark_used(folder):
+    with _cache_lock(cache, exclusive=False):  # (not while a prune decides)
+        served = _mark_used(folder)
+    if not served:
         try:
             write(folder, config)
         except FlowstoreError:
@@ -107,7 +112,6 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
             # copy second finds the folder there, whole (a rename is), with the same content.
             if not folder.is_dir():
                 raise
-        _mark_used(folder)
         prune_unused(cache)
     return folder
 
@@ -115,7 +119,8 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
 #: A cached source that no build has used for this many days is deleted when another source is
 #: written. Each flowstore release that changes a writer makes its sources anew (about 50 MB for
 #: TV-HI's default settings) and never serves an older one's, which nothing else ever removed.
-#: Written again when asked for, a source has the same bytes (the writers are seeded).
+#: Asked for again, a source is written again (the writers are seeded: the same bytes, with the
+#: same OpenCV).
 UNUSED_DAYS = 30
 
 #: What the cache holds of ours: sources (`tvhi-0123456789ab`), a killed writer's staging
@@ -124,9 +129,28 @@ _OURS = re.compile(r"(?P<source>[a-z0-9_]+-[0-9a-f]{12})"
                    r"|\.[a-z0-9_]+-[0-9a-f]{12}\.(writing|pruning)-\d+")
 
 
+@contextlib.contextmanager
+def _cache_lock(cache: Path, *, exclusive: bool) -> Iterator[None]:
+    """An `flock` on the cache folder itself (no lock file to leave beside the sources): held
+    shared while a source is stamped as used, exclusive while `prune_unused` decides and
+    deletes, so that no source is deleted between its being served and its stamp. A cache
+    that cannot be opened so is used unlocked."""
+    try:
+        fd = os.open(cache, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
+
+
 def _mark_used(folder: Path) -> bool:
     """Stamp a cached source as used now (its folder's mtime, which `prune_unused` reads);
-    False when it is not there. A cache the user may read but not write is served unstamped."""
+    False when it is not there. A source the user may read but not stamp (a cache they do
+    not own) is served unstamped: their builds' listing of it moves its access time."""
     try:
         os.utime(folder)
     except FileNotFoundError:
@@ -137,48 +161,46 @@ def _mark_used(folder: Path) -> bool:
 
 
 def prune_unused(cache: Path, days: float = UNUSED_DAYS) -> list[str]:
-    """Delete what `cache` holds of ours that nothing has used for `days` (a source's folder
-    mtime is stamped each time a build takes it); the names deleted. Anything else in the
-    folder is left alone, and so is whatever cannot be deleted (another user's, a read-only
-    cache): pruning is housekeeping, never a reason for a build to fail.
-
-    A source is first renamed aside, then its stamp read again: a build that took it in
-    between has stamped it, and it is renamed back instead of deleted.
+    """Delete the folders of ours in `cache` (`_OURS`: real folders, not links, owned by this
+    user) that nothing has used for `days`: neither stamped (`_mark_used`, as each build that
+    takes a source does) nor listed (their access time); the names deleted. Anything else is
+    left alone, and so is what cannot be deleted: pruning is housekeeping, never a reason for
+    a build to fail. A source is renamed aside before it is deleted, so that a pruner killed
+    midway never leaves half a source under a name a build would take.
     """
     cutoff = time.time() - days * 86400
     pruned = []
-    try:
-        entries = list(cache.iterdir())
-    except OSError:
-        return pruned
-    for entry in entries:
-        match = _OURS.fullmatch(entry.name)
-        if match is None or not _unused_since(entry, cutoff):
-            continue
-        if match["source"]:
-            aside = entry.with_name(f".{entry.name}.pruning-{os.getpid()}")
-            try:
-                entry.rename(aside)
-            except OSError:
+    with _cache_lock(cache, exclusive=True):
+        try:
+            entries = list(cache.iterdir())
+        except OSError:
+            return pruned
+        for entry in entries:
+            match = _OURS.fullmatch(entry.name)
+            if match is None or not _ours_and_unused_since(entry, cutoff):
                 continue
-            if not _unused_since(aside, cutoff):
+            if match["source"]:
+                aside = entry.with_name(f".{entry.name}.pruning-{os.getpid()}")
                 try:
-                    aside.rename(entry)
+                    entry.rename(aside)
+                except OSError:
                     continue
-                except OSError:  # written anew meanwhile: the aside copy is the spare one
-                    pass
-            entry = aside
-        shutil.rmtree(entry, ignore_errors=True)
-        if not entry.exists():
-            pruned.append(match["source"] or entry.name)
+                entry = aside
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                pruned.append(match["source"] or entry.name)
     return pruned
 
 
-def _unused_since(folder: Path, cutoff: float) -> bool:
+def _ours_and_unused_since(folder: Path, cutoff: float) -> bool:
+    """Whether `folder` is a folder (not a link) of this user's, last stamped or listed before
+    `cutoff`."""
     try:
-        return folder.stat().st_mtime < cutoff
+        info = os.lstat(folder)
     except OSError:
         return False
+    return (stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+            and max(info.st_mtime, info.st_atime) < cutoff)
 
 
 def write_synthetic(dataset: str, folder: str | Path, settings: dict[str, Any]) -> Path:
