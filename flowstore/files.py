@@ -14,14 +14,17 @@ from flowstore.errors import FlowstoreError
 
 
 def write_whole(path: Path, content: str | bytes, what: str | None = None, *,
-                error: Callable[[str], Exception] = FlowstoreError) -> Path:
+                error: Callable[[str], Exception] = FlowstoreError,
+                replace_links: bool = False) -> Path:
     """Write `content` (text as UTF-8, or bytes as they are) to `path` through a temporary file
     renamed over it, so that a failure (a full disk, `ulimit -f`, Ctrl-C) leaves no half-written
     file and an earlier one as it was. The file gets the mode a plain write would give it: an
     earlier file's, else the umask's. Where `path` is not a plain file (a link, `/dev/stdout`, a
     pipe) or is one of several names of one file (a hard link) it is written through, as a plain
     write does: renaming over it would replace the link or the device, or part the name from
-    the file's others.
+    the file's others. With `replace_links`, for a file of the caller's own name in a folder it
+    writes (a report's figures), whatever is at `path` is replaced instead: writing through a
+    link there wrote over whatever it pointed at (another run's curves, a store's metadata).
 
     Raises:
         `error` ("cannot write WHAT to PATH: why", or "cannot write PATH: why" without `what`):
@@ -35,16 +38,17 @@ def write_whole(path: Path, content: str | bytes, what: str | None = None, *,
     except OSError:
         existing = None
     data = content.encode("utf-8") if isinstance(content, str) else content
-    if existing is not None and (not stat.S_ISREG(existing.st_mode) or existing.st_nlink > 1):
+    plain = existing is not None and stat.S_ISREG(existing.st_mode) and existing.st_nlink == 1
+    if existing is not None and not plain and not replace_links:
         try:
             with open(path, "wb") as file:
                 file.write(data)
         except OSError as exc:
             raise refused(exc.strerror or str(exc)) from None
         return path
-    if existing is not None and not os.access(path, os.W_OK):  # a plain write is refused
+    if plain and not os.access(path, os.W_OK):  # a plain write is refused
         raise refused(os.strerror(errno.EACCES))
-    mode = stat.S_IMODE(existing.st_mode) if existing is not None else 0o666 & ~_umask()
+    mode = stat.S_IMODE(existing.st_mode) if plain else 0o666 & ~_umask()
     try:
         # (the name cut: a file name of up to 255 bytes is legal, and its temporary one, 18
         # bytes longer, was refused as "File name too long")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -359,6 +360,56 @@ def test_out_removes_the_report_figures_it_did_not_draw_and_nothing_else(runs, t
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "removed" not in result.stdout
     assert {p.name for p in out.iterdir()} == {*drawn, *kept, WRITTEN_FILE}
+
+
+def test_out_replaces_a_link_of_a_figures_name_and_never_writes_through_it(runs, tmp_path):
+    """A link left in the --out folder under a figure's name had the figure written through it:
+    over another run's curves.png, or over a store's zarr.json (the store then unreadable).
+    The report's figures are its own files: a link of their name is replaced, its target left
+    as it was."""
+    from trainers.figures import WRITTEN_FILE
+
+    flow_run = next(runs.glob("flow-*"))
+    curves = (flow_run / "curves.png").read_bytes()
+    victim = tmp_path / "zarr.json"
+    victim.write_text("{}")
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "image_curves.png").symlink_to(flow_run / "curves.png")
+    (out / "test_accuracy.png").symlink_to(victim)
+    os.link(victim, out / "flow_confusion.png")  # another name of the same file
+    (out / WRITTEN_FILE).symlink_to(victim)
+    result = runner.invoke(app, ["report", str(runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (flow_run / "curves.png").read_bytes() == curves and victim.read_text() == "{}"
+    for name in ("image_curves.png", "test_accuracy.png", "flow_confusion.png"):
+        path = out / name
+        assert not path.is_symlink() and path.stat().st_nlink == 1
+        assert path.read_bytes().startswith(b"\x89PNG"), name
+    assert "test_accuracy.png" in (out / WRITTEN_FILE).read_text()
+
+
+@pytest.mark.parametrize("name", ["test_accuracy.png", "flow_curves.png", "old_curves.png"])
+def test_a_page_named_as_a_figure_in_the_out_folder_is_refused(runs, tmp_path, name):
+    """`--html figures/test_accuracy.png --out figures` said the page was written, then wrote a
+    figure over it (or removed it as an earlier report's figure): one line, nothing written.
+    A page of its own name beside the figures is fine."""
+    from trainers.figures import WRITTEN_FILE
+
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / WRITTEN_FILE).write_text("old_curves.png\n")
+    result = runner.invoke(app, ["report", str(runs), "--html", str(out / name), "--out",
+                                 str(out)])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert result.stderr.strip().splitlines() == [
+        f"error: --html {str(out / name)!r} bears the name of a file the report writes in "
+        f"--out {str(out)!r}: give the page another name"]
+    assert [p.name for p in out.iterdir()] == [WRITTEN_FILE]
+    result = runner.invoke(app, ["report", str(runs), "--html", str(out / "report.html"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert (out / "report.html").read_text().startswith("<!DOCTYPE html>")
 
 
 def test_a_full_disk_mid_way_leaves_each_earlier_figure_whole(runs, tmp_path):

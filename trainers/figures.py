@@ -97,9 +97,11 @@ def write_figures(runs_dir: str | Path, out: str | Path,
     if records:
         pictures[COMPARISON_FILE] = comparison_png(records)
     # Each figure whole or not at all (a full disk mid-way leaves the earlier figure, not half
-    # a PNG); the list of them last, so that it never names a figure not written.
+    # a PNG); the list of them last, so that it never names a figure not written. A link of a
+    # figure's name is replaced, not written through: one left pointing at a run's curves.png
+    # or a store's zarr.json had the figure written over it.
     for name, png in pictures.items():
-        written.files.append(write_whole(out / name, png, "the figures"))
+        written.files.append(write_whole(out / name, png, "the figures", replace_links=True))
     try:
         if records:  # (no runs: most likely the wrong folder; nothing there is touched)
             for name in sorted(_written_before(out) - set(pictures)):
@@ -107,11 +109,18 @@ def write_figures(runs_dir: str | Path, out: str | Path,
                     (out / name).unlink()
                     written.removed.append(out / name)
             write_whole(out / WRITTEN_FILE, "".join(f"{name}\n" for name in pictures),
-                        "the figures")
+                        "the figures", replace_links=True)
     except OSError as exc:
         raise ReportOutputError(f"cannot write the figures to {str(out)!r}: "
                                 f"{exc.strerror or exc}") from None
     return written
+
+
+def report_files(runs_dir: str | Path, out: str | Path) -> set[str]:
+    """The names `write_figures` writes, or may remove, in `out` for the runs of `runs_dir`."""
+    stems = figure_stems(_ordered(latest_runs(runs_dir)))
+    return ({name for stem in stems for name in figure_files(stem)}
+            | {COMPARISON_FILE, WRITTEN_FILE} | _written_before(Path(out)))
 
 
 def _written_before(out: Path) -> set[str]:

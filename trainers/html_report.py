@@ -133,6 +133,14 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
         # (the figures folder was made first, where the page was then refused as a folder)
         raise ReportOutputError(f"--html {str(html)!r} would be the --out folder "
                                 f"{str(figures)!r} or hold it: give them other paths")
+    if html is not None and figures is not None and html.resolve().parent == figures.resolve():
+        from trainers.figures import report_files  # (figures imports this module)
+
+        if html.name in report_files(runs_dir, figures):  # (the page was written, then a
+            # figure written over it, or removed as an earlier report's)
+            raise ReportOutputError(f"--html {str(html)!r} bears the name of a file the "
+                                    f"report writes in --out {str(figures)!r}: give the page "
+                                    f"another name")
     if html is not None:
         check_output(html, "the HTML report", folder=False)
     if figures is not None:

@@ -52,8 +52,10 @@ def refuse_inside_a_run_or_store(flag: str, path: Path, what: str = "it") -> Non
                                 f"inside it; give {what} another path")
 
 
-def write_whole(path: Path, content: str | bytes, what: str) -> Path:
+def write_whole(path: Path, content: str | bytes, what: str, *,
+                replace_links: bool = False) -> Path:
     """`flowstore.files.write_whole`, refused as a report output (`ReportOutputError`)."""
-    return files.write_whole(path, content, what, error=ReportOutputError)
+    return files.write_whole(path, content, what, error=ReportOutputError,
+                             replace_links=replace_links)
 
 
