@@ -332,6 +332,32 @@ def test_a_store_holding_other_test_samples_than_the_run_was_tested_on_gets_no_m
     assert why in result.stderr and not (out / "flow_confusion.png").exists()
 
 
+def test_a_damaged_curves_png_is_redrawn_and_a_damaged_history_said_so(runs, tmp_path):
+    """A run's curves.png cut short was copied into --out and the page as it was (a broken
+    image, exit 0, no word); with its history.json damaged too, the report said the run had
+    neither file. The curves are redrawn from history.json, and what is damaged is said so."""
+    copied = _copied_run(runs, "flow", tmp_path)
+    (run,) = copied.iterdir()
+    whole = (run / "curves.png").read_bytes()
+    (run / "curves.png").write_bytes(whole[:len(whole) // 2])
+    out, page = tmp_path / "figures", tmp_path / "page.html"
+    result = runner.invoke(app, ["report", str(copied), "--out", str(out), "--html", str(page)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    from PIL import Image
+
+    with Image.open(out / "flow_curves.png") as image:
+        image.load()  # whole: redrawn (a copy of the cut file raised "image file is truncated")
+    assert "training curves of TV-HI flow" in page.read_text()
+
+    (run / "history.json").write_text('{"loss": [1.0, ')
+    result = runner.invoke(app, ["report", str(copied), "--out", str(out), "--html", str(page)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    why = "its curves.png is not a whole PNG and its history.json is not a training history"
+    assert f"warning: TV-HI flow: no curves ({why} in {run})" in result.stderr
+    assert f"No curves: {why}." in " ".join(Page(page.read_text()).text)
+    assert not (out / "flow_curves.png").exists()
+
+
 def test_out_removes_the_report_figures_it_did_not_draw_and_nothing_else(runs, tmp_path):
     """An old MODEL_confusion.png stayed beside fresh curves when the model's store was gone
     (its warning said there was none), and so did figures of models no longer in RUNS. Only

@@ -136,25 +136,42 @@ def test_the_seeds_column_lists_the_seeds_the_mean_is_over(tmp_path):
 
 
 def test_the_text_report_names_only_curves_files_that_are_there(tmp_path):
-    """The Figures list printed RUN/curves.png of runs that had none."""
+    """The Figures list printed RUN/curves.png of runs that had none, and of runs whose
+    curves.png was cut short (copied into --out as it was); a history.json that is there but
+    damaged was said to be missing."""
+    import io
+
+    from PIL import Image
+
     from trainers.report import render_report
 
-    for name, files in (("flow-a", ["curves.png"]), ("image-b", ["history.json"]),
-                        ("frames-c", [])):
+    png = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(png, format="PNG")
+    png = png.getvalue()
+    for name, files in (("flow-a", {"curves.png": png}),
+                        ("image-b", {"history.json": b"{}"}),
+                        ("frames-c", {}),
+                        ("two_stream-d", {"curves.png": png[:30], "history.json": b"{}"}),
+                        ("two_stream-e", {"curves.png": b"", "history.json": b'{"loss'})):
         path = tmp_path / name
         path.mkdir()
         (path / "model.keras").write_bytes(b"")
-        for file in files:
-            (path / file).write_text("{}")
+        for file, content in files.items():
+            (path / file).write_bytes(content)
         (path / "metrics.json").write_text(json.dumps({
             "model": name.split("-")[0], "created": name,
-            "store": {"fingerprint": "fp", "dataset": "tvhi"}}))
+            "store": {"fingerprint": name, "dataset": "tvhi"}}))
     figures = render_report(tmp_path).split("Figures (accuracy and loss per epoch):")[1]
     assert f"- TV-HI flow: {tmp_path / 'flow-a' / 'curves.png'}" in figures
-    assert (f"no curves.png in {tmp_path / 'image-b'}; --out and --html redraw it from "
-            "history.json") in figures
-    assert f"none ({tmp_path / 'frames-c'} has neither curves.png nor history.json)" in figures
-    assert str(tmp_path / "image-b" / "curves.png") not in figures
+    assert (f"curves.png in {tmp_path / 'image-b'} is missing; --out and --html redraw it "
+            "from history.json") in figures
+    assert f"none (no curves.png and no history.json in {tmp_path / 'frames-c'})" in figures
+    assert (f"curves.png in {tmp_path / 'two_stream-d'} is not a whole PNG; --out and --html "
+            "redraw it from history.json") in figures
+    assert (f"none (its curves.png is not a whole PNG and its history.json is not a training "
+            f"history in {tmp_path / 'two_stream-e'})") in figures
+    for name in ("image-b", "two_stream-d", "two_stream-e"):
+        assert str(tmp_path / name / "curves.png") + "\n" not in figures + "\n"
 
 
 def test_runs_of_other_keras_backends_are_rows_of_their_own(tmp_path):

@@ -86,8 +86,8 @@ def write_figures(runs_dir: str | Path, out: str | Path,
         curves_name, confusion_name = figure_files(stem)
         curves = curves_png(record, name)
         if curves is None:
-            written.missing.append(f"{name}: no curves (neither curves.png nor "
-                                   "history.json in its run)")
+            written.missing.append(f"{name}: no curves ({record.curves_unavailable()} in "
+                                   f"{record.path})")
         else:
             pictures[curves_name] = curves
         try:

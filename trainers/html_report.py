@@ -25,7 +25,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -44,7 +43,7 @@ from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputErro
 from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
 from trainers.predict import SplitPredictions, open_run_samples, predict_samples
 from trainers.report import _ordered, row_names, table_1, table_2, table_seeds
-from trainers.runs import HISTORY_FILE, RunRecord, latest_runs, list_runs
+from trainers.runs import RunRecord, latest_runs, list_runs
 
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
 #: within a class), so that one badly learnt class does not fill the whole strip.
@@ -255,21 +254,18 @@ def _model_section(record: RunRecord, name: str, predicted: PredictedTestSplits)
 def _curves(record: RunRecord, name: str) -> str:
     png = curves_png(record, name)
     if png is None:
-        return ("<p class=unavailable>No curves: the run has neither curves.png nor "
-                "history.json.</p>")
+        return f"<p class=unavailable>No curves: {_e(record.curves_unavailable())}.</p>"
     return _img(png, f"training curves of {name}")
 
 
 def curves_png(record: RunRecord, name: str) -> bytes | None:
-    """The run's own curves.png; redrawn from history.json, titled `name`, if it is missing
-    (None: neither)."""
-    if record.curves_file.is_file():
-        return record.curves_file.read_bytes()
-    try:
-        history = json.loads((record.path / HISTORY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    if not _is_history(history):  # (a hand-edited or foreign history.json: no curves)
+    """The run's own curves.png where it is a whole PNG; else redrawn from its history.json,
+    titled `name`; None where neither is usable (`RunRecord.curves_unavailable` says why)."""
+    own = record.whole_curves()
+    if own is not None:
+        return own
+    history = record.history()
+    if history is None:
         return None
     import tempfile
 
@@ -279,14 +275,6 @@ def curves_png(record: RunRecord, name: str) -> bytes | None:
         path = plot_curves(history, Path(folder) / "curves.png", title=name,
                            best_epoch=record.metrics.get("best_epoch"))
         return path.read_bytes()
-
-
-def _is_history(value: Any) -> bool:
-    """Whether `value` is what `history.json` holds: metric name -> a number per epoch."""
-    return isinstance(value, dict) and all(
-        isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                         for v in values)
-        for values in value.values())
 
 
 def _per_class_table(predictions: SplitPredictions) -> str:

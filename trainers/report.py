@@ -382,14 +382,15 @@ def render_report(runs_dir: str | Path) -> str:
 
 
 def _curves_source(record: RunRecord) -> str:
-    """Where a run's curves are: its curves.png where that file is there; else what `--out` and
-    `--html` draw them from, or that there are none."""
-    if record.curves_file.is_file():
+    """Where a run's curves are: its curves.png where that is a whole PNG; else what `--out`
+    and `--html` draw them from, or why there are none."""
+    if record.whole_curves() is not None:
         return str(record.curves_file)
-    if (record.path / HISTORY_FILE).is_file():
-        return (f"no {record.curves_file.name} in {record.path}; --out and --html redraw it "
-                f"from {HISTORY_FILE}")
-    return f"none ({record.path} has neither {record.curves_file.name} nor {HISTORY_FILE})"
+    if record.history() is not None:
+        state = "is not a whole PNG" if record.curves_file.exists() else "is missing"
+        return (f"{record.curves_file.name} in {record.path} {state}; --out and --html redraw "
+                f"it from {HISTORY_FILE}")
+    return f"none ({record.curves_unavailable()} in {record.path})"
 
 
 def results_table(outcomes: Sequence["Outcome"]) -> str:

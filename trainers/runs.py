@@ -9,6 +9,7 @@ and renamed when complete, so a run that crashed or was killed never looks like 
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import secrets
@@ -187,6 +188,44 @@ class RunRecord:
     @property
     def curves_file(self) -> Path:
         return self.path / CURVES_FILE
+
+    def whole_curves(self) -> bytes | None:
+        """Its curves.png where that decodes as a whole PNG (None: missing, or cut short,
+        emptied, not a PNG: a report copied such a file as it was)."""
+        from PIL import Image
+
+        try:
+            data = self.curves_file.read_bytes()
+            with Image.open(io.BytesIO(data)) as image:
+                if image.format != "PNG":
+                    return None
+                image.load()
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            return None  # (PIL: OSError when cut short or no image, SyntaxError: a bad chunk)
+        return data
+
+    def history(self) -> dict[str, list[float]] | None:
+        """Its history.json (metric name -> a number per epoch) where it is one: None where
+        it is missing, unreadable, hand-edited or foreign."""
+        try:
+            history = json.loads((self.path / HISTORY_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        usable = isinstance(history, dict) and all(
+            isinstance(values, list) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            for values in history.values())
+        return history if usable else None
+
+    def curves_unavailable(self) -> str:
+        """Why it has no curves to show, file by file: missing, or there but unusable (a
+        damaged file is never said to be missing, as `DamagedRunError` says of a run)."""
+        history = self.path / HISTORY_FILE
+        return " and ".join([
+            f"its {CURVES_FILE} is not a whole PNG" if self.curves_file.exists()
+            else f"no {CURVES_FILE}",
+            f"its {HISTORY_FILE} is not a training history" if history.exists()
+            else f"no {HISTORY_FILE}"])
 
 
 def list_runs(runs_dir: str | Path) -> list[RunRecord]:
