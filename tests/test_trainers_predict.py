@@ -476,6 +476,27 @@ def test_a_run_recording_no_classes_nor_recipe_predicts_its_store_as_it_scored_i
     assert {row["predicted"] for row in _rows(result.stdout)} <= set(TVHI_CLASSES)
 
 
+def test_a_run_whose_store_is_gone_is_told_to_name_one(trained, tmp_path):
+    """`trainers predict RUN` with the store it recorded gone said only "no store at PATH", a
+    path the user never typed; the line now says whose path it is and what to do."""
+    import shutil
+
+    store, run = trained
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    metrics = json.loads((moved / "metrics.json").read_text())
+    gone = str(tmp_path / "gone.zarr")
+    metrics["store"]["path"] = gone
+    (moved / "metrics.json").write_text(json.dumps(metrics))
+    result = runner.invoke(app, ["predict", str(moved)])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert result.stderr.strip().splitlines() == [
+        f"error: run {str(moved)!r} was trained on the store at {gone!r}, which is not there "
+        f"now; name it with --store"]
+    result = runner.invoke(app, ["predict", str(moved), "--store", str(store)])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+
+
 def test_another_flow_algorithm_is_said_once(trained, tmp_path):
     _, run = trained
     record = read_run(run)

@@ -26,6 +26,7 @@ from flowstore.manifest import NO_CLASS
 from flowstore.params import (FLOW_METHOD, FLOW_METHODS, NOT_RECORDED, recorded_value,
                               shown_value)
 from flowstore.reader import ALL
+from flowstore.store import is_url
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError
 from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
@@ -381,6 +382,10 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
     if store is None and not location:
         raise ModelConfigError(f"run {str(record.path)!r} records no store path; name one "
                                f"with --store")
+    if store is None and not is_url(location) and not Path(location).exists():
+        # (said only "no store at PATH": a path the user never typed, and no way on)
+        raise ModelConfigError(f"run {str(record.path)!r} was trained on the store at "
+                               f"{location!r}, which is not there now; name it with --store")
     samples = open_run_samples(record, location)
     try:
         if out is not None:  # (after the store opens: a refusal made no folder)
