@@ -415,6 +415,38 @@ def test_a_build_asking_for_a_source_while_a_prune_decides_gets_it_whole(tmp_pat
     assert served == [source] and (source / "kiss_0001.avi").is_file()
 
 
+def test_a_cache_without_flock_or_stamps_still_serves_its_sources(tmp_path, monkeypatch):
+    """On a file system without `flock` (Lustre mounted noflock: ENOSYS) every `build
+    --synthetic` failed ("error: [Errno 38] Function not implemented"): the cache is used
+    unlocked there. A source the user cannot stamp (another user's) is listed instead, which
+    moves its access time, the use `prune_unused` reads."""
+    import errno
+
+    import flowstore.synth as synth
+
+    monkeypatch.setenv("FLOWSTORE_CACHE", str(tmp_path))
+    config = SynthTVHIConfig(videos_per_class=2, negatives=0, min_frames=22, max_frames=22,
+                             resolution=(32, 32))
+
+    def no_flock(fd, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(synth.fcntl, "flock", no_flock)
+    source = synthetic_source("tvhi", config)
+    assert (source / "kiss_0001.avi").is_file()
+    assert synthetic_source("tvhi", config) == source
+
+    def not_yours(path, *args, **kwargs):
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(path))
+
+    listed = []
+    listdir = os.listdir
+    monkeypatch.setattr(synth.os, "utime", not_yours)
+    monkeypatch.setattr(synth.os, "listdir", lambda path: listed.append(Path(path))
+                        or listdir(path))
+    assert synthetic_source("tvhi", config) == source and listed == [source]
+
+
 def test_synth_into_the_current_folder_fills_it_in_place(tmp_path):
     """`flowstore synth tvhi .` was a traceback ('.' has no name for the staging folder); the
     empty folder is kept (a shell standing in it would otherwise stand in a deleted one)."""

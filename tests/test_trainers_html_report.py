@@ -415,23 +415,35 @@ def test_out_replaces_a_link_of_a_figures_name_and_never_writes_through_it(runs,
     assert "test_accuracy.png" in (out / WRITTEN_FILE).read_text()
 
 
-@pytest.mark.parametrize("name", ["test_accuracy.png", "flow_curves.png", "old_curves.png"])
+@pytest.mark.parametrize("name", ["test_accuracy.png", "flow_curves.png", "old_curves.png",
+                                  "a link to a figure", "a figure's name linked elsewhere"])
 def test_a_page_named_as_a_figure_in_the_out_folder_is_refused(runs, tmp_path, name):
     """`--html figures/test_accuracy.png --out figures` said the page was written, then wrote a
-    figure over it (or removed it as an earlier report's figure): one line, nothing written.
-    A page of its own name beside the figures is fine."""
+    figure over it (or removed it as an earlier report's figure): one line, nothing written;
+    a link on either side (the page a link to a figure, a figure's name a link to the page)
+    as well. A page of its own name beside the figures is fine."""
     from trainers.figures import WRITTEN_FILE
 
     out = tmp_path / "figures"
     out.mkdir()
     (out / WRITTEN_FILE).write_text("old_curves.png\n")
-    result = runner.invoke(app, ["report", str(runs), "--html", str(out / name), "--out",
-                                 str(out)])
+    page = out / name
+    if name == "a link to a figure":
+        page = tmp_path / "page.html"
+        page.symlink_to(out / "test_accuracy.png")
+    elif name == "a figure's name linked elsewhere":
+        page = out / "test_accuracy.png"
+        page.symlink_to(tmp_path / "page.html")
+    before = sorted(p.name for p in out.iterdir())
+    result = runner.invoke(app, ["report", str(runs), "--html", str(page), "--out", str(out)])
     assert result.exit_code == 2, result.output + repr(result.exception)
     assert result.stderr.strip().splitlines() == [
-        f"error: --html {str(out / name)!r} bears the name of a file the report writes in "
+        f"error: --html {str(page)!r} bears the name of a file the report writes in "
         f"--out {str(out)!r}: give the page another name"]
-    assert [p.name for p in out.iterdir()] == [WRITTEN_FILE]
+    assert sorted(p.name for p in out.iterdir()) == before
+    for path in out.iterdir():
+        if path.is_symlink():
+            path.unlink()
     result = runner.invoke(app, ["report", str(runs), "--html", str(out / "report.html"),
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -497,6 +497,27 @@ def test_a_run_whose_store_is_gone_is_told_to_name_one(trained, tmp_path):
     assert result.exit_code == 0, result.output + repr(result.exception)
 
 
+def test_a_recorded_store_that_cannot_be_looked_at_is_left_to_the_stores_refusal(
+        tmp_path, monkeypatch):
+    """The hint's check met a folder without search permission as a PermissionError traceback
+    (an internal error, where the store's own refusal said "Permission denied" in one line):
+    only a path that is not there is "gone"."""
+    import errno
+
+    import trainers.predict as predict
+
+    (tmp_path / "afile").write_text("")
+    assert predict._gone(str(tmp_path / "missing.zarr"))
+    assert predict._gone(str(tmp_path / "afile" / "s.zarr"))  # (NotADirectoryError)
+    assert not predict._gone(str(tmp_path))
+
+    def refused(path, *args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", path)
+
+    monkeypatch.setattr(predict.os, "stat", refused)
+    assert not predict._gone(str(tmp_path / "locked" / "s.zarr"))
+
+
 def test_another_flow_algorithm_is_said_once(trained, tmp_path):
     _, run = trained
     record = read_run(run)

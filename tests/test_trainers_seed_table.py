@@ -148,11 +148,13 @@ def test_the_text_report_names_only_curves_files_that_are_there(tmp_path):
     png = io.BytesIO()
     Image.new("RGB", (4, 4)).save(png, format="PNG")
     png = png.getvalue()
+    history = json.dumps({"loss": [1.2, 0.9], "accuracy": [0.3, 0.5]}).encode()
     for name, files in (("flow-a", {"curves.png": png}),
-                        ("image-b", {"history.json": b"{}"}),
+                        ("image-b", {"history.json": history}),
                         ("frames-c", {}),
-                        ("two_stream-d", {"curves.png": png[:30], "history.json": b"{}"}),
-                        ("two_stream-e", {"curves.png": b"", "history.json": b'{"loss'})):
+                        ("two_stream-d", {"curves.png": png[:30], "history.json": history}),
+                        ("two_stream-e", {"curves.png": b"", "history.json": b'{"loss'}),
+                        ("frames-f", {"history.json": b"{}"})):  # (empty axes were drawn)
         path = tmp_path / name
         path.mkdir()
         (path / "model.keras").write_bytes(b"")
@@ -170,7 +172,9 @@ def test_the_text_report_names_only_curves_files_that_are_there(tmp_path):
             "redraw it from history.json") in figures
     assert (f"none (its curves.png is not a whole PNG and its history.json is not a training "
             f"history in {tmp_path / 'two_stream-e'})") in figures
-    for name in ("image-b", "two_stream-d", "two_stream-e"):
+    assert (f"none (no curves.png and its history.json is not a training history in "
+            f"{tmp_path / 'frames-f'})") in figures
+    for name in ("image-b", "two_stream-d", "two_stream-e", "frames-f"):
         assert str(tmp_path / name / "curves.png") + "\n" not in figures + "\n"
 
 

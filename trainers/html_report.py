@@ -132,11 +132,14 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
         # (the figures folder was made first, where the page was then refused as a folder)
         raise ReportOutputError(f"--html {str(html)!r} would be the --out folder "
                                 f"{str(figures)!r} or hold it: give them other paths")
-    if html is not None and figures is not None and html.resolve().parent == figures.resolve():
+    if html is not None and figures is not None:
         from trainers.figures import report_files  # (figures imports this module)
 
-        if html.name in report_files(runs_dir, figures):  # (the page was written, then a
-            # figure written over it, or removed as an earlier report's)
+        names = report_files(runs_dir, figures)
+        places = {(html.parent.resolve(), html.name), (html.resolve().parent, html.resolve().name)}
+        if any(folder == figures.resolve() and name in names for folder, name in places):
+            # (the page was written, then a figure written over it, or removed as an earlier
+            # report's; a link on either side, the page's name or the figure's, as well)
             raise ReportOutputError(f"--html {str(html)!r} bears the name of a file the "
                                     f"report writes in --out {str(figures)!r}: give the page "
                                     f"another name")

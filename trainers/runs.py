@@ -205,17 +205,17 @@ class RunRecord:
         return data
 
     def history(self) -> dict[str, list[float]] | None:
-        """Its history.json (metric name -> a number per epoch) where it is one: None where
-        it is missing, unreadable, hand-edited or foreign."""
+        """Its history.json (metric name -> a number per epoch, some epoch there) where it is
+        one: None where it is missing, unreadable, empty, hand-edited or foreign."""
         try:
             history = json.loads((self.path / HISTORY_FILE).read_text())
         except (OSError, ValueError):
             return None
-        usable = isinstance(history, dict) and all(
+        usable = isinstance(history, dict) and any(history.values()) and all(
             isinstance(values, list) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
             for values in history.values())
-        return history if usable else None
+        return history if usable else None  # ({}: empty axes were drawn for it)
 
     def curves_unavailable(self) -> str:
         """Why it has no curves to show, file by file: missing, or there but unusable (a

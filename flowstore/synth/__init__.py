@@ -134,14 +134,18 @@ def _cache_lock(cache: Path, *, exclusive: bool) -> Iterator[None]:
     """An `flock` on the cache folder itself (no lock file to leave beside the sources): held
     shared while a source is stamped as used, exclusive while `prune_unused` decides and
     deletes, so that no source is deleted between its being served and its stamp. A cache
-    that cannot be opened so is used unlocked."""
+    that cannot be opened so, or on a file system without `flock` (Lustre mounted `noflock`:
+    every `build --synthetic` failed there), is used unlocked."""
     try:
         fd = os.open(cache, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        except OSError:
+            pass
         yield
     finally:
         os.close(fd)  # (releases the lock)
@@ -149,14 +153,18 @@ def _cache_lock(cache: Path, *, exclusive: bool) -> Iterator[None]:
 
 def _mark_used(folder: Path) -> bool:
     """Stamp a cached source as used now (its folder's mtime, which `prune_unused` reads);
-    False when it is not there. A source the user may read but not stamp (a cache they do
-    not own) is served unstamped: their builds' listing of it moves its access time."""
+    False when it is not there. A source the user may read but not stamp (another user's, in
+    a shared cache) is listed instead, which moves its access time (on `relatime` mounts,
+    Linux's default, at most once a day: enough against 30 days)."""
     try:
         os.utime(folder)
     except FileNotFoundError:
         return False
     except OSError:
-        pass
+        try:
+            os.listdir(folder)
+        except OSError:
+            pass
     return folder.is_dir()
 
 
@@ -194,7 +202,8 @@ def prune_unused(cache: Path, days: float = UNUSED_DAYS) -> list[str]:
 
 def _ours_and_unused_since(folder: Path, cutoff: float) -> bool:
     """Whether `folder` is a folder (not a link) of this user's, last stamped or listed before
-    `cutoff`."""
+    `cutoff`. (Any listing counts as use: a `du` or a backup of the cache keeps its sources,
+    as erring that way costs disk, never a build.)"""
     try:
         info = os.lstat(folder)
     except OSError:
