@@ -9,6 +9,7 @@ import csv
 import io
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -498,24 +499,44 @@ def test_a_run_whose_store_is_gone_is_told_to_name_one(trained, tmp_path):
 
 
 def test_a_recorded_store_that_cannot_be_looked_at_is_left_to_the_stores_refusal(
-        tmp_path, monkeypatch):
+        trained, tmp_path, monkeypatch):
     """The hint's check met a folder without search permission as a PermissionError traceback
     (an internal error, where the store's own refusal said "Permission denied" in one line):
-    only a path that is not there is "gone"."""
+    only a path that is not there is "gone"; one under a file is not there either."""
     import errno
 
-    import trainers.predict as predict
+    from flowstore.store._zarr import ZarrStore
+
+    store, run = trained
+    moved = tmp_path / "run"
+    shutil.copytree(run, moved)
+    metrics = json.loads((moved / "metrics.json").read_text())
+
+    def predict_recorded(location: Path):
+        metrics["store"]["path"] = str(location)
+        (moved / "metrics.json").write_text(json.dumps(metrics))
+        return runner.invoke(app, ["predict", str(moved)])
 
     (tmp_path / "afile").write_text("")
-    assert predict._gone(str(tmp_path / "missing.zarr"))
-    assert predict._gone(str(tmp_path / "afile" / "s.zarr"))  # (NotADirectoryError)
-    assert not predict._gone(str(tmp_path))
+    under_a_file = tmp_path / "afile" / "s.zarr"  # (NotADirectoryError)
+    result = predict_recorded(under_a_file)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"error: run {str(moved)!r} was trained on the store at {str(under_a_file)!r}, which "
+        f"is not there now; name it with --store"]
+    assert predict_recorded(store).exit_code == 0
 
-    def refused(path, *args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied", path)
+    locked = tmp_path / "locked" / "s.zarr"
+    exists = ZarrStore.exists
 
-    monkeypatch.setattr(predict.os, "stat", refused)
-    assert not predict._gone(str(tmp_path / "locked" / "s.zarr"))
+    def refused(location):
+        if Path(location) == locked:
+            raise PermissionError(errno.EACCES, "Permission denied", str(location))
+        return exists(location)
+
+    monkeypatch.setattr(ZarrStore, "exists", staticmethod(refused))
+    result = predict_recorded(locked)
+    assert result.exit_code == 2 and result.stderr.strip().splitlines() == [
+        f"error: cannot access store {str(locked)!r}: Permission denied"]
 
 
 def test_another_flow_algorithm_is_said_once(trained, tmp_path):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,7 +26,7 @@ from flowstore.manifest import NO_CLASS
 from flowstore.params import (FLOW_METHOD, FLOW_METHODS, NOT_RECORDED, recorded_value,
                               shown_value)
 from flowstore.reader import ALL
-from flowstore.store import is_url
+from flowstore.store import is_url, store_exists
 from trainers.catalogue import FLOW, FRAMES, recipe_of
 from trainers.errors import ModelConfigError
 from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
@@ -383,7 +382,7 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
     if store is None and not location:
         raise ModelConfigError(f"run {str(record.path)!r} records no store path; name one "
                                f"with --store")
-    if store is None and not is_url(location) and _gone(location):
+    if store is None and not is_url(location) and not store_exists(location):
         # (said only "no store at PATH": a path the user never typed, and no way on)
         raise ModelConfigError(f"run {str(record.path)!r} was trained on the store at "
                                f"{location!r}, which is not there now; name it with --store")
@@ -402,18 +401,6 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
                               other_samples=other_samples)
     finally:
         samples.store.close()
-
-
-def _gone(location: str) -> bool:
-    """Whether nothing is at the local path `location` (a path that cannot be looked at, for
-    want of permission, is left to the store's own refusal, which says so)."""
-    try:
-        os.stat(location)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except (OSError, ValueError):  # (ValueError: a NUL in a hand-edited path)
-        return False
-    return False
 
 
 def check_csv_output(out: str | Path) -> None:
