@@ -116,10 +116,10 @@ def write_figures(runs_dir: str | Path, out: str | Path,
     return written
 
 
-def report_files(runs_dir: str | Path, out: str | Path) -> set[str]:
-    """The names `write_figures` writes, or may remove, in `out` for the runs of `runs_dir`."""
-    stems = figure_stems(_ordered(latest_runs(runs_dir)))
-    return ({name for stem in stems for name in figure_files(stem)}
+def report_files(records: list[RunRecord], out: str | Path) -> set[str]:
+    """The names `write_figures` writes, or may remove, in `out` for `records` (the latest runs
+    of a runs folder, in any order)."""
+    return ({name for stem in figure_stems(records) for name in figure_files(stem)}
             | {COMPARISON_FILE, WRITTEN_FILE} | _written_before(Path(out)))
 
 

@@ -122,7 +122,7 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
     """`trainers report`'s checks before anything predicts: the runs folder, then the HTML
     page and the figures folder, so that with both the second is not found unwritable after
     the first's predictions."""
-    latest_runs(runs_dir)  # (refuses a missing runs folder, or a store given for one)
+    records = latest_runs(runs_dir)  # (refuses a missing runs folder, or a store given for one)
     for flag, path in (("--html", html), ("--out", figures)):
         # (as `predict --out`: `--html runs/flow-.../metrics.json` wrote the page over a run)
         if path is not None:
@@ -135,7 +135,7 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
     if html is not None and figures is not None:
         from trainers.figures import report_files  # (figures imports this module)
 
-        names = report_files(runs_dir, figures)
+        names = report_files(records, figures)
         places = {(html.parent.resolve(), html.name), (html.resolve().parent, html.resolve().name)}
         if any(folder == figures.resolve() and name in names for folder, name in places):
             # (the page was written, then a figure written over it, or removed as an earlier
