@@ -168,6 +168,12 @@ def test_report_notes_a_damaged_model_and_writes_the_rest(tmp_path):
     {"samples": {"train": None}},
     {"samples": [3, 1]},
     {"samples": {"train": -3, "val": 1, "test": 2}},  # (no split holds fewer than none)
+    # printed as "seed True" and an accuracy of "nan" (a loss may be NaN: a run that diverged)
+    {"seed": True},
+    {"best_epoch": False},
+    {"test": {"accuracy": float("nan"), "loss": 1.0}},
+    {"test": {"accuracy": 1.5, "loss": 1.0}},
+    {"test": {"accuracy": True, "loss": 1.0}},
 ], ids=lambda fields: json.dumps(fields))
 def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, fields):
     """Each crashed `trainers report` with a traceback; an unparsable metrics.json was always
@@ -358,9 +364,9 @@ def test_a_history_that_is_no_history_draws_no_curves_and_the_report_goes_on(tmp
     run = _run(tmp_path / "runs", "image-x")
     for history in ("[1, 2]", '{"loss": 5}', '{"loss": ["low"]}', '{"loss": [true, false]}'):
         (run / "history.json").write_text(history)
-        assert curves_png(read_run(run), "flow") is None
+        assert curves_png(read_run(run)) is None
     (run / "history.json").write_text('{"loss": [1.0, 0.5], "val_loss": [1.1, 0.9]}')
-    assert curves_png(read_run(run), "flow").startswith(b"\x89PNG")
+    assert curves_png(read_run(run)).startswith(b"\x89PNG")
 
 
 @pytest.mark.parametrize("option, path", [("--html", "metrics.json"), ("--out", "."),

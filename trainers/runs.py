@@ -359,7 +359,6 @@ def _well_formed(metrics: Any) -> bool:
     if not all(isinstance(part, Mapping) for part in (store, best, recipe, test, bases)):
         return False
     params = store.get("params", {})
-    number = (int, float, type(None))
     classes, samples = store.get("classes"), metrics.get("samples") or {}
     if not (classes is None or isinstance(classes, list)
             and all(isinstance(name, str) for name in classes)):
@@ -373,12 +372,21 @@ def _well_formed(metrics: Any) -> bool:
             and isinstance(store.get("dataset", ""), str)  # a row's name ("TV-HI flow")
             and isinstance(metrics.get("created", ""), str)  # the order runs are found in
             and isinstance(recipe.get("recipe_set", ""), str)
-            and all(isinstance(value, number) for value in (
-                *best.values(), test.get("accuracy"), test.get("loss"),
-                metrics.get("model_size_gb")))
+            and all(_number(value) for value in (
+                *best.values(), test.get("loss"), metrics.get("model_size_gb")))
+            and all(value is None or _number(value) and 0 <= value <= 1 for value in (
+                test.get("accuracy"),
+                *(value for name, value in best.items() if name.endswith("accuracy"))))
             and all(isinstance(value, (str, type(None))) for value in bases.values())
-            and all(isinstance(metrics.get(name), (int, type(None)))
-                    for name in ("seed", "best_epoch")))
+            and all(value is None or isinstance(value, int) and not isinstance(value, bool)
+                    for value in (metrics.get("seed"), metrics.get("best_epoch"))))
+
+
+def _number(value: Any) -> bool:
+    """A recorded figure or None: JSON's `true` is a Python int, printed "True" as a seed. A
+    loss may be NaN (a run that diverged is still a run); an accuracy is a fraction of clips,
+    so `_well_formed` also holds it to 0..1, which NaN fails."""
+    return value is None or isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _plain_name(name: Any) -> bool:
