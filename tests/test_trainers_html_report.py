@@ -332,14 +332,24 @@ def test_a_store_holding_other_test_samples_than_the_run_was_tested_on_gets_no_m
     assert why in result.stderr and not (out / "flow_confusion.png").exists()
 
 
-def test_a_damaged_curves_png_is_redrawn_and_a_damaged_history_said_so(runs, tmp_path):
+def test_a_damaged_curves_png_is_redrawn_and_a_damaged_history_said_so(runs, tmp_path,
+                                                                       monkeypatch):
     """A run's curves.png cut short was copied into --out and the page as it was (a broken
     image, exit 0, no word); with its history.json damaged too, the report said the run had
-    neither file. The curves are redrawn from history.json, and what is damaged is said so."""
+    neither file. The curves are redrawn from history.json, once for both outputs, titled as
+    the run titled its own (the report's row name was the title first), and what is damaged is
+    said so."""
+    import trainers.curves
+
     copied = _copied_run(runs, "flow", tmp_path)
     (run,) = copied.iterdir()
     whole = (run / "curves.png").read_bytes()
     (run / "curves.png").write_bytes(whole[:len(whole) // 2])
+    titles = []
+    draw = trainers.curves.plot_curves
+    monkeypatch.setattr(trainers.curves, "plot_curves",
+                        lambda *args, title, **kw: titles.append(title) or draw(
+                            *args, title=title, **kw))
     out, page = tmp_path / "figures", tmp_path / "page.html"
     result = runner.invoke(app, ["report", str(copied), "--out", str(out), "--html", str(page)])
     assert result.exit_code == 0, result.output + repr(result.exception)
@@ -348,6 +358,9 @@ def test_a_damaged_curves_png_is_redrawn_and_a_damaged_history_said_so(runs, tmp
     with Image.open(out / "flow_curves.png") as image:
         image.load()  # whole: redrawn (a copy of the cut file raised "image file is truncated")
     assert "training curves of TV-HI flow" in page.read_text()
+    fingerprint = json.loads((run / "metrics.json").read_text())["store"]["fingerprint"]
+    # (drawn once for both outputs: the figure and the page's picture are one PNG)
+    assert titles == [f"flow on tvhi ({fingerprint[:8]})"]
 
     (run / "history.json").write_text('{"loss": [1.0, ')
     result = runner.invoke(app, ["report", str(copied), "--out", str(out), "--html", str(page)])

@@ -171,14 +171,14 @@ def report(
             typer.echo(f"warning: {path} left out: not a finished run ({why})", err=True)
         if html is not None or out is not None:
             require_training_extra()  # (they predict and draw: TensorFlow and matplotlib)
-            from trainers.html_report import PredictedTestSplits, check_report_outputs
+            from trainers.html_report import RunPictures, check_report_outputs
 
             check_report_outputs(runs_dir, html, out)
-            predicted = PredictedTestSplits()  # each model predicts once for both outputs
+            run_pictures = RunPictures()  # each model predicts once for both outputs
         if html is not None:
             from trainers.html_report import write_html_report
 
-            typer.echo(f"HTML report written to {write_html_report(runs_dir, html, predicted)}")
+            typer.echo(f"HTML report written to {write_html_report(runs_dir, html, run_pictures)}")
         else:
             from trainers.report import render_report
 
@@ -186,7 +186,7 @@ def report(
         if out is not None:
             from trainers.figures import write_figures
 
-            written = write_figures(runs_dir, out, predicted)
+            written = write_figures(runs_dir, out, run_pictures)
             typer.echo(f"{len(written.files)} figure(s) written to {out}"
                        + (":" if written.files else " (no runs to draw)"))
             for path in written.files:

@@ -14,6 +14,15 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 
+def curves_title(metrics: Mapping) -> str:
+    """The title a run's curves.png bears ("two_stream on tvhi (d527e82b)"): the run writes it,
+    and a report that redraws a damaged one from history.json gives it the same."""
+    store = metrics.get("store") or {}
+    fingerprint = store.get("fingerprint")
+    where = f" ({fingerprint[:8]})" if isinstance(fingerprint, str) else ""
+    return f"{metrics['model']} on {store.get('dataset', 'its store')}{where}"
+
+
 def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, *, title: str,
                 best_epoch: int | None = None) -> Path:
     """Save a two-panel PNG (accuracy | loss) of a Keras history.

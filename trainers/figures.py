@@ -22,7 +22,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from trainers.errors import ReportOutputError
-from trainers.html_report import PredictedTestSplits, StoreUnavailable, curves_png, figure_png
+from trainers.html_report import RunPictures, StoreUnavailable, figure_png
 from trainers.outputs import check_output, write_whole
 from trainers.report import _ordered, recorded_test_accuracy, row_names, run_recipe
 from trainers.runs import RunRecord, latest_runs
@@ -65,10 +65,10 @@ def figure_stems(records: list[RunRecord]) -> list[str]:
 
 
 def write_figures(runs_dir: str | Path, out: str | Path,
-                  predicted: PredictedTestSplits | None = None) -> WrittenFigures:
+                  run_pictures: RunPictures | None = None) -> WrittenFigures:
     """Write the figures of the latest run of each model on each store in `runs_dir` into the
     folder `out`, and remove those of the report's own names there that it did not draw;
-    `predicted`: the test-split predictions to share with
+    `run_pictures`: the predictions and pictures to share with
     `trainers.html_report.write_html_report`.
 
     Raises:
@@ -76,7 +76,7 @@ def write_figures(runs_dir: str | Path, out: str | Path,
         ReportOutputError: `out` cannot be written.
     """
     records = _ordered(latest_runs(runs_dir))
-    predicted = predicted or PredictedTestSplits()
+    run_pictures = run_pictures or RunPictures()
     out = Path(out)
     check_output(out, "the figures", folder=True)
     written = WrittenFigures()
@@ -84,14 +84,14 @@ def write_figures(runs_dir: str | Path, out: str | Path,
     for record, name, stem in zip(records, row_names(records), figure_stems(records),
                                   strict=True):
         curves_name, confusion_name = figure_files(stem)
-        curves = curves_png(record, name)
+        curves = run_pictures.curves_png(record)
         if curves is None:
             written.missing.append(f"{name}: no curves ({record.curves_unavailable()} in "
                                    f"{record.path})")
         else:
             pictures[curves_name] = curves
         try:
-            pictures[confusion_name] = predicted.confusion_png(record, name)
+            pictures[confusion_name] = run_pictures.confusion_png(record, name)
         except StoreUnavailable as exc:
             written.missing.append(f"{name}: no confusion matrix ({exc})")
     if records:

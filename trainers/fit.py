@@ -25,7 +25,7 @@ import numpy as np
 
 from flowstore.progress import progress_bar, shows_progress
 from flowstore.reader import ALL
-from trainers.curves import plot_curves
+from trainers.curves import curves_title, plot_curves
 from trainers.backend import device_name
 from trainers.data import (Batches, ClipViews, FirstBatches, InputOptions, make_dataset,
                            recipe_augmentation)
@@ -587,7 +587,7 @@ def _write_run(runs_dir: str | os.PathLike, model: keras.Model,
         best_epoch = best.best_epoch or epochs_run  # every epoch NaN: keep the last
         logs = best.best_logs or {k: v[-1] for k, v in per_epoch.items() if k != "epoch" and v}
         plot_curves(per_epoch, writer.work / CURVES_FILE, best_epoch=best_epoch,
-                    title=f"{metrics['model']} on {store['dataset']} ({store['fingerprint'][:8]})")
+                    title=curves_title(metrics))
         size = (writer.work / MODEL_FILE).stat().st_size
         write_json(writer.work / METRICS_FILE, {
             **metrics,

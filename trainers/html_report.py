@@ -14,8 +14,8 @@ fingerprint), holding the test samples the run was tested on (as many finished o
 `metrics.json`'s `samples` records: a store built further since keeps its fingerprint), so
 that the matrix's accuracy is Table 2's; when it is not, or a test sample cannot be read, the
 page says so in that model's section and the rest is shown. With `--html` and `--out` together
-each model predicts once and its matrix is drawn once (`PredictedTestSplits`): on Stanford-40,
-thousands of images. The matrix names every class and writes every count up to 50 classes;
+each model predicts once and its matrix and curves are drawn once (`RunPictures`): on
+Stanford-40, thousands of images. The matrix names every class and writes every count up to 50 classes;
 above that (UCF101, Kinetics) it is an image of bounded size, one class in k named and no
 counts (`confusion_png`).
 """
@@ -64,15 +64,23 @@ class StoreUnavailable(Exception):
     report."""
 
 
-class PredictedTestSplits:
-    """Each run's test-split predictions (or why there are none) and its confusion matrix's
-    PNG, each computed once per command: `trainers report --html FILE --out DIR` shows the
-    same confusion matrix twice, predicting a split is minutes on the real stores and drawing
-    a matrix of hundreds of classes seconds."""
+class RunPictures:
+    """Each run's test-split predictions (or why there are none), its confusion matrix's PNG
+    and its curves' PNG, each computed once per command: `trainers report --html FILE --out
+    DIR` shows each picture twice, predicting a split is minutes on the real stores, drawing a
+    matrix of hundreds of classes seconds, and decoding (or redrawing) curves a fraction of
+    one a run."""
 
     def __init__(self) -> None:
         self._by_run: dict[Path, SplitPredictions | StoreUnavailable] = {}
         self._confusion: dict[tuple[Path, str], bytes] = {}
+        self._curves: dict[Path, bytes | None] = {}
+
+    def curves_png(self, record: RunRecord) -> bytes | None:
+        """`curves_png(record)`, made the first time it is asked for this run only."""
+        if record.path not in self._curves:
+            self._curves[record.path] = curves_png(record)
+        return self._curves[record.path]
 
     def of(self, record: RunRecord) -> SplitPredictions:
         """`predict_test(record)`, the first time it is asked for this run only.
@@ -104,10 +112,9 @@ class PredictedTestSplits:
 
 
 def write_html_report(runs_dir: str | Path, out: str | Path,
-                      predicted: PredictedTestSplits | None = None) -> Path:
+                      run_pictures: RunPictures | None = None) -> Path:
     """Write the page for the latest run of each model on each store in `runs_dir` to `out`;
-    `predicted`:
-    the test-split predictions to share with `trainers.figures.write_figures`.
+    `run_pictures`: the predictions and pictures to share with `trainers.figures.write_figures`.
 
     Raises:
         RunNotFoundError: `runs_dir` does not exist.
@@ -115,7 +122,7 @@ def write_html_report(runs_dir: str | Path, out: str | Path,
     """
     out = Path(out)
     check_report_outputs(runs_dir, out, None)
-    return write_whole(out, html_report(runs_dir, predicted), "the HTML report")
+    return write_whole(out, html_report(runs_dir, run_pictures), "the HTML report")
 
 
 def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path | None) -> None:
@@ -149,9 +156,9 @@ def check_report_outputs(runs_dir: str | Path, html: Path | None, figures: Path 
         check_output(figures, "the figures", folder=True)
 
 
-def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = None) -> str:
+def html_report(runs_dir: str | Path, run_pictures: RunPictures | None = None) -> str:
     """The page as a string (see the module docstring)."""
-    predicted = predicted or PredictedTestSplits()
+    run_pictures = run_pictures or RunPictures()
     records = _ordered(latest_runs(runs_dir))
     title = f"Training report: {runs_dir}"
     parts = [f"<h1>{_e(title)}</h1>",
@@ -168,7 +175,7 @@ def html_report(runs_dir: str | Path, predicted: PredictedTestSplits | None = No
                   "<h2>Test accuracy over seeds (every run; runs that differ only in their "
                   "seed are one row; SD: sample standard deviation)</h2>",
                   table_seeds(list_runs(runs_dir), render=html_table)]
-        parts += [_model_section(record, name, predicted)
+        parts += [_model_section(record, name, run_pictures)
                   for record, name in zip(records, row_names(records), strict=True)]
     return _PAGE.format(title=_e(title), body="\n".join(parts))
 
@@ -230,23 +237,23 @@ def predict_test(record: RunRecord) -> SplitPredictions:
         samples.store.close()
 
 
-def _model_section(record: RunRecord, name: str, predicted: PredictedTestSplits) -> str:
+def _model_section(record: RunRecord, name: str, run_pictures: RunPictures) -> str:
     """A run's section, under `name` (its `row_names` name)."""
     parts = [f"<section><h2>{_e(name)}</h2>",
              f"<p class=meta>run {_e(str(record.path))}; store {_e(record.fingerprint[:8])} "
              f"({_e(str(record.store.get('path', '?')))}); best epoch "
              f"{_e(str(record.metrics.get('best_epoch', '-')))} "
              f"({_e(str(record.metrics.get('selection', '')))})</p>",
-             "<h3>Training curves</h3>", _curves(record, name)]
+             "<h3>Training curves</h3>", _curves(record, name, run_pictures)]
     try:
-        predictions = predicted.of(record)
+        predictions = run_pictures.of(record)
     except StoreUnavailable as exc:
         parts.append(f"<p class=unavailable>No confusion matrix, per-class accuracy or "
                      f"misclassified samples: {_e(str(exc))}.</p>")
     else:
         parts += ["<h3>Test split: confusion matrix and per-class accuracy</h3>",
                   "<div class=row>",
-                  _img(predicted.confusion_png(record, name), f"confusion matrix of {name}"),
+                  _img(run_pictures.confusion_png(record, name), f"confusion matrix of {name}"),
                   _per_class_table(predictions), "</div>",
                   "<h3>Misclassified test samples</h3>",
                   _misclassified(record, name, predictions)]
@@ -254,16 +261,17 @@ def _model_section(record: RunRecord, name: str, predicted: PredictedTestSplits)
     return "\n".join(parts)
 
 
-def _curves(record: RunRecord, name: str) -> str:
-    png = curves_png(record, name)
+def _curves(record: RunRecord, name: str, run_pictures: RunPictures) -> str:
+    png = run_pictures.curves_png(record)
     if png is None:
         return f"<p class=unavailable>No curves: {_e(record.curves_unavailable())}.</p>"
     return _img(png, f"training curves of {name}")
 
 
-def curves_png(record: RunRecord, name: str) -> bytes | None:
+def curves_png(record: RunRecord) -> bytes | None:
     """The run's own curves.png where it is a whole PNG; else redrawn from its history.json,
-    titled `name`; None where neither is usable (`RunRecord.curves_unavailable` says why)."""
+    titled as the run titled its own; None where neither is usable
+    (`RunRecord.curves_unavailable` says why)."""
     own = record.whole_curves()
     if own is not None:
         return own
@@ -272,10 +280,10 @@ def curves_png(record: RunRecord, name: str) -> bytes | None:
         return None
     import tempfile
 
-    from trainers.curves import plot_curves
+    from trainers.curves import curves_title, plot_curves
 
     with tempfile.TemporaryDirectory() as folder:
-        path = plot_curves(history, Path(folder) / "curves.png", title=name,
+        path = plot_curves(history, Path(folder) / "curves.png", title=curves_title(record.metrics),
                            best_epoch=record.metrics.get("best_epoch"))
         return path.read_bytes()
 
