@@ -261,9 +261,24 @@ def spans_splits(group: list[dict[str, str]]) -> bool:
     return len({member["split"] for member in group}) > 1
 
 
+#: Members of one group of duplicates that a line names (a Kinetics copy may hold hundreds of
+#: the same placeholder download: its line named them all, thousands of characters).
+SHOWN_DUPLICATE_MEMBERS = 4
+
+
 def duplicate_line(group: list[dict[str, str]]) -> str:
-    """A group of `duplicate_sources` as the build summary and `inspect` show it."""
-    return " = ".join(f"{member['id']} ({member['split']})" for member in group)
+    """A group of `duplicate_sources` as the build summary and `inspect` show it: at most
+    `SHOWN_DUPLICATE_MEMBERS` members, one of each split first (what makes a group one across
+    splits is then on the line), and how many there are in all (`inspect --json` lists them)."""
+    first_of_split: dict[str, dict[str, str]] = {}
+    for member in group:
+        first_of_split.setdefault(member["split"], member)
+    firsts = list(first_of_split.values())
+    ordered = firsts + [member for member in group if member not in firsts]
+    line = " = ".join(f"{member['id']} ({member['split']})"
+                      for member in ordered[:SHOWN_DUPLICATE_MEMBERS])
+    more = len(group) - SHOWN_DUPLICATE_MEMBERS
+    return line if more <= 0 else f"{line} = ... ({len(group)} in all)"
 
 
 def build(config: BuildConfig) -> BuildResult:

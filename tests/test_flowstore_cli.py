@@ -554,6 +554,20 @@ def test_version_from_a_source_tree_that_is_not_installed_is_its_own(monkeypatch
     assert (result.exit_code, result.output) == (0, f"flowstore {flowstore.__version__}\n")
 
 
+def test_a_large_group_of_duplicates_is_one_short_line_that_shows_its_splits():
+    """200 copies of one placeholder download (Kinetics mirrors hold such) made one warning of
+    5,752 characters naming every copy; the line names a few, one of each split first (the
+    test copy after a hundred training ones was past any cut), and how many there are."""
+    from flowstore.build import duplicate_line
+
+    group = [{"id": f"placeholder_{i:03}", "split": "train"} for i in range(100)]
+    group += [{"id": f"placeholder_{i:03}", "split": "test"} for i in range(100, 200)]
+    line = duplicate_line(group)
+    assert line == ("placeholder_000 (train) = placeholder_100 (test) = placeholder_001 (train) "
+                    "= placeholder_002 (train) = ... (200 in all)")
+    assert duplicate_line(group[:2]) == "placeholder_000 (train) = placeholder_001 (train)"
+
+
 def test_byte_identical_sources_are_told_by_build_and_listed_by_inspect(tvhi_source, suffix,
                                                                        tmp_path):
     """A test clip that is a copy of a training clip (a clip downloaded twice under two names)
