@@ -278,6 +278,16 @@ def test_a_malformed_or_absent_split_csv_is_one_line_and_writes_nothing(text, ex
     refused(build_cli("videofolder", source, store, "--split-file", str(csv)), store, expected)
 
 
+def test_an_empty_split_file_path_is_refused_as_an_empty_path(copy, tmp_path):
+    """`--split-file "$SPLITS"` with SPLITS unset was `Path("")`, the current folder: "split
+    file '.' is a folder", blaming the folder the user stood in; `--source ""` said what
+    happened, and so does a dataset's own path option now."""
+    source = copy("videofolder")
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", source, store, "--split-file", ""), store,
+            "--split-file: an empty path (an unset shell variable?)")
+
+
 # -- class folders ---------------------------------------------------------------------------------
 def test_an_empty_class_folder_is_one_line(copy, tmp_path):
     source = copy("videofolder")

@@ -387,6 +387,8 @@ def _convert(hint: Any, value: Any, name: str) -> Any:
     if value is None or not isinstance(value, str) or kind is str:
         return value
     if kind is Path:
+        if not value:  # (`Path("")` is the current folder: "split file '.' is a folder")
+            raise ParameterError(f"--{_flag(name)}: an empty path (an unset shell variable?)")
         return Path(value)
     try:
         return kind(value)
