@@ -382,6 +382,23 @@ def test_a_tvhi_readme_listing_a_clip_in_both_sets_is_one_line_and_writes_nothin
             f"lists Hug clip {test_clip} (hug_{test_clip:04d}) in both SET 1 and SET 2")
 
 
+def test_a_tvhi_readme_listing_a_set_twice_is_one_line_and_writes_nothing(tiny_tvhi_source,
+                                                                          tmp_path):
+    """A second "SET 1:" block (a readme edited by pasting) replaced the first's clips, and the
+    sets still passed every check: another test split, without a word."""
+    source = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "tvhi"))
+    readme = source / "readme.txt"
+    lines = readme.read_text().splitlines()
+    set_2 = next(n for n, line in enumerate(lines) if line.startswith("SET 2:"))
+    block_1 = lines[:set_2]
+    header = next(n for n, line in enumerate(block_1) if line.startswith("SET 1:"))
+    edited = [*lines, *block_1[header:]]
+    readme.write_text("\n".join(edited) + "\n")
+    store = tmp_path / "x.zarr"
+    refused(build_cli("tvhi", source, store), store,
+            f"readme.txt' line {len(lines) + 1}: a second 'SET 1:'")
+
+
 def test_a_tvhi_readme_whose_numbers_lost_a_comma_or_a_class_is_one_line(tiny_tvhi_source,
                                                                          tmp_path):
     """`{2 14,15}` (a comma lost in an edit) was a ValueError traceback; `Hug -> {}` built a

@@ -54,13 +54,18 @@ def parse_readme(text: str, where: str = repr(README)) -> dict[int, dict[str, li
 
     Raises:
         SourceLayoutError: a class line's braces hold something other than clip numbers
-            separated by commas (`{2 14,15}`, a comma lost in an edit), named by its line.
+            separated by commas (`{2 14,15}`, a comma lost in an edit), or a set's header is
+            there twice (the second block's lines replaced the first's, unsaid), named by
+            its line.
     """
     sets: dict[int, dict[str, list[int]]] = {}
     current: int | None = None
     for line_number, line in enumerate(text.splitlines(), start=1):
         if match := _SET_LINE.match(line):
             current = int(match.group(1))
+            if current in sets:
+                raise SourceLayoutError(f"{where} line {line_number}: a second 'SET {current}:' "
+                                        f"(each set is listed once)")
             sets[current] = {}
         elif current is not None and (match := _CLASS_LINE.match(line)):
             name = _README_NAMES.get(re.sub(r"[ _-]", "", match.group(1)).lower())
