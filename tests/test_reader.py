@@ -336,6 +336,38 @@ def test_a_split_of_a_store_since_rebuilt_is_refused_not_read_as_other_rows(
             split[0]
 
 
+def test_a_split_reopened_after_a_repair_unmarked_its_sample_refuses_to_read_it(tvhi_source,
+                                                                                  tmp_path,
+                                                                                  suffix):
+    """A `verify --repair` that cannot mend a sample (its clip no longer decodes) unmarks it and
+    leaves its damaged bytes; the store keeps its id. A split made before, reopened (after its
+    `with` block, unpickled in each epoch's DataLoader workers), read them on under the
+    sample's label, without a word (found by review)."""
+    from flowstore.store import open_store
+
+    path = tmp_path / f"s{suffix}"
+    build = ("build", "tvhi", "--source", tvhi_source, "--store", path, *TINY_BUILD, "-q",
+             "--max-per-split", "2")
+    assert flowstore_cli(*build).returncode == 0
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("middle_frame",))
+        broken = str(train[0]["id"])
+    pickled = pickle.dumps(train)
+    with open_store(path, "r+") as store:  # its bytes damaged, its clip undecodable
+        index = list(store.read("id")).index(broken)
+        store.write("middle_frame", index, store.read("middle_frame", index + 1))
+    clip = tvhi_source / f"{broken}.avi"
+    clip.write_bytes(bytes(clip.stat().st_size))  # (the same size: the same fingerprint)
+    repair = flowstore_cli("verify", path, "--repair", "--source", tvhi_source, "-q")
+    assert repair.returncode == 1 and "1 still bad" in repair.stdout, repair.stdout
+    for split in (train, pickle.loads(pickled)):
+        with pytest.raises(StoreError, match=rf"no longer has 1 sample\(s\) of split 'train' "
+                                             rf"done \(e.g. '{broken}': a repair under way"):
+            split[[0]]
+    with flowstore.open(path) as ds:  # made again, it holds the samples still done
+        assert broken not in ds.split("train").ids
+
+
 def test_a_split_whose_open_store_is_rebuilt_under_it_refuses_to_read(tiny_tvhi_source,
                                                                         tmp_path):
     """Its dataset still open, a split read the rebuilt store's chunks (zarr opens chunk files
@@ -390,6 +422,46 @@ def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_p
     assert flowstore_cli(*build).returncode == 0  # let go of
     assert split[0]["id"] == first  # and reopened when read again
     split.close()
+
+
+def test_a_dataset_closed_while_a_read_is_in_flight_lets_go_of_its_store_after_it(tmp_path,
+                                                                                    suffix):
+    """tf.data and Keras (`to_keras_dataset(workers=N)`) read ahead in threads of their own: a
+    `with` block left meanwhile closed the handles under those reads, and a healthy HDF5 store
+    read as damaged ("... --repair"), a Zarr store a TypeError (found by review). The read in
+    flight ends on the store it began with, which is let go of after it; the next read reopens
+    the store, as a split read after its `with` block does."""
+    import threading
+
+    path = make_tiny_store(tmp_path / f"t{suffix}", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("flow",))
+        expected = train[[0, 1]]["flow"].copy()
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("flow",))
+        store, began, go_on = ds.store, threading.Event(), threading.Event()
+        read_into = store.read_into
+
+        def slow_read_into(*args, **kwargs):
+            began.set()
+            assert go_on.wait(30)
+            return read_into(*args, **kwargs)
+
+        store.read_into = slow_read_into
+        closes, close = [], store.close
+        store.close = lambda: closes.append(1) or close()
+        got = {}
+        reader = threading.Thread(target=lambda: got.update(train[[0, 1]]))
+        reader.start()
+        assert began.wait(30)
+    assert ds.closed and not closes  # (the read in flight holds it)
+    go_on.set()
+    reader.join(30)
+    np.testing.assert_array_equal(got["flow"], expected)
+    assert closes == [1]
+    np.testing.assert_array_equal(train[[0, 1]]["flow"], expected)  # reopened
+    assert train.source is not ds
+    train.close()
 
 
 def test_closing_a_split_leaves_the_store_it_shares_with_its_dataset_open(tmp_path):

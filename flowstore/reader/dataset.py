@@ -16,6 +16,7 @@ import functools
 import operator
 import os
 import sys
+import threading
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
@@ -82,6 +83,9 @@ class StoreDataset:
         self._owns_store = owns_store
         #: Set by `close`: a split made from this dataset reopens the store for itself then.
         self.closed = False
+        #: Reads in flight (`begin_read`); `close` lets go of the store when the last ends.
+        self._reads = 0
+        self._reads_lock = threading.Lock()
         self.location = store.path if is_url(store.path) else str(Path(store.path).resolve())
         attrs = store.attrs
         self.dataset = str(attrs.get("dataset", ""))
@@ -152,9 +156,35 @@ class StoreDataset:
         return Split(self, name, features, float_dtype)
 
     def close(self) -> None:
+        """No read starts on it after this (a split reopens the store for itself); the store
+        is let go of when the reads in flight end. Keras' and tf.data's reading threads read
+        ahead: a `with` block left while they did closed the handles under them, and a healthy
+        store's reads failed as damage ("... --repair")."""
+        with self._reads_lock:
+            self.closed = True
+            idle = self._reads == 0
+        if idle:
+            self._let_go()
+
+    def begin_read(self) -> bool:
+        """Count a read in flight, which keeps the store open until `end_read`; False where
+        the dataset is closed (the reader reopens the store: `Split.source`)."""
+        with self._reads_lock:
+            if self.closed:
+                return False
+            self._reads += 1
+            return True
+
+    def end_read(self) -> None:
+        with self._reads_lock:
+            self._reads -= 1
+            idle = self.closed and self._reads == 0
+        if idle:
+            self._let_go()
+
+    def _let_go(self) -> None:
         if self._owns_store:
             self.store.close()
-        self.closed = True
 
     def __enter__(self) -> "StoreDataset":
         return self
@@ -233,6 +263,7 @@ class Split:
         self.indices = np.flatnonzero(chosen).astype(np.int64)
         self._location, self._identity = source.location, source.identity
         self._reopened = False  # True once `source` reopened the store for this split alone
+        self._reopen_lock = threading.Lock()  # (reading threads that find it closed at once)
         self._attach(source)
 
     #: What a split learns from its open store (`_attach`): an unpickled split has none of it
@@ -267,30 +298,50 @@ class Split:
         store's handles, zarr's event loop thread or an HDF5 file, do not cross a fork), or
         after the dataset it came from was closed (a split outlives its `with` block, on either
         backend, as an unpickled one does)."""
-        if self._source is None or self._pid != os.getpid() or self._source.closed:
-            reopened = StoreDataset.open(self._location)
-            if reopened.identity != self._identity:
-                # its positions are rows of the store it was made from: of another store, they
-                # are other samples, of other splits and labels, read without a word
-                reopened.close()
-                raise StoreError(f"store {self._location!r} is not the one split "
-                                 f"{self.name!r} was made from (it was rebuilt or replaced "
-                                 f"since: store id {reopened.identity[0][:8] or 'none'}, "
-                                 f"fingerprint {reopened.identity[1][:8] or 'none'}; the split's "
-                                 f"{self._identity[0][:8] or 'none'}, "
-                                 f"{self._identity[1][:8] or 'none'}); make the split again")
-            lost = [array for array in self.features.values() if array not in reopened.features]
-            if lost:
-                # (a partial copy, a sync under way: `_attach` failed as a bare KeyError)
-                reopened.close()
-                arrays, them = ("arrays", "them") if len(lost) > 1 else ("array", "it")
-                raise StoreError(f"store {self._location!r} lacks the {arrays} "
-                                 f"{', '.join(map(repr, lost))} that split {self.name!r} reads "
-                                 f"(it had {them} when the split was made); `flowstore verify` "
-                                 f"says what else it lacks")
-            self._attach(reopened)
-            self._reopened = True
-        return self._source
+        with self._reopen_lock:
+            if self._source is None or self._pid != os.getpid() or self._source.closed:
+                self._reopen()
+            return self._source
+
+    def _reopen(self) -> None:
+        reopened = StoreDataset.open(self._location)
+        try:
+            self._check_reopened(reopened)
+        except BaseException:
+            reopened.close()
+            raise
+        self._attach(reopened)
+        self._reopened = True
+
+    def _check_reopened(self, reopened: StoreDataset) -> None:
+        """Refuse a store that is no longer the one the split was made from, or no longer
+        holds what it reads: an array, or a sample done (a `verify --repair` that could not
+        mend a sample unmarks it, its damaged bytes left: a split made before, reopened in each
+        epoch's DataLoader workers, read them on under the sample's label, without a word)."""
+        if reopened.identity != self._identity:
+            # its positions are rows of the store it was made from: of another store, they
+            # are other samples, of other splits and labels, read without a word
+            raise StoreError(f"store {self._location!r} is not the one split {self.name!r} was "
+                             f"made from (it was rebuilt or replaced since: store id "
+                             f"{reopened.identity[0][:8] or 'none'}, fingerprint "
+                             f"{reopened.identity[1][:8] or 'none'}; the split's "
+                             f"{self._identity[0][:8] or 'none'}, "
+                             f"{self._identity[1][:8] or 'none'}); make the split again")
+        lost = [array for array in self.features.values() if array not in reopened.features]
+        if lost:
+            # (a partial copy, a sync under way: `_attach` failed as a bare KeyError)
+            arrays, them = ("arrays", "them") if len(lost) > 1 else ("array", "it")
+            raise StoreError(f"store {self._location!r} lacks the {arrays} "
+                             f"{', '.join(map(repr, lost))} that split {self.name!r} reads "
+                             f"(it had {them} when the split was made); `flowstore verify` "
+                             f"says what else it lacks")
+        undone = self.indices[~reopened.done[self.indices]]
+        if undone.size:
+            raise StoreError(f"store {self._location!r} no longer has {undone.size} sample(s) "
+                             f"of split {self.name!r} done (e.g. "
+                             f"{str(reopened.ids[undone[0]])!r}: a repair under way, or one "
+                             f"that could not mend it; `flowstore inspect` says why); make the "
+                             f"split again")
 
     def close(self) -> None:
         """Close the store this split reopened for itself (read after its dataset's `with`
@@ -332,59 +383,72 @@ class Split:
         `label` (int64) and `id` (str)."""
         positions = self._positions(positions)
         indices = self.indices[positions]
-        self._check_same_store()
-        batch: dict[str, np.ndarray] = {}
-        for key, array in self.features.items():
-            encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
-            out = aligned_empty((indices.size, *shape), dtype)
-            if dtype == encoding.stored:
-                for row, index in enumerate(indices.tolist()):
-                    self._read_sample(array, index, out[row])
-            else:  # each sample as stored into a scratch buffer, then decoded into its row
-                scratch = np.empty(shape, encoding.stored)
-                table = encoding.lookup_table(dtype) if encoding.quantized else None
-                for row, index in enumerate(indices.tolist()):
-                    self._read_sample(array, index, scratch)
-                    if table is not None:
-                        np.take(table, scratch, out=out[row])
-                    else:
-                        out[row] = scratch
-            batch[key] = out
+        source = self._source_for_reading()
+        try:
+            self._check_same_store(source)
+            batch: dict[str, np.ndarray] = {}
+            for key, array in self.features.items():
+                encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
+                out = aligned_empty((indices.size, *shape), dtype)
+                if dtype == encoding.stored:
+                    for row, index in enumerate(indices.tolist()):
+                        self._read_sample(source, array, index, out[row])
+                else:  # each sample as stored into a scratch buffer, then decoded into its row
+                    scratch = np.empty(shape, encoding.stored)
+                    table = encoding.lookup_table(dtype) if encoding.quantized else None
+                    for row, index in enumerate(indices.tolist()):
+                        self._read_sample(source, array, index, scratch)
+                        if table is not None:
+                            np.take(table, scratch, out=out[row])
+                        else:
+                            out[row] = scratch
+                batch[key] = out
+        finally:
+            source.end_read()
         batch[LABEL] = self.labels[positions]
         batch[ID] = self.ids[positions]
         return batch
 
-    def _check_same_store(self, *, fresh: bool = False) -> None:
+    def _source_for_reading(self) -> StoreDataset:
+        """`source`, its read counted (`StoreDataset.begin_read`), so that a `close` of it
+        from another thread (a `with` block left while tf.data or Keras read ahead) waits for
+        this read to end; one closed in between is reopened."""
+        while True:
+            source = self.source
+            if source.begin_read():
+                return source
+
+    def _check_same_store(self, source: StoreDataset, *, fresh: bool = False) -> None:
         """Refuse to read a store rebuilt or replaced since the split was made, where its open
         handles would read the new store's chunks at the old store's positions (other samples,
         read without a word: a Zarr store's chunks are files or objects opened by name). A
         resumed build or a repair writes into the same store (`Store.store_id_now`; `fresh`:
         look now, where a URL store is otherwise looked at every few seconds)."""
-        now = self.source.store.store_id_now(fresh=fresh)
+        now = source.store.store_id_now(fresh=fresh)
         if now is not None and now != self._identity[0]:
             raise StoreError(f"store {self._location!r} was rebuilt, replaced or deleted since "
                              f"split {self.name!r} was made; open it again and make the split "
                              f"again (a command reading it, such as `trainers run`: run it "
                              f"again)")
 
-    def _read_sample(self, array: str, index: int, out: np.ndarray) -> None:
-        """Store sample `index` of `array` into `out`; a chunk that cannot be read is one line
-        naming the sample (`unreadable_part`), not a codec's traceback."""
-        store = self.source.store
+    def _read_sample(self, source: StoreDataset, array: str, index: int,
+                     out: np.ndarray) -> None:
+        """Store sample `index` of `array` of `source` into `out`; a chunk that cannot be read
+        is one line naming the sample (`unreadable_part`), not a codec's traceback."""
+        store = source.store
         try:
             store.read_into(array, index, out)
         except (FlowstoreError, *DAMAGE_ERRORS) as exc:
             # a store rebuilt or deleted under the split (its chunks gone, or of other shapes)
             # reads as damage: said as what it is, not sent to --repair (a URL store's last
             # look may be seconds old)
-            self._check_same_store(fresh=True)
+            self._check_same_store(source, fresh=True)
             if isinstance(exc, MissingChunkError) and exc.index is not None:
                 # (the store knows positions: named by the sample's id)
-                raise missing_chunk(exc.store, array, index,
-                                    str(self.source.ids[index])) from None
+                raise missing_chunk(exc.store, array, index, str(source.ids[index])) from None
             if isinstance(exc, FlowstoreError):
                 raise
-            raise unreadable_part(store.path, f"sample {str(self.source.ids[index])!r} of "
+            raise unreadable_part(store.path, f"sample {str(source.ids[index])!r} of "
                                               f"{array!r}", exc, sample=True) from exc
 
     def _positions(self, positions: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -487,6 +551,7 @@ class Split:
         self.float_dtype, self.indices = state["float_dtype"], state["indices"]
         self._location, self._source, self._pid = state["location"], None, -1
         self._reopened = False
+        self._reopen_lock = threading.Lock()
         self._identity = tuple(state["identity"])
 
     # -- adapters --------------------------------------------------------------------------------
