@@ -241,11 +241,26 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
                               (lambda: val.to_keras_dataset(2, seed=None), "seed must be a whole"),
                               (lambda: val.to_tf_dataset(8.0), "batch_size must be a whole"),
                               (lambda: val.to_keras_dataset(2, workers=2.5),
-                               "workers must be a whole")]:
+                               "workers must be a whole"),
+                              # (from review: TensorFlow's words, Python's, and epoch 1)
+                              (lambda: val.to_tf_dataset(2, parallel_reads=2.0),
+                               r"parallel_reads \(or tf.data.AUTOTUNE\) must be a whole"),
+                              (lambda: val.to_keras_dataset(2, workers=1, max_queue_size=2.5),
+                               "max_queue_size must be a whole"),
+                              (lambda: val.to_keras_dataset(2).set_epoch(1.9),
+                               "epoch must be a whole")]:
             with pytest.raises(TypeError, match=message):
                 call()
         with pytest.raises(ValueError, match="workers must be >= 0, got -1"):  # (was 0)
             val.to_keras_dataset(2, workers=-1)
+        with pytest.raises(ValueError, match="max_queue_size must be >= 1, got -3"):  # (was 1)
+            val.to_keras_dataset(2, workers=1, max_queue_size=-3)
+        with pytest.raises(ValueError, match=r"parallel_reads \(or tf.data.AUTOTUNE\) must be "
+                                             r">= 1, got 0"):
+            val.to_tf_dataset(2, parallel_reads=0)
+        import tensorflow as tf
+
+        assert len(list(val.to_tf_dataset(2, parallel_reads=tf.data.AUTOTUNE))) == len(val) // 2
         with pytest.raises(TypeError, match="augment must be"):
             val.batches(2, augment="flip")
         for bad in (1, {"f": ["flow"]}, ["flow", ["frames"]]):  # (were Python's own words)
@@ -821,6 +836,27 @@ def test_numpy_batches_cover_an_epoch_in_a_seeded_order(adapter_store):
     for batch in epoch0:
         assert_same_batch(batch, [expected[str(i)] for i in batch["id"]])
     assert [str(i) for b in in_order for i in b["id"]] == list(expected)
+
+
+def test_a_large_seed_orders_and_augments_as_no_other_seed_and_epoch_do():
+    """A seed sequence splits a number past 2**32 into 32-bit words and pads short entropy with
+    zeros: seed 2**32 + 5's epoch 0 was seed 5's epoch 1, order and augmentation alike (found by
+    review; `time.time_ns()` is such a seed). Seeds below 2**32 keep the orders they had."""
+    from flowstore.reader.batches import batch_rng, epoch_order
+
+    def order(seed, epoch):
+        return epoch_order(1000, shuffle=True, seed=seed, epoch=epoch).tolist()
+
+    def draws(seed, epoch, batch):
+        return batch_rng(seed, epoch, batch).integers(0, 2**62, 4).tolist()
+
+    assert order(2**32 + 5, 0) != order(5, 1)
+    assert order(5, 2**32) != order(2**32 + 5, 0) != order(5, 0)
+    assert draws(2**32 + 5, 0, 0) != draws(5, 1, 0)
+    assert draws(5, 0, 2**32) != draws(5, 0, 0)
+    # as numpy gives them for [seed, epoch] (and [seed, epoch, 1, batch]), unchanged
+    assert order(5, 1) == np.random.default_rng([5, 1]).permutation(1000).tolist()
+    assert draws(5, 1, 2) == np.random.default_rng([5, 1, 1, 2]).integers(0, 2**62, 4).tolist()
 
 
 # -- adapters --------------------------------------------------------------------------------------

@@ -25,14 +25,29 @@ def whole_number(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _seeded(seed: int, epoch: int) -> list[int]:
-    """(seed, epoch) as numpy's seed sequence takes them, or an error that names them."""
-    return [whole_number("seed", seed, 0), whole_number("epoch", epoch, 0)]
+def _entropy(*values: int) -> list[int]:
+    """Whole numbers as the entropy of numpy's seed sequence, one tuple never another's.
+
+    Numbers below 2**32 are taken as they are, one 32-bit word each (the orders and
+    augmentations every seed below 2**32 has always had). A seed sequence splits a larger
+    number into words and pads short entropy with zeros, so [2**32 + 5, 0] was [5, 1]: seed
+    2**32 + 5's first epoch was seed 5's second. Where any number is that large, each is given
+    as its count of words, then its words: no tuple's words begin another's, and at five words
+    or more such entropy is never a short (zero-padded) one."""
+    if all(value < 2**32 for value in values):
+        return list(values)
+    words: list[int] = []
+    for value in values:
+        own = [value & 0xFFFFFFFF]
+        while value := value >> 32:
+            own.append(value & 0xFFFFFFFF)
+        words += [len(own), *own]
+    return words
 
 
 def epoch_order(size: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     """Positions of one epoch: in order, or a permutation seeded by (seed, epoch)."""
-    entropy = _seeded(seed, epoch)
+    entropy = _entropy(whole_number("seed", seed, 0), whole_number("epoch", epoch, 0))
     if not shuffle:
         return np.arange(size, dtype=np.int64)
     return np.random.default_rng(entropy).permutation(size).astype(np.int64)
@@ -46,7 +61,9 @@ _AUGMENTATION_STREAM = 1
 def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
     """The generator that augments batch `batch` of epoch `epoch` (a stream of its own, not
     the epoch order's)."""
-    return np.random.default_rng([*_seeded(seed, epoch), _AUGMENTATION_STREAM, batch])
+    return np.random.default_rng(_entropy(
+        whole_number("seed", seed, 0), whole_number("epoch", epoch, 0), _AUGMENTATION_STREAM,
+        whole_number("batch", batch, 0)))
 
 
 def epoch_batches(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,

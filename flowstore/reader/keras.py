@@ -66,8 +66,9 @@ class SplitPyDataset(keras.utils.PyDataset):
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.augment = split.augmentation(augment)
         self.reading_threads = whole_number("workers", workers, 0)  # (-1 was 0, 2.5 was 2)
-        self.read_ahead = (0 if self.reading_threads == 0 else
-                           max(1, max_queue_size or self.reading_threads))
+        queue = (self.reading_threads if max_queue_size is None  # (-3 was 1, 2.5 a TypeError)
+                 else whole_number("max_queue_size", max_queue_size, 1))
+        self.read_ahead = 0 if self.reading_threads == 0 else queue
         self._pool: ThreadPoolExecutor | None = None
         self._ahead: dict[tuple[int, int], Future] = {}
         self._lock = threading.Lock()
@@ -97,9 +98,10 @@ class SplitPyDataset(keras.utils.PyDataset):
         """Read `epoch`'s order from now on, as a new pass (like PyTorch's
         `DistributedSampler.set_epoch`): for a loop that reads part of an epoch, where a pass
         that is not whole does not move on."""
+        epoch = whole_number("epoch", epoch, 0)  # (1.9 was epoch 1, as `batches` refuses it)
         with self._lock:
             self._served = set()
-        self._start_epoch(int(epoch))
+        self._start_epoch(epoch)
 
     def _end_pass(self) -> None:
         """Once every batch of the pass has been handed out, the next epoch: its order, and its

@@ -36,9 +36,9 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
         seed: seed of the order and of the augmentation.
         augment: True (random horizontal flips, `Split.augmentation`) or a function of
             (batch, numpy Generator); each batch gets a generator of its own.
-        parallel_reads: batches read at once; None lets tf.data tune it where the store reads
-            in parallel (`Store.concurrent_reads`) and reads one at a time where it does not
-            (compressed HDF5), while the previous batch trains.
+        parallel_reads: batches read at once (or `tf.data.AUTOTUNE`); None lets tf.data tune
+            it where the store reads in parallel (`Store.concurrent_reads`) and reads one at a
+            time where it does not (compressed HDF5), while the previous batch trains.
     """
     batch_size = whole_number("batch_size", batch_size, 1)
     whole_number("seed", seed, 0)  # (refused here, not in TensorFlow's words)
@@ -98,6 +98,9 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
 
     if parallel_reads is None:
         parallel_reads = tf.data.AUTOTUNE if split.source.store.concurrent_reads else 1
+    elif not (type(parallel_reads) is int and parallel_reads == tf.data.AUTOTUNE):
+        # (0 failed in TensorFlow's words, inside a function node; 2.0 as an EagerTensor)
+        parallel_reads = whole_number("parallel_reads (or tf.data.AUTOTUNE)", parallel_reads, 1)
     # deterministic=True keeps a seed's order reproducible even with parallel reads.
     ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
