@@ -222,6 +222,11 @@ def test_positions_that_are_not_integers_are_refused_not_misread(store):
         assert [s["id"] for s in val.__getitems__(mask)] == [ids[0], ids[2]]
 
 
+def test_an_empty_path_is_said_to_be_empty():
+    with pytest.raises(StoreError, match="^flowstore.open was given an empty path$"):
+        flowstore.open("")  # (was "... got '.'": `Path("")`)
+
+
 def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
     with flowstore.open(store) as ds:
         assert list(ds.split("val", features="flow").features) == ["flow"]  # not 'f', 'l'...

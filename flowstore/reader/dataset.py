@@ -129,6 +129,8 @@ class StoreDataset:
         if not isinstance(location, (str, os.PathLike)):
             raise TypeError(f"flowstore.open takes a store's path or URL (a str or "
                             f"os.PathLike), got {type(location).__name__} {location!r:.60}")
+        if location == "":  # (an unset variable: `Path("")`, said "got '.'")
+            raise StoreError("flowstore.open was given an empty path")
         store = open_store(location, mode="r")
         try:
             return cls(store, owns_store=True)
