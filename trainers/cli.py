@@ -128,6 +128,8 @@ def run(
         from trainers.run import RunConfig, run as run_model
 
         keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
+        # (a damaged run passed over without a word, and trained again: a report says so)
+        _warn_unreadable_runs(runs_dir)
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment, segment_views=segment_views or None,
@@ -142,6 +144,15 @@ def run(
         fail_interrupted(str(exc))  # as `flowstore build` does
     except FlowstoreError as exc:
         fail(str(exc))
+
+
+def _warn_unreadable_runs(runs_dir: Path) -> None:
+    """One `warning:` line for each folder of `runs_dir` that holds a run's files but is not a
+    finished run (`trainers.runs.unreadable_runs`), which runs are found and reported without."""
+    from trainers.runs import unreadable_runs
+
+    for path, why in unreadable_runs(runs_dir):
+        typer.echo(f"warning: {path} left out: not a finished run ({why})", err=True)
 
 
 @app.command()
@@ -164,11 +175,8 @@ def report(
     """Print the report's Table 1 and Table 2 for the latest run of each model on each store in
     RUNS_DIR (with --html, write them and each model's figures to one HTML page instead; with
     --out, also write the figures as PNG files)."""
-    from trainers.runs import unreadable_runs
-
     try:
-        for path, why in unreadable_runs(runs_dir):
-            typer.echo(f"warning: {path} left out: not a finished run ({why})", err=True)
+        _warn_unreadable_runs(runs_dir)
         if html is not None or out is not None:
             require_training_extra()  # (they predict and draw: TensorFlow and matplotlib)
             from trainers.html_report import RunPictures, check_report_outputs

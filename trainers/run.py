@@ -246,7 +246,7 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
                              f"with {'; '.join(latest.training_differences(training))}; and "
                              f"{_not_this_chains(latest, started_from, done)})")
     session.echo(f"{config.model} needs {_a_run(model)} of this store; training it first")
-    return _train(session, StoreSamples(session.store, model))
+    return _train(session, samples.for_model(model))
 
 
 def _transfer_base(session: _Session, base: str, size: int | None, model: str, *,

@@ -60,6 +60,9 @@ class StoreSamples:
         store: a store opened read-only with `flowstore.store.open_store`.
         model: the model name (or alias) the samples feed; any store holding the arrays it
             reads will do, whatever its dataset.
+        frame_views: whether the middle-frame inputs read `frames` (`for_recipe`).
+        reader: the store as another model of the same command read it (`for_model`): its
+            columns (`done` among them) read once for every run of a chain.
 
     Raises:
         WrongDatasetError: the store lacks an array the model reads.
@@ -67,7 +70,8 @@ class StoreSamples:
             damaged as `flowstore verify` says (`check_dataset_arrays`).
     """
 
-    def __init__(self, store: Store, model: str, *, frame_views: bool = False) -> None:
+    def __init__(self, store: Store, model: str, *, frame_views: bool = False,
+                 reader: StoreDataset | None = None) -> None:
         from flowstore.verify import check_dataset_arrays, damage_of  # (only when run)
 
         self.store = store
@@ -90,7 +94,7 @@ class StoreSamples:
                 f"array{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} that "
                 f"model {self.model!r} reads" + (" under frame views" if frame_views else "")
                 + damage_of(store))
-        self.reader = StoreDataset(store)
+        self.reader = reader if reader is not None else StoreDataset(store)
         self.info = StoreInfo(path=self.reader.location, dataset=dataset,
                               fingerprint=self.reader.fingerprint, classes=self.reader.classes,
                               params=self.reader.params)
@@ -104,7 +108,15 @@ class StoreSamples:
         self.check_recipe(recipe)
         if recipe.frame_views == self.frame_views:
             return self
-        return StoreSamples(self.store, self.model, frame_views=recipe.frame_views)
+        return StoreSamples(self.store, self.model, frame_views=recipe.frame_views,
+                            reader=self.reader)
+
+    def for_model(self, model: str) -> "StoreSamples":
+        """The same store's samples for another model of the chain, read as these are: the
+        `done` samples these hold, not those of a build that appended since (a Zarr store can
+        be read while a build resumes). The prerequisites a two-stream command trained read
+        `done` again, and its streams trained on more samples than the fused model, unsaid."""
+        return StoreSamples(self.store, model, reader=self.reader)
 
     @property
     def frame_view_keys(self) -> tuple[str, ...]:
