@@ -84,6 +84,16 @@ def test_a_run_predicts_its_stores_test_split_as_it_scored_it(trained):
     assert "Traceback" not in result.output and "warning" not in result.stderr
 
 
+def test_out_dash_is_standard_output(trained, tmp_path, monkeypatch):
+    """`--out -` wrote a file named '-' in the current folder (from review)."""
+    store, run = trained
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["predict", str(run), "--out", "-"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert [row["id"] for row in _rows(result.stdout)] == _by_hand(run, store, "test")[0]
+    assert not (tmp_path / "-").exists() and "written to" not in result.stderr
+
+
 def test_another_split_goes_to_a_file_written_whole(trained, tmp_path):
     store, run = trained
     out = tmp_path / "new" / "train.csv"

@@ -218,12 +218,14 @@ def predict(
                               help="Split to predict: train, val, test, or all (every "
                                    "finished sample of the store)."),
     out: Optional[Path] = typer.Option(
-        None, "--out", help="Write the predictions CSV to this file [standard output]: id, split, "
-                            "label, predicted, and a probability per class (p_CLASS).",
-                            parser=path_value),
+        None, "--out", help="Write the predictions CSV to this file [standard output; '-' "
+                            "too]: id, split, label, predicted, and a probability per class "
+                            "(p_CLASS).", parser=path_value),
 ) -> None:
     """Predict a split of a store with a trained run, in inference mode and as the run scored
     its test split; print one CSV row per sample and the accuracy (on standard error)."""
+    if out == Path("-"):  # (as most tools read it: it wrote a file named '-')
+        out = None
     try:
         require_training_extra()
         from trainers.predict import predict_run, write_csv
