@@ -157,21 +157,33 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             else:
                 samples.append(sample)
             result.samples.append(str(sample["id"]))
-        for label in sorted({int(s["label"]) for s in samples}):
+        drawn = sorted({int(s["label"]) for s in samples})
+        names = {label: class_label(dataset.classes, label)
+                 for label in {*range(len(dataset.classes)), *drawn}}
+        files = _file_names(names)
+        for label in drawn:
             of_class = [s for s in samples if int(s["label"]) == label]
-            name = class_label(dataset.classes, label)
-            result.written.append(_write_png(out / f"{_file_name(name, label)}.png",
-                                             image_grid(of_class, name)))
+            result.written.append(_write_png(out / f"{files[label]}.png",
+                                             image_grid(of_class, names[label])))
     return result
 
 
-def _file_name(class_name: str, label: int) -> str:
-    """A class name as one file name inside `--out`: a split file may name a class `a/b` or
-    `../x`, which as a path would be a folder that does not exist, or a file outside `--out`.
-    A name that had to change gets its label too, so that `a/b` does not overwrite `a_b`."""
-    name = class_name.replace("/", "_").replace("\\", "_")
-    name = "_" + name if name.startswith(".") else name
-    return name if name == class_name else f"{name}-{label}"
+def _file_names(names: dict[int, str]) -> dict[int, str]:
+    """Each class's name (label -> name) as one file name inside `--out`, no two alike: a
+    split file may name a class `a/b` or `../x`, which as a path would be a folder that does
+    not exist, or a file outside `--out`. A name that had to change gets its label too, so that
+    `a/b` (`a_b-0`) does not overwrite `a_b`; and so does a name left as it was that another's
+    changed one meets (`a_b-0` beside `a/b`: one grid was written over the other)."""
+    cleaned = {}
+    for label, name in names.items():
+        file_name = name.replace("/", "_").replace("\\", "_")
+        cleaned[label] = "_" + file_name if file_name.startswith(".") else file_name
+    files = {label: file_name if file_name == names[label] else f"{file_name}-{label}"
+             for label, file_name in cleaned.items()}
+    # (a label ends every changed name, so changed names never meet: only a plain one can)
+    taken = [file_name for label, file_name in files.items() if file_name != names[label]]
+    return {label: f"{file_name}-{label}" if file_name == names[label] and file_name in taken
+            else file_name for label, file_name in files.items()}
 
 
 def _refuse_inside(out: Path, what: str | None = None) -> None:
@@ -394,7 +406,7 @@ def write_gif(path: Path, sample: dict[str, Any]) -> Path:
     encoded = io.BytesIO()
     images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:],
                    duration=GIF_FRAME_MS, loop=0)
-    return write_whole(path, encoded.getvalue())
+    return write_whole(path, encoded.getvalue(), replace_links=True)
 
 
 def _write_png(path: Path, picture: np.ndarray) -> Path:
@@ -404,4 +416,4 @@ def _write_png(path: Path, picture: np.ndarray) -> Path:
     cv2 = _cv2()
     _, png = cv2.imencode(".png", cv2.cvtColor(picture, cv2.COLOR_RGB2BGR),
                           [cv2.IMWRITE_PNG_COMPRESSION, 9])
-    return write_whole(path, png.tobytes())
+    return write_whole(path, png.tobytes(), replace_links=True)

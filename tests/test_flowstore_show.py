@@ -225,6 +225,37 @@ def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.zarr"]
 
 
+def test_a_class_whose_name_another_changed_name_takes_keeps_its_own_grid(tmp_path):
+    """`a/b` (label 0) is written as `a_b-0`, which was another class's name as it stood: one
+    grid overwrote the other, and 2 pictures were said written where 1 was (from review)."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", dataset="imagefolder", per_class=(1, 0, 0),
+                            classes=("a/b", "a_b-0"))
+    result = flowstore_cli("show", store, "--out", tmp_path / "out", "--per-class", "1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_b-0-1.png", "a_b-0.png"]
+    assert result.stdout.startswith("wrote 2 picture(s)")
+
+
+def test_a_link_left_in_out_under_a_pictures_name_is_replaced_not_written_through(stores,
+                                                                                   tmp_path):
+    """A link named as a picture (`hug_0001.png` -> another store's zarr.json) had the picture
+    written over its target, and that store was unreadable (from review; `trainers report
+    --out` had the same, mended before)."""
+    victim = tmp_path / "victim.json"
+    victim.write_text("{}")
+    out = tmp_path / "pictures"
+    out.mkdir()
+    for name in ("hug_0001.png", "hug_0001.gif"):
+        (out / name).symlink_to(victim)
+    result = flowstore_cli("show", stores["uint8"], "hug_0001", "--gif", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert victim.read_text() == "{}"
+    for name in ("hug_0001.png", "hug_0001.gif"):
+        assert not (out / name).is_symlink() and (out / name).stat().st_size > 100
+
+
 LONG_ID = "writing_on_a_book/writing_on_a_book_long_filename_001.jpg (train)"  # imagefolder's
 
 
