@@ -109,6 +109,10 @@ C_INT_MAX = 2**31 - 1
 #: The largest `flow_bound` (pixels): twice it still within float32's range, where the uint8
 #: encoding computes.
 MAX_FLOW_BOUND = 1e38
+#: The smallest `flow_bound` (pixels): a thousandth of a pixel, far below what a flow algorithm
+#: resolves. At 1e-37 the encoding's scale (255 / 2 bound) overflowed float32: every code was
+#: 0 or 254, a still pixel 254, and the store was built without a word.
+MIN_FLOW_BOUND = 1e-3
 #: The widest Farneback window (`FarnebackParams.winsize`).
 MAX_WINSIZE = 10**7
 
@@ -408,9 +412,10 @@ class VideoParams:
         # (within float32's range, in which flow is encoded and decoded: 1e39 passed, overflowed
         # in the encoding and decoded to inf everywhere)
         _require(isinstance(self.flow_bound, (int, float)) and not isinstance(self.flow_bound, bool)
-                 and math.isfinite(self.flow_bound) and 0 < self.flow_bound <= MAX_FLOW_BOUND,
-                 f"flow_bound must be a number of pixels in (0, {MAX_FLOW_BOUND:g}], got "
-                 f"{self.flow_bound!r}")
+                 and math.isfinite(self.flow_bound)
+                 and MIN_FLOW_BOUND <= self.flow_bound <= MAX_FLOW_BOUND,
+                 f"flow_bound must be a number of pixels in [{MIN_FLOW_BOUND:g}, "
+                 f"{MAX_FLOW_BOUND:g}], got {self.flow_bound!r}")
         object.__setattr__(self, "flow_bound", float(self.flow_bound))  # 20 records as 20.0
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
                  f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")

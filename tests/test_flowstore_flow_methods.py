@@ -15,7 +15,8 @@ from flowstore.build import BuildConfig, build
 from flowstore.errors import ParameterError
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.flow import flow_object, optical_flow
-from flowstore.params import (MAX_FLOW_BOUND, DISParams, FarnebackParams, ImageParams, TVL1Params,
+from flowstore.params import (MAX_FLOW_BOUND, MIN_FLOW_BOUND, DISParams, FarnebackParams,
+                              ImageParams, TVL1Params,
                               VideoParams, canonical_json, fingerprint, flow_from_options,
                               from_dict, to_dict)
 import flowstore
@@ -197,7 +198,10 @@ def test_farneback_stores_keep_their_recorded_params_and_fingerprints():
      r"tvl1 warps must be an integer in 1..2147483647 \(a C int, what OpenCV takes\)"),
     (lambda: FarnebackParams(winsize=2**31 - 1), "winsize must be an integer in 1..10000000"),
     (lambda: VideoParams(flow_dtype="uint8", flow_bound=1e39),
-     r"flow_bound must be a number of pixels in \(0, 1e\+38\], got 1e\+39"),
+     r"flow_bound must be a number of pixels in \[0.001, 1e\+38\], got 1e\+39"),
+    # (the encoding's scale overflowed float32: a still pixel stored as 254; from review)
+    (lambda: VideoParams(flow_dtype="uint8", flow_bound=1e-37),
+     r"flow_bound must be a number of pixels in \[0.001, 1e\+38\], got 1e-37"),
     (lambda: TVL1Params(median_filtering=7), "median_filtering must be 1 \\(off\\), 3 or 5"),
     (lambda: TVL1Params(epsilon=float("nan")), "tvl1 epsilon must be > 0, got nan"),
     (lambda: DISParams(patch_stride=9), "dis patch_stride must be an integer in 1..8, got 9"),
@@ -213,9 +217,17 @@ def test_parameters_are_validated(make, match):
         make()
 
 
-def test_the_upper_limits_of_size_and_flow_bound_are_inclusive():
+def test_the_limits_of_size_and_flow_bound_are_inclusive():
     """--size 4096 and --flow-bound 1e38 (MAX_FLOW_BOUND) are the largest taken; one above
-    each is refused."""
+    each is refused. --flow-bound 1e-3 (MIN_FLOW_BOUND) is the smallest, and encodes as it
+    should: 0 px to the centre code, +-bound to the ends."""
+    from flowstore.flow_encoding import encode_flow
+
+    smallest = VideoParams(flow_dtype="uint8", flow_bound=MIN_FLOW_BOUND).flow_bound
+    assert encode_flow(np.array([0.0, -smallest, smallest], np.float32), "uint8",
+                       smallest).tolist() == [127, 0, 254]
+    with pytest.raises(ParameterError, match="flow_bound must be a number of pixels"):
+        VideoParams(flow_dtype="uint8", flow_bound=np.nextafter(MIN_FLOW_BOUND, 0))
     assert VideoParams(size=4096).size == ImageParams(size=4096).size == 4096
     for params in (VideoParams, ImageParams):
         with pytest.raises(ParameterError, match="size must be an integer in 8..4096, got 4097"):
