@@ -149,6 +149,67 @@ def test_a_clip_a_few_percent_short_is_no_clip_cut_short(tmp_path, n, declared, 
         _check_not_cut_short(*clip)
 
 
+def _mp4(path, frames: int, fps: float = 10.0) -> np.ndarray:
+    """An MP4 (OpenCV's `mp4v` writer) of `frames` frames, each frame's brightness its index;
+    returns the frames."""
+    clip = np.zeros((frames, 48, 64, 3), np.uint8)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (64, 48))
+    for index in range(frames):
+        clip[index] = index * 8
+        clip[index, 10:20, index:index + 10] = 255
+        writer.write(clip[index])
+    writer.release()
+    return clip
+
+
+def _drop_leading_frames(path, skip: int, frames: int, fps: float = 10.0) -> None:
+    """Start the edit list OpenCV's MP4 writer leaves (one edit, from media time 0) `skip`
+    frames into the media, as a cut made without re-encoding (`ffmpeg -ss ... -c copy`) leaves
+    its file: decoders drop those frames, which the sample table still counts."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    elst = data.index(b"elst") - 4
+    assert data[elst + 8] == 0 and struct.unpack_from(">I", data, elst + 12)[0] == 1
+    (media_scale,) = struct.unpack_from(">I", data, data.index(b"mdhd") - 4 + 20)
+    (duration,) = struct.unpack_from(">I", data, elst + 16)
+    struct.pack_into(">Ii", data, elst + 16, duration * (frames - skip) // frames,
+                     round(skip * media_scale / fps))
+    path.write_bytes(bytes(data))
+
+
+def test_an_mp4_cut_without_re_encoding_extracts_and_one_cut_short_is_refused(tmp_path):
+    """A lossless cut keeps the frames back to the keyframe before it and an edit list telling
+    decoders to drop them; the container still counts them. Such a whole file decoding 252 of
+    the 300 frames it declares was refused as cut short (from review). Its media box running
+    past the end of the file is what tells an MP4 cut short, and bytes appended after its last
+    box are not that."""
+    import struct
+
+    clip = tmp_path / "cut.mp4"
+    frames = _mp4(clip, 30)
+    _drop_leading_frames(clip, 10, 30)
+    capture = cv2.VideoCapture(str(clip))
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == 30  # (the count the edit list does not cut)
+    capture.release()
+    params = VideoParams(size=16, steps=4)
+    sample = extract_video(clip, params)
+    assert sample.n_frames == 20
+    # its middle frame is the edited clip's (frame 10 + 20 // 2 of the media), not the media's
+    assert abs(float(sample.middle_frame.mean()) - float(frames[20].mean())) < 4
+
+    appended = tmp_path / "appended.mp4"
+    _mp4(appended, 30)
+    appended.write_bytes(appended.read_bytes() + bytes(range(7, 200)))  # (a tool's trailer)
+    assert extract_video(appended, params).n_frames == 30
+    cut = tmp_path / "mdat.mp4"  # a media box that runs past the end: a download cut short
+    _mp4(cut, 30)
+    cut.write_bytes(cut.read_bytes() + struct.pack(">I4s", 10_000, b"mdat") + bytes(100))
+    with pytest.raises(SampleError, match="mdat.mp4 ends inside its mdat box: the file is cut "
+                                          "short or damaged"):
+        extract_video(cut, params)
+
+
 @pytest.mark.parametrize("head, indexed", [
     (AVI_HEAD, True), (b"RIFF\x00\x10\x00\x00WAVEfmt ", False),
     (b"\x00\x00\x00\x18ftypmp42", True), (b"\x00\x00\x00\x14ftyp3gp4", True),

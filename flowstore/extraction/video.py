@@ -30,6 +30,7 @@ from flowstore.errors import SampleError
 from flowstore.extraction import not_a_file
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.extraction.flow import optical_flow
+from flowstore.extraction.mp4 import mp4_structure
 from flowstore.extraction.sampling import flow_positions, select_frames  # noqa: F401 (re-export)
 from flowstore.flow_encoding import encode_flow
 from flowstore.params import VideoParams
@@ -151,12 +152,19 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int, res
 def has_frame_index(path: Path) -> bool:
     """Whether the file is an AVI or of the MP4 family (`MP4_FIRST_BOXES`), by its first bytes:
     the containers whose declared frame count is counted, not estimated."""
+    return _indexed_container(path) is not None
+
+
+def _indexed_container(path: Path) -> str | None:
+    """"avi" or "mp4" (the family) by the file's first bytes; None for any other."""
     try:
         with open(path, "rb") as file:
             head = file.read(12)
     except OSError:
-        return False
-    return (head[:4] == b"RIFF" and head[8:12] == b"AVI ") or head[4:8] in MP4_FIRST_BOXES
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "avi"
+    return "mp4" if head[4:8] in MP4_FIRST_BOXES else None
 
 
 def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
@@ -167,8 +175,21 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     and a middle frame of its first part only, as a good sample. Both must hold: an intact AVI
     may declare frames it does not decode (zero-size "drop frame" chunks, which some encoders
     write to keep a constant rate), but its frames still run to its end. Without a frame rate
-    the time cannot be told, and the clip is taken as it decodes."""
-    if declared < 2 or fps <= 0 or not has_frame_index(path):
+    the time cannot be told, and the clip is taken as it decodes.
+
+    An MP4-family file says more in its boxes (`flowstore.extraction.mp4`): one whose media
+    box runs past its end is cut short whatever it decodes; and where an edit list drops the
+    frames before a cut made without re-encoding (`ffmpeg -ss ... -c copy`), the declared count
+    includes them, so the whole file is not held to it."""
+    container = _indexed_container(path)
+    if container == "mp4":
+        structure = mp4_structure(path)
+        if structure.cut_short:
+            raise SampleError(f"{path.name} ends inside its {structure.cut_short} box: the file "
+                              f"is cut short or damaged")
+        if structure.drops_leading_media:
+            return
+    if declared < 2 or fps <= 0 or container is None:
         return
     frame_ms = 1000.0 / fps
     declared_ms = declared * frame_ms
