@@ -20,10 +20,10 @@ import numpy as np
 
 from flowstore.build import REPAIR_UNFINISHED, BuildConfig, build
 from flowstore.datasets import get_dataset
-from flowstore.errors import MissingChunkError, ParameterError, StoreError
+from flowstore.errors import FlowstoreError, MissingChunkError, ParameterError, StoreError
 from flowstore.params import from_dict
 from flowstore.store import check_array_shapes, open_store
-from flowstore.store.base import never_extracted, read_column
+from flowstore.store.base import DAMAGE_ERRORS, never_extracted, read_column
 from flowstore.store.checksum import check_manifest_columns, matches
 from flowstore.store.layout import COLUMN_NAMES
 
@@ -119,7 +119,7 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
             except MissingChunkError:
                 result.problems[ids[index]] = f"its chunk of {name!r} is missing"
                 continue
-            except Exception as exc:  # noqa: BLE001  (any read failure is this sample's problem)
+            except (FlowstoreError, *DAMAGE_ERRORS) as exc:  # (any other: a bug, not damage)
                 result.problems[ids[index]] = f"unreadable: {type(exc).__name__}: {exc}"
                 continue
             try:

@@ -256,6 +256,39 @@ def test_a_repair_that_cannot_mend_names_the_sample_and_builds_nothing_else(tvhi
     assert again.returncode == 0 and "checked 2 sample(s), 0 bad" in again.stdout
 
 
+_VERIFY_WITH_A_BUG = """
+import sys
+from flowstore.store._zarr import ZarrStore
+from flowstore.cli import main
+
+def read_into_with_a_bug(self, name, index, out):
+    raise TypeError("a bug in a read")
+
+ZarrStore.read_into = read_into_with_a_bug
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_bug_in_verify_s_reads_is_an_internal_error_not_damaged_samples(tiny_tvhi_source,
+                                                                           tmp_path):
+    """Any exception of a sample's read was that sample's damage ("unreadable: TypeError"),
+    exit 1, and `--repair` offered: a bug in flowstore is told as one (from review)."""
+    import subprocess
+    import sys
+
+    store = tmp_path / "s.zarr"
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                          *TINY_BUILD, "--max-per-split", "1", "-q")
+    assert built.returncode == 0, built.stderr
+    out = subprocess.run([sys.executable, "-c", _VERIFY_WITH_A_BUG, "verify", str(store)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 3, (out.returncode, out.stdout, out.stderr)
+    assert out.stderr.strip().splitlines()[-1].startswith(
+        "internal error: a bug in flowstore (TypeError: a bug in a read)")
+    assert "unreadable" not in out.stdout + out.stderr
+
+
 def test_a_lost_chunk_of_the_labels_is_damage_that_every_command_names(tiny_tvhi_source, tmp_path,
                                                                        suffix):
     """A chunk of `label` lost in a copy read as class 0 for every sample in it: `verify` said
