@@ -180,10 +180,16 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
         cleaned[label] = "_" + file_name if file_name.startswith(".") else file_name
     files = {label: file_name if file_name == names[label] else f"{file_name}-{label}"
              for label, file_name in cleaned.items()}
-    # (a label ends every changed name, so changed names never meet: only a plain one can)
-    taken = [file_name for label, file_name in files.items() if file_name != names[label]]
-    return {label: f"{file_name}-{label}" if file_name == names[label] and file_name in taken
-            else file_name for label, file_name in files.items()}
+    # A label ends every changed name, so changed names never meet: only a plain one can meet
+    # a changed one, and changed, it may meet another plain one (`a/b`, `a_b-0`, `a_b-0-1`):
+    # again until none does (each round changes one more name for good).
+    while True:
+        taken = {file_name for label, file_name in files.items() if file_name != names[label]}
+        meeting = [label for label, file_name in files.items()
+                   if file_name == names[label] and file_name in taken]
+        if not meeting:
+            return files
+        files.update((label, f"{files[label]}-{label}") for label in meeting)
 
 
 def _refuse_inside(out: Path, what: str | None = None) -> None:

@@ -238,6 +238,16 @@ def test_a_class_whose_name_another_changed_name_takes_keeps_its_own_grid(tmp_pa
     assert result.stdout.startswith("wrote 2 picture(s)")
 
 
+def test_class_file_names_stay_apart_when_a_changed_name_meets_a_chain_of_others():
+    """`a/b` is `a_b-0`, so `a_b-0` became `a_b-0-1`: the name of the third class as it
+    stood, whose grid was then written over (from a mutation review)."""
+    from flowstore.show import _file_names
+
+    assert _file_names({0: "a/b", 1: "a_b-0", 2: "a_b-0-1"}) == {
+        0: "a_b-0", 1: "a_b-0-1", 2: "a_b-0-1-2"}
+    assert _file_names({0: "a/b", 1: "a_b", 2: "x"}) == {0: "a_b-0", 1: "a_b", 2: "x"}
+
+
 def test_a_link_left_in_out_under_a_pictures_name_is_replaced_not_written_through(stores,
                                                                                    tmp_path):
     """A link named as a picture (`hug_0001.png` -> another store's zarr.json) had the picture

@@ -250,6 +250,8 @@ def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
                               # (from review: TensorFlow's words, Python's, and epoch 1)
                               (lambda: val.to_tf_dataset(2, parallel_reads=2.0),
                                r"parallel_reads \(or tf.data.AUTOTUNE\) must be a whole"),
+                              (lambda: val.to_tf_dataset(2, parallel_reads=-1.0),  # (not AUTOTUNE)
+                               r"parallel_reads \(or tf.data.AUTOTUNE\) must be a whole"),
                               (lambda: val.to_keras_dataset(2, workers=1, max_queue_size=2.5),
                                "max_queue_size must be a whole"),
                               (lambda: val.to_keras_dataset(2).set_epoch(1.9),
@@ -481,6 +483,74 @@ def test_a_dataset_closed_while_a_read_is_in_flight_lets_go_of_its_store_after_i
     assert closes == [1]
     np.testing.assert_array_equal(train[[0, 1]]["flow"], expected)  # reopened
     assert train.source is not ds
+    train.close()
+
+
+def _counting_closes(ds) -> list[int]:
+    closes, close = [], ds.store.close
+    ds.store.close = lambda: closes.append(1) or close()
+    return closes
+
+
+def test_a_dataset_lets_go_of_its_store_after_the_last_of_its_reads_and_begins_none_closed(
+        tmp_path):
+    """(From a mutation review: one read in one thread was all the test above held it to.)"""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 1, 1))
+    ds = flowstore.open(path)
+    closes = _counting_closes(ds)
+    assert ds.begin_read() and ds.begin_read()
+    ds.close()
+    assert ds.begin_read() is False  # (none begins on a closed dataset)
+    ds.end_read()
+    assert closes == []  # (one read is still in flight)
+    ds.end_read()
+    assert closes == [1]
+
+
+def test_a_dataset_closed_between_finding_the_source_and_counting_the_read_is_reopened(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        expected = ds.split("train", features=("flow",))[[0, 1]]["flow"].copy()
+    ds = flowstore.open(path)
+    train = ds.split("train", features=("flow",))
+    begin = ds.begin_read
+
+    def closed_meanwhile():  # (a `with` block left by another thread just then)
+        ds.close()
+        return begin()
+
+    ds.begin_read = closed_meanwhile
+    np.testing.assert_array_equal(train[[0, 1]]["flow"], expected)
+    assert train.source is not ds
+    train.close()
+
+
+def test_threads_that_find_the_dataset_closed_at_once_reopen_the_store_once(tmp_path,
+                                                                           monkeypatch):
+    """Each would keep a store of its own open, never closed (an HDF5 store's reader lock)."""
+    import threading
+    import time
+
+    from flowstore.reader.dataset import StoreDataset
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 1, 1))
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("flow",))
+    opened, open_ = [], StoreDataset.open.__func__
+
+    def slow_open(cls, location):
+        time.sleep(0.2)
+        dataset = open_(cls, location)
+        opened.append(dataset)
+        return dataset
+
+    monkeypatch.setattr(StoreDataset, "open", classmethod(slow_open))
+    readers = [threading.Thread(target=lambda: train[[0]]) for _ in range(4)]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join(30)
+    assert len(opened) == 1
     train.close()
 
 
@@ -859,6 +929,7 @@ def test_a_large_seed_orders_and_augments_as_no_other_seed_and_epoch_do():
     assert order(5, 2**32) != order(2**32 + 5, 0) != order(5, 0)
     assert draws(2**32 + 5, 0, 0) != draws(5, 1, 0)
     assert draws(5, 0, 2**32) != draws(5, 0, 0)
+    assert order(2**32, 0) != order(0, 1) and draws(2**32, 0, 0) != draws(0, 1, 0)  # (the edge)
     # as numpy gives them for [seed, epoch] (and [seed, epoch, 1, batch]), unchanged
     assert order(5, 1) == np.random.default_rng([5, 1]).permutation(1000).tolist()
     assert draws(5, 1, 2) == np.random.default_rng([5, 1, 1, 2]).integers(0, 2**62, 4).tolist()

@@ -174,6 +174,9 @@ def test_report_notes_a_damaged_model_and_writes_the_rest(tmp_path):
     {"test": {"accuracy": float("nan"), "loss": 1.0}},
     {"test": {"accuracy": 1.5, "loss": 1.0}},
     {"test": {"accuracy": True, "loss": 1.0}},
+    {"best": {"train_accuracy": 0.5, "val_accuracy": 1.5, "train_loss": 1.0, "val_loss": 1.1}},
+    {"best": {"train_accuracy": float("nan"), "val_accuracy": 0.5, "train_loss": 1.0,
+              "val_loss": 1.1}},
 ], ids=lambda fields: json.dumps(fields))
 def test_a_metrics_json_of_the_wrong_types_is_skipped_as_junk_is(tmp_path, fields):
     """Each crashed `trainers report` with a traceback; an unparsable metrics.json was always

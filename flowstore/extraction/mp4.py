@@ -1,31 +1,30 @@
 """What an MP4-family file's box structure says that decoding it does not.
 
 Two facts, read from the boxes' headers and the `moov` box alone (a few kilobytes; never the
-media): whether the file ends before its last box does (a download cut short: decoding then
-stops early, or never starts), and whether an edit list drops media at the start of a track.
-A cut made without re-encoding (`ffmpeg -ss 12 -i in.mp4 -t 10 -c copy out.mp4`) keeps the
-frames back to the keyframe before the cut and an edit list that tells decoders to drop them:
-the container's frame count still counts them, so a whole file decodes, say, 252 of the 300
-frames it declares, which `flowstore.extraction.video` took for a file cut short.
+media): whether the file ends inside its media (a download cut short: decoding then stops
+early, or never starts), and how much of the video track's media an edit list drops at its
+start. A cut made without re-encoding (`ffmpeg -ss 12 -i in.mp4 -t 10 -c copy out.mp4`) keeps
+the frames back to the keyframe before the cut and an edit list that tells decoders to drop
+them: the container's frame count still counts them, so a whole file decodes, say, 252 of the
+300 frames it declares, which `flowstore.extraction.video` took for a file cut short.
 
-Box layout: ISO/IEC 14496-12 (ISO base media file format), sections 4.2 (box header), 8.6.5
-and 8.6.6 (`edts`, `elst`).
+Box layout: ISO/IEC 14496-12 (ISO base media file format), sections 4.2 (box header), 8.4.2
+(`mdhd`), 8.4.3 (`hdlr`), 8.6.5 and 8.6.6 (`edts`, `elst`).
 """
 
 from __future__ import annotations
 
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-#: The boxes on the way from `moov` to an edit list.
-_ON_THE_WAY = {b"moov": b"trak", b"trak": b"edts", b"edts": b"elst"}
+#: The boxes a track's handler, time scale and edit list lie in.
+_CONTAINERS = {b"moov", b"trak", b"edts", b"mdia"}
 #: A `moov` larger than this (it indexes hours of media) is not read: the file is then taken
-#: as it decodes, as one whose boxes tell nothing.
+#: as one whose boxes tell no edit.
 MAX_MOOV_BYTES = 64 * 1024 * 1024
-
-
 #: The top-level boxes that hold the media or its index: one of them running past the end of
 #: the file is a file cut short. (Bytes after the last box, which some tools append, read as a
 #: box of any type and size: never taken for one of these.)
@@ -37,12 +36,13 @@ class Mp4Structure:
     """Attributes:
         cut_short: the media box ("mdat", "moov" or "moof") that runs past the end of the
             file, or None.
-        drops_leading_media: an edit list starts a track later than its media does, so the
-            decoder drops frames the container's frame count includes.
+        video_dropped_s: seconds of the video track's media that its edit list skips before
+            the first frame shown (0.0: none; another track's edits, such as an AAC track's
+            priming samples, are not the video's).
     """
 
     cut_short: str | None
-    drops_leading_media: bool
+    video_dropped_s: float
 
 
 def mp4_structure(path: Path) -> Mp4Structure:
@@ -53,15 +53,50 @@ def mp4_structure(path: Path) -> Mp4Structure:
             end = file.seek(0, 2)
             for kind, payload, box_end in _boxes(file, 0, end):
                 if box_end > end:
-                    return Mp4Structure(cut_short=_MEDIA_BOXES.get(kind),
-                                        drops_leading_media=False)
+                    return Mp4Structure(cut_short=_MEDIA_BOXES.get(kind), video_dropped_s=0.0)
                 if kind == b"moov" and box_end - payload <= MAX_MOOV_BYTES:
                     file.seek(payload)
                     moov = file.read(box_end - payload)
     except OSError:
-        return Mp4Structure(cut_short=None, drops_leading_media=False)
-    edited = moov is not None and any(time > 0 for time in _edit_starts(moov, b"moov"))
-    return Mp4Structure(cut_short=None, drops_leading_media=edited)
+        return Mp4Structure(cut_short=None, video_dropped_s=0.0)
+    dropped = 0.0
+    for trak in _children(moov or b"", b"trak"):
+        track = _leaves(trak)
+        handler, scale, edits = track.get(b"hdlr"), _time_scale(track.get(b"mdhd")), \
+            track.get(b"elst")
+        if handler is None or handler[8:12] != b"vide" or not scale or edits is None:
+            continue
+        # the first edit that shows media (-1: an empty edit, a delay before it)
+        start = next((time for time in _elst_media_times(edits) if time >= 0), 0)
+        dropped = max(dropped, start / scale)
+    return Mp4Structure(cut_short=None, video_dropped_s=dropped)
+
+
+def _children(payload: bytes, kind: bytes) -> Iterator[bytes]:
+    """The bodies of the boxes of type `kind` directly in `payload`."""
+    for found, body in _parsed(payload):
+        if found == kind:
+            yield body
+
+
+def _leaves(trak: bytes) -> dict[bytes, bytes]:
+    """The bodies of a track's boxes below its containers (`_CONTAINERS`) by type, the first
+    of each type."""
+    leaves: dict[bytes, bytes] = {}
+    for kind, body in _parsed(trak):
+        if kind in _CONTAINERS:
+            for inner, inner_body in _leaves(body).items():
+                leaves.setdefault(inner, inner_body)
+        else:
+            leaves.setdefault(kind, body)
+    return leaves
+
+
+def _time_scale(mdhd: bytes | None) -> int:
+    """A media header's time scale (units a second), 0 where there is none."""
+    if mdhd is None or len(mdhd) < 24:
+        return 0
+    return struct.unpack_from(">I", mdhd, 20 if mdhd[0] == 1 else 12)[0]
 
 
 def _boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
@@ -86,25 +121,13 @@ def _boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, i
         offset += size
 
 
-def _edit_starts(payload: bytes, parent: bytes) -> Iterator[int]:
-    """The media time each edit of each edit list below `parent` starts at (-1: an empty edit,
-    a delay), in the track's media time scale."""
-    offset = 0
-    while len(payload) - offset >= 8:
-        size, kind = struct.unpack_from(">I4s", payload, offset)
-        header = 8
-        if size == 1 and len(payload) - offset >= 16:
-            (size,), header = struct.unpack_from(">Q", payload, offset + 8), 16
-        elif size == 0:
-            size = len(payload) - offset
-        if size < header or offset + size > len(payload):
+def _parsed(payload: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, body) of each box in `payload`, a box's body in memory (a `moov`'s); a box that
+    runs past `payload` ends the walk."""
+    for kind, start, end in _boxes(io.BytesIO(payload), 0, len(payload)):
+        if end > len(payload):
             return
-        body = payload[offset + header:offset + size]
-        if kind == _ON_THE_WAY.get(parent) == b"elst":
-            yield from _elst_media_times(body)
-        elif kind == _ON_THE_WAY.get(parent):
-            yield from _edit_starts(body, kind)
-        offset += size
+        yield kind, payload[start:end]
 
 
 def _elst_media_times(body: bytes) -> Iterator[int]:

@@ -178,17 +178,17 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     the time cannot be told, and the clip is taken as it decodes.
 
     An MP4-family file says more in its boxes (`flowstore.extraction.mp4`): one whose media
-    box runs past its end is cut short whatever it decodes; and where an edit list drops the
-    frames before a cut made without re-encoding (`ffmpeg -ss ... -c copy`), the declared count
-    includes them, so the whole file is not held to it."""
+    box runs past its end is cut short whatever it decodes; and where its video track's edit
+    list drops frames at its start (those before a cut made without re-encoding, `ffmpeg -ss
+    ... -c copy`), the declared count includes them: the clip is held to the count less them."""
     container = _indexed_container(path)
     if container == "mp4":
         structure = mp4_structure(path)
         if structure.cut_short:
             raise SampleError(f"{path.name} ends inside its {structure.cut_short} box: the file "
                               f"is cut short or damaged")
-        if structure.drops_leading_media:
-            return
+        if fps > 0:
+            declared -= round(structure.video_dropped_s * fps)
     if declared < 2 or fps <= 0 or container is None:
         return
     frame_ms = 1000.0 / fps
