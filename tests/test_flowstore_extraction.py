@@ -217,11 +217,11 @@ def test_an_mp4_cut_without_re_encoding_extracts_and_one_cut_short_is_refused(tm
     (b"", False)])
 def test_the_containers_that_count_their_frames_are_told_by_their_first_bytes(
         tmp_path, head, indexed):
-    from flowstore.extraction.video import has_frame_index
+    from flowstore.extraction.video import indexed_container
 
     (tmp_path / "clip.mkv").write_bytes(head)
-    assert has_frame_index(tmp_path / "clip.mkv") is indexed
-    assert not has_frame_index(tmp_path / "missing.mp4")
+    assert (indexed_container(tmp_path / "clip.mkv") is not None) is indexed
+    assert indexed_container(tmp_path / "missing.mp4") is None
 
 
 def _with_drop_frames(path, every: int) -> int:

@@ -149,14 +149,9 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int, res
     return n, resized
 
 
-def has_frame_index(path: Path) -> bool:
-    """Whether the file is an AVI or of the MP4 family (`MP4_FIRST_BOXES`), by its first bytes:
-    the containers whose declared frame count is counted, not estimated."""
-    return _indexed_container(path) is not None
-
-
-def _indexed_container(path: Path) -> str | None:
-    """"avi" or "mp4" (the family) by the file's first bytes; None for any other."""
+def indexed_container(path: Path) -> str | None:
+    """"avi" or "mp4" (the MP4 family, `MP4_FIRST_BOXES`) by the file's first bytes: the
+    containers whose declared frame count is counted, not estimated; None for any other."""
     try:
         with open(path, "rb") as file:
             head = file.read(12)
@@ -181,7 +176,7 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     box runs past its end is cut short whatever it decodes; and where its video track's edit
     list drops frames at its start (those before a cut made without re-encoding, `ffmpeg -ss
     ... -c copy`), the declared count includes them: the clip is held to the count less them."""
-    container = _indexed_container(path)
+    container = indexed_container(path)
     if container == "mp4":
         structure = mp4_structure(path)
         if structure.cut_short:
