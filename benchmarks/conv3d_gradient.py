@@ -2,10 +2,13 @@
 
 Why: on a 2-core AMD EPYC without AVX-512 the test suite's flow runs took three times as long
 as on an Intel Xeon, and one training step of the flow model at 32 px and 4 flow steps took
-longer than one at 224 px and 16. TensorFlow's CPU kernel for the filter gradient of a 3D
-convolution picks its algorithm by the size of the problem, and on small batches takes one
-whose cost grows with every voxel of the batch. This measures it for the flow model's first
-convolution (`trainers.models.FLOW_CONVS[0]`: 128 filters, kernel 7, stride 2, on 2 flow
+longer than one at 224 px and 16. There TensorFlow runs without its oneDNN kernels (it turns
+them on by itself only with AVX-512), and its Eigen kernel for the filter gradient of a 3D
+convolution takes, on small batches, an algorithm whose cost grows with every voxel of the
+batch; `trainers` now ask for oneDNN (`trainers.backend.use_onednn_kernels`). `--onednn on`
+or `off` picks the kernels measured, one setting a run.
+
+This measures it for the flow model's first convolution (`trainers.models.FLOW_CONVS[0]`: 128 filters, kernel 7, stride 2, on 2 flow
 channels), one gradient step at a time, side by side in one run:
 
 - **TensorFlow's default** (what `trainers run` does on a CPU: Keras leaves XLA off there);
@@ -20,6 +23,7 @@ channels), one gradient step at a time, side by side in one run:
 
     python benchmarks/conv3d_gradient.py                  # the default grid, about 5 minutes
     python benchmarks/conv3d_gradient.py --shape 4x32x32 --batch 2 --repeats 1
+    python benchmarks/conv3d_gradient.py --onednn off     # TensorFlow's choice without AVX-512
 """
 
 from __future__ import annotations
@@ -83,6 +87,13 @@ def _shape(text: str) -> tuple[int, int, int]:
     return steps, height, width
 
 
+def _onednn_setting() -> str:
+    setting = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if setting is None:
+        return "TensorFlow's own choice (on with AVX-512, off without; TF_ENABLE_ONEDNN_OPTS unset)"
+    return f"TF_ENABLE_ONEDNN_OPTS={setting}"
+
+
 @refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -90,7 +101,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="STEPSxHEIGHTxWIDTH; repeat with --batch (default: a grid)")
     parser.add_argument("--batch", type=int, action="append")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--onednn", choices=("on", "off"),
+                        help="TensorFlow's oneDNN kernels on (what `trainers` ask for) or off "
+                             "(TensorFlow's own choice on a CPU without AVX-512); default: as "
+                             "TF_ENABLE_ONEDNN_OPTS says, else TensorFlow's own choice")
     args = parser.parse_args(argv)
+    if args.onednn:  # read by TensorFlow at its import, which comes later (`step_seconds`)
+        os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
     if args.shape:
         batches = args.batch or [2] * len(args.shape)
         if len(batches) != len(args.shape):
@@ -109,7 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     per_voxel = reference_seconds / reference_voxels
     print(f"first flow Conv3D (128 filters, kernel 7, stride 2), one gradient step, median of "
           f"{args.repeats}; reference rate {per_voxel * 1e6:.2f} us per batch voxel (the "
-          f"default path at the largest case)\n")
+          f"default path at the largest case); oneDNN kernels: "
+          f"{_onednn_setting()}\n")
     print("| flow steps x side x side | batch | batch voxels | TensorFlow default (s) | "
           "XLA (s) | at the reference rate (s) | default / reference | explicit padding, "
           "the model's (s) | explicit / default |")

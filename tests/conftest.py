@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Before any test imports TensorFlow: it reads TF_ENABLE_ONEDNN_OPTS once, at its import, and
+# the tests train on the kernels `trainers` train on (`trainers.backend.use_onednn_kernels`).
+import trainers  # noqa: F401,E402
 from tests.forked_cli import ForkedCli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -165,7 +165,9 @@ def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
     """`benchmarks/conv3d_gradient.py` on one tiny shape: a row with both timings and the
     reference rate (here its own, the only case)."""
     load_benchmark("conv3d_gradient").main(["--shape", "2x8x8", "--batch", "1", "--repeats", "1"])
-    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 2x8x8")]
+    out = capsys.readouterr().out
+    assert "oneDNN kernels: TF_ENABLE_ONEDNN_OPTS=1" in out  # (the tests' setting: conftest)
+    (row,) = [line for line in out.splitlines() if line.startswith("| 2x8x8")]
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[:3] == ["2x8x8", "1", "128"]
     assert float(cells[3]) > 0 and float(cells[4]) > 0 and cells[6] == "1x"

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,26 @@ def test_a_backend_import_error_is_said_by_its_first_line(exc, why, monkeypatch)
     message = str(backend_import_failed(exc))
     assert message == (f"Keras cannot start its torch backend, installed but failing to import "
                        f"({why}): pip install --force-reinstall 'flowstore[keras]' torch")
+
+
+_ONEDNN_ON = "oneDNN custom operations are on"
+
+
+@pytest.mark.parametrize("setting, on", [(None, True), ("0", False)])
+def test_tensorflow_starts_with_onednn_kernels_unless_the_user_turned_them_off(setting, on):
+    """`import trainers` asks TensorFlow for its oneDNN CPU kernels, which TensorFlow turns on by
+    itself only on CPUs with AVX-512 (on an AVX2-only CPU its own Conv3D filter gradient on
+    small batches is hundreds of times slower: `trainers.backend.use_onednn_kernels`); a user's
+    `TF_ENABLE_ONEDNN_OPTS=0` is kept. TensorFlow says at import which it took."""
+    pytest.importorskip("tensorflow")
+    env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    if setting is not None:
+        env["TF_ENABLE_ONEDNN_OPTS"] = setting
+    done = subprocess.run(
+        [sys.executable, "-c", "import trainers, os, tensorflow; "
+                               "print(os.environ['TF_ENABLE_ONEDNN_OPTS'])"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-1] == ("1" if on else "0")
+    assert (_ONEDNN_ON in done.stderr) == on, done.stderr[-2000:]

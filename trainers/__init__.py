@@ -6,3 +6,7 @@ TensorFlow, a Keras `PyDataset` on JAX or PyTorch: `trainers.backend`),
 `trainers.run` trains a model into a run directory and `trainers.report` turns run directories
 into the report's tables. `trainers.cli` is the `trainers` command.
 """
+
+from trainers.backend import use_onednn_kernels
+
+use_onednn_kernels()

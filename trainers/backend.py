@@ -27,6 +27,28 @@ TRAINING_BACKENDS = {"tensorflow": ("tensorflow", "TensorFlow"), "jax": ("jax", 
                      "torch": ("torch", "PyTorch")}
 
 
+#: TensorFlow's switch for its oneDNN CPU kernels, and what `trainers` set it to unless the user
+#: did (`use_onednn_kernels`).
+ONEDNN_VARIABLE, ONEDNN_ON = "TF_ENABLE_ONEDNN_OPTS", "1"
+
+
+def use_onednn_kernels() -> None:
+    """Ask TensorFlow for its oneDNN CPU kernels on every x86 CPU, unless the user set
+    `TF_ENABLE_ONEDNN_OPTS` (to 0, to turn them off). Runs as `trainers` is imported, before
+    TensorFlow is, which reads the variable once, at its own import.
+
+    Why: TensorFlow 2.21 turns oneDNN on by itself only on CPUs with AVX-512 (an Intel Xeon, a
+    recent AMD EPYC). On one with AVX2 alone it falls back to its Eigen kernels, three times
+    slower at the report's sizes (a flow training step at 224 px, 16 steps, batch 2: 3.9 s
+    against 1.3 s with oneDNN; an image CNN step 0.66 s against 0.26 s) and hundreds of times
+    slower on small batches, whose Conv3D filter gradient costs 0.3-0.6 ms a batch voxel there
+    (the flow model's first Conv3D: 44-65 s a step at 64 px, 16 steps, batch 1, against 0.02-0.07
+    s; `benchmarks/train_step_time.py`, `benchmarks/conv3d_gradient.py`). With it on, every x86
+    CPU trains on the same kernels, and the flow model's workaround of a oneDNN bug
+    (`trainers.models._same_padding`) holds on all of them."""
+    os.environ.setdefault(ONEDNN_VARIABLE, ONEDNN_ON)
+
+
 def configured_backend() -> str:
     """The backend Keras will start on, read as `keras/src/backend/config.py` reads it but
     without importing Keras (which, on TensorFlow, imports TensorFlow: seconds, and start-up

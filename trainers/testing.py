@@ -24,12 +24,11 @@ IMAGE_DATASETS = ("stanford40", "imagefolder")
 #: (dx, dy) per class, in pixels: class k moves in its own direction.
 _DIRECTIONS = ((2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0))
 #: The frame side and flow steps of a store a test trains a flow model on: 16 px and 2 steps,
-#: not 32 and 4. TensorFlow's CPU filter gradient of the flow model's first Conv3D (kernel 7,
-#: stride 2) takes a path on small batches whose cost grows with the batch's voxels, about
-#: 0.3-0.4 ms each on a 2-core AMD EPYC without AVX-512: that gradient alone took 2.7-3.5 s of
-#: each training step at 32 px, 4 steps, batch 2, and 0.3-0.4 s at 16 px, 2 steps (at 224 px
-#: and 16 steps it takes another path: 0.9-1.0 s; benchmarks/conv3d_gradient.py). The test
-#: suite's flow runs took three times as long there as on an Intel Xeon.
+#: not 32 and 4, the smallest a flow model trains on. Chosen when TensorFlow ran without its
+#: oneDNN kernels on AVX2-only CPUs, where the filter gradient of the flow model's first Conv3D
+#: cost 0.3-0.6 ms a batch voxel on small batches (2.7-3.5 s a training step at 32 px, 4 steps,
+#: batch 2); `trainers` now turn oneDNN on (`trainers.backend.use_onednn_kernels`), where it
+#: takes milliseconds, and the smaller stores stay as the cheaper ones.
 TINY_FLOW = {"size": 16, "steps": 2}
 
 
