@@ -199,3 +199,28 @@ def test_frame_views_without_keys_leaves_the_batch_as_random_frame_does():
     batch = {"flow": np.zeros((2, 3, 4, 4, 2), np.float16), "label": np.arange(2)}
     assert frame_views(batch, keys=()) is batch
     assert random_frame(batch, np.random.default_rng(0), keys=()) is batch
+
+
+def test_frame_views_read_the_done_samples_the_command_found(tiny_tvhi_source, tmp_path):
+    """Under a frame-views recipe a model's samples read the per-step `frames` through the
+    reader the command opened (`StoreSamples.for_recipe`): a build that appended since does
+    not add samples to it, as it does not to the other runs of the chain (`for_model`)."""
+    from tests.conftest import TINY_BUILD, flowstore_cli
+    from trainers.samples import StoreSamples
+
+    store_path = tmp_path / "tvhi.zarr"
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store_path, *TINY_BUILD,
+             "-q")
+    assert flowstore_cli(*build, "--max-per-split", "1").returncode == 0
+    store = open_store(store_path)
+    try:
+        samples = StoreSamples(store, "frames")
+        found = samples.done_samples()
+        assert flowstore_cli(*build).returncode == 0  # the build appends meanwhile
+        viewed = samples.for_recipe(Recipe(1e-4, 2, 1, frame_views=True))
+        assert viewed.frame_views and viewed.inputs != samples.inputs
+        assert viewed.done_samples() == found
+        assert sum(found.counts.values()) == 3  # (one a split, as the command found it)
+        assert StoreSamples(store, "frames").done_samples() != found  # (it did append)
+    finally:
+        store.close()
