@@ -41,9 +41,10 @@ def use_onednn_kernels() -> None:
     recent AMD EPYC). On one with AVX2 alone it falls back to its Eigen kernels, three times
     slower at the report's sizes (a flow training step at 224 px, 16 steps, batch 2: 3.9 s
     against 1.3 s with oneDNN; an image CNN step 0.66 s against 0.26 s) and hundreds of times
-    slower on small batches, whose Conv3D filter gradient costs 0.3-0.6 ms a batch voxel there
-    (the flow model's first Conv3D: 44-65 s a step at 64 px, 16 steps, batch 1, against 0.02-0.07
-    s; `benchmarks/train_step_time.py`, `benchmarks/conv3d_gradient.py`). With it on, every x86
+    slower on small batches, whose Conv3D filter gradient costs 0.5-1.7 ms a batch voxel there
+    (the flow model's first Conv3D: 30 s a step at 64 px, 16 steps, batch 1, against 0.02 s;
+    1.7 s at the tests' 16 px, 2 steps, batch 2, against 0.003 s;
+    `benchmarks/train_step_time.py`, `benchmarks/conv3d_gradient.py`). With it on, every x86
     CPU trains on the same kernels, and the flow model's workaround of a oneDNN bug
     (`trainers.models._same_padding`) holds on all of them."""
     os.environ.setdefault(ONEDNN_VARIABLE, ONEDNN_ON)

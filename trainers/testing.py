@@ -26,7 +26,7 @@ _DIRECTIONS = ((2.0, 0.0), (-2.0, 0.0), (0.0, 2.0), (0.0, -2.0))
 #: The frame side and flow steps of a store a test trains a flow model on: 16 px and 2 steps,
 #: not 32 and 4, the smallest a flow model trains on. Chosen when TensorFlow ran without its
 #: oneDNN kernels on AVX2-only CPUs, where the filter gradient of the flow model's first Conv3D
-#: cost 0.3-0.6 ms a batch voxel on small batches (2.7-3.5 s a training step at 32 px, 4 steps,
+#: cost 0.3-1.7 ms a batch voxel on small batches (2.7-3.5 s a training step at 32 px, 4 steps,
 #: batch 2); `trainers` now turn oneDNN on (`trainers.backend.use_onednn_kernels`), where it
 #: takes milliseconds, and the smaller stores stay as the cheaper ones.
 TINY_FLOW = {"size": 16, "steps": 2}
