@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -190,6 +191,8 @@ def test_tensorflow_starts_with_onednn_kernels_unless_the_user_turned_them_off(s
     small batches is hundreds of times slower: `trainers.backend.use_onednn_kernels`); a user's
     `TF_ENABLE_ONEDNN_OPTS=0` is kept. TensorFlow says at import which it took."""
     pytest.importorskip("tensorflow")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("TensorFlow's oneDNN switch and its note are those of its x86 builds")
     env = {key: value for key, value in os.environ.items() if key != "TF_ENABLE_ONEDNN_OPTS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "0"
     if setting is not None:
