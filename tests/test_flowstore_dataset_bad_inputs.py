@@ -72,6 +72,17 @@ def test_hmdb51_split_file_naming_an_absent_clip_fails_that_clip_alone(copy, tmp
     assert failed == {"Gone_(HQ)_clip_0": "video file is missing: Gone_(HQ)_clip_0.avi"}
 
 
+def _built_kinetics(source: Path, store_path: Path) -> tuple:
+    """A synthetic Kinetics copy built: its ids, `done` and flow bytes, once its one missing
+    clip (the synthetic copy lacks one, as real ones do) is the only failure."""
+    failed = failures_listed(build_cli("kinetics", source, store_path))
+    (sample, reason), = failed.items()
+    assert reason == f"video file is missing: {sample}.mp4"
+    with open_store(store_path, "r") as store:
+        return (store.read("id").tolist(), store.read("done").tolist(),
+                store.read("flow")[:].tobytes())
+
+
 def test_kinetics_label_folders_renamed_by_mmaction2_build_as_the_csv_spelling(tmp_path):
     """MMAction2's `rename_classnames.sh` writes label folders with `_` for spaces (`-` for
     parentheses in some versions); every clip of those labels failed as "missing". They are
@@ -88,13 +99,28 @@ def test_kinetics_label_folders_renamed_by_mmaction2_build_as_the_csv_spelling(t
                 renamed = renamed.replace("(", "-").replace(")", "-")
             folder.rename(folder.with_name(renamed))
         assert (spelling == "as-listed") != any("_" in p.name for p in source.glob("train/*"))
-        failed = failures_listed(build_cli("kinetics", source, tmp_path / f"{spelling}.zarr"))
-        (sample, reason), = failed.items()  # (the clip the synthetic copy lacks, as real ones)
-        assert reason == f"video file is missing: {sample}.mp4"
-        with open_store(tmp_path / f"{spelling}.zarr", "r") as store:
-            stores[spelling] = (store.read("id").tolist(), store.read("done").tolist(),
-                                store.read("flow")[:].tobytes())
+        stores[spelling] = _built_kinetics(source, tmp_path / f"{spelling}.zarr")
     assert stores["underscored"] == stores["as-listed"] == stores["dashed"]
+
+
+def test_kinetics_clips_flat_in_their_split_folder_build_as_in_label_folders(tmp_path):
+    """The CVD Foundation's archives (the Kinetics copy most people download) extract a split's
+    clips straight into `train/` and `val/`, no label folders: the build was refused ("none of
+    the clips its split lists is in ..."). They are read where they are, the same store; a
+    copy half sorted into label folders reads each clip from where it is."""
+    config = dataclasses.replace(TINY, classes=3)
+    listed = get_dataset("kinetics").write_synthetic(tmp_path / "listed", config)
+    stores = {}
+    for layout in ("label-folders", "flat", "half-sorted"):
+        source = Path(shutil.copytree(listed, tmp_path / layout))
+        folders = sorted(p for p in source.glob("*/*") if p.parent.name != "annotations")
+        for folder in folders[1:] if layout == "half-sorted" else folders * (layout == "flat"):
+            for clip in folder.glob("*.mp4"):
+                clip.rename(folder.parent / clip.name)
+            folder.rmdir()
+        assert any(source.glob("train/*.mp4")) == (layout != "label-folders")
+        stores[layout] = _built_kinetics(source, tmp_path / f"{layout}.zarr")
+    assert stores["flat"] == stores["label-folders"] == stores["half-sorted"]
 
 
 def test_kinetics_split_folder_named_otherwise_is_told_on_a_warning_line(copy, tmp_path):

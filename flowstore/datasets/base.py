@@ -164,7 +164,7 @@ class Dataset(abc.ABC):
     def check_some_present(self, source: Path, manifest: Manifest,
                            sizes: "SourceSizes | None" = None) -> None:
         """Refuse a source that holds none of the files its split lists: a copy laid out
-        otherwise than the dataset's layout (Kinetics clips flat under ``train/``, an empty
+        otherwise than the dataset's layout (Kinetics split folders named otherwise, an empty
         clip folder) would otherwise make a store of nothing but "file is missing" failures,
         each naming only its file. Some missing is normal (a Kinetics copy misses 5-10%) and
         builds; none present is a wrong --source.

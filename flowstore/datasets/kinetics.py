@@ -5,15 +5,20 @@ Source layout, as the official annotations and the common downloaders leave it::
     SOURCE/annotations/train.csv, val.csv     label,youtube_id,time_start,time_end,split[,is_cc]
     SOURCE/annotations/test.csv               (optional; no label column: not used)
     SOURCE/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4
+    SOURCE/<split>/<youtube_id>_<start:06d>_<end:06d>.mp4        (or flat: CVDF's archives)
 
 A label's folder may also be spelled as MMAction2's ``rename_classnames.sh`` leaves it: spaces
 as ``_`` (``air_drumming``), and in some of its versions parentheses as ``-``; the first
-spelling present in the split folder is read (`label_folder`).
+spelling present in the split folder is read (`label_folder`). The archives of the CVD
+Foundation (cvdfoundation/kinetics-dataset: a common copy, since many of the YouTube videos
+are gone) extract every clip of a split into the split folder itself, with
+no label folders: a label with no folder of its own, in a split folder that holds clips, is
+read from there (`clip_folder`).
 
 Quirks of the real CSVs (the copies in the shared data folder): labels with spaces are quoted
 (``"air drumming"``), some hold parentheses or apostrophes; Kinetics-600 has no ``is_cc``.
-Real copies always miss 5-10% of their clips (videos taken off YouTube): each missing clip is a
-recorded failure ("video file is missing"), the rest builds.
+Copies downloaded from YouTube miss 5-10% of their clips (videos taken off it): each missing clip
+is a recorded failure ("video file is missing"), the rest builds.
 
 Split (DESIGN.md): test = the official val set (what the literature reports, since the official
 test set has no labels); val is carved from train (``--val-fraction``, stratified by class,
@@ -23,6 +28,7 @@ test set has no labels); val is carved from train (``--val-fraction``, stratifie
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +79,28 @@ def label_folder(split_folder: Path, label: str) -> str:
     return next((name for name in label_folders(label) if (split_folder / name).is_dir()), label)
 
 
+def holds_clips(split_folder: Path) -> bool:
+    """Whether `split_folder` holds clips itself (`*.mp4`), as CVDF's archives extract, rather
+    than in label folders alone. Stops at the first clip: a flat folder of 240,000 clips is not
+    listed, a folder of 400 label folders is."""
+    try:
+        with os.scandir(split_folder) as entries:
+            return any(entry.name.endswith(".mp4") and entry.is_file() for entry in entries)
+    except OSError:  # missing or unreadable: its clips fail as missing, named by their path
+        return False
+
+
+def clip_folder(source: Path, split_folder: str, label: str, flat: bool) -> str:
+    """The folder, relative to `source`, a clip of `label` listed under `split_folder` is read
+    from: its label's folder where the split folder has one (`label_folder`); else the split
+    folder itself where that holds clips (`flat`: CVDF's layout); else the folder the CSV's
+    label names (its clips then fail as missing, named by that path)."""
+    folder = label_folder(source / split_folder, label)
+    if flat and not (source / split_folder / folder).is_dir():
+        return split_folder
+    return f"{split_folder}/{folder}"
+
+
 def _seconds(value: str, where: str) -> int:
     try:
         number = float(value)
@@ -96,7 +124,8 @@ class Kinetics(VideoDataset):
                                     f"{ANNOTATIONS_DIR}/train.csv and val.csv, as Kinetics ships")
         by_split: dict[str, dict[str, list[str]]] = {}
         paths = SamplePaths()  # (this source's alone: a second manifest reads it afresh)
-        folders: dict[tuple[str, str], str] = {}  # (split folder, label) -> its folder's name
+        flat: dict[str, bool] = {}  # split folder -> whether it holds clips itself
+        folders: dict[tuple[str, str], str] = {}  # (split folder, label) -> its clips' folder
         for split, name in CSV_OF_SPLIT.items():
             path = folder / name
             per_class = by_split[split] = {}
@@ -116,9 +145,12 @@ class Kinetics(VideoDataset):
                 sample_id = clip_name(youtube_id, start, end)
                 if sample_id in paths:
                     raise SourceLayoutError(f"{where}: clip {sample_id} is listed twice")
+                if folder_name not in flat:
+                    flat[folder_name] = holds_clips(source / folder_name)
                 if (folder_name, label) not in folders:
-                    folders[folder_name, label] = label_folder(source / folder_name, label)
-                paths[sample_id] = f"{folder_name}/{folders[folder_name, label]}/{sample_id}.mp4"
+                    folders[folder_name, label] = clip_folder(source, folder_name, label,
+                                                              flat[folder_name])
+                paths[sample_id] = f"{folders[folder_name, label]}/{sample_id}.mp4"
                 per_class.setdefault(label, []).append(sample_id)
         self.sample_paths = paths
         check_spellings([*by_split["train"], *by_split["test"]],
