@@ -61,6 +61,8 @@ from flowstore.store.layout import BY_NAME
 from flowstore.store.lock import release_reader_lock
 
 _STR = h5py.string_dtype("utf-8")
+#: A sample whose chunk offset is not known yet (`_chunk_offset`): offsets are >= 0.
+NO_OFFSET = -1
 #: Where `put_column` writes a replacement column before it takes the column's place.
 _UPGRADE_PREFIX = "_upgrade_"
 #: Where `rewrite_column` keeps a column it replaced whose chunk index cannot be read: HDF5
@@ -109,7 +111,10 @@ class HDF5Store(Store):
         self.mode = mode
         # read-only stores read unfiltered chunks with os.preadv on their own descriptor
         self._raw_fd: int | None = os.open(file.filename, os.O_RDONLY) if mode == "r" else None
-        self._chunk_offsets: dict[tuple[str, int], int] = {}
+        # array name -> each sample's chunk offset, NO_OFFSET until read: 8 bytes a sample,
+        # where a dict entry per (array, sample) took ~150 (~130 MB a process, a DataLoader
+        # worker each, for a Kinetics store of 300,000 samples and three arrays)
+        self._chunk_offsets: dict[str, np.ndarray] = {}
         self._raw_arrays: dict[str, bool] = {}  # array name -> its chunks can be read raw
         self._verified: dict[str, bool] = {}  # array name -> its first raw read matched h5py
         # held open while writing: HDF5 writes a dataset's cached chunks when its last handle
@@ -266,9 +271,9 @@ class HDF5Store(Store):
 
     def _chunk_offset(self, name: str, index: int, out: np.ndarray) -> int | None:
         """File offset of sample `index`'s chunk when its bytes can be read raw, else None."""
-        key = (name, index)
-        if key in self._chunk_offsets:
-            return self._chunk_offsets[key]
+        offsets = self._chunk_offsets.get(name)
+        if offsets is not None and offsets[index] != NO_OFFSET:
+            return int(offsets[index])
         if name not in self._raw_arrays:
             self._raw_arrays[name] = self._raw_fd is not None and _unfiltered_sample_chunks(
                 self._dataset(name))
@@ -279,7 +284,9 @@ class HDF5Store(Store):
         info = dataset.id.get_chunk_info_by_coord((index,) + (0,) * (dataset.ndim - 1))
         if info.byte_offset is None or info.size != out.nbytes:  # not written (yet)
             return None
-        self._chunk_offsets[key] = info.byte_offset  # an unfiltered chunk never moves
+        if offsets is None:  # (a thread that made one first keeps its own)
+            offsets = self._chunk_offsets.setdefault(name, np.full(len(dataset), NO_OFFSET))
+        offsets[index] = info.byte_offset  # an unfiltered chunk never moves
         return info.byte_offset
 
     def info(self, name: str) -> ArrayInfo:
