@@ -38,6 +38,7 @@ import numpy as np
 from flowstore.datasets import get_dataset
 from flowstore.build import DATA_ERRORS, check_workers
 from flowstore.errors import FlowstoreError, ParameterError, StoreError
+from flowstore.leftovers import remove_dead_work_folders
 from flowstore.parallel import usable_cores
 from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
@@ -51,6 +52,8 @@ DEFAULT_SAMPLE_SIZE = 20
 BOOTSTRAP_RESAMPLES = 2000
 #: The encoding named for a dataset without flow (still images): its one way of storing.
 NO_FLOW = "-"
+#: The scratch folder's name in the temporary folder, before its process's pid.
+SCRATCH_PREFIX = "flowstore-estimate-"
 
 
 @dataclass(frozen=True)
@@ -137,7 +140,9 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
     result = Estimate(dataset=dataset.name, items=len(selected), workers=workers, cores=cores,
                       confidence=confidence, encoding=flow_dtype or NO_FLOW)
     columns = manifest.store_columns(selected)
-    scratch = Path(tempfile.mkdtemp(prefix="flowstore-estimate-"))
+    # named by this process, for the next estimate to remove if it is killed (`leftovers`)
+    remove_dead_work_folders(Path(tempfile.gettempdir()), SCRATCH_PREFIX)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
     try:
         stores = {}
         for encoding in encodings:

@@ -236,3 +236,28 @@ def test_seed_draws_the_split_the_build_of_that_seed_would(dataset, split_seed, 
     assert "recorded" in result.output, result.output
     assert given["seed"] == 5
     assert given["options"].get("seed") == split_seed, given
+
+
+def test_scratch_folders_of_killed_estimates_are_removed_by_the_next(tiny_tvhi_source,
+                                                                    tmp_path, monkeypatch):
+    """An estimate killed (SIGKILL, the out-of-memory killer) left its scratch stores in the
+    temporary folder for good. Scratch folders are named by their process; the next estimate
+    removes those whose process is gone, and leaves a running one's and anything else."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    from flowstore.estimate import SCRATCH_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)
+    dead, alive = int(ended.stdout), os.getppid()
+    names = [f"{SCRATCH_PREFIX}{dead}-x1", f"{SCRATCH_PREFIX}{alive}-x2",
+             f"{SCRATCH_PREFIX}{dead}", f"{SCRATCH_PREFIX}abc-x3", f"other-{dead}-x4"]
+    for name in names:
+        (tmp_path / name / "store.zarr").mkdir(parents=True)
+    estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=2,
+             progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[1:])

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from flowstore.leftovers import process_gone
 from trainers.catalogue import canonical_name
 from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError, RunWriteError
 from trainers.recipes import recorded_recipe
@@ -305,15 +306,7 @@ def _dead_writer(path: Path) -> int | None:
     if not path.name.startswith(PARTIAL_PREFIX) or len(parts) != 3 or not parts[1].isdigit():
         return None
     pid = int(parts[1])
-    if pid <= 0:  # (no process's: kill(0) signals this process group)
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return pid
-    except (OSError, OverflowError):  # (alive, another user's; no pid at all)
-        return None
-    return None
+    return pid if process_gone(pid) else None
 
 
 def enclosing_run(path: str | Path) -> Path | None:

@@ -60,6 +60,7 @@ import torch
 from torch.utils.data import get_worker_info
 from torch.utils.data._utils.collate import collate, default_collate_fn_map
 
+from flowstore.leftovers import process_gone
 from flowstore.reader import buffers
 from flowstore.reader.dataset import ID, BatchSample
 
@@ -444,22 +445,12 @@ def _known_lender(lender: str, shared: tuple[torch.Tensor, torch.Tensor] | None,
         return None
     in_use = {id(owner) for _, owner, _ in borrowed}
     for name, known in list(_LENDERS.items()):
-        if id(known.lent) not in in_use and not _alive(known.pid):
+        if id(known.lent) not in in_use and process_gone(known.pid):
             del _LENDERS[name]
     lent, mapped = shared
     known = _LENDERS[lender] = _Lender(pid, lent, mapped)
     lent[KNOWN] = 1
     return known
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 @lru_cache(maxsize=None)
