@@ -272,7 +272,7 @@ class HDF5Store(Store):
     def _chunk_offset(self, name: str, index: int, out: np.ndarray) -> int | None:
         """File offset of sample `index`'s chunk when its bytes can be read raw, else None."""
         offsets = self._chunk_offsets.get(name)
-        if offsets is not None and offsets[index] != NO_OFFSET:
+        if offsets is not None and index < len(offsets) and offsets[index] != NO_OFFSET:
             return int(offsets[index])
         if name not in self._raw_arrays:
             self._raw_arrays[name] = self._raw_fd is not None and _unfiltered_sample_chunks(
@@ -284,8 +284,9 @@ class HDF5Store(Store):
         info = dataset.id.get_chunk_info_by_coord((index,) + (0,) * (dataset.ndim - 1))
         if info.byte_offset is None or info.size != out.nbytes:  # not written (yet)
             return None
-        if offsets is None:  # (a thread that made one first keeps its own)
-            offsets = self._chunk_offsets.setdefault(name, np.full(len(dataset), NO_OFFSET))
+        if offsets is None:  # (where another thread made it first, setdefault keeps that one)
+            offsets = self._chunk_offsets.setdefault(name, np.full(len(dataset), NO_OFFSET,
+                                                                    np.int64))
         offsets[index] = info.byte_offset  # an unfiltered chunk never moves
         return info.byte_offset
 
