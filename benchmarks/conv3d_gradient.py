@@ -8,8 +8,9 @@ convolution takes, on small batches, an algorithm whose cost grows with every vo
 batch; `trainers` now ask for oneDNN (`trainers.backend.use_onednn_kernels`). `--onednn on`
 or `off` picks the kernels measured, one setting a run.
 
-This measures it for the flow model's first convolution (`trainers.models.FLOW_CONVS[0]`: 128 filters, kernel 7, stride 2, on 2 flow
-channels), one gradient step at a time, side by side in one run:
+This measures it for the flow model's first convolution (`trainers.models.FLOW_CONVS[0]`:
+128 filters, kernel 7, stride 2, on 2 flow channels), one gradient step at a time, side by side
+in one run:
 
 - **TensorFlow's default** (what `trainers run` does on a CPU: Keras leaves XLA off there);
 - **XLA** (`jit_compile=True`), which compiles the same step to its own convolution code;
@@ -108,6 +109,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.onednn:  # read by TensorFlow at its import, which comes later (`step_seconds`)
         os.environ["TF_ENABLE_ONEDNN_OPTS"] = "1" if args.onednn == "on" else "0"
+    # read now: importing `trainers` (after TensorFlow, in `step_seconds`) sets the variable
+    # where it was unset, which would then misname TensorFlow's own choice
+    onednn = _onednn_setting()
     if args.shape:
         batches = args.batch or [2] * len(args.shape)
         if len(batches) != len(args.shape):
@@ -126,8 +130,7 @@ def main(argv: list[str] | None = None) -> None:
     per_voxel = reference_seconds / reference_voxels
     print(f"first flow Conv3D (128 filters, kernel 7, stride 2), one gradient step, median of "
           f"{args.repeats}; reference rate {per_voxel * 1e6:.2f} us per batch voxel (the "
-          f"default path at the largest case); oneDNN kernels: "
-          f"{_onednn_setting()}\n")
+          f"default path at the largest case); oneDNN kernels: {onednn}\n")
     print("| flow steps x side x side | batch | batch voxels | TensorFlow default (s) | "
           "XLA (s) | at the reference rate (s) | default / reference | explicit padding, "
           "the model's (s) | explicit / default |")
