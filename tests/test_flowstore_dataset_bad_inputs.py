@@ -123,6 +123,37 @@ def test_kinetics_clips_flat_in_their_split_folder_build_as_in_label_folders(tmp
     assert stores["flat"] == stores["label-folders"] == stores["half-sorted"]
 
 
+def test_kinetics_laid_out_by_mmaction2_or_deepmind_builds_as_the_official_layout(tmp_path):
+    """MMAction2's scripts rename the CSVs (`annotations/kinetics_train.csv`, `kinetics_val.csv`)
+    and download into `videos_train/` and `videos_val/`; DeepMind's archive names the val CSV
+    `validate.csv`. Such a copy was refused ("no annotation CSV at .../train.csv"); it builds,
+    the same store, and its fingerprint hashes the CSVs read. A copy with no CSV of a split
+    is one error naming each name looked for."""
+    config = dataclasses.replace(TINY, classes=3)
+    listed = get_dataset("kinetics").write_synthetic(tmp_path / "listed", config)
+    renames = {"mmaction2": {"annotations/train.csv": "annotations/kinetics_train.csv",
+                             "annotations/val.csv": "annotations/kinetics_val.csv",
+                             "train": "videos_train", "val": "videos_val"},
+               "deepmind": {"annotations/val.csv": "annotations/validate.csv"}}
+    stores = {"official": _built_kinetics(listed, tmp_path / "official.zarr")}
+    for layout, moves in renames.items():
+        source = Path(shutil.copytree(listed, tmp_path / layout))
+        for old, new in moves.items():
+            (source / old).rename(source / new)
+        stores[layout] = _built_kinetics(source, tmp_path / f"{layout}.zarr")
+        dataset = get_dataset("kinetics")
+        read = {name for name in dataset.source_files(source, dataset.manifest(source))
+                if name.startswith("annotations/")}
+        assert read == {moves.get(name, name) for name in ("annotations/train.csv",
+                                                           "annotations/val.csv")}
+    assert stores["mmaction2"] == stores["official"] == stores["deepmind"]
+    (tmp_path / "mmaction2" / "annotations" / "kinetics_val.csv").unlink()
+    store = tmp_path / "none.zarr"
+    line = refused(build_cli("kinetics", tmp_path / "mmaction2", store), store)
+    assert line.endswith("/mmaction2/annotations/val.csv' (nor validate.csv or kinetics_val.csv, "
+                         "as others name it)"), line
+
+
 def test_kinetics_split_folder_named_otherwise_is_told_on_a_warning_line(copy, tmp_path):
     """Kinetics' `val/` named `validation/` built a store without test samples, each failing
     as "missing" by its file name alone; a split none of whose clips is there is told."""

@@ -7,6 +7,12 @@ Source layout, as the official annotations and the common downloaders leave it::
     SOURCE/<split>/<label>/<youtube_id>_<start:06d>_<end:06d>.mp4
     SOURCE/<split>/<youtube_id>_<start:06d>_<end:06d>.mp4        (or flat: CVDF's archives)
 
+MMAction2's layout (``tools/data/kinetics``) builds as it is: its renamed CSVs
+(``annotations/kinetics_train.csv``, ``kinetics_val.csv``; DeepMind's archive's own
+``validate.csv`` too) and its clip folders ``videos_train/``, ``videos_val/``: a CSV's ``split``
+value ``s`` is read from the folder ``s/`` where there is one, else from ``videos_s/``
+(`split_folder_of`). The first CSV name present of each split is read (`annotation_csv`).
+
 A label's folder may also be spelled as MMAction2's ``rename_classnames.sh`` leaves it: spaces
 as ``_`` (``air_drumming``), and in some of its versions parentheses as ``-``; the first
 spelling present in the split folder is read (`label_folder`). The archives of the CVD
@@ -42,8 +48,12 @@ from flowstore.synth.clips import SynthClipsConfig
 
 ANNOTATIONS_DIR = "annotations"
 COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
-#: The official CSV each split of the store comes from, and the clip folder it names.
-CSV_OF_SPLIT = {"train": "train.csv", "test": "val.csv"}
+#: The CSV names each split of the store may come from, in the order they are looked for: the
+#: official (and CVDF's) name, DeepMind's archive's (`validate.csv`), MMAction2's renaming.
+CSVS_OF_SPLIT = {"train": ("train.csv", "kinetics_train.csv"),
+                 "test": ("val.csv", "validate.csv", "kinetics_val.csv")}
+#: What MMAction2's scripts put before a CSV's `split` value to name its clip folder.
+MMACTION2_FOLDER_PREFIX = "videos_"
 #: What a label, youtube_id or split folder may not hold: each is one name of the clip's path.
 _NOT_A_NAME = re.compile(r"[/\\]|^\.\.?$")
 
@@ -77,6 +87,30 @@ def label_folder(split_folder: Path, label: str) -> str:
     """The first spelling of `label`'s folder (`label_folders`) present in `split_folder`,
     else the CSV's own (its clips then fail as missing, named by that path)."""
     return next((name for name in label_folders(label) if (split_folder / name).is_dir()), label)
+
+
+def annotation_csv(source: Path, split: str) -> str:
+    """The CSV, relative to `source`, that the store's `split` ("train" or "test") is read
+    from: the first of its names (`CSVS_OF_SPLIT`) present in `annotations/`.
+
+    Raises:
+        SourceLayoutError: none of them is there.
+    """
+    names = CSVS_OF_SPLIT[split]
+    for name in names:
+        if os.path.lexists(source / ANNOTATIONS_DIR / name):
+            return f"{ANNOTATIONS_DIR}/{name}"
+    raise SourceLayoutError(f"no annotation CSV at {str(source / ANNOTATIONS_DIR / names[0])!r} "
+                            f"(nor {' or '.join(names[1:])}, as others name it)")
+
+
+def split_folder_of(source: Path, split: str) -> str:
+    """The folder, relative to `source`, the clips a CSV lists under `split` (its `split`
+    column) are in: `split` itself where there is one, else MMAction2's `videos_<split>` where
+    that is there, else `split` (its clips then fail as missing, named by that path)."""
+    if not (source / split).is_dir() and (source / f"{MMACTION2_FOLDER_PREFIX}{split}").is_dir():
+        return f"{MMACTION2_FOLDER_PREFIX}{split}"
+    return split
 
 
 def holds_clips(split_folder: Path) -> bool:
@@ -125,12 +159,12 @@ class Kinetics(VideoDataset):
         by_split: dict[str, dict[str, list[str]]] = {}
         paths = SamplePaths()  # (this source's alone: a second manifest reads it afresh)
         flat: dict[str, bool] = {}  # split folder -> whether it holds clips itself
-        folders: dict[tuple[str, str], str] = {}  # (split folder, label) -> its clips' folder
-        for split, name in CSV_OF_SPLIT.items():
-            path = folder / name
+        folders: dict[tuple[str, str], str] = {}  # (split column, label) -> its clips' folder
+        csvs = {split: annotation_csv(source, split) for split in CSVS_OF_SPLIT}
+        for split, name in csvs.items():
             per_class = by_split[split] = {}
-            for number, row in read_csv(path, "annotation CSV", COLUMNS):
-                where = f"{ANNOTATIONS_DIR}/{name} line {number}"
+            for number, row in read_csv(source / name, "annotation CSV", COLUMNS):
+                where = f"{name} line {number}"
                 label, youtube_id = row["label"].strip(), row["youtube_id"].strip()
                 folder_name = row["split"].strip()
                 # each names a path component: one that is a path would read a file elsewhere
@@ -145,32 +179,32 @@ class Kinetics(VideoDataset):
                 sample_id = clip_name(youtube_id, start, end)
                 if sample_id in paths:
                     raise SourceLayoutError(f"{where}: clip {sample_id} is listed twice")
-                if folder_name not in flat:
-                    flat[folder_name] = holds_clips(source / folder_name)
                 if (folder_name, label) not in folders:
-                    folders[folder_name, label] = clip_folder(source, folder_name, label,
-                                                              flat[folder_name])
+                    clips = split_folder_of(source, folder_name)
+                    if clips not in flat:
+                        flat[clips] = holds_clips(source / clips)
+                    folders[folder_name, label] = clip_folder(source, clips, label, flat[clips])
                 paths[sample_id] = f"{folders[folder_name, label]}/{sample_id}.mp4"
                 per_class.setdefault(label, []).append(sample_id)
         self.sample_paths = paths
         check_spellings([*by_split["train"], *by_split["test"]],
-                        f"{ANNOTATIONS_DIR}/train.csv and val.csv")
+                        f"{csvs['train']} and {Path(csvs['test']).name}")
         classes = sorted(by_split["train"])
         strangers = sorted(set(by_split["test"]) - set(classes))
         if strangers:
-            raise SourceLayoutError(f"{ANNOTATIONS_DIR}/val.csv has label {strangers[0]!r}, which "
-                                    f"train.csv lacks")
+            raise SourceLayoutError(f"{csvs['test']} has label {strangers[0]!r}, which "
+                                    f"{Path(csvs['train']).name} lacks")
         if not classes:
-            raise SourceLayoutError(f"{ANNOTATIONS_DIR}/train.csv in {str(source)!r} lists no "
-                                    f"clips")
+            raise SourceLayoutError(f"{csvs['train']} in {str(source)!r} lists no clips")
         return build_manifest(classes, by_split["train"], by_split["test"],
                               val_fraction=self.options.val_fraction, seed=self.options.seed)
 
     def source_files(self, source: Path, manifest: Manifest) -> SourceSizes:
         """Every listed clip (None where it is missing), plus the CSVs read."""
         sizes = super().source_files(source, manifest)
-        for name in CSV_OF_SPLIT.values():
-            sizes[f"{ANNOTATIONS_DIR}/{name}"] = (source / ANNOTATIONS_DIR / name).stat().st_size
+        for split in CSVS_OF_SPLIT:
+            name = annotation_csv(source, split)
+            sizes[name] = (source / name).stat().st_size
         return sizes
 
     def write_synthetic(self, folder: Path, config: SynthClipsConfig) -> Path:
