@@ -228,12 +228,27 @@ def open_planned(config: BuildConfig, planned: Plan, opencv: str) -> Store:
                            planned.source_files, planned.fingerprint, opencv)
 
 
+#: Control characters (C0, DEL, C1): what a file name may hold that a terminal does not print.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with each control character written as Python escapes it (``\\n``, ``\\x1b``).
+
+    A sample's id and its failure's reason name its file, and a file name may hold any
+    character but ``/``: a newline split a failure's line in two (a reader of the listing, or
+    a script, took the rest for another sample) and an escape sequence was obeyed by the
+    terminal. The store keeps the id as it is; only what is printed is escaped."""
+    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
 def failure_lines(failures: Mapping[str, str]) -> list[str]:
     """How failures are shown (build summary, `flowstore inspect`): one ``  id: reason`` line
-    each up to FAILURES_LISTED, else one line per kind of reason with its count and examples."""
+    each up to FAILURES_LISTED, else one line per kind of reason with its count and examples;
+    each line one line however its file is named (`one_line`)."""
     if len(failures) <= FAILURES_LISTED:
-        return [f"  {sample}: {reason}" for sample, reason in failures.items()]
-    return [f"  {count} x {reason} (e.g. {', '.join(examples)})"
+        return [one_line(f"  {sample}: {reason}") for sample, reason in failures.items()]
+    return [one_line(f"  {count} x {reason} (e.g. {', '.join(examples)})")
             for reason, count, examples in group_failures(failures)]
 
 
@@ -278,7 +293,7 @@ def duplicate_line(group: list[dict[str, str]]) -> str:
     line = " = ".join(f"{member['id']} ({member['split']})"
                       for member in ordered[:SHOWN_DUPLICATE_MEMBERS])
     more = len(group) - SHOWN_DUPLICATE_MEMBERS
-    return line if more <= 0 else f"{line} = ... ({len(group)} in all)"
+    return one_line(line if more <= 0 else f"{line} = ... ({len(group)} in all)")
 
 
 def build(config: BuildConfig) -> BuildResult:

@@ -601,3 +601,34 @@ def test_byte_identical_sources_are_told_by_build_and_listed_by_inspect(tvhi_sou
         chunk_file(store, "split", 0).write_bytes(b"")
         text = flowstore_cli("inspect", store).stdout
         assert "\x00" not in text and f"{test} (unreadable)" in text, text
+
+
+def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
+    """A file name may hold any character but `/`: a failed clip named with a newline split its
+    failure's line in two (build summary and `inspect`), and one named with an ESC sequence
+    coloured the terminal. Each control character is printed escaped, as Python writes it;
+    the store keeps the id as it is."""
+    source = tmp_path / "src"
+    assert flowstore_cli("synth", "videofolder", source, "--classes", "2",
+                         "--clips-per-class", "3").returncode == 0
+    first, second = sorted(p for p in source.iterdir() if p.is_dir())
+    (first / "bad\nclip.mp4").write_bytes(b"not a video")
+    (second / "red\x1b[31m.mp4").write_bytes(b"not a video")
+    clip = next(p for p in sorted(first.iterdir()) if p.name.startswith("clip_"))
+    shutil.copyfile(clip, first / f"copy\n{clip.name}")
+    store = tmp_path / "s.zarr"
+    built = flowstore_cli("build", "videofolder", "--source", source, "--store", store,
+                          "--size", "32", "--steps", "2")
+    assert built.returncode == 1, built.stderr  # some samples failed
+    shown = flowstore_cli("inspect", store).stdout
+    for text in (built.stderr, shown):
+        assert "\x1b" not in text, text
+        lines = text.splitlines()
+        assert f"  {first.name}/bad\\nclip: cannot open video (not a video, or an unsupported " \
+               f"codec): bad\\nclip.mp4" in lines, text
+        assert any(line.startswith(f"  {second.name}/red\\x1b[31m: ") for line in lines), text
+    assert any(line.startswith("  ") and f"copy\\n{clip.stem} (" in line
+               for line in shown.splitlines()), shown
+    with flowstore.open(store) as opened:
+        assert f"{first.name}/copy\n{clip.stem}" in {str(i) for name in ("train", "test")
+                                                     for i in opened.split(name).ids}
