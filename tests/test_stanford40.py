@@ -356,6 +356,21 @@ def test_grey_png_and_exif_rotation_decode_like_imread(tmp_path):
                                       reference_image(tmp_path / name, 16))
 
 
+def test_an_alpha_channel_is_dropped_as_pils_convert_rgb_drops_it(tmp_path):
+    """What the docs promise of an RGBA PNG: the colour under a transparent pixel is kept, not
+    composited onto black or white, as PIL's `convert("RGB")` reads it."""
+    from PIL import Image
+
+    rgba = np.zeros((16, 16, 4), np.uint8)
+    rgba[..., 0], rgba[..., 1] = 200, np.arange(16, dtype=np.uint8)[:, None] * 10  # R, G
+    rgba[..., 3] = np.where(np.arange(16) < 8, 0, 255)[None, :]  # left half fully transparent
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "cut-out.png")
+    stored = extract_image(tmp_path / "cut-out.png", ImageParams(size=16))
+    np.testing.assert_array_equal(stored, rgba[..., :3])
+    np.testing.assert_array_equal(
+        stored, np.asarray(Image.open(tmp_path / "cut-out.png").convert("RGB")))
+
+
 def test_bad_images_fail_alone_are_listed_and_retried_alone(tiny_source, tmp_path):
     source = Path(shutil.copytree(tiny_source, tmp_path / "source"))
     images = source / "JPEGImages"

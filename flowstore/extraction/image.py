@@ -3,6 +3,12 @@
 Decoding is OpenCV's (`cv2.imdecode` with `IMREAD_COLOR`, which gives 3 channels for grey,
 CMYK and alpha images alike and applies the EXIF orientation, exactly as `cv2.imread` does);
 resizing is `cv2.INTER_AREA`, as for video frames.
+
+An alpha channel is dropped, not composited over a background: a transparent pixel is stored
+as the colour its file holds under it (often black), as PIL's `convert("RGB")` and
+torchvision's `ImageReadMode.RGB` read it too, so a store reads like the images in those
+loaders. A dataset of cut-outs on transparency is best flattened onto its intended background
+before the build.
 """
 
 from __future__ import annotations
