@@ -15,7 +15,10 @@ from trainers.quiet import NOISE, filtered
 from trainers.testing import make_tiny_store
 
 REPO = Path(__file__).resolve().parents[1]
-START_UP_NOISE = ("cuInit", "oneDNN", "E0000", "absl::InitializeLog")
+#: TensorFlow's and absl's notes as they start (the oneDNN ones by their text: a run's own
+#: device line names the oneDNN kernels it trains on).
+START_UP_NOISE = ("cuInit", "oneDNN custom operations", "oneDNN supports", "E0000",
+                  "absl::InitializeLog")
 
 
 def _trainers(*args: str, **env: str) -> subprocess.CompletedProcess:

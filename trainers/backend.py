@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -48,6 +49,22 @@ def use_onednn_kernels() -> None:
     CPU trains on the same kernels, and the flow model's workaround of a oneDNN bug
     (`trainers.models._same_padding`) holds on all of them."""
     os.environ.setdefault(ONEDNN_VARIABLE, ONEDNN_ON)
+
+
+def onednn_kernels() -> bool | None:
+    """Whether TensorFlow runs its oneDNN CPU kernels: what it decided as it was imported,
+    from `TF_ENABLE_ONEDNN_OPTS` and the CPU (so a TensorFlow imported before `trainers` runs
+    without them on a CPU without AVX-512, whatever the variable says now). None where
+    TensorFlow is not imported, or does not say: the answer is its internal
+    `_pywrap_util_port.IsMklEnabled`, which a later release may move."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def configured_backend() -> str:
