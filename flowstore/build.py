@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from flowstore import __version__
+from flowstore.console import one_line
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
@@ -226,20 +227,6 @@ def open_planned(config: BuildConfig, planned: Plan, opencv: str) -> Store:
     the writer lock (`build` does)."""
     return _open_or_create(config, planned.dataset, planned.manifest, planned.params,
                            planned.source_files, planned.fingerprint, opencv)
-
-
-#: Control characters (C0, DEL, C1): what a file name may hold that a terminal does not print.
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def one_line(text: str) -> str:
-    """`text` with each control character written as Python escapes it (``\\n``, ``\\x1b``).
-
-    A sample's id and its failure's reason name its file, and a file name may hold any
-    character but ``/``: a newline split a failure's line in two (a reader of the listing, or
-    a script, took the rest for another sample) and an escape sequence was obeyed by the
-    terminal. The store keeps the id as it is; only what is printed is escaped."""
-    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def failure_lines(failures: Mapping[str, str]) -> list[str]:

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from flowstore.console import die_by_sigint
+from flowstore.console import die_by_sigint, one_line
 from flowstore.errors import FlowstoreError, ParameterError
 
 
@@ -79,8 +79,11 @@ def path_value(text: str) -> Path:
 
 
 def fail(message: str, code: int = 2) -> None:
-    """One line on stderr and a non-zero exit: how every user error ends."""
-    typer.echo("error: " + " ".join(line.strip() for line in str(message).splitlines()), err=True)
+    """One line on stderr and a non-zero exit: how every user error ends (of `flowstore` and
+    `trainers` alike). A message of several lines is joined into one, and a control character
+    it holds (a path's tab or ESC) printed escaped (`one_line`)."""
+    typer.echo("error: " + one_line(" ".join(line.strip() for line in str(message).splitlines())),
+               err=True)
     raise typer.Exit(code)
 
 
@@ -307,7 +310,7 @@ def build(
                f"already done, {len(result.failures)} failed{internal} of {result.selected} selected "
                f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
     for line in [*result.mended, *result.absent_splits]:
-        typer.echo(f"warning: {line}", err=True)
+        typer.echo(one_line(f"warning: {line}"), err=True)
     if result.fingerprint_was is not None:
         typer.echo(f"warning: the store's fingerprint changed from {result.fingerprint_was[:12]}"
                    f": the source's files (names or sizes) are not those of its last build; "
@@ -337,7 +340,7 @@ def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None
     typer.echo(f"internal error: a bug in flowstore stopped {len(errors)} sample(s), which stay "
                f"pending (not failed); tracebacks {where}; please report it:", err=True)
     for sample, error in errors.items():
-        typer.echo(f"  {sample}: {error}", err=True)
+        typer.echo(one_line(f"  {sample}: {error}"), err=True)
     raise typer.Exit(INTERNAL_ERROR_EXIT)
 
 
@@ -403,7 +406,7 @@ def verify(
         result = run_verify(store, progress=not quiet)
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):
-            typer.echo(f"  {sample}: {problem}", err=True)
+            typer.echo(one_line(f"  {sample}: {problem}"), err=True)
         if result.unmarked:
             typer.echo(f"note: {result.unmarked} sample(s) have a checksum but are not marked "
                        f"done (a build stopped within a second of finishing them, or the `done` "
@@ -425,9 +428,9 @@ def verify(
     typer.echo(f"repaired {len(repaired.repaired)} of {len(repaired.asked)} bad sample(s) from "
                f"{source}; {len(repaired.still_bad)} still bad{internal}")
     for line in repaired.mended:
-        typer.echo(f"warning: {line}", err=True)
+        typer.echo(one_line(f"warning: {line}"), err=True)
     for sample, why in sorted(repaired.still_bad.items()):
-        typer.echo(f"  {sample}: {why}", err=True)
+        typer.echo(one_line(f"  {sample}: {why}"), err=True)
     _report_internal_errors(repaired.internal_errors, repaired.error_log)
     if repaired.still_bad:
         raise typer.Exit(1)

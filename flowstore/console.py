@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import sys
 
@@ -42,3 +43,17 @@ def die_by_sigint(signum: int = signal.SIGINT) -> None:
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)
     sys.exit(128 + signum)  # (only where the signal cannot end it)
+
+
+#: Control characters (C0, DEL, C1): what a file name may hold that a terminal does not print.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """`text` with each control character written as Python escapes it (``\\n``, ``\\x1b``).
+
+    A sample's id and its failure's reason name its file, and a file name may hold any
+    character but ``/``: a newline split a failure's line in two (a reader of the listing, or
+    a script, took the rest for another sample) and an escape sequence was obeyed by the
+    terminal. The store keeps the id as it is; only what is printed is escaped."""
+    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)

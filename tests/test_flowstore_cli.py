@@ -19,6 +19,7 @@ import flowstore
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.video import extract_video
 from flowstore.params import VideoParams
+from flowstore.store import open_store
 from flowstore.synth import synthetic_source
 from flowstore.synth.tvhi import SynthTVHIConfig, render_clip
 from tests.conftest import REPO, TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
@@ -629,6 +630,13 @@ def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
         assert any(line.startswith(f"  {second.name}/red\\x1b[31m: ") for line in lines), text
     assert any(line.startswith("  ") and f"copy\\n{clip.stem} (" in line
                for line in shown.splitlines()), shown
+    copy = f"{first.name}/copy\n{clip.stem}"
     with flowstore.open(store) as opened:
-        assert f"{first.name}/copy\n{clip.stem}" in {str(i) for name in ("train", "test")
-                                                     for i in opened.split(name).ids}
+        assert copy in {str(i) for name in ("train", "test") for i in opened.split(name).ids}
+    with open_store(store) as opened:  # its flow damaged: `verify` names it, one line
+        index = opened.read("id").tolist().index(copy)
+    chunk_file(store, "flow", index).write_bytes(b"damaged")
+    checked = flowstore_cli("verify", store)
+    assert checked.returncode == 1, checked.stderr
+    assert any(line.startswith(f"  {first.name}/copy\\n{clip.stem}: ")
+               for line in checked.stderr.splitlines()), checked.stderr

@@ -582,3 +582,16 @@ def test_report_names_the_run_folders_it_leaves_out(tmp_path):
         f"warning: {runs / 'flow-notarun'} left out: not a finished run (its metrics.json is "
         f"not a run's)"], result.stderr
     assert "flow-good" in result.stdout
+
+
+def test_an_error_of_several_lines_or_control_characters_is_one_printed_line(capsys):
+    """`trainers` end on flowstore's `fail`: a message of several lines (an exception's text)
+    was printed as it was, several lines, and an ESC in it obeyed by the terminal."""
+    import typer
+
+    import trainers.cli
+
+    with pytest.raises(typer.Exit) as ended:
+        trainers.cli.fail("first\n  second \x1b[31mred")
+    assert ended.value.exit_code == 2
+    assert capsys.readouterr().err == "error: first second \\x1b[31mred\n"

@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from flowstore.cli import add_version_option, fail_interrupted, given_path, path_value, run_app
+from flowstore.cli import (add_version_option, fail, fail_interrupted, given_path, path_value,
+                           run_app)
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
 from trainers.errors import RunInterruptedError, require_training_extra
@@ -22,12 +23,6 @@ app = typer.Typer(help="Train the report's action-recognition models on flowstor
 add_version_option(app, "trainers")
 
 MODEL_HELP = f"Model: {known_names()}."
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr and a non-zero exit: how every user error ends."""
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @app.command()
