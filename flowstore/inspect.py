@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from flowstore.console import one_line
 from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS, class_label
 from flowstore.store import array_type_error, backend_for, failures_named, format1, open_store
@@ -217,8 +218,10 @@ def format_summary(summary: dict[str, Any]) -> str:
         "split counts (done/all)",
     ]
     splits = list(s["counts"])  # the three, and a damaged store's stray split values
-    rows = [(name, [f"{s['done_counts'][sp][name]}/{s['counts'][sp][name]}" for sp in splits])
-            for name in s["counts"][SPLITS[0]]]  # the classes, and a damaged store's stray labels
+    # the classes (escaped before the column is sized), and a damaged store's stray labels
+    rows = [(one_line(name), [f"{s['done_counts'][sp][name]}/{s['counts'][sp][name]}"
+                              for sp in splits])
+            for name in s["counts"][SPLITS[0]]]
     rows.append(("total", [f"{s['done_per_split'].get(sp, 0)}/{sum(s['counts'][sp].values())}"
                            for sp in splits]))
     width = max(len(name) for name, _ in rows)
@@ -243,4 +246,5 @@ def format_summary(summary: dict[str, Any]) -> str:
         from flowstore.build import failure_lines
 
         lines += failure_lines(dict(sorted(s["failures"].items())))
-    return "\n".join(lines)
+    # one line each, whatever a class folder or a path holds (a newline, an ESC)
+    return "\n".join(map(one_line, lines))

@@ -613,6 +613,8 @@ def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
     assert flowstore_cli("synth", "videofolder", source, "--classes", "2",
                          "--clips-per-class", "3").returncode == 0
     first, second = sorted(p for p in source.iterdir() if p.is_dir())
+    first = first.rename(first.with_name("jumping\njacks"))  # a class folder so named too
+    shown_class = "jumping\\njacks"
     (first / "bad\nclip.mp4").write_bytes(b"not a video")
     (second / "red\x1b[31m.mp4").write_bytes(b"not a video")
     clip = next(p for p in sorted(first.iterdir()) if p.name.startswith("clip_"))
@@ -625,11 +627,13 @@ def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
     for text in (built.stderr, shown):
         assert "\x1b" not in text, text
         lines = text.splitlines()
-        assert f"  {first.name}/bad\\nclip: cannot open video (not a video, or an unsupported " \
+        assert f"  {shown_class}/bad\\nclip: cannot open video (not a video, or an unsupported " \
                f"codec): bad\\nclip.mp4" in lines, text
         assert any(line.startswith(f"  {second.name}/red\\x1b[31m: ") for line in lines), text
     assert any(line.startswith("  ") and f"copy\\n{clip.stem} (" in line
                for line in shown.splitlines()), shown
+    assert [len(line.split()) for line in shown.splitlines()
+            if line.split()[:1] == [shown_class]] == [4], shown  # its counts: one table row
     copy = f"{first.name}/copy\n{clip.stem}"
     with flowstore.open(store) as opened:
         assert copy in {str(i) for name in ("train", "test") for i in opened.split(name).ids}
@@ -638,5 +642,5 @@ def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
     chunk_file(store, "flow", index).write_bytes(b"damaged")
     checked = flowstore_cli("verify", store)
     assert checked.returncode == 1, checked.stderr
-    assert any(line.startswith(f"  {first.name}/copy\\n{clip.stem}: ")
+    assert any(line.startswith(f"  {shown_class}/copy\\n{clip.stem}: ")
                for line in checked.stderr.splitlines()), checked.stderr
