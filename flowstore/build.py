@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
 import numpy as np
 
 from flowstore import __version__
-from flowstore.console import one_line
+from flowstore.console import one_line, sample_line
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
@@ -234,7 +234,7 @@ def failure_lines(failures: Mapping[str, str]) -> list[str]:
     each up to FAILURES_LISTED, else one line per kind of reason with its count and examples;
     each line one line however its file is named (`one_line`)."""
     if len(failures) <= FAILURES_LISTED:
-        return [one_line(f"  {sample}: {reason}") for sample, reason in failures.items()]
+        return [sample_line(sample, reason) for sample, reason in failures.items()]
     return [one_line(f"  {count} x {reason} (e.g. {', '.join(examples)})")
             for reason, count, examples in group_failures(failures)]
 

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from flowstore.console import die_by_sigint, one_line
+from flowstore.console import die_by_sigint, one_line, sample_line
 from flowstore.errors import FlowstoreError, ParameterError
 
 
@@ -340,7 +340,7 @@ def _report_internal_errors(errors: dict[str, str], log: Optional[Path]) -> None
     typer.echo(f"internal error: a bug in flowstore stopped {len(errors)} sample(s), which stay "
                f"pending (not failed); tracebacks {where}; please report it:", err=True)
     for sample, error in errors.items():
-        typer.echo(one_line(f"  {sample}: {error}"), err=True)
+        typer.echo(sample_line(sample, error), err=True)
     raise typer.Exit(INTERNAL_ERROR_EXIT)
 
 
@@ -406,7 +406,7 @@ def verify(
         result = run_verify(store, progress=not quiet)
         typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
         for sample, problem in sorted(result.problems.items()):
-            typer.echo(one_line(f"  {sample}: {problem}"), err=True)
+            typer.echo(sample_line(sample, problem), err=True)
         if result.unmarked:
             typer.echo(f"note: {result.unmarked} sample(s) have a checksum but are not marked "
                        f"done (a build stopped within a second of finishing them, or the `done` "
@@ -430,7 +430,7 @@ def verify(
     for line in repaired.mended:
         typer.echo(one_line(f"warning: {line}"), err=True)
     for sample, why in sorted(repaired.still_bad.items()):
-        typer.echo(one_line(f"  {sample}: {why}"), err=True)
+        typer.echo(sample_line(sample, why), err=True)
     _report_internal_errors(repaired.internal_errors, repaired.error_log)
     if repaired.still_bad:
         raise typer.Exit(1)

@@ -57,3 +57,9 @@ def one_line(text: str) -> str:
     a script, took the rest for another sample) and an escape sequence was obeyed by the
     terminal. The store keeps the id as it is; only what is printed is escaped."""
     return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
+def sample_line(sample: str, why: str) -> str:
+    """How a sample is named with what befell it, in every listing (a build's failures,
+    `verify`'s bad samples, a repair's, internal errors): ``  id: why``, one line."""
+    return one_line(f"  {sample}: {why}")
