@@ -110,3 +110,73 @@ def test_the_lock_file_follows_the_umask_and_a_read_only_one_still_locks(tmp_pat
                 fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(other)
+
+
+def test_a_work_lock_waits_for_its_holder_then_holds_the_file_at_its_path(tmp_path):
+    """A work lock waits (told who holds it) rather than refuse, and leaves no file once its
+    work ends. The holder removes the file as it lets go, so a waiter wakes holding a file no
+    longer at the path; taken as it is, a third process would make a new file there and hold
+    it at the same time: the waiter takes the file now at the path instead."""
+    import threading
+
+    from flowstore.store.lock import work_lock, work_lock_if_free
+
+    path = tmp_path / "locks" / "flow.lock"
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys, time; from pathlib import Path\n"
+                               "from flowstore.store.lock import work_lock\n"
+                               f"with work_lock(Path({str(path)!r}), on_wait=print):\n"
+                               "    print('held', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    told: list[str] = []
+    inside, leave = threading.Event(), threading.Event()
+
+    def waiter() -> None:
+        with work_lock(path, on_wait=told.append):
+            inside.set()
+            leave.wait(30)
+
+    thread = threading.Thread(target=waiter)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with work_lock_if_free(path) as held:
+            assert held is False  # (held alone by another: not shared, and not waited for)
+        thread.start()
+        for _ in range(200):
+            if told:
+                break
+            time.sleep(0.05)
+        assert told and told[0].startswith(f"pid {holder.pid} on ") and not inside.is_set()
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.wait(30) == 0 and inside.wait(30)
+        with work_lock_if_free(path) as held:
+            assert held is False  # the waiter holds the file at the path, not a removed one
+    finally:
+        leave.set()
+        holder.kill()
+        holder.communicate()
+    thread.join(30)
+    assert not path.exists() and not path.parent.exists()  # (the folder it made, empty)
+
+
+def test_a_work_lock_a_killed_holder_left_is_taken_and_shared_holders_share_it(tmp_path):
+    from flowstore.store.lock import work_lock, work_lock_if_free
+
+    path = tmp_path / "flow.lock"
+    killed = subprocess.Popen([sys.executable, "-c",
+                               "import time; from pathlib import Path\n"
+                               "from flowstore.store.lock import work_lock\n"
+                               f"with work_lock(Path({str(path)!r}), on_wait=print):\n"
+                               "    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert killed.stdout.readline().strip() == "held"
+    killed.send_signal(signal.SIGKILL)
+    killed.communicate(timeout=30)
+    assert path.exists()  # (a killed holder removes nothing)
+    with work_lock(path, on_wait=pytest.fail):
+        assert path.exists()
+    assert not path.exists()
+    with work_lock_if_free(path) as first, work_lock_if_free(path) as second:
+        assert first and second
+    assert not path.exists()  # (the last holder out removes it)

@@ -644,6 +644,83 @@ def test_prerequisites_are_reused_from_a_relative_runs_dir_and_retrained_on_retr
     assert trained[5:] == ["frames", "flow", "two_stream"]
 
 
+@pytest.mark.parametrize("first, ends", [("two_stream", "written"), ("flow", "written"),
+                                          ("two_stream", "stopped")])
+def test_a_prerequisite_another_command_is_training_is_waited_for_then_reused(
+        tmp_path, monkeypatch, first, ends):
+    """Two commands that need one flow run, started together (two two-stream runs sharing
+    their streams, or a flow run and a two-stream run), both trained it: the one that finds
+    it in training now waits for it and reuses the run, said on its output. Where the training
+    it waited for ends without a run (stopped, diverged), it trains the run itself. Whatever
+    happens, no lock file is left in the runs folder."""
+    import socket
+    import threading
+
+    import trainers.fit
+    from trainers.errors import TrainingDivergedError
+    from trainers.run import RunConfig, run
+
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=2)
+    runs = tmp_path / "runs"
+    trained: list[tuple[str, str]] = []
+    release = threading.Event()
+
+    def train_model(model, *args, **kwargs):
+        trained.append((threading.current_thread().name, model))
+        if threading.current_thread().name == "first" and model == "flow":
+            assert release.wait(60)
+            if ends == "stopped":
+                raise TrainingDivergedError("flow diverged")
+        return write_untrained_run(model, *args, **kwargs)
+
+    monkeypatch.setattr(trainers.fit, "train_model", train_model)
+    said: dict[str, list[str]] = {"first": [], "second": []}
+    errors: dict[str, BaseException] = {}
+    configs = {"first": RunConfig(first, store, runs, epochs=1),
+               # (a learning rate of the fused model only: the same streams)
+               "second": RunConfig("two_stream", store, runs, epochs=1, learning_rate=0.01)}
+
+    def command(name: str) -> None:
+        try:
+            run(configs[name], echo=said[name].append)
+        except BaseException as exc:  # noqa: BLE001 (asserted below)
+            errors[name] = exc
+
+    def until(condition) -> None:
+        for _ in range(600):
+            if condition():
+                return
+            threading.Event().wait(0.05)
+        raise AssertionError(f"timed out: {said}, {trained}")
+
+    threads = {name: threading.Thread(target=command, args=(name,), name=name)
+               for name in ("first", "second")}
+    threads["first"].start()
+    until(lambda: ("first", "flow") in trained)
+    threads["second"].start()
+    until(lambda: any(line.startswith("waiting for") for line in said["second"]))
+    release.set()
+    for thread in threads.values():
+        thread.join(60)
+    waiting = next(line for line in said["second"] if line.startswith("waiting for"))
+    holder = f"pid {os.getpid()} on {socket.gethostname()}, since "
+    assert waiting.startswith(f"waiting for {holder}") and waiting.endswith(
+        ", which is training the flow run that two_stream needs (same store, same recipe)")
+    (flow,) = [record for record in list_runs(runs) if record.model == "flow"]
+    second = [model for thread, model in trained if thread == "second"]
+    if ends == "written":
+        assert "second" not in errors, errors
+        assert second == (["frames", "two_stream"] if first == "flow" else ["two_stream"])
+        reused = [line for line in said["second"] if line.startswith("reusing flow run")]
+        assert reused == [f"reusing flow run {flow.path} (same store, same recipe), trained "
+                          f"meanwhile by {waiting[len('waiting for '):waiting.index(', which')]}"]
+    else:
+        assert isinstance(errors["first"], TrainingDivergedError)
+        assert second == ["flow", "two_stream"]
+        assert "two_stream needs a flow run of this store; training it first" in said["second"]
+    assert not [path.name for path in runs.iterdir() if path.name.startswith(".")]
+
+
 def test_a_prerequisite_is_reused_only_if_it_started_from_the_named_base(tmp_path):
     from trainers.runs import find_run
 

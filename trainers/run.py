@@ -13,7 +13,8 @@ seed: it is a pretrained model, like ImageNet weights, that any seed of the mode
 may start from (one real Stanford-40 run costs an hour on a CPU), so its seed is not compared.
 `--base RUN` names the transfer base outright, however it was trained; prerequisites of the
 same store are then reused only if they started from that base. Each reused run is named on
-the output.
+the output. A prerequisite that another command is training at that moment (two chains of one
+store sharing a stream, started together) is waited for and then reused, not trained twice.
 
 The store is opened and checked before TensorFlow is imported, so a bad `--store` costs
 milliseconds, not TensorFlow's start-up.
@@ -21,6 +22,7 @@ milliseconds, not TensorFlow's start-up.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
 from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, enclosing_run, find_run,
-                          require_model_file, require_run, split_counts)
+                          require_model_file, require_run, split_counts, training_lock)
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -176,7 +178,8 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
     return session.outcomes
 
 
-def _train(session: _Session, samples: StoreSamples) -> RunRecord:
+def _train(session: _Session, samples: StoreSamples, *,
+           locked: bool = False) -> RunRecord:
     config, model = session.config, samples.model
     if session.device is None:
         # Keras (TensorFlow) starts here, quietly, before the runs to reuse are looked for:
@@ -199,7 +202,12 @@ def _train(session: _Session, samples: StoreSamples) -> RunRecord:
     from trainers.backend import store_errors_raised
     from trainers.fit import TrainOptions, train_model
 
-    with store_errors_raised():
+    # (a prerequisite's lock is held already, alone; this run's own is said without waiting,
+    # for a command that would wait for it to reuse it)
+    lock = (contextlib.nullcontext() if locked else
+            training_lock(config.runs_dir, model, _trained_run_key(session, samples, model),
+                          on_wait=None))
+    with lock, store_errors_raised():
         record = train_model(model, samples, config.recipe_for(model),
                              TrainOptions(seed=config.seed, augment=config.augment_for(model),
                                           mixed_precision=config.mixed_precision,
@@ -222,31 +230,76 @@ def _interrupted(session: _Session) -> str:
 
 
 def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRecord:
-    """A finished run of `model` on the same store, found in the runs directory or trained."""
+    """A finished run of `model` on the same store, found in the runs directory or trained.
+
+    Another command may be training that very run now (two chains of one store that share a
+    stream, started together): this one then waits for it and reuses its run, rather than
+    train the same weights twice (`trainers.runs.training_lock`)."""
     config = session.config
-    if config.reuse:
-        started_from = _current_bases(session, model, samples.info.size)
-        done = samples.done_samples()
-        found = _reusable(session, model, "same store", "pass --retrain to train it anew",
-                          fingerprint=samples.info.fingerprint,
-                          bases=started_from, samples=done)
-        if found is not None:
-            session.outcomes.append(Outcome(found, trained=False))
-            return found
-        fingerprint, training = samples.info.fingerprint, config.training_for(model)
-        other = find_run(config.runs_dir, model, fingerprint=fingerprint, training=training)
-        if other is not None:
-            session.echo(f"not reusing {model} run {other.path} (same store and recipe, but "
-                         f"{_not_this_chains(other, started_from, done)})")
-        elif find_run(config.runs_dir, model, fingerprint=fingerprint, bases=started_from,
-                      samples=done) is None:  # (else `_reusable` named it)
-            latest = find_run(config.runs_dir, model, fingerprint=fingerprint)
-            if latest is not None:  # trained otherwise and on another chain or other samples
-                session.echo(f"not reusing {model} run {latest.path} (same store, but trained "
-                             f"with {'; '.join(latest.training_differences(training))}; and "
-                             f"{_not_this_chains(latest, started_from, done)})")
-    session.echo(f"{config.model} needs {_a_run(model)} of this store; training it first")
-    return _train(session, samples.for_model(model))
+    if not config.reuse:
+        session.echo(f"{config.model} needs {_a_run(model)} of this store; training it first")
+        return _train(session, samples.for_model(model))
+    found = _found_prerequisite(session, samples, model)
+    if found is not None:
+        return found
+    waited: list[str] = []
+
+    def wait(holder: str) -> None:
+        waited.append(holder)
+        session.echo(f"waiting for {holder}, which is training the {model} run that "
+                     f"{config.model} needs (same store, same recipe)")
+
+    with training_lock(config.runs_dir, model, _trained_run_key(session, samples, model),
+                       on_wait=wait):
+        if waited:  # (none found if that process was stopped before it wrote its run)
+            found = _found_prerequisite(session, samples, model, quiet=True)
+            if found is not None:
+                session.echo(f"reusing {model} run {found.path} (same store, same recipe), "
+                             f"trained meanwhile by {waited[0]}")
+                return found
+        session.echo(f"{config.model} needs {_a_run(model)} of this store; training it first")
+        return _train(session, samples.for_model(model), locked=True)
+
+
+def _found_prerequisite(session: _Session, samples: StoreSamples, model: str, *,
+                        quiet: bool = False) -> RunRecord | None:
+    """The run of `model` in the runs directory that this chain reuses, if any (its outcome
+    recorded); unless `quiet`, said, or why the latest runs of `model` are not reused."""
+    config = session.config
+    started_from = _current_bases(session, model, samples.info.size)
+    done = samples.done_samples()
+    found = _reusable(session, model, "same store", "pass --retrain to train it anew",
+                      quiet=quiet, fingerprint=samples.info.fingerprint,
+                      bases=started_from, samples=done)
+    if found is not None:
+        session.outcomes.append(Outcome(found, trained=False))
+        return found
+    if quiet:
+        return None
+    fingerprint, training = samples.info.fingerprint, config.training_for(model)
+    other = find_run(config.runs_dir, model, fingerprint=fingerprint, training=training)
+    if other is not None:
+        session.echo(f"not reusing {model} run {other.path} (same store and recipe, but "
+                     f"{_not_this_chains(other, started_from, done)})")
+    elif find_run(config.runs_dir, model, fingerprint=fingerprint, bases=started_from,
+                  samples=done) is None:  # (else `_reusable` named it)
+        latest = find_run(config.runs_dir, model, fingerprint=fingerprint)
+        if latest is not None:  # trained otherwise and on another chain or other samples
+            session.echo(f"not reusing {model} run {latest.path} (same store, but trained "
+                         f"with {'; '.join(latest.training_differences(training))}; and "
+                         f"{_not_this_chains(latest, started_from, done)})")
+    return None
+
+
+def _trained_run_key(session: _Session, samples: StoreSamples, model: str) -> dict[str, Any]:
+    """All that makes a run of `model` on this store the one this command would train, and
+    would reuse: two commands training runs of one identity train the same weights
+    (`trainers.runs.training_lock`)."""
+    done = samples.done_samples()
+    return {"fingerprint": samples.info.fingerprint,
+            "training": session.config.training_for(model),
+            "bases": _current_bases(session, model, samples.info.size),
+            "samples": done.digest, "columns": done.columns}
 
 
 def _transfer_base(session: _Session, base: str, size: int | None, model: str, *,

@@ -8,7 +8,9 @@ and renamed when complete, so a run that crashed or was killed never looks like 
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import io
 import json
 import os
@@ -18,9 +20,10 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from flowstore.leftovers import process_gone
+from flowstore.store.lock import work_lock, work_lock_if_free
 from trainers.catalogue import canonical_name
 from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError, RunWriteError
 from trainers.recipes import recorded_recipe
@@ -541,6 +544,40 @@ class RunWriter:
                 raise
             return final
         raise RunWriteError(f"no free run name left beside {self.final}")
+
+
+#: Where a run being trained is said to be: `.training-<model>-<digest>.lock` in the runs folder,
+#: the digest of all that makes a run the one another command would reuse (`training_lock`).
+TRAINING_LOCK_PREFIX = ".training-"
+
+
+@contextlib.contextmanager
+def training_lock(runs_dir: str | Path, model: str, identity: Mapping[str, Any], *,
+                  on_wait: Callable[[str], None] | None) -> Iterator[bool]:
+    """Say, for the block, that this process trains the run of `model` that `identity`
+    describes (the store's fingerprint and done samples, the training fields, the bases it
+    starts from: what a run must match to be reused) into `runs_dir`.
+
+    With `on_wait` (a prerequisite, which this process would reuse if another had trained it):
+    held alone, first waiting for whoever trains the same run (`on_wait` is told who, before
+    the wait), so that two commands needing one prerequisite train it once. Without (the run a
+    command was asked for, trained anew whoever else trains the same): held shared unless a
+    prerequisite's training holds it, never waiting. Yields whether it is held.
+
+    Raises:
+        RunWriteError: the lock's file cannot be made in `runs_dir`.
+    """
+    digest = hashlib.sha256(json.dumps({"model": model, **identity}, sort_keys=True,
+                                       default=str).encode()).hexdigest()[:16]
+    path = Path(runs_dir) / f"{TRAINING_LOCK_PREFIX}{model}-{digest}.lock"
+    lock = work_lock(path, on_wait=on_wait) if on_wait is not None else work_lock_if_free(path)
+    with contextlib.ExitStack() as stack:
+        try:
+            held = stack.enter_context(lock)
+        except OSError as exc:
+            raise RunWriteError(f"cannot make the lock file {str(path)!r} that says a {model} "
+                                f"run trains ({exc.strerror or exc})") from None
+        yield held is not False
 
 
 def run_dir_name(path: str | os.PathLike | None) -> str | None:

@@ -12,6 +12,12 @@ the file open: HDF5 does not support reading a file that another process writes 
 mode does, which needs the latest file format; see `_hdf5`), so a reader is refused while a
 build runs and a build is refused while a reader has the file open. Zarr readers take no lock:
 each chunk and metadata file is replaced atomically, so they read while a build appends.
+
+A work lock (`work_lock`, `work_lock_if_free`) is the other kind: on work that two processes may
+set out to do at once where the second can wait and take the first's result (trainers: a
+prerequisite run that two chains need). It waits rather than refuses, and its file goes when the
+work ends, so that it leaves nothing behind; a process that takes it checks that the file it
+locked is still the one at its path (the holder before it may have removed it meanwhile).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from flowstore.errors import StoreError
 from flowstore.store import capabilities
@@ -72,10 +78,7 @@ def writer_lock(store: str | Path) -> Iterator[None]:
                              f"process ({holder}); wait for it to finish or stop it") from None
         try:  # (who holds it, for the refusal of another build)
             if writable:
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                          "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(),
-                          0)
+                _record_holder(fd)
         except OSError as exc:  # a full disk: said of the store, not as a bare "[Errno 28]"
             raise StoreError(f"cannot write the lock file beside store {str(store)!r}: "
                              f"{exc.strerror} ({str(path)!r})") from None
@@ -150,6 +153,117 @@ def reader_lock(store: str | Path) -> int | None:
 def release_reader_lock(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)  # closing the descriptor releases its flock
+
+
+@contextlib.contextmanager
+def work_lock(path: Path, *, on_wait: Callable[[str], None]) -> Iterator[None]:
+    """Hold the work lock `path` exclusively for the block, first waiting for as long as
+    another process holds it: `on_wait` is told who ("pid 12 on host, since ..."), once, before
+    the wait. The file (and its folder, where missing) is made, and removed when the block
+    ends: made by this process, an empty folder goes too.
+
+    Raises:
+        OSError: the file cannot be made.
+    """
+    fd, made = _take(path, fcntl.LOCK_EX, on_wait)
+    try:
+        try:
+            _record_holder(fd)
+        except OSError:
+            pass  # (a full disk: the lock holds all the same, only who holds it goes untold)
+        yield
+    finally:
+        _remove(path, made)  # (still holding it: a process waiting for it looks again)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def work_lock_if_free(path: Path) -> Iterator[bool]:
+    """Hold the work lock `path` shared for the block, unless a process holds it exclusively
+    (`work_lock`), and never wait: for work done anew whoever else does the same (trainers: the
+    run a command was asked for), which a process that would take its result (`work_lock`)
+    waits for. Yields whether it is held. The last holder out removes the file.
+
+    Raises:
+        OSError: the file cannot be made.
+    """
+    fd, made = _take(path, fcntl.LOCK_SH, None)
+    if fd is None:
+        yield False
+        return
+    try:
+        try:
+            _record_holder(fd)
+        except OSError:
+            pass
+        yield True
+    finally:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # alone with it: no holder left
+            _remove(path, made)
+        except BlockingIOError:
+            pass  # another holds it still, and removes it when its work ends
+        os.close(fd)
+
+
+def _take(path: Path, how: int, on_wait: Callable[[str], None] | None,
+          ) -> tuple[int | None, list[Path]]:
+    """A descriptor of `path` locked `how`: after waiting (telling `on_wait` who holds it), or
+    None at once where it is held otherwise and there is no `on_wait`; and the folders made for
+    it, deepest first. A lock taken on a file since removed from its path (its holder's work
+    ended while this one waited) is let go, and the file at the path now taken instead."""
+    told = False
+    while True:
+        made = [p for p in (path.parent, *path.parent.parents) if not p.exists()]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # (`_open_lock_file`: 0o666)
+        except FileNotFoundError:
+            continue  # its folder removed by the holder before, just now: made again
+        try:
+            try:
+                fcntl.flock(fd, how | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if on_wait is None:
+                    os.close(fd)
+                    return None, []
+                if not told:
+                    on_wait(_describe(_holder(fd)))
+                    told = True
+                fcntl.flock(fd, how)
+            if _still_at(fd, path):
+                return fd, made
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+def _still_at(fd: int, path: Path) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
+
+
+def _remove(path: Path, folders: list[Path]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            break  # not empty (another's lock, or a run written there), or gone already
+
+
+def _record_holder(fd: int) -> None:
+    """Write who holds the lock (pid, host, since) into its file, for whoever it refuses or
+    keeps waiting."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                              "since": time.strftime("%Y-%m-%d %H:%M:%S")}).encode(), 0)
 
 
 def _only_readers(fd: int) -> bool:
