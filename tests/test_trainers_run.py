@@ -693,7 +693,7 @@ def test_a_prerequisite_another_command_is_training_is_waited_for_then_reused(
             threading.Event().wait(0.05)
         raise AssertionError(f"timed out: {said}, {trained}")
 
-    threads = {name: threading.Thread(target=command, args=(name,), name=name)
+    threads = {name: threading.Thread(target=command, args=(name,), name=name, daemon=True)
                for name in ("first", "second")}
     threads["first"].start()
     until(lambda: ("first", "flow") in trained)
