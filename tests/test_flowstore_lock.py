@@ -119,7 +119,7 @@ def test_a_work_lock_waits_for_its_holder_then_holds_the_file_at_its_path(tmp_pa
     it at the same time: the waiter takes the file now at the path instead."""
     import threading
 
-    from flowstore.store.lock import work_lock, work_lock_if_free
+    from flowstore.store.lock import work_lock
 
     path = tmp_path / "locks" / "flow.lock"
     holder = subprocess.Popen([sys.executable, "-c",
@@ -139,8 +139,8 @@ def test_a_work_lock_waits_for_its_holder_then_holds_the_file_at_its_path(tmp_pa
     thread = threading.Thread(target=waiter)
     try:
         assert holder.stdout.readline().strip() == "held"
-        with work_lock_if_free(path) as held:
-            assert held is False  # (held alone by another: not shared, and not waited for)
+        with work_lock(path, on_wait=None) as held:
+            assert held is False  # (held by another, and not waited for)
         thread.start()
         for _ in range(200):
             if told:
@@ -150,7 +150,7 @@ def test_a_work_lock_waits_for_its_holder_then_holds_the_file_at_its_path(tmp_pa
         holder.stdin.write("\n")
         holder.stdin.flush()
         assert holder.wait(30) == 0 and inside.wait(30)
-        with work_lock_if_free(path) as held:
+        with work_lock(path, on_wait=None) as held:
             assert held is False  # the waiter holds the file at the path, not a removed one
     finally:
         leave.set()
@@ -160,8 +160,9 @@ def test_a_work_lock_waits_for_its_holder_then_holds_the_file_at_its_path(tmp_pa
     assert not path.exists() and not path.parent.exists()  # (the folder it made, empty)
 
 
-def test_a_work_lock_a_killed_holder_left_is_taken_and_shared_holders_share_it(tmp_path):
-    from flowstore.store.lock import work_lock, work_lock_if_free
+def test_a_work_lock_a_killed_holder_left_is_taken_and_one_not_waited_for_is_not_held(
+        tmp_path):
+    from flowstore.store.lock import work_lock
 
     path = tmp_path / "flow.lock"
     killed = subprocess.Popen([sys.executable, "-c",
@@ -174,9 +175,9 @@ def test_a_work_lock_a_killed_holder_left_is_taken_and_shared_holders_share_it(t
     killed.send_signal(signal.SIGKILL)
     killed.communicate(timeout=30)
     assert path.exists()  # (a killed holder removes nothing)
-    with work_lock(path, on_wait=pytest.fail):
-        assert path.exists()
+    with work_lock(path, on_wait=pytest.fail) as held:
+        assert held and path.exists()
+        with work_lock(path, on_wait=None) as second:
+            assert second is False
+        assert path.exists()  # (removed by its holder only)
     assert not path.exists()
-    with work_lock_if_free(path) as first, work_lock_if_free(path) as second:
-        assert first and second
-    assert not path.exists()  # (the last holder out removes it)

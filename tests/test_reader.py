@@ -992,6 +992,46 @@ def test_tf_dataset_shuffles_and_augments_each_epoch_anew_and_repeats_with_its_s
     assert epochs(5) == first and epochs(6) != first
 
 
+def test_tf_dataset_given_an_epoch_reads_that_epochs_order_and_augmentation(adapter_store):
+    """`to_tf_dataset(epoch=e)` reads epoch e as `split.batches(epoch=e)` does (order and
+    augmentation seeded by (seed, e)), however many iterators were made of it before; an
+    int64 `tf.Variable` is read as each iterator is made, so a training loop that sets it
+    as each epoch begins reads epoch e in epoch e, also when it goes on from a stop (Keras
+    makes two iterators an epoch: counted by tf.data, `fit(initial_epoch=k)` read others)."""
+    import tensorflow as tf
+
+    def flipped(batch, rng):  # (a draw of the batch's stream, as its first flow value)
+        batch = dict(batch)
+        batch["flow"] = batch["flow"] + rng.integers(0, 100)
+        return batch
+
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train", features=("flow",))
+
+        def expected(epoch: int) -> list:
+            return [(b["label"].tolist(), b["flow"]) for b in train.batches(
+                3, shuffle=True, seed=4, epoch=epoch, augment=flipped)]
+
+        def read(data) -> list:
+            return [(y.numpy().tolist(), x.numpy()) for x, y in data]
+
+        def same(got: list, want: list) -> bool:
+            return len(got) == len(want) and all(
+                g[0] == w[0] and np.array_equal(g[1], w[1]) for g, w in zip(got, want))
+
+        assert same(read(train.to_tf_dataset(3, shuffle=True, seed=4, augment=flipped,
+                                             epoch=2)), expected(2))
+        number = tf.Variable(0, dtype=tf.int64)
+        data = train.to_tf_dataset(3, shuffle=True, seed=4, augment=flipped, epoch=number)
+        assert data.cardinality().numpy() == -(-len(train) // 3)
+        for epoch in (3, 3, 1, 0):
+            for _ in range(2):
+                iter(data)  # (iterators made and dropped change nothing)
+            number.assign(epoch)
+            assert same(read(data), expected(epoch))
+        assert not same(expected(3), expected(1))
+
+
 def test_keras_pydataset_augments_each_epoch_anew_and_repeats_with_its_seed(adapter_store):
     """Each epoch of `to_keras_dataset` (moved on by `on_epoch_end`, as Keras does, or by
     `set_epoch`) gives its augmentation new draws for the same batches; the same seed repeats

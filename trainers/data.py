@@ -3,8 +3,9 @@
 
 The pipelines themselves (seeded shuffle, batches read into aligned buffers, flips, reads
 ahead) are `flowstore.reader.tf` and `flowstore.reader.keras`; this module only says which
-split, batch size and augmentation a run uses. Each is reproducible for a seed, but not the
-other's: tf.data shuffles with its own seeded generator, the PyDataset with `epoch_order`.
+split, batch size and augmentation a run uses. A training pipeline reads epoch e's order and
+augmentation, seeded by (seed, e), on either (`EpochNumber` tells tf.data which epoch Keras
+trains), so a run that goes on from a stop reads what an unstopped one reads.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Sequence
 
+import keras
 import numpy as np
 
 from flowstore.reader import (colour_jitter, compose, frame_views, horizontal_flip,
@@ -45,6 +47,9 @@ class InputOptions:
         parallel_reads: batches read concurrently; `None` lets the reader choose
             (`flowstore.reader.tf.to_tf_dataset`; `PYDATASET_WORKERS` threads on a
             `PyDataset` where the store reads in parallel, one where it does not).
+        epoch: on TensorFlow, the `EpochNumber.variable` that says which epoch a shuffled
+            pipeline reads (None: a new order for each iterator); a `PyDataset` counts its
+            own passes.
     """
 
     batch_size: int = 1
@@ -52,6 +57,7 @@ class InputOptions:
     augment: bool | Augmentation = False
     seed: int = 0
     parallel_reads: int | None = None
+    epoch: Any = None
 
 
 def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> Batches:
@@ -65,13 +71,44 @@ def make_dataset(samples: StoreSamples, split: str, options: InputOptions) -> Ba
     rows = samples.split(split)
     if uses_tf_data():
         return rows.to_tf_dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed,
-                                  augment=options.augment, parallel_reads=options.parallel_reads)
+                                  augment=options.augment, parallel_reads=options.parallel_reads,
+                                  epoch=options.epoch)
     workers = options.parallel_reads
     if workers is None:  # a store read one batch at a time still gets one thread ahead
         workers = (min(PYDATASET_WORKERS, os.cpu_count() or 1)
                    if rows.source.store.concurrent_reads else 1)
     return rows.to_keras_dataset(options.batch_size, shuffle=options.shuffle, seed=options.seed,
                                  augment=options.augment, workers=workers)
+
+
+class EpochNumber(keras.callbacks.Callback):
+    """Tells the training pipelines which epoch Keras trains, as it begins (first in the list,
+    before any callback reads a batch): on TensorFlow a tf.data pipeline otherwise draws a new
+    order for each iterator made of it, and Keras makes two an epoch, so that a `fit` going on
+    from epoch k (`initial_epoch`) would read other epochs than an unstopped one. A `PyDataset`
+    counts whole passes itself, and is only told where a run goes on from (`go_on_from`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.variable = None
+        if uses_tf_data():
+            import tensorflow as tf
+
+            self.variable = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.variable is not None:
+            self.variable.assign(epoch)
+
+    @staticmethod
+    def go_on_from(epoch: int, train: Batches, calibration: "FirstBatches | None") -> None:
+        """Start a `PyDataset`'s passes (the training split's, the BatchNorm calibration's)
+        at `epoch` (counted from 0), where a run goes on from a stop (`trainers.resume`)."""
+        if uses_tf_data() or not epoch:
+            return
+        train.set_epoch(epoch)
+        if calibration is not None:
+            calibration.skip_epochs(epoch)
 
 
 class FirstBatches:
@@ -87,6 +124,11 @@ class FirstBatches:
         if uses_tf_data():  # each iterator of a tf.data pipeline is a new epoch
             return iter(self.dataset.take(self.count))
         return self._pydataset_batches()
+
+    def skip_epochs(self, epochs: int) -> None:
+        """Begin at epoch `epochs` of a `PyDataset` (a tf.data pipeline is told its epoch:
+        `EpochNumber`)."""
+        self._epochs += epochs
 
     def _pydataset_batches(self) -> Iterator:
         self.dataset.set_epoch(self._epochs)  # a new epoch: its own seeded order

@@ -27,9 +27,11 @@ from flowstore.progress import progress_bar, shows_progress
 from flowstore.reader import ALL
 from trainers.curves import curves_title, plot_curves
 from trainers.backend import device_name
-from trainers.data import (Batches, ClipViews, FirstBatches, InputOptions, make_dataset,
-                           recipe_augmentation)
-from trainers.errors import ModelConfigError, RunWriteError, TrainingDivergedError
+from trainers import resume
+from trainers.data import (Batches, ClipViews, EpochNumber, FirstBatches, InputOptions,
+                           make_dataset, recipe_augmentation)
+from trainers.errors import (DamagedRunError, ModelConfigError, RunWriteError,
+                             TrainingDivergedError)
 from trainers.models import fine_tune_transferred, load_trained, parameter_counts
 from trainers.recipes import Recipe
 from trainers.report import chain_from_scratch
@@ -49,6 +51,10 @@ class TrainOptions:
     mixed_precision: bool = False
     #: Per-epoch lines and per-step progress (`trainers run --quiet` turns them off).
     progress: bool = True
+    #: Where the run's resume points go (`trainers.resume`; None: none saved).
+    resume_folder: Path | None = None
+    #: Go on from a resume point found there (False: train from the first epoch, `--retrain`).
+    resume: bool = True
 
 
 def precision_policy(mixed_precision: bool, device: str) -> str:
@@ -115,6 +121,23 @@ class BestEpoch(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._best_weights is not None:
             self.model.set_weights(self._best_weights)
+
+    @property
+    def best_weights(self) -> list | None:
+        return self._best_weights
+
+    def state(self) -> dict[str, Any]:
+        """What it knows, but the best weights, as JSON (`trainers.resume`)."""
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch,
+                "best_logs": self.best_logs, "diverged_at": self.diverged_at}
+
+    def restore(self, state: dict[str, Any], weights: list | None) -> None:
+        """Know again what `state()` and `best_weights` said, as a run goes on (`trainers.resume`)."""
+        self.best_value = float(state["best_value"])
+        self.best_epoch = state["best_epoch"]
+        self.best_logs = {k: float(v) for k, v in state["best_logs"].items()}
+        self.diverged_at = state["diverged_at"]
+        self._best_weights = weights
 
 
 #: Training samples the BatchNorm statistics are recomputed on before each validation (at most:
@@ -428,6 +451,23 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     echo(f"{model_name}: {counts_per_split['train']} train / {counts_per_split['val']} val / "
          f"{counts_per_split['test']} test samples, {counts['trainable']:,} trainable "
          f"parameters, {device}, {policy}")
+    point = None
+    if options.resume_folder is not None:
+        if options.resume:
+            point = resume.load(options.resume_folder)
+        else:
+            resume.discard(options.resume_folder)  # (--retrain: from the first epoch)
+    best = BestEpoch("val_loss" if counts_per_split["val"]
+                     else None if recipe.ema_momentum else "loss")
+    if point is not None:
+        try:
+            best.restore(point.best, resume.restore(model, point))
+        except (ValueError, KeyError, TypeError, OSError) as exc:  # (saved by another release)
+            raise DamagedRunError(f"cannot go on from the resume point in "
+                                  f"{str(point.folder)!r} ({exc}); delete it to train "
+                                  f"{model_name} from the first epoch") from None
+        echo(resume.going_on_line(model_name, point, recipe.epochs))
+    first_epoch = point.epochs if point is not None else 0
 
     augmentation: Any = options.augment  # the report's recipes: flips or nothing, as always
     if recipe.augments:
@@ -442,22 +482,23 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         plain = views.random_view
         augmentation = views.random_then(samples.split("train").augmentation(augmentation))
 
+    epoch_number = EpochNumber()
+
     def stream(split: str, train: bool = False, seed: int = options.seed,
                augment: Any = augmentation) -> Batches:
         if not train:  # scored: plain samples, or every view of each clip
             augment = views.every_view if views is not None else False
         return make_dataset(samples, split, InputOptions(
-            batch_size=recipe.batch_size, shuffle=train, augment=augment, seed=seed))
+            batch_size=recipe.batch_size, shuffle=train, augment=augment, seed=seed,
+            epoch=epoch_number.variable if train else None))
 
-    best = BestEpoch("val_loss" if counts_per_split["val"]
-                     else None if recipe.ema_momentum else "loss")
-    callbacks: list[keras.callbacks.Callback] = []
+    callbacks: list[keras.callbacks.Callback] = [epoch_number]
     if recipe.ema_momentum:
         # First in the list: the averaged weights are in the model before the BatchNorm
         # statistics are recomputed for validation, and at each epoch's end, where `BestEpoch`
         # snapshots them (the last step's weights come back at the next epoch's start).
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    calibration_samples = 0
+    calibration_samples, calibration = 0, None
     if trainable_batch_norms(model):
         # A seeded subset of the training split, in a new order (hence a new subset) each epoch.
         batches = math.ceil(BN_RECALIBRATION_SAMPLES / recipe.batch_size)
@@ -483,16 +524,26 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         steps = math.ceil(counts_per_split["train"] / recipe.batch_size)
         callbacks += [StepProgress(model_name, recipe.epochs, steps, echo),
                       EpochLine(model_name, recipe.epochs, echo)]
+    if options.resume_folder is not None:
+        callbacks.append(resume.SaveResumePoints(options.resume_folder, best, point))
+    train = stream("train", train=True)
+    EpochNumber.go_on_from(first_epoch, train, calibration)
     started = time.perf_counter()
-    history = model.fit(stream("train", train=True), validation_data=validation,
-                        epochs=recipe.epochs, verbose=0, callbacks=callbacks,
-                        shuffle=False)  # the dataset shuffles itself, seeded
+    fitted = model.fit(train, validation_data=validation, initial_epoch=first_epoch,
+                       epochs=recipe.epochs, verbose=0, callbacks=callbacks,
+                       shuffle=False)  # the dataset shuffles itself, seeded
     train_seconds = time.perf_counter() - started
+    history = dict(fitted.history)
+    if point is not None:  # (the epochs trained before the stop first)
+        train_seconds += point.train_seconds
+        history = {key: point.history.get(key, []) + list(fitted.history.get(key, []))
+                   for key in dict.fromkeys([*point.history, *fitted.history])}
     if best.best_epoch is None and best.diverged_at is not None:
+        resume.discard(options.resume_folder)  # (going on would diverge again)
         hint = ("; --mixed-precision on a CPU computes in bfloat16: try without it"
                 if policy == "mixed_bfloat16" else "; try a lower learning rate")
         raise TrainingDivergedError(
-            f"{model_name} diverged: none of its {len(history.history.get('loss', []))} "
+            f"{model_name} diverged: none of its {len(history.get('loss', []))} "
             f"epochs ended with finite weights (NaN or infinite from epoch {best.diverged_at})"
             f"{hint}; no {model_name} run was written")
 
@@ -518,7 +569,11 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         "bn_recalibration_samples": calibration_samples,
         "train_seconds": round(train_seconds, 3),
     }
-    return write_run(runs_dir, model, history.history, best, metrics)
+    if point is not None:  # (the same weights as an unstopped run: said, not compared)
+        metrics["resumed_at_epoch"] = point.epochs
+    record = write_run(runs_dir, model, history, best, metrics)
+    resume.discard(options.resume_folder)
+    return record
 
 
 def run_identity(model_name: str, samples: StoreSamples, recipe: Recipe, options: TrainOptions,

@@ -37,7 +37,8 @@ from trainers.quiet import start_keras_quietly
 from trainers.recipes import Recipe
 from trainers.report import results_table
 from trainers.runs import (PARTIAL_PREFIX, DoneSamples, RunRecord, enclosing_run, find_run,
-                          require_model_file, require_run, split_counts, training_lock)
+                          require_model_file, require_run, split_counts, Training,
+                          training_lock)
 from trainers.samples import StoreSamples, open_samples
 
 Echo = Callable[[str], None]
@@ -144,6 +145,8 @@ class _Session:
     base: RunRecord | None = None  # --base
     outcomes: list[Outcome] = field(default_factory=list)
     device: str | None = None  # "training on CPU (no GPU found)", once TensorFlow is imported
+    #: The model in training and the folder of its resume points (`trainers.resume`), if any.
+    training: tuple[str, Path | None] | None = None
 
 
 def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
@@ -179,7 +182,7 @@ def run(config: RunConfig, *, echo: Echo = print) -> list[Outcome]:
 
 
 def _train(session: _Session, samples: StoreSamples, *,
-           locked: bool = False) -> RunRecord:
+           training: Training | None = None) -> RunRecord:
     config, model = session.config, samples.model
     if session.device is None:
         # Keras (TensorFlow) starts here, quietly, before the runs to reuse are looked for:
@@ -202,16 +205,19 @@ def _train(session: _Session, samples: StoreSamples, *,
     from trainers.backend import store_errors_raised
     from trainers.fit import TrainOptions, train_model
 
-    # (a prerequisite's lock is held already, alone; this run's own is said without waiting,
-    # for a command that would wait for it to reuse it)
-    lock = (contextlib.nullcontext() if locked else
+    # (a prerequisite's lock is held already; this run's own is taken without waiting, for a
+    # command that would wait for it to reuse it)
+    lock = (contextlib.nullcontext(training) if training is not None else
             training_lock(config.runs_dir, model, _trained_run_key(session, samples, model),
                           on_wait=None))
-    with lock, store_errors_raised():
+    with lock as held, store_errors_raised():
+        session.training = (model, held.resume_folder)
         record = train_model(model, samples, config.recipe_for(model),
                              TrainOptions(seed=config.seed, augment=config.augment_for(model),
                                           mixed_precision=config.mixed_precision,
-                                          progress=not config.quiet),
+                                          progress=not config.quiet,
+                                          resume_folder=held.resume_folder,
+                                          resume=config.reuse),
                              config.runs_dir, bases=bases, echo=session.echo)
     session.echo(f"{model}: run written to {record.path}")
     session.outcomes.append(Outcome(record, trained=True))
@@ -220,13 +226,22 @@ def _train(session: _Session, samples: StoreSamples, *,
 
 def _interrupted(session: _Session) -> str:
     """What Ctrl-C left: a run is written only once its training has ended (`RunWriter`, a
-    hidden folder renamed into place), so the run in training left nothing, and the
-    prerequisites trained before it are kept."""
+    hidden folder renamed into place), so the run in training left nothing but its resume
+    point (`trainers.resume`), and the prerequisites trained before it are kept."""
     written = [f"{outcome.record.model} run {outcome.record.path}"
                for outcome in session.outcomes if outcome.trained]
-    if not written:
-        return "interrupted; no run was written"
-    return f"interrupted; no further run was written (written before: {', '.join(written)})"
+    said = ("interrupted; no run was written" if not written else
+            f"interrupted; no further run was written (written before: {', '.join(written)})")
+    model, folder = session.training or (None, None)
+    point = None
+    if folder is not None:
+        from trainers import resume  # (Keras: imported by then, as training began)
+
+        point = resume.load(folder)
+    if point is not None:
+        said += (f"; the same command goes on from epoch {point.epochs} of "
+                 f"{session.config.recipe_for(model).epochs} (kept in {str(folder)!r})")
+    return said
 
 
 def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRecord:
@@ -250,7 +265,7 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
                      f"{config.model} needs (same store, same recipe)")
 
     with training_lock(config.runs_dir, model, _trained_run_key(session, samples, model),
-                       on_wait=wait):
+                       on_wait=wait) as training:
         if waited:  # (none found if that process was stopped before it wrote its run)
             found = _found_prerequisite(session, samples, model, quiet=True)
             if found is not None:
@@ -258,7 +273,7 @@ def _prerequisite(session: _Session, samples: StoreSamples, model: str) -> RunRe
                              f"trained meanwhile by {waited[0]}")
                 return found
         session.echo(f"{config.model} needs {_a_run(model)} of this store; training it first")
-        return _train(session, samples.for_model(model), locked=True)
+        return _train(session, samples.for_model(model), training=training)
 
 
 def _found_prerequisite(session: _Session, samples: StoreSamples, model: str, *,

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from flowstore.leftovers import process_gone
-from flowstore.store.lock import work_lock, work_lock_if_free
+from flowstore.store.lock import work_lock
 from trainers.catalogue import canonical_name
 from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError, RunWriteError
 from trainers.recipes import recorded_recipe
@@ -549,20 +549,34 @@ class RunWriter:
 #: Where a run being trained is said to be: `.training-<model>-<digest>.lock` in the runs folder,
 #: the digest of all that makes a run the one another command would reuse (`training_lock`).
 TRAINING_LOCK_PREFIX = ".training-"
+#: Where a run being trained keeps what it needs to go on after a stop (`trainers.resume`):
+#: `.resume-<model>-<digest>/`, the same digest.
+RESUME_PREFIX = ".resume-"
+
+
+@dataclass(frozen=True)
+class Training:
+    """A run being trained, as `training_lock` holds it."""
+
+    #: Whether this process holds the lock: no other trains the same run meanwhile.
+    held: bool
+    #: Where this run's resume points go (`trainers.resume`); only its lock's holder writes
+    #: there, so None where the lock is not held.
+    resume_folder: Path | None
 
 
 @contextlib.contextmanager
 def training_lock(runs_dir: str | Path, model: str, identity: Mapping[str, Any], *,
-                  on_wait: Callable[[str], None] | None) -> Iterator[bool]:
+                  on_wait: Callable[[str], None] | None) -> Iterator[Training]:
     """Say, for the block, that this process trains the run of `model` that `identity`
     describes (the store's fingerprint and done samples, the training fields, the bases it
     starts from: what a run must match to be reused) into `runs_dir`.
 
     With `on_wait` (a prerequisite, which this process would reuse if another had trained it):
-    held alone, first waiting for whoever trains the same run (`on_wait` is told who, before
-    the wait), so that two commands needing one prerequisite train it once. Without (the run a
-    command was asked for, trained anew whoever else trains the same): held shared unless a
-    prerequisite's training holds it, never waiting. Yields whether it is held.
+    first wait for whoever trains the same run (`on_wait` is told who, before the wait), so
+    that two commands needing one prerequisite train it once. Without (the run a command was
+    asked for, trained anew whoever else trains the same): held unless another holds it, never
+    waiting.
 
     Raises:
         RunWriteError: the lock's file cannot be made in `runs_dir`.
@@ -570,14 +584,14 @@ def training_lock(runs_dir: str | Path, model: str, identity: Mapping[str, Any],
     digest = hashlib.sha256(json.dumps({"model": model, **identity}, sort_keys=True,
                                        default=str).encode()).hexdigest()[:16]
     path = Path(runs_dir) / f"{TRAINING_LOCK_PREFIX}{model}-{digest}.lock"
-    lock = work_lock(path, on_wait=on_wait) if on_wait is not None else work_lock_if_free(path)
     with contextlib.ExitStack() as stack:
         try:
-            held = stack.enter_context(lock)
+            held = stack.enter_context(work_lock(path, on_wait=on_wait))
         except OSError as exc:
             raise RunWriteError(f"cannot make the lock file {str(path)!r} that says a {model} "
                                 f"run trains ({exc.strerror or exc})") from None
-        yield held is not False
+        yield Training(held, Path(runs_dir) / f"{RESUME_PREFIX}{model}-{digest}" if held
+                       else None)
 
 
 def run_dir_name(path: str | os.PathLike | None) -> str | None:

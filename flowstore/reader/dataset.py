@@ -583,12 +583,12 @@ class Split:
 
     def to_tf_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                       augment: bool | Augmentation | None = None,
-                      parallel_reads: int | None = None):
+                      parallel_reads: int | None = None, epoch: Any = None):
         """A `tf.data.Dataset` of `(features, label)` batches (`flowstore.reader.tf`)."""
         from flowstore.reader.tf import to_tf_dataset
 
         return to_tf_dataset(self, batch_size, shuffle=shuffle, seed=seed, augment=augment,
-                             parallel_reads=parallel_reads)
+                             parallel_reads=parallel_reads, epoch=epoch)
 
     def to_keras_dataset(self, batch_size: int, *, shuffle: bool = False, seed: int = 0,
                          augment: bool | Augmentation | None = None, **pydataset_options: Any):

@@ -1,7 +1,12 @@
 """`tf.data` adapter: a split as a dataset of `(features, label)` batches.
 
 The pipeline is `positions -> shuffle (seeded, a new order every epoch) -> batch -> parallel
-map(Split.read, one tf.numpy_function call per batch) -> prefetch`. Only the split's positions
+map(Split.read, one tf.numpy_function call per batch) -> prefetch`. Given an `epoch` (a number,
+or a `tf.Variable` a training loop sets as each epoch begins), the positions are instead that
+epoch's order as `Split.batches` and the Keras `PyDataset` give it, and each batch is augmented
+by its own (seed, epoch, batch) stream: what an epoch reads no longer depends on how many
+iterators were made of the dataset before it (Keras makes two an epoch), so a training that
+goes on from a stop at epoch k reads what an unstopped one reads (`trainers.resume`). Only the split's positions
 are held in memory; a batch's samples are read when the pipeline asks for it, into buffers that
 TensorFlow wraps without a copy (they are 64-byte aligned), so an epoch's memory does not grow
 with the split (benchmarks/train_memory.py). Batches keep the reader's types (uint8 pixels,
@@ -17,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from flowstore.errors import FlowstoreError
-from flowstore.reader.batches import batch_rng, whole_number
+from flowstore.reader.batches import batch_rng, epoch_order, whole_number
 from flowstore.reader.dataset import LABEL
 
 if TYPE_CHECKING:
@@ -26,7 +31,8 @@ if TYPE_CHECKING:
 
 def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,
                   augment: "bool | Augmentation | None" = None,
-                  parallel_reads: int | None = None) -> tf.data.Dataset:
+                  parallel_reads: int | None = None,
+                  epoch: "int | tf.Variable | None" = None) -> tf.data.Dataset:
     """`(features, label)` batches of `split`: `features` is the array of a one-feature split,
     else a dict keyed like the split's features (Keras matches it to named inputs).
 
@@ -39,9 +45,14 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
         parallel_reads: batches read at once (or `tf.data.AUTOTUNE`); None lets tf.data tune
             it where the store reads in parallel (`Store.concurrent_reads`) and reads one at a
             time where it does not (compressed HDF5), while the previous batch trains.
+        epoch: None: a new order (and augmentation) for each iterator made of the dataset.
+            A number, or an int64 `tf.Variable` (read as each iterator is made: set it before
+            an epoch's iterator): that epoch's order and augmentation, seeded by (seed, epoch).
     """
     batch_size = whole_number("batch_size", batch_size, 1)
     whole_number("seed", seed, 0)  # (refused here, not in TensorFlow's words)
+    if epoch is not None and not isinstance(epoch, tf.Variable):
+        epoch = tf.constant(whole_number("epoch", epoch, 0), tf.int64)
     augment_fn = split.augmentation(augment)
     keys = tuple(split.features)
     # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
@@ -61,33 +72,52 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     dtypes.append(tf.as_dtype(np.asarray(probe[LABEL]).dtype) if probe is not None
                   else tf.int64)
 
-    def read(positions: np.ndarray, augment_seed: np.int64) -> list[np.ndarray]:
+    def read(positions: np.ndarray, stream: np.ndarray) -> list[np.ndarray]:
         try:
             batch = split.read(positions)
         except FlowstoreError as exc:
             _READ_ERRORS.append(exc)
             raise
-        if augment_fn is not None:
-            batch = augment_fn(batch, np.random.default_rng(int(augment_seed) % 2 ** 63))
+        if augment_fn is not None:  # (stream: a random seed, or the batch's (epoch, index))
+            rng = (np.random.default_rng(int(stream[0]) % 2 ** 63) if epoch is None
+                   else batch_rng(seed, int(stream[0]), int(stream[1])))
+            batch = augment_fn(batch, rng)
         return [batch[key] for key in keys] + [batch[LABEL]]
 
     size = len(split)
-    ds = tf.data.Dataset.range(size)
-    if shuffle and size > 1:
-        # The whole position list fits the buffer (a few bytes per sample): a full shuffle.
-        ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augment_fn is not None:
-        seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
-        ds = tf.data.Dataset.zip(ds, seeds)
+    if epoch is None:
+        ds = tf.data.Dataset.range(size)
+        if shuffle and size > 1:
+            # The whole position list fits the buffer (a few bytes per sample): a full shuffle.
+            ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
+        if augment_fn is not None:
+            seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+            ds = tf.data.Dataset.zip(ds, seeds.map(lambda value: tf.stack([value, 0])))
+    else:
+        def order(number: np.int64) -> np.ndarray:
+            return epoch_order(size, shuffle=shuffle, seed=seed, epoch=int(number))
+
+        def epoch_batches(number: tf.Tensor) -> tf.data.Dataset:
+            positions = tf.numpy_function(order, [number], tf.int64, stateful=False)
+            batches = tf.data.Dataset.from_tensor_slices(tf.ensure_shape(positions, (size,)))
+            return batches.batch(batch_size).enumerate().map(
+                lambda index, batch: (batch, tf.stack([number, index])))
+
+        # (the epoch read as an iterator is made: a Variable's value then, not at tracing)
+        ds = tf.data.Dataset.from_tensors(0).map(lambda _: tf.identity(epoch))
+        # (a flat_map's length is unknown to tf.data: said, as Keras reads an epoch of unknown
+        # length until it runs out, and warns that it ran out)
+        ds = ds.flat_map(epoch_batches).apply(
+            tf.data.experimental.assert_cardinality(-(-size // batch_size)))
 
     # One map function, however the batch is augmented: every new iterator (each epoch)
     # instantiates and optimizes each function of the pipeline again (benchmarks/README.md,
     # "Issue 13", "Session 12").
-    def read_batch(positions: tf.Tensor, augment_seed: tf.Tensor | None = None):
-        if augment_seed is None:
-            augment_seed = tf.constant(0, tf.int64)
-        values = tf.numpy_function(read, [positions, augment_seed], Tout=dtypes, stateful=False)
+    def read_batch(positions: tf.Tensor, stream: tf.Tensor | None = None):
+        if stream is None:
+            stream = tf.zeros(2, tf.int64)
+        values = tf.numpy_function(read, [positions, stream], Tout=dtypes, stateful=False)
         features = {}
         for key, value in zip(keys, values, strict=False):
             value.set_shape((None, *shapes[key]))

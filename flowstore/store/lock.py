@@ -13,7 +13,7 @@ mode does, which needs the latest file format; see `_hdf5`), so a reader is refu
 build runs and a build is refused while a reader has the file open. Zarr readers take no lock:
 each chunk and metadata file is replaced atomically, so they read while a build appends.
 
-A work lock (`work_lock`, `work_lock_if_free`) is the other kind: on work that two processes may
+A work lock (`work_lock`) is the other kind: on work that two processes may
 set out to do at once where the second can wait and take the first's result (trainers: a
 prerequisite run that two chains need). It waits rather than refuses, and its file goes when the
 work ends, so that it leaves nothing behind; a process that takes it checks that the file it
@@ -156,38 +156,19 @@ def release_reader_lock(fd: int | None) -> None:
 
 
 @contextlib.contextmanager
-def work_lock(path: Path, *, on_wait: Callable[[str], None]) -> Iterator[None]:
-    """Hold the work lock `path` exclusively for the block, first waiting for as long as
-    another process holds it: `on_wait` is told who ("pid 12 on host, since ..."), once, before
-    the wait. The file (and its folder, where missing) is made, and removed when the block
-    ends: made by this process, an empty folder goes too.
+def work_lock(path: Path, *, on_wait: Callable[[str], None] | None) -> Iterator[bool]:
+    """Hold the work lock `path` alone for the block. With `on_wait`, first wait for as long
+    as another process holds it (`on_wait` is told who, "pid 12 on host, since ...", once,
+    before the wait): for work whose result this process can take once another has done it
+    (trainers: a prerequisite run). Without, never wait: where another holds it, the block
+    runs without it (for work done anew whoever else does the same: the run a command was
+    asked for). Yields whether it is held. The file (and its folder, where missing) is made,
+    and removed when the block ends: made by this process, an empty folder goes too.
 
     Raises:
         OSError: the file cannot be made.
     """
-    fd, made = _take(path, fcntl.LOCK_EX, on_wait)
-    try:
-        try:
-            _record_holder(fd)
-        except OSError:
-            pass  # (a full disk: the lock holds all the same, only who holds it goes untold)
-        yield
-    finally:
-        _remove(path, made)  # (still holding it: a process waiting for it looks again)
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def work_lock_if_free(path: Path) -> Iterator[bool]:
-    """Hold the work lock `path` shared for the block, unless a process holds it exclusively
-    (`work_lock`), and never wait: for work done anew whoever else does the same (trainers: the
-    run a command was asked for), which a process that would take its result (`work_lock`)
-    waits for. Yields whether it is held. The last holder out removes the file.
-
-    Raises:
-        OSError: the file cannot be made.
-    """
-    fd, made = _take(path, fcntl.LOCK_SH, None)
+    fd, made = _take(path, on_wait)
     if fd is None:
         yield False
         return
@@ -195,20 +176,15 @@ def work_lock_if_free(path: Path) -> Iterator[bool]:
         try:
             _record_holder(fd)
         except OSError:
-            pass
+            pass  # (a full disk: the lock holds all the same, only who holds it goes untold)
         yield True
     finally:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # alone with it: no holder left
-            _remove(path, made)
-        except BlockingIOError:
-            pass  # another holds it still, and removes it when its work ends
+        _remove(path, made)  # (still holding it: a process waiting for it looks again)
         os.close(fd)
 
 
-def _take(path: Path, how: int, on_wait: Callable[[str], None] | None,
-          ) -> tuple[int | None, list[Path]]:
-    """A descriptor of `path` locked `how`: after waiting (telling `on_wait` who holds it), or
+def _take(path: Path, on_wait: Callable[[str], None] | None) -> tuple[int | None, list[Path]]:
+    """A descriptor of `path` locked alone: after waiting (telling `on_wait` who holds it), or
     None at once where it is held otherwise and there is no `on_wait`; and the folders made for
     it, deepest first. A lock taken on a file since removed from its path (its holder's work
     ended while this one waited) is let go, and the file at the path now taken instead."""
@@ -222,7 +198,7 @@ def _take(path: Path, how: int, on_wait: Callable[[str], None] | None,
             continue  # its folder removed by the holder before, just now: made again
         try:
             try:
-                fcntl.flock(fd, how | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 if on_wait is None:
                     os.close(fd)
@@ -230,7 +206,7 @@ def _take(path: Path, how: int, on_wait: Callable[[str], None] | None,
                 if not told:
                     on_wait(_describe(_holder(fd)))
                     told = True
-                fcntl.flock(fd, how)
+                fcntl.flock(fd, fcntl.LOCK_EX)
             if _still_at(fd, path):
                 return fd, made
         except BaseException:

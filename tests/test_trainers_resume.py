@@ -1,0 +1,140 @@
+"""A stopped run's training goes on where it stopped, and ends as an unstopped one ends."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from trainers import resume
+from trainers.run import RunConfig, run
+from trainers.runs import RESUME_PREFIX, list_runs
+from trainers.testing import TINY_FLOW, make_tiny_store
+from tests.conftest import without_modules_env
+
+
+def _trained(runs: Path, model: str) -> tuple[np.ndarray, dict, dict]:
+    (record,) = [record for record in list_runs(runs) if record.model == model]
+    weights = keras.saving.load_model(record.model_file, compile=False).get_weights()
+    history = json.loads((record.path / "history.json").read_text())
+    return np.concatenate([w.ravel() for w in weights]), history, record.metrics
+
+
+def _stopped_at(monkeypatch, epochs: int) -> None:
+    """Stop (as Ctrl-C does) once the resume point of `epochs` epochs is saved."""
+    save = resume.SaveResumePoints._save
+
+    def save_then_stop(self, done: int) -> None:
+        save(self, done)
+        if done == epochs:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume.SaveResumePoints, "_save", save_then_stop)
+
+
+@pytest.mark.parametrize("model, options", [
+    ("flow", {}),
+    # an average of the weights (swapped in and out each epoch), a schedule, augmentation
+    ("frames", {"recipe_set": "tuned", "ema_momentum": 0.9}),
+], ids=["flow-report", "frames-tuned-ema"])
+def test_a_stopped_run_goes_on_and_ends_on_the_weights_of_an_unstopped_one(
+        tmp_path, monkeypatch, model, options):
+    """Its epochs read the orders and augmentations an unstopped run reads (Keras makes two
+    tf.data iterators an epoch: moved on by counting them, the third epoch read the fifth's),
+    with the optimizer's state, the dropout's random state, the best epoch and the history
+    kept: the same weights, history and test scores, and the folder it went on from gone."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    config = {"epochs": 3, **options}
+    run(RunConfig(model, store, tmp_path / "unstopped", **config), echo=lambda line: None)
+    runs = tmp_path / "runs"
+    with monkeypatch.context() as patch:
+        _stopped_at(patch, 2)
+        with pytest.raises(KeyboardInterrupt, match="interrupted; no run was written; the "
+                           f"same command goes on from epoch 2 of 3 .*{RESUME_PREFIX}{model}-"):
+            run(RunConfig(model, store, runs, **config), echo=lambda line: None)
+    (kept,) = runs.iterdir()
+    assert kept.name.startswith(f"{RESUME_PREFIX}{model}-") and not list_runs(runs)
+    said: list[str] = []
+    run(RunConfig(model, store, runs, **config), echo=said.append)
+    assert f"{model}: going on from epoch 2 of 3, where a stopped command training the same " \
+           f"run left it ({kept.name} in the runs folder," in "\n".join(said)
+    weights, history, metrics = _trained(runs, model)
+    unstopped_weights, unstopped_history, unstopped = _trained(tmp_path / "unstopped", model)
+    np.testing.assert_array_equal(weights, unstopped_weights)
+    assert history == unstopped_history and len(history["loss"]) == 3
+    assert (metrics["best_epoch"], metrics["test"]) == (unstopped["best_epoch"],
+                                                        unstopped["test"])
+    assert metrics["resumed_at_epoch"] == 2 and "resumed_at_epoch" not in unstopped
+    assert not kept.exists() and [p.name for p in runs.iterdir() if p.name[0] == "."] == []
+
+
+def test_other_parameters_never_go_on_from_it_and_retrain_starts_afresh(tmp_path, monkeypatch):
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    with monkeypatch.context() as patch:
+        _stopped_at(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run(RunConfig("flow", store, runs, epochs=2), echo=lambda line: None)
+    (kept,) = runs.iterdir()
+    said: list[str] = []
+    run(RunConfig("flow", store, runs, epochs=2, seed=1), echo=said.append)  # another run
+    assert not any("going on" in line for line in said) and kept.exists()
+    (other,) = list_runs(runs)
+    assert "resumed_at_epoch" not in other.metrics
+    said.clear()  # --retrain: from the first epoch
+    run(RunConfig("flow", store, runs, epochs=2, reuse=False), echo=said.append)
+    assert not any("going on" in line for line in said) and not kept.exists()
+    assert not any("resumed_at_epoch" in record.metrics for record in list_runs(runs))
+
+
+def test_a_resume_point_that_cannot_be_read_is_said_and_trained_afresh(tmp_path, capsys):
+    folder = tmp_path / ".resume-flow-0123"
+    folder.mkdir()
+    (folder / resume.STATE_FILE).write_text("{not json")
+    assert resume.load(folder) is None
+    assert "cannot read the resume point in" in capsys.readouterr().err
+    (folder / resume.STATE_FILE).write_text(json.dumps({
+        "version": resume.STATE_VERSION, "epochs": 2, "history": {}, "train_seconds": 1.0,
+        "best": {}, "weights": "epoch-2.weights.h5", "best_weights": None,
+        "seeds": "seeds-2.npz"}))
+    assert resume.load(folder) is None  # (its weights file is missing)
+    assert "lacks epoch-2.weights.h5; training from the first epoch" in capsys.readouterr().err
+
+
+def test_a_run_killed_on_the_torch_backend_goes_on_and_ends_as_an_unstopped_one(tmp_path):
+    """A real stop: SIGKILL, as a power cut or a preempted machine stops a run, with nothing
+    run on the way out; on Keras' PyTorch backend, whose `PyDataset` is told its epoch."""
+    pytest.importorskip("torch")
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    command = [shutil.which("trainers") or pytest.fail("no `trainers` console script"), "run",
+               "flow", "--store", str(store), "--epochs", "3", "--quiet", "--runs-dir"]
+    env = {**os.environ, "KERAS_BACKEND": "torch",
+           **without_modules_env(tmp_path / "no-tensorflow", "tensorflow")}
+    subprocess.run([*command, str(tmp_path / "unstopped")], check=True, env=env,
+                   capture_output=True, timeout=300)
+    runs = tmp_path / "runs"
+    with subprocess.Popen([*command, str(runs)], env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL) as stopped:
+        deadline = time.monotonic() + 300
+        while not list(runs.glob(f"{RESUME_PREFIX}flow-*/{resume.STATE_FILE}")):
+            assert stopped.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        stopped.send_signal(signal.SIGKILL)
+    assert not list_runs(runs)
+    went_on = subprocess.run([*command, str(runs)], env=env, capture_output=True, text=True,
+                             timeout=300)
+    assert went_on.returncode == 0, went_on.stderr[-2000:]
+    assert "flow: going on from epoch " in went_on.stdout
+    _, history, metrics = _trained(runs, "flow")
+    _, unstopped_history, unstopped = _trained(tmp_path / "unstopped", "flow")
+    assert history == unstopped_history and metrics["test"] == unstopped["test"]
+    assert metrics["resumed_at_epoch"] >= 1
+    assert [p.name for p in runs.iterdir() if p.name.startswith(".")] == []
