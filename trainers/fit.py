@@ -132,7 +132,8 @@ class BestEpoch(keras.callbacks.Callback):
                 "best_logs": self.best_logs, "diverged_at": self.diverged_at}
 
     def restore(self, state: dict[str, Any], weights: list | None) -> None:
-        """Know again what `state()` and `best_weights` said, as a run goes on (`trainers.resume`)."""
+        """Know again what `state()` and `best_weights` said, as a run goes on
+        (`trainers.resume`)."""
         self.best_value = float(state["best_value"])
         self.best_epoch = state["best_epoch"]
         self.best_logs = {k: float(v) for k, v in state["best_logs"].items()}

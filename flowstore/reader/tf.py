@@ -6,11 +6,12 @@ or a `tf.Variable` a training loop sets as each epoch begins), the positions are
 epoch's order as `Split.batches` and the Keras `PyDataset` give it, and each batch is augmented
 by its own (seed, epoch, batch) stream: what an epoch reads no longer depends on how many
 iterators were made of the dataset before it (Keras makes two an epoch), so a training that
-goes on from a stop at epoch k reads what an unstopped one reads (`trainers.resume`). Only the split's positions
-are held in memory; a batch's samples are read when the pipeline asks for it, into buffers that
-TensorFlow wraps without a copy (they are 64-byte aligned), so an epoch's memory does not grow
-with the split (benchmarks/train_memory.py). Batches keep the reader's types (uint8 pixels,
-float16 flow unless asked otherwise): a model casts them in its own graph, on the accelerator.
+goes on from a stop at epoch k reads what an unstopped one reads (`trainers.resume`). Only the
+split's positions are held in memory; a batch's samples are read when the pipeline asks for it,
+into buffers that TensorFlow wraps without a copy (they are 64-byte aligned), so an epoch's
+memory does not grow with the split (benchmarks/train_memory.py). Batches keep the reader's
+types (uint8 pixels, float16 flow unless asked otherwise): a model casts them in its own graph,
+on the accelerator.
 """
 
 from __future__ import annotations
