@@ -22,7 +22,8 @@ cache-resident buffers do not. Each reader is held against the issue's ceiling (
 and, in a second figure measured in the same rounds, against the batch-buffer ceiling on the
 same threads: how much of the gap any reader delivering batches would have.
 
-Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train split, batch 8:
+Readers, all reading the two-stream inputs (`middle_frame`, `flow`) of the train split, batch 8
+(`--batch-size`: every reader pays something a batch, which larger batches spread thinner):
 - `split[batch]`: `split.read(positions)` over the split in order, one thread;
 - `to_tf_dataset`: `split.to_tf_dataset(8, shuffle=True)`, epoch after epoch (tf.data's threads);
 - DataLoader 0 / 2 workers: `torch.utils.data.DataLoader(split, batch_size=8, shuffle=True,
@@ -61,6 +62,8 @@ process).
     python benchmarks/reader.py                                  # 224 px, 16 steps, 40 clips
     python benchmarks/reader.py --size 112 --videos-per-class 10 --min-seconds 0.5 --rounds 3
     python benchmarks/reader.py --workdir /tmp/rb --videos-per-class 20 --epoch-repeat 10
+    python benchmarks/reader.py --workdir /tmp/rb --videos-per-class 20 --epoch-repeat 10 \
+        --batch-size 32 --store zarr,none --store h5,none
 """
 
 from __future__ import annotations
@@ -83,6 +86,7 @@ from input_pipeline import disk_bytes, prepare_stores  # noqa: E402
 import numpy as np  # noqa: E402
 
 FEATURES = ("middle_frame", "flow")
+#: Samples a batch (`--batch-size`): every reader's, and the batch-buffer ceilings'.
 BATCH = 8
 
 
@@ -192,7 +196,7 @@ def ceiling_reads(path: Path, indices: np.ndarray):
 
 
 def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPoolExecutor,
-                 into_batch: bool = False):
+                 into_batch: bool = False, batch: int = BATCH):
     """The ceiling: each thread reads its samples into one sample-sized buffer per feature, or
     with `into_batch` into the rows of one preallocated batch, as a reader must deliver them
     (a sample-sized buffer stays in the CPU cache; a batch does not)."""
@@ -200,12 +204,12 @@ def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPool
 
     def work(part: int) -> int:
         read = reader()
-        lead = (BATCH,) if into_batch else ()
+        lead = (batch,) if into_batch else ()
         outs = {name: np.empty(lead + shape, dtype) for name, (shape, dtype) in layout.items()}
         mine = range(part, len(indices), threads)
         for row, k in enumerate(mine):
             for name in FEATURES:
-                read(name, k, outs[name][row % BATCH] if into_batch else outs[name])
+                read(name, k, outs[name][row % batch] if into_batch else outs[name])
         return len(mine)
 
     def one_pass() -> int:
@@ -217,33 +221,33 @@ def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPool
 # -- the readers ------------------------------------------------------------------------------------
 
 
-def loop_pass(split):
+def loop_pass(split, batch: int):
     def one_pass() -> int:
-        for start in range(0, len(split), BATCH):
-            split.read(np.arange(start, min(start + BATCH, len(split))))
+        for start in range(0, len(split), batch):
+            split.read(np.arange(start, min(start + batch, len(split))))
         return len(split)
     return one_pass
 
 
-def tf_pass(split):
-    ds = split.to_tf_dataset(BATCH, shuffle=True)
+def tf_pass(split, batch: int):
+    ds = split.to_tf_dataset(batch, shuffle=True)
 
     def one_pass() -> int:
         return sum(int(y.shape[0]) for _, y in ds)
     return one_pass
 
 
-def dataloader_pass(split, workers: int, batched: bool = False):
+def dataloader_pass(split, workers: int, batch: int, batched: bool = False):
     """`DataLoader(split, batch_size=8, shuffle=True)`, or with `batched`, whole batches as the
     split reads them (`batch_size=None`, a `BatchSampler`): no collate copy."""
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
     if batched:
         loader = DataLoader(split, batch_size=None, num_workers=workers,
-                            sampler=BatchSampler(RandomSampler(split), BATCH, drop_last=False),
+                            sampler=BatchSampler(RandomSampler(split), batch, drop_last=False),
                             persistent_workers=workers > 0)
     else:
-        loader = DataLoader(split, batch_size=BATCH, shuffle=True, num_workers=workers,
+        loader = DataLoader(split, batch_size=batch, shuffle=True, num_workers=workers,
                             persistent_workers=workers > 0)
 
     def one_pass() -> int:
@@ -268,17 +272,17 @@ CEILINGS = ("ceiling, 1 thread", "ceiling, T threads", "ceiling, 1 thread, batch
             "ceiling, T threads, batch buffers")
 
 
-def reader_pass(name: str, split):
+def reader_pass(name: str, split, batch: int):
     if name == TRANSPORT:
-        return dataloader_pass(unread(split), 2)
+        return dataloader_pass(unread(split), 2, batch)
     if name == TF_MACHINERY:
-        return tf_pass(unread(split))
+        return tf_pass(unread(split), batch)
     if name == "split[batch] loop":
-        return loop_pass(split)
+        return loop_pass(split, batch)
     if name == "to_tf_dataset":
-        return tf_pass(split)
+        return tf_pass(split, batch)
     workers = 2 if "2 workers" in name else 0
-    return dataloader_pass(split, workers, batched=name.startswith("batched"))
+    return dataloader_pass(split, workers, batch, batched=name.startswith("batched"))
 
 
 def repeated(split, times: int, kind: type | None = None):
@@ -319,7 +323,7 @@ def _unread_split_class():
 
 
 def measure_cell(path: Path, what: str, rounds: int, seconds: float,
-                 epoch_repeat: int = 1) -> dict:
+                 epoch_repeat: int = 1, batch: int = BATCH) -> dict:
     """`what` (a reader, or "ceilings") in this process, `rounds` times, each time right after
     the ceiling it is held against, so that both see the same machine: a shared VM's speed
     drifts by 20% within minutes, which side-by-side cells measured a minute apart cannot tell
@@ -336,15 +340,15 @@ def measure_cell(path: Path, what: str, rounds: int, seconds: float,
         passes["ceiling, 1 thread"] = (ceiling_pass(path, split.indices, 1, pool), False)
         passes["ceiling, T threads"] = (ceiling_pass(path, split.indices, threads, pool), False)
         passes["ceiling, 1 thread, batch buffers"] = (
-            ceiling_pass(path, split.indices, 1, pool, into_batch=True), False)
+            ceiling_pass(path, split.indices, 1, pool, into_batch=True, batch=batch), False)
         passes["ceiling, T threads, batch buffers"] = (
-            ceiling_pass(path, split.indices, threads, pool, into_batch=True), False)
+            ceiling_pass(path, split.indices, threads, pool, into_batch=True, batch=batch), False)
     else:
         ceiling_threads = AGAINST[what] or threads
         passes["ceiling"] = (ceiling_pass(path, split.indices, ceiling_threads, pool), False)
         passes["batch buffers"] = (ceiling_pass(path, split.indices, ceiling_threads, pool,
-                                                into_batch=True), False)
-        passes[what] = (reader_pass(what, split), "2 workers" in what)
+                                                into_batch=True, batch=batch), False)
+        passes[what] = (reader_pass(what, split, batch), "2 workers" in what)
     for one_pass, _ in passes.values():
         one_pass()  # warm-up: page cache, thread pools, tf.data's tracing, worker start-up
     runs: dict[str, list[Measured]] = {name: [] for name in passes}
@@ -373,7 +377,8 @@ def run_cell(path: Path, what: str, args) -> dict:
     import subprocess
 
     command = [sys.executable, __file__, "--cell", str(path), what, "--rounds", str(args.rounds),
-               "--min-seconds", str(args.min_seconds), "--epoch-repeat", str(args.epoch_repeat)]
+               "--min-seconds", str(args.min_seconds), "--epoch-repeat", str(args.epoch_repeat),
+               "--batch-size", str(args.batch_size)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"{what} on {path.name} failed:\n{done.stderr[-3000:]}")
@@ -395,6 +400,11 @@ def main() -> None:
     parser.add_argument("--epoch-repeat", type=int, default=1, metavar="N",
                         help="an epoch visits the train split N times over (epochs N times "
                              "as long, the same samples)")
+    parser.add_argument("--batch-size", type=int, default=BATCH, metavar="N",
+                        help="samples a batch, of every reader and the batch-buffer ceilings")
+    parser.add_argument("--store", action="append", metavar="BACKEND,COMPRESSION",
+                        choices=("zarr,default", "zarr,none", "h5,default", "h5,none"),
+                        help="measure only these stores (repeatable; default: all four)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each store, wait up to SECONDS for other load to drop")
@@ -402,11 +412,13 @@ def main() -> None:
     args = parser.parse_args()
     if args.epoch_repeat < 1:
         parser.error("--epoch-repeat must be >= 1")
+    if args.batch_size < 1:
+        parser.error("--batch-size must be >= 1")
     if args.cell:  # the child process of `run_cell`
         import json
 
         print(json.dumps(measure_cell(Path(args.cell[0]), args.cell[1], args.rounds,
-                                      args.min_seconds, args.epoch_repeat)))
+                                      args.min_seconds, args.epoch_repeat, args.batch_size)))
         return
 
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -414,6 +426,9 @@ def main() -> None:
     stores = prepare_stores(args.workdir, source, args.size, args.steps, ["zarr", "h5"])
     started = time.perf_counter()
     results: dict[tuple[str, str], dict[str, dict]] = {}
+    if args.store:
+        stores = {key: path for key, path in stores.items()
+                  if f"{key[0]},{key[1].split()[0]}" in args.store}
     for key, path in stores.items():
         if args.wait_quiet:
             wait_for_quiet(args.wait_quiet)
@@ -439,7 +454,7 @@ def report(args, stores, results, train: int, seconds: float) -> str:
         f"steps, float16 flow; train split of {train} clips"
         + (f", an epoch {args.epoch_repeat} times over it ({train * args.epoch_repeat} samples)"
            if args.epoch_repeat > 1 else "") + f"; features {', '.join(FEATURES)}; "
-        f"batch {BATCH}; T = {threads} threads. Each cell ran in a fresh process, "
+        f"batch {args.batch_size}; T = {threads} threads. Each cell ran in a fresh process, "
         f"{args.rounds} rounds of at least {args.min_seconds:g} s, each right after its ceiling "
         f"in the same process; figures are medians over the rounds.", "",
         "samples/s (cores used); for readers, % of the ceiling per core, median "

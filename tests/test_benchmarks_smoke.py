@@ -161,6 +161,34 @@ def test_reader_benchmark_repeats_an_epoch_over_the_same_samples(tmp_path):
     assert batch["label"].tolist() == split.labels[[2, 0]].tolist()
 
 
+def test_reader_benchmark_reads_in_batches_of_the_size_asked(tmp_path, monkeypatch):
+    """`--batch-size`: every reader and the batch-buffer ceiling read batches of that size."""
+    pytest.importorskip("torch")
+    import flowstore
+    from trainers.testing import make_tiny_store
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    split = flowstore.open(path).split("train")
+    bench = load_benchmark("reader")
+    sizes: list[int] = []
+    read = type(split).read
+    monkeypatch.setattr(type(split), "read",
+                        lambda self, positions: sizes.append(len(positions)) or read(self,
+                                                                                      positions))
+    for name in ("split[batch] loop", "DataLoader 0 workers", "batched DataLoader 0 workers",
+                 "to_tf_dataset"):
+        sizes.clear()
+        assert bench.reader_pass(name, split, 3)() == len(split) == 8
+        assert sorted(sizes, reverse=True) == [3, 3, 2], name
+    shapes: list = []
+    real_empty = np.empty
+    monkeypatch.setattr(bench.np, "empty", lambda shape, *a, **k: shapes.append(shape)
+                        or real_empty(shape, *a, **k))
+    bench.ceiling_pass(path, split.indices, 1, bench.ThreadPoolExecutor(1), into_batch=True,
+                       batch=3)()
+    assert {shape[0] for shape in shapes if np.ndim(shape) and len(shape) > 1} == {3}
+
+
 def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
     """`benchmarks/conv3d_gradient.py` on one tiny shape: a row with both timings and the
     reference rate (here its own, the only case)."""

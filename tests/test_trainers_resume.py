@@ -107,6 +107,11 @@ def test_a_resume_point_that_cannot_be_read_is_said_and_trained_afresh(tmp_path,
         "seeds": "seeds-2.npz"}))
     assert resume.load(folder) is None  # (its weights file is missing)
     assert "lacks epoch-2.weights.h5; training from the first epoch" in capsys.readouterr().err
+    state = json.loads((folder / resume.STATE_FILE).read_text())
+    (folder / resume.STATE_FILE).write_text(json.dumps({**state, "version": 0}))
+    assert resume.load(folder) is None  # (another release's layout: said, not gone on from)
+    assert ("saved by another flowstore release (layout 0, this one reads 1); training from "
+            "the first epoch") in capsys.readouterr().err
 
 
 def test_a_run_killed_on_the_torch_backend_goes_on_and_ends_as_an_unstopped_one(tmp_path):

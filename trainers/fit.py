@@ -525,20 +525,19 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
         steps = math.ceil(counts_per_split["train"] / recipe.batch_size)
         callbacks += [StepProgress(model_name, recipe.epochs, steps, echo),
                       EpochLine(model_name, recipe.epochs, echo)]
+    saver = None
     if options.resume_folder is not None:
-        callbacks.append(resume.SaveResumePoints(options.resume_folder, best, point))
+        saver = resume.SaveResumePoints(options.resume_folder, best, point)
+        callbacks.append(saver)
     train = stream("train", train=True)
     EpochNumber.go_on_from(first_epoch, train, calibration)
     started = time.perf_counter()
     fitted = model.fit(train, validation_data=validation, initial_epoch=first_epoch,
                        epochs=recipe.epochs, verbose=0, callbacks=callbacks,
                        shuffle=False)  # the dataset shuffles itself, seeded
-    train_seconds = time.perf_counter() - started
-    history = dict(fitted.history)
-    if point is not None:  # (the epochs trained before the stop first)
-        train_seconds += point.train_seconds
-        history = {key: point.history.get(key, []) + list(fitted.history.get(key, []))
-                   for key in dict.fromkeys([*point.history, *fitted.history])}
+    # (the saver's go on from the epochs trained before a stop, if any)
+    history = dict(fitted.history) if saver is None else saver.history
+    train_seconds = time.perf_counter() - started if saver is None else saver.train_seconds
     if best.best_epoch is None and best.diverged_at is not None:
         resume.discard(options.resume_folder)  # (going on would diverge again)
         hint = ("; --mixed-precision on a CPU computes in bfloat16: try without it"

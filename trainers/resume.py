@@ -69,6 +69,9 @@ def load(folder: Path) -> ResumePoint | None:
         return None
     try:
         if state["version"] != STATE_VERSION:
+            print(f"warning: the resume point in {str(folder)!r} was saved by another flowstore "
+                  f"release (layout {state['version']!r}, this one reads {STATE_VERSION}); "
+                  f"training from the first epoch", file=sys.stderr)
             return None
         point = ResumePoint(
             folder=folder, epochs=int(state["epochs"]),
@@ -158,6 +161,9 @@ class SaveResumePoints(keras.callbacks.Callback):
         folder: where (made when first saved).
         best: the run's `BestEpoch`, whose state goes with the weights.
         before: the point this `fit` went on from, if any: its history and seconds go on.
+
+    Its `history` and `train_seconds` are the whole run's so far (the point's epochs first),
+    which `trainers.fit.train_model` records as the run's.
     """
 
     def __init__(self, folder: Path, best: Any, before: ResumePoint | None) -> None:
