@@ -64,6 +64,7 @@ process).
     python benchmarks/reader.py --workdir /tmp/rb --videos-per-class 20 --epoch-repeat 10
     python benchmarks/reader.py --workdir /tmp/rb --videos-per-class 20 --epoch-repeat 10 \
         --batch-size 32 --store zarr,none --store h5,none
+    python benchmarks/reader.py --workdir /tmp/rb --videos-per-class 20 --alignment-probe
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ def ceiling_reads(path: Path, indices: np.ndarray):
         largest = max(max(s) for s in sizes.values())
 
         def reader():
-            scratch = np.empty(largest, np.uint8)
+            scratch = aligned(largest, np.uint8)
 
             def read(name, k, out):
                 fd = os.open(files[name][k], os.O_RDONLY)
@@ -195,17 +196,32 @@ def ceiling_reads(path: Path, indices: np.ndarray):
     return reader, layout, f
 
 
+def aligned(shape, dtype) -> np.ndarray:
+    """A new uninitialized array starting on a 64-byte boundary, as the reader's batch buffers
+    do (`flowstore.reader.buffers`). numpy's own start 16 bytes past one wherever malloc
+    maps them, and on this AMD EPYC VM the kernel copied a page-aligned chunk file into a
+    buffer that is not 32-byte aligned 4 times slower (2 GiB/s against 8.5, a 3 MiB chunk):
+    the ceiling was fast or slow by where its buffers fell (benchmarks/README.md, Session 52)."""
+    from flowstore.reader.buffers import BufferPool
+
+    return BufferPool().empty(shape if isinstance(shape, tuple) else (shape,), dtype)
+
+
 def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPoolExecutor,
                  into_batch: bool = False, batch: int = BATCH):
     """The ceiling: each thread reads its samples into one sample-sized buffer per feature, or
     with `into_batch` into the rows of one preallocated batch, as a reader must deliver them
-    (a sample-sized buffer stays in the CPU cache; a batch does not)."""
+    (a sample-sized buffer stays in the CPU cache; a batch does not). Each thread's buffers
+    are made once and reused pass after pass, as the reader's pooled batch buffers are: a new
+    batch each pass faulted its pages in again (a 108 MB batch at 32 samples: about a quarter
+    of the batch-buffer ceiling's time; benchmarks/README.md, Session 52)."""
     reader, layout, _keep = ceiling_reads(path, indices)
+    lead = (batch,) if into_batch else ()
+    parts = [(reader(), {name: aligned(lead + shape, dtype) for name, (shape, dtype)
+                         in layout.items()}) for _ in range(threads)]
 
     def work(part: int) -> int:
-        read = reader()
-        lead = (batch,) if into_batch else ()
-        outs = {name: np.empty(lead + shape, dtype) for name, (shape, dtype) in layout.items()}
+        read, outs = parts[part]
         mine = range(part, len(indices), threads)
         for row, k in enumerate(mine):
             for name in FEATURES:
@@ -216,6 +232,35 @@ def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPool
         return sum(pool.map(work, range(threads)))
     one_pass.keep = _keep  # the HDF5 file stays open while the pass is used
     return one_pass
+
+
+def alignment_probe(path: Path, offsets=(0, 8, 16, 24, 32, 48, 64, 2048), seconds: float = 0.5,
+                    ) -> dict[int, float]:
+    """GiB/s of one thread reading the uncompressed Zarr store's `flow` chunk files (one
+    `os.preadv` each, as the ceiling and the reader do) into one buffer that starts `offset`
+    bytes past a 4096-byte boundary: what the ceiling's figures hang on where its buffers
+    fall (`aligned`)."""
+    import flowstore
+
+    split = flowstore.open(path).split("train", features=("flow",))
+    reader, layout, _keep = ceiling_reads(path, split.indices)
+    read = reader()
+    shape, dtype = layout["flow"]
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = aligned(nbytes + 8192, np.uint8)
+    page = -raw.ctypes.data % 4096
+    rates = {}
+    for offset in offsets:
+        out = raw[page + offset:page + offset + nbytes].view(dtype).reshape(shape)
+        for k in range(len(split.indices)):
+            read("flow", k, out)  # warm: page cache, the buffer's pages
+        start, done = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            for k in range(len(split.indices)):
+                read("flow", k, out)
+            done += len(split.indices)
+        rates[offset] = done * nbytes / (time.perf_counter() - start) / 2 ** 30
+    return rates
 
 
 # -- the readers ------------------------------------------------------------------------------------
@@ -408,6 +453,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
                         help="before each store, wait up to SECONDS for other load to drop")
+    parser.add_argument("--alignment-probe", action="store_true",
+                        help="only measure how fast the uncompressed Zarr store's chunks are "
+                             "read into buffers at other offsets from a page boundary")
     parser.add_argument("--cell", nargs=2, metavar=("STORE", "READER"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.epoch_repeat < 1:
@@ -424,6 +472,12 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     source = prepare_source(args.workdir, args.videos_per_class, args.seed)
     stores = prepare_stores(args.workdir, source, args.size, args.steps, ["zarr", "h5"])
+    if args.alignment_probe:
+        rates = alignment_probe(stores[("zarr", "none")])
+        print("\n".join([header(__file__), "", "| buffer offset from a page (bytes) | GiB/s |",
+                          "|---|---|", *(f"| {offset} | {rate:.1f} |"
+                                         for offset, rate in rates.items())]))
+        return
     started = time.perf_counter()
     results: dict[tuple[str, str], dict[str, dict]] = {}
     if args.store:

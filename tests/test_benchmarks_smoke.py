@@ -180,13 +180,24 @@ def test_reader_benchmark_reads_in_batches_of_the_size_asked(tmp_path, monkeypat
         sizes.clear()
         assert bench.reader_pass(name, split, 3)() == len(split) == 8
         assert sorted(sizes, reverse=True) == [3, 3, 2], name
-    shapes: list = []
-    real_empty = np.empty
-    monkeypatch.setattr(bench.np, "empty", lambda shape, *a, **k: shapes.append(shape)
-                        or real_empty(shape, *a, **k))
+    made: list[np.ndarray] = []
+    aligned = bench.aligned
+    monkeypatch.setattr(bench, "aligned", lambda *args: made.append(aligned(*args)) or made[-1])
     bench.ceiling_pass(path, split.indices, 1, bench.ThreadPoolExecutor(1), into_batch=True,
                        batch=3)()
-    assert {shape[0] for shape in shapes if np.ndim(shape) and len(shape) > 1} == {3}
+    assert {out.shape[0] for out in made if out.ndim > 1} == {3}
+    # (every buffer the ceiling reads into is aligned as the reader's are)
+    assert made and all(out.ctypes.data % 64 == 0 for out in made)
+
+
+def test_reader_benchmark_probes_reads_into_buffers_at_each_offset(tmp_path):
+    """`--alignment-probe`: a rate for each offset from a page boundary, the store's flow read
+    into a buffer that starts there."""
+    from trainers.testing import make_tiny_store
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    rates = load_benchmark("reader").alignment_probe(path, offsets=(0, 16), seconds=0.01)
+    assert list(rates) == [0, 16] and all(rate > 0 for rate in rates.values())
 
 
 def test_conv3d_gradient_benchmark_times_both_paths_of_a_tiny_shape(capsys):
