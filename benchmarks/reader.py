@@ -198,10 +198,11 @@ def ceiling_reads(path: Path, indices: np.ndarray):
 
 def aligned(shape, dtype) -> np.ndarray:
     """A new uninitialized array starting on a 64-byte boundary, as the reader's batch buffers
-    do (`flowstore.reader.buffers`). numpy's own start 16 bytes past one wherever malloc
-    maps them, and on this AMD EPYC VM the kernel copied a page-aligned chunk file into a
-    buffer that is not 32-byte aligned 4 times slower (2 GiB/s against 8.5, a 3 MiB chunk):
-    the ceiling was fast or slow by where its buffers fell (benchmarks/README.md, Session 52)."""
+    do (`flowstore.reader.buffers`). A large numpy array starts 16 bytes past a page (malloc
+    maps it, with a 16-byte header), and on this AMD EPYC VM the kernel copied a chunk file
+    (which starts on a page) about 4 times slower into a buffer 8-24 bytes past a page than
+    into one on it, or 40 or more past it (`--alignment-probe`): the ceiling was fast or slow
+    by where its buffers fell (benchmarks/README.md, Session 52)."""
     from flowstore.reader.buffers import BufferPool
 
     return BufferPool().empty(shape if isinstance(shape, tuple) else (shape,), dtype)
@@ -234,8 +235,8 @@ def ceiling_pass(path: Path, indices: np.ndarray, threads: int, pool: ThreadPool
     return one_pass
 
 
-def alignment_probe(path: Path, offsets=(0, 8, 16, 24, 32, 48, 64, 2048), seconds: float = 0.5,
-                    ) -> dict[int, float]:
+def alignment_probe(path: Path, offsets=(0, 8, 16, 24, 32, 40, 56, 64, 2048, 2064),
+                    seconds: float = 0.5) -> dict[int, float]:
     """GiB/s of one thread reading the uncompressed Zarr store's `flow` chunk files (one
     `os.preadv` each, as the ceiling and the reader do) into one buffer that starts `offset`
     bytes past a 4096-byte boundary: what the ceiling's figures hang on where its buffers
