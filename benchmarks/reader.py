@@ -201,7 +201,7 @@ def aligned(shape, dtype) -> np.ndarray:
     do (`flowstore.reader.buffers`). A large numpy array starts 16 bytes past a page (malloc
     maps it, with a 16-byte header), and on this AMD EPYC VM the kernel copied a chunk file
     (which starts on a page) about 4 times slower into a buffer 8-24 bytes past a page than
-    into one on it, or 40 or more past it (`--alignment-probe`): the ceiling was fast or slow
+    into one on it, or 32 or more past it (`--alignment-probe`): the ceiling was fast or slow
     by where its buffers fell (benchmarks/README.md, Session 52)."""
     from flowstore.reader.buffers import BufferPool
 
