@@ -284,8 +284,8 @@ def tf_pass(split, batch: int):
 
 
 def dataloader_pass(split, workers: int, batch: int, batched: bool = False):
-    """`DataLoader(split, batch_size=8, shuffle=True)`, or with `batched`, whole batches as the
-    split reads them (`batch_size=None`, a `BatchSampler`): no collate copy."""
+    """`DataLoader(split, batch_size=batch, shuffle=True)`, or with `batched`, whole batches as
+    the split reads them (`batch_size=None`, a `BatchSampler`): no collate copy."""
     from torch.utils.data import BatchSampler, DataLoader, RandomSampler
 
     if batched:
