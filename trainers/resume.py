@@ -95,9 +95,8 @@ def load(folder: Path) -> ResumePoint | None:
 
 def restore(model: keras.Model, point: ResumePoint) -> list[np.ndarray] | None:
     """Load the saved weights and optimizer state into `model` (compiled, as it was); returns
-    the best epoch's weights, to give back to `BestEpoch`."""
-    # (an optimizer not built yet has no variables to load its state into)
-    model.optimizer.build(model.trainable_variables)
+    the best epoch's weights, to give back to `BestEpoch`. The model's optimizer must be built
+    (`trainers.fit.compiled` builds it): one not built has no variables to load its state into."""
     model.load_weights(point.weights_file)
     with np.load(point.seeds_file) as saved:
         for k, generator in enumerate(seed_generators(model)):
