@@ -41,6 +41,6 @@ def remove_dead_work_folders(folder: Path, prefix: str) -> None:
         return
     for entry in entries:
         pid, dash, _ = entry.name[len(prefix):].partition("-")
-        if entry.name.startswith(prefix) and dash and pid.isdigit() \
+        if entry.name.startswith(prefix) and dash and pid.isdecimal() \
                 and entry.is_dir(follow_symlinks=False) and process_gone(int(pid)):
             shutil.rmtree(entry.path, ignore_errors=True)

@@ -248,6 +248,12 @@ def _append_crlf(path: Path, line: str) -> None:
      "testlist01.txt line 5: expected 'Class/clip.avi', got 'v_ApplyEyeMakeup_g01_c01.avi'"),
     (lambda s: (s / "ucfTrainTestlist" / "classInd.txt").write_bytes(b"1 A\r\n3 B\r\n"),
      "classInd.txt line 2: index 3 out of order"),
+    # '²' passed `str.isdigit` and int() refused it: a traceback and exit 3, an internal error
+    (lambda s: (s / "ucfTrainTestlist" / "classInd.txt").write_text("1 A\n\u00b2 B\n"),
+     "classInd.txt line 2: expected 'INDEX CLASS', got '\u00b2 B'"),
+    (lambda s: _append_crlf(s / "ucfTrainTestlist" / "trainlist01.txt",
+                            "ApplyEyeMakeup/v_ApplyEyeMakeup_g09_c01.avi \u00b9"),
+     "trainlist01.txt line 5: index \u00b9 is not that of 'ApplyEyeMakeup'"),
     (lambda s: (s / "ucfTrainTestlist" / "trainlist01.txt").write_bytes(b"\xff\xfe\x00junk"),
      "is not UTF-8 text"),
     (lambda s: (s / "ucfTrainTestlist" / "testlist01.txt").unlink(),
@@ -255,7 +261,7 @@ def _append_crlf(path: Path, line: str) -> None:
     (lambda s: shutil.rmtree(s / "UCF-101"), "expected UCF-101/ and ucfTrainTestlist/"),
 ], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "index-not-a-number",
         "no-class-folder",
-        "classind-order",
+        "classind-order", "classind-superscript-index", "superscript-index",
         "not-utf8", "missing-list", "no-clips-folder"])
 def test_ucf101_bad_split_files_are_one_line_and_write_nothing(damage, expected, copy, tmp_path):
     source = copy("ucf101")

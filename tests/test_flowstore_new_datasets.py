@@ -639,6 +639,18 @@ def test_hmdb51_split_codes_are_the_official_ones(tmp_path):
     assert splits["b_wave_u_cm_np1_fr_med_0"] == "test"
 
 
+def test_hmdb51_clips_are_read_by_the_names_their_split_file_gives(tmp_path):
+    """A clip listed as `x.AVI` is read as `x.AVI` (it was read as `x.avi`: on a case-sensitive
+    file system, a clip on disk said missing); its id is its stem either way."""
+    source = _hmdb51_source(tmp_path / "h", {"wave": [
+        "a_wave_u_cm_np1_fr_med_0.AVI 1", "b_wave_u_cm_np1_fr_med_0.avi 2"]})
+    dataset = get_dataset("hmdb51")
+    rows = dataset.manifest(source).rows
+    assert {row.id for row in rows} == {"a_wave_u_cm_np1_fr_med_0", "b_wave_u_cm_np1_fr_med_0"}
+    assert dataset.sample_paths["a_wave_u_cm_np1_fr_med_0"] == "wave/a_wave_u_cm_np1_fr_med_0.AVI"
+    assert dataset.sample_paths["b_wave_u_cm_np1_fr_med_0"] == "wave/b_wave_u_cm_np1_fr_med_0.avi"
+
+
 def test_hmdb51_classes_are_in_class_name_order_not_file_name_order(tmp_path):
     """`climb` before `climb_stairs` (its file, `climb_stairs_test_split1.txt`, sorts before
     `climb_test_split1.txt`), and each clip labelled by its class's place in that order."""

@@ -112,6 +112,9 @@ def test_parsers_take_the_real_quirks_and_reject_garbage():
     assert class_of("looking_through_a_microscope_007") == "looking_through_a_microscope"
     with pytest.raises(SourceLayoutError, match="line 2"):
         parse_actions("action_name number_of_images\nfoo bar baz\n")
+    # '²' is a digit to `str.isdigit` and no number to int(): was a ValueError, an internal error
+    with pytest.raises(SourceLayoutError, match="line 2: expected 'action_name<TAB>count'"):
+        parse_actions("action_name\tnumber_of_images\nrun\t1\u00b2\n")
     with pytest.raises(SourceLayoutError, match="twice"):
         parse_actions("a 1\na 2\n")
     with pytest.raises(SourceLayoutError, match=r"train.txt line 2.*applauding_001\.png"):

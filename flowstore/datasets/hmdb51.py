@@ -40,7 +40,8 @@ TRAIN, TEST, UNUSED = "1", "2", "0"
 
 
 def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
-    """{"1": [clip stems], "2": [...], "0": [...]} of one class's split file."""
+    """{"1": [clip file names], "2": [...], "0": [...]} of one class's split file, each name as
+    the file spells it (`.avi` in any case: the clip is read by that name)."""
     codes: dict[str, list[str]] = {TRAIN: [], TEST: [], UNUSED: []}
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -52,7 +53,7 @@ def parse_split_file(text: str, origin: str) -> dict[str, list[str]]:
                 or "/" in fields[0] or "\\" in fields[0]:
             raise SourceLayoutError(f"{origin} line {number}: expected 'clip.avi N' with N 0, 1 "
                                     f"or 2, got {line!r}")
-        codes[fields[1]].append(fields[0][: -len(".avi")])
+        codes[fields[1]].append(fields[0])
     return codes
 
 
@@ -144,12 +145,14 @@ class HMDB51(VideoDataset):
         prefix = clips_root.relative_to(source).as_posix()
         for name, path in files.items():
             codes = parse_split_file(read_text(path, "split file"), path.name)
-            train[name], test[name] = codes[TRAIN], codes[TEST]
-            for sample_id in codes[TRAIN] + codes[TEST]:
+            train[name], test[name] = ([clip[: -len(".avi")] for clip in codes[code]]
+                                       for code in (TRAIN, TEST))
+            for clip in codes[TRAIN] + codes[TEST]:
+                sample_id = clip[: -len(".avi")]
                 if sample_id in paths:
-                    raise SourceLayoutError(f"clip {sample_id + '.avi'!r} is listed twice in the "
+                    raise SourceLayoutError(f"clip {clip!r} is listed twice in the "
                                             f"split {self.options.fold} files")
-                relative = f"{name}/{sample_id}.avi"
+                relative = f"{name}/{clip}"
                 paths[sample_id] = relative if prefix == "." else f"{prefix}/{relative}"
         self.sample_paths = paths
         self._split_paths = {f"{splits_dir.relative_to(source).as_posix()}/{p.name}": p

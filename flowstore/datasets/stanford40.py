@@ -77,9 +77,10 @@ def parse_actions(text: str, origin: str = ACTIONS_FILE) -> dict[str, int]:
             continue
         if not seen_first:
             seen_first = True
-            if not fields[-1].isdigit():
+            if not fields[-1].isdecimal():
                 continue
-        if len(fields) != 2 or not fields[1].isdigit():
+        # (isdecimal, not isdigit: '²' is a digit, and int() refuses it)
+        if len(fields) != 2 or not fields[1].isdecimal():
             raise SourceLayoutError(f"{origin} line {number}: expected 'action_name<TAB>count', "
                                     f"got {line!r}")
         if fields[0] in actions:

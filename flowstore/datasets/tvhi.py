@@ -71,7 +71,7 @@ def parse_readme(text: str, where: str = repr(README)) -> dict[int, dict[str, li
             name = _README_NAMES.get(re.sub(r"[ _-]", "", match.group(1)).lower())
             if name:  # (a class listed twice in a set: both lines, for `check_sets` to see)
                 pieces = [piece.strip() for piece in match.group(2).split(",") if piece.strip()]
-                if bad := next((piece for piece in pieces if not piece.isdigit()), None):
+                if bad := next((piece for piece in pieces if not piece.isdecimal()), None):
                     raise SourceLayoutError(
                         f"{where} line {line_number}: {bad!r} is not a clip number (the "
                         f"numbers in braces are separated by commas)")

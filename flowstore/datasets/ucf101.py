@@ -52,7 +52,8 @@ def parse_class_index(text: str, origin: str) -> list[str]:
         fields = line.split()
         if not fields:
             continue
-        if len(fields) != 2 or not fields[0].isdigit():
+        # (isdecimal, not isdigit: '²' is a digit, and int() refuses it)
+        if len(fields) != 2 or not fields[0].isdecimal():
             raise SourceLayoutError(f"{origin} line {number}: expected 'INDEX CLASS', got {line!r}")
         if int(fields[0]) != len(classes) + 1:
             raise SourceLayoutError(f"{origin} line {number}: index {fields[0]} out of order "
@@ -86,7 +87,7 @@ def parse_clip_list(text: str, origin: str, classes: list[str],
         folder, clip = fields[0].split("/")
         if folder not in known:
             raise SourceLayoutError(f"{where}: class {folder!r} is not in {CLASS_INDEX}")
-        if labelled and (not fields[1].isdigit() or int(fields[1]) - 1 != classes.index(folder)):
+        if labelled and (not fields[1].isdecimal() or int(fields[1]) - 1 != classes.index(folder)):
             raise SourceLayoutError(f"{where}: index {fields[1]} is not that of {folder!r} in "
                                     f"{CLASS_INDEX} ({classes.index(folder) + 1})")
         by_class.setdefault(folder, []).append((clip[: -len(".avi")], fields[0]))
