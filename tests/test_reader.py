@@ -952,6 +952,31 @@ def test_tf_dataset_matches_the_plain_read(adapter_store):
     assert sorted(np.concatenate(shuffled).tolist()) == sorted(r["label"] for r in expected)
 
 
+def test_tf_dataset_seeds_tensorflow_would_take_as_one_read_apart(adapter_store):
+    """TensorFlow takes an op seed modulo 2**31 - 1: without an `epoch`, seeds 0 and 2**31 - 1
+    (1 and 2**31, ...) read the same orders and the same augmentations (found by review), where
+    `batches` and `epoch=` keep them apart. A seed below the modulus keeps its order."""
+    import tensorflow as tf
+
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train", features=("flow",))
+
+        def read(seed: int) -> tuple[np.ndarray, list[int]]:
+            seen: list[tuple[list[str], int]] = []
+            data = train.to_tf_dataset(2, shuffle=True, seed=seed,
+                                       augment=_recording_augmentation(seen))
+            return np.concatenate([x.numpy() for x, _ in data]), [draw for _, draw in seen]
+
+        for seed in (0, 1, 6):
+            (flow, draws), (aliased_flow, aliased_draws) = read(seed), read(seed + 2**31 - 1)
+            assert not np.array_equal(flow, aliased_flow), seed
+            assert draws != aliased_draws, seed
+        assert np.array_equal(read(6)[0], read(6)[0])
+        order = [int(i) for i in tf.data.Dataset.range(len(train)).shuffle(
+            len(train), seed=6).as_numpy_iterator()]
+        assert np.array_equal(read(6)[0], np.stack([train[i]["flow"] for i in order]))
+
+
 def _recording_augmentation(seen: list[tuple[list[str], int]]):
     """An augmentation that changes nothing and appends each batch's ids and a draw of its
     random generator to `seen`."""

@@ -25,7 +25,7 @@ def whole_number(name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _entropy(*values: int) -> list[int]:
+def seed_entropy(*values: int) -> list[int]:
     """Whole numbers as the entropy of numpy's seed sequence, one tuple never another's.
 
     Numbers below 2**32 are taken as they are, one 32-bit word each (the orders and
@@ -47,7 +47,7 @@ def _entropy(*values: int) -> list[int]:
 
 def epoch_order(size: int, *, shuffle: bool, seed: int, epoch: int) -> np.ndarray:
     """Positions of one epoch: in order, or a permutation seeded by (seed, epoch)."""
-    entropy = _entropy(whole_number("seed", seed, 0), whole_number("epoch", epoch, 0))
+    entropy = seed_entropy(whole_number("seed", seed, 0), whole_number("epoch", epoch, 0))
     if not shuffle:
         return np.arange(size, dtype=np.int64)
     return np.random.default_rng(entropy).permutation(size).astype(np.int64)
@@ -61,7 +61,7 @@ _AUGMENTATION_STREAM = 1
 def batch_rng(seed: int, epoch: int, batch: int) -> np.random.Generator:
     """The generator that augments batch `batch` of epoch `epoch` (a stream of its own, not
     the epoch order's)."""
-    return np.random.default_rng(_entropy(
+    return np.random.default_rng(seed_entropy(
         whole_number("seed", seed, 0), whole_number("epoch", epoch, 0), _AUGMENTATION_STREAM,
         whole_number("batch", batch, 0)))
 

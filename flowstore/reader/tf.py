@@ -23,11 +23,28 @@ import numpy as np
 import tensorflow as tf
 
 from flowstore.errors import FlowstoreError
-from flowstore.reader.batches import batch_rng, epoch_order, whole_number
+from flowstore.reader.batches import seed_entropy, batch_rng, epoch_order, whole_number
 from flowstore.reader.dataset import LABEL
 
 if TYPE_CHECKING:
     from flowstore.reader.dataset import Augmentation, Split
+
+
+#: TensorFlow takes an op seed modulo this (`random_seed._truncate_seed`).
+_TF_SEED_MODULUS = 2**31 - 1
+
+
+def _tf_op_seeds(seed: int) -> tuple[int, int]:
+    """The op seeds of a seed's shuffle and augmentation draws, when no `epoch` is given.
+
+    TensorFlow takes an op seed modulo 2**31 - 1, so seeds s and s + 2**31 - 1, passed as they
+    are, read the same orders and flips. Seeds below that keep the op seeds they have always
+    had (seed, seed + 1); a larger one's are drawn from its numpy seed sequence (as
+    `Split.batches` seeds it), so no larger seed aliases a smaller one but by a 2**-31 chance."""
+    if seed + 1 < _TF_SEED_MODULUS:
+        return seed, seed + 1
+    words = np.random.SeedSequence(seed_entropy(seed)).generate_state(2)
+    return int(words[0]) % _TF_SEED_MODULUS, int(words[1]) % _TF_SEED_MODULUS
 
 
 def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, seed: int = 0,
@@ -87,13 +104,14 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
 
     size = len(split)
     if epoch is None:
+        order_seed, augmentation_seed = _tf_op_seeds(seed)
         ds = tf.data.Dataset.range(size)
         if shuffle and size > 1:
             # The whole position list fits the buffer (a few bytes per sample): a full shuffle.
-            ds = ds.shuffle(size, seed=seed, reshuffle_each_iteration=True)
+            ds = ds.shuffle(size, seed=order_seed, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size)
         if augment_fn is not None:
-            seeds = tf.data.Dataset.random(seed=seed + 1, rerandomize_each_iteration=True)
+            seeds = tf.data.Dataset.random(seed=augmentation_seed, rerandomize_each_iteration=True)
             ds = tf.data.Dataset.zip(ds, seeds.map(lambda value: tf.stack([value, 0])))
     else:
         def order(number: np.int64) -> np.ndarray:
