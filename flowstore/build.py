@@ -49,7 +49,8 @@ from flowstore.store import (Store, array_type_error, backend_for, capabilities,
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
-from flowstore.store.base import UnreadableChunk, ledger_dtype, never_extracted, read_column
+from flowstore.store.base import (UnreadableChunk, ledger_dtype, never_extracted, read_column,
+                                  unrecorded_sources)
 from flowstore.store.layout import BY_NAME, FORMAT, GIVEN, LEDGER, SOFTWARE, as_text
 from flowstore.store.lock import writer_lock
 
@@ -475,6 +476,11 @@ class Ledger:
         for name in LEDGER:
             columns[name], lost = read_column(store, name, never_extracted(name))
             unreadable += lost
+        # (a chunk missing is read as the fill value: lost all the same, and named once)
+        done = columns["done"].astype(bool)
+        for chunk in unreadable:
+            done[chunk.start:chunk.stop] = False
+        unreadable += unrecorded_sources(done, columns["source_size"])
         changed: dict[str, set[int]] = {name: set() for name in LEDGER}
         for chunk in unreadable:  # its samples as never extracted in every ledger column, each
             for name in LEDGER:   # written whole again at the next `write`

@@ -17,7 +17,8 @@ from flowstore.console import one_line
 from flowstore.errors import StoreError
 from flowstore.manifest import SPLITS, class_label
 from flowstore.store import array_type_error, backend_for, failures_named, format1, open_store
-from flowstore.store.base import ledger_remedy, read_column, unreadable_part
+from flowstore.store.base import (ledger_remedy, read_column, unreadable_part,
+                                  unrecorded_sources)
 from flowstore.store.checksum import check_manifest_columns
 from flowstore.store.layout import SOFTWARE
 
@@ -62,6 +63,11 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
             except StoreError as exc:
                 problems.append(str(exc))
         failures = _failures(store, ids, done, problems)
+        if store.format != 1:  # (format 1 kept the sizes by source file name, in an attribute)
+            sizes = _column(store, "source_size", problems, len(ids))
+            problems.extend(str(unreadable_part(store.path, chunk.describe(), chunk.error,
+                                                sample=False, remedy=ledger_remedy(chunk.name)))
+                            for chunk in unrecorded_sources(done, sizes))
         # (a damaged store's label may name no class, its split no split: each is counted
         # under what it holds, in a row or column of its own)
         split_names = [split if split in SPLITS else
@@ -126,9 +132,11 @@ def summarize(path: str | Path, *, count_bytes: bool = False) -> dict[str, Any]:
 
 #: What stands in for each value of a column's damaged chunk (`_column`): a label of no
 #: class nor `NO_CLASS` (counted as `UNREADABLE_CLASS`), a split no manifest writes (counted
-#: as `UNREADABLE_SPLIT`), not done, no source hash nor failure, each shown as such (the
-#: DAMAGED line says why); an id is `UNREADABLE_ID`.
-UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False, "split": "\x00unreadable"}
+#: as `UNREADABLE_SPLIT`), not done, a source size that is not the fill value (its samples named
+#: once, as unreadable, not again as unrecorded), no source hash nor failure, each shown as such
+#: (the DAMAGED line says why); an id is `UNREADABLE_ID`.
+UNREADABLE_FILL = {"label": np.iinfo(np.int32).min, "done": False, "split": "\x00unreadable",
+                   "source_size": np.iinfo(np.int64).min}
 #: How a label of a damaged chunk is counted: not "(no class)", which a clips store's are.
 UNREADABLE_CLASS = "(unreadable)"
 #: How a split of a damaged chunk is counted: not "(split '')", which a lost chunk reads as.

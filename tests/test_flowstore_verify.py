@@ -630,6 +630,40 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
                          "again and writes the chunk anew")
 
 
+def test_a_lost_source_size_chunk_is_shown_by_inspect_and_mended_by_the_next_build(
+        tiny_tvhi_source, tmp_path):
+    """Zarr reads a missing chunk as the fill value without an error, and `source_size`'s is -1,
+    no record: a copy cut short (or a power cut without --fsync) that lost that chunk made
+    every later build refuse the store ("source file ... changed since it was written ...
+    use --overwrite"), a file nobody touched, while inspect called the store sound (found by
+    review). A done sample always has its file's size recorded, so none is a lost chunk:
+    inspect shows it, once, and the next build takes its samples as not extracted."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    cut = tmp_path / "cut.zarr"
+    shutil.copytree(store, cut)
+    chunk_file(cut, "source_size", 0).unlink()
+    shown = flowstore_cli("inspect", cut)
+    damaged = [line for line in shown.stdout.splitlines() if line.startswith("DAMAGED")]
+    assert shown.returncode == 1 and len(damaged) == 1, shown.stdout
+    assert damaged[0].endswith("array 'source_size' cannot be read (SizeNotRecorded: 16 done "
+                               "sample(s) with no recorded size of their source file (a chunk "
+                               "missing?)); the next build extracts its samples again and "
+                               "writes the chunk anew")
+    rebuilt = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", cut,
+                            *TINY_BUILD, "-q")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert "array 'source_size' could not be read (SizeNotRecorded" in rebuilt.stderr
+    assert "16 computed, 0 already done" in rebuilt.stdout
+    assert "DAMAGED" not in flowstore_cli("inspect", cut).stdout
+    with open_store(cut, "r") as mended, open_store(store, "r") as whole:
+        for name in ("source_size", "source_hash", "checksum", "done", "flow"):
+            np.testing.assert_array_equal(mended.read(name), whole.read(name))
+    chunk_file(cut, "source_size", 0).write_bytes(b"")  # unreadable: named once, as that
+    damaged = [line for line in flowstore_cli("inspect", cut).stdout.splitlines()
+               if line.startswith("DAMAGED")]
+    assert len(damaged) == 1 and "Zstd decompression error" in damaged[0], damaged
+
+
 def test_a_done_sample_whose_checksum_was_cleared_is_named_as_such(tiny_tvhi_source, tmp_path):
     """Marked done with no checksum (a ledger edited or half-written) is its own problem, not
     "bytes changed since written": its bytes were never compared with anything."""

@@ -129,6 +129,29 @@ def read_column(store: "Store", name: str, fill: Any) -> tuple[np.ndarray, list[
     return np.concatenate(parts), unreadable
 
 
+class SizeNotRecorded(Exception):
+    """A done sample's `source_size` is the column's fill value (`unrecorded_sources`)."""
+
+
+def unrecorded_sources(done: np.ndarray, sizes: np.ndarray) -> list[UnreadableChunk]:
+    """The runs of done samples whose source file size reads as never recorded, each as an
+    unreadable part of `source_size`.
+
+    Every task that completes a sample records the size of the file it read, so a done sample
+    without one is a `source_size` chunk lost: zarr reads a missing chunk as the fill value,
+    -1, without an error (a copy of the store cut short; a power cut without `--fsync` that
+    kept `done`'s chunk and not this one). Taken as no record, it made every later build
+    refuse the sample's file as changed since it was written, a file nobody had touched, and
+    `inspect` call the store sound."""
+    fill = BY_NAME["source_size"].fill
+    lost = np.flatnonzero(np.asarray(done, dtype=bool) & (np.asarray(sizes) == fill))
+    runs = np.split(lost, np.flatnonzero(np.diff(lost) != 1) + 1) if len(lost) else []
+    return [UnreadableChunk("source_size", int(run[0]), int(run[-1]) + 1, len(done),
+                            SizeNotRecorded(f"{len(run)} done sample(s) with no recorded size "
+                                            f"of their source file (a chunk missing?)"))
+            for run in runs]
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """One per-sample array: its per-sample shape, dtype (`STRING` for text) and codec preset."""
