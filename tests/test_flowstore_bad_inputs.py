@@ -1742,6 +1742,23 @@ def test_a_store_path_that_is_a_symlink_loop_is_one_line(tiny_tvhi_source, tmp_p
     assert loop.is_symlink() and not (tmp_path / "new.zarr").exists()
 
 
+def test_a_store_path_that_links_to_a_name_of_no_store_is_one_line(tiny_tvhi_source, tmp_path):
+    """A store is made and opened at the real place a link names; one whose name ends in no
+    store suffix (`dang.zarr -> nowhere`) was refused as "store path must end in .zarr ...,
+    got '.../nowhere'": a path the user never gave (found by review)."""
+    link = tmp_path / "dang.zarr"
+    link.symlink_to("nowhere")
+    line = assert_one_line_error(cli("a --store that links to a name of no store",
+                                     *tiny_build_args(tiny_tvhi_source, link)))
+    assert line == (f"error: store '{link}' is a link to '{tmp_path / 'nowhere'}', whose name "
+                    f"does not end in .zarr: link to a path that does")
+    assert not (tmp_path / "nowhere").exists()
+    link = tmp_path / "named.h5"  # (a link to a store to be made, named as one: made there)
+    link.symlink_to("there.h5")
+    assert flowstore_cli(*tiny_build_args(tiny_tvhi_source, link)).returncode == 0
+    assert (tmp_path / "there.h5").is_file() and link.is_symlink()
+
+
 def test_an_hdf5_store_the_system_will_not_open_to_write_is_said_so(tiny_tvhi_source,
                                                                     tmp_path):
     """A read-only HDF5 store, or one a notebook holds open with h5py's default locking, was

@@ -95,6 +95,39 @@ def test_other_parameters_never_go_on_from_it_and_retrain_starts_afresh(tmp_path
     assert not any("resumed_at_epoch" in record.metrics for record in list_runs(runs))
 
 
+def test_a_stopped_two_stream_run_goes_on_only_with_the_streams_it_stopped_with(
+        tmp_path, monkeypatch):
+    """A fused run holds its streams frozen: they are who it is. Stopped, then its frames
+    stream trained anew (a Stanford-40 run since, which frames now transfer from), the same
+    command went on from the stopped point, whose weights hold the old frames stream, and
+    recorded the new one as its base (found by review). It now starts afresh, and the point
+    stays for a command that fuses the streams it stopped with."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", size=32, steps=2, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    save = resume.SaveResumePoints._save
+
+    def save_then_stop(self, done: int) -> None:
+        save(self, done)
+        if self.folder.name.startswith(f"{RESUME_PREFIX}two_stream-"):
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(resume.SaveResumePoints, "_save", save_then_stop)
+        with pytest.raises(KeyboardInterrupt, match="goes on from epoch 1 of 2"):
+            run(RunConfig("two_stream", store, runs, epochs=2), echo=lambda line: None)
+    (point,) = runs.glob(f"{RESUME_PREFIX}two_stream-*")
+    s40 = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32)
+    run(RunConfig("image", s40, runs, epochs=2), echo=lambda line: None)
+    said: list[str] = []
+    run(RunConfig("two_stream", store, runs, epochs=2), echo=said.append)
+    assert not any("going on" in line for line in said), said
+    (image,) = [r for r in list_runs(runs) if r.model == "image"]
+    (fused,) = [r for r in list_runs(runs) if r.model == "two_stream"]
+    frames = fused.base_run("frames")
+    assert frames is not None and frames.base_run("image").path == image.path
+    assert "resumed_at_epoch" not in fused.metrics and point.exists()
+
+
 def test_a_resume_point_that_cannot_be_read_is_said_and_trained_afresh(tmp_path, capsys):
     folder = tmp_path / ".resume-flow-0123"
     folder.mkdir()

@@ -27,7 +27,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from flowstore.store import Store, enclosing_store
 from trainers.catalogue import get_model, model_names, recipe_of
@@ -207,8 +207,10 @@ def _train(session: _Session, samples: StoreSamples, *,
 
     # (a prerequisite's lock is held already; this run's own is taken without waiting, for a
     # command that would wait for it to reuse it)
+    required = {need: bases[need] for need in samples.entry.requires}
     lock = (contextlib.nullcontext(training) if training is not None else
-            training_lock(config.runs_dir, model, _trained_run_key(session, samples, model),
+            training_lock(config.runs_dir, model,
+                          _trained_run_key(session, samples, model, required=required),
                           on_wait=None))
     with lock as held, store_errors_raised():
         session.training = (model, held.resume_folder)
@@ -306,15 +308,22 @@ def _found_prerequisite(session: _Session, samples: StoreSamples, model: str, *,
     return None
 
 
-def _trained_run_key(session: _Session, samples: StoreSamples, model: str) -> dict[str, Any]:
+def _trained_run_key(session: _Session, samples: StoreSamples, model: str, *,
+                     required: Mapping[str, RunRecord] | None = None) -> dict[str, Any]:
     """All that makes a run of `model` on this store the one this command would train, and
     would reuse: two commands training runs of one identity train the same weights
-    (`trainers.runs.training_lock`)."""
+    (`trainers.runs.training_lock`), and a stopped one's resume point is that identity's.
+
+    `required`: the runs it is built on (a two-stream run's streams, which it holds frozen),
+    found or trained by then. They are who it is too: without them, a two-stream run stopped,
+    then its frames stream trained anew (from a Stanford-40 run since), went on from the
+    stopped point, whose weights hold the old stream, and recorded the new one."""
     done = samples.done_samples()
+    bases = _current_bases(session, model, samples.info.size)
+    bases.update({name: str(record.path.resolve()) for name, record in (required or {}).items()})
     return {"fingerprint": samples.info.fingerprint,
             "training": session.config.training_for(model),
-            "bases": _current_bases(session, model, samples.info.size),
-            "samples": done.digest, "columns": done.columns}
+            "bases": bases, "samples": done.digest, "columns": done.columns}
 
 
 def _transfer_base(session: _Session, base: str, size: int | None, model: str, *,

@@ -163,6 +163,11 @@ def backend_for(path: str | Path) -> type[Store]:
             location is a URL's near miss or a URL its store could not be read back by
             (`check_url_form`).
     """
+    return _registered(path).load()
+
+
+def _registered(path: str | Path) -> Backend:
+    """`backend_for`'s registry entry."""
     check_url_form(path)
     name = str(path).rstrip("/").lower()
     for backend in BACKENDS:
@@ -170,7 +175,7 @@ def backend_for(path: str | Path) -> type[Store]:
             if is_url(path) and not backend.urls:
                 raise StoreError(f"{backend.label} stores must be local files; use a "
                                  f"{_url_suffix()} URL, got {str(path)!r}")
-            return backend.load()
+            return backend
     suffixes = " or ".join(f"{b.suffixes[0]} ({b.label})" for b in BACKENDS)
     raise StoreError(f"store path must end in {suffixes}, got {str(path)!r}")
 
@@ -255,7 +260,14 @@ def _real_place(path: str | Path) -> str | Path:
     made anew at the link's own place, the store was the link: its Zarr folder was left as
     it was, hidden under another name, and an HDF5 store lost its link, which became a
     second store with a lock of its own."""
-    return Path(os.path.realpath(path)) if isinstance(path, Path) and path.is_symlink() else path
+    if not (isinstance(path, Path) and path.is_symlink()):
+        return path
+    real = Path(os.path.realpath(path))
+    suffixes = _registered(path).suffixes
+    if not real.name.lower().endswith(suffixes):  # (every later step opens the real place)
+        raise StoreError(f"store {str(path)!r} is a link to {str(real)!r}, whose name does not "
+                         f"end in {suffixes[0]}: link to a path that does")
+    return real
 
 
 def _refused(path: str | Path, mode: str, exc: OSError) -> StoreError:
