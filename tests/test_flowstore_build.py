@@ -108,10 +108,14 @@ def test_same_command_is_a_fast_no_op_and_other_parameters_are_refused(tiny_tvhi
     args = ["build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q"]
     assert flowstore_cli(*args).returncode == 0
     before = _arrays(store)
+    written = {path: path.stat().st_mtime_ns for path in store.rglob("*")}
     started = time.perf_counter()
     again = flowstore_cli(*args)
     assert again.returncode == 0 and "0 computed, 16 already done" in again.stdout
     assert time.perf_counter() - started < 15
+    # nothing written (it rewrote the root's zarr.json, and a read-only store refused it:
+    # "Permission denied: '.../zarr.<uuid>.partial'")
+    assert {path: path.stat().st_mtime_ns for path in store.rglob("*")} == written
     line = assert_one_line_error(flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source,
                                                "--store", store, "--size", "48", "--steps", "4"))
     assert "other parameters" in line and "size: store 32 vs asked 48" in line and "--overwrite" in line

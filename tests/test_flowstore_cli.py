@@ -158,6 +158,21 @@ def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tmp_path, suffix
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [said]
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_store_name_near_the_systems_limit_is_made_and_overwritten(tiny_tvhi_source, tmp_path,
+                                                                   suffix):
+    """A name of 240 bytes is a name the system takes, and its lock file (`.NAME.lock`) fits;
+    the hidden name a store is made under (and moved aside to by --overwrite) did not:
+    "cannot create store ...: File name too long" (found by review)."""
+    store = tmp_path / ("c" * (245 - len(suffix)) + suffix)
+    args = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q")
+    made = flowstore_cli(*args, "--max-per-split", "1")
+    assert made.returncode == 0 and "3 computed" in made.stdout, made.stderr
+    again = flowstore_cli(*args, "--overwrite")
+    assert again.returncode == 0 and "16 computed" in again.stdout, again.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{store.name}.lock", store.name]
+
+
 def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
     """`--store file:///.../x.zarr` was taken for a remote store: built with no writer lock
     (two builds wrote one store at once), no nested-store or free-space check; and a store not

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import importlib
 import os
 import re
@@ -638,7 +639,20 @@ def remove_store(path: str | Path) -> None:
 def _beside(path: Path, doing: str) -> Path:
     """Where a store is made (`doing` "creating") or deleted ("removing") beside its place:
     hidden, named for it and this process."""
-    return path.with_name(f".{path.stem}.{doing}-{os.getpid()}{path.suffix}")
+    return path.with_name(f".{_beside_stem(path)}.{doing}-{os.getpid()}{path.suffix}")
+
+
+#: The longest store name whose `_beside` names keep it whole: a file name has at most 255
+#: bytes (NAME_MAX), and they add a dot, ".removing-" and a pid (at most 7 digits on Linux).
+_LONGEST_NAME_BESIDE = 255 - len(".") - len(".removing-") - 7
+
+
+def _beside_stem(path: Path) -> str:
+    """The store's stem in `_beside`'s names, or, for a name too long to take their affixes
+    (a name of 240 bytes could not be built: "File name too long"), a digest of it."""
+    if len(os.fsencode(path.name)) <= _LONGEST_NAME_BESIDE:
+        return path.stem
+    return hashlib.sha256(os.fsencode(path.stem)).hexdigest()[:32]
 
 
 def _remove_leftovers(path: Path) -> None:
@@ -646,6 +660,7 @@ def _remove_leftovers(path: Path) -> None:
     (`_beside`). Only a build of this store makes them, under its writer lock, which the
     caller holds: none is in use."""
     for doing in ("creating", "removing"):
-        for leftover in path.parent.glob(f".{glob.escape(path.stem)}.{doing}-*{path.suffix}"):
+        for leftover in path.parent.glob(f".{glob.escape(_beside_stem(path))}.{doing}-*"
+                                         f"{path.suffix}"):
             with contextlib.suppress(OSError):
                 backend_for(leftover).remove(leftover)
