@@ -11,7 +11,8 @@ import pytest
 from flowstore.errors import SampleError
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.mp4 import Mp4Structure, mp4_structure
-from flowstore.extraction.video import _check_not_cut_short
+from flowstore.extraction.video import _check_not_cut_short, extract_video
+from flowstore.params import VideoParams
 
 _CONTAINERS = {b"moov", b"trak", b"edts", b"mdia"}
 
@@ -105,7 +106,7 @@ def _cut(opencv_mp4):  # (an edit starting 10 frames into the media)
 def test_an_edit_list_dropping_leading_media_is_found_in_any_box_layout(opencv_mp4, tmp_path,
                                                                          layout):
     path = _variant(opencv_mp4, tmp_path, "cut.mp4", entries=_cut(opencv_mp4), **layout)
-    assert mp4_structure(path) == Mp4Structure(cut_short=None, video_dropped_s=1.0)
+    assert mp4_structure(path) == Mp4Structure(cut_short=None, video_hidden_s=1.0)
     _check_not_cut_short(path, 20, 30, 10.0, 1900.0)  # (20 of the 30 it counts: all it shows)
     with pytest.raises(SampleError, match="decodes 5 of the 20 frames"):  # (held to those 20)
         _check_not_cut_short(path, 5, 30, 10.0, 400.0)
@@ -123,7 +124,7 @@ def test_an_edit_list_that_drops_nothing_leaves_the_frame_count_check_on(opencv_
     entries = {None: None, "zero": [(duration, 0)],
                "delayed": [(1000, -1), (duration, 0)]}[entries]
     path = _variant(opencv_mp4, tmp_path, "whole.mp4", entries=entries, version=version)
-    assert mp4_structure(path) == Mp4Structure(cut_short=None, video_dropped_s=0.0)
+    assert mp4_structure(path) == Mp4Structure(cut_short=None, video_hidden_s=0.0)
     with pytest.raises(SampleError, match="decodes 5 of the 30 frames"):
         _check_not_cut_short(path, 5, 30, 10.0, 400.0)
 
@@ -135,12 +136,34 @@ def test_only_the_video_tracks_edits_count_and_only_as_much_as_they_drop(opencv_
     stream inside whole boxes then passed as a short clip."""
     _, scale, duration = opencv_mp4
     sound = _variant(opencv_mp4, tmp_path, "sound.mp4", sound_entries=[(duration, 1024)])
-    assert mp4_structure(sound).video_dropped_s == 0.0
+    assert mp4_structure(sound).video_hidden_s == 0.0
     delayed = _variant(opencv_mp4, tmp_path, "delay.mp4", entries=[(duration, scale // 5)])
-    assert mp4_structure(delayed).video_dropped_s == pytest.approx(0.2)
+    assert mp4_structure(delayed).video_hidden_s == pytest.approx(0.2)
     for path, counted in ((sound, 30), (delayed, 28)):
         with pytest.raises(SampleError, match=f"decodes 5 of the {counted} frames"):
             _check_not_cut_short(path, 5, 30, 10.0, 400.0)
+
+
+@pytest.mark.parametrize("edit, hidden, shown", [
+    ("end", 1.5, 15),  # a trim of the end without re-encoding: the first half shown
+    ("middle", 1.0, 20),  # a part cut out of the middle: two edits
+    ("past", 1.0, 20),  # an edit 1 s in, longer than the media left: shown to its end
+], ids=["end-trimmed", "middle-cut", "past-the-end"])
+def test_media_an_edit_list_hides_after_its_start_is_not_counted(opencv_mp4, tmp_path, edit,
+                                                                  hidden, shown):
+    """Only what an edit list skipped at the start was taken off the declared count (found by
+    review): an intact clip trimmed at its end, or with a part cut out, decodes the frames it
+    shows (ffmpeg honours the edits), and was refused as "cut short"."""
+    _, scale, duration = opencv_mp4
+    entries = {"end": [(duration // 2, 0)],
+               "middle": [(duration // 3, 0), (duration // 3, 2 * scale)],
+               "past": [(duration * 2, scale)]}[edit]
+    path = _variant(opencv_mp4, tmp_path, "trimmed.mp4", entries=entries)
+    assert mp4_structure(path).video_hidden_s == pytest.approx(hidden)
+    _check_not_cut_short(path, shown, 30, 10.0, (shown - 1) * 100.0)
+    with pytest.raises(SampleError, match=f"decodes 5 of the {shown} frames"):
+        _check_not_cut_short(path, 5, 30, 10.0, 400.0)
+    assert extract_video(path, VideoParams(size=16, steps=4)).n_frames == shown
 
 
 @pytest.mark.parametrize("tail", [

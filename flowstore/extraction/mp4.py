@@ -2,14 +2,15 @@
 
 Two facts, read from the boxes' headers and the `moov` box alone (a few kilobytes; never the
 media): whether the file ends inside its media (a download cut short: decoding then stops
-early, or never starts), and how much of the video track's media an edit list drops at its
-start. A cut made without re-encoding (`ffmpeg -ss 12 -i in.mp4 -t 10 -c copy out.mp4`) keeps
-the frames back to the keyframe before the cut and an edit list that tells decoders to drop
-them: the container's frame count still counts them, so a whole file decodes, say, 252 of the
-300 frames it declares, which `flowstore.extraction.video` took for a file cut short.
+early, or never starts), and how much of the video track's media its edit list does not show.
+A cut made without re-encoding (`ffmpeg -ss 12 -i in.mp4 -t 10 -c copy out.mp4`) keeps the
+frames back to the keyframe before the cut and an edit list that tells decoders to drop them;
+a trim of the end, or a part cut out of the middle, keeps the media whole and edits it out the
+same way: the container's frame count still counts those frames, so a whole file decodes, say,
+252 of the 300 frames it declares, which `flowstore.extraction.video` took for a file cut short.
 
-Box layout: ISO/IEC 14496-12 (ISO base media file format), sections 4.2 (box header), 8.4.2
-(`mdhd`), 8.4.3 (`hdlr`), 8.6.5 and 8.6.6 (`edts`, `elst`).
+Box layout: ISO/IEC 14496-12 (ISO base media file format), sections 4.2 (box header), 8.2.2
+(`mvhd`), 8.4.2 (`mdhd`), 8.4.3 (`hdlr`), 8.6.5 and 8.6.6 (`edts`, `elst`).
 """
 
 from __future__ import annotations
@@ -36,13 +37,14 @@ class Mp4Structure:
     """Attributes:
         cut_short: the media box ("mdat", "moov" or "moof") that runs past the end of the
             file, or None.
-        video_dropped_s: seconds of the video track's media that its edit list skips before
-            the first frame shown (0.0: none; another track's edits, such as an AAC track's
-            priming samples, are not the video's).
+        video_hidden_s: seconds of the video track's media that its edit list does not
+            show: before the first frame shown, between its edits, after the last (0.0:
+            none; another track's edits, such as an AAC track's priming samples, are not the
+            video's).
     """
 
     cut_short: str | None
-    video_dropped_s: float
+    video_hidden_s: float
 
 
 def mp4_structure(path: Path) -> Mp4Structure:
@@ -53,23 +55,41 @@ def mp4_structure(path: Path) -> Mp4Structure:
             end = file.seek(0, 2)
             for kind, payload, box_end in _boxes(file, 0, end):
                 if box_end > end:
-                    return Mp4Structure(cut_short=_MEDIA_BOXES.get(kind), video_dropped_s=0.0)
+                    return Mp4Structure(cut_short=_MEDIA_BOXES.get(kind), video_hidden_s=0.0)
                 if kind == b"moov" and box_end - payload <= MAX_MOOV_BYTES:
                     file.seek(payload)
                     moov = file.read(box_end - payload)
     except OSError:
-        return Mp4Structure(cut_short=None, video_dropped_s=0.0)
-    dropped = 0.0
+        return Mp4Structure(cut_short=None, video_hidden_s=0.0)
+    movie_scale, _ = _scale_and_duration(next(_children(moov or b"", b"mvhd"), None))
+    hidden = 0.0
     for trak in _children(moov or b"", b"trak"):
         track = _leaves(trak)
-        handler, scale, edits = track.get(b"hdlr"), _time_scale(track.get(b"mdhd")), \
-            track.get(b"elst")
+        handler, edits = track.get(b"hdlr"), track.get(b"elst")
+        scale, duration = _scale_and_duration(track.get(b"mdhd"))
         if handler is None or handler[8:12] != b"vide" or not scale or edits is None:
             continue
-        # the first edit that shows media (-1: an empty edit, a delay before it)
-        start = next((time for time in _elst_media_times(edits) if time >= 0), 0)
-        dropped = max(dropped, start / scale)
-    return Mp4Structure(cut_short=None, video_dropped_s=dropped)
+        hidden = max(hidden, _hidden_s(list(_elst_entries(edits)), scale, duration, movie_scale))
+    return Mp4Structure(cut_short=None, video_hidden_s=hidden)
+
+
+def _hidden_s(edits: list[tuple[int, int]], scale: int, duration: int,
+              movie_scale: int) -> float:
+    """Seconds of a track's media (`duration` units of `scale` a second) that its edits
+    ((segment duration in the movie's `movie_scale`, media time; -1: an empty edit, a delay)
+    do not show. Without the media's or the movie's time base, only what the first shown edit
+    skips at the start is told."""
+    shown = [(length, start) for length, start in edits if start >= 0]
+    if not shown:
+        return 0.0
+    if not duration or not movie_scale:  # (a fragmented file's media length is in its moofs)
+        return shown[0][1] / scale
+    media_s = duration / scale
+    # (a segment past the end of the media shows it to its end; ffmpeg shows none of a
+    # segment of duration 0)
+    seen = sum(max(0.0, min(length / movie_scale, media_s - start / scale))
+               for length, start in shown)
+    return max(0.0, media_s - seen)
 
 
 def _children(payload: bytes, kind: bytes) -> Iterator[bytes]:
@@ -92,11 +112,13 @@ def _leaves(trak: bytes) -> dict[bytes, bytes]:
     return leaves
 
 
-def _time_scale(mdhd: bytes | None) -> int:
-    """A media header's time scale (units a second), 0 where there is none."""
-    if mdhd is None or len(mdhd) < 24:
-        return 0
-    return struct.unpack_from(">I", mdhd, 20 if mdhd[0] == 1 else 12)[0]
+def _scale_and_duration(header: bytes | None) -> tuple[int, int]:
+    """A movie's or a media header's (`mvhd`, `mdhd`: the same layout to there) time scale
+    (units a second) and duration in those units, (0, 0) where there is none."""
+    if header is None or len(header) < (32 if header[:1] == b"\x01" else 20):
+        return 0, 0
+    return struct.unpack_from(">IQ" if header[0] == 1 else ">II", header,
+                              20 if header[0] == 1 else 12)
 
 
 def _boxes(file: BinaryIO, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
@@ -130,9 +152,9 @@ def _parsed(payload: bytes) -> Iterator[tuple[bytes, bytes]]:
         yield kind, payload[start:end]
 
 
-def _elst_media_times(body: bytes) -> Iterator[int]:
-    """The `media_time` of each entry of an `elst` box's body (version 0: 32-bit fields,
-    version 1: 64-bit duration and time)."""
+def _elst_entries(body: bytes) -> Iterator[tuple[int, int]]:
+    """The (`segment_duration`, `media_time`) of each entry of an `elst` box's body (version
+    0: 32-bit fields, version 1: 64-bit)."""
     if len(body) < 8:
         return
     version = body[0]
@@ -142,4 +164,4 @@ def _elst_media_times(body: bytes) -> Iterator[int]:
         at = 8 + index * entry
         if at + entry > len(body):
             return
-        yield struct.unpack_from(time_format, body, at)[1]
+        yield struct.unpack_from(time_format, body, at)

@@ -174,8 +174,9 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
 
     An MP4-family file says more in its boxes (`flowstore.extraction.mp4`): one whose media
     box runs past its end is cut short whatever it decodes; and where its video track's edit
-    list drops frames at its start (those before a cut made without re-encoding, `ffmpeg -ss
-    ... -c copy`), the declared count includes them: the clip is held to the count less them."""
+    list does not show all of its media (frames before a cut made without re-encoding, `ffmpeg
+    -ss ... -c copy`, or after a trim of its end, or a part cut out of its middle), the declared
+    count includes them: the clip is held to the count less them."""
     container = indexed_container(path)
     if container == "mp4":
         structure = mp4_structure(path)
@@ -183,7 +184,7 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
             raise SampleError(f"{path.name} ends inside its {structure.cut_short} box: the file "
                               f"is cut short or damaged")
         if fps > 0:
-            declared -= round(structure.video_dropped_s * fps)
+            declared -= round(structure.video_hidden_s * fps)
     if declared < 2 or fps <= 0 or container is None:
         return
     frame_ms = 1000.0 / fps
