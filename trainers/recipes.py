@@ -230,7 +230,7 @@ RECIPE_SETS = ("report", "tuned")
 
 def _tuned(**fields: Any) -> Recipe:
     """A tuned recipe. The values below are literature defaults, chosen before any run and not
-    yet tuned on the real data, but for the two choices the comments in `TUNED_RECIPES`
+    yet tuned on the real data, but for the choices the comments in `TUNED_RECIPES`
     explain; any tuning looks at training and validation scores only (the test split never
     chooses anything):
 
