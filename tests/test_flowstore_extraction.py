@@ -224,10 +224,11 @@ def test_the_containers_that_count_their_frames_are_told_by_their_first_bytes(
     assert indexed_container(tmp_path / "missing.mp4") is None
 
 
-def _with_drop_frames(path, every: int) -> int:
-    """Make every `every`-th video chunk of an MJPG AVI a zero-size "drop frame" (as VirtualDub
-    and mencoder write to keep a constant rate): the header still counts it, FFmpeg decodes
-    none, the frames after it keep their times. Returns how many were dropped."""
+def _with_drop_frames(path, dropped_chunk) -> int:
+    """Make the video chunks of an MJPG AVI for whose number `dropped_chunk` is true zero-size
+    "drop frames" (as VirtualDub and mencoder write to keep a constant rate): the header still
+    counts them, FFmpeg decodes none, the frames after them keep their times. Returns how many
+    were dropped."""
     import struct
 
     data = bytearray(path.read_bytes())
@@ -237,7 +238,7 @@ def _with_drop_frames(path, every: int) -> int:
         kind, size = bytes(data[position:position + 4]), struct.unpack(
             "<I", data[position + 4:position + 8])[0]
         if kind == b"00dc":
-            if chunk % every == every - 1 and size >= 8:
+            if dropped_chunk(chunk) and size >= 8:
                 data[position + 4:position + 16] = (struct.pack("<I", 0) + b"JUNK"
                                                     + struct.pack("<I", size - 8))
                 dropped[position - movi] = True
@@ -251,17 +252,27 @@ def _with_drop_frames(path, every: int) -> int:
     return len(dropped)
 
 
-def test_an_avi_with_drop_frames_is_no_clip_cut_short(tmp_path):
-    """An intact AVI declaring frames it does not decode (a quarter of them, dropped) runs to its
-    end: refusing it as cut short, as a count alone did, refused good clips."""
+@pytest.mark.parametrize("dropped_chunk, dropped", [
+    (lambda chunk: chunk % 4 == 3, 15),  # a quarter of them: the frames still run to the end
+    (lambda chunk: chunk >= 50, 10),  # the last 10: a still ending (found by review)
+], ids=["every-fourth", "at-the-end"])
+def test_an_avi_with_drop_frames_is_no_clip_cut_short(tmp_path, dropped_chunk, dropped):
+    """An intact AVI declaring frames it does not decode (zero-size chunks its index lists):
+    refusing it as cut short, as a count alone did, refused good clips; one that ended on them
+    still was, ending short of its declared duration too, until its index was read."""
+    from flowstore.extraction.avi import avi_drop_frames
+
     path = tmp_path / "drops.avi"
     writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"),
                              25, (32, 32))
     for t in range(60):
         writer.write(np.full((32, 32, 3), t * 4, np.uint8))
     writer.release()
-    assert _with_drop_frames(path, 4) == 15
-    assert extract_video(path, VideoParams(size=16, steps=4)).n_frames == 45
+    assert avi_drop_frames(path) == 0
+    assert _with_drop_frames(path, dropped_chunk) == dropped == avi_drop_frames(path)
+    assert extract_video(path, VideoParams(size=16, steps=4)).n_frames == 60 - dropped
+    path.write_bytes(path.read_bytes()[:path.read_bytes().find(b"idx1")])  # its index lost
+    assert avi_drop_frames(path) == 0
 
 
 def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypatch):

@@ -29,6 +29,7 @@ import numpy as np
 from flowstore.errors import SampleError
 from flowstore.extraction import not_a_file
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
+from flowstore.extraction.avi import avi_drop_frames
 from flowstore.extraction.flow import optical_flow
 from flowstore.extraction.mp4 import mp4_structure
 from flowstore.extraction.sampling import flow_positions, select_frames  # noqa: F401 (re-export)
@@ -169,8 +170,10 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     decoding early (or a frame fails to retrieve), and taken as the clip it would store flows
     and a middle frame of its first part only, as a good sample. Both must hold: an intact AVI
     may declare frames it does not decode (zero-size "drop frame" chunks, which some encoders
-    write to keep a constant rate), but its frames still run to its end. Without a frame rate
-    the time cannot be told, and the clip is taken as it decodes.
+    write to keep a constant rate), and its count is taken less those its index lists
+    (`flowstore.extraction.avi`: a clip may end on them); without that index, its frames still
+    run to its end. Without a frame rate the time cannot be told, and the clip is taken as it
+    decodes.
 
     An MP4-family file says more in its boxes (`flowstore.extraction.mp4`): one whose media
     box runs past its end is cut short whatever it decodes; and where its video track's edit
@@ -178,6 +181,8 @@ def _check_not_cut_short(path: Path, n: int, declared: int, fps: float,
     -ss ... -c copy`, or after a trim of its end, or a part cut out of its middle), the declared
     count includes them: the clip is held to the count less them."""
     container = indexed_container(path)
+    if container == "avi":  # (its drop frames counted, decoded as none)
+        declared -= avi_drop_frames(path)
     if container == "mp4":
         structure = mp4_structure(path)
         if structure.cut_short:
