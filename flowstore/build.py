@@ -312,11 +312,10 @@ def _refuse_a_store_inside_a_store(store: str | Path) -> None:
     deleted it without a word, and `inspect --bytes` counted it as the outer one's.
 
     Raises:
-        ParameterError: a folder above the local `store` is a flowstore store.
+        ParameterError: a folder (or an object-store prefix) above `store` is a flowstore store.
     """
-    if is_url(store):
-        return
-    outer = enclosing_store(Path(os.path.realpath(store)).parent)
+    outer = enclosing_store(str(store).rstrip("/").rpartition("/")[0] if is_url(store)
+                            else Path(os.path.realpath(store)).parent)
     if outer is not None:
         raise ParameterError(f"store {str(store)!r} lies inside the store {str(outer)!r}; "
                              f"build it beside that one")

@@ -318,11 +318,28 @@ class Cluster:
             raise self.lost() from None
 
 
+#: The address schemes of Dask's comms that take a host and a port.
+_HOST_PORT_SCHEMES = ("tcp", "tls", "ws", "wss")
+
+
 def _probe(address: str) -> str | None:
     """Why the scheduler at `address` cannot be used (None: it answered Dask's handshake)."""
     import asyncio
 
     from distributed.comm import connect
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+
+    # Dask's own refusal of the address, before any connection ("unknown address scheme
+    # 'tpc'"): raised inside `connect`, a ValueError was said to be a server that answered
+    try:
+        scheme, location = parse_address(address)
+        get_backend(scheme)
+        port = parse_host_port(location)[1] if scheme in _HOST_PORT_SCHEMES else None
+    except ValueError as exc:
+        return f"ValueError: {exc}"
+    if port is not None and not 0 < port < 65536:  # (else a wait, then a timeout)
+        return f"port {port} is out of range (1-65535)"
 
     async def ask() -> None:
         comm = await asyncio.wait_for(connect(address, timeout=CONNECT_TIMEOUT_S),
@@ -336,13 +353,11 @@ def _probe(address: str) -> str | None:
                 f"(the dashboard's port, or another server?)")
     except OSError as exc:
         return str(exc)
-    except (MemoryError, OverflowError, ValueError) as exc:
-        if address.rpartition(":")[2].isdigit():
-            # (a well-formed address: distributed read another server's first bytes as the
-            # length of a message, "Unable to allocate 2.82 EiB", or as no length at all)
-            return ("something there answered, but not as a Dask scheduler (another server "
-                    "on that port?)")
-        return f"{type(exc).__name__}: {exc}"
+    except (MemoryError, OverflowError, ValueError):
+        # (the address is well-formed, above: distributed read another server's first bytes
+        # as the length of a message, "Unable to allocate 2.82 EiB", or as no length at all)
+        return ("something there answered, but not as a Dask scheduler (another server on "
+                "that port?)")
     except Exception as exc:  # noqa: BLE001  (a malformed address, TLS asked without certificates,
         return f"{type(exc).__name__}: {exc}"  # a server answering something else)
     return None

@@ -307,6 +307,11 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path, monk
 @pytest.mark.parametrize("address, reason", [
     ("127.0.0.1:abc", "ValueError: invalid literal for int"),
     ("tls://127.0.0.1:9", "TypeError: TLS expects a `ssl_context`"),
+    # Dask's own words for an address it refuses before connecting, not "something there
+    # answered, but not as a Dask scheduler" of a server never asked (found by review)
+    ("tpc://127.0.0.1:8786", "ValueError: unknown address scheme 'tpc'"),
+    ("tcp://[::1:8786", "ValueError: invalid address '[::1:8786'"),
+    ("tcp://127.0.0.1:99999", "port 99999 is out of range (1-65535)"),  # (was a 10 s wait)
 ])
 def test_a_malformed_scheduler_address_is_one_line(tiny_tvhi_source, tmp_path, address, reason):
     """Each raised out of distributed (a traceback, exit 1), and the half-made client's

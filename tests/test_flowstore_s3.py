@@ -205,6 +205,33 @@ def test_a_second_build_creating_the_same_s3_store_leaves_the_first_ones_store(
         assert store.attrs == attrs and store.read("done").sum() == done
 
 
+def test_a_store_inside_an_s3_store_is_refused(s3_env, s3_store, tiny_tvhi_source):
+    """As a local one is: built there, it was deleted without a word by an --overwrite of the
+    outer store, which removes its prefix with all under it (found by review)."""
+    inner = f"{s3_store}/inner.zarr"
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", inner,
+                        *TINY_BUILD, "-q", env=s3_env)
+    assert assert_one_line_error(out) == (f"error: store '{inner}' lies inside the store "
+                                          f"'{s3_store}'; build it beside that one")
+    assert "no store at" in assert_one_line_error(flowstore_cli("inspect", inner, env=s3_env))
+
+
+def test_a_store_at_the_root_of_a_bucket_is_refused_in_those_words(s3_env, tiny_tvhi_source):
+    """Any bucket "exists", so a store at the root of an empty one was refused as "objects are
+    there already, and they are no flowstore store" (found by review)."""
+    import s3fs
+
+    fs = s3fs.S3FileSystem(endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+                           key=s3_env["AWS_ACCESS_KEY_ID"], secret=s3_env["AWS_SECRET_ACCESS_KEY"])
+    fs.mkdir("empty.zarr")
+    out = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store",
+                        "s3://empty.zarr", *TINY_BUILD, "-q", env=s3_env)
+    assert assert_one_line_error(out) == (
+        "error: cannot create store 's3://empty.zarr' at the root of the bucket 'empty.zarr': "
+        "name it under the bucket (s3://empty.zarr/NAME.zarr)")
+    assert fs.ls("empty.zarr") == []
+
+
 def test_objects_of_another_kind_under_the_prefix_are_said_so_and_kept(s3_env, tiny_tvhi_source):
     """A prefix holding what is no store was refused as "another process created it at the
     same moment (one build per store)", of a build no other process ran."""

@@ -136,12 +136,17 @@ def lies_within(path: str | Path, place: str | Path) -> bool:
     return target == place or place in target.parents
 
 
-def enclosing_store(path: str | Path) -> Path | None:
-    """The flowstore store that the local `path` is or lies inside, links resolved; None where
-    there is none (and for a URL). What is written there is lost to the store: `--overwrite`
-    deletes it with the store, `inspect --bytes` counts it as the store's."""
+def enclosing_store(path: str | Path) -> str | Path | None:
+    """The flowstore store that `path` is or lies inside, links resolved; None where there is
+    none. What is written there is lost to the store: `--overwrite` deletes it with the store
+    (an object store's prefix with all under it), `inspect --bytes` counts it as the store's.
+    Of a URL, only the prefixes named as a store are looked at (a request each)."""
     if is_url(path):
-        return None
+        scheme, _, rest = str(path).rstrip("/").partition("://")
+        parts = rest.split("/")
+        places = (f"{scheme}://{'/'.join(parts[:k])}" for k in range(len(parts), 0, -1))
+        return next((place for place in places if place.lower().endswith(".zarr")
+                     and is_store(place)), None)
     real = Path(os.path.realpath(path))
     return next((place for place in (real, *real.parents) if is_store(place)), None)
 
@@ -530,6 +535,11 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
         _remove_leftovers(path)
     else:
         temporary = path
+        scheme, _, bucket = str(path).rstrip("/").partition("://")
+        if "/" not in bucket:  # (any bucket "exists": read as objects there already)
+            raise StoreError(f"cannot create store {str(path)!r} at the root of the bucket "
+                             f"{bucket!r}: name it under the bucket "
+                             f"({scheme}://{bucket}/NAME.zarr)")
         if store_exists(path):
             raise StoreError(f"cannot create store {str(path)!r}: something is there already")
         if _holds_objects(path):  # (zarr's own refusal read as another build's race)
