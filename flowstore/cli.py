@@ -266,7 +266,8 @@ def build(
                                            "changed one (not only a resized one)."),
     reuse_from: Optional[str] = typer.Option(
         None, "--reuse-from", help="Another store built with the same parameters: copy its "
-                                   "samples of the same id and source bytes, not compute them.",
+                                   "samples whose source files have the same bytes (renamed or "
+                                   "moved too), not compute them.",
                                    parser=given_path),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:

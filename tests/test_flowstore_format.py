@@ -460,7 +460,8 @@ def test_a_ledger_write_rewrites_only_the_chunks_that_changed(tmp_path, monkeypa
 def test_a_build_writes_the_root_metadata_only_when_it_creates_and_ends(tvhi_source, tmp_path,
                                                                         monkeypatch):
     """With a ledger write after every sample, the root zarr.json is still written only when
-    the store is created and once at the end (the fingerprint)."""
+    the store is created (with the plan's fingerprint; at the end only where the files read
+    made it another, as below)."""
     from flowstore import build as build_module
 
     monkeypatch.setattr(build_module, "DONE_FLUSH_SECONDS", 0.0)
@@ -480,8 +481,7 @@ def test_a_build_writes_the_root_metadata_only_when_it_creates_and_ends(tvhi_sou
         done_chunk = "done/" + store.chunk_key("done", 0)
         flow_chunks = {"flow/" + store.chunk_key("flow", index) for index in range(16)}
     first_sample = next(i for i, key in enumerate(written) if key in flow_chunks)
-    root_writes = [i for i, key in enumerate(written) if key == "zarr.json" and i > first_sample]
-    assert len(root_writes) == 1 and done_chunk not in written[root_writes[0]:]  # the last one
+    assert [key for key in written[first_sample:] if key == "zarr.json"] == []
     # Ledger writes happened mid-build (how many depends on how samples finish together).
     assert written.count(done_chunk) >= 2
 
@@ -734,7 +734,7 @@ def test_backends_are_chosen_by_suffix_and_url_with_their_capabilities():
     assert backend_for("x.h5") is backend_for("x.HDF5") is hdf5_store
     with pytest.raises(StoreError, match=r"HDF5 stores must be local files; use a \.zarr URL"):
         backend_for("s3://b/x.h5")
-    with pytest.raises(StoreError, match=r"must end in \.zarr \(Zarr v3\) or \.h5 \(HDF5\)"):
+    with pytest.raises(StoreError, match=r"must end in \.zarr \(Zarr v3\) or \.h5/\.hdf5 \(HDF5\)"):
         backend_for("x.npz")
     local, remote, h5 = capabilities("x.zarr"), capabilities("s3://b/x.zarr"), capabilities("x.h5")
     assert local.writer_lock and local.rename and local.reads_during_build and local.parallel_writers

@@ -182,7 +182,7 @@ def _registered(path: str | Path) -> Backend:
                 raise StoreError(f"{backend.label} stores must be local files; use a "
                                  f"{_url_suffix()} URL, got {str(path)!r}")
             return backend
-    suffixes = " or ".join(f"{b.suffixes[0]} ({b.label})" for b in BACKENDS)
+    suffixes = " or ".join(f"{'/'.join(b.suffixes)} ({b.label})" for b in BACKENDS)
     raise StoreError(f"store path must end in {suffixes}, got {str(path)!r}")
 
 
