@@ -374,9 +374,13 @@ def verify(
     ctx: typer.Context,
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
                                 parser=given_path),
-    repair: bool = typer.Option(False, "--repair", help="Re-extract the bad samples (needs --source)."),
+    repair: bool = typer.Option(False, "--repair",
+                                help="Re-extract the bad samples (needs --source or --synthetic)."),
     source: Optional[Path] = typer.Option(None, "--source", help="The dataset's source folder.",
                                           parser=path_value),
+    synthetic: bool = typer.Option(False, "--synthetic",
+                                   help="--repair: from the cached synthetic source (a store "
+                                        "built with --synthetic)."),
     fsync: bool = typer.Option(False, "--fsync",
                                help="--repair: fsync each sample before marking it done."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -384,20 +388,25 @@ def verify(
     """Re-read every sample and report the ones whose bytes changed or whose `done` flag lies.
     With --repair, the dataset's options given again (`--split-file NEW`) replace the store's
     (a split file that moved with its dataset)."""
-    from flowstore.verify import repair as run_repair, repair_options, verify as run_verify
+    from flowstore.verify import (repair as run_repair, repair_options, synthetic_source_of,
+                                  verify as run_verify)
 
     try:
         if ctx.args and not repair:
             raise ParameterError(f"{ctx.args[0]!r}: dataset options apply to --repair only "
                                  f"(what it re-extracts with)")
-        if repair and source is None:
-            raise ParameterError("--repair needs --source DIR to re-extract from")
+        if synthetic and not repair:
+            raise ParameterError("--synthetic applies to --repair only (verify reads the store "
+                                 "alone)")
+        if repair and synthetic == (source is not None):
+            raise ParameterError("--repair needs one of --source DIR or --synthetic to "
+                                 "re-extract from")
         if fsync and not repair:
             raise ParameterError("--fsync applies to --repair only (verify writes nothing)")
         if source is not None and not repair:
             raise ParameterError("--source applies to --repair only (verify reads the store "
                                  "alone)")
-        if repair:  # before reading every sample of the store: a mistyped folder says so at once
+        if source is not None:  # before reading every sample: a mistyped folder says so at once
             from flowstore.datasets import Dataset
 
             Dataset.check_source_folder(source)
@@ -416,6 +425,10 @@ def verify(
             fail(result.damaged, 1)
         if not (result.problems and repair):
             raise typer.Exit(1 if result.problems else 0)
+        if synthetic:
+            if not quiet:  # (written again, a minute or more, where the cache was pruned)
+                typer.echo("preparing synthetic source ...", err=True)
+            source = synthetic_source_of(store)
         repaired = run_repair(store, source, result.problems, progress=not quiet, fsync=fsync,
                               options=options)
     except INPUT_ERRORS as exc:  # (an OSError: --repair on a store it may not write)

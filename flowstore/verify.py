@@ -231,6 +231,19 @@ def _check_option_files(path: str | Path, attrs: Mapping[str, Any],
                                  f"{where!r}: give it where it is now ({flag} FILE)")
 
 
+def synthetic_source_of(path: str | Path) -> Path:
+    """The cached synthetic source a `build --synthetic` of the store at `path` read (its
+    dataset's, default settings), written again if it was pruned: what `verify --repair
+    --synthetic` re-extracts from, where the cache folder's name (a hash) was the user's to
+    find. One written by another flowstore (another folder) or OpenCV (other bytes) holds
+    files a repair may refuse sample by sample (not the files they were extracted from)."""
+    from flowstore.synth import synthetic_source
+
+    with open_store(path, "r") as store:
+        dataset = store.attrs.get("dataset")
+    return synthetic_source(str(dataset))
+
+
 def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
            workers: int | None = None, progress: bool = False, fsync: bool = False,
            options: Mapping[str, Any] | None = None) -> RepairResult:

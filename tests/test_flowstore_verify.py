@@ -664,6 +664,26 @@ def test_a_lost_source_size_chunk_is_shown_by_inspect_and_mended_by_the_next_bui
     assert len(damaged) == 1 and "Zstd decompression error" in damaged[0], damaged
 
 
+def test_a_synthetic_store_repairs_from_its_cached_source(tmp_path):
+    """`--repair --synthetic`: a store built with --synthetic took `--source` the cache folder
+    that build wrote, named by a hash nothing showed (found by review)."""
+    env = {"FLOWSTORE_CACHE": str(tmp_path / "cache")}
+    store = tmp_path / "v.zarr"
+    built = flowstore_cli("build", "videofolder", "--synthetic", "--store", store, "--size", "16",
+                          "--steps", "2", "--max-per-split", "1", "-q", env=env)
+    assert built.returncode == 0, built.stderr
+    with open_store(store) as opened:
+        index = int(np.flatnonzero(opened.read("done"))[0])
+    chunk_file(store, "flow", index).write_bytes(b"garbage" * 10)
+    repaired = flowstore_cli("verify", store, "--repair", "--synthetic", "-q", env=env)
+    assert repaired.returncode == 0 and "repaired 1 of 1" in repaired.stdout, repaired.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+    assert "--repair needs one of --source DIR or --synthetic" in assert_one_line_error(
+        flowstore_cli("verify", store, "--repair", "--synthetic", "--source", tmp_path))
+    assert "--synthetic applies to --repair only" in assert_one_line_error(
+        flowstore_cli("verify", store, "--synthetic"))
+
+
 def test_a_done_sample_whose_checksum_was_cleared_is_named_as_such(tiny_tvhi_source, tmp_path):
     """Marked done with no checksum (a ledger edited or half-written) is its own problem, not
     "bytes changed since written": its bytes were never compared with anything."""
