@@ -421,7 +421,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         if fingerprint_was is not None and fingerprint_was != fp:
             result.fingerprint_was = fingerprint_was
         ledger.write(store, durable=config.fsync)
-        if store.attrs.get("fingerprint") != fp:  # (a build with nothing to do writes nothing)
+        if fingerprint_was != fp:  # (a build with nothing to do writes nothing)
             store.update_attrs({"fingerprint": fp})
         store.flush()
         if config.fsync:

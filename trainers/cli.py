@@ -54,7 +54,8 @@ def run(
     epochs: Optional[int] = typer.Option(None, "--epochs",
                                          help="Epochs [recipe's]; also for prerequisites."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size [recipe's]."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (Adam; AdamW with --recipe tuned) [recipe's]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (Adam; AdamW with "
+                                                          "--recipe tuned) [recipe's]."),
     recipe: str = typer.Option("report", "--recipe",
                                help="Recipe set: report (the report's recipes) or tuned "
                                     "(augmentation, AdamW, label smoothing, warm-up and cosine "

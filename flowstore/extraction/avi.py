@@ -36,8 +36,9 @@ def avi_drop_frames(path: Path) -> int:
             head = file.read(12)
             if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
                 return 0
-            end = min(8 + struct.unpack_from("<I", head, 4)[0], file.seek(0, 2))
-            if file.seek(0, 2) > end + 8:
+            length = file.seek(0, 2)
+            end = min(8 + struct.unpack_from("<I", head, 4)[0], length)
+            if length > end + 8:
                 file.seek(end)
                 if file.read(4) == b"RIFF":  # (an OpenDML continuation)
                     return 0

@@ -23,7 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from flowstore.errors import FlowstoreError
-from flowstore.reader.batches import seed_entropy, batch_rng, epoch_order, whole_number
+from flowstore.reader.batches import batch_rng, epoch_order, seed_entropy, whole_number
 from flowstore.reader.dataset import LABEL
 
 if TYPE_CHECKING:

@@ -136,6 +136,10 @@ def lies_within(path: str | Path, place: str | Path) -> bool:
     return target == place or place in target.parents
 
 
+#: The suffixes a store at a URL may have (its backend's).
+_URL_SUFFIXES = tuple(suffix for backend in BACKENDS if backend.urls for suffix in backend.suffixes)
+
+
 def enclosing_store(path: str | Path) -> str | Path | None:
     """The flowstore store that `path` is or lies inside, links resolved; None where there is
     none. What is written there is lost to the store: `--overwrite` deletes it with the store
@@ -145,7 +149,7 @@ def enclosing_store(path: str | Path) -> str | Path | None:
         scheme, _, rest = str(path).rstrip("/").partition("://")
         parts = rest.split("/")
         places = (f"{scheme}://{'/'.join(parts[:k])}" for k in range(len(parts), 0, -1))
-        return next((place for place in places if place.lower().endswith(".zarr")
+        return next((place for place in places if place.lower().endswith(_URL_SUFFIXES)
                      and is_store(place)), None)
     real = Path(os.path.realpath(path))
     return next((place for place in (real, *real.parents) if is_store(place)), None)
