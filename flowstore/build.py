@@ -942,8 +942,8 @@ def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
         recorded = ledger.text("source_hash", index)
         if not recorded:
             raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
-                                     f"{name!r} (written by an older flowstore), so --check-source "
-                                     f"cannot check it{hint}")
+                                     f"{name!r} (an older flowstore wrote none, or the store lost a "
+                                     f"chunk of it), so --check-source cannot check it{hint}")
         try:
             digest = file_digest(dataset.source_file(source, sample))
         except OSError as exc:

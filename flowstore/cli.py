@@ -324,8 +324,9 @@ def build(
                    f"share clips, so a score on one is partly a score on another; `flowstore "
                    f"inspect {result.store}` lists them", err=True)
     if result.failures:
-        typer.echo(f"{len(result.failures)} sample(s) failed; run the command again to retry them:",
-                   err=True)
+        typer.echo(f"{len(result.failures)} sample(s) failed (the next run of this command "
+                   f"tries them again: a missing file once it is back, a bad one once it is "
+                   f"mended):", err=True)
         for line in failure_lines(result.failures):
             typer.echo(line, err=True)
     _report_internal_errors(result.internal_errors, result.error_log)

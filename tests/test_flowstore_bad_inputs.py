@@ -57,7 +57,9 @@ from tests.conftest import (TINY_BUILD, assert_one_line_error, chunk_file, flows
                             without_modules_env)
 
 TINY_PARAMS = VideoParams(size=32, steps=4)  # what TINY_BUILD asks for
-FAILED_HEADER = re.compile(r"^\d+ sample\(s\) failed; run the command again to retry them:$")
+FAILED_HEADER = re.compile(r"^\d+ sample\(s\) failed \(the next run of this command tries them "
+                           r"again: a missing file once it is back, a bad one once it is "
+                           r"mended\):$")
 INTERNAL_HEADER = re.compile(r"^internal error: a bug in flowstore stopped \d+ sample\(s\)")
 FAILURE_LINE = re.compile(r"^  (\S+): (.+)$")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -158,19 +159,22 @@ def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tmp_path, suffix
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [said]
 
 
-@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+@pytest.mark.parametrize(("suffix", "length"), [(".zarr", 245), (".h5", 245), (".zarr", 255)])
 def test_a_store_name_near_the_systems_limit_is_made_and_overwritten(tiny_tvhi_source, tmp_path,
-                                                                   suffix):
-    """A name of 240 bytes is a name the system takes, and its lock file (`.NAME.lock`) fits;
-    the hidden name a store is made under (and moved aside to by --overwrite) did not:
-    "cannot create store ...: File name too long" (found by review)."""
-    store = tmp_path / ("c" * (245 - len(suffix)) + suffix)
+                                                                   suffix, length):
+    """Names of 245 and 255 bytes are names the system takes. The hidden name a store is made
+    under (and moved aside to by --overwrite) did not fit from 238 bytes, its lock file
+    (`.NAME.lock`) from 250: "cannot create store ...: File name too long" (found by review).
+    Where the lock's name would not fit, it holds a digest of the store's."""
+    store = tmp_path / ("c" * (length - len(suffix)) + suffix)
     args = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD, "-q")
     made = flowstore_cli(*args, "--max-per-split", "1")
     assert made.returncode == 0 and "3 computed" in made.stdout, made.stderr
     again = flowstore_cli(*args, "--overwrite")
     assert again.returncode == 0 and "16 computed" in again.stdout, again.stderr
-    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{store.name}.lock", store.name]
+    lock = (f".{store.name}.lock" if length < 250
+            else f".{hashlib.sha256(store.name.encode()).hexdigest()[:32]}.lock")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([lock, store.name])
 
 
 def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
@@ -187,6 +191,18 @@ def test_a_file_url_store_is_refused_for_its_path(tiny_tvhi_source, tmp_path):
 
     with pytest.raises(StoreError, match="a file:// URL names a local path"):
         flowstore.open(f"file://{store}")
+
+
+def test_a_url_without_a_bucket_is_refused_in_one_line():
+    """`s3:///x.zarr` (one slash too many): refused before any request, naming the form a
+    store URL takes, by every command (`flowstore.open` and a build meet the same check)."""
+    from flowstore.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"^a store URL names no bucket "
+                                         r"\(s3://BUCKET/NAME.zarr\), got 's3:///x.zarr'$"):
+        flowstore.open("s3:///x.zarr")
+    result = flowstore_cli("inspect", "s3:///x.zarr")
+    assert assert_one_line_error(result).startswith("error: a store URL names no bucket")
 
 
 def test_a_memory_url_store_is_refused_by_every_command(tiny_tvhi_source, tmp_path):

@@ -272,6 +272,20 @@ def test_check_source_refuses_a_clip_replaced_by_one_of_the_same_size(tvhi_sourc
     assert f"source file '{clip.name}' is gone since it was written" in line
 
 
+def test_check_source_on_a_store_that_lost_its_hash_chunk_says_so(tvhi_source, tmp_path):
+    """A done sample without a recorded digest is a store an older flowstore wrote (format 1
+    kept none for some) or one that lost `source_hash`'s chunk (zarr reads it as "", without
+    an error); the refusal said only the first, of a store this flowstore had written."""
+    store = tmp_path / "s.zarr"
+    args = ("build", "tvhi", "--source", tvhi_source, "--store", store, *TINY_BUILD, "-q",
+            "--max-per-split", "1")
+    assert flowstore_cli(*args).returncode == 0
+    chunk_file(store, "source_hash", 0).unlink()
+    line = assert_one_line_error(flowstore_cli(*args, "--check-source"))
+    assert "has no recorded hash of source file" in line
+    assert "(an older flowstore wrote none, or the store lost a chunk of it)" in line
+
+
 @pytest.fixture
 def synced(monkeypatch) -> list[str]:
     """The path of each file or folder this process fsyncs from here on (still fsynced)."""

@@ -67,7 +67,11 @@ def test_datasets_describes_one_with_its_layout_and_options():
     described = flowstore_cli("datasets", "videofolder")
     assert described.returncode == 0, described.stderr
     assert described.stdout.startswith("videofolder: A folder of your own clips sorted by class")
-    assert "``path,label,split``" in described.stdout
+    assert "`path,label,split`" in described.stdout
+    for name in ("videofolder", "imagefolder", "tvhi", "stanford40", "ucf101", "hmdb51",
+                 "kinetics"):  # one quoting, as the rest of the CLI's text
+        text = flowstore_cli("datasets", name).stdout
+        assert "``" not in text and "::\n" not in text, name
     for option in ("  --split-file  (default: none)", "  --val-fraction  (default: 0.1)",
                    "  --test-fraction  (default: 0.2)", "  --seed  (default: 0)"):
         assert option in described.stdout.splitlines(), option
@@ -144,7 +148,8 @@ def test_build_synthetic_works_from_the_command_line(name, tmp_path):
     assert failed == missing and computed == selected - missing > 0, result.stdout
     if missing:
         header, reason = result.stderr.splitlines()
-        assert header == "1 sample(s) failed; run the command again to retry them:"
+        assert header == ("1 sample(s) failed (the next run of this command tries them again: a "
+                          "missing file once it is back, a bad one once it is mended):")
         assert re.fullmatch(r"  (\S+): video file is missing: \1\.mp4", reason), reason
     else:
         assert result.stderr == ""

@@ -647,7 +647,7 @@ def test_a_lost_source_size_chunk_is_shown_by_inspect_and_mended_by_the_next_bui
     assert shown.returncode == 1 and len(damaged) == 1, shown.stdout
     assert damaged[0].endswith("array 'source_size' cannot be read (SizeNotRecorded: 16 done "
                                "sample(s) with no recorded size of their source file (a chunk "
-                               "missing?)); the next build extracts its samples again and "
+                               "lost, or an older flowstore wrote none)); the next build extracts its samples again and "
                                "writes the chunk anew")
     rebuilt = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", cut,
                             *TINY_BUILD, "-q")

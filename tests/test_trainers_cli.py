@@ -61,6 +61,13 @@ def test_summary_at_small_size(model):
     assert "\nflow at size 32, steps 4: total " in result.stdout
 
 
+def test_summary_of_a_model_without_flow_names_no_steps():
+    """The image model reads no per-step array: its counts line said "steps 16" all the same."""
+    result = runner.invoke(app, ["summary", "image", "--size", "32"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[-1].startswith("image at size 32: total ")
+
+
 def test_summary_expands_nested_models_only_when_asked():
     """--expand-nested lists the layers inside two_stream's frame stream (its pretrained
     stanford40_features, conv_0 in it); without it a nested model is one row. Same counts."""

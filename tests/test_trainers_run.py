@@ -503,8 +503,8 @@ def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tm
     assert record.metrics["keras_backend"] == keras.backend.backend()  # (numbers differ by it)
     assert "| TV-HI tiny | trained |" in result.stdout
     assert "| TV-HI tiny |" in _invoke("report", str(runs)).stdout
-    assert "tiny at size 16, steps 2: total 16" in _invoke("summary", "tiny", "--size", "16",
-                                                           "--steps", "2").stdout
+    assert "tiny at size 16: total 16" in _invoke("summary", "tiny", "--size", "16",
+                                                  "--steps", "2").stdout
     assert get_model("tiny_alias") is tiny_model
     with pytest.raises(ValueError, match="'tiny_alias' is already in the catalogue"):
         register(ModelEntry(name="other", factory=tiny_model.factory, recipe=tiny_model.recipe,

@@ -21,7 +21,8 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
         num_classes: output classes; the report's by default.
         expand_nested: also list the layers of the frozen sub-models.
     """
-    model = get_model(model).name  # before TensorFlow's start-up
+    entry = get_model(model)  # before TensorFlow's start-up
+    model = entry.name
     check_sizes(size, steps)  # so too an input no store holds (`build_default` checks again)
     require_training_extra()
     from trainers.quiet import start_keras_quietly
@@ -33,6 +34,7 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
     captured: list[str] = []
     built.summary(print_fn=lambda text, **_: captured.append(text), expand_nested=expand_nested)
     counts = parameter_counts(built)
+    shape = f"size {size}, steps {steps}" if entry.reads_steps else f"size {size}"  # (no steps)
     return (f"{''.join(captured).rstrip()}\n"
-            f"{model} at size {size}, steps {steps}: total {counts['total']:,}, trainable "
+            f"{model} at {shape}: total {counts['total']:,}, trainable "
             f"{counts['trainable']:,}, non-trainable {counts['non_trainable']:,}")

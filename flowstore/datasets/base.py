@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import inspect
 import os
+import re
 import stat
 import sys
 import typing
@@ -294,6 +295,9 @@ def describe_dataset(name: str) -> str:
     `flowstore build NAME --help` cannot show (they follow the dataset's name)."""
     kind = dataset_type(name)
     about = inspect.getdoc(sys.modules[kind.__module__]) or inspect.getdoc(kind) or ""
+    # (the docstrings are reST: ``x`` quotes a literal, "::" ends the line before a literal
+    # block; printed, they take the rest of the CLI's plain text: `x`, ":")
+    about = re.sub(r"::$", ":", about.replace("``", "`"), flags=re.MULTILINE)
     lines = [f"{name}: {about}", ""]
     options = dataclasses.fields(kind.options_type)
     if not options:

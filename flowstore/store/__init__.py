@@ -79,6 +79,14 @@ def names_url(path: str | Path) -> bool:
     return is_url(path) or bool(_ONE_SLASH_URL.match(str(path)))
 
 
+def url_parts(path: str | Path) -> tuple[str, list[str]]:
+    """A URL's scheme and the parts of what follows `://` (bucket first), trailing slashes
+    dropped: `s3://b/p/x.zarr/` -> ("s3", ["b", "p", "x.zarr"]). One split for every check
+    that looks at a URL's bucket or prefixes."""
+    scheme, _, rest = str(path).rstrip("/").partition("://")
+    return scheme, rest.split("/")
+
+
 #: fsspec schemes whose files live in the memory of the process that wrote them.
 _PROCESS_SCHEMES = ("memory",)
 
@@ -118,10 +126,13 @@ def check_url_form(path: str | Path) -> None:
                          f"'{scheme}:' is given as './{text}')")
     if not is_url(text):
         return
-    after = text.split("://", 1)[1]
-    if "//" in after:
+    scheme, parts = url_parts(text)
+    if parts[0] == "":
+        raise StoreError(f"a store URL names no bucket ({scheme}://BUCKET/NAME.zarr), "
+                         f"got {str(path)!r}")
+    if "" in parts:
         raise StoreError(f"a store URL has an empty part ('//') in its path: {str(path)!r}")
-    if {".", ".."} & set(after.split("/")):
+    if {".", ".."} & set(parts):
         raise StoreError(f"a store URL has a '.' or '..' part in its path (object storage keeps "
                          f"it in the store's keys: the store could be read by that URL "
                          f"alone): {str(path)!r}")
@@ -146,8 +157,7 @@ def enclosing_store(path: str | Path) -> str | Path | None:
     (an object store's prefix with all under it), `inspect --bytes` counts it as the store's.
     Of a URL, only the prefixes named as a store are looked at (a request each)."""
     if is_url(path):
-        scheme, _, rest = str(path).rstrip("/").partition("://")
-        parts = rest.split("/")
+        scheme, parts = url_parts(path)
         places = (f"{scheme}://{'/'.join(parts[:k])}" for k in range(len(parts), 0, -1))
         return next((place for place in places if place.lower().endswith(_URL_SUFFIXES)
                      and is_store(place)), None)
@@ -539,8 +549,9 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
         _remove_leftovers(path)
     else:
         temporary = path
-        scheme, _, bucket = str(path).rstrip("/").partition("://")
-        if "/" not in bucket:  # (any bucket "exists": read as objects there already)
+        scheme, parts = url_parts(path)
+        if len(parts) == 1:  # (any bucket "exists": read as objects there already)
+            bucket = parts[0]
             raise StoreError(f"cannot create store {str(path)!r} at the root of the bucket "
                              f"{bucket!r}: name it under the bucket "
                              f"({scheme}://{bucket}/NAME.zarr)")
@@ -656,17 +667,26 @@ def _beside(path: Path, doing: str) -> Path:
     return path.with_name(f".{_beside_stem(path)}.{doing}-{os.getpid()}{path.suffix}")
 
 
-#: The longest store name whose `_beside` names keep it whole: a file name has at most 255
-#: bytes (NAME_MAX), and they add a dot, ".removing-" and a pid (at most 7 digits on Linux).
-_LONGEST_NAME_BESIDE = 255 - len(".") - len(".removing-") - 7
+#: The most bytes a file name has (NAME_MAX on Linux and macOS file systems).
+NAME_MAX = 255
+
+
+def name_within(name: str, room: int) -> str:
+    """`name` where it takes at most `room` bytes, else a digest of it (32 characters): the
+    part of a name made beside a store (its lock, its hidden work names) that stands for the
+    store's own, so that a name the system takes never makes one it refuses ("File name too
+    long")."""
+    if len(os.fsencode(name)) <= room:
+        return name
+    return hashlib.sha256(os.fsencode(name)).hexdigest()[:32]
 
 
 def _beside_stem(path: Path) -> str:
-    """The store's stem in `_beside`'s names, or, for a name too long to take their affixes
-    (a name of 240 bytes could not be built: "File name too long"), a digest of it."""
-    if len(os.fsencode(path.name)) <= _LONGEST_NAME_BESIDE:
-        return path.stem
-    return hashlib.sha256(os.fsencode(path.stem)).hexdigest()[:32]
+    """The store's stem in `_beside`'s names: they add a dot, ".removing-", a pid (at most 7
+    digits on Linux) and the suffix (a name of 240 bytes could not be built before a digest
+    stood for it)."""
+    return name_within(path.stem, NAME_MAX - len(".") - len(".removing-") - 7
+                       - len(os.fsencode(path.suffix)))
 
 
 def _remove_leftovers(path: Path) -> None:

@@ -148,7 +148,8 @@ def unrecorded_sources(done: np.ndarray, sizes: np.ndarray) -> list[UnreadableCh
     runs = np.split(lost, np.flatnonzero(np.diff(lost) != 1) + 1) if len(lost) else []
     return [UnreadableChunk("source_size", int(run[0]), int(run[-1]) + 1, len(done),
                             SizeNotRecorded(f"{len(run)} done sample(s) with no recorded size "
-                                            f"of their source file (a chunk missing?)"))
+                                            f"of their source file (a chunk lost, or an "
+                                            f"older flowstore wrote none)"))
             for run in runs]
 
 

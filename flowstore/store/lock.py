@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from flowstore.errors import StoreError
-from flowstore.store import capabilities
+from flowstore.store import NAME_MAX, capabilities, name_within
 
 
 #: Lock files whose writer lock this process holds (its own build may look at its store, e.g.
@@ -46,7 +46,9 @@ def lock_path(store: str | Path) -> Path:
     (`os.path.realpath`, not `Path.resolve`: a symlink loop is a path that holds no store,
     not a RuntimeError.)"""
     store = Path(os.path.realpath(store))
-    return store.with_name(f".{store.name}.lock")
+    # (a store name of 250-255 bytes, which the system takes, could not be locked, "File name
+    # too long", before a digest stood for it; no such store was ever locked by its name)
+    return store.with_name(f".{name_within(store.name, NAME_MAX - len('..lock'))}.lock")
 
 
 @contextlib.contextmanager
