@@ -260,11 +260,16 @@ def test_videofolder_scan_finds_nested_files_and_links_and_skips_hidden_and_non_
     assert dataset.sample_files(source / "a") == [
         "broken.mp4", "deep/er/clip.AVI", "folder_link/elsewhere.mp4", "linked.mp4", "top.mp4",
         "x.mkv", "x.mp4"]
+    with pytest.raises(SourceLayoutError, match="'a/linked.mp4' and 'outside/elsewhere.mp4' "
+                                                "are one file"):  # (of classes a and outside)
+        dataset.manifest(source)
+    (source / "a" / "linked.mp4").unlink()
+    dataset = get_dataset("videofolder")
     dataset.manifest(source)
     # (`outside` is a class folder of this source: its link in `a` is not followed there)
     assert dataset.sample_paths == {
         "a/broken": "a/broken.mp4", "a/deep/er/clip": "a/deep/er/clip.AVI",
-        "a/linked": "a/linked.mp4", "a/top": "a/top.mp4",
+        "a/top": "a/top.mp4",
         "a/x.mkv": "a/x.mkv", "a/x.mp4": "a/x.mp4",  # same stem: the id keeps its suffix
         "b/one": "b/one.mov", "outside/elsewhere": "outside/elsewhere.mp4"}
 
@@ -293,9 +298,12 @@ def test_clips_behind_links_to_folders_are_listed_once_and_links_back_are_not_fo
     classes = _empty_files(tmp_path / "vf", ["walk/a.mp4", "run/b.mp4"])
     (classes / "walk" / "cam2").symlink_to(disk2 / "cam2", target_is_directory=True)
     (classes / "jump").symlink_to(disk2 / "cam2", target_is_directory=True)
+    with pytest.raises(SourceLayoutError, match="'jump/b.mp4' and 'walk/cam2/b.mp4' are one "
+                                                "file"):  # (a sample of both classes)
+        get_dataset("videofolder").manifest(classes)
+    (classes / "jump").unlink()
     ids = get_dataset("videofolder").manifest(classes).ids
-    assert sorted(ids) == ["jump/b", "jump/deeper/d", "run/b", "walk/a", "walk/cam2/b",
-                           "walk/cam2/deeper/d"]
+    assert sorted(ids) == ["run/b", "walk/a", "walk/cam2/b", "walk/cam2/deeper/d"]
     # A link into the source is not followed from a class folder either: another class's
     # clips (samples of both classes), or test/'s from train/ (test clips trained on).
     (classes / "walk" / "runs").symlink_to(classes / "run", target_is_directory=True)
@@ -329,6 +337,50 @@ def test_class_folders_that_are_one_folder_through_a_link_are_refused(tmp_path, 
     with pytest.raises(SourceLayoutError, match=r"are one folder, or one holds the other "
                                                 r"\(through a link\)"):
         get_dataset("videofolder").manifest(source)
+
+
+@pytest.mark.parametrize("layout, links", [
+    # one folder outside the source linked into two classes
+    (["walk/a.mp4", "run/b.mp4"], {"walk/extra": "OUTSIDE", "run/extra": "OUTSIDE"}),
+    # a file linked into another class
+    (["walk/a.mp4", "run/b.mp4"], {"run/a_too.mp4": "../walk/a.mp4"}),
+    # one folder outside the source linked into train/ and test/
+    (["train/walk/a.mp4", "train/run/b.mp4", "test/walk/c.mp4", "test/run/d.mp4"],
+     {"train/walk/extra": "OUTSIDE", "test/walk/extra": "OUTSIDE"}),
+])
+def test_a_file_in_two_class_folders_through_a_link_is_refused(tmp_path, layout, links):
+    """Two class folders each holding a link to one folder (or one holding a link to the
+    other's file): each of its files was a sample of both classes (or of train and test),
+    most in one split, where the warning of byte-identical files across splits never named
+    them (found by review)."""
+    source = _empty_files(tmp_path / "vf", layout)
+    outside = _empty_files(tmp_path / "outside", ["x.mp4", "y.mp4"])
+    for link, target in links.items():
+        (source / link).symlink_to(outside if target == "OUTSIDE" else target)
+    with pytest.raises(SourceLayoutError, match=r"^'[^']+' and '[^']+' are one file \(through a "
+                                                r"link\) in two class folders, "):
+        get_dataset("videofolder").manifest(source)
+
+
+def test_a_file_linked_twice_in_one_class_is_two_samples_of_it(tmp_path):
+    """Within one class folder a second link to a file is a duplicate of one class, left to
+    the warning of byte-identical files across splits."""
+    source = _empty_files(tmp_path / "vf", ["walk/a.mp4", "run/b.mp4", "run/c.mp4"])
+    (source / "walk" / "a_again.mp4").symlink_to("a.mp4")
+    assert sorted(get_dataset("videofolder").manifest(source).ids) == [
+        "run/b", "run/c", "walk/a", "walk/a_again"]
+
+
+@pytest.mark.parametrize("folder", ["@eaDir", "#recycle", "$RECYCLE.BIN",
+                                    "System Volume Information", "lost+found"])
+def test_system_folders_in_a_source_are_not_data(tmp_path, folder):
+    """A Synology NAS writes `@eaDir/<image>/SYNOPHOTO_THUMB_*.jpg` into every folder: ten
+    images were built as sixty samples, thumbnails of train images in test (found by review);
+    the other folders here are recycle bins and volume records, none anyone's data."""
+    source = _empty_files(tmp_path / "if", ["cat/a.jpg", "dog/b.jpg",
+                                            f"cat/{folder}/a.jpg/SYNOPHOTO_THUMB_S.jpg",
+                                            f"{folder}/c.jpg"])
+    assert get_dataset("imagefolder").manifest(source).ids == ["cat/a", "dog/b"]
 
 
 def test_macos_archive_folders_are_not_data(sources, tmp_path):

@@ -17,8 +17,9 @@ match wins:
    (``--val-fraction``), stratified by class with ``--seed``; the rest is train.
 
 Files whose suffix is not a media suffix (README.txt, .DS_Store, Thumbs.db), hidden files and
-folders, and ``__MACOSX/`` (`skipped`) are skipped. Links to folders are followed, once each
-(not a link back into the source or above it); a broken link or a symlink loop named like a
+folders, and systems' folders (``__MACOSX/``, ``@eaDir/``: `skipped`) are skipped. Links to
+folders are followed, once each (not a link back into the source or above it); a file that two
+class folders hold through links is refused; a broken link or a symlink loop named like a
 media file is a sample, which fails. Classes are sorted by name; two folders
 whose names differ only in letter case or Unicode form (``Dog`` and ``dog``) are one class
 spelled two ways, which is refused. A class of no sample in any split is refused
@@ -203,12 +204,18 @@ def check_spellings(classes: Iterable[str], origin: str) -> None:
 #: The folder macOS' Archive Utility adds to a zip for its resource forks (``._name`` files):
 #: unzipped elsewhere it sits beside the data, and is never a class, a sample or a dataset folder.
 MACOS_ARCHIVE_FOLDER = "__MACOSX"
+#: Folders that systems and NAS boxes write into the folders they serve, never anyone's data:
+#: `MACOS_ARCHIVE_FOLDER`; Synology's thumbnails (``@eaDir/<image>/SYNOPHOTO_THUMB_*.jpg`` beside
+#: every image: ten images were built as sixty samples, thumbnails of train images in test) and
+#: recycle bin; Windows' recycle bin and volume information; ext4's ``lost+found``.
+SYSTEM_FOLDERS = frozenset({MACOS_ARCHIVE_FOLDER, "@eaDir", "#recycle", "$RECYCLE.BIN",
+                            "System Volume Information", "lost+found"})
 
 
 def skipped(name: str) -> bool:
     """Whether a file or folder of a source is none of its data: hidden (``.DS_Store``, a
-    macOS ``._clip.avi``), or macOS' archive folder (`MACOS_ARCHIVE_FOLDER`)."""
-    return name.startswith(".") or name == MACOS_ARCHIVE_FOLDER
+    macOS ``._clip.avi``), or a system's folder (`SYSTEM_FOLDERS`)."""
+    return name.startswith(".") or name in SYSTEM_FOLDERS
 
 
 def holds_a_store(path: Path) -> bool:
@@ -274,6 +281,25 @@ def _check_one_folder_each(folders: Sequence[Path]) -> None:
                 f"samples of both; remove the link, or copy the folder")
 
 
+def _check_one_class_each(listed: Sequence[tuple[str, Sequence[str], Sequence[str]]]) -> None:
+    """Refuse a file that two class folders list, through a link: one folder outside the
+    source linked into two classes (`cat/extra -> /data/extra`, `dog/extra -> /data/extra`),
+    or a file linked into another class, was a sample of both, most of them in the same split,
+    where the warning of byte-identical files across splits never names them. `listed`: each
+    class folder's path under the source, its files (paths under the source) and their real
+    paths. A file listed twice by one class folder is a duplicate sample of one class, which
+    that warning names where the two fall into different splits."""
+    reached: dict[str, tuple[str, str]] = {}  # real path -> (class folder, file)
+    for folder, files, reals in listed:
+        for file, real in zip(files, reals):
+            owner, first = reached.setdefault(real, (folder, file))
+            if owner != folder:
+                raise SourceLayoutError(
+                    f"{as_text(first)!r} and {as_text(file)!r} are one file (through a link) "
+                    f"in two class folders, {as_text(owner)!r} and {as_text(folder)!r}: it "
+                    f"would be a sample of both; remove the link, or copy the file")
+
+
 class MediaFiles(Dataset):
     """A dataset whose samples are the media files of a folder tree, named by their paths:
     `sample_files` lists them, `sample_ids` names them. Subclasses set the suffixes."""
@@ -285,8 +311,14 @@ class MediaFiles(Dataset):
 
     def sample_files(self, folder: Path, source: Path | None = None) -> list[str]:
         """The sample files under `folder`, as '/'-separated paths relative to it, in the order
-        of their parts: every entry with a media suffix that is not a folder, in `folder` or in
-        its sub-folders, hidden files and folders and `MACOS_ARCHIVE_FOLDER` skipped (`skipped`).
+        of their parts (`listed_files` without their real paths)."""
+        return [relative for relative, _ in self.listed_files(folder, source)]
+
+    def listed_files(self, folder: Path, source: Path | None = None) -> list[tuple[str, str]]:
+        """The sample files under `folder`, each as its '/'-separated path relative to it and
+        its real path, in the order of their parts: every entry with a media suffix that is
+        not a folder, in `folder` or in its sub-folders, hidden files and folders and system
+        folders (`SYSTEM_FOLDERS`) skipped (`skipped`).
 
         An entry named like a sample is one even where it cannot be read (a broken link, a
         symlink loop): its extraction fails with the reason, as a listed clip of TV-HI does;
@@ -296,8 +328,9 @@ class MediaFiles(Dataset):
         or forever, or into `source` (the source `folder` is part of, where it is not all of
         it): `_followed`. A FIFO, socket or device named like a sample is none (`_kind`).
         `os.scandir` strings, not pathlib objects: on 100,000 files those were most of the CPU
-        and memory of a resumed build's planning (build_scale.py)."""
-        found: list[str] = []
+        and memory of a resumed build's planning (build_scale.py). A real path costs a call
+        only for a link to a file; any other file's is its folder's, known, and its name."""
+        found: list[tuple[str, str]] = []
         root = os.path.realpath(folder)
         trees = (root,) if source is None else (root, os.path.realpath(source))
         visited = {root}  # real paths of the folders listed or to be listed
@@ -315,7 +348,9 @@ class MediaFiles(Dataset):
                             folders.append(entry)
                         elif (kind == FILE
                               and os.path.splitext(entry.name)[1].lower() in self.suffixes):
-                            found.append(prefix + entry.name)
+                            found.append((prefix + entry.name,
+                                          os.path.realpath(entry.path) if entry.is_symlink()
+                                          else os.path.join(real, entry.name)))
             except PermissionError:  # an unreadable sub-folder holds no samples (as rglob)
                 continue
             # in name order, so that which of two links to one folder lists it does not
@@ -327,7 +362,7 @@ class MediaFiles(Dataset):
                     visited.add(target)
                     below.append((f"{prefix}{entry.name}/", entry.path, target))
             pending.extend(reversed(below))
-        return sorted(found, key=lambda relative: relative.split("/"))
+        return sorted(found, key=lambda listed: listed[0].split("/"))
 
     def sample_ids(self, relative: list[str]) -> list[str]:
         """Sample ids of files (paths under the source): the path without its suffix, or with
@@ -382,6 +417,7 @@ class ClassFolders(MediaFiles):
         self.check_source_folder(source)
         options: FolderOptions = self.options
         scanned: list[Path] = []  # the class folders `_scan` lists (`_check_one_folder_each`)
+        reached: list[tuple[str, list[str], list[str]]] = []  # (`_check_one_class_each`)
         drawn = frozenset({"val_fraction", "test_fraction", "seed"})  # (rule 3's options)
         self.unused_options = frozenset()
         if options.split_file is not None:
@@ -396,7 +432,8 @@ class ClassFolders(MediaFiles):
                     f"holds train/, test/ and optionally val/, and a store without a test split "
                     f"has nothing to report accuracy on; name the held-out folder test/ (val is "
                     f"then carved from train/), or use --split-file")
-            by_split = {split: self._scan(source / split, source, f"{split}/", scanned)
+            by_split = {split: self._scan(source / split, source, f"{split}/", scanned,
+                                           reached)
                         for split in SPLITS if (source / split).is_dir()}
             if "val" not in by_split:
                 by_split = self._carve(by_split["train"], options.val_fraction, by_split)
@@ -405,13 +442,14 @@ class ClassFolders(MediaFiles):
                 self.unused_options = drawn
         else:
             options.check_random_split()
-            pool = self._scan(source, source, "", scanned)
+            pool = self._scan(source, source, "", scanned, reached)
             test = stratified_holdout(pool, options.test_fraction, options.seed)
             rest = {c: [i for i in ids if i not in test] for c, ids in pool.items()}
             share = options.val_fraction / (1 - options.test_fraction)
             by_split = self._carve(rest, share, {"test": {
                 c: [i for i in ids if i in test] for c, ids in pool.items()}})
         _check_one_folder_each(scanned)
+        _check_one_class_each(reached)
         classes = sorted({c for per_class in by_split.values() for c in per_class})
         check_spellings(classes, repr(str(options.split_file or source)))
         if len(classes) < 2:  # nothing to classify: most often a --source one level too high
@@ -438,10 +476,11 @@ class ClassFolders(MediaFiles):
                     out[split][row.class_name].append(row.id)
         return out
 
-    def _scan(self, root: Path, source: Path, where: str,
-              scanned: list[Path]) -> dict[str, list[str]]:
+    def _scan(self, root: Path, source: Path, where: str, scanned: list[Path],
+              reached: list[tuple[str, list[str], list[str]]]) -> dict[str, list[str]]:
         """{class: [sample id]} of the class folders in `root`; remembers each id's file, and
-        adds the class folders to `scanned` (for `_check_one_folder_each`)."""
+        adds the class folders to `scanned` (for `_check_one_folder_each`) and their files to
+        `reached` (for `_check_one_class_each`)."""
         try:
             entries = [p for p in root.iterdir() if not skipped(p.name) and not holds_a_store(p)]
         except OSError as exc:
@@ -472,13 +511,15 @@ class ClassFolders(MediaFiles):
         scanned.extend(folders)
         found: dict[str, list[str]] = {}
         for folder in folders:
-            files = self.sample_files(folder, source)
-            if not files:
+            listed = self.listed_files(folder, source)
+            if not listed:
                 raise SourceLayoutError(
                     f"class folder {str(folder)!r} holds no {self.what} (files ending in "
                     f"{' '.join(self.suffixes)}); remove it or add its {self.what}s")
             under = folder.relative_to(source).as_posix()
-            found[as_text(folder.name)] = self.sample_ids([f"{under}/{name}" for name in files])
+            files = [f"{under}/{name}" for name, _ in listed]
+            reached.append((under, files, [real for _, real in listed]))
+            found[as_text(folder.name)] = self.sample_ids(files)
         return found
 
     def _from_split_file(self, source: Path, split_file: Path) -> dict[str, dict[str, list[str]]]:
