@@ -335,7 +335,10 @@ def _make_store_folder(store: str | Path) -> None:
     if above is not None and not above.is_dir():  # (mkdir said only "File exists: 'x'")
         raise StoreError(f"store {str(store)!r} lies under the file {str(above)!r}, "
                          f"not a folder")
-    parent.mkdir(parents=True, exist_ok=True)
+    # The folder the system will look in: `mkdir -p x.zarr/..` made `x.zarr`, which then lay
+    # at the place of the store `x.zarr/../x.zarr` and refused every later build of it, as an
+    # empty folder that is no store (`--overwrite` too)
+    Path(os.path.realpath(parent)).mkdir(parents=True, exist_ok=True)
 
 
 def _check_reusable(config: BuildConfig, planned: Plan, opencv: str) -> None:

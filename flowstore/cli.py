@@ -393,6 +393,8 @@ def verify(
                                   verify as run_verify)
 
     try:
+        if ctx.args and not ctx.args[0].startswith("--"):  # (no option: not said as one)
+            raise ParameterError(f"unexpected argument {ctx.args[0]!r}")
         if ctx.args and not repair:
             raise ParameterError(f"{ctx.args[0]!r}: dataset options apply to --repair only "
                                  f"(what it re-extracts with)")
@@ -571,8 +573,8 @@ def synth_tvhi(
                                  min_frames=low, max_frames=high,
                                  resolution=_resolution(resolution), seed=seed)
         write_synthetic_tvhi(folder, config)
-    except FlowstoreError as exc:
-        fail(str(exc))
+    except INPUT_ERRORS as exc:  # (a folder it may not write)
+        fail_input(exc)
     typer.echo(f"wrote synthetic TV-HI ({4 * videos_per_class} clips + {negatives} negatives) "
                f"to {folder}")
 
@@ -598,8 +600,8 @@ def synth_stanford40(
                                        test_per_class=test_per_class, min_side=min_side,
                                        max_side=max_side, seed=seed)
         write_synthetic_stanford40(folder, config)
-    except FlowstoreError as exc:
-        fail(str(exc))
+    except INPUT_ERRORS as exc:
+        fail_input(exc)
     typer.echo(f"wrote synthetic Stanford-40 ({classes} classes, {classes * train_per_class} train "
                f"+ {classes * test_per_class} test images) to {folder}")
 
@@ -615,8 +617,8 @@ def _synth_command(name: str):
             settings = parse_option_tokens(ctx.args, dataset_type(name).synth_config_type,
                                            f"synth {name}")
             write_synthetic(name, folder, settings)
-        except FlowstoreError as exc:
-            fail(str(exc))
+        except INPUT_ERRORS as exc:
+            fail_input(exc)
         typer.echo(f"wrote synthetic {name} to {folder}")
 
     return command

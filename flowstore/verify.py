@@ -210,12 +210,16 @@ def repair_options(path: str | Path, tokens: Sequence[str] = (),
     recorded hash, which the build checks). `also`: the command's own flags, for the refusal
     of a mistyped one."""
     from flowstore.datasets import parse_option_tokens
+    from flowstore.datasets.base import make_options
 
     with open_store(path, "r") as store:
         attrs = store.attrs
     dataset = get_dataset(attrs["dataset"])
     given = parse_option_tokens(tokens, dataset.options_type, f"dataset {dataset.name!r}",
                                 also=also)
+    # their values checked as a build checks them, before verify reads every sample (a NaN
+    # fraction or an empty path went through unseen where nothing needed repairing)
+    make_options(dataset.options_type, given, f"dataset {dataset.name!r}")
     return {**(attrs.get("options") or {}), **(attrs.get("option_paths") or {}), **given}
 
 

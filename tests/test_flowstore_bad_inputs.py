@@ -751,6 +751,24 @@ def test_an_unreadable_folder_given_is_one_line(command, unprivileged, tmp_path)
     assert assert_one_line_error(result).endswith(f"path {str(folder)!r} is not readable.")
 
 
+def test_inspect_bytes_of_an_array_folder_that_cannot_be_listed_is_one_line(unprivileged,
+                                                                             tmp_path):
+    """Zarr counted a folder it could not list as empty: `inspect --bytes` showed the array at
+    minus the size of its zarr.json, exit 0 (found by review)."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", per_class=(1, 0, 0))
+    (store / "flow").chmod(0o311)  # (searched, as a reader's path needs, never listed)
+    try:
+        result = raw_cli("inspect --bytes, an array folder that cannot be listed", "inspect",
+                         "--bytes", store, preexec_fn=unprivileged)
+    finally:
+        (store / "flow").chmod(0o755)
+    assert assert_one_line_error(result) == (
+        f"error: cannot count the bytes of array 'flow' of store {str(store)!r}: Permission "
+        f"denied ({str(store / 'flow')!r})")
+
+
 def test_a_file_written_whole_over_a_read_only_one_is_refused_as_a_plain_write_is(
         unprivileged, tmp_path):
     """`show`'s pictures and the trainers' reports are renamed over the earlier file, which a
@@ -1629,6 +1647,11 @@ def test_synth_into_a_file_or_a_folder_it_cannot_make_is_one_line(dataset, tmp_p
     line = assert_one_line_error(flowstore_cli("synth", dataset, unwritable))
     assert f"cannot write the synthetic source {str(unwritable)!r}: Not a directory" in line
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a-file"]  # no staging left
+    # a folder the system refuses to look at (a name too long; another user's folder):
+    # `Path.exists` raised it, a traceback and "internal error", exit 3 (found by review)
+    too_long = tmp_path / ("b" * 300)
+    line = assert_one_line_error(flowstore_cli("synth", dataset, too_long))
+    assert line == f"error: File name too long: {str(too_long)!r}"
 
 
 def _tree(folder: Path) -> dict[str, bytes]:
@@ -1727,6 +1750,23 @@ def test_a_store_under_a_file_names_the_file(tiny_tvhi_source, tmp_path):
                                      *tiny_build_args(tiny_tvhi_source, store)))
     assert line == f"error: store '{store}' lies under the file '{tmp_path / 'notdir'}', not a " \
                    f"folder"
+
+
+@pytest.mark.regression(reason=(
+    "bug: `--store x.zarr/../x.zarr` made the folder `x.zarr` on the way to its store's "
+    "folder, then refused it as an empty folder that is no store, and every later build of "
+    "`x.zarr`, --overwrite too"))
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_store_path_through_a_folder_not_there_makes_nothing(tiny_tvhi_source, tmp_path,
+                                                              suffix):
+    store = tmp_path / f"x{suffix}" / ".." / f"x{suffix}"
+    line = assert_one_line_error(cli("a --store through a folder not there (x.zarr/../x.zarr)",
+                                     *tiny_build_args(tiny_tvhi_source, store)))
+    assert line == f"error: the folder of store '{store}' does not exist"
+    # (the lock file stays, as every store's does: deleting one is a race with its waiters)
+    assert sorted(path.name for path in tmp_path.iterdir()) == [f".x{suffix}.lock"]
+    made = flowstore_cli(*tiny_build_args(tiny_tvhi_source, tmp_path / "new" / f"x{suffix}"))
+    assert made.returncode == 0, made.stderr  # (a folder not there, and no `..`, is made)
 
 
 def test_a_store_path_that_is_a_symlink_loop_is_one_line(tiny_tvhi_source, tmp_path):

@@ -141,7 +141,8 @@ def test_inspect_of_a_non_store_is_one_line(tmp_path, target):
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])
-def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tmp_path, suffix):
+def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tiny_tvhi_source, tmp_path,
+                                                                suffix):
     """A name longer than the system takes (or a folder that cannot be searched: root passes
     that check here) was a traceback and "internal error", exit 3, from inspect, show and
     trainers' run and predict: `Path.exists` raises for it, answering False only for a
@@ -154,6 +155,9 @@ def test_a_store_path_the_system_refuses_to_look_at_is_one_line(tmp_path, suffix
     said = f"error: cannot access store {str(store)!r}: File name too long"
     for args in (("inspect", store), ("show", store, "--out", tmp_path / "pictures")):
         assert assert_one_line_error(flowstore_cli(*args)) == said
+    build = ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store, *TINY_BUILD)
+    assert assert_one_line_error(flowstore_cli(*build)) == said
+    assert list(tmp_path.iterdir()) == []  # (a lock file, named by a digest, was left)
     result = CliRunner().invoke(app, ["run", "flow", "--store", str(store), "--runs-dir",
                                       str(tmp_path / "runs")])
     assert result.exit_code == 2 and result.stderr.strip().splitlines() == [said]
@@ -203,6 +207,13 @@ def test_a_url_without_a_bucket_is_refused_in_one_line():
         flowstore.open("s3:///x.zarr")
     result = flowstore_cli("inspect", "s3:///x.zarr")
     assert assert_one_line_error(result).startswith("error: a store URL names no bucket")
+
+
+def test_a_url_of_no_bucket_is_not_said_to_lack_one():
+    """An http URL's root is its host: `inspect http://localhost:1/x.zarr` said "whose bucket
+    'http:' does not exist" (found by review)."""
+    result = flowstore_cli("inspect", "http://localhost:1/x.zarr")
+    assert assert_one_line_error(result) == "error: no store at 'http://localhost:1/x.zarr'"
 
 
 def test_a_memory_url_store_is_refused_by_every_command(tiny_tvhi_source, tmp_path):

@@ -351,6 +351,32 @@ def test_an_empty_split_file_path_is_refused_as_an_empty_path(copy, tmp_path):
             "--split-file: an empty path (an unset shell variable?)")
 
 
+def test_a_split_file_that_reads_once_is_refused(copy, tmp_path):
+    """`--split-file <(cat split.csv)`: the manifest read the pipe, and the content the store
+    records (and its fingerprint hashes) was read from it again, empty, so the store could not
+    be resumed with the real file, "built with other split options" (found by review). A FIFO
+    with no writer is refused too, not waited on."""
+    import os
+
+    from flowstore.datasets._classfolders import read_text
+    from flowstore.errors import SourceLayoutError
+
+    reading, writing = os.pipe()
+    os.write(writing, b"path,label,split\n")
+    os.close(writing)
+    try:
+        with pytest.raises(SourceLayoutError, match=r"is not a regular file \(a pipe or a "
+                                                    r"device, which reads once\)"):
+            read_text(Path(f"/dev/fd/{reading}"), "split file")
+    finally:
+        os.close(reading)
+    fifo = tmp_path / "split.csv"
+    os.mkfifo(fifo)
+    store = tmp_path / "v.zarr"
+    refused(build_cli("videofolder", copy("videofolder"), store, "--split-file", str(fifo)),
+            store, f"split file {str(fifo)!r} is not a regular file")
+
+
 # -- class folders ---------------------------------------------------------------------------------
 def test_an_empty_class_folder_is_one_line(copy, tmp_path):
     source = copy("videofolder")

@@ -983,6 +983,27 @@ def test_a_split_file_refusal_names_the_files_not_their_hashes(sources, tmp_path
     assert "None" not in line
 
 
+def test_verify_checks_the_repair_options_before_it_reads_the_store(sources, tmp_path):
+    """`verify --repair` parsed the dataset's options given again for their types alone, and
+    checked their values only when there was something to repair: `--val-fraction nan` or an
+    empty `--split-file` went through, exit 0, where a build refuses both (found by review).
+    And a stray word was said to be a dataset option (`'extra': dataset options apply to
+    --repair only`)."""
+    store = tmp_path / "s.zarr"
+    source = sources["imagefolder"]
+    built = flowstore_cli("build", "imagefolder", "--source", source, "--store", store,
+                          "--size", "16", "-q")
+    assert built.returncode == 0, built.stderr
+    repair = ("verify", store, "--repair", "--source", source, "-q")
+    line = assert_one_line_error(flowstore_cli(*repair, "--val-fraction", "nan"))
+    assert line == "error: --val-fraction must be in [0, 1), got nan"
+    line = assert_one_line_error(flowstore_cli(*repair, "--split-file", ""))
+    assert line == "error: --split-file: an empty path (an unset shell variable?)"
+    assert assert_one_line_error(flowstore_cli("verify", store, "extra")) == (
+        "error: unexpected argument 'extra'")
+    assert flowstore_cli(*repair, "--val-fraction", "0.1").returncode == 0
+
+
 def test_options_a_split_file_leaves_unused_neither_refuse_a_resume_nor_change_the_store(
         sources, tmp_path):
     """`--val-fraction`, `--test-fraction` and `--seed` beside `--split-file` shape nothing (the

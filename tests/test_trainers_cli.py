@@ -573,9 +573,13 @@ def test_report_names_the_run_folders_it_leaves_out(tmp_path):
     for name, text, model in (("flow-good", json.dumps(metrics), True),
                               ("flow-cut", json.dumps(metrics)[:20], True),
                               ("flow-nomodel", json.dumps(metrics), False),
-                              ("flow-notarun", json.dumps({"best": []}), True)):
+                              ("flow-notarun", json.dumps({"best": []}), True),
+                              ("flow-unreadable", None, True)):
         (runs / name).mkdir(parents=True)
-        (runs / name / "metrics.json").write_text(text)
+        if text is None:  # (a file that cannot be read, as another user's: not damage)
+            (runs / name / "metrics.json").mkdir()
+        else:
+            (runs / name / "metrics.json").write_text(text)
         if model:
             (runs / name / "model.keras").write_bytes(b"")
     (runs / "notes").mkdir()
@@ -587,8 +591,24 @@ def test_report_names_the_run_folders_it_leaves_out(tmp_path):
         f"be read as JSON)",
         f"warning: {runs / 'flow-nomodel'} left out: not a finished run (no model.keras file)",
         f"warning: {runs / 'flow-notarun'} left out: not a finished run (its metrics.json is "
-        f"not a run's)"], result.stderr
+        f"not a run's)",
+        f"warning: {runs / 'flow-unreadable'} left out: not a finished run (its metrics.json "
+        f"cannot be read: Is a directory)"], result.stderr
     assert "flow-good" in result.stdout
+
+
+@pytest.mark.parametrize("command", ["report", "run"])
+def test_a_runs_folder_the_system_refuses_to_look_into_is_one_line(tmp_path, command):
+    """A runs folder of another user's (or a name too long) was a traceback and "internal
+    error", exit 3, from `trainers report` and `run`: `Path.is_dir` raises for it (found by
+    review)."""
+    runs = tmp_path / ("r" * 300)
+    args = (["report", str(runs)] if command == "report" else
+            ["run", "flow", "--store", str(tmp_path / "s.zarr"), "--runs-dir", str(runs)])
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.splitlines() == [
+        f"error: cannot read runs folder {str(runs)!r}: File name too long"]
 
 
 def test_an_error_of_several_lines_or_control_characters_is_one_printed_line(capsys):

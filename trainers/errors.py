@@ -58,6 +58,10 @@ class RunInterruptedError(KeyboardInterrupt):
     FlowstoreError: code that catches those must not carry on after a Ctrl-C."""
 
 
+class RunsFolderError(TrainerError, OSError):
+    """A runs folder the system refuses to look into (another user's, a name too long)."""
+
+
 class RunWriteError(TrainerError, OSError):
     """A trained run cannot be written into `--runs-dir` (a full disk, a folder made read-only
     during training); nothing of it is left there."""

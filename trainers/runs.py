@@ -25,7 +25,8 @@ from typing import Any, Callable, Iterator, Mapping
 from flowstore.leftovers import process_gone
 from flowstore.store.lock import work_lock
 from trainers.catalogue import canonical_name
-from trainers.errors import DamagedRunError, ModelConfigError, RunNotFoundError, RunWriteError
+from trainers.errors import (DamagedRunError, ModelConfigError, RunNotFoundError, RunsFolderError,
+                             RunWriteError)
 from trainers.recipes import recorded_recipe
 
 #: The `metrics.json` fields that say how a run was trained, beyond the store it trained on.
@@ -232,13 +233,26 @@ class RunRecord:
             else f"no {HISTORY_FILE}"])
 
 
+def _entries(runs_dir: str | Path) -> list[Path]:
+    """What `runs_dir` holds, sorted; nothing where it is missing or not a folder.
+
+    Raises:
+        RunsFolderError: the system refuses to look into it (a folder of another user's, a
+            name too long), which `Path.is_dir` raises where it answers False only for a
+            missing path: a traceback and "internal error" from `trainers report` and `run`.
+    """
+    runs_dir = Path(runs_dir)
+    try:
+        return sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []
+    except OSError as exc:
+        raise RunsFolderError(f"cannot read runs folder {str(runs_dir)!r}: "
+                              f"{exc.strerror or exc}") from None
+
+
 def list_runs(runs_dir: str | Path) -> list[RunRecord]:
     """Every finished run under `runs_dir`, oldest first; a missing folder has none."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
     records = []
-    for path in sorted(runs_dir.iterdir()):
+    for path in _entries(runs_dir):
         if path.name.startswith(".") or not path.is_dir():
             continue
         record = read_run(path)
@@ -261,7 +275,9 @@ def _run_or_why(path: Path) -> "RunRecord | str":
         metrics = json.loads((path / METRICS_FILE).read_text())
     except FileNotFoundError:
         return f"no {METRICS_FILE}"
-    except (OSError, ValueError, RecursionError):  # (RecursionError: nested too deep)
+    except OSError as exc:  # (another user's run: "Permission denied", not damage)
+        return f"its {METRICS_FILE} cannot be read: {exc.strerror or exc}"
+    except (ValueError, RecursionError):  # (RecursionError: nested too deep)
         return f"its {METRICS_FILE} cannot be read as JSON"
     if not _well_formed(metrics):
         return f"its {METRICS_FILE} is not a run's"
@@ -275,11 +291,8 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
     do not read as a finished run (`read_run`), each with why: `list_runs` leaves them out,
     and a report that does not say so lets a damaged run vanish from its tables unnoticed.
     And the work folders of runs killed while they were written (`_dead_writer`)."""
-    runs_dir = Path(runs_dir)
-    if not runs_dir.is_dir():
-        return []
     found = []
-    for path in sorted(runs_dir.iterdir()):
+    for path in _entries(runs_dir):
         writer = _dead_writer(path)
         if writer is not None:
             found.append((path, f"the work folder of a run killed while it was written: pid "
@@ -297,7 +310,11 @@ def holds_run_files(path: str | Path) -> bool:
     """Whether `path` is a folder holding a run's files (`metrics.json` or `model.keras`): a
     run directory, finished or damaged, not a folder of runs."""
     path = Path(path)
-    return path.is_dir() and ((path / METRICS_FILE).exists() or (path / MODEL_FILE).exists())
+    try:
+        return path.is_dir() and ((path / METRICS_FILE).exists()
+                                  or (path / MODEL_FILE).exists())
+    except OSError:  # (a folder that cannot be searched: taken as a run, which says why)
+        return True
 
 
 def _dead_writer(path: Path) -> int | None:

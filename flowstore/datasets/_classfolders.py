@@ -34,6 +34,7 @@ import io
 import itertools
 import os
 import re
+import stat
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
@@ -108,9 +109,19 @@ def check_fraction(name: str, value: float) -> None:
 
 
 def read_text(path: Path, what: str) -> str:
-    """A split or annotation file's text (UTF-8, a BOM dropped), or one clear error."""
+    """A split or annotation file's text (UTF-8, a BOM dropped), or one clear error.
+
+    A pipe or a device is refused: read once here, it was read again, empty, for the content
+    a store records of a split file (`--split-file <(cat split.csv)` built a store recorded
+    as of an empty file, which the real file then could not resume)."""
     try:
+        mode = os.stat(path).st_mode  # (before it is opened: a FIFO with no writer blocks)
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            raise SourceLayoutError(f"{what} {str(path)!r} is not a regular file (a pipe or a "
+                                    f"device, which reads once); give a file")
         return path.read_bytes().decode("utf-8-sig")
+    except SourceLayoutError:  # (a FileNotFoundError too)
+        raise
     except FileNotFoundError:
         raise SourceLayoutError(f"no {what} at {str(path)!r}") from None
     except IsADirectoryError:

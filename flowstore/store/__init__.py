@@ -250,6 +250,11 @@ def store_exists(path: str | Path) -> bool:
                              f"{exc.strerror or exc}") from None
 
 
+#: fsspec schemes whose URLs name no bucket (an http URL's root is `http://host`: a store at
+#: `http://localhost:1/x.zarr` was said to be in a bucket 'http:' that does not exist).
+_BUCKETLESS_SCHEMES = ("http", "https", "ftp", "sftp", "ssh", "webdav", "hdfs", "file")
+
+
 def _missing_bucket(location: str | Path) -> str:
     """", whose bucket 'B' does not exist" where an object store's URL names a bucket that is
     not there (the build said so, the reader and `inspect` said only "no store at"), else ""."""
@@ -262,7 +267,7 @@ def _missing_bucket(location: str | Path) -> str:
     with contextlib.suppress(Exception):
         filesystem, root = fsspec.core.url_to_fs(str(location))
         bucket = root.split("/", 1)[0]
-        if bucket:
+        if bucket and url_parts(location)[0].lower() not in _BUCKETLESS_SCHEMES:
             try:
                 filesystem.info(bucket)
             except FileNotFoundError:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from flowstore.errors import StoreError
-from flowstore.store import NAME_MAX, capabilities, name_within
+from flowstore.store import NAME_MAX, capabilities, name_within, store_exists
 
 
 #: Lock files whose writer lock this process holds (its own build may look at its store, e.g.
@@ -66,6 +66,7 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     path = lock_path(store)
     if not path.parent.is_dir():
         raise StoreError(f"the folder of store {str(store)!r} does not exist")
+    store_exists(store)  # (raises for a name the system refuses: no lock file made for it)
     fd, writable = _open_lock_file(path, store)
     try:
         try:
