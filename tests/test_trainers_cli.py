@@ -597,6 +597,32 @@ def test_report_names_the_run_folders_it_leaves_out(tmp_path):
     assert "flow-good" in result.stdout
 
 
+def test_report_names_the_resume_points_no_training_holds(tmp_path):
+    """A stopped run keeps its resume point (`.resume-<model>-<digest>/`, three models' size)
+    for the same command to go on from; one whose command never runs again (another
+    --epochs, the store rebuilt) stayed, unseen, forever (found by review). One a running
+    training holds (its lock names a live process) is not named."""
+    import json
+    import os
+    import socket
+
+    runs = tmp_path / "runs"
+    for digest, pid in (("aaaa", 2**22 + 12345), ("bbbb", os.getpid())):  # (gone; this one)
+        (runs / f".resume-flow-{digest}").mkdir(parents=True)
+        (runs / f".resume-flow-{digest}" / "weights.npz").write_bytes(bytes(3 * 2**20))
+        (runs / f".training-flow-{digest}.lock").write_text(json.dumps(
+            {"pid": pid, "host": socket.gethostname(), "since": "2026-12-07 00:00:00"}))
+    (runs / ".resume-frames-cccc").mkdir()  # (no lock file: the training ended by a kill)
+    result = runner.invoke(app, ["report", str(runs)])
+    assert result.exit_code == 0, result.output
+    said = ("left out: not a finished run (a stopped run's resume point, {} MiB: the same "
+            "`trainers run` command goes on from it, --retrain discards it; delete it where "
+            "that command will not run again)")
+    assert result.stderr.splitlines() == [
+        f"warning: {runs / '.resume-flow-aaaa'} {said.format(3)}",
+        f"warning: {runs / '.resume-frames-cccc'} {said.format(0)}"]
+
+
 @pytest.mark.parametrize("command", ["report", "run"])
 def test_a_runs_folder_the_system_refuses_to_look_into_is_one_line(tmp_path, command):
     """A runs folder of another user's (or a name too long) was a traceback and "internal

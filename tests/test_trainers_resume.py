@@ -58,13 +58,13 @@ def test_a_stopped_run_goes_on_and_ends_on_the_weights_of_an_unstopped_one(
     with monkeypatch.context() as patch:
         _stopped_at(patch, 2)
         with pytest.raises(KeyboardInterrupt, match="interrupted; no run was written; the "
-                           f"same command goes on from epoch 2 of 3 .*{RESUME_PREFIX}{model}-"):
+                           f"same command goes on after epoch 2 of 3 .*{RESUME_PREFIX}{model}-"):
             run(RunConfig(model, store, runs, **config), echo=lambda line: None)
     (kept,) = runs.iterdir()
     assert kept.name.startswith(f"{RESUME_PREFIX}{model}-") and not list_runs(runs)
     said: list[str] = []
     run(RunConfig(model, store, runs, **config), echo=said.append)
-    assert f"{model}: going on from epoch 2 of 3, where a stopped command training the same " \
+    assert f"{model}: going on after epoch 2 of 3, where a stopped command training the same " \
            f"run left it ({kept.name} in the runs folder," in "\n".join(said)
     weights, history, metrics = _trained(runs, model)
     unstopped_weights, unstopped_history, unstopped = _trained(tmp_path / "unstopped", model)
@@ -113,7 +113,7 @@ def test_a_stopped_two_stream_run_goes_on_only_with_the_streams_it_stopped_with(
 
     with monkeypatch.context() as patch:
         patch.setattr(resume.SaveResumePoints, "_save", save_then_stop)
-        with pytest.raises(KeyboardInterrupt, match="goes on from epoch 1 of 2"):
+        with pytest.raises(KeyboardInterrupt, match="goes on after epoch 1 of 2"):
             run(RunConfig("two_stream", store, runs, epochs=2), echo=lambda line: None)
     (point,) = runs.glob(f"{RESUME_PREFIX}two_stream-*")
     s40 = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=32)
@@ -170,7 +170,7 @@ def test_a_run_killed_on_the_torch_backend_goes_on_and_ends_as_an_unstopped_one(
     went_on = subprocess.run([*command, str(runs)], env=env, capture_output=True, text=True,
                              timeout=300)
     assert went_on.returncode == 0, went_on.stderr[-2000:]
-    assert "flow: going on from epoch " in went_on.stdout
+    assert "flow: going on after epoch " in went_on.stdout
     _, history, metrics = _trained(runs, "flow")
     _, unstopped_history, unstopped = _trained(tmp_path / "unstopped", "flow")
     assert history == unstopped_history and metrics["test"] == unstopped["test"]

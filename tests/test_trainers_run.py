@@ -254,6 +254,38 @@ def test_best_epoch_never_keeps_weights_that_are_not_finite():
     assert nan.best_epoch is None and nan.diverged_at == 1
 
 
+def test_a_run_whose_every_epoch_scored_nan_records_that_it_kept_the_last(tmp_path):
+    """Finite weights, NaN val_loss every epoch (a val sample of NaN values): no epoch won, the
+    last was kept, and metrics.json said it was chosen by "min val_loss" (found by review)."""
+    from trainers.fit import write_run
+
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    best = BestEpoch("val_loss")
+    best.set_model(model)
+    for epoch in range(2):
+        best.on_epoch_end(epoch, {"val_loss": float("nan"), "loss": 0.5})
+    metrics = {"model": "flow", "store": {"dataset": "tvhi", "fingerprint": "f" * 64,
+                                          "path": "tvhi.zarr", "params": {}},
+               "recipe": {}, "test": None}
+    record = write_run(tmp_path / "runs", model, {"loss": [0.5, 0.5]}, best, metrics)
+    assert (record.metrics["selection"], record.metrics["best_epoch"]) == (
+        "last epoch (no finite val_loss)", 2)
+
+
+def test_predictions_that_are_not_finite_are_refused_not_scored():
+    """The argmax of a NaN row is class 0: written as the prediction and counted correct where
+    that was the class (on the torch backend; TensorFlow's kernels gave finite outputs for
+    the same input) (found by review)."""
+    from trainers.errors import ModelConfigError
+    from trainers.predict import _check_finite
+
+    logits = np.array([[1.0, 2.0], [np.nan, np.nan], [0.0, np.inf]])
+    with pytest.raises(ModelConfigError, match=r"^the model's outputs for 2 sample\(s\) of "
+                                               r"split 'test' are not finite \(e.g. 'b'\)"):
+        _check_finite(logits, ["a", "b", "c"], "test")
+    _check_finite(logits[:1], ["a"], "test")
+
+
 def test_every_run_of_a_chain_trains_on_the_done_samples_the_command_found(tiny_tvhi_source,
                                                                            tmp_path,
                                                                            monkeypatch):

@@ -231,6 +231,8 @@ def predict(
             typer.echo(found.predictions.csv_text(), nl=False)
         else:
             write_csv(found.predictions, out)
+        if found.replaced_store is not None:
+            typer.echo(f"warning: {found.replaced_store}", err=True)
         for difference in found.differences:
             typer.echo(f"warning: the store was extracted otherwise than the run's: "
                        f"{difference}", err=True)

@@ -554,6 +554,10 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
             f"epochs ended with finite weights (NaN or infinite from epoch {best.diverged_at})"
             f"{hint}; no {model_name} run was written")
 
+    if best.best_epoch is None and best.monitor is not None:  # (finite weights, NaN scores)
+        print(f"warning: no epoch of {model_name} scored a finite {best.monitor} (a sample of "
+              f"the val split holds NaN or infinite values?): the last epoch is kept, as the "
+              f"run records", file=sys.stderr)
     test: dict[str, Any] | None = None
     if counts_per_split["test"]:
         result = (model.evaluate(stream("test"), verbose=0, return_dict=True) if views is None
@@ -654,7 +658,9 @@ def _write_run(runs_dir: str | os.PathLike, model: keras.Model,
         write_json(writer.work / METRICS_FILE, {
             **metrics,
             "created": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
-            "selection": f"min {best.monitor}" if best.monitor else "last epoch",
+            "selection": (f"min {best.monitor}" if best.monitor and best.best_epoch
+                          else f"last epoch (no finite {best.monitor})" if best.monitor
+                          else "last epoch"),
             "best_epoch": best_epoch,
             "epochs_run": epochs_run,
             "best": {

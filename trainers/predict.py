@@ -150,10 +150,23 @@ class RunPredictions:
     #: Whether the store holds as many `done` samples as when the run trained, but others
     #: (`RunRecord.as_many_but_others`: repaired or failed since).
     other_samples: bool = False
+    #: Whether the store is the one at the place the run records (no `--store` given).
+    recorded_place: bool = False
 
     @property
     def own_store(self) -> bool:
         return bool(self.run.fingerprint) and self.fingerprint == self.run.fingerprint
+
+    @property
+    def replaced_store(self) -> str | None:
+        """A warning where the store at the place the run records is another than it trained
+        on (rebuilt there since): its accuracy is not the run's, which the README says the
+        default prediction prints, and only the summary's "(the run's: ...)" said so."""
+        if not self.recorded_place or self.own_store or not self.run.fingerprint:
+            return None
+        return (f"the store at {self.store} (fingerprint {self.fingerprint[:8]}) is not the one "
+                f"the run trained on ({self.run.fingerprint[:8]}): rebuilt there since; this "
+                f"accuracy is not the run's")
 
     def summary(self) -> str:
         """One line: what was predicted from what, and the accuracy where there is one (and,
@@ -273,6 +286,7 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
         else:
             logits = views.clip_logits(model, dataset)[0].astype(np.float64)
     rows = samples.split(split)
+    _check_finite(logits, rows.ids, split)
     store_classes = samples.info.classes or tuple(str(k) for k in range(samples.num_classes))
     classes = run_classes(record, logits.shape[-1], store_classes)
     true_classes = np.array([NO_CLASS_NAME if label == NO_CLASS else store_classes[label]
@@ -287,6 +301,24 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
                             probabilities=probabilities.astype(np.float32),
                             true_classes=true_classes,
                             splits=np.asarray(samples.reader.splits[rows.indices]))
+
+
+def _check_finite(logits: np.ndarray, ids: Sequence[str], split: str) -> None:
+    """Refuse outputs that are not all finite: the argmax of a NaN row is class 0, written as
+    the prediction and counted correct where that was the sample's class, and on another
+    Keras backend the same input gave finite nonsense instead (found by review). A finished
+    run's weights are finite (`BestEpoch`), so the sample's stored values are not.
+
+    Raises:
+        ModelConfigError: some sample's outputs are NaN or infinite.
+    """
+    bad = np.flatnonzero(~np.isfinite(logits).all(axis=-1))
+    if len(bad):
+        raise ModelConfigError(f"the model's outputs for {len(bad)} sample(s) of split "
+                               f"{split!r} are not finite (e.g. {str(ids[bad[0]])!r}): their "
+                               f"stored values are not (NaN or infinite), which no flowstore "
+                               f"build writes; `flowstore verify` names samples whose bytes "
+                               f"changed")
 
 
 def run_classes(record: RunRecord, count: int, store_classes: Sequence[str]) -> tuple[str, ...]:
@@ -398,7 +430,7 @@ def predict_run(run: str | Path, store: str | Path | None = None, split: str = "
                               predictions=predictions,
                               differences=extraction_differences(record, samples),
                               not_built=not_built,
-                              other_samples=other_samples)
+                              other_samples=other_samples, recorded_place=store is None)
     finally:
         samples.store.close()
 

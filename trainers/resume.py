@@ -235,7 +235,7 @@ class SaveResumePoints(keras.callbacks.Callback):
 
 def going_on_line(model_name: str, point: ResumePoint, epochs: int) -> str:
     """The line that says a run goes on from a stopped one."""
-    return (f"{model_name}: going on from epoch {point.epochs} of {epochs}, where a stopped "
+    return (f"{model_name}: going on after epoch {point.epochs} of {epochs}, where a stopped "
             f"command training the same run left it ({point.folder.name} in the runs folder, "
             f"{_minutes(point.train_seconds)} of training kept)")
 

@@ -241,7 +241,7 @@ def _interrupted(session: _Session) -> str:
 
         point = resume.load(folder)
     if point is not None:
-        said += (f"; the same command goes on from epoch {point.epochs} of "
+        said += (f"; the same command goes on after epoch {point.epochs} of "
                  f"{session.config.recipe_for(model).epochs} (kept in {str(folder)!r})")
     return said
 

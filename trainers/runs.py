@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import time
 import zipfile
 from dataclasses import dataclass
@@ -290,7 +291,8 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
     """The folders of `runs_dir` that hold a run's files (`metrics.json` or `model.keras`) but
     do not read as a finished run (`read_run`), each with why: `list_runs` leaves them out,
     and a report that does not say so lets a damaged run vanish from its tables unnoticed.
-    And the work folders of runs killed while they were written (`_dead_writer`)."""
+    And the work folders of runs killed while they were written (`_dead_writer`), and the
+    resume points of stopped runs that no training holds (`_stopped_run`)."""
     found = []
     for path in _entries(runs_dir):
         writer = _dead_writer(path)
@@ -298,12 +300,37 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
             found.append((path, f"the work folder of a run killed while it was written: pid "
                                 f"{writer} is not running on this machine; delete it"))
             continue
+        stopped = _stopped_run(path)
+        if stopped is not None:
+            found.append((path, stopped))
+            continue
         if path.name.startswith(".") or not holds_run_files(path):
             continue  # (hidden, a file, or not a run's folder at all)
         why = _run_or_why(path)
         if isinstance(why, str):
             found.append((path, why))
     return found
+
+
+def _stopped_run(path: Path) -> str | None:
+    """What a `RESUME_PREFIX` folder is where no training holds it: a stopped run's resume
+    point (`trainers.resume`), some three models' size, kept for the same command to go on
+    from. One whose command is never run again (another --epochs, the store rebuilt) stayed
+    unseen and unremoved forever (found by review). None for anything else, and for one that
+    a running training holds (its lock file names a live process here, or another host's)."""
+    if not path.name.startswith(RESUME_PREFIX) or not path.is_dir():
+        return None
+    lock = path.with_name(f"{TRAINING_LOCK_PREFIX}{path.name[len(RESUME_PREFIX):]}.lock")
+    try:
+        holder = json.loads(lock.read_bytes())
+        if holder["host"] != socket.gethostname() or not process_gone(int(holder["pid"])):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # (no lock, or no holder in it: no training runs)
+    size = sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
+    return (f"a stopped run's resume point, {size / 2**20:.0f} MiB: the same `trainers run` "
+            f"command goes on from it, --retrain discards it; delete it where that command "
+            f"will not run again")
 
 
 def holds_run_files(path: str | Path) -> bool:
