@@ -307,9 +307,11 @@ def build(
         fail_interrupted("interrupted; run the same command again to resume")
     internal = f", {len(result.internal_errors)} internal error(s)" if result.internal_errors else ""
     reused = f", {result.reused} reused from {reuse_from}" if reuse_from is not None else ""
-    typer.echo(f"store {result.store}: {result.computed} computed{reused}, {result.already_done} "
-               f"already done, {len(result.failures)} failed{internal} of {result.selected} selected "
-               f"in {result.seconds:.1f}s (fingerprint {result.fingerprint[:12]})")
+    # (a path is printed escaped, `one_line`: a newline in a store's name split the line)
+    typer.echo(one_line(f"store {result.store}: {result.computed} computed{reused}, "
+                        f"{result.already_done} already done, {len(result.failures)} failed"
+                        f"{internal} of {result.selected} selected in {result.seconds:.1f}s "
+                        f"(fingerprint {result.fingerprint[:12]})"))
     for line in [*result.mended, *result.absent_splits]:
         typer.echo(one_line(f"warning: {line}"), err=True)
     if result.fingerprint_was is not None:
@@ -417,7 +419,8 @@ def verify(
                if flag.startswith("--")]
         options = repair_options(store, ctx.args, also=own) if repair else None
         result = run_verify(store, progress=not quiet)
-        typer.echo(f"store {store}: checked {result.checked} sample(s), {len(result.problems)} bad")
+        typer.echo(one_line(f"store {store}: checked {result.checked} sample(s), "
+                            f"{len(result.problems)} bad"))
         for sample, problem in sorted(result.problems.items()):
             typer.echo(sample_line(sample, problem), err=True)
         if result.unmarked:
@@ -474,8 +477,8 @@ def show(
                           progress=not quiet)
     except FlowstoreError as exc:
         fail(str(exc))
-    typer.echo(f"wrote {len(result.written)} picture(s) of {len(result.samples)} sample(s) "
-               f"to {out}")
+    typer.echo(one_line(f"wrote {len(result.written)} picture(s) of {len(result.samples)} "
+                        f"sample(s) to {out}"))
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -575,8 +578,8 @@ def synth_tvhi(
         write_synthetic_tvhi(folder, config)
     except INPUT_ERRORS as exc:  # (a folder it may not write)
         fail_input(exc)
-    typer.echo(f"wrote synthetic TV-HI ({4 * videos_per_class} clips + {negatives} negatives) "
-               f"to {folder}")
+    typer.echo(one_line(f"wrote synthetic TV-HI ({4 * videos_per_class} clips + {negatives} "
+                        f"negatives) to {folder}"))
 
 
 @synth_app.command("stanford40")
@@ -602,8 +605,9 @@ def synth_stanford40(
         write_synthetic_stanford40(folder, config)
     except INPUT_ERRORS as exc:
         fail_input(exc)
-    typer.echo(f"wrote synthetic Stanford-40 ({classes} classes, {classes * train_per_class} train "
-               f"+ {classes * test_per_class} test images) to {folder}")
+    typer.echo(one_line(f"wrote synthetic Stanford-40 ({classes} classes, "
+                        f"{classes * train_per_class} train + {classes * test_per_class} test "
+                        f"images) to {folder}"))
 
 
 def _synth_command(name: str):
@@ -619,7 +623,7 @@ def _synth_command(name: str):
             write_synthetic(name, folder, settings)
         except INPUT_ERRORS as exc:
             fail_input(exc)
-        typer.echo(f"wrote synthetic {name} to {folder}")
+        typer.echo(one_line(f"wrote synthetic {name} to {folder}"))
 
     return command
 

@@ -769,6 +769,31 @@ def test_inspect_bytes_of_an_array_folder_that_cannot_be_listed_is_one_line(unpr
         f"denied ({str(store / 'flow')!r})")
 
 
+def test_a_model_file_that_cannot_be_read_is_not_said_to_be_cut_short(unprivileged, tmp_path):
+    """Another user's run: its model.keras, there and whole, was "damaged or unreadable (not a
+    whole .keras file: cut short?)" (found by review)."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", per_class=(1, 1, 1))
+    run = tmp_path / "runs" / "flow-x"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "model": "flow", "created": "2026-12-07T00:00:00", "seed": 0, "recipe": {},
+        "samples": {"train": 1}, "store": {"fingerprint": "fp", "dataset": "tvhi",
+                                           "path": str(store)},
+        "test": {"accuracy": 0.5}}))
+    (run / "model.keras").write_bytes(b"PK")
+    (run / "model.keras").chmod(0)
+    try:
+        result = subprocess.run([sys.executable, "-m", "trainers", "predict", str(run)],
+                                capture_output=True, text=True, timeout=300,
+                                preexec_fn=unprivileged)
+    finally:
+        (run / "model.keras").chmod(0o644)
+    assert assert_one_line_error(result) == (
+        f"error: cannot read model file {str(run / 'model.keras')!r}: Permission denied")
+
+
 def test_a_file_written_whole_over_a_read_only_one_is_refused_as_a_plain_write_is(
         unprivileged, tmp_path):
     """`show`'s pictures and the trainers' reports are renamed over the earlier file, which a

@@ -686,3 +686,13 @@ def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
     assert checked.returncode == 1, checked.stderr
     assert any(line.startswith(f"  {shown_class}/copy\\n{clip.stem}: ")
                for line in checked.stderr.splitlines()), checked.stderr
+    # a store and a source named with a newline: the summary lines of build, verify and synth
+    # were printed as they were, over two lines (found by review)
+    odd = tmp_path / "new\nline.zarr"
+    built = flowstore_cli("build", "videofolder", "--source", source, "--store", odd, "--size",
+                          "32", "--steps", "2", "--max-per-split", "1", "-q")
+    checked = flowstore_cli("verify", odd)
+    made = flowstore_cli("synth", "videofolder", tmp_path / "more\nclips")
+    for result in (built, checked, made):
+        summary = [line for line in result.stdout.splitlines() if line]
+        assert len(summary) == 1 and "\\n" in summary[0], result.stdout

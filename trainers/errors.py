@@ -59,7 +59,8 @@ class RunInterruptedError(KeyboardInterrupt):
 
 
 class RunsFolderError(TrainerError, OSError):
-    """A runs folder the system refuses to look into (another user's, a name too long)."""
+    """A runs folder, or a run's file, that the system refuses to look into or read (another
+    user's, a name too long): not damage."""
 
 
 class RunWriteError(TrainerError, OSError):

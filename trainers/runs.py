@@ -448,6 +448,7 @@ def require_model_file(path: str | Path) -> Path:
         RunNotFoundError: there is no file at `path`.
         DamagedRunError: the file is not a whole zip archive, or one without a Keras model's
             members (`MODEL_MEMBERS`).
+        RunsFolderError: the system refuses to read it (Permission denied).
     """
     path = Path(path)
     if not path.is_file():
@@ -455,7 +456,10 @@ def require_model_file(path: str | Path) -> Path:
     try:
         with zipfile.ZipFile(path) as archive:
             members = set(archive.namelist())
-    except (zipfile.BadZipFile, OSError):
+    except OSError as exc:  # (another user's file: not said to be cut short)
+        raise RunsFolderError(f"cannot read model file {str(path)!r}: "
+                              f"{exc.strerror or exc}") from None
+    except zipfile.BadZipFile:
         raise DamagedRunError(f"model file {str(path)!r} is damaged or unreadable (not a whole "
                               f".keras file: cut short?)") from None
     lacking = [names for names in MODEL_MEMBERS if not members & set(names)]
