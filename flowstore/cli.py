@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-
 import json
 import os
 import signal
@@ -11,11 +11,11 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 
-from flowstore.console import die_by_sigint, one_line, sample_line
+from flowstore.console import die_by_sigint, one_line, sample_line, stopped_while_importing
 from flowstore.errors import FlowstoreError, ParameterError
 
 
@@ -669,7 +669,7 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     command = typer.main.get_command(typer_app)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where ignored)
         signal.signal(signal.SIGINT, _on_ctrl_c)
-    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, stopped_while_importing):
         signal.signal(signal.SIGTERM, _on_ctrl_c)
     try:
         code = command.main(prog_name=prog_name, standalone_mode=False)
@@ -684,20 +684,38 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
             typer.echo(f"internal error: a bug in {prog_name} ({type(exc).__name__}: "
                        f"{' '.join(str(exc).split())[:200]}); please report it with the "
                        f"traceback above", err=True)
-            sys.exit(INTERNAL_ERROR_EXIT)
+            _end(INTERNAL_ERROR_EXIT)
         if type(exc).__name__ == "NoArgsIsHelpError":
             # No command given (`flowstore` alone): Click (>= 8.2; Typer vendors its own copy,
             # hence the name) raises the help as a usage error's message. Shown as it reads.
             exc.show()
-            sys.exit(exc.exit_code)
+            _end(exc.exit_code)
         # a Click usage error (bad option value, unreadable --source path): one line too
         typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
-        sys.exit(exc.exit_code)
+        _end(exc.exit_code)
     if _CTRL_C and code == 130 and not _INTERRUPTED:  # a command with nothing of its own to say
         typer.echo("error: interrupted", err=True)
     if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
         die_by_sigint(_STOPPED_BY)
-    sys.exit(code if isinstance(code, int) else 0)
+    _end(code if isinstance(code, int) else 0)
+
+
+def _end(code: int) -> NoReturn:
+    """Exit with `code`, the command's: a Ctrl-C or SIGTERM from here on ends the process at
+    once with it. Its work is done; the handler a command runs under, left in place, raised a
+    KeyboardInterrupt in the interpreter's shutdown (joining threads, `atexit`), printed as an
+    "Exception ignored" traceback, exit 0 (found by review)."""
+
+    def end_now(signum: int, frame: Any) -> None:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(signum) is _on_ctrl_c:
+            signal.signal(signum, end_now)
+    sys.exit(code)
 
 
 def main() -> None:

@@ -26,11 +26,25 @@ def trainers() -> None:
 
 
 def _run(module: str) -> None:
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:  # (not where ignored)
+        signal.signal(signal.SIGTERM, stopped_while_importing)
     try:
         importlib.import_module(module).main()
     except KeyboardInterrupt:  # before or after the command's own handling was in place
         sys.stderr.write("error: interrupted\n")
-        die_by_sigint()
+        die_by_sigint(_STOPPED_BY[-1] if _STOPPED_BY else signal.SIGINT)
+
+
+#: The SIGTERM that `stopped_while_importing` took (the process then ends by it).
+_STOPPED_BY: list[int] = []
+
+
+def stopped_while_importing(signum: int, frame: object) -> None:
+    """SIGTERM as a Ctrl-C while the command's modules load, before `run_app` puts its own
+    handler in place (which replaces this one): it ended the process on the spot without a
+    word, where a Ctrl-C at the same moment said "error: interrupted" (found by review)."""
+    _STOPPED_BY.append(signum)
+    raise KeyboardInterrupt
 
 
 def die_by_sigint(signum: int = signal.SIGINT) -> None:

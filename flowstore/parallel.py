@@ -91,25 +91,32 @@ class _InterruptSafePool(concurrent.futures.ThreadPoolExecutor):
             return super().submit(fn, *args, **kwargs)
 
 
+#: The signals a command stops on (`flowstore.cli.run_app` takes SIGTERM as Ctrl-C).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def ctrl_c_held() -> Iterator[None]:
-    """Hold SIGINT back while the block runs and deliver it, to whatever handled it before,
-    when the block ends. Only the main thread receives signals, so elsewhere (or where a
-    handler not set from Python is in place) this does nothing."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is None):
+    """Hold SIGINT and SIGTERM back while the block runs and deliver the first that came, to
+    whatever handled it before, when the block ends. SIGINT alone was held: a SIGTERM (what
+    `timeout`, Slurm and `docker stop` send) inside the ledger's update left a done sample
+    without its source size, said as a lost chunk ever after (found by review). Only the main
+    thread receives signals, so elsewhere (or for a signal whose handler was not set from
+    Python) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    held = [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not None]
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous = {signum: signal.signal(signum, lambda got, frame: received.append(got))
+                for signum in held}
     try:
         yield
-    except BaseException:
-        signal.signal(signal.SIGINT, previous)
-        raise  # the block's own error (a full disk) is what the caller must see
-    signal.signal(signal.SIGINT, previous)
+    finally:  # (an error of the block's own, a full disk, is what the caller must see)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     if received:
-        signal.raise_signal(signal.SIGINT)
+        signal.raise_signal(received[0])
 
 
 #: Seconds a scheduler has to answer, connection and Dask's handshake together.

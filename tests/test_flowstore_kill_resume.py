@@ -133,6 +133,34 @@ def test_ctrl_c_while_the_command_is_still_importing_is_one_line(program):
     assert result.stderr.strip().splitlines() == ["error: interrupted"]
 
 
+#: A console script sent SIGTERM while Python imports the CLI's modules.
+_SIGTERM_WHILE_IMPORTING = """
+import os, signal, sys
+
+class Stop:
+    def find_spec(self, name, path=None, target=None):
+        if name == "typer":
+            os.kill(os.getpid(), signal.SIGTERM)
+            sum(range(1000))  # (the handler runs in here)
+
+sys.meta_path.insert(0, Stop())
+sys.argv = ["{program}", "--version"]
+from flowstore import console
+console.{program}()
+"""
+
+
+@pytest.mark.parametrize("program", ["flowstore", "trainers"])
+def test_sigterm_while_the_command_is_still_importing_is_one_line(program):
+    """SIGTERM in the first 0.3-1.3 s of a command ended it without a word, where a Ctrl-C
+    said "error: interrupted" (found by review); it ends by SIGTERM, as `timeout` expects."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SIGTERM_WHILE_IMPORTING.format(program=program)],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == -signal.SIGTERM, result.stderr
+    assert result.stderr.strip().splitlines() == ["error: interrupted"]
+
+
 #: A command whose Ctrl-C lands while Python collects an object with a `__del__` (an s3fs
 #: connection's transport, in a build on S3).
 _CTRL_C_IN_A_FINALIZER = """
@@ -202,6 +230,74 @@ def test_a_ctrl_c_landing_in_a_finalizer_as_a_command_ends_does_not_fail_it_sile
                             capture_output=True, text=True, timeout=60,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "written", "")
+
+
+#: A build whose signal lands where a command holds Ctrl-C back: inside the ledger's update of
+#: the 3rd finished sample, between its checksum and its source file's size.
+_SIGNAL_IN_THE_LEDGER_UPDATE = """
+import os, signal, sys
+import flowstore.build as build
+
+name, source, store = sys.argv[1:4]
+complete, count = build.Ledger.complete, []
+
+def completing(self, index, digest):
+    complete(self, index, digest)
+    count.append(index)
+    if len(count) == 3:
+        os.kill(os.getpid(), getattr(signal, name))
+        sum(range(1000))  # (the handler runs in here, before the source's size is recorded)
+
+build.Ledger.complete = completing
+sys.argv = ["flowstore", "build", "tvhi", "--source", source, "--store", store, "--size", "32",
+            "--steps", "2", "--workers", "2", "-q"]
+from flowstore.console import flowstore
+flowstore()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_stop_inside_the_ledgers_update_waits_for_its_end(tiny_tvhi_source, tmp_path, name):
+    """SIGTERM (what `timeout`, Slurm and `docker stop` send) was not held back where Ctrl-C
+    is: inside the ledger's update it left a done sample without its source file's size, which
+    `inspect` then called a lost chunk, and the next build extracted again (found by review)."""
+    store = tmp_path / "s.zarr"
+    result = subprocess.run([sys.executable, "-c", _SIGNAL_IN_THE_LEDGER_UPDATE, name,
+                             str(tiny_tvhi_source), str(store)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == -getattr(signal, name), result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: interrupted; run the same command again to resume")
+    shown = flowstore_cli("inspect", store)
+    assert shown.returncode == 0 and "DAMAGED" not in shown.stdout, shown.stdout
+    assert re.search(r"samples +\d+: [3-9] done", shown.stdout), shown.stdout
+
+
+#: A finished command whose process is sent a signal as the interpreter shuts down (joining
+#: threads, running `atexit`): what `timeout` does a moment too late.
+_SIGNAL_AT_SHUTDOWN = """
+import os, signal, sys, threading
+name, source, store = sys.argv[1:4]
+threading._register_atexit(lambda: os.kill(os.getpid(), getattr(signal, name)))
+sys.argv = ["flowstore", "build", "tvhi", "--source", source, "--store", store, "--size", "32",
+            "--steps", "2", "-q"]
+from flowstore.console import flowstore
+flowstore()
+"""
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_stop_after_the_command_ended_ends_it_quietly_with_its_code(tiny_tvhi_source, tmp_path,
+                                                                     name):
+    """The handler a command runs under stayed in place after it: a signal in the
+    interpreter's shutdown printed an "Exception ignored ... KeyboardInterrupt" traceback
+    (found by review). The work is done: the process ends with the command's code."""
+    store = tmp_path / "s.zarr"
+    result = subprocess.run([sys.executable, "-c", _SIGNAL_AT_SHUTDOWN, name,
+                             str(tiny_tvhi_source), str(store)], capture_output=True, text=True,
+                            timeout=300)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert "16 computed" in result.stdout
 
 
 #: A coordinator that never rests: five samples written, then a ledger write of 30 samples'
