@@ -227,6 +227,62 @@ def test_an_empty_path_is_said_to_be_empty():
         flowstore.open("")  # (was "... got '.'": `Path("")`)
 
 
+def test_odd_indices_and_arguments_are_refused_in_the_conventional_error(tmp_path):
+    """Found by review: a 0-d bool array read as a mask (IndexError) where `True` is a
+    TypeError; `[[]]` read as no position where `[[0]]` is refused; a Keras batch index of 2.0
+    failed in Python's words from a slice inside; `to_tf_dataset(epoch=tf.Variable(0))` (an
+    int32 Variable) failed inside TensorFlow's graph."""
+    import tensorflow as tf
+
+    train = flowstore.open(make_tiny_store(tmp_path / "t.zarr", per_class=(3, 1, 1))).split(
+        "train")
+    with pytest.raises(TypeError, match="indexed by position, not by a bool"):
+        train[np.array(True)]
+    with pytest.raises(IndexError, match="must be one-dimensional, got shape \\(1, 0\\)"):
+        train[[[]]]
+    with pytest.raises(TypeError, match="a batch is indexed by an integer, got float"):
+        train.to_keras_dataset(2)[2.0]
+    assert len(train.to_keras_dataset(2)[np.int64(1)][1]) == 2
+    epoch = tf.Variable(1)  # (int32)
+    by_variable = [label.numpy().tolist()
+                   for _, label in train.to_tf_dataset(4, shuffle=True, seed=3, epoch=epoch)]
+    assert by_variable == [batch["label"].tolist()
+                           for batch in train.batches(4, shuffle=True, seed=3, epoch=1)]
+    with pytest.raises(TypeError, match="epoch: a tf.Variable of an integer dtype, got float32"):
+        train.to_tf_dataset(4, epoch=tf.Variable(1.0))
+
+
+def test_augmentations_refuse_an_rng_that_is_no_generator_and_floats_out_of_range(tmp_path):
+    """Found by review: an int, None or `random.Random` as `rng` failed deep inside with an
+    AttributeError (a legacy RandomState passed some); `motion=None` failed on iterating it;
+    colour_jitter clipped float pixels of 0..255 (a uint8 batch cast to float) to 0..1,
+    at strength 0 too."""
+    import random
+
+    from flowstore.reader import colour_jitter, random_resized_crop, random_segment
+
+    train = flowstore.open(make_tiny_store(tmp_path / "t.zarr", per_class=(3, 1, 1))).split(
+        "train")
+    batch = train[[0, 1]]
+    for bad in (0, None, random.Random(0), np.random.RandomState(0)):
+        for call in (lambda: horizontal_flip(batch, bad, motion=("flow",)),
+                     lambda: random_crop(batch, bad, size=8),
+                     lambda: random_resized_crop(batch, bad, motion=("flow",)),
+                     lambda: colour_jitter(batch, bad, motion=("flow",)),
+                     lambda: random_segment(batch, bad, segments=1, keys=("frames",))):
+            with pytest.raises(TypeError, match="rng must be a numpy.random.Generator"):
+                call()
+    with pytest.raises(TypeError, match="motion names the batch's motion fields"):
+        horizontal_flip(batch, np.random.default_rng(0), motion=None)
+    floats = {"middle_frame": batch["middle_frame"].astype(np.float32), "label": batch["label"]}
+    with pytest.raises(ValueError, match="colour_jitter takes float pixels in \\[0, 1\\]"):
+        colour_jitter(floats, np.random.default_rng(0), strength=0.0)
+    scaled = {"middle_frame": floats["middle_frame"] / 255, "label": batch["label"]}
+    unchanged = scaled["middle_frame"].copy()
+    colour_jitter(scaled, np.random.default_rng(0), strength=0.0)
+    np.testing.assert_allclose(scaled["middle_frame"], unchanged, atol=1e-6)
+
+
 def test_split_arguments_are_taken_as_meant_or_refused_at_once(store):
     with flowstore.open(store) as ds:
         assert list(ds.split("val", features="flow").features) == ["flow"]  # not 'f', 'l'...

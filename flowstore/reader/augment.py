@@ -31,7 +31,21 @@ def _image_keys(batch: dict[str, np.ndarray]) -> list[str]:
 def _names(motion: Sequence[str] | str) -> tuple[str, ...]:
     """`motion` as feature names: one name given alone is that name, not its letters (`"flow"`
     was matched by substring: a feature `"f"` had its dx negated, and `"flow_u"` did not)."""
+    if motion is None:  # (was "'NoneType' object is not iterable")
+        raise TypeError("motion names the batch's motion fields (split.motion_keys), or () "
+                        "for none; got None")
     return (motion,) if isinstance(motion, str) else tuple(motion)
+
+
+def _generator(rng: object) -> np.random.Generator:
+    """`rng`, checked to be numpy's Generator: an int, None or `random.Random` failed deep
+    inside with an AttributeError, and a legacy `RandomState` passed some augmentations and
+    not others."""
+    if not isinstance(rng, np.random.Generator):
+        kind = type(rng)
+        raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {kind.__module__}.{kind.__qualname__}")
+    return rng
 
 
 def _checked(batch: dict[str, np.ndarray], names: Sequence[str] | str = (),
@@ -123,7 +137,7 @@ def horizontal_flip(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     pictures only): a forgotten one would mirror flow without negating dx, a silently wrong
     motion. The batch's buffers are flipped in place.
     """
-    motion = _checked(batch, motion)
+    motion, rng = _checked(batch, motion), _generator(rng)
     p = _number("p", p, 0, 1)
     keys = _image_keys(batch)
     size = len(batch[keys[0]]) if keys else 0
@@ -155,6 +169,7 @@ def random_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     """A random `size` (side, or (height, width)) window of each sample, the same window in all
     of its image-like features (which must share their height and width)."""
     _checked(batch)
+    rng = _generator(rng)
     sides = (size, size) if isinstance(size, (int, np.integer)) else size
     if (not isinstance(sides, (tuple, list)) or len(sides) != 2
             or not all(isinstance(side, (int, np.integer)) for side in sides)):
@@ -201,7 +216,7 @@ def random_resized_crop(batch: dict[str, np.ndarray], rng: np.random.Generator, 
     """
     import cv2
 
-    motion = _checked(batch, motion)
+    motion, rng = _checked(batch, motion), _generator(rng)
     if (np.ndim(scale) != 1 or len(scale) != 2
             or not all(map(_is_real, scale)) or not 1.0 <= scale[0] <= scale[1]):
         # (a single factor, 1.2, failed as "cannot unpack non-iterable float object")
@@ -241,14 +256,24 @@ def colour_jitter(batch: dict[str, np.ndarray], rng: np.random.Generator, *,
     1 + strength] per sample, applied to the pixel features (every frame of a sample alike).
 
     Motion fields (`motion`) are measurements of displacement, not colours: they are never
-    touched, nor is any feature without 3 colour channels.
+    touched, nor is any feature without 3 colour channels. Pixels are integers (their dtype's
+    range: uint8 0..255, as a store holds frames) or floats in [0, 1].
+
+    Raises:
+        ValueError: a float pixel feature holds values above 1.
     """
-    motion = _checked(batch, motion)
+    motion, rng = _checked(batch, motion), _generator(rng)
     strength = _number("strength", strength, 0, 1)
     keys = [key for key in _image_keys(batch)
             if key not in motion and batch[key].shape[-1] == 3]
     if not keys:
         return batch
+    for key in keys:  # (float pixels of 0..255, cast from uint8, were clipped to 0..1)
+        value = batch[key]
+        if not np.issubdtype(value.dtype, np.integer) and value.size and value.max() > 1:
+            raise ValueError(f"colour_jitter takes float pixels in [0, 1] (or integer ones), "
+                             f"and {key!r} reaches {float(value.max()):g}: divide by 255, or "
+                             f"jitter the uint8 batch")
     count = len(batch[keys[0]])
     factors = rng.uniform(1 - strength, 1 + strength, size=(count, 3))
     for key in keys:
@@ -284,7 +309,7 @@ def random_segment(batch: dict[str, np.ndarray], rng: np.random.Generator, *, se
     sees a different part of each clip from epoch to epoch, with the input of one segment;
     `segment_views` scores all K at test time.
     """
-    keys = _per_step(batch, keys)
+    keys, rng = _per_step(batch, keys), _generator(rng)
     segments = _segments(segments)
     if not keys:
         return batch

@@ -484,14 +484,14 @@ class Split:
                 raise IndexError(f"a boolean mask of split {self.name!r} has one entry per "
                                  f"sample ({len(self)}), got shape {array.shape}")
             return np.flatnonzero(array)
+        if array.ndim > 1:  # no batch (it was flattened into one); a 0-d array is one position
+            raise IndexError(f"positions of split {self.name!r} must be one-dimensional, got "
+                             f"shape {array.shape}")  # ([[]] too, which read as no position)
         if array.size == 0:
             return np.zeros(0, np.int64)
         if array.dtype.kind not in "iu":
             raise TypeError(f"positions must be integers or a boolean mask, got "
                             f"{array.dtype} ({positions!r:.60})")
-        if array.ndim > 1:  # no batch (it was flattened into one); a 0-d array is one position
-            raise IndexError(f"positions of split {self.name!r} must be one-dimensional, got "
-                             f"shape {array.shape}")
         array = array.reshape(-1)
         outside = array[(array < -len(self)) | (array >= len(self))]
         if outside.size:
@@ -502,7 +502,8 @@ class Split:
         return f"position {position} is out of range for split {self.name!r} of {len(self)} samples"
 
     def __getitem__(self, item: int | slice | Sequence[int] | np.ndarray) -> dict[str, Any]:
-        if isinstance(item, (bool, np.bool_)):
+        if isinstance(item, (bool, np.bool_)) or (isinstance(item, np.ndarray) and item.ndim == 0
+                                                   and item.dtype == bool):
             raise TypeError("a split is indexed by position, not by a bool")
         if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu":
             item = int(item)  # as numpy does: a 0-d integer array is a scalar index

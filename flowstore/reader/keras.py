@@ -26,11 +26,13 @@ that builds the model in a begin-end pair of its own. A loop of one's own calls
 from __future__ import annotations
 
 import math
+import operator
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 
 from flowstore.reader.batches import batch_rng, epoch_order, whole_number
 from flowstore.reader.dataset import LABEL
@@ -79,6 +81,9 @@ class SplitPyDataset(keras.utils.PyDataset):
         return math.ceil(len(self.split) / self.batch_size)
 
     def __getitem__(self, index: int):
+        if isinstance(index, (bool, np.bool_)) or not hasattr(index, "__index__"):
+            raise TypeError(f"a batch is indexed by an integer, got {type(index).__name__}")
+        index = operator.index(index)  # (a float reached a slice: Python's own words)
         if not 0 <= index < len(self):
             raise IndexError(f"batch {index} of {len(self)}")
         epoch, order = self._state

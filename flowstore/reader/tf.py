@@ -64,13 +64,15 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
             it where the store reads in parallel (`Store.concurrent_reads`) and reads one at a
             time where it does not (compressed HDF5), while the previous batch trains.
         epoch: None: a new order (and augmentation) for each iterator made of the dataset.
-            A number, or an int64 `tf.Variable` (read as each iterator is made: set it before
+            A number, or an integer `tf.Variable` (read as each iterator is made: set it before
             an epoch's iterator): that epoch's order and augmentation, seeded by (seed, epoch).
     """
     batch_size = whole_number("batch_size", batch_size, 1)
     whole_number("seed", seed, 0)  # (refused here, not in TensorFlow's words)
     if epoch is not None and not isinstance(epoch, tf.Variable):
         epoch = tf.constant(whole_number("epoch", epoch, 0), tf.int64)
+    elif epoch is not None and not epoch.dtype.is_integer:
+        raise TypeError(f"epoch: a tf.Variable of an integer dtype, got {epoch.dtype.name}")
     augment_fn = split.augmentation(augment)
     keys = tuple(split.features)
     # What a batch looks like once augmented (a crop changes its shape): one sample's worth.
@@ -124,7 +126,9 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
                 lambda index, batch: (batch, tf.stack([number, index])))
 
         # (the epoch read as an iterator is made: a Variable's value then, not at tracing)
-        ds = tf.data.Dataset.from_tensors(0).map(lambda _: tf.identity(epoch))
+        # (an int32 Variable, `tf.Variable(0)`'s dtype, failed inside TensorFlow's graph:
+        # any integer one is taken as int64)
+        ds = tf.data.Dataset.from_tensors(0).map(lambda _: tf.cast(epoch, tf.int64))
         # (a flat_map's length is unknown to tf.data: said, as Keras reads an epoch of unknown
         # length until it runs out, and warns that it ran out)
         ds = ds.flat_map(epoch_batches).apply(
