@@ -205,6 +205,9 @@ def _refuse_inside(out: Path, what: str | None = None) -> None:
 def _make_folder(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # (said "File exists" of the folder asked for)
+        raise FlowstoreError(f"cannot write pictures into {str(folder)!r}: it is a file, not "
+                             f"a folder") from None
     except OSError as exc:
         raise FlowstoreError(f"cannot write pictures into {str(folder)!r}: "
                              f"{exc.strerror or exc}") from None

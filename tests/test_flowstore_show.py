@@ -341,6 +341,12 @@ def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     blocked = flowstore_cli("show", "float16.zarr", "hug_0001", "--out", tmp_path / "blocked")
     assert assert_one_line_error(blocked) == (
         f"error: cannot write {str(tmp_path / 'blocked' / 'hug_0001.png')!r}: Is a directory")
+    # --out naming a file: "File exists" of the folder asked for (found by review)
+    (tmp_path / "afile").write_text("")
+    afile = flowstore_cli("show", "float16.zarr", "hug_0001", "--out", tmp_path / "afile")
+    assert assert_one_line_error(afile) == (
+        f"error: cannot write pictures into {str(tmp_path / 'afile')!r}: it is a file, not a "
+        f"folder")
     # nor into another store (its flow array's folder held them, counted as its flow bytes)
     other = stores["uint8"]
     others = sorted(p.relative_to(other) for p in other.rglob("*"))
