@@ -945,8 +945,9 @@ def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
         recorded = ledger.text("source_hash", index)
         if not recorded:
             raise StoreMismatchError(f"store {str(path)!r} has no recorded hash of source file "
-                                     f"{name!r} (an older flowstore wrote none, or the store lost a "
-                                     f"chunk of it), so --check-source cannot check it{hint}")
+                                     f"{name!r} (an older flowstore wrote none, or the store "
+                                     f"lost a chunk of it), so --check-source cannot check "
+                                     f"it{hint}")
         try:
             digest = file_digest(dataset.source_file(source, sample))
         except OSError as exc:
