@@ -149,7 +149,12 @@ INPUT_ERRORS = (FlowstoreError, OSError)
 
 
 def fail_input(exc: Exception) -> None:
-    """One of `INPUT_ERRORS` as one `error:` line, exit 2."""
+    """One of `INPUT_ERRORS` as one `error:` line, exit 2. A closed pipe on standard output
+    (`flowstore verify S | head -1`) is no bad input: left to Click, which ends the command
+    quietly as it ends any other's (`verify` said "error: [Errno 32] Broken pipe", exit 2,
+    where `inspect` ended silently)."""
+    if isinstance(exc, BrokenPipeError):
+        raise exc
     if isinstance(exc, FlowstoreError):
         fail(str(exc))
     fail_system(exc)

@@ -209,6 +209,23 @@ def test_a_url_without_a_bucket_is_refused_in_one_line():
     assert assert_one_line_error(result).startswith("error: a store URL names no bucket")
 
 
+def test_a_closed_pipe_on_standard_output_ends_every_command_alike(tiny_tvhi_source, tmp_path):
+    """`flowstore verify S | head -1`: verify said "error: [Errno 32] Broken pipe", exit 2 (its
+    own handler took it for bad input), where inspect ended quietly, exit 1 (found by review)."""
+    store = tmp_path / "s.zarr"
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                          *TINY_BUILD, "-q", "--max-per-split", "1")
+    assert built.returncode == 0, built.stderr
+    for command in ("inspect", "verify"):
+        with subprocess.Popen([sys.executable, "-m", "flowstore", command, str(store)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) as process:
+            process.stdout.close()  # (before its first line: the reader of `| head -0`)
+            said = process.stderr.read()
+            code = process.wait(timeout=120)
+        assert (code, said) == (1, ""), (command, said)
+
+
 def test_a_url_of_no_bucket_is_not_said_to_lack_one():
     """An http URL's root is its host: `inspect http://localhost:1/x.zarr` said "whose bucket
     'http:' does not exist" (found by review)."""
