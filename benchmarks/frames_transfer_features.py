@@ -277,10 +277,14 @@ def tuned_cv(base_file: Path, images: np.ndarray, labels: np.ndarray, classes: i
                 frames = images[rows].copy()
             else:  # one random stored frame of each clip
                 frames = clip_frames[rows, self.rng.integers(0, clip_frames.shape[1], len(rows))]
-            batch = {"frame": frames, "label": labels[rows]}
+            # uint8, as the store holds them and trainers' input augments them: these float32
+            # copies of 0..255 were taken by colour_jitter for floats in [0, 1] and clipped
+            # there, so every training batch before session 56 was near black (the held-out
+            # folds, unaugmented, were not), and the figures of section 6 measured that
+            batch = {"frame": frames.astype(np.uint8), "label": labels[rows]}
             if augmentation is not None:
                 batch = augmentation(batch, self.rng)
-            return batch["frame"], batch["label"]
+            return batch["frame"].astype(np.float32), batch["label"]
 
         def on_epoch_end(self) -> None:
             self.order = self.rng.permutation(self.chosen)

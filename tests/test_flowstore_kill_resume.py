@@ -232,6 +232,13 @@ def test_a_ctrl_c_landing_in_a_finalizer_as_a_command_ends_does_not_fail_it_sile
     assert (result.returncode, result.stdout.strip(), result.stderr) == (0, "written", "")
 
 
+def _interruptible() -> None:
+    """A child's SIGINT and SIGTERM as a shell's command gets them: pytest-xdist's workers
+    ignore SIGINT, and a child inherits that (the command then never saw its Ctrl-C)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 #: A build whose signal lands where a command holds Ctrl-C back: inside the ledger's update of
 #: the 3rd finished sample, between its checksum and its source file's size.
 _SIGNAL_IN_THE_LEDGER_UPDATE = """
@@ -264,7 +271,7 @@ def test_a_stop_inside_the_ledgers_update_waits_for_its_end(tiny_tvhi_source, tm
     store = tmp_path / "s.zarr"
     result = subprocess.run([sys.executable, "-c", _SIGNAL_IN_THE_LEDGER_UPDATE, name,
                              str(tiny_tvhi_source), str(store)], capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, preexec_fn=_interruptible)
     assert result.returncode == -getattr(signal, name), result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "error: interrupted; run the same command again to resume")
@@ -295,7 +302,7 @@ def test_a_stop_after_the_command_ended_ends_it_quietly_with_its_code(tiny_tvhi_
     store = tmp_path / "s.zarr"
     result = subprocess.run([sys.executable, "-c", _SIGNAL_AT_SHUTDOWN, name,
                              str(tiny_tvhi_source), str(store)], capture_output=True, text=True,
-                            timeout=300)
+                            timeout=300, preexec_fn=_interruptible)
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert "16 computed" in result.stdout
 
