@@ -39,8 +39,9 @@ if not DEFAULT_SOURCE.is_dir():
 
 @refusing_bad_input
 def main(argv: list[str] | None = None) -> None:
-    from flowstore.estimate import tree_bytes, estimate
+    from flowstore.estimate import estimate
     from flowstore.params import FLOW_DTYPES, VideoParams
+    from flowstore.store.base import tree_bytes
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)

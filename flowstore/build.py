@@ -45,7 +45,7 @@ from flowstore.params import (EXTRACTION_VERSION, canonical_json, fingerprint, s
 from flowstore.store import (Store, array_type_error, backend_for, capabilities,
                              check_array_shapes,
                              create_store, enclosing_store, is_url, open_store, remove_store,
-                             store_exists)
+                             store_exists, url_parts)
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
@@ -314,8 +314,11 @@ def _refuse_a_store_inside_a_store(store: str | Path) -> None:
     Raises:
         ParameterError: a folder (or an object-store prefix) above `store` is a flowstore store.
     """
-    outer = enclosing_store(str(store).rstrip("/").rpartition("/")[0] if is_url(store)
-                            else Path(os.path.realpath(store)).parent)
+    if is_url(store):
+        scheme, parts = url_parts(store)
+        outer = enclosing_store(f"{scheme}://{'/'.join(parts[:-1])}")
+    else:
+        outer = enclosing_store(Path(os.path.realpath(store)).parent)
     if outer is not None:
         raise ParameterError(f"store {str(store)!r} lies inside the store {str(outer)!r}; "
                              f"build it beside that one")

@@ -42,6 +42,7 @@ from flowstore.leftovers import remove_dead_work_folders
 from flowstore.parallel import usable_cores
 from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
+from flowstore.store.base import tree_bytes
 from flowstore.store.checksum import file_digest, sample_digest
 
 #: Items measured by default: on the 200 TV-HI clips, 95% intervals of +-2% (float16 store
@@ -231,11 +232,6 @@ def _encoded(flow: np.ndarray, encoding: str, params: Any) -> np.ndarray:
     from flowstore.flow_encoding import encode_flow
 
     return encode_flow(flow, encoding, params.flow_bound)
-
-
-def tree_bytes(path: Path) -> int:
-    """Bytes of every file under `path` (what `du --apparent-size` counts)."""
-    return sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
 
 
 def bootstrap_mean(values: list[float], rng: np.random.Generator, confidence: float) -> Interval:

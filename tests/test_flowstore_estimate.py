@@ -8,9 +8,9 @@ import numpy as np
 
 import pytest
 
-from flowstore.estimate import (Estimate, _predict, bootstrap_mean, estimate, format_estimate,
-                                tree_bytes)
+from flowstore.estimate import Estimate, _predict, bootstrap_mean, estimate, format_estimate
 from flowstore.params import VideoParams
+from flowstore.store.base import tree_bytes
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
 
 

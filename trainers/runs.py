@@ -16,7 +16,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import time
 import zipfile
 from dataclasses import dataclass
@@ -24,7 +23,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from flowstore.leftovers import process_gone
-from flowstore.store.lock import work_lock
+from flowstore.store.base import tree_bytes
+from flowstore.store.lock import held_by_a_live_process, work_lock
 from trainers.catalogue import canonical_name
 from trainers.errors import (DamagedRunError, ModelConfigError, RunNotFoundError, RunsFolderError,
                              RunWriteError)
@@ -321,16 +321,14 @@ def _stopped_run(path: Path) -> str | None:
     if not path.name.startswith(RESUME_PREFIX) or not path.is_dir():
         return None
     lock = path.with_name(f"{TRAINING_LOCK_PREFIX}{path.name[len(RESUME_PREFIX):]}.lock")
+    if held_by_a_live_process(lock):
+        return None
     try:
-        holder = json.loads(lock.read_bytes())
-        if holder["host"] != socket.gethostname() or not process_gone(int(holder["pid"])):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # (no lock, or no holder in it: no training runs)
-    size = sum(entry.stat().st_size for entry in path.rglob("*") if entry.is_file())
-    return (f"a stopped run's resume point, {size / 2**20:.0f} MiB: the same `trainers run` "
-            f"command goes on from it, --retrain discards it; delete it where that command "
-            f"will not run again")
+        size = f"{tree_bytes(path) / 2**20:.0f} MiB"
+    except OSError:  # (another user's: its size cannot be told)
+        size = "size unknown"
+    return (f"a stopped run's resume point, {size}: the same `trainers run` command goes on "
+            f"from it, --retrain discards it; delete it where that command will not run again")
 
 
 def holds_run_files(path: str | Path) -> bool:

@@ -250,11 +250,6 @@ def store_exists(path: str | Path) -> bool:
                              f"{exc.strerror or exc}") from None
 
 
-#: fsspec schemes whose URLs name no bucket (an http URL's root is `http://host`: a store at
-#: `http://localhost:1/x.zarr` was said to be in a bucket 'http:' that does not exist).
-_BUCKETLESS_SCHEMES = ("http", "https", "ftp", "sftp", "ssh", "webdav", "hdfs", "file")
-
-
 def _missing_bucket(location: str | Path) -> str:
     """", whose bucket 'B' does not exist" where an object store's URL names a bucket that is
     not there (the build said so, the reader and `inspect` said only "no store at"), else ""."""
@@ -267,7 +262,9 @@ def _missing_bucket(location: str | Path) -> str:
     with contextlib.suppress(Exception):
         filesystem, root = fsspec.core.url_to_fs(str(location))
         bucket = root.split("/", 1)[0]
-        if bucket and url_parts(location)[0].lower() not in _BUCKETLESS_SCHEMES:
+        # (a file system whose paths keep their URL, as http's do, has no bucket: a store at
+        # `http://localhost:1/x.zarr` was said to be in a bucket 'http:' that does not exist)
+        if bucket and "://" not in root:
             try:
                 filesystem.info(bucket)
             except FileNotFoundError:

@@ -35,7 +35,7 @@ from flowstore.errors import FlowstoreError, MissingChunkError, StoreError, miss
 from flowstore.store import is_url
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, changed_spans, check_columns, column_chunks, fsync_path,
-                                  unreadable_array)
+                                  tree_bytes, unreadable_array)
 from flowstore.store.layout import BY_NAME, CREATING_ATTR
 
 
@@ -76,24 +76,6 @@ URL_STORE_ID_INTERVAL = 2.0
 def _absolute(path: Path | str) -> str:
     """A local store's path made absolute (a URL as it is)."""
     return str(path) if is_url(path) else os.path.abspath(path)
-
-
-def _chunk_bytes(folder: str) -> int:
-    """Bytes of the files under a local array's `folder`, its own zarr.json left out.
-
-    Raises:
-        OSError: a folder under it cannot be listed (another user's): zarr's `nbytes_stored`
-            counted such a folder as empty, and `inspect --bytes` showed a negative size.
-    """
-    total, pending = 0, [folder]
-    while pending:
-        with os.scandir(pending.pop()) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                elif entry.is_file(follow_symlinks=False):
-                    total += entry.stat(follow_symlinks=False).st_size
-    return total - os.stat(os.path.join(folder, "zarr.json")).st_size
 
 
 class ZarrStore(Store):
@@ -372,7 +354,8 @@ class ZarrStore(Store):
     def storage_size(self, name: str) -> int:
         if not is_url(self.path):
             try:
-                return _chunk_bytes(os.path.join(self._root, name))
+                folder = os.path.join(self._root, name)  # (its zarr.json not counted)
+                return tree_bytes(folder) - os.stat(os.path.join(folder, "zarr.json")).st_size
             except OSError as exc:
                 raise StoreError(f"cannot count the bytes of array {name!r} of store "
                                  f"{str(self.path)!r}: {exc.strerror or exc} "

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from flowstore.errors import StoreError
+from flowstore.leftovers import process_gone
 from flowstore.store import NAME_MAX, capabilities, name_within, store_exists
 
 
@@ -263,6 +264,18 @@ def _holder(fd: int) -> bytes:
             return raw
         time.sleep(0.01)
     return b""
+
+
+def held_by_a_live_process(path: Path) -> bool:
+    """Whether the work lock file `path` records a holder (`_record_holder`) that may still
+    run: a live process of this host, or one of another host (which cannot be told). A file
+    not there, or without a record, holds nothing: `work_lock` removes its file when its work
+    ends, so one left behind is a killed holder's."""
+    try:
+        holder = json.loads(path.read_bytes())
+        return holder["host"] != socket.gethostname() or not process_gone(int(holder["pid"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _describe(raw: bytes) -> str:
