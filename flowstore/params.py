@@ -196,6 +196,20 @@ class TVL1Params:
                  and not isinstance(self.median_filtering, bool),
                  f"tvl1 median_filtering must be 1 (off), 3 or 5, got {self.median_filtering!r}")
 
+    @classmethod
+    def check_given(cls, given: Mapping[str, Any]) -> None:
+        """Refuse a `scale_step` given with one scale: no pyramid is built, so it changes no
+        stored byte, yet it changed the fingerprint (a resume without it, or `--reuse-from`
+        of a store with the same arrays, refused), as `VideoParams.check_given` refuses an
+        unused flow bound.
+
+        Raises:
+            ParameterError: naming the parameter.
+        """
+        if "scale_step" in given and given.get("nscales", cls.nscales) == 1:
+            raise ParameterError("--flow-param scale_step applies to tvl1 nscales > 1 only (it "
+                                 "scales the pyramid that nscales=1 does not build)")
+
     def empty_level(self, size: int) -> bool:
         """Whether OpenCV's pyramid of an S x S frame has a level of 0 px, on which it asserts
         (every sample failed inside OpenCV: scale_step 0.01 at --size 32, 0.002 at 224). It
@@ -249,6 +263,25 @@ class DISParams:
             _check_float(self, name, ">= 0", lambda v: v >= 0)
         _check_bool(self.method, "use_mean_normalization", self.use_mean_normalization)
         _check_bool(self.method, "use_spatial_propagation", self.use_spatial_propagation)
+
+    @classmethod
+    def check_given(cls, given: Mapping[str, Any]) -> None:
+        """Refuse the variational refinement's weights given with no refinement iterations:
+        OpenCV then skips the refinement, so they change no stored byte, yet they changed the
+        fingerprint (as `TVL1Params.check_given` says).
+
+        Raises:
+            ParameterError: naming the parameters.
+        """
+        weights = [name for name in ("variational_refinement_alpha",
+                                     "variational_refinement_delta",
+                                     "variational_refinement_gamma") if name in given]
+        iterations = given.get("variational_refinement_iterations",
+                               cls.variational_refinement_iterations)
+        if weights and iterations == 0:
+            raise ParameterError(f"--flow-param {', '.join(weights)} applies to dis "
+                                 f"variational_refinement_iterations > 0 only (0 skips the "
+                                 f"refinement it weighs)")
 
     def coarsest_scale(self, size: int) -> int:
         """The coarsest pyramid level OpenCV picks for S x S frames (dis_flow.cpp, `calc`),
@@ -329,6 +362,9 @@ def flow_from_options(method: str | None, assignments: Sequence[str] = ()) -> Fl
         if name in values:
             raise ParameterError(f"--flow-param {name} is given twice")
         values[name] = _parse_value(raw, types[name], f"{method} {name}")
+    check_given = getattr(params_type, "check_given", None)
+    if check_given is not None:
+        check_given(values)
     return params_type(**values)
 
 

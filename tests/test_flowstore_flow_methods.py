@@ -15,8 +15,8 @@ from flowstore.build import BuildConfig, build
 from flowstore.errors import ParameterError
 from flowstore.extraction._cv import cv2
 from flowstore.extraction.flow import flow_object, optical_flow
-from flowstore.params import (MAX_FLOW_BOUND, MIN_FLOW_BOUND, DISParams, FarnebackParams,
-                              ImageParams, TVL1Params,
+from flowstore.params import (FLOW_METHODS, MAX_FLOW_BOUND, MIN_FLOW_BOUND, DISParams,
+                              FarnebackParams, ImageParams, TVL1Params,
                               VideoParams, canonical_json, fingerprint, flow_from_options,
                               from_dict, to_dict)
 import flowstore
@@ -285,6 +285,13 @@ def test_dis_min_size_is_where_opencv_starts_to_work():
     (["--flow-bound", "5"], "--flow-bound applies to --flow-dtype uint8 only (it clips the "
                             "flow it quantizes), got --flow-dtype float16"),
     (["--flow-dtype", "float32", "--flow-bound", "5"], "got --flow-dtype float32"),
+    # each changed nothing OpenCV computes but the fingerprint (test_inert_parameters_...)
+    (["--flow", "tvl1", "--flow-param", "nscales=1", "--flow-param", "scale_step=0.5"],
+     "--flow-param scale_step applies to tvl1 nscales > 1 only"),
+    (["--flow", "dis", "--flow-param", "variational_refinement_iterations=0", "--flow-param",
+      "variational_refinement_alpha=1", "--flow-param", "variational_refinement_gamma=0"],
+     "--flow-param variational_refinement_alpha, variational_refinement_gamma applies to dis "
+     "variational_refinement_iterations > 0 only"),
 ])
 def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source, tmp_path):
     store = tmp_path / "s.zarr"
@@ -292,6 +299,35 @@ def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source
                         "-q")
     assert message in assert_one_line_error(out, 2)
     assert not store.exists()
+
+
+@pytest.mark.parametrize("method,inert,idle,acting", [
+    # (the refused parameters, the value that leaves them idle, one that lets them act)
+    ("tvl1", {"scale_step": 0.5}, {"nscales": 1}, {"nscales": 3}),
+    ("dis", {"variational_refinement_alpha": 1.0, "variational_refinement_delta": 0.5,
+             "variational_refinement_gamma": 0.0},
+     {"variational_refinement_iterations": 0}, {"variational_refinement_iterations": 5}),
+])
+def test_inert_parameters_change_no_flow_so_they_are_refused(method, inert, idle, acting):
+    """Why `check_given` refuses them: OpenCV computes the same flow with or without them
+    (were it to use them one day, this fails and the refusal must go); where their partner
+    lets them act, they change the flow and are taken."""
+    kind = FLOW_METHODS[method]
+    a = _texture(3, size=64)
+    b = np.roll(a, 2, axis=1)
+
+    def flow(values):
+        return optical_flow(a, b, kind(**values))
+
+    def options(values):
+        return [f"{name}={value}" for name, value in values.items()]
+
+    np.testing.assert_array_equal(flow({**idle, **inert}), flow(idle))
+    assert not np.array_equal(flow({**acting, **inert}), flow(acting))
+    with pytest.raises(ParameterError, match="applies to"):
+        flow_from_options(method, options({**idle, **inert}))
+    assert flow_from_options(method, options({**acting, **inert})) == kind(**acting, **inert)
+    assert flow_from_options(method, options(idle)) == kind(**idle)
 
 
 @pytest.mark.parametrize("args", [("--flow", "dis"), ("--flow-param", "winsize=3")])
