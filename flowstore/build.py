@@ -97,6 +97,9 @@ class BuildConfig:
     reuse_from: Path | str | None = None
 
     def __post_init__(self) -> None:
+        # Every check here is of the options alone, before anything is read or written: a bad
+        # --store suffix is a usage error, refused before a --synthetic source is made too
+        backend_for(self.store)
         if self.scheduler is not None and not self.scheduler.strip():  # (was: built on threads)
             raise FlowstoreError("--scheduler needs the scheduler's address (tcp://HOST:PORT), "
                                  "got an empty one")
@@ -210,7 +213,6 @@ class Plan:
 def plan(config: BuildConfig) -> Plan:
     """The manifest, the source files' sizes and the fingerprint of a build: reads the split
     files and lists the source, decodes nothing, writes nothing."""
-    backend_for(config.store)  # a bad --store suffix is a usage error: before touching anything
     dataset = get_dataset(config.dataset, config.options)
     source = Path(config.source)
     manifest = dataset.manifest(source)

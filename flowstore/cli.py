@@ -295,15 +295,16 @@ def build(
                                     flow=flow, flow_param=flow_param)
         if synthetic == (source is not None):
             raise ParameterError("give exactly one of --source DIR or --synthetic")
+        settings = dict(dataset=dataset, store=store, params=params, options=options,
+                        scheduler=scheduler, overwrite=overwrite, max_per_split=max_per_split,
+                        progress=not quiet, fsync=fsync, check_source=check_source,
+                        reuse_from=reuse_from, workers=workers)
         if synthetic:
-            if not quiet:
+            BuildConfig(source=Path(), **settings)  # (bad options: refused before half a
+            if not quiet:                           # minute and 50 MB of synthetic source)
                 typer.echo("preparing synthetic source ...", err=True)
             source = synthetic_source(dataset)
-        config = BuildConfig(dataset=dataset, source=source, store=store, params=params,
-                             options=options, scheduler=scheduler, overwrite=overwrite,
-                             max_per_split=max_per_split, progress=not quiet, fsync=fsync,
-                             check_source=check_source, reuse_from=reuse_from,
-                             workers=workers)
+        config = BuildConfig(source=source, **settings)
         keep_freed_memory(BUILD_MMAP_THRESHOLD)
         result = run_build(config)
     except INPUT_ERRORS as exc:

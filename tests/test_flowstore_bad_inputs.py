@@ -1703,6 +1703,26 @@ def test_synth_into_a_store_or_a_folder_inside_one_is_one_line(dataset, inside, 
 
 
 @pytest.mark.regression(reason=(
+    "bug: `build --synthetic` wrote its whole synthetic source (half a minute, 50 MB) before "
+    "refusing --workers 0, a --store suffix it cannot write or --workers with --scheduler"))
+@pytest.mark.parametrize("store,args,message", [
+    ("x.zarr", ("--workers", "0"), "--workers must be in 1..1024, got 0"),
+    ("x.txt", (), "store path must end in .zarr (Zarr v3) or .h5/.hdf5 (HDF5)"),
+    ("x.zarr", ("--scheduler", "tcp://127.0.0.1:1", "--workers", "2"),
+     "--workers does not apply with --scheduler"),
+])
+def test_build_synthetic_refuses_bad_options_before_making_its_source(store, args, message,
+                                                                      tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    line = assert_one_line_error(cli("build --synthetic, a bad option", "build", "tvhi",
+                                     "--synthetic", "--store", tmp_path / store, *args,
+                                     env={"FLOWSTORE_CACHE": str(cache)}), 2)
+    assert message in line
+    assert list(cache.iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
+@pytest.mark.regression(reason=(
     "bug: FLOWSTORE_CACHE=s.zarr wrote the synthetic source into the store `s.zarr/synthetic/`;"
     " a FLOWSTORE_CACHE that is a file was `error: Not a directory: '.../afile/synthetic'`, "
     "the variable not named"))

@@ -113,8 +113,9 @@ def run(
     """Train MODEL on a store into a new run directory, training its prerequisites first.
 
     Any store holding the arrays MODEL reads will do; classes come from the store. frames
-    starts from the latest image run of the same input size in --runs-dir, whatever store it
-    trained on (from scratch, with a warning, when there is none); two_stream uses frames and
+    starts from the latest image run in --runs-dir of the same input size, trained as this
+    command would train it (recipe, --epochs, --augment, precision), whatever store it trained
+    on (from scratch, with a warning, when there is none); two_stream uses frames and
     flow runs of the same store, training them when missing. A run is reused only when it
     was trained with the recipe (--recipe, --epochs), --seed, --augment, the precision
     (--mixed-precision: float16 on a GPU, bfloat16 on a CPU) and the Keras backend asked now.
