@@ -155,8 +155,8 @@ class BuildResult:
     #: Done samples whose source files are byte-identical (`duplicate_sources`), the whole
     #: store's: told after the build, not refused (it is the user's data to mend or keep).
     duplicates: list[list[dict[str, str]]] = field(default_factory=list)
-    #: A line for each split none of whose files the source holds (`Dataset.absent_splits`).
-    absent_splits: list[str] = field(default_factory=list)
+    #: Lines naming the folders of listed files the source lacks (`Dataset.absent_folders`).
+    absent_folders: list[str] = field(default_factory=list)
     #: The store's fingerprint before this build, where the build changed it (a resume whose
     #: source files, names or sizes, are not those of the last build's: a clip not yet built
     #: re-downloaded, TV-HI's readme.txt gone): runs trained on the store before no longer
@@ -393,7 +393,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         todo = selected[~ledger.done[selected]]
         result = BuildResult(store=config.store, fingerprint=fp, selected=len(selected),
                              already_done=len(selected) - len(todo),
-                             absent_splits=dataset.absent_splits(Path(config.source), manifest,
+                             absent_folders=dataset.absent_folders(Path(config.source), manifest,
                                                                  source_files),
                              mended=[*store.mended,
                                      *(f"store {str(config.store)!r}: {chunk.describe()} "

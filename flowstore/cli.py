@@ -318,7 +318,7 @@ def build(
                         f"{result.already_done} already done, {len(result.failures)} failed"
                         f"{internal} of {result.selected} selected in {result.seconds:.1f}s "
                         f"(fingerprint {result.fingerprint[:12]})"))
-    for line in [*result.mended, *result.absent_splits]:
+    for line in [*result.mended, *result.absent_folders]:
         typer.echo(one_line(f"warning: {line}"), err=True)
     if result.fingerprint_was is not None:
         typer.echo(f"warning: the store's fingerprint changed from {result.fingerprint_was[:12]}"

@@ -166,6 +166,25 @@ def test_kinetics_split_folder_named_otherwise_is_told_on_a_warning_line(copy, t
     assert f"{source / 'val'}/" in warning
 
 
+def test_a_class_folder_named_otherwise_is_told_on_a_warning_line(copy, tmp_path):
+    """A class folder spelt otherwise than the split lists spell it (or not copied) made its
+    clips fail as "video file is missing: v_...avi", each named by its file alone, like clips
+    the copy lacks: the absent folder is named, apart from the missing clips of folders that
+    are there."""
+    source = copy("ucf101")
+    (source / "UCF-101" / "HandstandPushups").rename(source / "UCF-101" / "Handstand Pushups")
+    (source / "UCF-101" / "ApplyEyeMakeup" / "v_ApplyEyeMakeup_g01_c01.avi").unlink()
+    result = build_cli("ucf101", source, tmp_path / "u.zarr")
+    assert set(failures_listed(result).values()) == {
+        f"video file is missing: {name}.avi" for name in (
+            "v_ApplyEyeMakeup_g01_c01", *(f"v_HandStandPushups_g0{g}_c0{c}"
+                                          for g in (1, 2) for c in (1, 2)))}
+    warning, = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warning == (f"warning: 1 folder(s) the split lists name are not in {str(source)!r}: "
+                       f"'UCF-101/HandstandPushups' (4 clips in all, failing as missing): named "
+                       f"otherwise, or not copied?")
+
+
 def test_hmdb51_class_folders_in_two_places_are_one_line(copy, tmp_path):
     """The clips' folder was found from the first class alone: `brush_hair/` left at the top,
     the rest one folder down in `hmdb51/`, built with every other class's clips "missing"."""

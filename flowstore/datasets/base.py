@@ -183,25 +183,43 @@ class Dataset(abc.ABC):
                 f"{str(self.source_file(source, manifest.ids[0]))!r}): --source is not laid "
                 f"out as `flowstore datasets {self.name}` describes")
 
-    def absent_splits(self, source: Path, manifest: Manifest, sizes: "SourceSizes") -> list[str]:
-        """One line for each split none of whose files, nor any of their folders, is in the
-        source, though other splits' files are: a split folder named otherwise (Kinetics'
-        ``val/`` as ``validation/``) or not copied. (A split whose files are all missing from
-        folders that are there is a copy missing clips, told by its failures alone.) Told, not
-        refused: a copy of one split alone (Kinetics' val, to score a trained model) builds,
-        its other splits failing as missing."""
+    def absent_folders(self, source: Path, manifest: Manifest, sizes: "SourceSizes") -> list[str]:
+        """Lines naming the folders the split lists put files in that are not in the source,
+        though other files are: one for each split none of whose files, nor any of their
+        folders, is there (Kinetics' ``val/`` named ``validation/``, or not copied), and one for
+        the other absent folders (a Kinetics label folder spelt otherwise, a UCF101 class not
+        copied). Their files fail as missing, each named by its file alone, so without these
+        lines a folder named otherwise looked like clips the copy lacks. Told, not refused: a
+        copy of one split alone (Kinetics' val, to score a trained model) builds, its other
+        splits failing as missing; a folder that is there with every file missing is a copy
+        missing clips, told by its failures alone."""
         missing = sizes.sizes == SourceSizes.MISSING
-        lines = []
+        if missing.all():  # (`check_some_present` refuses that source)
+            return []
+        folder_of = {row: os.path.dirname(self.source_name(manifest.ids[row]))
+                     for row in np.flatnonzero(missing)}
+        absent = {folder for folder in set(folder_of.values())
+                  if not os.path.isdir(os.path.join(source, folder))}
+        lines, told = [], set()
         for code, split in enumerate(SPLITS):
             rows = np.flatnonzero(manifest.split_codes == code)
-            if not len(rows) or not missing[rows].all() or missing.all():
+            if not len(rows) or not missing[rows].all():
                 continue
-            folders = {os.path.dirname(self.source_name(manifest.ids[row])) for row in rows}
-            if not any(os.path.isdir(os.path.join(source, folder)) for folder in folders):
+            folders = {folder_of[row] for row in rows}
+            if folders <= absent:
+                told |= folders
                 example = self.source_file(source, manifest.ids[rows[0]])
                 lines.append(f"none of the {len(rows)} {self.item_noun}s of the {split} split is "
                              f"in {str(source)!r}, nor any folder they lie in (expected e.g. "
                              f"{str(example)!r}): a folder named otherwise, or not copied?")
+        others = sorted(absent - told)
+        if others:
+            count = sum(folder in others for folder in folder_of.values())
+            named = ", ".join(repr(folder) for folder in others[:3])
+            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+            lines.append(f"{len(others)} folder(s) the split lists name are not in "
+                         f"{str(source)!r}: {named}{more} ({count} {self.item_noun}s in all, "
+                         f"failing as missing): named otherwise, or not copied?")
         return lines
 
     def source_name(self, sample_id: str) -> str:

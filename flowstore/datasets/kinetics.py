@@ -85,7 +85,8 @@ def label_folders(label: str) -> tuple[str, ...]:
 
 def label_folder(split_folder: Path, label: str) -> str:
     """The first spelling of `label`'s folder (`label_folders`) present in `split_folder`,
-    else the CSV's own (its clips then fail as missing, named by that path)."""
+    else the CSV's own (its clips then fail as missing;
+    the build names the absent folder, `Dataset.absent_folders`)."""
     return next((name for name in label_folders(label) if (split_folder / name).is_dir()), label)
 
 
@@ -107,7 +108,8 @@ def annotation_csv(source: Path, split: str) -> str:
 def split_folder_of(source: Path, split: str) -> str:
     """The folder, relative to `source`, the clips a CSV lists under `split` (its `split`
     column) are in: `split` itself where there is one, else MMAction2's `videos_<split>` where
-    that is there, else `split` (its clips then fail as missing, named by that path)."""
+    that is there, else `split` (its clips then fail as missing;
+    the build names the absent folder, `Dataset.absent_folders`)."""
     if not (source / split).is_dir() and (source / f"{MMACTION2_FOLDER_PREFIX}{split}").is_dir():
         return f"{MMACTION2_FOLDER_PREFIX}{split}"
     return split
@@ -120,7 +122,7 @@ def holds_clips(split_folder: Path) -> bool:
     try:
         with os.scandir(split_folder) as entries:
             return any(entry.name.endswith(".mp4") and entry.is_file() for entry in entries)
-    except OSError:  # missing or unreadable: its clips fail as missing, named by their path
+    except OSError:  # missing or unreadable: its clips fail as missing (`Dataset.absent_folders`)
         return False
 
 
@@ -128,7 +130,8 @@ def clip_folder(source: Path, split_folder: str, label: str, flat: bool) -> str:
     """The folder, relative to `source`, a clip of `label` listed under `split_folder` is read
     from: its label's folder where the split folder has one (`label_folder`); else the split
     folder itself where that holds clips (`flat`: CVDF's layout); else the folder the CSV's
-    label names (its clips then fail as missing, named by that path)."""
+    label names (its clips then fail as missing;
+    the build names the absent folder, `Dataset.absent_folders`)."""
     folder = label_folder(source / split_folder, label)
     if flat and not (source / split_folder / folder).is_dir():
         return split_folder
