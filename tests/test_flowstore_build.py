@@ -212,12 +212,8 @@ def _done_count(store) -> int:
     return int(zarr.open_group(store, mode="r")["done"][:].sum())
 
 
-def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix, slow_source):
-    source = slow_source
-    args = ["--size", "128", "--steps", "16", "--workers", "1", "-q"]
-    reference = tmp_path / f"reference{suffix}"
-    assert flowstore_cli("build", "tvhi", "--source", source, "--store", reference, *args).returncode == 0
-    store = tmp_path / f"killed{suffix}"
+def _kill_after_four_done(source, store, args) -> None:
+    """SIGKILL a build of `store` once it has marked 4 samples done."""
     process = subprocess.Popen([sys.executable, "-m", "flowstore", "build", "tvhi", "--source",
                                 str(source), "--store", str(store), *args],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -232,9 +228,21 @@ def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix, 
             continue
     process.send_signal(signal.SIGKILL)
     process.wait()
+
+
+def test_sigkill_mid_build_resumes_to_the_uninterrupted_store(tmp_path, suffix, slow_source):
+    source = slow_source
+    args = ["--size", "128", "--steps", "16", "--workers", "1", "-q"]
+    reference = tmp_path / f"reference{suffix}"
+    assert flowstore_cli("build", "tvhi", "--source", source, "--store", reference, *args).returncode == 0
     want = _arrays(reference)
-    got = _arrays(store)
-    done = got["done"]
+    for attempt in range(3):  # (a starved poller, on a loaded machine, saw the build end first)
+        store = tmp_path / f"killed{attempt}{suffix}"
+        _kill_after_four_done(source, store, args)
+        got = _arrays(store)
+        done = got["done"]
+        if not done.all():
+            break
     assert 4 <= done.sum() < len(done), "the kill should land mid-build"
     for name in ("middle_frame", "frames", "flow"):  # every sample marked done is complete
         np.testing.assert_array_equal(got[name][done], want[name][done])
