@@ -362,10 +362,7 @@ def flow_from_options(method: str | None, assignments: Sequence[str] = ()) -> Fl
         if name in values:
             raise ParameterError(f"--flow-param {name} is given twice")
         values[name] = _parse_value(raw, types[name], f"{method} {name}")
-    check_given = getattr(params_type, "check_given", None)
-    if check_given is not None:
-        check_given(values)
-    return params_type(**values)
+    return _from_given(params_type, values)
 
 
 def _parse_value(text: str, kind: type, what: str) -> Any:
@@ -654,6 +651,13 @@ def from_options(params_type: type, dataset: str, *, flags: Mapping[str, str] | 
         named = ", ".join((flags or {}).get(name) or "--" + name.replace("_", "-")
                           for name in unused)
         raise ParameterError(f"{named} does not apply to dataset {dataset!r}")
+    return _from_given(params_type, given)
+
+
+def _from_given(params_type: type, given: Mapping[str, Any]) -> Any:
+    """`params_type` made of the options `given`, after its `check_given` where it has one:
+    an option another's value leaves unused is refused, since it would change the
+    fingerprint and no stored byte."""
     if hasattr(params_type, "check_given"):
         params_type.check_given(given)
     return params_type(**given)

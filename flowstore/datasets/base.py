@@ -212,9 +212,10 @@ class Dataset(abc.ABC):
                 lines.append(f"none of the {len(rows)} {self.item_noun}s of the {split} split is "
                              f"in {str(source)!r}, nor any folder they lie in (expected e.g. "
                              f"{str(example)!r}): a folder named otherwise, or not copied?")
-        others = sorted(absent - told)
-        if others:
-            count = sum(folder in others for folder in folder_of.values())
+        untold = absent - told
+        if untold:
+            others = sorted(untold)
+            count = sum(folder in untold for folder in folder_of.values())
             named = ", ".join(repr(folder) for folder in others[:3])
             more = f" and {len(others) - 3} more" if len(others) > 3 else ""
             lines.append(f"{len(others)} folder(s) the split lists name are not in "
