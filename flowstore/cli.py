@@ -673,6 +673,14 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     # loop is collected ("Task exception was never retrieved"): the same error told twice.
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
     command = typer.main.get_command(typer_app)
+    if sys.stdout is None:
+        # Started with standard output closed (`flowstore inspect S >&-`): Python then has no
+        # sys.stdout and Click's echo drops every line without a word, so the command did its
+        # work, printed nothing and ended 0 (found by review). Refused before any work, as a
+        # closed standard output is a mistake of the command line, not a wish to discard it.
+        typer.echo(f"error: standard output is closed; redirect it to /dev/null to discard "
+                   f"what {prog_name} prints", err=True)
+        _end(2)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where ignored)
         signal.signal(signal.SIGINT, _on_ctrl_c)
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, stopped_while_importing):

@@ -226,6 +226,18 @@ def test_a_closed_pipe_on_standard_output_ends_every_command_alike(tiny_tvhi_sou
         assert (code, said) == (1, ""), (command, said)
 
 
+@pytest.mark.parametrize("command", [("flowstore", "datasets"), ("trainers", "summary", "image")])
+def test_a_closed_standard_output_is_refused_in_one_line(command):
+    """`flowstore inspect S >&-`: Python starts with no sys.stdout, Click's echo drops every
+    line, and the command printed nothing and ended 0 (found by review)."""
+    program, *args = command
+    result = subprocess.run(["bash", "-c", '"$0" -m "$@" >&-', sys.executable, program, *args],
+                            stderr=subprocess.PIPE, text=True, timeout=120)
+    assert (result.returncode, result.stderr.splitlines()) == (
+        2, [f"error: standard output is closed; redirect it to /dev/null to discard what "
+            f"{program} prints"])
+
+
 def test_a_url_of_no_bucket_is_not_said_to_lack_one():
     """An http URL's root is its host: `inspect http://localhost:1/x.zarr` said "whose bucket
     'http:' does not exist" (found by review)."""

@@ -131,6 +131,42 @@ def test_a_clip_cut_short_is_refused_not_stored_as_its_first_part(tmp_path):
             extract_video(tmp_path / name, params)
 
 
+def _mjpg_clip_with_garbled_frames(path, garbled: set[int], n_frames=30):
+    """An MJPG AVI (each frame one JPEG chunk of its own, `00dc`) whose frames `garbled` have
+    their JPEG data replaced by noise: frames FFmpeg fails to decode, those after them intact."""
+    rng = np.random.default_rng(5)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 64))
+    for _ in range(n_frames):
+        writer.write(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    position, index, end = data.find(b"movi"), 0, data.rfind(b"idx1")  # (the index: chunks too)
+    while 0 <= (chunk := data.find(b"00dc", position, end)):
+        size = int.from_bytes(data[chunk + 4:chunk + 8], "little")
+        if index in garbled:  # (its first two bytes, the JPEG start marker, kept)
+            data[chunk + 10:chunk + 8 + size] = rng.integers(0, 255, size - 2, np.uint8).tobytes()
+        index, position = index + 1, chunk + 8 + size
+    assert index == n_frames
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("garbled", [26, 0])
+def test_a_clip_with_a_frame_that_does_not_decode_is_refused_as_damaged(tmp_path, garbled):
+    """FFmpeg fails a frame that does not decode as it fails the end of the file: a clip whose
+    frame 26 of 30 was damaged was stored as its first 26 frames (within the cut-short slack),
+    a good sample; one whose frame 0 was, refused as "cut short" though 29 frames decode
+    (found by review)."""
+    params = VideoParams(size=16, steps=4)
+    whole = tmp_path / "whole.avi"
+    _mjpg_clip_with_garbled_frames(whole, set())
+    assert extract_video(whole, params).n_frames == 30
+    damaged = tmp_path / "damaged.avi"
+    _mjpg_clip_with_garbled_frames(damaged, {garbled})
+    with pytest.raises(SampleError, match=rf"^frame {garbled} of damaged.avi does not decode, "
+                                          rf"and a later one does: the file is damaged$"):
+        extract_video(damaged, params)
+
+
 @pytest.mark.parametrize("n, declared, refused", [
     # the slack is the larger of CUT_SHORT_FRAMES frames and CUT_SHORT_SHARE of the count:
     (93, 100, False), (89, 100, True),  # a long clip: the share (10 frames) is the larger

@@ -181,3 +181,27 @@ def test_a_work_lock_a_killed_holder_left_is_taken_and_one_not_waited_for_is_not
             assert second is False
         assert path.exists()  # (removed by its holder only)
     assert not path.exists()
+
+
+def test_a_read_of_a_file_that_is_no_store_leaves_no_lock_file_beside_it(tmp_path):
+    """`flowstore inspect notes.h5` (an HDF5 file of another program, or no HDF5 at all) left a
+    hidden `.notes.h5.lock` beside it, made by the HDF5 reader's shared lock (found by review);
+    one beside a real store, or one there before, stays (the lock module: why)."""
+    import h5py
+
+    other = tmp_path / "other.h5"
+    with h5py.File(other, "w") as f:
+        f["a"] = [1, 2]
+    (tmp_path / "text.h5").write_text("not HDF5\n")
+    for name, said in (("other.h5", "is not a flowstore store"),
+                       ("text.h5", "is not a readable flowstore store")):
+        assert said in assert_one_line_error(flowstore_cli("inspect", tmp_path / name))
+        assert not lock_path(tmp_path / name).exists(), name
+    lock_path(other).write_text("")  # there before: not this reader's to remove
+    assert_one_line_error(flowstore_cli("inspect", other))
+    assert lock_path(other).exists()
+    with h5py.File(tmp_path / "half.h5", "w") as f:  # a store whose making stopped: kept
+        f.attrs["flowstore.creating"] = "true"  # (attributes are JSON text)
+    assert "--overwrite deletes it" in assert_one_line_error(
+        flowstore_cli("inspect", tmp_path / "half.h5"))
+    assert lock_path(tmp_path / "half.h5").exists()

@@ -64,6 +64,14 @@ MP4_FIRST_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip
 #: 300 TV-HI clips decode between 2 below and 1 above it; a file cut at half its bytes decodes
 #: about a third of its frames).
 CUT_SHORT_FRAMES, CUT_SHORT_SHARE = 5, 0.10
+#: Grabs tried past the first that fails. FFmpeg's reader fails a frame that does not decode as
+#: it fails the end of the file: a clip damaged in its middle decoded as its first part, stored
+#: as a good sample where that part was within the cut-short tolerance above, and refused as
+#: "cut short" where its very first frame did not decode though all after it do (found by
+#: review). Where a later frame decodes, the clip is refused as damaged: skipping the bad frame
+#: would join two frames that are not consecutive in one flow step. Past the real end each grab
+#: fails at once.
+DAMAGE_PROBES = 3
 
 
 @dataclass(frozen=True)
@@ -142,6 +150,9 @@ def decode_resized(path: Path, choose: Callable[[int], set[int]], size: int, res
                 else:
                     resized[n] = resize_rgb(decoded, size, resize)
             n += 1
+        if any(capture.grab() for _ in range(DAMAGE_PROBES)):
+            raise SampleError(f"frame {n} of {path.name} does not decode, and a later one does: "
+                              f"the file is damaged")
     finally:
         capture.release()
     _check_not_cut_short(path, n, declared, fps, last_ms)

@@ -329,7 +329,7 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
         return StoreError(f"{str(path)!r} is not a readable flowstore store "
                           f"({type(exc).__name__}: {exc})")
 
-    from flowstore.store.lock import reader_lock, release_reader_lock
+    from flowstore.store.lock import reader_lock, release_reader_lock, remove_made_lock_file
 
     caps = backend.capabilities(path)
     # a backend that cannot be read while it is written holds the lock shared while open:
@@ -338,6 +338,9 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
     try:
         store = backend.open(path, mode)
     except BaseException as exc:
+        if (isinstance(exc, Exception) and not isinstance(exc, StoreError)
+                and getattr(exc, "errno", None) is None):  # (not the system's refusal)
+            remove_made_lock_file(held)  # a file of another kind: no store
         release_reader_lock(held)
         if isinstance(exc, StoreError) or not isinstance(exc, Exception):
             raise
@@ -352,6 +355,8 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
         raise unreadable(exc) from exc
     if version is None:
         half_created = store.attrs.get(CREATING_ATTR)
+        if not half_created:
+            remove_made_lock_file(held)
         store.close()
         if half_created:
             raise HalfCreatedStoreError(

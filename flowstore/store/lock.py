@@ -137,8 +137,9 @@ def reader_lock(store: str | Path) -> int | None:
     if Path(os.path.realpath(path)) in _HELD:
         return None
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)  # (`_open_lock_file`: why 0o666)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0o666)  # (`_open_lock_file`:
+        _MADE[fd] = path                                                  # why 0o666)
+    except OSError:  # (there already, or a folder no build can write to either)
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
@@ -147,15 +148,34 @@ def reader_lock(store: str | Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = _describe(_holder(fd))
-        os.close(fd)
+        release_reader_lock(fd)
         raise StoreError(f"store {str(store)!r} is being written by a flowstore build "
                          f"({holder}); an HDF5 store cannot be read while it is written: "
                          f"try again when the build ends") from None
     return fd
 
 
+#: The lock files `reader_lock` made, by the descriptor that holds each: one made beside a
+#: file that proves to be no store goes again (`remove_made_lock_file`).
+_MADE: dict[int, Path] = {}
+
+
+def remove_made_lock_file(fd: int | None) -> None:
+    """Remove the lock file that `reader_lock` made for `fd`, if it did, before the lock is
+    released: `flowstore inspect notes.h5` left a `.notes.h5.lock` beside a file that is no
+    store (found by review). A lock file stays beside a store, however (the module's
+    docstring: why); only one that this reader made, still at its path, goes."""
+    path = _MADE.pop(fd, None) if fd is not None else None
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        if os.path.samestat(os.fstat(fd), os.stat(path, follow_symlinks=False)):
+            os.unlink(path)
+
+
 def release_reader_lock(fd: int | None) -> None:
     if fd is not None:
+        _MADE.pop(fd, None)
         os.close(fd)  # closing the descriptor releases its flock
 
 
