@@ -877,8 +877,10 @@ def _manifest_changes(manifest: Manifest, attrs: Mapping[str, Any], ids: np.ndar
     added = sorted(asked.keys() - stored.keys())
     gone = sorted(stored.keys() - asked.keys())
     moved = sorted(k for k in asked.keys() & stored.keys() if asked[k] != stored[k])
-    parts = [f"{len(added)} sample(s) new in the source ({some(added)})" if added else "",
-             f"{len(gone)} gone from it ({some(gone)})" if gone else "",
+    # (added or removed by the manifest, which is not always the source's files: a dataset's
+    # built-in official lists name clips a copy may lack; "new in the source" said otherwise)
+    parts = [f"{len(added)} sample(s) added ({some(added)})" if added else "",
+             f"{len(gone)} removed ({some(gone)})" if gone else "",
              f"{len(moved)} in another class or split ({some(moved)})" if moved else ""]
     new_classes = sorted(set(manifest.classes) - set(classes))
     gone_classes = sorted(set(classes) - set(manifest.classes))

@@ -425,8 +425,11 @@ def verify(
                if flag.startswith("--")]
         options = repair_options(store, ctx.args, also=own) if repair else None
         result = run_verify(store, progress=not quiet)
+        # (a damaged manifest column is no bad sample but the store's: "0 bad" alone on
+        # standard output read as a sound store to a script, the error on stderr unseen)
         typer.echo(one_line(f"store {store}: checked {result.checked} sample(s), "
-                            f"{len(result.problems)} bad"))
+                            f"{len(result.problems)} bad"
+                            + ("; the store is damaged" if result.damaged else "")))
         for sample, problem in sorted(result.problems.items()):
             typer.echo(sample_line(sample, problem), err=True)
         if result.unmarked:

@@ -1168,13 +1168,13 @@ def test_a_source_changed_since_the_build_is_refused_saying_what_changed(tmp_pat
     shutil.copy(source / "jumping jacks" / "clip_01.MP4", source / "jumping jacks" / "new.MP4")
     (source / "rock'n'roll" / "clip_02.mkv").unlink()
     line = assert_one_line_error(flowstore_cli(*args))
-    assert ("""was built from another split manifest (1 sample(s) new in the source """
-            """('jumping jacks/new'); 1 gone from it ("rock'n'roll/clip_02")); use --overwrite"""
+    assert ("""was built from another split manifest (1 sample(s) added ('jumping jacks/new'); """
+            """1 removed ("rock'n'roll/clip_02")); use --overwrite"""
             in line), line
     (source / "jumping jacks").rename(source / "jumping")
     line = assert_one_line_error(flowstore_cli(*args))
-    assert ("5 sample(s) new in the source ('jumping/clip_01', 'jumping/clip_02', "
-            "'jumping/clip_03', ...); 5 gone from it" in line), line
+    assert ("5 sample(s) added ('jumping/clip_01', 'jumping/clip_02', "
+            "'jumping/clip_03', ...); 5 removed" in line), line
     assert "1 class(es) new ('jumping'); 1 class(es) gone ('jumping jacks')" in line, line
 
 

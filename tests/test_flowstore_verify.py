@@ -199,6 +199,8 @@ def test_an_unreadable_manifest_column_is_damage_exit_1_whichever_it_is(tiny_tvh
     line = result.stderr.strip()
     assert line.startswith("error: ") and "\n" not in line
     assert f"is damaged: array {column!r} cannot be read" in line
+    # and standard output does not say the opposite ("checked 6 sample(s), 0 bad" alone)
+    assert result.stdout.strip().endswith("bad; the store is damaged"), result.stdout
 
 
 def test_a_repair_from_a_missing_source_is_refused_before_reading_the_store(

@@ -20,7 +20,8 @@ import zarr
 
 import flowstore
 from flowstore.errors import StoreError
-from flowstore.reader import compose, horizontal_flip, random_crop
+from flowstore.reader import (colour_jitter, compose, horizontal_flip, random_crop,
+                              random_resized_crop)
 from flowstore.store.lock import lock_path
 from trainers.testing import make_tiny_store
 
@@ -950,6 +951,33 @@ def test_augmentations_are_seeded_and_keep_frame_and_flow_together(tmp_path):
         np.testing.assert_array_equal(first["flow"][k], flow[:, top:top + 24, left:left + 24])
         flipped += flip
     assert 0 < flipped < 8
+
+
+def test_augmentations_write_into_the_batch_as_the_readme_says_and_a_copy_is_kept(tmp_path):
+    """README: flip, scale jitter and colour jitter write into the batch given and return it (no
+    copy of every batch); random_crop makes new arrays; a copy made first is untouched. A user
+    averaging outputs on a batch and on its mirror got two mirrored batches, unwarned (found
+    by review): what is documented now is pinned here."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("middle_frame", "flow"))
+        batch = train[list(range(4))]
+    kept = {key: value.copy() for key, value in batch.items()}
+    rng = np.random.default_rng(0)
+    for augment in (lambda b: horizontal_flip(b, rng, motion=train.motion_keys, p=1.0),
+                    lambda b: random_resized_crop(b, rng, motion=train.motion_keys,
+                                                  scale=(1.5, 1.5)),
+                    lambda b: colour_jitter(b, rng, strength=0.5)):
+        before = batch["middle_frame"].copy()
+        out = augment(batch)
+        assert out["middle_frame"] is batch["middle_frame"]
+        assert not np.array_equal(batch["middle_frame"], before)
+    cropped = random_crop(batch, rng, size=8)
+    assert not np.shares_memory(cropped["flow"], batch["flow"])
+    for key in ("middle_frame", "flow"):
+        assert not np.array_equal(kept[key], batch[key])
+    np.testing.assert_array_equal(kept["middle_frame"],
+                                  train[list(range(4))]["middle_frame"])
 
 
 def test_numpy_batches_cover_an_epoch_in_a_seeded_order(adapter_store):

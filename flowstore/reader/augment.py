@@ -4,7 +4,11 @@ Each takes a batch (a dict of `(B, ..., H, W, C)` features plus `label` and `id`
 `numpy.random.Generator`, and returns the augmented batch; the adapters give every batch its
 own generator, seeded from their `seed`, so an augmented epoch is reproducible: `batches` and
 `to_keras_dataset` by (seed, epoch, batch), `to_tf_dataset` from tf.data's own stream of seeds
-drawn from `seed` (so the same seed augments otherwise there).
+drawn from `seed` (so the same seed augments otherwise there). `horizontal_flip`,
+`random_resized_crop` and `colour_jitter` write into the batch's own arrays, which the reader
+made for it, and return that batch: a copy of every batch would add a copy as large as the
+read itself; a caller who keeps the batch copies it first. `random_crop`, which
+changes the arrays' shape, makes new ones.
 Image-like features are the arrays of four or more axes; all of a sample's are transformed
 together (a frame and its flow stay aligned). For stores built with `--sampling segments`,
 `random_segment` (training) and `segment_views` (scoring; not random) choose which of a clip's K
