@@ -623,6 +623,24 @@ def test_report_names_the_resume_points_no_training_holds(tmp_path):
         f"warning: {runs / '.resume-frames-cccc'} {said.format(0)}"]
 
 
+def test_run_names_the_resume_points_left_once_it_has_taken_up_its_own(tmp_path):
+    """`trainers run` named every resume point before it began, the one it was about to go on
+    from among them ("delete it where that command will not run again"; found by review): it
+    names those left when its training has ended."""
+    from trainers.testing import TINY_FLOW, make_tiny_store
+
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    (runs / ".resume-frames-cccc").mkdir(parents=True)  # another command's, stopped
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--epochs", "1", "-q"])
+    assert result.exit_code == 0, result.output
+    lines = result.stderr.splitlines()
+    assert [line for line in lines if "resume point" in line] == lines[-1:], lines
+    assert lines[-1].startswith(f"warning: {runs / '.resume-frames-cccc'} left out: not a "
+                                f"finished run (a stopped run's resume point, 0 MiB"), lines
+
+
 @pytest.mark.parametrize("command", ["report", "run"])
 def test_a_runs_folder_the_system_refuses_to_look_into_is_one_line(tmp_path, command):
     """A runs folder of another user's (or a name too long) was a traceback and "internal

@@ -578,6 +578,30 @@ def test_the_comparison_of_one_model_shows_its_whole_title_and_no_legend_over_a_
                    for number in numbers)
 
 
+@pytest.mark.parametrize("fields", [{}, {"epochs": 2, "batch_size": 1, "ema_momentum": 0.9},
+                                    {"epochs": 2, "batch_size": 1, "ema_momentum": 0.9,
+                                     "dropout": 0.7, "subtract_mean_flow": True}])
+def test_the_comparisons_legend_fits_the_figure_however_many_fields_a_run_overrode(
+        tmp_path, drawn, fields):
+    """A run with batch size, weight averaging and epochs overridden drew its legend entry on
+    one line past both edges of the figure, the recipe cut off (found by review)."""
+    from trainers.figures import comparison_png
+
+    comparison_png([_fake_record(tmp_path, "a", "flow", "tvhi", 0.5, **fields)])
+    (figure,) = drawn
+    renderer = figure.canvas.get_renderer()
+    page = figure.bbox
+    legends = [legend for legend in [*figure.legends, *(ax.get_legend() for ax in figure.axes)]
+               if legend]
+    assert legends
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0, (box, page)
+    said = " ".join(" ".join(_legend_texts(figure)).split())
+    for name in fields:
+        assert name in said, said
+
+
 @pytest.mark.parametrize("count", [2, 3, 40])
 def test_a_confusion_matrix_shows_its_whole_title(drawn, count):
     """A model of 2 or 3 classes drew a figure 4-5 in wide, and its title ("TV-HI two-stream

@@ -171,6 +171,8 @@ def test_a_run_killed_on_the_torch_backend_goes_on_and_ends_as_an_unstopped_one(
                              timeout=300)
     assert went_on.returncode == 0, went_on.stderr[-2000:]
     assert "flow: going on after epoch " in went_on.stdout
+    # and not first warned of as a stopped run's resume point to delete (found by review)
+    assert "resume point" not in went_on.stderr, went_on.stderr
     _, history, metrics = _trained(runs, "flow")
     _, unstopped_history, unstopped = _trained(tmp_path / "unstopped", "flow")
     assert history == unstopped_history and metrics["test"] == unstopped["test"]

@@ -86,12 +86,14 @@ def test_tuned_schedule_warms_up_then_decays_to_zero():
 
 
 def test_other_epochs_keep_the_warm_ups_share_of_them():
-    """`override(epochs=...)` scales the warm-up with the epochs (rounded down, always below
+    """`override(epochs=...)` scales the warm-up with the epochs (rounded, always below
     them), as its docstring has it: keeping the whole warm-up made `--epochs 2` of a tuned
     recipe a warm-up only (a mutation doing so passed every test)."""
     frames, flow = TUNED_RECIPES["frames"], TUNED_RECIPES["flow"]
     assert (frames.epochs, frames.warmup_epochs) == (30, 3)  # the docstring's example
     assert frames.override(epochs=2).warmup_epochs == 0
+    assert frames.override(epochs=6).warmup_epochs == 1  # 0.6 epochs (was rounded down to 0)
+    assert frames.override(epochs=4).warmup_epochs == 0  # 0.4
     assert (flow.epochs, flow.warmup_epochs) == (40, 4)
     assert flow.override(epochs=2).warmup_epochs == 0
     assert flow.override(epochs=20).warmup_epochs == 2

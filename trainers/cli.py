@@ -126,7 +126,7 @@ def run(
 
         keep_freed_memory()  # each batch is a fresh buffer: reuse freed pages, no page faults
         # (a damaged run passed over without a word, and trained again: a report says so)
-        _warn_unreadable_runs(runs_dir)
+        _warn_unreadable_runs(runs_dir, resume_points=False)
         config = RunConfig(model=model, store=store, runs_dir=runs_dir, epochs=epochs,
                            batch_size=batch_size, learning_rate=lr, recipe_set=recipe,
                            seed=seed, augment=augment, segment_views=segment_views or None,
@@ -137,18 +137,28 @@ def run(
                            mixed_precision=mixed_precision, reuse=reuse, quiet=quiet,
                            verbose=verbose, base=base)
         run_model(config, echo=typer.echo)
+        # Resume points once this command has taken up its own: named before, the one it was
+        # about to go on from was called stopped, "delete it" (found by review).
+        from trainers.runs import stopped_runs
+
+        _warn_left_out(stopped_runs(runs_dir))
     except RunInterruptedError as exc:
         fail_interrupted(str(exc))  # as `flowstore build` does
     except FlowstoreError as exc:
         fail(str(exc))
 
 
-def _warn_unreadable_runs(runs_dir: Path) -> None:
+def _warn_unreadable_runs(runs_dir: Path, *, resume_points: bool = True) -> None:
     """One `warning:` line for each folder of `runs_dir` that holds a run's files but is not a
-    finished run (`trainers.runs.unreadable_runs`), which runs are found and reported without."""
+    finished run (`trainers.runs.unreadable_runs`), which runs are found and reported without;
+    the stopped runs' resume points too, with `resume_points`."""
     from trainers.runs import unreadable_runs
 
-    for path, why in unreadable_runs(runs_dir):
+    _warn_left_out(unreadable_runs(runs_dir, resume_points=resume_points))
+
+
+def _warn_left_out(found: list[tuple[Path, str]]) -> None:
+    for path, why in found:
         typer.echo(f"warning: {path} left out: not a finished run ({why})", err=True)
 
 

@@ -14,6 +14,7 @@ nothing.
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,10 @@ REPORT_TEST_ACCURACY = {("image", "stanford40"): 0.17, ("frames", "tvhi"): 0.34,
                         ("flow", "tvhi"): 0.39, ("two_stream", "tvhi"): 0.40}
 #: The comparison figure's narrowest width in inches: its title and legend fit it.
 COMPARISON_MIN_WIDTH = 6.4
+#: Characters a line of the comparison's legend entry for these runs, wrapped: under the
+#: report's entry it fits COMPARISON_MIN_WIDTH at matplotlib's default font; beside it, an
+#: entry of up to LEGEND_BESIDE_CHARS does.
+LEGEND_LINE_CHARS, LEGEND_BESIDE_CHARS = 72, 50
 
 COMPARISON_FILE = "test_accuracy.png"
 #: In a `--out` folder, the names of the figures the last report wrote there, one a line.
@@ -156,8 +161,10 @@ def comparison_png(records: list[RunRecord]) -> bytes:
     FigureCanvasAgg(figure)
     ax = figure.subplots()
     positions = np.arange(len(records))
-    ours_name = (f"these runs (recipe: {recipes[0]})" if one_recipe
-                 else "these runs (recipe under each model)")
+    # (wrapped: a recipe with several fields overridden ran past both edges of the figure,
+    # the legend one line wide and the figure as wide as its bars; found by review)
+    ours_name = textwrap.fill(f"these runs (recipe: {recipes[0]})" if one_recipe
+                              else "these runs (recipe under each model)", LEGEND_LINE_CHARS)
     width = 0.38
     for offset, values, name, colour in ((-width / 2, report, "report (Table 2)", "#bbbbbb"),
                                          (width / 2, ours, ours_name, "#1f77b4")):
@@ -171,6 +178,7 @@ def comparison_png(records: list[RunRecord]) -> bytes:
     ax.set_ylabel("Test accuracy")
     ax.set_ylim(0, 1.08)
     ax.grid(True, axis="y", alpha=0.3)
-    figure.legend(loc="outside lower center", ncols=2)
+    figure.legend(loc="outside lower center",
+                  ncols=2 if len(ours_name) <= LEGEND_BESIDE_CHARS else 1)
     ax.set_title("Test accuracy: the latest run of each model\nagainst the report's Table 2")
     return figure_png(figure)

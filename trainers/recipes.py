@@ -171,13 +171,15 @@ class Recipe:
     def override(self, **changes: Any) -> "Recipe":
         """A copy with the given fields replaced; `None` values mean "keep the recipe's".
 
-        Other epochs keep the warm-up's share of them (`--epochs 2` of a 30-epoch recipe with
-        3 warm-up epochs warms up for 0), so a quick try of a tuned recipe runs as it asks."""
+        Other epochs keep the warm-up's share of them, rounded to the nearest epoch (`--epochs
+        2` of a 30-epoch recipe with 3 warm-up epochs warms up for 0, `--epochs 6` for 1: it was
+        rounded down, and any run of under 10 epochs lost its warm-up, found by review), so a
+        quick try of a tuned recipe runs as it asks."""
         changes = {k: v for k, v in changes.items() if v is not None}
         epochs = changes.get("epochs")
         if self.warmup_epochs and isinstance(epochs, int) and "warmup_epochs" not in changes:
-            changes["warmup_epochs"] = max(0, min(epochs - 1,
-                                                  self.warmup_epochs * epochs // self.epochs))
+            share = (2 * self.warmup_epochs * epochs + self.epochs) // (2 * self.epochs)
+            changes["warmup_epochs"] = max(0, min(epochs - 1, share))
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:

@@ -287,12 +287,14 @@ def _run_or_why(path: Path) -> "RunRecord | str":
     return RunRecord(path=path, metrics=metrics)
 
 
-def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
+def unreadable_runs(runs_dir: str | Path, *,
+                    resume_points: bool = True) -> list[tuple[Path, str]]:
     """The folders of `runs_dir` that hold a run's files (`metrics.json` or `model.keras`) but
     do not read as a finished run (`read_run`), each with why: `list_runs` leaves them out,
     and a report that does not say so lets a damaged run vanish from its tables unnoticed.
-    And the work folders of runs killed while they were written (`_dead_writer`), and the
-    resume points of stopped runs that no training holds (`_stopped_run`)."""
+    And the work folders of runs killed while they were written (`_dead_writer`), and, with
+    `resume_points`, the resume points of stopped runs that no training holds
+    (`_stopped_run`)."""
     found = []
     for path in _entries(runs_dir):
         writer = _dead_writer(path)
@@ -302,7 +304,8 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
             continue
         stopped = _stopped_run(path)
         if stopped is not None:
-            found.append((path, stopped))
+            if resume_points:
+                found.append((path, stopped))
             continue
         if path.name.startswith(".") or not holds_run_files(path):
             continue  # (hidden, a file, or not a run's folder at all)
@@ -310,6 +313,13 @@ def unreadable_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
         if isinstance(why, str):
             found.append((path, why))
     return found
+
+
+def stopped_runs(runs_dir: str | Path) -> list[tuple[Path, str]]:
+    """The resume points in `runs_dir` of stopped runs that no training holds, each with what
+    it is (`_stopped_run`): those of `unreadable_runs` alone."""
+    return [(path, why) for path in _entries(runs_dir)
+            if (why := _stopped_run(path)) is not None]
 
 
 def _stopped_run(path: Path) -> str | None:
