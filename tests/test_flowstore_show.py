@@ -502,6 +502,39 @@ def test_a_sample_of_more_steps_than_one_row_draws_every_flow_in_its_own_row():
         assert (picture[top + tile // 2:top + tile, left:left + tile] == (255, 0, 0)).all()
 
 
+def test_the_gif_draws_the_flow_in_the_colours_of_its_png(tmp_path):
+    """Each GIF frame went through one 256-colour palette shared by the video frame and the
+    flow picture, mostly the video's colours: on real clips 27% of the saturated flow pixels
+    came out another colour, up to 158 levels off, some in hues of another direction (found by
+    review). The flow is now drawn in a palette of the coding's own colours."""
+    from PIL import Image
+
+    from flowstore.show import gif_frames, write_gif
+
+    steps, size = 3, 64
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[-1:1:size * 1j, -1:1:size * 1j].astype(np.float32)
+    blob = 4.0 * (np.hypot(x, y) < 0.35)[..., None]  # a turning blob on still ground, as real
+    flow = np.stack([np.stack([np.cos(a) * x - np.sin(a) * y, np.sin(a) * x + np.cos(a) * y],
+                              axis=-1) * blob + 0.05 * rng.normal(size=(size, size, 2))
+                     for a in np.linspace(0, 3, steps)]).astype(np.float32)
+    sample = {"frames": rng.integers(0, 256, (steps, size, size, 3), dtype=np.uint8),
+              "flow": flow}  # (frames of noise: 16M colours to compete for a shared palette)
+    write_gif(tmp_path / "a.gif", sample)
+    wanted = gif_frames(sample)
+    tile = wanted[0].shape[1] // 2
+    with Image.open(tmp_path / "a.gif") as gif:
+        assert gif.n_frames == steps
+        for step in range(steps):
+            gif.seek(step)
+            got = np.asarray(gif.convert("RGB")).astype(int)
+            error = np.abs(got - wanted[step])
+            # (a shared palette: 63-67 levels off; the coding's: 37-44, its rings 0.2 apart)
+            assert error[:tile, tile:].max() <= 50, (step, error[:tile, tile:].max())
+            assert error[tile:].max() == 0  # the bar: black on white
+            assert np.median(error[:tile, :tile]) <= 16  # the frame (11-12 either way)
+
+
 def test_the_gif_bar_grows_with_the_step_and_fills_the_width_at_the_last():
     """The bar along the bottom of each GIF frame marks its step: (t + 1) / T of the width."""
     from flowstore.show import GIF_BAR, gif_frames
