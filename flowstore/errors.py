@@ -59,6 +59,11 @@ def missing_chunk(store: str, array: str, index: int, sample: str | None = None
                              store=store, array=array, index=index)
 
 
+class ObjectStoreError(StoreError):
+    """An object store stopped answering (or answered as no store does) while a command read or
+    wrote it: neither damage of a sample nor a bug of flowstore's."""
+
+
 class StoreMismatchError(StoreError):
     """An existing store was built with other parameters, source or dataset."""
 

@@ -20,7 +20,8 @@ import numpy as np
 
 from flowstore.build import REPAIR_UNFINISHED, BuildConfig, build
 from flowstore.datasets import get_dataset
-from flowstore.errors import FlowstoreError, MissingChunkError, ParameterError, StoreError
+from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, ParameterError,
+                              StoreError)
 from flowstore.params import from_dict
 from flowstore.store import check_array_shapes, open_store
 from flowstore.store.base import DAMAGE_ERRORS, never_extracted, read_column
@@ -119,6 +120,8 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
             except MissingChunkError:
                 result.problems[ids[index]] = f"its chunk of {name!r} is missing"
                 continue
+            except ObjectStoreError:  # (the store's endpoint gone: no sample's damage)
+                raise
             except (FlowstoreError, *DAMAGE_ERRORS) as exc:  # (any other: a bug, not damage)
                 result.problems[ids[index]] = f"unreadable: {type(exc).__name__}: {exc}"
                 continue

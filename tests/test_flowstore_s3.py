@@ -6,6 +6,7 @@ variables; the test checks they are never written into the store.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -404,3 +405,108 @@ def test_a_url_with_a_dot_part_is_refused(s3_env, tiny_tvhi_source, url):
     fs = s3fs.S3FileSystem(endpoint_url=s3_env["AWS_ENDPOINT_URL"], skip_instance_cache=True,
                            key=s3_env["AWS_ACCESS_KEY_ID"], secret=s3_env["AWS_SECRET_ACCESS_KEY"])
     assert not [key for key in fs.find("features") if "/./" in key or "/../" in key]
+
+
+class _EndpointThatGoesAway:
+    """A TCP proxy to the moto server that forwards every request until one whose first bytes
+    match `cut_at`, then drops every connection and stops listening: an object store's endpoint
+    lost mid-run (a network outage, a restarted gateway)."""
+
+    def __init__(self, target: str, cut_at: bytes) -> None:
+        import re
+        import socket
+        import threading
+
+        self._target = target.rsplit("/", 1)[-1].split(":")
+        self._cut_at, self.cut = re.compile(cut_at), threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._sockets: list = [self._listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.cut.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((self._target[0], int(self._target[1])))
+            self._sockets += [client, server]
+            threading.Thread(target=self._relay, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._relay, args=(server, client, False), daemon=True).start()
+
+    def _relay(self, source, sink, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                if requests and self._cut_at.search(data):
+                    self.go_away()
+                    return
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def go_away(self) -> None:
+        import socket
+
+        self.cut.set()
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def __enter__(self) -> "_EndpointThatGoesAway":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.go_away()
+
+
+def test_an_endpoint_lost_mid_run_is_one_line_not_a_bug_and_loses_nothing(
+        s3_env, tiny_tvhi_source, tmp_path):
+    """A build or a verify whose endpoint went away mid-run ended in a traceback called "a bug
+    in flowstore" (exit 3), the build's samples logged as internal errors in an errors.log, and
+    `split[...]` raised botocore's own exception (found by review): each is one line now, the
+    store as it was, the same command finishing it once the endpoint is back."""
+    import subprocess
+    import sys
+
+    url = "s3://features/lost/tiny.zarr"
+    build = ("build", "tvhi", "--source", str(tiny_tvhi_source), "--store", url, *TINY_BUILD,
+             "-q")
+
+    # (one try of each request: botocore's retries of a refused connection took 10-26 s a
+    # command)
+    def flowstore_via(endpoint: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                              timeout=300, cwd=tmp_path,  # (where an errors.log would go)
+                              env={**os.environ, **s3_env, "AWS_ENDPOINT_URL": endpoint,
+                                   "AWS_MAX_ATTEMPTS": "1"})
+
+    said = "error: lost the object store while {} {!r} ("
+    with _EndpointThatGoesAway(s3_env["AWS_ENDPOINT_URL"], rb"^PUT \S+/flow/c\.8\.") as gone:
+        lost = flowstore_via(gone.url, "-m", "flowstore", *build)
+    assert gone.cut.is_set()
+    assert assert_one_line_error(lost).startswith(said.format("writing", url)), lost.stderr
+    assert list(tmp_path.iterdir()) == []  # no errors.log of "internal errors"
+    again = flowstore_via(s3_env["AWS_ENDPOINT_URL"], "-m", "flowstore", *build)
+    assert again.returncode == 0 and "0 failed of 16 selected" in again.stdout, again.stderr
+    with _EndpointThatGoesAway(s3_env["AWS_ENDPOINT_URL"], rb"^GET \S+/flow/c\.8\.") as gone:
+        checked = flowstore_via(gone.url, "-m", "flowstore", "verify", url)
+    assert gone.cut.is_set()
+    assert assert_one_line_error(checked).startswith(said.format("reading", url))
+    assert "bad" not in checked.stdout  # (no sample called damaged)
+    assert flowstore_via(s3_env["AWS_ENDPOINT_URL"], "-m", "flowstore", "verify", url, "-q").returncode == 0
+    reading = ("import flowstore, sys\n"
+               "every = flowstore.open(sys.argv[1]).split('all', features=('flow',))\n"
+               "assert every[[0, 1]]['flow'].shape[0] == 2\n"
+               "try:\n"
+               "    every[[8, 9]]\n"
+               "except Exception as exc:\n"
+               "    print(type(exc).__name__, exc)\n")
+    with _EndpointThatGoesAway(s3_env["AWS_ENDPOINT_URL"], rb"^GET \S+/flow/c\.8\.") as gone:
+        read = flowstore_via(gone.url, "-c", reading, url)
+    assert read.stdout.startswith("ObjectStoreError lost the object store while reading"), (
+        read.stdout, read.stderr)

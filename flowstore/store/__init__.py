@@ -223,6 +223,20 @@ def remote_errors(path: str | Path) -> Iterator[None]:
         raise StoreError(f"cannot access {str(path)!r}: {_remote_reason(exc)}") from None
 
 
+#: The packages of the object-store clients fsspec drives, whose own exceptions mean that the
+#: store could not be reached or answered as no store does (botocore's
+#: EndpointConnectionError, aiohttp's ClientConnectorError): no bug of flowstore's.
+OBJECT_STORE_CLIENTS = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs",
+                                  "adlfs", "azure"})
+
+
+def object_store_failure(exc: BaseException) -> bool:
+    """Whether `exc`, raised while reading or writing an object store, is the store's failure:
+    a lost connection or a timeout, or any exception of its client's packages."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or any(
+        cls.__module__.partition(".")[0] in OBJECT_STORE_CLIENTS for cls in type(exc).__mro__)
+
+
 def _remote_reason(exc: Exception) -> str:
     """An object store's failure in one line: its type (botocore's and fsspec's say what
     failed: NoCredentialsError) and its message's first line."""

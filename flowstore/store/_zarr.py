@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -31,8 +32,9 @@ from zarr.core.chunk_key_encodings import DefaultChunkKeyEncoding, V2ChunkKeyEnc
 from zarr.storage import LocalStore
 from zarr.core.sync import sync
 
-from flowstore.errors import FlowstoreError, MissingChunkError, StoreError, missing_chunk
-from flowstore.store import is_url
+from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, StoreError,
+                              missing_chunk)
+from flowstore.store import _remote_reason, is_url, object_store_failure
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, changed_spans, check_columns, column_chunks, fsync_path,
                                   tree_bytes, unreadable_array)
@@ -76,6 +78,32 @@ URL_STORE_ID_INTERVAL = 2.0
 def _absolute(path: Path | str) -> str:
     """A local store's path made absolute (a URL as it is)."""
     return str(path) if is_url(path) else os.path.abspath(path)
+
+
+def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
+    """A method that reads or writes the store, whose failure on an object store that stopped
+    answering is said in one line (`ObjectStoreError`): a build whose endpoint went away
+    mid-run ended in a traceback called "a bug in flowstore", its samples logged as internal
+    errors, and `verify` would have called the samples it could not fetch damaged (found by
+    review). Only an object store's client's own exceptions (`object_store_failure`) are
+    turned; any other is left as it is, a bug included."""
+
+    def decorate(method: Callable) -> Callable:
+        @functools.wraps(method)
+        def wrapped(self: "ZarrStore", *args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(self, *args, **kwargs)
+            except FlowstoreError:
+                raise
+            except Exception as exc:
+                if not (is_url(self.path) and object_store_failure(exc)):
+                    raise
+                raise ObjectStoreError(f"lost the object store while {doing} "
+                                       f"{str(self.path)!r} ({_remote_reason(exc)}); what it "
+                                       f"held before is kept: run the command again once it "
+                                       f"answers") from exc
+        return wrapped
+    return decorate
 
 
 class ZarrStore(Store):
@@ -187,12 +215,14 @@ class ZarrStore(Store):
     def attrs(self) -> dict[str, Any]:
         return dict(self._group.attrs.asdict())
 
+    @_object_store_io("reading")
     def array_names(self) -> list[str]:
         with warnings.catch_warnings():  # a folder without metadata: reported as damage, not warned
             warnings.simplefilter("ignore", UserWarning)
             return sorted(name for name in self._group.array_keys()
                           if not name.startswith(_UPGRADE_PREFIX))
 
+    @_object_store_io("reading")
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
         try:
             value = np.asarray(self._array(name)[index])
@@ -204,6 +234,7 @@ class ZarrStore(Store):
             value = np.array(value.tolist(), dtype=str)  # StringDType has no width to cast to
         return value
 
+    @_object_store_io("reading")
     def read_into(self, name: str, index: int, out: np.ndarray) -> None:
         """One sample into `out`. On a local read-only store whose chunks use a codec chain
         flowstore writes (plain bytes, Blosc or Zstd), the chunk file is read and decoded
@@ -408,6 +439,7 @@ class ZarrStore(Store):
         arr = self._array(name)  # (info() would list every chunk to count stored bytes)
         return tuple(arr.shape[1:]), np.dtype(arr.dtype)
 
+    @_object_store_io("writing")
     def write(self, name: str, index: Any, value: np.ndarray) -> None:
         self.check_writable()
         arr = self._array(name)
@@ -415,6 +447,7 @@ class ZarrStore(Store):
         if self._array(name).ndim == 1:
             self._unsynced[name] = None  # which chunks: `sync_columns` looks
 
+    @_object_store_io("writing")
     def write_changed(self, name: str, column: np.ndarray, changed: Sequence[int]) -> None:
         """Each chunk holding a changed sample is written whole from `column`: zarr encodes it
         as given, where a part of a chunk would be read back and merged first."""
@@ -431,6 +464,7 @@ class ZarrStore(Store):
             if keys is not None:
                 keys.add(key)
 
+    @_object_store_io("writing")
     def put_column(self, name: str, values: np.ndarray) -> None:
         """A column of another chunking is replaced without a moment when `name` is missing or
         torn: the new column is written beside it with zarr's "v2" chunk keys (`name/0`,
@@ -500,6 +534,7 @@ class ZarrStore(Store):
         if keys and not is_url(self.path):
             shutil.rmtree(Path(self._root, name), ignore_errors=True)  # its empty folders
 
+    @_object_store_io("writing")
     def write_sample(self, index: int, arrays: Mapping[str, np.ndarray], *,
                      durable: bool = False) -> None:
         """All arrays of one sample in one call to zarr's event loop, their chunks encoded and
@@ -564,6 +599,7 @@ class ZarrStore(Store):
             fsync_path(root.parent)
             self._layout_synced = True
 
+    @_object_store_io("writing")
     def update_attrs(self, values: Mapping[str, Any], remove: Sequence[str] = ()) -> None:
         self.check_writable()
         with self._naming("zarr.json"):
