@@ -300,7 +300,9 @@ def test_inspect_and_verify_repair_work_on_a_segment_store(numbered_source, segm
     import zarr
 
     store = segment_store
-    summary = json.loads(flowstore_cli("inspect", store, "--json").stdout)
+    shown = flowstore_cli("inspect", store, "--json")
+    assert shown.returncode == 0, shown.stderr  # (once empty, in a full run: say why if again)
+    summary = json.loads(shown.stdout)
     assert {k: summary["params"][k] for k in ("sampling", "segments", "stack", "steps")} == {
         "sampling": "segments", "segments": SEGMENTS, "stack": STACK, "steps": SEGMENTS * STACK}
     shapes = {a["name"]: a["shape"][1:] for a in summary["arrays"]}
