@@ -510,3 +510,38 @@ def test_an_endpoint_lost_mid_run_is_one_line_not_a_bug_and_loses_nothing(
         read = flowstore_via(gone.url, "-c", reading, url)
     assert read.stdout.startswith("ObjectStoreError lost the object store while reading"), (
         read.stdout, read.stderr)
+
+
+def test_an_object_stores_refusal_mid_run_names_the_store_and_a_bug_stays_a_bug():
+    """Read-only credentials resuming a store said `error: Access Denied`, no store named (s3fs
+    makes botocore's refusal a PermissionError of no file; found by review). What is neither
+    the object store's client's nor a refusal (a bug) passes unchanged; a local store's
+    errors too."""
+    from botocore.exceptions import EndpointConnectionError
+
+    from flowstore.errors import ObjectStoreError
+    from flowstore.store._zarr import _object_store_io
+
+    class Store:
+        def __init__(self, path: str, error: Exception) -> None:
+            self.path, self.error = path, error
+
+        @_object_store_io("writing")
+        def write(self) -> None:
+            raise self.error
+
+    url = "s3://b/x.zarr"
+    cases = [(PermissionError("Access Denied"),
+              f"the object store refused writing {url!r} (PermissionError: Access Denied)"),
+             (EndpointConnectionError(endpoint_url="http://e"),
+              f"lost the object store while writing {url!r} (EndpointConnectionError: Could not "
+              f"connect to the endpoint URL: \"http://e\"); what it held before is kept: run "
+              f"the command again once it answers")]
+    for error, said in cases:
+        with pytest.raises(ObjectStoreError) as raised:
+            Store(url, error).write()
+        assert str(raised.value) == said and raised.value.__cause__ is error
+    for store in (Store(url, ZeroDivisionError("a bug")),
+                  Store("/data/x.zarr", PermissionError("Permission denied"))):
+        with pytest.raises(type(store.error)):
+            store.write()

@@ -86,7 +86,9 @@ def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
     mid-run ended in a traceback called "a bug in flowstore", its samples logged as internal
     errors, and `verify` would have called the samples it could not fetch damaged (found by
     review). Only an object store's client's own exceptions (`object_store_failure`) are
-    turned; any other is left as it is, a bug included."""
+    turned, and the OSError its filesystem makes of a refusal (s3fs: PermissionError "Access
+    Denied" for read-only credentials, said without the store); any other is left as it is, a
+    bug included."""
 
     def decorate(method: Callable) -> Callable:
         @functools.wraps(method)
@@ -96,12 +98,17 @@ def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
             except FlowstoreError:
                 raise
             except Exception as exc:
-                if not (is_url(self.path) and object_store_failure(exc)):
+                if not is_url(self.path):
                     raise
-                raise ObjectStoreError(f"lost the object store while {doing} "
-                                       f"{str(self.path)!r} ({_remote_reason(exc)}); what it "
-                                       f"held before is kept: run the command again once it "
-                                       f"answers") from exc
+                if object_store_failure(exc):
+                    raise ObjectStoreError(f"lost the object store while {doing} "
+                                           f"{str(self.path)!r} ({_remote_reason(exc)}); what "
+                                           f"it held before is kept: run the command again "
+                                           f"once it answers") from exc
+                if isinstance(exc, OSError):
+                    raise ObjectStoreError(f"the object store refused {doing} "
+                                           f"{str(self.path)!r} ({_remote_reason(exc)})") from exc
+                raise
         return wrapped
     return decorate
 
