@@ -27,6 +27,7 @@ captioned with its id and split.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import os
@@ -111,7 +112,6 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             neither flow nor images.
     """
     import flowstore
-    from flowstore.progress import progress_bar
     from flowstore.verify import check_dataset_arrays  # (the build's modules: only when run)
 
     if per_class < 1:
@@ -134,37 +134,55 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
                                  f"which a video sample's picture draws beside it "
                                  f"(`flowstore verify` says whether the store is damaged)")
         indices = _select(dataset, str(store), ids, per_class, seed)
-        segmented = dataset.segments is not None
         out = Path(out)
         _refuse_inside(out)
-        _make_folder(out)
-        result = ShowResult()
-        splits: dict[str, Any] = {}
-        samples = []
-        for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
-            sample = _read(dataset, splits, index)
-            if kind == "flow":
-                # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
-                folder = (out / str(sample["id"])).parent
-                if folder != out:  # a class named like a store (`c.zarr`) meeting one in --out
-                    _refuse_inside(folder, f"the class folder {str(folder)!r} of --out")
-                _make_folder(folder)
-                result.written.append(_write_png(out / f"{sample['id']}.png",
-                                                 video_picture(sample, dataset.classes,
-                                                               segmented=segmented)))
-                if gif:
-                    result.written.append(write_gif(out / f"{sample['id']}.gif", sample))
-            else:
-                samples.append(sample)
-            result.samples.append(str(sample["id"]))
-        drawn = sorted({int(s["label"]) for s in samples})
-        names = {label: class_label(dataset.classes, label)
-                 for label in {*range(len(dataset.classes)), *drawn}}
-        files = _file_names(names)
-        for label in drawn:
-            of_class = [s for s in samples if int(s["label"]) == label]
-            result.written.append(_write_png(out / f"{files[label]}.png",
-                                             image_grid(of_class, names[label])))
+        made: list[Path] = []  # the folders this call makes, deepest last
+        try:
+            return _draw(dataset, indices, out, made, kind=kind, gif=gif, progress=progress)
+        except BaseException:
+            # (a sample that cannot be read, a picture that cannot be written: an --out made
+            # for nothing was left behind empty, a class folder too; found by review)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # (only where empty: a picture written stays)
+            raise
+
+
+def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str, gif: bool,
+          progress: bool) -> ShowResult:
+    """`show`'s pictures of the samples `indices` of the open `dataset` into `out`, each
+    folder it makes added to `made`."""
+    from flowstore.progress import progress_bar
+
+    _make_folder(out, made)
+    segmented = dataset.segments is not None
+    result = ShowResult()
+    splits: dict[str, Any] = {}
+    samples = []
+    for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
+        sample = _read(dataset, splits, index)
+        if kind == "flow":
+            # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
+            folder = (out / str(sample["id"])).parent
+            if folder != out:  # a class named like a store (`c.zarr`) meeting one in --out
+                _refuse_inside(folder, f"the class folder {str(folder)!r} of --out")
+            _make_folder(folder, made)
+            result.written.append(_write_png(out / f"{sample['id']}.png",
+                                             video_picture(sample, dataset.classes,
+                                                           segmented=segmented)))
+            if gif:
+                result.written.append(write_gif(out / f"{sample['id']}.gif", sample))
+        else:
+            samples.append(sample)
+        result.samples.append(str(sample["id"]))
+    drawn = sorted({int(s["label"]) for s in samples})
+    names = {label: class_label(dataset.classes, label)
+             for label in {*range(len(dataset.classes)), *drawn}}
+    files = _file_names(names)
+    for label in drawn:
+        of_class = [s for s in samples if int(s["label"]) == label]
+        result.written.append(_write_png(out / f"{files[label]}.png",
+                                         image_grid(of_class, names[label])))
     return result
 
 
@@ -202,9 +220,16 @@ def _refuse_inside(out: Path, what: str | None = None) -> None:
                              f"lies inside it; give the pictures another folder")
 
 
-def _make_folder(folder: Path) -> None:
+def _make_folder(folder: Path, made: list[Path]) -> None:
+    """Make `folder` and its missing parents, each added to `made`, topmost first."""
+    missing = []
+    for parent in (folder, *folder.parents):
+        if os.path.lexists(parent):
+            break
+        missing.append(parent)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        made.extend(reversed(missing))
     except FileExistsError:  # (said "File exists" of the folder asked for)
         raise FlowstoreError(f"cannot write pictures into {str(folder)!r}: it is a file, not "
                              f"a folder") from None

@@ -357,6 +357,30 @@ def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     assert sorted(p.relative_to(other) for p in other.rglob("*")) == others
 
 
+def test_a_show_that_fails_leaves_no_folder_it_made(stores, tmp_path):
+    """A sample whose chunk is lost stopped `show` in one line, but left the --out folder it
+    had made (and its parents) behind, empty (found by review); a folder there before stays,
+    and so does a picture written before the failure."""
+    import shutil
+
+    from tests.conftest import chunk_file
+
+    store = Path(shutil.copytree(stores["float16"], tmp_path / "lost.zarr"))
+    with open_store(store) as opened:
+        second = opened.read("id").tolist()[1]
+    chunk_file(store, "flow", 1).unlink()
+    out = tmp_path / "new" / "pictures"
+    result = flowstore_cli("show", store, second, "--out", out)
+    assert "is missing" in assert_one_line_error(result)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "there").mkdir()
+    first = flowstore_cli("show", store, "kiss_0001", "--out", tmp_path / "there")
+    assert first.returncode == 0, first.stderr
+    again = flowstore_cli("show", store, "kiss_0001", second, "--out", tmp_path / "there")
+    assert "is missing" in assert_one_line_error(again)
+    assert [p.name for p in (tmp_path / "there").iterdir()] == ["kiss_0001.png"]
+
+
 @pytest.mark.parametrize("lost", ["frames", "middle_frame"])
 def test_a_video_store_that_lost_its_frames_is_one_line(stores, tmp_path, lost):
     """A video store without one of the arrays its picture draws was a KeyError traceback."""
