@@ -4,7 +4,8 @@
 by a killed build is simply free again: no PID guessing, no race in taking over a stale lock.
 The file holds the holder's pid, host and start time so that a refused build can say who holds
 it. The lock file sits beside the store (not inside it) so that `--overwrite`, which deletes the
-store, never deletes a lock that someone holds. It is never unlinked, for the same reason.
+store, never deletes a lock that someone holds. It is never unlinked, for the same reason
+(but for one a reader made beside a file that proved to be no store: `remove_made_lock_file`).
 Local filesystems only: flock over NFS is not reliable.
 
 Readers of an HDF5 store take the same lock shared (`reader_lock`), for as long as they hold
