@@ -35,7 +35,8 @@ from flowstore import __version__
 from flowstore.console import one_line, sample_line
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
-from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
+from flowstore.errors import (FlowstoreError, ParameterError, StoreError, StoreMismatchError,
+                              resource_advice, resource_exhaustion)
 from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.files import file_size_limit
 from flowstore.manifest import Manifest, class_label
@@ -449,6 +450,12 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
 #: done (or fails for a reason of its own): if the repair stops first, `verify` reports the
 #: sample and `verify --repair` extracts it.
 REPAIR_UNFINISHED = "its re-extraction by verify --repair did not finish"
+#: What the failure reason of a sample that a repair unmarked and then failed to extract begins
+#: with: `verify` names such a sample, and `verify --repair` takes it again. With the build's
+#: reason alone it was a build's failed sample, which verify does not check: a repair stopped
+#: by a full disk said "free some and run the same command again", and the same command
+#: found nothing to repair (found by review).
+REPAIR_FAILED = "its re-extraction by verify --repair failed"
 
 
 @dataclass
@@ -533,6 +540,8 @@ class Ledger:
         self._set("source_hash", index, digest or "")
 
     def fail(self, index: int, reason: str) -> None:
+        if self.repair_unfinished(index):
+            reason = f"{REPAIR_FAILED}: {reason}"
         self._set("failure", index, as_text(reason))
 
     def forget_failure(self, index: int) -> None:
@@ -1166,7 +1175,9 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
     except FlowstoreError as exc:
         return TaskOutcome(index, str(exc))
     except DATA_ERRORS as exc:
-        return TaskOutcome(index, f"{type(exc).__name__}: {exc}")
+        exhausted = resource_exhaustion(exc)  # (said as such: "MemoryError: " said nothing)
+        return TaskOutcome(index, resource_advice(exc, exhausted) if exhausted else
+                           f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001  (a bug: reported as an internal error, with its traceback)
         return TaskOutcome(index, internal_error=traceback.format_exc())
     return TaskOutcome(index, None, digest, read[0], source_hash, reused=reused)

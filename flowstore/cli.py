@@ -10,13 +10,14 @@ import signal
 import sys
 import threading
 import traceback
+import warnings
 from pathlib import Path
 from typing import Any, NoReturn, Optional
 
 import typer
 
 from flowstore.console import die_by_sigint, one_line, sample_line, stopped_while_importing
-from flowstore.errors import FlowstoreError, ParameterError
+from flowstore.errors import FlowstoreError, ParameterError, resource_advice, resource_exhaustion
 
 
 def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
@@ -693,6 +694,14 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         if _REDELIVERY is not None:  # (the command ended before it: what it did is done)
             _REDELIVERY.cancel()
     except Exception as exc:
+        exhausted = resource_exhaustion(exc)
+        if exhausted is not None:  # (a limit the user sets or meets: neither bug nor input)
+            typer.echo(one_line(f"error: {resource_advice(exc, exhausted)}"), err=True)
+            # (what the refusal stopped half-way, a coroutine made for a thread that never
+            # started, is told again at exit as a warning of two lines: the same error)
+            warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                                    category=RuntimeWarning)
+            _end(2)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             # Not bad input (each command turns that into one `error:` line, exit 2): a bug.
             # Told as one, with its traceback, and exit code 3 as a build's internal error, not

@@ -8,6 +8,8 @@ that already catch `FileNotFoundError` or `ValueError` keep working.
 
 from __future__ import annotations
 
+import errno
+
 
 class FlowstoreError(Exception):
     """Base class of every error flowstore raises on purpose."""
@@ -77,3 +79,26 @@ class UnknownDatasetError(FlowstoreError, KeyError):
 
 class SampleError(FlowstoreError):
     """One sample could not be extracted; recorded as that sample's failure reason."""
+
+
+def resource_exhaustion(exc: BaseException) -> str | None:
+    """What the system refused the process more of, where `exc` says it ran out ("memory",
+    "threads", "open files"), or None: the limits a cluster job or a container sets (`ulimit
+    -v`, `-n`, a pids limit). Neither bad input nor a bug: a build under a memory limit ended
+    in "internal error: a bug in flowstore (MemoryError)", a read command called a sound store
+    "not a readable flowstore store (RuntimeError: can't start new thread)" (found by review)."""
+    if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
+        return "memory"
+    if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
+        return "threads"
+    if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
+        return "open files"
+    return None
+
+
+def resource_advice(exc: BaseException, what: str) -> str:
+    """`exc`, a `resource_exhaustion` of `what`, in words with what to do about it."""
+    said = str(exc).splitlines()[0] if str(exc) else ""
+    return (f"the system gave no more {what} ({type(exc).__name__}{': ' + said if said else ''})"
+            f": raise the limit (ulimit -v, -n, -u) or ask for less (fewer --workers, a "
+            f"smaller --size)")

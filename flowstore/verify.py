@@ -18,7 +18,7 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.build import REPAIR_UNFINISHED, BuildConfig, build
+from flowstore.build import REPAIR_FAILED, REPAIR_UNFINISHED, BuildConfig, build
 from flowstore.datasets import get_dataset
 from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, ParameterError,
                               StoreError)
@@ -90,10 +90,11 @@ def verify(path: str | Path, *, samples: Collection[str] | None = None,
             # (a lost chunk's samples read as never extracted, "": not marked)
             failures, _ = read_column(store, "failure", never_extracted("failure"))
             # (on a done sample, a kill's stale reason: the next build's `Ledger.load` clears it)
-            unfinished = (failures == REPAIR_UNFINISHED) & ~done & readable
-            for index in np.flatnonzero(unfinished).tolist():
+            repairs = ((failures == REPAIR_UNFINISHED)
+                       | np.char.startswith(failures.astype(str), REPAIR_FAILED))
+            for index in np.flatnonzero(repairs & ~done & readable).tolist():
                 result.checked += 1  # (bad, though not done: a repair left it half-way)
-                result.problems[ids[index]] = f"not done: {REPAIR_UNFINISHED}"
+                result.problems[ids[index]] = f"not done: {failures[index]}"
         # read as the reader reads them, which tells a missing chunk from zeros
         features = {name: store.layout(name) for name in store.array_names()
                     if name not in COLUMN_NAMES}
@@ -270,6 +271,7 @@ def repair(path: str | Path, source: str | Path, samples: Collection[str], *,
     result = RepairResult(store=path, asked=asked, internal_errors=dict(built.internal_errors),
                           error_log=built.error_log, mended=built.mended)
     for sample, reason in built.failures.items():
+        reason = reason.removeprefix(f"{REPAIR_FAILED}: ")
         result.still_bad[sample] = f"could not re-extract it: {reason}"
     rechecked = [sample for sample in asked
                  if sample not in result.still_bad and sample not in result.internal_errors]

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -767,3 +768,108 @@ def test_a_kept_handle_refuses_to_write_into_a_store_rebuilt_since(tiny_tvhi_sou
     finally:
         for kept in [k for k in _OPEN_STORES if k.path == str(store)]:
             _OPEN_STORES.pop(kept).close()
+
+
+# -- a limit of the system's (memory, threads, open files) is neither bad input nor a bug -------
+_NO_THREAD_FOR_ZARR = """
+import sys, threading
+start = threading.Thread.start
+
+def start_unless_zarrs(self):
+    if self.name == "zarr_io":  # as under a memory or thread limit
+        raise RuntimeError("can't start new thread")
+    start(self)
+
+threading.Thread.start = start_unless_zarrs
+from flowstore.cli import main
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
+_OUT_OF_MEMORY_IN_A_TASK = """
+import sys
+from flowstore.datasets.tvhi import TVHI
+from flowstore.cli import main
+
+real_extract = TVHI.extract
+
+def extract_out_of_memory(self, path, params):
+    if path.stem == "hug_0002":
+        raise MemoryError()
+    return real_extract(self, path, params)
+
+TVHI.extract = extract_out_of_memory
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
+
+def test_what_the_system_refuses_is_said_as_its_limit_not_a_bug_nor_a_bad_store(
+        tiny_tvhi_source, tmp_path):
+    """Under `ulimit -v` a build hung for good at 0% CPU (zarr's loop thread could not start,
+    and every later call into zarr waited on a loop nobody ran), read commands called a sound
+    store "not a readable flowstore store (RuntimeError: can't start new thread)", and a
+    MemoryError was "internal error: a bug in flowstore" or a reason of "MemoryError: " and
+    nothing else (found by review)."""
+    said = ("the system gave no more {} ({}): raise the limit (ulimit -v, -n, -u) or ask for "
+            "less (fewer --workers, a smaller --size)")
+    store = tmp_path / "s.zarr"
+    build = ["build", "tvhi", "--source", str(tiny_tvhi_source), "--store", str(store),
+             *TINY_BUILD, "-q"]
+
+    def flowstore_with(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                              text=True, timeout=120)  # (a hang fails here)
+
+    refused = flowstore_with(_NO_THREAD_FOR_ZARR, *build)
+    assert assert_one_line_error(refused) == "error: " + said.format(
+        "threads", "RuntimeError: can't start new thread")
+    assert flowstore_cli(*build).returncode == 0
+    for command in ("verify", "inspect"):
+        refused = flowstore_with(_NO_THREAD_FOR_ZARR, command, str(store))
+        assert assert_one_line_error(refused) == "error: " + said.format(
+            "threads", "RuntimeError: can't start new thread"), command
+    store2 = tmp_path / "t.zarr"
+    out = flowstore_with(_OUT_OF_MEMORY_IN_A_TASK, *build[:5], str(store2), *build[6:])
+    assert out.returncode == 1, out.stderr
+    assert f"  hug_0002: {said.format('memory', 'MemoryError')}" in out.stderr.splitlines()
+
+
+def test_a_decoder_out_of_memory_or_descriptors_is_no_fault_of_the_clip(tiny_tvhi_source,
+                                                                       tmp_path):
+    """OpenCV's allocation failures and FFmpeg's open without a descriptor left were the
+    clip's fault ("OpenCV cannot decode", "cannot open video (not a video...)"), recorded in
+    the store as its failure (found by review): they are the system's refusals now."""
+    import cv2
+
+    from flowstore.errors import resource_exhaustion
+    from flowstore.extraction._cv import decoding
+
+    with pytest.raises(MemoryError, match=r"^OpenCV, decoding x.avi: .*Insufficient memory"):
+        with decoding(Path("x.avi")):
+            raise cv2.error("OpenCV(5.1.0) alloc.cpp:73: error: (-4:Insufficient memory) "
+                            "Failed to allocate 792576 bytes in function 'OutOfMemoryError'")
+    with pytest.raises(Exception, match="OpenCV cannot decode x.avi") as raised:
+        with decoding(Path("x.avi")):
+            raise cv2.error("(-215:Assertion failed) !_src.empty()")
+    assert resource_exhaustion(raised.value) is None
+    script = ("import os, resource, sys\n"
+              "from pathlib import Path\n"
+              "from flowstore.extraction.video import extract_video\n"
+              "from flowstore.params import VideoParams\n"
+              "held = []\n"
+              "try:\n"
+              "    while True:\n"
+              "        held.append(os.open(os.devnull, os.O_RDONLY))\n"
+              "except OSError:\n"
+              "    pass\n"
+              "try:\n"
+              "    extract_video(Path(sys.argv[1]), VideoParams(size=16, steps=2))\n"
+              "except Exception as exc:\n"
+              "    print(type(exc).__name__, getattr(exc, 'errno', None))\n")
+    import resource
+
+    out = subprocess.run([sys.executable, "-c", script, str(tiny_tvhi_source / "hug_0001.avi")],
+                         capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+    assert out.stdout.split() == ["OSError", "24"], (out.stdout, out.stderr)

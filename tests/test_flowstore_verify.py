@@ -187,6 +187,35 @@ def test_a_repair_from_a_swapped_clip_fails_the_sample_and_says_why(tiny_tvhi_so
     assert flowstore_cli("verify", store, "-q").returncode == 0
 
 
+def test_a_repair_that_failed_is_named_by_verify_and_the_same_command_finishes_it(
+        tiny_tvhi_source, tmp_path):
+    """A repair whose re-extraction failed (a disk too full, a clip missing) said "free some
+    and run the same command again", but its sample was then a build's failed sample, which
+    verify does not check: the same command found "0 bad" and repaired nothing (found by
+    review). Verify names it now, and `verify --repair` takes it again."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    index = list(group["id"][:]).index("handShake_0002")
+    fingerprint = group.attrs["fingerprint"]
+    group["flow"][index] = np.ones_like(group["flow"][index])
+    source = Path(shutil.copytree(tiny_tvhi_source, tmp_path / "source"))
+    (source / "handShake_0002.avi").unlink()
+    repair = ("verify", store, "--repair", "--source", source, "-q")
+    failed = flowstore_cli(*repair)
+    assert failed.returncode == 1 and "repaired 0 of 1" in failed.stdout, failed.stderr
+    assert "  handShake_0002: could not re-extract it: video file is missing" in failed.stderr
+    assert "verify --repair failed" not in failed.stderr  # (said once, not twice)
+    named = flowstore_cli("verify", store, "-q")
+    assert named.returncode == 1 and "1 bad" in named.stdout, named.stderr
+    assert re.search(r"^  handShake_0002: not done: its re-extraction by verify --repair "
+                     r"failed: video file is missing", named.stderr, re.M), named.stderr
+    shutil.copyfile(tiny_tvhi_source / "handShake_0002.avi", source / "handShake_0002.avi")
+    again = flowstore_cli(*repair)
+    assert again.returncode == 0 and "repaired 1 of 1" in again.stdout, again.stderr
+    assert flowstore_cli("verify", store, "-q").returncode == 0
+    assert zarr.open_group(str(store), mode="r").attrs["fingerprint"] == fingerprint
+
+
 @pytest.mark.parametrize("column", ["id", "label", "split"])
 def test_an_unreadable_manifest_column_is_damage_exit_1_whichever_it_is(tiny_tvhi_source,
                                                                        tmp_path, column):
@@ -254,8 +283,12 @@ def test_a_repair_that_cannot_mend_names_the_sample_and_builds_nothing_else(tvhi
     assert not done_after[index] and done_after[ids.index(sound)]
     assert np.array_equal(np.flatnonzero(done_after), np.flatnonzero(done_before & (
         np.arange(len(ids)) != index)))
-    again = flowstore_cli("verify", store, "-q")  # what is marked done now is sound
-    assert again.returncode == 0 and "checked 2 sample(s), 0 bad" in again.stdout
+    # what is marked done now is sound; the sample the repair could not mend is named still
+    # (it said "0 bad" once the repair had failed, so that the same command found nothing)
+    again = flowstore_cli("verify", store, "-q")
+    assert again.returncode == 1 and "checked 3 sample(s), 1 bad" in again.stdout
+    assert again.stderr.startswith(f"  {broken}: not done: its re-extraction by verify "
+                                   f"--repair failed: cannot open video"), again.stderr
 
 
 _VERIFY_WITH_A_BUG = """

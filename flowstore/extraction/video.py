@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from flowstore.errors import SampleError
+from flowstore.errors import SampleError, resource_exhaustion
 from flowstore.extraction import not_a_file
 from flowstore.extraction._cv import cv2, decoding, resize_rgb
 from flowstore.extraction.avi import avi_drop_frames
@@ -99,6 +99,8 @@ def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
     try:
         path.open("rb").close()
     except OSError as exc:
+        if resource_exhaustion(exc):  # (no descriptor left: no fault of the file's)
+            raise
         raise SampleError(f"cannot read video ({exc.strerror}): {path.name}") from None
     # bytes: OpenCV's binding crashes on a str path that is not valid UTF-8. FFmpeg only: the
     # built-in MJPEG reader OpenCV falls back to prints raw bytes of a bad file to stderr.
@@ -109,6 +111,9 @@ def _open(path: Path, decoder_threads: int) -> "cv2.VideoCapture":
     capture = cv2.VideoCapture(os.fsencode(path), cv2.CAP_FFMPEG,
                                [cv2.CAP_PROP_N_THREADS, decoder_threads])
     if not capture.isOpened():
+        # FFmpeg says no more than that it failed: where the process has no file descriptor
+        # left (`ulimit -n`, many workers), the clip was blamed, "not a video" (found by review)
+        os.close(os.open(os.devnull, os.O_RDONLY))  # (raises EMFILE then)
         raise SampleError(f"cannot open video (not a video, or an unsupported codec): {path.name}")
     return capture
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
-from flowstore.errors import HalfCreatedStoreError, StoreError
+from flowstore.errors import HalfCreatedStoreError, StoreError, resource_exhaustion
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
 from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
                                     LEDGER, READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
@@ -360,12 +360,16 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
             raise
         if isinstance(exc, OSError) and exc.errno is not None:  # the system's refusal
             raise _refused(path, mode, exc) from exc
+        if resource_exhaustion(exc):  # (no damage of the store's)
+            raise
         raise unreadable(exc) from exc
     store.reader_lock = held
     try:
         version = store.format
     except Exception as exc:
         store.close()  # (and with it an HDF5 reader's hold on the store lock)
+        if resource_exhaustion(exc):  # (no damage of the store's)
+            raise
         raise unreadable(exc) from exc
     if version is None:
         half_created = store.attrs.get(CREATING_ATTR)
@@ -391,6 +395,8 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
             names = set(store.array_names())
         except Exception as exc:
             store.close()
+            if resource_exhaustion(exc):  # (no damage of the store's)
+                raise
             raise unreadable(exc) from exc
         missing = [name for name in REQUIRED[version] if name not in names]
         if missing:
@@ -402,6 +408,8 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
                 refused = layout_write_error(store, path)
             except Exception as exc:
                 store.close()
+                if resource_exhaustion(exc):  # (no damage of the store's)
+                    raise
                 raise unreadable(exc) from exc
             if refused is not None:
                 store.close()

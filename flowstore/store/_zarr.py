@@ -208,14 +208,19 @@ class ZarrStore(Store):
             # first failure (a full disk) surfaces while the others still run in its threads,
             # making files and unlinking their partial ones: the caller's clean-up of `path`
             # raced them and left the folder behind.
-            sync(_others_finished())
+            if _zarr_loop_runs():
+                sync(_others_finished())
             raise
         return cls(group, path, "r+")
 
     @classmethod
     def open(cls, path: Path | str, mode: str) -> "ZarrStore":
-        group = zarr.open_group(_absolute(path), mode=mode, zarr_format=3,
-                                use_consolidated=False)
+        try:
+            group = zarr.open_group(_absolute(path), mode=mode, zarr_format=3,
+                                    use_consolidated=False)
+        except BaseException:
+            _zarr_loop_runs()  # (one that never started is dropped)
+            raise
         return cls(group, path, mode)
 
     @property
@@ -636,6 +641,23 @@ class ZarrStore(Store):
     def close(self) -> None:
         self._group = None  # type: ignore[assignment]
         self._arrays.clear()
+
+
+def _zarr_loop_runs() -> bool:
+    """Whether zarr's event loop runs in its thread. zarr (3.1) records its loop before it
+    starts the thread that runs it: where that start fails (a memory or thread limit, "can't
+    start new thread"), every later call into zarr waits forever on a loop nobody runs (a build
+    hung at 0% CPU in its clean-up, found by review), and zarr's exit handler fails to join the
+    thread. Such a loop is dropped here, so that the next call starts one anew (or fails to,
+    in one line)."""
+    from zarr.core import sync as zarr_sync
+
+    thread = zarr_sync.iothread[0]
+    if thread is not None and thread.ident is None:  # made, never started
+        with zarr_sync._get_lock():
+            zarr_sync.iothread[0] = zarr_sync.loop[0] = None
+        return False
+    return thread is not None and thread.is_alive()
 
 
 async def _others_finished(timeout: float = 30.0) -> None:
