@@ -853,23 +853,37 @@ def test_a_decoder_out_of_memory_or_descriptors_is_no_fault_of_the_clip(tiny_tvh
         with decoding(Path("x.avi")):
             raise cv2.error("(-215:Assertion failed) !_src.empty()")
     assert resource_exhaustion(raised.value) is None
-    script = ("import os, resource, sys\n"
+    # Every descriptor taken before the clip is opened, or by FFmpeg's open itself (a stub in
+    # its place: it fails as FFmpeg does without one, saying no more than that it failed).
+    script = ("import os, sys\n"
               "from pathlib import Path\n"
-              "from flowstore.extraction.video import extract_video\n"
+              "import flowstore.extraction.video as video\n"
               "from flowstore.params import VideoParams\n"
               "held = []\n"
+              "def take_every_descriptor():\n"
+              "    try:\n"
+              "        while True:\n"
+              "            held.append(os.open(os.devnull, os.O_RDONLY))\n"
+              "    except OSError:\n"
+              "        pass\n"
+              "class FFmpegWithoutADescriptor:\n"
+              "    def __init__(self, *args):\n"
+              "        take_every_descriptor()\n"
+              "    def isOpened(self):\n"
+              "        return False\n"
+              "if sys.argv[2] == 'before':\n"
+              "    take_every_descriptor()\n"
+              "else:\n"
+              "    video.cv2.VideoCapture = FFmpegWithoutADescriptor\n"
               "try:\n"
-              "    while True:\n"
-              "        held.append(os.open(os.devnull, os.O_RDONLY))\n"
-              "except OSError:\n"
-              "    pass\n"
-              "try:\n"
-              "    extract_video(Path(sys.argv[1]), VideoParams(size=16, steps=2))\n"
+              "    video.extract_video(Path(sys.argv[1]), VideoParams(size=16, steps=2))\n"
               "except Exception as exc:\n"
               "    print(type(exc).__name__, getattr(exc, 'errno', None))\n")
     import resource
 
-    out = subprocess.run([sys.executable, "-c", script, str(tiny_tvhi_source / "hug_0001.avi")],
-                         capture_output=True, text=True, timeout=120,
-                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
-    assert out.stdout.split() == ["OSError", "24"], (out.stdout, out.stderr)
+    for when in ("before", "in FFmpeg's open"):
+        out = subprocess.run(
+            [sys.executable, "-c", script, str(tiny_tvhi_source / "hug_0001.avi"), when],
+            capture_output=True, text=True, timeout=120,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64)))
+        assert out.stdout.split() == ["OSError", "24"], (when, out.stdout, out.stderr)

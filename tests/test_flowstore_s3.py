@@ -541,7 +541,38 @@ def test_an_object_stores_refusal_mid_run_names_the_store_and_a_bug_stays_a_bug(
         with pytest.raises(ObjectStoreError) as raised:
             Store(url, error).write()
         assert str(raised.value) == said and raised.value.__cause__ is error
-    for store in (Store(url, ZeroDivisionError("a bug")),
+    from botocore.exceptions import ParamValidationError
+
+    for store in (Store(url, ZeroDivisionError("a bug")),  # (a bad argument to the client too)
+                  Store(url, ParamValidationError(report="Invalid bucket name")),
                   Store("/data/x.zarr", PermissionError("Permission denied"))):
         with pytest.raises(type(store.error)):
             store.write()
+
+
+@pytest.mark.parametrize("error", [TimeoutError("timed out"), ConnectionResetError(104, "reset"),
+                                   PermissionError("Access Denied")])
+def test_a_column_read_the_object_store_fails_is_not_called_damage(error):
+    """`ZarrStore.read` (the columns verify, the reader and a build's ledger read) turned
+    every OSError into "the store is damaged ... --repair" before the object store's failure
+    could be told (found by review): on a URL store it is the store's failure; on a local
+    store an unreadable column is still damage."""
+    from flowstore.errors import DamagedStoreError, ObjectStoreError, StoreError
+    from flowstore.store._zarr import ZarrStore
+
+    def failing(path: str) -> ZarrStore:
+        store = ZarrStore.__new__(ZarrStore)
+        store.path = path
+
+        def array(name):
+            raise error
+        store._array = array
+        return store
+
+    with pytest.raises(ObjectStoreError, match=r"^(lost the object store while|the object "
+                                               r"store refused) reading 's3://b/x.zarr'"):
+        failing("s3://b/x.zarr").read("done")
+    with pytest.raises(StoreError) as local:  # (damage, or the system's refusal, as before)
+        failing("/data/x.zarr").read("done")
+    assert not isinstance(local.value, ObjectStoreError)
+    assert isinstance(local.value, DamagedStoreError) == (error.errno is None)

@@ -223,18 +223,24 @@ def remote_errors(path: str | Path) -> Iterator[None]:
         raise StoreError(f"cannot access {str(path)!r}: {_remote_reason(exc)}") from None
 
 
-#: The packages of the object-store clients fsspec drives, whose own exceptions mean that the
-#: store could not be reached or answered as no store does (botocore's
-#: EndpointConnectionError, aiohttp's ClientConnectorError): no bug of flowstore's.
-OBJECT_STORE_CLIENTS = frozenset({"botocore", "aiobotocore", "aiohttp", "s3fs", "gcsfs",
-                                  "adlfs", "azure"})
+#: The object-store clients' exceptions (module, class) that mean the store could not be
+#: reached, timed out or refused what was asked (botocore's EndpointConnectionError and
+#: ReadTimeoutError, its ClientError of a service's answer, missing credentials; aiohttp's
+#: ServerDisconnectedError): none a bug of flowstore's. Named, not imported (the clients are
+#: the `s3` extra's), and named one by one: a whole package's exceptions included botocore's
+#: ParamValidationError, a bad argument flowstore would have passed, a bug (found by review).
+OBJECT_STORE_FAILURES = frozenset({
+    ("botocore.exceptions", "ConnectionError"), ("botocore.exceptions", "HTTPClientError"),
+    ("botocore.exceptions", "ClientError"), ("botocore.exceptions", "NoCredentialsError"),
+    ("botocore.exceptions", "PartialCredentialsError"),
+    ("aiohttp.client_exceptions", "ClientError")})
 
 
 def object_store_failure(exc: BaseException) -> bool:
     """Whether `exc`, raised while reading or writing an object store, is the store's failure:
-    a lost connection or a timeout, or any exception of its client's packages."""
+    a lost connection or a timeout (`OBJECT_STORE_FAILURES`, or Python's own)."""
     return isinstance(exc, (ConnectionError, TimeoutError)) or any(
-        cls.__module__.partition(".")[0] in OBJECT_STORE_CLIENTS for cls in type(exc).__mro__)
+        (cls.__module__, cls.__qualname__) in OBJECT_STORE_FAILURES for cls in type(exc).__mro__)
 
 
 def _remote_reason(exc: Exception) -> str:

@@ -241,6 +241,8 @@ class ZarrStore(Store):
         except FlowstoreError:
             raise
         except DAMAGE_ERRORS as exc:  # a truncated chunk of the ledger, an unreadable file
+            if is_url(self.path) and (isinstance(exc, OSError) or object_store_failure(exc)):
+                raise  # (an object store's timeout or refusal: said as one, not as damage)
             raise unreadable_array(self.path, name, exc) from exc
         if value.dtype.kind in "OT":  # numpy StringDType / object strings -> plain 'U'
             value = np.array(value.tolist(), dtype=str)  # StringDType has no width to cast to
@@ -652,11 +654,11 @@ def _zarr_loop_runs() -> bool:
     in one line)."""
     from zarr.core import sync as zarr_sync
 
-    thread = zarr_sync.iothread[0]
-    if thread is not None and thread.ident is None:  # made, never started
-        with zarr_sync._get_lock():
+    with zarr_sync._get_lock():  # (zarr makes and starts its thread holding it)
+        thread = zarr_sync.iothread[0]
+        if thread is not None and thread.ident is None:  # made, never started
             zarr_sync.iothread[0] = zarr_sync.loop[0] = None
-        return False
+            return False
     return thread is not None and thread.is_alive()
 
 
