@@ -36,7 +36,7 @@ from flowstore.console import one_line, sample_line
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import (FlowstoreError, ParameterError, StoreError, StoreMismatchError,
-                              resource_advice, resource_exhaustion)
+                              resource_advice)
 from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.files import file_size_limit
 from flowstore.manifest import Manifest, class_label
@@ -1175,9 +1175,8 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
     except FlowstoreError as exc:
         return TaskOutcome(index, str(exc))
     except DATA_ERRORS as exc:
-        exhausted = resource_exhaustion(exc)  # (said as such: "MemoryError: " said nothing)
-        return TaskOutcome(index, resource_advice(exc, exhausted) if exhausted else
-                           f"{type(exc).__name__}: {exc}")
+        # (a limit said as such: "MemoryError: " said nothing)
+        return TaskOutcome(index, resource_advice(exc) or f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001  (a bug: reported as an internal error, with its traceback)
         return TaskOutcome(index, internal_error=traceback.format_exc())
     return TaskOutcome(index, None, digest, read[0], source_hash, reused=reused)

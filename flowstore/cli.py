@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional
 import typer
 
 from flowstore.console import die_by_sigint, one_line, sample_line, stopped_while_importing
-from flowstore.errors import FlowstoreError, ParameterError, resource_advice, resource_exhaustion
+from flowstore.errors import FlowstoreError, ParameterError, resource_advice
 
 
 def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
@@ -694,9 +694,9 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         if _REDELIVERY is not None:  # (the command ended before it: what it did is done)
             _REDELIVERY.cancel()
     except Exception as exc:
-        exhausted = resource_exhaustion(exc)
-        if exhausted is not None:  # (a limit the user sets or meets: neither bug nor input)
-            typer.echo(one_line(f"error: {resource_advice(exc, exhausted)}"), err=True)
+        advice = resource_advice(exc)
+        if advice is not None:  # (a limit the user sets or meets: neither bug nor input)
+            typer.echo(one_line(f"error: {advice}"), err=True)
             # (what the refusal stopped half-way, a coroutine made for a thread that never
             # started, is told again at exit as a warning of two lines: the same error)
             warnings.filterwarnings("ignore", message="coroutine .* was never awaited",

@@ -96,8 +96,12 @@ def resource_exhaustion(exc: BaseException) -> str | None:
     return None
 
 
-def resource_advice(exc: BaseException, what: str) -> str:
-    """`exc`, a `resource_exhaustion` of `what`, in words with what to do about it."""
+def resource_advice(exc: BaseException) -> str | None:
+    """`exc` in words with what to do about it, where it is a `resource_exhaustion`; else
+    None."""
+    what = resource_exhaustion(exc)
+    if what is None:
+        return None
     said = str(exc).splitlines()[0] if str(exc) else ""
     return (f"the system gave no more {what} ({type(exc).__name__}{': ' + said if said else ''})"
             f": raise the limit (ulimit -v, -n, -u) or ask for less (fewer --workers, a "

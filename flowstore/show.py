@@ -436,7 +436,9 @@ def write_gif(path: Path, sample: dict[str, Any]) -> Path:
     (`flowstore.files.write_whole`)."""
     from PIL import Image
 
-    images = [_gif_image(frame) for frame in gif_frames(sample)]
+    coding = Image.new("P", (1, 1))  # (the flow's palette, once a GIF)
+    coding.putpalette(_gif_flow_palette())
+    images = [_gif_image(frame, coding) for frame in gif_frames(sample)]
     encoded = io.BytesIO()
     images[0].save(encoded, format="GIF", save_all=True, append_images=images[1:],
                    duration=GIF_FRAME_MS, loop=0)
@@ -462,10 +464,10 @@ def _gif_flow_palette() -> list[int]:
     return flow_to_rgb(np.array(vectors), max_magnitude=1.0).ravel().tolist()
 
 
-def _gif_image(canvas: np.ndarray) -> "PIL.Image.Image":
+def _gif_image(canvas: np.ndarray, coding: "PIL.Image.Image") -> "PIL.Image.Image":
     """One frame of `gif_frames` as a palette image: the video frame quantized to a palette of
     its own, the flow picture mapped to the nearest colour of the flow coding's own
-    (`GIF_FLOW_RINGS`). Quantized together (Pillow's own conversion, one 256-colour palette for
+    (`coding`, a palette image of `_gif_flow_palette`). Quantized together (Pillow's own conversion, one 256-colour palette for
     both, made mostly of the video's colours), on real clips a quarter of the saturated flow
     pixels came out up to 158 levels off, some in the hue of another direction (found by
     review)."""
@@ -476,9 +478,7 @@ def _gif_image(canvas: np.ndarray) -> "PIL.Image.Image":
         GIF_FRAME_COLOURS, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     frame_palette = (frame.getpalette() or [])[:3 * GIF_FRAME_COLOURS]
     frame_palette += [0] * (3 * GIF_FRAME_COLOURS - len(frame_palette))
-    flow_palette = _gif_flow_palette()
-    coding = Image.new("P", (1, 1))
-    coding.putpalette(flow_palette)
+    flow_palette = coding.getpalette()
     flow = Image.fromarray(np.ascontiguousarray(canvas[:tile, tile:])).quantize(
         palette=coding, dither=Image.Dither.NONE)
     indices = np.empty(canvas.shape[:2], np.uint8)

@@ -24,7 +24,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NoReturn, Sequence
 
 from flowstore.errors import HalfCreatedStoreError, StoreError, resource_exhaustion
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
@@ -345,9 +345,13 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
     if not store_exists(path):
         raise StoreError(f"no store at {str(path)!r}{_missing_bucket(path)}")
 
-    def unreadable(exc: Exception) -> StoreError:  # any backend failure to parse: not a store
-        return StoreError(f"{str(path)!r} is not a readable flowstore store "
-                          f"({type(exc).__name__}: {exc})")
+    def refuse_unreadable(exc: Exception) -> NoReturn:
+        """Any backend failure to parse: not a store; unless the system ran out of memory,
+        threads or files (`resource_exhaustion`), no damage of the store's, raised as it is."""
+        if resource_exhaustion(exc):
+            raise exc
+        raise StoreError(f"{str(path)!r} is not a readable flowstore store "
+                         f"({type(exc).__name__}: {exc})") from exc
 
     from flowstore.store.lock import reader_lock, release_reader_lock, remove_made_lock_file
 
@@ -366,17 +370,13 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
             raise
         if isinstance(exc, OSError) and exc.errno is not None:  # the system's refusal
             raise _refused(path, mode, exc) from exc
-        if resource_exhaustion(exc):  # (no damage of the store's)
-            raise
-        raise unreadable(exc) from exc
+        refuse_unreadable(exc)
     store.reader_lock = held
     try:
         version = store.format
     except Exception as exc:
         store.close()  # (and with it an HDF5 reader's hold on the store lock)
-        if resource_exhaustion(exc):  # (no damage of the store's)
-            raise
-        raise unreadable(exc) from exc
+        refuse_unreadable(exc)
     if version is None:
         half_created = store.attrs.get(CREATING_ATTR)
         if not half_created:
@@ -401,9 +401,7 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
             names = set(store.array_names())
         except Exception as exc:
             store.close()
-            if resource_exhaustion(exc):  # (no damage of the store's)
-                raise
-            raise unreadable(exc) from exc
+            refuse_unreadable(exc)
         missing = [name for name in REQUIRED[version] if name not in names]
         if missing:
             store.close()
@@ -414,9 +412,7 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
                 refused = layout_write_error(store, path)
             except Exception as exc:
                 store.close()
-                if resource_exhaustion(exc):  # (no damage of the store's)
-                    raise
-                raise unreadable(exc) from exc
+                refuse_unreadable(exc)
             if refused is not None:
                 store.close()
                 raise refused

@@ -80,6 +80,13 @@ def _absolute(path: Path | str) -> str:
     return str(path) if is_url(path) else os.path.abspath(path)
 
 
+def _object_stores_failure(path: Path | str, exc: Exception) -> bool:
+    """Whether `exc` is the failure of the object store at `path` (`_object_store_io` says it
+    as one): a lost connection or a timeout (`object_store_failure`), or the OSError a refusal
+    of its becomes (s3fs: PermissionError "Access Denied"). Never on a local store."""
+    return is_url(path) and (isinstance(exc, OSError) or object_store_failure(exc))
+
+
 def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
     """A method that reads or writes the store, whose failure on an object store that stopped
     answering is said in one line (`ObjectStoreError`): a build whose endpoint went away
@@ -98,17 +105,15 @@ def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
             except FlowstoreError:
                 raise
             except Exception as exc:
-                if not is_url(self.path):
+                if not _object_stores_failure(self.path, exc):
                     raise
                 if object_store_failure(exc):
                     raise ObjectStoreError(f"lost the object store while {doing} "
                                            f"{str(self.path)!r} ({_remote_reason(exc)}); what "
                                            f"it held before is kept: run the command again "
                                            f"once it answers") from exc
-                if isinstance(exc, OSError):
-                    raise ObjectStoreError(f"the object store refused {doing} "
-                                           f"{str(self.path)!r} ({_remote_reason(exc)})") from exc
-                raise
+                raise ObjectStoreError(f"the object store refused {doing} "
+                                       f"{str(self.path)!r} ({_remote_reason(exc)})") from exc
         return wrapped
     return decorate
 
@@ -241,7 +246,7 @@ class ZarrStore(Store):
         except FlowstoreError:
             raise
         except DAMAGE_ERRORS as exc:  # a truncated chunk of the ledger, an unreadable file
-            if is_url(self.path) and (isinstance(exc, OSError) or object_store_failure(exc)):
+            if _object_stores_failure(self.path, exc):
                 raise  # (an object store's timeout or refusal: said as one, not as damage)
             raise unreadable_array(self.path, name, exc) from exc
         if value.dtype.kind in "OT":  # numpy StringDType / object strings -> plain 'U'
