@@ -37,7 +37,6 @@ from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import (FlowstoreError, ParameterError, StoreError, StoreMismatchError,
                               resource_advice)
-from flowstore.extraction._cv import OPENCV_VERSION
 from flowstore.files import file_size_limit
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
@@ -820,7 +819,7 @@ def extraction_opencv(cluster: Cluster | None) -> str:
             and hold theirs), or they have several releases.
     """
     if cluster is None:
-        return OPENCV_VERSION
+        return opencv_here()
     extractors = cluster.on_each_worker(_extractor_here).values()
     others = sorted({extraction for extraction, _ in extractors} - {EXTRACTION_VERSION})
     if others:
@@ -834,13 +833,22 @@ def extraction_opencv(cluster: Cluster | None) -> str:
                              f"{', '.join(releases)}: a store is extracted with one release, "
                              f"which releases do not share (their bytes differ); give every "
                              f"worker the same")
-    return releases[0] if releases else OPENCV_VERSION  # (no worker yet: as this process)
+    return releases[0] if releases else opencv_here()  # (no worker yet: as this process)
 
 
 def _extractor_here() -> tuple[str, str]:
     """This process's extraction version and OpenCV release (run on each worker by
     `extraction_opencv`)."""
-    return EXTRACTION_VERSION, OPENCV_VERSION
+    return EXTRACTION_VERSION, opencv_here()
+
+
+def opencv_here() -> str:
+    """This process's OpenCV release (`flowstore.extraction._cv.OPENCV_VERSION`), imported
+    only when asked: `verify` and `inspect` import this module without extracting
+    anything, and importing OpenCV costs them start-up time and, under a tight memory limit
+    (`ulimit -v 500000`), crashed them with a segfault before they said a word."""
+    from flowstore.extraction._cv import OPENCV_VERSION
+    return OPENCV_VERSION
 
 
 def _shown_option(recorded: Mapping[str, Any], paths: Mapping[str, str], key: str) -> str:
@@ -1147,8 +1155,8 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
     flowstore's extraction (the coordinator's); a cluster worker with another of either fails
     the sample (left for a retry) rather than write bytes of another extraction.
     """
-    if opencv is not None and opencv != OPENCV_VERSION:
-        return TaskOutcome(index, f"this worker has OpenCV {OPENCV_VERSION} and the store is "
+    if opencv is not None and opencv != opencv_here():
+        return TaskOutcome(index, f"this worker has OpenCV {opencv_here()} and the store is "
                                   f"extracted with OpenCV {opencv}")
     if extraction != EXTRACTION_VERSION:
         return TaskOutcome(index, f"this worker's flowstore extracts as version "

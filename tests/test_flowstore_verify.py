@@ -16,7 +16,8 @@ import zarr
 from flowstore.build import Ledger
 from flowstore.store import open_store
 from flowstore.store.checksum import sample_digest
-from tests.conftest import TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli
+from tests.conftest import (TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli,
+                            without_modules_env)
 
 
 _PRISTINE: dict[tuple[str, str], Path] = {}
@@ -63,6 +64,18 @@ def test_a_clean_store_verifies(tiny_tvhi_source, tmp_path, suffix):
     assert out.returncode == 0 and "checked 16 sample(s), 0 bad" in out.stdout
     with open_store(store) as s:
         assert all(re.fullmatch(r"xxh3_128:[0-9a-f]{32}", c) for c in s.read("checksum"))
+
+
+def test_verify_and_inspect_work_without_opencv(tiny_tvhi_source, tmp_path):
+    """Checking or describing a store extracts nothing, so neither imports OpenCV: importing
+    it cost their start-up, and under a tight memory limit (`ulimit -v 500000`) it crashed
+    them with a segfault and no word (OpenCV's import; `verify` imported it through `build`)."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    no_opencv = without_modules_env(tmp_path / "no-cv2", "cv2")
+    out = flowstore_cli("verify", store, "-q", env=no_opencv)
+    assert out.returncode == 0 and "checked 16 sample(s), 0 bad" in out.stdout, out.stderr
+    out = flowstore_cli("inspect", store, env=no_opencv)
+    assert out.returncode == 0 and "16 done, 0 failed" in out.stdout, out.stderr
 
 
 def test_checksums_of_older_stores_still_verify(tiny_tvhi_source, tmp_path):
