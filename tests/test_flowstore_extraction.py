@@ -185,6 +185,22 @@ def test_a_clip_a_few_percent_short_is_no_clip_cut_short(tmp_path, n, declared, 
         _check_not_cut_short(*clip)
 
 
+@pytest.mark.parametrize("last_ms, refused", [(3560.0, False), (3520.0, True)])
+def test_a_clip_far_short_by_count_but_not_by_time_is_no_clip_cut_short(tmp_path, last_ms,
+                                                                        refused):
+    """89 of 100 frames is far short by count (the slack is 10); whether the clip is cut short
+    is then told by time, through the last frame's duration: decoded to 3.60 s of 4.00 s it is
+    within the slack (as an AVI whose index is lost and whose drop frames lie inside the clip),
+    to 3.56 s it is not."""
+    (tmp_path / "clip.avi").write_bytes(AVI_HEAD)
+    clip = (tmp_path / "clip.avi", 89, 100, 25.0, last_ms)
+    if refused:
+        with pytest.raises(SampleError, match=r"decodes 89 of the 100 frames .* 3\.56 s of 4\.00"):
+            _check_not_cut_short(*clip)
+    else:
+        _check_not_cut_short(*clip)
+
+
 def _mp4(path, frames: int, fps: float = 10.0) -> np.ndarray:
     """An MP4 (OpenCV's `mp4v` writer) of `frames` frames, each frame's brightness its index;
     returns the frames."""
@@ -260,11 +276,12 @@ def test_the_containers_that_count_their_frames_are_told_by_their_first_bytes(
     assert indexed_container(tmp_path / "missing.mp4") is None
 
 
-def _with_drop_frames(path, dropped_chunk) -> int:
+def _with_drop_frames(path, dropped_chunk, video_kind: bytes = b"dc") -> int:
     """Make the video chunks of an MJPG AVI for whose number `dropped_chunk` is true zero-size
     "drop frames" (as VirtualDub and mencoder write to keep a constant rate): the header still
     counts them, FFmpeg decodes none, the frames after them keep their times. Returns how many
-    were dropped."""
+    were dropped. `video_kind` b"db": every video chunk then says it is uncompressed (`00db`), as
+    an uncompressed AVI's are."""
     import struct
 
     data = bytearray(path.read_bytes())
@@ -284,18 +301,23 @@ def _with_drop_frames(path, dropped_chunk) -> int:
         at = index + 8 + 16 * entry
         if struct.unpack("<I", data[at + 8:at + 12])[0] in dropped:
             data[at + 12:at + 16] = struct.pack("<I", 0)
+    if video_kind != b"dc":  # (in the chunks and in the index: 4-byte aligned ids)
+        data = bytearray(data[:movi] + data[movi:].replace(b"00dc", b"00" + video_kind))
     path.write_bytes(bytes(data))
     return len(dropped)
 
 
+@pytest.mark.parametrize("kind", [b"dc", b"db"], ids=["compressed", "uncompressed"])
 @pytest.mark.parametrize("dropped_chunk, dropped", [
     (lambda chunk: chunk % 4 == 3, 15),  # a quarter of them: the frames still run to the end
     (lambda chunk: chunk >= 50, 10),  # the last 10: a still ending (found by review)
 ], ids=["every-fourth", "at-the-end"])
-def test_an_avi_with_drop_frames_is_no_clip_cut_short(tmp_path, dropped_chunk, dropped):
+def test_an_avi_with_drop_frames_is_no_clip_cut_short(tmp_path, dropped_chunk, dropped, kind):
     """An intact AVI declaring frames it does not decode (zero-size chunks its index lists):
     refusing it as cut short, as a count alone did, refused good clips; one that ended on them
-    still was, ending short of its declared duration too, until its index was read."""
+    still was, ending short of its declared duration too, until its index was read. Without
+    its index, drop frames inside the clip still pass (its frames run to its end); at its end
+    they cannot be told from a cut."""
     from flowstore.extraction.avi import avi_drop_frames
 
     path = tmp_path / "drops.avi"
@@ -305,10 +327,16 @@ def test_an_avi_with_drop_frames_is_no_clip_cut_short(tmp_path, dropped_chunk, d
         writer.write(np.full((32, 32, 3), t * 4, np.uint8))
     writer.release()
     assert avi_drop_frames(path) == 0
-    assert _with_drop_frames(path, dropped_chunk) == dropped == avi_drop_frames(path)
-    assert extract_video(path, VideoParams(size=16, steps=4)).n_frames == 60 - dropped
+    assert _with_drop_frames(path, dropped_chunk, kind) == dropped == avi_drop_frames(path)
+    params = VideoParams(size=16, steps=4)
+    assert extract_video(path, params).n_frames == 60 - dropped
     path.write_bytes(path.read_bytes()[:path.read_bytes().find(b"idx1")])  # its index lost
     assert avi_drop_frames(path) == 0
+    if dropped == 15:
+        assert extract_video(path, params).n_frames == 45
+    else:
+        with pytest.raises(SampleError, match="decodes 50 of the 60 frames"):
+            extract_video(path, params)
 
 
 def test_frame_count_hint_that_lies_still_gives_the_contract(tmp_path, monkeypatch):

@@ -238,13 +238,16 @@ def test_the_limits_of_size_and_flow_bound_are_inclusive():
         VideoParams(flow_dtype="uint8", flow_bound=np.nextafter(MAX_FLOW_BOUND, np.inf))
 
 
-@pytest.mark.parametrize("size, scale_step", [(8, 0.0625), (8, 0.05), (32, 0.01), (224, 0.002),
-                                              (8, 0.1), (16, 0.05), (32, 0.0625), (224, 0.01),
-                                              (32, 0.05), (64, 0.02)])
-def test_tvl1_empty_level_is_where_opencv_fails(size, scale_step):
+@pytest.mark.parametrize("size, scale_step, nscales", [
+    (8, 0.0625, 5), (8, 0.05, 5), (32, 0.01, 5), (224, 0.002, 5), (8, 0.1, 5), (16, 0.05, 5),
+    (32, 0.0625, 5), (224, 0.01, 5), (32, 0.05, 5), (64, 0.02, 5),
+    (512, 0.03125, 3),  # a level of exactly 16 px goes on to the next (512 -> 16 -> 0): fails
+])
+def test_tvl1_empty_level_is_where_opencv_fails(size, scale_step, nscales):
     """`empty_level` says exactly where OpenCV's TV-L1 asserts on a pyramid level of 0 px, and
     no more: scale steps that compute (0.05 at 32 px) stay legal, as stores built with them."""
-    params = TVL1Params(scale_step=scale_step)
+    params = TVL1Params(scale_step=scale_step, nscales=nscales, warps=1, outer_iterations=1,
+                        inner_iterations=2)
     frames = [_texture(1, size), np.roll(_texture(1, size), 1, axis=1)]
     try:
         optical_flow(*frames, params)
@@ -279,6 +282,9 @@ def test_dis_min_size_is_where_opencv_starts_to_work():
     (["--flow-param", "flags=4"], "farneback flags must be 0 or 256"),
     (["--flow-param", "flags=12345"], "farneback flags must be 0 or 256"),
     (["--flow-param", "levels=2.5"], "farneback levels must be an integer, got '2.5'"),
+    # the last value silently won: a store built with a value its command also contradicts
+    (["--flow-param", "levels=3", "--flow-param", "levels=5"],
+     "--flow-param levels is given twice"),
     # stored as 0 for every flow value, decoded as -inf: verify passed
     (["--flow-dtype", "uint8", "--flow-bound", "inf"], "flow_bound must be a number of pixels"),
     # it did nothing but change the fingerprint (a resume without it refused)
@@ -299,6 +305,16 @@ def test_flow_options_errors_are_one_line_exit_2(args, message, tiny_tvhi_source
                         "-q")
     assert message in assert_one_line_error(out, 2)
     assert not store.exists()
+
+
+@pytest.mark.parametrize("word, value", [
+    ("true", True), ("1", True), ("yes", True), ("TRUE", True),
+    ("false", False), ("0", False), ("no", False), ("No", False)])
+def test_a_flow_switch_is_read_in_each_spelling_it_takes(word, value):
+    """`--flow-param NAME=0` is off, as `false` and `no` are: a spelling read the other way
+    builds the store with the opposite setting, recorded as asked for."""
+    params = flow_from_options("dis", [f"use_mean_normalization={word}"])
+    assert params.use_mean_normalization is value
 
 
 @pytest.mark.parametrize("method,inert,idle,acting", [

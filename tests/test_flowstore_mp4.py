@@ -74,10 +74,23 @@ def opencv_mp4(tmp_path_factory):
     return data, scale, duration
 
 
+def _version_1(header):
+    """An `mvhd` or `mdhd` body (version 0) as version 1 writes it: 64-bit times and duration,
+    so the time scale sits 8 bytes further in (long media, and some tools, write these)."""
+    assert header[0] == 0
+    created, modified, scale, duration = struct.unpack_from(">IIII", header, 4)
+    return b"\1" + header[1:4] + struct.pack(">QQIQ", created, modified, scale, duration) + \
+        header[20:]
+
+
 def _variant(opencv_mp4, tmp_path, name, *, entries=None, version=0, wide=(), size_0_last=False,
-             mdat_64=False, tail=b"", sound_entries=None):
+             mdat_64=False, tail=b"", sound_entries=None, headers_64=False):
     data, _, _ = opencv_mp4
     boxes = _parse(data)
+    if headers_64:
+        for kind in (b"mvhd", b"mdhd"):
+            for box in _find(boxes, kind):
+                box[1] = _version_1(box[1])
     if sound_entries is not None:  # a second track, of sound, with an edit list of its own
         moov = next(_find(boxes, b"moov"))[1]
         sound = copy.deepcopy(next(_find(moov, b"trak")))
@@ -102,7 +115,7 @@ def _cut(opencv_mp4):  # (an edit starting 10 frames into the media)
 
 @pytest.mark.parametrize("layout", [
     {}, {"mdat_64": True}, {"wide": (b"trak",)}, {"wide": (b"edts", b"elst")},
-    {"size_0_last": True}, {"version": 1}])
+    {"size_0_last": True}, {"version": 1}, {"version": 1, "headers_64": True}])
 def test_an_edit_list_dropping_leading_media_is_found_in_any_box_layout(opencv_mp4, tmp_path,
                                                                          layout):
     path = _variant(opencv_mp4, tmp_path, "cut.mp4", entries=_cut(opencv_mp4), **layout)
