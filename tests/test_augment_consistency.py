@@ -140,6 +140,49 @@ def test_scale_jitter_draws_its_window_anywhere_in_the_enlarged_picture():
     assert corner[:, 1].min() < 1 and corner[:, 1].max() > 5  # and from left to right
 
 
+def _coordinates(side: int, count: int) -> dict[str, np.ndarray]:
+    """`count` samples of a picture whose two channels hold each pixel's row and column."""
+    rows, columns = np.mgrid[0:side, 0:side].astype(np.float32)
+    return {"image": np.repeat(np.stack([rows, columns], axis=-1)[None], count, axis=0),
+            **_ids(count)}
+
+
+@pytest.mark.parametrize("size", [(3, 3), (6, 2), (2, 6), (8, 8)])
+def test_random_crop_draws_every_window_of_the_size_asked(size):
+    """Every window of the size lies within reach, the last one too, a (height, width) that is
+    not square included, and a crop of the whole picture is the picture."""
+    height, width = size
+    batch = _coordinates(8, 200)
+    out = random_crop(batch, np.random.default_rng(0), size=size)["image"]
+    assert out.shape == (200, height, width, 2)
+    tops, lefts = out[:, 0, 0, 0].astype(int), out[:, 0, 0, 1].astype(int)
+    assert set(tops) == set(range(8 - height + 1)) and set(lefts) == set(range(8 - width + 1))
+    for row, (top, left) in enumerate(zip(tops, lefts)):
+        np.testing.assert_array_equal(out[row], batch["image"][row, top:top + height,
+                                                               left:left + width])
+
+
+def test_scale_jitter_with_one_pixel_of_slack_draws_both_windows():
+    """A 16 px side enlarged to 17 leaves the window two places; it took only the first."""
+    out = random_resized_crop(_coordinates(16, 64), np.random.default_rng(0),
+                              scale=(17 / 16, 17 / 16), motion=())["image"]
+    # the window's top left, in the original's rows: about 0 from the first place, 0.9 the next
+    assert set((out[:, 0, 0, 0] > 0.5).tolist()) == {False, True}
+    assert set((out[:, 0, 0, 1] > 0.5).tolist()) == {False, True}
+
+
+def test_scale_jitter_rounds_integer_pixels_to_the_nearest():
+    """Integer pictures are resized in floats and rounded back, not truncated (which darkened
+    uint8 frames by half a level on average)."""
+    frames = np.random.default_rng(0).integers(0, 256, (8, 2, 16, 16, 3), dtype=np.uint8)
+    as_float = random_resized_crop({"frames": frames.astype(np.float32), **_ids(8)},
+                                   np.random.default_rng(1), scale=(1.1, 1.3), motion=())
+    as_uint8 = random_resized_crop({"frames": frames.copy(), **_ids(8)},
+                                   np.random.default_rng(1), scale=(1.1, 1.3), motion=())
+    np.testing.assert_array_equal(as_uint8["frames"],
+                                  np.clip(np.rint(as_float["frames"]), 0, 255).astype(np.uint8))
+
+
 def test_colour_jitter_keeps_float_pixels_within_0_and_1():
     frames = np.random.default_rng(0).random((16, 8, 8, 3)).astype(np.float32)
     out = colour_jitter({"frames": frames, **_ids(16)}, np.random.default_rng(1), strength=0.9)

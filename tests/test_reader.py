@@ -415,6 +415,25 @@ def test_a_split_of_a_store_since_rebuilt_is_refused_not_read_as_other_rows(
             split[0]
 
 
+def test_a_split_of_a_store_without_id_replaced_by_another_is_told_by_its_fingerprint(tmp_path):
+    """Stores written before store ids have none to compare: a split reopening one that was
+    replaced by another (other parameters) tells them apart by the fingerprint, not by the
+    empty id both have."""
+    first = make_tiny_store(tmp_path / "a.zarr", per_class=(2, 0, 0), flow_dtype="uint8",
+                            flow_bound=20.0)
+    other = make_tiny_store(tmp_path / "b.zarr", per_class=(2, 0, 0), flow_dtype="uint8",
+                            flow_bound=10.0)
+    for path in (first, other):  # (as those stores: `make_tiny_store` writes no id)
+        assert "store_id" not in zarr.open_group(str(path), mode="r").attrs
+    with flowstore.open(first) as ds:
+        pickled = pickle.dumps(ds.split("train"))
+    shutil.rmtree(first)
+    shutil.copytree(other, first)
+    with pytest.raises(StoreError, match=r"is not the one split 'train' was made from .* "
+                                         r"fingerprint"):
+        pickle.loads(pickled)[0]
+
+
 def test_a_split_reopened_after_a_repair_unmarked_its_sample_refuses_to_read_it(tvhi_source,
                                                                                   tmp_path,
                                                                                   suffix):
@@ -739,6 +758,16 @@ def test_a_declaration_the_store_does_not_hold_is_refused(tmp_path):
         flowstore.open(path)
 
 
+def test_a_uint8_feature_without_its_bound_is_a_store_error_not_a_bug(tmp_path):
+    """Its values cannot be mapped back to pixels: a store's fault, said as one (it was a bare
+    KeyError, which the CLIs report as a bug in flowstore)."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["params"] = {k: v for k, v in g.attrs["params"].items() if k != "flow_bound"}
+    with pytest.raises(StoreError, match="store has uint8 'flow' but no 'flow_bound' parameter"):
+        flowstore.open(path)
+
+
 # -- the fast path checks its assumptions and falls back ----------------------------------------------
 
 
@@ -988,8 +1017,11 @@ def test_numpy_batches_cover_an_epoch_in_a_seeded_order(adapter_store):
         again = list(train.batches(3, shuffle=True, seed=4, epoch=0))
         epoch1 = list(train.batches(3, shuffle=True, seed=4, epoch=1))
         in_order = list(train.batches(4))
+        whole = list(train.batches(3, shuffle=True, seed=4, epoch=0, drop_remainder=True))
     ids = [str(i) for b in epoch0 for i in b["id"]]
     assert sorted(ids) == sorted(expected) and [len(b["id"]) for b in epoch0] == [3, 3, 3, 1]
+    # drop_remainder: the same order, its last partial batch left out
+    assert [[str(i) for i in b["id"]] for b in whole] == [ids[:3], ids[3:6], ids[6:9]]
     assert ids == [str(i) for b in again for i in b["id"]]
     assert ids != [str(i) for b in epoch1 for i in b["id"]]
     for batch in epoch0:
@@ -1245,6 +1277,21 @@ def test_torch_collate_keeps_what_a_collate_function_changed_in_the_samples(adap
             assert batch["weight"].tolist() == [0.5] * 4
             np.testing.assert_allclose(batch["flow"].numpy(),
                                        np.stack([r["flow"] for r in expected]) / 20, atol=1e-3)
+        # a collate that only adds a value, or only removes one (zip stopped at the shorter,
+        # and a sample with `id` deleted counted as left as read): its batch, not the read one
+        def add_only(samples):
+            for sample in samples:
+                sample["weight"] = np.float32(0.5)
+            return default_collate(samples)
+
+        def without_id(samples):
+            for sample in samples:
+                del sample["id"]
+            return default_collate(samples)
+
+        added = next(iter(DataLoader(train, batch_size=4, collate_fn=add_only)))
+        assert added["weight"].tolist() == [0.5] * 4
+        assert "id" not in next(iter(DataLoader(train, batch_size=4, collate_fn=without_id)))
         # samples left as read are still passed on as their batch, uncopied: collate unused
         import flowstore.reader.torch as adapter
 
