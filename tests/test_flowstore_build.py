@@ -102,6 +102,37 @@ def test_a_resume_that_changes_the_fingerprint_says_so(tiny_tvhi_source, tmp_pat
         f"warning: the store's fingerprint changed from {was[:12]}: the source's files (names "
         f"or sizes) are not those of its last build; trainers runs made on it before are of "
         f"the old fingerprint, no longer taken as this store's"]
+    # the store records the new one (the trainers match runs against it), said once only
+    with open_store(store) as opened:
+        assert opened.attrs["fingerprint"] not in ("", was)
+    after = flowstore_cli(*args)
+    assert after.returncode == 0 and after.stderr == ""
+
+
+def test_a_source_file_that_changes_while_it_is_read_fails_and_is_computed_again(
+        tvhi_source, tmp_path, monkeypatch):
+    """A clip still being written (a download under way) grew while its task decoded it:
+    stored, its sample would hold frames of the part read under the size and hash of the file
+    after, which no later build, nor `--check-source`, could tell. It fails instead, and the
+    next build computes it."""
+    from flowstore.datasets.tvhi import TVHI
+
+    extract = TVHI.extract
+
+    def growing(self, path, params):
+        arrays = extract(self, path, params)
+        if Path(path).stem == "kiss_0004":
+            with open(path, "ab") as clip:
+                clip.write(bytes(1000))
+        return arrays
+
+    monkeypatch.setattr(TVHI, "extract", growing)
+    store = tmp_path / "s.zarr"
+    result = _build(tvhi_source, store)
+    assert result.failures == {"kiss_0004": "the source file changed while it was being read"}
+    monkeypatch.undo()
+    again = _build(tvhi_source, store)
+    assert again.ok and again.computed == 1
 
 
 def test_same_command_is_a_fast_no_op_and_other_parameters_are_refused(tiny_tvhi_source, tmp_path):
@@ -716,6 +747,10 @@ def test_a_sample_left_done_with_its_old_failure_is_not_a_failure(tiny_tvhi_sour
     ledger.complete(0, "xxh3_128:" + "0" * 32)
     ledger.write(Recording())
     assert written.index("failure") < written.index("done")
+    # a sample's checksum and source record go before it is marked done: a kill between them
+    # left done samples without them (a lost source_size said as damage, computed again)
+    assert max(map(written.index, ("checksum", "source_size", "source_hash"))) < \
+        written.index("done")
 
 
 @pytest.mark.parametrize("stop", [KeyboardInterrupt, "lost scheduler"])

@@ -43,6 +43,17 @@ def test_the_command_prints_each_encoding_cpu_and_wall_time(tiny_tvhi_source):
     assert "CPU-hours [" in out.stdout and "wall time with --workers 1" in out.stdout
 
 
+def test_max_per_split_estimates_the_items_the_build_would_take(tiny_tvhi_source):
+    """`--max-per-split 1` of the 16 tiny clips is a build of 3 (one a split): ignored, the
+    estimate was of all 16, five times the store the build makes."""
+    predicted = estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=2,
+                         workers=1, progress=False, max_per_split=1)
+    assert predicted.items == 3 and len(predicted.sampled) == 2
+    out = flowstore_cli("estimate", "tvhi", "--source", tiny_tvhi_source, *TINY_BUILD,
+                        "--sample", "2", "--workers", "1", "--max-per-split", "1")
+    assert out.returncode == 0 and "build of 3 item(s)" in out.stdout, out.stderr
+
+
 def test_a_source_whose_relative_path_reads_as_a_url_is_measured_as_the_build_reads_it(
         tiny_tvhi_source, tmp_path, monkeypatch):
     """`--source ./data:/x` (how a folder named `data:` is given): the clips were handed to

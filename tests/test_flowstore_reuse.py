@@ -222,6 +222,26 @@ def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips,
         assert not new.exists()  # refused before the new store was made
 
 
+@pytest.mark.parametrize("spelling", ["{tmp}/./old.zarr", "{tmp}/old.zarr/", "link.zarr"])
+def test_the_store_being_built_named_otherwise_is_refused_and_kept(clips, built_old, tmp_path,
+                                                                    spelling):
+    """`--reuse-from` naming the store being built by another spelling (a `./`, a trailing
+    slash, a link to it): with `--overwrite`, the store asked to be reused would be deleted
+    first and its samples all computed again."""
+    old = Path(shutil.copytree(built_old, tmp_path / "old.zarr"))
+    lock = built_old.parent / f".{built_old.name}.lock"
+    if lock.exists():
+        shutil.copy2(lock, tmp_path / lock.name)
+    if spelling == "link.zarr":
+        (tmp_path / spelling).symlink_to(old)
+    reuse = spelling.format(tmp=tmp_path) if "{tmp}" in spelling else tmp_path / spelling
+    before = _contents(old)
+    result = flowstore_cli("build", "clips", "--source", clips, "--store", old, *BUILD,
+                           "--overwrite", "--reuse-from", reuse)
+    assert "is the store being built; name another store" in assert_one_line_error(result)
+    _same(_contents(old), before)
+
+
 def test_the_candidates_are_the_same_id_first_then_files_of_its_size(monkeypatch):
     """A task is sent OLD's sample of its id, then OLD's samples whose file had its size, one
     per content hash and at most `MAX_CANDIDATES` in all (many files share a size where frames
