@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import re
 import shutil
 import signal
@@ -868,6 +869,19 @@ def test_what_the_system_refuses_is_said_as_its_limit_not_a_bug_nor_a_bad_store(
     out = flowstore_with(_OUT_OF_MEMORY_IN_A_TASK, *build[:5], str(store2), *build[6:])
     assert out.returncode == 1, out.stderr
     assert f"  hug_0002: {said.format('memory', 'MemoryError')}" in out.stderr.splitlines()
+
+
+@pytest.mark.parametrize("exc, what", [
+    (MemoryError(), "memory"), (OSError(errno.ENOMEM, "Cannot allocate memory"), "memory"),
+    (RuntimeError("can't start new thread"), "threads"),
+    (OSError(errno.EMFILE, "Too many open files"), "open files"),
+    (OSError(errno.ENFILE, "Too many open files in system"), "open files"),
+    (OSError(errno.ENOENT, "No such file"), None), (RuntimeError("other"), None)])
+def test_each_system_refusal_is_told_as_a_limit_and_nothing_else_is(exc, what):
+    """A process's limit (`ulimit -v`, `-n`) and the system's whole table (ENFILE) alike."""
+    from flowstore.errors import resource_exhaustion
+
+    assert resource_exhaustion(exc) == what
 
 
 def test_a_decoder_out_of_memory_or_descriptors_is_no_fault_of_the_clip(tiny_tvhi_source,

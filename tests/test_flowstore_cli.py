@@ -351,6 +351,31 @@ def test_synth_is_deterministic_per_seed(tmp_path):
     assert "--frames" in assert_one_line_error(flowstore_cli("synth", "tvhi", tmp_path / "d", "--frames", "x"))
 
 
+def test_synth_frames_given_as_one_number_is_that_many_frames(tmp_path):
+    """`--frames 24` is `--frames 24:24`: every clip of 24 frames."""
+    args = ["--videos-per-class", "2", "--negatives", "0", "--resolution", "64x48"]
+    for name, frames in (("one", "24"), ("range", "24:24")):
+        out = flowstore_cli("synth", "tvhi", tmp_path / name, *args, "--frames", frames)
+        assert out.returncode == 0, out.stderr
+    clips = sorted((tmp_path / "one").glob("*.avi"))
+    assert len(clips) == 8
+    for clip in clips:
+        capture = cv2.VideoCapture(str(clip))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 24, clip.name
+        capture.release()
+        assert clip.read_bytes() == (tmp_path / "range" / clip.name).read_bytes()
+
+
+@pytest.mark.parametrize("given", [(), ("--synthetic", "--source", "{tmp}")],
+                         ids=["neither", "both"])
+def test_build_takes_exactly_one_of_source_or_synthetic(tmp_path, given):
+    store = tmp_path / "s.zarr"
+    out = flowstore_cli("build", "tvhi", "--store", store, *TINY_BUILD,
+                        *(str(arg).replace("{tmp}", str(tmp_path)) for arg in given))
+    assert assert_one_line_error(out) == "error: give exactly one of --source DIR or --synthetic"
+    assert not store.exists()
+
+
 def test_synthetic_colours_share_grey_levels_so_flow_cannot_see_them():
     warm = render_clip("warm", "horizontal", np.random.default_rng(1), 3, 80, 64)
     cool = render_clip("cool", "horizontal", np.random.default_rng(1), 3, 80, 64)
@@ -673,6 +698,14 @@ def test_byte_identical_sources_are_told_by_build_and_listed_by_inspect(tvhi_sou
         chunk_file(store, "split", 0).write_bytes(b"")
         text = flowstore_cli("inspect", store).stdout
         assert "\x00" not in text and f"{test} (unreadable)" in text, text
+
+
+def test_every_control_character_is_printed_escaped_delete_and_c1_too():
+    """DEL and the C1 controls (U+0080..U+009F; U+009B is an 8-bit CSI, which terminals obey
+    as ESC [) are control characters as much as C0's."""
+    from flowstore.console import one_line
+
+    assert one_line("a\nb\x1bc\x7fd\x9be\x9ff\xa0g") == "a\\nb\\x1bc\\x7fd\\x9be\\x9ff\xa0g"
 
 
 def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):

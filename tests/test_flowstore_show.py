@@ -166,6 +166,23 @@ def _show_raw_uint8(store: Path, tmp_path: Path) -> Path:
     return path
 
 
+def test_the_random_choice_is_of_done_samples_in_store_order():
+    """Of a partly built store, only done samples are drawn (a pending one made `show` fail as
+    a bug, or draw a neighbour), listed in store order whatever order they were drawn in."""
+    from types import SimpleNamespace
+
+    from flowstore.show import _select
+
+    labels = np.array([0, 1] * 6)
+    done = np.array([True, True, False, True, True, False, True, False, False, True, True, True])
+    dataset = SimpleNamespace(labels=labels, done=done, ids=np.array([f"s{k}" for k in range(12)]))
+    for seed in range(20):
+        chosen = _select(dataset, "s.zarr", (), 2, seed)
+        assert chosen == sorted(chosen) and done[chosen].all() and len(chosen) == 4
+        assert sorted(labels[chosen].tolist()) == [0, 0, 1, 1]
+    assert _select(dataset, "s.zarr", (), 9, 0) == np.flatnonzero(done).tolist()
+
+
 def test_default_choice_is_per_class_and_seeded(stores, tmp_path):
     first = _show(stores["float16"], tmp_path / "a", per_class=1, seed=3)
     again = _show(stores["float16"], tmp_path / "b", per_class=1, seed=3)

@@ -78,6 +78,20 @@ def test_verify_and_inspect_work_without_opencv(tiny_tvhi_source, tmp_path):
     assert out.returncode == 0 and "16 done, 0 failed" in out.stdout, out.stderr
 
 
+@pytest.mark.parametrize("option, said", [
+    (("--fsync",), "--fsync applies to --repair only (verify writes nothing)"),
+    (("--synthetic",), "--synthetic applies to --repair only"),
+    (("--source", "{tmp}"), "--source applies to --repair only"),
+    (("--split-file", "{tmp}/f.csv"), "dataset options apply to --repair only"),
+])
+def test_options_of_a_repair_without_repair_are_refused_not_ignored(tiny_tvhi_source, tmp_path,
+                                                                    option, said):
+    """Each takes effect only in a repair: given to a plain verify, it was believed to."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    given = [arg.replace("{tmp}", str(tmp_path)) for arg in option]
+    assert said in assert_one_line_error(flowstore_cli("verify", store, *given))
+
+
 def test_checksums_of_older_stores_still_verify(tiny_tvhi_source, tmp_path):
     """Stores written before checksums named their algorithm hold bare blake2b digests."""
     store = _built(tiny_tvhi_source, tmp_path)
