@@ -758,3 +758,28 @@ def test_a_refused_write_of_a_zarr_stores_records_names_the_file(tmp_path, monke
         store.update_attrs({"dataset": "x"})
     assert refused.value.filename == f"{path}/zarr.json"
     store.close()
+
+
+def test_a_zarr_sample_whose_one_array_is_refused_raises_that_refusal(store_path_zarr,
+                                                                      monkeypatch):
+    """The arrays of a sample are written together (`write_sample`); one refused (a full disk,
+    a quota) while the others are written must raise, or the build marks the sample done with a
+    checksum no chunk stands behind."""
+    import errno
+
+    from zarr.storage import LocalStore
+
+    real_set = LocalStore.set
+
+    async def flow_refused(self, key, value, *args, **kwargs):
+        if key.startswith("flow/c"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return await real_set(self, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(LocalStore, "set", flow_refused)
+    with open_store(store_path_zarr, "r+") as store:
+        with pytest.raises(OSError) as refused:
+            store.write_sample(1, {"pixels": np.ones((4, 4, 3), np.uint8),
+                                   "flow": np.ones((2, 4, 4, 2), np.float16)})
+    assert refused.value.errno == errno.ENOSPC
+    assert chunk_file(store_path_zarr, "pixels", 1).exists()  # (the other array was written)

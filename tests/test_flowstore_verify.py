@@ -633,6 +633,30 @@ def test_hand_edited_root_attributes_are_damage_not_tracebacks(tiny_tvhi_source,
         assert_one_line_error(flowstore_cli("verify", store)))
 
 
+def test_a_class_name_that_is_no_text_is_damage_not_a_bug(tiny_tvhi_source, tmp_path):
+    """`classes` of the right length holding a number: `inspect` ended in a TypeError."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs["classes"] = [7, *list(group.attrs["classes"])[1:]]
+    for command in ("inspect", "verify"):
+        assert "is damaged: its attribute 'classes' is not a list of class names ([7, " in \
+            assert_one_line_error(flowstore_cli(command, store)), command
+
+
+def test_an_array_of_another_dataset_is_damage_not_changed_bytes(tiny_tvhi_source, tmp_path):
+    """A video store holding an image store's array (two stores merged by hand) is no store
+    of its dataset: said so, not "bytes changed since written" of every sample, which sends
+    the user to a --repair that cannot mend it."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    extra = group.create_array("image", shape=(16, 8, 8, 3), dtype="uint8", chunks=(1, 8, 8, 3))
+    extra[:] = 1
+    said = "says dataset 'tvhi' but has array(s) image of another dataset"
+    assert said in assert_one_line_error(flowstore_cli("verify", store))
+    shown = flowstore_cli("inspect", store)
+    assert shown.returncode == 1 and f"DAMAGED      store '{store}' {said}" in shown.stdout
+
+
 def test_a_lost_done_column_is_noted_not_passed_in_silence(tiny_tvhi_source, tmp_path):
     """`done` deleted by hand: verify said "checked 0 sample(s), 0 bad" and nothing else."""
     store = _built(tiny_tvhi_source, tmp_path)
