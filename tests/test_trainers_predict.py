@@ -585,3 +585,18 @@ def test_another_flow_algorithm_is_said_once(trained, tmp_path):
             "flow_method 'farneback' (the default), not 'tvl1'",)
     finally:
         samples.store.close()
+
+
+def test_accuracy_counts_only_the_samples_of_classes_the_run_knows():
+    """Another store's samples of a class the run does not know (label -1) are in no accuracy:
+    1 right of the 2 it knows is 0.5, not 1 of 4."""
+    from trainers.predict import SplitPredictions
+
+    predictions = SplitPredictions(
+        classes=("a", "b"), ids=np.array(["s0", "s1", "s2", "s3"]),
+        labels=np.array([0, 1, -1, -1]), predicted=np.array([0, 0, 1, 1]),
+        probabilities=np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.4, 0.6]]),
+        true_classes=np.array(["a", "b", "dance", "dance"]), splits=np.array(["test"] * 4))
+    assert (predictions.correct, predictions.accuracy) == (1, 0.5)
+    assert predictions.top_k_accuracy(1) == 0.5 and predictions.top_k_accuracy(2) == 1.0
+    assert predictions.confusion.tolist() == [[1, 0], [1, 0]]

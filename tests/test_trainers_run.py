@@ -1081,3 +1081,24 @@ def test_a_prerequisite_from_a_base_since_removed_says_the_chain_has_none(tmp_pa
     assert (f"not reusing frames run {old.path} (same store and recipe, but it started from "
             f"image run {image.path.name}, and this chain has no image run)"
             in " ".join(result.stdout.split())), result.stdout
+
+
+def test_find_run_takes_the_input_size_asked(tmp_path):
+    """`frames` transfers from the image run of its own input size, found by size alone: the
+    newest image run, of another size, has weights of another input shape."""
+    from trainers.runs import find_run
+
+    runs = tmp_path / "runs"
+    for second, (name, size) in enumerate((("image-112", 112), ("image-224", 224))):
+        folder = runs / name
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"")
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": "image", "created": f"2026-01-01T00:00:{second:02d}", "seed": 0,
+            "recipe": {"learning_rate": 1e-4, "epochs": 1}, "augment": False,
+            "mixed_precision": False,
+            "store": {"dataset": "stanford40", "fingerprint": "f", "params": {"size": size}},
+            "test": {"accuracy": 0.5, "loss": 1.0}}))
+    assert find_run(runs, "image").path.name == "image-224"  # (the newest)
+    assert find_run(runs, "image", size=112).path.name == "image-112"
+    assert find_run(runs, "image", size=64) is None

@@ -350,6 +350,21 @@ def test_ema_momentum_without_a_val_split_keeps_the_last_epoch(tmp_path):
     assert record.metrics["best"]["train_loss"] == history["loss"][-1]
 
 
+def test_without_a_val_split_the_report_recipe_keeps_its_lowest_training_loss_epoch(tmp_path):
+    """No validation, no averaged weights: the epoch of the lowest training loss is kept and
+    tested (not the last, which the run would still call chosen by its training loss)."""
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(3, 0, 2))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--epochs", "3", "--lr", "0.5", "--quiet"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    record, = list_runs(runs)
+    history = json.loads((record.path / "history.json").read_text())
+    assert record.metrics["selection"] == "min loss"
+    assert record.metrics["best_epoch"] == int(np.argmin(history["loss"])) + 1
+    assert record.metrics["best"]["train_loss"] == min(history["loss"])
+
+
 def test_augment_under_a_recipe_that_flips_is_recorded_off_so_runs_without_it_are_reused(
         tmp_path):
     """It trained the same weights, but was recorded on: a tuned chain with `--augment`
