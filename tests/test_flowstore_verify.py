@@ -688,6 +688,15 @@ def test_a_ledger_chunk_a_power_cut_left_empty_costs_its_samples_not_the_store(
     assert verified.returncode == 1, verified.stderr
     named = [line for line in verified.stderr.splitlines() if "its chunk of 'done'" in line]
     assert len(named) == 16 and "note:" not in verified.stderr  # (not also "unmarked")
+    # its `checksum` chunk lost instead: the samples are named by that chunk, not as done
+    # samples with no checksum (the chunk of `done` read, the checksums did not)
+    power_cut()
+    shutil.copy2(chunk_file(store, "done", 0), chunk_file(cut, "done", 0))
+    chunk_file(cut, "checksum", 0).write_bytes(b"")
+    verified = flowstore_cli("verify", cut)
+    assert verified.returncode == 1, verified.stderr
+    named = [line for line in verified.stderr.splitlines() if "its chunk of 'checksum'" in line]
+    assert len(named) == 16 and "no checksum" not in verified.stderr, verified.stderr
     repaired = flowstore_cli("verify", cut, "--repair", "--source", tiny_tvhi_source, "-q")
     assert repaired.returncode == 0 and "repaired 16 of 16" in repaired.stdout, repaired.stderr
     assert flowstore_cli("verify", cut, "-q").returncode == 0
