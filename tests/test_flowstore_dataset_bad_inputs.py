@@ -51,6 +51,17 @@ def refused(result, store: Path, *expected: str) -> str:
 
 
 # -- a split file naming a clip that is absent: that sample fails, the build goes on ---------------
+@pytest.mark.parametrize("dataset", ["tvhi", "stanford40", "ucf101", "videofolder", "clips"])
+def test_an_empty_source_folder_is_said_to_be_empty(dataset, tmp_path):
+    """Not "none of the 200 clips its split lists is in ...": the folder holds nothing at all
+    (a mount not there, a copy not made yet)."""
+    (tmp_path / "empty").mkdir()
+    store = tmp_path / "s.zarr"
+    out = flowstore_cli("build", dataset, "--source", tmp_path / "empty", "--store", store)
+    assert assert_one_line_error(out) == f"error: source folder is empty: '{tmp_path}/empty'"
+    assert not store.exists()
+
+
 def test_ucf101_list_naming_an_absent_clip_fails_that_clip_alone(copy, tmp_path):
     source = copy("ucf101")
     train = source / "ucfTrainTestlist" / "trainlist01.txt"

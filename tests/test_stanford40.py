@@ -104,6 +104,23 @@ def test_split_files_saved_with_a_bom_read_as_without(real_splits, tmp_path):
     assert read_image_splits(folder) == read_image_splits(real_splits)
 
 
+def test_train_and_test_lists_in_another_order_than_the_per_class_files_read(real_splits,
+                                                                             tmp_path):
+    """The per-class files list their images in no particular order: `train.txt` re-sorted
+    (regenerated, or edited in a spreadsheet) holds the same images, and reads as the same
+    split (its lists were compared in order: an IndexError)."""
+    folder = Path(shutil.copytree(real_splits, tmp_path / "ImageSplits"))
+    for name in ("train.txt", "test.txt"):
+        lines = (folder / name).read_text().split()
+        (folder / name).write_text("\n".join(sorted(lines, reverse=True)) + "\n")
+    resorted, official = read_image_splits(folder), read_image_splits(real_splits)
+    assert resorted.classes == official.classes
+    for split in ("train", "test"):
+        got, want = getattr(resorted, split), getattr(official, split)
+        assert {name: sorted(ids) for name, ids in got.items()} == \
+            {name: sorted(ids) for name, ids in want.items()}
+
+
 def test_parsers_take_the_real_quirks_and_reject_garbage():
     text = "action_name\t\t\tnumber_of_images\nb_c\t\t\t3\nlooking_x\t191\t\n\na\t\t\t\t2\n"
     assert parse_actions(text) == {"b_c": 3, "looking_x": 191, "a": 2}  # file order kept
