@@ -398,6 +398,24 @@ def test_ema_momentum_outside_0_to_1_is_refused_before_any_work(tmp_path):
                                            ema_momentum=0.0).training_for("flow")["recipe"]
 
 
+@pytest.mark.parametrize("warmup, taken", [(0, True), (1, True), (4, True), (5, False),
+                                           (6, False), (-1, False), (1.5, False)])
+def test_a_warm_up_is_shorter_than_the_epochs_or_refused(warmup, taken):
+    """A warm-up as long as the run never reaches the recipe's learning rate."""
+    import dataclasses
+
+    from trainers.errors import ModelConfigError
+    from trainers.recipes import TUNED_RECIPES
+
+    recipe = dataclasses.replace(TUNED_RECIPES["flow"], epochs=5, warmup_epochs=0)
+    if taken:
+        assert dataclasses.replace(recipe, warmup_epochs=warmup).warmup_epochs == warmup
+    else:
+        with pytest.raises(ModelConfigError, match="warmup_epochs must be an integer in "
+                                                   "0..epochs-1"):
+            dataclasses.replace(recipe, warmup_epochs=warmup)
+
+
 def _dropout_rates(model) -> list[float]:
     """The rate of every Dropout layer of `model`, nested models included."""
     import keras
