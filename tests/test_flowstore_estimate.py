@@ -267,7 +267,9 @@ def test_scratch_folders_of_killed_estimates_are_removed_by_the_next(tiny_tvhi_s
     dead, alive = int(ended.stdout), os.getppid()
     names = [f"{SCRATCH_PREFIX}{dead}-x1", f"{SCRATCH_PREFIX}{alive}-x2",
              f"{SCRATCH_PREFIX}{dead}", f"{SCRATCH_PREFIX}abc-x3", f"other-{dead}-x4",
-             f"{SCRATCH_PREFIX}\u00b2-x5"]  # (a digit to `str.isdigit`, and int() refuses it)
+             f"{SCRATCH_PREFIX}\u00b2-x5",  # (a digit to `str.isdigit`, and int() refuses it)
+             # a name of the prefix's length, then a dead process's number: not a scratch
+             "x" * len(SCRATCH_PREFIX) + f"{dead}-x6"]
     for name in names:
         (tmp_path / name / "store.zarr").mkdir(parents=True)
     estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4), sample_size=2,

@@ -62,6 +62,19 @@ def _contents(path: Path) -> dict:
     return out
 
 
+def _set_format1_attribute(store_path: Path, name: str, value) -> None:
+    """A format-1 root attribute rewritten as the fixture's backend holds it."""
+    if store_path.suffix == ".zarr":
+        import zarr
+
+        zarr.open_group(str(store_path), mode="r+").attrs[name] = value
+    else:
+        import h5py
+
+        with h5py.File(store_path, "r+") as file:
+            file.attrs[name] = json.dumps(value)
+
+
 def test_a_format1_store_without_checksums_is_refused_by_verify_in_one_line(old):
     """Format 1 allowed a store without `checksum` (trainers' test stores); verify raised a
     KeyError traceback on it."""
@@ -111,15 +124,7 @@ def test_a_format1_failure_of_a_done_sample_is_not_counted(old):
     with open_store(store_path) as store:
         ids, done = store.read("id").tolist(), store.read("done").astype(bool)
         stale = {**store.attrs["failures"], **{ids[i]: "stale" for i in np.flatnonzero(done)}}
-    if store_path.suffix == ".zarr":
-        import zarr
-
-        zarr.open_group(str(store_path), mode="r+").attrs["failures"] = stale
-    else:
-        import h5py
-
-        with h5py.File(store_path, "r+") as file:
-            file.attrs["failures"] = json.dumps(stale)
+    _set_format1_attribute(store_path, "failures", stale)
     summary = summarize(store_path)
     assert (summary["done"], summary["failed"], summary["pending"]) == (2, 1, 3)
     assert list(summary["failures"]) == [FAILED]
@@ -131,6 +136,41 @@ def test_a_format1_failure_of_a_done_sample_is_not_counted(old):
         failure, done = store.read("failure"), store.read("done")
         assert store.format == 2 and failure[done].tolist() == ["", ""]
         assert list(failures(store)) == [FAILED]
+
+
+def test_a_format1_done_sample_of_no_recorded_size_is_extracted_again_not_refused(old):
+    """A done sample whose source file has no size in `source_files` has none recorded after
+    the upgrade (-1), and a resume extracts it again; read as size 0, the resume refused the
+    whole store ("changed since it was written ... use --overwrite")."""
+    store_path, source = old
+    with open_store(store_path) as store:
+        sizes = dict(store.attrs["source_files"])
+    del sizes["jumping jacks/clip_01.MP4"]
+    _set_format1_attribute(store_path, "source_files", sizes)
+    resumed = _build(source, store_path)
+    assert (resumed.computed, resumed.already_done, list(resumed.failures)) == (4, 1, [FAILED])
+    with open_store(store_path) as store:
+        index = store.read("id").tolist().index("jumping jacks/clip_01")
+        assert store.read("done")[index]
+        assert store.read("source_size")[index] == (source / "jumping jacks/clip_01.MP4").stat().st_size
+
+
+def test_a_format1_store_without_its_done_array_is_damage_in_one_line(old):
+    """Format 1 requires `done` as format 2 does: without it, `inspect` and `verify` ended in
+    "KeyError: 'done'", said as a bug in flowstore."""
+    store_path, _ = old
+    if store_path.suffix == ".zarr":
+        shutil.rmtree(store_path / "done")
+    else:
+        import h5py
+
+        with h5py.File(store_path, "r+") as f:
+            del f["done"]
+    for command in ("inspect", "verify"):
+        out = flowstore_cli(command, store_path)
+        assert out.returncode == 2 and out.stderr.splitlines() == [
+            f"error: store {str(store_path)!r} is damaged: it has no 'done' array; delete it "
+            f"or rebuild it with --overwrite"], (command, out.stderr)
 
 
 def test_a_format1_store_resumes_to_what_a_fresh_build_makes(old, tmp_path):

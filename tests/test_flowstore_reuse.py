@@ -155,6 +155,38 @@ def test_a_fifo_or_device_in_a_clips_place_is_not_hashed(built_old, tmp_path):
         assert answers == [reuse_module.Copied(None, None)], place
 
 
+def test_a_store_put_in_the_older_ones_place_after_the_plan_is_not_read(built_old, clips,
+                                                                        tmp_path):
+    """The tasks read OLD by its location, and only a store of the id the plan read there:
+    another put in its place since (another build's `--overwrite`) is not read, its samples
+    extracted instead (a smaller one ended the task in zarr's BoundsCheckError)."""
+    import zarr
+
+    from flowstore import reuse as reuse_module
+    from flowstore.store.checksum import file_digest
+
+    old = Path(shutil.copytree(built_old, tmp_path / "old.zarr"))
+    with open_store(old) as store:
+        hashes, checksums = store.read("source_hash"), store.read("checksum")
+        store_id = store.attrs["store_id"]
+    clip = next(path for path in sorted(clips.rglob("*")) if path.is_file()
+                and file_digest(path) == hashes[0])
+    reuse = reuse_module.ReuseSource(str(old), store_id,
+                                     (reuse_module.Candidate(0, str(hashes[0]),
+                                                             str(checksums[0])),),
+                                     ("middle_frame", "frames", "flow"))
+    try:
+        assert reuse_module.reused_arrays(reuse, str(clip)).arrays is not None  # (OLD: copied)
+    finally:
+        reuse_module.close_readers()
+    zarr.open_group(str(old), mode="r+").attrs["store_id"] = "another"  # the same bytes
+    try:
+        assert reuse_module.reused_arrays(reuse, str(clip)) == \
+            reuse_module.Copied(None, str(hashes[0]))
+    finally:
+        reuse_module.close_readers()
+
+
 def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_path):
     """A sample whose arrays no longer match OLD's checksum of them (a chunk edited) is
     extracted again; the others are copied."""
