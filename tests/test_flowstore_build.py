@@ -746,6 +746,7 @@ def test_a_sample_left_done_with_its_old_failure_is_not_a_failure(tiny_tvhi_sour
     ledger = Ledger({name: np.zeros(1, bool if name == "done" else object) for name in
                      ("done", "checksum", "failure", "source_size", "source_hash")})
     ledger.complete(0, "xxh3_128:" + "0" * 32)
+    ledger.record_source(0, 1234, "xxh3_128:" + "1" * 32)
     ledger.write(Recording())
     assert written.index("failure") < written.index("done")
     # a sample's checksum and source record go before it is marked done: a kill between them
