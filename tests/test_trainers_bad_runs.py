@@ -103,7 +103,14 @@ def test_load_trained_says_a_cut_short_or_corrupt_file_is_damaged(keras_file, tm
                 if member != dropped:
                     copy.writestr(member, source.read(member))
         lacking[dropped] = path.read_bytes()
+    # a whole zip whose config.json is no JSON (Keras' JSONDecodeError: a traceback)
+    not_json = tmp_path / "not-json"
+    with zipfile.ZipFile(keras_file) as source, zipfile.ZipFile(not_json, "w") as copy:
+        for member in source.namelist():
+            copy.writestr(member, b"{not json" if member == "config.json" else
+                          source.read(member))
     for name, data, reason in [("cut", whole[:len(whole) // 2], "not a whole .keras file"),
+                               ("not-json", not_json.read_bytes(), "Expecting"),
                                ("corrupt", bytes(corrupt), "Bad CRC-32"),
                                ("no-config", lacking["config.json"], "without config.json"),
                                ("no-weights", lacking["model.weights.h5"],

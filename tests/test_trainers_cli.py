@@ -394,8 +394,8 @@ def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
 
 
 def test_report_table_1_puts_each_figure_in_its_column_and_report_recipes_first(tmp_path):
-    """Table 1's cells (only its header and row names were checked: train and val accuracy
-    swapped passed), and the seeds table's report-recipe row before a tuned one made earlier."""
+    """Table 1's and Table 2's cells (only their headers and row names were checked: train and
+    val accuracy swapped passed), and the seeds table's report-recipe row before a tuned one made earlier."""
     def run(name, recipe_set, created, best):
         folder = tmp_path / "runs" / name
         folder.mkdir(parents=True)
@@ -406,7 +406,8 @@ def test_report_table_1_puts_each_figure_in_its_column_and_report_recipes_first(
                        **({"recipe_set": recipe_set} if recipe_set else {})},
             "augment": False, "mixed_precision": False,
             "store": {"dataset": "tvhi", "fingerprint": "f1"},
-            "test": {"accuracy": 0.5, "loss": 1.0}}))
+            "test": {"accuracy": 0.5, "loss": 1.0}, "model_size_gb": 0.012,
+            "model_size_bytes": 12_345_678}))
 
     run("tuned", "tuned", "2026-01-01T00:00:00", {"train_accuracy": 0.8, "val_accuracy": 0.3,
                                                   "train_loss": 0.2, "val_loss": 1.6})
@@ -414,6 +415,8 @@ def test_report_table_1_puts_each_figure_in_its_column_and_report_recipes_first(
                                                 "train_loss": 0.1, "val_loss": 1.5})
     text = runner.invoke(app, ["report", str(tmp_path / "runs")]).output
     assert "| TV-HI flow | report | 0.90 | 0.40 | 0.10 | 1.50 | 7 |" in text, text
+    # Table 2: the test loss (not the best epoch's val loss) and the size in GB
+    assert "| TV-HI flow | report | 0.50 | 1.00 | 0.012 |" in text, text
     seeds = [line.split(" | ")[1] for line in text.splitlines()
              if line.startswith("| TV-HI flow | ") and " | 0 | 0.50 | - |" in line]
     assert len(seeds) == 2 and seeds[0] == "report" and seeds[1].startswith("tuned"), seeds

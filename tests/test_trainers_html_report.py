@@ -95,6 +95,23 @@ def _predictions(labels: np.ndarray, predicted: np.ndarray) -> SplitPredictions:
                             true_classes=np.array([classes[k] for k in labels], dtype=object),
                             splits=np.array(["test"] * 8))
 
+def test_the_pages_seeds_table_is_over_every_run_not_the_latest(tmp_path):
+    """Its mean is over the seeds of a recipe, as the text report's: over the latest runs
+    only, seeds 0 and 1 became seed 1 alone."""
+    runs = tmp_path / "runs"
+    for seed, accuracy in ((0, 0.30), (1, 0.40)):
+        folder = runs / f"flow-{seed}"
+        folder.mkdir(parents=True)
+        (folder / "model.keras").write_bytes(b"")
+        (folder / "metrics.json").write_text(json.dumps({
+            "model": "flow", "created": f"2026-01-01T00:00:0{seed}", "seed": seed,
+            "recipe": {"learning_rate": 1e-3, "epochs": 20}, "augment": False,
+            "mixed_precision": False, "store": {"dataset": "tvhi", "fingerprint": "f1"},
+            "test": {"accuracy": accuracy, "loss": 1.0}}))
+    seeds = Page(html_report(runs)).tables[2]
+    assert seeds[1] == ["TV-HI flow", "report", "0, 1", "0.35", "0.07", "0.30-0.40"]
+
+
 def test_the_page_holds_both_tables_curves_and_a_confusion_matrix(report_file):
     page = Page(report_file.read_text())
     table_1, table_2, seeds = page.tables[:3]
@@ -392,6 +409,10 @@ def test_out_removes_the_report_figures_it_did_not_draw_and_nothing_else(runs, t
     for name in stale:
         assert f"removed {out / name}: an earlier report's figure" in result.stdout
     assert set((out / WRITTEN_FILE).read_text().split()) == drawn
+    # the same report again: its own figures, listed by the first, are drawn, not removed
+    again = runner.invoke(app, ["report", str(runs), "--out", str(out)])
+    assert again.exit_code == 0 and "removed" not in again.stdout, again.output
+    assert {p.name for p in out.iterdir()} == {*drawn, *kept, WRITTEN_FILE}
 
     empty = tmp_path / "no-runs"
     empty.mkdir()
@@ -622,7 +643,7 @@ def test_a_confusion_matrix_shows_its_whole_title(drawn, count):
     assert page.x0 <= box.x0 and box.x1 <= page.x1, (title.get_text(), box, page)
 
 
-def test_a_null_test_accuracy_draws_the_comparison_with_a_dash(tmp_path):
+def test_a_null_test_accuracy_draws_the_comparison_with_a_dash(tmp_path, drawn):
     """`"test": {"accuracy": null}` passes as a run's metrics and the tables show "-"; the
     comparison called float(None) after every model had predicted, and wrote no figure."""
     runs = tmp_path / "runs"
@@ -635,6 +656,8 @@ def test_a_null_test_accuracy_draws_the_comparison_with_a_dash(tmp_path):
     result = runner.invoke(app, ["report", str(runs), "--out", str(tmp_path / "figures")])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert (tmp_path / "figures" / "test_accuracy.png").is_file()
+    # the report's 0.39 beside a dash, as Table 2 shows it: no bar of 0.00 claimed
+    assert _texts(drawn[-1]) == ["0.39", "-"]
 
 
 def test_one_epochs_curves_have_the_tick_1(drawn, tmp_path):
