@@ -107,6 +107,14 @@ def test_the_backend_checked_is_the_one_keras_is_set_to(tmp_path, monkeypatch):
     assert configured_backend() == "jax"
     monkeypatch.setenv("KERAS_BACKEND", "torch")
     assert configured_backend() == "torch"  # the variable wins, as in Keras
+    # without KERAS_HOME: ~/.keras, where the home folder can be written (as Keras reads it)
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.delenv("KERAS_HOME")
+    home = tmp_path / "home"
+    (home / ".keras").mkdir(parents=True)
+    (home / ".keras" / "keras.json").write_text(json.dumps({"backend": "jax"}))
+    monkeypatch.setenv("HOME", str(home))
+    assert configured_backend() == "jax"
 
 
 @pytest.mark.parametrize("backend,missing,message", [
