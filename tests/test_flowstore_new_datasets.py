@@ -1303,6 +1303,24 @@ def _rename_kinetics_splits(root: Path) -> None:
      r"line 2: time_end 10 is not after time_start 10"),
     ("kinetics", _first_kinetics_row("tr000", "../../outside/tr000"),
      r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+    # a split or label of `..`, or none, read a clip above --source (`../abseiling/...`, or
+    # `/abseiling/...` from the root)
+    ("kinetics", _first_kinetics_row(",train,", ",..,"),
+     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+    ("kinetics", _first_kinetics_row(",train,", ",,"),
+     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+    ("kinetics", _first_kinetics_row("abseiling,", "..,"),
+     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+    # a train.csv concatenated by hand: its second listing of a clip ended in an internal
+    # error (a manifest listing the sample twice)
+    ("kinetics", lambda root: (root / "annotations/train.csv").write_text(
+        (root / "annotations/train.csv").read_text()
+        + (root / "annotations/train.csv").read_text().splitlines(keepends=True)[1]),
+     r"annotations/train.csv line \d+: clip \S+ is listed twice$"),
+    # a trainlist in testlist's format (no class index) was an IndexError: a bug in flowstore
+    ("ucf101", lambda root: _replace_line(root / "ucfTrainTestlist/trainlist01.txt", 1,
+                                          ".avi 1", ".avi"),
+     r"trainlist01.txt line 1: expected 'Class/clip.avi INDEX'"),
     ("kinetics", _first_kinetics_row("abseiling", "Abseiling"),
      r"classes 'Abseiling' and 'abseiling' in annotations/train.csv and val.csv differ only "
      r"in letter case"),
@@ -1325,7 +1343,9 @@ def _rename_kinetics_splits(root: Path) -> None:
         2 * (root / "ucfTrainTestlist/trainlist01.txt").read_text()),
      r"^error: trainlist01.txt lists clip '[^']+' twice$"),
 ], ids=["kinetics-split-folders", "ucf101-no-clips", "hmdb51-no-clips", "kinetics-nan", "kinetics-inf",
-        "kinetics-fraction", "kinetics-empty-span", "kinetics-path-id", "kinetics-case",
+        "kinetics-fraction", "kinetics-empty-span", "kinetics-path-id", "kinetics-split-dots",
+        "kinetics-split-empty", "kinetics-label-dots", "kinetics-clip-twice",
+        "ucf101-trainlist-no-index", "kinetics-case",
         "ucf101-class-twice", "hmdb51-fold-file-missing", "hmdb51-path-clip", "hmdb51-empty-class",
         "hmdb51-clip-twice", "ucf101-clip-twice-in-one-list"])
 def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
