@@ -1259,6 +1259,22 @@ def test_blank_rows_of_a_split_file_are_skipped_as_empty_lines_are(tmp_path):
     with pytest.raises(SourceLayoutError, match="line 5: empty path or label"):
         get_dataset("imagefolder", {"split_file": str(split_file)}).manifest(source)
 
+def test_a_split_file_of_excel_or_windows_reads_as_any_other(tmp_path):
+    """Excel's "CSV UTF-8" starts the file with a byte-order mark (it read as part of the
+    first column's name: "has no column 'path'"), and a Windows tool writes its paths with
+    backslashes (no file matched): the same manifest as the plain file's."""
+    source = _empty_files(tmp_path / "imgs", ["cat/a.jpeg", "dog/c.png"])
+    plain = tmp_path / "plain.csv"
+    plain.write_text("path,label,split\ncat/a.jpeg,cat,train\ndog/c.png,dog,test\n")
+    expected = get_dataset("imagefolder", {"split_file": str(plain)}).manifest(source)
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbfpath,label,split\r\ncat\\a.jpeg,cat,train\r\n"
+                      b"dog\\c.png,dog,test\r\n")
+    manifest = get_dataset("imagefolder", {"split_file": str(excel)}).manifest(source)
+    assert [(row.id, row.class_name, row.split) for row in manifest.rows] == \
+        [(row.id, row.class_name, row.split) for row in expected.rows]
+
+
 def _edited(sources, name: str, tmp_path: Path, edit) -> Path:
     """A private copy of a synthetic source, changed by `edit(root)`."""
     source = Path(shutil.copytree(sources[name], tmp_path / name))
