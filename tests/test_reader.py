@@ -1204,6 +1204,31 @@ def test_keras_pydataset_augments_each_epoch_anew_and_repeats_with_its_seed(adap
     assert epochs(5, "set_epoch") == first and epochs(6, "on_epoch_end") != first
 
 
+def test_keras_pydataset_reads_and_draws_as_the_numpy_batches_of_each_epoch(adapter_store):
+    """Every reader gives batch b of epoch e the same samples and the same augmentation draws
+    (a resumed training relies on it): the PyDataset's epoch and batch numbers swapped gave
+    other draws than `batches` and `to_tf_dataset` give."""
+    with flowstore.open(adapter_store) as ds:
+        train = ds.split("train", features=("middle_frame",))
+        data = train.to_keras_dataset(3, shuffle=True, seed=4,
+                                      augment=_recording_augmentation(keras_seen := []))
+        for epoch in range(3):
+            data.set_epoch(epoch)
+            for index in range(len(data)):
+                data[index]
+            numpy_seen: list = []
+            list(train.batches(3, shuffle=True, seed=4, epoch=epoch,
+                               augment=_recording_augmentation(numpy_seen)))
+            assert keras_seen[-len(numpy_seen):] == numpy_seen, epoch
+        # out of range as a sequence is (an empty batch was read at len(data))
+        with pytest.raises(IndexError):
+            data[len(data)]
+        # a queue asked for without reading threads reads nothing ahead (it was a
+        # ThreadPoolExecutor of no thread: "max_workers must be greater than 0")
+        queued = train.to_keras_dataset(2, max_queue_size=4)
+        assert queued.read_ahead == 0 and len(queued[0][1]) == 2
+
+
 def test_tf_dataset_takes_soft_labels_from_an_augmentation_and_refuses_no_batch(store):
     """A mixup gives float (B, classes) labels: TensorFlow refused them against a hard-coded
     int64 ("2-th value returned by pyfunc_4 is double"); an augmentation that returns nothing
