@@ -312,6 +312,8 @@ def test_unreachable_scheduler_is_a_clear_error(tiny_tvhi_source, tmp_path, monk
     ("tpc://127.0.0.1:8786", "ValueError: unknown address scheme 'tpc'"),
     ("tcp://[::1:8786", "ValueError: invalid address '[::1:8786'"),
     ("tcp://127.0.0.1:99999", "port 99999 is out of range (1-65535)"),  # (was a 10 s wait)
+    ("tcp://127.0.0.1:65536", "port 65536 is out of range (1-65535)"),
+    ("tcp://127.0.0.1:0", "port 0 is out of range (1-65535)"),
 ])
 def test_a_malformed_scheduler_address_is_one_line(tiny_tvhi_source, tmp_path, address, reason):
     """Each raised out of distributed (a traceback, exit 1), and the half-made client's
