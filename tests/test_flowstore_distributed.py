@@ -565,13 +565,44 @@ def test_a_cluster_with_no_workers_is_said_so_and_the_build_goes_on_when_one_joi
     with distributed.LocalCluster(n_workers=0, threads_per_worker=2, processes=False,
                                   dashboard_address="127.0.0.1:0") as cluster:
         threading.Timer(1.5, cluster.scale, [1]).start()
-        _run_on_cluster(cluster.scheduler_address, _short_task, [(i,) for i in range(5)],
+        _run_on_cluster(cluster.scheduler_address, _short_task, [(i,) for i in range(20)],
                         finished.append)
-    assert sorted(finished) == list(range(5))
+    assert sorted(finished) == list(range(20))
     err = capsys.readouterr().err
-    assert f"the Dask scheduler {cluster.scheduler_address!r} has no workers: 5 tasks wait" in err
+    assert f"the Dask scheduler {cluster.scheduler_address!r} has no workers: 20 tasks wait" in err
     assert err.count("has no workers") == 1, err  # said once, not at every check
-    assert "1 worker(s) joined the Dask scheduler" in err
+    assert err.count("1 worker(s) joined the Dask scheduler") == 1, err  # (not every batch)
+
+
+def test_a_cluster_whose_worker_is_busy_is_not_said_to_have_none(monkeypatch, capsys):
+    """Tasks longer than the check between finished ones (every real build's) are no sign of
+    a cluster without workers: only a scheduler with no worker thread is said to have none."""
+    import distributed
+
+    from flowstore import parallel
+
+    monkeypatch.setattr(parallel, "NO_WORKERS_CHECK_S", 0.1)
+    finished = []
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address="127.0.0.1:0") as cluster:
+        _run_on_cluster(cluster.scheduler_address, _slow_sample, [(i,) for i in range(3)],
+                        finished.append)
+    assert sorted(finished) == [0, 1, 2]
+    err = capsys.readouterr().err
+    assert "has no workers" not in err and "joined" not in err, err
+
+
+def test_a_clip_missing_for_every_process_is_not_blamed_on_the_workers(tvhi_source, tmp_path):
+    """Only a clip this process sees and the worker does not is the workers' mount's fault;
+    one missing for all is the source's, said as a threaded build says it."""
+    import distributed
+
+    (tvhi_source / "hug_0001.avi").unlink()
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address="127.0.0.1:0") as in_process:
+        result = build(_config(tvhi_source, tmp_path / "w.zarr",
+                               scheduler=in_process.scheduler_address))
+    assert result.failures == {"hug_0001": "video file is missing: hug_0001.avi"}
 
 
 def test_a_ctrl_c_in_the_cluster_coordinators_callback_waits_for_it_to_end(cluster):
