@@ -569,6 +569,33 @@ def test_threads_get_the_tasks_in_bounded_unoptimized_graphs(monkeypatch):
     assert max(sizes_seen[:6]) == 6  # the first graph ran before the next was taken
 
 
+def test_a_stop_inside_finished_returns_only_after_the_running_tasks_end():
+    """Its caller closes the store once it returns: a task still running would write into a
+    closed (or, after `--overwrite`, another) store."""
+    import threading
+    import time
+
+    from flowstore import parallel
+
+    running, lock = set(), threading.Lock()
+
+    def task(index):
+        with lock:
+            running.add(index)
+        time.sleep(0.2)
+        with lock:
+            running.discard(index)
+        return index
+
+    def stop(result):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_on_threads(4, task, [(i,) for i in range(40)], stop)
+    with lock:
+        assert running == set()
+
+
 #: Ctrl-C arriving while the pool starts a worker thread: `Thread.start` returns into a
 #: KeyboardInterrupt, as it does when SIGINT lands in its wait for the new thread.
 _CTRL_C_IN_THREAD_START = """
