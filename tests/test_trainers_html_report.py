@@ -159,6 +159,20 @@ def test_no_confusion_matrix_from_as_many_but_other_samples(runs):
         predict_test(other)
 
 
+def test_no_confusion_matrix_from_a_store_of_another_fingerprint(runs):
+    """A store rebuilt at the run's path with other parameters or clips is not the one the run
+    was tested on: its matrix would not be Table 2's test set."""
+    from trainers.html_report import StoreUnavailable
+    from trainers.runs import RunRecord
+
+    record = _latest(runs, "flow")
+    other = RunRecord(path=record.path, metrics={
+        **record.metrics, "store": {**record.store, "fingerprint": "0" * 64}})
+    with pytest.raises(StoreUnavailable, match="is not the one the run trained on "
+                                               r"\(fingerprint [0-9a-f]{8}, the run's 00000000\)"):
+        predict_test(other)
+
+
 def test_misclassified_samples_show_frame_and_flow(runs):
     record = _latest(runs, "flow")  # (trained as tvhi_flow, an alias)
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
