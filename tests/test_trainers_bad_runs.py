@@ -6,6 +6,7 @@ Keras' "File not found" traceback of a file that is there."""
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from pathlib import Path
 
@@ -483,3 +484,26 @@ def test_a_run_that_would_not_read_back_is_not_left_behind(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="does not read back as a run.*no flow run was"):
         fit.write_run(runs, model, {"loss": [1.0]}, best, metrics)
     assert list(runs.iterdir()) == []
+
+
+def test_an_output_folder_that_takes_no_file_is_refused_before_any_model_predicts(tmp_path,
+                                                                                  monkeypatch):
+    """A folder that exists but takes no file (a read-only mount, /proc/sys; root passes the
+    permission bits) was found only when the first figure was written, after every model
+    predicted (minutes on the real runs)."""
+    import trainers.html_report
+
+    if not os.path.isdir("/proc/sys"):
+        pytest.skip("needs Linux's /proc/sys, a folder that takes no file")
+    monkeypatch.setattr(trainers.html_report, "predict_test",
+                        lambda *args, **kwargs: pytest.fail("predicted before the check"))
+    runs = tmp_path / "runs"
+    (runs / "flow-a").mkdir(parents=True)
+    (runs / "flow-a" / "model.keras").write_bytes(b"")
+    (runs / "flow-a" / "metrics.json").write_text(json.dumps({
+        "model": "flow", "created": "2026-01-01T00:00:00", "seed": 0,
+        "store": {"dataset": "tvhi", "fingerprint": "f", "path": str(tmp_path / "s.zarr")},
+        "test": {"accuracy": 0.5, "loss": 1.0}}))
+    result = runner.invoke(app, ["report", str(runs), "--out", "/proc/sys"])
+    assert result.exit_code == 2
+    assert "error: cannot write the figures to '/proc/sys'" in result.output
