@@ -75,19 +75,24 @@ def _set_format1_attribute(store_path: Path, name: str, value) -> None:
             file.attrs[name] = json.dumps(value)
 
 
+def _delete_array(store_path: Path, name: str) -> None:
+    """An array deleted by hand from the fixture's backend."""
+    if store_path.suffix == ".zarr":
+        shutil.rmtree(store_path / name)
+    else:
+        import h5py
+
+        with h5py.File(store_path, "r+") as f:
+            del f[name]
+
+
 def test_a_format1_store_without_checksums_is_refused_by_verify_in_one_line(old):
     """Format 1 allowed a store without `checksum` (trainers' test stores); verify raised a
     KeyError traceback on it."""
     from flowstore.errors import StoreError
 
     store_path, _ = old
-    if store_path.suffix == ".zarr":
-        shutil.rmtree(store_path / "checksum")
-    else:
-        import h5py
-
-        with h5py.File(store_path, "r+") as f:
-            del f["checksum"]
+    _delete_array(store_path, "checksum")
     with pytest.raises(StoreError, match="holds no checksums .* cannot be verified"):
         verify(store_path)
 
@@ -152,20 +157,15 @@ def test_a_format1_done_sample_of_no_recorded_size_is_extracted_again_not_refuse
     with open_store(store_path) as store:
         index = store.read("id").tolist().index("jumping jacks/clip_01")
         assert store.read("done")[index]
-        assert store.read("source_size")[index] == (source / "jumping jacks/clip_01.MP4").stat().st_size
+        clip = source / "jumping jacks/clip_01.MP4"
+        assert store.read("source_size")[index] == clip.stat().st_size
 
 
 def test_a_format1_store_without_its_done_array_is_damage_in_one_line(old):
     """Format 1 requires `done` as format 2 does: without it, `inspect` and `verify` ended in
     "KeyError: 'done'", said as a bug in flowstore."""
     store_path, _ = old
-    if store_path.suffix == ".zarr":
-        shutil.rmtree(store_path / "done")
-    else:
-        import h5py
-
-        with h5py.File(store_path, "r+") as f:
-            del f["done"]
+    _delete_array(store_path, "done")
     for command in ("inspect", "verify"):
         out = flowstore_cli(command, store_path)
         assert out.returncode == 2 and out.stderr.splitlines() == [

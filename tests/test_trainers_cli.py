@@ -395,7 +395,8 @@ def test_help_keeps_bracketed_defaults_and_rewraps_paragraphs():
 
 def test_report_table_1_puts_each_figure_in_its_column_and_report_recipes_first(tmp_path):
     """Table 1's and Table 2's cells (only their headers and row names were checked: train and
-    val accuracy swapped passed), and the seeds table's report-recipe row before a tuned one made earlier."""
+    val accuracy swapped passed), and the seeds table's report-recipe row before a tuned one
+    made earlier."""
     def run(name, recipe_set, created, best):
         folder = tmp_path / "runs" / name
         folder.mkdir(parents=True)
