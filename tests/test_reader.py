@@ -1220,6 +1220,17 @@ def test_keras_pydataset_reads_and_draws_as_the_numpy_batches_of_each_epoch(adap
             list(train.batches(3, shuffle=True, seed=4, epoch=epoch,
                                augment=_recording_augmentation(numpy_seen)))
             assert keras_seen[-len(numpy_seen):] == numpy_seen, epoch
+        # set_epoch starts a pass afresh: batches served before it do not count toward it
+        # (the first half of epoch 0 and the second of epoch 1 made a "whole" pass: epoch 2)
+        data.set_epoch(0)
+        half = len(data) // 2
+        for index in range(half):
+            data[index]
+        data.set_epoch(1)
+        for index in range(half, len(data)):
+            data[index]
+        data.on_epoch_end()
+        assert data.epoch == 1
         # out of range as a sequence is (an empty batch was read at len(data))
         with pytest.raises(IndexError):
             data[len(data)]
