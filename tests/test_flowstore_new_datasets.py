@@ -1317,6 +1317,8 @@ def _rename_kinetics_splits(root: Path) -> None:
      r"line 2: time '0.5' is not a whole number of seconds"),
     ("kinetics", _first_kinetics_row(",0,10,", ",10,10,"),
      r"line 2: time_end 10 is not after time_start 10"),
+    ("kinetics", _first_kinetics_row(",0,10,", ",-1,10,"),
+     r"line 2: time '-1' is not a whole number of seconds"),
     ("kinetics", _first_kinetics_row("tr000", "../../outside/tr000"),
      r"line 2: empty or malformed label, youtube_id or split \(each one name"),
     # a split or label of `..`, or none, read a clip above --source (`../abseiling/...`, or
@@ -1337,6 +1339,9 @@ def _rename_kinetics_splits(root: Path) -> None:
     ("ucf101", lambda root: _replace_line(root / "ucfTrainTestlist/trainlist01.txt", 1,
                                           ".avi 1", ".avi"),
      r"trainlist01.txt line 1: expected 'Class/clip.avi INDEX'"),
+    ("ucf101", lambda root: _replace_line(root / "ucfTrainTestlist/trainlist01.txt", 1,
+                                          ".avi 1", ".avi 2"),
+     r"trainlist01.txt line 1: index 2 is not that of '\w+' in classInd.txt \(1\)"),
     ("kinetics", _first_kinetics_row("abseiling", "Abseiling"),
      r"classes 'Abseiling' and 'abseiling' in annotations/train.csv and val.csv differ only "
      r"in letter case"),
@@ -1359,9 +1364,10 @@ def _rename_kinetics_splits(root: Path) -> None:
         2 * (root / "ucfTrainTestlist/trainlist01.txt").read_text()),
      r"^error: trainlist01.txt lists clip '[^']+' twice$"),
 ], ids=["kinetics-split-folders", "ucf101-no-clips", "hmdb51-no-clips", "kinetics-nan", "kinetics-inf",
-        "kinetics-fraction", "kinetics-empty-span", "kinetics-path-id", "kinetics-split-dots",
-        "kinetics-split-empty", "kinetics-label-dots", "kinetics-clip-twice",
-        "ucf101-trainlist-no-index", "kinetics-case",
+        "kinetics-fraction", "kinetics-empty-span", "kinetics-negative-time",
+        "kinetics-path-id", "kinetics-split-dots", "kinetics-split-empty", "kinetics-label-dots",
+        "kinetics-clip-twice", "ucf101-trainlist-no-index", "ucf101-trainlist-other-index",
+        "kinetics-case",
         "ucf101-class-twice", "hmdb51-fold-file-missing", "hmdb51-path-clip", "hmdb51-empty-class",
         "hmdb51-clip-twice", "ucf101-clip-twice-in-one-list"])
 def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
@@ -1376,6 +1382,26 @@ def test_a_source_the_split_files_do_not_fit_is_one_line_and_no_store(
                            "--steps", "2", "-q")
     assert re.search(expected, assert_one_line_error(result)), result.stderr
     assert not store.exists()
+
+
+def test_spaces_and_blank_lines_a_hand_edit_leaves_read_as_without_them(sources, tmp_path):
+    """A Kinetics label with spaces around it is its class, not a second one ('abseiling '
+    in a folder of its own); an HMDB51 split file with a blank line reads as without it."""
+    def manifest(name, source):
+        return [(row.id, row.class_name, row.split)
+                for row in get_dataset(name).manifest(source).rows]
+
+    spaced = _edited(sources, "kinetics", tmp_path,
+                     _first_kinetics_row("abseiling,", " abseiling ,"))
+    assert manifest("kinetics", spaced) == manifest("kinetics", sources["kinetics"])
+
+    def blank_line(root):
+        split_file = next(root.glob("**/*_test_split1.txt"))
+        lines = split_file.read_text().splitlines(keepends=True)
+        split_file.write_text(lines[0] + "\n" + "".join(lines[1:]))
+
+    blank = _edited(sources, "hmdb51", tmp_path, blank_line)
+    assert manifest("hmdb51", blank) == manifest("hmdb51", sources["hmdb51"])
 
 
 def test_a_split_file_that_moved_is_given_again_to_repair_or_recorded_by_a_resume(sources,
