@@ -95,6 +95,14 @@ def _predictions(labels: np.ndarray, predicted: np.ndarray) -> SplitPredictions:
                             true_classes=np.array([classes[k] for k in labels], dtype=object),
                             splits=np.array(["test"] * 8))
 
+def test_table_cells_are_text_not_markup():
+    """A class or dataset name of a folder of images may hold `<` or `&`."""
+    from trainers.html_report import html_table
+
+    table = html_table(["<Model>"], [["a & <b>c</b>"]])
+    assert "<th>&lt;Model&gt;</th>" in table and "<td>a &amp; &lt;b&gt;c&lt;/b&gt;</td>" in table
+
+
 def test_the_pages_seeds_table_is_over_every_run_not_the_latest(tmp_path):
     """Its mean is over the seeds of a recipe, as the text report's: over the latest runs
     only, seeds 0 and 1 became seed 1 alone."""
