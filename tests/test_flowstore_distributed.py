@@ -494,6 +494,34 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
                 and r.levelno >= logging.ERROR]
 
 
+def test_asking_the_workers_of_a_lost_scheduler_is_one_line(tmp_path):
+    """Asking every worker something (their OpenCV at the start, the reuse readers' clean-up at
+    the end) of a scheduler gone: distributed's CommClosedError, a traceback in place of the
+    build's one line."""
+    import subprocess
+    import sys
+
+    from flowstore.parallel import Cluster
+    from tests.conftest import free_port
+
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
+    try:
+        _wait_until_listening(port, scheduler)
+        with Cluster(address) as cluster:
+            scheduler.kill()
+            scheduler.wait(timeout=30)
+            with pytest.raises(FlowstoreError, match="lost the connection to the Dask "
+                                                     "scheduler"):
+                cluster.on_each_worker(os.getpid)
+    finally:
+        scheduler.kill()
+        scheduler.wait(timeout=30)
+
+
 def _wait_until_listening(port: int, process, timeout: float = 120.0) -> None:
     """Until a freshly started scheduler accepts connections: its interpreter's start-up alone
     can take seconds on a loaded 2-core machine."""
