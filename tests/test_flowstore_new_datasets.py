@@ -1404,6 +1404,26 @@ def test_spaces_and_blank_lines_a_hand_edit_leaves_read_as_without_them(sources,
     assert manifest("hmdb51", blank) == manifest("hmdb51", sources["hmdb51"])
 
 
+def test_a_stray_file_in_a_kinetics_split_folder_leaves_its_label_folders_read(sources,
+                                                                            tmp_path):
+    """Only clips make a split folder flat (CVDF's layout): with a `notes.txt` (or a
+    `.DS_Store`) beside the label folders, a label folder named otherwise had its clips looked
+    for as `train/<id>.mp4`, and the build's warning naming the folder it expected went
+    untold."""
+    def stray_file_and_a_folder_renamed(root):
+        (root / "train" / "notes.txt").write_text("downloaded 2026")
+        (root / "train" / "abseiling").rename(root / "train" / "abseiling (copy)")
+
+    def paths(root):
+        dataset = get_dataset("kinetics")
+        return [dataset.source_file(root, row.id).relative_to(root).as_posix()
+                for row in dataset.manifest(root).rows]
+
+    source = _edited(sources, "kinetics", tmp_path, stray_file_and_a_folder_renamed)
+    assert paths(source) == paths(sources["kinetics"])
+    assert any(path.startswith("train/abseiling/") for path in paths(source))
+
+
 def test_a_split_file_that_moved_is_given_again_to_repair_or_recorded_by_a_resume(sources,
                                                                                   tmp_path):
     """`verify --repair` read the split file from the path recorded when the store was made,
