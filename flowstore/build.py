@@ -1155,8 +1155,9 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
     flowstore's extraction (the coordinator's); a cluster worker with another of either fails
     the sample (left for a retry) rather than write bytes of another extraction.
     """
-    if opencv is not None and opencv != opencv_here():
-        return TaskOutcome(index, f"this worker has OpenCV {opencv_here()} and the store is "
+    here = opencv_here()
+    if opencv is not None and opencv != here:
+        return TaskOutcome(index, f"this worker has OpenCV {here} and the store is "
                                   f"extracted with OpenCV {opencv}")
     if extraction != EXTRACTION_VERSION:
         return TaskOutcome(index, f"this worker's flowstore extracts as version "

@@ -467,10 +467,10 @@ def _gif_flow_palette() -> list[int]:
 def _gif_image(canvas: np.ndarray, coding: "PIL.Image.Image") -> "PIL.Image.Image":
     """One frame of `gif_frames` as a palette image: the video frame quantized to a palette of
     its own, the flow picture mapped to the nearest colour of the flow coding's own
-    (`coding`, a palette image of `_gif_flow_palette`). Quantized together (Pillow's own conversion, one 256-colour palette for
-    both, made mostly of the video's colours), on real clips a quarter of the saturated flow
-    pixels came out up to 158 levels off, some in the hue of another direction (found by
-    review)."""
+    (`coding`, a palette image of `_gif_flow_palette`). Quantized together (Pillow's own
+    conversion, one 256-colour palette for both, made mostly of the video's colours), on real
+    clips a quarter of the saturated flow pixels came out up to 158 levels off, some in the hue
+    of another direction (found by review)."""
     from PIL import Image
 
     tile = canvas.shape[1] // 2

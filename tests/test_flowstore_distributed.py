@@ -460,17 +460,11 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
     import sys
 
     from flowstore import parallel
-    from tests.conftest import free_port
 
     if resize_every is not None:
         monkeypatch.setattr(parallel, "WINDOW_RESIZE_S", resize_every)
 
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
-    _wait_until_listening(port, scheduler)  # a Cluster gives a scheduler 10 s to answer
+    address, scheduler = _scheduler_process()
     worker = subprocess.Popen(
         [sys.executable, "-m", "distributed.cli.dask_worker", address, "--nthreads", "1",
          "--no-dashboard", "--local-directory", str(tmp_path)], stderr=subprocess.DEVNULL)
@@ -494,23 +488,14 @@ def test_a_lost_scheduler_stops_the_build_in_one_line_and_leaves_samples_pending
                 and r.levelno >= logging.ERROR]
 
 
-def test_asking_the_workers_of_a_lost_scheduler_is_one_line(tmp_path):
+def test_asking_the_workers_of_a_lost_scheduler_is_one_line():
     """Asking every worker something (their OpenCV at the start, the reuse readers' clean-up at
     the end) of a scheduler gone: distributed's CommClosedError, a traceback in place of the
     build's one line."""
-    import subprocess
-    import sys
-
     from flowstore.parallel import Cluster
-    from tests.conftest import free_port
 
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-         "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
+    address, scheduler = _scheduler_process()
     try:
-        _wait_until_listening(port, scheduler)
         with Cluster(address) as cluster:
             scheduler.kill()
             scheduler.wait(timeout=30)
@@ -520,6 +505,22 @@ def test_asking_the_workers_of_a_lost_scheduler_is_one_line(tmp_path):
     finally:
         scheduler.kill()
         scheduler.wait(timeout=30)
+
+
+def _scheduler_process() -> tuple[str, "subprocess.Popen"]:
+    """(address, process) of a Dask scheduler started in a process of its own on a free port,
+    once it accepts connections."""
+    import subprocess
+    import sys
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    scheduler = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"], stderr=subprocess.DEVNULL)
+    _wait_until_listening(port, scheduler)  # a Cluster gives a scheduler 10 s to answer
+    return f"tcp://127.0.0.1:{port}", scheduler
 
 
 def _wait_until_listening(port: int, process, timeout: float = 120.0) -> None:

@@ -1294,6 +1294,17 @@ def _first_kinetics_row(old: str, new: str):
     return lambda root: _replace_line(root / "annotations/train.csv", 2, old, new)
 
 
+#: What a Kinetics CSV row naming a path, or nothing, as its label, youtube_id or split is told.
+_MALFORMED_NAME = r"line 2: empty or malformed label, youtube_id or split \(each one name"
+
+
+def _first_kinetics_row_listed_again(root: Path) -> None:
+    """train.csv with its first row appended again (a CSV concatenated by hand)."""
+    csv_file = root / "annotations/train.csv"
+    text = csv_file.read_text()
+    csv_file.write_text(text + text.splitlines(keepends=True)[1])
+
+
 def _rename_kinetics_splits(root: Path) -> None:
     """Split folders named otherwise than the CSVs' `split` column: no listed clip is where
     the CSVs say (`train/`, `val/`)."""
@@ -1320,20 +1331,18 @@ def _rename_kinetics_splits(root: Path) -> None:
     ("kinetics", _first_kinetics_row(",0,10,", ",-1,10,"),
      r"line 2: time '-1' is not a whole number of seconds"),
     ("kinetics", _first_kinetics_row("tr000", "../../outside/tr000"),
-     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+     _MALFORMED_NAME),
     # a split or label of `..`, or none, read a clip above --source (`../abseiling/...`, or
     # `/abseiling/...` from the root)
     ("kinetics", _first_kinetics_row(",train,", ",..,"),
-     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+     _MALFORMED_NAME),
     ("kinetics", _first_kinetics_row(",train,", ",,"),
-     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+     _MALFORMED_NAME),
     ("kinetics", _first_kinetics_row("abseiling,", "..,"),
-     r"line 2: empty or malformed label, youtube_id or split \(each one name"),
+     _MALFORMED_NAME),
     # a train.csv concatenated by hand: its second listing of a clip ended in an internal
     # error (a manifest listing the sample twice)
-    ("kinetics", lambda root: (root / "annotations/train.csv").write_text(
-        (root / "annotations/train.csv").read_text()
-        + (root / "annotations/train.csv").read_text().splitlines(keepends=True)[1]),
+    ("kinetics", _first_kinetics_row_listed_again,
      r"annotations/train.csv line \d+: clip \S+ is listed twice$"),
     # a trainlist in testlist's format (no class index) was an IndexError: a bug in flowstore
     ("ucf101", lambda root: _replace_line(root / "ucfTrainTestlist/trainlist01.txt", 1,
