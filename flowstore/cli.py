@@ -17,7 +17,8 @@ from typing import Any, NoReturn, Optional
 import typer
 
 from flowstore.console import die_by_sigint, one_line, sample_line, stopped_while_importing
-from flowstore.errors import FlowstoreError, ParameterError, resource_advice
+from flowstore.errors import (FlowstoreError, ParameterError, resource_advice,
+                              resource_exhaustion)
 
 
 def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
@@ -82,10 +83,31 @@ def path_value(text: str) -> Path:
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr and a non-zero exit: how every user error ends (of `flowstore` and
     `trainers` alike). A message of several lines is joined into one, and a control character
-    it holds (a path's tab or ESC) printed escaped (`one_line`)."""
+    it holds (a path's tab or ESC) printed escaped (`one_line`).
+
+    Where the error being handled came of a limit of the system's (no descriptor left under
+    `ulimit -n`, no memory), that limit is raised instead, for `run_app` to say with what to do
+    about it, as it says every other: the places that turn the system's refusals into one line
+    named a file or a folder as if it were at fault ("--runs-dir 'runs' cannot be created or
+    written (Too many open files)", "Too many open files: '.../source_hash/zarr.json'"; found by
+    review)."""
+    limit = _limit_behind(sys.exc_info()[1])
+    if limit is not None:
+        raise limit
     typer.echo("error: " + one_line(" ".join(line.strip() for line in str(message).splitlines())),
                err=True)
     raise typer.Exit(code)
+
+
+def _limit_behind(exc: BaseException | None) -> BaseException | None:
+    """The `resource_exhaustion` that `exc` is or was raised from or while handling, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if resource_exhaustion(exc):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 #: Set by `fail_interrupted`, read by `run_app` once the command has returned.
@@ -697,10 +719,7 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         advice = resource_advice(exc)
         if advice is not None:  # (a limit the user sets or meets: neither bug nor input)
             typer.echo(one_line(f"error: {advice}"), err=True)
-            # (what the refusal stopped half-way, a coroutine made for a thread that never
-            # started, is told again at exit as a warning of two lines: the same error)
-            warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
-                                    category=RuntimeWarning)
+            _quiet_what_the_limit_left_half_made()
             _end(2)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             # Not bad input (each command turns that into one `error:` line, exit 2): a bug.
@@ -724,6 +743,16 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
     if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
         die_by_sigint(_STOPPED_BY)
     _end(code if isinstance(code, int) else 0)
+
+
+def _quiet_what_the_limit_left_half_made() -> None:
+    """Once a refusal of the system's is said, what it stopped half-way is not told again when
+    it is collected at exit: a coroutine made for a thread that never started (a warning of two
+    lines), and an event loop whose self-pipe found no descriptor (`ulimit -n`), whose `__del__`
+    fails (an "Exception ignored" traceback; found by review)."""
+    warnings.filterwarnings("ignore", message="coroutine .* was never awaited",
+                            category=RuntimeWarning)
+    sys.unraisablehook = lambda unraisable: None
 
 
 def _end(code: int) -> NoReturn:

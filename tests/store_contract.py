@@ -8,6 +8,7 @@ Zarr on a local disk, HDF5, and Zarr on S3 (a moto server).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +256,38 @@ class StoreContract:
         if capabilities(location).rename:
             parent = Path(location).parent
             assert [p.name for p in parent.iterdir() if ".creating-" in p.name] == []
+
+    @pytest.mark.parametrize("limit", [OSError(errno.EMFILE, "Too many open files"),
+                                       OSError(errno.ENOMEM, "Cannot allocate memory")])
+    def test_a_limit_of_the_systems_is_raised_as_it_is_not_as_the_stores_fault(
+            self, location, monkeypatch, limit):
+        """No descriptor or memory left (`ulimit -n`, `-v`) while a store is made or opened is
+        no refusal of that store's: "cannot create store 'x': Too many open files" sent users
+        to the store, where a limit is to be raised (the commands say so, found by review)."""
+        backend = backend_for(location)
+        real_create, real_open = backend.create, backend.open
+
+        def create_out_of(*args, **kwargs):
+            real_create(*args, **kwargs).close()
+            raise limit
+
+        monkeypatch.setattr(backend, "create", create_out_of)
+        with pytest.raises(OSError) as raised:
+            create_store(location, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3)
+        assert raised.value is limit
+        assert not store_exists(location)
+        monkeypatch.setattr(backend, "create", real_create)
+        create_store(location, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+
+        def open_out_of(*args, **kwargs):
+            raise limit
+
+        monkeypatch.setattr(backend, "open", open_out_of)
+        with pytest.raises(OSError) as raised:
+            open_store(location)
+        assert raised.value is limit
+        monkeypatch.setattr(backend, "open", real_open)
+        open_store(location).close()  # (and no reader's lock left held)
 
 
 def _store_big_endian(location, name: str) -> None:

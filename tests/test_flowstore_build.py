@@ -899,6 +899,48 @@ def test_what_the_system_refuses_is_said_as_its_limit_not_a_bug_nor_a_bad_store(
     assert f"  hug_0002: {said.format('memory', 'MemoryError')}" in out.stderr.splitlines()
 
 
+_FEW_DESCRIPTORS_LEFT = """
+import os, resource, sys
+from flowstore.cli import main
+import h5py, zarr  # (what any command imports, before the limit)
+
+lowest_free = os.open(os.devnull, os.O_RDONLY)
+os.close(lowest_free)
+resource.setrlimit(resource.RLIMIT_NOFILE,
+                   (lowest_free + int(sys.argv[1]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+sys.argv = ["flowstore", *sys.argv[2:]]
+main()
+"""
+
+
+def test_a_descriptor_limit_met_anywhere_is_one_line_that_says_to_raise_it(tiny_tvhi_source,
+                                                                          tmp_path):
+    """`ulimit -n` met while a command opens a store: read commands said "cannot open store
+    ...: Too many open files", a build "Too many open files: '.../source_hash/zarr.json'" (as if
+    that file were at fault), and where zarr's event loop found no descriptor for its
+    self-pipe, an "Exception ignored" traceback and two "never awaited" warnings followed the
+    error (found by review). With 1 to 4 descriptors left past the imports, each command either
+    works or says the one limit line; a store a refused build began is built by the next."""
+    said = re.compile(r"^error: the system gave no more open files \(OSError: \[Errno 24\] .*\)"
+                      r": raise the limit \(ulimit -v, -n, -u\) or ask for less")
+    store = tmp_path / "s.zarr"
+    build = ["build", "tvhi", "--source", str(tiny_tvhi_source), "--store", str(store),
+             *TINY_BUILD, "-q"]
+    assert flowstore_cli(*build).returncode == 0
+    refused = set()
+    for left in range(1, 5):
+        for command in (["inspect", str(store)], ["verify", str(store)],
+                        [*build[:5], str(tmp_path / f"b{left}.zarr"), *build[6:]]):
+            out = subprocess.run([sys.executable, "-c", _FEW_DESCRIPTORS_LEFT, str(left),
+                                  *command], capture_output=True, text=True, timeout=120)
+            if out.returncode != 0:
+                assert said.match(assert_one_line_error(out)), (left, command)
+                refused.add(command[0])
+    assert refused == {"inspect", "verify", "build"}
+    assert flowstore_cli(*build[:5], str(tmp_path / "b1.zarr"), *build[6:]).returncode == 0
+    assert flowstore_cli("verify", str(tmp_path / "b1.zarr")).returncode == 0
+
+
 @pytest.mark.parametrize("exc, what", [
     (MemoryError(), "memory"), (OSError(errno.ENOMEM, "Cannot allocate memory"), "memory"),
     (RuntimeError("can't start new thread"), "threads"),

@@ -368,8 +368,8 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
         release_reader_lock(held)
         if isinstance(exc, StoreError) or not isinstance(exc, Exception):
             raise
-        if isinstance(exc, OSError) and exc.errno is not None:  # the system's refusal
-            raise _refused(path, mode, exc) from exc
+        if isinstance(exc, OSError) and exc.errno is not None and not resource_exhaustion(exc):
+            raise _refused(path, mode, exc) from exc  # the system's refusal of this store
         refuse_unreadable(exc)
     store.reader_lock = held
     try:
@@ -609,6 +609,8 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             # metadata was written leaves array folders that `exists` does not call a store
             if is_url(temporary) and backend.exists(temporary) or os.path.lexists(temporary):
                 backend.remove(temporary)
+        if resource_exhaustion(exc):
+            raise  # (no descriptor or memory left: the system's limit, no fault of the store's)
         remote = is_url(path) and isinstance(exc, Exception)
         missing = _missing_bucket(path) if remote else ""
         if missing:  # (said as the readers say it, not in botocore's words)
