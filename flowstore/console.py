@@ -16,7 +16,14 @@ import sys
 
 
 def flowstore() -> None:
-    """`flowstore`: `flowstore.cli.main`."""
+    """`flowstore`: `flowstore.cli.main`.
+
+    OpenBLAS (numpy's, and OpenCV's own copy) gets one thread unless the user says otherwise:
+    flowstore does no linear algebra worth threads (its parallelism is one sample per Dask
+    worker), and each copy otherwise maps buffers for every core at import, 40 MiB and more,
+    and under an address-space limit (`ulimit -v`) the import of OpenCV that starts a build
+    then ended in a segmentation fault without a word (found by review)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     _run("flowstore.cli")
 
 

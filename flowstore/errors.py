@@ -9,6 +9,7 @@ that already catch `FileNotFoundError` or `ValueError` keep working.
 from __future__ import annotations
 
 import errno
+import resource
 
 
 class FlowstoreError(Exception):
@@ -81,6 +82,12 @@ class SampleError(FlowstoreError):
     """One sample could not be extracted; recorded as that sample's failure reason."""
 
 
+#: What OpenCV's errors say where an allocation failed (its own allocator; C++'s): under a
+#: memory limit, 18 failures of a build blamed their clips ("OpenCV cannot decode", found by
+#: review), and one in Farneback was an internal error.
+OPENCV_OUT_OF_MEMORY = ("Insufficient memory", "bad_alloc")
+
+
 def resource_exhaustion(exc: BaseException) -> str | None:
     """What the system refused the process more of, where `exc` says it ran out ("memory",
     "threads", "open files"), or None: the limits a cluster job or a container sets (`ulimit
@@ -89,11 +96,44 @@ def resource_exhaustion(exc: BaseException) -> str | None:
     "not a readable flowstore store (RuntimeError: can't start new thread)" (found by review)."""
     if isinstance(exc, MemoryError) or (isinstance(exc, OSError) and exc.errno == errno.ENOMEM):
         return "memory"
+    if (type(exc).__module__, type(exc).__name__) == ("cv2", "error") and any(
+            sign in str(exc) for sign in OPENCV_OUT_OF_MEMORY):
+        return "memory"  # (OpenCV's allocation, in Farneback as well as in decoding)
+    if isinstance(exc, SystemError) and exc.__cause__ is not None:
+        # a binding that returned a result with the error of its own allocation set (OpenCV's
+        # `retrieve` under `ulimit -v`: numpy's MemoryError is the cause): was an internal error
+        return resource_exhaustion(exc.__cause__)
+    if (isinstance(exc, ImportError) and "failed to map segment" in str(exc)
+            and resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY):
+        return "memory"  # (a library loaded lazily, OpenCV's, found no address space left)
     if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
         return "threads"
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
         return "open files"
     return None
+
+
+#: How much address space a process must still be able to map for a decoder's early stop to be
+#: the clip's: FFmpeg's allocations fail silently (a frame that does not decode, a clip that
+#: ends early), and the few MiB its decoder held are freed when the capture is released.
+MEMORY_MARGIN = 128 * 2**20
+
+
+def short_of_memory(margin: int = MEMORY_MARGIN) -> bool:
+    """Whether the process cannot map `margin` more bytes under its own limit (`ulimit -v` or
+    `-d`): asked where a library says no more than that it failed, to tell the system's refusal
+    from a bad input. Without such a limit, memory runs out by the OOM killer, not by failed
+    allocations: False. Nothing is touched, so the probe costs no memory."""
+    limits = (resource.RLIMIT_AS, resource.RLIMIT_DATA)
+    if all(resource.getrlimit(limit)[0] == resource.RLIM_INFINITY for limit in limits):
+        return False
+    import mmap
+
+    try:
+        mmap.mmap(-1, margin).close()
+    except (OSError, MemoryError):
+        return True
+    return False
 
 
 def resource_advice(exc: BaseException) -> str | None:
@@ -102,7 +142,14 @@ def resource_advice(exc: BaseException) -> str | None:
     what = resource_exhaustion(exc)
     if what is None:
         return None
+    if isinstance(exc, SystemError):  # (a binding's wrapper: its cause says it)
+        exc = exc.__cause__
+    # named by the builtin it is (numpy's `_ArrayMemoryError` a MemoryError), else by its module
+    # (OpenCV's `cv2.error` read "error: std::bad_alloc")
+    builtin = next(kind for kind in type(exc).__mro__ if kind.__module__ == "builtins")
+    name = (builtin.__name__ if builtin is not Exception
+            else f"{type(exc).__module__}.{type(exc).__name__}")
     said = str(exc).splitlines()[0] if str(exc) else ""
-    return (f"the system gave no more {what} ({type(exc).__name__}{': ' + said if said else ''})"
+    return (f"the system gave no more {what} ({name}{': ' + said if said else ''})"
             f": raise the limit (ulimit -v, -n, -u) or ask for less (fewer --workers, a "
             f"smaller --size)")

@@ -1592,6 +1592,29 @@ def test_installed_console_scripts_are_the_main_functions():
                        "trainers": "flowstore.console:trainers"}
 
 
+_SCRIPT_ENVIRONMENT = """
+import os, sys
+import flowstore.console as console
+
+console._run = lambda module: print(os.environ.get("OPENBLAS_NUM_THREADS"), module,
+                                    "numpy" in sys.modules)
+console.flowstore()
+"""
+
+
+@pytest.mark.parametrize("given, used", [(None, "1"), ("4", "4")])
+def test_the_flowstore_script_gives_openblas_one_thread_unless_told_otherwise(given, used):
+    """Each OpenBLAS (numpy's; OpenCV's own copy) mapped buffers for every core at import, and
+    under `ulimit -v` the import of OpenCV a build starts with ended in a segmentation fault
+    without a word (found by review). Set before numpy is imported, where it is read."""
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    if given is not None:
+        env["OPENBLAS_NUM_THREADS"] = given
+    out = subprocess.run([sys.executable, "-c", _SCRIPT_ENVIRONMENT], capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.stdout.split() == [used, "flowstore.cli", "False"], out.stderr
+
+
 @pytest.fixture
 def without_tensorflow(tmp_path) -> dict:
     """The environment of a Python where `import tensorflow` fails as if it were not installed,

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest.mock import patch
 
 import h5py
 import numpy as np
@@ -867,6 +868,20 @@ sys.argv = ["flowstore", *sys.argv[1:]]
 main()
 """
 
+_OUT_OF_MEMORY_IN_FARNEBACK = """
+import sys
+import cv2
+import flowstore.extraction.video as video
+from flowstore.cli import main
+
+def farneback_out_of_memory(*args):
+    raise cv2.error("std::bad_alloc")  # (what OpenCV says under `ulimit -v`)
+
+video.optical_flow = farneback_out_of_memory
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
 
 def test_what_the_system_refuses_is_said_as_its_limit_not_a_bug_nor_a_bad_store(
         tiny_tvhi_source, tmp_path):
@@ -897,6 +912,13 @@ def test_what_the_system_refuses_is_said_as_its_limit_not_a_bug_nor_a_bad_store(
     out = flowstore_with(_OUT_OF_MEMORY_IN_A_TASK, *build[:5], str(store2), *build[6:])
     assert out.returncode == 1, out.stderr
     assert f"  hug_0002: {said.format('memory', 'MemoryError')}" in out.stderr.splitlines()
+    # OpenCV's allocation failing in Farneback, after the clip decoded: an internal error was
+    # reported, tracebacks and all, "please report it"
+    out = flowstore_with(_OUT_OF_MEMORY_IN_FARNEBACK, *build[:5], str(tmp_path / "u.zarr"),
+                         *build[6:])
+    assert out.returncode == 1 and "internal error" not in out.stderr, out.stderr
+    assert f"  16 x {said.format('memory', 'cv2.error: std::bad_alloc')}" in out.stderr, \
+        out.stderr
 
 
 _FEW_DESCRIPTORS_LEFT = """
@@ -946,12 +968,64 @@ def test_a_descriptor_limit_met_anywhere_is_one_line_that_says_to_raise_it(tiny_
     (RuntimeError("can't start new thread"), "threads"),
     (OSError(errno.EMFILE, "Too many open files"), "open files"),
     (OSError(errno.ENFILE, "Too many open files in system"), "open files"),
-    (OSError(errno.ENOENT, "No such file"), None), (RuntimeError("other"), None)])
+    (OSError(errno.ENOENT, "No such file"), None), (RuntimeError("other"), None),
+    ("cv2: std::bad_alloc", "memory"), ("cv2: (-4:Insufficient memory) Failed to allocate 24 "
+                                        "bytes", "memory"),
+    ("cv2: (-215:Assertion failed) !_src.empty()", None),
+    ("SystemError from MemoryError", "memory"), ("SystemError from ValueError", None),
+    (SystemError("error return without exception set"), None),
+    (ImportError("cv2.abi3.so: failed to map segment from shared object"), None),
+    (ImportError("cannot import name 'x'"), None)])
 def test_each_system_refusal_is_told_as_a_limit_and_nothing_else_is(exc, what):
-    """A process's limit (`ulimit -v`, `-n`) and the system's whole table (ENFILE) alike."""
-    from flowstore.errors import resource_exhaustion
+    """A process's limit (`ulimit -v`, `-n`) and the system's whole table (ENFILE) alike; and
+    where a library wraps it: OpenCV's allocation failing in Farneback (an internal error), a
+    binding's MemoryError raised as a SystemError (OpenCV's `retrieve`: an internal error).
+    A library that cannot be mapped is no limit where the process has none (a noexec mount
+    says the same words)."""
+    import cv2
 
+    from flowstore.errors import resource_advice, resource_exhaustion
+
+    if isinstance(exc, str) and exc.startswith("cv2: "):
+        exc = cv2.error(exc[5:])
+    elif isinstance(exc, str):
+        wrapped = SystemError("<method 'retrieve' of 'cv2.VideoCapture' objects> returned a "
+                              "result with an exception set")
+        wrapped.__cause__ = MemoryError() if exc.endswith("MemoryError") else ValueError()
+        exc = wrapped
     assert resource_exhaustion(exc) == what
+    if what is not None:  # said by what it is, under the builtin it derives from
+        cause = exc.__cause__ if isinstance(exc, SystemError) else exc
+        name = "cv2.error" if isinstance(cause, cv2.error) else type(cause).__name__
+        assert resource_advice(exc).startswith(f"the system gave no more {what} ({name}")
+
+
+_UNDER_AN_ADDRESS_SPACE_LIMIT = """
+import resource, sys
+from flowstore.errors import resource_exhaustion, short_of_memory
+
+unmapped = ImportError("x.so: failed to map segment from shared object")
+print(short_of_memory(), resource_exhaustion(unmapped))
+vm_kib = next(int(line.split()[1]) for line in open("/proc/self/status")
+              if line.startswith("VmSize:"))
+limit = (vm_kib + int(sys.argv[1])) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, resource.RLIM_INFINITY))
+print(short_of_memory(), resource_exhaustion(unmapped))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc (Linux)")
+def test_short_of_memory_is_said_only_under_a_limit_with_no_room_left():
+    """What tells a decoder's silent stop under `ulimit -v` from a damaged clip: the room left
+    under the process's limit, probed without touching a page."""
+    from flowstore.errors import MEMORY_MARGIN
+
+    for room_kib, short in ((MEMORY_MARGIN // 2048, "True"),
+                            (4 * MEMORY_MARGIN // 1024, "False")):
+        out = subprocess.run(
+            [sys.executable, "-c", _UNDER_AN_ADDRESS_SPACE_LIMIT, str(room_kib)],
+            capture_output=True, text=True, timeout=120)
+        assert out.stdout.split() == ["False", "None", short, "memory"], (room_kib, out.stderr)
 
 
 def test_a_decoder_out_of_memory_or_descriptors_is_no_fault_of_the_clip(tiny_tvhi_source,
@@ -972,6 +1046,16 @@ def test_a_decoder_out_of_memory_or_descriptors_is_no_fault_of_the_clip(tiny_tvh
         with decoding(Path("x.avi")):
             raise cv2.error("(-215:Assertion failed) !_src.empty()")
     assert resource_exhaustion(raised.value) is None
+    # FFmpeg's allocations fail silently: a clip that stops decoding early, with no room left
+    # under the process's limit, is the system's refusal (it read as damaged or cut short)
+    from flowstore.errors import SampleError
+
+    damaged = "frame 12 of x.avi does not decode, and a later one does: the file is damaged"
+    for short, kind in ((True, MemoryError), (False, SampleError)):
+        with patch("flowstore.extraction._cv.short_of_memory", return_value=short):
+            with pytest.raises(kind, match=re.escape(damaged)):
+                with decoding(Path("x.avi")):
+                    raise SampleError(damaged)
     # Every descriptor taken before the clip is opened, or by FFmpeg's open itself (a stub in
     # its place: it fails as FFmpeg does without one, saying no more than that it failed).
     script = ("import os, sys\n"

@@ -17,7 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
-from flowstore.errors import SampleError
+from flowstore.errors import SampleError, resource_exhaustion, short_of_memory
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
@@ -51,24 +51,29 @@ def resize_rgb(frame_bgr: np.ndarray, size: int, resize: str = "stretch") -> np.
     return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
-#: What OpenCV's errors say where an allocation failed (its own allocator; C++'s): under a
-#: memory limit, 18 failures of a build blamed their clips ("OpenCV cannot decode", found by
-#: review). Raised as a MemoryError, which the build says as the system's refusal.
-OPENCV_OUT_OF_MEMORY = ("Insufficient memory", "bad_alloc")
-
-
 @contextlib.contextmanager
 def decoding(path: Path) -> Iterator[None]:
-    """An OpenCV error while decoding `path` (or resizing what it decoded) is that file's fault.
+    """An OpenCV error while decoding `path` (or resizing what it decoded) is that file's fault,
+    unless memory ran out.
 
     It becomes the sample's `SampleError`. OpenCV errors elsewhere (colour conversion and
     Farneback on frames already decoded and resized) are left alone: they mean a bug in
-    flowstore, which the build reports as an internal error, not as a bad clip.
+    flowstore, which the build reports as an internal error, not as a bad clip (or, where
+    OpenCV found no memory, as the system's refusal: `resource_exhaustion`).
     """
     try:
         yield
     except cv2.error as exc:
         detail = " ".join(str(exc).split())
-        if any(sign in detail for sign in OPENCV_OUT_OF_MEMORY):  # (no fault of the file's)
+        if resource_exhaustion(exc):  # (an allocation: no fault of the file's; a MemoryError
+            # naming the file, which the build says as the system's refusal)
             raise MemoryError(f"OpenCV, decoding {path.name}: {detail}") from None
         raise SampleError(f"OpenCV cannot decode {path.name}: {detail}") from None
+    except SampleError as exc:
+        # FFmpeg's allocations fail without a word: a frame that does not decode, a clip that
+        # ends early. Under a memory limit, 4 of 16 sound clips of a build were "damaged" or
+        # "cut short" (found by review): where the process has no room left, the system's.
+        if short_of_memory():
+            raise MemoryError(f"decoding {path.name} stopped with no memory left ({exc})") \
+                from None
+        raise
