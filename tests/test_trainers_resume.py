@@ -100,6 +100,30 @@ def test_other_parameters_never_go_on_from_it_and_retrain_starts_afresh(tmp_path
     assert not any("resumed_at_epoch" in record.metrics for record in list_runs(runs))
 
 
+def test_a_store_of_other_clips_at_the_same_positions_never_goes_on_from_it(tmp_path,
+                                                                          monkeypatch):
+    """Two stores of one fingerprint with the same samples done may hold other clips at those
+    positions (a dataset's split files enter the fingerprint by name and size only): the
+    store's columns are part of who a run is, or a run stopped on one went on, trained on the
+    other, from weights of the first."""
+    import zarr
+
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    with monkeypatch.context() as patch:
+        _stopped_at(patch, 1)
+        with pytest.raises(KeyboardInterrupt):
+            run(RunConfig("flow", store, runs, epochs=2), echo=lambda line: None)
+    (kept,) = runs.iterdir()
+    group = zarr.open_group(str(store), mode="r+")
+    group["id"][:] = group["id"][:][::-1]  # (the same clips, each at another's position)
+    said: list[str] = []
+    run(RunConfig("flow", store, runs, epochs=2), echo=said.append)
+    assert not any("going on" in line for line in said) and kept.exists(), said
+    (other,) = list_runs(runs)
+    assert "resumed_at_epoch" not in other.metrics
+
+
 def test_a_stopped_two_stream_run_goes_on_only_with_the_streams_it_stopped_with(
         tmp_path, monkeypatch):
     """A fused run holds its streams frozen: they are who it is. Stopped, then its frames
