@@ -106,11 +106,24 @@ def resource_exhaustion(exc: BaseException) -> str | None:
     if (isinstance(exc, ImportError) and "failed to map segment" in str(exc)
             and resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY):
         return "memory"  # (a library loaded lazily, OpenCV's, found no address space left)
+    if _device_out_of_memory(exc):
+        return "memory"
     if isinstance(exc, RuntimeError) and "can't start new thread" in str(exc):
         return "threads"
     if isinstance(exc, OSError) and exc.errno in (errno.EMFILE, errno.ENFILE):
         return "open files"
     return None
+
+
+def _device_out_of_memory(exc: BaseException) -> bool:
+    """A training framework's own out-of-memory error, on a GPU or a CPU: TensorFlow's
+    `ResourceExhaustedError` ("OOM when allocating tensor"), PyTorch's `OutOfMemoryError`,
+    JAX's runtime error of status RESOURCE_EXHAUSTED. Was "internal error: a bug in trainers",
+    traceback and all, where a smaller batch is the answer (found by review)."""
+    package, name = type(exc).__module__.split(".")[0], type(exc).__name__
+    return ((package, name) in {("tensorflow", "ResourceExhaustedError"),
+                                ("torch", "OutOfMemoryError")}
+            or package in {"jax", "jaxlib"} and str(exc).startswith("RESOURCE_EXHAUSTED"))
 
 
 #: How much address space a process must still be able to map for a decoder's early stop to be
@@ -144,12 +157,15 @@ def resource_advice(exc: BaseException) -> str | None:
         return None
     if isinstance(exc, SystemError):  # (a binding's wrapper: its cause says it)
         exc = exc.__cause__
-    # named by the builtin it is (numpy's `_ArrayMemoryError` a MemoryError), else by its module
-    # (OpenCV's `cv2.error` read "error: std::bad_alloc")
+    # named by the builtin it is (numpy's `_ArrayMemoryError` a MemoryError), else by its
+    # package (OpenCV's `cv2.error` read "error: std::bad_alloc")
     builtin = next(kind for kind in type(exc).__mro__ if kind.__module__ == "builtins")
-    name = (builtin.__name__ if builtin is not Exception
-            else f"{type(exc).__module__}.{type(exc).__name__}")
+    name = (builtin.__name__ if builtin is type(exc) or builtin not in (Exception, RuntimeError)
+            else f"{type(exc).__module__.split('.')[0]}.{type(exc).__name__}")
     said = str(exc).splitlines()[0] if str(exc) else ""
-    return (f"the system gave no more {what} ({name}{': ' + said if said else ''})"
-            f": raise the limit (ulimit -v, -n, -u) or ask for less (fewer --workers, a "
-            f"smaller --size)")
+    said = f"({name}{': ' + said[:300] if said else ''})"
+    if _device_out_of_memory(exc):  # (no ulimit to raise: a GPU's memory, or the machine's)
+        return (f"training ran out of memory {said}: ask for less (a smaller --batch-size or "
+                f"--size, --mixed-precision on a GPU) or raise a limit set (ulimit -v)")
+    return (f"the system gave no more {what} {said}: raise the limit (ulimit -v, -n, -u) or "
+            f"ask for less (fewer --workers, a smaller --size)")

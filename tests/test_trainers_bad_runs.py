@@ -507,3 +507,110 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_any_model_predict
     result = runner.invoke(app, ["report", str(runs), "--out", "/proc/sys"])
     assert result.exit_code == 2
     assert "error: cannot write the figures to '/proc/sys'" in result.output
+
+
+_FIT_OUT_OF_MEMORY = """
+import sys
+import keras
+
+def fit_out_of_memory(self, *args, **kwargs):
+    import tensorflow as tf
+
+    raise tf.errors.ResourceExhaustedError(
+        None, None, "OOM when allocating tensor with shape[5,5,5,128,256] and type float")
+
+keras.Model.fit = fit_out_of_memory
+from trainers.cli import main
+sys.argv = ["trainers", *sys.argv[1:]]
+main()
+"""
+
+
+def test_training_out_of_memory_is_one_line_that_says_to_ask_for_less(tmp_path):
+    """TensorFlow's "OOM when allocating tensor" (a GPU's memory, or a CPU's under `ulimit
+    -v`) was "internal error: a bug in trainers", its traceback and all (found by review)."""
+    import subprocess
+    import sys
+
+    store = make_tiny_store(tmp_path / "s.zarr", **TINY_FLOW)
+    out = subprocess.run([sys.executable, "-c", _FIT_OUT_OF_MEMORY, "run", "flow", "--store",
+                          str(store), "--runs-dir", str(tmp_path / "runs"), "--epochs", "1"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert out.stderr.splitlines()[-1] == (
+        "error: training ran out of memory (tensorflow.ResourceExhaustedError: OOM when "
+        "allocating tensor with shape[5,5,5,128,256] and type float): ask for less (a smaller "
+        "--batch-size or --size, --mixed-precision on a GPU) or raise a limit set (ulimit -v)")
+    assert not list_runs(tmp_path / "runs")
+
+
+class XlaRuntimeError(RuntimeError):
+    """JAX's runtime error, as jaxlib names it (jax is not installed where the tests run)."""
+
+
+XlaRuntimeError.__module__ = "jaxlib.xla_extension"
+
+
+@pytest.mark.parametrize("make, out_of_memory", [
+    (lambda: __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate "
+                                                  "2.00 GiB"), True),
+    (lambda: XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
+                             "8589934592 bytes."), True),
+    (lambda: XlaRuntimeError("INVALID_ARGUMENT: shapes do not match"), False),
+    (lambda: __import__("tensorflow").errors.InvalidArgumentError(None, None, "shapes"), False),
+    (lambda: RuntimeError("OutOfMemoryError"), False)])
+def test_each_frameworks_out_of_memory_is_memory_and_nothing_else_is(make, out_of_memory):
+    from flowstore.errors import resource_advice, resource_exhaustion
+
+    exc = make()
+    assert resource_exhaustion(exc) == ("memory" if out_of_memory else None)
+    if out_of_memory:
+        assert resource_advice(exc).startswith(
+            f"training ran out of memory ({type(exc).__module__.split('.')[0]}."
+            f"{type(exc).__name__}: ")
+
+
+_KERAS_UNMAPPED = """
+import importlib.util, os, resource, sys
+
+class NoAddressSpaceForKeras:
+    def find_spec(self, name, path=None, target=None):
+        return importlib.util.spec_from_loader(name, self) if name == "keras" else None
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):  # (TensorFlow's start-up lines first, as it prints them)
+        os.write(2, b"I0000 00:00:1796659988.756499   12328 port.cc:153] oneDNN custom "
+                    b"operations are on.\\n")
+        raise ImportError("libtensorflow_cc.so.2: failed to map segment from shared object")
+
+sys.meta_path.insert(0, NoAddressSpaceForKeras())
+resource.setrlimit(resource.RLIMIT_AS, (2**50, resource.RLIM_INFINITY))  # (a limit, set)
+from trainers.cli import main
+sys.argv = ["trainers", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_backend_that_cannot_be_mapped_under_a_limit_is_the_limit_not_a_broken_install(
+        tmp_path):
+    """Under `ulimit -v` TensorFlow's libraries cannot be mapped: that was "Keras cannot start
+    its tensorflow backend, installed but failing to import (...): pip install
+    --force-reinstall ..." (the limit's words inside a reinstall's), and the start-up lines
+    TensorFlow had printed came before it (found by review)."""
+    import subprocess
+    import sys
+
+    from tests.conftest import assert_one_line_error
+
+    store = make_tiny_store(tmp_path / "s.zarr", **TINY_FLOW)
+    quiet = {key: value for key, value in os.environ.items()  # (as a user starts it: a
+             if key != "TF_CPP_MIN_LOG_LEVEL"}  # level of their own shows TensorFlow's log)
+    out = subprocess.run([sys.executable, "-c", _KERAS_UNMAPPED, "run", "flow", "--store",
+                          str(store), "--runs-dir", str(tmp_path / "runs"), "--epochs", "1"],
+                         capture_output=True, text=True, timeout=300, env=quiet)
+    assert assert_one_line_error(out) == (
+        "error: the system gave no more memory (ImportError: libtensorflow_cc.so.2: failed to "
+        "map segment from shared object): raise the limit (ulimit -v, -n, -u) or ask for less "
+        "(fewer --workers, a smaller --size)")

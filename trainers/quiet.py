@@ -24,6 +24,8 @@ import tempfile
 import warnings
 from typing import Callable
 
+from flowstore.errors import resource_exhaustion
+
 #: Lines of TensorFlow's and absl's C++ log at start-up: `I0000 00:00:1796... 123 port.cc:153]`,
 #: the "before absl::InitializeLog" banner, and the CPU-instructions note's second line.
 NOISE = re.compile(r"^([IWEF]\d{4} \d\d:\d\d:[\d.]+ +\d+ \S+:\d+\]|WARNING: All log messages "
@@ -66,6 +68,8 @@ def _import_and_list_gpus() -> int:
     except ImportError as exc:  # its backend, installed (`require_training_extra`), is broken
         from trainers.errors import backend_import_failed
 
+        if resource_exhaustion(exc):  # (not broken: mapped under `ulimit -v`, and said so)
+            raise
         raise backend_import_failed(exc) from None
 
     from trainers.backend import gpu_count
@@ -106,8 +110,9 @@ def _device_line(gpus: int) -> str:
 
 def _with_stderr_captured(work: Callable[[], int]) -> int:
     """Run `work` with fd 2 going to a temporary file; pass on what is not log noise (all of
-    it if `work` raises: the noise may explain the failure; not for a Ctrl-C, which it does
-    not)."""
+    it if `work` raises: the noise may explain the failure; not for a Ctrl-C, nor for a limit
+    of the system's, which it does not: under `ulimit -v` TensorFlow's start-up lines came
+    before the one line that says the limit)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -116,8 +121,8 @@ def _with_stderr_captured(work: Callable[[], int]) -> int:
         try:
             result = work()
             failed = False
-        except KeyboardInterrupt:
-            failed = False
+        except BaseException as exc:
+            failed = not (isinstance(exc, KeyboardInterrupt) or resource_exhaustion(exc))
             raise
         finally:
             os.dup2(saved, 2)
