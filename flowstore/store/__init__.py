@@ -220,7 +220,7 @@ def remote_errors(path: str | Path) -> Iterator[None]:
     except StoreError:
         raise
     except Exception as exc:  # botocore and fsspec raise many unrelated types
-        raise StoreError(f"cannot access {str(path)!r}: {_remote_reason(exc)}") from None
+        raise StoreError(f"cannot access {str(path)!r}: {remote_reason(exc)}") from None
 
 
 #: The object-store clients' exceptions (module, class) that mean the store could not be
@@ -243,7 +243,7 @@ def object_store_failure(exc: BaseException) -> bool:
         (cls.__module__, cls.__qualname__) in OBJECT_STORE_FAILURES for cls in type(exc).__mro__)
 
 
-def _remote_reason(exc: Exception) -> str:
+def remote_reason(exc: Exception) -> str:
     """An object store's failure in one line: its type (botocore's and fsspec's say what
     failed: NoCredentialsError) and its message's first line."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -619,7 +619,7 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
             reason = exc.strerror or str(exc).splitlines()[0]
             raise StoreError(f"cannot create store {str(path)!r}: {reason}") from None
         if remote:  # (as `remote_errors` says it, once: it named the store a second time)
-            raise StoreError(f"cannot create store {str(path)!r}: {_remote_reason(exc)}") \
+            raise StoreError(f"cannot create store {str(path)!r}: {remote_reason(exc)}") \
                 from None
         raise
     return open_store(path, "r+")

@@ -34,7 +34,7 @@ from zarr.core.sync import sync
 
 from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, StoreError,
                               missing_chunk)
-from flowstore.store import _remote_reason, is_url, object_store_failure
+from flowstore.store import is_url, object_store_failure, remote_reason
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, changed_spans, check_columns, column_chunks, fsync_path,
                                   tree_bytes, unreadable_array)
@@ -109,11 +109,11 @@ def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
                     raise
                 if object_store_failure(exc):
                     raise ObjectStoreError(f"lost the object store while {doing} "
-                                           f"{str(self.path)!r} ({_remote_reason(exc)}); what "
+                                           f"{str(self.path)!r} ({remote_reason(exc)}); what "
                                            f"it held before is kept: run the command again "
                                            f"once it answers") from exc
                 raise ObjectStoreError(f"the object store refused {doing} "
-                                       f"{str(self.path)!r} ({_remote_reason(exc)})") from exc
+                                       f"{str(self.path)!r} ({remote_reason(exc)})") from exc
         return wrapped
     return decorate
 
@@ -213,7 +213,7 @@ class ZarrStore(Store):
             # first failure (a full disk) surfaces while the others still run in its threads,
             # making files and unlinking their partial ones: the caller's clean-up of `path`
             # raced them and left the folder behind.
-            if _zarr_loop_runs():
+            if _forget_zarr_loop_unless_running():
                 sync(_others_finished())
             raise
         return cls(group, path, "r+")
@@ -224,7 +224,7 @@ class ZarrStore(Store):
             group = zarr.open_group(_absolute(path), mode=mode, zarr_format=3,
                                     use_consolidated=False)
         except BaseException:
-            _zarr_loop_runs()  # (one that never started is dropped)
+            _forget_zarr_loop_unless_running()
             raise
         return cls(group, path, mode)
 
@@ -650,13 +650,14 @@ class ZarrStore(Store):
         self._arrays.clear()
 
 
-def _zarr_loop_runs() -> bool:
-    """Whether zarr's event loop runs in its thread. zarr (3.1) records its loop before it
-    starts the thread that runs it: where that start fails (a memory or thread limit, "can't
-    start new thread"), every later call into zarr waits forever on a loop nobody runs (a build
-    hung at 0% CPU in its clean-up, found by review), and zarr's exit handler fails to join the
-    thread. Such a loop is dropped here, so that the next call starts one anew (or fails to,
-    in one line)."""
+def _forget_zarr_loop_unless_running() -> bool:
+    """Forget zarr's event loop where its thread never started; return whether one runs.
+
+    zarr (3.1) records its loop before it starts the thread that runs it: where that start
+    fails (a memory or thread limit, "can't start new thread"), every later call into zarr
+    waits forever on a loop nobody runs (a build hung at 0% CPU in its clean-up, found by
+    review), and zarr's exit handler fails to join the thread. Such a loop is dropped here, so
+    that the next call starts one anew (or fails to, in one line)."""
     from zarr.core import sync as zarr_sync
 
     with zarr_sync._get_lock():  # (zarr makes and starts its thread holding it)
