@@ -1056,6 +1056,15 @@ def test_a_decoder_out_of_memory_or_descriptors_is_no_fault_of_the_clip(tiny_tvh
             with pytest.raises(kind, match=re.escape(damaged)):
                 with decoding(Path("x.avi")):
                     raise SampleError(damaged)
+    # and an image OpenCV gives nothing for (its decoders catch their own failures)
+    from flowstore.extraction.image import read_image
+
+    garbage = tmp_path / "garbage.jpg"
+    garbage.write_bytes(b"no image" * 50)
+    for short, kind in ((True, MemoryError), (False, SampleError)):
+        with patch("flowstore.extraction._cv.short_of_memory", return_value=short):
+            with pytest.raises(kind, match=r"not a decodable image \(400 bytes\): garbage.jpg"):
+                read_image(garbage)
     # Every descriptor taken before the clip is opened, or by FFmpeg's open itself (a stub in
     # its place: it fails as FFmpeg does without one, saying no more than that it failed).
     script = ("import os, sys\n"

@@ -75,10 +75,10 @@ def read_image(path: str | Path) -> np.ndarray:
         raise SampleError(f"image file is empty (0 bytes): {path.name}")
     if _is_truncated_jpeg(data):
         raise SampleError(f"truncated JPEG (no end-of-image marker): {path.name}")
-    with decoding(path):
+    with decoding(path):  # (OpenCV's decoders catch their own errors, allocations' too)
         image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise SampleError(f"not a decodable image ({len(data)} bytes): {path.name}")
+        if image is None or image.size == 0:
+            raise SampleError(f"not a decodable image ({len(data)} bytes): {path.name}")
     return image
 
 
