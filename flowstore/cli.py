@@ -17,7 +17,7 @@ from typing import Any, NoReturn, Optional
 import typer
 
 from flowstore.console import die_by_sigint, one_line, sample_line, stopped_while_importing
-from flowstore.errors import (FlowstoreError, ParameterError, resource_advice,
+from flowstore.errors import (ASK_FOR_LESS, FlowstoreError, ParameterError, resource_advice,
                               resource_exhaustion)
 
 
@@ -684,12 +684,14 @@ def _add_dataset_synth_commands() -> None:
 _add_dataset_synth_commands()
 
 
-def run_app(typer_app: typer.Typer, prog_name: str) -> None:
+def run_app(typer_app: typer.Typer, prog_name: str, ask_for_less: str = ASK_FOR_LESS) -> None:
     """Run a Typer app as a command, with every usage error on one `error:` line (exit 2).
 
     Typer's own entry point (`app()`) prints a multi-line panel for a bad option value; the
     console scripts and `python -m` of both `flowstore` and `trainers` come here instead, so
-    that what users see does not depend on how they started the command.
+    that what users see does not depend on how they started the command. A limit of the
+    system's met anywhere (`resource_advice`) is one line too, naming `ask_for_less`, the
+    command's options that ask for less.
     """
     import logging
 
@@ -716,7 +718,7 @@ def run_app(typer_app: typer.Typer, prog_name: str) -> None:
         if _REDELIVERY is not None:  # (the command ended before it: what it did is done)
             _REDELIVERY.cancel()
     except Exception as exc:
-        advice = resource_advice(exc)
+        advice = resource_advice(exc, ask_for_less)
         if advice is not None:  # (a limit the user sets or meets: neither bug nor input)
             typer.echo(one_line(f"error: {advice}"), err=True)
             _quiet_what_the_limit_left_half_made()

@@ -149,9 +149,13 @@ def short_of_memory(margin: int = MEMORY_MARGIN) -> bool:
     return False
 
 
-def resource_advice(exc: BaseException) -> str | None:
+#: How a `flowstore` command asks for less (`resource_advice`).
+ASK_FOR_LESS = "fewer --workers, a smaller --size"
+
+
+def resource_advice(exc: BaseException, ask_for_less: str = ASK_FOR_LESS) -> str | None:
     """`exc` in words with what to do about it, where it is a `resource_exhaustion`; else
-    None."""
+    None. `ask_for_less`: the command's options that ask for less (the trainers' batch)."""
     what = resource_exhaustion(exc)
     if what is None:
         return None
@@ -168,4 +172,4 @@ def resource_advice(exc: BaseException) -> str | None:
         return (f"training ran out of memory {said}: ask for less (a smaller --batch-size or "
                 f"--size, --mixed-precision on a GPU) or raise a limit set (ulimit -v)")
     return (f"the system gave no more {what} {said}: raise the limit (ulimit -v, -n, -u) or "
-            f"ask for less (fewer --workers, a smaller --size)")
+            f"ask for less ({ask_for_less})")

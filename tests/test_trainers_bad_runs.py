@@ -613,4 +613,4 @@ def test_a_backend_that_cannot_be_mapped_under_a_limit_is_the_limit_not_a_broken
     assert assert_one_line_error(out) == (
         "error: the system gave no more memory (ImportError: libtensorflow_cc.so.2: failed to "
         "map segment from shared object): raise the limit (ulimit -v, -n, -u) or ask for less "
-        "(fewer --workers, a smaller --size)")
+        "(a smaller --batch-size)")

@@ -255,4 +255,4 @@ def predict(
 
 def main() -> None:
     """The `trainers` console script and `python -m trainers`."""
-    run_app(app, "trainers")
+    run_app(app, "trainers", ask_for_less="a smaller --batch-size")
