@@ -205,3 +205,61 @@ def test_a_read_of_a_file_that_is_no_store_leaves_no_lock_file_beside_it(tmp_pat
     assert "--overwrite deletes it" in assert_one_line_error(
         flowstore_cli("inspect", tmp_path / "half.h5"))
     assert lock_path(tmp_path / "half.h5").exists()
+
+
+_NO_FILE_LOCKS = """
+import errno, sys
+import flowstore.store.lock as lock
+
+def flock(fd, operation):  # (as an NFS mount without its lock service answers)
+    raise OSError(errno.ENOLCK, "No locks available")
+
+lock.fcntl.flock = flock
+from flowstore.cli import main
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_file_system_without_locks_takes_no_build_and_its_stores_are_read(
+        tmp_path, tiny_tvhi_source, monkeypatch):
+    """`flock` failing otherwise than "held" (ENOLCK: NFS without its lock service; some FUSE
+    mounts) was "error: [Errno 37] No locks available" from a build, and `inspect` of an HDF5
+    store an internal error, traceback and all; a trainers' work lock refused the run (found by
+    review). A build is refused, saying why; readers read without a lock, which no build can
+    hold there; a work lock is not held, and leaves nothing."""
+    import errno
+
+    import flowstore.store.lock as lock
+
+    store = tmp_path / "s.h5"
+    build = ["build", "tvhi", "--source", str(tiny_tvhi_source), "--store", str(store),
+             "--size", "16", "--steps", "2", "-q"]
+    assert flowstore_cli(*build).returncode == 0
+
+    def no_locks(*args):
+        return subprocess.run([sys.executable, "-c", _NO_FILE_LOCKS, *args],
+                              capture_output=True, text=True, timeout=120)
+
+    for name in ("t.h5", "t.zarr"):
+        refused = no_locks(*build[:5], str(tmp_path / name), *build[6:])
+        assert assert_one_line_error(refused).startswith(
+            f"error: cannot lock store {str(tmp_path / name)!r} (No locks available): its file "
+            f"system gives no file locks"), refused.stderr
+        assert not (tmp_path / name).exists()
+    for command in ("inspect", "verify"):
+        read = no_locks(command, str(store))
+        assert read.returncode == 0 and read.stderr == "", (command, read.stderr)
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock.fcntl, "flock", flock)
+    work = tmp_path / "runs" / ".training-x.lock"
+    for on_wait in (None, print):
+        with lock.work_lock(work, on_wait=on_wait) as held:
+            assert held is False
+        assert not (tmp_path / "runs").exists()
+    fresh = tmp_path / "fresh.h5"
+    fresh.write_bytes(b"")
+    assert lock.reader_lock(fresh) is None and not lock_path(fresh).exists()

@@ -6,7 +6,10 @@ The file holds the holder's pid, host and start time so that a refused build can
 it. The lock file sits beside the store (not inside it) so that `--overwrite`, which deletes the
 store, never deletes a lock that someone holds. It is never unlinked, for the same reason
 (but for one a reader made beside a file that proved to be no store: `remove_made_lock_file`).
-Local filesystems only: flock over NFS is not reliable.
+Local filesystems only: flock over NFS is not reliable. A file system that gives no locks at
+all (`flock` fails otherwise than "held": an NFS mount without its lock service, some FUSE
+mounts) takes no build (`writer_lock` refuses, as no second build could be kept out); its
+readers then read without one, as no build can hold one there, and work locks are not held.
 
 Readers of an HDF5 store take the same lock shared (`reader_lock`), for as long as they hold
 the file open: HDF5 does not support reading a file that another process writes (only its SWMR
@@ -73,7 +76,13 @@ def writer_lock(store: str | Path) -> Iterator[None]:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except OSError as exc:
+            if not isinstance(exc, BlockingIOError):  # (no lock at all: `_gives_no_locks`)
+                raise StoreError(f"cannot lock store {str(store)!r} ({exc.strerror or exc}): "
+                                 f"its file system gives no file locks (an NFS mount without "
+                                 f"its lock service?), and flowstore builds no store that a "
+                                 f"second build could write at once; build it on a local "
+                                 f"disk, then copy it there") from None
             if _only_readers(fd):
                 raise StoreError(f"store {str(store)!r} is open for reading (flowstore inspect "
                                  f"or verify, or a trainer); an HDF5 store cannot be written "
@@ -147,7 +156,11 @@ def reader_lock(store: str | Path) -> int | None:
             return None
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
+    except OSError as exc:
+        if not isinstance(exc, BlockingIOError):  # a file system with no locks: no build
+            remove_made_lock_file(fd)             # holds one there (`writer_lock` refuses)
+            release_reader_lock(fd)
+            return None
         holder = _describe(_holder(fd))
         release_reader_lock(fd)
         raise StoreError(f"store {str(store)!r} is being written by a flowstore build "
@@ -224,7 +237,11 @@ def _take(path: Path, on_wait: Callable[[str], None] | None) -> tuple[int | None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            except OSError as exc:
+                if not isinstance(exc, BlockingIOError):  # a file system with no locks: the
+                    os.close(fd)                          # work is done without one
+                    _remove(path, made)
+                    return None, []
                 if on_wait is None:
                     os.close(fd)
                     return None, []
