@@ -311,6 +311,48 @@ def synced(monkeypatch) -> list[str]:
     return paths
 
 
+_FSYNC_REFUSED = """
+import errno, os, stat, sys
+real_fsync, refused = os.fsync, sys.argv[1]
+
+def fsync(fd):  # (a file system that syncs no file, or no folder; a disk's error)
+    if refused == "every" or stat.S_ISDIR(os.fstat(fd).st_mode):
+        raise OSError(errno.EIO if refused == "eio" else errno.EINVAL, "refused")
+    real_fsync(fd)
+
+os.fsync = fsync
+from flowstore.cli import main
+sys.argv = ["flowstore", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.mark.parametrize("refused", ["every", "folders", "eio"])
+def test_fsync_a_file_system_refuses_is_one_line_and_a_folder_it_cannot_sync_is_passed_over(
+        tiny_tvhi_source, tmp_path, suffix, refused):
+    """`--fsync` where the file system syncs nothing (EINVAL) or the disk fails (EIO) was
+    "error: [Errno 22] Invalid argument": it names the file and what to do now. A folder that
+    cannot be synced (EINVAL: some file systems sync no folder) is passed over, as PostgreSQL
+    does: its files are synced all the same. The next build, without --fsync, builds it."""
+    import subprocess
+    import sys
+
+    store = tmp_path / f"s{suffix}"
+    build = ["build", "tvhi", "--source", str(tiny_tvhi_source), "--store", str(store),
+             *TINY_BUILD, "-q"]
+    out = subprocess.run([sys.executable, "-c", _FSYNC_REFUSED, refused, *build, "--fsync"],
+                         capture_output=True, text=True, timeout=120)
+    if refused == "folders":
+        assert out.returncode == 0 and out.stderr == "", out.stderr
+        return
+    line = assert_one_line_error(out)
+    assert line.startswith(f"error: --fsync: '{tmp_path}") and line.endswith(
+        " cannot be synced to its disk (refused); build without --fsync, or on another disk"), \
+        line
+    assert flowstore_cli(*build).returncode == 0
+    assert flowstore_cli("verify", str(store)).returncode == 0
+
+
 def test_repair_passes_fsync_through_and_verify_alone_refuses_it(tiny_tvhi_source, tmp_path,
                                                                  synced):
     from flowstore.verify import repair

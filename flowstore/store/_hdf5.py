@@ -56,7 +56,7 @@ from flowstore.errors import DamagedStoreError, FlowstoreError, StoreError
 from flowstore.files import file_size_limit
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   Store, check_columns, column_chunks, fsync_path, read_exactly,
-                                  unreadable_array)
+                                  sync_to_disk, unreadable_array)
 from flowstore.store.layout import BY_NAME
 from flowstore.store.lock import release_reader_lock
 
@@ -315,13 +315,13 @@ class HDF5Store(Store):
 
     def sync_sample(self, index: int, names: Sequence[str]) -> None:
         """One file: HDF5 has flushed its caches (`flush`), the kernel's go to the disk."""
-        os.fsync(self._file.id.get_vfd_handle())
+        sync_to_disk(self._file.id.get_vfd_handle(), self.path)
 
     def sync_columns(self) -> None:
         """The whole file; the first time also its name in its folder (a new store was renamed
         into place)."""
         self.flush()
-        os.fsync(self._file.id.get_vfd_handle())
+        sync_to_disk(self._file.id.get_vfd_handle(), self.path)
         if not self._entry_synced:
             fsync_path(Path(self.path).parent)
             self._entry_synced = True

@@ -15,6 +15,7 @@ A backend is one module that defines a `Store` subclass and is named in the regi
 from __future__ import annotations
 
 import abc
+import errno
 import lzma
 import os
 import zlib
@@ -24,7 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.errors import DamagedStoreError, StoreError
+from flowstore.errors import DamagedStoreError, StoreError, resource_exhaustion
 from flowstore.store.layout import BY_NAME, LEDGER, STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
@@ -481,9 +482,31 @@ def fsync_path(path: str | Path) -> None:
     """fsync one file or directory by path (a directory's fsync makes its entries durable)."""
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.fsync(fd)
+        sync_to_disk(fd, path)
     finally:
         os.close(fd)
+
+
+def sync_to_disk(fd: int, path: str | Path) -> None:
+    """`os.fsync(fd)` of the file or folder at `path`, for `--fsync`.
+
+    Raises:
+        StoreError: the file system or the disk refused (EIO: the bytes may not be there;
+            EINVAL: a file system that does not sync): said of the store's file, with what to
+            do, where it was "error: [Errno 22] Invalid argument" (found by review). A folder
+            that cannot be synced at all (EINVAL, as some file systems answer for folders) is
+            passed over, as PostgreSQL does: its files are synced all the same.
+    """
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if resource_exhaustion(exc):
+            raise
+        if exc.errno == errno.EINVAL and os.path.isdir(path):
+            return
+        raise StoreError(f"--fsync: {str(path)!r} cannot be synced to its disk "
+                         f"({exc.strerror or exc}); build without --fsync, or on another "
+                         f"disk") from None
 
 
 def read_exactly(fd: int, offset: int, out: np.ndarray, what: str) -> None:
