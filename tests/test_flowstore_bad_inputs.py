@@ -1771,6 +1771,35 @@ def test_a_synthetic_cache_in_a_store_or_under_a_file_is_one_line_naming_it(tmp_
     assert _tree(tmp_path) == before
 
 
+_NO_HOME = """
+import os, pwd, sys
+
+def no_entry(uid):  # (a container run under an arbitrary uid: no entry in /etc/passwd)
+    raise KeyError(f"getpwuid(): uid not found: {uid}")
+
+pwd.getpwuid = no_entry
+os.environ.pop("HOME", None)
+os.environ.pop("FLOWSTORE_CACHE", None)
+from flowstore.cli import main
+sys.argv = ["flowstore", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.regression(reason=(
+    "bug: `build --synthetic` in a process with no home folder (no HOME, a uid without a "
+    "password entry) was `internal error: ... Could not determine home directory`"))
+def test_a_synthetic_cache_without_a_home_folder_is_one_line_naming_flowstore_cache(tmp_path):
+    out = subprocess.run([sys.executable, "-c", _NO_HOME, "build", "tvhi", "--synthetic",
+                          "--store", str(tmp_path / "s.zarr"), "--size", "32", "-q"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert assert_one_line_error(out) == (
+        "error: the synthetic source cache lies in the home folder, and this process has none "
+        "(HOME is not set, and its user has no entry in the password database): set "
+        "FLOWSTORE_CACHE to a folder that can be written")
+    assert list(tmp_path.iterdir()) == []
+
+
 _UNTOLD_WRITE_ERROR = pytest.mark.regression(reason=(
     "bug: OpenCV's video writer reports no write error: under `ulimit -f 30` `flowstore synth "
     "tvhi` exited 0 with every clip cut at 30 KiB"))

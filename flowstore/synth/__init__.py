@@ -45,8 +45,24 @@ def _dataset_writers() -> dict[str, tuple[type, Callable[[Path, Any], Path]]]:
 
 
 def cache_dir() -> Path:
-    """Where `build --synthetic` keeps generated sources: $FLOWSTORE_CACHE or ~/.cache/flowstore."""
-    root = os.environ.get("FLOWSTORE_CACHE") or Path.home() / ".cache" / "flowstore"
+    """Where `build --synthetic` keeps generated sources: $FLOWSTORE_CACHE or ~/.cache/flowstore.
+
+    Raises:
+        FlowstoreError: FLOWSTORE_CACHE is not set and the process has no home folder (no
+            HOME, and a user the password database does not know: a container run under an
+            arbitrary uid), where it was "internal error: ... Could not determine home
+            directory" (found by review). No folder is guessed instead: one in a shared /tmp
+            could be made beforehand by another user, and its sources taken as cached.
+    """
+    root = os.environ.get("FLOWSTORE_CACHE")
+    if not root:
+        try:
+            root = Path.home() / ".cache" / "flowstore"
+        except (RuntimeError, KeyError):  # (KeyError: Python before 3.12, no password entry)
+            raise FlowstoreError("the synthetic source cache lies in the home folder, and this "
+                                 "process has none (HOME is not set, and its user has no entry "
+                                 "in the password database): set FLOWSTORE_CACHE to a folder "
+                                 "that can be written") from None
     return Path(root) / "synthetic"
 
 
