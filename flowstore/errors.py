@@ -168,7 +168,7 @@ def resource_advice(exc: BaseException, ask_for_less: str = ASK_FOR_LESS) -> str
             else f"{type(exc).__module__.split('.')[0]}.{type(exc).__name__}")
     said = str(exc).splitlines()[0] if str(exc) else ""
     said = f"({name}{': ' + said[:300] if said else ''})"
-    if _device_out_of_memory(exc):  # (no ulimit to raise: a GPU's memory, or the machine's)
+    if _device_out_of_memory(exc):  # (a GPU's memory, or the machine's: a batch to shrink)
         return (f"training ran out of memory {said}: ask for less (a smaller --batch-size or "
                 f"--size, --mixed-precision on a GPU) or raise a limit set (ulimit -v)")
     return (f"the system gave no more {what} {said}: raise the limit (ulimit -v, -n, -u) or "
