@@ -709,6 +709,7 @@ def run_app(typer_app: typer.Typer, prog_name: str, ask_for_less: str = ASK_FOR_
         typer.echo(f"error: standard output is closed; redirect it to /dev/null to discard "
                    f"what {prog_name} prints", err=True)
         _end(2)
+    _standard_streams_for_any_text()
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # (not where ignored)
         signal.signal(signal.SIGINT, _on_ctrl_c)
     if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, stopped_while_importing):
@@ -745,6 +746,31 @@ def run_app(typer_app: typer.Typer, prog_name: str, ask_for_less: str = ASK_FOR_
     if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
         die_by_sigint(_STOPPED_BY)
     _end(code if isinstance(code, int) else 0)
+
+
+def _standard_streams_for_any_text() -> None:
+    """Standard output and error, made to take whatever a command writes.
+
+    - Standard error closed (`2>&-`): taken as a wish to discard it, onto /dev/null. Python
+      leaves `sys.stderr` None then: `trainers` crashed on it, and the traceback it printed went
+      to standard output, into the predictions CSV the user was writing (found by review); and
+      the next file a command opened became descriptor 2 (a build's lock file), where any C
+      library's message would have gone.
+    - An encoding that cannot hold a name (a latin-1 locale, `PYTHONIOENCODING=latin-1`, and a
+      class or path in Chinese): written with backslash escapes, as Python writes standard
+      error, where it crashed the command after its work was done (a build, a training run
+      exited 3, "a bug"; found by review).
+    """
+    if sys.stderr is None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        if devnull != 2:
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        sys.stderr = open(2, "w", closefd=False)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # (not a TextIOWrapper: a test's)
+            if stream.errors == "strict" and stream.encoding.lower().replace("-", "") != "utf8":
+                stream.reconfigure(errors="backslashreplace")
 
 
 def _quiet_what_the_limit_left_half_made() -> None:

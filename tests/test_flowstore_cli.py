@@ -238,6 +238,38 @@ def test_a_closed_standard_output_is_refused_in_one_line(command):
             f"{program} prints"])
 
 
+def test_a_closed_standard_error_is_discarded_and_standard_output_kept_clean(tmp_path):
+    """`trainers summary image 2>&-` (or `predict RUN > p.csv 2>&-`): Python starts with no
+    sys.stderr, trainers crashed on it (exit 3) and the traceback went to standard output,
+    into the file the user was writing (found by review). Closed standard error is discarded;
+    the command does its work, and what it prints on standard output is only its own."""
+    script = '"$0" -m "$@" 2>&-'
+    result = subprocess.run(["bash", "-c", script, sys.executable, "trainers", "summary", "flow",
+                             "--size", "32"], stdout=subprocess.PIPE, text=True, timeout=300)
+    assert result.returncode == 0 and "Traceback" not in result.stdout, result.stdout
+    assert "Total params" in result.stdout or "params" in result.stdout.lower(), result.stdout
+    refused = subprocess.run(["bash", "-c", script, sys.executable, "flowstore", "inspect",
+                              str(tmp_path / "none.zarr")], stdout=subprocess.PIPE, text=True,
+                             timeout=120)
+    assert (refused.returncode, refused.stdout) == (2, "")
+
+
+def test_names_an_encoding_cannot_hold_are_written_escaped_not_a_crash(tmp_path,
+                                                                     tiny_tvhi_source):
+    """A latin-1 standard output (`PYTHONIOENCODING=latin-1`, a latin-1 locale) and a store in
+    a folder named in Chinese: the build wrote the whole store, then exited 3 as "a bug"
+    printing its path; inspect did too (found by review). Written with backslash escapes."""
+    store = tmp_path / "店" / "s.zarr"
+    store.parent.mkdir()
+    latin1 = {"PYTHONIOENCODING": "latin-1"}
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                          *TINY_BUILD, "--max-per-split", "1", env=latin1)
+    assert built.returncode == 0 and "\\u5e97" in built.stdout, built.stderr
+    shown = flowstore_cli("inspect", store, env=latin1)
+    assert shown.returncode == 0 and shown.stdout.startswith(
+        f"store        {tmp_path}/\\u5e97/s.zarr"), shown.stderr
+
+
 def test_a_url_of_no_bucket_is_not_said_to_lack_one():
     """An http URL's root is its host: `inspect http://localhost:1/x.zarr` said "whose bucket
     'http:' does not exist" (found by review)."""
