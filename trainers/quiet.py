@@ -45,6 +45,12 @@ def start_keras_quietly(verbose: bool = False) -> str:
         The device line: "training on GPU (1 found)" or "training on CPU (no GPU found)",
         on TensorFlow's CPU followed by whether its oneDNN kernels run (`_device_line`).
     """
+    # Keras' `convert_to_numpy` of a variable (TensorFlow's, in BatchNorm's recalibration, the
+    # optimizer's learning rate, the seed generators) makes numpy 2 warn that its `__array__`
+    # takes no `copy`: a note for Keras' authors, which under PYTHONWARNINGS=error (as some CI
+    # runs) ended every training run as "a bug in trainers" (found by review).
+    warnings.filterwarnings("ignore", category=DeprecationWarning,
+                            message="__array__ implementation doesn't accept a copy keyword")
     if verbose or "TF_CPP_MIN_LOG_LEVEL" in os.environ:
         return _device_line(_import_and_list_gpus())
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
