@@ -94,6 +94,8 @@ def fail(message: str, code: int = 2) -> None:
     limit = _limit_behind(sys.exc_info()[1])
     if limit is not None:
         raise limit
+    if _current_folder_lost(sys.exc_info()[1]):
+        message = CURRENT_FOLDER_LOST
     typer.echo("error: " + one_line(" ".join(line.strip() for line in str(message).splitlines())),
                err=True)
     raise typer.Exit(code)
@@ -108,6 +110,29 @@ def _limit_behind(exc: BaseException | None) -> BaseException | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+#: Said where a command ran in a folder deleted since (`_current_folder_lost`).
+CURRENT_FOLDER_LOST = ("the current folder no longer exists (deleted while the shell was in "
+                       "it): cd to one that does, or give absolute paths")
+
+
+def _current_folder_lost(exc: BaseException | None) -> bool:
+    """Whether `exc` (or what it was raised from) is Python's "No such file or directory" of a
+    current folder that is gone: `os.getcwd()` and `os.path.abspath` of a relative path raise it
+    naming no file, and it was `error: [Errno 2] No such file or directory` (a build), or
+    "internal error" (`flowstore show`, `trainers run`; found by review)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, FileNotFoundError) and exc.filename is None:
+            try:
+                os.getcwd()
+            except FileNotFoundError:
+                return True
+            return False
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 #: Set by `fail_interrupted`, read by `run_app` once the command has returned.
@@ -723,6 +748,9 @@ def run_app(typer_app: typer.Typer, prog_name: str, ask_for_less: str = ASK_FOR_
         if advice is not None:  # (a limit the user sets or meets: neither bug nor input)
             typer.echo(one_line(f"error: {advice}"), err=True)
             _quiet_what_the_limit_left_half_made()
+            _end(2)
+        if _current_folder_lost(exc):  # (neither bug nor input: where the command ran)
+            typer.echo(f"error: {CURRENT_FOLDER_LOST}", err=True)
             _end(2)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):
             # Not bad input (each command turns that into one `error:` line, exit 2): a bug.

@@ -270,6 +270,27 @@ def test_names_an_encoding_cannot_hold_are_written_escaped_not_a_crash(tmp_path,
         f"store        {tmp_path}/\\u5e97/s.zarr"), shown.stderr
 
 
+@pytest.mark.parametrize("args", [("show", "{store}", "--out", "pictures"),
+                                  ("build", "tvhi", "--source", "{source}", "--store", "new.zarr",
+                                   "--size", "32", "--steps", "2")], ids=["show", "build"])
+def test_a_current_folder_deleted_is_said_as_such(tmp_path, tiny_tvhi_source, args):
+    """Run in a folder deleted since, with a relative path: `show` was an internal error and a
+    build said `error: [Errno 2] No such file or directory`, naming nothing (found by review)."""
+    store = tmp_path / "s.zarr"
+    built = flowstore_cli("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                          *TINY_BUILD, "-q", "--max-per-split", "1")
+    assert built.returncode == 0, built.stderr
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    args = [a.format(store=store, source=tiny_tvhi_source) for a in args]
+    result = subprocess.run(["bash", "-c", 'cd "$1" && rmdir "$1" && shift && exec "$@"', "-",
+                             str(gone), sys.executable, "-m", "flowstore", *args],
+                            capture_output=True, text=True, timeout=120)
+    assert assert_one_line_error(result) == (
+        "error: the current folder no longer exists (deleted while the shell was in it): cd to "
+        "one that does, or give absolute paths")
+
+
 def test_a_url_of_no_bucket_is_not_said_to_lack_one():
     """An http URL's root is its host: `inspect http://localhost:1/x.zarr` said "whose bucket
     'http:' does not exist" (found by review)."""
