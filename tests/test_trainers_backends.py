@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import os
 import platform
 import shutil
@@ -151,6 +152,30 @@ def test_a_keras_json_that_is_not_an_object_is_one_line(tmp_path, monkeypatch):
         with pytest.raises(MissingTrainingExtraError, match=r"keras\.json' is not a JSON "
                                                             r"object, and Keras cannot start"):
             require_training_extra()
+
+
+@pytest.mark.parametrize("settings, said", [
+    ({"floatx": "nonsense"}, "sets floatx 'nonsense'; trainers' models need 'float32' "
+                             "(--mixed-precision computes in float16): remove the setting"),
+    ({"floatx": "float16"}, "sets floatx 'float16'; trainers' models need 'float32'"),
+    ({"image_data_format": "channels_first"}, "sets image_data_format 'channels_first'; "
+                                              "trainers' models need 'channels_last': remove"),
+    ({"epsilon": "abc"}, "sets epsilon 'abc', not a number, and Keras cannot start with it"),
+    ({"epsilon": True}, "sets epsilon True, not a number"),
+    ({"floatx": "float32", "image_data_format": "channels_last", "epsilon": 1e-07}, None)])
+def test_keras_json_settings_the_models_cannot_train_with_are_one_line(tmp_path, monkeypatch,
+                                                                       settings, said):
+    """Keras refused a floatx or an epsilon it does not know as it was imported, and the report's
+    models cannot be built channels_first: each was "internal error: a bug in trainers"
+    (found by review); float16 everywhere trained silently, its runs taken as float32 ones."""
+    monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    (tmp_path / "keras.json").write_text(json.dumps(settings))
+    if said is None:
+        assert configured_backend() == "tensorflow"
+        return
+    with pytest.raises(MissingTrainingExtraError, match=re.escape(said)):
+        configured_backend()
 
 
 def test_a_backend_installed_but_failing_to_import_is_one_line(tmp_path):

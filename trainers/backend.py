@@ -93,7 +93,31 @@ def configured_backend() -> str:
 
         raise MissingTrainingExtraError(f"{str(path)!r} is not a JSON object, and Keras cannot "
                                         f"start with it: fix it or remove it")
+    _check_keras_settings(path, config)
     return os.environ.get("KERAS_BACKEND") or str(config.get("backend", "tensorflow"))
+
+
+#: The keras.json settings trainers' models need, where the file sets them: Keras refused other
+#: values of `floatx` and `epsilon` as it was imported ("Invalid floatx configuration"), and
+#: with `channels_first` the report's models could not be built: each was "internal error: a
+#: bug in trainers" (found by review). float16 everywhere trained silently, and its runs were
+#: taken as float32 runs (`--mixed-precision` is the recorded way to compute in float16).
+KERAS_SETTINGS = {"floatx": ("float32",), "image_data_format": ("channels_last",)}
+
+
+def _check_keras_settings(path: Path, config: dict) -> None:
+    from trainers.errors import MissingTrainingExtraError
+
+    for key, allowed in KERAS_SETTINGS.items():
+        if key in config and config[key] not in allowed:
+            hint = " (--mixed-precision computes in float16)" if key == "floatx" else ""
+            raise MissingTrainingExtraError(
+                f"{str(path)!r} sets {key} {config[key]!r}; trainers' models need "
+                f"{allowed[0]!r}{hint}: remove the setting from the file")
+    epsilon = config.get("epsilon", 1e-7)
+    if isinstance(epsilon, bool) or not isinstance(epsilon, (int, float)):
+        raise MissingTrainingExtraError(f"{str(path)!r} sets epsilon {epsilon!r}, not a number, "
+                                        f"and Keras cannot start with it: fix it or remove it")
 
 
 def uses_tf_data() -> bool:
