@@ -81,7 +81,8 @@ def test_a_stopped_run_goes_on_and_ends_on_the_weights_of_an_unstopped_one(
     assert not kept.exists() and [p.name for p in runs.iterdir() if p.name[0] == "."] == []
 
 
-def test_other_parameters_never_go_on_from_it_and_retrain_starts_afresh(tmp_path, monkeypatch):
+def _a_flow_run_stopped_after_epoch_1(tmp_path, monkeypatch) -> tuple[Path, Path, Path]:
+    """(store, runs folder, the resume point kept) of a 2-epoch flow run stopped after one."""
     store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
     runs = tmp_path / "runs"
     with monkeypatch.context() as patch:
@@ -89,6 +90,11 @@ def test_other_parameters_never_go_on_from_it_and_retrain_starts_afresh(tmp_path
         with pytest.raises(KeyboardInterrupt):
             run(RunConfig("flow", store, runs, epochs=2), echo=lambda line: None)
     (kept,) = runs.iterdir()
+    return store, runs, kept
+
+
+def test_other_parameters_never_go_on_from_it_and_retrain_starts_afresh(tmp_path, monkeypatch):
+    store, runs, kept = _a_flow_run_stopped_after_epoch_1(tmp_path, monkeypatch)
     said: list[str] = []
     run(RunConfig("flow", store, runs, epochs=2, seed=1), echo=said.append)  # another run
     assert not any("going on" in line for line in said) and kept.exists()
@@ -108,13 +114,7 @@ def test_a_store_of_other_clips_at_the_same_positions_never_goes_on_from_it(tmp_
     other, from weights of the first."""
     import zarr
 
-    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
-    runs = tmp_path / "runs"
-    with monkeypatch.context() as patch:
-        _stopped_at(patch, 1)
-        with pytest.raises(KeyboardInterrupt):
-            run(RunConfig("flow", store, runs, epochs=2), echo=lambda line: None)
-    (kept,) = runs.iterdir()
+    store, runs, kept = _a_flow_run_stopped_after_epoch_1(tmp_path, monkeypatch)
     group = zarr.open_group(str(store), mode="r+")
     group["id"][:] = group["id"][:][::-1]  # (the same clips, each at another's position)
     said: list[str] = []
