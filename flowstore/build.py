@@ -36,7 +36,7 @@ from flowstore.console import one_line, sample_line
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
 from flowstore.errors import (FlowstoreError, ParameterError, StoreError, StoreMismatchError,
-                              resource_advice, resource_exhaustion)
+                              resource_advice)
 from flowstore.files import file_size_limit
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
@@ -1187,8 +1187,9 @@ def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_fi
         # (a limit said as such: "MemoryError: " said nothing)
         return TaskOutcome(index, resource_advice(exc) or f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # noqa: BLE001  (a bug: an internal error, with its traceback)
-        if resource_exhaustion(exc):  # (OpenCV's allocation in Farneback, a binding's error)
-            return TaskOutcome(index, resource_advice(exc))
+        advice = resource_advice(exc)  # (unless a limit: OpenCV's allocation in Farneback, a
+        if advice is not None:         # binding's error over a MemoryError)
+            return TaskOutcome(index, advice)
         return TaskOutcome(index, internal_error=traceback.format_exc())
     return TaskOutcome(index, None, digest, read[0], source_hash, reused=reused)
 

@@ -17,8 +17,8 @@ from typing import Any, NoReturn, Optional
 import typer
 
 from flowstore.console import die_by_sigint, one_line, sample_line, stopped_while_importing
-from flowstore.errors import (ASK_FOR_LESS, FlowstoreError, ParameterError, resource_advice,
-                              resource_exhaustion)
+from flowstore.errors import (ASK_FOR_LESS, FlowstoreError, ParameterError, raised_with,
+                              resource_advice, resource_exhaustion)
 
 
 def add_version_option(typer_app: typer.Typer, prog_name: str) -> None:
@@ -86,30 +86,19 @@ def fail(message: str, code: int = 2) -> None:
     it holds (a path's tab or ESC) printed escaped (`one_line`).
 
     Where the error being handled came of a limit of the system's (no descriptor left under
-    `ulimit -n`, no memory), that limit is raised instead, for `run_app` to say with what to do
-    about it, as it says every other: the places that turn the system's refusals into one line
-    named a file or a folder as if it were at fault ("--runs-dir 'runs' cannot be created or
-    written (Too many open files)", "Too many open files: '.../source_hash/zarr.json'"; found by
-    review)."""
-    limit = _limit_behind(sys.exc_info()[1])
-    if limit is not None:
-        raise limit
-    if _current_folder_lost(sys.exc_info()[1]):
-        message = CURRENT_FOLDER_LOST
+    `ulimit -n`, no memory) or of a current folder deleted since, that is raised instead, for
+    `run_app` to say with what to do about it, as it says it wherever else it is met: the
+    places that turn the system's refusals into one line named a file or a folder as if it were
+    at fault ("--runs-dir 'runs' cannot be created or written (Too many open files)", "Too many
+    open files: '.../source_hash/zarr.json'"), or said `[Errno 2] No such file or directory`
+    (found by review)."""
+    cause = next((error for error in raised_with(sys.exc_info()[1])
+                  if resource_exhaustion(error) or _current_folder_lost(error)), None)
+    if cause is not None:
+        raise cause
     typer.echo("error: " + one_line(" ".join(line.strip() for line in str(message).splitlines())),
                err=True)
     raise typer.Exit(code)
-
-
-def _limit_behind(exc: BaseException | None) -> BaseException | None:
-    """The `resource_exhaustion` that `exc` is or was raised from or while handling, if any."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if resource_exhaustion(exc):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 #: Said where a command ran in a folder deleted since (`_current_folder_lost`).
@@ -117,21 +106,17 @@ CURRENT_FOLDER_LOST = ("the current folder no longer exists (deleted while the s
                        "it): cd to one that does, or give absolute paths")
 
 
-def _current_folder_lost(exc: BaseException | None) -> bool:
-    """Whether `exc` (or what it was raised from) is Python's "No such file or directory" of a
-    current folder that is gone: `os.getcwd()` and `os.path.abspath` of a relative path raise it
-    naming no file, and it was `error: [Errno 2] No such file or directory` (a build), or
-    "internal error" (`flowstore show`, `trainers run`; found by review)."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, FileNotFoundError) and exc.filename is None:
-            try:
-                os.getcwd()
-            except FileNotFoundError:
-                return True
-            return False
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
+def _current_folder_lost(exc: BaseException) -> bool:
+    """Whether `exc` is Python's "No such file or directory" of a current folder that is gone:
+    `os.getcwd()` and `os.path.abspath` of a relative path raise it naming no file, and it was
+    `error: [Errno 2] No such file or directory` (a build), or "internal error" (`flowstore
+    show`, `trainers run`; found by review)."""
+    if not (isinstance(exc, FileNotFoundError) and exc.filename is None):
+        return False
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        return True
     return False
 
 
@@ -749,7 +734,7 @@ def run_app(typer_app: typer.Typer, prog_name: str, ask_for_less: str = ASK_FOR_
             typer.echo(one_line(f"error: {advice}"), err=True)
             _quiet_what_the_limit_left_half_made()
             _end(2)
-        if _current_folder_lost(exc):  # (neither bug nor input: where the command ran)
+        if any(map(_current_folder_lost, raised_with(exc))):  # (where the command ran)
             typer.echo(f"error: {CURRENT_FOLDER_LOST}", err=True)
             _end(2)
         if not (hasattr(exc, "format_message") and hasattr(exc, "exit_code")):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import resource
+from typing import Iterator
 
 
 class FlowstoreError(Exception):
@@ -80,6 +81,17 @@ class UnknownDatasetError(FlowstoreError, KeyError):
 
 class SampleError(FlowstoreError):
     """One sample could not be extracted; recorded as that sample's failure reason."""
+
+
+def raised_with(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc`, then what it was raised from or while handling (`__cause__`, else `__context__`),
+    and so on, each once: where a library's error (a full disk, a limit, a store another process
+    created) is found behind the error that was made of it."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        yield exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
 
 
 #: What OpenCV's errors say where an allocation failed (its own allocator; C++'s): under a

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, NoReturn, Sequence
 
-from flowstore.errors import HalfCreatedStoreError, StoreError, resource_exhaustion
+from flowstore.errors import (HalfCreatedStoreError, StoreError, raised_with,
+                              resource_exhaustion)
 from flowstore.store.base import ArrayInfo, ArraySpec, Capabilities, Store, all_columns
 from flowstore.store.layout import (BY_NAME, COLUMN_NAMES, CREATING_ATTR, FORMAT, FORMAT_ATTR,
                                     LEDGER, READABLE_FORMATS, REQUIRED, SOFTWARE, STRING)
@@ -637,12 +638,7 @@ def _holds_objects(location: str) -> bool:
 def _created_elsewhere(exc: BaseException) -> bool:
     """Whether `exc` (or an error it was raised from) is zarr's FileExistsError for a root
     that appeared after the place was checked empty."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, FileExistsError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
+    return any(isinstance(seen, FileExistsError) for seen in raised_with(exc))
 
 
 def failures(store: Store) -> dict[str, str]:

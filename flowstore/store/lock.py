@@ -77,7 +77,7 @@ def writer_lock(store: str | Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            if not isinstance(exc, BlockingIOError):  # (no lock at all: `_gives_no_locks`)
+            if not isinstance(exc, BlockingIOError):  # (no lock at all: the module's note)
                 raise StoreError(f"cannot lock store {str(store)!r} ({exc.strerror or exc}): "
                                  f"its file system gives no file locks (an NFS mount without "
                                  f"its lock service?), and flowstore builds no store that a "
