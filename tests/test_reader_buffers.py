@@ -358,6 +358,47 @@ def test_this_torch_behaves_as_the_shared_pool_assumes():
     assert shared_memory_works()
 
 
+#: Three epochs of two-worker DataLoaders over a split, under an open-file limit (argv[2]).
+LOADER_UNDER_FILE_LIMIT = """
+import resource, sys
+import numpy as np, flowstore
+from torch.utils.data import DataLoader
+from flowstore.reader import torch as adapter
+resource.setrlimit(resource.RLIMIT_NOFILE,
+                   (int(sys.argv[2]), resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+split = flowstore.open(sys.argv[1]).split("train")
+expected = {sample["id"]: sample["flow"] for sample in split}
+rows = 0
+for epoch in range(3):
+    for batch in DataLoader(split, batch_size=2, num_workers=2, shuffle=True):
+        for row, sample_id in enumerate(batch["id"]):
+            np.testing.assert_array_equal(batch["flow"][row].numpy(), expected[sample_id])
+        rows += len(batch["id"])
+print(rows, len(adapter._BORROWED))
+"""
+
+
+@pytest.mark.parametrize("limit", [64, 1024])
+def test_workers_lend_only_where_the_open_file_limit_leaves_room(tmp_path, limit):
+    """Under `ulimit -n 64` two lending workers failed at the second epoch (a bare EOFError, or
+    a hang), the main process holding a mapping of each segment they sent; there workers keep
+    plain buffers, as torch's copies need fewer descriptors, and at the usual 1,024 they lend."""
+    pytest.importorskip("torch")
+    import resource
+    import subprocess
+    import sys
+
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[1] < limit:
+        pytest.skip(f"this machine's hard open-file limit is below {limit}")
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(10, 1, 1))
+    out = subprocess.run([sys.executable, "-c", LOADER_UNDER_FILE_LIMIT, str(path), str(limit)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows, lent = map(int, out.stdout.split())
+    assert rows == 3 * 40
+    assert (lent > 0) == (limit == 1024)
+
+
 def _lend_unreturned(train, pool, batches: int) -> list:
     """`batches` batches lent by `pool` and never handed back, as behind a repackaging collate."""
     from flowstore.reader.torch import collate_batch_samples

@@ -105,10 +105,35 @@ def adapt_process() -> None:
     `BatchSample`, and in a DataLoader worker put this process's batch buffers in shared memory
     (when `shared_memory_works`); idempotent, and cheap enough to call for every batch."""
     default_collate_fn_map.setdefault(BatchSample, collate_batch_samples)
-    if (get_worker_info() is not None
+    worker = get_worker_info()
+    if (worker is not None
             and not isinstance(buffers.process_pool(), SharedBufferPool)
+            and descriptors_to_lend(worker.num_workers)
             and shared_memory_works()):
         buffers.use_pool(SharedBufferPool())
+
+
+#: Open files to allow a process before lending, and more for each DataLoader worker.
+LENDING_BASE_FILES, LENDING_FILES_PER_WORKER = 64, 48
+
+
+def descriptors_to_lend(num_workers: int) -> bool:
+    """Whether the open-file limit leaves room for workers to lend their segments.
+
+    Lending costs file descriptors: the main process keeps a mapping of every segment a worker
+    has sent (one per feature per batch in flight, about 15 per worker with three features),
+    until the next DataLoader's workers send their first batch, and each worker it forks
+    inherits them. Under `ulimit -n 64` (some clusters' jobs) two lending workers failed at the
+    second epoch (a bare `EOFError`, or a hang, their queue feeders printing "Too many open
+    files" in a loop), where torch's own copies worked at 40. Below `LENDING_BASE_FILES +
+    LENDING_FILES_PER_WORKER * num_workers` open files (160 for 2 workers, 1,024, the usual
+    limit, allows 20) workers keep plain buffers and torch copies them, slower but within the
+    limit."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return (soft == resource.RLIM_INFINITY
+            or soft >= LENDING_BASE_FILES + LENDING_FILES_PER_WORKER * num_workers)
 
 
 @lru_cache(maxsize=None)
