@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import traceback
 
 import h5py
 import numpy as np
@@ -1590,17 +1591,53 @@ def test_the_store_error_raised_is_the_one_that_stopped_tensorflow(tmp_path):
                     for _ in dataset:
                         pass
                 except tf.errors.OpError:
-                    tf_reader._READ_ERRORS.append(ahead)
+                    tf_reader.record_read_error(ahead)
                     raise
         with pytest.raises(tf.errors.ResourceExhaustedError):
             with tf_reader.store_errors_raised():
-                tf_reader._READ_ERRORS.append(ahead)
+                tf_reader.record_read_error(ahead)
                 raise tf.errors.ResourceExhaustedError(None, None, "out of memory")
     # The iterator the failed loop left (its traceback's frames hold it) reads ahead in
     # TensorFlow's threads until it is collected: here, not at interpreter exit, where a read
     # met zarr's shut-down executor ("cannot schedule new futures after shutdown") and a
     # `pytest -n 0` run of this file after others once hung on leaving.
     gc.collect()
+
+
+def test_read_errors_are_kept_few_and_without_the_buffers_their_frames_held(tmp_path):
+    """Every read error of a `to_tf_dataset` pipeline was kept for the life of the process, its
+    traceback's frames holding the batch's buffers: a notebook's failed runs piled them up. The
+    last 64 are kept, their frames cleared; the error that stops TensorFlow is still raised."""
+    import tensorflow as tf
+
+    from flowstore.reader import tf as tf_reader
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    with flowstore.open(path) as ds:
+        split = ds.split("train")
+        (path / "flow" / ds.store.chunk_key("flow", int(split.indices[1]))).unlink()
+        for _ in range(70):
+            tf_reader.record_read_error(StoreError("an earlier run's"))
+        with pytest.raises(StoreError, match="chunk of sample .* of 'flow' is missing"):
+            with tf_reader.store_errors_raised():
+                for _ in split.to_tf_dataset(2):
+                    pass
+    gc.collect()
+    assert len(tf_reader._READ_ERRORS) == 64
+    _, error = next(entry for entry in reversed(tf_reader._READ_ERRORS)
+                    if "is missing" in str(entry[1]))
+    frames = []
+    link = error
+    while link is not None:
+        frames += [frame for frame, _ in traceback.walk_tb(link.__traceback__)]
+        link = link.__cause__ or link.__context__
+    assert any(frame.f_code.co_name == "read" for frame in frames)  # where it failed, still
+    def holds_samples(value) -> bool:  # (a batch's buffers; the read's positions are 1-D)
+        values = value.values() if isinstance(value, dict) else [value]
+        return any(isinstance(item, np.ndarray) and item.ndim > 1 for item in values)
+
+    assert not [name for frame in frames for name, value in frame.f_locals.items()
+                if holds_samples(value)]
 
 
 def test_a_batch_augmentation_stream_is_not_its_epoch_order():

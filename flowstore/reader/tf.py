@@ -16,7 +16,10 @@ on the accelerator.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import itertools
+import traceback
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
@@ -96,7 +99,7 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
         try:
             batch = split.read(positions)
         except FlowstoreError as exc:
-            _READ_ERRORS.append(exc)
+            record_read_error(exc)
             raise
         if augment_fn is not None:  # (stream: a random seed, or the batch's (epoch, index))
             rng = (np.random.default_rng(int(stream[0]) % 2 ** 63) if epoch is None
@@ -159,9 +162,24 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-#: FlowstoreErrors met by the reads of `to_tf_dataset` pipelines (any thread), for
-#: `store_errors_raised`: TensorFlow hands them on only as text inside its own op error.
-_READ_ERRORS: list[FlowstoreError] = []
+#: The last FlowstoreErrors met by the reads of `to_tf_dataset` pipelines (any thread), each
+#: with its serial number, for `store_errors_raised`: TensorFlow hands them on only as text
+#: inside its own op error. Bounded: a notebook's failed runs added to it for good.
+_READ_ERRORS: collections.deque[tuple[int, FlowstoreError]] = collections.deque(maxlen=64)
+_READ_SERIALS = itertools.count(1)
+
+
+def record_read_error(error: FlowstoreError) -> None:
+    """Keep `error` for `store_errors_raised`, without what its frames held: the traceback says
+    where the read failed, but its frames' variables held the batch's buffers (megabytes a
+    batch) as long as the record kept it."""
+    seen: set[int] = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        traceback.clear_frames(link.__traceback__)  # (frames still running are left as they are)
+        link = link.__cause__ or link.__context__
+    _READ_ERRORS.append((next(_READ_SERIALS), error))
 
 
 @contextlib.contextmanager
@@ -170,7 +188,8 @@ def store_errors_raised() -> Iterator[None]:
     `predict`, iteration) raise a store's error met by a read (a damaged or partly copied
     store, one removed mid-run) as the FlowstoreError it is, which a command line prints as
     one line, not as TensorFlow's op error carrying the read's traceback as text."""
-    seen = len(_READ_ERRORS)
+    recorded = list(_READ_ERRORS)
+    seen = recorded[-1][0] if recorded else 0
     try:
         yield
     except tf.errors.OpError as exc:
@@ -178,7 +197,8 @@ def store_errors_raised() -> Iterator[None]:
         # (parallel reads, prefetch) may have met others since, of other samples, and an op
         # error of no read (memory) is raised as it is, whatever those reads met.
         said = str(exc)
-        stopped = next((error for error in _READ_ERRORS[seen:] if str(error) in said), None)
+        stopped = next((error for serial, error in list(_READ_ERRORS)
+                        if serial > seen and str(error) in said), None)
         if stopped is not None:
             raise stopped from None
         raise
