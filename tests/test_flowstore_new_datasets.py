@@ -651,6 +651,15 @@ def test_hmdb51_real_split_files_give_the_official_counts(tmp_path):
     assert source_video("April_09_brush_hair_u_nm_np1_ba_goo_0", "brush_hair") == "April_09"
 
 
+def test_hmdb51_groups_clips_named_without_their_action_by_name_less_clip_number():
+    """The official names hold the action after the video's name; a copy renamed otherwise (a
+    user's own clips in the layout) groups the clips of a name, less its clip number, as one
+    video for the val draw, not each clip apart."""
+    assert source_video("April_09_brush_hair_u_nm_np1_ba_goo_0", "brush_hair") == "April_09"
+    assert source_video("kitchen_take_2_3", "brush_hair") == "kitchen_take_2"
+    assert source_video("brush_hair_kitchen_12", "brush_hair") == "brush_hair_kitchen"
+
+
 def test_hmdb51_clips_one_level_down_or_at_the_top(sources, tmp_path):
     source = Path(shutil.copytree(sources["hmdb51"], tmp_path / "s"))
     down = get_dataset("hmdb51").manifest(source)

@@ -79,6 +79,24 @@ def test_summary_expands_nested_models_only_when_asked():
     assert plain.stdout.splitlines()[-1] == expanded.stdout.splitlines()[-1]
 
 
+def test_summary_with_a_stores_number_of_classes():
+    """--classes N: the head a store of N classes gets (`trainers run` takes the store's); the
+    frozen streams keep the report's. 0 was taken as "the report's"."""
+    args = ["summary", "two_stream", "--size", "32", "--steps", "4"]
+    report, ucf = runner.invoke(app, args), runner.invoke(app, [*args, "--classes", "101"])
+    assert report.exit_code == ucf.exit_code == 0, report.output + ucf.output
+    assert "(None, 101)" in ucf.stdout and "(None, 101)" not in report.stdout
+    totals = [int(re.search(r"total ([\d,]+),", result.stdout.splitlines()[-1]).group(1)
+                  .replace(",", "")) for result in (report, ucf)]
+    fan_in = 64  # the logits read the fusion head's Dense 64
+    assert totals[1] - totals[0] == (101 - 4) * (fan_in + 1)
+    assert ucf.stdout.splitlines()[-1].startswith("two_stream at size 32, steps 4, 101 classes:")
+    for classes in ("1", "0"):
+        refused = runner.invoke(app, [*args, "--classes", classes])
+        assert refused.exit_code == 2, refused.output
+        assert _one_error_line(refused) == f"error: num_classes must be an integer >= 2, got {classes}"
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--size", "100000"], "size must be an integer in 8..4096, got 100000"),
     (["--size", "4097"], "size must be an integer in 8..4096, got 4097"),

@@ -30,6 +30,8 @@ def summary(
     model: str = typer.Argument(..., help=MODEL_HELP),
     size: int = typer.Option(224, "--size", help="Frame side S in pixels."),
     steps: int = typer.Option(16, "--steps", help="Flow steps T."),
+    classes: Optional[int] = typer.Option(
+        None, "--classes", help="Output classes (a store's: 101 for UCF101) [the report's]."),
     expand_nested: bool = typer.Option(False, "--expand-nested",
                                        help="Also list the layers of frozen sub-models."),
 ) -> None:
@@ -37,7 +39,8 @@ def summary(
     try:
         from trainers.summary import model_summary
 
-        typer.echo(model_summary(model, size=size, steps=steps, expand_nested=expand_nested))
+        typer.echo(model_summary(model, size=size, steps=steps, num_classes=classes,
+                                 expand_nested=expand_nested))
     except FlowstoreError as exc:
         fail(str(exc))
 

@@ -298,7 +298,8 @@ def build_default(model: str, *, size: int = 224, steps: int = 16,
     shapes = array_shapes(size, steps)
     bases = {base: build_default(base, size=size, steps=steps) for base in entry.bases}
     return entry.factory({name: shapes[array] for name, array in entry.inputs.items()},
-                         num_classes or entry.report_classes, bases, entry.recipe)
+                         entry.report_classes if num_classes is None else num_classes, bases,
+                         entry.recipe)
 
 
 def load_trained(path: Path | str) -> keras.Model:

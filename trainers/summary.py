@@ -35,6 +35,8 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
     built.summary(print_fn=lambda text, **_: captured.append(text), expand_nested=expand_nested)
     counts = parameter_counts(built)
     shape = f"size {size}, steps {steps}" if entry.reads_steps else f"size {size}"  # (no steps)
+    if num_classes is not None:
+        shape += f", {num_classes} classes"
     return (f"{''.join(captured).rstrip()}\n"
             f"{model} at {shape}: total {counts['total']:,}, trainable "
             f"{counts['trainable']:,}, non-trainable {counts['non_trainable']:,}")
