@@ -51,7 +51,7 @@ from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, co
                                       file_digest, sample_digest)
 from flowstore.store.base import (UnreadableChunk, ledger_dtype, never_extracted, read_column,
                                   unrecorded_sources)
-from flowstore.store.layout import BY_NAME, FORMAT, GIVEN, LEDGER, SOFTWARE, as_text
+from flowstore.store.layout import BY_NAME, DONE_REVISION, FORMAT, GIVEN, LEDGER, SOFTWARE, as_text
 from flowstore.store.lock import writer_lock
 
 if TYPE_CHECKING:
@@ -387,6 +387,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
                                              ledger.text("source_hash", index))
                 ledger.reset(index)
             ledger.write(store, durable=config.fsync)
+            _new_done_revision(store)  # (before any task rewrites a sample an open split reads)
             selected = np.array(sorted(position.values()), dtype=np.int64)
         else:
             selected = manifest.first_per_split(config.max_per_split)
@@ -420,6 +421,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
                 # now, e.g. on the full disk that stopped it, stays as last written)
                 with contextlib.suppress(Exception):
                     ledger.write(store, durable=config.fsync)
+                    if config.redo:
+                        _new_done_revision(store)
                 raise
         read = ledger.source_sizes(source_files)
         if read is not source_files:  # (else the fingerprint is the plan's)
@@ -429,6 +432,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
         if fingerprint_was is not None and fingerprint_was != fp:
             result.fingerprint_was = fingerprint_was
         ledger.write(store, durable=config.fsync)
+        if config.redo:  # (the samples it marked done again: readers may read them)
+            _new_done_revision(store)
         if fingerprint_was != fp:  # (a build with nothing to do writes nothing)
             store.update_attrs({"fingerprint": fp})
         store.flush()
@@ -444,6 +449,13 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
     result.seconds = time.perf_counter() - start
     return result
 
+
+
+def _new_done_revision(store: Store) -> None:
+    """Tell readers that keep the store open that `done` flags were taken back, or set again
+    after that (`flowstore.store.layout.DONE_REVISION`)."""
+    revision = store.attrs.get(DONE_REVISION, 0)
+    store.update_attrs({DONE_REVISION: (revision if isinstance(revision, int) else 0) + 1})
 
 #: The failure reason of a sample `verify --repair` unmarked to extract again, until it is
 #: done (or fails for a reason of its own): if the repair stops first, `verify` reports the

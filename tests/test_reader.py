@@ -435,15 +435,31 @@ def test_a_split_of_a_store_without_id_replaced_by_another_is_told_by_its_finger
         pickle.loads(pickled)[0]
 
 
+def _damaged_beyond_repair(path, source, sample: str, *, clip_deleted: bool = False) -> None:
+    """Damage `sample`'s middle frame in the store and its clip in `source` (zeroed, keeping
+    its size and the fingerprint; or deleted, which changes it), so a repair cannot mend it."""
+    from flowstore.store import open_store
+
+    with open_store(path, "r+") as store:
+        index = list(store.read("id")).index(sample)
+        store.write("middle_frame", index, store.read("middle_frame", index + 1))
+    clip = source / f"{sample}.avi"
+    if clip_deleted:
+        clip.unlink()
+    else:
+        clip.write_bytes(bytes(clip.stat().st_size))
+
+
+@pytest.mark.parametrize("clip_deleted", [False, True], ids=["clip zeroed", "clip deleted"])
 def test_a_split_reopened_after_a_repair_unmarked_its_sample_refuses_to_read_it(tvhi_source,
                                                                                   tmp_path,
-                                                                                  suffix):
+                                                                                  suffix,
+                                                                                  clip_deleted):
     """A `verify --repair` that cannot mend a sample (its clip no longer decodes) unmarks it and
     leaves its damaged bytes; the store keeps its id. A split made before, reopened (after its
     `with` block, unpickled in each epoch's DataLoader workers), read them on under the
-    sample's label, without a word (found by review)."""
-    from flowstore.store import open_store
-
+    sample's label, without a word (found by review). A clip deleted changes the fingerprint
+    (its size is no longer known): that split was told its store was "rebuilt or replaced"."""
     path = tmp_path / f"s{suffix}"
     build = ("build", "tvhi", "--source", tvhi_source, "--store", path, *TINY_BUILD, "-q",
              "--max-per-split", "2")
@@ -452,11 +468,7 @@ def test_a_split_reopened_after_a_repair_unmarked_its_sample_refuses_to_read_it(
         train = ds.split("train", features=("middle_frame",))
         broken = str(train[0]["id"])
     pickled = pickle.dumps(train)
-    with open_store(path, "r+") as store:  # its bytes damaged, its clip undecodable
-        index = list(store.read("id")).index(broken)
-        store.write("middle_frame", index, store.read("middle_frame", index + 1))
-    clip = tvhi_source / f"{broken}.avi"
-    clip.write_bytes(bytes(clip.stat().st_size))  # (the same size: the same fingerprint)
+    _damaged_beyond_repair(path, tvhi_source, broken, clip_deleted=clip_deleted)
     repair = flowstore_cli("verify", path, "--repair", "--source", tvhi_source, "-q")
     assert repair.returncode == 1 and "1 still bad" in repair.stdout, repair.stdout
     for split in (train, pickle.loads(pickled)):
@@ -465,6 +477,63 @@ def test_a_split_reopened_after_a_repair_unmarked_its_sample_refuses_to_read_it(
             split[[0]]
     with flowstore.open(path) as ds:  # made again, it holds the samples still done
         assert broken not in ds.split("train").ids
+
+
+def test_an_open_split_refuses_a_sample_a_repair_unmarked_and_reads_the_others(tvhi_source,
+                                                                               tmp_path):
+    """A split whose dataset stayed open (a training run's, `to_tf_dataset`'s) learned which
+    samples were done only when it was made: after a `verify --repair` that could not mend a
+    sample it read the damaged bytes on, under the sample's label (found by review). A repair
+    records a new `done_revision` as it unmarks and as it marks again, and an open split reads
+    `done` again when it changes."""
+    from flowstore.store import open_store
+
+    path = tmp_path / "s.zarr"
+    build = ("build", "tvhi", "--source", tvhi_source, "--store", path, *TINY_BUILD, "-q",
+             "--max-per-split", "2")
+    assert flowstore_cli(*build).returncode == 0
+    with flowstore.open(path) as ds:
+        train = ds.split("train", features=("middle_frame",))
+        broken, kept = str(train[0]["id"]), train[1]
+        _damaged_beyond_repair(path, tvhi_source, broken)
+        repair = flowstore_cli("verify", path, "--repair", "--source", tvhi_source, "-q")
+        assert repair.returncode == 1 and "1 still bad" in repair.stdout, repair.stdout
+        with open_store(path, "r") as store:
+            assert store.attrs["done_revision"] == 2  # (unmarked, then marked what it mended)
+        for positions in ([0], [1, 0]):
+            with pytest.raises(StoreError, match=rf"no longer has 1 sample\(s\) of split "
+                                                 rf"'train' done \(e.g. '{broken}': a repair"):
+                train[positions]
+        again = train[[1]]
+        assert again["id"][0] == kept["id"]  # the other samples read on
+        np.testing.assert_array_equal(again["middle_frame"][0], kept["middle_frame"])
+
+
+def test_an_open_split_reads_a_sample_again_once_a_repair_marks_it_done(tmp_path):
+    """Between a repair's unmarking of a sample and its marking it again (each a new
+    `done_revision`, as `flowstore.build` writes them), an open split refuses the sample, and
+    reads it once it is done again; a split that read nothing in between reads on."""
+    from flowstore.build import _new_done_revision
+    from flowstore.store import open_store
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(2, 0, 0))
+    with flowstore.open(path) as ds:
+        during, after = ds.split("train"), ds.split("train")
+        before = during[[0, 1]]
+        index = int(during.indices[0])
+        with open_store(path, "r+") as store:
+            done = store.read("done").astype(bool)
+            done[index] = False
+            store.write("done", slice(None), done)
+            _new_done_revision(store)
+        with pytest.raises(StoreError, match=r"no longer has 1 sample\(s\) of split 'train'"):
+            during[[1, 0]]
+        with open_store(path, "r+") as store:
+            done[index] = True
+            store.write("done", slice(None), done)
+            _new_done_revision(store)
+        for split in (during, after):
+            np.testing.assert_array_equal(split[[0, 1]]["flow"], before["flow"])
 
 
 def test_a_split_whose_open_store_is_rebuilt_under_it_refuses_to_read(tiny_tvhi_source,

@@ -28,7 +28,7 @@ from flowstore.manifest import SPLITS
 from flowstore.reader.buffers import aligned_empty
 from flowstore.reader.encoding import FLOAT_DTYPES, Encoding, declared_encodings
 from flowstore.store import STRING, Store, check_array_shapes, is_url, open_store
-from flowstore.store.base import DAMAGE_ERRORS, unreadable_part
+from flowstore.store.base import DAMAGE_ERRORS, done_revision_of, unreadable_part
 from flowstore.store.checksum import check_manifest_columns
 
 #: Keys of a batch that are not features.
@@ -95,6 +95,9 @@ class StoreDataset:
         #: Which store this is, beyond its location: the id a build gives a store it creates
         #: (a rebuild, `--overwrite`, gives another) and its fingerprint (`Split.source`).
         self.identity = (str(attrs.get("store_id", "")), self.fingerprint)
+        #: The store's `done_revision` when `done` was read (read before it: a repair that
+        #: unmarks samples in between is seen by the next read, `Split._check_same_store`).
+        self.done_revision = done_revision_of(attrs)
         #: K of a store built with `--sampling segments` (TSN), else None: its per-step
         #: features (`Split.segmented_keys`) hold K segments one after the other.
         self.segments: int | None = (int(self.params["segments"])
@@ -275,6 +278,9 @@ class Split:
     def _attach(self, source: StoreDataset) -> None:
         self._source = source
         self._pid = os.getpid()
+        #: The store's `done` as last read, and the `done_revision` it was read at: read again
+        #: when a build changes the revision (`_check_same_store`).
+        self._done_now, self._done_revision = source.done, source.done_revision
         self.labels = source.labels[self.indices]
         self.ids = source.ids[self.indices]
         self.shapes = {key: source.features[array] for key, array in self.features.items()}
@@ -320,9 +326,13 @@ class Split:
         holds what it reads: an array, or a sample done (a `verify --repair` that could not
         mend a sample unmarks it, its damaged bytes left: a split made before, reopened in each
         epoch's DataLoader workers, read them on under the sample's label, without a word)."""
-        if reopened.identity != self._identity:
+        same_id = reopened.identity[0] == self._identity[0] != ""
+        if reopened.identity != self._identity and not same_id:
             # its positions are rows of the store it was made from: of another store, they
-            # are other samples, of other splits and labels, read without a word
+            # are other samples, of other splits and labels, read without a word. (A build
+            # writing into the same store, its id kept, holds the same rows: a repair's source
+            # file it could not read changes the fingerprint, and is told below as a sample no
+            # longer done.)
             raise StoreError(f"store {self._location!r} is not the one split {self.name!r} was "
                              f"made from (it was rebuilt or replaced since: store id "
                              f"{reopened.identity[0][:8] or 'none'}, fingerprint "
@@ -337,11 +347,15 @@ class Split:
                              f"{', '.join(map(repr, lost))} that split {self.name!r} reads "
                              f"(it had {them} when the split was made); `flowstore verify` "
                              f"says what else it lacks")
-        undone = self.indices[~reopened.done[self.indices]]
+        self._refuse_undone(reopened, self.indices, reopened.done)
+
+    def _refuse_undone(self, source: StoreDataset, indices: np.ndarray, done: np.ndarray) -> None:
+        """Refuse to read the samples of `indices` (store rows) that `done` no longer marks."""
+        undone = indices[~done[indices]]
         if undone.size:
             raise StoreError(f"store {self._location!r} no longer has {undone.size} sample(s) "
                              f"of split {self.name!r} done (e.g. "
-                             f"{str(reopened.ids[undone[0]])!r}: a repair under way, or one "
+                             f"{str(source.ids[undone[0]])!r}: a repair under way, or one "
                              f"that could not mend it; `flowstore inspect` says why); make the "
                              f"split again")
 
@@ -389,7 +403,7 @@ class Split:
         indices = self.indices[positions]
         source = self._source_for_reading()
         try:
-            self._check_same_store(source)
+            self._check_same_store(source, indices)
             batch: dict[str, np.ndarray] = {}
             for key, array in self.features.items():
                 encoding, dtype, shape = self.encodings[key], self.dtypes[key], self.shapes[key]
@@ -422,18 +436,30 @@ class Split:
             if source.begin_read():
                 return source
 
-    def _check_same_store(self, source: StoreDataset, *, fresh: bool = False) -> None:
+    def _check_same_store(self, source: StoreDataset, indices: np.ndarray, *,
+                          fresh: bool = False) -> None:
         """Refuse to read a store rebuilt or replaced since the split was made, where its open
         handles would read the new store's chunks at the old store's positions (other samples,
         read without a word: a Zarr store's chunks are files or objects opened by name). A
-        resumed build or a repair writes into the same store (`Store.store_id_now`; `fresh`:
-        look now, where a URL store is otherwise looked at every few seconds)."""
-        now = source.store.store_id_now(fresh=fresh)
-        if now is not None and now != self._identity[0]:
+        resumed build or a repair writes into the same store (`Store.root_now`; `fresh`: look
+        now, where a URL store is otherwise looked at every few seconds); a repair takes back
+        the `done` flags of the samples it rewrites, and of those it could not mend, which the
+        split then refuses to read (`indices`: the store rows about to be read). Where the
+        store's `done_revision` says so, `done` is read again (a small column), else not."""
+        now = source.store.root_now(fresh=fresh)
+        if now is None:
+            return
+        if now.store_id != self._identity[0]:
             raise StoreError(f"store {self._location!r} was rebuilt, replaced or deleted since "
                              f"split {self.name!r} was made; open it again and make the split "
                              f"again (a command reading it, such as `trainers run`: run it "
                              f"again)")
+        if now.done_revision != self._done_revision:
+            # (the revision read before `done`: a repair that moves on in between is seen by
+            # the next read)
+            done = source.store.read("done").astype(bool)
+            self._done_now, self._done_revision = done, now.done_revision
+        self._refuse_undone(source, indices, self._done_now)
 
     def _read_sample(self, source: StoreDataset, array: str, index: int,
                      out: np.ndarray) -> None:
@@ -446,7 +472,7 @@ class Split:
             # a store rebuilt or deleted under the split (its chunks gone, or of other shapes)
             # reads as damage: said as what it is, not sent to --repair (a URL store's last
             # look may be seconds old)
-            self._check_same_store(source, fresh=True)
+            self._check_same_store(source, np.array([index]), fresh=True)
             if isinstance(exc, MissingChunkError) and exc.index is not None:
                 # (the store knows positions: named by the sample's id)
                 raise missing_chunk(exc.store, array, index, str(source.ids[index])) from None

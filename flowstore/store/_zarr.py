@@ -36,8 +36,8 @@ from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreErro
                               missing_chunk)
 from flowstore.store import is_url, object_store_failure, remote_reason
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
-                                  Store, changed_spans, check_columns, column_chunks, fsync_path,
-                                  tree_bytes, unreadable_array)
+                                  RootNow, Store, changed_spans, check_columns, column_chunks,
+                                  done_revision_of, fsync_path, tree_bytes, unreadable_array)
 from flowstore.store.layout import BY_NAME, CREATING_ATTR
 
 
@@ -63,7 +63,7 @@ CHUNK_KEY_ENCODING = {"name": "default", "separator": "."}
 #: Root attribute of a store whose every written chunk is on disk (`ZarrStore.create` sets it).
 EVERY_CHUNK_WRITTEN = "every_chunk_written"
 
-#: Seconds a URL store's `store_id_now` answers the id it last read before it fetches the root
+#: Seconds a URL store's `root_now` answers what it last read before it fetches the root
 #: zarr.json again. Locally the look is one `stat` (microseconds), made on every batch; on
 #: object storage it is a GET, a round trip (10-100 ms to S3), which on every batch could cost
 #: as much as reading the batch's chunks. At most one GET every 2 s costs under 5% of one
@@ -118,6 +118,16 @@ def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
     return decorate
 
 
+def _root_of(document: bytes) -> RootNow:
+    """The `RootNow` a root zarr.json records; `RootNow("", 0)` for a document that is no
+    store's root."""
+    try:
+        attributes = json.loads(document).get("attributes") or {}
+        return RootNow(str(attributes.get("store_id", "")), done_revision_of(attributes))
+    except (ValueError, AttributeError):
+        return RootNow("", 0)
+
+
 class ZarrStore(Store):
     name = "zarr"
 
@@ -131,11 +141,11 @@ class ZarrStore(Store):
         self._layout_synced = False  # metadata and folders made durable once (`sync_columns`)
         self.path = path  # (as given: what messages name)
         #: Where its files are: a local path made absolute, so that a process changing its
-        #: working folder (Hydra does) reads on (`store_id_now` took it for another store).
+        #: working folder (Hydra does) reads on (`root_now` took it for another store).
         self._root = _absolute(path)
         self.mode = mode
-        self._root_stamp: tuple[int, int, int] | None = None  # (`store_id_now`)
-        self._root_store_id = ""
+        self._root_stamp: tuple[int, int, int] | None = None  # (`root_now`)
+        self._root_seen = RootNow("", 0)
         self._root_read_at: float | None = None  # monotonic time of a URL store's last look
         #: Whether a missing chunk of a sample asked for is damage (`read_into`): in stores made
         #: by this backend every written chunk is on disk; older ones (before write_empty_chunks
@@ -414,45 +424,41 @@ class ZarrStore(Store):
         metadata = sync(arr.store_path.store.getsize(f"{arr.path}/zarr.json"))
         return int(arr.nbytes_stored()) - int(metadata)
 
-    def store_id_now(self, *, fresh: bool = False) -> str | None:
+    def root_now(self, *, fresh: bool = False) -> RootNow | None:
         """(A local store's root zarr.json, parsed again only when its file changed: one
         `stat` a call while it has not, as on every batch a split reads. A URL store's, read
-        again at most every `URL_STORE_ID_INTERVAL` seconds unless `fresh`: `_url_store_id`.)"""
+        again at most every `URL_STORE_ID_INTERVAL` seconds unless `fresh`: `_url_root`.)"""
         if is_url(self.path):
-            return self._url_store_id(fresh)
+            return self._url_root(fresh)
         root = Path(self._root) / "zarr.json"
         try:
             stat = root.stat()
             stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
             if stamp != self._root_stamp:
-                metadata = json.loads(root.read_bytes())
-                self._root_stamp, self._root_store_id = stamp, str(
-                    (metadata.get("attributes") or {}).get("store_id", ""))
-        except (OSError, ValueError, AttributeError):
-            return ""  # (gone, or no store's root: not this store)
-        return self._root_store_id
+                self._root_seen = _root_of(root.read_bytes())
+                self._root_stamp = stamp
+        except OSError:
+            return RootNow("", 0)  # (gone: not this store)
+        return self._root_seen
 
-    def _url_store_id(self, fresh: bool) -> str | None:
-        """The `store_id` of the root zarr.json at this URL store's place, "" where there is
-        none (deleted, or no store's root). A root that cannot be fetched (the network, the
-        credentials) answers None, as a backend that cannot tell does: what cannot be told is
-        not said as a rebuild, and a read of the store out of reach fails in its own words."""
+    def _url_root(self, fresh: bool) -> RootNow | None:
+        """What the root zarr.json at this URL store's place records (`RootNow("", 0)` where
+        there is none: deleted, or no store's root). A root that cannot be fetched (the network,
+        the credentials) answers None, as a backend that cannot tell does: what cannot be told
+        is not said as a rebuild, and a read of the store out of reach fails in its own
+        words."""
         started = time.monotonic()
         if (not fresh and self._root_read_at is not None
                 and started - self._root_read_at < URL_STORE_ID_INTERVAL):
-            return self._root_store_id
+            return self._root_seen
         try:
             document = sync((self._group.store_path / "zarr.json").get(
                 prototype=default_buffer_prototype()))
         except Exception:  # (s3fs, aiohttp and botocore raise many unrelated types)
             return None
-        try:
-            metadata = json.loads(document.to_bytes()) if document is not None else {}
-            found = str((metadata.get("attributes") or {}).get("store_id", ""))
-        except (ValueError, AttributeError):
-            found = ""  # (no store's root: not this store)
-        self._root_read_at, self._root_store_id = started, found
-        return found
+        self._root_read_at = started
+        self._root_seen = _root_of(document.to_bytes() if document is not None else b"{}")
+        return self._root_seen
 
     def sample_layout(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
         arr = self._array(name)  # (info() would list every chunk to count stored bytes)

@@ -21,12 +21,12 @@ import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from flowstore.errors import DamagedStoreError, StoreError, resource_exhaustion
-from flowstore.store.layout import BY_NAME, LEDGER, STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
+from flowstore.store.layout import BY_NAME, DONE_REVISION, LEDGER, STRING, column_chunk  # noqa: F401  (STRING: backends import it from here)
 
 
 #: Compression presets, chosen per array by measurement (benchmarks/store_bytes.py):
@@ -226,6 +226,25 @@ class Capabilities:
     parallel_writers: bool
 
 
+def done_revision_of(attributes: Mapping[str, Any]) -> int:
+    """A store's `done_revision` (`flowstore.store.layout.DONE_REVISION`; 0 where it has none).
+    One that is no number, hand-edited, is -1: a revision no reader saw, so that each reads
+    `done` again."""
+    try:
+        return int(attributes.get(DONE_REVISION, 0))
+    except (TypeError, ValueError):
+        return -1
+
+
+class RootNow(NamedTuple):
+    """What a store's root records now of who it is and of its `done` flags (`Store.root_now`):
+    its `store_id` ("" where there is none: deleted, or no store's root) and its
+    `done_revision` (`flowstore.store.layout.DONE_REVISION`)."""
+
+    store_id: str
+    done_revision: int
+
+
 class Store(abc.ABC):
     """A flowstore store opened for reading (mode "r") or writing (mode "r+")."""
 
@@ -325,14 +344,20 @@ class Store(abc.ABC):
     def num_samples(self) -> int:
         return int(self.info("id").shape[0])
 
-    def store_id_now(self, *, fresh: bool = False) -> str | None:
-        """The `store_id` the store in this one's place records now, read afresh where another
-        store can be put there while this one is open (a rebuild, `--overwrite`, whose chunks
-        this one's handles would then read); None where none can (an HDF5 store is not rebuilt
-        while it is open). A backend for which the look costs a round trip may answer what it
-        read a moment ago; `fresh` makes it look now (a read that failed as damage: a store
-        rebuilt or deleted under its reader is said as such, not as damage)."""
+    def root_now(self, *, fresh: bool = False) -> RootNow | None:
+        """The `store_id` and `done_revision` the store in this one's place records now, read
+        afresh where another store can be put there while this one is open (a rebuild,
+        `--overwrite`, whose chunks this one's handles would then read) or a repair can write
+        into it; None where neither can (an HDF5 store is neither rebuilt nor repaired while it
+        is open: its readers hold its lock). A backend for which the look costs a round trip may
+        answer what it read a moment ago; `fresh` makes it look now (a read that failed as
+        damage: a store rebuilt or deleted under its reader is said as such, not as damage)."""
         return None
+
+    def store_id_now(self, *, fresh: bool = False) -> str | None:
+        """The `store_id` of `root_now`."""
+        root = self.root_now(fresh=fresh)
+        return None if root is None else root.store_id
 
     # -- writing -----------------------------------------------------------------------------
     def check_writable(self) -> None:

@@ -36,6 +36,12 @@ FORMAT_ATTR = "flowstore.format"
 #: `FORMAT_ATTR`) in one write: an object store is made in place, and one that has it and no
 #: format was left by a build stopped while making it (`--overwrite` deletes it).
 CREATING_ATTR = "flowstore.creating"
+#: The root attribute a build adds one to when it takes back `done` flags it had set (a
+#: `verify --repair`, once it has unmarked the samples it re-extracts and again once it has
+#: marked them): a reader that keeps a store open (`flowstore.reader.Split`) reads `done` again
+#: when it changes, so as not to read a sample while it is rewritten, or one a repair could not
+#: mend. Absent (0) in stores no repair has written.
+DONE_REVISION = "done_revision"
 #: The root attribute recording what extracted the samples: {"flowstore": version, "opencv":
 #: version} (absent from stores made before it was recorded).
 SOFTWARE = "software"
