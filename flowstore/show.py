@@ -163,15 +163,18 @@ def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str
         sample = _read(dataset, splits, index)
         if kind == "flow":
             # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
-            folder = (out / str(sample["id"])).parent
+            name = file_name_here(str(sample["id"]))
+            if name != str(sample["id"]):  # (two ids changed alike stay apart)
+                name = f"{name}-{index}"
+            folder = (out / name).parent
             if folder != out:  # a class named like a store (`c.zarr`) meeting one in --out
                 _refuse_inside(folder, f"the class folder {str(folder)!r} of --out")
             _make_folder(folder, made)
-            result.written.append(_write_png(out / f"{sample['id']}.png",
+            result.written.append(_write_png(out / f"{name}.png",
                                              video_picture(sample, dataset.classes,
                                                            segmented=segmented)))
             if gif:
-                result.written.append(write_gif(out / f"{sample['id']}.gif", sample))
+                result.written.append(write_gif(out / f"{name}.gif", sample))
         else:
             samples.append(sample)
         result.samples.append(str(sample["id"]))
@@ -194,7 +197,7 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
     changed one meets (`a_b-0` beside `a/b`: one grid was written over the other)."""
     cleaned = {}
     for label, name in names.items():
-        file_name = name.replace("/", "_").replace("\\", "_")
+        file_name = file_name_here(name.replace("/", "_").replace("\\", "_"))
         cleaned[label] = "_" + file_name if file_name.startswith(".") else file_name
     files = {label: file_name if file_name == names[label] else f"{file_name}-{label}"
              for label, file_name in cleaned.items()}
@@ -208,6 +211,25 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
         if not meeting:
             return files
         files.update((label, f"{files[label]}-{label}") for label in meeting)
+
+
+def file_name_here(name: str) -> str:
+    """`name`, each character the file system's encoding cannot hold as "_": a Chinese class or
+    clip name under a C or latin-1 locale without UTF-8 mode (`LC_ALL=C PYTHONUTF8=0`, some
+    clusters' jobs) was an internal error. (Callers keep two names changed alike apart.)"""
+    try:
+        os.fsencode(name)
+        return name
+    except UnicodeEncodeError:
+        return "".join(character if _encodable(character) else "_" for character in name)
+
+
+def _encodable(character: str) -> bool:
+    try:
+        os.fsencode(character)
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _refuse_inside(out: Path, what: str | None = None) -> None:

@@ -242,6 +242,26 @@ def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "s.zarr"]
 
 
+@pytest.mark.parametrize("dataset", ["videofolder", "imagefolder"])
+def test_names_the_file_system_encoding_cannot_hold_are_written_with_underscores(tmp_path,
+                                                                                 dataset):
+    """Under a C locale without UTF-8 mode (`LC_ALL=C PYTHONUTF8=0`, some clusters' jobs) file
+    names are ASCII: a store of Chinese class names (a videofolder's ids hold them too) was an
+    internal error. Each such character is "_", and two names changed alike stay apart."""
+    from trainers.testing import make_tiny_store
+
+    store = make_tiny_store(tmp_path / "s.zarr", dataset=dataset, per_class=(1, 0, 0),
+                            classes=("跑步", "跳", "走路", "a"))
+    result = flowstore_cli("show", store, "--out", tmp_path / "out", "--per-class", "1",
+                           env={"LC_ALL": "C", "PYTHONUTF8": "0"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("wrote 4 picture(s) of 4 sample(s)"), result.stdout
+    written = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*.png"))
+    assert len(written) == 4 and all(name.isascii() for name in written), written
+    if dataset == "imagefolder":
+        assert written == ["_-1.png", "__-0.png", "__-2.png", "a.png"]
+
+
 def test_a_class_whose_name_another_changed_name_takes_keeps_its_own_grid(tmp_path):
     """`a/b` (label 0) is written as `a_b-0`, which was another class's name as it stood: one
     grid overwrote the other, and 2 pictures were said written where 1 was (from review)."""
