@@ -241,6 +241,14 @@ def test_augmentations_refuse_one_sample_and_names_the_batch_lacks():
     with pytest.raises(ValueError, match=r"size must be an integer side or \(height, width\), "
                                          r"got 16\.0"):
         random_crop(_batch(), rng, size=16.0)
+    side = _batch()["frames"].shape[-2]
+    for size in (side + 1, 0, (side, side + 1)):  # (numpy slices a window it lacks shorter)
+        with pytest.raises(ValueError, match=rf"crop \d+x\d+ does not fit {side}x{side}"):
+            random_crop(_batch(), rng, size=size)
+    halved = {**_batch(), "flow": _batch()["flow"][:, :, ::2, ::2]}  # (another size than frames)
+    with pytest.raises(ValueError, match="features of different sizes cannot be cropped "
+                                         "together"):
+        random_crop(halved, rng, size=8)
 
 
 def test_an_augmentation_after_one_that_made_the_labels_soft_takes_the_batch():

@@ -333,10 +333,19 @@ def test_a_memory_url_store_is_refused_by_every_command(tiny_tvhi_source, tmp_pa
      "resolution must be even and from 16x16 to 4096x4096, got 100000x100000"),
     # an odd side was written a pixel short (OpenCV's codecs round it down), without a word
     (("ucf101", "--classes", "2", "--clips-per-class", "2", "--width", "33", "--height", "31"),
-     "resolution must be even and from 16x16 to 4096x4096, got 33x31")])
-def test_synth_refuses_clips_too_large_to_write_in_one_line(tmp_path, args, said):
+     "resolution must be even and from 16x16 to 4096x4096, got 33x31"),
+    (("tvhi", "--videos-per-class", "2", "--resolution", "64by48"),
+     "--resolution must look like WIDTHxHEIGHT, got '64by48'"),
+    (("tvhi", "--videos-per-class", "2", "--resolution", "64x48x3"),
+     "--resolution must look like WIDTHxHEIGHT, got '64x48x3'"),
+    (("videofolder", "--classes", "0"), "classes must be in 1..400, got 0"),
+    (("clips", "--classes", "401"), "classes must be in 1..400, got 401"),
+    (("ucf101", "--classes", "2", "--clips-per-class", "0"),
+     "clips per class must be in 1..10000, got 0")])
+def test_synth_refuses_sizes_it_cannot_write_in_one_line(tmp_path, args, said):
     """A huge resolution was OpenCV's "Insufficient memory" (or numpy's MemoryError)
-    traceback, "a bug in flowstore", exit 3."""
+    traceback, "a bug in flowstore", exit 3; a resolution not WIDTHxHEIGHT and counts out of
+    range are one line too, nothing written."""
     kind, *options = args
     result = flowstore_cli("synth", kind, tmp_path / "source", *options)
     assert assert_one_line_error(result) == f"error: {said}"

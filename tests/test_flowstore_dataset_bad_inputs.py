@@ -289,10 +289,15 @@ def _append_crlf(path: Path, line: str) -> None:
     (lambda s: (s / "ucfTrainTestlist" / "testlist01.txt").unlink(),
      "no testlist01.txt at"),
     (lambda s: shutil.rmtree(s / "UCF-101"), "expected UCF-101/ and ucfTrainTestlist/"),
+    (lambda s: (s / "ucfTrainTestlist" / "classInd.txt").write_bytes(b"\r\n"),
+     "classInd.txt lists no classes"),
+    (lambda s: [(s / "ucfTrainTestlist" / f"{name}list01.txt").write_bytes(b"")
+                for name in ("train", "test")],
+     "classes 'ApplyEyeMakeup', 'HandstandPushups' have no samples in any split"),
 ], ids=["train-unknown-class", "test-unknown-class", "malformed-line", "index-not-a-number",
         "no-class-folder",
         "classind-order", "classind-superscript-index", "superscript-index",
-        "not-utf8", "missing-list", "no-clips-folder"])
+        "not-utf8", "missing-list", "no-clips-folder", "classind-empty", "lists-empty"])
 def test_ucf101_bad_split_files_are_one_line_and_write_nothing(damage, expected, copy, tmp_path):
     source = copy("ucf101")
     damage(source)

@@ -8,6 +8,7 @@ import numpy as np
 
 import pytest
 
+from flowstore.errors import ParameterError
 from flowstore.estimate import Estimate, _predict, bootstrap_mean, estimate, format_estimate
 from flowstore.params import VideoParams
 from flowstore.store.base import tree_bytes
@@ -152,6 +153,13 @@ def test_bad_input_is_one_line(tiny_tvhi_source, tmp_path):
         flowstore_cli("estimate", "tvhi", "--source", tiny_tvhi_source, "--sample", "1"))
     assert "unknown dataset" in assert_one_line_error(
         flowstore_cli("estimate", "nope", "--source", tiny_tvhi_source))
+    assert assert_one_line_error(flowstore_cli(
+        "estimate", "tvhi", "--source", tiny_tvhi_source, "--max-per-split", "0")) == \
+        "error: --max-per-split must be at least 1, got 0"
+    for confidence in (0.0, 1.0):  # (the library's: the command line keeps to 0.9)
+        with pytest.raises(ParameterError, match=r"confidence must be in \(0, 1\)"):
+            estimate("tvhi", tiny_tvhi_source, VideoParams(size=32, steps=4),
+                     confidence=confidence, progress=False)
 
 
 def test_a_sampled_item_that_fails_is_reported_and_scales_as_a_failure(tvhi_source):

@@ -170,6 +170,11 @@ def test_a_resume_point_that_cannot_be_read_is_said_and_trained_afresh(tmp_path,
     assert resume.load(folder) is None  # (its weights file is missing)
     assert "lacks epoch-2.weights.h5; training from the first epoch" in capsys.readouterr().err
     state = json.loads((folder / resume.STATE_FILE).read_text())
+    for broken in ({k: v for k, v in state.items() if k != "epochs"}, {**state, "epochs": "two"},
+                   {**state, "history": [1, 2]}, [state]):  # (JSON, but not a resume point's)
+        (folder / resume.STATE_FILE).write_text(json.dumps(broken))
+        assert resume.load(folder) is None
+        assert "is not one (" in capsys.readouterr().err
     (folder / resume.STATE_FILE).write_text(json.dumps({**state, "version": 0}))
     assert resume.load(folder) is None  # (another release's layout: said, not gone on from)
     assert ("saved by another flowstore release (layout 0, this one reads 1); training from "

@@ -80,7 +80,7 @@ def load(folder: Path) -> ResumePoint | None:
             weights_file=folder / state["weights"],
             best_weights_file=folder / state["best_weights"] if state["best_weights"] else None,
             seeds_file=folder / state["seeds"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # (JSON of another shape)
         print(f"warning: the resume point in {str(folder)!r} is not one ({exc!r}); training "
               f"from the first epoch", file=sys.stderr)
         return None
