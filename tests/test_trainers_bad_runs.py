@@ -232,6 +232,36 @@ def test_a_run_whose_weights_diverged_is_one_line_and_not_written(tmp_path, monk
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
 
 
+def test_a_run_without_a_finite_val_loss_or_a_test_split_is_written_with_warnings(tmp_path,
+                                                                                  monkeypatch):
+    """Epochs whose val loss is not finite (weights finite: simulated here, as the diverged
+    test does) keep the last epoch, said on stderr and in metrics.json; a store with no
+    finished test sample trains and is not evaluated, said too. Neither is an error: the run
+    is written."""
+    from trainers import fit
+
+    checked = fit.BestEpoch.on_epoch_end
+
+    def nan_scores(self, epoch, logs=None):
+        checked(self, epoch, {**(logs or {}), "val_loss": float("nan")})
+
+    monkeypatch.setattr(fit.BestEpoch, "on_epoch_end", nan_scores)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 0))
+    runs = tmp_path / "runs"
+    result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
+                                 "--epochs", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        "warning: no epoch of flow scored a finite val_loss (a sample of the val split holds "
+        "NaN or infinite values?): the last epoch is kept, as the run records",
+        "warning: no finished 'test' sample; flow is not evaluated"], result.stderr
+    (record,) = list_runs(runs)
+    assert record.metrics["test"] is None
+    assert record.metrics["selection"] == "last epoch (no finite val_loss)"
+    assert record.metrics["best_epoch"] == record.metrics["epochs_run"] == 2
+
+
 @pytest.mark.parametrize("failure", ["disk full", "ctrl-c"])
 def test_a_run_that_cannot_be_written_leaves_nothing_behind(tmp_path, monkeypatch, failure):
     """A full disk, or Ctrl-C, while a trained run was being written left its hidden work

@@ -538,6 +538,12 @@ def test_a_model_registered_in_the_catalogue_runs_and_is_reported(tiny_model, tm
     assert "tiny at size 16: total 16" in _invoke("summary", "tiny", "--size", "16",
                                                   "--steps", "2").stdout
     assert get_model("tiny_alias") is tiny_model
+    # the tuned recipes are the report models': one registered without is refused, not run
+    refused = runner.invoke(app, ["run", "tiny", "--store", str(store), "--runs-dir", str(runs),
+                                  "--recipe", "tuned"])
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.strip().splitlines() == ["error: model 'tiny' has no tuned recipe"]
+    assert len(list_runs(runs)) == 1
     with pytest.raises(ValueError, match="'tiny_alias' is already in the catalogue"):
         register(ModelEntry(name="other", factory=tiny_model.factory, recipe=tiny_model.recipe,
                             inputs={}, label="", report_classes=2, aliases=("tiny_alias",)))
