@@ -354,6 +354,10 @@ OPTION_CASES = [
     pytest.param(OptionCase("--flow-param not a number", ("--flow", "tvl1", "--flow-param",
                                                           "tau=abc"),
                             "tvl1 tau must be a number, got 'abc'"), id="flow-param-not-a-number"),
+    pytest.param(OptionCase("--flow-param not true or false",
+                            ("--flow", "dis", "--flow-param", "use_mean_normalization=maybe"),
+                            "dis use_mean_normalization must be true or false, got 'maybe'"),
+                 id="flow-param-not-a-bool"),
     pytest.param(OptionCase("--flow dis on frames too small for it", ("--flow", "dis"),
                             "dis needs frames of at least 46 px"), id="flow-dis-too-small"),
     pytest.param(OptionCase("--sampling random", ("--sampling", "random"),
@@ -403,6 +407,15 @@ def test_bad_option_values_are_one_line_and_create_nothing(case, tiny_tvhi_sourc
     line = assert_one_line_error(result)
     assert case.expect.replace("{tmp}", str(tmp_path)) in line
     assert sorted(tmp_path.iterdir()) == before, "a refused command must leave nothing behind"
+
+
+def test_a_stray_argument_is_one_line_and_creates_nothing(tiny_tvhi_source, tmp_path):
+    """A word without its option (`--flow-param` forgotten before `levels=3`, a path pasted
+    twice) after a build's options."""
+    result = cli("a stray argument", *tiny_build_args(tiny_tvhi_source, tmp_path / "t.zarr"),
+                 "levels=3")
+    assert assert_one_line_error(result) == "error: unexpected argument 'levels=3'"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_store_in_a_missing_folder_is_refused_in_one_line_or_made(tiny_tvhi_source, tmp_path):

@@ -384,6 +384,8 @@ def test_an_empty_split_file_path_is_refused_as_an_empty_path(copy, tmp_path):
     store = tmp_path / "v.zarr"
     refused(build_cli("videofolder", source, store, "--split-file", ""), store,
             "--split-file: an empty path (an unset shell variable?)")
+    refused(build_cli("videofolder", source, store, "--split-file", str(tmp_path)), store,
+            f"split file {str(tmp_path)!r} is a folder, not a file")
 
 
 def test_a_split_file_that_reads_once_is_refused(copy, tmp_path):
