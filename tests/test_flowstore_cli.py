@@ -731,6 +731,20 @@ def test_a_large_group_of_duplicates_is_one_short_line_that_shows_its_splits():
     assert duplicate_line(group[:2]) == "placeholder_000 (train) = placeholder_001 (train)"
 
 
+def test_inspect_lists_ten_groups_of_duplicates_and_counts_the_rest():
+    """A source of many copied clips (a mirror's placeholders) would list a line a group; past
+    ten, `inspect` says how many more, and `--json` lists them all."""
+    from flowstore.inspect import SHOWN_DUPLICATES, _duplicate_lines
+
+    groups = [[{"id": f"a_{i}", "split": "train"}, {"id": f"b_{i}", "split": "test"}]
+              for i in range(SHOWN_DUPLICATES + 3)]
+    lines = _duplicate_lines(groups)
+    assert lines[1] == "byte-identical source files (13 groups, 13 across splits)"
+    assert lines[2:-1] == [f"  a_{i} (train) = b_{i} (test)" for i in range(SHOWN_DUPLICATES)]
+    assert lines[-1] == "  ... and 3 more groups (--json lists all)"
+    assert _duplicate_lines(groups[:SHOWN_DUPLICATES])[-1] == "  a_9 (train) = b_9 (test)"
+
+
 def test_byte_identical_sources_are_told_by_build_and_listed_by_inspect(tvhi_source, suffix,
                                                                        tmp_path):
     """A test clip that is a copy of a training clip (a clip downloaded twice under two names)

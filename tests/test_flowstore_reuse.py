@@ -224,6 +224,10 @@ def test_a_damaged_sample_of_the_older_store_is_computed_not_copied(clips, tmp_p
                        "cannot be told to be this build's"),
     (("--damaged",), "--reuse-from: store '{tmp}/old.zarr' is damaged: array 'source_hash' "
                      "cannot be read"),
+    (("--format-1",), "is of flowstore format 1, which records no OpenCV release: its samples "
+                      "cannot be told to be this build's"),
+    (("--no-frames",), "holds no array 'frames' of samples of shape (4, 32, 32, 3) and dtype "
+                       "uint8 (another dataset kind or layout)"),
 ])
 def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips, built_old,
                                                                            tmp_path, other,
@@ -245,6 +249,11 @@ def test_a_store_whose_samples_are_not_this_builds_is_refused_in_one_line(clips,
     elif other == ("--damaged",):  # read before anything is made, not after
         chunk = chunk_file(old, "source_hash", 0)
         chunk.write_bytes(b"\x07" * len(chunk.read_bytes()))
+    elif other == ("--format-1",):  # (a store of flowstore before format 2)
+        shutil.rmtree(old)
+        shutil.copytree(Path(__file__).parent / "fixtures" / "format1" / "format1.zarr", old)
+    elif other == ("--no-frames",):  # (a partial copy)
+        shutil.rmtree(old / "frames")
     else:
         args = list(other)
     result = flowstore_cli("build", "clips", "--source", clips, "--store", new, *args,
