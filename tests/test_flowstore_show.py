@@ -353,6 +353,24 @@ def test_a_caption_too_long_at_the_smallest_scale_loses_its_middle_not_its_ends(
     assert fitted_text("highFive_0012 val", 88)[0] == "highFive_0012 val"  # (fits: as it is)
 
 
+def test_a_store_with_nothing_to_draw_is_one_line_and_makes_no_folder(tmp_path):
+    """A store of frames alone (no flow, no images: made with other tools), and one no sample
+    of which is built yet, have no picture to draw."""
+    from trainers.testing import make_tiny_store
+
+    frames_only = make_tiny_store(tmp_path / "frames.zarr", per_class=(1, 0, 0),
+                                  arrays=("middle_frame", "frames"))
+    assert assert_one_line_error(flowstore_cli(
+        "show", frames_only, "--out", tmp_path / "out")) == (
+        f"error: store {str(frames_only)!r} holds neither flow nor images (it has "
+        f"frames, middle_frame)")
+    unbuilt = make_tiny_store(tmp_path / "unbuilt.zarr", per_class=(1, 0, 0),
+                              not_done=range(4))
+    assert assert_one_line_error(flowstore_cli("show", unbuilt, "--out", tmp_path / "out")) == (
+        f"error: store {str(unbuilt)!r} has no built sample to show")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     unknown = flowstore_cli("show", stores["float16"], "no_such_0001", "--out", tmp_path / "x")
     assert "no_such_0001" in assert_one_line_error(unknown)

@@ -113,6 +113,23 @@ def test_two_stream_freezes_both_streams():
     assert tuple(two.get_layer("frame_stream").output.shape[1:]) == (30,)
 
 
+def test_two_stream_refuses_streams_trained_at_other_shapes():
+    """Streams trained at another size or step count than the store the fusion reads (a base
+    run picked by hand) are one error, not Keras' shape error deep in the fused graph."""
+    from trainers.errors import ModelConfigError
+
+    frames = build_tvhi_frames(input_shape=(32, 32, 3))
+    flow = build_tvhi_flow(input_shape=(4, 32, 32, 2))
+    with pytest.raises(ModelConfigError, match=r"^frames model takes inputs of shape "
+                                               r"\(32, 32, 3\), got \(48, 48, 3\)$"):
+        build_two_stream(frame_shape=(48, 48, 3), flow_shape=(4, 32, 32, 2),
+                         frames_model=frames, flow_model=flow)
+    with pytest.raises(ModelConfigError, match=r"^flow model takes inputs of shape "
+                                               r"\(4, 32, 32, 2\), got \(8, 32, 32, 2\)$"):
+        build_two_stream(frame_shape=(32, 32, 3), flow_shape=(8, 32, 32, 2),
+                         frames_model=frames, flow_model=flow)
+
+
 def test_logits_stay_float32_under_mixed_precision():
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:

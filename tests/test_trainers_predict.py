@@ -506,6 +506,19 @@ def test_a_run_whose_store_is_gone_is_told_to_name_one(trained, tmp_path):
         f"now; name it with --store"]
     result = runner.invoke(app, ["predict", str(moved), "--store", str(store)])
     assert result.exit_code == 0, result.output + repr(result.exception)
+    del metrics["store"]["path"]  # (a run written by hand, or another tool)
+    (moved / "metrics.json").write_text(json.dumps(metrics))
+    result = runner.invoke(app, ["predict", str(moved)])
+    assert result.exit_code == 2, result.output + repr(result.exception)
+    assert result.stderr.strip().splitlines() == [
+        f"error: run {str(moved)!r} records no store path; name one with --store"]
+    from trainers.errors import RunNotFoundError
+    from trainers.models import load_trained
+
+    (moved / "model.keras").rename(moved / "kept.keras")  # (a run folder half deleted)
+    with pytest.raises(RunNotFoundError, match="^no model file at .*model.keras'$"):
+        load_trained(moved / "model.keras")  # (the library's: a command says "not a run")
+    assert load_trained(moved / "kept.keras").name == "tvhi_frames"
 
 
 def test_another_store_at_the_recorded_place_is_warned_of(trained, tmp_path):
