@@ -416,6 +416,25 @@ def test_a_warm_up_is_shorter_than_the_epochs_or_refused(warmup, taken):
             dataclasses.replace(recipe, warmup_epochs=warmup)
 
 
+@pytest.mark.parametrize("field, value, said", [
+    ("lr_halve_every", 0, "lr_halve_every must be an integer >= 1 or None, got 0"),
+    ("recipe_set", "fancy", "unknown recipe set 'fancy'; known: report, tuned"),
+    ("weight_decay", 1.0, "recipe out of range"),
+    ("label_smoothing", -0.1, "recipe out of range"),
+    ("colour_jitter", 1.5, "recipe out of range"),
+    ("fine_tune_base", 1, "fine_tune_base must be True or False, got 1"),
+])
+def test_a_recipe_of_values_no_training_takes_is_refused(field, value, said):
+    """A recipe registered with a model (a plugin's, as data) is checked as it is made."""
+    import dataclasses
+
+    from trainers.errors import ModelConfigError
+    from trainers.recipes import TUNED_RECIPES
+
+    with pytest.raises(ModelConfigError, match=re.escape(said)):
+        dataclasses.replace(TUNED_RECIPES["flow"], **{field: value})
+
+
 def _dropout_rates(model) -> list[float]:
     """The rate of every Dropout layer of `model`, nested models included."""
     import keras
