@@ -492,6 +492,35 @@ def test_hdf5_salvage_unmarks_and_counts_the_done_samples_it_lost_alone(tmp_path
         assert store.read("id").tolist() == COLUMNS["id"].tolist()
 
 
+def test_hdf5_salvage_that_cannot_copy_is_one_line_and_leaves_the_file(tmp_path, monkeypatch):
+    """The salvage copy meeting a full disk: one line saying what to do, its partial copy
+    removed, the file left byte for byte as it was (still marked open: salvaged next time)."""
+    import errno
+
+    from flowstore.store import _hdf5
+    from tests.conftest import break_chunk_index
+
+    path = tmp_path / "s.h5"
+    create_store(path, attrs=ATTRS, specs=SPECS, columns=COLUMNS, num_samples=3).close()
+    with h5py.File(path, "r+") as file:  # a writer that died with the file open
+        file.attrs[_hdf5.WRITER_ATTR] = "1"
+        file["pixels"][0] = 1
+    break_chunk_index(path, "pixels", signature=True)
+    before = path.read_bytes()
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_hdf5, "_copy_chunks", full_disk)
+    with pytest.raises(StoreError, match=r"^HDF5 store '.*s\.h5' was left damaged by a writer "
+                                         r"that died with it open, and its readable part "
+                                         r"cannot be copied out \(\[Errno 28\] No space left "
+                                         r"on device\): where the disk is full"):
+        open_store(path, "r+")
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.h5"]
+
+
 def test_hdf5_put_column_writes_variable_length_ledger_text_anew_fixed_width(tmp_path):
     """`put_column` (an upgrade) gives a ledger text column stored variable-length, chunked as
     format 2 chunks columns, the fixed width of a new store's column, its values as given:

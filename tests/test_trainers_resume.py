@@ -181,6 +181,27 @@ def test_a_resume_point_that_cannot_be_read_is_said_and_trained_afresh(tmp_path,
             "the first epoch") in capsys.readouterr().err
 
 
+def test_a_resume_point_that_cannot_be_saved_is_said_once_and_the_run_trains_on(
+        tmp_path, monkeypatch, capsys):
+    """A full disk under --runs-dir while a resume point is saved: training goes on (the run
+    is written, if there is room then), said once, not at every epoch, and not as an error."""
+    import errno
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resume, "write_whole", full_disk)
+    store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
+    runs = tmp_path / "runs"
+    run(RunConfig("flow", store, runs, epochs=3), echo=lambda line: None)
+    said = [line for line in capsys.readouterr().err.splitlines() if "resume point" in line]
+    assert len(said) == 1 and said[0].startswith("warning: cannot save a resume point in ")
+    assert said[0].endswith("(No space left on device); training goes on, but a stop now "
+                            "loses it"), said
+    (record,) = list_runs(runs)
+    assert record.metrics["epochs_run"] == 3
+
+
 def test_a_run_killed_on_the_torch_backend_goes_on_and_ends_as_an_unstopped_one(tmp_path):
     """A real stop: SIGKILL, as a power cut or a preempted machine stops a run, with nothing
     run on the way out; on Keras' PyTorch backend, whose `PyDataset` is told its epoch."""
