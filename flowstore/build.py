@@ -49,9 +49,10 @@ from flowstore.store import (Store, array_type_error, backend_for, capabilities,
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
                                       file_digest, sample_digest)
-from flowstore.store.base import (UnreadableChunk, ledger_dtype, never_extracted, read_column,
-                                  unrecorded_sources)
-from flowstore.store.layout import BY_NAME, DONE_REVISION, FORMAT, GIVEN, LEDGER, SOFTWARE, as_text
+from flowstore.store.base import (UnreadableChunk, done_revision_of, ledger_dtype,
+                                  never_extracted, read_column, unrecorded_sources)
+from flowstore.store.layout import (BY_NAME, DONE_REVISION, FORMAT, GIVEN, LEDGER, SOFTWARE,
+                                    as_text)
 from flowstore.store.lock import writer_lock
 
 if TYPE_CHECKING:
@@ -450,12 +451,12 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
     return result
 
 
-
 def _new_done_revision(store: Store) -> None:
     """Tell readers that keep the store open that `done` flags were taken back, or set again
-    after that (`flowstore.store.layout.DONE_REVISION`)."""
-    revision = store.attrs.get(DONE_REVISION, 0)
-    store.update_attrs({DONE_REVISION: (revision if isinstance(revision, int) else 0) + 1})
+    after that (`flowstore.store.layout.DONE_REVISION`; one that is no number, hand-edited,
+    starts again at 1)."""
+    store.update_attrs({DONE_REVISION: max(done_revision_of(store.attrs), 0) + 1})
+
 
 #: The failure reason of a sample `verify --repair` unmarked to extract again, until it is
 #: done (or fails for a reason of its own): if the repair stops first, `verify` reports the

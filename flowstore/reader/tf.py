@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Iterator, Mapping
 import numpy as np
 import tensorflow as tf
 
-from flowstore.errors import FlowstoreError
+from flowstore.errors import FlowstoreError, raised_with
 from flowstore.reader.batches import batch_rng, epoch_order, seed_entropy, whole_number
 from flowstore.reader.dataset import LABEL
 
@@ -173,12 +173,8 @@ def record_read_error(error: FlowstoreError) -> None:
     """Keep `error` for `store_errors_raised`, without what its frames held: the traceback says
     where the read failed, but its frames' variables held the batch's buffers (megabytes a
     batch) as long as the record kept it."""
-    seen: set[int] = set()
-    link: BaseException | None = error
-    while link is not None and id(link) not in seen:
-        seen.add(id(link))
+    for link in raised_with(error):
         traceback.clear_frames(link.__traceback__)  # (frames still running are left as they are)
-        link = link.__cause__ or link.__context__
     _READ_ERRORS.append((next(_READ_SERIALS), error))
 
 
