@@ -33,7 +33,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from flowstore.build import BuildConfig, Ledger, extraction_opencv, open_planned, plan
+from flowstore.build import BuildConfig, extraction_opencv, open_planned, plan
+from flowstore.ledger import Ledger
 from flowstore.params import VideoParams
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

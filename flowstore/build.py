@@ -2,13 +2,14 @@
 
 Roles (DESIGN.md, "Build semantics"):
 - each Dask task extracts one sample and writes that sample's chunks itself (no big arrays
-  travel back through the scheduler);
-- one coordinator (this process) marks samples `done`, only after their task returned, and
-  records failures. So a store killed at any moment holds no sample marked done that is not
-  complete, and a re-run computes exactly the samples still not done;
+  travel back through the scheduler): `flowstore.worker`;
+- one coordinator (this module) marks samples `done` in the ledger (`flowstore.ledger`), only
+  after their task returned, and records failures. So a store killed at any moment holds no
+  sample marked done that is not complete, and a re-run computes exactly the samples still
+  not done;
 - a task sends back a data problem as its sample's failure reason, and a bug in flowstore as an
   internal error (its traceback), which the coordinator logs beside the store and never
-  records as a failure of the sample (`DATA_ERRORS` draws the line).
+  records as a failure of the sample (`flowstore.worker.DATA_ERRORS` draws the line).
 """
 
 from __future__ import annotations
@@ -19,15 +20,12 @@ import json
 import operator
 import os
 import re
-import shutil
 import sys
-import threading
 import time
-import traceback
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
@@ -35,9 +33,8 @@ from flowstore import __version__
 from flowstore.console import one_line, sample_line
 from flowstore.datasets import Dataset, get_dataset
 from flowstore.datasets.base import SourceSizes
-from flowstore.errors import (FlowstoreError, ParameterError, StoreError, StoreMismatchError,
-                              resource_advice)
-from flowstore.files import file_size_limit
+from flowstore.errors import FlowstoreError, ParameterError, StoreError, StoreMismatchError
+from flowstore.ledger import Ledger
 from flowstore.manifest import Manifest, class_label
 from flowstore.parallel import Cluster, run_on_threads, usable_cores
 from flowstore.params import (EXTRACTION_VERSION, canonical_json, fingerprint, shown_value,
@@ -48,12 +45,12 @@ from flowstore.store import (Store, array_type_error, backend_for, capabilities,
                              store_exists, url_parts)
 from flowstore.store import format1
 from flowstore.store.checksum import (COLUMNS_DIGEST, check_manifest_columns, columns_digest,
-                                      file_digest, sample_digest)
-from flowstore.store.base import (UnreadableChunk, done_revision_of, ledger_dtype,
-                                  never_extracted, read_column, unrecorded_sources)
-from flowstore.store.layout import (BY_NAME, DONE_REVISION, FORMAT, GIVEN, LEDGER, SOFTWARE,
-                                    as_text)
+                                      file_digest)
+from flowstore.store.base import done_revision_of
+from flowstore.store.layout import DONE_REVISION, FORMAT, GIVEN, SOFTWARE
 from flowstore.store.lock import writer_lock
+from flowstore.worker import (StoreKey, TaskArguments, TaskOutcome, extract_and_write,
+                              extractor_here, opencv_here, writing_through)
 
 if TYPE_CHECKING:
     from flowstore.reuse import ReuseSource
@@ -458,241 +455,6 @@ def _new_done_revision(store: Store) -> None:
     store.update_attrs({DONE_REVISION: max(done_revision_of(store.attrs), 0) + 1})
 
 
-#: The failure reason of a sample `verify --repair` unmarked to extract again, until it is
-#: done (or fails for a reason of its own): if the repair stops first, `verify` reports the
-#: sample and `verify --repair` extracts it.
-REPAIR_UNFINISHED = "its re-extraction by verify --repair did not finish"
-#: What the failure reason of a sample that a repair unmarked and then failed to extract begins
-#: with: `verify` names such a sample, and `verify --repair` takes it again. With the build's
-#: reason alone it was a build's failed sample, which verify does not check: a repair stopped
-#: by a full disk said "free some and run the same command again", and the same command
-#: found nothing to repair (found by review).
-REPAIR_FAILED = "its re-extraction by verify --repair failed"
-
-
-@dataclass
-class Ledger:
-    """The coordinator's record of which samples are complete; only the coordinator writes it.
-
-    The ledger columns (`flowstore.store.layout.LEDGER`: `done`, `checksum`, `failure`,
-    `source_size`, `source_hash`) are held whole in memory and written back changed chunks
-    only: `write` costs what changed since the last write, not the store's size.
-
-    Written in this order: `done` of the samples unmarked (`reset`), then checksums and the
-    source files' sizes and hashes, then the failure reasons, then `done` of the samples
-    completed, so a sample is never marked done without its checksum (with `durable`,
-    the checksums are fsynced before `done` is written, and everything after), and a failed
-    sample that now succeeded is never left done with its old failure by a kill between the
-    two writes (every later build said it failed, and never retried it: it was done). A
-    store written before that order may hold such samples: `load` clears their failures.
-
-    A ledger chunk that cannot be read (a power cut can leave one an empty file) costs its
-    samples, not the store: they are loaded as never extracted, every ledger column of theirs
-    is written again (`mend`, before any task runs), and the build extracts them again.
-    """
-
-    columns: dict[str, np.ndarray]
-    #: Column -> indices changed since the last `write`.
-    changed: dict[str, set[int]] = field(default_factory=lambda: {name: set() for name in LEDGER})
-    #: The ledger chunks `load` could not read (their samples loaded as never extracted).
-    unreadable: list[UnreadableChunk] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, store: Store) -> "Ledger":
-        columns, unreadable = {}, []
-        for name in LEDGER:
-            columns[name], lost = read_column(store, name, never_extracted(name))
-            unreadable += lost
-        # (a chunk missing is read as the fill value: lost all the same, and named once)
-        done = columns["done"].astype(bool)
-        for chunk in unreadable:
-            done[chunk.start:chunk.stop] = False
-        unreadable += unrecorded_sources(done, columns["source_size"])
-        changed: dict[str, set[int]] = {name: set() for name in LEDGER}
-        for chunk in unreadable:  # its samples as never extracted in every ledger column, each
-            for name in LEDGER:   # written whole again at the next `write`
-                columns[name][chunk.start:chunk.stop] = BY_NAME[name].fill
-                changed[name].update(range(chunk.start, chunk.stop))
-        for name, values in columns.items():
-            if name in PACKED_TEXT:
-                columns[name] = _packed(values)
-            else:
-                columns[name] = values.astype(ledger_dtype(name))
-        ledger = cls(columns, changed=changed, unreadable=unreadable)
-        for index in np.flatnonzero(ledger.done & (columns["failure"] != "")).tolist():
-            ledger.forget_failure(index)  # (done is the later write: the failure is stale)
-        return ledger
-
-    def text(self, name: str, index: int) -> str:
-        """One sample's value of a text column."""
-        value = self.columns[name][index]
-        return _unpack_digest(value) if name in PACKED_TEXT else value
-
-    @property
-    def done(self) -> np.ndarray:
-        return self.columns["done"]
-
-    def _set(self, name: str, index: int, value: Any) -> None:
-        if name in PACKED_TEXT:
-            value = _pack_digest(value)
-            if len(value) > self.columns[name].itemsize:  # (a longer digest than any so far)
-                self.columns[name] = self.columns[name].astype(f"S{len(value)}")
-        if self.columns[name][index] != value:
-            self.columns[name][index] = value
-            self.changed[name].add(index)
-
-    def complete(self, index: int, digest: str) -> None:
-        self._set("checksum", index, digest)
-        self._set("done", index, True)
-        self._set("failure", index, "")
-
-    def record_source(self, index: int, size: int | None, digest: str | None) -> None:
-        """The size and content hash of the source file a done sample was extracted from."""
-        self._set("source_size", index, -1 if size is None else size)
-        self._set("source_hash", index, digest or "")
-
-    def fail(self, index: int, reason: str) -> None:
-        if self.repair_unfinished(index):
-            reason = f"{REPAIR_FAILED}: {reason}"
-        self._set("failure", index, as_text(reason))
-
-    def forget_failure(self, index: int) -> None:
-        self._set("failure", index, "")
-
-    def reset(self, index: int) -> None:
-        """Unmark a done sample to extract it again, saying why in its failure reason until
-        it is done: a repair stopped before it got to the sample left it neither done nor
-        failed, which `verify` did not check and `verify --repair` never came back to."""
-        self._set("done", index, False)
-        self._set("checksum", index, "")
-        self._set("failure", index, REPAIR_UNFINISHED)
-
-    def repair_unfinished(self, index: int) -> bool:
-        """Whether a repair unmarked the sample (`reset`) and has not extracted it since."""
-        return self.text("failure", index) == REPAIR_UNFINISHED
-
-    def recorded_size(self, index: int) -> int | None:
-        size = int(self.columns["source_size"][index])
-        return None if size < 0 else size
-
-    def source_sizes(self, current: SourceSizes) -> SourceSizes:
-        """What the fingerprint hashes: the source files' sizes as they are now, but for a done
-        sample the size of the file its task read. `current` itself when they agree (the
-        usual case: a build refuses a done sample whose file changed), not a copy of a
-        300,000-clip list."""
-        differ = self.sizes_changed(current)
-        if not len(differ):
-            return current
-        return current.with_rows({int(i): self.recorded_size(int(i)) for i in differ})
-
-    def sizes_changed(self, current: SourceSizes) -> np.ndarray:
-        """Indices of the done samples whose source file's size now is not the size their
-        task read."""
-        return np.flatnonzero(self.done & (self.columns["source_size"] != current.sizes))
-
-    def mend(self, store: Store, *, durable: bool = False) -> None:
-        """Write the ledger as `load` left it, each column with a chunk `load` could not read
-        written whole through `Store.rewrite_column`: what stores that chunk cannot be trusted
-        to take a write (an HDF5 chunk index that does not read refuses every write through
-        it, and every build failed on it at its first ledger write). Called right after `load`,
-        before any task: `done` then only unmarks samples, so a whole `done` rewritten at
-        `write`'s first step marks none done without its checksum."""
-        self.write(store, durable=durable, rewrite=[chunk.name for chunk in self.unreadable])
-
-    def write(self, store: Store, *, durable: bool = False, rewrite: Sequence[str] = ()) -> None:
-        """(`rewrite`: columns written whole, `mend`'s.)"""
-        rewrite = set(rewrite)
-
-        def put(names: tuple[str, ...], only: set[int] | None = None) -> None:
-            """Write the changed entries of `names` (of them, those in `only`); a column of
-            `rewrite` whole."""
-            for name in names:
-                indices = set(self.changed[name]) if only is None else self.changed[name] & only
-                column = self.columns[name]
-                stored = _Unpacked(column) if name in PACKED_TEXT else column
-                if name in rewrite:
-                    store.rewrite_column(name, stored[:])
-                    rewrite.discard(name)
-                    self.changed[name].clear()
-                elif indices:
-                    store.write_changed(name, stored, sorted(indices))
-                    self.changed[name].difference_update(indices)
-
-        # A sample to extract again (`reset`) is unmarked first: clearing its checksum while
-        # it is still done would leave, after a kill in between, a done sample with no
-        # checksum, which every later build takes as complete and `verify` as damaged. Its
-        # failure reason (`REPAIR_UNFINISHED`) goes just before: one left on a done sample
-        # by a kill in between is stale, and `load` clears it.
-        unmarked = {i for i in self.changed["done"] if not self.columns["done"][i]}
-        if unmarked:
-            put(("failure", "done"), only=unmarked)
-            store.flush()
-            if durable:
-                store.sync_columns()
-        put(("checksum", "source_size", "source_hash"))
-        if durable:
-            store.flush()
-            store.sync_columns()
-        put(("failure", "done"))
-        store.flush()
-        if durable:
-            store.sync_columns()
-
-
-#: Ledger text held as one numpy bytes array per column instead of a `str` per sample: the
-#: digests are ASCII of one length, and two `str` objects a sample (with the allocator pages
-#: they pin among Dask's short-lived objects) were about 0.4 KB a sample of a build's memory,
-#: growing to the end of the build (benchmarks/build_scale.py, 30,000 vs 100,000 tasks).
-PACKED_TEXT = ("checksum", "source_hash")
-#: A digest of today's form, "xxh3_128:" and 32 lowercase hex digits, is held as this byte and
-#: its 16 bytes (17 bytes, not 41: 48 bytes a sample over both columns); any other text (an
-#: older store's blake2b hex) as its UTF-8 bytes, which never start with this byte.
-_RAW_DIGEST = b"\x01"
-_DIGEST_PREFIX = "xxh3_128:"
-
-
-def _pack_digest(text: str) -> bytes:
-    hex_digits = text[len(_DIGEST_PREFIX):]
-    if text.startswith(_DIGEST_PREFIX) and len(hex_digits) == 32:
-        try:
-            raw = bytes.fromhex(hex_digits)
-        except ValueError:
-            raw = b""
-        if raw.hex() == hex_digits:
-            return _RAW_DIGEST + raw
-    return text.encode()
-
-
-def _unpack_digest(packed: bytes) -> str:
-    if packed[:1] == _RAW_DIGEST:  # (numpy drops trailing NUL bytes: put them back)
-        return _DIGEST_PREFIX + packed[1:].ljust(16, b"\0").hex()
-    return packed.decode()
-
-
-def _packed(values: np.ndarray) -> np.ndarray:
-    """Text values packed (`_pack_digest`) in one bytes array as wide as the longest
-    (`Ledger._set` widens it when a longer value comes)."""
-    packed = [_pack_digest(str(value)) for value in np.asarray(values).ravel().tolist()]
-    return np.array(packed, dtype=f"S{max([1, *map(len, packed)])}")
-
-
-class _Unpacked:
-    """A packed column as the stores write text: slices of it as `str` objects (the only
-    access `Store.write_changed` makes)."""
-
-    def __init__(self, packed: np.ndarray) -> None:
-        self.packed = packed
-
-    def __len__(self) -> int:
-        return len(self.packed)
-
-    def __getitem__(self, key: slice) -> np.ndarray:
-        values = self.packed[key]
-        out = np.empty(len(values), dtype=object)
-        out[:] = [_unpack_digest(value) for value in values.tolist()]
-        return out
-
-
 # -- opening ---------------------------------------------------------------------------------
 def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
                     params: dict[str, Any], source_files: SourceSizes, fp: str,
@@ -833,7 +595,7 @@ def extraction_opencv(cluster: Cluster | None) -> str:
     """
     if cluster is None:
         return opencv_here()
-    extractors = cluster.on_each_worker(_extractor_here).values()
+    extractors = cluster.on_each_worker(extractor_here).values()
     others = sorted({extraction for extraction, _ in extractors} - {EXTRACTION_VERSION})
     if others:
         raise FlowstoreError(f"the workers of Dask scheduler {cluster.address!r} run a "
@@ -847,21 +609,6 @@ def extraction_opencv(cluster: Cluster | None) -> str:
                              f"which releases do not share (their bytes differ); give every "
                              f"worker the same")
     return releases[0] if releases else opencv_here()  # (no worker yet: as this process)
-
-
-def _extractor_here() -> tuple[str, str]:
-    """This process's extraction version and OpenCV release (run on each worker by
-    `extraction_opencv`)."""
-    return EXTRACTION_VERSION, opencv_here()
-
-
-def opencv_here() -> str:
-    """This process's OpenCV release (`flowstore.extraction._cv.OPENCV_VERSION`), imported
-    only when asked: `verify` and `inspect` import this module without extracting
-    anything, and importing OpenCV costs them start-up time and, under a tight memory limit
-    (`ulimit -v 500000`), crashed them with a segfault before they said a word."""
-    from flowstore.extraction._cv import OPENCV_VERSION
-    return OPENCV_VERSION
 
 
 def _shown_option(recorded: Mapping[str, Any], paths: Mapping[str, str], key: str) -> str:
@@ -927,7 +674,7 @@ def _columns_digest(manifest: Manifest) -> str:
     return columns_digest(manifest.classes, manifest.ids, manifest.labels, manifest.splits())
 
 
-def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
+def _check_sources(ledger: Ledger, dataset: Dataset, manifest: Manifest,
                    source_files: SourceSizes, path: Path | str, hint: str,
                    redo: set[str] = frozenset()) -> None:
     """Refuse a store whose done sample's source file changed size since it was extracted.
@@ -945,7 +692,7 @@ def _check_sources(ledger: "Ledger", dataset: Dataset, manifest: Manifest,
 
 
 def _not_the_file_it_read(extracted_from: tuple[int | None, str] | None,
-                          outcome: "TaskOutcome", name: str) -> str | None:
+                          outcome: TaskOutcome, name: str) -> str | None:
     """Why a sample `verify --repair` re-extracted is not mended, or None.
 
     A repair restores a sample from the file it was extracted from (`extracted_from`: the size
@@ -970,7 +717,7 @@ def _not_the_file_it_read(extracted_from: tuple[int | None, str] | None,
             f"back, else from the file as it is now")
 
 
-def _check_source_hashes(ledger: "Ledger", dataset: Dataset, manifest: Manifest, source: Path,
+def _check_source_hashes(ledger: Ledger, dataset: Dataset, manifest: Manifest, source: Path,
                          path: Path | str, hint: str) -> None:
     """`--check-source`: refuse a store whose done sample's source file now holds other bytes.
 
@@ -1018,204 +765,6 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # -- running ---------------------------------------------------------------------------------
-class StoreKey(NamedTuple):
-    """Which store a task writes to: its location and the random id given at its creation.
-
-    A location alone does not name a store: `--overwrite` puts a new store (perhaps of other
-    shapes, dtypes or codecs) where the old one was, and a long-lived cluster worker that kept
-    the old store's handle would write the new store's chunks in the old layout.
-    """
-
-    path: str
-    store_id: str
-
-
-_OPEN_STORES: dict[StoreKey, Store] = {}
-_OPEN_LOCK = threading.Lock()
-
-
-def _writer(key: StoreKey) -> Store:
-    """The store a task writes to: the coordinator's own object in-process, else opened once
-    per store identity (a handle of an earlier store at the same path is closed, never used)."""
-    with _OPEN_LOCK:
-        if key not in _OPEN_STORES:
-            for stale in [k for k in _OPEN_STORES if k.path == key.path]:
-                _OPEN_STORES.pop(stale).close()
-            store = open_store(key.path, "r+")
-            found = store.attrs.get("store_id", "")
-            if found != key.store_id:
-                store.close()
-                raise _replaced(key, found)
-            _OPEN_STORES[key] = store
-        store = _OPEN_STORES[key]
-        # A handle kept open (a cluster worker's, between tasks) outlives a Ctrl-C'd build: its
-        # task still running would write into a store rebuilt at once with --overwrite, the
-        # old layout's chunks into the new store's files (one `stat` a sample; a URL store's
-        # root is fetched every few seconds, `flowstore.store._zarr.URL_STORE_ID_INTERVAL`).
-        now = store.store_id_now()
-        if now is not None and now != key.store_id:
-            _OPEN_STORES.pop(key).close()
-            raise _replaced(key, now)
-        return store
-
-
-def _replaced(key: StoreKey, found: str) -> StoreError:
-    """The error of a task whose store (`key`) another took the place of (`found`: its id)."""
-    return StoreError(f"store {key.path!r} was replaced while this build ran "
-                      f"(store id {found or 'none'!r}, not {key.store_id!r})")
-
-
-#: Room kept free beside a store: HDF5 corrupts its file when a write meets a full disk.
-FREE_SPACE_MARGIN = 1 << 20
-
-#: Bytes that writes in this process have been promised but may not have written yet, per
-#: filesystem (st_dev). Held under `_SPACE_LOCK` with the free-space check itself, so N worker
-#: threads cannot all see the same free space and all write into it.
-_RESERVED: dict[int | str, int] = {}  # (and per one-file store: its path)
-_SPACE_LOCK = threading.Lock()
-
-
-@contextlib.contextmanager
-def _space_reserved(store_path: str, arrays: dict[str, np.ndarray]) -> Iterator[None]:
-    """Check that one sample's write fits, and hold its bytes reserved until the write is over.
-
-    A full disk is reported, never hit. The check and the reservation are one step under a
-    process-wide lock, so with any `--workers` the writes in flight never add up to more than
-    the free space seen. (On a cluster each worker process reserves for itself.)
-    """
-    if is_url(store_path):
-        yield
-        return
-    one_file = not Path(store_path).is_dir()
-    folder = Path(store_path).parent if one_file else Path(store_path)
-    needed = 2 * sum(a.nbytes for a in arrays.values()) + FREE_SPACE_MARGIN
-    device = os.stat(folder).st_dev
-    with _SPACE_LOCK:
-        free = shutil.disk_usage(folder).free - _RESERVED.get(device, 0)
-        if free < needed:
-            raise StoreError(f"not enough free space for the store ({max(free, 0) // 1024} KiB "
-                             f"free, {needed // 1024} KiB wanted); free some and run the same "
-                             f"command again")
-        limit = file_size_limit()
-        if one_file and limit is not None:
-            # (an HDF5 store grows as one file: a write past the limit is refused like a full
-            # disk, and is as bad for the file)
-            grown = os.path.getsize(store_path) + _RESERVED.get(store_path, 0) + needed
-            if grown > limit:
-                raise StoreError(f"store {store_path!r} would pass this process's file-size "
-                                 f"limit (`ulimit -f`: {limit // 1024} KiB); raise it and run "
-                                 f"the same command again")
-        held = (device, store_path) if one_file else (device,)
-        for key in held:
-            _RESERVED[key] = _RESERVED.get(key, 0) + needed
-    try:
-        yield
-    finally:
-        with _SPACE_LOCK:
-            for key in held:
-                _RESERVED[key] -= needed
-
-
-#: What a task records as its sample's failure: the sample's own data, its source file, or the
-#: disk it is written to (FlowstoreError covers SampleError from extraction, which turns
-#: OpenCV's decoding errors into it, and StoreError from the writer). Anything else raised in a
-#: task (TypeError, AttributeError, an OpenCV error outside decoding, ...) is a bug in
-#: flowstore: an internal error, never a failure that would read as a bad clip.
-DATA_ERRORS = (FlowstoreError, OSError, MemoryError)
-
-
-class TaskOutcome(NamedTuple):
-    """What one task sends back to the coordinator (no arrays: the task wrote them itself)."""
-
-    index: int
-    #: Why the sample failed (a data problem), or None.
-    reason: str | None = None
-    #: Checksum of the arrays written, when it succeeded.
-    digest: str = ""
-    #: Size of the source file it read, when it succeeded.
-    size: int | None = None
-    #: Content hash of the source file it read (XXH3), when it succeeded.
-    source_hash: str | None = None
-    #: The traceback of a bug in flowstore that stopped this task, or None.
-    internal_error: str | None = None
-    #: Whether the arrays were copied from `BuildConfig.reuse_from`, not extracted.
-    reused: bool = False
-
-
-class TaskArguments(NamedTuple):
-    """The positional arguments of one `extract_and_write` task, named: a cluster tells the
-    sample of a task it gives up on by `index` (it took the last argument, which became
-    `reuse` with `--reuse-from`, and a killed worker crashed the build)."""
-
-    store: StoreKey
-    dataset_name: str
-    params: Any
-    source_file: str
-    index: int
-    reuse: "ReuseSource | None"
-
-
-def extract_and_write(store: StoreKey, dataset_name: str, params: Any, source_file: str,
-                      index: int, reuse: "ReuseSource | None" = None, fsync: bool = False,
-                      opencv: str | None = None,
-                      extraction: str = EXTRACTION_VERSION) -> TaskOutcome:
-    """One Dask task: extract one sample (or copy it from `reuse`, `flowstore.reuse`) and write
-    its chunks (fsynced with `fsync`).
-
-    Data problems are returned as the sample's failure reason, not raised (see `DATA_ERRORS`);
-    a bug comes back as an internal error with its traceback, for the coordinator to log.
-    `opencv`: the OpenCV release the store is extracted with, `extraction` the version of
-    flowstore's extraction (the coordinator's); a cluster worker with another of either fails
-    the sample (left for a retry) rather than write bytes of another extraction.
-    """
-    here = opencv_here()
-    if opencv is not None and opencv != here:
-        return TaskOutcome(index, f"this worker has OpenCV {here} and the store is "
-                                  f"extracted with OpenCV {opencv}")
-    if extraction != EXTRACTION_VERSION:
-        return TaskOutcome(index, f"this worker's flowstore extracts as version "
-                                  f"{EXTRACTION_VERSION} and the store as version {extraction}")
-    try:
-        dataset = get_dataset(dataset_name)
-        before = _identity(source_file)
-        arrays, source_hash = None, None
-        if reuse is not None:  # (its hash of the file is inside the identity check too)
-            from flowstore.reuse import reused_arrays
-
-            arrays, source_hash = reused_arrays(reuse, source_file)
-        reused = arrays is not None
-        if not reused:
-            arrays = dataset.extract(Path(source_file), params)
-        if source_hash is None:
-            source_hash = file_digest(source_file)  # inside the identity check: what was decoded
-        read = _identity(source_file)
-        if read != before:
-            return TaskOutcome(index, "the source file changed while it was being read")
-        with _space_reserved(store.path, arrays):
-            _writer(store).write_sample(index, arrays, durable=fsync)
-        digest = sample_digest(arrays)
-    except FlowstoreError as exc:
-        return TaskOutcome(index, str(exc))
-    except DATA_ERRORS as exc:
-        # (a limit said as such: "MemoryError: " said nothing)
-        return TaskOutcome(index, resource_advice(exc) or f"{type(exc).__name__}: {exc}")
-    except Exception as exc:  # noqa: BLE001  (a bug: an internal error, with its traceback)
-        advice = resource_advice(exc)  # (unless a limit: OpenCV's allocation in Farneback, a
-        if advice is not None:         # binding's error over a MemoryError)
-            return TaskOutcome(index, advice)
-        return TaskOutcome(index, internal_error=traceback.format_exc())
-    return TaskOutcome(index, None, digest, read[0], source_hash, reused=reused)
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    """(size, mtime_ns) of a source file, None when it is missing: what a task read."""
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_size, info.st_mtime_ns
-
-
 def error_log_path(store: Path | str) -> Path:
     """Where a build writes the tracebacks of internal errors: `<store>.errors.log` beside a
     local store; in the current folder for a URL store (nothing can be written beside it)."""
@@ -1242,7 +791,7 @@ def _log_internal_error(log: Path, sample: str, source_file: str, trace: str) ->
 
 
 def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store,
-         ledger: "Ledger", todo: np.ndarray, result: BuildResult,
+         ledger: Ledger, todo: np.ndarray, result: BuildResult,
          cluster: Cluster | None,
          extracted_from: Mapping[int, tuple[int | None, str]],
          reuse: Mapping[int, "ReuseSource"]) -> None:
@@ -1257,8 +806,6 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
     # Tasks name the store and the clips by absolute paths: a dask.distributed worker runs in
     # its own working directory, where a relative path finds nothing (every sample "failed").
     store_key = StoreKey(_absolute(config.store), str(store.attrs.get("store_id", "")))
-    with _OPEN_LOCK:
-        _OPEN_STORES[store_key] = store
     last_flush, flush_every = time.monotonic(), DONE_FLUSH_SECONDS
     source_root = Path(_absolute(config.source))
 
@@ -1266,8 +813,9 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
         return str(dataset.source_file(source_root, manifest.ids[index]))
 
     try:
-        with progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
-                          enabled=config.progress) as bar:
+        with writing_through(store_key, store), \
+                progress_bar(total=len(todo), unit="sample", desc=f"build {dataset.name}",
+                             enabled=config.progress) as bar:
 
             def finished(outcome: TaskOutcome) -> None:
                 nonlocal last_flush, flush_every
@@ -1321,8 +869,6 @@ def _run(config: BuildConfig, dataset: Dataset, manifest: Manifest, store: Store
             else:
                 run_on_threads(config.workers, task, arguments, finished)
     finally:
-        with _OPEN_LOCK:
-            _OPEN_STORES.pop(store_key, None)
         if reuse:  # (OLD's handles, where the tasks ran: an HDF5 OLD holds its lock)
             from flowstore.reuse import close_readers
 

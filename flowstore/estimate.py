@@ -36,7 +36,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from flowstore.datasets import get_dataset
-from flowstore.build import DATA_ERRORS, check_workers
+from flowstore.build import check_workers
 from flowstore.errors import FlowstoreError, ParameterError, StoreError
 from flowstore.leftovers import remove_dead_work_folders
 from flowstore.parallel import usable_cores
@@ -44,6 +44,7 @@ from flowstore.params import FLOW_DTYPES, check_seed
 from flowstore.store import create_store
 from flowstore.store.base import tree_bytes
 from flowstore.store.checksum import file_digest, sample_digest
+from flowstore.worker import DATA_ERRORS
 
 #: Items measured by default: on the 200 TV-HI clips, 95% intervals of +-2% (float16 store
 #: size), +-4% (uint8) and +-8% (CPU), each holding the real build (benchmarks/README.md,
@@ -196,7 +197,7 @@ def estimate(dataset_name: str, source: str | Path, params: Any, *,
 
 def _build_task_cpu(dataset, path: Path, params: Any, store, index: int,
                     scratch: Path) -> float:
-    """CPU seconds of what one build task does for one item (`build.extract_and_write`)."""
+    """CPU seconds of what one build task does for one item (`worker.extract_and_write`)."""
     start = time.process_time()
     arrays = dataset.extract(path, params)
     file_digest(path)

@@ -18,10 +18,11 @@ from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
-from flowstore.build import REPAIR_FAILED, REPAIR_UNFINISHED, BuildConfig, build
+from flowstore.build import BuildConfig, build
 from flowstore.datasets import get_dataset
 from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, ParameterError,
                               StoreError)
+from flowstore.ledger import REPAIR_FAILED, REPAIR_UNFINISHED
 from flowstore.params import from_dict
 from flowstore.store import check_array_shapes, open_store
 from flowstore.store.base import DAMAGE_ERRORS, never_extracted, read_column

@@ -1089,10 +1089,10 @@ _ZARR_WARNING = ("bug: zarr's 'ZarrUserWarning: Object at flow is not recognized
 XFAILS = {
     ("zarr-done-folder-deleted", "inspect"): _MISSING_DONE.format("inspect.summarize"),
     ("zarr-done-folder-deleted", "verify"): _MISSING_DONE.format("verify.verify"),
-    ("zarr-done-folder-deleted", "build"): _MISSING_DONE.format("build.Ledger.load"),
+    ("zarr-done-folder-deleted", "build"): _MISSING_DONE.format("ledger.Ledger.load"),
     ("h5-done-deleted", "inspect"): _MISSING_DONE.format("inspect.summarize"),
     ("h5-done-deleted", "verify"): _MISSING_DONE.format("verify.verify"),
-    ("h5-done-deleted", "build"): _MISSING_DONE.format("build.Ledger.load"),
+    ("h5-done-deleted", "build"): _MISSING_DONE.format("ledger.Ledger.load"),
     ("zarr-flow-folder-deleted", "build"): _MISSING_FLOW,
     ("zarr-flow-metadata-deleted", "inspect"): _ZARR_WARNING,
     ("zarr-flow-metadata-deleted", "verify"): _ZARR_WARNING,
@@ -1246,7 +1246,7 @@ def test_an_hdf5_store_being_built_is_refused_to_readers_in_one_line(command, pr
 # =================================================================================================
 @pytest.mark.parametrize("suffix", [
     pytest.param(".zarr", id="zarr", marks=pytest.mark.regression(reason=(
-        "bug: ENOSPC while the coordinator writes the ledger (build.Ledger.write) escapes as an "
+        "bug: ENOSPC while the coordinator writes the ledger (ledger.Ledger.write) escapes as an "
         "OSError traceback; the failures gathered so far are not even recorded"))),
     pytest.param(".h5", id="hdf5", marks=pytest.mark.regression(reason=(
         "bug: on a full disk the HDF5 build prints '16 computed, 0 failed', marks all 16 done "

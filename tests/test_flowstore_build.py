@@ -307,14 +307,14 @@ def test_concurrent_writers_never_share_the_free_space_they_saw(tiny_tvhi_source
     import collections
     import threading
 
-    from flowstore import build as build_module
+    from flowstore import worker
     from flowstore.store._zarr import ZarrStore
 
     sample_bytes = 32 * 32 * 3 + 4 * 32 * 32 * 3 + 4 * 32 * 32 * 2 * 2  # middle, frames, flow
-    one_write = 2 * sample_bytes + build_module.FREE_SPACE_MARGIN  # what the check asks for
+    one_write = 2 * sample_bytes + worker.FREE_SPACE_MARGIN  # what the check asks for
     usage = collections.namedtuple("usage", "total used free")
     checks = []
-    monkeypatch.setattr(build_module.shutil, "disk_usage",
+    monkeypatch.setattr(worker.shutil, "disk_usage",
                         lambda path: checks.append(path) or usage(1 << 40, 0, one_write * 3 // 2))
     lock, in_flight, peak = threading.Lock(), [0], [0]
     real_write = ZarrStore.write_sample
@@ -478,7 +478,7 @@ def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tin
                                                                  tmp_path, monkeypatch):
     import cv2
 
-    from flowstore import build as build_module
+    from flowstore import worker
     from flowstore.extraction import video
 
     store = tmp_path / "s.zarr"
@@ -494,14 +494,14 @@ def test_which_exceptions_are_a_samples_failure_and_which_a_bug(where, kind, tin
     elif where == "flow":
         monkeypatch.setattr(video, "optical_flow", raise_(cv2.error("bad argument")))
     elif where == "write":
-        monkeypatch.setattr(build_module, "_writer", raise_(OSError(5, "Input/output error")))
+        monkeypatch.setattr(worker, "_writer", raise_(OSError(5, "Input/output error")))
     else:
         monkeypatch.setattr(video, "select_frames", raise_(TypeError("a bug")))
     with open_store(store) as built:
         index = built.read("id").tolist().index("kiss_0004")
-        key = build_module.StoreKey(str(store), built.attrs["store_id"])
-    outcome = build_module.extract_and_write(key, "tvhi", VideoParams(size=32, steps=4),
-                                             str(tiny_tvhi_source / "kiss_0004.avi"), index)
+        key = worker.StoreKey(str(store), built.attrs["store_id"])
+    outcome = worker.extract_and_write(key, "tvhi", VideoParams(size=32, steps=4),
+                                       str(tiny_tvhi_source / "kiss_0004.avi"), index)
     if kind == "failure":
         assert outcome.reason and outcome.internal_error is None
         assert ("cannot decode kiss_0004.avi" if where == "decode" else "Input/output") \
@@ -644,7 +644,7 @@ def test_a_store_is_resumed_only_with_the_opencv_that_extracted_it(tiny_tvhi_sou
     before this was recorded resumes as before. A cluster worker with another OpenCV fails
     its samples, writing nothing, rather than mix two extractions."""
     import flowstore
-    from flowstore.build import StoreKey, extract_and_write
+    from flowstore.worker import StoreKey, extract_and_write
     from flowstore.errors import StoreMismatchError
     from flowstore.extraction._cv import OPENCV_VERSION
     from flowstore.verify import repair
@@ -745,7 +745,7 @@ def test_a_sample_left_done_with_its_old_failure_is_not_a_failure(tiny_tvhi_sour
     that had failed, then succeeded, done and failed for good (every build said "1 failed, run
     the command again", exit 1, and never retried it: it was done; inspect counted -1 pending).
     `failure` is written first now, and a stale failure of a done sample is cleared."""
-    from flowstore.build import Ledger
+    from flowstore.ledger import Ledger
 
     store = tmp_path / f"s{suffix}"
     config = BuildConfig("tvhi", tiny_tvhi_source, store, VideoParams(size=32, steps=4),
@@ -817,7 +817,7 @@ def test_a_kept_handle_refuses_to_write_into_a_store_rebuilt_since(tiny_tvhi_sou
     """A worker keeps a store open between tasks; its task still running after a Ctrl-C'd
     build wrote into the store rebuilt at once with --overwrite: the old layout's chunks into
     the new store's files. The store's id is checked at each write, not only at the open."""
-    from flowstore.build import _OPEN_STORES, StoreKey, _writer
+    from flowstore.worker import _OPEN_STORES, StoreKey, _writer
     from flowstore.errors import StoreError
 
     store = tmp_path / "s.zarr"

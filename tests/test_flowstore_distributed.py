@@ -29,7 +29,7 @@ def cluster():
 def _run_on_cluster(address, fn, arguments, finished, **kwargs):
     """`fn` over `arguments` on the cluster at `address`, as a build runs its tasks (the
     sample is the first argument, unless `sample_of` says otherwise)."""
-    from flowstore.build import TaskOutcome
+    from flowstore.worker import TaskOutcome
     from flowstore.parallel import Cluster
 
     kwargs.setdefault("sample_of", lambda args: args[0])
@@ -141,7 +141,7 @@ def test_an_overwrite_with_other_parameters_on_the_same_cluster_writes_the_new_l
     first = build(_config(tiny_tvhi_source, store, scheduler=cluster.scheduler_address))
     assert first.ok and first.computed == 16
     with Client(cluster) as client:  # both workers wrote, so both hold a handle on the old store
-        handles = client.run(lambda: len(__import__("flowstore.build").build._OPEN_STORES))
+        handles = client.run(lambda: len(__import__("flowstore.worker").worker._OPEN_STORES))
         assert len(handles) == 2 and all(handles.values()), handles
     second = build(BuildConfig(dataset="tvhi", source=tiny_tvhi_source, store=store,
                                progress=False, overwrite=True,
@@ -668,12 +668,12 @@ def _unseen_source(monkeypatch):  # what a worker without the source's mount mee
 
 
 def _unseen_store(monkeypatch):  # a worker without the store's mount
-    from flowstore import build as builds
+    from flowstore import worker
 
     def unseen(key):
         raise StoreError(f"no store at {key.path!r}")
 
-    monkeypatch.setattr(builds, "_writer", unseen)
+    monkeypatch.setattr(worker, "_writer", unseen)
 
 
 @pytest.mark.parametrize("unseen, hide", [("source", _unseen_source), ("store", _unseen_store)])

@@ -13,9 +13,10 @@ import pytest
 from zarr.storage import LocalStore
 
 import flowstore
-from flowstore.build import BuildConfig, Ledger, build
+from flowstore.build import BuildConfig, build
 from flowstore.errors import StoreError
 from flowstore.inspect import format_summary, summarize
+from flowstore.ledger import Ledger
 from flowstore.manifest import Manifest, ManifestRow
 from flowstore.params import VideoParams
 from flowstore.store import (BACKENDS, Backend, backend_for, capabilities, create_store,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from flowstore import params as params_module
-from flowstore.build import BuildConfig, Ledger, build
+from flowstore.build import BuildConfig, build
 from flowstore.extraction import video
+from flowstore.ledger import Ledger
 from flowstore.params import (EXTRACTION_VERSION, ImageParams, VideoParams, canonical_json,
                               fingerprint, to_dict)
 from flowstore.store import backend_for, failures_named, open_store

@@ -243,10 +243,10 @@ def _interruptible() -> None:
 #: the 3rd finished sample, between its checksum and its source file's size.
 _SIGNAL_IN_THE_LEDGER_UPDATE = """
 import os, signal, sys
-import flowstore.build as build
+from flowstore.ledger import Ledger
 
 name, source, store = sys.argv[1:4]
-complete, count = build.Ledger.complete, []
+complete, count = Ledger.complete, []
 
 def completing(self, index, digest):
     complete(self, index, digest)
@@ -255,7 +255,7 @@ def completing(self, index, digest):
         os.kill(os.getpid(), getattr(signal, name))
         sum(range(1000))  # (the handler runs in here, before the source's size is recorded)
 
-build.Ledger.complete = completing
+Ledger.complete = completing
 sys.argv = ["flowstore", "build", "tvhi", "--source", source, "--store", store, "--size", "32",
             "--steps", "2", "--workers", "2", "-q"]
 from flowstore.console import flowstore

@@ -1146,9 +1146,10 @@ def test_a_slow_ledger_is_written_less_often(sources, tmp_path, monkeypatch):
     import time
 
     from flowstore import build as build_module
+    from flowstore.ledger import Ledger
 
     writes = []
-    real_write = build_module.Ledger.write
+    real_write = Ledger.write
 
     def slow_write(self, store, *, durable=False):
         time.sleep(0.2)
@@ -1156,7 +1157,7 @@ def test_a_slow_ledger_is_written_less_often(sources, tmp_path, monkeypatch):
         real_write(self, store, durable=durable)
 
     monkeypatch.setattr(build_module, "DONE_FLUSH_SECONDS", 0.0)
-    monkeypatch.setattr(build_module.Ledger, "write", slow_write)
+    monkeypatch.setattr(Ledger, "write", slow_write)
     result = build(BuildConfig(dataset="ucf101", source=sources["ucf101"],
                                store=tmp_path / "u.zarr", params=params_of("ucf101"), workers=1,
                                progress=False))

@@ -92,9 +92,9 @@ def test_a_task_hashes_its_source_file_once_and_compares_every_candidate(clips, 
     """A task is sent the OLD samples whose file had its size; it hashes its own file once,
     copies from the candidate of that hash (not the first), and, when none matches, extracts
     and records that same hash (it hashed the file again before)."""
-    from flowstore import build as build_module
     from flowstore import reuse as reuse_module
-    from flowstore.build import StoreKey, extract_and_write
+    from flowstore import worker
+    from flowstore.worker import StoreKey, extract_and_write
     from flowstore.params import VideoParams
 
     old = tmp_path / "old.zarr"
@@ -109,7 +109,7 @@ def test_a_task_hashes_its_source_file_once_and_compares_every_candidate(clips, 
     hashed = []
     digest = reuse_module.file_digest
     monkeypatch.setattr(reuse_module, "file_digest", lambda p: hashed.append(p) or digest(p))
-    monkeypatch.setattr(build_module, "file_digest", lambda p: hashed.append(p) or digest(p))
+    monkeypatch.setattr(worker, "file_digest", lambda p: hashed.append(p) or digest(p))
     new = tmp_path / "new.zarr"
     assert flowstore_cli("build", "clips", "--source", clips, "--store", new, *BUILD,
                          "--max-per-split", "1").returncode == 0  # (a store to write into)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import zarr
 
-from flowstore.build import Ledger
+from flowstore.ledger import Ledger
 from flowstore.store import open_store
 from flowstore.store.checksum import sample_digest
 from tests.conftest import (TINY_BUILD, assert_one_line_error, chunk_file, flowstore_cli,
