@@ -502,7 +502,8 @@ def verify(
 def show(
     store: str = typer.Argument(..., help="Store: PATH.zarr, PATH.h5 or s3://BUCKET/PATH.zarr.",
                                 parser=given_path),
-    ids: Optional[list[str]] = typer.Argument(None, help="Sample ids [random, per class]."),
+    ids: Optional[list[str]] = typer.Argument(None, help="Sample ids [random, per class]; "
+                                                   "ids that begin with '-' go after '--'."),
     out: Path = typer.Option(..., "--out", help="Folder to write the pictures into.",
                              parser=path_value),
     per_class: int = typer.Option(2, "--per-class", help="Random samples per class (no ids)."),
@@ -752,13 +753,32 @@ def run_app(typer_app: typer.Typer, prog_name: str, ask_for_less: str = ASK_FOR_
             exc.show()
             _end(exc.exit_code)
         # a Click usage error (bad option value, unreadable --source path): one line too
-        typer.echo("error: " + " ".join(exc.format_message().split()), err=True)
+        typer.echo("error: " + " ".join(exc.format_message().split()) + _dash_hint(exc),
+                   err=True)
         _end(exc.exit_code)
     if _CTRL_C and code == 130 and not _INTERRUPTED:  # a command with nothing of its own to say
         typer.echo("error: interrupted", err=True)
     if _INTERRUPTED or _CTRL_C and code == 130:  # (`fail_interrupted`)
         die_by_sigint(_STOPPED_BY)
     _end(code if isinstance(code, int) else 0)
+
+
+def _dash_hint(exc: Exception) -> str:
+    """What an unknown option adds to its line where the command takes a list of values (`show`'s
+    sample ids): a value that begins with '-' goes after '--'. Real ids do (644 of Kinetics-400's
+    19,906 val clips, a YouTube id that begins with '-'; 13 of HMDB51's clips), and Click took
+    `flowstore show S.zarr -XvstEcJxV0_000001_000011` for options, "No such option: -X", naming
+    neither the id nor the way round it (found by review)."""
+    ctx = getattr(exc, "ctx", None)
+    if type(exc).__name__ != "NoSuchOption" or ctx is None:  # (Typer vendors its own Click)
+        return ""
+    listed = [param.name for param in ctx.command.params
+              if param.param_type_name == "argument" and param.nargs == -1]
+    if not listed:
+        return ""
+    given = next((arg for arg in sys.argv[1:] if arg.startswith(exc.option_name)),
+                 exc.option_name)
+    return f" ({listed[0]} that begin with '-' go after '--': ... -- {given})"
 
 
 def _standard_streams_for_any_text() -> None:
