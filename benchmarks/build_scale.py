@@ -258,8 +258,10 @@ def measure(samples: int, workers: int, workdir: Path, cluster: bool,
     if cluster:
         from dask.distributed import LocalCluster
 
+        # (the dashboard on a free port: on the default 8787, taken by another cluster's, Dask
+        # warned and moved, which pytest's warnings-as-errors made a failed smoke test)
         with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR) as local:
+                          dashboard_address=":0", silence_logs=logging.ERROR) as local:
             return _measure_builds(samples, workers, local.scheduler_address, source, full,
                                    partial, source_s, root, s3)
     return _measure_builds(samples, workers, None, source, full, partial, source_s, root, s3)
