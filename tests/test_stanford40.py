@@ -434,6 +434,11 @@ def test_bad_images_fail_alone_are_listed_and_retried_alone(tiny_source, tmp_pat
 @pytest.mark.parametrize("damage, message", [
     ("no ImageSplits", "no ImageSplits/ folder in"),
     ("no JPEGImages", "no JPEGImages/ folder in"),
+    # (the public copy the data README points to ships it so)
+    ("JPEGimages", "expected images like JPEGImages/applauding_001.jpg (there is 'JPEGimages/': "
+                   "rename it to JPEGImages/)"),
+    ("imagesplits", "as Stanford-40 ships them (there is 'imagesplits/': rename it to "
+                    "ImageSplits/)"),
     ("no images", "none of the 92 images its split lists is in"),
     ("ImageSplits as source", "--source is the folder that holds ImageSplits/ and JPEGImages/"),
 ])
@@ -443,6 +448,9 @@ def test_wrong_source_layout_is_one_line_and_exit_2(tiny_source, tmp_path, damag
         shutil.rmtree(source / "ImageSplits")
     elif damage == "no JPEGImages":
         shutil.rmtree(source / "JPEGImages")
+    elif damage in ("JPEGimages", "imagesplits"):
+        folder = {"JPEGimages": "JPEGImages", "imagesplits": "ImageSplits"}[damage]
+        (source / folder).rename(source / damage)
     elif damage == "no images":
         for path in (source / "JPEGImages").iterdir():
             path.rename(path.with_suffix(".jpeg"))

@@ -49,6 +49,19 @@ SPLIT_NAMES = ("train", "test")
 _SAMPLE_ID = re.compile(r"^(?P<action>.+)_(?P<number>\d+)$")
 
 
+def _other_case(source: Path, name: str) -> str:
+    """A refusal's hint where `source` holds `name` in another letter case: the public copy of
+    Stanford-40 this project's data README points to ships `JPEGimages/` (a lower-case i), and
+    "no JPEGImages/ folder" beside it sent users looking for a folder they could see. Not read
+    as it is: the name is the layout (a case-insensitive file system finds it anyway)."""
+    try:
+        found = sorted(entry.name for entry in source.iterdir()
+                       if entry.name.lower() == name.lower() and entry.is_dir())
+    except OSError:
+        return ""
+    return f" (there is {found[0] + '/'!r}: rename it to {name}/)" if found else ""
+
+
 def class_of(sample_id: str) -> str:
     """The action of a sample id: the id minus its trailing ``_NNN`` (``applauding_001``)."""
     match = _SAMPLE_ID.match(sample_id)
@@ -210,7 +223,7 @@ class Stanford40(ImageDataset):
         self.check_source_folder(source)
         splits_dir = source / SPLITS_DIR
         if not splits_dir.is_dir():
-            hint = ""
+            hint = _other_case(source, SPLITS_DIR)
             if (source / ACTIONS_FILE).is_file():
                 hint = f"; --source is the folder that holds {SPLITS_DIR}/ and {IMAGES_DIR}/"
             raise SourceLayoutError(
@@ -220,7 +233,8 @@ class Stanford40(ImageDataset):
         manifest = manifest_from_splits(read_image_splits(splits_dir))
         if not (source / IMAGES_DIR).is_dir():
             raise SourceLayoutError(f"no {IMAGES_DIR}/ folder in {str(source)!r}: expected "
-                                    f"images like {IMAGES_DIR}/{manifest.rows[0].id}{IMAGE_SUFFIX}")
+                                    f"images like {IMAGES_DIR}/{manifest.rows[0].id}{IMAGE_SUFFIX}"
+                                    f"{_other_case(source, IMAGES_DIR)}")
         return manifest
 
     def source_file(self, source: Path, sample_id: str) -> Path:
