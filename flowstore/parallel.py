@@ -91,7 +91,7 @@ class _InterruptSafePool(concurrent.futures.ThreadPoolExecutor):
             return super().submit(fn, *args, **kwargs)
 
 
-#: The signals a command stops on (`flowstore.cli.run_app` takes SIGTERM as Ctrl-C).
+#: The signals a command stops on (`flowstore.command.run_app` takes SIGTERM as Ctrl-C).
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 

@@ -440,7 +440,7 @@ def test_a_store_in_a_missing_folder_is_refused_in_one_line_or_made(tiny_tvhi_so
     pytest.param("file x.h5", True, id="h5-file-overwrite"),
     pytest.param("folder x.h5", True, id="h5-folder-overwrite", marks=pytest.mark.regression(
         reason=("bug: h5py's message holds a newline (HDF5 prints ctime()), so the "
-                             "error is two stderr lines; cli.fail should flatten the message"))),
+                             "error is two stderr lines; command.fail should flatten the message"))),
 ])
 def test_an_existing_non_store_is_never_deleted(kind, overwrite, tiny_tvhi_source, tmp_path):
     """A folder or file that merely has a store's name is not ours to delete, --overwrite or not."""

@@ -215,7 +215,7 @@ def test_the_cores_are_those_this_process_may_use(tiny_tvhi_source, monkeypatch)
 def test_a_system_error_reading_the_source_is_one_line_as_for_build(tmp_path, monkeypatch):
     """estimate caught flowstore's own errors alone: an OSError listing the source (a symlink
     loop's ELOOP, an I/O error) was an internal error, a traceback and exit 3, where build
-    said it on one line, exit 2 (`cli.INPUT_ERRORS`, one place for both)."""
+    said it on one line, exit 2 (`command.INPUT_ERRORS`, one place for both)."""
     import errno
 
     from typer.testing import CliRunner

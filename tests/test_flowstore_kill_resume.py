@@ -165,9 +165,9 @@ def test_sigterm_while_the_command_is_still_importing_is_one_line(program):
 #: connection's transport, in a build on S3).
 _CTRL_C_IN_A_FINALIZER = """
 import os, signal, time
-from flowstore import cli
+from flowstore import command
 
-signal.signal(signal.SIGINT, cli._on_ctrl_c)
+signal.signal(signal.SIGINT, command._on_ctrl_c)
 
 class Transport:
     def __del__(self):
@@ -199,7 +199,7 @@ def test_a_ctrl_c_landing_in_a_finalizer_is_not_lost():
 _CTRL_C_IN_A_FINALIZER_AT_THE_END = """
 import os, signal, sys, time
 import typer
-from flowstore import cli
+from flowstore import command
 
 app = typer.Typer()
 
@@ -218,7 +218,7 @@ def other() -> None:
     pass
 
 sys.argv = ["prog", "finish"]
-cli.run_app(app, "prog")
+command.run_app(app, "prog")
 """
 
 

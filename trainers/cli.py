@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from flowstore.cli import (add_version_option, fail, fail_interrupted, given_path, path_value,
-                           run_app)
+from flowstore.command import (add_version_option, fail, fail_interrupted, given_path,
+                               path_value, run_app)
 from flowstore.errors import FlowstoreError
 from trainers.catalogue import known_names
 from trainers.errors import RunInterruptedError, require_training_extra
