@@ -156,6 +156,16 @@ def _in_finalizer(frame: Any) -> bool:
     return False
 
 
+def stop_requested() -> bool:
+    """Whether a Ctrl-C or SIGTERM has reached this command (`_on_ctrl_c`), whether or not the
+    KeyboardInterrupt it raised got through: a library that catches everything swallows it
+    (Keras' `pythonify_logs`, run on every batch's logs in `fit` and `evaluate`, has a bare
+    `except: pass`; on the JAX backend, where the main thread waits there for each step,
+    nearly every Ctrl-C landed in it, and `trainers run` trained on and wrote its run, exit 0;
+    found by review). Code that runs such a library asks this and stops itself."""
+    return _CTRL_C
+
+
 def fail_interrupted(message: str) -> None:
     """Ctrl-C: one line and exit code 130; run as a process (`run_app`), the command then ends
     by SIGINT (`flowstore.console.die_by_sigint`)."""

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable
 import keras
 import numpy as np
 
+from flowstore.command import stop_requested
 from flowstore.progress import progress_bar, shows_progress
 from flowstore.reader import ALL
 from trainers.curves import curves_title, plot_curves
@@ -316,6 +317,24 @@ class StepProgress(keras.callbacks.Callback):
             self._bar = None
 
 
+class StopWhenAsked(keras.callbacks.Callback):
+    """Raise again a Ctrl-C or SIGTERM that Keras swallowed (`flowstore.command.
+    stop_requested`): at the end of each batch and epoch of `fit` and of `evaluate`, so the
+    command stops as on any other Ctrl-C (no run written; its resume point kept, listed after
+    the saver so a finished epoch's point is saved first)."""
+
+    def _stop_if_asked(self, *args: Any, **kwargs: Any) -> None:
+        stop_if_asked()
+
+    on_train_batch_end = on_test_batch_end = on_epoch_end = _stop_if_asked
+
+
+def stop_if_asked() -> None:
+    """A Ctrl-C or SIGTERM that reached the command, raised (again) here."""
+    if stop_requested():
+        raise KeyboardInterrupt
+
+
 class ViewScores(keras.callbacks.Callback):
     """Validation under segment (or frame) views: each epoch's `val_loss` and `val_accuracy`
     are the clip scores of `clip_scores`, written into the epoch's logs, so `BestEpoch`, the
@@ -536,6 +555,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     if options.resume_folder is not None:
         saver = resume.SaveResumePoints(options.resume_folder, best, point)
         callbacks.append(saver)
+    callbacks.append(StopWhenAsked())
     train = stream("train", train=True)
     EpochNumber.go_on_from(first_epoch, train, calibration)
     started = time.perf_counter()
@@ -560,7 +580,8 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
               f"run records", file=sys.stderr)
     test: dict[str, Any] | None = None
     if counts_per_split["test"]:
-        result = (model.evaluate(stream("test"), verbose=0, return_dict=True) if views is None
+        result = (model.evaluate(stream("test"), verbose=0, return_dict=True,
+                                 callbacks=[StopWhenAsked()]) if views is None
                   else clip_scores(model, views, stream("test")))
         test = {"accuracy": float(result["accuracy"]), "loss": float(result["loss"]),
                 "samples": counts_per_split["test"]}
@@ -582,6 +603,7 @@ def train_model(model_name: str, samples: StoreSamples, recipe: Recipe, options:
     }
     if point is not None:  # (the same weights as an unstopped run: said, not compared)
         metrics["resumed_at_epoch"] = point.epochs
+    stop_if_asked()  # (one swallowed in the last logs `evaluate` made, after its last batch)
     record = write_run(runs_dir, model, history, best, metrics)
     resume.discard(options.resume_folder)
     return record
