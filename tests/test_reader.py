@@ -1124,6 +1124,24 @@ def test_a_large_seed_orders_and_augments_as_no_other_seed_and_epoch_do():
 # -- adapters --------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("framework, method, adapter", [
+    ("tensorflow", "to_tf_dataset", "flowstore.reader.tf"),
+    ("keras", "to_keras_dataset", "flowstore.reader.keras")])
+def test_an_adapter_whose_framework_is_not_installed_says_which(store, monkeypatch, framework,
+                                                                method, adapter):
+    """"No module named 'tensorflow'" raised from inside flowstore read like a fault of its
+    install: a split says which of its methods needs which framework, and how to get it (still
+    a ModuleNotFoundError of that module, for code that catches it)."""
+    monkeypatch.setitem(sys.modules, framework, None)  # (its import fails, as where it is not)
+    monkeypatch.delitem(sys.modules, adapter, raising=False)
+    with flowstore.open(store) as ds:
+        with pytest.raises(ModuleNotFoundError,
+                           match=rf"^split\.{method} needs {framework}, which is not installed "
+                                 rf"here: pip install ") as raised:
+            getattr(ds.split("train"), method)(4)
+    assert raised.value.name == framework
+
+
 def test_tf_dataset_matches_the_plain_read(adapter_store):
     expected = plain_read(adapter_store, "train")
     with flowstore.open(adapter_store) as ds:

@@ -614,7 +614,9 @@ class Split:
                       augment: bool | Augmentation | None = None,
                       parallel_reads: int | None = None, epoch: Any = None):
         """A `tf.data.Dataset` of `(features, label)` batches (`flowstore.reader.tf`)."""
-        from flowstore.reader.tf import to_tf_dataset
+        with _framework_needed("tensorflow", "to_tf_dataset",
+                               "pip install tensorflow (or 'flowstore[train]')"):
+            from flowstore.reader.tf import to_tf_dataset
 
         return to_tf_dataset(self, batch_size, shuffle=shuffle, seed=seed, augment=augment,
                              parallel_reads=parallel_reads, epoch=epoch)
@@ -623,7 +625,9 @@ class Split:
                          augment: bool | Augmentation | None = None, **pydataset_options: Any):
         """A Keras 3 `PyDataset` of `(features, label)` batches, for any Keras backend
         (`flowstore.reader.keras`)."""
-        from flowstore.reader.keras import SplitPyDataset
+        with _framework_needed("keras", "to_keras_dataset",
+                               "pip install keras and a backend (or 'flowstore[train]')"):
+            from flowstore.reader.keras import SplitPyDataset
 
         return SplitPyDataset(self, batch_size, shuffle=shuffle, seed=seed, augment=augment,
                               **pydataset_options)
@@ -638,3 +642,18 @@ class Split:
     def __repr__(self) -> str:
         return (f"Split({self._location!r}, {self.name!r}, {len(self)} samples, "
                 f"features={self.features})")
+
+
+@contextlib.contextmanager
+def _framework_needed(framework: str, method: str, install: str) -> Iterator[None]:
+    """An adapter's framework missing, said as such: "No module named 'tensorflow'" from inside
+    flowstore read like a fault of flowstore's install (`pip install flowstore` brings no
+    framework; found by review). Still a ModuleNotFoundError of `framework`, for code that
+    catches it; any other missing module is raised as it is."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        if exc.name != framework:
+            raise
+        raise ModuleNotFoundError(f"split.{method} needs {framework}, which is not installed "
+                                  f"here: {install}", name=framework) from None
