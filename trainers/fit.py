@@ -319,14 +319,14 @@ class StepProgress(keras.callbacks.Callback):
 
 class StopWhenAsked(keras.callbacks.Callback):
     """Raise again a Ctrl-C or SIGTERM that Keras swallowed (`flowstore.command.
-    stop_requested`): at the end of each batch and epoch of `fit` and of `evaluate`, so the
-    command stops as on any other Ctrl-C (no run written; its resume point kept, listed after
-    the saver so a finished epoch's point is saved first)."""
+    stop_requested`): at the end of each batch and epoch of `fit`, `evaluate` and `predict`,
+    so the command stops as on any other Ctrl-C (no run written; its resume point kept, listed
+    after the saver so a finished epoch's point is saved first)."""
 
     def _stop_if_asked(self, *args: Any, **kwargs: Any) -> None:
         stop_if_asked()
 
-    on_train_batch_end = on_test_batch_end = on_epoch_end = _stop_if_asked
+    on_train_batch_end = on_test_batch_end = on_predict_batch_end = on_epoch_end = _stop_if_asked
 
 
 def stop_if_asked() -> None:

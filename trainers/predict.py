@@ -271,6 +271,7 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
 
     from trainers.backend import store_errors_raised
     from trainers.data import ClipViews, InputOptions, make_dataset
+    from trainers.fit import StopWhenAsked, stop_if_asked
     from trainers.models import load_trained
 
     model = load_trained(record.model_file)
@@ -281,10 +282,11 @@ def predict_samples(record: RunRecord, samples: StoreSamples, split: str) -> Spl
         augment=views.every_view if views is not None else False))
     with store_errors_raised():
         if views is None:
-            logits = np.asarray(keras.ops.convert_to_numpy(model.predict(dataset, verbose=0)),
-                                dtype=np.float64)
+            logits = np.asarray(keras.ops.convert_to_numpy(
+                model.predict(dataset, verbose=0, callbacks=[StopWhenAsked()])), dtype=np.float64)
         else:
             logits = views.clip_logits(model, dataset)[0].astype(np.float64)
+    stop_if_asked()  # (one Keras swallowed in the last batch's logs)
     rows = samples.split(split)
     _check_finite(logits, rows.ids, split)
     store_classes = samples.info.classes or tuple(str(k) for k in range(samples.num_classes))
