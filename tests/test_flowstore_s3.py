@@ -80,7 +80,7 @@ def test_only_a_bucket_the_endpoint_says_is_missing_is_called_missing(monkeypatc
                         (ConnectionError("Could not connect to the endpoint URL"), ""),
                         (None, "")]:
         monkeypatch.setattr(fsspec.core, "url_to_fs",
-                            lambda url, error=error: (Endpoint(error), "b/x.zarr"))
+                            lambda url, error=error, **options: (Endpoint(error), "b/x.zarr"))
         assert _missing_bucket("s3://b/x.zarr") == said, error
 
 
@@ -110,6 +110,41 @@ def test_missing_credentials_and_bad_endpoint_are_one_line(s3_env, s3_store, tmp
     dead = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{_free_port()}", "AWS_MAX_ATTEMPTS": "1"}
     line = assert_one_line_error(flowstore_cli("inspect", s3_store, env=dead, timeout=120))
     assert "cannot access" in line
+
+
+def test_an_endpoint_that_takes_connections_and_never_answers_is_one_line(s3_env, tmp_path):
+    """A stopped or overloaded server (or a firewall dropping replies) takes the connection and
+    says nothing: botocore's retries inside s3fs's, 5 x 5 tries, held every command for
+    minutes a request, saying nothing (found by review). botocore's are off now: s3fs's 5 tries
+    of each request, then one line. (A 1 s read timeout here, given as a user gives one, in
+    fsspec's configuration, which is kept: the default 15 s makes it about 80 s.)"""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def take_and_keep_quiet():
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:  # (closed: the test is over)
+                return
+
+    threading.Thread(target=take_and_keep_quiet, daemon=True).start()
+    silent = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{listener.getsockname()[1]}",
+              "FSSPEC_S3": '{"config_kwargs": {"read_timeout": 1, "connect_timeout": 1}}'}
+    try:
+        line = assert_one_line_error(flowstore_cli("inspect", "s3://features/t.zarr",
+                                                   env=silent, timeout=120))
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    assert line.startswith("error: cannot access 's3://features/t.zarr'") and "Timeout" in line
+    # one request given up after s3fs's 5 tries (and the hint's look at the bucket, 5 more),
+    # not 5 botocore attempts in each
+    assert len(accepted) <= 10, len(accepted)
 
 
 def test_hdf5_urls_are_refused(s3_env):

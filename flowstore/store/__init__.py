@@ -88,6 +88,35 @@ def url_parts(path: str | Path) -> tuple[str, list[str]]:
     return scheme, rest.split("/")
 
 
+def url_options(location: str | Path) -> dict[str, Any]:
+    """The fsspec options every URL store is opened with (`url_filesystem`, and zarr's own
+    opening of the store).
+
+    On S3: botocore's retries off, as s3fs retries each request itself (5 tries, a 15 s read
+    timeout each). With both, an endpoint that took connections and never answered (a stopped
+    or overloaded server, a firewall dropping replies) held a command for minutes a request,
+    5 x 5 tries, saying nothing (`flowstore inspect`, a build, `flowstore.open`; found by
+    review); now a request gives up after about 80 s and the command says it in one line, as
+    for any endpoint lost. A user's own setting wins: `AWS_MAX_ATTEMPTS`, or `retries` in
+    fsspec's configuration of s3 (`FSSPEC_S3='{"config_kwargs": {...}}'`), whose other
+    `config_kwargs` (a read timeout) are kept beside this one."""
+    if url_parts(location)[0] not in ("s3", "s3a") or "AWS_MAX_ATTEMPTS" in os.environ:
+        return {}
+    import fsspec.config
+
+    configured = dict(fsspec.config.conf.get("s3", {}).get("config_kwargs") or {})
+    if "retries" in configured:
+        return {}
+    return {"config_kwargs": {**configured, "retries": {"max_attempts": 1}}}
+
+
+def url_filesystem(location: str | Path) -> tuple[Any, str]:
+    """The fsspec file system of a URL store and its path there, opened with `url_options`."""
+    import fsspec
+
+    return fsspec.core.url_to_fs(str(location), **url_options(location))
+
+
 #: fsspec schemes whose files live in the memory of the process that wrote them.
 _PROCESS_SCHEMES = ("memory",)
 
@@ -276,12 +305,10 @@ def _missing_bucket(location: str | Path) -> str:
     not there (the build said so, the reader and `inspect` said only "no store at"), else ""."""
     if not is_url(location):
         return ""
-    import fsspec
-
     # (a hint only: the refusal stands without it; `exists` is no test, as it answers False
     # for an endpoint that stopped answering too, which this called a missing bucket)
     with contextlib.suppress(Exception):
-        filesystem, root = fsspec.core.url_to_fs(str(location))
+        filesystem, root = url_filesystem(location)
         bucket = root.split("/", 1)[0]
         # (a file system whose paths keep their URL, as http's do, has no bucket: a store at
         # `http://localhost:1/x.zarr` was said to be in a bucket 'http:' that does not exist)
@@ -628,10 +655,8 @@ def create_store(path: str | Path, *, attrs: Mapping[str, Any], specs: list[Arra
 
 def _holds_objects(location: str) -> bool:
     """Whether anything lies under an object-store prefix (a URL store is made in place)."""
-    import fsspec
-
     with remote_errors(location):
-        fs, root = fsspec.core.url_to_fs(str(location))
+        fs, root = url_filesystem(location)
         return bool(fs.exists(root))
 
 

@@ -34,7 +34,8 @@ from zarr.core.sync import sync
 
 from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, StoreError,
                               missing_chunk)
-from flowstore.store import is_url, object_store_failure, remote_reason
+from flowstore.store import (is_url, object_store_failure, remote_reason, url_filesystem,
+                             url_options)
 from flowstore.store.base import (DAMAGE_ERRORS, STRING, ArrayInfo, ArraySpec, Capabilities,
                                   RootNow, Store, changed_spans, check_columns, column_chunks,
                                   done_revision_of, fsync_path, tree_bytes, unreadable_array)
@@ -78,6 +79,12 @@ URL_STORE_ID_INTERVAL = 2.0
 def _absolute(path: Path | str) -> str:
     """A local store's path made absolute (a URL as it is)."""
     return str(path) if is_url(path) else os.path.abspath(path)
+
+
+def _storage_options(path: Path | str) -> dict[str, Any] | None:
+    """What zarr opens a URL store with (`flowstore.store.url_options`); a local path takes
+    none (zarr refuses storage options it would not use)."""
+    return (url_options(path) or None) if is_url(path) else None
 
 
 def _object_stores_failure(path: Path | str, exc: Exception) -> bool:
@@ -167,17 +174,13 @@ class ZarrStore(Store):
     def exists(cls, location: Path | str) -> bool:
         if not is_url(location):
             return Path(location).exists()
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(str(location))
+        fs, root = url_filesystem(location)
         return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
     @classmethod
     def remove(cls, location: Path | str) -> None:
         if is_url(location):
-            import fsspec
-
-            fs, root = fsspec.core.url_to_fs(str(location))
+            fs, root = url_filesystem(location)
             fs.rm(root, recursive=True)
         elif Path(location).is_dir():
             shutil.rmtree(location)
@@ -205,7 +208,8 @@ class ZarrStore(Store):
         check_columns(num_samples, columns)
         try:
             group = zarr.open_group(_absolute(path), mode="w-", zarr_format=3,
-                                    attributes={CREATING_ATTR: True})
+                                    attributes={CREATING_ATTR: True},
+                                    storage_options=_storage_options(path))
             for name, values in columns.items():
                 arr = _create_column(group, name, num_samples)
                 if num_samples:  # (chunks equal to the fill value are not written)
@@ -232,7 +236,8 @@ class ZarrStore(Store):
     def open(cls, path: Path | str, mode: str) -> "ZarrStore":
         try:
             group = zarr.open_group(_absolute(path), mode=mode, zarr_format=3,
-                                    use_consolidated=False)
+                                    use_consolidated=False,
+                                    storage_options=_storage_options(path))
         except BaseException:
             _forget_zarr_loop_unless_running()
             raise
