@@ -275,7 +275,8 @@ def _dash_hint(exc: Exception) -> str:
     `flowstore show S.zarr -XvstEcJxV0_000001_000011` for options, "No such option: -X", naming
     neither the id nor the way round it (found by review)."""
     ctx = getattr(exc, "ctx", None)
-    if type(exc).__name__ != "NoSuchOption" or ctx is None:  # (Typer vendors its own Click)
+    if (type(exc).__name__ != "NoSuchOption" or ctx is None  # (Typer vendors its own Click)
+            or getattr(exc, "possibilities", None)):  # (a typo: Click names the option meant)
         return ""
     listed = [param.name for param in ctx.command.params
               if param.param_type_name == "argument" and param.nargs == -1]

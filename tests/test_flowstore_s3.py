@@ -142,9 +142,38 @@ def test_an_endpoint_that_takes_connections_and_never_answers_is_one_line(s3_env
         for connection in accepted:
             connection.close()
     assert line.startswith("error: cannot access 's3://features/t.zarr'") and "Timeout" in line
-    # one request given up after s3fs's 5 tries (and the hint's look at the bucket, 5 more),
-    # not 5 botocore attempts in each
-    assert len(accepted) <= 10, len(accepted)
+    # one request given up after s3fs's 5 tries, not 5 botocore attempts in each
+    assert len(accepted) <= 5, len(accepted)
+
+
+def test_a_users_own_retry_setting_wins(tmp_path, monkeypatch):
+    """botocore's retries are turned off only where the user set none: not over the AWS
+    configuration's `max_attempts` (environment or config file), nor over fsspec's `retries`
+    (the file's was overridden at first; found by review); fsspec's other settings are kept."""
+    pytest.importorskip("s3fs")
+    import fsspec.config
+
+    from flowstore.store import url_options
+
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    for name in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    off = {"config_kwargs": {"retries": {"total_max_attempts": 1}}}
+    assert url_options("s3://b/x.zarr") == off
+    assert url_options("gs://b/x.zarr") == url_options(tmp_path / "x.zarr") == {}
+    (tmp_path / "config").write_text("[default]\nmax_attempts = 7\n")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    assert url_options("s3://b/x.zarr") == {}
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "3")
+    assert url_options("s3://b/x.zarr") == {}
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS")
+    monkeypatch.setattr(fsspec.config, "conf", {"s3": {"config_kwargs": {"read_timeout": 60}}})
+    assert url_options("s3://b/x.zarr") == {
+        "config_kwargs": {"read_timeout": 60, "retries": {"total_max_attempts": 1}}}
+    monkeypatch.setattr(fsspec.config, "conf", {"s3a": {"config_kwargs": {"retries": {}}}})
+    assert url_options("s3://b/x.zarr") == {}
 
 
 def test_hdf5_urls_are_refused(s3_env):

@@ -422,7 +422,10 @@ def test_an_id_that_begins_with_a_dash_is_told_to_go_after_two_dashes(stores, tm
         f"error: No such option: -X (ids that begin with '-' go after '--': ... -- {kinetics_id})")
     after = flowstore_cli("show", stores["float16"], "--out", tmp_path / "x", "--", kinetics_id)
     assert assert_one_line_error(after).startswith(f"error: no sample '{kinetics_id}' in store")
-    # (a command that takes no list of values says nothing of '--')
+    # (nor a typo of an option, which Click names, nor a command that takes no list of values)
+    typo = flowstore_cli("show", stores["float16"], "--outt", tmp_path / "x")
+    assert assert_one_line_error(typo) == (
+        "error: No such option: --outt (Possible options: --out, --quiet)")
     inspected = flowstore_cli("inspect", stores["float16"], "--bogus")
     assert assert_one_line_error(inspected) == "error: No such option: --bogus"
 

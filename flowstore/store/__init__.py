@@ -92,22 +92,27 @@ def url_options(location: str | Path) -> dict[str, Any]:
     """The fsspec options every URL store is opened with (`url_filesystem`, and zarr's own
     opening of the store).
 
-    On S3: botocore's retries off, as s3fs retries each request itself (5 tries, a 15 s read
-    timeout each). With both, an endpoint that took connections and never answered (a stopped
-    or overloaded server, a firewall dropping replies) held a command for minutes a request,
-    5 x 5 tries, saying nothing (`flowstore inspect`, a build, `flowstore.open`; found by
-    review); now a request gives up after about 80 s and the command says it in one line, as
-    for any endpoint lost. A user's own setting wins: `AWS_MAX_ATTEMPTS`, or `retries` in
-    fsspec's configuration of s3 (`FSSPEC_S3='{"config_kwargs": {...}}'`), whose other
-    `config_kwargs` (a read timeout) are kept beside this one."""
-    if url_parts(location)[0] not in ("s3", "s3a") or "AWS_MAX_ATTEMPTS" in os.environ:
+    On S3: botocore's retries off (one attempt in all: its `max_attempts` counts retries), as
+    s3fs retries each request itself (5 tries, a 15 s read timeout each). With both, an
+    endpoint that took connections and never answered (a stopped or overloaded server, a
+    firewall dropping replies) held a command for minutes a request, 5 x 5 tries, saying
+    nothing (`flowstore inspect`, a build, `flowstore.open`; found by review); now a request
+    gives up after about 80 s and the command says it in one line, as for any endpoint lost.
+    A user's own setting wins: `max_attempts` in the AWS configuration (`AWS_MAX_ATTEMPTS`,
+    the config file's profile), or `retries` in fsspec's configuration of s3
+    (`FSSPEC_S3='{"config_kwargs": {...}}'`), whose other `config_kwargs` (a read timeout)
+    are kept beside this one."""
+    if url_parts(location)[0] not in ("s3", "s3a"):
         return {}
+    import botocore.session
     import fsspec.config
 
-    configured = dict(fsspec.config.conf.get("s3", {}).get("config_kwargs") or {})
-    if "retries" in configured:
+    configured = {**(fsspec.config.conf.get("s3", {}).get("config_kwargs") or {}),
+                  **(fsspec.config.conf.get("s3a", {}).get("config_kwargs") or {})}
+    if ("retries" in configured
+            or botocore.session.get_session().get_config_variable("max_attempts") is not None):
         return {}
-    return {"config_kwargs": {**configured, "retries": {"max_attempts": 1}}}
+    return {"config_kwargs": {**configured, "retries": {"total_max_attempts": 1}}}
 
 
 def url_filesystem(location: str | Path) -> tuple[Any, str]:
