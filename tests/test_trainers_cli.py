@@ -298,6 +298,7 @@ def converting(value):
             sum(range(1000))  # (the handler runs in here)
     return convert(value)
 backend.convert_to_numpy = converting
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal: not as nohup left it)
 sys.argv = ["trainers", "run", "flow", "--store", sys.argv[1], "--runs-dir", sys.argv[2],
             "--epochs", "2", "--quiet"]
 from trainers.cli import main

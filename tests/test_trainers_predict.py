@@ -107,6 +107,7 @@ def converting(value):
         sum(range(1000))  # (the handler runs in here)
     return convert(value)
 backend.convert_to_numpy = converting
+signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal: not as nohup left it)
 sys.argv = ["trainers", "predict", sys.argv[1], "--out", sys.argv[2]]
 from trainers.cli import main
 main()
