@@ -645,6 +645,37 @@ def test_the_comparisons_legend_fits_the_figure_however_many_fields_a_run_overro
         assert name in said, said
 
 
+def test_class_names_and_ids_with_dollar_signs_are_drawn_as_written(drawn, runs):
+    """Matplotlib reads text between `$` signs as maths: a class folder named `p$^$q` made the
+    report an internal error, and `cost $5 and $6` was drawn as `cost 5and6` in italics (found
+    by review)."""
+    from trainers.html_report import confusion_png
+
+    classes = ("p$^$q", "cost $5 and $6")
+    labels = np.array([0, 1, 0, 1])
+    predictions = SplitPredictions(
+        classes=classes, ids=np.array(["p$^$q/a", "b", "c", "d"]), labels=labels,
+        predicted=1 - labels, probabilities=np.eye(2)[1 - labels],
+        true_classes=np.array([classes[k] for k in labels]), splits=np.array(["test"] * 4))
+    confusion_png(predictions, "flow")
+    (figure,) = drawn
+    renderer = figure.canvas.get_renderer()
+    (matrix,) = [ax for ax in figure.axes if ax.get_xticklabels()]
+    for label in matrix.get_xticklabels() + matrix.get_yticklabels():
+        assert label.get_text() in classes and not label.get_parse_math()
+        label.get_window_extent(renderer)  # (drawn: raised ValueError for `p$^$q`)
+    import dataclasses
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    named = ("p$^$q", "cost $5 and $6", "x_{y}^z", "a$b")
+    wrong = dataclasses.replace(_predictions(labels, (labels + 1) % 4), classes=named,
+                                true_classes=np.array([named[k] for k in labels], dtype=object))
+    strip = Page(_misclassified(_latest(runs, "flow"), "flow", wrong))  # (raised ValueError)
+    assert len(strip.images) == 1
+    titles = [ax.title for ax in drawn[-1].axes if ax.title.get_text()]
+    assert titles and not any(title.get_parse_math() for title in titles)
+
+
 @pytest.mark.parametrize("count", [2, 3, 40])
 def test_a_confusion_matrix_shows_its_whole_title(drawn, count):
     """A model of 2 or 3 classes drew a figure 4-5 in wide, and its title ("TV-HI two-stream

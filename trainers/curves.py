@@ -6,12 +6,31 @@ state, safe on a headless machine and inside a test run.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
+import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
+
+
+Draw = TypeVar("Draw", bound=Callable[..., Any])
+
+
+def text_as_given(draw: Draw) -> Draw:
+    """Draw every text of the figures `draw` makes as it is written: matplotlib reads text
+    between `$` signs as maths, and a class folder or clip named with them (`p$^$q`, `cost $5
+    and $6`) made `trainers report --out/--html` an internal error, or drew a class the store
+    does not have (`cost 5and6` in italics; found by review)."""
+
+    @functools.wraps(draw)
+    def drawing(*args: Any, **kwargs: Any) -> Any:
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return drawing  # type: ignore[return-value]
 
 
 def curves_title(metrics: Mapping) -> str:
@@ -23,6 +42,7 @@ def curves_title(metrics: Mapping) -> str:
     return f"{metrics['model']} on {store.get('dataset', 'its store')}{where}"
 
 
+@text_as_given
 def plot_curves(history: Mapping[str, Sequence[float]], path: str | Path, *, title: str,
                 best_epoch: int | None = None) -> Path:
     """Save a two-panel PNG (accuracy | loss) of a Keras history.

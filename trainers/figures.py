@@ -22,6 +22,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from trainers.curves import text_as_given
 from trainers.errors import ReportOutputError
 from trainers.html_report import RunPictures, StoreUnavailable, figure_png
 from trainers.outputs import check_output, write_whole
@@ -138,6 +139,7 @@ def _written_before(out: Path) -> set[str]:
     return {name for name in listed if name and Path(name).name == name}
 
 
+@text_as_given
 def comparison_png(records: list[RunRecord]) -> bytes:
     """Each model's test accuracy beside the report's (Table 2), as grouped bars.
 

@@ -38,6 +38,7 @@ import flowstore
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
+from trainers.curves import text_as_given
 from trainers.errors import (DamagedRunError, ModelConfigError, ReportOutputError,
                              UnknownModelError, WrongDatasetError)
 from trainers.outputs import check_output, refuse_inside_a_run_or_store, write_whole
@@ -300,6 +301,7 @@ def _per_class_table(predictions: SplitPredictions) -> str:
     return html_table(["Class", "Test acc", "Correct"], rows)
 
 
+@text_as_given
 def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     """The test split's confusion matrix as a PNG: one image of the counts, each class named
     and each count written in its cell up to `CONFUSION_LABELLED_UP_TO` classes.
@@ -347,6 +349,7 @@ def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
     return figure_png(figure)
 
 
+@text_as_given
 def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) -> str:
     wrong = predictions.misclassified
     if not wrong.size:
