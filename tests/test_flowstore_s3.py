@@ -594,6 +594,10 @@ def test_an_object_stores_refusal_mid_run_names_the_store_and_a_bug_stays_a_bug(
         def write(self) -> None:
             raise self.error
 
+        @_object_store_io("reading")
+        def read(self) -> None:
+            raise self.error
+
     url = "s3://b/x.zarr"
     cases = [(PermissionError("Access Denied"),
               f"the object store refused writing {url!r} (PermissionError: Access Denied)"),
@@ -605,6 +609,10 @@ def test_an_object_stores_refusal_mid_run_names_the_store_and_a_bug_stays_a_bug(
         with pytest.raises(ObjectStoreError) as raised:
             Store(url, error).write()
         assert str(raised.value) == said and raised.value.__cause__ is error
+    # (a read keeps nothing: it is read again, not a command run again)
+    with pytest.raises(ObjectStoreError) as raised:
+        Store(url, EndpointConnectionError(endpoint_url="http://e")).read()
+    assert str(raised.value).endswith("); read again once it answers")
     from botocore.exceptions import ParamValidationError
 
     for store in (Store(url, ZeroDivisionError("a bug")),  # (a bad argument to the client too)

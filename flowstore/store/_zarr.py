@@ -115,10 +115,13 @@ def _object_store_io(doing: str) -> Callable[[Callable], Callable]:
                 if not _object_stores_failure(self.path, exc):
                     raise
                 if object_store_failure(exc):
+                    # (a read keeps nothing and changes nothing: only a write's advice says
+                    # what is kept; a reader's said it too, found by review)
+                    advice = ("what it held before is kept: run the command again"
+                              if doing == "writing" else "read again")
                     raise ObjectStoreError(f"lost the object store while {doing} "
-                                           f"{str(self.path)!r} ({remote_reason(exc)}); what "
-                                           f"it held before is kept: run the command again "
-                                           f"once it answers") from exc
+                                           f"{str(self.path)!r} ({remote_reason(exc)}); "
+                                           f"{advice} once it answers") from exc
                 raise ObjectStoreError(f"the object store refused {doing} "
                                        f"{str(self.path)!r} ({remote_reason(exc)})") from exc
         return wrapped
