@@ -176,6 +176,18 @@ def test_a_users_own_retry_setting_wins(tmp_path, monkeypatch):
     assert url_options("s3://b/x.zarr") == {}
 
 
+def test_a_url_of_a_scheme_alone_is_refused_as_given():
+    """`flowstore.open('s3://')` (and `inspect s3://`) named it `'s3:'`, its slashes stripped
+    as a URL's trailing ones."""
+    import flowstore
+    from flowstore.errors import StoreError
+
+    with pytest.raises(StoreError, match=r"got 's3://'$"):
+        flowstore.open("s3://")
+    with pytest.raises(StoreError, match=r"got 's3://b/x'$"):
+        flowstore.open("s3://b/x//")
+
+
 def test_hdf5_urls_are_refused(s3_env):
     assert ".zarr URL" in assert_one_line_error(flowstore_cli("inspect", "s3://features/x.h5", env=s3_env))
 

@@ -326,7 +326,12 @@ def _missing_bucket(location: str | Path) -> str:
 
 
 def _as_location(path: str | Path) -> str | Path:
-    return str(path).rstrip("/") if is_url(path) else Path(path)
+    """A URL without its trailing slashes (not those of its `://`: `s3://` alone was refused
+    as `'s3:'`, where `build --store` named it `'s3://'`; found by review), else a Path."""
+    if not is_url(path):
+        return Path(path)
+    scheme, separator, rest = str(path).partition("://")
+    return scheme + separator + rest.rstrip("/")
 
 
 def _real_place(path: str | Path) -> str | Path:
