@@ -21,6 +21,33 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 
 
+def run_python(script: str, *args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`script` run by a new interpreter that imports this checkout, with `args` as its
+    `sys.argv[1:]`: for a command that must meet a signal or a patch of its own."""
+    return subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+#: The opening of a script whose command meets a Ctrl-C where Keras swallows it: inside
+#: `pythonify_logs` (each batch's logs in fit, evaluate and predict), whose bare `except: pass`
+#: drops the KeyboardInterrupt; once, at its first call. SIGINT's default handler is set first,
+#: as a terminal has it: a test run started under nohup hands it on ignored, and the command
+#: then installs no handler of its own. The script goes on to run its command.
+CTRL_C_WHERE_KERAS_SWALLOWS = """
+import os, signal, sys
+from keras.src import backend
+convert = backend.convert_to_numpy
+def converting(value):
+    if sys._getframe(1).f_code.co_name == "pythonify_logs":  # (inside its try)
+        backend.convert_to_numpy = convert  # (once)
+        os.kill(os.getpid(), signal.SIGINT)
+        sum(range(1000))  # (the handler runs in here)
+    return convert(value)
+backend.convert_to_numpy = converting
+signal.signal(signal.SIGINT, signal.default_int_handler)
+"""
+
+
 def load_benchmark(name: str):
     """`benchmarks/NAME.py` imported as a module (the folder is not a package)."""
     spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import CTRL_C_WHERE_KERAS_SWALLOWS, REPO, run_python
 from trainers.cli import app
 from trainers.testing import make_tiny_store
 
 runner = CliRunner()
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _one_error_line(result) -> str:
@@ -276,29 +276,15 @@ def test_sigterm_while_a_run_is_written_leaves_no_work_folder(stores, tmp_path):
     import signal
 
     runs = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-c", _SIGTERM_WHILE_WRITING, str(stores["tvhi"]),
-                             str(runs)], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_python(_SIGTERM_WHILE_WRITING, stores["tvhi"], runs)
     assert result.returncode == -signal.SIGTERM, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == "error: interrupted; no run was written"
     assert not runs.exists() or list(runs.iterdir()) == []  # (the lock made it, and removed it)
 
 
-#: `trainers run` whose Ctrl-C lands inside Keras' `pythonify_logs` (run on each batch's logs),
-#: whose bare `except: pass` swallows it: on the JAX backend nearly every Ctrl-C did.
-_CTRL_C_KERAS_SWALLOWS = """
-import os, signal, sys
-from keras.src import backend
-convert, calls = backend.convert_to_numpy, []
-def converting(value):
-    if sys._getframe(1).f_code.co_name == "pythonify_logs":  # (inside its try)
-        calls.append(value)
-        if len(calls) == 3:  # (once)
-            os.kill(os.getpid(), signal.SIGINT)
-            sum(range(1000))  # (the handler runs in here)
-    return convert(value)
-backend.convert_to_numpy = converting
-signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal: not as nohup left it)
+#: `trainers run` whose Ctrl-C lands where Keras swallows it, in a batch's logs: on the JAX
+#: backend nearly every Ctrl-C did.
+_CTRL_C_KERAS_SWALLOWS = CTRL_C_WHERE_KERAS_SWALLOWS + """
 sys.argv = ["trainers", "run", "flow", "--store", sys.argv[1], "--runs-dir", sys.argv[2],
             "--epochs", "2", "--quiet"]
 from trainers.cli import main
@@ -313,9 +299,7 @@ def test_a_ctrl_c_that_keras_swallows_still_stops_the_run(stores, tmp_path):
     import signal
 
     runs = tmp_path / "runs"
-    result = subprocess.run([sys.executable, "-c", _CTRL_C_KERAS_SWALLOWS, str(stores["tvhi"]),
-                             str(runs)], capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_python(_CTRL_C_KERAS_SWALLOWS, stores["tvhi"], runs)
     assert result.returncode == -signal.SIGINT, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == "error: interrupted; no run was written"
     assert not runs.exists() or [p for p in runs.iterdir() if p.name != ".resume"] == []

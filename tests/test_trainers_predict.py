@@ -19,7 +19,7 @@ import flowstore
 from trainers.cli import app
 from trainers.predict import extraction_differences, open_run_samples
 from trainers.runs import list_runs, read_run
-from tests.conftest import chunk_file
+from tests.conftest import CTRL_C_WHERE_KERAS_SWALLOWS, chunk_file, run_python
 from trainers.testing import TVHI_CLASSES, make_tiny_store
 
 runner = CliRunner()
@@ -94,20 +94,9 @@ def test_out_dash_is_standard_output(trained, tmp_path, monkeypatch):
     assert not (tmp_path / "-").exists() and "written to" not in result.stderr
 
 
-#: `trainers predict` whose Ctrl-C lands inside Keras' `pythonify_logs` of a batch's outputs,
-#: whose bare `except: pass` swallows it (`tests/test_trainers_cli.py` has the same in `fit`).
-_CTRL_C_KERAS_SWALLOWS = """
-import os, signal, sys
-from keras.src import backend
-convert = backend.convert_to_numpy
-def converting(value):
-    if sys._getframe(1).f_code.co_name == "pythonify_logs":  # (inside its try)
-        backend.convert_to_numpy = convert  # (once)
-        os.kill(os.getpid(), signal.SIGINT)
-        sum(range(1000))  # (the handler runs in here)
-    return convert(value)
-backend.convert_to_numpy = converting
-signal.signal(signal.SIGINT, signal.default_int_handler)  # (as in a terminal: not as nohup left it)
+#: `trainers predict` whose Ctrl-C lands where Keras swallows it, in a batch's output logs
+#: (`tests/test_trainers_cli.py` has the same in `fit`).
+_CTRL_C_KERAS_SWALLOWS = CTRL_C_WHERE_KERAS_SWALLOWS + """
 sys.argv = ["trainers", "predict", sys.argv[1], "--out", sys.argv[2]]
 from trainers.cli import main
 main()
@@ -116,19 +105,12 @@ main()
 
 def test_a_ctrl_c_that_keras_swallows_still_stops_a_prediction(trained, tmp_path):
     """The predictions were made to the end and written, exit 0, as if never interrupted."""
-    import os
     import signal
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
 
     _, run = trained
     out = tmp_path / "test.csv"
     out.write_text("an earlier file\n")
-    result = subprocess.run([sys.executable, "-c", _CTRL_C_KERAS_SWALLOWS, str(run), str(out)],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    result = run_python(_CTRL_C_KERAS_SWALLOWS, run, out)
     assert result.returncode == -signal.SIGINT, result.stderr[-2000:]
     assert result.stderr.strip().splitlines()[-1] == "error: interrupted"
     assert out.read_text() == "an earlier file\n"
