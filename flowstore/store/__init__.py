@@ -102,7 +102,7 @@ def url_options(location: str | Path) -> dict[str, Any]:
     the config file's profile), or `retries` in fsspec's configuration of s3
     (`FSSPEC_S3='{"config_kwargs": {...}}'`), whose other `config_kwargs` (a read timeout)
     are kept beside this one."""
-    if url_parts(location)[0] not in ("s3", "s3a"):
+    if not is_url(location) or url_parts(location)[0] not in ("s3", "s3a"):
         return {}
     import botocore.session
     import fsspec.config

@@ -82,9 +82,9 @@ def _absolute(path: Path | str) -> str:
 
 
 def _storage_options(path: Path | str) -> dict[str, Any] | None:
-    """What zarr opens a URL store with (`flowstore.store.url_options`); a local path takes
-    none (zarr refuses storage options it would not use)."""
-    return (url_options(path) or None) if is_url(path) else None
+    """What zarr opens a store with (`flowstore.store.url_options`); None where there are none
+    (a local path: zarr refuses storage options it would not use)."""
+    return url_options(path) or None
 
 
 def _object_stores_failure(path: Path | str, exc: Exception) -> bool:
