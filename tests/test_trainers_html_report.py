@@ -194,6 +194,45 @@ def test_misclassified_samples_show_frame_and_flow(runs):
     assert "every test sample is classified right" in _misclassified(record, "flow", right)
 
 
+def test_misclassified_sample_titles_stay_within_their_column(runs, monkeypatch):
+    """Long ids (videofolder's `class/clip`, HMDB51's) and long class names (Kinetics') are
+    broken into lines of the column's width, and cut in the middle beyond two lines: one line
+    each ran over the neighbouring columns' titles."""
+    import trainers.html_report as html_report_module
+
+    record = _latest(runs, "flow")
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    ids = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "April_09_brush_hair_u_nm_np1_ba_goo_0",
+           "WWMMWWMMWWMMWWMMWWMMWWMMW", "a" * 200, "-X4bQ2mW_z0_000010_000020", "clip5",
+           "clip6", "class/" * 20 + "clip7"]
+    classes = ("exercising with an exercise ball", "highFive", "hug", "kiss" * 20)
+    predicted = (labels + 1) % 4
+    predictions = SplitPredictions(classes=classes, ids=np.array(ids), labels=labels,
+                                   predicted=predicted,
+                                   probabilities=np.eye(4, dtype=np.float32)[predicted],
+                                   true_classes=np.array([classes[k] for k in labels]),
+                                   splits=np.array(["test"] * 8))
+    figures = []
+    drawn = html_report_module.figure_png
+    monkeypatch.setattr(html_report_module, "figure_png",
+                        lambda figure: (figures.append(figure), drawn(figure))[1])
+    _misclassified(record, "flow", predictions)
+    (figure,) = figures
+    renderer = figure.canvas.get_renderer()
+    for row in (figure.axes[:8], figure.axes[8:]):  # the pictures', the flows'
+        extents = [axes.title.get_window_extent(renderer) for axes in row]
+        assert 0 <= extents[0].x0 and extents[-1].x1 <= figure.bbox.x1
+        for left, right, axes in zip(extents, extents[1:], row):
+            assert left.x1 < right.x0, axes.get_title()  # apart from the next column's
+    first = figure.axes[0].get_title().splitlines()
+    assert "".join(first[:2]) == ids[0]  # broken where the column ends, not cut
+    assert first[2:4] == ["true exercising with an", "exercise ball"]  # broken at a space
+    column = predictions.misclassified.tolist().index(3)  # the id of 200 characters
+    cut = figure.axes[column].get_title().splitlines()[:2]
+    assert set(cut[0]) == {"a"} and cut[1].startswith("\N{HORIZONTAL ELLIPSIS}a")
+    assert 2 * len(cut[0]) < 200
+
+
 def test_per_class_accuracy_is_of_each_true_class():
     """A class's accuracy is its samples classified right over its samples (the confusion
     matrix's row), not over the samples predicted as it (its column)."""

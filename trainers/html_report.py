@@ -27,11 +27,12 @@ import html
 import io
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
 
 import flowstore
@@ -49,6 +50,12 @@ from trainers.runs import RunRecord, latest_runs, list_runs
 #: Misclassified test samples shown per model: taken from each true class in turn (store order
 #: within a class), so that one badly learnt class does not fill the whole strip.
 MISCLASSIFIED_SHOWN = 8
+#: Inches of that strip's columns; a title line of one at most `STRIP_TITLE_WIDTH` of them
+#: (a gap between neighbours), and at most `STRIP_LINES_EACH` lines for each of a sample's id,
+#: true and predicted class.
+STRIP_COLUMN_WIDTH = 1.9
+STRIP_TITLE_WIDTH = 1.8
+STRIP_LINES_EACH = 2
 #: The confusion matrix figure's largest side in inches (at `figure_png`'s 100 dpi, 1400 px).
 CONFUSION_MAX_SIDE = 14.0
 #: Up to this many classes the confusion matrix names every class and writes every count;
@@ -367,13 +374,22 @@ def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) 
     except StoreError as exc:  # a picture the model does not read may be the damaged one
         return (f"<p class=unavailable>No misclassified samples: a test sample cannot be read "
                 f"({_e(str(exc))}).</p>")
-    figure = Figure(figsize=(1.9 * len(shown), 2.1 * len(drawn) + 0.4), layout="constrained")
-    FigureCanvasAgg(figure)
+    figure = Figure(figsize=(STRIP_COLUMN_WIDTH * len(shown), 2.1 * len(drawn) + 0.4),
+                    layout="constrained")
+    renderer = FigureCanvasAgg(figure).get_renderer()
+    font = FontProperties(size=8)
+
+    def fits(line: str) -> bool:
+        width = renderer.get_text_width_height_descent(line, font, ismath=False)[0]
+        return width <= STRIP_TITLE_WIDTH * figure.dpi
+
     axes = np.asarray(figure.subplots(len(drawn), len(shown), squeeze=False))
     classes = predictions.classes
     for column, position in enumerate(shown):
-        titles = ([f"{predictions.ids[position]}\ntrue {classes[predictions.labels[position]]}"
-                   f"\npredicted {classes[predictions.predicted[position]]}"]
+        titles = (["\n".join(_column_lines(text, fits) for text in (
+                       str(predictions.ids[position]),
+                       f"true {classes[predictions.labels[position]]}",
+                       f"predicted {classes[predictions.predicted[position]]}"))]
                   + [""] * (len(drawn) - 1))
         for row, key in enumerate(drawn):
             ax = axes[row, column]
@@ -385,7 +401,7 @@ def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) 
                                 + f"flow, step {flow.shape[0] // 2 + 1}/{flow.shape[0]}")
             else:
                 ax.imshow(batch[key][column])
-            ax.set_title(titles[row], fontsize=8)
+            ax.set_title(titles[row], fontproperties=font)
             ax.set_axis_off()
     note = (f"{len(shown)} of {wrong.size} misclassified (of {predictions.labels.size}), "
             "the true classes in turn"
@@ -393,6 +409,37 @@ def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) 
                "sample's 99th-percentile |flow|" if flows else ""))
     return (_img(figure_png(figure), f"misclassified test samples of {name}")
             + f"<p class=meta>{_e(note)}.</p>")
+
+
+def _column_lines(text: str, fits: Callable[[str], bool]) -> str:
+    """`text` in lines that `fits` says fit a column of the misclassified strip, broken at
+    spaces where it can be: a title one line wide ran over its neighbours' where ids are long
+    (videofolder's `class/clip`: `ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01`). Beyond
+    `STRIP_LINES_EACH` lines its last line is '…' and the end of the text, for the ends tell
+    samples apart (a class folder, a clip's number). Measured, not counted: a YouTube id's
+    capitals are half again as wide as its digits."""
+    lines: list[str] = []
+    rest = text
+    while rest:
+        if fits(rest):
+            lines.append(rest)
+            break
+        if len(lines) == STRIP_LINES_EACH - 1:
+            tail = next(rest[start:] for start in range(1, len(rest) + 1)
+                        if fits("\N{HORIZONTAL ELLIPSIS}" + rest[start:]))
+            lines.append("\N{HORIZONTAL ELLIPSIS}" + tail)
+            break
+        end = 1  # (a character at least, whatever its width)
+        while fits(rest[:end + 1]):
+            end += 1
+        space = rest.rfind(" ", 1, end + 1)
+        if space > 0:
+            lines.append(rest[:space])
+            rest = rest[space + 1:]
+        else:
+            lines.append(rest[:end])
+            rest = rest[end:]
+    return "\n".join(lines)
 
 
 def figure_png(figure: Figure) -> bytes:
