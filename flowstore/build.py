@@ -227,7 +227,7 @@ def open_planned(config: BuildConfig, planned: Plan, opencv: str) -> Store:
     its samples to be extracted with OpenCV `opencv` (`extraction_opencv`). The caller holds
     the writer lock (`build` does)."""
     return _open_or_create(config, planned.dataset, planned.manifest, planned.params,
-                           planned.source_files, planned.fingerprint, opencv)
+                           planned.fingerprint, opencv)
 
 
 def failure_lines(failures: Mapping[str, str]) -> list[str]:
@@ -457,8 +457,7 @@ def _new_done_revision(store: Store) -> None:
 
 # -- opening ---------------------------------------------------------------------------------
 def _open_or_create(config: BuildConfig, dataset: Dataset, manifest: Manifest,
-                    params: dict[str, Any], source_files: SourceSizes, fp: str,
-                    opencv: str) -> Store:
+                    params: dict[str, Any], fp: str, opencv: str) -> Store:
     """The store, open to write: checked to be this build's (and upgraded to format 2 when it
     is of format 1), or created."""
     path = config.store

@@ -132,6 +132,7 @@ class Manifest:
         return {sample: index for index, sample in enumerate(self.ids) if sample in wanted}
 
     def split_ids(self, split: str) -> list[str]:
+        """The ids of `split`'s samples, in manifest order."""
         return [self.ids[i] for i in np.flatnonzero(self.split_codes == SPLITS.index(split))]
 
     def to_csv(self) -> str:

@@ -1450,9 +1450,9 @@ def test_an_hdf5_file_shorter_than_its_header_is_one_line_and_given_its_length_b
 
 
 @pytest.mark.regression(reason=(
-    "bug: build._create_atomically leaves its '.tvhi.creating-PID.zarr' folder behind when the "
-    "creation fails (using the space the user must free), and the error names that temporary "
-    "instead of the --store given"))
+    "bug: creating the store (then build._create_atomically) left its "
+    "'.tvhi.creating-PID.zarr' folder behind when the creation failed (using the space the "
+    "user must free), and the error named that temporary instead of the --store given"))
 def test_a_disk_too_small_to_create_the_store_is_one_line_and_leaves_nothing(
         small_disk, tiny_tvhi_source):
     filler = small_disk.path / "filler"

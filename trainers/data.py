@@ -156,11 +156,6 @@ def recipe_augmentation(recipe: Recipe, motion: Sequence[str], *,
     return compose(*steps) if steps else None
 
 
-def class_counts(samples: StoreSamples, split: str) -> np.ndarray:
-    """How many done samples of each class `split` holds (for logs and sanity checks)."""
-    return np.bincount(samples.labels[samples.indices(split)], minlength=samples.num_classes)
-
-
 @dataclass(frozen=True)
 class ClipViews:
     """How a run sees each clip as several views of it, over the model's inputs `keys`: in

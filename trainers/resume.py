@@ -9,7 +9,7 @@ command trains, so a run of other parameters never starts from it): the weights 
 optimizer's state (its step count, moments, and an average's weights), the best epoch so far
 (its value, logs and weights), the history and the seconds trained. The same command run again
 goes on from there, each training pipeline moved on by the epochs already trained
-(`trainers.data.skip_epochs`), so that every epoch reads the order and augmentation it would
+(`trainers.data.EpochNumber.go_on_from`), so that every epoch reads the order and augmentation it would
 have read, and the run ends on the weights an unstopped one ends on. Saved as an epoch begins,
 not as one ends: by then an average's weights are swapped out of the model again
 (`keras.callbacks.SwapEMAWeights`) and the last epoch's callbacks have all run.

@@ -44,7 +44,7 @@ def make_tiny_store(path: str | Path, *, dataset: str = "tvhi", size: int = 32, 
         dataset: the store's dataset name. "stanford40" and "imagefolder" stores hold
             `image`, any other a video store's middle_frame, frames and flow.
         size: frame side S.
-        steps: flow steps T (tvhi only).
+        steps: flow steps T (any video dataset; an image store has none).
         per_class: samples per class in train, val and test.
         classes: class names; the dataset's (four for tvhi, three for a small stanford40).
         flow_dtype: "float16", "float32" or "uint8" (quantised with `flow_bound`).
