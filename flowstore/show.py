@@ -101,19 +101,32 @@ def image_grid_shape(size: int, count: int) -> tuple[int, int]:
     return LINE + math.ceil(count / columns) * (tile + LINE), width
 
 
+#: Random samples of each class `show` draws when no ids are given.
+SHOWN_PER_CLASS = 2
+
+
 def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = (), *,
-         per_class: int = 2, seed: int = 0, gif: bool = False,
+         per_class: int | None = None, seed: int | None = None, gif: bool = False,
          progress: bool = True) -> ShowResult:
-    """Write pictures of `ids` (default: `per_class` random done samples of each class, seeded)
-    of `store` into the folder `out`.
+    """Write pictures of `ids` (default: `per_class` random done samples of each class, seeded
+    by `seed`: `SHOWN_PER_CLASS` and 0 when not given) of `store` into the folder `out`.
 
     Raises:
         flowstore.errors.FlowstoreError: a missing store, an unknown or unbuilt id, a store with
-            neither flow nor images.
+            neither flow nor images; `per_class` or `seed` given with ids (they choose samples
+            at random: given with ids they were silently ignored).
     """
     import flowstore
-    from flowstore.verify import check_dataset_arrays  # (the build's modules: only when run)
+    from flowstore.verify import check_dataset_arrays, damage_of  # (only when run)
 
+    if ids and (per_class is not None or seed is not None):
+        given = [name for name, value in (("--per-class", per_class), ("--seed", seed))
+                 if value is not None]
+        raise ParameterError(f"{' and '.join(given)} "
+                             f"{'choose' if len(given) > 1 else 'chooses'} samples at random: "
+                             f"not with sample ids, which are drawn as named")
+    per_class = SHOWN_PER_CLASS if per_class is None else per_class
+    seed = 0 if seed is None else seed
     if per_class < 1:
         raise ParameterError(f"--per-class must be at least 1, got {per_class}")
     check_seed(seed)
@@ -125,14 +138,15 @@ def show(store: str | os.PathLike, out: str | os.PathLike, ids: Sequence[str] = 
             else None
         if kind is None:
             raise FlowstoreError(f"store {str(store)!r} holds neither flow nor images "
-                                 f"(it has {', '.join(dataset.features) or 'no features'})")
+                                 f"(it has {', '.join(dataset.features) or 'no features'})"
+                                 + damage_of(dataset.store))
         if gif and kind != "flow":
             raise ParameterError("--gif needs a video store (one with flow)")
         lacking = [name for name in VIDEO_PICTURE_FEATURES if name not in dataset.features]
         if kind == "flow" and lacking:  # (a damaged store, or one made with flow alone)
             raise FlowstoreError(f"store {str(store)!r} has flow but no {' or '.join(lacking)}, "
-                                 f"which a video sample's picture draws beside it "
-                                 f"(`flowstore verify` says whether the store is damaged)")
+                                 f"which a video sample's picture draws beside it"
+                                 + (damage_of(dataset.store) or " (a store built without it)"))
         indices = _select(dataset, str(store), ids, per_class, seed)
         out = Path(out)
         _refuse_inside(out)

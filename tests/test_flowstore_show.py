@@ -354,8 +354,9 @@ def test_a_caption_too_long_at_the_smallest_scale_loses_its_middle_not_its_ends(
 
 
 def test_a_store_with_nothing_to_draw_is_one_line_and_makes_no_folder(tmp_path):
-    """A store of frames alone (no flow, no images: made with other tools), and one no sample
-    of which is built yet, have no picture to draw."""
+    """A store of frames alone (no flow, no images: made with other tools, a tvhi store to
+    flowstore, which writes flow into every one: damaged), and one no sample of which is built
+    yet, have no picture to draw."""
     from trainers.testing import make_tiny_store
 
     frames_only = make_tiny_store(tmp_path / "frames.zarr", per_class=(1, 0, 0),
@@ -363,7 +364,8 @@ def test_a_store_with_nothing_to_draw_is_one_line_and_makes_no_folder(tmp_path):
     assert assert_one_line_error(flowstore_cli(
         "show", frames_only, "--out", tmp_path / "out")) == (
         f"error: store {str(frames_only)!r} holds neither flow nor images (it has "
-        f"frames, middle_frame)")
+        f"frames, middle_frame): the store is damaged (store {str(frames_only)!r} says dataset "
+        f"'tvhi' but lacks array(s) flow); rebuild it with --overwrite")
     unbuilt = make_tiny_store(tmp_path / "unbuilt.zarr", per_class=(1, 0, 0),
                               not_done=range(4))
     assert assert_one_line_error(flowstore_cli("show", unbuilt, "--out", tmp_path / "out")) == (
@@ -382,6 +384,15 @@ def test_bad_input_is_one_line(stores, tmp_path, monkeypatch):
     assert "missing.zarr" in assert_one_line_error(missing)
     zero = flowstore_cli("show", stores["float16"], "--out", tmp_path / "x", "--per-class", "0")
     assert "--per-class" in assert_one_line_error(zero)
+    # the options of a random choice, given with ids, were ignored without a word (review)
+    for options, given in ((("--per-class", "3"), "--per-class chooses"),
+                           (("--seed", "0"), "--seed chooses"),
+                           (("--per-class", "3", "--seed", "1"), "--per-class and --seed choose")):
+        with_ids = flowstore_cli("show", stores["float16"], "hug_0001", *options,
+                                 "--out", tmp_path / "x")
+        assert assert_one_line_error(with_ids) == (
+            f"error: {given} samples at random: not with sample ids, which are drawn as named")
+    assert not (tmp_path / "x").exists()
     # pictures never go into the store they show (nor over it)
     before = sorted(p.relative_to(stores["float16"]) for p in stores["float16"].rglob("*"))
     for out in ("float16.zarr/pictures", "float16.zarr/pictures/nested", "float16.zarr"):
@@ -463,8 +474,23 @@ def test_a_video_store_that_lost_its_frames_is_one_line(stores, tmp_path, lost):
     shutil.rmtree(store / lost)
     result = flowstore_cli("show", store, "--out", tmp_path / "pictures")
     line = assert_one_line_error(result)
-    assert f"has flow but no {lost}" in line and "flowstore verify" in line
+    assert f"has flow but no {lost}" in line
+    assert line.endswith(f"the store is damaged (store {str(store)!r} says dataset 'tvhi' but "
+                         f"lacks array(s) {lost}); rebuild it with --overwrite")
     assert not (tmp_path / "pictures").exists()
+
+
+def test_a_video_store_that_lost_its_flow_is_said_to_be_damaged(stores, tmp_path):
+    """It read as a store of another kind: "holds neither flow nor images", where inspect and
+    verify say DAMAGED (found by review)."""
+    import shutil
+
+    store = Path(shutil.copytree(stores["float16"], tmp_path / "lost.zarr"))
+    shutil.rmtree(store / "flow")
+    line = assert_one_line_error(flowstore_cli("show", store, "--out", tmp_path / "pictures"))
+    assert line == (f"error: store {str(store)!r} holds neither flow nor images (it has "
+                    f"frames, middle_frame): the store is damaged (store {str(store)!r} says "
+                    f"dataset 'tvhi' but lacks array(s) flow); rebuild it with --overwrite")
 
 
 def test_a_sample_asked_twice_is_drawn_and_counted_once(stores, tmp_path):
