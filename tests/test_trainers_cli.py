@@ -94,7 +94,8 @@ def test_summary_with_a_stores_number_of_classes():
     for classes in ("1", "0"):
         refused = runner.invoke(app, [*args, "--classes", classes])
         assert refused.exit_code == 2, refused.output
-        assert _one_error_line(refused) == f"error: num_classes must be an integer >= 2, got {classes}"
+        # the option as the command line names it, not the models' `num_classes` (review)
+        assert _one_error_line(refused) == f"error: --classes must be at least 2, got {classes}"
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -635,8 +635,8 @@ def test_transfer_base_ignores_the_seed_and_base_names_one_trained_otherwise(
 
     for args, message in [
             (("run", "flow", "--store", str(tvhi), "--base", str(image.path)),
-             "is an image run, which flow does not transfer from (only frames (from image) "
-             "take a --base)"),
+             "is an image run, which flow does not transfer from (only frames (from image), "
+             "two_stream (for frames) take a --base)"),
             ((*frames, "--base", str(tmp_path)), "is not a finished run directory"),
     ]:
         wrong = runner.invoke(app, list(args))

@@ -101,7 +101,8 @@ def run(
              "(1: none; the tuned recipes' 1.15; TSN's scale jittering is about 1.5); also for "
              "prerequisites."),
     base: Optional[Path] = typer.Option(
-        None, "--base", help="Run directory to transfer from (frames: an image run), however "
+        None, "--base", help="Run directory to transfer from (frames, and two_stream for the "
+                             "frames run it trains: an image run), however "
                              "it was trained; default: the latest run of the same input size, "
                              "recipe, --augment and precision, any seed.", parser=path_value),
     reuse: bool = typer.Option(True, "--reuse/--retrain",

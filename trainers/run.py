@@ -484,9 +484,16 @@ def _a_run(model: str) -> str:
 
 
 def _transfer_takers() -> list[str]:
-    entries = (get_model(name) for name in model_names())
-    return [f"{entry.name} (from {', '.join(entry.transfers_from)})"
-            for entry in entries if entry.transfers_from]
+    """Each model that takes a --base, and how: for its own weights ("frames (from image)") or
+    for a prerequisite it trains ("two_stream (for frames)")."""
+    takers = []
+    for entry in (get_model(name) for name in model_names()):
+        if entry.transfers_from:
+            takers.append(f"{entry.name} (from {', '.join(entry.transfers_from)})")
+        through = [name for name in entry.requires if get_model(name).transfers_from]
+        if through:
+            takers.append(f"{entry.name} (for {', '.join(through)})")
+    return takers
 
 
 def _require_size(record: RunRecord, size: int, model: str) -> None:

@@ -7,7 +7,7 @@ quickest check that an architecture still matches the report.
 from __future__ import annotations
 
 from trainers.catalogue import check_sizes, get_model
-from trainers.errors import require_training_extra
+from trainers.errors import ModelConfigError, require_training_extra
 
 
 def model_summary(model: str, *, size: int = 224, steps: int = 16,
@@ -24,6 +24,8 @@ def model_summary(model: str, *, size: int = 224, steps: int = 16,
     entry = get_model(model)  # before TensorFlow's start-up
     model = entry.name
     check_sizes(size, steps)  # so too an input no store holds (`build_default` checks again)
+    if num_classes is not None and num_classes < 2:  # (the models' check names num_classes)
+        raise ModelConfigError(f"--classes must be at least 2, got {num_classes}")
     require_training_extra()
     from trainers.quiet import start_keras_quietly
 
