@@ -122,9 +122,12 @@ def build(
     flow_param: Optional[list[str]] = FLOW_PARAM_OPTION,
     workers: Optional[int] = typer.Option(None, "--workers", help="Dask worker threads [cores]."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler",
-                                            help="dask.distributed scheduler address."),
+                                            help="dask.distributed scheduler address "
+                                                 "(tcp://HOST:PORT); a .zarr store only."),
     overwrite: bool = typer.Option(False, "--overwrite",
-                                   help="Rebuild an existing store built with other parameters."),
+                                   help="Delete the store at --store, whatever it holds, and build it "
+                                        "anew (a store of other parameters is refused "
+                                        "without it)."),
     max_per_split: Optional[int] = typer.Option(None, "--max-per-split",
                                                 help="Build only the first N samples of each split."),
     fsync: bool = typer.Option(False, "--fsync",
@@ -337,8 +340,11 @@ def show(
                                                    "ids that begin with '-' go after '--'."),
     out: Path = typer.Option(..., "--out", help="Folder to write the pictures into.",
                              parser=path_value),
-    per_class: int = typer.Option(2, "--per-class", help="Random samples per class (no ids)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the random choice."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", show_default=False,
+                                            help="Random samples per class, when no ids are "
+                                                 "given [2]."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default=False,
+                                       help="Seed of the random choice (no ids) [0]."),
     gif: bool = typer.Option(False, "--gif", help="Also an animation: frames beside their flow."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -515,10 +521,12 @@ def _add_dataset_synth_commands() -> None:
 
         command = _synth_command(name)
         defaults = (field.default for field in dataclasses.fields(kind.synth_config_type))
-        settings = ", ".join(f"{flag} {default}" for flag, default
-                             in zip(option_names(kind.synth_config_type), defaults))
+        settings = "\n".join(f"{flag} {default}" for flag, default
+                              in zip(option_names(kind.synth_config_type), defaults))
+        # (one a line, kept as written by Click's "\b": wrapped, "--max-frames" broke at its
+        # hyphen)
         command.__doc__ = (f"Synthetic {name} in its real layout. Settings, each "
-                           f"`--NAME VALUE`, with their defaults: {settings}.")
+                           f"`--NAME VALUE`, with their defaults:\n\n\b\n{settings}")
         synth_app.command(name, context_settings={"allow_extra_args": True,
                                                   "ignore_unknown_options": True})(command)
 

@@ -157,6 +157,18 @@ def test_build_synthetic_works_from_the_command_line(name, tmp_path):
         assert int(opened.read("done").sum()) == computed
 
 
+def test_synth_help_lists_each_setting_whole_on_a_line_of_its_own():
+    """Wrapped as prose, "--max-frames 16" broke at its hyphen ("--max-" / "frames 16")."""
+    shown = flowstore_cli("synth", "kinetics", "--help")
+    assert shown.returncode == 0, shown.stderr
+    lines = [line.strip() for line in shown.stdout.splitlines()]
+    for setting in ("--classes 3", "--clips-per-class 6", "--min-frames 10",
+                    "--max-frames 16", "--width 64", "--height 48", "--seed 0"):
+        assert setting in lines, shown.stdout
+    commands = flowstore_cli("synth", "--help").stdout  # (the first sentence alone there)
+    assert "  kinetics     Synthetic kinetics in its real layout." in commands.splitlines()
+
+
 def test_synth_command_writes_each_real_layout(tmp_path):
     """In each layout, the classes and clips the settings ask for (the defaults are 3 and 6: a
     command that dropped its settings still wrote a source, and exit 0)."""

@@ -9,7 +9,7 @@ Quirks of the real split files (the copies in the shared data folder): each line
 ``clip.avi N `` with a trailing space, N = 1 train, 2 test, 0 not used in that split; clip
 names keep their source's odd characters (``[HD]``, ``!!!!``, ``~``, ``(HQ)``).
 
-Split (DESIGN.md): ``--fold`` F uses the ``_test_splitF`` files; test = N 2; the N 1 clips give
+Split: ``--fold`` F uses the ``_test_splitF`` files; test = N 2; the N 1 clips give
 train and val (``--val-fraction`` of each class's source videos, ``--seed``); N 0 clips are
 left out. Classes are the split files' class names, sorted (``climb`` before ``climb_stairs``,
 as MMAction2's and torchvision's label maps have them). A sample's id is its clip's file stem.

@@ -26,7 +26,7 @@ Quirks of the real CSVs (the copies in the shared data folder): labels with spac
 Copies downloaded from YouTube miss 5-10% of their clips (videos taken off it): each missing clip
 is a recorded failure ("video file is missing"), the rest builds.
 
-Split (DESIGN.md): test = the official val set (what the literature reports, since the official
+Split: test = the official val set (what the literature reports, since the official
 test set has no labels); val is carved from train (``--val-fraction``, stratified by class,
 ``--seed``). Classes are train.csv's labels, sorted. A sample's id is its clip's file stem.
 """

@@ -14,7 +14,7 @@ train.txt and test.txt are the per-class files concatenated in alphabetical clas
 per-class files list their images in no particular order. The count in actions.txt is the
 class's train + test total and is not needed for the split.
 
-Split (DESIGN.md): classes and labels in actions.txt order; test = test.txt; train.txt gives
+Split: classes and labels in actions.txt order; test = test.txt; train.txt gives
 train and val (10%, stratified by class, fixed seed: 3600 / 400, 10 val per class, on the real
 data). A sample's id is its file stem; its class is the id minus the trailing ``_NNN``.
 """

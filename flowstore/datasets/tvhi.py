@@ -2,7 +2,7 @@
 
 Source layout, as the dataset ships: ``{class}_{id:04d}.avi`` for the four classes (ids 1..50)
 and ``negative_{id:04d}.avi`` (ids 1..100) in one folder, with ``readme.txt`` naming the two
-official sets. Split (DESIGN.md): test = set 1; set 2 gives train and val (10%, stratified,
+official sets. Split: test = set 1; set 2 gives train and val (10%, stratified,
 fixed seed). Negatives are left out. When a source has no readme.txt, the official sets built
 into flowstore (copied from the dataset's readme) are used.
 """

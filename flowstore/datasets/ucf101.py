@@ -12,7 +12,7 @@ Quirks of the real files (the copies in the shared data folder): CRLF line endin
 and folder ``HandstandPushups`` holds clips named ``v_HandStandPushups_*``, so a clip's class is
 its folder in the list, never a part of its name; GG is the group (one actor and scene).
 
-Split (DESIGN.md): ``--fold`` F (1, 2 or 3) gives test = testlist0F; trainlist0F gives train and
+Split: ``--fold`` F (1, 2 or 3) gives test = testlist0F; trainlist0F gives train and
 val: whole groups of each class (about ``--val-fraction`` of its groups, at least one), so no
 group is in both. Labels in classInd.txt order. A sample's id is its clip's file stem.
 """
