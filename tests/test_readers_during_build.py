@@ -158,4 +158,5 @@ def test_an_hdf5_reader_holds_the_lock_after_its_own_build_and_without_a_lock_fi
         ds.split("train")[0]
         refusal = _build_is_refused_while(path)
         assert "is open for reading" in refusal and "cannot be written while it is read" in refusal
+        assert "run the command again when they end" in refusal  # (a repair's too, not "build")
     assert _build_is_refused_while(path).strip() == "built"  # the reader closed: let go of

@@ -86,7 +86,7 @@ def writer_lock(store: str | Path) -> Iterator[None]:
             if _only_readers(fd):
                 raise StoreError(f"store {str(store)!r} is open for reading (flowstore inspect "
                                  f"or verify, or a trainer); an HDF5 store cannot be written "
-                                 f"while it is read: run the build again when they end") from None
+                                 f"while it is read: run the command again when they end") from None
             holder = _describe(_holder(fd))
             raise StoreError(f"store {str(store)!r} is being written by another flowstore "
                              f"process ({holder}); wait for it to finish or stop it") from None
