@@ -592,6 +592,35 @@ def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_p
     split.close()
 
 
+def test_a_tf_pipeline_lets_go_of_its_split_once_it_and_all_made_of_it_are_gone(tmp_path):
+    """TensorFlow keeps a pipeline's read function for the life of the process (tied to its
+    default graph): the function held the split, and so an HDF5 store's file and lock stayed
+    open, two descriptors a pipeline, and every build was refused, however the pipeline was
+    deleted (found by review). A dataset made of it, and an iterator, still read it."""
+    import gc
+    import weakref
+
+    from flowstore.store.lock import writer_lock
+
+    path = make_tiny_store(tmp_path / "t.h5", per_class=(3, 1, 1))
+    with flowstore.open(path) as ds:
+        split = ds.split("train")
+    pipeline = split.to_tf_dataset(4)  # (read after the `with`: the split reopens the store)
+    derived = pipeline.map(lambda x, y: (x, y)).repeat(2)
+    iterator = iter(pipeline)
+    split_of = weakref.ref(split)
+    del pipeline, split
+    gc.collect()
+    assert split_of() is not None
+    assert sum(int(y.shape[0]) for _, y in derived) == 2 * 12
+    assert int(next(iterator)[1].shape[0]) == 4
+    del derived, iterator
+    gc.collect()
+    assert split_of() is None
+    with writer_lock(path):  # no reader holds the file: a build may write it
+        pass
+
+
 def test_a_dataset_closed_while_a_read_is_in_flight_lets_go_of_its_store_after_it(tmp_path,
                                                                                     suffix):
     """tf.data and Keras (`to_keras_dataset(workers=N)`) read ahead in threads of their own: a

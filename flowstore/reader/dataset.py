@@ -362,10 +362,9 @@ class Split:
     def close(self) -> None:
         """Close the store this split reopened for itself (read after its dataset's `with`
         block, or unpickled): an HDF5 store keeps builds out while it is open, until the split
-        is collected otherwise (never, once `to_tf_dataset` has been called: TensorFlow keeps
-        each pipeline's read function, and with it the split, for the life of the process). A
-        store the split shares with its dataset is the dataset's to close. Read again, the
-        split reopens it."""
+        is collected otherwise (after its `to_tf_dataset` pipelines, every dataset made of
+        them and their iterators). A store the split shares with its dataset is the dataset's
+        to close. Read again, the split reopens it."""
         if self._reopened and self._source is not None:
             self._source.close()
         self._source, self._reopened = None, False

@@ -20,6 +20,7 @@ import collections
 import contextlib
 import itertools
 import traceback
+import weakref
 from typing import TYPE_CHECKING, Iterator, Mapping
 
 import numpy as np
@@ -95,9 +96,19 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     dtypes.append(tf.as_dtype(np.asarray(probe[LABEL]).dtype) if probe is not None
                   else tf.int64)
 
+    # TensorFlow keeps `read` for the life of the process (tf.numpy_function ties it to the
+    # outermost graph: in eager mode the default graph, which never goes), and with it
+    # whatever it holds: the split through `held`, emptied once the dataset returned, every
+    # dataset made of it and every iterator of them are gone (`weakref.finalize` below). Held
+    # as a closure, every pipeline's split and store stayed: an HDF5 file and its lock two
+    # descriptors a pipeline made, and builds refused while one was open.
+    held = [split]
+
     def read(positions: np.ndarray, stream: np.ndarray) -> list[np.ndarray]:
+        if not held:  # (nothing reads a pipeline no one holds: flowstore's bug if it does)
+            raise RuntimeError("a to_tf_dataset pipeline read after its dataset was collected")
         try:
-            batch = split.read(positions)
+            batch = held[0].read(positions)
         except FlowstoreError as exc:
             record_read_error(exc)
             raise
@@ -159,7 +170,9 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
         parallel_reads = whole_number("parallel_reads (or tf.data.AUTOTUNE)", parallel_reads, 1)
     # deterministic=True keeps a seed's order reproducible even with parallel reads.
     ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.prefetch(tf.data.AUTOTUNE)
+    weakref.finalize(ds, held.clear)  # (a derived dataset holds its input; an iterator its own)
+    return ds
 
 
 #: The last FlowstoreErrors met by the reads of `to_tf_dataset` pipelines (any thread), each
