@@ -592,6 +592,28 @@ def test_a_split_closes_the_store_it_reopened_for_itself(tiny_tvhi_source, tmp_p
     split.close()
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_copied_or_pickled_dataset_is_the_store_opened_again(tmp_path, suffix):
+    """A shallow copy shared the dataset's store: closing the copy closed it under the
+    original, whose reads then failed (on HDF5 as damage: "rebuild it"); a pickle failed on
+    a lock inside (found by review)."""
+    import copy
+    import pickle
+
+    path = make_tiny_store(tmp_path / f"t{suffix}", per_class=(1, 0, 1))
+    with flowstore.open(path) as original:
+        train = original.split("train")
+        first = train[0]
+        for made in (copy.copy(original), copy.deepcopy(original),
+                     pickle.loads(pickle.dumps(original))):
+            assert made.store is not original.store and made.location == original.location
+            assert made.split("train")[0]["id"] == first["id"]
+            made.close()
+            again = original.split("train")[0]  # the original reads on, the same bytes
+            assert again["id"] == first["id"]
+            np.testing.assert_array_equal(again["flow"], first["flow"])
+
+
 def test_a_tf_pipeline_lets_go_of_its_split_once_it_and_all_made_of_it_are_gone(tmp_path):
     """TensorFlow keeps a pipeline's read function for the life of the process (tied to its
     default graph): the function held the split, and so an HDF5 store's file and lock stayed

@@ -141,6 +141,13 @@ class StoreDataset:
             store.close()
             raise
 
+    def __reduce__(self) -> tuple:
+        """A copy (`copy.copy`, `copy.deepcopy`) or a pickle of a dataset is its store opened
+        again at its location, as a split pickles: a shallow copy shared this one's store, and
+        closing it closed the store under this one (whose reads of a healthy HDF5 store then
+        failed as damage; found by review)."""
+        return (StoreDataset.open, (self.location,))
+
     @property
     def split_names(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.splits.tolist()))

@@ -171,7 +171,9 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     # deterministic=True keeps a seed's order reproducible even with parallel reads.
     ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    weakref.finalize(ds, held.clear)  # (a derived dataset holds its input; an iterator its own)
+    # (a derived dataset holds its input; an iterator its own. Not at exit: a pipeline still
+    # in use then reads ahead until TensorFlow stops it)
+    weakref.finalize(ds, held.clear).atexit = False
     return ds
 
 
