@@ -455,7 +455,7 @@ def test_a_store_inside_another_store_is_one_line_and_writes_nothing(copy, tmp_p
             f"store {str(inner)!r} lies inside the store {str(outer)!r}")
 
 
-@pytest.mark.parametrize("other", ["Jumping Jacks", "jumping jacks".upper()])
+@pytest.mark.parametrize("other", ["Jumping Jacks", "jumping jacks".upper(), "jumping jacks "])
 def test_two_spellings_of_one_class_are_one_line(other, copy, tmp_path):
     source = copy("videofolder")
     (source / other).mkdir()
@@ -473,7 +473,8 @@ def test_two_unicode_forms_of_one_class_are_one_line(tmp_path):
         folder.mkdir(parents=True)
         write_clip(folder / "a.avi", 0, TINY)
     store = tmp_path / "v.zarr"
-    refused(build_cli("videofolder", source, store), store, "Unicode form")
+    refused(build_cli("videofolder", source, store), store,
+            "classes 've\\u0301lo' and 'v\\xe9lo' in ")  # (printed alike, escaped: told apart)
 
 
 def test_class_names_with_spaces_parentheses_apostrophes_and_non_ascii_work(tmp_path):

@@ -21,8 +21,8 @@ folders, and systems' folders (``__MACOSX/``, ``@eaDir/``: `skipped`) are skippe
 folders are followed, once each (not a link back into the source or above it); a file that two
 class folders hold through links is refused; a broken link or a symlink loop named like a
 media file is a sample, which fails. Classes are sorted by name; two folders
-whose names differ only in letter case or Unicode form (``Dog`` and ``dog``) are one class
-spelled two ways, which is refused. A class of no sample in any split is refused
+whose names differ only in letter case, Unicode form or spaces around them (``Dog``, ``dog``
+and ``dog ``) are one class spelled two ways, which is refused. A class of no sample in any split is refused
 (`flowstore.manifest`).
 """
 
@@ -197,19 +197,24 @@ def _column_name(header: str, required: tuple[str, ...]) -> str:
 
 
 def class_key(name: str) -> str:
-    """What makes two class names one class: the same letters, whatever their case or form."""
-    return unicodedata.normalize("NFC", name).casefold()
+    """What makes two class names one class: the same letters, whatever their case or form,
+    and the spaces around them (folders `cat` and `cat ` were two classes, shown alike; a
+    split file's labels are read without them)."""
+    return unicodedata.normalize("NFC", name).strip().casefold()
 
 
 def check_spellings(classes: Iterable[str], origin: str) -> None:
-    """Refuse one class spelled two ways (`Dog` and `dog`, or NFC and NFD `é`)."""
+    """Refuse one class spelled two ways (`Dog` and `dog`, NFC and NFD `é`, `dog ` and `dog`),
+    naming them in ASCII escapes where they would look the same."""
     seen: dict[str, str] = {}
     for name in classes:
         other = seen.setdefault(class_key(name), name)
         if other != name:
-            raise SourceLayoutError(f"classes {other!r} and {name!r} in {origin} differ only in "
-                                    f"letter case or Unicode form; rename one so that they are "
-                                    f"one class")
+            alike = unicodedata.normalize("NFC", other) == unicodedata.normalize("NFC", name)
+            shown = ascii if alike else repr
+            raise SourceLayoutError(f"classes {shown(other)} and {shown(name)} in {origin} "
+                                    f"differ only in letter case, Unicode form or spaces around "
+                                    f"them; rename one so that they are one class")
 
 
 #: The folder macOS' Archive Utility adds to a zip for its resource forks (``._name`` files):
