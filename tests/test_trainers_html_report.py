@@ -715,6 +715,27 @@ def test_class_names_and_ids_with_dollar_signs_are_drawn_as_written(drawn, runs)
     assert titles and not any(title.get_parse_math() for title in titles)
 
 
+def test_a_confusion_matrix_of_long_class_names_keeps_room_for_the_matrix(drawn):
+    """Two names of 46 characters written whole left the matrix no room (constrained layout
+    "collapsed to zero"): a name is cut in its middle beyond 24 characters (found by review)."""
+    from trainers.html_report import confusion_png
+
+    classes = ("a very long class name of forty-six characters", "exercising with an exercise ball")
+    labels = np.array([0, 1, 0, 1])
+    predictions = SplitPredictions(
+        classes=classes, ids=np.array(["a", "b", "c", "d"]), labels=labels, predicted=labels,
+        probabilities=np.eye(2)[labels], true_classes=np.array([classes[k] for k in labels]),
+        splits=np.array(["test"] * 4))
+    confusion_png(predictions, "image")
+    (figure,) = drawn
+    renderer = figure.canvas.get_renderer()
+    (matrix,) = [ax for ax in figure.axes if ax.get_xticklabels()]
+    assert matrix.get_window_extent(renderer).width >= 1.2 * figure.dpi  # (was none)
+    names = [label.get_text() for label in matrix.get_yticklabels()]
+    assert names == ["a very long \N{HORIZONTAL ELLIPSIS} characters",
+                     "exercising w\N{HORIZONTAL ELLIPSIS}ercise ball"]  # 24 characters each
+
+
 @pytest.mark.parametrize("count", [2, 3, 40])
 def test_a_confusion_matrix_shows_its_whole_title(drawn, count):
     """A model of 2 or 3 classes drew a figure 4-5 in wide, and its title ("TV-HI two-stream

@@ -61,6 +61,10 @@ CONFUSION_MAX_SIDE = 14.0
 #: Up to this many classes the confusion matrix names every class and writes every count;
 #: above it (UCF101, Kinetics) neither could be read in `CONFUSION_MAX_SIDE`.
 CONFUSION_LABELLED_UP_TO = 50
+#: The longest class name the confusion matrix writes beside it as it is; a longer one is cut
+#: in its middle (its whole name is in the per-class table): two names of 46 characters left
+#: no room for the matrix itself.
+CONFUSION_NAME_CHARS = 24
 
 
 class StoreUnavailable(Exception):
@@ -335,7 +339,7 @@ def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
         MaxNLocator(integer=True))  # counts
     every = 1 if labelled else -(-count // CONFUSION_LABELLED_UP_TO)  # (ceil)
     named = range(0, count, every)
-    names = [predictions.classes[k] for k in named]
+    names = [_shortened(predictions.classes[k], CONFUSION_NAME_CHARS) for k in named]
     ax.set_xticks(named, names, rotation=45, ha="right")
     ax.set_yticks(named, names)
     ax.set_xlabel("predicted")
@@ -440,6 +444,14 @@ def _column_lines(text: str, fits: Callable[[str], bool]) -> str:
             lines.append(rest[:end])
             rest = rest[end:]
     return "\n".join(lines)
+
+
+def _shortened(text: str, most: int) -> str:
+    """`text`, or its first and last characters around '…' where it is longer than `most`."""
+    if len(text) <= most:
+        return text
+    kept = most - 1
+    return text[:(kept + 1) // 2] + "\N{HORIZONTAL ELLIPSIS}" + text[len(text) - kept // 2:]
 
 
 def figure_png(figure: Figure) -> bytes:
