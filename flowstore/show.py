@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from flowstore.console import one_line
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.files import write_whole
 from flowstore.flow_image import flow_to_rgb, wheel_legend
@@ -208,11 +209,16 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
     split file may name a class `a/b` or `../x`, which as a path would be a folder that does
     not exist, or a file outside `--out`. A name that had to change gets its label too, so that
     `a/b` (`a_b-0`) does not overwrite `a_b`; and so does a name left as it was that another's
-    changed one meets (`a_b-0` beside `a/b`: one grid was written over the other)."""
+    changed one meets (`a_b-0` beside `a/b`: one grid was written over the other). A name too
+    long for a file with its `.png` (a class folder's name may take all of `NAME_MAX_BYTES`) is
+    cut, and changed so, gets its label: it was "File name too long", and no grid at all."""
     cleaned = {}
     for label, name in names.items():
         file_name = file_name_here(name.replace("/", "_").replace("\\", "_"))
-        cleaned[label] = "_" + file_name if file_name.startswith(".") else file_name
+        file_name = "_" + file_name if file_name.startswith(".") else file_name
+        if len(os.fsencode(file_name + ".png")) > NAME_MAX_BYTES:
+            file_name = _cut_to(file_name, NAME_MAX_BYTES - len(f"-{label}.png"))
+        cleaned[label] = file_name
     files = {label: file_name if file_name == names[label] else f"{file_name}-{label}"
              for label, file_name in cleaned.items()}
     # A label ends every changed name, so changed names never meet: only a plain one can meet
@@ -225,6 +231,18 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
         if not meeting:
             return files
         files.update((label, f"{files[label]}-{label}") for label in meeting)
+
+
+#: The bytes of a file name most file systems hold (ext4's, XFS's and Btrfs' NAME_MAX).
+NAME_MAX_BYTES = 255
+
+
+def _cut_to(name: str, room: int) -> str:
+    """`name` without as many of its last characters as it takes to fit `room` bytes in the
+    file system's encoding."""
+    while len(os.fsencode(name)) > room:
+        name = name[:-1]
+    return name
 
 
 def file_name_here(name: str) -> str:
@@ -338,13 +356,15 @@ def _magnified(picture: np.ndarray, tile: int) -> np.ndarray:
 def _text(canvas: np.ndarray, text: str, left: int, baseline: int, *, width: int,
           colour=BLACK, outline=None) -> None:
     """Text at (left, baseline), shrunk to fit `width` pixels less a margin of 4 on each side;
-    `outline` draws it legible on a picture.
+    `outline` draws it legible on a picture; control characters written as escapes, as every
+    listing writes them (`one_line`: an id's newline broke a caption in two, its second line
+    cut off).
 
     Hershey glyphs do not shrink in proportion to the scale (their strokes are whole pixels),
     so the fit is measured again at each smaller scale, not computed once."""
     cv2 = _cv2()
     font = cv2.FONT_HERSHEY_SIMPLEX
-    text, scale = fitted_text(text, width - 8, thickness=3 if outline is not None else 1)
+    text, scale = fitted_text(one_line(text), width - 8, thickness=3 if outline is not None else 1)
     if outline is not None:
         cv2.putText(canvas, text, (left, baseline), font, scale, outline, 3, cv2.LINE_AA)
     cv2.putText(canvas, text, (left, baseline), font, scale, colour, 1, cv2.LINE_AA)

@@ -275,6 +275,21 @@ def test_a_class_whose_name_another_changed_name_takes_keeps_its_own_grid(tmp_pa
     assert result.stdout.startswith("wrote 2 picture(s)")
 
 
+def test_a_class_name_too_long_for_a_file_name_is_cut_and_drawn(tmp_path):
+    """A class folder's name may take all 255 bytes a file name has: with `.png` it was "File
+    name too long", and no grid was written, not even the other classes' (found by review)."""
+    from trainers.testing import make_tiny_store
+
+    long = "é" * 126  # 252 bytes in UTF-8
+    store = make_tiny_store(tmp_path / "s.zarr", dataset="imagefolder", per_class=(1, 0, 0),
+                            classes=(long, "ok"))
+    result = flowstore_cli("show", store, "--out", tmp_path / "out", "--per-class", "1")
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert written[0] == "ok.png" and written[1].endswith("-0.png")
+    assert written[1].startswith("é" * 100) and len(os.fsencode(written[1])) <= 255
+
+
 def test_class_file_names_stay_apart_when_a_changed_name_meets_a_chain_of_others():
     """`a/b` is `a_b-0`, so `a_b-0` became `a_b-0-1`: the name of the third class as it
     stood, whose grid was then written over (from a mutation review)."""
@@ -341,6 +356,16 @@ def test_a_caption_is_shrunk_until_it_fits_its_box(width, text, outline):
     _text(canvas, text, 4, 30, width=width, colour=(0, 0, 255), outline=outline)
     inked = np.flatnonzero((canvas != 255).any(axis=(0, 2)))
     assert inked.size and inked.max() < width
+
+
+def test_a_caption_writes_control_characters_as_escapes():
+    """An id holding a newline broke its caption in two, the second line cut off (review)."""
+    from flowstore.show import _text
+
+    drawn, escaped = (np.full((40, 400, 3), 255, np.uint8) for _ in range(2))
+    _text(drawn, "clips/new\nline (val)", 4, 30, width=400)
+    _text(escaped, "clips/new\\nline (val)", 4, 30, width=400)
+    np.testing.assert_array_equal(drawn, escaped)
 
 
 def test_a_caption_too_long_at_the_smallest_scale_loses_its_middle_not_its_ends():
