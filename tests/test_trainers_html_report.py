@@ -736,6 +736,28 @@ def test_a_confusion_matrix_of_long_class_names_keeps_room_for_the_matrix(drawn)
                      "exercising w\N{HORIZONTAL ELLIPSIS}ercise ball"]  # 24 characters each
 
 
+def test_characters_the_font_cannot_draw_are_one_warning(drawn):
+    """matplotlib warned once for each such character and place in its code: 18 warnings of
+    two lines each for two Chinese class names (found by review)."""
+    import warnings
+
+    from trainers.html_report import confusion_png
+
+    classes = ("跑步", "日本 \N{PARTY POPPER}")
+    labels = np.array([0, 1, 0, 1])
+    predictions = SplitPredictions(
+        classes=classes, ids=np.array(["a", "b", "c", "d"]), labels=labels, predicted=labels,
+        probabilities=np.eye(2)[labels], true_classes=np.array([classes[k] for k in labels]),
+        splits=np.array(["test"] * 4))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        confusion_png(predictions, "image")
+    (warning,) = caught
+    assert str(warning.message).startswith("the figures' font (")
+    assert "\\N{PARTY POPPER}" in str(warning.message)
+    assert str(warning.message).endswith(": drawn as boxes")
+
+
 @pytest.mark.parametrize("count", [2, 3, 40])
 def test_a_confusion_matrix_shows_its_whole_title(drawn, count):
     """A model of 2 or 3 classes drew a figure 4-5 in wide, and its title ("TV-HI two-stream

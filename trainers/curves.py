@@ -7,6 +7,8 @@ state, safe on a headless machine and inside a test run.
 from __future__ import annotations
 
 import functools
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
@@ -19,16 +21,36 @@ from matplotlib.ticker import MaxNLocator
 Draw = TypeVar("Draw", bound=Callable[..., Any])
 
 
+#: matplotlib's warning for each character its fonts cannot draw (as a box), one at a time.
+MISSING_GLYPH = re.compile(r"Glyph \d+ \((.+)\) missing from font\(s\) (.+)\.")
+
+
 def text_as_given(draw: Draw) -> Draw:
     """Draw every text of the figures `draw` makes as it is written: matplotlib reads text
     between `$` signs as maths, and a class folder or clip named with them (`p$^$q`, `cost $5
     and $6`) made `trainers report --out/--html` an internal error, or drew a class the store
-    does not have (`cost 5and6` in italics; found by review)."""
+    does not have (`cost 5and6` in italics; found by review). Characters its font cannot draw
+    (CJK, emoji) are said in one warning a drawing, where matplotlib gave one, two lines, for
+    each character and place in its code (18 for two Chinese class names)."""
 
     @functools.wraps(draw)
     def drawing(*args: Any, **kwargs: Any) -> Any:
-        with matplotlib.rc_context({"text.parse_math": False}):
-            return draw(*args, **kwargs)
+        with matplotlib.rc_context({"text.parse_math": False}), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.filterwarnings("always", message=MISSING_GLYPH.pattern)
+            result = draw(*args, **kwargs)
+        missing: dict[str, str] = {}
+        for warning in caught:
+            glyph = MISSING_GLYPH.fullmatch(str(warning.message))
+            if glyph is None:  # (anyone else's: as it would have been)
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
+            else:
+                missing.setdefault(glyph[1], glyph[2])
+        if missing:
+            warnings.warn(f"the figures' font ({', '.join(sorted(set(missing.values())))}) "
+                          f"has no {', '.join(missing)}: drawn as boxes", stacklevel=2)
+        return result
 
     return drawing  # type: ignore[return-value]
 
