@@ -242,6 +242,14 @@ def test_odd_indices_and_arguments_are_refused_in_the_conventional_error(tmp_pat
         train[np.array(True)]
     with pytest.raises(IndexError, match="must be one-dimensional, got shape \\(1, 0\\)"):
         train[[[]]]
+    # (numpy's own "setting an array element with a sequence" from inside; and an empty float
+    # array read as no position, where a non-empty one is refused: found by review)
+    with pytest.raises(IndexError, match="must be one-dimensional, got rows of other lengths"):
+        train[[[0], [0, 1]]]
+    for empty in (np.array([], float), np.array([], str)):
+        with pytest.raises(TypeError, match="positions must be integers"):
+            train[empty]
+    assert train[[]]["id"].size == 0 and train[np.array([], np.int64)]["id"].size == 0
     with pytest.raises(TypeError, match="a batch is indexed by an integer, got float"):
         train.to_keras_dataset(2)[2.0]
     assert len(train.to_keras_dataset(2)[np.int64(1)][1]) == 2

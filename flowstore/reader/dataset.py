@@ -506,7 +506,11 @@ class Split:
             except TypeError:
                 raise TypeError(f"positions must be integers or a boolean mask, got "
                                 f"{positions!r:.60}") from None
-        array = np.asarray(positions)
+        try:
+            array = np.asarray(positions)
+        except ValueError:  # (numpy's words: "setting an array element with a sequence")
+            raise IndexError(f"positions of split {self.name!r} must be one-dimensional, got "
+                             f"rows of other lengths ({positions!r:.60})") from None
         if array.dtype.kind in "iu" and not isinstance(positions, np.ndarray) and any(
                 isinstance(p, (bool, np.bool_)) or getattr(p, "dtype", None) == bool
                 or str(getattr(p, "dtype", "")) == "torch.bool" for p in positions):
@@ -521,8 +525,8 @@ class Split:
         if array.ndim > 1:  # no batch (it was flattened into one); a 0-d array is one position
             raise IndexError(f"positions of split {self.name!r} must be one-dimensional, got "
                              f"shape {array.shape}")  # ([[]] too, which read as no position)
-        if array.size == 0:
-            return np.zeros(0, np.int64)
+        if array.size == 0 and (array.dtype.kind in "iu" or not isinstance(positions, np.ndarray)):
+            return np.zeros(0, np.int64)  # ([] is float64 to numpy; an empty float array is not)
         if array.dtype.kind not in "iu":
             raise TypeError(f"positions must be integers or a boolean mask, got "
                             f"{array.dtype} ({positions!r:.60})")
