@@ -230,7 +230,8 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
                    if file_name == names[label] and file_name in taken]
         if not meeting:
             return files
-        files.update((label, f"{files[label]}-{label}") for label in meeting)
+        files.update((label, _cut_to(files[label], NAME_MAX_BYTES - len(f"-{label}.png"))
+                      + f"-{label}") for label in meeting)
 
 
 #: The bytes of a file name most file systems hold (ext4's, XFS's and Btrfs' NAME_MAX).

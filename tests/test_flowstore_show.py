@@ -298,6 +298,11 @@ def test_class_file_names_stay_apart_when_a_changed_name_meets_a_chain_of_others
     assert _file_names({0: "a/b", 1: "a_b-0", 2: "a_b-0-1"}) == {
         0: "a_b-0", 1: "a_b-0-1", 2: "a_b-0-1-2"}
     assert _file_names({0: "a/b", 1: "a_b", 2: "x"}) == {0: "a_b-0", 1: "a_b", 2: "x"}
+    # a long one changed so stays a file name (it was 257 bytes: found by review)
+    long = _file_names({0: "a/" + "b" * 247, 1: "a_" + "b" * 247 + "-0"})
+    assert long[0] == "a_" + "b" * 247 + "-0" and long[1].endswith("-1")
+    assert all(len(os.fsencode(name + ".png")) <= 255 for name in long.values())
+    assert long[0] != long[1]
 
 
 def test_a_link_left_in_out_under_a_pictures_name_is_replaced_not_written_through(stores,

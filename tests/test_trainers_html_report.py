@@ -203,8 +203,8 @@ def test_misclassified_sample_titles_stay_within_their_column(runs, monkeypatch)
     record = _latest(runs, "flow")
     labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
     ids = ["ApplyEyeMakeup/v_ApplyEyeMakeup_g08_c01", "April_09_brush_hair_u_nm_np1_ba_goo_0",
-           "WWMMWWMMWWMMWWMMWWMMWWMMW", "a" * 200, "-X4bQ2mW_z0_000010_000020", "clip5",
-           "clip6", "class/" * 20 + "clip7"]
+           "WWMMWWMMWWMMWWMMWWMMWWMMW", "a" * 200, "-X4bQ2mW_z0_000010_000020",
+           "a" * 10 + "\n" + "b" * 10, "clip6", "class/" * 20 + "clip7"]
     classes = ("exercising with an exercise ball", "highFive", "hug", "kiss" * 20)
     predicted = (labels + 1) % 4
     predictions = SplitPredictions(classes=classes, ids=np.array(ids), labels=labels,
@@ -227,6 +227,8 @@ def test_misclassified_sample_titles_stay_within_their_column(runs, monkeypatch)
     first = figure.axes[0].get_title().splitlines()
     assert "".join(first[:2]) == ids[0]  # broken where the column ends, not cut
     assert first[2:4] == ["true exercising with an", "exercise ball"]  # broken at a space
+    escaped = figure.axes[predictions.misclassified.tolist().index(5)].get_title()
+    assert "a\\nb" in escaped.replace("\n", "")  # a newline written as an escape, as listed
     column = predictions.misclassified.tolist().index(3)  # the id of 200 characters
     cut = figure.axes[column].get_title().splitlines()[:2]
     assert set(cut[0]) == {"a"} and cut[1].startswith("\N{HORIZONTAL ELLIPSIS}a")
@@ -756,6 +758,19 @@ def test_characters_the_font_cannot_draw_are_one_warning(drawn):
     assert str(warning.message).startswith("the figures' font (")
     assert "\\N{PARTY POPPER}" in str(warning.message)
     assert str(warning.message).endswith(": drawn as boxes")
+    # every other warning is shown as it was, and a user's filter of the glyphs' holds
+    from trainers.curves import text_as_given
+
+    @text_as_given
+    def draw_and_warn() -> None:
+        confusion_png(predictions, "image")
+        warnings.warn("another warning")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message="Glyph")
+        draw_and_warn()
+    assert [str(warning.message) for warning in caught] == ["another warning"]
 
 
 @pytest.mark.parametrize("count", [2, 3, 40])

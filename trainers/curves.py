@@ -31,22 +31,28 @@ def text_as_given(draw: Draw) -> Draw:
     and $6`) made `trainers report --out/--html` an internal error, or drew a class the store
     does not have (`cost 5and6` in italics; found by review). Characters its font cannot draw
     (CJK, emoji) are said in one warning a drawing, where matplotlib gave one, two lines, for
-    each character and place in its code (18 for two Chinese class names)."""
+    each character and place in its code (18 for two Chinese class names). Only how a glyph's
+    warning is shown changes: the filters (a user's "ignore" too) and their once-only
+    registries are left as they are, and every other warning is shown as it would be."""
 
     @functools.wraps(draw)
     def drawing(*args: Any, **kwargs: Any) -> Any:
-        with matplotlib.rc_context({"text.parse_math": False}), \
-                warnings.catch_warnings(record=True) as caught:
-            warnings.filterwarnings("always", message=MISSING_GLYPH.pattern)
-            result = draw(*args, **kwargs)
         missing: dict[str, str] = {}
-        for warning in caught:
-            glyph = MISSING_GLYPH.fullmatch(str(warning.message))
-            if glyph is None:  # (anyone else's: as it would have been)
-                warnings.warn_explicit(warning.message, warning.category, warning.filename,
-                                       warning.lineno)
+        shown = warnings.showwarning
+
+        def collect(message, category, filename, lineno, file=None, line=None) -> None:
+            glyph = MISSING_GLYPH.fullmatch(str(message))
+            if glyph is None:
+                shown(message, category, filename, lineno, file, line)
             else:
                 missing.setdefault(glyph[1], glyph[2])
+
+        warnings.showwarning = collect
+        try:
+            with matplotlib.rc_context({"text.parse_math": False}):
+                result = draw(*args, **kwargs)
+        finally:
+            warnings.showwarning = shown
         if missing:
             warnings.warn(f"the figures' font ({', '.join(sorted(set(missing.values())))}) "
                           f"has no {', '.join(missing)}: drawn as boxes", stacklevel=2)

@@ -36,6 +36,7 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import MaxNLocator
 
 import flowstore
+from flowstore.console import one_line
 from flowstore.errors import StoreError
 from flowstore.flow_image import flow_to_rgb
 from flowstore.show import flow_scale
@@ -390,7 +391,7 @@ def _misclassified(record: RunRecord, name: str, predictions: SplitPredictions) 
     axes = np.asarray(figure.subplots(len(drawn), len(shown), squeeze=False))
     classes = predictions.classes
     for column, position in enumerate(shown):
-        titles = (["\n".join(_column_lines(text, fits) for text in (
+        titles = (["\n".join(_column_lines(one_line(text), fits) for text in (
                        str(predictions.ids[position]),
                        f"true {classes[predictions.labels[position]]}",
                        f"predicted {classes[predictions.predicted[position]]}"))]
@@ -429,8 +430,8 @@ def _column_lines(text: str, fits: Callable[[str], bool]) -> str:
             lines.append(rest)
             break
         if len(lines) == STRIP_LINES_EACH - 1:
-            tail = next(rest[start:] for start in range(1, len(rest) + 1)
-                        if fits("\N{HORIZONTAL ELLIPSIS}" + rest[start:]))
+            tail = next((rest[start:] for start in range(1, len(rest) + 1)
+                         if fits("\N{HORIZONTAL ELLIPSIS}" + rest[start:])), "")
             lines.append("\N{HORIZONTAL ELLIPSIS}" + tail)
             break
         end = 1  # (a character at least, whatever its width)

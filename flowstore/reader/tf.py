@@ -172,8 +172,11 @@ def to_tf_dataset(split: "Split", batch_size: int, *, shuffle: bool = False, see
     ds = ds.map(read_batch, num_parallel_calls=parallel_reads, deterministic=True)
     ds = ds.prefetch(tf.data.AUTOTUNE)
     # (a derived dataset holds its input; an iterator its own. Not at exit: a pipeline still
-    # in use then reads ahead until TensorFlow stops it)
-    weakref.finalize(ds, held.clear).atexit = False
+    # in use then reads ahead until TensorFlow stops it. Not where a function is traced, a
+    # `flat_map`'s or a `tf.function`'s: the dataset object lives only while it is traced, and
+    # the graph reads long after; the split is held for good there, as before)
+    if tf.executing_eagerly():
+        weakref.finalize(ds, held.clear).atexit = False
     return ds
 
 
