@@ -353,6 +353,24 @@ def _check_reusable(config: BuildConfig, planned: Plan, opencv: str) -> None:
                    specs=planned.dataset.specs(config.params), opencv=opencv)
 
 
+def _refuse_unwritable(store: str | Path, pending: str) -> None:
+    """Refuse, before anything is extracted, a store folder this user cannot write (a store
+    shared read-only, a read-only mount): a reader who ran the build of a shared store's
+    pending samples extracted every one, then failed in a bare "Permission denied" on a file of
+    the ledger (found by review). The writer's lock is granted there all the same (a reader's
+    lock file is opened read-only). An HDF5 file is refused before this, opened to write, and
+    an object store at its first write."""
+    if is_url(store) or not Path(store).is_dir():
+        return
+    root = Path(store)
+    for folder in (root, *sorted(path for path in root.iterdir() if path.is_dir())):
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreError(f"store {str(store)!r} cannot be written by this user here "
+                             f"({str(folder)!r} is not writable, or on a read-only file "
+                             f"system), and it has {pending}: ask its owner, or build a store "
+                             f"of your own with --reuse-from {str(store)!r}")
+
+
 def _build_locked(config: BuildConfig, planned: Plan, start: float,
                   cluster: Cluster | None, opencv: str) -> BuildResult:
     dataset, manifest, params = planned.dataset, planned.manifest, planned.params
@@ -364,6 +382,8 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
                          options=dataset.recorded_options())
     try:
         ledger = Ledger.load(store)
+        if ledger.unreadable or config.redo:
+            _refuse_unwritable(config.store, "a repair" if config.redo else "its ledger to mend")
         if ledger.unreadable:
             ledger.mend(store, durable=config.fsync)
         _check_sources(ledger, dataset, manifest, source_files, config.store,
@@ -409,6 +429,7 @@ def _build_locked(config: BuildConfig, planned: Plan, start: float,
                                sizes=source_files.sizes, todo=todo,
                                absolute=_absolute(config.reuse_from))
         if len(todo):
+            _refuse_unwritable(config.store, f"{len(todo)} sample(s) to extract")
             try:
                 _run(config, dataset, manifest, store, ledger, todo, result, cluster,
                      extracted_from, reuse)

@@ -742,6 +742,34 @@ def test_unreadable_source_or_unwritable_store_folder_is_one_line(damage, what, 
     assert_one_line_error(result)
 
 
+def test_a_store_this_user_cannot_write_is_refused_before_any_sample_is_extracted(
+        unprivileged, tiny_tvhi_source, tmp_path):
+    """A shared store read by others: one of them ran its build (8 samples pending), which
+    extracted every one and then failed in a bare "Permission denied" on a ledger file (found
+    by review). Its complete samples are read, as ever."""
+    store = tmp_path / "shared.zarr"
+    build_in_process(tiny_tvhi_source, store, max_per_split=1)
+    folders = [store, *(path for path in store.iterdir() if path.is_dir())]
+    before = open_store(store, "r").read("done").copy()
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        result = raw_cli("a store this user cannot write, with samples pending",
+                         *tiny_build_args(tiny_tvhi_source, store),
+                         preexec_fn=unprivileged)
+        line = assert_one_line_error(result)
+        inspected = raw_cli("the same store inspected", "inspect", store,
+                            preexec_fn=unprivileged)
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert f"store {str(store)!r} cannot be written by this user here" in line
+    assert "sample(s) to extract: ask its owner, or build a store of your own with " \
+           f"--reuse-from {str(store)!r}" in line
+    assert "extracting" not in result.stderr and inspected.returncode == 0, inspected.stderr
+    np.testing.assert_array_equal(open_store(store, "r").read("done"), before)
+
+
 @pytest.mark.parametrize("command", [
     ("flowstore", "estimate", "tvhi", "--source", "{folder}"),
     ("flowstore", "synth", "tvhi", "{folder}"),
