@@ -462,6 +462,15 @@ def test_an_existing_non_store_is_never_deleted(kind, overwrite, tiny_tvhi_sourc
     assert tree_digest(target) == before
 
 
+def test_a_folder_named_like_an_hdf5_store_is_read_without_a_lock_file_left(tmp_path):
+    """`inspect` (and `trainers report`, asking whether a runs folder is a store) left the
+    reader's lock file `.x.h5.lock` beside a folder named `x.h5` (found by review)."""
+    (tmp_path / "x.h5").mkdir()
+    inspected = cli("a folder named like an HDF5 store, inspected", "inspect", tmp_path / "x.h5")
+    assert "is a folder, not a flowstore store" in assert_one_line_error(inspected)
+    assert [path.name for path in tmp_path.iterdir()] == ["x.h5"]
+
+
 # =================================================================================================
 # 2. Bad files in the source: the build goes on, lists them and exits 1
 # =================================================================================================

@@ -400,9 +400,10 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
     try:
         store = backend.open(path, mode)
     except BaseException as exc:
-        if (isinstance(exc, Exception) and not isinstance(exc, StoreError)
+        if isinstance(exc, (IsADirectoryError, NotADirectoryError)) or (
+                isinstance(exc, Exception) and not isinstance(exc, StoreError)
                 and getattr(exc, "errno", None) is None):  # (not the system's refusal)
-            remove_made_lock_file(held)  # a file of another kind: no store
+            remove_made_lock_file(held)  # a file of another kind, or a folder: no store
         release_reader_lock(held)
         if isinstance(exc, StoreError) or not isinstance(exc, Exception):
             raise
