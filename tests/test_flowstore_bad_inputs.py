@@ -462,6 +462,35 @@ def test_an_existing_non_store_is_never_deleted(kind, overwrite, tiny_tvhi_sourc
     assert tree_digest(target) == before
 
 
+def test_a_store_on_a_read_only_file_system_builds_what_is_left_or_says_why_not(
+        tiny_tvhi_source, tmp_path):
+    """A store mounted read-only: the same build again found its lock file unwritable
+    ("cannot open the lock file ... Read-only file system") where, read-only by permission
+    alone, it ended with nothing to do; with samples to extract it is the store's refusal
+    (found by review)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        whole, part = disk / "whole.zarr", disk / "part.zarr"
+        build_in_process(tiny_tvhi_source, whole)
+        build_in_process(tiny_tvhi_source, part, max_per_split=1)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        again = cli("the same build of a whole store on a read-only file system",
+                    *tiny_build_args(tiny_tvhi_source, whole))
+        assert again.returncode == 0 and "0 computed" in again.stdout, again.stderr
+        more = cli("a build with samples to extract on a read-only file system",
+                   *tiny_build_args(tiny_tvhi_source, part))
+        assert "cannot be written by this user here" in assert_one_line_error(more)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
 def test_a_folder_named_like_an_hdf5_store_is_read_without_a_lock_file_left(tmp_path):
     """`inspect` (and `trainers report`, asking whether a runs folder is a store) left the
     reader's lock file `.x.h5.lock` beside a folder named `x.h5` (found by review)."""

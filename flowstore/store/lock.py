@@ -27,6 +27,7 @@ locked is still the one at its path (the holder before it may have removed it me
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -115,19 +116,19 @@ def _open_lock_file(path: Path, store: str | Path) -> tuple[int, bool]:
     Made with mode 0o666 less the umask, as the store's own files are: in a folder a group
     shares (umask 002), another member can resume the build. A lock file made by someone else
     that this user may not write (an older flowstore made them 0o644) is opened read-only:
-    `flock` works on that too; only the holder's record is not written.
+    `flock` works on that too; only the holder's record is not written. So is one on a
+    read-only file system (a store mounted read-only: a build that finds nothing to do ends
+    as it would elsewhere; one that has samples to extract is refused in its own words).
     """
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT, 0o666), True
-    except PermissionError:
-        if os.path.lexists(path):
+    except OSError as exc:
+        error = exc.strerror
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and os.path.lexists(path):
             try:
                 return os.open(path, os.O_RDONLY), False
             except OSError:
                 pass
-        error = "Permission denied"
-    except OSError as exc:
-        error = exc.strerror
     doing = "open" if os.path.lexists(path) else "create"
     raise StoreError(f"cannot {doing} the lock file beside store {str(store)!r}: "
                      f"{error} ({str(path)!r})") from None
