@@ -27,6 +27,7 @@ The full-disk cases mount a small tmpfs, which needs root; both skip with a reas
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -40,7 +41,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import h5py
 import numpy as np
@@ -295,21 +296,28 @@ class SmallDisk:
         subprocess.run(["mount", "-o", "remount,size=20m", str(self.path)], check=True)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 300 KiB tmpfs (the tiny store needs about 340 KiB)."""
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `folder` (made) for the block; the test is skipped where
+    it cannot be."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs",
+                              str(folder)], capture_output=True, text=True)
     if mounted.returncode:
         pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
     try:
-        yield SmallDisk(disk)
+        yield folder
     finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 300 KiB tmpfs (the tiny store needs about 340 KiB)."""
+    with tmpfs(tmp_path / "disk", "300k") as disk:
+        yield SmallDisk(disk)
 
 
 # =================================================================================================
@@ -468,15 +476,7 @@ def test_a_store_on_a_read_only_file_system_builds_what_is_left_or_says_why_not(
     ("cannot open the lock file ... Read-only file system") where, read-only by permission
     alone, it ended with nothing to do; with samples to extract it is the store's refusal
     (found by review)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", "20m") as disk:
         whole, part = disk / "whole.zarr", disk / "part.zarr"
         build_in_process(tiny_tvhi_source, whole)
         build_in_process(tiny_tvhi_source, part, max_per_split=1)
@@ -487,8 +487,6 @@ def test_a_store_on_a_read_only_file_system_builds_what_is_left_or_says_why_not(
         more = cli("a build with samples to extract on a read-only file system",
                    *tiny_build_args(tiny_tvhi_source, part))
         assert "cannot be written by this user here" in assert_one_line_error(more)
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_a_folder_named_like_an_hdf5_store_is_read_without_a_lock_file_left(tmp_path):

@@ -717,17 +717,22 @@ def test_class_names_and_ids_with_dollar_signs_are_drawn_as_written(drawn, runs)
     assert titles and not any(title.get_parse_math() for title in titles)
 
 
+def _all_right(classes: tuple[str, str]) -> SplitPredictions:
+    """Four test samples of two classes, each predicted right."""
+    labels = np.array([0, 1, 0, 1])
+    return SplitPredictions(
+        classes=classes, ids=np.array(["a", "b", "c", "d"]), labels=labels, predicted=labels,
+        probabilities=np.eye(2)[labels], true_classes=np.array([classes[k] for k in labels]),
+        splits=np.array(["test"] * 4))
+
+
 def test_a_confusion_matrix_of_long_class_names_keeps_room_for_the_matrix(drawn):
     """Two names of 46 characters written whole left the matrix no room (constrained layout
     "collapsed to zero"): a name is cut in its middle beyond 24 characters (found by review)."""
     from trainers.html_report import confusion_png
 
-    classes = ("a very long class name of forty-six characters", "exercising with an exercise ball")
-    labels = np.array([0, 1, 0, 1])
-    predictions = SplitPredictions(
-        classes=classes, ids=np.array(["a", "b", "c", "d"]), labels=labels, predicted=labels,
-        probabilities=np.eye(2)[labels], true_classes=np.array([classes[k] for k in labels]),
-        splits=np.array(["test"] * 4))
+    predictions = _all_right(("a very long class name of forty-six characters",
+                              "exercising with an exercise ball"))
     confusion_png(predictions, "image")
     (figure,) = drawn
     renderer = figure.canvas.get_renderer()
@@ -745,12 +750,7 @@ def test_characters_the_font_cannot_draw_are_one_warning(drawn):
 
     from trainers.html_report import confusion_png
 
-    classes = ("跑步", "日本 \N{PARTY POPPER}")
-    labels = np.array([0, 1, 0, 1])
-    predictions = SplitPredictions(
-        classes=classes, ids=np.array(["a", "b", "c", "d"]), labels=labels, predicted=labels,
-        probabilities=np.eye(2)[labels], true_classes=np.array([classes[k] for k in labels]),
-        splits=np.array(["test"] * 4))
+    predictions = _all_right(("跑步", "日本 \N{PARTY POPPER}"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         confusion_png(predictions, "image")
