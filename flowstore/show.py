@@ -215,12 +215,10 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
     cleaned = {}
     for label, name in names.items():
         file_name = file_name_here(name.replace("/", "_").replace("\\", "_"))
-        file_name = "_" + file_name if file_name.startswith(".") else file_name
-        if len(os.fsencode(file_name + ".png")) > NAME_MAX_BYTES:
-            file_name = _cut_to(file_name, NAME_MAX_BYTES - len(f"-{label}.png"))
-        cleaned[label] = file_name
-    files = {label: file_name if file_name == names[label] else f"{file_name}-{label}"
-             for label, file_name in cleaned.items()}
+        cleaned[label] = "_" + file_name if file_name.startswith(".") else file_name
+    files = {label: file_name if file_name == names[label]
+             and len(os.fsencode(file_name + ".png")) <= NAME_MAX_BYTES
+             else _labelled(file_name, label) for label, file_name in cleaned.items()}
     # A label ends every changed name, so changed names never meet: only a plain one can meet
     # a changed one, and changed, it may meet another plain one (`a/b`, `a_b-0`, `a_b-0-1`):
     # again until none does (each round changes one more name for good).
@@ -230,20 +228,20 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
                    if file_name == names[label] and file_name in taken]
         if not meeting:
             return files
-        files.update((label, _cut_to(files[label], NAME_MAX_BYTES - len(f"-{label}.png"))
-                      + f"-{label}") for label in meeting)
+        files.update((label, _labelled(files[label], label)) for label in meeting)
 
 
 #: The bytes of a file name most file systems hold (ext4's, XFS's and Btrfs' NAME_MAX).
 NAME_MAX_BYTES = 255
 
 
-def _cut_to(name: str, room: int) -> str:
-    """`name` without as many of its last characters as it takes to fit `room` bytes in the
-    file system's encoding."""
+def _labelled(name: str, label: int) -> str:
+    """`name` and `-label`, without as many of the name's last characters as it takes for that
+    and `.png` to fit `NAME_MAX_BYTES` in the file system's encoding."""
+    room = NAME_MAX_BYTES - len(f"-{label}.png")
     while len(os.fsencode(name)) > room:
         name = name[:-1]
-    return name
+    return f"{name}-{label}"
 
 
 def file_name_here(name: str) -> str:
