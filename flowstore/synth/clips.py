@@ -21,6 +21,7 @@ import numpy as np
 
 from flowstore.errors import FlowstoreError, ParameterError
 from flowstore.params import check_seed
+from flowstore.synth.matroska import fix_identifiers
 
 #: (colour, motion) of class k: `CUES[k % 4]`.
 CUES = (("warm", "horizontal"), ("warm", "vertical"), ("cool", "horizontal"),
@@ -100,6 +101,8 @@ def write_clip(path: Path, class_index: int, config: SynthClipsConfig) -> None:
     finally:
         writer.release()
     check_clip_written(scratch, len(frames), path.name)
+    if path.suffix.lower() == ".mkv":  # (its muxer's identifiers: random each time)
+        fix_identifiers(scratch, f"{config.seed}/{path.name}".encode())
     os.replace(scratch, path)
 
 
