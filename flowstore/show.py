@@ -177,10 +177,7 @@ def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str
     for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
         sample = _read(dataset, splits, index)
         if kind == "flow":
-            # a videofolder id is `<class>/<clip>`: its pictures go into a class folder
-            name = file_name_here(str(sample["id"]))
-            if name != str(sample["id"]):  # (two ids changed alike stay apart)
-                name = f"{name}-{index}"
+            name = _picture_name(str(sample["id"]), index)
             folder = (out / name).parent
             if folder != out:  # a class named like a store (`c.zarr`) meeting one in --out
                 _refuse_inside(folder, f"the class folder {str(folder)!r} of --out")
@@ -204,6 +201,30 @@ def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str
     return result
 
 
+def _picture_name(sample_id: str, index: int) -> str:
+    """Where in `--out` the pictures of the video sample `sample_id` (at `index`) go, without
+    their suffix: the id, whose `/` makes a class folder (a videofolder id is `<class>/<clip>`),
+    each part of it a file name this system holds (`_safe_name`). A store from elsewhere may
+    hold any id: an absolute one or one of `..` parts wrote pictures and made folders outside
+    --out, and a NUL byte was an internal error (found by review). An id that had to change
+    gets its sample's index, so that two ids changed alike stay apart."""
+    *folders, name = [_safe_name(part) for part in sample_id.split("/")]
+    changed = "/".join((*folders, name)) != sample_id
+    if changed or len(os.fsencode(name + ".png")) > NAME_MAX_BYTES:
+        name = _labelled(name, index)
+    return "/".join((*folders, name))
+
+
+def _safe_name(name: str) -> str:
+    """`name` as one file name inside a folder: no `/`, `\\` or NUL (each "_"), no leading dot
+    (a `..`, or a hidden file: "_" before it), never empty, every character one the file
+    system's encoding holds (`file_name_here`)."""
+    for character in "/\\\0":
+        name = name.replace(character, "_")
+    name = file_name_here(name)
+    return "_" + name if name.startswith(".") or not name else name
+
+
 def _file_names(names: dict[int, str]) -> dict[int, str]:
     """Each class's name (label -> name) as one file name inside `--out`, no two alike: a
     split file may name a class `a/b` or `../x`, which as a path would be a folder that does
@@ -212,10 +233,7 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
     changed one meets (`a_b-0` beside `a/b`: one grid was written over the other). A name too
     long for a file with its `.png` (a class folder's name may take all of `NAME_MAX_BYTES`) is
     cut, and changed so, gets its label: it was "File name too long", and no grid at all."""
-    cleaned = {}
-    for label, name in names.items():
-        file_name = file_name_here(name.replace("/", "_").replace("\\", "_"))
-        cleaned[label] = "_" + file_name if file_name.startswith(".") else file_name
+    cleaned = {label: _safe_name(name) for label, name in names.items()}
     files = {label: file_name if file_name == names[label]
              and len(os.fsencode(file_name + ".png")) <= NAME_MAX_BYTES
              else _labelled(file_name, label) for label, file_name in cleaned.items()}

@@ -305,6 +305,45 @@ def test_class_file_names_stay_apart_when_a_changed_name_meets_a_chain_of_others
     assert long[0] != long[1]
 
 
+def test_ids_of_a_store_from_elsewhere_never_put_a_picture_outside_out(stores, tmp_path):
+    """A store's ids are another's data: an absolute id or one of `..` parts wrote its
+    pictures, and made folders, outside --out (exit 0), and a NUL byte was an internal error
+    (found by review). Each now lies inside --out, under a name that says which it is."""
+    import shutil
+
+    import zarr
+
+    from flowstore.store.checksum import COLUMNS_DIGEST, columns_digest
+
+    store = Path(shutil.copytree(stores["float16"], tmp_path / "theirs.zarr"))
+    group = zarr.open_group(str(store), mode="r+")
+    ids = group["id"][:]
+    done = np.flatnonzero(group["done"][:])
+    hostile = [str(tmp_path / "abs" / "ESCAPED"), "../../ESCAPED", "a\x00b", "", "./.", "..",
+               "x/../../../ESCAPED"]
+    for index, sample in zip(done, hostile):
+        ids[index] = sample
+    group["id"][:] = ids
+    group.attrs[COLUMNS_DIGEST] = columns_digest(group.attrs["classes"], ids, group["label"][:],
+                                                 group["split"][:])
+    out = tmp_path / "deep" / "pictures"
+    shown = flowstore_cli("show", store, "--gif", "--out", out, "--", *hostile[:3],
+                          *hostile[4:])
+    assert shown.returncode == 0, shown.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert len(written) == 2 * (len(hostile) - 1), written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "theirs.zarr"]
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == ["pictures"]
+    name = f"_{tmp_path / 'abs' / 'ESCAPED'}"  # (the part before its first "/", "": "_")
+    assert {f"{name}-{done[0]}.png", f"_../_../ESCAPED-{done[1]}.png",
+            f"a_b-{done[2]}.png", f"_./_.-{done[4]}.png", f"_..-{done[5]}.png",
+            f"x/_../_../_../ESCAPED-{done[6]}.png"} <= set(written), written
+    # and those no id was asked for: a random draw of each class
+    drawn = flowstore_cli("show", store, "--out", tmp_path / "deep" / "drawn", "--per-class", "9")
+    assert drawn.returncode == 0, drawn.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "theirs.zarr"]
+
+
 def test_a_link_left_in_out_under_a_pictures_name_is_replaced_not_written_through(stores,
                                                                                    tmp_path):
     """A link named as a picture (`hug_0001.png` -> another store's zarr.json) had the picture
