@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from flowstore.params import check_flow_bound
+
 
 #: How uint8 flow is quantized now: 255 equal bins over [-bound, bound], decoded to the bin
 #: centres, as mmcv's `quantize_flow` (MMAction2) does. Zero is a bin centre, so still pixels
@@ -40,6 +42,7 @@ def uint8_step_centre(params: Mapping[str, Any], array: str = "flow") -> tuple[f
     Subtracting the centre first keeps 0 px exactly 0 and +-x exactly opposite in float32.
     """
     bound, quantization = f"{array}_bound", f"{array}_quantization"
+    check_flow_bound(params[bound], bound)
     if params.get(quantization) == QUANTIZATION:
         return 2.0 * float(params[bound]) / LEVELS, (LEVELS - 1) / 2.0
     if quantization in params:

@@ -117,6 +117,22 @@ MIN_FLOW_BOUND = 1e-3
 MAX_WINSIZE = 10**7
 
 
+def check_flow_bound(value: Any, name: str = "flow_bound") -> None:
+    """Refuse a uint8 flow bound (pixels) outside [MIN_FLOW_BOUND, MAX_FLOW_BOUND]: a build's
+    option, and a store's record of it, which the reader decodes by (a store from elsewhere
+    with a bound of 0 read as still flow, a negative one as mirrored, 1e308 as inf: found by
+    review). Within float32's range, in which flow is encoded and decoded: 1e39 passed,
+    overflowed in the encoding and decoded to inf everywhere.
+
+    Raises:
+        ParameterError: naming `name`.
+    """
+    _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+             and math.isfinite(value) and MIN_FLOW_BOUND <= value <= MAX_FLOW_BOUND,
+             f"{name} must be a number of pixels in [{MIN_FLOW_BOUND:g}, "
+             f"{MAX_FLOW_BOUND:g}], got {value!r}")
+
+
 def _check_int(method: str, name: str, value: Any, low: int, high: int = C_INT_MAX) -> None:
     within = isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
     allowed = (f"an integer in {low}..{high}" if high != C_INT_MAX
@@ -442,13 +458,7 @@ class VideoParams:
                  f"steps must be an integer in 1..1024, got {self.steps!r}")
         _require(self.flow_dtype in FLOW_DTYPES,
                  f"flow_dtype must be one of {', '.join(FLOW_DTYPES)}, got {self.flow_dtype!r}")
-        # (within float32's range, in which flow is encoded and decoded: 1e39 passed, overflowed
-        # in the encoding and decoded to inf everywhere)
-        _require(isinstance(self.flow_bound, (int, float)) and not isinstance(self.flow_bound, bool)
-                 and math.isfinite(self.flow_bound)
-                 and MIN_FLOW_BOUND <= self.flow_bound <= MAX_FLOW_BOUND,
-                 f"flow_bound must be a number of pixels in [{MIN_FLOW_BOUND:g}, "
-                 f"{MAX_FLOW_BOUND:g}], got {self.flow_bound!r}")
+        check_flow_bound(self.flow_bound)
         object.__setattr__(self, "flow_bound", float(self.flow_bound))  # 20 records as 20.0
         _require(isinstance(self.decoder_threads, int) and self.decoder_threads >= 1,
                  f"decoder_threads must be an integer >= 1, got {self.decoder_threads!r}")

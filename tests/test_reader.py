@@ -902,7 +902,36 @@ def test_a_uint8_feature_without_its_bound_is_a_store_error_not_a_bug(tmp_path):
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
     g = zarr.open_group(str(path), mode="r+")
     g.attrs["params"] = {k: v for k, v in g.attrs["params"].items() if k != "flow_bound"}
-    with pytest.raises(StoreError, match="store has uint8 'flow' but no 'flow_bound' parameter"):
+    with pytest.raises(StoreError, match=r"t\.zarr' is damaged: it has uint8 'flow' but no "
+                                         r"'flow_bound' parameter"):
+        flowstore.open(path)
+
+
+@pytest.mark.parametrize("bound, why", [
+    (0, "must be a number of pixels"),       # (read as still flow)
+    (-5.0, "must be a number of pixels"),    # (read as mirrored flow)
+    (1e308, "must be a number of pixels"),   # (read as inf)
+    ("x", "must be a number of pixels"),
+    (None, "must be a number of pixels"),
+])
+def test_a_uint8_bound_no_build_takes_is_refused_not_decoded(tmp_path, bound, why):
+    """A store from elsewhere whose `flow_bound` no build would record: refused as damaged, in
+    one message naming the store, where the reader decoded by it without a word (0: every
+    value 0; -5: the flow's sign flipped; 1e308: every value inf; found by review)."""
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["params"] = {**g.attrs["params"], "flow_bound": bound}
+    with pytest.raises(StoreError, match=rf"t\.zarr' is damaged: it declares how 'flow' maps "
+                                         rf"back wrongly: flow_bound {why}"):
+        flowstore.open(path)
+
+
+def test_an_unknown_uint8_quantization_is_refused_naming_the_store(tmp_path):
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
+    g = zarr.open_group(str(path), mode="r+")
+    g.attrs["params"] = {**g.attrs["params"], "flow_quantization": "foo"}
+    with pytest.raises(StoreError, match=r"t\.zarr' is damaged: it declares how 'flow' maps "
+                                         r"back wrongly: unknown uint8 flow quantization 'foo'"):
         flowstore.open(path)
 
 

@@ -87,17 +87,18 @@ def declared_encodings(params: Mapping[str, Any], dtypes: Mapping[str, str],
         if declared is None:
             out[name] = Encoding(stored)
             continue
+        damaged = "store" if path is None else f"store {str(path)!r} is damaged: it"
         if np.dtype(declared) != stored:
-            raise StoreError(("store" if path is None else f"store {str(path)!r} is damaged: it")
-                             + f" declares {name!r} as {declared} but holds {stored}")
+            raise StoreError(f"{damaged} declares {name!r} as {declared} but holds {stored}")
         if stored == np.uint8:
             if f"{name}_bound" not in params:
-                raise StoreError(f"store has uint8 {name!r} but no '{name}_bound' parameter to "
-                                 "map it back")
+                raise StoreError(f"{damaged} has uint8 {name!r} but no '{name}_bound' parameter "
+                                 f"to map it back")
             try:
                 step, centre = uint8_step_centre(params, name)
-            except ValueError as exc:
-                raise StoreError(f"store's {name!r}: {exc}") from None
+            except (TypeError, ValueError) as exc:  # (a bound of "x", an unknown quantization)
+                raise StoreError(f"{damaged} declares how {name!r} maps back wrongly: "
+                                 f"{exc}") from None
             out[name] = Encoding(stored, True, step, centre)
         else:
             out[name] = Encoding(stored, True)
