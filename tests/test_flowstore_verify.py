@@ -392,6 +392,35 @@ def test_a_lost_chunk_of_the_labels_is_damage_that_every_command_names(tiny_tvhi
         assert opened.attrs[COLUMNS_DIGEST] == recorded
 
 
+@pytest.mark.parametrize("label", [4, 2**31 - 1, -2, -7])
+def test_a_label_that_names_no_class_is_damage_without_a_digest(tiny_tvhi_source, tmp_path,
+                                                                  suffix, label):
+    """A store from elsewhere need hold no digest (or one made again after an edit): a label
+    beyond its classes passed `verify` (0 bad, exit 0), `trainers run` failed inside Keras
+    (an internal error, traceback and all), `trainers predict` in an IndexError, and a label
+    of -2 to -4 would have named a class from the end (found by review)."""
+    import flowstore
+    from flowstore.errors import StoreError
+    from flowstore.store.checksum import COLUMNS_DIGEST
+
+    store = _built(tiny_tvhi_source, tmp_path, suffix)
+    with open_store(store, "r+") as opened:
+        labels, ids = opened.read("label"), opened.read("id")
+        labels[3] = label
+        opened.write_changed("label", labels, [3])
+    _drop_attr(store, COLUMNS_DIGEST)
+    expected = (f"error: store {str(store)!r} is damaged: sample {str(ids[3])!r} has label "
+                f"{label}, which names none of its 4 classes (1 such sample(s))")
+    out = flowstore_cli("verify", store, "-q")
+    assert out.returncode == 1 and out.stderr.strip().splitlines()[-1].startswith(expected), \
+        out.stderr
+    assert "DAMAGED      store" in flowstore_cli("inspect", store).stdout
+    with pytest.raises(StoreError, match=f"has label {label}, which names none"):
+        flowstore.open(store)
+    line = assert_one_line_error(flowstore_cli("show", store, "--out", tmp_path / "pictures"))
+    assert line.startswith(expected), line
+
+
 def _drop_attr(store: Path, name: str) -> None:
     if store.suffix == ".h5":
         import h5py

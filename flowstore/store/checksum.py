@@ -27,6 +27,7 @@ import numpy as np
 import xxhash
 
 from flowstore.errors import StoreError
+from flowstore.manifest import NO_CLASS
 
 ALGORITHM = "xxh3_128"
 _ALGORITHMS = {
@@ -107,13 +108,23 @@ def check_manifest_columns(attrs: Mapping[str, Any], ids: Any, labels: Any, spli
     before it was recorded, that of the columns as they are).
 
     Raises:
-        flowstore.errors.StoreError: the recorded digest and the columns disagree.
+        flowstore.errors.StoreError: the recorded digest and the columns disagree, or a label
+            names no class (nor `NO_CLASS`): a store from elsewhere need record no digest.
     """
+    classes = attrs.get("classes", ())
     recorded = attrs.get(COLUMNS_DIGEST)
-    found = columns_digest(attrs.get("classes", ()), ids, labels, splits)
+    found = columns_digest(classes, ids, labels, splits)
     if recorded and found != recorded:
         raise StoreError(f"store {str(path)!r} is damaged: its class names or its id, label or "
                          f"split column are not what it was built with (a chunk lost, or edited), "
                          f"so its labels cannot be trusted; rebuild it (flowstore build ... "
                          f"--overwrite)")
+    labels = np.asarray(labels)
+    named = (labels == NO_CLASS) | ((labels >= 0) & (labels < len(classes)))
+    if not named.all():  # (its digest left out, or made again: trainers failed inside Keras)
+        at = int(np.flatnonzero(~named)[0])
+        raise StoreError(f"store {str(path)!r} is damaged: sample {str(np.asarray(ids)[at])!r} "
+                         f"has label {int(labels[at])}, which names none of its {len(classes)} "
+                         f"classes ({int((~named).sum())} such sample(s)), so its labels "
+                         f"cannot be trusted; rebuild it (flowstore build ... --overwrite)")
     return found
