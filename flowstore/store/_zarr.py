@@ -145,6 +145,7 @@ class ZarrStore(Store):
         self._group = group
         self._arrays: dict[str, zarr.Array] = {}
         self._decoders: dict[str, _FastPlan | None] = {}  # see `_fast_read`
+        self._length_checked = False  # (`_check_declared_length`)
         self._verified: dict[str, bool] = {}  # see `_verify_fast_read`
         #: Chunk keys of columns written since `sync_columns` (None: every chunk of it).
         self._unsynced: dict[str, set[str] | None] = {}
@@ -259,6 +260,8 @@ class ZarrStore(Store):
 
     @_object_store_io("reading")
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
+        if index == slice(None):
+            self._check_declared_length()
         try:
             value = np.asarray(self._array(name)[index])
         except FlowstoreError:
@@ -312,6 +315,26 @@ class ZarrStore(Store):
         if (self._chunks_all_written and not out.any() and self.info(name).one_sample_a_chunk
                 and not sync((arr.store_path / self.chunk_key(name, index)).exists())):
             raise self._missing_chunk(name, index)
+
+    def _check_declared_length(self) -> None:
+        """Refuse, before a whole column is read, a local store whose `id` column lacks the
+        chunk of its last sample, where every chunk is written (and no id is the fill value
+        that zarr leaves unwritten): its declared length is not what was built. A store from
+        elsewhere declaring 10**8 samples in a few kB read every column whole from fill values
+        for minutes, then ran out of memory, said as the system's limit; 2**40, at once (found
+        by review). Once a handle (one `stat`)."""
+        if self._length_checked or not self._chunks_all_written or is_url(self.path):
+            return
+        self._length_checked = True
+        if "id" not in self.array_names():
+            return  # (said by the caller's own read, or `check_dataset_arrays`)
+        samples = self.num_samples
+        if samples and not os.path.exists(self._chunk_file("id", samples - 1)):
+            raise StoreError(f"store {str(self.path)!r} is damaged: it declares {samples} "
+                             f"samples, but its id column holds none from sample "
+                             f"{samples - 1 - (samples - 1) % self._array('id').chunks[0]} on "
+                             f"(its zarr.json edited, or chunks lost); rebuild it (flowstore "
+                             f"build ... --overwrite)")
 
     def _missing_chunk(self, name: str, index: int) -> MissingChunkError:
         """Every sample's chunk is written whole (`write_empty_chunks`), so a sample asked for
