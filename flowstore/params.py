@@ -536,6 +536,11 @@ class ImageParams:
         return {"extraction": EXTRACTION_VERSION}
 
 
+#: The fields of the parameters (of those that have each) that every store has recorded, format
+#: 1 on: its arrays' shapes and types follow from them, so a store that lacks one describes
+#: itself wrongly (`flowstore.verify.check_dataset_arrays`), rather than meaning the default.
+SHAPE_FIELDS = ("size", "steps", "flow_dtype")
+
 #: The value a store's `params` means by leaving out a `RECORDED_UNLESS_DEFAULT` field.
 UNRECORDED_DEFAULTS: dict[str, Any] = {
     f.name: f.default for cls in (VideoParams, ImageParams) for f in dataclasses.fields(cls)

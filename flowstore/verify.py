@@ -11,6 +11,7 @@ when it was made is reported as damaged as a whole: no re-extraction mends a lab
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from flowstore.datasets import get_dataset
 from flowstore.errors import (FlowstoreError, MissingChunkError, ObjectStoreError, ParameterError,
                               StoreError)
 from flowstore.ledger import REPAIR_FAILED, REPAIR_UNFINISHED
-from flowstore.params import from_dict
+from flowstore.params import SHAPE_FIELDS, from_dict
 from flowstore.store import check_array_shapes, open_store
 from flowstore.store.base import DAMAGE_ERRORS, never_extracted, read_column
 from flowstore.store.checksum import check_manifest_columns, matches
@@ -164,7 +165,16 @@ def check_dataset_arrays(store, path: str | Path, *, allow_missing: bool = False
     attrs = store.attrs
     try:
         dataset = get_dataset(attrs.get("dataset"))
-        params = from_dict(dataset.params_type, attrs.get("params", {}))
+        recorded = attrs.get("params", {})
+        # (left out, each was its default: a 32 px store "had shape (200, 32, 32, 3) for array
+        # 'middle_frame' (200, 224, 224, 3)", found by review)
+        unrecorded = [name for name in SHAPE_FIELDS
+                      if name in {f.name for f in dataclasses.fields(dataset.params_type)}
+                      and name not in recorded]
+        if unrecorded:
+            raise ValueError(f"its params record no {', '.join(map(repr, unrecorded))}, which "
+                             f"every store records")
+        params = from_dict(dataset.params_type, recorded)
     except (FlowstoreError, TypeError, AttributeError, ValueError) as exc:  # (hand-edited attrs)
         raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
     specs = dataset.specs(params)

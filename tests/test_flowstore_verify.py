@@ -421,6 +421,32 @@ def test_a_label_that_names_no_class_is_damage_without_a_digest(tiny_tvhi_source
     assert line.startswith(expected), line
 
 
+def test_a_zarr_store_declaring_more_samples_than_it_holds_is_refused_at_once(tiny_tvhi_source,
+                                                                            tmp_path):
+    """Every array's zarr.json edited to declare 10**8 samples (a few kB store from elsewhere):
+    each command read every column whole from fill values for minutes and then ran out of
+    memory, said as the system's limit with advice to use fewer --workers (found by review)."""
+    import json
+
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    for metadata in store.glob("*/zarr.json"):
+        declared = json.loads(metadata.read_text())
+        declared["shape"][0] = 10**6  # (the check is the same at 10**8; without it, cheap)
+        metadata.write_text(json.dumps(declared))
+    expected = (f"error: store {str(store)!r} is damaged: it declares 1000000 samples, but its "
+                f"id column holds none from sample ")
+    for command in (("inspect", store), ("verify", store, "-q"),
+                    ("show", store, "--out", tmp_path / "pictures")):
+        out = flowstore_cli(*command)
+        assert out.returncode in (1, 2) and out.stderr.strip().splitlines()[-1].startswith(
+            expected), (command, out.stderr)
+    with pytest.raises(StoreError, match="declares 1000000 samples"):
+        flowstore.open(store)
+
+
 def _drop_attr(store: Path, name: str) -> None:
     if store.suffix == ".h5":
         import h5py
@@ -670,6 +696,42 @@ def test_a_class_name_that_is_no_text_is_damage_not_a_bug(tiny_tvhi_source, tmp_
     for command in ("inspect", "verify"):
         assert "is damaged: its attribute 'classes' is not a list of class names ([7, " in \
             assert_one_line_error(flowstore_cli(command, store)), command
+
+
+def test_a_fingerprint_of_other_than_hexadecimal_digits_is_damage(tiny_tvhi_source, tmp_path):
+    """A run folder's name holds a store's first 8 fingerprint digits: `"/../../x"` (a store
+    from elsewhere) trained a whole model, then failed to write its run in words that blamed
+    --runs-dir (found by review)."""
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _built(tiny_tvhi_source, tmp_path)
+    zarr.open_group(str(store), mode="r+").attrs["fingerprint"] = "/../../x"
+    said = "is damaged: its attribute 'fingerprint' is not hexadecimal digits ('/../../x')"
+    for command in ("inspect", "verify"):
+        assert said in assert_one_line_error(flowstore_cli(command, store)), command
+    with pytest.raises(StoreError, match="is not hexadecimal digits"):
+        flowstore.open(store)
+
+
+@pytest.mark.parametrize("unrecorded", [("size",), ("steps", "flow_dtype")])
+def test_params_that_record_no_shape_are_said_so_not_blamed_on_an_array(tiny_tvhi_source,
+                                                                       tmp_path, unrecorded):
+    """A field left out of `params` stood for its default: a 32 px store whose params lost
+    `size` "had shape (200, 32, 32, 3) for array 'middle_frame' (200, 224, 224, 3)" (found by
+    review). Every store has recorded them."""
+    store = _built(tiny_tvhi_source, tmp_path)
+    group = zarr.open_group(str(store), mode="r+")
+    group.attrs["params"] = {k: v for k, v in group.attrs["params"].items()
+                             if k not in unrecorded}
+    said = (f"describes itself wrongly: its params record no "
+            f"{', '.join(map(repr, unrecorded))}, which every store records")
+    for command in ("verify", "show"):
+        assert said in assert_one_line_error(flowstore_cli(command, store, "--out", tmp_path / "p")
+                                             if command == "show" else
+                                             flowstore_cli(command, store)), command
+    shown = flowstore_cli("inspect", store)
+    assert shown.returncode == 1 and said in shown.stdout, shown.stdout
 
 
 def test_an_array_of_another_dataset_is_damage_not_changed_bytes(tiny_tvhi_source, tmp_path):

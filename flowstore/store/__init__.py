@@ -509,7 +509,10 @@ def layout_write_error(store: Store, path: str | Path) -> StoreError | None:
 #: said in one line when it opens, not a TypeError deep inside `inspect`, `verify` or `show`.
 ROOT_ATTRIBUTES = {"dataset": (str, "text"), "classes": (list, "a list of class names"),
                    "params": (dict, "an object of parameters"),
-                   "options": (dict, "an object of options"), "fingerprint": (str, "text"),
+                   "options": (dict, "an object of options"),
+                   # (hexadecimal digits: a run folder's name holds its first 8; "/../../x"
+                   # trained a whole model, then failed to write it, found by review)
+                   "fingerprint": (str, "hexadecimal digits"),
                    SOFTWARE: (dict, "an object of versions")}
 
 
@@ -525,7 +528,8 @@ def _mistyped_attribute(attrs: Mapping[str, Any]) -> str | None:
             continue
         value = attrs[name]
         if not isinstance(value, kind) or (name == "classes" and not all(
-                isinstance(c, str) for c in value)):
+                isinstance(c, str) for c in value)) or (
+                name == "fingerprint" and not re.fullmatch("[0-9a-f]*", value)):
             shown = repr(value)
             return f"{name!r} is not {what} ({shown if len(shown) <= 40 else shown[:37] + '...'})"
     return None
