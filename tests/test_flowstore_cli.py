@@ -625,6 +625,34 @@ def test_synth_into_the_current_folder_fills_it_in_place(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["new"]  # no staging left
 
 
+@pytest.mark.parametrize("other", ["wrote first", "is moving in"])
+def test_two_synth_into_one_empty_folder_leave_one_source_not_a_mix(tmp_path, other):
+    """Both found the folder empty before their fill, then each moved its files in over the
+    other's, exit 0 for both: one readme, clips of two seeds and sizes (found by review). The
+    one that comes second to the folder is refused, as on a new folder, and what the first
+    wrote stays as it wrote it."""
+    from flowstore.errors import FlowstoreError
+    from flowstore.synth.clips import CLAIM, write_source
+
+    folder = tmp_path / "src"
+    folder.mkdir()
+    theirs = folder / ("kiss_0001.avi" if other == "wrote first" else CLAIM)
+
+    def fill(staging):
+        (staging / "kiss_0001.avi").write_bytes(b"mine")
+        (staging / "readme.txt").write_bytes(b"mine")
+        theirs.write_bytes(b"theirs")  # (the other process, while this one filled)
+
+    with pytest.raises(FlowstoreError, match=f"cannot write the synthetic source "
+                                             f"{re.escape(repr(str(folder)))}: Directory not empty"):
+        write_source(folder, fill)
+    assert [(p.name, p.read_bytes()) for p in folder.iterdir()] == [(theirs.name, b"theirs")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]  # no staging left
+    theirs.unlink()
+    write_source(folder, lambda staging: (staging / "a.avi").write_bytes(b"mine"))
+    assert sorted(p.name for p in folder.iterdir()) == ["a.avi"]  # (its claim gone)
+
+
 def test_two_writers_of_one_synthetic_source_both_get_it(tmp_path, monkeypatch):
     """Two `build --synthetic` on an empty cache both write the source; the second to rename
     its copy found the first's there and the build stopped ('Directory not empty')."""

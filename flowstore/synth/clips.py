@@ -227,9 +227,7 @@ def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
         staging.mkdir(parents=True)
         fill(staging)
         if existed:
-            for entry in sorted(staging.iterdir()):
-                os.replace(entry, folder / entry.name)
-            staging.rmdir()
+            _move_into_empty(staging, folder)
         else:
             os.replace(staging, folder)
     except BaseException as exc:
@@ -239,6 +237,32 @@ def write_source(folder: str | Path, fill: Callable[[Path], None]) -> Path:
                                  f"{exc.strerror or exc}") from exc
         raise
     return folder
+
+
+#: The file a writer makes (alone: O_EXCL) in an existing empty folder while it moves its
+#: staged entries in (`_move_into_empty`).
+CLAIM = ".flowstore-synth-moving-in"
+
+
+def _move_into_empty(staging: Path, folder: Path) -> None:
+    """Move the entries of `staging` into the existing `folder`, which must still be empty.
+    Two `synth` into one empty folder both found it empty before their long fill, and both
+    moved their entries in over each other's, exit 0: a source of two seeds and resolutions
+    (found by review). A writer now claims the folder first (`CLAIM`, made alone) and looks
+    again under its claim: the second is refused as on a new folder (ENOTEMPTY)."""
+    claim = folder / CLAIM
+    try:
+        os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), str(folder)) from None
+    try:
+        if any(entry.name != CLAIM for entry in folder.iterdir()):
+            raise OSError(errno.ENOTEMPTY, os.strerror(errno.ENOTEMPTY), str(folder))
+        for entry in sorted(staging.iterdir()):
+            os.replace(entry, folder / entry.name)
+    finally:
+        os.unlink(claim)
+    staging.rmdir()
 
 
 def crlf(lines: list[str]) -> bytes:
