@@ -194,6 +194,9 @@ def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str
     names = {label: class_label(dataset.classes, label)
              for label in {*range(len(dataset.classes)), *drawn}}
     files = _file_names(names)
+    # made again now, if gone: another `show` into a new --out, stopped while this one read,
+    # took the empty folder it had made with it, and this one failed (found by review)
+    _make_folder(out, made)
     for label in drawn:
         of_class = [s for s in samples if int(s["label"]) == label]
         result.written.append(_write_png(out / f"{files[label]}.png",

@@ -15,6 +15,7 @@ from flowstore.flow_encoding import encode_flow
 from flowstore.show import (flow_tile_origin, image_grid_shape, tile_size, video_picture_shape)
 from flowstore.store import open_store
 from tests.conftest import TINY_BUILD, assert_one_line_error, flowstore_cli
+from trainers.testing import make_tiny_store
 
 SIZE, STEPS = 32, 4  # TINY_BUILD
 
@@ -227,6 +228,29 @@ def test_an_image_store_gives_a_grid_per_class(tmp_path):
     assert _png(every / "applauding.png").shape == (*image_grid_shape(32, 5), 3)
     gif = flowstore_cli("show", store, "--out", tmp_path / "g", "--gif")
     assert "video store" in assert_one_line_error(gif)
+
+
+def test_an_out_folder_taken_away_while_the_images_are_read_is_made_again(tmp_path,
+                                                                          monkeypatch):
+    """Two `show` into one new --out: the first, stopped while the second read its images,
+    removed the empty folder it had made, and the second failed "No such file or directory"
+    (found by review). The grids are written into --out made again."""
+    import flowstore.show as show
+
+    store = make_tiny_store(tmp_path / "s40.zarr", dataset="stanford40", size=16,
+                            per_class=(2, 1, 1))
+    out = tmp_path / "out"
+    read = show._read
+
+    def read_while_another_cleans_up(*args):
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        return read(*args)
+
+    monkeypatch.setattr(show, "_read", read_while_another_cleans_up)
+    drawn = _show(store, out, per_class=2)
+    assert sorted(p.name for p in drawn.iterdir()) == ["applauding.png", "climbing.png",
+                                                        "jumping.png"]
 
 
 def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
