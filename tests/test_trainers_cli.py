@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import CTRL_C_WHERE_KERAS_SWALLOWS, REPO, run_python
+from trainers.catalogue import model_names
 from trainers.cli import app
 from trainers.testing import make_tiny_store
 
@@ -151,7 +152,7 @@ def stores(tmp_path):
     ("stanford40", "tvhi", "(dataset 'tvhi') lacks the array 'image' that model 'image' reads"),
     ("flow", "frames_only", "(dataset 'hmdb51') lacks the array 'flow' that model 'flow' reads"),
     ("two_stream", "frames_only", "lacks the array 'flow' that model 'two_stream' reads"),
-    ("resnet", "tvhi", "unknown model 'resnet'; known models: image, frames, flow, two_stream "
+    ("resnet", "tvhi", f"unknown model 'resnet'; known models: {', '.join(model_names())} "
                        "(aliases: stanford40 = image, tvhi_frames = frames, tvhi_flow = flow)"),
 ])
 def test_bad_store_or_model_is_one_line_and_exit_2(stores, tmp_path, model, store, expected):
@@ -209,6 +210,32 @@ def test_a_runs_dir_that_cannot_be_created_or_written_is_refused_before_training
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == [
         "empty.zarr", "frames.zarr", "kept", "tvhi.zarr"]
     assert list((tmp_path / "kept").iterdir()) == []
+
+
+def test_a_new_runs_dir_another_command_takes_away_as_empty_is_tried_again(tmp_path,
+                                                                           monkeypatch):
+    """Several `trainers run` started at once on a new --runs-dir: one's check removed the
+    empty folder it had made while another's tried it, which was refused "cannot be created or
+    written (No such file or directory)" (found by review: 38 in 1,200)."""
+    import tempfile
+
+    import trainers.run
+
+    runs_dir = tmp_path / "new" / "runs"
+    temporary = tempfile.TemporaryDirectory
+    taken = []
+
+    def another_command_cleans_up_first(*args, **kwargs):
+        if not taken:  # (the other's `finally`, between this one's mkdir and its try)
+            taken.append(runs_dir)
+            runs_dir.rmdir()
+        return temporary(*args, **kwargs)
+
+    monkeypatch.setattr(trainers.run.tempfile, "TemporaryDirectory",
+                        another_command_cleans_up_first)
+    trainers.run._check_runs_dir(runs_dir)
+    assert taken == [runs_dir]
+    assert list(tmp_path.iterdir()) == []  # (what it made, removed again)
 
 
 def test_ctrl_c_in_trainers_run_is_one_line_saying_what_was_written(stores, tmp_path,

@@ -417,6 +417,10 @@ def _reusable(session: _Session, model: str, same: str, remedy: str, *,
     return None
 
 
+#: How many times `_check_runs_dir` makes and tries a runs folder that vanishes under it.
+RUNS_DIR_TRIES = 5
+
+
 def _check_runs_dir(runs_dir: Path) -> None:
     """Refuse a `--runs-dir` that cannot hold runs before anything trains: it is made only
     when the first run is written, after training (a file there, or a folder that cannot be
@@ -446,10 +450,20 @@ def _check_runs_dir(runs_dir: Path) -> None:
                  else f"lies inside the run directory {str(run)!r}")
         raise ModelConfigError(f"--runs-dir {str(path)!r} {where}, not a runs folder: give "
                                f"the folder that holds the runs ({str(run.parent)!r})")
-    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    made: list[Path] = []  # deepest first
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX, dir=path).cleanup()
+        for attempt in range(RUNS_DIR_TRIES):
+            made = [p for p in (path, *path.parents) if p in made or not p.exists()]
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                tempfile.TemporaryDirectory(prefix=PARTIAL_PREFIX, dir=path).cleanup()
+                break
+            except FileNotFoundError:
+                # another command's check, started at once on a new folder, took it away
+                # again as empty between the two steps (found by review: 38 in 1,200 of four
+                # processes at once): looked at again
+                if attempt == RUNS_DIR_TRIES - 1:
+                    raise
     except OSError as exc:
         raise ModelConfigError(f"--runs-dir {str(path)!r} cannot be created or written "
                                f"({exc.strerror or exc})") from None
