@@ -33,6 +33,9 @@ from flowstore.params import ImageParams, VideoParams
 from flowstore.store.base import ArraySpec
 
 _REGISTRY: dict[str, type["Dataset"]] = {}
+#: What a dataset's name may be: a word on the command line, a store's `dataset` attribute,
+#: and the start of its synthetic source's cache folder (`flowstore.synth`'s `_OURS`).
+DATASET_NAME = "[a-z0-9_]+"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +61,11 @@ class Dataset(abc.ABC):
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if "name" in cls.__dict__:
+            if not re.fullmatch(DATASET_NAME, cls.name):
+                # (the synthetic cache knows its folders by `<name>-<hash>`: one of another
+                # name was never pruned; found by review)
+                raise TypeError(f"dataset name {cls.name!r} of {cls.__module__}.{cls.__qualname__} "
+                                f"is not lower-case letters, digits and '_'")
             other = _REGISTRY.get(cls.name)
             if other is not None and (other.__module__, other.__qualname__) != (
                     cls.__module__, cls.__qualname__):

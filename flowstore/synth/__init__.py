@@ -139,10 +139,15 @@ def synthetic_source(dataset: str, config: Any = None) -> Path:
 #: same OpenCV).
 UNUSED_DAYS = 30
 
-#: What the cache holds of ours: sources (`tvhi-0123456789ab`), a killed writer's staging
-#: folder (`write_source`'s `.NAME.writing-PID`) and a killed pruner's (`.NAME.pruning-PID`).
-_OURS = re.compile(r"(?P<source>[a-z0-9_]+-[0-9a-f]{12})"
-                   r"|\.[a-z0-9_]+-[0-9a-f]{12}\.(writing|pruning)-\d+")
+def _ours() -> re.Pattern[str]:
+    """What the cache holds of ours: sources (`tvhi-0123456789ab`), a killed writer's staging
+    folder (`write_source`'s `.NAME.writing-PID`) and a killed pruner's (`.NAME.pruning-PID`).
+    (Made when asked: the datasets' base module, which says what a name may be, imports the
+    dataset modules, which import this package.)"""
+    from flowstore.datasets.base import DATASET_NAME
+
+    return re.compile(rf"(?P<source>{DATASET_NAME}-[0-9a-f]{{12}})"
+                      rf"|\.{DATASET_NAME}-[0-9a-f]{{12}}\.(writing|pruning)-\d+")
 
 
 @contextlib.contextmanager
@@ -185,7 +190,7 @@ def _mark_used(folder: Path) -> bool:
 
 
 def prune_unused(cache: Path, days: float = UNUSED_DAYS) -> list[str]:
-    """Delete the folders of ours in `cache` (`_OURS`: real folders, not links, owned by this
+    """Delete the folders of ours in `cache` (`_ours`: real folders, not links, owned by this
     user) that nothing has used for `days`: neither stamped (`_mark_used`, as each build that
     takes a source does) nor listed (their access time); the names deleted. Anything else is
     left alone, and so is what cannot be deleted: pruning is housekeeping, never a reason for
@@ -193,14 +198,14 @@ def prune_unused(cache: Path, days: float = UNUSED_DAYS) -> list[str]:
     midway never leaves half a source under a name a build would take.
     """
     cutoff = time.time() - days * 86400
-    pruned = []
+    pruned, ours = [], _ours()
     with _cache_lock(cache, exclusive=True):
         try:
             entries = list(cache.iterdir())
         except OSError:
             return pruned
         for entry in entries:
-            match = _OURS.fullmatch(entry.name)
+            match = ours.fullmatch(entry.name)
             if match is None or not _ours_and_unused_since(entry, cutoff):
                 continue
             if match["source"]:
