@@ -112,6 +112,34 @@ def test_the_lock_file_follows_the_umask_and_a_read_only_one_still_locks(tmp_pat
             os.close(other)
 
 
+def test_a_work_lock_whose_file_cannot_be_removed_lets_the_work_say_what_failed(tmp_path,
+                                                                                 monkeypatch):
+    """The runs folder gone read-only mid-run: removing the lock file failed in the block's
+    `finally`, and that error replaced the run's own one-line "cannot write the flow run"
+    (an internal error, traceback and all; found by review). The lock is let go all the same
+    (its descriptor closed): another process takes it."""
+    import errno
+
+    from flowstore.store.lock import work_lock
+
+    path = tmp_path / "flow.lock"
+    unlink = Path.unlink
+
+    def read_only(self, *args, **kwargs):
+        if self == path:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return unlink(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with pytest.raises(RuntimeError, match="the work's own error"):
+        with work_lock(path, on_wait=None) as held:
+            assert held
+            raise RuntimeError("the work's own error")
+    assert path.exists()  # (left, as the system would not remove it)
+    with work_lock(path, on_wait=None) as held:
+        assert held  # (free again: its holder's descriptor was closed)
+
+
 def test_a_work_lock_waits_for_its_holder_then_holds_the_file_at_its_path(tmp_path):
     """A work lock waits (told who holds it) rather than refuse, and leaves no file once its
     work ends. The holder removes the file as it lets go, so a waiter wakes holding a file no

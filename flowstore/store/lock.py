@@ -268,7 +268,11 @@ def _still_at(fd: int, path: Path) -> bool:
 
 
 def _remove(path: Path, folders: list[Path]) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Remove a work lock's file and the folders made for it, as far as the system lets: a
+    file left (a file system gone read-only, an I/O error) is a lock free again once its
+    descriptor closes, and its removal failing replaced what the work raised (a run's "cannot
+    write ... (Read-only file system)" became an internal error; found by review)."""
+    with contextlib.suppress(OSError):
         path.unlink()
     for folder in folders:
         try:
