@@ -105,6 +105,11 @@ class HDF5Store(Store):
             Path(location).unlink()
 
     def __init__(self, file: h5py.File, path: Path, mode: str) -> None:
+        problem = _foreign_member(file)
+        if problem is not None:
+            file.close()
+            raise DamagedStoreError(f"store {str(path)!r} is damaged: {problem}; rebuild it "
+                                    f"(flowstore build ... --overwrite)")
         self._file = file
         self._sample_lock = threading.Lock()
         self._entry_synced = False  # the file's name in its folder made durable (`sync_columns`)
@@ -515,6 +520,37 @@ def _check_size_limit(path: Path) -> None:
                          f"process's file-size limit (`ulimit -f`: {limit // 1024} KiB), so "
                          f"nothing can be written to it; raise the limit and run the same "
                          f"command again")
+
+
+def _foreign_member(file: h5py.File) -> str | None:
+    """What makes a member of the file's root no array of the store, or None: an external or
+    soft link (h5py follows them, and HDF5 opens an external link's file as writable as the
+    store: a build or a repair wrote samples into another file, and the raw reads took its
+    chunk offsets for the store's, returning zeros; found by review), a virtual dataset (its
+    data in other files), a group (an internal error), or a second name of one array (two
+    columns written over each other). A member whose header cannot be read is left to the
+    read that names it (`_dataset`)."""
+    seen: dict[Any, str] = {}
+    for name in file.keys():
+        link = file.get(name, getlink=True)
+        if isinstance(link, h5py.ExternalLink):
+            return (f"{name!r} is a link to {link.path!r} in the file {link.filename!r} "
+                    f"(flowstore reads and writes only arrays inside the store's file)")
+        if not isinstance(link, h5py.HardLink):
+            return f"{name!r} is a link to {getattr(link, 'path', '?')!r}, not an array"
+        try:
+            member = file[name]
+        except (KeyError, OSError):
+            continue
+        if not isinstance(member, h5py.Dataset):
+            return f"{name!r} is a group, not an array"
+        if member.is_virtual:
+            return (f"{name!r} is a virtual dataset, its data in other files (flowstore reads "
+                    f"and writes only arrays inside the store's file)")
+        if member.id in seen:
+            return f"{name!r} and {seen[member.id]!r} are one array under two names"
+        seen[member.id] = name
+    return None
 
 
 def _refuse_short(path: Path, exc: BaseException) -> None:
