@@ -160,24 +160,11 @@ def check_dataset_arrays(store, path: str | Path, *, allow_missing: bool = False
     still holds is checked as verify checks it, so that they never train on a store verify
     refuses.
     """
-    from flowstore.errors import FlowstoreError, StoreError
+    from flowstore.errors import StoreError
 
     attrs = store.attrs
-    try:
-        dataset = get_dataset(attrs.get("dataset"))
-        recorded = attrs.get("params", {})
-        # (left out, each was its default: a 32 px store "had shape (200, 32, 32, 3) for array
-        # 'middle_frame' (200, 224, 224, 3)", found by review)
-        unrecorded = [name for name in SHAPE_FIELDS
-                      if name in {f.name for f in dataclasses.fields(dataset.params_type)}
-                      and name not in recorded]
-        if unrecorded:
-            raise ValueError(f"its params record no {', '.join(map(repr, unrecorded))}, which "
-                             f"every store records")
-        params = from_dict(dataset.params_type, recorded)
-    except (FlowstoreError, TypeError, AttributeError, ValueError) as exc:  # (hand-edited attrs)
-        raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
-    specs = dataset.specs(params)
+    dataset = get_dataset_described(attrs, path)
+    specs = dataset_specs(attrs, path)
     expected = {spec.name for spec in specs}
     found = set(store.array_names()) - set(COLUMN_NAMES)
     if allow_missing:
@@ -191,6 +178,47 @@ def check_dataset_arrays(store, path: str | Path, *, allow_missing: bool = False
                          + ("has array(s) " + ", ".join(extra) if extra else "")
                          + " of another dataset" * bool(extra))
     check_array_shapes(store, specs, path)
+
+
+def get_dataset_described(attrs: Mapping[str, Any], path: str | Path):
+    """The dataset a store's attributes name.
+
+    Raises:
+        StoreError: it names none this flowstore knows (the store "describes itself wrongly").
+    """
+    from flowstore.errors import FlowstoreError, StoreError
+
+    try:
+        return get_dataset(attrs.get("dataset"))
+    except (FlowstoreError, TypeError, AttributeError, ValueError) as exc:  # (hand-edited)
+        raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
+
+
+def dataset_specs(attrs: Mapping[str, Any], path: str | Path) -> list:
+    """The arrays (`ArraySpec`s) a store's dataset and parameters give it, each of its shape
+    and type.
+
+    Raises:
+        StoreError: its attributes name no dataset this flowstore knows, or parameters that
+            are not its dataset's (it "describes itself wrongly").
+    """
+    from flowstore.errors import FlowstoreError, StoreError
+
+    dataset = get_dataset_described(attrs, path)
+    try:
+        recorded = attrs.get("params", {})
+        # (left out, each was its default: a 32 px store "had shape (200, 32, 32, 3) for array
+        # 'middle_frame' (200, 224, 224, 3)", found by review)
+        unrecorded = [name for name in SHAPE_FIELDS
+                      if name in {f.name for f in dataclasses.fields(dataset.params_type)}
+                      and name not in recorded]
+        if unrecorded:
+            raise ValueError(f"its params record no {', '.join(map(repr, unrecorded))}, which "
+                             f"every store records")
+        params = from_dict(dataset.params_type, recorded)
+    except (FlowstoreError, TypeError, AttributeError, ValueError) as exc:  # (hand-edited attrs)
+        raise StoreError(f"store {str(path)!r} describes itself wrongly: {exc}") from None
+    return dataset.specs(params)
 
 
 @dataclass

@@ -414,9 +414,9 @@ def _manifest(n: int) -> Manifest:
 
 def _ledger_store(path: Path, n: int) -> tuple[Manifest, Ledger]:
     manifest = _manifest(n)
-    attrs = {"dataset": "videofolder", "classes": list(manifest.classes), "fingerprint": "f" * 64,
-             "params": {"size": 2}, "store_id": "0" * 32}
-    create_store(path, attrs=attrs, specs=[ArraySpec("image", (2, 2, 1), "uint8")],
+    attrs = {"dataset": "imagefolder", "classes": list(manifest.classes), "fingerprint": "f" * 64,
+             "params": {"size": 8}, "store_id": "0" * 32}
+    create_store(path, attrs=attrs, specs=[ArraySpec("image", (8, 8, 3), "uint8")],
                  num_samples=n, columns={
                      "id": np.array([row.id for row in manifest.rows]),
                      "label": np.array([row.label for row in manifest.rows], np.int32),
@@ -746,7 +746,7 @@ def test_opening_a_store_reads_a_fixed_number_of_metadata_objects(tmp_path, monk
         manifest, _ = _ledger_store(path, n)
         with open_store(path, "r+") as store:
             for index in range(n):
-                store.write_sample(index, {"image": np.full((2, 2, 1), index % 256, np.uint8)})
+                store.write_sample(index, {"image": np.full((8, 8, 3), index % 256, np.uint8)})
             store.write_changed("done", np.ones(n, bool), range(n))
         calls = _Calls(monkeypatch)
         with flowstore.open(path) as reader:

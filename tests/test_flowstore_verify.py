@@ -447,6 +447,76 @@ def test_a_zarr_store_declaring_more_samples_than_it_holds_is_refused_at_once(ti
         flowstore.open(store)
 
 
+def _hdf5_edited(store: Path, edit) -> Path:
+    import h5py
+
+    with h5py.File(store, "r+") as file:
+        edit(file)
+    return store
+
+
+def _external_frames(file) -> None:
+    import h5py
+
+    other = Path(file.filename).with_name("other.h5")
+    with h5py.File(other, "w") as target:
+        file.copy("frames", target, name="frames")
+    del file["frames"]
+    file["frames"] = h5py.ExternalLink(str(other), "/frames")
+
+
+def _virtual_frames(file) -> None:
+    import h5py
+
+    other = Path(file.filename).with_name("other.h5")
+    with h5py.File(other, "w") as target:
+        file.copy("frames", target, name="frames")
+    layout = h5py.VirtualLayout(shape=file["frames"].shape, dtype=file["frames"].dtype)
+    layout[...] = h5py.VirtualSource(str(other), "frames", shape=file["frames"].shape)
+    del file["frames"]
+    file.create_virtual_dataset("frames", layout)
+
+
+@pytest.mark.parametrize("edit, said", [
+    (_external_frames, "'frames' is a link to '/frames' in the file "),
+    (lambda file: (file.copy("frames", file, name="kept"), file.__delitem__("frames"),
+                   file.__setitem__("frames", __import__("h5py").SoftLink("/kept"))),
+     "'frames' is a link to '/kept', not an array"),
+    (_virtual_frames, "'frames' is a virtual dataset, its data in other files"),
+    (lambda file: (file.__delitem__("frames"), file.create_group("frames")),
+     "'frames' is a group, not an array"),
+    (lambda file: file.create_group("notes"), "'notes' is a group, not an array"),
+    (lambda file: (file.__delitem__("source_hash"), file.__setitem__("source_hash",
+                                                                     file["checksum"])),
+     "'source_hash' and 'checksum' are one array under two names"),
+])
+def test_an_hdf5_store_whose_arrays_are_not_its_own_is_refused_by_every_command(
+        tiny_tvhi_source, tmp_path, edit, said):
+    """An HDF5 store from elsewhere: an external link made a build and `verify --repair`
+    write samples into another file (HDF5 opens it as writable as the store), and the raw
+    reads took its chunk offsets for the store's (zeros, without a word); a virtual dataset
+    read other files; a group was an internal error; two columns under one array were
+    written over each other by a build (found by review). Each is damage, said before any
+    read or write, and nothing outside the store changes."""
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _hdf5_edited(_built(tiny_tvhi_source, tmp_path, ".h5"), edit)
+    other = tmp_path / "other.h5"
+    before = other.read_bytes() if other.exists() else None
+    expected = f"error: store {str(store)!r} is damaged: {said}"
+    for command in (("inspect", store), ("verify", store),
+                    ("verify", store, "--repair", "--source", tiny_tvhi_source),
+                    ("build", "tvhi", "--source", tiny_tvhi_source, "--store", store,
+                     *TINY_BUILD, "-q"),
+                    ("show", store, "--out", tmp_path / "pictures")):
+        line = assert_one_line_error(flowstore_cli(*command))
+        assert line.startswith(expected), (command, line)
+    with pytest.raises(StoreError, match="is damaged: " + re.escape(said)):
+        flowstore.open(store)
+    assert (other.read_bytes() if other.exists() else None) == before
+
+
 def _drop_attr(store: Path, name: str) -> None:
     if store.suffix == ".h5":
         import h5py

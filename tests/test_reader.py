@@ -888,11 +888,36 @@ def test_a_store_from_before_the_255_bin_quantization_decodes_as_it_was_written(
     np.testing.assert_allclose(flow, (stored.astype(np.float32) - 127.5) * (16.0 / 255), atol=1e-6)
 
 
+def test_a_feature_of_another_shape_or_type_than_its_parameters_give_is_refused(tmp_path):
+    """`flowstore.open` checked each array's leading axis alone: a `frames` declared 10**6 steps
+    long (a store from elsewhere) made a 6 GB batch buffer a sample, and float64 frames were
+    handed out as they were, where verify and show refuse both (found by review)."""
+    import json
+
+    path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0))
+    metadata = path / "frames" / "zarr.json"
+    declared = json.loads(metadata.read_text())
+    shape = list(declared["shape"])
+    declared["shape"] = [shape[0], 10**6, *shape[2:]]
+    metadata.write_text(json.dumps(declared))
+    with pytest.raises(StoreError, match=rf"has shape \({shape[0]}, 1000000, "):
+        flowstore.open(path)
+    declared["shape"], declared["data_type"] = shape, "float64"
+    metadata.write_text(json.dumps(declared))
+    with pytest.raises(StoreError, match="'frames'"):
+        flowstore.open(path)
+
+
 def test_a_declaration_the_store_does_not_hold_is_refused(tmp_path):
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="float16")
     g = zarr.open_group(str(path), mode="r+")
     g.attrs["params"] = {**g.attrs["params"], "flow_dtype": "uint8"}
-    with pytest.raises(StoreError, match="declares 'flow' as uint8 but holds float16"):
+    with pytest.raises(StoreError, match="is damaged: its array 'flow' holds float16, not uint8"):
+        flowstore.open(path)  # (said as verify says it)
+    # an array of the user's own declared as what it does not hold: the encodings' own check
+    g.attrs["params"] = {**g.attrs["params"], "flow_dtype": "float16"}
+    _add_array(path, "motion", np.zeros((4, 2, 2, 2), np.float16), {"motion_dtype": "uint8"})
+    with pytest.raises(StoreError, match="declares 'motion' as uint8 but holds float16"):
         flowstore.open(path)
 
 
@@ -921,8 +946,14 @@ def test_a_uint8_bound_no_build_takes_is_refused_not_decoded(tmp_path, bound, wh
     path = make_tiny_store(tmp_path / "t.zarr", per_class=(1, 0, 0), flow_dtype="uint8")
     g = zarr.open_group(str(path), mode="r+")
     g.attrs["params"] = {**g.attrs["params"], "flow_bound": bound}
-    with pytest.raises(StoreError, match=rf"t\.zarr' is damaged: it declares how 'flow' maps "
-                                         rf"back wrongly: flow_bound {why}"):
+    with pytest.raises(StoreError, match=rf"t\.zarr' describes itself wrongly: flow_bound {why}"):
+        flowstore.open(path)  # (as verify says it)
+    # an array of the user's own declared with such a bound: the encodings' own check
+    g.attrs["params"] = {**g.attrs["params"], "flow_bound": 16.0}
+    _add_array(path, "motion", np.zeros((4, 2, 2, 2), np.uint8),
+               {"motion_dtype": "uint8", "motion_bound": bound})
+    with pytest.raises(StoreError, match=rf"t\.zarr' is damaged: it declares how 'motion' maps "
+                                         rf"back wrongly: motion_bound {why}"):
         flowstore.open(path)
 
 
