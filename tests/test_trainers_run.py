@@ -267,9 +267,21 @@ def test_a_run_whose_every_epoch_scored_nan_records_that_it_kept_the_last(tmp_pa
     metrics = {"model": "flow", "store": {"dataset": "tvhi", "fingerprint": "f" * 64,
                                           "path": "tvhi.zarr", "params": {}},
                "recipe": {}, "test": None}
-    record = write_run(tmp_path / "runs", model, {"loss": [0.5, 0.5]}, best, metrics)
+    record = write_run(tmp_path / "runs", model, {"loss": [0.5, 0.5],
+                                                  "val_loss": [float("nan")] * 2}, best, metrics)
     assert (record.metrics["selection"], record.metrics["best_epoch"]) == (
         "last epoch (no finite val_loss)", 2)
+    # its files strict JSON, the NaN figures null (Python's NaN is no JSON: JavaScript's and
+    # Go's parsers refused them; found by review), read back by trainers as NaN
+
+    def no_constants(name):
+        raise ValueError(f"{name} is no JSON")
+
+    for name in ("metrics.json", "history.json"):
+        json.loads((record.path / name).read_text(), parse_constant=no_constants)
+    assert record.metrics["best"]["val_loss"] is None
+    history = record.history()
+    assert history["loss"] == [0.5, 0.5] and np.isnan(history["val_loss"]).all()
 
 
 def test_predictions_that_are_not_finite_are_refused_not_scored():

@@ -21,21 +21,25 @@ of the run's training lock writes it (`trainers.runs.Training`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import keras
 import numpy as np
 
+from flowstore.console import one_line
 from flowstore.files import write_whole
+from flowstore.store.base import tree_bytes
+from trainers.runs import RESUME_STATE_FILE as STATE_FILE
 
-STATE_FILE = "state.json"
 #: The state's layout; a folder of another is not gone on from, but trained afresh.
 STATE_VERSION = 1
 
@@ -98,13 +102,27 @@ def restore(model: keras.Model, point: ResumePoint) -> list[np.ndarray] | None:
     the best epoch's weights, to give back to `BestEpoch`. The model's optimizer must be built
     (`trainers.fit.compiled` builds it): one not built has no variables to load its state into."""
     model.load_weights(point.weights_file)
-    with np.load(point.seeds_file) as saved:
+    with _npz(point.seeds_file) as saved:
         for k, generator in enumerate(seed_generators(model)):
             generator.state.assign(saved[f"generator_{k}"])
     if point.best_weights_file is None:
         return None
-    with np.load(point.best_weights_file) as saved:
+    with _npz(point.best_weights_file) as saved:
         return [saved[f"arr_{k}"] for k in range(len(saved.files))]
+
+
+@contextlib.contextmanager
+def _npz(path: Path) -> Iterator[Any]:
+    """A resume point's `.npz`, opened; one cut short or of other bytes (its files are not
+    fsynced: a crash of the machine) is a ValueError naming it, for the caller's one line,
+    not zipfile's BadZipFile, an internal error, or numpy's advice to unpickle it (found by
+    review)."""
+    try:
+        with open(path, "rb") as file, np.load(file, allow_pickle=False) as saved:
+            yield saved  # (numpy's own open leaks its file where the bytes are no .npz)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path.name} is not a whole resume file ({type(exc).__name__})") \
+            from None
 
 
 def seed_generators(model: keras.Model) -> list[keras.random.SeedGenerator]:
@@ -189,7 +207,7 @@ class SaveResumePoints(keras.callbacks.Callback):
                 # Where they were saved, not before `fit`: `fit` draws from them in between
                 # (torch: each DataLoader iterator Keras makes draws its seed), as many times
                 # as it did before the stop, not before this epoch.
-                with np.load(self.before.seeds_file) as saved:
+                with _npz(self.before.seeds_file) as saved:
                     _set_global_random_states({name: saved[name] for name in saved.files
                                                if not name.startswith("generator_")})
             return
@@ -203,19 +221,30 @@ class SaveResumePoints(keras.callbacks.Callback):
     def _save(self, epochs: int) -> None:
         """Each epoch's files under their own names, then the state naming them (written whole:
         the commit point), then the earlier epoch's files: a stop at any moment leaves a whole
-        point, this epoch's or the last."""
+        point, this epoch's or the last.
+
+        Only where the disk holds it beside the run still to be written (`_room_for`): on a
+        disk that filled up, the point took the room the run needed (every rerun then failed
+        alike), its files were left cut short, and h5py, whose file Keras leaves half written
+        when a write fails, crashed the process at its exit (found by review). What a save
+        that fails anyway wrote of this epoch is removed again."""
+        weights = f"epoch-{epochs}.weights.h5"
+        seeds = f"seeds-{epochs}.npz"
+        best_weights = f"best-{epochs}.npz" if self.best.best_weights is not None else None
         try:
+            room = self._room_for()
+            if room is not None:
+                self._failed = True
+                print(f"warning: no room for a resume point in {str(self.folder)!r} ({room}); "
+                      f"training goes on, but a stop now loses it", file=sys.stderr)
+                return
             self.folder.mkdir(parents=True, exist_ok=True)
-            weights = f"epoch-{epochs}.weights.h5"
             self.model.save_weights(self.folder / weights)
-            seeds = f"seeds-{epochs}.npz"
             with open(self.folder / seeds, "wb") as file:
                 np.savez(file, **_global_random_states(), **{
                     f"generator_{k}": keras.ops.convert_to_numpy(generator.state)
                     for k, generator in enumerate(seed_generators(self.model))})
-            best_weights = None
-            if self.best.best_weights is not None:
-                best_weights = f"best-{epochs}.npz"
+            if best_weights is not None:
                 with open(self.folder / best_weights, "wb") as file:
                     np.savez(file, *self.best.best_weights)
             write_whole(self.folder / STATE_FILE, json.dumps({
@@ -228,9 +257,50 @@ class SaveResumePoints(keras.callbacks.Callback):
                     path.unlink()
         except OSError as exc:
             self._failed = True
-            print(f"warning: cannot save a resume point in {str(self.folder)!r} "
-                  f"({exc.strerror or exc}); training goes on, but a stop now loses it",
-                  file=sys.stderr)
+            committed = _committed_files(self.folder)
+            for name in (weights, seeds, best_weights):
+                if name is not None and name not in committed:
+                    with contextlib.suppress(OSError):
+                        (self.folder / name).unlink()
+            print(one_line(f"warning: cannot save a resume point in {str(self.folder)!r} "
+                           f"({exc.strerror or exc}); training goes on, but a stop now loses "
+                           f"it"), file=sys.stderr)
+
+    def _room_for(self) -> str | None:
+        """None where the folder's disk holds a new point and, once the last is removed, the
+        run still to be written (each about the model's and its optimizer's variables, Keras'
+        `.weights.h5` and `model.keras` alike, the point's best weights besides); else what
+        it would need and has, for the warning."""
+        state = sum(_bytes(v) for v in (*self.model.variables,
+                                         *getattr(self.model.optimizer, "variables", ())))
+        best = sum(_bytes(v) for v in self.model.weights) if self.best.best_weights else 0
+        needed = 2 * state + best + ROOM_MARGIN
+        existing = self.folder if self.folder.is_dir() else self.folder.parent
+        kept = tree_bytes(self.folder) if self.folder.is_dir() else 0  # (removed once saved)
+        free = shutil.disk_usage(existing).free + kept
+        if free >= needed:
+            return None
+        return (f"it and the run need about {needed / 2**20:.0f} MiB, "
+                f"{free / 2**20:.0f} MiB are free")
+
+
+#: Room kept beyond a resume point's and its run's estimated bytes (their metadata, the run's
+#: figures and history).
+ROOM_MARGIN = 16 * 2**20
+
+
+def _bytes(variable: Any) -> int:
+    return int(np.prod(variable.shape)) * np.dtype(variable.dtype).itemsize
+
+
+def _committed_files(folder: Path) -> set[str]:
+    """The files the resume point in `folder` names (its `state.json`), where it has one."""
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+        return {name for name in (state["weights"], state["seeds"], state["best_weights"])
+                if isinstance(name, str)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
 
 
 def going_on_line(model_name: str, point: ResumePoint, epochs: int) -> str:

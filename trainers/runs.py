@@ -13,6 +13,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import secrets
 import shutil
@@ -217,6 +218,10 @@ class RunRecord:
             history = json.loads((self.path / HISTORY_FILE).read_text())
         except (OSError, ValueError):
             return None
+        if isinstance(history, dict):  # (an epoch's figure that was no number: `write_json`)
+            history = {key: [math.nan if value is None else value for value in values]
+                       if isinstance(values, list) else values
+                       for key, values in history.items()}
         usable = isinstance(history, dict) and any(history.values()) and all(
             isinstance(values, list) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
@@ -337,8 +342,16 @@ def _stopped_run(path: Path) -> str | None:
         size = f"{tree_bytes(path) / 2**20:.0f} MiB"
     except OSError:  # (another user's: its size cannot be told)
         size = "size unknown"
+    if not (path / RESUME_STATE_FILE).exists():  # (a stop while its first point was saved)
+        return (f"a stopped run's resume point never finished, {size}: nothing goes on from "
+                f"it (its command trains from the first epoch); delete it")
     return (f"a stopped run's resume point, {size}: the same `trainers run` command goes on "
             f"from it, --retrain discards it; delete it where that command will not run again")
+
+
+#: The file that makes a resume folder a point to go on from (its commit point: `trainers.resume`,
+#: which imports Keras, takes the name from here).
+RESUME_STATE_FILE = "state.json"
 
 
 def holds_run_files(path: str | Path) -> bool:
@@ -665,5 +678,19 @@ def _unique(folder: Path, base: str) -> Path:
 
 
 def write_json(path: Path, value: Any) -> None:
-    """Pretty, key-sorted JSON (diff-friendly; humans read these files)."""
-    path.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+    """Pretty, key-sorted JSON (diff-friendly; humans read these files), strict: a figure that
+    is no finite number (a loss of a run that diverged) is written `null`. Python's `NaN`,
+    which json writes by default, is no JSON: JavaScript's and Go's parsers refused the run's
+    files (found by review); `RunRecord.history` reads such a null back as NaN."""
+    path.write_text(json.dumps(_finite_or_null(value), indent=2, sort_keys=True,
+                               allow_nan=False) + "\n")
+
+
+def _finite_or_null(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {key: _finite_or_null(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(item) for item in value]
+    return value
