@@ -199,6 +199,26 @@ def test_colour_jitter_changes_only_the_brightness_of_a_flat_grey_picture():
     assert out.min() >= 50 and out.max() <= 150 and out.max() - out.min() > 50
 
 
+def test_colour_jitter_is_its_documented_arithmetic():
+    """Each sample's brightness, then its contrast about the mean of all its frames, then its
+    saturation about each pixel's grey, clipped and rounded to the nearest integer pixel,
+    against the formula written out here (a mutation review found none of the three checked:
+    the grey taken along another axis, contrast about each frame's own mean, and pixels
+    truncated, half a level darker on average, all passed)."""
+    frames = np.random.default_rng(5).integers(0, 256, (6, 3, 8, 8, 3)).astype(np.uint8)
+    frames[:, 0] //= 4  # (frames of other means: contrast is about the sample's)
+    out = colour_jitter({"frames": frames.copy(), **_ids(6)}, np.random.default_rng(9),
+                        strength=0.4)["frames"]
+    factors = np.random.default_rng(9).uniform(0.6, 1.4, size=(6, 3))
+    for row, (brightness, contrast, saturation) in enumerate(factors):
+        pixels = frames[row].astype(np.float64) * brightness
+        pixels = (pixels - pixels.mean()) * contrast + pixels.mean()
+        grey = pixels.mean(axis=-1, keepdims=True)
+        expected = np.rint(np.clip((pixels - grey) * saturation + grey, 0, 255))
+        difference = out[row] - expected  # (float32 arithmetic: a level off at a half)
+        assert np.abs(difference).max() <= 1 and abs(difference.mean()) < 0.02, row
+
+
 def test_colour_jitter_changes_frames_and_never_flow():
     batch = _batch()
     frames, flow = batch["frames"].copy(), batch["flow"].copy()
