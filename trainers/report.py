@@ -37,8 +37,13 @@ def _num(value: Any, digits: int = 2) -> str:
 
 
 def _markdown(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    """A Markdown table; a `|` inside a cell (a run folder's path, a class name) escaped, as
+    Markdown has it: it split its row into one cell too many (found by review)."""
+    def cells(values: Sequence[str]) -> str:
+        return "| " + " | ".join(value.replace("|", "\\|") for value in values) + " |"
+
+    lines = [cells(header), "|" + "|".join("---" for _ in header) + "|"]
+    lines += [cells(row) for row in rows]
     return "\n".join(lines)
 
 
