@@ -681,9 +681,11 @@ def test_report_names_the_resume_points_no_training_holds(tmp_path):
     for digest, pid in (("aaaa", 2**22 + 12345), ("bbbb", os.getpid())):  # (gone; this one)
         (runs / f".resume-flow-{digest}").mkdir(parents=True)
         (runs / f".resume-flow-{digest}" / "weights.npz").write_bytes(bytes(3 * 2**20))
+        (runs / f".resume-flow-{digest}" / "state.json").write_text("{}")  # (its commit point)
         (runs / f".training-flow-{digest}.lock").write_text(json.dumps(
             {"pid": pid, "host": socket.gethostname(), "since": "2026-12-07 00:00:00"}))
     (runs / ".resume-frames-cccc").mkdir()  # (no lock file: the training ended by a kill)
+    (runs / ".resume-frames-cccc" / "state.json").write_text("{}")
     result = runner.invoke(app, ["report", str(runs)])
     assert result.exit_code == 0, result.output
     said = ("left out: not a finished run (a stopped run's resume point, {} MiB: the same "
@@ -703,6 +705,7 @@ def test_run_names_the_resume_points_left_once_it_has_taken_up_its_own(tmp_path)
     store = make_tiny_store(tmp_path / "tvhi.zarr", **TINY_FLOW, per_class=(2, 1, 1))
     runs = tmp_path / "runs"
     (runs / ".resume-frames-cccc").mkdir(parents=True)  # another command's, stopped
+    (runs / ".resume-frames-cccc" / "state.json").write_text("{}")
     result = runner.invoke(app, ["run", "flow", "--store", str(store), "--runs-dir", str(runs),
                                  "--epochs", "1", "-q"])
     assert result.exit_code == 0, result.output
