@@ -447,6 +447,34 @@ def test_a_zarr_store_declaring_more_samples_than_it_holds_is_refused_at_once(ti
         flowstore.open(store)
 
 
+def test_an_hdf5_store_declaring_more_samples_than_its_id_column_holds_is_refused(
+        tiny_tvhi_source, tmp_path):
+    """Every array rewritten to declare 10**5 rows, only its first chunks written (a store
+    from elsewhere: at 10**9 rows, 600 KB on disk, inspect read a 7 GiB id column; found by
+    review): said at once."""
+    import h5py
+
+    import flowstore
+    from flowstore.errors import StoreError
+
+    store = _built(tiny_tvhi_source, tmp_path, ".h5")
+    with h5py.File(store, "r+") as file:
+        for name in list(file):
+            values, dtype, chunks = file[name][()], file[name].dtype, file[name].chunks
+            del file[name]
+            file.create_dataset(name, shape=(10**5, *values.shape[1:]), dtype=dtype,
+                                chunks=chunks)[:len(values)] = values
+    expected = (f"error: store {str(store)!r} is damaged: it declares 100000 samples, but its "
+                f"id column holds ")
+    for command in (("inspect", store), ("verify", store, "-q"),
+                    ("show", store, "--out", tmp_path / "pictures")):
+        out = flowstore_cli(*command)
+        assert out.returncode in (1, 2) and out.stderr.strip().splitlines()[-1].startswith(
+            expected), (command, out.stderr)
+    with pytest.raises(StoreError, match="declares 100000 samples"):
+        flowstore.open(store)
+
+
 def _hdf5_edited(store: Path, edit) -> Path:
     import h5py
 
