@@ -751,8 +751,8 @@ def test_an_hdf5_attribute_json_cannot_read_leaves_h5pys_lock_to_other_threads(t
     with h5py.File(path, "r+") as file:
         file.attrs["dataset"] = "not json"
     store = HDF5Store.open(path, "r")
-    with pytest.raises(ValueError) as kept:  # (the error, and its traceback, kept alive)
-        store.attrs
+    with pytest.raises(StoreError, match="its attribute 'dataset' is not JSON text") as kept:
+        store.attrs  # (the error, and its traceback, kept alive)
     other = threading.Thread(target=lambda: h5py.File(path, "r", locking=False).close(),
                              daemon=True)
     other.start()

@@ -475,6 +475,25 @@ def test_an_hdf5_store_declaring_more_samples_than_its_id_column_holds_is_refuse
         flowstore.open(store)
 
 
+@pytest.mark.parametrize("key, value, shown", [("classes", [1, 2, 3], "array([1, 2, 3])"),
+                                               ("params", "{not json", "'{not json'")])
+def test_an_hdf5_root_attribute_that_is_no_json_text_is_named(tiny_tvhi_source, tmp_path, key,
+                                                              value, shown):
+    """Written by another tool as an array, or as text that is no JSON: the store was "not a
+    readable flowstore store (TypeError: the JSON object must be str ...)", naming no
+    attribute (found by review)."""
+    import h5py
+    import numpy as np
+
+    store = _built(tiny_tvhi_source, tmp_path, ".h5")
+    with h5py.File(store, "r+") as file:
+        file.attrs[key] = np.array(value) if isinstance(value, list) else value
+    said = (f"error: store {str(store)!r} is damaged: its attribute {key!r} is not JSON text "
+            f"({shown})")
+    for command in ("inspect", "verify"):
+        assert assert_one_line_error(flowstore_cli(command, store)).startswith(said), command
+
+
 def _hdf5_edited(store: Path, edit) -> Path:
     import h5py
 

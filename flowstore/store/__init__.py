@@ -385,8 +385,9 @@ def open_store(path: str | Path, mode: str = "r", *, check_whole: bool = True) -
 
     def refuse_unreadable(exc: Exception) -> NoReturn:
         """Any backend failure to parse: not a store; unless the system ran out of memory,
-        threads or files (`resource_exhaustion`), no damage of the store's, raised as it is."""
-        if resource_exhaustion(exc):
+        threads or files (`resource_exhaustion`), no damage of the store's, or the backend
+        said in its own words what is wrong (a StoreError), each raised as it is."""
+        if resource_exhaustion(exc) or isinstance(exc, StoreError):
             raise exc
         raise StoreError(f"{str(path)!r} is not a readable flowstore store "
                          f"({type(exc).__name__}: {exc})") from exc

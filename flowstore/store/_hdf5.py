@@ -216,8 +216,8 @@ class HDF5Store(Store):
         # (h5py's items() holds its global lock between items: a value json cannot read,
         # raised from inside the loop, left it held by the suspended iterator until the garbage
         # collector freed it, and every other thread's h5py call waited for ever)
-        return {key: json.loads(value) for key, value in list(self._file.attrs.items())
-                if key != WRITER_ATTR}
+        return {key: _json_attribute(self.path, key, value)
+                for key, value in list(self._file.attrs.items()) if key != WRITER_ATTR}
 
     def _mark_writer(self, writing: bool) -> None:
         """Set the writer's mark (`WRITER_ATTR`) to `writing` and flush: one byte rewritten in
@@ -539,6 +539,20 @@ def _check_size_limit(path: Path) -> None:
                          f"process's file-size limit (`ulimit -f`: {limit // 1024} KiB), so "
                          f"nothing can be written to it; raise the limit and run the same "
                          f"command again")
+
+
+def _json_attribute(path: Path, key: str, value: Any) -> Any:
+    """A root attribute's value: JSON text, as every store writes them. One of another kind
+    (an array another tool wrote) or text that is no JSON is damage naming the attribute: it
+    was "not a readable flowstore store (TypeError: the JSON object must be str ...)" (found
+    by review)."""
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError, RecursionError):
+        shown = repr(value)
+        raise DamagedStoreError(f"store {str(path)!r} is damaged: its attribute {key!r} is not "
+                                f"JSON text ({shown if len(shown) <= 40 else shown[:37] + '...'})"
+                                f"; rebuild it (flowstore build ... --overwrite)") from None
 
 
 def _foreign_member(file: h5py.File) -> str | None:
