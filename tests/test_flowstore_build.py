@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import re
 import shutil
 import signal
@@ -736,6 +737,31 @@ def test_an_overwrite_through_a_symlink_replaces_the_store_it_names(tiny_tvhi_so
         assert store.attrs["params"]["steps"] == 2 and store.read("done").all()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         [real.name, link.name, f".{real.name}.lock"])
+
+
+def test_an_overwrite_where_the_store_cannot_be_moved_aside_deletes_it_in_place(
+        tiny_tvhi_source, tmp_path, monkeypatch):
+    """An overlay mount (a container's image) renames no folder of its lower layer: `--overwrite`
+    of a Zarr store there failed "Invalid cross-device link" every time (found by review)."""
+    import errno
+
+    import flowstore.store
+
+    store = tmp_path / "s.zarr"
+    assert _build(tiny_tvhi_source, store, steps=4).ok
+    rename = os.replace
+
+    def overlay(source, target, *args, **kwargs):
+        if Path(source) == store and ".removing" in str(target):
+            raise OSError(errno.EXDEV, "Invalid cross-device link", str(source))
+        return rename(source, target, *args, **kwargs)
+
+    monkeypatch.setattr(flowstore.store.os, "replace", overlay)
+    result = _build(tiny_tvhi_source, store, steps=2, overwrite=True)
+    assert result.ok and result.computed == 16
+    with open_store(store) as opened:
+        assert opened.attrs["params"]["steps"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".s.zarr.lock", "s.zarr"]
 
 
 @pytest.mark.parametrize("suffix", [".zarr", ".h5"])

@@ -17,6 +17,7 @@ test class in `tests/store_contract.py`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import hashlib
 import importlib
@@ -723,12 +724,21 @@ def remove_store(path: str | Path) -> None:
     # not delete) in place left part of a store that no longer reads as one, which every
     # command, `--overwrite` too, then refused to touch
     aside = _beside(path, "removing")
-    os.replace(path, aside)
+    try:
+        os.replace(path, aside)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # an overlay mount (a container's image) renames no folder of its lower layer: the
+        # store is deleted where it is, as it cannot be moved (`--overwrite` failed there,
+        # "Invalid cross-device link"; found by review)
+        aside = path
     try:
         backend.remove(aside)
     except OSError as exc:
-        raise StoreError(f"moved the old store {str(path)!r} aside to {str(aside)!r} but could "
-                         f"not delete it ({exc.strerror or exc}); delete it by hand") from None
+        done = (f"moved the old store {str(path)!r} aside to {str(aside)!r} but could not "
+                f"delete it" if aside != path else f"could not delete the old store {str(path)!r}")
+        raise StoreError(f"{done} ({exc.strerror or exc}); delete it by hand") from None
 
 
 def _beside(path: Path, doing: str) -> Path:
