@@ -174,10 +174,11 @@ def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str
     result = ShowResult()
     splits: dict[str, Any] = {}
     samples = []
+    taken: set[str] = set()  # (the pictures' names so far, casefolded)
     for index in progress_bar(indices, enabled=progress, unit="sample", desc="show"):
         sample = _read(dataset, splits, index)
         if kind == "flow":
-            name = _picture_name(str(sample["id"]), index)
+            name = _picture_name(str(sample["id"]), index, taken)
             folder = (out / name).parent
             if folder != out:  # a class named like a store (`c.zarr`) meeting one in --out
                 _refuse_inside(folder, f"the class folder {str(folder)!r} of --out")
@@ -204,26 +205,34 @@ def _draw(dataset, indices: list[int], out: Path, made: list[Path], *, kind: str
     return result
 
 
-def _picture_name(sample_id: str, index: int) -> str:
+def _picture_name(sample_id: str, index: int, taken: set[str]) -> str:
     """Where in `--out` the pictures of the video sample `sample_id` (at `index`) go, without
     their suffix: the id, whose `/` makes a class folder (a videofolder id is `<class>/<clip>`),
     each part of it a file name this system holds (`_safe_name`). A store from elsewhere may
     hold any id: an absolute one or one of `..` parts wrote pictures and made folders outside
     --out, and a NUL byte was an internal error (found by review). An id that had to change
-    gets its sample's index, so that two ids changed alike stay apart."""
+    gets its sample's index, so that two ids changed alike stay apart; and so does one that
+    meets a name already `taken` (casefolded, and added to it) but for letter case: `a/Clip`
+    and `a/clip` are one file on FAT, exFAT or macOS, where one picture was written over the
+    other and both counted (found by review)."""
     *folders, name = [_safe_name(part) for part in sample_id.split("/")]
     changed = "/".join((*folders, name)) != sample_id
     if changed or len(os.fsencode(name + ".png")) > NAME_MAX_BYTES:
         name = _labelled(name, index)
+    if "/".join((*folders, name)).casefold() in taken:
+        name = _labelled(name, index)
+    taken.add("/".join((*folders, name)).casefold())
     return "/".join((*folders, name))
 
 
 def _safe_name(name: str) -> str:
-    """`name` as one file name inside a folder: no `/`, `\\` or NUL (each "_"), no leading dot
-    (a `..`, or a hidden file: "_" before it), never empty, every character one the file
-    system's encoding holds (`file_name_here`)."""
-    for character in "/\\\0":
-        name = name.replace(character, "_")
+    """`name` as one file name inside a folder: no `/`, `\\`, control character, nor any of
+    `"*:<>?|`, which FAT and exFAT refuse (each "_": a clip `t:1` stopped the pictures written
+    to a USB stick at it; found by review), no leading dot (a `..`, or a hidden file: "_"
+    before it), never empty, every character one the file system's encoding holds
+    (`file_name_here`)."""
+    name = "".join("_" if character in UNSAFE_IN_NAMES or ord(character) < 32 else character
+                   for character in name)
     name = file_name_here(name)
     return "_" + name if name.startswith(".") or not name else name
 
@@ -251,6 +260,9 @@ def _file_names(names: dict[int, str]) -> dict[int, str]:
             return files
         files.update((label, _labelled(files[label], label)) for label in meeting)
 
+
+#: What `_safe_name` writes as "_": a path's separators, and what FAT and exFAT refuse.
+UNSAFE_IN_NAMES = frozenset('/\\"*:<>?|')
 
 #: The bytes of a file name most file systems hold (ext4's, XFS's and Btrfs' NAME_MAX).
 NAME_MAX_BYTES = 255

@@ -230,6 +230,20 @@ def test_an_image_store_gives_a_grid_per_class(tmp_path):
     assert "video store" in assert_one_line_error(gif)
 
 
+def test_ids_alike_but_for_case_or_with_characters_fat_refuses_get_pictures_of_their_own():
+    """On FAT, exFAT or macOS `a/Clip` and `a/clip` are one file: one picture was written over
+    the other and both counted; and a clip `t:1` (FAT refuses `"*:<>?|`) stopped every picture
+    after it (found by review). Names are made here for any file system alike."""
+    from flowstore.show import _picture_name
+
+    taken: set[str] = set()
+    names = [_picture_name(sample, index, taken) for index, sample in enumerate(
+        ["a/Clip", "a/clip", "a/CLIP", "b/t:1", 'b/q"x?', "b/tab\there", "b/plain"])]
+    assert names == ["a/Clip", "a/clip-1", "a/CLIP-2", "b/t_1-3", "b/q_x_-4", "b/tab_here-5",
+                     "b/plain"]
+    assert len({name.casefold() for name in names}) == len(names)
+
+
 def test_an_out_folder_taken_away_while_the_images_are_read_is_made_again(tmp_path,
                                                                           monkeypatch):
     """Two `show` into one new --out: the first, stopped while the second read its images,
