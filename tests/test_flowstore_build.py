@@ -739,6 +739,20 @@ def test_an_overwrite_through_a_symlink_replaces_the_store_it_names(tiny_tvhi_so
         [real.name, link.name, f".{real.name}.lock"])
 
 
+@pytest.mark.parametrize("suffix", [".zarr", ".h5"])
+def test_a_build_into_an_empty_folder_or_file_of_the_stores_name_makes_the_store_there(
+        tiny_tvhi_source, tmp_path, suffix):
+    """`mkdir out.zarr` (or a mount point) and `touch out.h5` first: the build was refused,
+    "not a readable flowstore store (GroupNotFoundError ...)", even with --overwrite (found
+    by review). Nothing is there to lose: it is no store, and the build makes one."""
+    store = tmp_path / f"out{suffix}"
+    store.mkdir() if suffix == ".zarr" else store.touch()
+    assert "error: no store at " in assert_one_line_error(flowstore_cli("inspect", store))
+    assert _build(tiny_tvhi_source, store, steps=4).ok
+    with open_store(store) as opened:
+        assert opened.read("done").all()
+
+
 def test_an_overwrite_where_the_store_cannot_be_moved_aside_deletes_it_in_place(
         tiny_tvhi_source, tmp_path, monkeypatch):
     """An overlay mount (a container's image) renames no folder of its lower layer: `--overwrite`

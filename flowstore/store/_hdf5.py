@@ -93,7 +93,10 @@ class HDF5Store(Store):
 
     @classmethod
     def exists(cls, location: Path | str) -> bool:
-        return Path(location).exists()
+        """Its path, but for an empty file (`touch out.h5`): no store, which a build makes
+        there (as an empty Zarr folder: `ZarrStore.exists`)."""
+        path = Path(location)
+        return path.exists() and not (path.is_file() and path.stat().st_size == 0)
 
     @classmethod
     def remove(cls, location: Path | str) -> None:

@@ -176,8 +176,13 @@ class ZarrStore(Store):
 
     @classmethod
     def exists(cls, location: Path | str) -> bool:
+        """A URL store by its root document; a local one by its path, but for an empty folder
+        (`mkdir out.zarr`, a mount point): no store, which a build makes there (it was "not a
+        readable flowstore store (GroupNotFoundError ...)", even with --overwrite; found by
+        review)."""
         if not is_url(location):
-            return Path(location).exists()
+            path = Path(location)
+            return path.exists() and not (path.is_dir() and next(path.iterdir(), None) is None)
         fs, root = url_filesystem(location)
         return bool(fs.exists(f"{root.rstrip('/')}/zarr.json"))
 
