@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -340,7 +341,7 @@ def confusion_png(predictions: SplitPredictions, title: str) -> bytes:
         MaxNLocator(integer=True))  # counts
     every = 1 if labelled else -(-count // CONFUSION_LABELLED_UP_TO)  # (ceil)
     named = range(0, count, every)
-    names = [_shortened(predictions.classes[k], CONFUSION_NAME_CHARS) for k in named]
+    names = _distinct_labels([predictions.classes[k] for k in named], CONFUSION_NAME_CHARS)
     ax.set_xticks(named, names, rotation=45, ha="right")
     ax.set_yticks(named, names)
     ax.set_xlabel("predicted")
@@ -445,6 +446,24 @@ def _column_lines(text: str, fits: Callable[[str], bool]) -> str:
             lines.append(rest[:end])
             rest = rest[end:]
     return "\n".join(lines)
+
+
+def _distinct_labels(names: Sequence[str], most: int) -> list[str]:
+    """Each name within `most` characters (`_shortened`), no two alike: names that share their
+    start and their end ("playing musical instrument (wind) in a concert hall", "... (brass)
+    ...") were all cut to one label, and the matrix could not be read (found by review). Such
+    names are shown from where they begin to differ; any still alike get their position."""
+    labels = [_shortened(name, most) for name in names]
+    for label in set(labels):
+        alike = [k for k, other in enumerate(labels) if other == label]
+        if len(alike) > 1:
+            start = len(os.path.commonprefix([names[k] for k in alike]))
+            for k in alike:
+                labels[k] = "\N{HORIZONTAL ELLIPSIS}" + _shortened(names[k][start:], most - 1)
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [f"{label} ({k})" if seen[label] > 1 else label for k, label in enumerate(labels)]
 
 
 def _shortened(text: str, most: int) -> str:
