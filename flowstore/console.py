@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+from typing import Sequence
 
 
 def flowstore() -> None:
@@ -78,6 +79,15 @@ def one_line(text: str) -> str:
     a script, took the rest for another sample) and an escape sequence was obeyed by the
     terminal. The store keeps the id as it is; only what is printed is escaped."""
     return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
+def some_named(names: Sequence[str], most: int = 3) -> str:
+    """The first `most` of `names` as a message lists them, and how many more: one line of
+    a message stays a line where a list runs to hundreds (a Kinetics-400 run predicting a
+    Kinetics-700 store named 300 classes, some 10 KB, on `predict`'s one line; found by
+    review)."""
+    shown = ", ".join(repr(name) for name in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def sample_line(sample: str, why: str) -> str:

@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.console import some_named
 from flowstore.errors import SourceLayoutError
 
 SPLITS = ("train", "val", "test")
@@ -253,8 +254,7 @@ def _check_no_empty_class(classes: Sequence[str],
     empty = [c for c in classes if not any(per_class.get(c) for per_class in by_split.values())]
     if not empty:
         return
-    named = ", ".join(repr(c) for c in empty[:3]) + (
-        f" and {len(empty) - 3} more" if len(empty) > 3 else "")
+    named = some_named(empty)
     what = f"class {named} has" if len(empty) == 1 else f"classes {named} have"
     raise SourceLayoutError(f"{what} no samples in any split: a model cannot learn a class it "
                             f"never sees; add its samples or remove it from the source")

@@ -866,3 +866,14 @@ def test_a_file_named_with_a_newline_or_an_escape_is_one_printed_line(tmp_path):
     for result in (built, checked, made):
         summary = [line for line in result.stdout.splitlines() if line]
         assert len(summary) == 1 and "\\n" in summary[0], result.stdout
+
+
+def test_a_list_a_message_names_is_cut_to_three_and_a_count():
+    """`trainers predict` named every class the run did not know on its one summary line:
+    300 of a Kinetics-700 store, some 10 KB (found by review). Every such list is cut alike."""
+    from flowstore.console import some_named
+
+    assert some_named(["a", "b"]) == "'a', 'b'"
+    assert some_named(["a", "b", "c"]) == "'a', 'b', 'c'"
+    assert some_named([f"class_{k}" for k in range(300)]) == \
+        "'class_0', 'class_1', 'class_2' and 297 more"

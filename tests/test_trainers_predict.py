@@ -152,7 +152,7 @@ def test_another_store_is_scored_by_class_name_and_its_unknown_classes_are_not_c
         fingerprint = ds.fingerprint
     assert f"store {fingerprint[:8]} (the run's: " in summary
     assert f"accuracy {correct / len(known):.4f} ({correct} of {len(known)})" in summary
-    assert "2 sample(s) of class(es) the run does not know ('dance') predicted, not counted" \
+    assert "2 sample(s) of 1 class(es) the run does not know ('dance') predicted, not counted" \
         in summary
 
 

@@ -22,6 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
+from flowstore.console import some_named
 from flowstore.manifest import NO_CLASS
 from flowstore.params import (FLOW_METHOD, FLOW_METHODS, NOT_RECORDED, recorded_value,
                               shown_value)
@@ -193,8 +194,8 @@ class RunPredictions:
             if len(predictions.classes) > TOP_K:
                 line += f", top-{TOP_K} {predictions.top_k_accuracy(TOP_K):.4f}"
         if unknown:
-            line += (f"; {int(other.sum())} sample(s) of class(es) the run does not know "
-                     f"({', '.join(map(repr, unknown))}) predicted, not counted")
+            line += (f"; {int(other.sum())} sample(s) of {len(unknown)} class(es) the run "
+                     f"does not know ({some_named(unknown)}) predicted, not counted")
         counts = self.run.samples or {}
         trained_on = (sum(counts.values()) if self.split == ALL and counts
                       else counts.get(self.split))

@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from flowstore.console import some_named
 from flowstore.errors import ParameterError, SourceLayoutError, UnknownDatasetError
 from flowstore.extraction.sampling import frame_count
 from flowstore.manifest import SPLITS, Manifest
@@ -224,11 +225,10 @@ class Dataset(abc.ABC):
         if untold:
             others = sorted(untold)
             count = sum(folder in untold for folder in folder_of.values())
-            named = ", ".join(repr(folder) for folder in others[:3])
-            more = f" and {len(others) - 3} more" if len(others) > 3 else ""
             lines.append(f"{len(others)} folder(s) the split lists name are not in "
-                         f"{str(source)!r}: {named}{more} ({count} {self.item_noun}s in all, "
-                         f"failing as missing): named otherwise, or not copied?")
+                         f"{str(source)!r}: {some_named(others)} ({count} "
+                         f"{self.item_noun}s in all, failing as missing): named otherwise, or "
+                         f"not copied?")
         return lines
 
     def source_name(self, sample_id: str) -> str:
