@@ -497,7 +497,11 @@ def image_grid(samples: Sequence[dict[str, Any]], class_name: str) -> np.ndarray
         row, column = divmod(position, columns)
         top, left = LINE + row * (tile + LINE), column * tile
         canvas[top:top + tile, left:left + tile] = _magnified(sample["image"], tile)
-        _text(canvas, f"{sample['id']} ({sample['split']})", left + 2, top + tile + LINE - 6,
+        # (an imagefolder id is `<class>/<image>`: the class, the grid's title already, left
+        # out; under a long class name the caption was cut to some 5 px, the image's own name
+        # lost; found by review)
+        shown = str(sample["id"]).removeprefix(f"{class_name}/")
+        _text(canvas, f"{shown} ({sample['split']})", left + 2, top + tile + LINE - 6,
               width=tile)
     return canvas
 

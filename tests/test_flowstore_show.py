@@ -267,6 +267,21 @@ def test_an_out_folder_taken_away_while_the_images_are_read_is_made_again(tmp_pa
                                                         "jumping.png"]
 
 
+def test_a_grids_captions_leave_out_the_class_its_title_names(monkeypatch):
+    """An imagefolder id is `<class>/<image>`: under a long class name each caption was cut to
+    some 5 px and the image's own name lost (found by review); the grid's title names the
+    class once."""
+    import flowstore.show as show
+
+    said: list[str] = []
+    monkeypatch.setattr(show, "_text", lambda canvas, text, *args, **kwargs: said.append(text))
+    name = "playing musical instrument (wind) in a concert hall"
+    image = np.zeros((16, 16, 3), np.uint8)
+    show.image_grid([{"image": image, "id": f"{name}/img_01", "split": "train"},
+                     {"image": image, "id": "elsewhere/img_02", "split": "test"}], name)
+    assert said == [f"class {name}: 2 image(s)", "img_01 (train)", "elsewhere/img_02 (test)"]
+
+
 def test_class_names_that_look_like_paths_stay_file_names_inside_out(tmp_path):
     """A split file may name a class `../escape` or `a/b`: its grid was written outside --out, or
     the command failed after writing some pictures."""
