@@ -187,7 +187,7 @@ def test_split_all_predicts_every_finished_sample_of_a_store(trained, tmp_path):
         ("unknown_test_0000", "test")]
     assert "3 sample(s) of all splits of" in result.stderr
     assert result.stderr.strip().endswith(
-        "no accuracy (no sample is of a class the run knows); 3 sample(s) of class(es) the "
+        "no accuracy (no sample is of a class the run knows); 3 sample(s) of 1 class(es) the "
         "run does not know ('unknown') predicted, not counted; 2 sample(s) not built, so not "
         "predicted: 1 failed (flowstore inspect names them), 1 not yet extracted (flowstore "
         "build resumes them)")
