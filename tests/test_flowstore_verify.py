@@ -428,23 +428,12 @@ def test_a_zarr_store_declaring_more_samples_than_it_holds_is_refused_at_once(ti
     memory, said as the system's limit with advice to use fewer --workers (found by review)."""
     import json
 
-    import flowstore
-    from flowstore.errors import StoreError
-
     store = _built(tiny_tvhi_source, tmp_path)
     for metadata in store.glob("*/zarr.json"):
         declared = json.loads(metadata.read_text())
         declared["shape"][0] = 10**6  # (the check is the same at 10**8; without it, cheap)
         metadata.write_text(json.dumps(declared))
-    expected = (f"error: store {str(store)!r} is damaged: it declares 1000000 samples, but its "
-                f"id column holds none from sample ")
-    for command in (("inspect", store), ("verify", store, "-q"),
-                    ("show", store, "--out", tmp_path / "pictures")):
-        out = flowstore_cli(*command)
-        assert out.returncode in (1, 2) and out.stderr.strip().splitlines()[-1].startswith(
-            expected), (command, out.stderr)
-    with pytest.raises(StoreError, match="declares 1000000 samples"):
-        flowstore.open(store)
+    _refused_at_once(store, tmp_path, 10**6, "id column holds none from sample ")
 
 
 def test_an_hdf5_store_declaring_more_samples_than_its_id_column_holds_is_refused(
@@ -454,9 +443,6 @@ def test_an_hdf5_store_declaring_more_samples_than_its_id_column_holds_is_refuse
     review): said at once."""
     import h5py
 
-    import flowstore
-    from flowstore.errors import StoreError
-
     store = _built(tiny_tvhi_source, tmp_path, ".h5")
     with h5py.File(store, "r+") as file:
         for name in list(file):
@@ -464,14 +450,23 @@ def test_an_hdf5_store_declaring_more_samples_than_its_id_column_holds_is_refuse
             del file[name]
             file.create_dataset(name, shape=(10**5, *values.shape[1:]), dtype=dtype,
                                 chunks=chunks)[:len(values)] = values
-    expected = (f"error: store {str(store)!r} is damaged: it declares 100000 samples, but its "
-                f"id column holds ")
+    _refused_at_once(store, tmp_path, 10**5, "id column holds ")
+
+
+def _refused_at_once(store: Path, tmp_path: Path, declared: int, then: str) -> None:
+    """Every command that reads the store, and the reader, refuse it in one line saying that
+    it declares `declared` samples (and `then`)."""
+    import flowstore
+    from flowstore.errors import StoreError
+
+    expected = (f"error: store {str(store)!r} is damaged: it declares {declared} samples, but "
+                f"its {then}")
     for command in (("inspect", store), ("verify", store, "-q"),
                     ("show", store, "--out", tmp_path / "pictures")):
         out = flowstore_cli(*command)
         assert out.returncode in (1, 2) and out.stderr.strip().splitlines()[-1].startswith(
             expected), (command, out.stderr)
-    with pytest.raises(StoreError, match="declares 100000 samples"):
+    with pytest.raises(StoreError, match=f"declares {declared} samples"):
         flowstore.open(store)
 
 
