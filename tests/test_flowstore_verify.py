@@ -468,6 +468,9 @@ def _refused_at_once(store: Path, tmp_path: Path, declared: int, then: str) -> N
             expected), (command, out.stderr)
     with pytest.raises(StoreError, match=f"declares {declared} samples"):
         flowstore.open(store)
+    with open_store(store) as opened:  # (any column read whole, before it is allocated)
+        with pytest.raises(StoreError, match=f"declares {declared} samples"):
+            opened.read("label")
 
 
 @pytest.mark.parametrize("key, value, shown", [("classes", [1, 2, 3], "array([1, 2, 3])"),

@@ -126,6 +126,7 @@ class HDF5Store(Store):
         self._chunk_offsets: dict[str, np.ndarray] = {}
         self._raw_arrays: dict[str, bool] = {}  # array name -> its chunks can be read raw
         self._verified: dict[str, bool] = {}  # array name -> its first raw read matched h5py
+        self._length_checked = False  # (`_check_declared_length`)
         # a read-only store's arrays as h5py looked them up, once: the look-up by name was a
         # third of a small sample's read (60 of 190 us; `verify` of 100,000 tiny images took
         # 21 s of CPU against Zarr's 3). A writer's are looked up each time (columns replaced)
@@ -247,9 +248,9 @@ class HDF5Store(Store):
         return dataset
 
     def read(self, name: str, index: Any = slice(None)) -> np.ndarray:
+        if index == slice(None):
+            self._check_declared_length()
         dataset = self._dataset(name)
-        if index == slice(None) and name == "id":
-            self._check_declared_length(dataset)
         try:
             if h5py.check_string_dtype(dataset.dtype):  # variable-length or fixed-width
                 return np.asarray(dataset.asstr()[index], dtype=str)
@@ -261,13 +262,17 @@ class HDF5Store(Store):
         except DAMAGE_ERRORS as exc:  # h5py's OSError for bytes it cannot decode
             raise unreadable_array(self.path, name, exc) from exc
 
-    def _check_declared_length(self, ids: "h5py.Dataset") -> None:
-        """Refuse a store whose `id` column declares more samples than the chunks it holds:
-        every chunk of a column is written when the store is made (`_create_column`), so one
-        missing is a length edited by another tool (or a store from elsewhere: 10**9 declared
-        rows in 600 KB were read whole, a 7 GiB allocation; found by review) or lost. The
-        `id` column is read whole first wherever a store is looked at (the other columns are
-        checked against its length). One look at its chunk index."""
+    def _check_declared_length(self) -> None:
+        """Refuse, before a whole column is read, a store whose `id` column declares more
+        samples than the chunks it holds: every chunk of a column is written when the store is
+        made (`_create_column`), so one missing is a length edited by another tool (or a store
+        from elsewhere: 10**9 declared rows in 600 KB were read whole, a 7 GiB allocation;
+        found by review) or lost. The other columns are checked against its length. Once a
+        handle (one look at its chunk index), as `ZarrStore._check_declared_length`."""
+        if self._length_checked or "id" not in self._file:
+            return  # (a store without `id`: said by the caller's own read)
+        self._length_checked = True
+        ids = self._dataset("id")
         if ids.chunks is None or not ids.shape[0]:
             return  # (a format-1 column, contiguous; no samples)
         expected = -(-ids.shape[0] // ids.chunks[0])
