@@ -113,7 +113,7 @@ class StoreDataset:
         names = store.array_names()
         specs = (dataset_specs(attrs, store.path) if self.dataset in dataset_names() else ())
         check_array_shapes(store, [spec for spec in specs if spec.name in names], store.path)
-        layouts = {name: store.layout(name) for name in store.array_names()}
+        layouts = {name: store.layout(name) for name in names}
         self.features = {name: shape[1:] for name, (shape, dtype) in layouts.items()
                          if len(shape) > 1 and dtype != STRING}
         self.encodings: dict[str, Encoding] = declared_encodings(
