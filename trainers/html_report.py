@@ -23,6 +23,7 @@ counts (`confusion_png`).
 from __future__ import annotations
 
 import base64
+import collections
 import html
 import io
 import os
@@ -460,9 +461,7 @@ def _distinct_labels(names: Sequence[str], most: int) -> list[str]:
             start = len(os.path.commonprefix([names[k] for k in alike]))
             for k in alike:
                 labels[k] = "\N{HORIZONTAL ELLIPSIS}" + _shortened(names[k][start:], most - 1)
-    seen: dict[str, int] = {}
-    for label in labels:
-        seen[label] = seen.get(label, 0) + 1
+    seen = collections.Counter(labels)
     return [f"{label} ({k})" if seen[label] > 1 else label for k, label in enumerate(labels)]
 
 
